@@ -1,0 +1,90 @@
+//! Errors of the engine.
+
+use crate::Kind;
+
+/// Everything that can go wrong when registering a family or resolving a series.
+///
+/// Messages say what was wrong and what to do about it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A metric name broke the naming rules.
+    #[error(
+        "invalid metric name {name:?}: {problem}; a metric name starts with a letter and holds only letters, digits, '_', '.', '-' or '/' (at most 255 bytes)"
+    )]
+    InvalidMetricName {
+        /// The rejected name.
+        name: String,
+        /// What exactly is wrong, e.g. the offending character and its position.
+        problem: String,
+    },
+    /// A label name broke the naming rules.
+    #[error(
+        "invalid label name {label:?} on metric {metric:?}: {problem}; a label name starts with a letter or '_' and holds only letters, digits, '_' or '.'"
+    )]
+    InvalidLabelName {
+        /// The metric being registered.
+        metric: String,
+        /// The rejected label name.
+        label: String,
+        /// What exactly is wrong.
+        problem: String,
+    },
+    /// The same name was registered before with a different definition.
+    #[error(
+        "metric {name:?} is already registered as {existing}; it cannot be registered again as {requested}: register it with the same kind, unit and label names, or pick another name"
+    )]
+    Conflict {
+        /// The contested name.
+        name: String,
+        /// The existing definition.
+        existing: String,
+        /// The definition that was refused.
+        requested: String,
+    },
+    /// `with()` was given a number of label values that does not match the family.
+    #[error(
+        "metric {metric:?} declares {expected} label(s) {names:?} but {got} value(s) were given; pass one value per declared label, in order"
+    )]
+    LabelCount {
+        /// The metric.
+        metric: String,
+        /// Declared label names.
+        names: Vec<String>,
+        /// Declared label count.
+        expected: usize,
+        /// Values passed.
+        got: usize,
+    },
+    /// A histogram configuration is unusable.
+    #[error("invalid histogram configuration for {metric:?}: {problem}")]
+    InvalidHistogram {
+        /// The metric.
+        metric: String,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+    /// A static family could not be registered in the global registry.
+    #[error("static metric {name:?} could not be registered: {reason}")]
+    Static {
+        /// The metric.
+        name: String,
+        /// The underlying registration error, rendered.
+        reason: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn conflict(name: &str, existing: String, requested: String) -> Self {
+        Error::Conflict {
+            name: name.to_owned(),
+            existing,
+            requested,
+        }
+    }
+}
+
+/// Describes a family definition for conflict messages.
+pub(crate) fn describe(kind: Kind, unit: &str, labels: &[std::borrow::Cow<'static, str>]) -> String {
+    format!("a {kind} with unit {unit:?} and labels {labels:?}")
+}

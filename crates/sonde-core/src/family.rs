@@ -1,0 +1,323 @@
+//! A family: the series of one metric, keyed by label values, with a series limit,
+//! an overflow series and optional idle expiry.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use hashbrown::HashTable;
+
+use crate::instrument::{Counter, Instrument};
+use crate::labels::{LabelValues, hash_values};
+use crate::series::{Series, SeriesInfo};
+use crate::snapshot::{FamilyMeta, SeriesSnapshot};
+use crate::Error;
+
+const SHARDS: usize = 8;
+
+type Table<C> = HashTable<Arc<Series<C>>>;
+
+/// Self-metric handles a family reports into.
+#[derive(Clone, Default)]
+pub(crate) struct SelfMetrics {
+    /// `sonde.series.overflow{metric}`: lookups sent to the overflow series.
+    pub(crate) overflow: Option<Counter>,
+    /// `sonde.instrumentation.errors{metric,reason="label_count"}`.
+    pub(crate) label_errors: Option<Counter>,
+}
+
+pub(crate) struct FamilyInner<M: Instrument> {
+    pub(crate) meta: Arc<FamilyMeta>,
+    pub(crate) config: Arc<M::Config>,
+    hasher: foldhash::fast::RandomState,
+    shards: [RwLock<Table<M::Core>>; SHARDS],
+    len: AtomicUsize,
+    max_series: usize,
+    idle_ttl: Option<u64>,
+    overflow: OnceLock<Arc<Series<M::Core>>>,
+    unlabelled: OnceLock<M>,
+    self_metrics: SelfMetrics,
+}
+
+/// A family of series sharing a name, kind, unit and label names.
+///
+/// Cheap to clone (an `Arc`). Resolve a series with [`with`](Self::with) and keep the handle:
+/// recording through a handle is a single atomic operation.
+///
+/// ```
+/// let registry = sonde_core::Registry::new();
+/// let requests = registry
+///     .counter("http.server.requests")
+///     .labels(["http.request.method", "http.route"])
+///     .build()?;
+/// let h = requests.with(&["GET", "/users"]);
+/// h.inc();
+/// # Ok::<(), sonde_core::Error>(())
+/// ```
+pub struct Family<M: Instrument> {
+    pub(crate) inner: Arc<FamilyInner<M>>,
+}
+
+impl<M: Instrument> Clone for Family<M> {
+    fn clone(&self) -> Self {
+        Family {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<M: Instrument> fmt::Debug for Family<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Family")
+            .field("name", &self.inner.meta.name())
+            .field("kind", &self.inner.meta.kind())
+            .field("series", &self.series_count())
+            .finish()
+    }
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    // A panic while holding the lock cannot leave a table half-updated in a way that matters
+    // here (inserts are single calls), so a poisoned lock is still usable.
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl<M: Instrument> Family<M> {
+    pub(crate) fn new(
+        meta: FamilyMeta,
+        config: M::Config,
+        max_series: usize,
+        idle_timeout: Option<Duration>,
+        self_metrics: SelfMetrics,
+    ) -> Self {
+        Family {
+            inner: Arc::new(FamilyInner {
+                meta: Arc::new(meta),
+                config: Arc::new(config),
+                hasher: foldhash::fast::RandomState::default(),
+                shards: std::array::from_fn(|_| RwLock::new(HashTable::new())),
+                len: AtomicUsize::new(0),
+                max_series: max_series.max(1),
+                idle_ttl: idle_timeout.map(|d| d.as_secs().max(1)),
+                overflow: OnceLock::new(),
+                unlabelled: OnceLock::new(),
+                self_metrics,
+            }),
+        }
+    }
+
+    /// The family's definition.
+    pub fn meta(&self) -> &FamilyMeta {
+        &self.inner.meta
+    }
+
+    /// The instrument configuration (the histogram layout for histograms).
+    pub fn config(&self) -> &M::Config {
+        &self.inner.config
+    }
+
+    /// Number of live series, not counting the overflow series.
+    pub fn series_count(&self) -> usize {
+        self.inner.len.load(Relaxed)
+    }
+
+    /// The series limit: past it, new label sets share the overflow series.
+    pub fn max_series(&self) -> usize {
+        self.inner.max_series
+    }
+
+    /// The handle of the series with these label values, created on first use.
+    ///
+    /// Looking up an existing series hashes the borrowed values and allocates nothing; creating
+    /// one allocates once. Past the series limit, the overflow series is returned. With a wrong
+    /// number of values, a detached handle is returned (its data is not exported) and
+    /// `sonde.instrumentation.errors{reason="label_count"}` is incremented; use
+    /// [`try_with`](Self::try_with) to get the error instead.
+    #[inline]
+    pub fn with<S: AsRef<str>>(&self, values: &[S]) -> M {
+        match self.try_with(values) {
+            Ok(h) => h,
+            Err(_) => {
+                if let Some(c) = &self.inner.self_metrics.label_errors {
+                    c.inc();
+                }
+                M::detached(&self.inner.config)
+            }
+        }
+    }
+
+    /// Like [`with`](Self::with), but a wrong number of label values is an error.
+    #[inline]
+    pub fn try_with<S: AsRef<str>>(&self, values: &[S]) -> Result<M, Error> {
+        let inner = &*self.inner;
+        if values.len() != inner.meta.label_names.len() {
+            return Err(Error::LabelCount {
+                metric: inner.meta.name().to_owned(),
+                names: inner.meta.label_names().map(str::to_owned).collect(),
+                expected: inner.meta.label_names.len(),
+                got: values.len(),
+            });
+        }
+        if values.is_empty() {
+            return Ok(self.handle());
+        }
+        let hash = hash_values(&inner.hasher, values.iter().map(AsRef::as_ref));
+        let shard = &inner.shards[shard_of(hash)];
+        if let Some(s) = read(shard).find(hash, |s| s.header.labels.eq_values(values)) {
+            if inner.idle_ttl.is_some() {
+                s.header.touch();
+            }
+            return Ok(M::from_series(s.clone()));
+        }
+        Ok(self.insert(hash, values))
+    }
+
+    #[cold]
+    fn insert<S: AsRef<str>>(&self, hash: u64, values: &[S]) -> M {
+        let inner = &*self.inner;
+        let mut table = write(&inner.shards[shard_of(hash)]);
+        if let Some(s) = table.find(hash, |s| s.header.labels.eq_values(values)) {
+            return M::from_series(s.clone());
+        }
+        // `len` only changes under a shard's write lock; a racing insert in another shard can
+        // overshoot the limit by at most SHARDS - 1 series.
+        if inner.len.load(Relaxed) >= inner.max_series {
+            drop(table);
+            return self.overflow();
+        }
+        let series = Series::new(LabelValues::new(values), false, M::new_core(&inner.config));
+        let hasher = &inner.hasher;
+        table.insert_unique(hash, series.clone(), |s| hash_values(hasher, s.header.labels.iter()));
+        inner.len.fetch_add(1, Relaxed);
+        M::from_series(series)
+    }
+
+    fn overflow(&self) -> M {
+        let inner = &*self.inner;
+        if let Some(c) = &inner.self_metrics.overflow {
+            c.inc();
+        }
+        let s = inner
+            .overflow
+            .get_or_init(|| Series::new(LabelValues::empty(), true, M::new_core(&inner.config)));
+        M::from_series(s.clone())
+    }
+
+    /// The handle of the family's only series, for families without labels. For a labelled
+    /// family this is a detached handle (see [`with`](Self::with)).
+    pub fn handle(&self) -> M {
+        let inner = &*self.inner;
+        if !inner.meta.label_names.is_empty() {
+            return self.with::<&str>(&[]);
+        }
+        inner
+            .unlabelled
+            .get_or_init(|| {
+                let series = Series::new(LabelValues::empty(), false, M::new_core(&inner.config));
+                let hasher = &inner.hasher;
+                let hash = hash_values(hasher, std::iter::empty());
+                write(&inner.shards[shard_of(hash)]).insert_unique(hash, series.clone(), |s| {
+                    hash_values(hasher, s.header.labels.iter())
+                });
+                inner.len.fetch_add(1, Relaxed);
+                M::from_series(series)
+            })
+            .clone()
+    }
+
+    /// Removes the series with these label values, if present. Handles still held keep
+    /// recording into the removed series, which is no longer exported.
+    pub fn remove<S: AsRef<str>>(&self, values: &[S]) -> bool {
+        let inner = &*self.inner;
+        if values.is_empty() {
+            return false;
+        }
+        let hash = hash_values(&inner.hasher, values.iter().map(AsRef::as_ref));
+        let mut table = write(&inner.shards[shard_of(hash)]);
+        match table.find_entry(hash, |s| s.header.labels.eq_values(values)) {
+            Ok(entry) => {
+                entry.remove();
+                inner.len.fetch_sub(1, Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+fn shard_of(hash: u64) -> usize {
+    // Middle bits: hashbrown uses the low bits for the slot and the top 7 for the tag.
+    (hash >> 32) as usize % SHARDS
+}
+
+/// A family seen without its instrument type, for collection.
+pub(crate) trait ErasedFamily: Send + Sync {
+    fn meta(&self) -> &Arc<FamilyMeta>;
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+    fn read(&self, out: &mut Vec<SeriesSnapshot>);
+    fn sweep(&self, now: u64);
+    fn series_count(&self) -> usize;
+}
+
+impl<M: Instrument> ErasedFamily for FamilyInner<M> {
+    fn meta(&self) -> &Arc<FamilyMeta> {
+        &self.meta
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
+        self
+    }
+
+    fn read(&self, out: &mut Vec<SeriesSnapshot>) {
+        let start = out.len();
+        for shard in &self.shards {
+            for s in read(shard).iter() {
+                out.push(snapshot_of::<M>(s));
+            }
+        }
+        out[start..].sort_unstable_by_key(|s| s.series.header().id());
+        if let Some(s) = self.overflow.get() {
+            out.push(snapshot_of::<M>(s));
+        }
+    }
+
+    fn sweep(&self, now: u64) {
+        let Some(ttl) = self.idle_ttl else { return };
+        for shard in &self.shards {
+            // Decide under the read lock; take the write lock only when something expires.
+            let expired = read(shard)
+                .iter()
+                .filter(|s| s.header.idle_for(now, Arc::strong_count(s) > 1, ttl))
+                .count();
+            if expired == 0 {
+                continue;
+            }
+            let mut removed = 0;
+            write(shard).retain(|s| {
+                // Re-checked under the write lock: no handle can be taken meanwhile.
+                let keep = Arc::strong_count(s) > 1 || !s.header.idle_for(now, false, ttl);
+                removed += usize::from(!keep);
+                keep
+            });
+            self.len.fetch_sub(removed, Relaxed);
+        }
+    }
+
+    fn series_count(&self) -> usize {
+        self.len.load(Relaxed)
+    }
+}
+
+fn snapshot_of<M: Instrument>(s: &Arc<Series<M::Core>>) -> SeriesSnapshot {
+    SeriesSnapshot {
+        start_unix_nanos: s.header.created_unix_nanos(),
+        point: M::read(&s.core),
+        series: s.clone() as Arc<dyn SeriesInfo>,
+    }
+}

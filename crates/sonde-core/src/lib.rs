@@ -1,0 +1,76 @@
+//! # sonde-core
+//!
+//! The metrics engine of sonde: counters, gauges, up-down counters and histograms with labels,
+//! recorded through handles that cost one relaxed atomic operation; bounded series per family
+//! with an overflow series; one histogram core that renders as classic buckets, exponential
+//! buckets, CloudWatch value/count pairs and quantiles; and snapshots that exporters read
+//! cumulatively or as deltas, each consumer on its own schedule.
+//!
+//! No async runtime, no exporter code: exporters live in their own crates.
+//!
+//! ```
+//! use sonde_core::{Registry, Temporality, Unit};
+//!
+//! let registry = Registry::new();
+//! let duration = registry
+//!     .histogram("http.server.request.duration")
+//!     .description("Duration of HTTP server requests.")
+//!     .unit(Unit::Seconds)
+//!     .labels(["http.request.method", "http.route"])
+//!     .build()?;
+//!
+//! // Resolve the series once, keep the handle: recording is then lock- and allocation-free.
+//! let get_users = duration.with(&["GET", "/users/:id"]);
+//! for ms in [3.0, 5.0, 8.0, 120.0] {
+//!     get_users.observe(ms / 1000.0);
+//! }
+//!
+//! let snapshot = registry.snapshot();
+//! let h = snapshot
+//!     .point("http.server.request.duration", &[("http.request.method", "GET"), ("http.route", "/users/:id")])
+//!     .and_then(|p| p.histogram())
+//!     .unwrap();
+//! assert_eq!(h.count(), 4);
+//! let p50 = h.quantile(0.5).unwrap();
+//! assert!((p50 - 0.005).abs() / 0.005 < 0.0144);
+//!
+//! // A delta consumer (CloudWatch, delta OTLP) sees changes since its own last read.
+//! let mut deltas = registry.reader(Temporality::Delta);
+//! let _first = deltas.collect();
+//! get_users.observe(0.010);
+//! let second = deltas.collect();
+//! let d = second.point("http.server.request.duration", &[("http.request.method", "GET"), ("http.route", "/users/:id")]).unwrap();
+//! assert_eq!(d.histogram().unwrap().count(), 1);
+//! # Ok::<(), sonde_core::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+mod error;
+mod family;
+pub mod histogram;
+mod instrument;
+mod labels;
+mod lazy;
+pub mod name;
+mod number;
+mod registry;
+mod series;
+mod snapshot;
+pub mod testing;
+mod unit;
+
+pub use error::Error;
+pub use family::Family;
+pub use histogram::{ExponentialBuckets, Histogram, HistogramConfig, HistogramPoint, HistogramTimer, Precision, Timed};
+pub use instrument::{Counter, CounterNumber, Gauge, GaugeNumber, Instrument, Kind, UpDownCounter};
+pub use labels::LabelIter;
+pub use lazy::LazyFamily;
+#[doc(hidden)]
+pub use lazy::{__family, __unit_for_name};
+pub use number::{AtomicNumber, Number, NumberKind};
+pub use registry::{
+    DEFAULT_MAX_SERIES, FamilyBuilder, INSTRUMENTATION_ERRORS, Registry, SERIES_COUNT, SERIES_OVERFLOW,
+};
+pub use series::{Header, SeriesInfo, unix_nanos};
+pub use snapshot::{FamilyMeta, FamilySnapshot, OVERFLOW_LABEL, Point, Reader, SeriesSnapshot, Snapshot, Temporality};
+pub use unit::Unit;

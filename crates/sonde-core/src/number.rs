@@ -1,0 +1,173 @@
+//! Atomic number storage for counters and gauges.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// A number read from a series.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Number {
+    /// An unsigned integer (`Counter<u64>`).
+    U64(u64),
+    /// A signed integer (`Gauge<i64>`, `UpDownCounter<i64>`).
+    I64(i64),
+    /// A float (`*<f64>` instruments).
+    F64(f64),
+}
+
+impl Number {
+    /// The value as `f64` (large integers lose precision past 2^53).
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Number::U64(v) => v as f64,
+            Number::I64(v) => v as f64,
+            Number::F64(v) => v,
+        }
+    }
+
+    /// `self - earlier`, the change between two reads of the same series.
+    pub(crate) fn minus(self, earlier: Number) -> Number {
+        match (self, earlier) {
+            (Number::U64(a), Number::U64(b)) => Number::U64(a.wrapping_sub(b)),
+            (Number::I64(a), Number::I64(b)) => Number::I64(a.wrapping_sub(b)),
+            (Number::F64(a), Number::F64(b)) => Number::F64(a - b),
+            (a, _) => a,
+        }
+    }
+}
+
+/// The kind of number an instrument holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NumberKind {
+    /// `u64`
+    U64,
+    /// `i64`
+    I64,
+    /// `f64`
+    F64,
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for u64 {}
+    impl Sealed for i64 {}
+    impl Sealed for f64 {}
+}
+
+/// Numbers an instrument can hold: `u64` and `f64` for counters, `i64` and `f64` for gauges
+/// and up-down counters. Sealed.
+pub trait AtomicNumber: sealed::Sealed + Copy + Send + Sync + 'static {
+    #[doc(hidden)]
+    type Atomic: Send + Sync + 'static;
+    #[doc(hidden)]
+    const KIND: NumberKind;
+    #[doc(hidden)]
+    const ONE: Self;
+    #[doc(hidden)]
+    fn new_atomic() -> Self::Atomic;
+    #[doc(hidden)]
+    fn add(a: &Self::Atomic, v: Self);
+    #[doc(hidden)]
+    fn sub(a: &Self::Atomic, v: Self);
+    #[doc(hidden)]
+    fn set(a: &Self::Atomic, v: Self);
+    #[doc(hidden)]
+    fn load(a: &Self::Atomic) -> Number;
+    #[doc(hidden)]
+    fn is_non_negative(v: Self) -> bool;
+}
+
+impl AtomicNumber for u64 {
+    type Atomic = AtomicU64;
+    const KIND: NumberKind = NumberKind::U64;
+    const ONE: u64 = 1;
+    fn new_atomic() -> AtomicU64 {
+        AtomicU64::new(0)
+    }
+    #[inline(always)]
+    fn add(a: &AtomicU64, v: u64) {
+        a.fetch_add(v, Relaxed);
+    }
+    #[inline(always)]
+    fn sub(a: &AtomicU64, v: u64) {
+        a.fetch_sub(v, Relaxed);
+    }
+    #[inline(always)]
+    fn set(a: &AtomicU64, v: u64) {
+        a.store(v, Relaxed);
+    }
+    fn load(a: &AtomicU64) -> Number {
+        Number::U64(a.load(Relaxed))
+    }
+    #[inline(always)]
+    fn is_non_negative(_: u64) -> bool {
+        true
+    }
+}
+
+impl AtomicNumber for i64 {
+    type Atomic = AtomicI64;
+    const KIND: NumberKind = NumberKind::I64;
+    const ONE: i64 = 1;
+    fn new_atomic() -> AtomicI64 {
+        AtomicI64::new(0)
+    }
+    #[inline(always)]
+    fn add(a: &AtomicI64, v: i64) {
+        a.fetch_add(v, Relaxed);
+    }
+    #[inline(always)]
+    fn sub(a: &AtomicI64, v: i64) {
+        a.fetch_sub(v, Relaxed);
+    }
+    #[inline(always)]
+    fn set(a: &AtomicI64, v: i64) {
+        a.store(v, Relaxed);
+    }
+    fn load(a: &AtomicI64) -> Number {
+        Number::I64(a.load(Relaxed))
+    }
+    #[inline(always)]
+    fn is_non_negative(v: i64) -> bool {
+        v >= 0
+    }
+}
+
+impl AtomicNumber for f64 {
+    type Atomic = AtomicU64;
+    const KIND: NumberKind = NumberKind::F64;
+    const ONE: f64 = 1.0;
+    fn new_atomic() -> AtomicU64 {
+        AtomicU64::new(0f64.to_bits())
+    }
+    #[inline(always)]
+    fn add(a: &AtomicU64, v: f64) {
+        add_f64(a, v);
+    }
+    #[inline(always)]
+    fn sub(a: &AtomicU64, v: f64) {
+        add_f64(a, -v);
+    }
+    #[inline(always)]
+    fn set(a: &AtomicU64, v: f64) {
+        a.store(v.to_bits(), Relaxed);
+    }
+    fn load(a: &AtomicU64) -> Number {
+        Number::F64(f64::from_bits(a.load(Relaxed)))
+    }
+    #[inline(always)]
+    fn is_non_negative(v: f64) -> bool {
+        v >= 0.0
+    }
+}
+
+/// Adds to an `f64` stored as bits: a compare-and-swap loop, one atomic operation when uncontended.
+#[inline(always)]
+pub(crate) fn add_f64(a: &AtomicU64, v: f64) {
+    let mut cur = a.load(Relaxed);
+    loop {
+        let new = (f64::from_bits(cur) + v).to_bits();
+        match a.compare_exchange_weak(cur, new, Relaxed, Relaxed) {
+            Ok(_) => return,
+            Err(actual) => cur = actual,
+        }
+    }
+}

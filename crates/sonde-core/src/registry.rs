@@ -1,0 +1,401 @@
+//! The registry: families by name, builders, self-metrics, collection.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::{Arc, LazyLock, RwLock};
+use std::time::Duration;
+
+use crate::error::describe;
+use crate::family::{ErasedFamily, Family, SelfMetrics};
+use crate::histogram::{Histogram, HistogramOptions, Precision};
+use crate::instrument::{Counter, Gauge, Instrument, UpDownCounter};
+use crate::name::{validate_label_name, validate_metric_name};
+use crate::series::{mono_secs, unix_nanos};
+use crate::snapshot::{FamilyMeta, Reader, Snapshot, Temporality};
+use crate::{Error, Unit};
+
+/// The default per-family series limit.
+pub const DEFAULT_MAX_SERIES: usize = 2000;
+
+/// Self-metric: label sets sent to a family's overflow series.
+pub const SERIES_OVERFLOW: &str = "sonde.series.overflow";
+/// Self-metric: live series per family.
+pub const SERIES_COUNT: &str = "sonde.series.count";
+/// Self-metric: instrumentation mistakes (wrong label counts...).
+pub const INSTRUMENTATION_ERRORS: &str = "sonde.instrumentation.errors";
+
+type Hook = Arc<dyn Fn() + Send + Sync>;
+
+struct Inner {
+    families: RwLock<BTreeMap<String, Arc<dyn ErasedFamily>>>,
+    hooks: RwLock<Vec<Hook>>,
+    default_max_series: usize,
+    overflow: Option<Family<Counter>>,
+    errors: Option<Family<Counter>>,
+    series_count: Option<Family<Gauge>>,
+}
+
+/// A set of families. Clone it freely (an `Arc`).
+///
+/// Use [`Registry::global`] in applications; create separate registries where isolation
+/// matters (tests, libraries that export on their own).
+///
+/// ```
+/// use sonde_core::{Registry, Temporality, Unit};
+/// let registry = Registry::new();
+/// let latency = registry.histogram("db.client.operation.duration").unit(Unit::Seconds).build()?;
+/// latency.handle().observe(0.003);
+/// let snapshot = registry.snapshot();
+/// let point = snapshot.point("db.client.operation.duration", &[]).unwrap();
+/// assert_eq!(point.histogram().unwrap().count(), 1);
+/// # Ok::<(), sonde_core::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry")
+            .field("families", &self.family_names())
+            .finish()
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+static GLOBAL: LazyLock<Registry> = LazyLock::new(Registry::new);
+
+impl Registry {
+    /// A new, empty registry (apart from its `sonde.*` self-metrics) with the default series limit.
+    pub fn new() -> Self {
+        Self::with_max_series(DEFAULT_MAX_SERIES)
+    }
+
+    /// A new registry whose families default to `max_series` series each.
+    pub fn with_max_series(max_series: usize) -> Self {
+        let bare = Registry {
+            inner: Arc::new(Inner {
+                families: RwLock::new(BTreeMap::new()),
+                hooks: RwLock::new(Vec::new()),
+                default_max_series: max_series,
+                overflow: None,
+                errors: None,
+                series_count: None,
+            }),
+        };
+        // Self-metric families live in the registry like any other; they report into nothing.
+        let overflow = bare
+            .counter(SERIES_OVERFLOW)
+            .description("Label sets that exceeded a family's series limit and were recorded in its overflow series.")
+            .labels(["metric"])
+            .build()
+            .ok();
+        let errors = bare
+            .counter(INSTRUMENTATION_ERRORS)
+            .description("Instrumentation mistakes, such as a wrong number of label values; the data went to a detached series.")
+            .labels(["metric", "reason"])
+            .build()
+            .ok();
+        let series_count = bare
+            .gauge(SERIES_COUNT)
+            .description("Live series per family, excluding the overflow series.")
+            .labels(["metric"])
+            .build()
+            .ok();
+        let families = std::mem::take(&mut *bare.families_mut());
+        Registry {
+            inner: Arc::new(Inner {
+                families: RwLock::new(families),
+                hooks: RwLock::new(Vec::new()),
+                default_max_series: max_series,
+                overflow,
+                errors,
+                series_count,
+            }),
+        }
+    }
+
+    /// The process-wide default registry, used by static families and the macros.
+    pub fn global() -> &'static Registry {
+        &GLOBAL
+    }
+
+    fn families_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<dyn ErasedFamily>>> {
+        self.inner.families.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn families(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<dyn ErasedFamily>>> {
+        self.inner.families.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Names of the registered families, sorted.
+    pub fn family_names(&self) -> Vec<String> {
+        self.families().keys().cloned().collect()
+    }
+
+    /// Starts registering a `u64` counter.
+    pub fn counter(&self, name: impl Into<Cow<'static, str>>) -> FamilyBuilder<'_, Counter> {
+        self.family(name)
+    }
+
+    /// Starts registering an `f64` counter (for things like seconds of CPU).
+    pub fn counter_f64(&self, name: impl Into<Cow<'static, str>>) -> FamilyBuilder<'_, Counter<f64>> {
+        self.family(name)
+    }
+
+    /// Starts registering an `i64` gauge.
+    pub fn gauge(&self, name: impl Into<Cow<'static, str>>) -> FamilyBuilder<'_, Gauge> {
+        self.family(name)
+    }
+
+    /// Starts registering an `f64` gauge.
+    pub fn gauge_f64(&self, name: impl Into<Cow<'static, str>>) -> FamilyBuilder<'_, Gauge<f64>> {
+        self.family(name)
+    }
+
+    /// Starts registering an `i64` up-down counter.
+    pub fn up_down_counter(&self, name: impl Into<Cow<'static, str>>) -> FamilyBuilder<'_, UpDownCounter> {
+        self.family(name)
+    }
+
+    /// Starts registering an `f64` up-down counter.
+    pub fn up_down_counter_f64(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+    ) -> FamilyBuilder<'_, UpDownCounter<f64>> {
+        self.family(name)
+    }
+
+    /// Starts registering a histogram.
+    pub fn histogram(&self, name: impl Into<Cow<'static, str>>) -> FamilyBuilder<'_, Histogram> {
+        self.family(name)
+    }
+
+    /// Starts registering a family of any instrument type, e.g. `registry.family::<Counter<f64>>("x")`.
+    pub fn family<M: Instrument>(&self, name: impl Into<Cow<'static, str>>) -> FamilyBuilder<'_, M> {
+        FamilyBuilder {
+            registry: self,
+            name: name.into(),
+            description: Cow::Borrowed(""),
+            unit: Unit::None,
+            labels: Vec::new(),
+            max_series: None,
+            idle_timeout: None,
+            histogram: HistogramOptions::default(),
+            _m: PhantomData,
+        }
+    }
+
+    /// Runs `hook` at the start of every collection, before any family is read: the place for
+    /// collectors that sample state into gauges (process metrics, pool stats).
+    pub fn add_collect_hook(&self, hook: impl Fn() + Send + Sync + 'static) {
+        self.inner
+            .hooks
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::new(hook));
+    }
+
+    /// A cumulative snapshot of every family.
+    pub fn snapshot(&self) -> Snapshot {
+        self.reader(Temporality::Cumulative).collect()
+    }
+
+    /// A consumer with its own temporality; delta readers remember what they read last.
+    pub fn reader(&self, temporality: Temporality) -> Reader {
+        Reader::new(self.clone(), temporality)
+    }
+
+    /// Drops series that have been idle past their family's idle timeout. Runs on every
+    /// collection; call it yourself if nothing collects.
+    pub fn sweep_idle(&self) {
+        let now = mono_secs();
+        let families: Vec<_> = self.families().values().cloned().collect();
+        for f in families {
+            f.sweep(now);
+        }
+    }
+
+    pub(crate) fn read_into(&self, snapshot: &mut Snapshot) {
+        let hooks: Vec<Hook> = self
+            .inner
+            .hooks
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for hook in hooks {
+            hook();
+        }
+        self.sweep_idle();
+        let families: Vec<_> = self.families().values().cloned().collect();
+        if let Some(g) = &self.inner.series_count {
+            for f in &families {
+                let name = f.meta().name();
+                if name != SERIES_COUNT {
+                    g.with(&[name]).set(f.series_count() as i64);
+                }
+            }
+        }
+        snapshot.time_unix_nanos = unix_nanos();
+        snapshot.families.truncate(families.len());
+        for (i, f) in families.iter().enumerate() {
+            if i < snapshot.families.len() {
+                let fs = &mut snapshot.families[i];
+                fs.meta = f.meta().clone();
+                fs.series.clear();
+                f.read(&mut fs.series);
+            } else {
+                let mut series = Vec::with_capacity(f.series_count() + 1);
+                f.read(&mut series);
+                snapshot.families.push(crate::snapshot::FamilySnapshot {
+                    meta: f.meta().clone(),
+                    series,
+                });
+            }
+        }
+    }
+
+    fn register<M: Instrument>(&self, b: FamilyBuilder<'_, M>) -> Result<Family<M>, Error> {
+        validate_metric_name(&b.name)?;
+        for l in &b.labels {
+            validate_label_name(&b.name, l, M::RESERVED_LABELS)?;
+        }
+        if let Some(dup) = b.labels.iter().enumerate().find(|(i, l)| b.labels[..*i].contains(l)) {
+            return Err(Error::InvalidLabelName {
+                metric: b.name.to_string(),
+                label: dup.1.to_string(),
+                problem: "it is declared twice".into(),
+            });
+        }
+        let meta = FamilyMeta {
+            name: b.name.clone(),
+            description: b.description,
+            unit: b.unit,
+            kind: M::KIND,
+            number: M::NUMBER,
+            label_names: b.labels.into_boxed_slice(),
+        };
+        let mut families = self.families_mut();
+        if let Some(existing) = families.get(meta.name()) {
+            let em = existing.meta();
+            let same = em.kind == meta.kind
+                && em.number == meta.number
+                && em.unit == meta.unit
+                && em.label_names == meta.label_names;
+            if same && let Ok(f) = existing.clone().into_any().downcast::<crate::family::FamilyInner<M>>() {
+                return Ok(Family { inner: f });
+            }
+            return Err(Error::conflict(
+                meta.name(),
+                describe(em.kind, em.unit.ucum(), &em.label_names),
+                describe(meta.kind, meta.unit.ucum(), &meta.label_names),
+            ));
+        }
+        let config = M::make_config(&meta.name, &meta.unit, &b.histogram)?;
+        let name = meta.name.to_string();
+        let self_metrics = SelfMetrics {
+            overflow: self.inner.overflow.as_ref().map(|f| f.with(&[name.as_str()])),
+            label_errors: self
+                .inner
+                .errors
+                .as_ref()
+                .map(|f| f.with(&[name.as_str(), "label_count"])),
+        };
+        let family = Family::<M>::new(
+            meta,
+            config,
+            b.max_series.unwrap_or(self.inner.default_max_series),
+            b.idle_timeout,
+            self_metrics,
+        );
+        families.insert(name, family.inner.clone());
+        Ok(family)
+    }
+}
+
+/// Describes a family before registering it; finish with [`build`](Self::build).
+#[must_use = "call .build() to register the family"]
+pub struct FamilyBuilder<'r, M: Instrument> {
+    registry: &'r Registry,
+    name: Cow<'static, str>,
+    description: Cow<'static, str>,
+    unit: Unit,
+    labels: Vec<Cow<'static, str>>,
+    max_series: Option<usize>,
+    idle_timeout: Option<Duration>,
+    pub(crate) histogram: HistogramOptions,
+    _m: PhantomData<fn() -> M>,
+}
+
+impl<'r, M: Instrument> FamilyBuilder<'r, M> {
+    /// What the metric measures.
+    pub fn description(mut self, d: impl Into<Cow<'static, str>>) -> Self {
+        self.description = d.into();
+        self
+    }
+
+    /// The unit ([`Unit::Seconds`] and [`Unit::Bytes`] by the OpenTelemetry conventions).
+    pub fn unit(mut self, unit: Unit) -> Self {
+        self.unit = unit;
+        self
+    }
+
+    /// Label (attribute) names, fixed for the family, e.g. `["http.request.method", "http.route"]`.
+    pub fn labels<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<Cow<'static, str>>,
+    {
+        self.labels = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The series limit for this family (default 2000, or the registry's default).
+    pub fn max_series(mut self, n: usize) -> Self {
+        self.max_series = Some(n);
+        self
+    }
+
+    /// Drops series that nobody looked up or held for `timeout` (checked at each collection,
+    /// so the granularity is the collection interval). Off by default.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Registers the family, or returns the existing one if `name` is already registered with
+    /// the same kind, number type, unit and label names. Anything else is an error.
+    pub fn build(self) -> Result<Family<M>, Error> {
+        let registry = self.registry;
+        registry.register(self)
+    }
+}
+
+impl<'r> FamilyBuilder<'r, Histogram> {
+    /// Explicit bucket upper bounds (finite, strictly increasing; `+Inf` is implied). The
+    /// defaults depend on the unit: 0.5 ms–60 s for seconds, 64 B–1 GiB for bytes.
+    pub fn buckets(mut self, bounds: impl Into<Vec<f64>>) -> Self {
+        self.histogram.buckets = Some(bounds.into());
+        self
+    }
+
+    /// Resolution of the quantile grid (default [`Precision::Standard`], 1.44 % worst case).
+    pub fn precision(mut self, p: Precision) -> Self {
+        self.histogram.precision = Some(p);
+        self
+    }
+
+    /// Where the 30-octave grid starts: it spans `(2^e, 2^(e+30)]`.
+    pub fn min_exponent(mut self, e: i32) -> Self {
+        self.histogram.min_exponent = Some(e);
+        self
+    }
+}

@@ -1,0 +1,69 @@
+//! Helpers for testing your own instrumentation: an isolated registry and assertions on
+//! snapshots.
+//!
+//! ```
+//! use sonde_core::testing;
+//! let registry = testing::registry();
+//! let hits = registry.counter("cache.requests").labels(["cache.result"]).build().unwrap();
+//! hits.with(&["hit"]).inc();
+//! let snap = registry.snapshot();
+//! testing::assert_counter(&snap, "cache.requests", &[("cache.result", "hit")], 1.0);
+//! ```
+
+use crate::snapshot::{Point, Snapshot};
+use crate::Registry;
+
+/// A fresh registry, isolated from the global one and from other tests.
+pub fn registry() -> Registry {
+    Registry::new()
+}
+
+fn point<'a>(snap: &'a Snapshot, name: &str, labels: &[(&str, &str)]) -> &'a Point {
+    let Some(family) = snap.family(name) else {
+        panic!(
+            "no family {name:?} in the snapshot; families: {:?}",
+            snap.families.iter().map(|f| f.meta.name()).collect::<Vec<_>>()
+        );
+    };
+    match family.find(labels) {
+        Some(s) => &s.point,
+        None => panic!(
+            "family {name:?} has no series with labels {labels:?}; series: {:?}",
+            family.series.iter().map(|s| family.labels(s)).collect::<Vec<_>>()
+        ),
+    }
+}
+
+/// Asserts that a counter series exists and has `value`.
+#[track_caller]
+pub fn assert_counter(snap: &Snapshot, name: &str, labels: &[(&str, &str)], value: f64) {
+    match point(snap, name, labels) {
+        Point::Counter(n) => assert_eq!(n.as_f64(), value, "counter {name} {labels:?}"),
+        other => panic!("{name} is not a counter: {other:?}"),
+    }
+}
+
+/// Asserts that a gauge or up-down counter series exists and has `value`.
+#[track_caller]
+pub fn assert_gauge(snap: &Snapshot, name: &str, labels: &[(&str, &str)], value: f64) {
+    match point(snap, name, labels) {
+        Point::Gauge(n) | Point::UpDownCounter(n) => {
+            assert_eq!(n.as_f64(), value, "gauge {name} {labels:?}")
+        }
+        other => panic!("{name} is not a gauge: {other:?}"),
+    }
+}
+
+/// Asserts that a histogram series exists with `count` observations summing to `sum`
+/// (compared with a relative tolerance of 1e-9).
+#[track_caller]
+pub fn assert_histogram(snap: &Snapshot, name: &str, labels: &[(&str, &str)], count: u64, sum: f64) {
+    match point(snap, name, labels) {
+        Point::Histogram(h) => {
+            assert_eq!(h.count(), count, "histogram {name} {labels:?} count");
+            let tol = 1e-9 * sum.abs().max(1e-12);
+            assert!((h.sum() - sum).abs() <= tol, "histogram {name} {labels:?} sum {} != {sum}", h.sum());
+        }
+        other => panic!("{name} is not a histogram: {other:?}"),
+    }
+}

@@ -1,0 +1,32 @@
+//! # sonde
+//!
+//! Observability and metrics for Rust services. This is the crate to depend on: it re-exports
+//! the engine ([`sonde_core`]) and, behind cargo features, each exporter and integration as
+//! they land.
+//!
+//! ```
+//! use sonde::{Registry, Unit};
+//!
+//! let registry = Registry::new();
+//! let requests = registry
+//!     .counter("http.server.requests")
+//!     .description("HTTP requests served.")
+//!     .labels(["http.request.method", "http.route", "http.response.status_code"])
+//!     .build()?;
+//! let ok = requests.with(&["GET", "/users/:id", "200"]);
+//! ok.inc();
+//!
+//! let latency = registry
+//!     .histogram("http.server.request.duration")
+//!     .unit(Unit::Seconds)
+//!     .labels(["http.route"])
+//!     .build()?;
+//! latency.with(&["/users/:id"]).time(|| { /* handle the request */ });
+//!
+//! // Static families and macros use the global registry.
+//! sonde::counter!("cache.requests", "cache.name" => "users", "cache.result" => "hit").inc();
+//! # Ok::<(), sonde::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+pub use sonde_core::*;

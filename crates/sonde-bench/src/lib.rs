@@ -1,1 +1,114 @@
 //! Shared helpers for the sonde benchmarks.
+//!
+//! The benchmarks themselves live in `benches/`:
+//!
+//! - `instruments`: `counter_inc`, `counter_labels_lookup`, `histogram_observe` and
+//!   `contended_2_threads`, each with sonde and every peer in the same criterion group;
+//! - `series_creation`: time to create 100k labelled counter series;
+//! - `alloc_per_series`: live bytes and allocations per labelled counter series (not criterion:
+//!   it prints a table, measured with a counting global allocator).
+//!
+//! Run them all with `cargo bench -p sonde-bench`, or one with
+//! `cargo bench -p sonde-bench --bench instruments -- counter_inc`.
+
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+/// Explicit histogram bucket boundaries (seconds, 0.5 ms to 60 s) given to every library that
+/// takes explicit buckets, so that all of them count into the same 16 boundaries (17 buckets).
+/// They are sonde's defaults for [`sonde::Unit::Seconds`].
+pub const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// Label names of the labelled counter families, in the order of the values in
+/// [`lookup_label_values`] and [`creation_label_values`]. They are already sorted, which spares
+/// the OpenTelemetry SDK from keeping a second, sorted copy of each attribute set.
+pub const LABEL_NAMES: [&str; 3] = ["method", "route", "status"];
+
+/// Number of series of the `counter_labels_lookup` workload: 4 methods × 50 routes × 5 statuses.
+pub const LOOKUP_SERIES: usize = 1_000;
+
+/// Number of series created by the `series_creation` and `alloc_per_series` workloads.
+pub const CREATED_SERIES: usize = 100_000;
+
+/// The 1,000 label value combinations of the `counter_labels_lookup` workload, as runtime
+/// `String`s (like a matched route taken from a request), in a fixed order that interleaves
+/// methods, routes and statuses so that consecutive lookups hit unrelated series.
+pub fn lookup_label_values() -> Vec<[String; 3]> {
+    const METHODS: [&str; 4] = ["GET", "POST", "PUT", "DELETE"];
+    const STATUSES: [&str; 5] = ["200", "201", "404", "429", "500"];
+    let mut all = Vec::with_capacity(LOOKUP_SERIES);
+    for m in METHODS {
+        for r in 0..50 {
+            for s in STATUSES {
+                all.push([m.to_owned(), format!("/api/v1/resource{r}/:id"), s.to_owned()]);
+            }
+        }
+    }
+    // 7919 is prime and coprime with 1000, so `i * 7919 % 1000` visits every combination once.
+    (0..LOOKUP_SERIES).map(|i| all[i * 7919 % LOOKUP_SERIES].clone()).collect()
+}
+
+/// The [`CREATED_SERIES`] distinct label value combinations of the `series_creation` and
+/// `alloc_per_series` workloads: `("m{i % 7}", "route{i}", "s{i % 5}")`.
+pub fn creation_label_values() -> Vec<[String; 3]> {
+    (0..CREATED_SERIES)
+        .map(|i| [format!("m{}", i % 7), format!("route{i}"), format!("s{}", i % 5)])
+        .collect()
+}
+
+/// Runs `op(i)` for `i` in `0..iters` on each of `threads` threads at once and returns the wall
+/// time from the moment all threads are released until the last one finishes. Thread spawning
+/// is not timed.
+///
+/// With `threads = 2`, the returned time covers `2 × iters` operations: divided by `iters` (as
+/// criterion does), it is the time per operation *per thread*, so perfect scaling shows the same
+/// time for 1 and 2 threads.
+pub fn run_threads<F>(threads: usize, iters: u64, op: F) -> Duration
+where
+    F: Fn(usize) + Sync,
+{
+    let barrier = Barrier::new(threads);
+    let (op, barrier) = (&op, &barrier);
+    // Each worker timestamps its own start (right after the barrier) and end, so that the main
+    // thread's wake-up, which competes with the workers for the cores, is never timed.
+    let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    for i in 0..iters {
+                        op(i as usize);
+                    }
+                    (start, Instant::now())
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    let first_start = spans.iter().map(|s| s.0).min();
+    let last_end = spans.iter().map(|s| s.1).max();
+    match (first_start, last_end) {
+        (Some(start), Some(end)) => end.duration_since(start),
+        _ => Duration::ZERO,
+    }
+}
+
+/// Runs `op(i)` for `i` in `0..iters` on the current thread and returns the time it took: the
+/// body of a criterion `iter_custom` for the single-threaded workloads.
+#[inline]
+pub fn run_loop<F>(iters: u64, mut op: F) -> Duration
+where
+    F: FnMut(usize),
+{
+    let start = Instant::now();
+    for i in 0..iters {
+        op(i as usize);
+    }
+    start.elapsed()
+}

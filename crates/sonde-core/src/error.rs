@@ -85,6 +85,10 @@ impl Error {
 }
 
 /// Describes a family definition for conflict messages.
-pub(crate) fn describe(kind: Kind, unit: &str, labels: &[std::borrow::Cow<'static, str>]) -> String {
+pub(crate) fn describe(
+    kind: Kind,
+    unit: &str,
+    labels: &[std::borrow::Cow<'static, str>],
+) -> String {
     format!("a {kind} with unit {unit:?} and labels {labels:?}")
 }

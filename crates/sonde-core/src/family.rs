@@ -9,23 +9,24 @@ use std::time::Duration;
 
 use hashbrown::HashTable;
 
+use crate::Error;
 use crate::instrument::{Counter, Instrument};
 use crate::labels::{LabelValues, hash_values};
 use crate::series::{Series, SeriesInfo};
 use crate::snapshot::{FamilyMeta, SeriesSnapshot};
-use crate::Error;
 
 const SHARDS: usize = 8;
 
 type Table<C> = HashTable<Arc<Series<C>>>;
 
-/// Self-metric handles a family reports into.
+/// Self-metric families a family reports into; their series appear only when something
+/// happens, so healthy families add no zero-valued series.
 #[derive(Clone, Default)]
 pub(crate) struct SelfMetrics {
     /// `sonde.series.overflow{metric}`: lookups sent to the overflow series.
-    pub(crate) overflow: Option<Counter>,
-    /// `sonde.instrumentation.errors{metric,reason="label_count"}`.
-    pub(crate) label_errors: Option<Counter>,
+    pub(crate) overflow: Option<Family<Counter>>,
+    /// `sonde.instrumentation.errors{metric,reason}`.
+    pub(crate) errors: Option<Family<Counter>>,
 }
 
 pub(crate) struct FamilyInner<M: Instrument> {
@@ -144,8 +145,8 @@ impl<M: Instrument> Family<M> {
         match self.try_with(values) {
             Ok(h) => h,
             Err(_) => {
-                if let Some(c) = &self.inner.self_metrics.label_errors {
-                    c.inc();
+                if let Some(f) = &self.inner.self_metrics.errors {
+                    f.with(&[self.inner.meta.name(), "label_count"]).inc();
                 }
                 M::detached(&self.inner.config)
             }
@@ -193,15 +194,17 @@ impl<M: Instrument> Family<M> {
         }
         let series = Series::new(LabelValues::new(values), false, M::new_core(&inner.config));
         let hasher = &inner.hasher;
-        table.insert_unique(hash, series.clone(), |s| hash_values(hasher, s.header.labels.iter()));
+        table.insert_unique(hash, series.clone(), |s| {
+            hash_values(hasher, s.header.labels.iter())
+        });
         inner.len.fetch_add(1, Relaxed);
         M::from_series(series)
     }
 
     fn overflow(&self) -> M {
         let inner = &*self.inner;
-        if let Some(c) = &inner.self_metrics.overflow {
-            c.inc();
+        if let Some(f) = &inner.self_metrics.overflow {
+            f.with(&[inner.meta.name()]).inc();
         }
         let s = inner
             .overflow

@@ -42,7 +42,8 @@ const MANTISSA: u64 = (1 << 52) - 1;
 
 /// Default explicit bucket boundaries for durations in seconds: 0.5 ms to 60 s.
 pub const DEFAULT_SECONDS_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
 ];
 /// Default explicit bucket boundaries for sizes in bytes: 64 B to 1 GiB, powers of 4.
 pub const DEFAULT_BYTES_BUCKETS: &[f64] = &[
@@ -182,7 +183,10 @@ impl HistogramLayout {
             )));
         }
         if config.buckets.len() >= NO_SPLIT as usize {
-            return Err(bad(format!("{} buckets are too many; use fewer than 65535", config.buckets.len())));
+            return Err(bad(format!(
+                "{} buckets are too many; use fewer than 65535",
+                config.buckets.len()
+            )));
         }
         for (i, b) in config.buckets.iter().enumerate() {
             if !b.is_finite() {
@@ -232,7 +236,11 @@ impl HistogramLayout {
             seconds_scale: unit.per_second().unwrap_or(1.0),
             config,
         };
-        let explicit_cell: Box<[u32]> = layout.explicit.iter().map(|b| layout.index(*b) as u32).collect();
+        let explicit_cell: Box<[u32]> = layout
+            .explicit
+            .iter()
+            .map(|b| layout.index(*b) as u32)
+            .collect();
         for (j, cell) in explicit_cell.iter().enumerate().rev() {
             layout.split_first[*cell as usize] = j as u16;
         }
@@ -269,7 +277,8 @@ impl HistogramLayout {
     /// cell `k` is `(2^(min_exp + (k-1)/n), 2^(min_exp + k/n)]`, and `n_fine + 1` above.
     #[inline(always)]
     pub fn index(&self, x: f64) -> usize {
-        if !(x > self.low) {
+        // `<=` alone would send NaN into the grid; NaN belongs with the low cell.
+        if x <= self.low || x.is_nan() {
             return 0;
         }
         if x > self.high {
@@ -393,7 +402,10 @@ impl HistogramCore {
     fn read(&self) -> HistogramPoint {
         let l = &self.layout;
         let cells = l.cells();
-        let splits: Vec<u64> = self.counters[cells..].iter().map(|c| c.load(Acquire)).collect();
+        let splits: Vec<u64> = self.counters[cells..]
+            .iter()
+            .map(|c| c.load(Acquire))
+            .collect();
         let occupied = self.occupied.load(Acquire);
         let group = 1usize << l.occupancy_shift;
         let mut first = usize::MAX;
@@ -484,7 +496,11 @@ impl Instrument for Histogram {
     const NUMBER: NumberKind = NumberKind::F64;
     const RESERVED_LABELS: &'static [&'static str] = &["le", "quantile"];
 
-    fn make_config(name: &str, unit: &Unit, options: &HistogramOptions) -> Result<HistogramLayout, Error> {
+    fn make_config(
+        name: &str,
+        unit: &Unit,
+        options: &HistogramOptions,
+    ) -> Result<HistogramLayout, Error> {
         let mut config = HistogramConfig::for_unit(unit);
         if let Some(b) = &options.buckets {
             config.buckets = b.clone();
@@ -571,7 +587,8 @@ impl HistogramTimer<'_> {
         match self.start.take() {
             Some(start) => {
                 let secs = start.elapsed().as_secs_f64();
-                self.histogram.observe(secs * self.histogram.0.core.layout.seconds_scale);
+                self.histogram
+                    .observe(secs * self.histogram.0.core.layout.seconds_scale);
                 secs
             }
             None => 0.0,
@@ -768,7 +785,10 @@ impl HistogramPoint {
         for (i, c) in self.counts.iter().enumerate() {
             seen += c;
             if seen >= rank {
-                return Some(self.layout.representative(self.offset + i, self.min, self.max));
+                return Some(
+                    self.layout
+                        .representative(self.offset + i, self.min, self.max),
+                );
             }
         }
         self.max()
@@ -864,7 +884,9 @@ impl HistogramPoint {
         let mut last = 0;
         let mut count = 0;
         for cell in lo..hi {
-            let d = self.cell_count(cell).saturating_sub(earlier.cell_count(cell));
+            let d = self
+                .cell_count(cell)
+                .saturating_sub(earlier.cell_count(cell));
             if d > 0 {
                 first.get_or_insert(cell);
                 last = cell;
@@ -875,7 +897,11 @@ impl HistogramPoint {
             }
         }
         let offset = first.unwrap_or(0);
-        counts.truncate(if first.is_some() { last - offset + 1 } else { 0 });
+        counts.truncate(if first.is_some() {
+            last - offset + 1
+        } else {
+            0
+        });
         let splits = self
             .splits
             .iter()
@@ -886,8 +912,16 @@ impl HistogramPoint {
             Some(f) => {
                 let (cell_lo, _) = self.layout.cell_bounds(f);
                 let (_, cell_hi) = self.layout.cell_bounds(last);
-                let mut min = if cell_lo.is_finite() { cell_lo.max(self.min) } else { self.min };
-                let mut max = if cell_hi.is_finite() { cell_hi.min(self.max) } else { self.max };
+                let mut min = if cell_lo.is_finite() {
+                    cell_lo.max(self.min)
+                } else {
+                    self.min
+                };
+                let mut max = if cell_hi.is_finite() {
+                    cell_hi.min(self.max)
+                } else {
+                    self.max
+                };
                 if min > max {
                     std::mem::swap(&mut min, &mut max);
                 }
@@ -941,7 +975,10 @@ mod tests {
                 let cell = l.index(x);
                 let (lo, hi) = l.cell_bounds(cell);
                 // Allow one ulp of slack at the irrational boundaries.
-                assert!(x > lo * (1.0 - 1e-15) && x <= hi * (1.0 + 1e-15), "{x} in {cell} = ({lo}, {hi}]");
+                assert!(
+                    x > lo * (1.0 - 1e-15) && x <= hi * (1.0 + 1e-15),
+                    "{x} in {cell} = ({lo}, {hi}]"
+                );
                 x *= 1.0007;
             }
             // Exact powers of two are upper bounds.
@@ -957,7 +994,10 @@ mod tests {
     fn explicit_buckets_are_exact() {
         let l = layout(Precision::Standard);
         let core = HistogramCore::new(&l);
-        let values = [0.0, 0.0005, 0.00050001, 0.001, 0.0009999, 0.1, 0.1000001, 59.0, 60.0, 61.0, 5000.0, -1.0];
+        let values = [
+            0.0, 0.0005, 0.00050001, 0.001, 0.0009999, 0.1, 0.1000001, 59.0, 60.0, 61.0, 5000.0,
+            -1.0,
+        ];
         for v in values {
             core.observe(v);
         }
@@ -989,7 +1029,10 @@ mod tests {
                 // index of v at this scale: ceil(log_base(v)) - 1
                 let idx = (v.log2() * 2f64.powi(scale)).ceil() as i32 - 1;
                 let i = (idx - e.offset) as usize;
-                assert!(e.counts[i] > 0, "scale {scale}: {v} -> bucket {idx} base {base}");
+                assert!(
+                    e.counts[i] > 0,
+                    "scale {scale}: {v} -> bucket {idx} base {base}"
+                );
             }
         }
     }

@@ -4,11 +4,11 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
+use crate::histogram::HistogramOptions;
 use crate::labels::LabelValues;
 use crate::number::{AtomicNumber, NumberKind};
 use crate::series::Series;
 use crate::snapshot::Point;
-use crate::histogram::HistogramOptions;
 use crate::{Error, Number, Unit};
 
 /// What kind of instrument a family holds.
@@ -53,7 +53,11 @@ pub trait Instrument: sealed::Sealed + Clone + Send + Sync + 'static {
     #[doc(hidden)]
     const RESERVED_LABELS: &'static [&'static str];
     #[doc(hidden)]
-    fn make_config(name: &str, unit: &Unit, options: &HistogramOptions) -> Result<Self::Config, Error>;
+    fn make_config(
+        name: &str,
+        unit: &Unit,
+        options: &HistogramOptions,
+    ) -> Result<Self::Config, Error>;
     #[doc(hidden)]
     fn fallback_config() -> Self::Config;
     #[doc(hidden)]
@@ -68,7 +72,11 @@ pub trait Instrument: sealed::Sealed + Clone + Send + Sync + 'static {
     /// Returned when a series cannot be resolved (wrong label count, failed static
     /// registration) so the hot path never fails or panics.
     fn detached(config: &Arc<Self::Config>) -> Self {
-        Self::from_series(Series::new(LabelValues::empty(), false, Self::new_core(config)))
+        Self::from_series(Series::new(
+            LabelValues::empty(),
+            false,
+            Self::new_core(config),
+        ))
     }
 }
 

@@ -13,7 +13,10 @@ impl LabelValues {
     }
 
     pub(crate) fn new<S: AsRef<str>>(values: &[S]) -> Self {
-        let len: usize = values.iter().map(|v| v.as_ref().len() + varint_len(v.as_ref().len())).sum();
+        let len: usize = values
+            .iter()
+            .map(|v| v.as_ref().len() + varint_len(v.as_ref().len()))
+            .sum();
         let mut buf = Vec::with_capacity(len);
         for v in values {
             let v = v.as_ref();

@@ -174,8 +174,13 @@ macro_rules! __metric {
 }
 
 #[doc(hidden)]
-pub fn __family<M: Instrument>(name: &'static str, labels: &'static [&'static str]) -> LazyFamily<M> {
-    LazyFamily::new(name).labels(labels).unit(__unit_for_name(name))
+pub fn __family<M: Instrument>(
+    name: &'static str,
+    labels: &'static [&'static str],
+) -> LazyFamily<M> {
+    LazyFamily::new(name)
+        .labels(labels)
+        .unit(__unit_for_name(name))
 }
 
 #[doc(hidden)]

@@ -61,7 +61,10 @@ mod unit;
 
 pub use error::Error;
 pub use family::Family;
-pub use histogram::{ExponentialBuckets, Histogram, HistogramConfig, HistogramPoint, HistogramTimer, Precision, Timed};
+pub use histogram::{
+    ExponentialBuckets, Histogram, HistogramConfig, HistogramPoint, HistogramTimer, Precision,
+    Timed,
+};
 pub use instrument::{Counter, CounterNumber, Gauge, GaugeNumber, Instrument, Kind, UpDownCounter};
 pub use labels::LabelIter;
 pub use lazy::LazyFamily;
@@ -69,8 +72,12 @@ pub use lazy::LazyFamily;
 pub use lazy::{__family, __unit_for_name};
 pub use number::{AtomicNumber, Number, NumberKind};
 pub use registry::{
-    DEFAULT_MAX_SERIES, FamilyBuilder, INSTRUMENTATION_ERRORS, Registry, SERIES_COUNT, SERIES_OVERFLOW,
+    DEFAULT_MAX_SERIES, FamilyBuilder, INSTRUMENTATION_ERRORS, Registry, SERIES_COUNT,
+    SERIES_OVERFLOW,
 };
 pub use series::{Header, SeriesInfo, unix_nanos};
-pub use snapshot::{FamilyMeta, FamilySnapshot, OVERFLOW_LABEL, Point, Reader, SeriesSnapshot, Snapshot, Temporality};
+pub use snapshot::{
+    FamilyMeta, FamilySnapshot, OVERFLOW_LABEL, Point, Reader, SeriesSnapshot, Snapshot,
+    Temporality,
+};
 pub use unit::Unit;

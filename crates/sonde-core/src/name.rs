@@ -24,7 +24,9 @@ pub fn validate_metric_name(name: &str) -> Result<(), Error> {
             ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-' | '/')
         };
         if !ok {
-            return Err(bad(format!("character {ch:?} at byte {pos} is not allowed")));
+            return Err(bad(format!(
+                "character {ch:?} at byte {pos} is not allowed"
+            )));
         }
     }
     Ok(())
@@ -45,7 +47,9 @@ pub fn validate_label_name(metric: &str, label: &str, reserved: &[&str]) -> Resu
         return Err(bad(format!("it is {} bytes long", label.len())));
     }
     if label.starts_with("__") {
-        return Err(bad("names starting with '__' are reserved by Prometheus".into()));
+        return Err(bad(
+            "names starting with '__' are reserved by Prometheus".into()
+        ));
     }
     if reserved.contains(&label) {
         return Err(bad(format!(
@@ -59,7 +63,9 @@ pub fn validate_label_name(metric: &str, label: &str, reserved: &[&str]) -> Resu
             ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.')
         };
         if !ok {
-            return Err(bad(format!("character {ch:?} at byte {pos} is not allowed")));
+            return Err(bad(format!(
+                "character {ch:?} at byte {pos} is not allowed"
+            )));
         }
     }
     Ok(())
@@ -89,7 +95,9 @@ mod tests {
         assert!(validate_label_name("m", "_x", &[]).is_ok());
         assert!(validate_label_name("m", "__name__", &[]).is_err());
         assert!(validate_label_name("m", "le", &["le"]).is_err());
-        let err = validate_label_name("m", "a-b", &[]).unwrap_err().to_string();
+        let err = validate_label_name("m", "a-b", &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("'-'") && err.contains("byte 1"), "{err}");
     }
 }

@@ -128,12 +128,20 @@ impl Registry {
         &GLOBAL
     }
 
-    fn families_mut(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<dyn ErasedFamily>>> {
-        self.inner.families.write().unwrap_or_else(|e| e.into_inner())
+    fn families_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Arc<dyn ErasedFamily>>> {
+        self.inner
+            .families
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     fn families(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Arc<dyn ErasedFamily>>> {
-        self.inner.families.read().unwrap_or_else(|e| e.into_inner())
+        self.inner
+            .families
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Names of the registered families, sorted.
@@ -147,7 +155,10 @@ impl Registry {
     }
 
     /// Starts registering an `f64` counter (for things like seconds of CPU).
-    pub fn counter_f64(&self, name: impl Into<Cow<'static, str>>) -> FamilyBuilder<'_, Counter<f64>> {
+    pub fn counter_f64(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+    ) -> FamilyBuilder<'_, Counter<f64>> {
         self.family(name)
     }
 
@@ -162,7 +173,10 @@ impl Registry {
     }
 
     /// Starts registering an `i64` up-down counter.
-    pub fn up_down_counter(&self, name: impl Into<Cow<'static, str>>) -> FamilyBuilder<'_, UpDownCounter> {
+    pub fn up_down_counter(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+    ) -> FamilyBuilder<'_, UpDownCounter> {
         self.family(name)
     }
 
@@ -180,7 +194,10 @@ impl Registry {
     }
 
     /// Starts registering a family of any instrument type, e.g. `registry.family::<Counter<f64>>("x")`.
-    pub fn family<M: Instrument>(&self, name: impl Into<Cow<'static, str>>) -> FamilyBuilder<'_, M> {
+    pub fn family<M: Instrument>(
+        &self,
+        name: impl Into<Cow<'static, str>>,
+    ) -> FamilyBuilder<'_, M> {
         FamilyBuilder {
             registry: self,
             name: name.into(),
@@ -268,7 +285,12 @@ impl Registry {
         for l in &b.labels {
             validate_label_name(&b.name, l, M::RESERVED_LABELS)?;
         }
-        if let Some(dup) = b.labels.iter().enumerate().find(|(i, l)| b.labels[..*i].contains(l)) {
+        if let Some(dup) = b
+            .labels
+            .iter()
+            .enumerate()
+            .find(|(i, l)| b.labels[..*i].contains(l))
+        {
             return Err(Error::InvalidLabelName {
                 metric: b.name.to_string(),
                 label: dup.1.to_string(),
@@ -290,7 +312,12 @@ impl Registry {
                 && em.number == meta.number
                 && em.unit == meta.unit
                 && em.label_names == meta.label_names;
-            if same && let Ok(f) = existing.clone().into_any().downcast::<crate::family::FamilyInner<M>>() {
+            if same
+                && let Ok(f) = existing
+                    .clone()
+                    .into_any()
+                    .downcast::<crate::family::FamilyInner<M>>()
+            {
                 return Ok(Family { inner: f });
             }
             return Err(Error::conflict(
@@ -302,12 +329,8 @@ impl Registry {
         let config = M::make_config(&meta.name, &meta.unit, &b.histogram)?;
         let name = meta.name.to_string();
         let self_metrics = SelfMetrics {
-            overflow: self.inner.overflow.as_ref().map(|f| f.with(&[name.as_str()])),
-            label_errors: self
-                .inner
-                .errors
-                .as_ref()
-                .map(|f| f.with(&[name.as_str(), "label_count"])),
+            overflow: self.inner.overflow.clone(),
+            errors: self.inner.errors.clone(),
         };
         let family = Family::<M>::new(
             meta,

@@ -10,8 +10,8 @@
 //! testing::assert_counter(&snap, "cache.requests", &[("cache.result", "hit")], 1.0);
 //! ```
 
-use crate::snapshot::{Point, Snapshot};
 use crate::Registry;
+use crate::snapshot::{Point, Snapshot};
 
 /// A fresh registry, isolated from the global one and from other tests.
 pub fn registry() -> Registry {
@@ -22,14 +22,21 @@ fn point<'a>(snap: &'a Snapshot, name: &str, labels: &[(&str, &str)]) -> &'a Poi
     let Some(family) = snap.family(name) else {
         panic!(
             "no family {name:?} in the snapshot; families: {:?}",
-            snap.families.iter().map(|f| f.meta.name()).collect::<Vec<_>>()
+            snap.families
+                .iter()
+                .map(|f| f.meta.name())
+                .collect::<Vec<_>>()
         );
     };
     match family.find(labels) {
         Some(s) => &s.point,
         None => panic!(
             "family {name:?} has no series with labels {labels:?}; series: {:?}",
-            family.series.iter().map(|s| family.labels(s)).collect::<Vec<_>>()
+            family
+                .series
+                .iter()
+                .map(|s| family.labels(s))
+                .collect::<Vec<_>>()
         ),
     }
 }
@@ -57,12 +64,22 @@ pub fn assert_gauge(snap: &Snapshot, name: &str, labels: &[(&str, &str)], value:
 /// Asserts that a histogram series exists with `count` observations summing to `sum`
 /// (compared with a relative tolerance of 1e-9).
 #[track_caller]
-pub fn assert_histogram(snap: &Snapshot, name: &str, labels: &[(&str, &str)], count: u64, sum: f64) {
+pub fn assert_histogram(
+    snap: &Snapshot,
+    name: &str,
+    labels: &[(&str, &str)],
+    count: u64,
+    sum: f64,
+) {
     match point(snap, name, labels) {
         Point::Histogram(h) => {
             assert_eq!(h.count(), count, "histogram {name} {labels:?} count");
             let tol = 1e-9 * sum.abs().max(1e-12);
-            assert!((h.sum() - sum).abs() <= tol, "histogram {name} {labels:?} sum {} != {sum}", h.sum());
+            assert!(
+                (h.sum() - sum).abs() <= tol,
+                "histogram {name} {labels:?} sum {} != {sum}",
+                h.sum()
+            );
         }
         other => panic!("{name} is not a histogram: {other:?}"),
     }

@@ -84,7 +84,10 @@ struct Reading {
 }
 
 fn reading() -> Reading {
-    Reading { live: LIVE.load(Relaxed), allocs: ALLOCS.load(Relaxed) }
+    Reading {
+        live: LIVE.load(Relaxed),
+        allocs: ALLOCS.load(Relaxed),
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -96,14 +99,19 @@ struct Labels {
 
 /// Builds a structure with `setup`, creates one warm-up series and then one series per entry of
 /// `labels` with `create`, and prints the growth per series between the warm-up and the end.
+/// `check` then verifies, where the library can tell, that the series really were created.
 fn measure<T>(
     name: &str,
     labels: &[[String; 3]],
     setup: impl FnOnce() -> T,
     mut create: impl FnMut(&T, &[String; 3]),
+    check: impl FnOnce(&T),
 ) {
     let target = setup();
-    create(&target, &["warm".to_owned(), "up".to_owned(), "series".to_owned()]);
+    create(
+        &target,
+        &["warm".to_owned(), "up".to_owned(), "series".to_owned()],
+    );
     let before = reading();
     for values in labels {
         create(&target, values);
@@ -116,6 +124,7 @@ fn measure<T>(
         (after.allocs - before.allocs) as f64 / n,
         (after.live - before.live) as f64 / (1024.0 * 1024.0),
     );
+    check(&target);
     drop(target);
 }
 
@@ -124,8 +133,19 @@ fn measure<T>(
 /// skipped. A filter selects libraries by substring.
 fn filter(args: &[String]) -> Option<&str> {
     const FLAGS: &[&str] = &[
-        "--bench", "--test", "--exact", "--ignored", "--nocapture", "--quiet", "-q", "--verbose", "-v", "-n",
-        "--noplot", "--discard-baseline", "--quick",
+        "--bench",
+        "--test",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+        "--quiet",
+        "-q",
+        "--verbose",
+        "-v",
+        "-n",
+        "--noplot",
+        "--discard-baseline",
+        "--quick",
     ];
     let mut previous_takes_value = false;
     for a in args {
@@ -150,8 +170,13 @@ fn main() {
     let labels = creation_label_values();
     assert_eq!(labels.len(), CREATED_SERIES);
 
-    println!("alloc_per_series: {CREATED_SERIES} labelled counter series (3 labels), after 1 warm-up series");
-    println!("{:<20} {:>14} {:>14} {:>16}", "library", "live B/series", "allocs/series", "live MiB total");
+    println!(
+        "alloc_per_series: {CREATED_SERIES} labelled counter series (3 labels), after 1 warm-up series"
+    );
+    println!(
+        "{:<20} {:>14} {:>14} {:>16}",
+        "library", "live B/series", "allocs/series", "live MiB total"
+    );
 
     if wanted("sonde") {
         measure(
@@ -159,10 +184,16 @@ fn main() {
             &labels,
             || {
                 let registry = sonde::Registry::with_max_series(LIMIT);
-                let family = registry.counter("c").labels(LABEL_NAMES).max_series(LIMIT).build().unwrap();
+                let family = registry
+                    .counter("c")
+                    .labels(LABEL_NAMES)
+                    .max_series(LIMIT)
+                    .build()
+                    .unwrap();
                 (registry, family)
             },
             |(_, family), v| family.with(&v[..]).inc(),
+            |(_, family)| assert_eq!(family.series_count(), CREATED_SERIES + 1),
         );
     }
 
@@ -182,6 +213,7 @@ fn main() {
                     )
                     .increment(1);
                 },
+                |()| {},
             );
         });
     }
@@ -197,8 +229,15 @@ fn main() {
                 (registry, family)
             },
             |(_, family), v| {
-                family.get_or_create(&Labels { method: v[0].clone(), route: v[1].clone(), status: v[2].clone() }).inc();
+                family
+                    .get_or_create(&Labels {
+                        method: v[0].clone(),
+                        route: v[1].clone(),
+                        status: v[2].clone(),
+                    })
+                    .inc();
             },
+            |_| {},
         );
     }
 
@@ -207,12 +246,15 @@ fn main() {
             "prometheus",
             &labels,
             || {
-                let vec = prometheus::IntCounterVec::new(prometheus::Opts::new("c", "C."), &LABEL_NAMES).unwrap();
+                let vec =
+                    prometheus::IntCounterVec::new(prometheus::Opts::new("c", "C."), &LABEL_NAMES)
+                        .unwrap();
                 let registry = prometheus::Registry::new();
                 registry.register(Box::new(vec.clone())).unwrap();
                 (registry, vec)
             },
             |(_, vec), v| vec.with_label_values(&v[..]).inc(),
+            |_| {},
         );
     }
 
@@ -225,7 +267,9 @@ fn main() {
                 // almost every series into the overflow data point.
                 let provider = SdkMeterProvider::builder()
                     .with_reader(ManualReader::builder().build())
-                    .with_view(|_: &Instrument| Stream::builder().with_cardinality_limit(LIMIT).build().ok())
+                    .with_view(|_: &Instrument| {
+                        Stream::builder().with_cardinality_limit(LIMIT).build().ok()
+                    })
                     .build();
                 let counter = provider.meter("sonde-bench").u64_counter("c").build();
                 (provider, counter)
@@ -240,6 +284,7 @@ fn main() {
                     ],
                 );
             },
+            |_| {},
         );
     }
 }

@@ -24,7 +24,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use criterion::measurement::WallTime;
-use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{
+    BenchmarkGroup, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main,
+};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Meter, MeterProvider as _};
@@ -35,7 +37,9 @@ use prometheus_client::metrics::family::Family as PcFamily;
 use prometheus_client::metrics::histogram::Histogram as PcHistogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use sonde_bench::{BUCKETS, LABEL_NAMES, LOOKUP_SERIES, lookup_label_values, run_loop, run_threads};
+use sonde_bench::{
+    BUCKETS, LABEL_NAMES, LOOKUP_SERIES, lookup_label_values, run_loop, run_threads,
+};
 
 /// Number of pre-generated latencies (a power of two, indexed with `i & SAMPLE_MASK`).
 const SAMPLES: usize = 4096;
@@ -59,7 +63,9 @@ fn latencies() -> Vec<f64> {
 /// An OpenTelemetry SDK pipeline with a manual reader (cumulative temporality). The provider
 /// must outlive the instruments: once it is dropped (shut down) they stop recording.
 fn otel() -> (SdkMeterProvider, Meter) {
-    let provider = SdkMeterProvider::builder().with_reader(ManualReader::builder().build()).build();
+    let provider = SdkMeterProvider::builder()
+        .with_reader(ManualReader::builder().build())
+        .build();
     let meter = provider.meter("sonde-bench");
     (provider, meter)
 }
@@ -68,7 +74,10 @@ fn otel() -> (SdkMeterProvider, Meter) {
 /// [`BUCKETS`]. Its histograms append every sample to a queue drained by upkeep: the benchmarks
 /// run upkeep after each timed batch (untimed) so that memory stays bounded.
 fn metrics_recorder() -> (PrometheusRecorder, PrometheusHandle) {
-    let recorder = PrometheusBuilder::new().set_buckets(BUCKETS).unwrap().build_recorder();
+    let recorder = PrometheusBuilder::new()
+        .set_buckets(BUCKETS)
+        .unwrap()
+        .build_recorder();
     let handle = recorder.handle();
     (recorder, handle)
 }
@@ -84,7 +93,11 @@ struct RequestLabels {
 
 impl RequestLabels {
     fn new(values: &[String; 3]) -> Self {
-        Self { method: values[0].clone(), route: values[1].clone(), status: values[2].clone() }
+        Self {
+            method: values[0].clone(),
+            route: values[1].clone(),
+            status: values[2].clone(),
+        }
     }
 }
 
@@ -127,7 +140,9 @@ fn counter_inc(c: &mut Criterion) {
 
     let registry = sonde::Registry::new();
     let sonde_counter = registry.counter("jobs").build().unwrap().handle();
-    g.bench_function("sonde", |b| b.iter_custom(|n| run_loop(n, |_| black_box(&sonde_counter).inc())));
+    g.bench_function("sonde", |b| {
+        b.iter_custom(|n| run_loop(n, |_| black_box(&sonde_counter).inc()))
+    });
 
     let (recorder, _handle) = metrics_recorder();
     let metrics_counter = metrics::with_local_recorder(&recorder, || metrics::counter!("jobs"));
@@ -148,8 +163,12 @@ fn counter_inc(c: &mut Criterion) {
 
     let prom_counter = prometheus::IntCounter::new("jobs", "Jobs.").unwrap();
     let prom_registry = prometheus::Registry::new();
-    prom_registry.register(Box::new(prom_counter.clone())).unwrap();
-    g.bench_function("prometheus", |b| b.iter_custom(|n| run_loop(n, |_| black_box(&prom_counter).inc())));
+    prom_registry
+        .register(Box::new(prom_counter.clone()))
+        .unwrap();
+    g.bench_function("prometheus", |b| {
+        b.iter_custom(|n| run_loop(n, |_| black_box(&prom_counter).inc()))
+    });
 
     let (_provider, meter) = otel();
     let otel_counter = meter.u64_counter("jobs").build();
@@ -166,11 +185,17 @@ fn counter_labels_lookup(c: &mut Criterion) {
     let values = |i: usize| black_box(&combos[i % LOOKUP_SERIES]);
 
     let registry = sonde::Registry::new();
-    let sonde_family = registry.counter("requests").labels(LABEL_NAMES).build().unwrap();
+    let sonde_family = registry
+        .counter("requests")
+        .labels(LABEL_NAMES)
+        .build()
+        .unwrap();
     for v in &combos {
         sonde_family.with(&v[..]).inc();
     }
-    g.bench_function("sonde", |b| b.iter_custom(|n| run_loop(n, |i| sonde_family.with(&values(i)[..]).inc())));
+    g.bench_function("sonde", |b| {
+        b.iter_custom(|n| run_loop(n, |i| sonde_family.with(&values(i)[..]).inc()))
+    });
 
     let (recorder, _handle) = metrics_recorder();
     metrics::with_local_recorder(&recorder, || {
@@ -193,12 +218,18 @@ fn counter_labels_lookup(c: &mut Criterion) {
     g.bench_function("prometheus_client", |b| {
         b.iter_custom(|n| {
             run_loop(n, |i| {
-                pc_family.get_or_create(&RequestLabels::new(values(i))).inc();
+                pc_family
+                    .get_or_create(&RequestLabels::new(values(i)))
+                    .inc();
             })
         })
     });
 
-    let prom_vec = prometheus::IntCounterVec::new(prometheus::Opts::new("requests", "Requests."), &LABEL_NAMES).unwrap();
+    let prom_vec = prometheus::IntCounterVec::new(
+        prometheus::Opts::new("requests", "Requests."),
+        &LABEL_NAMES,
+    )
+    .unwrap();
     let prom_registry = prometheus::Registry::new();
     prom_registry.register(Box::new(prom_vec.clone())).unwrap();
     for v in &combos {
@@ -233,7 +264,9 @@ fn histogram_observe(c: &mut Criterion) {
         .build()
         .unwrap()
         .handle();
-    g.bench_function("sonde", |b| b.iter_custom(|n| run_loop(n, |i| sonde_hist.observe(sample(i)))));
+    g.bench_function("sonde", |b| {
+        b.iter_custom(|n| run_loop(n, |i| sonde_hist.observe(sample(i))))
+    });
 
     let (recorder, handle) = metrics_recorder();
     let metrics_hist = metrics::with_local_recorder(&recorder, || metrics::histogram!("latency"));
@@ -248,7 +281,9 @@ fn histogram_observe(c: &mut Criterion) {
     let pc_hist = PcHistogram::new(BUCKETS.iter().copied());
     let mut pc_registry = prometheus_client::registry::Registry::default();
     pc_registry.register("latency", "Latency.", pc_hist.clone());
-    g.bench_function("prometheus_client", |b| b.iter_custom(|n| run_loop(n, |i| pc_hist.observe(sample(i)))));
+    g.bench_function("prometheus_client", |b| {
+        b.iter_custom(|n| run_loop(n, |i| pc_hist.observe(sample(i))))
+    });
 
     let prom_hist = prometheus::Histogram::with_opts(
         prometheus::HistogramOpts::new("latency", "Latency.").buckets(BUCKETS.to_vec()),
@@ -256,10 +291,16 @@ fn histogram_observe(c: &mut Criterion) {
     .unwrap();
     let prom_registry = prometheus::Registry::new();
     prom_registry.register(Box::new(prom_hist.clone())).unwrap();
-    g.bench_function("prometheus", |b| b.iter_custom(|n| run_loop(n, |i| prom_hist.observe(sample(i)))));
+    g.bench_function("prometheus", |b| {
+        b.iter_custom(|n| run_loop(n, |i| prom_hist.observe(sample(i))))
+    });
 
     let (_provider, meter) = otel();
-    let otel_hist = meter.f64_histogram("latency").with_unit("s").with_boundaries(BUCKETS.to_vec()).build();
+    let otel_hist = meter
+        .f64_histogram("latency")
+        .with_unit("s")
+        .with_boundaries(BUCKETS.to_vec())
+        .build();
     g.bench_function("opentelemetry_sdk", |b| {
         b.iter_custom(|n| run_loop(n, |i| otel_hist.record(sample(i), &[])))
     });
@@ -275,7 +316,11 @@ where
     A: Fn(),
 {
     for threads in [1usize, 2] {
-        let id = if threads == 1 { "1_thread" } else { "2_threads" };
+        let id = if threads == 1 {
+            "1_thread"
+        } else {
+            "2_threads"
+        };
         g.throughput(Throughput::Elements(threads as u64));
         g.bench_function(BenchmarkId::new(name, id), |b| {
             b.iter_custom(|n| {
@@ -306,11 +351,21 @@ fn contended(c: &mut Criterion) {
 
     let registry = sonde::Registry::new();
     let sonde_counter = registry.counter("jobs").build().unwrap().handle();
-    one_and_two_threads(&mut g, "counter/sonde", |_| black_box(&sonde_counter).inc(), nothing);
+    one_and_two_threads(
+        &mut g,
+        "counter/sonde",
+        |_| black_box(&sonde_counter).inc(),
+        nothing,
+    );
 
     let (recorder, handle) = metrics_recorder();
     let metrics_counter = metrics::with_local_recorder(&recorder, || metrics::counter!("jobs"));
-    one_and_two_threads(&mut g, "counter/metrics", |_| black_box(&metrics_counter).increment(1), nothing);
+    one_and_two_threads(
+        &mut g,
+        "counter/metrics",
+        |_| black_box(&metrics_counter).increment(1),
+        nothing,
+    );
 
     let pc_counter = PcCounter::<u64>::default();
     one_and_two_threads(
@@ -323,11 +378,21 @@ fn contended(c: &mut Criterion) {
     );
 
     let prom_counter = prometheus::IntCounter::new("jobs", "Jobs.").unwrap();
-    one_and_two_threads(&mut g, "counter/prometheus", |_| black_box(&prom_counter).inc(), nothing);
+    one_and_two_threads(
+        &mut g,
+        "counter/prometheus",
+        |_| black_box(&prom_counter).inc(),
+        nothing,
+    );
 
     let (_provider, meter) = otel();
     let otel_counter = meter.u64_counter("jobs").build();
-    one_and_two_threads(&mut g, "counter/opentelemetry_sdk", |_| black_box(&otel_counter).add(1, &[]), nothing);
+    one_and_two_threads(
+        &mut g,
+        "counter/opentelemetry_sdk",
+        |_| black_box(&otel_counter).add(1, &[]),
+        nothing,
+    );
 
     // Histograms.
     let sonde_hist = registry
@@ -337,7 +402,12 @@ fn contended(c: &mut Criterion) {
         .build()
         .unwrap()
         .handle();
-    one_and_two_threads(&mut g, "histogram/sonde", |i| sonde_hist.observe(sample(i)), nothing);
+    one_and_two_threads(
+        &mut g,
+        "histogram/sonde",
+        |i| sonde_hist.observe(sample(i)),
+        nothing,
+    );
 
     let metrics_hist = metrics::with_local_recorder(&recorder, || metrics::histogram!("latency"));
     one_and_two_threads(
@@ -348,15 +418,29 @@ fn contended(c: &mut Criterion) {
     );
 
     let pc_hist = PcHistogram::new(BUCKETS.iter().copied());
-    one_and_two_threads(&mut g, "histogram/prometheus_client", |i| pc_hist.observe(sample(i)), nothing);
+    one_and_two_threads(
+        &mut g,
+        "histogram/prometheus_client",
+        |i| pc_hist.observe(sample(i)),
+        nothing,
+    );
 
     let prom_hist = prometheus::Histogram::with_opts(
         prometheus::HistogramOpts::new("latency", "Latency.").buckets(BUCKETS.to_vec()),
     )
     .unwrap();
-    one_and_two_threads(&mut g, "histogram/prometheus", |i| prom_hist.observe(sample(i)), nothing);
+    one_and_two_threads(
+        &mut g,
+        "histogram/prometheus",
+        |i| prom_hist.observe(sample(i)),
+        nothing,
+    );
 
-    let otel_hist = meter.f64_histogram("latency").with_unit("s").with_boundaries(BUCKETS.to_vec()).build();
+    let otel_hist = meter
+        .f64_histogram("latency")
+        .with_unit("s")
+        .with_boundaries(BUCKETS.to_vec())
+        .build();
     one_and_two_threads(
         &mut g,
         "histogram/opentelemetry_sdk",

@@ -37,12 +37,14 @@ struct Labels {
 }
 
 /// Times `create` over every label combination, `iters` times, each on a fresh structure from
-/// `setup`. Setting up and dropping are not timed.
+/// `setup`. Setting up, `check` (which verifies, where the library can tell, that the series
+/// really were created) and dropping are not timed.
 fn timed<T>(
     iters: u64,
     labels: &[[String; 3]],
     mut setup: impl FnMut() -> T,
     mut create: impl FnMut(&T, &[String; 3]),
+    check: impl Fn(&T),
 ) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..iters {
@@ -52,6 +54,7 @@ fn timed<T>(
             create(&target, values);
         }
         total += start.elapsed();
+        check(&target);
         drop(target);
     }
     total
@@ -70,10 +73,16 @@ fn series_creation(c: &mut Criterion) {
                 &labels,
                 || {
                     let registry = sonde::Registry::with_max_series(LIMIT);
-                    let family = registry.counter("c").labels(LABEL_NAMES).max_series(LIMIT).build().unwrap();
+                    let family = registry
+                        .counter("c")
+                        .labels(LABEL_NAMES)
+                        .max_series(LIMIT)
+                        .build()
+                        .unwrap();
                     (registry, family)
                 },
                 |(_, family), v| family.with(&v[..]).inc(),
+                |(_, family)| assert_eq!(family.series_count(), CREATED_SERIES),
             )
         })
     });
@@ -98,6 +107,7 @@ fn series_creation(c: &mut Criterion) {
                         .increment(1);
                     });
                 },
+                |_| {},
             )
         })
     });
@@ -115,9 +125,14 @@ fn series_creation(c: &mut Criterion) {
                 },
                 |(_, family), v| {
                     family
-                        .get_or_create(&Labels { method: v[0].clone(), route: v[1].clone(), status: v[2].clone() })
+                        .get_or_create(&Labels {
+                            method: v[0].clone(),
+                            route: v[1].clone(),
+                            status: v[2].clone(),
+                        })
                         .inc();
                 },
+                |_| {},
             )
         })
     });
@@ -128,12 +143,17 @@ fn series_creation(c: &mut Criterion) {
                 n,
                 &labels,
                 || {
-                    let vec = prometheus::IntCounterVec::new(prometheus::Opts::new("c", "C."), &LABEL_NAMES).unwrap();
+                    let vec = prometheus::IntCounterVec::new(
+                        prometheus::Opts::new("c", "C."),
+                        &LABEL_NAMES,
+                    )
+                    .unwrap();
                     let registry = prometheus::Registry::new();
                     registry.register(Box::new(vec.clone())).unwrap();
                     (registry, vec)
                 },
                 |(_, vec), v| vec.with_label_values(&v[..]).inc(),
+                |_| {},
             )
         })
     });
@@ -146,7 +166,9 @@ fn series_creation(c: &mut Criterion) {
                 || {
                     let provider = SdkMeterProvider::builder()
                         .with_reader(ManualReader::builder().build())
-                        .with_view(|_: &Instrument| Stream::builder().with_cardinality_limit(LIMIT).build().ok())
+                        .with_view(|_: &Instrument| {
+                            Stream::builder().with_cardinality_limit(LIMIT).build().ok()
+                        })
                         .build();
                     let counter = provider.meter("sonde-bench").u64_counter("c").build();
                     (provider, counter)
@@ -161,6 +183,7 @@ fn series_creation(c: &mut Criterion) {
                         ],
                     );
                 },
+                |_| {},
             )
         })
     });
@@ -171,7 +194,10 @@ fn series_creation(c: &mut Criterion) {
 fn config() -> Criterion {
     // Flat sampling with 10 samples: an iteration creates 100k series (tens to hundreds of ms),
     // so the whole group takes about a minute.
-    Criterion::default().warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5)).sample_size(10)
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5))
+        .sample_size(10)
 }
 
 criterion_group! {

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 /// takes explicit buckets, so that all of them count into the same 16 boundaries (17 buckets).
 /// They are sonde's defaults for [`sonde::Unit::Seconds`].
 pub const BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
 ];
 
 /// Label names of the labelled counter families, in the order of the values in
@@ -42,23 +43,40 @@ pub fn lookup_label_values() -> Vec<[String; 3]> {
     for m in METHODS {
         for r in 0..50 {
             for s in STATUSES {
-                all.push([m.to_owned(), format!("/api/v1/resource{r}/:id"), s.to_owned()]);
+                all.push([
+                    m.to_owned(),
+                    format!("/api/v1/resource{r}/:id"),
+                    s.to_owned(),
+                ]);
             }
         }
     }
     // 7919 is prime and coprime with 1000, so `i * 7919 % 1000` visits every combination once.
-    (0..LOOKUP_SERIES).map(|i| all[i * 7919 % LOOKUP_SERIES].clone()).collect()
+    (0..LOOKUP_SERIES)
+        .map(|i| all[i * 7919 % LOOKUP_SERIES].clone())
+        .collect()
 }
 
 /// The [`CREATED_SERIES`] distinct label value combinations of the `series_creation` and
 /// `alloc_per_series` workloads: `("m{i % 7}", "route{i}", "s{i % 5}")`.
 pub fn creation_label_values() -> Vec<[String; 3]> {
     (0..CREATED_SERIES)
-        .map(|i| [format!("m{}", i % 7), format!("route{i}"), format!("s{}", i % 5)])
+        .map(|i| {
+            [
+                format!("m{}", i % 7),
+                format!("route{i}"),
+                format!("s{}", i % 5),
+            ]
+        })
         .collect()
 }
 
-/// Runs `op(i)` for `i` in `0..iters` on each of `threads` threads at once and returns the wall
+/// How far apart the threads of [`run_threads`] start in the index they pass to `op`: two
+/// request streams do not observe the same values in lockstep, so each thread walks the
+/// pre-generated samples from its own offset.
+pub const THREAD_STRIDE: usize = 1_237;
+
+/// Runs `op(t * THREAD_STRIDE + i)` for `i` in `0..iters` on each thread `t` of `threads` at once and returns the wall
 /// time from the moment all threads are released until the last one finishes. Thread spawning
 /// is not timed.
 ///
@@ -75,12 +93,12 @@ where
     // thread's wake-up, which competes with the workers for the cores, is never timed.
     let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
-            .map(|_| {
+            .map(|t| {
                 s.spawn(move || {
                     barrier.wait();
                     let start = Instant::now();
                     for i in 0..iters {
-                        op(i as usize);
+                        op(t * THREAD_STRIDE + i as usize);
                     }
                     (start, Instant::now())
                 })

@@ -133,13 +133,14 @@ impl HistogramConfig {
     }
 }
 
-/// Histogram settings a family builder collects (used only by histograms).
+/// Settings a family builder collects for the instrument's storage.
 #[doc(hidden)]
 #[derive(Debug, Clone, Default)]
-pub struct HistogramOptions {
+pub struct InstrumentOptions {
     pub buckets: Option<Vec<f64>>,
     pub precision: Option<Precision>,
     pub min_exponent: Option<i32>,
+    pub stripes: Option<usize>,
 }
 
 /// The grid and boundary tables of one family, shared by all its series.
@@ -158,6 +159,11 @@ pub struct HistogramLayout {
     /// Per cell, the first explicit boundary inside it, or `NO_SPLIT`.
     split_first: Box<[u16]>,
     occupancy_shift: u32,
+    /// Offset of the sum in a block, and the block length (whole cache lines).
+    sum_at: usize,
+    block: usize,
+    /// Blocks per series: 1, or a power of two for striped families.
+    stripes: usize,
     seconds_scale: f64,
     config: HistogramConfig,
 }
@@ -233,6 +239,9 @@ impl HistogramLayout {
             explicit_cell: Box::new([]),
             split_first: vec![NO_SPLIT; cells].into_boxed_slice(),
             occupancy_shift,
+            sum_at: cells + config.buckets.len(),
+            block: (cells + config.buckets.len() + 1).next_multiple_of(8),
+            stripes: 1,
             seconds_scale: unit.per_second().unwrap_or(1.0),
             config,
         };
@@ -263,9 +272,14 @@ impl HistogramLayout {
         &self.explicit
     }
 
-    /// Bytes one series of this layout holds.
+    /// Bytes one series of this layout holds (its atomic storage; labels come on top).
     pub fn series_bytes(&self) -> usize {
-        std::mem::size_of::<HistogramCore>() + 8 * (self.cells() + self.explicit.len())
+        std::mem::size_of::<HistogramCore>() + 8 * self.block * self.stripes
+    }
+
+    /// Counter blocks per series (more than one for striped families).
+    pub fn stripes(&self) -> usize {
+        self.stripes
     }
 
     /// The largest exponential scale whose buckets the grid nests into exactly.
@@ -332,25 +346,26 @@ fn clamp(v: f64, min: f64, max: f64) -> f64 {
     if min <= max { v.max(min).min(max) } else { v }
 }
 
-/// The atomic storage of one histogram series.
+/// The atomic storage of one histogram series: one block of counters per stripe (one stripe
+/// unless the family is striped), each block holding the cells, one split counter per explicit
+/// boundary and the sum, padded to whole cache lines.
 pub struct HistogramCore {
     layout: Arc<HistogramLayout>,
-    /// Cells first, then one split counter per explicit boundary.
     counters: Box<[AtomicU64]>,
-    sum: AtomicU64,
+    /// Written only by new extremes, so it stays shared in every core's cache.
     min: AtomicU64,
     max: AtomicU64,
-    /// One bit per group of cells that has ever been written, so reads skip empty groups.
+    /// One bit per group of cells that has ever been written (in any stripe), so reads skip
+    /// empty groups.
     occupied: AtomicU64,
 }
 
 impl HistogramCore {
     fn new(layout: &Arc<HistogramLayout>) -> Self {
-        let n = layout.cells() + layout.explicit.len();
+        let n = layout.block * layout.stripes;
         HistogramCore {
             layout: layout.clone(),
             counters: (0..n).map(|_| AtomicU64::new(0)).collect(),
-            sum: AtomicU64::new(0f64.to_bits()),
             min: AtomicU64::new(f64::INFINITY.to_bits()),
             max: AtomicU64::new(f64::NEG_INFINITY.to_bits()),
             occupied: AtomicU64::new(0),
@@ -368,12 +383,17 @@ impl HistogramCore {
         if self.occupied.load(Relaxed) & bit == 0 {
             self.occupied.fetch_or(bit, Relaxed);
         }
-        self.counters[cell].fetch_add(1, Relaxed);
+        let base = if l.stripes > 1 {
+            (crate::number::thread_stripe() & (l.stripes - 1)) * l.block
+        } else {
+            0
+        };
+        self.counters[base + cell].fetch_add(1, Relaxed);
         let first = l.split_first[cell];
         if first != NO_SPLIT {
-            self.split(cell, first as usize, v);
+            self.split(base, cell, first as usize, v);
         }
-        add_f64(&self.sum, v);
+        add_f64(&self.counters[base + l.sum_at], v);
         if v < f64::from_bits(self.min.load(Relaxed)) {
             update_extreme(&self.min, v, |new, cur| new < cur);
         }
@@ -383,9 +403,9 @@ impl HistogramCore {
     }
 
     #[cold]
-    fn split(&self, cell: usize, first: usize, v: f64) {
+    fn split(&self, base: usize, cell: usize, first: usize, v: f64) {
         let l = &*self.layout;
-        let base = l.cells();
+        let splits = base + l.cells();
         for j in first..l.explicit.len() {
             if l.explicit_cell[j] as usize != cell {
                 break;
@@ -393,7 +413,7 @@ impl HistogramCore {
             if v <= l.explicit[j] {
                 // Release pairs with the Acquire in `read`: a reader that sees this split
                 // also sees the cell increment above, so cell >= splits in every read.
-                self.counters[base + j].fetch_add(1, Release);
+                self.counters[splits + j].fetch_add(1, Release);
                 break;
             }
         }
@@ -402,10 +422,13 @@ impl HistogramCore {
     fn read(&self) -> HistogramPoint {
         let l = &self.layout;
         let cells = l.cells();
-        let splits: Vec<u64> = self.counters[cells..]
-            .iter()
-            .map(|c| c.load(Acquire))
-            .collect();
+        let blocks = || (0..l.stripes).map(|s| s * l.block);
+        let mut splits = vec![0u64; l.explicit.len()];
+        for base in blocks() {
+            for (j, split) in splits.iter_mut().enumerate() {
+                *split += self.counters[base + cells + j].load(Acquire);
+            }
+        }
         let occupied = self.occupied.load(Acquire);
         let group = 1usize << l.occupancy_shift;
         let mut first = usize::MAX;
@@ -417,7 +440,9 @@ impl HistogramCore {
             g &= g - 1;
             let start = bit * group;
             for cell in start..(start + group).min(cells) {
-                let c = self.counters[cell].load(Relaxed);
+                let c: u64 = blocks()
+                    .map(|b| self.counters[b + cell].load(Relaxed))
+                    .sum();
                 if c == 0 {
                     continue;
                 }
@@ -434,7 +459,9 @@ impl HistogramCore {
         HistogramPoint {
             layout: l.clone(),
             count,
-            sum: f64::from_bits(self.sum.load(Relaxed)),
+            sum: blocks()
+                .map(|b| f64::from_bits(self.counters[b + l.sum_at].load(Relaxed)))
+                .sum(),
             min: f64::from_bits(self.min.load(Relaxed)),
             max: f64::from_bits(self.max.load(Relaxed)),
             offset: if first == usize::MAX { 0 } else { first },
@@ -499,7 +526,7 @@ impl Instrument for Histogram {
     fn make_config(
         name: &str,
         unit: &Unit,
-        options: &HistogramOptions,
+        options: &InstrumentOptions,
     ) -> Result<HistogramLayout, Error> {
         let mut config = HistogramConfig::for_unit(unit);
         if let Some(b) = &options.buckets {
@@ -511,7 +538,10 @@ impl Instrument for Histogram {
         if let Some(e) = options.min_exponent {
             config.min_exponent = e;
         }
-        HistogramLayout::new(name, unit, config)
+        let mut layout = HistogramLayout::new(name, unit, config)?;
+        // Each stripe is a whole copy of the cells, so histograms take fewer than counters.
+        layout.stripes = options.stripes.unwrap_or(1).clamp(1, 8).next_power_of_two();
+        Ok(layout)
     }
     fn fallback_config() -> HistogramLayout {
         HistogramLayout::build(&Unit::None, HistogramConfig::for_unit(&Unit::None))

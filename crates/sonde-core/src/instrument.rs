@@ -4,9 +4,9 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::histogram::HistogramOptions;
+use crate::histogram::InstrumentOptions;
 use crate::labels::LabelValues;
-use crate::number::{AtomicNumber, NumberKind};
+use crate::number::{AtomicNumber, NumberCore, NumberKind};
 use crate::series::Series;
 use crate::snapshot::Point;
 use crate::{Error, Number, Unit};
@@ -56,7 +56,7 @@ pub trait Instrument: sealed::Sealed + Clone + Send + Sync + 'static {
     fn make_config(
         name: &str,
         unit: &Unit,
-        options: &HistogramOptions,
+        options: &InstrumentOptions,
     ) -> Result<Self::Config, Error>;
     #[doc(hidden)]
     fn fallback_config() -> Self::Config;
@@ -94,7 +94,7 @@ macro_rules! number_instrument {
     ($(#[$doc:meta])* $name:ident, $bound:ident, $default:ty, $kind:expr) => {
         $(#[$doc])*
         #[must_use = "a handle records nothing until you call a method on it"]
-        pub struct $name<N: $bound = $default>(pub(crate) Arc<Series<N::Atomic>>, PhantomData<fn(N)>);
+        pub struct $name<N: $bound = $default>(pub(crate) Arc<Series<NumberCore<N>>>, PhantomData<fn(N)>);
 
         impl<N: $bound> Clone for $name<N> {
             fn clone(&self) -> Self {
@@ -111,26 +111,29 @@ macro_rules! number_instrument {
         impl<N: $bound> sealed::Sealed for $name<N> {}
 
         impl<N: $bound> Instrument for $name<N> {
-            type Core = N::Atomic;
-            type Config = ();
+            type Core = NumberCore<N>;
+            type Config = usize;
             const KIND: Kind = $kind;
             const NUMBER: NumberKind = N::KIND;
             const RESERVED_LABELS: &'static [&'static str] = &[];
-            fn make_config(_: &str, _: &Unit, _: &HistogramOptions) -> Result<(), Error> {
-                Ok(())
+            fn make_config(_: &str, _: &Unit, options: &InstrumentOptions) -> Result<usize, Error> {
+                // Gauges are set, not added to, so stripes would not add up.
+                Ok(if $kind == Kind::Gauge { 1 } else { options.stripes.unwrap_or(1) })
             }
-            fn fallback_config() {}
-            fn new_core(_: &Arc<()>) -> N::Atomic {
-                N::new_atomic()
+            fn fallback_config() -> usize {
+                1
             }
-            fn from_series(series: Arc<Series<N::Atomic>>) -> Self {
+            fn new_core(stripes: &Arc<usize>) -> NumberCore<N> {
+                NumberCore::new(**stripes)
+            }
+            fn from_series(series: Arc<Series<NumberCore<N>>>) -> Self {
                 $name(series, PhantomData)
             }
-            fn read(core: &N::Atomic) -> Point {
+            fn read(core: &NumberCore<N>) -> Point {
                 match $kind {
-                    Kind::Counter => Point::Counter(N::load(core)),
-                    Kind::UpDownCounter => Point::UpDownCounter(N::load(core)),
-                    _ => Point::Gauge(N::load(core)),
+                    Kind::Counter => Point::Counter(core.load()),
+                    Kind::UpDownCounter => Point::UpDownCounter(core.load()),
+                    _ => Point::Gauge(core.load()),
                 }
             }
         }
@@ -138,7 +141,7 @@ macro_rules! number_instrument {
         impl<N: $bound> $name<N> {
             /// The current value (for tests and diagnostics; exporters read snapshots).
             pub fn value(&self) -> Number {
-                N::load(&self.0.core)
+                self.0.core.load()
             }
         }
     };
@@ -198,14 +201,14 @@ impl<N: CounterNumber> Counter<N> {
     /// Adds one.
     #[inline(always)]
     pub fn inc(&self) {
-        N::add(&self.0.core, N::ONE);
+        N::add(self.0.core.slot(), N::ONE);
     }
 
     /// Adds `v`; negative and NaN values are ignored.
     #[inline(always)]
     pub fn add(&self, v: N) {
         if N::is_non_negative(v) {
-            N::add(&self.0.core, v);
+            N::add(self.0.core.slot(), v);
         }
     }
 }
@@ -214,31 +217,31 @@ impl<N: GaugeNumber> Gauge<N> {
     /// Sets the value.
     #[inline(always)]
     pub fn set(&self, v: N) {
-        N::set(&self.0.core, v);
+        N::set(self.0.core.value(), v);
     }
 
     /// Adds `v` (which may be negative).
     #[inline(always)]
     pub fn add(&self, v: N) {
-        N::add(&self.0.core, v);
+        N::add(self.0.core.value(), v);
     }
 
     /// Subtracts `v`.
     #[inline(always)]
     pub fn sub(&self, v: N) {
-        N::sub(&self.0.core, v);
+        N::sub(self.0.core.value(), v);
     }
 
     /// Adds one.
     #[inline(always)]
     pub fn inc(&self) {
-        N::add(&self.0.core, N::ONE);
+        N::add(self.0.core.value(), N::ONE);
     }
 
     /// Subtracts one.
     #[inline(always)]
     pub fn dec(&self) {
-        N::sub(&self.0.core, N::ONE);
+        N::sub(self.0.core.value(), N::ONE);
     }
 }
 
@@ -246,24 +249,24 @@ impl<N: GaugeNumber> UpDownCounter<N> {
     /// Adds `v` (which may be negative).
     #[inline(always)]
     pub fn add(&self, v: N) {
-        N::add(&self.0.core, v);
+        N::add(self.0.core.slot(), v);
     }
 
     /// Subtracts `v`.
     #[inline(always)]
     pub fn sub(&self, v: N) {
-        N::sub(&self.0.core, v);
+        N::sub(self.0.core.slot(), v);
     }
 
     /// Adds one.
     #[inline(always)]
     pub fn inc(&self) {
-        N::add(&self.0.core, N::ONE);
+        N::add(self.0.core.slot(), N::ONE);
     }
 
     /// Subtracts one.
     #[inline(always)]
     pub fn dec(&self) {
-        N::sub(&self.0.core, N::ONE);
+        N::sub(self.0.core.slot(), N::ONE);
     }
 }

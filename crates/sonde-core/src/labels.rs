@@ -2,37 +2,31 @@
 
 use std::hash::{BuildHasher, Hasher};
 
-/// Label values of one series: each value as a LEB128 length followed by its UTF-8 bytes,
-/// in one boxed slice so a series costs one allocation for all its values.
+/// Label values of one series in one allocation: each value preceded by its length in
+/// 6-bit groups (low groups first; `0x40` marks "more follows"). Every length byte is ASCII, so
+/// the whole is a `str` and values are sliced out without re-validating UTF-8.
 #[derive(Clone, PartialEq, Eq)]
-pub(crate) struct LabelValues(Box<[u8]>);
+pub(crate) struct LabelValues(Box<str>);
 
 impl LabelValues {
     pub(crate) fn empty() -> Self {
-        LabelValues(Box::new([]))
+        LabelValues(Box::from(""))
     }
 
     pub(crate) fn new<S: AsRef<str>>(values: &[S]) -> Self {
-        let len: usize = values
-            .iter()
-            .map(|v| v.as_ref().len() + varint_len(v.as_ref().len()))
-            .sum();
-        let mut buf = Vec::with_capacity(len);
+        let len: usize = values.iter().map(|v| v.as_ref().len() + 4).sum();
+        let mut buf = String::with_capacity(len);
         for v in values {
             let v = v.as_ref();
             let mut n = v.len();
-            loop {
-                let byte = (n & 0x7f) as u8;
-                n >>= 7;
-                if n == 0 {
-                    buf.push(byte);
-                    break;
-                }
-                buf.push(byte | 0x80);
+            while n >= 0x40 {
+                buf.push(char::from(0x40 | (n & 0x3f) as u8));
+                n >>= 6;
             }
-            buf.extend_from_slice(v.as_bytes());
+            buf.push(char::from(n as u8));
+            buf.push_str(v);
         }
-        LabelValues(buf.into_boxed_slice())
+        LabelValues(buf.into_boxed_str())
     }
 
     pub(crate) fn iter(&self) -> LabelIter<'_> {
@@ -40,6 +34,7 @@ impl LabelValues {
     }
 
     /// Compares with borrowed values without allocating.
+    #[inline]
     pub(crate) fn eq_values<S: AsRef<str>>(&self, values: &[S]) -> bool {
         let mut it = self.iter();
         for v in values {
@@ -48,48 +43,37 @@ impl LabelValues {
                 _ => return false,
             }
         }
-        it.next().is_none()
+        it.rest.is_empty()
     }
-}
-
-fn varint_len(mut n: usize) -> usize {
-    let mut len = 1;
-    while n >= 0x80 {
-        n >>= 7;
-        len += 1;
-    }
-    len
 }
 
 /// Iterates over packed label values.
 #[derive(Clone)]
 pub struct LabelIter<'a> {
-    rest: &'a [u8],
+    rest: &'a str,
 }
 
 impl<'a> Iterator for LabelIter<'a> {
     type Item = &'a str;
 
+    #[inline]
     fn next(&mut self) -> Option<&'a str> {
-        if self.rest.is_empty() {
-            return None;
-        }
+        let bytes = self.rest.as_bytes();
         let mut n = 0usize;
         let mut shift = 0;
         let mut i = 0;
         loop {
-            let byte = *self.rest.get(i)?;
-            n |= ((byte & 0x7f) as usize) << shift;
+            let b = *bytes.get(i)?;
+            n |= ((b & 0x3f) as usize) << shift;
             i += 1;
-            if byte & 0x80 == 0 {
+            if b & 0x40 == 0 {
                 break;
             }
-            shift += 7;
+            shift += 6;
         }
-        let bytes = self.rest.get(i..i + n)?;
-        self.rest = &self.rest[i + n..];
-        // Written from `&str`s by `LabelValues::new`, so always valid UTF-8.
-        std::str::from_utf8(bytes).ok()
+        let value = self.rest.get(i..i + n)?;
+        self.rest = self.rest.get(i + n..)?;
+        Some(value)
     }
 }
 

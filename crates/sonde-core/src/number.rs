@@ -73,6 +73,8 @@ pub trait AtomicNumber: sealed::Sealed + Copy + Send + Sync + 'static {
     fn load(a: &Self::Atomic) -> Number;
     #[doc(hidden)]
     fn is_non_negative(v: Self) -> bool;
+    #[doc(hidden)]
+    fn plus(a: Number, b: Number) -> Number;
 }
 
 impl AtomicNumber for u64 {
@@ -96,6 +98,13 @@ impl AtomicNumber for u64 {
     }
     fn load(a: &AtomicU64) -> Number {
         Number::U64(a.load(Relaxed))
+    }
+    #[inline(always)]
+    fn plus(a: Number, b: Number) -> Number {
+        match (a, b) {
+            (Number::U64(x), Number::U64(y)) => Number::U64(x.wrapping_add(y)),
+            (a, _) => a,
+        }
     }
     #[inline(always)]
     fn is_non_negative(_: u64) -> bool {
@@ -126,6 +135,13 @@ impl AtomicNumber for i64 {
         Number::I64(a.load(Relaxed))
     }
     #[inline(always)]
+    fn plus(a: Number, b: Number) -> Number {
+        match (a, b) {
+            (Number::I64(x), Number::I64(y)) => Number::I64(x.wrapping_add(y)),
+            (a, _) => a,
+        }
+    }
+    #[inline(always)]
     fn is_non_negative(v: i64) -> bool {
         v >= 0
     }
@@ -154,6 +170,13 @@ impl AtomicNumber for f64 {
         Number::F64(f64::from_bits(a.load(Relaxed)))
     }
     #[inline(always)]
+    fn plus(a: Number, b: Number) -> Number {
+        match (a, b) {
+            (Number::F64(x), Number::F64(y)) => Number::F64(x + y),
+            (a, _) => a,
+        }
+    }
+    #[inline(always)]
     fn is_non_negative(v: f64) -> bool {
         v >= 0.0
     }
@@ -170,4 +193,84 @@ pub(crate) fn add_f64(a: &AtomicU64, v: f64) {
             Err(actual) => cur = actual,
         }
     }
+}
+
+/// A cache line holding one stripe of a striped counter.
+#[repr(align(64))]
+struct Padded<T>(T);
+
+/// Storage of a counter, up-down counter or gauge: one atomic, plus per-thread stripes on their
+/// own cache lines for striped families, so threads adding to the same series do not contend.
+pub struct NumberCore<N: AtomicNumber> {
+    value: N::Atomic,
+    stripes: Option<Box<[Padded<N::Atomic>]>>,
+}
+
+impl<N: AtomicNumber> NumberCore<N> {
+    pub(crate) fn new(stripes: usize) -> Self {
+        NumberCore {
+            value: N::new_atomic(),
+            stripes: (stripes > 1).then(|| {
+                (0..stripes.next_power_of_two())
+                    .map(|_| Padded(N::new_atomic()))
+                    .collect()
+            }),
+        }
+    }
+
+    /// The atomic an add goes to: the calling thread's stripe, or the single value.
+    #[inline(always)]
+    pub(crate) fn slot(&self) -> &N::Atomic {
+        match &self.stripes {
+            None => &self.value,
+            Some(s) => &s[thread_stripe() & (s.len() - 1)].0,
+        }
+    }
+
+    /// The single value, for `set` (gauges are never striped).
+    #[inline(always)]
+    pub(crate) fn value(&self) -> &N::Atomic {
+        &self.value
+    }
+
+    pub(crate) fn load(&self) -> Number {
+        let mut n = N::load(&self.value);
+        if let Some(s) = &self.stripes {
+            for p in s.iter() {
+                n = N::plus(n, N::load(&p.0));
+            }
+        }
+        n
+    }
+}
+
+std::thread_local! {
+    static STRIPE: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+static NEXT_STRIPE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A small per-thread number, handed out round-robin on first use.
+#[inline(always)]
+pub(crate) fn thread_stripe() -> usize {
+    let v = STRIPE.get();
+    if v != usize::MAX { v } else { assign_stripe() }
+}
+
+#[cold]
+#[inline(never)]
+fn assign_stripe() -> usize {
+    let n = NEXT_STRIPE.fetch_add(1, Relaxed) & (usize::MAX >> 1);
+    STRIPE.set(n);
+    n
+}
+
+/// Stripes for a striped family: enough that the threads of this machine rarely share one.
+pub(crate) fn default_stripes() -> usize {
+    static N: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(4);
+        (2 * cpus).next_power_of_two().min(32)
+    });
+    *N
 }

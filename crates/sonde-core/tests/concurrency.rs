@@ -114,6 +114,8 @@ fn snapshots_stay_consistent_during_writes() {
         .histogram("latency")
         .unit(Unit::Seconds)
         .labels(["route"])
+        // Striped: reads must also stay consistent when summing per-thread blocks.
+        .striped(true)
         .build()
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));

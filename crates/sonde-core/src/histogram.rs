@@ -15,8 +15,9 @@
 //! - exact sum, count, min and max.
 //!
 //! Memory is fixed when the series is created and never depends on collection:
-//! `8 × (cells + 2 + boundaries)` bytes plus a few words (5.9 KB at the defaults, 2.1 KB with
-//! [`Precision::Compact`]).
+//! `8 × (cells + 2 + boundaries + 1)` bytes rounded up to whole cache lines, plus a few words
+//! (6.0 KB at the defaults, 2.2 KB with [`Precision::Compact`]); striped families hold one such
+//! block per stripe.
 
 use std::fmt;
 use std::future::Future;
@@ -70,14 +71,14 @@ pub const DEFAULT_BUCKETS: &[f64] = &[
 /// Resolution of the quantile grid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Precision {
-    /// 8 cells per octave: quantile error at most 4.33 %, exponential scale up to 3, about 2.1 KB
+    /// 8 cells per octave: quantile error at most 4.33 %, exponential scale up to 3, about 2.2 KB
     /// per series.
     Compact,
-    /// 24 cells per octave: quantile error at most 1.44 %, exponential scale up to 3, about 5.9 KB
+    /// 24 cells per octave: quantile error at most 1.44 %, exponential scale up to 3, about 6.0 KB
     /// per series.
     #[default]
     Standard,
-    /// 32 cells per octave: quantile error at most 1.08 %, exponential scale up to 5, about 7.8 KB
+    /// 32 cells per octave: quantile error at most 1.08 %, exponential scale up to 5, about 7.9 KB
     /// per series.
     High,
 }

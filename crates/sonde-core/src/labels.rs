@@ -14,7 +14,14 @@ impl LabelValues {
     }
 
     pub(crate) fn new<S: AsRef<str>>(values: &[S]) -> Self {
-        let len: usize = values.iter().map(|v| v.as_ref().len() + 4).sum();
+        // Exact, so `into_boxed_str` does not reallocate.
+        let len: usize = values
+            .iter()
+            .map(|v| {
+                let n = v.as_ref().len();
+                n + 1 + (usize::BITS - n.leading_zeros()).saturating_sub(1) as usize / 6
+            })
+            .sum();
         let mut buf = String::with_capacity(len);
         for v in values {
             let v = v.as_ref();
@@ -26,6 +33,7 @@ impl LabelValues {
             buf.push(char::from(n as u8));
             buf.push_str(v);
         }
+        debug_assert_eq!(buf.len(), len);
         LabelValues(buf.into_boxed_str())
     }
 

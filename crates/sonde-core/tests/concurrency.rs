@@ -14,7 +14,13 @@ const PER_THREAD: u64 = 100_000;
 #[test]
 fn concurrent_increments_sum_exactly() {
     let reg = Registry::new();
-    let counter = reg.counter("c").labels(["worker", "kind"]).build().unwrap();
+    // Striped, so per-thread stripes must add up exactly; the other test covers unstriped ones.
+    let counter = reg
+        .counter("c")
+        .labels(["worker", "kind"])
+        .striped(true)
+        .build()
+        .unwrap();
     let fcounter = reg
         .counter_f64("cpu.time")
         .unit(Unit::Seconds)

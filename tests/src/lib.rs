@@ -1,3 +1,87 @@
-//! End-to-end tests of sonde and the peers they run against (Prometheus harness, OTLP
-//! receiver, CloudWatch endpoint), shared by every test rather than rewritten per crate.
+//! End-to-end tests of sonde and the peers they run against, shared by every test rather than
+//! rewritten per crate: a real Prometheus server ([`prometheus`]), HTTP helpers ([`http`]) and
+//! the independent Python exposition parsers ([`python`]).
+//!
+//! Peers are real programs. When one is missing the helpers panic with the command that
+//! installs it: tests fail loudly, never skip.
 #![warn(missing_docs)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: failing loudly is the point
+
+pub mod http;
+pub mod prometheus;
+pub mod python;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound, then released for the caller to use).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A loopback address with a free port.
+pub fn free_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates `sonde-<tag>-<pid>-<n>`.
+    pub fn new(tag: &str) -> TempDir {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "sonde-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, panicking with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Finds a program on the PATH or in the usual Debian locations, or panics with how to install it.
+pub fn require_program(name: &str, install: &str) -> PathBuf {
+    let dirs = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default();
+    for dir in dirs.iter().map(PathBuf::as_path).chain([
+        std::path::Path::new("/usr/bin"),
+        std::path::Path::new("/usr/local/bin"),
+    ]) {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "{name} is not installed; this test needs the real program: {install} (scripts/test does this)"
+    );
+}

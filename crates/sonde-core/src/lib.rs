@@ -54,6 +54,7 @@ mod lazy;
 pub mod name;
 mod number;
 mod registry;
+mod resource;
 mod series;
 mod snapshot;
 pub mod testing;
@@ -72,9 +73,10 @@ pub use lazy::LazyFamily;
 pub use lazy::{__family, __unit_for_name};
 pub use number::{AtomicNumber, Number, NumberKind};
 pub use registry::{
-    DEFAULT_MAX_SERIES, FamilyBuilder, INSTRUMENTATION_ERRORS, Registry, SERIES_COUNT,
+    DEFAULT_MAX_SERIES, FamilyBuilder, INSTRUMENTATION_ERRORS, Registry, SERIES_ACTIVE,
     SERIES_OVERFLOW,
 };
+pub use resource::Resource;
 pub use series::{Header, SeriesInfo, unix_nanos};
 pub use snapshot::{
     FamilyMeta, FamilySnapshot, OVERFLOW_LABEL, Point, Reader, SeriesSnapshot, Snapshot,

@@ -22,7 +22,7 @@ pub const DEFAULT_MAX_SERIES: usize = 2000;
 /// Self-metric: label sets sent to a family's overflow series.
 pub const SERIES_OVERFLOW: &str = "sonde.series.overflow";
 /// Self-metric: live series per family.
-pub const SERIES_COUNT: &str = "sonde.series.count";
+pub const SERIES_ACTIVE: &str = "sonde.series.active";
 /// Self-metric: instrumentation mistakes (wrong label counts...).
 pub const INSTRUMENTATION_ERRORS: &str = "sonde.instrumentation.errors";
 
@@ -105,7 +105,7 @@ impl Registry {
             .build()
             .ok();
         let series_count = bare
-            .gauge(SERIES_COUNT)
+            .gauge(SERIES_ACTIVE)
             .description("Live series per family, excluding the overflow series.")
             .labels(["metric"])
             .build()
@@ -256,7 +256,7 @@ impl Registry {
         if let Some(g) = &self.inner.series_count {
             for f in &families {
                 let name = f.meta().name();
-                if name != SERIES_COUNT {
+                if name != SERIES_ACTIVE {
                     g.with(&[name]).set(f.series_count() as i64);
                 }
             }

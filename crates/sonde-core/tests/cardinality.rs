@@ -68,7 +68,7 @@ fn a_million_label_values_stay_bounded() {
     testing::assert_counter(&snap, SERIES_OVERFLOW, &[("metric", "requests")], 998_000.0);
     testing::assert_gauge(
         &snap,
-        sonde_core::SERIES_COUNT,
+        sonde_core::SERIES_ACTIVE,
         &[("metric", "requests")],
         2000.0,
     );

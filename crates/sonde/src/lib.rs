@@ -30,3 +30,7 @@
 #![warn(missing_docs)]
 
 pub use sonde_core::*;
+
+/// The Prometheus exporter (feature `prometheus`).
+#[cfg(feature = "prometheus")]
+pub use sonde_prometheus as prometheus;

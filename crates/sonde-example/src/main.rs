@@ -1,0 +1,109 @@
+//! `sonde-example-service`: the simulated service, serving its metrics on `/metrics`.
+//!
+//! ```text
+//! cargo run --release -p sonde-example -- [--listen 127.0.0.1:9464] [--seconds N] [--report]
+//! ```
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use sonde::prometheus::PrometheusBuilder;
+use sonde::{Point, Registry, Temporality};
+use sonde_example::{Options, Workload};
+
+const USAGE: &str = "usage: sonde-example-service [--listen ADDR] [--seconds N] [--report]
+  --listen ADDR  where to serve /metrics (default 127.0.0.1:9464, or OTEL_EXPORTER_PROMETHEUS_HOST/PORT)
+  --seconds N    stop after N seconds (default: run until interrupted)
+  --report       print p50/p95/p99 per series every 5 seconds";
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let mut listen: Option<SocketAddr> = None;
+    let mut seconds = 0u64;
+    let mut report = false;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--listen" => {
+                let v = args
+                    .next()
+                    .ok_or("--listen needs an address such as 127.0.0.1:9464")?;
+                listen = Some(v.parse().map_err(|e| format!("--listen {v:?}: {e}"))?);
+            }
+            "--seconds" => {
+                let v = args.next().ok_or("--seconds needs a number")?;
+                seconds = v.parse().map_err(|e| format!("--seconds {v:?}: {e}"))?;
+            }
+            "--report" => report = true,
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}").into()),
+        }
+    }
+    let registry = Registry::global().clone();
+    let mut exporter = PrometheusBuilder::new().registry(registry.clone());
+    if let Some(addr) = listen {
+        exporter = exporter.bind(addr);
+    }
+    let server = exporter.install()?;
+    println!("serving metrics on http://{}/metrics", server.local_addr());
+    let workload = Workload::start(&registry, Options::default())?;
+    let mut deltas = registry.reader(Temporality::Delta);
+    let mut elapsed = 0;
+    while seconds == 0 || elapsed < seconds {
+        let step = if seconds == 0 {
+            5
+        } else {
+            5.min(seconds - elapsed)
+        };
+        std::thread::sleep(Duration::from_secs(step));
+        elapsed += step;
+        if report {
+            print_report(&deltas.collect(), step as f64);
+        }
+    }
+    workload.stop();
+    server.shutdown();
+    Ok(())
+}
+
+fn print_report(snapshot: &sonde::Snapshot, interval: f64) {
+    println!("--- last {interval} s ---");
+    for f in &snapshot.families {
+        for s in &f.series {
+            let labels: Vec<String> = f
+                .labels(s)
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            match &s.point {
+                Point::Histogram(h) if h.count() > 0 => println!(
+                    "{:<30} {:<70} {:>8.1}/s p50 {:>8.2} ms p95 {:>8.2} ms p99 {:>8.2} ms",
+                    f.meta.name(),
+                    labels.join(","),
+                    h.count() as f64 / interval,
+                    h.quantile(0.5).unwrap_or(0.0) * 1e3,
+                    h.quantile(0.95).unwrap_or(0.0) * 1e3,
+                    h.quantile(0.99).unwrap_or(0.0) * 1e3,
+                ),
+                Point::Counter(n) if n.as_f64() > 0.0 => {
+                    println!(
+                        "{:<30} {:<70} {:>8.1}/s",
+                        f.meta.name(),
+                        labels.join(","),
+                        n.as_f64() / interval
+                    )
+                }
+                _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Small blocking HTTP helpers over `ureq`, for loopback servers only.
+
+use std::io::Read;
+use std::time::Duration;
+
+/// A response: status, headers we care about, body bytes.
+#[derive(Debug)]
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: String,
+    /// `Content-Encoding`.
+    pub content_encoding: String,
+    /// The body as received (not decompressed).
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    /// The body as UTF-8, gunzipped if it was sent gzipped.
+    pub fn text(&self) -> String {
+        if self.content_encoding == "gzip" {
+            let mut out = String::new();
+            flate2::read::GzDecoder::new(&self.body[..])
+                .read_to_string(&mut out)
+                .unwrap();
+            out
+        } else {
+            String::from_utf8(self.body.clone()).unwrap()
+        }
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .into()
+}
+
+/// GET `url` with extra headers; any status is returned, transport errors panic.
+pub fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = agent().get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    into_reply(req.call().unwrap_or_else(|e| panic!("GET {url}: {e}")))
+}
+
+/// POST `body` to `url`.
+pub fn post(url: &str, body: &[u8]) -> Reply {
+    into_reply(
+        agent()
+            .post(url)
+            .send(body)
+            .unwrap_or_else(|e| panic!("POST {url}: {e}")),
+    )
+}
+
+fn into_reply(mut r: ureq::http::Response<ureq::Body>) -> Reply {
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let (content_type, content_encoding) = (header("content-type"), header("content-encoding"));
+    let status = r.status().as_u16();
+    let body = r
+        .body_mut()
+        .with_config()
+        .limit(64 << 20)
+        .read_to_vec()
+        .unwrap();
+    Reply {
+        status,
+        content_type,
+        content_encoding,
+        body,
+    }
+}

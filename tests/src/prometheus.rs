@@ -1,0 +1,199 @@
+//! A real Prometheus server (the Debian `prometheus` package) on a loopback port, scraping the
+//! given targets every second, queried through its HTTP API.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::{TempDir, free_addr, http, require_program, wait_for};
+
+const INSTALL: &str = "apt-get install -y prometheus";
+
+/// One sample of an instant vector.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    /// Labels, including `__name__` when the expression keeps it.
+    pub labels: BTreeMap<String, String>,
+    /// The value.
+    pub value: f64,
+}
+
+/// A running Prometheus; killed on drop.
+pub struct Prometheus {
+    child: Child,
+    /// Where its HTTP API listens.
+    pub addr: SocketAddr,
+    dir: TempDir,
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `targets` (job `sonde`) every second, with `rule_files` loaded
+    /// and `extra_flags` added, and waits until it is ready.
+    pub fn start(targets: &[SocketAddr], rule_files: &[&str], extra_flags: &[&str]) -> Prometheus {
+        let bin = require_program("prometheus", INSTALL);
+        let dir = TempDir::new("prometheus");
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let rules: Vec<String> = rule_files.iter().map(|r| format!("  - '{r}'")).collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nrule_files:\n{}\nscrape_configs:\n  - job_name: sonde\n    static_configs:\n      - targets: [{}]\n",
+            if rules.is_empty() {
+                "  []".to_owned()
+            } else {
+                rules.join("\n")
+            },
+            targets.join(", ")
+        );
+        let config_path = dir.0.join("prometheus.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let addr = free_addr();
+        let log = std::fs::File::create(dir.0.join("prometheus.log")).unwrap();
+        let child = Command::new(bin)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.0.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--log.level=warn")
+            .args(extra_flags)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("could not start prometheus: {e}; {INSTALL}"));
+        let mut p = Prometheus { child, addr, dir };
+        wait_for(
+            "prometheus to become ready",
+            Duration::from_secs(30),
+            || {
+                if let Ok(Some(status)) = p.child.try_wait() {
+                    panic!("prometheus exited with {status}: {}", p.log());
+                }
+                let ready = std::panic::catch_unwind(|| {
+                    http::get(&format!("http://{addr}/-/ready"), &[]).status == 200
+                });
+                ready.unwrap_or(false).then_some(())
+            },
+        );
+        p
+    }
+
+    /// Prometheus's own log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// Evaluates `expr` now. Panics on an API error (a bad expression is a test bug).
+    pub fn query(&self, expr: &str) -> Vec<Sample> {
+        let body = self.api("query", &[("query", expr)]);
+        let result = &body["data"]["result"];
+        match body["data"]["resultType"].as_str() {
+            Some("vector") => result
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|s| Sample {
+                    labels: s["metric"]
+                        .as_object()
+                        .unwrap()
+                        .iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                        .collect(),
+                    value: parse_value(&s["value"][1]),
+                })
+                .collect(),
+            Some("scalar") => vec![Sample {
+                labels: BTreeMap::new(),
+                value: parse_value(&result[1]),
+            }],
+            other => panic!("unexpected result type {other:?} for {expr}"),
+        }
+    }
+
+    /// Waits (bounded) until `expr` returns at least one sample.
+    pub fn wait_for_series(&self, expr: &str, timeout: Duration) -> Vec<Sample> {
+        wait_for(
+            &format!("{expr} to return data (prometheus log: {})", self.log()),
+            timeout,
+            || {
+                let r = self.query(expr);
+                (!r.is_empty()).then_some(r)
+            },
+        )
+    }
+
+    /// GETs `/api/v1/<path>` with query parameters and returns the JSON body.
+    pub fn api(&self, path: &str, params: &[(&str, &str)]) -> Value {
+        let mut url = format!("http://{}/api/v1/{path}?", self.addr);
+        for (k, v) in params {
+            url.push_str(k);
+            url.push('=');
+            url.push_str(&encode(v));
+            url.push('&');
+        }
+        let reply = http::get(&url, &[]);
+        let body: Value =
+            serde_json::from_slice(&reply.body).unwrap_or_else(|e| panic!("{url}: {e}"));
+        assert_eq!(body["status"], "success", "{url}: {body}");
+        body
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn parse_value(v: &Value) -> f64 {
+    v.as_str().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN)
+}
+
+/// Percent-encodes a query parameter.
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Runs `promtool check metrics` on an exposition; returns its combined output, panicking if it
+/// exits non-zero.
+pub fn promtool_check_metrics(exposition: &str) -> String {
+    use std::io::Write;
+    let bin = require_program("promtool", INSTALL);
+    let mut child = Command::new(bin)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed ({}):\n{text}",
+        out.status
+    );
+    text
+}

@@ -1,0 +1,377 @@
+//! The Prometheus exporter against real peers: promtool, the Python parsers, and a Prometheus
+//! server scraping the example service over loopback.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::Value;
+use sonde::prometheus::{PrometheusBuilder, PrometheusServer};
+use sonde::{Registry, Resource, Unit};
+use sonde_tests::{http, prometheus, python};
+
+const OM: &str = "application/openmetrics-text; version=1.0.0";
+
+/// A registry with every kind, awkward label values, an overflow series and special floats.
+fn tricky_registry() -> Registry {
+    let reg = Registry::new();
+    let c = reg
+        .counter("test.requests")
+        .description("Requests with \"quotes\", back\\slashes\nand newlines.")
+        .labels(["http.route", "note"])
+        .max_series(3)
+        .build()
+        .unwrap();
+    c.with(&["/a", "plain"]).add(5);
+    c.with(&["/b", "quote\" backslash\\ newline\n end"]).add(7);
+    c.with(&["/c", "ünïcødé ✓"]).inc();
+    c.with(&["/d", "past the limit"]).add(2); // overflow series
+    reg.counter_f64("test.cpu.time")
+        .unit(Unit::Seconds)
+        .build()
+        .unwrap()
+        .handle()
+        .add(1.25);
+    reg.gauge_f64("test.temperature")
+        .unit(Unit::Custom("Cel".into()))
+        .build()
+        .unwrap()
+        .handle()
+        .set(-7.5);
+    reg.gauge_f64("test.nan")
+        .build()
+        .unwrap()
+        .handle()
+        .set(f64::NAN);
+    reg.gauge_f64("test.inf")
+        .build()
+        .unwrap()
+        .handle()
+        .set(f64::INFINITY);
+    reg.up_down_counter("test.active")
+        .build()
+        .unwrap()
+        .handle()
+        .add(-3);
+    let h = reg
+        .histogram("test.latency")
+        .unit(Unit::Seconds)
+        .labels(["op"])
+        .buckets(vec![0.01, 0.1, 1.0])
+        .build()
+        .unwrap();
+    for v in [0.005, 0.01, 0.05, 0.5, 2.0] {
+        h.with(&["read"]).observe(v);
+    }
+    reg.histogram("test.size")
+        .unit(Unit::Bytes)
+        .build()
+        .unwrap()
+        .handle()
+        .observe(1500.0);
+    reg
+}
+
+fn serve(reg: &Registry) -> PrometheusServer {
+    PrometheusBuilder::new()
+        .registry(reg.clone())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .resource(
+            Resource::empty()
+                .with("service.name", "sonde-test")
+                .with("service.instance.id", "i-1"),
+        )
+        .install()
+        .unwrap()
+}
+
+fn sample<'a>(samples: &'a [Value], name: &str, labels: &[(&str, &str)]) -> &'a Value {
+    samples
+        .iter()
+        .find(|s| {
+            s["name"] == name
+                && labels.iter().all(|(k, v)| s["labels"][*k] == *v)
+                && s["labels"].as_object().unwrap().len() == labels.len()
+        })
+        .unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
+}
+
+#[test]
+fn exposition_passes_promtool_and_both_python_parsers() {
+    let reg = tricky_registry();
+    let server = serve(&reg);
+    let url = format!("http://{}/metrics", server.local_addr());
+
+    let text = http::get(&url, &[]);
+    assert_eq!(text.status, 200);
+    assert_eq!(
+        text.content_type,
+        "text/plain; version=0.0.4; charset=utf-8"
+    );
+    let text = text.text();
+    // promtool lints the text format; any complaint fails.
+    let lint = prometheus::promtool_check_metrics(&text);
+    assert!(
+        lint.trim().is_empty(),
+        "promtool complained:\n{lint}\n---\n{text}"
+    );
+
+    let om = http::get(&url, &[("Accept", OM)]);
+    assert_eq!(
+        om.content_type,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    let om = om.text();
+    assert!(om.ends_with("# EOF\n"));
+
+    for (format, body) in [("text", &text), ("openmetrics", &om)] {
+        let s = python::parse(format, body);
+        let total = |labels: &[(&str, &str)]| {
+            sample(&s, "test_requests_total", labels)["value"]
+                .as_f64()
+                .unwrap()
+        };
+        assert_eq!(
+            total(&[("http_route", "/a"), ("note", "plain")]),
+            5.0,
+            "{format}"
+        );
+        assert_eq!(
+            total(&[
+                ("http_route", "/b"),
+                ("note", "quote\" backslash\\ newline\n end")
+            ]),
+            7.0,
+            "{format}"
+        );
+        assert_eq!(
+            total(&[("http_route", "/c"), ("note", "ünïcødé ✓")]),
+            1.0,
+            "{format}"
+        );
+        assert_eq!(total(&[("otel_metric_overflow", "true")]), 2.0, "{format}");
+        assert_eq!(
+            sample(&s, "test_cpu_time_seconds_total", &[])["value"],
+            1.25
+        );
+        assert_eq!(sample(&s, "test_temperature_celsius", &[])["value"], -7.5);
+        assert_eq!(sample(&s, "test_nan", &[])["value"], "NaN");
+        assert_eq!(sample(&s, "test_inf", &[])["value"], "+Inf");
+        assert_eq!(sample(&s, "test_active", &[])["value"], -3.0);
+        for (le, n) in [("0.01", 2.0), ("0.1", 3.0), ("1.0", 4.0), ("+Inf", 5.0)] {
+            let v = &sample(
+                &s,
+                "test_latency_seconds_bucket",
+                &[("op", "read"), ("le", le)],
+            )["value"];
+            assert_eq!(v.as_f64().unwrap(), n, "{format} le={le}");
+        }
+        assert_eq!(
+            sample(&s, "test_latency_seconds_count", &[("op", "read")])["value"],
+            5.0
+        );
+        assert!(
+            (sample(&s, "test_latency_seconds_sum", &[("op", "read")])["value"]
+                .as_f64()
+                .unwrap()
+                - 2.565)
+                .abs()
+                < 1e-9
+        );
+        let info = sample(
+            &s,
+            "target_info",
+            &[
+                ("service_name", "sonde-test"),
+                ("service_instance_id", "i-1"),
+            ],
+        );
+        assert_eq!(info["value"], 1.0);
+        if format == "openmetrics" {
+            let lat = s
+                .iter()
+                .find(|x| x["family"] == "test_latency_seconds")
+                .unwrap();
+            assert_eq!(lat["unit"], "seconds");
+            assert_eq!(lat["type"], "histogram");
+            assert!(s.iter().any(|x| x["name"] == "test_requests_created"));
+        }
+    }
+
+    // gzip when asked, same content.
+    let gz = http::get(&url, &[("Accept-Encoding", "gzip")]);
+    assert_eq!(gz.content_encoding, "gzip");
+    assert!(gz.body.len() < text.len());
+    let unzipped = gz.text();
+    assert_eq!(
+        unzipped.lines().filter(|l| l.starts_with("test_")).count(),
+        text.lines().filter(|l| l.starts_with("test_")).count()
+    );
+    server.shutdown();
+}
+
+#[test]
+fn malformed_requests_get_4xx_and_the_server_keeps_serving() {
+    let reg = tricky_registry();
+    let server = PrometheusBuilder::new()
+        .registry(reg.clone())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .request_timeout(Duration::from_secs(1))
+        .install()
+        .unwrap();
+    let addr = server.local_addr();
+    let base = format!("http://{addr}");
+    assert_eq!(http::get(&format!("{base}/nope"), &[]).status, 404);
+    assert_eq!(http::post(&format!("{base}/metrics"), b"x").status, 405);
+
+    let raw = |request: &[u8]| -> String {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(request);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let garbage = raw(b"\x16\x03\x01 not http at all\r\n\r\n");
+    assert!(
+        garbage.is_empty() || garbage.starts_with("HTTP/1.1 400"),
+        "{garbage:?}"
+    );
+    let huge_header = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    let r = raw(huge_header.as_bytes());
+    assert!(
+        r.is_empty() || r.starts_with("HTTP/1.1 431") || r.starts_with("HTTP/1.1 400"),
+        "{}",
+        &r[..r.len().min(80)]
+    );
+    // A client that never finishes its headers is cut off after the request timeout.
+    let start = std::time::Instant::now();
+    let slow = raw(b"GET /metrics HTTP/1.1\r\nHost: x\r\n");
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "slow client held for {:?}",
+        start.elapsed()
+    );
+    assert!(!slow.contains("200 OK"));
+
+    let ok = http::get(&format!("{base}/metrics"), &[]);
+    assert_eq!(ok.status, 200);
+    assert!(ok.text().contains("test_requests_total"));
+    let health: Value =
+        serde_json::from_slice(&http::get(&format!("{base}/health"), &[]).body).unwrap();
+    assert_eq!(health["status"], "ok");
+    server.shutdown();
+}
+
+#[test]
+fn prometheus_scrapes_the_example_service() {
+    let reg = Registry::new();
+    let workload = sonde_example::Workload::start(
+        &reg,
+        sonde_example::Options {
+            cold_start: Duration::from_millis(10),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    // Deterministic series next to the live workload.
+    let c = reg
+        .counter("e2e.requests")
+        .labels(["route"])
+        .build()
+        .unwrap();
+    c.with(&["/a"]).add(42);
+    c.with(&["/b"]).add(7);
+    reg.gauge_f64("e2e.temperature")
+        .build()
+        .unwrap()
+        .handle()
+        .set(-7.5);
+    let h = reg
+        .histogram("e2e.latency")
+        .unit(Unit::Seconds)
+        .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0])
+        .build()
+        .unwrap()
+        .handle();
+    // 1000 observations from 1 ms to 1 s on a log scale: the true p90 is known.
+    let values: Vec<f64> = (0..1000)
+        .map(|i| 0.001 * 1000f64.powf(i as f64 / 999.0))
+        .collect();
+    for v in &values {
+        h.observe(*v);
+    }
+    let server = serve(&reg);
+    let prom = prometheus::Prometheus::start(&[server.local_addr()], &[], &[]);
+
+    let up = prom.wait_for_series("up{job=\"sonde\"} == 1", Duration::from_secs(30));
+    assert_eq!(up.len(), 1);
+    prom.wait_for_series("e2e_requests_total", Duration::from_secs(30));
+    let q = |e: &str| prom.query(e);
+    let one = |e: &str| {
+        let r = q(e);
+        assert_eq!(r.len(), 1, "{e}: {r:?}");
+        r[0].value
+    };
+    assert_eq!(one("e2e_requests_total{route=\"/a\"}"), 42.0);
+    assert_eq!(one("e2e_requests_total{route=\"/b\"}"), 7.0);
+    assert_eq!(one("e2e_temperature"), -7.5);
+    let bounds = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+    for b in bounds {
+        let expect = values.iter().filter(|v| **v <= b).count() as f64;
+        let le = format!("{b:?}");
+        assert_eq!(
+            one(&format!("e2e_latency_seconds_bucket{{le=\"{le}\"}}")),
+            expect,
+            "le={le}"
+        );
+    }
+    assert_eq!(one("e2e_latency_seconds_bucket{le=\"+Inf\"}"), 1000.0);
+    assert_eq!(one("e2e_latency_seconds_count"), 1000.0);
+    // histogram_quantile interpolates inside the bucket that holds the true quantile.
+    let mut sorted = values.clone();
+    sorted.sort_by(f64::total_cmp);
+    for q90 in [0.5, 0.9, 0.99] {
+        let truth = sorted[(q90 * 1000f64).ceil() as usize - 1];
+        let est = one(&format!(
+            "histogram_quantile({q90}, e2e_latency_seconds_bucket)"
+        ));
+        let upper = bounds.iter().copied().find(|b| *b >= truth).unwrap();
+        let lower = bounds
+            .iter()
+            .copied()
+            .rev()
+            .find(|b| *b < truth)
+            .unwrap_or(0.0);
+        assert!(
+            est > lower && est <= upper,
+            "p{q90}: {est} not in ({lower}, {upper}] holding {truth}"
+        );
+    }
+    // The live workload arrives too, with OpenTelemetry names in Prometheus form.
+    let reqs = prom.wait_for_series(
+        "sum(http_server_request_duration_seconds_count) > 0",
+        Duration::from_secs(10),
+    );
+    assert!(reqs[0].value > 0.0);
+    for family in [
+        "db_client_operation_duration_seconds_bucket",
+        "http_client_request_duration_seconds_sum",
+        "cache_requests_total",
+        "http_server_active_requests",
+        "process_startup_duration_seconds_count",
+        "target_info",
+    ] {
+        assert!(!q(family).is_empty(), "{family} missing");
+    }
+    let route_labels = q("http_server_request_duration_seconds_count");
+    assert!(route_labels.iter().all(
+        |s| s.labels.contains_key("http_route") && s.labels.contains_key("http_request_method")
+    ));
+    workload.stop();
+    server.shutdown();
+}

@@ -31,17 +31,31 @@ impl Reply {
     }
 }
 
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
+fn agent(ca_pem: Option<&str>) -> ureq::Agent {
+    let mut config = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(20)))
-        .build()
-        .into()
+        .timeout_global(Some(Duration::from_secs(20)));
+    if let Some(pem) = ca_pem {
+        let cert = ureq::tls::Certificate::from_pem(pem.as_bytes()).unwrap();
+        config = config.tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![
+                    cert,
+                ])))
+                .build(),
+        );
+    }
+    config.build().into()
 }
 
 /// GET `url` with extra headers; any status is returned, transport errors panic.
 pub fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
-    let mut req = agent().get(url);
+    get_with_ca(url, headers, None)
+}
+
+/// GET over HTTPS trusting only the PEM certificate `ca_pem` (or the usual roots with `None`).
+pub fn get_with_ca(url: &str, headers: &[(&str, &str)], ca_pem: Option<&str>) -> Reply {
+    let mut req = agent(ca_pem).get(url);
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
@@ -51,7 +65,7 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
 /// POST `body` to `url`.
 pub fn post(url: &str, body: &[u8]) -> Reply {
     into_reply(
-        agent()
+        agent(None)
             .post(url)
             .send(body)
             .unwrap_or_else(|e| panic!("POST {url}: {e}")),

@@ -9,7 +9,9 @@
 
 pub mod http;
 pub mod prometheus;
+pub mod pushgateway;
 pub mod python;
+pub mod victoria;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;

@@ -33,18 +33,36 @@ impl Prometheus {
     /// Starts Prometheus scraping `targets` (job `sonde`) every second, with `rule_files` loaded
     /// and `extra_flags` added, and waits until it is ready.
     pub fn start(targets: &[SocketAddr], rule_files: &[&str], extra_flags: &[&str]) -> Prometheus {
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let scrape = format!(
+            "  - job_name: sonde\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        );
+        Self::start_with_scrape_configs(&scrape, rule_files, extra_flags)
+    }
+
+    /// Like [`start`](Self::start) with the `scrape_configs` list given as YAML (each entry
+    /// indented by two spaces), for TLS, auth or several jobs.
+    pub fn start_with_scrape_configs(
+        scrape_configs: &str,
+        rule_files: &[&str],
+        extra_flags: &[&str],
+    ) -> Prometheus {
         let bin = require_program("prometheus", INSTALL);
         let dir = TempDir::new("prometheus");
-        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let rules: Vec<String> = rule_files.iter().map(|r| format!("  - '{r}'")).collect();
         let config = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nrule_files:\n{}\nscrape_configs:\n  - job_name: sonde\n    static_configs:\n      - targets: [{}]\n",
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nrule_files:\n{}\nscrape_configs:\n{}",
             if rules.is_empty() {
                 "  []".to_owned()
             } else {
                 rules.join("\n")
             },
-            targets.join(", ")
+            if scrape_configs.trim().is_empty() {
+                "  []\n"
+            } else {
+                scrape_configs
+            }
         );
         let config_path = dir.0.join("prometheus.yml");
         std::fs::write(&config_path, config).unwrap();

@@ -375,3 +375,337 @@ fn prometheus_scrapes_the_example_service() {
     workload.stop();
     server.shutdown();
 }
+
+#[test]
+fn native_histograms_arrive_over_protobuf() {
+    let reg = Registry::new();
+    let h = reg
+        .histogram("native.latency")
+        .unit(Unit::Seconds)
+        .labels(["op"])
+        .build()
+        .unwrap();
+    let values: Vec<f64> = (0..1000)
+        .map(|i| 0.0001 * 100_000f64.powf(i as f64 / 999.0))
+        .collect();
+    for v in &values {
+        h.with(&["get"]).observe(*v);
+    }
+    h.with(&["zero"]).observe(0.0);
+    reg.counter("native.requests")
+        .build()
+        .unwrap()
+        .handle()
+        .add(9);
+    let server = serve(&reg);
+
+    // What the server answers when asked for protobuf.
+    let accept = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.8,text/plain;version=0.0.4;q=0.3";
+    let reply = http::get(
+        &format!("http://{}/metrics", server.local_addr()),
+        &[("Accept", accept)],
+    );
+    assert_eq!(reply.content_type, sonde::prometheus::proto::CONTENT_TYPE);
+
+    let prom = prometheus::Prometheus::start(
+        &[server.local_addr()],
+        &[],
+        &["--enable-feature=native-histograms"],
+    );
+    prom.wait_for_series("native_requests_total", Duration::from_secs(30));
+    let one = |e: &str| {
+        let r = prom.query(e);
+        assert_eq!(r.len(), 1, "{e}: {r:?}");
+        r[0].value
+    };
+    assert_eq!(one("native_requests_total"), 9.0);
+    assert_eq!(
+        one("histogram_count(native_latency_seconds{op=\"get\"})"),
+        1000.0
+    );
+    let sum: f64 = values.iter().sum();
+    assert!((one("histogram_sum(native_latency_seconds{op=\"get\"})") - sum).abs() < 1e-6 * sum);
+    assert_eq!(
+        one("histogram_count(native_latency_seconds{op=\"zero\"})"),
+        1.0
+    );
+    // Schema 3 buckets are 2^(1/8) wide: Prometheus's estimate lands within one bucket (~9 %).
+    let mut sorted = values.clone();
+    sorted.sort_by(f64::total_cmp);
+    for q in [0.5, 0.9, 0.99] {
+        let truth = sorted[(q * 1000f64).ceil() as usize - 1];
+        let est = one(&format!(
+            "histogram_quantile({q}, native_latency_seconds{{op=\"get\"}})"
+        ));
+        assert!(
+            (est - truth).abs() / truth < 0.095,
+            "p{q}: {est} vs {truth}"
+        );
+    }
+    // With a native histogram present Prometheus keeps it instead of the classic series.
+    assert!(prom.query("native_latency_seconds_bucket").is_empty());
+    server.shutdown();
+}
+
+#[test]
+fn report_shows_where_the_time_goes() {
+    let reg = Registry::new();
+    let workload = sonde_example::Workload::start(
+        &reg,
+        sonde_example::Options {
+            cold_start: Duration::from_millis(10),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let server = serve(&reg);
+    let url = format!("http://{}/report", server.local_addr());
+    std::thread::sleep(Duration::from_millis(300));
+    let first: Value = serde_json::from_slice(&http::get(&url, &[]).body).unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let r = http::get(&url, &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.content_type, "application/json");
+    let report: Value = serde_json::from_slice(&r.body).unwrap();
+    assert!(first["interval_seconds"].as_f64().unwrap() > 0.0);
+    let interval = report["interval_seconds"].as_f64().unwrap();
+    assert!((0.5..5.0).contains(&interval), "{interval}");
+    let hs = report["histograms"].as_array().unwrap();
+    assert!(hs.len() >= 5, "{hs:?}");
+    // Sorted by the total time they hold: the first is a duration with the largest sum.
+    let sums: Vec<f64> = hs
+        .iter()
+        .filter(|h| h["unit"] == "s")
+        .map(|h| h["sum"].as_f64().unwrap())
+        .collect();
+    assert!(sums.windows(2).all(|w| w[0] >= w[1]), "{sums:?}");
+    for h in hs {
+        let f = |k: &str| h[k].as_f64().unwrap();
+        assert!(
+            f("min") <= f("p50")
+                && f("p50") <= f("p95")
+                && f("p95") <= f("p99")
+                && f("p99") <= f("max"),
+            "{h}"
+        );
+        assert!((f("mean") - f("sum") / f("count")).abs() < 1e-12);
+    }
+    let server_requests = hs
+        .iter()
+        .find(|h| {
+            h["metric"] == "http.server.request.duration" && h["labels"]["http.route"] == "/orders"
+        })
+        .unwrap();
+    assert!(
+        server_requests["rate_per_second"].as_f64().unwrap() > 0.0,
+        "{server_requests}"
+    );
+    let cache = &report["caches"][0];
+    assert_eq!(cache["cache"], "users");
+    let ratio = cache["hit_ratio"].as_f64().unwrap();
+    assert!(
+        (0.6..0.95).contains(&ratio),
+        "the workload hits 80 % of the time: {ratio}"
+    );
+    workload.stop();
+    server.shutdown();
+}
+
+#[test]
+fn exemplars_come_back_from_the_exemplar_api() {
+    use sonde::TraceContext;
+    let reg = Registry::new();
+    let h = reg
+        .histogram("ex.latency")
+        .unit(Unit::Seconds)
+        .buckets(vec![0.1, 1.0])
+        .exemplars(true)
+        .build()
+        .unwrap()
+        .handle();
+    let trace = |n: u8| TraceContext {
+        trace_id: [n; 16],
+        span_id: [n.wrapping_add(1); 8],
+    };
+    h.observe_with_exemplar(0.05, &trace(0xab));
+    h.observe_with_exemplar(0.5, &trace(0xcd));
+    let server = serve(&reg);
+
+    // The OpenMetrics exposition carries them, and an independent parser accepts it.
+    let om = http::get(
+        &format!("http://{}/metrics", server.local_addr()),
+        &[("Accept", OM)],
+    )
+    .text();
+    assert!(
+        om.contains(&format!(
+            "# {{trace_id=\"{}\",span_id=\"{}\"}} 0.05 ",
+            "ab".repeat(16),
+            "ac".repeat(8)
+        )),
+        "{om}"
+    );
+    let parsed = python::parse("openmetrics", &om);
+    assert!(!parsed.is_empty());
+
+    let prom = prometheus::Prometheus::start(
+        &[server.local_addr()],
+        &[],
+        &["--enable-feature=exemplar-storage"],
+    );
+    prom.wait_for_series("ex_latency_seconds_count", Duration::from_secs(30));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (start, end) = ((now - 600).to_string(), (now + 60).to_string());
+    let found = sonde_tests::wait_for("exemplars in Prometheus", Duration::from_secs(20), || {
+        let body = prom.api(
+            "query_exemplars",
+            &[
+                ("query", "ex_latency_seconds_bucket"),
+                ("start", &start),
+                ("end", &end),
+            ],
+        );
+        let mut ids = Vec::new();
+        for series in body["data"].as_array().unwrap() {
+            for e in series["exemplars"].as_array().unwrap() {
+                ids.push((
+                    series["seriesLabels"]["le"].as_str().unwrap().to_owned(),
+                    e["labels"]["trace_id"].as_str().unwrap().to_owned(),
+                    e["value"].as_str().unwrap().parse::<f64>().unwrap(),
+                ));
+            }
+        }
+        (ids.len() >= 2).then_some(ids)
+    });
+    assert!(
+        found.contains(&("0.1".to_owned(), "ab".repeat(16), 0.05)),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&("1.0".to_owned(), "cd".repeat(16), 0.5)),
+        "{found:?}"
+    );
+    server.shutdown();
+}
+
+#[test]
+fn tls_and_basic_auth_guard_the_endpoint() {
+    let dir = sonde_tests::TempDir::new("tls");
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap();
+    let (cert_pem, key_pem) = (cert.cert.pem(), cert.signing_key.serialize_pem());
+    let (cert_path, key_path) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
+    std::fs::write(&cert_path, &cert_pem).unwrap();
+    std::fs::write(&key_path, &key_pem).unwrap();
+    // Cost 4 keeps the test fast; production hashes use 10 or more.
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+
+    let reg = Registry::new();
+    reg.counter("guarded.requests")
+        .build()
+        .unwrap()
+        .handle()
+        .add(5);
+    let server = PrometheusBuilder::new()
+        .registry(reg.clone())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .tls(&cert_path, &key_path)
+        .basic_auth_user("prometheus", hash)
+        .install()
+        .unwrap();
+    let url = format!("https://127.0.0.1:{}/metrics", server.local_addr().port());
+    let auth = |user: &str, pass: &str| {
+        let raw = format!("{user}:{pass}");
+        // Tiny base64 encoder, so the test does not share the server's implementation.
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::from("Basic ");
+        for chunk in raw.as_bytes().chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    };
+    let ok = http::get_with_ca(
+        &url,
+        &[("Authorization", &auth("prometheus", "s3cret"))],
+        Some(&cert_pem),
+    );
+    assert_eq!(ok.status, 200);
+    assert!(ok.text().contains("guarded_requests_total 5"));
+    for bad in [
+        auth("prometheus", "wrong"),
+        auth("nobody", "s3cret"),
+        "Basic !!!".to_owned(),
+        "Bearer x".to_owned(),
+    ] {
+        let r = http::get_with_ca(&url, &[("Authorization", &bad)], Some(&cert_pem));
+        assert_eq!(r.status, 401, "{bad}");
+    }
+    let r = http::get_with_ca(&url, &[], Some(&cert_pem));
+    assert_eq!(r.status, 401);
+    // Plain HTTP on the TLS port gets no metrics.
+    let plain_url = format!("http://{}/metrics", server.local_addr());
+    let plain = std::panic::catch_unwind(|| http::get(&plain_url, &[]));
+    assert!(plain.map(|r| r.status != 200).unwrap_or(true));
+
+    // A real Prometheus scrapes it over TLS with the right password, and is refused with a wrong one.
+    let ca = cert_path.display().to_string();
+    let target = format!("127.0.0.1:{}", server.local_addr().port());
+    let scrape = format!(
+        "  - job_name: good\n    scheme: https\n    tls_config:\n      ca_file: '{ca}'\n    basic_auth:\n      username: prometheus\n      password: s3cret\n    static_configs:\n      - targets: ['{target}']\n  - job_name: bad\n    scheme: https\n    tls_config:\n      ca_file: '{ca}'\n    basic_auth:\n      username: prometheus\n      password: nope\n    static_configs:\n      - targets: ['{target}']\n"
+    );
+    let prom = prometheus::Prometheus::start_with_scrape_configs(&scrape, &[], &[]);
+    let good = prom.wait_for_series(
+        "guarded_requests_total{job=\"good\"}",
+        Duration::from_secs(30),
+    );
+    assert_eq!(good[0].value, 5.0);
+    let bad = prom.wait_for_series("up{job=\"bad\"}", Duration::from_secs(30));
+    assert_eq!(bad[0].value, 0.0);
+    assert!(prom.query("guarded_requests_total{job=\"bad\"}").is_empty());
+    server.shutdown();
+}
+
+#[test]
+fn bad_web_configuration_is_a_clear_error() {
+    let err = PrometheusBuilder::new()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .basic_auth_user("u", "plaintext-password")
+        .install()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("not a bcrypt hash") && err.contains("htpasswd"),
+        "{err}"
+    );
+    let err = PrometheusBuilder::new()
+        .bind("127.0.0.1:0".parse().unwrap())
+        .tls("/nonexistent/cert.pem", "/nonexistent/key.pem")
+        .install()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/nonexistent/cert.pem"), "{err}");
+    // A port in use is the caller's error at install time.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let err = PrometheusBuilder::new()
+        .bind(taken.local_addr().unwrap())
+        .install()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("could not listen"), "{err}");
+}

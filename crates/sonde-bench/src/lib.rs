@@ -6,7 +6,11 @@
 //!   `contended_2_threads`, each with sonde and every peer in the same criterion group;
 //! - `series_creation`: time to create 100k labelled counter series;
 //! - `alloc_per_series`: live bytes and allocations per labelled counter series (not criterion:
-//!   it prints a table, measured with a counting global allocator).
+//!   it prints a table, measured with a counting global allocator);
+//! - `encode`: Prometheus text exposition of 10k and 100k mixed series ([`Mixed`]), sonde
+//!   (collect + encode) side by side with prometheus-client and metrics-exporter-prometheus;
+//! - `scrape_latency`: latency of 20 concurrent scrapers of sonde's `/metrics` server over 10k
+//!   mixed series (not criterion: it prints p50/p95/p99/max).
 //!
 //! Run them all with `cargo bench -p sonde-bench`, or one with
 //! `cargo bench -p sonde-bench --bench instruments -- counter_inc`.
@@ -129,4 +133,145 @@ where
         op(i as usize);
     }
     start.elapsed()
+}
+
+/// Label names of the mixed workload's counter family (`http.server.requests`).
+pub const MIXED_COUNTER_LABELS: [&str; 3] = ["method", "route", "status"];
+/// Label names of the mixed workload's gauge family (`queue.depth`).
+pub const MIXED_GAUGE_LABELS: [&str; 2] = ["host", "queue"];
+/// Label names of the mixed workload's histogram family (`http.server.request.duration`).
+pub const MIXED_HISTOGRAM_LABELS: [&str; 2] = ["method", "route"];
+
+const METHODS: [&str; 4] = ["GET", "POST", "PUT", "DELETE"];
+const STATUSES: [&str; 5] = ["200", "201", "404", "429", "500"];
+const QUEUES: [&str; 10] = [
+    "orders",
+    "payments",
+    "emails",
+    "invoices",
+    "exports",
+    "imports",
+    "thumbnails",
+    "webhooks",
+    "search-index",
+    "audit-log",
+];
+
+/// The "mixed" exposition workload: `n` series, 40 % counters, 30 % gauges and 30 % histograms
+/// (by series count), the same label values and recorded values for every library.
+///
+/// - counters, `http.server.requests{method, route, status}`: 4 methods × 5 statuses per route
+///   (`/api/v1/resource{r}/:id`), values from 1 to 100,000;
+/// - gauges, `queue.depth{host, queue}`: 10 queues per host (`web-0042.prod.internal`),
+///   values in quarter steps (`0.25` to `249.75`), so they print with a fraction;
+/// - histograms, `http.server.request.duration{method, route}` in seconds: 4 methods per route,
+///   3 observations each (a few ms to a few hundred ms), counted into the 16 buckets of
+///   [`BUCKETS`] by every library (17 `le` lines, `_sum` and `_count` per series).
+pub struct Mixed {
+    /// Counter label values and the amount added.
+    pub counters: Vec<([String; 3], u64)>,
+    /// Gauge label values and the value set.
+    pub gauges: Vec<([String; 2], f64)>,
+    /// Histogram label values and the values observed.
+    pub histograms: Vec<([String; 2], [f64; 3])>,
+}
+
+impl Mixed {
+    /// The workload with `n` series in all (`n` a multiple of 100).
+    pub fn new(n: usize) -> Self {
+        let (nc, ng) = (n * 4 / 10, n * 3 / 10);
+        let nh = n - nc - ng;
+        let route = |r: usize| format!("/api/v1/resource{r}/:id");
+        let counters = (0..nc)
+            .map(|i| {
+                let labels = [
+                    METHODS[i % 4].to_owned(),
+                    route(i / 20),
+                    STATUSES[(i / 4) % 5].to_owned(),
+                ];
+                (labels, (i as u64).wrapping_mul(7919) % 100_000 + 1)
+            })
+            .collect();
+        let gauges = (0..ng)
+            .map(|i| {
+                let labels = [
+                    format!("web-{:04}.prod.internal", i / 10),
+                    QUEUES[i % 10].to_owned(),
+                ];
+                (labels, (i % 1000) as f64 * 0.25)
+            })
+            .collect();
+        let histograms = (0..nh)
+            .map(|i| {
+                let labels = [METHODS[i % 4].to_owned(), route(i / 4)];
+                let f = 1.0 + (i % 13) as f64 / 13.0;
+                (labels, [0.003 * f, 0.012 * f, 0.18 * f])
+            })
+            .collect();
+        Mixed {
+            counters,
+            gauges,
+            histograms,
+        }
+    }
+
+    /// Total number of series.
+    pub fn len(&self) -> usize {
+        self.counters.len() + self.gauges.len() + self.histograms.len()
+    }
+
+    /// Whether there are no series.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// HELP text of the mixed workload's counter family, the same for every library.
+pub const MIXED_COUNTER_HELP: &str = "HTTP server requests.";
+/// HELP text of the mixed workload's gauge family.
+pub const MIXED_GAUGE_HELP: &str = "Jobs waiting in the queue.";
+/// HELP text of the mixed workload's histogram family.
+pub const MIXED_HISTOGRAM_HELP: &str = "Duration of HTTP server requests.";
+
+/// A sonde registry holding the [`Mixed`] workload: `http_server_requests_total`,
+/// `queue_depth` (an `f64` gauge) and `http_server_request_duration_seconds` once rendered.
+pub fn sonde_mixed(mixed: &Mixed) -> sonde::Registry {
+    let limit = mixed.len() + 1;
+    let registry = sonde::Registry::with_max_series(limit);
+    let counters = registry
+        .counter("http.server.requests")
+        .description(MIXED_COUNTER_HELP)
+        .labels(MIXED_COUNTER_LABELS)
+        .max_series(limit)
+        .build()
+        .expect("counter family");
+    for (labels, v) in &mixed.counters {
+        counters.with(&labels[..]).add(*v);
+    }
+    let gauges = registry
+        .gauge_f64("queue.depth")
+        .description(MIXED_GAUGE_HELP)
+        .labels(MIXED_GAUGE_LABELS)
+        .max_series(limit)
+        .build()
+        .expect("gauge family");
+    for (labels, v) in &mixed.gauges {
+        gauges.with(&labels[..]).set(*v);
+    }
+    let histograms = registry
+        .histogram("http.server.request.duration")
+        .description(MIXED_HISTOGRAM_HELP)
+        .unit(sonde::Unit::Seconds)
+        .buckets(BUCKETS.to_vec())
+        .labels(MIXED_HISTOGRAM_LABELS)
+        .max_series(limit)
+        .build()
+        .expect("histogram family");
+    for (labels, vs) in &mixed.histograms {
+        let h = histograms.with(&labels[..]);
+        for v in vs {
+            h.observe(*v);
+        }
+    }
+    registry
 }

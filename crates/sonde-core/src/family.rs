@@ -284,7 +284,7 @@ impl<M: Instrument> ErasedFamily for FamilyInner<M> {
                 out.push(snapshot_of::<M>(s));
             }
         }
-        out[start..].sort_unstable_by_key(|s| s.series.header().id());
+        out[start..].sort_unstable_by_key(|s| s.id);
         if let Some(s) = self.overflow.get() {
             out.push(snapshot_of::<M>(s));
         }
@@ -319,6 +319,7 @@ impl<M: Instrument> ErasedFamily for FamilyInner<M> {
 
 fn snapshot_of<M: Instrument>(s: &Arc<Series<M::Core>>) -> SeriesSnapshot {
     SeriesSnapshot {
+        id: s.header.id(),
         start_unix_nanos: s.header.created_unix_nanos(),
         point: M::read(&s.core),
         series: s.clone() as Arc<dyn SeriesInfo>,

@@ -30,6 +30,7 @@ use std::sync::atomic::{
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use crate::exemplar::{Exemplar, Slot, TraceContext};
 use crate::instrument::{Instrument, Kind, sealed};
 use crate::number::{NumberKind, add_f64};
 use crate::series::Series;
@@ -142,6 +143,7 @@ pub struct InstrumentOptions {
     pub precision: Option<Precision>,
     pub min_exponent: Option<i32>,
     pub stripes: Option<usize>,
+    pub exemplars: Option<bool>,
 }
 
 /// The grid and boundary tables of one family, shared by all its series.
@@ -165,6 +167,8 @@ pub struct HistogramLayout {
     block: usize,
     /// Blocks per series: 1, or a power of two for striped families.
     stripes: usize,
+    /// Whether series keep one exemplar per explicit bucket.
+    exemplars: bool,
     seconds_scale: f64,
     config: HistogramConfig,
 }
@@ -243,6 +247,7 @@ impl HistogramLayout {
             sum_at: cells + config.buckets.len(),
             block: (cells + config.buckets.len() + 1).next_multiple_of(8),
             stripes: 1,
+            exemplars: false,
             seconds_scale: unit.per_second().unwrap_or(1.0),
             config,
         };
@@ -359,6 +364,8 @@ pub struct HistogramCore {
     /// One bit per group of cells that has ever been written (in any stripe), so reads skip
     /// empty groups.
     occupied: AtomicU64,
+    /// One exemplar per explicit bucket (with `+Inf`), for families that keep them.
+    exemplars: Option<Box<[Slot]>>,
 }
 
 impl HistogramCore {
@@ -370,6 +377,35 @@ impl HistogramCore {
             min: AtomicU64::new(f64::INFINITY.to_bits()),
             max: AtomicU64::new(f64::NEG_INFINITY.to_bits()),
             occupied: AtomicU64::new(0),
+            exemplars: layout.exemplars.then(|| {
+                (0..=layout.explicit.len())
+                    .map(|_| Slot::default())
+                    .collect()
+            }),
+        }
+    }
+
+    #[inline]
+    fn observe_with(&self, v: f64, ctx: Option<&TraceContext>) {
+        self.observe(v);
+        if let Some(slots) = &self.exemplars
+            && !v.is_nan()
+        {
+            let current;
+            let ctx = match ctx {
+                Some(c) => c,
+                None => match crate::exemplar::current_trace_context() {
+                    Some(c) => {
+                        current = c;
+                        &current
+                    }
+                    None => return,
+                },
+            };
+            let bucket = self.layout.explicit.partition_point(|b| *b < v);
+            if let Some(slot) = slots.get(bucket) {
+                slot.write(v, ctx, crate::series::unix_nanos());
+            }
         }
     }
 
@@ -432,8 +468,32 @@ impl HistogramCore {
         }
         let occupied = self.occupied.load(Acquire);
         let group = 1usize << l.occupancy_shift;
+        let cell_sum = |cell: usize| -> u64 {
+            blocks()
+                .map(|b| self.counters[b + cell].load(Relaxed))
+                .sum()
+        };
+        // First pass: the lowest and highest non-empty cells, so the dense counts are allocated
+        // once at their final size.
         let mut first = usize::MAX;
-        let mut counts = Vec::new();
+        let mut last = 0usize;
+        let mut g = occupied;
+        while g != 0 {
+            let bit = g.trailing_zeros() as usize;
+            g &= g - 1;
+            let start = bit * group;
+            for cell in start..(start + group).min(cells) {
+                if cell_sum(cell) != 0 {
+                    first = first.min(cell);
+                    last = cell;
+                }
+            }
+        }
+        let mut counts = if first == usize::MAX {
+            Vec::new()
+        } else {
+            vec![0u64; last - first + 1]
+        };
         let mut count = 0u64;
         let mut g = occupied;
         while g != 0 {
@@ -441,18 +501,12 @@ impl HistogramCore {
             g &= g - 1;
             let start = bit * group;
             for cell in start..(start + group).min(cells) {
-                let c: u64 = blocks()
-                    .map(|b| self.counters[b + cell].load(Relaxed))
-                    .sum();
-                if c == 0 {
+                // Re-read: a cell written since the first pass still lands inside the range if it
+                // was seen, and is left for the next read otherwise.
+                if cell < first || cell > last {
                     continue;
                 }
-                if first == usize::MAX {
-                    first = cell;
-                }
-                if counts.len() < cell - first + 1 {
-                    counts.resize(cell - first + 1, 0);
-                }
+                let c = cell_sum(cell);
                 counts[cell - first] = c;
                 count += c;
             }
@@ -468,6 +522,11 @@ impl HistogramCore {
             offset: if first == usize::MAX { 0 } else { first },
             counts,
             splits,
+            exemplars: self
+                .exemplars
+                .as_ref()
+                .map(|slots| slots.iter().map(Slot::read).collect())
+                .unwrap_or_default(),
         }
     }
 }
@@ -542,6 +601,7 @@ impl Instrument for Histogram {
         let mut layout = HistogramLayout::new(name, unit, config)?;
         // Each stripe is a whole copy of the cells, so histograms take fewer than counters.
         layout.stripes = options.stripes.unwrap_or(1).clamp(1, 8).next_power_of_two();
+        layout.exemplars = options.exemplars.unwrap_or(false);
         Ok(layout)
     }
     fn fallback_config() -> HistogramLayout {
@@ -563,7 +623,20 @@ impl Histogram {
     /// and above it are counted in the low and high cells and in the explicit buckets.
     #[inline(always)]
     pub fn observe(&self, v: f64) {
-        self.0.core.observe(v);
+        if self.0.core.exemplars.is_some() {
+            self.0.core.observe_with(v, None);
+        } else {
+            self.0.core.observe(v);
+        }
+    }
+
+    /// Records an observation made in the span `ctx`, kept as its bucket's exemplar (latest
+    /// wins) when the family keeps exemplars ([`FamilyBuilder::exemplars`](crate::FamilyBuilder::exemplars)).
+    /// Plain [`observe`](Self::observe) does the same with the context from the installed
+    /// [trace context provider](crate::exemplar::set_trace_context_provider).
+    #[inline]
+    pub fn observe_with_exemplar(&self, v: f64, ctx: &TraceContext) {
+        self.0.core.observe_with(v, Some(ctx));
     }
 
     /// Starts a timer that records the elapsed time (in the family's unit: seconds unless the
@@ -681,6 +754,8 @@ pub struct HistogramPoint {
     counts: Vec<u64>,
     /// Split counters, one per explicit boundary.
     splits: Vec<u64>,
+    /// Exemplars per explicit bucket (empty when the family keeps none).
+    exemplars: Vec<Option<Exemplar>>,
 }
 
 impl fmt::Debug for HistogramPoint {
@@ -714,6 +789,12 @@ impl HistogramPoint {
     /// The layout (grid and explicit bounds) of the family.
     pub fn layout(&self) -> &HistogramLayout {
         &self.layout
+    }
+
+    /// The latest exemplar of each explicit bucket (one entry per bound, then `+Inf`), or an empty
+    /// slice when the family keeps no exemplars.
+    pub fn exemplars(&self) -> &[Option<Exemplar>] {
+        &self.exemplars
     }
 
     /// Number of observations (always the sum of the bucket counts).
@@ -765,14 +846,19 @@ impl HistogramPoint {
         out.clear();
         let l = &self.layout;
         let mut below = 0u64; // observations in cells before the current boundary's cell
-        let mut cell = 0usize; // next cell not yet added to `below`
+        // Cells below the first non-empty one hold nothing, so start there.
+        let mut cell = self.offset; // next cell not yet added to `below`
         let mut in_cell = 0u64; // split counts accumulated inside the current cell
         let mut current = usize::MAX;
         for (j, &bcell) in l.explicit_cell.iter().enumerate() {
             let bcell = bcell as usize;
-            while cell < bcell {
-                below += self.cell_count(cell);
-                cell += 1;
+            if cell < bcell {
+                let from = cell - self.offset;
+                let to = (bcell - self.offset).min(self.counts.len());
+                if from < to {
+                    below += self.counts[from..to].iter().sum::<u64>();
+                }
+                cell = bcell;
             }
             if current != bcell {
                 current = bcell;
@@ -969,6 +1055,7 @@ impl HistogramPoint {
             offset,
             counts,
             splits,
+            exemplars: self.exemplars.clone(),
         }
     }
 

@@ -46,6 +46,7 @@
 #![warn(missing_docs)]
 
 mod error;
+pub mod exemplar;
 mod family;
 pub mod histogram;
 mod instrument;
@@ -61,6 +62,7 @@ pub mod testing;
 mod unit;
 
 pub use error::Error;
+pub use exemplar::{Exemplar, TraceContext};
 pub use family::Family;
 pub use histogram::{
     ExponentialBuckets, Histogram, HistogramConfig, HistogramPoint, HistogramTimer, Precision,

@@ -226,6 +226,28 @@ impl Registry {
         self.reader(Temporality::Cumulative).collect()
     }
 
+    /// A cumulative snapshot of just the named families (no collect hooks, no sweep): cheap
+    /// enough for health checks on registries with many series.
+    pub fn snapshot_families(&self, names: &[&str]) -> Snapshot {
+        let families: Vec<_> = {
+            let map = self.families();
+            names.iter().filter_map(|n| map.get(*n).cloned()).collect()
+        };
+        let mut snapshot = Snapshot {
+            time_unix_nanos: unix_nanos(),
+            ..Snapshot::default()
+        };
+        for f in families {
+            let mut series = Vec::with_capacity(f.series_count() + 1);
+            f.read(&mut series);
+            snapshot.families.push(crate::snapshot::FamilySnapshot {
+                meta: f.meta().clone(),
+                series,
+            });
+        }
+        snapshot
+    }
+
     /// A consumer with its own temporality; delta readers remember what they read last.
     pub fn reader(&self, temporality: Temporality) -> Reader {
         Reader::new(self.clone(), temporality)
@@ -433,6 +455,14 @@ impl<'r> FamilyBuilder<'r, Histogram> {
     /// Resolution of the quantile grid (default [`Precision::Standard`], 1.44 % worst case).
     pub fn precision(mut self, p: Precision) -> Self {
         self.histogram.precision = Some(p);
+        self
+    }
+
+    /// Keeps the latest exemplar (value, trace and span id) of each explicit bucket, from
+    /// [`Histogram::observe_with_exemplar`] or the installed trace context provider. Costs
+    /// 48 bytes per bucket per series. Off by default.
+    pub fn exemplars(mut self, on: bool) -> Self {
+        self.histogram.exemplars = Some(on);
         self
     }
 

@@ -108,6 +108,8 @@ impl FamilyMeta {
 #[derive(Clone)]
 pub struct SeriesSnapshot {
     pub(crate) series: Arc<dyn SeriesInfo>,
+    /// Copied from the header, so sorting needs no indirection.
+    pub(crate) id: u64,
     /// Start of the interval (delta) or of the series (cumulative), UNIX nanoseconds.
     pub start_unix_nanos: u64,
     /// The value.
@@ -138,7 +140,7 @@ impl SeriesSnapshot {
 
     /// Process-unique series id.
     pub fn id(&self) -> u64 {
-        self.series.header().id()
+        self.id
     }
 }
 

@@ -13,6 +13,8 @@ pub enum Format {
     Text,
     /// OpenMetrics 1.0 text (`_created`, `# UNIT`, `# EOF`).
     OpenMetrics,
+    /// Length-delimited protobuf `MetricFamily` messages, with native histograms.
+    Protobuf,
 }
 
 impl Format {
@@ -21,16 +23,46 @@ impl Format {
         match self {
             Format::Text => "text/plain; version=0.0.4; charset=utf-8",
             Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            Format::Protobuf => crate::proto::CONTENT_TYPE,
         }
     }
 
-    /// Picks the format a scraper asked for in its `Accept` header: OpenMetrics when it lists
-    /// `application/openmetrics-text` (as Prometheus does), text 0.0.4 otherwise.
+    /// Picks the format a scraper asked for in its `Accept` header, by its `q` weights:
+    /// protobuf (which Prometheus prefers when native histograms are enabled), OpenMetrics (its
+    /// default preference), or text 0.0.4.
     pub fn negotiate(accept: Option<&str>) -> Format {
-        match accept {
-            Some(a) if a.contains("application/openmetrics-text") => Format::OpenMetrics,
-            _ => Format::Text,
+        let Some(accept) = accept else {
+            return Format::Text;
+        };
+        let mut best = (Format::Text, -1.0f32);
+        for item in accept.split(',') {
+            let mut parts = item.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("").to_ascii_lowercase();
+            let params: Vec<&str> = parts.collect();
+            let q = params
+                .iter()
+                .find_map(|p| p.strip_prefix("q="))
+                .and_then(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            let format = match media.as_str() {
+                "application/vnd.google.protobuf"
+                    if params.iter().any(|p| {
+                        p.eq_ignore_ascii_case("proto=io.prometheus.client.MetricFamily")
+                    }) && params
+                        .iter()
+                        .any(|p| p.eq_ignore_ascii_case("encoding=delimited")) =>
+                {
+                    Format::Protobuf
+                }
+                "application/openmetrics-text" => Format::OpenMetrics,
+                "text/plain" | "*/*" | "text/*" => Format::Text,
+                _ => continue,
+            };
+            if q > best.1 {
+                best = (format, q);
+            }
         }
+        best.0
     }
 }
 
@@ -39,6 +71,9 @@ impl Format {
 /// Families are written in name order and series in creation order, so output is deterministic
 /// for a deterministic program. Families without series are left out.
 pub fn encode(snapshot: &Snapshot, resource: Option<&Resource>, format: Format, out: &mut Vec<u8>) {
+    if format == Format::Protobuf {
+        return crate::proto::encode_protobuf(snapshot, resource, out);
+    }
     let mut scratch = Scratch::default();
     if let Some(r) = resource.filter(|r| !r.is_empty()) {
         write_target_info(r, format, out);
@@ -56,12 +91,16 @@ pub fn encode(snapshot: &Snapshot, resource: Option<&Resource>, format: Format, 
 #[derive(Default)]
 struct Scratch {
     buckets: Vec<u64>,
-    labels: Vec<String>,
+    /// `{k="v",k2="v2"` of the current series (no closing brace), rendered once per series.
+    labels: Vec<u8>,
+    /// `le` values of the current family, formatted once per family.
+    le: Vec<String>,
+    names: Vec<String>,
 }
 
 fn write_target_info(r: &Resource, format: Format, out: &mut Vec<u8>) {
     match format {
-        Format::Text => out.extend_from_slice(
+        Format::Text | Format::Protobuf => out.extend_from_slice(
             b"# HELP target_info Target metadata\n# TYPE target_info gauge\ntarget_info",
         ),
         Format::OpenMetrics => {
@@ -91,7 +130,7 @@ fn write_family(family: &FamilySnapshot, format: Format, out: &mut Vec<u8>, scra
     };
     // Text 0.0.4 names a counter family with its `_total`; OpenMetrics without.
     let meta_name = match format {
-        Format::Text => format!("{name}{sample_suffix}"),
+        Format::Text | Format::Protobuf => format!("{name}{sample_suffix}"),
         Format::OpenMetrics => name.clone(),
     };
     if format == Format::OpenMetrics {
@@ -117,104 +156,137 @@ fn write_family(family: &FamilySnapshot, format: Format, out: &mut Vec<u8>, scra
     if format == Format::Text {
         let _ = writeln!(out, "# TYPE {meta_name} {type_word}");
     }
-    scratch.labels.clear();
-    scratch.labels.extend(meta.label_names().map(label_name));
+    scratch.names.clear();
+    scratch.names.extend(meta.label_names().map(label_name));
+    // A family's series share one layout, so its `le` strings are formatted once.
+    scratch.le.clear();
+    let name = name.as_bytes();
     for series in &family.series {
+        series_labels(series, &scratch.names, &mut scratch.labels);
+        let labels = &scratch.labels[..];
         match &series.point {
             Point::Counter(n) => {
-                write_sample(out, &name, "_total", &scratch.labels, series, None, |o| {
-                    write_number(o, *n)
-                });
+                line(out, name, b"_total", labels, None);
+                write_number(out, *n);
+                out.push(b'\n');
                 if format == Format::OpenMetrics {
-                    write_created(out, &name, &scratch.labels, series);
+                    write_created(out, name, labels, series);
                 }
             }
             Point::Gauge(n) | Point::UpDownCounter(n) => {
-                write_sample(out, &name, "", &scratch.labels, series, None, |o| {
-                    write_number(o, *n)
-                });
+                line(out, name, b"", labels, None);
+                write_number(out, *n);
+                out.push(b'\n');
             }
             Point::Histogram(h) => {
                 h.cumulative_into(&mut scratch.buckets);
                 let bounds = h.layout().explicit_bounds();
-                let mut le = String::new();
-                for (i, count) in scratch.buckets.iter().enumerate() {
-                    le.clear();
-                    match bounds.get(i) {
-                        Some(b) => float_label(*b, &mut le),
-                        None => le.push_str("+Inf"),
-                    }
-                    write_sample(
-                        out,
-                        &name,
-                        "_bucket",
-                        &scratch.labels,
-                        series,
-                        Some(("le", &le)),
-                        |o| write_u64(o, *count),
-                    );
+                if scratch.le.is_empty() {
+                    scratch.le.extend(bounds.iter().map(|b| format!("{b:?}")));
+                    scratch.le.push("+Inf".to_owned());
                 }
-                write_sample(out, &name, "_sum", &scratch.labels, series, None, |o| {
-                    write_f64(o, h.sum())
-                });
-                write_sample(out, &name, "_count", &scratch.labels, series, None, |o| {
-                    write_u64(o, h.count())
-                });
+                for (i, count) in scratch.buckets.iter().enumerate() {
+                    line(
+                        out,
+                        name,
+                        b"_bucket",
+                        labels,
+                        Some(scratch.le[i].as_bytes()),
+                    );
+                    write_u64(out, *count);
+                    if format == Format::OpenMetrics
+                        && let Some(e) = h.exemplars().get(i).copied().flatten()
+                    {
+                        write_exemplar(out, &e);
+                    }
+                    out.push(b'\n');
+                }
+                line(out, name, b"_sum", labels, None);
+                write_f64(out, h.sum());
+                out.push(b'\n');
+                line(out, name, b"_count", labels, None);
+                write_u64(out, h.count());
+                out.push(b'\n');
                 if format == Format::OpenMetrics {
-                    write_created(out, &name, &scratch.labels, series);
+                    write_created(out, name, labels, series);
                 }
             }
         }
     }
 }
 
-fn write_created(out: &mut Vec<u8>, name: &str, labels: &[String], series: &SeriesSnapshot) {
-    let secs = series.start_unix_nanos as f64 / 1e9;
-    write_sample(out, name, "_created", labels, series, None, |o| {
-        write_f64(o, secs)
-    });
-}
-
-fn write_sample(
-    out: &mut Vec<u8>,
-    name: &str,
-    suffix: &str,
-    label_names: &[String],
-    series: &SeriesSnapshot,
-    extra: Option<(&str, &str)>,
-    value: impl FnOnce(&mut Vec<u8>),
-) {
-    out.extend_from_slice(name.as_bytes());
-    out.extend_from_slice(suffix.as_bytes());
-    let mut first = true;
-    let mut pair = |out: &mut Vec<u8>, k: &str, v: &str| {
-        out.push(if first { b'{' } else { b',' });
-        first = false;
+/// Renders `{k="v",...` (without the closing brace; empty without labels) for a series.
+fn series_labels(series: &SeriesSnapshot, names: &[String], out: &mut Vec<u8>) {
+    out.clear();
+    let mut pair = |k: &str, v: &str| {
+        out.push(if out.is_empty() { b'{' } else { b',' });
         out.extend_from_slice(k.as_bytes());
         out.extend_from_slice(b"=\"");
         escape_label_value(v, out);
         out.push(b'"');
     };
     if series.is_overflow() {
-        pair(out, "otel_metric_overflow", "true");
+        pair("otel_metric_overflow", "true");
     } else {
-        for (k, v) in label_names.iter().zip(series.label_values()) {
-            pair(out, k, v);
+        for (k, v) in names.iter().zip(series.label_values()) {
+            pair(k, v);
         }
     }
-    if let Some((k, v)) = extra {
-        pair(out, k, v);
-    }
-    if !first {
-        out.push(b'}');
+}
+
+/// Writes `name suffix {labels[,le="x"]} ` up to the value.
+#[inline]
+fn line(out: &mut Vec<u8>, name: &[u8], suffix: &[u8], labels: &[u8], le: Option<&[u8]>) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(suffix);
+    match (labels.is_empty(), le) {
+        (true, None) => {}
+        (true, Some(le)) => {
+            out.extend_from_slice(b"{le=\"");
+            out.extend_from_slice(le);
+            out.extend_from_slice(b"\"}");
+        }
+        (false, None) => {
+            out.extend_from_slice(labels);
+            out.push(b'}');
+        }
+        (false, Some(le)) => {
+            out.extend_from_slice(labels);
+            out.extend_from_slice(b",le=\"");
+            out.extend_from_slice(le);
+            out.extend_from_slice(b"\"}");
+        }
     }
     out.push(b' ');
-    value(out);
+}
+
+fn write_created(out: &mut Vec<u8>, name: &[u8], labels: &[u8], series: &SeriesSnapshot) {
+    line(out, name, b"_created", labels, None);
+    write_f64(out, series.start_unix_nanos as f64 / 1e9);
     out.push(b'\n');
 }
 
+/// ` # {trace_id="…",span_id="…"} value timestamp`, as OpenMetrics appends to a bucket line.
+fn write_exemplar(out: &mut Vec<u8>, e: &sonde_core::Exemplar) {
+    let _ = write!(
+        out,
+        " # {{trace_id=\"{}\",span_id=\"{}\"}} ",
+        e.trace_id_hex(),
+        e.span_id_hex()
+    );
+    write_f64(out, e.value);
+    out.push(b' ');
+    write_f64(out, e.unix_nanos as f64 / 1e9);
+}
+
+#[inline]
 fn escape_label_value(v: &str, out: &mut Vec<u8>) {
-    for b in v.bytes() {
+    let bytes = v.as_bytes();
+    if !bytes.iter().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        out.extend_from_slice(bytes);
+        return;
+    }
+    for &b in bytes {
         match b {
             b'\\' => out.extend_from_slice(b"\\\\"),
             b'"' => out.extend_from_slice(b"\\\""),
@@ -237,15 +309,14 @@ fn escape_help(v: &str, out: &mut Vec<u8>) {
 fn write_number(out: &mut Vec<u8>, n: Number) {
     match n {
         Number::U64(v) => write_u64(out, v),
-        Number::I64(v) => {
-            let _ = write!(out, "{v}");
-        }
+        Number::I64(v) => out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
         Number::F64(v) => write_f64(out, v),
     }
 }
 
+#[inline]
 fn write_u64(out: &mut Vec<u8>, v: u64) {
-    let _ = write!(out, "{v}");
+    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
 /// Floats as Prometheus parses them: `NaN`, `+Inf`, `-Inf`, integers without a fraction, the
@@ -256,16 +327,10 @@ fn write_f64(out: &mut Vec<u8>, v: f64) {
     } else if v.is_infinite() {
         out.extend_from_slice(if v > 0.0 { b"+Inf" } else { b"-Inf" });
     } else if v.fract() == 0.0 && v.abs() < 1e15 {
-        let _ = write!(out, "{}", v as i64);
+        out.extend_from_slice(itoa::Buffer::new().format(v as i64).as_bytes());
     } else {
-        let _ = write!(out, "{v:?}");
+        out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
     }
-}
-
-/// `le` values in OpenMetrics' canonical form (`1.0`, `0.25`, `1e-05` style exponents are fine).
-fn float_label(v: f64, out: &mut String) {
-    use std::fmt::Write as _;
-    let _ = write!(out, "{v:?}");
 }
 
 #[cfg(test)]
@@ -362,5 +427,18 @@ mod tests {
             Format::OpenMetrics
         );
         assert_eq!(Format::negotiate(Some("text/plain")), Format::Text);
+        // What Prometheus 2.42 sends with --enable-feature=native-histograms.
+        assert_eq!(
+            Format::negotiate(Some(
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.8,application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+            )),
+            Format::Protobuf
+        );
+        assert_eq!(
+            Format::negotiate(Some(
+                "application/vnd.google.protobuf;proto=other;encoding=delimited"
+            )),
+            Format::Text
+        );
     }
 }

@@ -23,9 +23,17 @@
 
 mod encode;
 pub mod naming;
+pub mod proto;
+pub mod push;
+pub mod remote_write;
+mod report;
 mod server;
 
 pub use encode::{Format, encode};
+pub use proto::encode_protobuf;
+pub use push::{PushOnDrop, PushgatewayBuilder};
+pub use remote_write::{RemoteWriteBuilder, RemoteWriter};
+pub use report::report;
 pub use server::{PrometheusBuilder, PrometheusServer};
 
 /// Errors of the Prometheus exporter.
@@ -52,7 +60,38 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The web configuration (TLS files, basic auth users) is unusable.
+    #[error("invalid web configuration: {0}")]
+    WebConfig(String),
     /// The server's thread or runtime could not be started.
     #[error("could not start the Prometheus exporter's thread: {0}")]
     Start(#[source] std::io::Error),
+    /// A push exporter's setting is invalid (the message says which and how to fix it).
+    #[error("{0}")]
+    Config(String),
+    /// A push endpoint could not be reached.
+    #[error(
+        "could not send to {url}: {reason}; check that the server is running and reachable at that address"
+    )]
+    Transport {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A push endpoint answered with a status other than 2xx.
+    #[error("{url} answered HTTP {status}: {body:?}; {hint}")]
+    Status {
+        /// The URL.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The start of the response body.
+        body: String,
+        /// What to check.
+        hint: &'static str,
+    },
+    /// Remote write did not deliver everything it was asked to.
+    #[error("remote write did not deliver everything: {0}")]
+    Incomplete(String),
 }

@@ -1,16 +1,21 @@
 //! The `/metrics` server: warp routes served by hyper on a dedicated thread and runtime.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr as _;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use sonde_core::{Registry, Resource, Temporality};
 use tokio::sync::{Semaphore, oneshot};
+use tokio_rustls::TlsAcceptor;
 use warp::Filter;
 
 use crate::Error;
@@ -32,6 +37,8 @@ pub struct PrometheusBuilder {
     resource: Option<Resource>,
     max_concurrent_scrapes: usize,
     request_timeout: Duration,
+    users: Vec<(String, String)>,
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for PrometheusBuilder {
@@ -49,7 +56,31 @@ impl PrometheusBuilder {
             resource: None,
             max_concurrent_scrapes: 4,
             request_timeout: Duration::from_secs(10),
+            users: Vec::new(),
+            tls: None,
         }
+    }
+
+    /// Requires HTTP basic auth: `user` with the password whose bcrypt hash is `bcrypt_hash`
+    /// (as `htpasswd -nB` or Prometheus's web config make them). Call again for more users.
+    /// Successful checks are cached, since bcrypt is slow on purpose.
+    pub fn basic_auth_user(
+        mut self,
+        user: impl Into<String>,
+        bcrypt_hash: impl Into<String>,
+    ) -> Self {
+        self.users.push((user.into(), bcrypt_hash.into()));
+        self
+    }
+
+    /// Serves HTTPS with the PEM certificate chain and private key in these files.
+    pub fn tls(
+        mut self,
+        cert_chain_pem: impl Into<PathBuf>,
+        private_key_pem: impl Into<PathBuf>,
+    ) -> Self {
+        self.tls = Some((cert_chain_pem.into(), private_key_pem.into()));
+        self
     }
 
     /// Serves this registry instead of the global one.
@@ -95,18 +126,25 @@ impl PrometheusBuilder {
                     .as_deref(),
             )?,
         };
+        let auth = Auth::new(&self.users)?.map(Arc::new);
+        let tls = match &self.tls {
+            Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+            None => None,
+        };
         // Bound here, so a taken port is the caller's error rather than a log line later.
         let listener =
             std::net::TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })?;
         let local_addr = listener.local_addr().map_err(Error::Start)?;
         listener.set_nonblocking(true).map_err(Error::Start)?;
         let state = Arc::new(State {
-            registry: self.registry,
             resource: self.resource.unwrap_or_else(Resource::from_env),
             scrapes: Arc::new(Semaphore::new(self.max_concurrent_scrapes)),
             timeout: self.request_timeout,
             started: Instant::now(),
             buffers: Mutex::new(Vec::new()),
+            renders: Default::default(),
+            report: Mutex::new((self.registry.reader(Temporality::Delta), Instant::now())),
+            registry: self.registry,
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -118,7 +156,7 @@ impl PrometheusBuilder {
         let (tx, rx) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("sonde-prometheus".into())
-            .spawn(move || runtime.block_on(serve(listener, state, rx)))
+            .spawn(move || runtime.block_on(serve(listener, state, auth, tls, rx)))
             .map_err(Error::Start)?;
         Ok(PrometheusServer {
             addr: local_addr,
@@ -196,61 +234,93 @@ struct State {
     started: Instant,
     /// Encoding buffers kept between scrapes, so a steady scrape allocates little.
     buffers: Mutex<Vec<Vec<u8>>>,
+    /// The latest body of each (format, gzip) and when its render started. Scrapes that
+    /// arrive while a render is running wait for it and share its body.
+    renders: [tokio::sync::Mutex<Option<(Instant, Bytes)>>; 6],
+    /// `/report`'s own delta reader and when it last read, for rates.
+    report: Mutex<(sonde_core::Reader, Instant)>,
 }
 
 impl State {
-    fn render(&self, format: Format, gzip: bool) -> Vec<u8> {
-        let mut buf = self
-            .buffers
-            .lock()
-            .ok()
-            .and_then(|mut b| b.pop())
-            .unwrap_or_default();
+    /// Collects and encodes; `reuse` is an older body whose allocation may be taken back.
+    fn render(&self, format: Format, gzip: bool, reuse: Option<Bytes>) -> Bytes {
+        let pooled = || {
+            self.buffers
+                .lock()
+                .ok()
+                .and_then(|mut b| b.pop())
+                .unwrap_or_default()
+        };
+        // An old body that no response holds any more is reused; one in flight is left alone.
+        let reclaimed = reuse.and_then(|b| b.try_into_mut().ok()).map(Vec::from);
+        let mut buf = match (gzip, reclaimed) {
+            (false, Some(v)) => v,
+            _ => pooled(),
+        };
         buf.clear();
         let snapshot = self.registry.reader(Temporality::Cumulative).collect();
         encode(&snapshot, Some(&self.resource), format, &mut buf);
-        let body = if gzip {
-            let mut enc = flate2::write::GzEncoder::new(
-                Vec::with_capacity(buf.len() / 4),
-                flate2::Compression::fast(),
-            );
-            // Writing to a Vec cannot fail.
-            let _ = enc.write_all(&buf);
-            enc.finish().unwrap_or_default()
-        } else {
-            buf.clone()
-        };
+        if !gzip {
+            return Bytes::from(buf);
+        }
+        let mut enc = flate2::write::GzEncoder::new(
+            Vec::with_capacity(buf.len() / 4),
+            flate2::Compression::fast(),
+        );
+        // Writing to a Vec cannot fail.
+        let _ = enc.write_all(&buf);
         if let Ok(mut b) = self.buffers.lock() {
             b.push(buf);
         }
-        body
+        Bytes::from(enc.finish().unwrap_or_default())
     }
 }
 
 async fn serve(
     listener: std::net::TcpListener,
     state: Arc<State>,
+    auth: Option<Arc<Auth>>,
+    tls: Option<TlsAcceptor>,
     mut shutdown: oneshot::Receiver<()>,
 ) {
     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
         return;
     };
-    let service = warp::service(routes(state.clone()));
+    let routes = TowerToHyperService::new(warp::service(routes(state.clone())));
     let (conns_done_tx, mut conns_done) = tokio::sync::mpsc::channel::<()>(1);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => {
                 let Ok((stream, _)) = accepted else { continue };
-                let service = service.clone();
+                let (routes, auth, tls) = (routes.clone(), auth.clone(), tls.clone());
                 let timeout = state.timeout;
                 let done = conns_done_tx.clone();
                 tokio::spawn(async move {
-                    let conn = hyper::server::conn::http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(timeout)
-                        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-                    let _ = conn.await;
+                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (routes, auth) = (routes.clone(), auth.clone());
+                        async move {
+                            if let Some(auth) = &auth
+                                && !auth.check(req.headers().get(header::AUTHORIZATION)).await
+                            {
+                                return Ok(warp::Reply::into_response(unauthorized()));
+                            }
+                            hyper::service::Service::call(&routes, req).await
+                        }
+                    });
+                    let mut http = hyper::server::conn::http1::Builder::new();
+                    http.timer(TokioTimer::new()).header_read_timeout(timeout);
+                    match tls {
+                        Some(tls) => {
+                            // The handshake gets the same deadline as the headers.
+                            if let Ok(Ok(stream)) = tokio::time::timeout(timeout, tls.accept(stream)).await {
+                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                            }
+                        }
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
                     drop(done);
                 });
             }
@@ -261,9 +331,130 @@ async fn serve(
     let _ = tokio::time::timeout(state.timeout, conns_done.recv()).await;
 }
 
+fn unauthorized() -> Response<Vec<u8>> {
+    let mut r = plain(StatusCode::UNAUTHORIZED, "unauthorized\n");
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Basic realm=\"sonde\""),
+    );
+    r
+}
+
+/// Basic auth users and a cache of credentials that passed bcrypt.
+struct Auth {
+    users: HashMap<String, String>,
+    /// Checked against when the user is unknown, so timing does not reveal which users exist.
+    dummy: String,
+    verified: Mutex<HashSet<u64>>,
+    keys: std::hash::RandomState,
+}
+
+impl Auth {
+    fn new(users: &[(String, String)]) -> Result<Option<Auth>, Error> {
+        if users.is_empty() {
+            return Ok(None);
+        }
+        let mut cost = 4;
+        for (user, hash) in users {
+            match bcrypt::HashParts::from_str(hash) {
+                Ok(parts) => cost = cost.max(parts.get_cost()),
+                Err(_) => {
+                    return Err(Error::WebConfig(format!(
+                        "the password hash for user {user:?} is not a bcrypt hash; create one with `htpasswd -nBC 10 {user}` and pass the part after the colon"
+                    )));
+                }
+            }
+        }
+        let dummy = bcrypt::hash("sonde-unknown-user", cost)
+            .map_err(|e| Error::WebConfig(e.to_string()))?;
+        Ok(Some(Auth {
+            users: users.iter().cloned().collect(),
+            dummy,
+            verified: Mutex::new(HashSet::new()),
+            keys: std::hash::RandomState::new(),
+        }))
+    }
+
+    async fn check(self: &Arc<Self>, header: Option<&header::HeaderValue>) -> bool {
+        use base64::Engine as _;
+        use std::hash::BuildHasher as _;
+        let Some(credentials) = header
+            .and_then(|h| h.to_str().ok())
+            .and_then(|h| {
+                h.strip_prefix("Basic ")
+                    .or_else(|| h.strip_prefix("basic "))
+            })
+            .and_then(|b| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b.trim())
+                    .ok()
+            })
+            .and_then(|b| String::from_utf8(b).ok())
+        else {
+            return false;
+        };
+        let Some((user, password)) = credentials.split_once(':') else {
+            return false;
+        };
+        let key = self.keys.hash_one((user, password));
+        if self.verified.lock().is_ok_and(|v| v.contains(&key)) {
+            return true;
+        }
+        let this = self.clone();
+        let (user, password) = (user.to_owned(), password.to_owned());
+        let ok = tokio::task::spawn_blocking(move || match this.users.get(&user) {
+            Some(hash) => bcrypt::verify(&password, hash).unwrap_or(false),
+            None => {
+                let _ = bcrypt::verify(&password, &this.dummy);
+                false
+            }
+        })
+        .await
+        .unwrap_or(false);
+        if ok && let Ok(mut v) = self.verified.lock() {
+            // Bounded: a flood of distinct valid credentials cannot grow it without limit.
+            if v.len() >= 1024 {
+                v.clear();
+            }
+            v.insert(key);
+        }
+        ok
+    }
+}
+
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, Error> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let bad =
+        |path: &Path, what: String| Error::WebConfig(format!("TLS: {}: {what}", path.display()));
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| bad(cert, format!("cannot read the certificate chain: {e}")))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(cert, format!("not a PEM certificate chain: {e}")))?;
+    if certs.is_empty() {
+        return Err(bad(cert, "holds no certificate".into()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| bad(key, format!("not a PEM private key: {e}")))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| Error::WebConfig(format!("TLS: {e}")))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| {
+        Error::WebConfig(format!(
+            "TLS: the certificate and key do not fit together: {e}"
+        ))
+    })?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
 fn routes(
     state: Arc<State>,
-) -> impl Filter<Extract = (Response<Vec<u8>>,), Error = warp::Rejection> + Clone {
+) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
     let with_state = warp::any().map(move || state.clone());
     let metrics = warp::path("metrics")
         .and(warp::path::end())
@@ -272,35 +463,111 @@ fn routes(
         .and(warp::header::optional::<String>("accept"))
         .and(warp::header::optional::<String>("accept-encoding"))
         .then(metrics);
+    let report = warp::path("report")
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(with_state.clone())
+        .then(report)
+        .map(warp::Reply::into_response);
     let health = warp::path("health")
         .and(warp::path::end())
         .and(warp::get())
         .and(with_state)
-        .map(|state: Arc<State>| health(&state));
-    metrics.or(health).unify()
+        .map(|state: Arc<State>| warp::Reply::into_response(health(&state)));
+    metrics.or(report).unify().or(health).unify()
+}
+
+async fn report(state: Arc<State>) -> Response<Vec<u8>> {
+    let Ok(permit) = state.scrapes.clone().try_acquire_owned() else {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many concurrent requests\n",
+        );
+    };
+    let job = {
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let (deltas, interval) = match state.report.lock() {
+                Ok(mut r) => {
+                    let interval = r.1.elapsed().as_secs_f64();
+                    r.1 = Instant::now();
+                    (r.0.collect(), interval)
+                }
+                Err(_) => (sonde_core::Snapshot::default(), 0.0),
+            };
+            let cumulative = state.registry.snapshot();
+            crate::report::report(
+                &cumulative,
+                &deltas,
+                interval,
+                state.started.elapsed().as_secs_f64(),
+            )
+        })
+    };
+    match tokio::time::timeout(state.timeout, job).await {
+        Ok(Ok(body)) => Response::builder()
+            .status(StatusCode::OK)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(body.to_string().into_bytes())
+            .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "response error\n")),
+        Ok(Err(_)) => plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "building the report failed\n",
+        ),
+        Err(_) => plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the report took longer than the request timeout\n",
+        ),
+    }
 }
 
 async fn metrics(
     state: Arc<State>,
     accept: Option<String>,
     encoding: Option<String>,
-) -> Response<Vec<u8>> {
-    let Ok(permit) = state.scrapes.clone().try_acquire_owned() else {
-        return plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too many concurrent scrapes; raise max_concurrent_scrapes or scrape less often\n",
-        );
-    };
+) -> warp::reply::Response {
+    let arrived = Instant::now();
     let format = Format::negotiate(accept.as_deref());
     let gzip = encoding.is_some_and(|e| e.split(',').any(|t| t.trim().starts_with("gzip")));
-    let job = {
-        let state = state.clone();
-        tokio::task::spawn_blocking(move || {
+    let slot = match format {
+        Format::Text => 0,
+        Format::OpenMetrics => 1,
+        Format::Protobuf => 2,
+    } * 2
+        + usize::from(gzip);
+    let work = async {
+        let mut latest = state.renders[slot].lock().await;
+        // A render that started after this scrape arrived holds everything it asks for.
+        if let Some((started, body)) = &*latest
+            && *started >= arrived
+        {
+            return Ok(body.clone());
+        }
+        let Ok(permit) = state.scrapes.clone().try_acquire_owned() else {
+            return Err(plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many concurrent scrapes; raise max_concurrent_scrapes or scrape less often\n",
+            ));
+        };
+        let started = Instant::now();
+        let reuse = latest.take().map(|(_, b)| b);
+        let st = state.clone();
+        let body = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            state.render(format, gzip)
+            st.render(format, gzip, reuse)
         })
+        .await
+        .map_err(|_| {
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "encoding the metrics failed\n",
+            )
+        })?;
+        *latest = Some((started, body.clone()));
+        Ok(body)
     };
-    match tokio::time::timeout(state.timeout, job).await {
+    match tokio::time::timeout(state.timeout, work).await {
         Ok(Ok(body)) => {
             let mut r = Response::builder()
                 .status(StatusCode::OK)
@@ -308,26 +575,62 @@ async fn metrics(
             if gzip {
                 r = r.header(header::CONTENT_ENCODING, "gzip");
             }
-            r.body(body)
-                .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "response error\n"))
+            match r.body(body) {
+                Ok(r) => warp::Reply::into_response(r),
+                Err(_) => warp::Reply::into_response(plain(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "response error\n",
+                )),
+            }
         }
-        Ok(Err(_)) => plain(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "encoding the metrics failed\n",
-        ),
-        Err(_) => plain(
+        Ok(Err(r)) => warp::Reply::into_response(r),
+        Err(_) => warp::Reply::into_response(plain(
             StatusCode::SERVICE_UNAVAILABLE,
             "encoding the metrics took longer than the request timeout\n",
-        ),
+        )),
     }
 }
 
+/// Liveness plus, per exporter that reports `sonde.exporter.*` self-metrics into this registry
+/// (remote write today; OTLP and CloudWatch use the same names), its request counts, drops,
+/// queue size and the time of its last success.
 fn health(state: &State) -> Response<Vec<u8>> {
+    use crate::remote_write::telemetry::{DROPPED_POINTS, LAST_SUCCESS, QUEUE_SIZE, REQUESTS};
+    let snapshot =
+        state
+            .registry
+            .snapshot_families(&[REQUESTS, DROPPED_POINTS, QUEUE_SIZE, LAST_SUCCESS]);
+    let mut exporters = serde_json::Map::new();
+    for f in &snapshot.families {
+        for s in &f.series {
+            let labels = f.labels(s);
+            let get = |k: &str| labels.iter().find(|(n, _)| *n == k).map(|(_, v)| *v);
+            let Some(name) = get("exporter") else {
+                continue;
+            };
+            let Some(value) = s.point.number().map(|n| n.as_f64()) else {
+                continue;
+            };
+            let entry = exporters
+                .entry(name.to_owned())
+                .or_insert_with(|| serde_json::json!({}))
+                .as_object_mut();
+            let Some(entry) = entry else { continue };
+            let key = match (f.meta.name(), get("result"), get("reason")) {
+                (REQUESTS, Some(result), _) => format!("requests_{result}"),
+                (DROPPED_POINTS, _, Some(reason)) => format!("dropped_points_{reason}"),
+                (QUEUE_SIZE, _, _) => "queue_size".to_owned(),
+                (LAST_SUCCESS, _, _) => "last_success_unix_seconds".to_owned(),
+                _ => continue,
+            };
+            entry.insert(key, serde_json::Value::from(value));
+        }
+    }
     let body = serde_json::json!({
         "status": "ok",
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
         "families": state.registry.family_names().len(),
-        "exporters": {},
+        "exporters": exporters,
     });
     Response::builder()
         .status(StatusCode::OK)

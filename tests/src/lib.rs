@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: failing loudly is the point
 
 pub mod http;
+pub mod peer;
 pub mod prometheus;
 pub mod pushgateway;
 pub mod python;
@@ -86,4 +87,17 @@ pub fn require_program(name: &str, install: &str) -> PathBuf {
     panic!(
         "{name} is not installed; this test needs the real program: {install} (scripts/test does this)"
     );
+}
+
+/// Percent-encodes a URL query parameter or path segment.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }

@@ -3,12 +3,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::{TempDir, free_addr, http, require_program, wait_for};
+use crate::peer::Peer;
+use crate::{http, percent_encode, require_program, wait_for};
 
 const INSTALL: &str = "apt-get install -y prometheus";
 
@@ -23,10 +24,9 @@ pub struct Sample {
 
 /// A running Prometheus; killed on drop.
 pub struct Prometheus {
-    child: Child,
+    peer: Peer,
     /// Where its HTTP API listens.
     pub addr: SocketAddr,
-    dir: TempDir,
 }
 
 impl Prometheus {
@@ -48,8 +48,6 @@ impl Prometheus {
         rule_files: &[&str],
         extra_flags: &[&str],
     ) -> Prometheus {
-        let bin = require_program("prometheus", INSTALL);
-        let dir = TempDir::new("prometheus");
         let rules: Vec<String> = rule_files.iter().map(|r| format!("  - '{r}'")).collect();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\nrule_files:\n{}\nscrape_configs:\n{}",
@@ -64,71 +62,37 @@ impl Prometheus {
                 scrape_configs
             }
         );
-        let config_path = dir.0.join("prometheus.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let addr = free_addr();
-        let log = std::fs::File::create(dir.0.join("prometheus.log")).unwrap();
-        let child = Command::new(bin)
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.0.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--log.level=warn")
-            .args(extra_flags)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("could not start prometheus: {e}; {INSTALL}"));
-        let mut p = Prometheus { child, addr, dir };
-        wait_for(
-            "prometheus to become ready",
-            Duration::from_secs(30),
-            || {
-                if let Ok(Some(status)) = p.child.try_wait() {
-                    panic!("prometheus exited with {status}: {}", p.log());
-                }
-                let ready = std::panic::catch_unwind(|| {
-                    http::get(&format!("http://{addr}/-/ready"), &[]).status == 200
-                });
-                ready.unwrap_or(false).then_some(())
+        let peer = Peer::start(
+            "prometheus",
+            INSTALL,
+            |addr, dir| {
+                let config_path = dir.join("prometheus.yml");
+                std::fs::write(&config_path, &config).unwrap();
+                let mut args = vec![
+                    format!("--config.file={}", config_path.display()),
+                    format!("--storage.tsdb.path={}", dir.join("data").display()),
+                    format!("--web.listen-address={addr}"),
+                    "--log.level=warn".to_owned(),
+                ];
+                args.extend(extra_flags.iter().map(|f| f.to_string()));
+                args
             },
+            "/-/ready",
         );
-        p
+        Prometheus {
+            addr: peer.addr,
+            peer,
+        }
     }
 
     /// Prometheus's own log, for failure messages.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.0.join("prometheus.log")).unwrap_or_default()
+        self.peer.log()
     }
 
     /// Evaluates `expr` now. Panics on an API error (a bad expression is a test bug).
     pub fn query(&self, expr: &str) -> Vec<Sample> {
-        let body = self.api("query", &[("query", expr)]);
-        let result = &body["data"]["result"];
-        match body["data"]["resultType"].as_str() {
-            Some("vector") => result
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|s| Sample {
-                    labels: s["metric"]
-                        .as_object()
-                        .unwrap()
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                        .collect(),
-                    value: parse_value(&s["value"][1]),
-                })
-                .collect(),
-            Some("scalar") => vec![Sample {
-                labels: BTreeMap::new(),
-                value: parse_value(&result[1]),
-            }],
-            other => panic!("unexpected result type {other:?} for {expr}"),
-        }
+        query(self.addr, expr)
     }
 
     /// Waits (bounded) until `expr` returns at least one sample.
@@ -145,43 +109,56 @@ impl Prometheus {
 
     /// GETs `/api/v1/<path>` with query parameters and returns the JSON body.
     pub fn api(&self, path: &str, params: &[(&str, &str)]) -> Value {
-        let mut url = format!("http://{}/api/v1/{path}?", self.addr);
-        for (k, v) in params {
-            url.push_str(k);
-            url.push('=');
-            url.push_str(&encode(v));
-            url.push('&');
-        }
-        let reply = http::get(&url, &[]);
-        let body: Value =
-            serde_json::from_slice(&reply.body).unwrap_or_else(|e| panic!("{url}: {e}"));
-        assert_eq!(body["status"], "success", "{url}: {body}");
-        body
+        api(self.addr, path, params)
     }
 }
 
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// GETs `/api/v1/<path>` of a Prometheus-compatible API (Prometheus, VictoriaMetrics) and returns
+/// the JSON body, asserting `status: success`.
+pub fn api(addr: SocketAddr, path: &str, params: &[(&str, &str)]) -> Value {
+    let mut url = format!("http://{addr}/api/v1/{path}?");
+    for (k, v) in params {
+        url.push_str(k);
+        url.push('=');
+        url.push_str(&percent_encode(v));
+        url.push('&');
+    }
+    let reply = http::get(&url, &[]);
+    let body: Value = serde_json::from_slice(&reply.body)
+        .unwrap_or_else(|e| panic!("{url}: {e}: {}", reply.text()));
+    assert_eq!(body["status"], "success", "{url}: {body}");
+    body
+}
+
+/// Evaluates a PromQL instant query against a Prometheus-compatible API.
+pub fn query(addr: SocketAddr, expr: &str) -> Vec<Sample> {
+    let body = api(addr, "query", &[("query", expr)]);
+    let result = &body["data"]["result"];
+    match body["data"]["resultType"].as_str() {
+        Some("vector") => result
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| Sample {
+                labels: s["metric"]
+                    .as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                    .collect(),
+                value: parse_value(&s["value"][1]),
+            })
+            .collect(),
+        Some("scalar") => vec![Sample {
+            labels: BTreeMap::new(),
+            value: parse_value(&result[1]),
+        }],
+        other => panic!("unexpected result type {other:?} for {expr}: {body}"),
     }
 }
 
 fn parse_value(v: &Value) -> f64 {
     v.as_str().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN)
-}
-
-/// Percent-encodes a query parameter.
-fn encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Runs `promtool check metrics` on an exposition; returns its combined output, panicking if it

@@ -1,13 +1,11 @@
 //! A real Prometheus Pushgateway (the Debian `prometheus-pushgateway` package) on a loopback
 //! port, without persistence, read back through its own `/metrics`.
 
+use crate::http;
+use crate::peer::Peer;
+use crate::prometheus::Sample;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-use crate::prometheus::Sample;
-use crate::{TempDir, free_addr, http, require_program, wait_for};
 
 const INSTALL: &str = "apt-get install -y prometheus-pushgateway";
 
@@ -22,44 +20,31 @@ pub struct Line {
 
 /// A running Pushgateway; killed on drop.
 pub struct Pushgateway {
-    child: Child,
+    peer: Peer,
     /// Where it listens.
     pub addr: SocketAddr,
-    dir: TempDir,
 }
 
 impl Pushgateway {
     /// Starts the Pushgateway and waits until it is ready.
     pub fn start() -> Pushgateway {
-        let bin = require_program("prometheus-pushgateway", INSTALL);
-        let dir = TempDir::new("pushgateway");
-        let addr = free_addr();
-        let log = std::fs::File::create(dir.0.join("pushgateway.log")).unwrap();
-        let child = Command::new(bin)
-            .arg(format!("--web.listen-address={addr}"))
-            // Empty: no persistence file (Debian's default points under /var/lib).
-            .arg("--persistence.file=")
-            .arg("--log.level=warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("could not start prometheus-pushgateway: {e}; {INSTALL}"));
-        let mut p = Pushgateway { child, addr, dir };
-        wait_for(
-            "the pushgateway to become ready",
-            Duration::from_secs(30),
-            || {
-                if let Ok(Some(status)) = p.child.try_wait() {
-                    panic!("prometheus-pushgateway exited with {status}: {}", p.log());
-                }
-                let ok = std::panic::catch_unwind(|| {
-                    http::get(&format!("http://{addr}/-/ready"), &[]).status == 200
-                });
-                ok.unwrap_or(false).then_some(())
+        let peer = Peer::start(
+            "prometheus-pushgateway",
+            INSTALL,
+            |addr, _| {
+                vec![
+                    format!("--web.listen-address={addr}"),
+                    // Empty: no persistence file (Debian's default points under /var/lib).
+                    "--persistence.file=".to_owned(),
+                    "--log.level=warn".to_owned(),
+                ]
             },
+            "/-/ready",
         );
-        p
+        Pushgateway {
+            addr: peer.addr,
+            peer,
+        }
     }
 
     /// The base URL to push to.
@@ -69,7 +54,7 @@ impl Pushgateway {
 
     /// Its log, for failure messages.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.0.join("pushgateway.log")).unwrap_or_default()
+        self.peer.log()
     }
 
     /// Every sample line of its `/metrics` (its own metrics included).
@@ -91,13 +76,6 @@ impl Pushgateway {
             })
             .map(|l| l.sample)
             .collect()
-    }
-}
-
-impl Drop for Pushgateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

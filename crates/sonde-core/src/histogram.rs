@@ -473,44 +473,39 @@ impl HistogramCore {
                 .map(|b| self.counters[b + cell].load(Relaxed))
                 .sum()
         };
+        // Visits every cell of the groups that have ever been written, in ascending order.
+        let each_occupied = |f: &mut dyn FnMut(usize)| {
+            let mut g = occupied;
+            while g != 0 {
+                let start = g.trailing_zeros() as usize * group;
+                g &= g - 1;
+                (start..(start + group).min(cells)).for_each(&mut *f);
+            }
+        };
         // First pass: the lowest and highest non-empty cells, so the dense counts are allocated
         // once at their final size.
-        let mut first = usize::MAX;
-        let mut last = 0usize;
-        let mut g = occupied;
-        while g != 0 {
-            let bit = g.trailing_zeros() as usize;
-            g &= g - 1;
-            let start = bit * group;
-            for cell in start..(start + group).min(cells) {
-                if cell_sum(cell) != 0 {
-                    first = first.min(cell);
-                    last = cell;
-                }
+        let (mut first, mut last) = (usize::MAX, 0usize);
+        each_occupied(&mut |cell| {
+            if cell_sum(cell) != 0 {
+                first = first.min(cell);
+                last = cell;
             }
-        }
+        });
         let mut counts = if first == usize::MAX {
             Vec::new()
         } else {
             vec![0u64; last - first + 1]
         };
         let mut count = 0u64;
-        let mut g = occupied;
-        while g != 0 {
-            let bit = g.trailing_zeros() as usize;
-            g &= g - 1;
-            let start = bit * group;
-            for cell in start..(start + group).min(cells) {
-                // Re-read: a cell written since the first pass still lands inside the range if it
-                // was seen, and is left for the next read otherwise.
-                if cell < first || cell > last {
-                    continue;
-                }
+        // Second pass: a cell first written between the passes is outside the range and is left
+        // for the next read, which keeps `count` equal to the sum of `counts`.
+        each_occupied(&mut |cell| {
+            if (first..=last).contains(&cell) {
                 let c = cell_sum(cell);
                 counts[cell - first] = c;
                 count += c;
             }
-        }
+        });
         HistogramPoint {
             layout: l.clone(),
             count,

@@ -8,8 +8,10 @@
 //! buckets of [`sonde_bench::BUCKETS`] in every library), by series count. Each iteration is one
 //! scrape's worth of work with the output buffer reused between scrapes:
 //!
-//! - `sonde`: collect a cumulative snapshot (`Reader::collect_into`, reusing the snapshot) and
-//!   encode it as text 0.0.4 into a cleared `Vec<u8>` (what the `/metrics` server does);
+//! - `sonde`: `encode_registry`, which reads each series right before writing it, as text 0.0.4
+//!   into a cleared `Vec<u8>` (what the `/metrics` server does);
+//! - `sonde_snapshot`: collect a cumulative snapshot first (`Reader::collect_into`, reusing the
+//!   snapshot), then encode it: the path for consumers that need a snapshot;
 //! - `sonde_openmetrics`: the same in OpenMetrics 1.0, which adds a `_created` line per counter
 //!   and histogram series (prometheus-client writes OpenMetrics, without `_created`);
 //! - `prometheus_client`: `prometheus_client::encoding::text::encode` (OpenMetrics text) into a
@@ -195,9 +197,10 @@ fn encode_text(c: &mut Criterion, n: usize, label: &str) {
         let registry = sonde_mixed(&mixed);
         let mut reader = registry.reader(sonde::Temporality::Cumulative);
         let mut snapshot = sonde::Snapshot::default();
-        for (name, format) in [
-            ("sonde", Format::Text),
-            ("sonde_openmetrics", Format::OpenMetrics),
+        for (name, format, streaming) in [
+            ("sonde", Format::Text, true),
+            ("sonde_openmetrics", Format::OpenMetrics, true),
+            ("sonde_snapshot", Format::Text, false),
         ] {
             let mut out = Vec::new();
             reader.collect_into(&mut snapshot);
@@ -210,9 +213,13 @@ fn encode_text(c: &mut Criterion, n: usize, label: &str) {
             report(name, &mixed, &out, format == Format::OpenMetrics, own);
             g.bench_function(name, |b| {
                 b.iter(|| {
-                    reader.collect_into(&mut snapshot);
                     out.clear();
-                    encode(&snapshot, None, format, &mut out);
+                    if streaming {
+                        sonde::prometheus::encode_registry(&registry, None, format, &mut out);
+                    } else {
+                        reader.collect_into(&mut snapshot);
+                        encode(&snapshot, None, format, &mut out);
+                    }
                     black_box(out.len())
                 })
             });

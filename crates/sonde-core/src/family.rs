@@ -259,11 +259,19 @@ fn shard_of(hash: u64) -> usize {
     (hash >> 32) as usize % SHARDS
 }
 
+/// What [`ErasedFamily::visit`] reports: how many series follow, then each series.
+pub(crate) enum VisitEvent<'a> {
+    Start(usize),
+    Series(&'a SeriesSnapshot),
+}
+
 /// A family seen without its instrument type, for collection.
 pub(crate) trait ErasedFamily: Send + Sync {
     fn meta(&self) -> &Arc<FamilyMeta>;
     fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
     fn read(&self, out: &mut Vec<SeriesSnapshot>);
+    /// Reads the series one at a time, in creation order, right before handing each over.
+    fn visit(&self, f: &mut dyn FnMut(VisitEvent<'_>));
     fn sweep(&self, now: u64);
     fn series_count(&self) -> usize;
 }
@@ -287,6 +295,19 @@ impl<M: Instrument> ErasedFamily for FamilyInner<M> {
         out[start..].sort_unstable_by_key(|s| s.id);
         if let Some(s) = self.overflow.get() {
             out.push(snapshot_of::<M>(s));
+        }
+    }
+
+    fn visit(&self, f: &mut dyn FnMut(VisitEvent<'_>)) {
+        let mut list: Vec<Arc<Series<M::Core>>> = Vec::with_capacity(self.len.load(Relaxed) + 1);
+        for shard in &self.shards {
+            list.extend(read(shard).iter().cloned());
+        }
+        list.sort_unstable_by_key(|s| s.header.id());
+        list.extend(self.overflow.get().cloned());
+        f(VisitEvent::Start(list.len()));
+        for s in &list {
+            f(VisitEvent::Series(&snapshot_of::<M>(s)));
         }
     }
 

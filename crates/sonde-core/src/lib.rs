@@ -76,7 +76,7 @@ pub use lazy::{__family, __unit_for_name};
 pub use number::{AtomicNumber, Number, NumberKind};
 pub use registry::{
     DEFAULT_MAX_SERIES, FamilyBuilder, INSTRUMENTATION_ERRORS, Registry, SERIES_ACTIVE,
-    SERIES_OVERFLOW,
+    SERIES_OVERFLOW, Visitor,
 };
 pub use resource::Resource;
 pub use series::{Header, SeriesInfo, unix_nanos};

@@ -8,13 +8,21 @@ use std::sync::{Arc, LazyLock, RwLock};
 use std::time::Duration;
 
 use crate::error::describe;
-use crate::family::{ErasedFamily, Family, SelfMetrics};
+use crate::family::{ErasedFamily, Family, SelfMetrics, VisitEvent};
 use crate::histogram::{Histogram, InstrumentOptions, Precision};
 use crate::instrument::{Counter, Gauge, Instrument, UpDownCounter};
 use crate::name::{validate_label_name, validate_metric_name};
 use crate::series::{mono_secs, unix_nanos};
-use crate::snapshot::{FamilyMeta, Reader, Snapshot, Temporality};
+use crate::snapshot::{FamilyMeta, Reader, SeriesSnapshot, Snapshot, Temporality};
 use crate::{Error, Unit};
+
+/// Receives a registry's families and series one at a time; see [`Registry::visit`].
+pub trait Visitor {
+    /// A family begins; `series` of its series follow (possibly none).
+    fn family(&mut self, meta: &Arc<FamilyMeta>, series: usize);
+    /// One series of the current family, read just now (cumulative).
+    fn series(&mut self, meta: &Arc<FamilyMeta>, series: &SeriesSnapshot);
+}
 
 /// The default per-family series limit.
 pub const DEFAULT_MAX_SERIES: usize = 2000;
@@ -263,7 +271,9 @@ impl Registry {
         }
     }
 
-    pub(crate) fn read_into(&self, snapshot: &mut Snapshot) {
+    /// Runs the collect hooks and the idle sweep and refreshes the series-count gauges, then
+    /// returns the families in name order.
+    fn prepare(&self) -> Vec<Arc<dyn ErasedFamily>> {
         let hooks: Vec<Hook> = self
             .inner
             .hooks
@@ -283,6 +293,25 @@ impl Registry {
                 }
             }
         }
+        families
+    }
+
+    /// Streams a cumulative read of every family to `visitor`: families in name order, each
+    /// family's series in creation order, each series read right before it is handed over. An
+    /// encoder that writes as it goes never holds the whole registry in memory, which keeps large
+    /// registries in cache.
+    pub fn visit(&self, visitor: &mut dyn Visitor) {
+        for f in self.prepare() {
+            let meta = f.meta().clone();
+            f.visit(&mut |event| match event {
+                VisitEvent::Start(n) => visitor.family(&meta, n),
+                VisitEvent::Series(s) => visitor.series(&meta, s),
+            });
+        }
+    }
+
+    pub(crate) fn read_into(&self, snapshot: &mut Snapshot) {
+        let families = self.prepare();
         snapshot.time_unix_nanos = unix_nanos();
         snapshot.families.truncate(families.len());
         for (i, f) in families.iter().enumerate() {

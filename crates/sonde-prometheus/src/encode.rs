@@ -2,7 +2,12 @@
 
 use std::io::Write;
 
-use sonde_core::{FamilySnapshot, Kind, Number, Point, Resource, SeriesSnapshot, Snapshot};
+use std::sync::Arc;
+
+use sonde_core::{
+    FamilyMeta, FamilySnapshot, Kind, Number, Point, Registry, Resource, SeriesSnapshot, Snapshot,
+    Visitor,
+};
 
 use crate::naming::{family_name, label_name};
 
@@ -88,6 +93,48 @@ pub fn encode(snapshot: &Snapshot, resource: Option<&Resource>, format: Format, 
     }
 }
 
+/// Like [`encode`], but streams straight from the registry: each series is read right before it
+/// is written, so the registry is never copied into a snapshot (faster and smaller for large
+/// registries). Runs the registry's collect hooks like any collection.
+pub fn encode_registry(
+    registry: &Registry,
+    resource: Option<&Resource>,
+    format: Format,
+    out: &mut Vec<u8>,
+) {
+    if format == Format::Protobuf {
+        return crate::proto::encode_protobuf(&registry.snapshot(), resource, out);
+    }
+    if let Some(r) = resource.filter(|r| !r.is_empty()) {
+        write_target_info(r, format, out);
+    }
+    struct Writer<'a> {
+        format: Format,
+        out: &'a mut Vec<u8>,
+        scratch: Scratch,
+    }
+    impl Visitor for Writer<'_> {
+        fn family(&mut self, meta: &Arc<FamilyMeta>, series: usize) {
+            self.scratch.skip = series == 0;
+            if !self.scratch.skip {
+                write_family_header(meta, self.format, self.out, &mut self.scratch);
+            }
+        }
+        fn series(&mut self, _: &Arc<FamilyMeta>, series: &SeriesSnapshot) {
+            write_series(series, self.format, self.out, &mut self.scratch);
+        }
+    }
+    let mut writer = Writer {
+        format,
+        out,
+        scratch: Scratch::default(),
+    };
+    registry.visit(&mut writer);
+    if format == Format::OpenMetrics {
+        writer.out.extend_from_slice(b"# EOF\n");
+    }
+}
+
 #[derive(Default)]
 struct Scratch {
     buckets: Vec<u64>,
@@ -96,6 +143,12 @@ struct Scratch {
     /// `le` values of the current family, formatted once per family.
     le: Vec<String>,
     names: Vec<String>,
+    /// `name_bucket{labels,le="` of the current series.
+    prefix: Vec<u8>,
+    /// The Prometheus name of the current family.
+    name: String,
+    /// Whether the current family had no series and was skipped.
+    skip: bool,
 }
 
 fn write_target_info(r: &Resource, format: Format, out: &mut Vec<u8>) {
@@ -121,7 +174,19 @@ fn write_target_info(r: &Resource, format: Format, out: &mut Vec<u8>) {
 }
 
 fn write_family(family: &FamilySnapshot, format: Format, out: &mut Vec<u8>, scratch: &mut Scratch) {
-    let meta = &family.meta;
+    write_family_header(&family.meta, format, out, scratch);
+    for series in &family.series {
+        write_series(series, format, out, scratch);
+    }
+}
+
+/// `# TYPE`/`# UNIT`/`# HELP`, and the family's names into `scratch`.
+fn write_family_header(
+    meta: &FamilyMeta,
+    format: Format,
+    out: &mut Vec<u8>,
+    scratch: &mut Scratch,
+) {
     let name = family_name(meta);
     let (type_word, sample_suffix) = match meta.kind() {
         Kind::Counter => ("counter", "_total"),
@@ -160,8 +225,14 @@ fn write_family(family: &FamilySnapshot, format: Format, out: &mut Vec<u8>, scra
     scratch.names.extend(meta.label_names().map(label_name));
     // A family's series share one layout, so its `le` strings are formatted once.
     scratch.le.clear();
-    let name = name.as_bytes();
-    for series in &family.series {
+    scratch.name = name;
+}
+
+/// The lines of one series of the family whose header was written last.
+fn write_series(series: &SeriesSnapshot, format: Format, out: &mut Vec<u8>, scratch: &mut Scratch) {
+    let name = std::mem::take(&mut scratch.name);
+    {
+        let name = name.as_bytes();
         series_labels(series, &scratch.names, &mut scratch.labels);
         let labels = &scratch.labels[..];
         match &series.point {
@@ -185,14 +256,20 @@ fn write_family(family: &FamilySnapshot, format: Format, out: &mut Vec<u8>, scra
                     scratch.le.extend(bounds.iter().map(|b| format!("{b:?}")));
                     scratch.le.push("+Inf".to_owned());
                 }
+                // Bucket lines differ only in `le` and the count: render the rest once.
+                scratch.prefix.clear();
+                scratch.prefix.extend_from_slice(name);
+                scratch.prefix.extend_from_slice(b"_bucket");
+                if labels.is_empty() {
+                    scratch.prefix.extend_from_slice(b"{le=\"");
+                } else {
+                    scratch.prefix.extend_from_slice(labels);
+                    scratch.prefix.extend_from_slice(b",le=\"");
+                }
                 for (i, count) in scratch.buckets.iter().enumerate() {
-                    line(
-                        out,
-                        name,
-                        b"_bucket",
-                        labels,
-                        Some(scratch.le[i].as_bytes()),
-                    );
+                    out.extend_from_slice(&scratch.prefix);
+                    out.extend_from_slice(scratch.le[i].as_bytes());
+                    out.extend_from_slice(b"\"} ");
                     write_u64(out, *count);
                     if format == Format::OpenMetrics
                         && let Some(e) = h.exemplars().get(i).copied().flatten()
@@ -213,6 +290,7 @@ fn write_family(family: &FamilySnapshot, format: Format, out: &mut Vec<u8>, scra
             }
         }
     }
+    scratch.name = name;
 }
 
 /// Renders `{k="v",...` (without the closing brace; empty without labels) for a series.
@@ -415,6 +493,35 @@ mod tests {
         assert!(t.contains("# TYPE http_server_request_duration_seconds histogram\n# UNIT http_server_request_duration_seconds seconds\n"), "{t}");
         assert!(t.contains("# TYPE target info\n"), "{t}");
         assert!(t.ends_with("# EOF\n"), "{t}");
+    }
+
+    #[test]
+    fn streaming_matches_the_snapshot_encoder() {
+        let reg = Registry::new();
+        let c = reg
+            .counter("a.requests")
+            .labels(["route"])
+            .max_series(2)
+            .build()
+            .unwrap();
+        for r in ["/x", "/y", "/z"] {
+            c.with(&[r]).inc();
+        }
+        reg.gauge("empty.family").labels(["k"]).build().unwrap();
+        let h = reg
+            .histogram("b.latency")
+            .unit(Unit::Seconds)
+            .labels(["op"])
+            .build()
+            .unwrap();
+        h.with(&["get"]).observe(0.2);
+        h.with(&["put"]).observe(3.0);
+        for format in [Format::Text, Format::OpenMetrics] {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            encode(&reg.snapshot(), None, format, &mut a);
+            encode_registry(&reg, None, format, &mut b);
+            assert_eq!(String::from_utf8(a).unwrap(), String::from_utf8(b).unwrap());
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub mod remote_write;
 mod report;
 mod server;
 
-pub use encode::{Format, encode};
+pub use encode::{Format, encode, encode_registry};
 pub use proto::encode_protobuf;
 pub use push::{PushOnDrop, PushgatewayBuilder};
 pub use remote_write::{RemoteWriteBuilder, RemoteWriter};

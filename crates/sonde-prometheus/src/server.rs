@@ -19,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use warp::Filter;
 
 use crate::Error;
-use crate::encode::{Format, encode};
+use crate::encode::{Format, encode_registry};
 
 /// The default listen address: loopback only, port 9464 (the OpenTelemetry Prometheus
 /// exporter's port). Binding to all interfaces is a decision to make explicitly.
@@ -258,8 +258,7 @@ impl State {
             _ => pooled(),
         };
         buf.clear();
-        let snapshot = self.registry.reader(Temporality::Cumulative).collect();
-        encode(&snapshot, Some(&self.resource), format, &mut buf);
+        encode_registry(&self.registry, Some(&self.resource), format, &mut buf);
         if !gzip {
             return Bytes::from(buf);
         }

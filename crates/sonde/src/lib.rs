@@ -31,6 +31,10 @@
 
 pub use sonde_core::*;
 
+/// Instrumentation helpers (feature `instrument`).
+#[cfg(feature = "instrument")]
+pub use sonde_instrument as instrument;
+
 /// The Prometheus exporter (feature `prometheus`).
 #[cfg(feature = "prometheus")]
 pub use sonde_prometheus as prometheus;

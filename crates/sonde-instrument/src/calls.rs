@@ -1,0 +1,248 @@
+//! Timing of outgoing calls: database operations (`db.client.operation.duration`) and HTTP/API
+//! requests (`http.client.request.duration`), with `error.type` on failure.
+
+use std::future::Future;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use sonde_core::{Family, Histogram, Registry, Unit};
+
+use crate::Error;
+
+/// The `error.type` of an error: its type's name without the module path
+/// (`std::io::Error` → `Error`, `sqlx::Error` → `Error`, `MyDbError` → `MyDbError`).
+pub fn error_type<E>() -> &'static str {
+    let full = std::any::type_name::<E>();
+    let base = full.split('<').next().unwrap_or(full);
+    base.rsplit("::").next().unwrap_or(base)
+}
+
+/// Database client timings: `db.client.operation.duration` (seconds) by `db.system.name`,
+/// `db.operation.name`, `db.collection.name` and `error.type` (empty on success).
+///
+/// ```
+/// let registry = sonde_core::Registry::new();
+/// let db = sonde_instrument::DbMetrics::install(&registry)?;
+/// let rows: Result<u32, std::io::Error> = db.time_sync("sqlite", "SELECT", "users", || Ok(3));
+/// assert_eq!(rows.unwrap(), 3);
+/// # Ok::<(), sonde_instrument::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct DbMetrics {
+    duration: Family<Histogram>,
+}
+
+impl DbMetrics {
+    /// Registers the family.
+    pub fn install(registry: &Registry) -> Result<DbMetrics, Error> {
+        Ok(DbMetrics {
+            duration: registry
+                .histogram("db.client.operation.duration")
+                .description("Duration of database client operations.")
+                .unit(Unit::Seconds)
+                .labels([
+                    "db.system.name",
+                    "db.operation.name",
+                    "db.collection.name",
+                    "error.type",
+                ])
+                .exemplars(true)
+                .build()?,
+        })
+    }
+
+    /// Times an async operation.
+    pub async fn time<T, E>(
+        &self,
+        system: &str,
+        operation: &str,
+        collection: &str,
+        op: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let start = Instant::now();
+        let out = op.await;
+        self.record(
+            system,
+            operation,
+            collection,
+            out.is_err().then(error_type::<E>),
+            start,
+        );
+        out
+    }
+
+    /// Times a blocking operation.
+    pub fn time_sync<T, E>(
+        &self,
+        system: &str,
+        operation: &str,
+        collection: &str,
+        op: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let start = Instant::now();
+        let out = op();
+        self.record(
+            system,
+            operation,
+            collection,
+            out.is_err().then(error_type::<E>),
+            start,
+        );
+        out
+    }
+
+    /// Records an operation timed elsewhere (`error`: its `error.type`, `None` on success).
+    pub fn record(
+        &self,
+        system: &str,
+        operation: &str,
+        collection: &str,
+        error: Option<&str>,
+        start: Instant,
+    ) {
+        self.duration
+            .with(&[system, operation, collection, error.unwrap_or("")])
+            .record_since(start);
+    }
+}
+
+/// HTTP/API client timings: `http.client.request.duration` (seconds) by `http.request.method`,
+/// `server.address`, `http.response.status_code` and `error.type` (the status code for 4xx/5xx
+/// answers, the error's type when no answer came, empty otherwise).
+///
+/// ```
+/// let registry = sonde_core::Registry::new();
+/// let api = sonde_instrument::HttpClientMetrics::install(&registry)?;
+/// let reply: Result<u16, std::io::Error> = api.time_sync("POST", "payments.example", |status| *status, || Ok(201));
+/// assert_eq!(reply.unwrap(), 201);
+/// # Ok::<(), sonde_instrument::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct HttpClientMetrics {
+    duration: Family<Histogram>,
+}
+
+impl HttpClientMetrics {
+    /// Registers the family.
+    pub fn install(registry: &Registry) -> Result<HttpClientMetrics, Error> {
+        Ok(HttpClientMetrics {
+            duration: registry
+                .histogram("http.client.request.duration")
+                .description("Duration of HTTP client requests.")
+                .unit(Unit::Seconds)
+                .labels([
+                    "http.request.method",
+                    "server.address",
+                    "http.response.status_code",
+                    "error.type",
+                ])
+                .exemplars(true)
+                .build()?,
+        })
+    }
+
+    /// Times an async request; `status` reads the status code from a response.
+    pub async fn time<R, E>(
+        &self,
+        method: &str,
+        server: &str,
+        status: impl FnOnce(&R) -> u16,
+        request: impl Future<Output = Result<R, E>>,
+    ) -> Result<R, E> {
+        let start = Instant::now();
+        let out = request.await;
+        self.finish(method, server, &out, status, start);
+        out
+    }
+
+    /// Times a blocking request.
+    pub fn time_sync<R, E>(
+        &self,
+        method: &str,
+        server: &str,
+        status: impl FnOnce(&R) -> u16,
+        request: impl FnOnce() -> Result<R, E>,
+    ) -> Result<R, E> {
+        let start = Instant::now();
+        let out = request();
+        self.finish(method, server, &out, status, start);
+        out
+    }
+
+    fn finish<R, E>(
+        &self,
+        method: &str,
+        server: &str,
+        out: &Result<R, E>,
+        status: impl FnOnce(&R) -> u16,
+        start: Instant,
+    ) {
+        match out {
+            Ok(r) => self.record(method, server, Some(status(r)), None, start),
+            Err(_) => self.record(method, server, None, Some(error_type::<E>()), start),
+        }
+    }
+
+    /// Records a request timed elsewhere.
+    pub fn record(
+        &self,
+        method: &str,
+        server: &str,
+        status: Option<u16>,
+        error: Option<&str>,
+        start: Instant,
+    ) {
+        let mut buf = [0u8; 5];
+        let code = status.map(|s| status_str(s, &mut buf)).unwrap_or("");
+        let error = match (error, status) {
+            (Some(e), _) => e,
+            (None, Some(s)) if s >= 400 => code,
+            _ => "",
+        };
+        self.duration
+            .with(&[method, server, code, error])
+            .record_since(start);
+    }
+}
+
+/// Formats a status code into `buf` without allocating.
+fn status_str(mut s: u16, buf: &mut [u8; 5]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (s % 10) as u8;
+        s /= 10;
+        if s == 0 || i == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(&buf[i..]).unwrap_or("")
+}
+
+static GLOBAL_DB: OnceLock<Option<DbMetrics>> = OnceLock::new();
+
+/// [`DbMetrics::time`] on the global registry.
+pub async fn time_db<T, E>(
+    system: &str,
+    operation: &str,
+    collection: &str,
+    op: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    match GLOBAL_DB.get_or_init(|| DbMetrics::install(Registry::global()).ok()) {
+        Some(db) => db.time(system, operation, collection, op).await,
+        None => op.await,
+    }
+}
+
+/// [`DbMetrics::time_sync`] on the global registry.
+pub fn time_db_sync<T, E>(
+    system: &str,
+    operation: &str,
+    collection: &str,
+    op: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    match GLOBAL_DB.get_or_init(|| DbMetrics::install(Registry::global()).ok()) {
+        Some(db) => db.time_sync(system, operation, collection, op),
+        None => op(),
+    }
+}

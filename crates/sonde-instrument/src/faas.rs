@@ -1,0 +1,283 @@
+//! Serverless invocations: the OpenTelemetry FaaS metrics, cold starts, and a flush before the
+//! handler returns (Lambda freezes the process as soon as it does).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Instant, SystemTime};
+
+use sonde_core::{Counter, Family, Histogram, Registry, Resource, Unit};
+
+use crate::{Error, lifecycle::process_start_time};
+
+/// What triggered an invocation (`faas.trigger`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Trigger {
+    /// An HTTP request.
+    Http,
+    /// A message from a queue or topic.
+    PubSub,
+    /// A change in a data source (a table, a bucket).
+    Datasource,
+    /// A schedule.
+    Timer,
+    /// Anything else.
+    Other,
+}
+
+impl Trigger {
+    /// The semantic-convention value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Http => "http",
+            Trigger::PubSub => "pubsub",
+            Trigger::Datasource => "datasource",
+            Trigger::Timer => "timer",
+            Trigger::Other => "other",
+        }
+    }
+}
+
+/// The resource of an AWS Lambda function, read from its environment variables
+/// (`AWS_LAMBDA_FUNCTION_NAME`, `_VERSION`, `_MEMORY_SIZE`, `AWS_LAMBDA_LOG_STREAM_NAME`,
+/// `AWS_REGION`), or `None` outside Lambda.
+pub fn lambda_resource() -> Option<Resource> {
+    lambda_resource_from(|k| std::env::var(k).ok())
+}
+
+/// [`lambda_resource`] with the variables read through `get`.
+pub fn lambda_resource_from(get: impl Fn(&str) -> Option<String>) -> Option<Resource> {
+    let name = get("AWS_LAMBDA_FUNCTION_NAME").filter(|n| !n.is_empty())?;
+    let mut r = Resource::empty()
+        .with("cloud.provider", "aws")
+        .with("cloud.platform", "aws_lambda")
+        .with("faas.name", name.clone())
+        .with("service.name", name);
+    if let Some(v) = get("AWS_LAMBDA_FUNCTION_VERSION") {
+        r = r.with("faas.version", v);
+    }
+    if let Some(v) = get("AWS_REGION") {
+        r = r.with("cloud.region", v);
+    }
+    if let Some(v) = get("AWS_LAMBDA_LOG_STREAM_NAME") {
+        r = r.with("faas.instance", v);
+    }
+    if let Some(mb) = get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|v| v.parse::<u64>().ok()) {
+        r = r.with("faas.max_memory", (mb * 1024 * 1024).to_string());
+    }
+    Some(r)
+}
+
+type Flush = Arc<dyn Fn() + Send + Sync>;
+
+/// Records invocations of a serverless handler.
+///
+/// Metrics: `faas.invocations` and `faas.invoke_duration` (seconds) by `faas.trigger` and
+/// `faas.coldstart`; `faas.coldstarts`, `faas.errors` and `faas.timeouts` by `faas.trigger`;
+/// `faas.init_duration` (seconds from process start to the first invocation). The first
+/// invocation in a process is the cold start.
+///
+/// ```
+/// use sonde_instrument::{Faas, Trigger};
+/// let registry = sonde_core::Registry::new();
+/// let faas = Faas::install(&registry)?;
+/// // With a push exporter: make sure the invocation's data leaves before the handler returns.
+/// faas.on_invocation_end(|| { /* exporter.force_flush(deadline) */ });
+/// let answer: Result<u32, std::io::Error> = faas.invoke(Trigger::Http, || Ok(42));
+/// assert_eq!(answer.unwrap(), 42);
+/// # Ok::<(), sonde_instrument::Error>(())
+/// ```
+pub struct Faas {
+    invocations: Family<Counter>,
+    duration: Family<Histogram>,
+    coldstarts: Family<Counter>,
+    errors: Family<Counter>,
+    timeouts: Family<Counter>,
+    init_duration: Histogram,
+    warm: AtomicBool,
+    flushes: RwLock<Vec<Flush>>,
+}
+
+/// How an invocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It returned normally.
+    Success,
+    /// It failed.
+    Error,
+    /// It ran past its deadline.
+    Timeout,
+}
+
+impl Faas {
+    /// Registers the FaaS families.
+    pub fn install(registry: &Registry) -> Result<Faas, Error> {
+        let counter = |name: &'static str, description: &'static str, labels: &[&'static str]| {
+            registry
+                .counter(name)
+                .description(description)
+                .labels(labels.iter().copied())
+                .build()
+        };
+        Ok(Faas {
+            invocations: counter(
+                "faas.invocations",
+                "Invocations of the function.",
+                &["faas.trigger", "faas.coldstart"],
+            )?,
+            duration: registry
+                .histogram("faas.invoke_duration")
+                .description("Duration of the function's logic execution.")
+                .unit(Unit::Seconds)
+                .labels(["faas.trigger", "faas.coldstart"])
+                .build()?,
+            coldstarts: counter("faas.coldstarts", "Invocations that were cold starts.", &["faas.trigger"])?,
+            errors: counter("faas.errors", "Invocations that failed.", &["faas.trigger"])?,
+            timeouts: counter("faas.timeouts", "Invocations that ran past their deadline.", &["faas.trigger"])?,
+            init_duration: registry
+                .histogram("faas.init_duration")
+                .description("Time from process start to the first invocation (the cold start's initialization).")
+                .unit(Unit::Seconds)
+                .build()?
+                .handle(),
+            warm: AtomicBool::new(false),
+            flushes: RwLock::new(Vec::new()),
+        })
+    }
+
+    /// Runs `flush` at the end of every invocation, after its metrics are recorded and before
+    /// the handler's result is returned: the place for a push exporter's `force_flush` or the EMF
+    /// writer.
+    pub fn on_invocation_end(&self, flush: impl Fn() + Send + Sync + 'static) {
+        if let Ok(mut f) = self.flushes.write() {
+            f.push(Arc::new(flush));
+        }
+    }
+
+    /// Starts timing an invocation; finish it with [`Invocation::finish`].
+    pub fn start(&self, trigger: Trigger) -> Invocation<'_> {
+        let cold = !self.warm.swap(true, Ordering::Relaxed);
+        if cold {
+            let init = SystemTime::now()
+                .duration_since(process_start_time())
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            self.init_duration.observe(init);
+            self.coldstarts.with(&[trigger.as_str()]).inc();
+        }
+        Invocation {
+            faas: self,
+            trigger,
+            cold,
+            started: Instant::now(),
+            deadline: None,
+            finished: false,
+        }
+    }
+
+    /// Runs a synchronous handler as one invocation; an `Err` counts in `faas.errors`.
+    pub fn invoke<T, E>(
+        &self,
+        trigger: Trigger,
+        handler: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let inv = self.start(trigger);
+        let out = handler();
+        inv.finish(if out.is_ok() {
+            Outcome::Success
+        } else {
+            Outcome::Error
+        });
+        out
+    }
+
+    /// Like [`invoke`](Self::invoke), counting a timeout when the handler ends after `deadline`
+    /// (Lambda's context gives it).
+    pub fn invoke_with_deadline<T, E>(
+        &self,
+        trigger: Trigger,
+        deadline: Instant,
+        handler: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        let mut inv = self.start(trigger);
+        inv.deadline = Some(deadline);
+        let out = handler();
+        inv.finish(if out.is_ok() {
+            Outcome::Success
+        } else {
+            Outcome::Error
+        });
+        out
+    }
+
+    /// Runs an async handler as one invocation, on whatever runtime polls it.
+    pub async fn invoke_async<T, E>(
+        &self,
+        trigger: Trigger,
+        handler: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
+        let inv = self.start(trigger);
+        let out = handler.await;
+        inv.finish(if out.is_ok() {
+            Outcome::Success
+        } else {
+            Outcome::Error
+        });
+        out
+    }
+
+    fn flush(&self) {
+        let flushes: Vec<Flush> = self.flushes.read().map(|f| f.clone()).unwrap_or_default();
+        for f in flushes {
+            f();
+        }
+    }
+}
+
+/// One invocation in progress. Dropping it without [`finish`](Self::finish) records a success.
+#[must_use = "finish the invocation to record it"]
+pub struct Invocation<'a> {
+    faas: &'a Faas,
+    trigger: Trigger,
+    cold: bool,
+    started: Instant,
+    deadline: Option<Instant>,
+    finished: bool,
+}
+
+impl Invocation<'_> {
+    /// Whether this is the process's first invocation.
+    pub fn is_cold_start(&self) -> bool {
+        self.cold
+    }
+
+    /// Records the invocation, then runs the flush hooks.
+    pub fn finish(mut self, outcome: Outcome) {
+        self.record(outcome);
+    }
+
+    fn record(&mut self, outcome: Outcome) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let f = self.faas;
+        let trigger = self.trigger.as_str();
+        let cold = if self.cold { "true" } else { "false" };
+        f.invocations.with(&[trigger, cold]).inc();
+        f.duration.with(&[trigger, cold]).record_since(self.started);
+        let late = self.deadline.is_some_and(|d| Instant::now() > d);
+        if outcome == Outcome::Timeout || late {
+            f.timeouts.with(&[trigger]).inc();
+        } else if outcome == Outcome::Error {
+            f.errors.with(&[trigger]).inc();
+        }
+        f.flush();
+    }
+}
+
+impl Drop for Invocation<'_> {
+    fn drop(&mut self) {
+        self.record(Outcome::Success);
+    }
+}

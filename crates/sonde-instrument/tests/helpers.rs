@@ -1,0 +1,352 @@
+//! Every helper, asserting metric names, units, label names and values.
+#![allow(clippy::unwrap_used)] // tests panic on failure by design
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use sonde_core::testing::{assert_counter, assert_gauge};
+use sonde_core::{Point, Registry, Unit};
+use sonde_instrument::*;
+
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
+fn histogram_count(reg: &Registry, name: &str, labels: &[(&str, &str)]) -> u64 {
+    reg.snapshot()
+        .point(name, labels)
+        .and_then(Point::histogram)
+        .map_or(0, |h| h.count())
+}
+
+fn unit_of(reg: &Registry, name: &str) -> Unit {
+    reg.snapshot().family(name).unwrap().meta.unit().clone()
+}
+
+#[test]
+fn lifecycle_reads_the_start_time_from_the_os() {
+    let reg = Registry::new();
+    let start = process_start_time();
+    let age = SystemTime::now().duration_since(start).unwrap();
+    // The test binary started moments ago; the OS clock ticks are 10 ms.
+    assert!(age < Duration::from_secs(600), "{age:?}");
+    assert!(
+        os_start_time(std::process::id()).is_some(),
+        "/proc is readable on Linux"
+    );
+    let l = Lifecycle::install(&reg).unwrap();
+    let ready = l.mark_ready().unwrap();
+    assert!((0.0..600.0).contains(&ready));
+    assert!(l.mark_ready().is_none(), "only the first call counts");
+    l.mark_first_request();
+    l.mark_first_request();
+    let snap = reg.snapshot();
+    assert_gauge(&snap, "process.startup.duration", &[], ready);
+    let first = snap
+        .point("process.first_request.duration", &[])
+        .unwrap()
+        .number()
+        .unwrap()
+        .as_f64();
+    assert!(first >= ready);
+    assert_eq!(unit_of(&reg, "process.startup.duration"), Unit::Seconds);
+}
+
+#[test]
+fn faas_cold_and_warm_invocations() {
+    let reg = Registry::new();
+    let faas = Faas::install(&reg).unwrap();
+    let flushed = Arc::new(AtomicUsize::new(0));
+    {
+        // The flush hook sees the invocation already recorded.
+        let (flushed, reg) = (flushed.clone(), reg.clone());
+        faas.on_invocation_end(move || {
+            let n = flushed.fetch_add(1, Ordering::SeqCst) + 1;
+            let snap = reg.snapshot();
+            let total: f64 = snap
+                .family("faas.invocations")
+                .map(|f| {
+                    f.series
+                        .iter()
+                        .filter_map(|s| s.point.number())
+                        .map(|n| n.as_f64())
+                        .sum()
+                })
+                .unwrap_or(0.0);
+            assert_eq!(total as usize, n, "recorded before the flush");
+        });
+    }
+    let r: Result<u8, std::io::Error> = faas.invoke(Trigger::Http, || Ok(1));
+    assert_eq!(r.unwrap(), 1);
+    let r: Result<u8, String> = faas.invoke(Trigger::Http, || Err("boom".to_owned()));
+    assert!(r.is_err());
+    let past = Instant::now();
+    let r: Result<(), ()> = faas.invoke_with_deadline(Trigger::Timer, past, || {
+        std::thread::sleep(Duration::from_millis(2));
+        Ok(())
+    });
+    assert!(r.is_ok());
+    let r: Result<u8, ()> = block_on(faas.invoke_async(Trigger::PubSub, async { Ok(7) }));
+    assert_eq!(r.unwrap(), 7);
+    assert_eq!(flushed.load(Ordering::SeqCst), 4);
+
+    let snap = reg.snapshot();
+    assert_counter(
+        &snap,
+        "faas.invocations",
+        &[("faas.trigger", "http"), ("faas.coldstart", "true")],
+        1.0,
+    );
+    assert_counter(
+        &snap,
+        "faas.invocations",
+        &[("faas.trigger", "http"), ("faas.coldstart", "false")],
+        1.0,
+    );
+    assert_counter(&snap, "faas.coldstarts", &[("faas.trigger", "http")], 1.0);
+    assert_counter(&snap, "faas.errors", &[("faas.trigger", "http")], 1.0);
+    assert_counter(&snap, "faas.timeouts", &[("faas.trigger", "timer")], 1.0);
+    assert_eq!(histogram_count(&reg, "faas.init_duration", &[]), 1);
+    assert_eq!(
+        histogram_count(
+            &reg,
+            "faas.invoke_duration",
+            &[("faas.trigger", "pubsub"), ("faas.coldstart", "false")]
+        ),
+        1
+    );
+    assert_eq!(unit_of(&reg, "faas.invoke_duration"), Unit::Seconds);
+}
+
+#[test]
+#[allow(unsafe_code)]
+fn lambda_is_detected_from_its_environment() {
+    assert!(lambda_resource_from(|_| None).is_none());
+    // SAFETY: no other test in this binary reads or writes these variables.
+    unsafe {
+        std::env::set_var("AWS_LAMBDA_FUNCTION_NAME", "checkout");
+        std::env::set_var("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST");
+        std::env::set_var("AWS_REGION", "eu-west-1");
+        std::env::set_var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512");
+    }
+    let r = lambda_resource().unwrap();
+    assert_eq!(r.get("faas.name"), Some("checkout"));
+    assert_eq!(r.get("faas.version"), Some("$LATEST"));
+    assert_eq!(r.get("cloud.region"), Some("eu-west-1"));
+    assert_eq!(r.get("cloud.provider"), Some("aws"));
+    assert_eq!(r.get("cloud.platform"), Some("aws_lambda"));
+    assert_eq!(r.get("faas.max_memory"), Some("536870912"));
+    unsafe {
+        std::env::remove_var("AWS_LAMBDA_FUNCTION_NAME");
+    }
+    assert!(lambda_resource().is_none());
+}
+
+#[derive(Debug)]
+struct QueryFailed;
+
+#[test]
+fn database_and_http_client_timings() {
+    let reg = Registry::new();
+    let db = DbMetrics::install(&reg).unwrap();
+    let ok: Result<u32, QueryFailed> = db.time_sync("sqlite", "SELECT", "users", || Ok(1));
+    assert!(ok.is_ok());
+    let err: Result<u32, QueryFailed> =
+        db.time_sync("sqlite", "INSERT", "users", || Err(QueryFailed));
+    assert!(err.is_err());
+    let r: Result<u8, QueryFailed> =
+        block_on(db.time("sqlite", "SELECT", "orders", async { Ok(2) }));
+    assert!(r.is_ok());
+    let labels = |op: &'static str, coll: &'static str, e: &'static str| {
+        [
+            ("db.system.name", "sqlite"),
+            ("db.operation.name", op),
+            ("db.collection.name", coll),
+            ("error.type", e),
+        ]
+    };
+    assert_eq!(
+        histogram_count(
+            &reg,
+            "db.client.operation.duration",
+            &labels("SELECT", "users", "")
+        ),
+        1
+    );
+    assert_eq!(
+        histogram_count(
+            &reg,
+            "db.client.operation.duration",
+            &labels("INSERT", "users", "QueryFailed")
+        ),
+        1
+    );
+    assert_eq!(
+        histogram_count(
+            &reg,
+            "db.client.operation.duration",
+            &labels("SELECT", "orders", "")
+        ),
+        1
+    );
+    assert_eq!(error_type::<std::io::Error>(), "Error");
+    assert_eq!(error_type::<QueryFailed>(), "QueryFailed");
+
+    let api = HttpClientMetrics::install(&reg).unwrap();
+    let _: Result<u16, QueryFailed> = api.time_sync("GET", "api.example", |s| *s, || Ok(200));
+    let _: Result<u16, QueryFailed> = api.time_sync("GET", "api.example", |s| *s, || Ok(503));
+    let _: Result<u16, QueryFailed> =
+        api.time_sync("GET", "api.example", |s| *s, || Err(QueryFailed));
+    let _: Result<u16, QueryFailed> =
+        block_on(api.time("POST", "api.example", |s| *s, async { Ok(201) }));
+    let l = |m: &'static str, code: &'static str, e: &'static str| {
+        [
+            ("http.request.method", m),
+            ("server.address", "api.example"),
+            ("http.response.status_code", code),
+            ("error.type", e),
+        ]
+    };
+    for (labels, n) in [
+        (l("GET", "200", ""), 1),
+        (l("GET", "503", "503"), 1),
+        (l("GET", "", "QueryFailed"), 1),
+        (l("POST", "201", ""), 1),
+    ] {
+        assert_eq!(
+            histogram_count(&reg, "http.client.request.duration", &labels),
+            n,
+            "{labels:?}"
+        );
+    }
+}
+
+#[test]
+fn global_time_db() {
+    let r: Result<u8, QueryFailed> = time_db_sync("postgresql", "UPDATE", "carts", || Ok(1));
+    assert!(r.is_ok());
+    let r: Result<u8, QueryFailed> =
+        block_on(time_db("postgresql", "UPDATE", "carts", async { Ok(1) }));
+    assert!(r.is_ok());
+    let labels = [
+        ("db.system.name", "postgresql"),
+        ("db.operation.name", "UPDATE"),
+        ("db.collection.name", "carts"),
+        ("error.type", ""),
+    ];
+    assert_eq!(
+        histogram_count(Registry::global(), "db.client.operation.duration", &labels),
+        2
+    );
+}
+
+struct Pool {
+    idle: AtomicU64,
+    used: AtomicU64,
+}
+
+impl PoolStats for Pool {
+    fn idle(&self) -> u64 {
+        self.idle.load(Ordering::Relaxed)
+    }
+    fn used(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+    fn max(&self) -> u64 {
+        10
+    }
+    fn pending_requests(&self) -> u64 {
+        2
+    }
+}
+
+#[test]
+fn caches_pools_phases_and_events() {
+    let reg = Registry::new();
+    let cache = CacheMetrics::install(&reg, "users").unwrap();
+    for i in 0..10 {
+        cache.lookup(i % 5 != 0);
+    }
+    cache.evicted(3);
+    cache.set_size(42);
+    let snap = reg.snapshot();
+    assert_counter(
+        &snap,
+        "cache.requests",
+        &[("cache.name", "users"), ("cache.result", "hit")],
+        8.0,
+    );
+    assert_counter(
+        &snap,
+        "cache.requests",
+        &[("cache.name", "users"), ("cache.result", "miss")],
+        2.0,
+    );
+    assert_counter(&snap, "cache.evictions", &[("cache.name", "users")], 3.0);
+    assert_gauge(&snap, "cache.size", &[("cache.name", "users")], 42.0);
+
+    let stats = Arc::new(Pool {
+        idle: AtomicU64::new(3),
+        used: AtomicU64::new(5),
+    });
+    let pool = PoolMetrics::install(&reg, "main", stats.clone()).unwrap();
+    pool.record_wait(Duration::from_millis(4));
+    pool.timeout();
+    stats.used.store(7, Ordering::Relaxed);
+    // Sampled at collection time, so the latest values show.
+    let snap = reg.snapshot();
+    let p = [("db.client.connection.pool.name", "main")];
+    assert_gauge(
+        &snap,
+        "db.client.connection.count",
+        &[p[0], ("db.client.connection.state", "used")],
+        7.0,
+    );
+    assert_gauge(
+        &snap,
+        "db.client.connection.count",
+        &[p[0], ("db.client.connection.state", "idle")],
+        3.0,
+    );
+    assert_gauge(&snap, "db.client.connection.max", &p, 10.0);
+    assert_gauge(&snap, "db.client.connection.pending_requests", &p, 2.0);
+    assert_counter(&snap, "db.client.connection.timeouts", &p, 1.0);
+    assert_eq!(
+        histogram_count(&reg, "db.client.connection.wait_time", &p),
+        1
+    );
+
+    let phases = Phases::install(&reg, "checkout.phase.duration").unwrap();
+    let mut t = phases.start();
+    std::thread::sleep(Duration::from_millis(3));
+    let validate = t.checkpoint("validate");
+    let charge = t.checkpoint("charge");
+    assert!(validate >= 0.003 && charge < validate);
+    assert_eq!(
+        histogram_count(&reg, "checkout.phase.duration", &[("phase", "validate")]),
+        1
+    );
+    assert_eq!(
+        histogram_count(&reg, "checkout.phase.duration", &[("phase", "charge")]),
+        1
+    );
+
+    let orders = Events::install(&reg, "orders.placed", "channel", &["web", "api"]).unwrap();
+    orders.record("web");
+    orders.add("api", 4);
+    for bogus in 0..1000 {
+        orders.record(&format!("bogus-{bogus}"));
+    }
+    let snap = reg.snapshot();
+    assert_counter(&snap, "orders.placed", &[("channel", "web")], 1.0);
+    assert_counter(&snap, "orders.placed", &[("channel", "api")], 4.0);
+    assert_counter(&snap, "orders.placed", &[("channel", "other")], 1000.0);
+    assert_eq!(snap.family("orders.placed").unwrap().series.len(), 3);
+}

@@ -1,0 +1,250 @@
+//! Incoming HTTP requests: `http.server.request.duration` (seconds) by `http.request.method`,
+//! `http.route`, `http.response.status_code` and `error.type` (the status for 5xx), and
+//! `http.server.active_requests` by `http.request.method`. The route is the matched template
+//! (`/users/{id}`), never the raw path, so cardinality stays bounded.
+
+use std::time::Instant;
+
+use sonde_core::{Family, Histogram, Registry, Unit, UpDownCounter};
+
+use crate::Error;
+
+/// The request methods recorded as themselves; anything else is `_OTHER`, as the conventions
+/// ask, so a client cannot mint series with made-up methods.
+const KNOWN_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// The method as recorded: a known method, or `_OTHER`.
+pub fn method_label(method: &str) -> &str {
+    KNOWN_METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("_OTHER")
+}
+
+/// HTTP server metrics, for any framework: call [`start`](Self::start) when a request arrives
+/// and [`ActiveRequest::finish`] with the matched route and status when it is answered. The
+/// tower [`HttpServerLayer`](crate::HttpServerLayer) (feature `tower`) does this for you.
+///
+/// ```
+/// let registry = sonde_core::Registry::new();
+/// let http = sonde_instrument::HttpServerMetrics::install(&registry)?;
+/// let req = http.start("GET");
+/// // ... route and handle ...
+/// req.finish("/users/{id}", 200);
+/// # Ok::<(), sonde_instrument::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct HttpServerMetrics {
+    duration: Family<Histogram>,
+    active: Family<UpDownCounter>,
+}
+
+impl HttpServerMetrics {
+    /// Registers the families.
+    pub fn install(registry: &Registry) -> Result<HttpServerMetrics, Error> {
+        Ok(HttpServerMetrics {
+            duration: registry
+                .histogram("http.server.request.duration")
+                .description("Duration of HTTP server requests.")
+                .unit(Unit::Seconds)
+                .labels([
+                    "http.request.method",
+                    "http.route",
+                    "http.response.status_code",
+                    "error.type",
+                ])
+                .exemplars(true)
+                .build()?,
+            active: registry
+                .up_down_counter("http.server.active_requests")
+                .description("Number of active HTTP server requests.")
+                .unit(Unit::Count("{request}".into()))
+                .labels(["http.request.method"])
+                .build()?,
+        })
+    }
+
+    /// A request arrived: counts it active until it is finished or dropped.
+    pub fn start(&self, method: &str) -> ActiveRequest {
+        let method = method_label(method).to_owned();
+        let active = self.active.with(&[method.as_str()]);
+        active.inc();
+        ActiveRequest {
+            metrics: self.clone(),
+            method,
+            active,
+            start: Instant::now(),
+            done: false,
+        }
+    }
+}
+
+/// A request in flight; see [`HttpServerMetrics::start`]. Dropping it unfinished (the client
+/// went away, the handler panicked) records it with `error.type="_OTHER"` and no status.
+#[must_use = "finish the request to record it"]
+pub struct ActiveRequest {
+    metrics: HttpServerMetrics,
+    method: String,
+    active: UpDownCounter,
+    start: Instant,
+    done: bool,
+}
+
+impl ActiveRequest {
+    /// Records the request with its matched route (`""` if none matched) and status.
+    pub fn finish(mut self, route: &str, status: u16) {
+        let code = status.to_string();
+        let error = if status >= 500 { code.as_str() } else { "" };
+        self.record(route, &code, error);
+    }
+
+    fn record(&mut self, route: &str, code: &str, error: &str) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        self.metrics
+            .duration
+            .with(&[self.method.as_str(), route, code, error])
+            .record_since(self.start);
+        self.active.dec();
+    }
+}
+
+impl Drop for ActiveRequest {
+    fn drop(&mut self) {
+        self.record("", "", "_OTHER");
+    }
+}
+
+#[cfg(feature = "tower")]
+pub use layer::{HttpServerLayer, HttpServerService, RouteFn};
+
+#[cfg(feature = "tower")]
+mod layer {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use super::{ActiveRequest, HttpServerMetrics};
+
+    /// Reads the matched route template from a request's URI and extensions (for axum:
+    /// `|_, ext| ext.get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned())`).
+    pub type RouteFn = Arc<dyn Fn(&http::Uri, &http::Extensions) -> Option<String> + Send + Sync>;
+
+    /// A tower `Layer` recording [`HttpServerMetrics`] for every request.
+    ///
+    /// ```
+    /// # #[cfg(feature = "tower")] {
+    /// let registry = sonde_core::Registry::new();
+    /// let metrics = sonde_instrument::HttpServerMetrics::install(&registry).unwrap();
+    /// let layer = sonde_instrument::HttpServerLayer::new(metrics)
+    ///     .route_with(|_uri, ext| ext.get::<String>().cloned());
+    /// # let _ = layer; }
+    /// ```
+    #[derive(Clone)]
+    pub struct HttpServerLayer {
+        metrics: HttpServerMetrics,
+        route: Option<RouteFn>,
+    }
+
+    impl HttpServerLayer {
+        /// A layer recording into `metrics`. Without [`route_with`](Self::route_with), the
+        /// route is left empty (never the raw path).
+        pub fn new(metrics: HttpServerMetrics) -> Self {
+            HttpServerLayer {
+                metrics,
+                route: None,
+            }
+        }
+
+        /// How to find the matched route template of a request, from its URI and extensions.
+        pub fn route_with(
+            mut self,
+            f: impl Fn(&http::Uri, &http::Extensions) -> Option<String> + Send + Sync + 'static,
+        ) -> Self {
+            self.route = Some(Arc::new(f));
+            self
+        }
+    }
+
+    impl<S> tower_layer::Layer<S> for HttpServerLayer {
+        type Service = HttpServerService<S>;
+
+        fn layer(&self, inner: S) -> Self::Service {
+            HttpServerService {
+                inner,
+                metrics: self.metrics.clone(),
+                route: self.route.clone(),
+            }
+        }
+    }
+
+    /// The service [`HttpServerLayer`] wraps around yours.
+    #[derive(Clone)]
+    pub struct HttpServerService<S> {
+        inner: S,
+        metrics: HttpServerMetrics,
+        route: Option<RouteFn>,
+    }
+
+    impl<S, B, RB> tower_service::Service<http::Request<B>> for HttpServerService<S>
+    where
+        S: tower_service::Service<http::Request<B>, Response = http::Response<RB>>,
+    {
+        type Response = S::Response;
+        type Error = S::Error;
+        type Future = ResponseFuture<S::Future>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            let active = self.metrics.start(req.method().as_str());
+            let route = self
+                .route
+                .as_ref()
+                .and_then(|f| f(req.uri(), req.extensions()));
+            ResponseFuture {
+                inner: self.inner.call(req),
+                active: Some(active),
+                route: route.unwrap_or_default(),
+            }
+        }
+    }
+
+    pin_project_lite::pin_project! {
+        /// Records the request when the inner future completes.
+        pub struct ResponseFuture<F> {
+            #[pin]
+            inner: F,
+            active: Option<ActiveRequest>,
+            route: String,
+        }
+    }
+
+    impl<F, RB, E> Future for ResponseFuture<F>
+    where
+        F: Future<Output = Result<http::Response<RB>, E>>,
+    {
+        type Output = F::Output;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let this = self.project();
+            let out = std::task::ready!(this.inner.poll(cx));
+            if let Some(active) = this.active.take() {
+                match &out {
+                    Ok(resp) => active.finish(this.route, resp.status().as_u16()),
+                    // A service error: recorded by the guard's drop as `_OTHER`.
+                    Err(_) => drop(active),
+                }
+            }
+            Poll::Ready(out)
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! HTTP server metrics through the tower layer in a real axum server on loopback.
+#![allow(clippy::unwrap_used)] // tests panic on failure by design
+#![cfg(feature = "tower")]
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::MatchedPath;
+use axum::routing::get;
+use sonde_core::testing::assert_gauge;
+use sonde_core::{Point, Registry};
+use sonde_instrument::{HttpServerLayer, HttpServerMetrics};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn request(addr: std::net::SocketAddr, method: &str, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+fn count(reg: &Registry, labels: &[(&str, &str)]) -> u64 {
+    reg.snapshot()
+        .point("http.server.request.duration", labels)
+        .and_then(Point::histogram)
+        .map_or(0, |h| h.count())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn axum_routes_are_recorded_by_template() {
+    let reg = Registry::new();
+    let metrics = HttpServerMetrics::install(&reg).unwrap();
+    let app = Router::new()
+        .route("/users/{id}", get(|| async { "user" }))
+        .route(
+            "/fail",
+            get(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "no") }),
+        )
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                "slow"
+            }),
+        )
+        .layer(
+            HttpServerLayer::new(metrics)
+                .route_with(|_, ext| ext.get::<MatchedPath>().map(|p| p.as_str().to_owned())),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    for id in 0..25 {
+        assert!(
+            request(addr, "GET", &format!("/users/{id}"))
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+    }
+    assert!(
+        request(addr, "GET", "/fail")
+            .await
+            .starts_with("HTTP/1.1 500")
+    );
+    assert!(
+        request(addr, "GET", "/nowhere/12345")
+            .await
+            .starts_with("HTTP/1.1 404")
+    );
+    assert!(
+        request(addr, "BREW", "/users/1")
+            .await
+            .starts_with("HTTP/1.1 405")
+    );
+    // While one request is in flight it counts as active.
+    let slow = tokio::spawn(request(addr, "GET", "/slow"));
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_gauge(
+        &reg.snapshot(),
+        "http.server.active_requests",
+        &[("http.request.method", "GET")],
+        1.0,
+    );
+    assert!(slow.await.unwrap().contains("slow"));
+
+    let l = |m: &'static str, route: &'static str, code: &'static str, e: &'static str| {
+        [
+            ("http.request.method", m),
+            ("http.route", route),
+            ("http.response.status_code", code),
+            ("error.type", e),
+        ]
+    };
+    // 25 distinct paths, one series: the template, never the raw path.
+    assert_eq!(count(&reg, &l("GET", "/users/{id}", "200", "")), 25);
+    assert_eq!(count(&reg, &l("GET", "/fail", "500", "500")), 1);
+    assert_eq!(count(&reg, &l("GET", "", "404", "")), 1);
+    assert_eq!(count(&reg, &l("_OTHER", "/users/{id}", "405", "")), 1);
+    assert_eq!(count(&reg, &l("GET", "/slow", "200", "")), 1);
+    let slow_sum = reg
+        .snapshot()
+        .point(
+            "http.server.request.duration",
+            &l("GET", "/slow", "200", ""),
+        )
+        .unwrap()
+        .histogram()
+        .unwrap()
+        .sum();
+    assert!(slow_sum >= 0.02, "{slow_sum}");
+    assert_gauge(
+        &reg.snapshot(),
+        "http.server.active_requests",
+        &[("http.request.method", "GET")],
+        0.0,
+    );
+    assert_eq!(
+        reg.snapshot()
+            .family("http.server.request.duration")
+            .unwrap()
+            .series
+            .len(),
+        5
+    );
+    server.abort();
+}
+
+#[test]
+fn dropped_requests_are_recorded_as_errors() {
+    let reg = Registry::new();
+    let metrics = HttpServerMetrics::install(&reg).unwrap();
+    drop(metrics.start("GET"));
+    let labels = [
+        ("http.request.method", "GET"),
+        ("http.route", ""),
+        ("http.response.status_code", ""),
+        ("error.type", "_OTHER"),
+    ];
+    assert_eq!(count(&reg, &labels), 1);
+    assert_gauge(
+        &reg.snapshot(),
+        "http.server.active_requests",
+        &[("http.request.method", "GET")],
+        0.0,
+    );
+}

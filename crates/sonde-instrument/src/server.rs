@@ -78,6 +78,7 @@ impl HttpServerMetrics {
             active,
             start: Instant::now(),
             done: false,
+            record_on_drop: true,
         }
     }
 }
@@ -91,6 +92,9 @@ pub struct ActiveRequest {
     active: UpDownCounter,
     start: Instant,
     done: bool,
+    /// Whether dropping it unfinished records an `_OTHER` error (false where a drop means the
+    /// route simply did not match, as with warp filters).
+    record_on_drop: bool,
 }
 
 impl ActiveRequest {
@@ -116,9 +120,64 @@ impl ActiveRequest {
 
 impl Drop for ActiveRequest {
     fn drop(&mut self) {
-        self.record("", "", "_OTHER");
+        if self.record_on_drop {
+            self.record("", "", "_OTHER");
+        } else if !self.done {
+            self.done = true;
+            self.active.dec();
+        }
     }
 }
+
+#[cfg(feature = "warp")]
+mod warp_filter {
+    use warp::{Filter, Reply};
+
+    use super::HttpServerMetrics;
+
+    /// Wraps one warp route so its requests are recorded under `route` (the template, such as
+    /// `/users/:id`). A request the route does not match is not recorded by it.
+    ///
+    /// ```
+    /// # #[cfg(feature = "warp")] {
+    /// use warp::Filter;
+    /// let registry = sonde_core::Registry::new();
+    /// let metrics = sonde_instrument::HttpServerMetrics::install(&registry).unwrap();
+    /// let users = warp::path!("users" / u32).map(|id: u32| format!("user {id}"));
+    /// let routes = sonde_instrument::instrument_warp(&metrics, "/users/:id", users);
+    /// # let _ = routes; }
+    /// ```
+    pub fn instrument_warp<F, R>(
+        metrics: &HttpServerMetrics,
+        route: &'static str,
+        filter: F,
+    ) -> impl Filter<Extract = (warp::reply::Response,), Error = warp::Rejection>
+    + Clone
+    + Send
+    + Sync
+    + 'static
+    where
+        F: Filter<Extract = (R,), Error = warp::Rejection> + Clone + Send + Sync + 'static,
+        R: Reply + Send,
+    {
+        let metrics = metrics.clone();
+        warp::method()
+            .map(move |method: warp::http::Method| {
+                let mut active = metrics.start(method.as_str());
+                active.record_on_drop = false;
+                active
+            })
+            .and(filter)
+            .map(move |active: super::ActiveRequest, reply: R| {
+                let response = reply.into_response();
+                active.finish(route, response.status().as_u16());
+                response
+            })
+    }
+}
+
+#[cfg(feature = "warp")]
+pub use warp_filter::instrument_warp;
 
 #[cfg(feature = "tower")]
 pub use layer::{HttpServerLayer, HttpServerService, RouteFn};

@@ -1,6 +1,6 @@
 //! HTTP server metrics through the tower layer in a real axum server on loopback.
 #![allow(clippy::unwrap_used)] // tests panic on failure by design
-#![cfg(feature = "tower")]
+#![cfg(all(feature = "tower", feature = "warp"))]
 
 use std::time::Duration;
 
@@ -149,4 +149,69 @@ fn dropped_requests_are_recorded_as_errors() {
         &[("http.request.method", "GET")],
         0.0,
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn warp_routes_are_recorded_by_template() {
+    use warp::Filter;
+    let reg = Registry::new();
+    let metrics = HttpServerMetrics::install(&reg).unwrap();
+    let users = sonde_instrument::instrument_warp(
+        &metrics,
+        "/users/:id",
+        warp::path!("users" / u32).map(|id: u32| format!("user {id}")),
+    );
+    let teapot = sonde_instrument::instrument_warp(
+        &metrics,
+        "/teapot",
+        warp::path!("teapot").map(|| {
+            warp::reply::with_status("short and stout", warp::http::StatusCode::IM_A_TEAPOT)
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(warp::serve(users.or(teapot)).incoming(listener).run());
+    for id in 0..5 {
+        assert!(
+            request(addr, "GET", &format!("/users/{id}"))
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+    }
+    assert!(
+        request(addr, "GET", "/teapot")
+            .await
+            .starts_with("HTTP/1.1 418")
+    );
+    assert!(
+        request(addr, "GET", "/nowhere")
+            .await
+            .starts_with("HTTP/1.1 404")
+    );
+    let l = |route: &'static str, code: &'static str| {
+        [
+            ("http.request.method", "GET"),
+            ("http.route", route),
+            ("http.response.status_code", code),
+            ("error.type", ""),
+        ]
+    };
+    assert_eq!(count(&reg, &l("/users/:id", "200")), 5);
+    assert_eq!(count(&reg, &l("/teapot", "418")), 1);
+    // The unmatched request was rejected by both routes and recorded by neither.
+    assert_eq!(
+        reg.snapshot()
+            .family("http.server.request.duration")
+            .unwrap()
+            .series
+            .len(),
+        2
+    );
+    assert_gauge(
+        &reg.snapshot(),
+        "http.server.active_requests",
+        &[("http.request.method", "GET")],
+        0.0,
+    );
+    server.abort();
 }

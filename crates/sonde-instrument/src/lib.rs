@@ -50,3 +50,67 @@ pub enum Error {
     #[error("could not register the instrumentation's metrics: {0}")]
     Register(#[from] sonde_core::Error),
 }
+
+#[doc(hidden)]
+pub mod __private {
+    //! The runtime `#[measured]` expands to.
+
+    use std::sync::OnceLock;
+    use std::time::Instant;
+
+    use sonde_core::{Counter, Histogram, Registry, Unit};
+
+    struct Handles {
+        ok: Counter,
+        error: Counter,
+        duration: Histogram,
+    }
+
+    /// Per-function handles, resolved on the first call.
+    pub struct FnMetrics {
+        module: &'static str,
+        function: &'static str,
+        handles: OnceLock<Option<Handles>>,
+    }
+
+    impl FnMetrics {
+        /// For `function` in `module`.
+        pub const fn new(module: &'static str, function: &'static str) -> Self {
+            FnMetrics {
+                module,
+                function,
+                handles: OnceLock::new(),
+            }
+        }
+
+        /// Records one call that started at `start`.
+        #[inline]
+        pub fn record(&self, start: Instant, ok: bool) {
+            let handles = self.handles.get_or_init(|| {
+                let reg = Registry::global();
+                let calls = reg
+                    .counter("function.calls")
+                    .description("Calls of functions marked #[measured], by result.")
+                    .labels(["function", "module", "result"])
+                    .build()
+                    .ok()?;
+                let duration = reg
+                    .histogram("function.duration")
+                    .description("Duration of functions marked #[measured].")
+                    .unit(Unit::Seconds)
+                    .labels(["function", "module"])
+                    .build()
+                    .ok()?;
+                Some(Handles {
+                    ok: calls.with(&[self.function, self.module, "ok"]),
+                    error: calls.with(&[self.function, self.module, "error"]),
+                    duration: duration.with(&[self.function, self.module]),
+                })
+            });
+            if let Some(h) = handles {
+                h.duration.record_since(start);
+                if ok { h.ok.inc() } else { h.error.inc() }
+            }
+        }
+    }
+}

@@ -35,6 +35,10 @@ pub use sonde_core::*;
 #[cfg(feature = "instrument")]
 pub use sonde_instrument as instrument;
 
+/// `#[measured]` (feature `macros`): calls, errors and duration per function.
+#[cfg(feature = "macros")]
+pub use sonde_macros::measured;
+
 /// The Prometheus exporter (feature `prometheus`).
 #[cfg(feature = "prometheus")]
 pub use sonde_prometheus as prometheus;

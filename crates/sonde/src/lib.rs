@@ -39,6 +39,14 @@ pub use sonde_instrument as instrument;
 #[cfg(feature = "macros")]
 pub use sonde_macros::measured;
 
+/// The tracing layer (feature `tracing`).
+#[cfg(feature = "tracing")]
+pub use sonde_tracing as tracing;
+
+/// The `metrics` crate bridge (feature `metrics`).
+#[cfg(feature = "metrics")]
+pub use sonde_recorder as recorder;
+
 /// The Prometheus exporter (feature `prometheus`).
 #[cfg(feature = "prometheus")]
 pub use sonde_prometheus as prometheus;

@@ -39,6 +39,10 @@ pub use sonde_instrument as instrument;
 #[cfg(feature = "macros")]
 pub use sonde_macros::measured;
 
+/// Process metrics (feature `process`).
+#[cfg(feature = "process")]
+pub use sonde_process as process;
+
 /// The tracing layer (feature `tracing`).
 #[cfg(feature = "tracing")]
 pub use sonde_tracing as tracing;

@@ -1,0 +1,58 @@
+//! Thread count of the current process, against `/proc/self/status`.
+
+#![cfg(target_os = "linux")] // compared with /proc
+#![allow(clippy::unwrap_used)] // tests panic on failure by design
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+
+use common::{status_field, value};
+use sonde_core::{Kind, Registry, Unit};
+use sonde_process::{ProcessCollector, THREAD_COUNT};
+
+#[test]
+fn thread_count_follows_spawned_threads() {
+    let registry = Registry::new();
+    ProcessCollector::current()
+        .registry(&registry)
+        .install()
+        .unwrap();
+
+    let s0 = registry.snapshot();
+    let meta = &s0.family(THREAD_COUNT).unwrap().meta;
+    assert_eq!(
+        (meta.kind(), meta.unit()),
+        (Kind::Gauge, &Unit::Count("{thread}".into()))
+    );
+    let before = value(&s0, THREAD_COUNT, &[]);
+    assert_eq!(before, status_field("Threads") as f64);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Arc::new(Barrier::new(5));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, started) = (stop.clone(), started.clone());
+            std::thread::spawn(move || {
+                started.wait();
+                while !stop.load(Ordering::Acquire) {
+                    std::thread::park();
+                }
+            })
+        })
+        .collect();
+    started.wait();
+
+    let during = value(&registry.snapshot(), THREAD_COUNT, &[]);
+    assert_eq!(during, status_field("Threads") as f64);
+    assert_eq!(during, before + 4.0);
+
+    stop.store(true, Ordering::Release);
+    for t in threads {
+        t.thread().unpark();
+        t.join().unwrap();
+    }
+    let after = value(&registry.snapshot(), THREAD_COUNT, &[]);
+    assert_eq!(after, before);
+}

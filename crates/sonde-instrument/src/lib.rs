@@ -34,6 +34,8 @@ pub use calls::{DbMetrics, HttpClientMetrics, error_type, time_db, time_db_sync}
 pub use faas::{Faas, Invocation, Outcome, Trigger, lambda_resource, lambda_resource_from};
 pub use lifecycle::{Lifecycle, os_start_time, process_start_time};
 pub use resources::{CacheMetrics, PoolMetrics, PoolStats};
+#[cfg(feature = "r2d2")]
+pub use resources::{R2d2Events, R2d2Stats};
 #[cfg(feature = "warp")]
 pub use server::instrument_warp;
 pub use server::{ActiveRequest, HttpServerMetrics, method_label};

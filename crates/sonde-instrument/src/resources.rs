@@ -99,8 +99,8 @@ pub trait PoolStats: Send + Sync {
 
 /// Connection pool metrics by the `db.client.connection.*` conventions, labelled
 /// `db.client.connection.pool.name`: `count{state=idle|used}`, `max`, `pending_requests`
-/// (sampled from a [`PoolStats`] at each collection), `wait_time` (seconds) and `timeouts`
-/// (recorded as they happen).
+/// (sampled from a [`PoolStats`] at each collection once [`watch`](Self::watch)ed), `wait_time`
+/// (seconds) and `timeouts` (recorded as they happen).
 ///
 /// ```
 /// struct MyPool;
@@ -110,23 +110,25 @@ pub trait PoolStats: Send + Sync {
 ///     fn max(&self) -> u64 { 10 }
 /// }
 /// let registry = sonde_core::Registry::new();
-/// let pool = sonde_instrument::PoolMetrics::install(&registry, "main", std::sync::Arc::new(MyPool))?;
+/// let pool = sonde_instrument::PoolMetrics::install(&registry, "main")?;
+/// pool.watch(std::sync::Arc::new(MyPool));
 /// pool.record_wait(std::time::Duration::from_millis(3));
 /// # Ok::<(), sonde_instrument::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct PoolMetrics {
+    registry: Registry,
+    idle: Gauge,
+    used: Gauge,
+    max: Gauge,
+    pending: Gauge,
     wait_time: Histogram,
     timeouts: Counter,
 }
 
 impl PoolMetrics {
-    /// Registers the families and a collect hook that samples `stats`.
-    pub fn install(
-        registry: &Registry,
-        pool: &str,
-        stats: Arc<dyn PoolStats>,
-    ) -> Result<PoolMetrics, Error> {
+    /// Registers the families for the pool called `pool`.
+    pub fn install(registry: &Registry, pool: &str) -> Result<PoolMetrics, Error> {
         let count = registry
             .gauge("db.client.connection.count")
             .description("Connections in the pool by state.")
@@ -136,34 +138,29 @@ impl PoolMetrics {
                 "db.client.connection.state",
             ])
             .build()?;
-        let gauge = |name: &'static str, description: &'static str| {
+        let gauge = |name: &'static str, description: &'static str, unit: &'static str| {
             registry
                 .gauge(name)
                 .description(description)
-                .unit(Unit::Count("{connection}".into()))
+                .unit(Unit::Count(unit.into()))
                 .labels(["db.client.connection.pool.name"])
                 .build()
                 .map(|f| f.with(&[pool]))
         };
-        let (idle, used) = (count.with(&[pool, "idle"]), count.with(&[pool, "used"]));
-        let max = gauge(
-            "db.client.connection.max",
-            "The most connections the pool opens.",
-        )?;
-        let pending = registry
-            .gauge("db.client.connection.pending_requests")
-            .description("Requests waiting for a connection.")
-            .unit(Unit::Count("{request}".into()))
-            .labels(["db.client.connection.pool.name"])
-            .build()?
-            .with(&[pool]);
-        registry.add_collect_hook(move || {
-            idle.set(stats.idle() as i64);
-            used.set(stats.used() as i64);
-            max.set(stats.max() as i64);
-            pending.set(stats.pending_requests() as i64);
-        });
         Ok(PoolMetrics {
+            registry: registry.clone(),
+            idle: count.with(&[pool, "idle"]),
+            used: count.with(&[pool, "used"]),
+            max: gauge(
+                "db.client.connection.max",
+                "The most connections the pool opens.",
+                "{connection}",
+            )?,
+            pending: gauge(
+                "db.client.connection.pending_requests",
+                "Requests waiting for a connection.",
+                "{request}",
+            )?,
             wait_time: registry
                 .histogram("db.client.connection.wait_time")
                 .description("Time it took to obtain a connection from the pool.")
@@ -181,6 +178,22 @@ impl PoolMetrics {
         })
     }
 
+    /// Samples `stats` into the size gauges at every collection.
+    pub fn watch(&self, stats: Arc<dyn PoolStats>) {
+        let (idle, used, max, pending) = (
+            self.idle.clone(),
+            self.used.clone(),
+            self.max.clone(),
+            self.pending.clone(),
+        );
+        self.registry.add_collect_hook(move || {
+            idle.set(stats.idle() as i64);
+            used.set(stats.used() as i64);
+            max.set(stats.max() as i64);
+            pending.set(stats.pending_requests() as i64);
+        });
+    }
+
     /// A connection was obtained after waiting `wait`.
     #[inline]
     pub fn record_wait(&self, wait: std::time::Duration) {
@@ -193,3 +206,62 @@ impl PoolMetrics {
         self.timeouts.inc();
     }
 }
+
+#[cfg(feature = "r2d2")]
+mod r2d2_adapter {
+    use std::sync::Arc;
+
+    use super::{PoolMetrics, PoolStats};
+
+    /// [`PoolStats`] of an r2d2 pool.
+    pub struct R2d2Stats<M: r2d2::ManageConnection>(pub r2d2::Pool<M>);
+
+    impl<M: r2d2::ManageConnection> PoolStats for R2d2Stats<M> {
+        fn idle(&self) -> u64 {
+            u64::from(self.0.state().idle_connections)
+        }
+        fn used(&self) -> u64 {
+            let s = self.0.state();
+            u64::from(s.connections.saturating_sub(s.idle_connections))
+        }
+        fn max(&self) -> u64 {
+            u64::from(self.0.max_size())
+        }
+    }
+
+    /// An r2d2 event handler recording checkout waits and timeouts into [`PoolMetrics`]; give it
+    /// to `r2d2::Pool::builder().event_handler(...)`.
+    #[derive(Clone)]
+    pub struct R2d2Events(pub PoolMetrics);
+
+    impl std::fmt::Debug for R2d2Events {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("R2d2Events")
+        }
+    }
+
+    impl r2d2::HandleEvent for R2d2Events {
+        fn handle_checkout(&self, event: r2d2::event::CheckoutEvent) {
+            self.0.record_wait(event.duration());
+        }
+        fn handle_timeout(&self, _: r2d2::event::TimeoutEvent) {
+            self.0.timeout();
+        }
+    }
+
+    impl PoolMetrics {
+        /// Samples an r2d2 pool's sizes at each collection.
+        pub fn watch_r2d2<M: r2d2::ManageConnection>(&self, pool: &r2d2::Pool<M>) {
+            self.watch(Arc::new(R2d2Stats(pool.clone())));
+        }
+
+        /// The event handler that records this pool's checkout waits and timeouts; pass it to
+        /// `r2d2::Pool::builder().event_handler(Box::new(...))`.
+        pub fn r2d2_events(&self) -> R2d2Events {
+            R2d2Events(self.clone())
+        }
+    }
+}
+
+#[cfg(feature = "r2d2")]
+pub use r2d2_adapter::{R2d2Events, R2d2Stats};

@@ -296,7 +296,8 @@ fn caches_pools_phases_and_events() {
         idle: AtomicU64::new(3),
         used: AtomicU64::new(5),
     });
-    let pool = PoolMetrics::install(&reg, "main", stats.clone()).unwrap();
+    let pool = PoolMetrics::install(&reg, "main").unwrap();
+    pool.watch(stats.clone());
     pool.record_wait(Duration::from_millis(4));
     pool.timeout();
     stats.used.store(7, Ordering::Relaxed);

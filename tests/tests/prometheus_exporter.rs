@@ -363,7 +363,9 @@ fn prometheus_scrapes_the_example_service() {
         "http_client_request_duration_seconds_sum",
         "cache_requests_total",
         "http_server_active_requests",
-        "process_startup_duration_seconds_count",
+        "process_startup_duration_seconds",
+        "process_cpu_time_seconds_total",
+        "db_client_connection_count",
         "target_info",
     ] {
         assert!(!q(family).is_empty(), "{family} missing");

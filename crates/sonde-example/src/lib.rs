@@ -1,7 +1,8 @@
-//! An example service instrumented with sonde: a simulated workload of HTTP requests, database
-//! calls, external API calls, a cache and a cold start, recording the OpenTelemetry semantic
-//! convention metrics. The binary serves them on `/metrics`; the end-to-end tests drive the same
-//! workload in-process against a real Prometheus.
+//! An example service instrumented with sonde: simulated HTTP traffic against a real embedded
+//! SQLite database (through an r2d2 pool), a cache, a payments API, a cold start, multi-step
+//! checkouts and business events, all recorded with the OpenTelemetry semantic-convention
+//! helpers of `sonde-instrument`, plus process metrics and `#[measured]`. The binary serves them on
+//! `/metrics`; the end-to-end tests drive the same workload in-process.
 //!
 //! ```
 //! use std::time::Duration;
@@ -10,30 +11,48 @@
 //! std::thread::sleep(Duration::from_millis(50));
 //! workload.stop();
 //! assert!(registry.snapshot().family("http.server.request.duration").is_some());
-//! # Ok::<(), sonde::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![warn(missing_docs)]
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use sonde::{Counter, Family, Histogram, Registry, Unit, UpDownCounter};
+use r2d2_sqlite::SqliteConnectionManager;
+use r2d2_sqlite::rusqlite;
+use sonde::Registry;
+use sonde::instrument::{
+    CacheMetrics, DbMetrics, Events, HttpClientMetrics, HttpServerMetrics, Lifecycle, Phases,
+    PoolMetrics,
+};
+
+/// Users in the database; the cache holds fewer, so some lookups miss.
+pub const USERS: u32 = 50;
+/// Cache capacity.
+pub const CACHE_CAPACITY: usize = 40;
+/// Order channels counted in `orders.placed{channel}`.
+pub const CHANNELS: &[&str] = &["web", "mobile", "api"];
 
 /// What the simulated service does.
 #[derive(Debug, Clone)]
 pub struct Options {
     /// Worker threads handling requests.
     pub workers: usize,
-    /// Pause between requests per worker (the service's idle time).
+    /// Pause between requests per worker.
     pub pause: Duration,
-    /// Simulated cold start before the first request.
+    /// Simulated initialization before the service is ready.
     pub cold_start: Duration,
-    /// Median latency of the database, in seconds (raise it to simulate a slow database).
-    pub db_median: f64,
-    /// Probability that a request to the payments API fails.
+    /// Median latency of the payments API.
+    pub api_median: Duration,
+    /// Probability that the payments API answers 503.
     pub api_error_rate: f64,
+    /// Extra latency added to every database call (fault injection: a slow database).
+    pub db_delay: Duration,
+    /// Also collect process metrics (CPU, memory...) into the registry.
+    pub process_metrics: bool,
 }
 
 impl Default for Options {
@@ -42,117 +61,143 @@ impl Default for Options {
             workers: 2,
             pause: Duration::from_micros(500),
             cold_start: Duration::from_millis(150),
-            db_median: 0.004,
+            api_median: Duration::from_millis(15),
             api_error_rate: 0.02,
+            db_delay: Duration::ZERO,
+            process_metrics: true,
         }
     }
 }
 
-/// The service's instruments.
-struct Metrics {
-    requests: Family<Histogram>,
-    active: UpDownCounter,
-    db: Family<Histogram>,
-    api: Family<Histogram>,
-    cache: Family<Counter>,
+/// Knobs that can change while the workload runs (fault injection).
+#[derive(Default)]
+struct Faults {
+    db_delay_micros: AtomicU64,
+    api_error_per_mille: AtomicU64,
 }
 
-impl Metrics {
-    fn new(reg: &Registry) -> Result<Self, sonde::Error> {
-        Ok(Metrics {
-            requests: reg
-                .histogram("http.server.request.duration")
-                .description("Duration of HTTP server requests.")
-                .unit(Unit::Seconds)
-                .labels([
-                    "http.request.method",
-                    "http.route",
-                    "http.response.status_code",
-                ])
-                .build()?,
-            active: reg
-                .up_down_counter("http.server.active_requests")
-                .description("Number of active HTTP server requests.")
-                .unit(Unit::Count("{request}".into()))
-                .build()?
-                .handle(),
-            db: reg
-                .histogram("db.client.operation.duration")
-                .description("Duration of database client operations.")
-                .unit(Unit::Seconds)
-                .labels(["db.system.name", "db.operation.name", "db.collection.name"])
-                .build()?,
-            api: reg
-                .histogram("http.client.request.duration")
-                .description("Duration of HTTP client requests.")
-                .unit(Unit::Seconds)
-                .labels([
-                    "http.request.method",
-                    "server.address",
-                    "http.response.status_code",
-                ])
-                .build()?,
-            cache: reg
-                .counter("cache.requests")
-                .description("Cache lookups by result; hit ratio is hit / (hit + miss).")
-                .labels(["cache.name", "cache.result"])
-                .build()?,
-        })
+struct App {
+    lifecycle: Lifecycle,
+    http: HttpServerMetrics,
+    db: DbMetrics,
+    api: HttpClientMetrics,
+    cache: CacheMetrics,
+    checkout: Phases,
+    orders: Events,
+    pool: r2d2::Pool<SqliteConnectionManager>,
+    users: Mutex<HashMap<u32, String>>,
+    faults: Faults,
+    options: Options,
+}
+
+/// Errors starting the workload.
+#[derive(Debug)]
+pub enum Error {
+    /// Registering metrics failed.
+    Metrics(String),
+    /// The database could not be set up.
+    Database(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Metrics(e) => write!(f, "could not register the example's metrics: {e}"),
+            Error::Database(e) => write!(f, "could not set up the example's SQLite database: {e}"),
+        }
     }
+}
+
+impl std::error::Error for Error {}
+
+fn metrics_err(e: impl std::fmt::Display) -> Error {
+    Error::Metrics(e.to_string())
+}
+
+fn db_err(e: impl std::fmt::Display) -> Error {
+    Error::Database(e.to_string())
 }
 
 /// A running simulated workload.
 pub struct Workload {
     stop: Arc<AtomicBool>,
-    db_median_micros: Arc<AtomicU32>,
+    app: Arc<App>,
     threads: Vec<JoinHandle<()>>,
 }
 
 impl Workload {
-    /// Records a cold start, then starts the worker threads.
-    pub fn start(registry: &Registry, options: Options) -> Result<Workload, sonde::Error> {
-        let started = Instant::now();
-        let metrics = Arc::new(Metrics::new(registry)?);
-        let startup = registry
-            .histogram("process.startup.duration")
-            .description("Time from process start to ready to serve.")
-            .unit(Unit::Seconds)
-            .build()?
-            .handle();
+    /// Sets up the database and metrics (the cold start), marks the service ready, then starts
+    /// the worker threads.
+    pub fn start(registry: &Registry, options: Options) -> Result<Workload, Error> {
+        let lifecycle = Lifecycle::install(registry).map_err(metrics_err)?;
+        if options.process_metrics {
+            sonde::process::ProcessCollector::current()
+                .registry(registry)
+                .install()
+                .map_err(metrics_err)?;
+        }
+        let pool_metrics = PoolMetrics::install(registry, "sqlite").map_err(metrics_err)?;
+        // A private in-memory database shared by the pool's connections.
+        let uri = format!("file:sonde-example-{}?mode=memory&cache=shared", unique());
+        let manager = SqliteConnectionManager::file(uri).with_flags(
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                | rusqlite::OpenFlags::SQLITE_OPEN_CREATE
+                | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        );
+        let pool = r2d2::Pool::builder()
+            .max_size(4)
+            .connection_timeout(Duration::from_secs(2))
+            .event_handler(Box::new(pool_metrics.r2d2_events()))
+            .build(manager)
+            .map_err(db_err)?;
+        pool_metrics.watch_r2d2(&pool);
+        seed(&pool).map_err(db_err)?;
         thread::sleep(options.cold_start);
-        startup.record_since(started);
+        let app = Arc::new(App {
+            http: HttpServerMetrics::install(registry).map_err(metrics_err)?,
+            db: DbMetrics::install(registry).map_err(metrics_err)?,
+            api: HttpClientMetrics::install(registry).map_err(metrics_err)?,
+            cache: CacheMetrics::install(registry, "users").map_err(metrics_err)?,
+            checkout: Phases::install(registry, "checkout.phase.duration").map_err(metrics_err)?,
+            orders: Events::install(registry, "orders.placed", "channel", CHANNELS)
+                .map_err(metrics_err)?,
+            lifecycle,
+            pool,
+            users: Mutex::new(HashMap::new()),
+            faults: Faults::default(),
+            options: options.clone(),
+        });
+        app.faults
+            .db_delay_micros
+            .store(options.db_delay.as_micros() as u64, Ordering::Relaxed);
+        app.faults
+            .api_error_per_mille
+            .store((options.api_error_rate * 1000.0) as u64, Ordering::Relaxed);
+        app.lifecycle.mark_ready();
         let stop = Arc::new(AtomicBool::new(false));
-        let db_median_micros = Arc::new(AtomicU32::new((options.db_median * 1e6) as u32));
         let threads = (0..options.workers.max(1))
             .map(|i| {
-                let (m, stop, db, options) = (
-                    metrics.clone(),
-                    stop.clone(),
-                    db_median_micros.clone(),
-                    options.clone(),
-                );
-                thread::spawn(move || {
-                    worker(
-                        &m,
-                        0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1),
-                        &stop,
-                        &db,
-                        &options,
-                    )
-                })
+                let (app, stop) = (app.clone(), stop.clone());
+                thread::spawn(move || worker(&app, 0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1), &stop))
             })
             .collect();
-        Ok(Workload {
-            stop,
-            db_median_micros,
-            threads,
-        })
+        Ok(Workload { stop, app, threads })
     }
 
-    /// Changes the database's median latency while running (fault injection).
-    pub fn set_db_median(&self, seconds: f64) {
-        self.db_median_micros
-            .store((seconds * 1e6) as u32, Ordering::Relaxed);
+    /// Adds `delay` to every database call from now on (a slow database).
+    pub fn set_db_delay(&self, delay: Duration) {
+        self.app
+            .faults
+            .db_delay_micros
+            .store(delay.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Sets the probability that the payments API fails (an error burst).
+    pub fn set_api_error_rate(&self, rate: f64) {
+        self.app
+            .faults
+            .api_error_per_mille
+            .store((rate.clamp(0.0, 1.0) * 1000.0) as u64, Ordering::Relaxed);
     }
 
     /// Stops the workers and waits for them.
@@ -170,7 +215,27 @@ impl Drop for Workload {
     }
 }
 
-/// A small xorshift generator so the example needs no dependencies.
+fn unique() -> u64 {
+    static N: AtomicU64 = AtomicU64::new(0);
+    (std::process::id() as u64) << 32 | N.fetch_add(1, Ordering::Relaxed)
+}
+
+fn seed(pool: &r2d2::Pool<SqliteConnectionManager>) -> Result<(), Box<dyn std::error::Error>> {
+    let conn = pool.get()?;
+    conn.execute_batch(
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+         CREATE TABLE orders (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id INTEGER NOT NULL, channel TEXT NOT NULL, amount INTEGER NOT NULL);",
+    )?;
+    for id in 0..USERS {
+        conn.execute(
+            "INSERT INTO users (id, name) VALUES (?1, ?2)",
+            (id, format!("user-{id}")),
+        )?;
+    }
+    Ok(())
+}
+
+/// A small xorshift generator so the workload needs no dependencies.
 struct Rng(u64);
 
 impl Rng {
@@ -181,68 +246,148 @@ impl Rng {
         (self.0 >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// A log-normal-ish latency around `median` seconds.
-    fn latency(&mut self, median: f64) -> f64 {
+    fn below(&mut self, n: u32) -> u32 {
+        (self.next() * n as f64) as u32 % n.max(1)
+    }
+
+    /// A log-normal-ish duration around `median`.
+    fn latency(&mut self, median: Duration) -> Duration {
         let u = (self.next() + self.next() + self.next() - 1.5) * 2.0;
-        median * (u * 0.8).exp()
+        median.mul_f64((u * 0.6).exp())
     }
 }
 
-fn worker(m: &Metrics, seed: u64, stop: &AtomicBool, db_median: &AtomicU32, options: &Options) {
-    let mut rng = Rng(seed | 1);
-    let routes = [
-        ("GET", "/users/:id"),
-        ("GET", "/orders"),
-        ("POST", "/orders"),
-        ("GET", "/health"),
-    ];
-    let cache_hit = m.cache.with(&["users", "hit"]);
-    let cache_miss = m.cache.with(&["users", "miss"]);
-    let db_select_users = m.db.with(&["postgresql", "SELECT", "users"]);
-    let db_select_orders = m.db.with(&["postgresql", "SELECT", "orders"]);
-    let db_insert = m.db.with(&["postgresql", "INSERT", "orders"]);
-    let api_ok = m.api.with(&["POST", "payments.example", "200"]);
-    let api_err = m.api.with(&["POST", "payments.example", "503"]);
-    while !stop.load(Ordering::Relaxed) {
-        let db = db_median.load(Ordering::Relaxed) as f64 / 1e6;
-        let (method, route) = routes[(rng.next() * routes.len() as f64) as usize % routes.len()];
-        m.active.inc();
-        let mut total = 0.0001;
-        let mut status = "200";
-        match (method, route) {
-            (_, "/users/:id") => {
-                if rng.next() < 0.8 {
-                    cache_hit.inc();
-                } else {
-                    cache_miss.inc();
-                    let d = rng.latency(db);
-                    db_select_users.observe(d);
-                    total += d;
-                }
-            }
-            ("POST", "/orders") => {
-                let d = rng.latency(db * 2.0);
-                db_insert.observe(d);
-                let a = rng.latency(0.12);
-                if rng.next() < options.api_error_rate {
-                    api_err.observe(a);
-                    status = "502";
-                } else {
-                    api_ok.observe(a);
-                }
-                total += d + a;
-            }
-            (_, "/orders") => {
-                let d = rng.latency(db * 4.0);
-                db_select_orders.observe(d);
-                total += d;
-            }
-            _ => {}
+#[derive(Debug)]
+struct ApiUnavailable;
+
+/// Computes an order's total: a CPU-bound step, measured per function.
+#[sonde::measured]
+fn price(items: u32, rng_value: f64) -> u64 {
+    (0..items as u64)
+        .map(|i| i * 100 + (rng_value * 50.0) as u64)
+        .sum()
+}
+
+impl App {
+    fn db_delay(&self) {
+        let micros = self.faults.db_delay_micros.load(Ordering::Relaxed);
+        if micros > 0 {
+            thread::sleep(Duration::from_micros(micros));
         }
-        m.requests
-            .with(&[method, route, status])
-            .observe(total + rng.latency(0.0005));
-        m.active.dec();
-        thread::sleep(options.pause);
+    }
+
+    fn get_user(&self, id: u32) -> Result<String, String> {
+        if let Some(name) = self
+            .users
+            .lock()
+            .map_err(|e| e.to_string())?
+            .get(&id)
+            .cloned()
+        {
+            self.cache.hit();
+            return Ok(name);
+        }
+        self.cache.miss();
+        let name = self.db.time_sync("sqlite", "SELECT", "users", || {
+            self.db_delay();
+            let conn = self.pool.get().map_err(|e| e.to_string())?;
+            conn.query_row("SELECT name FROM users WHERE id = ?1", [id], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(|e| e.to_string())
+        })?;
+        let mut cache = self.users.lock().map_err(|e| e.to_string())?;
+        if cache.len() >= CACHE_CAPACITY
+            && let Some(victim) = cache.keys().next().copied()
+        {
+            cache.remove(&victim);
+            self.cache.evicted(1);
+        }
+        cache.insert(id, name.clone());
+        self.cache.set_size(cache.len() as i64);
+        Ok(name)
+    }
+
+    fn list_orders(&self, user: u32) -> Result<i64, String> {
+        self.db.time_sync("sqlite", "SELECT", "orders", || {
+            self.db_delay();
+            let conn = self.pool.get().map_err(|e| e.to_string())?;
+            conn.query_row(
+                "SELECT COUNT(*) FROM orders WHERE user_id = ?1",
+                [user],
+                |r| r.get(0),
+            )
+            .map_err(|e| e.to_string())
+        })
+    }
+
+    /// Validates, charges through the payments API, stores: each step is a checkout phase.
+    fn place_order(&self, rng: &mut Rng) -> u16 {
+        let mut phases = self.checkout.start();
+        let user = rng.below(USERS);
+        let total = price(1 + rng.below(5), rng.next());
+        phases.checkpoint("validate");
+        let fail = rng.below(1000) < self.faults.api_error_per_mille.load(Ordering::Relaxed) as u32;
+        let latency = rng.latency(self.options.api_median);
+        let charged: Result<u16, ApiUnavailable> = self.api.time_sync(
+            "POST",
+            "payments.example",
+            |s| *s,
+            || {
+                thread::sleep(latency);
+                if fail { Ok(503) } else { Ok(201) }
+            },
+        );
+        phases.checkpoint("charge");
+        if charged.ok() != Some(201) {
+            return 502;
+        }
+        let channel = CHANNELS[rng.below(CHANNELS.len() as u32) as usize];
+        let stored: Result<usize, String> = self.db.time_sync("sqlite", "INSERT", "orders", || {
+            self.db_delay();
+            let conn = self.pool.get().map_err(|e| e.to_string())?;
+            conn.execute(
+                "INSERT INTO orders (user_id, channel, amount) VALUES (?1, ?2, ?3)",
+                (user, channel, total as i64),
+            )
+            .map_err(|e| e.to_string())
+        });
+        phases.checkpoint("store");
+        match stored {
+            Ok(_) => {
+                self.orders.record(channel);
+                201
+            }
+            Err(_) => 500,
+        }
+    }
+}
+
+fn worker(app: &App, seed: u64, stop: &AtomicBool) {
+    let mut rng = Rng(seed | 1);
+    while !stop.load(Ordering::Relaxed) {
+        let roll = rng.below(100);
+        let (method, route) = match roll {
+            0..45 => ("GET", "/users/{id}"),
+            45..70 => ("GET", "/orders"),
+            70..85 => ("POST", "/orders"),
+            _ => ("GET", "/health"),
+        };
+        app.lifecycle.mark_first_request();
+        let request = app.http.start(method);
+        let status = match (method, route) {
+            (_, "/users/{id}") => match app.get_user(rng.below(USERS)) {
+                Ok(_) => 200,
+                Err(_) => 500,
+            },
+            ("GET", "/orders") => match app.list_orders(rng.below(USERS)) {
+                Ok(_) => 200,
+                Err(_) => 500,
+            },
+            ("POST", "/orders") => app.place_order(&mut rng),
+            _ => 200,
+        };
+        request.finish(route, status);
+        thread::sleep(app.options.pause);
     }
 }

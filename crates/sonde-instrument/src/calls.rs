@@ -246,3 +246,125 @@ pub fn time_db_sync<T, E>(
         None => op(),
     }
 }
+
+#[cfg(feature = "tower")]
+pub use client_layer::{HttpClientLayer, HttpClientService};
+
+#[cfg(feature = "tower")]
+mod client_layer {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use std::time::Instant;
+
+    use super::{HttpClientMetrics, error_type};
+
+    /// A tower `Layer` for HTTP clients (hyper-util's client or any
+    /// `Service<http::Request<B>, Response = http::Response<R>>`) recording
+    /// [`HttpClientMetrics`]: the method, `server.address` from the URI's host, the status, and the
+    /// error's type when no answer came.
+    ///
+    /// ```
+    /// let registry = sonde_core::Registry::new();
+    /// let metrics = sonde_instrument::HttpClientMetrics::install(&registry).unwrap();
+    /// let layer = sonde_instrument::HttpClientLayer::new(metrics);
+    /// # let _ = layer;
+    /// ```
+    #[derive(Clone)]
+    pub struct HttpClientLayer {
+        metrics: HttpClientMetrics,
+    }
+
+    impl HttpClientLayer {
+        /// A layer recording into `metrics`.
+        pub fn new(metrics: HttpClientMetrics) -> Self {
+            HttpClientLayer { metrics }
+        }
+    }
+
+    impl<S> tower_layer::Layer<S> for HttpClientLayer {
+        type Service = HttpClientService<S>;
+
+        fn layer(&self, inner: S) -> Self::Service {
+            HttpClientService {
+                inner,
+                metrics: self.metrics.clone(),
+            }
+        }
+    }
+
+    /// The service [`HttpClientLayer`] wraps around a client.
+    #[derive(Clone)]
+    pub struct HttpClientService<S> {
+        inner: S,
+        metrics: HttpClientMetrics,
+    }
+
+    impl<S, B, RB> tower_service::Service<http::Request<B>> for HttpClientService<S>
+    where
+        S: tower_service::Service<http::Request<B>, Response = http::Response<RB>>,
+    {
+        type Response = S::Response;
+        type Error = S::Error;
+        type Future = ClientFuture<S::Future>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            let method = crate::server::method_label(req.method().as_str()).to_owned();
+            let server = req.uri().host().unwrap_or("").to_owned();
+            ClientFuture {
+                inner: self.inner.call(req),
+                metrics: Some(self.metrics.clone()),
+                method,
+                server,
+                start: Instant::now(),
+            }
+        }
+    }
+
+    pin_project_lite::pin_project! {
+        /// Records the request when the response (or the error) arrives.
+        pub struct ClientFuture<F> {
+            #[pin]
+            inner: F,
+            metrics: Option<HttpClientMetrics>,
+            method: String,
+            server: String,
+            start: Instant,
+        }
+    }
+
+    impl<F, RB, E> Future for ClientFuture<F>
+    where
+        F: Future<Output = Result<http::Response<RB>, E>>,
+    {
+        type Output = F::Output;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let this = self.project();
+            let out = std::task::ready!(this.inner.poll(cx));
+            if let Some(m) = this.metrics.take() {
+                match &out {
+                    Ok(resp) => m.record(
+                        this.method,
+                        this.server,
+                        Some(resp.status().as_u16()),
+                        None,
+                        *this.start,
+                    ),
+                    Err(_) => m.record(
+                        this.method,
+                        this.server,
+                        None,
+                        Some(error_type::<E>()),
+                        *this.start,
+                    ),
+                }
+            }
+            Poll::Ready(out)
+        }
+    }
+}

@@ -31,6 +31,8 @@ mod server;
 mod work;
 
 pub use calls::{DbMetrics, HttpClientMetrics, error_type, time_db, time_db_sync};
+#[cfg(feature = "tower")]
+pub use calls::{HttpClientLayer, HttpClientService};
 pub use faas::{Faas, Invocation, Outcome, Trigger, lambda_resource, lambda_resource_from};
 pub use lifecycle::{Lifecycle, os_start_time, process_start_time};
 pub use resources::{CacheMetrics, PoolMetrics, PoolStats};

@@ -215,3 +215,62 @@ async fn warp_routes_are_recorded_by_template() {
     );
     server.abort();
 }
+
+#[derive(Debug)]
+struct ConnectionRefused;
+
+#[test]
+fn client_layer_records_status_server_and_errors() {
+    use tower::{Layer, Service, ServiceExt};
+    let reg = Registry::new();
+    let metrics = sonde_instrument::HttpClientMetrics::install(&reg).unwrap();
+    // A client whose answer depends on the path; "/down" fails without an answer.
+    let client = tower::service_fn(|req: http::Request<()>| async move {
+        match req.uri().path() {
+            "/down" => Err(ConnectionRefused),
+            "/missing" => Ok(http::Response::builder().status(404).body(()).unwrap()),
+            _ => Ok(http::Response::new(())),
+        }
+    });
+    let mut client = sonde_instrument::HttpClientLayer::new(metrics).layer(client);
+    let call = |client: &mut _, uri: &str| {
+        let req = http::Request::get(uri).body(()).unwrap();
+        let fut = async {
+            let c: &mut sonde_instrument::HttpClientService<_> = client;
+            c.ready().await.unwrap().call(req).await
+        };
+        let mut fut = std::pin::pin!(fut);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        loop {
+            if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+                return v;
+            }
+        }
+    };
+    assert!(call(&mut client, "http://api.example/ok").is_ok());
+    assert!(call(&mut client, "http://api.example/ok").is_ok());
+    assert_eq!(
+        call(&mut client, "https://api.example/missing")
+            .unwrap()
+            .status(),
+        404
+    );
+    assert!(call(&mut client, "http://other.example/down").is_err());
+    let c = |server: &'static str, code: &'static str, e: &'static str| {
+        [
+            ("http.request.method", "GET"),
+            ("server.address", server),
+            ("http.response.status_code", code),
+            ("error.type", e),
+        ]
+    };
+    let n = |labels: &[(&str, &str)]| {
+        reg.snapshot()
+            .point("http.client.request.duration", labels)
+            .and_then(Point::histogram)
+            .map_or(0, |h| h.count())
+    };
+    assert_eq!(n(&c("api.example", "200", "")), 2);
+    assert_eq!(n(&c("api.example", "404", "404")), 1);
+    assert_eq!(n(&c("other.example", "", "ConnectionRefused")), 1);
+}

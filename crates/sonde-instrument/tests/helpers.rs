@@ -143,6 +143,17 @@ fn lambda_is_detected_from_its_environment() {
     assert_eq!(r.get("cloud.provider"), Some("aws"));
     assert_eq!(r.get("cloud.platform"), Some("aws_lambda"));
     assert_eq!(r.get("faas.max_memory"), Some("536870912"));
+    // A cold and a warm invocation of the function that environment describes.
+    let reg = Registry::new();
+    let faas = Faas::install(&reg).unwrap();
+    for _ in 0..2 {
+        let out: Result<&str, ()> = faas.invoke(Trigger::Http, || Ok("ok"));
+        assert!(out.is_ok());
+    }
+    let snap = reg.snapshot();
+    assert_counter(&snap, "faas.invocations", &[("faas.trigger", "http"), ("faas.coldstart", "true")], 1.0);
+    assert_counter(&snap, "faas.invocations", &[("faas.trigger", "http"), ("faas.coldstart", "false")], 1.0);
+    assert_counter(&snap, "faas.coldstarts", &[("faas.trigger", "http")], 1.0);
     unsafe {
         std::env::remove_var("AWS_LAMBDA_FUNCTION_NAME");
     }

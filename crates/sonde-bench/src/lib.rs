@@ -10,7 +10,10 @@
 //! - `encode`: Prometheus text exposition of 10k and 100k mixed series ([`Mixed`]), sonde
 //!   (collect + encode) side by side with prometheus-client and metrics-exporter-prometheus;
 //! - `scrape_latency`: latency of 20 concurrent scrapers of sonde's `/metrics` server over 10k
-//!   mixed series (not criterion: it prints p50/p95/p99/max).
+//!   mixed series (not criterion: it prints p50/p95/p99/max);
+//! - `middleware`: per-request cost of the tower `HttpServerLayer` (against a bare service) and
+//!   per-span cost of the tracing `SondeLayer` (against no layer and tracing-opentelemetry's
+//!   `MetricsLayer`).
 //!
 //! Run them all with `cargo bench -p sonde-bench`, or one with
 //! `cargo bench -p sonde-bench --bench instruments -- counter_inc`.

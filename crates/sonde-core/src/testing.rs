@@ -84,3 +84,16 @@ pub fn assert_histogram(
         other => panic!("{name} is not a histogram: {other:?}"),
     }
 }
+
+/// Runs a future to completion on the current thread by polling it in a loop. Meant for tests of
+/// async instrumentation whose futures do not wait on I/O or timers (they would spin).
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::yield_now();
+    }
+}

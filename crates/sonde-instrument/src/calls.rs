@@ -206,7 +206,7 @@ impl HttpClientMetrics {
 }
 
 /// Formats a status code into `buf` without allocating.
-fn status_str(mut s: u16, buf: &mut [u8; 5]) -> &str {
+pub(crate) fn status_str(mut s: u16, buf: &mut [u8; 5]) -> &str {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -313,7 +313,7 @@ mod client_layer {
         }
 
         fn call(&mut self, req: http::Request<B>) -> Self::Future {
-            let method = crate::server::method_label(req.method().as_str()).to_owned();
+            let method = crate::server::method_label(req.method().as_str());
             let server = req.uri().host().unwrap_or("").to_owned();
             ClientFuture {
                 inner: self.inner.call(req),
@@ -331,7 +331,7 @@ mod client_layer {
             #[pin]
             inner: F,
             metrics: Option<HttpClientMetrics>,
-            method: String,
+            method: &'static str,
             server: String,
             start: Instant,
         }

@@ -181,14 +181,7 @@ impl Faas {
         trigger: Trigger,
         handler: impl FnOnce() -> Result<T, E>,
     ) -> Result<T, E> {
-        let inv = self.start(trigger);
-        let out = handler();
-        inv.finish(if out.is_ok() {
-            Outcome::Success
-        } else {
-            Outcome::Error
-        });
-        out
+        self.run(trigger, None, handler)
     }
 
     /// Like [`invoke`](Self::invoke), counting a timeout when the handler ends after `deadline`
@@ -199,8 +192,17 @@ impl Faas {
         deadline: Instant,
         handler: impl FnOnce() -> Result<T, E>,
     ) -> Result<T, E> {
+        self.run(trigger, Some(deadline), handler)
+    }
+
+    fn run<T, E>(
+        &self,
+        trigger: Trigger,
+        deadline: Option<Instant>,
+        handler: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
         let mut inv = self.start(trigger);
-        inv.deadline = Some(deadline);
+        inv.deadline = deadline;
         let out = handler();
         inv.finish(if out.is_ok() {
             Outcome::Success

@@ -11,17 +11,21 @@ use crate::Error;
 
 /// The request methods recorded as themselves; anything else is `_OTHER`, as the conventions
 /// ask, so a client cannot mint series with made-up methods.
-const KNOWN_METHODS: &[&str] = &[
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+const KNOWN_METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "_OTHER",
 ];
 
 /// The method as recorded: a known method, or `_OTHER`.
-pub fn method_label(method: &str) -> &str {
-    KNOWN_METHODS
+pub fn method_label(method: &str) -> &'static str {
+    KNOWN_METHODS[method_index(method)]
+}
+
+/// Index into `KNOWN_METHODS`, the last slot being `_OTHER`.
+fn method_index(method: &str) -> usize {
+    KNOWN_METHODS[..9]
         .iter()
-        .find(|m| **m == method)
-        .copied()
-        .unwrap_or("_OTHER")
+        .position(|m| *m == method)
+        .unwrap_or(9)
 }
 
 /// HTTP server metrics, for any framework: call [`start`](Self::start) when a request arrives
@@ -39,7 +43,8 @@ pub fn method_label(method: &str) -> &str {
 #[derive(Clone)]
 pub struct HttpServerMetrics {
     duration: Family<Histogram>,
-    active: Family<UpDownCounter>,
+    /// `http.server.active_requests` per method, resolved at install.
+    active: std::sync::Arc<[UpDownCounter; 10]>,
 }
 
 impl HttpServerMetrics {
@@ -58,24 +63,26 @@ impl HttpServerMetrics {
                 ])
                 .exemplars(true)
                 .build()?,
-            active: registry
-                .up_down_counter("http.server.active_requests")
-                .description("Number of active HTTP server requests.")
-                .unit(Unit::Count("{request}".into()))
-                .labels(["http.request.method"])
-                .build()?,
+            active: {
+                let family = registry
+                    .up_down_counter("http.server.active_requests")
+                    .description("Number of active HTTP server requests.")
+                    .unit(Unit::Count("{request}".into()))
+                    .labels(["http.request.method"])
+                    .build()?;
+                std::sync::Arc::new(KNOWN_METHODS.map(|m| family.with(&[m])))
+            },
         })
     }
 
     /// A request arrived: counts it active until it is finished or dropped.
     pub fn start(&self, method: &str) -> ActiveRequest {
-        let method = method_label(method).to_owned();
-        let active = self.active.with(&[method.as_str()]);
-        active.inc();
+        let index = method_index(method);
+        self.active[index].inc();
         ActiveRequest {
             metrics: self.clone(),
-            method,
-            active,
+            method: KNOWN_METHODS[index],
+            index,
             start: Instant::now(),
             done: false,
             record_on_drop: true,
@@ -88,8 +95,8 @@ impl HttpServerMetrics {
 #[must_use = "finish the request to record it"]
 pub struct ActiveRequest {
     metrics: HttpServerMetrics,
-    method: String,
-    active: UpDownCounter,
+    method: &'static str,
+    index: usize,
     start: Instant,
     done: bool,
     /// Whether dropping it unfinished records an `_OTHER` error (false where a drop means the
@@ -100,9 +107,10 @@ pub struct ActiveRequest {
 impl ActiveRequest {
     /// Records the request with its matched route (`""` if none matched) and status.
     pub fn finish(mut self, route: &str, status: u16) {
-        let code = status.to_string();
-        let error = if status >= 500 { code.as_str() } else { "" };
-        self.record(route, &code, error);
+        let mut buf = [0u8; 5];
+        let code = crate::calls::status_str(status, &mut buf);
+        let error = if status >= 500 { code } else { "" };
+        self.record(route, code, error);
     }
 
     fn record(&mut self, route: &str, code: &str, error: &str) {
@@ -112,9 +120,9 @@ impl ActiveRequest {
         self.done = true;
         self.metrics
             .duration
-            .with(&[self.method.as_str(), route, code, error])
+            .with(&[self.method, route, code, error])
             .record_since(self.start);
-        self.active.dec();
+        self.metrics.active[self.index].dec();
     }
 }
 
@@ -124,7 +132,7 @@ impl Drop for ActiveRequest {
             self.record("", "", "_OTHER");
         } else if !self.done {
             self.done = true;
-            self.active.dec();
+            self.metrics.active[self.index].dec();
         }
     }
 }

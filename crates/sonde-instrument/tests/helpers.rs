@@ -5,19 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use sonde_core::testing::{assert_counter, assert_gauge};
+use sonde_core::testing::{assert_counter, assert_gauge, block_on};
 use sonde_core::{Point, Registry, Unit};
 use sonde_instrument::*;
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    loop {
-        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-    }
-}
 
 fn histogram_count(reg: &Registry, name: &str, labels: &[(&str, &str)]) -> u64 {
     reg.snapshot()
@@ -151,8 +141,18 @@ fn lambda_is_detected_from_its_environment() {
         assert!(out.is_ok());
     }
     let snap = reg.snapshot();
-    assert_counter(&snap, "faas.invocations", &[("faas.trigger", "http"), ("faas.coldstart", "true")], 1.0);
-    assert_counter(&snap, "faas.invocations", &[("faas.trigger", "http"), ("faas.coldstart", "false")], 1.0);
+    assert_counter(
+        &snap,
+        "faas.invocations",
+        &[("faas.trigger", "http"), ("faas.coldstart", "true")],
+        1.0,
+    );
+    assert_counter(
+        &snap,
+        "faas.invocations",
+        &[("faas.trigger", "http"), ("faas.coldstart", "false")],
+        1.0,
+    );
     assert_counter(&snap, "faas.coldstarts", &[("faas.trigger", "http")], 1.0);
     unsafe {
         std::env::remove_var("AWS_LAMBDA_FUNCTION_NAME");

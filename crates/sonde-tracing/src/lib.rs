@@ -243,33 +243,28 @@ where
         drop(span);
         let secs = t.start.elapsed().as_secs_f64();
         let f = &t.fields;
-        let s = |v: &Option<String>| v.as_deref().unwrap_or("").to_owned();
-        let (family, labels): (&Family<Histogram>, Vec<String>) = if f.db_system.is_some() {
-            (
-                &self.db,
-                vec![
-                    s(&f.db_system),
-                    s(&f.db_operation),
-                    s(&f.db_collection),
-                    s(&f.error),
-                ],
-            )
+        fn s(v: &Option<String>) -> &str {
+            v.as_deref().unwrap_or("")
+        }
+        // Borrowed label arrays: no copies of the field values.
+        let h = if f.db_system.is_some() {
+            self.db.with(&[
+                s(&f.db_system),
+                s(&f.db_operation),
+                s(&f.db_collection),
+                s(&f.error),
+            ])
         } else if f.server.is_some() && f.method.is_some() {
-            (
-                &self.http_client,
-                vec![s(&f.method), s(&f.server), s(&f.status), s(&f.error)],
-            )
+            self.http_client
+                .with(&[s(&f.method), s(&f.server), s(&f.status), s(&f.error)])
         } else if f.route.is_some() || f.method.is_some() {
-            (
-                &self.http_server,
-                vec![s(&f.method), s(&f.route), s(&f.status), s(&f.error)],
-            )
+            self.http_server
+                .with(&[s(&f.method), s(&f.route), s(&f.status), s(&f.error)])
         } else if let Some(spans) = &self.spans {
-            (spans, vec![name.to_owned()])
+            spans.with(&[name])
         } else {
             return;
         };
-        let h = family.with(&labels);
         match self.trace_context(&id) {
             Some(cx) => h.observe_with_exemplar(secs, &cx),
             None => h.observe(secs),

@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used)] // tests panic on failure by design
 #![cfg(feature = "macros")]
 
-use sonde::testing::assert_counter;
+use sonde::testing::{assert_counter, block_on};
 use sonde::{Point, Registry};
 
 #[sonde::measured]
@@ -36,16 +36,6 @@ impl Svc {
     #[sonde::measured]
     fn scaled(&self, x: u32) -> u32 {
         self.base * x
-    }
-}
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    loop {
-        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
     }
 }
 

@@ -734,3 +734,37 @@ fn pushgateway_push_push_add_delete_and_push_on_drop() {
         .unwrap_err();
     assert!(matches!(e, Error::Transport { .. }), "{e}");
 }
+
+#[test]
+fn faas_invocations_are_flushed_before_the_handler_returns() {
+    use sonde::instrument::{Faas, Trigger};
+    let prom = Prometheus::start(&[], &[], &["--web.enable-remote-write-receiver"]);
+    let reg = Registry::new();
+    let faas = Faas::install(&reg).unwrap();
+    // An interval of an hour: only the flush at the end of each invocation can deliver data.
+    let writer = Arc::new(
+        RemoteWriteBuilder::new(format!("http://{}/api/v1/write", prom.addr))
+            .registry(reg.clone())
+            .resource(Resource::empty())
+            .interval(Duration::from_secs(3600))
+            .install()
+            .unwrap(),
+    );
+    faas.flush_through(writer.clone(), Duration::from_secs(5));
+    let out: Result<u32, ()> = faas.invoke(Trigger::Http, || Ok(1));
+    assert_eq!(out, Ok(1));
+    // Right after the handler returned, the invocation is already in Prometheus.
+    let cold = prom.wait_for_series(
+        "faas_invocations_total{faas_coldstart=\"true\"}",
+        Duration::from_secs(5),
+    );
+    assert_eq!(cold[0].value, 1.0);
+    let out: Result<u32, ()> = faas.invoke(Trigger::Http, || Ok(2));
+    assert_eq!(out, Ok(2));
+    let warm = prom.wait_for_series(
+        "faas_invocations_total{faas_coldstart=\"false\"} == 1",
+        Duration::from_secs(5),
+    );
+    assert_eq!(warm.len(), 1);
+    writer.shutdown(Duration::from_secs(2)).unwrap();
+}

@@ -62,6 +62,17 @@ pub mod testing;
 mod unit;
 
 pub use error::Error;
+
+/// A push exporter that can deliver everything pending on demand (remote write, OTLP, EMF...).
+/// Serverless wrappers call it before a handler returns, since the platform may freeze the
+/// process right after.
+pub trait Flush: Send + Sync {
+    /// Delivers everything collected so far, giving up after `timeout`.
+    fn force_flush(
+        &self,
+        timeout: std::time::Duration,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
+}
 pub use exemplar::{Exemplar, TraceContext};
 pub use family::Family;
 pub use histogram::{

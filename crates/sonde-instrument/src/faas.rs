@@ -154,6 +154,21 @@ impl Faas {
         }
     }
 
+    /// Flushes `exporter` (within `timeout`) at the end of every invocation, after its metrics
+    /// are recorded and before the handler returns. Failures are reported on stderr: the handler's
+    /// own result is never replaced by an exporter's error.
+    pub fn flush_through(
+        &self,
+        exporter: Arc<dyn sonde_core::Flush>,
+        timeout: std::time::Duration,
+    ) {
+        self.on_invocation_end(move || {
+            if let Err(e) = exporter.force_flush(timeout) {
+                eprintln!("sonde: flushing metrics at the end of the invocation failed: {e}");
+            }
+        });
+    }
+
     /// Starts timing an invocation; finish it with [`Invocation::finish`].
     pub fn start(&self, trigger: Trigger) -> Invocation<'_> {
         let cold = !self.warm.swap(true, Ordering::Relaxed);

@@ -362,6 +362,15 @@ pub struct RemoteWriter {
     threads: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
 }
 
+impl sonde_core::Flush for RemoteWriter {
+    fn force_flush(
+        &self,
+        timeout: Duration,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        RemoteWriter::force_flush(self, timeout).map_err(Into::into)
+    }
+}
+
 impl std::fmt::Debug for RemoteWriter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let st = self.shared.lock();

@@ -101,3 +101,27 @@ pub fn percent_encode(s: &str) -> String {
     }
     out
 }
+
+/// Runs `program args...` with `input` on its standard input and returns its output (status,
+/// stdout, stderr), for peers that read an exposition from stdin (promtool, Python parsers).
+pub fn run_with_stdin(
+    program: &std::path::Path,
+    args: &[&str],
+    input: &str,
+) -> std::process::Output {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("could not start {}: {e}", program.display()));
+    // A program that exits before reading everything closes the pipe; its output says why.
+    let _ = child
+        .stdin
+        .take()
+        .map(|mut stdin| stdin.write_all(input.as_bytes()));
+    child.wait_with_output().unwrap()
+}

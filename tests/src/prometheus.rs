@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -164,22 +163,8 @@ fn parse_value(v: &Value) -> f64 {
 /// Runs `promtool check metrics` on an exposition; returns its combined output, panicking if it
 /// exits non-zero.
 pub fn promtool_check_metrics(exposition: &str) -> String {
-    use std::io::Write;
     let bin = require_program("promtool", INSTALL);
-    let mut child = Command::new(bin)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(exposition.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = crate::run_with_stdin(&bin, &["check", "metrics"], exposition);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

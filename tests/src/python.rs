@@ -1,9 +1,6 @@
 //! The Python `prometheus_client` parsers: an implementation independent of ours and of
 //! Prometheus's, for both the text and the OpenMetrics format.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use serde_json::Value;
 
 use crate::require_program;
@@ -31,20 +28,7 @@ print(json.dumps(out))
 /// Panics with the parser's error if it rejects the input.
 pub fn parse(format: &str, exposition: &str) -> Vec<Value> {
     let python = require_program("python3", "apt-get install -y python3");
-    let mut child = Command::new(python)
-        .args(["-c", SCRIPT, format])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(exposition.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = crate::run_with_stdin(&python, &["-c", SCRIPT, format], exposition);
     let err = String::from_utf8_lossy(&out.stderr);
     if err.contains("No module named 'prometheus_client'") {
         panic!(

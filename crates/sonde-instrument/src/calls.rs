@@ -5,7 +5,7 @@ use std::future::Future;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use sonde_core::{Family, Histogram, Registry, Unit};
+use sonde_core::{Family, Histogram, Registry};
 
 use crate::Error;
 
@@ -36,18 +36,7 @@ impl DbMetrics {
     /// Registers the family.
     pub fn install(registry: &Registry) -> Result<DbMetrics, Error> {
         Ok(DbMetrics {
-            duration: registry
-                .histogram("db.client.operation.duration")
-                .description("Duration of database client operations.")
-                .unit(Unit::Seconds)
-                .labels([
-                    "db.system.name",
-                    "db.operation.name",
-                    "db.collection.name",
-                    "error.type",
-                ])
-                .exemplars(true)
-                .build()?,
+            duration: crate::conventions::db_client_operation_duration(registry)?,
         })
     }
 
@@ -126,18 +115,7 @@ impl HttpClientMetrics {
     /// Registers the family.
     pub fn install(registry: &Registry) -> Result<HttpClientMetrics, Error> {
         Ok(HttpClientMetrics {
-            duration: registry
-                .histogram("http.client.request.duration")
-                .description("Duration of HTTP client requests.")
-                .unit(Unit::Seconds)
-                .labels([
-                    "http.request.method",
-                    "server.address",
-                    "http.response.status_code",
-                    "error.type",
-                ])
-                .exemplars(true)
-                .build()?,
+            duration: crate::conventions::http_client_request_duration(registry)?,
         })
     }
 

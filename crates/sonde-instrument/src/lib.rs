@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 mod calls;
+pub mod conventions;
 mod faas;
 mod lifecycle;
 mod resources;

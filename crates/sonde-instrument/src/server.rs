@@ -51,18 +51,7 @@ impl HttpServerMetrics {
     /// Registers the families.
     pub fn install(registry: &Registry) -> Result<HttpServerMetrics, Error> {
         Ok(HttpServerMetrics {
-            duration: registry
-                .histogram("http.server.request.duration")
-                .description("Duration of HTTP server requests.")
-                .unit(Unit::Seconds)
-                .labels([
-                    "http.request.method",
-                    "http.route",
-                    "http.response.status_code",
-                    "error.type",
-                ])
-                .exemplars(true)
-                .build()?,
+            duration: crate::conventions::http_server_request_duration(registry)?,
             active: {
                 let family = registry
                     .up_down_counter("http.server.active_requests")

@@ -113,46 +113,11 @@ pub struct SondeLayer {
 impl SondeLayer {
     /// Registers (or reuses) the conventional families in `registry`, with exemplars.
     pub fn new(registry: &Registry) -> Result<SondeLayer, Error> {
-        let h = |name: &'static str, description: &'static str, labels: &[&'static str]| {
-            registry
-                .histogram(name)
-                .description(description)
-                .unit(Unit::Seconds)
-                .labels(labels.iter().copied())
-                .exemplars(true)
-                .build()
-        };
+        use sonde_instrument::conventions as c;
         Ok(SondeLayer {
-            http_server: h(
-                "http.server.request.duration",
-                "Duration of HTTP server requests.",
-                &[
-                    "http.request.method",
-                    "http.route",
-                    "http.response.status_code",
-                    "error.type",
-                ],
-            )?,
-            http_client: h(
-                "http.client.request.duration",
-                "Duration of HTTP client requests.",
-                &[
-                    "http.request.method",
-                    "server.address",
-                    "http.response.status_code",
-                    "error.type",
-                ],
-            )?,
-            db: h(
-                "db.client.operation.duration",
-                "Duration of database client operations.",
-                &[
-                    "db.system.name",
-                    "db.operation.name",
-                    "db.collection.name",
-                    "error.type",
-                ],
-            )?,
+            http_server: c::http_server_request_duration(registry)?,
+            http_client: c::http_client_request_duration(registry)?,
+            db: c::db_client_operation_duration(registry)?,
             spans: None,
             registry: registry.clone(),
             dispatch: OnceLock::new(),

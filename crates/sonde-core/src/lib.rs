@@ -58,6 +58,7 @@ mod registry;
 mod resource;
 mod series;
 mod snapshot;
+pub mod telemetry;
 pub mod testing;
 mod unit;
 

@@ -32,6 +32,87 @@ impl Resource {
         )
     }
 
+    /// [`from_env`](Self::from_env) plus what can be detected about where the process runs:
+    /// `host.name`, `host.arch`, `os.type`, `process.pid`, `process.executable.name`,
+    /// `process.runtime.name`, and on AWS Lambda the FaaS and cloud attributes (`faas.name`,
+    /// `faas.version`, `faas.instance`, `faas.max_memory`, `cloud.region`...), with the function
+    /// name as `service.name` unless one is configured. Configured values win over detected ones.
+    pub fn detect() -> Self {
+        Self::detect_from(&|k: &str| std::env::var(k).ok())
+    }
+
+    /// [`detect`](Self::detect) with every environment variable read through `env`.
+    pub fn detect_from(env: &dyn Fn(&str) -> Option<String>) -> Self {
+        let detected = Self::detected_from(env);
+        let configured = Self::from_vars(
+            env("OTEL_RESOURCE_ATTRIBUTES").as_deref(),
+            env("OTEL_SERVICE_NAME").as_deref(),
+        );
+        let service_configured = env("OTEL_SERVICE_NAME").is_some_and(|s| !s.is_empty())
+            || env("OTEL_RESOURCE_ATTRIBUTES")
+                .as_deref()
+                .and_then(parse_attributes)
+                .is_some_and(|a| a.iter().any(|(k, _)| k == "service.name"));
+        let mut r = detected.clone().merge(&configured);
+        if !service_configured && let Some(name) = detected.get("service.name") {
+            r = r.with("service.name", name.to_string());
+        }
+        r
+    }
+
+    /// The detected attributes of [`detect`](Self::detect), with environment variables read
+    /// through `get`.
+    pub fn detected_from(get: &dyn Fn(&str) -> Option<String>) -> Self {
+        let mut r = Resource::empty()
+            .with("os.type", std::env::consts::OS)
+            .with("host.arch", host_arch())
+            .with("process.pid", std::process::id().to_string())
+            .with("process.runtime.name", "rust");
+        if let Some(host) = hostname(get) {
+            r = r.with("host.name", host);
+        }
+        if let Some(exe) = std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+        {
+            r = r.with("process.executable.name", exe);
+        }
+        if let Some(lambda) = Self::lambda_from(get) {
+            r = r.merge(&lambda);
+        }
+        r
+    }
+
+    /// The attributes of an AWS Lambda function, from the variables Lambda sets
+    /// (`AWS_LAMBDA_FUNCTION_NAME`, `AWS_LAMBDA_FUNCTION_VERSION`, `AWS_REGION`,
+    /// `AWS_LAMBDA_LOG_STREAM_NAME`, `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`) read through `get`;
+    /// `None` outside Lambda.
+    pub fn lambda_from(get: &dyn Fn(&str) -> Option<String>) -> Option<Self> {
+        let name = get("AWS_LAMBDA_FUNCTION_NAME").filter(|n| !n.is_empty())?;
+        let mut r = Resource::empty()
+            .with("cloud.provider", "aws")
+            .with("cloud.platform", "aws_lambda")
+            .with("faas.name", name.clone())
+            .with("service.name", name);
+        if let Some(v) = get("AWS_LAMBDA_FUNCTION_VERSION") {
+            r = r.with("faas.version", v);
+        }
+        if let Some(v) = get("AWS_REGION") {
+            r = r.with("cloud.region", v);
+        }
+        if let Some(v) = get("AWS_LAMBDA_LOG_STREAM_NAME") {
+            r = r.with("faas.instance", v);
+        }
+        if let Some(mb) = get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|v| v.parse::<u64>().ok())
+        {
+            r = r.with(
+                "faas.max_memory",
+                mb.saturating_mul(1024 * 1024).to_string(),
+            );
+        }
+        Some(r)
+    }
+
     /// [`from_env`](Self::from_env) with the variables given explicitly.
     pub fn from_vars(resource_attributes: Option<&str>, service_name: Option<&str>) -> Self {
         let mut r = Resource::empty()
@@ -93,6 +174,27 @@ impl Resource {
     }
 }
 
+/// The OpenTelemetry `host.arch` value for the architecture compiled for.
+fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "x86",
+        "arm" => "arm32",
+        "powerpc64" => "ppc64",
+        "s390x" => "s390x",
+        other => other,
+    }
+}
+
+fn hostname(get: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| get("HOSTNAME"))
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
 /// Parses `key1=value1,key2=value2` with percent-encoded values. As the specification asks,
 /// any malformed entry discards the whole value.
 fn parse_attributes(s: &str) -> Option<Vec<(String, String)>> {
@@ -149,5 +251,48 @@ mod tests {
                 .starts_with("unknown_service:")
         );
         assert_eq!(Resource::from_vars(Some("x=%zz"), None).get("x"), None);
+    }
+
+    #[test]
+    fn detection_fills_host_process_and_lambda_but_configuration_wins() {
+        let vars = |extra: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                [
+                    ("AWS_LAMBDA_FUNCTION_NAME", "resize"),
+                    ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+                    ("AWS_REGION", "eu-west-1"),
+                    ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
+                ]
+                .iter()
+                .chain(extra)
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+            }
+        };
+        let r = Resource::detect_from(&vars(&[]));
+        assert_eq!(r.get("service.name"), Some("resize"));
+        assert_eq!(r.get("faas.name"), Some("resize"));
+        assert_eq!(r.get("faas.max_memory"), Some("134217728"));
+        assert_eq!(r.get("cloud.region"), Some("eu-west-1"));
+        assert_eq!(r.get("os.type"), Some(std::env::consts::OS));
+        assert_eq!(
+            r.get("process.pid"),
+            Some(std::process::id().to_string().as_str())
+        );
+        assert!(r.get("host.name").is_some());
+        assert_eq!(r.get("telemetry.sdk.name"), Some("sonde"));
+        let r = Resource::detect_from(&vars(&[
+            ("OTEL_SERVICE_NAME", "thumbnails"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "cloud.region=us-east-1"),
+        ]));
+        assert_eq!(r.get("service.name"), Some("thumbnails"));
+        assert_eq!(r.get("cloud.region"), Some("us-east-1"));
+        let r = Resource::detect_from(&|_: &str| None);
+        assert!(
+            r.get("service.name")
+                .unwrap()
+                .starts_with("unknown_service:")
+        );
+        assert_eq!(r.get("faas.name"), None);
     }
 }

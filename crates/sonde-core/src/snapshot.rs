@@ -180,6 +180,8 @@ pub struct Snapshot {
     pub temporality: Temporality,
     /// Families, sorted by name.
     pub families: Vec<FamilySnapshot>,
+    /// Kinds a delta reader kept cumulative.
+    pub cumulative_kinds: Vec<Kind>,
 }
 
 impl Snapshot {
@@ -191,6 +193,12 @@ impl Snapshot {
     /// The point of the series of `name` with exactly `labels`.
     pub fn point(&self, name: &str, labels: &[(&str, &str)]) -> Option<&Point> {
         self.family(name)?.find(labels).map(|s| &s.point)
+    }
+
+    /// Whether the points of `family` are deltas: the snapshot is a delta one and the family's
+    /// kind was not kept cumulative by the reader (see [`Reader::with_cumulative_kinds`]).
+    pub fn is_delta(&self, family: &FamilySnapshot) -> bool {
+        self.temporality == Temporality::Delta && !self.cumulative_kinds.contains(&family.meta.kind)
     }
 
     /// Total number of series.
@@ -206,6 +214,7 @@ pub struct Reader {
     temporality: Temporality,
     previous: HashMap<u64, Point>,
     last_collect: u64,
+    cumulative_kinds: Vec<Kind>,
 }
 
 impl Reader {
@@ -215,7 +224,16 @@ impl Reader {
             temporality,
             previous: HashMap::new(),
             last_collect: 0,
+            cumulative_kinds: Vec::new(),
         }
+    }
+
+    /// Keeps families of these kinds cumulative in a delta reader: OTLP's `delta` temporality
+    /// preference wants up-down counters cumulative, since their changes alone say nothing of
+    /// the level. Check per family with [`Snapshot::is_delta`].
+    pub fn with_cumulative_kinds(mut self, kinds: &[Kind]) -> Self {
+        self.cumulative_kinds = kinds.to_vec();
+        self
     }
 
     /// This reader's temporality.
@@ -235,12 +253,16 @@ impl Reader {
     pub fn collect_into(&mut self, snapshot: &mut Snapshot) {
         self.registry.read_into(snapshot);
         snapshot.temporality = self.temporality;
+        snapshot.cumulative_kinds.clone_from(&self.cumulative_kinds);
         if self.temporality == Temporality::Cumulative {
             return;
         }
         let now = snapshot.time_unix_nanos;
         let mut seen = HashMap::with_capacity(self.previous.len());
         for family in &mut snapshot.families {
+            if self.cumulative_kinds.contains(&family.meta.kind) {
+                continue;
+            }
             for s in &mut family.series {
                 let id = s.series.header().id();
                 let cumulative = std::mem::replace(&mut s.point, Point::Gauge(Number::U64(0)));

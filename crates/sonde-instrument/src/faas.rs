@@ -47,25 +47,7 @@ pub fn lambda_resource() -> Option<Resource> {
 
 /// [`lambda_resource`] with the variables read through `get`.
 pub fn lambda_resource_from(get: impl Fn(&str) -> Option<String>) -> Option<Resource> {
-    let name = get("AWS_LAMBDA_FUNCTION_NAME").filter(|n| !n.is_empty())?;
-    let mut r = Resource::empty()
-        .with("cloud.provider", "aws")
-        .with("cloud.platform", "aws_lambda")
-        .with("faas.name", name.clone())
-        .with("service.name", name);
-    if let Some(v) = get("AWS_LAMBDA_FUNCTION_VERSION") {
-        r = r.with("faas.version", v);
-    }
-    if let Some(v) = get("AWS_REGION") {
-        r = r.with("cloud.region", v);
-    }
-    if let Some(v) = get("AWS_LAMBDA_LOG_STREAM_NAME") {
-        r = r.with("faas.instance", v);
-    }
-    if let Some(mb) = get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").and_then(|v| v.parse::<u64>().ok()) {
-        r = r.with("faas.max_memory", (mb * 1024 * 1024).to_string());
-    }
-    Some(r)
+    Resource::lambda_from(&get)
 }
 
 type Flush = Arc<dyn Fn() + Send + Sync>;

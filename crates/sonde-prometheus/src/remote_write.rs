@@ -29,7 +29,6 @@
 
 mod convert;
 pub(crate) mod http;
-pub mod telemetry;
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -40,8 +39,9 @@ use sonde_core::{Registry, Resource, Temporality};
 
 use crate::Error;
 use http::{Backoff, Outcome};
-use telemetry::ExporterMetrics;
-pub use telemetry::{DROPPED_POINTS, LAST_SUCCESS, QUEUE_SIZE, REQUESTS, RETRIES};
+pub use sonde_core::telemetry;
+use sonde_core::telemetry::ExporterMetrics;
+pub use sonde_core::telemetry::{DROPPED_POINTS, LAST_SUCCESS, QUEUE_SIZE, REQUESTS, RETRIES};
 
 /// The `exporter` label of the self-metrics.
 const EXPORTER: &str = "remote_write";

@@ -54,3 +54,7 @@ pub use sonde_recorder as recorder;
 /// The Prometheus exporter (feature `prometheus`).
 #[cfg(feature = "prometheus")]
 pub use sonde_prometheus as prometheus;
+
+/// OTLP export of metrics, and the tracing pipeline (feature `otlp`).
+#[cfg(feature = "otlp")]
+pub use sonde_otlp as otlp;

@@ -1,7 +1,9 @@
 //! Blocking HTTP for the push exporters (remote write and Pushgateway): one `ureq` agent per
 //! exporter, outcomes sorted into success, retryable and permanent, and jittered backoff.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+pub(crate) use sonde_core::telemetry::Backoff;
 
 use crate::Error;
 
@@ -125,79 +127,9 @@ pub(crate) fn outcome(
     }
 }
 
-/// Exponential backoff with jitter: each delay is drawn between half and all of a step that
-/// doubles from `initial` up to `max`.
-#[derive(Debug)]
-pub(crate) struct Backoff {
-    step: Duration,
-    initial: Duration,
-    max: Duration,
-    rng: u64,
-}
-
-impl Backoff {
-    pub(crate) fn new(initial: Duration, max: Duration) -> Backoff {
-        let seed = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0)
-            ^ (std::process::id() as u64).rotate_left(32);
-        Backoff {
-            step: initial,
-            initial,
-            max: max.max(initial),
-            rng: seed | 1,
-        }
-    }
-
-    /// Back to the initial step (after a success).
-    pub(crate) fn reset(&mut self) {
-        self.step = self.initial;
-    }
-
-    /// The next delay; `retry_after` from the server replaces the drawn delay (capped at `max`).
-    pub(crate) fn next(&mut self, retry_after: Option<Duration>) -> Duration {
-        let step = self.step;
-        self.step = self.step.saturating_mul(2).min(self.max);
-        if let Some(d) = retry_after {
-            return d.min(self.max);
-        }
-        // xorshift64
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let fraction = 0.5 + (self.rng >> 11) as f64 / (1u64 << 53) as f64 / 2.0;
-        step.mul_f64(fraction)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_doubles_with_jitter_up_to_the_cap() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-        let mut steps = Vec::new();
-        for _ in 0..8 {
-            steps.push(b.next(None));
-        }
-        let bounds = [100, 200, 400, 800, 1000, 1000, 1000, 1000];
-        for (d, max) in steps.iter().zip(bounds) {
-            let max = Duration::from_millis(max);
-            assert!(*d <= max && *d >= max / 2, "{steps:?}");
-        }
-        assert_eq!(
-            b.next(Some(Duration::from_secs(60))),
-            Duration::from_secs(1)
-        );
-        assert_eq!(
-            b.next(Some(Duration::from_millis(5))),
-            Duration::from_millis(5)
-        );
-        b.reset();
-        assert!(b.next(None) <= Duration::from_millis(100));
-    }
 
     #[test]
     fn urls() {

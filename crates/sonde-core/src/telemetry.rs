@@ -1,0 +1,217 @@
+//! What every push exporter (remote write, OTLP, CloudWatch, EMF) shares: jittered backoff, and
+//! self-metrics registered in the registry the exporter reads, so `/metrics`, `/health` and
+//! dashboards see every exporter's health under one set of names with an `exporter` label.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::{Counter, Family, Gauge, Registry, Unit};
+
+/// Requests sent, by `exporter` and `result` (`success`, `failure`).
+pub const REQUESTS: &str = "sonde.exporter.requests";
+/// Data points that were not delivered, by `exporter` and `reason` (`queue_full`, `rejected`,
+/// `retries_exhausted`, `shutdown`, `encode`).
+pub const DROPPED_POINTS: &str = "sonde.exporter.dropped_points";
+/// Attempts that were retries, by `exporter`.
+pub const RETRIES: &str = "sonde.exporter.retries";
+/// Requests waiting to be sent (including the one in flight), by `exporter`.
+pub const QUEUE_SIZE: &str = "sonde.exporter.queue.size";
+/// Unix time of the last successful request, in seconds, by `exporter`.
+pub const LAST_SUCCESS: &str = "sonde.exporter.last_success";
+/// Data points a receiver accepted the request for but rejected itself (OTLP partial success),
+/// by `exporter`.
+pub const REJECTED_POINTS: &str = "sonde.exporter.rejected_points";
+
+/// One exporter's resolved self-metric handles. A family that could not be registered (a
+/// conflicting registration of the same name) is left out rather than failing the exporter.
+pub struct ExporterMetrics {
+    success: Option<Counter>,
+    failure: Option<Counter>,
+    retries: Option<Counter>,
+    queue: Option<Gauge>,
+    last_success: Option<Gauge<f64>>,
+    rejected: Option<Counter>,
+    dropped: Option<Family<Counter>>,
+    exporter: &'static str,
+}
+
+impl std::fmt::Debug for ExporterMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExporterMetrics")
+            .field("exporter", &self.exporter)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExporterMetrics {
+    /// Registers (or finds) the families and resolves the series of `exporter`.
+    pub fn register(registry: &Registry, exporter: &'static str) -> ExporterMetrics {
+        let requests = registry
+            .counter(REQUESTS)
+            .description("Requests sent by an exporter, by result.")
+            .labels(["exporter", "result"])
+            .build()
+            .ok();
+        let dropped = registry
+            .counter(DROPPED_POINTS)
+            .description(
+                "Data points an exporter did not deliver, by reason (queue_full, rejected, retries_exhausted, shutdown, encode).",
+            )
+            .labels(["exporter", "reason"])
+            .build()
+            .ok();
+        let retries = registry
+            .counter(RETRIES)
+            .description("Requests an exporter sent again after a retryable failure.")
+            .labels(["exporter"])
+            .build()
+            .ok();
+        let queue = registry
+            .gauge(QUEUE_SIZE)
+            .description("Requests waiting in an exporter's queue, including the one being sent.")
+            .labels(["exporter"])
+            .build()
+            .ok();
+        let last_success = registry
+            .gauge_f64(LAST_SUCCESS)
+            .description("Unix time of an exporter's last successful request.")
+            .unit(Unit::Seconds)
+            .labels(["exporter"])
+            .build()
+            .ok();
+        let rejected = registry
+            .counter(REJECTED_POINTS)
+            .description("Data points a receiver reported as rejected in an accepted request.")
+            .labels(["exporter"])
+            .build()
+            .ok();
+        ExporterMetrics {
+            rejected: rejected.map(|f| f.with(&[exporter])),
+            success: requests.as_ref().map(|f| f.with(&[exporter, "success"])),
+            failure: requests.as_ref().map(|f| f.with(&[exporter, "failure"])),
+            retries: retries.map(|f| f.with(&[exporter])),
+            queue: queue.map(|f| f.with(&[exporter])),
+            last_success: last_success.map(|f| f.with(&[exporter])),
+            dropped,
+            exporter,
+        }
+    }
+
+    /// Counts a request by result; a success also sets the time of the last success.
+    pub fn request(&self, ok: bool) {
+        let c = if ok { &self.success } else { &self.failure };
+        if let Some(c) = c {
+            c.inc();
+        }
+        if ok && let Some(g) = &self.last_success {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            g.set(now);
+        }
+    }
+
+    /// Counts a retry.
+    pub fn retry(&self) {
+        if let Some(c) = &self.retries {
+            c.inc();
+        }
+    }
+
+    /// Counts `points` not delivered for `reason`.
+    pub fn dropped(&self, reason: &str, points: u64) {
+        if let Some(f) = &self.dropped {
+            f.with(&[self.exporter, reason]).add(points);
+        }
+    }
+
+    /// Counts `points` the receiver rejected.
+    pub fn rejected(&self, points: u64) {
+        if let Some(c) = &self.rejected {
+            c.add(points);
+        }
+    }
+
+    /// Sets the number of requests waiting.
+    pub fn queue_size(&self, n: usize) {
+        if let Some(g) = &self.queue {
+            g.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+/// Exponential backoff with jitter: each delay is drawn between half and all of a step that
+/// doubles from `initial` up to `max`.
+#[derive(Debug)]
+pub struct Backoff {
+    step: Duration,
+    initial: Duration,
+    max: Duration,
+    rng: u64,
+}
+
+impl Backoff {
+    /// Starts at `initial`, doubling up to `max`, with a seed from the clock and the pid.
+    pub fn new(initial: Duration, max: Duration) -> Backoff {
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+            ^ (std::process::id() as u64).rotate_left(32);
+        Backoff {
+            step: initial,
+            initial,
+            max: max.max(initial),
+            rng: seed | 1,
+        }
+    }
+
+    /// Back to the initial step (after a success).
+    pub fn reset(&mut self) {
+        self.step = self.initial;
+    }
+
+    /// The next delay; `retry_after` from the server replaces the drawn delay (capped at `max`).
+    pub fn next(&mut self, retry_after: Option<Duration>) -> Duration {
+        let step = self.step;
+        self.step = self.step.saturating_mul(2).min(self.max);
+        if let Some(d) = retry_after {
+            return d.min(self.max);
+        }
+        // xorshift64
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        let fraction = 0.5 + (self.rng >> 11) as f64 / (1u64 << 53) as f64 / 2.0;
+        step.mul_f64(fraction)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let mut steps = Vec::new();
+        for _ in 0..8 {
+            steps.push(b.next(None));
+        }
+        let bounds = [100, 200, 400, 800, 1000, 1000, 1000, 1000];
+        for (d, max) in steps.iter().zip(bounds) {
+            let max = Duration::from_millis(max);
+            assert!(*d <= max && *d >= max / 2, "{steps:?}");
+        }
+        assert_eq!(
+            b.next(Some(Duration::from_secs(60))),
+            Duration::from_secs(1)
+        );
+        assert_eq!(
+            b.next(Some(Duration::from_millis(5))),
+            Duration::from_millis(5)
+        );
+        b.reset();
+        assert!(b.next(None) <= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,436 @@
+//! Transport settings shared by metrics and traces, resolved the OpenTelemetry way: explicit
+//! settings beat `OTEL_EXPORTER_OTLP_<SIGNAL>_*` variables, which beat `OTEL_EXPORTER_OTLP_*`,
+//! which beat the defaults.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::Error;
+
+/// The wire protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// OTLP/gRPC (default port 4317).
+    Grpc,
+    /// OTLP/HTTP with protobuf bodies (default port 4318), the specification's default.
+    HttpProtobuf,
+}
+
+/// Body compression.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// Uncompressed (the specification's default).
+    None,
+    /// gzip, which every OTLP receiver must accept.
+    Gzip,
+}
+
+/// Which signal a setting is resolved for: it picks the signal-specific variables and the HTTP
+/// path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// `/v1/metrics`, `OTEL_EXPORTER_OTLP_METRICS_*`.
+    Metrics,
+    /// `/v1/traces`, `OTEL_EXPORTER_OTLP_TRACES_*`.
+    Traces,
+}
+
+impl Signal {
+    fn var_infix(self) -> &'static str {
+        match self {
+            Signal::Metrics => "METRICS_",
+            Signal::Traces => "TRACES_",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            Signal::Metrics => "/v1/metrics",
+            Signal::Traces => "/v1/traces",
+        }
+    }
+}
+
+/// Where and how to send: endpoint, protocol, headers, compression, timeout and TLS. Every field
+/// left unset falls back to the environment, then to the default. One value configures both the
+/// metrics exporter and the tracing pipeline.
+///
+/// ```
+/// use std::time::Duration;
+/// use sonde_otlp::{Compression, OtlpTransport, Protocol};
+///
+/// let transport = OtlpTransport::new()
+///     .endpoint("http://collector:4317")
+///     .protocol(Protocol::Grpc)
+///     .compression(Compression::Gzip)
+///     .header("x-tenant", "checkout")
+///     .timeout(Duration::from_secs(5));
+/// # let _ = transport;
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct OtlpTransport {
+    endpoint: Option<String>,
+    protocol: Option<Protocol>,
+    headers: Vec<(String, String)>,
+    compression: Option<Compression>,
+    timeout: Option<Duration>,
+    ca_certificate: Option<PathBuf>,
+    client_certificate: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+}
+
+impl OtlpTransport {
+    /// Nothing set: everything comes from the environment or the defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The receiver. For gRPC, `scheme://host:port`. For HTTP, either a base
+    /// (`http://host:4318`, to which `/v1/metrics` or `/v1/traces` is appended) or, when it
+    /// has a path, the full URL used as is.
+    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// gRPC or HTTP/protobuf.
+    pub fn protocol(mut self, protocol: Protocol) -> Self {
+        self.protocol = Some(protocol);
+        self
+    }
+
+    /// Adds a header (gRPC metadata) sent with every request; it replaces a header of the same
+    /// name from the environment.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Compression of request bodies.
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = Some(compression);
+        self
+    }
+
+    /// How long one request may take.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// A PEM file of CA certificates to trust instead of the system's (for `https` endpoints).
+    pub fn ca_certificate(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_certificate = Some(path.into());
+        self
+    }
+
+    /// A PEM certificate chain and private key for mutual TLS.
+    pub fn client_identity(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.client_certificate = Some(cert.into());
+        self.client_key = Some(key.into());
+        self
+    }
+
+    /// Resolves the settings for `signal` from explicit values, then the environment read
+    /// through `env`, then defaults.
+    pub fn resolve(
+        &self,
+        signal: Signal,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Resolved, Error> {
+        let lookup = |suffix: &str| -> Option<(String, String)> {
+            let specific = format!("OTEL_EXPORTER_OTLP_{}{suffix}", signal.var_infix());
+            if let Some(v) = env(&specific).filter(|v| !v.trim().is_empty()) {
+                return Some((specific, v));
+            }
+            let generic = format!("OTEL_EXPORTER_OTLP_{suffix}");
+            env(&generic)
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (generic, v))
+        };
+        let protocol = match self.protocol {
+            Some(p) => p,
+            None => match lookup("PROTOCOL") {
+                None => Protocol::HttpProtobuf,
+                Some((var, v)) => match v.trim() {
+                    "grpc" => Protocol::Grpc,
+                    "http/protobuf" => Protocol::HttpProtobuf,
+                    other => {
+                        return Err(Error::Config(format!(
+                            "{var}={other:?} is not supported; use \"grpc\" or \"http/protobuf\""
+                        )));
+                    }
+                },
+            },
+        };
+        let endpoint = match &self.endpoint {
+            Some(e) => endpoint_url(e, protocol, signal, false),
+            None => {
+                let specific = format!("OTEL_EXPORTER_OTLP_{}ENDPOINT", signal.var_infix());
+                match env(&specific).filter(|v| !v.trim().is_empty()) {
+                    // The signal-specific variable is used as is.
+                    Some(e) => endpoint_url(e.trim(), protocol, signal, true),
+                    None => {
+                        match env("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|v| !v.trim().is_empty()) {
+                            Some(e) => endpoint_url(e.trim(), protocol, signal, false),
+                            None => endpoint_url(
+                                match protocol {
+                                    Protocol::Grpc => "http://localhost:4317",
+                                    Protocol::HttpProtobuf => "http://localhost:4318",
+                                },
+                                protocol,
+                                signal,
+                                false,
+                            ),
+                        }
+                    }
+                }
+            }
+        };
+        let Some(endpoint) = endpoint else {
+            return Err(Error::Config(format!(
+                "the OTLP endpoint must be an http:// or https:// URL with a host, like {}",
+                match protocol {
+                    Protocol::Grpc => "http://localhost:4317",
+                    Protocol::HttpProtobuf => "http://localhost:4318",
+                }
+            )));
+        };
+        let mut headers = match lookup("HEADERS") {
+            None => Vec::new(),
+            Some((var, v)) => parse_headers(&v).ok_or_else(|| {
+                Error::Config(format!(
+                    "{var} must be a comma-separated list of name=value pairs (values percent-encoded)"
+                ))
+            })?,
+        };
+        for (k, v) in &self.headers {
+            headers.retain(|(name, _)| !name.eq_ignore_ascii_case(k));
+            headers.push((k.to_ascii_lowercase(), v.clone()));
+        }
+        for (name, value) in &headers {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || http::HeaderValue::from_str(value).is_err()
+            {
+                return Err(Error::Config(format!(
+                    "the header {name:?} is invalid; use a token name and a visible ASCII value"
+                )));
+            }
+        }
+        let compression = match self.compression {
+            Some(c) => c,
+            None => match lookup("COMPRESSION") {
+                None => Compression::None,
+                Some((var, v)) => match v.trim() {
+                    "gzip" => Compression::Gzip,
+                    "none" => Compression::None,
+                    other => {
+                        return Err(Error::Config(format!(
+                            "{var}={other:?} is not supported; use \"gzip\" or \"none\""
+                        )));
+                    }
+                },
+            },
+        };
+        let timeout = match self.timeout {
+            Some(t) => t,
+            None => match lookup("TIMEOUT") {
+                None => Duration::from_secs(10),
+                Some((var, v)) => Duration::from_millis(v.trim().parse().map_err(|_| {
+                    Error::Config(format!(
+                        "{var}={v:?} must be a whole number of milliseconds, like 10000"
+                    ))
+                })?),
+            },
+        }
+        .max(Duration::from_millis(1));
+        let path = |explicit: &Option<PathBuf>, suffix: &str| {
+            explicit
+                .clone()
+                .or_else(|| lookup(suffix).map(|(_, v)| PathBuf::from(v.trim())))
+        };
+        Ok(Resolved {
+            endpoint,
+            protocol,
+            headers,
+            compression,
+            timeout,
+            ca_certificate: path(&self.ca_certificate, "CERTIFICATE"),
+            client_certificate: path(&self.client_certificate, "CLIENT_CERTIFICATE"),
+            client_key: path(&self.client_key, "CLIENT_KEY"),
+        })
+    }
+}
+
+/// Settings after resolution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resolved {
+    /// The URL requests go to (for HTTP, including the signal's path).
+    pub endpoint: String,
+    /// The protocol.
+    pub protocol: Protocol,
+    /// Headers, names lowercased.
+    pub headers: Vec<(String, String)>,
+    /// Compression.
+    pub compression: Compression,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// CA certificates to trust.
+    pub ca_certificate: Option<PathBuf>,
+    /// Client certificate chain for mutual TLS.
+    pub client_certificate: Option<PathBuf>,
+    /// Client private key for mutual TLS.
+    pub client_key: Option<PathBuf>,
+}
+
+/// The URL for `signal`: gRPC endpoints are used as given; HTTP bases get the signal's path
+/// unless `as_is` or they already have a path.
+fn endpoint_url(e: &str, protocol: Protocol, signal: Signal, as_is: bool) -> Option<String> {
+    let rest = e
+        .strip_prefix("http://")
+        .or_else(|| e.strip_prefix("https://"))?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, ""),
+    };
+    if host.is_empty() {
+        return None;
+    }
+    match protocol {
+        Protocol::Grpc => Some(e.trim_end_matches('/').to_string()),
+        Protocol::HttpProtobuf if as_is || !(path.is_empty() || path == "/") => Some(e.to_string()),
+        Protocol::HttpProtobuf => Some(format!("{}{}", e.trim_end_matches('/'), signal.path())),
+    }
+}
+
+/// `k1=v1,k2=v2` with percent-encoded values (the W3C baggage format the spec refers to).
+fn parse_headers(s: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=')?;
+        let k = k.trim();
+        if k.is_empty() {
+            return None;
+        }
+        out.push((k.to_ascii_lowercase(), percent_decode(v.trim())?));
+    }
+    Some(out)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Reads a process environment variable.
+pub(crate) fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn defaults_follow_the_specification() {
+        let r = OtlpTransport::new()
+            .resolve(Signal::Metrics, &env(&[]))
+            .unwrap();
+        assert_eq!(r.endpoint, "http://localhost:4318/v1/metrics");
+        assert_eq!(r.protocol, Protocol::HttpProtobuf);
+        assert_eq!(r.compression, Compression::None);
+        assert_eq!(r.timeout, Duration::from_secs(10));
+        let r = OtlpTransport::new()
+            .protocol(Protocol::Grpc)
+            .resolve(Signal::Traces, &env(&[]))
+            .unwrap();
+        assert_eq!(r.endpoint, "http://localhost:4317");
+    }
+
+    #[test]
+    fn explicit_beats_signal_variables_which_beat_generic_ones() {
+        let vars = env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://generic:4318/"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://traces:9999/custom",
+            ),
+            ("OTEL_EXPORTER_OTLP_HEADERS", "a=1,b=x%20y"),
+            ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "c=3"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", "2500"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ]);
+        let r = OtlpTransport::new()
+            .resolve(Signal::Metrics, &vars)
+            .unwrap();
+        assert_eq!(r.endpoint, "http://generic:4318/v1/metrics");
+        assert_eq!(r.headers, vec![("c".to_string(), "3".to_string())]);
+        assert_eq!(r.compression, Compression::Gzip);
+        assert_eq!(r.timeout, Duration::from_millis(2500));
+        let r = OtlpTransport::new().resolve(Signal::Traces, &vars).unwrap();
+        assert_eq!(r.endpoint, "http://traces:9999/custom");
+        assert_eq!(
+            r.headers,
+            vec![("a".into(), "1".into()), ("b".into(), "x y".into())]
+        );
+        assert_eq!(r.timeout, Duration::from_secs(10));
+        let r = OtlpTransport::new()
+            .endpoint("https://explicit:4318")
+            .compression(Compression::None)
+            .header("B", "z")
+            .timeout(Duration::from_secs(1))
+            .resolve(Signal::Traces, &vars)
+            .unwrap();
+        assert_eq!(r.endpoint, "https://explicit:4318/v1/traces");
+        assert_eq!(
+            r.headers,
+            vec![("a".into(), "1".into()), ("b".into(), "z".into())]
+        );
+        assert_eq!(r.compression, Compression::None);
+        assert_eq!(r.timeout, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn bad_values_are_errors_naming_the_variable() {
+        let e = |vars: &'static [(&'static str, &'static str)]| {
+            OtlpTransport::new()
+                .resolve(Signal::Metrics, &env(vars))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(
+            e(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")])
+                .contains("OTEL_EXPORTER_OTLP_PROTOCOL")
+        );
+        assert!(e(&[("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "zstd")]).contains("gzip"));
+        assert!(e(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")]).contains("milliseconds"));
+        assert!(e(&[("OTEL_EXPORTER_OTLP_HEADERS", "novalue")]).contains("name=value"));
+        assert!(e(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")]).contains("http://"));
+        let e = OtlpTransport::new()
+            .header("bad header", "v")
+            .resolve(Signal::Metrics, &env(&[]))
+            .unwrap_err();
+        assert!(e.to_string().contains("header"), "{e}");
+    }
+}

@@ -1,0 +1,419 @@
+//! The one-call tracing pipeline: `tracing` spans become OpenTelemetry spans exported over
+//! OTLP (tracing-opentelemetry + opentelemetry-otlp) and, through [`sonde_tracing::SondeLayer`],
+//! latency metrics whose histogram buckets keep the trace ids as exemplars.
+//!
+//! The span exporter shares [`OtlpTransport`] with the metrics exporter (same endpoint, headers,
+//! compression, TLS; `OTEL_EXPORTER_OTLP_TRACES_*` variables for traces), and runs on a runtime
+//! of its own, so neither the application's runtime nor its threads wait on the network.
+//!
+//! ```no_run
+//! use sonde_otlp::traces::TracesBuilder;
+//! use sonde_otlp::OtlpTransport;
+//!
+//! let registry = sonde_core::Registry::global().clone();
+//! let pipeline = TracesBuilder::new()
+//!     .transport(OtlpTransport::new().endpoint("http://127.0.0.1:4318"))
+//!     .registry(registry)
+//!     .install()?;
+//! tracing::info_span!("GET /users/:id", http.route = "/users/:id", http.request.method = "GET")
+//!     .in_scope(|| { /* handle the request */ });
+//! pipeline.shutdown()?;
+//! # Ok::<(), sonde_otlp::Error>(())
+//! ```
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter, Tracer};
+use sonde_core::{Registry, Resource};
+use tracing_subscriber::layer::SubscriberExt as _;
+
+use crate::Error;
+use crate::config::{Compression, OtlpTransport, Protocol, Signal, process_env};
+
+type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// Configures the tracing pipeline.
+pub struct TracesBuilder {
+    transport: OtlpTransport,
+    registry: Registry,
+    resource: Option<Resource>,
+    sampler: Option<Sampler>,
+    span_durations: bool,
+    env: Env,
+}
+
+impl std::fmt::Debug for TracesBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TracesBuilder")
+            .field("transport", &self.transport)
+            .field("sampler", &self.sampler)
+            .field("span_durations", &self.span_durations)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for TracesBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TracesBuilder {
+    /// Everything from the environment or the defaults; metrics go to the global registry.
+    pub fn new() -> Self {
+        TracesBuilder {
+            transport: OtlpTransport::new(),
+            registry: Registry::global().clone(),
+            resource: None,
+            sampler: None,
+            span_durations: false,
+            env: Arc::new(process_env),
+        }
+    }
+
+    /// Endpoint, protocol, headers, compression, timeout and TLS (shared with the metrics
+    /// exporter).
+    pub fn transport(mut self, transport: OtlpTransport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Where span latency metrics are recorded.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// The resource (default: [`Resource::detect_from`] the environment).
+    pub fn resource(mut self, resource: Resource) -> Self {
+        self.resource = Some(resource);
+        self
+    }
+
+    /// The sampler (default: `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, else
+    /// parent-based always-on).
+    pub fn sampler(mut self, sampler: Sampler) -> Self {
+        self.sampler = Some(sampler);
+        self
+    }
+
+    /// Also record `span.duration{span.name}` for spans without semantic-convention fields.
+    pub fn span_durations(mut self, on: bool) -> Self {
+        self.span_durations = on;
+        self
+    }
+
+    /// Reads configuration variables through `env` instead of the process environment.
+    pub fn environment(
+        mut self,
+        env: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.env = Arc::new(env);
+        self
+    }
+
+    /// Builds the exporter and tracer provider without installing anything globally; use
+    /// [`TracingPipeline::subscriber`] or [`TracingPipeline::tracer`] to compose your own.
+    pub fn build(self) -> Result<TracingPipeline, Error> {
+        let env = self.env.clone();
+        let settings = self.transport.resolve(Signal::Traces, &*env)?;
+        let sampler = match self.sampler {
+            Some(s) => s,
+            None => sampler_from(&*env)?,
+        };
+        let resource = self
+            .resource
+            .unwrap_or_else(|| Resource::detect_from(&*env));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("sonde-otlp-traces")
+            .enable_all()
+            .build()
+            .map_err(Error::Start)?;
+        let exporter = {
+            let _guard = runtime.enter();
+            build_exporter(&settings)
+        };
+        let exporter = match exporter {
+            Ok(e) => e,
+            Err(e) => {
+                runtime.shutdown_background();
+                return Err(e);
+            }
+        };
+        let exporter = OnRuntime {
+            inner: exporter,
+            handle: runtime.handle().clone(),
+        };
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_sampler(sampler)
+            .with_resource(
+                opentelemetry_sdk::Resource::builder_empty()
+                    .with_attributes(
+                        resource
+                            .iter()
+                            .map(|(k, v)| KeyValue::new(k.to_string(), v.to_string())),
+                    )
+                    .build(),
+            )
+            .build();
+        let tracer = provider.tracer("sonde");
+        Ok(TracingPipeline {
+            provider,
+            tracer,
+            registry: self.registry,
+            span_durations: self.span_durations,
+            runtime: Some(runtime),
+        })
+    }
+
+    /// [`build`](Self::build), then installs the subscriber (`tracing_subscriber::registry()`
+    /// with the sonde metrics layer inside the OpenTelemetry layer) as the global default, the
+    /// provider as OpenTelemetry's global one, and the exemplar provider, so plain histogram
+    /// observations inside sampled spans also keep their trace ids. Errors if a global
+    /// subscriber is already set.
+    pub fn install(self) -> Result<TracingPipeline, Error> {
+        let pipeline = self.build()?;
+        let subscriber = pipeline.subscriber()?;
+        tracing::subscriber::set_global_default(subscriber).map_err(|e| {
+            Error::Config(format!(
+                "a global tracing subscriber is already installed ({e}); use build() and compose TracingPipeline::subscriber() or tracer() into yours"
+            ))
+        })?;
+        opentelemetry::global::set_tracer_provider(pipeline.provider.clone());
+        sonde_tracing::install_exemplar_provider();
+        Ok(pipeline)
+    }
+}
+
+/// A running tracing pipeline. Dropping it shuts the provider down (exporting what is left).
+pub struct TracingPipeline {
+    provider: SdkTracerProvider,
+    tracer: Tracer,
+    registry: Registry,
+    span_durations: bool,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl std::fmt::Debug for TracingPipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TracingPipeline").finish_non_exhaustive()
+    }
+}
+
+impl TracingPipeline {
+    /// The OpenTelemetry tracer, for `tracing_opentelemetry::layer().with_tracer(..)`.
+    pub fn tracer(&self) -> Tracer {
+        self.tracer.clone()
+    }
+
+    /// The tracer provider.
+    pub fn provider(&self) -> &SdkTracerProvider {
+        &self.provider
+    }
+
+    /// A subscriber with the sonde metrics layer inside the OpenTelemetry layer, for
+    /// `tracing::subscriber::with_default` or to install yourself.
+    pub fn subscriber(&self) -> Result<impl tracing::Subscriber + Send + Sync + 'static, Error> {
+        let sonde = sonde_tracing::SondeLayer::new(&self.registry)
+            .map_err(|e| Error::Config(format!("cannot register the span metrics: {e}")))?
+            .span_durations(self.span_durations);
+        Ok(tracing_subscriber::registry()
+            .with(sonde)
+            .with(tracing_opentelemetry::layer().with_tracer(self.tracer.clone())))
+    }
+
+    /// Exports every finished span now, blocking until done.
+    pub fn force_flush(&self) -> Result<(), Error> {
+        self.provider
+            .force_flush()
+            .map_err(|e| Error::Incomplete(format!("spans not exported: {e}")))
+    }
+
+    /// Exports what is left and stops; later spans are dropped.
+    pub fn shutdown(&self) -> Result<(), Error> {
+        self.provider
+            .shutdown()
+            .map_err(|e| Error::Incomplete(format!("spans not exported at shutdown: {e}")))
+    }
+}
+
+impl Drop for TracingPipeline {
+    fn drop(&mut self) {
+        let _ = self.provider.shutdown();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+fn build_exporter(
+    settings: &crate::config::Resolved,
+) -> Result<opentelemetry_otlp::SpanExporter, Error> {
+    let built = match settings.protocol {
+        Protocol::Grpc => {
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            for (k, v) in &settings.headers {
+                let (Ok(k), Ok(v)) = (
+                    k.parse::<tonic::metadata::AsciiMetadataKey>(),
+                    v.parse::<tonic::metadata::AsciiMetadataValue>(),
+                ) else {
+                    return Err(Error::Config(format!(
+                        "the header {k:?} cannot be sent as gRPC metadata"
+                    )));
+                };
+                metadata.insert(k, v);
+            }
+            let mut b = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(settings.endpoint.clone())
+                .with_timeout(settings.timeout)
+                .with_metadata(metadata);
+            if settings.compression == Compression::Gzip {
+                b = b.with_compression(opentelemetry_otlp::Compression::Gzip);
+            }
+            if settings.endpoint.starts_with("https://") {
+                b = b.with_tls_config(crate::transport::grpc_tls(settings)?);
+            }
+            b.build()
+        }
+        Protocol::HttpProtobuf => {
+            let mut b = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(settings.endpoint.clone())
+                .with_timeout(settings.timeout)
+                .with_headers(settings.headers.iter().cloned().collect::<HashMap<_, _>>())
+                .with_http_client(crate::transport::http_client(settings)?);
+            if settings.compression == Compression::Gzip {
+                b = b.with_compression(opentelemetry_otlp::Compression::Gzip);
+            }
+            b.build()
+        }
+    };
+    built.map_err(|e| Error::Config(format!("cannot build the OTLP span exporter: {e}")))
+}
+
+/// Runs the inner exporter's futures on the pipeline's runtime: the SDK's batch processor
+/// polls them on its own thread, where neither tonic nor reqwest would find a reactor.
+#[derive(Debug)]
+struct OnRuntime {
+    inner: opentelemetry_otlp::SpanExporter,
+    handle: tokio::runtime::Handle,
+}
+
+impl SpanExporter for OnRuntime {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        let fut = self.inner.export(batch);
+        if tokio::runtime::Handle::try_current().is_ok() {
+            // Already on a runtime (a simple processor on an async thread): block_on would
+            // panic there, so wait from a scoped thread instead.
+            std::thread::scope(|s| {
+                s.spawn(|| self.handle.block_on(fut))
+                    .join()
+                    .unwrap_or_else(|_| {
+                        Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(
+                            "the export panicked".into(),
+                        ))
+                    })
+            })
+        } else {
+            self.handle.block_on(fut)
+        }
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.inner.shutdown_with_timeout(timeout)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.inner.force_flush()
+    }
+
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.inner.set_resource(resource);
+    }
+}
+
+/// The sampler of `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`.
+fn sampler_from(env: &dyn Fn(&str) -> Option<String>) -> Result<Sampler, Error> {
+    let arg = || -> Result<f64, Error> {
+        match env("OTEL_TRACES_SAMPLER_ARG").filter(|v| !v.trim().is_empty()) {
+            None => Ok(1.0),
+            Some(v) => v
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "OTEL_TRACES_SAMPLER_ARG={v:?} must be a ratio between 0 and 1, like 0.25"
+                    ))
+                }),
+        }
+    };
+    let Some(name) = env("OTEL_TRACES_SAMPLER").filter(|v| !v.trim().is_empty()) else {
+        return Ok(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
+    };
+    Ok(match name.trim() {
+        "always_on" => Sampler::AlwaysOn,
+        "always_off" => Sampler::AlwaysOff,
+        "traceidratio" => Sampler::TraceIdRatioBased(arg()?),
+        "parentbased_always_on" => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+        "parentbased_always_off" => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        "parentbased_traceidratio" => {
+            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(arg()?)))
+        }
+        other => {
+            return Err(Error::Config(format!(
+                "OTEL_TRACES_SAMPLER={other:?} is not supported; use always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio"
+            )));
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samplers_come_from_the_environment() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert!(matches!(
+            sampler_from(&env(&[])).unwrap(),
+            Sampler::ParentBased(_)
+        ));
+        assert!(matches!(
+            sampler_from(&env(&[("OTEL_TRACES_SAMPLER", "always_off")])).unwrap(),
+            Sampler::AlwaysOff
+        ));
+        match sampler_from(&env(&[
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+        ]))
+        .unwrap()
+        {
+            Sampler::TraceIdRatioBased(r) => assert_eq!(r, 0.25),
+            s => panic!("{s:?}"),
+        }
+        let e = sampler_from(&env(&[
+            ("OTEL_TRACES_SAMPLER", "traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "2"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("between 0 and 1"), "{e}");
+        assert!(sampler_from(&env(&[("OTEL_TRACES_SAMPLER", "jaeger")])).is_err());
+    }
+}

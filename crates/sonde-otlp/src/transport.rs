@@ -1,0 +1,491 @@
+//! Sending one encoded request over gRPC or HTTP, and classifying the answer the way the OTLP
+//! specification asks: success (possibly partial), retryable (with the server's delay), or final.
+
+use std::io::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf as _, BufMut as _, Bytes};
+use flate2::Compression as GzLevel;
+use flate2::write::GzEncoder;
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceResponse;
+use prost::Message as _;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic_types::StatusExt as _;
+
+use crate::Error;
+use crate::config::{Compression, Protocol, Resolved};
+
+/// How one attempt ended.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    /// Accepted; `rejected` points were refused by the receiver (partial success).
+    Success { rejected: u64, message: String },
+    /// Worth retrying, after the server's delay when it gave one.
+    Retry {
+        error: String,
+        after: Option<Duration>,
+    },
+    /// Not worth retrying.
+    Fail(String),
+}
+
+/// A metrics client over either protocol.
+pub(crate) enum Client {
+    Grpc {
+        channel: Channel,
+        metadata: MetadataMap,
+        gzip: bool,
+        endpoint: String,
+    },
+    Http {
+        client: reqwest::Client,
+        url: String,
+        headers: reqwest::header::HeaderMap,
+        gzip: bool,
+    },
+}
+
+const METRICS_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
+
+impl Client {
+    /// Builds the client. Must run inside the exporter's runtime (the gRPC channel registers
+    /// with it).
+    pub(crate) fn new(settings: &Resolved) -> Result<Client, Error> {
+        let gzip = settings.compression == Compression::Gzip;
+        match settings.protocol {
+            Protocol::Grpc => {
+                let mut endpoint = Endpoint::from_shared(settings.endpoint.clone())
+                    .map_err(|e| {
+                        Error::Config(format!(
+                            "the OTLP endpoint {:?} is not a valid URI: {e}",
+                            settings.endpoint
+                        ))
+                    })?
+                    .connect_timeout(settings.timeout)
+                    .tcp_nodelay(true);
+                if settings.endpoint.starts_with("https://") {
+                    endpoint = endpoint
+                        .tls_config(grpc_tls(settings)?)
+                        .map_err(|e| Error::Config(format!("TLS settings rejected: {e}")))?;
+                }
+                let mut metadata = MetadataMap::new();
+                for (k, v) in &settings.headers {
+                    let (Ok(k), Ok(v)) = (
+                        k.parse::<AsciiMetadataKey>(),
+                        v.parse::<AsciiMetadataValue>(),
+                    ) else {
+                        return Err(Error::Config(format!(
+                            "the header {k:?} cannot be sent as gRPC metadata; use lowercase ASCII names and values"
+                        )));
+                    };
+                    metadata.insert(k, v);
+                }
+                Ok(Client::Grpc {
+                    channel: endpoint.connect_lazy(),
+                    metadata,
+                    gzip,
+                    endpoint: settings.endpoint.clone(),
+                })
+            }
+            Protocol::HttpProtobuf => {
+                let mut headers = reqwest::header::HeaderMap::new();
+                for (k, v) in &settings.headers {
+                    let (Ok(k), Ok(v)) = (
+                        reqwest::header::HeaderName::from_bytes(k.as_bytes()),
+                        reqwest::header::HeaderValue::from_str(v),
+                    ) else {
+                        return Err(Error::Config(format!("the header {k:?} is invalid")));
+                    };
+                    headers.insert(k, v);
+                }
+                Ok(Client::Http {
+                    client: http_client(settings)?,
+                    url: settings.endpoint.clone(),
+                    headers,
+                    gzip,
+                })
+            }
+        }
+    }
+
+    /// Sends `body` (an encoded `ExportMetricsServiceRequest`) once, within `timeout`.
+    pub(crate) async fn send(&mut self, body: &Bytes, timeout: Duration) -> Outcome {
+        match self {
+            Client::Grpc {
+                channel,
+                metadata,
+                gzip,
+                endpoint,
+            } => {
+                let mut grpc = tonic::client::Grpc::new(channel.clone());
+                if *gzip {
+                    grpc = grpc.send_compressed(CompressionEncoding::Gzip);
+                }
+                grpc = grpc.accept_compressed(CompressionEncoding::Gzip);
+                let mut request = tonic::Request::new(body.clone());
+                *request.metadata_mut() = metadata.clone();
+                request.set_timeout(timeout);
+                let call = async {
+                    grpc.ready().await.map_err(|e| {
+                        tonic::Status::unavailable(format!("cannot connect to {endpoint}: {e}"))
+                    })?;
+                    grpc.unary(
+                        request,
+                        http::uri::PathAndQuery::from_static(METRICS_PATH),
+                        RawCodec,
+                    )
+                    .await
+                };
+                match tokio::time::timeout(timeout, call).await {
+                    Err(_) => Outcome::Retry {
+                        error: format!("{endpoint} did not answer within {timeout:?}"),
+                        after: None,
+                    },
+                    Ok(Ok(response)) => success(response.into_inner()),
+                    Ok(Err(status)) => grpc_outcome(&status, endpoint),
+                }
+            }
+            Client::Http {
+                client,
+                url,
+                headers,
+                gzip,
+            } => {
+                let mut request = client
+                    .post(url.as_str())
+                    .timeout(timeout)
+                    .headers(headers.clone())
+                    .header("content-type", "application/x-protobuf");
+                request = if *gzip {
+                    match gzip_bytes(body) {
+                        Ok(z) => request.header("content-encoding", "gzip").body(z),
+                        Err(e) => return Outcome::Fail(format!("could not compress: {e}")),
+                    }
+                } else {
+                    request.body(body.clone())
+                };
+                let response = match request.send().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return Outcome::Retry {
+                            error: format!("could not reach {url}: {}", error_chain(&e)),
+                            after: None,
+                        };
+                    }
+                };
+                let status = response.status().as_u16();
+                let retry_after = response
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                let bytes = response.bytes().await.unwrap_or_default();
+                http_outcome(status, retry_after, &bytes, url)
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+fn success(r: ExportMetricsServiceResponse) -> Outcome {
+    match r.partial_success {
+        Some(p) if p.rejected_data_points > 0 || !p.error_message.is_empty() => Outcome::Success {
+            rejected: u64::try_from(p.rejected_data_points).unwrap_or(0),
+            message: p.error_message,
+        },
+        _ => Outcome::Success {
+            rejected: 0,
+            message: String::new(),
+        },
+    }
+}
+
+/// The specification's retryable gRPC codes; RESOURCE_EXHAUSTED only when the server says when
+/// to come back (RetryInfo), since otherwise the quota may never recover.
+pub(crate) fn grpc_outcome(status: &tonic::Status, endpoint: &str) -> Outcome {
+    use tonic::Code;
+    let after = status.get_details_retry_info().and_then(|r| r.retry_delay);
+    let error = format!(
+        "{endpoint} answered {:?}: {}",
+        status.code(),
+        status.message()
+    );
+    match status.code() {
+        Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unavailable
+        | Code::DataLoss => Outcome::Retry { error, after },
+        Code::ResourceExhausted if after.is_some() => Outcome::Retry { error, after },
+        Code::Unimplemented => Outcome::Fail(format!(
+            "{error}; the receiver does not serve OTLP metrics over gRPC (check the port: 4317 is gRPC, 4318 HTTP)"
+        )),
+        Code::Unauthenticated | Code::PermissionDenied => Outcome::Fail(format!(
+            "{error}; add credentials with OtlpTransport::header or OTEL_EXPORTER_OTLP_HEADERS"
+        )),
+        _ => Outcome::Fail(error),
+    }
+}
+
+/// Retryable HTTP answers: 429, 502, 503, 504 (with Retry-After); 400 and the rest are final.
+pub(crate) fn http_outcome(
+    status: u16,
+    retry_after: Option<Duration>,
+    body: &[u8],
+    url: &str,
+) -> Outcome {
+    if (200..300).contains(&status) {
+        return success(ExportMetricsServiceResponse::decode(body).unwrap_or_default());
+    }
+    let message = tonic_types::pb::Status::decode(body)
+        .ok()
+        .map(|s| s.message)
+        .filter(|m| !m.is_empty())
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default();
+    let error = format!("{url} answered HTTP {status}{message}");
+    match status {
+        429 | 502 | 503 | 504 => Outcome::Retry {
+            error,
+            after: retry_after,
+        },
+        404 => Outcome::Fail(format!(
+            "{error}; check the path (/v1/metrics) and that the port serves OTLP/HTTP (4318; 4317 is gRPC)"
+        )),
+        401 | 403 => Outcome::Fail(format!(
+            "{error}; add credentials with OtlpTransport::header or OTEL_EXPORTER_OTLP_HEADERS"
+        )),
+        413 => Outcome::Fail(format!(
+            "{error}; the request is too large for the receiver: lower max_request_bytes"
+        )),
+        _ => Outcome::Fail(error),
+    }
+}
+
+fn gzip_bytes(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut z = GzEncoder::new(Vec::with_capacity(body.len() / 4), GzLevel::fast());
+    z.write_all(body)?;
+    z.finish()
+}
+
+fn read_pem(path: &std::path::Path, what: &str) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| {
+        Error::Config(format!(
+            "cannot read the {what} {}: {e}; give the path of a PEM file",
+            path.display()
+        ))
+    })
+}
+
+pub(crate) fn grpc_tls(settings: &Resolved) -> Result<ClientTlsConfig, Error> {
+    let mut tls = ClientTlsConfig::new();
+    tls = match &settings.ca_certificate {
+        Some(ca) => tls.ca_certificate(tonic::transport::Certificate::from_pem(read_pem(
+            ca,
+            "CA certificate",
+        )?)),
+        None => tls.with_native_roots(),
+    };
+    if let (Some(cert), Some(key)) = (&settings.client_certificate, &settings.client_key) {
+        tls = tls.identity(tonic::transport::Identity::from_pem(
+            read_pem(cert, "client certificate")?,
+            read_pem(key, "client key")?,
+        ));
+    }
+    Ok(tls)
+}
+
+/// A reqwest client on rustls with the ring provider (the workspace's one TLS stack).
+pub(crate) fn http_client(settings: &Resolved) -> Result<reqwest::Client, Error> {
+    use rustls_pki_types::pem::PemObject as _;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS setup failed: {e}")))?;
+    let builder = match &settings.ca_certificate {
+        Some(ca) => {
+            let pem = read_pem(ca, "CA certificate")?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| {
+                    Error::Config(format!(
+                        "the CA certificate {} is not PEM: {e}",
+                        ca.display()
+                    ))
+                })?;
+                roots.add(cert).map_err(|e| {
+                    Error::Config(format!(
+                        "the CA certificate {} is invalid: {e}",
+                        ca.display()
+                    ))
+                })?;
+            }
+            builder.with_root_certificates(roots)
+        }
+        None => {
+            let verifier = rustls_platform_verifier::Verifier::new(provider).map_err(|e| {
+                Error::Config(format!("cannot load the system's CA certificates: {e}"))
+            })?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+        }
+    };
+    let mut config = match (&settings.client_certificate, &settings.client_key) {
+        (Some(cert), Some(key)) => {
+            let chain = rustls_pki_types::CertificateDer::pem_slice_iter(&read_pem(
+                cert,
+                "client certificate",
+            )?)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Config(format!("the client certificate is not PEM: {e}")))?;
+            let key =
+                rustls_pki_types::PrivateKeyDer::from_pem_slice(&read_pem(key, "client key")?)
+                    .map_err(|e| Error::Config(format!("the client key is not PEM: {e}")))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| Error::Config(format!("the client identity is invalid: {e}")))?
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(config)
+        .connect_timeout(settings.timeout)
+        .tcp_nodelay(true)
+        .build()
+        .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))
+}
+
+/// Sends pre-encoded request bytes and decodes the response, so queued requests are kept as
+/// bytes rather than as message trees.
+#[derive(Debug, Clone, Copy)]
+struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = ExportMetricsServiceResponse;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = ExportMetricsServiceResponse;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut DecodeBuf<'_>,
+    ) -> Result<Option<ExportMetricsServiceResponse>, tonic::Status> {
+        let bytes = src.copy_to_bytes(src.remaining());
+        ExportMetricsServiceResponse::decode(bytes)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("undecodable response: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tonic::Code;
+
+    fn retryable(o: &Outcome) -> bool {
+        matches!(o, Outcome::Retry { .. })
+    }
+
+    #[test]
+    fn only_the_specified_grpc_codes_are_retried() {
+        for code in [
+            Code::Cancelled,
+            Code::DeadlineExceeded,
+            Code::Aborted,
+            Code::OutOfRange,
+            Code::Unavailable,
+            Code::DataLoss,
+        ] {
+            assert!(
+                retryable(&grpc_outcome(&tonic::Status::new(code, "x"), "e")),
+                "{code:?}"
+            );
+        }
+        for code in [
+            Code::InvalidArgument,
+            Code::NotFound,
+            Code::PermissionDenied,
+            Code::Unauthenticated,
+            Code::Internal,
+            Code::Unimplemented,
+            Code::ResourceExhausted,
+            Code::FailedPrecondition,
+        ] {
+            assert!(
+                !retryable(&grpc_outcome(&tonic::Status::new(code, "x"), "e")),
+                "{code:?}"
+            );
+        }
+        let details = tonic_types::ErrorDetails::with_retry_info(Some(Duration::from_secs(3)));
+        let status =
+            tonic::Status::with_error_details(Code::ResourceExhausted, "slow down", details);
+        match grpc_outcome(&status, "e") {
+            Outcome::Retry { after, .. } => assert_eq!(after, Some(Duration::from_secs(3))),
+            o => panic!("{o:?}"),
+        }
+    }
+
+    #[test]
+    fn only_the_specified_http_statuses_are_retried() {
+        for s in [429, 502, 503, 504] {
+            assert!(retryable(&http_outcome(s, None, b"", "u")), "{s}");
+        }
+        for s in [400, 401, 403, 404, 413, 500, 501] {
+            assert!(!retryable(&http_outcome(s, None, b"", "u")), "{s}");
+        }
+        match http_outcome(429, Some(Duration::from_secs(7)), b"", "u") {
+            Outcome::Retry { after, .. } => assert_eq!(after, Some(Duration::from_secs(7))),
+            o => panic!("{o:?}"),
+        }
+        let body = tonic_types::pb::Status {
+            code: 3,
+            message: "bad metric".into(),
+            details: vec![],
+        }
+        .encode_to_vec();
+        match http_outcome(400, None, &body, "u") {
+            Outcome::Fail(m) => assert!(m.contains("bad metric"), "{m}"),
+            o => panic!("{o:?}"),
+        }
+    }
+}

@@ -829,3 +829,77 @@ fn spans_arrive_over_both_transports_and_exemplars_point_to_them() {
         pipeline.shutdown().unwrap();
     }
 }
+
+#[test]
+fn each_lambda_invocation_is_delivered_before_the_handler_returns() {
+    use sonde::instrument::{Faas, Trigger};
+    let rx = OtlpReceiver::start();
+    let reg = Registry::new();
+    let faas = Faas::install(&reg).unwrap();
+    let exporter = std::sync::Arc::new(
+        builder(&reg, &rx, Protocol::HttpProtobuf)
+            .temporality(Temporality::Delta)
+            .install()
+            .unwrap(),
+    );
+    faas.flush_through(exporter.clone(), Duration::from_secs(5));
+    for (i, cold) in [(1u32, "true"), (2, "false")] {
+        let out: Result<u32, ()> = faas.invoke(Trigger::Http, || Ok(i));
+        assert_eq!(out, Ok(i));
+        // No waiting: the handler returned after the request was answered.
+        let reqs = rx.metrics();
+        let invocations: f64 = numbers(&reqs, "faas.invocations")
+            .iter()
+            .filter(|(a, ..)| a.contains(&("faas.coldstart".into(), cold.into())))
+            .map(|p| p.1)
+            .sum();
+        assert_eq!(invocations, 1.0, "invocation {i}");
+    }
+    exporter.shutdown(Duration::from_secs(2)).unwrap();
+}
+
+#[test]
+fn the_example_service_instrumentation_arrives_with_conventional_names_and_units() {
+    use sonde_example::{Options, Workload};
+    let rx = OtlpReceiver::start();
+    let reg = Registry::new();
+    let exporter = builder(&reg, &rx, Protocol::Grpc)
+        .histograms(HistogramAggregation::Exponential)
+        .install()
+        .unwrap();
+    let workload = Workload::start(
+        &reg,
+        Options {
+            cold_start: Duration::from_millis(20),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    workload.stop();
+    exporter.force_flush(Duration::from_secs(10)).unwrap();
+    let reqs = rx.metrics();
+    for (name, unit) in [
+        ("http.server.request.duration", "s"),
+        ("http.client.request.duration", "s"),
+        ("db.client.operation.duration", "s"),
+    ] {
+        let m = find_metrics(&reqs, name);
+        assert!(!m.is_empty(), "{name} missing");
+        assert_eq!(m[0].unit, unit, "{name}");
+        let points = exponentials(&reqs, name);
+        assert!(points.iter().any(|(_, p)| p.count > 0), "{name}");
+    }
+    let routes: Vec<_> = exponentials(&reqs, "http.server.request.duration")
+        .into_iter()
+        .map(|(a, _)| a)
+        .collect();
+    assert!(
+        routes
+            .iter()
+            .all(|a| a.iter().any(|(k, _)| k == "http.route")),
+        "{routes:?}"
+    );
+    assert!(!numbers(&reqs, "cache.requests").is_empty());
+    assert!(!numbers(&reqs, "db.client.connection.count").is_empty());
+}

@@ -1,7 +1,7 @@
 //! `sonde-example-service`: the simulated service, serving its metrics on `/metrics`.
 //!
 //! ```text
-//! cargo run --release -p sonde-example -- [--listen 127.0.0.1:9464] [--seconds N] [--report]
+//! cargo run --release -p sonde-example -- [--listen 127.0.0.1:9464] [--seconds N] [--report] [--otlp]
 //! ```
 
 use std::net::SocketAddr;
@@ -11,10 +11,12 @@ use sonde::prometheus::PrometheusBuilder;
 use sonde::{Point, Registry, Temporality};
 use sonde_example::{Options, Workload};
 
-const USAGE: &str = "usage: sonde-example-service [--listen ADDR] [--seconds N] [--report]
+const USAGE: &str = "usage: sonde-example-service [--listen ADDR] [--seconds N] [--report] [--otlp]
   --listen ADDR  where to serve /metrics (default 127.0.0.1:9464, or OTEL_EXPORTER_PROMETHEUS_HOST/PORT)
   --seconds N    stop after N seconds (default: run until interrupted)
-  --report       print p50/p95/p99 per series every 5 seconds";
+  --report       print p50/p95/p99 per series every 5 seconds
+  --otlp         also push the metrics over OTLP, configured by the OTEL_EXPORTER_OTLP_* variables
+                 (default http://localhost:4318/v1/metrics every OTEL_METRIC_EXPORT_INTERVAL ms)";
 
 fn main() {
     if let Err(e) = run() {
@@ -27,6 +29,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut listen: Option<SocketAddr> = None;
     let mut seconds = 0u64;
     let mut report = false;
+    let mut otlp = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -41,6 +44,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 seconds = v.parse().map_err(|e| format!("--seconds {v:?}: {e}"))?;
             }
             "--report" => report = true,
+            "--otlp" => otlp = true,
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -55,6 +59,15 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     let server = exporter.install()?;
     println!("serving metrics on http://{}/metrics", server.local_addr());
+    let otlp = if otlp {
+        let exporter = sonde::otlp::OtlpMetricsBuilder::new()
+            .registry(registry.clone())
+            .install()?;
+        println!("pushing metrics over OTLP to {}", exporter.endpoint());
+        Some(exporter)
+    } else {
+        None
+    };
     let workload = Workload::start(&registry, Options::default())?;
     let mut deltas = registry.reader(Temporality::Delta);
     let mut elapsed = 0;
@@ -71,6 +84,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     workload.stop();
+    if let Some(exporter) = otlp {
+        exporter.shutdown(Duration::from_secs(5))?;
+    }
     server.shutdown();
     Ok(())
 }

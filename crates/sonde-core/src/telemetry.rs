@@ -17,6 +17,8 @@ pub const RETRIES: &str = "sonde.exporter.retries";
 pub const QUEUE_SIZE: &str = "sonde.exporter.queue.size";
 /// Unix time of the last successful request, in seconds, by `exporter`.
 pub const LAST_SUCCESS: &str = "sonde.exporter.last_success";
+/// Data points delivered (CloudWatch datums, OTLP data points...), by `exporter`.
+pub const SENT_POINTS: &str = "sonde.exporter.sent_points";
 /// Data points a receiver accepted the request for but rejected itself (OTLP partial success),
 /// by `exporter`.
 pub const REJECTED_POINTS: &str = "sonde.exporter.rejected_points";
@@ -30,6 +32,7 @@ pub struct ExporterMetrics {
     queue: Option<Gauge>,
     last_success: Option<Gauge<f64>>,
     rejected: Option<Counter>,
+    sent: Option<Counter>,
     dropped: Option<Family<Counter>>,
     exporter: &'static str,
 }
@@ -84,8 +87,15 @@ impl ExporterMetrics {
             .labels(["exporter"])
             .build()
             .ok();
+        let sent = registry
+            .counter(SENT_POINTS)
+            .description("Data points an exporter delivered.")
+            .labels(["exporter"])
+            .build()
+            .ok();
         ExporterMetrics {
             rejected: rejected.map(|f| f.with(&[exporter])),
+            sent: sent.map(|f| f.with(&[exporter])),
             success: requests.as_ref().map(|f| f.with(&[exporter, "success"])),
             failure: requests.as_ref().map(|f| f.with(&[exporter, "failure"])),
             retries: retries.map(|f| f.with(&[exporter])),
@@ -122,6 +132,13 @@ impl ExporterMetrics {
     pub fn dropped(&self, reason: &str, points: u64) {
         if let Some(f) = &self.dropped {
             f.with(&[self.exporter, reason]).add(points);
+        }
+    }
+
+    /// Counts `points` delivered.
+    pub fn sent(&self, points: u64) {
+        if let Some(c) = &self.sent {
+            c.add(points);
         }
     }
 

@@ -88,8 +88,17 @@ fn kv(k: &str, v: &str) -> KeyValue {
 
 /// One request, encoded, with the number of data points it carries.
 pub(crate) struct Encoded {
-    pub body: Vec<u8>,
+    pub body: bytes::Bytes,
     pub points: u64,
+}
+
+impl sonde_push::Batch for Encoded {
+    fn points(&self) -> u64 {
+        self.points
+    }
+    fn bytes(&self) -> usize {
+        self.body.len()
+    }
 }
 
 /// Converts and encodes `snapshot` into as few requests as the limits allow.
@@ -159,7 +168,7 @@ impl<'a> Builder<'a> {
             }],
         };
         self.out.push(Encoded {
-            body: request.encode_to_vec(),
+            body: request.encode_to_vec().into(),
             points: self.points as u64,
         });
         self.points = 0;

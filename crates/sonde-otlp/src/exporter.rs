@@ -1,32 +1,20 @@
 //! The metrics exporter: periodic collection and delivery on a thread and runtime of its own.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use bytes::Bytes;
-use sonde_core::telemetry::{Backoff, ExporterMetrics};
 use sonde_core::{Kind, Registry, Resource, Temporality};
-use tokio::sync::Notify;
+use sonde_push::{PushConfig, PushExporter, Source, StartError};
 
 use crate::Error;
 use crate::config::{OtlpTransport, Signal, process_env};
 use crate::convert::{self, HistogramAggregation};
-use crate::transport::{Client, Outcome};
+use crate::transport::Client;
 
 /// The `exporter` label of the self-metrics.
 pub const EXPORTER: &str = "otlp";
 
-/// How long dropping an [`OtlpMetricsExporter`] waits for the last collection to be delivered.
-pub const DROP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Longer durations are treated as this (a century), so no deadline arithmetic overflows.
-const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-fn after(now: Instant, d: Duration) -> Instant {
-    now.checked_add(d.min(LONGEST)).unwrap_or(now)
-}
+pub use sonde_push::DROP_SHUTDOWN_TIMEOUT;
 
 type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
@@ -240,100 +228,40 @@ impl OtlpMetricsBuilder {
         if temporality == Temporality::Delta {
             reader = reader.with_cumulative_kinds(&[Kind::UpDownCounter]);
         }
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            cv: Condvar::new(),
-            collector_wake: Notify::new(),
-            sender_wake: Notify::new(),
-            metrics: ExporterMetrics::register(&self.registry, EXPORTER),
-            queue_capacity: self.queue_capacity,
-            max_queue_bytes: self.max_queue_bytes,
-        });
-        shared.metrics.queue_size(0);
-        let collector = Collector {
-            shared: shared.clone(),
-            reader,
-            interval,
-            options,
-        };
-        let sender = SenderConfig {
-            timeout: settings.timeout,
-            backoff: Backoff::new(self.initial_backoff, self.max_backoff),
-            max_retry_time: self.max_retry_time,
-        };
+        let mut config = PushConfig::new(EXPORTER);
+        config.interval = interval;
+        config.timeout = settings.timeout;
+        config.queue_capacity = self.queue_capacity;
+        config.max_queue_bytes = self.max_queue_bytes;
+        config.initial_backoff = self.initial_backoff;
+        config.max_backoff = self.max_backoff;
+        config.max_retry_time = self.max_retry_time;
         let endpoint = settings.endpoint.clone();
-        let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<(), Error>>();
-        let thread_shared = shared.clone();
-        // Runtime and client are made on the exporter's thread, so nothing of them is ever
-        // created or dropped on an application thread (which may be inside its own runtime).
-        let thread = std::thread::Builder::new()
-            .name("sonde-otlp".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = started_tx.send(Err(Error::Start(e)));
-                        return;
-                    }
-                };
-                let client = {
-                    let _guard = rt.enter();
-                    Client::new(&settings)
-                };
-                let client = match client {
-                    Ok(c) => c,
-                    Err(e) => {
-                        let _ = started_tx.send(Err(e));
-                        return;
-                    }
-                };
-                let _ = started_tx.send(Ok(()));
-                rt.block_on(async move {
-                    tokio::join!(collector.run(), sender_loop(thread_shared, client, sender));
-                });
-            })
-            .map_err(Error::Start)?;
-        match started_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                let _ = thread.join();
-                return Err(e);
-            }
-            Err(_) => {
-                let _ = thread.join();
-                return Err(Error::Start(std::io::Error::other(
-                    "the exporter thread stopped while starting",
-                )));
-            }
-        }
-        Ok(OtlpMetricsExporter {
-            shared,
-            endpoint,
-            thread: Mutex::new(Some(thread)),
+        let source = Collector { reader, options };
+        let inner = sonde_push::start(&self.registry, config, source, move || {
+            Client::new(&settings)
         })
+        .map_err(|e| match e {
+            StartError::Start(e) => push_error(e),
+            StartError::Sink(e) => e,
+        })?;
+        Ok(OtlpMetricsExporter { inner, endpoint })
+    }
+}
+
+fn push_error(e: sonde_push::Error) -> Error {
+    match e {
+        sonde_push::Error::Start(e) => Error::Start(e),
+        other => Error::Incomplete(other.to_string()),
     }
 }
 
 /// A running OTLP metrics exporter. Dropping it shuts it down, waiting up to
 /// [`DROP_SHUTDOWN_TIMEOUT`] for the last collection to be delivered.
+#[derive(Debug)]
 pub struct OtlpMetricsExporter {
-    shared: Arc<Shared>,
+    inner: PushExporter,
     endpoint: String,
-    thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl std::fmt::Debug for OtlpMetricsExporter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let st = self.shared.lock();
-        f.debug_struct("OtlpMetricsExporter")
-            .field("endpoint", &self.endpoint)
-            .field("queued", &st.queue.len())
-            .field("stopped", &st.shutdown)
-            .finish()
-    }
 }
 
 impl sonde_core::Flush for OtlpMetricsExporter {
@@ -355,396 +283,28 @@ impl OtlpMetricsExporter {
     /// delivered, or `timeout` has passed. Errors if something was dropped or rejected meanwhile
     /// (the error says why) or the deadline passed first. Blocks the calling thread.
     pub fn force_flush(&self, timeout: Duration) -> Result<(), Error> {
-        let deadline = after(Instant::now(), timeout);
-        let shared = &self.shared;
-        let mut st = shared.lock();
-        if st.shutdown {
-            return Err(Error::Incomplete(
-                "the exporter was shut down; install a new one".into(),
-            ));
-        }
-        let failures_before = st.failures;
-        st.collect_requests += 1;
-        let wanted = st.collect_requests;
-        shared.collector_wake.notify_one();
-        st = shared.wait_until(st, deadline, |st| {
-            st.collections_done >= wanted || st.collector_done
-        });
-        if st.collections_done < wanted {
-            return Err(Error::Incomplete(format!(
-                "the collection did not finish within {timeout:?}; give force_flush more time"
-            )));
-        }
-        let target = st.last_enqueued;
-        st = shared.wait_until(st, deadline, |st| st.delivered_through(target));
-        if !st.delivered_through(target) {
-            return Err(Error::Incomplete(format!(
-                "{} requests were still waiting after {timeout:?}{}; give force_flush more time or check the receiver",
-                st.pending(),
-                st.last_error_suffix()
-            )));
-        }
-        if st.failures > failures_before {
-            return Err(Error::Incomplete(format!(
-                "{} requests were dropped{}",
-                st.failures - failures_before,
-                st.last_error_suffix()
-            )));
-        }
-        Ok(())
+        self.inner.force_flush(timeout).map_err(push_error)
     }
 
     /// Collects one last time, delivers what is queued within `timeout`, and stops the thread.
     /// Requests still queued at the deadline are dropped (counted with reason `shutdown`).
     /// Errors like [`force_flush`](Self::force_flush); calling it again returns `Ok`.
     pub fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
-        let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) else {
-            return Ok(());
-        };
-        let deadline = after(Instant::now(), timeout);
-        let shared = &self.shared;
-        let failures_before = {
-            let mut st = shared.lock();
-            st.shutdown = true;
-            st.deadline = Some(deadline);
-            st.failures
-        };
-        shared.collector_wake.notify_one();
-        shared.sender_wake.notify_one();
-        // Requests in flight are cut at the deadline; allow them a moment to return.
-        let grace = after(deadline, Duration::from_millis(200));
-        let st = shared.wait_until(shared.lock(), grace, |st| st.sender_done);
-        let (done, failures, suffix) = (st.sender_done, st.failures, st.last_error_suffix());
-        drop(st);
-        if !done {
-            return Err(Error::Incomplete(format!(
-                "the exporter did not stop within {timeout:?}{suffix}"
-            )));
-        }
-        let _ = thread.join();
-        if failures > failures_before {
-            return Err(Error::Incomplete(format!(
-                "{} requests were dropped{suffix}",
-                failures - failures_before
-            )));
-        }
-        Ok(())
+        self.inner.shutdown(timeout).map_err(push_error)
     }
 }
 
-impl Drop for OtlpMetricsExporter {
-    fn drop(&mut self) {
-        let _ = self.shutdown(DROP_SHUTDOWN_TIMEOUT);
-    }
-}
-
-/// One encoded request.
-struct Batch {
-    id: u64,
-    body: Bytes,
-    points: u64,
-}
-
-#[derive(Default)]
-struct State {
-    queue: VecDeque<Batch>,
-    queued_bytes: usize,
-    /// The batch being sent.
-    in_flight: Option<u64>,
-    /// Id of the last batch queued (ids start at 1).
-    last_enqueued: u64,
-    /// Collections asked for by `force_flush`, and how many of those were done.
-    collect_requests: u64,
-    collections_done: u64,
-    /// Batches dropped for any reason, and the last error.
-    failures: u64,
-    last_error: Option<String>,
-    shutdown: bool,
-    deadline: Option<Instant>,
-    collector_done: bool,
-    sender_done: bool,
-}
-
-impl State {
-    fn delivered_through(&self, id: u64) -> bool {
-        self.in_flight.is_none_or(|f| f > id) && self.queue.front().is_none_or(|b| b.id > id)
-    }
-
-    fn pending(&self) -> usize {
-        self.queue.len() + usize::from(self.in_flight.is_some())
-    }
-
-    fn last_error_suffix(&self) -> String {
-        match &self.last_error {
-            Some(e) => format!(" (last error: {e})"),
-            None => String::new(),
-        }
-    }
-}
-
-struct Shared {
-    state: Mutex<State>,
-    /// Wakes application threads waiting in `force_flush`/`shutdown`.
-    cv: Condvar,
-    collector_wake: Notify,
-    sender_wake: Notify,
-    metrics: ExporterMetrics,
-    queue_capacity: usize,
-    max_queue_bytes: usize,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn wait_until<'a>(
-        &self,
-        mut st: MutexGuard<'a, State>,
-        deadline: Instant,
-        done: impl Fn(&State) -> bool,
-    ) -> MutexGuard<'a, State> {
-        while !done(&st) {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            st = self
-                .cv
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        st
-    }
-
-    fn fail(&self, st: &mut State, reason: &str, points: u64, error: String) {
-        st.failures += 1;
-        st.last_error = Some(error);
-        self.metrics.dropped(reason, points);
-    }
-}
-
+/// Reads, converts and encodes on the exporter's thread.
 struct Collector {
-    shared: Arc<Shared>,
     reader: sonde_core::Reader,
-    interval: Duration,
     options: convert::Options,
 }
 
-impl Collector {
-    async fn run(mut self) {
-        let shared = self.shared.clone();
-        let mut next = after(Instant::now(), self.interval);
-        loop {
-            loop {
-                let woken = shared.collector_wake.notified();
-                {
-                    let st = shared.lock();
-                    if st.shutdown || st.collect_requests > st.collections_done {
-                        break;
-                    }
-                }
-                if Instant::now() >= next {
-                    break;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep_until(next.into()) => break,
-                    _ = woken => {}
-                }
-            }
-            let (last, requested) = {
-                let st = shared.lock();
-                (st.shutdown, st.collect_requests)
-            };
-            let now = Instant::now();
-            if now >= next {
-                next = after(next, self.interval);
-                if next <= now {
-                    next = after(now, self.interval);
-                }
-            }
-            self.collect();
-            let mut st = shared.lock();
-            st.collections_done = requested;
-            if last {
-                st.collector_done = true;
-            }
-            drop(st);
-            shared.cv.notify_all();
-            shared.sender_wake.notify_one();
-            if last {
-                return;
-            }
-        }
-    }
+impl Source for Collector {
+    type Batch = convert::Encoded;
 
-    /// Collects, converts and queues, dropping the oldest requests when the queue is full.
-    fn collect(&mut self) {
+    fn collect(&mut self) -> Vec<convert::Encoded> {
         let snapshot = self.reader.collect();
-        let requests = convert::encode(&snapshot, &self.options);
-        drop(snapshot);
-        let shared = &self.shared;
-        let mut st = shared.lock();
-        for r in requests {
-            let body = Bytes::from(r.body);
-            while !st.queue.is_empty()
-                && (st.queue.len() >= shared.queue_capacity
-                    || st.queued_bytes + body.len() > shared.max_queue_bytes)
-            {
-                let Some(old) = st.queue.pop_front() else {
-                    break;
-                };
-                st.queued_bytes -= old.body.len();
-                let msg = format!(
-                    "the queue was full ({} requests, {} bytes), so the oldest was dropped; the receiver is down or slower than the collection interval",
-                    shared.queue_capacity, shared.max_queue_bytes
-                );
-                shared.fail(&mut st, "queue_full", old.points, msg);
-            }
-            st.last_enqueued += 1;
-            let id = st.last_enqueued;
-            st.queued_bytes += body.len();
-            st.queue.push_back(Batch {
-                id,
-                body,
-                points: r.points,
-            });
-        }
-        shared.metrics.queue_size(st.pending());
-    }
-}
-
-struct SenderConfig {
-    timeout: Duration,
-    backoff: Backoff,
-    max_retry_time: Duration,
-}
-
-async fn sender_loop(shared: Arc<Shared>, mut client: Client, mut cfg: SenderConfig) {
-    loop {
-        let batch = {
-            let mut st = shared.lock();
-            if st.deadline.is_some_and(|d| Instant::now() >= d) {
-                while let Some(b) = st.queue.pop_front() {
-                    st.queued_bytes -= b.body.len();
-                    shared.fail(
-                        &mut st,
-                        "shutdown",
-                        b.points,
-                        "the shutdown deadline passed before the request was sent".into(),
-                    );
-                }
-            }
-            match st.queue.pop_front() {
-                Some(b) => {
-                    st.queued_bytes -= b.body.len();
-                    st.in_flight = Some(b.id);
-                    Some(b)
-                }
-                None if st.shutdown && st.collector_done => {
-                    st.sender_done = true;
-                    shared.metrics.queue_size(0);
-                    drop(st);
-                    shared.cv.notify_all();
-                    return;
-                }
-                None => None,
-            }
-        };
-        let Some(batch) = batch else {
-            shared.sender_wake.notified().await;
-            continue;
-        };
-        let result = send(&shared, &mut client, &mut cfg, &batch).await;
-        let mut st = shared.lock();
-        st.in_flight = None;
-        if let Err((reason, error)) = result {
-            shared.fail(&mut st, reason, batch.points, error);
-        }
-        shared.metrics.queue_size(st.pending());
-        drop(st);
-        shared.cv.notify_all();
-    }
-}
-
-/// Sends one batch, retrying retryable answers; on failure, the drop reason and the error.
-async fn send(
-    shared: &Shared,
-    client: &mut Client,
-    cfg: &mut SenderConfig,
-    batch: &Batch,
-) -> Result<(), (&'static str, String)> {
-    let started = Instant::now();
-    let cut = |error: &str| {
-        (
-            "shutdown",
-            format!("{error} (no time left to retry before the shutdown deadline)"),
-        )
-    };
-    loop {
-        let deadline = shared.lock().deadline;
-        let mut timeout = cfg.timeout;
-        if let Some(d) = deadline {
-            let left = d.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err((
-                    "shutdown",
-                    "the shutdown deadline passed before the request was sent".into(),
-                ));
-            }
-            timeout = timeout.min(left);
-        }
-        match client.send(&batch.body, timeout).await {
-            Outcome::Success { rejected, message } => {
-                shared.metrics.request(true);
-                cfg.backoff.reset();
-                if rejected > 0 {
-                    shared.metrics.rejected(rejected);
-                    shared.lock().last_error = Some(format!(
-                        "the receiver rejected {rejected} data points: {message}"
-                    ));
-                }
-                return Ok(());
-            }
-            Outcome::Fail(e) => {
-                shared.metrics.request(false);
-                return Err(("rejected", e));
-            }
-            Outcome::Retry {
-                error,
-                after: delay,
-            } => {
-                shared.metrics.request(false);
-                let wait = match delay {
-                    Some(d) => d,
-                    None => cfg.backoff.next(None),
-                };
-                if started.elapsed() + wait > cfg.max_retry_time {
-                    return Err((
-                        "retries_exhausted",
-                        format!(
-                            "{error} (gave up after retrying for {:?})",
-                            started.elapsed()
-                        ),
-                    ));
-                }
-                let until = after(Instant::now(), wait);
-                loop {
-                    let woken = shared.sender_wake.notified();
-                    if shared.lock().deadline.is_some_and(|d| d <= until) {
-                        return Err(cut(&error));
-                    }
-                    if Instant::now() >= until {
-                        break;
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(until.into()) => break,
-                        _ = woken => {}
-                    }
-                }
-                shared.metrics.retry();
-            }
-        }
+        convert::encode(&snapshot, &self.options)
     }
 }

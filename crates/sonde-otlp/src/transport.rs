@@ -18,19 +18,7 @@ use tonic_types::StatusExt as _;
 use crate::Error;
 use crate::config::{Compression, Protocol, Resolved};
 
-/// How one attempt ended.
-#[derive(Debug)]
-pub(crate) enum Outcome {
-    /// Accepted; `rejected` points were refused by the receiver (partial success).
-    Success { rejected: u64, message: String },
-    /// Worth retrying, after the server's delay when it gave one.
-    Retry {
-        error: String,
-        after: Option<Duration>,
-    },
-    /// Not worth retrying.
-    Fail(String),
-}
+pub(crate) use sonde_push::Outcome;
 
 /// A metrics client over either protocol.
 pub(crate) enum Client {
@@ -112,7 +100,7 @@ impl Client {
     }
 
     /// Sends `body` (an encoded `ExportMetricsServiceRequest`) once, within `timeout`.
-    pub(crate) async fn send(&mut self, body: &Bytes, timeout: Duration) -> Outcome {
+    pub(crate) async fn send_body(&mut self, body: &Bytes, timeout: Duration) -> Outcome {
         match self {
             Client::Grpc {
                 channel,
@@ -187,6 +175,14 @@ impl Client {
                 http_outcome(status, retry_after, &bytes, url)
             }
         }
+    }
+}
+
+impl sonde_push::Sink for Client {
+    type Batch = crate::convert::Encoded;
+
+    async fn send(&mut self, batch: &crate::convert::Encoded, timeout: Duration) -> Outcome {
+        self.send_body(&batch.body, timeout).await
     }
 }
 

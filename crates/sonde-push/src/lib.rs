@@ -1,0 +1,854 @@
+//! The delivery engine of sonde's push exporters (OTLP, CloudWatch): one thread with its own
+//! Tokio runtime, never the application's, running
+//!
+//! - a collector that asks a [`Source`] for batches every interval (the first tick optionally
+//!   jittered, so a fleet started together does not push in step) and queues them;
+//! - a sender that hands batches in order to a [`Sink`], retrying what the sink calls
+//!   retryable with jittered exponential backoff (or the server's delay) for up to a maximum
+//!   time per batch;
+//! - a bounded queue (batches and bytes) that drops the oldest batch when full;
+//! - [`PushExporter::force_flush`] and [`PushExporter::shutdown`], which deliver everything
+//!   pending within a deadline, blocking only the caller.
+//!
+//! Every outcome is counted in the exporter self-metrics of [`sonde_core::telemetry`].
+//!
+//! ```
+//! use std::time::Duration;
+//! use sonde_push::{Outcome, PushConfig, Sink, Source};
+//!
+//! struct Numbers(u64);
+//! impl Source for Numbers {
+//!     type Batch = Vec<u64>;
+//!     fn collect(&mut self) -> Vec<Vec<u64>> {
+//!         self.0 += 1;
+//!         vec![vec![self.0]]
+//!     }
+//! }
+//! struct Print;
+//! impl Sink for Print {
+//!     type Batch = Vec<u64>;
+//!     async fn send(&mut self, batch: &Vec<u64>, _timeout: Duration) -> Outcome {
+//!         println!("{batch:?}");
+//!         Outcome::Success { rejected: 0, message: String::new() }
+//!     }
+//! }
+//! let registry = sonde_core::Registry::new();
+//! let exporter = sonde_push::start(&registry, PushConfig::new("example"), Numbers(0), || Ok::<_, std::io::Error>(Print))?;
+//! exporter.force_flush(Duration::from_secs(1))?;
+//! exporter.shutdown(Duration::from_secs(1))?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![warn(missing_docs)]
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sonde_core::Registry;
+use sonde_core::telemetry::{Backoff, ExporterMetrics};
+use tokio::sync::Notify;
+
+/// Longer durations are treated as this (a century), so no deadline arithmetic overflows.
+const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d.min(LONGEST)).unwrap_or(now)
+}
+
+/// Errors of the engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The exporter's thread or runtime could not start.
+    #[error("could not start the exporter thread: {0}")]
+    Start(#[source] std::io::Error),
+    /// Not everything was delivered by the deadline, or some data was dropped; the message
+    /// says what and why.
+    #[error("{0}")]
+    Incomplete(String),
+}
+
+/// What a batch is worth, for the queue's limits and the drop counters.
+pub trait Batch: Send + 'static {
+    /// Data points it carries.
+    fn points(&self) -> u64;
+    /// Bytes it holds in memory.
+    fn bytes(&self) -> usize;
+}
+
+impl Batch for Vec<u64> {
+    fn points(&self) -> u64 {
+        self.len() as u64
+    }
+    fn bytes(&self) -> usize {
+        self.len() * 8
+    }
+}
+
+/// Produces the batches of one collection. Runs on the exporter's thread.
+pub trait Source: Send + 'static {
+    /// The batch type.
+    type Batch: Batch;
+    /// Reads the registry and converts it, already split into batches a sink accepts.
+    fn collect(&mut self) -> Vec<Self::Batch>;
+    /// Points the source left out in the last collection (invalid values...), by reason, to
+    /// count as dropped.
+    fn take_dropped(&mut self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Accepted; `rejected` points were refused by the receiver (partial success).
+    Success {
+        /// Points the receiver refused.
+        rejected: u64,
+        /// Its explanation.
+        message: String,
+    },
+    /// Worth retrying, after the server's delay when it gave one.
+    Retry {
+        /// What happened.
+        error: String,
+        /// The server's requested delay.
+        after: Option<Duration>,
+    },
+    /// Not worth retrying; the batch is dropped (reason `rejected`).
+    Fail(String),
+}
+
+/// Delivers batches. Runs on the exporter's runtime.
+pub trait Sink: Send + 'static {
+    /// The batch type.
+    type Batch: Batch;
+    /// Sends one batch once, within `timeout`.
+    fn send(
+        &mut self,
+        batch: &Self::Batch,
+        timeout: Duration,
+    ) -> impl Future<Output = Outcome> + Send;
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    /// The `exporter` label of the self-metrics, and the thread's name suffix.
+    pub name: &'static str,
+    /// Time between collections.
+    pub interval: Duration,
+    /// Draw the first collection uniformly in `[interval/10, interval)` instead of at
+    /// `interval`, so processes started together spread their pushes.
+    pub jitter_first: bool,
+    /// How long one attempt may take.
+    pub timeout: Duration,
+    /// Most batches waiting.
+    pub queue_capacity: usize,
+    /// Most bytes waiting.
+    pub max_queue_bytes: usize,
+    /// First retry delay.
+    pub initial_backoff: Duration,
+    /// Longest retry delay.
+    pub max_backoff: Duration,
+    /// How long one batch is retried before it is dropped (reason `retries_exhausted`).
+    pub max_retry_time: Duration,
+}
+
+impl PushConfig {
+    /// Defaults: 60 s interval, 10 s timeout, 256 batches or 64 MiB queued, backoff 500 ms to
+    /// 5 s, retried for up to 5 minutes.
+    pub fn new(name: &'static str) -> Self {
+        PushConfig {
+            name,
+            interval: Duration::from_secs(60),
+            jitter_first: false,
+            timeout: Duration::from_secs(10),
+            queue_capacity: 256,
+            max_queue_bytes: 64 * 1024 * 1024,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(5),
+            max_retry_time: Duration::from_secs(300),
+        }
+    }
+}
+
+/// How long dropping a [`PushExporter`] waits for the last collection to be delivered.
+pub const DROP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Starts the engine: registers the self-metrics in `registry`, then on a new thread builds a
+/// current-thread runtime and, inside it, the sink with `make_sink` (so clients that register
+/// with a runtime find this one). Returns once the sink is built, or its error.
+pub fn start<S, K, E>(
+    registry: &Registry,
+    config: PushConfig,
+    source: S,
+    make_sink: impl FnOnce() -> Result<K, E> + Send + 'static,
+) -> Result<PushExporter, StartError<E>>
+where
+    S: Source,
+    K: Sink<Batch = S::Batch>,
+    E: Send + 'static,
+{
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State::default()),
+        cv: Condvar::new(),
+        collector_wake: Notify::new(),
+        sender_wake: Notify::new(),
+        metrics: ExporterMetrics::register(registry, config.name),
+        queue_capacity: config.queue_capacity.max(1),
+        max_queue_bytes: config.max_queue_bytes.max(1),
+    });
+    shared.metrics.queue_size(0);
+    let interval = config.interval.max(Duration::from_millis(10));
+    let mut backoff = Backoff::new(config.initial_backoff, config.max_backoff);
+    let first = if config.jitter_first {
+        // A draw in [0.5, 1) of the backoff's jitter, stretched to [0.1, 1).
+        let f = backoff.next(None).as_secs_f64() / config.initial_backoff.as_secs_f64().max(1e-9);
+        interval.mul_f64((0.1 + 0.9 * (f - 0.5) * 2.0).clamp(0.1, 1.0))
+    } else {
+        interval
+    };
+    backoff.reset();
+    let collector = Collector {
+        shared: shared.clone(),
+        source,
+        interval,
+        first,
+    };
+    let sender = SenderConfig {
+        timeout: config.timeout.max(Duration::from_millis(1)),
+        backoff,
+        max_retry_time: config.max_retry_time,
+    };
+    let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<(), StartError<E>>>();
+    let thread_shared = shared.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("sonde-{}", config.name))
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = started_tx.send(Err(StartError::Start(Error::Start(e))));
+                    return;
+                }
+            };
+            let sink = {
+                let _guard = rt.enter();
+                make_sink()
+            };
+            let sink = match sink {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = started_tx.send(Err(StartError::Sink(e)));
+                    return;
+                }
+            };
+            let _ = started_tx.send(Ok(()));
+            rt.block_on(async move {
+                tokio::join!(collector.run(), sender_loop(thread_shared, sink, sender));
+            });
+        })
+        .map_err(|e| StartError::Start(Error::Start(e)))?;
+    match started_rx.recv() {
+        Ok(Ok(())) => Ok(PushExporter {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        }),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = thread.join();
+            Err(StartError::Start(Error::Start(std::io::Error::other(
+                "the exporter thread stopped while starting",
+            ))))
+        }
+    }
+}
+
+/// Why [`start`] failed.
+#[derive(Debug)]
+pub enum StartError<E> {
+    /// The thread or runtime.
+    Start(Error),
+    /// Building the sink.
+    Sink(E),
+}
+
+impl<E: std::fmt::Display> std::fmt::Display for StartError<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StartError::Start(e) => e.fmt(f),
+            StartError::Sink(e) => e.fmt(f),
+        }
+    }
+}
+
+impl<E: std::fmt::Debug + std::fmt::Display> std::error::Error for StartError<E> {}
+
+/// A running exporter. Dropping it shuts it down, waiting up to [`DROP_SHUTDOWN_TIMEOUT`].
+pub struct PushExporter {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for PushExporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.shared.lock();
+        f.debug_struct("PushExporter")
+            .field("queued", &st.queue.len())
+            .field("stopped", &st.shutdown)
+            .finish()
+    }
+}
+
+impl PushExporter {
+    /// Collects now and waits until that collection and everything queued before it has been
+    /// delivered, or `timeout` has passed. Errors if something was dropped meanwhile (the error
+    /// says why) or the deadline passed first. Blocks the calling thread.
+    pub fn force_flush(&self, timeout: Duration) -> Result<(), Error> {
+        let deadline = after(Instant::now(), timeout);
+        let shared = &self.shared;
+        let mut st = shared.lock();
+        if st.shutdown {
+            return Err(Error::Incomplete(
+                "the exporter was shut down; install a new one".into(),
+            ));
+        }
+        let failures_before = st.failures;
+        st.collect_requests += 1;
+        let wanted = st.collect_requests;
+        shared.collector_wake.notify_one();
+        st = shared.wait_until(st, deadline, |st| {
+            st.collections_done >= wanted || st.collector_done
+        });
+        if st.collections_done < wanted {
+            return Err(Error::Incomplete(format!(
+                "the collection did not finish within {timeout:?}; give force_flush more time"
+            )));
+        }
+        let target = st.last_enqueued;
+        st = shared.wait_until(st, deadline, |st| st.delivered_through(target));
+        if !st.delivered_through(target) {
+            return Err(Error::Incomplete(format!(
+                "{} requests were still waiting after {timeout:?}{}; give force_flush more time or check the receiver",
+                st.pending(),
+                st.last_error_suffix()
+            )));
+        }
+        if st.failures > failures_before {
+            return Err(Error::Incomplete(format!(
+                "{} requests were dropped{}",
+                st.failures - failures_before,
+                st.last_error_suffix()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Collects one last time, delivers what is queued within `timeout`, and stops the thread.
+    /// Batches still queued at the deadline are dropped (reason `shutdown`). Errors like
+    /// [`force_flush`](Self::force_flush); calling it again returns `Ok`.
+    pub fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
+        let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) else {
+            return Ok(());
+        };
+        let deadline = after(Instant::now(), timeout);
+        let shared = &self.shared;
+        let failures_before = {
+            let mut st = shared.lock();
+            st.shutdown = true;
+            st.deadline = Some(deadline);
+            st.failures
+        };
+        shared.collector_wake.notify_one();
+        shared.sender_wake.notify_one();
+        // Attempts in flight are cut at the deadline; allow them a moment to return.
+        let grace = after(deadline, Duration::from_millis(200));
+        let st = shared.wait_until(shared.lock(), grace, |st| st.sender_done);
+        let (done, failures, suffix) = (st.sender_done, st.failures, st.last_error_suffix());
+        drop(st);
+        if !done {
+            return Err(Error::Incomplete(format!(
+                "the exporter did not stop within {timeout:?}{suffix}"
+            )));
+        }
+        let _ = thread.join();
+        if failures > failures_before {
+            return Err(Error::Incomplete(format!(
+                "{} requests were dropped{suffix}",
+                failures - failures_before
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PushExporter {
+    fn drop(&mut self) {
+        let _ = self.shutdown(DROP_SHUTDOWN_TIMEOUT);
+    }
+}
+
+struct Queued<B> {
+    id: u64,
+    batch: B,
+}
+
+struct State<B = ()> {
+    queue: VecDeque<Queued<B>>,
+    queued_bytes: usize,
+    in_flight: Option<u64>,
+    last_enqueued: u64,
+    collect_requests: u64,
+    collections_done: u64,
+    failures: u64,
+    last_error: Option<String>,
+    shutdown: bool,
+    deadline: Option<Instant>,
+    collector_done: bool,
+    sender_done: bool,
+}
+
+impl<B> Default for State<B> {
+    fn default() -> Self {
+        State {
+            queue: VecDeque::new(),
+            queued_bytes: 0,
+            in_flight: None,
+            last_enqueued: 0,
+            collect_requests: 0,
+            collections_done: 0,
+            failures: 0,
+            last_error: None,
+            shutdown: false,
+            deadline: None,
+            collector_done: false,
+            sender_done: false,
+        }
+    }
+}
+
+impl<B> State<B> {
+    fn delivered_through(&self, id: u64) -> bool {
+        self.in_flight.is_none_or(|f| f > id) && self.queue.front().is_none_or(|b| b.id > id)
+    }
+
+    fn pending(&self) -> usize {
+        self.queue.len() + usize::from(self.in_flight.is_some())
+    }
+
+    fn last_error_suffix(&self) -> String {
+        match &self.last_error {
+            Some(e) => format!(" (last error: {e})"),
+            None => String::new(),
+        }
+    }
+}
+
+/// Type-erased batches, so the handle is not generic.
+type AnyBatch = Box<dyn ErasedBatch>;
+
+trait ErasedBatch: Send {
+    fn points(&self) -> u64;
+    fn bytes(&self) -> usize;
+    fn as_any(&self) -> &dyn std::any::Any;
+}
+
+impl<B: Batch> ErasedBatch for B {
+    fn points(&self) -> u64 {
+        Batch::points(self)
+    }
+    fn bytes(&self) -> usize {
+        Batch::bytes(self)
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+struct Shared {
+    state: Mutex<State<AnyBatch>>,
+    /// Wakes application threads waiting in `force_flush`/`shutdown`.
+    cv: Condvar,
+    collector_wake: Notify,
+    sender_wake: Notify,
+    metrics: ExporterMetrics,
+    queue_capacity: usize,
+    max_queue_bytes: usize,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State<AnyBatch>> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait_until<'a>(
+        &self,
+        mut st: MutexGuard<'a, State<AnyBatch>>,
+        deadline: Instant,
+        done: impl Fn(&State<AnyBatch>) -> bool,
+    ) -> MutexGuard<'a, State<AnyBatch>> {
+        while !done(&st) {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            st = self
+                .cv
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        st
+    }
+
+    fn fail(&self, st: &mut State<AnyBatch>, reason: &str, points: u64, error: String) {
+        st.failures += 1;
+        st.last_error = Some(error);
+        self.metrics.dropped(reason, points);
+    }
+}
+
+struct Collector<S> {
+    shared: Arc<Shared>,
+    source: S,
+    interval: Duration,
+    first: Duration,
+}
+
+impl<S: Source> Collector<S> {
+    async fn run(mut self) {
+        let shared = self.shared.clone();
+        let mut next = after(Instant::now(), self.first);
+        loop {
+            loop {
+                let woken = shared.collector_wake.notified();
+                {
+                    let st = shared.lock();
+                    if st.shutdown || st.collect_requests > st.collections_done {
+                        break;
+                    }
+                }
+                if Instant::now() >= next {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next.into()) => break,
+                    _ = woken => {}
+                }
+            }
+            let (last, requested) = {
+                let st = shared.lock();
+                (st.shutdown, st.collect_requests)
+            };
+            let now = Instant::now();
+            if now >= next {
+                next = after(next, self.interval);
+                if next <= now {
+                    next = after(now, self.interval);
+                }
+            }
+            self.collect();
+            let mut st = shared.lock();
+            st.collections_done = requested;
+            if last {
+                st.collector_done = true;
+            }
+            drop(st);
+            shared.cv.notify_all();
+            shared.sender_wake.notify_one();
+            if last {
+                return;
+            }
+        }
+    }
+
+    /// Collects and queues, dropping the oldest batches when the queue is full.
+    fn collect(&mut self) {
+        let batches = self.source.collect();
+        let dropped = self.source.take_dropped();
+        let shared = &self.shared;
+        for (reason, n) in dropped {
+            shared.metrics.dropped(reason, n);
+        }
+        let mut st = shared.lock();
+        for batch in batches {
+            let size = Batch::bytes(&batch);
+            while !st.queue.is_empty()
+                && (st.queue.len() >= shared.queue_capacity
+                    || st.queued_bytes + size > shared.max_queue_bytes)
+            {
+                let Some(old) = st.queue.pop_front() else {
+                    break;
+                };
+                st.queued_bytes -= old.batch.bytes();
+                let msg = format!(
+                    "the queue was full ({} requests, {} bytes), so the oldest was dropped; the receiver is down or slower than the collection interval",
+                    shared.queue_capacity, shared.max_queue_bytes
+                );
+                shared.fail(&mut st, "queue_full", old.batch.points(), msg);
+            }
+            st.last_enqueued += 1;
+            let id = st.last_enqueued;
+            st.queued_bytes += size;
+            st.queue.push_back(Queued {
+                id,
+                batch: Box::new(batch),
+            });
+        }
+        shared.metrics.queue_size(st.pending());
+    }
+}
+
+struct SenderConfig {
+    timeout: Duration,
+    backoff: Backoff,
+    max_retry_time: Duration,
+}
+
+async fn sender_loop<K: Sink>(shared: Arc<Shared>, mut sink: K, mut cfg: SenderConfig) {
+    loop {
+        let item = {
+            let mut st = shared.lock();
+            if st.deadline.is_some_and(|d| Instant::now() >= d) {
+                while let Some(b) = st.queue.pop_front() {
+                    st.queued_bytes -= b.batch.bytes();
+                    shared.fail(
+                        &mut st,
+                        "shutdown",
+                        b.batch.points(),
+                        "the shutdown deadline passed before the request was sent".into(),
+                    );
+                }
+            }
+            match st.queue.pop_front() {
+                Some(b) => {
+                    st.queued_bytes -= b.batch.bytes();
+                    st.in_flight = Some(b.id);
+                    Some(b)
+                }
+                None if st.shutdown && st.collector_done => {
+                    st.sender_done = true;
+                    shared.metrics.queue_size(0);
+                    drop(st);
+                    shared.cv.notify_all();
+                    return;
+                }
+                None => None,
+            }
+        };
+        let Some(item) = item else {
+            shared.sender_wake.notified().await;
+            continue;
+        };
+        let points = item.batch.points();
+        let result = match item.batch.as_any().downcast_ref::<K::Batch>() {
+            Some(batch) => send(&shared, &mut sink, &mut cfg, batch).await,
+            None => Err((
+                "rejected",
+                "internal error: a batch of the wrong type".into(),
+            )),
+        };
+        let mut st = shared.lock();
+        st.in_flight = None;
+        match result {
+            Ok(()) => shared.metrics.sent(points),
+            Err((reason, error)) => shared.fail(&mut st, reason, points, error),
+        }
+        shared.metrics.queue_size(st.pending());
+        drop(st);
+        shared.cv.notify_all();
+    }
+}
+
+/// Sends one batch, retrying retryable outcomes; on failure, the drop reason and the error.
+async fn send<K: Sink>(
+    shared: &Shared,
+    sink: &mut K,
+    cfg: &mut SenderConfig,
+    batch: &K::Batch,
+) -> Result<(), (&'static str, String)> {
+    let started = Instant::now();
+    let cut = |error: &str| {
+        (
+            "shutdown",
+            format!("{error} (no time left to retry before the shutdown deadline)"),
+        )
+    };
+    loop {
+        let deadline = shared.lock().deadline;
+        let mut timeout = cfg.timeout;
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err((
+                    "shutdown",
+                    "the shutdown deadline passed before the request was sent".into(),
+                ));
+            }
+            timeout = timeout.min(left);
+        }
+        // The sink's own timeout may be longer than the deadline allows.
+        let outcome = match tokio::time::timeout(timeout, sink.send(batch, timeout)).await {
+            Ok(o) => o,
+            Err(_) => Outcome::Retry {
+                error: format!("no answer within {timeout:?}"),
+                after: None,
+            },
+        };
+        match outcome {
+            Outcome::Success { rejected, message } => {
+                shared.metrics.request(true);
+                cfg.backoff.reset();
+                if rejected > 0 {
+                    shared.metrics.rejected(rejected);
+                    shared.lock().last_error = Some(format!(
+                        "the receiver rejected {rejected} data points: {message}"
+                    ));
+                }
+                return Ok(());
+            }
+            Outcome::Fail(e) => {
+                shared.metrics.request(false);
+                return Err(("rejected", e));
+            }
+            Outcome::Retry {
+                error,
+                after: delay,
+            } => {
+                shared.metrics.request(false);
+                let wait = match delay {
+                    Some(d) => d,
+                    None => cfg.backoff.next(None),
+                };
+                if started.elapsed() + wait > cfg.max_retry_time {
+                    return Err((
+                        "retries_exhausted",
+                        format!(
+                            "{error} (gave up after retrying for {:?})",
+                            started.elapsed()
+                        ),
+                    ));
+                }
+                let until = after(Instant::now(), wait);
+                loop {
+                    let woken = shared.sender_wake.notified();
+                    if shared.lock().deadline.is_some_and(|d| d <= until) {
+                        return Err(cut(&error));
+                    }
+                    if Instant::now() >= until {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until.into()) => break,
+                        _ = woken => {}
+                    }
+                }
+                shared.metrics.retry();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Counting(u64);
+    impl Source for Counting {
+        type Batch = Vec<u64>;
+        fn collect(&mut self) -> Vec<Vec<u64>> {
+            self.0 += 1;
+            vec![vec![self.0]]
+        }
+    }
+
+    /// Fails the first `fail` attempts with a retryable outcome, then accepts.
+    struct Flaky {
+        fail: u32,
+        got: Arc<Mutex<Vec<u64>>>,
+    }
+    impl Sink for Flaky {
+        type Batch = Vec<u64>;
+        async fn send(&mut self, batch: &Vec<u64>, _timeout: Duration) -> Outcome {
+            if self.fail > 0 {
+                self.fail -= 1;
+                return Outcome::Retry {
+                    error: "down".into(),
+                    after: None,
+                };
+            }
+            self.got.lock().unwrap().extend(batch);
+            Outcome::Success {
+                rejected: 0,
+                message: String::new(),
+            }
+        }
+    }
+
+    fn config() -> PushConfig {
+        let mut c = PushConfig::new("test");
+        c.interval = Duration::from_secs(3600);
+        c.initial_backoff = Duration::from_millis(1);
+        c.max_backoff = Duration::from_millis(2);
+        c
+    }
+
+    #[test]
+    fn flush_delivers_through_retries_and_counts_them() {
+        let reg = Registry::new();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink_got = got.clone();
+        let e = start(&reg, config(), Counting(0), move || {
+            Ok::<_, ()>(Flaky {
+                fail: 3,
+                got: sink_got,
+            })
+        })
+        .unwrap();
+        e.force_flush(Duration::from_secs(5)).unwrap();
+        e.force_flush(Duration::from_secs(5)).unwrap();
+        e.shutdown(Duration::from_secs(5)).unwrap();
+        assert_eq!(*got.lock().unwrap(), vec![1, 2, 3]);
+        let retries = reg
+            .snapshot()
+            .point(sonde_core::telemetry::RETRIES, &[("exporter", "test")])
+            .and_then(|p| p.number())
+            .map(|n| n.as_f64());
+        assert_eq!(retries, Some(3.0));
+    }
+
+    #[test]
+    fn a_sink_that_cannot_be_built_is_an_error() {
+        let reg = Registry::new();
+        let e = start(&reg, config(), Counting(0), || Err::<Flaky, _>("no"));
+        assert!(matches!(e, Err(StartError::Sink("no"))));
+    }
+
+    #[test]
+    fn extreme_durations_do_not_panic() {
+        let reg = Registry::new();
+        let mut c = config();
+        c.interval = Duration::MAX;
+        c.timeout = Duration::MAX;
+        c.initial_backoff = Duration::MAX;
+        c.max_backoff = Duration::MAX;
+        c.jitter_first = true;
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let e = start(&reg, c, Counting(0), move || {
+            Ok::<_, ()>(Flaky { fail: 0, got })
+        })
+        .unwrap();
+        e.force_flush(Duration::from_secs(5)).unwrap();
+        let _ = e.force_flush(Duration::ZERO);
+        e.shutdown(Duration::from_secs(5)).unwrap();
+    }
+}

@@ -120,6 +120,9 @@ pub struct Settings {
     /// Whether counters that did not change are sent (as 0; default true, so alarms see 0
     /// rather than missing data).
     pub send_unchanged_counters: bool,
+    /// Whether sonde's own `sonde.*` metrics (series counts, exporter health) are sent too
+    /// (default false: each CloudWatch metric is billed, and they are on `/metrics` anyway).
+    pub self_metrics: bool,
 }
 
 impl Default for Settings {
@@ -129,6 +132,7 @@ impl Default for Settings {
             storage_resolution: 60,
             max_values_per_series: MAX_VALUES_PER_DATUM,
             send_unchanged_counters: true,
+            self_metrics: false,
         }
     }
 }
@@ -242,6 +246,9 @@ pub fn convert(snapshot: &Snapshot, resource: &Resource, settings: &Settings) ->
         })
         .collect();
     for family in &snapshot.families {
+        if !settings.self_metrics && family.meta.name().starts_with("sonde.") {
+            continue;
+        }
         convert_family(
             family,
             snapshot.is_delta(family),

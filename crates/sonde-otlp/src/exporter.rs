@@ -238,7 +238,7 @@ impl OtlpMetricsBuilder {
         config.max_retry_time = self.max_retry_time;
         let endpoint = settings.endpoint.clone();
         let source = Collector { reader, options };
-        let inner = sonde_push::start(&self.registry, config, source, move || {
+        let inner = sonde_push::start(&self.registry, config, source, move || async move {
             Client::new(&settings)
         })
         .map_err(|e| match e {

@@ -33,7 +33,7 @@
 //!     }
 //! }
 //! let registry = sonde_core::Registry::new();
-//! let exporter = sonde_push::start(&registry, PushConfig::new("example"), Numbers(0), || Ok::<_, std::io::Error>(Print))?;
+//! let exporter = sonde_push::start(&registry, PushConfig::new("example"), Numbers(0), || async { Ok::<_, std::io::Error>(Print) })?;
 //! exporter.force_flush(Duration::from_secs(1))?;
 //! exporter.shutdown(Duration::from_secs(1))?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -179,18 +179,20 @@ impl PushConfig {
 pub const DROP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Starts the engine: registers the self-metrics in `registry`, then on a new thread builds a
-/// current-thread runtime and, inside it, the sink with `make_sink` (so clients that register
-/// with a runtime find this one). Returns once the sink is built, or its error.
-pub fn start<S, K, E>(
+/// current-thread runtime and, on it, the sink with the future `make_sink` returns (so clients
+/// that register with a runtime, or load their configuration asynchronously, find this one).
+/// Returns once the sink is built, or its error.
+pub fn start<S, K, E, F>(
     registry: &Registry,
     config: PushConfig,
     source: S,
-    make_sink: impl FnOnce() -> Result<K, E> + Send + 'static,
+    make_sink: impl FnOnce() -> F + Send + 'static,
 ) -> Result<PushExporter, StartError<E>>
 where
     S: Source,
     K: Sink<Batch = S::Batch>,
     E: Send + 'static,
+    F: Future<Output = Result<K, E>>,
 {
     let shared = Arc::new(Shared {
         state: Mutex::new(State::default()),
@@ -238,10 +240,7 @@ where
                     return;
                 }
             };
-            let sink = {
-                let _guard = rt.enter();
-                make_sink()
-            };
+            let sink = rt.block_on(make_sink());
             let sink = match sink {
                 Ok(s) => s,
                 Err(e) => {
@@ -807,7 +806,7 @@ mod tests {
         let reg = Registry::new();
         let got = Arc::new(Mutex::new(Vec::new()));
         let sink_got = got.clone();
-        let e = start(&reg, config(), Counting(0), move || {
+        let e = start(&reg, config(), Counting(0), move || async move {
             Ok::<_, ()>(Flaky {
                 fail: 3,
                 got: sink_got,
@@ -829,7 +828,9 @@ mod tests {
     #[test]
     fn a_sink_that_cannot_be_built_is_an_error() {
         let reg = Registry::new();
-        let e = start(&reg, config(), Counting(0), || Err::<Flaky, _>("no"));
+        let e = start(&reg, config(), Counting(0), || async {
+            Err::<Flaky, _>("no")
+        });
         assert!(matches!(e, Err(StartError::Sink("no"))));
     }
 
@@ -843,7 +844,7 @@ mod tests {
         c.max_backoff = Duration::MAX;
         c.jitter_first = true;
         let got = Arc::new(Mutex::new(Vec::new()));
-        let e = start(&reg, c, Counting(0), move || {
+        let e = start(&reg, c, Counting(0), move || async move {
             Ok::<_, ()>(Flaky { fail: 0, got })
         })
         .unwrap();

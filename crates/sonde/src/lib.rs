@@ -58,3 +58,7 @@ pub use sonde_prometheus as prometheus;
 /// OTLP export of metrics, and the tracing pipeline (feature `otlp`).
 #[cfg(feature = "otlp")]
 pub use sonde_otlp as otlp;
+
+/// AWS CloudWatch export: PutMetricData, EMF and the cost preview (feature `cloudwatch`).
+#[cfg(feature = "cloudwatch")]
+pub use sonde_cloudwatch as cloudwatch;

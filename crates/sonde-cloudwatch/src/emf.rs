@@ -1,0 +1,471 @@
+//! The Embedded Metric Format: metrics as JSON log lines that CloudWatch Logs turns into
+//! metrics, with no API call (the no-cost path for Lambda, where stdout goes to CloudWatch
+//! Logs). Flush at the end of each invocation: `Faas::flush_through(Arc::new(writer), deadline)`.
+//!
+//! Each document holds one dimension set with its values, at most 100 metrics and 100 values
+//! per metric, and stays under 256 KB (60 KB over UDP); histograms are value arrays, split
+//! across documents when longer.
+//!
+//! ```no_run
+//! use sonde_cloudwatch::{Destination, EmfBuilder};
+//! let registry = sonde_core::Registry::global().clone();
+//! let writer = EmfBuilder::new("checkout").registry(registry).destination(Destination::Stdout).build()?;
+//! // ... handle an invocation ...
+//! writer.flush()?;
+//! # Ok::<(), sonde_cloudwatch::Error>(())
+//! ```
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs, UdpSocket};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use sonde_core::telemetry::ExporterMetrics;
+use sonde_core::{Kind, Reader, Registry, Resource, Temporality};
+
+use crate::Error;
+use crate::datum::{self, Datum, DatumValue, Settings};
+use crate::exporter::check_namespace;
+
+/// Most metrics per document.
+pub const MAX_METRICS_PER_DOCUMENT: usize = 100;
+/// Most values per metric in one document.
+pub const MAX_VALUES_PER_METRIC: usize = 100;
+/// Documents stay below this many bytes (CloudWatch drops larger ones).
+pub const MAX_DOCUMENT_BYTES: usize = 250 * 1024;
+/// Documents sent over UDP stay below this (one datagram each).
+pub const MAX_UDP_DOCUMENT_BYTES: usize = 60 * 1024;
+
+/// The `exporter` label of the self-metrics.
+pub const EXPORTER: &str = "emf";
+
+/// Where documents go.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Destination {
+    /// Standard output (Lambda sends it to CloudWatch Logs).
+    Stdout,
+    /// Appended to a file, one document per line.
+    File(PathBuf),
+    /// The CloudWatch agent's TCP endpoint (newline-delimited).
+    Tcp(SocketAddr),
+    /// The CloudWatch agent's UDP endpoint (one document per datagram).
+    Udp(SocketAddr),
+}
+
+impl Destination {
+    /// `AWS_EMF_AGENT_ENDPOINT` (`tcp://127.0.0.1:25888` or `udp://...`) when set, else
+    /// standard output; an invalid value is an error naming the variable.
+    pub fn from_env() -> Result<Destination, Error> {
+        match std::env::var("AWS_EMF_AGENT_ENDPOINT") {
+            Ok(v) if !v.trim().is_empty() => Destination::parse(v.trim())
+                .map_err(|e| Error::Config(format!("AWS_EMF_AGENT_ENDPOINT: {e}"))),
+            _ => Ok(Destination::Stdout),
+        }
+    }
+
+    /// Parses `tcp://host:port`, `udp://host:port`, `stdout` or `file:///path`.
+    pub fn parse(s: &str) -> Result<Destination, Error> {
+        let resolve = |hostport: &str| {
+            hostport
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "cannot resolve {hostport:?}; use host:port like 127.0.0.1:25888"
+                    ))
+                })
+        };
+        if s == "stdout" {
+            Ok(Destination::Stdout)
+        } else if let Some(hp) = s.strip_prefix("tcp://") {
+            Ok(Destination::Tcp(resolve(hp)?))
+        } else if let Some(hp) = s.strip_prefix("udp://") {
+            Ok(Destination::Udp(resolve(hp)?))
+        } else if let Some(p) = s.strip_prefix("file://") {
+            Ok(Destination::File(PathBuf::from(p)))
+        } else {
+            Err(Error::Config(format!(
+                "{s:?} is not an EMF destination; use tcp://host:port, udp://host:port, stdout or file:///path"
+            )))
+        }
+    }
+
+    fn max_document_bytes(&self) -> usize {
+        match self {
+            Destination::Udp(_) => MAX_UDP_DOCUMENT_BYTES,
+            _ => MAX_DOCUMENT_BYTES,
+        }
+    }
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::Stdout => f.write_str("stdout"),
+            Destination::File(p) => write!(f, "file://{}", p.display()),
+            Destination::Tcp(a) => write!(f, "tcp://{a}"),
+            Destination::Udp(a) => write!(f, "udp://{a}"),
+        }
+    }
+}
+
+/// Configures an [`EmfWriter`].
+#[derive(Debug)]
+pub struct EmfBuilder {
+    namespace: String,
+    registry: Registry,
+    destination: Option<Destination>,
+    resource: Option<Resource>,
+    settings: Settings,
+}
+
+impl EmfBuilder {
+    /// Writes the global registry's metrics under `namespace`.
+    pub fn new(namespace: impl Into<String>) -> Self {
+        EmfBuilder {
+            namespace: namespace.into(),
+            registry: Registry::global().clone(),
+            destination: None,
+            resource: None,
+            settings: Settings {
+                // Unchanged counters would only lengthen every invocation's log.
+                send_unchanged_counters: false,
+                ..Settings::default()
+            },
+        }
+    }
+
+    /// The registry to read.
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Where documents go (default [`Destination::from_env`]).
+    pub fn destination(mut self, destination: Destination) -> Self {
+        self.destination = Some(destination);
+        self
+    }
+
+    /// The resource (default [`Resource::detect`]: on Lambda, `service.name` is the function).
+    pub fn resource(mut self, resource: Resource) -> Self {
+        self.resource = Some(resource);
+        self
+    }
+
+    /// Dimension selection, rollups (each becomes a dimension set), resolution and histogram
+    /// resolution, as for PutMetricData.
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Checks the settings and registers the self-metrics.
+    pub fn build(self) -> Result<EmfWriter, Error> {
+        check_namespace(&self.namespace)?;
+        let destination = match self.destination {
+            Some(d) => d,
+            None => Destination::from_env()?,
+        };
+        Ok(EmfWriter {
+            namespace: self.namespace,
+            metrics: ExporterMetrics::register(&self.registry, EXPORTER),
+            reader: Mutex::new(
+                self.registry
+                    .reader(Temporality::Delta)
+                    .with_cumulative_kinds(&[Kind::UpDownCounter]),
+            ),
+            resource: self.resource.unwrap_or_else(Resource::detect),
+            settings: self.settings,
+            output: Mutex::new(Output {
+                destination,
+                tcp: None,
+            }),
+        })
+    }
+}
+
+/// Writes EMF documents on demand.
+pub struct EmfWriter {
+    namespace: String,
+    metrics: ExporterMetrics,
+    reader: Mutex<Reader>,
+    resource: Resource,
+    settings: Settings,
+    output: Mutex<Output>,
+}
+
+impl std::fmt::Debug for EmfWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmfWriter")
+            .field("namespace", &self.namespace)
+            .field("output", &self.output)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct Output {
+    destination: Destination,
+    tcp: Option<TcpStream>,
+}
+
+impl sonde_core::Flush for EmfWriter {
+    fn force_flush(
+        &self,
+        _timeout: Duration,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.flush().map(|_| ()).map_err(Into::into)
+    }
+}
+
+impl EmfWriter {
+    /// Writes what changed since the previous flush; returns the number of documents.
+    pub fn flush(&self) -> Result<usize, Error> {
+        let snapshot = self
+            .reader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .collect();
+        let converted = datum::convert(&snapshot, &self.resource, &self.settings);
+        for (reason, n) in &converted.dropped {
+            self.metrics.dropped(reason, *n);
+        }
+        let datums = converted.datums.len() as u64;
+        let mut output = self.output.lock().unwrap_or_else(|e| e.into_inner());
+        let (docs, conflicts) = documents(
+            &self.namespace,
+            converted.datums,
+            output.destination.max_document_bytes(),
+        );
+        if conflicts > 0 {
+            self.metrics.dropped("name_conflict", conflicts);
+        }
+        match output.write(&docs) {
+            Ok(()) => {
+                self.metrics.request(true);
+                self.metrics.sent(datums);
+                Ok(docs.len())
+            }
+            Err(e) => {
+                self.metrics.request(false);
+                self.metrics.dropped("write_failed", datums);
+                Err(Error::Write {
+                    destination: output.destination.to_string(),
+                    source: e,
+                })
+            }
+        }
+    }
+}
+
+impl Output {
+    fn write(&mut self, docs: &[String]) -> std::io::Result<()> {
+        if docs.is_empty() {
+            return Ok(());
+        }
+        match &self.destination {
+            Destination::Stdout => {
+                let mut out = std::io::stdout().lock();
+                for d in docs {
+                    out.write_all(d.as_bytes())?;
+                    out.write_all(b"\n")?;
+                }
+                out.flush()
+            }
+            Destination::File(path) => {
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?;
+                let mut buf = Vec::new();
+                for d in docs {
+                    buf.extend_from_slice(d.as_bytes());
+                    buf.push(b'\n');
+                }
+                f.write_all(&buf)
+            }
+            Destination::Udp(addr) => {
+                let socket = UdpSocket::bind(if addr.is_ipv4() {
+                    "0.0.0.0:0"
+                } else {
+                    "[::]:0"
+                })?;
+                for d in docs {
+                    socket.send_to(d.as_bytes(), addr)?;
+                }
+                Ok(())
+            }
+            Destination::Tcp(addr) => {
+                let addr = *addr;
+                let mut buf = Vec::new();
+                for d in docs {
+                    buf.extend_from_slice(d.as_bytes());
+                    buf.push(b'\n');
+                }
+                // Reuse the connection; on failure reconnect once (the agent may have restarted).
+                for attempt in 0..2 {
+                    if self.tcp.is_none() {
+                        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+                        s.set_write_timeout(Some(Duration::from_secs(2)))?;
+                        self.tcp = Some(s);
+                    }
+                    let Some(stream) = self.tcp.as_mut() else {
+                        continue;
+                    };
+                    match stream.write_all(&buf).and_then(|()| stream.flush()) {
+                        Ok(()) => return Ok(()),
+                        Err(e) => {
+                            self.tcp = None;
+                            if attempt == 1 {
+                                return Err(e);
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One metric of a dimension group, its values expanded.
+struct MetricValues {
+    name: String,
+    unit: &'static str,
+    resolution: i32,
+    values: Vec<f64>,
+    single: bool,
+}
+
+/// Builds the documents: grouped by dimensions, split by the metric, value and size limits.
+/// Returns them and the number of datums left out because their name collides with a
+/// dimension key.
+pub fn documents(namespace: &str, datums: Vec<Datum>, max_bytes: usize) -> (Vec<String>, u64) {
+    // Keyed by (dimensions, timestamp).
+    type Group = (Vec<(String, String)>, u64);
+    let mut groups: BTreeMap<Group, Vec<MetricValues>> = BTreeMap::new();
+    let mut conflicts = 0;
+    for d in datums {
+        if d.dimensions.iter().any(|(k, _)| *k == d.name) || d.name == "_aws" {
+            conflicts += 1;
+            continue;
+        }
+        let metrics = groups.entry((d.dimensions, d.timestamp_ms)).or_default();
+        let single = matches!(d.value, DatumValue::Value(_));
+        let values: Vec<f64> = match d.value {
+            DatumValue::Value(v) => vec![v],
+            DatumValue::Values { values, counts } => values
+                .iter()
+                .zip(&counts)
+                .flat_map(|(v, c)| std::iter::repeat_n(*v, c.round().max(0.0) as usize))
+                .collect(),
+        };
+        match metrics.iter_mut().find(|m| m.name == d.name) {
+            Some(m) => {
+                m.values.extend(values);
+                m.single = false;
+            }
+            None => metrics.push(MetricValues {
+                name: d.name,
+                unit: d.unit,
+                resolution: d.storage_resolution,
+                single,
+                values,
+            }),
+        }
+    }
+    let mut docs = Vec::new();
+    for ((dims, timestamp), metrics) in groups {
+        // Chunk k of every metric goes to the k-th round of documents.
+        let rounds = metrics
+            .iter()
+            .map(|m| m.values.len().div_ceil(MAX_VALUES_PER_METRIC).max(1))
+            .max()
+            .unwrap_or(0);
+        for round in 0..rounds {
+            let mut doc = Doc::new(namespace, &dims, timestamp);
+            for m in &metrics {
+                let from = round * MAX_VALUES_PER_METRIC;
+                if from >= m.values.len() && !(round == 0 && m.values.is_empty()) {
+                    continue;
+                }
+                let chunk = &m.values
+                    [from.min(m.values.len())..(from + MAX_VALUES_PER_METRIC).min(m.values.len())];
+                if chunk.is_empty() {
+                    continue;
+                }
+                let value = if m.single && chunk.len() == 1 {
+                    json!(chunk[0])
+                } else {
+                    Value::Array(chunk.iter().map(|v| json!(v)).collect())
+                };
+                let entry_bytes = m.name.len() * 2 + m.unit.len() + 64 + value.to_string().len();
+                if doc.metrics.len() >= MAX_METRICS_PER_DOCUMENT
+                    || (!doc.metrics.is_empty() && doc.bytes + entry_bytes > max_bytes)
+                {
+                    docs.push(doc.finish());
+                    doc = Doc::new(namespace, &dims, timestamp);
+                }
+                doc.bytes += entry_bytes;
+                doc.metrics.push(json!({
+                    "Name": m.name,
+                    "Unit": m.unit,
+                    "StorageResolution": m.resolution,
+                }));
+                doc.members.insert(m.name.clone(), value);
+            }
+            if !doc.metrics.is_empty() {
+                docs.push(doc.finish());
+            }
+        }
+    }
+    (docs, conflicts)
+}
+
+struct Doc {
+    members: Map<String, Value>,
+    metrics: Vec<Value>,
+    namespace: String,
+    keys: Vec<String>,
+    timestamp: u64,
+    bytes: usize,
+}
+
+impl Doc {
+    fn new(namespace: &str, dims: &[(String, String)], timestamp: u64) -> Doc {
+        let mut members = Map::new();
+        let mut bytes = 160 + namespace.len();
+        for (k, v) in dims {
+            members.insert(k.clone(), Value::String(v.clone()));
+            bytes += 2 * k.len() + v.len() + 8;
+        }
+        Doc {
+            members,
+            metrics: Vec::new(),
+            namespace: namespace.to_string(),
+            keys: dims.iter().map(|(k, _)| k.clone()).collect(),
+            timestamp,
+            bytes,
+        }
+    }
+
+    fn finish(mut self) -> String {
+        self.members.insert(
+            "_aws".into(),
+            json!({
+                "Timestamp": self.timestamp,
+                "CloudWatchMetrics": [{
+                    "Namespace": self.namespace,
+                    "Dimensions": [self.keys],
+                    "Metrics": self.metrics,
+                }],
+            }),
+        );
+        Value::Object(self.members).to_string()
+    }
+}

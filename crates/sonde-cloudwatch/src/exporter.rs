@@ -1,0 +1,480 @@
+//! The PutMetricData exporter, on the push engine's thread and runtime.
+
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_credential_types::Credentials;
+use aws_sdk_cloudwatch::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
+use sonde_core::{Kind, Registry, Resource, Temporality};
+use sonde_push::{Outcome, PushConfig, PushExporter, Sink, Source, StartError};
+
+use crate::Error;
+use crate::datum::{self, Datum, DatumValue, MAX_REQUEST_BYTES, Settings};
+
+/// The `exporter` label of the self-metrics.
+pub const EXPORTER: &str = "cloudwatch";
+
+pub use sonde_push::DROP_SHUTDOWN_TIMEOUT;
+
+/// Configures and starts a [`CloudWatchExporter`].
+///
+/// Region and credentials come from the standard AWS chain (`AWS_REGION`, `AWS_PROFILE`,
+/// `AWS_ACCESS_KEY_ID`..., instance and container roles) unless set here.
+#[derive(Debug)]
+pub struct CloudWatchBuilder {
+    registry: Registry,
+    namespace: String,
+    interval: Duration,
+    settings: Settings,
+    resource: Option<Resource>,
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    credentials: Option<Credentials>,
+    timeout: Duration,
+    queue_capacity: usize,
+    initial_backoff: Duration,
+    max_backoff: Duration,
+    max_retry_time: Duration,
+    jitter_first: bool,
+}
+
+impl CloudWatchBuilder {
+    /// Exports the global registry to `namespace` every 60 s.
+    pub fn new(namespace: impl Into<String>) -> Self {
+        CloudWatchBuilder {
+            registry: Registry::global().clone(),
+            namespace: namespace.into(),
+            interval: Duration::from_secs(60),
+            settings: Settings::default(),
+            resource: None,
+            region: None,
+            endpoint_url: None,
+            credentials: None,
+            timeout: Duration::from_secs(10),
+            queue_capacity: 64,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(10),
+            max_retry_time: Duration::from_secs(300),
+            jitter_first: true,
+        }
+    }
+
+    /// The registry to export (default: the global one).
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = registry;
+        self
+    }
+
+    /// Time between collections (default 60 s; at least 1 s).
+    pub fn interval(mut self, interval: Duration) -> Self {
+        self.interval = interval.max(Duration::from_secs(1));
+        self
+    }
+
+    /// High-resolution (1 s) storage instead of 60 s; CloudWatch charges more for it.
+    pub fn high_resolution(mut self, on: bool) -> Self {
+        self.settings.storage_resolution = if on { 1 } else { 60 };
+        self
+    }
+
+    /// Only these labels become dimensions.
+    pub fn allow_dimensions<S: Into<String>>(
+        mut self,
+        labels: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.settings.dimensions.allow = Some(labels.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// These labels never become dimensions (the series are summed or merged across them).
+    pub fn deny_dimensions<S: Into<String>>(mut self, labels: impl IntoIterator<Item = S>) -> Self {
+        self.settings.dimensions.deny = labels.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Resource attributes added as dimensions to every datum (default `service.name`).
+    pub fn resource_dimensions<S: Into<String>>(
+        mut self,
+        keys: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.settings.dimensions.resource = keys.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Also sends every metric aggregated to this dimension set, like the EMF libraries'
+    /// dimension sets and the CloudWatch agent's `aggregation_dimensions`: counters summed,
+    /// gauges and histograms merged into one distribution. `[]` is the metric without labels.
+    pub fn rollup<S: Into<String>>(mut self, labels: impl IntoIterator<Item = S>) -> Self {
+        self.settings
+            .dimensions
+            .rollups
+            .push(labels.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Whether each series is also sent with all its labels (default true); turn off to send
+    /// only the rollups.
+    pub fn full_dimensions(mut self, on: bool) -> Self {
+        self.settings.dimensions.full = on;
+        self
+    }
+
+    /// Most `Values` per histogram series per interval (default 150: one datum per series).
+    pub fn max_values_per_series(mut self, n: usize) -> Self {
+        self.settings.max_values_per_series = n.max(1);
+        self
+    }
+
+    /// Whether sonde's own `sonde.*` metrics are sent too (default false: every CloudWatch
+    /// metric is billed).
+    pub fn self_metrics(mut self, on: bool) -> Self {
+        self.settings.self_metrics = on;
+        self
+    }
+
+    /// Whether counters that did not change are sent as 0 (default true).
+    pub fn send_unchanged_counters(mut self, on: bool) -> Self {
+        self.settings.send_unchanged_counters = on;
+        self
+    }
+
+    /// The resource (default [`Resource::detect`]).
+    pub fn resource(mut self, resource: Resource) -> Self {
+        self.resource = Some(resource);
+        self
+    }
+
+    /// The AWS region (default: the standard chain).
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
+    }
+
+    /// Another endpoint (a VPC endpoint, or a test endpoint); `AWS_ENDPOINT_URL_CLOUDWATCH`
+    /// works too.
+    pub fn endpoint_url(mut self, url: impl Into<String>) -> Self {
+        self.endpoint_url = Some(url.into());
+        self
+    }
+
+    /// Static credentials instead of the standard chain.
+    pub fn credentials(mut self, access_key_id: &str, secret_access_key: &str) -> Self {
+        self.credentials = Some(Credentials::new(
+            access_key_id,
+            secret_access_key,
+            None,
+            None,
+            "sonde",
+        ));
+        self
+    }
+
+    /// How long one PutMetricData call may take (default 10 s).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Most requests waiting (default 64); the oldest is dropped when full.
+    pub fn queue_capacity(mut self, n: usize) -> Self {
+        self.queue_capacity = n.max(1);
+        self
+    }
+
+    /// Retry backoff (default 500 ms doubling to 10 s, with jitter).
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.initial_backoff = initial;
+        self.max_backoff = max;
+        self
+    }
+
+    /// How long one request is retried before it is dropped (default 5 min).
+    pub fn max_retry_time(mut self, d: Duration) -> Self {
+        self.max_retry_time = d;
+        self
+    }
+
+    /// Whether the first collection is drawn at random within the first interval (default
+    /// true), so a fleet started together does not call the API in step.
+    pub fn jitter_first_flush(mut self, on: bool) -> Self {
+        self.jitter_first = on;
+        self
+    }
+
+    /// The conversion settings, for [`crate::cost_preview`].
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Checks the settings, loads the AWS configuration and starts the exporter's thread.
+    pub fn install(self) -> Result<CloudWatchExporter, Error> {
+        check_namespace(&self.namespace)?;
+        if self.region.as_deref().is_some_and(|r| r.trim().is_empty()) {
+            return Err(Error::Config(
+                "the region is empty; give one like \"us-east-1\"".into(),
+            ));
+        }
+        let resource = self.resource.unwrap_or_else(Resource::detect);
+        let reader = self
+            .registry
+            .reader(Temporality::Delta)
+            .with_cumulative_kinds(&[Kind::UpDownCounter]);
+        let source = Collector {
+            reader,
+            resource,
+            settings: self.settings,
+            dropped: Vec::new(),
+        };
+        let mut config = PushConfig::new(EXPORTER);
+        config.interval = self.interval;
+        config.jitter_first = self.jitter_first;
+        config.timeout = self.timeout;
+        config.queue_capacity = self.queue_capacity;
+        config.initial_backoff = self.initial_backoff;
+        config.max_backoff = self.max_backoff;
+        config.max_retry_time = self.max_retry_time;
+        let (region, endpoint_url, credentials, timeout) = (
+            self.region,
+            self.endpoint_url,
+            self.credentials,
+            self.timeout,
+        );
+        let namespace = self.namespace.clone();
+        let inner = sonde_push::start(&self.registry, config, source, move || async move {
+            let http = aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https();
+            let mut loader = aws_config::defaults(BehaviorVersion::latest())
+                .http_client(http)
+                // Retries are ours: per batch, counted, bounded by the shutdown deadline.
+                .retry_config(aws_config::retry::RetryConfig::disabled())
+                .timeout_config(
+                    aws_config::timeout::TimeoutConfig::builder()
+                        .operation_attempt_timeout(timeout)
+                        .connect_timeout(timeout)
+                        .build(),
+                );
+            if let Some(r) = region {
+                loader = loader.region(aws_config::Region::new(r));
+            }
+            if let Some(u) = endpoint_url {
+                loader = loader.endpoint_url(u);
+            }
+            if let Some(c) = credentials {
+                loader = loader.credentials_provider(c);
+            }
+            let sdk = loader.load().await;
+            if sdk.region().is_none_or(|r| r.as_ref().trim().is_empty()) {
+                return Err(Error::Config(
+                    "no AWS region: set AWS_REGION (or a profile's region) or call CloudWatchBuilder::region".into(),
+                ));
+            }
+            Ok(PutMetricData {
+                client: aws_sdk_cloudwatch::Client::new(&sdk),
+                namespace,
+            })
+        })
+        .map_err(|e| match e {
+            StartError::Start(e) => push_error(e),
+            StartError::Sink(e) => e,
+        })?;
+        Ok(CloudWatchExporter {
+            inner,
+            namespace: self.namespace,
+        })
+    }
+}
+
+fn push_error(e: sonde_push::Error) -> Error {
+    match e {
+        sonde_push::Error::Start(e) => Error::Start(e),
+        other => Error::Incomplete(other.to_string()),
+    }
+}
+
+/// Namespaces are 1-255 ASCII characters and may not start with `AWS/`.
+pub(crate) fn check_namespace(ns: &str) -> Result<(), Error> {
+    if ns.is_empty()
+        || ns.len() > 255
+        || !ns.chars().all(|c| c.is_ascii() && !c.is_ascii_control())
+        || ns.starts_with("AWS/")
+        || ns.starts_with(':')
+    {
+        return Err(Error::Config(format!(
+            "the namespace {ns:?} is invalid: use 1-255 printable ASCII characters, not starting with \"AWS/\""
+        )));
+    }
+    Ok(())
+}
+
+/// A running CloudWatch exporter. Dropping it shuts it down, waiting up to
+/// [`DROP_SHUTDOWN_TIMEOUT`] for the last interval.
+#[derive(Debug)]
+pub struct CloudWatchExporter {
+    inner: PushExporter,
+    namespace: String,
+}
+
+impl sonde_core::Flush for CloudWatchExporter {
+    fn force_flush(
+        &self,
+        timeout: Duration,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        CloudWatchExporter::force_flush(self, timeout).map_err(Into::into)
+    }
+}
+
+impl CloudWatchExporter {
+    /// The namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Collects now and waits until everything collected so far is delivered or `timeout`
+    /// passes. Blocks the calling thread.
+    pub fn force_flush(&self, timeout: Duration) -> Result<(), Error> {
+        self.inner.force_flush(timeout).map_err(push_error)
+    }
+
+    /// Collects one last time, delivers what is queued within `timeout`, and stops.
+    pub fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
+        self.inner.shutdown(timeout).map_err(push_error)
+    }
+}
+
+/// One PutMetricData request's datums.
+pub(crate) struct Batch {
+    datums: Vec<MetricDatum>,
+    bytes: usize,
+}
+
+impl sonde_push::Batch for Batch {
+    fn points(&self) -> u64 {
+        self.datums.len() as u64
+    }
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+struct Collector {
+    reader: sonde_core::Reader,
+    resource: Resource,
+    settings: Settings,
+    dropped: Vec<(&'static str, u64)>,
+}
+
+impl Source for Collector {
+    type Batch = Batch;
+
+    fn collect(&mut self) -> Vec<Batch> {
+        let snapshot = self.reader.collect();
+        let converted = datum::convert(&snapshot, &self.resource, &self.settings);
+        self.dropped = converted.dropped.into_iter().collect();
+        datum::batches(converted.datums, MAX_REQUEST_BYTES)
+            .into_iter()
+            .map(|datums| Batch {
+                bytes: datums.iter().map(Datum::encoded_size_bound).sum(),
+                datums: datums.iter().map(sdk_datum).collect(),
+            })
+            .collect()
+    }
+
+    fn take_dropped(&mut self) -> Vec<(&'static str, u64)> {
+        std::mem::take(&mut self.dropped)
+    }
+}
+
+pub(crate) fn sdk_datum(d: &Datum) -> MetricDatum {
+    let mut b = MetricDatum::builder()
+        .metric_name(&d.name)
+        .set_dimensions(Some(
+            d.dimensions
+                .iter()
+                .map(|(k, v)| Dimension::builder().name(k).value(v).build())
+                .collect(),
+        ))
+        .timestamp(aws_smithy_types::DateTime::from_millis(
+            i64::try_from(d.timestamp_ms).unwrap_or(i64::MAX),
+        ))
+        .unit(StandardUnit::from(d.unit))
+        .storage_resolution(d.storage_resolution);
+    b = match &d.value {
+        DatumValue::Value(v) => b.value(*v),
+        DatumValue::Values { values, counts } => b
+            .set_values(Some(values.clone()))
+            .set_counts(Some(counts.clone())),
+    };
+    b.build()
+}
+
+struct PutMetricData {
+    client: aws_sdk_cloudwatch::Client,
+    namespace: String,
+}
+
+/// Error codes CloudWatch uses for throttling and its own faults.
+const RETRYABLE_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestLimitExceeded",
+    "InternalServiceFault",
+    "InternalFailure",
+    "ServiceUnavailable",
+];
+
+impl Sink for PutMetricData {
+    type Batch = Batch;
+
+    async fn send(&mut self, batch: &Batch, _timeout: Duration) -> Outcome {
+        let result = self
+            .client
+            .put_metric_data()
+            .namespace(&self.namespace)
+            .set_metric_data(Some(batch.datums.clone()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Outcome::Success {
+                rejected: 0,
+                message: String::new(),
+            },
+            Err(SdkError::ServiceError(e)) => {
+                let status = e.raw().status().as_u16();
+                let code = e.err().code().unwrap_or("").to_string();
+                let message = e.err().message().unwrap_or("").to_string();
+                let error = format!("CloudWatch answered {status} {code}: {message}");
+                if RETRYABLE_CODES.contains(&code.as_str()) || status >= 500 || status == 429 {
+                    Outcome::Retry { error, after: None }
+                } else {
+                    Outcome::Fail(format!(
+                        "{error}; the datums were dropped (this is a bug in sonde's validation if the code is InvalidParameter*, please report it)"
+                    ))
+                }
+            }
+            Err(SdkError::ConstructionFailure(e)) => {
+                Outcome::Fail(format!("could not build the request: {e:?}"))
+            }
+            Err(e) => Outcome::Retry {
+                error: format!("could not reach CloudWatch: {}", error_chain(&e)),
+                after: None,
+            },
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: failing loudly is the point
 
+pub mod cloudwatch;
 pub mod http;
 pub mod otlp;
 pub mod peer;

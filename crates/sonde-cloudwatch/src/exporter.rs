@@ -424,6 +424,7 @@ const RETRYABLE_CODES: &[&str] = &[
     "RequestThrottled",
     "RequestLimitExceeded",
     "InternalServiceFault",
+    "InternalServiceError",
     "InternalFailure",
     "ServiceUnavailable",
 ];

@@ -1,7 +1,7 @@
 //! `sonde-example-service`: the simulated service, serving its metrics on `/metrics`.
 //!
 //! ```text
-//! cargo run --release -p sonde-example -- [--listen 127.0.0.1:9464] [--seconds N] [--report] [--otlp]
+//! cargo run --release -p sonde-example -- [--listen 127.0.0.1:9464] [--seconds N] [--report] [--otlp] [--cloudwatch-cost]
 //! ```
 
 use std::net::SocketAddr;
@@ -11,12 +11,14 @@ use sonde::prometheus::PrometheusBuilder;
 use sonde::{Point, Registry, Temporality};
 use sonde_example::{Options, Workload};
 
-const USAGE: &str = "usage: sonde-example-service [--listen ADDR] [--seconds N] [--report] [--otlp]
+const USAGE: &str = "usage: sonde-example-service [--listen ADDR] [--seconds N] [--report] [--otlp] [--cloudwatch-cost]
   --listen ADDR  where to serve /metrics (default 127.0.0.1:9464, or OTEL_EXPORTER_PROMETHEUS_HOST/PORT)
   --seconds N    stop after N seconds (default: run until interrupted)
   --report       print p50/p95/p99 per series every 5 seconds
   --otlp         also push the metrics over OTLP, configured by the OTEL_EXPORTER_OTLP_* variables
-                 (default http://localhost:4318/v1/metrics every OTEL_METRIC_EXPORT_INTERVAL ms)";
+                 (default http://localhost:4318/v1/metrics every OTEL_METRIC_EXPORT_INTERVAL ms)
+  --cloudwatch-cost  print, every 5 seconds and at exit, the CloudWatch metrics and PutMetricData
+                 calls per hour exporting this service's series every minute would imply";
 
 fn main() {
     if let Err(e) = run() {
@@ -30,6 +32,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut seconds = 0u64;
     let mut report = false;
     let mut otlp = false;
+    let mut cost = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -45,6 +48,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             }
             "--report" => report = true,
             "--otlp" => otlp = true,
+            "--cloudwatch-cost" => cost = true,
             "--help" | "-h" => {
                 println!("{USAGE}");
                 return Ok(());
@@ -82,6 +86,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         if report {
             print_report(&deltas.collect(), step as f64);
         }
+        if cost {
+            print_cost(&registry);
+        }
     }
     workload.stop();
     if let Some(exporter) = otlp {
@@ -89,6 +96,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     }
     server.shutdown();
     Ok(())
+}
+
+fn print_cost(registry: &Registry) {
+    let settings = sonde::cloudwatch::datum::Settings::default();
+    let preview = sonde::cloudwatch::cost_preview(
+        registry,
+        &sonde::Resource::detect(),
+        &settings,
+        Duration::from_secs(60),
+    );
+    println!("{preview}");
 }
 
 fn print_report(snapshot: &sonde::Snapshot, interval: f64) {

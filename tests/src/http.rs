@@ -53,6 +53,11 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
     get_with_ca(url, headers, None)
 }
 
+/// GET `url`; `None` when it cannot be reached (for polling a server that is starting).
+pub fn try_get(url: &str) -> Option<Reply> {
+    agent(None).get(url).call().ok().map(into_reply)
+}
+
 /// GET over HTTPS trusting only the PEM certificate `ca_pem` (or the usual roots with `None`).
 pub fn get_with_ca(url: &str, headers: &[(&str, &str)], ca_pem: Option<&str>) -> Reply {
     let mut req = agent(ca_pem).get(url);

@@ -157,6 +157,30 @@ impl Registry {
         self.families().keys().cloned().collect()
     }
 
+    /// Removes the family named `name`, so the name can be registered again, possibly with
+    /// another kind, unit or label names. Returns whether such a family was registered.
+    ///
+    /// Collections no longer see the family. `Family` values and handles still held keep
+    /// recording into it, but what they record is no longer exported; resolve new handles from
+    /// the family registered in its place.
+    ///
+    /// ```
+    /// let registry = sonde_core::Registry::new();
+    /// registry.counter("jobs").labels(["queue"]).build()?;
+    /// assert!(registry.remove_family("jobs"));
+    /// let jobs = registry.counter("jobs").labels(["queue", "priority"]).build()?;
+    /// jobs.with(&["default", "high"]).inc();
+    /// # Ok::<(), sonde_core::Error>(())
+    /// ```
+    pub fn remove_family(&self, name: &str) -> bool {
+        let removed = self.families_mut().remove(name).is_some();
+        if removed && let Some(g) = &self.inner.series_count {
+            // Its series-count series would otherwise linger with the last value.
+            g.remove(&[name]);
+        }
+        removed
+    }
+
     /// Starts registering a `u64` counter.
     pub fn counter(&self, name: impl Into<Cow<'static, str>>) -> FamilyBuilder<'_, Counter> {
         self.family(name)
@@ -499,5 +523,63 @@ impl<'r> FamilyBuilder<'r, Histogram> {
     pub fn min_exponent(mut self, e: i32) -> Self {
         self.histogram.min_exponent = Some(e);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::Point;
+
+    #[test]
+    fn remove_family_frees_the_name_for_another_definition() {
+        let registry = Registry::new();
+        let old = registry.counter("jobs").labels(["queue"]).build().unwrap();
+        let old_handle = old.with(&["default"]);
+        old_handle.add(3);
+        registry.snapshot(); // refreshes sonde.series.active{metric="jobs"}
+        assert!(
+            registry
+                .snapshot()
+                .point(SERIES_ACTIVE, &[("metric", "jobs")])
+                .is_some()
+        );
+
+        // Same name, other labels: a conflict while the family is registered.
+        assert!(matches!(
+            registry
+                .counter("jobs")
+                .labels(["queue", "priority"])
+                .build(),
+            Err(Error::Conflict { .. })
+        ));
+        assert!(registry.remove_family("jobs"));
+        assert!(!registry.remove_family("jobs"));
+        assert!(!registry.remove_family("never.registered"));
+        assert!(!registry.family_names().contains(&"jobs".to_string()));
+        let snap = registry.snapshot();
+        assert!(snap.family("jobs").is_none());
+
+        // Now it registers with other labels, even another kind.
+        let new = registry
+            .gauge_f64("jobs")
+            .labels(["queue", "priority"])
+            .build()
+            .unwrap();
+        new.with(&["default", ""]).set(1.5);
+        // The old handle still works but is no longer exported.
+        old_handle.inc();
+        let snap = registry.snapshot();
+        let family = snap.family("jobs").unwrap();
+        assert_eq!(family.series.len(), 1);
+        match snap.point("jobs", &[("queue", "default"), ("priority", "")]) {
+            Some(Point::Gauge(n)) => assert_eq!(n.as_f64(), 1.5),
+            other => panic!("{other:?}"),
+        }
+        // The series count follows the new family.
+        match snap.point(SERIES_ACTIVE, &[("metric", "jobs")]) {
+            Some(Point::Gauge(n)) => assert_eq!(n.as_f64(), 1.0),
+            other => panic!("{other:?}"),
+        }
     }
 }

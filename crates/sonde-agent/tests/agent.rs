@@ -1,0 +1,405 @@
+//! End-to-end tests of the `sonde-agent` binary: real StatsD clients from PyPI, a real
+//! Prometheus scraping it, the OTLP test receiver, signals and configuration errors.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Read as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sonde_tests::otlp::{OtlpReceiver, find_metrics};
+use sonde_tests::prometheus::Prometheus;
+use sonde_tests::{TempDir, free_addr, require_program, wait_for};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
+
+/// A running agent; killed on drop if still running.
+struct Agent {
+    child: Option<Child>,
+    dir: TempDir,
+    metrics: SocketAddr,
+}
+
+impl Agent {
+    fn start(config: &str) -> Agent {
+        Self::start_with_env(config, &[])
+    }
+
+    fn start_with_env(config: &str, env: &[(&str, &str)]) -> Agent {
+        let dir = TempDir::new("agent");
+        let path = dir.0.join("agent.toml");
+        std::fs::write(&path, config).unwrap();
+        let metrics = config
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("listen = \""))
+            .map(|s| s.trim_end_matches('"').parse().unwrap())
+            .expect("the test config sets exporters.prometheus.listen");
+        let log = std::fs::File::create(dir.0.join("agent.log")).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .env("RUST_BACKTRACE", "1");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().unwrap();
+        let agent = Agent {
+            child: Some(child),
+            dir,
+            metrics,
+        };
+        let url = format!("http://{metrics}/metrics");
+        wait_for("the agent's /metrics", Duration::from_secs(20), || {
+            ureq_get(&url).filter(|t| t.contains("sonde_agent_info"))
+        });
+        agent
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("agent.log")).unwrap_or_default()
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.0.join("agent.toml")
+    }
+
+    fn scrape(&self) -> String {
+        ureq_get(&format!("http://{}/metrics", self.metrics)).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        self.signal("-TERM");
+        let mut child = self.child.take().unwrap();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status, self.log());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the agent did not exit after SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn ureq_get(url: &str) -> Option<String> {
+    let reply = sonde_tests::http::try_get(url)?;
+    (reply.status == 200).then(|| reply.text())
+}
+
+/// A sample value of a scrape.
+fn value(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Sets rotate every agent interval: an hour, so the tests see whole windows.
+fn base_config(statsd: SocketAddr, metrics: SocketAddr) -> String {
+    format!(
+        "[agent]\ninterval = \"1h\"\n\n[collectors.host]\ninterval = \"1s\"\n\n[statsd]\nudp = \"{statsd}\"\n\n[exporters.prometheus]\nlisten = \"{metrics}\"\n"
+    )
+}
+
+fn python(script: &str) {
+    let python = require_program("python3", "apt-get install -y python3");
+    let out = Command::new(python).args(["-c", script]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("No module named") {
+        panic!(
+            "a Python StatsD client is missing: pip install statsd datadog (scripts/test does this)\n{err}"
+        );
+    }
+    assert!(out.status.success(), "python failed:\n{err}");
+}
+
+#[test]
+fn real_statsd_clients_reach_prometheus_through_the_agent() {
+    let statsd = free_udp();
+    let metrics = free_addr();
+    let agent = Agent::start(&base_config(statsd, metrics));
+    let prom = Prometheus::start(&[metrics], &[], &[]);
+    let port = statsd.port();
+    // The `statsd` package: counters, sampled counters, gauges with deltas, timers, sets.
+    python(&format!(
+        r#"
+import statsd, time
+c = statsd.StatsClient("127.0.0.1", {port})
+for _ in range(10): c.incr("shop.orders")
+c.incr("shop.orders", 5)
+c.gauge("shop.queue", 40)
+c.gauge("shop.queue", -15, delta=True)
+for ms in (10, 20, 30, 40): c.timing("shop.checkout", ms)
+for u in ("a", "b", "a", "c"): c.set("shop.users", u)
+"#
+    ));
+    // datadog's DogStatsD client: tags become labels, distributions and histograms.
+    python(&format!(
+        r#"
+from datadog.dogstatsd import DogStatsd
+d = DogStatsd(host="127.0.0.1", port={port}, disable_telemetry=True)
+d.increment("api.requests", 3, tags=["route:/users", "code:200"])
+d.increment("api.requests", 1, tags=["route:/users", "code:500"])
+d.distribution("api.latency", 0.25, tags=["route:/users"])
+d.distribution("api.latency", 0.75, tags=["route:/users"])
+d.histogram("api.payload", 512, tags=["route:/users"])
+d.gauge("api.workers", 8, tags=["pool:main"])
+d.flush()
+"#
+    ));
+    let q = |expr: &str| {
+        prom.wait_for_series(expr, Duration::from_secs(20))
+            .first()
+            .map(|s| s.value)
+            .unwrap()
+    };
+    assert_eq!(q("shop_orders_total"), 15.0);
+    assert_eq!(q("shop_queue"), 25.0);
+    assert_eq!(q("shop_checkout_seconds_count"), 4.0);
+    assert!((q("shop_checkout_seconds_sum") - 0.1).abs() < 1e-9);
+    assert_eq!(q("shop_users"), 3.0);
+    assert_eq!(q(r#"api_requests_total{route="/users",code="200"}"#), 3.0);
+    assert_eq!(q(r#"api_requests_total{route="/users",code="500"}"#), 1.0);
+    assert_eq!(q(r#"api_latency_count{route="/users"}"#), 2.0);
+    assert_eq!(q(r#"api_latency_sum{route="/users"}"#), 1.0);
+    assert_eq!(q(r#"api_payload_count{route="/users"}"#), 1.0);
+    assert_eq!(q(r#"api_workers{pool="main"}"#), 8.0);
+    // Host and own-process metrics with the defaults.
+    assert!(q("system_memory_usage_bytes{system_memory_state=\"used\"}") > 0.0);
+    assert!(q("process_memory_usage_bytes") > 0.0);
+    assert!(q("up") == 1.0);
+    // Malformed lines are counted by reason and nothing breaks.
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(
+        b"bad line\nshop.orders:x|c\nshop.orders:1|zz\nshop.orders:1|c",
+        statsd,
+    )
+    .unwrap();
+    let text = wait_for("the parse errors", Duration::from_secs(10), || {
+        let t = agent.scrape();
+        (value(&t, "shop_orders_total") == Some(16.0)).then_some(t)
+    });
+    assert!(
+        text.contains("sonde_statsd_parse_errors_total{reason="),
+        "{text}"
+    );
+    let (status, log) = agent.terminate();
+    assert!(status.success(), "{log}");
+}
+
+fn free_udp() -> SocketAddr {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[test]
+fn sigterm_delivers_the_last_interval_to_the_otlp_receiver() {
+    let rx = OtlpReceiver::start();
+    let statsd = free_udp();
+    let metrics = free_addr();
+    let config = format!(
+        "{}\n[exporters.otlp]\nendpoint = \"{}\"\nprotocol = \"grpc\"\ninterval = \"1h\"\n",
+        base_config(statsd, metrics),
+        rx.grpc_endpoint()
+    );
+    let agent = Agent::start(&config);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for _ in 0..7 {
+        sock.send_to(b"jobs.done:1|c|#queue:fast", statsd).unwrap();
+    }
+    // Received but not exported yet (the interval is an hour).
+    wait_for("the counter on /metrics", Duration::from_secs(10), || {
+        (value(&agent.scrape(), "jobs_done_total{queue=\"fast\"}") == Some(7.0)).then_some(())
+    });
+    assert!(rx.metrics().is_empty());
+    let (status, log) = agent.terminate();
+    assert!(status.success(), "exit {status:?}\n{log}");
+    let reqs = rx.metrics();
+    let m = find_metrics(&reqs, "jobs.done");
+    assert!(!m.is_empty(), "the last interval did not arrive:\n{log}");
+    let json = format!("{:?}", m.last().unwrap());
+    assert!(
+        json.contains("AsDouble(7.0)") || json.contains("AsInt(7)"),
+        "{json}"
+    );
+}
+
+#[test]
+fn sighup_reloads_without_losing_series() {
+    let statsd = free_udp();
+    let metrics = free_addr();
+    let agent = Agent::start(&base_config(statsd, metrics));
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(b"kept:5|c", statsd).unwrap();
+    wait_for("kept", Duration::from_secs(10), || {
+        (value(&agent.scrape(), "kept_total") == Some(5.0)).then_some(())
+    });
+    // Add a TCP probe to a local listener and reload.
+    let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let config = format!(
+        "{}\n[[probes.tcp]]\nname = \"local\"\naddress = \"{}\"\ninterval = \"200ms\"\n",
+        base_config(statsd, metrics),
+        target.local_addr().unwrap()
+    );
+    std::fs::write(agent.path(), &config).unwrap();
+    agent.signal("-HUP");
+    let text = wait_for(
+        "the probe after the reload",
+        Duration::from_secs(15),
+        || {
+            let t = agent.scrape();
+            t.lines()
+                .any(|l| {
+                    l.starts_with("probe_success{")
+                        && l.contains("probe_name=\"local\"")
+                        && l.ends_with(" 1")
+                })
+                .then_some(t)
+        },
+    );
+    assert_eq!(value(&text, "kept_total"), Some(5.0), "{text}");
+    assert!(
+        text.contains("sonde_agent_reloads_total{result=\"success\"} 1"),
+        "{text}"
+    );
+    // An invalid configuration is refused and the running one kept.
+    std::fs::write(agent.path(), "[statsd]\nudp = 5\n").unwrap();
+    agent.signal("-HUP");
+    let text = wait_for("the failed reload", Duration::from_secs(10), || {
+        let t = agent.scrape();
+        t.contains("sonde_agent_reloads_total{result=\"failure\"} 1")
+            .then_some(t)
+    });
+    sock.send_to(b"kept:1|c", statsd).unwrap();
+    wait_for("still receiving", Duration::from_secs(10), || {
+        (value(&agent.scrape(), "kept_total") == Some(6.0)).then_some(())
+    });
+    assert!(text.contains("probe_success"));
+    let (status, log) = agent.terminate();
+    assert!(status.success());
+    assert!(log.contains("invalid"), "{log}");
+}
+
+#[test]
+fn check_config_reports_every_error_with_location_and_hint() {
+    let dir = TempDir::new("check-config");
+    let bad = dir.0.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[agent]\ninterval = 10\n\n[statsd]\nudp = \"nowhere\"\nrecieve_buffer = \"1MiB\"\n\n[exporters.otlp]\nprotocol = \"carrier-pigeon\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = bad.to_str().unwrap();
+    for needle in [
+        format!("{file}:2:12"),
+        format!("{file}:5:7"),
+        format!("{file}:6:1: unknown key `recieve_buffer`"),
+        "did you mean `receive_buffer`?".to_string(),
+        format!("{file}:9:12"),
+        "hint:".to_string(),
+        "4 errors in the configuration".to_string(),
+    ] {
+        assert!(err.contains(&needle), "missing {needle:?} in:\n{err}");
+    }
+    // The example configuration and the embedded defaults are valid.
+    let full = concat!(env!("CARGO_MANIFEST_DIR"), "/examples-config/full.toml");
+    let out = Command::new(BIN)
+        .args(["check-config", full])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let defaults = Command::new(BIN)
+        .arg("print-default-config")
+        .output()
+        .unwrap();
+    let path = dir.0.join("defaults.toml");
+    std::fs::write(&path, &defaults.stdout).unwrap();
+    let out = Command::new(BIN)
+        .args(["check-config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // A missing file, an unknown SONDE_ variable, --version.
+    let out = Command::new(BIN)
+        .args(["check-config", "/nonexistent.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(BIN)
+        .args(["check-config", path.to_str().unwrap()])
+        .env("SONDE_STATSD_UPD", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("SONDE_STATSD_UDP"));
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("sonde-agent 0."));
+    // Running with a bad configuration exits 2 before starting anything.
+    let mut child = Command::new(BIN)
+        .args(["--config", bad.to_str().unwrap()])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+}
+
+#[test]
+fn json_logs_when_asked() {
+    let statsd = free_udp();
+    let metrics = free_addr();
+    let config =
+        base_config(statsd, metrics).replace("[agent]\n", "[agent]\nlog_format = \"json\"\n");
+    let agent = Agent::start(&config);
+    let (status, log) = agent.terminate();
+    assert!(status.success());
+    let first = log.lines().next().unwrap();
+    let v: serde_json::Value = serde_json::from_str(first).unwrap();
+    assert!(
+        v["fields"]["message"].as_str().unwrap().contains("started"),
+        "{first}"
+    );
+}

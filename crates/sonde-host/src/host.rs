@@ -1,0 +1,1231 @@
+//! Host metrics: the collector builder, the installed handle and the recording of readings.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::time::{Duration, Instant};
+
+use regex::Regex;
+use sonde_core::{Counter, Family, Gauge, Registry, Unit};
+
+use crate::reading::{CPU_MODES, Cpu, CpuTicks, DiskIo, Filesystem, Memory, NetIo};
+use crate::source::{Got, Miss, Source};
+use crate::*;
+
+/// Filesystem types left out by default: pseudo and in-memory filesystems, container layers,
+/// read-only images, and network filesystems (on which `statvfs` can block for as long as the
+/// server is unreachable). A trailing `*` matches any suffix.
+pub const DEFAULT_FILESYSTEM_TYPES_EXCLUDE: &[&str] = &[
+    "autofs",
+    "binfmt_misc",
+    "bpf",
+    "cgroup",
+    "cgroup2",
+    "configfs",
+    "debugfs",
+    "devpts",
+    "devtmpfs",
+    "efivarfs",
+    "fusectl",
+    "hugetlbfs",
+    "mqueue",
+    "nsfs",
+    "overlay",
+    "proc",
+    "pstore",
+    "ramfs",
+    "rootfs",
+    "rpc_pipefs",
+    "securityfs",
+    "selinuxfs",
+    "squashfs",
+    "sysfs",
+    "tmpfs",
+    "tracefs",
+    "iso9660",
+    "nfs",
+    "nfs4",
+    "nfsd",
+    "cifs",
+    "smb3",
+    "smbfs",
+    "ceph",
+    "afs",
+    "fuse.sshfs",
+    "fuse.lxcfs",
+    "fuse.portal",
+    "fuse.gvfsd-fuse",
+    "fuse.s3fs",
+    "fuse.rclone",
+    "fuse.glusterfs",
+];
+
+/// Mountpoints left out by default (a regular expression): kernel interfaces and the
+/// per-container and per-pod mounts of container runtimes.
+pub const DEFAULT_MOUNTPOINTS_EXCLUDE: &str =
+    r"^/(dev|proc|sys)(/|$)|^/var/lib/(docker|containers|kubelet)/|^/snap/";
+
+/// Block devices left out by default (a regular expression on the kernel name): loop and RAM
+/// disks, compressed RAM (zram), floppies, optical drives and network block devices.
+pub const DEFAULT_DISKS_EXCLUDE: &str = r"^(loop|ram|zram|fd|sr|nbd)\d+$";
+
+/// Readings closer together than this leave `system.cpu.utilization` unchanged (the window
+/// keeps growing until the next reading): CPU times have clock-tick resolution (10 ms).
+pub const MIN_UTILIZATION_WINDOW: Duration = Duration::from_millis(100);
+
+/// Describes what host metrics to collect and where to register them; finish with
+/// [`install`](Self::install).
+#[derive(Debug, Clone)]
+#[must_use = "call .install() to start collecting"]
+pub struct HostCollector {
+    registry: Option<Registry>,
+    per_cpu: bool,
+    on_collect: bool,
+    fs_types_exclude: Vec<String>,
+    mountpoints_exclude: Option<String>,
+    disks_exclude: Option<String>,
+    disk_partitions: bool,
+    interfaces_exclude: Option<String>,
+    portable: bool,
+    paths: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl Default for HostCollector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HostCollector {
+    /// Everything, with the default filters, into [`Registry::global`].
+    pub fn new() -> Self {
+        HostCollector {
+            registry: None,
+            per_cpu: false,
+            on_collect: false,
+            fs_types_exclude: DEFAULT_FILESYSTEM_TYPES_EXCLUDE
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            mountpoints_exclude: Some(DEFAULT_MOUNTPOINTS_EXCLUDE.to_owned()),
+            disks_exclude: Some(DEFAULT_DISKS_EXCLUDE.to_owned()),
+            disk_partitions: false,
+            interfaces_exclude: None,
+            portable: false,
+            paths: None,
+        }
+    }
+
+    /// Registers into `registry` instead of [`Registry::global`].
+    pub fn registry(mut self, registry: &Registry) -> Self {
+        self.registry = Some(registry.clone());
+        self
+    }
+
+    /// Reports `system.cpu.time` and `system.cpu.utilization` per logical CPU, with a
+    /// `cpu.logical_number` label, instead of for all CPUs together (off by default). The host
+    /// figures are then the average (utilization) or sum (time) over `cpu.logical_number`.
+    pub fn per_cpu(mut self, on: bool) -> Self {
+        self.per_cpu = on;
+        self
+    }
+
+    /// Also collects at every collection of the registry (a scrape, an export), from a collect
+    /// hook, instead of only when [`HostMetrics::collect`] is called (off by default). Use one
+    /// or the other: a daemon with a collection interval of its own calls `collect` on it.
+    pub fn on_collect(mut self, on: bool) -> Self {
+        self.on_collect = on;
+        self
+    }
+
+    /// Filesystem types to leave out, replacing [`DEFAULT_FILESYSTEM_TYPES_EXCLUDE`]; a
+    /// trailing `*` matches any suffix (`"fuse.*"`). An empty list keeps every filesystem with
+    /// blocks, network filesystems included: `statvfs` on an unreachable hard-mounted NFS share
+    /// blocks the collecting thread.
+    pub fn filesystems_exclude<I, S>(mut self, types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.fs_types_exclude = types.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// A regular expression on mountpoints to leave out, replacing
+    /// [`DEFAULT_MOUNTPOINTS_EXCLUDE`]; `None` keeps every mountpoint.
+    pub fn mountpoints_exclude(mut self, regex: Option<&str>) -> Self {
+        self.mountpoints_exclude = regex.map(str::to_owned);
+        self
+    }
+
+    /// A regular expression on block device names (`sda`, `nvme0n1`, `dm-0`) to leave out of
+    /// the disk metrics, replacing [`DEFAULT_DISKS_EXCLUDE`]; `None` keeps every device.
+    pub fn disks_exclude(mut self, regex: Option<&str>) -> Self {
+        self.disks_exclude = regex.map(str::to_owned);
+        self
+    }
+
+    /// Also reports partitions (`sda1`) in the disk metrics (Linux; off by default: only
+    /// whole devices, those listed in `/sys/block`, so that sums over devices do not count
+    /// the same IO twice).
+    pub fn disk_partitions(mut self, on: bool) -> Self {
+        self.disk_partitions = on;
+        self
+    }
+
+    /// A regular expression on network interface names to leave out (none by default; on
+    /// container hosts, `^(veth|cali|flannel|cni|docker)` avoids a series per container).
+    pub fn network_interfaces_exclude(mut self, regex: Option<&str>) -> Self {
+        self.interfaces_exclude = regex.map(str::to_owned);
+        self
+    }
+
+    /// Reads through sysinfo, as on platforms other than Linux (for tests of that path).
+    #[doc(hidden)]
+    pub fn portable(mut self) -> Self {
+        self.portable = true;
+        self
+    }
+
+    /// Reads `proc` and `sys_block` instead of `/proc` and `/sys/block` (for tests).
+    #[doc(hidden)]
+    pub fn paths(
+        mut self,
+        proc: impl Into<std::path::PathBuf>,
+        sys_block: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        self.paths = Some((proc.into(), sys_block.into()));
+        self
+    }
+
+    /// Registers the families (or reuses them if they exist with the same definition), reads
+    /// the host once and, with [`on_collect`](Self::on_collect), adds a collect hook.
+    ///
+    /// The first reading sets the gauges (CPU utilization: the average since boot) and the
+    /// starting point of the counters: they count from now on, so that a delta exporter's first
+    /// point is not everything since boot (devices that appear later count from their creation).
+    pub fn install(self) -> Result<HostMetrics, Error> {
+        let registry = self.registry.unwrap_or_else(|| Registry::global().clone());
+        let compile = |what: &'static str, pattern: Option<String>| {
+            pattern
+                .map(|p| {
+                    Regex::new(&p).map_err(|source| Error::InvalidRegex {
+                        what,
+                        pattern: p.clone(),
+                        source: Box::new(source),
+                    })
+                })
+                .transpose()
+        };
+        let filters = Filters {
+            fs_types: self.fs_types_exclude,
+            mountpoints: compile("mountpoints_exclude", self.mountpoints_exclude)?,
+            disks: compile("disks_exclude", self.disks_exclude)?,
+            disk_partitions: self.disk_partitions,
+            interfaces: compile("network_interfaces_exclude", self.interfaces_exclude)?,
+        };
+        let source = make_source(self.portable, self.paths)?;
+        let families = Families::register(&registry, source.has_cpu_modes(), self.per_cpu)?;
+        let mut state = State {
+            source,
+            families,
+            filters,
+            per_cpu: self.per_cpu,
+            cpus: HashMap::new(),
+            util_at: None,
+            process_created: None,
+            filesystems: HashMap::new(),
+            disks: HashMap::new(),
+            networks: HashMap::new(),
+            generation: 0,
+        };
+        state.update(true);
+        let shared = Arc::new(Shared {
+            installed: AtomicBool::new(true),
+            state: Mutex::new(Some(state)),
+        });
+        if self.on_collect {
+            let hook = shared.clone();
+            registry.add_collect_hook(move || hook.collect(false));
+        }
+        Ok(HostMetrics { shared })
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn make_source(
+    portable: bool,
+    paths: Option<(std::path::PathBuf, std::path::PathBuf)>,
+) -> Result<Source, Error> {
+    if portable {
+        return portable_source();
+    }
+    let (proc, sys_block) = paths.unwrap_or_else(|| ("/proc".into(), "/sys/block".into()));
+    Ok(Source::Procfs(crate::linux::Procfs::new(proc, sys_block)))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn make_source(
+    _portable: bool,
+    _paths: Option<(std::path::PathBuf, std::path::PathBuf)>,
+) -> Result<Source, Error> {
+    portable_source()
+}
+
+fn portable_source() -> Result<Source, Error> {
+    let p = crate::source::Portable::new().map_err(|e| Error::System {
+        message: e.to_string(),
+    })?;
+    Ok(Source::Sysinfo(Box::new(p)))
+}
+
+/// Installed host metrics. Cheap to clone, `Send` and `Sync`; dropping it does not stop a
+/// collect hook ([`HostCollector::on_collect`]).
+#[derive(Clone)]
+pub struct HostMetrics {
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for HostMetrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HostMetrics")
+            .field("installed", &self.is_installed())
+            .finish()
+    }
+}
+
+impl HostMetrics {
+    /// Reads the host now and updates the families. Call it from any thread (typically the
+    /// daemon's collection thread, on its interval); a collection already in progress on
+    /// another thread is waited for. Never panics: what cannot be read leaves its series as
+    /// they were and counts in `sonde.collector.errors{collector="host"}`.
+    pub fn collect(&self) {
+        self.shared.collect(true);
+    }
+
+    /// Whether the collector still updates its families.
+    pub fn is_installed(&self) -> bool {
+        self.shared.installed.load(Ordering::Relaxed)
+    }
+
+    /// Stops collecting and removes the series this collector created (the families stay,
+    /// empty; a collect hook stays as a no-op). Idempotent.
+    pub fn uninstall(&self) {
+        self.shared.installed.store(false, Ordering::Relaxed);
+        if let Some(state) = lock(&self.shared.state).take() {
+            state.remove_all();
+        }
+    }
+}
+
+struct Shared {
+    installed: AtomicBool,
+    state: Mutex<Option<State>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every step leaves the state usable (plain numbers and handles).
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn collect(&self, wait: bool) {
+        if !self.installed.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut guard = if wait {
+            lock(&self.state)
+        } else {
+            match self.state.try_lock() {
+                Ok(g) => g,
+                Err(TryLockError::Poisoned(e)) => e.into_inner(),
+                // Another thread is reading the host right now.
+                Err(TryLockError::WouldBlock) => return,
+            }
+        };
+        let Some(state) = guard.as_mut() else { return };
+        if catch_unwind(AssertUnwindSafe(|| state.update(false))).is_err() {
+            state.families.error("panic");
+        }
+    }
+}
+
+struct Filters {
+    fs_types: Vec<String>,
+    mountpoints: Option<Regex>,
+    disks: Option<Regex>,
+    disk_partitions: bool,
+    interfaces: Option<Regex>,
+}
+
+impl Filters {
+    fn keep_filesystem(&self, fs_type: &str, mountpoint: &str) -> bool {
+        let excluded = self.fs_types.iter().any(|t| match t.strip_suffix('*') {
+            Some(prefix) => fs_type.starts_with(prefix),
+            None => t == fs_type,
+        });
+        !excluded
+            && !self
+                .mountpoints
+                .as_ref()
+                .is_some_and(|r| r.is_match(mountpoint))
+    }
+}
+
+/// A counter fed from a cumulative OS total: it advances by the difference between
+/// consecutive totals. A total below the previous one is a reset (the device was re-created
+/// or a 32-bit counter wrapped): the new total is what accumulated since.
+struct Cumulative {
+    counter: Counter,
+    last: u64,
+}
+
+impl Cumulative {
+    /// `baseline`: the first total is the starting point (counts from now on); else it is
+    /// counted (the device is new).
+    fn new(counter: Counter, first: u64, baseline: bool) -> Self {
+        let mut c = Cumulative {
+            counter,
+            last: if baseline { first } else { 0 },
+        };
+        c.update(first);
+        c
+    }
+
+    fn update(&mut self, total: u64) {
+        let delta = if total >= self.last {
+            total - self.last
+        } else {
+            total
+        };
+        self.last = total;
+        if delta > 0 {
+            self.counter.add(delta);
+        }
+    }
+}
+
+/// Like [`Cumulative`], for totals in ticks or milliseconds counted in seconds.
+struct CumulativeSecs {
+    counter: Counter<f64>,
+    last: u64,
+    per_second: f64,
+    /// Whether a decrease is a reset (devices) or noise to ignore (CPU times: iowait can go
+    /// backwards on some kernels).
+    resets: bool,
+}
+
+impl CumulativeSecs {
+    fn new(
+        counter: Counter<f64>,
+        first: u64,
+        per_second: f64,
+        resets: bool,
+        baseline: bool,
+    ) -> Self {
+        let mut c = CumulativeSecs {
+            counter,
+            last: if baseline { first } else { 0 },
+            per_second,
+            resets,
+        };
+        c.update(first);
+        c
+    }
+
+    fn update(&mut self, total: u64) {
+        let delta = if total >= self.last {
+            total - self.last
+        } else if self.resets {
+            total
+        } else {
+            0
+        };
+        self.last = total;
+        if delta > 0 {
+            self.counter.add(delta as f64 / self.per_second);
+        }
+    }
+}
+
+/// The series of one CPU entry (all CPUs, or one logical CPU).
+struct CpuEntry {
+    /// Label values per mode (or one entry without a mode on the portable path).
+    values: Vec<Vec<String>>,
+    times: Vec<CumulativeSecs>,
+    utilization: Vec<Gauge<f64>>,
+    /// Ticks at the start of the utilization window (`None`: since boot).
+    window_start: Option<CpuTicks>,
+    generation: u64,
+}
+
+struct FsEntry {
+    /// `[device, mountpoint, type, mode]`.
+    base: [String; 4],
+    usage: [Gauge; 3],
+    utilization: [Gauge<f64>; 3],
+    limit: Gauge,
+    generation: u64,
+}
+
+struct DiskEntry {
+    io: [Cumulative; 2],
+    ops: Option<[Cumulative; 2]>,
+    op_time: Option<[CumulativeSecs; 2]>,
+    io_time: Option<CumulativeSecs>,
+    generation: u64,
+}
+
+struct NetEntry {
+    io: [Cumulative; 2],
+    packets: [Cumulative; 2],
+    errors: [Cumulative; 2],
+    dropped: Option<[Cumulative; 2]>,
+    generation: u64,
+}
+
+const FS_STATES: [&str; 3] = ["used", "free", "reserved"];
+const DISK_DIRECTIONS: [&str; 2] = ["read", "write"];
+const NET_DIRECTIONS: [&str; 2] = ["receive", "transmit"];
+
+struct State {
+    source: Source,
+    families: Families,
+    filters: Filters,
+    per_cpu: bool,
+    /// By logical CPU number (`None`: all CPUs).
+    cpus: HashMap<Option<u32>, CpuEntry>,
+    util_at: Option<Instant>,
+    process_created: Option<Cumulative>,
+    filesystems: HashMap<[String; 4], FsEntry>,
+    disks: HashMap<String, DiskEntry>,
+    networks: HashMap<String, NetEntry>,
+    /// Increments at every reading; entries not seen in the latest are removed.
+    generation: u64,
+}
+
+impl State {
+    fn update(&mut self, first: bool) {
+        self.generation += 1;
+        self.update_cpu(first);
+        if let Some(m) = self.read(Source::memory, "memory") {
+            self.families.record_memory(&m);
+        }
+        if let Some(l) = self.read(Source::load, "load") {
+            for (g, v) in self.families.load.iter().zip(l) {
+                g.set(v);
+            }
+        }
+        if let Some(u) = self.read(Source::uptime, "uptime") {
+            self.families.uptime.set(u);
+        }
+        if let Some(n) = self.read(Source::process_count, "processes") {
+            self.families.process_count.set(clamp_i64(n));
+        }
+        self.update_filesystems();
+        self.update_disks(first);
+        self.update_networks(first);
+    }
+
+    /// Reads one thing; a failure is counted and gives `None`.
+    fn read<T>(&mut self, f: fn(&mut Source) -> Got<T>, reason: &'static str) -> Option<T> {
+        match f(&mut self.source) {
+            Ok(v) => Some(v),
+            Err(Miss::Failed) => {
+                self.families.error(reason);
+                None
+            }
+            Err(Miss::Unsupported) => None,
+        }
+    }
+
+    fn update_cpu(&mut self, first: bool) {
+        let Some((cpu, created)) = self.read(Source::cpu, "cpu") else {
+            return;
+        };
+        self.families
+            .cpu_count
+            .set(i64::try_from(cpu.logical_count()).unwrap_or(i64::MAX));
+        if let Some(total) = created {
+            match &mut self.process_created {
+                Some(c) => c.update(total),
+                None => {
+                    self.process_created = Some(Cumulative::new(
+                        self.families.process_created.handle(),
+                        total,
+                        first,
+                    ));
+                }
+            }
+        }
+        let now = Instant::now();
+        let window_done = self
+            .util_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= MIN_UTILIZATION_WINDOW);
+        if window_done {
+            self.util_at = Some(now);
+        }
+        let generation = self.generation;
+        match cpu {
+            Cpu::Ticks {
+                total,
+                per_cpu,
+                ticks_per_second,
+            } => {
+                let tps = ticks_per_second as f64;
+                let entries: Vec<(Option<u32>, CpuTicks)> = if self.per_cpu {
+                    per_cpu.into_iter().map(|(n, t)| (Some(n), t)).collect()
+                } else {
+                    vec![(None, total)]
+                };
+                for (n, ticks) in entries {
+                    let fams = &self.families;
+                    let entry = self
+                        .cpus
+                        .entry(n)
+                        .or_insert_with(|| fams.cpu_entry(n, &ticks, tps));
+                    entry.generation = generation;
+                    for (c, t) in entry.times.iter_mut().zip(ticks) {
+                        c.update(t);
+                    }
+                    if window_done {
+                        let start = entry.window_start.unwrap_or([0; 7]);
+                        let delta: Vec<u64> = ticks
+                            .iter()
+                            .zip(start)
+                            .map(|(now, then)| now.saturating_sub(then))
+                            .collect();
+                        let sum: u64 = delta.iter().sum();
+                        if sum > 0 {
+                            for (g, d) in entry.utilization.iter().zip(&delta) {
+                                g.set((*d as f64 / sum as f64).clamp(0.0, 1.0));
+                            }
+                        }
+                        entry.window_start = Some(ticks);
+                    }
+                }
+            }
+            Cpu::Usage { total, per_cpu } => {
+                let entries: Vec<(Option<u32>, f64)> = if self.per_cpu {
+                    per_cpu.into_iter().map(|(n, u)| (Some(n), u)).collect()
+                } else {
+                    vec![(None, total)]
+                };
+                for (n, usage) in entries {
+                    let fams = &self.families;
+                    let entry = self
+                        .cpus
+                        .entry(n)
+                        .or_insert_with(|| fams.cpu_entry(n, &[0; 7], 1.0));
+                    entry.generation = generation;
+                    if let Some(g) = entry.utilization.first() {
+                        g.set(usage);
+                    }
+                }
+            }
+        }
+        let fams = &self.families;
+        self.cpus.retain(|_, e| {
+            let keep = e.generation == generation;
+            if !keep {
+                fams.remove_cpu(e);
+            }
+            keep
+        });
+    }
+
+    fn update_filesystems(&mut self) {
+        let filters = &self.filters;
+        let keep = |t: &str, m: &str| filters.keep_filesystem(t, m);
+        let list = match self.source.filesystems(&keep) {
+            Ok(l) => l,
+            Err(Miss::Failed) => return self.families.error("filesystems"),
+            Err(Miss::Unsupported) => return,
+        };
+        let generation = self.generation;
+        for fs in list {
+            let Filesystem {
+                device,
+                mountpoint,
+                fs_type,
+                mode,
+                sizes,
+            } = fs;
+            let key = [device, mountpoint, fs_type, mode.to_owned()];
+            let Some(sizes) = sizes else {
+                // Keeps the series of a filesystem seen before as they were.
+                if let Some(e) = self.filesystems.get_mut(&key) {
+                    e.generation = generation;
+                }
+                self.families.error("statvfs");
+                continue;
+            };
+            let fams = &self.families;
+            let entry = self
+                .filesystems
+                .entry(key)
+                .or_insert_with_key(|key| fams.fs_entry(key));
+            entry.generation = generation;
+            let states = sizes.states();
+            for ((usage, util), v) in entry.usage.iter().zip(&entry.utilization).zip(states) {
+                usage.set(clamp_i64(v));
+                util.set(ratio(v, sizes.total));
+            }
+            entry.limit.set(clamp_i64(sizes.total));
+        }
+        let fams = &self.families;
+        self.filesystems.retain(|_, e| {
+            let keep = e.generation == generation;
+            if !keep {
+                fams.remove_fs(e);
+            }
+            keep
+        });
+    }
+
+    fn update_disks(&mut self, first: bool) {
+        let list = match self.source.disks(self.filters.disk_partitions) {
+            Ok(l) => l,
+            Err(Miss::Failed) => return self.families.error("disks"),
+            Err(Miss::Unsupported) => return,
+        };
+        let generation = self.generation;
+        for d in list {
+            if self
+                .filters
+                .disks
+                .as_ref()
+                .is_some_and(|r| r.is_match(&d.name))
+            {
+                continue;
+            }
+            let fams = &self.families;
+            match self.disks.get_mut(&d.name) {
+                Some(e) => {
+                    e.generation = generation;
+                    e.update(&d);
+                }
+                None => {
+                    let mut e = fams.disk_entry(&d, first);
+                    e.generation = generation;
+                    self.disks.insert(d.name, e);
+                }
+            }
+        }
+        let fams = &self.families;
+        self.disks.retain(|name, e| {
+            let keep = e.generation == generation;
+            if !keep {
+                fams.remove_disk(name);
+            }
+            keep
+        });
+    }
+
+    fn update_networks(&mut self, first: bool) {
+        let list = match self.source.networks() {
+            Ok(l) => l,
+            Err(Miss::Failed) => return self.families.error("network"),
+            Err(Miss::Unsupported) => return,
+        };
+        let generation = self.generation;
+        for n in list {
+            if self
+                .filters
+                .interfaces
+                .as_ref()
+                .is_some_and(|r| r.is_match(&n.name))
+            {
+                continue;
+            }
+            let fams = &self.families;
+            match self.networks.get_mut(&n.name) {
+                Some(e) => {
+                    e.generation = generation;
+                    e.update(&n);
+                }
+                None => {
+                    let mut e = fams.net_entry(&n, first);
+                    e.generation = generation;
+                    self.networks.insert(n.name, e);
+                }
+            }
+        }
+        let fams = &self.families;
+        self.networks.retain(|name, e| {
+            let keep = e.generation == generation;
+            if !keep {
+                fams.remove_net(name);
+            }
+            keep
+        });
+    }
+
+    /// Removes every series this collector created.
+    fn remove_all(self) {
+        let f = &self.families;
+        for e in self.cpus.values() {
+            f.remove_cpu(e);
+        }
+        for e in self.filesystems.values() {
+            f.remove_fs(e);
+        }
+        for name in self.disks.keys() {
+            f.remove_disk(name);
+        }
+        for name in self.networks.keys() {
+            f.remove_net(name);
+        }
+    }
+}
+
+impl DiskEntry {
+    fn update(&mut self, d: &DiskIo) {
+        self.io[0].update(d.read_bytes);
+        self.io[1].update(d.write_bytes);
+        if let Some(ops) = &d.ops {
+            if let Some([r, w]) = &mut self.ops {
+                r.update(ops.reads);
+                w.update(ops.writes);
+            }
+            if let Some([r, w]) = &mut self.op_time {
+                r.update(ops.read_ms);
+                w.update(ops.write_ms);
+            }
+            if let Some(t) = &mut self.io_time {
+                t.update(ops.io_ms);
+            }
+        }
+    }
+}
+
+impl NetEntry {
+    fn update(&mut self, n: &NetIo) {
+        for i in 0..2 {
+            self.io[i].update(n.bytes[i]);
+            self.packets[i].update(n.packets[i]);
+            self.errors[i].update(n.errors[i]);
+        }
+        if let (Some(d), Some(e)) = (&n.dropped, &mut self.dropped) {
+            e[0].update(d[0]);
+            e[1].update(d[1]);
+        }
+    }
+}
+
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn ratio(part: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        (part as f64 / total as f64).clamp(0.0, 1.0)
+    }
+}
+
+/// The registered families.
+struct Families {
+    errors: Family<Counter>,
+    cpu_modes: bool,
+    per_cpu: bool,
+    cpu_time: Option<Family<Counter<f64>>>,
+    cpu_utilization: Family<Gauge<f64>>,
+    cpu_count: Gauge,
+    load: [Gauge<f64>; 3],
+    memory_usage: Family<Gauge>,
+    memory_utilization: Family<Gauge<f64>>,
+    memory_limit: Gauge,
+    memory_available: Option<Gauge>,
+    paging_usage: Family<Gauge>,
+    paging_utilization: Family<Gauge<f64>>,
+    fs_usage: Family<Gauge>,
+    fs_utilization: Family<Gauge<f64>>,
+    fs_limit: Family<Gauge>,
+    disk_io: Family<Counter>,
+    disk_operations: Family<Counter>,
+    disk_operation_time: Family<Counter<f64>>,
+    disk_io_time: Family<Counter<f64>>,
+    net_io: Family<Counter>,
+    net_packets: Family<Counter>,
+    net_errors: Family<Counter>,
+    net_dropped: Family<Counter>,
+    uptime: Gauge<f64>,
+    process_count: Gauge,
+    process_created: Family<Counter>,
+}
+
+impl Families {
+    fn register(registry: &Registry, cpu_modes: bool, per_cpu: bool) -> Result<Self, Error> {
+        let mut cpu_labels: Vec<&'static str> = Vec::new();
+        if cpu_modes {
+            cpu_labels.push(CPU_MODE_LABEL);
+        }
+        if per_cpu {
+            cpu_labels.push(CPU_LOGICAL_NUMBER_LABEL);
+        }
+        let gauge = |name: &'static str, description: &'static str, unit: Unit| {
+            registry
+                .gauge(name)
+                .description(description)
+                .unit(unit)
+                .build()
+                .map(|f| f.handle())
+        };
+        let load = |name: &'static str, description: &'static str| {
+            registry
+                .gauge_f64(name)
+                .description(description)
+                .unit(Unit::Count("{thread}".into()))
+                .build()
+                .map(|f| f.handle())
+        };
+        let mem = [MEMORY_STATE_LABEL];
+        let fs = [
+            DEVICE_LABEL,
+            FILESYSTEM_MOUNTPOINT_LABEL,
+            FILESYSTEM_TYPE_LABEL,
+            FILESYSTEM_MODE_LABEL,
+        ];
+        let fs_state = [
+            DEVICE_LABEL,
+            FILESYSTEM_MOUNTPOINT_LABEL,
+            FILESYSTEM_TYPE_LABEL,
+            FILESYSTEM_MODE_LABEL,
+            FILESYSTEM_STATE_LABEL,
+        ];
+        let disk = [DEVICE_LABEL, DISK_IO_DIRECTION_LABEL];
+        let net = [NETWORK_INTERFACE_LABEL, NETWORK_IO_DIRECTION_LABEL];
+        Ok(Families {
+            errors: collector_errors(registry)?,
+            cpu_modes,
+            per_cpu,
+            cpu_time: if cpu_modes {
+                Some(
+                    registry
+                        .counter_f64(CPU_TIME)
+                        .description("Seconds each logical CPU spent on each mode.")
+                        .unit(Unit::Seconds)
+                        .labels(cpu_labels.clone())
+                        .build()?,
+                )
+            } else {
+                None
+            },
+            cpu_utilization: registry
+                .gauge_f64(CPU_UTILIZATION)
+                .description("Change in system.cpu.time over the interval divided by the elapsed CPU time: the share of the CPUs in each mode, 0 to 1.")
+                .unit(Unit::Ratio)
+                .labels(cpu_labels)
+                .build()?,
+            cpu_count: gauge(
+                CPU_LOGICAL_COUNT,
+                "Logical CPUs online.",
+                Unit::Count("{cpu}".into()),
+            )?,
+            load: [
+                load(LOAD_AVERAGE_1M, "Load average over the last minute: runnable and uninterruptible tasks.")?,
+                load(LOAD_AVERAGE_5M, "Load average over the last 5 minutes.")?,
+                load(LOAD_AVERAGE_15M, "Load average over the last 15 minutes.")?,
+            ],
+            memory_usage: registry
+                .gauge(MEMORY_USAGE)
+                .description("Memory in use by state (used is total minus available).")
+                .unit(Unit::Bytes)
+                .labels(mem)
+                .build()?,
+            memory_utilization: registry
+                .gauge_f64(MEMORY_UTILIZATION)
+                .description("Share of memory in each state, 0 to 1.")
+                .unit(Unit::Ratio)
+                .labels(mem)
+                .build()?,
+            memory_limit: gauge(MEMORY_LIMIT, "Total memory.", Unit::Bytes)?,
+            memory_available: if cpu_modes {
+                Some(gauge(
+                    MEMORY_AVAILABLE,
+                    "An estimate of how much memory is available for starting new applications, without causing swapping (MemAvailable).",
+                    Unit::Bytes,
+                )?)
+            } else {
+                None
+            },
+            paging_usage: registry
+                .gauge(PAGING_USAGE)
+                .description("Swap space in use and free.")
+                .unit(Unit::Bytes)
+                .labels([PAGING_STATE_LABEL])
+                .build()?,
+            paging_utilization: registry
+                .gauge_f64(PAGING_UTILIZATION)
+                .description("Share of swap space in each state, 0 to 1.")
+                .unit(Unit::Ratio)
+                .labels([PAGING_STATE_LABEL])
+                .build()?,
+            fs_usage: registry
+                .gauge(FILESYSTEM_USAGE)
+                .description("Filesystem space by state; the states add up to system.filesystem.limit.")
+                .unit(Unit::Bytes)
+                .labels(fs_state)
+                .build()?,
+            fs_utilization: registry
+                .gauge_f64(FILESYSTEM_UTILIZATION)
+                .description("Share of the filesystem's space in each state, 0 to 1.")
+                .unit(Unit::Ratio)
+                .labels(fs_state)
+                .build()?,
+            fs_limit: registry
+                .gauge(FILESYSTEM_LIMIT)
+                .description("Total size of the filesystem.")
+                .unit(Unit::Bytes)
+                .labels(fs)
+                .build()?,
+            disk_io: registry
+                .counter(DISK_IO)
+                .description("Disk bytes transferred.")
+                .unit(Unit::Bytes)
+                .labels(disk)
+                .build()?,
+            disk_operations: registry
+                .counter(DISK_OPERATIONS)
+                .description("Disk operations completed.")
+                .unit(Unit::Count("{operation}".into()))
+                .labels(disk)
+                .build()?,
+            disk_operation_time: registry
+                .counter_f64(DISK_OPERATION_TIME)
+                .description("Sum of the time each operation took to complete.")
+                .unit(Unit::Seconds)
+                .labels(disk)
+                .build()?,
+            disk_io_time: registry
+                .counter_f64(DISK_IO_TIME)
+                .description("Time the disk spent with operations in progress.")
+                .unit(Unit::Seconds)
+                .labels([DEVICE_LABEL])
+                .build()?,
+            net_io: registry
+                .counter(NETWORK_IO)
+                .description("Bytes transmitted and received.")
+                .unit(Unit::Bytes)
+                .labels(net)
+                .build()?,
+            net_packets: registry
+                .counter(NETWORK_PACKETS)
+                .description("Packets transferred.")
+                .unit(Unit::Count("{packet}".into()))
+                .labels(net)
+                .build()?,
+            net_errors: registry
+                .counter(NETWORK_ERRORS)
+                .description("Network errors detected.")
+                .unit(Unit::Count("{error}".into()))
+                .labels(net)
+                .build()?,
+            net_dropped: registry
+                .counter(NETWORK_DROPPED)
+                .description("Packets dropped even though there was no error.")
+                .unit(Unit::Count("{packet}".into()))
+                .labels(net)
+                .build()?,
+            uptime: registry
+                .gauge_f64(UPTIME)
+                .description("Seconds since the system booted.")
+                .unit(Unit::Seconds)
+                .build()?
+                .handle(),
+            process_count: gauge(
+                PROCESS_COUNT,
+                "Processes on the host.",
+                Unit::Count("{process}".into()),
+            )?,
+            process_created: registry
+                .counter(PROCESS_CREATED)
+                .description("Processes created.")
+                .unit(Unit::Count("{process}".into()))
+                .striped(false)
+                .build()?,
+        })
+    }
+
+    fn error(&self, reason: &'static str) {
+        self.errors.with(&["host", reason]).inc();
+    }
+
+    fn record_memory(&self, m: &Memory) {
+        let states = [
+            ("used", Some(m.used())),
+            ("free", Some(m.free)),
+            ("buffers", m.buffers),
+            ("cached", m.cached),
+        ];
+        for (state, v) in states {
+            if let Some(v) = v {
+                self.memory_usage.with(&[state]).set(clamp_i64(v));
+                self.memory_utilization
+                    .with(&[state])
+                    .set(ratio(v, m.total));
+            }
+        }
+        self.memory_limit.set(clamp_i64(m.total));
+        if let (Some(g), Some(a)) = (&self.memory_available, m.available) {
+            g.set(clamp_i64(a));
+        }
+        let swap_free = m.swap_free.min(m.swap_total);
+        for (state, v) in [("used", m.swap_total - swap_free), ("free", swap_free)] {
+            self.paging_usage.with(&[state]).set(clamp_i64(v));
+            self.paging_utilization
+                .with(&[state])
+                .set(ratio(v, m.swap_total));
+        }
+    }
+
+    fn cpu_values(&self, n: Option<u32>) -> Vec<Vec<String>> {
+        let number = n.map(|n| n.to_string());
+        let with = |mode: Option<&str>| {
+            let mut v: Vec<String> = mode.map(str::to_owned).into_iter().collect();
+            if self.per_cpu {
+                v.push(number.clone().unwrap_or_default());
+            }
+            v
+        };
+        if self.cpu_modes {
+            CPU_MODES.iter().map(|m| with(Some(m))).collect()
+        } else {
+            vec![with(None)]
+        }
+    }
+
+    fn cpu_entry(&self, n: Option<u32>, first: &CpuTicks, ticks_per_second: f64) -> CpuEntry {
+        let values = self.cpu_values(n);
+        let times = match &self.cpu_time {
+            Some(f) => values
+                .iter()
+                .zip(first)
+                .map(|(v, t)| CumulativeSecs::new(f.with(v), *t, ticks_per_second, false, true))
+                .collect(),
+            None => Vec::new(),
+        };
+        CpuEntry {
+            utilization: values
+                .iter()
+                .map(|v| self.cpu_utilization.with(v))
+                .collect(),
+            times,
+            values,
+            window_start: None,
+            generation: 0,
+        }
+    }
+
+    fn remove_cpu(&self, e: &CpuEntry) {
+        for v in &e.values {
+            if let Some(f) = &self.cpu_time {
+                f.remove(v);
+            }
+            self.cpu_utilization.remove(v);
+        }
+    }
+
+    fn fs_entry(&self, base: &[String; 4]) -> FsEntry {
+        let with_state = |state: &'static str| {
+            let mut v: Vec<&str> = base.iter().map(String::as_str).collect();
+            v.push(state);
+            v
+        };
+        FsEntry {
+            usage: FS_STATES.map(|s| self.fs_usage.with(&with_state(s))),
+            utilization: FS_STATES.map(|s| self.fs_utilization.with(&with_state(s))),
+            limit: self.fs_limit.with(base),
+            base: base.clone(),
+            generation: 0,
+        }
+    }
+
+    fn remove_fs(&self, e: &FsEntry) {
+        for s in FS_STATES {
+            let mut v: Vec<&str> = e.base.iter().map(String::as_str).collect();
+            v.push(s);
+            self.fs_usage.remove(&v);
+            self.fs_utilization.remove(&v);
+        }
+        self.fs_limit.remove(&e.base);
+    }
+
+    fn disk_entry(&self, d: &DiskIo, baseline: bool) -> DiskEntry {
+        let name = d.name.as_str();
+        let c = |f: &Family<Counter>, dir: usize, first: u64| {
+            Cumulative::new(f.with(&[name, DISK_DIRECTIONS[dir]]), first, baseline)
+        };
+        let ms = |f: &Family<Counter<f64>>, labels: &[&str], first: u64| {
+            CumulativeSecs::new(f.with(labels), first, 1000.0, true, baseline)
+        };
+        DiskEntry {
+            io: [
+                c(&self.disk_io, 0, d.read_bytes),
+                c(&self.disk_io, 1, d.write_bytes),
+            ],
+            ops: d.ops.map(|o| {
+                [
+                    c(&self.disk_operations, 0, o.reads),
+                    c(&self.disk_operations, 1, o.writes),
+                ]
+            }),
+            op_time: d.ops.map(|o| {
+                [
+                    ms(&self.disk_operation_time, &[name, "read"], o.read_ms),
+                    ms(&self.disk_operation_time, &[name, "write"], o.write_ms),
+                ]
+            }),
+            io_time: d.ops.map(|o| ms(&self.disk_io_time, &[name], o.io_ms)),
+            generation: 0,
+        }
+    }
+
+    fn remove_disk(&self, name: &str) {
+        for dir in DISK_DIRECTIONS {
+            self.disk_io.remove(&[name, dir]);
+            self.disk_operations.remove(&[name, dir]);
+            self.disk_operation_time.remove(&[name, dir]);
+        }
+        self.disk_io_time.remove(&[name]);
+    }
+
+    fn net_entry(&self, n: &NetIo, baseline: bool) -> NetEntry {
+        let name = n.name.as_str();
+        let pair = |f: &Family<Counter>, v: [u64; 2]| {
+            [0, 1].map(|i| Cumulative::new(f.with(&[name, NET_DIRECTIONS[i]]), v[i], baseline))
+        };
+        NetEntry {
+            io: pair(&self.net_io, n.bytes),
+            packets: pair(&self.net_packets, n.packets),
+            errors: pair(&self.net_errors, n.errors),
+            dropped: n.dropped.map(|d| pair(&self.net_dropped, d)),
+            generation: 0,
+        }
+    }
+
+    fn remove_net(&self, name: &str) {
+        for dir in NET_DIRECTIONS {
+            let v = [name, dir];
+            self.net_io.remove(&v);
+            self.net_packets.remove(&v);
+            self.net_errors.remove(&v);
+            self.net_dropped.remove(&v);
+        }
+    }
+}
+
+/// Registers (or finds) `sonde.collector.errors{collector, reason}`.
+pub(crate) fn collector_errors(registry: &Registry) -> Result<Family<Counter>, sonde_core::Error> {
+    registry
+        .counter(COLLECTOR_ERRORS)
+        .description(
+            "Readings a collector could not make; the affected series kept their previous values.",
+        )
+        .labels([COLLECTOR_LABEL, REASON_LABEL])
+        .build()
+}

@@ -1,0 +1,316 @@
+//! # sonde-host
+//!
+//! Host metrics for sonde by the OpenTelemetry semantic conventions for system metrics (CPU,
+//! load, memory, swap, filesystems, disk and network IO, uptime, processes), and procstat:
+//! per-process metrics for the processes that match a name, a pattern or a pid file, followed
+//! as they start and exit (like the CloudWatch agent's procstat plugin).
+//!
+//! Nothing runs on a timer: [`HostMetrics::collect`] and [`ProcstatMetrics::collect`] read
+//! the host when called (a daemon calls them on its own interval, from any thread), or, with
+//! `.on_collect(true)`, every collection of the registry does (a scrape, an export).
+//!
+//! ```
+//! use sonde_core::Registry;
+//! use sonde_host::{HostCollector, ProcessMatcher, ProcstatCollector};
+//!
+//! let registry = Registry::new(); // or leave `.registry(..)` out for `Registry::global()`
+//! let host = HostCollector::new().registry(&registry).per_cpu(false).install()?;
+//! host.collect(); // on the daemon's interval
+//!
+//! let snapshot = registry.snapshot();
+//! let limit = snapshot.point("system.memory.limit", &[]).and_then(|p| p.number()).unwrap();
+//! assert!(limit.as_f64() > 0.0);
+//! # #[cfg(target_os = "linux")] {
+//! let idle = snapshot.point("system.cpu.utilization", &[("cpu.mode", "idle")]);
+//! let idle = idle.and_then(|p| p.number()).unwrap().as_f64();
+//! assert!((0.0..=1.0).contains(&idle));
+//! let lo = [("network.interface.name", "lo"), ("network.io.direction", "receive")];
+//! assert!(snapshot.point("system.network.io", &lo).is_some());
+//! # }
+//!
+//! // Per-process metrics (sonde-process's) of every process named `sleep`:
+//! # #[cfg(unix)] {
+//! let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+//! let sleepers = ProcstatCollector::new(ProcessMatcher::Name("sleep".into()))
+//!     .registry(&registry)
+//!     .install()?; // looks once; then on every .collect()
+//! let pid = child.id().to_string();
+//! let labels = [("process.pid", pid.as_str()), ("process.executable.name", "sleep"), ("process.match", "name:sleep")];
+//! let snapshot = registry.snapshot();
+//! assert!(snapshot.point("process.memory.usage", &labels).is_some());
+//! assert!(snapshot.point("process.start_time", &labels).is_some());
+//! child.kill().unwrap();
+//! child.wait().unwrap();
+//! sleepers.collect(); // the child has exited: its series are removed
+//! assert!(registry.snapshot().point("process.memory.usage", &labels).is_none());
+//! # }
+//! # Ok::<(), sonde_host::Error>(())
+//! ```
+//!
+//! ## Host metrics
+//!
+//! | Name | Instrument | Unit | Labels | Value |
+//! |---|---|---|---|---|
+//! | `system.cpu.time` | `Counter<f64>` | `s` | `cpu.mode`, [`cpu.logical_number`] | CPU seconds per mode since install (Linux) |
+//! | `system.cpu.utilization` | `Gauge<f64>` | `1` | `cpu.mode`, [`cpu.logical_number`] | share of CPU time per mode over the last interval, 0 to 1 |
+//! | `system.cpu.logical.count` | `Gauge` | `{cpu}` | | logical CPUs online |
+//! | `system.cpu.load_average.1m`, `.5m`, `.15m` | `Gauge<f64>` | `{thread}` | | load averages (not on Windows) |
+//! | `system.memory.usage` | `Gauge` | `By` | `system.memory.state` = `used`, `free`, `buffers`, `cached` | bytes per state |
+//! | `system.memory.utilization` | `Gauge<f64>` | `1` | `system.memory.state` | usage / limit |
+//! | `system.memory.limit` | `Gauge` | `By` | | total memory |
+//! | `system.memory.linux.available` | `Gauge` | `By` | | `MemAvailable` (Linux) |
+//! | `system.paging.usage` | `Gauge` | `By` | `system.paging.state` = `used`, `free` | swap space |
+//! | `system.paging.utilization` | `Gauge<f64>` | `1` | `system.paging.state` | usage / swap size (0 without swap) |
+//! | `system.filesystem.usage` | `Gauge` | `By` | `system.device`, `system.filesystem.mountpoint`, `.type`, `.mode`, `.state` = `used`, `free`, `reserved` | bytes per state |
+//! | `system.filesystem.utilization` | `Gauge<f64>` | `1` | same | usage / limit |
+//! | `system.filesystem.limit` | `Gauge` | `By` | `system.device`, `system.filesystem.mountpoint`, `.type`, `.mode` | filesystem size |
+//! | `system.disk.io` | `Counter` | `By` | `system.device`, `disk.io.direction` = `read`, `write` | bytes transferred |
+//! | `system.disk.operations` | `Counter` | `{operation}` | `system.device`, `disk.io.direction` | operations completed (Linux) |
+//! | `system.disk.operation_time` | `Counter<f64>` | `s` | `system.device`, `disk.io.direction` | sum of the operations' durations (Linux) |
+//! | `system.disk.io_time` | `Counter<f64>` | `s` | `system.device` | time with IO in progress (Linux) |
+//! | `system.network.io` | `Counter` | `By` | `network.interface.name`, `network.io.direction` = `receive`, `transmit` | bytes |
+//! | `system.network.packet.count` | `Counter` | `{packet}` | `network.interface.name`, `network.io.direction` | packets |
+//! | `system.network.errors` | `Counter` | `{error}` | `network.interface.name`, `network.io.direction` | errors |
+//! | `system.network.packet.dropped` | `Counter` | `{packet}` | `network.interface.name`, `network.io.direction` | packets dropped (Linux) |
+//! | `system.uptime` | `Gauge<f64>` | `s` | | seconds since boot |
+//! | `system.process.count` | `Gauge` | `{process}` | | processes (Linux) |
+//! | `system.process.created` | `Counter` | `{process}` | | processes created since install (Linux) |
+//! | `sonde.collector.errors` | `Counter` | | `collector` = `host`, `procstat`; `reason` | readings that failed |
+//!
+//! [`cpu.logical_number`]: HostCollector::per_cpu
+//!
+//! - **Sources.** On Linux everything is read from `/proc` (`stat`, `meminfo`, `loadavg`,
+//!   `uptime`, `diskstats`, `net/dev`, `self/mounts`), `/sys/block` and `statvfs(2)`: one
+//!   read per file. Elsewhere sysinfo provides what it can: CPU utilization without the split
+//!   by mode (the family then has no `cpu.mode` label, and there is no `system.cpu.time`),
+//!   memory without buffers and cache, filesystems without reserved blocks, disk bytes without
+//!   operations, network counters without drops, and no process count.
+//! - **Counters** advance by the difference between consecutive OS totals, so they are
+//!   cumulative and monotonic whatever the OS does: a total lower than the previous one is a
+//!   reset (an interface re-created, a 32-bit counter wrapping) and counts from zero again;
+//!   CPU times that go backwards (iowait does on some kernels) add nothing. They count from
+//!   install (the first reading is their starting point) rather than from boot, so that a
+//!   delta exporter's first point is not everything since boot; devices and interfaces that
+//!   appear later count from their creation.
+//! - **Sampled values are gauges**, not the up-down counters of the conventions: a gauge
+//!   carries the value itself to delta readers (CloudWatch, delta OTLP), where an up-down
+//!   counter would carry the change since the previous export.
+//! - **CPU utilization** is the change in each mode's time divided by the change in the total
+//!   (all modes) since the previous reading, so the modes add up to 1; `cpu.mode` is `user`,
+//!   `nice`, `system`, `idle`, `iowait`, `interrupt` (hard and soft IRQs) and `steal` (guest
+//!   time is part of `user` and `nice`, as the kernel counts it). The first value is the average
+//!   since boot; readings less than [`MIN_UTILIZATION_WINDOW`] apart leave it unchanged.
+//! - **Memory**: `used` is `MemTotal - MemAvailable` (the conventions' definition; without
+//!   `MemAvailable`, `total - free - buffers - cached`), `cached` is the page cache plus
+//!   reclaimable slab, as `free(1)` counts it. The states overlap (`used` excludes the
+//!   reclaimable cache), so they do not add up to the limit.
+//! - **Filesystems**: `used` + `free` (available to unprivileged users) + `reserved` (for
+//!   root) = `limit`; `df`'s `Use%` is `used / (used + free)`. Pseudo filesystems, container
+//!   layers and network filesystems are left out by default
+//!   ([`DEFAULT_FILESYSTEM_TYPES_EXCLUDE`], [`DEFAULT_MOUNTPOINTS_EXCLUDE`]; see
+//!   [`HostCollector::filesystems_exclude`]). The mounts are those of the collecting process's
+//!   mount namespace: an agent in a container sees the host's filesystems only where they are
+//!   mounted into it.
+//! - **Disks** are whole block devices (`/sys/block`) without loop, RAM and optical devices
+//!   by default ([`DEFAULT_DISKS_EXCLUDE`], [`HostCollector::disk_partitions`]).
+//! - **Network** counters are those of the collecting process's network namespace.
+//! - **Series come and go** with devices, interfaces, mounts and CPUs: those that disappear
+//!   from a reading have their series removed, so memory stays bounded. A reading that fails
+//!   (an unreadable or garbled file) leaves its series unchanged and counts in
+//!   `sonde.collector.errors{collector="host", reason}` (`reason`: `cpu`, `memory`, `load`,
+//!   `uptime`, `processes`, `filesystems`, `statvfs`, `disks`, `network`).
+//!
+//! ## Procstat
+//!
+//! [`ProcstatCollector`] follows the processes that a [`ProcessMatcher`] selects: at every
+//! [`collect`](ProcstatMetrics::collect) it lists the processes (one sysinfo refresh of the
+//! process list, reading each process's `stat` and `status`, plus its executable link and
+//! command line when a name or pattern needs them; a pid file needs no listing), installs a
+//! [`sonde_process::ProcessCollector`] for each new match, labelled `process.pid`,
+//! `process.executable.name` and `process.match`, and uninstalls those of processes that
+//! exited (or whose pid now belongs to another process), which removes their series. The
+//! process metrics themselves are sonde-process's (`process.cpu.time`, `process.memory.usage`...),
+//! refreshed at every collection of the registry; this crate adds:
+//!
+//! | Name | Instrument | Unit | Labels | Value |
+//! |---|---|---|---|---|
+//! | `process.start_time` | `Gauge<f64>` | `s` | `process.pid`, `process.executable.name`, `process.match` | start time, seconds since the UNIX epoch |
+//! | `sonde.procstat.matches` | `Gauge` | `{process}` | `process.match` | processes matching, per matcher |
+//!
+//! `process.match` is the matcher written as `name:nginx`, `pattern:^postgres` or
+//! `pid_file:/run/nginx.pid`. All the process collectors of a registry need the same label
+//! names: install the daemon's own process metrics with [`with_procstat_labels`] (install
+//! fails with [`Error::IncompatibleProcessLabels`] if the registry has process families with
+//! other labels). Errors count in `sonde.collector.errors{collector="procstat", reason}`
+//! (`pid_file`: missing or not a pid; `install`: a process collector could not be installed;
+//! `process_list`: no process could be listed).
+//!
+//! ## Cost
+//!
+//! A host collection reads about ten small files and calls `statvfs` once per filesystem:
+//! 0.2 to 0.4 ms on a small VM, most of it in the kernel generating the files (see
+//! `tests/cost.rs`), so well under 0.01 % of a CPU at a 10 s interval. It allocates only for
+//! new devices and label strings; the series handles are kept, so recording is a few atomic
+//! stores. A procstat collection with name or pattern matchers lists every process (about
+//! 35 µs per process on the same VM, two `/proc` files each plus the executable link and
+//! command line: 3.5 ms for 90 processes); a pid file costs one read and one process. Put
+//! all the matchers in one collector ([`ProcstatCollector::matcher`]) to list the processes
+//! once. Each followed process then costs about 30 µs per registry collection
+//! (sonde-process).
+//!
+//! ## Threads
+//!
+//! [`HostMetrics`] and [`ProcstatMetrics`] are `Send + Sync` and cheap to clone: `collect`
+//! can be called from any thread; concurrent calls are serialized (a collect hook skips its
+//! reading when another one is in progress rather than waiting).
+#![warn(missing_docs)]
+
+mod host;
+#[cfg(target_os = "linux")]
+mod linux;
+mod procstat;
+// Parts of these are only built from `/proc` readings (CPU ticks, disk operations).
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+mod reading;
+#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+mod source;
+
+pub use host::{
+    DEFAULT_DISKS_EXCLUDE, DEFAULT_FILESYSTEM_TYPES_EXCLUDE, DEFAULT_MOUNTPOINTS_EXCLUDE,
+    HostCollector, HostMetrics, MIN_UTILIZATION_WINDOW,
+};
+pub use procstat::{
+    PROCSTAT_LABELS, ProcessMatcher, ProcstatCollector, ProcstatMetrics, with_procstat_labels,
+};
+
+/// `system.cpu.time`: CPU seconds per mode, `Counter<f64>` (Linux).
+pub const CPU_TIME: &str = "system.cpu.time";
+/// `system.cpu.utilization`: share of CPU time per mode, `Gauge<f64>`, 0 to 1.
+pub const CPU_UTILIZATION: &str = "system.cpu.utilization";
+/// `system.cpu.logical.count`: logical CPUs online, `Gauge`.
+pub const CPU_LOGICAL_COUNT: &str = "system.cpu.logical.count";
+/// `system.cpu.load_average.1m`, `Gauge<f64>`.
+pub const LOAD_AVERAGE_1M: &str = "system.cpu.load_average.1m";
+/// `system.cpu.load_average.5m`, `Gauge<f64>`.
+pub const LOAD_AVERAGE_5M: &str = "system.cpu.load_average.5m";
+/// `system.cpu.load_average.15m`, `Gauge<f64>`.
+pub const LOAD_AVERAGE_15M: &str = "system.cpu.load_average.15m";
+/// `system.memory.usage`: bytes per state, `Gauge`.
+pub const MEMORY_USAGE: &str = "system.memory.usage";
+/// `system.memory.utilization`: share of memory per state, `Gauge<f64>`.
+pub const MEMORY_UTILIZATION: &str = "system.memory.utilization";
+/// `system.memory.limit`: total memory in bytes, `Gauge`.
+pub const MEMORY_LIMIT: &str = "system.memory.limit";
+/// `system.memory.linux.available`: `MemAvailable` in bytes, `Gauge` (Linux).
+pub const MEMORY_AVAILABLE: &str = "system.memory.linux.available";
+/// `system.paging.usage`: swap bytes per state, `Gauge`.
+pub const PAGING_USAGE: &str = "system.paging.usage";
+/// `system.paging.utilization`: share of swap per state, `Gauge<f64>`.
+pub const PAGING_UTILIZATION: &str = "system.paging.utilization";
+/// `system.filesystem.usage`: bytes per state, `Gauge`.
+pub const FILESYSTEM_USAGE: &str = "system.filesystem.usage";
+/// `system.filesystem.utilization`: share of the filesystem per state, `Gauge<f64>`.
+pub const FILESYSTEM_UTILIZATION: &str = "system.filesystem.utilization";
+/// `system.filesystem.limit`: filesystem size in bytes, `Gauge`.
+pub const FILESYSTEM_LIMIT: &str = "system.filesystem.limit";
+/// `system.disk.io`: bytes transferred, `Counter`.
+pub const DISK_IO: &str = "system.disk.io";
+/// `system.disk.operations`: operations completed, `Counter` (Linux).
+pub const DISK_OPERATIONS: &str = "system.disk.operations";
+/// `system.disk.operation_time`: sum of operation durations in seconds, `Counter<f64>` (Linux).
+pub const DISK_OPERATION_TIME: &str = "system.disk.operation_time";
+/// `system.disk.io_time`: seconds with IO in progress, `Counter<f64>` (Linux).
+pub const DISK_IO_TIME: &str = "system.disk.io_time";
+/// `system.network.io`: bytes, `Counter`.
+pub const NETWORK_IO: &str = "system.network.io";
+/// `system.network.packet.count`: packets, `Counter` (called `system.network.packets` by
+/// older conventions and the OpenTelemetry Collector).
+pub const NETWORK_PACKETS: &str = "system.network.packet.count";
+/// `system.network.errors`: errors, `Counter`.
+pub const NETWORK_ERRORS: &str = "system.network.errors";
+/// `system.network.packet.dropped`: packets dropped, `Counter` (Linux; formerly
+/// `system.network.dropped`).
+pub const NETWORK_DROPPED: &str = "system.network.packet.dropped";
+/// `system.uptime`: seconds since boot, `Gauge<f64>`.
+pub const UPTIME: &str = "system.uptime";
+/// `system.process.count`: processes, `Gauge` (Linux).
+pub const PROCESS_COUNT: &str = "system.process.count";
+/// `system.process.created`: processes created since install, `Counter` (Linux).
+pub const PROCESS_CREATED: &str = "system.process.created";
+/// `process.start_time`: start time of a procstat process, seconds since the UNIX epoch,
+/// `Gauge<f64>`.
+pub const PROCESS_START_TIME: &str = "process.start_time";
+/// `sonde.procstat.matches`: processes matching, per matcher, `Gauge`.
+pub const PROCSTAT_MATCHES: &str = "sonde.procstat.matches";
+/// `sonde.collector.errors`: readings that failed, `Counter`, labels `collector`, `reason`.
+pub const COLLECTOR_ERRORS: &str = "sonde.collector.errors";
+
+/// `cpu.mode`.
+pub const CPU_MODE_LABEL: &str = "cpu.mode";
+/// `cpu.logical_number` (with [`HostCollector::per_cpu`]).
+pub const CPU_LOGICAL_NUMBER_LABEL: &str = "cpu.logical_number";
+/// `system.memory.state`.
+pub const MEMORY_STATE_LABEL: &str = "system.memory.state";
+/// `system.paging.state`.
+pub const PAGING_STATE_LABEL: &str = "system.paging.state";
+/// `system.device`: block device (`vda`) or filesystem source (`/dev/vda1`).
+pub const DEVICE_LABEL: &str = "system.device";
+/// `system.filesystem.mountpoint`.
+pub const FILESYSTEM_MOUNTPOINT_LABEL: &str = "system.filesystem.mountpoint";
+/// `system.filesystem.type`.
+pub const FILESYSTEM_TYPE_LABEL: &str = "system.filesystem.type";
+/// `system.filesystem.mode`: `rw` or `ro`.
+pub const FILESYSTEM_MODE_LABEL: &str = "system.filesystem.mode";
+/// `system.filesystem.state`.
+pub const FILESYSTEM_STATE_LABEL: &str = "system.filesystem.state";
+/// `disk.io.direction`: `read` or `write`.
+pub const DISK_IO_DIRECTION_LABEL: &str = "disk.io.direction";
+/// `network.interface.name`.
+pub const NETWORK_INTERFACE_LABEL: &str = "network.interface.name";
+/// `network.io.direction`: `receive` or `transmit`.
+pub const NETWORK_IO_DIRECTION_LABEL: &str = "network.io.direction";
+/// `process.match`: the matcher of a procstat process.
+pub const MATCH_LABEL: &str = "process.match";
+/// `collector` on `sonde.collector.errors`.
+pub const COLLECTOR_LABEL: &str = "collector";
+/// `reason` on `sonde.collector.errors`.
+pub const REASON_LABEL: &str = "reason";
+
+/// What can go wrong when installing a collector. Messages say what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A family could not be registered: usually another definition under the same name.
+    #[error(
+        "cannot register the host metric families: {0}; another definition of the same metric exists in this registry (install each collector once per registry, or use a separate registry)"
+    )]
+    Register(#[from] sonde_core::Error),
+    /// A filter or pattern is not a valid regular expression.
+    #[error("{what}: {pattern:?} is not a valid regular expression: {source}")]
+    InvalidRegex {
+        /// Which setting.
+        what: &'static str,
+        /// The expression given.
+        pattern: String,
+        /// What the regex parser said.
+        #[source]
+        source: Box<regex::Error>,
+    },
+    /// The operating system's information could not be opened at all.
+    #[error(
+        "cannot read system information: {message}; host metrics need a platform sysinfo supports (Linux, macOS, Windows, FreeBSD)"
+    )]
+    System {
+        /// What sysinfo reported.
+        message: String,
+    },
+    /// The registry has process families (from a `ProcessCollector`) with other label names
+    /// than procstat's.
+    #[error(
+        "the registry already has process metrics labelled {found:?}, but procstat labels them process.pid, process.executable.name, process.match; install the other process collectors with sonde_host::with_procstat_labels (e.g. the daemon's own: with_procstat_labels(ProcessCollector::current(), \"self\")) or in another registry"
+    )]
+    IncompatibleProcessLabels {
+        /// The label names found.
+        found: Vec<String>,
+    },
+}

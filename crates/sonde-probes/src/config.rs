@@ -1,0 +1,494 @@
+//! Probe definitions and their validation.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::Error;
+
+/// Default probe timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default probe interval.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Longest accepted timeout and interval.
+const MAX_PERIOD: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// One configured check.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProbeTarget {
+    /// An HTTP(S) request.
+    Http(HttpProbe),
+    /// A TCP connect.
+    Tcp(TcpProbe),
+}
+
+impl ProbeTarget {
+    /// The probe's name.
+    pub fn name(&self) -> &str {
+        match self {
+            ProbeTarget::Http(p) => &p.name,
+            ProbeTarget::Tcp(p) => &p.name,
+        }
+    }
+}
+
+impl From<HttpProbe> for ProbeTarget {
+    fn from(p: HttpProbe) -> Self {
+        ProbeTarget::Http(p)
+    }
+}
+
+impl From<TcpProbe> for ProbeTarget {
+    fn from(p: TcpProbe) -> Self {
+        ProbeTarget::Tcp(p)
+    }
+}
+
+/// An HTTP(S) check: one HTTP/1.1 request per run, no redirects followed, no request body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpProbe {
+    /// Unique name of the probe (the `probe.name` label).
+    pub name: String,
+    /// `http://` or `https://` URL; `user:password@` is not supported (pass an `Authorization`
+    /// header instead), a `#fragment` is ignored.
+    pub url: String,
+    /// Request method; empty means `GET`.
+    pub method: String,
+    /// Status codes that count as success; empty means any 2xx or 3xx.
+    pub expect_status: Vec<u16>,
+    /// Bound on the whole check, from name resolution to the end of the body.
+    pub timeout: Duration,
+    /// Time between the starts of two checks.
+    pub interval: Duration,
+    /// Extra request headers. `Host`, `User-Agent` and `Accept` replace the defaults;
+    /// `Connection`, `Content-Length` and `Transfer-Encoding` are refused.
+    pub headers: Vec<(String, String)>,
+    /// PEM file of the CA certificate(s) to trust instead of the system's roots (https only).
+    pub ca_certificate: Option<PathBuf>,
+    /// Accepts any server certificate (https only). The expiry metric is still recorded.
+    pub insecure_skip_verify: bool,
+}
+
+impl Default for HttpProbe {
+    fn default() -> Self {
+        HttpProbe {
+            name: String::new(),
+            url: String::new(),
+            method: "GET".into(),
+            expect_status: Vec::new(),
+            timeout: DEFAULT_TIMEOUT,
+            interval: DEFAULT_INTERVAL,
+            headers: Vec::new(),
+            ca_certificate: None,
+            insecure_skip_verify: false,
+        }
+    }
+}
+
+impl HttpProbe {
+    /// A `GET` probe of `url` with the defaults (any 2xx/3xx, 5 s timeout, 30 s interval).
+    pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
+        HttpProbe {
+            name: name.into(),
+            url: url.into(),
+            ..HttpProbe::default()
+        }
+    }
+}
+
+/// A TCP check: succeeds when a connection to `address` is established.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TcpProbe {
+    /// Unique name of the probe (the `probe.name` label).
+    pub name: String,
+    /// `host:port`, with IPv6 literals in brackets (`[::1]:5432`).
+    pub address: String,
+    /// Bound on resolution plus connect.
+    pub timeout: Duration,
+    /// Time between the starts of two checks.
+    pub interval: Duration,
+}
+
+impl Default for TcpProbe {
+    fn default() -> Self {
+        TcpProbe {
+            name: String::new(),
+            address: String::new(),
+            timeout: DEFAULT_TIMEOUT,
+            interval: DEFAULT_INTERVAL,
+        }
+    }
+}
+
+impl TcpProbe {
+    /// A probe of `address` (`host:port`) with the defaults (5 s timeout, 30 s interval).
+    pub fn new(name: impl Into<String>, address: impl Into<String>) -> Self {
+        TcpProbe {
+            name: name.into(),
+            address: address.into(),
+            ..TcpProbe::default()
+        }
+    }
+}
+
+/// A parsed `http(s)` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Url {
+    pub https: bool,
+    /// Host without brackets (`::1`, `example.com`), lowercased.
+    pub host: String,
+    pub port: u16,
+    /// Path and query, starting with `/`.
+    pub target: String,
+}
+
+impl Url {
+    /// The `Host` header value: brackets around IPv6 literals, the port when not the default.
+    pub fn host_header(&self) -> String {
+        let host = bracket(&self.host);
+        if self.port == if self.https { 443 } else { 80 } {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+fn bracket(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+fn invalid(probe: &str, problem: impl Into<String>) -> Error {
+    Error::InvalidTarget {
+        probe: probe.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+/// Parses `url`; `Err` holds a message naming the problem and the fix.
+pub(crate) fn parse_url(url: &str) -> Result<Url, String> {
+    if url.is_empty() {
+        return Err("the url is empty; set it to an http:// or https:// URL".into());
+    }
+    if let Some(c) = url.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "url {url:?} contains {c:?}; percent-encode spaces and control characters"
+        ));
+    }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!(
+            "url {url:?} has no scheme; write it as http://host/path or https://host/path"
+        ));
+    };
+    let https = match scheme.to_ascii_lowercase().as_str() {
+        "http" => false,
+        "https" => true,
+        other => {
+            return Err(format!(
+                "url {url:?} has scheme {other:?}; only http:// and https:// are supported (use a tcp probe for other protocols)"
+            ));
+        }
+    };
+    let rest = rest.split('#').next().unwrap_or_default();
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, target) = rest.split_at(authority_end);
+    if authority.contains('@') {
+        return Err(format!(
+            "url {url:?} contains user information; remove it and pass an Authorization header in `headers`"
+        ));
+    }
+    let default_port = if https { 443 } else { 80 };
+    let (host, port) = split_host_port(authority, Some(default_port))
+        .map_err(|problem| format!("url {url:?}: {problem}"))?;
+    let target = if target.is_empty() {
+        "/".to_owned()
+    } else if target.starts_with('?') {
+        format!("/{target}")
+    } else {
+        target.to_owned()
+    };
+    if !target.is_ascii() {
+        return Err(format!(
+            "url {url:?} has non-ASCII characters in its path or query; percent-encode them"
+        ));
+    }
+    Ok(Url {
+        https,
+        host,
+        port,
+        target,
+    })
+}
+
+/// Splits `host[:port]` (IPv6 in brackets). Without a port, `default` is used or it is an error.
+pub(crate) fn split_host_port(s: &str, default: Option<u16>) -> Result<(String, u16), String> {
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let Some((host, after)) = rest.split_once(']') else {
+            return Err(format!(
+                "{s:?} opens an IPv6 address with '[' but never closes it; write [::1]:port"
+            ));
+        };
+        if host.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("{host:?} in brackets is not an IPv6 address"));
+        }
+        let port = match after {
+            "" => None,
+            p => match p.strip_prefix(':') {
+                Some(p) => Some(p),
+                None => {
+                    return Err(format!(
+                        "unexpected {after:?} after the IPv6 address; write [addr]:port"
+                    ));
+                }
+            },
+        };
+        (host.to_owned(), port)
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, _)) if h.contains(':') => {
+                return Err(format!(
+                    "{s:?} looks like an IPv6 address without brackets; write [addr]:port"
+                ));
+            }
+            Some((h, p)) => (h.to_owned(), Some(p)),
+            None => (s.to_owned(), None),
+        }
+    };
+    if host.is_empty() {
+        return Err("the host is empty; write host:port".into());
+    }
+    if !host.contains(':')
+        && host.parse::<IpAddr>().is_err()
+        && !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+    {
+        return Err(format!(
+            "host {host:?} is not a valid host name; use letters, digits, '-', '.' (punycode for international names)"
+        ));
+    }
+    let port = match port {
+        Some(p) => match p.parse::<u16>() {
+            Ok(0) | Err(_) => {
+                return Err(format!("port {p:?} is not a number from 1 to 65535"));
+            }
+            Ok(n) => n,
+        },
+        None => match default {
+            Some(d) => d,
+            None => {
+                return Err(format!(
+                    "{s:?} has no port; write host:port, e.g. {}:443",
+                    bracket(&host)
+                ));
+            }
+        },
+    };
+    Ok((host.to_ascii_lowercase(), port))
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Validated HTTP request settings.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpSpec {
+    pub url: Url,
+    pub method: String,
+    pub expect_status: Vec<u16>,
+    pub headers: Vec<(String, String)>,
+}
+
+pub(crate) fn validate_common(
+    name: &str,
+    timeout: Duration,
+    interval: Duration,
+) -> Result<(), Error> {
+    if name.is_empty() {
+        return Err(invalid(
+            name,
+            "the probe name is empty; give every probe a unique name",
+        ));
+    }
+    if timeout.is_zero() {
+        return Err(invalid(name, "timeout is zero; set a timeout such as 5s"));
+    }
+    if interval.is_zero() {
+        return Err(invalid(
+            name,
+            "interval is zero; set an interval such as 30s",
+        ));
+    }
+    if timeout > MAX_PERIOD || interval > MAX_PERIOD {
+        return Err(invalid(
+            name,
+            "timeout and interval must be at most 7 days; shorten them",
+        ));
+    }
+    Ok(())
+}
+
+pub(crate) fn validate_http(p: &HttpProbe) -> Result<HttpSpec, Error> {
+    validate_common(&p.name, p.timeout, p.interval)?;
+    let url = parse_url(&p.url).map_err(|e| invalid(&p.name, e))?;
+    let method = if p.method.is_empty() {
+        "GET".to_owned()
+    } else {
+        p.method.to_ascii_uppercase()
+    };
+    if !is_token(&method) {
+        return Err(invalid(
+            &p.name,
+            format!(
+                "method {:?} is not a valid HTTP method; use GET, HEAD, POST...",
+                p.method
+            ),
+        ));
+    }
+    if method == "CONNECT" {
+        return Err(invalid(
+            &p.name,
+            "method CONNECT is not supported; use a tcp probe to check a proxy port",
+        ));
+    }
+    if let Some(s) = p.expect_status.iter().find(|s| !(100..=599).contains(*s)) {
+        return Err(invalid(
+            &p.name,
+            format!("expect_status {s} is not an HTTP status code (100 to 599)"),
+        ));
+    }
+    for (k, v) in &p.headers {
+        if !is_token(k) {
+            return Err(invalid(
+                &p.name,
+                format!("header name {k:?} is not valid; use letters, digits and '-'"),
+            ));
+        }
+        if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            return Err(invalid(
+                &p.name,
+                format!("the value of header {k:?} contains a line break or NUL; remove it"),
+            ));
+        }
+        if ["connection", "content-length", "transfer-encoding"]
+            .iter()
+            .any(|h| k.eq_ignore_ascii_case(h))
+        {
+            return Err(invalid(
+                &p.name,
+                format!(
+                    "header {k:?} is managed by the probe (it sends no body and closes the connection); remove it"
+                ),
+            ));
+        }
+    }
+    if p.insecure_skip_verify && p.ca_certificate.is_some() {
+        return Err(invalid(
+            &p.name,
+            "both ca_certificate and insecure_skip_verify are set; keep one of them",
+        ));
+    }
+    Ok(HttpSpec {
+        url,
+        method,
+        expect_status: p.expect_status.clone(),
+        headers: p.headers.clone(),
+    })
+}
+
+pub(crate) fn validate_tcp(p: &TcpProbe) -> Result<(String, u16), Error> {
+    validate_common(&p.name, p.timeout, p.interval)?;
+    split_host_port(&p.address, None)
+        .map_err(|e| invalid(&p.name, format!("address {:?}: {e}", p.address)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = parse_url("https://Example.com").unwrap();
+        assert_eq!(
+            u,
+            Url {
+                https: true,
+                host: "example.com".into(),
+                port: 443,
+                target: "/".into()
+            }
+        );
+        assert_eq!(u.host_header(), "example.com");
+        let u = parse_url("http://127.0.0.1:8080/a/b?c=d#frag").unwrap();
+        assert_eq!((u.port, u.target.as_str()), (8080, "/a/b?c=d"));
+        assert_eq!(u.host_header(), "127.0.0.1:8080");
+        let u = parse_url("http://[::1]:9000?x").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 9000));
+        assert_eq!(u.target, "/?x");
+        assert_eq!(u.host_header(), "[::1]:9000");
+        for bad in [
+            "",
+            "example.com",
+            "ftp://example.com",
+            "http://",
+            "http://:80/",
+            "http://host:0/",
+            "http://host:99999/",
+            "http://host:x/",
+            "http://user:pw@host/",
+            "http://ho st/",
+            "http://[::1/",
+            "http://::1/",
+            "http://host/é",
+            "http://ex$ample.com/",
+        ] {
+            assert!(parse_url(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            split_host_port("db:5432", None).unwrap(),
+            ("db".into(), 5432)
+        );
+        assert_eq!(
+            split_host_port("[::1]:22", None).unwrap(),
+            ("::1".into(), 22)
+        );
+        for bad in ["db", "db:", ":5432", "::1:22", "[::1]", "[::1]x", "db:0"] {
+            assert!(split_host_port(bad, None).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn http_validation_names_probe_and_fix() {
+        let mut p = HttpProbe::new("api", "ftp://example.com");
+        let e = validate_http(&p).unwrap_err().to_string();
+        assert!(e.contains("\"api\"") && e.contains("http://"), "{e}");
+        p.url = "http://example.com".into();
+        p.headers = vec![("Connection".into(), "keep-alive".into())];
+        assert!(validate_http(&p).is_err());
+        p.headers = vec![("X-Ok".into(), "a\r\nb".into())];
+        assert!(validate_http(&p).is_err());
+        p.headers = vec![];
+        p.expect_status = vec![700];
+        assert!(validate_http(&p).is_err());
+        p.expect_status = vec![204];
+        p.method = "get".into();
+        assert_eq!(validate_http(&p).unwrap().method, "GET");
+        p.method = "G T".into();
+        assert!(validate_http(&p).is_err());
+        p.method = String::new();
+        p.timeout = Duration::ZERO;
+        assert!(validate_http(&p).is_err());
+    }
+}

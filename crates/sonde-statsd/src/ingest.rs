@@ -1,0 +1,996 @@
+//! Recording parsed samples into a registry: one family per (mapped) metric name, with label
+//! sets discovered at runtime.
+//!
+//! * `c` → `Counter<f64>`, each value divided by the sample rate.
+//! * `g` → `Gauge<f64>`: an unsigned value sets it, a signed one (`+3`, `-3`) adds to it.
+//! * `ms` → a histogram with unit seconds (values divided by 1000).
+//! * `h`, `d` → a histogram without unit. They share a family; `ms` does not (another unit).
+//! * `s` → a `Gauge<f64>` holding the number of distinct members seen since the last
+//!   [`rotate_sets`](Ingest::rotate_sets) (members are remembered as 64-bit hashes).
+//!
+//! With a sample rate below 1, histogram and timer values are observed `round(1 / rate)` times
+//! (at most [`MAX_SAMPLE_WEIGHT`] times, and [`MAX_LINE_OBSERVATIONS`] per line); gauges and
+//! sets ignore the rate. Timestamps (`|T`) and container ids (`|c:`) are ignored: the registry
+//! records "now".
+//!
+//! **Labels.** DogStatsD tags become labels; a bare tag (`#canary`) becomes the label
+//! `canary="true"`. Tag keys are [sanitized](crate::sanitize_label_name), and on histograms
+//! `le` and `quantile` become `tag_le` and `tag_quantile`. If a tag key appears twice in a
+//! line, the first wins; labels from a mapping rule win over tags. The first sample of a name
+//! defines its family's label names (sorted); a later sample without some of them records with
+//! `""` for those (which Prometheus treats as absent). A sample bringing a new key
+//! **widens** the family: it is removed from the registry and registered again with the union
+//! of the keys (at most [`Ingest::max_labels`]), counted in `sonde.statsd.relabels{metric}`.
+//! Gauge values and set contents carry over to the new family's series (with `""` for the new
+//! label, so Prometheus sees the same series continue). Counters and histograms restart from
+//! zero: Prometheus's `rate()`/`increase()` read the drop as a counter reset and lose nothing,
+//! and delta consumers (CloudWatch, delta OTLP), for which the new series are new, report only
+//! what arrives after the widening instead of the carried total a second time. Widening happens
+//! once per new tag key of a metric; send a metric's full tag set from the start to avoid it.
+//!
+//! **Limits.** At most [`Ingest::max_metrics`] distinct names (past it, samples of new names
+//! are dropped and counted in `sonde.statsd.dropped{reason="too_many_metrics"}`); each family
+//! has [`Ingest::max_series`] series before new label sets go to its overflow series. A name
+//! that arrives with another type than its first sample (`x:1|c` then `x:1|g`) is dropped and
+//! counted in `sonde.statsd.parse_errors{reason="type_conflict"}`.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
+use sonde_core::name::{MAX_NAME_LEN, validate_metric_name};
+use sonde_core::{Counter, Family, Gauge, Histogram, Registry, Unit};
+
+use crate::mapping::{Mapper, sanitize_label_name};
+use crate::parser::{Metric, MetricType, ParseError, Sample, parse_packet};
+use crate::self_metrics::Stats;
+
+/// Default limit on distinct metric names.
+pub const DEFAULT_MAX_METRICS: usize = 10_000;
+/// Default series limit of each family.
+pub const DEFAULT_MAX_SERIES: usize = 2000;
+/// Default limit on label names per family.
+pub const DEFAULT_MAX_LABELS: usize = 32;
+/// Most times one histogram or timer value is observed to make up for its sample rate.
+pub const MAX_SAMPLE_WEIGHT: u32 = 1000;
+/// Most weighted observations one histogram or timer line makes: past it, the line's remaining
+/// values are observed once each.
+pub const MAX_LINE_OBSERVATIONS: u32 = 10_000;
+/// Most distinct members a set series remembers per window; more are dropped and counted in
+/// `sonde.statsd.dropped{reason="set_full"}`.
+pub const MAX_SET_SIZE: usize = 1 << 20;
+/// Default number of (name, type, tags) handles cached; past it the cache starts over.
+const DEFAULT_MAX_CACHED: usize = 100_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Timer,
+    Histogram,
+    Set,
+}
+
+impl Kind {
+    fn of(t: MetricType) -> Kind {
+        match t {
+            MetricType::Counter => Kind::Counter,
+            MetricType::Gauge => Kind::Gauge,
+            MetricType::Timer => Kind::Timer,
+            MetricType::Histogram | MetricType::Distribution => Kind::Histogram,
+            MetricType::Set => Kind::Set,
+        }
+    }
+
+    fn is_histogram(self) -> bool {
+        matches!(self, Kind::Timer | Kind::Histogram)
+    }
+}
+
+enum FamilyRef {
+    Counter(Family<Counter<f64>>),
+    /// Gauges and sets.
+    Gauge(Family<Gauge<f64>>),
+    /// Histograms and timers.
+    Histogram(Family<Histogram>),
+    /// The name is registered by someone else with another definition.
+    Conflict,
+}
+
+struct MetricState {
+    name: Box<str>,
+    kind: Kind,
+    /// Sorted.
+    labels: Vec<Box<str>>,
+    family: FamilyRef,
+    /// Bumped when the family is replaced, which invalidates cached handles.
+    generation: u32,
+    /// Set states of this metric (sets only).
+    sets: Vec<u32>,
+    /// The set state shared by label sets past the series limit (sets only).
+    overflow_set: Option<u32>,
+}
+
+#[derive(Clone)]
+enum Handle {
+    Counter(Counter<f64>),
+    Gauge(Gauge<f64>),
+    Timer(Histogram),
+    Histogram(Histogram),
+    Set(u32),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Reject {
+    /// Counted in `sonde.statsd.dropped{reason}`.
+    Dropped(&'static str),
+    /// Counted in `sonde.statsd.parse_errors{reason}`.
+    Error(&'static str),
+}
+
+enum Cached {
+    Series {
+        metric: u32,
+        generation: u32,
+        handle: Handle,
+    },
+    Rejected(Reject),
+}
+
+/// (metric index, label values in the family's order).
+type SetKey = (u32, Box<[Box<str>]>);
+
+struct SetState {
+    /// Label values in the family's label order.
+    values: Box<[Box<str>]>,
+    gauge: Gauge<f64>,
+    seen: HashSet<u64, RandomState>,
+}
+
+/// Records StatsD samples into a [`Registry`]. Single-threaded: one owner (the parser thread
+/// of a [`StatsdServer`](crate::StatsdServer), or your own loop) feeds it.
+///
+/// Lines repeat, so each distinct (type, name, raw tags) is resolved once, to a cached handle:
+/// recording a repeated line costs a hash lookup and one atomic operation per value.
+///
+/// ```
+/// use sonde_statsd::Ingest;
+/// let registry = sonde_core::Registry::new();
+/// let mut ingest = Ingest::new(registry.clone());
+/// ingest.ingest_packet(b"jobs.done:2|c|#queue:mail\njobs.done:1|c|#queue:mail\nqueue.depth:7|g");
+/// let snap = registry.snapshot();
+/// let done = snap.point("jobs.done", &[("queue", "mail")]).unwrap();
+/// assert_eq!(done.number().unwrap().as_f64(), 3.0);
+/// ```
+pub struct Ingest {
+    registry: Registry,
+    mapper: Mapper,
+    max_metrics: usize,
+    max_series: usize,
+    max_labels: usize,
+    max_cached: usize,
+    metrics: Vec<MetricState>,
+    by_name: HashMap<Box<str>, u32, RandomState>,
+    cache: HashMap<Box<[u8]>, Cached, RandomState>,
+    key: Vec<u8>,
+    sets: Vec<SetState>,
+    set_index: HashMap<SetKey, u32, RandomState>,
+    set_hasher: RandomState,
+    stats: Stats,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest")
+            .field("metrics", &self.metrics.len())
+            .field("cached", &self.cache.len())
+            .field("max_metrics", &self.max_metrics)
+            .field("max_series", &self.max_series)
+            .field("max_labels", &self.max_labels)
+            .finish_non_exhaustive()
+    }
+}
+
+fn type_byte(t: MetricType) -> u8 {
+    match t {
+        MetricType::Counter => b'c',
+        MetricType::Gauge => b'g',
+        MetricType::Timer => b'm',
+        MetricType::Histogram => b'h',
+        MetricType::Distribution => b'd',
+        MetricType::Set => b's',
+    }
+}
+
+fn weight(rate: f64) -> u32 {
+    if rate >= 1.0 {
+        1
+    } else {
+        (1.0 / rate)
+            .round()
+            .clamp(1.0, f64::from(MAX_SAMPLE_WEIGHT)) as u32
+    }
+}
+
+impl Ingest {
+    /// Records into `registry`, without mapping rules and with the default limits.
+    pub fn new(registry: Registry) -> Ingest {
+        Ingest {
+            stats: Stats::register(&registry),
+            registry,
+            mapper: Mapper::default(),
+            max_metrics: DEFAULT_MAX_METRICS,
+            max_series: DEFAULT_MAX_SERIES,
+            max_labels: DEFAULT_MAX_LABELS,
+            max_cached: DEFAULT_MAX_CACHED,
+            metrics: Vec::new(),
+            by_name: HashMap::default(),
+            cache: HashMap::default(),
+            key: Vec::with_capacity(256),
+            sets: Vec::new(),
+            set_index: HashMap::default(),
+            set_hasher: RandomState::default(),
+        }
+    }
+
+    /// Applies `mapper`'s rules to every name.
+    pub fn mapper(mut self, mapper: Mapper) -> Self {
+        self.mapper = mapper;
+        self.cache.clear();
+        self
+    }
+
+    /// The limit on distinct metric names (default 10 000).
+    pub fn max_metrics(mut self, n: usize) -> Self {
+        self.max_metrics = n;
+        self
+    }
+
+    /// The series limit of each family this creates (default 2000).
+    pub fn max_series(mut self, n: usize) -> Self {
+        self.max_series = n.max(1);
+        self
+    }
+
+    /// The limit on label names per family (default 32).
+    pub fn max_labels(mut self, n: usize) -> Self {
+        self.max_labels = n;
+        self
+    }
+
+    /// The registry recorded into.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Number of distinct metric names seen (after mapping).
+    pub fn metric_count(&self) -> usize {
+        self.metrics.len()
+    }
+
+    /// Parses a datagram and records every line; returns the number of lines (non-empty,
+    /// well-formed or not), which is also added to `sonde.statsd.lines`.
+    pub fn ingest_packet(&mut self, packet: &[u8]) -> usize {
+        let mut lines = 0usize;
+        parse_packet(packet, |r| {
+            lines += 1;
+            match r {
+                Ok(sample) => self.record(&sample),
+                Err(e) => self.record_error(e),
+            }
+        });
+        self.stats.lines(lines as u64);
+        lines
+    }
+
+    /// Counts a malformed line in `sonde.statsd.parse_errors{reason}`.
+    pub fn record_error(&mut self, error: ParseError) {
+        self.stats.parse_error(error.reason());
+    }
+
+    /// Records one sample. Events and service checks are counted in
+    /// `sonde.statsd.ignored{kind}`.
+    #[inline]
+    pub fn record(&mut self, sample: &Sample<'_>) {
+        match sample {
+            Sample::Metric(m) => self.record_metric(m),
+            Sample::Event => self.stats.ignored("event"),
+            Sample::ServiceCheck => self.stats.ignored("service_check"),
+        }
+    }
+
+    /// Starts a new set window: every set gauge goes back to 0 and forgets its members.
+    /// Call it once per export interval.
+    pub fn rotate_sets(&mut self) {
+        for s in &mut self.sets {
+            s.seen.clear();
+            s.seen.shrink_to(1024);
+            s.gauge.set(0.0);
+        }
+    }
+
+    #[inline]
+    fn record_metric(&mut self, m: &Metric<'_>) {
+        self.key.clear();
+        self.key.push(type_byte(m.metric_type));
+        self.key.extend_from_slice(m.name.as_bytes());
+        // 0xff never occurs in UTF-8, so the key is unambiguous.
+        self.key.push(0xff);
+        self.key.extend_from_slice(m.tags.raw().as_bytes());
+
+        if let Some(cached) = self.cache.get(self.key.as_slice()) {
+            match cached {
+                Cached::Series {
+                    metric,
+                    generation,
+                    handle,
+                } if self.metrics[*metric as usize].generation == *generation => {
+                    apply(handle, m, &mut self.sets, &self.set_hasher, &self.stats);
+                    return;
+                }
+                Cached::Rejected(r) => {
+                    count_reject(&self.stats, *r);
+                    return;
+                }
+                // A handle of a family that was since replaced: resolve again.
+                Cached::Series { .. } => {}
+            }
+        }
+
+        let resolved = self.resolve(m);
+        match &resolved {
+            Cached::Series { handle, .. } => {
+                apply(handle, m, &mut self.sets, &self.set_hasher, &self.stats)
+            }
+            Cached::Rejected(r) => count_reject(&self.stats, *r),
+        }
+        if self.cache.len() >= self.max_cached {
+            self.cache.clear();
+        }
+        let key: Box<[u8]> = self.key.as_slice().into();
+        self.cache.insert(key, resolved);
+    }
+
+    /// The slow path: map the name, build the labels, find or create (or widen) the family
+    /// and resolve the series.
+    fn resolve(&mut self, m: &Metric<'_>) -> Cached {
+        let kind = Kind::of(m.metric_type);
+        let Some(mapped) = self.mapper.map(m.name) else {
+            return Cached::Rejected(Reject::Dropped("mapping"));
+        };
+        let name = mapped.name.clone();
+        // Mapping labels first: after a stable sort and dedup, the first of a key wins.
+        let mut labels: Vec<(Cow<'_, str>, Cow<'_, str>)> = mapped
+            .labels
+            .iter()
+            .map(|(k, v)| (Cow::Owned(k.clone()), Cow::Owned(v.clone())))
+            .collect();
+        if validate_metric_name(&name).is_err() {
+            let reason = if name.len() > MAX_NAME_LEN {
+                "too_long"
+            } else {
+                "bad_name"
+            };
+            return Cached::Rejected(Reject::Error(reason));
+        }
+        for (k, v) in m.tags.iter() {
+            let Some(k) = sanitize_label_name(k) else {
+                return Cached::Rejected(Reject::Error("bad_tags"));
+            };
+            labels.push((k, Cow::Borrowed(v.unwrap_or("true"))));
+        }
+        if kind.is_histogram() {
+            for (k, _) in &mut labels {
+                if *k == "le" || *k == "quantile" {
+                    *k = Cow::Owned(format!("tag_{k}"));
+                }
+            }
+        }
+        labels.sort_by(|a, b| a.0.cmp(&b.0));
+        labels.dedup_by(|later, earlier| later.0 == earlier.0);
+        if labels.len() > self.max_labels {
+            return Cached::Rejected(Reject::Dropped("too_many_labels"));
+        }
+
+        let idx = match self.by_name.get(name.as_str()) {
+            Some(&i) => i as usize,
+            None => {
+                if self.metrics.len() >= self.max_metrics {
+                    return Cached::Rejected(Reject::Dropped("too_many_metrics"));
+                }
+                let keys: Vec<Box<str>> = labels.iter().map(|(k, _)| k.as_ref().into()).collect();
+                let family = register(&self.registry, &name, kind, &keys, self.max_series)
+                    .unwrap_or(FamilyRef::Conflict);
+                let i = self.metrics.len();
+                self.metrics.push(MetricState {
+                    name: name.as_str().into(),
+                    kind,
+                    labels: keys,
+                    family,
+                    generation: 0,
+                    sets: Vec::new(),
+                    overflow_set: None,
+                });
+                self.by_name.insert(name.as_str().into(), i as u32);
+                i
+            }
+        };
+
+        let state = &self.metrics[idx];
+        if state.kind != kind || matches!(state.family, FamilyRef::Conflict) {
+            return Cached::Rejected(Reject::Error("type_conflict"));
+        }
+        let missing = labels
+            .iter()
+            .any(|(k, _)| state.labels.binary_search_by(|l| (**l).cmp(&**k)).is_err());
+        if missing {
+            let mut union: Vec<Box<str>> = state.labels.clone();
+            union.extend(labels.iter().map(|(k, _)| Box::<str>::from(k.as_ref())));
+            union.sort();
+            union.dedup();
+            if union.len() > self.max_labels {
+                return Cached::Rejected(Reject::Dropped("too_many_labels"));
+            }
+            if let Err(r) = self.widen(idx, union) {
+                return Cached::Rejected(r);
+            }
+        }
+
+        let state = &self.metrics[idx];
+        let values: Vec<&str> = state
+            .labels
+            .iter()
+            .map(|l| {
+                labels
+                    .binary_search_by(|(k, _)| (**k).cmp(&**l))
+                    .map_or("", |i| labels[i].1.as_ref())
+            })
+            .collect();
+        let generation = state.generation;
+        let handle = match &state.family {
+            FamilyRef::Counter(f) => Handle::Counter(f.with(&values)),
+            FamilyRef::Gauge(f) if kind == Kind::Set => {
+                let f = f.clone();
+                Handle::Set(self.set_state(idx, &values, &f))
+            }
+            FamilyRef::Gauge(f) => Handle::Gauge(f.with(&values)),
+            FamilyRef::Histogram(f) if kind == Kind::Timer => Handle::Timer(f.with(&values)),
+            FamilyRef::Histogram(f) => Handle::Histogram(f.with(&values)),
+            FamilyRef::Conflict => return Cached::Rejected(Reject::Error("type_conflict")),
+        };
+        Cached::Series {
+            metric: idx as u32,
+            generation,
+            handle,
+        }
+    }
+
+    fn set_state(&mut self, idx: usize, values: &[&str], family: &Family<Gauge<f64>>) -> u32 {
+        let key: SetKey = (idx as u32, values.iter().map(|&v| v.into()).collect());
+        if let Some(&i) = self.set_index.get(&key) {
+            return i;
+        }
+        let state = &self.metrics[idx];
+        if state.sets.len() >= self.max_series {
+            // Past the series limit every new label set lands in the overflow series anyway;
+            // share one state rather than growing without bound.
+            if let Some(i) = state.overflow_set {
+                return i;
+            }
+        }
+        let i = self.sets.len() as u32;
+        self.sets.push(SetState {
+            values: key.1.clone(),
+            gauge: family.with(values),
+            seen: HashSet::default(),
+        });
+        let state = &mut self.metrics[idx];
+        if state.sets.len() >= self.max_series {
+            state.overflow_set = Some(i);
+        } else {
+            state.sets.push(i);
+            self.set_index.insert(key, i);
+        }
+        i
+    }
+
+    /// Replaces the family of metric `idx` by one with label names `union` (sorted, a superset
+    /// of the current ones), carrying gauge values and set contents over (counters restart: see
+    /// the module docs).
+    fn widen(&mut self, idx: usize, union: Vec<Box<str>>) -> Result<(), Reject> {
+        let state = &self.metrics[idx];
+        let name = state.name.clone();
+        let kind = state.kind;
+        let old_labels = state.labels.clone();
+        let values_for = |pairs: &[(&str, &str)]| -> Vec<String> {
+            union
+                .iter()
+                .map(|l| {
+                    pairs
+                        .iter()
+                        .find(|(k, _)| *k == &**l)
+                        .map_or(String::new(), |(_, v)| (*v).to_owned())
+                })
+                .collect()
+        };
+        let carried: Vec<(Vec<String>, f64)> = match kind {
+            Kind::Gauge => {
+                let snap = self.registry.snapshot_families(&[&name]);
+                snap.families
+                    .first()
+                    .map(|f| {
+                        f.series
+                            .iter()
+                            .filter(|s| !s.is_overflow())
+                            .filter_map(|s| {
+                                let v = s.point.number()?.as_f64();
+                                Some((values_for(&f.labels(s)), v))
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+
+        self.registry.remove_family(&name);
+        let family = match register(&self.registry, &name, kind, &union, self.max_series) {
+            Ok(f) => f,
+            Err(_) => {
+                // Registered by someone else in between: the name is theirs now.
+                let state = &mut self.metrics[idx];
+                state.family = FamilyRef::Conflict;
+                state.generation = state.generation.wrapping_add(1);
+                return Err(Reject::Error("type_conflict"));
+            }
+        };
+        match &family {
+            FamilyRef::Gauge(f) if kind == Kind::Gauge => {
+                for (values, v) in &carried {
+                    f.with(values).set(*v);
+                }
+            }
+            FamilyRef::Gauge(f) => {
+                // Sets: move every state to its series in the new family.
+                // The shared overflow state stays behind with the old family's overflow
+                // series; label sets past the new family's limit get a new one.
+                self.metrics[idx].overflow_set = None;
+                let indices = self.metrics[idx].sets.clone();
+                for i in indices {
+                    let s = &mut self.sets[i as usize];
+                    let pairs: Vec<(&str, &str)> = old_labels
+                        .iter()
+                        .map(|l| &**l)
+                        .zip(s.values.iter().map(|v| &**v))
+                        .collect();
+                    let new_values: Box<[Box<str>]> =
+                        values_for(&pairs).into_iter().map(Into::into).collect();
+                    self.set_index.remove(&(idx as u32, s.values.clone()));
+                    s.gauge = f.with(&new_values);
+                    s.gauge.set(s.seen.len() as f64);
+                    s.values = new_values.clone();
+                    self.set_index.insert((idx as u32, new_values), i);
+                }
+            }
+            _ => {}
+        }
+        let state = &mut self.metrics[idx];
+        state.labels = union;
+        state.family = family;
+        state.generation = state.generation.wrapping_add(1);
+        self.stats.relabel(&name);
+        Ok(())
+    }
+}
+
+fn register(
+    registry: &Registry,
+    name: &str,
+    kind: Kind,
+    labels: &[Box<str>],
+    max_series: usize,
+) -> Result<FamilyRef, sonde_core::Error> {
+    let name = name.to_owned();
+    let labels = labels.iter().map(|l| l.to_string());
+    Ok(match kind {
+        Kind::Counter => FamilyRef::Counter(
+            registry
+                .counter_f64(name)
+                .description("StatsD counter.")
+                .labels(labels)
+                .max_series(max_series)
+                .build()?,
+        ),
+        Kind::Gauge => FamilyRef::Gauge(
+            registry
+                .gauge_f64(name)
+                .description("StatsD gauge.")
+                .labels(labels)
+                .max_series(max_series)
+                .build()?,
+        ),
+        Kind::Set => FamilyRef::Gauge(
+            registry
+                .gauge_f64(name)
+                .description("StatsD set: distinct values seen in the current window.")
+                .labels(labels)
+                .max_series(max_series)
+                .build()?,
+        ),
+        Kind::Timer => FamilyRef::Histogram(
+            registry
+                .histogram(name)
+                .description("StatsD timer.")
+                .unit(Unit::Seconds)
+                .labels(labels)
+                .max_series(max_series)
+                .build()?,
+        ),
+        Kind::Histogram => FamilyRef::Histogram(
+            registry
+                .histogram(name)
+                .description("StatsD histogram or distribution.")
+                .labels(labels)
+                .max_series(max_series)
+                .build()?,
+        ),
+    })
+}
+
+fn count_reject(stats: &Stats, r: Reject) {
+    match r {
+        Reject::Dropped(reason) => stats.dropped(reason, 1),
+        Reject::Error(reason) => stats.parse_error(reason),
+    }
+}
+
+#[inline]
+fn apply(
+    handle: &Handle,
+    m: &Metric<'_>,
+    sets: &mut [SetState],
+    hasher: &RandomState,
+    stats: &Stats,
+) {
+    match handle {
+        Handle::Counter(c) => {
+            let rate = m.sample_rate;
+            for v in m.values() {
+                c.add(v.number / rate);
+            }
+        }
+        Handle::Gauge(g) => {
+            for v in m.values() {
+                if v.signed {
+                    g.add(v.number);
+                } else {
+                    g.set(v.number);
+                }
+            }
+        }
+        Handle::Timer(h) => observe(h, m, 1000.0),
+        Handle::Histogram(h) => observe(h, m, 1.0),
+        Handle::Set(i) => {
+            let (Some(s), Some(member)) = (sets.get_mut(*i as usize), m.set_member()) else {
+                return;
+            };
+            let hash = hasher.hash_one(member.as_bytes());
+            if s.seen.len() < MAX_SET_SIZE {
+                s.seen.insert(hash);
+            } else if !s.seen.contains(&hash) {
+                stats.dropped("set_full", 1);
+            }
+            s.gauge.set(s.seen.len() as f64);
+        }
+    }
+}
+
+#[inline]
+fn observe(h: &Histogram, m: &Metric<'_>, divisor: f64) {
+    let weight = weight(m.sample_rate);
+    if weight == 1 {
+        for v in m.values() {
+            h.observe(v.number / divisor);
+        }
+        return;
+    }
+    // A long multi-value line at a tiny rate must not cost millions of observations.
+    let mut budget = MAX_LINE_OBSERVATIONS;
+    for v in m.values() {
+        let x = v.number / divisor;
+        let n = weight.min(budget).max(1);
+        budget = budget.saturating_sub(n);
+        for _ in 0..n {
+            h.observe(x);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MappingRule;
+    use crate::self_metrics::{DROPPED, IGNORED, LINES, PARSE_ERRORS, RELABELS};
+    use sonde_core::{Point, Snapshot};
+
+    fn ingest() -> (Registry, Ingest) {
+        let registry = Registry::new();
+        (registry.clone(), Ingest::new(registry))
+    }
+
+    fn number(snap: &Snapshot, name: &str, labels: &[(&str, &str)]) -> f64 {
+        match snap.point(name, labels) {
+            Some(p) => p.number().unwrap().as_f64(),
+            None => panic!(
+                "no {name} {labels:?}; have {:?}",
+                snap.family(name)
+                    .map(|f| f.series.iter().map(|s| f.labels(s)).collect::<Vec<_>>())
+            ),
+        }
+    }
+
+    fn hist(snap: &Snapshot, name: &str, labels: &[(&str, &str)]) -> (u64, f64) {
+        let h = snap.point(name, labels).unwrap().histogram().unwrap();
+        (h.count(), h.sum())
+    }
+
+    fn count_or_zero(snap: &Snapshot, name: &str, labels: &[(&str, &str)]) -> f64 {
+        snap.point(name, labels)
+            .and_then(Point::number)
+            .map_or(0.0, |n| n.as_f64())
+    }
+
+    #[test]
+    fn counters_with_sample_rate_and_multi_values() {
+        let (registry, mut ingest) = ingest();
+        ingest.ingest_packet(b"hits:1|c\nhits:2|c\nhits:1|c|@0.1\nhits:1:2:3|c");
+        let snap = registry.snapshot();
+        assert!((number(&snap, "hits", &[]) - 19.0).abs() < 1e-9);
+        assert_eq!(number(&snap, LINES, &[]), 4.0);
+        let fam = snap.family("hits").unwrap();
+        assert_eq!(fam.meta.kind(), sonde_core::Kind::Counter);
+    }
+
+    #[test]
+    fn gauges_set_and_add() {
+        let (registry, mut ingest) = ingest();
+        ingest.ingest_packet(b"g:10|g\ng:+5|g\ng:-3|g");
+        assert_eq!(number(&registry.snapshot(), "g", &[]), 12.0);
+        ingest.ingest_packet(b"g:4|g\ng:-10|g");
+        assert_eq!(number(&registry.snapshot(), "g", &[]), -6.0);
+        ingest.ingest_packet(b"g:1.5:2.5|g");
+        assert_eq!(number(&registry.snapshot(), "g", &[]), 2.5);
+    }
+
+    #[test]
+    fn timers_in_seconds_and_histograms() {
+        let (registry, mut ingest) = ingest();
+        ingest.ingest_packet(b"lat:750|ms|#route:/a\nlat:500|ms|@0.5|#route:/a\nlat:250|ms");
+        ingest.ingest_packet(b"size:3|h\nsize:5|d\nsize:1:2|d|@0.25");
+        let snap = registry.snapshot();
+        let lat = snap.family("lat").unwrap();
+        assert_eq!(lat.meta.unit(), &Unit::Seconds);
+        assert_eq!(hist(&snap, "lat", &[("route", "")]), (1, 0.25));
+        assert_eq!(hist(&snap, "lat", &[("route", "/a")]), (3, 1.75));
+        assert_eq!(snap.family("size").unwrap().meta.unit(), &Unit::None);
+        // 3 + 5 + 4 × (1 + 2)
+        assert_eq!(hist(&snap, "size", &[]), (10, 20.0));
+        assert_eq!(weight(0.000_001), MAX_SAMPLE_WEIGHT);
+        assert_eq!(weight(0.3), 3);
+
+        // The per-line budget: 20 values at weight 1000 make 10 000 + 10 observations.
+        let line = format!("big:{}|d|@0.001", vec!["1"; 20].join(":"));
+        ingest.ingest_packet(line.as_bytes());
+        let snap = registry.snapshot();
+        assert_eq!(hist(&snap, "big", &[]).0, 10_010);
+    }
+
+    #[test]
+    fn sets_count_distinct_members_per_window() {
+        let (registry, mut ingest) = ingest();
+        ingest.ingest_packet(b"users:alice|s\nusers:bob|s\nusers:alice|s\nusers:a:b|s|#x:1");
+        let snap = registry.snapshot();
+        assert_eq!(number(&snap, "users", &[("x", "")]), 2.0);
+        assert_eq!(number(&snap, "users", &[("x", "1")]), 1.0);
+        ingest.rotate_sets();
+        assert_eq!(number(&registry.snapshot(), "users", &[("x", "")]), 0.0);
+        ingest.ingest_packet(b"users:alice|s|@0.1");
+        let snap = registry.snapshot();
+        assert_eq!(number(&snap, "users", &[("x", "")]), 1.0);
+        assert_eq!(number(&snap, "users", &[("x", "1")]), 0.0);
+    }
+
+    #[test]
+    fn tags_become_sorted_labels_and_missing_ones_are_empty() {
+        let (registry, mut ingest) = ingest();
+        ingest.ingest_packet(
+            b"req:1|c|#zone:b,app:web,canary\nreq:2|c|#app:web,zone:b,canary\nreq:4|c|#app:api,canary,zone:a",
+        );
+        // A subset of the keys, in another order; a duplicate key (first wins).
+        ingest.ingest_packet(b"req:8|c|#app:web\nreq:16|c|#app:api,app:web");
+        let snap = registry.snapshot();
+        let fam = snap.family("req").unwrap();
+        assert_eq!(
+            fam.meta.label_names().collect::<Vec<_>>(),
+            ["app", "canary", "zone"]
+        );
+        let l = |app, canary, zone| [("app", app), ("canary", canary), ("zone", zone)];
+        assert_eq!(number(&snap, "req", &l("web", "true", "b")), 3.0);
+        assert_eq!(number(&snap, "req", &l("api", "true", "a")), 4.0);
+        assert_eq!(number(&snap, "req", &l("web", "", "")), 8.0);
+        assert_eq!(number(&snap, "req", &l("api", "", "")), 16.0);
+        assert_eq!(count_or_zero(&snap, RELABELS, &[("metric", "req")]), 0.0);
+    }
+
+    #[test]
+    fn tag_keys_are_sanitized_and_reserved_ones_renamed_on_histograms() {
+        let (registry, mut ingest) = ingest();
+        ingest.ingest_packet(b"h:1|h|#le:5,quantile:x,my-key:v\nc:1|c|#le:5,5xx:y");
+        let snap = registry.snapshot();
+        assert_eq!(
+            snap.family("h")
+                .unwrap()
+                .meta
+                .label_names()
+                .collect::<Vec<_>>(),
+            ["my_key", "tag_le", "tag_quantile"]
+        );
+        assert_eq!(number(&snap, "c", &[("le", "5"), ("_5xx", "y")]), 1.0);
+    }
+
+    #[test]
+    fn widening_carries_gauge_and_set_values_and_restarts_counters() {
+        let (registry, mut ingest) = ingest();
+        ingest.ingest_packet(
+            b"c:5|c|#a:1\nc:7|c|#a:2\ng:3|g|#a:1\ns:x|s|#a:1\ns:y|s|#a:1\nh:1|h|#a:1",
+        );
+        ingest.ingest_packet(b"c:1|c|#a:1,b:2\ng:+1|g|#b:2\ns:z|s|#b:9\ns:x|s|#a:1\nh:2|h|#b:1");
+        // The cached handle of the old family must not be used any more.
+        ingest.ingest_packet(b"c:10|c|#a:1\ns:w|s|#a:1");
+        let snap = registry.snapshot();
+        let names = |n: &str| {
+            snap.family(n)
+                .unwrap()
+                .meta
+                .label_names()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names("c"), ["a", "b"]);
+        // Counters restart (a reset for Prometheus, nothing counted twice by delta readers).
+        assert_eq!(number(&snap, "c", &[("a", "1"), ("b", "")]), 10.0);
+        assert!(snap.point("c", &[("a", "2"), ("b", "")]).is_none());
+        assert_eq!(number(&snap, "c", &[("a", "1"), ("b", "2")]), 1.0);
+        assert_eq!(number(&snap, "g", &[("a", "1"), ("b", "")]), 3.0);
+        assert_eq!(number(&snap, "g", &[("a", ""), ("b", "2")]), 1.0);
+        // x and y carried over; x again is not new; w is.
+        assert_eq!(number(&snap, "s", &[("a", "1"), ("b", "")]), 3.0);
+        assert_eq!(number(&snap, "s", &[("a", ""), ("b", "9")]), 1.0);
+        // Histograms restart.
+        assert_eq!(names("h"), ["a", "b"]);
+        assert!(snap.point("h", &[("a", "1"), ("b", "")]).is_none());
+        assert_eq!(hist(&snap, "h", &[("a", ""), ("b", "1")]), (1, 2.0));
+        for m in ["c", "g", "s", "h"] {
+            assert_eq!(number(&snap, RELABELS, &[("metric", m)]), 1.0, "{m}");
+        }
+    }
+
+    #[test]
+    fn type_conflicts_are_counted_and_dropped() {
+        let (registry, mut ingest) = ingest();
+        ingest.ingest_packet(b"x:1|c\nx:5|g\nx:5|g\nx:1|ms\nx:2|c\ny:1|h\ny:2|d\ny:3|ms");
+        // A name registered by someone else with another definition.
+        registry.counter("taken").build().unwrap();
+        ingest.ingest_packet(b"taken:1|g\ntaken:1|g|#a:b");
+        let snap = registry.snapshot();
+        assert_eq!(number(&snap, "x", &[]), 3.0);
+        assert_eq!(hist(&snap, "y", &[]), (2, 3.0));
+        assert_eq!(
+            number(&snap, PARSE_ERRORS, &[("reason", "type_conflict")]),
+            6.0
+        );
+    }
+
+    #[test]
+    fn the_metric_limit_drops_new_names() {
+        let registry = Registry::new();
+        let mut ingest = Ingest::new(registry.clone()).max_metrics(2);
+        ingest.ingest_packet(b"a:1|c\nb:1|c\nc:1|c\nc:1|c\na:1|c");
+        let snap = registry.snapshot();
+        assert_eq!(number(&snap, "a", &[]), 2.0);
+        assert!(snap.family("c").is_none());
+        assert_eq!(
+            number(&snap, DROPPED, &[("reason", "too_many_metrics")]),
+            2.0
+        );
+        assert_eq!(ingest.metric_count(), 2);
+    }
+
+    #[test]
+    fn the_series_and_label_limits() {
+        let registry = Registry::new();
+        let mut ingest = Ingest::new(registry.clone()).max_series(2).max_labels(2);
+        ingest.ingest_packet(b"a:1|c|#k:1\na:1|c|#k:2\na:1|c|#k:3\na:1|c|#k:4");
+        ingest.ingest_packet(b"s:1|s|#k:1\ns:1|s|#k:2\ns:1|s|#k:3\ns:2|s|#k:4");
+        ingest.ingest_packet(b"b:1|c|#x:1,y:2,z:3\nb:1|c|#x:1,y:2\nb:1|c|#z:1");
+        let snap = registry.snapshot();
+        let a = snap.family("a").unwrap();
+        assert_eq!(a.series.len(), 3);
+        assert!(a.series.iter().any(|s| s.is_overflow()));
+        let s = snap.family("s").unwrap();
+        assert!(s.series.iter().any(|s| s.is_overflow()));
+        assert_eq!(
+            number(&snap, DROPPED, &[("reason", "too_many_labels")]),
+            2.0
+        );
+        assert_eq!(number(&snap, "b", &[("x", "1"), ("y", "2")]), 1.0);
+    }
+
+    #[test]
+    fn mapping_renames_labels_and_drops() {
+        let registry = Registry::new();
+        let mapper = Mapper::new(vec![
+            MappingRule::new("api.*.requests")
+                .name("http.requests")
+                .label("route", "$1"),
+            MappingRule::new("debug.*").drop(),
+        ])
+        .unwrap();
+        let mut ingest = Ingest::new(registry.clone()).mapper(mapper);
+        ingest.ingest_packet(
+            b"api.users.requests:1|c\napi.orders.requests:2|c|#route:ignored,code:200\ndebug.x:1|c\nweird name!:1|c",
+        );
+        let snap = registry.snapshot();
+        // `code` widened the family after the first line; counters restart on widening.
+        assert!(
+            snap.point("http.requests", &[("route", "users"), ("code", "")])
+                .is_none()
+        );
+        assert_eq!(
+            number(
+                &snap,
+                "http.requests",
+                &[("route", "orders"), ("code", "200")]
+            ),
+            2.0
+        );
+        assert!(snap.family("debug.x").is_none());
+        assert_eq!(number(&snap, "weird_name_", &[]), 1.0);
+        assert_eq!(number(&snap, DROPPED, &[("reason", "mapping")]), 1.0);
+    }
+
+    #[test]
+    fn errors_and_ignored_lines_are_counted() {
+        let (registry, mut ingest) = ingest();
+        let long_name = format!("{}:1|c", "n".repeat(300));
+        ingest.ingest_packet(b"a:x|c\nb:1|zz\n_e{1,1}:a|b\n_sc|check|0\nok:1|c\nn:-1|c");
+        ingest.ingest_packet(long_name.as_bytes());
+        let snap = registry.snapshot();
+        let reason = |r| number(&snap, PARSE_ERRORS, &[("reason", r)]);
+        assert_eq!(reason("bad_value"), 1.0);
+        assert_eq!(reason("bad_type"), 1.0);
+        assert_eq!(reason("negative_counter"), 1.0);
+        assert_eq!(reason("too_long"), 1.0);
+        assert_eq!(number(&snap, IGNORED, &[("kind", "event")]), 1.0);
+        assert_eq!(number(&snap, IGNORED, &[("kind", "service_check")]), 1.0);
+        assert_eq!(number(&snap, LINES, &[]), 7.0);
+        assert_eq!(number(&snap, "ok", &[]), 1.0);
+    }
+
+    #[test]
+    fn the_handle_cache_is_bounded_and_consistent() {
+        let registry = Registry::new();
+        let mut ingest = Ingest::new(registry.clone());
+        ingest.max_cached = 4;
+        for i in 0..20 {
+            ingest.ingest_packet(format!("c:1|c|#k:{}", i % 6).as_bytes());
+        }
+        assert!(ingest.cache.len() <= 4);
+        let snap = registry.snapshot();
+        let total: f64 = (0..6)
+            .map(|i| number(&snap, "c", &[("k", &i.to_string())]))
+            .sum();
+        assert_eq!(total, 20.0);
+    }
+}

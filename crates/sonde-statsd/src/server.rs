@@ -1,0 +1,728 @@
+//! UDP and unix datagram receivers, decoupled from parsing by a bounded queue.
+//!
+//! Each socket has its own receive thread, which copies each datagram into a pooled buffer and
+//! hands it to a bounded queue; when the queue is full the datagram is dropped and counted in
+//! `sonde.statsd.dropped{reason="queue_full"}`, so a slow parser never blocks the sockets (the
+//! kernel buffer, sized with [`receive_buffer`](StatsdServerBuilder::receive_buffer), absorbs
+//! bursts). One parser thread drains the queue into an [`Ingest`] and returns the buffers to
+//! their pool.
+
+use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs, UdpSocket};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, SockAddr, Socket, Type};
+use sonde_core::{Counter, Registry};
+
+use crate::ingest::Ingest;
+use crate::mapping::{Mapper, MappingError, MappingRule};
+use crate::self_metrics::Stats;
+
+/// Largest datagram read; longer ones (possible on unix sockets) are truncated.
+pub const MAX_DATAGRAM: usize = 64 * 1024;
+/// Default queue capacity, in datagrams.
+pub const DEFAULT_QUEUE: usize = 1024;
+/// How often receive threads look up from a blocking read to notice a shutdown or flush.
+const READ_TIMEOUT: Duration = Duration::from_millis(100);
+/// How long [`StatsdServer::flush`] and [`StatsdServer::rotate_sets`] wait at most.
+const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Errors starting a [`StatsdServer`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Neither [`udp`](StatsdServerBuilder::udp) nor [`unix`](StatsdServerBuilder::unix) was
+    /// called.
+    #[error("no StatsD listener configured: call .udp(address) or .unix(path) before .start()")]
+    NoListener,
+    /// A UDP address did not resolve.
+    #[error("cannot resolve StatsD UDP address {address:?}: {source}")]
+    Resolve {
+        /// The address as given.
+        address: String,
+        /// The resolver error.
+        #[source]
+        source: io::Error,
+    },
+    /// A socket could not be created or bound.
+    #[error("cannot bind the StatsD {transport} socket {address}: {source}")]
+    Bind {
+        /// `udp` or `unix`.
+        transport: &'static str,
+        /// The address or path.
+        address: String,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
+    /// A mapping rule is unusable.
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+    /// A thread could not be started.
+    #[error("cannot start a StatsD thread: {0}")]
+    Thread(#[source] io::Error),
+}
+
+/// The kind of socket a listener reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// A UDP socket.
+    Udp,
+    /// A unix datagram socket.
+    Unix,
+}
+
+impl Transport {
+    /// `udp` or `unix`, the `transport` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Unix => "unix",
+        }
+    }
+}
+
+/// A bound socket of a running server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// UDP or unix.
+    pub transport: Transport,
+    /// The bound address (with the actual port) or the socket path.
+    pub address: String,
+    /// The UDP address, with the actual port when port 0 was asked for.
+    pub local_addr: Option<SocketAddr>,
+    /// The effective receive buffer (`SO_RCVBUF` as the kernel reports it; Linux doubles the
+    /// requested size and caps it at `net.core.rmem_max`).
+    pub receive_buffer: usize,
+}
+
+/// Configures and starts a [`StatsdServer`].
+#[derive(Debug, Default)]
+#[must_use = "call .start() to start the server"]
+pub struct StatsdServerBuilder {
+    udp: Vec<String>,
+    unix: Vec<PathBuf>,
+    receive_buffer: Option<usize>,
+    queue: Option<usize>,
+    rules: Vec<MappingRule>,
+    registry: Option<Registry>,
+    max_metrics: Option<usize>,
+    max_series: Option<usize>,
+    max_labels: Option<usize>,
+}
+
+impl StatsdServerBuilder {
+    /// Listens on a UDP address such as `127.0.0.1:8125` or `[::]:8125` (port 0 picks a free
+    /// port; see [`StatsdServer::local_addr`]). May be called several times.
+    pub fn udp(mut self, address: impl Into<String>) -> Self {
+        self.udp.push(address.into());
+        self
+    }
+
+    /// Listens on a unix datagram socket at `path` (DogStatsD's `dogstatsd.socket`). A stale
+    /// socket file left by a previous run is replaced; the file is removed at shutdown. May be
+    /// called several times.
+    pub fn unix(mut self, path: impl AsRef<Path>) -> Self {
+        self.unix.push(path.as_ref().to_owned());
+        self
+    }
+
+    /// Asks for a socket receive buffer (`SO_RCVBUF`) of `bytes`; the effective size is in
+    /// [`StatsdServer::listeners`]. By default the system default is kept.
+    pub fn receive_buffer(mut self, bytes: usize) -> Self {
+        self.receive_buffer = Some(bytes);
+        self
+    }
+
+    /// The capacity of the queue between the receive threads and the parser, in datagrams
+    /// (default 1024).
+    pub fn queue(mut self, packets: usize) -> Self {
+        self.queue = Some(packets);
+        self
+    }
+
+    /// Mapping rules applied to every metric name (see [`Mapper`]).
+    pub fn mapping(mut self, rules: impl IntoIterator<Item = MappingRule>) -> Self {
+        self.rules = rules.into_iter().collect();
+        self
+    }
+
+    /// The registry to record into (default: [`Registry::global`]).
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// The limit on distinct metric names (default 10 000); see [`Ingest::max_metrics`].
+    pub fn max_metrics(mut self, n: usize) -> Self {
+        self.max_metrics = Some(n);
+        self
+    }
+
+    /// The series limit of each family (default 2000); see [`Ingest::max_series`].
+    pub fn max_series(mut self, n: usize) -> Self {
+        self.max_series = Some(n);
+        self
+    }
+
+    /// The limit on label names per family (default 32); see [`Ingest::max_labels`].
+    pub fn max_labels(mut self, n: usize) -> Self {
+        self.max_labels = Some(n);
+        self
+    }
+
+    /// Binds the sockets and starts the threads.
+    pub fn start(self) -> Result<StatsdServer, Error> {
+        if self.udp.is_empty() && self.unix.is_empty() {
+            return Err(Error::NoListener);
+        }
+        let mapper = Mapper::new(self.rules)?;
+        let registry = self.registry.unwrap_or_else(|| Registry::global().clone());
+        let mut ingest = Ingest::new(registry.clone()).mapper(mapper);
+        if let Some(n) = self.max_metrics {
+            ingest = ingest.max_metrics(n);
+        }
+        if let Some(n) = self.max_series {
+            ingest = ingest.max_series(n);
+        }
+        if let Some(n) = self.max_labels {
+            ingest = ingest.max_labels(n);
+        }
+
+        let mut sockets = Vec::new();
+        let mut listeners = Vec::new();
+        let mut unix_paths: Vec<PathBuf> = Vec::new();
+        let bound = (|| {
+            for address in &self.udp {
+                let (socket, info) = bind_udp(address, self.receive_buffer)?;
+                sockets.push(Dgram::Udp(socket));
+                listeners.push(info);
+            }
+            for path in &self.unix {
+                let (socket, info) = bind_unix(path, self.receive_buffer)?;
+                unix_paths.push(path.clone());
+                sockets.push(Dgram::Unix(socket));
+                listeners.push(info);
+            }
+            Ok::<(), Error>(())
+        })();
+        if let Err(e) = bound {
+            // The socket files bound so far are ours: do not leave them behind.
+            for path in &unix_paths {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e);
+        }
+
+        let stats = Stats::register(&registry);
+        let capacity = self.queue.unwrap_or(DEFAULT_QUEUE).max(1);
+        let (tx, rx) = mpsc::sync_channel::<Msg>(capacity);
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            flush_requested: AtomicU64::new(0),
+            flushed: sockets.iter().map(|_| AtomicU64::new(0)).collect(),
+            queued: AtomicI64::new(0),
+        });
+
+        // The queue size is read when the registry is collected. The hook holds the server's
+        // state weakly: once the server is gone it does nothing.
+        if let Some(gauge) = stats.queue_size.clone() {
+            let weak = Arc::downgrade(&shared);
+            registry.add_collect_hook(move || {
+                if let Some(shared) = weak.upgrade() {
+                    gauge.set(shared.queued.load(Ordering::Relaxed).max(0));
+                }
+            });
+        }
+
+        let mut server = StatsdServer {
+            listeners,
+            shared: shared.clone(),
+            control: Mutex::new(Some(tx.clone())),
+            receivers: Vec::new(),
+            parser: None,
+            unix_paths,
+        };
+
+        let mut pools = Vec::new();
+        for (i, socket) in sockets.into_iter().enumerate() {
+            let (pool_tx, pool_rx) = mpsc::sync_channel::<Vec<u8>>(capacity + 1);
+            pools.push(pool_tx);
+            let transport = socket.transport().as_str();
+            let receiver = ReceiveLoop {
+                socket,
+                id: i,
+                tx: tx.clone(),
+                pool: pool_rx,
+                shared: shared.clone(),
+                stats: stats.clone(),
+                packets: stats.packets.as_ref().map(|f| f.with(&[transport])),
+                errors: stats.receive_errors.as_ref().map(|f| f.with(&[transport])),
+            };
+            let handle = std::thread::Builder::new()
+                .name(format!("statsd-recv-{transport}-{i}"))
+                .spawn(move || receiver.run())
+                .map_err(Error::Thread)?;
+            server.receivers.push(handle);
+        }
+        drop(tx);
+
+        let parser_shared = shared;
+        let parser = std::thread::Builder::new()
+            .name("statsd-parse".into())
+            .spawn(move || parse_loop(rx, pools, ingest, parser_shared))
+            .map_err(Error::Thread)?;
+        server.parser = Some(parser);
+        Ok(server)
+    }
+}
+
+fn bind_udp(address: &str, receive_buffer: Option<usize>) -> Result<(UdpSocket, Listener), Error> {
+    let addr = address
+        .to_socket_addrs()
+        .and_then(|mut a| {
+            a.next().ok_or_else(|| {
+                io::Error::new(io::ErrorKind::NotFound, "the name resolved to no address")
+            })
+        })
+        .map_err(|source| Error::Resolve {
+            address: address.to_owned(),
+            source,
+        })?;
+    let bind_err = |source| Error::Bind {
+        transport: "udp",
+        address: address.to_owned(),
+        source,
+    };
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None).map_err(bind_err)?;
+    if let Some(n) = receive_buffer {
+        socket.set_recv_buffer_size(n).map_err(bind_err)?;
+    }
+    socket.bind(&addr.into()).map_err(bind_err)?;
+    socket
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .map_err(bind_err)?;
+    let effective = socket.recv_buffer_size().unwrap_or(0);
+    let socket: UdpSocket = socket.into();
+    let local = socket.local_addr().map_err(bind_err)?;
+    Ok((
+        socket,
+        Listener {
+            transport: Transport::Udp,
+            address: local.to_string(),
+            local_addr: Some(local),
+            receive_buffer: effective,
+        },
+    ))
+}
+
+fn bind_unix(
+    path: &Path,
+    receive_buffer: Option<usize>,
+) -> Result<(UnixDatagram, Listener), Error> {
+    let bind_err = |source| Error::Bind {
+        transport: "unix",
+        address: path.display().to_string(),
+        source,
+    };
+    let addr = SockAddr::unix(path).map_err(bind_err)?;
+    let socket = Socket::new(Domain::UNIX, Type::DGRAM, None).map_err(bind_err)?;
+    if let Some(n) = receive_buffer {
+        socket.set_recv_buffer_size(n).map_err(bind_err)?;
+    }
+    if let Err(e) = socket.bind(&addr) {
+        // A socket file nobody listens on (a previous run that crashed) may be replaced; a live
+        // one or any other file may not.
+        let stale = e.kind() == io::ErrorKind::AddrInUse
+            && std::fs::symlink_metadata(path).is_ok_and(|m| {
+                use std::os::unix::fs::FileTypeExt;
+                m.file_type().is_socket()
+            })
+            && UnixDatagram::unbound()
+                .and_then(|probe| probe.connect(path))
+                .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused);
+        if !stale {
+            return Err(bind_err(e));
+        }
+        std::fs::remove_file(path).map_err(bind_err)?;
+        socket.bind(&addr).map_err(bind_err)?;
+    }
+    socket
+        .set_read_timeout(Some(READ_TIMEOUT))
+        .map_err(bind_err)?;
+    let effective = socket.recv_buffer_size().unwrap_or(0);
+    Ok((
+        socket.into(),
+        Listener {
+            transport: Transport::Unix,
+            address: path.display().to_string(),
+            local_addr: None,
+            receive_buffer: effective,
+        },
+    ))
+}
+
+enum Dgram {
+    Udp(UdpSocket),
+    Unix(UnixDatagram),
+}
+
+impl Dgram {
+    fn transport(&self) -> Transport {
+        match self {
+            Dgram::Udp(_) => Transport::Udp,
+            Dgram::Unix(_) => Transport::Unix,
+        }
+    }
+
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Dgram::Udp(s) => s.recv_from(buf).map(|(n, _)| n),
+            Dgram::Unix(s) => s.recv(buf),
+        }
+    }
+
+    fn set_nonblocking(&self, on: bool) -> io::Result<()> {
+        match self {
+            Dgram::Udp(s) => s.set_nonblocking(on),
+            Dgram::Unix(s) => s.set_nonblocking(on),
+        }
+    }
+}
+
+enum Msg {
+    /// A datagram and the index of the receiver whose pool its buffer returns to.
+    Packet(Vec<u8>, usize),
+    /// Answered once everything queued before it has been ingested.
+    Barrier(mpsc::Sender<()>),
+    /// Rotates the sets, then answers.
+    Rotate(mpsc::Sender<()>),
+}
+
+struct Shared {
+    stop: AtomicBool,
+    /// Incremented by each flush.
+    flush_requested: AtomicU64,
+    /// Per receiver: the last flush request it has served (everything readable from its
+    /// socket at that point has been queued or dropped).
+    flushed: Vec<AtomicU64>,
+    /// Datagrams in the queue.
+    queued: AtomicI64,
+}
+
+struct ReceiveLoop {
+    socket: Dgram,
+    id: usize,
+    tx: SyncSender<Msg>,
+    pool: Receiver<Vec<u8>>,
+    shared: Arc<Shared>,
+    stats: Stats,
+    packets: Option<Counter>,
+    errors: Option<Counter>,
+}
+
+impl ReceiveLoop {
+    fn run(self) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        let mut spare: Option<Vec<u8>> = None;
+        let mut error_streak = 0u32;
+        while !self.shared.stop.load(Ordering::Acquire) {
+            match self.socket.recv(&mut buf) {
+                Ok(n) => {
+                    error_streak = 0;
+                    if !self.deliver(buf.get(..n).unwrap_or(&buf), &mut spare) {
+                        return;
+                    }
+                }
+                Err(e) if is_timeout(&e) => {}
+                Err(_) => {
+                    if let Some(c) = &self.errors {
+                        c.inc();
+                    }
+                    // Back off on persistent errors instead of spinning.
+                    error_streak = error_streak.saturating_add(1);
+                    std::thread::sleep(Duration::from_millis(u64::from(error_streak.min(10))));
+                }
+            }
+            let requested = self.shared.flush_requested.load(Ordering::Acquire);
+            let flushed = &self.shared.flushed[self.id];
+            if requested != flushed.load(Ordering::Relaxed) {
+                if !self.drain(&mut buf, &mut spare) {
+                    return;
+                }
+                flushed.store(requested, Ordering::Release);
+            }
+        }
+    }
+
+    /// Queues whatever the socket holds right now.
+    fn drain(&self, buf: &mut [u8], spare: &mut Option<Vec<u8>>) -> bool {
+        if self.socket.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let mut alive = true;
+        loop {
+            match self.socket.recv(buf) {
+                Ok(n) => {
+                    if !self.deliver(buf.get(..n).unwrap_or(buf), spare) {
+                        alive = false;
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    if let Some(c) = &self.errors {
+                        c.inc();
+                    }
+                    break;
+                }
+            }
+        }
+        let _ = self.socket.set_nonblocking(false);
+        alive
+    }
+
+    /// Queues one datagram; false when the parser is gone.
+    fn deliver(&self, data: &[u8], spare: &mut Option<Vec<u8>>) -> bool {
+        if data.is_empty() {
+            // Wake-ups from flush(), or clients' empty datagrams: nothing to parse.
+            return true;
+        }
+        if let Some(c) = &self.packets {
+            c.inc();
+        }
+        let mut packet = spare
+            .take()
+            .or_else(|| self.pool.try_recv().ok())
+            .unwrap_or_default();
+        packet.clear();
+        packet.extend_from_slice(data);
+        self.shared.queued.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(Msg::Packet(packet, self.id)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(msg)) => {
+                self.shared.queued.fetch_sub(1, Ordering::Relaxed);
+                self.stats.dropped("queue_full", 1);
+                if let Msg::Packet(p, _) = msg {
+                    *spare = Some(p);
+                }
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
+fn parse_loop(
+    rx: Receiver<Msg>,
+    pools: Vec<SyncSender<Vec<u8>>>,
+    mut ingest: Ingest,
+    shared: Arc<Shared>,
+) {
+    // Ends when every receiver and the server's control sender are gone.
+    while let Ok(msg) = rx.recv() {
+        match msg {
+            Msg::Packet(packet, source) => {
+                shared.queued.fetch_sub(1, Ordering::Relaxed);
+                ingest.ingest_packet(&packet);
+                if let Some(pool) = pools.get(source) {
+                    // A full pool just frees the buffer.
+                    let _ = pool.try_send(packet);
+                }
+            }
+            Msg::Barrier(done) => {
+                let _ = done.send(());
+            }
+            Msg::Rotate(done) => {
+                ingest.rotate_sets();
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// A running StatsD/DogStatsD server: receive threads (one per socket) and a parser thread
+/// recording into a registry. Stops on [`shutdown`](Self::shutdown) or drop.
+///
+/// ```no_run
+/// use sonde_statsd::{MappingRule, StatsdServer};
+/// let registry = sonde_core::Registry::new();
+/// let server = StatsdServer::builder()
+///     .udp("127.0.0.1:8125")
+///     .unix("/var/run/sonde/dsd.socket")
+///     .receive_buffer(8 << 20)
+///     .queue(4096)
+///     .mapping([MappingRule::new("api.*.requests").name("http.requests").label("route", "$1")])
+///     .registry(registry.clone())
+///     .start()?;
+/// for l in server.listeners() {
+///     println!("{:?} on {} (receive buffer {} bytes)", l.transport, l.address, l.receive_buffer);
+/// }
+/// // Each export interval:
+/// server.flush();
+/// let snapshot = registry.snapshot();
+/// server.rotate_sets();
+/// # Ok::<(), sonde_statsd::Error>(())
+/// ```
+pub struct StatsdServer {
+    listeners: Vec<Listener>,
+    shared: Arc<Shared>,
+    control: Mutex<Option<SyncSender<Msg>>>,
+    receivers: Vec<JoinHandle<()>>,
+    parser: Option<JoinHandle<()>>,
+    unix_paths: Vec<PathBuf>,
+}
+
+impl std::fmt::Debug for StatsdServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatsdServer")
+            .field("listeners", &self.listeners)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StatsdServer {
+    /// Starts configuring a server.
+    pub fn builder() -> StatsdServerBuilder {
+        StatsdServerBuilder::default()
+    }
+
+    /// The address of the first UDP listener (with the actual port when port 0 was asked for).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listeners.iter().find_map(|l| l.local_addr)
+    }
+
+    /// The bound sockets, in the order they were configured (UDP first, then unix).
+    pub fn listeners(&self) -> &[Listener] {
+        &self.listeners
+    }
+
+    fn control(&self) -> Option<SyncSender<Msg>> {
+        self.control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Waits until every datagram received so far (including those still in the sockets'
+    /// buffers) has been parsed and recorded, for up to 5 seconds. Returns false on timeout or
+    /// after shutdown. Call it before a final export, or in tests.
+    pub fn flush(&self) -> bool {
+        self.flush_timeout(CONTROL_TIMEOUT)
+    }
+
+    /// [`flush`](Self::flush) with another time limit.
+    pub fn flush_timeout(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let Some(control) = self.control() else {
+            return false;
+        };
+        let request = self.shared.flush_requested.fetch_add(1, Ordering::AcqRel) + 1;
+        self.wake_receivers();
+        // Each receiver queues what its socket holds, then acknowledges.
+        for flushed in &self.shared.flushed {
+            while flushed.load(Ordering::Acquire) < request {
+                if Instant::now() >= deadline {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_micros(200));
+            }
+        }
+        // Then a barrier behind those datagrams in the queue.
+        let (done_tx, done_rx) = mpsc::channel();
+        if control.send(Msg::Barrier(done_tx)).is_err() {
+            return false;
+        }
+        done_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+    }
+
+    /// Starts a new set window (see [`Ingest::rotate_sets`]), after everything queued so far;
+    /// waits for it up to 5 seconds and returns whether it happened.
+    pub fn rotate_sets(&self) -> bool {
+        let Some(control) = self.control() else {
+            return false;
+        };
+        let (done_tx, done_rx) = mpsc::channel();
+        if control.send(Msg::Rotate(done_tx)).is_err() {
+            return false;
+        }
+        done_rx.recv_timeout(CONTROL_TIMEOUT).is_ok()
+    }
+
+    /// Sends an empty datagram to each socket, so a receiver blocked in a read looks up now
+    /// rather than at its read timeout. Best effort.
+    fn wake_receivers(&self) {
+        for l in &self.listeners {
+            match (l.transport, l.local_addr) {
+                (Transport::Udp, Some(addr)) => {
+                    let target = match addr {
+                        SocketAddr::V4(a) if a.ip().is_unspecified() => {
+                            SocketAddr::from((Ipv4Addr::LOCALHOST, a.port()))
+                        }
+                        SocketAddr::V6(a) if a.ip().is_unspecified() => {
+                            SocketAddr::from((Ipv6Addr::LOCALHOST, a.port()))
+                        }
+                        a => a,
+                    };
+                    let any: SocketAddr = if target.is_ipv4() {
+                        (Ipv4Addr::UNSPECIFIED, 0).into()
+                    } else {
+                        (Ipv6Addr::UNSPECIFIED, 0).into()
+                    };
+                    if let Ok(s) = UdpSocket::bind(any) {
+                        let _ = s.send_to(&[], target);
+                    }
+                }
+                (Transport::Unix, _) => {
+                    if let Ok(s) = UnixDatagram::unbound() {
+                        let _ = s.send_to(&[], &l.address);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Stops the threads (within about 100 ms plus the time to parse what is queued), and
+    /// removes the unix socket files. Idempotent; also done on drop.
+    pub fn shutdown(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        for r in self.receivers.drain(..) {
+            let _ = r.join();
+        }
+        // The receivers' senders are gone; dropping the last one lets the parser finish the
+        // queue and stop.
+        self.control
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(p) = self.parser.take() {
+            let _ = p.join();
+        }
+        for path in self.unix_paths.drain(..) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl Drop for StatsdServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: failing loudly is the point
 
 pub mod cloudwatch;
+pub mod grafana;
 pub mod http;
 pub mod otlp;
 pub mod peer;

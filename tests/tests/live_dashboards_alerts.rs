@@ -1,0 +1,687 @@
+//! The dashboards and alerts against live data: the example service's workload runs in-process,
+//! served by sonde's Prometheus exporter and scraped every second by a real Prometheus that loads
+//! the rule files of `alerts/`.
+//!
+//! **Shortened windows.** Real windows are minutes to days, so Prometheus loads copies of the
+//! rule files in which every range and every `for:` is divided by [`DIVISOR`] (240: an hour
+//! becomes 15 s, 5 minutes 5 s, the smallest range [`MIN_RANGE_SECS`] so that a rate has a few
+//! scrapes), by `sonde_tests::grafana::shorten_rules`. Nothing else changes: expressions,
+//! thresholds, recorded names.
+//!
+//! **Every query must return data.** With the workload running, each query of each dashboard
+//! (the template variables replaced: `$job` and `$instance` by the scraped target's,
+//! `$__rate_interval` by [`RATE_INTERVAL`]) and each recording rule (its expression, and the
+//! recorded series) must return at least one series; the `job` and `instance` variables must
+//! offer the target. Alert expressions return nothing while all is well, by construction, so
+//! for them:
+//! - every rule must evaluate without error (`health: ok` in `/api/v1/rules`), and
+//! - every *operand* of the alert's comparisons must return series (`a > 0.01 and b >= 0.1`
+//!   gives `a` and `b`; see `sonde_tests::grafana::comparison_operands`): what the alert watches
+//!   exists and has the labels the rule expects, whether or not it fires. A few operands only
+//!   exist once something went wrong (a counter of dropped points is created by the first
+//!   drop); those must return series once the faults below have happened, and the test fails
+//!   if one never does.
+//!
+//! The host dashboard and rules are evaluated by a separate test over the host metrics of
+//! sonde-agent's collectors (`sonde-host`, the agent's own code, run in-process with the agent's
+//! own-process metrics, as the agent serves them).
+//!
+//! **Faults.** Then the test breaks things and waits for the matching alerts to fire (state
+//! `firing` in `/api/v1/alerts`), and checks that unrelated alerts stay silent:
+//! 1. an error burst from the payments API (`set_api_error_rate(0.9)`), cold starts of the
+//!    simulated function fleet taking 1.5 s, the OTLP receiver answering 503, and a label with
+//!    unbounded values: `HttpErrorRatioHigh`, `ExternalApiErrorRatioHigh`,
+//!    `SloAvailabilityBudgetBurnFast`, `ColdStartSlowP95`, `SondeExporterFailing`,
+//!    `SondeExporterDroppingPoints`, `SondeSeriesOverflow`, and no latency alert;
+//! 2. the API recovers and the database slows down (`set_db_delay(600 ms)`):
+//!    `DbLatencyP95High`, `HttpLatencyP95High`, `SloLatencyBudgetBurnFast`;
+//! 3. the service stops serving metrics: `TargetDown`.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sonde::otlp::{OtlpMetricsBuilder, OtlpTransport, Protocol};
+use sonde::prometheus::PrometheusBuilder;
+use sonde::{Registry, Resource, Unit};
+use sonde_tests::grafana::{
+    Dashboard, Rule, comparison_operands, load_rules, rule_files, shorten_rules, substitute,
+};
+use sonde_tests::otlp::{Fault, OtlpReceiver};
+use sonde_tests::prometheus::Prometheus;
+use sonde_tests::{TempDir, percent_encode};
+
+/// Rule windows and `for:` durations are divided by this.
+const DIVISOR: u64 = 240;
+/// The shortest range after shortening: five scrapes.
+const MIN_RANGE_SECS: u64 = 5;
+/// What `$__rate_interval` becomes (Grafana: at least four scrape intervals).
+const RATE_INTERVAL: &str = "10s";
+/// The scrape job of the example service.
+const JOB: &str = "example-service";
+/// The share of payment API calls that fail while the service is healthy.
+const BASELINE_API_ERRORS: f64 = 0.01;
+/// The rule file and dashboard fed by sonde-agent's host metrics.
+const HOST_RULES: &str = "sonde.host.yml";
+const HOST_DASHBOARD: &str = "sonde-host";
+
+// ---------------------------------------------------------------------------------------------
+// Prometheus helpers
+
+/// Evaluates `expr` now: the number of series (1 for a scalar), or Prometheus's error.
+fn try_query(prom: &Prometheus, expr: &str) -> Result<usize, String> {
+    let url = format!(
+        "http://{}/api/v1/query?query={}",
+        prom.addr,
+        percent_encode(expr)
+    );
+    let reply = sonde_tests::http::get(&url, &[]);
+    let body: Value =
+        serde_json::from_slice(&reply.body).map_err(|e| format!("{e}: {}", reply.text()))?;
+    if body["status"] != "success" {
+        return Err(format!("{}: {}", body["errorType"], body["error"]));
+    }
+    Ok(match &body["data"]["result"] {
+        Value::Array(a) => a.len(),
+        _ => 1,
+    })
+}
+
+/// Polls `expr` until it returns series or `deadline` passes: `Ok(true)` when it did.
+fn has_series_by(prom: &Prometheus, expr: &str, deadline: Instant) -> Result<bool, String> {
+    loop {
+        if try_query(prom, expr)? > 0 {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Alert name -> state (`pending`, `firing`) of the alerts whose `job` label is `job`.
+fn alert_states(prom: &Prometheus, job: &str) -> BTreeMap<String, String> {
+    let body = prom.api("alerts", &[]);
+    let mut out = BTreeMap::new();
+    for a in body["data"]["alerts"].as_array().into_iter().flatten() {
+        if a["labels"]["job"] == job {
+            let name = a["labels"]["alertname"].as_str().unwrap().to_owned();
+            let state = a["state"].as_str().unwrap().to_owned();
+            // Several series of one alert: firing wins.
+            let e = out.entry(name).or_insert(state.clone());
+            if state == "firing" {
+                *e = state;
+            }
+        }
+    }
+    out
+}
+
+fn firing(prom: &Prometheus, job: &str) -> BTreeSet<String> {
+    alert_states(prom, job)
+        .into_iter()
+        .filter(|(_, s)| s == "firing")
+        .map(|(n, _)| n)
+        .collect()
+}
+
+/// Waits until every alert of `expected` fires for `job`; returns how long it took.
+fn wait_for_alerts(prom: &Prometheus, job: &str, expected: &[&str], timeout: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let now = firing(prom, job);
+        if expected.iter().all(|a| now.contains(*a)) {
+            return start.elapsed();
+        }
+        if start.elapsed() > timeout {
+            let missing: Vec<&&str> = expected.iter().filter(|a| !now.contains(**a)).collect();
+            panic!(
+                "after {timeout:?}, {missing:?} still not firing; alerts now: {:?}\nprometheus log: {}",
+                alert_states(prom, job),
+                prom.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Waits until Prometheus has evaluated every rule once, and returns the rules that failed.
+fn rule_errors(prom: &Prometheus) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let body = prom.api("rules", &[]);
+        let mut unknown = 0;
+        let mut errors = Vec::new();
+        let mut count = 0;
+        for g in body["data"]["groups"].as_array().into_iter().flatten() {
+            for r in g["rules"].as_array().into_iter().flatten() {
+                count += 1;
+                match r["health"].as_str() {
+                    Some("ok") => {}
+                    Some("unknown") => unknown += 1,
+                    _ => errors.push(format!("{}: {}", r["name"], r["lastError"])),
+                }
+            }
+        }
+        assert!(count > 0, "Prometheus loaded no rule: {}", prom.log());
+        if unknown == 0 || Instant::now() > deadline {
+            return errors;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Rule files with every window and `for:` divided by [`DIVISOR`], written to `dir`; `host`
+/// selects the host rules (only) or every other file.
+fn shortened_rule_files(dir: &TempDir, host: bool) -> Vec<String> {
+    rule_files()
+        .into_iter()
+        .filter(|f| f.ends_with(HOST_RULES) == host)
+        .map(|f| {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let out = dir.0.join(f.file_name().unwrap());
+            std::fs::write(&out, shorten_rules(&text, DIVISOR, MIN_RANGE_SECS)).unwrap();
+            out.to_string_lossy().into_owned()
+        })
+        .collect()
+}
+
+fn start_prometheus(target: SocketAddr, job: &str, rules: &[String]) -> Prometheus {
+    let scrape =
+        format!("  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n");
+    let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+    Prometheus::start_with_scrape_configs(&scrape, &rules, &["--enable-feature=exemplar-storage"])
+}
+
+// ---------------------------------------------------------------------------------------------
+// Evaluating dashboards and rules
+
+/// What evaluating dashboards and rules found.
+#[derive(Default)]
+struct Findings {
+    /// Queries that returned nothing or failed: the test fails on any.
+    failures: Vec<String>,
+    /// Alert operands that returned nothing yet (checked again after the faults).
+    pending: Vec<(String, String)>,
+    /// Queries evaluated.
+    evaluated: usize,
+}
+
+/// Checks that `label_values(SELECTOR, LABEL)` of a dashboard variable offers `want`.
+fn check_variable(
+    prom: &Prometheus,
+    d: &Dashboard,
+    name: &str,
+    vars: &[(&str, &str)],
+    want: &str,
+    f: &mut Findings,
+) {
+    let q = d.variable_query(name).unwrap_or_default();
+    let q = substitute(&q, vars);
+    let Some(inner) = q
+        .strip_prefix("label_values(")
+        .and_then(|s| s.strip_suffix(')'))
+    else {
+        f.failures.push(format!(
+            "{}: variable {name}: {q:?} is not label_values(...)",
+            d.file_name()
+        ));
+        return;
+    };
+    let (selector, label) = inner.rsplit_once(',').unwrap();
+    let body = prom.api("series", &[("match[]", selector.trim())]);
+    let values: BTreeSet<String> = body["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s[label.trim()].as_str().map(str::to_owned))
+        .collect();
+    if !values.contains(want) {
+        f.failures.push(format!(
+            "{}: variable {name} ({q}) offers {values:?}, not {want:?}",
+            d.file_name()
+        ));
+    }
+}
+
+fn evaluate_dashboards(
+    prom: &Prometheus,
+    dashboards: &[Dashboard],
+    vars: &[(&str, &str)],
+    deadline: Instant,
+    f: &mut Findings,
+) {
+    let lookup = |n: &str| vars.iter().find(|(k, _)| *k == n).unwrap().1;
+    for d in dashboards {
+        check_variable(prom, d, "job", vars, lookup("job"), f);
+        check_variable(prom, d, "instance", vars, lookup("instance"), f);
+        for q in d.queries() {
+            let expr = substitute(&q.expr, vars);
+            assert!(!expr.contains('$'), "unexpanded variable in {expr}");
+            f.evaluated += 1;
+            match has_series_by(prom, &expr, deadline) {
+                Ok(true) => {}
+                Ok(false) => f.failures.push(format!(
+                    "{} / {} / {}: no data\n    {expr}",
+                    d.file_name(),
+                    q.panel,
+                    q.ref_id
+                )),
+                Err(e) => f.failures.push(format!(
+                    "{} / {} / {}: {e}\n    {expr}",
+                    d.file_name(),
+                    q.panel,
+                    q.ref_id
+                )),
+            }
+        }
+    }
+}
+
+fn evaluate_rules(
+    prom: &Prometheus,
+    rules: &[Rule],
+    job: &str,
+    deadline: Instant,
+    f: &mut Findings,
+) {
+    for r in rules {
+        let name = format!("{} ({})", r.name(), r.file_name());
+        let mut exprs = Vec::new();
+        if let Some(record) = &r.record {
+            exprs.push((r.expr.clone(), true));
+            exprs.push((format!("{record}{{job=\"{job}\"}}"), true));
+        } else {
+            // The whole expression evaluates (its result is empty while all is well)...
+            f.evaluated += 1;
+            if let Err(e) = try_query(prom, &r.expr) {
+                f.failures.push(format!("{name}: {e}\n    {}", r.expr));
+            }
+            // ...and what it compares has data.
+            for operand in comparison_operands(&r.expr) {
+                exprs.push((operand, false));
+            }
+        }
+        for (expr, required) in exprs {
+            f.evaluated += 1;
+            // Recorded series may still be on their way; an operand that only a fault creates
+            // need not be waited for (it is checked again after the faults).
+            let deadline = if required {
+                deadline
+            } else {
+                deadline.min(Instant::now() + Duration::from_secs(2))
+            };
+            match has_series_by(prom, &expr, deadline) {
+                Ok(true) => {}
+                Ok(false) if required => f.failures.push(format!("{name}: no data\n    {expr}")),
+                Ok(false) => f.pending.push((name.clone(), expr)),
+                Err(e) => f.failures.push(format!("{name}: {e}\n    {expr}")),
+            }
+        }
+    }
+}
+
+fn report(what: &str, f: &Findings) {
+    assert!(
+        f.failures.is_empty(),
+        "{what}: {} of {} queries failed:\n{}",
+        f.failures.len(),
+        f.evaluated,
+        f.failures.join("\n")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Simulated parts of the service
+
+/// A fleet of function instances recording the FaaS metrics `sonde_instrument::Faas` defines:
+/// an invocation every 40 ms, every fifth on a new instance (a cold start) whose initialization
+/// takes about `init` seconds. (`Faas` itself measures initialization from the start of the
+/// process, which in a test is the test binary's.)
+struct Fleet {
+    stop: Arc<AtomicBool>,
+    init_micros: Arc<AtomicU64>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Fleet {
+    fn start(reg: &Registry) -> Fleet {
+        // The families as Faas registers them; registering the same definitions again gives
+        // the same families (a drift would fail here).
+        let _faas = sonde::instrument::Faas::install(reg).unwrap();
+        let invocations = reg
+            .counter("faas.invocations")
+            .labels(["faas.trigger", "faas.coldstart"])
+            .build()
+            .unwrap();
+        let coldstarts = reg
+            .counter("faas.coldstarts")
+            .labels(["faas.trigger"])
+            .build()
+            .unwrap();
+        let init = reg
+            .histogram("faas.init_duration")
+            .unit(Unit::Seconds)
+            .build()
+            .unwrap()
+            .handle();
+        let stop = Arc::new(AtomicBool::new(false));
+        let init_micros = Arc::new(AtomicU64::new(250_000));
+        let (s, m) = (stop.clone(), init_micros.clone());
+        let thread = std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                n += 1;
+                let cold = n.is_multiple_of(5);
+                if cold {
+                    coldstarts.with(&["http"]).inc();
+                    // Spread +-40% around the setting.
+                    let spread = 0.6 + 0.8 * ((n * 7919) % 100) as f64 / 100.0;
+                    init.observe(m.load(Ordering::Relaxed) as f64 / 1e6 * spread);
+                }
+                invocations
+                    .with(&["http", if cold { "true" } else { "false" }])
+                    .inc();
+                std::thread::sleep(Duration::from_millis(40));
+            }
+        });
+        Fleet {
+            stop,
+            init_micros,
+            thread: Some(thread),
+        }
+    }
+
+    fn set_init(&self, d: Duration) {
+        self.init_micros
+            .store(d.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A label with unbounded values (a user id) on a family limited to 5 series: once started,
+/// every new value goes to the overflow series and counts in `sonde.series.overflow`.
+struct Explosion {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Explosion {
+    fn start(reg: &Registry) -> Explosion {
+        let family = reg
+            .counter("example.user_lookups")
+            .description("Lookups by user: a label with unbounded values, a cardinality bug.")
+            .labels(["user.id"])
+            .max_series(5)
+            .build()
+            .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                n += 1;
+                family.with(&[&format!("user-{n}")]).inc();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Explosion {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Explosion {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests
+
+#[test]
+fn dashboards_and_alerts_work_on_live_data_and_alerts_fire_on_faults() {
+    let started = Instant::now();
+    let reg = Registry::new();
+    let workload = sonde_example::Workload::start(
+        &reg,
+        sonde_example::Options {
+            cold_start: Duration::from_millis(20),
+            // 1% of payment calls fail (0.15% of requests): well below every threshold.
+            api_error_rate: BASELINE_API_ERRORS,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let fleet = Fleet::start(&reg);
+    // A push exporter, so that sonde's exporter self-metrics exist: OTLP to a receiver that
+    // accepts everything (until the outage below).
+    let receiver = OtlpReceiver::start();
+    let otlp = OtlpMetricsBuilder::new()
+        .registry(reg.clone())
+        .environment(|_| None)
+        .transport(
+            OtlpTransport::new()
+                .endpoint(receiver.http_endpoint())
+                .protocol(Protocol::HttpProtobuf),
+        )
+        .resource(Resource::empty().with("service.name", "example"))
+        .interval(Duration::from_millis(500))
+        .backoff(Duration::from_millis(50), Duration::from_millis(200))
+        .max_retry_time(Duration::from_secs(1))
+        .install()
+        .unwrap();
+    let server = PrometheusBuilder::new()
+        .registry(reg.clone())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .resource(Resource::empty().with("service.name", "example"))
+        .install()
+        .unwrap();
+    let target = server.local_addr();
+    let instance = target.to_string();
+
+    let dir = TempDir::new("live-rules");
+    let rule_paths = shortened_rule_files(&dir, false);
+    let prom = start_prometheus(target, JOB, &rule_paths);
+    prom.wait_for_series(
+        &format!("up{{job=\"{JOB}\"}} == 1"),
+        Duration::from_secs(20),
+    );
+    // Enough history for the shortened windows and $__rate_interval.
+    prom.wait_for_series(
+        &format!("job_instance:http_server_requests:rate5m{{job=\"{JOB}\"}} > 0"),
+        Duration::from_secs(30),
+    );
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Every rule evaluates.
+    let errors = rule_errors(&prom);
+    assert!(errors.is_empty(), "rules failing: {errors:#?}");
+
+    // Every dashboard query, recording rule and alert operand has data.
+    let vars = [
+        ("datasource", "prometheus"),
+        ("job", JOB),
+        ("instance", instance.as_str()),
+        ("__rate_interval", RATE_INTERVAL),
+        ("__interval", "5s"),
+        ("__range", "1m"),
+    ];
+    let dashboards: Vec<Dashboard> = Dashboard::load_all()
+        .into_iter()
+        .filter(|d| d.uid() != HOST_DASHBOARD)
+        .collect();
+    assert_eq!(dashboards.len(), 4);
+    let rules: Vec<Rule> = rule_paths
+        .iter()
+        .flat_map(|p| load_rules(std::path::Path::new(p)))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut findings = Findings::default();
+    evaluate_dashboards(&prom, &dashboards, &vars, deadline, &mut findings);
+    evaluate_rules(&prom, &rules, JOB, deadline, &mut findings);
+    report("dashboards and rules on live data", &findings);
+    assert!(findings.evaluated > 150, "{} queries", findings.evaluated);
+    eprintln!(
+        "{} queries returned data after {:?}; waiting for faults: {:?}",
+        findings.evaluated,
+        started.elapsed(),
+        findings.pending
+    );
+
+    // The service is healthy: none of the alerts the faults should raise fires yet.
+    let phase1 = [
+        "HttpErrorRatioHigh",
+        "ExternalApiErrorRatioHigh",
+        "SloAvailabilityBudgetBurnFast",
+        "ColdStartSlowP95",
+        "SondeExporterFailing",
+        "SondeExporterDroppingPoints",
+        "SondeSeriesOverflow",
+    ];
+    let latency = [
+        "DbLatencyP95High",
+        "HttpLatencyP95High",
+        "SloLatencyBudgetBurnFast",
+    ];
+    let healthy = firing(&prom, JOB);
+    for a in phase1.iter().chain(&latency).chain(&["TargetDown"]) {
+        assert!(
+            !healthy.contains(*a),
+            "{a} fires on a healthy service: {healthy:?}"
+        );
+    }
+
+    // 1. Errors from the payments API, slow cold starts, the OTLP receiver down, a label with
+    //    unbounded values.
+    workload.set_api_error_rate(0.9);
+    fleet.set_init(Duration::from_millis(1500));
+    receiver.set_default(Fault::Unavailable { retry_after: None });
+    let explosion = Explosion::start(&reg);
+    let took = wait_for_alerts(&prom, JOB, &phase1, Duration::from_secs(60));
+    eprintln!("error burst etc.: {phase1:?} firing after {took:?}");
+    let now = firing(&prom, JOB);
+    for a in &latency {
+        assert!(
+            !now.contains(*a),
+            "{a} fires during an error burst that made nothing slower: {now:?}"
+        );
+    }
+
+    // 2. The API recovers; the database slows down.
+    workload.set_api_error_rate(BASELINE_API_ERRORS);
+    fleet.set_init(Duration::from_millis(250));
+    receiver.set_default(Fault::Ok);
+    drop(explosion);
+    workload.set_db_delay(Duration::from_millis(600));
+    let took = wait_for_alerts(&prom, JOB, &latency, Duration::from_secs(60));
+    eprintln!("slow database: {latency:?} firing after {took:?}");
+
+    // The operands that only exist after a fault now have data.
+    let mut after = Findings::default();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for (name, expr) in &findings.pending {
+        after.evaluated += 1;
+        match has_series_by(&prom, expr, deadline) {
+            Ok(true) => {}
+            Ok(false) => after
+                .failures
+                .push(format!("{name}: no data even after the faults\n    {expr}")),
+            Err(e) => after.failures.push(format!("{name}: {e}\n    {expr}")),
+        }
+    }
+    report("alert operands after the faults", &after);
+
+    // 3. The service stops serving metrics.
+    server.shutdown();
+    let took = wait_for_alerts(&prom, JOB, &["TargetDown"], Duration::from_secs(30));
+    eprintln!("target gone: TargetDown firing after {took:?}");
+
+    drop(fleet);
+    workload.stop();
+    otlp.shutdown(Duration::from_secs(2)).ok();
+    eprintln!("whole test: {:?}", started.elapsed());
+}
+
+/// The host dashboard and host rules, over the metrics sonde-agent serves: its host collector
+/// (refreshed at every scrape here) and its own process metrics, with the procstat labels.
+#[test]
+fn host_dashboard_and_alerts_work_on_live_agent_data() {
+    let registry = sonde::Registry::new();
+    let _host = sonde_host::HostCollector::new()
+        .registry(&registry)
+        .on_collect(true)
+        .install()
+        .unwrap();
+    let _own = sonde_host::with_procstat_labels(
+        sonde::process::ProcessCollector::current().registry(&registry),
+        "self",
+    )
+    .install()
+    .unwrap();
+    let server = sonde::prometheus::PrometheusBuilder::new()
+        .registry(registry)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .install()
+        .unwrap();
+    let addr: SocketAddr = server.local_addr();
+    let job = "sonde-agent";
+    let dir = TempDir::new("live-host-rules");
+    let rule_paths = shortened_rule_files(&dir, true);
+    let prom = start_prometheus(addr, job, &rule_paths);
+    prom.wait_for_series(
+        &format!("up{{job=\"{job}\"}} == 1"),
+        Duration::from_secs(20),
+    );
+    std::thread::sleep(Duration::from_secs(12));
+    let errors = rule_errors(&prom);
+    assert!(errors.is_empty(), "rules failing: {errors:#?}");
+    let instance = addr.to_string();
+    let vars = [
+        ("datasource", "prometheus"),
+        ("job", job),
+        ("instance", instance.as_str()),
+        ("__rate_interval", RATE_INTERVAL),
+        ("__interval", "5s"),
+        ("__range", "1m"),
+    ];
+    let dashboards: Vec<Dashboard> = Dashboard::load_all()
+        .into_iter()
+        .filter(|d| d.uid() == HOST_DASHBOARD)
+        .collect();
+    assert_eq!(dashboards.len(), 1);
+    let rules: Vec<Rule> = rule_paths
+        .iter()
+        .flat_map(|p| load_rules(std::path::Path::new(p)))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut findings = Findings::default();
+    evaluate_dashboards(&prom, &dashboards, &vars, deadline, &mut findings);
+    evaluate_rules(&prom, &rules, job, deadline, &mut findings);
+    // No fault to wait for: every host alert's operands must exist on a healthy host.
+    for (name, expr) in &findings.pending {
+        findings
+            .failures
+            .push(format!("{name}: no data\n    {expr}"));
+    }
+    report("host dashboard and rules on live agent data", &findings);
+}

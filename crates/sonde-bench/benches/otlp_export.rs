@@ -51,8 +51,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cpu_time::ProcessTime;
-use criterion::measurement::{Measurement, ValueFormatter};
+use criterion::measurement::Measurement;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::MeterProvider as _;
@@ -63,6 +62,7 @@ use opentelemetry_sdk::metrics::{
     Instrument, PeriodicReader, SdkMeterProvider, Stream, Temporality,
 };
 use prost::Message as _;
+use sonde_bench::ProcessCpu;
 
 /// Counter series.
 const COUNTERS: usize = 8_000;
@@ -522,82 +522,6 @@ fn summarize(bodies: &[Vec<u8>]) -> BTreeMap<String, MetricSummary> {
 
 // ---------------------------------------------------------------------------------------------
 // Process CPU time as a criterion measurement.
-
-/// Process CPU time (all threads: callers, exporter threads, the sinks), in nanoseconds.
-struct ProcessCpu;
-
-impl Measurement for ProcessCpu {
-    type Intermediate = ProcessTime;
-    type Value = Duration;
-
-    fn start(&self) -> ProcessTime {
-        ProcessTime::now()
-    }
-    fn end(&self, i: ProcessTime) -> Duration {
-        i.elapsed()
-    }
-    fn add(&self, v1: &Duration, v2: &Duration) -> Duration {
-        *v1 + *v2
-    }
-    fn zero(&self) -> Duration {
-        Duration::ZERO
-    }
-    fn to_f64(&self, value: &Duration) -> f64 {
-        value.as_nanos() as f64
-    }
-    fn formatter(&self) -> &dyn ValueFormatter {
-        &CpuFormatter
-    }
-}
-
-/// Formats nanoseconds of CPU time like criterion formats wall time.
-struct CpuFormatter;
-
-impl ValueFormatter for CpuFormatter {
-    fn scale_values(&self, ns: f64, values: &mut [f64]) -> &'static str {
-        let (factor, unit) = if ns < 1e3 {
-            (1.0, "ns")
-        } else if ns < 1e6 {
-            (1e-3, "µs")
-        } else if ns < 1e9 {
-            (1e-6, "ms")
-        } else {
-            (1e-9, "s")
-        };
-        for v in values {
-            *v *= factor;
-        }
-        unit
-    }
-
-    fn scale_throughputs(
-        &self,
-        ns: f64,
-        throughput: &Throughput,
-        values: &mut [f64],
-    ) -> &'static str {
-        let elements = match *throughput {
-            Throughput::Elements(n) | Throughput::ElementsAndBytes { elements: n, .. } => n,
-            Throughput::Bytes(n) | Throughput::BytesDecimal(n) | Throughput::Bits(n) => n,
-        } as f64;
-        let per_cpu_second = elements * 1e9 / ns;
-        let (div, unit) = if per_cpu_second < 1e3 {
-            (1.0, " elem/cpu-s")
-        } else if per_cpu_second < 1e6 {
-            (1e3, "Kelem/cpu-s")
-        } else {
-            (1e6, "Melem/cpu-s")
-        };
-        for v in values {
-            *v = elements * 1e9 / *v / div;
-        }
-        unit
-    }
-
-    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
-        "ns"
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // The benchmarks.

@@ -278,3 +278,114 @@ pub fn sonde_mixed(mixed: &Mixed) -> sonde::Registry {
     }
     registry
 }
+
+/// StatsD datagrams as clients send them (~1400 bytes each): tagged counters, timers with a
+/// sample rate, gauges, histograms and sets over a few hundred names; and how many lines they
+/// hold. Shared by the `statsd_parse` and `statsd_udp` benches.
+pub fn statsd_packets() -> (Vec<Vec<u8>>, usize) {
+    let routes = ["/users", "/users/:id", "/orders", "/health", "/login"];
+    let mut packets = Vec::new();
+    let mut packet = Vec::new();
+    let mut lines = 0;
+    for i in 0..20_000usize {
+        let route = routes[i % routes.len()];
+        let line = match i % 6 {
+            0 => format!("api.requests:1|c|#route:{route},method:GET,code:200\n"),
+            1 => format!("api.latency:{}|ms|@0.5|#route:{route}\n", 3 + i % 200),
+            2 => format!("svc{}.queue.depth:{}|g\n", i % 100, i % 1000),
+            3 => format!("payload.size:{}.5|h|#route:{route}\n", i % 5000),
+            4 => format!("svc{}.hits:1|c\n", i % 200),
+            _ => format!("users.active:u{}|s\n", i % 300),
+        };
+        if packet.len() + line.len() > 1400 {
+            packets.push(std::mem::take(&mut packet));
+        }
+        packet.extend_from_slice(line.as_bytes());
+        lines += 1;
+    }
+    packets.push(packet);
+    (packets, lines)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process CPU time as a criterion measurement, for exporters whose work runs on their own threads.
+
+use cpu_time::ProcessTime;
+use criterion::Throughput;
+use criterion::measurement::{Measurement, ValueFormatter};
+
+/// Process CPU time (all threads: callers, exporter threads, the sinks), in nanoseconds.
+pub struct ProcessCpu;
+
+impl Measurement for ProcessCpu {
+    type Intermediate = ProcessTime;
+    type Value = Duration;
+
+    fn start(&self) -> ProcessTime {
+        ProcessTime::now()
+    }
+    fn end(&self, i: ProcessTime) -> Duration {
+        i.elapsed()
+    }
+    fn add(&self, v1: &Duration, v2: &Duration) -> Duration {
+        *v1 + *v2
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, value: &Duration) -> f64 {
+        value.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &CpuFormatter
+    }
+}
+
+/// Formats nanoseconds of CPU time like criterion formats wall time.
+pub struct CpuFormatter;
+
+impl ValueFormatter for CpuFormatter {
+    fn scale_values(&self, ns: f64, values: &mut [f64]) -> &'static str {
+        let (factor, unit) = if ns < 1e3 {
+            (1.0, "ns")
+        } else if ns < 1e6 {
+            (1e-3, "µs")
+        } else if ns < 1e9 {
+            (1e-6, "ms")
+        } else {
+            (1e-9, "s")
+        };
+        for v in values {
+            *v *= factor;
+        }
+        unit
+    }
+
+    fn scale_throughputs(
+        &self,
+        ns: f64,
+        throughput: &Throughput,
+        values: &mut [f64],
+    ) -> &'static str {
+        let elements = match *throughput {
+            Throughput::Elements(n) | Throughput::ElementsAndBytes { elements: n, .. } => n,
+            Throughput::Bytes(n) | Throughput::BytesDecimal(n) | Throughput::Bits(n) => n,
+        } as f64;
+        let per_cpu_second = elements * 1e9 / ns;
+        let (div, unit) = if per_cpu_second < 1e3 {
+            (1.0, " elem/cpu-s")
+        } else if per_cpu_second < 1e6 {
+            (1e3, "Kelem/cpu-s")
+        } else {
+            (1e6, "Melem/cpu-s")
+        };
+        for v in values {
+            *v = elements * 1e9 / *v / div;
+        }
+        unit
+    }
+
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}

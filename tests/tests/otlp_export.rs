@@ -903,3 +903,51 @@ fn the_example_service_instrumentation_arrives_with_conventional_names_and_units
     assert!(!numbers(&reqs, "cache.requests").is_empty());
     assert!(!numbers(&reqs, "db.client.connection.count").is_empty());
 }
+
+#[test]
+fn tls_over_both_transports_with_a_private_ca() {
+    use sonde_tests::tls_proxy::TlsProxy;
+    let rx = OtlpReceiver::start();
+    let upstream = |endpoint: String| -> std::net::SocketAddr {
+        endpoint.trim_start_matches("http://").parse().unwrap()
+    };
+    for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
+        rx.clear();
+        let proxy = TlsProxy::start(upstream(endpoint(&rx, protocol)));
+        let url = format!("https://localhost:{}", proxy.addr.port());
+        let reg = Registry::new();
+        reg.counter("secure.requests")
+            .build()
+            .unwrap()
+            .handle()
+            .add(2);
+        // Trusting the proxy's certificate: delivered.
+        let exporter = builder(&reg, &rx, protocol)
+            .transport(
+                OtlpTransport::new()
+                    .endpoint(url.clone())
+                    .protocol(protocol)
+                    .ca_certificate(&proxy.ca_pem),
+            )
+            .install()
+            .unwrap();
+        exporter.force_flush(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            last_number(&rx.metrics(), "secure.requests", &[]),
+            2.0,
+            "{protocol:?}"
+        );
+        exporter.shutdown(Duration::from_secs(5)).unwrap();
+        // With the system's roots only, the self-signed certificate is refused: nothing arrives.
+        rx.clear();
+        let exporter = builder(&reg, &rx, protocol)
+            .transport(OtlpTransport::new().endpoint(url).protocol(protocol))
+            .max_retry_time(Duration::from_millis(500))
+            .backoff(Duration::from_millis(10), Duration::from_millis(20))
+            .install()
+            .unwrap();
+        let e = exporter.force_flush(Duration::from_secs(10)).unwrap_err();
+        assert!(e.to_string().contains("dropped"), "{protocol:?}: {e}");
+        assert!(rx.metrics().is_empty());
+    }
+}

@@ -445,19 +445,11 @@ impl Sink for PutMetricData {
                 rejected: 0,
                 message: String::new(),
             },
-            Err(SdkError::ServiceError(e)) => {
-                let status = e.raw().status().as_u16();
-                let code = e.err().code().unwrap_or("").to_string();
-                let message = e.err().message().unwrap_or("").to_string();
-                let error = format!("CloudWatch answered {status} {code}: {message}");
-                if RETRYABLE_CODES.contains(&code.as_str()) || status >= 500 || status == 429 {
-                    Outcome::Retry { error, after: None }
-                } else {
-                    Outcome::Fail(format!(
-                        "{error}; the datums were dropped (this is a bug in sonde's validation if the code is InvalidParameter*, please report it)"
-                    ))
-                }
-            }
+            Err(SdkError::ServiceError(e)) => classify(
+                e.raw().status().as_u16(),
+                e.err().code().unwrap_or(""),
+                e.err().message().unwrap_or(""),
+            ),
             Err(SdkError::ConstructionFailure(e)) => {
                 Outcome::Fail(format!("could not build the request: {e:?}"))
             }
@@ -466,6 +458,19 @@ impl Sink for PutMetricData {
                 after: None,
             },
         }
+    }
+}
+
+/// Throttling, faults and 5xx are retried; anything else (InvalidParameter*, MissingParameter,
+/// access denied) would fail again the same way.
+fn classify(status: u16, code: &str, message: &str) -> Outcome {
+    let error = format!("CloudWatch answered {status} {code}: {message}");
+    if RETRYABLE_CODES.contains(&code) || status >= 500 || status == 429 {
+        Outcome::Retry { error, after: None }
+    } else {
+        Outcome::Fail(format!(
+            "{error}; the datums were dropped (if the code is InvalidParameter*, sonde's validation missed a limit: please report it)"
+        ))
     }
 }
 
@@ -478,4 +483,36 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_and_faults_are_retried_invalid_parameters_are_not() {
+        let retry = |status, code| matches!(classify(status, code, "m"), Outcome::Retry { .. });
+        assert!(retry(400, "Throttling"));
+        assert!(retry(500, "InternalServiceError"));
+        assert!(retry(500, "InternalServiceFault"));
+        assert!(retry(503, ""));
+        assert!(retry(429, ""));
+        for code in [
+            "InvalidParameterValue",
+            "InvalidParameterCombination",
+            "MissingParameter",
+            "AccessDenied",
+        ] {
+            assert!(!retry(400, code), "{code}");
+        }
+    }
+
+    #[test]
+    fn namespaces_are_checked() {
+        assert!(check_namespace("checkout").is_ok());
+        assert!(check_namespace("team/checkout-api").is_ok());
+        for bad in ["", "AWS/EC2", "naïve", &"x".repeat(256)] {
+            assert!(check_namespace(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -835,6 +835,34 @@ mod tests {
     }
 
     #[test]
+    fn the_first_collection_is_jittered_within_the_interval() {
+        // Collections are counted by the source; wait for the first without any flush.
+        let reg = Registry::new();
+        let mut c = config();
+        c.interval = Duration::from_millis(400);
+        c.jitter_first = true;
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink_got = got.clone();
+        let start = std::time::Instant::now();
+        let e = start_source(&reg, c, sink_got);
+        while got.lock().unwrap().is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(5));
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let first = start.elapsed();
+        assert!(first >= Duration::from_millis(35), "{first:?}");
+        assert!(first < Duration::from_millis(400 + 150), "{first:?}");
+        e.shutdown(Duration::from_secs(5)).unwrap();
+    }
+
+    fn start_source(reg: &Registry, c: PushConfig, got: Arc<Mutex<Vec<u64>>>) -> PushExporter {
+        start(reg, c, Counting(0), move || async move {
+            Ok::<_, ()>(Flaky { fail: 0, got })
+        })
+        .unwrap()
+    }
+
+    #[test]
     fn extreme_durations_do_not_panic() {
         let reg = Registry::new();
         let mut c = config();

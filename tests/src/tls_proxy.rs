@@ -1,0 +1,81 @@
+//! A TLS-terminating TCP proxy on loopback, to test clients' TLS against a plaintext peer: it
+//! presents a self-signed certificate for `localhost` and `127.0.0.1` (ALPN `h2` and
+//! `http/1.1`) and forwards the decrypted bytes to the upstream address.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::TempDir;
+
+/// A running proxy; stops on drop.
+pub struct TlsProxy {
+    /// Where it accepts TLS connections.
+    pub addr: SocketAddr,
+    /// The PEM file of the certificate it presents (its own CA: trust it to connect).
+    pub ca_pem: PathBuf,
+    _dir: TempDir,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl TlsProxy {
+    /// Starts a proxy forwarding to `upstream`.
+    pub fn start(upstream: SocketAddr) -> TlsProxy {
+        let cert = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ])
+        .unwrap();
+        let dir = TempDir::new("tls-proxy");
+        let ca_pem = dir.0.join("ca.pem");
+        std::fs::write(&ca_pem, cert.cert.pem()).unwrap();
+        let key = rustls_pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        runtime.spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let Ok(mut up) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+                });
+            }
+        });
+        TlsProxy {
+            addr,
+            ca_pem,
+            _dir: dir,
+            runtime: Some(runtime),
+        }
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}

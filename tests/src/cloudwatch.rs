@@ -54,7 +54,6 @@
 //! [`CloudWatchEndpoint`] for the rules.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -68,7 +67,6 @@ use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 
 /// The path prefix of every operation of the CloudWatch service (the Smithy service name).
 pub const SERVICE_PATH: &str = "/service/GraniteServiceVersion20100801/operation/";
@@ -554,28 +552,9 @@ pub fn sdk_client(url: &str) -> aws_sdk_cloudwatch::Client {
 fn serve(shared: Arc<Shared>, listener: StdTcpListener) -> Result<(), String> {
     let listener =
         tokio::net::TcpListener::from_std(listener).map_err(|e| format!("listener: {e}"))?;
-    tokio::spawn(async move {
-        loop {
-            let stream = match listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    // E.g. out of file descriptors: back off rather than spin.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let shared = Arc::clone(&shared);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let shared = Arc::clone(&shared);
-                    async move { Ok::<_, Infallible>(handle(&shared, req).await) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+    crate::serve::serve_http(listener, move |req| {
+        let shared = Arc::clone(&shared);
+        async move { handle(&shared, req).await }
     });
     Ok(())
 }

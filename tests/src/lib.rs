@@ -15,6 +15,7 @@ pub mod peer;
 pub mod prometheus;
 pub mod pushgateway;
 pub mod python;
+pub mod serve;
 pub mod tls_proxy;
 pub mod victoria;
 

@@ -10,7 +10,6 @@
 //! attempts with that answer, without consuming the script.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, TcpStream};
@@ -23,7 +22,6 @@ use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -441,28 +439,9 @@ fn serve(
         }
     });
 
-    tokio::spawn(async move {
-        loop {
-            let stream = match http_listener.accept().await {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    // E.g. out of file descriptors: back off rather than spin.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let _ = stream.set_nodelay(true);
-            let shared = Arc::clone(&shared);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let shared = Arc::clone(&shared);
-                    async move { Ok::<_, Infallible>(handle_http(&shared, req).await) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
+    crate::serve::serve_http(http_listener, move |req| {
+        let shared = Arc::clone(&shared);
+        async move { handle_http(&shared, req).await }
     });
     Ok(())
 }

@@ -30,32 +30,24 @@
 mod convert;
 pub(crate) mod http;
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use sonde_core::{Registry, Resource, Temporality};
 
 use crate::Error;
-use http::{Backoff, Outcome};
+use http::Outcome;
 pub use sonde_core::telemetry;
-use sonde_core::telemetry::ExporterMetrics;
 pub use sonde_core::telemetry::{DROPPED_POINTS, LAST_SUCCESS, QUEUE_SIZE, REQUESTS, RETRIES};
 
 /// The `exporter` label of the self-metrics.
 const EXPORTER: &str = "remote_write";
 
 /// How long dropping a [`RemoteWriter`] waits for the last collection to be delivered.
-pub const DROP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+pub use sonde_push::DROP_SHUTDOWN_TIMEOUT;
 
 /// Longer durations are treated as this (a century), so no deadline arithmetic overflows.
 const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-/// `now + d`, saturating at a century from now.
-fn after(now: Instant, d: Duration) -> Instant {
-    now.checked_add(d.min(LONGEST)).unwrap_or(now)
-}
 
 /// The protocol's protobuf messages (`prometheus.WriteRequest` of remote write 1.0, field
 /// numbers as in Prometheus's `prompb`), declared with prost.
@@ -292,17 +284,15 @@ impl RemoteWriteBuilder {
                 )));
             }
         }
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            cv: Condvar::new(),
-            metrics: ExporterMetrics::register(&self.registry, EXPORTER),
-            queue_capacity: self.queue_capacity,
-        });
-        shared.metrics.queue_size(0);
-        let collector = Collector {
-            shared: shared.clone(),
+        let mut config = sonde_push::PushConfig::new(EXPORTER);
+        config.interval = self.interval;
+        config.timeout = self.timeout;
+        config.queue_capacity = self.queue_capacity;
+        config.initial_backoff = self.initial_backoff;
+        config.max_backoff = self.max_backoff;
+        config.max_retries = Some(self.max_retries);
+        let source = Collector {
             reader: self.registry.reader(Temporality::Cumulative),
-            interval: self.interval,
             last_timestamp: 0,
             options: convert::Options {
                 resource: self.resource.unwrap_or_else(Resource::from_env),
@@ -310,40 +300,31 @@ impl RemoteWriteBuilder {
                 max_series_per_request: self.max_series_per_request,
                 metadata: self.metadata,
             },
+            dropped: Vec::new(),
         };
         let sender = Sender {
-            shared: shared.clone(),
             agent: http::agent(self.timeout),
-            url: self.url.clone(),
-            headers: self.headers,
-            timeout: self.timeout,
-            max_retries: self.max_retries,
-            backoff: Backoff::new(self.initial_backoff, self.max_backoff),
+            url: Arc::from(self.url.as_str()),
+            headers: Arc::from(self.headers),
         };
-        let sender = std::thread::Builder::new()
-            .name("sonde-remote-write-send".into())
-            .spawn(move || sender.run())
-            .map_err(Error::Start)?;
-        let collector = match std::thread::Builder::new()
-            .name("sonde-remote-write".into())
-            .spawn(move || collector.run())
-        {
-            Ok(t) => t,
-            Err(e) => {
-                // Let the sender stop on its own.
-                let mut st = shared.lock();
-                st.shutdown = true;
-                st.collector_done = true;
-                drop(st);
-                shared.cv.notify_all();
-                return Err(Error::Start(e));
-            }
-        };
-        Ok(RemoteWriter {
-            shared,
-            url: self.url,
-            threads: Mutex::new(Some((collector, sender))),
+        let inner = sonde_push::start(&self.registry, config, source, move || async move {
+            Ok::<_, Error>(sender)
         })
+        .map_err(|e| match e {
+            sonde_push::StartError::Start(e) => push_error(e),
+            sonde_push::StartError::Sink(e) => e,
+        })?;
+        Ok(RemoteWriter {
+            inner,
+            url: self.url,
+        })
+    }
+}
+
+fn push_error(e: sonde_push::Error) -> Error {
+    match e {
+        sonde_push::Error::Start(e) => Error::Start(e),
+        other => Error::Incomplete(other.to_string()),
     }
 }
 
@@ -356,10 +337,10 @@ fn valid_label_name(name: &str) -> bool {
 
 /// A running remote writer. Dropping it shuts it down, waiting up to
 /// [`DROP_SHUTDOWN_TIMEOUT`] for the last collection to be delivered.
+#[derive(Debug)]
 pub struct RemoteWriter {
-    shared: Arc<Shared>,
+    inner: sonde_push::PushExporter,
     url: String,
-    threads: Mutex<Option<(JoinHandle<()>, JoinHandle<()>)>>,
 }
 
 impl sonde_core::Flush for RemoteWriter {
@@ -368,17 +349,6 @@ impl sonde_core::Flush for RemoteWriter {
         timeout: Duration,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         RemoteWriter::force_flush(self, timeout).map_err(Into::into)
-    }
-}
-
-impl std::fmt::Debug for RemoteWriter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let st = self.shared.lock();
-        f.debug_struct("RemoteWriter")
-            .field("url", &self.url)
-            .field("queued", &st.queue.len())
-            .field("stopped", &st.shutdown)
-            .finish()
     }
 }
 
@@ -392,244 +362,43 @@ impl RemoteWriter {
     /// delivered, or `timeout` has passed. Errors if something was dropped or rejected meanwhile
     /// (the error says why) or the deadline passed first.
     pub fn force_flush(&self, timeout: Duration) -> Result<(), Error> {
-        let deadline = after(Instant::now(), timeout);
-        let shared = &self.shared;
-        let mut st = shared.lock();
-        if st.shutdown {
-            return Err(Error::Incomplete(
-                "the remote writer was shut down; install a new one".into(),
-            ));
-        }
-        let failures_before = st.failures;
-        st.collect_requests += 1;
-        let wanted = st.collect_requests;
-        shared.cv.notify_all();
-        st = shared.wait_until(st, deadline, |st| {
-            st.collections_done >= wanted || st.collector_done
-        });
-        if st.collections_done < wanted {
-            return Err(Error::Incomplete(format!(
-                "the collection did not finish within {timeout:?}; give force_flush more time"
-            )));
-        }
-        let target = st.last_enqueued;
-        st = shared.wait_until(st, deadline, |st| st.delivered_through(target));
-        if !st.delivered_through(target) {
-            return Err(Error::Incomplete(format!(
-                "{} requests were still waiting after {timeout:?}{}; give force_flush more time or check the receiver",
-                st.pending(),
-                st.last_error_suffix()
-            )));
-        }
-        if st.failures > failures_before {
-            return Err(Error::Incomplete(format!(
-                "{} requests were dropped{}",
-                st.failures - failures_before,
-                st.last_error_suffix()
-            )));
-        }
-        Ok(())
+        self.inner.force_flush(timeout).map_err(push_error)
     }
 
     /// Collects one last time, delivers what is queued within `timeout`, and stops the threads.
     /// Requests still queued at the deadline are dropped (counted with reason `shutdown`).
     /// Errors like [`force_flush`](Self::force_flush); calling it again returns `Ok`.
     pub fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
-        let Some((collector, sender)) = self.threads.lock().ok().and_then(|mut t| t.take()) else {
-            return Ok(());
-        };
-        let deadline = after(Instant::now(), timeout);
-        let shared = &self.shared;
-        let failures_before = {
-            let mut st = shared.lock();
-            st.shutdown = true;
-            st.deadline = Some(deadline);
-            shared.cv.notify_all();
-            st.failures
-        };
-        // The final collection waits for queue room at most until the deadline.
-        let _ = collector.join();
-        {
-            // Even if the collector panicked, let the sender finish.
-            let mut st = shared.lock();
-            st.collector_done = true;
-            shared.cv.notify_all();
-        }
-        // A request in flight at the deadline times out then; allow it a moment to return.
-        let grace = after(deadline, Duration::from_millis(100));
-        let st = shared.wait_until(shared.lock(), grace, |st| st.sender_done);
-        let (done, failures, suffix) = (st.sender_done, st.failures, st.last_error_suffix());
-        drop(st);
-        if done {
-            let _ = sender.join();
-        } else {
-            // Stuck in a request past the deadline: it ends at the request timeout on its own.
-            return Err(Error::Incomplete(format!(
-                "a request was still in flight after {timeout:?}{suffix}; it ends by itself at the request timeout"
-            )));
-        }
-        if failures > failures_before {
-            return Err(Error::Incomplete(format!(
-                "{} requests were dropped{suffix}",
-                failures - failures_before
-            )));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for RemoteWriter {
-    fn drop(&mut self) {
-        let _ = self.shutdown(DROP_SHUTDOWN_TIMEOUT);
+        self.inner.shutdown(timeout).map_err(push_error)
     }
 }
 
 /// One encoded request.
 struct Batch {
-    id: u64,
-    body: Vec<u8>,
+    body: Arc<Vec<u8>>,
     samples: u64,
 }
 
-#[derive(Default)]
-struct State {
-    queue: VecDeque<Batch>,
-    /// The batch being sent.
-    in_flight: Option<u64>,
-    /// Id of the last batch queued (ids start at 1).
-    last_enqueued: u64,
-    /// Collections asked for by `force_flush`, and how many of those were done.
-    collect_requests: u64,
-    collections_done: u64,
-    /// Batches dropped for any reason, and the last error.
-    failures: u64,
-    last_error: Option<String>,
-    shutdown: bool,
-    deadline: Option<Instant>,
-    collector_done: bool,
-    sender_done: bool,
-}
-
-impl State {
-    /// Whether every batch up to `id` is resolved (delivered or dropped).
-    fn delivered_through(&self, id: u64) -> bool {
-        self.in_flight.is_none_or(|f| f > id) && self.queue.front().is_none_or(|b| b.id > id)
+impl sonde_push::Batch for Batch {
+    fn points(&self) -> u64 {
+        self.samples
     }
-
-    fn pending(&self) -> usize {
-        self.queue.len() + usize::from(self.in_flight.is_some())
-    }
-
-    fn last_error_suffix(&self) -> String {
-        match &self.last_error {
-            Some(e) => format!(" (last error: {e})"),
-            None => String::new(),
-        }
-    }
-}
-
-struct Shared {
-    state: Mutex<State>,
-    cv: Condvar,
-    metrics: ExporterMetrics,
-    queue_capacity: usize,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Waits on the condition variable until `done` or `deadline`.
-    fn wait_until<'a>(
-        &self,
-        mut st: MutexGuard<'a, State>,
-        deadline: Instant,
-        done: impl Fn(&State) -> bool,
-    ) -> MutexGuard<'a, State> {
-        while !done(&st) {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            st = self
-                .cv
-                .wait_timeout(st, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
-        }
-        st
-    }
-
-    fn fail(&self, st: &mut State, reason: &str, samples: u64, error: String) {
-        st.failures += 1;
-        st.last_error = Some(error);
-        self.metrics.dropped(reason, samples);
+    fn bytes(&self) -> usize {
+        self.body.len()
     }
 }
 
 struct Collector {
-    shared: Arc<Shared>,
     reader: sonde_core::Reader,
-    interval: Duration,
     options: convert::Options,
     last_timestamp: i64,
+    dropped: Vec<(&'static str, u64)>,
 }
 
-impl Collector {
-    fn run(mut self) {
-        let shared = self.shared.clone();
-        let mut next = after(Instant::now(), self.interval);
-        loop {
-            let mut st = shared.lock();
-            loop {
-                if st.shutdown || st.collect_requests > st.collections_done {
-                    break;
-                }
-                let now = Instant::now();
-                if now >= next {
-                    break;
-                }
-                st = shared
-                    .cv
-                    .wait_timeout(st, next - now)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
-            let last = st.shutdown;
-            let requested = st.collect_requests;
-            let shutdown_deadline = st.deadline;
-            drop(st);
-            let now = Instant::now();
-            if now >= next {
-                next = after(next, self.interval);
-                if next <= now {
-                    next = after(now, self.interval);
-                }
-            }
-            let room_deadline = match shutdown_deadline {
-                Some(d) if last => d,
-                _ => next,
-            };
-            self.collect(room_deadline);
-            let mut st = shared.lock();
-            st.collections_done = requested;
-            if last {
-                st.collector_done = true;
-            }
-            drop(st);
-            shared.cv.notify_all();
-            if last {
-                return;
-            }
-        }
-    }
+impl sonde_push::Source for Collector {
+    type Batch = Batch;
 
-    /// Collects, converts and queues. When the queue is full, waits for the sender to make
-    /// room until `room_deadline` (the next tick, or the shutdown deadline), then drops the
-    /// oldest request: a large collection split into more requests than the queue holds is
-    /// not lost while the receiver keeps up.
-    fn collect(&mut self, room_deadline: Instant) {
+    fn collect(&mut self) -> Vec<Batch> {
         let snapshot = self.reader.collect();
         // Strictly increasing per collection: a receiver rejects a whole request holding a
         // second, different value at a timestamp it already has.
@@ -637,172 +406,68 @@ impl Collector {
         self.last_timestamp = timestamp;
         let requests = convert::write_requests(&snapshot, timestamp, &self.options);
         drop(snapshot);
-        let shared = &self.shared;
+        let mut out = Vec::with_capacity(requests.len());
         for r in requests {
             let samples: u64 = r.timeseries.iter().map(|t| t.samples.len() as u64).sum();
-            let body = match convert::encode(&r) {
-                Ok(body) => body,
-                Err(e) => {
-                    let mut st = shared.lock();
-                    shared.fail(
-                        &mut st,
-                        "encode",
-                        samples,
-                        format!("could not compress a request: {e}; lower max_series_per_request"),
-                    );
-                    continue;
-                }
-            };
-            drop(r);
-            let capacity = shared.queue_capacity;
-            let mut st =
-                shared.wait_until(shared.lock(), room_deadline, |st| st.queue.len() < capacity);
-            if st.queue.len() >= capacity
-                && let Some(old) = st.queue.pop_front()
-            {
-                let msg = format!(
-                    "the queue was full ({capacity} requests), so the oldest was dropped; the receiver is down or slower than the collection interval"
-                );
-                shared.fail(&mut st, "queue_full", old.samples, msg);
+            match convert::encode(&r) {
+                Ok(body) => out.push(Batch {
+                    body: Arc::new(body),
+                    samples,
+                }),
+                Err(_) => self.dropped.push(("encode", samples)),
             }
-            st.last_enqueued += 1;
-            let id = st.last_enqueued;
-            st.queue.push_back(Batch { id, body, samples });
-            shared.metrics.queue_size(st.pending());
-            drop(st);
-            shared.cv.notify_all();
         }
+        out
+    }
+
+    fn take_dropped(&mut self) -> Vec<(&'static str, u64)> {
+        std::mem::take(&mut self.dropped)
     }
 }
 
+/// Posts with the blocking `ureq` agent on the runtime's blocking pool.
 struct Sender {
-    shared: Arc<Shared>,
     agent: ureq::Agent,
-    url: String,
-    headers: Vec<(String, String)>,
-    timeout: Duration,
-    max_retries: u32,
-    backoff: Backoff,
+    url: Arc<str>,
+    headers: Arc<[(String, String)]>,
 }
 
-impl Sender {
-    fn run(mut self) {
-        let shared = self.shared.clone();
-        loop {
-            let mut st = shared.lock();
-            loop {
-                if !st.queue.is_empty() || (st.shutdown && st.collector_done) {
-                    break;
-                }
-                st = shared.cv.wait(st).unwrap_or_else(|e| e.into_inner());
-            }
-            if st.deadline.is_some_and(|d| Instant::now() >= d) {
-                // Out of time: what is left is dropped.
-                while let Some(b) = st.queue.pop_front() {
-                    shared.fail(
-                        &mut st,
-                        "shutdown",
-                        b.samples,
-                        "the shutdown deadline passed before the request was sent".into(),
-                    );
-                }
-            }
-            let Some(batch) = st.queue.pop_front() else {
-                // Empty, shut down and the final collection is queued: done.
-                st.sender_done = true;
-                shared.metrics.queue_size(0);
-                drop(st);
-                shared.cv.notify_all();
-                return;
-            };
-            st.in_flight = Some(batch.id);
-            drop(st);
-            // Room in the queue for a waiting collector.
-            shared.cv.notify_all();
-            let result = self.send(&batch);
-            let mut st = shared.lock();
-            st.in_flight = None;
-            if let Err((reason, error)) = result {
-                shared.fail(&mut st, reason, batch.samples, error);
-            }
-            shared.metrics.queue_size(st.pending());
-            drop(st);
-            shared.cv.notify_all();
-        }
-    }
+impl sonde_push::Sink for Sender {
+    type Batch = Batch;
 
-    /// Sends one batch with retries; on failure, the drop reason and the error.
-    fn send(&mut self, batch: &Batch) -> Result<(), (&'static str, String)> {
-        let shared = self.shared.clone();
-        let mut attempt = 0u32;
-        loop {
-            let deadline = shared.lock().deadline;
-            let mut timeout = self.timeout;
-            if let Some(d) = deadline {
-                let left = d.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    return Err((
-                        "shutdown",
-                        "the shutdown deadline passed before the request was sent".into(),
-                    ));
-                }
-                timeout = timeout.min(left);
-            }
-            let mut request = self
-                .agent
-                .post(&self.url)
+    async fn send(&mut self, batch: &Batch, timeout: Duration) -> sonde_push::Outcome {
+        let (agent, url, headers, body) = (
+            self.agent.clone(),
+            self.url.clone(),
+            self.headers.clone(),
+            batch.body.clone(),
+        );
+        let result = tokio::task::spawn_blocking(move || {
+            let mut request = agent
+                .post(&*url)
                 .config()
                 .timeout_global(Some(timeout))
                 .build()
                 .header("Content-Encoding", "snappy")
                 .header("Content-Type", "application/x-protobuf")
                 .header("X-Prometheus-Remote-Write-Version", "0.1.0");
-            for (k, v) in &self.headers {
+            for (k, v) in headers.iter() {
                 request = request.header(k.as_str(), v.as_str());
             }
-            let result = request.send(&batch.body[..]);
-            match http::outcome(&self.url, result, hint) {
-                Outcome::Success => {
-                    shared.metrics.request(true);
-                    self.backoff.reset();
-                    return Ok(());
-                }
-                Outcome::Fail(e) => {
-                    shared.metrics.request(false);
-                    return Err(("rejected", e.to_string()));
-                }
-                Outcome::Retry { error, retry_after } => {
-                    shared.metrics.request(false);
-                    if attempt >= self.max_retries {
-                        return Err((
-                            "retries_exhausted",
-                            format!("{error} (gave up after {} retries)", self.max_retries),
-                        ));
-                    }
-                    let wait = self.backoff.next(retry_after);
-                    let until = after(Instant::now(), wait);
-                    if deadline.is_some_and(|d| until >= d) {
-                        return Err((
-                            "shutdown",
-                            format!("{error} (no time left to retry before the shutdown deadline)"),
-                        ));
-                    }
-                    // Sleep, but wake for a shutdown whose deadline comes before the retry.
-                    let st = shared.wait_until(shared.lock(), until, |st| {
-                        st.deadline.is_some_and(|d| d <= until)
-                    });
-                    let cut = st.deadline.is_some_and(|d| d <= until);
-                    drop(st);
-                    if cut {
-                        return Err((
-                            "shutdown",
-                            format!("{error} (no time left to retry before the shutdown deadline)"),
-                        ));
-                    }
-                    attempt += 1;
-                    shared.metrics.retry();
-                }
-            }
+            http::outcome(&url, request.send(&body[..]), hint)
+        })
+        .await;
+        match result {
+            Ok(Outcome::Success) => sonde_push::Outcome::Success {
+                rejected: 0,
+                message: String::new(),
+            },
+            Ok(Outcome::Fail(e)) => sonde_push::Outcome::Fail(e.to_string()),
+            Ok(Outcome::Retry { error, retry_after }) => sonde_push::Outcome::Retry {
+                error: error.to_string(),
+                after: retry_after,
+            },
+            Err(e) => sonde_push::Outcome::Fail(format!("the request task failed: {e}")),
         }
     }
 }
@@ -826,6 +491,7 @@ fn hint(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     fn assert_send_sync<T: Send + Sync>() {}
 

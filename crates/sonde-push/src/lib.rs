@@ -155,6 +155,8 @@ pub struct PushConfig {
     pub max_backoff: Duration,
     /// How long one batch is retried before it is dropped (reason `retries_exhausted`).
     pub max_retry_time: Duration,
+    /// At most this many retries per batch, if set (also `retries_exhausted`).
+    pub max_retries: Option<u32>,
 }
 
 impl PushConfig {
@@ -171,6 +173,7 @@ impl PushConfig {
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(5),
             max_retry_time: Duration::from_secs(300),
+            max_retries: None,
         }
     }
 }
@@ -198,6 +201,7 @@ where
         state: Mutex::new(State::default()),
         cv: Condvar::new(),
         collector_wake: Notify::new(),
+        room: Notify::new(),
         sender_wake: Notify::new(),
         metrics: ExporterMetrics::register(registry, config.name),
         queue_capacity: config.queue_capacity.max(1),
@@ -224,6 +228,7 @@ where
         timeout: config.timeout.max(Duration::from_millis(1)),
         backoff,
         max_retry_time: config.max_retry_time,
+        max_retries: config.max_retries,
     };
     let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<(), StartError<E>>>();
     let thread_shared = shared.clone();
@@ -479,6 +484,8 @@ struct Shared {
     cv: Condvar,
     collector_wake: Notify,
     sender_wake: Notify,
+    /// Signalled when the sender takes a batch off the queue.
+    room: Notify,
     metrics: ExporterMetrics,
     queue_capacity: usize,
     max_queue_bytes: usize,
@@ -555,7 +562,13 @@ impl<S: Source> Collector<S> {
                     next = after(now, self.interval);
                 }
             }
-            self.collect();
+            // Room for a large collection is awaited until the next tick (or the shutdown
+            // deadline) before the oldest batches are dropped.
+            let room_deadline = match shared.lock().deadline {
+                Some(d) if last => d,
+                _ => next,
+            };
+            self.collect(room_deadline).await;
             let mut st = shared.lock();
             st.collections_done = requested;
             if last {
@@ -570,17 +583,39 @@ impl<S: Source> Collector<S> {
         }
     }
 
-    /// Collects and queues, dropping the oldest batches when the queue is full.
-    fn collect(&mut self) {
+    /// Collects and queues. When the queue is full, waits for the sender to make room until
+    /// `room_deadline`, then drops the oldest batch: a collection split into more batches than
+    /// the queue holds is not lost while the receiver keeps up.
+    async fn collect(&mut self, room_deadline: Instant) {
         let batches = self.source.collect();
         let dropped = self.source.take_dropped();
-        let shared = &self.shared;
+        let shared = self.shared.clone();
         for (reason, n) in dropped {
             shared.metrics.dropped(reason, n);
         }
-        let mut st = shared.lock();
         for batch in batches {
             let size = Batch::bytes(&batch);
+            loop {
+                let room = shared.room.notified();
+                {
+                    let st = shared.lock();
+                    if st.queue.is_empty()
+                        || (st.queue.len() < shared.queue_capacity
+                            && st.queued_bytes + size <= shared.max_queue_bytes)
+                    {
+                        break;
+                    }
+                }
+                if Instant::now() >= room_deadline {
+                    break;
+                }
+                shared.sender_wake.notify_one();
+                tokio::select! {
+                    _ = tokio::time::sleep_until(room_deadline.into()) => break,
+                    _ = room => {}
+                }
+            }
+            let mut st = shared.lock();
             while !st.queue.is_empty()
                 && (st.queue.len() >= shared.queue_capacity
                     || st.queued_bytes + size > shared.max_queue_bytes)
@@ -602,8 +637,10 @@ impl<S: Source> Collector<S> {
                 id,
                 batch: Box::new(batch),
             });
+            shared.metrics.queue_size(st.pending());
+            drop(st);
+            shared.sender_wake.notify_one();
         }
-        shared.metrics.queue_size(st.pending());
     }
 }
 
@@ -611,6 +648,7 @@ struct SenderConfig {
     timeout: Duration,
     backoff: Backoff,
     max_retry_time: Duration,
+    max_retries: Option<u32>,
 }
 
 async fn sender_loop<K: Sink>(shared: Arc<Shared>, mut sink: K, mut cfg: SenderConfig) {
@@ -632,6 +670,7 @@ async fn sender_loop<K: Sink>(shared: Arc<Shared>, mut sink: K, mut cfg: SenderC
                 Some(b) => {
                     st.queued_bytes -= b.batch.bytes();
                     st.in_flight = Some(b.id);
+                    shared.room.notify_one();
                     Some(b)
                 }
                 None if st.shutdown && st.collector_done => {
@@ -676,6 +715,7 @@ async fn send<K: Sink>(
     batch: &K::Batch,
 ) -> Result<(), (&'static str, String)> {
     let started = Instant::now();
+    let mut retries = 0u32;
     let cut = |error: &str| {
         (
             "shutdown",
@@ -724,6 +764,15 @@ async fn send<K: Sink>(
                 after: delay,
             } => {
                 shared.metrics.request(false);
+                if let Some(max) = cfg.max_retries
+                    && retries >= max
+                {
+                    return Err((
+                        "retries_exhausted",
+                        format!("{error} (gave up after {max} retries)"),
+                    ));
+                }
+                retries += 1;
                 let wait = match delay {
                     Some(d) => d,
                     None => cfg.backoff.next(None),

@@ -225,6 +225,8 @@ fn counters_are_monotonic_and_follow_disk_and_network_activity() {
     }
     drop(client);
     assert_eq!(reader.join().unwrap(), 2 << 20);
+    // /proc/stat counts CPU time in 10 ms ticks: let a few pass so it must have moved.
+    std::thread::sleep(std::time::Duration::from_millis(60));
 
     host.collect();
     let after = registry.snapshot();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use sonde::cloudwatch::datum::{MAX_REQUEST_BYTES, Settings};
+use sonde::cloudwatch::datum::MAX_REQUEST_BYTES;
 use sonde::cloudwatch::{CloudWatchBuilder, Destination, EmfBuilder, cost_preview};
 use sonde::{Registry, Resource, Unit};
 use sonde_tests::TempDir;
@@ -619,5 +619,4 @@ fn each_lambda_invocation_writes_its_emf_before_returning() {
         let invocations: f64 = emf_values(&docs, "faas.invocations").iter().sum();
         assert_eq!(invocations, f64::from(i), "after invocation {i}");
     }
-    let _ = Settings::default();
 }

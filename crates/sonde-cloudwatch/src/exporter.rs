@@ -454,7 +454,10 @@ impl Sink for PutMetricData {
                 Outcome::Fail(format!("could not build the request: {e:?}"))
             }
             Err(e) => Outcome::Retry {
-                error: format!("could not reach CloudWatch: {}", error_chain(&e)),
+                error: format!(
+                    "could not reach CloudWatch: {}",
+                    sonde_push::error_chain(&e)
+                ),
                 after: None,
             },
         }
@@ -472,17 +475,6 @@ fn classify(status: u16, code: &str, message: &str) -> Outcome {
             "{error}; the datums were dropped (if the code is InvalidParameter*, sonde's validation missed a limit: please report it)"
         ))
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

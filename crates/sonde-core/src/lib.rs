@@ -90,7 +90,7 @@ pub use registry::{
     DEFAULT_MAX_SERIES, FamilyBuilder, INSTRUMENTATION_ERRORS, Registry, SERIES_ACTIVE,
     SERIES_OVERFLOW, Visitor,
 };
-pub use resource::Resource;
+pub use resource::{Resource, parse_key_values};
 pub use series::{Header, SeriesInfo, unix_nanos};
 pub use snapshot::{
     FamilyMeta, FamilySnapshot, OVERFLOW_LABEL, Point, Reader, SeriesSnapshot, Snapshot,

@@ -51,7 +51,7 @@ impl Resource {
         let service_configured = env("OTEL_SERVICE_NAME").is_some_and(|s| !s.is_empty())
             || env("OTEL_RESOURCE_ATTRIBUTES")
                 .as_deref()
-                .and_then(parse_attributes)
+                .and_then(parse_key_values)
                 .is_some_and(|a| a.iter().any(|(k, _)| k == "service.name"));
         let mut r = detected.clone().merge(&configured);
         if !service_configured && let Some(name) = detected.get("service.name") {
@@ -119,7 +119,7 @@ impl Resource {
             .with("telemetry.sdk.name", "sonde")
             .with("telemetry.sdk.language", "rust")
             .with("telemetry.sdk.version", env!("CARGO_PKG_VERSION"));
-        if let Some(attrs) = resource_attributes.and_then(parse_attributes) {
+        if let Some(attrs) = resource_attributes.and_then(parse_key_values) {
             for (k, v) in attrs {
                 r = r.with(k, v);
             }
@@ -195,9 +195,10 @@ fn hostname(get: &dyn Fn(&str) -> Option<String>) -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
-/// Parses `key1=value1,key2=value2` with percent-encoded values. As the specification asks,
-/// any malformed entry discards the whole value.
-fn parse_attributes(s: &str) -> Option<Vec<(String, String)>> {
+/// Parses `key1=value1,key2=value2` with percent-encoded values, the format of
+/// `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_EXPORTER_OTLP_HEADERS`. As the specification asks, any
+/// malformed entry discards the whole value (`None`).
+pub fn parse_key_values(s: &str) -> Option<Vec<(String, String)>> {
     let mut out = Vec::new();
     for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=')?;

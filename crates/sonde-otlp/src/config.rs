@@ -303,41 +303,24 @@ fn endpoint_url(e: &str, protocol: Protocol, signal: Signal, as_is: bool) -> Opt
     }
 }
 
-/// `k1=v1,k2=v2` with percent-encoded values (the W3C baggage format the spec refers to).
+/// `k1=v1,k2=v2` with percent-encoded values (the W3C baggage format the spec refers to);
+/// names are lowercased.
 fn parse_headers(s: &str) -> Option<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=')?;
-        let k = k.trim();
-        if k.is_empty() {
-            return None;
-        }
-        out.push((k.to_ascii_lowercase(), percent_decode(v.trim())?));
+    let mut out = sonde_core::parse_key_values(s)?;
+    for (k, _) in &mut out {
+        k.make_ascii_lowercase();
     }
     Some(out)
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Reads a process environment variable.
 pub(crate) fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
+
+/// Where the builders read configuration variables (the process environment, or a closure for
+/// tests and embedding).
+pub(crate) type Env = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 #[cfg(test)]
 mod tests {

@@ -7,7 +7,7 @@ use sonde_core::{Kind, Registry, Resource, Temporality};
 use sonde_push::{PushConfig, PushExporter, Source, StartError};
 
 use crate::Error;
-use crate::config::{OtlpTransport, Signal, process_env};
+use crate::config::{Env, OtlpTransport, Signal, process_env};
 use crate::convert::{self, HistogramAggregation};
 use crate::transport::Client;
 
@@ -15,8 +15,6 @@ use crate::transport::Client;
 pub const EXPORTER: &str = "otlp";
 
 pub use sonde_push::DROP_SHUTDOWN_TIMEOUT;
-
-type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
 /// Configures and starts an [`OtlpMetricsExporter`].
 ///

@@ -34,9 +34,7 @@ use sonde_core::{Registry, Resource};
 use tracing_subscriber::layer::SubscriberExt as _;
 
 use crate::Error;
-use crate::config::{Compression, OtlpTransport, Protocol, Signal, process_env};
-
-type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+use crate::config::{Compression, Env, OtlpTransport, Protocol, Signal, process_env};
 
 /// Configures the tracing pipeline.
 pub struct TracesBuilder {

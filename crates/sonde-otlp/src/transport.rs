@@ -127,13 +127,10 @@ impl Client {
                     )
                     .await
                 };
-                match tokio::time::timeout(timeout, call).await {
-                    Err(_) => Outcome::Retry {
-                        error: format!("{endpoint} did not answer within {timeout:?}"),
-                        after: None,
-                    },
-                    Ok(Ok(response)) => success(response.into_inner()),
-                    Ok(Err(status)) => grpc_outcome(&status, endpoint),
+                // The push engine bounds the whole attempt by `timeout`.
+                match call.await {
+                    Ok(response) => success(response.into_inner()),
+                    Err(status) => grpc_outcome(&status, endpoint),
                 }
             }
             Client::Http {
@@ -159,7 +156,10 @@ impl Client {
                     Ok(r) => r,
                     Err(e) => {
                         return Outcome::Retry {
-                            error: format!("could not reach {url}: {}", error_chain(&e)),
+                            error: format!(
+                                "could not reach {url}: {}",
+                                sonde_push::error_chain(&e)
+                            ),
                             after: None,
                         };
                     }
@@ -184,17 +184,6 @@ impl sonde_push::Sink for Client {
     async fn send(&mut self, batch: &crate::convert::Encoded, timeout: Duration) -> Outcome {
         self.send_body(&batch.body, timeout).await
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    s
 }
 
 fn success(r: ExportMetricsServiceResponse) -> Outcome {

@@ -178,6 +178,19 @@ impl PushConfig {
     }
 }
 
+/// `error: cause: cause...`, for messages about transport errors whose `Display` hides the
+/// cause (connection refused, TLS, DNS).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
 /// How long dropping a [`PushExporter`] waits for the last collection to be delivered.
 pub const DROP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 

@@ -30,6 +30,9 @@ impl TlsProxy {
         let ca_pem = dir.0.join("ca.pem");
         std::fs::write(&ca_pem, cert.cert.pem()).unwrap();
         let key = rustls_pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        // ring: the workspace's one TLS stack (rustls 0.23.48 deprecates it for lacking
+        // post-quantum key exchange).
+        #[allow(deprecated)]
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))

@@ -56,7 +56,8 @@ fn histograms() -> BTreeSet<String> {
 }
 
 /// Whether a series is cumulative: a counter (sonde's always end in `_total`) or a histogram's
-/// `_bucket`, `_count` or `_sum` (gauges such as `process_thread_count` also end in `_count`).
+/// `_bucket`, `_count` or `_sum` of a histogram the queries use (gauges never end in those: sonde
+/// renders `process.thread.count` as `process_thread_count_value`).
 fn is_counter_like(name: &str, histograms: &BTreeSet<String>) -> bool {
     name.ends_with("_total")
         || name.ends_with("_bucket")
@@ -273,10 +274,16 @@ fn lint(d: &Dashboard, alerts: &BTreeMap<String, (String, Vec<f64>)>) -> Vec<Str
                         s.name
                     ));
                 }
+                // A stat's instant query may total a counter over the whole time range.
+                let total_over_range = ty == "stat" && t["instant"] == true && t["range"] != true;
                 if let Some(r) = &s.range
                     && r != "$__rate_interval"
+                    && !(r == "$__range" && total_over_range)
                 {
-                    bad(format!("{}[{r}]: ranges must be $__rate_interval", s.name));
+                    bad(format!(
+                        "{}[{r}]: ranges must be $__rate_interval ($__range only in a stat's instant query)",
+                        s.name
+                    ));
                 }
                 if is_counter_like(&s.name, &histograms) {
                     let f = s.innermost_function().unwrap_or_default();
@@ -386,6 +393,12 @@ fn the_lint_catches_what_it_should() {
     panel(panels, "Latency p50/p95/p99 by route")["targets"][0]["exemplar"] = false.into();
     panel(panels, "Latency heatmap")["type"] = "timeseries".into();
     panel(panels, "Active requests")["fieldConfig"]["defaults"]["unit"] = "".into();
+    let sli = panel(panels, "Availability (SLI)");
+    sli["targets"][0]["expr"] = sli["targets"][0]["expr"]
+        .as_str()
+        .unwrap()
+        .replace("$__rate_interval", "$__range")
+        .into();
     let status = panel(panels, "Requests by status code");
     status["datasource"]["uid"] = "${DS_PROMETHEUS}".into();
     status["gridPos"]["x"] = 20.into();
@@ -400,12 +413,36 @@ fn the_lint_catches_what_it_should() {
         "no unit",
         "${DS_",
         "off the 24-column grid",
+        "$__range only in a stat's instant query",
     ] {
         assert!(
             problems.contains(expected),
             "the lint missed {expected:?}:\n{problems}"
         );
     }
+}
+
+#[test]
+fn the_cold_starts_stat_totals_the_dashboard_time_range() {
+    // Over $__rate_interval it showed the cold starts of the last few scrapes, whatever range
+    // the dashboard shows.
+    let d = Dashboard::load_all()
+        .into_iter()
+        .find(|d| d.uid() == "sonde-runtime")
+        .unwrap();
+    let p = d
+        .panels()
+        .into_iter()
+        .find(|p| p["title"] == "Cold starts")
+        .unwrap();
+    let t = &p["targets"][0];
+    assert!(
+        str_of(t, "expr").contains("increase(faas_coldstarts_total")
+            && str_of(t, "expr").contains("[$__range]")
+            && t["instant"] == true,
+        "{t}"
+    );
+    assert!(str_of(p, "description").contains("time range"));
 }
 
 #[test]

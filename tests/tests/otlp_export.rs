@@ -646,12 +646,23 @@ fn configuration_comes_from_the_standard_variables() {
     let a = &metric_attempts(&rx)[0];
     assert_eq!((a.transport, a.gzip), (Transport::Grpc, false));
 
-    let e = OtlpMetricsBuilder::new()
-        .registry(reg)
-        .environment(|k| (k == "OTEL_METRIC_EXPORT_INTERVAL").then(|| "1m".to_string()))
-        .install()
-        .unwrap_err();
-    assert!(e.to_string().contains("OTEL_METRIC_EXPORT_INTERVAL"), "{e}");
+    // An unusable variable is warned about and its default used, as the specification asks:
+    // the exporter still starts.
+    let (exporter, lines) = sonde::testing::capture_diagnostics(|| {
+        OtlpMetricsBuilder::new()
+            .registry(reg)
+            .environment(|k| (k == "OTEL_METRIC_EXPORT_INTERVAL").then(|| "1m".to_string()))
+            .install()
+    });
+    let exporter = exporter.unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("WARN OTEL_METRIC_EXPORT_INTERVAL=\"1m\" is ignored")),
+        "{lines:?}"
+    );
+    // Nothing listens on the default endpoint: the last interval cannot be delivered.
+    let _ = exporter.shutdown(Duration::from_millis(200));
 }
 
 #[test]

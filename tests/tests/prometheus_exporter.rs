@@ -365,7 +365,7 @@ fn prometheus_scrapes_the_example_service() {
         "http_server_active_requests",
         "process_startup_duration_seconds",
         "process_cpu_time_seconds_total",
-        "db_client_connection_count",
+        "db_client_connection_count_value",
         "target_info",
     ] {
         assert!(!q(family).is_empty(), "{family} missing");

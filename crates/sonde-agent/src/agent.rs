@@ -20,12 +20,11 @@ pub fn run(config: Config, path: Option<String>) -> Result<(), String> {
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     // The agent's own process, once for the agent's lifetime (its series survive reloads).
     let own = if config.own_process {
-        // With the procstat labels, so it shares the process.* families with procstat.
-        match sonde_host::with_procstat_labels(
-            sonde_process::ProcessCollector::current().registry(&registry),
-            "self",
-        )
-        .install()
+        // Unlabelled: process.* is the agent alone (procstat has its own procstat.* names).
+        match sonde_process::ProcessCollector::current()
+            .registry(&registry)
+            .prometheus_names(config.process_prometheus_names)
+            .install()
         {
             Ok(p) => Some(p),
             Err(e) => {
@@ -180,7 +179,13 @@ impl Running {
                 .resource(resource.clone())
                 .bind(p.listen)
                 .install()
-                .map_err(|e| format!("[exporters.prometheus]: {e}"))?;
+                .map_err(|e| match e {
+                    // The library's message names its own settings; the agent's user has `listen`.
+                    sonde_prometheus::Error::Bind { addr, source } => format!(
+                        "[exporters.prometheus] listen = \"{addr}\": cannot listen: {source}; set another address with `listen` in [exporters.prometheus] or SONDE_EXPORTERS_PROMETHEUS_LISTEN (is another sonde-agent already running there?)"
+                    ),
+                    other => format!("[exporters.prometheus]: {other}"),
+                })?;
             self.prometheus = Some(server);
         }
         if let Some(o) = &config.otlp {
@@ -294,9 +299,11 @@ impl Running {
             let _ = stop.send(());
             let _ = t.join();
         }
-        // Whatever StatsD already received is recorded before the last export.
+        // Whatever StatsD already received is recorded before the last export, and the open set
+        // window is published (a shorter last interval, rather than lost).
         if let Some(s) = self.statsd.take() {
             s.flush();
+            s.rotate_sets();
             match Arc::try_unwrap(s) {
                 Ok(mut s) => s.shutdown(),
                 Err(s) => drop(s),
@@ -414,6 +421,28 @@ fn start_probes(
         .map_err(|e| format!("[probes]: {e}"))
 }
 
+/// Closes an agent interval: the StatsD set window closes first, which publishes each set's
+/// distinct count of the whole interval in its gauge (see `Ingest::rotate_sets`), then the EMF
+/// writer flushes, so its documents carry that full figure, the one every scrape and OTLP
+/// export reads until the next interval closes.
+fn close_interval(
+    statsd: Option<&sonde_statsd::StatsdServer>,
+    emf: Option<&sonde_cloudwatch::EmfWriter>,
+) {
+    if let Some(s) = statsd
+        && !s.rotate_sets()
+    {
+        warn!(
+            "the StatsD parser did not close the set window within 5 s; sets keep the previous interval's figure"
+        );
+    }
+    if let Some(w) = emf
+        && let Err(e) = w.flush()
+    {
+        warn!("{e}");
+    }
+}
+
 /// One thread for the periodic work that has no thread of its own: host and procstat
 /// collection, StatsD set rotation, EMF flushes.
 fn start_ticker(
@@ -470,25 +499,93 @@ fn start_ticker(
                     next_host = now + host_every;
                 }
                 if now >= next_agent {
-                    if let Some(s) = &statsd {
-                        s.rotate_sets();
-                    }
-                    if let Some(w) = &emf
-                        && let Err(e) = w.flush()
-                    {
-                        warn!("{e}");
-                    }
+                    close_interval(statsd.as_deref(), emf.as_deref());
                     next_agent = now + agent_every;
                 }
                 let wait = next_host
                     .min(next_agent)
                     .saturating_duration_since(Instant::now());
                 match stop_rx.recv_timeout(wait) {
-                    Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => {
+                        // On purpose: the series stay for the next configuration's collectors.
+                        for p in &procstat {
+                            p.shutdown();
+                        }
+                        if let Some(h) = &host {
+                            h.shutdown();
+                        }
+                        return;
+                    }
                     Err(RecvTimeoutError::Timeout) => {}
                 }
             }
         })
         .map_err(|e| format!("cannot start the agent's timer thread: {e}"))?;
     Ok((stop_tx, thread))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The value of metric `name` in each EMF document of `path`, in order.
+    fn emf_values(path: &std::path::Path, name: &str) -> Vec<f64> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let doc: serde_json::Value = serde_json::from_str(l).unwrap();
+                doc.get(name).map(|v| v.as_f64().unwrap())
+            })
+            .collect()
+    }
+
+    /// Issue #21 item 7: EMF documents carried 0 for every set, and scrapes a partial count.
+    #[test]
+    fn a_set_reads_the_same_full_window_in_a_scrape_and_in_emf() {
+        let dir = std::env::temp_dir().join(format!(
+            "sonde-agent-sets-{}-{}",
+            std::process::id(),
+            sonde_core::unix_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("emf.log");
+        let registry = Registry::new();
+        let statsd = sonde_statsd::StatsdServer::builder()
+            .udp("127.0.0.1:0")
+            .registry(registry.clone())
+            .start()
+            .unwrap();
+        let emf = sonde_cloudwatch::EmfBuilder::new("sonde-test")
+            .registry(registry.clone())
+            .destination(sonde_cloudwatch::Destination::File(path.clone()))
+            .build()
+            .unwrap();
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = statsd.local_addr().unwrap();
+        let users = |snap: &sonde_core::Snapshot| {
+            snap.point("shop.users", &[])
+                .unwrap()
+                .number()
+                .unwrap()
+                .as_f64()
+        };
+        let mut scraped = Vec::new();
+        for members in [&["a", "b", "a", "c"][..], &["b", "d"], &["e"]] {
+            for m in members {
+                sock.send_to(format!("shop.users:{m}|s").as_bytes(), addr)
+                    .unwrap();
+            }
+            assert!(statsd.flush());
+            // Mid-window, a scrape reads the previous window, whole.
+            let before = users(&registry.snapshot());
+            assert_eq!(Some(&before), scraped.last().or(Some(&0.0)));
+            close_interval(Some(&statsd), Some(&emf));
+            scraped.push(users(&registry.snapshot()));
+        }
+        assert_eq!(scraped, [3.0, 2.0, 1.0]);
+        assert_eq!(emf_values(&path, "shop.users"), scraped);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -14,6 +14,11 @@ use toml_edit::{Document, Item, Table, Value};
 /// The configuration used when no file is given.
 pub const DEFAULT_CONFIG: &str = include_str!("../sonde-agent.toml");
 
+/// Where the agent serves `/metrics` by default: loopback, port 9465. Not the library's 9464
+/// (the OpenTelemetry Prometheus exporter's port), so a service using sonde and the agent can
+/// run on one host with their defaults.
+pub const DEFAULT_PROMETHEUS_LISTEN: &str = "127.0.0.1:9465";
+
 /// One problem in the configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConfigError {
@@ -232,6 +237,9 @@ pub struct Config {
     pub host: HostSection,
     /// `[collectors.process]`: the agent's own process metrics.
     pub own_process: bool,
+    /// `[collectors.process] prometheus_names`: also the Prometheus client libraries' names
+    /// (`process_cpu_seconds_total`, `process_open_fds`...), next to the OpenTelemetry ones.
+    pub process_prometheus_names: bool,
     /// `[[collectors.procstat]]`.
     pub procstat: Vec<ProcstatSection>,
     /// `[statsd]`.
@@ -738,8 +746,17 @@ impl<'a> Reader<'a> {
             per_cpu: self.bool(host, &["collectors", "host", "per_cpu"], false),
         };
         let process = self.sub(collectors, "process", "collectors.process");
-        self.unknown_keys(process, "collectors.process", &["enabled"]);
+        self.unknown_keys(
+            process,
+            "collectors.process",
+            &["enabled", "prometheus_names"],
+        );
         let own_process = self.bool(process, &["collectors", "process", "enabled"], true);
+        let process_prometheus_names = self.bool(
+            process,
+            &["collectors", "process", "prometheus_names"],
+            false,
+        );
         let mut procstat = Vec::new();
         for t in self.tables(collectors, "procstat", "collectors.procstat") {
             self.unknown_keys(
@@ -945,9 +962,9 @@ impl<'a> Reader<'a> {
                     .address(
                         t,
                         &["exporters", "prometheus", "listen"],
-                        "127.0.0.1:9464".parse().ok(),
+                        DEFAULT_PROMETHEUS_LISTEN.parse().ok(),
                     )
-                    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464))),
+                    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9465))),
             });
 
         let t = self.sub(exporters, "otlp", "exporters.otlp");
@@ -1135,6 +1152,7 @@ impl<'a> Reader<'a> {
             resource,
             host,
             own_process,
+            process_prometheus_names,
             procstat,
             statsd,
             probes,
@@ -1188,9 +1206,19 @@ mod tests {
     fn the_embedded_defaults_are_valid() {
         let c = parse(DEFAULT_CONFIG, &[]).unwrap();
         assert_eq!(c.statsd.udp, "127.0.0.1:8125".parse().ok());
+        // Not the library's 9464: a sonde service and the agent share a host on defaults.
         assert_eq!(
             c.prometheus.unwrap().listen,
-            "127.0.0.1:9464".parse().unwrap()
+            "127.0.0.1:9465".parse().unwrap()
+        );
+        assert_eq!(
+            parse("", &[])
+                .unwrap()
+                .prometheus
+                .unwrap()
+                .listen
+                .to_string(),
+            DEFAULT_PROMETHEUS_LISTEN
         );
         assert!(c.host.enabled && c.own_process && c.statsd.enabled);
         assert!(c.otlp.is_none() && c.cloudwatch.is_none());

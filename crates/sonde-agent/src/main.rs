@@ -5,6 +5,7 @@
 //! sonde-agent [--config FILE]          run (embedded defaults without --config)
 //! sonde-agent check-config FILE        report every configuration error; exit 2 if any
 //! sonde-agent print-default-config     the embedded defaults, a starting point
+//! sonde-agent print-example-config     every section and key, commented
 //! sonde-agent --version
 //! ```
 //!
@@ -18,10 +19,15 @@ use std::process::ExitCode;
 
 use config::{Config, DEFAULT_CONFIG, LogFormat};
 
+/// Every section and key with comments, for `print-example-config`.
+const EXAMPLE_CONFIG: &str = include_str!("../examples-config/full.toml");
+
 const USAGE: &str = "usage:
   sonde-agent [--config FILE]         run (embedded defaults without --config)
   sonde-agent check-config FILE       report every configuration error, exit 2 if any
   sonde-agent print-default-config    print the embedded defaults
+  sonde-agent print-example-config    print every section and key, commented
+                                      (also crates/sonde-agent/examples-config/full.toml)
   sonde-agent --version
 
 Every setting can be overridden from the environment: SONDE_<SECTION>_<KEY>,
@@ -44,6 +50,10 @@ fn main() -> ExitCode {
             }
             "print-default-config" => {
                 print!("{DEFAULT_CONFIG}");
+                return ExitCode::SUCCESS;
+            }
+            "print-example-config" => {
+                print!("{EXAMPLE_CONFIG}");
                 return ExitCode::SUCCESS;
             }
             "check-config" => {
@@ -89,8 +99,8 @@ fn main() -> ExitCode {
     match agent::run(config, config_path) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Logs go to stderr already: one line, not two.
             tracing::error!("{e}");
-            eprintln!("sonde-agent: {e}");
             ExitCode::from(1)
         }
     }
@@ -128,8 +138,10 @@ pub(crate) fn load(path: Option<&str>) -> Result<Config, String> {
 fn init_logs(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.agent.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: a file or the journal would keep the escape codes.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match config.agent.log_format {
         LogFormat::Json => builder.json().try_init(),

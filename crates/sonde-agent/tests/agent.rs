@@ -141,10 +141,15 @@ fn python(script: &str) {
 fn real_statsd_clients_reach_prometheus_through_the_agent() {
     let statsd = free_udp();
     let metrics = free_addr();
-    let agent = Agent::start(&base_config(statsd, metrics));
+    // Sets publish each closed interval: a short one, so the test sees one close.
+    let agent = Agent::start(&base_config(statsd, metrics).replace("\"1h\"", "\"3s\""));
     let prom = Prometheus::start(&[metrics], &[], &[]);
+    // Prometheus's target discovery can take seconds after it is ready; a set's figure lasts
+    // one 3 s interval, so let scraping begin before sending anything.
+    prom.wait_for_series("up == 1", Duration::from_secs(20));
     let port = statsd.port();
-    // The `statsd` package: counters, sampled counters, gauges with deltas, timers, sets.
+    // The `statsd` package: counters, sampled counters, gauges with deltas, timers, sets (in
+    // one datagram, so in one interval).
     python(&format!(
         r#"
 import statsd, time
@@ -154,7 +159,8 @@ c.incr("shop.orders", 5)
 c.gauge("shop.queue", 40)
 c.gauge("shop.queue", -15, delta=True)
 for ms in (10, 20, 30, 40): c.timing("shop.checkout", ms)
-for u in ("a", "b", "a", "c"): c.set("shop.users", u)
+with c.pipeline() as p:
+    for u in ("a", "b", "a", "c"): p.set("shop.users", u)
 "#
     ));
     // datadog's DogStatsD client: tags become labels, distributions and histograms.
@@ -181,7 +187,8 @@ d.flush()
     assert_eq!(q("shop_queue"), 25.0);
     assert_eq!(q("shop_checkout_seconds_count"), 4.0);
     assert!((q("shop_checkout_seconds_sum") - 0.1).abs() < 1e-9);
-    assert_eq!(q("shop_users"), 3.0);
+    // The distinct count of the whole interval, read by some scrape before the next one closes.
+    assert_eq!(q("max_over_time(shop_users[5m]) == 3"), 3.0);
     assert_eq!(q(r#"api_requests_total{route="/users",code="200"}"#), 3.0);
     assert_eq!(q(r#"api_requests_total{route="/users",code="500"}"#), 1.0);
     assert_eq!(q(r#"api_latency_count{route="/users"}"#), 2.0);
@@ -248,6 +255,48 @@ fn sigterm_delivers_the_last_interval_to_the_otlp_receiver() {
         json.contains("AsDouble(7.0)") || json.contains("AsInt(7)"),
         "{json}"
     );
+}
+
+/// Issue #21 item 6: a new DogStatsD tag key used to wipe every earlier series.
+#[test]
+fn a_new_tag_key_keeps_every_series_on_metrics() {
+    let statsd = free_udp();
+    let metrics = free_addr();
+    let agent = Agent::start(&base_config(statsd, metrics));
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let send = |tags: &str| {
+        sock.send_to(
+            format!("api.hits:1|c{tags}\napi.lat:100|ms{tags}").as_bytes(),
+            statsd,
+        )
+        .unwrap();
+    };
+    for _ in 0..5 {
+        send("");
+    }
+    send("|#route:/users");
+    send("");
+    send("|#host:a");
+    let want = [
+        (r#"api_hits_total{host="",route=""}"#, 6.0),
+        (r#"api_hits_total{host="",route="/users"}"#, 1.0),
+        (r#"api_hits_total{host="a",route=""}"#, 1.0),
+        (r#"api_lat_seconds_count{host="",route=""}"#, 6.0),
+        (r#"api_lat_seconds_sum{host="",route=""}"#, 0.6),
+        (r#"api_lat_seconds_count{host="",route="/users"}"#, 1.0),
+        (r#"api_lat_seconds_count{host="a",route=""}"#, 1.0),
+    ];
+    let text = wait_for("every series", Duration::from_secs(20), || {
+        let t = agent.scrape();
+        (value(&t, r#"api_hits_total{host="a",route=""}"#) == Some(1.0)).then_some(t)
+    });
+    for (series, v) in want {
+        let got = value(&text, series);
+        assert!(
+            got.is_some_and(|g| (g - v).abs() < 1e-9),
+            "{series}: {got:?}\n{text}"
+        );
+    }
 }
 
 #[test]

@@ -350,6 +350,7 @@ impl Fixture {
         // sonde-otlp turns on reqwest's `rustls-no-provider` feature, and with it any reqwest
         // client needs a process-wide rustls provider to be built (the connections here are
         // plain http). An application with both exporters does the same.
+        #[allow(deprecated)] // ring: the workspace's one TLS stack
         let _ = rustls::crypto::ring::default_provider().install_default();
         // Built on a thread of its own, as opentelemetry-otlp does for its default client:
         // the blocking client must not be created or dropped inside a Tokio runtime.

@@ -311,8 +311,9 @@ pub(crate) fn check_namespace(ns: &str) -> Result<(), Error> {
 }
 
 /// A running CloudWatch exporter. Dropping it shuts it down, waiting up to
-/// [`DROP_SHUTDOWN_TIMEOUT`] for the last interval.
+/// [`DROP_SHUTDOWN_TIMEOUT`] for the last interval, and logs that it did.
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the exporter: keep it (`let _cloudwatch = ...`) for as long as it should export"]
 pub struct CloudWatchExporter {
     inner: PushExporter,
     namespace: String,

@@ -64,6 +64,15 @@ pub enum Error {
         /// What is wrong and how to fix it.
         problem: String,
     },
+    /// A family passed to [`Registry::widen_family`](crate::Registry::widen_family) is not the
+    /// one the registry holds under its name.
+    #[error(
+        "metric {name:?} is not registered in this registry as the family given (it was removed or replaced, or belongs to another registry); widen the family the registry holds now, or register the name again"
+    )]
+    NotRegistered {
+        /// The metric.
+        name: String,
+    },
     /// A static family could not be registered in the global registry.
     #[error("static metric {name:?} could not be registered: {reason}")]
     Static {

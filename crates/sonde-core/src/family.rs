@@ -10,6 +10,7 @@ use std::time::Duration;
 use hashbrown::HashTable;
 
 use crate::Error;
+use crate::histogram::InstrumentOptions;
 use crate::instrument::{Counter, Instrument};
 use crate::labels::{LabelValues, hash_values};
 use crate::series::{Series, SeriesInfo};
@@ -37,6 +38,8 @@ pub(crate) struct FamilyInner<M: Instrument> {
     len: AtomicUsize,
     max_series: usize,
     idle_ttl: Option<u64>,
+    /// The builder's options as given, to build the configuration again on widening.
+    pub(crate) options: InstrumentOptions,
     overflow: OnceLock<Arc<Series<M::Core>>>,
     unlabelled: OnceLock<M>,
     self_metrics: SelfMetrics,
@@ -95,6 +98,7 @@ impl<M: Instrument> Family<M> {
         config: M::Config,
         max_series: usize,
         idle_timeout: Option<Duration>,
+        options: InstrumentOptions,
         self_metrics: SelfMetrics,
     ) -> Self {
         Family {
@@ -106,6 +110,7 @@ impl<M: Instrument> Family<M> {
                 len: AtomicUsize::new(0),
                 max_series: max_series.max(1),
                 idle_ttl: idle_timeout.map(|d| d.as_secs().max(1)),
+                options,
                 overflow: OnceLock::new(),
                 unlabelled: OnceLock::new(),
                 self_metrics,
@@ -232,6 +237,60 @@ impl<M: Instrument> Family<M> {
                 M::from_series(series)
             })
             .clone()
+    }
+
+    /// A new family (not registered) with `meta` and `config` holding every series of this one,
+    /// its label values rearranged by `positions` (for each new label, the index of the old
+    /// label it takes its value from, or `None` for `""`) and its recorded state, id and start
+    /// time carried over. See [`Registry::widen_family`](crate::Registry::widen_family).
+    pub(crate) fn widened(
+        &self,
+        meta: FamilyMeta,
+        config: M::Config,
+        positions: &[Option<usize>],
+    ) -> Family<M> {
+        let old = &*self.inner;
+        let new = Family::<M>::new(
+            meta,
+            config,
+            old.max_series,
+            old.idle_ttl.map(Duration::from_secs),
+            old.options.clone(),
+            old.self_metrics.clone(),
+        );
+        let inner = &*new.inner;
+        let carry = |s: &Series<M::Core>, labels: LabelValues| {
+            let core = M::new_core(&inner.config);
+            M::absorb(&core, &s.core);
+            Arc::new(Series {
+                header: crate::series::Header::carried(labels, &s.header),
+                core,
+            })
+        };
+        for shard in &old.shards {
+            for s in read(shard).iter() {
+                let old_values: Vec<&str> = s.header.labels.iter().collect();
+                let values: Vec<&str> = positions
+                    .iter()
+                    .map(|p| p.and_then(|i| old_values.get(i).copied()).unwrap_or(""))
+                    .collect();
+                let series = carry(s, LabelValues::new(&values));
+                let hash = hash_values(&inner.hasher, values.iter().copied());
+                let hasher = &inner.hasher;
+                write(&inner.shards[shard_of(hash)]).insert_unique(hash, series.clone(), |s| {
+                    hash_values(hasher, s.header.labels.iter())
+                });
+                inner.len.fetch_add(1, Relaxed);
+                if positions.is_empty() {
+                    // Without labels the one series is also the family's handle.
+                    let _ = inner.unlabelled.set(M::from_series(series));
+                }
+            }
+        }
+        if let Some(s) = old.overflow.get() {
+            let _ = inner.overflow.set(carry(s, LabelValues::empty()));
+        }
+        new
     }
 
     /// Removes the series with these label values, if present. Handles still held keep

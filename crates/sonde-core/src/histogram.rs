@@ -456,6 +456,56 @@ impl HistogramCore {
         }
     }
 
+    /// Adds everything `src` recorded (cells, bucket splits, sum, extremes, exemplars; every
+    /// stripe of `src` goes to this core's first block) to this core. Both must share a grid:
+    /// same buckets, precision and range (stripes may differ); otherwise nothing is added and
+    /// the result is false. Not for the hot path.
+    pub(crate) fn absorb(&self, src: &HistogramCore) -> bool {
+        let (l, sl) = (&*self.layout, &*src.layout);
+        if l.cells() != sl.cells() || l.min_exp != sl.min_exp || l.explicit != sl.explicit {
+            return false;
+        }
+        let cells = l.cells();
+        self.occupied.fetch_or(src.occupied.load(Acquire), Relaxed);
+        for base in (0..sl.stripes).map(|s| s * sl.block) {
+            for cell in 0..cells {
+                let c = src.counters[base + cell].load(Relaxed);
+                if c != 0 {
+                    self.counters[cell].fetch_add(c, Relaxed);
+                }
+            }
+            for j in 0..l.explicit.len() {
+                let c = src.counters[base + cells + j].load(Acquire);
+                if c != 0 {
+                    // Release after the cells, as in `split`: readers never see splits ahead.
+                    self.counters[cells + j].fetch_add(c, Release);
+                }
+            }
+            add_f64(
+                &self.counters[l.sum_at],
+                f64::from_bits(src.counters[base + sl.sum_at].load(Relaxed)),
+            );
+        }
+        update_extreme(&self.min, f64::from_bits(src.min.load(Relaxed)), |n, c| {
+            n < c
+        });
+        update_extreme(&self.max, f64::from_bits(src.max.load(Relaxed)), |n, c| {
+            n > c
+        });
+        if let (Some(dst), Some(from)) = (&self.exemplars, &src.exemplars) {
+            for (d, s) in dst.iter().zip(from.iter()) {
+                if let Some(e) = s.read() {
+                    let ctx = TraceContext {
+                        trace_id: e.trace_id,
+                        span_id: e.span_id,
+                    };
+                    d.write(e.value, &ctx, e.unix_nanos);
+                }
+            }
+        }
+        true
+    }
+
     fn read(&self) -> HistogramPoint {
         let l = &self.layout;
         let cells = l.cells();
@@ -610,6 +660,9 @@ impl Instrument for Histogram {
     }
     fn read(core: &HistogramCore) -> Point {
         Point::Histogram(core.read())
+    }
+    fn absorb(dst: &HistogramCore, src: &HistogramCore) {
+        dst.absorb(src);
     }
 }
 

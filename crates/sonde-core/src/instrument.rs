@@ -66,6 +66,10 @@ pub trait Instrument: sealed::Sealed + Clone + Send + Sync + 'static {
     fn from_series(series: Arc<Series<Self::Core>>) -> Self;
     #[doc(hidden)]
     fn read(core: &Self::Core) -> Point;
+    /// Adds what `src` recorded to `dst` (a gauge takes `src`'s value): how
+    /// [`Registry::widen_family`](crate::Registry::widen_family) moves a series.
+    #[doc(hidden)]
+    fn absorb(dst: &Self::Core, src: &Self::Core);
 
     /// A handle that records into a private series no registry exports.
     ///
@@ -135,6 +139,9 @@ macro_rules! number_instrument {
                     Kind::UpDownCounter => Point::UpDownCounter(core.load()),
                     _ => Point::Gauge(core.load()),
                 }
+            }
+            fn absorb(dst: &NumberCore<N>, src: &NumberCore<N>) {
+                dst.absorb(src, $kind == Kind::Gauge);
             }
         }
 

@@ -45,6 +45,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod diag;
 mod error;
 pub mod exemplar;
 mod family;
@@ -87,8 +88,8 @@ pub use lazy::LazyFamily;
 pub use lazy::{__family, __unit_for_name};
 pub use number::{AtomicNumber, Number, NumberKind};
 pub use registry::{
-    DEFAULT_MAX_SERIES, FamilyBuilder, INSTRUMENTATION_ERRORS, Registry, SERIES_ACTIVE,
-    SERIES_OVERFLOW, Visitor,
+    CollectorGuard, DEFAULT_MAX_SERIES, FamilyBuilder, INSTRUMENTATION_ERRORS, Registry,
+    SERIES_ACTIVE, SERIES_OVERFLOW, Visitor,
 };
 pub use resource::{Resource, parse_key_values};
 pub use series::{Header, SeriesInfo, unix_nanos};

@@ -72,6 +72,8 @@ pub trait AtomicNumber: sealed::Sealed + Copy + Send + Sync + 'static {
     #[doc(hidden)]
     fn load(a: &Self::Atomic) -> Number;
     #[doc(hidden)]
+    fn get(a: &Self::Atomic) -> Self;
+    #[doc(hidden)]
     fn is_non_negative(v: Self) -> bool;
     #[doc(hidden)]
     fn plus(a: Number, b: Number) -> Number;
@@ -98,6 +100,9 @@ impl AtomicNumber for u64 {
     }
     fn load(a: &AtomicU64) -> Number {
         Number::U64(a.load(Relaxed))
+    }
+    fn get(a: &AtomicU64) -> u64 {
+        a.load(Relaxed)
     }
     #[inline(always)]
     fn plus(a: Number, b: Number) -> Number {
@@ -134,6 +139,9 @@ impl AtomicNumber for i64 {
     fn load(a: &AtomicI64) -> Number {
         Number::I64(a.load(Relaxed))
     }
+    fn get(a: &AtomicI64) -> i64 {
+        a.load(Relaxed)
+    }
     #[inline(always)]
     fn plus(a: Number, b: Number) -> Number {
         match (a, b) {
@@ -168,6 +176,9 @@ impl AtomicNumber for f64 {
     }
     fn load(a: &AtomicU64) -> Number {
         Number::F64(f64::from_bits(a.load(Relaxed)))
+    }
+    fn get(a: &AtomicU64) -> f64 {
+        f64::from_bits(a.load(Relaxed))
     }
     #[inline(always)]
     fn plus(a: Number, b: Number) -> Number {
@@ -231,6 +242,20 @@ impl<N: AtomicNumber> NumberCore<N> {
     #[inline(always)]
     pub(crate) fn value(&self) -> &N::Atomic {
         &self.value
+    }
+
+    /// Adds everything `src` holds (its value and every stripe) to this core's value, or, with
+    /// `replace`, stores `src`'s value (gauges, which are never striped). For moving a series
+    /// into another family; not for the hot path.
+    pub(crate) fn absorb(&self, src: &NumberCore<N>, replace: bool) {
+        if replace {
+            N::set(&self.value, N::get(&src.value));
+            return;
+        }
+        N::add(&self.value, N::get(&src.value));
+        for p in src.stripes.iter().flatten() {
+            N::add(&self.value, N::get(&p.0));
+        }
     }
 
     pub(crate) fn load(&self) -> Number {

@@ -36,13 +36,45 @@ pub const INSTRUMENTATION_ERRORS: &str = "sonde.instrumentation.errors";
 
 type Hook = Arc<dyn Fn() + Send + Sync>;
 
+/// Collect hooks with the id a [`CollectorGuard`] removes them by.
+#[derive(Default)]
+struct Hooks {
+    next_id: u64,
+    hooks: Vec<(u64, Hook)>,
+}
+
 struct Inner {
     families: RwLock<BTreeMap<String, Arc<dyn ErasedFamily>>>,
-    hooks: RwLock<Vec<Hook>>,
+    hooks: RwLock<Hooks>,
     default_max_series: usize,
     overflow: Option<Family<Counter>>,
     errors: Option<Family<Counter>>,
     series_count: Option<Family<Gauge>>,
+}
+
+/// Keeps a collect hook registered with [`Registry::register_collector`]; dropping it removes
+/// the hook.
+#[must_use = "dropping the guard removes the collect hook at once"]
+pub struct CollectorGuard {
+    registry: std::sync::Weak<Inner>,
+    id: u64,
+}
+
+impl std::fmt::Debug for CollectorGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CollectorGuard")
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl Drop for CollectorGuard {
+    fn drop(&mut self) {
+        if let Some(inner) = self.registry.upgrade() {
+            let mut hooks = inner.hooks.write().unwrap_or_else(|e| e.into_inner());
+            hooks.hooks.retain(|(id, _)| *id != self.id);
+        }
+    }
 }
 
 /// A set of families. Clone it freely (an `Arc`).
@@ -92,7 +124,7 @@ impl Registry {
         let bare = Registry {
             inner: Arc::new(Inner {
                 families: RwLock::new(BTreeMap::new()),
-                hooks: RwLock::new(Vec::new()),
+                hooks: RwLock::new(Hooks::default()),
                 default_max_series: max_series,
                 overflow: None,
                 errors: None,
@@ -122,7 +154,7 @@ impl Registry {
         Registry {
             inner: Arc::new(Inner {
                 families: RwLock::new(families),
-                hooks: RwLock::new(Vec::new()),
+                hooks: RwLock::new(Hooks::default()),
                 default_max_series: max_series,
                 overflow,
                 errors,
@@ -179,6 +211,71 @@ impl Registry {
             g.remove(&[name]);
         }
         removed
+    }
+
+    /// Replaces the registered `family` by one with the label names `labels`, which must hold
+    /// each of the family's own (in any order) plus new ones, and returns it. Every series moves
+    /// over with `""` for the new labels, keeping its recorded state (counts, sums, buckets,
+    /// gauge values, exemplars), its id and its start time: Prometheus, which treats an empty
+    /// label as absent, sees each series continue, and delta readers see no reset and count
+    /// nothing twice. Name, kind, unit, description, histogram layout, series limit and idle
+    /// timeout stay the same.
+    ///
+    /// The family is swapped while the registry is locked, so a collection sees either the old
+    /// family or the new one, whole. Handles of the old family keep recording into series no
+    /// longer exported: stop recording through them first (what they record after the move is
+    /// lost) and resolve new handles from the returned family. Costs one allocation per series.
+    ///
+    /// ```
+    /// let registry = sonde_core::Registry::new();
+    /// let jobs = registry.counter("jobs").labels(["queue"]).build()?;
+    /// jobs.with(&["mail"]).add(5);
+    /// let jobs = registry.widen_family(&jobs, ["priority", "queue"])?;
+    /// jobs.with(&["high", "mail"]).add(1);
+    /// let snapshot = registry.snapshot();
+    /// let total = |p| snapshot.point("jobs", &[("priority", p), ("queue", "mail")]).unwrap().number().unwrap();
+    /// assert_eq!(total(""), sonde_core::Number::U64(5));
+    /// assert_eq!(total("high"), sonde_core::Number::U64(1));
+    /// # Ok::<(), sonde_core::Error>(())
+    /// ```
+    pub fn widen_family<M, I, S>(&self, family: &Family<M>, labels: I) -> Result<Family<M>, Error>
+    where
+        M: Instrument,
+        I: IntoIterator<Item = S>,
+        S: Into<Cow<'static, str>>,
+    {
+        let old = family.meta();
+        let labels: Vec<Cow<'static, str>> = labels.into_iter().map(Into::into).collect();
+        check_labels::<M>(old.name(), &labels)?;
+        let mut positions = Vec::with_capacity(labels.len());
+        for l in &labels {
+            positions.push(old.label_names.iter().position(|o| o == l));
+        }
+        if let Some(kept) = old.label_names.iter().find(|o| !labels.contains(o)) {
+            return Err(Error::InvalidLabelName {
+                metric: old.name().to_owned(),
+                label: kept.to_string(),
+                problem: "widening keeps every label of the family, and this one is missing from the new list; add names, do not remove them".into(),
+            });
+        }
+        let meta = FamilyMeta {
+            label_names: labels.into_boxed_slice(),
+            ..old.clone()
+        };
+        let config = make_config::<M>(&meta, &family.inner.options)?;
+        let mut families = self.families_mut();
+        let registered = families
+            .get(meta.name())
+            .is_some_and(|f| std::ptr::addr_eq(Arc::as_ptr(f), Arc::as_ptr(&family.inner)));
+        if !registered {
+            return Err(Error::NotRegistered {
+                name: meta.name().to_owned(),
+            });
+        }
+        let name = meta.name().to_owned();
+        let widened = family.widened(meta, config, &positions);
+        families.insert(name, widened.inner.clone());
+        Ok(widened)
     }
 
     /// Starts registering a `u64` counter.
@@ -245,12 +342,41 @@ impl Registry {
 
     /// Runs `hook` at the start of every collection, before any family is read: the place for
     /// collectors that sample state into gauges (process metrics, pool stats).
+    /// The hook stays for the registry's lifetime; see
+    /// [`register_collector`](Self::register_collector) for one that can be removed.
     pub fn add_collect_hook(&self, hook: impl Fn() + Send + Sync + 'static) {
-        self.inner
-            .hooks
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::new(hook));
+        // Never removed: the guard is not dropped.
+        std::mem::forget(self.register_collector(hook));
+    }
+
+    /// Like [`add_collect_hook`](Self::add_collect_hook), for as long as the returned guard
+    /// lives: dropping it removes the hook (a collection already running may still call it
+    /// once).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    ///
+    /// let registry = sonde_core::Registry::new();
+    /// let calls = Arc::new(AtomicU32::new(0));
+    /// let seen = calls.clone();
+    /// let guard = registry.register_collector(move || {
+    ///     seen.fetch_add(1, Ordering::Relaxed);
+    /// });
+    /// registry.snapshot();
+    /// drop(guard);
+    /// registry.snapshot();
+    /// assert_eq!(calls.load(Ordering::Relaxed), 1);
+    /// ```
+    pub fn register_collector(&self, hook: impl Fn() + Send + Sync + 'static) -> CollectorGuard {
+        let mut hooks = self.inner.hooks.write().unwrap_or_else(|e| e.into_inner());
+        let id = hooks.next_id;
+        hooks.next_id += 1;
+        hooks.hooks.push((id, Arc::new(hook)));
+        CollectorGuard {
+            registry: Arc::downgrade(&self.inner),
+            id,
+        }
     }
 
     /// A cumulative snapshot of every family.
@@ -303,7 +429,10 @@ impl Registry {
             .hooks
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
+            .hooks
+            .iter()
+            .map(|(_, h)| h.clone())
+            .collect();
         for hook in hooks {
             hook();
         }
@@ -357,21 +486,7 @@ impl Registry {
 
     fn register<M: Instrument>(&self, b: FamilyBuilder<'_, M>) -> Result<Family<M>, Error> {
         validate_metric_name(&b.name)?;
-        for l in &b.labels {
-            validate_label_name(&b.name, l, M::RESERVED_LABELS)?;
-        }
-        if let Some(dup) = b
-            .labels
-            .iter()
-            .enumerate()
-            .find(|(i, l)| b.labels[..*i].contains(l))
-        {
-            return Err(Error::InvalidLabelName {
-                metric: b.name.to_string(),
-                label: dup.1.to_string(),
-                problem: "it is declared twice".into(),
-            });
-        }
+        check_labels::<M>(&b.name, &b.labels)?;
         let meta = FamilyMeta {
             name: b.name.clone(),
             description: b.description,
@@ -401,13 +516,7 @@ impl Registry {
                 describe(meta.kind, meta.unit.ucum(), &meta.label_names),
             ));
         }
-        let mut options = b.histogram;
-        if options.stripes.is_none() && meta.label_names.is_empty() {
-            // A family without labels is one series, typically a process-wide hot counter:
-            // striping it costs a few cache lines once and lets threads add without contention.
-            options.stripes = Some(crate::number::default_stripes());
-        }
-        let config = M::make_config(&meta.name, &meta.unit, &options)?;
+        let config = make_config::<M>(&meta, &b.histogram)?;
         let name = meta.name.to_string();
         let self_metrics = SelfMetrics {
             overflow: self.inner.overflow.clone(),
@@ -418,11 +527,45 @@ impl Registry {
             config,
             b.max_series.unwrap_or(self.inner.default_max_series),
             b.idle_timeout,
+            b.histogram,
             self_metrics,
         );
         families.insert(name, family.inner.clone());
         Ok(family)
     }
+}
+
+/// Checks a family's label names: valid, not reserved for the kind, none twice.
+fn check_labels<M: Instrument>(metric: &str, labels: &[Cow<'static, str>]) -> Result<(), Error> {
+    for l in labels {
+        validate_label_name(metric, l, M::RESERVED_LABELS)?;
+    }
+    if let Some(dup) = labels
+        .iter()
+        .enumerate()
+        .find(|(i, l)| labels[..*i].contains(l))
+    {
+        return Err(Error::InvalidLabelName {
+            metric: metric.to_owned(),
+            label: dup.1.to_string(),
+            problem: "it is declared twice".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The storage configuration of a family from its builder's options.
+fn make_config<M: Instrument>(
+    meta: &FamilyMeta,
+    given: &InstrumentOptions,
+) -> Result<M::Config, Error> {
+    let mut options = given.clone();
+    if options.stripes.is_none() && meta.label_names.is_empty() {
+        // A family without labels is one series, typically a process-wide hot counter:
+        // striping it costs a few cache lines once and lets threads add without contention.
+        options.stripes = Some(crate::number::default_stripes());
+    }
+    M::make_config(&meta.name, &meta.unit, &options)
 }
 
 /// Describes a family before registering it; finish with [`build`](Self::build).
@@ -581,5 +724,189 @@ mod tests {
             Some(Point::Gauge(n)) => assert_eq!(n.as_f64(), 1.0),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn num(snap: &Snapshot, name: &str, labels: &[(&str, &str)]) -> f64 {
+        snap.point(name, labels).unwrap().number().unwrap().as_f64()
+    }
+
+    #[test]
+    fn widen_family_keeps_every_series_state_id_and_start() {
+        let registry = Registry::with_max_series(3);
+        // Unlabelled families are striped; the widened ones are not, and still add up.
+        let hits = registry.counter("hits").build().unwrap();
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let h = hits.handle();
+                std::thread::spawn(move || (0..100).for_each(|_| h.inc()))
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        let lat = registry
+            .histogram("lat")
+            .unit(Unit::Seconds)
+            .labels(["route"])
+            .exemplars(true)
+            .build()
+            .unwrap();
+        let ctx = crate::TraceContext {
+            trace_id: [7; 16],
+            span_id: [8; 8],
+        };
+        lat.with(&["/a"]).observe_with_exemplar(0.2, &ctx);
+        lat.with(&["/a"]).observe(0.003);
+        for r in ["/b", "/c", "/d", "/e"] {
+            lat.with(&[r]).observe(1.5); // /d and /e go to the overflow series
+        }
+        let temp = registry.gauge_f64("temp").labels(["room"]).build().unwrap();
+        temp.with(&["attic"]).set(-3.5);
+
+        let mut deltas = registry.reader(Temporality::Delta);
+        let before = deltas.collect();
+        let ids = |snap: &Snapshot, name: &str| {
+            let mut v: Vec<_> = snap
+                .family(name)
+                .unwrap()
+                .series
+                .iter()
+                .map(|s| (s.id(), s.start_unix_nanos))
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        let cumulative = registry.snapshot();
+
+        let hits = registry.widen_family(&hits, ["host"]).unwrap();
+        let lat = registry.widen_family(&lat, ["host", "route"]).unwrap();
+        registry.widen_family(&temp, ["room", "floor"]).unwrap();
+        assert_eq!(hits.config(), &1, "widened with labels: no stripes");
+        assert_eq!(lat.config().stripes(), 1);
+
+        let snap = registry.snapshot();
+        assert_eq!(num(&snap, "hits", &[("host", "")]), 400.0);
+        assert_eq!(
+            num(&snap, "temp", &[("room", "attic"), ("floor", "")]),
+            -3.5
+        );
+        let a = snap
+            .point("lat", &[("host", ""), ("route", "/a")])
+            .unwrap()
+            .histogram()
+            .unwrap();
+        assert_eq!(
+            (a.count(), a.sum(), a.min(), a.max()),
+            (2, 0.203, Some(0.003), Some(0.2))
+        );
+        assert_eq!(
+            a.bucket_counts(),
+            cumulative
+                .point("lat", &[("route", "/a")])
+                .unwrap()
+                .histogram()
+                .unwrap()
+                .bucket_counts()
+        );
+        let e = a.exemplars().iter().flatten().next().unwrap();
+        assert_eq!((e.value, e.trace_id, e.span_id), (0.2, [7; 16], [8; 8]));
+        let fam = snap.family("lat").unwrap();
+        assert_eq!(fam.series.len(), 4, "3 series and the overflow series");
+        let overflow = fam.series.iter().find(|s| s.is_overflow()).unwrap();
+        assert_eq!(overflow.point.histogram().unwrap().count(), 2);
+        for name in ["hits", "lat", "temp"] {
+            assert_eq!(ids(&snap, name), ids(&cumulative, name), "{name}");
+        }
+        // Full: a new label set goes to the overflow series.
+        lat.with(&["x", "/f"]).observe(1.0);
+        hits.with(&["a"]).add(2);
+        hits.with(&[""]).add(1);
+        let after = deltas.collect();
+        assert_eq!(num(&before, "hits", &[]), 400.0);
+        assert_eq!(num(&after, "hits", &[("host", "")]), 1.0);
+        assert_eq!(num(&after, "hits", &[("host", "a")]), 2.0);
+        let fam = after.family("lat").unwrap();
+        let overflow = fam.series.iter().find(|s| s.is_overflow()).unwrap();
+        assert_eq!(overflow.point.histogram().unwrap().count(), 1);
+        assert_eq!(
+            after
+                .point("lat", &[("host", ""), ("route", "/a")])
+                .unwrap()
+                .histogram()
+                .unwrap()
+                .count(),
+            0
+        );
+    }
+
+    #[test]
+    fn widen_family_refuses_what_it_cannot_do() {
+        let registry = Registry::new();
+        let jobs = registry.counter("jobs").labels(["queue"]).build().unwrap();
+        let old_handle = jobs.with(&["mail"]);
+        assert!(matches!(
+            registry.widen_family(&jobs, ["priority"]),
+            Err(Error::InvalidLabelName { label, .. }) if label == "queue"
+        ));
+        assert!(matches!(
+            registry.widen_family(&jobs, ["queue", "queue"]),
+            Err(Error::InvalidLabelName { .. })
+        ));
+        let lat = registry.histogram("lat").build().unwrap();
+        assert!(registry.widen_family(&lat, ["le"]).is_err());
+        let widened = registry.widen_family(&jobs, ["queue", "priority"]).unwrap();
+        // The old family is no longer the registered one, nor is a family of another registry.
+        let err = registry.widen_family(&jobs, ["queue", "x"]).unwrap_err();
+        assert!(matches!(err, Error::NotRegistered { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("widen the family the registry holds now")
+        );
+        let other = Registry::new()
+            .counter("jobs")
+            .labels(["queue"])
+            .build()
+            .unwrap();
+        assert!(matches!(
+            registry.widen_family(&other, ["queue", "x"]),
+            Err(Error::NotRegistered { .. })
+        ));
+        // Handles of the old family record into a series that is not exported.
+        old_handle.add(5);
+        widened.with(&["mail", ""]).inc();
+        assert_eq!(
+            num(
+                &registry.snapshot(),
+                "jobs",
+                &[("queue", "mail"), ("priority", "")]
+            ),
+            1.0
+        );
+        // The same names in another order (or none added) are fine.
+        let same = registry
+            .widen_family(&widened, ["priority", "queue"])
+            .unwrap();
+        assert_eq!(
+            num(
+                &registry.snapshot(),
+                "jobs",
+                &[("queue", "mail"), ("priority", "")]
+            ),
+            1.0
+        );
+        same.with(&["", "mail"]).inc();
+        assert_eq!(
+            num(
+                &registry.snapshot(),
+                "jobs",
+                &[("queue", "mail"), ("priority", "")]
+            ),
+            2.0
+        );
+        let up = registry.gauge("up").build().unwrap();
+        up.handle().set(1);
+        let up = registry
+            .widen_family(&up, Vec::<&'static str>::new())
+            .unwrap();
+        up.handle().inc();
+        assert_eq!(num(&registry.snapshot(), "up", &[]), 2.0);
     }
 }

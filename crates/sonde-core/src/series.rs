@@ -47,6 +47,17 @@ impl Header {
         }
     }
 
+    /// A header for `from`'s series under other label values: same id (so delta readers see
+    /// one series continue) and start time.
+    pub(crate) fn carried(labels: LabelValues, from: &Header) -> Self {
+        Header {
+            id: from.id,
+            labels,
+            created: from.created,
+            activity: AtomicU64::new(mono_secs()),
+        }
+    }
+
     /// Process-unique series id (stable for the life of the series).
     pub fn id(&self) -> u64 {
         self.id & !OVERFLOW_BIT

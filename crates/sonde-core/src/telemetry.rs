@@ -17,6 +17,13 @@ pub const RETRIES: &str = "sonde.exporter.retries";
 pub const QUEUE_SIZE: &str = "sonde.exporter.queue.size";
 /// Unix time of the last successful request, in seconds, by `exporter`.
 pub const LAST_SUCCESS: &str = "sonde.exporter.last_success";
+/// Unix time of the first failed request since the last success, in seconds, by `exporter`;
+/// 0 while the last request succeeded. `/health` reports an exporter as failing when this is
+/// older than a few of its intervals.
+pub const FAILING_SINCE: &str = "sonde.exporter.failing_since";
+/// An exporter's collection interval, in seconds, by `exporter` (what "N intervals without a
+/// success" is measured in).
+pub const INTERVAL: &str = "sonde.exporter.interval";
 /// Data points delivered (CloudWatch datums, OTLP data points...), by `exporter`.
 pub const SENT_POINTS: &str = "sonde.exporter.sent_points";
 /// Data points a receiver accepted the request for but rejected itself (OTLP partial success),
@@ -31,6 +38,8 @@ pub struct ExporterMetrics {
     retries: Option<Counter>,
     queue: Option<Gauge>,
     last_success: Option<Gauge<f64>>,
+    failing_since: Option<Gauge<f64>>,
+    interval: Option<Gauge<f64>>,
     rejected: Option<Counter>,
     sent: Option<Counter>,
     dropped: Option<Family<Counter>>,
@@ -81,6 +90,22 @@ impl ExporterMetrics {
             .labels(["exporter"])
             .build()
             .ok();
+        let failing_since = registry
+            .gauge_f64(FAILING_SINCE)
+            .description(
+                "Unix time of an exporter's first failed request since its last success; 0 while healthy.",
+            )
+            .unit(Unit::Seconds)
+            .labels(["exporter"])
+            .build()
+            .ok();
+        let interval = registry
+            .gauge_f64(INTERVAL)
+            .description("An exporter's collection interval.")
+            .unit(Unit::Seconds)
+            .labels(["exporter"])
+            .build()
+            .ok();
         let rejected = registry
             .counter(REJECTED_POINTS)
             .description("Data points a receiver reported as rejected in an accepted request.")
@@ -101,23 +126,44 @@ impl ExporterMetrics {
             retries: retries.map(|f| f.with(&[exporter])),
             queue: queue.map(|f| f.with(&[exporter])),
             last_success: last_success.map(|f| f.with(&[exporter])),
+            failing_since: failing_since.map(|f| f.with(&[exporter])),
+            interval: interval.map(|f| f.with(&[exporter])),
             dropped,
             exporter,
         }
     }
 
-    /// Counts a request by result; a success also sets the time of the last success.
+    /// The `exporter` label value.
+    pub fn exporter(&self) -> &'static str {
+        self.exporter
+    }
+
+    /// Counts a request by result; a success sets the time of the last success and clears
+    /// [`FAILING_SINCE`], a failure sets it if it is not set yet.
     pub fn request(&self, ok: bool) {
         let c = if ok { &self.success } else { &self.failure };
         if let Some(c) = c {
             c.inc();
         }
-        if ok && let Some(g) = &self.last_success {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0);
+        let now = unix_now();
+        if ok {
+            if let Some(g) = &self.last_success {
+                g.set(now);
+            }
+            if let Some(g) = &self.failing_since {
+                g.set(0.0);
+            }
+        } else if let Some(g) = &self.failing_since
+            && g.value().as_f64() == 0.0
+        {
             g.set(now);
+        }
+    }
+
+    /// Publishes the collection interval.
+    pub fn interval(&self, interval: Duration) {
+        if let Some(g) = &self.interval {
+            g.set(interval.as_secs_f64());
         }
     }
 
@@ -155,6 +201,13 @@ impl ExporterMetrics {
             g.set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// Exponential backoff with jitter: each delay is drawn between half and all of a step that

@@ -97,3 +97,65 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         std::thread::yield_now();
     }
 }
+
+/// Runs `f` with a subscriber on this thread that records every `tracing` event, sonde's
+/// diagnostics (see [`crate::diag`]) included, and returns `f`'s result with the lines, as
+/// `LEVEL message` followed by ` field=value` (values in `Debug` form) for the other fields.
+/// Events on other threads are not seen.
+///
+/// ```
+/// let ((), lines) = sonde_core::testing::capture_diagnostics(|| {
+///     sonde_core::diag::warn(format_args!("export failed"));
+/// });
+/// assert_eq!(lines, ["WARN export failed"]);
+/// ```
+pub fn capture_diagnostics<R>(f: impl FnOnce() -> R) -> (R, Vec<String>) {
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let subscriber = Capture {
+        lines: lines.clone(),
+    };
+    let result = tracing::subscriber::with_default(subscriber, f);
+    let lines = std::mem::take(&mut *lines.lock().unwrap_or_else(|e| e.into_inner()));
+    (result, lines)
+}
+
+/// The subscriber of [`capture_diagnostics`]: keeps every event's level and message.
+struct Capture {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// The message, then the other fields.
+struct Line(String, String);
+
+impl tracing::field::Visit for Line {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        use std::fmt::Write as _;
+        if field.name() == "message" {
+            let _ = write!(self.0, "{value:?}");
+        } else {
+            let _ = write!(self.1, " {}={value:?}", field.name());
+        }
+    }
+}
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut l = Line(String::new(), String::new());
+        event.record(&mut l);
+        let line = format!("{} {}{}", event.metadata().level(), l.0, l.1);
+        self.lines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}

@@ -74,6 +74,7 @@ impl Default for Options {
 struct Faults {
     db_delay_micros: AtomicU64,
     api_error_per_mille: AtomicU64,
+    api_delay_micros: AtomicU64,
 }
 
 struct App {
@@ -123,6 +124,8 @@ pub struct Workload {
     stop: Arc<AtomicBool>,
     app: Arc<App>,
     threads: Vec<JoinHandle<()>>,
+    /// Keeps the process metrics collected for as long as the workload runs.
+    _process: Option<sonde::process::ProcessMetrics>,
 }
 
 impl Workload {
@@ -130,12 +133,16 @@ impl Workload {
     /// the worker threads.
     pub fn start(registry: &Registry, options: Options) -> Result<Workload, Error> {
         let lifecycle = Lifecycle::install(registry).map_err(metrics_err)?;
-        if options.process_metrics {
-            sonde::process::ProcessCollector::current()
-                .registry(registry)
-                .install()
-                .map_err(metrics_err)?;
-        }
+        let process = if options.process_metrics {
+            Some(
+                sonde::process::ProcessCollector::current()
+                    .registry(registry)
+                    .install()
+                    .map_err(metrics_err)?,
+            )
+        } else {
+            None
+        };
         let pool_metrics = PoolMetrics::install(registry, "sqlite").map_err(metrics_err)?;
         // A private in-memory database shared by the pool's connections.
         let uri = format!("file:sonde-example-{}?mode=memory&cache=shared", unique());
@@ -181,7 +188,12 @@ impl Workload {
                 thread::spawn(move || worker(&app, 0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1), &stop))
             })
             .collect();
-        Ok(Workload { stop, app, threads })
+        Ok(Workload {
+            stop,
+            app,
+            threads,
+            _process: process,
+        })
     }
 
     /// Adds `delay` to every database call from now on (a slow database).
@@ -198,6 +210,14 @@ impl Workload {
             .faults
             .api_error_per_mille
             .store((rate.clamp(0.0, 1.0) * 1000.0) as u64, Ordering::Relaxed);
+    }
+
+    /// Adds `delay` to every payments API call from now on (a slow dependency).
+    pub fn set_api_delay(&self, delay: Duration) {
+        self.app
+            .faults
+            .api_delay_micros
+            .store(delay.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Stops the workers and waits for them.
@@ -328,7 +348,8 @@ impl App {
         let total = price(1 + rng.below(5), rng.next());
         phases.checkpoint("validate");
         let fail = rng.below(1000) < self.faults.api_error_per_mille.load(Ordering::Relaxed) as u32;
-        let latency = rng.latency(self.options.api_median);
+        let latency = rng.latency(self.options.api_median)
+            + Duration::from_micros(self.faults.api_delay_micros.load(Ordering::Relaxed));
         let charged: Result<u16, ApiUnavailable> = self.api.time_sync(
             "POST",
             "payments.example",

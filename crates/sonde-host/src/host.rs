@@ -246,11 +246,17 @@ impl HostCollector {
             installed: AtomicBool::new(true),
             state: Mutex::new(Some(state)),
         });
-        if self.on_collect {
+        let hook = self.on_collect.then(|| {
             let hook = shared.clone();
-            registry.add_collect_hook(move || hook.collect(false));
-        }
-        Ok(HostMetrics { shared })
+            registry.register_collector(move || hook.collect(false))
+        });
+        Ok(HostMetrics {
+            _running: Arc::new(Running {
+                shared: shared.clone(),
+                hook,
+            }),
+            shared,
+        })
     }
 }
 
@@ -281,11 +287,31 @@ fn portable_source() -> Result<Source, Error> {
     Ok(Source::Sysinfo(Box::new(p)))
 }
 
-/// Installed host metrics. Cheap to clone, `Send` and `Sync`; dropping it does not stop a
-/// collect hook ([`HostCollector::on_collect`]).
+/// Installed host metrics. Cheap to clone, `Send` and `Sync`. The collection runs until the
+/// last clone is dropped (then it stops, logging a line if it ran on the registry's
+/// collections; the series keep their last values) or [`uninstall`](Self::uninstall) is
+/// called (which also removes the series).
 #[derive(Clone)]
+#[must_use = "dropping the handle stops the host metrics: keep it (`let _host = ...`) for as long as they should be collected"]
 pub struct HostMetrics {
     shared: Arc<Shared>,
+    _running: Arc<Running>,
+}
+
+/// Stops the collection, and removes the collect hook, when the last handle goes.
+struct Running {
+    shared: Arc<Shared>,
+    hook: Option<sonde_core::CollectorGuard>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.shared.installed.swap(false, Ordering::Relaxed) && self.hook.is_some() {
+            sonde_core::diag::info(format_args!(
+                "host metrics: stopping because the handle was dropped (keep it in a variable, `let _host = ...`, for as long as they should be collected)"
+            ));
+        }
+    }
 }
 
 impl fmt::Debug for HostMetrics {
@@ -310,8 +336,14 @@ impl HostMetrics {
         self.shared.installed.load(Ordering::Relaxed)
     }
 
+    /// Stops collecting, on purpose (dropping the handle then logs nothing); the series keep
+    /// their last values ([`uninstall`](Self::uninstall) removes them too). Idempotent.
+    pub fn shutdown(&self) {
+        self.shared.installed.store(false, Ordering::Relaxed);
+    }
+
     /// Stops collecting and removes the series this collector created (the families stay,
-    /// empty; a collect hook stays as a no-op). Idempotent.
+    /// empty; the collect hook goes with the last handle). Idempotent.
     pub fn uninstall(&self) {
         self.shared.installed.store(false, Ordering::Relaxed);
         if let Some(state) = lock(&self.shared.state).take() {

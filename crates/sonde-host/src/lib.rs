@@ -28,21 +28,25 @@
 //! assert!(snapshot.point("system.network.io", &lo).is_some());
 //! # }
 //!
-//! // Per-process metrics (sonde-process's) of every process named `sleep`:
+//! // Per-process metrics of every process named `sleep`, under procstat.* (the service's own
+//! // process.* series stay its own), and their totals per matcher:
 //! # #[cfg(unix)] {
 //! let mut child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
 //! let sleepers = ProcstatCollector::new(ProcessMatcher::Name("sleep".into()))
 //!     .registry(&registry)
 //!     .install()?; // looks once; then on every .collect()
 //! let pid = child.id().to_string();
-//! let labels = [("process.pid", pid.as_str()), ("process.executable.name", "sleep"), ("process.match", "name:sleep")];
+//! let labels = [("process.match", "name:sleep"), ("process.pid", pid.as_str()), ("process.executable.name", "sleep")];
 //! let snapshot = registry.snapshot();
-//! assert!(snapshot.point("process.memory.usage", &labels).is_some());
-//! assert!(snapshot.point("process.start_time", &labels).is_some());
+//! assert!(snapshot.point("procstat.memory.usage", &labels).is_some());
+//! assert!(snapshot.point("procstat.start_time", &labels).is_some());
+//! let group = [("process.match", "name:sleep")];
+//! assert!(snapshot.point("procstat.group.process.count", &group).is_some());
+//! assert!(snapshot.point("process.memory.usage", &labels).is_none());
 //! child.kill().unwrap();
 //! child.wait().unwrap();
 //! sleepers.collect(); // the child has exited: its series are removed
-//! assert!(registry.snapshot().point("process.memory.usage", &labels).is_none());
+//! assert!(registry.snapshot().point("procstat.memory.usage", &labels).is_none());
 //! # }
 //! # Ok::<(), sonde_host::Error>(())
 //! ```
@@ -126,24 +130,64 @@
 //! [`collect`](ProcstatMetrics::collect) it lists the processes (one sysinfo refresh of the
 //! process list, reading each process's `stat` and `status`, plus its executable link and
 //! command line when a name or pattern needs them; a pid file needs no listing), installs a
-//! [`sonde_process::ProcessCollector`] for each new match, labelled `process.pid`,
-//! `process.executable.name` and `process.match`, and uninstalls those of processes that
-//! exited (or whose pid now belongs to another process), which removes their series. The
-//! process metrics themselves are sonde-process's (`process.cpu.time`, `process.memory.usage`...),
-//! refreshed at every collection of the registry; this crate adds:
+//! [`sonde_process::ProcessCollector`] for each new match and uninstalls those of processes
+//! that exited (or whose pid now belongs to another process), which removes their series.
+//! Its collect hook reads the processes found and sets the group totals at every collection
+//! of the registry (with [`on_collect`](ProcstatCollector::on_collect), it also looks for new
+//! ones there).
 //!
-//! | Name | Instrument | Unit | Labels | Value |
-//! |---|---|---|---|---|
-//! | `process.start_time` | `Gauge<f64>` | `s` | `process.pid`, `process.executable.name`, `process.match` | start time, seconds since the UNIX epoch |
-//! | `sonde.procstat.matches` | `Gauge` | `{process}` | `process.match` | processes matching, per matcher |
+//! Each matcher is a **group**, named by the `process.match` label: the matcher written as
+//! `name:nginx`, `pattern:^postgres` or `pid_file:/run/nginx.pid`. Every series carries it.
 //!
-//! `process.match` is the matcher written as `name:nginx`, `pattern:^postgres` or
-//! `pid_file:/run/nginx.pid`. All the process collectors of a registry need the same label
-//! names: install the daemon's own process metrics with [`with_procstat_labels`] (install
-//! fails with [`Error::IncompatibleProcessLabels`] if the registry has process families with
-//! other labels). Errors count in `sonde.collector.errors{collector="procstat", reason}`
-//! (`pid_file`: missing or not a pid; `install`: a process collector could not be installed;
-//! `process_list`: no process could be listed).
+//! **Per process**, the metrics are sonde-process's under the `procstat` prefix, so that they
+//! never mix with the service's own `process.*` (a dashboard or alert on `process_*` by job and
+//! instance sees the agent, not nginx and postgres added to it), labelled `process.match`,
+//! `process.pid`, `process.executable.name` ([`PROCSTAT_LABELS`]; `cpu.mode` first on the CPU
+//! families):
+//!
+//! | Name | Instrument | Unit | Value |
+//! |---|---|---|---|
+//! | `procstat.cpu.time` | `Counter<f64>` | `s` | CPU seconds per `cpu.mode` (`user`, `system`) since the process started |
+//! | `procstat.cpu.utilization` | `Gauge<f64>` | `1` | share of the CPUs, per `cpu.mode` |
+//! | `procstat.memory.usage` | `Gauge` | `By` | resident set size |
+//! | `procstat.memory.virtual` | `Gauge` | `By` | virtual memory size |
+//! | `procstat.thread.count` | `Gauge` | `{thread}` | threads (Linux) |
+//! | `procstat.open_file_descriptor.count` | `Gauge` | `{file_descriptor}` | open file descriptors; no series when they cannot be read |
+//! | `procstat.open_file_descriptor.limit` | `Gauge` | `{file_descriptor}` | soft limit on open files (Linux) |
+//! | `procstat.memory.limit` | `Gauge` | `By` | memory limit of its cgroup (Linux; no series when unlimited) |
+//! | `procstat.uptime` | `Gauge<f64>` | `s` | seconds since it started |
+//! | `procstat.start_time` | `Gauge<f64>` | `s` | start time, seconds since the UNIX epoch |
+//!
+//! **Per group**, the same figures summed over its processes, labelled `process.match` only
+//! (and `cpu.mode`), so that a graph or alert need not sum pids that come and go:
+//!
+//! | Name | Instrument | Unit | Value |
+//! |---|---|---|---|
+//! | `procstat.group.process.count` | `Gauge` | `{process}` | processes followed (0 when none match) |
+//! | `procstat.group.cpu.time` | `Counter<f64>` | `s` | CPU seconds of the group's processes while followed, per `cpu.mode` |
+//! | `procstat.group.cpu.utilization` | `Gauge<f64>` | `1` | sum of `procstat.cpu.utilization` |
+//! | `procstat.group.memory.usage` | `Gauge` | `By` | sum of `procstat.memory.usage` |
+//! | `procstat.group.memory.virtual` | `Gauge` | `By` | sum of `procstat.memory.virtual` |
+//! | `procstat.group.thread.count` | `Gauge` | `{thread}` | sum of `procstat.thread.count` (Linux) |
+//! | `procstat.group.open_file_descriptor.count` | `Gauge` | `{file_descriptor}` | sum of `procstat.open_file_descriptor.count`; no series while one process's cannot be read (a partial sum would look like a healthy low count) |
+//!
+//! The gauges equal the sums of the per-process series at every collection. The CPU time is a
+//! counter that never goes down when a process exits: the processes found at install add
+//! their whole CPU time (the series starts there, as theirs do), processes found later what
+//! they use from then on (so a long-running process found late is not a spike in the rate),
+//! and an exited process keeps what it added. `rate()` of it is the group's CPU use across
+//! restarts.
+//!
+//! **Errors.** A matched process, or a file of it, that cannot be read counts in
+//! `sonde.procstat.read_errors{process.match, reason}` at every reading that fails, and is
+//! logged once per group and reason through `tracing` at warn level, with what to do
+//! ([`read_error`]): `fd_denied` (its descriptors cannot be listed: another user's process,
+//! and the collector lacks `CAP_SYS_PTRACE`; typical when sonde-agent runs as its own user),
+//! `denied` (the process itself cannot be read: `hidepid`, another PID namespace) and
+//! `exited` (gone between the listing and the reading). Failures of the collection itself
+//! count in `sonde.collector.errors{collector="procstat", reason}` (`pid_file`: missing or not
+//! a pid; `install`: a process collector could not be registered; `process_list`: no process
+//! could be listed; `panic`).
 //!
 //! ## Cost
 //!
@@ -180,7 +224,7 @@ pub use host::{
     HostCollector, HostMetrics, MIN_UTILIZATION_WINDOW,
 };
 pub use procstat::{
-    PROCSTAT_LABELS, ProcessMatcher, ProcstatCollector, ProcstatMetrics, with_procstat_labels,
+    PROCSTAT_LABELS, ProcessMatcher, ProcstatCollector, ProcstatMetrics, read_error,
 };
 
 /// `system.cpu.time`: CPU seconds per mode, `Counter<f64>` (Linux).
@@ -237,11 +281,32 @@ pub const UPTIME: &str = "system.uptime";
 pub const PROCESS_COUNT: &str = "system.process.count";
 /// `system.process.created`: processes created since install, `Counter` (Linux).
 pub const PROCESS_CREATED: &str = "system.process.created";
-/// `process.start_time`: start time of a procstat process, seconds since the UNIX epoch,
+/// `procstat`: the prefix of procstat's per-process families, in place of sonde-process's
+/// `process` (`procstat.cpu.time`, `procstat.memory.usage`...).
+pub const PROCSTAT_PREFIX: &str = "procstat";
+/// `procstat.start_time`: start time of a procstat process, seconds since the UNIX epoch,
 /// `Gauge<f64>`.
-pub const PROCESS_START_TIME: &str = "process.start_time";
-/// `sonde.procstat.matches`: processes matching, per matcher, `Gauge`.
-pub const PROCSTAT_MATCHES: &str = "sonde.procstat.matches";
+pub const PROCSTAT_START_TIME: &str = "procstat.start_time";
+/// `procstat.group.process.count`: processes followed per group (matcher), `Gauge`.
+pub const GROUP_PROCESS_COUNT: &str = "procstat.group.process.count";
+/// `procstat.group.cpu.time`: CPU seconds of a group's processes, `Counter<f64>`, label
+/// `cpu.mode` (Linux).
+pub const GROUP_CPU_TIME: &str = "procstat.group.cpu.time";
+/// `procstat.group.cpu.utilization`: sum of the group's `procstat.cpu.utilization`,
+/// `Gauge<f64>`, label `cpu.mode` (Linux).
+pub const GROUP_CPU_UTILIZATION: &str = "procstat.group.cpu.utilization";
+/// `procstat.group.memory.usage`: sum of the group's resident set sizes, `Gauge`.
+pub const GROUP_MEMORY_USAGE: &str = "procstat.group.memory.usage";
+/// `procstat.group.memory.virtual`: sum of the group's virtual memory sizes, `Gauge`.
+pub const GROUP_MEMORY_VIRTUAL: &str = "procstat.group.memory.virtual";
+/// `procstat.group.thread.count`: the group's threads, `Gauge` (Linux).
+pub const GROUP_THREAD_COUNT: &str = "procstat.group.thread.count";
+/// `procstat.group.open_file_descriptor.count`: the group's open file descriptors, `Gauge`;
+/// absent while those of one of its processes cannot be read.
+pub const GROUP_OPEN_FILE_DESCRIPTORS: &str = "procstat.group.open_file_descriptor.count";
+/// `sonde.procstat.read_errors`: matched processes or files of theirs that could not be read,
+/// `Counter`, labels `process.match`, `reason` (see [`read_error`]).
+pub const PROCSTAT_READ_ERRORS: &str = "sonde.procstat.read_errors";
 /// `sonde.collector.errors`: readings that failed, `Counter`, labels `collector`, `reason`.
 pub const COLLECTOR_ERRORS: &str = "sonde.collector.errors";
 
@@ -269,7 +334,7 @@ pub const DISK_IO_DIRECTION_LABEL: &str = "disk.io.direction";
 pub const NETWORK_INTERFACE_LABEL: &str = "network.interface.name";
 /// `network.io.direction`: `receive` or `transmit`.
 pub const NETWORK_IO_DIRECTION_LABEL: &str = "network.io.direction";
-/// `process.match`: the matcher of a procstat process.
+/// `process.match`: the matcher of a procstat process, which names its group.
 pub const MATCH_LABEL: &str = "process.match";
 /// `collector` on `sonde.collector.errors`.
 pub const COLLECTOR_LABEL: &str = "collector";
@@ -303,14 +368,5 @@ pub enum Error {
     System {
         /// What sysinfo reported.
         message: String,
-    },
-    /// The registry has process families (from a `ProcessCollector`) with other label names
-    /// than procstat's.
-    #[error(
-        "the registry already has process metrics labelled {found:?}, but procstat labels them process.pid, process.executable.name, process.match; install the other process collectors with sonde_host::with_procstat_labels (e.g. the daemon's own: with_procstat_labels(ProcessCollector::current(), \"self\")) or in another registry"
-    )]
-    IncompatibleProcessLabels {
-        /// The label names found.
-        found: Vec<String>,
     },
 }

@@ -1,7 +1,7 @@
 //! Procstat: per-process metrics for the processes that match a name, a pattern or a pid file,
-//! followed as they start and exit.
+//! followed as they start and exit, under their own `procstat.*` names, with totals per
+//! matcher (group).
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io::Read;
@@ -12,14 +12,20 @@ use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 
 use regex::Regex;
 use sonde_core::{Counter, Family, Gauge, Registry, Unit};
-use sonde_process::{EXECUTABLE_NAME_LABEL, PID_LABEL, ProcessCollector, ProcessMetrics};
+use sonde_process::{
+    CPU_MODES, EXECUTABLE_NAME_LABEL, PID_LABEL, ProcessCollector, ProcessMetrics, Reading,
+};
 use sysinfo::{
     Pid, Process, ProcessRefreshKind, ProcessStatus, ProcessesToUpdate, System, ThreadKind,
     UpdateKind,
 };
 
 use crate::host::collector_errors;
-use crate::{Error, MATCH_LABEL, PROCESS_START_TIME, PROCSTAT_MATCHES};
+use crate::{
+    CPU_MODE_LABEL, Error, GROUP_CPU_TIME, GROUP_CPU_UTILIZATION, GROUP_MEMORY_USAGE,
+    GROUP_MEMORY_VIRTUAL, GROUP_OPEN_FILE_DESCRIPTORS, GROUP_PROCESS_COUNT, GROUP_THREAD_COUNT,
+    MATCH_LABEL, PROCSTAT_PREFIX, PROCSTAT_READ_ERRORS, PROCSTAT_START_TIME, REASON_LABEL,
+};
 
 /// Which processes a [`ProcstatCollector`] follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,33 +55,24 @@ impl fmt::Display for ProcessMatcher {
     }
 }
 
-/// Adds the labels procstat uses to a [`ProcessCollector`]: `process.pid`,
-/// `process.executable.name` and `process.match` (with `process_match` as value), in that order.
-///
-/// All the process collectors of one registry need the same label names, so a daemon that
-/// reports its own process next to procstat's installs it like this:
-///
-/// ```
-/// # let registry = sonde_core::Registry::new();
-/// let own = sonde_host::with_procstat_labels(
-///     sonde_process::ProcessCollector::current().registry(&registry),
-///     "self",
-/// )
-/// .install()?;
-/// # Ok::<(), sonde_process::Error>(())
-/// ```
-pub fn with_procstat_labels(
-    collector: ProcessCollector,
-    process_match: impl Into<Cow<'static, str>>,
-) -> ProcessCollector {
-    collector
-        .pid_label()
-        .executable_name_label()
-        .label(MATCH_LABEL, process_match)
-}
+/// The label names of procstat's per-process families, in order (after `cpu.mode` on the CPU
+/// families): `process.match` (the group), `process.pid`, `process.executable.name`.
+pub const PROCSTAT_LABELS: [&str; 3] = [MATCH_LABEL, PID_LABEL, EXECUTABLE_NAME_LABEL];
 
-/// The label names of procstat's process families (after `cpu.mode` on the CPU families).
-pub const PROCSTAT_LABELS: [&str; 3] = [PID_LABEL, EXECUTABLE_NAME_LABEL, MATCH_LABEL];
+/// Why a matched process, or one of its files, could not be read: the `reason` of
+/// `sonde.procstat.read_errors`.
+pub mod read_error {
+    /// The process matched but exited before it could be read (short-lived processes; harmless
+    /// when rare).
+    pub const EXITED: &str = "exited";
+    /// The process matched but its `/proc/<pid>/stat` cannot be read by this user (`/proc`
+    /// mounted with `hidepid`, another PID namespace): it is not followed.
+    pub const DENIED: &str = "denied";
+    /// Its open file descriptors cannot be listed: another user's process, and the collector
+    /// lacks `CAP_SYS_PTRACE`. Its `procstat.open_file_descriptor.count` and its group's
+    /// `procstat.group.open_file_descriptor.count` are left out.
+    pub const FD_DENIED: &str = "fd_denied";
+}
 
 /// Describes which processes to follow and where to register their metrics; finish with
 /// [`install`](Self::install).
@@ -118,25 +115,14 @@ impl ProcstatCollector {
         self
     }
 
-    /// Checks the matchers and the registry, registers the families, looks for matching
-    /// processes once (installing a [`ProcessCollector`] for each) and, with
-    /// [`on_collect`](Self::on_collect), adds a collect hook.
+    /// Checks the matchers, registers the families, looks for matching processes once
+    /// (installing a [`ProcessCollector`] named `procstat.*` for each) and adds a collect hook
+    /// that reads them (and, with [`on_collect`](Self::on_collect), looks for new ones) at
+    /// every collection of the registry.
     pub fn install(self) -> Result<ProcstatMetrics, Error> {
         let registry = self.registry.unwrap_or_else(|| Registry::global().clone());
-        check_process_labels(&registry)?;
         let errors = collector_errors(&registry)?;
-        let start_time = registry
-            .gauge_f64(PROCESS_START_TIME)
-            .description("When the process started, in seconds since the UNIX epoch.")
-            .unit(Unit::Seconds)
-            .labels(PROCSTAT_LABELS)
-            .build()?;
-        let matches = registry
-            .gauge(PROCSTAT_MATCHES)
-            .description("Processes that match, per matcher.")
-            .unit(Unit::Count("{process}".into()))
-            .labels([MATCH_LABEL])
-            .build()?;
+        let families = Families::register(&registry)?;
         let mut entries = Vec::with_capacity(self.matchers.len());
         for matcher in self.matchers {
             let regex = match &matcher {
@@ -151,11 +137,12 @@ impl ProcstatCollector {
             };
             let label = matcher.to_string();
             entries.push(Matcher {
-                matches: matches.with(&[label.as_str()]),
+                group: Group::new(&families, &label),
                 label,
                 regex,
                 matcher,
                 tracked: HashMap::new(),
+                logged: Vec::new(),
             });
         }
         let sys = System::new().map_err(|e| Error::System {
@@ -165,44 +152,54 @@ impl ProcstatCollector {
             registry: registry.clone(),
             matchers: entries,
             sys,
-            start_time,
-            matches,
+            families,
             errors,
             own_pid: std::process::id(),
+            first: true,
         };
-        state.update();
+        state.update(true);
+        state.first = false;
         let shared = Arc::new(Shared {
             installed: AtomicBool::new(true),
             state: Mutex::new(Some(state)),
         });
-        if self.on_collect {
-            let hook = shared.clone();
-            registry.add_collect_hook(move || hook.collect(false));
-        }
-        Ok(ProcstatMetrics { shared })
+        let hook = shared.clone();
+        let rematch = self.on_collect;
+        let hook = registry.register_collector(move || hook.collect(false, rematch));
+        Ok(ProcstatMetrics {
+            _running: Arc::new(Running {
+                shared: shared.clone(),
+                _hook: hook,
+            }),
+            shared,
+        })
     }
 }
 
-/// Fails if the registry already has process families with other label names than procstat's
-/// (say a `ProcessCollector::current()` without labels): the process collectors would fail to
-/// register.
-fn check_process_labels(registry: &Registry) -> Result<(), Error> {
-    let snapshot = registry.snapshot_families(&[sonde_process::MEMORY_USAGE]);
-    if let Some(f) = snapshot.families.first() {
-        let found: Vec<String> = f.meta.label_names().map(str::to_owned).collect();
-        if found != PROCSTAT_LABELS {
-            return Err(Error::IncompatibleProcessLabels { found });
-        }
-    }
-    Ok(())
-}
-
-/// Installed procstat collection. Cheap to clone, `Send` and `Sync`; dropping it does not
-/// stop the process collectors it installed (their collect hooks keep refreshing them), nor a
-/// collect hook ([`ProcstatCollector::on_collect`]).
+/// Installed procstat collection. Cheap to clone, `Send` and `Sync`. The collection runs
+/// until the last clone is dropped (then it stops and logs a line; the series keep their last
+/// values) or [`uninstall`](Self::uninstall) is called (which also removes the series).
 #[derive(Clone)]
+#[must_use = "dropping the handle stops procstat: keep it (`let _procstat = ...`) for as long as it should run"]
 pub struct ProcstatMetrics {
     shared: Arc<Shared>,
+    _running: Arc<Running>,
+}
+
+/// Stops the collection, and removes the collect hook, when the last handle goes.
+struct Running {
+    shared: Arc<Shared>,
+    _hook: sonde_core::CollectorGuard,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.shared.installed.swap(false, Ordering::Relaxed) {
+            sonde_core::diag::info(format_args!(
+                "procstat: stopping because its handle was dropped (keep it in a variable, `let _procstat = ...`, for as long as it should run)"
+            ));
+        }
+    }
 }
 
 impl fmt::Debug for ProcstatMetrics {
@@ -214,11 +211,12 @@ impl fmt::Debug for ProcstatMetrics {
 }
 
 impl ProcstatMetrics {
-    /// Looks for matching processes now: installs a process collector for each new one and
-    /// uninstalls those of processes that exited (their series are removed). Call it from any
-    /// thread; a collection in progress on another thread is waited for. Never panics.
+    /// Looks for matching processes now (installs a process collector for each new one and
+    /// uninstalls those of processes that exited, removing their series), then reads them and
+    /// updates the group totals. Call it from any thread; a collection in progress on another
+    /// thread is waited for. Never panics.
     pub fn collect(&self) {
-        self.shared.collect(true);
+        self.shared.collect(true, true);
     }
 
     /// The `process.match` value of each matcher and the pids it follows, sorted.
@@ -243,7 +241,14 @@ impl ProcstatMetrics {
         self.shared.installed.load(Ordering::Relaxed)
     }
 
-    /// Stops looking, uninstalls every process collector and removes the series. Idempotent.
+    /// Stops collecting, on purpose (dropping the handle then logs nothing); the series keep
+    /// their last values ([`uninstall`](Self::uninstall) removes them too). Idempotent.
+    pub fn shutdown(&self) {
+        self.shared.installed.store(false, Ordering::Relaxed);
+    }
+
+    /// Stops looking, uninstalls every process collector and removes the series (per process,
+    /// per group, and the read errors). Idempotent.
     pub fn uninstall(&self) {
         self.shared.installed.store(false, Ordering::Relaxed);
         if let Some(mut state) = lock(&self.shared.state).take() {
@@ -252,8 +257,7 @@ impl ProcstatMetrics {
                 for pid in pids {
                     state.untrack(i, pid);
                 }
-                let label = state.matchers[i].label.clone();
-                state.matches.remove(&[label]);
+                state.matchers[i].group.remove(&state.families);
             }
         }
     }
@@ -269,7 +273,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    fn collect(&self, wait: bool) {
+    /// One collection: looks for processes if `rematch`, then reads the ones followed. From
+    /// the hook (`wait == false`), a collection in progress on another thread is not waited
+    /// for (it is refreshing the same values).
+    fn collect(&self, wait: bool, rematch: bool) {
         if !self.installed.load(Ordering::Relaxed) {
             return;
         }
@@ -283,34 +290,197 @@ impl Shared {
             }
         };
         let Some(state) = guard.as_mut() else { return };
-        if catch_unwind(AssertUnwindSafe(|| state.update())).is_err() {
+        if catch_unwind(AssertUnwindSafe(|| state.update(rematch))).is_err() {
             state.error("panic");
+        }
+    }
+}
+
+/// The families procstat registers itself (the per-process ones are sonde-process's, with the
+/// `procstat` prefix).
+struct Families {
+    start_time: Family<Gauge<f64>>,
+    read_errors: Family<Counter>,
+    process_count: Family<Gauge>,
+    cpu_time: Family<Counter<f64>>,
+    cpu_utilization: Family<Gauge<f64>>,
+    memory_usage: Family<Gauge>,
+    memory_virtual: Family<Gauge>,
+    threads: Option<Family<Gauge>>,
+    open_fds: Family<Gauge>,
+}
+
+impl Families {
+    fn register(registry: &Registry) -> Result<Self, sonde_core::Error> {
+        let mut cpu_labels = vec![MATCH_LABEL];
+        if !CPU_MODES.is_empty() {
+            cpu_labels.insert(0, CPU_MODE_LABEL);
+        }
+        let gauge = |name: &'static str, description: &'static str, unit: Unit| {
+            registry
+                .gauge(name)
+                .description(description)
+                .unit(unit)
+                .labels([MATCH_LABEL])
+                .build()
+        };
+        Ok(Families {
+            start_time: registry
+                .gauge_f64(PROCSTAT_START_TIME)
+                .description("When the process started, in seconds since the UNIX epoch.")
+                .unit(Unit::Seconds)
+                .labels(PROCSTAT_LABELS)
+                .build()?,
+            read_errors: registry
+                .counter(PROCSTAT_READ_ERRORS)
+                .description("Readings of a matched process, or of one of its files, that failed, by group and reason (exited, denied, fd_denied).")
+                .labels([MATCH_LABEL, REASON_LABEL])
+                .build()?,
+            process_count: gauge(
+                GROUP_PROCESS_COUNT,
+                "Processes of the group followed (matched and readable).",
+                Unit::Count("{process}".into()),
+            )?,
+            cpu_time: registry
+                .counter_f64(GROUP_CPU_TIME)
+                .description("CPU seconds of the group's processes while followed (those found at install since they started), exited ones included.")
+                .unit(Unit::Seconds)
+                .labels(cpu_labels.clone())
+                .build()?,
+            cpu_utilization: registry
+                .gauge_f64(GROUP_CPU_UTILIZATION)
+                .description("Sum of procstat.cpu.utilization over the group's processes.")
+                .unit(Unit::Ratio)
+                .labels(cpu_labels)
+                .build()?,
+            memory_usage: gauge(
+                GROUP_MEMORY_USAGE,
+                "Sum of the resident set sizes of the group's processes.",
+                Unit::Bytes,
+            )?,
+            memory_virtual: gauge(
+                GROUP_MEMORY_VIRTUAL,
+                "Sum of the virtual memory sizes of the group's processes.",
+                Unit::Bytes,
+            )?,
+            threads: if cfg!(target_os = "linux") {
+                Some(gauge(
+                    GROUP_THREAD_COUNT,
+                    "Threads of the group's processes.",
+                    Unit::Count("{thread}".into()),
+                )?)
+            } else {
+                None
+            },
+            open_fds: gauge(
+                GROUP_OPEN_FILE_DESCRIPTORS,
+                "Open file descriptors of the group's processes; absent when those of one of them cannot be read.",
+                Unit::Count("{file_descriptor}".into()),
+            )?,
+        })
+    }
+}
+
+/// One matcher's totals.
+struct Group {
+    process_count: Gauge,
+    /// Label values of the CPU series, one list per mode: `[mode, group]` (or `[group]`).
+    cpu_values: Vec<Vec<String>>,
+    cpu_time: Vec<Counter<f64>>,
+    cpu_utilization: Vec<Gauge<f64>>,
+    memory_usage: Gauge,
+    memory_virtual: Gauge,
+    threads: Option<Gauge>,
+    /// Present only while every process's descriptors could be read.
+    open_fds: Option<Gauge>,
+}
+
+impl Group {
+    fn new(f: &Families, label: &str) -> Group {
+        let cpu_values: Vec<Vec<String>> = if CPU_MODES.is_empty() {
+            vec![vec![label.to_owned()]]
+        } else {
+            CPU_MODES
+                .iter()
+                .map(|m| vec![(*m).to_owned(), label.to_owned()])
+                .collect()
+        };
+        let values = [label];
+        Group {
+            process_count: f.process_count.with(&values),
+            cpu_time: cpu_values.iter().map(|v| f.cpu_time.with(v)).collect(),
+            cpu_utilization: cpu_values
+                .iter()
+                .map(|v| f.cpu_utilization.with(v))
+                .collect(),
+            cpu_values,
+            memory_usage: f.memory_usage.with(&values),
+            memory_virtual: f.memory_virtual.with(&values),
+            threads: f.threads.as_ref().map(|t| t.with(&values)),
+            open_fds: Some(f.open_fds.with(&values)),
+        }
+    }
+
+    fn remove(&self, f: &Families) {
+        let label = self.cpu_values[0].last().map(String::as_str).unwrap_or("");
+        let values = [label];
+        for v in &self.cpu_values {
+            f.cpu_time.remove(v);
+            f.cpu_utilization.remove(v);
+        }
+        for family in [
+            &f.process_count,
+            &f.memory_usage,
+            &f.memory_virtual,
+            &f.open_fds,
+        ] {
+            family.remove(&values);
+        }
+        if let Some(t) = &f.threads {
+            t.remove(&values);
+        }
+        for reason in [
+            read_error::EXITED,
+            read_error::DENIED,
+            read_error::FD_DENIED,
+        ] {
+            f.read_errors.remove(&[label, reason]);
         }
     }
 }
 
 struct Tracked {
     metrics: ProcessMetrics,
-    /// Start time (UNIX seconds) when found: a different one means the pid was reused.
+    /// Start time (UNIX seconds, sysinfo's) when found: a different one means the pid was
+    /// reused.
     start: u64,
+    /// CPU seconds per mode already added to the group's `procstat.group.cpu.time`.
+    counted: [f64; 2],
+    /// Installed during this collection: its reading is fresh.
+    fresh: bool,
 }
 
 struct Matcher {
     matcher: ProcessMatcher,
     label: String,
     regex: Option<Regex>,
-    matches: Gauge,
+    group: Group,
     tracked: HashMap<u32, Tracked>,
+    /// The read error reasons already logged for this group (once each).
+    logged: Vec<&'static str>,
 }
 
 struct State {
     registry: Registry,
     matchers: Vec<Matcher>,
     sys: System,
-    start_time: Family<Gauge<f64>>,
-    matches: Family<Gauge>,
+    families: Families,
     errors: Family<Counter>,
     own_pid: u32,
+    /// The collection at install: the processes found then count in the group's CPU time
+    /// with all their CPU time (the series starts there); those found later only with what
+    /// they use from then on, so that a process found late is not a spike in its rate.
+    first: bool,
 }
 
 impl State {
@@ -318,7 +488,51 @@ impl State {
         self.errors.with(&["procstat", reason]).inc();
     }
 
-    fn update(&mut self) {
+    /// Counts a read error of group `i`, and logs it the first time for this group and reason.
+    fn read_error(&mut self, i: usize, reason: &'static str, pid: u32) {
+        let m = &mut self.matchers[i];
+        self.families
+            .read_errors
+            .with(&[m.label.as_str(), reason])
+            .inc();
+        if m.logged.contains(&reason) {
+            return;
+        }
+        m.logged.push(reason);
+        let group = m.label.as_str();
+        match reason {
+            read_error::FD_DENIED => tracing::warn!(
+                group,
+                pid,
+                reason,
+                "procstat: the open file descriptors of process {pid} (matched by {group}) cannot be listed: permission denied; its procstat.open_file_descriptor.count and the group's total are left out. Run the collector as the process's user or with CAP_SYS_PTRACE (AmbientCapabilities=CAP_SYS_PTRACE in a systemd unit). Counted in sonde.procstat.read_errors; logged once per group and reason"
+            ),
+            read_error::DENIED => tracing::warn!(
+                group,
+                pid,
+                reason,
+                "procstat: process {pid} (matched by {group}) cannot be read by this user (/proc mounted with hidepid, or another PID namespace) and is not followed. Counted in sonde.procstat.read_errors; logged once per group and reason"
+            ),
+            _ => tracing::warn!(
+                group,
+                pid,
+                reason,
+                "procstat: process {pid} (matched by {group}) exited before it could be read; harmless for short-lived processes. Counted in sonde.procstat.read_errors; logged once per group and reason"
+            ),
+        }
+    }
+
+    /// Looks for processes (if `rematch`), then reads those followed and sets the totals.
+    fn update(&mut self, rematch: bool) {
+        if rematch {
+            self.rematch();
+        }
+        for i in 0..self.matchers.len() {
+            self.read(i);
+        }
+    }
+
+    fn rematch(&mut self) {
         let names = self
             .matchers
             .iter()
@@ -416,33 +630,170 @@ impl State {
             .collect();
         new.sort_unstable();
         for (pid, start) in new {
-            let collector = ProcessCollector::for_pid(pid).registry(&self.registry);
-            match with_procstat_labels(collector, self.matchers[i].label.clone()).install() {
-                Ok(metrics) => {
-                    let values: Vec<&str> =
-                        metrics.labels().iter().map(|(_, v)| v.as_str()).collect();
-                    self.start_time.with(&values).set(start as f64);
-                    self.matchers[i]
-                        .tracked
-                        .insert(pid, Tracked { metrics, start });
-                }
-                // Exited in the meantime.
-                Err(sonde_process::Error::NoSuchProcess { .. }) => {}
-                Err(_) => self.error("install"),
-            }
+            self.track(i, pid, start);
         }
-        let m = &self.matchers[i];
-        m.matches
-            .set(i64::try_from(found.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Installs a process collector for `pid` in group `i`.
+    fn track(&mut self, i: usize, pid: u32, start: u64) {
+        let installed = ProcessCollector::for_pid(pid)
+            .registry(&self.registry)
+            .name_prefix(PROCSTAT_PREFIX)
+            .on_collect(false)
+            .label(MATCH_LABEL, self.matchers[i].label.clone())
+            .pid_label()
+            .executable_name_label()
+            .install();
+        match installed {
+            Ok(metrics) => {
+                let reading = metrics.reading().unwrap_or_default();
+                let values: Vec<&str> = metrics.labels().iter().map(|(_, v)| v.as_str()).collect();
+                self.families
+                    .start_time
+                    .with(&values)
+                    .set(reading.start_time());
+                let mut counted = [0.0; 2];
+                if !self.first {
+                    for (c, t) in counted.iter_mut().zip(reading.cpu_time()) {
+                        *c = *t;
+                    }
+                }
+                self.matchers[i].tracked.insert(
+                    pid,
+                    Tracked {
+                        metrics,
+                        start,
+                        counted,
+                        fresh: true,
+                    },
+                );
+            }
+            Err(sonde_process::Error::NoSuchProcess { .. }) => {
+                let reason = if process_exists(pid) {
+                    read_error::DENIED
+                } else {
+                    read_error::EXITED
+                };
+                self.read_error(i, reason, pid);
+            }
+            Err(_) => self.error("install"),
+        }
     }
 
     fn untrack(&mut self, i: usize, pid: u32) {
         if let Some(t) = self.matchers[i].tracked.remove(&pid) {
             t.metrics.uninstall();
             let values: Vec<&str> = t.metrics.labels().iter().map(|(_, v)| v.as_str()).collect();
-            self.start_time.remove(&values);
+            self.families.start_time.remove(&values);
         }
     }
+
+    /// Reads group `i`'s processes (those installed in this collection were just read),
+    /// drops those that exited, and sets the group's totals.
+    fn read(&mut self, i: usize) {
+        let mut totals = Totals::default();
+        let mut gone = Vec::new();
+        let mut fd_denied = Vec::new();
+        let m = &mut self.matchers[i];
+        for (&pid, t) in &mut m.tracked {
+            let fresh = std::mem::take(&mut t.fresh);
+            let reading = if fresh || t.metrics.collect() {
+                t.metrics.reading()
+            } else {
+                None
+            };
+            let Some(r) = reading else {
+                gone.push(pid);
+                continue;
+            };
+            for ((counter, counted), &now) in m
+                .group
+                .cpu_time
+                .iter()
+                .zip(&mut t.counted)
+                .zip(r.cpu_time())
+            {
+                if now > *counted {
+                    counter.add(now - *counted);
+                    *counted = now;
+                }
+            }
+            if r.open_fds().is_none()
+                && r.open_fds_error() == Some(std::io::ErrorKind::PermissionDenied)
+            {
+                fd_denied.push(pid);
+            }
+            totals.add(&r);
+        }
+        m.group.set(&self.families, &m.label, &totals);
+        for pid in gone {
+            self.untrack(i, pid);
+        }
+        for pid in fd_denied {
+            self.read_error(i, read_error::FD_DENIED, pid);
+        }
+    }
+}
+
+/// Sums over a group's processes.
+#[derive(Default)]
+struct Totals {
+    processes: u64,
+    cpu_utilization: [f64; 2],
+    resident: u64,
+    virtual_: u64,
+    threads: u64,
+    open_fds: u64,
+    /// Some process's descriptors could not be read: the total would be too low.
+    open_fds_missing: bool,
+}
+
+impl Totals {
+    fn add(&mut self, r: &Reading) {
+        self.processes += 1;
+        for (sum, u) in self.cpu_utilization.iter_mut().zip(r.cpu_utilization()) {
+            *sum += u;
+        }
+        self.resident = self.resident.saturating_add(r.resident_bytes());
+        self.virtual_ = self.virtual_.saturating_add(r.virtual_bytes());
+        self.threads += r.threads().unwrap_or(0);
+        match r.open_fds() {
+            Some(n) => self.open_fds += n,
+            None => self.open_fds_missing = true,
+        }
+    }
+}
+
+fn as_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+impl Group {
+    fn set(&mut self, f: &Families, label: &str, t: &Totals) {
+        self.process_count.set(as_i64(t.processes));
+        for (g, u) in self.cpu_utilization.iter().zip(t.cpu_utilization) {
+            g.set(u);
+        }
+        self.memory_usage.set(as_i64(t.resident));
+        self.memory_virtual.set(as_i64(t.virtual_));
+        if let Some(g) = &self.threads {
+            g.set(as_i64(t.threads));
+        }
+        if t.open_fds_missing {
+            if self.open_fds.take().is_some() {
+                f.open_fds.remove(&[label]);
+            }
+        } else {
+            self.open_fds
+                .get_or_insert_with(|| f.open_fds.with(&[label]))
+                .set(as_i64(t.open_fds));
+        }
+    }
+}
+
+/// Whether `/proc/<pid>` still exists (the process runs but cannot be read), on Linux.
+fn process_exists(pid: u32) -> bool {
+    cfg!(target_os = "linux") && Path::new("/proc").join(pid.to_string()).exists()
 }
 
 fn name_matches(p: &Process, name: &str) -> bool {
@@ -507,6 +858,53 @@ mod tests {
         assert_eq!(
             ProcessMatcher::PidFile("/run/a.pid".into()).to_string(),
             "pid_file:/run/a.pid"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_process_that_vanished_is_a_read_error_counted_each_time_and_logged_once() {
+        let registry = Registry::new();
+        let procstat = ProcstatCollector::new(ProcessMatcher::Name("sonde-no-such-name".into()))
+            .registry(&registry)
+            .install()
+            .unwrap();
+        // A pid that matched, then exited before it could be read.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let ((), lines) = sonde_core::testing::capture_diagnostics(|| {
+            let mut guard = lock(&procstat.shared.state);
+            let state = guard.as_mut().unwrap();
+            for _ in 0..3 {
+                state.track(0, pid, 0);
+            }
+        });
+        assert!(procstat.matches()[0].1.is_empty());
+        let snap = registry.snapshot();
+        let errors = snap
+            .point(
+                PROCSTAT_READ_ERRORS,
+                &[
+                    (MATCH_LABEL, "name:sonde-no-such-name"),
+                    (REASON_LABEL, read_error::EXITED),
+                ],
+            )
+            .and_then(|p| p.number())
+            .map(|n| n.as_f64());
+        assert_eq!(errors, Some(3.0));
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert!(
+            lines[0].starts_with("WARN")
+                && lines[0].contains("exited before it could be read")
+                && lines[0].contains("reason=\"exited\"")
+                && lines[0].contains(&format!("pid={pid}")),
+            "{}",
+            lines[0]
         );
     }
 

@@ -30,7 +30,8 @@ fn method_index(method: &str) -> usize {
 
 /// HTTP server metrics, for any framework: call [`start`](Self::start) when a request arrives
 /// and [`ActiveRequest::finish`] with the matched route and status when it is answered. The
-/// tower [`HttpServerLayer`](crate::HttpServerLayer) (feature `tower`) does this for you.
+/// tower `HttpServerLayer` (feature `tower`; with feature `axum` it finds axum's route template
+/// by itself) and `instrument_warp` (feature `warp`) do this for you.
 ///
 /// ```
 /// let registry = sonde_core::Registry::new();
@@ -133,7 +134,9 @@ mod warp_filter {
     use super::HttpServerMetrics;
 
     /// Wraps one warp route so its requests are recorded under `route` (the template, such as
-    /// `/users/:id`). A request the route does not match is not recorded by it.
+    /// `/users/:id`). warp filters carry no template to read, so this is the one line each route
+    /// needs: without it, nothing is recorded for the route. A request the route does not match
+    /// is not recorded by it.
     ///
     /// ```
     /// # #[cfg(feature = "warp")] {
@@ -188,20 +191,62 @@ mod layer {
 
     use super::{ActiveRequest, HttpServerMetrics};
 
-    /// Reads the matched route template from a request's URI and extensions (for axum:
-    /// `|_, ext| ext.get::<axum::extract::MatchedPath>().map(|p| p.as_str().to_owned())`).
+    /// Reads the matched route template of a request from its URI and extensions; see
+    /// [`HttpServerLayer::route_with`].
     pub type RouteFn = Arc<dyn Fn(&http::Uri, &http::Extensions) -> Option<String> + Send + Sync>;
 
-    /// A tower `Layer` recording [`HttpServerMetrics`] for every request.
+    /// A tower `Layer` recording [`HttpServerMetrics`] for every request, with the matched route
+    /// template (`/users/{id}`) as `http.route`, never the raw path.
+    ///
+    /// **axum** (feature `axum`, axum 0.8): nothing to configure. The layer reads axum's
+    /// `MatchedPath` from the request, so add it to the router with `Router::layer` (every
+    /// request: unmatched ones are recorded with `http.route=""`, a single series) or
+    /// `Router::route_layer` (matched routes only), *after* the routes it should see. Nested
+    /// routers (`Router::nest`) record the full template (`/api/users/{id}`). Wrapped around the
+    /// whole router from outside (`ServiceBuilder`, `Router::into_service`, hyper) it runs before
+    /// axum has routed the request and records `""` for everything.
+    ///
+    /// ```
+    /// # #[cfg(feature = "axum")] {
+    /// use axum::{Router, routing::get};
+    /// use sonde_instrument::{HttpServerLayer, HttpServerMetrics};
+    ///
+    /// let metrics = HttpServerMetrics::install(sonde_core::Registry::global()).unwrap();
+    /// let app: Router = Router::new()
+    ///     .route("/users/{id}", get(|| async { "user" }))
+    ///     .layer(HttpServerLayer::new(metrics));
+    /// # let _ = app; }
+    /// ```
+    ///
+    /// **Any other tower stack** (hyper, tonic, a hand-written router): tell the layer where the
+    /// template is with one [`route_with`](Self::route_with) line; without it `http.route` is
+    /// `""`. For tonic, the path *is* the template (`/package.Service/Method`):
     ///
     /// ```
     /// # #[cfg(feature = "tower")] {
-    /// let registry = sonde_core::Registry::new();
-    /// let metrics = sonde_instrument::HttpServerMetrics::install(&registry).unwrap();
+    /// let metrics = sonde_instrument::HttpServerMetrics::install(sonde_core::Registry::global()).unwrap();
     /// let layer = sonde_instrument::HttpServerLayer::new(metrics)
-    ///     .route_with(|_uri, ext| ext.get::<String>().cloned());
+    ///     .route_with(|uri, _| Some(uri.path().to_owned()));
     /// # let _ = layer; }
     /// ```
+    ///
+    /// A router of your own that knows the template before the layer runs can leave it in the
+    /// request's extensions:
+    ///
+    /// ```
+    /// # #[cfg(feature = "tower")] {
+    /// /// The matched template, inserted by an outer routing step.
+    /// #[derive(Clone)]
+    /// struct Route(&'static str);
+    ///
+    /// let metrics = sonde_instrument::HttpServerMetrics::install(sonde_core::Registry::global()).unwrap();
+    /// let layer = sonde_instrument::HttpServerLayer::new(metrics)
+    ///     .route_with(|_, ext| ext.get::<Route>().map(|r| r.0.to_owned()));
+    /// # let _ = layer; }
+    /// ```
+    ///
+    /// (warp has no tower router: wrap each route with
+    /// [`instrument_warp`](crate::instrument_warp), feature `warp`.)
     #[derive(Clone)]
     pub struct HttpServerLayer {
         metrics: HttpServerMetrics,
@@ -210,7 +255,8 @@ mod layer {
 
     impl HttpServerLayer {
         /// A layer recording into `metrics`. Without [`route_with`](Self::route_with), the
-        /// route is left empty (never the raw path).
+        /// route is axum's `MatchedPath` with feature `axum`, and `""` otherwise (never the raw
+        /// path).
         pub fn new(metrics: HttpServerMetrics) -> Self {
             HttpServerLayer {
                 metrics,
@@ -218,7 +264,9 @@ mod layer {
             }
         }
 
-        /// How to find the matched route template of a request, from its URI and extensions.
+        /// How to find the matched route template of a request, from its URI and extensions
+        /// (replacing the axum default). Return a template, never a raw path: each distinct
+        /// value is a series. `None` records `""`.
         pub fn route_with(
             mut self,
             f: impl Fn(&http::Uri, &http::Extensions) -> Option<String> + Send + Sync + 'static,
@@ -248,6 +296,27 @@ mod layer {
         route: Option<RouteFn>,
     }
 
+    /// The route a request is recorded under, held until it is answered.
+    enum Route {
+        /// No template known: recorded as `""`, one series for all such requests.
+        Unmatched,
+        Custom(String),
+        /// axum's template, shared with the router (cloning it allocates nothing).
+        #[cfg(feature = "axum")]
+        Axum(axum::extract::MatchedPath),
+    }
+
+    impl Route {
+        fn as_str(&self) -> &str {
+            match self {
+                Route::Unmatched => "",
+                Route::Custom(s) => s,
+                #[cfg(feature = "axum")]
+                Route::Axum(p) => p.as_str(),
+            }
+        }
+    }
+
     impl<S, B, RB> tower_service::Service<http::Request<B>> for HttpServerService<S>
     where
         S: tower_service::Service<http::Request<B>, Response = http::Response<RB>>,
@@ -262,14 +331,21 @@ mod layer {
 
         fn call(&mut self, req: http::Request<B>) -> Self::Future {
             let active = self.metrics.start(req.method().as_str());
-            let route = self
-                .route
-                .as_ref()
-                .and_then(|f| f(req.uri(), req.extensions()));
+            let route = match &self.route {
+                Some(f) => f(req.uri(), req.extensions()).map_or(Route::Unmatched, Route::Custom),
+                #[cfg(feature = "axum")]
+                None => req
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .cloned()
+                    .map_or(Route::Unmatched, Route::Axum),
+                #[cfg(not(feature = "axum"))]
+                None => Route::Unmatched,
+            };
             ResponseFuture {
                 inner: self.inner.call(req),
                 active: Some(active),
-                route: route.unwrap_or_default(),
+                route,
             }
         }
     }
@@ -280,7 +356,7 @@ mod layer {
             #[pin]
             inner: F,
             active: Option<ActiveRequest>,
-            route: String,
+            route: Route,
         }
     }
 
@@ -295,7 +371,7 @@ mod layer {
             let out = std::task::ready!(this.inner.poll(cx));
             if let Some(active) = this.active.take() {
                 match &out {
-                    Ok(resp) => active.finish(this.route, resp.status().as_u16()),
+                    Ok(resp) => active.finish(this.route.as_str(), resp.status().as_u16()),
                     // A service error: recorded by the guard's drop as `_OTHER`.
                     Err(_) => drop(active),
                 }

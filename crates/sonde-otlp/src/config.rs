@@ -155,11 +155,12 @@ impl OtlpTransport {
                 Some((var, v)) => match v.trim() {
                     "grpc" => Protocol::Grpc,
                     "http/protobuf" => Protocol::HttpProtobuf,
-                    other => {
-                        return Err(Error::Config(format!(
-                            "{var}={other:?} is not supported; use \"grpc\" or \"http/protobuf\""
-                        )));
-                    }
+                    other => ignore_env(
+                        &var,
+                        other,
+                        "use \"grpc\" or \"http/protobuf\"",
+                        Protocol::HttpProtobuf,
+                    ),
                 },
             },
         };
@@ -167,24 +168,32 @@ impl OtlpTransport {
             Some(e) => endpoint_url(e, protocol, signal, false),
             None => {
                 let specific = format!("OTEL_EXPORTER_OTLP_{}ENDPOINT", signal.var_infix());
-                match env(&specific).filter(|v| !v.trim().is_empty()) {
-                    // The signal-specific variable is used as is.
-                    Some(e) => endpoint_url(e.trim(), protocol, signal, true),
-                    None => {
-                        match env("OTEL_EXPORTER_OTLP_ENDPOINT").filter(|v| !v.trim().is_empty()) {
-                            Some(e) => endpoint_url(e.trim(), protocol, signal, false),
-                            None => endpoint_url(
-                                match protocol {
-                                    Protocol::Grpc => "http://localhost:4317",
-                                    Protocol::HttpProtobuf => "http://localhost:4318",
-                                },
-                                protocol,
-                                signal,
-                                false,
-                            ),
-                        }
-                    }
-                }
+                let default = || {
+                    endpoint_url(
+                        match protocol {
+                            Protocol::Grpc => "http://localhost:4317",
+                            Protocol::HttpProtobuf => "http://localhost:4318",
+                        },
+                        protocol,
+                        signal,
+                        false,
+                    )
+                };
+                let from_env = |var: &str, as_is: bool| {
+                    let v = env(var).filter(|v| !v.trim().is_empty())?;
+                    Some(endpoint_url(v.trim(), protocol, signal, as_is).or_else(|| {
+                        ignore_env(
+                            var,
+                            v.trim(),
+                            "it must be an http:// or https:// URL with a host",
+                            default(),
+                        )
+                    }))
+                };
+                // The signal-specific variable is used as is.
+                from_env(&specific, true)
+                    .or_else(|| from_env("OTEL_EXPORTER_OTLP_ENDPOINT", false))
+                    .unwrap_or_else(default)
             }
         };
         let Some(endpoint) = endpoint else {
@@ -198,11 +207,15 @@ impl OtlpTransport {
         };
         let mut headers = match lookup("HEADERS") {
             None => Vec::new(),
-            Some((var, v)) => parse_headers(&v).ok_or_else(|| {
-                Error::Config(format!(
-                    "{var} must be a comma-separated list of name=value pairs (values percent-encoded)"
-                ))
-            })?,
+            Some((var, v)) => parse_headers(&v).unwrap_or_else(|| {
+                // The value may hold an API key: not repeated in the warning.
+                ignore_env(
+                    &var,
+                    "<hidden>",
+                    "it must be a comma-separated list of name=value pairs (values percent-encoded), so no header from it is sent",
+                    Vec::new(),
+                )
+            }),
         };
         for (k, v) in &self.headers {
             headers.retain(|(name, _)| !name.eq_ignore_ascii_case(k));
@@ -224,11 +237,7 @@ impl OtlpTransport {
                 Some((var, v)) => match v.trim() {
                     "gzip" => Compression::Gzip,
                     "none" => Compression::None,
-                    other => {
-                        return Err(Error::Config(format!(
-                            "{var}={other:?} is not supported; use \"gzip\" or \"none\""
-                        )));
-                    }
+                    other => ignore_env(&var, other, "use \"gzip\" or \"none\"", Compression::None),
                 },
             },
         };
@@ -236,11 +245,15 @@ impl OtlpTransport {
             Some(t) => t,
             None => match lookup("TIMEOUT") {
                 None => Duration::from_secs(10),
-                Some((var, v)) => Duration::from_millis(v.trim().parse().map_err(|_| {
-                    Error::Config(format!(
-                        "{var}={v:?} must be a whole number of milliseconds, like 10000"
-                    ))
-                })?),
+                Some((var, v)) => match v.trim().parse() {
+                    Ok(ms) => Duration::from_millis(ms),
+                    Err(_) => ignore_env(
+                        &var,
+                        &v,
+                        "it must be a whole number of milliseconds, like 10000",
+                        Duration::from_secs(10),
+                    ),
+                },
             },
         }
         .max(Duration::from_millis(1));
@@ -311,6 +324,16 @@ fn parse_headers(s: &str) -> Option<Vec<(String, String)>> {
         k.make_ascii_lowercase();
     }
     Some(out)
+}
+
+/// What to do with an environment variable whose value cannot be used: the OpenTelemetry
+/// specification asks for a warning and the default, not a failure (explicit settings given in
+/// code stay errors).
+pub(crate) fn ignore_env<T>(var: &str, value: &str, problem: &str, default: T) -> T {
+    sonde_core::diag::warn(format_args!(
+        "{var}={value:?} is ignored ({problem}); using the default"
+    ));
+    default
 }
 
 /// Reads a process environment variable.
@@ -394,22 +417,49 @@ mod tests {
         assert_eq!(r.timeout, Duration::from_secs(1));
     }
 
+    /// As the specification asks: a variable that cannot be used is warned about (naming it
+    /// and the fix) and the default is used; nothing fails.
     #[test]
-    fn bad_values_are_errors_naming_the_variable() {
-        let e = |vars: &'static [(&'static str, &'static str)]| {
-            OtlpTransport::new()
-                .resolve(Signal::Metrics, &env(vars))
-                .unwrap_err()
-                .to_string()
+    fn bad_variables_warn_and_fall_back_to_the_defaults() {
+        let warned = |vars: &'static [(&'static str, &'static str)]| {
+            let (r, lines) = sonde_core::testing::capture_diagnostics(|| {
+                OtlpTransport::new().resolve(Signal::Metrics, &env(vars))
+            });
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            assert!(
+                lines[0].starts_with("WARN OTEL_EXPORTER_OTLP_"),
+                "{lines:?}"
+            );
+            (r.unwrap(), lines[0].clone())
         };
+        let defaults = OtlpTransport::new()
+            .resolve(Signal::Metrics, &env(&[]))
+            .unwrap();
+        let (r, line) = warned(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]);
+        assert_eq!(r, defaults);
+        assert!(line.contains("http/protobuf"), "{line}");
+        let (r, line) = warned(&[("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "zstd")]);
+        assert_eq!(r, defaults);
+        assert!(line.contains("gzip"), "{line}");
+        let (r, line) = warned(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")]);
+        assert_eq!(r, defaults);
+        assert!(line.contains("milliseconds"), "{line}");
+        let (r, line) = warned(&[("OTEL_EXPORTER_OTLP_HEADERS", "api-key=secret,novalue")]);
+        assert_eq!(r, defaults);
         assert!(
-            e(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")])
-                .contains("OTEL_EXPORTER_OTLP_PROTOCOL")
+            line.contains("name=value") && !line.contains("secret"),
+            "{line}"
         );
-        assert!(e(&[("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "zstd")]).contains("gzip"));
-        assert!(e(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "10s")]).contains("milliseconds"));
-        assert!(e(&[("OTEL_EXPORTER_OTLP_HEADERS", "novalue")]).contains("name=value"));
-        assert!(e(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")]).contains("http://"));
+        let (r, line) = warned(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318")]);
+        assert_eq!(r, defaults);
+        assert!(line.contains("http://"), "{line}");
+        // Explicit settings in code are still errors.
+        assert!(
+            OtlpTransport::new()
+                .endpoint("collector:4318")
+                .resolve(Signal::Metrics, &env(&[]))
+                .is_err()
+        );
         let e = OtlpTransport::new()
             .header("bad header", "v")
             .resolve(Signal::Metrics, &env(&[]))

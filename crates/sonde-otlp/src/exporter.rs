@@ -7,7 +7,7 @@ use sonde_core::{Kind, Registry, Resource, Temporality};
 use sonde_push::{PushConfig, PushExporter, Source, StartError};
 
 use crate::Error;
-use crate::config::{Env, OtlpTransport, Signal, process_env};
+use crate::config::{Env, OtlpTransport, Signal, ignore_env, process_env};
 use crate::convert::{self, HistogramAggregation};
 use crate::transport::Client;
 
@@ -171,11 +171,15 @@ impl OtlpMetricsBuilder {
             Some(i) => i,
             None => match env("OTEL_METRIC_EXPORT_INTERVAL").filter(|v| !v.trim().is_empty()) {
                 None => Duration::from_secs(60),
-                Some(v) => Duration::from_millis(v.trim().parse().map_err(|_| {
-                    Error::Config(format!(
-                        "OTEL_METRIC_EXPORT_INTERVAL={v:?} must be a whole number of milliseconds, like 60000"
-                    ))
-                })?),
+                Some(v) => match v.trim().parse() {
+                    Ok(ms) => Duration::from_millis(ms),
+                    Err(_) => ignore_env(
+                        "OTEL_METRIC_EXPORT_INTERVAL",
+                        &v,
+                        "it must be a whole number of milliseconds, like 60000",
+                        Duration::from_secs(60),
+                    ),
+                },
             },
         }
         .max(Duration::from_millis(10));
@@ -190,11 +194,12 @@ impl OtlpMetricsBuilder {
                     // Every sonde instrument is synchronous, so `lowmemory` selects what
                     // `delta` does.
                     "delta" | "lowmemory" => Temporality::Delta,
-                    _ => {
-                        return Err(Error::Config(format!(
-                            "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE={v:?} is not supported; use cumulative, delta or lowmemory"
-                        )));
-                    }
+                    _ => ignore_env(
+                        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+                        &v,
+                        "use cumulative, delta or lowmemory",
+                        Temporality::Cumulative,
+                    ),
                 },
             },
         };
@@ -207,11 +212,12 @@ impl OtlpMetricsBuilder {
                 Some(v) => match v.trim() {
                     "explicit_bucket_histogram" => HistogramAggregation::ExplicitBuckets,
                     "base2_exponential_bucket_histogram" => HistogramAggregation::Exponential,
-                    _ => {
-                        return Err(Error::Config(format!(
-                            "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION={v:?} is not supported; use explicit_bucket_histogram or base2_exponential_bucket_histogram"
-                        )));
-                    }
+                    _ => ignore_env(
+                        "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",
+                        &v,
+                        "use explicit_bucket_histogram or base2_exponential_bucket_histogram",
+                        HistogramAggregation::ExplicitBuckets,
+                    ),
                 },
             },
         };
@@ -255,8 +261,9 @@ fn push_error(e: sonde_push::Error) -> Error {
 }
 
 /// A running OTLP metrics exporter. Dropping it shuts it down, waiting up to
-/// [`DROP_SHUTDOWN_TIMEOUT`] for the last collection to be delivered.
+/// [`DROP_SHUTDOWN_TIMEOUT`] for the last collection to be delivered, and logs that it did.
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the exporter: keep it (`let _otlp = ...`) for as long as it should export"]
 pub struct OtlpMetricsExporter {
     inner: PushExporter,
     endpoint: String,

@@ -34,7 +34,7 @@ use sonde_core::{Registry, Resource};
 use tracing_subscriber::layer::SubscriberExt as _;
 
 use crate::Error;
-use crate::config::{Compression, Env, OtlpTransport, Protocol, Signal, process_env};
+use crate::config::{Compression, Env, OtlpTransport, Protocol, Signal, ignore_env, process_env};
 
 /// Configures the tracing pipeline.
 pub struct TracesBuilder {
@@ -43,6 +43,7 @@ pub struct TracesBuilder {
     resource: Option<Resource>,
     sampler: Option<Sampler>,
     span_durations: bool,
+    log_to_stderr: bool,
     env: Env,
 }
 
@@ -52,6 +53,7 @@ impl std::fmt::Debug for TracesBuilder {
             .field("transport", &self.transport)
             .field("sampler", &self.sampler)
             .field("span_durations", &self.span_durations)
+            .field("log_to_stderr", &self.log_to_stderr)
             .finish_non_exhaustive()
     }
 }
@@ -71,6 +73,7 @@ impl TracesBuilder {
             resource: None,
             sampler: None,
             span_durations: false,
+            log_to_stderr: true,
             env: Arc::new(process_env),
         }
     }
@@ -107,6 +110,16 @@ impl TracesBuilder {
         self
     }
 
+    /// Whether [`install`](Self::install) also prints the application's own events (its
+    /// `tracing::info!`...) on stderr, filtered by `RUST_LOG` (default `info`), with colours
+    /// only on a terminal. On by default, since the installed subscriber replaces any logging
+    /// the application would otherwise set up; turn it off to compose your own with
+    /// [`build`](Self::build) and [`TracingPipeline::subscriber`].
+    pub fn log_to_stderr(mut self, on: bool) -> Self {
+        self.log_to_stderr = on;
+        self
+    }
+
     /// Reads configuration variables through `env` instead of the process environment.
     pub fn environment(
         mut self,
@@ -123,7 +136,7 @@ impl TracesBuilder {
         let settings = self.transport.resolve(Signal::Traces, &*env)?;
         let sampler = match self.sampler {
             Some(s) => s,
-            None => sampler_from(&*env)?,
+            None => sampler_from(&*env),
         };
         let resource = self
             .resource
@@ -168,18 +181,27 @@ impl TracesBuilder {
             tracer,
             registry: self.registry,
             span_durations: self.span_durations,
+            log_filter: self.log_to_stderr.then(|| {
+                let filter = env("RUST_LOG").unwrap_or_default();
+                if filter.trim().is_empty() {
+                    "info".to_owned()
+                } else {
+                    filter
+                }
+            }),
             runtime: Some(runtime),
         })
     }
 
     /// [`build`](Self::build), then installs the subscriber (`tracing_subscriber::registry()`
-    /// with the sonde metrics layer inside the OpenTelemetry layer) as the global default, the
+    /// with the sonde metrics layer inside the OpenTelemetry layer, and a stderr log layer
+    /// unless [`log_to_stderr(false)`](Self::log_to_stderr)) as the global default, the
     /// provider as OpenTelemetry's global one, and the exemplar provider, so plain histogram
     /// observations inside sampled spans also keep their trace ids. Errors if a global
     /// subscriber is already set.
     pub fn install(self) -> Result<TracingPipeline, Error> {
         let pipeline = self.build()?;
-        let subscriber = pipeline.subscriber()?;
+        let subscriber = pipeline.compose(pipeline.log_filter.as_deref())?;
         tracing::subscriber::set_global_default(subscriber).map_err(|e| {
             Error::Config(format!(
                 "a global tracing subscriber is already installed ({e}); use build() and compose TracingPipeline::subscriber() or tracer() into yours"
@@ -191,12 +213,16 @@ impl TracesBuilder {
     }
 }
 
-/// A running tracing pipeline. Dropping it shuts the provider down (exporting what is left).
+/// A running tracing pipeline. Dropping it shuts the provider down (exporting what is left)
+/// and logs that it did.
+#[must_use = "dropping the pipeline stops exporting spans: keep it (`let _tracing = ...`) for as long as spans should be exported"]
 pub struct TracingPipeline {
     provider: SdkTracerProvider,
     tracer: Tracer,
     registry: Registry,
     span_durations: bool,
+    /// The `RUST_LOG`-style filter of the stderr log layer `install` adds, if any.
+    log_filter: Option<String>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -220,10 +246,33 @@ impl TracingPipeline {
     /// A subscriber with the sonde metrics layer inside the OpenTelemetry layer, for
     /// `tracing::subscriber::with_default` or to install yourself.
     pub fn subscriber(&self) -> Result<impl tracing::Subscriber + Send + Sync + 'static, Error> {
+        self.compose(None)
+    }
+
+    /// The subscriber, with a stderr log layer filtered by `log_filter` when given.
+    fn compose(
+        &self,
+        log_filter: Option<&str>,
+    ) -> Result<impl tracing::Subscriber + Send + Sync + 'static, Error> {
+        use tracing_subscriber::Layer as _;
         let sonde = sonde_tracing::SondeLayer::new(&self.registry)
             .map_err(|e| Error::Config(format!("cannot register the span metrics: {e}")))?
             .span_durations(self.span_durations);
+        let logs = log_filter.map(|f| {
+            let filter = tracing_subscriber::EnvFilter::try_new(f).unwrap_or_else(|e| {
+                sonde_core::diag::warn(format_args!(
+                    "RUST_LOG={f:?} is ignored ({e}); logging at info"
+                ));
+                tracing_subscriber::EnvFilter::new("info")
+            });
+            // Colours only on a terminal: a file or the journal would keep the escape codes.
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .with_filter(filter)
+        });
         Ok(tracing_subscriber::registry()
+            .with(logs)
             .with(sonde)
             .with(tracing_opentelemetry::layer().with_tracer(self.tracer.clone())))
     }
@@ -245,7 +294,16 @@ impl TracingPipeline {
 
 impl Drop for TracingPipeline {
     fn drop(&mut self) {
-        let _ = self.provider.shutdown();
+        if let Err(e) = self.provider.shutdown() {
+            // Already shut down by `shutdown()` is the expected case, not worth a line.
+            if !matches!(e, opentelemetry_sdk::error::OTelSdkError::AlreadyShutdown) {
+                sonde_core::diag::warn(format_args!("tracing pipeline: {e}"));
+            }
+        } else {
+            sonde_core::diag::info(format_args!(
+                "tracing pipeline: stopped exporting spans because its handle was dropped (keep it in a variable, `let _tracing = ...`, for as long as spans should be exported)"
+            ));
+        }
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }
@@ -339,41 +397,47 @@ impl SpanExporter for OnRuntime {
     }
 }
 
-/// The sampler of `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`.
-fn sampler_from(env: &dyn Fn(&str) -> Option<String>) -> Result<Sampler, Error> {
-    let arg = || -> Result<f64, Error> {
+/// The sampler of `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`; values that cannot be
+/// used are warned about and replaced by the defaults, as the specification asks.
+fn sampler_from(env: &dyn Fn(&str) -> Option<String>) -> Sampler {
+    let default = || Sampler::ParentBased(Box::new(Sampler::AlwaysOn));
+    let arg = || -> f64 {
         match env("OTEL_TRACES_SAMPLER_ARG").filter(|v| !v.trim().is_empty()) {
-            None => Ok(1.0),
+            None => 1.0,
             Some(v) => v
                 .trim()
                 .parse::<f64>()
                 .ok()
                 .filter(|r| (0.0..=1.0).contains(r))
-                .ok_or_else(|| {
-                    Error::Config(format!(
-                        "OTEL_TRACES_SAMPLER_ARG={v:?} must be a ratio between 0 and 1, like 0.25"
-                    ))
+                .unwrap_or_else(|| {
+                    ignore_env(
+                        "OTEL_TRACES_SAMPLER_ARG",
+                        &v,
+                        "it must be a ratio between 0 and 1, like 0.25",
+                        1.0,
+                    )
                 }),
         }
     };
     let Some(name) = env("OTEL_TRACES_SAMPLER").filter(|v| !v.trim().is_empty()) else {
-        return Ok(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
+        return default();
     };
-    Ok(match name.trim() {
+    match name.trim() {
         "always_on" => Sampler::AlwaysOn,
         "always_off" => Sampler::AlwaysOff,
-        "traceidratio" => Sampler::TraceIdRatioBased(arg()?),
+        "traceidratio" => Sampler::TraceIdRatioBased(arg()),
         "parentbased_always_on" => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
         "parentbased_always_off" => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
         "parentbased_traceidratio" => {
-            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(arg()?)))
+            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(arg())))
         }
-        other => {
-            return Err(Error::Config(format!(
-                "OTEL_TRACES_SAMPLER={other:?} is not supported; use always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio"
-            )));
-        }
-    })
+        other => ignore_env(
+            "OTEL_TRACES_SAMPLER",
+            other,
+            "use always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio",
+            default(),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -389,29 +453,50 @@ mod tests {
                     .map(|(_, v)| v.to_string())
             }
         };
+        assert!(matches!(sampler_from(&env(&[])), Sampler::ParentBased(_)));
         assert!(matches!(
-            sampler_from(&env(&[])).unwrap(),
-            Sampler::ParentBased(_)
-        ));
-        assert!(matches!(
-            sampler_from(&env(&[("OTEL_TRACES_SAMPLER", "always_off")])).unwrap(),
+            sampler_from(&env(&[("OTEL_TRACES_SAMPLER", "always_off")])),
             Sampler::AlwaysOff
         ));
         match sampler_from(&env(&[
             ("OTEL_TRACES_SAMPLER", "traceidratio"),
             ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
-        ]))
-        .unwrap()
-        {
+        ])) {
             Sampler::TraceIdRatioBased(r) => assert_eq!(r, 0.25),
             s => panic!("{s:?}"),
         }
-        let e = sampler_from(&env(&[
-            ("OTEL_TRACES_SAMPLER", "traceidratio"),
-            ("OTEL_TRACES_SAMPLER_ARG", "2"),
-        ]))
-        .unwrap_err();
-        assert!(e.to_string().contains("between 0 and 1"), "{e}");
-        assert!(sampler_from(&env(&[("OTEL_TRACES_SAMPLER", "jaeger")])).is_err());
+    }
+
+    #[test]
+    fn bad_sampler_variables_warn_and_fall_back_to_the_defaults() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let (s, lines) = sonde_core::testing::capture_diagnostics(|| {
+            sampler_from(&env(&[
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "2"),
+            ]))
+        });
+        assert!(
+            matches!(s, Sampler::TraceIdRatioBased(r) if r == 1.0),
+            "{s:?}"
+        );
+        assert!(
+            lines.len() == 1 && lines[0].contains("between 0 and 1"),
+            "{lines:?}"
+        );
+        let (s, lines) = sonde_core::testing::capture_diagnostics(|| {
+            sampler_from(&env(&[("OTEL_TRACES_SAMPLER", "jaeger")]))
+        });
+        assert!(matches!(s, Sampler::ParentBased(_)), "{s:?}");
+        assert!(
+            lines[0].starts_with("WARN OTEL_TRACES_SAMPLER=\"jaeger\" is ignored"),
+            "{lines:?}"
+        );
     }
 }

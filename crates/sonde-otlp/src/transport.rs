@@ -298,6 +298,9 @@ pub(crate) fn grpc_tls(settings: &Resolved) -> Result<ClientTlsConfig, Error> {
 /// A reqwest client on rustls with the ring provider (the workspace's one TLS stack).
 pub(crate) fn http_client(settings: &Resolved) -> Result<reqwest::Client, Error> {
     use rustls_pki_types::pem::PemObject as _;
+    // rustls 0.23.48 deprecates ring for lacking post-quantum key exchange; ring keeps the
+    // build free of the C/cmake toolchain aws-lc needs, and is the workspace's one TLS stack.
+    #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()

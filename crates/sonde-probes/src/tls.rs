@@ -11,6 +11,9 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use crate::{Error, HttpProbe};
 
 fn provider() -> Arc<CryptoProvider> {
+    // rustls 0.23.48 deprecates ring for lacking post-quantum key exchange; ring keeps the
+    // build free of the C/cmake toolchain aws-lc needs, and is the workspace's one TLS stack.
+    #[allow(deprecated)]
     Arc::new(rustls::crypto::ring::default_provider())
 }
 

@@ -56,10 +56,39 @@
 //! | `process.thread.count` | `Gauge` (`i64`) | `{thread}` | | threads (Linux only) |
 //! | `process.open_file_descriptor.count` | `Gauge` (`i64`) | `{file_descriptor}` | | open file descriptors |
 //! | `process.uptime` | `Gauge<f64>` | `s` | | seconds since the process started |
+//! | `process.open_file_descriptor.limit` | `Gauge` (`i64`) | `{file_descriptor}` | | soft limit on open files, `ulimit -n` (Linux; no series when unlimited) |
+//! | `process.memory.limit` | `Gauge` (`i64`) | `By` | | memory limit of the process's cgroup (Linux; no series when unlimited) |
 //!
 //! Every family also carries the collector's extra labels ([`label`](ProcessCollector::label),
 //! [`pid_label`](ProcessCollector::pid_label),
 //! [`executable_name_label`](ProcessCollector::executable_name_label)), after `cpu.mode`.
+//! [`name_prefix`](ProcessCollector::name_prefix) replaces `process` in every name (procstat
+//! uses `procstat.cpu.time`...). Prometheus renders the two limits as
+//! `process_open_file_descriptor_limit` and `process_memory_limit_bytes`: an alert on
+//! `process_memory_usage_bytes / process_memory_limit_bytes` or
+//! `process_open_file_descriptor_count_value / process_open_file_descriptor_limit` only has
+//! operands where there is a limit.
+//!
+//! ### Prometheus-conventional names
+//!
+//! [`prometheus_names(true)`](ProcessCollector::prometheus_names) registers, **in addition
+//! to** the names above (sonde's dashboards and alerts use those), the families of the
+//! Prometheus client libraries' process collectors, with their meanings, for dashboards and
+//! alerts written against client_golang or prometheus_client ([`prometheus_names`] lists the
+//! constants):
+//!
+//! | Name | Instrument | Value |
+//! |---|---|---|
+//! | `process_cpu_seconds_total` | `Counter<f64>` | user plus system CPU seconds |
+//! | `process_resident_memory_bytes` | `Gauge` | resident set size |
+//! | `process_virtual_memory_bytes` | `Gauge` | virtual memory size |
+//! | `process_open_fds` | `Gauge` | open file descriptors |
+//! | `process_max_fds` | `Gauge` | soft limit on open files (Linux) |
+//! | `process_start_time_seconds` | `Gauge<f64>` | start time, seconds since the UNIX epoch (boot time plus the start time in clock ticks, as client_golang computes it); registered as `process.start_time` (unit `s`), the family sonde-instrument's `Lifecycle` registers too |
+//! | `process_threads` | `Gauge` | threads (Linux) |
+//!
+//! They carry the collector's extra labels, and over OTLP keep these names as they are
+//! (`process.start_time` for the start time).
 //!
 //! - **CPU time** is a monotonic counter of the process's own user and system time (children
 //!   not included). The operating system gives an absolute total; at each reading the
@@ -87,9 +116,17 @@
 //! - **Threads** come from `/proc/<pid>/stat` (`num_threads`); sysinfo has no thread count on
 //!   other platforms, so the family is not registered there.
 //! - **Open file descriptors** count the entries of `/proc/<pid>/fd` on Linux (for the current
-//!   process, not counting the one used to list them), elsewhere what sysinfo reports. If they
-//!   cannot be read at install (another user's process), the family is not registered by this
-//!   collector. Newer conventions name this metric `process.unix.file_descriptor.count`.
+//!   process, not counting the one used to list them), elsewhere what sysinfo reports. When
+//!   they cannot be read (another user's process without `CAP_SYS_PTRACE`), the process has no
+//!   series in the family, and [`Reading::open_fds_error`] says why. Newer conventions name
+//!   this metric `process.unix.file_descriptor.count`.
+//! - **Limits** (Linux): the soft "Max open files" of `/proc/<pid>/limits`, and the lowest
+//!   memory limit of the process's cgroup and its ancestors (cgroup v2 `memory.max`, or v1
+//!   `memory.limit_in_bytes` when the memory controller is on v1, as on hybrid systems), the
+//!   cgroup resolved at install from `/proc/<pid>/cgroup` and the cgroup mounts this process
+//!   sees. Both are read at every collection. Unlimited, or unreadable, means no series; a
+//!   collector without any extra label cannot remove the only series of an unlabelled family,
+//!   so there a limit lifted after install keeps its last value.
 //! - **Uptime** is a `f64` gauge of seconds since the process started (on Linux from its start
 //!   time in clock ticks and `/proc/uptime`, so to about 10 ms; elsewhere to the second).
 //!
@@ -104,7 +141,9 @@
 //! ## Cost
 //!
 //! Per collection, on Linux: one read of `/proc/<pid>/stat` (into a reused buffer), one of
-//! `/proc/uptime` and the listing of `/proc/<pid>/fd`, about 30 µs in all. sysinfo is not
+//! `/proc/uptime` and the listing of `/proc/<pid>/fd`, about 30 µs in all; the limits add
+//! `/proc/<pid>/limits` and one small file per cgroup level (two to five in practice), about
+//! as much again. sysinfo is not
 //! involved there: its public API lacks the CPU split and the thread count, so `stat` has to
 //! be read anyway, and it carries the memory counters too, while a sysinfo refresh of the
 //! process alone (it reads `status`, `stat`, `statm` and `/proc/uptime`) costs about 50 µs.
@@ -133,7 +172,8 @@ use std::time::{Duration, Instant};
 
 use sonde_core::{Counter, Family, Gauge, Registry, Unit};
 
-use crate::sample::{CPU_MODES, CpuTimes, Sample, Sampler};
+pub use crate::sample::CPU_MODES;
+use crate::sample::{CpuTimes, Sample, Sampler};
 
 /// `process.cpu.time`: CPU seconds, `Counter<f64>`, label `cpu.mode` (Linux).
 pub const CPU_TIME: &str = "process.cpu.time";
@@ -150,6 +190,34 @@ pub const THREAD_COUNT: &str = "process.thread.count";
 pub const OPEN_FILE_DESCRIPTORS: &str = "process.open_file_descriptor.count";
 /// `process.uptime`: seconds since the process started, `Gauge<f64>`.
 pub const UPTIME: &str = "process.uptime";
+/// `process.open_file_descriptor.limit`: the soft limit on open files (`ulimit -n`), `Gauge`
+/// (`i64`); no series when unlimited or unreadable (Linux only).
+pub const OPEN_FILE_DESCRIPTOR_LIMIT: &str = "process.open_file_descriptor.limit";
+/// `process.memory.limit`: the memory limit of the process's cgroup in bytes, `Gauge` (`i64`);
+/// no series when unlimited or unreadable (Linux only).
+pub const MEMORY_LIMIT: &str = "process.memory.limit";
+
+/// The family names [`ProcessCollector::prometheus_names`] adds, with the meanings of the
+/// Prometheus client libraries' process collectors (client_golang, prometheus_client).
+pub mod prometheus_names {
+    /// `process_cpu_seconds_total`: user plus system CPU seconds, `Counter<f64>`.
+    pub const CPU_SECONDS_TOTAL: &str = "process_cpu_seconds_total";
+    /// `process_resident_memory_bytes`: resident set size, `Gauge` (`i64`).
+    pub const RESIDENT_MEMORY_BYTES: &str = "process_resident_memory_bytes";
+    /// `process_virtual_memory_bytes`: virtual memory size, `Gauge` (`i64`).
+    pub const VIRTUAL_MEMORY_BYTES: &str = "process_virtual_memory_bytes";
+    /// `process_open_fds`: open file descriptors, `Gauge` (`i64`).
+    pub const OPEN_FDS: &str = "process_open_fds";
+    /// `process_max_fds`: the soft limit on open files, `Gauge` (`i64`).
+    pub const MAX_FDS: &str = "process_max_fds";
+    /// `process.start_time`: start time, seconds since the UNIX epoch, `Gauge<f64>`, unit `s`,
+    /// which Prometheus renders `process_start_time_seconds`. Registered under this name so
+    /// that it is one family with the one sonde-instrument's `Lifecycle` registers (same
+    /// meaning): two families rendering the same Prometheus name would break the scrape.
+    pub const START_TIME: &str = "process.start_time";
+    /// `process_threads`: threads, `Gauge` (`i64`), Linux only.
+    pub const THREADS: &str = "process_threads";
+}
 
 /// The label of the CPU mode (`user`, `system`) on the CPU families.
 pub const CPU_MODE_LABEL: &str = "cpu.mode";
@@ -205,6 +273,9 @@ pub struct ProcessCollector {
     pid: u32,
     registry: Option<Registry>,
     labels: Vec<(Cow<'static, str>, LabelValue)>,
+    prefix: Cow<'static, str>,
+    on_collect: bool,
+    prometheus_names: bool,
 }
 
 impl ProcessCollector {
@@ -221,6 +292,9 @@ impl ProcessCollector {
             pid,
             registry: None,
             labels: Vec::new(),
+            prefix: Cow::Borrowed("process"),
+            on_collect: true,
+            prometheus_names: false,
         }
     }
 
@@ -262,12 +336,43 @@ impl ProcessCollector {
         self
     }
 
+    /// Names the families `<prefix>.cpu.time`, `<prefix>.memory.usage`... instead of
+    /// `process.*` (sonde-host's procstat uses `procstat`, so that the processes it follows do
+    /// not mix with the service's own `process.*` series). Must be a valid metric name start.
+    pub fn name_prefix(mut self, prefix: impl Into<Cow<'static, str>>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Whether every collection of the registry reads the process first, from a collect hook
+    /// (the default). Off, nothing reads it but [`ProcessMetrics::collect`]: for an owner
+    /// that reads several processes itself (sonde-host's procstat, to sum them per group).
+    pub fn on_collect(mut self, on: bool) -> Self {
+        self.on_collect = on;
+        self
+    }
+
+    /// Also registers the names the Prometheus client libraries' process collectors use
+    /// (client_golang, prometheus_client), with their meanings, in addition to the
+    /// OpenTelemetry names (off by default): `process_cpu_seconds_total` (user plus system),
+    /// `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`,
+    /// `process_max_fds` (the soft limit, Linux), `process_start_time_seconds` and
+    /// `process_threads` (Linux). For dashboards and alerts written against those
+    /// collectors. The names are fixed ([`name_prefix`](Self::name_prefix) does not apply)
+    /// and carry the collector's extra labels.
+    pub fn prometheus_names(mut self, on: bool) -> Self {
+        self.prometheus_names = on;
+        self
+    }
+
     /// Reads the process once, registers the families (or reuses them if they exist with the
     /// same definition), sets their values and adds a collect hook that updates them at every
-    /// collection of the registry.
+    /// collection of the registry (unless [`on_collect(false)`](Self::on_collect)).
     ///
-    /// Dropping the returned handle does not stop the collection (install and forget); call
-    /// [`ProcessMetrics::uninstall`] for that.
+    /// The collection runs for as long as the returned handle (or a clone of it) lives:
+    /// dropping the last one stops it (the series keep their last values; call
+    /// [`ProcessMetrics::uninstall`] to remove them too) and logs a line saying so when it was
+    /// collecting on the registry's collections.
     pub fn install(self) -> Result<ProcessMetrics, Error> {
         let pid = self.pid;
         let registry = self.registry.unwrap_or_else(|| Registry::global().clone());
@@ -286,11 +391,17 @@ impl ProcessCollector {
             };
             labels.push((name, value));
         }
-        let instruments = Instruments::register(&registry, &labels, &first)?;
+        let instruments = Instruments::register(
+            &registry,
+            &self.prefix,
+            self.prometheus_names,
+            &labels,
+            &first,
+        )?;
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1) as f64;
-        let state = State {
+        let mut state = State {
             sampler,
             instruments,
             identity: first.identity,
@@ -298,12 +409,15 @@ impl ProcessCollector {
             cpus,
             prev_cpu: first.cpu,
             prev_at: Instant::now(),
+            utilization: [0.0; 2],
+            last: Reading::default(),
         };
         state.instruments.record(&first);
         // The first utilization: the average since the process started.
         if first.uptime >= MIN_UTILIZATION_WINDOW.as_secs_f64() {
             state.set_utilization(None, &first.cpu, first.uptime);
         }
+        state.last = Reading::new(&first, state.utilization);
         let shared = Arc::new(Shared {
             pid,
             labels,
@@ -311,18 +425,48 @@ impl ProcessCollector {
             alive: AtomicBool::new(true),
             state: Mutex::new(Some(state)),
         });
-        let hook = shared.clone();
-        registry.add_collect_hook(move || {
-            hook.collect(false);
+        let hook = self.on_collect.then(|| {
+            let hook = shared.clone();
+            registry.register_collector(move || {
+                hook.collect(false);
+            })
         });
-        Ok(ProcessMetrics { shared })
+        Ok(ProcessMetrics {
+            _running: Arc::new(Running {
+                shared: shared.clone(),
+                hook,
+            }),
+            shared,
+        })
     }
 }
 
-/// An installed collector. Cheap to clone; dropping it does not stop the collection.
+/// An installed collector. Cheap to clone; the collection runs until the last clone is
+/// dropped (or [`uninstall`](Self::uninstall) is called).
 #[derive(Clone)]
+#[must_use = "dropping the handle stops the collection: keep it (`let _process = ...`) for as long as it should run"]
 pub struct ProcessMetrics {
     shared: Arc<Shared>,
+    _running: Arc<Running>,
+}
+
+/// Stops the collector when the last handle goes.
+struct Running {
+    shared: Arc<Shared>,
+    /// The registry's collect hook, removed with this.
+    hook: Option<sonde_core::CollectorGuard>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.hook.is_some() && self.shared.installed.load(Ordering::Relaxed) {
+            sonde_core::diag::info(format_args!(
+                "process metrics of pid {}: stopping because the handle was dropped (keep it in a variable, `let _process = ...`, for as long as they should be collected)",
+                self.shared.pid
+            ));
+        }
+        self.shared.installed.store(false, Ordering::Relaxed);
+    }
 }
 
 impl fmt::Debug for ProcessMetrics {
@@ -365,15 +509,24 @@ impl ProcessMetrics {
         self.shared.collect(true)
     }
 
+    /// The values of the last reading, as the series carry them; `None` once uninstalled.
+    /// After the process has exited, those of the last reading while it ran.
+    pub fn reading(&self) -> Option<Reading> {
+        lock(&self.shared.state).as_ref().map(|s| s.last)
+    }
+
+    /// Stops collecting, on purpose (dropping the handle then logs nothing); the series keep
+    /// their last values ([`uninstall`](Self::uninstall) removes them too). Idempotent.
+    pub fn shutdown(&self) {
+        self.shared.installed.store(false, Ordering::Relaxed);
+    }
+
     /// Stops reading the process and removes its series from the families (a collector
     /// without any extra label cannot remove the series of unlabelled families: they keep
-    /// their last values). The registry's collect hook stays, as a no-op. Idempotent.
+    /// their last values). The registry's collect hook goes with the last handle.
+    /// Idempotent.
     pub fn uninstall(&self) {
-        self.shared.installed.store(false, Ordering::Relaxed);
-        let state = lock(&self.shared.state).take();
-        if let Some(state) = state {
-            state.instruments.remove_series();
-        }
+        self.shared.uninstall();
     }
 }
 
@@ -392,6 +545,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
+    fn uninstall(&self) {
+        self.installed.store(false, Ordering::Relaxed);
+        let state = lock(&self.state).take();
+        if let Some(state) = state {
+            state.instruments.remove_series();
+        }
+    }
+
     /// One reading. From the hook (`wait == false`), a reading already in progress on another
     /// thread is not waited for.
     fn collect(&self, wait: bool) -> bool {
@@ -427,6 +588,108 @@ struct State {
     cpus: f64,
     prev_cpu: CpuTimes,
     prev_at: Instant,
+    /// The values of `process.cpu.utilization`, per mode.
+    utilization: [f64; 2],
+    last: Reading,
+}
+
+/// The values of one reading of a process ([`ProcessMetrics::reading`]), as its series carry
+/// them: for an owner that sums several processes (sonde-host's procstat groups).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Reading {
+    cpu_time: [f64; 2],
+    cpu_utilization: [f64; 2],
+    cpu_len: usize,
+    resident_bytes: u64,
+    virtual_bytes: u64,
+    threads: Option<u64>,
+    open_fds: Option<u64>,
+    open_fds_error: Option<std::io::ErrorKind>,
+    open_fds_limit: Option<u64>,
+    memory_limit: Option<u64>,
+    uptime: f64,
+    start_time: f64,
+}
+
+impl Reading {
+    fn new(s: &Sample, utilization: [f64; 2]) -> Self {
+        let secs = s.cpu.secs();
+        let mut cpu_time = [0.0; 2];
+        cpu_time[..secs.len()].copy_from_slice(secs);
+        Reading {
+            cpu_time,
+            cpu_utilization: utilization,
+            cpu_len: secs.len(),
+            resident_bytes: s.resident_bytes,
+            virtual_bytes: s.virtual_bytes,
+            threads: s.threads,
+            open_fds: s.open_fds,
+            open_fds_error: s.open_fds_error,
+            open_fds_limit: s.open_fds_limit,
+            memory_limit: s.memory_limit,
+            uptime: s.uptime,
+            start_time: s.start_time,
+        }
+    }
+
+    /// CPU seconds since the process started, per [`CPU_MODES`] entry (one total where
+    /// `CPU_MODES` is empty).
+    pub fn cpu_time(&self) -> &[f64] {
+        &self.cpu_time[..self.cpu_len]
+    }
+
+    /// `process.cpu.utilization`, in the same order as [`cpu_time`](Self::cpu_time).
+    pub fn cpu_utilization(&self) -> &[f64] {
+        &self.cpu_utilization[..self.cpu_len]
+    }
+
+    /// Resident set size, bytes.
+    pub fn resident_bytes(&self) -> u64 {
+        self.resident_bytes
+    }
+
+    /// Virtual memory size, bytes.
+    pub fn virtual_bytes(&self) -> u64 {
+        self.virtual_bytes
+    }
+
+    /// Threads (Linux only).
+    pub fn threads(&self) -> Option<u64> {
+        self.threads
+    }
+
+    /// Open file descriptors, if they could be read.
+    pub fn open_fds(&self) -> Option<u64> {
+        self.open_fds
+    }
+
+    /// Why [`open_fds`](Self::open_fds) is `None`, when the platform said: on Linux
+    /// [`PermissionDenied`](std::io::ErrorKind::PermissionDenied) when `/proc/<pid>/fd` of
+    /// another user's process cannot be listed without `CAP_SYS_PTRACE`.
+    pub fn open_fds_error(&self) -> Option<std::io::ErrorKind> {
+        self.open_fds_error
+    }
+
+    /// The soft limit on open files (`None`: unlimited, or not known on this platform).
+    pub fn open_fds_limit(&self) -> Option<u64> {
+        self.open_fds_limit
+    }
+
+    /// The memory limit of the process's cgroup, bytes (`None`: unlimited, unreadable, or not
+    /// known on this platform).
+    pub fn memory_limit(&self) -> Option<u64> {
+        self.memory_limit
+    }
+
+    /// Seconds since the process started.
+    pub fn uptime(&self) -> f64 {
+        self.uptime
+    }
+
+    /// When the process started, seconds since the UNIX epoch.
+    pub fn start_time(&self) -> f64 {
+        self.start_time
+    }
 }
 
 impl State {
@@ -451,12 +714,13 @@ impl State {
             self.prev_cpu = sample.cpu;
             self.prev_at = now;
         }
+        self.last = Reading::new(&sample, self.utilization);
         true
     }
 
     /// Sets `process.cpu.utilization` from two readings `secs` apart (no `prev`: since the
     /// process started).
-    fn set_utilization(&self, prev: Option<&CpuTimes>, cur: &CpuTimes, secs: f64) {
+    fn set_utilization(&mut self, prev: Option<&CpuTimes>, cur: &CpuTimes, secs: f64) {
         let capacity = secs * self.cpus;
         if capacity <= 0.0 {
             return;
@@ -472,6 +736,9 @@ impl State {
             let u = ((now - before) / capacity).clamp(0.0, 1.0);
             if u.is_finite() {
                 gauge.set(u);
+                if let Some(slot) = self.utilization.get_mut(i) {
+                    *slot = u;
+                }
             }
         }
     }
@@ -479,6 +746,43 @@ impl State {
 
 /// Reads one gauge's value from a sample (`None`: not available).
 type Read = fn(&Sample) -> Option<u64>;
+
+/// An `i64` gauge whose series exists while the value is available: a process whose limit is
+/// lifted, or whose file descriptors cannot be read, has no series rather than a stale one.
+struct Optional {
+    family: Family<Gauge>,
+    series: Option<Gauge>,
+    read: Read,
+}
+
+impl Optional {
+    fn record(&mut self, values: &[String], s: &Sample) {
+        match (self.read)(s) {
+            Some(v) => {
+                let family = &self.family;
+                let gauge = self.series.get_or_insert_with(|| family.with(values));
+                gauge.set(i64::try_from(v).unwrap_or(i64::MAX));
+            }
+            // The only series of an unlabelled family cannot be removed: it keeps its last
+            // value (see the crate docs).
+            None if values.is_empty() => {}
+            None => {
+                if self.series.take().is_some() {
+                    self.family.remove(values);
+                }
+            }
+        }
+    }
+}
+
+/// `process_cpu_seconds_total` and `process_start_time_seconds`
+/// ([`ProcessCollector::prometheus_names`]; the `i64` ones are in `Instruments::gauges`).
+struct PrometheusInstruments {
+    cpu_family: Family<Counter<f64>>,
+    cpu: Counter<f64>,
+    start_family: Family<Gauge<f64>>,
+    start: Gauge<f64>,
+}
 
 /// The families and this collector's series in them.
 struct Instruments {
@@ -490,14 +794,25 @@ struct Instruments {
     cpu_time: Vec<Counter<f64>>,
     cpu_utilization_family: Family<Gauge<f64>>,
     cpu_utilization: Vec<Gauge<f64>>,
-    gauges: Vec<(Family<Gauge>, Gauge, Read)>,
+    gauges: Vec<Optional>,
     uptime_family: Family<Gauge<f64>>,
     uptime: Gauge<f64>,
+    prometheus: Option<PrometheusInstruments>,
+}
+
+/// `process.cpu.time` with another prefix (`procstat.cpu.time`).
+fn prefixed(prefix: &str, constant: &'static str) -> Cow<'static, str> {
+    match constant.strip_prefix("process.") {
+        Some(rest) if prefix != "process" => Cow::Owned(format!("{prefix}.{rest}")),
+        _ => Cow::Borrowed(constant),
+    }
 }
 
 impl Instruments {
     fn register(
         registry: &Registry,
+        prefix: &str,
+        prometheus_names: bool,
         labels: &[(Cow<'static, str>, String)],
         first: &Sample,
     ) -> Result<Self, Error> {
@@ -515,20 +830,21 @@ impl Instruments {
                 cpu_values.push(v);
             }
         }
+        let name = |constant| prefixed(prefix, constant);
 
         let cpu_time_family = registry
-            .counter_f64(CPU_TIME)
+            .counter_f64(name(CPU_TIME))
             .description("Total CPU seconds broken down by different states.")
             .unit(Unit::Seconds)
             .labels(cpu_names.clone())
             .build()?;
         let cpu_utilization_family = registry
-            .gauge_f64(CPU_UTILIZATION)
+            .gauge_f64(name(CPU_UTILIZATION))
             .description("Difference in process.cpu.time since the last measurement, divided by the elapsed time and number of CPUs available to the process.")
             .unit(Unit::Ratio)
             .labels(cpu_names)
             .build()?;
-        let gauge = |name: &'static str, description: &'static str, unit: Unit| {
+        let gauge = |name: Cow<'static, str>, description: &'static str, unit: Unit| {
             registry
                 .gauge(name)
                 .description(description)
@@ -536,10 +852,11 @@ impl Instruments {
                 .labels(names.clone())
                 .build()
         };
+        let fds = || Unit::Count("{file_descriptor}".into());
         let mut gauges: Vec<(Family<Gauge>, Read)> = vec![
             (
                 gauge(
-                    MEMORY_USAGE,
+                    name(MEMORY_USAGE),
                     "The amount of physical memory in use (resident set size).",
                     Unit::Bytes,
                 )?,
@@ -547,7 +864,7 @@ impl Instruments {
             ),
             (
                 gauge(
-                    MEMORY_VIRTUAL,
+                    name(MEMORY_VIRTUAL),
                     "The amount of committed virtual memory.",
                     Unit::Bytes,
                 )?,
@@ -557,29 +874,109 @@ impl Instruments {
         if first.threads.is_some() {
             gauges.push((
                 gauge(
-                    THREAD_COUNT,
+                    name(THREAD_COUNT),
                     "Process threads count.",
                     Unit::Count("{thread}".into()),
                 )?,
                 |s| s.threads,
             ));
         }
-        if first.open_fds.is_some() {
+        gauges.push((
+            gauge(
+                name(OPEN_FILE_DESCRIPTORS),
+                "Number of file descriptors in use by the process.",
+                fds(),
+            )?,
+            |s| s.open_fds,
+        ));
+        if cfg!(target_os = "linux") {
             gauges.push((
                 gauge(
-                    OPEN_FILE_DESCRIPTORS,
-                    "Number of file descriptors in use by the process.",
-                    Unit::Count("{file_descriptor}".into()),
+                    name(OPEN_FILE_DESCRIPTOR_LIMIT),
+                    "The soft limit on open file descriptors (RLIMIT_NOFILE, ulimit -n); absent when unlimited.",
+                    fds(),
                 )?,
-                |s| s.open_fds,
+                |s| s.open_fds_limit,
+            ));
+            gauges.push((
+                gauge(
+                    name(MEMORY_LIMIT),
+                    "The memory limit of the process's cgroup (the lowest of its cgroup's and its ancestors' memory.max, or memory.limit_in_bytes on cgroup v1); absent when unlimited.",
+                    Unit::Bytes,
+                )?,
+                |s| s.memory_limit,
             ));
         }
         let uptime_family = registry
-            .gauge_f64(UPTIME)
+            .gauge_f64(name(UPTIME))
             .description("The time the process has been running.")
             .unit(Unit::Seconds)
             .labels(names.clone())
             .build()?;
+
+        let prometheus = if prometheus_names {
+            use prometheus_names::*;
+            gauges.push((
+                gauge(
+                    RESIDENT_MEMORY_BYTES.into(),
+                    "Resident memory size in bytes.",
+                    Unit::Bytes,
+                )?,
+                |s| Some(s.resident_bytes),
+            ));
+            gauges.push((
+                gauge(
+                    VIRTUAL_MEMORY_BYTES.into(),
+                    "Virtual memory size in bytes.",
+                    Unit::Bytes,
+                )?,
+                |s| Some(s.virtual_bytes),
+            ));
+            gauges.push((
+                gauge(OPEN_FDS.into(), "Number of open file descriptors.", fds())?,
+                |s| s.open_fds,
+            ));
+            if cfg!(target_os = "linux") {
+                gauges.push((
+                    gauge(
+                        MAX_FDS.into(),
+                        "Maximum number of open file descriptors.",
+                        fds(),
+                    )?,
+                    |s| s.open_fds_limit,
+                ));
+            }
+            if first.threads.is_some() {
+                gauges.push((
+                    gauge(
+                        THREADS.into(),
+                        "Number of OS threads in the process.",
+                        Unit::Count("{thread}".into()),
+                    )?,
+                    |s| s.threads,
+                ));
+            }
+            let cpu_family = registry
+                .counter_f64(CPU_SECONDS_TOTAL)
+                .description("Total user and system CPU time spent in seconds.")
+                .unit(Unit::Seconds)
+                .labels(names.clone())
+                .build()?;
+            let start_family = registry
+                .gauge_f64(START_TIME)
+                .description("Start time of the process since unix epoch in seconds.")
+                .unit(Unit::Seconds)
+                .labels(names.clone())
+                .build()?;
+            Some(PrometheusInstruments {
+                cpu: cpu_family.with(&values),
+                cpu_family,
+                start: start_family.with(&values),
+                start_family,
+            })
+        } else {
+            None
+        };
 
         Ok(Instruments {
             cpu_time: cpu_values.iter().map(|v| cpu_time_family.with(v)).collect(),
@@ -589,9 +986,10 @@ impl Instruments {
                 .collect(),
             gauges: gauges
                 .into_iter()
-                .map(|(f, read)| {
-                    let h = f.with(&values);
-                    (f, h, read)
+                .map(|(family, read)| Optional {
+                    family,
+                    series: None,
+                    read,
                 })
                 .collect(),
             uptime: uptime_family.with(&values),
@@ -600,24 +998,22 @@ impl Instruments {
             cpu_time_family,
             cpu_utilization_family,
             uptime_family,
+            prometheus,
         })
     }
 
-    fn record(&self, s: &Sample) {
+    fn record(&mut self, s: &Sample) {
         for (counter, &total) in self.cpu_time.iter().zip(s.cpu.secs()) {
-            // Counters only add: add what the OS total is ahead of the counter. Whoever else
-            // writes the series, it converges on the total instead of double counting.
-            let delta = total - counter.value().as_f64();
-            if delta > 0.0 {
-                counter.add(delta);
-            }
+            advance(counter, total);
         }
-        for (_, gauge, read) in &self.gauges {
-            if let Some(v) = read(s) {
-                gauge.set(i64::try_from(v).unwrap_or(i64::MAX));
-            }
+        for gauge in &mut self.gauges {
+            gauge.record(&self.values, s);
         }
         self.uptime.set(s.uptime);
+        if let Some(p) = &self.prometheus {
+            advance(&p.cpu, s.cpu.secs().iter().sum());
+            p.start.set(s.start_time);
+        }
     }
 
     fn remove_series(&self) {
@@ -625,9 +1021,24 @@ impl Instruments {
             self.cpu_time_family.remove(v);
             self.cpu_utilization_family.remove(v);
         }
-        for (family, _, _) in &self.gauges {
-            family.remove(&self.values);
+        for g in &self.gauges {
+            if g.series.is_some() {
+                g.family.remove(&self.values);
+            }
         }
         self.uptime_family.remove(&self.values);
+        if let Some(p) = &self.prometheus {
+            p.cpu_family.remove(&self.values);
+            p.start_family.remove(&self.values);
+        }
+    }
+}
+
+/// Counters only add: adds what the OS total is ahead of the counter. Whoever else writes the
+/// series, it converges on the total instead of double counting.
+fn advance(counter: &Counter<f64>, total: f64) {
+    let delta = total - counter.value().as_f64();
+    if delta > 0.0 {
+        counter.add(delta);
     }
 }

@@ -7,7 +7,7 @@
 //! also reads `status`, `stat`, `statm` and `/proc/uptime`: about 11 µs against 53 µs).
 
 use std::fs::{self, File};
-use std::io::Read;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -125,10 +125,137 @@ pub(crate) fn parse_uptime(data: &[u8]) -> Option<f64> {
         .ok()
 }
 
+/// The boot time, seconds since the UNIX epoch (`btime` in `/proc/stat`), read once: process
+/// start times are clock ticks after it.
+pub(crate) fn boot_time() -> Option<u64> {
+    static BTIME: OnceLock<Option<u64>> = OnceLock::new();
+    *BTIME.get_or_init(|| {
+        let stat = fs::read_to_string("/proc/stat").ok()?;
+        parse_btime(&stat)
+    })
+}
+
+fn parse_btime(stat: &str) -> Option<u64> {
+    stat.lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The soft limit of "Max open files" in `/proc/<pid>/limits` (what `ulimit -n` and
+/// `getrlimit(RLIMIT_NOFILE)` show); `None` if unlimited or absent.
+pub(crate) fn parse_max_open_files(limits: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(limits).ok()?;
+    let rest = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))?;
+    rest.split_ascii_whitespace().next()?.parse().ok()
+}
+
+/// A cgroup memory limit file's value: `max` (v2) or anything from 2^62 bytes up (v1 writes
+/// "unlimited" as `PAGE_COUNTER_MAX` pages, about 2^63) means no limit.
+pub(crate) fn parse_memory_limit(data: &[u8]) -> Option<u64> {
+    let v: u64 = std::str::from_utf8(data).ok()?.trim().parse().ok()?;
+    (v < 1 << 62).then_some(v)
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space).
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && let Some(oct) = b.get(i + 1..i + 4)
+            && let Ok(v) = u8::from_str_radix(std::str::from_utf8(oct).unwrap_or("x"), 8)
+        {
+            out.push(v);
+            i += 4;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The memory limit files that bound a process, from its cgroup (`/proc/<pid>/cgroup`) and
+/// the cgroup mounts this process sees (`/proc/self/mountinfo`): `memory.max` (v2) or
+/// `memory.limit_in_bytes` (v1 memory controller, preferred when present, as on hybrid
+/// systems), of its cgroup and each ancestor up to the mount's root, deepest first (a parent's
+/// limit bounds its children). Empty when the cgroup cannot be resolved.
+pub(crate) fn memory_limit_files(cgroup: &str, mountinfo: &str) -> Vec<PathBuf> {
+    let mut v1 = None;
+    let mut v2 = None;
+    for line in cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if controllers.split(',').any(|c| c == "memory") {
+            v1 = Some(path);
+        } else if id == "0" && controllers.is_empty() {
+            v2 = Some(path);
+        }
+    }
+    let (path, file, v1) = match (v1, v2) {
+        (Some(p), _) => (p, "memory.limit_in_bytes", true),
+        (None, Some(p)) => (p, "memory.max", false),
+        (None, None) => return Vec::new(),
+    };
+    let is_mount = |fstype: &str, opts: &str| {
+        if v1 {
+            fstype == "cgroup" && opts.split(',').any(|o| o == "memory")
+        } else {
+            fstype == "cgroup2"
+        }
+    };
+    for line in mountinfo.lines() {
+        // id parent major:minor root mountpoint options [optional...] - fstype source super
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
+        let mut r = right.split_ascii_whitespace();
+        let (Some(fstype), _, Some(opts)) = (r.next(), r.next(), r.next()) else {
+            continue;
+        };
+        if !is_mount(fstype, opts) {
+            continue;
+        }
+        let mut l = left.split_ascii_whitespace().skip(3);
+        let (Some(root), Some(mountpoint)) = (l.next(), l.next()) else {
+            continue;
+        };
+        let (root, mountpoint) = (unescape_mountinfo(root), unescape_mountinfo(mountpoint));
+        // The cgroup path is relative to the cgroup namespace; the mount shows `root` of the
+        // hierarchy at `mountpoint`.
+        let Some(rel) = path.strip_prefix(root.trim_end_matches('/')) else {
+            continue;
+        };
+        if !(rel.is_empty() || rel.starts_with('/')) {
+            continue;
+        }
+        let base = PathBuf::from(mountpoint);
+        let mut dir = base.join(rel.trim_start_matches('/'));
+        let mut files = Vec::new();
+        loop {
+            files.push(dir.join(file));
+            if dir == base || !dir.pop() || !dir.starts_with(&base) {
+                break;
+            }
+        }
+        return files;
+    }
+    Vec::new()
+}
+
 /// Reads one process's `/proc` files into reused buffers.
 pub(crate) struct Procfs {
     stat_path: PathBuf,
     fd_path: PathBuf,
+    limits_path: PathBuf,
+    /// The cgroup memory limit files, resolved at install (see [`memory_limit_files`]).
+    memory_limit_files: Vec<PathBuf>,
     /// Whether the process is this one: listing `/proc/self/fd` opens one descriptor of its own,
     /// which is not counted.
     is_self: bool,
@@ -138,9 +265,13 @@ pub(crate) struct Procfs {
 impl Procfs {
     pub(crate) fn new(pid: u32) -> Self {
         let dir = Path::new("/proc").join(pid.to_string());
+        let cgroup = fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
+        let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         Procfs {
             stat_path: dir.join("stat"),
             fd_path: dir.join("fd"),
+            limits_path: dir.join("limits"),
+            memory_limit_files: memory_limit_files(&cgroup, &mountinfo),
             is_self: pid == std::process::id(),
             buf: Vec::with_capacity(512),
         }
@@ -164,11 +295,31 @@ impl Procfs {
         parse_uptime(&self.buf)
     }
 
-    /// Entries of `/proc/<pid>/fd`; `None` if the directory cannot be read (another user's
-    /// process without `CAP_SYS_PTRACE`, or the process is gone).
-    pub(crate) fn open_fds(&self) -> Option<u64> {
-        let n = fs::read_dir(&self.fd_path).ok()?.count() as u64;
-        Some(if self.is_self { n.saturating_sub(1) } else { n })
+    /// Entries of `/proc/<pid>/fd`, or why the directory cannot be listed (`PermissionDenied`:
+    /// another user's process without `CAP_SYS_PTRACE`; `NotFound`: the process is gone).
+    pub(crate) fn open_fds(&self) -> Result<u64, io::ErrorKind> {
+        let n = fs::read_dir(&self.fd_path).map_err(|e| e.kind())?.count() as u64;
+        Ok(if self.is_self { n.saturating_sub(1) } else { n })
+    }
+
+    /// The soft limit on open files (`None`: unlimited or unreadable).
+    pub(crate) fn max_open_files(&mut self) -> Option<u64> {
+        Self::read(&self.limits_path, &mut self.buf)?;
+        parse_max_open_files(&self.buf)
+    }
+
+    /// The lowest memory limit of the process's cgroup and its ancestors (`None`: unlimited or
+    /// unreadable).
+    pub(crate) fn memory_limit(&mut self) -> Option<u64> {
+        let mut min: Option<u64> = None;
+        for f in &self.memory_limit_files {
+            if Self::read(f, &mut self.buf).is_some()
+                && let Some(v) = parse_memory_limit(&self.buf)
+            {
+                min = Some(min.map_or(v, |m| m.min(v)));
+            }
+        }
+        min
     }
 }
 
@@ -199,6 +350,76 @@ mod tests {
         assert_eq!(parse_stat(b"1 (x) S 1 2"), None);
         assert_eq!(parse_stat(b""), None);
         assert_eq!(parse_stat(b"garbage"), None);
+    }
+
+    #[test]
+    fn parses_limits_and_boot_time() {
+        let limits =
+            b"Limit                     Soft Limit           Hard Limit           Units     \n\
+Max cpu time              unlimited            unlimited            seconds   \n\
+Max open files            1024                 524288               files     \n\
+Max locked memory         8388608              8388608              bytes     \n";
+        assert_eq!(parse_max_open_files(limits), Some(1024));
+        let unlimited =
+            b"Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_max_open_files(unlimited), None);
+        assert_eq!(parse_max_open_files(b""), None);
+        assert_eq!(
+            parse_btime("cpu  1 2 3\nbtime 1700000000\nprocesses 5\n"),
+            Some(1_700_000_000)
+        );
+        assert_eq!(parse_btime("cpu  1 2 3\n"), None);
+        assert!(boot_time().unwrap() > 1_000_000_000);
+        assert_eq!(parse_memory_limit(b"268435456\n"), Some(256 << 20));
+        assert_eq!(parse_memory_limit(b"max\n"), None);
+        assert_eq!(parse_memory_limit(b"9223372036854771712\n"), None);
+        assert_eq!(parse_memory_limit(b""), None);
+    }
+
+    #[test]
+    fn resolves_cgroup_memory_limit_files() {
+        let v2 = "0::/system.slice/nginx.service\n";
+        let mounts = "24 1 0:21 / /proc rw - proc proc rw\n\
+                      30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            memory_limit_files(v2, mounts),
+            [
+                "/sys/fs/cgroup/system.slice/nginx.service/memory.max",
+                "/sys/fs/cgroup/system.slice/memory.max",
+                "/sys/fs/cgroup/memory.max",
+            ]
+            .map(PathBuf::from)
+        );
+        // cgroup v1 (and hybrid: the memory controller on v1 wins), one mount per controller.
+        let v1 = "9:pids:/\n4:memory:/docker/abc\n0::/\n";
+        let mounts = "32 31 0:29 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n\
+                      35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
+                      41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            memory_limit_files(v1, mounts),
+            [
+                "/sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes",
+                "/sys/fs/cgroup/memory/docker/memory.limit_in_bytes",
+                "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            ]
+            .map(PathBuf::from)
+        );
+        // A container without a cgroup namespace: the mount shows the container's own cgroup.
+        let mounts = "35 31 0:32 /docker/abc /sys/fs/cgroup/memory ro - cgroup cgroup rw,memory\n";
+        assert_eq!(
+            memory_limit_files(v1, mounts),
+            [PathBuf::from("/sys/fs/cgroup/memory/memory.limit_in_bytes")]
+        );
+        // Escaped mount points; nothing mounted; no cgroup file.
+        let mounts = "30 23 0:26 / /my\\040cgroup rw - cgroup2 cgroup2 rw\n";
+        assert_eq!(
+            memory_limit_files("0::/\n", mounts),
+            [PathBuf::from("/my cgroup/memory.max")]
+        );
+        assert!(memory_limit_files(v2, "").is_empty());
+        assert!(memory_limit_files("", mounts).is_empty());
+        let other = "35 31 0:32 /other /sys/fs/cgroup/memory ro - cgroup cgroup rw,memory\n";
+        assert!(memory_limit_files(v1, other).is_empty());
     }
 
     #[test]
@@ -247,6 +468,11 @@ mod tests {
         assert!(s.virtual_bytes.abs_diff(r.virtual_bytes) <= 16 << 20);
         assert!(p.system_uptime().unwrap() > 0.0);
         assert!(p.open_fds().unwrap() >= 3);
+        assert!(p.max_open_files().unwrap() >= 3);
         assert!(Procfs::new(u32::MAX).stat().is_none());
+        assert_eq!(
+            Procfs::new(u32::MAX).open_fds(),
+            Err(io::ErrorKind::NotFound)
+        );
     }
 }

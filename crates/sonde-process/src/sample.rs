@@ -5,13 +5,13 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use sysinfo::{Pid, ProcessRefreshKind, ProcessesToUpdate, System};
 
 /// The `cpu.mode` values of `process.cpu.time` and `process.cpu.utilization`, in the order of
-/// [`CpuTimes::secs`]. Empty where the split is not available (outside Linux): the series then
+/// [`Reading::cpu_time`](crate::Reading::cpu_time). Empty where the split is not available (outside Linux): the series then
 /// carry the total without a `cpu.mode` label, as the OpenTelemetry conventions allow ("either
 /// no mode labels or only data points with mode labels").
 #[cfg(target_os = "linux")]
-pub(crate) const CPU_MODES: &[&str] = &["user", "system"];
+pub const CPU_MODES: &[&str] = &["user", "system"];
 #[cfg(not(target_os = "linux"))]
-pub(crate) const CPU_MODES: &[&str] = &[];
+pub const CPU_MODES: &[&str] = &[];
 
 /// CPU seconds since the process started, one value per [`CPU_MODES`] entry (or one total when
 /// there are none).
@@ -52,8 +52,16 @@ pub(crate) struct Sample {
     pub(crate) virtual_bytes: u64,
     pub(crate) threads: Option<u64>,
     pub(crate) open_fds: Option<u64>,
+    /// Why `open_fds` is `None`, when the platform said.
+    pub(crate) open_fds_error: Option<std::io::ErrorKind>,
+    /// Soft limit on open files (`None`: unlimited, unknown or unreadable).
+    pub(crate) open_fds_limit: Option<u64>,
+    /// Memory limit of the process's cgroup (`None`: unlimited, unknown or unreadable).
+    pub(crate) memory_limit: Option<u64>,
     /// Seconds since the process started.
     pub(crate) uptime: f64,
+    /// When the process started, seconds since the UNIX epoch.
+    pub(crate) start_time: f64,
     /// Identifies the process across pid reuse (its start time, in platform units).
     pub(crate) identity: u64,
 }
@@ -143,17 +151,26 @@ impl Sampler {
         // A zombie has exited: its numbers no longer describe a running process.
         let stat = self.procfs.stat().filter(|s| !s.exited)?;
         // The start time after boot is in clock ticks; /proc/uptime has 10 ms resolution.
+        let started = stat.start_ticks as f64 / tck;
         let uptime = self
             .procfs
             .system_uptime()
-            .map_or(0.0, |up| (up - stat.start_ticks as f64 / tck).max(0.0));
+            .map_or(0.0, |up| (up - started).max(0.0));
+        // As client_golang computes process_start_time_seconds.
+        let start_time = crate::linux::boot_time()
+            .map_or_else(|| unix_now() - uptime, |boot| boot as f64 + started);
+        let fds = self.procfs.open_fds();
         Some(Sample {
             cpu: CpuTimes::split(stat.utime as f64 / tck, stat.stime as f64 / tck),
             resident_bytes: stat.resident_pages.saturating_mul(page_size()),
             virtual_bytes: stat.virtual_bytes,
             threads: Some(stat.threads),
-            open_fds: self.procfs.open_fds(),
+            open_fds: fds.ok(),
+            open_fds_error: fds.err(),
+            open_fds_limit: self.procfs.max_open_files(),
+            memory_limit: self.procfs.memory_limit(),
             uptime,
+            start_time,
             identity: stat.start_ticks,
         })
     }
@@ -177,18 +194,26 @@ pub(crate) fn sample_with_sysinfo(sys: &mut System, pid: Pid) -> Option<Sample> 
         virtual_bytes: r.virtual_bytes,
         threads: None,
         open_fds: r.open_fds,
+        open_fds_error: None,
+        open_fds_limit: None,
+        memory_limit: None,
         uptime: unix_uptime(r.start_unix_secs),
+        start_time: r.start_unix_secs as f64,
         identity: r.start_unix_secs,
     })
 }
 
-/// Seconds from `start` (UNIX seconds) to now, never negative.
-fn unix_uptime(start: u64) -> f64 {
-    let now = SystemTime::now()
+/// Now, seconds since the UNIX epoch.
+fn unix_now() -> f64 {
+    SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    (now - start as f64).max(0.0)
+        .unwrap_or(0.0)
+}
+
+/// Seconds from `start` (UNIX seconds) to now, never negative.
+fn unix_uptime(start: u64) -> f64 {
+    (unix_now() - start as f64).max(0.0)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use sonde_process::{OPEN_FILE_DESCRIPTORS, ProcessCollector};
 #[test]
 fn open_file_descriptors_follow_opened_files() {
     let registry = Registry::new();
-    ProcessCollector::current()
+    let _process = ProcessCollector::current()
         .registry(&registry)
         .install()
         .unwrap();

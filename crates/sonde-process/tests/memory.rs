@@ -18,7 +18,7 @@ fn within(a: f64, b: f64, abs: f64, rel: f64) -> bool {
 #[test]
 fn resident_memory_follows_allocations() {
     let registry = Registry::new();
-    ProcessCollector::current()
+    let _process = ProcessCollector::current()
         .registry(&registry)
         .install()
         .unwrap();

@@ -20,8 +20,24 @@ use sonde_process::{
 struct Sleeper(Child);
 
 impl Sleeper {
+    /// A `sleep` that has started running: in the middle of its exec, a process has one page
+    /// of a new address space and no resident memory in `stat` yet.
     fn spawn() -> Self {
-        Sleeper(Command::new("sleep").arg("5").spawn().unwrap())
+        let child = Sleeper(Command::new("sleep").arg("5").spawn().unwrap());
+        let stat = format!("/proc/{}/stat", child.pid());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            // Field 24, `rss`, counted from the last `)` (the command name may hold spaces).
+            let resident = std::fs::read_to_string(&stat).ok().and_then(|s| {
+                let rest = &s[s.rfind(')')? + 1..];
+                rest.split_whitespace().nth(24 - 3)?.parse::<u64>().ok()
+            });
+            if resident.is_some_and(|r| r > 0) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        child
     }
     fn pid(&self) -> u32 {
         self.0.id()
@@ -186,7 +202,7 @@ fn a_pid_that_does_not_exist_is_an_error_at_install() {
 #[test]
 fn collectors_with_other_label_names_conflict_with_a_clear_error() {
     let registry = Registry::new();
-    ProcessCollector::current()
+    let _process = ProcessCollector::current()
         .registry(&registry)
         .install()
         .unwrap();
@@ -247,4 +263,63 @@ fn the_global_registry_is_the_default() {
     let snap = Registry::global().snapshot();
     assert!(value(&snap, MEMORY_USAGE, &[("test", "global_default")]) > 0.0);
     process.uninstall();
+}
+
+#[test]
+fn a_prefix_and_no_hook_for_an_owner_that_reads_processes_itself() {
+    let registry = Registry::new();
+    let child = Sleeper::spawn();
+    let pid = child.pid().to_string();
+    let sleeper = ProcessCollector::for_pid(child.pid())
+        .registry(&registry)
+        .name_prefix("procstat")
+        .on_collect(false)
+        .pid_label()
+        .install()
+        .unwrap();
+    let labels = [("process.pid", pid.as_str())];
+    let snap = registry.snapshot();
+    // Only the prefixed names: nothing under process.*.
+    assert!(
+        snap.families
+            .iter()
+            .all(|f| !f.meta.name().starts_with("process."))
+    );
+    let rss = value(&snap, "procstat.memory.usage", &labels);
+    assert!(rss > 0.0);
+    assert_eq!(value(&snap, "procstat.thread.count", &labels), 1.0);
+    let user = [("cpu.mode", "user"), labels[0]];
+    assert!(value(&snap, "procstat.cpu.time", &user) >= 0.0);
+    assert!(
+        snap.point("procstat.open_file_descriptor.limit", &labels)
+            .is_some()
+    );
+    // The reading carries the values the series carry.
+    let r = sleeper.reading().unwrap();
+    assert_eq!(r.resident_bytes() as f64, rss);
+    assert_eq!(r.threads(), Some(1));
+    assert_eq!(
+        r.open_fds().map(|n| n as f64),
+        Some(value(&snap, "procstat.open_file_descriptor.count", &labels))
+    );
+    assert_eq!(r.open_fds_error(), None);
+    assert_eq!(r.cpu_time().len(), sonde_process::CPU_MODES.len());
+    assert_eq!(r.cpu_time()[0], value(&snap, "procstat.cpu.time", &user));
+    assert!(r.uptime() >= 0.0 && r.start_time() > 1e9);
+
+    // Without a hook, a collection of the registry reads nothing; collect() does.
+    let mut child = child;
+    child.kill();
+    let _ = registry.snapshot();
+    assert!(sleeper.is_alive());
+    assert!(!sleeper.collect());
+    assert!(!sleeper.is_alive());
+    sleeper.uninstall();
+    assert!(sleeper.reading().is_none());
+    assert!(
+        registry
+            .snapshot()
+            .point("procstat.memory.usage", &labels)
+            .is_none()
+    );
 }

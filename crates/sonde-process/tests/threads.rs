@@ -15,7 +15,7 @@ use sonde_process::{ProcessCollector, THREAD_COUNT};
 #[test]
 fn thread_count_follows_spawned_threads() {
     let registry = Registry::new();
-    ProcessCollector::current()
+    let _process = ProcessCollector::current()
         .registry(&registry)
         .install()
         .unwrap();

@@ -50,16 +50,6 @@ pub enum Error {
         /// Why binding failed.
         source: std::io::Error,
     },
-    /// `OTEL_EXPORTER_PROMETHEUS_HOST`/`_PORT` do not form an address.
-    #[error(
-        "invalid Prometheus exporter address {value:?} from the environment: {reason}; set OTEL_EXPORTER_PROMETHEUS_HOST to an IP address and OTEL_EXPORTER_PROMETHEUS_PORT to a port number"
-    )]
-    Address {
-        /// What was read.
-        value: String,
-        /// What is wrong with it.
-        reason: String,
-    },
     /// The web configuration (TLS files, basic auth users) is unusable.
     #[error("invalid web configuration: {0}")]
     WebConfig(String),

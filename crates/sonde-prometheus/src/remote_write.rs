@@ -336,8 +336,9 @@ fn valid_label_name(name: &str) -> bool {
 }
 
 /// A running remote writer. Dropping it shuts it down, waiting up to
-/// [`DROP_SHUTDOWN_TIMEOUT`] for the last collection to be delivered.
+/// [`DROP_SHUTDOWN_TIMEOUT`] for the last collection to be delivered, and logs that it did.
 #[derive(Debug)]
+#[must_use = "dropping the handle stops the remote writer: keep it (`let _remote_write = ...`) for as long as it should export"]
 pub struct RemoteWriter {
     inner: sonde_push::PushExporter,
     url: String,

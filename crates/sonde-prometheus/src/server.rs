@@ -124,7 +124,7 @@ impl PrometheusBuilder {
                 std::env::var("OTEL_EXPORTER_PROMETHEUS_PORT")
                     .ok()
                     .as_deref(),
-            )?,
+            ),
         };
         let auth = Auth::new(&self.users)?.map(Arc::new);
         let tls = match &self.tls {
@@ -166,25 +166,35 @@ impl PrometheusBuilder {
     }
 }
 
-fn addr_from_env(host: Option<&str>, port: Option<&str>) -> Result<SocketAddr, Error> {
+/// The address from `OTEL_EXPORTER_PROMETHEUS_HOST`/`_PORT`. A value that cannot be used is
+/// warned about and replaced by the default, as the OpenTelemetry specification asks of
+/// environment variables (an address given in code is used as is).
+fn addr_from_env(host: Option<&str>, port: Option<&str>) -> SocketAddr {
+    let ignored = |var: &str, value: &str, reason: String| {
+        sonde_core::diag::warn(format_args!(
+            "{var}={value:?} is ignored ({reason}); using the default (127.0.0.1, port 9464)"
+        ));
+    };
     let ip = match host.map(str::trim).filter(|h| !h.is_empty()) {
         None | Some("localhost") => DEFAULT_ADDR.ip(),
-        Some(h) => h.parse::<IpAddr>().map_err(|e| Error::Address {
-            value: h.to_owned(),
-            reason: e.to_string(),
-        })?,
+        Some(h) => h.parse::<IpAddr>().unwrap_or_else(|e| {
+            ignored("OTEL_EXPORTER_PROMETHEUS_HOST", h, e.to_string());
+            DEFAULT_ADDR.ip()
+        }),
     };
     let port = match port.map(str::trim).filter(|p| !p.is_empty()) {
         None => DEFAULT_ADDR.port(),
-        Some(p) => p.parse::<u16>().map_err(|e| Error::Address {
-            value: p.to_owned(),
-            reason: e.to_string(),
-        })?,
+        Some(p) => p.parse::<u16>().unwrap_or_else(|e| {
+            ignored("OTEL_EXPORTER_PROMETHEUS_PORT", p, e.to_string());
+            DEFAULT_ADDR.port()
+        }),
     };
-    Ok(SocketAddr::new(ip, port))
+    SocketAddr::new(ip, port)
 }
 
-/// A running exporter. Dropping it stops the server.
+/// A running exporter. Dropping it stops the server (and logs that it did): keep it in a
+/// variable for as long as `/metrics` should be served.
+#[must_use = "dropping the handle stops the server: keep it (`let _metrics = ...`) for as long as /metrics should be served"]
 pub struct PrometheusServer {
     addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
@@ -222,6 +232,12 @@ impl PrometheusServer {
 
 impl Drop for PrometheusServer {
     fn drop(&mut self) {
+        if self.thread.is_some() {
+            sonde_core::diag::info(format_args!(
+                "Prometheus server on {}: stopping because its handle was dropped (keep it in a variable, `let _metrics = ...`, for as long as /metrics should be served)",
+                self.addr
+            ));
+        }
         self.stop();
     }
 }
@@ -435,6 +451,9 @@ fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, Error> {
     }
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| bad(key, format!("not a PEM private key: {e}")))?;
+    // rustls 0.23.48 deprecates ring for lacking post-quantum key exchange; ring keeps the
+    // build free of the C/cmake toolchain aws-lc needs, and is the workspace's one TLS stack.
+    #[allow(deprecated)]
     let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -473,7 +492,43 @@ fn routes(
         .and(warp::get())
         .and(with_state)
         .map(|state: Arc<State>| warp::Reply::into_response(health(&state)));
-    metrics.or(report).unify().or(health).unify()
+    // `/` only: every other unknown path stays a 404.
+    let landing = warp::path::end()
+        .and(warp::get())
+        .map(|| warp::Reply::into_response(landing()));
+    metrics
+        .or(report)
+        .unify()
+        .or(health)
+        .unify()
+        .or(landing)
+        .unify()
+}
+
+/// The page on `/`, as node_exporter has one: someone who opens the address in a browser
+/// learns where the metrics are. Relative links, so it also works behind a path prefix.
+const LANDING_PAGE: &str = r#"<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>sonde metrics</title></head>
+<body>
+<h1>sonde metrics</h1>
+<p>This is sonde's Prometheus exporter. Point a Prometheus scrape job at <code>/metrics</code>.</p>
+<ul>
+<li><a href="metrics">/metrics</a>: the metrics, in the format the scraper asks for (Prometheus text, OpenMetrics or protobuf)</li>
+<li><a href="report">/report</a>: a JSON report of where the time goes (rates, percentiles)</li>
+<li><a href="health">/health</a>: liveness and the state of each exporter, as JSON</li>
+</ul>
+</body>
+</html>
+"#;
+
+fn landing() -> Response<&'static str> {
+    let mut r = Response::new(LANDING_PAGE);
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r
 }
 
 async fn report(state: Arc<State>) -> Response<Vec<u8>> {
@@ -590,15 +645,28 @@ async fn metrics(
     }
 }
 
+/// An exporter is reported as failing once its requests have failed, with no success, for this
+/// many of its intervals.
+pub const FAILING_AFTER_INTERVALS: f64 = 3.0;
+
 /// Liveness plus, per exporter that reports `sonde.exporter.*` self-metrics into this registry
-/// (remote write today; OTLP and CloudWatch use the same names), its request counts, drops,
-/// queue size and the time of its last success.
+/// (remote write, OTLP, CloudWatch), its request counts, drops, queue size, the time of its
+/// last success, and whether it is failing: no successful request for
+/// [`FAILING_AFTER_INTERVALS`] of its intervals since a request failed. A failing exporter
+/// turns `status` into `"degraded"` (still HTTP 200: the process is alive, and restarting it
+/// would not bring the receiver back).
 fn health(state: &State) -> Response<Vec<u8>> {
-    use crate::remote_write::telemetry::{DROPPED_POINTS, LAST_SUCCESS, QUEUE_SIZE, REQUESTS};
-    let snapshot =
-        state
-            .registry
-            .snapshot_families(&[REQUESTS, DROPPED_POINTS, QUEUE_SIZE, LAST_SUCCESS]);
+    use sonde_core::telemetry::{
+        DROPPED_POINTS, FAILING_SINCE, INTERVAL, LAST_SUCCESS, QUEUE_SIZE, REQUESTS,
+    };
+    let snapshot = state.registry.snapshot_families(&[
+        REQUESTS,
+        DROPPED_POINTS,
+        QUEUE_SIZE,
+        LAST_SUCCESS,
+        FAILING_SINCE,
+        INTERVAL,
+    ]);
     let mut exporters = serde_json::Map::new();
     for f in &snapshot.families {
         for s in &f.series {
@@ -620,13 +688,40 @@ fn health(state: &State) -> Response<Vec<u8>> {
                 (DROPPED_POINTS, _, Some(reason)) => format!("dropped_points_{reason}"),
                 (QUEUE_SIZE, _, _) => "queue_size".to_owned(),
                 (LAST_SUCCESS, _, _) => "last_success_unix_seconds".to_owned(),
+                (FAILING_SINCE, _, _) => "failing_since_unix_seconds".to_owned(),
+                (INTERVAL, _, _) => "interval_seconds".to_owned(),
                 _ => continue,
             };
             entry.insert(key, serde_json::Value::from(value));
         }
     }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let mut failing = Vec::new();
+    for (name, entry) in exporters.iter_mut() {
+        let Some(entry) = entry.as_object_mut() else {
+            continue;
+        };
+        let get = |k: &str| entry.get(k).and_then(|v| v.as_f64());
+        let since = get("failing_since_unix_seconds").unwrap_or(0.0);
+        let interval = get("interval_seconds").unwrap_or(60.0);
+        let down_for = now - since;
+        let is_failing = since > 0.0 && down_for >= FAILING_AFTER_INTERVALS * interval;
+        entry.insert("healthy".into(), serde_json::Value::from(!is_failing));
+        if is_failing {
+            let reason = format!(
+                "no successful request for {down_for:.0} s ({:.0} intervals of {interval} s); see sonde_exporter_dropped_points_total and the log",
+                down_for / interval
+            );
+            entry.insert("reason".into(), serde_json::Value::from(reason));
+            failing.push(name.clone());
+        }
+    }
     let body = serde_json::json!({
-        "status": "ok",
+        "status": if failing.is_empty() { "ok" } else { "degraded" },
+        "failing_exporters": failing,
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
         "families": state.registry.family_names().len(),
         "exporters": exporters,
@@ -654,19 +749,78 @@ mod tests {
 
     #[test]
     fn env_address() {
-        assert_eq!(addr_from_env(None, None).unwrap(), DEFAULT_ADDR);
+        assert_eq!(addr_from_env(None, None), DEFAULT_ADDR);
         assert_eq!(
-            addr_from_env(Some("0.0.0.0"), Some("9100"))
-                .unwrap()
-                .to_string(),
+            addr_from_env(Some("0.0.0.0"), Some("9100")).to_string(),
             "0.0.0.0:9100"
         );
-        assert_eq!(
-            addr_from_env(Some("localhost"), None).unwrap(),
-            DEFAULT_ADDR
+        assert_eq!(addr_from_env(Some("localhost"), None), DEFAULT_ADDR);
+        // Unusable values warn and fall back, variable by variable.
+        let (addr, lines) =
+            sonde_core::testing::capture_diagnostics(|| addr_from_env(None, Some("http")));
+        assert_eq!(addr, DEFAULT_ADDR);
+        assert!(
+            lines.len() == 1
+                && lines[0].contains("OTEL_EXPORTER_PROMETHEUS_PORT=\"http\" is ignored"),
+            "{lines:?}"
         );
-        let e = addr_from_env(None, Some("http")).unwrap_err().to_string();
-        assert!(e.contains("OTEL_EXPORTER_PROMETHEUS_PORT"), "{e}");
-        assert!(addr_from_env(Some("example"), None).is_err());
+        let (addr, lines) = sonde_core::testing::capture_diagnostics(|| {
+            addr_from_env(Some("example"), Some("9100"))
+        });
+        assert_eq!(addr.to_string(), "127.0.0.1:9100");
+        assert!(
+            lines[0].contains("OTEL_EXPORTER_PROMETHEUS_HOST"),
+            "{lines:?}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod landing_tests {
+    use std::io::{Read as _, Write as _};
+
+    use super::*;
+
+    /// Status line and body of `GET path` over a plain connection.
+    fn get(addr: SocketAddr, path: &str) -> (String, String) {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
+        (head.to_owned(), body.to_owned())
+    }
+
+    #[test]
+    fn root_lists_the_endpoints_and_unknown_paths_stay_404() {
+        let server = PrometheusBuilder::new()
+            .registry(Registry::new())
+            .bind("127.0.0.1:0".parse().unwrap())
+            .resource(Resource::empty())
+            .install()
+            .unwrap();
+        let addr = server.local_addr();
+        let (head, body) = get(addr, "/");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: text/html; charset=utf-8"),
+            "{head}"
+        );
+        for link in ["href=\"metrics\"", "href=\"report\"", "href=\"health\""] {
+            assert!(body.contains(link), "{link} missing from\n{body}");
+        }
+        for path in ["/nope", "/metrics/x", "/index.html"] {
+            let (head, _) = get(addr, path);
+            assert!(head.starts_with("HTTP/1.1 404"), "{path}: {head}");
+        }
+        let (head, _) = get(addr, "/metrics");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        server.shutdown();
     }
 }

@@ -42,11 +42,13 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use sonde_core::Registry;
+use sonde_core::diag::{self, RateLimit};
 use sonde_core::telemetry::{Backoff, ExporterMetrics};
 use tokio::sync::Notify;
 
@@ -191,6 +193,18 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Failures and drops are logged at most once per this period, with the count since.
+pub const LOG_PERIOD: Duration = Duration::from_secs(60);
+
+/// The tail of a rate-limited line: how many occurrences it stands for.
+fn held_back(n: u64, what: &str) -> String {
+    if n > 1 {
+        format!(" ({n} {what} since the last report)")
+    } else {
+        " (repeats are reported at most once a minute)".to_owned()
+    }
+}
+
 /// How long dropping a [`PushExporter`] waits for the last collection to be delivered.
 pub const DROP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -219,9 +233,13 @@ where
         metrics: ExporterMetrics::register(registry, config.name),
         queue_capacity: config.queue_capacity.max(1),
         max_queue_bytes: config.max_queue_bytes.max(1),
+        failed_attempts: AtomicU64::new(0),
+        failure_log: RateLimit::new(LOG_PERIOD),
+        drop_log: RateLimit::new(LOG_PERIOD),
     });
     shared.metrics.queue_size(0);
     let interval = config.interval.max(Duration::from_millis(10));
+    shared.metrics.interval(interval);
     let mut backoff = Backoff::new(config.initial_backoff, config.max_backoff);
     let first = if config.jitter_first {
         // A draw in [0.5, 1) of the backoff's jitter, stretched to [0.1, 1).
@@ -310,7 +328,9 @@ impl<E: std::fmt::Display> std::fmt::Display for StartError<E> {
 
 impl<E: std::fmt::Debug + std::fmt::Display> std::error::Error for StartError<E> {}
 
-/// A running exporter. Dropping it shuts it down, waiting up to [`DROP_SHUTDOWN_TIMEOUT`].
+/// A running exporter. Dropping it shuts it down, waiting up to [`DROP_SHUTDOWN_TIMEOUT`], and
+/// logs that it did.
+#[must_use = "dropping the handle stops the exporter: keep it (`let _exporter = ...`) for as long as it should export"]
 pub struct PushExporter {
     shared: Arc<Shared>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -410,7 +430,19 @@ impl PushExporter {
 
 impl Drop for PushExporter {
     fn drop(&mut self) {
-        let _ = self.shutdown(DROP_SHUTDOWN_TIMEOUT);
+        let running = self.thread.lock().map(|t| t.is_some()).unwrap_or(false);
+        if running {
+            diag::info(format_args!(
+                "{} exporter: stopping because its handle was dropped (keep it in a variable, `let _exporter = ...`, for as long as it should export)",
+                self.shared.metrics.exporter()
+            ));
+        }
+        if let Err(e) = self.shutdown(DROP_SHUTDOWN_TIMEOUT) {
+            diag::warn(format_args!(
+                "{} exporter: {e}",
+                self.shared.metrics.exporter()
+            ));
+        }
     }
 }
 
@@ -502,6 +534,11 @@ struct Shared {
     metrics: ExporterMetrics,
     queue_capacity: usize,
     max_queue_bytes: usize,
+    /// Failed attempts since the last success, for the "delivering again" line.
+    failed_attempts: AtomicU64,
+    /// One warning per minute about failed attempts, and one about drops.
+    failure_log: RateLimit,
+    drop_log: RateLimit,
 }
 
 impl Shared {
@@ -530,9 +567,41 @@ impl Shared {
     }
 
     fn fail(&self, st: &mut State<AnyBatch>, reason: &str, points: u64, error: String) {
+        if let Some(n) = self.drop_log.hit() {
+            diag::warn(format_args!(
+                "{} exporter: dropped {points} data points ({reason}): {error}{}",
+                self.metrics.exporter(),
+                held_back(n, "drops")
+            ));
+        }
         st.failures += 1;
         st.last_error = Some(error);
         self.metrics.dropped(reason, points);
+    }
+
+    /// Counts a failed attempt and warns about it, at most once per [`LOG_PERIOD`].
+    fn attempt_failed(&self, error: &str, next: &str) {
+        self.metrics.request(false);
+        self.failed_attempts.fetch_add(1, Ordering::Relaxed);
+        if let Some(n) = self.failure_log.hit() {
+            diag::warn(format_args!(
+                "{} exporter: request failed: {error}; {next}{}",
+                self.metrics.exporter(),
+                held_back(n, "failed requests")
+            ));
+        }
+    }
+
+    fn attempt_succeeded(&self) {
+        self.metrics.request(true);
+        let failed = self.failed_attempts.swap(0, Ordering::Relaxed);
+        if failed > 0 {
+            self.failure_log.reset();
+            diag::info(format_args!(
+                "{} exporter: delivering again after {failed} failed requests",
+                self.metrics.exporter()
+            ));
+        }
     }
 }
 
@@ -758,7 +827,7 @@ async fn send<K: Sink>(
         };
         match outcome {
             Outcome::Success { rejected, message } => {
-                shared.metrics.request(true);
+                shared.attempt_succeeded();
                 cfg.backoff.reset();
                 if rejected > 0 {
                     shared.metrics.rejected(rejected);
@@ -769,14 +838,14 @@ async fn send<K: Sink>(
                 return Ok(());
             }
             Outcome::Fail(e) => {
-                shared.metrics.request(false);
+                shared.attempt_failed(&e, "not retryable, the request is dropped");
                 return Err(("rejected", e));
             }
             Outcome::Retry {
                 error,
                 after: delay,
             } => {
-                shared.metrics.request(false);
+                shared.attempt_failed(&error, "retrying with backoff");
                 if let Some(max) = cfg.max_retries
                     && retries >= max
                 {

@@ -5,8 +5,12 @@
 //! * `g` → `Gauge<f64>`: an unsigned value sets it, a signed one (`+3`, `-3`) adds to it.
 //! * `ms` → a histogram with unit seconds (values divided by 1000).
 //! * `h`, `d` → a histogram without unit. They share a family; `ms` does not (another unit).
-//! * `s` → a `Gauge<f64>` holding the number of distinct members seen since the last
-//!   [`rotate_sets`](Ingest::rotate_sets) (members are remembered as 64-bit hashes).
+//! * `s` → a `Gauge<f64>` holding the number of distinct members of the **last complete
+//!   window**: members of the current window are counted privately (as 64-bit hashes), and
+//!   [`rotate_sets`](Ingest::rotate_sets), called once per export interval, publishes the
+//!   window's count and starts a new one. Every exporter (a Prometheus scrape at any moment, an
+//!   EMF or OTLP flush right after the rotation) thus reads the same, whole figure; it changes
+//!   once per interval. A new set series reads 0 until its first window closes.
 //!
 //! With a sample rate below 1, histogram and timer values are observed `round(1 / rate)` times
 //! (at most [`MAX_SAMPLE_WEIGHT`] times, and [`MAX_LINE_OBSERVATIONS`] per line); gauges and
@@ -19,14 +23,17 @@
 //! line, the first wins; labels from a mapping rule win over tags. The first sample of a name
 //! defines its family's label names (sorted); a later sample without some of them records with
 //! `""` for those (which Prometheus treats as absent). A sample bringing a new key
-//! **widens** the family: it is removed from the registry and registered again with the union
-//! of the keys (at most [`Ingest::max_labels`]), counted in `sonde.statsd.relabels{metric}`.
-//! Gauge values and set contents carry over to the new family's series (with `""` for the new
-//! label, so Prometheus sees the same series continue). Counters and histograms restart from
-//! zero: Prometheus's `rate()`/`increase()` read the drop as a counter reset and lose nothing,
-//! and delta consumers (CloudWatch, delta OTLP), for which the new series are new, report only
-//! what arrives after the widening instead of the carried total a second time. Widening happens
-//! once per new tag key of a metric; send a metric's full tag set from the start to avoid it.
+//! **widens** the family to the union of the keys (at most [`Ingest::max_labels`]), counted in
+//! `sonde.statsd.relabels{metric}`: every existing series moves to the wider family with `""`
+//! for the new labels and keeps its value (counter totals, gauge values, histogram and timer
+//! counts, sums and buckets, set counts), its id and its start time
+//! ([`Registry::widen_family`](sonde_core::Registry::widen_family)). So each tag set stays its
+//! own series, as with Datadog and statsd_exporter: after 5 untagged `api.hits:1|c`, one
+//! tagged `#route:/users`, one untagged and one tagged `#host:a`, the family holds
+//! `{host="",route=""} 6`, `{host="",route="/users"} 1` and `{host="a",route=""} 1`.
+//! Prometheus, for which an empty label is an absent one, sees the untagged series continue
+//! without a reset; delta consumers (CloudWatch, delta OTLP) see the same series and count
+//! nothing twice.
 //!
 //! **Limits.** At most [`Ingest::max_metrics`] distinct names (past it, samples of new names
 //! are dropped and counted in `sonde.statsd.dropped{reason="too_many_metrics"}`); each family
@@ -37,13 +44,14 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
+use std::time::Duration;
 
 use foldhash::fast::RandomState;
 use sonde_core::name::{MAX_NAME_LEN, validate_metric_name};
 use sonde_core::{Counter, Family, Gauge, Histogram, Registry, Unit};
 
 use crate::mapping::{Mapper, sanitize_label_name};
-use crate::parser::{Metric, MetricType, ParseError, Sample, parse_packet};
+use crate::parser::{self, Metric, MetricType, ParseError, Sample, parse_line};
 use crate::self_metrics::Stats;
 
 /// Default limit on distinct metric names.
@@ -60,6 +68,10 @@ pub const MAX_LINE_OBSERVATIONS: u32 = 10_000;
 /// Most distinct members a set series remembers per window; more are dropped and counted in
 /// `sonde.statsd.dropped{reason="set_full"}`.
 pub const MAX_SET_SIZE: usize = 1 << 20;
+/// Most bytes of a malformed line copied into its debug log line.
+pub const MAX_LOGGED_LINE: usize = 200;
+/// At most one malformed-line log line per this period, after the first.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Default number of (name, type, tags) handles cached; past it the cache starts over.
 const DEFAULT_MAX_CACHED: usize = 100_000;
 
@@ -178,6 +190,7 @@ pub struct Ingest {
     set_index: HashMap<SetKey, u32, RandomState>,
     set_hasher: RandomState,
     stats: Stats,
+    malformed_log: sonde_core::diag::RateLimit,
 }
 
 impl std::fmt::Debug for Ingest {
@@ -231,6 +244,7 @@ impl Ingest {
             sets: Vec::new(),
             set_index: HashMap::default(),
             set_hasher: RandomState::default(),
+            malformed_log: sonde_core::diag::RateLimit::new(LOG_EVERY),
         }
     }
 
@@ -271,15 +285,22 @@ impl Ingest {
 
     /// Parses a datagram and records every line; returns the number of lines (non-empty,
     /// well-formed or not), which is also added to `sonde.statsd.lines`.
+    ///
+    /// A malformed line is also logged at debug level (target `sonde_statsd`), with its reason
+    /// and an escaped copy of its first [`MAX_LOGGED_LINE`] bytes: the first one, then at most
+    /// one every 10 seconds with the number left out since.
     pub fn ingest_packet(&mut self, packet: &[u8]) -> usize {
         let mut lines = 0usize;
-        parse_packet(packet, |r| {
+        for line in parser::lines(packet) {
             lines += 1;
-            match r {
+            match parse_line(line) {
                 Ok(sample) => self.record(&sample),
-                Err(e) => self.record_error(e),
+                Err(e) => {
+                    self.record_error(e);
+                    self.log_malformed(e.reason(), &e, line);
+                }
             }
-        });
+        }
         self.stats.lines(lines as u64);
         lines
     }
@@ -287,6 +308,37 @@ impl Ingest {
     /// Counts a malformed line in `sonde.statsd.parse_errors{reason}`.
     pub fn record_error(&mut self, error: ParseError) {
         self.stats.parse_error(error.reason());
+    }
+
+    /// Counts a sample that is not recorded; logs it (rate-limited) if it is an error.
+    fn reject(&mut self, r: Reject, m: &Metric<'_>) {
+        match r {
+            Reject::Dropped(reason) => self.stats.dropped(reason, 1),
+            Reject::Error(reason) => {
+                self.stats.parse_error(reason);
+                self.log_malformed(reason, &explain(reason), m.name.as_bytes());
+            }
+        }
+    }
+
+    /// Logs a rejected line (or, past parsing, its name), rate-limited. Off the hot path: only rejected lines get here, and
+    /// with debug logging off it costs one check of the callsite's interest.
+    #[cold]
+    fn log_malformed(&mut self, reason: &'static str, why: &dyn std::fmt::Display, line: &[u8]) {
+        if !tracing::enabled!(tracing::Level::DEBUG) {
+            return;
+        }
+        if let Some(n) = self.malformed_log.hit() {
+            let left_out = n - 1;
+            let shown = &line[..line.len().min(MAX_LOGGED_LINE)];
+            let more = if shown.len() < line.len() { "..." } else { "" };
+            tracing::debug!(
+                reason,
+                left_out_since_last_log = left_out,
+                "malformed StatsD line dropped ({why}): \"{}{more}\"",
+                shown.escape_ascii()
+            );
+        }
     }
 
     /// Records one sample. Events and service checks are counted in
@@ -300,13 +352,15 @@ impl Ingest {
         }
     }
 
-    /// Starts a new set window: every set gauge goes back to 0 and forgets its members.
-    /// Call it once per export interval.
+    /// Closes the current set window: every set gauge takes the number of distinct members
+    /// seen since the previous call (0 if none), and a new window starts counting privately.
+    /// Call it once per export interval, before the exporters that run at that interval read,
+    /// so every exporter reads the same, complete figure until the next call.
     pub fn rotate_sets(&mut self) {
         for s in &mut self.sets {
+            s.gauge.set(s.seen.len() as f64);
             s.seen.clear();
             s.seen.shrink_to(1024);
-            s.gauge.set(0.0);
         }
     }
 
@@ -330,7 +384,8 @@ impl Ingest {
                     return;
                 }
                 Cached::Rejected(r) => {
-                    count_reject(&self.stats, *r);
+                    let r = *r;
+                    self.reject(r, m);
                     return;
                 }
                 // A handle of a family that was since replaced: resolve again.
@@ -343,7 +398,7 @@ impl Ingest {
             Cached::Series { handle, .. } => {
                 apply(handle, m, &mut self.sets, &self.set_hasher, &self.stats)
             }
-            Cached::Rejected(r) => count_reject(&self.stats, *r),
+            Cached::Rejected(r) => self.reject(*r, m),
         }
         if self.cache.len() >= self.max_cached {
             self.cache.clear();
@@ -496,46 +551,38 @@ impl Ingest {
     }
 
     /// Replaces the family of metric `idx` by one with label names `union` (sorted, a superset
-    /// of the current ones), carrying gauge values and set contents over (counters restart: see
-    /// the module docs).
+    /// of the current ones), every series moving over with its value (see the module docs).
     fn widen(&mut self, idx: usize, union: Vec<Box<str>>) -> Result<(), Reject> {
         let state = &self.metrics[idx];
         let name = state.name.clone();
         let kind = state.kind;
         let old_labels = state.labels.clone();
-        let values_for = |pairs: &[(&str, &str)]| -> Vec<String> {
-            union
-                .iter()
-                .map(|l| {
-                    pairs
-                        .iter()
-                        .find(|(k, _)| *k == &**l)
-                        .map_or(String::new(), |(_, v)| (*v).to_owned())
-                })
-                .collect()
+        let labels = || union.iter().map(|l| l.to_string());
+        let widened = match &state.family {
+            FamilyRef::Counter(f) => self
+                .registry
+                .widen_family(f, labels())
+                .map(FamilyRef::Counter),
+            FamilyRef::Gauge(f) => self
+                .registry
+                .widen_family(f, labels())
+                .map(FamilyRef::Gauge),
+            FamilyRef::Histogram(f) => self
+                .registry
+                .widen_family(f, labels())
+                .map(FamilyRef::Histogram),
+            FamilyRef::Conflict => return Err(Reject::Error("type_conflict")),
         };
-        let carried: Vec<(Vec<String>, f64)> = match kind {
-            Kind::Gauge => {
-                let snap = self.registry.snapshot_families(&[&name]);
-                snap.families
-                    .first()
-                    .map(|f| {
-                        f.series
-                            .iter()
-                            .filter(|s| !s.is_overflow())
-                            .filter_map(|s| {
-                                let v = s.point.number()?.as_f64();
-                                Some((values_for(&f.labels(s)), v))
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default()
+        let family = match widened {
+            Ok(f) => Ok(f),
+            // Removed from the registry by its owner: nothing of it is exported any more, so
+            // start afresh under the name.
+            Err(sonde_core::Error::NotRegistered { .. }) => {
+                register(&self.registry, &name, kind, &union, self.max_series)
             }
-            _ => Vec::new(),
+            Err(e) => Err(e),
         };
-
-        self.registry.remove_family(&name);
-        let family = match register(&self.registry, &name, kind, &union, self.max_series) {
+        let family = match family {
             Ok(f) => f,
             Err(_) => {
                 // Registered by someone else in between: the name is theirs now.
@@ -545,35 +592,38 @@ impl Ingest {
                 return Err(Reject::Error("type_conflict"));
             }
         };
-        match &family {
-            FamilyRef::Gauge(f) if kind == Kind::Gauge => {
-                for (values, v) in &carried {
-                    f.with(values).set(*v);
+        if let FamilyRef::Gauge(f) = &family
+            && kind == Kind::Set
+        {
+            // The series moved with their published counts; point every set state (the shared
+            // overflow one included: the family is full, so it resolves to the overflow series
+            // again) at its series in the new family.
+            let state = &self.metrics[idx];
+            let indices: Vec<u32> = state
+                .sets
+                .iter()
+                .chain(&state.overflow_set)
+                .copied()
+                .collect();
+            for i in indices {
+                let s = &mut self.sets[i as usize];
+                let new_values: Box<[Box<str>]> = union
+                    .iter()
+                    .map(|l| {
+                        old_labels
+                            .iter()
+                            .position(|o| o == l)
+                            .map_or("".into(), |p| s.values[p].clone())
+                    })
+                    .collect();
+                let key = (idx as u32, s.values.clone());
+                if self.set_index.get(&key) == Some(&i) {
+                    self.set_index.remove(&key);
+                    self.set_index.insert((idx as u32, new_values.clone()), i);
                 }
+                s.gauge = f.with(&new_values);
+                s.values = new_values;
             }
-            FamilyRef::Gauge(f) => {
-                // Sets: move every state to its series in the new family.
-                // The shared overflow state stays behind with the old family's overflow
-                // series; label sets past the new family's limit get a new one.
-                self.metrics[idx].overflow_set = None;
-                let indices = self.metrics[idx].sets.clone();
-                for i in indices {
-                    let s = &mut self.sets[i as usize];
-                    let pairs: Vec<(&str, &str)> = old_labels
-                        .iter()
-                        .map(|l| &**l)
-                        .zip(s.values.iter().map(|v| &**v))
-                        .collect();
-                    let new_values: Box<[Box<str>]> =
-                        values_for(&pairs).into_iter().map(Into::into).collect();
-                    self.set_index.remove(&(idx as u32, s.values.clone()));
-                    s.gauge = f.with(&new_values);
-                    s.gauge.set(s.seen.len() as f64);
-                    s.values = new_values.clone();
-                    self.set_index.insert((idx as u32, new_values), i);
-                }
-            }
-            _ => {}
         }
         let state = &mut self.metrics[idx];
         state.labels = union;
@@ -613,7 +663,7 @@ fn register(
         Kind::Set => FamilyRef::Gauge(
             registry
                 .gauge_f64(name)
-                .description("StatsD set: distinct values seen in the current window.")
+                .description("StatsD set: distinct values seen in the last complete window.")
                 .labels(labels)
                 .max_series(max_series)
                 .build()?,
@@ -638,10 +688,16 @@ fn register(
     })
 }
 
-fn count_reject(stats: &Stats, r: Reject) {
-    match r {
-        Reject::Dropped(reason) => stats.dropped(reason, 1),
-        Reject::Error(reason) => stats.parse_error(reason),
+/// What a rejection reason of [`Reject::Error`] means, for the log.
+fn explain(reason: &str) -> &'static str {
+    match reason {
+        "type_conflict" => {
+            "the name came before with another type, or is registered with another definition"
+        }
+        "bad_name" => "the (mapped) name is not a valid metric name",
+        "too_long" => "the (mapped) name is longer than 255 bytes",
+        "bad_tags" => "a tag key is longer than 255 bytes",
+        _ => "rejected",
     }
 }
 
@@ -681,7 +737,7 @@ fn apply(
             } else if !s.seen.contains(&hash) {
                 stats.dropped("set_full", 1);
             }
-            s.gauge.set(s.seen.len() as f64);
+            // The gauge shows the last complete window; `rotate_sets` publishes this one.
         }
     }
 }
@@ -787,18 +843,28 @@ mod tests {
     }
 
     #[test]
-    fn sets_count_distinct_members_per_window() {
+    fn sets_publish_the_last_complete_window() {
         let (registry, mut ingest) = ingest();
         ingest.ingest_packet(b"users:alice|s\nusers:bob|s\nusers:alice|s\nusers:a:b|s|#x:1");
+        // The window is still open: the gauges show the last complete one (none yet).
+        let snap = registry.snapshot();
+        assert_eq!(number(&snap, "users", &[("x", "")]), 0.0);
+        assert_eq!(number(&snap, "users", &[("x", "1")]), 0.0);
+        ingest.rotate_sets();
+        let closed = registry.snapshot();
+        assert_eq!(number(&closed, "users", &[("x", "")]), 2.0);
+        assert_eq!(number(&closed, "users", &[("x", "1")]), 1.0);
+        // The next window counts privately; every read until the next rotation sees 2 and 1.
+        ingest.ingest_packet(b"users:alice|s|@0.1\nusers:carol|s|@0.1\nusers:dave|s");
         let snap = registry.snapshot();
         assert_eq!(number(&snap, "users", &[("x", "")]), 2.0);
         assert_eq!(number(&snap, "users", &[("x", "1")]), 1.0);
         ingest.rotate_sets();
-        assert_eq!(number(&registry.snapshot(), "users", &[("x", "")]), 0.0);
-        ingest.ingest_packet(b"users:alice|s|@0.1");
         let snap = registry.snapshot();
-        assert_eq!(number(&snap, "users", &[("x", "")]), 1.0);
+        assert_eq!(number(&snap, "users", &[("x", "")]), 3.0);
         assert_eq!(number(&snap, "users", &[("x", "1")]), 0.0);
+        ingest.rotate_sets();
+        assert_eq!(number(&registry.snapshot(), "users", &[("x", "")]), 0.0);
     }
 
     #[test]
@@ -839,15 +905,73 @@ mod tests {
         assert_eq!(number(&snap, "c", &[("le", "5"), ("_5xx", "y")]), 1.0);
     }
 
+    /// Issue #21 item 6: a new tag key used to wipe the family.
     #[test]
-    fn widening_carries_gauge_and_set_values_and_restarts_counters() {
+    fn a_new_tag_key_keeps_every_series_and_its_value() {
+        let (registry, mut ingest) = ingest();
+        let mut deltas = registry.reader(sonde_core::Temporality::Delta);
+        for _ in 0..5 {
+            ingest.ingest_packet(b"api.hits:1|c\napi.lat:100|ms\napi.size:10|h");
+        }
+        let first = deltas.collect();
+        assert_eq!(number(&first, "api.hits", &[]), 5.0);
+        ingest.ingest_packet(b"api.hits:1|c|#route:/users\napi.lat:200|ms|#route:/users\napi.size:20|h|#route:/users");
+        ingest.ingest_packet(b"api.hits:1|c\napi.lat:300|ms\napi.size:30|h");
+        ingest
+            .ingest_packet(b"api.hits:1|c|#host:a\napi.lat:400|ms|#host:a\napi.size:40|h|#host:a");
+
+        let snap = registry.snapshot();
+        let l = |host, route| [("host", host), ("route", route)];
+        for name in ["api.hits", "api.lat", "api.size"] {
+            let fam = snap.family(name).unwrap();
+            assert_eq!(
+                fam.meta.label_names().collect::<Vec<_>>(),
+                ["host", "route"]
+            );
+            assert_eq!(fam.series.len(), 3, "{name}: {fam:?}");
+            assert_eq!(number(&snap, RELABELS, &[("metric", name)]), 2.0);
+        }
+        assert_eq!(number(&snap, "api.hits", &l("", "")), 6.0);
+        assert_eq!(number(&snap, "api.hits", &l("", "/users")), 1.0);
+        assert_eq!(number(&snap, "api.hits", &l("a", "")), 1.0);
+        let close = |(n, sum): (u64, f64), (want_n, want_sum): (u64, f64)| {
+            n == want_n && (sum - want_sum).abs() < 1e-9
+        };
+        assert!(close(hist(&snap, "api.lat", &l("", "")), (6, 0.8)));
+        assert!(close(hist(&snap, "api.lat", &l("", "/users")), (1, 0.2)));
+        assert!(close(hist(&snap, "api.lat", &l("a", "")), (1, 0.4)));
+        assert_eq!(hist(&snap, "api.size", &l("", "")), (6, 80.0));
+        assert_eq!(hist(&snap, "api.size", &l("", "/users")), (1, 20.0));
+        assert_eq!(hist(&snap, "api.size", &l("a", "")), (1, 40.0));
+        // The buckets moved too: the untagged timer's 6 values are all at or below 0.3 s.
+        let lat = snap
+            .point("api.lat", &l("", ""))
+            .unwrap()
+            .histogram()
+            .unwrap();
+        assert_eq!((lat.min(), lat.max()), (Some(0.1), Some(0.3)));
+        assert_eq!(
+            lat.quantile(1.0).map(|q| (q - 0.3).abs() < 0.01),
+            Some(true)
+        );
+
+        // The same series continues for a delta reader: nothing counted twice.
+        let second = deltas.collect();
+        assert_eq!(number(&second, "api.hits", &l("", "")), 1.0);
+        assert_eq!(hist(&second, "api.size", &l("", "")), (1, 30.0));
+        assert_eq!(number(&second, "api.hits", &l("a", "")), 1.0);
+    }
+
+    #[test]
+    fn widening_carries_gauges_sets_and_cached_handles_follow() {
         let (registry, mut ingest) = ingest();
         ingest.ingest_packet(
             b"c:5|c|#a:1\nc:7|c|#a:2\ng:3|g|#a:1\ns:x|s|#a:1\ns:y|s|#a:1\nh:1|h|#a:1",
         );
+        ingest.rotate_sets();
         ingest.ingest_packet(b"c:1|c|#a:1,b:2\ng:+1|g|#b:2\ns:z|s|#b:9\ns:x|s|#a:1\nh:2|h|#b:1");
-        // The cached handle of the old family must not be used any more.
-        ingest.ingest_packet(b"c:10|c|#a:1\ns:w|s|#a:1");
+        // The cached handles of the old families must not be used any more.
+        ingest.ingest_packet(b"c:10|c|#a:1\ns:w|s|#a:1\ng:+2|g|#a:1\nh:3|h|#a:1");
         let snap = registry.snapshot();
         let names = |n: &str| {
             snap.family(n)
@@ -857,23 +981,24 @@ mod tests {
                 .map(str::to_owned)
                 .collect::<Vec<_>>()
         };
-        assert_eq!(names("c"), ["a", "b"]);
-        // Counters restart (a reset for Prometheus, nothing counted twice by delta readers).
-        assert_eq!(number(&snap, "c", &[("a", "1"), ("b", "")]), 10.0);
-        assert!(snap.point("c", &[("a", "2"), ("b", "")]).is_none());
-        assert_eq!(number(&snap, "c", &[("a", "1"), ("b", "2")]), 1.0);
-        assert_eq!(number(&snap, "g", &[("a", "1"), ("b", "")]), 3.0);
-        assert_eq!(number(&snap, "g", &[("a", ""), ("b", "2")]), 1.0);
-        // x and y carried over; x again is not new; w is.
-        assert_eq!(number(&snap, "s", &[("a", "1"), ("b", "")]), 3.0);
-        assert_eq!(number(&snap, "s", &[("a", ""), ("b", "9")]), 1.0);
-        // Histograms restart.
-        assert_eq!(names("h"), ["a", "b"]);
-        assert!(snap.point("h", &[("a", "1"), ("b", "")]).is_none());
-        assert_eq!(hist(&snap, "h", &[("a", ""), ("b", "1")]), (1, 2.0));
         for m in ["c", "g", "s", "h"] {
+            assert_eq!(names(m), ["a", "b"], "{m}");
             assert_eq!(number(&snap, RELABELS, &[("metric", m)]), 1.0, "{m}");
         }
+        assert_eq!(number(&snap, "c", &[("a", "1"), ("b", "")]), 15.0);
+        assert_eq!(number(&snap, "c", &[("a", "2"), ("b", "")]), 7.0);
+        assert_eq!(number(&snap, "c", &[("a", "1"), ("b", "2")]), 1.0);
+        assert_eq!(number(&snap, "g", &[("a", "1"), ("b", "")]), 5.0);
+        assert_eq!(number(&snap, "g", &[("a", ""), ("b", "2")]), 1.0);
+        assert_eq!(hist(&snap, "h", &[("a", "1"), ("b", "")]), (2, 4.0));
+        assert_eq!(hist(&snap, "h", &[("a", ""), ("b", "1")]), (1, 2.0));
+        // The published count of the closed window moved; the open window's members too.
+        assert_eq!(number(&snap, "s", &[("a", "1"), ("b", "")]), 2.0);
+        assert_eq!(number(&snap, "s", &[("a", ""), ("b", "9")]), 0.0);
+        ingest.rotate_sets();
+        let snap = registry.snapshot();
+        assert_eq!(number(&snap, "s", &[("a", "1"), ("b", "")]), 2.0); // x, w
+        assert_eq!(number(&snap, "s", &[("a", ""), ("b", "9")]), 1.0);
     }
 
     #[test]
@@ -942,10 +1067,10 @@ mod tests {
             b"api.users.requests:1|c\napi.orders.requests:2|c|#route:ignored,code:200\ndebug.x:1|c\nweird name!:1|c",
         );
         let snap = registry.snapshot();
-        // `code` widened the family after the first line; counters restart on widening.
-        assert!(
-            snap.point("http.requests", &[("route", "users"), ("code", "")])
-                .is_none()
+        // `code` widened the family after the first line; the first series kept its count.
+        assert_eq!(
+            number(&snap, "http.requests", &[("route", "users"), ("code", "")]),
+            1.0
         );
         assert_eq!(
             number(
@@ -976,6 +1101,43 @@ mod tests {
         assert_eq!(number(&snap, IGNORED, &[("kind", "service_check")]), 1.0);
         assert_eq!(number(&snap, LINES, &[]), 7.0);
         assert_eq!(number(&snap, "ok", &[]), 1.0);
+    }
+
+    #[test]
+    fn malformed_lines_are_logged_at_debug_with_rate_limiting() {
+        let (registry, mut ingest) = ingest();
+        let long = format!("x:1|zz{}", "y".repeat(500));
+        let ((), logs) = sonde_core::testing::capture_diagnostics(|| {
+            ingest.ingest_packet(b"bad\x1b[31m line\xff\nok:1|c\nok:2|zz");
+            ingest.ingest_packet(long.as_bytes());
+            ingest.ingest_packet(b"ok:1|g");
+        });
+        assert_eq!(logs.len(), 1, "{logs:?}");
+        let first = &logs[0];
+        assert!(first.starts_with("DEBUG "), "{first}");
+        assert!(first.contains("left_out_since_last_log=0"), "{first}");
+        assert!(first.contains("reason=\"not_utf8\""), "{first}");
+        assert!(first.contains("(the line is not valid UTF-8)"), "{first}");
+        // Escaped: no raw control or non-UTF-8 byte reaches the log.
+        assert!(first.contains(r#""bad\x1b[31m line\xff""#), "{first}");
+        // Every rejected line is still counted.
+        let snap = registry.snapshot();
+        assert_eq!(number(&snap, PARSE_ERRORS, &[("reason", "bad_type")]), 2.0);
+        assert_eq!(
+            number(&snap, PARSE_ERRORS, &[("reason", "type_conflict")]),
+            1.0
+        );
+
+        // After the period, the next one is logged with the count left out, truncated.
+        ingest.malformed_log.expire();
+        let ((), logs) = sonde_core::testing::capture_diagnostics(|| {
+            ingest.ingest_packet(long.as_bytes());
+            ingest.ingest_packet(b"ok:1|g");
+        });
+        assert_eq!(logs.len(), 1, "{logs:?}");
+        assert!(logs[0].contains("left_out_since_last_log=3"), "{}", logs[0]);
+        assert!(logs[0].contains(&format!("{}...", &long[..MAX_LOGGED_LINE])));
+        assert!(!logs[0].contains(&long[..MAX_LOGGED_LINE + 1]));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! * [mapping rules](Mapper): glob patterns on `.`-separated names that rename, add labels
 //!   (with captures) or drop;
 //! * [`Ingest`] (details in [`ingest`]): one family per metric name, with label sets discovered at runtime from the
-//!   DogStatsD tags (a family is re-registered with more labels when a new tag key shows up),
+//!   DogStatsD tags (a new tag key widens the family; every series keeps its value),
 //!   limits on names, series and labels, and a handle cache so repeated lines cost a hash
 //!   lookup and an atomic add;
 //! * a [`StatsdServer`] with UDP and unix datagram receivers decoupled from the parser by a
@@ -17,7 +17,9 @@
 //! Self-metrics (see [`self_metrics`]): `sonde.statsd.packets{transport}`,
 //! `sonde.statsd.lines`, `sonde.statsd.parse_errors{reason}`, `sonde.statsd.dropped{reason}`,
 //! `sonde.statsd.relabels{metric}`, `sonde.statsd.ignored{kind}`,
-//! `sonde.statsd.receive_errors{transport}` and `sonde.statsd.queue.size`.
+//! `sonde.statsd.receive_errors{transport}` and `sonde.statsd.queue.size`. Malformed lines
+//! are also logged at debug level through `tracing`, rate-limited (see
+//! [`Ingest::ingest_packet`]).
 //!
 //! ```
 //! use sonde_core::{Registry, Unit};

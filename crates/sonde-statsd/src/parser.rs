@@ -557,16 +557,20 @@ fn validate_tags(b: &[u8]) -> Result<(), ParseError> {
 /// ```
 #[inline]
 pub fn parse_packet<'a>(packet: &'a [u8], mut f: impl FnMut(Result<Sample<'a>, ParseError>)) {
-    for line in packet.split(|&b| b == b'\n') {
-        let line = match line.split_last() {
-            Some((b'\r', head)) => head,
-            _ => line,
-        };
-        if line.is_empty() {
-            continue;
-        }
+    for line in lines(packet) {
         f(parse_line(line));
     }
+}
+
+/// The non-empty lines of a datagram, without their `\n` or `\r\n`.
+pub(crate) fn lines(packet: &[u8]) -> impl Iterator<Item = &[u8]> {
+    packet
+        .split(|&b| b == b'\n')
+        .map(|line| match line.split_last() {
+            Some((b'\r', head)) => head,
+            _ => line,
+        })
+        .filter(|line| !line.is_empty())
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ pub const PARSE_ERRORS: &str = "sonde.statsd.parse_errors";
 /// behind), `too_many_metrics` (the distinct-name limit), `too_many_labels` (the label limit of
 /// a family), `mapping` (a drop rule), `set_full` (a set's distinct-value limit).
 pub const DROPPED: &str = "sonde.statsd.dropped";
-/// Times a family was registered again with more labels, by `metric`.
+/// Times a family was widened with more labels (its series kept), by `metric`.
 pub const RELABELS: &str = "sonde.statsd.relabels";
 /// DogStatsD lines that are not metrics, by `kind` (`event`, `service_check`).
 pub const IGNORED: &str = "sonde.statsd.ignored";
@@ -79,7 +79,7 @@ impl Stats {
             relabels: counter(
                 registry,
                 RELABELS,
-                "StatsD metrics registered again with more labels (a new tag key appeared).",
+                "StatsD metrics widened with more labels (a new tag key appeared; series kept).",
                 "metric",
             ),
             ignored: counter(

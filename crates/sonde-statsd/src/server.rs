@@ -572,10 +572,10 @@ fn parse_loop(
 /// for l in server.listeners() {
 ///     println!("{:?} on {} (receive buffer {} bytes)", l.transport, l.address, l.receive_buffer);
 /// }
-/// // Each export interval:
-/// server.flush();
-/// let snapshot = registry.snapshot();
+/// // Each export interval: close the set window (its distinct counts become the set
+/// // gauges, read alike by every exporter until the next interval), then export.
 /// server.rotate_sets();
+/// let snapshot = registry.snapshot();
 /// # Ok::<(), sonde_statsd::Error>(())
 /// ```
 pub struct StatsdServer {
@@ -652,8 +652,10 @@ impl StatsdServer {
             .is_ok()
     }
 
-    /// Starts a new set window (see [`Ingest::rotate_sets`]), after everything queued so far;
-    /// waits for it up to 5 seconds and returns whether it happened.
+    /// Closes the set window after everything queued so far: each set gauge takes the
+    /// window's distinct count and a new window starts (see [`Ingest::rotate_sets`]). Waits
+    /// for it up to 5 seconds and returns whether it happened. Call it once per export
+    /// interval, before that interval's exports.
     pub fn rotate_sets(&self) -> bool {
         let Some(control) = self.control() else {
             return false;

@@ -1,8 +1,8 @@
 //! # sonde
 //!
 //! Observability and metrics for Rust services. This is the crate to depend on: it re-exports
-//! the engine ([`sonde_core`]) and, behind cargo features, each exporter and integration as
-//! they land.
+//! the engine ([`sonde_core`]: registries, counters, gauges, histograms, snapshots) at its root
+//! and, behind cargo features, every exporter and integration as a module.
 //!
 //! ```
 //! use sonde::{Registry, Unit};
@@ -27,38 +27,81 @@
 //! sonde::counter!("cache.requests", "cache.name" => "users", "cache.result" => "hit").inc();
 //! # Ok::<(), sonde::Error>(())
 //! ```
+//!
+//! ## Running handles
+//!
+//! Every `install()` returns a `#[must_use]` handle: the component (a server, an exporter's
+//! thread, a collector) runs for as long as the handle lives; dropping it stops the component,
+//! delivering what a push exporter holds, and logs a line. Bind it for the life of the service:
+//!
+#![cfg_attr(feature = "prometheus", doc = "```no_run")]
+#![cfg_attr(not(feature = "prometheus"), doc = "```ignore")]
+//! let _metrics = sonde::prometheus::PrometheusBuilder::new().install()?;
+//! # Ok::<(), sonde::prometheus::Error>(())
+//! ```
+//!
+//! A handle left unused is a compile-time warning, not a silent stop:
+//!
+#![cfg_attr(feature = "prometheus", doc = "```compile_fail")]
+#![cfg_attr(not(feature = "prometheus"), doc = "```ignore")]
+//! #![deny(unused_must_use)]
+//! sonde::prometheus::PrometheusBuilder::new().install()?;
+//! # Ok::<(), sonde::prometheus::Error>(())
+//! ```
+//!
+//! ## Feature flags
+//!
+//! None is on by default: the engine alone has four small dependencies.
+#![doc = document_features::document_features!()]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]
 
 pub use sonde_core::*;
 
 /// Instrumentation helpers (feature `instrument`).
 #[cfg(feature = "instrument")]
+#[cfg_attr(docsrs, doc(cfg(feature = "instrument")))]
+#[doc(inline)]
 pub use sonde_instrument as instrument;
 
 /// `#[measured]` (feature `macros`): calls, errors and duration per function.
 #[cfg(feature = "macros")]
+#[cfg_attr(docsrs, doc(cfg(feature = "macros")))]
+#[doc(inline)]
 pub use sonde_macros::measured;
 
 /// Process metrics (feature `process`).
 #[cfg(feature = "process")]
+#[cfg_attr(docsrs, doc(cfg(feature = "process")))]
+#[doc(inline)]
 pub use sonde_process as process;
 
 /// The tracing layer (feature `tracing`).
 #[cfg(feature = "tracing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing")))]
+#[doc(inline)]
 pub use sonde_tracing as tracing;
 
 /// The `metrics` crate bridge (feature `metrics`).
 #[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+#[doc(inline)]
 pub use sonde_recorder as recorder;
 
 /// The Prometheus exporter (feature `prometheus`).
 #[cfg(feature = "prometheus")]
+#[cfg_attr(docsrs, doc(cfg(feature = "prometheus")))]
+#[doc(inline)]
 pub use sonde_prometheus as prometheus;
 
 /// OTLP export of metrics, and the tracing pipeline (feature `otlp`).
 #[cfg(feature = "otlp")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otlp")))]
+#[doc(inline)]
 pub use sonde_otlp as otlp;
 
 /// AWS CloudWatch export: PutMetricData, EMF and the cost preview (feature `cloudwatch`).
 #[cfg(feature = "cloudwatch")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cloudwatch")))]
+#[doc(inline)]
 pub use sonde_cloudwatch as cloudwatch;

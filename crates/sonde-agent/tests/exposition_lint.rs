@@ -1,0 +1,109 @@
+//! The real `sonde-agent` binary's `/metrics` passes `promtool check metrics` with no findings,
+//! with StatsD input of every type (names included that end in `.count` and `.total`) and the
+//! host and own-process collectors on: what a CI pipeline that lints expositions sees.
+#![allow(clippy::unwrap_used)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sonde_tests::{TempDir, free_addr, prometheus, wait_for};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
+
+/// The agent process, killed on drop so a failing assertion leaves nothing running.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_udp() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[test]
+fn the_agents_exposition_passes_promtool_with_no_findings() {
+    let statsd = free_udp();
+    let metrics = free_addr();
+    let dir = TempDir::new("agent-lint");
+    let config = dir.0.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = true\ninterval = \"1s\"\n\n[collectors.process]\nenabled = true\n\n[statsd]\nudp = \"{statsd}\"\n\n[exporters.prometheus]\nlisten = \"{metrics}\"\n"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.0.join("agent.log")).unwrap();
+    let _agent = Running(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://{metrics}/metrics");
+    let scrape = || {
+        sonde_tests::http::try_get(&url)
+            .filter(|r| r.status == 200)
+            .map(|r| r.text())
+    };
+    wait_for("the agent's /metrics", Duration::from_secs(20), scrape);
+
+    // Every StatsD and DogStatsD type, and user names ending in what Prometheus reserves.
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let lines = "shop.orders:1|c\nshop.orders:4|c|@0.5\nshop.queue:40|g\nshop.queue:-15|g\n\
+                 shop.checkout:20|ms\nshop.checkout:30|ms\nshop.users:a|s\nshop.users:b|s\n\
+                 api.requests:3|c|#route:/users,code:200\napi.latency:0.25|d|#route:/users\n\
+                 api.payload:512|h|#route:/users\napi.workers:8|g|#pool:main\n\
+                 jobs.count:3|g\nconnections.total:5|g\nqueue.sum:2|g\nretries.count:1|c\n";
+    sock.send_to(lines.as_bytes(), statsd).unwrap();
+    let text = wait_for(
+        "StatsD, host and process metrics on /metrics",
+        Duration::from_secs(20),
+        || {
+            scrape().filter(|t| {
+                [
+                    "shop_orders_total ",
+                    "api_latency_count{",
+                    "retries_count_total ",
+                    "system_memory_usage_bytes{",
+                    "process_memory_usage_bytes",
+                ]
+                .iter()
+                .all(|s| t.contains(s))
+            })
+        },
+    );
+
+    let findings = prometheus::promtool_check_metrics(&text);
+    assert!(
+        findings.trim().is_empty(),
+        "promtool check metrics has findings on the agent's exposition:\n{findings}\n---\n{text}"
+    );
+    // The gauges whose OpenTelemetry or StatsD names end in a reserved suffix, renamed by the
+    // documented rule (README, "Prometheus").
+    for name in [
+        "process_thread_count_value",
+        "process_open_file_descriptor_count_value",
+        "system_cpu_logical_count_value",
+        "system_process_count_value",
+        "jobs_count_value",
+        "connections_total_value",
+        "queue_sum_value",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name} gauge\n")),
+            "{name} missing:\n{text}"
+        );
+    }
+}

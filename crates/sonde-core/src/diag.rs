@@ -1,0 +1,160 @@
+//! sonde's own diagnostics: what its exporters, servers and collectors say about themselves
+//! (a handle dropped, an export failing, a source that cannot be read).
+//!
+//! Lines go through [`tracing`] (target `sonde`) when the application has a subscriber (global
+//! or the thread's default), so they land with its own logs; otherwise they go to stderr, so
+//! that a service with no logging set up still learns that its metrics are not leaving. Nothing here runs on
+//! the recording hot path.
+//!
+//! [`RateLimit`] keeps a repeating problem to one line per period with the count since the
+//! last line, the way an exporter that fails every few seconds should report.
+//!
+//! ```
+//! use std::time::Duration;
+//! use sonde_core::diag::RateLimit;
+//!
+//! let limit = RateLimit::new(Duration::from_secs(60));
+//! // The first occurrence is reported at once...
+//! assert_eq!(limit.hit(), Some(1));
+//! // ...the next ones within the period are counted, then reported together.
+//! assert_eq!(limit.hit(), None);
+//! assert_eq!(limit.hit(), None);
+//! assert_eq!(limit.pending(), 2);
+//! ```
+
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How serious a line is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Level {
+    /// Something stopped or went wrong and data may be lost.
+    Warn,
+    /// A state change worth knowing (a component stopped on request, an exporter recovered).
+    Info,
+    /// Detail for troubleshooting (a malformed input line).
+    Debug,
+}
+
+/// Emits one line: through `tracing` when a subscriber is installed, else on stderr (debug
+/// lines only through `tracing`).
+pub fn emit(level: Level, args: fmt::Arguments<'_>) {
+    let subscribed =
+        tracing::dispatcher::get_default(|d| !d.is::<tracing::subscriber::NoSubscriber>());
+    if subscribed {
+        match level {
+            Level::Warn => tracing::warn!(target: "sonde", "{args}"),
+            Level::Info => tracing::info!(target: "sonde", "{args}"),
+            Level::Debug => tracing::debug!(target: "sonde", "{args}"),
+        }
+    } else {
+        match level {
+            Level::Warn => eprintln!("sonde WARN: {args}"),
+            Level::Info => eprintln!("sonde INFO: {args}"),
+            Level::Debug => {}
+        }
+    }
+}
+
+/// [`emit`] at [`Level::Warn`].
+pub fn warn(args: fmt::Arguments<'_>) {
+    emit(Level::Warn, args);
+}
+
+/// [`emit`] at [`Level::Info`].
+pub fn info(args: fmt::Arguments<'_>) {
+    emit(Level::Info, args);
+}
+
+/// Lets one report through per period: the first occurrence at once, then at most one per
+/// `period`, carrying how many occurrences it stands for. Thread-safe; a few nanoseconds of
+/// uncontended lock per call, for error paths only.
+#[derive(Debug)]
+pub struct RateLimit {
+    period: Duration,
+    state: Mutex<LimitState>,
+}
+
+#[derive(Debug)]
+struct LimitState {
+    last: Option<Instant>,
+    pending: u64,
+}
+
+impl RateLimit {
+    /// A limiter letting one report through per `period`.
+    pub const fn new(period: Duration) -> RateLimit {
+        RateLimit {
+            period,
+            state: Mutex::new(LimitState {
+                last: None,
+                pending: 0,
+            }),
+        }
+    }
+
+    /// Records one occurrence. Returns `Some(n)` when it should be reported now, `n` being the
+    /// occurrences this report stands for (this one included); `None` when it is held back.
+    pub fn hit(&self) -> Option<u64> {
+        self.hit_at(Instant::now())
+    }
+
+    /// [`hit`](Self::hit) at `now` (a clock that steps back holds reports back, never lets
+    /// them all through).
+    pub fn hit_at(&self, now: Instant) -> Option<u64> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.pending += 1;
+        let due = st
+            .last
+            .is_none_or(|last| now.saturating_duration_since(last) >= self.period);
+        if !due {
+            return None;
+        }
+        st.last = Some(now);
+        Some(std::mem::take(&mut st.pending))
+    }
+
+    /// Occurrences held back since the last report.
+    pub fn pending(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).pending
+    }
+
+    /// Ends the current period early, keeping the held-back occurrences: the next hit is
+    /// reported at once, with them.
+    pub fn expire(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).last = None;
+    }
+
+    /// Forgets the held-back occurrences and the period, returning how many were held back
+    /// (for a final "recovered after N failures" line); the next hit is reported at once.
+    pub fn reset(&self) -> u64 {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.last = None;
+        std::mem::take(&mut st.pending)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_report_per_period_with_the_count_since() {
+        let limit = RateLimit::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert_eq!(limit.hit_at(t0), Some(1));
+        for s in 1..60 {
+            assert_eq!(limit.hit_at(t0 + Duration::from_secs(s)), None);
+        }
+        assert_eq!(limit.pending(), 59);
+        assert_eq!(limit.hit_at(t0 + Duration::from_secs(60)), Some(60));
+        assert_eq!(limit.hit_at(t0 + Duration::from_secs(61)), None);
+        assert_eq!(limit.reset(), 1);
+        assert_eq!(limit.hit_at(t0 + Duration::from_secs(62)), Some(1));
+        // A clock that steps back does not let everything through.
+        assert_eq!(limit.hit_at(t0 + Duration::from_secs(50)), None);
+        limit.expire();
+        assert_eq!(limit.hit_at(t0 + Duration::from_secs(50)), Some(2));
+    }
+}

@@ -107,6 +107,17 @@ pub enum Fault {
     /// Do not answer for this long (sleep inside the handler), then answer UNAVAILABLE / 503.
     /// The attempt is recorded on arrival; the request is not accepted.
     Hang(Duration),
+    /// HTTP 503 with `Retry-After: <this value>` exactly as given (huge numbers, dates,
+    /// garbage) / gRPC UNAVAILABLE with the longest RetryInfo delay (10,000 years).
+    RetryAfterRaw(String),
+    /// HTTP `status` (a 3xx) with `Location: location` and a small HTML body / gRPC INTERNAL.
+    /// `GET /login` on the HTTP port serves a 200 HTML page to redirect to.
+    Redirect {
+        /// The HTTP status.
+        status: u16,
+        /// The `Location` header.
+        location: String,
+    },
 }
 
 impl Fault {
@@ -524,6 +535,8 @@ async fn grpc_answer(fault: Fault) -> Result<Option<(i64, String)>, tonic::Statu
             tokio::time::sleep(duration).await;
             Err(with_retry(Code::Unavailable, None))
         }
+        Fault::RetryAfterRaw(_) => Err(with_retry(Code::Unavailable, Some(Duration::MAX))),
+        Fault::Redirect { .. } => Err(with_retry(Code::Internal, None)),
     }
 }
 
@@ -559,6 +572,8 @@ async fn handle_http(shared: &Shared, req: Request<Incoming>) -> HttpResponse {
     let signal = match req.uri().path() {
         "/v1/metrics" => Signal::Metrics,
         "/v1/traces" => Signal::Traces,
+        // Where `Fault::Redirect` may send a client: what a login page or portal answers.
+        "/login" => return html_response(StatusCode::OK, None),
         path => {
             return text_response(
                 StatusCode::NOT_FOUND,
@@ -717,7 +732,41 @@ async fn http_answer(fault: Fault, signal: Signal) -> HttpResponse {
                 None,
             )
         }
+        Fault::RetryAfterRaw(value) => {
+            let mut response = status_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Code::Unavailable,
+                scripted(Code::Unavailable),
+                None,
+            );
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                response.headers_mut().insert(RETRY_AFTER, v);
+            }
+            response
+        }
+        Fault::Redirect { status, location } => html_response(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND),
+            Some(&location),
+        ),
     }
+}
+
+/// A small HTML page with `status`, and `Location` when given.
+fn html_response(status: StatusCode, location: Option<&str>) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from_static(
+        b"<!doctype html><html><body><form>Log in</form></body></html>",
+    )));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    if let Some(location) = location.and_then(|l| HeaderValue::from_str(l).ok()) {
+        response
+            .headers_mut()
+            .insert(http::header::LOCATION, location);
+    }
+    response
 }
 
 /// 200 with the encoded Export*ServiceResponse.

@@ -174,10 +174,17 @@ impl Running {
         resource: &Resource,
     ) -> Result<(), String> {
         if let Some(p) = &config.prometheus {
-            let server = sonde_prometheus::PrometheusBuilder::new()
+            let mut builder = sonde_prometheus::PrometheusBuilder::new()
                 .registry(registry.clone())
                 .resource(resource.clone())
-                .bind(p.listen)
+                .bind(p.listen);
+            if let Some((cert, key)) = &p.tls {
+                builder = builder.tls(cert, key);
+            }
+            for (user, hash) in &p.basic_auth_users {
+                builder = builder.basic_auth_user(user, hash);
+            }
+            let server = builder
                 .install()
                 .map_err(|e| match e {
                     // The library's message names its own settings; the agent's user has `listen`.

@@ -6,6 +6,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -168,10 +169,30 @@ pub enum ProbeSection {
 }
 
 /// `[exporters.prometheus]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct PrometheusSection {
     /// Where `/metrics` is served.
     pub listen: SocketAddr,
+    /// `tls_cert_file` and `tls_key_file`: serve HTTPS (the files are re-read when they change).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// `basic_auth_users`: user name and bcrypt hash, as in Prometheus's web config.
+    pub basic_auth_users: Vec<(String, String)>,
+}
+
+impl fmt::Debug for PrometheusSection {
+    // Password hashes stay out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let users: Vec<&str> = self
+            .basic_auth_users
+            .iter()
+            .map(|(u, _)| u.as_str())
+            .collect();
+        f.debug_struct("PrometheusSection")
+            .field("listen", &self.listen)
+            .field("tls", &self.tls)
+            .field("basic_auth_users", &users)
+            .finish()
+    }
 }
 
 /// `[exporters.otlp]`.
@@ -319,8 +340,24 @@ fn location(origin: &str, text: &str, at: usize) -> String {
     format!("{origin}:{line}:{col}")
 }
 
+/// `s`, cut to 64 bytes: a message does not repeat a megabyte of the input.
+fn shorten(s: &str) -> String {
+    if s.len() <= 64 {
+        return s.to_string();
+    }
+    let mut end = 64;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 /// The known key closest to `key` (edit distance ≤ 3).
 fn closest<'a>(key: &str, known: &'a [String]) -> Option<&'a str> {
+    // Keys are short: a long one is nowhere near any (and would cost len × len to compare).
+    if key.len() > 64 {
+        return None;
+    }
     known
         .iter()
         .map(|k| (distance(key, k), k))
@@ -376,6 +413,72 @@ pub fn parse_size(s: &str) -> Option<usize> {
     n.checked_mul(mult)
 }
 
+// The range of every numeric setting, checked by `check-config` so that what it accepts also
+// starts (documented in sonde-agent.toml and examples-config/full.toml).
+
+/// `statsd.queue`, datagrams: `sync_channel` allocates every slot up front.
+pub const QUEUE_RANGE: RangeInclusive<usize> = 1..=65_536;
+/// `statsd.receive_buffer`, bytes: `SO_RCVBUF` is a C `int` that Linux doubles.
+pub const RECEIVE_BUFFER_RANGE: RangeInclusive<usize> = 4096..=1 << 30;
+/// `statsd.max_metrics`.
+pub const MAX_METRICS_RANGE: RangeInclusive<usize> = 1..=1_000_000;
+/// `agent.max_series_per_family`.
+pub const MAX_SERIES_RANGE: RangeInclusive<usize> = 1..=1_000_000;
+/// Intervals (agent, host, exporters): below 100 ms the agent would spin.
+pub const INTERVAL_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(100)..=Duration::from_secs(24 * 3600);
+/// Probe intervals and timeouts (sonde-probes refuses more than 7 days).
+pub const PROBE_PERIOD_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(10)..=Duration::from_secs(7 * 24 * 3600);
+/// `agent.shutdown_timeout` and `exporters.otlp.timeout`.
+pub const TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(10)..=Duration::from_secs(3600);
+/// Longest unix socket path (`sun_path` holds 108 bytes with the final NUL).
+const MAX_UNIX_PATH: usize = 107;
+
+/// `d` the way it is written in the configuration (`500ms`, `10s`, `2m`, `24h`).
+fn show_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(3_600_000) {
+        format!("{}h", ms / 3_600_000)
+    } else if ms.is_multiple_of(60_000) {
+        format!("{}m", ms / 60_000)
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// `n` bytes the way it is written in the configuration.
+fn show_size(n: usize) -> String {
+    if n >= 1 << 30 && n.is_multiple_of(1 << 30) {
+        format!("{}GiB", n >> 30)
+    } else if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
+        format!("{}MiB", n >> 20)
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
+        format!("{}KiB", n >> 10)
+    } else {
+        n.to_string()
+    }
+}
+
+/// The same check as the CloudWatch exporter's (namespaces are 1-255 printable ASCII
+/// characters, not starting with `AWS/` or `:`), so `check-config` refuses what start-up would.
+fn valid_namespace(ns: &str) -> bool {
+    !(ns.is_empty()
+        || ns.len() > 255
+        || !ns.chars().all(|c| c.is_ascii() && !c.is_ascii_control())
+        || ns.starts_with("AWS/")
+        || ns.starts_with(':'))
+}
+
+/// The remote-write exporter's URL check: an absolute http(s) URL with a host.
+fn valid_http_url(url: &str) -> bool {
+    url.parse::<http::Uri>()
+        .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some())
+}
+
 /// A scalar read from the file or the environment.
 enum Raw<'a> {
     File(&'a Value),
@@ -424,7 +527,7 @@ impl<'a> Reader<'a> {
             };
             self.error(
                 self.at(span),
-                format!("unknown key `{key}` in [{path}]"),
+                format!("unknown key `{}` in [{path}]", shorten(key)),
                 hint,
             );
         }
@@ -466,7 +569,7 @@ impl<'a> Reader<'a> {
                 self.error(
                     loc,
                     format!("`{}` must be a value, not a table", path.join(".")),
-                    "",
+                    "write it as `key = value` in its section",
                 );
                 None
             }
@@ -504,19 +607,31 @@ impl<'a> Reader<'a> {
                 self.error(
                     loc,
                     format!("`{}` must be true or false", path.join(".")),
-                    "",
+                    "write true or false, without quotes",
                 );
                 default
             }
         }
     }
 
-    fn integer(
+    /// Where the setting at `path` comes from: its environment variable if set, else its key
+    /// in `table` (for checks made after the value was read).
+    fn location_of(&self, table: Option<&Table>, path: &[&str]) -> String {
+        let name = env_name(path);
+        if (self.env)(&name).is_some() {
+            return format!("environment variable {name}");
+        }
+        let key = path.last().copied().unwrap_or_default();
+        self.at(table.and_then(|t| t.get(key)).and_then(Item::span))
+    }
+
+    /// A whole number in `range` (TOML integers are i64: negative ones are refused here too).
+    fn integer_in(
         &mut self,
         table: Option<&Table>,
         path: &[&str],
         default: usize,
-        min: usize,
+        range: RangeInclusive<usize>,
     ) -> usize {
         let (value, loc) = match self.raw(table, path) {
             None => return default,
@@ -525,14 +640,16 @@ impl<'a> Reader<'a> {
             Some((Raw::File(_), loc)) => (None, loc),
         };
         match value {
-            Some(v) if v >= min => v,
+            Some(v) if range.contains(&v) => v,
             _ => {
+                let bounds = if *range.end() == usize::MAX {
+                    format!("of at least {}", range.start())
+                } else {
+                    format!("from {} to {}", range.start(), range.end())
+                };
                 self.error(
                     loc,
-                    format!(
-                        "`{}` must be a whole number of at least {min}",
-                        path.join(".")
-                    ),
+                    format!("`{}` must be a whole number {bounds}", path.join(".")),
                     format!("for example {default}"),
                 );
                 default
@@ -540,7 +657,14 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn duration(&mut self, table: Option<&Table>, path: &[&str], default: Duration) -> Duration {
+    /// A duration string in `range`.
+    fn duration_in(
+        &mut self,
+        table: Option<&Table>,
+        path: &[&str],
+        default: Duration,
+        range: RangeInclusive<Duration>,
+    ) -> Duration {
         let (value, loc) = match self.raw(table, path) {
             None => return default,
             Some((Raw::File(Value::String(s)), loc)) => (parse_duration(s.value()), loc),
@@ -548,19 +672,34 @@ impl<'a> Reader<'a> {
             Some((Raw::File(_), loc)) => (None, loc),
         };
         match value {
-            Some(d) if !d.is_zero() => d,
+            Some(d) if range.contains(&d) => d,
             _ => {
                 self.error(
                     loc,
-                    format!("`{}` must be a positive duration", path.join(".")),
-                    "write it as a string like \"10s\", \"500ms\", \"2m\" or \"1h\"",
+                    format!(
+                        "`{}` must be a duration from {} to {}",
+                        path.join("."),
+                        show_duration(*range.start()),
+                        show_duration(*range.end())
+                    ),
+                    format!(
+                        "write it as a string like \"{}\", \"500ms\", \"2m\" or \"1h\"",
+                        show_duration(default)
+                    ),
                 );
                 default
             }
         }
     }
 
-    fn size(&mut self, table: Option<&Table>, path: &[&str], default: usize) -> usize {
+    /// A size in `range`: `"8MiB"`, `"64KiB"` or a number of bytes.
+    fn size(
+        &mut self,
+        table: Option<&Table>,
+        path: &[&str],
+        default: usize,
+        range: RangeInclusive<usize>,
+    ) -> usize {
         let (value, loc) = match self.raw(table, path) {
             None => return default,
             Some((Raw::File(Value::String(s)), loc)) => (parse_size(s.value()), loc),
@@ -569,12 +708,20 @@ impl<'a> Reader<'a> {
             Some((Raw::File(_), loc)) => (None, loc),
         };
         match value {
-            Some(v) => v,
-            None => {
+            Some(v) if range.contains(&v) => v,
+            _ => {
                 self.error(
                     loc,
-                    format!("`{}` must be a size", path.join(".")),
-                    "write it like \"8MiB\", \"64KiB\" or a number of bytes",
+                    format!(
+                        "`{}` must be a size from {} to {}",
+                        path.join("."),
+                        show_size(*range.start()),
+                        show_size(*range.end())
+                    ),
+                    format!(
+                        "write it like \"{}\", \"64KiB\" or a number of bytes",
+                        show_size(default)
+                    ),
                 );
                 default
             }
@@ -674,6 +821,61 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// `tls_cert_file` and `tls_key_file` of `[exporters.prometheus]`, loaded as the server
+    /// will load them.
+    fn prometheus_tls(&mut self, t: Option<&Table>) -> Option<(PathBuf, PathBuf)> {
+        let cert = self.string(t, &["exporters", "prometheus", "tls_cert_file"]);
+        let key = self.string(t, &["exporters", "prometheus", "tls_key_file"]);
+        let loc = |k: &str| t.and_then(|t| t.get(k)).and_then(Item::span);
+        match (cert, key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                if let Err(e) = sonde_prometheus::check_tls_files(cert.as_ref(), key.as_ref()) {
+                    let at = self.at(loc("tls_cert_file"));
+                    self.error(
+                        at,
+                        format!("[exporters.prometheus] {e}"),
+                        "tls_cert_file and tls_key_file must be readable PEM files: the certificate chain (leaf first) and its private key",
+                    );
+                }
+                Some((cert.into(), key.into()))
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                let at = self.at(loc("tls_cert_file").or_else(|| loc("tls_key_file")));
+                self.error(
+                    at,
+                    "[exporters.prometheus] TLS needs both tls_cert_file and tls_key_file".into(),
+                    "set both, or neither to serve plain HTTP",
+                );
+                None
+            }
+        }
+    }
+
+    /// `basic_auth_users = { name = "bcrypt hash" }` of `[exporters.prometheus]`.
+    fn prometheus_users(&mut self, t: Option<&Table>) -> Vec<(String, String)> {
+        let users = self.string_table(
+            t,
+            "basic_auth_users",
+            "exporters.prometheus.basic_auth_users",
+        );
+        for (user, hash) in &users {
+            if let Err(e) = sonde_prometheus::check_basic_auth_user(user, hash) {
+                let span = t
+                    .and_then(|t| t.get("basic_auth_users"))
+                    .and_then(|u| u.get(user.as_str()))
+                    .and_then(Item::span);
+                let at = self.at(span);
+                self.error(
+                    at,
+                    format!("[exporters.prometheus] basic_auth_users: {e}"),
+                    "the value is the bcrypt hash, not the password",
+                );
+            }
+        }
+        users
+    }
+
     fn config(&mut self, root: &Table) -> Config {
         self.unknown_keys(
             Some(root),
@@ -712,22 +914,38 @@ impl<'a> Reader<'a> {
                 LogFormat::Text
             }
         };
+        let log_level = self
+            .string(agent, &["agent", "log_level"])
+            .unwrap_or_else(|| "info".into());
+        // Start-up would otherwise fall back to "info" without a word.
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+            let loc = self.location_of(agent, &["agent", "log_level"]);
+            self.error(
+                loc,
+                format!("`{log_level}` is not a log filter: {e}"),
+                "use a level (error, warn, info, debug, trace) or directives like \"sonde_agent=debug,info\"",
+            );
+        }
         let agent = AgentSection {
-            interval: self.duration(agent, &["agent", "interval"], Duration::from_secs(10)),
+            interval: self.duration_in(
+                agent,
+                &["agent", "interval"],
+                Duration::from_secs(10),
+                INTERVAL_RANGE,
+            ),
             log_format,
-            log_level: self
-                .string(agent, &["agent", "log_level"])
-                .unwrap_or_else(|| "info".into()),
-            shutdown_timeout: self.duration(
+            log_level,
+            shutdown_timeout: self.duration_in(
                 agent,
                 &["agent", "shutdown_timeout"],
                 Duration::from_secs(10),
+                TIMEOUT_RANGE,
             ),
-            max_series_per_family: self.integer(
+            max_series_per_family: self.integer_in(
                 agent,
                 &["agent", "max_series_per_family"],
                 2000,
-                1,
+                MAX_SERIES_RANGE,
             ),
         };
         let resource = self.string_table(Some(root), "resource", "resource");
@@ -738,10 +956,11 @@ impl<'a> Reader<'a> {
         self.unknown_keys(host, "collectors.host", &["enabled", "interval", "per_cpu"]);
         let host = HostSection {
             enabled: self.bool(host, &["collectors", "host", "enabled"], true),
-            interval: self.duration(
+            interval: self.duration_in(
                 host,
                 &["collectors", "host", "interval"],
                 Duration::from_secs(10),
+                INTERVAL_RANGE,
             ),
             per_cpu: self.bool(host, &["collectors", "host", "per_cpu"], false),
         };
@@ -773,10 +992,14 @@ impl<'a> Reader<'a> {
             .into_iter()
             .flatten()
             .collect();
-            if set.len() != 1 {
+            let empty = [get("name"), get("pattern"), get("pid_file")]
+                .iter()
+                .flatten()
+                .any(|v| v.is_empty() || v.contains('\0'));
+            if set.len() != 1 || empty {
                 self.error(
                     self.at(t.span()),
-                    "each [[collectors.procstat]] needs exactly one of `name`, `pattern` or `pid_file` (a string)".into(),
+                    "each [[collectors.procstat]] needs exactly one of `name`, `pattern` or `pid_file` (a non-empty string)".into(),
                     "for example name = \"nginx\"",
                 );
                 continue;
@@ -785,7 +1008,11 @@ impl<'a> Reader<'a> {
                 && let Err(e) = regex::Regex::new(p)
             {
                 let loc = self.at(t.get("pattern").and_then(Item::span));
-                self.error(loc, format!("the pattern is not a valid regex: {e}"), "");
+                self.error(
+                    loc,
+                    format!("the pattern is not a valid regex: {e}"),
+                    "see https://docs.rs/regex/latest/regex/#syntax",
+                );
                 continue;
             }
             procstat.extend(set);
@@ -829,6 +1056,18 @@ impl<'a> Reader<'a> {
                     format!("the mapping for `{pattern}` does nothing"),
                     "give it a `name`, `labels` or drop = true",
                 );
+            } else if let Err(e) = sonde_statsd::Mapper::new([sonde_statsd::MappingRule {
+                pattern: pattern.to_string(),
+                name: name.clone(),
+                labels: labels.clone(),
+                drop,
+            }]) {
+                // The rule StatsD would refuse at start-up, checked alone to locate it.
+                self.error(
+                    self.at(t.span()),
+                    e.to_string(),
+                    "see [[statsd.mappings]] in `sonde-agent print-example-config`",
+                );
             }
             mappings.push(MappingSection {
                 pattern: pattern.to_string(),
@@ -840,19 +1079,27 @@ impl<'a> Reader<'a> {
         let statsd = StatsdSection {
             enabled: self.bool(statsd, &["statsd", "enabled"], true),
             udp: self.address(statsd, &["statsd", "udp"], "127.0.0.1:8125".parse().ok()),
-            unix: self
-                .string(statsd, &["statsd", "unix"])
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from),
-            receive_buffer: self.size(statsd, &["statsd", "receive_buffer"], 8 * 1024 * 1024),
-            queue: self.integer(statsd, &["statsd", "queue"], 4096, 1),
-            max_metrics: self.integer(statsd, &["statsd", "max_metrics"], 10_000, 1),
+            unix: self.unix_path(statsd),
+            receive_buffer: self.size(
+                statsd,
+                &["statsd", "receive_buffer"],
+                8 * 1024 * 1024,
+                RECEIVE_BUFFER_RANGE,
+            ),
+            queue: self.integer_in(statsd, &["statsd", "queue"], 4096, QUEUE_RANGE),
+            max_metrics: self.integer_in(
+                statsd,
+                &["statsd", "max_metrics"],
+                10_000,
+                MAX_METRICS_RANGE,
+            ),
             mappings,
         };
 
         let probes_t = self.sub(Some(root), "probes", "probes");
         self.unknown_keys(probes_t, "probes", &["http", "tcp"]);
         let mut probes = Vec::new();
+        let mut probe_spans = Vec::new();
         for t in self.tables(probes_t, "http", "probes.http") {
             self.unknown_keys(
                 Some(t),
@@ -908,6 +1155,7 @@ impl<'a> Reader<'a> {
             };
             let interval = self.table_duration(t, "interval", Duration::from_secs(30));
             let timeout = self.table_duration(t, "timeout", Duration::from_secs(5));
+            probe_spans.push(t.span());
             probes.push(ProbeSection::Http {
                 name: name.to_string(),
                 url: url.to_string(),
@@ -939,6 +1187,7 @@ impl<'a> Reader<'a> {
             };
             let interval = self.table_duration(t, "interval", Duration::from_secs(30));
             let timeout = self.table_duration(t, "timeout", Duration::from_secs(5));
+            probe_spans.push(t.span());
             probes.push(ProbeSection::Tcp {
                 name: name.to_string(),
                 address: address.to_string(),
@@ -947,6 +1196,8 @@ impl<'a> Reader<'a> {
             });
         }
 
+        self.check_probes(&probes, &probe_spans);
+
         let exporters = self.sub(Some(root), "exporters", "exporters");
         self.unknown_keys(
             exporters,
@@ -954,7 +1205,17 @@ impl<'a> Reader<'a> {
             &["prometheus", "otlp", "cloudwatch", "emf", "remote_write"],
         );
         let t = self.sub(exporters, "prometheus", "exporters.prometheus");
-        self.unknown_keys(t, "exporters.prometheus", &["enabled", "listen"]);
+        self.unknown_keys(
+            t,
+            "exporters.prometheus",
+            &[
+                "enabled",
+                "listen",
+                "tls_cert_file",
+                "tls_key_file",
+                "basic_auth_users",
+            ],
+        );
         let prometheus = self
             .bool(t, &["exporters", "prometheus", "enabled"], true)
             .then(|| PrometheusSection {
@@ -965,6 +1226,8 @@ impl<'a> Reader<'a> {
                         DEFAULT_PROMETHEUS_LISTEN.parse().ok(),
                     )
                     .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9465))),
+                tls: self.prometheus_tls(t),
+                basic_auth_users: self.prometheus_users(t),
             });
 
         let t = self.sub(exporters, "otlp", "exporters.otlp");
@@ -1023,25 +1286,29 @@ impl<'a> Reader<'a> {
                 }
                 let has_timeout = self.raw(t, &["exporters", "otlp", "timeout"]).is_some();
                 let timeout = has_timeout.then(|| {
-                    self.duration(
+                    self.duration_in(
                         t,
                         &["exporters", "otlp", "timeout"],
                         Duration::from_secs(10),
+                        TIMEOUT_RANGE,
                     )
                 });
-                OtlpSection {
+                let section = OtlpSection {
                     endpoint: self.string(t, &["exporters", "otlp", "endpoint"]),
                     protocol,
-                    interval: self.duration(
+                    interval: self.duration_in(
                         t,
                         &["exporters", "otlp", "interval"],
                         Duration::from_secs(60),
+                        INTERVAL_RANGE,
                     ),
                     temporality,
                     compression,
                     headers: self.string_table(t, "headers", "exporters.otlp.headers"),
                     timeout,
-                }
+                };
+                self.check_otlp(t, &section);
+                section
             });
 
         let t = self.sub(exporters, "cloudwatch", "exporters.cloudwatch");
@@ -1060,19 +1327,28 @@ impl<'a> Reader<'a> {
         let cloudwatch = if self.bool(t, &["exporters", "cloudwatch", "enabled"], t.is_some()) {
             match self.string(t, &["exporters", "cloudwatch", "namespace"]) {
                 Some(namespace) => Some(CloudWatchSection {
-                    namespace,
-                    region: self.string(t, &["exporters", "cloudwatch", "region"]),
-                    interval: self.duration(
+                    namespace: self.namespace(
+                        t,
+                        &["exporters", "cloudwatch", "namespace"],
+                        namespace,
+                    ),
+                    region: self.region(t),
+                    interval: self.duration_in(
                         t,
                         &["exporters", "cloudwatch", "interval"],
                         Duration::from_secs(60),
+                        INTERVAL_RANGE,
                     ),
                     high_resolution: self.bool(
                         t,
                         &["exporters", "cloudwatch", "high_resolution"],
                         false,
                     ),
-                    endpoint_url: self.string(t, &["exporters", "cloudwatch", "endpoint_url"]),
+                    endpoint_url: self.url(
+                        t,
+                        &["exporters", "cloudwatch", "endpoint_url"],
+                        "https://monitoring.us-east-1.amazonaws.com",
+                    ),
                 }),
                 None => {
                     let loc = self.at(t.and_then(Table::span));
@@ -1104,7 +1380,7 @@ impl<'a> Reader<'a> {
             }
             match self.string(t, &["exporters", "emf", "namespace"]) {
                 Some(namespace) => Some(EmfSection {
-                    namespace,
+                    namespace: self.namespace(t, &["exporters", "emf", "namespace"], namespace),
                     destination,
                 }),
                 None => {
@@ -1124,13 +1400,18 @@ impl<'a> Reader<'a> {
         let t = self.sub(exporters, "remote_write", "exporters.remote_write");
         self.unknown_keys(t, "exporters.remote_write", &["enabled", "url", "interval"]);
         let remote_write = if self.bool(t, &["exporters", "remote_write", "enabled"], t.is_some()) {
-            match self.string(t, &["exporters", "remote_write", "url"]) {
+            match self.url(
+                t,
+                &["exporters", "remote_write", "url"],
+                "http://127.0.0.1:9090/api/v1/write",
+            ) {
                 Some(url) => Some(RemoteWriteSection {
                     url,
-                    interval: self.duration(
+                    interval: self.duration_in(
                         t,
                         &["exporters", "remote_write", "interval"],
                         Duration::from_secs(15),
+                        INTERVAL_RANGE,
                     ),
                 }),
                 None => {
@@ -1169,17 +1450,176 @@ impl<'a> Reader<'a> {
         match t.get(key) {
             None => default,
             Some(item) => match item.as_str().and_then(parse_duration) {
-                Some(d) if !d.is_zero() => d,
+                Some(d) if PROBE_PERIOD_RANGE.contains(&d) => d,
                 _ => {
                     self.error(
                         self.at(item.span()),
-                        format!("`{key}` must be a positive duration"),
+                        format!(
+                            "`{key}` must be a duration from {} to {}",
+                            show_duration(*PROBE_PERIOD_RANGE.start()),
+                            show_duration(*PROBE_PERIOD_RANGE.end())
+                        ),
                         "write it as a string like \"10s\" or \"500ms\"",
                     );
                     default
                 }
             },
         }
+    }
+
+    /// `[statsd] unix`: a path the kernel can bind (no NUL, at most 107 bytes).
+    fn unix_path(&mut self, statsd: Option<&Table>) -> Option<PathBuf> {
+        let path = &["statsd", "unix"];
+        let p = self.string(statsd, path).filter(|s| !s.is_empty())?;
+        if p.len() > MAX_UNIX_PATH || p.contains('\0') {
+            let loc = self.location_of(statsd, path);
+            self.error(
+                loc,
+                format!(
+                    "`statsd.unix` must be a path of at most {MAX_UNIX_PATH} bytes without NUL (this one has {})",
+                    p.len()
+                ),
+                "use a shorter path, like \"/run/sonde/dsd.socket\"",
+            );
+            return None;
+        }
+        Some(PathBuf::from(p))
+    }
+
+    /// A CloudWatch namespace the exporters accept.
+    fn namespace(&mut self, t: Option<&Table>, path: &[&str], ns: String) -> String {
+        if !valid_namespace(&ns) {
+            let loc = self.location_of(t, path);
+            self.error(
+                loc,
+                format!("the namespace {ns:?} is not accepted by CloudWatch"),
+                "use 1-255 printable ASCII characters, not starting with \"AWS/\" (reserved for AWS services) or \":\"",
+            );
+        }
+        ns
+    }
+
+    fn region(&mut self, t: Option<&Table>) -> Option<String> {
+        let path = &["exporters", "cloudwatch", "region"];
+        let region = self.string(t, path)?;
+        if region.trim().is_empty() {
+            let loc = self.location_of(t, path);
+            self.error(
+                loc,
+                "`exporters.cloudwatch.region` is empty".into(),
+                "give one like \"us-east-1\", or remove the key to use the AWS configuration chain",
+            );
+        }
+        Some(region)
+    }
+
+    /// An absolute http(s) URL with a host.
+    fn url(&mut self, t: Option<&Table>, path: &[&str], example: &str) -> Option<String> {
+        let url = self.string(t, path)?;
+        if !valid_http_url(&url) {
+            let loc = self.location_of(t, path);
+            self.error(
+                loc,
+                format!("`{url}` is not an absolute http:// or https:// URL with a host"),
+                format!("for example \"{example}\""),
+            );
+        }
+        Some(url)
+    }
+
+    /// The OTLP settings as the exporter resolves them at start-up (endpoint, headers).
+    fn check_otlp(&mut self, t: Option<&Table>, o: &OtlpSection) {
+        let mut transport = sonde_otlp::OtlpTransport::new();
+        if let Some(e) = &o.endpoint {
+            transport = transport.endpoint(e.clone());
+        }
+        match o.protocol.as_deref() {
+            Some("grpc") => transport = transport.protocol(sonde_otlp::Protocol::Grpc),
+            Some("http/protobuf") => {
+                transport = transport.protocol(sonde_otlp::Protocol::HttpProtobuf)
+            }
+            _ => {}
+        }
+        for (k, v) in &o.headers {
+            transport = transport.header(k.clone(), v.clone());
+        }
+        let env = |k: &str| (self.env)(k);
+        if let Err(e) = transport.resolve(sonde_otlp::Signal::Metrics, &env) {
+            let key = if e.to_string().contains("header") {
+                "headers"
+            } else {
+                "endpoint"
+            };
+            let loc = self.location_of(t, &["exporters", "otlp", key]);
+            self.error(
+                loc,
+                e.to_string(),
+                "fix it in [exporters.otlp] (or the OTEL_EXPORTER_OTLP_* variable it names)",
+            );
+        }
+    }
+
+    /// The probes as sonde-probes validates them at start-up (URL, `host:port`, CA file,
+    /// unique names), each located at its table.
+    fn check_probes(&mut self, probes: &[ProbeSection], spans: &[Option<std::ops::Range<usize>>]) {
+        let mut names: Vec<&str> = Vec::new();
+        for (p, span) in probes.iter().zip(spans) {
+            let name = match p {
+                ProbeSection::Http { name, .. } | ProbeSection::Tcp { name, .. } => name.as_str(),
+            };
+            if names.contains(&name) {
+                self.error(
+                    self.at(span.clone()),
+                    format!("the probe name `{name}` is used by another probe"),
+                    "give every probe a unique name",
+                );
+                continue;
+            }
+            names.push(name);
+            let scratch = sonde_core::Registry::new();
+            if let Err(e) = sonde_probes::Prober::new(&scratch, vec![probe_target(p)]) {
+                self.error(
+                    self.at(span.clone()),
+                    e.to_string(),
+                    "see [[probes.http]] and [[probes.tcp]] in `sonde-agent print-example-config`",
+                );
+            }
+        }
+    }
+}
+
+/// The sonde-probes target of a probe section.
+pub(crate) fn probe_target(p: &ProbeSection) -> sonde_probes::ProbeTarget {
+    match p {
+        ProbeSection::Http {
+            name,
+            url,
+            expect_status,
+            interval,
+            timeout,
+            ca_certificate,
+        } => sonde_probes::ProbeTarget::Http(sonde_probes::HttpProbe {
+            name: name.clone(),
+            url: url.clone(),
+            method: "GET".into(),
+            expect_status: expect_status.clone(),
+            timeout: *timeout,
+            interval: *interval,
+            headers: Vec::new(),
+            ca_certificate: ca_certificate.clone(),
+            insecure_skip_verify: false,
+        }),
+        ProbeSection::Tcp {
+            name,
+            address,
+            interval,
+            timeout,
+        } => sonde_probes::ProbeTarget::Tcp(sonde_probes::TcpProbe {
+            name: name.clone(),
+            address: address.clone(),
+            timeout: *timeout,
+            interval: *interval,
+        }),
     }
 }
 

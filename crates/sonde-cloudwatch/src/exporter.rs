@@ -21,7 +21,6 @@ pub use sonde_push::DROP_SHUTDOWN_TIMEOUT;
 ///
 /// Region and credentials come from the standard AWS chain (`AWS_REGION`, `AWS_PROFILE`,
 /// `AWS_ACCESS_KEY_ID`..., instance and container roles) unless set here.
-#[derive(Debug)]
 pub struct CloudWatchBuilder {
     registry: Registry,
     namespace: String,
@@ -310,6 +309,27 @@ pub(crate) fn check_namespace(ns: &str) -> Result<(), Error> {
     Ok(())
 }
 
+// Not derived: no credential, and no `user:password@` of an endpoint URL, in logs.
+impl std::fmt::Debug for CloudWatchBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloudWatchBuilder")
+            .field("namespace", &self.namespace)
+            .field("interval", &self.interval)
+            .field("settings", &self.settings)
+            .field("region", &self.region)
+            .field(
+                "endpoint_url",
+                &self.endpoint_url.as_deref().map(sonde_push::redact_url),
+            )
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| sonde_push::REDACTED),
+            )
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A running CloudWatch exporter. Dropping it shuts it down, waiting up to
 /// [`DROP_SHUTDOWN_TIMEOUT`] for the last interval, and logs that it did.
 #[derive(Debug)]
@@ -481,6 +501,20 @@ fn classify(status: u16, code: &str, message: &str) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_hides_credentials() {
+        let b = CloudWatchBuilder::new("App")
+            .endpoint_url("https://user:s3cret-pw@monitoring.example")
+            .credentials("AKIDEXAMPLE", "s3cret-key");
+        let shown = format!("{b:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(!shown.contains("AKIDEXAMPLE"), "{shown}");
+        assert!(
+            shown.contains("https://<redacted>@monitoring.example"),
+            "{shown}"
+        );
+    }
 
     #[test]
     fn throttling_and_faults_are_retried_invalid_parameters_are_not() {

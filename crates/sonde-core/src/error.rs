@@ -42,6 +42,20 @@ pub enum Error {
         /// The definition that was refused.
         requested: String,
     },
+    /// Another family, under another name, renders to the same Prometheus name (`a.b` and
+    /// `a_b`, or `x` with unit seconds and `x.seconds`): both would be exported as one family,
+    /// which Prometheus refuses for the whole scrape.
+    #[error(
+        "metric {name:?} would be exported to Prometheus as {prometheus:?}, the name of the registered metric {existing:?}; names that differ only in characters outside [A-Za-z0-9] (or by a unit suffix or `_total`) render alike: rename one of them"
+    )]
+    NameCollision {
+        /// The refused name.
+        name: String,
+        /// The registered family's name.
+        existing: String,
+        /// The Prometheus name both render to.
+        prometheus: String,
+    },
     /// `with()` was given a number of label values that does not match the family.
     #[error(
         "metric {metric:?} declares {expected} label(s) {names:?} but {got} value(s) were given; pass one value per declared label, in order"

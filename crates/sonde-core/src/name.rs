@@ -1,6 +1,6 @@
-//! Metric and label name validation.
+//! Metric and label name validation, and the Prometheus form of a family's name.
 
-use crate::Error;
+use crate::{Error, Kind, Unit};
 
 /// Longest accepted metric name, as in the OpenTelemetry API.
 pub const MAX_NAME_LEN: usize = 255;
@@ -71,6 +71,116 @@ pub fn validate_label_name(metric: &str, label: &str, reserved: &[&str]) -> Resu
     Ok(())
 }
 
+/// Replaces every character outside `[a-zA-Z0-9_:]` (or `[a-zA-Z0-9_]` without `allow_colon`)
+/// with `_`, collapsing runs, and prefixes a leading digit with `_`; appends to `out`.
+pub fn prometheus_sanitize(s: &str, allow_colon: bool, out: &mut String) {
+    let start = out.len();
+    for ch in s.chars() {
+        let ok = ch.is_ascii_alphanumeric() || ch == '_' || (allow_colon && ch == ':');
+        if ok {
+            out.push(ch);
+        } else if !out[start..].ends_with('_') {
+            out.push('_');
+        }
+    }
+    if out[start..].starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(start, '_');
+    }
+}
+
+/// The Prometheus unit word for a unit of a family of `kind`, if it has one (`seconds`,
+/// `bytes`...).
+pub fn prometheus_unit_word(unit: &Unit, kind: Kind) -> Option<String> {
+    let word = match unit {
+        Unit::None | Unit::Count(_) => return None,
+        Unit::Seconds => "seconds",
+        Unit::Milliseconds => "milliseconds",
+        Unit::Bytes => "bytes",
+        Unit::Percent => "percent",
+        // "1" is a ratio for gauges; on counters it only says "a count".
+        Unit::Ratio => {
+            return (kind != Kind::Counter).then(|| "ratio".to_owned());
+        }
+        Unit::Custom(s) => match s.as_ref() {
+            "d" => "days",
+            "h" => "hours",
+            "min" => "minutes",
+            "us" => "microseconds",
+            "ns" => "nanoseconds",
+            "KiBy" => "kibibytes",
+            "MiBy" => "mebibytes",
+            "GiBy" => "gibibytes",
+            "KBy" => "kilobytes",
+            "MBy" => "megabytes",
+            "GBy" => "gigabytes",
+            "By/s" => "bytes_per_second",
+            "m" => "meters",
+            "V" => "volts",
+            "A" => "amperes",
+            "J" => "joules",
+            "W" => "watts",
+            "g" => "grams",
+            "Cel" => "celsius",
+            "Hz" => "hertz",
+            other if other.starts_with('{') => return None,
+            other => {
+                let mut w = String::new();
+                prometheus_sanitize(other, false, &mut w);
+                let w = w.trim_matches('_').to_ascii_lowercase();
+                return (!w.is_empty()).then_some(w);
+            }
+        },
+    };
+    Some(word.to_owned())
+}
+
+/// The Prometheus family name of a family: the name sanitized, with the unit suffix, without
+/// `_total` (encoders add it to counter samples), and `_value` after a suffix Prometheus
+/// reserves for another type (`process.thread.count` gauge → `process_thread_count_value`).
+///
+/// The registry refuses a family whose Prometheus name equals another family's (see
+/// [`Error::NameCollision`]), and every Prometheus encoder names families with this function,
+/// so the two agree exactly.
+///
+/// ```
+/// use sonde_core::{Kind, Unit, name::prometheus_name};
+/// assert_eq!(prometheus_name("http.server.request.duration", Kind::Histogram, &Unit::Seconds), "http_server_request_duration_seconds");
+/// assert_eq!(prometheus_name("jobs.total", Kind::Counter, &Unit::None), "jobs");
+/// assert_eq!(prometheus_name("x", Kind::Gauge, &Unit::Seconds), prometheus_name("x.seconds", Kind::Gauge, &Unit::None));
+/// ```
+pub fn prometheus_name(name: &str, kind: Kind, unit: &Unit) -> String {
+    let mut out = String::with_capacity(name.len() + 18);
+    prometheus_sanitize(name, true, &mut out);
+    if kind == Kind::Counter {
+        while let Some(stripped) = out.strip_suffix("_total") {
+            out.truncate(stripped.len());
+        }
+    }
+    if let Some(word) = prometheus_unit_word(unit, kind) {
+        let suffix = format!("_{word}");
+        if !out.ends_with(&suffix) {
+            out.push_str(&suffix);
+        }
+    }
+    if reserved_suffix(&out, kind) {
+        out.push_str("_value");
+    }
+    out
+}
+
+/// Whether a family of `kind` named `name` would end in a suffix that Prometheus (and
+/// `promtool check metrics`) reserves for the samples of another type. Counters are rendered
+/// with `_total` after the name, so only their samples' names count, and those are fine.
+fn reserved_suffix(name: &str, kind: Kind) -> bool {
+    match kind {
+        Kind::Counter => false,
+        Kind::Histogram => name.ends_with("_total"),
+        Kind::Gauge | Kind::UpDownCounter => ["_count", "_sum", "_bucket", "_total"]
+            .iter()
+            .any(|s| name.ends_with(s)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +209,36 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("'-'") && err.contains("byte 1"), "{err}");
+    }
+
+    #[test]
+    fn prometheus_names_that_collide() {
+        let p = prometheus_name;
+        assert_eq!(
+            p("a.b", Kind::Counter, &Unit::None),
+            p("a_b", Kind::Counter, &Unit::None)
+        );
+        assert_eq!(
+            p("system_cpu_time", Kind::Counter, &Unit::None),
+            p("system.cpu.time", Kind::Counter, &Unit::None)
+        );
+        assert_eq!(
+            p("x", Kind::Gauge, &Unit::Seconds),
+            p("x.seconds", Kind::Gauge, &Unit::None)
+        );
+        assert_eq!(
+            p("jobs", Kind::Counter, &Unit::None),
+            p("jobs.total", Kind::Counter, &Unit::None)
+        );
+        assert_eq!(
+            p("a..b", Kind::Gauge, &Unit::None),
+            p("a-b", Kind::Gauge, &Unit::None)
+        );
+        // A gauge named like a counter's sample gets `_value`, so it cannot collide.
+        assert_ne!(
+            p("jobs.total", Kind::Gauge, &Unit::None),
+            p("jobs", Kind::Counter, &Unit::None)
+        );
+        assert_eq!(p("9lives", Kind::Gauge, &Unit::None), "_9lives");
     }
 }

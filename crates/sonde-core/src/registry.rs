@@ -4,14 +4,14 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::error::describe;
 use crate::family::{ErasedFamily, Family, SelfMetrics, VisitEvent};
 use crate::histogram::{Histogram, InstrumentOptions, Precision};
 use crate::instrument::{Counter, Gauge, Instrument, UpDownCounter};
-use crate::name::{validate_label_name, validate_metric_name};
+use crate::name::{prometheus_name, validate_label_name, validate_metric_name};
 use crate::series::{mono_secs, unix_nanos};
 use crate::snapshot::{FamilyMeta, Reader, SeriesSnapshot, Snapshot, Temporality};
 use crate::{Error, Unit};
@@ -45,6 +45,9 @@ struct Hooks {
 
 struct Inner {
     families: RwLock<BTreeMap<String, Arc<dyn ErasedFamily>>>,
+    /// Prometheus name → family name, to refuse a second family rendering alike. Locked only
+    /// while `families` is write-locked, after it.
+    rendered: Mutex<std::collections::HashMap<String, String>>,
     hooks: RwLock<Hooks>,
     default_max_series: usize,
     overflow: Option<Family<Counter>>,
@@ -124,6 +127,7 @@ impl Registry {
         let bare = Registry {
             inner: Arc::new(Inner {
                 families: RwLock::new(BTreeMap::new()),
+                rendered: Mutex::default(),
                 hooks: RwLock::new(Hooks::default()),
                 default_max_series: max_series,
                 overflow: None,
@@ -151,9 +155,11 @@ impl Registry {
             .build()
             .ok();
         let families = std::mem::take(&mut *bare.families_mut());
+        let rendered = std::mem::take(&mut *bare.rendered());
         Registry {
             inner: Arc::new(Inner {
                 families: RwLock::new(families),
+                rendered: Mutex::new(rendered),
                 hooks: RwLock::new(Hooks::default()),
                 default_max_series: max_series,
                 overflow,
@@ -174,6 +180,13 @@ impl Registry {
         self.inner
             .families
             .write()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn rendered(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {
+        self.inner
+            .rendered
+            .lock()
             .unwrap_or_else(|e| e.into_inner())
     }
 
@@ -205,7 +218,19 @@ impl Registry {
     /// # Ok::<(), sonde_core::Error>(())
     /// ```
     pub fn remove_family(&self, name: &str) -> bool {
-        let removed = self.families_mut().remove(name).is_some();
+        let removed = {
+            let mut families = self.families_mut();
+            let removed = families.remove(name);
+            if let Some(f) = &removed {
+                let m = f.meta();
+                let key = prometheus_name(m.name(), m.kind, &m.unit);
+                let mut rendered = self.rendered();
+                if rendered.get(&key).is_some_and(|owner| owner == name) {
+                    rendered.remove(&key);
+                }
+            }
+            removed.is_some()
+        };
         if removed && let Some(g) = &self.inner.series_count {
             // Its series-count series would otherwise linger with the last value.
             g.remove(&[name]);
@@ -516,8 +541,23 @@ impl Registry {
                 describe(meta.kind, meta.unit.ucum(), &meta.label_names),
             ));
         }
+        let prometheus = prometheus_name(meta.name(), meta.kind, &meta.unit);
+        let clash = self.rendered().get(&prometheus).cloned();
+        if let Some(existing) = clash {
+            let err = Error::NameCollision {
+                name: meta.name().to_owned(),
+                existing,
+                prometheus,
+            };
+            drop(families);
+            if let Some(errors) = &self.inner.errors {
+                errors.with(&[meta.name(), "name_collision"]).inc();
+            }
+            return Err(err);
+        }
         let config = make_config::<M>(&meta, &b.histogram)?;
         let name = meta.name.to_string();
+        self.rendered().insert(prometheus, name.clone());
         let self_metrics = SelfMetrics {
             overflow: self.inner.overflow.clone(),
             errors: self.inner.errors.clone(),
@@ -724,6 +764,65 @@ mod tests {
             Some(Point::Gauge(n)) => assert_eq!(n.as_f64(), 1.0),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn names_that_render_alike_in_prometheus_are_refused_and_counted() {
+        let registry = Registry::new();
+        let first = registry.counter_f64("a.b").build().unwrap();
+        first.handle().add(1.0);
+        let err = registry.counter_f64("a_b").build().unwrap_err();
+        assert_eq!(
+            err,
+            Error::NameCollision {
+                name: "a_b".into(),
+                existing: "a.b".into(),
+                prometheus: "a_b".into(),
+            }
+        );
+        assert!(err.to_string().contains("rename one of them"), "{err}");
+        // Other kinds and units that render alike, and `_total` on counters.
+        registry.gauge("x").unit(Unit::Seconds).build().unwrap();
+        assert!(matches!(
+            registry.gauge("x.seconds").build(),
+            Err(Error::NameCollision { .. })
+        ));
+        registry.counter("jobs").build().unwrap();
+        assert!(matches!(
+            registry.counter("jobs.total").build(),
+            Err(Error::NameCollision { .. })
+        ));
+        assert!(matches!(
+            registry.histogram("jobs").build(),
+            Err(Error::Conflict { .. })
+        ));
+        // What renders differently is fine: a gauge named like a counter's sample gets `_value`.
+        registry.gauge("jobs.total").build().unwrap();
+        // The same name again is still the same family, not a collision.
+        registry
+            .counter_f64("a.b")
+            .build()
+            .unwrap()
+            .handle()
+            .add(1.0);
+        let snap = registry.snapshot();
+        assert_eq!(num(&snap, "a.b", &[]), 2.0);
+        assert!(snap.family("a_b").is_none());
+        assert_eq!(
+            num(
+                &snap,
+                INSTRUMENTATION_ERRORS,
+                &[("metric", "a_b"), ("reason", "name_collision")]
+            ),
+            1.0
+        );
+        // Removing the owner frees its Prometheus name.
+        assert!(registry.remove_family("a.b"));
+        registry.counter_f64("a_b").build().unwrap();
+        assert!(matches!(
+            registry.counter_f64("a.b").build(),
+            Err(Error::NameCollision { .. })
+        ));
     }
 
     fn num(snap: &Snapshot, name: &str, labels: &[(&str, &str)]) -> f64 {

@@ -9,7 +9,7 @@ use crate::{Counter, Family, Gauge, Registry, Unit};
 /// Requests sent, by `exporter` and `result` (`success`, `failure`).
 pub const REQUESTS: &str = "sonde.exporter.requests";
 /// Data points that were not delivered, by `exporter` and `reason` (`queue_full`, `rejected`,
-/// `retries_exhausted`, `shutdown`, `encode`).
+/// `retries_exhausted`, `shutdown`, `encode`, `panic`).
 pub const DROPPED_POINTS: &str = "sonde.exporter.dropped_points";
 /// Attempts that were retries, by `exporter`.
 pub const RETRIES: &str = "sonde.exporter.retries";
@@ -29,6 +29,9 @@ pub const SENT_POINTS: &str = "sonde.exporter.sent_points";
 /// Data points a receiver accepted the request for but rejected itself (OTLP partial success),
 /// by `exporter`.
 pub const REJECTED_POINTS: &str = "sonde.exporter.rejected_points";
+/// Panics caught inside an exporter's task (a source's collection or a sink's send), by
+/// `exporter`; the batch is dropped (reason `panic`) and the exporter keeps running.
+pub const PANICS: &str = "sonde.exporter.panics";
 
 /// One exporter's resolved self-metric handles. A family that could not be registered (a
 /// conflicting registration of the same name) is left out rather than failing the exporter.
@@ -42,6 +45,7 @@ pub struct ExporterMetrics {
     interval: Option<Gauge<f64>>,
     rejected: Option<Counter>,
     sent: Option<Counter>,
+    panics: Option<Counter>,
     dropped: Option<Family<Counter>>,
     exporter: &'static str,
 }
@@ -118,7 +122,16 @@ impl ExporterMetrics {
             .labels(["exporter"])
             .build()
             .ok();
+        let panics = registry
+            .counter(PANICS)
+            .description(
+                "Panics caught inside an exporter's collection or send; the exporter kept running.",
+            )
+            .labels(["exporter"])
+            .build()
+            .ok();
         ExporterMetrics {
+            panics: panics.map(|f| f.with(&[exporter])),
             rejected: rejected.map(|f| f.with(&[exporter])),
             sent: sent.map(|f| f.with(&[exporter])),
             success: requests.as_ref().map(|f| f.with(&[exporter, "success"])),
@@ -185,6 +198,13 @@ impl ExporterMetrics {
     pub fn sent(&self, points: u64) {
         if let Some(c) = &self.sent {
             c.add(points);
+        }
+    }
+
+    /// Counts a panic caught inside the exporter's task.
+    pub fn panicked(&self) {
+        if let Some(c) = &self.panics {
+            c.inc();
         }
     }
 

@@ -67,7 +67,7 @@ impl Signal {
 ///     .timeout(Duration::from_secs(5));
 /// # let _ = transport;
 /// ```
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct OtlpTransport {
     endpoint: Option<String>,
     protocol: Option<Protocol>,
@@ -77,6 +77,37 @@ pub struct OtlpTransport {
     ca_certificate: Option<PathBuf>,
     client_certificate: Option<PathBuf>,
     client_key: Option<PathBuf>,
+}
+
+/// Header values (API keys, tokens) and URL credentials never appear in `Debug` output.
+fn redacted_headers(headers: &[(String, String)]) -> impl std::fmt::Debug + '_ {
+    struct Headers<'a>(&'a [(String, String)]);
+    impl std::fmt::Debug for Headers<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_map()
+                .entries(self.0.iter().map(|(k, _)| (k, sonde_push::REDACTED)))
+                .finish()
+        }
+    }
+    Headers(headers)
+}
+
+impl std::fmt::Debug for OtlpTransport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpTransport")
+            .field(
+                "endpoint",
+                &self.endpoint.as_deref().map(sonde_push::redact_url),
+            )
+            .field("protocol", &self.protocol)
+            .field("headers", &redacted_headers(&self.headers))
+            .field("compression", &self.compression)
+            .field("timeout", &self.timeout)
+            .field("ca_certificate", &self.ca_certificate)
+            .field("client_certificate", &self.client_certificate)
+            .field("client_key", &self.client_key)
+            .finish()
+    }
 }
 
 impl OtlpTransport {
@@ -184,7 +215,7 @@ impl OtlpTransport {
                     Some(endpoint_url(v.trim(), protocol, signal, as_is).or_else(|| {
                         ignore_env(
                             var,
-                            v.trim(),
+                            &sonde_push::redact_url(v.trim()),
                             "it must be an http:// or https:// URL with a host",
                             default(),
                         )
@@ -275,8 +306,8 @@ impl OtlpTransport {
     }
 }
 
-/// Settings after resolution.
-#[derive(Debug, Clone, PartialEq)]
+/// Settings after resolution. `Debug` hides header values and URL credentials.
+#[derive(Clone, PartialEq)]
 pub struct Resolved {
     /// The URL requests go to (for HTTP, including the signal's path).
     pub endpoint: String,
@@ -294,6 +325,21 @@ pub struct Resolved {
     pub client_certificate: Option<PathBuf>,
     /// Client private key for mutual TLS.
     pub client_key: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolved")
+            .field("endpoint", &sonde_push::redact_url(&self.endpoint))
+            .field("protocol", &self.protocol)
+            .field("headers", &redacted_headers(&self.headers))
+            .field("compression", &self.compression)
+            .field("timeout", &self.timeout)
+            .field("ca_certificate", &self.ca_certificate)
+            .field("client_certificate", &self.client_certificate)
+            .field("client_key", &self.client_key)
+            .finish()
+    }
 }
 
 /// The URL for `signal`: gRPC endpoints are used as given; HTTP bases get the signal's path
@@ -355,6 +401,31 @@ mod tests {
                 .find(|(n, _)| *n == k)
                 .map(|(_, v)| v.to_string())
         }
+    }
+
+    #[test]
+    fn debug_hides_header_values_and_url_credentials() {
+        let t = OtlpTransport::new()
+            .endpoint("https://user:s3cret-pw@collector:4318")
+            .header("authorization", "Bearer s3cret-token");
+        let r = t
+            .resolve(
+                Signal::Metrics,
+                &env(&[("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=s3cret-key")]),
+            )
+            .unwrap();
+        for shown in [format!("{t:?}"), format!("{r:?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(
+                shown.contains(r#""authorization": "<redacted>""#),
+                "{shown}"
+            );
+            assert!(
+                shown.contains("https://<redacted>@collector:4318"),
+                "{shown}"
+            );
+        }
+        assert!(format!("{r:?}").contains(r#""x-api-key": "<redacted>""#));
     }
 
     #[test]

@@ -262,11 +262,19 @@ fn push_error(e: sonde_push::Error) -> Error {
 
 /// A running OTLP metrics exporter. Dropping it shuts it down, waiting up to
 /// [`DROP_SHUTDOWN_TIMEOUT`] for the last collection to be delivered, and logs that it did.
-#[derive(Debug)]
 #[must_use = "dropping the handle stops the exporter: keep it (`let _otlp = ...`) for as long as it should export"]
 pub struct OtlpMetricsExporter {
     inner: PushExporter,
     endpoint: String,
+}
+
+impl std::fmt::Debug for OtlpMetricsExporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpMetricsExporter")
+            .field("inner", &self.inner)
+            .field("endpoint", &sonde_push::redact_url(&self.endpoint))
+            .finish()
+    }
 }
 
 impl sonde_core::Flush for OtlpMetricsExporter {

@@ -12,7 +12,13 @@
 //!   `sonde.exporter.dropped_points{exporter="otlp",reason}`;
 //! - retries only for the retryable answers of the specification (gRPC UNAVAILABLE,
 //!   DEADLINE_EXCEEDED..., RESOURCE_EXHAUSTED with RetryInfo; HTTP 429/502/503/504), with
-//!   jittered exponential backoff, honouring RetryInfo and Retry-After;
+//!   jittered exponential backoff, honouring RetryInfo and Retry-After (at most an hour:
+//!   a longer delay than the retry time drops the request);
+//! - over HTTP, no redirect is followed (a 3xx, or a 2xx HTML page, is a failure naming where
+//!   it pointed) and at most 64 KiB of a response body is read;
+//! - a panic while collecting or sending loses that batch only, counted in
+//!   `sonde.exporter.panics` and `dropped_points{reason="panic"}`;
+//! - header values and URL credentials never appear in `Debug` output or errors;
 //! - partial success counted in `sonde.exporter.rejected_points`;
 //! - [`OtlpMetricsExporter::force_flush`] and [`OtlpMetricsExporter::shutdown`] deliver
 //!   everything pending within a deadline.
@@ -49,7 +55,7 @@ mod transport;
 pub use config::{Compression, OtlpTransport, Protocol, Resolved, Signal};
 pub use convert::{HistogramAggregation, to_requests};
 pub use exporter::{DROP_SHUTDOWN_TIMEOUT, EXPORTER, OtlpMetricsBuilder, OtlpMetricsExporter};
-pub use sonde_core::telemetry::{DROPPED_POINTS, REJECTED_POINTS, REQUESTS, RETRIES};
+pub use sonde_core::telemetry::{DROPPED_POINTS, PANICS, REJECTED_POINTS, REQUESTS, RETRIES};
 
 /// Errors of the OTLP exporter.
 #[derive(Debug, thiserror::Error)]

@@ -358,10 +358,16 @@ fn build_exporter(
 
 /// Runs the inner exporter's futures on the pipeline's runtime: the SDK's batch processor
 /// polls them on its own thread, where neither tonic nor reqwest would find a reactor.
-#[derive(Debug)]
 struct OnRuntime {
     inner: opentelemetry_otlp::SpanExporter,
     handle: tokio::runtime::Handle,
+}
+
+// Not derived: the SDK exporter's `Debug` may show its headers.
+impl std::fmt::Debug for OnRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnRuntime").finish_non_exhaustive()
+    }
 }
 
 impl SpanExporter for OnRuntime {

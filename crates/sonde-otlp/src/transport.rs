@@ -31,10 +31,16 @@ pub(crate) enum Client {
     Http {
         client: reqwest::Client,
         url: String,
+        /// `url` without credentials, for messages.
+        shown: String,
         headers: reqwest::header::HeaderMap,
         gzip: bool,
     },
 }
+
+/// Most bytes of a response body read: enough for a `google.rpc.Status` or a partial-success
+/// answer; a larger body is cut there rather than buffered whole.
+pub(crate) const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 const METRICS_PATH: &str = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export";
 
@@ -49,7 +55,7 @@ impl Client {
                     .map_err(|e| {
                         Error::Config(format!(
                             "the OTLP endpoint {:?} is not a valid URI: {e}",
-                            settings.endpoint
+                            sonde_push::redact_url(&settings.endpoint)
                         ))
                     })?
                     .connect_timeout(settings.timeout)
@@ -75,7 +81,7 @@ impl Client {
                     channel: endpoint.connect_lazy(),
                     metadata,
                     gzip,
-                    endpoint: settings.endpoint.clone(),
+                    endpoint: sonde_push::redact_url(&settings.endpoint).into_owned(),
                 })
             }
             Protocol::HttpProtobuf => {
@@ -92,6 +98,7 @@ impl Client {
                 Ok(Client::Http {
                     client: http_client(settings)?,
                     url: settings.endpoint.clone(),
+                    shown: sonde_push::redact_url(&settings.endpoint).into_owned(),
                     headers,
                     gzip,
                 })
@@ -136,6 +143,7 @@ impl Client {
             Client::Http {
                 client,
                 url,
+                shown,
                 headers,
                 gzip,
             } => {
@@ -152,27 +160,45 @@ impl Client {
                 } else {
                     request.body(body.clone())
                 };
-                let response = match request.send().await {
+                let mut response = match request.send().await {
                     Ok(r) => r,
                     Err(e) => {
                         return Outcome::Retry {
+                            // reqwest's message names the URL, credentials included.
                             error: format!(
-                                "could not reach {url}: {}",
-                                sonde_push::error_chain(&e)
+                                "could not reach {shown}: {}",
+                                sonde_push::error_chain(&e.without_url())
                             ),
                             after: None,
                         };
                     }
                 };
                 let status = response.status().as_u16();
-                let retry_after = response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs);
-                let bytes = response.bytes().await.unwrap_or_default();
-                http_outcome(status, retry_after, &bytes, url)
+                let header = |name: &str| {
+                    response
+                        .headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let answer = Answer {
+                    retry_after: header("retry-after")
+                        .as_deref()
+                        .and_then(sonde_push::parse_retry_after),
+                    location: header("location"),
+                    content_type: header("content-type"),
+                };
+                let mut body = Vec::new();
+                while body.len() < MAX_RESPONSE_BYTES {
+                    match response.chunk().await {
+                        Ok(Some(chunk)) => {
+                            let room = MAX_RESPONSE_BYTES - body.len();
+                            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                        }
+                        Ok(None) | Err(_) => break,
+                    }
+                }
+                http_outcome(status, &answer, &body, shown)
             }
         }
     }
@@ -203,7 +229,10 @@ fn success(r: ExportMetricsServiceResponse) -> Outcome {
 /// to come back (RetryInfo), since otherwise the quota may never recover.
 pub(crate) fn grpc_outcome(status: &tonic::Status, endpoint: &str) -> Outcome {
     use tonic::Code;
-    let after = status.get_details_retry_info().and_then(|r| r.retry_delay);
+    let after = status
+        .get_details_retry_info()
+        .and_then(|r| r.retry_delay)
+        .map(sonde_push::peer_delay);
     let error = format!(
         "{endpoint} answered {:?}: {}",
         status.code(),
@@ -227,15 +256,41 @@ pub(crate) fn grpc_outcome(status: &tonic::Status, endpoint: &str) -> Outcome {
     }
 }
 
+/// The headers of an HTTP answer that decide its outcome.
+#[derive(Debug, Default)]
+pub(crate) struct Answer {
+    /// `Retry-After`, parsed and clamped.
+    pub(crate) retry_after: Option<Duration>,
+    pub(crate) location: Option<String>,
+    pub(crate) content_type: Option<String>,
+}
+
 /// Retryable HTTP answers: 429, 502, 503, 504 (with Retry-After); 400 and the rest are final.
-pub(crate) fn http_outcome(
-    status: u16,
-    retry_after: Option<Duration>,
-    body: &[u8],
-    url: &str,
-) -> Outcome {
+/// Redirects are not followed (they would carry the API-key headers to another place, and a
+/// redirected POST loses its body): a 3xx is a final failure naming where it pointed.
+pub(crate) fn http_outcome(status: u16, answer: &Answer, body: &[u8], url: &str) -> Outcome {
     if (200..300).contains(&status) {
+        // An HTML page (a login or captive portal, a proxy's error page) is not an OTLP answer.
+        if answer
+            .content_type
+            .as_deref()
+            .is_some_and(|t| t.trim_start().to_ascii_lowercase().starts_with("text/html"))
+        {
+            return Outcome::Fail(format!(
+                "{url} answered HTTP {status} with an HTML page, not an OTLP response; check that the endpoint is the OTLP receiver (path /v1/metrics, port 4318)"
+            ));
+        }
         return success(ExportMetricsServiceResponse::decode(body).unwrap_or_default());
+    }
+    if (300..400).contains(&status) {
+        let to = answer
+            .location
+            .as_deref()
+            .map(|l| format!(" to {}", sonde_push::redact_url(l)))
+            .unwrap_or_default();
+        return Outcome::Fail(format!(
+            "{url} answered HTTP {status}, a redirect{to}, which is not followed (it would carry the headers elsewhere); set the endpoint to the final URL"
+        ));
     }
     let message = tonic_types::pb::Status::decode(body)
         .ok()
@@ -247,7 +302,7 @@ pub(crate) fn http_outcome(
     match status {
         429 | 502 | 503 | 504 => Outcome::Retry {
             error,
-            after: retry_after,
+            after: answer.retry_after,
         },
         404 => Outcome::Fail(format!(
             "{error}; check the path (/v1/metrics) and that the port serves OTLP/HTTP (4318; 4317 is gRPC)"
@@ -353,6 +408,8 @@ pub(crate) fn http_client(settings: &Resolved) -> Result<reqwest::Client, Error>
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     reqwest::Client::builder()
+        // Never follow a redirect with the API-key headers; `http_outcome` reports it.
+        .redirect(reqwest::redirect::Policy::none())
         .tls_backend_preconfigured(config)
         .connect_timeout(settings.timeout)
         .tcp_nodelay(true)
@@ -454,14 +511,54 @@ mod tests {
     }
 
     #[test]
+    fn redirects_and_html_pages_are_failures() {
+        let redirect = Answer {
+            location: Some("https://user:pw@login.example/sso".into()),
+            ..Answer::default()
+        };
+        for s in [301, 302, 303, 307, 308] {
+            match http_outcome(s, &redirect, b"", "u") {
+                Outcome::Fail(m) => {
+                    assert!(m.contains("https://<redacted>@login.example/sso"), "{m}");
+                    assert!(!m.contains("pw"), "{m}");
+                }
+                o => panic!("{s}: {o:?}"),
+            }
+        }
+        let html = Answer {
+            content_type: Some("text/html; charset=utf-8".into()),
+            ..Answer::default()
+        };
+        assert!(matches!(
+            http_outcome(200, &html, b"<html>log in</html>", "u"),
+            Outcome::Fail(m) if m.contains("HTML page")
+        ));
+    }
+
+    #[test]
+    fn server_delays_are_clamped() {
+        let details = tonic_types::ErrorDetails::with_retry_info(Some(Duration::MAX));
+        let status = tonic::Status::with_error_details(Code::Unavailable, "later", details);
+        match grpc_outcome(&status, "e") {
+            Outcome::Retry { after, .. } => assert_eq!(after, Some(sonde_push::MAX_PEER_DELAY)),
+            o => panic!("{o:?}"),
+        }
+    }
+
+    #[test]
     fn only_the_specified_http_statuses_are_retried() {
+        let none = Answer::default();
         for s in [429, 502, 503, 504] {
-            assert!(retryable(&http_outcome(s, None, b"", "u")), "{s}");
+            assert!(retryable(&http_outcome(s, &none, b"", "u")), "{s}");
         }
         for s in [400, 401, 403, 404, 413, 500, 501] {
-            assert!(!retryable(&http_outcome(s, None, b"", "u")), "{s}");
+            assert!(!retryable(&http_outcome(s, &none, b"", "u")), "{s}");
         }
-        match http_outcome(429, Some(Duration::from_secs(7)), b"", "u") {
+        let seven = Answer {
+            retry_after: Some(Duration::from_secs(7)),
+            ..Answer::default()
+        };
+        match http_outcome(429, &seven, b"", "u") {
             Outcome::Retry { after, .. } => assert_eq!(after, Some(Duration::from_secs(7))),
             o => panic!("{o:?}"),
         }
@@ -471,7 +568,7 @@ mod tests {
             details: vec![],
         }
         .encode_to_vec();
-        match http_outcome(400, None, &body, "u") {
+        match http_outcome(400, &none, &body, "u") {
             Outcome::Fail(m) => assert!(m.contains("bad metric"), "{m}"),
             o => panic!("{o:?}"),
         }

@@ -1,8 +1,10 @@
 //! Prometheus text 0.0.4 and OpenMetrics 1.0 encoders.
 
+use std::collections::HashSet;
 use std::io::Write;
-
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 use sonde_core::{
     FamilyMeta, FamilySnapshot, Kind, Number, Point, Registry, Resource, SeriesSnapshot, Snapshot,
@@ -80,7 +82,9 @@ pub fn encode(snapshot: &Snapshot, resource: Option<&Resource>, format: Format, 
         return crate::proto::encode_protobuf(snapshot, resource, out);
     }
     let mut scratch = Scratch::default();
-    if let Some(r) = resource.filter(|r| !r.is_empty()) {
+    let resource = resource.filter(|r| !r.is_empty());
+    scratch.names_taken = Names::new(resource.is_some(), format, None);
+    if let Some(r) = resource {
         write_target_info(r, format, out);
     }
     for family in &snapshot.families {
@@ -103,9 +107,19 @@ pub fn encode_registry(
     out: &mut Vec<u8>,
 ) {
     if format == Format::Protobuf {
-        return crate::proto::encode_protobuf(&registry.snapshot(), resource, out);
+        let names = Names::new(
+            resource.is_some_and(|r| !r.is_empty()),
+            format,
+            Some(registry),
+        );
+        return crate::proto::encode_protobuf_with(&registry.snapshot(), resource, out, names);
     }
-    if let Some(r) = resource.filter(|r| !r.is_empty()) {
+    let resource = resource.filter(|r| !r.is_empty());
+    let scratch = Scratch {
+        names_taken: Names::new(resource.is_some(), format, Some(registry)),
+        ..Scratch::default()
+    };
+    if let Some(r) = resource {
         write_target_info(r, format, out);
     }
     struct Writer<'a> {
@@ -121,13 +135,15 @@ pub fn encode_registry(
             }
         }
         fn series(&mut self, _: &Arc<FamilyMeta>, series: &SeriesSnapshot) {
-            write_series(series, self.format, self.out, &mut self.scratch);
+            if !self.scratch.skip {
+                write_series(series, self.format, self.out, &mut self.scratch);
+            }
         }
     }
     let mut writer = Writer {
         format,
         out,
-        scratch: Scratch::default(),
+        scratch,
     };
     registry.visit(&mut writer);
     if format == Format::OpenMetrics {
@@ -135,8 +151,76 @@ pub fn encode_registry(
     }
 }
 
+/// Families skipped by an encoder because an earlier family of the exposition had their
+/// Prometheus name; see [`Names`].
+static SKIPPED_COLLISIONS: AtomicU64 = AtomicU64::new(0);
+static COLLISION_LOG: sonde_core::diag::RateLimit =
+    sonde_core::diag::RateLimit::new(Duration::from_secs(60));
+
+/// How many families the encoders of this process skipped because their Prometheus name was
+/// already taken in the same exposition.
+#[cfg(test)]
+pub(crate) fn skipped_collisions() -> u64 {
+    SKIPPED_COLLISIONS.load(Relaxed)
+}
+
+/// The Prometheus names written so far in one exposition. The registry refuses families that
+/// render alike, but an exposition can still meet two (`target_info` from the resource and a
+/// family of that name, snapshots merged from several registries): two `# TYPE` blocks for one
+/// name make Prometheus fail the whole scrape, so the later family is skipped, counted and
+/// logged instead.
+#[derive(Default)]
+pub(crate) struct Names {
+    taken: HashSet<String>,
+    registry: Option<Registry>,
+}
+
+impl Names {
+    pub(crate) fn new(target_info: bool, format: Format, registry: Option<&Registry>) -> Names {
+        let mut taken = HashSet::new();
+        if target_info {
+            taken.insert("target_info".to_owned());
+            if format == Format::OpenMetrics {
+                // OpenMetrics names the info family without its `_info` suffix.
+                taken.insert("target".to_owned());
+            }
+        }
+        Names {
+            taken,
+            registry: registry.cloned(),
+        }
+    }
+
+    /// Whether the family whose Prometheus name is `prometheus` may be written: false, counted
+    /// in `sonde.instrumentation.errors{reason="name_collision"}` and logged, if it is taken.
+    pub(crate) fn admit(&mut self, prometheus: &str, meta: &FamilyMeta) -> bool {
+        if !self.taken.contains(prometheus) {
+            self.taken.insert(prometheus.to_owned());
+            return true;
+        }
+        SKIPPED_COLLISIONS.fetch_add(1, Relaxed);
+        if let Some(registry) = &self.registry
+            && let Ok(errors) = registry
+                .counter(sonde_core::INSTRUMENTATION_ERRORS)
+                .labels(["metric", "reason"])
+                .build()
+        {
+            errors.with(&[meta.name(), "name_collision"]).inc();
+        }
+        if let Some(n) = COLLISION_LOG.hit() {
+            sonde_core::diag::warn(format_args!(
+                "metric {:?} was left out of the Prometheus exposition: an earlier family has its Prometheus name {prometheus:?} ({n} such omission(s) since the last report); rename one of them",
+                meta.name()
+            ));
+        }
+        false
+    }
+}
+
 #[derive(Default)]
 struct Scratch {
+    /// Prometheus names already written in this exposition.
+    names_taken: Names,
     buckets: Vec<u64>,
     /// `{k="v",k2="v2"` of the current series (no closing brace), rendered once per series.
     labels: Vec<u8>,
@@ -147,7 +231,7 @@ struct Scratch {
     prefix: Vec<u8>,
     /// The Prometheus name of the current family.
     name: String,
-    /// Whether the current family had no series and was skipped.
+    /// Whether the current family is skipped (no series, or its name is taken).
     skip: bool,
 }
 
@@ -174,13 +258,18 @@ fn write_target_info(r: &Resource, format: Format, out: &mut Vec<u8>) {
 }
 
 fn write_family(family: &FamilySnapshot, format: Format, out: &mut Vec<u8>, scratch: &mut Scratch) {
+    scratch.skip = false;
     write_family_header(&family.meta, format, out, scratch);
+    if scratch.skip {
+        return;
+    }
     for series in &family.series {
         write_series(series, format, out, scratch);
     }
 }
 
-/// `# TYPE`/`# UNIT`/`# HELP`, and the family's names into `scratch`.
+/// `# TYPE`/`# UNIT`/`# HELP`, and the family's names into `scratch`; sets `scratch.skip`
+/// instead if the family's Prometheus name is taken.
 fn write_family_header(
     meta: &FamilyMeta,
     format: Format,
@@ -188,6 +277,10 @@ fn write_family_header(
     scratch: &mut Scratch,
 ) {
     let name = family_name(meta);
+    if !scratch.names_taken.admit(&name, meta) {
+        scratch.skip = true;
+        return;
+    }
     let (type_word, sample_suffix) = match meta.kind() {
         Kind::Counter => ("counter", "_total"),
         Kind::Histogram => ("histogram", ""),
@@ -493,6 +586,72 @@ mod tests {
         assert!(t.contains("# TYPE http_server_request_duration_seconds histogram\n# UNIT http_server_request_duration_seconds seconds\n"), "{t}");
         assert!(t.contains("# TYPE target info\n"), "{t}");
         assert!(t.ends_with("# EOF\n"), "{t}");
+    }
+
+    /// Two families with one Prometheus name, which one registry refuses but an exposition can
+    /// still meet: the resource's `target_info` and a family of that name, or snapshots of two
+    /// registries. The later family is left out in every format, and counted.
+    #[test]
+    fn a_second_family_with_a_taken_prometheus_name_is_left_out() {
+        let first = Registry::new();
+        first.counter("a.b").build().unwrap().handle().add(7);
+        let second = Registry::new();
+        second.counter("a_b").build().unwrap().handle().add(1);
+        second.gauge("target.info").build().unwrap().handle().set(5);
+        let mut merged = first.snapshot();
+        merged.families.extend(second.snapshot().families);
+        let resource = Resource::empty().with("service.name", "svc");
+        let skipped = skipped_collisions();
+        for format in [Format::Text, Format::OpenMetrics] {
+            let mut out = Vec::new();
+            encode(&merged, Some(&resource), format, &mut out);
+            let t = String::from_utf8(out).unwrap();
+            assert_eq!(t.matches("# TYPE a_b").count(), 1, "{t}");
+            assert!(t.contains("\na_b_total 7\n"), "{t}");
+            assert!(!t.contains("a_b_total 1"), "{t}");
+            assert!(!t.contains("target_info 5"), "{t}");
+            assert_eq!(t.matches("# TYPE target").count(), 1, "{t}");
+        }
+        // Per format `a_b` and `target_info`, plus the second registry's own `sonde.*` families.
+        assert!(skipped_collisions() - skipped >= 4);
+        let mut out = Vec::new();
+        crate::proto::encode_protobuf(&merged, Some(&resource), &mut out);
+        let mut buf = &out[..];
+        let mut names = Vec::new();
+        while !buf.is_empty() {
+            let f = <crate::proto::pb::MetricFamily as prost::Message>::decode_length_delimited(
+                &mut buf,
+            )
+            .unwrap();
+            if f.name.as_deref() == Some("a_b_total") {
+                assert_eq!(f.metric[0].counter.as_ref().unwrap().value, Some(7.0));
+            }
+            names.push(f.name.unwrap());
+        }
+        names.sort();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(names.len(), before, "{names:?}");
+        assert!(names.contains(&"a_b_total".to_owned()), "{names:?}");
+
+        // Streaming from a registry counts the skipped family in the registry itself.
+        for format in [Format::Text, Format::Protobuf] {
+            let mut out = Vec::new();
+            encode_registry(&second, Some(&resource), format, &mut out);
+            if format == Format::Text {
+                let t = String::from_utf8(out).unwrap();
+                assert!(!t.contains("target_info 5"), "{t}");
+                assert_eq!(t.matches("# TYPE target_info").count(), 1, "{t}");
+            }
+        }
+        let snap = second.snapshot();
+        let errors = snap
+            .point(
+                sonde_core::INSTRUMENTATION_ERRORS,
+                &[("metric", "target.info"), ("reason", "name_collision")],
+            )
+            .unwrap();
+        assert_eq!(errors.number().unwrap().as_f64(), 2.0);
     }
 
     #[test]

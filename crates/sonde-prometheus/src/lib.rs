@@ -34,7 +34,10 @@ pub use proto::encode_protobuf;
 pub use push::{PushOnDrop, PushgatewayBuilder};
 pub use remote_write::{RemoteWriteBuilder, RemoteWriter};
 pub use report::report;
-pub use server::{PrometheusBuilder, PrometheusServer};
+pub use server::{
+    ACCEPT_ERRORS, CONNECTIONS_EVICTED, CONNECTIONS_OPEN, CONNECTIONS_REFUSED, PrometheusBuilder,
+    PrometheusServer, check_basic_auth_user, check_tls_files,
+};
 
 /// Errors of the Prometheus exporter.
 #[derive(Debug, thiserror::Error)]

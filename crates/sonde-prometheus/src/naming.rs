@@ -8,113 +8,28 @@
 //! `promtool check metrics` and the queries written for histograms and counters never mistake a
 //! gauge for a part of another family.
 
+use sonde_core::name::{prometheus_name, prometheus_sanitize, prometheus_unit_word};
 use sonde_core::{FamilyMeta, Kind, Unit};
-
-/// Replaces every character outside `[a-zA-Z0-9_:]` (or `[a-zA-Z0-9_]` for labels) with `_`,
-/// collapsing runs, and prefixes a leading digit.
-fn sanitize(s: &str, allow_colon: bool, out: &mut String) {
-    let start = out.len();
-    for ch in s.chars() {
-        let ok = ch.is_ascii_alphanumeric() || ch == '_' || (allow_colon && ch == ':');
-        if ok {
-            out.push(ch);
-        } else if !out[start..].ends_with('_') {
-            out.push('_');
-        }
-    }
-    if out[start..].starts_with(|c: char| c.is_ascii_digit()) {
-        out.insert(start, '_');
-    }
-}
 
 /// The Prometheus unit word for a unit, if it has one.
 pub fn unit_word(unit: &Unit, kind: Kind) -> Option<String> {
-    let word = match unit {
-        Unit::None | Unit::Count(_) => return None,
-        Unit::Seconds => "seconds",
-        Unit::Milliseconds => "milliseconds",
-        Unit::Bytes => "bytes",
-        Unit::Percent => "percent",
-        // "1" is a ratio for gauges; on counters it only says "a count".
-        Unit::Ratio => {
-            return (kind != Kind::Counter).then(|| "ratio".to_owned());
-        }
-        Unit::Custom(s) => match s.as_ref() {
-            "d" => "days",
-            "h" => "hours",
-            "min" => "minutes",
-            "us" => "microseconds",
-            "ns" => "nanoseconds",
-            "KiBy" => "kibibytes",
-            "MiBy" => "mebibytes",
-            "GiBy" => "gibibytes",
-            "KBy" => "kilobytes",
-            "MBy" => "megabytes",
-            "GBy" => "gigabytes",
-            "By/s" => "bytes_per_second",
-            "m" => "meters",
-            "V" => "volts",
-            "A" => "amperes",
-            "J" => "joules",
-            "W" => "watts",
-            "g" => "grams",
-            "Cel" => "celsius",
-            "Hz" => "hertz",
-            other if other.starts_with('{') => return None,
-            other => {
-                let mut w = String::new();
-                sanitize(other, false, &mut w);
-                let w = w.trim_matches('_').to_ascii_lowercase();
-                return (!w.is_empty()).then_some(w);
-            }
-        },
-        _ => return None,
-    };
-    Some(word.to_owned())
+    prometheus_unit_word(unit, kind)
 }
 
 /// The Prometheus family name: sanitized, with the unit suffix, without `_total` (the encoders
 /// add it to counter samples), and `_value` after a suffix reserved for another type.
 ///
 /// Every encoder (text, OpenMetrics, protobuf, remote write, Pushgateway) names families with
-/// this function, so they all agree.
+/// this function, and the registry refuses a family whose name it renders like another's with
+/// the same function ([`sonde_core::name::prometheus_name`]), so they all agree.
 pub fn family_name(meta: &FamilyMeta) -> String {
-    let mut name = String::with_capacity(meta.name().len() + 18);
-    sanitize(meta.name(), true, &mut name);
-    if meta.kind() == Kind::Counter {
-        while let Some(stripped) = name.strip_suffix("_total") {
-            name.truncate(stripped.len());
-        }
-    }
-    if let Some(word) = unit_word(meta.unit(), meta.kind()) {
-        let suffix = format!("_{word}");
-        if !name.ends_with(&suffix) {
-            name.push_str(&suffix);
-        }
-    }
-    if reserved_suffix(&name, meta.kind()) {
-        name.push_str("_value");
-    }
-    name
-}
-
-/// Whether a family of `kind` named `name` would end in a suffix that Prometheus (and
-/// `promtool check metrics`) reserves for the samples of another type. Counters are rendered
-/// with `_total` after the name, so only their samples' names count, and those are fine.
-fn reserved_suffix(name: &str, kind: Kind) -> bool {
-    match kind {
-        Kind::Counter => false,
-        Kind::Histogram => name.ends_with("_total"),
-        Kind::Gauge | Kind::UpDownCounter => ["_count", "_sum", "_bucket", "_total"]
-            .iter()
-            .any(|s| name.ends_with(s)),
-    }
+    prometheus_name(meta.name(), meta.kind(), meta.unit())
 }
 
 /// A Prometheus label name for an attribute key (`http.request.method` → `http_request_method`).
 pub fn label_name(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
-    sanitize(key, false, &mut out);
+    prometheus_sanitize(key, false, &mut out);
     if out.starts_with("__") {
         out.replace_range(0..2, "key_");
     }

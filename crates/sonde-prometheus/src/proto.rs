@@ -5,6 +5,7 @@
 use prost::Message;
 use sonde_core::{FamilySnapshot, Kind, Number, Point, Resource, SeriesSnapshot, Snapshot};
 
+use crate::encode::Names;
 use crate::naming::{family_name, label_name};
 
 /// The `Content-Type` of the delimited protobuf exposition.
@@ -143,7 +144,23 @@ pub mod pb {
 
 /// Encodes a cumulative snapshot as length-delimited `MetricFamily` messages, appending to `out`.
 /// Histograms carry both their classic buckets and a native (exponential, schema 3) form.
+/// A family whose Prometheus name an earlier one has is left out (and counted and logged), so
+/// the exposition stays valid.
 pub fn encode_protobuf(snapshot: &Snapshot, resource: Option<&Resource>, out: &mut Vec<u8>) {
+    let names = Names::new(
+        resource.is_some_and(|r| !r.is_empty()),
+        crate::Format::Protobuf,
+        None,
+    );
+    encode_protobuf_with(snapshot, resource, out, names);
+}
+
+pub(crate) fn encode_protobuf_with(
+    snapshot: &Snapshot,
+    resource: Option<&Resource>,
+    out: &mut Vec<u8>,
+    mut names: Names,
+) {
     if let Some(r) = resource.filter(|r| !r.is_empty()) {
         let family = pb::MetricFamily {
             name: Some("target_info".into()),
@@ -159,7 +176,9 @@ pub fn encode_protobuf(snapshot: &Snapshot, resource: Option<&Resource>, out: &m
         let _ = family.encode_length_delimited(out);
     }
     for family in snapshot.families.iter().filter(|f| !f.series.is_empty()) {
-        let _ = to_family(family).encode_length_delimited(out);
+        if names.admit(&family_name(&family.meta), &family.meta) {
+            let _ = to_family(family).encode_length_delimited(out);
+        }
     }
 }
 

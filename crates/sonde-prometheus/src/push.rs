@@ -34,7 +34,7 @@ use crate::{Format, encode};
 /// else the executable's name, no `target_info` (the grouping key identifies the job), a 10 s
 /// timeout per attempt, 2 retries.
 #[must_use = "call .push(), .push_add(), .delete() or .push_on_drop()"]
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PushgatewayBuilder {
     url: String,
     job: Option<String>,
@@ -51,6 +51,20 @@ enum Method {
     Put,
     Post,
     Delete,
+}
+
+// Not derived: header values and URL credentials stay out of logs.
+impl std::fmt::Debug for PushgatewayBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PushgatewayBuilder")
+            .field("url", &sonde_push::redact_url(&self.url))
+            .field("job", &self.job)
+            .field("grouping", &self.grouping)
+            .field("timeout", &self.timeout)
+            .field("max_retries", &self.max_retries)
+            .field("headers", &http::redacted_headers(&self.headers))
+            .finish_non_exhaustive()
+    }
 }
 
 impl PushgatewayBuilder {

@@ -148,7 +148,7 @@ pub fn decode_request(body: &[u8]) -> Option<pb::WriteRequest> {
 /// `target_info`, no external labels, 2000 series per request, a queue of 100 requests, 10
 /// retries with backoff from 100 ms to 30 s, a 10 s request timeout, metadata sent.
 #[must_use = "call .install() to start the remote writer"]
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RemoteWriteBuilder {
     url: String,
     registry: Registry,
@@ -163,6 +163,22 @@ pub struct RemoteWriteBuilder {
     timeout: Duration,
     metadata: bool,
     headers: Vec<(String, String)>,
+}
+
+// Not derived: header values and URL credentials stay out of logs.
+impl std::fmt::Debug for RemoteWriteBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteWriteBuilder")
+            .field("url", &sonde_push::redact_url(&self.url))
+            .field("interval", &self.interval)
+            .field("external_labels", &self.external_labels)
+            .field("max_series_per_request", &self.max_series_per_request)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("max_retries", &self.max_retries)
+            .field("timeout", &self.timeout)
+            .field("headers", &http::redacted_headers(&self.headers))
+            .finish_non_exhaustive()
+    }
 }
 
 impl RemoteWriteBuilder {
@@ -337,11 +353,19 @@ fn valid_label_name(name: &str) -> bool {
 
 /// A running remote writer. Dropping it shuts it down, waiting up to
 /// [`DROP_SHUTDOWN_TIMEOUT`] for the last collection to be delivered, and logs that it did.
-#[derive(Debug)]
 #[must_use = "dropping the handle stops the remote writer: keep it (`let _remote_write = ...`) for as long as it should export"]
 pub struct RemoteWriter {
     inner: sonde_push::PushExporter,
     url: String,
+}
+
+impl std::fmt::Debug for RemoteWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteWriter")
+            .field("inner", &self.inner)
+            .field("url", &sonde_push::redact_url(&self.url))
+            .finish()
+    }
 }
 
 impl sonde_core::Flush for RemoteWriter {

@@ -1,20 +1,25 @@
 //! The `/metrics` server: warp routes served by hyper on a dedicated thread and runtime.
 
+use std::collections::BTreeMap;
 use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::str::FromStr as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
-use sonde_core::{Registry, Resource, Temporality};
-use tokio::sync::{Semaphore, oneshot};
+use sonde_core::{Counter, Gauge, Registry, Resource, Temporality};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio_rustls::TlsAcceptor;
 use warp::Filter;
 
@@ -24,6 +29,17 @@ use crate::encode::{Format, encode_registry};
 /// The default listen address: loopback only, port 9464 (the OpenTelemetry Prometheus
 /// exporter's port). Binding to all interfaces is a decision to make explicitly.
 pub const DEFAULT_ADDR: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464);
+
+/// Connections open on the `/metrics` server (gauge).
+pub const CONNECTIONS_OPEN: &str = "sonde.http.connections.open";
+/// Connections closed at once because [`PrometheusBuilder::max_connections`] were open and all
+/// of them were serving a request (counter).
+pub const CONNECTIONS_REFUSED: &str = "sonde.http.connections.refused";
+/// Idle connections (no request in progress) closed to make room for a new one at the
+/// connection limit (counter).
+pub const CONNECTIONS_EVICTED: &str = "sonde.http.connections.evicted";
+/// `accept` failures, such as running out of file descriptors (counter).
+pub const ACCEPT_ERRORS: &str = "sonde.http.accept.errors";
 
 /// Configures and starts the exporter.
 ///
@@ -37,6 +53,8 @@ pub struct PrometheusBuilder {
     resource: Option<Resource>,
     max_concurrent_scrapes: usize,
     request_timeout: Duration,
+    write_timeout: Duration,
+    max_connections: usize,
     users: Vec<(String, String)>,
     tls: Option<(PathBuf, PathBuf)>,
 }
@@ -56,6 +74,8 @@ impl PrometheusBuilder {
             resource: None,
             max_concurrent_scrapes: 4,
             request_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+            max_connections: 512,
             users: Vec::new(),
             tls: None,
         }
@@ -73,7 +93,10 @@ impl PrometheusBuilder {
         self
     }
 
-    /// Serves HTTPS with the PEM certificate chain and private key in these files.
+    /// Serves HTTPS with the PEM certificate chain and private key in these files. The files
+    /// are checked for changes (at most once a second, on new connections) and read again when
+    /// they change, so a renewed certificate is served without a restart; a pair that does not
+    /// load keeps the previous one in use (and is logged).
     pub fn tls(
         mut self,
         cert_chain_pem: impl Into<PathBuf>,
@@ -107,9 +130,27 @@ impl PrometheusBuilder {
         self
     }
 
-    /// Time allowed to read a request's headers and to produce a response (default 10 s).
+    /// Time allowed to read a request's headers (from the connection's start, or from the end
+    /// of the previous response on a kept-alive connection, so it is also the idle timeout) and
+    /// to produce a response (default 10 s).
     pub fn request_timeout(mut self, d: Duration) -> Self {
-        self.request_timeout = d;
+        self.request_timeout = d.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Time a write may wait on a client that does not read: past it the connection is closed
+    /// (default 10 s).
+    pub fn write_timeout(mut self, d: Duration) -> Self {
+        self.write_timeout = d.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Connections held open at most (default 512). At the limit a new connection replaces
+    /// the oldest one that is not serving a request (idle, or still sending its headers); when
+    /// every one is serving a request, the new one is closed at once. Both are counted
+    /// ([`CONNECTIONS_EVICTED`], [`CONNECTIONS_REFUSED`]).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = n.max(1);
         self
     }
 
@@ -128,7 +169,7 @@ impl PrometheusBuilder {
         };
         let auth = Auth::new(&self.users)?.map(Arc::new);
         let tls = match &self.tls {
-            Some((cert, key)) => Some(tls_acceptor(cert, key)?),
+            Some((cert, key)) => Some(Arc::new(ReloadingTls::new(cert, key)?)),
             None => None,
         };
         // Bound here, so a taken port is the caller's error rather than a log line later.
@@ -136,6 +177,11 @@ impl PrometheusBuilder {
             std::net::TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })?;
         let local_addr = listener.local_addr().map_err(Error::Start)?;
         listener.set_nonblocking(true).map_err(Error::Start)?;
+        let conns = Arc::new(Conns::new(
+            &self.registry,
+            self.max_connections,
+            self.write_timeout,
+        ));
         let state = Arc::new(State {
             resource: self.resource.unwrap_or_else(Resource::from_env),
             scrapes: Arc::new(Semaphore::new(self.max_concurrent_scrapes)),
@@ -156,7 +202,12 @@ impl PrometheusBuilder {
         let (tx, rx) = oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("sonde-prometheus".into())
-            .spawn(move || runtime.block_on(serve(listener, state, auth, tls, rx)))
+            .spawn(move || {
+                // On the worker with the connections (not on this thread), so accepting takes
+                // turns with serving.
+                let serving = runtime.spawn(serve(listener, state, conns, auth, tls, rx));
+                let _ = runtime.block_on(serving);
+            })
             .map_err(Error::Start)?;
         Ok(PrometheusServer {
             addr: local_addr,
@@ -294,8 +345,9 @@ impl State {
 async fn serve(
     listener: std::net::TcpListener,
     state: Arc<State>,
+    conns: Arc<Conns>,
     auth: Option<Arc<Auth>>,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<ReloadingTls>>,
     mut shutdown: oneshot::Receiver<()>,
 ) {
     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
@@ -307,14 +359,39 @@ async fn serve(
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        if let Some(c) = &conns.accept_errors {
+                            c.add(1);
+                        }
+                        if let Some(pause) = accept_backoff(&e) {
+                            // The listener stays readable while the error lasts (no file
+                            // descriptor for the pending connection): retrying at once spins.
+                            tokio::select! {
+                                _ = &mut shutdown => break,
+                                _ = tokio::time::sleep(pause) => {}
+                            }
+                        }
+                        continue;
+                    }
+                };
+                let Some(slot) = conns.admit().await else {
+                    drop(stream);
+                    continue;
+                };
                 let (routes, auth, tls) = (routes.clone(), auth.clone(), tls.clone());
                 let timeout = state.timeout;
                 let done = conns_done_tx.clone();
+                let conns = conns.clone();
                 tokio::spawn(async move {
+                    let _open = OpenGuard { conns: conns.clone(), id: slot.id };
+                    let serving = slot.clone();
                     let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
                         let (routes, auth) = (routes.clone(), auth.clone());
+                        let busy = Busy::new(&serving);
                         async move {
+                            let _busy = busy;
                             if let Some(auth) = &auth
                                 && !auth.check(req.headers().get(header::AUTHORIZATION)).await
                             {
@@ -324,26 +401,313 @@ async fn serve(
                         }
                     });
                     let mut http = hyper::server::conn::http1::Builder::new();
+                    // hyper restarts this timer when a kept-alive connection goes idle, so it
+                    // is the idle timeout as well.
                     http.timer(TokioTimer::new()).header_read_timeout(timeout);
-                    match tls {
-                        Some(tls) => {
-                            // The handshake gets the same deadline as the headers.
-                            if let Ok(Ok(stream)) = tokio::time::timeout(timeout, tls.accept(stream)).await {
-                                let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    let io = Guarded::new(stream, slot.clone(), conns.write_timeout);
+                    let work = async {
+                        match tls {
+                            Some(tls) => {
+                                // The handshake gets the same deadline as the headers.
+                                let acceptor = tls.acceptor();
+                                if let Ok(Ok(stream)) = tokio::time::timeout(timeout, acceptor.accept(io)).await {
+                                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                                }
+                            }
+                            None => {
+                                let _ = http.serve_connection(TokioIo::new(io), service).await;
                             }
                         }
-                        None => {
-                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
-                        }
+                    };
+                    tokio::select! {
+                        _ = work => {}
+                        // Evicted to make room: dropping the connection closes it.
+                        _ = slot.evict.notified() => {}
                     }
                     drop(done);
                 });
+                // Let the connections that became readable run before the next accept, so a
+                // flood of new connections cannot evict one whose request already arrived.
+                tokio::task::yield_now().await;
             }
         }
     }
     // Wait (bounded) for connections in flight.
     drop(conns_done_tx);
     let _ = tokio::time::timeout(state.timeout, conns_done.recv()).await;
+}
+
+/// How long to pause after a failed `accept`, if at all.
+fn accept_backoff(e: &std::io::Error) -> Option<Duration> {
+    static EXHAUSTED: sonde_core::diag::RateLimit =
+        sonde_core::diag::RateLimit::new(Duration::from_secs(60));
+    use std::io::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted
+    ) {
+        // That one connection went away before it was accepted; the next one is fine.
+        return None;
+    }
+    // EMFILE, ENFILE, ENOBUFS, ENOMEM: out of descriptors or memory for now.
+    if matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12))
+        && let Some(n) = EXHAUSTED.hit()
+    {
+        sonde_core::diag::warn(format_args!(
+            "Prometheus server: cannot accept connections: {e} ({n} time(s) in the last minute); retrying every 100 ms. Raise the open-files limit (ulimit -n, LimitNOFILE=) or lower max_connections"
+        ));
+    }
+    Some(Duration::from_millis(100))
+}
+
+/// One open connection: whether it is serving a request, and how to close it.
+struct Slot {
+    id: u64,
+    /// Requests in progress (0 or 1 on HTTP/1) plus a response write that is waiting.
+    busy: AtomicU64,
+    /// The last read found nothing to read: the connection waits on its client (idle, or
+    /// headers arriving slowly). Only such connections are evicted; a new one whose request
+    /// has not been looked at yet is not.
+    waiting: AtomicBool,
+    evict: Notify,
+}
+
+/// Marks a connection busy while a request is handled.
+struct Busy(Arc<Slot>);
+
+impl Busy {
+    fn new(slot: &Arc<Slot>) -> Busy {
+        slot.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(slot.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The open connections, oldest first, and the connection self-metrics.
+struct Conns {
+    max: usize,
+    write_timeout: Duration,
+    next: AtomicU64,
+    open: Mutex<BTreeMap<u64, Arc<Slot>>>,
+    open_gauge: Option<Gauge>,
+    refused: Option<Counter>,
+    evicted: Option<Counter>,
+    accept_errors: Option<Counter>,
+}
+
+impl Conns {
+    fn new(registry: &Registry, max: usize, write_timeout: Duration) -> Conns {
+        let counter = |name: &'static str, help: &'static str| {
+            registry
+                .counter(name)
+                .description(help)
+                .build()
+                .ok()
+                .map(|f| f.handle())
+        };
+        Conns {
+            max,
+            write_timeout,
+            next: AtomicU64::new(0),
+            open: Mutex::new(BTreeMap::new()),
+            open_gauge: registry
+                .gauge(CONNECTIONS_OPEN)
+                .description("Connections open on the /metrics server.")
+                .build()
+                .ok()
+                .map(|f| f.handle()),
+            refused: counter(
+                CONNECTIONS_REFUSED,
+                "Connections to the /metrics server closed at once: the connection limit was reached and every connection was serving a request.",
+            ),
+            evicted: counter(
+                CONNECTIONS_EVICTED,
+                "Idle connections to the /metrics server closed to make room for a new one at the connection limit.",
+            ),
+            accept_errors: counter(
+                ACCEPT_ERRORS,
+                "Failed accepts on the /metrics server (such as out of file descriptors).",
+            ),
+        }
+    }
+
+    /// Registers a new connection, evicting the oldest idle one at the limit; `None` refuses
+    /// it. Connections not yet looked at get up to 100 ms to show whether they are idle.
+    async fn admit(&self) -> Option<Arc<Slot>> {
+        for _ in 0..50 {
+            match self.try_admit() {
+                Ok(slot) => return Some(slot),
+                Err(false) => break,
+                Err(true) => tokio::time::sleep(Duration::from_millis(2)).await,
+            }
+        }
+        if let Some(c) = &self.refused {
+            c.add(1);
+        }
+        None
+    }
+
+    /// `Err(true)`: full, but some connections may turn out idle soon.
+    fn try_admit(&self) -> Result<Arc<Slot>, bool> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if open.len() >= self.max {
+            let idle = |s: &Slot| s.busy.load(Ordering::Relaxed) == 0;
+            let victim = open
+                .iter()
+                .find(|(_, s)| idle(s) && s.waiting.load(Ordering::Relaxed))
+                .map(|(id, _)| *id);
+            match victim.and_then(|id| open.remove(&id)) {
+                Some(v) => {
+                    v.evict.notify_one();
+                    if let Some(c) = &self.evicted {
+                        c.add(1);
+                    }
+                }
+                None => return Err(open.values().any(|s| idle(s))),
+            }
+        }
+        let slot = Arc::new(Slot {
+            id: self.next.fetch_add(1, Ordering::Relaxed),
+            busy: AtomicU64::new(0),
+            waiting: AtomicBool::new(false),
+            evict: Notify::new(),
+        });
+        open.insert(slot.id, slot.clone());
+        if let Some(g) = &self.open_gauge {
+            g.set(open.len() as i64);
+        }
+        Ok(slot)
+    }
+}
+
+/// Removes a connection from [`Conns`] when its task ends.
+struct OpenGuard {
+    conns: Arc<Conns>,
+    id: u64,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.conns.open.lock() {
+            open.remove(&self.id);
+            if let Some(g) = &self.conns.open_gauge {
+                g.set(open.len() as i64);
+            }
+        }
+    }
+}
+
+/// A connection's socket with a write timeout: a write that cannot progress for
+/// `write_timeout` (a client that does not read) fails, which closes the connection. A write
+/// that is waiting also keeps the connection from being evicted.
+struct Guarded<S> {
+    io: S,
+    slot: Arc<Slot>,
+    write_timeout: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> Guarded<S> {
+    fn new(io: S, slot: Arc<Slot>, write_timeout: Duration) -> Self {
+        Guarded {
+            io,
+            slot,
+            write_timeout,
+            stalled: None,
+        }
+    }
+
+    fn progress<T>(
+        &mut self,
+        r: Poll<std::io::Result<T>>,
+        cx: &mut Context<'_>,
+    ) -> Poll<std::io::Result<T>> {
+        match r {
+            Poll::Pending => {
+                if self.stalled.is_none() {
+                    self.slot.busy.fetch_add(1, Ordering::Relaxed);
+                }
+                let timeout = self.write_timeout;
+                let sleep = self
+                    .stalled
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client did not read the response within the write timeout",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            ready => {
+                self.clear();
+                ready
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        if self.stalled.take().is_some() {
+            self.slot.busy.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<S> Drop for Guarded<S> {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_read(cx, buf);
+        self.slot.waiting.store(r.is_pending(), Ordering::Relaxed);
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.progress(r, cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.progress(r, cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_flush(cx);
+        self.progress(r, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let r = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.progress(r, cx)
+    }
 }
 
 fn unauthorized() -> Response<Vec<u8>> {
@@ -371,14 +735,7 @@ impl Auth {
         }
         let mut cost = 4;
         for (user, hash) in users {
-            match bcrypt::HashParts::from_str(hash) {
-                Ok(parts) => cost = cost.max(parts.get_cost()),
-                Err(_) => {
-                    return Err(Error::WebConfig(format!(
-                        "the password hash for user {user:?} is not a bcrypt hash; create one with `htpasswd -nBC 10 {user}` and pass the part after the colon"
-                    )));
-                }
-            }
+            cost = cost.max(bcrypt_cost(user, hash)?);
         }
         let dummy = bcrypt::hash("sonde-unknown-user", cost)
             .map_err(|e| Error::WebConfig(e.to_string()))?;
@@ -435,6 +792,101 @@ impl Auth {
         }
         ok
     }
+}
+
+/// The TLS configuration, read again when the certificate or key file changes.
+struct ReloadingTls {
+    cert: PathBuf,
+    key: PathBuf,
+    current: Mutex<TlsCurrent>,
+}
+
+struct TlsCurrent {
+    acceptor: TlsAcceptor,
+    stamp: FileStamp,
+    checked: Instant,
+}
+
+/// Modification time and length of the certificate and key files.
+type FileStamp = [Option<(SystemTime, u64)>; 2];
+
+fn file_stamp(cert: &Path, key: &Path) -> FileStamp {
+    let one = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())))
+    };
+    [one(cert), one(key)]
+}
+
+impl ReloadingTls {
+    fn new(cert: &Path, key: &Path) -> Result<ReloadingTls, Error> {
+        let stamp = file_stamp(cert, key);
+        Ok(ReloadingTls {
+            current: Mutex::new(TlsCurrent {
+                acceptor: tls_acceptor(cert, key)?,
+                stamp,
+                checked: Instant::now(),
+            }),
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+        })
+    }
+
+    /// The acceptor for a new connection, after reloading the files if they changed (checked
+    /// at most once a second).
+    fn acceptor(&self) -> TlsAcceptor {
+        static FAILED: sonde_core::diag::RateLimit =
+            sonde_core::diag::RateLimit::new(Duration::from_secs(60));
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if cur.checked.elapsed() >= Duration::from_secs(1) {
+            cur.checked = Instant::now();
+            let stamp = file_stamp(&self.cert, &self.key);
+            if stamp != cur.stamp {
+                // Recorded either way: a failed pair is tried again when a file changes again
+                // (a key written after its certificate), not every second.
+                cur.stamp = stamp;
+                match tls_acceptor(&self.cert, &self.key) {
+                    Ok(a) => {
+                        cur.acceptor = a;
+                        sonde_core::diag::info(format_args!(
+                            "Prometheus server: reloaded the TLS certificate from {}",
+                            self.cert.display()
+                        ));
+                    }
+                    Err(e) => {
+                        if FAILED.hit().is_some() {
+                            sonde_core::diag::warn(format_args!(
+                                "Prometheus server: the changed TLS files do not load ({e}); still serving the previous certificate"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        cur.acceptor.clone()
+    }
+}
+
+/// Checks that a certificate chain and key load as the server would load them (for
+/// configuration checks before start).
+pub fn check_tls_files(cert: &Path, key: &Path) -> Result<(), Error> {
+    tls_acceptor(cert, key).map(drop)
+}
+
+/// Checks that `hash` is a bcrypt hash, as [`PrometheusBuilder::basic_auth_user`] requires.
+pub fn check_basic_auth_user(user: &str, hash: &str) -> Result<(), Error> {
+    bcrypt_cost(user, hash).map(drop)
+}
+
+fn bcrypt_cost(user: &str, hash: &str) -> Result<u32, Error> {
+    bcrypt::HashParts::from_str(hash)
+        .map(|p| p.get_cost())
+        .map_err(|_| {
+            Error::WebConfig(format!(
+                "the password hash for user {user:?} is not a bcrypt hash; create one with `htpasswd -nBC 10 {user}` and pass the part after the colon"
+            ))
+        })
 }
 
 fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, Error> {

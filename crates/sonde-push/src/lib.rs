@@ -42,10 +42,13 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use sonde_core::Registry;
 use sonde_core::diag::{self, RateLimit};
@@ -55,8 +58,72 @@ use tokio::sync::Notify;
 /// Longer durations are treated as this (a century), so no deadline arithmetic overflows.
 const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
+/// `now + d`, saturating: never panics, and a delay too long to represent still lies far ahead
+/// (a day, at worst) rather than collapsing to `now`.
 fn after(now: Instant, d: Duration) -> Instant {
-    now.checked_add(d.min(LONGEST)).unwrap_or(now)
+    now.checked_add(d.min(LONGEST))
+        .or_else(|| now.checked_add(d.min(Duration::from_secs(24 * 3600))))
+        .unwrap_or(now)
+}
+
+/// The longest delay a peer may impose (HTTP `Retry-After`, gRPC `RetryInfo`): longer ones are
+/// treated as this, so a broken or hostile answer can neither overflow the engine's deadline
+/// arithmetic nor park a batch for years. A delay past the batch's remaining retry time drops
+/// the batch (`retries_exhausted`) and delivery moves on to the next one.
+pub const MAX_PEER_DELAY: Duration = Duration::from_secs(3600);
+
+/// A delay requested by a peer, clamped to [`MAX_PEER_DELAY`]. Every transport passes the
+/// server's delay through here; the engine clamps again, so a sink that forgets cannot hurt it.
+pub fn peer_delay(d: Duration) -> Duration {
+    d.min(MAX_PEER_DELAY)
+}
+
+/// Parses an HTTP `Retry-After` value (RFC 9110 10.2.3): delay-seconds, however many digits
+/// (too large clamps to [`MAX_PEER_DELAY`]), or an HTTP-date (a date in the past is no delay).
+/// `None` for anything else, so the sender's own backoff applies.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    parse_retry_after_at(value, SystemTime::now())
+}
+
+fn parse_retry_after_at(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More digits than a u64 holds is still "a very long time", not garbage.
+        let secs = value.parse::<u64>().unwrap_or(u64::MAX);
+        return Some(peer_delay(Duration::from_secs(secs)));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(peer_delay(
+        date.duration_since(now).unwrap_or(Duration::ZERO),
+    ))
+}
+
+/// The text of a panic's payload, for the log line.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        s
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s
+    } else {
+        "a non-string panic payload"
+    }
+}
+
+/// Polls a future inside `catch_unwind`, so a panicking sink fails one attempt instead of the
+/// exporter's thread. The inner future is not polled again after it panicked.
+struct CatchUnwind<F>(F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn std::any::Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| Pin::new(inner).poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Err(payload) => Poll::Ready(Err(payload)),
+        }
+    }
 }
 
 /// Errors of the engine.
@@ -193,6 +260,24 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// `url` without the credentials of its `user:password@` part, for `Debug` output, logs and
+/// error messages: `https://<redacted>@host/path`. Anything that is not `scheme://...` is
+/// returned as is.
+pub fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.into();
+    };
+    let rest = &url[start..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => format!("{}<redacted>{}", &url[..start], &rest[at..]).into(),
+        None => url.into(),
+    }
+}
+
+/// What `Debug` output shows instead of a header value or a secret.
+pub const REDACTED: &str = "<redacted>";
+
 /// Failures and drops are logged at most once per this period, with the count since.
 pub const LOG_PERIOD: Duration = Duration::from_secs(60);
 
@@ -236,6 +321,7 @@ where
         failed_attempts: AtomicU64::new(0),
         failure_log: RateLimit::new(LOG_PERIOD),
         drop_log: RateLimit::new(LOG_PERIOD),
+        panic_log: RateLimit::new(LOG_PERIOD),
     });
     shared.metrics.queue_size(0);
     let interval = config.interval.max(Duration::from_millis(10));
@@ -539,6 +625,8 @@ struct Shared {
     /// One warning per minute about failed attempts, and one about drops.
     failure_log: RateLimit,
     drop_log: RateLimit,
+    /// One warning per minute about caught panics.
+    panic_log: RateLimit,
 }
 
 impl Shared {
@@ -588,6 +676,19 @@ impl Shared {
                 "{} exporter: request failed: {error}; {next}{}",
                 self.metrics.exporter(),
                 held_back(n, "failed requests")
+            ));
+        }
+    }
+
+    /// Counts and logs a panic caught in `what` (the source's collection, the sink's send).
+    fn panicked(&self, what: &str, payload: &(dyn std::any::Any + Send)) {
+        self.metrics.panicked();
+        if let Some(n) = self.panic_log.hit() {
+            diag::warn(format_args!(
+                "{} exporter: {what} panicked: {}; the exporter keeps running{}",
+                self.metrics.exporter(),
+                panic_message(payload),
+                held_back(n, "panics")
             ));
         }
     }
@@ -669,9 +770,19 @@ impl<S: Source> Collector<S> {
     /// `room_deadline`, then drops the oldest batch: a collection split into more batches than
     /// the queue holds is not lost while the receiver keeps up.
     async fn collect(&mut self, room_deadline: Instant) {
-        let batches = self.source.collect();
-        let dropped = self.source.take_dropped();
         let shared = self.shared.clone();
+        // A panicking source loses this collection, not the exporter.
+        let source = &mut self.source;
+        let collected = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            (source.collect(), source.take_dropped())
+        }));
+        let (batches, dropped) = match collected {
+            Ok(c) => c,
+            Err(payload) => {
+                shared.panicked("the collection", &*payload);
+                return;
+            }
+        };
         for (reason, n) in dropped {
             shared.metrics.dropped(reason, n);
         }
@@ -818,8 +929,18 @@ async fn send<K: Sink>(
             timeout = timeout.min(left);
         }
         // The sink's own timeout may be longer than the deadline allows.
-        let outcome = match tokio::time::timeout(timeout, sink.send(batch, timeout)).await {
-            Ok(o) => o,
+        let attempt = CatchUnwind(std::pin::pin!(sink.send(batch, timeout)));
+        let outcome = match tokio::time::timeout(timeout, attempt).await {
+            Ok(Ok(o)) => o,
+            Ok(Err(payload)) => {
+                // Retrying would most likely panic again: the batch is dropped.
+                shared.panicked("sending a request", &*payload);
+                shared.metrics.request(false);
+                return Err((
+                    "panic",
+                    format!("the sink panicked: {}", panic_message(&*payload)),
+                ));
+            }
             Err(_) => Outcome::Retry {
                 error: format!("no answer within {timeout:?}"),
                 after: None,
@@ -856,10 +977,10 @@ async fn send<K: Sink>(
                 }
                 retries += 1;
                 let wait = match delay {
-                    Some(d) => d,
+                    Some(d) => peer_delay(d),
                     None => cfg.backoff.next(None),
                 };
-                if started.elapsed() + wait > cfg.max_retry_time {
+                if started.elapsed().saturating_add(wait) > cfg.max_retry_time {
                     return Err((
                         "retries_exhausted",
                         format!(
@@ -988,6 +1109,203 @@ mod tests {
 
     fn start_source(reg: &Registry, c: PushConfig, got: Arc<Mutex<Vec<u64>>>) -> PushExporter {
         start(reg, c, Counting(0), move || async move {
+            Ok::<_, ()>(Flaky { fail: 0, got })
+        })
+        .unwrap()
+    }
+
+    /// Answers the first attempt with `Retry { after }`, then accepts.
+    struct Throttling {
+        after: Option<Duration>,
+        got: Arc<Mutex<Vec<u64>>>,
+    }
+    impl Sink for Throttling {
+        type Batch = Vec<u64>;
+        async fn send(&mut self, batch: &Vec<u64>, _timeout: Duration) -> Outcome {
+            if let Some(after) = self.after.take() {
+                return Outcome::Retry {
+                    error: "503".into(),
+                    after: Some(after),
+                };
+            }
+            self.got.lock().unwrap().extend(batch);
+            Outcome::Success {
+                rejected: 0,
+                message: String::new(),
+            }
+        }
+    }
+
+    fn value(reg: &Registry, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        reg.snapshot()
+            .point(name, labels)
+            .and_then(|p| p.number())
+            .map(|n| n.as_f64())
+    }
+
+    #[test]
+    fn a_huge_server_delay_drops_the_batch_and_the_exporter_goes_on() {
+        // Duration::MAX used to overflow `elapsed + wait` and kill the exporter thread.
+        let reg = Registry::new();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink_got = got.clone();
+        let e = start(&reg, config(), Counting(0), move || async move {
+            Ok::<_, ()>(Throttling {
+                after: Some(Duration::MAX),
+                got: sink_got,
+            })
+        })
+        .unwrap();
+        let err = e.force_flush(Duration::from_secs(5)).unwrap_err();
+        assert!(err.to_string().contains("gave up"), "{err}");
+        e.force_flush(Duration::from_secs(5)).unwrap();
+        e.shutdown(Duration::from_secs(5)).unwrap();
+        assert_eq!(*got.lock().unwrap(), vec![2, 3]);
+        let dropped = [("exporter", "test"), ("reason", "retries_exhausted")];
+        assert_eq!(
+            value(&reg, sonde_core::telemetry::DROPPED_POINTS, &dropped),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn a_server_delay_within_the_retry_time_is_honoured() {
+        let reg = Registry::new();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink_got = got.clone();
+        let e = start(&reg, config(), Counting(0), move || async move {
+            Ok::<_, ()>(Throttling {
+                after: Some(Duration::from_millis(300)),
+                got: sink_got,
+            })
+        })
+        .unwrap();
+        let t = Instant::now();
+        e.force_flush(Duration::from_secs(5)).unwrap();
+        assert!(
+            t.elapsed() >= Duration::from_millis(300),
+            "{:?}",
+            t.elapsed()
+        );
+        e.shutdown(Duration::from_secs(5)).unwrap();
+        assert_eq!(*got.lock().unwrap(), vec![1, 2]);
+    }
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(
+            redact_url("https://user:hunter2@collector:4318/v1/metrics?x=@"),
+            "https://<redacted>@collector:4318/v1/metrics?x=@"
+        );
+        assert_eq!(redact_url("http://tok@h"), "http://<redacted>@h");
+        assert_eq!(redact_url("http://a@b:c@h/p"), "http://<redacted>@h/p");
+        assert_eq!(redact_url("http://h:4318/v1/a@b"), "http://h:4318/v1/a@b");
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+
+    #[test]
+    fn retry_after_values() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_445_412_480);
+        let p = |v| parse_retry_after_at(v, now);
+        assert_eq!(p("7"), Some(Duration::from_secs(7)));
+        assert_eq!(p(" 0 "), Some(Duration::ZERO));
+        assert_eq!(p("18446744073709551615"), Some(MAX_PEER_DELAY));
+        assert_eq!(p("99999999999999999999999999"), Some(MAX_PEER_DELAY));
+        // 2015-10-21 07:28:00 is `now`.
+        assert_eq!(
+            p("Wed, 21 Oct 2015 07:29:40 GMT"),
+            Some(Duration::from_secs(100))
+        );
+        assert_eq!(p("Wed, 21 Oct 2015 07:00:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(p("Fri, 31 Dec 9999 23:59:59 GMT"), Some(MAX_PEER_DELAY));
+        for bad in ["", "-1", "1.5", "soon", "0x10", "+3"] {
+            assert_eq!(p(bad), None, "{bad:?}");
+        }
+        assert_eq!(peer_delay(Duration::MAX), MAX_PEER_DELAY);
+        let now = Instant::now();
+        assert!(after(now, Duration::MAX) > now);
+    }
+
+    /// Panics on the sends (or collections) whose number is in the list.
+    struct Panicky {
+        on: Vec<u32>,
+        n: u32,
+        got: Arc<Mutex<Vec<u64>>>,
+    }
+    impl Sink for Panicky {
+        type Batch = Vec<u64>;
+        async fn send(&mut self, batch: &Vec<u64>, _timeout: Duration) -> Outcome {
+            self.n += 1;
+            if self.on.contains(&self.n) {
+                panic!("sink bug #{}", self.n);
+            }
+            self.got.lock().unwrap().extend(batch);
+            Outcome::Success {
+                rejected: 0,
+                message: String::new(),
+            }
+        }
+    }
+    impl Source for Panicky {
+        type Batch = Vec<u64>;
+        fn collect(&mut self) -> Vec<Vec<u64>> {
+            self.n += 1;
+            if self.on.contains(&self.n) {
+                panic!("source bug #{}", self.n);
+            }
+            vec![vec![u64::from(self.n)]]
+        }
+    }
+
+    #[test]
+    fn a_panicking_sink_drops_the_batch_and_the_exporter_goes_on() {
+        let reg = Registry::new();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink_got = got.clone();
+        let e = start(&reg, config(), Counting(0), move || async move {
+            Ok::<_, ()>(Panicky {
+                on: vec![2],
+                n: 0,
+                got: sink_got,
+            })
+        })
+        .unwrap();
+        e.force_flush(Duration::from_secs(5)).unwrap();
+        let err = e.force_flush(Duration::from_secs(5)).unwrap_err();
+        assert!(err.to_string().contains("sink bug #2"), "{err}");
+        e.force_flush(Duration::from_secs(5)).unwrap();
+        e.shutdown(Duration::from_secs(5)).unwrap();
+        assert_eq!(*got.lock().unwrap(), vec![1, 3, 4]);
+        let ex = [("exporter", "test")];
+        assert_eq!(value(&reg, sonde_core::telemetry::PANICS, &ex), Some(1.0));
+        let dropped = [("exporter", "test"), ("reason", "panic")];
+        assert_eq!(
+            value(&reg, sonde_core::telemetry::DROPPED_POINTS, &dropped),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn a_panicking_source_loses_one_collection_and_the_exporter_goes_on() {
+        let reg = Registry::new();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let source = Panicky {
+            on: vec![1, 3],
+            n: 0,
+            got: Arc::default(),
+        };
+        let e = start_with(&reg, source, got.clone());
+        e.force_flush(Duration::from_secs(5)).unwrap();
+        e.force_flush(Duration::from_secs(5)).unwrap();
+        e.force_flush(Duration::from_secs(5)).unwrap();
+        e.shutdown(Duration::from_secs(5)).unwrap();
+        assert_eq!(*got.lock().unwrap(), vec![2, 4]);
+        let ex = [("exporter", "test")];
+        assert_eq!(value(&reg, sonde_core::telemetry::PANICS, &ex), Some(2.0));
+    }
+
+    fn start_with(reg: &Registry, source: Panicky, got: Arc<Mutex<Vec<u64>>>) -> PushExporter {
+        start(reg, config(), source, move || async move {
             Ok::<_, ()>(Flaky { fail: 0, got })
         })
         .unwrap()

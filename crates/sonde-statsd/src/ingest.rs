@@ -39,7 +39,17 @@
 //! are dropped and counted in `sonde.statsd.dropped{reason="too_many_metrics"}`); each family
 //! has [`Ingest::max_series`] series before new label sets go to its overflow series. A name
 //! that arrives with another type than its first sample (`x:1|c` then `x:1|g`) is dropped and
-//! counted in `sonde.statsd.parse_errors{reason="type_conflict"}`.
+//! counted in `sonde.statsd.parse_errors{reason="type_conflict"}`. A name whose Prometheus form
+//! is another family's (`a.b` after `a_b`, or `system_cpu_time` next to the host collector's
+//! `system.cpu.time`: the registry refuses it, see
+//! [`Error::NameCollision`](sonde_core::Error::NameCollision)) is dropped and counted in
+//! `sonde.statsd.parse_errors{reason="name_collision"}`, so the exposition stays valid.
+//!
+//! **Non-finite values.** `inf`, `nan` and numbers beyond the `f64` range are malformed
+//! (`bad_value`). A value that would make a counter's total, a gauge or a histogram's sum
+//! infinite (`x:1e308|c` twice, `x:1e308|c|@0.1`, `g:+1e308|g` twice) is not recorded and is
+//! counted in `sonde.statsd.dropped{reason="non_finite"}`: sonde never exports `+Inf` or `NaN`
+//! for StatsD input.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -106,8 +116,9 @@ enum FamilyRef {
     Gauge(Family<Gauge<f64>>),
     /// Histograms and timers.
     Histogram(Family<Histogram>),
-    /// The name is registered by someone else with another definition.
-    Conflict,
+    /// The name is registered by someone else with another definition (`type_conflict`), or
+    /// another family has its Prometheus name (`name_collision`): the rejection reason.
+    Conflict(&'static str),
 }
 
 struct MetricState {
@@ -456,7 +467,7 @@ impl Ingest {
                 }
                 let keys: Vec<Box<str>> = labels.iter().map(|(k, _)| k.as_ref().into()).collect();
                 let family = register(&self.registry, &name, kind, &keys, self.max_series)
-                    .unwrap_or(FamilyRef::Conflict);
+                    .unwrap_or_else(|e| FamilyRef::Conflict(conflict_reason(&e)));
                 let i = self.metrics.len();
                 self.metrics.push(MetricState {
                     name: name.as_str().into(),
@@ -473,8 +484,11 @@ impl Ingest {
         };
 
         let state = &self.metrics[idx];
-        if state.kind != kind || matches!(state.family, FamilyRef::Conflict) {
+        if state.kind != kind {
             return Cached::Rejected(Reject::Error("type_conflict"));
+        }
+        if let FamilyRef::Conflict(reason) = state.family {
+            return Cached::Rejected(Reject::Error(reason));
         }
         let missing = labels
             .iter()
@@ -512,7 +526,7 @@ impl Ingest {
             FamilyRef::Gauge(f) => Handle::Gauge(f.with(&values)),
             FamilyRef::Histogram(f) if kind == Kind::Timer => Handle::Timer(f.with(&values)),
             FamilyRef::Histogram(f) => Handle::Histogram(f.with(&values)),
-            FamilyRef::Conflict => return Cached::Rejected(Reject::Error("type_conflict")),
+            FamilyRef::Conflict(reason) => return Cached::Rejected(Reject::Error(reason)),
         };
         Cached::Series {
             metric: idx as u32,
@@ -571,7 +585,7 @@ impl Ingest {
                 .registry
                 .widen_family(f, labels())
                 .map(FamilyRef::Histogram),
-            FamilyRef::Conflict => return Err(Reject::Error("type_conflict")),
+            FamilyRef::Conflict(reason) => return Err(Reject::Error(reason)),
         };
         let family = match widened {
             Ok(f) => Ok(f),
@@ -584,12 +598,13 @@ impl Ingest {
         };
         let family = match family {
             Ok(f) => f,
-            Err(_) => {
+            Err(e) => {
                 // Registered by someone else in between: the name is theirs now.
+                let reason = conflict_reason(&e);
                 let state = &mut self.metrics[idx];
-                state.family = FamilyRef::Conflict;
+                state.family = FamilyRef::Conflict(reason);
                 state.generation = state.generation.wrapping_add(1);
-                return Err(Reject::Error("type_conflict"));
+                return Err(Reject::Error(reason));
             }
         };
         if let FamilyRef::Gauge(f) = &family
@@ -688,9 +703,25 @@ fn register(
     })
 }
 
+/// The rejection reason for a family the registry refused.
+fn conflict_reason(e: &sonde_core::Error) -> &'static str {
+    match e {
+        sonde_core::Error::NameCollision { .. } => "name_collision",
+        _ => "type_conflict",
+    }
+}
+
+/// Magnitude below which adding a value to a finite `f64` cannot overflow: half the spacing
+/// of floats near `f64::MAX` is 2^970 (~9.98e291), so a smaller addend rounds to at most
+/// `f64::MAX`. Larger ones take the slow path that reads the current total first.
+const OVERFLOW_SAFE: f64 = 1e291;
+
 /// What a rejection reason of [`Reject::Error`] means, for the log.
 fn explain(reason: &str) -> &'static str {
     match reason {
+        "name_collision" => {
+            "another metric (StatsD, host or library) has the same Prometheus name: names that differ only in characters outside [A-Za-z0-9] render alike"
+        }
         "type_conflict" => {
             "the name came before with another type, or is registered with another definition"
         }
@@ -713,20 +744,30 @@ fn apply(
         Handle::Counter(c) => {
             let rate = m.sample_rate;
             for v in m.values() {
-                c.add(v.number / rate);
+                let inc = v.number / rate;
+                // `1e308|c|@0.1` or a total past f64::MAX would export +Inf for good.
+                if inc >= OVERFLOW_SAFE && !(c.value().as_f64() + inc).is_finite() {
+                    stats.dropped("non_finite", 1);
+                    continue;
+                }
+                c.add(inc);
             }
         }
         Handle::Gauge(g) => {
             for v in m.values() {
-                if v.signed {
-                    g.add(v.number);
-                } else {
+                if !v.signed {
                     g.set(v.number);
+                } else if v.number.abs() >= OVERFLOW_SAFE
+                    && !(g.value().as_f64() + v.number).is_finite()
+                {
+                    stats.dropped("non_finite", 1);
+                } else {
+                    g.add(v.number);
                 }
             }
         }
-        Handle::Timer(h) => observe(h, m, 1000.0),
-        Handle::Histogram(h) => observe(h, m, 1.0),
+        Handle::Timer(h) => observe(h, m, 1000.0, stats),
+        Handle::Histogram(h) => observe(h, m, 1.0, stats),
         Handle::Set(i) => {
             let (Some(s), Some(member)) = (sets.get_mut(*i as usize), m.set_member()) else {
                 return;
@@ -743,11 +784,16 @@ fn apply(
 }
 
 #[inline]
-fn observe(h: &Histogram, m: &Metric<'_>, divisor: f64) {
+fn observe(h: &Histogram, m: &Metric<'_>, divisor: f64, stats: &Stats) {
     let weight = weight(m.sample_rate);
     if weight == 1 {
         for v in m.values() {
-            h.observe(v.number / divisor);
+            let x = v.number / divisor;
+            if x.abs() >= OVERFLOW_SAFE && overflows(h, x, 1) {
+                stats.dropped("non_finite", 1);
+                continue;
+            }
+            h.observe(x);
         }
         return;
     }
@@ -757,10 +803,21 @@ fn observe(h: &Histogram, m: &Metric<'_>, divisor: f64) {
         let x = v.number / divisor;
         let n = weight.min(budget).max(1);
         budget = budget.saturating_sub(n);
+        if x.abs() >= OVERFLOW_SAFE && overflows(h, x, n) {
+            stats.dropped("non_finite", 1);
+            continue;
+        }
         for _ in 0..n {
             h.observe(x);
         }
     }
+}
+
+/// Whether observing `x` `n` times would make the series' sum infinite. Reads the whole
+/// series, so only called for values of a magnitude that can overflow (never in practice).
+#[cold]
+fn overflows(h: &Histogram, x: f64, n: u32) -> bool {
+    !(h.read().sum() + x * f64::from(n)).is_finite()
 }
 
 #[cfg(test)]
@@ -1015,6 +1072,82 @@ mod tests {
             number(&snap, PARSE_ERRORS, &[("reason", "type_conflict")]),
             6.0
         );
+    }
+
+    #[test]
+    fn names_that_render_alike_in_prometheus_are_dropped_as_name_collisions() {
+        let (registry, mut ingest) = ingest();
+        // A host-collector family of the name, as the agent registers it.
+        registry
+            .counter_f64("system.cpu.time")
+            .unit(Unit::Seconds)
+            .build()
+            .unwrap();
+        registry.counter_f64("system.load").build().unwrap();
+        ingest
+            .ingest_packet(b"a.b:1|c\na_b:1|c\na-b:5|c\na.b:2|c\nsystem_load:1|c\nsystem_load:1|c");
+        let snap = registry.snapshot();
+        assert_eq!(number(&snap, "a.b", &[]), 3.0);
+        assert!(snap.family("a_b").is_none() && snap.family("a-b").is_none());
+        assert!(snap.family("system_load").is_none());
+        assert_eq!(
+            number(&snap, PARSE_ERRORS, &[("reason", "name_collision")]),
+            4.0
+        );
+        assert_eq!(
+            count_or_zero(&snap, PARSE_ERRORS, &[("reason", "type_conflict")]),
+            0.0
+        );
+        // A name seen before with another type is a type conflict, whatever its Prometheus name.
+        ingest.ingest_packet(b"a_b:1|g\na.b:1|g");
+        let snap = registry.snapshot();
+        assert_eq!(
+            number(&snap, PARSE_ERRORS, &[("reason", "type_conflict")]),
+            2.0
+        );
+    }
+
+    #[test]
+    fn values_that_would_make_a_total_gauge_or_sum_infinite_are_dropped() {
+        let (registry, mut ingest) = ingest();
+        ingest.ingest_packet(
+            b"c:1e308|c\nc:1e308|c\nc:1e308|c|@0.1\nc:1|c\n\
+              g:+1e308|g\ng:+1e308|g\ng:-1e308|g\n\
+              d:-1.7e308|g\nd:-1e308|g\n\
+              h:1.7e308|h\nh:1.7e308|h\nh:1|h|@0.5\n\
+              t:1.7e308|ms\nt:1.7e308:1e308|ms\n\
+              w:1e307|h|@0.01\n\
+              n:inf|c\nn:nan|g\nn:1e999|g\nn:-inf|g",
+        );
+        let snap = registry.snapshot();
+        assert_eq!(number(&snap, "c", &[]), 1e308 + 1.0);
+        assert_eq!(number(&snap, "g", &[]), 0.0);
+        assert_eq!(number(&snap, "d", &[]), -1.7e308);
+        assert_eq!(hist(&snap, "h", &[]), (3, 1.7e308 + 2.0));
+        // Timers divide by 1000 first, so these fit.
+        assert_eq!(hist(&snap, "t", &[]).0, 3);
+        // 1e307 observed 100 times would pass f64::MAX.
+        assert_eq!(hist(&snap, "w", &[]).0, 0);
+        assert_eq!(
+            number(&snap, DROPPED, &[("reason", "non_finite")]),
+            6.0,
+            "c twice, g, d, h, w"
+        );
+        assert_eq!(number(&snap, PARSE_ERRORS, &[("reason", "bad_value")]), 4.0);
+        for f in &snap.families {
+            for series in &f.series {
+                match &series.point {
+                    sonde_core::Point::Histogram(h) => {
+                        assert!(h.sum().is_finite(), "{}", f.meta.name())
+                    }
+                    p => assert!(
+                        p.number().unwrap().as_f64().is_finite(),
+                        "{}",
+                        f.meta.name()
+                    ),
+                }
+            }
+        }
     }
 
     #[test]

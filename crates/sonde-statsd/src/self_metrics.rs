@@ -11,12 +11,14 @@ pub const PACKETS: &str = "sonde.statsd.packets";
 pub const LINES: &str = "sonde.statsd.lines";
 /// Lines rejected, by `reason`: every [`ParseError::reason`](crate::ParseError::reason), plus
 /// `type_conflict` (a name seen before with another type, or registered by someone else with
-/// another definition), `bad_name` / `too_long` (a mapped name that is still not a valid metric
+/// another definition), `name_collision` (another family has the same Prometheus name),
+/// `bad_name` / `too_long` (a mapped name that is still not a valid metric
 /// name) and `bad_tags` (a tag key longer than 255 bytes).
 pub const PARSE_ERRORS: &str = "sonde.statsd.parse_errors";
 /// Samples or datagrams not recorded, by `reason`: `queue_full` (a datagram: the parser fell
 /// behind), `too_many_metrics` (the distinct-name limit), `too_many_labels` (the label limit of
-/// a family), `mapping` (a drop rule), `set_full` (a set's distinct-value limit).
+/// a family), `mapping` (a drop rule), `set_full` (a set's distinct-value limit), `non_finite`
+/// (a value that would make a total, gauge or sum infinite).
 pub const DROPPED: &str = "sonde.statsd.dropped";
 /// Times a family was widened with more labels (its series kept), by `metric`.
 pub const RELABELS: &str = "sonde.statsd.relabels";

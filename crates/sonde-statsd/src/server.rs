@@ -133,7 +133,8 @@ impl StatsdServerBuilder {
         self
     }
 
-    /// Asks for a socket receive buffer (`SO_RCVBUF`) of `bytes`; the effective size is in
+    /// Asks for a socket receive buffer (`SO_RCVBUF`) of `bytes`, at most `i32::MAX` (more is
+    /// an error at [`start`](Self::start)); the effective size is in
     /// [`StatsdServer::listeners`]. By default the system default is kept.
     pub fn receive_buffer(mut self, bytes: usize) -> Self {
         self.receive_buffer = Some(bytes);
@@ -283,6 +284,20 @@ impl StatsdServerBuilder {
     }
 }
 
+/// `SO_RCVBUF` is a C `int`: 2 GiB and more would be truncated (4 GiB to 0), so it is refused.
+fn set_receive_buffer(socket: &Socket, bytes: usize) -> io::Result<()> {
+    if i32::try_from(bytes).is_err() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "a receive buffer of {bytes} bytes is more than the {} the socket API accepts; ask for less (the kernel caps it at net.core.rmem_max anyway)",
+                i32::MAX
+            ),
+        ));
+    }
+    socket.set_recv_buffer_size(bytes)
+}
+
 fn bind_udp(address: &str, receive_buffer: Option<usize>) -> Result<(UdpSocket, Listener), Error> {
     let addr = address
         .to_socket_addrs()
@@ -302,7 +317,7 @@ fn bind_udp(address: &str, receive_buffer: Option<usize>) -> Result<(UdpSocket, 
     };
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, None).map_err(bind_err)?;
     if let Some(n) = receive_buffer {
-        socket.set_recv_buffer_size(n).map_err(bind_err)?;
+        set_receive_buffer(&socket, n).map_err(bind_err)?;
     }
     socket.bind(&addr.into()).map_err(bind_err)?;
     socket
@@ -334,7 +349,7 @@ fn bind_unix(
     let addr = SockAddr::unix(path).map_err(bind_err)?;
     let socket = Socket::new(Domain::UNIX, Type::DGRAM, None).map_err(bind_err)?;
     if let Some(n) = receive_buffer {
-        socket.set_recv_buffer_size(n).map_err(bind_err)?;
+        set_receive_buffer(&socket, n).map_err(bind_err)?;
     }
     if let Err(e) = socket.bind(&addr) {
         // A socket file nobody listens on (a previous run that crashed) may be replaced; a live

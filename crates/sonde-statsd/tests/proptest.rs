@@ -287,4 +287,41 @@ proptest! {
             prop_assert_eq!(delivered[i], *want as f64);
         }
     }
+
+    /// Issue #14: whatever finite values arrive (huge ones, at tiny sample rates, added to
+    /// gauges), no counter, gauge or histogram sum ever becomes infinite or NaN.
+    #[test]
+    fn huge_values_never_make_anything_non_finite(
+        lines in proptest::collection::vec(
+            (
+                0usize..3,
+                proptest::sample::select(vec!["c", "g", "h", "ms", "d"]),
+                prop_oneof![
+                    (1e300..f64::MAX).prop_map(|v| format!("{v:e}")),
+                    (-f64::MAX..-1e300).prop_map(|v| format!("{v:e}")),
+                    (1e300..f64::MAX).prop_map(|v| format!("+{v:e}")),
+                    number().prop_map(|v| format!("{v}")),
+                ],
+                proptest::option::of(proptest::sample::select(vec!["0.001", "0.5", "1"])),
+            ),
+            1..30,
+        )
+    ) {
+        let registry = Registry::new();
+        let mut ingest = Ingest::new(registry.clone());
+        for (name, t, value, rate) in &lines {
+            let rate = rate.map(|r| format!("|@{r}")).unwrap_or_default();
+            let line = format!("m{name}.{t}:{value}|{t}{rate}");
+            ingest.ingest_packet(line.as_bytes());
+        }
+        for f in &registry.snapshot().families {
+            for series in &f.series {
+                let v = match &series.point {
+                    sonde_core::Point::Histogram(h) => h.sum(),
+                    p => p.number().unwrap().as_f64(),
+                };
+                prop_assert!(v.is_finite(), "{} = {v} after {lines:?}", f.meta.name());
+            }
+        }
+    }
 }

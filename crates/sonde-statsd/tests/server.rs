@@ -299,3 +299,26 @@ fn the_server_can_be_shared_and_the_ingest_moved_to_a_thread() {
     send_sync::<StatsdServer>();
     send::<sonde_statsd::Ingest>();
 }
+
+/// Issue #14: `SO_RCVBUF` is a C int; 4 GiB used to become 0 and 2 GiB a negative size,
+/// both accepted without a word.
+#[test]
+fn a_receive_buffer_the_socket_api_cannot_take_is_refused() {
+    for bytes in [2usize << 30, 4 << 30] {
+        let err = StatsdServer::builder()
+            .udp("127.0.0.1:0")
+            .receive_buffer(bytes)
+            .start()
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::Bind { .. }) && err.to_string().contains("receive buffer"),
+            "{err}"
+        );
+    }
+    let ok = StatsdServer::builder()
+        .udp("127.0.0.1:0")
+        .receive_buffer(i32::MAX as usize)
+        .start()
+        .unwrap();
+    assert!(ok.listeners()[0].receive_buffer > 0);
+}

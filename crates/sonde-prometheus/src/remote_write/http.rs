@@ -29,7 +29,8 @@ pub(crate) fn agent(timeout: Duration) -> ureq::Agent {
 pub(crate) fn check_url(url: &str, example: &str) -> Result<(), Error> {
     let fail = |reason: &str| {
         Err(Error::Config(format!(
-            "the URL {url:?} is invalid ({reason}); give an absolute http:// or https:// URL such as {example}"
+            "the URL {:?} is invalid ({reason}); give an absolute http:// or https:// URL such as {example}",
+            sonde_push::redact_url(url)
         )))
     };
     match url.parse::<http::Uri>() {
@@ -77,7 +78,7 @@ pub(crate) fn outcome(
                     | ureq::Error::ConnectProxyFailed(_)
             );
             let error = Error::Transport {
-                url: url.to_owned(),
+                url: sonde_push::redact_url(url).into_owned(),
                 reason: e.to_string(),
             };
             return if retryable {
@@ -91,12 +92,12 @@ pub(crate) fn outcome(
         }
     };
     let status = response.status().as_u16();
+    // Seconds or an HTTP-date, clamped: a hostile value cannot stall or crash the sender.
     let retry_after = response
         .headers()
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+        .and_then(sonde_push::parse_retry_after);
     // Read (a bounded part of) the body: a drained response lets the connection be reused,
     // and an error's body says what the server disliked.
     let body = response
@@ -115,7 +116,7 @@ pub(crate) fn outcome(
         text.push_str("...");
     }
     let error = Error::Status {
-        url: url.to_owned(),
+        url: sonde_push::redact_url(url).into_owned(),
         status,
         body: text,
         hint: hint(status),
@@ -127,9 +128,71 @@ pub(crate) fn outcome(
     }
 }
 
+/// `Debug` of configured headers: names only, values (tokens, API keys) hidden.
+pub(crate) fn redacted_headers(headers: &[(String, String)]) -> impl std::fmt::Debug + '_ {
+    struct Headers<'a>(&'a [(String, String)]);
+    impl std::fmt::Debug for Headers<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_map()
+                .entries(self.0.iter().map(|(k, _)| (k, sonde_push::REDACTED)))
+                .finish()
+        }
+    }
+    Headers(headers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_and_errors_hide_credentials() {
+        let rw = crate::remote_write::RemoteWriteBuilder::new("https://u:s3cret@h/api/v1/write")
+            .header("authorization", "Bearer s3cret");
+        let pg = crate::push::PushgatewayBuilder::new("https://u:s3cret@h:9091")
+            .header("authorization", "Bearer s3cret");
+        for shown in [format!("{rw:?}"), format!("{pg:?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(
+                shown.contains(r#""authorization": "<redacted>""#),
+                "{shown}"
+            );
+            assert!(shown.contains("https://<redacted>@h"), "{shown}");
+        }
+        let e = check_url("ftp://u:s3cret@h/", "x").unwrap_err().to_string();
+        assert!(!e.contains("s3cret"), "{e}");
+        let e = outcome(
+            "http://u:s3cret@127.0.0.1:1/",
+            Err(ureq::Error::ConnectionFailed),
+            |_| "",
+        );
+        assert!(!format!("{e:?}").contains("s3cret"), "{e:?}");
+    }
+
+    #[test]
+    fn retry_after_is_parsed_and_clamped() {
+        let answer = |v: &str| {
+            let r = ureq::http::Response::builder()
+                .status(503)
+                .header("retry-after", v)
+                .body(ureq::Body::builder().data(""))
+                .unwrap();
+            match outcome("http://h/", Ok(r), |_| "") {
+                Outcome::Retry { retry_after, .. } => retry_after,
+                o => panic!("{o:?}"),
+            }
+        };
+        assert_eq!(answer("3"), Some(Duration::from_secs(3)));
+        assert_eq!(
+            answer("18446744073709551616"),
+            Some(sonde_push::MAX_PEER_DELAY)
+        );
+        assert_eq!(
+            answer("Fri, 31 Dec 9999 23:59:59 GMT"),
+            Some(sonde_push::MAX_PEER_DELAY)
+        );
+        assert_eq!(answer("later"), None);
+    }
 
     #[test]
     fn urls() {

@@ -1,0 +1,155 @@
+//! Issue #14: StatsD names that render to one Prometheus name (`shop.orders` and `shop_orders`, a host metric's
+//! name in Prometheus form, `target_info`) and values that would overflow `f64` reach the real
+//! `sonde-agent`: the exposition stays valid for `promtool` and a real Prometheus keeps scraping
+//! the whole host, with the first family's values and nothing infinite.
+#![allow(clippy::unwrap_used)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sonde_tests::prometheus::{self, Prometheus};
+use sonde_tests::{TempDir, free_addr, wait_for};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
+
+/// The agent process, killed on drop so a failing assertion leaves nothing running.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_udp() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+#[test]
+fn colliding_names_and_overflowing_values_leave_a_valid_exposition_and_scrape() {
+    let statsd = free_udp();
+    let metrics = free_addr();
+    let dir = TempDir::new("agent-collisions");
+    let config = dir.0.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = true\ninterval = \"1s\"\n\n[statsd]\nudp = \"{statsd}\"\n\n[exporters.prometheus]\nlisten = \"{metrics}\"\n"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.0.join("agent.log")).unwrap();
+    let _agent = Running(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let url = format!("http://{metrics}/metrics");
+    let scrape = || {
+        sonde_tests::http::try_get(&url)
+            .filter(|r| r.status == 200)
+            .map(|r| r.text())
+    };
+    wait_for("the agent's /metrics", Duration::from_secs(20), || {
+        scrape().filter(|t| t.contains("system_cpu_time_seconds_total{"))
+    });
+
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // The first of each Prometheus name comes alone, so it is registered first.
+    sock.send_to(b"shop.orders:3|c", statsd).unwrap();
+    wait_for("shop.orders on /metrics", Duration::from_secs(20), || {
+        scrape().filter(|t| t.contains("\nshop_orders_total 3\n"))
+    });
+    let lines = "shop_orders:1|c\nshop-orders:1|c\nshop_orders:5|g\n\
+                 system_cpu_time_seconds:1|c\nsystem_memory_usage_bytes:5|g\ntarget_info:1|g\n\
+                 big:1e308|c\nbig:1e308|c\nbig:1e308|c|@0.5\n\
+                 level:+1e308|g\nlevel:+1e308|g\n\
+                 size:1.7e308|h\nsize:1.7e308|h\n\
+                 literal:inf|c\nliteral:nan|g\n";
+    sock.send_to(lines.as_bytes(), statsd).unwrap();
+    let text = wait_for(
+        "the StatsD lines counted on /metrics",
+        Duration::from_secs(20),
+        || {
+            scrape().filter(|t| {
+                t.contains("sonde_statsd_dropped_total{reason=\"non_finite\"} 4\n")
+                    && t.contains("sonde_statsd_parse_errors_total{reason=\"bad_value\"} 2\n")
+            })
+        },
+    );
+
+    let findings = prometheus::promtool_check_metrics(&text);
+    assert!(
+        findings.trim().is_empty(),
+        "promtool check metrics has findings:\n{findings}\n---\n{text}"
+    );
+    for name in [
+        "shop_orders",
+        "shop_orders_total",
+        "system_cpu_time_seconds_total",
+        "system_memory_usage_bytes",
+        "target_info",
+    ] {
+        assert_eq!(
+            text.matches(&format!("# TYPE {name} ")).count(),
+            usize::from(name != "shop_orders"),
+            "{name}:\n{text}"
+        );
+    }
+    // `shop_orders:5|g` came with another type than `shop_orders:1|c`, a type conflict; the others collide.
+    assert!(
+        text.contains("sonde_statsd_parse_errors_total{reason=\"name_collision\"} 4\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nshop_orders_total 3\n"), "{text}");
+    assert!(text.contains("\nbig_total 1e308\n"), "{text}");
+    assert!(text.contains("\nlevel 1e308\n"), "{text}");
+    assert!(text.contains("\nsize_sum 1.7e308\n"), "{text}");
+    // `target_info` is the resource's: the StatsD gauge of that name is left out and counted.
+    // Counted while the skipping scrape is written, so it shows from the next one.
+    let next = scrape().unwrap();
+    assert!(
+        next.contains(
+            "sonde_instrumentation_errors_total{metric=\"target_info\",reason=\"name_collision\"}"
+        ),
+        "{next}"
+    );
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let value = line.rsplit(' ').next().unwrap();
+        let statsd = [
+            "shop_orders",
+            "big",
+            "level",
+            "size",
+            "literal",
+            "target_info{",
+        ]
+        .iter()
+        .any(|p| line.starts_with(p));
+        assert!(
+            !(statsd && matches!(value, "+Inf" | "-Inf" | "NaN")),
+            "{line}"
+        );
+    }
+
+    // A real Prometheus scrapes the whole host, with the first family's value.
+    let prom = Prometheus::start(&[metrics], &[], &[]);
+    let up = prom.wait_for_series("up{job=\"sonde\"} == 1", Duration::from_secs(30));
+    assert_eq!(up[0].value, 1.0, "{}", prom.log());
+    let orders = prom.wait_for_series("shop_orders_total", Duration::from_secs(30));
+    assert_eq!((orders.len(), orders[0].value), (1, 3.0));
+    let cpu = prom.wait_for_series("system_cpu_time_seconds_total", Duration::from_secs(30));
+    assert!(cpu.len() > 1, "{cpu:?}");
+    let big = prom.query("big_total");
+    assert_eq!(big[0].value, 1e308);
+    assert!(prom.query("up{job=\"sonde\"} == 0").is_empty());
+}

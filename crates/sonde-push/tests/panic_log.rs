@@ -1,0 +1,85 @@
+//! A panic inside an exporter is logged through `sonde_core::diag` (here, a global `tracing`
+//! subscriber: the engine logs from its own thread, which a thread-local capture cannot see).
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use sonde_push::{Outcome, PushConfig, Sink, Source};
+
+static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Keeps the `message` of every event.
+struct Keep;
+
+struct Message(String);
+
+impl tracing::field::Visit for Message {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
+impl tracing::Subscriber for Keep {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut m = Message(String::new());
+        event.record(&mut m);
+        LINES.lock().unwrap().push(m.0);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+struct One;
+impl Source for One {
+    type Batch = Vec<u64>;
+    fn collect(&mut self) -> Vec<Vec<u64>> {
+        vec![vec![1]]
+    }
+}
+
+struct PanicsOnce(bool);
+impl Sink for PanicsOnce {
+    type Batch = Vec<u64>;
+    async fn send(&mut self, _: &Vec<u64>, _: Duration) -> Outcome {
+        if !std::mem::replace(&mut self.0, true) {
+            panic!("boom in send");
+        }
+        Outcome::Success {
+            rejected: 0,
+            message: String::new(),
+        }
+    }
+}
+
+#[test]
+fn a_caught_panic_is_logged_as_a_warning() {
+    tracing::subscriber::set_global_default(Keep).unwrap();
+    let reg = sonde_core::Registry::new();
+    let mut config = PushConfig::new("paniclog");
+    config.interval = Duration::from_secs(3600);
+    let e = sonde_push::start(&reg, config, One, || async {
+        Ok::<_, ()>(PanicsOnce(false))
+    })
+    .unwrap();
+    assert!(e.force_flush(Duration::from_secs(5)).is_err());
+    e.force_flush(Duration::from_secs(5)).unwrap();
+    e.shutdown(Duration::from_secs(5)).unwrap();
+    let lines = LINES.lock().unwrap().clone();
+    assert!(
+        lines.iter().any(|l| l
+            == "paniclog exporter: sending a request panicked: boom in send; the exporter keeps running (repeats are reported at most once a minute)"),
+        "{lines:#?}"
+    );
+}

@@ -1,8 +1,8 @@
 //! Starting, reloading and stopping the agent's components around one registry, so a reload
 //! (SIGHUP) keeps every series.
 
-use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,11 @@ use crate::config::{Config, ProbeSection, ProcstatSection};
 
 /// Runs until SIGTERM or SIGINT.
 pub fn run(config: Config, path: Option<String>) -> Result<(), String> {
-    let registry = Registry::with_max_series(config.agent.max_series_per_family);
+    // The series cap follows the bytes: no series takes less than about 100 bytes.
+    let registry = Registry::with_budget(
+        config.agent.max_series_per_family,
+        sonde_core::MemoryBudget::new(config.agent.memory_budget / 100, config.agent.memory_budget),
+    );
     let telemetry = AgentTelemetry::register(&registry);
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
@@ -53,10 +57,9 @@ pub fn run(config: Config, path: Option<String>) -> Result<(), String> {
                         error!("the new configuration is invalid, keeping the current one:\n{e}");
                     }
                     Ok(new) => {
-                        running.stop(config.agent.shutdown_timeout);
-                        match Running::start(&new, &registry) {
-                            Ok(r) => {
-                                running = r;
+                        // Unchanged components keep running; see `Running::apply`.
+                        match running.apply(&new, &registry, config.agent.shutdown_timeout) {
+                            Ok(()) => {
                                 config = new;
                                 telemetry.reload(true);
                                 info!("configuration reloaded");
@@ -64,9 +67,11 @@ pub fn run(config: Config, path: Option<String>) -> Result<(), String> {
                             Err(e) => {
                                 telemetry.reload(false);
                                 error!(
-                                    "the new configuration failed to start ({e}); restarting the previous one"
+                                    "the new configuration failed to start ({e}); the sections that did not start keep their previous settings"
                                 );
-                                running = Running::start(&config, &registry)?;
+                                if let Some(applied) = &running.config {
+                                    config = applied.clone();
+                                }
                             }
                         }
                     }
@@ -120,8 +125,12 @@ impl AgentTelemetry {
     }
 }
 
-/// What a configuration started.
+/// What a configuration started. A reload ([`Running::apply`]) keeps every component whose
+/// section did not change, so its sockets, StatsD ingest state, delta readers and queues carry
+/// on as if nothing happened.
 struct Running {
+    /// The configuration the components run (a section whose restart failed keeps the old one).
+    config: Option<Config>,
     prometheus: Option<sonde_prometheus::PrometheusServer>,
     otlp: Option<sonde_otlp::OtlpMetricsExporter>,
     cloudwatch: Option<sonde_cloudwatch::CloudWatchExporter>,
@@ -129,7 +138,28 @@ struct Running {
     remote_write: Option<sonde_prometheus::RemoteWriter>,
     statsd: Option<Arc<sonde_statsd::StatsdServer>>,
     prober: Option<sonde_probes::RunningProber>,
-    ticker: Option<(Sender<()>, JoinHandle<()>)>,
+    host: Option<Arc<sonde_host::HostMetrics>>,
+    procstat: Option<Arc<sonde_host::ProcstatMetrics>>,
+    tick: Arc<Mutex<Tick>>,
+    ticker: Option<(Sender<TickMsg>, JoinHandle<()>)>,
+}
+
+/// What the timer thread works on; swapped under the lock on a reload, so the thread (and its
+/// set-rotation schedule) survives reloads.
+#[derive(Default)]
+struct Tick {
+    host: Option<Arc<sonde_host::HostMetrics>>,
+    procstat: Option<Arc<sonde_host::ProcstatMetrics>>,
+    statsd: Option<Arc<sonde_statsd::StatsdServer>>,
+    emf: Option<Arc<sonde_cloudwatch::EmfWriter>>,
+    host_every: Duration,
+    agent_every: Duration,
+}
+
+enum TickMsg {
+    /// The parts or intervals changed.
+    Wake,
+    Stop,
 }
 
 fn resource(config: &Config) -> Resource {
@@ -146,10 +176,113 @@ fn resource(config: &Config) -> Resource {
     r
 }
 
+/// Push exporters a reload replaced, or all of them at shutdown.
+#[derive(Default)]
+struct Exporters {
+    otlp: Option<sonde_otlp::OtlpMetricsExporter>,
+    cloudwatch: Option<sonde_cloudwatch::CloudWatchExporter>,
+    emf: Option<Arc<sonde_cloudwatch::EmfWriter>>,
+    remote_write: Option<sonde_prometheus::RemoteWriter>,
+}
+
+impl Exporters {
+    /// Delivers what each holds within `timeout`, in parallel; returns whether all was delivered.
+    fn shutdown(self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let left = || deadline.saturating_duration_since(Instant::now());
+        let mut ok = true;
+        std::thread::scope(|s| {
+            let mut jobs: Vec<std::thread::ScopedJoinHandle<'_, Result<(), String>>> = Vec::new();
+            if let Some(o) = self.otlp {
+                let t = left();
+                jobs.push(s.spawn(move || o.shutdown(t).map_err(|e| format!("otlp: {e}"))));
+            }
+            if let Some(c) = self.cloudwatch {
+                let t = left();
+                jobs.push(s.spawn(move || c.shutdown(t).map_err(|e| format!("cloudwatch: {e}"))));
+            }
+            if let Some(w) = self.remote_write {
+                let t = left();
+                jobs.push(s.spawn(move || w.shutdown(t).map_err(|e| format!("remote write: {e}"))));
+            }
+            if let Some(w) = self.emf {
+                jobs.push(s.spawn(move || w.flush().map(|_| ()).map_err(|e| format!("emf: {e}"))));
+            }
+            for j in jobs {
+                match j.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        ok = false;
+                        error!("{e}");
+                    }
+                    Err(_) => ok = false,
+                }
+            }
+        });
+        ok
+    }
+}
+
+/// Components started next to the running ones before anything is swapped (no shared socket),
+/// so a failure leaves the running configuration untouched.
+#[derive(Default)]
+struct Staged {
+    prometheus: Option<Option<sonde_prometheus::PrometheusServer>>,
+    exporters: Exporters,
+    otlp: bool,
+    cloudwatch: bool,
+    emf: bool,
+    remote_write: bool,
+    statsd: Option<Option<sonde_statsd::StatsdServer>>,
+    prober: Option<Option<sonde_probes::RunningProber>>,
+}
+
+impl Staged {
+    /// Undoes a reload that failed half-way: stops what was started (nothing was delivered by
+    /// it yet that the running components do not also deliver), and removes the series of the
+    /// probes the running prober does not have.
+    fn discard(self, running: Option<&sonde_probes::RunningProber>) {
+        if let Some(Some(p)) = self.prober {
+            match running {
+                Some(r) => p.replace_with(r),
+                None => p.uninstall(),
+            }
+        }
+        if let Some(Some(mut s)) = self.statsd {
+            s.shutdown();
+        }
+        if let Some(Some(p)) = self.prometheus {
+            p.shutdown();
+        }
+        let _ = self.exporters.shutdown(Duration::from_secs(1));
+    }
+}
+
+/// A section `pick`s from the configuration changed (always, on the first start).
+fn changed<T: PartialEq>(old: Option<&Config>, new: &Config, pick: impl Fn(&Config) -> T) -> bool {
+    old.is_none_or(|o| pick(o) != pick(new))
+}
+
+/// The addresses StatsD listens on, when it listens.
+fn statsd_listen(c: &Config) -> Option<(Option<std::net::SocketAddr>, Option<std::path::PathBuf>)> {
+    let s = &c.statsd;
+    (s.enabled && (s.udp.is_some() || s.unix.is_some())).then(|| (s.udp, s.unix.clone()))
+}
+
+/// Everything StatsD is started from.
+fn statsd_settings(c: &Config) -> (crate::config::StatsdSection, usize) {
+    (c.statsd.clone(), c.agent.max_series_per_family)
+}
+
 impl Running {
     fn start(config: &Config, registry: &Registry) -> Result<Running, String> {
-        let resource = resource(config);
+        let tick = Arc::new(Mutex::new(Tick {
+            host_every: config.host.interval,
+            agent_every: config.agent.interval,
+            ..Tick::default()
+        }));
         let mut r = Running {
+            config: None,
             prometheus: None,
             otlp: None,
             cloudwatch: None,
@@ -157,128 +290,277 @@ impl Running {
             remote_write: None,
             statsd: None,
             prober: None,
-            ticker: None,
+            host: None,
+            procstat: None,
+            ticker: Some(start_ticker(tick.clone())?),
+            tick,
         };
         // Anything that fails to start stops what already started.
-        if let Err(e) = r.start_all(config, registry, &resource) {
+        if let Err(e) = r.apply(config, registry, Duration::from_secs(2)) {
             r.stop(Duration::from_secs(2));
             return Err(e);
         }
         Ok(r)
     }
 
-    fn start_all(
+    /// Moves to `new`: unchanged components keep running untouched; changed ones are replaced,
+    /// the new one started before the old one stops wherever they share nothing (a listener
+    /// on a new address binds before the old one closes); removed ones stop and their series
+    /// go. Replaced push exporters deliver what they hold within `timeout`; a replaced OTLP
+    /// (delta) or CloudWatch exporter hands its delta state to its successor, so each change
+    /// is exported once, by one of them.
+    ///
+    /// Not carried over (yet): a new EMF writer starts its deltas from zero, a new StatsD server
+    /// (changed `[statsd]`) from empty ingest state, so a tag set unlike the family's first one
+    /// is refused as `type_conflict`, and a `/metrics` server whose TLS or users changed on the
+    /// same address closes before the new one binds (a few milliseconds without a listener).
+    /// Host and procstat collectors whose section changed re-create their series.
+    ///
+    /// A component that cannot start next to its predecessor fails the reload with nothing
+    /// changed. One that must take its predecessor's place (same listening address, host and
+    /// procstat collectors) and then fails to start is restarted from its previous section,
+    /// and the reload reports the error.
+    fn apply(
         &mut self,
-        config: &Config,
+        new: &Config,
         registry: &Registry,
-        resource: &Resource,
+        timeout: Duration,
     ) -> Result<(), String> {
-        if let Some(p) = &config.prometheus {
-            let mut builder = sonde_prometheus::PrometheusBuilder::new()
-                .registry(registry.clone())
-                .resource(resource.clone())
-                .bind(p.listen);
-            if let Some((cert, key)) = &p.tls {
-                builder = builder.tls(cert, key);
-            }
-            for (user, hash) in &p.basic_auth_users {
-                builder = builder.basic_auth_user(user, hash);
-            }
-            let server = builder
-                .install()
-                .map_err(|e| match e {
-                    // The library's message names its own settings; the agent's user has `listen`.
-                    sonde_prometheus::Error::Bind { addr, source } => format!(
-                        "[exporters.prometheus] listen = \"{addr}\": cannot listen: {source}; set another address with `listen` in [exporters.prometheus] or SONDE_EXPORTERS_PROMETHEUS_LISTEN (is another sonde-agent already running there?)"
-                    ),
-                    other => format!("[exporters.prometheus]: {other}"),
-                })?;
-            self.prometheus = Some(server);
+        let old = self.config.take();
+        let old = old.as_ref();
+        let mut staged = Staged::default();
+        if let Err(e) = self.stage(old, new, registry, &mut staged) {
+            staged.discard(self.prober.as_ref());
+            self.config = old.cloned();
+            return Err(e);
         }
-        if let Some(o) = &config.otlp {
-            let mut transport = sonde_otlp::OtlpTransport::new();
-            if let Some(e) = &o.endpoint {
-                transport = transport.endpoint(e.clone());
-            }
-            match o.protocol.as_deref() {
-                Some("grpc") => transport = transport.protocol(sonde_otlp::Protocol::Grpc),
-                Some("http/protobuf") => {
-                    transport = transport.protocol(sonde_otlp::Protocol::HttpProtobuf)
+        let mut applied = new.clone();
+        let mut errors = Vec::new();
+        let mut replaced = Exporters::default();
+        // Listeners: a staged one (new address) takes over, then the old one closes.
+        match staged.prometheus.take() {
+            Some(next) => {
+                if let Some(p) = std::mem::replace(&mut self.prometheus, next) {
+                    p.shutdown();
                 }
-                _ => {}
             }
-            match o.compression.as_deref() {
-                Some("gzip") => transport = transport.compression(sonde_otlp::Compression::Gzip),
-                Some("none") => transport = transport.compression(sonde_otlp::Compression::None),
-                _ => {}
+            None if changed(old, new, |c| (c.prometheus.clone(), c.resource.clone())) => {
+                // Same address, other settings: the port cannot be bound twice.
+                if let Some(p) = self.prometheus.take() {
+                    p.shutdown();
+                }
+                let resource = resource(new);
+                match new
+                    .prometheus
+                    .as_ref()
+                    .map(|p| start_prometheus(p, registry, &resource))
+                {
+                    None => {}
+                    Some(Ok(p)) => self.prometheus = Some(p),
+                    Some(Err(e)) => {
+                        errors.push(e);
+                        if let Some(o) = old {
+                            applied.prometheus = o.prometheus.clone();
+                            let resource = self::resource(o);
+                            self.prometheus = o
+                                .prometheus
+                                .as_ref()
+                                .and_then(|p| start_prometheus(p, registry, &resource).ok());
+                        }
+                    }
+                }
             }
-            for (k, v) in &o.headers {
-                transport = transport.header(k.clone(), v.clone());
-            }
-            if let Some(t) = o.timeout {
-                transport = transport.timeout(t);
-            }
-            let mut b = sonde_otlp::OtlpMetricsBuilder::new()
-                .registry(registry.clone())
-                .resource(resource.clone())
-                .transport(transport)
-                .interval(o.interval);
-            match o.temporality.as_deref() {
-                Some("delta") => b = b.temporality(Temporality::Delta),
-                Some("cumulative") => b = b.temporality(Temporality::Cumulative),
-                _ => {}
-            }
-            self.otlp = Some(b.install().map_err(|e| format!("[exporters.otlp]: {e}"))?);
+            None => {}
         }
-        if let Some(c) = &config.cloudwatch {
-            let mut b = sonde_cloudwatch::CloudWatchBuilder::new(c.namespace.clone())
-                .registry(registry.clone())
-                .resource(resource.clone())
-                .interval(c.interval)
-                .high_resolution(c.high_resolution);
-            if let Some(r) = &c.region {
-                b = b.region(r.clone());
+        let staged_exporters = std::mem::take(&mut staged.exporters);
+        if staged.otlp {
+            replaced.otlp = std::mem::replace(&mut self.otlp, staged_exporters.otlp);
+        }
+        if staged.cloudwatch {
+            replaced.cloudwatch =
+                std::mem::replace(&mut self.cloudwatch, staged_exporters.cloudwatch);
+        }
+        if staged.emf {
+            replaced.emf = std::mem::replace(&mut self.emf, staged_exporters.emf);
+        }
+        if staged.remote_write {
+            replaced.remote_write =
+                std::mem::replace(&mut self.remote_write, staged_exporters.remote_write);
+        }
+        let mut old_statsd = None;
+        match staged.statsd.take() {
+            Some(next) => {
+                old_statsd = std::mem::replace(&mut self.statsd, next.map(Arc::new));
             }
-            if let Some(u) = &c.endpoint_url {
-                b = b.endpoint_url(u.clone());
+            None if changed(old, new, statsd_settings) => {
+                // Same address: the old server closes first.
+                if let Some(s) = self.statsd.take() {
+                    lock(&self.tick).statsd = None;
+                    stop_statsd(s);
+                }
+                if statsd_listen(new).is_some() {
+                    match start_statsd(new, registry) {
+                        Ok(s) => self.statsd = Some(Arc::new(s)),
+                        Err(e) => {
+                            errors.push(e);
+                            if let Some(o) = old {
+                                applied.statsd = o.statsd.clone();
+                                if statsd_listen(o).is_some() {
+                                    self.statsd = start_statsd(o, registry).ok().map(Arc::new);
+                                }
+                            }
+                        }
+                    }
+                }
             }
-            self.cloudwatch = Some(
-                b.install()
-                    .map_err(|e| format!("[exporters.cloudwatch]: {e}"))?,
-            );
+            None => {}
         }
-        if let Some(e) = &config.emf {
-            let destination = sonde_cloudwatch::Destination::parse(&e.destination)
-                .map_err(|err| format!("[exporters.emf]: {err}"))?;
-            let w = sonde_cloudwatch::EmfBuilder::new(e.namespace.clone())
-                .registry(registry.clone())
-                .resource(resource.clone())
-                .destination(destination)
-                .build()
-                .map_err(|err| format!("[exporters.emf]: {err}"))?;
-            self.emf = Some(Arc::new(w));
+        if let Some(next) = staged.prober.take() {
+            match (std::mem::replace(&mut self.prober, next), &self.prober) {
+                (Some(old), Some(next)) => old.replace_with(next),
+                (Some(old), None) => old.uninstall(),
+                (None, _) => {}
+            }
         }
-        if let Some(rw) = &config.remote_write {
-            let w = sonde_prometheus::RemoteWriteBuilder::new(rw.url.clone())
-                .registry(registry.clone())
-                .resource(resource.clone())
-                .interval(rw.interval)
-                .install()
-                .map_err(|e| format!("[exporters.remote_write]: {e}"))?;
-            self.remote_write = Some(w);
+        // Collectors that read the same sources cannot run twice: the old one's series go
+        // (a process or CPU no longer watched disappears), then the new one installs.
+        if changed(old, new, |c| c.host.clone()) {
+            if let Some(h) = self.host.take() {
+                lock(&self.tick).host = None;
+                h.uninstall();
+            }
+            match start_host(new, registry) {
+                Ok(h) => self.host = h.map(Arc::new),
+                Err(e) => {
+                    errors.push(e);
+                    if let Some(o) = old {
+                        applied.host = o.host.clone();
+                        self.host = start_host(o, registry).ok().flatten().map(Arc::new);
+                    }
+                }
+            }
         }
-        if config.statsd.enabled && (config.statsd.udp.is_some() || config.statsd.unix.is_some()) {
-            self.statsd = Some(Arc::new(start_statsd(config, registry)?));
+        if changed(old, new, |c| c.procstat.clone()) {
+            if let Some(p) = self.procstat.take() {
+                lock(&self.tick).procstat = None;
+                p.uninstall();
+            }
+            match start_procstat(new, registry) {
+                Ok(p) => self.procstat = p.map(Arc::new),
+                Err(e) => {
+                    errors.push(e);
+                    if let Some(o) = old {
+                        applied.procstat = o.procstat.clone();
+                        self.procstat = start_procstat(o, registry).ok().flatten().map(Arc::new);
+                    }
+                }
+            }
         }
-        if !config.probes.is_empty() {
-            self.prober = Some(start_probes(config, registry)?);
+        {
+            let mut t = lock(&self.tick);
+            t.host.clone_from(&self.host);
+            t.procstat.clone_from(&self.procstat);
+            t.statsd.clone_from(&self.statsd);
+            t.emf.clone_from(&self.emf);
+            t.host_every = applied.host.interval;
+            t.agent_every = applied.agent.interval;
         }
-        self.ticker = Some(start_ticker(
-            config,
-            registry,
-            self.emf.clone(),
-            self.statsd.clone(),
-        )?);
+        if let Some((tx, _)) = &self.ticker {
+            let _ = tx.send(TickMsg::Wake);
+        }
+        // The timer thread no longer holds the old server: what it received is recorded and
+        // its open set window published before the old exporters' last collection.
+        if let Some(s) = old_statsd {
+            stop_statsd(s);
+        }
+        if !replaced.shutdown(timeout) {
+            warn!("a replaced exporter did not deliver everything it held (see above)");
+        }
+        self.config = Some(applied);
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+
+    /// Starts, next to the running components, the changed ones that share nothing with their
+    /// predecessor.
+    fn stage(
+        &self,
+        old: Option<&Config>,
+        new: &Config,
+        registry: &Registry,
+        staged: &mut Staged,
+    ) -> Result<(), String> {
+        let resource = resource(new);
+        let exporter_changed = |pick: &dyn Fn(&Config) -> bool| {
+            old.is_none_or(|o| o.resource != new.resource || pick(o))
+        };
+        if exporter_changed(&|o| o.prometheus != new.prometheus) {
+            let same_socket = old.and_then(|o| o.prometheus.as_ref()).map(|p| p.listen)
+                == new.prometheus.as_ref().map(|p| p.listen)
+                && self.prometheus.is_some();
+            if !same_socket {
+                staged.prometheus = Some(match &new.prometheus {
+                    Some(p) => Some(start_prometheus(p, registry, &resource)?),
+                    None => None,
+                });
+            }
+        }
+        if exporter_changed(&|o| o.otlp != new.otlp) {
+            staged.otlp = true;
+            if let Some(o) = &new.otlp {
+                // The new exporter's deltas continue the old one's (nothing counted twice).
+                let deltas = self.otlp.as_ref().and_then(|e| e.delta_state());
+                staged.exporters.otlp = Some(start_otlp(o, registry, &resource, deltas)?);
+            }
+        }
+        if exporter_changed(&|o| o.cloudwatch != new.cloudwatch) {
+            staged.cloudwatch = true;
+            if let Some(c) = &new.cloudwatch {
+                let deltas = self.cloudwatch.as_ref().map(|e| e.delta_state());
+                staged.exporters.cloudwatch =
+                    Some(start_cloudwatch(c, registry, &resource, deltas)?);
+            }
+        }
+        if exporter_changed(&|o| o.emf != new.emf) {
+            staged.emf = true;
+            if let Some(e) = &new.emf {
+                staged.exporters.emf = Some(Arc::new(start_emf(e, registry, &resource)?));
+            }
+        }
+        if exporter_changed(&|o| o.remote_write != new.remote_write) {
+            staged.remote_write = true;
+            if let Some(rw) = &new.remote_write {
+                staged.exporters.remote_write = Some(start_remote_write(rw, registry, &resource)?);
+            }
+        }
+        if changed(old, new, statsd_settings) {
+            let running = self
+                .statsd
+                .is_some()
+                .then(|| old.and_then(statsd_listen))
+                .flatten();
+            let next = statsd_listen(new);
+            // Another address (or none): started first, so no datagram finds nothing bound.
+            if running.is_none()
+                || next.is_none()
+                || !shares_address(running.as_ref(), next.as_ref())
+            {
+                staged.statsd = Some(match next {
+                    Some(_) => Some(start_statsd(new, registry)?),
+                    None => None,
+                });
+            }
+        }
+        if changed(old, new, |c| c.probes.clone()) {
+            staged.prober = Some(if new.probes.is_empty() {
+                None
+            } else {
+                Some(start_probes(new, registry)?)
+            });
+        }
         Ok(())
     }
 
@@ -294,63 +576,223 @@ impl Running {
     }
 
     /// Stops everything; push exporters deliver what they hold within `timeout`. Returns
-    /// whether everything was delivered.
+    /// whether everything was delivered. Series stay (the process is exiting).
     fn stop(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut ok = true;
         if let Some(p) = self.prober.take() {
             p.shutdown();
         }
-        // The ticker holds a reference to the StatsD server: stop it first.
+        // The timer thread holds the StatsD server: stop it first.
         if let Some((stop, t)) = self.ticker.take() {
-            let _ = stop.send(());
+            let _ = stop.send(TickMsg::Stop);
             let _ = t.join();
+        }
+        *lock(&self.tick) = Tick::default();
+        if let Some(h) = self.host.take() {
+            h.shutdown();
+        }
+        if let Some(p) = self.procstat.take() {
+            p.shutdown();
         }
         // Whatever StatsD already received is recorded before the last export, and the open set
         // window is published (a shorter last interval, rather than lost).
         if let Some(s) = self.statsd.take() {
-            s.flush();
-            s.rotate_sets();
-            match Arc::try_unwrap(s) {
-                Ok(mut s) => s.shutdown(),
-                Err(s) => drop(s),
-            }
+            stop_statsd(s);
         }
-        let left = || deadline.saturating_duration_since(Instant::now());
-        // Push exporters shut down in parallel, each within the remaining time.
-        std::thread::scope(|s| {
-            let mut jobs: Vec<std::thread::ScopedJoinHandle<'_, Result<(), String>>> = Vec::new();
-            if let Some(o) = self.otlp.take() {
-                let t = left();
-                jobs.push(s.spawn(move || o.shutdown(t).map_err(|e| format!("otlp: {e}"))));
-            }
-            if let Some(c) = self.cloudwatch.take() {
-                let t = left();
-                jobs.push(s.spawn(move || c.shutdown(t).map_err(|e| format!("cloudwatch: {e}"))));
-            }
-            if let Some(w) = self.remote_write.take() {
-                let t = left();
-                jobs.push(s.spawn(move || w.shutdown(t).map_err(|e| format!("remote write: {e}"))));
-            }
-            if let Some(w) = self.emf.take() {
-                jobs.push(s.spawn(move || w.flush().map(|_| ()).map_err(|e| format!("emf: {e}"))));
-            }
-            for j in jobs {
-                match j.join() {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        ok = false;
-                        error!("{e}");
-                    }
-                    Err(_) => ok = false,
-                }
-            }
-        });
+        let exporters = Exporters {
+            otlp: self.otlp.take(),
+            cloudwatch: self.cloudwatch.take(),
+            emf: self.emf.take(),
+            remote_write: self.remote_write.take(),
+        };
+        let ok = exporters.shutdown(timeout);
         if let Some(p) = self.prometheus.take() {
             p.shutdown();
         }
         ok
     }
+}
+
+/// Whether two StatsD listen settings share a socket address (one cannot bind while the other
+/// holds it). Port 0 never clashes.
+fn shares_address(
+    a: Option<&(Option<std::net::SocketAddr>, Option<std::path::PathBuf>)>,
+    b: Option<&(Option<std::net::SocketAddr>, Option<std::path::PathBuf>)>,
+) -> bool {
+    let (Some((au, ax)), Some((bu, bx))) = (a, b) else {
+        return false;
+    };
+    let udp = matches!((au, bu), (Some(x), Some(y)) if x == y && x.port() != 0);
+    let unix = matches!((ax, bx), (Some(x), Some(y)) if x == y);
+    udp || unix
+}
+
+fn lock(tick: &Mutex<Tick>) -> std::sync::MutexGuard<'_, Tick> {
+    tick.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Records what the server received, publishes the open set window and stops it.
+fn stop_statsd(s: Arc<sonde_statsd::StatsdServer>) {
+    s.flush();
+    s.rotate_sets();
+    match Arc::try_unwrap(s) {
+        Ok(mut s) => s.shutdown(),
+        Err(s) => drop(s),
+    }
+}
+
+fn start_prometheus(
+    p: &crate::config::PrometheusSection,
+    registry: &Registry,
+    resource: &Resource,
+) -> Result<sonde_prometheus::PrometheusServer, String> {
+    let mut builder = sonde_prometheus::PrometheusBuilder::new()
+        .registry(registry.clone())
+        .resource(resource.clone())
+        .bind(p.listen);
+    if let Some((cert, key)) = &p.tls {
+        builder = builder.tls(cert, key);
+    }
+    for (user, hash) in &p.basic_auth_users {
+        builder = builder.basic_auth_user(user, hash);
+    }
+    builder.install().map_err(|e| match e {
+        // The library's message names its own settings; the agent's user has `listen`.
+        sonde_prometheus::Error::Bind { addr, source } => format!(
+            "[exporters.prometheus] listen = \"{addr}\": cannot listen: {source}; set another address with `listen` in [exporters.prometheus] or SONDE_EXPORTERS_PROMETHEUS_LISTEN (is another sonde-agent already running there?)"
+        ),
+        other => format!("[exporters.prometheus]: {other}"),
+    })
+}
+
+fn start_otlp(
+    o: &crate::config::OtlpSection,
+    registry: &Registry,
+    resource: &Resource,
+    deltas: Option<sonde_core::DeltaState>,
+) -> Result<sonde_otlp::OtlpMetricsExporter, String> {
+    let mut transport = sonde_otlp::OtlpTransport::new();
+    if let Some(e) = &o.endpoint {
+        transport = transport.endpoint(e.clone());
+    }
+    match o.protocol.as_deref() {
+        Some("grpc") => transport = transport.protocol(sonde_otlp::Protocol::Grpc),
+        Some("http/protobuf") => transport = transport.protocol(sonde_otlp::Protocol::HttpProtobuf),
+        _ => {}
+    }
+    match o.compression.as_deref() {
+        Some("gzip") => transport = transport.compression(sonde_otlp::Compression::Gzip),
+        Some("none") => transport = transport.compression(sonde_otlp::Compression::None),
+        _ => {}
+    }
+    for (k, v) in &o.headers {
+        transport = transport.header(k.clone(), v.clone());
+    }
+    if let Some(t) = o.timeout {
+        transport = transport.timeout(t);
+    }
+    let mut b = sonde_otlp::OtlpMetricsBuilder::new()
+        .registry(registry.clone())
+        .resource(resource.clone())
+        .transport(transport)
+        .interval(o.interval);
+    match o.temporality.as_deref() {
+        Some("delta") => b = b.temporality(Temporality::Delta),
+        Some("cumulative") => b = b.temporality(Temporality::Cumulative),
+        _ => {}
+    }
+    if let Some(d) = deltas {
+        b = b.continue_deltas(d);
+    }
+    b.install().map_err(|e| format!("[exporters.otlp]: {e}"))
+}
+
+fn start_cloudwatch(
+    c: &crate::config::CloudWatchSection,
+    registry: &Registry,
+    resource: &Resource,
+    deltas: Option<sonde_core::DeltaState>,
+) -> Result<sonde_cloudwatch::CloudWatchExporter, String> {
+    let mut b = sonde_cloudwatch::CloudWatchBuilder::new(c.namespace.clone())
+        .registry(registry.clone())
+        .resource(resource.clone())
+        .interval(c.interval)
+        .high_resolution(c.high_resolution);
+    if let Some(r) = &c.region {
+        b = b.region(r.clone());
+    }
+    if let Some(u) = &c.endpoint_url {
+        b = b.endpoint_url(u.clone());
+    }
+    if let Some(d) = deltas {
+        b = b.continue_deltas(d);
+    }
+    b.install()
+        .map_err(|e| format!("[exporters.cloudwatch]: {e}"))
+}
+
+fn start_emf(
+    e: &crate::config::EmfSection,
+    registry: &Registry,
+    resource: &Resource,
+) -> Result<sonde_cloudwatch::EmfWriter, String> {
+    let destination = sonde_cloudwatch::Destination::parse(&e.destination)
+        .map_err(|err| format!("[exporters.emf]: {err}"))?;
+    sonde_cloudwatch::EmfBuilder::new(e.namespace.clone())
+        .registry(registry.clone())
+        .resource(resource.clone())
+        .destination(destination)
+        .build()
+        .map_err(|err| format!("[exporters.emf]: {err}"))
+}
+
+fn start_remote_write(
+    rw: &crate::config::RemoteWriteSection,
+    registry: &Registry,
+    resource: &Resource,
+) -> Result<sonde_prometheus::RemoteWriter, String> {
+    sonde_prometheus::RemoteWriteBuilder::new(rw.url.clone())
+        .registry(registry.clone())
+        .resource(resource.clone())
+        .interval(rw.interval)
+        .install()
+        .map_err(|e| format!("[exporters.remote_write]: {e}"))
+}
+
+fn start_host(
+    config: &Config,
+    registry: &Registry,
+) -> Result<Option<sonde_host::HostMetrics>, String> {
+    if !config.host.enabled {
+        return Ok(None);
+    }
+    sonde_host::HostCollector::new()
+        .registry(registry)
+        .per_cpu(config.host.per_cpu)
+        .install()
+        .map(Some)
+        .map_err(|e| format!("[collectors.host]: {e}"))
+}
+
+/// One collector for every matcher, so the process list is read once per collection.
+fn start_procstat(
+    config: &Config,
+    registry: &Registry,
+) -> Result<Option<sonde_host::ProcstatMetrics>, String> {
+    let mut matchers = config.procstat.iter().map(|p| match p {
+        ProcstatSection::Name(n) => sonde_host::ProcessMatcher::Name(n.clone()),
+        ProcstatSection::Pattern(p) => sonde_host::ProcessMatcher::Pattern(p.clone()),
+        ProcstatSection::PidFile(f) => sonde_host::ProcessMatcher::PidFile(f.clone()),
+    });
+    let Some(first) = matchers.next() else {
+        return Ok(None);
+    };
+    let mut b = sonde_host::ProcstatCollector::new(first).registry(registry);
+    for m in matchers {
+        b = b.matcher(m);
+    }
+    b.install()
+        .map(Some)
+        .map_err(|e| format!("[collectors.procstat]: {e}"))
 }
 
 fn start_statsd(
@@ -374,6 +816,7 @@ fn start_statsd(
         .queue(s.queue)
         .max_metrics(s.max_metrics)
         .max_series(config.agent.max_series_per_family)
+        .ttl(s.ttl)
         .mapping(rules);
     if let Some(a) = s.udp {
         b = b.udp(a.to_string());
@@ -451,84 +894,58 @@ fn close_interval(
 }
 
 /// One thread for the periodic work that has no thread of its own: host and procstat
-/// collection, StatsD set rotation, EMF flushes.
-fn start_ticker(
-    config: &Config,
-    registry: &Registry,
-    emf: Option<Arc<sonde_cloudwatch::EmfWriter>>,
-    statsd: Option<Arc<sonde_statsd::StatsdServer>>,
-) -> Result<(Sender<()>, JoinHandle<()>), String> {
-    let host = if config.host.enabled {
-        Some(
-            sonde_host::HostCollector::new()
-                .registry(registry)
-                .per_cpu(config.host.per_cpu)
-                .install()
-                .map_err(|e| format!("[collectors.host]: {e}"))?,
-        )
-    } else {
-        None
-    };
-    // One collector for every matcher, so the process list is read once per collection.
-    let mut matchers = config.procstat.iter().map(|p| match p {
-        ProcstatSection::Name(n) => sonde_host::ProcessMatcher::Name(n.clone()),
-        ProcstatSection::Pattern(p) => sonde_host::ProcessMatcher::Pattern(p.clone()),
-        ProcstatSection::PidFile(f) => sonde_host::ProcessMatcher::PidFile(f.clone()),
-    });
-    let mut procstat = Vec::new();
-    if let Some(first) = matchers.next() {
-        let mut b = sonde_host::ProcstatCollector::new(first).registry(registry);
-        for m in matchers {
-            b = b.matcher(m);
-        }
-        procstat.push(
-            b.install()
-                .map_err(|e| format!("[collectors.procstat]: {e}"))?,
-        );
-    }
-    let host_every = config.host.interval;
-    let agent_every = config.agent.interval;
-    let (stop_tx, stop_rx): (Sender<()>, Receiver<()>) = channel();
+/// collection, StatsD set rotation, EMF flushes. It lives as long as the agent; reloads swap
+/// what it works on.
+fn start_ticker(tick: Arc<Mutex<Tick>>) -> Result<(Sender<TickMsg>, JoinHandle<()>), String> {
+    let (tx, rx): (Sender<TickMsg>, Receiver<TickMsg>) = channel();
     let thread = std::thread::Builder::new()
         .name("sonde-agent-tick".into())
         .spawn(move || {
+            let (host_every, agent_every) = {
+                let t = lock(&tick);
+                (t.host_every, t.agent_every)
+            };
             let mut next_host = Instant::now();
             let mut next_agent = Instant::now() + agent_every;
+            let (mut host_every, mut agent_every) = (host_every, agent_every);
             loop {
                 let now = Instant::now();
                 if now >= next_host {
-                    if let Some(h) = &host {
+                    let t = lock(&tick);
+                    if let Some(h) = &t.host {
                         h.collect();
                     }
-                    for p in &procstat {
+                    if let Some(p) = &t.procstat {
                         p.collect();
                     }
                     next_host = now + host_every;
                 }
                 if now >= next_agent {
-                    close_interval(statsd.as_deref(), emf.as_deref());
+                    // Under the lock, so a reload never finds the server still held here.
+                    let t = lock(&tick);
+                    close_interval(t.statsd.as_deref(), t.emf.as_deref());
+                    drop(t);
                     next_agent = now + agent_every;
                 }
                 let wait = next_host
                     .min(next_agent)
                     .saturating_duration_since(Instant::now());
-                match stop_rx.recv_timeout(wait) {
-                    Ok(()) | Err(RecvTimeoutError::Disconnected) => {
-                        // On purpose: the series stay for the next configuration's collectors.
-                        for p in &procstat {
-                            p.shutdown();
-                        }
-                        if let Some(h) = &host {
-                            h.shutdown();
-                        }
-                        return;
+                match rx.recv_timeout(wait) {
+                    Ok(TickMsg::Wake) => {
+                        // New parts collect now; shorter intervals apply from now.
+                        let t = lock(&tick);
+                        (host_every, agent_every) = (t.host_every, t.agent_every);
+                        let now = Instant::now();
+                        next_host = now;
+                        next_agent = next_agent.min(now + agent_every);
                     }
+                    Ok(TickMsg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                     Err(RecvTimeoutError::Timeout) => {}
                 }
             }
         })
         .map_err(|e| format!("cannot start the agent's timer thread: {e}"))?;
-    Ok((stop_tx, thread))
+    Ok((tx, thread))
 }
 
 #[cfg(test)]

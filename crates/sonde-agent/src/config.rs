@@ -81,6 +81,8 @@ pub struct AgentSection {
     pub shutdown_timeout: Duration,
     /// Most series per metric family.
     pub max_series_per_family: usize,
+    /// Estimated bytes all series together may take (the registry's memory budget).
+    pub memory_budget: usize,
 }
 
 /// `[collectors.host]`.
@@ -133,6 +135,8 @@ pub struct StatsdSection {
     pub queue: usize,
     /// Most distinct metric names.
     pub max_metrics: usize,
+    /// Series and names idle this long expire.
+    pub ttl: Duration,
     /// Mapping rules, in order.
     pub mappings: Vec<MappingSection>,
 }
@@ -424,6 +428,11 @@ pub const RECEIVE_BUFFER_RANGE: RangeInclusive<usize> = 4096..=1 << 30;
 pub const MAX_METRICS_RANGE: RangeInclusive<usize> = 1..=1_000_000;
 /// `agent.max_series_per_family`.
 pub const MAX_SERIES_RANGE: RangeInclusive<usize> = 1..=1_000_000;
+/// `agent.memory_budget`, bytes: below 1 MiB the agent's own series would not fit.
+pub const MEMORY_BUDGET_RANGE: RangeInclusive<usize> = 1 << 20..=1 << 40;
+/// `statsd.ttl`.
+pub const STATSD_TTL_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(7 * 24 * 3600);
 /// Intervals (agent, host, exporters): below 100 ms the agent would spin.
 pub const INTERVAL_RANGE: RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(24 * 3600);
@@ -899,6 +908,7 @@ impl<'a> Reader<'a> {
                 "log_level",
                 "shutdown_timeout",
                 "max_series_per_family",
+                "memory_budget",
             ],
         );
         let log_format = match self.string(agent, &["agent", "log_format"]).as_deref() {
@@ -946,6 +956,12 @@ impl<'a> Reader<'a> {
                 &["agent", "max_series_per_family"],
                 2000,
                 MAX_SERIES_RANGE,
+            ),
+            memory_budget: self.size(
+                agent,
+                &["agent", "memory_budget"],
+                256 << 20,
+                MEMORY_BUDGET_RANGE,
             ),
         };
         let resource = self.string_table(Some(root), "resource", "resource");
@@ -1029,6 +1045,7 @@ impl<'a> Reader<'a> {
                 "receive_buffer",
                 "queue",
                 "max_metrics",
+                "ttl",
                 "mappings",
             ],
         );
@@ -1092,6 +1109,12 @@ impl<'a> Reader<'a> {
                 &["statsd", "max_metrics"],
                 10_000,
                 MAX_METRICS_RANGE,
+            ),
+            ttl: self.duration_in(
+                statsd,
+                &["statsd", "ttl"],
+                Duration::from_secs(600),
+                STATSD_TTL_RANGE,
             ),
             mappings,
         };

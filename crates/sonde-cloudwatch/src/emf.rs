@@ -4,7 +4,12 @@
 //!
 //! Each document holds one dimension set with its values, at most 100 metrics and 100 values
 //! per metric, and stays under 256 KB (60 KB over UDP); histograms are value arrays, split
-//! across documents when longer.
+//! across documents when longer. EMF has no counts, so a histogram series is written as at
+//! most [`MAX_VALUES_PER_SERIES`] values per flush: past that, each of its (at most 150)
+//! distinct values keeps its share of the observations, rounded, at least one each; the values
+//! left out are counted in `sonde.exporter.dropped_points{exporter="emf",reason="values_capped"}`.
+//! (A StatsD timer sampled at 1/10000 records 10,000 observations per line: written out one by
+//! one, one datagram would become 100 documents.) PutMetricData sends exact counts.
 //!
 //! ```no_run
 //! use sonde_cloudwatch::{Destination, EmfBuilder};
@@ -34,6 +39,8 @@ use crate::exporter::check_namespace;
 pub const MAX_METRICS_PER_DOCUMENT: usize = 100;
 /// Most values per metric in one document.
 pub const MAX_VALUES_PER_METRIC: usize = 100;
+/// Most values one histogram series writes per flush (10 documents' worth).
+pub const MAX_VALUES_PER_SERIES: usize = 1000;
 /// Documents stay below this many bytes (CloudWatch drops larger ones).
 pub const MAX_DOCUMENT_BYTES: usize = 250 * 1024;
 /// Documents sent over UDP stay below this (one datagram each).
@@ -237,13 +244,17 @@ impl EmfWriter {
         }
         let datums = converted.datums.len() as u64;
         let mut output = self.output.lock().unwrap_or_else(|e| e.into_inner());
-        let (docs, conflicts) = documents(
+        let (docs, left_out) = documents(
             &self.namespace,
             converted.datums,
             output.destination.max_document_bytes(),
         );
-        if conflicts > 0 {
-            self.metrics.dropped("name_conflict", conflicts);
+        if left_out.capped_values > 0 {
+            self.metrics
+                .dropped("values_capped", left_out.capped_values);
+        }
+        if left_out.conflicts > 0 {
+            self.metrics.dropped("name_conflict", left_out.conflicts);
         }
         match output.write(&docs) {
             Ok(()) => {
@@ -342,28 +353,58 @@ struct MetricValues {
     single: bool,
 }
 
+/// What [`documents`] left out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeftOut {
+    /// Datums whose name collides with a dimension key.
+    pub conflicts: u64,
+    /// Histogram values not written past [`MAX_VALUES_PER_SERIES`].
+    pub capped_values: u64,
+}
+
+/// `values` repeated `counts` times, at most `cap` in all: past it, each value keeps its share
+/// of the total, rounded, and at least one. Returns the values and how many were left out.
+fn expand(values: &[f64], counts: &[f64], cap: usize) -> (Vec<f64>, u64) {
+    let counts: Vec<u64> = counts.iter().map(|c| c.round().max(0.0) as u64).collect();
+    let total: u64 = counts.iter().sum();
+    let scale = if total as usize > cap {
+        cap as f64 / total as f64
+    } else {
+        1.0
+    };
+    let mut out = Vec::with_capacity((total as usize).min(cap.max(values.len())));
+    for (v, &c) in values.iter().zip(&counts) {
+        if c == 0 {
+            continue;
+        }
+        let n = ((c as f64 * scale).round() as u64).clamp(1, c);
+        out.extend(std::iter::repeat_n(*v, n as usize));
+    }
+    let left_out = total - out.len() as u64;
+    (out, left_out)
+}
+
 /// Builds the documents: grouped by dimensions, split by the metric, value and size limits.
-/// Returns them and the number of datums left out because their name collides with a
-/// dimension key.
-pub fn documents(namespace: &str, datums: Vec<Datum>, max_bytes: usize) -> (Vec<String>, u64) {
+/// Returns them and what was left out.
+pub fn documents(namespace: &str, datums: Vec<Datum>, max_bytes: usize) -> (Vec<String>, LeftOut) {
     // Keyed by (dimensions, timestamp).
     type Group = (Vec<(String, String)>, u64);
     let mut groups: BTreeMap<Group, Vec<MetricValues>> = BTreeMap::new();
-    let mut conflicts = 0;
+    let mut left_out = LeftOut::default();
     for d in datums {
         if d.dimensions.iter().any(|(k, _)| *k == d.name) || d.name == "_aws" {
-            conflicts += 1;
+            left_out.conflicts += 1;
             continue;
         }
         let metrics = groups.entry((d.dimensions, d.timestamp_ms)).or_default();
         let single = matches!(d.value, DatumValue::Value(_));
         let values: Vec<f64> = match d.value {
             DatumValue::Value(v) => vec![v],
-            DatumValue::Values { values, counts } => values
-                .iter()
-                .zip(&counts)
-                .flat_map(|(v, c)| std::iter::repeat_n(*v, c.round().max(0.0) as usize))
-                .collect(),
+            DatumValue::Values { values, counts } => {
+                let (values, capped) = expand(&values, &counts, MAX_VALUES_PER_SERIES);
+                left_out.capped_values += capped;
+                values
+            }
         };
         match metrics.iter_mut().find(|m| m.name == d.name) {
             Some(m) => {
@@ -424,7 +465,7 @@ pub fn documents(namespace: &str, datums: Vec<Datum>, max_bytes: usize) -> (Vec<
             }
         }
     }
-    (docs, conflicts)
+    (docs, left_out)
 }
 
 struct Doc {
@@ -467,5 +508,84 @@ impl Doc {
             }),
         );
         Value::Object(self.members).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn expand_keeps_small_counts_and_shares_past_the_cap() {
+        assert_eq!(
+            expand(&[1.0, 2.0], &[2.0, 1.0], 10),
+            (vec![1.0, 1.0, 2.0], 0)
+        );
+        // 10,000 observations of three values, 1 % at the high one.
+        let (values, left_out) = expand(&[0.01, 0.1, 1.0], &[8900.0, 1000.0, 100.0], 1000);
+        assert_eq!(values.len() as u64 + left_out, 10_000);
+        let share = |v: f64| values.iter().filter(|x| **x == v).count();
+        assert_eq!((share(0.01), share(0.1), share(1.0)), (890, 100, 10));
+        // A rare value is never lost.
+        let (values, _) = expand(&[0.01, 5.0], &[1_000_000.0, 1.0], 1000);
+        assert!(values.contains(&5.0));
+        assert!(values.len() <= 1001);
+    }
+
+    /// A sampled StatsD timer can record tens of thousands of observations per datagram; one
+    /// flush stays a few documents, and what is left out is counted.
+    #[test]
+    fn a_huge_histogram_is_capped_per_flush_and_counted() {
+        let dir = std::env::temp_dir().join(format!(
+            "sonde-emf-cap-{}-{}",
+            std::process::id(),
+            sonde_core::unix_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("emf.log");
+        let registry = Registry::new();
+        let h = registry
+            .histogram("job.duration")
+            .unit(sonde_core::Unit::Seconds)
+            .build()
+            .unwrap()
+            .handle();
+        for i in 0..200_000u32 {
+            h.observe(0.001 * f64::from(1 + i % 50));
+        }
+        let writer = EmfBuilder::new("sonde-test")
+            .registry(registry.clone())
+            .destination(Destination::File(path.clone()))
+            .build()
+            .unwrap();
+        writer.flush().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let written: usize = text
+            .lines()
+            .map(|l| {
+                let doc: Value = serde_json::from_str(l).unwrap();
+                doc.get("job.duration")
+                    .and_then(Value::as_array)
+                    .map_or(0, Vec::len)
+            })
+            .sum();
+        assert!(written <= MAX_VALUES_PER_SERIES + 150, "{written}");
+        assert!(
+            text.lines().count() <= 12,
+            "{} documents",
+            text.lines().count()
+        );
+        let capped = registry
+            .snapshot()
+            .point(
+                sonde_core::telemetry::DROPPED_POINTS,
+                &[("exporter", EXPORTER), ("reason", "values_capped")],
+            )
+            .and_then(|p| p.number())
+            .map(|n| n.as_f64())
+            .unwrap();
+        assert_eq!(capped as usize + written, 200_000);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -36,6 +36,7 @@ pub struct CloudWatchBuilder {
     max_backoff: Duration,
     max_retry_time: Duration,
     jitter_first: bool,
+    continue_deltas: Option<sonde_core::DeltaState>,
 }
 
 impl CloudWatchBuilder {
@@ -56,6 +57,7 @@ impl CloudWatchBuilder {
             max_backoff: Duration::from_secs(10),
             max_retry_time: Duration::from_secs(300),
             jitter_first: true,
+            continue_deltas: None,
         }
     }
 
@@ -201,6 +203,14 @@ impl CloudWatchBuilder {
         self
     }
 
+    /// Continues the deltas of the exporter this one replaces (its
+    /// [`CloudWatchExporter::delta_state`]): each change is sent once, by one of the two,
+    /// instead of this exporter's first flush repeating every counter's total.
+    pub fn continue_deltas(mut self, state: sonde_core::DeltaState) -> Self {
+        self.continue_deltas = Some(state);
+        self
+    }
+
     /// The conversion settings, for [`crate::cost_preview`].
     pub fn settings(&self) -> &Settings {
         &self.settings
@@ -215,10 +225,14 @@ impl CloudWatchBuilder {
             ));
         }
         let resource = self.resource.unwrap_or_else(Resource::detect);
-        let reader = self
+        let mut reader = self
             .registry
             .reader(Temporality::Delta)
             .with_cumulative_kinds(&[Kind::UpDownCounter]);
+        if let Some(state) = &self.continue_deltas {
+            reader = reader.continue_from(state);
+        }
+        let delta_state = reader.delta_state();
         let source = Collector {
             reader,
             resource,
@@ -283,6 +297,7 @@ impl CloudWatchBuilder {
         Ok(CloudWatchExporter {
             inner,
             namespace: self.namespace,
+            delta_state,
         })
     }
 }
@@ -337,6 +352,7 @@ impl std::fmt::Debug for CloudWatchBuilder {
 pub struct CloudWatchExporter {
     inner: PushExporter,
     namespace: String,
+    delta_state: sonde_core::DeltaState,
 }
 
 impl sonde_core::Flush for CloudWatchExporter {
@@ -352,6 +368,12 @@ impl CloudWatchExporter {
     /// The namespace.
     pub fn namespace(&self) -> &str {
         &self.namespace
+    }
+
+    /// What its deltas start from, for the exporter that replaces it
+    /// ([`CloudWatchBuilder::continue_deltas`]).
+    pub fn delta_state(&self) -> sonde_core::DeltaState {
+        self.delta_state.clone()
     }
 
     /// Collects now and waits until everything collected so far is delivered or `timeout`

@@ -10,6 +10,7 @@ use std::time::Duration;
 use hashbrown::HashTable;
 
 use crate::Error;
+use crate::budget::BudgetState;
 use crate::histogram::InstrumentOptions;
 use crate::instrument::{Counter, Instrument};
 use crate::labels::{LabelValues, hash_values};
@@ -28,6 +29,10 @@ pub(crate) struct SelfMetrics {
     pub(crate) overflow: Option<Family<Counter>>,
     /// `sonde.instrumentation.errors{metric,reason}`.
     pub(crate) errors: Option<Family<Counter>>,
+    /// `sonde.series.refused{metric,reason}`: new label sets refused by the memory budget.
+    pub(crate) refused: Option<Family<Counter>>,
+    /// The registry's memory budget, shared by its families.
+    pub(crate) budget: Option<Arc<BudgetState>>,
 }
 
 pub(crate) struct FamilyInner<M: Instrument> {
@@ -43,6 +48,41 @@ pub(crate) struct FamilyInner<M: Instrument> {
     overflow: OnceLock<Arc<Series<M::Core>>>,
     unlabelled: OnceLock<M>,
     self_metrics: SelfMetrics,
+    /// Estimated bytes of one series before its label values.
+    base_bytes: usize,
+    /// Bytes this family's live series took from the budget.
+    charged: AtomicUsize,
+}
+
+impl<M: Instrument> Drop for FamilyInner<M> {
+    fn drop(&mut self) {
+        // A removed or replaced family gives its series' share back.
+        if let Some(b) = &self.self_metrics.budget {
+            b.give_back(*self.len.get_mut(), *self.charged.get_mut());
+        }
+    }
+}
+
+impl<M: Instrument> FamilyInner<M> {
+    fn series_bytes<'a>(&self, values: impl Iterator<Item = &'a str>) -> usize {
+        self.base_bytes + values.map(str::len).sum::<usize>()
+    }
+
+    /// Charges the budget for a series that exists already.
+    fn charge(&self, bytes: usize) {
+        if let Some(b) = &self.self_metrics.budget {
+            b.take(1, bytes);
+            self.charged.fetch_add(bytes, Relaxed);
+        }
+    }
+
+    fn release(&self, series: usize, bytes: usize) {
+        if let Some(b) = &self.self_metrics.budget {
+            b.give_back(series, bytes);
+            self.charged
+                .fetch_sub(bytes.min(self.charged.load(Relaxed)), Relaxed);
+        }
+    }
 }
 
 /// A family of series sharing a name, kind, unit and label names.
@@ -101,8 +141,30 @@ impl<M: Instrument> Family<M> {
         options: InstrumentOptions,
         self_metrics: SelfMetrics,
     ) -> Self {
+        // Arc counts, header, table slot, one boxed string per label value, the storage.
+        let base_bytes = 16
+            + std::mem::size_of::<crate::series::Header>()
+            + 16
+            + 16 * meta.label_names.len()
+            + M::core_bytes(&config);
+        // The family itself (tables, definition, layout) counts too, without refusal: a
+        // caller creating families without bound checks `Registry::over_budget` first.
+        let family_bytes = std::mem::size_of::<FamilyInner<M>>()
+            + M::config_bytes(&config)
+            + meta.name().len()
+            + meta.description.len()
+            + 32 * meta.label_names.len();
+        if let Some(b) = &self_metrics.budget {
+            b.take(0, family_bytes);
+        }
         Family {
             inner: Arc::new(FamilyInner {
+                base_bytes,
+                charged: AtomicUsize::new(if self_metrics.budget.is_some() {
+                    family_bytes
+                } else {
+                    0
+                }),
                 meta: Arc::new(meta),
                 config: Arc::new(config),
                 hasher: foldhash::fast::RandomState::default(),
@@ -197,6 +259,18 @@ impl<M: Instrument> Family<M> {
             drop(table);
             return self.overflow();
         }
+        let bytes = inner.series_bytes(values.iter().map(AsRef::as_ref));
+        if let Some(b) = &inner.self_metrics.budget {
+            // Checked before anything is allocated for the series.
+            if !b.try_take(bytes) {
+                drop(table);
+                if let Some(f) = &inner.self_metrics.refused {
+                    f.with(&[inner.meta.name(), "budget"]).inc();
+                }
+                return self.overflow_series();
+            }
+            inner.charged.fetch_add(bytes, Relaxed);
+        }
         let series = Series::new(LabelValues::new(values), false, M::new_core(&inner.config));
         let hasher = &inner.hasher;
         table.insert_unique(hash, series.clone(), |s| {
@@ -211,6 +285,11 @@ impl<M: Instrument> Family<M> {
         if let Some(f) = &inner.self_metrics.overflow {
             f.with(&[inner.meta.name()]).inc();
         }
+        self.overflow_series()
+    }
+
+    fn overflow_series(&self) -> M {
+        let inner = &*self.inner;
         let s = inner
             .overflow
             .get_or_init(|| Series::new(LabelValues::empty(), true, M::new_core(&inner.config)));
@@ -234,6 +313,8 @@ impl<M: Instrument> Family<M> {
                     hash_values(hasher, s.header.labels.iter())
                 });
                 inner.len.fetch_add(1, Relaxed);
+                // A family's only series is never refused: the family exists, so does it.
+                inner.charge(inner.base_bytes);
                 M::from_series(series)
             })
             .clone()
@@ -281,6 +362,7 @@ impl<M: Instrument> Family<M> {
                     hash_values(hasher, s.header.labels.iter())
                 });
                 inner.len.fetch_add(1, Relaxed);
+                inner.charge(inner.series_bytes(values.iter().copied()));
                 if positions.is_empty() {
                     // Without labels the one series is also the family's handle.
                     let _ = inner.unlabelled.set(M::from_series(series));
@@ -304,8 +386,9 @@ impl<M: Instrument> Family<M> {
         let mut table = write(&inner.shards[shard_of(hash)]);
         match table.find_entry(hash, |s| s.header.labels.eq_values(values)) {
             Ok(entry) => {
-                entry.remove();
+                let (s, _) = entry.remove();
                 inner.len.fetch_sub(1, Relaxed);
+                inner.release(1, inner.series_bytes(s.header.labels.iter()));
                 true
             }
             Err(_) => false,
@@ -381,14 +464,18 @@ impl<M: Instrument> ErasedFamily for FamilyInner<M> {
             if expired == 0 {
                 continue;
             }
-            let mut removed = 0;
+            let (mut removed, mut bytes) = (0, 0);
             write(shard).retain(|s| {
                 // Re-checked under the write lock: no handle can be taken meanwhile.
                 let keep = Arc::strong_count(s) > 1 || !s.header.idle_for(now, false, ttl);
-                removed += usize::from(!keep);
+                if !keep {
+                    removed += 1;
+                    bytes += self.series_bytes(s.header.labels.iter());
+                }
                 keep
             });
             self.len.fetch_sub(removed, Relaxed);
+            self.release(removed, bytes);
         }
     }
 

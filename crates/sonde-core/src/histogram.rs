@@ -655,6 +655,20 @@ impl Instrument for Histogram {
     fn new_core(config: &Arc<HistogramLayout>) -> HistogramCore {
         HistogramCore::new(config)
     }
+    fn config_bytes(l: &HistogramLayout) -> usize {
+        std::mem::size_of::<HistogramLayout>()
+            + (l.octave_bounds.len() + l.explicit.len()) * 8
+            + l.explicit_cell.len() * 4
+            + l.split_first.len() * 2
+    }
+    fn core_bytes(l: &HistogramLayout) -> usize {
+        let exemplars = if l.exemplars {
+            (l.explicit.len() + 1) * std::mem::size_of::<Slot>()
+        } else {
+            0
+        };
+        std::mem::size_of::<HistogramCore>() + l.block * l.stripes * 8 + exemplars
+    }
     fn from_series(series: Arc<Series<HistogramCore>>) -> Self {
         Histogram(series)
     }
@@ -667,6 +681,12 @@ impl Instrument for Histogram {
 }
 
 impl Histogram {
+    /// Whether this handle records into its family's overflow series (the label set was past
+    /// the series limit or the memory budget when it was resolved).
+    pub fn is_overflow(&self) -> bool {
+        self.0.header.is_overflow()
+    }
+
     /// Records one observation. NaN is ignored; values at or below the grid (zero, negative)
     /// and above it are counted in the low and high cells and in the explicit buckets.
     #[inline(always)]

@@ -70,6 +70,17 @@ pub trait Instrument: sealed::Sealed + Clone + Send + Sync + 'static {
     /// [`Registry::widen_family`](crate::Registry::widen_family) moves a series.
     #[doc(hidden)]
     fn absorb(dst: &Self::Core, src: &Self::Core);
+    /// Estimated bytes of one series' storage (inline and heap), for the registry's memory
+    /// budget.
+    #[doc(hidden)]
+    fn core_bytes(_config: &Self::Config) -> usize {
+        std::mem::size_of::<Self::Core>()
+    }
+    /// Estimated heap bytes of a family's configuration (the histogram layout).
+    #[doc(hidden)]
+    fn config_bytes(_config: &Self::Config) -> usize {
+        0
+    }
 
     /// A handle that records into a private series no registry exports.
     ///
@@ -130,6 +141,10 @@ macro_rules! number_instrument {
             fn new_core(stripes: &Arc<usize>) -> NumberCore<N> {
                 NumberCore::new(**stripes)
             }
+            fn core_bytes(stripes: &usize) -> usize {
+                // Striped cores keep one cache line per stripe on the heap.
+                std::mem::size_of::<NumberCore<N>>() + if *stripes > 1 { stripes * 64 } else { 0 }
+            }
             fn from_series(series: Arc<Series<NumberCore<N>>>) -> Self {
                 $name(series, PhantomData)
             }
@@ -146,6 +161,12 @@ macro_rules! number_instrument {
         }
 
         impl<N: $bound> $name<N> {
+            /// Whether this handle records into its family's overflow series (the label set
+            /// was past the series limit or the memory budget when it was resolved).
+            pub fn is_overflow(&self) -> bool {
+                self.0.header.is_overflow()
+            }
+
             /// The current value (for tests and diagnostics; exporters read snapshots).
             pub fn value(&self) -> Number {
                 self.0.core.load()

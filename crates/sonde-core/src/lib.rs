@@ -45,6 +45,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod budget;
 pub mod diag;
 mod error;
 pub mod exemplar;
@@ -75,6 +76,7 @@ pub trait Flush: Send + Sync {
         timeout: std::time::Duration,
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
 }
+pub use budget::MemoryBudget;
 pub use exemplar::{Exemplar, TraceContext};
 pub use family::Family;
 pub use histogram::{
@@ -89,12 +91,12 @@ pub use lazy::{__family, __unit_for_name};
 pub use number::{AtomicNumber, Number, NumberKind};
 pub use registry::{
     CollectorGuard, DEFAULT_MAX_SERIES, FamilyBuilder, INSTRUMENTATION_ERRORS, Registry,
-    SERIES_ACTIVE, SERIES_OVERFLOW, Visitor,
+    SERIES_ACTIVE, SERIES_OVERFLOW, SERIES_REFUSED, Visitor,
 };
 pub use resource::{Resource, parse_key_values};
 pub use series::{Header, SeriesInfo, unix_nanos};
 pub use snapshot::{
-    FamilyMeta, FamilySnapshot, OVERFLOW_LABEL, Point, Reader, SeriesSnapshot, Snapshot,
-    Temporality,
+    DeltaState, FamilyMeta, FamilySnapshot, OVERFLOW_LABEL, Point, Reader, SeriesSnapshot,
+    Snapshot, Temporality,
 };
 pub use unit::Unit;

@@ -7,6 +7,7 @@ use std::marker::PhantomData;
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::budget::{BudgetState, MemoryBudget};
 use crate::error::describe;
 use crate::family::{ErasedFamily, Family, SelfMetrics, VisitEvent};
 use crate::histogram::{Histogram, InstrumentOptions, Precision};
@@ -33,6 +34,9 @@ pub const SERIES_OVERFLOW: &str = "sonde.series.overflow";
 pub const SERIES_ACTIVE: &str = "sonde.series.active";
 /// Self-metric: instrumentation mistakes (wrong label counts...).
 pub const INSTRUMENTATION_ERRORS: &str = "sonde.instrumentation.errors";
+/// Self-metric: new label sets refused (`reason="budget"`: the registry's memory budget) and
+/// recorded in their family's overflow series.
+pub const SERIES_REFUSED: &str = "sonde.series.refused";
 
 type Hook = Arc<dyn Fn() + Send + Sync>;
 
@@ -53,6 +57,8 @@ struct Inner {
     overflow: Option<Family<Counter>>,
     errors: Option<Family<Counter>>,
     series_count: Option<Family<Gauge>>,
+    refused: Option<Family<Counter>>,
+    budget: Option<Arc<BudgetState>>,
 }
 
 /// Keeps a collect hook registered with [`Registry::register_collector`]; dropping it removes
@@ -124,6 +130,34 @@ impl Registry {
 
     /// A new registry whose families default to `max_series` series each.
     pub fn with_max_series(max_series: usize) -> Self {
+        Self::build(max_series, None)
+    }
+
+    /// A new registry whose families default to `max_series` series each and whose series
+    /// together stay within `budget` (see [`MemoryBudget`]). The self-metric families are not
+    /// counted against it, nor are families named `sonde.*` (sonde's own, bounded, which report
+    /// the refusals).
+    pub fn with_budget(max_series: usize, budget: MemoryBudget) -> Self {
+        Self::build(max_series, Some(budget))
+    }
+
+    /// The memory budget, if the registry has one.
+    pub fn budget(&self) -> Option<MemoryBudget> {
+        self.inner.budget.as_ref().map(|b| b.limits)
+    }
+
+    /// Series and estimated bytes taken from the memory budget, if the registry has one.
+    pub fn budget_used(&self) -> Option<(usize, usize)> {
+        self.inner.budget.as_ref().map(|b| b.used())
+    }
+
+    /// Whether a new series of about `bytes` would be refused by the memory budget now: lets a
+    /// caller refuse work (a new StatsD name) before allocating anything for it.
+    pub fn over_budget(&self, bytes: usize) -> bool {
+        self.inner.budget.as_ref().is_some_and(|b| b.full(bytes))
+    }
+
+    fn build(max_series: usize, budget: Option<MemoryBudget>) -> Self {
         let bare = Registry {
             inner: Arc::new(Inner {
                 families: RwLock::new(BTreeMap::new()),
@@ -133,6 +167,8 @@ impl Registry {
                 overflow: None,
                 errors: None,
                 series_count: None,
+                refused: None,
+                budget: None,
             }),
         };
         // Self-metric families live in the registry like any other; they report into nothing.
@@ -154,6 +190,12 @@ impl Registry {
             .labels(["metric"])
             .build()
             .ok();
+        let refused = bare
+            .counter(SERIES_REFUSED)
+            .description("New label sets refused (reason=\"budget\": the memory budget was reached) and recorded in their family's overflow series.")
+            .labels(["metric", "reason"])
+            .build()
+            .ok();
         let families = std::mem::take(&mut *bare.families_mut());
         let rendered = std::mem::take(&mut *bare.rendered());
         Registry {
@@ -165,6 +207,8 @@ impl Registry {
                 overflow,
                 errors,
                 series_count,
+                refused,
+                budget: budget.map(|b| Arc::new(BudgetState::new(b))),
             }),
         }
     }
@@ -561,6 +605,14 @@ impl Registry {
         let self_metrics = SelfMetrics {
             overflow: self.inner.overflow.clone(),
             errors: self.inner.errors.clone(),
+            refused: self.inner.refused.clone(),
+            // sonde's own self-metrics are bounded by construction and must be able to report
+            // refusals when the budget is full.
+            budget: if name.starts_with("sonde.") {
+                None
+            } else {
+                self.inner.budget.clone()
+            },
         };
         let family = Family::<M>::new(
             meta,
@@ -934,6 +986,96 @@ mod tests {
                 .count(),
             0
         );
+    }
+
+    #[test]
+    fn budget_refuses_new_series_then_recovers_after_removal_and_expiry() {
+        let registry = Registry::with_budget(100, MemoryBudget::new(3, usize::MAX));
+        let jobs = registry
+            .counter("jobs")
+            .labels(["queue"])
+            .idle_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        for q in ["a", "b", "c", "d", "e"] {
+            jobs.with(&[q]).inc();
+        }
+        assert_eq!(jobs.series_count(), 3);
+        assert_eq!(registry.budget_used().unwrap().0, 3);
+        assert!(registry.over_budget(0));
+        let snap = registry.snapshot();
+        let refused = &[("metric", "jobs"), ("reason", "budget")];
+        assert_eq!(num(&snap, SERIES_REFUSED, refused), 2.0);
+        let fam = snap.family("jobs").unwrap();
+        let overflow = fam.series.iter().find(|s| s.is_overflow()).unwrap();
+        assert_eq!(overflow.point.number().unwrap().as_f64(), 2.0);
+        // Not a family-limit overflow.
+        assert!(snap.point(SERIES_OVERFLOW, &[("metric", "jobs")]).is_none());
+        drop(snap); // snapshots hold their series
+        // Existing series still record.
+        jobs.with(&["a"]).inc();
+        assert_eq!(num(&registry.snapshot(), "jobs", &[("queue", "a")]), 2.0);
+
+        // Removal gives the share back.
+        assert!(jobs.remove(&["a"]));
+        jobs.with(&["d"]).inc();
+        assert!(
+            registry
+                .snapshot()
+                .point("jobs", &[("queue", "d")])
+                .is_some()
+        );
+        assert_eq!(registry.budget_used().unwrap().0, 3);
+
+        // So does idle expiry (nothing holds the handles).
+        std::thread::sleep(Duration::from_millis(2100));
+        registry.sweep_idle();
+        assert_eq!(jobs.series_count(), 0);
+        let (series, bytes) = registry.budget_used().unwrap();
+        // What is left is the family itself.
+        assert_eq!(series, 0);
+        assert!((100..1000).contains(&bytes), "{bytes}");
+        jobs.with(&["f"]).inc();
+        assert_eq!(num(&registry.snapshot(), "jobs", &[("queue", "f")]), 1.0);
+
+        // And a removed family gives back all of its series.
+        let other = registry.gauge("other").labels(["x"]).build().unwrap();
+        other.with(&["1"]).set(1);
+        other.with(&["2"]).set(1);
+        assert_eq!(registry.budget_used().unwrap().0, 3);
+        drop(other);
+        assert!(registry.remove_family("other"));
+        assert_eq!(registry.budget_used().unwrap().0, 1);
+    }
+
+    #[test]
+    fn budget_counts_estimated_bytes_by_instrument_kind() {
+        // Room for the family and three default histograms (about 6 KB each), not four.
+        let registry = Registry::with_budget(100, MemoryBudget::new(1000, 23_000));
+        let lat = registry.histogram("lat").labels(["route"]).build().unwrap();
+        for r in ["/a", "/b", "/c", "/d"] {
+            lat.with(&[r]).observe(1.0);
+        }
+        assert_eq!(lat.series_count(), 3);
+        let (_, bytes) = registry.budget_used().unwrap();
+        assert!((18_000..23_000).contains(&bytes), "{bytes}");
+        // Counters are small: many more fit in what is left.
+        let hits = registry.counter("hits").labels(["k"]).build().unwrap();
+        for i in 0..10 {
+            hits.with(&[i.to_string()]).inc();
+        }
+        assert_eq!(hits.series_count(), 10);
+        let snap = registry.snapshot();
+        assert_eq!(
+            num(
+                &snap,
+                SERIES_REFUSED,
+                &[("metric", "lat"), ("reason", "budget")]
+            ),
+            1.0
+        );
+        // The registry without a budget refuses nothing.
+        assert!(!Registry::new().over_budget(usize::MAX));
     }
 
     #[test]

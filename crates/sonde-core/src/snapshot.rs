@@ -1,7 +1,7 @@
 //! Snapshots: what exporters read, cumulative or as deltas per consumer.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::histogram::HistogramPoint;
 use crate::instrument::Kind;
@@ -212,9 +212,33 @@ impl Snapshot {
 pub struct Reader {
     registry: Registry,
     temporality: Temporality,
+    memory: Arc<Mutex<Memory>>,
+    cumulative_kinds: Vec<Kind>,
+}
+
+/// What a delta reader read last.
+#[derive(Default)]
+struct Memory {
     previous: HashMap<u64, Point>,
     last_collect: u64,
-    cumulative_kinds: Vec<Kind>,
+}
+
+/// A delta reader's memory of what it read last, handed to the reader that replaces it (an
+/// exporter restarted with new settings) so the new one continues where the old one is: every
+/// change is reported once, by one of them, instead of the new one's first collection
+/// repeating every counter's total. Readers that share it may collect in any order, also at
+/// the same time.
+#[derive(Clone)]
+pub struct DeltaState(Arc<Mutex<Memory>>);
+
+impl std::fmt::Debug for DeltaState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        f.debug_struct("DeltaState")
+            .field("series", &m.previous.len())
+            .field("last_collect", &m.last_collect)
+            .finish()
+    }
 }
 
 impl Reader {
@@ -222,10 +246,22 @@ impl Reader {
         Reader {
             registry,
             temporality,
-            previous: HashMap::new(),
-            last_collect: 0,
+            memory: Arc::default(),
             cumulative_kinds: Vec::new(),
         }
+    }
+
+    /// This reader's delta memory, for [`continue_from`](Self::continue_from) in its successor.
+    pub fn delta_state(&self) -> DeltaState {
+        DeltaState(self.memory.clone())
+    }
+
+    /// Shares `state` (another delta reader's [`delta_state`](Self::delta_state)): this reader's
+    /// first collection reports the changes since that reader's last one, not since each series
+    /// started. Give it to readers of the same registry that keep the same kinds cumulative.
+    pub fn continue_from(mut self, state: &DeltaState) -> Self {
+        self.memory = state.0.clone();
+        self
     }
 
     /// Keeps families of these kinds cumulative in a delta reader: OTLP's `delta` temporality
@@ -251,14 +287,21 @@ impl Reader {
 
     /// Like [`collect`](Self::collect), reusing `snapshot`'s allocations.
     pub fn collect_into(&mut self, snapshot: &mut Snapshot) {
+        if self.temporality == Temporality::Cumulative {
+            self.registry.read_into(snapshot);
+            snapshot.temporality = self.temporality;
+            snapshot.cumulative_kinds.clone_from(&self.cumulative_kinds);
+            return;
+        }
+        // Read under the memory's lock, so readers sharing it take turns whole: a read older
+        // than the memory would come out negative.
+        let memory = self.memory.clone();
+        let mut memory = memory.lock().unwrap_or_else(|e| e.into_inner());
         self.registry.read_into(snapshot);
         snapshot.temporality = self.temporality;
         snapshot.cumulative_kinds.clone_from(&self.cumulative_kinds);
-        if self.temporality == Temporality::Cumulative {
-            return;
-        }
         let now = snapshot.time_unix_nanos;
-        let mut seen = HashMap::with_capacity(self.previous.len());
+        let mut seen = HashMap::with_capacity(memory.previous.len());
         for family in &mut snapshot.families {
             if self.cumulative_kinds.contains(&family.meta.kind) {
                 continue;
@@ -266,9 +309,9 @@ impl Reader {
             for s in &mut family.series {
                 let id = s.series.header().id();
                 let cumulative = std::mem::replace(&mut s.point, Point::Gauge(Number::U64(0)));
-                s.point = match self.previous.get(&id) {
+                s.point = match memory.previous.get(&id) {
                     Some(prev) => {
-                        s.start_unix_nanos = self.last_collect;
+                        s.start_unix_nanos = memory.last_collect;
                         cumulative.minus(prev)
                     }
                     None => cumulative.clone(),
@@ -279,7 +322,7 @@ impl Reader {
             }
         }
         // Series that expired are forgotten with the old map.
-        self.previous = seen;
-        self.last_collect = now;
+        memory.previous = seen;
+        memory.last_collect = now;
     }
 }

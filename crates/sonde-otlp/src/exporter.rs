@@ -36,6 +36,7 @@ pub struct OtlpMetricsBuilder {
     max_backoff: Duration,
     max_retry_time: Duration,
     env: Env,
+    continue_deltas: Option<sonde_core::DeltaState>,
 }
 
 impl std::fmt::Debug for OtlpMetricsBuilder {
@@ -72,7 +73,16 @@ impl OtlpMetricsBuilder {
             max_backoff: Duration::from_secs(5),
             max_retry_time: Duration::from_secs(300),
             env: Arc::new(process_env),
+            continue_deltas: None,
         }
+    }
+
+    /// With delta temporality, continues the deltas of the exporter this one replaces (its
+    /// [`OtlpMetricsExporter::delta_state`]): each change is exported once, by one of the two,
+    /// instead of this exporter's first export repeating every counter's total.
+    pub fn continue_deltas(mut self, state: sonde_core::DeltaState) -> Self {
+        self.continue_deltas = Some(state);
+        self
     }
 
     /// The registry to export (default: the global one).
@@ -231,7 +241,11 @@ impl OtlpMetricsBuilder {
         let mut reader = self.registry.reader(temporality);
         if temporality == Temporality::Delta {
             reader = reader.with_cumulative_kinds(&[Kind::UpDownCounter]);
+            if let Some(state) = &self.continue_deltas {
+                reader = reader.continue_from(state);
+            }
         }
+        let delta_state = (temporality == Temporality::Delta).then(|| reader.delta_state());
         let mut config = PushConfig::new(EXPORTER);
         config.interval = interval;
         config.timeout = settings.timeout;
@@ -249,7 +263,11 @@ impl OtlpMetricsBuilder {
             StartError::Start(e) => push_error(e),
             StartError::Sink(e) => e,
         })?;
-        Ok(OtlpMetricsExporter { inner, endpoint })
+        Ok(OtlpMetricsExporter {
+            inner,
+            endpoint,
+            delta_state,
+        })
     }
 }
 
@@ -266,6 +284,7 @@ fn push_error(e: sonde_push::Error) -> Error {
 pub struct OtlpMetricsExporter {
     inner: PushExporter,
     endpoint: String,
+    delta_state: Option<sonde_core::DeltaState>,
 }
 
 impl std::fmt::Debug for OtlpMetricsExporter {
@@ -290,6 +309,12 @@ impl OtlpMetricsExporter {
     /// Where requests go (for HTTP, the full URL).
     pub fn endpoint(&self) -> &str {
         &self.endpoint
+    }
+
+    /// With delta temporality, what its deltas start from, for the exporter that replaces it
+    /// ([`OtlpMetricsBuilder::continue_deltas`]).
+    pub fn delta_state(&self) -> Option<sonde_core::DeltaState> {
+        self.delta_state.clone()
     }
 
     /// Collects now and waits until that collection and everything queued before it has been

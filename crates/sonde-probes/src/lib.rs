@@ -375,6 +375,8 @@ impl Prober {
         let runtime = runtime().map_err(Error::Start)?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let probes = self.probes;
+        let labels = probes.iter().map(|p| p.labels.clone()).collect();
+        let metrics = probes.first().map(|p| p.metrics.clone());
         let thread = std::thread::Builder::new()
             .name("sonde-probes".into())
             .spawn(move || {
@@ -399,6 +401,8 @@ impl Prober {
         Ok(RunningProber {
             stop: Some(stop),
             thread: Some(thread),
+            labels,
+            metrics,
         })
     }
 
@@ -470,6 +474,9 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 pub struct RunningProber {
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    /// Each probe's label values, to remove its series.
+    labels: Vec<[String; 3]>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl fmt::Debug for RunningProber {
@@ -485,6 +492,30 @@ impl RunningProber {
     /// (well under a second).
     pub fn shutdown(mut self) {
         self.stop_now();
+    }
+
+    /// Stops the probes and removes their series, so they no longer appear in exports.
+    pub fn uninstall(mut self) {
+        self.stop_now();
+        self.remove_series(None);
+    }
+
+    /// Stops the probes and removes the series of those `next` does not run (same name, type
+    /// and server address): on a reload, the probes kept continue their series in `next`, the
+    /// ones removed disappear from exports.
+    pub fn replace_with(mut self, next: &RunningProber) {
+        self.stop_now();
+        self.remove_series(Some(next));
+    }
+
+    fn remove_series(&self, keep: Option<&RunningProber>) {
+        let Some(metrics) = &self.metrics else { return };
+        for l in &self.labels {
+            if keep.is_some_and(|k| k.labels.contains(l)) {
+                continue;
+            }
+            metrics.remove(l);
+        }
     }
 
     fn stop_now(&mut self) {

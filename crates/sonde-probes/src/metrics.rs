@@ -39,6 +39,7 @@ fn labels(extra: Option<&'static str>) -> Vec<Cow<'static, str>> {
 }
 
 pub(crate) struct Metrics {
+    registry: Registry,
     success: Family<Gauge>,
     duration: Family<Histogram>,
     status: Family<Gauge>,
@@ -54,6 +55,7 @@ impl Metrics {
         // Per probe: 5 phases, 2 results, 9 error types.
         let max = DEFAULT_MAX_SERIES.max(probes.saturating_mul(10));
         Ok(Metrics {
+            registry: registry.clone(),
             success: registry
                 .gauge(SUCCESS)
                 .description("Whether the last check of the probe succeeded (1) or failed (0).")
@@ -102,6 +104,35 @@ impl Metrics {
                 .max_series(max)
                 .build()?,
         })
+    }
+
+    /// Removes every series of the probe labelled `l` (each phase, result and error type).
+    pub(crate) fn remove(&self, l: &[String; 3]) {
+        let names = [
+            SUCCESS,
+            DURATION,
+            HTTP_STATUS_CODE,
+            CHECKS,
+            FAILURES,
+            TLS_CERT_EXPIRY,
+        ];
+        let snapshot = self.registry.snapshot_families(&names);
+        for family in &snapshot.families {
+            for s in &family.series {
+                let values: Vec<&str> = s.label_values().collect();
+                if values.len() < 3 || values[..3] != [&l[0][..], &l[1][..], &l[2][..]] {
+                    continue;
+                }
+                match family.meta.name() {
+                    SUCCESS => self.success.remove(&values),
+                    DURATION => self.duration.remove(&values),
+                    HTTP_STATUS_CODE => self.status.remove(&values),
+                    CHECKS => self.checks.remove(&values),
+                    FAILURES => self.failures.remove(&values),
+                    _ => self.cert_expiry.remove(&values),
+                };
+            }
+        }
     }
 
     /// Creates the check counters at zero so rates work from the first failure.

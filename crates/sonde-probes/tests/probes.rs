@@ -758,3 +758,47 @@ fn handles_are_send_and_sync() {
     check::<ProbeResult>();
     check::<Error>();
 }
+
+/// Issue #14 item 4: a probe removed by a reload kept its series forever.
+#[test]
+fn replace_with_removes_the_series_of_the_probes_left_out_and_keeps_the_others() {
+    let port = serve(drop);
+    let registry = Registry::new();
+    let tcp = |name: &str| -> ProbeTarget {
+        TcpProbe {
+            interval: Duration::from_millis(50),
+            ..TcpProbe::new(name, format!("127.0.0.1:{port}"))
+        }
+        .into()
+    };
+    let old = Prober::new(&registry, vec![tcp("kept"), tcp("gone")])
+        .unwrap()
+        .start()
+        .unwrap();
+    let has = |name: &str| {
+        let snap = registry.snapshot();
+        snap.families.iter().any(|f| {
+            f.series
+                .iter()
+                .any(|s| f.labels(s).contains(&("probe.name", name)))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while registry
+        .snapshot()
+        .point("probe.success", &labels("gone", "tcp"))
+        .is_none()
+    {
+        assert!(Instant::now() < deadline, "no check of `gone`");
+        thread::sleep(Duration::from_millis(20));
+    }
+    let next = Prober::new(&registry, vec![tcp("kept")])
+        .unwrap()
+        .start()
+        .unwrap();
+    old.replace_with(&next);
+    assert!(!has("gone"));
+    assert!(has("kept"));
+    next.uninstall();
+    assert!(!has("kept"));
+}

@@ -44,6 +44,12 @@
 //! `system.cpu.time`: the registry refuses it, see
 //! [`Error::NameCollision`](sonde_core::Error::NameCollision)) is dropped and counted in
 //! `sonde.statsd.parse_errors{reason="name_collision"}`, so the exposition stays valid.
+//! With a registry [memory budget](sonde_core::MemoryBudget) that is full, a new name is
+//! dropped before anything is allocated for it (`sonde.statsd.dropped{reason="budget"}`) and
+//! new label sets go to the overflow series. With a [TTL](Ingest::ttl), idle series and names
+//! expire, freeing their budget and their place under the name limit. The handle cache is bounded
+//! in entries and in [bytes](MAX_CACHE_BYTES) and keeps neither refused lines nor overflow
+//! handles; names longer than 1020 bytes are refused (`too_long`) before they are mapped.
 //!
 //! **Non-finite values.** `inf`, `nan` and numbers beyond the `f64` range are malformed
 //! (`bad_value`). A value that would make a counter's total, a gauge or a histogram's sum
@@ -54,7 +60,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use foldhash::fast::RandomState;
 use sonde_core::name::{MAX_NAME_LEN, validate_metric_name};
@@ -84,6 +90,16 @@ pub const MAX_LOGGED_LINE: usize = 200;
 const LOG_EVERY: Duration = Duration::from_secs(10);
 /// Default number of (name, type, tags) handles cached; past it the cache starts over.
 const DEFAULT_MAX_CACHED: usize = 100_000;
+/// Bytes of cached lines (keys plus per-entry overhead) before the cache starts over.
+pub const MAX_CACHE_BYTES: usize = 16 << 20;
+/// Longest raw name mapped at all: longer ones cannot map to a valid name in practice and are
+/// refused as `too_long` before anything is cached for them.
+const MAX_RAW_NAME: usize = 4 * MAX_NAME_LEN;
+/// Estimated bytes per cache entry besides its key.
+const CACHE_ENTRY: usize = 96;
+/// Estimated bytes of a new histogram series, to refuse a new name when the registry's memory
+/// budget could not take its first series.
+const NEW_SERIES_BYTES: usize = 6 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -133,6 +149,8 @@ struct MetricState {
     sets: Vec<u32>,
     /// The set state shared by label sets past the series limit (sets only).
     overflow_set: Option<u32>,
+    /// The maintenance tick of the last line recorded for this name.
+    last_used: u32,
 }
 
 #[derive(Clone)]
@@ -142,6 +160,17 @@ enum Handle {
     Timer(Histogram),
     Histogram(Histogram),
     Set(u32),
+}
+
+impl Handle {
+    fn is_overflow(&self) -> bool {
+        match self {
+            Handle::Counter(h) => h.is_overflow(),
+            Handle::Gauge(h) => h.is_overflow(),
+            Handle::Timer(h) | Handle::Histogram(h) => h.is_overflow(),
+            Handle::Set(_) => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -195,7 +224,16 @@ pub struct Ingest {
     max_cached: usize,
     metrics: Vec<MetricState>,
     by_name: HashMap<Box<str>, u32, RandomState>,
+    /// Slots of `metrics` whose name expired, for reuse.
+    free: Vec<u32>,
     cache: HashMap<Box<[u8]>, Cached, RandomState>,
+    /// The cache before the last rotation: entries used again move back, the rest are dropped
+    /// (with their handles, so idle series can expire) at the next rotation.
+    old_cache: HashMap<Box<[u8]>, Cached, RandomState>,
+    cache_bytes: usize,
+    ttl: Option<Duration>,
+    tick: u32,
+    last_tick: Instant,
     key: Vec<u8>,
     sets: Vec<SetState>,
     set_index: HashMap<SetKey, u32, RandomState>,
@@ -250,7 +288,13 @@ impl Ingest {
             max_cached: DEFAULT_MAX_CACHED,
             metrics: Vec::new(),
             by_name: HashMap::default(),
+            free: Vec::new(),
             cache: HashMap::default(),
+            old_cache: HashMap::default(),
+            cache_bytes: 0,
+            ttl: None,
+            tick: 0,
+            last_tick: Instant::now(),
             key: Vec::with_capacity(256),
             sets: Vec::new(),
             set_index: HashMap::default(),
@@ -282,6 +326,50 @@ impl Ingest {
     pub fn max_labels(mut self, n: usize) -> Self {
         self.max_labels = n;
         self
+    }
+
+    /// Expires what is idle for `ttl` (off by default; statsd_exporter's `--statsd.cache-ttl`):
+    /// series of the families this creates (the registry's idle timeout), and names without a
+    /// line for `ttl` to 1.5 × `ttl` (their family is removed and the name no longer counts
+    /// against [`max_metrics`](Self::max_metrics)). Set metrics never expire. Needs
+    /// [`maintain`](Self::maintain) called regularly (the server does).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl.max(Duration::from_secs(1)));
+        self
+    }
+
+    /// Runs expiry when due (every half TTL): rotates the handle cache, so handles of lines
+    /// not seen since the previous rotation are released and their series can expire, and
+    /// removes the families of names idle for the TTL. Cheap when not due.
+    pub fn maintain(&mut self, now: Instant) {
+        let Some(ttl) = self.ttl else { return };
+        if now.duration_since(self.last_tick) < ttl / 2 {
+            return;
+        }
+        self.last_tick = now;
+        self.tick = self.tick.wrapping_add(1);
+        self.rotate_cache();
+        for i in 0..self.metrics.len() {
+            let state = &self.metrics[i];
+            let idle = self.tick.wrapping_sub(state.last_used) >= 2;
+            if !idle || state.kind == Kind::Set || !self.by_name.contains_key(&state.name) {
+                continue;
+            }
+            if !matches!(state.family, FamilyRef::Conflict(_)) {
+                self.registry.remove_family(&state.name);
+            }
+            let state = &mut self.metrics[i];
+            self.by_name.remove(&state.name);
+            state.family = FamilyRef::Conflict("expired");
+            state.generation = state.generation.wrapping_add(1);
+            state.labels = Vec::new();
+            self.free.push(i as u32);
+        }
+    }
+
+    fn rotate_cache(&mut self) {
+        self.old_cache = std::mem::take(&mut self.cache);
+        self.cache_bytes = 0;
     }
 
     /// The registry recorded into.
@@ -384,6 +472,12 @@ impl Ingest {
         self.key.push(0xff);
         self.key.extend_from_slice(m.tags.raw().as_bytes());
 
+        if !self.cache.contains_key(self.key.as_slice())
+            && let Some((k, v)) = self.old_cache.remove_entry(self.key.as_slice())
+        {
+            // Used again since the last rotation: keep it.
+            self.keep(k, v);
+        }
         if let Some(cached) = self.cache.get(self.key.as_slice()) {
             match cached {
                 Cached::Series {
@@ -391,6 +485,7 @@ impl Ingest {
                     generation,
                     handle,
                 } if self.metrics[*metric as usize].generation == *generation => {
+                    self.metrics[*metric as usize].last_used = self.tick;
                     apply(handle, m, &mut self.sets, &self.set_hasher, &self.stats);
                     return;
                 }
@@ -405,24 +500,52 @@ impl Ingest {
         }
 
         let resolved = self.resolve(m);
-        match &resolved {
+        let keep = match &resolved {
             Cached::Series { handle, .. } => {
-                apply(handle, m, &mut self.sets, &self.set_hasher, &self.stats)
+                apply(handle, m, &mut self.sets, &self.set_hasher, &self.stats);
+                // An overflow handle is not kept: the label set gets its own series once
+                // the family or the budget has room.
+                !handle.is_overflow()
             }
-            Cached::Rejected(r) => self.reject(*r, m),
-        }
-        if self.cache.len() >= self.max_cached {
-            self.cache.clear();
+            Cached::Rejected(r) => {
+                self.reject(*r, m);
+                // Refused lines are not kept (junk would crowd out real lines), except
+                // for names a mapping rule drops on purpose, which repeat.
+                matches!(r, Reject::Dropped("mapping"))
+            }
+        };
+        if !keep {
+            return;
         }
         let key: Box<[u8]> = self.key.as_slice().into();
-        self.cache.insert(key, resolved);
+        self.keep(key, resolved);
+    }
+
+    /// Caches an entry, rotating first if the cache is full (in entries or bytes): the cache
+    /// and the previous one together hold at most twice the bounds.
+    fn keep(&mut self, key: Box<[u8]>, entry: Cached) {
+        let bytes = key.len() + CACHE_ENTRY;
+        if self.cache.len() >= self.max_cached || self.cache_bytes + bytes > MAX_CACHE_BYTES {
+            self.rotate_cache();
+        }
+        self.cache_bytes += bytes;
+        self.cache.insert(key, entry);
     }
 
     /// The slow path: map the name, build the labels, find or create (or widen) the family
     /// and resolve the series.
     fn resolve(&mut self, m: &Metric<'_>) -> Cached {
         let kind = Kind::of(m.metric_type);
-        let Some(mapped) = self.mapper.map(m.name) else {
+        if m.name.len() > MAX_RAW_NAME {
+            return Cached::Rejected(Reject::Error("too_long"));
+        }
+        // Looked up without caching: the name is remembered only once a line is accepted.
+        let mapped = match self.mapper.cached(m.name) {
+            Some(m) => m.cloned(),
+            None => self.mapper.map_uncached(m.name),
+        };
+        let Some(mapped) = mapped else {
+            self.mapper.remember(m.name, None);
             return Cached::Rejected(Reject::Dropped("mapping"));
         };
         let name = mapped.name.clone();
@@ -462,14 +585,25 @@ impl Ingest {
         let idx = match self.by_name.get(name.as_str()) {
             Some(&i) => i as usize,
             None => {
-                if self.metrics.len() >= self.max_metrics {
+                if self.by_name.len() >= self.max_metrics {
                     return Cached::Rejected(Reject::Dropped("too_many_metrics"));
                 }
+                // Nothing is allocated for a name whose first series the registry's memory
+                // budget could not take anyway.
+                if self.registry.over_budget(NEW_SERIES_BYTES) {
+                    return Cached::Rejected(Reject::Dropped("budget"));
+                }
                 let keys: Vec<Box<str>> = labels.iter().map(|(k, _)| k.as_ref().into()).collect();
-                let family = register(&self.registry, &name, kind, &keys, self.max_series)
-                    .unwrap_or_else(|e| FamilyRef::Conflict(conflict_reason(&e)));
-                let i = self.metrics.len();
-                self.metrics.push(MetricState {
+                let family = register(
+                    &self.registry,
+                    &name,
+                    kind,
+                    &keys,
+                    self.max_series,
+                    self.ttl,
+                )
+                .unwrap_or_else(|e| FamilyRef::Conflict(conflict_reason(&e)));
+                let state = MetricState {
                     name: name.as_str().into(),
                     kind,
                     labels: keys,
@@ -477,11 +611,29 @@ impl Ingest {
                     generation: 0,
                     sets: Vec::new(),
                     overflow_set: None,
-                });
+                    last_used: self.tick,
+                };
+                let i = match self.free.pop() {
+                    Some(i) => {
+                        // A new generation, so cached handles of the expired name miss.
+                        let slot = &mut self.metrics[i as usize];
+                        let generation = slot.generation.wrapping_add(1);
+                        *slot = MetricState {
+                            generation,
+                            ..state
+                        };
+                        i as usize
+                    }
+                    None => {
+                        self.metrics.push(state);
+                        self.metrics.len() - 1
+                    }
+                };
                 self.by_name.insert(name.as_str().into(), i as u32);
                 i
             }
         };
+        self.metrics[idx].last_used = self.tick;
 
         let state = &self.metrics[idx];
         if state.kind != kind {
@@ -528,6 +680,9 @@ impl Ingest {
             FamilyRef::Histogram(f) => Handle::Histogram(f.with(&values)),
             FamilyRef::Conflict(reason) => return Cached::Rejected(Reject::Error(reason)),
         };
+        if !handle.is_overflow() {
+            self.mapper.remember(m.name, Some(mapped));
+        }
         Cached::Series {
             metric: idx as u32,
             generation,
@@ -591,9 +746,14 @@ impl Ingest {
             Ok(f) => Ok(f),
             // Removed from the registry by its owner: nothing of it is exported any more, so
             // start afresh under the name.
-            Err(sonde_core::Error::NotRegistered { .. }) => {
-                register(&self.registry, &name, kind, &union, self.max_series)
-            }
+            Err(sonde_core::Error::NotRegistered { .. }) => register(
+                &self.registry,
+                &name,
+                kind,
+                &union,
+                self.max_series,
+                self.ttl,
+            ),
             Err(e) => Err(e),
         };
         let family = match family {
@@ -655,55 +815,84 @@ fn register(
     kind: Kind,
     labels: &[Box<str>],
     max_series: usize,
+    ttl: Option<Duration>,
 ) -> Result<FamilyRef, sonde_core::Error> {
     let name = name.to_owned();
     let labels = labels.iter().map(|l| l.to_string());
     Ok(match kind {
         Kind::Counter => FamilyRef::Counter(
-            registry
-                .counter_f64(name)
-                .description("StatsD counter.")
-                .labels(labels)
-                .max_series(max_series)
-                .build()?,
+            statsd_family(
+                registry
+                    .counter_f64(name)
+                    .description("StatsD counter.")
+                    .labels(labels)
+                    .max_series(max_series),
+                ttl,
+            )
+            .build()?,
         ),
         Kind::Gauge => FamilyRef::Gauge(
-            registry
-                .gauge_f64(name)
-                .description("StatsD gauge.")
-                .labels(labels)
-                .max_series(max_series)
-                .build()?,
+            statsd_family(
+                registry
+                    .gauge_f64(name)
+                    .description("StatsD gauge.")
+                    .labels(labels)
+                    .max_series(max_series),
+                ttl,
+            )
+            .build()?,
         ),
         Kind::Set => FamilyRef::Gauge(
-            registry
-                .gauge_f64(name)
-                .description("StatsD set: distinct values seen in the last complete window.")
-                .labels(labels)
-                .max_series(max_series)
-                .build()?,
+            statsd_family(
+                registry
+                    .gauge_f64(name)
+                    .description("StatsD set: distinct values seen in the last complete window.")
+                    .labels(labels)
+                    .max_series(max_series),
+                ttl,
+            )
+            .build()?,
         ),
         Kind::Timer => FamilyRef::Histogram(
-            registry
-                .histogram(name)
-                .description("StatsD timer.")
-                .unit(Unit::Seconds)
-                .labels(labels)
-                .max_series(max_series)
-                .build()?,
+            statsd_family(
+                registry
+                    .histogram(name)
+                    .description("StatsD timer.")
+                    .unit(Unit::Seconds)
+                    .labels(labels)
+                    .max_series(max_series),
+                ttl,
+            )
+            .build()?,
         ),
         Kind::Histogram => FamilyRef::Histogram(
-            registry
-                .histogram(name)
-                .description("StatsD histogram or distribution.")
-                .labels(labels)
-                .max_series(max_series)
-                .build()?,
+            statsd_family(
+                registry
+                    .histogram(name)
+                    .description("StatsD histogram or distribution.")
+                    .labels(labels)
+                    .max_series(max_series),
+                ttl,
+            )
+            .build()?,
         ),
     })
 }
 
 /// The rejection reason for a family the registry refused.
+/// What every StatsD family shares: never striped (one parser thread records, so stripes would
+/// only multiply the memory of unlabelled histograms), idle expiry when a TTL is set.
+fn statsd_family<'r, M: sonde_core::Instrument>(
+    b: sonde_core::FamilyBuilder<'r, M>,
+    ttl: Option<Duration>,
+) -> sonde_core::FamilyBuilder<'r, M> {
+    let b = b.striped(false);
+    match ttl {
+        Some(t) => b.idle_timeout(t),
+        None => b,
+    }
+}
+
 fn conflict_reason(e: &sonde_core::Error) -> &'static str {
     match e {
         sonde_core::Error::NameCollision { .. } => "name_collision",
@@ -1287,5 +1476,116 @@ mod tests {
             .map(|i| number(&snap, "c", &[("k", &i.to_string())]))
             .sum();
         assert_eq!(total, 20.0);
+    }
+
+    #[test]
+    fn idle_names_expire_and_free_the_name_limit() {
+        let registry = Registry::new();
+        let mut ingest = Ingest::new(registry.clone())
+            .max_metrics(3)
+            .ttl(Duration::from_secs(10));
+        let t0 = Instant::now();
+        ingest.ingest_packet(
+            b"junk.1:1|c
+junk.2:1|ms
+junk.3:1|g
+keep:1|c",
+        );
+        let snap = registry.snapshot();
+        assert_eq!(
+            number(&snap, DROPPED, &[("reason", "too_many_metrics")]),
+            1.0
+        );
+        assert!(snap.family("keep").is_none());
+        drop(snap);
+        // junk.3 stays in use; the others idle for a TTL.
+        for k in 1..=3u32 {
+            ingest.maintain(t0 + Duration::from_secs(5 * u64::from(k)));
+            ingest.ingest_packet(b"junk.3:2|g");
+        }
+        assert_eq!(ingest.metric_count(), 3, "slots are kept for reuse");
+        ingest.ingest_packet(
+            b"keep:1|c
+keep:1|c
+new:1|ms",
+        );
+        let snap = registry.snapshot();
+        assert!(snap.family("junk.1").is_none() && snap.family("junk.2").is_none());
+        assert_eq!(number(&snap, "junk.3", &[]), 2.0);
+        assert_eq!(number(&snap, "keep", &[]), 2.0);
+        assert_eq!(hist(&snap, "new", &[]), (1, 0.001));
+        // A reused slot does not record into the expired name's family.
+        ingest.ingest_packet(b"junk.1:5|c");
+        assert_eq!(
+            number(
+                &registry.snapshot(),
+                DROPPED,
+                &[("reason", "too_many_metrics")]
+            ),
+            2.0
+        );
+    }
+
+    #[test]
+    fn refused_lines_are_not_cached_and_the_cache_is_bounded_in_bytes() {
+        let registry = Registry::new();
+        let mut ingest = Ingest::new(registry.clone()).max_metrics(1);
+        ingest.ingest_packet(b"ok:1|c");
+        let long = "x".repeat(MAX_NAME_LEN + 1);
+        for i in 0..100 {
+            let line = format!(
+                "{long}{i}:1|c
+other{i}:1|c
+{}:1|c",
+                "y".repeat(5000)
+            );
+            ingest.ingest_packet(line.as_bytes());
+        }
+        assert_eq!(ingest.cache.len() + ingest.old_cache.len(), 1);
+        assert_eq!(ingest.mapper.cached("ok").map(|m| m.is_some()), Some(true));
+        assert!(ingest.mapper.cached("other1").is_none());
+        // Accepted lines with long tags: the cache starts over before 16 MiB.
+        let mut ingest = Ingest::new(registry.clone()).max_series(1_000_000);
+        let tag = "v".repeat(10_000);
+        for i in 0..3000 {
+            ingest.ingest_packet(format!("t:1|c|#k:{tag}{i}").as_bytes());
+        }
+        assert!(ingest.cache_bytes <= MAX_CACHE_BYTES);
+        assert!(ingest.cache.len() + ingest.old_cache.len() < 2 * MAX_CACHE_BYTES / 10_000);
+    }
+
+    #[test]
+    fn the_registry_budget_refuses_new_names_and_series() {
+        let registry = Registry::with_budget(10_000, sonde_core::MemoryBudget::new(100, 1 << 30));
+        let mut ingest = Ingest::new(registry.clone()).ttl(Duration::from_secs(10));
+        let t0 = Instant::now();
+        for i in 0..150 {
+            ingest.ingest_packet(format!("lat:1|ms|#id:{i}").as_bytes());
+        }
+        ingest.ingest_packet(b"late:1|c");
+        let snap = registry.snapshot();
+        assert_eq!(registry.budget_used().unwrap().0, 100);
+        let lat = snap.family("lat").unwrap().series.len() - 1;
+        assert_eq!(lat, 100);
+        assert_eq!(
+            number(
+                &snap,
+                sonde_core::SERIES_REFUSED,
+                &[("metric", "lat"), ("reason", "budget")]
+            ),
+            (150 - lat) as f64
+        );
+        assert_eq!(number(&snap, DROPPED, &[("reason", "budget")]), 1.0);
+        assert!(snap.family("late").is_none());
+        // Overflow handles are not cached: once there is room, label sets get their series.
+        drop(snap);
+        assert_eq!(ingest.cache.len(), lat);
+        // The flood stops: after the TTL its name expires and gives its share back.
+        ingest.maintain(t0 + Duration::from_secs(6));
+        ingest.maintain(t0 + Duration::from_secs(12));
+        assert!(registry.snapshot().family("lat").is_none());
+        assert_eq!(registry.budget_used().unwrap().0, 0);
+        ingest.ingest_packet(b"late:1|c");
+        assert_eq!(number(&registry.snapshot(), "late", &[]), 1.0);
     }
 }

@@ -30,6 +30,8 @@ use sonde_core::name::{MAX_NAME_LEN, validate_label_name};
 
 /// Distinct names whose mapping is remembered; past it the cache starts over.
 const CACHE_LIMIT: usize = 65_536;
+/// Bytes of names and mappings remembered (estimated); past it the cache starts over.
+const CACHE_BYTES: usize = 4 << 20;
 
 /// One mapping rule.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -301,6 +303,7 @@ impl Compiled {
 pub struct Mapper {
     rules: Vec<Compiled>,
     cache: HashMap<Box<str>, Option<Mapped>, foldhash::fast::RandomState>,
+    cache_bytes: usize,
     captures: Vec<(usize, usize)>,
 }
 
@@ -331,13 +334,36 @@ impl Mapper {
     /// What `name` maps to, or `None` when a drop rule matches. Cached per distinct name.
     pub fn map(&mut self, name: &str) -> Option<&Mapped> {
         if !self.cache.contains_key(name) {
-            if self.cache.len() >= CACHE_LIMIT {
-                self.cache.clear();
-            }
             let mapped = map_with(&self.rules, &mut self.captures, name);
-            self.cache.insert(name.into(), mapped);
+            self.remember(name, mapped);
         }
         self.cache.get(name).and_then(Option::as_ref)
+    }
+
+    /// The remembered mapping of `name`, if any (`Some(None)`: a drop rule matched).
+    pub fn cached(&self, name: &str) -> Option<Option<&Mapped>> {
+        self.cache.get(name).map(Option::as_ref)
+    }
+
+    /// Remembers what `name` maps to, within the cache's entry and byte bounds: a caller that
+    /// may still refuse the name maps it with [`map_uncached`](Self::map_uncached) and
+    /// remembers it only once accepted, so refused names never fill the cache.
+    pub fn remember(&mut self, name: &str, mapped: Option<Mapped>) {
+        let bytes = 64
+            + name.len()
+            + mapped.as_ref().map_or(0, |m| {
+                m.name.len()
+                    + m.labels
+                        .iter()
+                        .map(|(k, v)| 48 + k.len() + v.len())
+                        .sum::<usize>()
+            });
+        if self.cache.len() >= CACHE_LIMIT || self.cache_bytes + bytes > CACHE_BYTES {
+            self.cache.clear();
+            self.cache_bytes = 0;
+        }
+        self.cache_bytes += bytes;
+        self.cache.insert(name.into(), mapped);
     }
 
     /// Like [`map`](Self::map), without the cache.

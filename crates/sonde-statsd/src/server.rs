@@ -115,6 +115,7 @@ pub struct StatsdServerBuilder {
     max_metrics: Option<usize>,
     max_series: Option<usize>,
     max_labels: Option<usize>,
+    ttl: Option<Duration>,
 }
 
 impl StatsdServerBuilder {
@@ -178,6 +179,12 @@ impl StatsdServerBuilder {
         self
     }
 
+    /// Expires series and names idle for `ttl` (off by default); see [`Ingest::ttl`].
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
     /// Binds the sockets and starts the threads.
     pub fn start(self) -> Result<StatsdServer, Error> {
         if self.udp.is_empty() && self.unix.is_empty() {
@@ -194,6 +201,9 @@ impl StatsdServerBuilder {
         }
         if let Some(n) = self.max_labels {
             ingest = ingest.max_labels(n);
+        }
+        if let Some(t) = self.ttl {
+            ingest = ingest.ttl(t);
         }
 
         let mut sockets = Vec::new();
@@ -548,8 +558,18 @@ fn parse_loop(
     mut ingest: Ingest,
     shared: Arc<Shared>,
 ) {
-    // Ends when every receiver and the server's control sender are gone.
-    while let Ok(msg) = rx.recv() {
+    // Ends when every receiver and the server's control sender are gone. Wakes up at least
+    // every second so expiry runs when no packets arrive too.
+    loop {
+        let msg = match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(msg) => msg,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                ingest.maintain(Instant::now());
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        ingest.maintain(Instant::now());
         match msg {
             Msg::Packet(packet, source) => {
                 shared.queued.fetch_sub(1, Ordering::Relaxed);

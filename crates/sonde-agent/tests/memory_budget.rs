@@ -1,0 +1,229 @@
+//! The real `sonde-agent` binary under a flood of distinct StatsD timer series stays within its
+//! memory budget, counts what it refuses, and accepts a legitimate new name once the junk has
+//! expired (`statsd.ttl`). Also: `check-config` refuses budgets and TTLs out of range.
+#![allow(clippy::unwrap_used)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sonde_tests::{TempDir, free_addr, wait_for};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
+
+/// The agent process, killed on drop so a failing assertion leaves nothing running.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_udp() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// VmRSS of `pid`, bytes.
+fn rss(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// Sum of the samples of `metric` whose line contains every one of `having`.
+fn sum(text: &str, metric: &str, having: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(metric) && having.iter().all(|h| l.contains(h)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+const BUDGET: usize = 8 << 20;
+/// Flood size: with 100 names, 2000 series per family would allow all of them (~1.2 GB of
+/// timer series) without the budget.
+const LINES: usize = 200_000;
+const NAMES: usize = 100;
+
+#[test]
+fn a_flood_of_timer_series_stays_within_the_memory_budget_and_expires() {
+    let statsd = free_udp();
+    let metrics = free_addr();
+    let dir = TempDir::new("agent-budget");
+    let config = dir.0.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ninterval = \"1h\"\nmemory_budget = \"8MiB\"\n\n[collectors.host]\nenabled = false\n\n\
+             [collectors.process]\nenabled = false\n\n[statsd]\nudp = \"{statsd}\"\nttl = \"2s\"\n\
+             max_metrics = 1000\n\n[exporters.prometheus]\nlisten = \"{metrics}\"\n"
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.0.join("agent.log")).unwrap();
+    let agent = Running(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let pid = agent.0.id();
+    let url = format!("http://{metrics}/metrics");
+    let scrape = || {
+        sonde_tests::http::try_get(&url)
+            .filter(|r| r.status == 200)
+            .map(|r| r.text())
+    };
+    wait_for("the agent's /metrics", Duration::from_secs(20), scrape);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // Warm up: the first lines, scrape and exposition buffers are part of the baseline.
+    sock.send_to(b"warm.count:1|c", statsd).unwrap();
+    wait_for("warm-up on /metrics", Duration::from_secs(10), || {
+        scrape().filter(|t| t.contains("warm_count_total"))
+    });
+    let baseline = rss(pid);
+
+    // 200k distinct (name, tag value) timer series, 40 lines a datagram, at a bounded rate.
+    let started = Instant::now();
+    let mut peak = baseline;
+    let mut batch = String::new();
+    for i in 0..LINES {
+        batch.push_str(&format!("flood.{}.lat:{}|ms|#id:{i}\n", i % NAMES, i % 997));
+        if (i + 1) % 40 == 0 {
+            sock.send_to(batch.as_bytes(), statsd).unwrap();
+            batch.clear();
+            if (i + 1) % 800 == 0 {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            if (i + 1) % 20_000 == 0 {
+                peak = peak.max(rss(pid));
+            }
+        }
+    }
+    // A new name right after the flood, while the budget is full: refused, not allocated.
+    sock.send_to(b"early.requests:1|c", statsd).unwrap();
+    let sent_in = started.elapsed();
+    // Wait until the agent has parsed what arrived (the line count stops moving).
+    let mut last = -1.0;
+    let text = wait_for("the flood parsed", Duration::from_secs(20), || {
+        let t = scrape()?;
+        let lines = sum(&t, "sonde_statsd_lines_total", &[]);
+        let done = lines == last;
+        last = lines;
+        done.then_some(t)
+    });
+    peak = peak.max(rss(pid));
+    let refused = sum(&text, "sonde_series_refused_total", &["reason=\"budget\""]);
+    let dropped = sum(&text, "sonde_statsd_dropped_total", &["reason=\"budget\""]);
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("flood_") && l.contains("_count{"))
+        .count();
+    let growth = peak.saturating_sub(baseline);
+    eprintln!(
+        "baseline RSS {} KiB, peak {} KiB (+{} KiB), flood series exported {series} (with \
+         overflow series), refused {refused}, names dropped {dropped}, sent in {sent_in:?}",
+        baseline / 1024,
+        peak / 1024,
+        growth / 1024
+    );
+    assert!(refused > 0.0, "nothing refused by the budget:\n{text}");
+    assert!(dropped >= 1.0, "the new name was not refused:\n{text}");
+    assert!(!text.contains("early_requests"));
+    assert!(
+        series < 1600,
+        "{series} flood series: more than an 8 MiB budget holds"
+    );
+    // The budget, plus the handle and mapping caches' byte bounds and allocator slack.
+    assert!(
+        growth < BUDGET + (24 << 20),
+        "RSS grew by {} KiB over a budget of {} KiB",
+        growth / 1024,
+        BUDGET / 1024
+    );
+
+    // The flood stops: after the TTL the junk expires and a new name gets in.
+    let t = Instant::now();
+    let text = wait_for(
+        "a legitimate name after the flood",
+        Duration::from_secs(15),
+        || {
+            sock.send_to(b"legit.requests:1|c|#route:/users", statsd)
+                .unwrap();
+            scrape().filter(|t| t.contains("legit_requests_total{route=\"/users\"}"))
+        },
+    );
+    eprintln!(
+        "legitimate name exported {:?} after the flood; flood series left: {}",
+        t.elapsed(),
+        sum(&text, "sonde_series_active", &["metric=\"flood."])
+    );
+    let text = wait_for("the flood's families gone", Duration::from_secs(10), || {
+        scrape().filter(|t| !t.lines().any(|l| l.starts_with("flood_")))
+    });
+    // Room again for new series of new names.
+    for i in 0..50 {
+        sock.send_to(format!("after.lat:1|ms|#id:{i}").as_bytes(), statsd)
+            .unwrap();
+    }
+    wait_for("new series after expiry", Duration::from_secs(10), || {
+        scrape().filter(|t| {
+            t.lines()
+                .filter(|l| l.starts_with("after_lat_seconds_count{id="))
+                .count()
+                == 50
+        })
+    });
+    drop(text);
+}
+
+#[test]
+fn check_config_refuses_a_budget_or_ttl_out_of_range() {
+    let dir = TempDir::new("agent-budget-config");
+    for (toml, key) in [
+        ("[agent]\nmemory_budget = \"1KiB\"\n", "agent.memory_budget"),
+        ("[agent]\nmemory_budget = \"lots\"\n", "agent.memory_budget"),
+        ("[statsd]\nttl = \"0s\"\n", "statsd.ttl"),
+        ("[statsd]\nttl = \"30d\"\n", "statsd.ttl"),
+    ] {
+        let path = dir.0.join("bad.toml");
+        std::fs::write(&path, toml).unwrap();
+        let out = Command::new(BIN)
+            .arg("check-config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{toml}");
+        assert!(err.contains(key), "{toml}: {err}");
+    }
+    let path = dir.0.join("good.toml");
+    std::fs::write(
+        &path,
+        "[agent]\nmemory_budget = \"64MiB\"\n\n[statsd]\nttl = \"5m\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -1,0 +1,378 @@
+//! Reload without loss (issue #14 item 4): SIGHUP keeps every component whose section did not
+//! change (StatsD socket and ingest state, `/metrics` socket, exporters with their delta
+//! readers), and removes what the new configuration removed.
+#![allow(clippy::unwrap_used)]
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use sonde_tests::cloudwatch::CloudWatchEndpoint;
+use sonde_tests::otlp::{OtlpReceiver, find_metrics};
+use sonde_tests::{TempDir, free_addr, wait_for};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
+
+/// A child process, killed on drop.
+struct Kid(Child);
+
+impl Drop for Kid {
+    fn drop(&mut self) {
+        self.0.kill().ok();
+        self.0.wait().ok();
+    }
+}
+
+struct Agent {
+    kid: Kid,
+    dir: TempDir,
+    metrics: SocketAddr,
+}
+
+impl Agent {
+    fn start(config: &str, metrics: SocketAddr) -> Agent {
+        Self::start_with_env(config, metrics, &[])
+    }
+
+    fn start_with_env(config: &str, metrics: SocketAddr, env: &[(&str, &str)]) -> Agent {
+        let dir = TempDir::new("agent-reload");
+        std::fs::write(dir.0.join("agent.toml"), config).unwrap();
+        let log = std::fs::File::create(dir.0.join("agent.log")).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config")
+            .arg(dir.0.join("agent.toml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .envs(env.iter().copied());
+        let kid = Kid(cmd.spawn().unwrap());
+        let agent = Agent { kid, dir, metrics };
+        wait_for("the agent's /metrics", Duration::from_secs(20), || {
+            agent.scrape().filter(|t| t.contains("sonde_agent_info"))
+        });
+        agent
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.0.join("agent.toml")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("agent.log")).unwrap_or_default()
+    }
+
+    fn scrape(&self) -> Option<String> {
+        get(self.metrics)
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.kid.0.id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// Rewrites the configuration, sends SIGHUP and waits for the `n`th successful reload.
+    fn reload(&self, config: &str, n: u32) {
+        std::fs::write(self.path(), config).unwrap();
+        self.signal("-HUP");
+        let series = r#"sonde_agent_reloads_total{result="success"}"#;
+        wait_for("the reload", Duration::from_secs(10), || {
+            (value(&self.scrape()?, series) == Some(f64::from(n))).then_some(())
+        });
+    }
+
+    fn terminate(mut self) -> String {
+        self.signal("-TERM");
+        let start = Instant::now();
+        while self.kid.0.try_wait().unwrap().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "no exit after SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.log()
+    }
+}
+
+fn get(addr: SocketAddr) -> Option<String> {
+    let reply = sonde_tests::http::try_get(&format!("http://{addr}/metrics"))?;
+    (reply.status == 200).then(|| reply.text())
+}
+
+fn value(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn free_udp() -> SocketAddr {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// The values of every data point (`AsInt(n)`, `AsDouble(x)`) in a metric's debug `text`.
+fn values(text: &str) -> Vec<f64> {
+    ["AsInt(", "AsDouble("]
+        .iter()
+        .flat_map(|tag| text.split(tag).skip(1))
+        .filter_map(|s| s.split(')').next()?.parse().ok())
+        .collect()
+}
+
+/// Twenty SIGHUPs while 20,000 StatsD increments stream in: `/metrics` answers every poll,
+/// it ends on exactly the number sent, and the delta OTLP receiver's points sum to it too. The
+/// old reload closed the StatsD and `/metrics` sockets for a moment and started a new OTLP
+/// exporter whose first delta was the lifetime total.
+#[test]
+fn twenty_reloads_under_load_lose_nothing_and_count_nothing_twice() {
+    const PER_PACKET: u64 = 10;
+    const PACKETS: u64 = 2_000; // 200 packets/s, 2,000 lines/s, for 10 s.
+    let rx = OtlpReceiver::start();
+    let statsd = free_udp();
+    let metrics = free_addr();
+    let endpoint = rx.grpc_endpoint();
+    // Every reload adds or removes a probe, every other one changes the OTLP interval (a new
+    // exporter continuing the old one's deltas); the rest must stay as it is.
+    let config = |n: u32| {
+        let every = if (n / 2).is_multiple_of(2) {
+            "500ms"
+        } else {
+            "400ms"
+        };
+        let mut c = format!(
+            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n\
+             [statsd]\nudp = \"{statsd}\"\n\n[exporters.prometheus]\nlisten = \"{metrics}\"\n\n\
+             [exporters.otlp]\nendpoint = \"{endpoint}\"\nprotocol = \"grpc\"\n\
+             interval = \"{every}\"\ntemporality = \"delta\"\n"
+        );
+        if n % 2 == 1 {
+            c += &format!(
+                "\n[[probes.tcp]]\nname = \"self\"\naddress = \"{metrics}\"\ninterval = \"1s\"\n"
+            );
+        }
+        c
+    };
+    let agent = Agent::start(&config(0), metrics);
+
+    let done = Arc::new(AtomicBool::new(false));
+    let (polls, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let poller = {
+        let (done, polls, refused) = (done.clone(), polls.clone(), refused.clone());
+        std::thread::spawn(move || {
+            let start = Instant::now();
+            while !done.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(30) {
+                polls.fetch_add(1, Ordering::Relaxed);
+                if get(metrics).is_none() {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let sender = std::thread::spawn(move || {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let packet = vec!["reload.hits:1|c"; PER_PACKET as usize].join("\n");
+        let start = Instant::now();
+        for i in 0..PACKETS {
+            // Paced against the clock, so a slow moment does not turn into a burst.
+            let due = start + Duration::from_millis(i * 5);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            sock.send_to(packet.as_bytes(), statsd).unwrap();
+        }
+    });
+    for n in 1..=20 {
+        std::thread::sleep(Duration::from_millis(450));
+        agent.reload(&config(n), n);
+    }
+    sender.join().unwrap();
+    let sent = PER_PACKET * PACKETS;
+    let scraped = wait_for(
+        "every increment on /metrics",
+        Duration::from_secs(10),
+        || {
+            let v = value(&agent.scrape()?, "reload_hits_total")?;
+            (v >= sent as f64).then_some(v)
+        },
+    );
+    done.store(true, Ordering::Relaxed);
+    poller.join().unwrap();
+    let (polls, refused) = (
+        polls.load(Ordering::Relaxed),
+        refused.load(Ordering::Relaxed),
+    );
+    let log = agent.terminate();
+    assert_eq!(scraped, sent as f64, "{log}");
+    assert_eq!(
+        refused, 0,
+        "{refused} of {polls} polls of /metrics failed:\n{log}"
+    );
+    assert!(polls > 100, "{polls} polls");
+    let reqs = rx.metrics();
+    let points = find_metrics(&reqs, "reload.hits");
+    let mut delivered = 0.0;
+    for m in &points {
+        let text = format!("{m:?}");
+        assert!(text.contains("aggregation_temporality: Delta"), "{text}");
+        delivered += values(&text).iter().sum::<f64>();
+    }
+    assert_eq!(
+        delivered,
+        sent as f64,
+        "OTLP deltas over {} requests:\n{log}",
+        reqs.len()
+    );
+    // Shown with --nocapture, for RELIABILITY.md.
+    println!(
+        "sent {sent}, scraped {scraped}, otlp delta sum {delivered} over {} exports, /metrics polls {polls}, failed {refused}",
+        points.len()
+    );
+}
+
+/// A reload that removes a probe and a procstat entry removes their series; StatsD, unchanged,
+/// keeps its ingest state, so a tag key first seen after the reload widens the family instead
+/// of being refused as `type_conflict`.
+#[test]
+fn a_reload_removes_probes_and_procstat_and_keeps_statsd_tag_keys() {
+    let statsd = free_udp();
+    let metrics = free_addr();
+    let arg = format!("8{}.625", std::process::id() % 1000);
+    let _sleeper = Kid(Command::new("sleep").arg(&arg).spawn().unwrap());
+    let pattern = format!("^sleep {}$", arg.replace('.', "\\\\."));
+    let base = format!(
+        "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n\
+         [statsd]\nudp = \"{statsd}\"\n\n[exporters.prometheus]\nlisten = \"{metrics}\"\n"
+    );
+    let full = format!(
+        "{base}\n[[collectors.procstat]]\npattern = \"{pattern}\"\n\n\
+         [[probes.tcp]]\nname = \"gone\"\naddress = \"{metrics}\"\ninterval = \"1s\"\n\n\
+         [[probes.tcp]]\nname = \"kept\"\naddress = \"{metrics}\"\ninterval = \"1s\"\n"
+    );
+    let kept = format!(
+        "{base}\n[[probes.tcp]]\nname = \"kept\"\naddress = \"{metrics}\"\ninterval = \"1s\"\n"
+    );
+    let agent = Agent::start(&full, metrics);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(b"tagged.hits:1|c|#a:x", statsd).unwrap();
+    let has = |t: &str, name: &str, needle: &str| {
+        t.lines()
+            .any(|l| l.starts_with(name) && l.contains(needle) && !l.starts_with('#'))
+    };
+    wait_for(
+        "probes, procstat and StatsD on /metrics",
+        Duration::from_secs(20),
+        || {
+            let t = agent.scrape()?;
+            (has(&t, "probe_success{", "probe_name=\"gone\"")
+                && has(&t, "probe_success{", "probe_name=\"kept\"")
+                && has(&t, "procstat_memory_usage_bytes{", "")
+                && value(&t, r#"tagged_hits_total{a="x"}"#) == Some(1.0))
+            .then_some(())
+        },
+    );
+    agent.reload(&kept, 1);
+    sock.send_to(b"tagged.hits:1|c|#b:y", statsd).unwrap();
+    let widened = |t: &str, a: &str, b: &str| {
+        t.lines().any(|l| {
+            l.starts_with("tagged_hits_total{")
+                && l.contains(&format!("a=\"{a}\""))
+                && l.contains(&format!("b=\"{b}\""))
+                && l.ends_with(" 1")
+        })
+    };
+    let t = wait_for(
+        "the new tag key on /metrics",
+        Duration::from_secs(10),
+        || {
+            let t = agent.scrape()?;
+            widened(&t, "", "y").then_some(t)
+        },
+    );
+    let log = agent.log();
+    assert!(widened(&t, "x", ""), "{t}");
+    assert!(!t.contains("reason=\"type_conflict\""), "{t}");
+    for l in t.lines().filter(|l| !l.starts_with('#')) {
+        assert!(!l.contains("probe_name=\"gone\""), "{l}\n{log}");
+        assert!(!l.starts_with("procstat_"), "{l}\n{log}");
+    }
+    assert!(has(&t, "probe_success{", "probe_name=\"kept\""), "{t}");
+    // The kept probe's checks continue (its series were not removed and re-created).
+    let checks = |t: &str| {
+        t.lines()
+            .filter(|l| l.starts_with("probe_checks_total{") && l.contains("probe_name=\"kept\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    let before = checks(&t);
+    assert!(before >= 1.0, "{t}");
+    wait_for(
+        "the kept probe to keep checking",
+        Duration::from_secs(5),
+        || (checks(&agent.scrape()?) > before).then_some(()),
+    );
+}
+
+/// A reload that changes the CloudWatch section starts a new exporter that continues the old
+/// one's deltas: CloudWatch sums what it receives, and a first flush from zero would add every
+/// counter's total once more.
+#[test]
+fn a_replaced_cloudwatch_exporter_continues_the_old_ones_deltas() {
+    let cw = CloudWatchEndpoint::start();
+    let statsd = free_udp();
+    let metrics = free_addr();
+    let url = cw.url();
+    let config = |every: &str| {
+        format!(
+            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n\
+             [statsd]\nudp = \"{statsd}\"\n\n[exporters.prometheus]\nlisten = \"{metrics}\"\n\n\
+             [exporters.cloudwatch]\nnamespace = \"reload\"\nregion = \"us-east-1\"\n\
+             endpoint_url = \"{url}\"\ninterval = \"{every}\"\n"
+        )
+    };
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        ("AWS_SECRET_ACCESS_KEY", "secret"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let agent = Agent::start_with_env(&config("300ms"), metrics, &env);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sent = |n: usize| {
+        for _ in 0..n {
+            sock.send_to(b"reload.hits:1|c", statsd).unwrap();
+        }
+    };
+    let delivered = || -> f64 {
+        cw.datums()
+            .iter()
+            .filter(|(_, d)| d.metric_name.contains("hits"))
+            .map(|(_, d)| {
+                d.value
+                    .or(d.statistic_values.as_ref().map(|s| s.sum))
+                    .unwrap_or(0.0)
+            })
+            .sum()
+    };
+    sent(100);
+    wait_for("100 in CloudWatch", Duration::from_secs(10), || {
+        (delivered() == 100.0).then_some(())
+    });
+    agent.reload(&config("400ms"), 1);
+    sent(50);
+    wait_for("150 on /metrics", Duration::from_secs(10), || {
+        (value(&agent.scrape()?, "reload_hits_total") == Some(150.0)).then_some(())
+    });
+    let log = agent.terminate();
+    assert_eq!(delivered(), 150.0, "{log}");
+}

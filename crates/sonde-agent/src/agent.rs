@@ -10,7 +10,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use sonde_core::{Registry, Resource, Temporality};
 use tracing::{error, info, warn};
 
-use crate::config::{Config, ProbeSection, ProcstatSection};
+use crate::config::{Config, ProcstatSection};
 
 /// Runs until SIGTERM or SIGINT.
 pub fn run(config: Config, path: Option<String>) -> Result<(), String> {
@@ -527,7 +527,9 @@ impl Running {
         if exporter_changed(&|o| o.emf != new.emf) {
             staged.emf = true;
             if let Some(e) = &new.emf {
-                staged.exporters.emf = Some(Arc::new(start_emf(e, registry, &resource)?));
+                // Like OTLP and CloudWatch: the new writer's deltas continue the old one's.
+                let deltas = self.emf.as_ref().map(|w| w.delta_state());
+                staged.exporters.emf = Some(Arc::new(start_emf(e, registry, &resource, deltas)?));
             }
         }
         if exporter_changed(&|o| o.remote_write != new.remote_write) {
@@ -734,15 +736,18 @@ fn start_emf(
     e: &crate::config::EmfSection,
     registry: &Registry,
     resource: &Resource,
+    deltas: Option<sonde_core::DeltaState>,
 ) -> Result<sonde_cloudwatch::EmfWriter, String> {
     let destination = sonde_cloudwatch::Destination::parse(&e.destination)
         .map_err(|err| format!("[exporters.emf]: {err}"))?;
-    sonde_cloudwatch::EmfBuilder::new(e.namespace.clone())
+    let mut b = sonde_cloudwatch::EmfBuilder::new(e.namespace.clone())
         .registry(registry.clone())
         .resource(resource.clone())
-        .destination(destination)
-        .build()
-        .map_err(|err| format!("[exporters.emf]: {err}"))
+        .destination(destination);
+    if let Some(d) = deltas {
+        b = b.continue_deltas(d);
+    }
+    b.build().map_err(|err| format!("[exporters.emf]: {err}"))
 }
 
 fn start_remote_write(
@@ -834,37 +839,7 @@ fn start_probes(
     let targets = config
         .probes
         .iter()
-        .map(|p| match p {
-            ProbeSection::Http {
-                name,
-                url,
-                expect_status,
-                interval,
-                timeout,
-                ca_certificate,
-            } => sonde_probes::ProbeTarget::Http(sonde_probes::HttpProbe {
-                name: name.clone(),
-                url: url.clone(),
-                method: "GET".into(),
-                expect_status: expect_status.clone(),
-                timeout: *timeout,
-                interval: *interval,
-                headers: Vec::new(),
-                ca_certificate: ca_certificate.clone(),
-                insecure_skip_verify: false,
-            }),
-            ProbeSection::Tcp {
-                name,
-                address,
-                interval,
-                timeout,
-            } => sonde_probes::ProbeTarget::Tcp(sonde_probes::TcpProbe {
-                name: name.clone(),
-                address: address.clone(),
-                timeout: *timeout,
-                interval: *interval,
-            }),
-        })
+        .map(crate::config::probe_target)
         .collect();
     sonde_probes::Prober::new(registry, targets)
         .and_then(|p| p.start())

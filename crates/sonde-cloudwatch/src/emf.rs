@@ -128,6 +128,7 @@ pub struct EmfBuilder {
     destination: Option<Destination>,
     resource: Option<Resource>,
     settings: Settings,
+    continue_deltas: Option<sonde_core::DeltaState>,
 }
 
 impl EmfBuilder {
@@ -143,7 +144,16 @@ impl EmfBuilder {
                 send_unchanged_counters: false,
                 ..Settings::default()
             },
+            continue_deltas: None,
         }
+    }
+
+    /// Continues the deltas of the writer this one replaces (its
+    /// [`EmfWriter::delta_state`]): each change is written once, by one of the two, instead
+    /// of this writer's first flush repeating every counter's total.
+    pub fn continue_deltas(mut self, state: sonde_core::DeltaState) -> Self {
+        self.continue_deltas = Some(state);
+        self
     }
 
     /// The registry to read.
@@ -178,14 +188,18 @@ impl EmfBuilder {
             Some(d) => d,
             None => Destination::from_env()?,
         };
+        let mut reader = self
+            .registry
+            .reader(Temporality::Delta)
+            .with_cumulative_kinds(&[Kind::UpDownCounter]);
+        if let Some(state) = &self.continue_deltas {
+            reader = reader.continue_from(state);
+        }
         Ok(EmfWriter {
             namespace: self.namespace,
             metrics: ExporterMetrics::register(&self.registry, EXPORTER),
-            reader: Mutex::new(
-                self.registry
-                    .reader(Temporality::Delta)
-                    .with_cumulative_kinds(&[Kind::UpDownCounter]),
-            ),
+            delta_state: reader.delta_state(),
+            reader: Mutex::new(reader),
             resource: self.resource.unwrap_or_else(Resource::detect),
             settings: self.settings,
             output: Mutex::new(Output {
@@ -201,6 +215,7 @@ pub struct EmfWriter {
     namespace: String,
     metrics: ExporterMetrics,
     reader: Mutex<Reader>,
+    delta_state: sonde_core::DeltaState,
     resource: Resource,
     settings: Settings,
     output: Mutex<Output>,
@@ -231,6 +246,12 @@ impl sonde_core::Flush for EmfWriter {
 }
 
 impl EmfWriter {
+    /// What its deltas start from, for the writer that replaces it
+    /// ([`EmfBuilder::continue_deltas`]).
+    pub fn delta_state(&self) -> sonde_core::DeltaState {
+        self.delta_state.clone()
+    }
+
     /// Writes what changed since the previous flush; returns the number of documents.
     pub fn flush(&self) -> Result<usize, Error> {
         let snapshot = self
@@ -586,6 +607,58 @@ mod tests {
             .map(|n| n.as_f64())
             .unwrap();
         assert_eq!(capped as usize + written, 200_000);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[cfg(test)]
+mod handover_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A writer replacing another (an agent reload) continues its deltas: what the first wrote
+    /// is not written again.
+    #[test]
+    fn a_replacing_writer_continues_the_deltas() {
+        let dir = std::env::temp_dir().join(format!(
+            "sonde-emf-handover-{}-{}",
+            std::process::id(),
+            sonde_core::unix_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let registry = Registry::new();
+        let c = registry.counter("jobs").build().unwrap().handle();
+        let writer = |file: &str, from: Option<sonde_core::DeltaState>| {
+            let mut b = EmfBuilder::new("sonde-test")
+                .registry(registry.clone())
+                .destination(Destination::File(dir.join(file)));
+            if let Some(d) = from {
+                b = b.continue_deltas(d);
+            }
+            b.build().unwrap()
+        };
+        let jobs = |file: &str| -> f64 {
+            std::fs::read_to_string(dir.join(file))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| {
+                    let doc: Value = serde_json::from_str(l).unwrap();
+                    doc.get("jobs").and_then(Value::as_f64)
+                })
+                .sum()
+        };
+        let first = writer("a.log", None);
+        c.add(100);
+        first.flush().unwrap();
+        c.add(50);
+        let second = writer("b.log", Some(first.delta_state()));
+        drop(first);
+        second.flush().unwrap();
+        assert_eq!((jobs("a.log"), jobs("b.log")), (100.0, 50.0));
+        // Without the handover the new writer's first flush repeats the total.
+        let fresh = writer("c.log", None);
+        fresh.flush().unwrap();
+        assert_eq!(jobs("c.log"), 150.0);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

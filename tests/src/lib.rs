@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: failing loudly is the point
 
+pub mod agent;
 pub mod cloudwatch;
 pub mod grafana;
 pub mod http;

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sonde_tests::agent::{free_udp, sample_value as value};
 use sonde_tests::otlp::{OtlpReceiver, find_metrics};
 use sonde_tests::prometheus::Prometheus;
 use sonde_tests::{TempDir, free_addr, require_program, wait_for};
@@ -109,15 +110,6 @@ fn ureq_get(url: &str) -> Option<String> {
     (reply.status == 200).then(|| reply.text())
 }
 
-/// A sample value of a scrape.
-fn value(scrape: &str, series: &str) -> Option<f64> {
-    scrape
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 /// Sets rotate every agent interval: an hour, so the tests see whole windows.
 fn base_config(statsd: SocketAddr, metrics: SocketAddr) -> String {
     format!(
@@ -216,13 +208,6 @@ d.flush()
     );
     let (status, log) = agent.terminate();
     assert!(status.success(), "{log}");
-}
-
-fn free_udp() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 #[test]

@@ -3,30 +3,14 @@
 //! host and own-process collectors on: what a CI pipeline that lints expositions sees.
 #![allow(clippy::unwrap_used)]
 
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::net::UdpSocket;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use sonde_tests::agent::{KillOnDrop as Running, free_udp};
 use sonde_tests::{TempDir, free_addr, prometheus, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
-
-/// The agent process, killed on drop so a failing assertion leaves nothing running.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 #[test]
 fn the_agents_exposition_passes_promtool_with_no_findings() {

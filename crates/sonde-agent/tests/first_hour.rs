@@ -3,20 +3,14 @@
 //! colours when stderr is not a terminal.
 #![allow(clippy::unwrap_used)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sonde_tests::agent::free_udp;
 use sonde_tests::{TempDir, free_addr, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
-
-fn free_udp() -> SocketAddr {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 fn write_config(dir: &TempDir, text: &str) -> std::path::PathBuf {
     let path = dir.0.join("agent.toml");

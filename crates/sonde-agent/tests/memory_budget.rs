@@ -3,30 +3,14 @@
 //! expired (`statsd.ttl`). Also: `check-config` refuses budgets and TTLs out of range.
 #![allow(clippy::unwrap_used)]
 
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::net::UdpSocket;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sonde_tests::agent::{KillOnDrop as Running, free_udp};
 use sonde_tests::{TempDir, free_addr, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
-
-/// The agent process, killed on drop so a failing assertion leaves nothing running.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// VmRSS of `pid`, bytes.
 fn rss(pid: u32) -> usize {

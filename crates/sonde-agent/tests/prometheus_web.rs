@@ -6,23 +6,14 @@
 use std::io::Read as _;
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sonde_tests::agent::KillOnDrop as Running;
 use sonde_tests::prometheus::Prometheus;
 use sonde_tests::{TempDir, free_addr, http, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
-
-/// Kills the agent on drop.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn spawn(program: &str, args: &[&str], dir: &Path) -> Running {
     let log = std::fs::File::create(dir.join("agent.log")).unwrap();

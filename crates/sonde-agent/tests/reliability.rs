@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use sonde_tests::agent::free_udp;
 use sonde_tests::otlp::{Fault, OtlpReceiver};
 use sonde_tests::prometheus;
 use sonde_tests::{TempDir, free_addr, wait_for};
@@ -69,13 +70,6 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// xorshift64*: reproducible junk without a new dependency.

@@ -5,26 +5,17 @@
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use sonde_tests::agent::{KillOnDrop as Kid, free_udp, sample_value as value};
 use sonde_tests::cloudwatch::CloudWatchEndpoint;
 use sonde_tests::otlp::{OtlpReceiver, find_metrics};
 use sonde_tests::{TempDir, free_addr, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
-
-/// A child process, killed on drop.
-struct Kid(Child);
-
-impl Drop for Kid {
-    fn drop(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
 
 struct Agent {
     kid: Kid,
@@ -106,21 +97,6 @@ impl Agent {
 fn get(addr: SocketAddr) -> Option<String> {
     let reply = sonde_tests::http::try_get(&format!("http://{addr}/metrics"))?;
     (reply.status == 200).then(|| reply.text())
-}
-
-fn value(scrape: &str, series: &str) -> Option<f64> {
-    scrape
-        .lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-fn free_udp() -> SocketAddr {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
 }
 
 /// The values of every data point (`AsInt(n)`, `AsDouble(x)`) in a metric's debug `text`.

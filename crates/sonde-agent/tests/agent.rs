@@ -308,13 +308,13 @@ fn sighup_reloads_without_losing_series() {
         Duration::from_secs(15),
         || {
             let t = agent.scrape();
-            t.lines()
-                .any(|l| {
-                    l.starts_with("probe_success{")
-                        && l.contains("probe_name=\"local\"")
-                        && l.ends_with(" 1")
-                })
-                .then_some(t)
+            // The new probe may report before the reload is counted as done.
+            (t.lines().any(|l| {
+                l.starts_with("probe_success{")
+                    && l.contains("probe_name=\"local\"")
+                    && l.ends_with(" 1")
+            }) && t.contains("sonde_agent_reloads_total{result=\"success\"} 1"))
+            .then_some(t)
         },
     );
     assert_eq!(value(&text, "kept_total"), Some(5.0), "{text}");

@@ -33,3 +33,25 @@ pub fn sample_value(scrape: &str, series: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
+
+/// Starts the agent binary `bin` with the configuration file `config`, its stderr in
+/// `log_dir/agent.log`; killed when the returned value drops.
+pub fn spawn_agent(bin: &str, config: &std::path::Path, log_dir: &std::path::Path) -> KillOnDrop {
+    let log = std::fs::File::create(log_dir.join("agent.log")).unwrap();
+    KillOnDrop(
+        std::process::Command::new(bin)
+            .arg("--config")
+            .arg(config)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// The body of `http://addr/metrics` when it answers 200.
+pub fn scrape_metrics(addr: SocketAddr) -> Option<String> {
+    crate::http::try_get(&format!("http://{addr}/metrics"))
+        .filter(|r| r.status == 200)
+        .map(|r| r.text())
+}

@@ -4,10 +4,9 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::UdpSocket;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use sonde_tests::agent::{KillOnDrop as Running, free_udp};
+use sonde_tests::agent::{free_udp, scrape_metrics, spawn_agent};
 use sonde_tests::{TempDir, free_addr, prometheus, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
@@ -25,22 +24,8 @@ fn the_agents_exposition_passes_promtool_with_no_findings() {
         ),
     )
     .unwrap();
-    let log = std::fs::File::create(dir.0.join("agent.log")).unwrap();
-    let _agent = Running(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
-    let url = format!("http://{metrics}/metrics");
-    let scrape = || {
-        sonde_tests::http::try_get(&url)
-            .filter(|r| r.status == 200)
-            .map(|r| r.text())
-    };
+    let _agent = spawn_agent(BIN, &config, &dir.0);
+    let scrape = || scrape_metrics(metrics);
     wait_for("the agent's /metrics", Duration::from_secs(20), scrape);
 
     // Every StatsD and DogStatsD type, and user names ending in what Prometheus reserves.

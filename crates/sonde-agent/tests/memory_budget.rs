@@ -4,10 +4,10 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::UdpSocket;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sonde_tests::agent::{KillOnDrop as Running, free_udp};
+use sonde_tests::agent::{free_udp, scrape_metrics, spawn_agent};
 use sonde_tests::{TempDir, free_addr, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
@@ -53,23 +53,9 @@ fn a_flood_of_timer_series_stays_within_the_memory_budget_and_expires() {
         ),
     )
     .unwrap();
-    let log = std::fs::File::create(dir.0.join("agent.log")).unwrap();
-    let agent = Running(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let agent = spawn_agent(BIN, &config, &dir.0);
     let pid = agent.0.id();
-    let url = format!("http://{metrics}/metrics");
-    let scrape = || {
-        sonde_tests::http::try_get(&url)
-            .filter(|r| r.status == 200)
-            .map(|r| r.text())
-    };
+    let scrape = || scrape_metrics(metrics);
     wait_for("the agent's /metrics", Duration::from_secs(20), scrape);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     // Warm up: the first lines, scrape and exposition buffers are part of the baseline.

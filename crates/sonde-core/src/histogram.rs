@@ -263,6 +263,12 @@ impl HistogramLayout {
         layout
     }
 
+    /// A layout outside any registry, for tools that store a histogram's cells and rebuild it
+    /// later with [`HistogramPoint::from_parts`] (a load generator's saved runs, for example).
+    pub fn standalone(unit: &Unit, config: HistogramConfig) -> Result<Arc<Self>, Error> {
+        Ok(Arc::new(Self::new("histogram", unit, config)?))
+    }
+
     /// Number of cells, including the low and high cells.
     pub fn cells(&self) -> usize {
         self.n_fine + 2
@@ -837,6 +843,23 @@ impl fmt::Debug for HistogramPoint {
     }
 }
 
+/// A histogram point as plain data (see [`HistogramPoint::to_parts`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramParts {
+    /// Number of observations.
+    pub count: u64,
+    /// Sum of observations.
+    pub sum: f64,
+    /// Smallest observation, when any.
+    pub min: Option<f64>,
+    /// Largest observation, when any.
+    pub max: Option<f64>,
+    /// Non-empty grid cells as `(cell, count)`.
+    pub cells: Vec<(usize, u64)>,
+    /// Split counters, one per explicit boundary (exact explicit-bucket counts).
+    pub splits: Vec<u64>,
+}
+
 /// Exponential (base-2) buckets: bucket `offset + i` of the positive range holds
 /// `counts[i]` observations in `(base^(offset+i), base^(offset+i+1)]`, `base = 2^(2^-scale)`.
 #[derive(Debug, Clone, PartialEq)]
@@ -1127,6 +1150,111 @@ impl HistogramPoint {
         }
     }
 
+    /// The point's contents as plain data: what [`from_parts`](Self::from_parts) needs to
+    /// rebuild it exactly (exemplars are not kept).
+    pub fn to_parts(&self) -> HistogramParts {
+        HistogramParts {
+            count: self.count,
+            sum: self.sum,
+            min: self.min(),
+            max: self.max(),
+            cells: self.cells().collect(),
+            splits: self.splits.clone(),
+        }
+    }
+
+    /// Rebuilds a point from [`to_parts`](Self::to_parts) output over the same layout
+    /// configuration. Refuses cells outside the layout, a split list of the wrong length, and a
+    /// count that is not the sum of the cells, so a damaged file cannot yield wrong quantiles.
+    pub fn from_parts(
+        layout: Arc<HistogramLayout>,
+        parts: &HistogramParts,
+    ) -> Result<HistogramPoint, Error> {
+        let bad = |problem: String| Error::InvalidHistogram {
+            metric: "stored histogram".to_owned(),
+            problem,
+        };
+        if parts.splits.len() != layout.explicit.len() {
+            return Err(bad(format!(
+                "{} split counts for {} bucket boundaries",
+                parts.splits.len(),
+                layout.explicit.len()
+            )));
+        }
+        let mut cells: Vec<(usize, u64)> =
+            parts.cells.iter().copied().filter(|c| c.1 > 0).collect();
+        cells.sort_unstable_by_key(|c| c.0);
+        if let Some(&(c, _)) = cells.iter().find(|c| c.0 >= layout.cells()) {
+            return Err(bad(format!(
+                "cell {c} is outside the layout's {} cells",
+                layout.cells()
+            )));
+        }
+        let total = cells.iter().try_fold(0u64, |a, c| a.checked_add(c.1));
+        if total != Some(parts.count) {
+            return Err(bad(format!(
+                "count {} is not the sum of the cells",
+                parts.count
+            )));
+        }
+        let offset = cells.first().map_or(0, |c| c.0);
+        let len = cells.last().map_or(0, |c| c.0 - offset + 1);
+        let mut counts = vec![0u64; len];
+        for (c, n) in &cells {
+            counts[c - offset] += n;
+        }
+        Ok(HistogramPoint {
+            layout,
+            count: parts.count,
+            sum: parts.sum,
+            min: parts.min.unwrap_or(f64::INFINITY),
+            max: parts.max.unwrap_or(f64::NEG_INFINITY),
+            offset,
+            counts,
+            splits: parts.splits.clone(),
+            exemplars: Vec::new(),
+        })
+    }
+
+    /// The union of two points of the same layout configuration: cells, counts and sums add,
+    /// extremes combine. Quantiles of the result are those of all observations together, within
+    /// the grid's bound (not an average of two quantiles).
+    pub fn merge(&self, other: &HistogramPoint) -> Result<HistogramPoint, Error> {
+        if self.layout.config != other.layout.config {
+            return Err(Error::InvalidHistogram {
+                metric: "merged histogram".to_owned(),
+                problem: "the two histograms have different bucket or precision settings"
+                    .to_owned(),
+            });
+        }
+        let mut parts = self.to_parts();
+        let o = other.to_parts();
+        parts.cells.extend(o.cells);
+        let mut merged: Vec<(usize, u64)> = Vec::with_capacity(parts.cells.len());
+        parts.cells.sort_unstable_by_key(|c| c.0);
+        for (c, n) in parts.cells {
+            match merged.last_mut() {
+                Some((lc, ln)) if *lc == c => *ln = ln.saturating_add(n),
+                _ => merged.push((c, n)),
+            }
+        }
+        parts.cells = merged;
+        parts.count = parts.count.saturating_add(o.count);
+        parts.sum += o.sum;
+        parts.min = match (parts.min, o.min) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        parts.max = match (parts.max, o.max) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+        for (a, b) in parts.splits.iter_mut().zip(o.splits) {
+            *a = a.saturating_add(b);
+        }
+        HistogramPoint::from_parts(self.layout.clone(), &parts)
+    }
+
     /// Heap bytes held by this point.
     pub fn heap_bytes(&self) -> usize {
         8 * (self.counts.capacity() + self.splits.capacity())
@@ -1150,6 +1278,54 @@ mod tests {
         let mut c = HistogramConfig::for_unit(&Unit::Seconds);
         c.precision = p;
         Arc::new(HistogramLayout::new("t", &Unit::Seconds, c).unwrap())
+    }
+
+    #[test]
+    fn parts_round_trip_and_merge_is_the_union() {
+        let reg = crate::Registry::new();
+        let a = reg
+            .histogram("a")
+            .unit(Unit::Seconds)
+            .build()
+            .unwrap()
+            .handle();
+        let b = reg
+            .histogram("b")
+            .unit(Unit::Seconds)
+            .build()
+            .unwrap()
+            .handle();
+        let all = reg
+            .histogram("all")
+            .unit(Unit::Seconds)
+            .build()
+            .unwrap()
+            .handle();
+        for i in 1..=1000 {
+            let v = i as f64 / 1000.0;
+            if i % 3 == 0 {
+                b.observe(v)
+            } else {
+                a.observe(v)
+            }
+            all.observe(v);
+        }
+        let (pa, pb, pall) = (a.read(), b.read(), all.read());
+        let rebuilt = HistogramPoint::from_parts(pa.layout.clone(), &pa.to_parts()).unwrap();
+        assert_eq!(rebuilt.to_parts(), pa.to_parts());
+        assert_eq!(rebuilt.quantile(0.99), pa.quantile(0.99));
+        let m = pa.merge(&pb).unwrap();
+        assert_eq!(m.count(), 1000);
+        for q in [0.5, 0.9, 0.99, 1.0] {
+            assert_eq!(m.quantile(q), pall.quantile(q), "q={q}");
+        }
+        assert_eq!(m.cumulative_buckets(), pall.cumulative_buckets());
+        let mut broken = pa.to_parts();
+        broken.count += 1;
+        assert!(HistogramPoint::from_parts(pa.layout.clone(), &broken).is_err());
+        broken.count -= 1;
+        broken.cells.push((pa.layout.cells(), 1));
+        assert!(HistogramPoint::from_parts(pa.layout.clone(), &broken).is_err());
     }
 
     #[test]

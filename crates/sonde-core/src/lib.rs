@@ -80,8 +80,8 @@ pub use budget::MemoryBudget;
 pub use exemplar::{Exemplar, TraceContext};
 pub use family::Family;
 pub use histogram::{
-    ExponentialBuckets, Histogram, HistogramConfig, HistogramPoint, HistogramTimer, Precision,
-    Timed,
+    ExponentialBuckets, Histogram, HistogramConfig, HistogramLayout, HistogramParts,
+    HistogramPoint, HistogramTimer, Precision, Timed,
 };
 pub use instrument::{Counter, CounterNumber, Gauge, GaugeNumber, Instrument, Kind, UpDownCounter};
 pub use labels::LabelIter;

@@ -345,15 +345,15 @@ impl Running {
                 }
             }
             None if changed(old, new, |c| (c.prometheus.clone(), c.resource.clone())) => {
-                // Same address, other settings: the port cannot be bound twice.
-                if let Some(p) = self.prometheus.take() {
-                    p.shutdown();
-                }
+                // Same address, other settings (TLS, users, resource): the new server takes
+                // the old one's listening socket, so scrapes arriving meanwhile wait in its
+                // backlog instead of being refused.
+                let listener = self.prometheus.take().and_then(|p| p.into_listener());
                 let resource = resource(new);
                 match new
                     .prometheus
                     .as_ref()
-                    .map(|p| start_prometheus(p, registry, &resource))
+                    .map(|p| start_prometheus_on(p, registry, &resource, listener))
                 {
                     None => {}
                     Some(Ok(p)) => self.prometheus = Some(p),
@@ -424,7 +424,8 @@ impl Running {
         }
         // Collectors that read the same sources cannot run twice: the old one's series go
         // (a process or CPU no longer watched disappears), then the new one installs.
-        if changed(old, new, |c| c.host.clone()) {
+        // The interval alone is the ticker's: the collector and its series stay as they are.
+        if changed(old, new, |c| (c.host.enabled, c.host.per_cpu)) {
             if let Some(h) = self.host.take() {
                 lock(&self.tick).host = None;
                 h.uninstall();
@@ -441,12 +442,25 @@ impl Running {
             }
         }
         if changed(old, new, |c| c.procstat.clone()) {
-            if let Some(p) = self.procstat.take() {
+            // The old collector stops first; its series go only for the matchers the new
+            // configuration no longer has (the others go on, read by the new collector).
+            let previous = self.procstat.take();
+            if let Some(p) = &previous {
                 lock(&self.tick).procstat = None;
-                p.uninstall();
+                p.shutdown();
             }
             match start_procstat(new, registry) {
-                Ok(p) => self.procstat = p.map(Arc::new),
+                Ok(p) => {
+                    if let Some(old) = previous {
+                        let keep: Vec<String> = p
+                            .iter()
+                            .flat_map(|p| p.matches())
+                            .map(|(label, _)| label)
+                            .collect();
+                        old.uninstall_except(&keep);
+                    }
+                    self.procstat = p.map(Arc::new);
+                }
                 Err(e) => {
                     errors.push(e);
                     if let Some(o) = old {
@@ -647,10 +661,23 @@ fn start_prometheus(
     registry: &Registry,
     resource: &Resource,
 ) -> Result<sonde_prometheus::PrometheusServer, String> {
+    start_prometheus_on(p, registry, resource, None)
+}
+
+/// Starts the `/metrics` server, on `listener` when a predecessor handed its socket over.
+fn start_prometheus_on(
+    p: &crate::config::PrometheusSection,
+    registry: &Registry,
+    resource: &Resource,
+    listener: Option<std::net::TcpListener>,
+) -> Result<sonde_prometheus::PrometheusServer, String> {
     let mut builder = sonde_prometheus::PrometheusBuilder::new()
         .registry(registry.clone())
         .resource(resource.clone())
         .bind(p.listen);
+    if let Some(l) = listener {
+        builder = builder.listener(l);
+    }
     if let Some((cert, key)) = &p.tls {
         builder = builder.tls(cert, key);
     }

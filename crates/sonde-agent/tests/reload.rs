@@ -361,3 +361,186 @@ fn a_replaced_cloudwatch_exporter_continues_the_old_ones_deltas() {
     let log = agent.terminate();
     assert_eq!(delivered(), 150.0, "{log}");
 }
+
+/// Status code of `GET /metrics` with basic-auth `credentials` (base64 of `user:password`) on
+/// a fresh connection, or the connection error.
+fn status_with(addr: SocketAddr, credentials: &str) -> std::io::Result<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {credentials}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head)?;
+    std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status line"))
+}
+
+/// Changing who may scrape (or the TLS files) on the same address hands the listening socket
+/// to the new server: scrapes keep being answered through six reloads, none is refused. The
+/// old reload closed the socket and bound it again, refusing connections in between.
+#[test]
+fn new_users_on_the_same_address_refuse_no_connection() {
+    const A: &str = "YTpwdw=="; // a:pw
+    const B: &str = "Yjpwdw=="; // b:pw
+    let metrics = free_addr();
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    let config = |user: Option<&str>| {
+        let mut c = format!(
+            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n\
+             [exporters.prometheus]\nlisten = \"{metrics}\"\n"
+        );
+        if let Some(u) = user {
+            c.push_str(&format!("basic_auth_users = {{ {u} = \"{hash}\" }}\n"));
+        }
+        c
+    };
+    let agent = Agent::start(&config(None), metrics);
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let poller = {
+        let (stop, answered) = (stop.clone(), answered.clone());
+        std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match status_with(metrics, A) {
+                    Ok(200 | 401) => {
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(other) => failures.push(format!("status {other}")),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            failures
+        })
+    };
+    for (n, (user, other)) in [("a", B), ("b", A), ("a", B), ("b", A), ("a", B), ("b", A)]
+        .into_iter()
+        .enumerate()
+    {
+        std::fs::write(agent.path(), config(Some(user))).unwrap();
+        agent.signal("-HUP");
+        let mine = if user == "a" { A } else { B };
+        wait_for(
+            &format!("reload {} (users = {user})", n + 1),
+            Duration::from_secs(10),
+            || {
+                (status_with(metrics, mine).ok() == Some(200)
+                    && status_with(metrics, other).ok() == Some(401))
+                .then_some(())
+            },
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let failures = poller.join().unwrap();
+    let answered = answered.load(Ordering::Relaxed);
+    assert!(answered > 100, "only {answered} scrapes answered");
+    assert!(
+        failures.is_empty(),
+        "{} of {} scrapes failed across the reloads: {:?}\n{}",
+        failures.len(),
+        answered + failures.len() as u64,
+        &failures[..failures.len().min(5)],
+        agent.log()
+    );
+    agent.terminate();
+}
+
+/// A reload that changes `[statsd]` (a new ingest on the same registry), the host interval and
+/// the procstat list: the StatsD families are taken over (a tag set unlike the first one is
+/// accepted, and a counter goes on from its value), the kept procstat matcher's series stay
+/// on every scrape, the removed matcher's go.
+#[test]
+fn changed_sections_keep_the_series_that_still_exist() {
+    let statsd = free_udp();
+    let metrics = free_addr();
+    let id = std::process::id() % 1000;
+    let (kept_arg, gone_arg) = (format!("8{id}.375"), format!("8{id}.875"));
+    let _kept = Kid(Command::new("sleep").arg(&kept_arg).spawn().unwrap());
+    let _gone = Kid(Command::new("sleep").arg(&gone_arg).spawn().unwrap());
+    let pattern = |a: &str| format!("^sleep {}$", a.replace('.', "\\\\."));
+    let config = |ttl: &str, host_every: &str, both: bool| {
+        let mut c = format!(
+            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = true\ninterval = \"{host_every}\"\n\n\
+             [statsd]\nudp = \"{statsd}\"\nttl = \"{ttl}\"\n\n[exporters.prometheus]\nlisten = \"{metrics}\"\n\n\
+             [[collectors.procstat]]\npattern = \"{}\"\n",
+            pattern(&kept_arg)
+        );
+        if both {
+            c.push_str(&format!(
+                "\n[[collectors.procstat]]\npattern = \"{}\"\n",
+                pattern(&gone_arg)
+            ));
+        }
+        c
+    };
+    let agent = Agent::start(&config("10m", "10s", true), metrics);
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(b"hits:1|c|#a:x", statsd).unwrap();
+    let matcher = |t: &str, arg: &str| {
+        t.lines().any(|l| {
+            l.starts_with("procstat_group_process_count") && l.contains(&arg.replace('.', "\\\\."))
+        })
+    };
+    wait_for("StatsD and both matchers", Duration::from_secs(20), || {
+        let t = agent.scrape()?;
+        (value(&t, r#"hits_total{a="x"}"#) == Some(1.0)
+            && matcher(&t, &kept_arg)
+            && matcher(&t, &gone_arg))
+        .then_some(())
+    });
+    // Poll while reloading: the kept matcher must be on every scrape.
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let stop = stop.clone();
+        let kept_arg = kept_arg.clone();
+        std::thread::spawn(move || {
+            let mut missing = 0;
+            let mut polls = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(t) = get(metrics) {
+                    polls += 1;
+                    if !matcher(&t, &kept_arg) {
+                        missing += 1;
+                    }
+                }
+            }
+            (polls, missing)
+        })
+    };
+    agent.reload(&config("5m", "7s", false), 1);
+    sock.send_to(b"hits:1|c|#b:y\nhits:1|c|#a:x", statsd)
+        .unwrap();
+    let t = wait_for(
+        "the StatsD lines after the reload",
+        Duration::from_secs(10),
+        || {
+            let t = agent.scrape()?;
+            (value(&t, r#"hits_total{a="",b="y"}"#) == Some(1.0)).then_some(t)
+        },
+    );
+    stop.store(true, Ordering::Relaxed);
+    let (polls, missing) = poller.join().unwrap();
+    let log = agent.log();
+    assert_eq!(
+        value(&t, r#"hits_total{a="x",b=""}"#),
+        Some(2.0),
+        "the counter goes on from its value:\n{t}\n{log}"
+    );
+    assert!(!t.contains("reason=\"type_conflict\""), "{t}");
+    assert!(matcher(&t, &kept_arg), "{t}");
+    assert!(
+        !matcher(&t, &gone_arg),
+        "the removed matcher's series stay:\n{t}"
+    );
+    assert!(
+        polls > 5 && missing == 0,
+        "{missing} of {polls} scrapes lacked the kept matcher"
+    );
+    agent.terminate();
+}

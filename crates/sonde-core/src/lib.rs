@@ -90,8 +90,8 @@ pub use lazy::LazyFamily;
 pub use lazy::{__family, __unit_for_name};
 pub use number::{AtomicNumber, Number, NumberKind};
 pub use registry::{
-    CollectorGuard, DEFAULT_MAX_SERIES, FamilyBuilder, INSTRUMENTATION_ERRORS, Registry,
-    SERIES_ACTIVE, SERIES_OVERFLOW, SERIES_REFUSED, Visitor,
+    BUDGET_LIMIT, BUDGET_USAGE, CollectorGuard, DEFAULT_MAX_SERIES, FamilyBuilder,
+    INSTRUMENTATION_ERRORS, Registry, SERIES_ACTIVE, SERIES_OVERFLOW, SERIES_REFUSED, Visitor,
 };
 pub use resource::{Resource, parse_key_values};
 pub use series::{Header, SeriesInfo, unix_nanos};

@@ -37,6 +37,10 @@ pub const INSTRUMENTATION_ERRORS: &str = "sonde.instrumentation.errors";
 /// Self-metric: new label sets refused (`reason="budget"`: the registry's memory budget) and
 /// recorded in their family's overflow series.
 pub const SERIES_REFUSED: &str = "sonde.series.refused";
+/// Self-metric: the memory budget's limits (`resource` = `series` or `bytes`); only with a budget.
+pub const BUDGET_LIMIT: &str = "sonde.memory_budget.limit";
+/// Self-metric: what is taken from the memory budget (`resource` = `series` or `bytes`).
+pub const BUDGET_USAGE: &str = "sonde.memory_budget.usage";
 
 type Hook = Arc<dyn Fn() + Send + Sync>;
 
@@ -59,6 +63,8 @@ struct Inner {
     series_count: Option<Family<Gauge>>,
     refused: Option<Family<Counter>>,
     budget: Option<Arc<BudgetState>>,
+    /// `sonde.memory_budget.limit` and `.usage`, registered only with a budget.
+    budget_gauges: Option<(Family<Gauge>, Family<Gauge>)>,
 }
 
 /// Keeps a collect hook registered with [`Registry::register_collector`]; dropping it removes
@@ -169,6 +175,7 @@ impl Registry {
                 series_count: None,
                 refused: None,
                 budget: None,
+                budget_gauges: None,
             }),
         };
         // Self-metric families live in the registry like any other; they report into nothing.
@@ -196,6 +203,21 @@ impl Registry {
             .labels(["metric", "reason"])
             .build()
             .ok();
+        let budget_gauges = budget.and_then(|_| {
+            let limit = bare
+                .gauge(BUDGET_LIMIT)
+                .description("The registry's memory budget: resource=\"series\" is the series cap, resource=\"bytes\" the estimated bytes cap.")
+                .labels(["resource"])
+                .build()
+                .ok()?;
+            let usage = bare
+                .gauge(BUDGET_USAGE)
+                .description("What the registry's series take from the memory budget (series, estimated bytes); new series are refused once a limit is reached.")
+                .labels(["resource"])
+                .build()
+                .ok()?;
+            Some((limit, usage))
+        });
         let families = std::mem::take(&mut *bare.families_mut());
         let rendered = std::mem::take(&mut *bare.rendered());
         Registry {
@@ -209,6 +231,7 @@ impl Registry {
                 series_count,
                 refused,
                 budget: budget.map(|b| Arc::new(BudgetState::new(b))),
+                budget_gauges,
             }),
         }
     }
@@ -345,6 +368,19 @@ impl Registry {
         let widened = family.widened(meta, config, &positions);
         families.insert(name, widened.inner.clone());
         Ok(widened)
+    }
+
+    /// The registered family `name` as a typed handle, or `None` when no family of that name is
+    /// registered or it holds another instrument type. Lets a source that re-creates its state
+    /// (a reloaded StatsD server) take over the families its predecessor registered.
+    pub fn registered_family<M: Instrument>(&self, name: &str) -> Option<Family<M>> {
+        let families = self.families();
+        let existing = families.get(name)?.clone();
+        existing
+            .into_any()
+            .downcast::<crate::family::FamilyInner<M>>()
+            .ok()
+            .map(|inner| Family { inner })
     }
 
     /// Starts registering a `u64` counter.
@@ -514,6 +550,14 @@ impl Registry {
                     g.with(&[name]).set(f.series_count() as i64);
                 }
             }
+        }
+        if let (Some((limit, usage)), Some(b)) = (&self.inner.budget_gauges, &self.inner.budget) {
+            let (series, bytes) = b.used();
+            let clamp = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);
+            limit.with(&["series"]).set(clamp(b.limits.max_series()));
+            limit.with(&["bytes"]).set(clamp(b.limits.max_bytes()));
+            usage.with(&["series"]).set(clamp(series));
+            usage.with(&["bytes"]).set(clamp(bytes));
         }
         families
     }

@@ -250,9 +250,20 @@ impl ProcstatMetrics {
     /// Stops looking, uninstalls every process collector and removes the series (per process,
     /// per group, and the read errors). Idempotent.
     pub fn uninstall(&self) {
+        self.uninstall_except(&[]);
+    }
+
+    /// Like [`uninstall`](Self::uninstall), but the series of the matchers whose
+    /// `process.match` value is in `keep` stay: a successor collector (a reloaded
+    /// configuration) that follows them too goes on with the same series, so nothing resets
+    /// and delta exporters count nothing twice. Idempotent.
+    pub fn uninstall_except(&self, keep: &[String]) {
         self.shared.installed.store(false, Ordering::Relaxed);
         if let Some(mut state) = lock(&self.shared.state).take() {
             for i in 0..state.matchers.len() {
+                if keep.contains(&state.matchers[i].label) {
+                    continue;
+                }
                 let pids: Vec<u32> = state.matchers[i].tracked.keys().copied().collect();
                 for pid in pids {
                     state.untrack(i, pid);

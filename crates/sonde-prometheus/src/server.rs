@@ -57,7 +57,12 @@ pub struct PrometheusBuilder {
     max_connections: usize,
     users: Vec<(String, String)>,
     tls: Option<(PathBuf, PathBuf)>,
+    listener: Option<std::net::TcpListener>,
 }
+
+/// What the server's accept loop is told when it stops: hand the listening socket over (to a
+/// successor, [`PrometheusServer::into_listener`]) or close it.
+type Stop = Option<std::sync::mpsc::SyncSender<std::net::TcpListener>>;
 
 impl Default for PrometheusBuilder {
     fn default() -> Self {
@@ -78,6 +83,7 @@ impl PrometheusBuilder {
             max_connections: 512,
             users: Vec::new(),
             tls: None,
+            listener: None,
         }
     }
 
@@ -115,6 +121,14 @@ impl PrometheusBuilder {
     /// Listens on `addr` (port 0 picks a free port; see [`PrometheusServer::local_addr`]).
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.addr = Some(addr);
+        self
+    }
+
+    /// Serves on a socket that is already listening (from [`PrometheusServer::into_listener`]
+    /// of the server this one replaces) instead of binding: connections that arrive during the
+    /// handover wait in the socket's backlog rather than being refused.
+    pub fn listener(mut self, listener: std::net::TcpListener) -> Self {
+        self.listener = Some(listener);
         self
     }
 
@@ -173,8 +187,12 @@ impl PrometheusBuilder {
             None => None,
         };
         // Bound here, so a taken port is the caller's error rather than a log line later.
-        let listener =
-            std::net::TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })?;
+        let listener = match self.listener {
+            Some(l) => l,
+            None => {
+                std::net::TcpListener::bind(addr).map_err(|source| Error::Bind { addr, source })?
+            }
+        };
         let local_addr = listener.local_addr().map_err(Error::Start)?;
         listener.set_nonblocking(true).map_err(Error::Start)?;
         let conns = Arc::new(Conns::new(
@@ -248,7 +266,7 @@ fn addr_from_env(host: Option<&str>, port: Option<&str>) -> SocketAddr {
 #[must_use = "dropping the handle stops the server: keep it (`let _metrics = ...`) for as long as /metrics should be served"]
 pub struct PrometheusServer {
     addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
+    shutdown: Option<oneshot::Sender<Stop>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -271,9 +289,23 @@ impl PrometheusServer {
         self.stop();
     }
 
+    /// Stops accepting and returns the listening socket, still bound, for a successor
+    /// ([`PrometheusBuilder::listener`]): a configuration change on the same address without a
+    /// moment in which connections are refused. Requests in flight finish in the background.
+    /// `None` if the server had already stopped.
+    pub fn into_listener(mut self) -> Option<std::net::TcpListener> {
+        let tx = self.shutdown.take()?;
+        let (back, listener) = std::sync::mpsc::sync_channel(1);
+        tx.send(Some(back)).ok()?;
+        let l = listener.recv_timeout(Duration::from_secs(10)).ok();
+        // The thread drains the connections in flight on its own.
+        self.thread.take();
+        l
+    }
+
     fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(None);
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -348,16 +380,20 @@ async fn serve(
     conns: Arc<Conns>,
     auth: Option<Arc<Auth>>,
     tls: Option<Arc<ReloadingTls>>,
-    mut shutdown: oneshot::Receiver<()>,
+    mut shutdown: oneshot::Receiver<Stop>,
 ) {
     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
         return;
     };
     let routes = TowerToHyperService::new(warp::service(routes(state.clone())));
     let (conns_done_tx, mut conns_done) = tokio::sync::mpsc::channel::<()>(1);
+    let stop: Stop;
     loop {
         tokio::select! {
-            _ = &mut shutdown => break,
+            s = &mut shutdown => {
+                stop = s.ok().flatten();
+                break;
+            }
             accepted = listener.accept() => {
                 let stream = match accepted {
                     Ok((stream, _)) => stream,
@@ -369,7 +405,10 @@ async fn serve(
                             // The listener stays readable while the error lasts (no file
                             // descriptor for the pending connection): retrying at once spins.
                             tokio::select! {
-                                _ = &mut shutdown => break,
+                                s = &mut shutdown => {
+                                    stop = s.ok().flatten();
+                                    break;
+                                }
                                 _ = tokio::time::sleep(pause) => {}
                             }
                         }
@@ -431,6 +470,11 @@ async fn serve(
                 tokio::task::yield_now().await;
             }
         }
+    }
+    if let Some(back) = stop
+        && let Ok(l) = listener.into_std()
+    {
+        let _ = back.send(l);
     }
     // Wait (bounded) for connections in flight.
     drop(conns_done_tx);
@@ -1109,7 +1153,7 @@ pub const FAILING_AFTER_INTERVALS: f64 = 3.0;
 /// would not bring the receiver back).
 fn health(state: &State) -> Response<Vec<u8>> {
     use sonde_core::telemetry::{
-        DROPPED_POINTS, FAILING_SINCE, INTERVAL, LAST_SUCCESS, QUEUE_SIZE, REQUESTS,
+        DROPPED_POINTS, FAILING_SINCE, INTERVAL, LAST_SUCCESS, PANICS, QUEUE_SIZE, REQUESTS,
     };
     let snapshot = state.registry.snapshot_families(&[
         REQUESTS,
@@ -1118,6 +1162,7 @@ fn health(state: &State) -> Response<Vec<u8>> {
         LAST_SUCCESS,
         FAILING_SINCE,
         INTERVAL,
+        PANICS,
     ]);
     let mut exporters = serde_json::Map::new();
     for f in &snapshot.families {
@@ -1142,6 +1187,7 @@ fn health(state: &State) -> Response<Vec<u8>> {
                 (LAST_SUCCESS, _, _) => "last_success_unix_seconds".to_owned(),
                 (FAILING_SINCE, _, _) => "failing_since_unix_seconds".to_owned(),
                 (INTERVAL, _, _) => "interval_seconds".to_owned(),
+                (PANICS, _, _) => "panics".to_owned(),
                 _ => continue,
             };
             entry.insert(key, serde_json::Value::from(value));
@@ -1152,11 +1198,17 @@ fn health(state: &State) -> Response<Vec<u8>> {
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
     let mut failing = Vec::new();
+    let mut panicked = Vec::new();
     for (name, entry) in exporters.iter_mut() {
         let Some(entry) = entry.as_object_mut() else {
             continue;
         };
         let get = |k: &str| entry.get(k).and_then(|v| v.as_f64());
+        // A caught panic is a bug in an exporter: it keeps running (the batch is dropped), so
+        // it is reported, not counted as a failure.
+        if get("panics").unwrap_or(0.0) > 0.0 {
+            panicked.push(name.clone());
+        }
         let since = get("failing_since_unix_seconds").unwrap_or(0.0);
         let interval = get("interval_seconds").unwrap_or(60.0);
         let down_for = now - since;
@@ -1174,6 +1226,7 @@ fn health(state: &State) -> Response<Vec<u8>> {
     let body = serde_json::json!({
         "status": if failing.is_empty() { "ok" } else { "degraded" },
         "failing_exporters": failing,
+        "panicked_exporters": panicked,
         "uptime_seconds": state.started.elapsed().as_secs_f64(),
         "families": state.registry.family_names().len(),
         "exporters": exporters,
@@ -1246,6 +1299,31 @@ mod landing_tests {
         let _ = s.read_to_string(&mut out);
         let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
         (head.to_owned(), body.to_owned())
+    }
+
+    #[test]
+    fn health_names_exporters_whose_task_panicked() {
+        let registry = Registry::new();
+        let server = PrometheusBuilder::new()
+            .registry(registry.clone())
+            .bind("127.0.0.1:0".parse().unwrap())
+            .resource(Resource::empty())
+            .install()
+            .unwrap();
+        let metrics = sonde_core::telemetry::ExporterMetrics::register(&registry, "otlp");
+        let (_, body) = get(server.local_addr(), "/health");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["panicked_exporters"], serde_json::json!([]), "{v}");
+        metrics.panicked();
+        let (_, body) = get(server.local_addr(), "/health");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["panicked_exporters"], serde_json::json!(["otlp"]), "{v}");
+        assert_eq!(v["exporters"]["otlp"]["panics"], 1.0, "{v}");
+        assert_eq!(
+            v["status"], "ok",
+            "a caught panic is reported, the exporter still runs: {v}"
+        );
+        server.shutdown();
     }
 
     #[test]

@@ -196,7 +196,8 @@ type SetKey = (u32, Box<[Box<str>]>);
 struct SetState {
     /// Label values in the family's label order.
     values: Box<[Box<str>]>,
-    gauge: Gauge<f64>,
+    /// `None` once the set's name expired (the slot waits in `free_sets` for reuse).
+    gauge: Option<Gauge<f64>>,
     seen: HashSet<u64, RandomState>,
 }
 
@@ -236,6 +237,8 @@ pub struct Ingest {
     last_tick: Instant,
     key: Vec<u8>,
     sets: Vec<SetState>,
+    /// Slots of `sets` whose name expired, for reuse.
+    free_sets: Vec<u32>,
     set_index: HashMap<SetKey, u32, RandomState>,
     set_hasher: RandomState,
     stats: Stats,
@@ -297,6 +300,7 @@ impl Ingest {
             last_tick: Instant::now(),
             key: Vec::with_capacity(256),
             sets: Vec::new(),
+            free_sets: Vec::new(),
             set_index: HashMap::default(),
             set_hasher: RandomState::default(),
             malformed_log: sonde_core::diag::RateLimit::new(LOG_EVERY),
@@ -352,13 +356,36 @@ impl Ingest {
         for i in 0..self.metrics.len() {
             let state = &self.metrics[i];
             let idle = self.tick.wrapping_sub(state.last_used) >= 2;
-            if !idle || state.kind == Kind::Set || !self.by_name.contains_key(&state.name) {
+            if !idle || !self.by_name.contains_key(&state.name) {
                 continue;
             }
-            if !matches!(state.family, FamilyRef::Conflict(_)) {
-                self.registry.remove_family(&state.name);
+            let is_set = state.kind == Kind::Set;
+            let remove = !matches!(state.family, FamilyRef::Conflict(_));
+            if is_set {
+                // A set publishes every window, so its series never idle out in the family:
+                // its name expires here, from the lines, like any other.
+                let slots: Vec<u32> = state
+                    .sets
+                    .iter()
+                    .chain(&state.overflow_set)
+                    .copied()
+                    .collect();
+                for j in slots {
+                    let s = &mut self.sets[j as usize];
+                    let values = std::mem::take(&mut s.values);
+                    self.set_index.remove(&(i as u32, values));
+                    s.gauge = None;
+                    s.seen = HashSet::default();
+                    self.free_sets.push(j);
+                }
+                let state = &mut self.metrics[i];
+                state.sets = Vec::new();
+                state.overflow_set = None;
             }
             let state = &mut self.metrics[i];
+            if remove {
+                self.registry.remove_family(&state.name);
+            }
             self.by_name.remove(&state.name);
             state.family = FamilyRef::Conflict("expired");
             state.generation = state.generation.wrapping_add(1);
@@ -457,7 +484,9 @@ impl Ingest {
     /// so every exporter reads the same, complete figure until the next call.
     pub fn rotate_sets(&mut self) {
         for s in &mut self.sets {
-            s.gauge.set(s.seen.len() as f64);
+            if let Some(g) = &s.gauge {
+                g.set(s.seen.len() as f64);
+            }
             s.seen.clear();
             s.seen.shrink_to(1024);
         }
@@ -594,15 +623,26 @@ impl Ingest {
                     return Cached::Rejected(Reject::Dropped("budget"));
                 }
                 let keys: Vec<Box<str>> = labels.iter().map(|(k, _)| k.as_ref().into()).collect();
-                let family = register(
+                let (family, keys) = match register(
                     &self.registry,
                     &name,
                     kind,
                     &keys,
                     self.max_series,
                     self.ttl,
-                )
-                .unwrap_or_else(|e| FamilyRef::Conflict(conflict_reason(&e)));
+                ) {
+                    Ok(f) => (f, keys),
+                    // A StatsD family of this name and type already in the registry was made by
+                    // the ingest this one replaced (a reload that changed `[statsd]`): take it
+                    // over, widened to this line's tags, so its series and their values go on.
+                    Err(e @ sonde_core::Error::Conflict { .. }) => {
+                        match adopt(&self.registry, &name, kind, &keys) {
+                            Some(adopted) => adopted,
+                            None => (FamilyRef::Conflict(conflict_reason(&e)), keys),
+                        }
+                    }
+                    Err(e) => (FamilyRef::Conflict(conflict_reason(&e)), keys),
+                };
                 let state = MetricState {
                     name: name.as_str().into(),
                     kind,
@@ -703,12 +743,21 @@ impl Ingest {
                 return i;
             }
         }
-        let i = self.sets.len() as u32;
-        self.sets.push(SetState {
+        let fresh = SetState {
             values: key.1.clone(),
-            gauge: family.with(values),
+            gauge: Some(family.with(values)),
             seen: HashSet::default(),
-        });
+        };
+        let i = match self.free_sets.pop() {
+            Some(i) => {
+                self.sets[i as usize] = fresh;
+                i
+            }
+            None => {
+                self.sets.push(fresh);
+                (self.sets.len() - 1) as u32
+            }
+        };
         let state = &mut self.metrics[idx];
         if state.sets.len() >= self.max_series {
             state.overflow_set = Some(i);
@@ -796,7 +845,7 @@ impl Ingest {
                     self.set_index.remove(&key);
                     self.set_index.insert((idx as u32, new_values.clone()), i);
                 }
-                s.gauge = f.with(&new_values);
+                s.gauge = Some(f.with(&new_values));
                 s.values = new_values;
             }
         }
@@ -824,7 +873,7 @@ fn register(
             statsd_family(
                 registry
                     .counter_f64(name)
-                    .description("StatsD counter.")
+                    .description(description(Kind::Counter))
                     .labels(labels)
                     .max_series(max_series),
                 ttl,
@@ -835,7 +884,7 @@ fn register(
             statsd_family(
                 registry
                     .gauge_f64(name)
-                    .description("StatsD gauge.")
+                    .description(description(Kind::Gauge))
                     .labels(labels)
                     .max_series(max_series),
                 ttl,
@@ -846,7 +895,7 @@ fn register(
             statsd_family(
                 registry
                     .gauge_f64(name)
-                    .description("StatsD set: distinct values seen in the last complete window.")
+                    .description(description(Kind::Set))
                     .labels(labels)
                     .max_series(max_series),
                 ttl,
@@ -857,7 +906,7 @@ fn register(
             statsd_family(
                 registry
                     .histogram(name)
-                    .description("StatsD timer.")
+                    .description(description(Kind::Timer))
                     .unit(Unit::Seconds)
                     .labels(labels)
                     .max_series(max_series),
@@ -869,7 +918,7 @@ fn register(
             statsd_family(
                 registry
                     .histogram(name)
-                    .description("StatsD histogram or distribution.")
+                    .description(description(Kind::Histogram))
                     .labels(labels)
                     .max_series(max_series),
                 ttl,
@@ -877,6 +926,62 @@ fn register(
             .build()?,
         ),
     })
+}
+
+/// The description every StatsD family of `kind` carries: how a reloaded ingest recognises the
+/// families its predecessor registered (and never takes over a library's or a host family).
+fn description(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Counter => "StatsD counter.",
+        Kind::Gauge => "StatsD gauge.",
+        Kind::Set => "StatsD set: distinct values seen in the last complete window.",
+        Kind::Timer => "StatsD timer.",
+        Kind::Histogram => "StatsD histogram or distribution.",
+    }
+}
+
+/// Takes over the StatsD family `name` of `kind` registered by an earlier ingest on the same
+/// registry, widened to cover `keys`; returns it with its (sorted) label names. `None` when the
+/// name belongs to something else.
+fn adopt(
+    registry: &Registry,
+    name: &str,
+    kind: Kind,
+    keys: &[Box<str>],
+) -> Option<(FamilyRef, Vec<Box<str>>)> {
+    fn take<M: sonde_core::Instrument>(
+        registry: &Registry,
+        name: &str,
+        kind: Kind,
+        keys: &[Box<str>],
+    ) -> Option<(Family<M>, Vec<Box<str>>)> {
+        let f = registry.registered_family::<M>(name)?;
+        if f.meta().description() != description(kind) {
+            return None;
+        }
+        let existing: Vec<Box<str>> = f.meta().label_names().map(Box::from).collect();
+        let mut union = existing.clone();
+        union.extend(keys.iter().cloned());
+        union.sort();
+        union.dedup();
+        if union == existing {
+            return Some((f, existing));
+        }
+        let widened = registry
+            .widen_family(&f, union.iter().map(|l| l.to_string()))
+            .ok()?;
+        Some((widened, union))
+    }
+    match kind {
+        Kind::Counter => take::<Counter<f64>>(registry, name, kind, keys)
+            .map(|(f, l)| (FamilyRef::Counter(f), l)),
+        Kind::Gauge | Kind::Set => {
+            take::<Gauge<f64>>(registry, name, kind, keys).map(|(f, l)| (FamilyRef::Gauge(f), l))
+        }
+        Kind::Timer | Kind::Histogram => {
+            take::<Histogram>(registry, name, kind, keys).map(|(f, l)| (FamilyRef::Histogram(f), l))
+        }
+    }
 }
 
 /// The rejection reason for a family the registry refused.
@@ -1152,6 +1257,43 @@ mod tests {
     }
 
     /// Issue #21 item 6: a new tag key used to wipe the family.
+    #[test]
+    fn a_new_ingest_on_the_same_registry_takes_over_the_families_with_any_tag_set() {
+        // A reload that changes `[statsd]` replaces the ingest but keeps the registry: the new
+        // ingest must accept tag sets unlike the family's first one instead of `type_conflict`.
+        let registry = Registry::new();
+        let mut old = Ingest::new(registry.clone());
+        old.ingest_packet(b"api.hits:2|c|#route:/a\napi.lat:100|ms|#route:/a\nq.depth:5|g|#q:x");
+        drop(old);
+        let mut new = Ingest::new(registry.clone());
+        new.ingest_packet(b"api.hits:1|c\napi.lat:300|ms|#host:h\nq.depth:7|g|#q:x");
+        new.ingest_packet(b"api.hits:1|c|#route:/a");
+        let snap = registry.snapshot();
+        assert_eq!(
+            count_or_zero(&snap, PARSE_ERRORS, &[("reason", "type_conflict")]),
+            0.0
+        );
+        assert_eq!(number(&snap, "api.hits", &[("route", "/a")]), 3.0);
+        assert_eq!(number(&snap, "api.hits", &[("route", "")]), 1.0);
+        let l = |host, route| [("host", host), ("route", route)];
+        assert_eq!(hist(&snap, "api.lat", &l("", "/a")).0, 1);
+        assert_eq!(hist(&snap, "api.lat", &l("h", "")).0, 1);
+        assert_eq!(number(&snap, "q.depth", &[("q", "x")]), 7.0);
+        // Another type under the name is still a conflict, and never a library family.
+        new.ingest_packet(b"api.hits:1|g");
+        registry
+            .counter("lib.jobs")
+            .labels(["queue"])
+            .build()
+            .unwrap();
+        new.ingest_packet(b"lib.jobs:1|c|#other:1");
+        let snap = registry.snapshot();
+        assert_eq!(
+            number(&snap, PARSE_ERRORS, &[("reason", "type_conflict")]),
+            2.0
+        );
+    }
+
     #[test]
     fn a_new_tag_key_keeps_every_series_and_its_value() {
         let (registry, mut ingest) = ingest();
@@ -1476,6 +1618,57 @@ mod tests {
             .map(|i| number(&snap, "c", &[("k", &i.to_string())]))
             .sum();
         assert_eq!(total, 20.0);
+    }
+
+    #[test]
+    fn idle_sets_expire_like_other_names_and_their_slots_are_reused() {
+        let registry =
+            Registry::with_budget(10_000, sonde_core::MemoryBudget::new(10_000, 1 << 30));
+        let mut ingest = Ingest::new(registry.clone()).ttl(Duration::from_secs(10));
+        let t0 = Instant::now();
+        ingest.ingest_packet(b"users:a|s|#page:x\nusers:b|s|#page:y\nlive:1|s");
+        ingest.rotate_sets();
+        let snap = registry.snapshot();
+        assert_eq!(number(&snap, "users", &[("page", "x")]), 1.0);
+        let used = registry.budget_used().unwrap().0;
+        drop(snap);
+        // `live` keeps receiving, `users` idles for a TTL while windows keep closing.
+        for k in 1..=3u64 {
+            ingest.maintain(t0 + Duration::from_secs(5 * k));
+            ingest.ingest_packet(b"live:1|s");
+            ingest.rotate_sets();
+        }
+        let snap = registry.snapshot();
+        assert!(
+            snap.family("users").is_none(),
+            "an idle set name must expire"
+        );
+        assert_eq!(number(&snap, "live", &[]), 1.0);
+        assert!(
+            registry.budget_used().unwrap().0 < used,
+            "its series gave their budget back"
+        );
+        drop(snap);
+        // The name comes back afresh, reusing a freed slot.
+        let slots = ingest.sets.len();
+        ingest.ingest_packet(b"users:c|s|#page:z\nusers:d|s|#page:z");
+        ingest.rotate_sets();
+        let snap = registry.snapshot();
+        assert_eq!(number(&snap, "users", &[("page", "z")]), 2.0);
+        assert!(snap.point("users", &[("page", "x")]).is_none());
+        assert_eq!(ingest.sets.len(), slots);
+        // The budget is visible as gauges.
+        let gauge = |name, r| number(&snap, name, &[("resource", r)]);
+        assert_eq!(gauge(sonde_core::BUDGET_LIMIT, "series"), 10_000.0);
+        assert_eq!(
+            gauge(sonde_core::BUDGET_LIMIT, "bytes"),
+            (1u64 << 30) as f64
+        );
+        assert_eq!(
+            gauge(sonde_core::BUDGET_USAGE, "series"),
+            registry.budget_used().unwrap().0 as f64
+        );
+        assert!(gauge(sonde_core::BUDGET_USAGE, "bytes") > 0.0);
     }
 
     #[test]

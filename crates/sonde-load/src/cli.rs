@@ -13,7 +13,7 @@ use crate::engine::{self, RunOptions};
 use crate::plan::{Model, Plan, RequestSpec, Stage};
 use crate::result::RunResult;
 use crate::threshold::{self, Threshold};
-use crate::{coldstart, report, scenario, scrape};
+use crate::{coldstart, push, report, scenario, scrape};
 
 /// Every threshold held and nothing regressed.
 pub const EXIT_PASS: u8 = 0;
@@ -132,6 +132,20 @@ pub struct RunArgs {
     /// No live progress line (it is only drawn on a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
+    /// Push the run's own metrics (`http.client.request.duration` by request, status and
+    /// error) to this Prometheus remote-write endpoint while it goes.
+    #[arg(long, value_name = "URL")]
+    pub push_remote_write: Option<String>,
+    /// Push the run's own metrics to this OTLP/HTTP endpoint (`http://host:4318`) while it goes.
+    #[arg(long, value_name = "URL")]
+    pub push_otlp: Option<String>,
+    /// How often the run's metrics are pushed.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub push_interval: Duration,
+    /// Resource attribute on the pushed metrics, `key=value` (repeatable; `service.name` is
+    /// `sonde-load`).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub push_attribute: Vec<String>,
 }
 
 /// `sonde-load merge`.
@@ -224,13 +238,16 @@ pub fn main() -> ExitCode {
         Command::Check { scenario } => match scenario::load(&scenario) {
             Ok(plan) => {
                 println!(
-                    "{}: ok ({} request{}, {} stage{}, {:?} model, {} s)",
+                    "{}: ok ({} request{}, {} stage{}, {} model, {} s)",
                     scenario.display(),
                     plan.requests.len(),
                     if plan.requests.len() == 1 { "" } else { "s" },
                     plan.stages.len(),
                     if plan.stages.len() == 1 { "" } else { "s" },
-                    plan.model,
+                    match plan.model {
+                        Model::Open => "open",
+                        Model::Closed => "closed",
+                    },
                     plan.duration().as_secs_f64()
                 );
                 ExitCode::from(EXIT_PASS)
@@ -426,7 +443,26 @@ fn run(args: RunArgs) -> ExitCode {
     let opts = RunOptions {
         progress: !args.no_progress,
     };
-    let mut result = match engine::run(&plan, &opts) {
+    let push_opts = match push_options(&args) {
+        Ok(p) => p,
+        Err(e) => return usage(e),
+    };
+    let registry = sonde_core::Registry::new();
+    let pushers = if push_opts.any() {
+        match push::start(&registry, &push_opts) {
+            Ok(p) => Some(p),
+            Err(e) => return usage(e),
+        }
+    } else {
+        None
+    };
+    let run = engine::run_with_registry(&plan, &opts, &registry);
+    if let Some(p) = pushers {
+        for e in p.finish(Duration::from_secs(10)) {
+            eprintln!("warning: the run's metrics were not all pushed: {e}");
+        }
+    }
+    let mut result = match run {
         Ok(r) => r,
         Err(e) => return usage(e),
     };
@@ -434,7 +470,7 @@ fn run(args: RunArgs) -> ExitCode {
         result.server = Some(match scrape::take(url, Duration::from_secs(10)) {
             Ok(after) => scrape::server_view(url, before, &after, &plan),
             Err(e) => crate::result::ServerView {
-                url: url.clone(),
+                url: scrape::redact_url(url),
                 notes: vec![format!("the scrape after the run failed: {e}")],
                 ..Default::default()
             },
@@ -466,6 +502,37 @@ fn run(args: RunArgs) -> ExitCode {
     let failed = result.thresholds.iter().any(|t| !t.passed)
         || comparison.as_ref().is_some_and(|c| c.regressed);
     ExitCode::from(if failed { EXIT_FAIL } else { EXIT_PASS })
+}
+
+/// The push settings from the flags.
+fn push_options(args: &RunArgs) -> Result<push::PushOptions, String> {
+    let mut attributes = Vec::new();
+    for a in &args.push_attribute {
+        let (k, v) = a
+            .split_once('=')
+            .filter(|(k, _)| !k.trim().is_empty())
+            .ok_or_else(|| format!("--push-attribute {a:?}: write it as key=value"))?;
+        attributes.push((k.trim().to_owned(), v.trim().to_owned()));
+    }
+    for (flag, url) in [
+        ("--push-remote-write", &args.push_remote_write),
+        ("--push-otlp", &args.push_otlp),
+    ] {
+        if let Some(u) = url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(format!("{flag} {u:?}: use an http:// or https:// URL"));
+        }
+    }
+    if args.push_interval < Duration::from_millis(100) {
+        return Err("--push-interval must be at least 100ms".to_owned());
+    }
+    Ok(push::PushOptions {
+        remote_write: args.push_remote_write.clone(),
+        otlp: args.push_otlp.clone(),
+        interval: args.push_interval,
+        attributes,
+    })
 }
 
 fn write_outputs(

@@ -19,6 +19,7 @@ pub mod coldstart;
 pub mod compare;
 pub mod engine;
 pub mod plan;
+pub mod push;
 pub mod report;
 pub mod result;
 pub mod scenario;

@@ -208,6 +208,10 @@ pub struct ServerView {
     /// Per route (and method/status where the service labels them), server-measured latency over
     /// exactly the run's window.
     pub routes: Vec<ServerRoute>,
+    /// The service's dependency latency histograms (database, cache, pool, HTTP clients) over
+    /// the same window; `request` is always `None`.
+    #[serde(default)]
+    pub dependencies: Vec<ServerRoute>,
     /// Other counters that moved during the run (errors, DB, cache), as `(series, increase)`.
     pub counters: Vec<(String, f64)>,
     /// Problems met while scraping or matching (the run itself still counts).

@@ -1,29 +1,1135 @@
-//! The service's own view of a run: its `/metrics` (Prometheus text or OpenMetrics) read before
-//! and after, histograms subtracted, quantiles over exactly the run's window.
+//! The service's own view of a run: its `/metrics` (Prometheus text 0.0.4 or OpenMetrics 1.0)
+//! read before and after, each histogram series subtracted, and quantiles over exactly the run's
+//! window interpolated within the service's buckets, as Prometheus' `histogram_quantile` does.
+//!
+//! The parser is this module's own. The crates.io candidates each fail one thing a scrape of an
+//! arbitrary service needs: `prometheus-parse` (0.2) splits labels on `,` and `=` without
+//! honouring quotes or escapes and reads an OpenMetrics exemplar as a timestamp;
+//! `prom_text_format_parser` (0.1) knows neither `# EOF`, `# UNIT` nor exemplars and keeps label
+//! escapes unexpanded; `openmetrics-parser` is LGPL-3.0, which the workspace's MIT/Apache-2.0
+//! binaries cannot take on. The grammar needed here is small: sample lines (with quoted label
+//! values and their `\\`, `\"`, `\n` escapes, the quoted metric names of Prometheus 3, a
+//! timestamp and an exemplar that are ignored), `# TYPE`, `# UNIT`, and `# EOF`. A line that does
+//! not parse is skipped and reported, never fatal: one odd line must not lose a whole run's view.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::plan::Plan;
-use crate::result::ServerView;
+use crate::result::{ServerRoute, ServerView};
 
-/// One read of a metrics endpoint.
-#[derive(Debug, Clone, Default)]
-pub struct Scrape {}
+/// The `Accept` header of a scrape: OpenMetrics first (it carries `# UNIT`), text as fallback.
+pub const ACCEPT: &str =
+    "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+
+/// The largest body read (a bigger one is refused rather than filling memory).
+pub const MAX_BODY_BYTES: u64 = 64 << 20;
+
+/// Label names that carry an HTTP route (template or path), in order of preference.
+pub const ROUTE_LABELS: &[&str] = &[
+    "http_route",
+    "route",
+    "path",
+    "handler",
+    "endpoint",
+    "uri",
+    "url_path",
+    "http_target",
+];
+
+/// Label names that carry an HTTP method.
+const METHOD_LABELS: &[&str] = &["http_request_method", "method", "http_method"];
+
+/// At most this many HTTP route rows, dependency rows and counters go into a view.
+const MAX_ROUTES: usize = 50;
+const MAX_DEPENDENCIES: usize = 20;
+const MAX_COUNTERS: usize = 50;
+
+/// A series' labels, sorted by name.
+pub type Labels = Vec<(String, String)>;
+
+/// One read of a metrics endpoint: every histogram and counter series it exposed.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scrape {
+    /// Histogram families by name (`http_server_request_duration_seconds`).
+    pub histograms: BTreeMap<String, HistogramFamily>,
+    /// Counter series by sample name (`cache_hits_total`), then labels.
+    pub counters: BTreeMap<String, BTreeMap<Labels, f64>>,
+    /// Lines that did not parse (`line N: problem`), the first few.
+    pub skipped: Vec<String>,
+    /// How many lines did not parse in all.
+    pub skipped_count: usize,
+}
+
+/// One histogram family.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistogramFamily {
+    /// The unit from `# UNIT` (OpenMetrics), if given.
+    pub unit: Option<String>,
+    /// Series by their labels (without `le`).
+    pub series: BTreeMap<Labels, HistogramSeries>,
+}
+
+/// One histogram series: cumulative buckets, count and sum.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistogramSeries {
+    /// `(le, cumulative count)`, sorted by `le`; the last is `+Inf` in a well-formed series.
+    pub buckets: Vec<(f64, f64)>,
+    /// `_count`, if exposed.
+    pub count: Option<f64>,
+    /// `_sum`, if exposed.
+    pub sum: Option<f64>,
+}
+
+impl HistogramSeries {
+    /// Observations: `_count`, or the `+Inf` bucket.
+    pub fn total(&self) -> f64 {
+        self.count
+            .or_else(|| {
+                self.buckets
+                    .last()
+                    .filter(|b| b.0 == f64::INFINITY)
+                    .map(|b| b.1)
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// The `q` quantile, interpolated linearly within the bucket that holds it, exactly as
+    /// Prometheus' `histogram_quantile`: `None` without a `+Inf` bucket or observations; the
+    /// highest finite bound when the quantile falls in the `+Inf` bucket.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        bucket_quantile(q, &self.buckets)
+    }
+}
 
 /// A scrape that failed.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ScrapeError(pub String);
 
-/// Reads the endpoint once.
-pub fn take(url: &str, _timeout: Duration) -> Result<Scrape, ScrapeError> {
-    Err(ScrapeError(format!("{url}: scraping is not built yet")))
+/// Reads the endpoint once (GET, at most [`MAX_BODY_BYTES`], within `timeout`) and parses it.
+pub fn take(url: &str, timeout: Duration) -> Result<Scrape, ScrapeError> {
+    let shown = redact_url(url);
+    match url.parse::<http::Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
+        _ => {
+            return Err(ScrapeError(format!(
+                "{shown:?} is not an absolute http:// or https:// URL; give the service's metrics endpoint, such as http://127.0.0.1:9464/metrics"
+            )));
+        }
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .user_agent(concat!("sonde-load/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .into();
+    let mut response = agent
+        .get(url)
+        .header("Accept", ACCEPT)
+        .call()
+        .map_err(|e| {
+            ScrapeError(format!(
+                "{shown}: {e}; check that the service is running and serves its metrics there"
+            ))
+        })?;
+    let status = response.status().as_u16();
+    if !(200..300).contains(&status) {
+        return Err(ScrapeError(format!(
+            "{shown} answered HTTP {status}; give the URL of the service's Prometheus or OpenMetrics endpoint"
+        )));
+    }
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if content_type.contains("protobuf") {
+        return Err(ScrapeError(format!(
+            "{shown} answered in protobuf ({content_type}); sonde-load reads Prometheus text or OpenMetrics"
+        )));
+    }
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_BODY_BYTES)
+        .lossy_utf8(true)
+        .read_to_string()
+        .map_err(|e| {
+            ScrapeError(format!(
+                "{shown}: reading the body failed: {e} (at most {} MiB are read)",
+                MAX_BODY_BYTES >> 20
+            ))
+        })?;
+    parse(&body).map_err(|e| ScrapeError(format!("{shown}: {e}")))
 }
 
-/// The server's figures over the window between two scrapes.
-pub fn server_view(url: &str, _before: &Scrape, _after: &Scrape, _plan: &Plan) -> ServerView {
+/// A sample line, parsed.
+struct Sample {
+    name: String,
+    labels: Labels,
+    value: f64,
+}
+
+/// Parses a Prometheus text (0.0.4) or OpenMetrics (1.0) exposition.
+///
+/// Lines that do not parse are counted in [`Scrape::skipped`]; the whole body is refused only
+/// when it has lines but not one sample parsed (it is not an exposition: an HTML page, JSON).
+pub fn parse(text: &str) -> Result<Scrape, String> {
+    let mut types: BTreeMap<String, String> = BTreeMap::new();
+    let mut units: BTreeMap<String, String> = BTreeMap::new();
+    let mut samples = Vec::new();
+    let mut scrape = Scrape::default();
+    let mut content_lines = 0usize;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim_end_matches('\r').trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix('#') {
+            let mut words = comment.split_whitespace();
+            match words.next() {
+                Some("EOF") => break,
+                Some("TYPE") => {
+                    if let (Some(name), Some(kind)) = (words.next(), words.next()) {
+                        types.insert(unquote_name(name), kind.to_ascii_lowercase());
+                    }
+                }
+                Some("UNIT") => {
+                    if let (Some(name), Some(unit)) = (words.next(), words.next()) {
+                        units.insert(unquote_name(name), unit.to_owned());
+                    }
+                }
+                _ => {}
+            }
+            continue;
+        }
+        content_lines += 1;
+        match parse_sample(line) {
+            Ok(s) => samples.push(s),
+            Err(problem) => {
+                scrape.skipped_count += 1;
+                if scrape.skipped.len() < 5 {
+                    let shown: String = line.chars().take(120).collect();
+                    scrape
+                        .skipped
+                        .push(format!("line {}: {problem}: {shown}", i + 1));
+                }
+            }
+        }
+    }
+    if content_lines > 0 && samples.is_empty() {
+        let first = scrape.skipped.first().cloned().unwrap_or_default();
+        return Err(format!(
+            "the body is not Prometheus text or OpenMetrics (no sample line parsed; {first})"
+        ));
+    }
+    // Histogram families without `# TYPE` (some hand-written exporters): a `_bucket` series
+    // with an `le` label is enough.
+    let untyped_histograms: BTreeSet<String> = samples
+        .iter()
+        .filter(|s| s.labels.iter().any(|(k, _)| k == "le"))
+        .filter_map(|s| s.name.strip_suffix("_bucket"))
+        .filter(|base| !types.contains_key(*base))
+        .map(str::to_owned)
+        .collect();
+    for s in samples {
+        let (family, kind) = resolve_family(&s.name, &types, &untyped_histograms);
+        match kind {
+            Kind::Histogram => {
+                let suffix = &s.name[family.len()..];
+                let mut labels = s.labels;
+                let le = labels
+                    .iter()
+                    .position(|(k, _)| k == "le")
+                    .map(|i| labels.remove(i).1);
+                let fam = scrape.histograms.entry(family.clone()).or_default();
+                if fam.unit.is_none() {
+                    fam.unit = units.get(&family).cloned();
+                }
+                let series = fam.series.entry(labels).or_default();
+                match (suffix, le) {
+                    ("_bucket", Some(le)) => {
+                        if let Some(le) = parse_value(&le) {
+                            match series.buckets.iter_mut().find(|b| b.0 == le) {
+                                Some(b) => b.1 = s.value,
+                                None => series.buckets.push((le, s.value)),
+                            }
+                        }
+                    }
+                    ("_count", _) => series.count = Some(s.value),
+                    ("_sum", _) => series.sum = Some(s.value),
+                    _ => {} // `_created`, exemplar-less extras
+                }
+            }
+            Kind::Counter => {
+                if s.name.ends_with("_created") && s.name.len() > family.len() {
+                    continue;
+                }
+                scrape
+                    .counters
+                    .entry(s.name)
+                    .or_default()
+                    .insert(s.labels, s.value);
+            }
+            Kind::Other => {}
+        }
+    }
+    for fam in scrape.histograms.values_mut() {
+        for series in fam.series.values_mut() {
+            series.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        // A family of only `_count`/`_sum` lines is a summary-like leftover: nothing to window.
+        fam.series.retain(|_, s| !s.buckets.is_empty());
+    }
+    scrape.histograms.retain(|_, f| !f.series.is_empty());
+    Ok(scrape)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Histogram,
+    Counter,
+    Other,
+}
+
+/// The family a sample belongs to and its kind: by `# TYPE` of the name itself, else of the
+/// name without a histogram or counter suffix; untyped `_total` samples are counters.
+fn resolve_family(
+    name: &str,
+    types: &BTreeMap<String, String>,
+    untyped_histograms: &BTreeSet<String>,
+) -> (String, Kind) {
+    let kind_of = |t: &str| match t {
+        "histogram" => Kind::Histogram,
+        "counter" => Kind::Counter,
+        _ => Kind::Other,
+    };
+    if let Some(t) = types.get(name) {
+        return (name.to_owned(), kind_of(t));
+    }
+    for suffix in ["_bucket", "_count", "_sum", "_created", "_total"] {
+        if let Some(base) = name.strip_suffix(suffix) {
+            if let Some(t) = types.get(base) {
+                let kind = kind_of(t);
+                let fits = match kind {
+                    Kind::Histogram => suffix != "_total",
+                    Kind::Counter => suffix == "_total" || suffix == "_created",
+                    Kind::Other => true,
+                };
+                if fits {
+                    return (base.to_owned(), kind);
+                }
+            }
+            if untyped_histograms.contains(base) && matches!(suffix, "_bucket" | "_count" | "_sum")
+            {
+                return (base.to_owned(), Kind::Histogram);
+            }
+        }
+    }
+    if name.ends_with("_total") {
+        return (name.to_owned(), Kind::Counter);
+    }
+    (name.to_owned(), Kind::Other)
+}
+
+/// `"name"` (a quoted UTF-8 name) or `name`.
+fn unquote_name(s: &str) -> String {
+    s.strip_prefix('"')
+        .and_then(|r| r.strip_suffix('"'))
+        .unwrap_or(s)
+        .to_owned()
+}
+
+/// A sample value: a float, `+Inf`, `-Inf` or `NaN` (Go's spellings, which Rust also reads).
+fn parse_value(s: &str) -> Option<f64> {
+    s.trim().parse::<f64>().ok()
+}
+
+fn is_name_start(c: char) -> bool {
+    c.is_ascii_alphabetic() || c == '_' || c == ':'
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_' || c == ':'
+}
+
+/// A cursor over one line.
+struct Cursor<'a> {
+    s: &'a str,
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn peek(&self) -> Option<char> {
+        self.s[self.at..].chars().next()
+    }
+
+    fn bump(&mut self) -> Option<char> {
+        let c = self.peek()?;
+        self.at += c.len_utf8();
+        Some(c)
+    }
+
+    fn skip_ws(&mut self) {
+        while matches!(self.peek(), Some(' ' | '\t')) {
+            self.at += 1;
+        }
+    }
+
+    fn name(&mut self) -> Option<&'a str> {
+        let start = self.at;
+        match self.peek() {
+            Some(c) if is_name_start(c) => {}
+            _ => return None,
+        }
+        while self.peek().is_some_and(is_name_char) {
+            self.at += 1;
+        }
+        Some(&self.s[start..self.at])
+    }
+
+    /// A double-quoted string with `\\`, `\"` and `\n` escapes (others kept as written).
+    fn quoted(&mut self) -> Result<String, String> {
+        if self.bump() != Some('"') {
+            return Err("expected '\"'".to_owned());
+        }
+        let mut out = String::new();
+        loop {
+            match self.bump() {
+                None => return Err("unterminated quoted string".to_owned()),
+                Some('"') => return Ok(out),
+                Some('\\') => match self.bump() {
+                    Some('n') => out.push('\n'),
+                    Some('\\') => out.push('\\'),
+                    Some('"') => out.push('"'),
+                    Some(c) => {
+                        out.push('\\');
+                        out.push(c);
+                    }
+                    None => return Err("unterminated quoted string".to_owned()),
+                },
+                Some(c) => out.push(c),
+            }
+        }
+    }
+}
+
+fn parse_sample(line: &str) -> Result<Sample, String> {
+    let mut c = Cursor { s: line, at: 0 };
+    let mut name = c.name().map(str::to_owned);
+    let mut labels = Vec::new();
+    c.skip_ws();
+    if c.peek() == Some('{') {
+        c.bump();
+        loop {
+            c.skip_ws();
+            match c.peek() {
+                Some('}') => {
+                    c.bump();
+                    break;
+                }
+                None => return Err("unterminated label set".to_owned()),
+                _ => {}
+            }
+            let key = if c.peek() == Some('"') {
+                c.quoted()?
+            } else {
+                c.name()
+                    .ok_or_else(|| "a label name was expected".to_owned())?
+                    .to_owned()
+            };
+            c.skip_ws();
+            if c.peek() == Some('=') {
+                c.bump();
+                c.skip_ws();
+                let value = c.quoted()?;
+                labels.push((key, value));
+            } else if name.is_none() {
+                // Prometheus 3: `{"metric.name", label="v"}`.
+                name = Some(key);
+            } else {
+                return Err(format!("label {key:?} has no '='"));
+            }
+            c.skip_ws();
+            match c.bump() {
+                Some(',') => {}
+                Some('}') => break,
+                _ => return Err("expected ',' or '}' in the label set".to_owned()),
+            }
+        }
+    }
+    let name = name.ok_or_else(|| "no metric name".to_owned())?;
+    c.skip_ws();
+    let rest = &line[c.at..];
+    let token = rest.split_whitespace().next().unwrap_or("");
+    let value = parse_value(token).ok_or_else(|| format!("{token:?} is not a sample value"))?;
+    // What follows (a timestamp, an OpenMetrics exemplar `# {..} v ts`) is not needed.
+    labels.sort();
+    Ok(Sample {
+        name,
+        labels,
+        value,
+    })
+}
+
+/// Prometheus' `histogram_quantile` over cumulative `(le, count)` buckets sorted by `le`.
+pub fn bucket_quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
+    if !(0.0..=1.0).contains(&q) || buckets.len() < 2 {
+        return None;
+    }
+    if buckets.last().map(|b| b.0) != Some(f64::INFINITY) {
+        return None;
+    }
+    // Counts scraped mid-update can be slightly non-monotonic; Prometheus evens them out.
+    let mut cum: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    let mut max = 0.0f64;
+    for &(le, n) in buckets {
+        max = max.max(if n.is_finite() { n } else { 0.0 });
+        cum.push((le, max));
+    }
+    let total = cum[cum.len() - 1].1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let last = cum.len() - 1;
+    let b = cum[..last].iter().position(|x| x.1 >= rank).unwrap_or(last);
+    if b == last {
+        return Some(cum[last - 1].0);
+    }
+    if b == 0 && cum[0].0 <= 0.0 {
+        return Some(cum[0].0);
+    }
+    let (start, below) = if b == 0 {
+        (0.0, 0.0)
+    } else {
+        (cum[b - 1].0, cum[b - 1].1)
+    };
+    let (end, count) = (cum[b].0, cum[b].1 - below);
+    if count <= 0.0 {
+        return Some(end);
+    }
+    Some(start + (end - start) * ((rank - below) / count))
+}
+
+/// `scheme://user:pass@host/...` → `scheme://<redacted>@host/...`.
+pub fn redact_url(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[start..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => format!("{}<redacted>{}", &url[..start], &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+/// `k="v",k2="v2"` (values escaped as in the exposition).
+pub fn labels_string(labels: &[(String, String)]) -> String {
+    let mut out = String::new();
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let v = v
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('\n', "\\n");
+        let _ = write!(out, "{k}=\"{v}\"");
+    }
+    out
+}
+
+fn tokens(name: &str) -> impl Iterator<Item = &str> {
+    name.split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|t| !t.is_empty())
+}
+
+fn has_token(name: &str, set: &[&str]) -> bool {
+    tokens(name).any(|t| set.contains(&t))
+}
+
+/// Tokens of a histogram that measures something the service calls (not its own serving).
+const DEPENDENCY_TOKENS: &[&str] = &[
+    "client",
+    "db",
+    "database",
+    "sql",
+    "sqlite",
+    "postgres",
+    "postgresql",
+    "mysql",
+    "redis",
+    "mongo",
+    "mongodb",
+    "query",
+    "queries",
+    "cache",
+    "pool",
+    "upstream",
+    "outbound",
+    "external",
+    "dependency",
+];
+
+/// Tokens of a histogram of time.
+const TIME_TOKENS: &[&str] = &[
+    "seconds",
+    "milliseconds",
+    "microseconds",
+    "ms",
+    "duration",
+    "latency",
+    "time",
+    "wait",
+];
+
+/// Tokens of a counter worth showing beside a run.
+const COUNTER_TOKENS: &[&str] = &[
+    "error",
+    "errors",
+    "fail",
+    "failed",
+    "failure",
+    "failures",
+    "exception",
+    "exceptions",
+    "panic",
+    "panics",
+    "reject",
+    "rejected",
+    "timeout",
+    "timeouts",
+    "retry",
+    "retries",
+    "dropped",
+    "db",
+    "database",
+    "sql",
+    "sqlite",
+    "postgres",
+    "mysql",
+    "redis",
+    "query",
+    "queries",
+    "cache",
+    "hit",
+    "hits",
+    "miss",
+    "misses",
+    "evicted",
+    "evictions",
+    "pool",
+    "connection",
+    "connections",
+    "api",
+    "client",
+    "upstream",
+    "external",
+    "dependency",
+    "request",
+    "requests",
+    "http",
+    "grpc",
+    "rpc",
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum HistKind {
+    /// The service's own HTTP serving time.
+    Http,
+    /// Time spent on something it calls (database, cache, another API).
+    Dependency,
+}
+
+/// Whether a histogram family is an HTTP server duration, a dependency's, or neither.
+fn classify(name: &str, fam: &HistogramFamily) -> Option<HistKind> {
+    // `api_request_duration_seconds` is a service's own (an `api` namespace); only the tokens
+    // above make a dependency, and an `http_server_*` name is the server's whatever else it says.
+    let http_server = name.starts_with("http_server_");
+    let dependency = !http_server && has_token(name, DEPENDENCY_TOKENS);
+    let http_name = name.starts_with("http_server_duration")
+        || name.starts_with("http_server_request_duration")
+        || name.starts_with("http_server_requests")
+        || name.ends_with("_request_duration_seconds")
+        || name.ends_with("_requests_duration_seconds")
+        || name.contains("http_request_duration")
+        || name.contains("request_latency");
+    let route_label = fam.series.keys().any(|labels| {
+        labels
+            .iter()
+            .any(|(k, _)| ROUTE_LABELS.contains(&k.as_str()))
+    });
+    // Only time: `http_server_response_body_size_bytes{http_route}` is not a latency.
+    let time_unit = fam.unit.as_deref().is_some_and(|u| {
+        matches!(
+            u,
+            "seconds" | "milliseconds" | "microseconds" | "nanoseconds" | "s" | "ms"
+        )
+    });
+    if !(time_unit || has_token(name, TIME_TOKENS)) {
+        return None;
+    }
+    if http_server || (!dependency && (http_name || route_label)) {
+        return Some(HistKind::Http);
+    }
+    if dependency {
+        return Some(HistKind::Dependency);
+    }
+    None
+}
+
+/// Seconds per unit of a family's values, and a note when the unit was guessed.
+fn unit_scale(name: &str, fam: &HistogramFamily) -> (f64, Option<String>) {
+    let by_word = |w: &str| match w {
+        "seconds" | "second" | "s" => Some(1.0),
+        "milliseconds" | "millisecond" | "ms" => Some(1e-3),
+        "microseconds" | "microsecond" | "us" => Some(1e-6),
+        "nanoseconds" | "nanosecond" | "ns" => Some(1e-9),
+        _ => None,
+    };
+    if let Some(s) = fam.unit.as_deref().and_then(by_word) {
+        return (s, None);
+    }
+    if let Some(s) = tokens(name).filter(|t| *t != "s").find_map(by_word) {
+        return (s, None);
+    }
+    let largest = fam
+        .series
+        .values()
+        .flat_map(|s| s.buckets.iter().map(|b| b.0))
+        .filter(|le| le.is_finite())
+        .fold(0.0, f64::max);
+    if largest >= 1000.0 {
+        (
+            1e-3,
+            Some(format!(
+                "{name} names no unit; its buckets reach {largest}, so its values were taken as milliseconds"
+            )),
+        )
+    } else {
+        (
+            1.0,
+            Some(format!(
+                "{name} names no unit; its values were taken as seconds"
+            )),
+        )
+    }
+}
+
+/// The series' observations over the window, and whether it restarted (or changed buckets) in
+/// it. A restarted series' window is what it counted since its restart, as Prometheus'
+/// `increase()` takes it.
+fn window(before: Option<&HistogramSeries>, after: &HistogramSeries) -> (HistogramSeries, bool) {
+    let Some(before) = before else {
+        return (after.clone(), false);
+    };
+    let same_layout = before.buckets.len() == after.buckets.len()
+        && before
+            .buckets
+            .iter()
+            .zip(&after.buckets)
+            .all(|(a, b)| a.0 == b.0);
+    let went_down = after.total() < before.total()
+        || (same_layout
+            && before
+                .buckets
+                .iter()
+                .zip(&after.buckets)
+                .any(|(a, b)| b.1 < a.1));
+    if !same_layout || went_down {
+        return (after.clone(), true);
+    }
+    let delta = HistogramSeries {
+        buckets: before
+            .buckets
+            .iter()
+            .zip(&after.buckets)
+            .map(|(a, b)| (b.0, b.1 - a.1))
+            .collect(),
+        count: after.count.map(|c| c - before.count.unwrap_or(0.0)),
+        sum: after.sum.map(|s| s - before.sum.unwrap_or(0.0)),
+    };
+    (delta, false)
+}
+
+/// Whether a route label value (a path or a template such as `/users/{id}`, `/users/:id`,
+/// `/users/<int:id>`, `/files/*path`) matches a concrete request path.
+pub fn route_matches(route: &str, path: &str) -> bool {
+    fn trim(s: &str) -> &str {
+        let s = s.split(['?', '#']).next().unwrap_or(s);
+        if s.len() > 1 {
+            s.trim_end_matches('/')
+        } else {
+            s
+        }
+    }
+    let (route, path) = (trim(route), trim(path));
+    if route.is_empty() {
+        return false;
+    }
+    if route == path {
+        return true;
+    }
+    let r: Vec<&str> = route.split('/').collect();
+    let p: Vec<&str> = path.split('/').collect();
+    for (i, seg) in r.iter().enumerate() {
+        let catch_all = *seg == "*"
+            || seg.starts_with("{*")
+            || (seg.starts_with('{') && seg.ends_with("...}"))
+            || (seg.starts_with('*') && seg.len() > 1)
+            || *seg == "**";
+        if catch_all && i == r.len() - 1 {
+            return p.len() >= r.len() - 1;
+        }
+        let Some(actual) = p.get(i) else {
+            return false;
+        };
+        let param = (seg.starts_with('{') && seg.ends_with('}'))
+            || (seg.starts_with('<') && seg.ends_with('>'))
+            || (seg.starts_with(':') && seg.len() > 1)
+            || (seg.starts_with('[') && seg.ends_with(']'));
+        if param {
+            if actual.is_empty() {
+                return false;
+            }
+        } else if seg != actual {
+            return false;
+        }
+    }
+    r.len() == p.len()
+}
+
+fn label<'a>(labels: &'a [(String, String)], names: &[&str]) -> Option<&'a str> {
+    names
+        .iter()
+        .find_map(|n| labels.iter().find(|(k, _)| k == n).map(|(_, v)| v.as_str()))
+}
+
+/// The server's figures over the window between two scrapes: per HTTP route series (matched to
+/// the plan's requests by path and method), per dependency (database, cache, client) series,
+/// and the counters that moved.
+pub fn server_view(url: &str, before: &Scrape, after: &Scrape, plan: &Plan) -> ServerView {
+    let mut notes = Vec::new();
+    for (which, s) in [("before", before), ("after", after)] {
+        if s.skipped_count > 0 {
+            notes.push(format!(
+                "{} line{} of the scrape {which} the run did not parse and were skipped ({})",
+                s.skipped_count,
+                if s.skipped_count == 1 { "" } else { "s" },
+                s.skipped.join("; ")
+            ));
+        }
+    }
+    let mut http_rows: Vec<(usize, ServerRoute)> = Vec::new();
+    let mut dep_rows: Vec<ServerRoute> = Vec::new();
+    let mut routes_seen: BTreeSet<String> = BTreeSet::new();
+    let mut http_families = 0usize;
+    let mut restarted = Vec::new();
+    for (name, fam) in &after.histograms {
+        let Some(kind) = classify(name, fam) else {
+            continue;
+        };
+        if kind == HistKind::Http {
+            http_families += 1;
+        }
+        let (scale, unit_note) = unit_scale(name, fam);
+        let mut moved = false;
+        for (labels, series) in &fam.series {
+            if kind == HistKind::Http
+                && let Some(r) = label(labels, ROUTE_LABELS)
+            {
+                routes_seen.insert(r.to_owned());
+            }
+            let prior = before
+                .histograms
+                .get(name)
+                .and_then(|f| f.series.get(labels));
+            let (delta, reset) = window(prior, series);
+            let count = delta.total().round().max(0.0) as u64;
+            if count == 0 {
+                continue;
+            }
+            moved = true;
+            if reset {
+                restarted.push(format!("{name}{{{}}}", labels_string(labels)));
+            }
+            if delta.buckets.last().map(|b| b.0) != Some(f64::INFINITY) {
+                notes.push(format!(
+                    "{name}{{{}}} has no +Inf bucket: its quantiles cannot be computed",
+                    labels_string(labels)
+                ));
+            }
+            let q = |p: f64| delta.quantile(p).map(|v| v * scale);
+            let mut row = ServerRoute {
+                metric: name.clone(),
+                labels: labels_string(labels),
+                request: None,
+                count,
+                p50: q(0.5),
+                p95: q(0.95),
+                p99: q(0.99),
+            };
+            match kind {
+                HistKind::Http => {
+                    let mut order = usize::MAX;
+                    if let Some(route) = label(labels, ROUTE_LABELS) {
+                        let method = label(labels, METHOD_LABELS);
+                        let matching: Vec<(usize, &str)> = plan
+                            .requests
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, r)| {
+                                route_matches(route, r.url.path())
+                                    && method
+                                        .is_none_or(|m| m.eq_ignore_ascii_case(r.method.as_str()))
+                            })
+                            .map(|(i, r)| (i, r.name.as_str()))
+                            .collect();
+                        if let Some(&(i, first)) = matching.first() {
+                            order = i;
+                            row.request = Some(first.to_owned());
+                            if matching.len() > 1 {
+                                let names: Vec<&str> = matching.iter().map(|m| m.1).collect();
+                                notes.push(format!(
+                                    "{name}{{{}}} matches the requests {}; it is shown under {first:?}",
+                                    row.labels,
+                                    names.join(", ")
+                                ));
+                            }
+                        }
+                    }
+                    http_rows.push((order, row));
+                }
+                HistKind::Dependency => dep_rows.push(row),
+            }
+        }
+        if moved && let Some(n) = unit_note {
+            notes.push(n);
+        }
+    }
+    if !restarted.is_empty() {
+        notes.push(format!(
+            "{} series restarted during the run (their counts went down, as after a service restart); their figures cover only the time since: {}",
+            restarted.len(),
+            restarted
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if http_families == 0 {
+        let seen: Vec<&str> = after
+            .histograms
+            .keys()
+            .take(10)
+            .map(String::as_str)
+            .collect();
+        notes.push(format!(
+            "no HTTP server duration histogram in the scrape (looked for http_server_request_duration_seconds, *_request_duration_seconds and histograms with a route, path or handler label); histograms seen: {}",
+            if seen.is_empty() {
+                "none".to_owned()
+            } else {
+                seen.join(", ")
+            }
+        ));
+    } else {
+        for r in &plan.requests {
+            if !http_rows
+                .iter()
+                .any(|(_, row)| row.request.as_deref() == Some(r.name.as_str()))
+            {
+                let known: Vec<&str> = routes_seen.iter().take(10).map(String::as_str).collect();
+                notes.push(format!(
+                    "request {:?} ({} {}): no server series with this route counted requests during the run (routes the service labels: {})",
+                    r.name,
+                    r.method,
+                    r.url.path(),
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                ));
+            }
+        }
+    }
+    // Matched rows in the plan's order, then the rest by traffic.
+    http_rows.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then(b.1.count.cmp(&a.1.count))
+            .then(a.1.labels.cmp(&b.1.labels))
+    });
+    if http_rows.len() > MAX_ROUTES {
+        notes.push(format!(
+            "{} more HTTP series moved during the run and are not shown",
+            http_rows.len() - MAX_ROUTES
+        ));
+        http_rows.truncate(MAX_ROUTES);
+    }
+    dep_rows.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then(a.metric.cmp(&b.metric))
+            .then(a.labels.cmp(&b.labels))
+    });
+    if dep_rows.len() > MAX_DEPENDENCIES {
+        notes.push(format!(
+            "{} more dependency series (database, cache, clients) moved and are not shown",
+            dep_rows.len() - MAX_DEPENDENCIES
+        ));
+        dep_rows.truncate(MAX_DEPENDENCIES);
+    }
+    let routes: Vec<ServerRoute> = http_rows.into_iter().map(|(_, r)| r).collect();
     ServerView {
-        url: url.to_owned(),
-        ..Default::default()
+        url: redact_url(url),
+        routes,
+        dependencies: dep_rows,
+        counters: moved_counters(before, after, &mut notes),
+        notes,
+    }
+}
+
+/// Counters that rose during the run and whose names speak of errors, requests, databases,
+/// caches, pools or other services: the largest increases first, at most [`MAX_COUNTERS`].
+fn moved_counters(before: &Scrape, after: &Scrape, notes: &mut Vec<String>) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    let mut reset = 0usize;
+    for (name, series) in &after.counters {
+        if !has_token(name, COUNTER_TOKENS) {
+            continue;
+        }
+        for (labels, &v) in series {
+            let prior = before.counters.get(name).and_then(|s| s.get(labels));
+            let increase = match prior {
+                Some(&p) if v < p => {
+                    reset += 1;
+                    v
+                }
+                Some(&p) => v - p,
+                None => v,
+            };
+            if increase > 0.0 && increase.is_finite() {
+                let id = if labels.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{name}{{{}}}", labels_string(labels))
+                };
+                out.push((id, increase));
+            }
+        }
+    }
+    if reset > 0 {
+        notes.push(format!(
+            "{reset} counter{} went down during the run (a restart); their increase counts from the restart",
+            if reset == 1 { "" } else { "s" }
+        ));
+    }
+    out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    if out.len() > MAX_COUNTERS {
+        notes.push(format!(
+            "{} more counters moved and are not shown",
+            out.len() - MAX_COUNTERS
+        ));
+        out.truncate(MAX_COUNTERS);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantile_interpolates_like_prometheus() {
+        // 10 in (0, 0.1], 10 in (0.1, 0.2]: the median is the first bucket's top.
+        let b = [(0.1, 10.0), (0.2, 20.0), (f64::INFINITY, 20.0)];
+        assert_eq!(bucket_quantile(0.5, &b), Some(0.1));
+        let p75 = bucket_quantile(0.75, &b).unwrap();
+        assert!((p75 - 0.15).abs() < 1e-12, "{p75}");
+        // In the +Inf bucket: the highest finite bound.
+        let b = [(0.1, 1.0), (f64::INFINITY, 10.0)];
+        assert_eq!(bucket_quantile(0.99, &b), Some(0.1));
+        assert_eq!(
+            bucket_quantile(0.5, &[(0.1, 0.0), (f64::INFINITY, 0.0)]),
+            None
+        );
+        assert_eq!(bucket_quantile(0.5, &[(0.1, 3.0), (0.2, 3.0)]), None);
+    }
+
+    #[test]
+    fn labels_with_escapes_and_exemplars() {
+        let text = "# TYPE x histogram\n\
+            x_bucket{path=\"/a,b=\\\"c\\\"}\\\\\",le=\"0.5\"} 3 # {trace_id=\"ab\"} 0.2 1.7e9\n\
+            x_bucket{path=\"/a,b=\\\"c\\\"}\\\\\",le=\"+Inf\"} 4\n\
+            x_count{path=\"/a,b=\\\"c\\\"}\\\\\"} 4\n\
+            x_sum{path=\"/a,b=\\\"c\\\"}\\\\\"} 1.5\n\
+            # EOF\n\
+            after_eof_total 1\n";
+        let s = parse(text).unwrap();
+        let fam = &s.histograms["x"];
+        let labels = vec![("path".to_owned(), "/a,b=\"c\"}\\".to_owned())];
+        let series = &fam.series[&labels];
+        assert_eq!(series.buckets, vec![(0.5, 3.0), (f64::INFINITY, 4.0)]);
+        assert_eq!((series.count, series.sum), (Some(4.0), Some(1.5)));
+        assert!(s.counters.is_empty(), "nothing after # EOF is read");
+        assert_eq!(s.skipped_count, 0);
+    }
+
+    #[test]
+    fn families_are_told_apart() {
+        let fam = |labels: &[(&str, &str)]| HistogramFamily {
+            unit: None,
+            series: [(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                HistogramSeries::default(),
+            )]
+            .into(),
+        };
+        let none = fam(&[]);
+        let routed = fam(&[("handler", "/x")]);
+        assert!(classify("http_server_request_duration_seconds", &none) == Some(HistKind::Http));
+        assert!(classify("http_server_requests_seconds", &none) == Some(HistKind::Http));
+        assert!(classify("api_request_duration_seconds", &none) == Some(HistKind::Http));
+        assert!(classify("myapp_latency_seconds", &routed) == Some(HistKind::Http));
+        assert!(
+            classify("http_client_request_duration_seconds", &none) == Some(HistKind::Dependency)
+        );
+        assert!(
+            classify("db_client_operation_duration_seconds", &routed) == Some(HistKind::Dependency)
+        );
+        assert!(classify("payload_size_bytes", &none).is_none());
+        assert!(classify("http_server_response_body_size_bytes", &routed).is_none());
+    }
+
+    #[test]
+    fn routes_match_templates() {
+        assert!(route_matches("/api/users/{id}", "/api/users/42"));
+        assert!(route_matches("/api/users/:id", "/api/users/42"));
+        assert!(route_matches("/api/users/<int:id>", "/api/users/42/"));
+        assert!(route_matches("/files/{*rest}", "/files/a/b/c"));
+        assert!(route_matches("/orders", "/orders"));
+        assert!(!route_matches("/api/users/{id}", "/api/users"));
+        assert!(!route_matches("/api/users/{id}", "/api/users/42/orders"));
+        assert!(!route_matches("/orders", "/order"));
+        assert!(!route_matches("", "/"));
+    }
+
+    #[test]
+    fn garbage_is_refused_and_odd_lines_skipped() {
+        assert!(parse("<html><body>hi</body></html>").is_err());
+        let s = parse("good_total 1\nbad{ 2\n").unwrap();
+        assert_eq!(s.skipped_count, 1);
+        assert_eq!(s.counters["good_total"][&Vec::new()], 1.0);
+        assert!(parse("").unwrap().counters.is_empty());
     }
 }

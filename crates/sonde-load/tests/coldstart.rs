@@ -1,0 +1,223 @@
+//! `sonde-load coldstart` against real processes on loopback: `sonde-load-target` with a known
+//! startup delay (time to ready measured from spawn, thresholds and their exit codes, the JSON
+//! file), and the failures: a missing command, one that exits at once, one that never becomes
+//! ready (and leaves no process behind), a port already taken.
+#![allow(clippy::unwrap_used)] // test helpers: failing loudly is the point
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use sonde_load::coldstart::{ColdstartResult, SCHEMA};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sonde-load");
+const TARGET: &str = env!("CARGO_BIN_EXE_sonde-load-target");
+
+fn coldstart(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .arg("coldstart")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A target that binds `port` 300 ms after it starts.
+fn slow_target(port: u16) -> (String, String) {
+    (
+        format!("{TARGET} --listen 127.0.0.1:{port} --startup-delay 300ms"),
+        format!("http://127.0.0.1:{port}/health"),
+    )
+}
+
+#[test]
+fn time_to_ready_counts_the_startup_delay_and_thresholds_set_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("out/coldstart.json");
+    let port = sonde_tests::free_port();
+    let (command, ready) = slow_target(port);
+    let o = coldstart(&[
+        "--command",
+        &command,
+        "--ready",
+        &ready,
+        "--runs",
+        "3",
+        "--warm-requests",
+        "5",
+        "--threshold",
+        "p95<5s",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let table = stdout(&o);
+    for row in [
+        "time to ready",
+        "first request",
+        "warm requests",
+        "PASS  p95<5s",
+    ] {
+        assert!(table.contains(row), "{row:?} missing from:\n{table}");
+    }
+    let r: ColdstartResult =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(r.schema, SCHEMA);
+    assert_eq!((r.runs, r.per_run.len()), (3, 3));
+    assert_eq!(r.time_to_ready.count, 3);
+    assert_eq!(r.first_request.count, 3);
+    assert_eq!(r.warm.count + r.warm_errors, 15);
+    assert_eq!(r.warm_errors, 0);
+    // The process sleeps 300 ms before it binds: nothing can answer sooner. The margin is for
+    // a loaded 2-core machine (process start, a debug build).
+    let p50 = r.time_to_ready.quantile(0.5).unwrap();
+    assert!((0.3..1.0).contains(&p50), "time to ready p50 {p50} s");
+    for run in &r.per_run {
+        assert!(run.time_to_ready_seconds >= 0.3, "{run:?}");
+        assert!(
+            run.first_request_seconds < run.time_to_ready_seconds,
+            "{run:?}"
+        );
+        assert!(run.polls >= 1);
+    }
+    // The first request is a part of the time to ready; warm requests were answered.
+    assert!(r.first_request.max.unwrap() < 0.3);
+    assert!(r.warm.quantile(0.5).unwrap() > 0.0);
+    assert_eq!(r.thresholds.len(), 1);
+    assert!(r.thresholds[0].passed);
+
+    // The port is free again after the runs: a second benchmark on it can start at once.
+    let o = coldstart(&[
+        "--command",
+        &command,
+        "--ready",
+        &ready,
+        "--runs",
+        "3",
+        "--warm-requests",
+        "2",
+        "--threshold",
+        "p95<100ms",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("FAIL  p95<100ms"), "{}", stdout(&o));
+}
+
+#[test]
+fn a_missing_command_is_a_usage_error() {
+    let port = sonde_tests::free_port();
+    let o = coldstart(&[
+        "--command",
+        "/nonexistent/my-service --port 1",
+        "--ready",
+        &format!("http://127.0.0.1:{port}/health"),
+        "--runs",
+        "3",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
+    let o = coldstart(&["--command", "'unclosed", "--ready", "http://127.0.0.1:1/"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("quote"), "{}", stderr(&o));
+    let o = coldstart(&[
+        "--command",
+        "true",
+        "--ready",
+        "http://127.0.0.1:1/",
+        "--threshold",
+        "rate>5",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("does not apply"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_command_that_exits_at_once_shows_its_status_and_stderr() {
+    let port = sonde_tests::free_port();
+    let o = coldstart(&[
+        "--command",
+        "sh -c 'echo cannot open config.toml >&2; exit 3'",
+        "--ready",
+        &format!("http://127.0.0.1:{port}/health"),
+        "--runs",
+        "3",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let e = stderr(&o);
+    assert!(e.contains("run 1:"), "{e}");
+    assert!(e.contains("exit code 3"), "{e}");
+    assert!(e.contains("cannot open config.toml"), "{e}");
+}
+
+fn alive(pid: &str) -> bool {
+    // A zombie has exited; only a live process counts.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            !s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
+fn read_pid(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap().trim().to_owned()
+}
+
+#[test]
+fn a_service_never_ready_times_out_and_leaves_no_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shell, child) = (dir.path().join("shell.pid"), dir.path().join("child.pid"));
+    let port = sonde_tests::free_port();
+    // A shell that starts a child of its own and waits: both must be stopped.
+    let command = format!(
+        "sh -c 'echo $$ > {}; sleep 30 & echo $! > {}; wait'",
+        shell.display(),
+        child.display()
+    );
+    let started = Instant::now();
+    let o = coldstart(&[
+        "--command",
+        &command,
+        "--ready",
+        &format!("http://127.0.0.1:{port}/health"),
+        "--runs",
+        "3",
+        "--timeout",
+        "1s",
+    ]);
+    let took = started.elapsed();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains("did not answer 2xx") && e.contains("--timeout"),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    for pid in [read_pid(&shell), read_pid(&child)] {
+        assert!(!alive(&pid), "process {pid} is still running");
+    }
+}
+
+#[test]
+fn a_port_already_taken_is_refused_before_anything_starts() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let o = coldstart(&[
+        "--command",
+        "sleep 30",
+        "--ready",
+        &format!("http://{addr}/health"),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("already listens"), "{}", stderr(&o));
+}

@@ -1,0 +1,123 @@
+//! `sonde-objectives`: validate an objectives file, and generate Prometheus rules and their
+//! promtool tests from it.
+//!
+//! ```text
+//! sonde-objectives validate objectives.toml [--metrics-url http://127.0.0.1:9464/metrics]
+//! sonde-objectives generate objectives.toml --out rules/
+//! ```
+//!
+//! Exit codes: 0 all good; 1 the output could not be written or the `/metrics` page fetched;
+//! 2 a usage error, or a problem in the file (or a metric, label or bucket the live service
+//! does not have).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sonde_objectives::{Error, generate, live, load, write_atomically};
+
+#[derive(Parser)]
+#[command(
+    name = "sonde-objectives",
+    version,
+    about = "Service level objectives: validate objectives.toml, generate Prometheus rules, alerts and promtool tests"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the file (and optionally that a live service exports every metric and label it names).
+    Validate {
+        /// The objectives file.
+        file: PathBuf,
+        /// A service's Prometheus `/metrics` URL to check the metrics, labels and buckets against.
+        #[arg(long)]
+        metrics_url: Option<String>,
+    },
+    /// Write the recording rules, alerts and promtool tests into a directory.
+    Generate {
+        /// The objectives file.
+        file: PathBuf,
+        /// The output directory (replaced as a whole; only ever holds generated files).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e}");
+            match e {
+                Error::Read { .. } | Error::Invalid(_) | Error::Generate(_) => ExitCode::from(2),
+                Error::Write { .. } | Error::Fetch { .. } => ExitCode::from(1),
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, Error> {
+    match cli.command {
+        Command::Validate { file, metrics_url } => {
+            let o = load(&file)?;
+            for w in o.warnings() {
+                eprintln!("warning: {w}");
+            }
+            // Generating checks that test series can be built for every selector.
+            generate(&o)?;
+            if let Some(url) = metrics_url {
+                let page = live::Exposition::parse(&live::fetch(&url)?);
+                let problems = live::check(&o, &page);
+                if !problems.is_empty() {
+                    for p in &problems {
+                        eprintln!("{p}");
+                    }
+                    return Ok(ExitCode::from(2));
+                }
+                println!(
+                    "{}: {} objectives, every metric, label and bucket boundary found on {url}",
+                    file.display(),
+                    o.thresholds.len() + o.ratios.len()
+                );
+            } else {
+                println!(
+                    "{}: {} threshold and {} ratio objectives, valid",
+                    file.display(),
+                    o.thresholds.len(),
+                    o.ratios.len()
+                );
+            }
+            for (metric, boundary) in o.required_buckets() {
+                println!("needs bucket boundary {boundary} on {metric}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Generate { file, out } => {
+            let o = load(&file)?;
+            for w in o.warnings() {
+                eprintln!("warning: {w}");
+            }
+            let g = generate(&o)?;
+            write_atomically(&g, &out)?;
+            for (path, _) in &g.files {
+                println!("wrote {}", out.join(path).display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The generated rules and tests, checked by the real promtool (`/usr/bin/promtool`; on Debian
+//! `apt-get install -y prometheus`). These tests fail when promtool is absent.
+
+use std::path::Path;
+use std::process::Command;
+
+use sonde_objectives::{
+    ALERTS_FILE, RECORDING_FILE, TESTS_FILE, generate, parse, write_atomically,
+};
+
+const EXAMPLE: &str = include_str!("../examples/objectives.toml");
+
+fn promtool(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run promtool ({e}): install it (Debian: apt-get install -y prometheus)")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "promtool {args:?} failed in {}:\n{text}",
+        dir.display()
+    );
+    text
+}
+
+/// Generates `text` into a fresh directory and runs `promtool check rules` and `promtool test
+/// rules` on it; returns the directory and the generated alerts.
+fn generate_and_check(text: &str) -> (tempfile::TempDir, String) {
+    let o = parse("objectives.toml", text).unwrap_or_else(|p| panic!("{p:?}"));
+    let g = generate(&o).unwrap_or_else(|e| panic!("{e}"));
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out = tmp.path().join("rules");
+    write_atomically(&g, &out).unwrap_or_else(|e| panic!("{e}"));
+    let check = promtool(&out, &["check", "rules", RECORDING_FILE, ALERTS_FILE]);
+    assert!(!check.contains("FAILED"), "{check}");
+    let test = promtool(&out, &["test", "rules", TESTS_FILE]);
+    assert!(test.contains("SUCCESS"), "{test}");
+    let alerts = std::fs::read_to_string(out.join(ALERTS_FILE)).unwrap_or_else(|e| panic!("{e}"));
+    (tmp, alerts)
+}
+
+#[test]
+fn the_example_generates_rules_and_tests_that_promtool_accepts() {
+    let (tmp, alerts) = generate_and_check(EXAMPLE);
+    let out = tmp.path().join("rules");
+    let tests = std::fs::read_to_string(out.join(TESTS_FILE)).unwrap_or_else(|e| panic!("{e}"));
+    // Every alert is tested firing (with its labels and annotations) and quiet.
+    let names: Vec<&str> = alerts
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert_eq!(names.len(), 11, "{names:?}");
+    for name in &names {
+        let firing = tests
+            .matches(&format!(
+                "alertname: {name}\n        exp_alerts:\n          - exp_labels:"
+            ))
+            .count();
+        let quiet = tests
+            .matches(&format!("alertname: {name}\n        exp_alerts: []"))
+            .count();
+        assert!(
+            firing >= 1 && quiet >= 1,
+            "{name}: {firing} firing, {quiet} quiet cases"
+        );
+    }
+    // Each alert has a runbook link, a severity, and names its objective and target.
+    assert_eq!(
+        alerts
+            .matches("runbook_url: 'https://example.invalid/sonde/blob/main/alerts/runbook.md#")
+            .count(),
+        11
+    );
+    assert!(alerts.contains("summary: 'API requests succeed: error budget burning fast (objective availability, 99.9% over 30d)'"));
+    assert!(alerts.contains("severity: critical") && alerts.contains("severity: warning"));
+    // The workbook's burn rates and windows.
+    for needle in [
+        "objective:sli_error:ratio_rate1h{objective=\"availability\"} / 0.001 > 14.4 and objective:sli_error:ratio_rate5m{objective=\"availability\"} / 0.001 > 14.4",
+        "objective:sli_error:ratio_rate6h{objective=\"availability\"} / 0.001 > 6 and objective:sli_error:ratio_rate30m{objective=\"availability\"} / 0.001 > 6",
+        "objective:sli_error:ratio_rate1d{objective=\"availability\"} / 0.001 > 3 and objective:sli_error:ratio_rate2h{objective=\"availability\"} / 0.001 > 3",
+        "objective:sli_error:ratio_rate3d{objective=\"availability\"} / 0.001 > 1 and objective:sli_error:ratio_rate6h{objective=\"availability\"} / 0.001 > 1",
+        "objective:sli_events:rate1h{objective=\"availability\"} >= 0.1",
+        "objective:http_server_request_duration_seconds:p95_rate5m{objective=\"api-latency-p95\"} > 0.3\n",
+        "objective:http_server_request_duration_seconds:rate5m{objective=\"api-latency-p95\"} >= 1/60",
+    ] {
+        assert!(alerts.contains(needle), "missing {needle}\n{alerts}");
+    }
+    let recording =
+        std::fs::read_to_string(out.join(RECORDING_FILE)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        recording.contains(
+            "http_server_request_duration_seconds_bucket{http_route!=\"/health\", le=\"0.3\"}"
+        ),
+        "{recording}"
+    );
+    assert!(recording.contains("cache_requests_total{cache_name=\"users\", cache_result=~\"hit|miss\", cache_result=\"hit\"}"), "{recording}");
+}
+
+#[test]
+fn changing_p95_from_300ms_to_250ms_changes_the_alert_and_its_tests_still_pass() {
+    let changed = EXAMPLE.replacen("threshold = \"300ms\"", "threshold = \"250ms\"", 1);
+    assert_ne!(changed, EXAMPLE);
+    // Before: the example as shipped (promtool runs on it in the test above).
+    let o = parse("objectives.toml", EXAMPLE).unwrap_or_else(|p| panic!("{p:?}"));
+    let g = generate(&o).unwrap_or_else(|e| panic!("{e}"));
+    let before = g.file(ALERTS_FILE).unwrap_or_default().to_string();
+    let (dir, after) = generate_and_check(&changed);
+    let p95 = "objective:http_server_request_duration_seconds:p95_rate5m{objective=\"api-latency-p95\"} >";
+    assert!(before.contains(&format!("{p95} 0.3\n")), "{before}");
+    assert!(after.contains(&format!("{p95} 0.25\n")), "{after}");
+    assert!(!after.contains(&format!("{p95} 0.3\n")));
+    assert!(after.contains("p95 latency above 250ms (objective api-latency-p95)"));
+    // Only that objective's alert changed.
+    let diff: Vec<(&str, &str)> = before
+        .lines()
+        .zip(after.lines())
+        .filter(|(a, b)| a != b)
+        .collect();
+    assert_eq!(diff.len(), 3, "{diff:#?}");
+    let tests = std::fs::read_to_string(dir.path().join("rules").join(TESTS_FILE))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        tests.contains("le=\"0.25\""),
+        "the test series use the new boundary"
+    );
+    let o = parse("objectives.toml", &changed).unwrap_or_else(|p| panic!("{p:?}"));
+    assert!(
+        o.required_buckets()
+            .contains(&("http.server.request.duration".to_string(), 0.25))
+    );
+}
+
+#[test]
+fn a_broken_alert_fails_its_generated_tests() {
+    // The tests are not vacuous: loosen the threshold in the generated alert and promtool fails.
+    let o = parse("objectives.toml", EXAMPLE).unwrap_or_else(|p| panic!("{p:?}"));
+    let g = generate(&o).unwrap_or_else(|e| panic!("{e}"));
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let out = tmp.path().join("rules");
+    write_atomically(&g, &out).unwrap_or_else(|e| panic!("{e}"));
+    let path = out.join(ALERTS_FILE);
+    let alerts = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}"));
+    for (from, to) in [
+        (
+            "{objective=\"api-latency-p95\"} > 0.3\n",
+            "{objective=\"api-latency-p95\"} > 3\n",
+        ),
+        ("/ 0.001 > 14.4", "/ 0.001 > 44.4"),
+    ] {
+        std::fs::write(&path, alerts.replace(from, to)).unwrap_or_else(|e| panic!("{e}"));
+        let status = Command::new("promtool")
+            .args(["test", "rules", TESTS_FILE])
+            .current_dir(&out)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run promtool ({e}): apt-get install -y prometheus"));
+        assert!(!status.status.success(), "promtool passed with {to:?}");
+    }
+}

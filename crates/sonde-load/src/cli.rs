@@ -107,6 +107,10 @@ pub struct RunArgs {
     /// Threshold over all requests (repeatable): 'p95<300ms', 'p99<1.5s', 'errors<1%', 'rate>=490'.
     #[arg(long, short = 't')]
     pub threshold: Vec<String>,
+    /// The service's objectives file (`objectives.toml`, see sonde-objectives): its latency and
+    /// error objectives on HTTP requests become thresholds of this run.
+    #[arg(long, value_name = "FILE")]
+    pub objectives: Option<PathBuf>,
     /// Write the result as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -393,6 +397,9 @@ pub fn build_plan(args: &RunArgs) -> Result<Plan, String> {
     plan.insecure |= args.insecure;
     plan.thresholds
         .extend(parse_thresholds(&args.threshold).map_err(|e| e.to_string())?);
+    if let Some(path) = &args.objectives {
+        apply_objectives(&mut plan, path)?;
+    }
     if plan.connections == 0 {
         // Closed model: one connection per user; open model: enough for the rate at a few
         // hundred milliseconds per request, as wrk2 and oha would need to be told.
@@ -502,6 +509,65 @@ fn run(args: RunArgs) -> ExitCode {
     let failed = result.thresholds.iter().any(|t| !t.passed)
         || comparison.as_ref().is_some_and(|c| c.regressed);
     ExitCode::from(if failed { EXIT_FAIL } else { EXIT_PASS })
+}
+
+/// Turns the objectives file's HTTP objectives into thresholds: one without a route applies to
+/// every request, one with a route (an `http.route` value, template or regular expression) to
+/// the requests whose path it matches. What a load test cannot judge is said, not dropped
+/// silently.
+fn apply_objectives(plan: &mut Plan, path: &std::path::Path) -> Result<(), String> {
+    let objectives = sonde_objectives::load(path).map_err(|e| format!("--objectives: {e}"))?;
+    let (thresholds, skipped) = sonde_objectives::load_thresholds(&objectives);
+    for t in thresholds {
+        let parsed: Threshold = t
+            .threshold
+            .parse()
+            .map_err(|e| format!("--objectives: objective {:?}: {e}", t.objective))?;
+        match &t.route {
+            None => {
+                eprintln!(
+                    "objective {}: {} over all requests",
+                    t.objective, t.threshold
+                );
+                plan.thresholds.push(parsed);
+            }
+            Some(route) => {
+                // Anchored like Prometheus' `=~`; a template (`/users/{id}`) is not a valid
+                // regular expression and matches as a template instead.
+                let regex = regex::Regex::new(&format!("^(?:{route})$")).ok();
+                let mut hit = Vec::new();
+                for r in &mut plan.requests {
+                    let p = r.url.path();
+                    if scrape::route_matches(route, p)
+                        || regex.as_ref().is_some_and(|x| x.is_match(p))
+                    {
+                        r.thresholds.push(parsed.clone());
+                        hit.push(r.name.clone());
+                    }
+                }
+                if hit.is_empty() {
+                    eprintln!(
+                        "objective {}: {} on route {route:?} is not judged: no request of this run goes there",
+                        t.objective, t.threshold
+                    );
+                } else {
+                    eprintln!(
+                        "objective {}: {} on {}",
+                        t.objective,
+                        t.threshold,
+                        hit.join(", ")
+                    );
+                }
+            }
+        }
+    }
+    for s in skipped {
+        eprintln!(
+            "objective {}: not judged by a load test ({})",
+            s.objective, s.reason
+        );
+    }
+    Ok(())
 }
 
 /// The push settings from the flags.

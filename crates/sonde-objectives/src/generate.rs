@@ -1123,6 +1123,14 @@ pub fn generate(o: &Objectives) -> Result<Generated, Error> {
             (RECORDING_FILE.to_string(), recording(o)),
             (ALERTS_FILE.to_string(), alerts(o)),
             (TESTS_FILE.to_string(), tests(o)?),
+            (
+                crate::grafana::DASHBOARD_FILE.to_string(),
+                crate::grafana::dashboard(o),
+            ),
+            (
+                crate::cloudwatch::CLOUDWATCH_FILE.to_string(),
+                crate::cloudwatch::template(o).0,
+            ),
         ],
     })
 }

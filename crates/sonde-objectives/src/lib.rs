@@ -1,5 +1,8 @@
 //! Service level objectives in one file, `objectives.toml`, and what is generated from it:
-//! Prometheus recording rules, alerts and the promtool unit tests of those alerts.
+//! Prometheus recording rules, alerts and the promtool unit tests of those alerts
+//! ([`fn@generate`]), a Grafana SLO dashboard ([`grafana`]), CloudWatch alarms in a
+//! CloudFormation template ([`cloudwatch`]), and load-test thresholds for `sonde-load`
+//! ([`load_thresholds`]): change a number once, and every one of them follows.
 //!
 //! Two kinds of objective, named as in the SRE literature:
 //!
@@ -47,19 +50,62 @@
 //! # Ok::<(), sonde_objectives::Error>(())
 //! ```
 //!
+//! `generate FILE --out DIR` writes, all at once (into a temporary directory that then replaces
+//! `DIR`):
+//!
+//! | file | what |
+//! |---|---|
+//! | `objectives.recording.yml`, `objectives.alerts.yml` | Prometheus recording rules and alerts |
+//! | `tests/objectives.test.yml` | promtool unit tests of every alert |
+//! | `dashboards/sonde-slo.json` | Grafana dashboard: per objective its value, error budget remaining and burn rates ([`grafana`]) |
+//! | `cloudwatch/sonde-objectives.yaml` | CloudFormation template: one CloudWatch alarm per threshold objective, burn-rate alarms on the error ratio for ratio objectives ([`cloudwatch`]) |
+//!
+//! ```
+//! # let text = r#"
+//! # [threshold.api-latency-p95]
+//! # metric = "http.server.request.duration"
+//! # selector = 'http.route!="/health"'
+//! # percentile = "p95"
+//! # threshold = "300ms"
+//! # window = "5m"
+//! #
+//! # [ratio.availability]
+//! # target = "99.9%"
+//! # window = "30d"
+//! # total = { histogram = "http.server.request.duration" }
+//! # bad = { selector = 'error.type!=""' }
+//! # "#;
+//! let objectives = sonde_objectives::parse("objectives.toml", text)?;
+//! let generated = sonde_objectives::generate(&objectives)?;
+//! let template = generated.file(sonde_objectives::cloudwatch::CLOUDWATCH_FILE).unwrap_or_default();
+//! assert!(template.contains("ExtendedStatistic: 'p95'"));
+//! assert!(template.contains("Threshold: 0.0144")); // the 1h burn rate 14.4 × the 0.1 % budget
+//!
+//! // sonde-load thresholds: what a load test can check from the client side.
+//! let (thresholds, skipped) = sonde_objectives::load_thresholds(&objectives);
+//! assert_eq!(thresholds[0].threshold, "p95<300ms");
+//! assert_eq!(thresholds[1].threshold, "errors<0.1%");
+//! assert!(skipped.is_empty());
+//! # Ok::<(), sonde_objectives::Error>(())
+//! ```
+//!
 //! The binary, `sonde-objectives`, validates a file (`validate FILE [--metrics-url URL]`) and
-//! generates the rules (`generate FILE --out DIR`).
+//! generates all of the above (`generate FILE --out DIR`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub mod cloudwatch;
 pub mod generate;
+pub mod grafana;
 pub mod live;
+pub mod load;
 pub mod model;
 pub mod parse;
 pub mod selector;
 
 pub use generate::{ALERTS_FILE, Generated, RECORDING_FILE, TESTS_FILE, generate};
+pub use load::{LoadThreshold, SkippedObjective, load_thresholds};
 pub use model::{Objectives, Ratio, Threshold};
 pub use parse::parse;
 

@@ -1,5 +1,5 @@
-//! `sonde-objectives`: validate an objectives file, and generate Prometheus rules and their
-//! promtool tests from it.
+//! `sonde-objectives`: validate an objectives file, and generate from it Prometheus rules and
+//! their promtool tests, a Grafana SLO dashboard and CloudWatch alarms.
 //!
 //! ```text
 //! sonde-objectives validate objectives.toml [--metrics-url http://127.0.0.1:9464/metrics]
@@ -20,7 +20,7 @@ use sonde_objectives::{Error, generate, live, load, write_atomically};
 #[command(
     name = "sonde-objectives",
     version,
-    about = "Service level objectives: validate objectives.toml, generate Prometheus rules, alerts and promtool tests"
+    about = "Service level objectives: validate objectives.toml, generate Prometheus rules, alerts and promtool tests, a Grafana SLO dashboard and CloudWatch alarms"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -37,7 +37,9 @@ enum Command {
         #[arg(long)]
         metrics_url: Option<String>,
     },
-    /// Write the recording rules, alerts and promtool tests into a directory.
+    /// Write the recording rules, alerts, promtool tests, the Grafana SLO dashboard
+    /// (dashboards/sonde-slo.json) and the CloudWatch alarms (cloudwatch/sonde-objectives.yaml)
+    /// into a directory.
     Generate {
         /// The objectives file.
         file: PathBuf,
@@ -113,6 +115,9 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
                 eprintln!("warning: {w}");
             }
             let g = generate(&o)?;
+            for note in sonde_objectives::cloudwatch::template(&o).1 {
+                eprintln!("note: CloudWatch: {note}");
+            }
             write_atomically(&g, &out)?;
             for (path, _) in &g.files {
                 println!("wrote {}", out.join(path).display());

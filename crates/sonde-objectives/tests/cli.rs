@@ -86,6 +86,8 @@ fn generate_replaces_its_own_output_and_refuses_a_foreign_directory() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(out.join("objectives.alerts.yml").is_file());
     assert!(out.join("tests/objectives.test.yml").is_file());
+    assert!(out.join("dashboards/sonde-slo.json").is_file());
+    assert!(out.join("cloudwatch/sonde-objectives.yaml").is_file());
     // Again, over its own output.
     let o = run(&["generate", EXAMPLE, "--out", &out.display().to_string()]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));

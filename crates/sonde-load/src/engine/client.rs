@@ -446,7 +446,13 @@ where
             link: Link::H2 { sender, task },
         })
     } else {
-        let (sender, conn) = http1::handshake(io).await.map_err(|_| Class::Other)?;
+        // Headers and body go out in one buffer: one plain write per request, which TLS streams
+        // (no vectored writes) need and small plain requests do not mind.
+        let (sender, conn) = http1::Builder::new()
+            .writev(false)
+            .handshake(io)
+            .await
+            .map_err(|_| Class::Other)?;
         let driver: Driver = Box::pin(async move {
             let _ = conn.await;
         });

@@ -112,3 +112,48 @@ fn the_runs_metrics_reach_an_otlp_receiver() {
         "the target answered 503 to a quarter of the requests"
     );
 }
+
+/// The same over Prometheus remote write, into a real VictoriaMetrics: the run's request count
+/// is queryable next to the service's series.
+#[test]
+fn the_runs_metrics_reach_victoria_metrics_over_remote_write() {
+    let _serial = serial();
+    let vm = sonde_tests::victoria::VictoriaMetrics::start();
+    let target = Target::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = sonde_load(
+        &[
+            "run",
+            "--url",
+            &target.url("/api/users"),
+            "--rate",
+            "100",
+            "--duration",
+            "2s",
+            "--push-remote-write",
+            &vm.write_url(),
+            "--push-interval",
+            "500ms",
+        ],
+        dir.path(),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.code(), 0, "{}\n{}", out.stdout, out.stderr);
+    let count = out.result().total.count as f64;
+    let expr = "sum(http_client_request_duration_seconds_count{request_name=\"default\"})";
+    vm.wait_for_series(expr, Duration::from_secs(15));
+    // The last push (delivered before sonde-load exits) carries the whole run.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let samples = vm.query(expr);
+        if samples.first().map(|s| s.value) == Some(count) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "VictoriaMetrics has {samples:?}, the run counted {count}\n{}",
+            vm.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

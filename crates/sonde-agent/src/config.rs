@@ -314,7 +314,7 @@ impl Config {
         // SONDE_* variables that override nothing are mistakes too.
         for name in env_names {
             if name.starts_with("SONDE_") && !r.env_used.contains(name) {
-                let suggestion = closest(name, &r.env_used);
+                let suggestion = sonde_core::diag::closest(name, &r.env_used);
                 r.errors.push(ConfigError {
                     location: format!("environment variable {name}"),
                     message: "no setting has this name".into(),
@@ -346,42 +346,7 @@ fn location(origin: &str, text: &str, at: usize) -> String {
 
 /// `s`, cut to 64 bytes: a message does not repeat a megabyte of the input.
 fn shorten(s: &str) -> String {
-    if s.len() <= 64 {
-        return s.to_string();
-    }
-    let mut end = 64;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
-
-/// The known key closest to `key` (edit distance ≤ 3).
-fn closest<'a>(key: &str, known: &'a [String]) -> Option<&'a str> {
-    // Keys are short: a long one is nowhere near any (and would cost len × len to compare).
-    if key.len() > 64 {
-        return None;
-    }
-    known
-        .iter()
-        .map(|k| (distance(key, k), k))
-        .filter(|(d, _)| *d <= 3)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k.as_str())
-}
-
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
+    sonde_core::diag::shorten(s, 64)
 }
 
 /// Parses `10s`, `500ms`, `2m`, `1h`.
@@ -530,7 +495,7 @@ impl<'a> Reader<'a> {
                 continue;
             }
             let span = table.key(key).and_then(|k| k.span());
-            let hint = match closest(key, &known_owned) {
+            let hint = match sonde_core::diag::closest(key, &known_owned) {
                 Some(k) => format!("did you mean `{k}`?"),
                 None => format!("the keys of [{path}] are: {}", known.join(", ")),
             };

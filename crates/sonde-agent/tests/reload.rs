@@ -324,6 +324,16 @@ fn a_replaced_cloudwatch_exporter_continues_the_old_ones_deltas() {
     ];
     let agent = Agent::start_with_env(&config("300ms"), metrics, &env);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    // /metrics answers before every other component has started: wait until StatsD takes
+    // lines (a datagram sent to a port not yet bound is lost).
+    wait_for("StatsD bound", Duration::from_secs(20), || {
+        sock.send_to(b"reload.ready:1|c", statsd).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        agent
+            .scrape()
+            .filter(|t| t.contains("reload_ready_total"))
+            .map(|_| ())
+    });
     let sent = |n: usize| {
         for _ in 0..n {
             sock.send_to(b"reload.hits:1|c", statsd).unwrap();
@@ -407,6 +417,9 @@ fn new_users_on_the_same_address_refuse_no_connection() {
         std::thread::spawn(move || {
             let mut failures = Vec::new();
             while !stop.load(Ordering::Relaxed) {
+                // A short pause: enough polls to catch a gap of a millisecond, without taking
+                // a whole core from the tests running beside this one.
+                std::thread::sleep(Duration::from_micros(500));
                 match status_with(metrics, A) {
                     Ok(200 | 401) => {
                         answered.fetch_add(1, Ordering::Relaxed);

@@ -135,6 +135,56 @@ impl RateLimit {
     }
 }
 
+/// The candidate closest to `word` by edit distance, for "did you mean" hints in error
+/// messages: at most 3 edits, and fewer than `word` has characters (so `x` suggests nothing).
+///
+/// ```
+/// use sonde_core::diag::closest;
+/// assert_eq!(closest("wieght", &["weight", "name", "headers"]), Some("weight"));
+/// assert_eq!(closest("zzz", &["weight"]), None);
+/// ```
+pub fn closest<'a, S: AsRef<str>>(word: &str, candidates: &'a [S]) -> Option<&'a str> {
+    // Keys are short: a long word is nowhere near any (and would cost len × len to compare).
+    if word.len() > 64 {
+        return None;
+    }
+    let chars = word.chars().count();
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c.as_ref()), c.as_ref()))
+        .filter(|(d, _)| *d <= 3 && *d < chars)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance over characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// `s` cut to at most `max` bytes (on a character boundary, with `…`), so a message never
+/// repeats a megabyte of its input.
+pub fn shorten(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -62,6 +62,8 @@ use std::time::Duration;
 
 use toml_edit::{Document, Item, TableLike, Value};
 
+use sonde_core::diag::{closest, shorten};
+
 use crate::plan::{Model, Plan, RequestSpec, Stage};
 use crate::threshold::{Threshold, parse_seconds};
 
@@ -239,46 +241,6 @@ fn location(origin: &str, text: &str, at: usize) -> String {
         .count()
         + 1;
     format!("{origin}:{line}:{col}")
-}
-
-/// `s`, cut to `max` bytes: a message does not repeat a megabyte of the input.
-fn shorten(s: &str, max: usize) -> String {
-    if s.len() <= max {
-        return s.to_owned();
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
-}
-
-/// The known key closest to `key` (edit distance ≤ 3, and less than the key's length).
-fn closest<'a>(key: &str, known: &[&'a str]) -> Option<&'a str> {
-    // Keys are short: a long one is nowhere near any (and would cost len × len to compare).
-    if key.len() > 64 {
-        return None;
-    }
-    known
-        .iter()
-        .map(|k| (distance(key, k), *k))
-        .filter(|(d, _)| *d <= 3 && *d < key.chars().count())
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
-}
-
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 type Span = Option<std::ops::Range<usize>>;

@@ -67,43 +67,9 @@ fn location(origin: &str, text: &str, at: usize) -> String {
     format!("{origin}:{line}:{col}")
 }
 
-/// The known key closest to `key` (edit distance ≤ 3).
-fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
-    if key.len() > 64 {
-        return None;
-    }
-    known
-        .iter()
-        .map(|k| (distance(key, k), *k))
-        .filter(|(d, _)| *d <= 3)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k)
-}
-
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
 /// `s`, cut to 64 bytes for messages.
 fn shorten(s: &str) -> String {
-    if s.len() <= 64 {
-        return s.to_string();
-    }
-    let mut end = 64;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &s[..end])
+    sonde_core::diag::shorten(s, 64)
 }
 
 /// `api-latency-p95` → `ApiLatencyP95`.
@@ -155,7 +121,7 @@ impl<'a> Reader<'a> {
                 continue;
             }
             let span = table.key(key).and_then(|k| k.span());
-            let hint = match closest(key, known) {
+            let hint = match sonde_core::diag::closest(key, known) {
                 Some(k) => format!("did you mean `{k}`?"),
                 None => format!("remove it; the keys of {what} are: {}", known.join(", ")),
             };
@@ -480,12 +446,12 @@ impl<'a> Reader<'a> {
                 "warning" => Severity::Warning,
                 "info" => Severity::Info,
                 other => {
-                    let hint = match closest(other, &["critical", "warning", "info"]) {
-                        Some(k) => format!("did you mean \"{k}\"?"),
-                        None => {
-                            "use \"critical\" (pages), \"warning\" (a ticket) or \"info\"".into()
-                        }
-                    };
+                    let hint =
+                        match sonde_core::diag::closest(other, &["critical", "warning", "info"]) {
+                            Some(k) => format!("did you mean \"{k}\"?"),
+                            None => "use \"critical\" (pages), \"warning\" (a ticket) or \"info\""
+                                .into(),
+                        };
                     self.error(
                         loc,
                         format!("severity `{}` of {what} is not a severity", shorten(other)),

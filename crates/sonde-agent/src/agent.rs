@@ -511,6 +511,26 @@ impl Running {
         let exporter_changed = |pick: &dyn Fn(&Config) -> bool| {
             old.is_none_or(|o| o.resource != new.resource || pick(o))
         };
+        // StatsD first: once /metrics answers, a datagram sent to the agent is received (a
+        // script that waits for /metrics and then sends loses nothing).
+        if changed(old, new, statsd_settings) {
+            let running = self
+                .statsd
+                .is_some()
+                .then(|| old.and_then(statsd_listen))
+                .flatten();
+            let next = statsd_listen(new);
+            // Another address (or none): started first, so no datagram finds nothing bound.
+            if running.is_none()
+                || next.is_none()
+                || !shares_address(running.as_ref(), next.as_ref())
+            {
+                staged.statsd = Some(match next {
+                    Some(_) => Some(start_statsd(new, registry)?),
+                    None => None,
+                });
+            }
+        }
         if exporter_changed(&|o| o.prometheus != new.prometheus) {
             let same_socket = old.and_then(|o| o.prometheus.as_ref()).map(|p| p.listen)
                 == new.prometheus.as_ref().map(|p| p.listen)
@@ -550,24 +570,6 @@ impl Running {
             staged.remote_write = true;
             if let Some(rw) = &new.remote_write {
                 staged.exporters.remote_write = Some(start_remote_write(rw, registry, &resource)?);
-            }
-        }
-        if changed(old, new, statsd_settings) {
-            let running = self
-                .statsd
-                .is_some()
-                .then(|| old.and_then(statsd_listen))
-                .flatten();
-            let next = statsd_listen(new);
-            // Another address (or none): started first, so no datagram finds nothing bound.
-            if running.is_none()
-                || next.is_none()
-                || !shares_address(running.as_ref(), next.as_ref())
-            {
-                staged.statsd = Some(match next {
-                    Some(_) => Some(start_statsd(new, registry)?),
-                    None => None,
-                });
             }
         }
         if changed(old, new, |c| c.probes.clone()) {

@@ -141,3 +141,51 @@ fn help_points_to_the_full_example_configuration() {
     .unwrap();
     assert_eq!(String::from_utf8(out.stdout).unwrap(), full);
 }
+
+/// A script that waits for `/metrics` and then sends StatsD loses nothing: the StatsD socket is
+/// bound before `/metrics` answers, even when an exporter (CloudWatch, whose SDK takes a while
+/// to set up) starts in between. StatsD used to start after every exporter.
+#[test]
+fn statsd_is_listening_once_metrics_answers() {
+    let dir = TempDir::new("agent-statsd-first");
+    let (statsd, metrics) = (free_udp(), free_addr());
+    let config = write_config(
+        &dir,
+        &format!(
+            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n\
+             [statsd]\nudp = \"{statsd}\"\n\n[exporters.prometheus]\nlisten = \"{metrics}\"\n\n\
+             [exporters.cloudwatch]\nnamespace = \"first\"\nregion = \"us-east-1\"\n\
+             endpoint_url = \"http://127.0.0.1:9\"\ninterval = \"1h\"\n"
+        ),
+    );
+    let log = std::fs::File::create(dir.0.join("agent.log")).unwrap();
+    let _agent = sonde_tests::agent::KillOnDrop(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+            .env("AWS_SECRET_ACCESS_KEY", "secret")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    // The moment /metrics first answers, one datagram, once.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while sonde_tests::agent::scrape_metrics(metrics).is_none() {
+        assert!(Instant::now() < deadline, "no /metrics");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.send_to(b"first.line:1|c", statsd).unwrap();
+    wait_for(
+        "the first datagram on /metrics",
+        Duration::from_secs(10),
+        || {
+            sonde_tests::agent::scrape_metrics(metrics)
+                .filter(|t| t.contains("first_line_total 1"))
+                .map(|_| ())
+        },
+    );
+}

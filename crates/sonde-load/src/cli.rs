@@ -477,7 +477,7 @@ fn run(args: RunArgs) -> ExitCode {
         result.server = Some(match scrape::take(url, Duration::from_secs(10)) {
             Ok(after) => scrape::server_view(url, before, &after, &plan),
             Err(e) => crate::result::ServerView {
-                url: scrape::redact_url(url),
+                url: sonde_push::redact_url(url).into_owned(),
                 notes: vec![format!("the scrape after the run failed: {e}")],
                 ..Default::default()
             },

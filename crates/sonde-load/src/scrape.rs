@@ -16,6 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use sonde_push::redact_url;
+
 use crate::plan::Plan;
 use crate::result::{ServerRoute, ServerView};
 
@@ -515,19 +517,6 @@ pub fn bucket_quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
     Some(start + (end - start) * ((rank - below) / count))
 }
 
-/// `scheme://user:pass@host/...` → `scheme://<redacted>@host/...`.
-pub fn redact_url(url: &str) -> String {
-    let Some(start) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let rest = &url[start..];
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    match authority.rfind('@') {
-        Some(at) => format!("{}<redacted>{}", &url[..start], &rest[at..]),
-        None => url.to_owned(),
-    }
-}
-
 /// `k="v",k2="v2"` (values escaped as in the exposition).
 pub fn labels_string(labels: &[(String, String)]) -> String {
     let mut out = String::new();
@@ -988,7 +977,7 @@ pub fn server_view(url: &str, before: &Scrape, after: &Scrape, plan: &Plan) -> S
     }
     let routes: Vec<ServerRoute> = http_rows.into_iter().map(|(_, r)| r).collect();
     ServerView {
-        url: redact_url(url),
+        url: redact_url(url).into_owned(),
         routes,
         dependencies: dep_rows,
         counters: moved_counters(before, after, &mut notes),

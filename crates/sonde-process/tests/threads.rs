@@ -53,6 +53,13 @@ fn thread_count_follows_spawned_threads() {
         t.thread().unpark();
         t.join().unwrap();
     }
-    let after = value(&registry.snapshot(), THREAD_COUNT, &[]);
+    // `join` returns once a thread has run to its end, a moment before the kernel takes it
+    // off the thread group, so the count may lag briefly: wait for it, bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut after = value(&registry.snapshot(), THREAD_COUNT, &[]);
+    while after != before && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        after = value(&registry.snapshot(), THREAD_COUNT, &[]);
+    }
     assert_eq!(after, before);
 }

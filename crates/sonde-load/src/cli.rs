@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -21,6 +23,8 @@ pub const EXIT_PASS: u8 = 0;
 pub const EXIT_FAIL: u8 = 1;
 /// Usage, configuration or file error.
 pub const EXIT_USAGE: u8 = 2;
+/// The run was interrupted (Ctrl-C or SIGTERM); what it measured was still written.
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// Load tests and benchmarks that judge a service.
 #[derive(Debug, Parser)]
@@ -449,7 +453,9 @@ fn run(args: RunArgs) -> ExitCode {
     };
     let opts = RunOptions {
         progress: !args.no_progress,
+        ..RunOptions::default()
     };
+    stop_on_signal(&opts.stop);
     let push_opts = match push_options(&args) {
         Ok(p) => p,
         Err(e) => return usage(e),
@@ -506,9 +512,61 @@ fn run(args: RunArgs) -> ExitCode {
     if let Err(code) = write_outputs(&result, comparison.as_ref(), &args) {
         return code;
     }
+    if result.interrupted {
+        // A run cut short is not judged a pass, whatever its thresholds say.
+        return ExitCode::from(EXIT_INTERRUPTED);
+    }
     let failed = result.thresholds.iter().any(|t| !t.passed)
         || comparison.as_ref().is_some_and(|c| c.regressed);
     ExitCode::from(if failed { EXIT_FAIL } else { EXIT_PASS })
+}
+
+/// The first Ctrl-C (or SIGTERM) ends the run early, keeping what it measured: the summary,
+/// `--json` and `--report` are still written. A second one quits at once.
+fn stop_on_signal(stop: &Arc<AtomicBool>) {
+    let stop = Arc::clone(stop);
+    let watcher = move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return;
+            };
+            let signal = async {
+                tokio::select! {
+                    r = tokio::signal::ctrl_c() => r.is_ok(),
+                    r = term.recv() => r.is_some(),
+                }
+            };
+            if !signal.await {
+                return;
+            }
+            stop.store(true, Ordering::Relaxed);
+            eprintln!(
+                "\ninterrupted: stopping the run; the requests in flight finish, then what it measured is written (interrupt again to quit now)"
+            );
+            let again = async {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            };
+            again.await;
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        });
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("sonde-load-signals".to_owned())
+        .spawn(watcher)
+    {
+        eprintln!("warning: Ctrl-C will end sonde-load without writing results ({e})");
+    }
 }
 
 /// Turns the objectives file's HTTP objectives into thresholds: one without a route applies to

@@ -861,6 +861,7 @@ pub fn merge(results: &[(String, RunResult)]) -> Result<RunResult, ResultError> 
         thresholds: Vec::new(),
         server,
         merged_from: results.iter().map(|(n, _)| n.clone()).collect(),
+        interrupted: results.iter().any(|(_, r)| r.interrupted),
     })
 }
 

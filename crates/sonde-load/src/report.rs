@@ -150,6 +150,15 @@ fn model_line(r: &RunResult) -> String {
 fn generator_lines(r: &RunResult) -> Vec<(bool, String)> {
     let g = &r.generator;
     let mut out = Vec::new();
+    if r.interrupted {
+        out.push((
+            true,
+            format!(
+                "the run was interrupted after {}: every figure covers that time only.",
+                format_seconds(r.duration_seconds)
+            ),
+        ));
+    }
     if g.saturated {
         out.push((true, format!(
             "the generator could not keep up: {} requests left more than 1 ms late (up to {} behind schedule) while connections were free; the achieved rate is a limit of this machine, not the server. Use a lower rate, or run on several machines and combine the results with `sonde-load merge`.",

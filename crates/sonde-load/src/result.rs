@@ -76,6 +76,10 @@ pub struct RunResult {
     /// Files merged into this one (empty for a single run).
     #[serde(default)]
     pub merged_from: Vec<String>,
+    /// The run was stopped early (Ctrl-C or SIGTERM): the figures cover `duration_seconds`,
+    /// the time it ran. Absent when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 /// How well the generator kept to the schedule (open model).

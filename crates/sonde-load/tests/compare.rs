@@ -230,6 +230,7 @@ fn run_tapped(
         thresholds: Vec::new(),
         server: None,
         merged_from: Vec::new(),
+        interrupted: false,
     }
 }
 

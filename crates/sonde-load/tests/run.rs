@@ -754,3 +754,72 @@ fn https_works_with_http1_and_http2_and_checks_certificates() {
     assert_eq!(r.total.errors.tls, r.total.count, "{:?}", r.total.errors);
     assert_eq!(r.total.count, 50);
 }
+
+/// Ctrl-C (SIGINT) or SIGTERM ends a run early, in either model: the requests in flight
+/// finish, and the summary and `--json` are still written, marked interrupted and covering
+/// the time the run lasted; the exit code is 130 (not a pass).
+#[test]
+fn an_interrupted_run_writes_what_it_measured() {
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+    let _g = serial();
+    let target = Target::start(&["--delay", "5ms"]);
+    for (model, signal) in [
+        (["--rate", "200"], rustix::process::Signal::INT),
+        (["--users", "4"], rustix::process::Signal::TERM),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let json = dir.path().join("run.json");
+        let child = Command::new(env!("CARGO_BIN_EXE_sonde-load"))
+            .args(["run", "--url", &target.url("/"), "--duration", "60s"])
+            .args(model)
+            .arg("--json")
+            .arg(&json)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("sonde-load starts");
+        std::thread::sleep(Duration::from_millis(1500));
+        let sent = Instant::now();
+        let pid = rustix::process::Pid::from_raw(child.id() as i32).expect("a pid");
+        rustix::process::kill_process(pid, signal).expect("signal sent");
+        // Bounded: the run ends within its 60 s only if the signal was heard.
+        let waiter = std::thread::spawn(move || child.wait_with_output());
+        while !waiter.is_finished() && sent.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !waiter.is_finished() {
+            rustix::process::kill_process(pid, rustix::process::Signal::KILL).ok();
+            panic!("{model:?}: sonde-load still running 20 s after {signal:?}");
+        }
+        let out = waiter.join().expect("waiter").expect("output");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(130), "{model:?}: {stderr}");
+        assert!(stderr.contains("interrupted"), "{stderr}");
+        assert!(stdout.contains("the run was interrupted after"), "{stdout}");
+        let r = sonde_load::result::RunResult::read(&json).expect("--json written");
+        assert!(r.interrupted);
+        assert!(
+            (1.0..5.0).contains(&r.duration_seconds),
+            "{model:?}: covers {} s of a 60 s plan, stopped after 1.5 s",
+            r.duration_seconds
+        );
+        assert!(r.total.count > 20, "{model:?}: {} requests", r.total.count);
+        assert!(
+            within(
+                r.achieved_rate,
+                r.total.count as f64 / r.duration_seconds,
+                0.001
+            ),
+            "the rate is over the time run: {} vs {} / {}",
+            r.achieved_rate,
+            r.total.count,
+            r.duration_seconds
+        );
+        assert_eq!(
+            r.total.ok, r.total.count,
+            "{model:?}: nothing cut off counted as an error"
+        );
+    }
+}

@@ -1,23 +1,20 @@
 //! HTTP connections on hyper's low-level client: one TCP (or TLS) connection per load
 //! connection or user, TCP_NODELAY, keep-alive, HTTP/1.1 or HTTP/2, reconnect when closed.
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
 
 use bytes::Bytes;
 use http::header::HOST;
 use http::{HeaderMap, HeaderValue, Method, Request, Uri, Version};
 use http_body_util::{BodyExt, Full};
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 use tokio_rustls::TlsConnector;
@@ -118,11 +115,11 @@ pub(crate) struct Prepared {
     origin: usize,
     method: Method,
     idempotent: bool,
-    /// Origin-form target for HTTP/1.1 (`/path?query`).
-    uri_h1: Uri,
+    /// The whole HTTP/1.1 request as it goes on the wire, serialized once (as wrk does):
+    /// sending it is one write.
+    wire_h1: Bytes,
     /// Absolute URI for HTTP/2 (`:scheme` and `:authority` come from it).
     uri_h2: Uri,
-    headers_h1: HeaderMap,
     headers_h2: HeaderMap,
     body: Bytes,
 }
@@ -201,20 +198,11 @@ impl Client {
                 .path_and_query()
                 .map_or("/", |p| p.as_str())
                 .to_owned();
-            let uri_h1: Uri = path.parse().map_err(|e| {
-                EngineError::Plan(format!("request {:?}: path {path:?}: {e}", spec.name))
-            })?;
             let mut headers_h2 = HeaderMap::with_capacity(spec.headers.len());
             for (n, v) in &spec.headers {
                 headers_h2.append(n.clone(), v.clone());
             }
-            let mut headers_h1 = headers_h2.clone();
-            if !headers_h1.contains_key(HOST) {
-                let v = HeaderValue::from_str(authority.as_str()).map_err(|e| {
-                    EngineError::Plan(format!("request {:?}: host: {e}", spec.name))
-                })?;
-                headers_h1.insert(HOST, v);
-            }
+            let wire_h1 = wire_h1(spec, &path, authority.as_str())?;
             // HTTP/2 carries the authority in `:authority`; a Host header there is an error.
             headers_h2.remove(HOST);
             let name = names.iter().position(|n| *n == spec.name).unwrap_or(0);
@@ -226,9 +214,8 @@ impl Client {
                     Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
                 ),
                 method: spec.method.clone(),
-                uri_h1,
+                wire_h1,
                 uri_h2: spec.url.clone(),
-                headers_h1,
                 headers_h2,
                 body: spec.body.clone(),
             });
@@ -283,14 +270,7 @@ impl Client {
                     *slot = None;
                     // A kept-alive connection the server closed just as we sent: try once on
                     // a fresh one (only when the request was not sent, or may be repeated).
-                    let retry = reused
-                        && attempt == 0
-                        && match &e {
-                            SendError::NotSent => true,
-                            SendError::Failed(e) => {
-                                e.is_canceled() || (e.is_incomplete_message() && p.idempotent)
-                            }
-                        };
+                    let retry = reused && attempt == 0 && e.retryable(p.idempotent);
                     if !retry {
                         return (Class::Other, 0);
                     }
@@ -315,23 +295,304 @@ impl Client {
                     .await
                     .map_err(|_| Class::Tls)?;
                 let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
-                handshake(stream, h2).await
+                if h2 {
+                    handshake_h2(stream).await
+                } else {
+                    Ok(Conn::h1(Stream::Tls(Box::new(stream))))
+                }
             }
-            _ => handshake(tcp, self.http2).await,
+            _ if self.http2 => handshake_h2(tcp).await,
+            _ => Ok(Conn::h1(Stream::Plain(tcp))),
         }
     }
 }
 
-type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
+/// The request line, headers and body of an HTTP/1.1 request, as hyper would write them:
+/// `Host` first (unless the user set one), a `content-length` when there is a body or the
+/// method expects one.
+fn wire_h1(spec: &RequestSpec, path: &str, authority: &str) -> Result<Bytes, EngineError> {
+    let mut w = Vec::with_capacity(64 + path.len() + spec.body.len());
+    w.extend_from_slice(spec.method.as_str().as_bytes());
+    w.push(b' ');
+    w.extend_from_slice(path.as_bytes());
+    w.extend_from_slice(b" HTTP/1.1\r\n");
+    let has = |name: &http::header::HeaderName| spec.headers.iter().any(|(n, _)| n == name);
+    if !has(&HOST) {
+        HeaderValue::from_str(authority)
+            .map_err(|e| EngineError::Plan(format!("request {:?}: host: {e}", spec.name)))?;
+        w.extend_from_slice(b"host: ");
+        w.extend_from_slice(authority.as_bytes());
+        w.extend_from_slice(b"\r\n");
+    }
+    for (n, v) in &spec.headers {
+        w.extend_from_slice(n.as_str().as_bytes());
+        w.extend_from_slice(b": ");
+        w.extend_from_slice(v.as_bytes());
+        w.extend_from_slice(b"\r\n");
+    }
+    let framed = has(&http::header::CONTENT_LENGTH) || has(&http::header::TRANSFER_ENCODING);
+    let expects_body = matches!(spec.method, Method::POST | Method::PUT | Method::PATCH);
+    if !framed && (!spec.body.is_empty() || expects_body) {
+        w.extend_from_slice(format!("content-length: {}\r\n", spec.body.len()).as_bytes());
+    }
+    w.extend_from_slice(b"\r\n");
+    w.extend_from_slice(&spec.body);
+    Ok(Bytes::from(w))
+}
+
+/// A connection's byte stream: plain TCP or TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(data).await,
+            Stream::Tls(s) => {
+                s.write_all(data).await?;
+                // rustls holds records until flushed.
+                s.flush().await
+            }
+        }
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf).await,
+            Stream::Tls(s) => s.read(buf).await,
+        }
+    }
+}
+
+/// Bytes read per system call, and the largest answer head accepted (wrk reads 8 KiB).
+const READ_BUF: usize = 16 * 1024;
+/// Header fields parsed in an answer head; more is a malformed answer.
+const MAX_HEADERS: usize = 100;
+
+/// HTTP/1.1 on a raw stream, one request at a time: the prepared bytes go out in one write,
+/// the answer is framed with `httparse` (the parser hyper itself uses) and its body read to
+/// the last byte and discarded, in a buffer allocated once per connection. Driven inside the
+/// task that sends, so an answer wakes that task directly.
+struct H1 {
+    io: Stream,
+    buf: Box<[u8]>,
+    /// Unread bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+    /// False once the server said it closes, or the connection broke.
+    open: bool,
+}
+
+/// How an answer's body is delimited (RFC 9112, section 6.3).
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+impl H1 {
+    /// Sends `p` and reads its whole answer; the status code.
+    async fn exchange(&mut self, p: &Prepared) -> Result<u16, SendError> {
+        if self.start != self.end {
+            // Bytes nobody asked for: the previous answer was framed wrong.
+            self.open = false;
+            return Err(SendError::NotSent);
+        }
+        self.start = 0;
+        self.end = 0;
+        if self.io.write_all(&p.wire_h1).await.is_err() {
+            self.open = false;
+            return Err(SendError::NotSent);
+        }
+        let head_request = p.method == Method::HEAD;
+        loop {
+            let (status, framing, close) = match self.head(head_request) {
+                Ok(Some(head)) => head,
+                Ok(None) => {
+                    let nothing_yet = self.start == 0 && self.end == 0;
+                    if self.end - self.start == READ_BUF {
+                        return Err(self.broken());
+                    }
+                    if !self.fill().await? {
+                        self.open = false;
+                        return Err(if nothing_yet {
+                            SendError::Closed
+                        } else {
+                            SendError::Broken
+                        });
+                    }
+                    continue;
+                }
+                Err(()) => return Err(self.broken()),
+            };
+            // 1xx answers (100 Continue, 103 Early Hints) come before the real one.
+            if (100..200).contains(&status) && status != 101 {
+                continue;
+            }
+            match framing {
+                Framing::None => {}
+                Framing::Length(n) => self.skip(n).await?,
+                Framing::Chunked => self.chunked().await?,
+                Framing::UntilClose => {
+                    while self.fill().await? {
+                        self.start = self.end;
+                    }
+                    self.open = false;
+                }
+            }
+            if close || status == 101 {
+                self.open = false;
+            }
+            return Ok(status);
+        }
+    }
+
+    /// Parses an answer head from the buffer: `None` when it is not complete yet.
+    fn head(&mut self, head_request: bool) -> Result<Option<(u16, Framing, bool)>, ()> {
+        if self.start == self.end {
+            return Ok(None);
+        }
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut headers);
+        let n = match res.parse(&self.buf[self.start..self.end]) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(_) => return Err(()),
+        };
+        let status = res.code.ok_or(())?;
+        let mut length = None;
+        let mut chunked = false;
+        let mut close = res.version == Some(0);
+        for h in res.headers.iter() {
+            if h.name.eq_ignore_ascii_case("content-length") {
+                let v = std::str::from_utf8(h.value).map_err(|_| ())?.trim();
+                let n: u64 = v.parse().map_err(|_| ())?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(());
+                }
+                length = Some(n);
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = h
+                    .value
+                    .rsplit(|b| *b == b',')
+                    .next()
+                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if h.name.eq_ignore_ascii_case("connection") {
+                for token in h.value.split(|b| *b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        close = false;
+                    }
+                }
+            }
+        }
+        self.start += n;
+        let framing =
+            if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
+                Framing::None
+            } else if chunked {
+                Framing::Chunked
+            } else if let Some(n) = length {
+                Framing::Length(n)
+            } else {
+                Framing::UntilClose
+            };
+        Ok(Some((status, framing, close)))
+    }
+
+    /// Reads more into the buffer (moving unread bytes to its front first); false at the end
+    /// of the stream.
+    async fn fill(&mut self) -> Result<bool, SendError> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        match self.io.read(&mut self.buf[self.end..]).await {
+            Ok(0) => Ok(false),
+            Ok(n) => {
+                self.end += n;
+                Ok(true)
+            }
+            Err(_) => {
+                self.open = false;
+                Err(SendError::Broken)
+            }
+        }
+    }
+
+    /// Consumes `n` body bytes.
+    async fn skip(&mut self, mut n: u64) -> Result<(), SendError> {
+        loop {
+            let have = (self.end - self.start) as u64;
+            if have >= n {
+                self.start += n as usize;
+                return Ok(());
+            }
+            n -= have;
+            self.start = 0;
+            self.end = 0;
+            if !self.fill().await? {
+                return Err(self.broken());
+            }
+        }
+    }
+
+    /// Consumes a chunked body, its trailer fields and the final empty line.
+    async fn chunked(&mut self) -> Result<(), SendError> {
+        loop {
+            let (n, size) = loop {
+                match httparse::parse_chunk_size(&self.buf[self.start..self.end]) {
+                    Ok(httparse::Status::Complete(c)) => break c,
+                    Ok(httparse::Status::Partial) => {
+                        if !self.fill().await? {
+                            return Err(self.broken());
+                        }
+                    }
+                    Err(_) => return Err(self.broken()),
+                }
+            };
+            self.start += n;
+            if size == 0 {
+                break;
+            }
+            // The data and its CRLF.
+            self.skip(size.saturating_add(2)).await?;
+        }
+        // Trailer fields, each one line, then an empty line.
+        loop {
+            match self.buf[self.start..self.end]
+                .windows(2)
+                .position(|w| w == b"\r\n")
+            {
+                Some(0) => {
+                    self.start += 2;
+                    return Ok(());
+                }
+                Some(i) => self.start += i + 2,
+                None => {
+                    if self.end - self.start == READ_BUF || !self.fill().await? {
+                        return Err(self.broken());
+                    }
+                }
+            }
+        }
+    }
+
+    fn broken(&mut self) -> SendError {
+        self.open = false;
+        SendError::Broken
+    }
+}
 
 enum Link {
-    /// HTTP/1.1: the connection is driven inside the task that sends on it, so an answer wakes
-    /// that task directly instead of passing from a connection task to it (possibly across
-    /// threads, at the cost of a wake-up). `None` once the connection has ended.
-    H1 {
-        sender: http1::SendRequest<Full<Bytes>>,
-        driver: Option<Driver>,
-    },
+    /// HTTP/1.1, plain or over TLS.
+    H1(H1),
     /// HTTP/2: hyper's multiplexing connection runs as its own task.
     H2 {
         sender: http2::SendRequest<Full<Bytes>>,
@@ -354,28 +615,31 @@ impl Drop for Conn {
 }
 
 impl Conn {
+    fn h1(io: Stream) -> Conn {
+        Conn {
+            link: Link::H1(H1 {
+                io,
+                buf: vec![0; READ_BUF].into_boxed_slice(),
+                start: 0,
+                end: 0,
+                open: true,
+            }),
+        }
+    }
+
     fn usable(&self) -> bool {
         match &self.link {
-            Link::H1 { sender, driver } => driver.is_some() && !sender.is_closed(),
+            Link::H1(h1) => h1.open,
             Link::H2 { sender, .. } => !sender.is_closed(),
         }
     }
 
     async fn request(&mut self, p: &Prepared) -> Result<u16, SendError> {
-        let mut req = Request::new(Full::new(p.body.clone()));
-        *req.method_mut() = p.method.clone();
         match &mut self.link {
-            Link::H1 { sender, driver } => {
-                *req.uri_mut() = p.uri_h1.clone();
-                *req.headers_mut() = p.headers_h1.clone();
-                let exchange = async {
-                    sender.ready().await.map_err(|_| SendError::NotSent)?;
-                    let res = sender.send_request(req).await?;
-                    Ok(read_answer(res).await?)
-                };
-                drive(exchange, driver).await
-            }
+            Link::H1(h1) => h1.exchange(p).await,
             Link::H2 { sender, .. } => {
+                let mut req = Request::new(Full::new(p.body.clone()));
+                *req.method_mut() = p.method.clone();
                 *req.uri_mut() = p.uri_h2.clone();
                 *req.headers_mut() = p.headers_h2.clone();
                 *req.version_mut() = Version::HTTP_2;
@@ -397,30 +661,29 @@ async fn read_answer(res: http::Response<hyper::body::Incoming>) -> Result<u16, 
     Ok(status)
 }
 
-/// Runs `exchange` while driving the connection in the same task; a connection that ends is
-/// dropped (`None`) and the exchange learns it from hyper on its next poll.
-async fn drive<F: Future>(exchange: F, driver: &mut Option<Driver>) -> F::Output {
-    let mut exchange = std::pin::pin!(exchange);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(out) = exchange.as_mut().poll(cx) {
-            return Poll::Ready(out);
-        }
-        if let Some(d) = driver.as_mut()
-            && d.as_mut().poll(cx).is_ready()
-        {
-            *driver = None;
-            return exchange.as_mut().poll(cx);
-        }
-        Poll::Pending
-    })
-    .await
-}
-
 enum SendError {
     /// The connection was closed before the request went out.
     NotSent,
-    /// Sending or reading the answer failed.
+    /// The connection closed before any byte of the answer (a kept-alive connection the
+    /// server closed as the request went out).
+    Closed,
+    /// The connection broke in the middle of the answer, or the answer was malformed.
+    Broken,
+    /// HTTP/2: sending or reading the answer failed.
     Failed(hyper::Error),
+}
+
+impl SendError {
+    /// Whether the request may be sent again on a fresh connection: when it never went out,
+    /// or when it may be repeated and nothing came back.
+    fn retryable(&self, idempotent: bool) -> bool {
+        match self {
+            SendError::NotSent => true,
+            SendError::Closed => idempotent,
+            SendError::Broken => false,
+            SendError::Failed(e) => e.is_canceled() || (e.is_incomplete_message() && idempotent),
+        }
+    }
 }
 
 impl From<hyper::Error> for SendError {
@@ -429,40 +692,20 @@ impl From<hyper::Error> for SendError {
     }
 }
 
-async fn handshake<IO>(io: IO, h2: bool) -> Result<Conn, Class>
+async fn handshake_h2<IO>(io: IO) -> Result<Conn, Class>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let io = TokioIo::new(io);
-    if h2 {
-        let (sender, conn) = http2::handshake(TokioExecutor::new(), io)
-            .await
-            .map_err(|_| Class::Other)?;
-        let task = tokio::spawn(async move {
-            let _ = conn.await;
-        })
-        .abort_handle();
-        Ok(Conn {
-            link: Link::H2 { sender, task },
-        })
-    } else {
-        // Headers and body go out in one buffer: one plain write per request, which TLS streams
-        // (no vectored writes) need and small plain requests do not mind.
-        let (sender, conn) = http1::Builder::new()
-            .writev(false)
-            .handshake(io)
-            .await
-            .map_err(|_| Class::Other)?;
-        let driver: Driver = Box::pin(async move {
-            let _ = conn.await;
-        });
-        Ok(Conn {
-            link: Link::H1 {
-                sender,
-                driver: Some(driver),
-            },
-        })
-    }
+    let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+        .await
+        .map_err(|_| Class::Other)?;
+    let task = tokio::spawn(async move {
+        let _ = conn.await;
+    })
+    .abort_handle();
+    Ok(Conn {
+        link: Link::H2 { sender, task },
+    })
 }
 
 async fn resolve(host: &str, port: u16) -> Result<SocketAddr, EngineError> {
@@ -560,5 +803,218 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests panic on failure by design
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+
+    use super::*;
+
+    /// A server on loopback that answers each request of a connection with the next canned
+    /// answer of `answers` (written in pieces of `piece` bytes, flushed, to split reads), and
+    /// reports every request head it got with its connection's number. A connection ends
+    /// after its answers run out.
+    fn server(
+        answers: Vec<Vec<&'static [u8]>>,
+        piece: usize,
+    ) -> (String, mpsc::Receiver<(usize, String)>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for (n, conn_answers) in answers.into_iter().enumerate() {
+                let Ok((mut s, _)) = listener.accept() else {
+                    return;
+                };
+                s.set_nodelay(true).unwrap();
+                for answer in conn_answers {
+                    // Read one request head (and a body by its content-length).
+                    let mut got = Vec::new();
+                    let mut b = [0u8; 1];
+                    while !got.ends_with(b"\r\n\r\n") {
+                        if s.read(&mut b).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        got.push(b[0]);
+                    }
+                    let head = String::from_utf8_lossy(&got).into_owned();
+                    let len = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                    let mut body = vec![0u8; len];
+                    s.read_exact(&mut body).unwrap();
+                    tx.send((n, head + &String::from_utf8_lossy(&body)))
+                        .unwrap();
+                    for part in answer.chunks(piece) {
+                        s.write_all(part).unwrap();
+                        s.flush().unwrap();
+                    }
+                }
+            }
+        });
+        (format!("http://{addr}/p?q=1"), rx)
+    }
+
+    fn spec(url: &str, method: Method, body: &'static [u8]) -> RequestSpec {
+        RequestSpec {
+            name: "default".to_owned(),
+            method,
+            url: url.parse().unwrap(),
+            headers: vec![(
+                http::header::HeaderName::from_static("x-test"),
+                HeaderValue::from_static("1"),
+            )],
+            body: Bytes::from_static(body),
+            weight: 1,
+            thresholds: Vec::new(),
+        }
+    }
+
+    /// Sends `n` requests on one slot; each (class, status) and whether a connection is
+    /// left open after it.
+    fn send(spec: RequestSpec, n: usize) -> Vec<(Class, u16, bool)> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let client = Client::new(&[spec], &["default".to_owned()], false, false)
+                .await
+                .unwrap();
+            let mut conns: Vec<Option<Conn>> = vec![None];
+            let mut out = Vec::new();
+            for _ in 0..n {
+                let mut phase = Phase::Connect;
+                let sent = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    client.send(&mut conns, 0, &mut phase),
+                )
+                .await
+                .expect("an answer within 5 s");
+                out.push((sent.0, sent.1, conns[0].as_ref().is_some_and(Conn::usable)));
+            }
+            out
+        })
+    }
+
+    use std::time::Duration;
+
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello";
+
+    #[test]
+    fn a_kept_alive_connection_carries_every_request_and_the_wire_is_what_hyper_sends() {
+        let (url, seen) = server(vec![vec![OK, OK, OK]], 1);
+        let got = send(spec(&url, Method::POST, b"abc"), 3);
+        assert_eq!(got, vec![(Class::Ok, 200, true); 3]);
+        let heads: Vec<(usize, String)> = seen.try_iter().collect();
+        assert_eq!(heads.len(), 3);
+        assert!(
+            heads.iter().all(|(conn, _)| *conn == 0),
+            "one connection: {heads:?}"
+        );
+        let host = url.trim_start_matches("http://").trim_end_matches("/p?q=1");
+        assert_eq!(
+            heads[0].1,
+            format!(
+                "POST /p?q=1 HTTP/1.1\r\nhost: {host}\r\nx-test: 1\r\ncontent-length: 3\r\n\r\nabc"
+            )
+        );
+    }
+
+    #[test]
+    fn chunked_bodies_with_extensions_and_trailers_are_read_to_the_end() {
+        const CHUNKED: &[u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+            5;ext=1\r\nhello\r\n10\r\n0123456789abcdef\r\n0\r\nx-trailer: t\r\n\r\n";
+        // Written one byte at a time, then as a whole: the parser resumes across reads.
+        for piece in [1, 4096] {
+            let (url, _seen) = server(vec![vec![CHUNKED, OK]], piece);
+            let got = send(spec(&url, Method::GET, b""), 2);
+            assert_eq!(got, vec![(Class::Ok, 200, true); 2], "piece {piece}");
+        }
+    }
+
+    #[test]
+    fn bodies_without_framing_end_with_the_connection_and_close_is_honoured() {
+        const UNTIL_CLOSE: &[u8] = b"HTTP/1.0 200 OK\r\n\r\nthe whole rest";
+        const CLOSE: &[u8] = b"HTTP/1.1 503 No\r\nconnection: close\r\ncontent-length: 2\r\n\r\nno";
+        let (url, seen) = server(vec![vec![UNTIL_CLOSE], vec![CLOSE], vec![OK]], 4096);
+        let got = send(spec(&url, Method::GET, b""), 3);
+        assert_eq!(
+            got,
+            vec![
+                (Class::Ok, 200, false),
+                (Class::Http5xx, 503, false),
+                (Class::Ok, 200, true)
+            ]
+        );
+        let conns: Vec<usize> = seen.try_iter().map(|(c, _)| c).collect();
+        assert_eq!(
+            conns,
+            vec![0, 1, 2],
+            "a new connection after each closing answer"
+        );
+    }
+
+    #[test]
+    fn interim_answers_head_requests_and_bodiless_statuses_are_framed() {
+        const CONTINUE: &[u8] =
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 1\r\n\r\nx";
+        const NO_CONTENT: &[u8] = b"HTTP/1.1 204 No Content\r\n\r\n";
+        let (url, _seen) = server(vec![vec![CONTINUE, NO_CONTENT]], 3);
+        let got = send(spec(&url, Method::GET, b""), 2);
+        assert_eq!(got, vec![(Class::Ok, 201, true), (Class::Ok, 204, true)]);
+
+        // A HEAD answer announces a length but has no body.
+        const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n";
+        let (url, _seen) = server(vec![vec![HEAD, HEAD]], 4096);
+        let got = send(spec(&url, Method::HEAD, b""), 2);
+        assert_eq!(got, vec![(Class::Ok, 200, true); 2]);
+    }
+
+    #[test]
+    fn malformed_or_oversized_answers_are_errors_and_the_connection_is_dropped() {
+        let huge: &'static [u8] = Box::leak(
+            format!("HTTP/1.1 200 OK\r\nx-big: {}\r\n\r\n", "a".repeat(READ_BUF))
+                .into_bytes()
+                .into_boxed_slice(),
+        );
+        let answers: [&'static [u8]; 5] = [
+            b"HTCPCP/1.0 418 Teapot\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 50\r\n\r\ncut short",
+            huge,
+        ];
+        for answer in answers {
+            let (url, _seen) = server(vec![vec![answer]], 4096);
+            let got = send(spec(&url, Method::GET, b""), 1);
+            assert_eq!(
+                got,
+                vec![(Class::Other, 0, false)],
+                "{:?}",
+                String::from_utf8_lossy(&answer[..40.min(answer.len())])
+            );
+        }
+    }
+
+    #[test]
+    fn a_kept_alive_connection_the_server_closed_is_retried_once_on_a_new_one() {
+        // The first connection answers once, then closes without saying so.
+        let (url, seen) = server(vec![vec![OK], vec![OK]], 4096);
+        let got = send(spec(&url, Method::GET, b""), 2);
+        assert_eq!(got, vec![(Class::Ok, 200, true); 2]);
+        let conns: Vec<usize> = seen.try_iter().map(|(c, _)| c).collect();
+        assert_eq!(conns, vec![0, 1]);
+
+        // Not for a POST: it may have been acted on.
+        let (url, _seen) = server(vec![vec![OK], vec![OK]], 4096);
+        let got = send(spec(&url, Method::POST, b"x"), 2);
+        assert_eq!(got, vec![(Class::Ok, 200, true), (Class::Other, 0, false)]);
     }
 }

@@ -77,6 +77,8 @@ pub const METRIC: &str = "http.client.request.duration";
 
 /// A send later than this behind its schedule, with a connection free, is the generator's lag.
 const LATE: Duration = Duration::from_millis(1);
+/// How soon a sleeping pacer or sampler sees [`RunOptions::stop`].
+const STOP_POLL: Duration = Duration::from_millis(50);
 
 /// With more than 1 % of the sends late, a run is saturated once the lag reached this: a
 /// generator that cannot keep up falls further and further behind, while a busy machine's
@@ -89,6 +91,9 @@ const SATURATED_LAG: Duration = Duration::from_millis(10);
 pub struct RunOptions {
     /// Draw a live progress line (only on a terminal).
     pub progress: bool,
+    /// Set it (from a Ctrl-C handler, say) to end the run early: no new request is started,
+    /// those in flight finish (within the timeout), and the result covers the time run.
+    pub stop: Arc<AtomicBool>,
 }
 
 /// A run that could not start.
@@ -146,7 +151,20 @@ pub fn run_with_registry(
             names.push(r.name.clone());
         }
     }
-    let stats = Stats::new(registry, &names)?;
+    let peak_users = plan
+        .stages
+        .iter()
+        .map(|s| s.target.max(0.0).round() as usize)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let lanes = match plan.model {
+        Model::Open => cores.min(plan.connections.max(1)),
+        Model::Closed => cores.min(peak_users),
+    }
+    .max(1);
+    let stats = Stats::new(registry, &names, lanes)?;
     // Resolving and TLS set-up need a runtime; the load itself runs on one single-threaded
     // runtime per core ("lane"), as wrk does: a connection's task never hops threads, so an
     // answer wakes the thread that waits for it and nothing is stolen or handed over.
@@ -161,19 +179,6 @@ pub fn run_with_registry(
     ))?;
     drop(setup);
     let weights: Vec<u32> = plan.requests.iter().map(|r| r.weight).collect();
-    let peak_users = plan
-        .stages
-        .iter()
-        .map(|s| s.target.max(0.0).round() as usize)
-        .max()
-        .unwrap_or(0)
-        .max(1);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let lanes = match plan.model {
-        Model::Open => cores.min(plan.connections.max(1)),
-        Model::Closed => cores.min(peak_users),
-    }
-    .max(1);
     let progress = progress_bar(opts, plan);
     let timeline = Arc::new(Timeline::new(plan));
     let run_start = Instant::now();
@@ -184,7 +189,7 @@ pub fn run_with_registry(
         order: weighted_order(&weights),
         timeout: plan.timeout,
         measure_start: run_start + plan.warmup,
-        counter: AtomicU64::new(0),
+        stop: Arc::clone(&opts.stop),
     });
     let duration = plan.duration();
     let window = Duration::from_secs_f64((duration.as_secs_f64() / 1000.0).max(1.0));
@@ -205,6 +210,7 @@ pub fn run_with_registry(
         let spawned = std::thread::Builder::new()
             .name(format!("sonde-load-{index}"))
             .spawn(move || -> Result<(), EngineError> {
+                LANE.set(index);
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()?;
@@ -230,6 +236,10 @@ pub fn run_with_registry(
         }
     }
     sample(&ctx, &mut sampler, window, duration, progress.as_ref());
+    // Stopped early: the measured time ends now, not when the plan would have.
+    let stopped_after = ctx
+        .stopped()
+        .then(|| ctx.measure_start.elapsed().min(duration));
     let mut failure = None;
     for t in threads {
         match t.join() {
@@ -258,6 +268,7 @@ pub fn run_with_registry(
         started_at,
         target_rate,
         users,
+        stopped_after,
     ))
 }
 
@@ -297,8 +308,8 @@ struct Ctx {
     order: Vec<u32>,
     timeout: Duration,
     measure_start: Instant,
-    /// Closed model: requests started, for the weighted order.
-    counter: AtomicU64,
+    /// Set to end the run early ([`RunOptions::stop`]).
+    stop: Arc<AtomicBool>,
 }
 
 impl Ctx {
@@ -335,9 +346,18 @@ impl Ctx {
             .record(self.client.requests[idx].name, class, status, secs);
     }
 
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
     fn new_conns(&self) -> Vec<Option<Conn>> {
         (0..self.client.origin_count()).map(|_| None).collect()
     }
+}
+
+thread_local! {
+    /// The lane this thread runs (0 outside the lanes).
+    static LANE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Every figure the load tasks write: lock-free histograms and counters.
@@ -354,12 +374,13 @@ struct Stats {
 struct NameStats {
     /// One per [`Class`], by index.
     hist: Vec<Histogram>,
-    /// Answers by status code (index = code, 0–599).
+    /// Answers by lane then status code (index = lane * 600 + code): each lane counts in its
+    /// own block, so two lanes never write the same cache line.
     statuses: Vec<AtomicU64>,
 }
 
 impl Stats {
-    fn new(registry: &Registry, names: &[String]) -> Result<Stats, EngineError> {
+    fn new(registry: &Registry, names: &[String], lanes: usize) -> Result<Stats, EngineError> {
         let family = registry
             .histogram(METRIC)
             .description(
@@ -368,6 +389,8 @@ impl Stats {
             .unit(Unit::Seconds)
             .precision(Precision::High)
             .labels(["request.name", "error.type"])
+            // Every lane records into the same few series: one block of counters per thread.
+            .striped(true)
             .build()
             .map_err(|e| EngineError::Metrics(e.to_string()))?;
         let per: Vec<NameStats> = names
@@ -377,7 +400,7 @@ impl Stats {
                     .iter()
                     .map(|c| family.with(&[n.as_str(), c.label()]))
                     .collect(),
-                statuses: (0..600).map(|_| AtomicU64::new(0)).collect(),
+                statuses: (0..600 * lanes).map(|_| AtomicU64::new(0)).collect(),
             })
             .collect();
         let mut stats = Stats {
@@ -395,7 +418,12 @@ impl Stats {
     fn record(&self, name: usize, class: Class, status: u16, secs: f64) {
         let n = &self.per[name];
         n.hist[class as usize].observe(secs);
-        if let Some(c) = n.statuses.get(usize::from(status)).filter(|_| status > 0) {
+        let block = LANE.get() * 600;
+        if let Some(c) = n
+            .statuses
+            .get(block + usize::from(status))
+            .filter(|_| status > 0 && status < 600)
+        {
             c.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -502,7 +530,17 @@ fn sample(
             break;
         }
         let at = ctx.measure_start + boundary;
-        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        // In slices, to see a stop within a moment.
+        loop {
+            if ctx.stopped() {
+                return;
+            }
+            let left = at.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(STOP_POLL));
+        }
         let w = s.window(&ctx.stats, boundary.as_secs_f64());
         if let Some(pb) = progress {
             pb.set_position(boundary.as_secs());
@@ -557,7 +595,7 @@ async fn open_lane(
     }
     let sem = Arc::new(Semaphore::new(0));
     let next = Arc::new(AtomicU64::new(0));
-    let pacer = start_pacer(&timeline, lane, run_start, &sem, connections)?;
+    let pacer = start_pacer(&timeline, lane, run_start, &sem, connections, &ctx.stop)?;
     let mut set = JoinSet::new();
     for _ in 0..connections {
         set.spawn(open_worker(
@@ -596,15 +634,23 @@ fn start_pacer(
     origin: Instant,
     sem: &Arc<Semaphore>,
     workers: usize,
+    stop: &Arc<AtomicBool>,
 ) -> Result<Pacer, EngineError> {
     #[cfg(target_os = "linux")]
     if let Ok(mut tfd) = timer::TimerFd::new() {
-        let (sem, tl) = (Arc::clone(sem), Arc::clone(timeline));
+        let (sem, tl, stop) = (Arc::clone(sem), Arc::clone(timeline), Arc::clone(stop));
         return Ok(Pacer::Task(tokio::spawn(async move {
             let total = lane.arrivals(tl.total());
             let mut j = 0;
             while j < total {
+                if stop.load(Ordering::Relaxed) {
+                    // Waiting workers leave; those sending finish their request.
+                    sem.close();
+                    return;
+                }
                 let at = origin + Duration::from_secs_f64(tl.arrival(lane.arrival(j)));
+                // A distant arrival is waited for in slices, to see a stop.
+                let wake = at.min(Instant::now() + STOP_POLL);
                 // At high rates the next arrival is microseconds away: yielding until it is
                 // cheaper than a timer round trip through the kernel.
                 while at.saturating_duration_since(Instant::now()) < Duration::from_micros(30)
@@ -612,19 +658,22 @@ fn start_pacer(
                 {
                     tokio::task::yield_now().await;
                 }
-                if tfd.sleep_until(at).await.is_err() {
+                if tfd.sleep_until(wake).await.is_err() {
                     // The timer broke: finish on tokio's coarser one rather than stall.
-                    tokio::time::sleep_until(at.into()).await;
+                    tokio::time::sleep_until(wake.into()).await;
+                }
+                if Instant::now() < at {
+                    continue;
                 }
                 j = release_due(&tl, lane, origin, &sem, j);
             }
             sem.add_permits(workers);
         })));
     }
-    let (sem, tl) = (Arc::clone(sem), Arc::clone(timeline));
+    let (sem, tl, stop) = (Arc::clone(sem), Arc::clone(timeline), Arc::clone(stop));
     let t = std::thread::Builder::new()
         .name(format!("sonde-load-pacer-{}", lane.index))
-        .spawn(move || pace(&tl, lane, origin, &sem, workers))?;
+        .spawn(move || pace(&tl, lane, origin, &sem, workers, &stop))?;
     Ok(Pacer::Thread(t))
 }
 
@@ -644,14 +693,29 @@ fn release_due(tl: &Timeline, lane: Lane, origin: Instant, sem: &Semaphore, mut 
 
 /// Releases each of the lane's arrivals at its time (one permit each), then one permit per
 /// worker to let it leave.
-fn pace(tl: &Timeline, lane: Lane, origin: Instant, sem: &Semaphore, workers: usize) {
+fn pace(
+    tl: &Timeline,
+    lane: Lane,
+    origin: Instant,
+    sem: &Semaphore,
+    workers: usize,
+    stop: &AtomicBool,
+) {
     let total = lane.arrivals(tl.total());
     let mut j = 0;
     while j < total {
+        if stop.load(Ordering::Relaxed) {
+            sem.close();
+            return;
+        }
         let t = tl.arrival(lane.arrival(j));
+        let at = origin + Duration::from_secs_f64(t);
         // Spinning the last ~100 µs is cheap at moderate rates; above 2,000/s arrivals come
         // in batches anyway and a spinning pacer would take a core from the connections.
-        timer::wait_until(origin + Duration::from_secs_f64(t), tl.rate_at(t) <= 2000.0);
+        timer::wait_until(at.min(Instant::now() + STOP_POLL), tl.rate_at(t) <= 2000.0);
+        if Instant::now() < at {
+            continue;
+        }
         j = release_due(tl, lane, origin, sem, j);
     }
     sem.add_permits(workers);
@@ -720,7 +784,7 @@ async fn closed_lane(ctx: &Arc<Ctx>, plan: &Plan, lane: Lane, peak: usize, run_s
     let mut set = JoinSet::new();
     loop {
         let now = Instant::now();
-        if now >= end {
+        if now >= end || ctx.stopped() {
             break;
         }
         let want = users_at(plan, now - run_start).min(peak);
@@ -752,12 +816,16 @@ async fn user(
     end: Instant,
 ) {
     let mut conns = ctx.new_conns();
+    let mut k = i as u64;
     loop {
         let start = Instant::now();
-        if start >= end || i >= desired.load(Ordering::Acquire) {
+        if start >= end || ctx.stopped() || i >= desired.load(Ordering::Acquire) {
             break;
         }
-        let idx = ctx.pick(ctx.counter.fetch_add(1, Ordering::Relaxed));
+        // Each user walks the weighted order from its own place: the mix is the same and no
+        // counter is shared between lanes.
+        let idx = ctx.pick(k);
+        k += 1;
         let (class, status) = ctx.send(&mut conns, idx, start + ctx.timeout).await;
         if start >= ctx.measure_start {
             ctx.record(idx, class, status, start);
@@ -776,8 +844,13 @@ fn assemble(
     started_at: SystemTime,
     target_rate: Option<f64>,
     users: Option<u64>,
+    stopped_after: Option<Duration>,
 ) -> RunResult {
-    let duration = plan.duration().as_secs_f64();
+    // Stopped during the warm-up: nothing measured, rates of zero rather than NaN.
+    let duration = stopped_after
+        .unwrap_or(plan.duration())
+        .as_secs_f64()
+        .max(1e-9);
     let reads = ctx.stats.read();
     let mut requests = Vec::with_capacity(reads.len());
     let mut name_points = Vec::new();
@@ -795,8 +868,14 @@ fn assemble(
         };
         total_errors.add(&errors);
         let mut statuses = std::collections::BTreeMap::new();
-        for (code, n) in ctx.stats.per[i].statuses.iter().enumerate() {
-            let n = n.load(Ordering::Relaxed);
+        let per_lane = &ctx.stats.per[i].statuses;
+        for code in 0..600 {
+            let n: u64 = per_lane
+                .iter()
+                .skip(code)
+                .step_by(600)
+                .map(|c| c.load(Ordering::Relaxed))
+                .sum();
             if n > 0 {
                 statuses.insert(code.to_string(), n);
                 *total_statuses.entry(code.to_string()).or_insert(0) += n;
@@ -849,7 +928,8 @@ fn assemble(
         started_at_unix_ms: started_at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-        duration_seconds: duration,
+        duration_seconds: stopped_after.map_or(duration, |d| d.as_secs_f64()),
+        interrupted: stopped_after.is_some(),
         model: match plan.model {
             Model::Open => "open",
             Model::Closed => "closed",

@@ -2,20 +2,12 @@
 
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::{CertificateDer, ServerName};
+use sonde_http1::tls::{TlsError, Verify};
 
 use crate::{Error, HttpProbe};
-
-fn provider() -> Arc<CryptoProvider> {
-    // rustls 0.23.48 deprecates ring for lacking post-quantum key exchange; ring keeps the
-    // build free of the C/cmake toolchain aws-lc needs, and is the workspace's one TLS stack.
-    #[allow(deprecated)]
-    Arc::new(rustls::crypto::ring::default_provider())
-}
 
 /// The TLS setup of one https probe; `Err` is a message reported on every check (the system's
 /// roots could not be loaded).
@@ -34,12 +26,9 @@ impl TlsFactory {
             problem,
         };
         if p.insecure_skip_verify {
-            let config = builder()
-                .map_err(invalid)?
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
-                .with_no_client_auth();
-            return Ok(Ok(finish(config)));
+            return Ok(Ok(
+                config(Verify::Insecure).map_err(|e| invalid(e.to_string()))?
+            ));
         }
         if let Some(path) = &p.ca_certificate {
             let pem = std::fs::read(path).map_err(|e| {
@@ -69,99 +58,34 @@ impl TlsFactory {
                     path.display()
                 )));
             }
-            let config = builder()
-                .map_err(invalid)?
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            return Ok(Ok(finish(config)));
+            return Ok(Ok(
+                config(Verify::Roots(roots)).map_err(|e| invalid(e.to_string()))?
+            ));
         }
         if let Some(setup) = &self.platform {
             return Ok(setup.clone());
         }
-        let setup = match rustls_platform_verifier::Verifier::new(provider()) {
-            Ok(verifier) => Ok(finish(
-                builder()
-                    .map_err(invalid)?
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(verifier))
-                    .with_no_client_auth(),
-            )),
-            Err(e) => Err(format!(
-                "cannot load the system's CA certificates ({e}); install them or set ca_certificate"
-            )),
+        let setup = match config(Verify::Platform) {
+            Ok(c) => Ok(c),
+            Err(e @ TlsError::PlatformRoots(_)) => {
+                Err(format!("{e}; install them or set ca_certificate"))
+            }
+            Err(e) => return Err(invalid(e.to_string())),
         };
         self.platform = Some(setup.clone());
         Ok(setup)
     }
 }
 
-type Builder = rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>;
-
-fn builder() -> Result<Builder, String> {
-    ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup failed: {e}"))
-}
-
-fn finish(mut config: ClientConfig) -> Arc<ClientConfig> {
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Arc::new(config)
+/// Probes speak HTTP/1.1 only.
+fn config(verify: Verify) -> Result<Arc<ClientConfig>, TlsError> {
+    sonde_http1::tls::client_config(verify, &[b"http/1.1"])
 }
 
 /// The server name to verify and send as SNI.
 pub(crate) fn server_name(host: &str) -> Result<ServerName<'static>, String> {
     ServerName::try_from(host.to_owned())
         .map_err(|e| format!("{host:?} cannot be used as a TLS server name: {e}"))
-}
-
-/// `insecure_skip_verify`: accepts any certificate but still checks the handshake signatures,
-/// so the peer holds the key of the certificate it presented.
-#[derive(Debug)]
-struct AcceptAnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
 }
 
 /// One DER element: (tag, contents, rest).

@@ -10,11 +10,11 @@ use http::{HeaderMap, HeaderValue, Method, Request, Uri, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use sonde_http1::tls::{TlsError, Verify};
+use sonde_http1::{AnswerError, AnswerReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 use tokio_rustls::TlsConnector;
@@ -357,236 +357,52 @@ impl Stream {
             }
         }
     }
-
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf).await,
-            Stream::Tls(s) => s.read(buf).await,
-        }
-    }
 }
 
 /// Bytes read per system call, and the largest answer head accepted (wrk reads 8 KiB).
 const READ_BUF: usize = 16 * 1024;
-/// Header fields parsed in an answer head; more is a malformed answer.
-const MAX_HEADERS: usize = 100;
 
 /// HTTP/1.1 on a raw stream, one request at a time: the prepared bytes go out in one write,
-/// the answer is framed with `httparse` (the parser hyper itself uses) and its body read to
-/// the last byte and discarded, in a buffer allocated once per connection. Driven inside the
-/// task that sends, so an answer wakes that task directly.
+/// the answer is read by `sonde_http1` (framed with `httparse`, the body read to the last
+/// byte and discarded) in a buffer allocated once per connection. Driven inside the task that
+/// sends, so an answer wakes that task directly.
 struct H1 {
     io: Stream,
-    buf: Box<[u8]>,
-    /// Unread bytes are `buf[start..end]`.
-    start: usize,
-    end: usize,
+    reader: AnswerReader,
     /// False once the server said it closes, or the connection broke.
     open: bool,
-}
-
-/// How an answer's body is delimited (RFC 9112, section 6.3).
-enum Framing {
-    None,
-    Length(u64),
-    Chunked,
-    UntilClose,
 }
 
 impl H1 {
     /// Sends `p` and reads its whole answer; the status code.
     async fn exchange(&mut self, p: &Prepared) -> Result<u16, SendError> {
-        if self.start != self.end {
+        if self.reader.pending() {
             // Bytes nobody asked for: the previous answer was framed wrong.
             self.open = false;
             return Err(SendError::NotSent);
         }
-        self.start = 0;
-        self.end = 0;
         if self.io.write_all(&p.wire_h1).await.is_err() {
             self.open = false;
             return Err(SendError::NotSent);
         }
-        let head_request = p.method == Method::HEAD;
-        loop {
-            let (status, framing, close) = match self.head(head_request) {
-                Ok(Some(head)) => head,
-                Ok(None) => {
-                    let nothing_yet = self.start == 0 && self.end == 0;
-                    if self.end - self.start == READ_BUF {
-                        return Err(self.broken());
-                    }
-                    if !self.fill().await? {
-                        self.open = false;
-                        return Err(if nothing_yet {
-                            SendError::Closed
-                        } else {
-                            SendError::Broken
-                        });
-                    }
-                    continue;
-                }
-                Err(()) => return Err(self.broken()),
-            };
-            // 1xx answers (100 Continue, 103 Early Hints) come before the real one.
-            if (100..200).contains(&status) && status != 101 {
-                continue;
-            }
-            match framing {
-                Framing::None => {}
-                Framing::Length(n) => self.skip(n).await?,
-                Framing::Chunked => self.chunked().await?,
-                Framing::UntilClose => {
-                    while self.fill().await? {
-                        self.start = self.end;
-                    }
-                    self.open = false;
-                }
-            }
-            if close || status == 101 {
-                self.open = false;
-            }
-            return Ok(status);
-        }
-    }
-
-    /// Parses an answer head from the buffer: `None` when it is not complete yet.
-    fn head(&mut self, head_request: bool) -> Result<Option<(u16, Framing, bool)>, ()> {
-        if self.start == self.end {
-            return Ok(None);
-        }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut res = httparse::Response::new(&mut headers);
-        let n = match res.parse(&self.buf[self.start..self.end]) {
-            Ok(httparse::Status::Complete(n)) => n,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(_) => return Err(()),
+        let head = p.method == Method::HEAD;
+        let read = match &mut self.io {
+            Stream::Plain(s) => self.reader.read(s, head, || {}).await,
+            Stream::Tls(s) => self.reader.read(s.as_mut(), head, || {}).await,
         };
-        let status = res.code.ok_or(())?;
-        let mut length = None;
-        let mut chunked = false;
-        let mut close = res.version == Some(0);
-        for h in res.headers.iter() {
-            if h.name.eq_ignore_ascii_case("content-length") {
-                let v = std::str::from_utf8(h.value).map_err(|_| ())?.trim();
-                let n: u64 = v.parse().map_err(|_| ())?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(());
-                }
-                length = Some(n);
-            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
-                chunked = h
-                    .value
-                    .rsplit(|b| *b == b',')
-                    .next()
-                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            } else if h.name.eq_ignore_ascii_case("connection") {
-                for token in h.value.split(|b| *b == b',') {
-                    let token = token.trim_ascii();
-                    if token.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                        close = false;
-                    }
-                }
+        match read {
+            Ok(answer) => {
+                self.open = answer.reusable;
+                Ok(answer.status)
             }
-        }
-        self.start += n;
-        let framing =
-            if head_request || (100..200).contains(&status) || status == 204 || status == 304 {
-                Framing::None
-            } else if chunked {
-                Framing::Chunked
-            } else if let Some(n) = length {
-                Framing::Length(n)
-            } else {
-                Framing::UntilClose
-            };
-        Ok(Some((status, framing, close)))
-    }
-
-    /// Reads more into the buffer (moving unread bytes to its front first); false at the end
-    /// of the stream.
-    async fn fill(&mut self) -> Result<bool, SendError> {
-        if self.start > 0 {
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-        }
-        match self.io.read(&mut self.buf[self.end..]).await {
-            Ok(0) => Ok(false),
-            Ok(n) => {
-                self.end += n;
-                Ok(true)
-            }
-            Err(_) => {
+            Err(e) => {
                 self.open = false;
-                Err(SendError::Broken)
+                Err(match e {
+                    AnswerError::ClosedBeforeAnswer => SendError::Closed,
+                    _ => SendError::Broken,
+                })
             }
         }
-    }
-
-    /// Consumes `n` body bytes.
-    async fn skip(&mut self, mut n: u64) -> Result<(), SendError> {
-        loop {
-            let have = (self.end - self.start) as u64;
-            if have >= n {
-                self.start += n as usize;
-                return Ok(());
-            }
-            n -= have;
-            self.start = 0;
-            self.end = 0;
-            if !self.fill().await? {
-                return Err(self.broken());
-            }
-        }
-    }
-
-    /// Consumes a chunked body, its trailer fields and the final empty line.
-    async fn chunked(&mut self) -> Result<(), SendError> {
-        loop {
-            let (n, size) = loop {
-                match httparse::parse_chunk_size(&self.buf[self.start..self.end]) {
-                    Ok(httparse::Status::Complete(c)) => break c,
-                    Ok(httparse::Status::Partial) => {
-                        if !self.fill().await? {
-                            return Err(self.broken());
-                        }
-                    }
-                    Err(_) => return Err(self.broken()),
-                }
-            };
-            self.start += n;
-            if size == 0 {
-                break;
-            }
-            // The data and its CRLF.
-            self.skip(size.saturating_add(2)).await?;
-        }
-        // Trailer fields, each one line, then an empty line.
-        loop {
-            match self.buf[self.start..self.end]
-                .windows(2)
-                .position(|w| w == b"\r\n")
-            {
-                Some(0) => {
-                    self.start += 2;
-                    return Ok(());
-                }
-                Some(i) => self.start += i + 2,
-                None => {
-                    if self.end - self.start == READ_BUF || !self.fill().await? {
-                        return Err(self.broken());
-                    }
-                }
-            }
-        }
-    }
-
-    fn broken(&mut self) -> SendError {
-        self.open = false;
-        SendError::Broken
     }
 }
 
@@ -619,9 +435,7 @@ impl Conn {
         Conn {
             link: Link::H1(H1 {
                 io,
-                buf: vec![0; READ_BUF].into_boxed_slice(),
-                start: 0,
-                end: 0,
+                reader: AnswerReader::new(READ_BUF),
                 open: true,
             }),
         }
@@ -721,89 +535,23 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr, EngineError> {
         .ok_or_else(|| unresolved("no address".to_owned()))
 }
 
-fn provider() -> Arc<CryptoProvider> {
-    // ring, as everywhere in the workspace (no C/cmake toolchain for aws-lc).
-    #[allow(deprecated)]
-    Arc::new(rustls::crypto::ring::default_provider())
-}
-
 fn tls_config(http2: bool, insecure: bool) -> Result<Arc<ClientConfig>, EngineError> {
-    let tls_err = |e: String| EngineError::Tls(e);
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls_err(format!("TLS setup failed: {e}")))?;
-    let mut config = if insecure {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
-            .with_no_client_auth()
+    let verify = if insecure {
+        Verify::Insecure
     } else {
-        let verifier = rustls_platform_verifier::Verifier::new(provider()).map_err(|e| {
-            tls_err(format!(
-                "cannot load the system's CA certificates ({e}); install them, or pass --insecure for a test server"
-            ))
-        })?;
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier))
-            .with_no_client_auth()
+        Verify::Platform
     };
-    config.alpn_protocols = if http2 {
-        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    let alpn: &[&[u8]] = if http2 {
+        &[b"h2", b"http/1.1"]
     } else {
-        vec![b"http/1.1".to_vec()]
+        &[b"http/1.1"]
     };
-    Ok(Arc::new(config))
-}
-
-/// `--insecure`: any certificate is accepted, but the handshake signatures are still checked
-/// (the peer holds the key of the certificate it showed).
-#[derive(Debug)]
-struct AcceptAnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    sonde_http1::tls::client_config(verify, alpn).map_err(|e| match e {
+        TlsError::PlatformRoots(_) => EngineError::Tls(format!(
+            "{e}; install them, or pass --insecure for a test server"
+        )),
+        TlsError::Setup(_) => EngineError::Tls(e.to_string()),
+    })
 }
 
 #[cfg(test)]

@@ -1,0 +1,112 @@
+//! rustls client configurations, one way for every HTTPS client of sonde.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+
+/// The crypto provider: ring, as everywhere in the workspace.
+pub fn provider() -> Arc<CryptoProvider> {
+    // rustls deprecates ring for lacking post-quantum key exchange; ring keeps the build free
+    // of the C/cmake toolchain aws-lc needs, and is the workspace's one TLS stack.
+    #[allow(deprecated)]
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Which certificates a client accepts.
+#[derive(Debug)]
+pub enum Verify {
+    /// Those the platform's verifier accepts (the system's roots).
+    Platform,
+    /// Those signed by these roots (a private CA).
+    Roots(RootCertStore),
+    /// Any certificate, for test servers: the handshake signatures are still checked, so the
+    /// peer holds the key of the certificate it showed.
+    Insecure,
+}
+
+/// Why a configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// rustls refused the protocol set-up.
+    #[error("TLS setup failed: {0}")]
+    Setup(rustls::Error),
+    /// The system's CA certificates could not be loaded.
+    #[error("cannot load the system's CA certificates ({0})")]
+    PlatformRoots(rustls::Error),
+}
+
+/// A client configuration with rustls' safe default protocol versions, verifying as `verify`
+/// says and offering `alpn` (for example `[b"h2", b"http/1.1"]`).
+pub fn client_config(verify: Verify, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(TlsError::Setup)?;
+    let mut config = match verify {
+        Verify::Roots(roots) => builder.with_root_certificates(roots).with_no_client_auth(),
+        Verify::Insecure => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
+            .with_no_client_auth(),
+        Verify::Platform => {
+            let verifier = rustls_platform_verifier::Verifier::new(provider())
+                .map_err(TlsError::PlatformRoots)?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+                .with_no_client_auth()
+        }
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -2,7 +2,11 @@
 //!
 //! Serves a sonde registry to Prometheus: text 0.0.4 or OpenMetrics 1.0 chosen by the scrape's
 //! `Accept` header, gzip when asked, from a server on its own thread and Tokio runtime, so the
-//! application needs no async runtime and never waits on a scrape.
+//! application needs no async runtime and never waits on a scrape. The same server answers
+//! `/report` (percentiles, rates and error ratios per route over the last minute, the last 5
+//! minutes and since start; `?format=md` for Markdown), `/health` (liveness) and `/ready`
+//! (readiness the application declares on a [`Readiness`] plus the exporters' state): see
+//! `ENDPOINTS.md` in this crate for the JSON and a Kubernetes probe snippet.
 //!
 //! ```
 //! use sonde_core::Registry;
@@ -25,6 +29,7 @@ mod encode;
 pub mod naming;
 pub mod proto;
 pub mod push;
+mod ready;
 pub mod remote_write;
 mod report;
 mod server;
@@ -32,11 +37,16 @@ mod server;
 pub use encode::{Format, encode, encode_registry};
 pub use proto::encode_protobuf;
 pub use push::{PushOnDrop, PushgatewayBuilder};
+pub use ready::{MAX_CONDITIONS, Readiness};
 pub use remote_write::{RemoteWriteBuilder, RemoteWriter};
-pub use report::report;
+pub use report::{
+    MARKDOWN_ROWS, REPORT_SCHEMA_VERSION, Window, report, report_markdown, report_with_windows,
+};
 pub use server::{
-    ACCEPT_ERRORS, CONNECTIONS_EVICTED, CONNECTIONS_OPEN, CONNECTIONS_REFUSED, PrometheusBuilder,
-    PrometheusServer, check_basic_auth_user, check_tls_files,
+    ACCEPT_ERRORS, CONNECTIONS_EVICTED, CONNECTIONS_OPEN, CONNECTIONS_REFUSED,
+    DEFAULT_REPORT_MEMORY_LIMIT, DEFAULT_REPORT_RESOLUTION, DEFAULT_REPORT_WINDOWS,
+    FAILING_AFTER_INTERVALS, PrometheusBuilder, PrometheusServer, check_basic_auth_user,
+    check_tls_files,
 };
 
 /// Errors of the Prometheus exporter.

@@ -25,6 +25,8 @@ use warp::Filter;
 
 use crate::Error;
 use crate::encode::{Format, encode_registry};
+use crate::ready::Readiness;
+use crate::report::Ring;
 
 /// The default listen address: loopback only, port 9464 (the OpenTelemetry Prometheus
 /// exporter's port). Binding to all interfaces is a decision to make explicitly.
@@ -40,6 +42,16 @@ pub const CONNECTIONS_REFUSED: &str = "sonde.http.connections.refused";
 pub const CONNECTIONS_EVICTED: &str = "sonde.http.connections.evicted";
 /// `accept` failures, such as running out of file descriptors (counter).
 pub const ACCEPT_ERRORS: &str = "sonde.http.accept.errors";
+
+/// The sliding windows of `/report` by default: the last minute and the last five minutes.
+pub const DEFAULT_REPORT_WINDOWS: [Duration; 2] =
+    [Duration::from_secs(60), Duration::from_secs(300)];
+
+/// How often `/report` closes an interval for its windows by default.
+pub const DEFAULT_REPORT_RESOLUTION: Duration = Duration::from_secs(10);
+
+/// Bytes `/report` holds at most for its windows by default (16 MiB).
+pub const DEFAULT_REPORT_MEMORY_LIMIT: usize = 16 << 20;
 
 /// Configures and starts the exporter.
 ///
@@ -58,6 +70,11 @@ pub struct PrometheusBuilder {
     users: Vec<(String, String)>,
     tls: Option<(PathBuf, PathBuf)>,
     listener: Option<std::net::TcpListener>,
+    readiness: Option<Readiness>,
+    exporters_affect_readiness: bool,
+    report_windows: Vec<Duration>,
+    report_resolution: Duration,
+    report_memory_limit: usize,
 }
 
 /// What the server's accept loop is told when it stops: hand the listening socket over (to a
@@ -84,7 +101,53 @@ impl PrometheusBuilder {
             users: Vec::new(),
             tls: None,
             listener: None,
+            readiness: None,
+            exporters_affect_readiness: true,
+            report_windows: DEFAULT_REPORT_WINDOWS.to_vec(),
+            report_resolution: DEFAULT_REPORT_RESOLUTION,
+            report_memory_limit: DEFAULT_REPORT_MEMORY_LIMIT,
         }
+    }
+
+    /// Serves this readiness on `/ready` (default: a new one, see
+    /// [`PrometheusServer::readiness`]). Passing one created beforehand lets the server start
+    /// not ready (a cache still loading) from its first request on, and keeps the conditions
+    /// when a server replaces another.
+    pub fn readiness(mut self, readiness: Readiness) -> Self {
+        self.readiness = Some(readiness);
+        self
+    }
+
+    /// Whether a failing exporter (no successful request for [`FAILING_AFTER_INTERVALS`] of
+    /// its intervals) makes `/ready` answer 503 (default true). Turn it off where refusing
+    /// traffic is worse than losing metrics: when every replica pushes to the same receiver,
+    /// that receiver's outage makes them all not ready at once.
+    pub fn exporters_affect_readiness(mut self, on: bool) -> Self {
+        self.exporters_affect_readiness = on;
+        self
+    }
+
+    /// The sliding windows of `/report` (default: 1 minute and 5 minutes; `since_start` is
+    /// always there). An empty list serves since start only and reads nothing in between.
+    pub fn report_windows(mut self, windows: impl IntoIterator<Item = Duration>) -> Self {
+        self.report_windows = windows.into_iter().collect();
+        self
+    }
+
+    /// How often `/report` closes an interval of changes for its windows (default 10 s, at
+    /// least 10 ms): a window's span is met to within half of it. The intervals kept grow with
+    /// the longest window divided by this (the resolution is coarsened past 720 of them).
+    pub fn report_resolution(mut self, every: Duration) -> Self {
+        self.report_resolution = every;
+        self
+    }
+
+    /// Bytes `/report` may hold for its windows' changes (default 16 MiB). Only the series that
+    /// change in an interval take room; when a busy registry needs more, the oldest intervals
+    /// go first and the longest window reports that it covers less (`"complete": false`).
+    pub fn report_memory_limit(mut self, bytes: usize) -> Self {
+        self.report_memory_limit = bytes;
+        self
     }
 
     /// Requires HTTP basic auth: `user` with the password whose bcrypt hash is `bcrypt_hash`
@@ -200,7 +263,18 @@ impl PrometheusBuilder {
             self.max_connections,
             self.write_timeout,
         ));
+        let readiness = self.readiness.unwrap_or_default();
+        let ring = Ring::new(
+            &self.registry,
+            self.report_resolution,
+            &self.report_windows,
+            self.report_memory_limit,
+            Instant::now(),
+        );
         let state = Arc::new(State {
+            ring: Mutex::new(ring),
+            readiness: readiness.clone(),
+            exporters_affect_readiness: self.exporters_affect_readiness,
             resource: self.resource.unwrap_or_else(Resource::from_env),
             scrapes: Arc::new(Semaphore::new(self.max_concurrent_scrapes)),
             timeout: self.request_timeout,
@@ -221,6 +295,8 @@ impl PrometheusBuilder {
         let thread = std::thread::Builder::new()
             .name("sonde-prometheus".into())
             .spawn(move || {
+                // Ends with the runtime when serving stops.
+                runtime.spawn(sample(state.clone()));
                 // On the worker with the connections (not on this thread), so accepting takes
                 // turns with serving.
                 let serving = runtime.spawn(serve(listener, state, conns, auth, tls, rx));
@@ -229,6 +305,7 @@ impl PrometheusBuilder {
             .map_err(Error::Start)?;
         Ok(PrometheusServer {
             addr: local_addr,
+            readiness,
             shutdown: Some(tx),
             thread: Some(thread),
         })
@@ -266,6 +343,7 @@ fn addr_from_env(host: Option<&str>, port: Option<&str>) -> SocketAddr {
 #[must_use = "dropping the handle stops the server: keep it (`let _metrics = ...`) for as long as /metrics should be served"]
 pub struct PrometheusServer {
     addr: SocketAddr,
+    readiness: Readiness,
     shutdown: Option<oneshot::Sender<Stop>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -282,6 +360,12 @@ impl PrometheusServer {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The readiness served on `/ready`: declare conditions not ready and ready again on it
+    /// (clones share the conditions). See [`Readiness`].
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
     }
 
     /// Stops accepting, finishes the requests in flight and joins the thread.
@@ -338,6 +422,11 @@ struct State {
     renders: [tokio::sync::Mutex<Option<(Instant, Bytes)>>; 6],
     /// `/report`'s own delta reader and when it last read, for rates.
     report: Mutex<(sonde_core::Reader, Instant)>,
+    /// `/report`'s intervals of changes, for its sliding windows.
+    ring: Mutex<Ring>,
+    /// What the application declares on `/ready`.
+    readiness: Readiness,
+    exporters_affect_readiness: bool,
 }
 
 impl State {
@@ -371,6 +460,28 @@ impl State {
             b.push(buf);
         }
         Bytes::from(enc.finish().unwrap_or_default())
+    }
+}
+
+/// Closes an interval of `/report`'s windows every resolution, off the worker that serves.
+async fn sample(state: Arc<State>) {
+    let resolution = match state.ring.lock() {
+        Ok(r) if !r.is_empty() => r.resolution(),
+        _ => return,
+    };
+    let mut every = tokio::time::interval(resolution);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first tick is immediate: the ring starts then.
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let st = state.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Ok(mut ring) = st.ring.lock() {
+                ring.tick(Instant::now());
+            }
+        })
+        .await;
     }
 }
 
@@ -981,13 +1092,20 @@ fn routes(
         .and(warp::path::end())
         .and(warp::get())
         .and(with_state.clone())
+        // No query string is not an error: the default format.
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .then(report)
         .map(warp::Reply::into_response);
     let health = warp::path("health")
         .and(warp::path::end())
         .and(warp::get())
-        .and(with_state)
+        .and(with_state.clone())
         .map(|state: Arc<State>| warp::Reply::into_response(health(&state)));
+    let ready = warp::path("ready")
+        .and(warp::path::end())
+        .and(warp::get())
+        .and(with_state)
+        .map(|state: Arc<State>| warp::Reply::into_response(ready(&state)));
     // `/` only: every other unknown path stays a 404.
     let landing = warp::path::end()
         .and(warp::get())
@@ -996,6 +1114,8 @@ fn routes(
         .or(report)
         .unify()
         .or(health)
+        .unify()
+        .or(ready)
         .unify()
         .or(landing)
         .unify()
@@ -1011,8 +1131,9 @@ const LANDING_PAGE: &str = r#"<!DOCTYPE html>
 <p>This is sonde's Prometheus exporter. Point a Prometheus scrape job at <code>/metrics</code>.</p>
 <ul>
 <li><a href="metrics">/metrics</a>: the metrics, in the format the scraper asks for (Prometheus text, OpenMetrics or protobuf)</li>
-<li><a href="report">/report</a>: a JSON report of where the time goes (rates, percentiles)</li>
+<li><a href="report">/report</a>: a JSON report of where the time goes (rates, percentiles, error ratios per route; last minute, last 5 minutes, since start); <a href="report?format=md">as Markdown</a></li>
 <li><a href="health">/health</a>: liveness and the state of each exporter, as JSON</li>
+<li><a href="ready">/ready</a>: readiness (what the application declares and the exporters' state), 200 or 503, as JSON</li>
 </ul>
 </body>
 </html>
@@ -1027,7 +1148,41 @@ fn landing() -> Response<&'static str> {
     r
 }
 
-async fn report(state: Arc<State>) -> Response<Vec<u8>> {
+/// The renderings of `/report`.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum ReportFormat {
+    Json,
+    Markdown,
+}
+
+/// `format` from `/report`'s query string (other parameters are ignored; the last `format`
+/// wins); the error is the 400 body.
+fn report_format(query: &str) -> Result<ReportFormat, String> {
+    let mut format = ReportFormat::Json;
+    for pair in query.split('&') {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if key != "format" {
+            continue;
+        }
+        format = match value.to_ascii_lowercase().as_str() {
+            "json" => ReportFormat::Json,
+            "md" | "markdown" => ReportFormat::Markdown,
+            _ => {
+                let shown: String = value.chars().take(40).collect();
+                return Err(format!(
+                    "unknown /report format {shown:?}: use format=json (the default) or format=md (Markdown)\n"
+                ));
+            }
+        };
+    }
+    Ok(format)
+}
+
+async fn report(state: Arc<State>, query: String) -> Response<Vec<u8>> {
+    let format = match report_format(&query) {
+        Ok(f) => f,
+        Err(msg) => return plain_owned(StatusCode::BAD_REQUEST, msg),
+    };
     let Ok(permit) = state.scrapes.clone().try_acquire_owned() else {
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -1047,19 +1202,35 @@ async fn report(state: Arc<State>) -> Response<Vec<u8>> {
                 Err(_) => (sonde_core::Snapshot::default(), 0.0),
             };
             let cumulative = state.registry.snapshot();
-            crate::report::report(
+            let now = Instant::now();
+            let uptime = state.started.elapsed();
+            let (windows, resolution) = match state.ring.lock() {
+                Ok(mut ring) => (ring.windows(&cumulative, now, uptime), ring.resolution()),
+                Err(_) => (Vec::new(), Duration::ZERO),
+            };
+            let report = crate::report::report_with_windows(
                 &cumulative,
                 &deltas,
                 interval,
-                state.started.elapsed().as_secs_f64(),
-            )
+                uptime.as_secs_f64(),
+                &windows,
+                resolution,
+            );
+            match format {
+                ReportFormat::Json => report.to_string().into_bytes(),
+                ReportFormat::Markdown => crate::report::report_markdown(&report).into_bytes(),
+            }
         })
+    };
+    let content_type = match format {
+        ReportFormat::Json => "application/json",
+        ReportFormat::Markdown => "text/markdown; charset=utf-8",
     };
     match tokio::time::timeout(state.timeout, job).await {
         Ok(Ok(body)) => Response::builder()
             .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body.to_string().into_bytes())
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body)
             .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "response error\n")),
         Ok(Err(_)) => plain(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -1145,13 +1316,20 @@ async fn metrics(
 /// many of its intervals.
 pub const FAILING_AFTER_INTERVALS: f64 = 3.0;
 
-/// Liveness plus, per exporter that reports `sonde.exporter.*` self-metrics into this registry
-/// (remote write, OTLP, CloudWatch), its request counts, drops, queue size, the time of its
-/// last success, and whether it is failing: no successful request for
-/// [`FAILING_AFTER_INTERVALS`] of its intervals since a request failed. A failing exporter
-/// turns `status` into `"degraded"` (still HTTP 200: the process is alive, and restarting it
-/// would not bring the receiver back).
-fn health(state: &State) -> Response<Vec<u8>> {
+/// The exporters that report `sonde.exporter.*` self-metrics into the registry: per exporter
+/// its figures (JSON object), then the failing ones with their reason, then those whose task
+/// panicked.
+struct ExporterStates {
+    exporters: serde_json::Map<String, serde_json::Value>,
+    failing: Vec<(String, String)>,
+    panicked: Vec<String>,
+}
+
+/// Per exporter that reports `sonde.exporter.*` self-metrics into this registry (remote
+/// write, OTLP, CloudWatch): its request counts, drops, queue size, the time of its last
+/// success, and whether it is failing: no successful request for [`FAILING_AFTER_INTERVALS`]
+/// of its intervals since a request failed.
+fn exporter_states(state: &State) -> ExporterStates {
     use sonde_core::telemetry::{
         DROPPED_POINTS, FAILING_SINCE, INTERVAL, LAST_SUCCESS, PANICS, QUEUE_SIZE, REQUESTS,
     };
@@ -1219,10 +1397,28 @@ fn health(state: &State) -> Response<Vec<u8>> {
                 "no successful request for {down_for:.0} s ({:.0} intervals of {interval} s); see sonde_exporter_dropped_points_total and the log",
                 down_for / interval
             );
-            entry.insert("reason".into(), serde_json::Value::from(reason));
-            failing.push(name.clone());
+            entry.insert("reason".into(), serde_json::Value::from(reason.clone()));
+            failing.push((name.clone(), reason));
         }
     }
+    ExporterStates {
+        exporters,
+        failing,
+        panicked,
+    }
+}
+
+/// Liveness: HTTP 200 for as long as the server serves, with each exporter's state (see
+/// [`exporter_states`]). A failing exporter turns `status` into `"degraded"` (still 200: the
+/// process is alive, and restarting it would not bring the receiver back; `/ready` is where
+/// it counts).
+fn health(state: &State) -> Response<Vec<u8>> {
+    let ExporterStates {
+        exporters,
+        failing,
+        panicked,
+    } = exporter_states(state);
+    let failing: Vec<String> = failing.into_iter().map(|(name, _)| name).collect();
     let body = serde_json::json!({
         "status": if failing.is_empty() { "ok" } else { "degraded" },
         "failing_exporters": failing,
@@ -1231,15 +1427,68 @@ fn health(state: &State) -> Response<Vec<u8>> {
         "families": state.registry.family_names().len(),
         "exporters": exporters,
     });
+    json_response(StatusCode::OK, &body)
+}
+
+/// Readiness: 200 when no condition the application declared (see [`Readiness`]) is not
+/// ready and, unless [`PrometheusBuilder::exporters_affect_readiness`] is off, no exporter is
+/// failing; 503 otherwise. The body names every reason.
+fn ready(state: &State) -> Response<Vec<u8>> {
+    let conditions = state.readiness.snapshot();
+    let failing = exporter_states(state).failing;
+    let mut reasons: Vec<String> = conditions
+        .iter()
+        .map(|(name, c)| format!("{name}: {}", c.reason))
+        .collect();
+    if state.exporters_affect_readiness {
+        reasons.extend(
+            failing
+                .iter()
+                .map(|(name, reason)| format!("exporter {name}: {reason}")),
+        );
+    }
+    let ready = reasons.is_empty();
+    let conditions: serde_json::Map<String, serde_json::Value> = conditions
+        .into_iter()
+        .map(|(name, c)| {
+            (
+                name,
+                serde_json::json!({
+                    "ready": false,
+                    "reason": c.reason,
+                    "since_unix_seconds": c.since_unix_seconds,
+                }),
+            )
+        })
+        .collect();
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "reasons": reasons,
+        "conditions": conditions,
+        "failing_exporters": failing.into_iter().map(|(name, _)| name).collect::<Vec<_>>(),
+        "exporters_affect_readiness": state.exporters_affect_readiness,
+        "uptime_seconds": state.started.elapsed().as_secs_f64(),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json_response(status, &body)
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Vec<u8>> {
     Response::builder()
-        .status(StatusCode::OK)
+        .status(status)
         .header(header::CONTENT_TYPE, "application/json")
+        // Probes and proxies must not answer from a cache.
+        .header(header::CACHE_CONTROL, "no-store")
         .body(body.to_string().into_bytes())
         .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "response error\n"))
 }
 
-fn plain(status: StatusCode, msg: &'static str) -> Response<Vec<u8>> {
-    let mut r = Response::new(msg.as_bytes().to_vec());
+fn plain_owned(status: StatusCode, msg: String) -> Response<Vec<u8>> {
+    let mut r = Response::new(msg.into_bytes());
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -1248,9 +1497,24 @@ fn plain(status: StatusCode, msg: &'static str) -> Response<Vec<u8>> {
     r
 }
 
+fn plain(status: StatusCode, msg: &'static str) -> Response<Vec<u8>> {
+    plain_owned(status, msg.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn report_formats_from_the_query() {
+        assert_eq!(report_format(""), Ok(ReportFormat::Json));
+        assert_eq!(report_format("format=json"), Ok(ReportFormat::Json));
+        assert_eq!(report_format("x=1&format=MD"), Ok(ReportFormat::Markdown));
+        assert_eq!(report_format("format=markdown"), Ok(ReportFormat::Markdown));
+        let err = report_format(&format!("format={}", "y".repeat(500))).unwrap_err();
+        assert!(err.len() < 200 && err.contains("format=md"), "{err}");
+        assert!(report_format("format").is_err());
+    }
 
     #[test]
     fn env_address() {
@@ -1342,7 +1606,12 @@ mod landing_tests {
                 .contains("content-type: text/html; charset=utf-8"),
             "{head}"
         );
-        for link in ["href=\"metrics\"", "href=\"report\"", "href=\"health\""] {
+        for link in [
+            "href=\"metrics\"",
+            "href=\"report\"",
+            "href=\"health\"",
+            "href=\"ready\"",
+        ] {
             assert!(body.contains(link), "{link} missing from\n{body}");
         }
         for path in ["/nope", "/metrics/x", "/index.html"] {

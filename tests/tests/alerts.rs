@@ -176,10 +176,14 @@ fn every_alert_follows_the_conventions() {
 fn recording_rules_follow_the_naming_convention() {
     let mut problems = Vec::new();
     let mut names = BTreeSet::new();
+    let mut series = BTreeSet::new();
     for r in all_rules().iter().filter(|r| r.record.is_some()) {
         let name = r.name();
-        if !names.insert(name.to_owned()) {
-            problems.push(format!("{name}: recorded twice"));
+        names.insert(name.to_owned());
+        // One series per name and labels: the generated objectives' rules record one name per
+        // objective, told apart by their `objective` label.
+        if !series.insert((name.to_owned(), r.labels.clone())) {
+            problems.push(format!("{name} {:?}: recorded twice", r.labels));
         }
         let parts: Vec<&str> = name.split(':').collect();
         if parts.len() != 3 || parts.iter().any(|p| p.is_empty()) {
@@ -244,7 +248,7 @@ fn every_alert_has_a_firing_and_a_silent_promtool_case() {
 }
 
 #[test]
-fn the_readme_documents_every_alert_and_how_to_change_thresholds_and_slos() {
+fn the_readme_documents_every_alert_and_how_to_change_thresholds_and_objectives() {
     let readme = std::fs::read_to_string(repo_root().join("alerts/README.md")).unwrap();
     for a in alerts() {
         assert!(
@@ -253,16 +257,39 @@ fn the_readme_documents_every_alert_and_how_to_change_thresholds_and_slos() {
             a.name()
         );
     }
-    for section in ["## Changing a threshold", "## Changing an SLO"] {
+    for section in [
+        "## Objectives",
+        "## Changing a threshold",
+        "## Changing an objective",
+    ] {
         assert!(readme.contains(section), "alerts/README.md lacks {section}");
     }
-    // The SLO budgets the README names are the ones the burn-rate alerts divide by.
+    assert!(readme.contains("scripts/generate-objectives"));
+    // Every burn-rate alert divides its error ratios by the budget of the target its summary
+    // states ("(objective availability, 99.9% over 30d)": 1 - 0.999).
+    let target = regex::Regex::new(r"\(objective [a-z0-9_-]+, ([0-9.]+)% over").unwrap();
+    let mut burn_alerts = 0;
     for a in alerts().iter().filter(|a| a.name().starts_with("Slo")) {
-        let budget = if a.name().contains("Availability") {
-            "/ 0.001"
-        } else {
-            "/ 0.01"
-        };
-        assert!(a.expr.contains(budget), "{}: {}", a.name(), a.expr);
+        burn_alerts += 1;
+        let summary = &a.annotations["summary"];
+        let pct: f64 = target
+            .captures(summary)
+            .unwrap_or_else(|| panic!("{}: no target in {summary:?}", a.name()))[1]
+            .parse()
+            .unwrap();
+        let budget = 1.0 - pct / 100.0;
+        let divisors: Vec<f64> = a
+            .expr
+            .split("/ ")
+            .skip(1)
+            .filter_map(|s| s.split_whitespace().next()?.parse().ok())
+            .collect();
+        assert!(
+            !divisors.is_empty() && divisors.iter().all(|d| (d - budget).abs() < 1e-9),
+            "{}: divides by {divisors:?}, its budget is {budget}: {}",
+            a.name(),
+            a.expr
+        );
     }
+    assert!(burn_alerts >= 4, "{burn_alerts} burn-rate alerts");
 }

@@ -8,7 +8,11 @@
 //!   `$__rate_interval`, every histogram shown as a heatmap and its other uses through
 //!   `histogram_quantile` (or one SLI bucket), exemplars on latency queries, panels on the
 //!   24-column grid without overlaps, and the thresholds of a panel that links an alert's runbook
-//!   equal to that alert's thresholds, every alert being linked from some panel.
+//!   equal to that alert's thresholds (for an objective's burn-rate alert: its error budget, or
+//!   its target), every alert being linked from some panel. The recorded series of the
+//!   generated objectives' rules (`objective:...`) keep only their objective's labels, so
+//!   queries over them need not select `instance`. (That each tied line is the objective's
+//!   number is checked by sonde-objectives' `committed` test, which regenerates the files.)
 //! - CloudWatch: `cfn-lint` accepts the template; the dashboard's widgets sit on the 24-column
 //!   grid without overlapping; every metric the widgets and alarms use (name and dimension names)
 //!   is one the CloudWatch exporter emits for the example service with the settings
@@ -28,16 +32,25 @@ use sonde_tests::require_program;
 
 const RUNBOOK: &str = "https://example.invalid/sonde/blob/main/alerts/runbook.md#";
 
-/// Alert name (lower case, as in runbook anchors) -> (name, thresholds).
+/// Alert name (lower case, as in runbook anchors) -> (name, thresholds). A burn-rate alert
+/// compares `error ratio / budget` with its factors: its budget (the error ratio a panel draws)
+/// and its target (1 - budget, the success ratio a panel draws) count as its thresholds too.
 fn alert_thresholds() -> BTreeMap<String, (String, Vec<f64>)> {
     all_rules()
         .into_iter()
         .filter_map(|r| {
             let name = r.alert.clone()?;
-            Some((
-                name.to_ascii_lowercase(),
-                (name, comparison_thresholds(&r.expr)),
-            ))
+            let mut thresholds = comparison_thresholds(&r.expr);
+            for budget in r
+                .expr
+                .split("/ ")
+                .skip(1)
+                .filter_map(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+            {
+                thresholds.push(budget);
+                thresholds.push(((1.0 - budget) * 1e9).round() / 1e9);
+            }
+            Some((name.to_ascii_lowercase(), (name, thresholds)))
         })
         .collect()
 }
@@ -268,7 +281,11 @@ fn lint(d: &Dashboard, alerts: &BTreeMap<String, (String, Vec<f64>)>) -> Vec<Str
                 }
             }
             for s in &sels {
-                if !s.has("job", "=~", "$job") || !s.has("instance", "=~", "$instance") {
+                // The objectives' recorded series keep only their objective's labels.
+                let per_instance = !s.name.starts_with("objective:");
+                if !s.has("job", "=~", "$job")
+                    || (per_instance && !s.has("instance", "=~", "$instance"))
+                {
                     bad(format!(
                         "{} must be filtered by job=~\"$job\" and instance=~\"$instance\"",
                         s.name
@@ -340,7 +357,8 @@ fn dashboards_follow_the_rules() {
             "sonde-host",
             "sonde-runtime",
             "sonde-self-health",
-            "sonde-service-overview"
+            "sonde-service-overview",
+            "sonde-slo"
         ])
     );
     let alerts = alert_thresholds();
@@ -393,12 +411,11 @@ fn the_lint_catches_what_it_should() {
     panel(panels, "Latency p50/p95/p99 by route")["targets"][0]["exemplar"] = false.into();
     panel(panels, "Latency heatmap")["type"] = "timeseries".into();
     panel(panels, "Active requests")["fieldConfig"]["defaults"]["unit"] = "".into();
-    let sli = panel(panels, "Availability (SLI)");
-    sli["targets"][0]["expr"] = sli["targets"][0]["expr"]
-        .as_str()
-        .unwrap()
-        .replace("$__rate_interval", "$__range")
-        .into();
+    // A range query of a stat totalling over the dashboard's range.
+    let active = panel(panels, "Active requests");
+    active["type"] = "stat".into();
+    active["targets"][0]["expr"] =
+        "sum(rate(http_server_request_duration_seconds_count{job=~\"$job\",instance=~\"$instance\"}[$__range]))".into();
     let status = panel(panels, "Requests by status code");
     status["datasource"]["uid"] = "${DS_PROMETHEUS}".into();
     status["gridPos"]["x"] = 20.into();
@@ -461,6 +478,8 @@ fn provisioning_file_loads_the_dashboards_directory() {
 // CloudWatch
 
 const TEMPLATE: &str = "cloudwatch/sonde-cloudwatch.yaml";
+/// The alarms generated from the example service's objectives.
+const OBJECTIVES_TEMPLATE: &str = "cloudwatch/sonde-objectives.yaml";
 
 fn template() -> Value {
     read_yaml(&repo_root().join(TEMPLATE))
@@ -496,6 +515,7 @@ fn emitted_metrics() -> BTreeMap<String, BTreeSet<BTreeSet<String>>> {
         vec!["db.operation.name".into(), "db.collection.name".into()],
         vec!["server.address".into()],
         vec!["server.address".into(), "error.type".into()],
+        vec!["cache.name".into(), "cache.result".into()],
     ];
     let resource = sonde::Resource::empty().with("service.name", "example");
     let converted = convert(&reg.snapshot(), &resource, &settings);
@@ -560,18 +580,20 @@ fn dashboard_body(t: &Value) -> Value {
 #[test]
 fn cloudwatch_template_passes_cfn_lint() {
     let bin = require_program("cfn-lint", "python3 -m pip install cfn-lint");
-    let out = std::process::Command::new(bin)
-        .arg(TEMPLATE)
-        .current_dir(repo_root())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "cfn-lint {TEMPLATE} ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for template in [TEMPLATE, OBJECTIVES_TEMPLATE] {
+        let out = std::process::Command::new(&bin)
+            .arg(template)
+            .current_dir(repo_root())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cfn-lint {template} ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]
@@ -667,12 +689,19 @@ fn cloudwatch_dashboard_and_alarms_use_emitted_metrics_and_the_alert_thresholds(
     );
     check_grid("CloudWatch dashboard", &rects, &mut problems);
 
-    // The alarms.
+    // The alarms, hand-written and generated from the objectives.
     let runbook =
         markdown_anchors(&std::fs::read_to_string(repo_root().join("alerts/runbook.md")).unwrap());
     let reference = regex::Regex::new(r"\$\{(\w+)\}").unwrap();
     let mut alarms = 0;
-    for (id, r) in t["Resources"].as_object().unwrap() {
+    let generated = read_yaml(&repo_root().join(OBJECTIVES_TEMPLATE));
+    for (t, (id, r)) in [&t, &generated].into_iter().flat_map(|t| {
+        t["Resources"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(move |resource| (t, resource))
+    }) {
         let what = format!("alarm {id}");
         let p = &r["Properties"];
         match str_of(r, "Type") {
@@ -704,13 +733,10 @@ fn cloudwatch_dashboard_and_alarms_use_emitted_metrics_and_the_alert_thresholds(
                         &mut problems,
                     );
                 }
-                // The alert it stands for: its own name, or the SLO alert it is one window of.
+                // The alert it stands for: its own name (the burn-rate alarms of one window of
+                // an objective compare an error ratio, factor x budget: sonde-objectives'
+                // tests check those numbers).
                 let alert = id.trim_end_matches("Alarm");
-                let alert = match alert.strip_prefix("SloAvailabilityBurn") {
-                    Some(_) => "SloAvailabilityBudgetBurnFast",
-                    None if alert.starts_with("SloLatencyBurn") => "SloLatencyBudgetBurnFast",
-                    None => alert,
-                };
                 let threshold = p["Threshold"].as_f64().unwrap();
                 if let Some((_, thresholds)) = alerts.get(&alert.to_ascii_lowercase())
                     && !thresholds.contains(&threshold)

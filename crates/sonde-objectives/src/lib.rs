@@ -55,8 +55,8 @@
 //!
 //! | file | what |
 //! |---|---|
-//! | `objectives.recording.yml`, `objectives.alerts.yml` | Prometheus recording rules and alerts |
-//! | `tests/objectives.test.yml` | promtool unit tests of every alert |
+//! | `alerts/objectives.recording.yml`, `alerts/objectives.alerts.yml` | Prometheus recording rules and alerts |
+//! | `alerts/tests/objectives.test.yml` | promtool unit tests of every alert |
 //! | `dashboards/sonde-slo.json` | Grafana dashboard: per objective its value, error budget remaining and burn rates ([`grafana`]) |
 //! | `cloudwatch/sonde-objectives.yaml` | CloudFormation template: one CloudWatch alarm per threshold objective, burn-rate alarms on the error ratio for ratio objectives ([`cloudwatch`]) |
 //!
@@ -89,8 +89,13 @@
 //! # Ok::<(), sonde_objectives::Error>(())
 //! ```
 //!
+//! `generate FILE --into ROOT` writes the same files at the same paths under `ROOT` (a
+//! repository holding `alerts/`, `dashboards/` and `cloudwatch/`, other files left alone), and
+//! also sets the threshold lines of the hand-written dashboards' panels that link an
+//! objective's alert ([`tree`]); `--check` only compares, and says which file differs and where.
+//!
 //! The binary, `sonde-objectives`, validates a file (`validate FILE [--metrics-url URL]`) and
-//! generates all of the above (`generate FILE --out DIR`).
+//! generates all of the above (`generate FILE --out DIR`, `generate FILE --into ROOT [--check]`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -103,6 +108,7 @@ pub mod load;
 pub mod model;
 pub mod parse;
 pub mod selector;
+pub mod tree;
 
 pub use generate::{ALERTS_FILE, Generated, RECORDING_FILE, TESTS_FILE, generate};
 pub use load::{LoadThreshold, SkippedObjective, load_thresholds};

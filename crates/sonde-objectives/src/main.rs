@@ -4,17 +4,18 @@
 //! ```text
 //! sonde-objectives validate objectives.toml [--metrics-url http://127.0.0.1:9464/metrics]
 //! sonde-objectives generate objectives.toml --out rules/
+//! sonde-objectives generate objectives.toml --into . [--check]
 //! ```
 //!
-//! Exit codes: 0 all good; 1 the output could not be written or the `/metrics` page fetched;
-//! 2 a usage error, or a problem in the file (or a metric, label or bucket the live service
-//! does not have).
+//! Exit codes: 0 all good; 1 the output could not be written or the `/metrics` page fetched, or
+//! (`--check`) a file differs from what the objectives generate; 2 a usage error, or a problem
+//! in the file (or a metric, label or bucket the live service does not have).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sonde_objectives::{Error, generate, live, load, write_atomically};
+use sonde_objectives::{Error, generate, live, load, tree, write_atomically};
 
 #[derive(Parser)]
 #[command(
@@ -37,15 +38,25 @@ enum Command {
         #[arg(long)]
         metrics_url: Option<String>,
     },
-    /// Write the recording rules, alerts, promtool tests, the Grafana SLO dashboard
-    /// (dashboards/sonde-slo.json) and the CloudWatch alarms (cloudwatch/sonde-objectives.yaml)
-    /// into a directory.
+    /// Write the recording rules, alerts and promtool tests (alerts/objectives.*), the Grafana
+    /// SLO dashboard (dashboards/sonde-slo.json) and the CloudWatch alarms
+    /// (cloudwatch/sonde-objectives.yaml) into a new directory (--out), or into a repository
+    /// (--into), where the hand-written dashboards' panels that link an objective's alert also
+    /// get its number as their threshold line.
     Generate {
         /// The objectives file.
         file: PathBuf,
         /// The output directory (replaced as a whole; only ever holds generated files).
+        #[arg(long, required_unless_present = "into", conflicts_with = "into")]
+        out: Option<PathBuf>,
+        /// A directory holding alerts/, dashboards/ and cloudwatch/: the generated files are
+        /// written at their paths in it, other files are left alone.
         #[arg(long)]
-        out: PathBuf,
+        into: Option<PathBuf>,
+        /// With --into: write nothing, list the files that differ from what would be written
+        /// (exit 1 when any does).
+        #[arg(long, requires = "into")]
+        check: bool,
     },
 }
 
@@ -109,7 +120,12 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Generate { file, out } => {
+        Command::Generate {
+            file,
+            out,
+            into,
+            check,
+        } => {
             let o = load(&file)?;
             for w in o.warnings() {
                 eprintln!("warning: {w}");
@@ -118,9 +134,46 @@ fn run(cli: Cli) -> Result<ExitCode, Error> {
             for note in sonde_objectives::cloudwatch::template(&o).1 {
                 eprintln!("note: CloudWatch: {note}");
             }
-            write_atomically(&g, &out)?;
-            for (path, _) in &g.files {
-                println!("wrote {}", out.join(path).display());
+            match (out, into) {
+                (Some(out), _) => {
+                    write_atomically(&g, &out)?;
+                    for (path, _) in &g.files {
+                        println!("wrote {}", out.join(path).display());
+                    }
+                }
+                (None, Some(root)) => {
+                    let files = tree::files_into(&o, &g, &root)?;
+                    if check {
+                        let differences = tree::differences(&files, &root);
+                        for d in &differences {
+                            eprintln!("{}: {}", root.join(&d.path).display(), d.excerpt);
+                        }
+                        if !differences.is_empty() {
+                            eprintln!(
+                                "{} of {} files differ from what {} generates; run `sonde-objectives generate {} --into {}` and commit the result",
+                                differences.len(),
+                                files.len(),
+                                file.display(),
+                                file.display(),
+                                root.display()
+                            );
+                            return Ok(ExitCode::from(1));
+                        }
+                        println!(
+                            "{} files under {} are what {} generates",
+                            files.len(),
+                            root.display(),
+                            file.display()
+                        );
+                    } else {
+                        tree::write_into(&files, &root)?;
+                        for (path, _) in &files {
+                            println!("wrote {}", root.join(path).display());
+                        }
+                    }
+                }
+                // clap requires one of them.
+                (None, None) => {}
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -84,8 +84,8 @@ fn generate_replaces_its_own_output_and_refuses_a_foreign_directory() {
     let out = dir.path().join("rules");
     let o = run(&["generate", EXAMPLE, "--out", &out.display().to_string()]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(out.join("objectives.alerts.yml").is_file());
-    assert!(out.join("tests/objectives.test.yml").is_file());
+    assert!(out.join("alerts/objectives.alerts.yml").is_file());
+    assert!(out.join("alerts/tests/objectives.test.yml").is_file());
     assert!(out.join("dashboards/sonde-slo.json").is_file());
     assert!(out.join("cloudwatch/sonde-objectives.yaml").is_file());
     // Again, over its own output.
@@ -96,7 +96,7 @@ fn generate_replaces_its_own_output_and_refuses_a_foreign_directory() {
     let o = run(&["generate", EXAMPLE, "--out", &out.display().to_string()]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("notes.txt"), "{}", text(&o));
-    assert!(out.join("notes.txt").is_file() && out.join("objectives.alerts.yml").is_file());
+    assert!(out.join("notes.txt").is_file() && out.join("alerts/objectives.alerts.yml").is_file());
     // No temporary directory left behind.
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap_or_else(|e| panic!("{e}"))

@@ -30,6 +30,16 @@ pub enum Error {
         /// What exactly is wrong.
         problem: String,
     },
+    /// Bucket boundaries were asked for a histogram already registered without them.
+    #[error(
+        "histogram {name:?} is already registered, so the bucket boundaries {missing:?} cannot be added: add them before the family is first built (load the objectives before installing the instrumentation)"
+    )]
+    BoundsTooLate {
+        /// The histogram.
+        name: String,
+        /// The boundaries it lacks.
+        missing: Vec<f64>,
+    },
     /// The same name was registered before with a different definition.
     #[error(
         "metric {name:?} is already registered as {existing}; it cannot be registered again as {requested}: register it with the same kind, unit and label names, or pick another name"

@@ -15,7 +15,7 @@ use crate::instrument::{Counter, Gauge, Instrument, UpDownCounter};
 use crate::name::{prometheus_name, validate_label_name, validate_metric_name};
 use crate::series::{mono_secs, unix_nanos};
 use crate::snapshot::{FamilyMeta, Reader, SeriesSnapshot, Snapshot, Temporality};
-use crate::{Error, Unit};
+use crate::{Error, Kind, Unit};
 
 /// Receives a registry's families and series one at a time; see [`Registry::visit`].
 pub trait Visitor {
@@ -65,6 +65,9 @@ struct Inner {
     budget: Option<Arc<BudgetState>>,
     /// `sonde.memory_budget.limit` and `.usage`, registered only with a budget.
     budget_gauges: Option<(Family<Gauge>, Family<Gauge>)>,
+    /// Histogram name → bucket boundaries added to whatever its builder asks for
+    /// ([`Registry::add_bucket_boundaries`]).
+    extra_bounds: Mutex<std::collections::HashMap<String, Vec<f64>>>,
 }
 
 /// Keeps a collect hook registered with [`Registry::register_collector`]; dropping it removes
@@ -163,6 +166,57 @@ impl Registry {
         self.inner.budget.as_ref().is_some_and(|b| b.full(bytes))
     }
 
+    /// Makes `bounds` bucket boundaries of the histogram `name` whenever it is registered,
+    /// on top of the buckets its builder sets (or the unit's defaults): a latency objective
+    /// "95 % under 300 ms" is then counted exactly in the `le="0.3"` bucket instead of being
+    /// interpolated. Call it before the instrumentation registers the family; once the family
+    /// exists its buckets cannot change, and boundaries it lacks are refused with
+    /// [`Error::BoundsTooLate`] (those it already has are fine). Non-finite values are ignored.
+    ///
+    /// ```
+    /// use sonde_core::{Registry, Unit};
+    ///
+    /// let registry = Registry::new();
+    /// registry.add_bucket_boundaries("http.server.request.duration", &[0.3, 1.5])?;
+    /// let family = registry
+    ///     .histogram("http.server.request.duration")
+    ///     .unit(Unit::Seconds)
+    ///     .buckets([0.1, 0.5, 1.0])
+    ///     .build()?;
+    /// assert_eq!(family.config().explicit_bounds(), &[0.1, 0.3, 0.5, 1.0, 1.5]);
+    /// // Too late for a boundary the registered family lacks:
+    /// assert!(registry.add_bucket_boundaries("http.server.request.duration", &[0.2]).is_err());
+    /// # Ok::<(), sonde_core::Error>(())
+    /// ```
+    pub fn add_bucket_boundaries(&self, name: &str, bounds: &[f64]) -> Result<(), Error> {
+        let bounds: Vec<f64> = bounds.iter().copied().filter(|b| b.is_finite()).collect();
+        // Under the families' lock, so a family cannot be registered in between.
+        let families = self.families_mut();
+        if let Some(existing) = families.get(name) {
+            let snapshot_bounds = existing_bounds(existing);
+            let missing: Vec<f64> = bounds
+                .iter()
+                .copied()
+                .filter(|b| !snapshot_bounds.contains(b))
+                .collect();
+            if missing.is_empty() {
+                return Ok(());
+            }
+            return Err(Error::BoundsTooLate {
+                name: name.to_owned(),
+                missing,
+            });
+        }
+        let mut extra = self
+            .inner
+            .extra_bounds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        extra.entry(name.to_owned()).or_default().extend(bounds);
+        drop(families);
+        Ok(())
+    }
+
     fn build(max_series: usize, budget: Option<MemoryBudget>) -> Self {
         let bare = Registry {
             inner: Arc::new(Inner {
@@ -176,6 +230,7 @@ impl Registry {
                 refused: None,
                 budget: None,
                 budget_gauges: None,
+                extra_bounds: Mutex::default(),
             }),
         };
         // Self-metric families live in the registry like any other; they report into nothing.
@@ -232,6 +287,7 @@ impl Registry {
                 refused,
                 budget: budget.map(|b| Arc::new(BudgetState::new(b))),
                 budget_gauges,
+                extra_bounds: Mutex::default(),
             }),
         }
     }
@@ -643,7 +699,25 @@ impl Registry {
             }
             return Err(err);
         }
-        let config = make_config::<M>(&meta, &b.histogram)?;
+        let mut options = b.histogram;
+        if M::KIND == Kind::Histogram
+            && let Some(extra) = self
+                .inner
+                .extra_bounds
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(meta.name())
+        {
+            let mut bounds = options
+                .buckets
+                .take()
+                .unwrap_or_else(|| crate::histogram::HistogramConfig::for_unit(&meta.unit).buckets);
+            bounds.extend(extra.iter().copied());
+            bounds.sort_by(f64::total_cmp);
+            bounds.dedup();
+            options.buckets = Some(bounds);
+        }
+        let config = make_config::<M>(&meta, &options)?;
         let name = meta.name.to_string();
         self.rendered().insert(prometheus, name.clone());
         let self_metrics = SelfMetrics {
@@ -663,12 +737,22 @@ impl Registry {
             config,
             b.max_series.unwrap_or(self.inner.default_max_series),
             b.idle_timeout,
-            b.histogram,
+            options,
             self_metrics,
         );
         families.insert(name, family.inner.clone());
         Ok(family)
     }
+}
+
+/// The explicit bucket boundaries of a registered family (none unless it is a histogram).
+fn existing_bounds(family: &Arc<dyn ErasedFamily>) -> Vec<f64> {
+    family
+        .clone()
+        .into_any()
+        .downcast::<crate::family::FamilyInner<Histogram>>()
+        .map(|f| f.config.explicit_bounds().to_vec())
+        .unwrap_or_default()
 }
 
 /// Checks a family's label names: valid, not reserved for the kind, none twice.

@@ -3,7 +3,7 @@
 //!
 //! The binary `sonde-load` is the way in (`sonde-load --help`); this library holds its parts:
 //! [`plan`] (what to send, built from flags or a [`scenario`] file), [`engine`] (open and closed
-//! load models on hyper, coordinated omission corrected), [`result`] (a run as data, with every
+//! load models, coordinated omission corrected), [`result`] (a run as data, with every
 //! latency kept as a sonde-core histogram so runs merge exactly), [`threshold`], [`compare`]
 //! (baselines and regressions), [`report`] (summary table, Markdown and SVG), [`scrape`] (the
 //! service's own histograms over the run's window) and [`coldstart`].

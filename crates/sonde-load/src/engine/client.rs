@@ -1,5 +1,6 @@
-//! HTTP connections on hyper's low-level client: one TCP (or TLS) connection per load
-//! connection or user, TCP_NODELAY, keep-alive, HTTP/1.1 or HTTP/2, reconnect when closed.
+//! HTTP connections: one TCP (or TLS) connection per load connection or user, TCP_NODELAY,
+//! keep-alive, reconnect when closed. HTTP/1.1 on the raw stream (one write per request, the
+//! answer read by `sonde-http1`), HTTP/2 on hyper's low-level client.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

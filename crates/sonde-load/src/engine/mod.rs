@@ -1,6 +1,6 @@
 //! The load generator: open model (constant arrival rate, latency from the scheduled start) and
-//! closed model (virtual users), on hyper's low-level client with keep-alive, HTTP/1.1 or
-//! HTTP/2, rustls.
+//! closed model (virtual users), with keep-alive, HTTP/1.1 (each request serialized once,
+//! answers framed by `sonde-http1`) or HTTP/2 (hyper), rustls.
 //!
 //! # Threads
 //! The load runs on one single-threaded tokio runtime per core (a "lane", as wrk's threads):

@@ -1,9 +1,16 @@
-//! Metric and label name validation, and the Prometheus form of a family's name.
+//! Metric and label name validation and sanitizing, and the Prometheus form of a family's name.
+
+use std::borrow::Cow;
 
 use crate::{Error, Kind, Unit};
 
 /// Longest accepted metric name, as in the OpenTelemetry API.
 pub const MAX_NAME_LEN: usize = 255;
+
+/// Whether `ch` may follow the first letter of a metric name.
+fn metric_name_char(ch: char) -> bool {
+    ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-' | '/')
+}
 
 /// Checks a metric (instrument) name: `[A-Za-z][A-Za-z0-9_.\-/]*`, at most 255 bytes.
 pub fn validate_metric_name(name: &str) -> Result<(), Error> {
@@ -21,7 +28,7 @@ pub fn validate_metric_name(name: &str) -> Result<(), Error> {
         let ok = if pos == 0 {
             ch.is_ascii_alphabetic()
         } else {
-            ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-' | '/')
+            metric_name_char(ch)
         };
         if !ok {
             return Err(bad(format!(
@@ -60,7 +67,7 @@ pub fn validate_label_name(metric: &str, label: &str, reserved: &[&str]) -> Resu
         let ok = if pos == 0 {
             ch.is_ascii_alphabetic() || ch == '_'
         } else {
-            ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.')
+            label_name_char(ch)
         };
         if !ok {
             return Err(bad(format!(
@@ -69,6 +76,106 @@ pub fn validate_label_name(metric: &str, label: &str, reserved: &[&str]) -> Resu
         }
     }
     Ok(())
+}
+
+/// What [`sanitize_metric_name`] does with a name longer than [`MAX_NAME_LEN`] bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LongName {
+    /// Cut it to [`MAX_NAME_LEN`] bytes, so that it can be registered (the `metrics` recorder,
+    /// where every name has to land in some family).
+    Truncate,
+    /// Keep it, for the caller to refuse and count (the StatsD server counts such lines as
+    /// `too_long` rather than merging them under a cut name).
+    Keep,
+}
+
+/// Makes `name` a valid metric name (see [`validate_metric_name`]): every character outside
+/// `[A-Za-z0-9_.\-/]` becomes `_` (one per character: `héllo` → `h_llo`), a name that does not
+/// start with a letter gets `prefix` in front (`9lives` → `m_9lives` with the prefix `m_`), and
+/// `long` says what happens past [`MAX_NAME_LEN`] bytes. A valid name is borrowed as it is; an
+/// empty name stays empty (callers refuse it). `prefix` should itself be a valid name.
+///
+/// ```
+/// use sonde_core::name::{LongName, sanitize_metric_name};
+/// assert_eq!(sanitize_metric_name("my.lib.latency", "m_", LongName::Truncate), "my.lib.latency");
+/// assert_eq!(sanitize_metric_name("5xx count", "statsd_", LongName::Keep), "statsd_5xx_count");
+/// ```
+pub fn sanitize_metric_name<'a>(name: &'a str, prefix: &str, long: LongName) -> Cow<'a, str> {
+    let starts_well = name.chars().next().is_none_or(|c| c.is_ascii_alphabetic());
+    let fits = long == LongName::Keep || name.len() <= MAX_NAME_LEN;
+    if starts_well && fits && name.chars().all(metric_name_char) {
+        return Cow::Borrowed(name);
+    }
+    let mut out = String::with_capacity(name.len() + prefix.len());
+    if !starts_well {
+        out.push_str(prefix);
+    }
+    out.extend(
+        name.chars()
+            .map(|c| if metric_name_char(c) { c } else { '_' }),
+    );
+    if long == LongName::Truncate && out.len() > MAX_NAME_LEN {
+        // Only a non-ASCII prefix can put a character across the cut.
+        let mut end = MAX_NAME_LEN;
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+    }
+    Cow::Owned(out)
+}
+
+/// Whether `ch` may follow the first character of a label name.
+fn label_name_char(ch: char) -> bool {
+    ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.')
+}
+
+/// The character part of making `key` a valid label name (see [`validate_label_name`]): every
+/// character outside `[A-Za-z0-9_.]` becomes `_` (`content-type` → `content_type`), and a key
+/// that would then not start with a letter or `_` (a digit, `.`, or nothing) gets a leading
+/// `_` (`2xx` → `_2xx`, `` → `_`). A key that needs neither is borrowed as it is.
+///
+/// Callers still decide, each by its own rule, what to do with a leading `__` (reserved by
+/// Prometheus), names reserved for a kind (`le`, `quantile`) and names over [`MAX_NAME_LEN`]:
+/// the `metrics` recorder shortens and cuts them, the StatsD server renames and refuses them.
+///
+/// ```
+/// use sonde_core::name::sanitize_label_chars;
+/// assert_eq!(sanitize_label_chars("http.method"), "http.method");
+/// assert_eq!(sanitize_label_chars(".x"), "_.x");
+/// ```
+pub fn sanitize_label_chars(key: &str) -> Cow<'_, str> {
+    let starts_well = |s: &str| s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_');
+    if starts_well(key) && key.chars().all(label_name_char) {
+        return Cow::Borrowed(key);
+    }
+    let mut out = String::with_capacity(key.len() + 1);
+    out.extend(
+        key.chars()
+            .map(|c| if label_name_char(c) { c } else { '_' }),
+    );
+    if !starts_well(&out) {
+        out.insert(0, '_');
+    }
+    Cow::Owned(out)
+}
+
+/// Whether `name` is a Prometheus label name: `[a-zA-Z_][a-zA-Z0-9_]*`, not starting with `__`
+/// (reserved for Prometheus's own labels). Stricter than [`validate_label_name`], which also
+/// takes `.`: this is for names sent to Prometheus as given (remote write's external labels,
+/// the Pushgateway's grouping key), where nothing translates them.
+///
+/// ```
+/// use sonde_core::name::is_prometheus_label_name;
+/// assert!(is_prometheus_label_name("instance"));
+/// assert!(!is_prometheus_label_name("http.route"));
+/// assert!(!is_prometheus_label_name("__name__"));
+/// ```
+pub fn is_prometheus_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !name.starts_with("__")
 }
 
 /// Replaces every character outside `[a-zA-Z0-9_:]` (or `[a-zA-Z0-9_]` without `allow_colon`)
@@ -209,6 +316,56 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("'-'") && err.contains("byte 1"), "{err}");
+    }
+
+    #[test]
+    fn sanitized_metric_names() {
+        let t = |n| sanitize_metric_name(n, "m_", LongName::Truncate);
+        let k = |n| sanitize_metric_name(n, "statsd_", LongName::Keep);
+        assert!(matches!(t("a.b-c/d_e"), Cow::Borrowed("a.b-c/d_e")));
+        assert_eq!(t("héllo wörld"), "h_llo_w_rld");
+        assert_eq!(t("_x"), "m__x");
+        assert_eq!(k("5xx"), "statsd_5xx");
+        assert_eq!(k(""), "");
+        let long = "x".repeat(300);
+        assert_eq!(t(&long).len(), MAX_NAME_LEN);
+        assert!(matches!(k(&long), Cow::Borrowed(_)));
+        let prefix = "é".repeat(200);
+        let cut = sanitize_metric_name("1", &prefix, LongName::Truncate);
+        assert!(cut.len() <= MAX_NAME_LEN, "{cut}");
+        for n in ["9", "a b", "é", "a:b", "-"] {
+            assert!(validate_metric_name(&t(n)).is_ok(), "{n}");
+            assert!(validate_metric_name(&k(n)).is_ok(), "{n}");
+        }
+    }
+
+    #[test]
+    fn sanitized_label_chars() {
+        assert!(matches!(
+            sanitize_label_chars("_x.y"),
+            Cow::Borrowed("_x.y")
+        ));
+        for (input, want) in [
+            ("a-b", "a_b"),
+            ("5xx", "_5xx"),
+            (".x", "_.x"),
+            ("", "_"),
+            ("-x", "_x"),
+            ("lé", "l_"),
+            ("__name__", "__name__"),
+        ] {
+            assert_eq!(sanitize_label_chars(input), want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn prometheus_label_names() {
+        for ok in ["a", "_x", "job", "A_9"] {
+            assert!(is_prometheus_label_name(ok), "{ok}");
+        }
+        for bad in ["", "9a", "a.b", "a-b", "__x", "é"] {
+            assert!(!is_prometheus_label_name(bad), "{bad}");
+        }
     }
 
     #[test]

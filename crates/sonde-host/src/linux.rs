@@ -12,6 +12,8 @@ use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use sonde_process::procfs::{parse_uptime, unescape_octal};
+
 use crate::reading::{Cpu, CpuTicks, DiskIo, DiskOps, FsSizes, Memory, NetIo};
 
 /// Reads the host's `/proc` files (or those under another root, for tests).
@@ -37,7 +39,7 @@ impl Procfs {
             proc,
             sys_block,
             buf: Vec::with_capacity(4096),
-            ticks_per_second: rustix::param::clock_ticks_per_second().max(1),
+            ticks_per_second: sonde_process::procfs::clock_ticks_per_second(),
         }
     }
 
@@ -67,7 +69,7 @@ impl Procfs {
     }
 
     pub(crate) fn uptime(&mut self) -> Option<f64> {
-        parse_uptime(&self.read("uptime")?)
+        parse_uptime(self.read("uptime")?.as_bytes())
     }
 
     /// Block devices and their counters. With `partitions == false`, only the devices listed
@@ -244,12 +246,6 @@ pub(crate) fn parse_loadavg(text: &str) -> Option<[f64; 3]> {
     v.iter().all(|x| x.is_finite() && *x >= 0.0).then_some(v)
 }
 
-/// Parses `/proc/uptime` (seconds since boot, the first field).
-pub(crate) fn parse_uptime(text: &str) -> Option<f64> {
-    let v: f64 = text.split_ascii_whitespace().next()?.parse().ok()?;
-    (v.is_finite() && v >= 0.0).then_some(v)
-}
-
 /// Parses `/proc/diskstats` (sectors of 512 bytes whatever the device's sector size).
 pub(crate) fn parse_diskstats(text: &str) -> Option<Vec<DiskIo>> {
     let mut out = Vec::new();
@@ -341,41 +337,13 @@ pub(crate) fn parse_mounts(text: &str) -> Vec<Mount> {
         };
         let ro = options.is_some_and(|o| o.split(',').any(|x| x == "ro"));
         out.push(Mount {
-            device: unescape(device),
-            mountpoint: unescape(mountpoint),
+            device: unescape_octal(device),
+            mountpoint: unescape_octal(mountpoint),
             fs_type: fs_type.to_owned(),
             mode: if ro { "ro" } else { "rw" },
         });
     }
     out
-}
-
-/// Undoes the kernel's `\ooo` escapes of space, tab, newline and backslash.
-fn unescape(s: &str) -> String {
-    if !s.contains('\\') {
-        return s.to_owned();
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && let Some(oct) = b.get(i + 1..i + 4)
-            && oct.iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            let v = oct
-                .iter()
-                .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
-            if let Ok(byte) = u8::try_from(v) {
-                out.push(byte);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -443,16 +411,13 @@ mod tests {
     }
 
     #[test]
-    fn parses_loadavg_and_uptime() {
+    fn parses_loadavg() {
         assert_eq!(
             parse_loadavg("0.52 0.58 0.59 2/1234 5678\n"),
             Some([0.52, 0.58, 0.59])
         );
         assert_eq!(parse_loadavg("0.52 0.58"), None);
         assert_eq!(parse_loadavg("NaN 1 1"), None);
-        assert_eq!(parse_uptime("12345.67 54321.00\n"), Some(12345.67));
-        assert_eq!(parse_uptime(""), None);
-        assert_eq!(parse_uptime("-1 0"), None);
     }
 
     #[test]
@@ -519,7 +484,6 @@ mod tests {
         );
         assert_eq!(m[2].mountpoint, "/mnt/my disk");
         assert_eq!(m[2].mode, "ro");
-        assert_eq!(unescape("a\\011b\\134c\\0"), "a\tb\\c\\0");
     }
 
     #[test]

@@ -161,6 +161,9 @@
 
 #[cfg(target_os = "linux")]
 mod linux;
+#[cfg(target_os = "linux")]
+#[doc(hidden)]
+pub mod procfs;
 mod sample;
 
 use std::borrow::Cow;

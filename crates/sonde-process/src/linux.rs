@@ -11,63 +11,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-/// The `auxv` key of the page size (`AT_PAGESZ` in `<elf.h>`).
-const AT_PAGESZ: usize = 6;
-/// The `auxv` key of the clock tick rate (`AT_CLKTCK` in `<elf.h>`).
-const AT_CLKTCK: usize = 17;
-
-/// Constants the kernel passes every program in its auxiliary vector, read once from
-/// `/proc/self/auxv` (no `unsafe`, no libc).
-struct Auxv {
-    page_size: u64,
-    clock_ticks: u64,
-}
-
-fn auxv() -> &'static Auxv {
-    static AUXV: OnceLock<Auxv> = OnceLock::new();
-    AUXV.get_or_init(|| {
-        let raw = fs::read("/proc/self/auxv").unwrap_or_default();
-        let get = |key, default| {
-            auxv_value(&raw, key)
-                .and_then(|v| u64::try_from(v).ok())
-                .filter(|&v| v > 0)
-                .unwrap_or(default)
-        };
-        Auxv {
-            // What sysconf(_SC_PAGESIZE) and sysconf(_SC_CLK_TCK) return if this fails.
-            page_size: get(AT_PAGESZ, 4096),
-            clock_ticks: get(AT_CLKTCK, 100),
-        }
-    })
-}
-
-/// Clock ticks per second of the times in `/proc/<pid>/stat` (`USER_HZ`, what
-/// `sysconf(_SC_CLK_TCK)` returns; 100 in practice).
-pub(crate) fn clock_ticks_per_second() -> u64 {
-    auxv().clock_ticks
-}
-
-/// Bytes per page (what `sysconf(_SC_PAGESIZE)` returns), for the resident set size.
-pub(crate) fn page_size() -> u64 {
-    auxv().page_size
-}
-
-/// The value of `key` in an auxiliary vector: native-endian `(key, value)` word pairs ending
-/// with `AT_NULL` (0).
-fn auxv_value(auxv: &[u8], key: usize) -> Option<usize> {
-    const W: usize = size_of::<usize>();
-    let word = |b: &[u8]| b.try_into().ok().map(usize::from_ne_bytes);
-    for pair in auxv.chunks_exact(2 * W) {
-        let k = word(&pair[..W])?;
-        if k == 0 {
-            return None;
-        }
-        if k == key {
-            return word(&pair[W..]);
-        }
-    }
-    None
-}
+use crate::procfs::{parse_uptime, unescape_octal};
 
 /// The fields of `/proc/<pid>/stat` this crate uses.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -115,16 +59,6 @@ pub(crate) fn parse_stat(data: &[u8]) -> Option<Stat> {
     })
 }
 
-/// Seconds since boot, from `/proc/uptime` (the first field; 10 ms resolution).
-pub(crate) fn parse_uptime(data: &[u8]) -> Option<f64> {
-    std::str::from_utf8(data)
-        .ok()?
-        .split_ascii_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
 /// The boot time, seconds since the UNIX epoch (`btime` in `/proc/stat`), read once: process
 /// start times are clock ticks after it.
 pub(crate) fn boot_time() -> Option<u64> {
@@ -156,26 +90,6 @@ pub(crate) fn parse_max_open_files(limits: &[u8]) -> Option<u64> {
 pub(crate) fn parse_memory_limit(data: &[u8]) -> Option<u64> {
     let v: u64 = std::str::from_utf8(data).ok()?.trim().parse().ok()?;
     (v < 1 << 62).then_some(v)
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && let Some(oct) = b.get(i + 1..i + 4)
-            && let Ok(v) = u8::from_str_radix(std::str::from_utf8(oct).unwrap_or("x"), 8)
-        {
-            out.push(v);
-            i += 4;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The memory limit files that bound a process, from its cgroup (`/proc/<pid>/cgroup`) and
@@ -226,7 +140,7 @@ pub(crate) fn memory_limit_files(cgroup: &str, mountinfo: &str) -> Vec<PathBuf> 
         let (Some(root), Some(mountpoint)) = (l.next(), l.next()) else {
             continue;
         };
-        let (root, mountpoint) = (unescape_mountinfo(root), unescape_mountinfo(mountpoint));
+        let (root, mountpoint) = (unescape_octal(root), unescape_octal(mountpoint));
         // The cgroup path is relative to the cgroup namespace; the mount shows `root` of the
         // hierarchy at `mountpoint`.
         let Some(rel) = path.strip_prefix(root.trim_end_matches('/')) else {
@@ -423,28 +337,6 @@ Max locked memory         8388608              8388608              bytes     \n
     }
 
     #[test]
-    fn parses_uptime() {
-        assert_eq!(parse_uptime(b"12345.67 54321.00\n"), Some(12345.67));
-        assert_eq!(parse_uptime(b""), None);
-    }
-
-    #[test]
-    fn reads_the_clock_tick_rate_from_auxv() {
-        let w = size_of::<usize>();
-        let mut auxv = Vec::new();
-        for v in [6usize, 4096, AT_CLKTCK, 250, 0, 0] {
-            auxv.extend_from_slice(&v.to_ne_bytes());
-        }
-        assert_eq!(auxv_value(&auxv, AT_CLKTCK), Some(250));
-        assert_eq!(auxv_value(&auxv, 99), None);
-        assert_eq!(auxv_value(&auxv[..w], AT_CLKTCK), None);
-        let tck = clock_ticks_per_second();
-        assert!((1..=10_000).contains(&tck), "{tck}");
-        let page = page_size();
-        assert!(page >= 4096 && page.is_power_of_two(), "{page}");
-    }
-
-    #[test]
     fn reads_this_process() {
         let mut p = Procfs::new(std::process::id());
         let s = p.stat().unwrap();
@@ -459,7 +351,7 @@ Max locked memory         8388608              8388608              bytes     \n
             false,
         )
         .unwrap();
-        let rss = s.resident_pages * page_size();
+        let rss = s.resident_pages * crate::procfs::page_size();
         assert!(
             rss.abs_diff(r.resident_bytes) <= 1 << 20,
             "{rss} vs {}",

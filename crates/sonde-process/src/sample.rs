@@ -146,10 +146,10 @@ impl Sampler {
     /// see the `linux` module).
     #[cfg(target_os = "linux")]
     pub(crate) fn sample(&mut self) -> Option<Sample> {
-        use crate::linux::{clock_ticks_per_second, page_size};
-        let tck = clock_ticks_per_second() as f64;
+        use crate::procfs::{clock_ticks_per_second, page_size};
         // A zombie has exited: its numbers no longer describe a running process.
         let stat = self.procfs.stat().filter(|s| !s.exited)?;
+        let tck = clock_ticks_per_second() as f64;
         // The start time after boot is in clock ticks; /proc/uptime has 10 ms resolution.
         let started = stat.start_ticks as f64 / tck;
         let uptime = self

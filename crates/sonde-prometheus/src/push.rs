@@ -23,6 +23,8 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
+use sonde_core::name::is_prometheus_label_name;
 use sonde_core::{Registry, Resource};
 
 use crate::Error;
@@ -171,7 +173,7 @@ impl PushgatewayBuilder {
         url.push_str("/metrics");
         segment(&mut url, "job", &job);
         for (name, value) in &self.grouping {
-            if !valid_label_name(name) || name == "job" {
+            if !is_prometheus_label_name(name) || name == "job" {
                 return Err(Error::Config(format!(
                     "grouping label name {name:?} is invalid; use [a-zA-Z_][a-zA-Z0-9_]*, not starting with __ and not job (set with PushgatewayBuilder::job)"
                 )));
@@ -286,13 +288,6 @@ fn default_job() -> String {
         .unwrap_or_else(|| "sonde".to_owned())
 }
 
-fn valid_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !name.starts_with("__")
-}
-
 /// Appends `/name/value`, or `/name@base64/<base64url>` when the value is empty or has a `/`
 /// (which the Pushgateway cannot take percent-encoded).
 fn segment(url: &mut String, name: &str, value: &str) {
@@ -315,24 +310,10 @@ fn segment(url: &mut String, name: &str, value: &str) {
     }
 }
 
-/// RFC 4648 base64 with the URL and filename safe alphabet, padded.
+/// RFC 4648 base64 with the URL and filename safe alphabet, padded (padding is optional for
+/// the Pushgateway; padded is what client_python sends).
 fn base64url(data: &[u8], out: &mut String) {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
+    base64::engine::general_purpose::URL_SAFE.encode_string(data, out);
 }
 
 fn hint(status: u16) -> &'static str {

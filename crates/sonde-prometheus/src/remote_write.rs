@@ -33,6 +33,7 @@ pub(crate) mod http;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sonde_core::name::is_prometheus_label_name;
 use sonde_core::{Registry, Resource, Temporality};
 
 use crate::Error;
@@ -284,7 +285,7 @@ impl RemoteWriteBuilder {
         http::check_url(&self.url, "http://127.0.0.1:9090/api/v1/write")?;
         let mut external_labels = self.external_labels;
         for (name, _) in &external_labels {
-            if !valid_label_name(name) {
+            if !is_prometheus_label_name(name) {
                 return Err(Error::Config(format!(
                     "external label name {name:?} is invalid; use [a-zA-Z_][a-zA-Z0-9_]* not starting with __"
                 )));
@@ -342,13 +343,6 @@ fn push_error(e: sonde_push::Error) -> Error {
         sonde_push::Error::Start(e) => Error::Start(e),
         other => Error::Incomplete(other.to_string()),
     }
-}
-
-fn valid_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        && !name.starts_with("__")
 }
 
 /// A running remote writer. Dropping it shuts it down, waiting up to

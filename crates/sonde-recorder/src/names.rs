@@ -2,25 +2,10 @@
 
 use std::borrow::Cow;
 
-use sonde_core::name::MAX_NAME_LEN;
+use sonde_core::name::{self, LongName, MAX_NAME_LEN};
 
 /// What [`sanitize_metric_name`] puts in front of a name that does not start with a letter.
 pub const METRIC_NAME_PREFIX: &str = "m_";
-
-fn metric_char_ok(ch: char) -> bool {
-    ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.' | '-' | '/')
-}
-
-fn label_char_ok(ch: char) -> bool {
-    ch.is_ascii_alphanumeric() || matches!(ch, '_' | '.')
-}
-
-/// Cuts an ASCII string to sonde's length limit (sanitized names are ASCII, so any byte is a
-/// character boundary).
-fn truncate(mut s: String) -> String {
-    s.truncate(MAX_NAME_LEN);
-    s
-}
 
 /// The sonde family name for a `metrics` key name, or `None` for an empty name.
 ///
@@ -39,22 +24,9 @@ fn truncate(mut s: String) -> String {
 /// assert_eq!(sanitize_metric_name(""), None);
 /// ```
 pub fn sanitize_metric_name(name: &str) -> Option<Cow<'_, str>> {
-    let first_ok = name.starts_with(|c: char| c.is_ascii_alphabetic());
-    if name.is_empty() {
-        return None;
-    }
-    if first_ok && name.len() <= MAX_NAME_LEN && name.chars().all(metric_char_ok) {
-        return Some(Cow::Borrowed(name));
-    }
-    let mut out = String::with_capacity(name.len() + METRIC_NAME_PREFIX.len());
-    if !first_ok {
-        out.push_str(METRIC_NAME_PREFIX);
-    }
-    out.extend(
-        name.chars()
-            .map(|c| if metric_char_ok(c) { c } else { '_' }),
-    );
-    Some(Cow::Owned(truncate(out)))
+    // Cut rather than refused: every `metrics` name has to land in some family.
+    (!name.is_empty())
+        .then(|| name::sanitize_metric_name(name, METRIC_NAME_PREFIX, LongName::Truncate))
 }
 
 /// The sonde label name for a `metrics` label key.
@@ -62,9 +34,10 @@ pub fn sanitize_metric_name(name: &str) -> Option<Cow<'_, str>> {
 /// sonde label names match `[A-Za-z_][A-Za-z0-9_.]*`, are at most 255 bytes, do not start with
 /// `__` (reserved by Prometheus), and on histograms are not `le` or `quantile` (`reserved`). A
 /// valid key is used as it is; otherwise every character outside that set becomes `_`, a key
-/// starting with a digit gets a leading `_`, an empty key becomes `_`, a leading run of
-/// underscores is shortened to one (`__name__` becomes `_name__`), a reserved key gets a
-/// trailing `_` (`le` becomes `le_`), and the result is cut to 255 bytes.
+/// starting with a digit or `.` gets a leading `_`, an empty key becomes `_` (these two steps
+/// are [`sonde_core::name::sanitize_label_chars`]), a leading run of underscores is shortened
+/// to one (`__name__` becomes `_name__`), a reserved key gets a trailing `_` (`le` becomes
+/// `le_`), and the result is cut to 255 bytes.
 ///
 /// ```
 /// use sonde_recorder::sanitize_label_name;
@@ -74,27 +47,21 @@ pub fn sanitize_metric_name(name: &str) -> Option<Cow<'_, str>> {
 /// assert_eq!(sanitize_label_name("le", &["le", "quantile"]), "le_");
 /// ```
 pub fn sanitize_label_name<'a>(key: &'a str, reserved: &[&str]) -> Cow<'a, str> {
-    let valid = key.len() <= MAX_NAME_LEN
-        && key.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && !key.starts_with("__")
-        && key.chars().all(label_char_ok)
-        && !reserved.contains(&key);
-    if valid {
-        return Cow::Borrowed(key);
-    }
-    let mut out = String::with_capacity(key.len() + 2);
-    if key.is_empty() || key.starts_with(|c: char| c.is_ascii_digit()) {
-        out.push('_');
-    }
-    out.extend(key.chars().map(|c| if label_char_ok(c) { c } else { '_' }));
+    let mut out = name::sanitize_label_chars(key);
     if out.starts_with("__") {
+        // Keep one `_` of the run, so `__x` stays apart from `x`.
         let rest = out.trim_start_matches('_').len();
-        out.drain(..out.len() - rest - 1);
+        let cut = out.len() - rest - 1;
+        out.to_mut().drain(..cut);
     }
-    if reserved.contains(&out.as_str()) {
-        out.push('_');
+    if reserved.contains(&out.as_ref()) {
+        out.to_mut().push('_');
     }
-    Cow::Owned(truncate(out))
+    if out.len() > MAX_NAME_LEN {
+        // Sanitized names are ASCII: any byte is a character boundary.
+        out.to_mut().truncate(MAX_NAME_LEN);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -149,6 +116,7 @@ mod tests {
             ("le", "le_"),
             ("quantile", "quantile_"),
             ("lé", "l_"),
+            (".x", "_.x"),
         ] {
             let got = sanitize_label_name(input, reserved);
             assert_eq!(got, want, "{input:?}");

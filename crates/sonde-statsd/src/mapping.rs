@@ -26,7 +26,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use sonde_core::name::{MAX_NAME_LEN, validate_label_name};
+use sonde_core::name::{self, LongName, MAX_NAME_LEN, validate_label_name};
 
 /// Distinct names whose mapping is remembered; past it the cache starts over.
 const CACHE_LIMIT: usize = 65_536;
@@ -409,41 +409,21 @@ pub const NAME_PREFIX: &str = "statsd_";
 /// Makes `name` a valid sonde metric name: every character other than ASCII letters, digits,
 /// `_`, `.`, `-` and `/` becomes `_`, and a name that does not start with a letter gets the
 /// prefix [`NAME_PREFIX`]. (An empty name stays empty; the parser never produces one.) Names
-/// longer than 255 bytes are left long and refused later.
+/// longer than 255 bytes are left long and refused later (counted as `too_long`). The rule is
+/// [`sonde_core::name::sanitize_metric_name`] with [`LongName::Keep`].
 pub fn sanitize_metric_name(name: &str) -> Cow<'_, str> {
-    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '/');
-    let starts_well = name.chars().next().is_none_or(|c| c.is_ascii_alphabetic());
-    if starts_well && name.chars().all(ok) {
-        return Cow::Borrowed(name);
-    }
-    let mut out = String::with_capacity(name.len() + NAME_PREFIX.len());
-    if !starts_well {
-        out.push_str(NAME_PREFIX);
-    }
-    out.extend(name.chars().map(|c| if ok(c) { c } else { '_' }));
-    Cow::Owned(out)
+    name::sanitize_metric_name(name, NAME_PREFIX, LongName::Keep)
 }
 
 /// Makes a DogStatsD tag key a valid label name: characters other than ASCII letters, digits,
 /// `_` and `.` become `_`; then a key starting with `__` (reserved by Prometheus) gets the
-/// prefix `tag`, and one starting with a digit or `.` a leading `_`. Returns `None` when the
-/// result is longer than 255 bytes.
+/// prefix `tag`, and one starting with a digit or `.` a leading `_` (the character rule is
+/// [`sonde_core::name::sanitize_label_chars`]). Returns `None` when the result is longer than
+/// 255 bytes.
 pub fn sanitize_label_name(key: &str) -> Option<Cow<'_, str>> {
-    let ok = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '.');
-    let mut out = if key.chars().all(ok) {
-        Cow::Borrowed(key)
-    } else {
-        Cow::Owned(key.chars().map(|c| if ok(c) { c } else { '_' }).collect())
-    };
-    // Now only [A-Za-z0-9_.] remain.
+    let mut out = name::sanitize_label_chars(key);
     if out.starts_with("__") {
         out = Cow::Owned(format!("tag{out}"));
-    } else if !out
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-    {
-        out = Cow::Owned(format!("_{out}"));
     }
     (out.len() <= MAX_NAME_LEN).then_some(out)
 }

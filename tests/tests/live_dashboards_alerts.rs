@@ -45,6 +45,14 @@
 //!    `ApiLatencyP99High`, and `ExternalApiLatencyP95High`;
 //! 3. the service stops serving metrics: `TargetDown`.
 //!
+//! **Verdicts.** The service loads the example's objectives as `sonde-example-service` does
+//! (their thresholds become bucket boundaries before the workload registers its histograms)
+//! and its `/report` judges them over one 5-second window ([`REPORT_WINDOW`]): the latency
+//! objectives (`db-latency-p95`, `api-latency-p95`) are `met` on the healthy service, `errors`
+//! is `violated` during the error burst (the `/orders` group burning its budget faster than the
+//! page rate), the latency objectives are `violated` during the slowdown and `met` again soon
+//! after the database and the API are fast again (before step 3).
+//!
 //! Before the faults, none of those alerts fires, nor `SloApiFastRequestsBudgetBurnFast` or
 //! `SloCacheHitsBudgetBurnSlow` (the example's requests are fast, its cache hits about 80 % of
 //! lookups). The slow-burn tickets of availability are not checked: the example's baseline of
@@ -102,6 +110,10 @@ const OPTIONAL_METRICS: [&str; 1] = [
 /// The rule file and dashboard fed by sonde-agent's host metrics.
 const HOST_RULES: &str = "sonde.host.yml";
 const HOST_DASHBOARD: &str = "sonde-host";
+/// `/report`'s one sliding window here: the objectives are judged over it.
+const REPORT_WINDOW: Duration = Duration::from_secs(5);
+/// The objectives a slow database and API violate (`/report` verdicts checked).
+const LATENCY_OBJECTIVES: [&str; 2] = ["db-latency-p95", "api-latency-p95"];
 
 // ---------------------------------------------------------------------------------------------
 // Prometheus helpers
@@ -622,21 +634,11 @@ fn hold_file_descriptors(share: f64) -> Result<Vec<std::fs::File>, String> {
         .collect()
 }
 
-/// The labels of `http.server.request.duration` as sonde's instrumentation registers it
-/// (`sonde_instrument::conventions`).
-const SERVER_DURATION_LABELS: [&str; 4] = [
-    "http.request.method",
-    "http.route",
-    "http.response.status_code",
-    "error.type",
-];
-
-/// Registers `http.server.request.duration` as the example's instrumentation does, with sonde's
-/// default buckets plus every boundary the generated objectives' rules read (`le="0.3"` of a
-/// latency-as-a-ratio objective): a service must have those boundaries (`sonde-objectives
-/// validate --metrics-url` lists the missing ones), else that objective counts no request as
-/// fast. The instrumentation then gets this family (same kind, unit and labels).
-fn with_objective_buckets(reg: &Registry) {
+/// Checks that the example added every boundary the generated objectives' rules read
+/// (`le="0.3"` of a latency-as-a-ratio objective) to the histogram they read, from its
+/// objectives file (`Objectives::install_boundaries`, before the workload registered it): a
+/// service must have those boundaries, else that objective counts no request as fast.
+fn assert_objective_buckets(reg: &Registry) {
     let family = "http_server_request_duration_seconds_bucket";
     let mut boundaries = Vec::new();
     for r in rule_files()
@@ -656,7 +658,7 @@ fn with_objective_buckets(reg: &Registry) {
                 assert_eq!(
                     sel.name,
                     family,
-                    "{}: an objective reads a bucket of another histogram; register it here too",
+                    "{}: an objective reads a bucket of another histogram; check it here too",
                     r.name()
                 );
                 boundaries.push(m.value.parse::<f64>().unwrap());
@@ -667,18 +669,48 @@ fn with_objective_buckets(reg: &Registry) {
         !boundaries.is_empty(),
         "no objective reads a bucket boundary"
     );
-    let mut buckets = sonde::histogram::DEFAULT_SECONDS_BUCKETS.to_vec();
-    buckets.extend(boundaries);
-    buckets.sort_by(f64::total_cmp);
-    buckets.dedup();
-    reg.histogram("http.server.request.duration")
-        .description("Duration of HTTP server requests.")
-        .unit(Unit::Seconds)
-        .labels(SERVER_DURATION_LABELS)
-        .exemplars(true)
-        .buckets(buckets)
-        .build()
-        .unwrap();
+    let snapshot = reg.snapshot();
+    let served: Vec<f64> = snapshot
+        .family("http.server.request.duration")
+        .and_then(|f| f.series.first())
+        .and_then(|s| s.point.histogram())
+        .map(|h| h.cumulative_buckets().into_iter().map(|(b, _)| b).collect())
+        .unwrap_or_default();
+    for b in boundaries {
+        assert!(
+            served.contains(&b),
+            "le={b} read by the objectives' rules is not a boundary of http.server.request.duration: {served:?}"
+        );
+    }
+}
+
+/// The `/report` verdict of objective `name` (and the objective's whole entry).
+fn verdict(target: SocketAddr, name: &str) -> (String, Value) {
+    let reply = sonde_tests::http::get(&format!("http://{target}/report"), &[]);
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    let o = body["objectives"]
+        .as_array()
+        .and_then(|a| a.iter().find(|o| o["name"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no objective {name} in /report: {}", body["objectives"]));
+    (o["verdict"].as_str().unwrap_or_default().to_owned(), o)
+}
+
+/// Waits until `/report` judges `name` `want`; returns how long it took.
+fn wait_for_verdict(target: SocketAddr, name: &str, want: &str, timeout: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let (now, o) = verdict(target, name);
+        if now == want {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "after {timeout:?}, /report judges {name} {now}, not {want}: {o}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -688,7 +720,11 @@ fn with_objective_buckets(reg: &Registry) {
 fn dashboards_and_alerts_work_on_live_data_and_alerts_fire_on_faults() {
     let started = Instant::now();
     let reg = Registry::new();
-    with_objective_buckets(&reg);
+    // As sonde-example-service does at start: the example's objectives add their thresholds
+    // as bucket boundaries before the workload registers its histograms, and are judged on
+    // /report.
+    let objectives = sonde_example::load_objectives(None).unwrap();
+    objectives.install_boundaries(&reg).unwrap();
     let workload = sonde_example::Workload::start(
         &reg,
         sonde_example::Options {
@@ -722,6 +758,11 @@ fn dashboards_and_alerts_work_on_live_data_and_alerts_fire_on_faults() {
         .registry(reg.clone())
         .bind("127.0.0.1:0".parse().unwrap())
         .resource(Resource::empty().with("service.name", "example"))
+        .judge(objectives.judge())
+        // One short window (the rules' windows are shortened too): every objective is judged
+        // over the last REPORT_WINDOW, so a verdict follows a fault within seconds.
+        .report_windows([REPORT_WINDOW])
+        .report_resolution(Duration::from_millis(500))
         .install()
         .unwrap();
     let target = server.local_addr();
@@ -740,6 +781,7 @@ fn dashboards_and_alerts_work_on_live_data_and_alerts_fire_on_faults() {
         Duration::from_secs(30),
     );
     std::thread::sleep(Duration::from_secs(3));
+    assert_objective_buckets(&reg);
 
     // Every rule evaluates.
     let errors = rule_errors(&prom);
@@ -823,6 +865,11 @@ fn dashboards_and_alerts_work_on_live_data_and_alerts_fire_on_faults() {
         );
     }
 
+    // /report judges the latency objectives met on the healthy service.
+    for o in LATENCY_OBJECTIVES {
+        wait_for_verdict(target, o, "met", Duration::from_secs(15));
+    }
+
     // 1. Errors from the payments API, slow cold starts, the OTLP receiver down, a label with
     //    unbounded values.
     workload.set_api_error_rate(0.9);
@@ -842,6 +889,20 @@ fn dashboards_and_alerts_work_on_live_data_and_alerts_fire_on_faults() {
     };
     let took = wait_for_alerts(&prom, JOB, &phase1, Duration::from_secs(60));
     eprintln!("error burst etc.: {phase1:?} firing after {took:?}");
+    // /report: the errors of /orders burn its budget far faster than the page rate.
+    let took = wait_for_verdict(target, "errors", "violated", Duration::from_secs(15));
+    let (_, errors) = verdict(target, "errors");
+    let orders = errors["groups"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["labels"]["http.route"] == "/orders"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no /orders group: {errors}"));
+    assert_eq!(orders["verdict"], "violated", "{errors}");
+    assert!(
+        orders["burn_rate"].as_f64().unwrap() > errors["violation_burn_rate"].as_f64().unwrap(),
+        "{errors}"
+    );
+    eprintln!("/report: errors violated after {took:?}: {orders}");
     let now = firing(&prom, JOB);
     for a in latency.iter().chain(&["SloApiFastRequestsBudgetBurnFast"]) {
         assert!(
@@ -883,6 +944,19 @@ fn dashboards_and_alerts_work_on_live_data_and_alerts_fire_on_faults() {
         }
     }
     report("alert operands after the faults", &after);
+
+    // /report judges the latency objectives violated during the slowdown, and met again once
+    // the database and the API are fast (fast requests soon outnumber the slow ones in the
+    // window, which then forgets them).
+    for o in LATENCY_OBJECTIVES {
+        wait_for_verdict(target, o, "violated", Duration::from_secs(15));
+    }
+    workload.set_db_delay(Duration::ZERO);
+    workload.set_api_delay(Duration::ZERO);
+    for o in LATENCY_OBJECTIVES {
+        let took = wait_for_verdict(target, o, "met", Duration::from_secs(20));
+        eprintln!("/report: {o} met again {took:?} after the slowdown ended");
+    }
 
     // 3. The service stops serving metrics.
     server.shutdown();

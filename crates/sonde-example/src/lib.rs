@@ -13,6 +13,10 @@
 //! assert!(registry.snapshot().family("http.server.request.duration").is_some());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! Its objectives ([`OBJECTIVES`], the repository's `crates/sonde-objectives/examples/objectives.toml`,
+//! embedded) are loaded by [`load_objectives`]: the binary adds their bucket boundaries to its
+//! registry before the workload registers its histograms, and judges them in `/report`.
 #![warn(missing_docs)]
 
 use std::collections::HashMap;
@@ -28,6 +32,33 @@ use sonde::instrument::{
     CacheMetrics, DbMetrics, Events, HttpClientMetrics, HttpServerMetrics, Lifecycle, Phases,
     PoolMetrics,
 };
+
+/// The example service's objectives file, embedded: the one the repository's alerts,
+/// dashboards and CloudWatch alarms are generated from.
+pub const OBJECTIVES: &str = include_str!("../../sonde-objectives/examples/objectives.toml");
+
+/// The name [`OBJECTIVES`] goes by in messages: its path in the repository.
+pub const OBJECTIVES_ORIGIN: &str = "crates/sonde-objectives/examples/objectives.toml";
+
+/// The objectives in `path`, or the embedded [`OBJECTIVES`] without one. Problems in the file
+/// are located (`file:line:column`) in the error.
+///
+/// ```
+/// let objectives = sonde_example::load_objectives(None)?;
+/// assert!(objectives.thresholds.iter().any(|t| t.common.name == "api-latency-p95"));
+/// // The boundaries go in before the workload registers its histograms.
+/// let registry = sonde::Registry::new();
+/// objectives.install_boundaries(&registry)?;
+/// # Ok::<(), sonde_objectives::Error>(())
+/// ```
+pub fn load_objectives(
+    path: Option<&std::path::Path>,
+) -> Result<sonde_objectives::Objectives, sonde_objectives::Error> {
+    match path {
+        Some(p) => sonde_objectives::load(p),
+        None => Ok(sonde_objectives::parse(OBJECTIVES_ORIGIN, OBJECTIVES)?),
+    }
+}
 
 /// Users in the database; the cache holds fewer, so some lookups miss.
 pub const USERS: u32 = 50;

@@ -1,8 +1,12 @@
 //! `sonde-example-service`: the simulated service, serving its metrics on `/metrics`.
 //!
 //! ```text
-//! cargo run --release -p sonde-example -- [--listen 127.0.0.1:9464] [--seconds N] [--report] [--otlp] [--cloudwatch-cost]
+//! cargo run --release -p sonde-example -- [--listen 127.0.0.1:9464] [--seconds N] [--objectives FILE] [--report] [--otlp] [--cloudwatch-cost]
 //! ```
+//!
+//! At start it loads its objectives (the embedded example file, or `--objectives FILE`), adds
+//! their latency thresholds as bucket boundaries before the workload registers its histograms,
+//! and judges them on `/report` (`"objectives"`, and a table in `/report?format=md`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,9 +15,11 @@ use sonde::prometheus::PrometheusBuilder;
 use sonde::{Point, Registry, Temporality};
 use sonde_example::{Options, Workload};
 
-const USAGE: &str = "usage: sonde-example-service [--listen ADDR] [--seconds N] [--report] [--otlp] [--cloudwatch-cost]
+const USAGE: &str = "usage: sonde-example-service [--listen ADDR] [--seconds N] [--objectives FILE] [--report] [--otlp] [--cloudwatch-cost]
   --listen ADDR  where to serve /metrics (default 127.0.0.1:9464, or OTEL_EXPORTER_PROMETHEUS_HOST/PORT)
   --seconds N    stop after N seconds (default: run until interrupted)
+  --objectives FILE  the objectives judged on /report, whose thresholds become bucket boundaries
+                 (default: the embedded crates/sonde-objectives/examples/objectives.toml)
   --report       print p50/p95/p99 per series every 5 seconds
   --otlp         also push the metrics over OTLP, configured by the OTEL_EXPORTER_OTLP_* variables
                  (default http://localhost:4318/v1/metrics every OTEL_METRIC_EXPORT_INTERVAL ms)
@@ -33,6 +39,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     let mut report = false;
     let mut otlp = false;
     let mut cost = false;
+    let mut objectives_file: Option<std::path::PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -46,6 +53,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
                 let v = args.next().ok_or("--seconds needs a number")?;
                 seconds = v.parse().map_err(|e| format!("--seconds {v:?}: {e}"))?;
             }
+            "--objectives" => {
+                let v = args
+                    .next()
+                    .ok_or("--objectives needs a file such as objectives.toml")?;
+                objectives_file = Some(v.into());
+            }
             "--report" => report = true,
             "--otlp" => otlp = true,
             "--cloudwatch-cost" => cost = true,
@@ -57,7 +70,25 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let registry = Registry::global().clone();
-    let mut exporter = PrometheusBuilder::new().registry(registry.clone());
+    let objectives = sonde_example::load_objectives(objectives_file.as_deref())?;
+    println!(
+        "objectives: {} ({}; {} threshold, {} ratio), judged on /report",
+        objectives.origin,
+        if objectives_file.is_some() {
+            "--objectives"
+        } else {
+            "embedded"
+        },
+        objectives.thresholds.len(),
+        objectives.ratios.len()
+    );
+    // Before the workload registers its histograms, so the thresholds are exact buckets.
+    if let Err(e) = objectives.install_boundaries(&registry) {
+        eprintln!("warning: {e}");
+    }
+    let mut exporter = PrometheusBuilder::new()
+        .registry(registry.clone())
+        .judge(objectives.judge());
     if let Some(addr) = listen {
         exporter = exporter.bind(addr);
     }
@@ -73,6 +104,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         None
     };
     let workload = Workload::start(&registry, Options::default())?;
+    record_cold_start(&registry)?;
     let mut deltas = registry.reader(Temporality::Delta);
     let mut elapsed = 0;
     while seconds == 0 || elapsed < seconds {
@@ -95,6 +127,17 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         exporter.shutdown(Duration::from_secs(5))?;
     }
     server.shutdown();
+    Ok(())
+}
+
+/// The cold start objective watches `faas.init_duration`, which the example's workload does not
+/// record: this process's start counts as one cold start (from process start to now, through
+/// `sonde-instrument`'s FaaS helper), so that objective has data from the start.
+fn record_cold_start(registry: &Registry) -> Result<(), Box<dyn std::error::Error>> {
+    let faas = sonde::instrument::Faas::install(registry)?;
+    faas.invoke(sonde::instrument::Trigger::Http, || {
+        Ok::<(), std::convert::Infallible>(())
+    })?;
     Ok(())
 }
 

@@ -94,6 +94,12 @@
 //! also sets the threshold lines of the hand-written dashboards' panels that link an
 //! objective's alert ([`tree`]); `--check` only compares, and says which file differs and where.
 //!
+//! A service that loads its file adds the latency thresholds as bucket boundaries of its
+//! histograms ([`Objectives::install_boundaries`], before the instrumentation registers them)
+//! and, with the `report` feature (on by default), gets a verdict per objective in
+//! sonde-prometheus's `/report` ([`Objectives::judge`](crate::Objectives::judge) for
+//! `PrometheusBuilder::judge`; the rules are in the `judge` module).
+//!
 //! The binary, `sonde-objectives`, validates a file (`validate FILE [--metrics-url URL]`) and
 //! generates all of the above (`generate FILE --out DIR`, `generate FILE --into ROOT [--check]`).
 
@@ -103,6 +109,8 @@ use std::path::{Path, PathBuf};
 pub mod cloudwatch;
 pub mod generate;
 pub mod grafana;
+#[cfg(feature = "report")]
+pub mod judge;
 pub mod live;
 pub mod load;
 pub mod model;
@@ -165,6 +173,10 @@ pub enum Error {
         /// Why, and what to do.
         message: String,
     },
+    /// Bucket boundaries the objectives need could not be added: the histograms were
+    /// registered before [`Objectives::install_boundaries`] ran (one line per histogram).
+    #[error("{}", lines(.0))]
+    Boundaries(Vec<String>),
     /// The `/metrics` page could not be fetched.
     #[error(
         "cannot fetch {url}: {message}; check that the service runs and serves its metrics there"

@@ -78,7 +78,9 @@ fn main() -> ExitCode {
             eprintln!("{e}");
             match e {
                 Error::Read { .. } | Error::Invalid(_) | Error::Generate(_) => ExitCode::from(2),
-                Error::Write { .. } | Error::Fetch { .. } => ExitCode::from(1),
+                Error::Write { .. } | Error::Fetch { .. } | Error::Boundaries(_) => {
+                    ExitCode::from(1)
+                }
             }
         }
     }

@@ -583,6 +583,40 @@ impl Objectives {
         out
     }
 
+    /// [`Objectives::required_buckets`] per histogram: (OpenTelemetry metric name, its
+    /// boundaries in increasing order).
+    pub fn bucket_boundaries(&self) -> Vec<(String, Vec<f64>)> {
+        let mut out: Vec<(String, Vec<f64>)> = Vec::new();
+        for (metric, bound) in self.required_buckets() {
+            match out.last_mut() {
+                Some((m, bounds)) if *m == metric => bounds.push(bound),
+                _ => out.push((metric, vec![bound])),
+            }
+        }
+        out
+    }
+
+    /// Adds every [`Objectives::bucket_boundaries`] to its histogram in `registry`
+    /// ([`Registry::add_bucket_boundaries`](sonde_core::Registry::add_bucket_boundaries)), so
+    /// the generated rules read exact buckets (`le="0.3"`) and `/report` counts fast requests
+    /// exactly. Call it before any instrumentation registers those histograms. Every histogram
+    /// is tried; those already registered without a boundary are all named in the error (the
+    /// others got theirs), which the caller may report and go on: the rules reading a missing
+    /// bucket then see no series, and `/report` estimates from sonde's grid.
+    pub fn install_boundaries(&self, registry: &sonde_core::Registry) -> Result<(), crate::Error> {
+        let mut late = Vec::new();
+        for (metric, bounds) in self.bucket_boundaries() {
+            if let Err(e) = registry.add_bucket_boundaries(&metric, &bounds) {
+                late.push(format!("{}: {e}", self.origin));
+            }
+        }
+        if late.is_empty() {
+            Ok(())
+        } else {
+            Err(crate::Error::Boundaries(late))
+        }
+    }
+
     /// Warnings that do not make the file wrong: burn-rate pairs that can never fire.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();

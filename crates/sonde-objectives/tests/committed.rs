@@ -3,7 +3,8 @@
 //! committed one (the failure names the file and shows where it differs; `scripts/
 //! generate-objectives` rewrites them). And one number changed in a copy of the file moves the
 //! alert, the SLO dashboard, the hand-written dashboards' threshold lines and the CloudWatch
-//! alarm and dashboard line, and nothing else.
+//! alarm and dashboard line, and nothing else, and turns the `/report` verdict of the same
+//! traffic from met to violated and the load-test threshold from `p95<300ms` to `p95<250ms`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -294,4 +295,78 @@ fn api_p95_300ms_to_250ms_moves_the_alert_the_dashboard_lines_and_the_alarms() {
             .to_string();
         assert_eq!(label, "\"label\": \"ApiLatencyP95High\",", "{path}:{n}");
     }
+
+    // The /report verdict for the same recorded traffic, through the real Judge.
+    #[cfg(feature = "report")]
+    {
+        let (met, violated) = (report_verdict(&example), report_verdict(&changed));
+        assert_eq!(met, "met");
+        assert_eq!(violated, "violated");
+    }
+
+    // The load-test threshold.
+    let p95 = |text: &str| {
+        let o = sonde_objectives::parse(OBJECTIVES, text).unwrap_or_else(|e| panic!("{e:?}"));
+        let (thresholds, _) = sonde_objectives::load_thresholds(&o);
+        thresholds
+            .into_iter()
+            .find(|t| t.objective == "api-latency-p95")
+            .map(|t| t.threshold)
+            .unwrap_or_else(|| panic!("no api-latency-p95 load threshold"))
+    };
+    assert_eq!(p95(&example), "p95<300ms");
+    assert_eq!(p95(&changed), "p95<250ms");
+}
+
+/// The `/report` verdict of `api-latency-p95` under `objectives_text` for the same traffic:
+/// API requests taking 270 ms, on a registry with the file's boundaries installed, over a
+/// five-minute window and since start.
+#[cfg(feature = "report")]
+fn report_verdict(objectives_text: &str) -> String {
+    use sonde_prometheus::Window;
+    use std::time::Duration;
+    let objectives =
+        sonde_objectives::parse(OBJECTIVES, objectives_text).unwrap_or_else(|e| panic!("{e:?}"));
+    let registry = sonde_core::Registry::new();
+    objectives
+        .install_boundaries(&registry)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let h = registry
+        .histogram("http.server.request.duration")
+        .unit(sonde_core::Unit::Seconds)
+        .labels([
+            "http.request.method",
+            "http.route",
+            "http.response.status_code",
+            "error.type",
+        ])
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..200 {
+        h.with(&["GET", "/orders", "200", ""]).observe(0.270);
+    }
+    let now = registry.snapshot();
+    let windows = [
+        Window {
+            name: "5m".into(),
+            span: Some(Duration::from_secs(300)),
+            covered: Duration::from_secs(300),
+            changes: now.clone(),
+        },
+        Window {
+            name: "since_start".into(),
+            span: None,
+            covered: Duration::from_secs(300),
+            changes: now,
+        },
+    ];
+    let verdicts = objectives.judge().judge(&windows);
+    let o = verdicts
+        .as_array()
+        .and_then(|a| a.iter().find(|o| o["name"] == "api-latency-p95"))
+        .unwrap_or_else(|| panic!("no api-latency-p95 in {verdicts}"));
+    assert_eq!(o["window"], "5m", "{o}");
+    let p95 = o["value"].as_f64().unwrap_or_else(|| panic!("{o}"));
+    assert!((p95 - 0.27).abs() / 0.27 < 0.02, "{o}");
+    o["verdict"].as_str().unwrap_or_default().to_owned()
 }

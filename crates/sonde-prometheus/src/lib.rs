@@ -5,7 +5,9 @@
 //! application needs no async runtime and never waits on a scrape. The same server answers
 //! `/report` (percentiles, rates and error ratios per route over the last minute, the last 5
 //! minutes and since start; `?format=md` for Markdown), `/health` (liveness) and `/ready`
-//! (readiness the application declares on a [`Readiness`] plus the exporters' state): see
+//! (readiness the application declares on a [`Readiness`] plus the exporters' state), and,
+//! with a [`Judge`] given to [`PrometheusBuilder::judge`], a verdict per objective in the
+//! report (met, violated, no data; `sonde-objectives` judges an `objectives.toml`): see
 //! `ENDPOINTS.md` in this crate for the JSON and a Kubernetes probe snippet.
 //!
 //! ```
@@ -40,7 +42,8 @@ pub use push::{PushOnDrop, PushgatewayBuilder};
 pub use ready::{MAX_CONDITIONS, Readiness};
 pub use remote_write::{RemoteWriteBuilder, RemoteWriter};
 pub use report::{
-    MARKDOWN_ROWS, REPORT_SCHEMA_VERSION, Window, report, report_markdown, report_with_windows,
+    Judge, MARKDOWN_ROWS, REPORT_SCHEMA_VERSION, Window, report, report_markdown,
+    report_with_windows,
 };
 pub use server::{
     ACCEPT_ERRORS, CONNECTIONS_EVICTED, CONNECTIONS_OPEN, CONNECTIONS_REFUSED,

@@ -177,6 +177,56 @@ pub fn report(cumulative: &Snapshot, deltas: &Snapshot, interval: f64, uptime: f
     })
 }
 
+/// Judges objectives over the report's windows: its answer becomes the report's `objectives`
+/// key (see [`PrometheusBuilder::judge`](crate::PrometheusBuilder::judge)).
+///
+/// sonde-prometheus knows no objective: an implementation (`sonde-objectives` has one for its
+/// `objectives.toml`, behind its `report` feature) reads the windows' changes and answers a
+/// JSON array with one object per objective, in the layout `ENDPOINTS.md` documents (section
+/// "Objectives"), which the Markdown rendering reads:
+///
+/// ```
+/// use std::sync::Arc;
+/// use serde_json::{Value, json};
+/// use sonde_prometheus::{Judge, Window};
+///
+/// /// Met while the last window saw any request at all.
+/// struct Busy;
+/// impl Judge for Busy {
+///     fn judge(&self, windows: &[Window]) -> Value {
+///         let Some(w) = windows.first() else { return json!([]) };
+///         let seen = w.changes.family("http.server.request.duration").is_some();
+///         json!([{ "name": "busy", "kind": "custom", "window": w.name,
+///                  "verdict": if seen { "met" } else { "no_data" } }])
+///     }
+/// }
+/// let server = sonde_prometheus::PrometheusBuilder::new()
+///     .registry(sonde_core::Registry::new())
+///     .bind("127.0.0.1:0".parse().unwrap())
+///     .judge(Arc::new(Busy))
+///     .install()?;
+/// server.shutdown();
+/// # Ok::<(), sonde_prometheus::Error>(())
+/// ```
+pub trait Judge: Send + Sync {
+    /// The verdicts over `windows` (the sliding windows, shortest first, then `since_start`),
+    /// as a JSON array. Called on the server's blocking pool for each `/report` request; a
+    /// panic is caught and reported in the body instead of the verdicts.
+    fn judge(&self, windows: &[Window]) -> Value;
+}
+
+/// Puts `judge`'s verdicts under the report's `objectives` key; a panicking judge leaves
+/// `{"error": ...}` there instead (the rest of the report is still worth serving).
+pub(crate) fn add_verdicts(report: &mut Value, judge: &dyn Judge, windows: &[Window]) {
+    let verdicts = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| judge.judge(windows)))
+        .unwrap_or_else(|_| {
+            json!({ "error": "judging the objectives panicked; this is a bug in the Judge implementation" })
+        });
+    if let Some(o) = report.as_object_mut() {
+        o.insert("objectives".into(), verdicts);
+    }
+}
+
 /// One window of the report: what changed over its span.
 #[derive(Debug, Clone)]
 pub struct Window {
@@ -625,6 +675,7 @@ pub fn report_markdown(report: &Value) -> String {
         "# Performance report\n\nUptime {}. Each window shows what happened in it; `since start` covers each series' whole life.\n\n",
         human_seconds(uptime)
     );
+    objectives_md(&mut out, &report["objectives"]);
     let Some(windows) = report["windows"].as_array() else {
         return out;
     };
@@ -739,6 +790,92 @@ pub fn report_markdown(report: &Value) -> String {
         out.pop();
     }
     out
+}
+
+/// The `objectives` section: one row per objective, or per group of a grouped objective.
+fn objectives_md(out: &mut String, objectives: &Value) {
+    if let Some(e) = objectives["error"].as_str() {
+        let _ = write!(out, "## Objectives\n\n{}\n\n", escape(e));
+        return;
+    }
+    let Some(list) = objectives.as_array().filter(|l| !l.is_empty()) else {
+        return;
+    };
+    let mut rows = Vec::new();
+    for o in list {
+        match o["groups"].as_array().filter(|g| !g.is_empty()) {
+            // A grouped objective: one row per group, named after it.
+            Some(groups) if o["grouped"] == true => {
+                for g in groups {
+                    let mut row = g.clone();
+                    if let Some(r) = row.as_object_mut() {
+                        let name = format!(
+                            "{} ({})",
+                            o["name"].as_str().unwrap_or_default(),
+                            labels_text(&g["labels"])
+                        );
+                        r.insert("name".into(), Value::from(name));
+                        for k in ["kind", "unit", "target", "window"] {
+                            r.entry(k).or_insert_with(|| o[k].clone());
+                        }
+                    }
+                    rows.push(row);
+                }
+            }
+            _ => rows.push(o.clone()),
+        }
+    }
+    out.push_str("## Objectives\n\nEach objective judged over the window named (grouped objectives: one row per group).\n\n");
+    table(
+        out,
+        "Verdicts",
+        &[
+            "objective",
+            "window",
+            "current value",
+            "target",
+            "verdict",
+            "error budget remaining",
+        ],
+        Some(&rows),
+        |r| {
+            let ratio = r["kind"] == "ratio";
+            let unit = r["unit"].as_str().unwrap_or_default();
+            let figure = |v: &Value| if ratio { percent(v) } else { number(v, unit) };
+            let target = escape(&if ratio {
+                format!("≥ {}", percent(&r["target"]))
+            } else {
+                format!("< {}", number(&r["target"], unit))
+            });
+            vec![
+                escape(r["name"].as_str().unwrap_or_default()),
+                escape(r["window"].as_str().unwrap_or_default()),
+                figure(&r["value"]),
+                target,
+                match r["verdict"].as_str().unwrap_or_default() {
+                    "violated" => "**violated**".to_owned(),
+                    "no_data" => "no data".to_owned(),
+                    v => escape(v),
+                },
+                percent(&r["error_budget_remaining"]),
+            ]
+        },
+    );
+}
+
+/// `k=v, k=v` (empty values shown as `""`), unescaped.
+fn labels_text(labels: &Value) -> String {
+    match labels.as_object() {
+        Some(m) if !m.is_empty() => m
+            .iter()
+            .map(|(k, v)| match v.as_str() {
+                Some("") | None => format!("{k}=\"\""),
+                Some(v) => format!("{k}={v}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => "all".to_owned(),
+    }
 }
 
 /// Rows per Markdown table at most.
@@ -1105,6 +1242,72 @@ mod tests {
         let users = route("/users");
         assert_eq!(users["errors"], 1, "{users}");
         assert_eq!(users["error_ratio"], 0.2, "{users}");
+    }
+
+    struct Fixed(Value);
+    impl Judge for Fixed {
+        fn judge(&self, _: &[Window]) -> Value {
+            self.0.clone()
+        }
+    }
+
+    struct Panics;
+    impl Judge for Panics {
+        fn judge(&self, _: &[Window]) -> Value {
+            panic!("a judge with a bug")
+        }
+    }
+
+    #[test]
+    fn verdicts_render_as_one_row_per_objective_or_group() {
+        let mut v = report_with_windows(
+            &Snapshot::default(),
+            &Snapshot::default(),
+            0.0,
+            5.0,
+            &[],
+            Duration::from_secs(10),
+        );
+        let verdicts = json!([
+            { "name": "api-latency-p95", "kind": "threshold", "window": "5m", "unit": "s",
+              "target": 0.3, "verdict": "violated", "value": 0.45,
+              "error_budget_remaining": null, "grouped": true,
+              "groups": [
+                  { "labels": { "http.route": "/users" }, "verdict": "violated", "value": 0.45 },
+                  { "labels": { "http.route": "/orders" }, "verdict": "met", "value": 0.02 }
+              ] },
+            { "name": "availability", "kind": "ratio", "window": "5m", "unit": "1",
+              "target": 0.999, "verdict": "no_data", "value": null,
+              "error_budget_remaining": 0.25, "grouped": false,
+              "groups": [ { "labels": {}, "verdict": "no_data", "value": null } ] }
+        ]);
+        add_verdicts(&mut v, &Fixed(verdicts.clone()), &[]);
+        assert_eq!(v["objectives"], verdicts);
+        let md = report_markdown(&v);
+        for row in [
+            "| api-latency-p95 (http.route=/users) | 5m | 450 ms | \\< 300 ms | **violated** | – |",
+            "| api-latency-p95 (http.route=/orders) | 5m | 20.0 ms | \\< 300 ms | met | – |",
+            "| availability | 5m | – | ≥ 99.90 % | no data | 25.00 % |",
+        ] {
+            assert!(md.contains(row), "{row} not in\n{md}");
+        }
+        for line in md.lines().filter(|l| l.starts_with('|')) {
+            let cells = line.replace("\\|", "").matches('|').count();
+            assert_eq!(cells, 7, "{line}");
+        }
+
+        // A judge that panics costs the verdicts, not the report.
+        let mut v = report_with_windows(
+            &Snapshot::default(),
+            &Snapshot::default(),
+            0.0,
+            5.0,
+            &[],
+            Duration::from_secs(10),
+        );
+        add_verdicts(&mut v, &Panics, &[]);
+        assert!(v["objectives"]["error"].as_str().is_some(), "{v}");
+        assert!(report_markdown(&v).contains("judging the objectives panicked"));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use warp::Filter;
 use crate::Error;
 use crate::encode::{Format, encode_registry};
 use crate::ready::Readiness;
-use crate::report::Ring;
+use crate::report::{Judge, Ring};
 
 /// The default listen address: loopback only, port 9464 (the OpenTelemetry Prometheus
 /// exporter's port). Binding to all interfaces is a decision to make explicitly.
@@ -75,6 +75,7 @@ pub struct PrometheusBuilder {
     report_windows: Vec<Duration>,
     report_resolution: Duration,
     report_memory_limit: usize,
+    judge: Option<Arc<dyn Judge>>,
 }
 
 /// What the server's accept loop is told when it stops: hand the listening socket over (to a
@@ -106,7 +107,17 @@ impl PrometheusBuilder {
             report_windows: DEFAULT_REPORT_WINDOWS.to_vec(),
             report_resolution: DEFAULT_REPORT_RESOLUTION,
             report_memory_limit: DEFAULT_REPORT_MEMORY_LIMIT,
+            judge: None,
         }
+    }
+
+    /// Judges objectives on every `/report`: `judge`'s verdicts over the report's windows
+    /// fill its `objectives` key, and the Markdown rendering's "Objectives" table (see
+    /// [`Judge`]; `sonde_objectives::judge` judges an `objectives.toml`). Without one, the
+    /// report has no `objectives` key.
+    pub fn judge(mut self, judge: Arc<dyn Judge>) -> Self {
+        self.judge = Some(judge);
+        self
     }
 
     /// Serves this readiness on `/ready` (default: a new one, see
@@ -282,6 +293,7 @@ impl PrometheusBuilder {
             buffers: Mutex::new(Vec::new()),
             renders: Default::default(),
             report: Mutex::new((self.registry.reader(Temporality::Delta), Instant::now())),
+            judge: self.judge,
             registry: self.registry,
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -427,6 +439,8 @@ struct State {
     /// What the application declares on `/ready`.
     readiness: Readiness,
     exporters_affect_readiness: bool,
+    /// Fills `/report`'s `objectives`.
+    judge: Option<Arc<dyn Judge>>,
 }
 
 impl State {
@@ -1208,7 +1222,7 @@ async fn report(state: Arc<State>, query: String) -> Response<Vec<u8>> {
                 Ok(mut ring) => (ring.windows(&cumulative, now, uptime), ring.resolution()),
                 Err(_) => (Vec::new(), Duration::ZERO),
             };
-            let report = crate::report::report_with_windows(
+            let mut report = crate::report::report_with_windows(
                 &cumulative,
                 &deltas,
                 interval,
@@ -1216,6 +1230,9 @@ async fn report(state: Arc<State>, query: String) -> Response<Vec<u8>> {
                 &windows,
                 resolution,
             );
+            if let Some(judge) = &state.judge {
+                crate::report::add_verdicts(&mut report, judge.as_ref(), &windows);
+            }
             match format {
                 ReportFormat::Json => report.to_string().into_bytes(),
                 ReportFormat::Markdown => crate::report::report_markdown(&report).into_bytes(),
@@ -1587,6 +1604,77 @@ mod landing_tests {
             v["status"], "ok",
             "a caught panic is reported, the exporter still runs: {v}"
         );
+        server.shutdown();
+    }
+
+    /// Judges from the windows it is given: met while the shortest window saw a request.
+    struct Seen;
+    impl Judge for Seen {
+        fn judge(&self, windows: &[crate::Window]) -> serde_json::Value {
+            let names: Vec<&str> = windows.iter().map(|w| w.name.as_str()).collect();
+            let seen = windows
+                .first()
+                .and_then(|w| w.changes.family("jobs.done"))
+                .is_some();
+            serde_json::json!([{
+                "name": "jobs", "kind": "ratio", "window": names.first(), "unit": "1",
+                "target": 0.99, "value": if seen { 1.0 } else { 0.0 },
+                "verdict": if seen { "met" } else { "no_data" },
+                "error_budget_remaining": 1.0, "windows": names,
+            }])
+        }
+    }
+
+    #[test]
+    fn report_carries_the_judge_verdicts_in_json_and_markdown() {
+        let registry = Registry::new();
+        let server = PrometheusBuilder::new()
+            .registry(registry.clone())
+            .bind("127.0.0.1:0".parse().unwrap())
+            .resource(Resource::empty())
+            .report_windows([Duration::from_secs(60)])
+            .judge(Arc::new(Seen))
+            .install()
+            .unwrap();
+        let addr = server.local_addr();
+        let report = || {
+            let (_, body) = get(addr, "/report");
+            serde_json::from_str::<serde_json::Value>(&body).unwrap()
+        };
+        let v = report();
+        assert_eq!(v["objectives"][0]["verdict"], "no_data", "{v}");
+        assert_eq!(
+            v["objectives"][0]["windows"],
+            serde_json::json!(["1m", "since_start"]),
+            "{v}"
+        );
+        registry
+            .counter("jobs.done")
+            .build()
+            .unwrap()
+            .handle()
+            .inc();
+        let v = report();
+        assert_eq!(v["objectives"][0]["verdict"], "met", "{v}");
+        let (_, md) = get(addr, "/report?format=md");
+        assert!(md.contains("## Objectives"), "{md}");
+        assert!(
+            md.contains("| jobs | 1m | 100.00 % | ≥ 99.00 % | met | 100.00 % |"),
+            "{md}"
+        );
+        server.shutdown();
+
+        // Without a judge, no objectives key.
+        let server = PrometheusBuilder::new()
+            .registry(registry)
+            .bind("127.0.0.1:0".parse().unwrap())
+            .resource(Resource::empty())
+            .install()
+            .unwrap();
+        let addr = server.local_addr();
+        let (_, body) = get(addr, "/report");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(v.get("objectives").is_none(), "{v}");
         server.shutdown();
     }
 

@@ -189,16 +189,19 @@ fn reported_percentiles_match_a_known_delay() {
         (p99 / 0.200 - 1.0) * 100.0,
         r.generator.late_requests
     );
-    // Within 2 %; an unoptimized build's own client stack (tokio, hyper at opt-level 0) adds
-    // up to about 0.5 ms per request over the minimal client, which a test build must allow.
+    // The truth lies between the server's delay and what the minimal client sees: the
+    // server's timer wakes on a 1 ms tick, and a client that sends the next request the
+    // moment the last one ends meets it at the same (worst) phase every time, while requests
+    // at a fixed rate meet every phase. Within 2 % of that range; an unoptimized build's own
+    // client stack (tokio at opt-level 0) adds up to about 0.5 ms, which a test build allows.
     let allowance = if cfg!(debug_assertions) { 0.0005 } else { 0.0 };
     assert!(
-        (p50 - true50).abs() <= 0.02 * true50 + allowance,
-        "p50 {p50}, truth {true50}"
+        p50 >= 0.020 * 0.98 && p50 <= true50 * 1.02 + allowance,
+        "p50 {p50}, truth between 0.020 and {true50}"
     );
     assert!(
-        (p99 - true99).abs() <= 0.02 * true99 + allowance,
-        "p99 {p99}, truth {true99}"
+        p99 >= 0.200 * 0.98 && p99 <= true99 * 1.02 + allowance,
+        "p99 {p99}, truth between 0.200 and {true99}"
     );
     assert_eq!(r.total.errors.total(), 0);
 }

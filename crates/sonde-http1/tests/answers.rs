@@ -163,7 +163,10 @@ fn malformed_cut_and_oversized_answers_are_errors_that_say_what() {
             "not an HTTP/1.x response head",
         ),
         (b"HTTP/1.1 999 Huh\r\n\r\n".to_vec(), "out of range"),
-        (b"HTTP/2 200\r\n\r\n".to_vec(), "not an HTTP/1.x response head"),
+        (
+            b"HTTP/2 200\r\n\r\n".to_vec(),
+            "not an HTTP/1.x response head",
+        ),
         (
             b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n".to_vec(),
             "invalid Content-Length",

@@ -525,46 +525,13 @@ fn run(args: RunArgs) -> ExitCode {
 /// `--json` and `--report` are still written. A second one quits at once.
 fn stop_on_signal(stop: &Arc<AtomicBool>) {
     let stop = Arc::clone(stop);
-    let watcher = move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        else {
-            return;
-        };
-        rt.block_on(async {
-            let Ok(mut term) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            else {
-                return;
-            };
-            let signal = async {
-                tokio::select! {
-                    r = tokio::signal::ctrl_c() => r.is_ok(),
-                    r = term.recv() => r.is_some(),
-                }
-            };
-            if !signal.await {
-                return;
-            }
-            stop.store(true, Ordering::Relaxed);
-            eprintln!(
-                "\ninterrupted: stopping the run; the requests in flight finish, then what it measured is written (interrupt again to quit now)"
-            );
-            let again = async {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            };
-            again.await;
-            std::process::exit(i32::from(EXIT_INTERRUPTED));
-        });
-    };
-    if let Err(e) = std::thread::Builder::new()
-        .name("sonde-load-signals".to_owned())
-        .spawn(watcher)
-    {
+    let installed = crate::signals::on_interrupt(move || {
+        stop.store(true, Ordering::Relaxed);
+        eprintln!(
+            "\ninterrupted: stopping the run; the requests in flight finish, then what it measured is written (interrupt again to quit now)"
+        );
+    });
+    if let Err(e) = installed {
         eprintln!("warning: Ctrl-C will end sonde-load without writing results ({e})");
     }
 }

@@ -611,24 +611,7 @@ mod interrupt {
     pub(super) fn install() {
         static ONCE: Once = Once::new();
         ONCE.call_once(|| {
-            std::thread::spawn(|| {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                rt.block_on(async {
-                    let Ok(mut term) =
-                        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
-                        _ = term.recv() => {}
-                    }
-                });
+            let installed = crate::signals::on_interrupt(|| {
                 INTERRUPTED.store(true, Ordering::SeqCst);
                 let pid = CURRENT.lock().ok().and_then(|c| *c);
                 if let Some(pid) = pid {
@@ -639,6 +622,9 @@ mod interrupt {
                 }
                 std::process::exit(130);
             });
+            if let Err(e) = installed {
+                eprintln!("warning: Ctrl-C may leave the service running ({e})");
+            }
         });
     }
 }

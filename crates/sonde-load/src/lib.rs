@@ -24,4 +24,5 @@ pub mod report;
 pub mod result;
 pub mod scenario;
 pub mod scrape;
+mod signals;
 pub mod threshold;

@@ -221,3 +221,50 @@ fn a_port_already_taken_is_refused_before_anything_starts() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("already listens"), "{}", stderr(&o));
 }
+
+/// Ctrl-C while a service is starting stops the service and whatever it started (its own
+/// process group does not get the terminal's signal), then exits with 130.
+#[test]
+fn ctrl_c_stops_the_service_being_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shell, child) = (dir.path().join("shell.pid"), dir.path().join("child.pid"));
+    let port = sonde_tests::free_port();
+    let command = format!(
+        "sh -c 'echo $$ > {}; sleep 30 & echo $! > {}; wait'",
+        shell.display(),
+        child.display()
+    );
+    let mut run = Command::new(BIN)
+        .args(["coldstart", "--command", &command, "--ready"])
+        .arg(format!("http://127.0.0.1:{port}/health"))
+        .args(["--runs", "3", "--timeout", "20s"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Bounded: the service writes both pids as soon as it runs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(child.exists() && std::fs::metadata(&child).is_ok_and(|m| m.len() > 0)) {
+        assert!(Instant::now() < deadline, "the service never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid = rustix::process::Pid::from_raw(run.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let sent = Instant::now();
+    let status = loop {
+        if let Some(s) = run.try_wait().unwrap() {
+            break s;
+        }
+        if sent.elapsed() > Duration::from_secs(10) {
+            let _ = run.kill();
+            panic!("sonde-load still running 10 s after Ctrl-C");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut e = String::new();
+    std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut e).unwrap();
+    assert_eq!(status.code(), Some(130), "{e}");
+    assert!(e.contains("interrupted: stopping the service"), "{e}");
+    for pid in [read_pid(&shell), read_pid(&child)] {
+        assert!(!alive(&pid), "process {pid} is still running after Ctrl-C");
+    }
+}

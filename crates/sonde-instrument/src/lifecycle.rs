@@ -9,30 +9,36 @@ use sonde_core::{Gauge, Registry, Unit};
 
 use crate::Error;
 
-/// When the process started, as the OS records it (Linux: `/proc/self/stat` start time plus
-/// the boot time from `/proc/stat`); elsewhere, the first time sonde was asked.
+/// When the process started, as the OS records it (Linux: the process's age from its
+/// `/proc/self/stat` start time and `/proc/uptime`, 10 ms resolution); elsewhere, the first
+/// time sonde was asked.
 pub fn process_start_time() -> SystemTime {
     static START: OnceLock<SystemTime> = OnceLock::new();
     *START.get_or_init(|| os_start_time(std::process::id()).unwrap_or_else(SystemTime::now))
 }
 
-/// The start time of process `pid` from `/proc` (Linux only).
+/// The start time of process `pid` from `/proc` (Linux only): now minus its age, the time
+/// since boot (`/proc/uptime`) less its start in clock ticks after boot. Not the boot time
+/// (`btime` in `/proc/stat`) plus the start: `btime` is in whole seconds, which made every
+/// duration since start up to a second too long.
 pub fn os_start_time(pid: u32) -> Option<SystemTime> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     // `starttime` is field 22 overall, the 20th after the command name.
     let start_ticks: u64 = rest.split_whitespace().nth(19)?.parse().ok()?;
-    let boot: u64 = std::fs::read_to_string("/proc/stat")
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
         .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("btime "))?
-        .trim()
+        .split_whitespace()
+        .next()?
         .parse()
         .ok()?;
     // USER_HZ is 100 on every Linux ABI in use.
-    let secs = boot as f64 + start_ticks as f64 / 100.0;
-    Some(UNIX_EPOCH + Duration::from_secs_f64(secs))
+    let age = uptime - start_ticks as f64 / 100.0;
+    if !age.is_finite() {
+        return None;
+    }
+    SystemTime::now().checked_sub(Duration::from_secs_f64(age.max(0.0)))
 }
 
 fn since_start() -> f64 {

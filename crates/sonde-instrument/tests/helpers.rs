@@ -362,3 +362,30 @@ fn caches_pools_phases_and_events() {
     assert_counter(&snap, "orders.placed", &[("channel", "other")], 1000.0);
     assert_eq!(snap.family("orders.placed").unwrap().series.len(), 3);
 }
+
+/// The OS start time of a process is right to the clock tick: a child spawned now starts now.
+/// (From the boot time in whole seconds, as before, it was up to a second early, and every
+/// startup, first-request and cold start duration up to a second too long.)
+#[cfg(target_os = "linux")]
+#[test]
+fn a_process_start_time_is_exact_to_a_few_clock_ticks() {
+    for _ in 0..3 {
+        let before = SystemTime::now();
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let after = SystemTime::now();
+        let start = os_start_time(child.id()).expect("/proc is readable");
+        let _ = child.kill();
+        let _ = child.wait();
+        // Two readings of 10 ms resolution (the start tick and /proc/uptime).
+        let slack = Duration::from_millis(40);
+        assert!(
+            start + slack >= before && start <= after + slack,
+            "started {:?} before the spawn began, or {:?} after it ended",
+            before.duration_since(start).unwrap_or_default(),
+            start.duration_since(after).unwrap_or_default()
+        );
+    }
+}

@@ -19,7 +19,9 @@
 //! ```
 //!
 //! The calls are synchronous (a batch job waits for them on purpose), each bounded by a timeout,
-//! with a couple of retries on network errors and 5xx.
+//! with a couple of retries on network errors and 5xx. They drive the workspace's async HTTP
+//! client on a short-lived thread and runtime of their own, so they may be called from async
+//! code too (they block that task's thread meanwhile, like any blocking call).
 
 use std::time::Duration;
 
@@ -183,8 +185,34 @@ impl PushgatewayBuilder {
         Ok(url)
     }
 
+    /// Runs the request on a thread of its own with a current-thread runtime, so the call works
+    /// the same from plain code and from inside an async runtime (where blocking on another
+    /// runtime would panic), and the caller's runtime, if any, is left alone.
     fn send(&self, method: Method) -> Result<(), Error> {
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("sonde-pushgateway".into())
+                .spawn_scoped(scope, || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(Error::Start)?;
+                    runtime.block_on(self.send_async(method))
+                })
+                .map_err(Error::Start)?
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(Error::Transport {
+                        url: sonde_push::redact_url(&self.url).into_owned(),
+                        reason: "the push thread panicked".into(),
+                    })
+                })
+        })
+    }
+
+    async fn send_async(&self, method: Method) -> Result<(), Error> {
         let url = self.group_url()?;
+        let headers = http::header_map(&self.headers)?;
         let body = match method {
             Method::Delete => Vec::new(),
             Method::Put | Method::Post => {
@@ -198,22 +226,23 @@ impl PushgatewayBuilder {
                 body
             }
         };
-        let agent = http::agent(self.timeout);
+        let body = bytes::Bytes::from(body);
+        let client = http::client(self.timeout)?;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let mut attempt = 0;
         loop {
-            let result = match method {
-                Method::Delete => self.headers(agent.delete(&url)).call(),
-                Method::Put => self
-                    .headers(agent.put(&url))
-                    .header("Content-Type", Format::Text.content_type())
-                    .send(&body[..]),
-                Method::Post => self
-                    .headers(agent.post(&url))
-                    .header("Content-Type", Format::Text.content_type())
-                    .send(&body[..]),
+            let request = match method {
+                Method::Delete => client.delete(&url),
+                Method::Put => client.put(&url),
+                Method::Post => client.post(&url),
             };
-            match http::outcome(&url, result, hint) {
+            let mut request = request.timeout(self.timeout).headers(headers.clone());
+            if !matches!(method, Method::Delete) {
+                request = request
+                    .header("Content-Type", Format::Text.content_type())
+                    .body(body.clone());
+            }
+            match http::outcome(&url, request.send().await, hint).await {
                 Outcome::Success => return Ok(()),
                 Outcome::Fail(e) => return Err(e),
                 Outcome::Retry { error, retry_after } => {
@@ -221,17 +250,10 @@ impl PushgatewayBuilder {
                         return Err(error);
                     }
                     attempt += 1;
-                    std::thread::sleep(backoff.next(retry_after));
+                    tokio::time::sleep(backoff.next(retry_after)).await;
                 }
             }
         }
-    }
-
-    fn headers<B>(&self, mut request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
-        for (k, v) in &self.headers {
-            request = request.header(k.as_str(), v.as_str());
-        }
-        request
     }
 }
 
@@ -375,6 +397,85 @@ mod tests {
                 .is_err()
         );
         assert!(PushgatewayBuilder::new("h:1").job("j").group_url().is_err());
+    }
+
+    /// A loopback server that answers each of `n` requests 200 and returns their heads.
+    fn gateway(n: usize) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        use std::io::{BufRead as _, Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let mut heads = Vec::new();
+            for _ in 0..n {
+                let (conn, _) = listener.accept().unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let mut reader = std::io::BufReader::new(conn);
+                let (mut head, mut len) = (String::new(), 0usize);
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).unwrap();
+                    if line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                    head.push_str(&line);
+                }
+                let mut body = vec![0; len];
+                reader.read_exact(&mut body).unwrap();
+                reader
+                    .get_mut()
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .unwrap();
+                heads.push(head);
+            }
+            heads
+        });
+        (url, server)
+    }
+
+    #[tokio::test]
+    async fn pushes_work_from_inside_an_async_runtime() {
+        // Blocking on a second runtime from inside this one would panic; the push runs on a
+        // thread of its own instead, and the guard's push at drop too.
+        let (url, server) = gateway(2);
+        let pusher = PushgatewayBuilder::new(url)
+            .job("j")
+            .registry(Registry::new())
+            .header("Authorization", "Bearer t0k");
+        pusher.push_add().unwrap();
+        drop(pusher.push_on_drop());
+        let heads = server.join().unwrap();
+        assert!(
+            heads[0].starts_with("POST /metrics/job/j HTTP/1.1"),
+            "{heads:?}"
+        );
+        assert!(
+            heads[1].starts_with("PUT /metrics/job/j HTTP/1.1"),
+            "{heads:?}"
+        );
+        for head in &heads {
+            let head = head.to_ascii_lowercase();
+            assert!(head.contains("authorization: bearer t0k"), "{head}");
+            assert!(head.contains("user-agent: sonde/"), "{head}");
+            assert!(
+                head.contains("content-type: text/plain; version=0.0.4"),
+                "{head}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_headers_are_configuration_errors() {
+        let e = PushgatewayBuilder::new("http://127.0.0.1:9")
+            .job("j")
+            .registry(Registry::new())
+            .header("bad header", "v")
+            .push()
+            .unwrap_err();
+        assert!(matches!(e, Error::Config(_)), "{e}");
+        assert!(e.to_string().contains("HTTP header"), "{e}");
     }
 
     #[test]

@@ -30,7 +30,6 @@
 mod convert;
 pub(crate) mod http;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use sonde_core::name::is_prometheus_label_name;
@@ -292,15 +291,7 @@ impl RemoteWriteBuilder {
             }
         }
         external_labels.sort();
-        for (name, value) in &self.headers {
-            if ureq::http::HeaderName::from_bytes(name.as_bytes()).is_err()
-                || ureq::http::HeaderValue::from_str(value).is_err()
-            {
-                return Err(Error::Config(format!(
-                    "the HTTP header {name:?} is invalid; use a token name and a visible ASCII value"
-                )));
-            }
-        }
+        let headers = http::header_map(&self.headers)?;
         let mut config = sonde_push::PushConfig::new(EXPORTER);
         config.interval = self.interval;
         config.timeout = self.timeout;
@@ -320,9 +311,9 @@ impl RemoteWriteBuilder {
             dropped: Vec::new(),
         };
         let sender = Sender {
-            agent: http::agent(self.timeout),
-            url: Arc::from(self.url.as_str()),
-            headers: Arc::from(self.headers),
+            client: http::client(self.timeout)?,
+            url: self.url.clone(),
+            headers,
         };
         let inner = sonde_push::start(&self.registry, config, source, move || async move {
             Ok::<_, Error>(sender)
@@ -394,7 +385,7 @@ impl RemoteWriter {
 
 /// One encoded request.
 struct Batch {
-    body: Arc<Vec<u8>>,
+    body: bytes::Bytes,
     samples: u64,
 }
 
@@ -430,7 +421,7 @@ impl sonde_push::Source for Collector {
             let samples: u64 = r.timeseries.iter().map(|t| t.samples.len() as u64).sum();
             match convert::encode(&r) {
                 Ok(body) => out.push(Batch {
-                    body: Arc::new(body),
+                    body: bytes::Bytes::from(body),
                     samples,
                 }),
                 Err(_) => self.dropped.push(("encode", samples)),
@@ -444,49 +435,37 @@ impl sonde_push::Source for Collector {
     }
 }
 
-/// Posts with the blocking `ureq` agent on the runtime's blocking pool.
+/// Posts with the async `reqwest` client on the exporter's own runtime.
 struct Sender {
-    agent: ureq::Agent,
-    url: Arc<str>,
-    headers: Arc<[(String, String)]>,
+    client: reqwest::Client,
+    url: String,
+    headers: reqwest::header::HeaderMap,
 }
 
 impl sonde_push::Sink for Sender {
     type Batch = Batch;
 
     async fn send(&mut self, batch: &Batch, timeout: Duration) -> sonde_push::Outcome {
-        let (agent, url, headers, body) = (
-            self.agent.clone(),
-            self.url.clone(),
-            self.headers.clone(),
-            batch.body.clone(),
-        );
-        let result = tokio::task::spawn_blocking(move || {
-            let mut request = agent
-                .post(&*url)
-                .config()
-                .timeout_global(Some(timeout))
-                .build()
-                .header("Content-Encoding", "snappy")
-                .header("Content-Type", "application/x-protobuf")
-                .header("X-Prometheus-Remote-Write-Version", "0.1.0");
-            for (k, v) in headers.iter() {
-                request = request.header(k.as_str(), v.as_str());
-            }
-            http::outcome(&url, request.send(&body[..]), hint)
-        })
-        .await;
-        match result {
-            Ok(Outcome::Success) => sonde_push::Outcome::Success {
+        let request = self
+            .client
+            .post(self.url.as_str())
+            .timeout(timeout)
+            .header("Content-Encoding", "snappy")
+            .header("Content-Type", "application/x-protobuf")
+            .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+            .headers(self.headers.clone())
+            // `Bytes` shares the encoded request: a retry sends it again without a copy.
+            .body(batch.body.clone());
+        match http::outcome(&self.url, request.send().await, hint).await {
+            Outcome::Success => sonde_push::Outcome::Success {
                 rejected: 0,
                 message: String::new(),
             },
-            Ok(Outcome::Fail(e)) => sonde_push::Outcome::Fail(e.to_string()),
-            Ok(Outcome::Retry { error, retry_after }) => sonde_push::Outcome::Retry {
+            Outcome::Fail(e) => sonde_push::Outcome::Fail(e.to_string()),
+            Outcome::Retry { error, retry_after } => sonde_push::Outcome::Retry {
                 error: error.to_string(),
                 after: retry_after,
             },
-            Err(e) => sonde_push::Outcome::Fail(format!("the request task failed: {e}")),
         }
     }
 }

@@ -1,8 +1,11 @@
-//! Blocking HTTP for the push exporters (remote write and Pushgateway): one `ureq` agent per
-//! exporter, outcomes sorted into success, retryable and permanent, and jittered backoff.
+//! HTTP for the push exporters (remote write and Pushgateway): the workspace's async `reqwest`
+//! client on rustls with the ring provider (as in sonde-otlp), outcomes sorted into success,
+//! retryable and permanent, bounded reads of answers, and jittered backoff.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 pub(crate) use sonde_core::telemetry::Backoff;
 
 use crate::Error;
@@ -13,16 +16,58 @@ pub(crate) const USER_AGENT: &str = concat!("sonde/", env!("CARGO_PKG_VERSION"))
 /// Bytes of an error response kept for the error message.
 const BODY_LIMIT: usize = 1024;
 
-/// An agent that returns every status as a response, follows no redirect (a redirected POST
-/// would lose its body) and gives up on a request after `timeout`.
-pub(crate) fn agent(timeout: Duration) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .timeout_global(Some(timeout))
+/// Most bytes of a response body read: enough to drain a usual answer so the connection can be
+/// reused; a larger (or endless) body is cut there rather than buffered whole.
+pub(crate) const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// A client that follows no redirect (a redirected POST would lose its body, and the headers
+/// would go to another host), speaks HTTP/1.1 and gives up connecting after `timeout`; each
+/// request sets its own overall timeout. TLS: rustls with the ring provider and the system's
+/// roots, the workspace's one TLS stack.
+pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, Error> {
+    // rustls 0.23.48 deprecates ring for lacking post-quantum key exchange; ring keeps the
+    // build free of the C/cmake toolchain aws-lc needs, and is the workspace's one TLS stack.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
+        .map_err(|e| Error::Config(format!("cannot load the system's CA certificates: {e}")))?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config(format!("TLS setup failed: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_backend_preconfigured(tls)
+        .connect_timeout(timeout)
         .user_agent(USER_AGENT)
+        .tcp_nodelay(true)
         .build()
-        .into()
+        .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))
+}
+
+/// The configured headers, checked: an invalid one is a configuration error, not a failed
+/// request.
+pub(crate) fn header_map(headers: &[(String, String)]) -> Result<HeaderMap, Error> {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        match (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            (Ok(n), Ok(v)) => {
+                map.append(n, v);
+            }
+            _ => {
+                return Err(Error::Config(format!(
+                    "the HTTP header {name:?} is invalid; use a token name and a visible ASCII value"
+                )));
+            }
+        }
+    }
+    Ok(map)
 }
 
 /// Checks that `url` is an absolute `http://` or `https://` URL.
@@ -57,29 +102,23 @@ pub(crate) enum Outcome {
     Fail(Error),
 }
 
-/// Sorts a response or transport error into an [`Outcome`]; `hint` says what to check for a
-/// given non-2xx status.
-pub(crate) fn outcome(
+/// Sorts a response or transport error into an [`Outcome`], reading at most
+/// [`MAX_RESPONSE_BYTES`] of the body; `hint` says what to check for a given non-2xx status.
+pub(crate) async fn outcome(
     url: &str,
-    result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    result: Result<reqwest::Response, reqwest::Error>,
     hint: impl Fn(u16) -> &'static str,
 ) -> Outcome {
     let mut response = match result {
         Ok(r) => r,
         Err(e) => {
-            let retryable = matches!(
-                e,
-                ureq::Error::Io(_)
-                    | ureq::Error::Timeout(_)
-                    | ureq::Error::HostNotFound
-                    | ureq::Error::ConnectionFailed
-                    | ureq::Error::Protocol(_)
-                    | ureq::Error::BodyStalled
-                    | ureq::Error::ConnectProxyFailed(_)
-            );
+            // A request that cannot be built fails the same way every time; anything else
+            // (connect, timeout, reset, bad answer) may pass on another try.
+            let retryable = !e.is_builder();
             let error = Error::Transport {
                 url: sonde_push::redact_url(url).into_owned(),
-                reason: e.to_string(),
+                // reqwest's message names the URL, credentials included.
+                reason: sonde_push::error_chain(&e.without_url()),
             };
             return if retryable {
                 Outcome::Retry {
@@ -98,14 +137,19 @@ pub(crate) fn outcome(
         .get("retry-after")
         .and_then(|v| v.to_str().ok())
         .and_then(sonde_push::parse_retry_after);
-    // Read (a bounded part of) the body: a drained response lets the connection be reused,
-    // and an error's body says what the server disliked.
-    let body = response
-        .body_mut()
-        .with_config()
-        .limit(64 * 1024)
-        .read_to_vec()
-        .unwrap_or_default();
+    // Read a bounded part of the body: a drained response lets the connection be reused, and
+    // an error's body says what the server disliked. A read error ends the body, not the
+    // outcome: the status already says what happened.
+    let mut body = Vec::new();
+    while body.len() < MAX_RESPONSE_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_RESPONSE_BYTES - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
     if (200..300).contains(&status) {
         return Outcome::Success;
     }
@@ -144,9 +188,19 @@ pub(crate) fn redacted_headers(headers: &[(String, String)]) -> impl std::fmt::D
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read as _, Write as _};
+    use std::time::Instant;
 
-    #[test]
-    fn debug_and_errors_hide_credentials() {
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[tokio::test]
+    async fn debug_and_errors_hide_credentials() {
         let rw = crate::remote_write::RemoteWriteBuilder::new("https://u:s3cret@h/api/v1/write")
             .header("authorization", "Bearer s3cret");
         let pg = crate::push::PushgatewayBuilder::new("https://u:s3cret@h:9091")
@@ -161,37 +215,130 @@ mod tests {
         }
         let e = check_url("ftp://u:s3cret@h/", "x").unwrap_err().to_string();
         assert!(!e.contains("s3cret"), "{e}");
-        let e = outcome(
-            "http://u:s3cret@127.0.0.1:1/",
-            Err(ureq::Error::ConnectionFailed),
-            |_| "",
-        );
-        assert!(!format!("{e:?}").contains("s3cret"), "{e:?}");
+        // A real refused connection: reqwest's error names the URL, ours must not leak it.
+        let url = format!("http://u:s3cret@127.0.0.1:{}/", free_port());
+        let client = client(Duration::from_secs(2)).unwrap();
+        let e = outcome(&url, client.post(&url).send().await, |_| "").await;
+        match &e {
+            Outcome::Retry { error, .. } => {
+                let shown = format!("{error} {error:?}");
+                assert!(!shown.contains("s3cret"), "{shown}");
+                assert!(shown.contains("http://<redacted>@127.0.0.1"), "{shown}");
+            }
+            o => panic!("a refused connection is retryable: {o:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_parsed_and_clamped() {
+        let answer = |v: &str| {
+            let r = http::Response::builder()
+                .status(503)
+                .header("retry-after", v)
+                .body("")
+                .unwrap();
+            outcome("http://h/", Ok(reqwest::Response::from(r)), |_| "")
+        };
+        for (value, want) in [
+            ("3", Some(Duration::from_secs(3))),
+            ("18446744073709551616", Some(sonde_push::MAX_PEER_DELAY)),
+            (
+                "Fri, 31 Dec 9999 23:59:59 GMT",
+                Some(sonde_push::MAX_PEER_DELAY),
+            ),
+            ("later", None),
+        ] {
+            match answer(value).await {
+                Outcome::Retry { retry_after, .. } => assert_eq!(retry_after, want, "{value}"),
+                o => panic!("{o:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn statuses_are_sorted() {
+        let sort = |status: u16, body: String| {
+            let r = http::Response::builder().status(status).body(body).unwrap();
+            outcome("http://h/", Ok(reqwest::Response::from(r)), |_| "the hint")
+        };
+        assert!(matches!(sort(204, String::new()).await, Outcome::Success));
+        assert!(matches!(
+            sort(429, String::new()).await,
+            Outcome::Retry { .. }
+        ));
+        assert!(matches!(
+            sort(502, String::new()).await,
+            Outcome::Retry { .. }
+        ));
+        // A redirect is not followed: it is a failure that names the status.
+        match sort(307, "moved".into()).await {
+            Outcome::Fail(Error::Status { status, body, .. }) => {
+                assert_eq!((status, body.as_str()), (307, "moved"));
+            }
+            o => panic!("{o:?}"),
+        }
+        match sort(400, "x".repeat(5000)).await {
+            Outcome::Fail(e @ Error::Status { .. }) => {
+                let Error::Status { body, .. } = &e else {
+                    unreachable!()
+                };
+                assert_eq!(body.len(), BODY_LIMIT + 3, "cut, with ...");
+                assert!(e.to_string().contains("the hint"), "{e}");
+            }
+            o => panic!("{o:?}"),
+        }
     }
 
     #[test]
-    fn retry_after_is_parsed_and_clamped() {
-        let answer = |v: &str| {
-            let r = ureq::http::Response::builder()
-                .status(503)
-                .header("retry-after", v)
-                .body(ureq::Body::builder().data(""))
-                .unwrap();
-            match outcome("http://h/", Ok(r), |_| "") {
-                Outcome::Retry { retry_after, .. } => retry_after,
-                o => panic!("{o:?}"),
+    fn header_maps() {
+        let ok = [("Authorization".to_owned(), "Bearer t".to_owned())];
+        assert_eq!(header_map(&ok).unwrap().len(), 1);
+        let bad = [("bad header".to_owned(), "v".to_owned())];
+        assert!(
+            header_map(&bad)
+                .unwrap_err()
+                .to_string()
+                .contains("HTTP header")
+        );
+        let bad = [("x".to_owned(), "line\nbreak".to_owned())];
+        assert!(matches!(header_map(&bad), Err(Error::Config(_))));
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_read_only_up_to_a_limit() {
+        // Announces a gigabyte, sends 1 MiB, then stalls: reading it whole would never end (or
+        // exhaust memory), and the request timeout would cut it at 10 s.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut conn, _) = listener.accept().unwrap();
+            conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = conn.read(&mut [0u8; 65536]);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 400 Bad Request\r\nContent-Length: 1000000000\r\n\r\n"
+            );
+            let _ = conn.write_all(&vec![b'x'; 1 << 20]);
+            std::thread::sleep(Duration::from_secs(3));
+        });
+        let url = format!("http://{addr}/api/v1/write");
+        let client = client(Duration::from_secs(10)).unwrap();
+        let t = Instant::now();
+        let sent = client
+            .post(&url)
+            .timeout(Duration::from_secs(10))
+            .body("x")
+            .send()
+            .await;
+        match outcome(&url, sent, |_| "").await {
+            Outcome::Fail(Error::Status { status, body, .. }) => {
+                assert_eq!(status, 400);
+                assert!(body.starts_with("xxx") && body.ends_with("..."), "{body}");
             }
-        };
-        assert_eq!(answer("3"), Some(Duration::from_secs(3)));
-        assert_eq!(
-            answer("18446744073709551616"),
-            Some(sonde_push::MAX_PEER_DELAY)
-        );
-        assert_eq!(
-            answer("Fri, 31 Dec 9999 23:59:59 GMT"),
-            Some(sonde_push::MAX_PEER_DELAY)
-        );
-        assert_eq!(answer("later"), None);
+            o => panic!("{o:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        server.join().unwrap();
     }
 
     #[test]

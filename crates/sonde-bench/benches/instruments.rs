@@ -9,6 +9,8 @@
 //! - `histogram_observe`: histogram observation through a held handle, cycling through 4,096
 //!   pre-generated log-normal latencies (seconds), every library counting into the same 16
 //!   explicit buckets ([`sonde_bench::BUCKETS`]);
+//! - `histogram_observe_n`: 1,000 observations of one value through one `observe_n` and
+//!   through a loop of `observe` (sonde only);
 //! - `contended_2_threads`: the same counter and the same histogram hammered by 1 and by 2
 //!   threads. The time per iteration is the wall time for each thread to do one operation, so
 //!   perfect scaling shows the same time for both; the throughput line gives aggregate ops/s.
@@ -308,6 +310,42 @@ fn histogram_observe(c: &mut Criterion) {
     g.finish();
 }
 
+/// `histogram_observe_n`: 1,000 observations of one value (a StatsD timer sampled at 0.1 %),
+/// as one `observe_n(v, 1000)` against a loop of 1,000 `observe(v)`, cycling through the same
+/// latencies as `histogram_observe`. Time per iteration is for all 1,000.
+fn histogram_observe_n(c: &mut Criterion) {
+    const N: u64 = 1000;
+    let mut g = c.benchmark_group("histogram_observe_n");
+    g.throughput(Throughput::Elements(N));
+    let samples = latencies();
+    let sample = |i: usize| black_box(samples[i & SAMPLE_MASK]);
+    let registry = sonde::Registry::new();
+    let make = |name: &'static str| {
+        registry
+            .histogram(name)
+            .unit(sonde::Unit::Seconds)
+            .buckets(BUCKETS)
+            .build()
+            .unwrap()
+            .handle()
+    };
+    let (batched, looped) = (make("batched"), make("looped"));
+    g.bench_function("observe_n_1000", |b| {
+        b.iter_custom(|n| run_loop(n, |i| batched.observe_n(sample(i), black_box(N))))
+    });
+    g.bench_function("observe_loop_1000", |b| {
+        b.iter_custom(|n| {
+            run_loop(n, |i| {
+                let v = sample(i);
+                for _ in 0..black_box(N) {
+                    looped.observe(v);
+                }
+            })
+        })
+    });
+    g.finish();
+}
+
 /// Benchmarks `op` with 1 and with 2 threads under `counter/<name>` or `histogram/<name>`,
 /// running `after` (untimed) after each timed batch.
 fn one_and_two_threads<F, A>(g: &mut BenchmarkGroup<'_, WallTime>, name: &str, op: F, after: A)
@@ -461,6 +499,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = instruments;
     config = config();
-    targets = counter_inc, counter_labels_lookup, histogram_observe, contended
+    targets = counter_inc, counter_labels_lookup, histogram_observe, histogram_observe_n, contended
 }
 criterion_main!(instruments);

@@ -14,6 +14,9 @@
 //!   are exact whatever the boundary is;
 //! - exact sum, count, min and max.
 //!
+//! `n` equal observations ([`Histogram::observe_n`]: a sampled StatsD timer, a batch) cost the
+//! atomic operations of one; bad input (NaN, infinities, a huge `n`) is handled as its docs say.
+//!
 //! Memory is fixed when the series is created and never depends on collection:
 //! `8 × (cells + 2 + boundaries + 1)` bytes rounded up to whole cache lines, plus a few words
 //! (6.0 KB at the defaults, 2.2 KB with [`Precision::Compact`]); striped families hold one such
@@ -39,6 +42,12 @@ use crate::{Error, Unit};
 
 /// Number of octaves (powers of two) the grid spans.
 pub const OCTAVES: i32 = 30;
+/// The most observations [`Histogram::observe_n`] lets one grid cell of a series (per stripe)
+/// hold: 2^48 ≈ 2.8 × 10^14. Past it, the rest of a batch is dropped from every figure (count,
+/// buckets, sum), so a huge `n` never wraps a counter and the total of all cells stays below
+/// 2^63. Plain [`Histogram::observe`] adds one at a time and has no such limit (2^64
+/// observations are out of reach).
+pub const MAX_CELL_COUNT: u64 = 1 << 48;
 const NO_SPLIT: u16 = u16::MAX;
 const MANTISSA: u64 = (1 << 52) - 1;
 
@@ -394,6 +403,21 @@ impl HistogramCore {
     #[inline]
     fn observe_with(&self, v: f64, ctx: Option<&TraceContext>) {
         self.observe(v);
+        self.exemplar(v, ctx);
+    }
+
+    /// [`observe_n`](Self::observe_n) and, when `n > 0`, one exemplar for the batch.
+    #[inline]
+    fn observe_n_with(&self, v: f64, n: u64, ctx: Option<&TraceContext>) {
+        self.observe_n(v, n);
+        if n > 0 {
+            self.exemplar(v, ctx);
+        }
+    }
+
+    /// Keeps `v` as its bucket's exemplar when the family keeps them and a trace is current.
+    #[inline]
+    fn exemplar(&self, v: f64, ctx: Option<&TraceContext>) {
         if let Some(slots) = &self.exemplars
             && !v.is_nan()
         {
@@ -434,7 +458,7 @@ impl HistogramCore {
         self.counters[base + cell].fetch_add(1, Relaxed);
         let first = l.split_first[cell];
         if first != NO_SPLIT {
-            self.split(base, cell, first as usize, v);
+            self.split(base, cell, first as usize, v, 1);
         }
         add_f64(&self.counters[base + l.sum_at], v);
         if v < f64::from_bits(self.min.load(Relaxed)) {
@@ -445,8 +469,51 @@ impl HistogramCore {
         }
     }
 
+    /// `n` observations of `v` with the atomic operations of one: see [`Histogram::observe_n`].
+    #[inline(always)]
+    fn observe_n(&self, v: f64, n: u64) {
+        if v.is_nan() || n == 0 {
+            return;
+        }
+        let l = &*self.layout;
+        let cell = l.index(v);
+        let bit = 1u64 << (cell >> l.occupancy_shift);
+        if self.occupied.load(Relaxed) & bit == 0 {
+            self.occupied.fetch_or(bit, Relaxed);
+        }
+        let base = if l.stripes > 1 {
+            (crate::number::thread_stripe() & (l.stripes - 1)) * l.block
+        } else {
+            0
+        };
+        // Clamped first so that one call can never carry a counter past u64::MAX.
+        let n = n.min(MAX_CELL_COUNT);
+        let counter = &self.counters[base + cell];
+        let before = counter.fetch_add(n, Relaxed);
+        let n = if before > MAX_CELL_COUNT - n {
+            give_back(counter, before, n)
+        } else {
+            n
+        };
+        if n == 0 {
+            return;
+        }
+        let first = l.split_first[cell];
+        if first != NO_SPLIT {
+            self.split(base, cell, first as usize, v, n);
+        }
+        // One rounding for the whole batch; n <= 2^48 is exact as an f64.
+        add_f64(&self.counters[base + l.sum_at], v * n as f64);
+        if v < f64::from_bits(self.min.load(Relaxed)) {
+            update_extreme(&self.min, v, |new, cur| new < cur);
+        }
+        if v > f64::from_bits(self.max.load(Relaxed)) {
+            update_extreme(&self.max, v, |new, cur| new > cur);
+        }
+    }
+
     #[cold]
-    fn split(&self, base: usize, cell: usize, first: usize, v: f64) {
+    fn split(&self, base: usize, cell: usize, first: usize, v: f64, n: u64) {
         let l = &*self.layout;
         let splits = base + l.cells();
         for j in first..l.explicit.len() {
@@ -456,7 +523,7 @@ impl HistogramCore {
             if v <= l.explicit[j] {
                 // Release pairs with the Acquire in `read`: a reader that sees this split
                 // also sees the cell increment above, so cell >= splits in every read.
-                self.counters[splits + j].fetch_add(1, Release);
+                self.counters[splits + j].fetch_add(n, Release);
                 break;
             }
         }
@@ -582,6 +649,16 @@ impl HistogramCore {
     }
 }
 
+/// Takes back the part of a batch of `n` that carried a cell counter (which held `before`)
+/// past [`MAX_CELL_COUNT`], and returns the part kept. Never lowers the counter below
+/// `before`, so counts recorded by `observe` past the limit stay.
+#[cold]
+fn give_back(counter: &AtomicU64, before: u64, n: u64) -> u64 {
+    let kept = MAX_CELL_COUNT.saturating_sub(before).min(n);
+    counter.fetch_sub(n - kept, Relaxed);
+    kept
+}
+
 #[inline]
 fn update_extreme(a: &AtomicU64, v: f64, better: impl Fn(f64, f64) -> bool) {
     let mut cur = a.load(Relaxed);
@@ -693,14 +770,58 @@ impl Histogram {
         self.0.header.is_overflow()
     }
 
-    /// Records one observation. NaN is ignored; values at or below the grid (zero, negative)
-    /// and above it are counted in the low and high cells and in the explicit buckets.
+    /// Records one observation. NaN is ignored; values at or below the grid (zero, negative,
+    /// `-Inf`) and above it (`+Inf`) are counted in the low and high cells and in the explicit
+    /// buckets, and enter the sum (an infinity makes it infinite). See
+    /// [`observe_n`](Self::observe_n) for `n` observations of one value at once.
     #[inline(always)]
     pub fn observe(&self, v: f64) {
         if self.0.core.exemplars.is_some() {
             self.0.core.observe_with(v, None);
         } else {
             self.0.core.observe(v);
+        }
+    }
+
+    /// Records `n` observations of `v` at once, as `n` calls of [`observe`](Self::observe)
+    /// would, with the atomic operations of a single call: for sampled StatsD timers
+    /// (`|@0.01` stands for 100 observations), pre-aggregated batches and similar sources.
+    ///
+    /// - The cell, the explicit bucket and the count grow by `n`; min and max are updated once;
+    ///   the family's exemplar (if it keeps them) is updated once, as for one observation.
+    /// - The sum grows by `v × n` computed once in `f64`: one rounding where `n` calls round `n`
+    ///   times, so the sum can differ from theirs in the last bits (it is the closer of the two
+    ///   to the exact product). If `v × n` is beyond `f64::MAX` the sum becomes infinite, as it
+    ///   would after `n` calls.
+    /// - `n == 0` records nothing. NaN is ignored, as by `observe`.
+    /// - `±Inf` is recorded as by `observe`: counted in the high (`+Inf`) or low (`-Inf`) cell
+    ///   and bucket, and it makes the sum infinite (NaN once both signs were seen); min or max
+    ///   then holds the infinity, which [`HistogramPoint::min`]/[`max`](HistogramPoint::max)
+    ///   report as `None`. Sources that must never export an infinite sum (sonde-statsd) refuse
+    ///   infinite values before recording.
+    /// - Zero and negative values are counted, as by `observe`: in the low cell, in the exact
+    ///   explicit buckets, and in the sum and min (a histogram does not know whether its unit
+    ///   is signed).
+    /// - Counts saturate: one grid cell of a series holds at most [`MAX_CELL_COUNT`] (2^48)
+    ///   observations through `observe_n`; the part of a batch past that is dropped from every
+    ///   figure (count, buckets and sum stay consistent), so a huge `n` (even `u64::MAX`)
+    ///   neither panics nor wraps.
+    ///
+    /// ```
+    /// use sonde_core::{Registry, Unit};
+    /// let registry = Registry::new();
+    /// let latency = registry.histogram("job.duration").unit(Unit::Seconds).build()?.handle();
+    /// latency.observe_n(0.25, 100); // a timer sampled at 1 %
+    /// let p = latency.read();
+    /// assert_eq!((p.count(), p.sum()), (100, 25.0));
+    /// # Ok::<(), sonde_core::Error>(())
+    /// ```
+    #[inline(always)]
+    pub fn observe_n(&self, v: f64, n: u64) {
+        if self.0.core.exemplars.is_some() {
+            self.0.core.observe_n_with(v, n, None);
+        } else {
+            self.0.core.observe_n(v, n);
         }
     }
 

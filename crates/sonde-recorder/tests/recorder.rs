@@ -428,3 +428,18 @@ fn many_threads_exact_totals() {
     assert_eq!(snap.family("sparse").unwrap().series.len(), 20);
     no_errors(&snap);
 }
+
+/// `record_many` is one batched update, equal to that many records.
+#[test]
+fn record_many_counts_every_observation() {
+    let (registry, recorder) = setup();
+    recorder.with_local(|| {
+        let h = histogram!("batch.wait");
+        h.record_many(0.25, 1000);
+        h.record_many(0.5, 0);
+        h.record(0.5);
+    });
+    let snap = registry.snapshot();
+    testing::assert_histogram(&snap, "batch.wait", &[], 1001, 250.5);
+    no_errors(&snap);
+}

@@ -12,9 +12,10 @@
 //!   EMF or OTLP flush right after the rotation) thus reads the same, whole figure; it changes
 //!   once per interval. A new set series reads 0 until its first window closes.
 //!
-//! With a sample rate below 1, histogram and timer values are observed `round(1 / rate)` times
-//! (at most [`MAX_SAMPLE_WEIGHT`] times, and [`MAX_LINE_OBSERVATIONS`] per line); gauges and
-//! sets ignore the rate. Timestamps (`|T`) and container ids (`|c:`) are ignored: the registry
+//! With a sample rate below 1, histogram and timer values count as `round(1 / rate)`
+//! observations (at most [`MAX_SAMPLE_WEIGHT`], and [`MAX_LINE_OBSERVATIONS`] per line),
+//! recorded in one step with [`Histogram::observe_n`]: a `|@0.001` timer costs what an
+//! unsampled one does, and its sum grows by `value × weight`. Gauges and sets ignore the rate. Timestamps (`|T`) and container ids (`|c:`) are ignored: the registry
 //! records "now".
 //!
 //! **Labels.** DogStatsD tags become labels; a bare tag (`#canary`) becomes the label
@@ -76,7 +77,7 @@ pub const DEFAULT_MAX_METRICS: usize = 10_000;
 pub const DEFAULT_MAX_SERIES: usize = 2000;
 /// Default limit on label names per family.
 pub const DEFAULT_MAX_LABELS: usize = 32;
-/// Most times one histogram or timer value is observed to make up for its sample rate.
+/// Most observations one histogram or timer value counts for, to make up for its sample rate.
 pub const MAX_SAMPLE_WEIGHT: u32 = 1000;
 /// Most weighted observations one histogram or timer line makes: past it, the line's remaining
 /// values are observed once each.
@@ -1091,7 +1092,7 @@ fn observe(h: &Histogram, m: &Metric<'_>, divisor: f64, stats: &Stats) {
         }
         return;
     }
-    // A long multi-value line at a tiny rate must not cost millions of observations.
+    // A long multi-value line at a tiny rate must not stand for millions of observations.
     let mut budget = MAX_LINE_OBSERVATIONS;
     for v in m.values() {
         let x = v.number / divisor;
@@ -1101,9 +1102,7 @@ fn observe(h: &Histogram, m: &Metric<'_>, divisor: f64, stats: &Stats) {
             stats.dropped("non_finite", 1);
             continue;
         }
-        for _ in 0..n {
-            h.observe(x);
-        }
+        h.observe_n(x, u64::from(n));
     }
 }
 
@@ -1191,6 +1190,43 @@ mod tests {
         ingest.ingest_packet(line.as_bytes());
         let snap = registry.snapshot();
         assert_eq!(hist(&snap, "big", &[]).0, 10_010);
+    }
+
+    #[test]
+    fn sampled_timers_record_what_the_same_observations_would() {
+        let (registry, mut ingest) = ingest();
+        // 0.1 s at 1 %: 100 observations, 0.017 s at 0.1 %: 1000 (a value whose repeated sum
+        // would round), plus an unsampled one.
+        ingest.ingest_packet(b"t:100|ms|@0.01\nt:17|ms|@0.001\nt:2500|ms");
+        let reference = Registry::new();
+        let h = reference
+            .histogram("t")
+            .unit(Unit::Seconds)
+            .build()
+            .unwrap()
+            .handle();
+        for (v, n) in [(0.1, 100), (0.017, 1000), (2.5, 1)] {
+            for _ in 0..n {
+                h.observe(v);
+            }
+        }
+        let snap = registry.snapshot();
+        let got = snap.point("t", &[]).unwrap().histogram().unwrap();
+        let want = h.read();
+        assert_eq!(got.count(), 1101);
+        assert_eq!(got.cumulative_buckets(), want.cumulative_buckets());
+        assert_eq!(got.to_parts().cells, want.to_parts().cells);
+        assert_eq!((got.min(), got.max()), (Some(0.017), Some(2.5)));
+        assert_eq!(got.quantile(0.5), want.quantile(0.5));
+        // One product per line: 0.1 × 100 + 0.017 × 1000 + 2.5, within the rounding of the
+        // 1101 additions the loop makes.
+        assert_eq!(got.sum(), 0.1 * 100.0 + 0.017 * 1000.0 + 2.5);
+        assert!(
+            (got.sum() - want.sum()).abs() < 1e-12,
+            "{} vs {}",
+            got.sum(),
+            want.sum()
+        );
     }
 
     #[test]

@@ -230,14 +230,7 @@ pub fn write_atomically(generated: &Generated, out: &Path) -> Result<(), Error> 
     if out.exists() {
         check_owned(generated, out).map_err(|m| werr(out, m))?;
     }
-    let unique = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    );
+    let unique = unique_suffix();
     let tmp = parent.join(format!(".{name}.tmp-{unique}"));
     let result = (|| -> Result<(), Error> {
         std::fs::create_dir(&tmp).map_err(|e| {
@@ -313,4 +306,17 @@ fn check_owned(generated: &Generated, out: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A suffix no other writer of this process or another uses at the same moment (pid and
+/// nanoseconds), for temporary files and directories staged beside their destination.
+pub(crate) fn unique_suffix() -> String {
+    format!(
+        "{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
 }

@@ -446,14 +446,7 @@ fn has_tie(text: &str, ties: &[Tie]) -> bool {
 /// Writes `files` under `root`: each into a temporary file beside its destination first, then
 /// all renamed into place, so an error leaves every destination as it was.
 pub fn write_into(files: &[(String, String)], root: &Path) -> Result<(), Error> {
-    let unique = format!(
-        "{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    );
+    let unique = crate::unique_suffix();
     let mut staged: Vec<(PathBuf, PathBuf)> = Vec::new();
     let werr = |path: &Path, message: String| Error::Write {
         path: path.to_path_buf(),

@@ -1,6 +1,6 @@
 //! Errors of the engine.
 
-use crate::Kind;
+use crate::kind::Kind;
 
 /// Everything that can go wrong when registering a family or resolving a series.
 ///

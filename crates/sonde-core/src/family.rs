@@ -11,8 +11,7 @@ use hashbrown::HashTable;
 
 use crate::Error;
 use crate::budget::BudgetState;
-use crate::histogram::InstrumentOptions;
-use crate::instrument::{Counter, Instrument};
+use crate::instrument::{Counter, Instrument, InstrumentOptions};
 use crate::labels::{LabelValues, hash_values};
 use crate::series::{Series, SeriesInfo};
 use crate::snapshot::{FamilyMeta, SeriesSnapshot};

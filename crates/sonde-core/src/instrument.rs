@@ -4,35 +4,23 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::histogram::InstrumentOptions;
+use crate::histogram::Precision;
+use crate::kind::Kind;
 use crate::labels::LabelValues;
 use crate::number::{AtomicNumber, NumberCore, NumberKind};
 use crate::series::Series;
 use crate::snapshot::Point;
 use crate::{Error, Number, Unit};
 
-/// What kind of instrument a family holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Kind {
-    /// Monotonic sum.
-    Counter,
-    /// Non-monotonic sum.
-    UpDownCounter,
-    /// Last value.
-    Gauge,
-    /// Distribution.
-    Histogram,
-}
-
-impl fmt::Display for Kind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Kind::Counter => "counter",
-            Kind::UpDownCounter => "up-down counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
-        })
-    }
+/// Settings a family builder collects for the instrument's storage.
+#[doc(hidden)]
+#[derive(Debug, Clone, Default)]
+pub struct InstrumentOptions {
+    pub buckets: Option<Vec<f64>>,
+    pub precision: Option<Precision>,
+    pub min_exponent: Option<i32>,
+    pub stripes: Option<usize>,
+    pub exemplars: Option<bool>,
 }
 
 pub(crate) mod sealed {

@@ -52,10 +52,12 @@ pub mod exemplar;
 mod family;
 pub mod histogram;
 mod instrument;
+mod kind;
 mod labels;
 mod lazy;
 pub mod name;
 mod number;
+mod reader;
 mod registry;
 mod resource;
 mod series;
@@ -83,12 +85,14 @@ pub use histogram::{
     ExponentialBuckets, Histogram, HistogramConfig, HistogramLayout, HistogramParts,
     HistogramPoint, HistogramTimer, Precision, Timed,
 };
-pub use instrument::{Counter, CounterNumber, Gauge, GaugeNumber, Instrument, Kind, UpDownCounter};
+pub use instrument::{Counter, CounterNumber, Gauge, GaugeNumber, Instrument, UpDownCounter};
+pub use kind::Kind;
 pub use labels::LabelIter;
 pub use lazy::LazyFamily;
 #[doc(hidden)]
 pub use lazy::{__family, __unit_for_name};
 pub use number::{AtomicNumber, Number, NumberKind};
+pub use reader::{DeltaState, Reader};
 pub use registry::{
     BUDGET_LIMIT, BUDGET_USAGE, CollectorGuard, DEFAULT_MAX_SERIES, FamilyBuilder,
     INSTRUMENTATION_ERRORS, Registry, SERIES_ACTIVE, SERIES_OVERFLOW, SERIES_REFUSED, Visitor,
@@ -96,7 +100,6 @@ pub use registry::{
 pub use resource::{Resource, parse_key_values};
 pub use series::{Header, SeriesInfo, unix_nanos};
 pub use snapshot::{
-    DeltaState, FamilyMeta, FamilySnapshot, OVERFLOW_LABEL, Point, Reader, SeriesSnapshot,
-    Snapshot, Temporality,
+    FamilyMeta, FamilySnapshot, OVERFLOW_LABEL, Point, SeriesSnapshot, Snapshot, Temporality,
 };
 pub use unit::Unit;

@@ -10,11 +10,11 @@ use std::time::Duration;
 use crate::budget::{BudgetState, MemoryBudget};
 use crate::error::describe;
 use crate::family::{ErasedFamily, Family, SelfMetrics, VisitEvent};
-use crate::histogram::{Histogram, InstrumentOptions, Precision};
-use crate::instrument::{Counter, Gauge, Instrument, UpDownCounter};
+use crate::histogram::{Histogram, Precision};
+use crate::instrument::{Counter, Gauge, Instrument, InstrumentOptions, UpDownCounter};
 use crate::name::{prometheus_name, validate_label_name, validate_metric_name};
 use crate::series::{mono_secs, unix_nanos};
-use crate::snapshot::{FamilyMeta, Reader, SeriesSnapshot, Snapshot, Temporality};
+use crate::snapshot::{FamilyMeta, SeriesSnapshot, Snapshot};
 use crate::{Error, Kind, Unit};
 
 /// Receives a registry's families and series one at a time; see [`Registry::visit`].
@@ -540,10 +540,8 @@ impl Registry {
         }
     }
 
-    /// A cumulative snapshot of every family.
-    pub fn snapshot(&self) -> Snapshot {
-        self.reader(Temporality::Cumulative).collect()
-    }
+    // `snapshot` and `reader` are in reader.rs, next to the `Reader` they create, so the
+    // registry does not depend on its readers.
 
     /// A cumulative snapshot of just the named families (no collect hooks, no sweep): cheap
     /// enough for health checks on registries with many series.
@@ -565,11 +563,6 @@ impl Registry {
             });
         }
         snapshot
-    }
-
-    /// A consumer with its own temporality; delta readers remember what they read last.
-    pub fn reader(&self, temporality: Temporality) -> Reader {
-        Reader::new(self.clone(), temporality)
     }
 
     /// Drops series that have been idle past their family's idle timeout. Runs on every
@@ -892,7 +885,7 @@ impl<'r> FamilyBuilder<'r, Histogram> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::Point;
+    use crate::snapshot::{Point, Temporality};
 
     #[test]
     fn remove_family_frees_the_name_for_another_definition() {

@@ -1,13 +1,11 @@
 //! Snapshots: what exporters read, cumulative or as deltas per consumer.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::histogram::HistogramPoint;
-use crate::instrument::Kind;
+use crate::kind::Kind;
 use crate::labels::LabelIter;
 use crate::number::NumberKind;
-use crate::registry::Registry;
 use crate::series::SeriesInfo;
 use crate::{Number, Unit};
 use std::borrow::Cow;
@@ -45,7 +43,7 @@ impl Point {
         }
     }
 
-    fn minus(&self, earlier: &Point) -> Point {
+    pub(crate) fn minus(&self, earlier: &Point) -> Point {
         match (self, earlier) {
             (Point::Counter(a), Point::Counter(b)) => Point::Counter(a.minus(*b)),
             (Point::UpDownCounter(a), Point::UpDownCounter(b)) => Point::UpDownCounter(a.minus(*b)),
@@ -196,7 +194,8 @@ impl Snapshot {
     }
 
     /// Whether the points of `family` are deltas: the snapshot is a delta one and the family's
-    /// kind was not kept cumulative by the reader (see [`Reader::with_cumulative_kinds`]).
+    /// kind was not kept cumulative by the reader (see
+    /// [`Reader::with_cumulative_kinds`](crate::Reader::with_cumulative_kinds)).
     pub fn is_delta(&self, family: &FamilySnapshot) -> bool {
         self.temporality == Temporality::Delta && !self.cumulative_kinds.contains(&family.meta.kind)
     }
@@ -204,125 +203,5 @@ impl Snapshot {
     /// Total number of series.
     pub fn series_count(&self) -> usize {
         self.families.iter().map(|f| f.series.len()).sum()
-    }
-}
-
-/// A consumer of a registry: an exporter, with its own temporality and, for deltas, its own
-/// memory of what it read last, so consumers with different intervals never disturb each other.
-pub struct Reader {
-    registry: Registry,
-    temporality: Temporality,
-    memory: Arc<Mutex<Memory>>,
-    cumulative_kinds: Vec<Kind>,
-}
-
-/// What a delta reader read last.
-#[derive(Default)]
-struct Memory {
-    previous: HashMap<u64, Point>,
-    last_collect: u64,
-}
-
-/// A delta reader's memory of what it read last, handed to the reader that replaces it (an
-/// exporter restarted with new settings) so the new one continues where the old one is: every
-/// change is reported once, by one of them, instead of the new one's first collection
-/// repeating every counter's total. Readers that share it may collect in any order, also at
-/// the same time.
-#[derive(Clone)]
-pub struct DeltaState(Arc<Mutex<Memory>>);
-
-impl std::fmt::Debug for DeltaState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        f.debug_struct("DeltaState")
-            .field("series", &m.previous.len())
-            .field("last_collect", &m.last_collect)
-            .finish()
-    }
-}
-
-impl Reader {
-    pub(crate) fn new(registry: Registry, temporality: Temporality) -> Self {
-        Reader {
-            registry,
-            temporality,
-            memory: Arc::default(),
-            cumulative_kinds: Vec::new(),
-        }
-    }
-
-    /// This reader's delta memory, for [`continue_from`](Self::continue_from) in its successor.
-    pub fn delta_state(&self) -> DeltaState {
-        DeltaState(self.memory.clone())
-    }
-
-    /// Shares `state` (another delta reader's [`delta_state`](Self::delta_state)): this reader's
-    /// first collection reports the changes since that reader's last one, not since each series
-    /// started. Give it to readers of the same registry that keep the same kinds cumulative.
-    pub fn continue_from(mut self, state: &DeltaState) -> Self {
-        self.memory = state.0.clone();
-        self
-    }
-
-    /// Keeps families of these kinds cumulative in a delta reader: OTLP's `delta` temporality
-    /// preference wants up-down counters cumulative, since their changes alone say nothing of
-    /// the level. Check per family with [`Snapshot::is_delta`].
-    pub fn with_cumulative_kinds(mut self, kinds: &[Kind]) -> Self {
-        self.cumulative_kinds = kinds.to_vec();
-        self
-    }
-
-    /// This reader's temporality.
-    pub fn temporality(&self) -> Temporality {
-        self.temporality
-    }
-
-    /// Reads every family. For delta readers, each point is the change since this reader's
-    /// previous collection (for a series it has not seen, since the series was created).
-    pub fn collect(&mut self) -> Snapshot {
-        let mut snapshot = Snapshot::default();
-        self.collect_into(&mut snapshot);
-        snapshot
-    }
-
-    /// Like [`collect`](Self::collect), reusing `snapshot`'s allocations.
-    pub fn collect_into(&mut self, snapshot: &mut Snapshot) {
-        if self.temporality == Temporality::Cumulative {
-            self.registry.read_into(snapshot);
-            snapshot.temporality = self.temporality;
-            snapshot.cumulative_kinds.clone_from(&self.cumulative_kinds);
-            return;
-        }
-        // Read under the memory's lock, so readers sharing it take turns whole: a read older
-        // than the memory would come out negative.
-        let memory = self.memory.clone();
-        let mut memory = memory.lock().unwrap_or_else(|e| e.into_inner());
-        self.registry.read_into(snapshot);
-        snapshot.temporality = self.temporality;
-        snapshot.cumulative_kinds.clone_from(&self.cumulative_kinds);
-        let now = snapshot.time_unix_nanos;
-        let mut seen = HashMap::with_capacity(memory.previous.len());
-        for family in &mut snapshot.families {
-            if self.cumulative_kinds.contains(&family.meta.kind) {
-                continue;
-            }
-            for s in &mut family.series {
-                let id = s.series.header().id();
-                let cumulative = std::mem::replace(&mut s.point, Point::Gauge(Number::U64(0)));
-                s.point = match memory.previous.get(&id) {
-                    Some(prev) => {
-                        s.start_unix_nanos = memory.last_collect;
-                        cumulative.minus(prev)
-                    }
-                    None => cumulative.clone(),
-                };
-                if !matches!(cumulative, Point::Gauge(_)) {
-                    seen.insert(id, cumulative);
-                }
-            }
-        }
-        // Series that expired are forgotten with the old map.
-        memory.previous = seen;
-        memory.last_collect = now;
     }
 }

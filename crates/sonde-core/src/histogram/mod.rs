@@ -1,0 +1,320 @@
+//! One histogram core, every rendering.
+//!
+//! Each series counts observations on a fixed base-2 log-linear grid: `per_octave` cells per
+//! power of two over 30 octaves (by default 24 cells from 2^-20 s ≈ 0.95 µs to 2^10 s = 1024 s),
+//! plus one cell below and one above. From that grid come:
+//!
+//! - quantiles with a worst-case relative error of `(b - 1) / (b + 1)` where `b = 2^(1/per_octave)`:
+//!   1.44 % at the default 24 cells per octave, for any distribution inside the range;
+//! - exponential (base-2) buckets at any scale up to 3 (24 = 3 × 2³ cells nest exactly), the
+//!   schema of OTLP `ExponentialHistogram` and Prometheus native histograms;
+//! - up to N (value, count) pairs for CloudWatch `Values`/`Counts`;
+//! - exact counts for the classic explicit buckets (`le` boundaries), kept by one extra
+//!   "split" counter per boundary for the grid cell that contains it, so counts at a boundary
+//!   are exact whatever the boundary is;
+//! - exact sum, count, min and max.
+//!
+//! `n` equal observations ([`Histogram::observe_n`]: a sampled StatsD timer, a batch) cost the
+//! atomic operations of one; bad input (NaN, infinities, a huge `n`) is handled as its docs say.
+//!
+//! Memory is fixed when the series is created and never depends on collection:
+//! `8 × (cells + 2 + boundaries + 1)` bytes rounded up to whole cache lines, plus a few words
+//! (6.0 KB at the defaults, 2.2 KB with [`Precision::Compact`]); striped families hold one such
+//! block per stripe.
+
+// By concern: `layout` (the grid, shared by a family's series), `record` (the atomic storage
+// and the hot path), `read` (points and what is computed from them); this file holds the handle.
+// The three never use this file nor the instrument trait, so `instrument` and `snapshot` can
+// depend on them while this file implements `Instrument` for the handle: no import circle.
+mod layout;
+mod read;
+mod record;
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use crate::exemplar::{Slot, TraceContext};
+use crate::instrument::{Instrument, sealed};
+use crate::kind::Kind;
+use crate::number::NumberKind;
+use crate::series::Series;
+use crate::snapshot::Point;
+use crate::{Error, Unit};
+
+#[doc(hidden)]
+pub use crate::instrument::InstrumentOptions;
+pub use layout::{
+    DEFAULT_BUCKETS, DEFAULT_BYTES_BUCKETS, DEFAULT_SECONDS_BUCKETS, HistogramConfig,
+    HistogramLayout, OCTAVES, Precision,
+};
+pub use read::{ExponentialBuckets, HistogramParts, HistogramPoint};
+pub use record::{HistogramCore, MAX_CELL_COUNT};
+
+/// A histogram series handle: records `f64` observations.
+///
+/// An observation is two relaxed atomic operations in the common case (its grid cell and the
+/// sum) plus reads of min and max; nothing allocates, locks or hashes.
+///
+/// ```
+/// use sonde_core::{Registry, Unit};
+/// let registry = Registry::new();
+/// let latency = registry
+///     .histogram("http.server.request.duration")
+///     .unit(Unit::Seconds)
+///     .labels(["http.route"])
+///     .build()?;
+/// let users = latency.with(&["/users/:id"]);
+/// users.observe(0.012);
+/// let _timer = users.start_timer(); // records the elapsed seconds when dropped
+/// # Ok::<(), sonde_core::Error>(())
+/// ```
+#[must_use = "a handle records nothing until you call a method on it"]
+#[derive(Clone)]
+pub struct Histogram(pub(crate) Arc<Series<HistogramCore>>);
+
+impl fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = self.0.core.read();
+        f.debug_struct("Histogram")
+            .field("count", &p.count())
+            .field("sum", &p.sum())
+            .finish()
+    }
+}
+
+impl sealed::Sealed for Histogram {}
+
+impl Instrument for Histogram {
+    type Core = HistogramCore;
+    type Config = HistogramLayout;
+    const KIND: Kind = Kind::Histogram;
+    const NUMBER: NumberKind = NumberKind::F64;
+    const RESERVED_LABELS: &'static [&'static str] = &["le", "quantile"];
+
+    fn make_config(
+        name: &str,
+        unit: &Unit,
+        options: &InstrumentOptions,
+    ) -> Result<HistogramLayout, Error> {
+        let mut config = HistogramConfig::for_unit(unit);
+        if let Some(b) = &options.buckets {
+            config.buckets = b.clone();
+        }
+        if let Some(p) = options.precision {
+            config.precision = p;
+        }
+        if let Some(e) = options.min_exponent {
+            config.min_exponent = e;
+        }
+        let mut layout = HistogramLayout::new(name, unit, config)?;
+        // Each stripe is a whole copy of the cells, so histograms take fewer than counters.
+        layout.stripes = options.stripes.unwrap_or(1).clamp(1, 8).next_power_of_two();
+        layout.exemplars = options.exemplars.unwrap_or(false);
+        Ok(layout)
+    }
+    fn fallback_config() -> HistogramLayout {
+        HistogramLayout::build(&Unit::None, HistogramConfig::for_unit(&Unit::None))
+    }
+    fn new_core(config: &Arc<HistogramLayout>) -> HistogramCore {
+        HistogramCore::new(config)
+    }
+    fn config_bytes(l: &HistogramLayout) -> usize {
+        std::mem::size_of::<HistogramLayout>()
+            + (l.octave_bounds.len() + l.explicit.len()) * 8
+            + l.explicit_cell.len() * 4
+            + l.split_first.len() * 2
+    }
+    fn core_bytes(l: &HistogramLayout) -> usize {
+        let exemplars = if l.exemplars {
+            (l.explicit.len() + 1) * std::mem::size_of::<Slot>()
+        } else {
+            0
+        };
+        std::mem::size_of::<HistogramCore>() + l.block * l.stripes * 8 + exemplars
+    }
+    fn from_series(series: Arc<Series<HistogramCore>>) -> Self {
+        Histogram(series)
+    }
+    fn read(core: &HistogramCore) -> Point {
+        Point::Histogram(core.read())
+    }
+    fn absorb(dst: &HistogramCore, src: &HistogramCore) {
+        dst.absorb(src);
+    }
+}
+
+impl Histogram {
+    /// Whether this handle records into its family's overflow series (the label set was past
+    /// the series limit or the memory budget when it was resolved).
+    pub fn is_overflow(&self) -> bool {
+        self.0.header.is_overflow()
+    }
+
+    /// Records one observation. NaN is ignored; values at or below the grid (zero, negative,
+    /// `-Inf`) and above it (`+Inf`) are counted in the low and high cells and in the explicit
+    /// buckets, and enter the sum (an infinity makes it infinite). See
+    /// [`observe_n`](Self::observe_n) for `n` observations of one value at once.
+    #[inline(always)]
+    pub fn observe(&self, v: f64) {
+        if self.0.core.exemplars.is_some() {
+            self.0.core.observe_with(v, None);
+        } else {
+            self.0.core.observe(v);
+        }
+    }
+
+    /// Records `n` observations of `v` at once, as `n` calls of [`observe`](Self::observe)
+    /// would, with the atomic operations of a single call: for sampled StatsD timers
+    /// (`|@0.01` stands for 100 observations), pre-aggregated batches and similar sources.
+    ///
+    /// - The cell, the explicit bucket and the count grow by `n`; min and max are updated once;
+    ///   the family's exemplar (if it keeps them) is updated once, as for one observation.
+    /// - The sum grows by `v × n` computed once in `f64`: one rounding where `n` calls round `n`
+    ///   times, so the sum can differ from theirs in the last bits (it is the closer of the two
+    ///   to the exact product). If `v × n` is beyond `f64::MAX` the sum becomes infinite, as it
+    ///   would after `n` calls.
+    /// - `n == 0` records nothing. NaN is ignored, as by `observe`.
+    /// - `±Inf` is recorded as by `observe`: counted in the high (`+Inf`) or low (`-Inf`) cell
+    ///   and bucket, and it makes the sum infinite (NaN once both signs were seen); min or max
+    ///   then holds the infinity, which [`HistogramPoint::min`]/[`max`](HistogramPoint::max)
+    ///   report as `None`. Sources that must never export an infinite sum (sonde-statsd) refuse
+    ///   infinite values before recording.
+    /// - Zero and negative values are counted, as by `observe`: in the low cell, in the exact
+    ///   explicit buckets, and in the sum and min (a histogram does not know whether its unit
+    ///   is signed).
+    /// - Counts saturate: one grid cell of a series holds at most [`MAX_CELL_COUNT`] (2^48)
+    ///   observations through `observe_n`; the part of a batch past that is dropped from every
+    ///   figure (count, buckets and sum stay consistent), so a huge `n` (even `u64::MAX`)
+    ///   neither panics nor wraps.
+    ///
+    /// ```
+    /// use sonde_core::{Registry, Unit};
+    /// let registry = Registry::new();
+    /// let latency = registry.histogram("job.duration").unit(Unit::Seconds).build()?.handle();
+    /// latency.observe_n(0.25, 100); // a timer sampled at 1 %
+    /// let p = latency.read();
+    /// assert_eq!((p.count(), p.sum()), (100, 25.0));
+    /// # Ok::<(), sonde_core::Error>(())
+    /// ```
+    #[inline(always)]
+    pub fn observe_n(&self, v: f64, n: u64) {
+        if self.0.core.exemplars.is_some() {
+            self.0.core.observe_n_with(v, n, None);
+        } else {
+            self.0.core.observe_n(v, n);
+        }
+    }
+
+    /// Records an observation made in the span `ctx`, kept as its bucket's exemplar (latest
+    /// wins) when the family keeps exemplars ([`FamilyBuilder::exemplars`](crate::FamilyBuilder::exemplars)).
+    /// Plain [`observe`](Self::observe) does the same with the context from the installed
+    /// [trace context provider](crate::exemplar::set_trace_context_provider).
+    #[inline]
+    pub fn observe_with_exemplar(&self, v: f64, ctx: &TraceContext) {
+        self.0.core.observe_with(v, Some(ctx));
+    }
+
+    /// Starts a timer that records the elapsed time (in the family's unit: seconds unless the
+    /// unit is milliseconds) when dropped.
+    pub fn start_timer(&self) -> HistogramTimer<'_> {
+        HistogramTimer {
+            histogram: self,
+            start: Some(Instant::now()),
+        }
+    }
+
+    /// Runs `f` and records how long it took.
+    pub fn time<T>(&self, f: impl FnOnce() -> T) -> T {
+        let start = Instant::now();
+        let out = f();
+        self.record_since(start);
+        out
+    }
+
+    /// Wraps a future so the time from its first poll to completion is recorded.
+    pub fn time_future<F: Future>(&self, fut: F) -> Timed<F> {
+        Timed {
+            fut,
+            histogram: self.clone(),
+            start: None,
+        }
+    }
+
+    /// Records the time elapsed since `start`.
+    #[inline]
+    pub fn record_since(&self, start: Instant) {
+        self.observe(start.elapsed().as_secs_f64() * self.0.core.layout.seconds_scale);
+    }
+
+    /// A cumulative read of this series (for tests and diagnostics).
+    pub fn read(&self) -> HistogramPoint {
+        self.0.core.read()
+    }
+}
+
+/// Records the elapsed time into a histogram when dropped. Created by
+/// [`Histogram::start_timer`].
+#[must_use = "the timer records when dropped; dropping it at once records ~0"]
+pub struct HistogramTimer<'a> {
+    histogram: &'a Histogram,
+    start: Option<Instant>,
+}
+
+impl HistogramTimer<'_> {
+    /// Records now and returns the elapsed seconds.
+    pub fn stop(mut self) -> f64 {
+        match self.start.take() {
+            Some(start) => {
+                let secs = start.elapsed().as_secs_f64();
+                self.histogram
+                    .observe(secs * self.histogram.0.core.layout.seconds_scale);
+                secs
+            }
+            None => 0.0,
+        }
+    }
+
+    /// Drops the timer without recording.
+    pub fn discard(mut self) {
+        self.start = None;
+    }
+}
+
+impl Drop for HistogramTimer<'_> {
+    fn drop(&mut self) {
+        if let Some(start) = self.start.take() {
+            self.histogram.record_since(start);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A future whose run time is recorded into a histogram; see [`Histogram::time_future`].
+    #[must_use = "futures do nothing unless polled"]
+    pub struct Timed<F> {
+        #[pin]
+        fut: F,
+        histogram: Histogram,
+        start: Option<Instant>,
+    }
+}
+
+impl<F: Future> Future for Timed<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let start = *this.start.get_or_insert_with(Instant::now);
+        match this.fut.poll(cx) {
+            Poll::Ready(out) => {
+                this.histogram.record_since(start);
+                Poll::Ready(out)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

@@ -10,7 +10,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use sonde_core::{Registry, Resource, Temporality};
 use tracing::{error, info, warn};
 
-use crate::config::{Config, ProcstatSection};
+use crate::config::Config;
 
 /// Runs until SIGTERM or SIGINT.
 pub fn run(config: Config, path: Option<String>) -> Result<(), String> {
@@ -767,12 +767,10 @@ fn start_emf(
     resource: &Resource,
     deltas: Option<sonde_core::DeltaState>,
 ) -> Result<sonde_cloudwatch::EmfWriter, String> {
-    let destination = sonde_cloudwatch::Destination::parse(&e.destination)
-        .map_err(|err| format!("[exporters.emf]: {err}"))?;
     let mut b = sonde_cloudwatch::EmfBuilder::new(e.namespace.clone())
         .registry(registry.clone())
         .resource(resource.clone())
-        .destination(destination);
+        .destination(e.destination.clone());
     if let Some(d) = deltas {
         b = b.continue_deltas(d);
     }
@@ -812,17 +810,14 @@ fn start_procstat(
     config: &Config,
     registry: &Registry,
 ) -> Result<Option<sonde_host::ProcstatMetrics>, String> {
-    let mut matchers = config.procstat.iter().map(|p| match p {
-        ProcstatSection::Name(n) => sonde_host::ProcessMatcher::Name(n.clone()),
-        ProcstatSection::Pattern(p) => sonde_host::ProcessMatcher::Pattern(p.clone()),
-        ProcstatSection::PidFile(f) => sonde_host::ProcessMatcher::PidFile(f.clone()),
-    });
+    // Checked (patterns compiled) when the configuration was read.
+    let mut matchers = config.procstat.iter().cloned();
     let Some(first) = matchers.next() else {
         return Ok(None);
     };
-    let mut b = sonde_host::ProcstatCollector::new(first).registry(registry);
+    let mut b = sonde_host::ProcstatCollector::checked(first).registry(registry);
     for m in matchers {
-        b = b.matcher(m);
+        b = b.checked_matcher(m);
     }
     b.install()
         .map(Some)

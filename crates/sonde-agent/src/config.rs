@@ -96,17 +96,6 @@ pub struct HostSection {
     pub per_cpu: bool,
 }
 
-/// One `[[collectors.procstat]]` entry.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ProcstatSection {
-    /// `name = "nginx"`: exact executable name.
-    Name(String),
-    /// `pattern = "^postgres"`: regex on the command line.
-    Pattern(String),
-    /// `pid_file = "/run/app.pid"`.
-    PidFile(PathBuf),
-}
-
 /// One `[[statsd.mappings]]` rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MappingSection {
@@ -238,8 +227,9 @@ pub struct CloudWatchSection {
 pub struct EmfSection {
     /// Namespace.
     pub namespace: String,
-    /// `stdout`, `file:///path`, `tcp://host:port`, `udp://host:port`.
-    pub destination: String,
+    /// `stdout`, `file:///path`, `tcp://host:port`, `udp://host:port`, parsed (and resolved)
+    /// once here and used as is at start-up.
+    pub destination: sonde_cloudwatch::Destination,
 }
 
 /// `[exporters.remote_write]`.
@@ -266,7 +256,9 @@ pub struct Config {
     /// (`process_cpu_seconds_total`, `process_open_fds`...), next to the OpenTelemetry ones.
     pub process_prometheus_names: bool,
     /// `[[collectors.procstat]]`.
-    pub procstat: Vec<ProcstatSection>,
+    /// (`name = "nginx"`, `pattern = "^postgres"` or `pid_file = "/run/app.pid"`), checked by
+    /// sonde-host here: the pattern compiled here is the one start-up runs.
+    pub procstat: Vec<sonde_host::CheckedMatcher>,
     /// `[statsd]`.
     pub statsd: StatsdSection,
     /// `[[probes.http]]`, `[[probes.tcp]]`.
@@ -435,16 +427,6 @@ fn show_size(n: usize) -> String {
     } else {
         n.to_string()
     }
-}
-
-/// The same check as the CloudWatch exporter's (namespaces are 1-255 printable ASCII
-/// characters, not starting with `AWS/` or `:`), so `check-config` refuses what start-up would.
-fn valid_namespace(ns: &str) -> bool {
-    !(ns.is_empty()
-        || ns.len() > 255
-        || !ns.chars().all(|c| c.is_ascii() && !c.is_ascii_control())
-        || ns.starts_with("AWS/")
-        || ns.starts_with(':'))
 }
 
 /// The remote-write exporter's URL check: an absolute http(s) URL with a host.
@@ -965,10 +947,10 @@ impl<'a> Reader<'a> {
                 &["name", "pattern", "pid_file"],
             );
             let get = |k: &str| t.get(k).and_then(Item::as_str).map(str::to_string);
-            let set: Vec<ProcstatSection> = [
-                get("name").map(ProcstatSection::Name),
-                get("pattern").map(ProcstatSection::Pattern),
-                get("pid_file").map(|p| ProcstatSection::PidFile(PathBuf::from(p))),
+            let set: Vec<sonde_host::ProcessMatcher> = [
+                get("name").map(sonde_host::ProcessMatcher::Name),
+                get("pattern").map(sonde_host::ProcessMatcher::Pattern),
+                get("pid_file").map(|p| sonde_host::ProcessMatcher::PidFile(PathBuf::from(p))),
             ]
             .into_iter()
             .flatten()
@@ -985,18 +967,25 @@ impl<'a> Reader<'a> {
                 );
                 continue;
             }
-            if let Some(ProcstatSection::Pattern(p)) = set.first()
-                && let Err(e) = regex::Regex::new(p)
-            {
-                let loc = self.at(t.get("pattern").and_then(Item::span));
-                self.error(
-                    loc,
-                    format!("the pattern is not a valid regex: {e}"),
-                    "see https://docs.rs/regex/latest/regex/#syntax",
-                );
-                continue;
+            for matcher in set {
+                match sonde_host::CheckedMatcher::new(matcher) {
+                    Ok(m) => procstat.push(m),
+                    Err(e) => {
+                        let message = match e {
+                            sonde_host::Error::InvalidRegex { source, .. } => {
+                                format!("the pattern is not a valid regex: {source}")
+                            }
+                            other => other.to_string(),
+                        };
+                        let loc = self.at(t.get("pattern").and_then(Item::span));
+                        self.error(
+                            loc,
+                            message,
+                            "see https://docs.rs/regex/latest/regex/#syntax",
+                        );
+                    }
+                }
             }
-            procstat.extend(set);
         }
 
         let statsd = self.sub(Some(root), "statsd", "statsd");
@@ -1112,14 +1101,6 @@ impl<'a> Reader<'a> {
                 );
                 continue;
             };
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                let loc = self.at(t.get("url").and_then(Item::span));
-                self.error(
-                    loc,
-                    format!("`{url}` is not an http(s) URL"),
-                    "start it with http:// or https://",
-                );
-            }
             let expect_status = match t.get("expect_status") {
                 None => Vec::new(),
                 Some(item) => match item.as_array() {
@@ -1355,22 +1336,31 @@ impl<'a> Reader<'a> {
         let t = self.sub(exporters, "emf", "exporters.emf");
         self.unknown_keys(t, "exporters.emf", &["enabled", "namespace", "destination"]);
         let emf = if self.bool(t, &["exporters", "emf", "enabled"], t.is_some()) {
-            let destination = self
-                .string(t, &["exporters", "emf", "destination"])
-                .unwrap_or_else(|| "stdout".into());
-            if sonde_cloudwatch::Destination::parse(&destination).is_err() {
-                let loc = self.at(t.and_then(|t| t.get("destination")).and_then(Item::span));
-                self.error(
-                    loc,
-                    format!("`{destination}` is not an EMF destination"),
-                    "use \"stdout\", \"file:///path\", \"tcp://host:port\" or \"udp://host:port\"",
-                );
-            }
+            let path = &["exporters", "emf", "destination"];
+            let destination = match self.string(t, path) {
+                None => Some(sonde_cloudwatch::Destination::Stdout),
+                Some(d) => match sonde_cloudwatch::Destination::parse(&d) {
+                    Ok(d) => Some(d),
+                    Err(e) => {
+                        let loc = self.location_of(t, path);
+                        self.error(
+                            loc,
+                            e.to_string(),
+                            "see [exporters.emf] in `sonde-agent print-example-config`",
+                        );
+                        None
+                    }
+                },
+            };
             match self.string(t, &["exporters", "emf", "namespace"]) {
-                Some(namespace) => Some(EmfSection {
-                    namespace: self.namespace(t, &["exporters", "emf", "namespace"], namespace),
-                    destination,
-                }),
+                Some(namespace) => {
+                    let namespace =
+                        self.namespace(t, &["exporters", "emf", "namespace"], namespace);
+                    destination.map(|destination| EmfSection {
+                        namespace,
+                        destination,
+                    })
+                }
                 None => {
                     let loc = self.at(t.and_then(Table::span));
                     self.error(
@@ -1474,14 +1464,14 @@ impl<'a> Reader<'a> {
         Some(PathBuf::from(p))
     }
 
-    /// A CloudWatch namespace the exporters accept.
+    /// A CloudWatch namespace, checked by the exporters' own check.
     fn namespace(&mut self, t: Option<&Table>, path: &[&str], ns: String) -> String {
-        if !valid_namespace(&ns) {
+        if let Err(e) = sonde_cloudwatch::check_namespace(&ns) {
             let loc = self.location_of(t, path);
             self.error(
                 loc,
-                format!("the namespace {ns:?} is not accepted by CloudWatch"),
-                "use 1-255 printable ASCII characters, not starting with \"AWS/\" (reserved for AWS services) or \":\"",
+                e.to_string(),
+                "choose a namespace of your own, such as the service's name",
             );
         }
         ns

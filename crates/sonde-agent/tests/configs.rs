@@ -392,6 +392,51 @@ fn cases() -> Vec<Case> {
             Refused("invalid probe \"db\""),
         ),
         case(
+            "a CloudWatch namespace starting with ':' (sonde-cloudwatch's check)",
+            "[exporters.cloudwatch]\nnamespace = \":app\"\nregion = \"us-east-1\"\n",
+            Refused("the namespace \":app\" is not accepted by CloudWatch"),
+        ),
+        case(
+            "an EMF destination that is not one (parsed by sonde-cloudwatch)",
+            "[exporters.emf]\nnamespace = \"app\"\ndestination = \"kafka://broker:9092\"\n",
+            Refused("\"kafka://broker:9092\" is not an EMF destination"),
+        ),
+        case(
+            "an EMF destination to a file (parsed once, used at start)",
+            "[exporters.emf]\nnamespace = \"app\"\ndestination = \"file:///dev/null\"\n",
+            Starts,
+        ),
+        case(
+            "an EMF destination over UDP (parsed once, used at start)",
+            "[exporters.emf]\nnamespace = \"app\"\ndestination = \"udp://127.0.0.1:9\"\n",
+            Starts,
+        ),
+        case(
+            "a procstat pattern (compiled once, used at start)",
+            "[[collectors.procstat]]\npattern = \"^sonde-agent\"\n[[collectors.procstat]]\nname = \"init\"\n",
+            Starts,
+        ),
+        case(
+            "an http probe of an IPv6 literal",
+            "[[probes.http]]\nname = \"api\"\nurl = \"http://[::1]:9/health?full=1\"\n",
+            Starts,
+        ),
+        case(
+            "an ftp probe URL (sonde-probes' parser)",
+            "[[probes.http]]\nname = \"api\"\nurl = \"ftp://127.0.0.1/\"\n",
+            Refused("only http:// and https:// are supported"),
+        ),
+        case(
+            "a probe URL with user information",
+            "[[probes.http]]\nname = \"api\"\nurl = \"http://u:p@127.0.0.1:9/\"\n",
+            Refused("contains user information"),
+        ),
+        case(
+            "a probe URL with port 0 (http::Uri accepts it, the probes do not)",
+            "[[probes.http]]\nname = \"api\"\nurl = \"http://127.0.0.1:0/\"\n",
+            Refused("port \"0\" is not a number from 1 to 65535"),
+        ),
+        case(
             "CRLF line endings",
             "[agent]\r\ninterval = \"10s\"\r\n[statsd]\r\nqueue = 16\r\n",
             Starts,
@@ -459,6 +504,81 @@ fn check_config_never_panics_and_agrees_with_start_up() {
         eprintln!("{:>5} ms  {}", started.elapsed().as_millis(), c.name);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The checks the agent takes from the libraries: `check-config` refuses with the library's own
+/// message, and start-up refuses the same file with the same output.
+#[test]
+fn check_config_and_start_up_refuse_with_the_librarys_message() {
+    let dir = TempDir::new("library-checks");
+    let probe_error = |url: &str| {
+        sonde_probes::Prober::new(
+            &sonde_core::Registry::new(),
+            vec![sonde_probes::HttpProbe::new("api", url).into()],
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let cases = [
+        (
+            "[exporters.cloudwatch]\nnamespace = \"AWS/Foo\"\nregion = \"us-east-1\"\n",
+            sonde_cloudwatch::check_namespace("AWS/Foo")
+                .unwrap_err()
+                .to_string(),
+        ),
+        (
+            "[exporters.emf]\nnamespace = \"\"\n",
+            sonde_cloudwatch::check_namespace("")
+                .unwrap_err()
+                .to_string(),
+        ),
+        (
+            "[exporters.emf]\nnamespace = \"app\"\ndestination = \"tcp://nowhere\"\n",
+            sonde_cloudwatch::Destination::parse("tcp://nowhere")
+                .unwrap_err()
+                .to_string(),
+        ),
+        (
+            "[[collectors.procstat]]\npattern = \"(unclosed\"\n",
+            match sonde_host::CheckedMatcher::new(sonde_host::ProcessMatcher::Pattern(
+                "(unclosed".into(),
+            )) {
+                Err(sonde_host::Error::InvalidRegex { source, .. }) => source.to_string(),
+                other => panic!("sonde-host accepted the pattern: {other:?}"),
+            },
+        ),
+        (
+            "[[probes.http]]\nname = \"api\"\nurl = \"http://[::1/\"\n",
+            probe_error("http://[::1/"),
+        ),
+        (
+            "[[probes.http]]\nname = \"api\"\nurl = \"http://h/\u{e9}\"\n",
+            probe_error("http://h/\u{e9}"),
+        ),
+    ];
+    for (i, (config, message)) in cases.iter().enumerate() {
+        let path = dir.0.join(format!("case-{i}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let checked = check_config(&path, &[]);
+        let stderr = String::from_utf8_lossy(&checked.stderr);
+        assert_eq!(checked.status.code(), Some(2), "{config}: {stderr}");
+        assert!(
+            stderr.contains(message.as_str()),
+            "{config}: check-config said\n{stderr}\nnot {message:?}"
+        );
+        let child = command(&["--config".as_ref(), path.as_os_str()], &[])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = wait_output(child, Duration::from_secs(15));
+        assert_eq!(started.status.code(), Some(2), "{config}");
+        assert_eq!(
+            String::from_utf8_lossy(&started.stderr),
+            stderr,
+            "{config}: start-up refused it differently"
+        );
+    }
 }
 
 /// The shipped configurations stay inside the documented ranges: both pass check-config, and

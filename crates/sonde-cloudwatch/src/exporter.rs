@@ -309,8 +309,10 @@ fn push_error(e: sonde_push::Error) -> Error {
     }
 }
 
-/// Namespaces are 1-255 ASCII characters and may not start with `AWS/`.
-pub(crate) fn check_namespace(ns: &str) -> Result<(), Error> {
+/// Checks a namespace as [`CloudWatchBuilder::install`] and [`EmfBuilder::build`](crate::EmfBuilder::build)
+/// do: 1-255 printable ASCII characters, not starting with `AWS/` (reserved for AWS services)
+/// or `:`. Public so that a configuration check refuses exactly what start-up would.
+pub fn check_namespace(ns: &str) -> Result<(), Error> {
     if ns.is_empty()
         || ns.len() > 255
         || !ns.chars().all(|c| c.is_ascii() && !c.is_ascii_control())
@@ -318,7 +320,7 @@ pub(crate) fn check_namespace(ns: &str) -> Result<(), Error> {
         || ns.starts_with(':')
     {
         return Err(Error::Config(format!(
-            "the namespace {ns:?} is invalid: use 1-255 printable ASCII characters, not starting with \"AWS/\""
+            "the namespace {ns:?} is not accepted by CloudWatch: use 1-255 printable ASCII characters, not starting with \"AWS/\" (reserved for AWS services) or \":\""
         )));
     }
     Ok(())

@@ -8,7 +8,9 @@ mod exporter;
 
 pub use cost::{CostPreview, cost_preview};
 pub use emf::{Destination, EmfBuilder, EmfWriter};
-pub use exporter::{CloudWatchBuilder, CloudWatchExporter, DROP_SHUTDOWN_TIMEOUT, EXPORTER};
+pub use exporter::{
+    CloudWatchBuilder, CloudWatchExporter, DROP_SHUTDOWN_TIMEOUT, EXPORTER, check_namespace,
+};
 
 /// Errors of the CloudWatch exporter and the EMF writer.
 #[derive(Debug, thiserror::Error)]

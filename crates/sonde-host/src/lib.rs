@@ -224,7 +224,7 @@ pub use host::{
     HostCollector, HostMetrics, MIN_UTILIZATION_WINDOW,
 };
 pub use procstat::{
-    PROCSTAT_LABELS, ProcessMatcher, ProcstatCollector, ProcstatMetrics, read_error,
+    CheckedMatcher, PROCSTAT_LABELS, ProcessMatcher, ProcstatCollector, ProcstatMetrics, read_error,
 };
 
 /// `system.cpu.time`: CPU seconds per mode, `Counter<f64>` (Linux).

@@ -55,6 +55,53 @@ impl fmt::Display for ProcessMatcher {
     }
 }
 
+/// A [`ProcessMatcher`] checked once, its pattern compiled: build it where a configuration is
+/// checked and hand it to [`ProcstatCollector::checked`], so that the pattern is compiled once
+/// and what the check accepted is what the collector runs.
+#[derive(Debug, Clone)]
+pub struct CheckedMatcher {
+    matcher: ProcessMatcher,
+    regex: Option<Regex>,
+}
+
+impl CheckedMatcher {
+    /// Compiles the pattern of a [`ProcessMatcher::Pattern`]; the other matchers are always valid.
+    pub fn new(matcher: ProcessMatcher) -> Result<CheckedMatcher, Error> {
+        let regex = match &matcher {
+            ProcessMatcher::Pattern(p) => {
+                Some(Regex::new(p).map_err(|source| Error::InvalidRegex {
+                    what: "ProcessMatcher::Pattern",
+                    pattern: p.clone(),
+                    source: Box::new(source),
+                })?)
+            }
+            _ => None,
+        };
+        Ok(CheckedMatcher { matcher, regex })
+    }
+
+    /// The matcher.
+    pub fn matcher(&self) -> &ProcessMatcher {
+        &self.matcher
+    }
+}
+
+// The regex is compiled from the matcher: equal matchers are equal.
+impl PartialEq for CheckedMatcher {
+    fn eq(&self, other: &Self) -> bool {
+        self.matcher == other.matcher
+    }
+}
+
+impl Eq for CheckedMatcher {}
+
+/// A matcher given to the builder: checked already, or checked at install.
+#[derive(Debug, Clone)]
+enum Given {
+    Unchecked(ProcessMatcher),
+    Checked(CheckedMatcher),
+}
+
 /// The label names of procstat's per-process families, in order (after `cpu.mode` on the CPU
 /// families): `process.match` (the group), `process.pid`, `process.executable.name`.
 pub const PROCSTAT_LABELS: [&str; 3] = [MATCH_LABEL, PID_LABEL, EXECUTABLE_NAME_LABEL];
@@ -79,7 +126,7 @@ pub mod read_error {
 #[derive(Debug, Clone)]
 #[must_use = "call .install() to start collecting"]
 pub struct ProcstatCollector {
-    matchers: Vec<ProcessMatcher>,
+    matchers: Vec<Given>,
     registry: Option<Registry>,
     on_collect: bool,
 }
@@ -88,7 +135,17 @@ impl ProcstatCollector {
     /// Follows the processes `matcher` selects.
     pub fn new(matcher: ProcessMatcher) -> Self {
         ProcstatCollector {
-            matchers: vec![matcher],
+            matchers: vec![Given::Unchecked(matcher)],
+            registry: None,
+            on_collect: false,
+        }
+    }
+
+    /// Follows the processes an already checked `matcher` selects (its pattern is not compiled
+    /// again).
+    pub fn checked(matcher: CheckedMatcher) -> Self {
+        ProcstatCollector {
+            matchers: vec![Given::Checked(matcher)],
             registry: None,
             on_collect: false,
         }
@@ -97,7 +154,13 @@ impl ProcstatCollector {
     /// Follows the processes `matcher` selects too. One collector with several matchers lists
     /// the processes once per collection, where several collectors list them once each.
     pub fn matcher(mut self, matcher: ProcessMatcher) -> Self {
-        self.matchers.push(matcher);
+        self.matchers.push(Given::Unchecked(matcher));
+        self
+    }
+
+    /// Follows the processes an already checked `matcher` selects too.
+    pub fn checked_matcher(mut self, matcher: CheckedMatcher) -> Self {
+        self.matchers.push(Given::Checked(matcher));
         self
     }
 
@@ -124,16 +187,10 @@ impl ProcstatCollector {
         let errors = collector_errors(&registry)?;
         let families = Families::register(&registry)?;
         let mut entries = Vec::with_capacity(self.matchers.len());
-        for matcher in self.matchers {
-            let regex = match &matcher {
-                ProcessMatcher::Pattern(p) => {
-                    Some(Regex::new(p).map_err(|source| Error::InvalidRegex {
-                        what: "ProcessMatcher::Pattern",
-                        pattern: p.clone(),
-                        source: Box::new(source),
-                    })?)
-                }
-                _ => None,
+        for given in self.matchers {
+            let CheckedMatcher { matcher, regex } = match given {
+                Given::Checked(c) => c,
+                Given::Unchecked(m) => CheckedMatcher::new(m)?,
             };
             let label = matcher.to_string();
             entries.push(Matcher {
@@ -855,6 +912,24 @@ fn read_pid_file(path: &Path) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checked_matchers_compile_once_and_refuse_bad_patterns() {
+        let e = CheckedMatcher::new(ProcessMatcher::Pattern("(".into())).unwrap_err();
+        assert!(matches!(e, Error::InvalidRegex { .. }), "{e}");
+        let m = CheckedMatcher::new(ProcessMatcher::Pattern("^post".into())).unwrap();
+        assert!(m.regex.as_ref().unwrap().is_match("postgres -D /data"));
+        assert_eq!(m, m.clone());
+        assert!(CheckedMatcher::new(ProcessMatcher::Name(String::new())).is_ok());
+        // The collector runs the compiled pattern it was given.
+        let registry = Registry::new();
+        let metrics = ProcstatCollector::checked(m)
+            .checked_matcher(CheckedMatcher::new(ProcessMatcher::Name("init".into())).unwrap())
+            .registry(&registry)
+            .install()
+            .unwrap();
+        drop(metrics);
+    }
 
     #[test]
     fn matcher_labels() {

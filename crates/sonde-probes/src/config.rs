@@ -170,7 +170,12 @@ fn invalid(probe: &str, problem: impl Into<String>) -> Error {
     }
 }
 
-/// Parses `url`; `Err` holds a message naming the problem and the fix.
+/// Parses `url` with [`http::Uri`]; `Err` holds a message naming the problem and the fix.
+///
+/// `http::Uri` is more lenient than a request line allows, so these checks stay on top of it:
+/// only `http` and `https`, no `user:password@`, a host name of letters, digits, `-`, `.`, `_`
+/// or an IP address (IPv6 in brackets), a port from 1 to 65535, an ASCII path and query, and no
+/// whitespace or control character anywhere.
 pub(crate) fn parse_url(url: &str) -> Result<Url, String> {
     if url.is_empty() {
         return Err("the url is empty; set it to an http:// or https:// URL".into());
@@ -180,38 +185,54 @@ pub(crate) fn parse_url(url: &str) -> Result<Url, String> {
             "url {url:?} contains {c:?}; percent-encode spaces and control characters"
         ));
     }
-    let Some((scheme, rest)) = url.split_once("://") else {
+    // `http::Uri` reads `host:port` alone as an authority; say what is missing instead.
+    if !url.contains("://") {
         return Err(format!(
             "url {url:?} has no scheme; write it as http://host/path or https://host/path"
         ));
-    };
-    let https = match scheme.to_ascii_lowercase().as_str() {
-        "http" => false,
-        "https" => true,
+    }
+    let uri: http::Uri = url.parse().map_err(|e| {
+        format!(
+            "url {url:?} is not a valid URL ({e}); write it as http://host:port/path, with an IPv6 address in brackets ([::1]:8080)"
+        )
+    })?;
+    let https = match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
+        Some("http") => false,
+        Some("https") => true,
         other => {
             return Err(format!(
-                "url {url:?} has scheme {other:?}; only http:// and https:// are supported (use a tcp probe for other protocols)"
+                "url {url:?} has scheme {:?}; only http:// and https:// are supported (use a tcp probe for other protocols)",
+                other.unwrap_or_default()
             ));
         }
     };
-    let rest = rest.split('#').next().unwrap_or_default();
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, target) = rest.split_at(authority_end);
+    let authority = uri.authority().map(|a| a.as_str()).unwrap_or_default();
     if authority.contains('@') {
         return Err(format!(
             "url {url:?} contains user information; remove it and pass an Authorization header in `headers`"
         ));
     }
-    let default_port = if https { 443 } else { 80 };
-    let (host, port) = split_host_port(authority, Some(default_port))
-        .map_err(|problem| format!("url {url:?}: {problem}"))?;
-    let target = if target.is_empty() {
-        "/".to_owned()
-    } else if target.starts_with('?') {
-        format!("/{target}")
-    } else {
-        target.to_owned()
+    let host = uri.host().unwrap_or_default();
+    // Without user information the authority is the host, then `:port` if any; `port_u16`
+    // alone cannot tell a missing port from an invalid one.
+    let port = match authority.get(host.len()..).unwrap_or_default() {
+        "" => {
+            if https {
+                443
+            } else {
+                80
+            }
+        }
+        rest => check_port(rest.strip_prefix(':').unwrap_or(rest))
+            .map_err(|problem| format!("url {url:?}: {problem}"))?,
     };
+    let host = check_host(host).map_err(|problem| format!("url {url:?}: {problem}"))?;
+    let target = match uri.path_and_query().map(|p| p.as_str()) {
+        None | Some("") => "/".to_owned(),
+        Some(q) if q.starts_with('?') => format!("/{q}"),
+        Some(pq) => pq.to_owned(),
+    };
+    // `http::Uri` keeps UTF-8 in the path; a request line is ASCII.
     if !target.is_ascii() {
         return Err(format!(
             "url {url:?} has non-ASCII characters in its path or query; percent-encode them"
@@ -225,17 +246,47 @@ pub(crate) fn parse_url(url: &str) -> Result<Url, String> {
     })
 }
 
-/// Splits `host[:port]` (IPv6 in brackets). Without a port, `default` is used or it is an error.
-pub(crate) fn split_host_port(s: &str, default: Option<u16>) -> Result<(String, u16), String> {
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let Some((host, after)) = rest.split_once(']') else {
+/// Checks a host (an IPv6 literal in brackets, `[::1]`); returns it without brackets, lowercased.
+fn check_host(host: &str) -> Result<String, String> {
+    if let Some(inner) = host.strip_prefix('[') {
+        let inner = inner.strip_suffix(']').unwrap_or(inner);
+        if inner.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("{inner:?} in brackets is not an IPv6 address"));
+        }
+        return Ok(inner.to_ascii_lowercase());
+    }
+    if host.is_empty() {
+        return Err("the host is empty; write host:port".into());
+    }
+    if host.parse::<IpAddr>().is_err()
+        && !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+    {
+        return Err(format!(
+            "host {host:?} is not a valid host name; use letters, digits, '-', '.' (punycode for international names)"
+        ));
+    }
+    Ok(host.to_ascii_lowercase())
+}
+
+/// A port from 1 to 65535.
+fn check_port(p: &str) -> Result<u16, String> {
+    match p.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("port {p:?} is not a number from 1 to 65535")),
+        Ok(n) => Ok(n),
+    }
+}
+
+/// Splits a TCP probe's `host:port` (IPv6 in brackets, `[::1]:5432`).
+pub(crate) fn split_host_port(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = if s.starts_with('[') {
+        let Some(close) = s.find(']') else {
             return Err(format!(
                 "{s:?} opens an IPv6 address with '[' but never closes it; write [::1]:port"
             ));
         };
-        if host.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(format!("{host:?} in brackets is not an IPv6 address"));
-        }
+        let (host, after) = s.split_at(close + 1);
         let port = match after {
             "" => None,
             p => match p.strip_prefix(':') {
@@ -247,7 +298,7 @@ pub(crate) fn split_host_port(s: &str, default: Option<u16>) -> Result<(String, 
                 }
             },
         };
-        (host.to_owned(), port)
+        (host, port)
     } else {
         match s.rsplit_once(':') {
             Some((h, _)) if h.contains(':') => {
@@ -255,41 +306,19 @@ pub(crate) fn split_host_port(s: &str, default: Option<u16>) -> Result<(String, 
                     "{s:?} looks like an IPv6 address without brackets; write [addr]:port"
                 ));
             }
-            Some((h, p)) => (h.to_owned(), Some(p)),
-            None => (s.to_owned(), None),
+            Some((h, p)) => (h, Some(p)),
+            None => (s, None),
         }
     };
-    if host.is_empty() {
-        return Err("the host is empty; write host:port".into());
-    }
-    if !host.contains(':')
-        && host.parse::<IpAddr>().is_err()
-        && !host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
-    {
+    let host = check_host(host)?;
+    let Some(port) = port else {
         return Err(format!(
-            "host {host:?} is not a valid host name; use letters, digits, '-', '.' (punycode for international names)"
+            "{s:?} has no port; write host:port, e.g. {}:443",
+            bracket(&host)
         ));
-    }
-    let port = match port {
-        Some(p) => match p.parse::<u16>() {
-            Ok(0) | Err(_) => {
-                return Err(format!("port {p:?} is not a number from 1 to 65535"));
-            }
-            Ok(n) => n,
-        },
-        None => match default {
-            Some(d) => d,
-            None => {
-                return Err(format!(
-                    "{s:?} has no port; write host:port, e.g. {}:443",
-                    bracket(&host)
-                ));
-            }
-        },
     };
-    Ok((host.to_ascii_lowercase(), port))
+    let port = check_port(port)?;
+    Ok((host, port))
 }
 
 fn is_token(s: &str) -> bool {
@@ -406,7 +435,7 @@ pub(crate) fn validate_http(p: &HttpProbe) -> Result<HttpSpec, Error> {
 
 pub(crate) fn validate_tcp(p: &TcpProbe) -> Result<(String, u16), Error> {
     validate_common(&p.name, p.timeout, p.interval)?;
-    split_host_port(&p.address, None)
+    split_host_port(&p.address)
         .map_err(|e| invalid(&p.name, format!("address {:?}: {e}", p.address)))
 }
 
@@ -449,23 +478,41 @@ mod tests {
             "http://::1/",
             "http://host/é",
             "http://ex$ample.com/",
+            // http::Uri accepts these; the checks on top of it refuse them.
+            "http://host:/",
+            "http://[zz]/",
+            "http://[fe80::1%25eth0]/",
+            "http://host/a?é",
+            "gopher://host/",
         ] {
             assert!(parse_url(bad).is_err(), "{bad:?} accepted");
+        }
+        let u = parse_url("HTTP://Example.COM:8080#frag").unwrap();
+        assert_eq!(
+            (u.https, u.host.as_str(), u.port, u.target.as_str()),
+            (false, "example.com", 8080, "/")
+        );
+        let u = parse_url("https://[::1]/a").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 443));
+        assert_eq!(u.host_header(), "[::1]");
+        for (bad, says) in [
+            ("example.com:80", "no scheme"),
+            ("http://host:0/", "1 to 65535"),
+            ("http://u@host/", "Authorization"),
+            ("http://[::1/", "brackets"),
+            ("http://host/é", "percent-encode"),
+        ] {
+            let e = parse_url(bad).unwrap_err();
+            assert!(e.contains(says), "{bad:?}: {e}");
         }
     }
 
     #[test]
     fn addresses() {
-        assert_eq!(
-            split_host_port("db:5432", None).unwrap(),
-            ("db".into(), 5432)
-        );
-        assert_eq!(
-            split_host_port("[::1]:22", None).unwrap(),
-            ("::1".into(), 22)
-        );
+        assert_eq!(split_host_port("db:5432").unwrap(), ("db".into(), 5432));
+        assert_eq!(split_host_port("[::1]:22").unwrap(), ("::1".into(), 22));
         for bad in ["db", "db:", ":5432", "::1:22", "[::1]", "[::1]x", "db:0"] {
-            assert!(split_host_port(bad, None).is_err(), "{bad:?} accepted");
+            assert!(split_host_port(bad).is_err(), "{bad:?} accepted");
         }
     }
 

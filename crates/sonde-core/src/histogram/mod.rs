@@ -156,7 +156,8 @@ impl Histogram {
 
     /// Records one observation. NaN is ignored; values at or below the grid (zero, negative,
     /// `-Inf`) and above it (`+Inf`) are counted in the low and high cells and in the explicit
-    /// buckets, and enter the sum (an infinity makes it infinite). See
+    /// buckets. Finite values enter the sum; an infinity is counted but kept out of the sum,
+    /// which would otherwise stay infinite (or NaN) for the life of the series. See
     /// [`observe_n`](Self::observe_n) for `n` observations of one value at once.
     #[inline(always)]
     pub fn observe(&self, v: f64) {
@@ -175,14 +176,13 @@ impl Histogram {
     ///   the family's exemplar (if it keeps them) is updated once, as for one observation.
     /// - The sum grows by `v × n` computed once in `f64`: one rounding where `n` calls round `n`
     ///   times, so the sum can differ from theirs in the last bits (it is the closer of the two
-    ///   to the exact product). If `v × n` is beyond `f64::MAX` the sum becomes infinite, as it
-    ///   would after `n` calls.
+    ///   to the exact product). A product beyond `f64::MAX` is kept out of the sum, like an
+    ///   infinity.
     /// - `n == 0` records nothing. NaN is ignored, as by `observe`.
-    /// - `±Inf` is recorded as by `observe`: counted in the high (`+Inf`) or low (`-Inf`) cell
-    ///   and bucket, and it makes the sum infinite (NaN once both signs were seen); min or max
-    ///   then holds the infinity, which [`HistogramPoint::min`]/[`max`](HistogramPoint::max)
-    ///   report as `None`. Sources that must never export an infinite sum (sonde-statsd) refuse
-    ///   infinite values before recording.
+    /// - `±Inf` is recorded as by `observe`: counted in the high (`+Inf`) or low (`-Inf`) cell,
+    ///   bucket and count, and kept out of the sum, so the sum stays finite; min or max then
+    ///   holds the infinity, which [`HistogramPoint::min`]/[`max`](HistogramPoint::max) report
+    ///   as `None`.
     /// - Zero and negative values are counted, as by `observe`: in the low cell, in the exact
     ///   explicit buckets, and in the sum and min (a histogram does not know whether its unit
     ///   is signed).

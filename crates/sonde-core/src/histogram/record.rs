@@ -119,7 +119,11 @@ impl HistogramCore {
         if first != NO_SPLIT {
             self.split(base, cell, first as usize, v, 1);
         }
-        add_f64(&self.counters[base + l.sum_at], v);
+        // An infinity is counted (cell, bucket, count) but kept out of the sum, which would
+        // stay infinite, or NaN, for the life of the series.
+        if v.is_finite() {
+            add_f64(&self.counters[base + l.sum_at], v);
+        }
         if v < f64::from_bits(self.min.load(Relaxed)) {
             update_extreme(&self.min, v, |new, cur| new < cur);
         }
@@ -162,8 +166,12 @@ impl HistogramCore {
         if first != NO_SPLIT {
             self.split(base, cell, first as usize, v, n);
         }
-        // One rounding for the whole batch; n <= 2^48 is exact as an f64.
-        add_f64(&self.counters[base + l.sum_at], v * n as f64);
+        // One rounding for the whole batch; n <= 2^48 is exact as an f64. Infinities (and a
+        // product past f64::MAX) stay out of the sum, as in `observe`.
+        let add = v * n as f64;
+        if add.is_finite() {
+            add_f64(&self.counters[base + l.sum_at], add);
+        }
         if v < f64::from_bits(self.min.load(Relaxed)) {
             update_extreme(&self.min, v, |new, cur| new < cur);
         }

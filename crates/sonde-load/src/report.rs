@@ -229,6 +229,50 @@ fn client_quantiles(r: &RunResult, route: &ServerRoute) -> [Option<f64>; 3] {
     [0.5, 0.95, 0.99].map(|q| point.as_ref().and_then(|p| p.quantile(q)))
 }
 
+/// What `≤` and `≈` mean in the server-view tables.
+const BUCKET_NOTE: &str = "≤ x: in the service's first bucket, so only known to be at most x; ≈: the client's value lies in the bucket that holds the service's, which its buckets cannot tell apart";
+
+/// One route's cells after its label: count, server p50/p95/p99, client p50/p95/p99 and the
+/// three differences, for the text table and the Markdown one alike.
+fn route_cells(r: &RunResult, x: &ServerRoute) -> [String; 10] {
+    let c = client_quantiles(r, x);
+    let srv = [x.p50, x.p95, x.p99];
+    let cell = |v: Option<f64>| match v.and_then(|v| bucket_of(v, &x.bounds)) {
+        // Interpolating inside the first bucket assumes values spread evenly from zero.
+        Some((lo, hi)) if lo <= 0.0 => format!("≤{}", format_seconds(hi)),
+        _ => opt_seconds(v),
+    };
+    let delta = |c: Option<f64>, s: Option<f64>| match (c, s.and_then(|s| bucket_of(s, &x.bounds)))
+    {
+        (Some(c), Some((lo, hi))) if c > lo && c <= hi => "≈".to_owned(),
+        _ => diff(c, s),
+    };
+    [
+        x.count.to_string(),
+        cell(srv[0]),
+        cell(srv[1]),
+        cell(srv[2]),
+        opt_seconds(c[0]),
+        opt_seconds(c[1]),
+        opt_seconds(c[2]),
+        delta(c[0], srv[0]),
+        delta(c[1], srv[1]),
+        delta(c[2], srv[2]),
+    ]
+}
+
+/// The bucket `(lower, upper]` of `bounds` that holds `v` (the first one starts at zero, as
+/// Prometheus assumes for positive bounds); none above the last bound.
+fn bucket_of(v: f64, bounds: &[f64]) -> Option<(f64, f64)> {
+    let i = bounds.iter().position(|b| *b >= v)?;
+    let lo = match i {
+        0 if bounds[0] > 0.0 => 0.0,
+        0 => f64::NEG_INFINITY,
+        _ => bounds[i - 1],
+    };
+    Some((lo, bounds[i]))
+}
+
 fn diff(client: Option<f64>, server: Option<f64>) -> String {
     match (client, server) {
         (Some(c), Some(s)) => {
@@ -348,27 +392,16 @@ pub fn summary_table(r: &RunResult) -> String {
                 "Δp99"
             );
             for x in &v.routes {
-                let c = client_quantiles(r, x);
-                let srv = [x.p50, x.p95, x.p99];
+                let [n, sp50, sp95, sp99, cp50, cp95, cp99, d50, d95, d99] = route_cells(r, x);
                 let _ = writeln!(
                     s,
-                    "{:<lw$} {:>8} {:>9} {:>9} {:>9}   {:>9} {:>9} {:>9}   {:>9} {:>9} {:>9}",
+                    "{:<lw$} {n:>8} {sp50:>9} {sp95:>9} {sp99:>9}   {cp50:>9} {cp95:>9} {cp99:>9}   {d50:>9} {d95:>9} {d99:>9}",
                     clip(&route_label(x, metric.is_none()), lw),
-                    x.count,
-                    opt_seconds(srv[0]),
-                    opt_seconds(srv[1]),
-                    opt_seconds(srv[2]),
-                    opt_seconds(c[0]),
-                    opt_seconds(c[1]),
-                    opt_seconds(c[2]),
-                    diff(c[0], srv[0]),
-                    diff(c[1], srv[1]),
-                    diff(c[2], srv[2])
                 );
             }
             let _ = writeln!(
                 s,
-                "(Δ = client − server: network, queueing and the client's own time)"
+                "(Δ = client − server: network, queueing and the client's own time; {BUCKET_NOTE})"
             );
         }
         if !v.dependencies.is_empty() {
@@ -498,27 +531,16 @@ pub fn markdown(r: &RunResult, c: Option<&Comparison>, svg_name: Option<&str>) -
             );
             let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
             for x in &v.routes {
-                let c = client_quantiles(r, x);
-                let srv = [x.p50, x.p95, x.p99];
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                    "| {} | {} |",
                     md(&route_label(x, metric.is_none())),
-                    x.count,
-                    opt_seconds(srv[0]),
-                    opt_seconds(srv[1]),
-                    opt_seconds(srv[2]),
-                    opt_seconds(c[0]),
-                    opt_seconds(c[1]),
-                    opt_seconds(c[2]),
-                    diff(c[0], srv[0]),
-                    diff(c[1], srv[1]),
-                    diff(c[2], srv[2])
+                    route_cells(r, x).join(" | ")
                 );
             }
             let _ = writeln!(
                 s,
-                "\nΔ = client − server: network, queueing and the client's own time."
+                "\nΔ = client − server: network, queueing and the client's own time; {BUCKET_NOTE}."
             );
         }
         if !v.dependencies.is_empty() {

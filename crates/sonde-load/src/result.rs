@@ -239,6 +239,11 @@ pub struct ServerRoute {
     pub p95: Option<f64>,
     /// 99th percentile.
     pub p99: Option<f64>,
+    /// The service's finite bucket bounds (seconds): a quantile is only known to lie in its
+    /// bucket, so the report shows one in the first bucket as `≤ bound`, and no difference where
+    /// the client's value falls in the same bucket. Empty in files written before it existed.
+    #[serde(default)]
+    pub bounds: Vec<f64>,
 }
 
 /// A latency histogram as stored: its configuration and non-empty grid cells.

@@ -862,6 +862,12 @@ pub fn server_view(url: &str, before: &Scrape, after: &Scrape, plan: &Plan) -> S
                 p50: q(0.5),
                 p95: q(0.95),
                 p99: q(0.99),
+                bounds: delta
+                    .buckets
+                    .iter()
+                    .map(|b| b.0 * scale)
+                    .filter(|b| b.is_finite())
+                    .collect(),
             };
             match kind {
                 HistKind::Http => {

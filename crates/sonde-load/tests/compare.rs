@@ -594,6 +594,7 @@ fn with_extras(mut r: RunResult) -> RunResult {
             p50: server_p50,
             p95: None,
             p99: None,
+            bounds: Vec::new(),
         }],
         dependencies: Vec::new(),
         counters: vec![("db_queries_total".to_owned(), 42.0)],
@@ -638,6 +639,63 @@ fn the_summary_table_says_what_matters() {
         .find(|l| l.contains("http_route"))
         .expect("a server row");
     assert!(server.contains('+'), "{server}");
+}
+
+/// A server percentile is only known to lie in its bucket: in the first bucket it shows as
+/// `≤ bound` (interpolating from zero would invent a value), and where the client's percentile
+/// falls in the same bucket the difference is `≈`, not a number the buckets cannot support. The
+/// text table and the Markdown one say the same.
+#[test]
+fn server_percentiles_are_as_precise_as_the_services_buckets() {
+    let mut r = with_extras(run(1000, &[LIST, CREATE], STEADY));
+    let list = r.request(Some("list")).expect("a list request").clone();
+    let c50 = list.latency.quantile(0.5).expect("p50");
+    let view = r.server.as_mut().expect("a server view");
+    let route = &mut view.routes[0];
+    // p50: the first bucket, above the client's p50 (what a coarse service histogram gives).
+    // p99: above the last bound, so no bucket to judge by: the plain difference.
+    route.bounds = vec![c50 * 4.0, c50 * 8.0];
+    route.p50 = Some(c50 * 2.0);
+    route.p95 = Some(c50 * 6.0);
+    route.p99 = Some(100.0);
+    let first = format!("≤{}", report::format_seconds(c50 * 4.0));
+    let text = report::summary_table(&r);
+    let row = text
+        .lines()
+        .find(|l| l.contains("http_route"))
+        .expect("a server row");
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    let n = cells.len();
+    assert_eq!(cells[n - 9], first, "{row}");
+    assert_eq!(
+        cells[n - 3],
+        "≈",
+        "the client's p50 lies in the server p50's bucket: {row}"
+    );
+    assert!(cells[n - 1].starts_with('-'), "{row}");
+    assert!(
+        text.contains("≈: the client's value lies in the bucket"),
+        "{text}"
+    );
+    let md = report::markdown(&r, None, None);
+    let md_row = md
+        .lines()
+        .find(|l| l.starts_with("| ") && l.contains("http_route"))
+        .expect("a Markdown server row");
+    assert!(
+        md_row.contains(&format!("| {first} |")) && md_row.contains("| ≈ |"),
+        "{md_row}"
+    );
+
+    // Without the bounds (a file from before they were kept): the interpolated figures.
+    let view = r.server.as_mut().expect("a server view");
+    view.routes[0].bounds.clear();
+    let text = report::summary_table(&r);
+    let row = text
+        .lines()
+        .find(|l| l.contains("http_route"))
+        .expect("a row");
+    assert!(!row.contains('≤') && !row.contains('≈'), "{row}");
 }
 
 /// Checks that `text` is well-formed XML (xmlparser's tokens, with tags balanced) and that

@@ -37,6 +37,17 @@ pub fn sample_value(scrape: &str, series: &str) -> Option<f64> {
 /// Starts the agent binary `bin` with the configuration file `config`, its stderr in
 /// `log_dir/agent.log`; killed when the returned value drops.
 pub fn spawn_agent(bin: &str, config: &std::path::Path, log_dir: &std::path::Path) -> KillOnDrop {
+    spawn_agent_with_env(bin, config, log_dir, &[])
+}
+
+/// [`spawn_agent`] with extra environment variables (AWS credentials for a CloudWatch test
+/// endpoint, say).
+pub fn spawn_agent_with_env(
+    bin: &str,
+    config: &std::path::Path,
+    log_dir: &std::path::Path,
+    env: &[(&str, &str)],
+) -> KillOnDrop {
     let log = std::fs::File::create(log_dir.join("agent.log")).unwrap();
     KillOnDrop(
         std::process::Command::new(bin)
@@ -44,6 +55,7 @@ pub fn spawn_agent(bin: &str, config: &std::path::Path, log_dir: &std::path::Pat
             .arg(config)
             .stdout(std::process::Stdio::null())
             .stderr(log)
+            .envs(env.iter().copied())
             .spawn()
             .unwrap(),
     )

@@ -490,6 +490,29 @@ impl Running {
         if !replaced.shutdown(timeout) {
             warn!("a replaced exporter did not deliver everything it held (see above)");
         }
+        if let Some(c) = &applied.cloudwatch
+            && old.is_none_or(|o| o.cloudwatch.as_ref() != Some(c))
+        {
+            // Collected now, not at the next tick, so the estimate sees the host's series.
+            if let Some(h) = &self.host {
+                h.collect();
+            }
+            if let Some(p) = &self.procstat {
+                p.collect();
+            }
+            let preview = cloudwatch_builder(c, registry, &resource(&applied)).cost_preview();
+            info!(
+                metrics = preview.metrics,
+                calls_per_interval = preview.requests_per_interval,
+                usd_per_month = format!(
+                    "{:.2}",
+                    preview.metrics_usd_per_month + preview.requests_usd_per_month
+                ),
+                "CloudWatch: {} metrics from the series here now (StatsD and other sources add theirs as they arrive), ~${:.2}/month at list price; `sonde-agent cost CONFIG` shows the detail",
+                preview.metrics,
+                preview.metrics_usd_per_month + preview.requests_usd_per_month
+            );
+        }
         self.config = Some(applied);
         if errors.is_empty() {
             Ok(())
@@ -725,7 +748,8 @@ fn start_otlp(
         .registry(registry.clone())
         .resource(resource.clone())
         .transport(transport)
-        .interval(o.interval);
+        .interval(o.interval)
+        .selection(o.select.clone());
     match o.temporality.as_deref() {
         Some("delta") => b = b.temporality(Temporality::Delta),
         Some("cumulative") => b = b.temporality(Temporality::Cumulative),
@@ -743,11 +767,7 @@ fn start_cloudwatch(
     resource: &Resource,
     deltas: Option<sonde_core::DeltaState>,
 ) -> Result<sonde_cloudwatch::CloudWatchExporter, String> {
-    let mut b = sonde_cloudwatch::CloudWatchBuilder::new(c.namespace.clone())
-        .registry(registry.clone())
-        .resource(resource.clone())
-        .interval(c.interval)
-        .high_resolution(c.high_resolution);
+    let mut b = cloudwatch_builder(c, registry, resource);
     if let Some(r) = &c.region {
         b = b.region(r.clone());
     }
@@ -761,6 +781,91 @@ fn start_cloudwatch(
         .map_err(|e| format!("[exporters.cloudwatch]: {e}"))
 }
 
+/// The CloudWatch exporter's conversion settings: what it sends, what the cost preview prices.
+fn cloudwatch_builder(
+    c: &crate::config::CloudWatchSection,
+    registry: &Registry,
+    resource: &Resource,
+) -> sonde_cloudwatch::CloudWatchBuilder {
+    sonde_cloudwatch::CloudWatchBuilder::new(c.namespace.clone())
+        .registry(registry.clone())
+        .resource(resource.clone())
+        .interval(c.interval)
+        .high_resolution(c.high_resolution)
+        .selection(c.select.clone())
+}
+
+/// `sonde-agent cost`: what the CloudWatch exporter of `config` would send from this host,
+/// with its selection and with everything, from the host, process and procstat series read
+/// here now (StatsD, probes and OTLP add theirs as they arrive).
+pub fn cost_report(config: &Config, origin: &str) -> Result<String, String> {
+    use std::fmt::Write;
+    let registry = Registry::new();
+    let own = config
+        .own_process
+        .then(|| {
+            sonde_process::ProcessCollector::current()
+                .registry(&registry)
+                .prometheus_names(config.process_prometheus_names)
+                .install()
+                .ok()
+        })
+        .flatten();
+    let host = start_host(config, &registry)?;
+    let procstat = start_procstat(config, &registry)?;
+    // Twice: utilizations are rates between two reads.
+    for _ in 0..2 {
+        if let Some(h) = &host {
+            h.collect();
+        }
+        if let Some(p) = &procstat {
+            p.collect();
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let (section, note) = match &config.cloudwatch {
+        Some(c) => (c.clone(), String::new()),
+        None => (
+            crate::config::CloudWatchSection {
+                namespace: "sonde".into(),
+                region: None,
+                interval: Duration::from_secs(60),
+                high_resolution: false,
+                endpoint_url: None,
+                select: crate::select::cloudwatch_default(),
+            },
+            format!(
+                "[exporters.cloudwatch] is not enabled in {origin}: figures for its defaults.\n"
+            ),
+        ),
+    };
+    let resource = resource(config);
+    let selected = cloudwatch_builder(&section, &registry, &resource).cost_preview();
+    let everything = cloudwatch_builder(&section, &registry, &resource)
+        .selection(sonde_core::Selection::new())
+        .cost_preview();
+    let mut out = note;
+    let _ = writeln!(
+        out,
+        "What [exporters.cloudwatch] sends from this host ({origin}), read now:\n{selected}\n"
+    );
+    let _ = writeln!(
+        out,
+        "Without a selection (include = [\"*\"]): {} metrics, ~${:.2}/month.",
+        everything.metrics,
+        everything.metrics_usd_per_month + everything.requests_usd_per_month
+    );
+    let _ = write!(
+        out,
+        "StatsD, probe and OTLP metrics are not counted here: each distinct name and dimension set they bring is one more metric (~$0.30/month each in the first 10,000)."
+    );
+    // Uninstalled on purpose: dropping the handles would log that they stopped.
+    own.iter().for_each(|p| p.uninstall());
+    host.iter().for_each(|h| h.uninstall());
+    procstat.iter().for_each(|p| p.uninstall());
+    Ok(out)
+}
+
 fn start_emf(
     e: &crate::config::EmfSection,
     registry: &Registry,
@@ -770,7 +875,8 @@ fn start_emf(
     let mut b = sonde_cloudwatch::EmfBuilder::new(e.namespace.clone())
         .registry(registry.clone())
         .resource(resource.clone())
-        .destination(e.destination.clone());
+        .destination(e.destination.clone())
+        .selection(e.select.clone());
     if let Some(d) = deltas {
         b = b.continue_deltas(d);
     }
@@ -786,6 +892,7 @@ fn start_remote_write(
         .registry(registry.clone())
         .resource(resource.clone())
         .interval(rw.interval)
+        .selection(rw.select.clone())
         .install()
         .map_err(|e| format!("[exporters.remote_write]: {e}"))
 }

@@ -205,6 +205,8 @@ pub struct OtlpSection {
     pub headers: Vec<(String, String)>,
     /// Per-request timeout.
     pub timeout: Option<Duration>,
+    /// `select`: which metrics it sends (default: everything).
+    pub select: sonde_core::Selection,
 }
 
 /// `[exporters.cloudwatch]`.
@@ -220,6 +222,8 @@ pub struct CloudWatchSection {
     pub high_resolution: bool,
     /// Another endpoint.
     pub endpoint_url: Option<String>,
+    /// `select`: which metrics it sends (default: [`crate::select::cloudwatch_default`]).
+    pub select: sonde_core::Selection,
 }
 
 /// `[exporters.emf]`.
@@ -230,6 +234,8 @@ pub struct EmfSection {
     /// `stdout`, `file:///path`, `tcp://host:port`, `udp://host:port`, parsed (and resolved)
     /// once here and used as is at start-up.
     pub destination: sonde_cloudwatch::Destination,
+    /// `select`: which metrics it writes (default: everything).
+    pub select: sonde_core::Selection,
 }
 
 /// `[exporters.remote_write]`.
@@ -239,6 +245,8 @@ pub struct RemoteWriteSection {
     pub url: String,
     /// Push interval.
     pub interval: Duration,
+    /// `select`: which metrics it sends (default: everything).
+    pub select: sonde_core::Selection,
 }
 
 /// The whole configuration.
@@ -1212,6 +1220,7 @@ impl<'a> Reader<'a> {
                 "compression",
                 "headers",
                 "timeout",
+                "select",
             ],
         );
         let otlp = self
@@ -1275,6 +1284,7 @@ impl<'a> Reader<'a> {
                     compression,
                     headers: self.string_table(t, "headers", "exporters.otlp.headers"),
                     timeout,
+                    select: self.selection(t, "exporters.otlp", sonde_core::Selection::new),
                 };
                 self.check_otlp(t, &section);
                 section
@@ -1291,6 +1301,7 @@ impl<'a> Reader<'a> {
                 "interval",
                 "high_resolution",
                 "endpoint_url",
+                "select",
             ],
         );
         let cloudwatch = if self.bool(t, &["exporters", "cloudwatch", "enabled"], t.is_some()) {
@@ -1318,6 +1329,11 @@ impl<'a> Reader<'a> {
                         &["exporters", "cloudwatch", "endpoint_url"],
                         "https://monitoring.us-east-1.amazonaws.com",
                     ),
+                    select: self.selection(
+                        t,
+                        "exporters.cloudwatch",
+                        crate::select::cloudwatch_default,
+                    ),
                 }),
                 None => {
                     let loc = self.at(t.and_then(Table::span));
@@ -1334,7 +1350,11 @@ impl<'a> Reader<'a> {
         };
 
         let t = self.sub(exporters, "emf", "exporters.emf");
-        self.unknown_keys(t, "exporters.emf", &["enabled", "namespace", "destination"]);
+        self.unknown_keys(
+            t,
+            "exporters.emf",
+            &["enabled", "namespace", "destination", "select"],
+        );
         let emf = if self.bool(t, &["exporters", "emf", "enabled"], t.is_some()) {
             let path = &["exporters", "emf", "destination"];
             let destination = match self.string(t, path) {
@@ -1356,9 +1376,11 @@ impl<'a> Reader<'a> {
                 Some(namespace) => {
                     let namespace =
                         self.namespace(t, &["exporters", "emf", "namespace"], namespace);
+                    let select = self.selection(t, "exporters.emf", sonde_core::Selection::new);
                     destination.map(|destination| EmfSection {
                         namespace,
                         destination,
+                        select,
                     })
                 }
                 None => {
@@ -1376,7 +1398,11 @@ impl<'a> Reader<'a> {
         };
 
         let t = self.sub(exporters, "remote_write", "exporters.remote_write");
-        self.unknown_keys(t, "exporters.remote_write", &["enabled", "url", "interval"]);
+        self.unknown_keys(
+            t,
+            "exporters.remote_write",
+            &["enabled", "url", "interval", "select"],
+        );
         let remote_write = if self.bool(t, &["exporters", "remote_write", "enabled"], t.is_some()) {
             match self.url(
                 t,
@@ -1391,6 +1417,7 @@ impl<'a> Reader<'a> {
                         Duration::from_secs(15),
                         INTERVAL_RANGE,
                     ),
+                    select: self.selection(t, "exporters.remote_write", sonde_core::Selection::new),
                 }),
                 None => {
                     let loc = self.at(t.and_then(Table::span));
@@ -1421,6 +1448,24 @@ impl<'a> Reader<'a> {
             emf,
             remote_write,
         }
+    }
+
+    /// `select` of the exporter table `t` (at `path`), or `default()` when it has none.
+    fn selection(
+        &mut self,
+        t: Option<&Table>,
+        path: &str,
+        default: fn() -> sonde_core::Selection,
+    ) -> sonde_core::Selection {
+        let Some(item) = t.and_then(|t| t.get("select")) else {
+            return default();
+        };
+        let (selection, problems) = crate::select::parse(item, path);
+        for p in problems {
+            let at = self.at(p.span);
+            self.error(at, p.message, p.hint);
+        }
+        selection
     }
 
     /// A duration inside an array-of-tables entry (no environment override).

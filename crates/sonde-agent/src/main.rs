@@ -4,6 +4,7 @@
 //! ```text
 //! sonde-agent [--config FILE]          run (embedded defaults without --config)
 //! sonde-agent check-config FILE        report every configuration error; exit 2 if any
+//! sonde-agent cost [FILE]              what the CloudWatch exporter would send and cost
 //! sonde-agent print-default-config     the embedded defaults, a starting point
 //! sonde-agent print-example-config     every section and key, commented
 //! sonde-agent --version
@@ -14,6 +15,7 @@
 
 mod agent;
 mod config;
+mod select;
 
 use std::process::ExitCode;
 
@@ -25,6 +27,8 @@ const EXAMPLE_CONFIG: &str = include_str!("../examples-config/full.toml");
 const USAGE: &str = "usage:
   sonde-agent [--config FILE]         run (embedded defaults without --config)
   sonde-agent check-config FILE       report every configuration error, exit 2 if any
+  sonde-agent cost [FILE]             the CloudWatch metrics this host would send with FILE's
+                                      selection, PutMetricData calls and monthly list price
   sonde-agent print-default-config    print the embedded defaults
   sonde-agent print-example-config    print every section and key, commented
                                       (also crates/sonde-agent/examples-config/full.toml)
@@ -69,6 +73,27 @@ fn main() -> ExitCode {
                     Err(e) => {
                         eprintln!("{e}");
                         ExitCode::from(2)
+                    }
+                };
+            }
+            "cost" => {
+                let path = args.get(i + 1).map(String::as_str);
+                let config = match load(path) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(2);
+                    }
+                };
+                let origin = path.unwrap_or("the embedded defaults");
+                return match agent::cost_report(&config, origin) {
+                    Ok(report) => {
+                        println!("{report}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("{e}");
+                        ExitCode::from(1)
                     }
                 };
             }

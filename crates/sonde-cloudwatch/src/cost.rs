@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
-use sonde_core::{Kind, Registry, Resource, Temporality};
+use sonde_core::{Kind, Registry, Resource, Selection, Temporality};
 
 use crate::datum::{self, MAX_REQUEST_BYTES, Settings};
 
@@ -64,9 +64,21 @@ pub fn cost_preview(
     settings: &Settings,
     interval: Duration,
 ) -> CostPreview {
+    cost_preview_selected(registry, resource, settings, interval, &Selection::new())
+}
+
+/// [`cost_preview`] of what `selection` sends.
+pub(crate) fn cost_preview_selected(
+    registry: &Registry,
+    resource: &Resource,
+    settings: &Settings,
+    interval: Duration,
+    selection: &Selection,
+) -> CostPreview {
     let snapshot = registry
         .reader(Temporality::Delta)
         .with_cumulative_kinds(&[Kind::UpDownCounter])
+        .with_selection(selection.clone())
         .collect();
     // Every series counts, changed or not: CloudWatch bills a metric for any month it
     // received data.

@@ -129,6 +129,7 @@ pub struct EmfBuilder {
     resource: Option<Resource>,
     settings: Settings,
     continue_deltas: Option<sonde_core::DeltaState>,
+    selection: sonde_core::Selection,
 }
 
 impl EmfBuilder {
@@ -145,7 +146,15 @@ impl EmfBuilder {
                 ..Settings::default()
             },
             continue_deltas: None,
+            selection: sonde_core::Selection::new(),
         }
+    }
+
+    /// Which metrics and series to send, and which labels to keep
+    /// ([`sonde_core::Selection`]; default: everything).
+    pub fn selection(mut self, selection: sonde_core::Selection) -> Self {
+        self.selection = selection;
+        self
     }
 
     /// Continues the deltas of the writer this one replaces (its
@@ -191,7 +200,8 @@ impl EmfBuilder {
         let mut reader = self
             .registry
             .reader(Temporality::Delta)
-            .with_cumulative_kinds(&[Kind::UpDownCounter]);
+            .with_cumulative_kinds(&[Kind::UpDownCounter])
+            .with_selection(self.selection);
         if let Some(state) = &self.continue_deltas {
             reader = reader.continue_from(state);
         }

@@ -37,6 +37,7 @@ pub struct CloudWatchBuilder {
     max_retry_time: Duration,
     jitter_first: bool,
     continue_deltas: Option<sonde_core::DeltaState>,
+    selection: sonde_core::Selection,
 }
 
 impl CloudWatchBuilder {
@@ -58,6 +59,7 @@ impl CloudWatchBuilder {
             max_retry_time: Duration::from_secs(300),
             jitter_first: true,
             continue_deltas: None,
+            selection: sonde_core::Selection::new(),
         }
     }
 
@@ -211,9 +213,29 @@ impl CloudWatchBuilder {
         self
     }
 
+    /// Which metrics and series to send, and which labels to keep
+    /// ([`sonde_core::Selection`]; default: everything).
+    pub fn selection(mut self, selection: sonde_core::Selection) -> Self {
+        self.selection = selection;
+        self
+    }
+
     /// The conversion settings, for [`crate::cost_preview`].
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    /// What this exporter would cost for the series its registry holds now: its selection,
+    /// settings and interval applied (see [`crate::cost_preview`]).
+    pub fn cost_preview(&self) -> crate::CostPreview {
+        let resource = self.resource.clone().unwrap_or_else(Resource::detect);
+        crate::cost::cost_preview_selected(
+            &self.registry,
+            &resource,
+            &self.settings,
+            self.interval,
+            &self.selection,
+        )
     }
 
     /// Checks the settings, loads the AWS configuration and starts the exporter's thread.
@@ -228,7 +250,8 @@ impl CloudWatchBuilder {
         let mut reader = self
             .registry
             .reader(Temporality::Delta)
-            .with_cumulative_kinds(&[Kind::UpDownCounter]);
+            .with_cumulative_kinds(&[Kind::UpDownCounter])
+            .with_selection(self.selection);
         if let Some(state) = &self.continue_deltas {
             reader = reader.continue_from(state);
         }

@@ -60,6 +60,7 @@ mod number;
 mod reader;
 mod registry;
 mod resource;
+pub mod select;
 mod series;
 mod snapshot;
 pub mod telemetry;
@@ -98,6 +99,7 @@ pub use registry::{
     INSTRUMENTATION_ERRORS, Registry, SERIES_ACTIVE, SERIES_OVERFLOW, SERIES_REFUSED, Visitor,
 };
 pub use resource::{Resource, parse_key_values};
+pub use select::{GaugeAggregation, Pattern, Rule, Selection};
 pub use series::{Header, SeriesInfo, unix_nanos};
 pub use snapshot::{
     FamilyMeta, FamilySnapshot, OVERFLOW_LABEL, Point, SeriesSnapshot, Snapshot, Temporality,

@@ -9,12 +9,15 @@ use std::sync::{Arc, Mutex};
 use crate::kind::Kind;
 use crate::number::Number;
 use crate::registry::Registry;
+use crate::select::Selection;
 use crate::snapshot::{Point, Snapshot, Temporality};
 
 impl Registry {
     /// A cumulative snapshot of every family.
     pub fn snapshot(&self) -> Snapshot {
-        self.reader(Temporality::Cumulative).collect()
+        let mut snapshot = Snapshot::default();
+        self.read_into(&mut snapshot, None);
+        snapshot
     }
 
     /// A consumer with its own temporality; delta readers remember what they read last.
@@ -30,6 +33,7 @@ pub struct Reader {
     temporality: Temporality,
     memory: Arc<Mutex<Memory>>,
     cumulative_kinds: Vec<Kind>,
+    selection: Option<Selection>,
 }
 
 /// What a delta reader read last.
@@ -64,6 +68,7 @@ impl Reader {
             temporality,
             memory: Arc::default(),
             cumulative_kinds: Vec::new(),
+            selection: None,
         }
     }
 
@@ -88,6 +93,14 @@ impl Reader {
         self
     }
 
+    /// Applies `selection` to every collection: families not selected are not read, and
+    /// label conditions and aggregation apply to the points read (deltas already computed, so
+    /// aggregated deltas are the sums of the members' changes).
+    pub fn with_selection(mut self, selection: Selection) -> Self {
+        self.selection = (!selection.is_everything()).then_some(selection);
+        self
+    }
+
     /// This reader's temporality.
     pub fn temporality(&self) -> Temporality {
         self.temporality
@@ -103,8 +116,15 @@ impl Reader {
 
     /// Like [`collect`](Self::collect), reusing `snapshot`'s allocations.
     pub fn collect_into(&mut self, snapshot: &mut Snapshot) {
+        self.collect_unselected(snapshot);
+        if let Some(selection) = &self.selection {
+            selection.apply(snapshot);
+        }
+    }
+
+    fn collect_unselected(&mut self, snapshot: &mut Snapshot) {
         if self.temporality == Temporality::Cumulative {
-            self.registry.read_into(snapshot);
+            self.registry.read_into(snapshot, self.selection.as_ref());
             snapshot.temporality = self.temporality;
             snapshot.cumulative_kinds.clone_from(&self.cumulative_kinds);
             return;
@@ -113,7 +133,7 @@ impl Reader {
         // than the memory would come out negative.
         let memory = self.memory.clone();
         let mut memory = memory.lock().unwrap_or_else(|e| e.into_inner());
-        self.registry.read_into(snapshot);
+        self.registry.read_into(snapshot, self.selection.as_ref());
         snapshot.temporality = self.temporality;
         snapshot.cumulative_kinds.clone_from(&self.cumulative_kinds);
         let now = snapshot.time_unix_nanos;

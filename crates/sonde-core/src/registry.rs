@@ -13,6 +13,7 @@ use crate::family::{ErasedFamily, Family, SelfMetrics, VisitEvent};
 use crate::histogram::{Histogram, Precision};
 use crate::instrument::{Counter, Gauge, Instrument, InstrumentOptions, UpDownCounter};
 use crate::name::{prometheus_name, validate_label_name, validate_metric_name};
+use crate::select::Selection;
 use crate::series::{mono_secs, unix_nanos};
 use crate::snapshot::{FamilyMeta, SeriesSnapshot, Snapshot};
 use crate::{Error, Kind, Unit};
@@ -625,8 +626,12 @@ impl Registry {
         }
     }
 
-    pub(crate) fn read_into(&self, snapshot: &mut Snapshot) {
-        let families = self.prepare();
+    /// Reads every family (those `selection` selects by name, when given) into `snapshot`.
+    pub(crate) fn read_into(&self, snapshot: &mut Snapshot, selection: Option<&Selection>) {
+        let mut families = self.prepare();
+        if let Some(selection) = selection {
+            families.retain(|f| selection.selects(f.meta().name()));
+        }
         snapshot.time_unix_nanos = unix_nanos();
         snapshot.families.truncate(families.len());
         for (i, f) in families.iter().enumerate() {

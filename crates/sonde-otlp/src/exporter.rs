@@ -37,6 +37,7 @@ pub struct OtlpMetricsBuilder {
     max_retry_time: Duration,
     env: Env,
     continue_deltas: Option<sonde_core::DeltaState>,
+    selection: sonde_core::Selection,
 }
 
 impl std::fmt::Debug for OtlpMetricsBuilder {
@@ -74,7 +75,15 @@ impl OtlpMetricsBuilder {
             max_retry_time: Duration::from_secs(300),
             env: Arc::new(process_env),
             continue_deltas: None,
+            selection: sonde_core::Selection::new(),
         }
+    }
+
+    /// Which metrics and series to send, and which labels to keep
+    /// ([`sonde_core::Selection`]; default: everything).
+    pub fn selection(mut self, selection: sonde_core::Selection) -> Self {
+        self.selection = selection;
+        self
     }
 
     /// With delta temporality, continues the deltas of the exporter this one replaces (its
@@ -238,7 +247,10 @@ impl OtlpMetricsBuilder {
         options.histograms = histograms;
         options.max_points = self.max_points_per_request;
         options.max_bytes = self.max_request_bytes;
-        let mut reader = self.registry.reader(temporality);
+        let mut reader = self
+            .registry
+            .reader(temporality)
+            .with_selection(self.selection);
         if temporality == Temporality::Delta {
             reader = reader.with_cumulative_kinds(&[Kind::UpDownCounter]);
             if let Some(state) = &self.continue_deltas {

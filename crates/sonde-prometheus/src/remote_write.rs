@@ -163,6 +163,7 @@ pub struct RemoteWriteBuilder {
     timeout: Duration,
     metadata: bool,
     headers: Vec<(String, String)>,
+    selection: sonde_core::Selection,
 }
 
 // Not derived: header values and URL credentials stay out of logs.
@@ -199,6 +200,7 @@ impl RemoteWriteBuilder {
             timeout: Duration::from_secs(10),
             metadata: true,
             headers: Vec::new(),
+            selection: sonde_core::Selection::new(),
         }
     }
 
@@ -272,6 +274,13 @@ impl RemoteWriteBuilder {
         self
     }
 
+    /// Which metrics and series to send, and which labels to keep
+    /// ([`sonde_core::Selection`]; default: everything).
+    pub fn selection(mut self, selection: sonde_core::Selection) -> Self {
+        self.selection = selection;
+        self
+    }
+
     /// Whether to send type, help and unit metadata with the series (default true).
     pub fn metadata(mut self, on: bool) -> Self {
         self.metadata = on;
@@ -300,7 +309,10 @@ impl RemoteWriteBuilder {
         config.max_backoff = self.max_backoff;
         config.max_retries = Some(self.max_retries);
         let source = Collector {
-            reader: self.registry.reader(Temporality::Cumulative),
+            reader: self
+                .registry
+                .reader(Temporality::Cumulative)
+                .with_selection(self.selection),
             last_timestamp: 0,
             options: convert::Options {
                 resource: self.resource.unwrap_or_else(Resource::from_env),

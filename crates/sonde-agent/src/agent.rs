@@ -264,9 +264,17 @@ fn changed<T: PartialEq>(old: Option<&Config>, new: &Config, pick: impl Fn(&Conf
 }
 
 /// The addresses StatsD listens on, when it listens.
-fn statsd_listen(c: &Config) -> Option<(Option<std::net::SocketAddr>, Option<std::path::PathBuf>)> {
+/// Where StatsD listens: UDP, unix datagram path, TCP.
+type StatsdListen = (
+    Option<std::net::SocketAddr>,
+    Option<std::path::PathBuf>,
+    Option<std::net::SocketAddr>,
+);
+
+fn statsd_listen(c: &Config) -> Option<StatsdListen> {
     let s = &c.statsd;
-    (s.enabled && (s.udp.is_some() || s.unix.is_some())).then(|| (s.udp, s.unix.clone()))
+    (s.enabled && (s.udp.is_some() || s.unix.is_some() || s.tcp.is_some()))
+        .then(|| (s.udp, s.unix.clone(), s.tcp))
 }
 
 /// Everything StatsD is started from.
@@ -655,16 +663,14 @@ impl Running {
 
 /// Whether two StatsD listen settings share a socket address (one cannot bind while the other
 /// holds it). Port 0 never clashes.
-fn shares_address(
-    a: Option<&(Option<std::net::SocketAddr>, Option<std::path::PathBuf>)>,
-    b: Option<&(Option<std::net::SocketAddr>, Option<std::path::PathBuf>)>,
-) -> bool {
-    let (Some((au, ax)), Some((bu, bx))) = (a, b) else {
+fn shares_address(a: Option<&StatsdListen>, b: Option<&StatsdListen>) -> bool {
+    let (Some((au, ax, at)), Some((bu, bx, bt))) = (a, b) else {
         return false;
     };
     let udp = matches!((au, bu), (Some(x), Some(y)) if x == y && x.port() != 0);
     let unix = matches!((ax, bx), (Some(x), Some(y)) if x == y);
-    udp || unix
+    let tcp = matches!((at, bt), (Some(x), Some(y)) if x == y && x.port() != 0);
+    udp || unix || tcp
 }
 
 fn lock(tick: &Mutex<Tick>) -> std::sync::MutexGuard<'_, Tick> {
@@ -959,6 +965,12 @@ fn start_statsd(
     }
     if let Some(p) = &s.unix {
         b = b.unix(p.clone());
+    }
+    if let Some(a) = s.tcp {
+        b = b
+            .tcp(a.to_string())
+            .tcp_max_connections(s.tcp_max_connections)
+            .tcp_idle_timeout(s.tcp_idle_timeout);
     }
     b.start().map_err(|e| format!("[statsd]: {e}"))
 }

@@ -118,6 +118,12 @@ pub struct StatsdSection {
     pub udp: Option<SocketAddr>,
     /// Unix datagram socket path.
     pub unix: Option<PathBuf>,
+    /// TCP address (newline-delimited lines; off by default).
+    pub tcp: Option<SocketAddr>,
+    /// Most concurrent TCP connections.
+    pub tcp_max_connections: usize,
+    /// A TCP connection silent this long is closed.
+    pub tcp_idle_timeout: Duration,
     /// SO_RCVBUF, bytes.
     pub receive_buffer: usize,
     /// Packets queued between receiving and parsing.
@@ -391,6 +397,11 @@ pub const QUEUE_RANGE: RangeInclusive<usize> = 1..=65_536;
 pub const RECEIVE_BUFFER_RANGE: RangeInclusive<usize> = 4096..=1 << 30;
 /// `statsd.max_metrics`.
 pub const MAX_METRICS_RANGE: RangeInclusive<usize> = 1..=1_000_000;
+/// `statsd.tcp_max_connections`: each connection has a thread and up to 80 KiB of buffers.
+pub const TCP_CONNECTIONS_RANGE: RangeInclusive<usize> = 1..=10_000;
+/// `statsd.tcp_idle_timeout`.
+pub const TCP_IDLE_RANGE: RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
 /// `agent.max_series_per_family`.
 pub const MAX_SERIES_RANGE: RangeInclusive<usize> = 1..=1_000_000;
 /// `agent.memory_budget`, bytes: below 1 MiB the agent's own series would not fit.
@@ -1004,6 +1015,9 @@ impl<'a> Reader<'a> {
                 "enabled",
                 "udp",
                 "unix",
+                "tcp",
+                "tcp_max_connections",
+                "tcp_idle_timeout",
                 "receive_buffer",
                 "queue",
                 "max_metrics",
@@ -1059,6 +1073,19 @@ impl<'a> Reader<'a> {
             enabled: self.bool(statsd, &["statsd", "enabled"], true),
             udp: self.address(statsd, &["statsd", "udp"], "127.0.0.1:8125".parse().ok()),
             unix: self.unix_path(statsd),
+            tcp: self.address(statsd, &["statsd", "tcp"], None),
+            tcp_max_connections: self.integer_in(
+                statsd,
+                &["statsd", "tcp_max_connections"],
+                sonde_statsd::tcp::DEFAULT_MAX_CONNECTIONS,
+                TCP_CONNECTIONS_RANGE,
+            ),
+            tcp_idle_timeout: self.duration_in(
+                statsd,
+                &["statsd", "tcp_idle_timeout"],
+                sonde_statsd::tcp::DEFAULT_IDLE_TIMEOUT,
+                TCP_IDLE_RANGE,
+            ),
             receive_buffer: self.size(
                 statsd,
                 &["statsd", "receive_buffer"],

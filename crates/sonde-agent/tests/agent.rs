@@ -437,3 +437,38 @@ fn json_logs_when_asked() {
         "{first}"
     );
 }
+
+/// `[statsd] tcp`: the `statsd` package's TCP client (newline-delimited lines on one
+/// connection) reaches `/metrics` through the agent, next to UDP.
+#[test]
+fn the_python_tcp_statsd_client_reaches_metrics() {
+    let (statsd, metrics) = (free_udp(), free_addr());
+    let tcp = free_addr();
+    let agent = Agent::start(&base_config(statsd, metrics).replace(
+        "[statsd]\n",
+        &format!("[statsd]\ntcp = \"{tcp}\"\ntcp_idle_timeout = \"5s\"\n"),
+    ));
+    let port = tcp.port();
+    python(&format!(
+        r#"
+import statsd
+c = statsd.TCPStatsClient("127.0.0.1", {port}, timeout=5)
+for _ in range(100): c.incr("tcp.orders")
+c.gauge("tcp.queue", 12)
+c.timing("tcp.checkout", 40)
+with c.pipeline() as p:
+    for _ in range(50): p.incr("tcp.orders")
+c.close()
+"#
+    ));
+    let scrape = wait_for("the TCP lines on /metrics", Duration::from_secs(20), || {
+        let s = agent.scrape();
+        (value(&s, "tcp_orders_total") == Some(150.0)).then_some(s)
+    });
+    assert_eq!(value(&scrape, "tcp_queue"), Some(12.0));
+    assert_eq!(value(&scrape, "tcp_checkout_seconds_count"), Some(1.0));
+    assert!(
+        value(&scrape, r#"sonde_statsd_packets_total{transport="tcp"}"#).unwrap_or(0.0) >= 1.0,
+        "{scrape}"
+    );
+}

@@ -50,6 +50,7 @@ pub mod mapping;
 pub mod parser;
 pub mod self_metrics;
 pub mod server;
+pub mod tcp;
 
 pub use ingest::{
     DEFAULT_MAX_LABELS, DEFAULT_MAX_METRICS, DEFAULT_MAX_SERIES, Ingest, MAX_LINE_OBSERVATIONS,

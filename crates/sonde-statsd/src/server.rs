@@ -1,4 +1,5 @@
-//! UDP and unix datagram receivers, decoupled from parsing by a bounded queue.
+//! UDP and unix datagram receivers (and newline-delimited TCP, see [`crate::tcp`]), decoupled
+//! from parsing by a bounded queue.
 //!
 //! Each socket has its own receive thread, which copies each datagram into a pooled buffer and
 //! hands it to a bounded queue; when the queue is full the datagram is dropped and counted in
@@ -29,7 +30,7 @@ pub const MAX_DATAGRAM: usize = 64 * 1024;
 /// Default queue capacity, in datagrams.
 pub const DEFAULT_QUEUE: usize = 1024;
 /// How often receive threads look up from a blocking read to notice a shutdown or flush.
-const READ_TIMEOUT: Duration = Duration::from_millis(100);
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_millis(100);
 /// How long [`StatsdServer::flush`] and [`StatsdServer::rotate_sets`] wait at most.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -39,7 +40,9 @@ const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 pub enum Error {
     /// Neither [`udp`](StatsdServerBuilder::udp) nor [`unix`](StatsdServerBuilder::unix) was
     /// called.
-    #[error("no StatsD listener configured: call .udp(address) or .unix(path) before .start()")]
+    #[error(
+        "no StatsD listener configured: call .udp(address), .unix(path) or .tcp(address) before .start()"
+    )]
     NoListener,
     /// A UDP address did not resolve.
     #[error("cannot resolve StatsD UDP address {address:?}: {source}")]
@@ -53,7 +56,7 @@ pub enum Error {
     /// A socket could not be created or bound.
     #[error("cannot bind the StatsD {transport} socket {address}: {source}")]
     Bind {
-        /// `udp` or `unix`.
+        /// `udp`, `unix` or `tcp`.
         transport: &'static str,
         /// The address or path.
         address: String,
@@ -76,6 +79,8 @@ pub enum Transport {
     Udp,
     /// A unix datagram socket.
     Unix,
+    /// A TCP listener (newline-delimited lines).
+    Tcp,
 }
 
 impl Transport {
@@ -84,6 +89,7 @@ impl Transport {
         match self {
             Transport::Udp => "udp",
             Transport::Unix => "unix",
+            Transport::Tcp => "tcp",
         }
     }
 }
@@ -91,11 +97,11 @@ impl Transport {
 /// A bound socket of a running server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
-    /// UDP or unix.
+    /// UDP, unix or TCP.
     pub transport: Transport,
     /// The bound address (with the actual port) or the socket path.
     pub address: String,
-    /// The UDP address, with the actual port when port 0 was asked for.
+    /// The UDP or TCP address, with the actual port when port 0 was asked for.
     pub local_addr: Option<SocketAddr>,
     /// The effective receive buffer (`SO_RCVBUF` as the kernel reports it; Linux doubles the
     /// requested size and caps it at `net.core.rmem_max`).
@@ -116,6 +122,9 @@ pub struct StatsdServerBuilder {
     max_series: Option<usize>,
     max_labels: Option<usize>,
     ttl: Option<Duration>,
+    tcp: Vec<String>,
+    tcp_max_connections: Option<usize>,
+    tcp_idle_timeout: Option<Duration>,
 }
 
 impl StatsdServerBuilder {
@@ -185,9 +194,31 @@ impl StatsdServerBuilder {
         self
     }
 
+    /// Listens for newline-delimited lines on a TCP address such as `127.0.0.1:8125` (port 0
+    /// picks a free port; see [`StatsdServer::tcp_addr`]).
+    pub fn tcp(mut self, address: impl Into<String>) -> Self {
+        self.tcp.push(address.into());
+        self
+    }
+
+    /// Most concurrent TCP connections (default
+    /// [`DEFAULT_MAX_CONNECTIONS`](crate::tcp::DEFAULT_MAX_CONNECTIONS)); more are closed at
+    /// once and counted in `sonde.statsd.dropped{reason="connection_limit"}`.
+    pub fn tcp_max_connections(mut self, n: usize) -> Self {
+        self.tcp_max_connections = Some(n.max(1));
+        self
+    }
+
+    /// How long a TCP connection may stay silent before it is closed (default
+    /// [`DEFAULT_IDLE_TIMEOUT`](crate::tcp::DEFAULT_IDLE_TIMEOUT)).
+    pub fn tcp_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.tcp_idle_timeout = Some(timeout);
+        self
+    }
+
     /// Binds the sockets and starts the threads.
     pub fn start(self) -> Result<StatsdServer, Error> {
-        if self.udp.is_empty() && self.unix.is_empty() {
+        if self.udp.is_empty() && self.unix.is_empty() && self.tcp.is_empty() {
             return Err(Error::NoListener);
         }
         let mapper = Mapper::new(self.rules)?;
@@ -208,6 +239,7 @@ impl StatsdServerBuilder {
 
         let mut sockets = Vec::new();
         let mut listeners = Vec::new();
+        let mut tcp_listeners = Vec::new();
         let mut unix_paths: Vec<PathBuf> = Vec::new();
         let bound = (|| {
             for address in &self.udp {
@@ -219,6 +251,11 @@ impl StatsdServerBuilder {
                 let (socket, info) = bind_unix(path, self.receive_buffer)?;
                 unix_paths.push(path.clone());
                 sockets.push(Dgram::Unix(socket));
+                listeners.push(info);
+            }
+            for address in &self.tcp {
+                let (listener, info) = crate::tcp::bind(address)?;
+                tcp_listeners.push(listener);
                 listeners.push(info);
             }
             Ok::<(), Error>(())
@@ -279,6 +316,28 @@ impl StatsdServerBuilder {
             let handle = std::thread::Builder::new()
                 .name(format!("statsd-recv-{transport}-{i}"))
                 .spawn(move || receiver.run())
+                .map_err(Error::Thread)?;
+            server.receivers.push(handle);
+        }
+        for listener in tcp_listeners {
+            let transport = Transport::Tcp.as_str();
+            let acceptor = crate::tcp::Acceptor {
+                listener,
+                tx: tx.clone(),
+                shared: shared.clone(),
+                stats: stats.clone(),
+                max_connections: self
+                    .tcp_max_connections
+                    .unwrap_or(crate::tcp::DEFAULT_MAX_CONNECTIONS),
+                idle_timeout: self
+                    .tcp_idle_timeout
+                    .unwrap_or(crate::tcp::DEFAULT_IDLE_TIMEOUT),
+                packets: stats.packets.as_ref().map(|f| f.with(&[transport])),
+                errors: stats.receive_errors.as_ref().map(|f| f.with(&[transport])),
+            };
+            let handle = std::thread::Builder::new()
+                .name("statsd-tcp-accept".into())
+                .spawn(move || acceptor.run())
                 .map_err(Error::Thread)?;
             server.receivers.push(handle);
         }
@@ -421,7 +480,7 @@ impl Dgram {
     }
 }
 
-enum Msg {
+pub(crate) enum Msg {
     /// A datagram and the index of the receiver whose pool its buffer returns to.
     Packet(Vec<u8>, usize),
     /// Answered once everything queued before it has been ingested.
@@ -430,15 +489,15 @@ enum Msg {
     Rotate(mpsc::Sender<()>),
 }
 
-struct Shared {
-    stop: AtomicBool,
+pub(crate) struct Shared {
+    pub(crate) stop: AtomicBool,
     /// Incremented by each flush.
     flush_requested: AtomicU64,
     /// Per receiver: the last flush request it has served (everything readable from its
     /// socket at that point has been queued or dropped).
     flushed: Vec<AtomicU64>,
     /// Datagrams in the queue.
-    queued: AtomicI64,
+    pub(crate) queued: AtomicI64,
 }
 
 struct ReceiveLoop {
@@ -638,10 +697,21 @@ impl StatsdServer {
 
     /// The address of the first UDP listener (with the actual port when port 0 was asked for).
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.listeners.iter().find_map(|l| l.local_addr)
+        self.listeners
+            .iter()
+            .filter(|l| l.transport == Transport::Udp)
+            .find_map(|l| l.local_addr)
     }
 
-    /// The bound sockets, in the order they were configured (UDP first, then unix).
+    /// The address of the first TCP listener (with the actual port when port 0 was asked for).
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter(|l| l.transport == Transport::Tcp)
+            .find_map(|l| l.local_addr)
+    }
+
+    /// The bound sockets: UDP, then unix, then TCP, each in the order given.
     pub fn listeners(&self) -> &[Listener] {
         &self.listeners
     }

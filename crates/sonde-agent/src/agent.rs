@@ -140,6 +140,7 @@ struct Running {
     prober: Option<sonde_probes::RunningProber>,
     host: Option<Arc<sonde_host::HostMetrics>>,
     procstat: Option<Arc<sonde_host::ProcstatMetrics>>,
+    scrape: Option<sonde_scrape::ScrapeSource>,
     tick: Arc<Mutex<Tick>>,
     ticker: Option<(Sender<TickMsg>, JoinHandle<()>)>,
 }
@@ -300,6 +301,7 @@ impl Running {
             prober: None,
             host: None,
             procstat: None,
+            scrape: None,
             ticker: Some(start_ticker(tick.clone())?),
             tick,
         };
@@ -428,6 +430,27 @@ impl Running {
                 (Some(old), Some(next)) => old.replace_with(next),
                 (Some(old), None) => old.uninstall(),
                 (None, _) => {}
+            }
+        }
+        // Scrape targets: the old source's series go with it, the new one mirrors its targets
+        // from the first scrape (checked when the configuration was read, so this starts).
+        if changed(old, new, |c| c.scrape.clone()) {
+            if let Some(mut s) = self.scrape.take() {
+                s.shutdown();
+            }
+            if !new.scrape.is_empty() {
+                match sonde_scrape::ScrapeSource::start(registry, new.scrape.clone()) {
+                    Ok(s) => {
+                        self.scrape = Some(s);
+                        applied.scrape = new.scrape.clone();
+                    }
+                    Err(e) => {
+                        applied.scrape.clear();
+                        errors.push(format!("[[sources.scrape]]: {e}"));
+                    }
+                }
+            } else {
+                applied.scrape.clear();
             }
         }
         // Collectors that read the same sources cannot run twice: the old one's series go
@@ -630,6 +653,9 @@ impl Running {
         if let Some(p) = self.prober.take() {
             p.shutdown();
         }
+        if let Some(s) = self.scrape.take() {
+            s.stop_keeping_series();
+        }
         // The timer thread holds the StatsD server: stop it first.
         if let Some((stop, t)) = self.ticker.take() {
             let _ = stop.send(TickMsg::Stop);
@@ -819,6 +845,19 @@ pub fn cost_report(config: &Config, origin: &str) -> Result<String, String> {
         .flatten();
     let host = start_host(config, &registry)?;
     let procstat = start_procstat(config, &registry)?;
+    let mut scraped = String::new();
+    for t in &config.scrape {
+        let stats = sonde_scrape::ScrapeSource::scrape_once(&registry, t);
+        let _ = writeln!(
+            scraped,
+            "  [[sources.scrape]] {}: {}",
+            t.job,
+            match &stats.error {
+                None => format!("{} series read", stats.series),
+                Some(e) => format!("not read ({e})"),
+            }
+        );
+    }
     // Twice: utilizations are rates between two reads.
     for _ in 0..2 {
         if let Some(h) = &host {
@@ -851,6 +890,9 @@ pub fn cost_report(config: &Config, origin: &str) -> Result<String, String> {
         .selection(sonde_core::Selection::new())
         .cost_preview();
     let mut out = note;
+    if !scraped.is_empty() {
+        let _ = writeln!(out, "Scrape targets read once:\n{scraped}");
+    }
     let _ = writeln!(
         out,
         "What [exporters.cloudwatch] sends from this host ({origin}), read now:\n{selected}\n"
@@ -863,7 +905,7 @@ pub fn cost_report(config: &Config, origin: &str) -> Result<String, String> {
     );
     let _ = write!(
         out,
-        "StatsD, probe and OTLP metrics are not counted here: each distinct name and dimension set they bring is one more metric (~$0.30/month each in the first 10,000)."
+        "StatsD and probe metrics are not counted here: each distinct name and dimension set they bring is one more metric (~$0.30/month each in the first 10,000)."
     );
     // Uninstalled on purpose: dropping the handles would log that they stopped.
     own.iter().for_each(|p| p.uninstall());

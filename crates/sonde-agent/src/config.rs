@@ -277,6 +277,8 @@ pub struct Config {
     pub statsd: StatsdSection,
     /// `[[probes.http]]`, `[[probes.tcp]]`.
     pub probes: Vec<ProbeSection>,
+    /// `[[sources.scrape]]`: Prometheus and OpenMetrics endpoints mirrored into the registry.
+    pub scrape: Vec<sonde_scrape::Target>,
     /// `[exporters.prometheus]`.
     pub prometheus: Option<PrometheusSection>,
     /// `[exporters.otlp]`.
@@ -861,6 +863,7 @@ impl<'a> Reader<'a> {
                 "collectors",
                 "statsd",
                 "probes",
+                "sources",
                 "exporters",
             ],
         );
@@ -1202,6 +1205,8 @@ impl<'a> Reader<'a> {
 
         self.check_probes(&probes, &probe_spans);
 
+        let scrape = self.scrape_targets(root);
+
         let exporters = self.sub(Some(root), "exporters", "exporters");
         self.unknown_keys(
             exporters,
@@ -1469,6 +1474,7 @@ impl<'a> Reader<'a> {
             procstat,
             statsd,
             probes,
+            scrape,
             prometheus,
             otlp,
             cloudwatch,
@@ -1493,6 +1499,96 @@ impl<'a> Reader<'a> {
             self.error(at, p.message, p.hint);
         }
         selection
+    }
+
+    /// `[[sources.scrape]]`: each a job name and a URL, with interval, timeout and credentials.
+    fn scrape_targets(&mut self, root: &Table) -> Vec<sonde_scrape::Target> {
+        let sources = self.sub(Some(root), "sources", "sources");
+        self.unknown_keys(sources, "sources", &["scrape"]);
+        let mut targets: Vec<sonde_scrape::Target> = Vec::new();
+        for t in self.tables(sources, "scrape", "sources.scrape") {
+            self.unknown_keys(
+                Some(t),
+                "sources.scrape",
+                &[
+                    "job",
+                    "url",
+                    "interval",
+                    "timeout",
+                    "username",
+                    "password",
+                    "bearer_token",
+                ],
+            );
+            let str_of = |k: &str| t.get(k).and_then(Item::as_str).map(str::to_owned);
+            let (Some(job), Some(url)) = (str_of("job"), str_of("url")) else {
+                self.error(
+                    self.at(t.span()),
+                    "each [[sources.scrape]] needs `job` and `url`".into(),
+                    "for example job = \"node\", url = \"http://127.0.0.1:9100/metrics\"",
+                );
+                continue;
+            };
+            let url_at = self.at(t.get("url").and_then(Item::span));
+            if let Err(e) = sonde_scrape::check_url(&url) {
+                self.error(
+                    url_at.clone(),
+                    e.message,
+                    "scrape targets are http:// or https:// URLs",
+                );
+            }
+            if job.trim().is_empty() {
+                self.error(
+                    self.at(t.get("job").and_then(Item::span)),
+                    "`job` is empty".into(),
+                    "name the target: its series carry it as the job label",
+                );
+            }
+            let mut target = sonde_scrape::Target::new(job.clone(), url.clone());
+            target.interval = self.table_duration(t, "interval", Duration::from_secs(15));
+            target.timeout = self.table_duration(t, "timeout", Duration::from_secs(10));
+            if target.timeout > target.interval {
+                self.error(
+                    self.at(t.get("timeout").or(t.get("interval")).and_then(Item::span)),
+                    format!(
+                        "the scrape timeout ({}) is longer than its interval ({})",
+                        show_duration(target.timeout),
+                        show_duration(target.interval)
+                    ),
+                    "make `timeout` at most `interval`, as Prometheus requires",
+                );
+            }
+            target.auth = match (
+                str_of("username"),
+                str_of("password"),
+                str_of("bearer_token"),
+            ) {
+                (None, None, None) => sonde_scrape::Auth::None,
+                (Some(user), Some(password), None) => sonde_scrape::Auth::Basic { user, password },
+                (None, None, Some(token)) => sonde_scrape::Auth::Bearer(token),
+                _ => {
+                    self.error(
+                        self.at(t.span()),
+                        format!("[[sources.scrape]] `{job}`: give `username` and `password` together, or `bearer_token` alone"),
+                        "basic auth needs both; a bearer token goes without them",
+                    );
+                    sonde_scrape::Auth::None
+                }
+            };
+            if targets.iter().any(|o| o.job == job && o.url == url) {
+                self.error(
+                    url_at,
+                    format!(
+                        "the target `{job}` at {} is listed twice",
+                        sonde_push::redact_url(&url)
+                    ),
+                    "remove one of the two entries",
+                );
+                continue;
+            }
+            targets.push(target);
+        }
+        targets
     }
 
     /// A duration inside an array-of-tables entry (no environment override).

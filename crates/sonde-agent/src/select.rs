@@ -23,6 +23,7 @@ use toml_edit::{Item, Table, Value};
 pub const RULE_KEYS: &[&str] = &[
     "include",
     "exclude",
+    "without_labels",
     "labels",
     "drop_labels",
     "keep_labels",
@@ -97,6 +98,9 @@ fn parse_rule(t: &Table, at: &str, problems: &mut Vec<Problem>) -> Option<Rule> 
     }
     if let Some(item) = t.get("exclude") {
         rule = rule.exclude(patterns(item, &format!("{at}.exclude"), problems));
+    }
+    if let Some(item) = t.get("without_labels") {
+        rule = rule.without_labels(strings(item, &format!("{at}.without_labels"), problems));
     }
     if let Some(item) = t.get("labels") {
         for (label, any, none) in label_conditions(item, &format!("{at}.labels"), problems) {
@@ -255,7 +259,8 @@ fn label_conditions(
 /// metrics (CPU utilization by mode averaged over CPUs, memory and filesystem used ratio, disk
 /// busy time per device, network bytes summed over interfaces but loopback) and every metric
 /// that is neither the host's nor the agent's own (StatsD, OTLP received, probes, procstat).
-/// `include = ["*"]` sends everything.
+/// Scraped targets' metrics (labelled `job` and `instance`) are left out: a node_exporter
+/// alone is hundreds of metrics; select them by name. `include = ["*"]` sends everything.
 pub fn cloudwatch_default() -> Selection {
     use sonde_host as h;
     let globs = |g: &[&str]| g.iter().map(|s| Pattern::glob(*s)).collect::<Vec<_>>();
@@ -286,7 +291,11 @@ pub fn cloudwatch_default() -> Selection {
                 .label(h::FILESYSTEM_STATE_LABEL, globs(&["used"])),
         )
         .rule(Rule::new().include(globs(&[h::DISK_IO_TIME])))
-        .rule(Rule::new().exclude(globs(&["system.*", "process.*", "sonde.*"])))
+        .rule(
+            Rule::new()
+                .exclude(globs(&["system.*", "process.*", "sonde.*"]))
+                .without_labels(["job", "instance"]),
+        )
 }
 
 #[cfg(test)]

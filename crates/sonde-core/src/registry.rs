@@ -630,7 +630,7 @@ impl Registry {
     pub(crate) fn read_into(&self, snapshot: &mut Snapshot, selection: Option<&Selection>) {
         let mut families = self.prepare();
         if let Some(selection) = selection {
-            families.retain(|f| selection.selects(f.meta().name()));
+            families.retain(|f| selection.selects_family(f.meta()));
         }
         snapshot.time_unix_nanos = unix_nanos();
         snapshot.families.truncate(families.len());

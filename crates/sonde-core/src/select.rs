@@ -171,6 +171,7 @@ pub struct Rule {
     drop_labels: Vec<Pattern>,
     keep_labels: Option<Vec<String>>,
     gauges: GaugeAggregation,
+    without_labels: Vec<String>,
 }
 
 impl Rule {
@@ -244,10 +245,23 @@ impl Rule {
         self
     }
 
-    /// Whether this rule takes the metric `name`.
-    pub fn takes(&self, name: &str) -> bool {
+    /// Does not take families that carry every one of these label names (`job` and
+    /// `instance` mark what the agent scraped from other targets, say).
+    pub fn without_labels<S: Into<String>>(mut self, labels: impl IntoIterator<Item = S>) -> Rule {
+        self.without_labels
+            .extend(labels.into_iter().map(Into::into));
+        self
+    }
+
+    /// Whether this rule takes the metric `name` with the label names `labels`.
+    pub fn takes(&self, name: &str, labels: &[&str]) -> bool {
         (self.include.is_empty() || self.include.iter().any(|p| p.matches(name)))
             && !self.exclude.iter().any(|p| p.matches(name))
+            && (self.without_labels.is_empty()
+                || !self
+                    .without_labels
+                    .iter()
+                    .all(|w| labels.contains(&w.as_str())))
     }
 
     fn filter_series(&self, family: &mut FamilySnapshot) {
@@ -389,13 +403,19 @@ impl Selection {
     }
 
     /// The rule that decides for the metric `name`, if one takes it.
-    fn rule_for(&self, name: &str) -> Option<&Rule> {
-        self.rules.iter().find(|r| r.takes(name))
+    fn rule_for(&self, meta: &FamilyMeta) -> Option<&Rule> {
+        let labels: Vec<&str> = meta.label_names().collect();
+        self.rules.iter().find(|r| r.takes(meta.name(), &labels))
     }
 
-    /// Whether the metric `name` is sent (before any label condition).
+    /// Whether a metric `name` without labels is sent (see [`selects_family`](Self::selects_family)).
     pub fn selects(&self, name: &str) -> bool {
-        self.is_everything() || self.rule_for(name).is_some()
+        self.is_everything() || self.rules.iter().any(|r| r.takes(name, &[]))
+    }
+
+    /// Whether the family `meta` is sent (before any label condition on its series).
+    pub fn selects_family(&self, meta: &FamilyMeta) -> bool {
+        self.is_everything() || self.rule_for(meta).is_some()
     }
 
     /// Series merged into another by aggregation so far (all collections of every reader
@@ -415,9 +435,9 @@ impl Selection {
         if self.is_everything() {
             return;
         }
-        snapshot.families.retain(|f| self.selects(f.meta.name()));
+        snapshot.families.retain(|f| self.selects_family(&f.meta));
         for family in &mut snapshot.families {
-            let Some(rule) = self.rule_for(family.meta.name()) else {
+            let Some(rule) = self.rule_for(&family.meta) else {
                 continue;
             };
             if rule.changes_series() {

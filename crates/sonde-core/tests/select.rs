@@ -319,3 +319,33 @@ fn the_first_rule_that_takes_a_metric_decides_and_untaken_ones_are_not_sent() {
     assert_eq!(value(&s, "checkout.orders", &[("cpu", "1")]), 3.0);
     assert_eq!(s.family("checkout.orders").unwrap().series.len(), 2);
 }
+
+#[test]
+fn without_labels_leaves_out_families_that_carry_them_all() {
+    let reg = Registry::new();
+    reg.counter("node_cpu_seconds")
+        .labels(["cpu", "job", "instance"])
+        .build()
+        .unwrap()
+        .with(&["0", "node", "h:9100"])
+        .add(1);
+    reg.counter("orders")
+        .labels(["job"])
+        .build()
+        .unwrap()
+        .with(&["shop"])
+        .add(1);
+    let s = reg
+        .reader(Temporality::Cumulative)
+        .with_selection(Rule::new().without_labels(["job", "instance"]).into())
+        .collect();
+    let mine: Vec<&str> = names(&s)
+        .into_iter()
+        .filter(|n| !n.starts_with("sonde."))
+        .collect();
+    assert_eq!(
+        mine,
+        ["orders"],
+        "a family with only one of the two is kept"
+    );
+}

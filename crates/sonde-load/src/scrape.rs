@@ -2,15 +2,7 @@
 //! read before and after, each histogram series subtracted, and quantiles over exactly the run's
 //! window interpolated within the service's buckets, as Prometheus' `histogram_quantile` does.
 //!
-//! The parser is this module's own. The crates.io candidates each fail one thing a scrape of an
-//! arbitrary service needs: `prometheus-parse` (0.2) splits labels on `,` and `=` without
-//! honouring quotes or escapes and reads an OpenMetrics exemplar as a timestamp;
-//! `prom_text_format_parser` (0.1) knows neither `# EOF`, `# UNIT` nor exemplars and keeps label
-//! escapes unexpanded; `openmetrics-parser` is LGPL-3.0, which the workspace's MIT/Apache-2.0
-//! binaries cannot take on. The grammar needed here is small: sample lines (with quoted label
-//! values and their `\\`, `\"`, `\n` escapes, the quoted metric names of Prometheus 3, a
-//! timestamp and an exemplar that are ignored), `# TYPE`, `# UNIT`, and `# EOF`. A line that does
-//! not parse is skipped and reported, never fatal: one odd line must not lose a whole run's view.
+//! The exposition is parsed by `sonde-scrape`, the parser the agent's scrape source uses.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -21,12 +13,7 @@ use sonde_push::redact_url;
 use crate::plan::Plan;
 use crate::result::{ServerRoute, ServerView};
 
-/// The `Accept` header of a scrape: OpenMetrics first (it carries `# UNIT`), text as fallback.
-pub const ACCEPT: &str =
-    "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
-
-/// The largest body read (a bigger one is refused rather than filling memory).
-pub const MAX_BODY_BYTES: u64 = 64 << 20;
+pub use sonde_scrape::{ACCEPT, MAX_BODY_BYTES};
 
 /// Label names that carry an HTTP route (template or path), in order of preference.
 pub const ROUTE_LABELS: &[&str] = &[
@@ -112,369 +99,68 @@ pub struct ScrapeError(pub String);
 
 /// Reads the endpoint once (GET, at most [`MAX_BODY_BYTES`], within `timeout`) and parses it.
 pub fn take(url: &str, timeout: Duration) -> Result<Scrape, ScrapeError> {
-    let shown = redact_url(url);
-    match url.parse::<http::Uri>() {
-        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
-        _ => {
-            return Err(ScrapeError(format!(
-                "{shown:?} is not an absolute http:// or https:// URL; give the service's metrics endpoint, such as http://127.0.0.1:9464/metrics"
-            )));
-        }
-    }
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .user_agent(concat!("sonde-load/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .into();
-    let mut response = agent
-        .get(url)
-        .header("Accept", ACCEPT)
-        .call()
-        .map_err(|e| {
-            ScrapeError(format!(
-                "{shown}: {e}; check that the service is running and serves its metrics there"
-            ))
-        })?;
-    let status = response.status().as_u16();
-    if !(200..300).contains(&status) {
-        return Err(ScrapeError(format!(
-            "{shown} answered HTTP {status}; give the URL of the service's Prometheus or OpenMetrics endpoint"
-        )));
-    }
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if content_type.contains("protobuf") {
-        return Err(ScrapeError(format!(
-            "{shown} answered in protobuf ({content_type}); sonde-load reads Prometheus text or OpenMetrics"
-        )));
-    }
-    let body = response
-        .body_mut()
-        .with_config()
-        .limit(MAX_BODY_BYTES)
-        .lossy_utf8(true)
-        .read_to_string()
-        .map_err(|e| {
-            ScrapeError(format!(
-                "{shown}: reading the body failed: {e} (at most {} MiB are read)",
-                MAX_BODY_BYTES >> 20
-            ))
-        })?;
-    parse(&body).map_err(|e| ScrapeError(format!("{shown}: {e}")))
+    let body = sonde_scrape::fetch(
+        url,
+        timeout,
+        &sonde_scrape::Auth::None,
+        MAX_BODY_BYTES,
+        concat!("sonde-load/", env!("CARGO_PKG_VERSION")),
+    )
+    .map_err(|e| ScrapeError(e.message))?;
+    parse(&body).map_err(|e| ScrapeError(format!("{}: {e}", redact_url(url))))
 }
 
-/// A sample line, parsed.
-struct Sample {
-    name: String,
-    labels: Labels,
-    value: f64,
-}
-
-/// Parses a Prometheus text (0.0.4) or OpenMetrics (1.0) exposition.
+/// Parses a Prometheus text (0.0.4) or OpenMetrics (1.0) exposition (with `sonde-scrape`)
+/// into the histograms and counters a run's view needs.
 ///
 /// Lines that do not parse are counted in [`Scrape::skipped`]; the whole body is refused only
 /// when it has lines but not one sample parsed (it is not an exposition: an HTML page, JSON).
 pub fn parse(text: &str) -> Result<Scrape, String> {
-    let mut types: BTreeMap<String, String> = BTreeMap::new();
-    let mut units: BTreeMap<String, String> = BTreeMap::new();
-    let mut samples = Vec::new();
-    let mut scrape = Scrape::default();
-    let mut content_lines = 0usize;
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim_end_matches('\r').trim();
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(comment) = line.strip_prefix('#') {
-            let mut words = comment.split_whitespace();
-            match words.next() {
-                Some("EOF") => break,
-                Some("TYPE") => {
-                    if let (Some(name), Some(kind)) = (words.next(), words.next()) {
-                        types.insert(unquote_name(name), kind.to_ascii_lowercase());
-                    }
-                }
-                Some("UNIT") => {
-                    if let (Some(name), Some(unit)) = (words.next(), words.next()) {
-                        units.insert(unquote_name(name), unit.to_owned());
-                    }
-                }
-                _ => {}
-            }
-            continue;
-        }
-        content_lines += 1;
-        match parse_sample(line) {
-            Ok(s) => samples.push(s),
-            Err(problem) => {
-                scrape.skipped_count += 1;
-                if scrape.skipped.len() < 5 {
-                    let shown: String = line.chars().take(120).collect();
-                    scrape
-                        .skipped
-                        .push(format!("line {}: {problem}: {shown}", i + 1));
-                }
-            }
-        }
-    }
-    if content_lines > 0 && samples.is_empty() {
-        let first = scrape.skipped.first().cloned().unwrap_or_default();
-        return Err(format!(
-            "the body is not Prometheus text or OpenMetrics (no sample line parsed; {first})"
-        ));
-    }
-    // Histogram families without `# TYPE` (some hand-written exporters): a `_bucket` series
-    // with an `le` label is enough.
-    let untyped_histograms: BTreeSet<String> = samples
-        .iter()
-        .filter(|s| s.labels.iter().any(|(k, _)| k == "le"))
-        .filter_map(|s| s.name.strip_suffix("_bucket"))
-        .filter(|base| !types.contains_key(*base))
-        .map(str::to_owned)
-        .collect();
-    for s in samples {
-        let (family, kind) = resolve_family(&s.name, &types, &untyped_histograms);
-        match kind {
-            Kind::Histogram => {
-                let suffix = &s.name[family.len()..];
-                let mut labels = s.labels;
-                let le = labels
-                    .iter()
-                    .position(|(k, _)| k == "le")
-                    .map(|i| labels.remove(i).1);
-                let fam = scrape.histograms.entry(family.clone()).or_default();
-                if fam.unit.is_none() {
-                    fam.unit = units.get(&family).cloned();
-                }
-                let series = fam.series.entry(labels).or_default();
-                match (suffix, le) {
-                    ("_bucket", Some(le)) => {
-                        if let Some(le) = parse_value(&le) {
-                            match series.buckets.iter_mut().find(|b| b.0 == le) {
-                                Some(b) => b.1 = s.value,
-                                None => series.buckets.push((le, s.value)),
-                            }
-                        }
-                    }
-                    ("_count", _) => series.count = Some(s.value),
-                    ("_sum", _) => series.sum = Some(s.value),
-                    _ => {} // `_created`, exemplar-less extras
-                }
-            }
-            Kind::Counter => {
-                if s.name.ends_with("_created") && s.name.len() > family.len() {
-                    continue;
-                }
-                scrape
-                    .counters
-                    .entry(s.name)
-                    .or_default()
-                    .insert(s.labels, s.value);
-            }
-            Kind::Other => {}
-        }
-    }
-    for fam in scrape.histograms.values_mut() {
-        for series in fam.series.values_mut() {
-            series.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        }
-        // A family of only `_count`/`_sum` lines is a summary-like leftover: nothing to window.
-        fam.series.retain(|_, s| !s.buckets.is_empty());
-    }
-    scrape.histograms.retain(|_, f| !f.series.is_empty());
-    Ok(scrape)
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Histogram,
-    Counter,
-    Other,
-}
-
-/// The family a sample belongs to and its kind: by `# TYPE` of the name itself, else of the
-/// name without a histogram or counter suffix; untyped `_total` samples are counters.
-fn resolve_family(
-    name: &str,
-    types: &BTreeMap<String, String>,
-    untyped_histograms: &BTreeSet<String>,
-) -> (String, Kind) {
-    let kind_of = |t: &str| match t {
-        "histogram" => Kind::Histogram,
-        "counter" => Kind::Counter,
-        _ => Kind::Other,
+    let e = sonde_scrape::parse(text)?;
+    let mut scrape = Scrape {
+        skipped: e.skipped,
+        skipped_count: e.skipped_count,
+        ..Scrape::default()
     };
-    if let Some(t) = types.get(name) {
-        return (name.to_owned(), kind_of(t));
-    }
-    for suffix in ["_bucket", "_count", "_sum", "_created", "_total"] {
-        if let Some(base) = name.strip_suffix(suffix) {
-            if let Some(t) = types.get(base) {
-                let kind = kind_of(t);
-                let fits = match kind {
-                    Kind::Histogram => suffix != "_total",
-                    Kind::Counter => suffix == "_total" || suffix == "_created",
-                    Kind::Other => true,
-                };
-                if fits {
-                    return (base.to_owned(), kind);
+    for (name, family) in e.families {
+        match family.kind {
+            sonde_scrape::Kind::Histogram => {
+                let series: BTreeMap<Labels, HistogramSeries> = family
+                    .series
+                    .into_iter()
+                    // A family of only `_count`/`_sum` lines: nothing to window.
+                    .filter(|(_, s)| !s.buckets.is_empty())
+                    .map(|(labels, s)| {
+                        let series = HistogramSeries {
+                            buckets: s.buckets,
+                            count: s.count,
+                            sum: s.sum,
+                        };
+                        (labels, series)
+                    })
+                    .collect();
+                if !series.is_empty() {
+                    scrape.histograms.insert(
+                        name,
+                        HistogramFamily {
+                            unit: family.unit,
+                            series,
+                        },
+                    );
                 }
             }
-            if untyped_histograms.contains(base) && matches!(suffix, "_bucket" | "_count" | "_sum")
-            {
-                return (base.to_owned(), Kind::Histogram);
+            sonde_scrape::Kind::Counter => {
+                let values = family
+                    .series
+                    .into_iter()
+                    .filter_map(|(labels, s)| Some((labels, s.value?)))
+                    .collect();
+                scrape.counters.insert(format!("{name}_total"), values);
             }
+            _ => {}
         }
     }
-    if name.ends_with("_total") {
-        return (name.to_owned(), Kind::Counter);
-    }
-    (name.to_owned(), Kind::Other)
-}
-
-/// `"name"` (a quoted UTF-8 name) or `name`.
-fn unquote_name(s: &str) -> String {
-    s.strip_prefix('"')
-        .and_then(|r| r.strip_suffix('"'))
-        .unwrap_or(s)
-        .to_owned()
-}
-
-/// A sample value: a float, `+Inf`, `-Inf` or `NaN` (Go's spellings, which Rust also reads).
-fn parse_value(s: &str) -> Option<f64> {
-    s.trim().parse::<f64>().ok()
-}
-
-fn is_name_start(c: char) -> bool {
-    c.is_ascii_alphabetic() || c == '_' || c == ':'
-}
-
-fn is_name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || c == '_' || c == ':'
-}
-
-/// A cursor over one line.
-struct Cursor<'a> {
-    s: &'a str,
-    at: usize,
-}
-
-impl<'a> Cursor<'a> {
-    fn peek(&self) -> Option<char> {
-        self.s[self.at..].chars().next()
-    }
-
-    fn bump(&mut self) -> Option<char> {
-        let c = self.peek()?;
-        self.at += c.len_utf8();
-        Some(c)
-    }
-
-    fn skip_ws(&mut self) {
-        while matches!(self.peek(), Some(' ' | '\t')) {
-            self.at += 1;
-        }
-    }
-
-    fn name(&mut self) -> Option<&'a str> {
-        let start = self.at;
-        match self.peek() {
-            Some(c) if is_name_start(c) => {}
-            _ => return None,
-        }
-        while self.peek().is_some_and(is_name_char) {
-            self.at += 1;
-        }
-        Some(&self.s[start..self.at])
-    }
-
-    /// A double-quoted string with `\\`, `\"` and `\n` escapes (others kept as written).
-    fn quoted(&mut self) -> Result<String, String> {
-        if self.bump() != Some('"') {
-            return Err("expected '\"'".to_owned());
-        }
-        let mut out = String::new();
-        loop {
-            match self.bump() {
-                None => return Err("unterminated quoted string".to_owned()),
-                Some('"') => return Ok(out),
-                Some('\\') => match self.bump() {
-                    Some('n') => out.push('\n'),
-                    Some('\\') => out.push('\\'),
-                    Some('"') => out.push('"'),
-                    Some(c) => {
-                        out.push('\\');
-                        out.push(c);
-                    }
-                    None => return Err("unterminated quoted string".to_owned()),
-                },
-                Some(c) => out.push(c),
-            }
-        }
-    }
-}
-
-fn parse_sample(line: &str) -> Result<Sample, String> {
-    let mut c = Cursor { s: line, at: 0 };
-    let mut name = c.name().map(str::to_owned);
-    let mut labels = Vec::new();
-    c.skip_ws();
-    if c.peek() == Some('{') {
-        c.bump();
-        loop {
-            c.skip_ws();
-            match c.peek() {
-                Some('}') => {
-                    c.bump();
-                    break;
-                }
-                None => return Err("unterminated label set".to_owned()),
-                _ => {}
-            }
-            let key = if c.peek() == Some('"') {
-                c.quoted()?
-            } else {
-                c.name()
-                    .ok_or_else(|| "a label name was expected".to_owned())?
-                    .to_owned()
-            };
-            c.skip_ws();
-            if c.peek() == Some('=') {
-                c.bump();
-                c.skip_ws();
-                let value = c.quoted()?;
-                labels.push((key, value));
-            } else if name.is_none() {
-                // Prometheus 3: `{"metric.name", label="v"}`.
-                name = Some(key);
-            } else {
-                return Err(format!("label {key:?} has no '='"));
-            }
-            c.skip_ws();
-            match c.bump() {
-                Some(',') => {}
-                Some('}') => break,
-                _ => return Err("expected ',' or '}' in the label set".to_owned()),
-            }
-        }
-    }
-    let name = name.ok_or_else(|| "no metric name".to_owned())?;
-    c.skip_ws();
-    let rest = &line[c.at..];
-    let token = rest.split_whitespace().next().unwrap_or("");
-    let value = parse_value(token).ok_or_else(|| format!("{token:?} is not a sample value"))?;
-    // What follows (a timestamp, an OpenMetrics exemplar `# {..} v ts`) is not needed.
-    labels.sort();
-    Ok(Sample {
-        name,
-        labels,
-        value,
-    })
+    Ok(scrape)
 }
 
 /// Prometheus' `histogram_quantile` over cumulative `(le, count)` buckets sorted by `le`.

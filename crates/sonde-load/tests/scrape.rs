@@ -359,7 +359,8 @@ fn scrape_errors_are_clear() {
     let dead = sonde_tests::free_addr();
     let e = scrape::take(&format!("http://{dead}/metrics"), TIMEOUT).unwrap_err();
     assert!(
-        e.to_string().contains("check that the service is running"),
+        e.to_string()
+            .contains("is running and serves its metrics there"),
         "{e}"
     );
     let e = scrape::take("localhost:9464/metrics", TIMEOUT).unwrap_err();

@@ -209,6 +209,38 @@ impl Histogram {
         }
     }
 
+    /// Records `n` observations at each value of `counts` and adds `sum` to the sum (instead of
+    /// each value times its count): for histograms mirrored from elsewhere, such as a scraped
+    /// Prometheus histogram or a received OTLP point, whose bucket counts and sum are exact
+    /// but whose single observations are unknown. Give each bucket's count at a value inside
+    /// it (its upper bound, say) in a family whose explicit boundaries are that histogram's
+    /// bounds: the explicit buckets, the count and the sum are then exact; the grid cells, min
+    /// and max see the representative values.
+    ///
+    /// ```
+    /// let registry = sonde_core::Registry::new();
+    /// let h = registry
+    ///     .histogram("mirrored")
+    ///     .buckets([0.1, 0.5])
+    ///     .build()?
+    ///     .with::<&str>(&[]);
+    /// // 3 observations <= 0.1, 2 in (0.1, 0.5], 1 above, summing to 1.37.
+    /// h.record_counts(&[(0.1, 3), (0.5, 2), (0.5f64.next_up(), 1)], 1.37);
+    /// let snap = registry.snapshot();
+    /// let p = snap.point("mirrored", &[]).unwrap().histogram().unwrap();
+    /// assert_eq!(p.count(), 6);
+    /// assert_eq!(p.sum(), 1.37);
+    /// let buckets: Vec<u64> = p.cumulative_buckets().iter().map(|b| b.1).collect();
+    /// assert_eq!(buckets, [3, 5, 6]);
+    /// # Ok::<(), sonde_core::Error>(())
+    /// ```
+    pub fn record_counts(&self, counts: &[(f64, u64)], sum: f64) {
+        for &(v, n) in counts {
+            self.0.core.record_n::<false>(v, n);
+        }
+        self.0.core.add_to_sum(sum);
+    }
+
     /// Records an observation made in the span `ctx`, kept as its bucket's exemplar (latest
     /// wins) when the family keeps exemplars ([`FamilyBuilder::exemplars`](crate::FamilyBuilder::exemplars)).
     /// Plain [`observe`](Self::observe) does the same with the context from the installed

@@ -150,6 +150,19 @@ impl HistogramCore {
     /// [`Histogram::observe_n`](super::Histogram::observe_n).
     #[inline(always)]
     pub(super) fn observe_n(&self, v: f64, n: u64) {
+        self.record_n::<true>(v, n);
+    }
+
+    /// Adds `delta` to the sum (stripe 0), unless it is not finite.
+    pub(super) fn add_to_sum(&self, delta: f64) {
+        if delta.is_finite() {
+            add_f64(&self.counters[self.layout.sum_at], delta);
+        }
+    }
+
+    /// `n` observations of `v`; with `SUM` false the sum is left to the caller.
+    #[inline(always)]
+    pub(super) fn record_n<const SUM: bool>(&self, v: f64, n: u64) {
         if v.is_nan() || n == 0 {
             return;
         }
@@ -183,7 +196,7 @@ impl HistogramCore {
         // One rounding for the whole batch; n <= 2^48 is exact as an f64. Infinities (and a
         // product past f64::MAX) stay out of the sum, as in `observe`.
         let add = v * n as f64;
-        if add.is_finite() {
+        if SUM && add.is_finite() {
             add_f64(&self.counters[base + l.sum_at], add);
         }
         if v < f64::from_bits(self.min.load(Relaxed)) {

@@ -1,0 +1,202 @@
+//! `[[sources.scrape]]` (issue #17 item 2) with real peers: the agent scrapes a real
+//! prometheus-node-exporter, a real Prometheus scrapes the agent and sees node_exporter's values
+//! exactly, and CloudWatch receives only the metrics chosen for it, with the cost logged.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use sonde_tests::agent::{KillOnDrop, sample_value, scrape_metrics, spawn_agent_with_env};
+use sonde_tests::cloudwatch::CloudWatchEndpoint;
+use sonde_tests::prometheus::Prometheus;
+use sonde_tests::{TempDir, free_addr, require_program, wait_for};
+
+const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
+const AWS: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+    ("AWS_SECRET_ACCESS_KEY", "secret"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
+fn node_exporter() -> (KillOnDrop, SocketAddr) {
+    let bin = require_program(
+        "prometheus-node-exporter",
+        "apt-get install -y prometheus-node-exporter",
+    );
+    let addr = free_addr();
+    let child = Command::new(bin)
+        .arg(format!("--web.listen-address={addr}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let kid = KillOnDrop(child);
+    wait_for("node_exporter", Duration::from_secs(20), || {
+        scrape_metrics(addr)
+    });
+    (kid, addr)
+}
+
+#[test]
+fn node_exporter_through_the_agent_to_prometheus_and_cloudwatch() {
+    let (_node, node) = node_exporter();
+    let cw = CloudWatchEndpoint::start();
+    let metrics = free_addr();
+    let dir = TempDir::new("agent-sources");
+    let config = dir.0.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n\
+             [[sources.scrape]]\njob = \"node\"\nurl = \"http://{node}/metrics\"\n\
+             interval = \"500ms\"\ntimeout = \"500ms\"\n\n\
+             [exporters.prometheus]\nlisten = \"{metrics}\"\n\n\
+             [exporters.cloudwatch]\nnamespace = \"sources\"\nregion = \"us-east-1\"\n\
+             endpoint_url = \"{}\"\ninterval = \"500ms\"\n\n\
+             [[exporters.cloudwatch.select]]\n\
+             include = [\"node_memory_MemTotal_bytes\", \"node_filesystem_size_bytes\"]\n\
+             labels = {{ fstype = [\"!tmpfs\"] }}\ndrop_labels = [\"instance\"]\n",
+            cw.url()
+        ),
+    )
+    .unwrap();
+    let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &AWS);
+    let inst = node.to_string();
+    let series = format!("node_memory_MemTotal_bytes{{job=\"node\",instance=\"{inst}\"}}");
+    let scrape = wait_for(
+        "node_exporter's metrics on the agent",
+        Duration::from_secs(20),
+        || scrape_metrics(metrics).filter(|t| sample_value(t, &series).is_some()),
+    );
+    // The agent mirrors node_exporter's value exactly (MemTotal does not move).
+    let direct = scrape_metrics(node).unwrap();
+    let mem = sample_value(&direct, "node_memory_MemTotal_bytes").unwrap();
+    assert_eq!(sample_value(&scrape, &series), Some(mem));
+    assert_eq!(
+        sample_value(&scrape, &format!("up{{job=\"node\",instance=\"{inst}\"}}")),
+        Some(1.0)
+    );
+    // Hundreds of series came through (node_exporter exposes about 500).
+    let mirrored = scrape.lines().filter(|l| l.starts_with("node_")).count();
+    assert!(mirrored > 100, "{mirrored} node_* samples on the agent");
+    // The exposition parses in promtool (its lint findings are node_exporter's own names).
+    let promtool = require_program("promtool", "apt-get install -y prometheus");
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), scrape.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !text.contains("error while linting") && !text.contains("parse error"),
+        "{text}"
+    );
+
+    // A real Prometheus scraping the agent reads node_exporter's value (its own job label
+    // wins; the mirrored one is kept as exported_job, as with any honor_labels=false target).
+    let prom = Prometheus::start(&[metrics], &[], &[]);
+    let got = prom.wait_for_series(
+        "node_memory_MemTotal_bytes{exported_job=\"node\"}",
+        Duration::from_secs(30),
+    );
+    assert_eq!(got.first().map(|s| s.value), Some(mem));
+
+    // CloudWatch: only the two chosen metrics, without the instance dimension, tmpfs left out.
+    wait_for(
+        "the chosen metrics in CloudWatch",
+        Duration::from_secs(30),
+        || {
+            let names: BTreeSet<String> = cw
+                .datums()
+                .iter()
+                .map(|(_, d)| d.metric_name.clone())
+                .collect();
+            (names.contains("node_memory_MemTotal_bytes")
+                && names.contains("node_filesystem_size_bytes"))
+            .then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    let datums = cw.datums();
+    let names: BTreeSet<&str> = datums.iter().map(|(_, d)| d.metric_name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["node_filesystem_size_bytes", "node_memory_MemTotal_bytes"].into(),
+        "only the selection reaches CloudWatch"
+    );
+    for (_, d) in &datums {
+        assert!(d.dimensions.iter().all(|(k, _)| k != "instance"), "{d:?}");
+        assert!(
+            d.dimensions.iter().any(|(k, v)| k == "job" && v == "node"),
+            "{d:?}"
+        );
+        assert!(
+            d.dimensions
+                .iter()
+                .all(|(k, v)| k != "fstype" || v != "tmpfs"),
+            "{d:?}"
+        );
+    }
+    let mem_cw = datums
+        .iter()
+        .find(|(_, d)| d.metric_name == "node_memory_MemTotal_bytes")
+        .and_then(|(_, d)| d.value)
+        .unwrap();
+    assert_eq!(mem_cw, mem);
+    let log = std::fs::read_to_string(dir.0.join("agent.log")).unwrap();
+    assert!(log.contains("/month at list price"), "no cost line:\n{log}");
+}
+
+#[test]
+fn a_target_that_fails_is_down_and_bad_targets_are_config_errors() {
+    let dir = TempDir::new("agent-sources");
+    // Nothing listens there: up is 0, the agent goes on.
+    let dead = free_addr();
+    let metrics = free_addr();
+    let config = dir.0.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n\
+             [[sources.scrape]]\njob = \"gone\"\nurl = \"http://{dead}/metrics\"\ninterval = \"300ms\"\ntimeout = \"200ms\"\n\n\
+             [exporters.prometheus]\nlisten = \"{metrics}\"\n"
+        ),
+    )
+    .unwrap();
+    let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &[]);
+    let up = format!("up{{job=\"gone\",instance=\"{dead}\"}}");
+    wait_for("up == 0", Duration::from_secs(20), || {
+        scrape_metrics(metrics).filter(|t| sample_value(t, &up) == Some(0.0))
+    });
+    let bad = dir.0.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[sources.scrape]]\njob = \"a\"\nurl = \"localhost:9100\"\n\n\
+         [[sources.scrape]]\nurl = \"http://127.0.0.1:9100/metrics\"\n\n\
+         [[sources.scrape]]\njob = \"b\"\nurl = \"http://127.0.0.1:9100/metrics\"\ninterval = \"1s\"\ntimeout = \"5s\"\nusername = \"u\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "bad.toml:3:",
+        "not an absolute http:// or https:// URL",
+        "needs `job` and `url`",
+        "longer than its interval",
+        "`username` and `password` together",
+    ] {
+        assert!(err.contains(expected), "{expected:?} missing from:\n{err}");
+    }
+}

@@ -1,0 +1,146 @@
+//! One bounded GET of a metrics endpoint.
+
+use std::time::Duration;
+
+use sonde_push::redact_url;
+
+/// The `Accept` header of a scrape: OpenMetrics first (it carries `# UNIT`), text as fallback.
+pub const ACCEPT: &str =
+    "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+
+/// The largest body read by default (a bigger one is refused rather than filling memory).
+pub const MAX_BODY_BYTES: u64 = 64 << 20;
+
+/// How to authenticate a scrape.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub enum Auth {
+    /// None.
+    #[default]
+    None,
+    /// `Authorization: Basic`.
+    Basic {
+        /// User name.
+        user: String,
+        /// Password.
+        password: String,
+    },
+    /// `Authorization: Bearer`.
+    Bearer(String),
+}
+
+impl std::fmt::Debug for Auth {
+    // Credentials stay out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::None => f.write_str("None"),
+            Auth::Basic { user, .. } => write!(f, "Basic({user:?}, <redacted>)"),
+            Auth::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+        }
+    }
+}
+
+/// A fetch that failed: the message names the URL (credentials redacted) and what to check.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct FetchError {
+    /// What happened.
+    pub message: String,
+    /// Why, in a word, for a `reason` label: `bad_url`, `connect`, `status`, `protobuf`, `body`.
+    pub reason: &'static str,
+}
+
+fn fail(reason: &'static str, message: String) -> FetchError {
+    FetchError { message, reason }
+}
+
+/// Checks that `url` is an absolute http(s) URL with a host.
+pub fn check_url(url: &str) -> Result<(), FetchError> {
+    match url.parse::<http::Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => Ok(()),
+        _ => Err(fail(
+            "bad_url",
+            format!(
+                "{:?} is not an absolute http:// or https:// URL; give the metrics endpoint, such as http://127.0.0.1:9100/metrics",
+                redact_url(url)
+            ),
+        )),
+    }
+}
+
+/// GETs `url` within `timeout`, reading at most `max_body` bytes, and returns the body as text
+/// (invalid UTF-8 replaced). Redirects are not followed (credentials must not travel); a
+/// non-2xx answer and a protobuf body are errors.
+pub fn fetch(
+    url: &str,
+    timeout: Duration,
+    auth: &Auth,
+    max_body: u64,
+    user_agent: &str,
+) -> Result<String, FetchError> {
+    check_url(url)?;
+    let shown = redact_url(url);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(timeout))
+        .user_agent(user_agent)
+        .build()
+        .into();
+    let mut request = agent.get(url).header("Accept", ACCEPT);
+    match auth {
+        Auth::None => {}
+        Auth::Basic { user, password } => {
+            use base64::Engine as _;
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            request = request.header("Authorization", format!("Basic {token}"));
+        }
+        Auth::Bearer(token) => {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+    }
+    let mut response = request.call().map_err(|e| {
+        fail(
+            "connect",
+            format!("{shown}: {e}; check that the service or exporter is running and serves its metrics there"),
+        )
+    })?;
+    let status = response.status().as_u16();
+    if !(200..300).contains(&status) {
+        return Err(fail(
+            "status",
+            format!(
+                "{shown} answered HTTP {status}; give the URL of a Prometheus or OpenMetrics endpoint"
+            ),
+        ));
+    }
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if content_type.contains("protobuf") {
+        return Err(fail(
+            "protobuf",
+            format!(
+                "{shown} answered in protobuf ({content_type}); Prometheus text or OpenMetrics is read"
+            ),
+        ));
+    }
+    response
+        .body_mut()
+        .with_config()
+        .limit(max_body)
+        .lossy_utf8(true)
+        .read_to_string()
+        .map_err(|e| {
+            fail(
+                "body",
+                format!(
+                    "{shown}: reading the body failed: {e} (at most {} MiB are read)",
+                    max_body >> 20
+                ),
+            )
+        })
+}

@@ -1,0 +1,631 @@
+//! Mirrors scraped targets into a registry, so every exporter forwards what they expose.
+//!
+//! Each target is scraped on its own thread every `interval`. Its series get `job` (the
+//! target's name) and `instance` (host:port of its URL) labels, as Prometheus adds them; a
+//! scraped `job` or `instance` label is kept as `exported_job` / `exported_instance`.
+//!
+//! - counters (`_total`) mirror the target's totals: each scrape adds the change; a total that
+//!   went down (the target restarted) starts the series over, as a new series;
+//! - gauges and untyped samples are set;
+//! - histograms keep the target's bucket bounds as their explicit buckets: bucket counts,
+//!   count and sum are exact (the quantile grid sees each bucket's count at its upper bound);
+//! - summaries: their quantiles, as a gauge with a `quantile` label (`_sum` and `_count` are
+//!   left out);
+//! - a series that is gone from the target is removed at once (Prometheus' staleness), and all
+//!   of a target's series when a scrape fails;
+//! - per target, like Prometheus: `up` (1 or 0), `scrape_duration_seconds`,
+//!   `scrape_samples_scraped`; families and series that cannot be mirrored (a name taken by
+//!   another source, label names that changed, non-finite gauges, new histogram bounds) are
+//!   counted in `sonde.scrape.refused{job,reason}` and logged once a minute.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use sonde_core::{Counter, Family, Gauge, Histogram, Registry, Unit};
+
+use crate::fetch::{Auth, FetchError, check_url, fetch};
+use crate::text::{Exposition, Kind, Labels, Series, parse};
+
+/// One target to scrape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    /// The `job` label of its series.
+    pub job: String,
+    /// Its metrics URL.
+    pub url: String,
+    /// Time between scrapes.
+    pub interval: Duration,
+    /// Time limit of one scrape.
+    pub timeout: Duration,
+    /// Credentials.
+    pub auth: Auth,
+    /// Largest body read.
+    pub max_body: u64,
+}
+
+impl Target {
+    /// A target named `job` at `url`: every 15 s, 10 s timeout, no credentials, 64 MiB bodies.
+    pub fn new(job: impl Into<String>, url: impl Into<String>) -> Target {
+        Target {
+            job: job.into(),
+            url: url.into(),
+            interval: Duration::from_secs(15),
+            timeout: Duration::from_secs(10),
+            auth: Auth::None,
+            max_body: crate::MAX_BODY_BYTES,
+        }
+    }
+
+    /// `host:port` of the URL, the `instance` label.
+    pub fn instance(&self) -> String {
+        self.url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| {
+                let host = u.host()?.to_owned();
+                let port = u.port_u16().unwrap_or(if u.scheme_str() == Some("https") {
+                    443
+                } else {
+                    80
+                });
+                Some(format!("{host}:{port}"))
+            })
+            .unwrap_or_else(|| self.url.clone())
+    }
+}
+
+/// What one scrape did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScrapeStats {
+    /// Whether the target answered with an exposition.
+    pub up: bool,
+    /// Samples read.
+    pub samples: usize,
+    /// Series mirrored.
+    pub series: usize,
+    /// Families or series refused, by reason.
+    pub refused: BTreeMap<&'static str, u64>,
+    /// Why the scrape failed, if it did.
+    pub error: Option<String>,
+}
+
+/// Scrapes targets on their own threads into a registry; stops (and removes what it mirrored)
+/// on [`shutdown`](Self::shutdown) or drop.
+pub struct ScrapeSource {
+    stop: Arc<AtomicBool>,
+    /// Whether stopping leaves the mirrored series in place.
+    keep: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ScrapeSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScrapeSource")
+            .field("targets", &self.threads.len())
+            .finish()
+    }
+}
+
+impl ScrapeSource {
+    /// Checks the targets and starts scraping each (the first scrape at once).
+    pub fn start(registry: &Registry, targets: Vec<Target>) -> Result<ScrapeSource, FetchError> {
+        for t in &targets {
+            check_url(&t.url)?;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let keep = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for target in targets {
+            let mut mirror = Mirror::new(registry, &target);
+            let (stop, keep) = (stop.clone(), keep.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("scrape-{}", target.job))
+                .spawn(move || {
+                    let mut next = Instant::now();
+                    while !stop.load(Ordering::Acquire) {
+                        if Instant::now() >= next {
+                            next = Instant::now() + target.interval;
+                            mirror.scrape(&target);
+                        }
+                        std::thread::sleep(
+                            next.saturating_duration_since(Instant::now())
+                                .min(Duration::from_millis(50)),
+                        );
+                    }
+                    if !keep.load(Ordering::Acquire) {
+                        mirror.clear();
+                    }
+                });
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    return Err(FetchError {
+                        message: format!("cannot start a scrape thread: {e}"),
+                        reason: "thread",
+                    });
+                }
+            }
+        }
+        Ok(ScrapeSource {
+            stop,
+            keep,
+            threads,
+        })
+    }
+
+    /// Scrapes `target` once into `registry` now, on this thread, and leaves its series there
+    /// (for a cost estimate or a check).
+    pub fn scrape_once(registry: &Registry, target: &Target) -> ScrapeStats {
+        Mirror::new(registry, target).scrape(target)
+    }
+
+    /// Stops scraping and leaves the series as they are (for a process about to export its
+    /// last interval and exit).
+    pub fn stop_keeping_series(mut self) {
+        self.keep.store(true, Ordering::Release);
+        self.shutdown();
+    }
+
+    /// Stops scraping and removes every series it mirrored (their exporters see them end).
+    pub fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ScrapeSource {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The mirror of one target: its families in the registry and what was last read.
+pub(crate) struct Mirror {
+    registry: Registry,
+    job: String,
+    instance: String,
+    families: HashMap<String, Mirrored>,
+    up: Option<Gauge<f64>>,
+    duration: Option<Gauge<f64>>,
+    samples: Option<Gauge<f64>>,
+    refused: Option<Family<Counter>>,
+    user_agent: String,
+    /// One warning a minute at most per target.
+    log: sonde_core::diag::RateLimit,
+}
+
+/// A family as mirrored: its registry family, its label names (the target's, then `job` and
+/// `instance`), and the last value read of each series.
+struct Mirrored {
+    labels: Vec<String>,
+    store: Store,
+}
+
+enum Store {
+    Counter(Family<Counter<f64>>, HashMap<Labels, f64>),
+    Gauge(Family<Gauge<f64>>, HashMap<Labels, ()>),
+    Histogram(
+        Family<Histogram>,
+        Vec<f64>,
+        HashMap<Labels, (Vec<u64>, f64)>,
+    ),
+    /// A name that cannot be mirrored: refused once, not retried every scrape.
+    Refused,
+}
+
+impl Mirror {
+    pub(crate) fn new(registry: &Registry, target: &Target) -> Mirror {
+        let job = target.job.clone();
+        let instance = target.instance();
+        let ids = [job.as_str(), instance.as_str()];
+        let gauge = |name: &'static str, unit: Unit, help: &'static str| {
+            registry
+                .gauge_f64(name)
+                .description(help)
+                .unit(unit)
+                .labels(["job", "instance"])
+                .build()
+                .ok()
+                .map(|f| f.with(&ids))
+        };
+        Mirror {
+            registry: registry.clone(),
+            up: gauge(
+                "up",
+                Unit::None,
+                "1 if the last scrape of the target succeeded, else 0.",
+            ),
+            duration: gauge(
+                "scrape_duration",
+                Unit::Seconds,
+                "How long the last scrape of the target took.",
+            ),
+            samples: gauge(
+                "scrape_samples_scraped",
+                Unit::None,
+                "Samples the last scrape of the target exposed.",
+            ),
+            refused: registry
+                .counter("sonde.scrape.refused")
+                .description("Scraped families or series that could not be mirrored, by reason.")
+                .labels(["job", "reason"])
+                .build()
+                .ok(),
+            job,
+            instance,
+            families: HashMap::new(),
+            user_agent: concat!("sonde-scrape/", env!("CARGO_PKG_VERSION")).to_owned(),
+            log: sonde_core::diag::RateLimit::new(Duration::from_secs(60)),
+        }
+    }
+
+    /// Scrapes once and mirrors the result.
+    pub(crate) fn scrape(&mut self, target: &Target) -> ScrapeStats {
+        let start = Instant::now();
+        let fetched = fetch(
+            &target.url,
+            target.timeout,
+            &target.auth,
+            target.max_body,
+            &self.user_agent,
+        )
+        .map_err(|e| e.message)
+        .and_then(|body| parse(&body));
+        let mut stats = ScrapeStats::default();
+        match fetched {
+            Ok(exposition) => {
+                stats.up = true;
+                self.apply(&exposition, &mut stats);
+            }
+            Err(e) => {
+                self.warn(format_args!(
+                    "scraping {} failed: {e}",
+                    sonde_push::redact_url(&target.url)
+                ));
+                stats.error = Some(e);
+                // Prometheus marks every series of a failed target stale.
+                self.clear();
+            }
+        }
+        if let Some(g) = &self.up {
+            g.set(if stats.up { 1.0 } else { 0.0 });
+        }
+        if let Some(g) = &self.duration {
+            g.set(start.elapsed().as_secs_f64());
+        }
+        if let Some(g) = &self.samples {
+            g.set(stats.samples as f64);
+        }
+        for (reason, n) in &stats.refused {
+            if let Some(f) = &self.refused {
+                f.with(&[self.job.as_str(), reason]).add(*n);
+            }
+        }
+        stats
+    }
+
+    fn warn(&self, args: std::fmt::Arguments<'_>) {
+        if let Some(n) = self.log.hit() {
+            let more = if n > 1 {
+                format!(" ({} such reports held back this minute)", n - 1)
+            } else {
+                String::new()
+            };
+            sonde_core::diag::warn(format_args!("{args}{more}"));
+        }
+    }
+
+    /// Removes every mirrored series.
+    pub(crate) fn clear(&mut self) {
+        for m in self.families.values_mut() {
+            m.remove_all(&self.job, &self.instance);
+        }
+    }
+
+    fn apply(&mut self, e: &Exposition, stats: &mut ScrapeStats) {
+        let mut refused: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let (job, instance) = (self.job.clone(), self.instance.clone());
+        for (name, family) in &e.families {
+            let family_labels = target_label_names(family.series.keys());
+            if !self.families.contains_key(name) {
+                let m = self.register(name, family, &family_labels, &mut refused);
+                self.families.insert(name.clone(), m);
+            }
+            let Some(m) = self.families.get_mut(name) else {
+                continue;
+            };
+            let values = |labels: &Labels| label_values(labels, &m.labels, &job, &instance);
+            let fits = |labels: &Labels| labels.iter().all(|(k, _)| m.labels.contains(&renamed(k)));
+            match &mut m.store {
+                Store::Refused => {}
+                Store::Counter(f, last) => {
+                    let mut seen: HashMap<Labels, f64> = HashMap::new();
+                    for (labels, s) in &family.series {
+                        stats.samples += 1;
+                        let Some(v) = s.value.filter(|v| v.is_finite() && *v >= 0.0) else {
+                            *refused.entry("bad_value").or_default() += 1;
+                            continue;
+                        };
+                        if !fits(labels) {
+                            *refused.entry("new_label").or_default() += 1;
+                            continue;
+                        }
+                        let vals = values(labels);
+                        match last.get(labels) {
+                            Some(&prev) if v >= prev => f.with(&vals).add(v - prev),
+                            Some(_) => {
+                                // The target restarted: a new series from its new total.
+                                f.remove(&vals);
+                                f.with(&vals).add(v);
+                            }
+                            None => f.with(&vals).add(v),
+                        }
+                        seen.insert(labels.clone(), v);
+                    }
+                    for l in last.keys().filter(|l| !seen.contains_key(*l)) {
+                        f.remove(&values(l));
+                    }
+                    stats.series += seen.len();
+                    *last = seen;
+                }
+                Store::Gauge(f, last) => {
+                    let mut seen: HashMap<Labels, ()> = HashMap::new();
+                    for (labels, s) in &family.series {
+                        let points: Vec<(Labels, f64)> = if family.kind == Kind::Summary {
+                            quantile_points(labels, s)
+                        } else {
+                            s.value.map(|v| (labels.clone(), v)).into_iter().collect()
+                        };
+                        for (labels, v) in points {
+                            stats.samples += 1;
+                            if !v.is_finite() {
+                                *refused.entry("bad_value").or_default() += 1;
+                                continue;
+                            }
+                            if !fits(&labels) {
+                                *refused.entry("new_label").or_default() += 1;
+                                continue;
+                            }
+                            f.with(&values(&labels)).set(v);
+                            seen.insert(labels, ());
+                        }
+                    }
+                    for l in last.keys().filter(|l| !seen.contains_key(*l)) {
+                        f.remove(&values(l));
+                    }
+                    stats.series += seen.len();
+                    *last = seen;
+                }
+                Store::Histogram(f, bounds, last) => {
+                    let mut seen: HashMap<Labels, (Vec<u64>, f64)> = HashMap::new();
+                    for (labels, s) in &family.series {
+                        stats.samples += s.buckets.len() + 2;
+                        let Some(counts) = bucket_counts(s, bounds) else {
+                            *refused.entry("bounds_changed").or_default() += 1;
+                            continue;
+                        };
+                        if !fits(labels) {
+                            *refused.entry("new_label").or_default() += 1;
+                            continue;
+                        }
+                        let sum = s.sum.unwrap_or(0.0);
+                        let vals = values(labels);
+                        let reps = representatives(bounds);
+                        let record = |h: &Histogram, counts: &[u64], sum: f64| {
+                            let batch: Vec<(f64, u64)> =
+                                reps.iter().copied().zip(counts.iter().copied()).collect();
+                            h.record_counts(&batch, sum);
+                        };
+                        match last.get(labels) {
+                            Some((prev, prev_sum))
+                                if counts.iter().zip(prev).all(|(n, p)| n >= p) =>
+                            {
+                                let delta: Vec<u64> =
+                                    counts.iter().zip(prev).map(|(n, p)| n - p).collect();
+                                record(&f.with(&vals), &delta, sum - prev_sum);
+                            }
+                            Some(_) => {
+                                f.remove(&vals);
+                                record(&f.with(&vals), &counts, sum);
+                            }
+                            None => record(&f.with(&vals), &counts, sum),
+                        }
+                        seen.insert(labels.clone(), (counts, sum));
+                    }
+                    for l in last.keys().filter(|l| !seen.contains_key(*l)) {
+                        f.remove(&values(l));
+                    }
+                    stats.series += seen.len();
+                    *last = seen;
+                }
+            }
+        }
+        // Families gone from the exposition lose their series.
+        let gone: Vec<String> = self
+            .families
+            .keys()
+            .filter(|k| !e.families.contains_key(*k))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(mut m) = self.families.remove(&name) {
+                m.remove_all(&self.job, &self.instance);
+            }
+        }
+        if !refused.is_empty() {
+            self.warn(format_args!(
+                "some of {}'s metrics could not be mirrored ({refused:?}); see sonde_scrape_refused_total",
+                self.job
+            ));
+        }
+        stats.refused = refused;
+    }
+
+    fn register(
+        &self,
+        name: &str,
+        family: &crate::text::Family,
+        target_labels: &[String],
+        refused: &mut BTreeMap<&'static str, u64>,
+    ) -> Mirrored {
+        let mut labels: Vec<String> = target_labels.to_vec();
+        if family.kind == Kind::Summary {
+            labels.push("quantile".into());
+        }
+        labels.push("job".into());
+        labels.push("instance".into());
+        let help = family.help.clone().unwrap_or_default();
+        let r = &self.registry;
+        let store = match family.kind {
+            Kind::Counter => r
+                .counter_f64(name.to_owned())
+                .description(help)
+                .labels(labels.clone())
+                .build()
+                .map(|f| Store::Counter(f, HashMap::new())),
+            Kind::Gauge | Kind::Untyped | Kind::Summary => r
+                .gauge_f64(name.to_owned())
+                .description(help)
+                .labels(labels.clone())
+                .build()
+                .map(|f| Store::Gauge(f, HashMap::new())),
+            Kind::Histogram => {
+                let bounds: Vec<f64> = family
+                    .series
+                    .values()
+                    .next()
+                    .map(|s| {
+                        s.buckets
+                            .iter()
+                            .map(|b| b.0)
+                            .filter(|b| b.is_finite())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                r.histogram(name.to_owned())
+                    .description(help)
+                    .buckets(bounds.clone())
+                    .labels(labels.clone())
+                    .build()
+                    .map(|f| Store::Histogram(f, bounds, HashMap::new()))
+            }
+        };
+        let store = store.unwrap_or_else(|err| {
+            *refused.entry("cannot_register").or_default() += 1;
+            self.warn(format_args!(
+                "{}'s metric {name} is not mirrored: {err}",
+                self.job
+            ));
+            Store::Refused
+        });
+        Mirrored { labels, store }
+    }
+}
+
+impl Mirrored {
+    /// Removes every series of this family that the mirror created.
+    fn remove_all(&mut self, job: &str, instance: &str) {
+        let names = &self.labels;
+        let values = |l: &Labels| label_values(l, names, job, instance);
+        match &mut self.store {
+            Store::Counter(f, last) => last.drain().for_each(|(l, _)| {
+                f.remove(&values(&l));
+            }),
+            Store::Gauge(f, last) => last.drain().for_each(|(l, _)| {
+                f.remove(&values(&l));
+            }),
+            Store::Histogram(f, _, last) => last.drain().for_each(|(l, _)| {
+                f.remove(&values(&l));
+            }),
+            Store::Refused => {}
+        }
+    }
+}
+
+/// A scraped label name as mirrored: `job` and `instance` are the target's own.
+fn renamed(k: &str) -> String {
+    match k {
+        "job" => "exported_job".into(),
+        "instance" => "exported_instance".into(),
+        other => other.to_owned(),
+    }
+}
+
+/// The label names of a family's series, sorted, `job`/`instance` renamed.
+fn target_label_names<'a>(series: impl Iterator<Item = &'a Labels>) -> Vec<String> {
+    let mut names: Vec<String> = series
+        .flat_map(|l| l.iter().map(|(k, _)| renamed(k)))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The values of `labels` in the order of `names` (missing ones `""`), with job and instance.
+fn label_values(labels: &Labels, names: &[String], job: &str, instance: &str) -> Vec<String> {
+    names
+        .iter()
+        .map(|n| match n.as_str() {
+            "job" => job.to_owned(),
+            "instance" => instance.to_owned(),
+            n => labels
+                .iter()
+                .find(|(k, _)| renamed(k) == n)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// A summary series as gauge points, one per quantile.
+fn quantile_points(labels: &Labels, s: &Series) -> Vec<(Labels, f64)> {
+    s.quantiles
+        .iter()
+        .map(|(q, v)| {
+            let mut l = labels.clone();
+            l.push(("quantile".into(), q.to_string()));
+            (l, *v)
+        })
+        .collect()
+}
+
+/// Per-bucket (not cumulative) counts of `s` for `bounds` (+Inf last), or `None` when its
+/// finite bounds are not `bounds` or its counts go down.
+fn bucket_counts(s: &Series, bounds: &[f64]) -> Option<Vec<u64>> {
+    let finite: Vec<f64> = s
+        .buckets
+        .iter()
+        .map(|b| b.0)
+        .filter(|b| b.is_finite())
+        .collect();
+    if finite != bounds {
+        return None;
+    }
+    let mut out = Vec::with_capacity(bounds.len() + 1);
+    let mut below = 0.0;
+    for (_, cum) in s.buckets.iter().filter(|b| b.0.is_finite()) {
+        if *cum < below || !cum.is_finite() {
+            return None;
+        }
+        out.push((cum - below) as u64);
+        below = *cum;
+    }
+    let total = s.total();
+    if total < below {
+        return None;
+    }
+    out.push((total - below) as u64);
+    Some(out)
+}
+
+/// A value inside each bucket: its upper bound, and just above the last bound for `+Inf`.
+fn representatives(bounds: &[f64]) -> Vec<f64> {
+    let mut reps = bounds.to_vec();
+    reps.push(bounds.last().map_or(0.0, |b| b.next_up()));
+    reps
+}

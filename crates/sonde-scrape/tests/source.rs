@@ -1,0 +1,268 @@
+//! A target on 127.0.0.1 serving an exposition we control, mirrored into a registry: exact
+//! values, changes, restarts, vanished series and a failing target.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sonde_core::{Registry, Snapshot};
+use sonde_scrape::{ScrapeSource, Target};
+
+/// Serves `state` (status, body) to every request until the test ends.
+fn target(state: Arc<Mutex<(u16, String)>>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
+                line.clear();
+            }
+            let (status, body) = state.lock().unwrap().clone();
+            let _ = write!(
+                conn,
+                "HTTP/1.1 {status} X\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+fn number(s: &Snapshot, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    s.point(name, labels)
+        .and_then(|p| p.number())
+        .map(|n| n.as_f64())
+}
+
+fn wait(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+const FIRST: &str = "\
+# HELP http_requests_total Requests.
+# TYPE http_requests_total counter
+http_requests_total{code=\"200\",job=\"inner\"} 10
+http_requests_total{code=\"500\"} 2
+# TYPE temperature gauge
+temperature{room=\"a\"} 21.5
+# TYPE latency_seconds histogram
+latency_seconds_bucket{le=\"0.1\"} 3
+latency_seconds_bucket{le=\"0.5\"} 5
+latency_seconds_bucket{le=\"+Inf\"} 6
+latency_seconds_sum 1.37
+latency_seconds_count 6
+# TYPE gc_seconds summary
+gc_seconds{quantile=\"0.5\"} 0.002
+gc_seconds{quantile=\"0.99\"} 0.01
+gc_seconds_sum 0.5
+gc_seconds_count 100
+";
+
+#[test]
+fn a_target_is_mirrored_exactly_and_follows_its_changes() {
+    let state = Arc::new(Mutex::new((200, FIRST.to_owned())));
+    let addr = target(state.clone());
+    let registry = Registry::new();
+    let mut t = Target::new("app", format!("http://{addr}/metrics"));
+    t.interval = Duration::from_millis(100);
+    let instance = addr.to_string();
+    let id = |extra: &[(&'static str, &'static str)]| {
+        let mut l: Vec<(&str, &str)> = extra.to_vec();
+        l.push(("job", "app"));
+        l.push(("instance", Box::leak(instance.clone().into_boxed_str())));
+        l
+    };
+    let mut source = ScrapeSource::start(&registry, vec![t]).unwrap();
+    wait("the first scrape", || {
+        number(&registry.snapshot(), "up", &id(&[])) == Some(1.0)
+    });
+    let s = registry.snapshot();
+    // The scraped `job` label is kept as exported_job; every series gets job and instance.
+    assert_eq!(
+        number(
+            &s,
+            "http_requests",
+            &id(&[("code", "200"), ("exported_job", "inner")])
+        ),
+        Some(10.0)
+    );
+    assert_eq!(
+        number(
+            &s,
+            "http_requests",
+            &id(&[("code", "500"), ("exported_job", "")])
+        ),
+        Some(2.0)
+    );
+    assert_eq!(number(&s, "temperature", &id(&[("room", "a")])), Some(21.5));
+    let h = s
+        .point("latency_seconds", &id(&[]))
+        .unwrap()
+        .histogram()
+        .unwrap();
+    assert_eq!(h.count(), 6);
+    assert_eq!(h.sum(), 1.37);
+    assert_eq!(
+        h.cumulative_buckets(),
+        vec![(0.1, 3), (0.5, 5), (f64::INFINITY, 6)]
+    );
+    assert_eq!(
+        number(&s, "gc_seconds", &id(&[("quantile", "0.99")])),
+        Some(0.01)
+    );
+    assert!(number(&s, "scrape_samples_scraped", &id(&[])).unwrap() >= 8.0);
+    assert!(number(&s, "scrape_duration", &id(&[])).unwrap() > 0.0);
+
+    // Counters grow, one series vanishes, the histogram moves, the gauge changes.
+    *state.lock().unwrap() = (
+        200,
+        FIRST
+            .replace(
+                "{code=\"200\",job=\"inner\"} 10",
+                "{code=\"200\",job=\"inner\"} 15",
+            )
+            .replace("http_requests_total{code=\"500\"} 2\n", "")
+            .replace(
+                "latency_seconds_bucket{le=\"+Inf\"} 6",
+                "latency_seconds_bucket{le=\"+Inf\"} 8",
+            )
+            .replace("latency_seconds_count 6", "latency_seconds_count 8")
+            .replace("latency_seconds_sum 1.37", "latency_seconds_sum 5.37")
+            .replace("21.5", "19"),
+    );
+    wait("the second scrape", || {
+        number(&registry.snapshot(), "temperature", &id(&[("room", "a")])) == Some(19.0)
+    });
+    let s = registry.snapshot();
+    assert_eq!(
+        number(
+            &s,
+            "http_requests",
+            &id(&[("code", "200"), ("exported_job", "inner")])
+        ),
+        Some(15.0)
+    );
+    assert_eq!(
+        number(
+            &s,
+            "http_requests",
+            &id(&[("code", "500"), ("exported_job", "")])
+        ),
+        None,
+        "a series gone from the target is gone here"
+    );
+    let h = s
+        .point("latency_seconds", &id(&[]))
+        .unwrap()
+        .histogram()
+        .unwrap();
+    assert_eq!(h.count(), 8);
+    assert!((h.sum() - 5.37).abs() < 1e-12, "{}", h.sum());
+    assert_eq!(
+        h.cumulative_buckets(),
+        vec![(0.1, 3), (0.5, 5), (f64::INFINITY, 8)]
+    );
+
+    // The target restarts: its counter starts over, and so does the mirrored series.
+    *state.lock().unwrap() = (200, FIRST.replace("job=\"inner\"} 10", "job=\"inner\"} 4"));
+    wait("the restart", || {
+        number(
+            &registry.snapshot(),
+            "http_requests",
+            &id(&[("code", "200"), ("exported_job", "inner")]),
+        ) == Some(4.0)
+    });
+
+    // A failing target: up is 0 and its series are gone.
+    *state.lock().unwrap() = (500, "oops".into());
+    wait("up == 0", || {
+        number(&registry.snapshot(), "up", &id(&[])) == Some(0.0)
+    });
+    let s = registry.snapshot();
+    assert!(s.family("temperature").unwrap().series.is_empty());
+    assert!(s.family("latency_seconds").unwrap().series.is_empty());
+
+    // Back, then shut down: the mirrored series go with the source.
+    *state.lock().unwrap() = (200, FIRST.to_owned());
+    wait("up again", || {
+        number(&registry.snapshot(), "up", &id(&[])) == Some(1.0)
+    });
+    source.shutdown();
+    assert!(
+        registry
+            .snapshot()
+            .family("temperature")
+            .unwrap()
+            .series
+            .is_empty()
+    );
+}
+
+#[test]
+fn what_cannot_be_mirrored_is_counted_and_the_rest_goes_on() {
+    // A gauge that is NaN, a counter that later gains a label, a histogram whose bounds change,
+    // and a name another source already holds with another kind.
+    let registry = Registry::new();
+    registry
+        .counter("taken")
+        .build()
+        .unwrap()
+        .with::<&str>(&[])
+        .add(1);
+    let body = "# TYPE g gauge\ng NaN\ng2 3\n# TYPE c counter\nc_total{a=\"x\"} 1\n\
+                # TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 1\nh_count 1\nh_sum 0.5\n\
+                # TYPE taken gauge\ntaken 5\n";
+    let state = Arc::new(Mutex::new((200, body.to_owned())));
+    let addr = target(state.clone());
+    let mut t = Target::new("odd", format!("http://{addr}/metrics"));
+    t.interval = Duration::from_millis(100);
+    let _source = ScrapeSource::start(&registry, vec![t]).unwrap();
+    let refused = |reason: &str| {
+        number(
+            &registry.snapshot(),
+            "sonde.scrape.refused",
+            &[("job", "odd"), ("reason", reason)],
+        )
+    };
+    wait("the first scrape", || refused("bad_value").is_some());
+    assert!(refused("cannot_register").is_some(), "the taken name");
+    let snap = registry.snapshot();
+    let inst = addr.to_string();
+    assert_eq!(
+        number(&snap, "g2", &[("job", "odd"), ("instance", &inst)]),
+        Some(3.0)
+    );
+    *state.lock().unwrap() = (
+        200,
+        body.replace("c_total{a=\"x\"} 1", "c_total{a=\"x\",b=\"y\"} 2")
+            .replace("le=\"1\"", "le=\"2\""),
+    );
+    wait("new labels and bounds refused", || {
+        refused("new_label").is_some() && refused("bounds_changed").is_some()
+    });
+    assert_eq!(
+        number(
+            &registry.snapshot(),
+            "g2",
+            &[("job", "odd"), ("instance", &inst)]
+        ),
+        Some(3.0)
+    );
+}
+
+#[test]
+fn a_bad_url_is_refused_before_anything_starts() {
+    let err = ScrapeSource::start(&Registry::new(), vec![Target::new("x", "localhost:9100")])
+        .unwrap_err();
+    assert_eq!(err.reason, "bad_url");
+    assert!(err.message.contains("http://"), "{}", err.message);
+}

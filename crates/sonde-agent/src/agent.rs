@@ -141,6 +141,7 @@ struct Running {
     host: Option<Arc<sonde_host::HostMetrics>>,
     procstat: Option<Arc<sonde_host::ProcstatMetrics>>,
     scrape: Option<sonde_scrape::ScrapeSource>,
+    otlp_in: Option<sonde_otlp_receiver::OtlpReceiver>,
     tick: Arc<Mutex<Tick>>,
     ticker: Option<(Sender<TickMsg>, JoinHandle<()>)>,
 }
@@ -302,6 +303,7 @@ impl Running {
             host: None,
             procstat: None,
             scrape: None,
+            otlp_in: None,
             ticker: Some(start_ticker(tick.clone())?),
             tick,
         };
@@ -430,6 +432,34 @@ impl Running {
                 (Some(old), Some(next)) => old.replace_with(next),
                 (Some(old), None) => old.uninstall(),
                 (None, _) => {}
+            }
+        }
+        // The OTLP receiver: the old one stops (senders retry a refused connection) and the
+        // new one binds; the series received so far stay.
+        if changed(old, new, |c| c.otlp_in.clone()) {
+            if let Some(mut r) = self.otlp_in.take() {
+                r.shutdown();
+            }
+            if let Some(o) = &new.otlp_in {
+                let mut b = sonde_otlp_receiver::OtlpReceiverBuilder::new()
+                    .registry(registry.clone())
+                    .max_request_bytes(o.max_request_size);
+                if let Some(a) = o.grpc {
+                    b = b.grpc(a.to_string());
+                }
+                if let Some(a) = o.http {
+                    b = b.http(a.to_string());
+                }
+                if let Some(t) = &o.bearer_token {
+                    b = b.bearer_token(t.clone());
+                }
+                match b.start() {
+                    Ok(r) => self.otlp_in = Some(r),
+                    Err(e) => {
+                        applied.otlp_in = None;
+                        errors.push(format!("[sources.otlp]: {e}"));
+                    }
+                }
             }
         }
         // Scrape targets: the old source's series go with it, the new one mirrors its targets
@@ -655,6 +685,9 @@ impl Running {
         }
         if let Some(s) = self.scrape.take() {
             s.stop_keeping_series();
+        }
+        if let Some(mut r) = self.otlp_in.take() {
+            r.shutdown();
         }
         // The timer thread holds the StatsD server: stop it first.
         if let Some((stop, t)) = self.ticker.take() {

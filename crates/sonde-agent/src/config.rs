@@ -167,6 +167,34 @@ pub enum ProbeSection {
     },
 }
 
+/// `[sources.otlp]`: services push OTLP metrics to the agent.
+#[derive(Clone, PartialEq)]
+pub struct OtlpInSection {
+    /// OTLP/gRPC address (`None`: off).
+    pub grpc: Option<SocketAddr>,
+    /// OTLP/HTTP address (`None`: off).
+    pub http: Option<SocketAddr>,
+    /// Largest request, compressed or not.
+    pub max_request_size: usize,
+    /// Required `Authorization: Bearer` token.
+    pub bearer_token: Option<String>,
+}
+
+impl fmt::Debug for OtlpInSection {
+    // The token stays out of logs.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OtlpInSection")
+            .field("grpc", &self.grpc)
+            .field("http", &self.http)
+            .field("max_request_size", &self.max_request_size)
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
 /// `[exporters.prometheus]`.
 #[derive(Clone, PartialEq)]
 pub struct PrometheusSection {
@@ -279,6 +307,8 @@ pub struct Config {
     pub probes: Vec<ProbeSection>,
     /// `[[sources.scrape]]`: Prometheus and OpenMetrics endpoints mirrored into the registry.
     pub scrape: Vec<sonde_scrape::Target>,
+    /// `[sources.otlp]`: the OTLP receiver, if enabled.
+    pub otlp_in: Option<OtlpInSection>,
     /// `[exporters.prometheus]`.
     pub prometheus: Option<PrometheusSection>,
     /// `[exporters.otlp]`.
@@ -401,6 +431,8 @@ pub const RECEIVE_BUFFER_RANGE: RangeInclusive<usize> = 4096..=1 << 30;
 pub const MAX_METRICS_RANGE: RangeInclusive<usize> = 1..=1_000_000;
 /// `statsd.tcp_max_connections`: each connection has a thread and up to 80 KiB of buffers.
 pub const TCP_CONNECTIONS_RANGE: RangeInclusive<usize> = 1..=10_000;
+/// `sources.otlp.max_request_size`.
+pub const OTLP_REQUEST_RANGE: RangeInclusive<usize> = 1024..=1 << 30;
 /// `statsd.tcp_idle_timeout`.
 pub const TCP_IDLE_RANGE: RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
@@ -1206,6 +1238,7 @@ impl<'a> Reader<'a> {
         self.check_probes(&probes, &probe_spans);
 
         let scrape = self.scrape_targets(root);
+        let otlp_in = self.otlp_in(root);
 
         let exporters = self.sub(Some(root), "exporters", "exporters");
         self.unknown_keys(
@@ -1475,6 +1508,7 @@ impl<'a> Reader<'a> {
             statsd,
             probes,
             scrape,
+            otlp_in,
             prometheus,
             otlp,
             cloudwatch,
@@ -1501,10 +1535,58 @@ impl<'a> Reader<'a> {
         selection
     }
 
+    /// `[sources.otlp]`: on when the section is there (or `enabled = true`).
+    fn otlp_in(&mut self, root: &Table) -> Option<OtlpInSection> {
+        let sources = self.sub(Some(root), "sources", "sources");
+        let t = self.sub(sources, "otlp", "sources.otlp");
+        self.unknown_keys(
+            t,
+            "sources.otlp",
+            &[
+                "enabled",
+                "grpc",
+                "http",
+                "max_request_size",
+                "bearer_token",
+            ],
+        );
+        if !self.bool(t, &["sources", "otlp", "enabled"], t.is_some()) {
+            return None;
+        }
+        let section = OtlpInSection {
+            grpc: self.address(
+                t,
+                &["sources", "otlp", "grpc"],
+                "127.0.0.1:4317".parse().ok(),
+            ),
+            http: self.address(
+                t,
+                &["sources", "otlp", "http"],
+                "127.0.0.1:4318".parse().ok(),
+            ),
+            max_request_size: self.size(
+                t,
+                &["sources", "otlp", "max_request_size"],
+                sonde_otlp_receiver::DEFAULT_MAX_REQUEST_BYTES,
+                OTLP_REQUEST_RANGE,
+            ),
+            bearer_token: self.string(t, &["sources", "otlp", "bearer_token"]),
+        };
+        if section.grpc.is_none() && section.http.is_none() {
+            let loc = self.at(t.and_then(Table::span));
+            self.error(
+                loc,
+                "[sources.otlp] has neither `grpc` nor `http`".into(),
+                "give at least one address, like grpc = \"127.0.0.1:4317\"",
+            );
+        }
+        Some(section)
+    }
+
     /// `[[sources.scrape]]`: each a job name and a URL, with interval, timeout and credentials.
     fn scrape_targets(&mut self, root: &Table) -> Vec<sonde_scrape::Target> {
         let sources = self.sub(Some(root), "sources", "sources");
-        self.unknown_keys(sources, "sources", &["scrape"]);
+        self.unknown_keys(sources, "sources", &["scrape", "otlp"]);
         let mut targets: Vec<sonde_scrape::Target> = Vec::new();
         for t in self.tables(sources, "scrape", "sources.scrape") {
             self.unknown_keys(

@@ -49,7 +49,7 @@ fn node_exporter_through_the_agent_to_prometheus_and_cloudwatch() {
     std::fs::write(
         &config,
         format!(
-            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n\
+            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n[statsd]\nenabled = false\n\n\
              [[sources.scrape]]\njob = \"node\"\nurl = \"http://{node}/metrics\"\n\
              interval = \"500ms\"\ntimeout = \"500ms\"\n\n\
              [exporters.prometheus]\nlisten = \"{metrics}\"\n\n\
@@ -164,7 +164,7 @@ fn a_target_that_fails_is_down_and_bad_targets_are_config_errors() {
     std::fs::write(
         &config,
         format!(
-            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n\
+            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n[statsd]\nenabled = false\n\n\
              [[sources.scrape]]\njob = \"gone\"\nurl = \"http://{dead}/metrics\"\ninterval = \"300ms\"\ntimeout = \"200ms\"\n\n\
              [exporters.prometheus]\nlisten = \"{metrics}\"\n"
         ),
@@ -199,4 +199,134 @@ fn a_target_that_fails_is_down_and_bad_targets_are_config_errors() {
     ] {
         assert!(err.contains(expected), "{expected:?} missing from:\n{err}");
     }
+}
+
+fn python(script: &str) {
+    let python = require_program("python3", "apt-get install -y python3");
+    let out = Command::new(python).args(["-c", script]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("No module named"),
+        "the OpenTelemetry Python SDK is missing: pip install opentelemetry-sdk opentelemetry-exporter-otlp-proto-http (scripts/test does this)\n{err}"
+    );
+    assert!(out.status.success(), "python failed:\n{err}");
+}
+
+/// The README's host: a service pushes OTLP to the agent (the OpenTelemetry Python SDK),
+/// node_exporter is scraped, `/metrics` has both, and CloudWatch receives only what was chosen,
+/// with the cost logged at start.
+#[test]
+fn otlp_pushed_and_node_exporter_scraped_reach_cloudwatch_as_chosen() {
+    let (_node, node) = node_exporter();
+    let cw = CloudWatchEndpoint::start();
+    let (metrics, otlp) = (free_addr(), free_addr());
+    let dir = TempDir::new("agent-sources");
+    let config = dir.0.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n[statsd]\nenabled = false\n\n\
+             [sources.otlp]\ngrpc = \"off\"\nhttp = \"{otlp}\"\n\n\
+             [[sources.scrape]]\njob = \"node\"\nurl = \"http://{node}/metrics\"\n\
+             interval = \"500ms\"\ntimeout = \"500ms\"\n\n\
+             [exporters.prometheus]\nlisten = \"{metrics}\"\n\n\
+             [exporters.cloudwatch]\nnamespace = \"host\"\nregion = \"us-east-1\"\n\
+             endpoint_url = \"{}\"\ninterval = \"500ms\"\n\n\
+             [[exporters.cloudwatch.select]]\n\
+             include = [\"checkout.*\", \"node_memory_MemTotal_bytes\"]\n\
+             drop_labels = [\"instance\"]\n",
+            cw.url()
+        ),
+    )
+    .unwrap();
+    let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &AWS);
+    wait_for("the agent", Duration::from_secs(20), || {
+        scrape_metrics(metrics)
+    });
+    python(&format!(
+        r#"
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.sdk.resources import Resource
+reader = PeriodicExportingMetricReader(
+    OTLPMetricExporter(endpoint="http://{otlp}/v1/metrics"), export_interval_millis=3600000)
+provider = MeterProvider(
+    resource=Resource.create({{"service.name": "checkout", "service.instance.id": "pod-1"}}),
+    metric_readers=[reader])
+meter = provider.get_meter("shop")
+meter.create_counter("checkout.orders").add(3, {{"region": "eu"}})
+h = meter.create_histogram("checkout.duration", unit="s")
+for v in (0.1, 0.2, 0.4):
+    h.record(v, {{"route": "/pay"}})
+assert provider.force_flush(10000)
+provider.shutdown()
+"#
+    ));
+    let scrape = wait_for(
+        "OTLP and node_exporter on /metrics",
+        Duration::from_secs(20),
+        || {
+            scrape_metrics(metrics).filter(|t| {
+                t.contains("checkout_orders_total{") && t.contains("node_memory_MemTotal_bytes{")
+            })
+        },
+    );
+    assert_eq!(
+        sample_value(
+            &scrape,
+            r#"checkout_orders_total{region="eu",job="checkout",instance="pod-1"}"#
+        ),
+        Some(3.0),
+        "{}",
+        scrape
+            .lines()
+            .filter(|l| l.contains("checkout"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert_eq!(
+        sample_value(
+            &scrape,
+            r#"checkout_duration_seconds_count{route="/pay",job="checkout",instance="pod-1"}"#
+        ),
+        Some(3.0)
+    );
+    let sum = sample_value(
+        &scrape,
+        r#"checkout_duration_seconds_sum{route="/pay",job="checkout",instance="pod-1"}"#,
+    )
+    .unwrap();
+    assert!((sum - 0.7).abs() < 1e-9, "{sum}");
+
+    wait_for("CloudWatch", Duration::from_secs(30), || {
+        let names: BTreeSet<String> = cw
+            .datums()
+            .iter()
+            .map(|(_, d)| d.metric_name.clone())
+            .collect();
+        (names.contains("checkout.orders") && names.contains("node_memory_MemTotal_bytes"))
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1200));
+    let datums = cw.datums();
+    let names: BTreeSet<&str> = datums.iter().map(|(_, d)| d.metric_name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "checkout.duration",
+            "checkout.orders",
+            "node_memory_MemTotal_bytes"
+        ]
+        .into(),
+        "only the selection reaches CloudWatch"
+    );
+    let orders: f64 = datums
+        .iter()
+        .filter(|(_, d)| d.metric_name == "checkout.orders")
+        .filter_map(|(_, d)| d.value)
+        .sum();
+    assert_eq!(orders, 3.0, "the counter's change, sent once");
+    let log = std::fs::read_to_string(dir.0.join("agent.log")).unwrap();
+    assert!(log.contains("/month at list price"), "no cost line:\n{log}");
 }

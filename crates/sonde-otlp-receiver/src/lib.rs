@@ -1,0 +1,254 @@
+//! # sonde-otlp-receiver
+//!
+//! An OTLP metrics receiver, gRPC (`MetricsService/Export`) and HTTP/protobuf (`POST
+//! /v1/metrics`), gzip or not, that records what services push into a
+//! [`sonde_core::Registry`]: a local agent holds the cloud credentials and fans out to every
+//! exporter (`/metrics`, CloudWatch, remote write, OTLP).
+//!
+//! The mapping:
+//! - a metric keeps its name, description and unit (`s`, `ms`, `By`, `1`); its points'
+//!   attributes become labels, plus `job` (`service.namespace/service.name`, or
+//!   `service.name`) and `instance` (`service.instance.id`) from the resource, as Prometheus'
+//!   own OTLP receiver derives them (other resource attributes are not kept);
+//! - monotonic sums are counters, other sums up-down counters, gauges gauges, summaries their
+//!   quantiles as a gauge with a `quantile` label; cumulative points are turned into changes
+//!   (a total that went down starts a new series), delta points are added;
+//! - histograms keep the sender's bounds as their explicit buckets: bucket counts, count and
+//!   sum are exact; exponential histograms go to the default grid, each bucket at its middle,
+//!   with an exact count and sum.
+//!
+//! Bounded: a request over `max_request_bytes` (compressed or not) is refused (HTTP 413, gRPC
+//! RESOURCE_EXHAUSTED); when the registry's memory budget is full, requests are refused with
+//! HTTP 429 / gRPC RESOURCE_EXHAUSTED and a retry delay, as the OTLP specification asks, so the
+//! sender keeps its data and retries. Points that cannot be recorded (a name another source
+//! holds with another kind, attributes a family did not have at first, non-finite values) are
+//! counted in `sonde.otlp_receiver.points{outcome="rejected",reason}` and reported back in
+//! `partial_success`.
+//!
+//! ```no_run
+//! let registry = sonde_core::Registry::new();
+//! let receiver = sonde_otlp_receiver::OtlpReceiverBuilder::new()
+//!     .grpc("127.0.0.1:4317")
+//!     .http("127.0.0.1:4318")
+//!     .registry(registry.clone())
+//!     .start()?;
+//! println!("OTLP/gRPC on {:?}, OTLP/HTTP on {:?}", receiver.grpc_addr(), receiver.http_addr());
+//! # Ok::<(), sonde_otlp_receiver::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+mod record;
+mod serve;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sonde_core::{Counter, Family, Registry};
+
+pub use record::Outcome;
+
+/// Largest request by default (compressed, and again once decompressed).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 16 << 20;
+/// The delay asked of senders when the memory budget is full.
+pub const RETRY_AFTER: Duration = Duration::from_secs(5);
+
+/// Errors starting a receiver.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Neither a gRPC nor an HTTP address was given.
+    #[error("no OTLP listener configured: call .grpc(address) or .http(address) before .start()")]
+    NoListener,
+    /// A listener could not be bound.
+    #[error("cannot bind the OTLP {transport} listener {address}: {source}")]
+    Bind {
+        /// `grpc` or `http`.
+        transport: &'static str,
+        /// The address as given.
+        address: String,
+        /// The system error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The runtime or its thread could not start.
+    #[error("cannot start the OTLP receiver: {0}")]
+    Start(String),
+}
+
+/// Configures an [`OtlpReceiver`].
+#[derive(Debug, Clone)]
+#[must_use = "call .start() to start the receiver"]
+pub struct OtlpReceiverBuilder {
+    grpc: Option<String>,
+    http: Option<String>,
+    registry: Option<Registry>,
+    max_request_bytes: usize,
+    bearer_token: Option<String>,
+}
+
+impl Default for OtlpReceiverBuilder {
+    fn default() -> Self {
+        OtlpReceiverBuilder::new()
+    }
+}
+
+impl OtlpReceiverBuilder {
+    /// No listener yet, the global registry, 16 MiB requests, no authentication.
+    pub fn new() -> Self {
+        OtlpReceiverBuilder {
+            grpc: None,
+            http: None,
+            registry: None,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            bearer_token: None,
+        }
+    }
+
+    /// Serves OTLP/gRPC on `address` (`127.0.0.1:4317`; port 0 picks one).
+    pub fn grpc(mut self, address: impl Into<String>) -> Self {
+        self.grpc = Some(address.into());
+        self
+    }
+
+    /// Serves OTLP/HTTP (protobuf) on `address` (`127.0.0.1:4318`; port 0 picks one).
+    pub fn http(mut self, address: impl Into<String>) -> Self {
+        self.http = Some(address.into());
+        self
+    }
+
+    /// The registry to record into (default: the global one).
+    pub fn registry(mut self, registry: Registry) -> Self {
+        self.registry = Some(registry);
+        self
+    }
+
+    /// Largest request accepted, compressed and decompressed (default 16 MiB).
+    pub fn max_request_bytes(mut self, bytes: usize) -> Self {
+        self.max_request_bytes = bytes.max(1024);
+        self
+    }
+
+    /// Requires `Authorization: Bearer <token>` (HTTP header or gRPC metadata).
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.bearer_token = Some(token.into());
+        self
+    }
+
+    /// Binds the listeners and starts serving on a thread of its own.
+    pub fn start(self) -> Result<OtlpReceiver, Error> {
+        if self.grpc.is_none() && self.http.is_none() {
+            return Err(Error::NoListener);
+        }
+        let bind = |transport: &'static str, address: &str| {
+            let fail = |source| Error::Bind {
+                transport,
+                address: address.to_owned(),
+                source,
+            };
+            let l = std::net::TcpListener::bind(address).map_err(fail)?;
+            l.set_nonblocking(true).map_err(fail)?;
+            Ok::<_, Error>(l)
+        };
+        let grpc = self.grpc.as_deref().map(|a| bind("grpc", a)).transpose()?;
+        let http = self.http.as_deref().map(|a| bind("http", a)).transpose()?;
+        let grpc_addr = grpc.as_ref().and_then(|l| l.local_addr().ok());
+        let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
+        let registry = self.registry.unwrap_or_else(|| Registry::global().clone());
+        let points = registry
+            .counter("sonde.otlp_receiver.points")
+            .description("Data points received over OTLP, by transport, outcome and reason.")
+            .labels(["transport", "outcome", "reason"])
+            .build()
+            .ok();
+        let state = Arc::new(serve::State {
+            recorder: record::Recorder::new(registry.clone()),
+            registry,
+            points,
+            max_request_bytes: self.max_request_bytes,
+            bearer_token: self.bearer_token,
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Start(e.to_string()))?;
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let thread = std::thread::Builder::new()
+            .name("otlp-receiver".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let started = serve::serve(state, grpc, http);
+                    let ok = started.is_ok();
+                    let _ = ready_tx.send(started);
+                    if ok {
+                        let _ = stop_rx.await;
+                    }
+                });
+                runtime.shutdown_timeout(Duration::from_millis(500));
+            })
+            .map_err(|e| Error::Start(e.to_string()))?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(Error::Start(e)),
+            Err(_) => return Err(Error::Start("the receiver thread stopped".into())),
+        }
+        Ok(OtlpReceiver {
+            grpc_addr,
+            http_addr,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+/// A running receiver; stops on [`shutdown`](Self::shutdown) or drop.
+#[derive(Debug)]
+pub struct OtlpReceiver {
+    grpc_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl OtlpReceiver {
+    /// The bound gRPC address (with the actual port).
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_addr
+    }
+
+    /// The bound HTTP address (with the actual port).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// Stops serving (requests in flight get half a second). Idempotent.
+    pub fn shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for OtlpReceiver {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Counts `n` points with an outcome.
+pub(crate) fn count(
+    points: &Option<Family<Counter>>,
+    transport: &str,
+    outcome: &str,
+    reason: &str,
+    n: u64,
+) {
+    if let (Some(f), true) = (points, n > 0) {
+        f.with(&[transport, outcome, reason]).add(n);
+    }
+}

@@ -1,0 +1,498 @@
+//! OTLP metrics into registry families: the mapping the receiver documents.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    AggregationTemporality, ExponentialHistogramDataPoint, HistogramDataPoint, Metric,
+    metric::Data, number_data_point,
+};
+use sonde_core::{Counter, Family, Gauge, Histogram, Registry, Unit, UpDownCounter};
+
+/// Label values of a series, in its family's label order.
+type Key = Vec<String>;
+
+/// What one request did.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Outcome {
+    /// Data points recorded.
+    pub accepted: u64,
+    /// Data points refused, by reason.
+    pub rejected: BTreeMap<&'static str, u64>,
+}
+
+impl Outcome {
+    /// Refused data points in all.
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected.values().sum()
+    }
+
+    fn refuse(&mut self, reason: &'static str, n: u64) {
+        *self.rejected.entry(reason).or_default() += n;
+    }
+}
+
+/// A family as received: its label names (the points' attributes, then `job` and `instance`)
+/// and what it records into.
+struct Received {
+    labels: Vec<String>,
+    store: Store,
+}
+
+enum Store {
+    Counter(Family<Counter<f64>>, HashMap<Key, f64>),
+    UpDown(Family<UpDownCounter<f64>>, HashMap<Key, f64>),
+    Gauge(Family<Gauge<f64>>),
+    /// Explicit bounds, and per series the last cumulative bucket counts and sum.
+    Histogram(Family<Histogram>, Vec<f64>, HashMap<Key, (Vec<u64>, f64)>),
+    /// Exponential points into a histogram on the default grid; the last cumulative
+    /// (representative value, count) pairs and sum per series.
+    Exponential(Family<Histogram>, HashMap<Key, (Vec<(f64, u64)>, f64)>),
+    Refused(&'static str),
+}
+
+/// Records requests into a registry.
+pub(crate) struct Recorder {
+    registry: Registry,
+    families: Mutex<HashMap<String, Received>>,
+}
+
+impl Recorder {
+    pub(crate) fn new(registry: Registry) -> Recorder {
+        Recorder {
+            registry,
+            families: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn record(&self, request: &ExportMetricsServiceRequest) -> Outcome {
+        let mut out = Outcome::default();
+        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        for rm in &request.resource_metrics {
+            let attrs = rm
+                .resource
+                .as_ref()
+                .map(|r| r.attributes.as_slice())
+                .unwrap_or(&[]);
+            let (job, instance) = job_and_instance(attrs);
+            for sm in &rm.scope_metrics {
+                for metric in &sm.metrics {
+                    self.metric(&mut families, metric, &job, &instance, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    fn metric(
+        &self,
+        families: &mut HashMap<String, Received>,
+        m: &Metric,
+        job: &str,
+        instance: &str,
+        out: &mut Outcome,
+    ) {
+        let Some(data) = &m.data else {
+            return;
+        };
+        if !families.contains_key(&m.name) {
+            let received = self.register(m, data);
+            families.insert(m.name.clone(), received);
+        }
+        let Some(fam) = families.get_mut(&m.name) else {
+            return;
+        };
+        let labels = fam.labels.clone();
+        let key = |attributes: &[KeyValue]| -> Option<Key> {
+            let mut values = vec![String::new(); labels.len()];
+            for kv in attributes {
+                let i = labels.iter().position(|l| *l == kv.key)?;
+                values[i] = value_string(kv.value.as_ref());
+            }
+            let n = labels.len();
+            values[n - 2] = job.to_owned();
+            values[n - 1] = instance.to_owned();
+            Some(values)
+        };
+        match (&mut fam.store, data) {
+            (Store::Refused(reason), d) => out.refuse(reason, points(d)),
+            (Store::Counter(f, last), Data::Sum(s)) => {
+                let cumulative =
+                    s.aggregation_temporality == AggregationTemporality::Cumulative as i32;
+                for p in &s.data_points {
+                    let (Some(k), Some(v)) = (key(&p.attributes), number(p.value)) else {
+                        out.refuse("new_attribute", 1);
+                        continue;
+                    };
+                    if !v.is_finite() || v < 0.0 {
+                        out.refuse("bad_value", 1);
+                        continue;
+                    }
+                    if cumulative {
+                        match last.get(&k) {
+                            Some(&prev) if v >= prev => f.with(&k).add(v - prev),
+                            Some(_) => {
+                                // The sender restarted: a new series from its new total.
+                                f.remove(&k);
+                                f.with(&k).add(v);
+                            }
+                            None => f.with(&k).add(v),
+                        }
+                        last.insert(k, v);
+                    } else {
+                        f.with(&k).add(v);
+                    }
+                    out.accepted += 1;
+                }
+            }
+            (Store::UpDown(f, last), Data::Sum(s)) => {
+                let cumulative =
+                    s.aggregation_temporality == AggregationTemporality::Cumulative as i32;
+                for p in &s.data_points {
+                    let (Some(k), Some(v)) = (key(&p.attributes), number(p.value)) else {
+                        out.refuse("new_attribute", 1);
+                        continue;
+                    };
+                    if !v.is_finite() {
+                        out.refuse("bad_value", 1);
+                        continue;
+                    }
+                    if cumulative {
+                        let prev = last.insert(k.clone(), v).unwrap_or(0.0);
+                        f.with(&k).add(v - prev);
+                    } else {
+                        f.with(&k).add(v);
+                    }
+                    out.accepted += 1;
+                }
+            }
+            (Store::Gauge(f), Data::Gauge(g)) => {
+                for p in &g.data_points {
+                    let (Some(k), Some(v)) = (key(&p.attributes), number(p.value)) else {
+                        out.refuse("new_attribute", 1);
+                        continue;
+                    };
+                    if !v.is_finite() {
+                        out.refuse("bad_value", 1);
+                        continue;
+                    }
+                    f.with(&k).set(v);
+                    out.accepted += 1;
+                }
+            }
+            (Store::Gauge(f), Data::Summary(s)) => {
+                for p in &s.data_points {
+                    let mut attributes = p.attributes.clone();
+                    for q in &p.quantile_values {
+                        attributes.push(KeyValue {
+                            key: "quantile".into(),
+                            value: Some(AnyValue {
+                                value: Some(any_value::Value::StringValue(q.quantile.to_string())),
+                            }),
+                            ..KeyValue::default()
+                        });
+                        match key(&attributes) {
+                            Some(k) if q.value.is_finite() => {
+                                f.with(&k).set(q.value);
+                                out.accepted += 1;
+                            }
+                            Some(_) => out.refuse("bad_value", 1),
+                            None => out.refuse("new_attribute", 1),
+                        }
+                        attributes.pop();
+                    }
+                }
+            }
+            (Store::Histogram(f, bounds, last), Data::Histogram(h)) => {
+                let cumulative =
+                    h.aggregation_temporality == AggregationTemporality::Cumulative as i32;
+                for p in &h.data_points {
+                    let Some(k) = key(&p.attributes) else {
+                        out.refuse("new_attribute", 1);
+                        continue;
+                    };
+                    let Some(counts) = explicit_counts(p, bounds) else {
+                        out.refuse("bounds_changed", 1);
+                        continue;
+                    };
+                    let sum = p.sum.filter(|s| s.is_finite()).unwrap_or(0.0);
+                    let reps = representatives(bounds);
+                    let record = |h: &Histogram, counts: &[u64], sum: f64| {
+                        let batch: Vec<(f64, u64)> =
+                            reps.iter().copied().zip(counts.iter().copied()).collect();
+                        h.record_counts(&batch, sum);
+                    };
+                    if cumulative {
+                        match last.get(&k) {
+                            Some((prev, prev_sum))
+                                if counts.iter().zip(prev).all(|(n, p)| n >= p) =>
+                            {
+                                let delta: Vec<u64> =
+                                    counts.iter().zip(prev).map(|(n, p)| n - p).collect();
+                                record(&f.with(&k), &delta, sum - prev_sum);
+                            }
+                            Some(_) => {
+                                f.remove(&k);
+                                record(&f.with(&k), &counts, sum);
+                            }
+                            None => record(&f.with(&k), &counts, sum),
+                        }
+                        last.insert(k, (counts, sum));
+                    } else {
+                        record(&f.with(&k), &counts, sum);
+                    }
+                    out.accepted += 1;
+                }
+            }
+            (Store::Exponential(f, last), Data::ExponentialHistogram(h)) => {
+                let cumulative =
+                    h.aggregation_temporality == AggregationTemporality::Cumulative as i32;
+                for p in &h.data_points {
+                    let Some(k) = key(&p.attributes) else {
+                        out.refuse("new_attribute", 1);
+                        continue;
+                    };
+                    let Some(counts) = exponential_counts(p) else {
+                        out.refuse("bad_value", 1);
+                        continue;
+                    };
+                    let sum = p.sum.filter(|s| s.is_finite()).unwrap_or(0.0);
+                    let h = f.with(&k);
+                    if cumulative {
+                        let prev = last.get(&k);
+                        let delta = prev.and_then(|(prev, _)| minus(&counts, prev));
+                        match (prev, delta) {
+                            (Some((_, prev_sum)), Some(d)) => h.record_counts(&d, sum - prev_sum),
+                            (Some(_), None) => {
+                                f.remove(&k);
+                                f.with(&k).record_counts(&counts, sum);
+                            }
+                            (None, _) => h.record_counts(&counts, sum),
+                        }
+                        last.insert(k, (counts, sum));
+                    } else {
+                        h.record_counts(&counts, sum);
+                    }
+                    out.accepted += 1;
+                }
+            }
+            (_, d) => out.refuse("type_changed", points(d)),
+        }
+    }
+
+    /// Registers the family of a metric seen for the first time, its label names taken from
+    /// the attributes of its points in this request.
+    fn register(&self, m: &Metric, data: &Data) -> Received {
+        let mut labels: Vec<String> = attribute_keys(data);
+        if matches!(data, Data::Summary(_)) {
+            labels.push("quantile".into());
+        }
+        labels.push("job".into());
+        labels.push("instance".into());
+        let unit = unit(&m.unit);
+        let r = &self.registry;
+        let name = m.name.clone();
+        let description = m.description.clone();
+        let store = match data {
+            Data::Sum(s) if s.is_monotonic => r
+                .counter_f64(name)
+                .description(description)
+                .unit(unit)
+                .labels(labels.clone())
+                .build()
+                .map(|f| Store::Counter(f, HashMap::new())),
+            Data::Sum(_) => r
+                .up_down_counter_f64(name)
+                .description(description)
+                .unit(unit)
+                .labels(labels.clone())
+                .build()
+                .map(|f| Store::UpDown(f, HashMap::new())),
+            Data::Gauge(_) | Data::Summary(_) => r
+                .gauge_f64(name)
+                .description(description)
+                .unit(unit)
+                .labels(labels.clone())
+                .build()
+                .map(Store::Gauge),
+            Data::Histogram(h) => {
+                let bounds = h
+                    .data_points
+                    .first()
+                    .map(|p| p.explicit_bounds.clone())
+                    .unwrap_or_default();
+                r.histogram(name)
+                    .description(description)
+                    .unit(unit)
+                    .buckets(bounds.clone())
+                    .labels(labels.clone())
+                    .build()
+                    .map(|f| Store::Histogram(f, bounds, HashMap::new()))
+            }
+            Data::ExponentialHistogram(_) => r
+                .histogram(name)
+                .description(description)
+                .unit(unit)
+                .labels(labels.clone())
+                .build()
+                .map(|f| Store::Exponential(f, HashMap::new())),
+        };
+        Received {
+            labels,
+            store: store.unwrap_or(Store::Refused("cannot_register")),
+        }
+    }
+}
+
+/// `job` and `instance` from the resource, as Prometheus's OTLP receiver derives them:
+/// `service.namespace/service.name` (or `service.name`) and `service.instance.id`.
+fn job_and_instance(attrs: &[KeyValue]) -> (String, String) {
+    let get = |k: &str| {
+        attrs
+            .iter()
+            .find(|kv| kv.key == k)
+            .map(|kv| value_string(kv.value.as_ref()))
+    };
+    let job = match (get("service.namespace"), get("service.name")) {
+        (Some(ns), Some(name)) if !ns.is_empty() => format!("{ns}/{name}"),
+        (_, Some(name)) => name,
+        _ => String::new(),
+    };
+    (job, get("service.instance.id").unwrap_or_default())
+}
+
+fn value_string(v: Option<&AnyValue>) -> String {
+    match v.and_then(|v| v.value.as_ref()) {
+        Some(any_value::Value::StringValue(s)) => s.clone(),
+        Some(any_value::Value::IntValue(i)) => i.to_string(),
+        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
+        Some(any_value::Value::BoolValue(b)) => b.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// The attribute keys of every point of `data`, sorted and deduplicated.
+fn attribute_keys(data: &Data) -> Vec<String> {
+    let mut keys: Vec<String> = match data {
+        Data::Sum(s) => s
+            .data_points
+            .iter()
+            .flat_map(|p| p.attributes.iter())
+            .map(|kv| kv.key.clone())
+            .collect(),
+        Data::Gauge(g) => g
+            .data_points
+            .iter()
+            .flat_map(|p| p.attributes.iter())
+            .map(|kv| kv.key.clone())
+            .collect(),
+        Data::Histogram(h) => h
+            .data_points
+            .iter()
+            .flat_map(|p| p.attributes.iter())
+            .map(|kv| kv.key.clone())
+            .collect(),
+        Data::ExponentialHistogram(h) => h
+            .data_points
+            .iter()
+            .flat_map(|p| p.attributes.iter())
+            .map(|kv| kv.key.clone())
+            .collect(),
+        Data::Summary(s) => s
+            .data_points
+            .iter()
+            .flat_map(|p| p.attributes.iter())
+            .map(|kv| kv.key.clone())
+            .collect(),
+    };
+    keys.retain(|k| k != "job" && k != "instance" && k != "quantile");
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+fn points(d: &Data) -> u64 {
+    (match d {
+        Data::Sum(s) => s.data_points.len(),
+        Data::Gauge(g) => g.data_points.len(),
+        Data::Histogram(h) => h.data_points.len(),
+        Data::ExponentialHistogram(h) => h.data_points.len(),
+        Data::Summary(s) => s.data_points.len(),
+    }) as u64
+}
+
+fn number(v: Option<number_data_point::Value>) -> Option<f64> {
+    match v? {
+        number_data_point::Value::AsDouble(d) => Some(d),
+        number_data_point::Value::AsInt(i) => Some(i as f64),
+    }
+}
+
+fn unit(u: &str) -> Unit {
+    match u {
+        "s" => Unit::Seconds,
+        "ms" => Unit::Milliseconds,
+        "By" => Unit::Bytes,
+        "1" => Unit::Ratio,
+        _ => Unit::None,
+    }
+}
+
+/// The point's bucket counts when its bounds are `bounds`.
+fn explicit_counts(p: &HistogramDataPoint, bounds: &[f64]) -> Option<Vec<u64>> {
+    (p.explicit_bounds == bounds && p.bucket_counts.len() == bounds.len() + 1)
+        .then(|| p.bucket_counts.clone())
+}
+
+/// A value inside each bucket: its upper bound, and just above the last bound for the last.
+fn representatives(bounds: &[f64]) -> Vec<f64> {
+    let mut reps = bounds.to_vec();
+    reps.push(bounds.last().map_or(0.0, |b| b.next_up()));
+    reps
+}
+
+/// `(value, count)` of an exponential point: each bucket at its geometric middle, zeros at 0.
+fn exponential_counts(p: &ExponentialHistogramDataPoint) -> Option<Vec<(f64, u64)>> {
+    if !(-10..=20).contains(&p.scale) {
+        return None;
+    }
+    let base = 2f64.powf(2f64.powi(-p.scale));
+    let middle = |index: i64| base.powf(index as f64 + 0.5);
+    let mut out = Vec::new();
+    if p.zero_count > 0 {
+        out.push((0.0, p.zero_count));
+    }
+    if let Some(b) = &p.positive {
+        for (i, &n) in b.bucket_counts.iter().enumerate() {
+            if n > 0 {
+                out.push((middle(i64::from(b.offset) + i as i64), n));
+            }
+        }
+    }
+    if let Some(b) = &p.negative {
+        for (i, &n) in b.bucket_counts.iter().enumerate() {
+            if n > 0 {
+                out.push((-middle(i64::from(b.offset) + i as i64), n));
+            }
+        }
+    }
+    out.iter().all(|(v, _)| v.is_finite()).then_some(out)
+}
+
+/// `now - before` per value, or `None` when a count went down (a restart).
+fn minus(now: &[(f64, u64)], before: &[(f64, u64)]) -> Option<Vec<(f64, u64)>> {
+    let mut out = Vec::with_capacity(now.len());
+    for &(v, n) in now {
+        let b = before
+            .iter()
+            .find(|(bv, _)| *bv == v)
+            .map_or(0, |(_, c)| *c);
+        out.push((v, n.checked_sub(b)?));
+    }
+    before
+        .iter()
+        .all(|(bv, _)| now.iter().any(|(v, _)| v == bv))
+        .then_some(out)
+}

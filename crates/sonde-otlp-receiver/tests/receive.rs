@@ -1,0 +1,272 @@
+//! The receiver on 127.0.0.1 fed by sonde's own OTLP exporter (gRPC and HTTP, cumulative and
+//! delta) and by raw requests: exact values, the mapping, and every refusal.
+#![allow(clippy::unwrap_used)]
+
+use std::io::Write;
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+use prost::Message;
+use sonde_core::{MemoryBudget, Registry, Resource, Snapshot, Temporality, Unit};
+use sonde_otlp::{OtlpMetricsBuilder, OtlpTransport, Protocol};
+use sonde_otlp_receiver::OtlpReceiverBuilder;
+
+fn number(s: &Snapshot, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    s.point(name, labels)
+        .and_then(|p| p.number())
+        .map(|n| n.as_f64())
+}
+
+/// A service's registry and an exporter pushing it to `endpoint`.
+fn service(
+    endpoint: String,
+    protocol: Protocol,
+    temporality: Temporality,
+) -> (Registry, sonde_otlp::OtlpMetricsExporter) {
+    let registry = Registry::new();
+    let exporter = OtlpMetricsBuilder::new()
+        .registry(registry.clone())
+        .resource(
+            Resource::empty()
+                .with("service.name", "checkout")
+                .with("service.namespace", "shop")
+                .with("service.instance.id", "pod-1"),
+        )
+        .transport(OtlpTransport::new().endpoint(endpoint).protocol(protocol))
+        .temporality(temporality)
+        .interval(Duration::from_secs(3600))
+        .install()
+        .unwrap();
+    (registry, exporter)
+}
+
+const ID: [(&str, &str); 2] = [("job", "shop/checkout"), ("instance", "pod-1")];
+
+fn with_id<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut l = extra.to_vec();
+    l.extend(ID);
+    l
+}
+
+fn exact_values_arrive(protocol: Protocol, temporality: Temporality) {
+    let agent = Registry::new();
+    let receiver = OtlpReceiverBuilder::new()
+        .grpc("127.0.0.1:0")
+        .http("127.0.0.1:0")
+        .registry(agent.clone())
+        .start()
+        .unwrap();
+    let endpoint = match protocol {
+        Protocol::Grpc => format!("http://{}", receiver.grpc_addr().unwrap()),
+        _ => format!("http://{}", receiver.http_addr().unwrap()),
+    };
+    let (svc, exporter) = service(endpoint, protocol, temporality);
+    let orders = svc
+        .counter("shop.orders")
+        .labels(["region"])
+        .build()
+        .unwrap();
+    let queue = svc
+        .gauge_f64("shop.queue")
+        .build()
+        .unwrap()
+        .with::<&str>(&[]);
+    let active = svc
+        .up_down_counter("shop.active")
+        .build()
+        .unwrap()
+        .with::<&str>(&[]);
+    let latency = svc
+        .histogram("shop.latency")
+        .unit(Unit::Seconds)
+        .buckets([0.1, 0.5])
+        .labels(["route"])
+        .build()
+        .unwrap();
+    orders.with(&["eu"]).add(5);
+    queue.set(7.5);
+    active.add(3);
+    for v in [0.05, 0.2, 0.3, 2.0] {
+        latency.with(&["/pay"]).observe(v);
+    }
+    exporter.force_flush(Duration::from_secs(10)).unwrap();
+    orders.with(&["eu"]).add(2);
+    active.add(-1);
+    latency.with(&["/pay"]).observe(0.07);
+    exporter.force_flush(Duration::from_secs(10)).unwrap();
+
+    let s = agent.snapshot();
+    assert_eq!(
+        number(&s, "shop.orders", &with_id(&[("region", "eu")])),
+        Some(7.0),
+        "{s:#?}"
+    );
+    assert_eq!(number(&s, "shop.queue", &with_id(&[])), Some(7.5));
+    assert_eq!(number(&s, "shop.active", &with_id(&[])), Some(2.0));
+    let h = s
+        .point("shop.latency", &with_id(&[("route", "/pay")]))
+        .unwrap()
+        .histogram()
+        .unwrap();
+    assert_eq!(h.count(), 5);
+    assert!((h.sum() - 2.62).abs() < 1e-9, "{}", h.sum());
+    assert_eq!(
+        h.cumulative_buckets(),
+        vec![(0.1, 2), (0.5, 4), (f64::INFINITY, 5)]
+    );
+    assert_eq!(
+        s.family("shop.latency").unwrap().meta.unit(),
+        &Unit::Seconds
+    );
+    let accepted = number(
+        &s,
+        "sonde.otlp_receiver.points",
+        &[
+            (
+                "transport",
+                if protocol == Protocol::Grpc {
+                    "grpc"
+                } else {
+                    "http"
+                },
+            ),
+            ("outcome", "accepted"),
+            ("reason", ""),
+        ],
+    );
+    assert!(accepted.unwrap() >= 8.0, "{accepted:?}");
+}
+
+#[test]
+fn grpc_cumulative() {
+    exact_values_arrive(Protocol::Grpc, Temporality::Cumulative);
+}
+
+#[test]
+fn http_delta() {
+    exact_values_arrive(Protocol::HttpProtobuf, Temporality::Delta);
+}
+
+fn post(addr: std::net::SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let mut req = format!(
+        "POST /v1/metrics HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut s, &mut out).unwrap_or_default();
+    let status = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, out)
+}
+
+#[test]
+fn bad_requests_are_refused_with_the_right_status_and_counted() {
+    let agent = Registry::new();
+    let receiver = OtlpReceiverBuilder::new()
+        .http("127.0.0.1:0")
+        .max_request_bytes(64 * 1024)
+        .registry(agent.clone())
+        .start()
+        .unwrap();
+    let addr = receiver.http_addr().unwrap();
+    let proto = [("Content-Type", "application/x-protobuf")];
+    assert_eq!(post(addr, &proto, b"\xff\xff\xff garbage").0, 400);
+    assert_eq!(
+        post(addr, &[("Content-Type", "application/json")], b"{}").0,
+        415
+    );
+    assert_eq!(post(addr, &proto, &vec![0u8; 100 * 1024]).0, 413);
+    // A gzip bomb: 10 MB of zeros in a few KiB.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&vec![0u8; 10 << 20]).unwrap();
+    let bomb = gz.finish().unwrap();
+    assert!(bomb.len() < 64 * 1024);
+    let (status, _) = post(
+        addr,
+        &[
+            ("Content-Type", "application/x-protobuf"),
+            ("Content-Encoding", "gzip"),
+        ],
+        &bomb,
+    );
+    assert_eq!(status, 413);
+    assert_eq!(
+        post(
+            addr,
+            &[
+                ("Content-Type", "application/x-protobuf"),
+                ("Content-Encoding", "br")
+            ],
+            b"x"
+        )
+        .0,
+        415
+    );
+    // An empty request is fine.
+    let empty = ExportMetricsServiceRequest::default().encode_to_vec();
+    assert_eq!(post(addr, &proto, &empty).0, 200);
+    let s = agent.snapshot();
+    for reason in ["malformed", "content_type", "too_large", "content_encoding"] {
+        assert!(
+            number(
+                &s,
+                "sonde.otlp_receiver.points",
+                &[
+                    ("transport", "http"),
+                    ("outcome", "refused"),
+                    ("reason", reason)
+                ]
+            )
+            .is_some(),
+            "{reason} not counted"
+        );
+    }
+}
+
+#[test]
+fn a_full_budget_asks_senders_to_retry_and_a_token_is_checked() {
+    // A budget so small that it is full once the receiver's own counter exists.
+    let agent = Registry::with_budget(10, MemoryBudget::new(1, 1 << 20));
+    let filler = agent.counter("filler").labels(["i"]).build().unwrap();
+    for i in 0..10 {
+        filler.with(&[i.to_string()]).add(1);
+    }
+    let receiver = OtlpReceiverBuilder::new()
+        .http("127.0.0.1:0")
+        .registry(agent.clone())
+        .start()
+        .unwrap();
+    let addr = receiver.http_addr().unwrap();
+    let empty = ExportMetricsServiceRequest::default().encode_to_vec();
+    let (status, text) = post(addr, &[("Content-Type", "application/x-protobuf")], &empty);
+    assert_eq!(status, 429, "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: 5"),
+        "{text}"
+    );
+
+    let open = Registry::new();
+    let guarded = OtlpReceiverBuilder::new()
+        .http("127.0.0.1:0")
+        .registry(open)
+        .bearer_token("s3cret")
+        .start()
+        .unwrap();
+    let addr = guarded.http_addr().unwrap();
+    let proto = ("Content-Type", "application/x-protobuf");
+    assert_eq!(post(addr, &[proto], &empty).0, 401);
+    assert_eq!(
+        post(addr, &[proto, ("Authorization", "Bearer nope")], &empty).0,
+        401
+    );
+    assert_eq!(
+        post(addr, &[proto, ("Authorization", "Bearer s3cret")], &empty).0,
+        200
+    );
+}

@@ -16,7 +16,7 @@
 //! observations (at most [`MAX_SAMPLE_WEIGHT`], and [`MAX_LINE_OBSERVATIONS`] per line),
 //! recorded in one step with [`Histogram::observe_n`]: a `|@0.001` timer costs what an
 //! unsampled one does, and its sum grows by `value × weight`. Gauges and sets ignore the rate. Timestamps (`|T`) and container ids (`|c:`) are ignored: the registry
-//! records "now".
+//! records "now" (each timestamp left aside counts in `sonde.statsd.ignored{kind="timestamp"}`).
 //!
 //! **Labels.** DogStatsD tags become labels; a bare tag (`#canary`) becomes the label
 //! `canary="true"`. Tag keys are [sanitized](crate::sanitize_label_name), and on histograms
@@ -469,11 +469,18 @@ impl Ingest {
     }
 
     /// Records one sample. Events and service checks are counted in
-    /// `sonde.statsd.ignored{kind}`.
+    /// `sonde.statsd.ignored{kind}`; so is a DogStatsD `|T` timestamp (`kind="timestamp"`):
+    /// the value is recorded at arrival, as every backend the agent feeds reads values without
+    /// a timestamp of their own.
     #[inline]
     pub fn record(&mut self, sample: &Sample<'_>) {
         match sample {
-            Sample::Metric(m) => self.record_metric(m),
+            Sample::Metric(m) => {
+                if m.timestamp.is_some() {
+                    self.stats.ignored("timestamp");
+                }
+                self.record_metric(m)
+            }
             Sample::Event => self.stats.ignored("event"),
             Sample::ServiceCheck => self.stats.ignored("service_check"),
         }
@@ -1590,6 +1597,7 @@ mod tests {
         let (registry, mut ingest) = ingest();
         let long_name = format!("{}:1|c", "n".repeat(300));
         ingest.ingest_packet(b"a:x|c\nb:1|zz\n_e{1,1}:a|b\n_sc|check|0\nok:1|c\nn:-1|c");
+        ingest.ingest_packet(b"stamped:2|c|T1700000000");
         ingest.ingest_packet(long_name.as_bytes());
         let snap = registry.snapshot();
         let reason = |r| number(&snap, PARSE_ERRORS, &[("reason", r)]);
@@ -1599,7 +1607,10 @@ mod tests {
         assert_eq!(reason("too_long"), 1.0);
         assert_eq!(number(&snap, IGNORED, &[("kind", "event")]), 1.0);
         assert_eq!(number(&snap, IGNORED, &[("kind", "service_check")]), 1.0);
-        assert_eq!(number(&snap, LINES, &[]), 7.0);
+        // A timestamp is left aside, counted, and the value recorded.
+        assert_eq!(number(&snap, IGNORED, &[("kind", "timestamp")]), 1.0);
+        assert_eq!(number(&snap, "stamped", &[]), 2.0);
+        assert_eq!(number(&snap, LINES, &[]), 8.0);
         assert_eq!(number(&snap, "ok", &[]), 1.0);
     }
 

@@ -22,7 +22,8 @@ pub const PARSE_ERRORS: &str = "sonde.statsd.parse_errors";
 pub const DROPPED: &str = "sonde.statsd.dropped";
 /// Times a family was widened with more labels (its series kept), by `metric`.
 pub const RELABELS: &str = "sonde.statsd.relabels";
-/// DogStatsD lines that are not metrics, by `kind` (`event`, `service_check`).
+/// DogStatsD lines that are not metrics, by `kind` (`event`, `service_check`), and `|T`
+/// timestamps left aside (`timestamp`: the value is recorded at arrival).
 pub const IGNORED: &str = "sonde.statsd.ignored";
 /// Socket receive errors, by `transport`.
 pub const RECEIVE_ERRORS: &str = "sonde.statsd.receive_errors";

@@ -167,6 +167,7 @@ fn bench(c: &mut Criterion) {
     );
     let body = otlp_request().encode_to_vec();
     // reqwest is built without a default TLS crypto provider in this workspace (plain http here).
+    #[allow(deprecated)] // ring: the workspace's one TLS stack
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(30))

@@ -266,3 +266,34 @@ fn a_bad_url_is_refused_before_anything_starts() {
     assert_eq!(err.reason, "bad_url");
     assert!(err.message.contains("http://"), "{}", err.message);
 }
+
+#[test]
+fn garbage_and_a_target_that_never_answers_are_down_not_fatal() {
+    let registry = Registry::new();
+    let state = Arc::new(Mutex::new((200, "<html><body>login</body></html>".to_owned())));
+    let garbage = target(state);
+    // Accepts connections and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let _held = std::thread::spawn(move || {
+        let conns: Vec<_> = silent.incoming().take(50).collect();
+        std::thread::sleep(Duration::from_secs(30));
+        drop(conns);
+    });
+    let mut a = Target::new("garbage", format!("http://{garbage}/metrics"));
+    a.interval = Duration::from_millis(200);
+    let mut b = Target::new("silent", format!("http://{silent_addr}/metrics"));
+    b.interval = Duration::from_millis(500);
+    b.timeout = Duration::from_millis(300);
+    let g = ScrapeSource::scrape_once(&registry, &a);
+    assert!(!g.up && g.error.as_deref().unwrap_or("").contains("not Prometheus text"), "{g:?}");
+    let started = Instant::now();
+    let s = ScrapeSource::scrape_once(&registry, &b);
+    assert!(!s.up, "{s:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "the timeout held: {:?}", started.elapsed());
+    let snap = registry.snapshot();
+    let ga = garbage.to_string();
+    let si = silent_addr.to_string();
+    assert_eq!(number(&snap, "up", &[("job", "garbage"), ("instance", &ga)]), Some(0.0));
+    assert_eq!(number(&snap, "up", &[("job", "silent"), ("instance", &si)]), Some(0.0));
+}

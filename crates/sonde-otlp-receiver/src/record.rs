@@ -218,7 +218,7 @@ impl Recorder {
                         continue;
                     };
                     let sum = p.sum.filter(|s| s.is_finite()).unwrap_or(0.0);
-                    let reps = representatives(bounds);
+                    let reps = sonde_core::histogram::bucket_values(bounds);
                     let record = |h: &Histogram, counts: &[u64], sum: f64| {
                         let batch: Vec<(f64, u64)> =
                             reps.iter().copied().zip(counts.iter().copied()).collect();
@@ -444,13 +444,6 @@ fn unit(u: &str) -> Unit {
 fn explicit_counts(p: &HistogramDataPoint, bounds: &[f64]) -> Option<Vec<u64>> {
     (p.explicit_bounds == bounds && p.bucket_counts.len() == bounds.len() + 1)
         .then(|| p.bucket_counts.clone())
-}
-
-/// A value inside each bucket: its upper bound, and just above the last bound for the last.
-fn representatives(bounds: &[f64]) -> Vec<f64> {
-    let mut reps = bounds.to_vec();
-    reps.push(bounds.last().map_or(0.0, |b| b.next_up()));
-    reps
 }
 
 /// `(value, count)` of an exponential point: each bucket at its geometric middle, zeros at 0.

@@ -415,7 +415,7 @@ impl Mirror {
                         }
                         let sum = s.sum.unwrap_or(0.0);
                         let vals = values(labels);
-                        let reps = representatives(bounds);
+                        let reps = sonde_core::histogram::bucket_values(bounds);
                         let record = |h: &Histogram, counts: &[u64], sum: f64| {
                             let batch: Vec<(f64, u64)> =
                                 reps.iter().copied().zip(counts.iter().copied()).collect();
@@ -621,11 +621,4 @@ fn bucket_counts(s: &Series, bounds: &[f64]) -> Option<Vec<u64>> {
     }
     out.push((total - below) as u64);
     Some(out)
-}
-
-/// A value inside each bucket: its upper bound, and just above the last bound for `+Inf`.
-fn representatives(bounds: &[f64]) -> Vec<f64> {
-    let mut reps = bounds.to_vec();
-    reps.push(bounds.last().map_or(0.0, |b| b.next_up()));
-    reps
 }

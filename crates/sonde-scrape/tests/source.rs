@@ -270,7 +270,10 @@ fn a_bad_url_is_refused_before_anything_starts() {
 #[test]
 fn garbage_and_a_target_that_never_answers_are_down_not_fatal() {
     let registry = Registry::new();
-    let state = Arc::new(Mutex::new((200, "<html><body>login</body></html>".to_owned())));
+    let state = Arc::new(Mutex::new((
+        200,
+        "<html><body>login</body></html>".to_owned(),
+    )));
     let garbage = target(state);
     // Accepts connections and never answers.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -286,14 +289,31 @@ fn garbage_and_a_target_that_never_answers_are_down_not_fatal() {
     b.interval = Duration::from_millis(500);
     b.timeout = Duration::from_millis(300);
     let g = ScrapeSource::scrape_once(&registry, &a);
-    assert!(!g.up && g.error.as_deref().unwrap_or("").contains("not Prometheus text"), "{g:?}");
+    assert!(
+        !g.up
+            && g.error
+                .as_deref()
+                .unwrap_or("")
+                .contains("not Prometheus text"),
+        "{g:?}"
+    );
     let started = Instant::now();
     let s = ScrapeSource::scrape_once(&registry, &b);
     assert!(!s.up, "{s:?}");
-    assert!(started.elapsed() < Duration::from_secs(3), "the timeout held: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the timeout held: {:?}",
+        started.elapsed()
+    );
     let snap = registry.snapshot();
     let ga = garbage.to_string();
     let si = silent_addr.to_string();
-    assert_eq!(number(&snap, "up", &[("job", "garbage"), ("instance", &ga)]), Some(0.0));
-    assert_eq!(number(&snap, "up", &[("job", "silent"), ("instance", &si)]), Some(0.0));
+    assert_eq!(
+        number(&snap, "up", &[("job", "garbage"), ("instance", &ga)]),
+        Some(0.0)
+    );
+    assert_eq!(
+        number(&snap, "up", &[("job", "silent"), ("instance", &si)]),
+        Some(0.0)
+    );
 }

@@ -54,6 +54,19 @@ pub use layout::{
 pub use read::{ExponentialBuckets, HistogramParts, HistogramPoint};
 pub use record::{HistogramCore, MAX_CELL_COUNT};
 
+/// A value inside each bucket of explicit `bounds` (`+Inf` implied): each bound, then just above
+/// the last one. The values to give [`Histogram::record_counts`] with each bucket's count, in a
+/// family whose boundaries are `bounds`.
+///
+/// ```
+/// assert_eq!(sonde_core::histogram::bucket_values(&[0.1, 0.5]), [0.1, 0.5, 0.5f64.next_up()]);
+/// ```
+pub fn bucket_values(bounds: &[f64]) -> Vec<f64> {
+    let mut values = bounds.to_vec();
+    values.push(bounds.last().map_or(0.0, |b| b.next_up()));
+    values
+}
+
 /// A histogram series handle: records `f64` observations.
 ///
 /// An observation is two relaxed atomic operations in the common case (its grid cell and the

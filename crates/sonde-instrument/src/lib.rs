@@ -44,7 +44,10 @@ pub use server::instrument_warp;
 pub use server::{ActiveRequest, HttpServerMetrics, method_label};
 #[cfg(feature = "tower")]
 pub use server::{HttpServerLayer, HttpServerService, RouteFn};
-pub use work::{Events, PhaseTimer, Phases};
+pub use work::{
+    BusinessEvent, BusinessEvents, BusinessEventsBuilder, Events, MAX_DIMENSION_VALUES,
+    MAX_DIMENSIONS, MAX_OUTCOMES, PhaseTimer, Phases,
+};
 
 /// Errors of the instrumentation helpers.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +57,9 @@ pub enum Error {
     /// definition in this registry).
     #[error("could not register the instrumentation's metrics: {0}")]
     Register(#[from] sonde_core::Error),
+    /// A helper was configured past its limits; the message says which.
+    #[error("{0}")]
+    Config(String),
 }
 
 #[doc(hidden)]

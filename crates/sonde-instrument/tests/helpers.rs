@@ -389,3 +389,104 @@ fn a_process_start_time_is_exact_to_a_few_clock_ticks() {
         );
     }
 }
+
+#[test]
+fn a_phase_timer_finishes_with_its_total_and_a_bounded_outcome() {
+    let reg = Registry::new();
+    let checkout =
+        Phases::install_with_total(&reg, "checkout.phase.duration", "checkout.duration").unwrap();
+    let mut t = checkout.start();
+    std::thread::sleep(Duration::from_millis(5));
+    let first = t.checkpoint("validate");
+    std::thread::sleep(Duration::from_millis(5));
+    t.checkpoint("charge");
+    let total = t.finish("paid");
+    assert!(total >= first && total >= 0.010, "{total}");
+    assert_eq!(
+        histogram_count(&reg, "checkout.duration", &[("outcome", "paid")]),
+        1
+    );
+    let snap = reg.snapshot();
+    let h = snap
+        .point("checkout.duration", &[("outcome", "paid")])
+        .and_then(|p| p.histogram().cloned())
+        .unwrap();
+    assert!((h.sum() - total).abs() < 1e-9);
+    // Outcomes are free text, so they are capped: the 33rd distinct one overflows.
+    for i in 0..40 {
+        checkout.start().finish(&format!("outcome-{i}"));
+    }
+    let f = reg.snapshot();
+    let fam = f.family("checkout.duration").unwrap();
+    assert!(fam.series.len() <= MAX_OUTCOMES + 1, "{}", fam.series.len());
+    assert!(fam.series.iter().any(|s| s.is_overflow()));
+    // Without a total family, finish only returns the time.
+    let plain = Phases::install(&reg, "plain.phase.duration").unwrap();
+    assert!(plain.start().finish("ok") >= 0.0);
+}
+
+#[test]
+fn business_events_bound_their_dimensions_sample_their_log_and_skip_bad_values() {
+    let reg = Registry::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let seen = calls.clone();
+    let orders = BusinessEvents::builder("orders")
+        .dimension("channel", &["web", "mobile"])
+        .dimension("country", &["fr", "de"])
+        .sampled_log(10, move |e| {
+            assert_eq!(e.name, "orders");
+            assert_eq!(e.dimensions.len(), 2);
+            seen.fetch_add(1, Ordering::Relaxed);
+        })
+        .install(&reg)
+        .unwrap();
+    for i in 0..1000 {
+        // Values from users: most are not in the sets.
+        let channel = format!("ch{}", i % 50);
+        orders.record(&[&channel, "fr"], Some(i as f64));
+    }
+    orders.record(&["web"], None); // a missing dimension is `other`
+    orders.record(&["web", "de"], Some(-5.0)); // a refund
+    orders.record(&["web", "de"], Some(f64::NAN));
+    orders.record(&["web", "de"], Some(f64::INFINITY));
+    let snap = reg.snapshot();
+    let fam = snap.family("orders").unwrap();
+    // 2 × 2 allowed values, plus `other` in each: at most 9 series, whatever was sent.
+    assert!(fam.series.len() <= 9, "{}", fam.series.len());
+    assert_counter(
+        &snap,
+        "orders",
+        &[("channel", "other"), ("country", "fr")],
+        1000.0,
+    );
+    assert_counter(
+        &snap,
+        "orders",
+        &[("channel", "web"), ("country", "other")],
+        1.0,
+    );
+    assert_counter(
+        &snap,
+        "orders",
+        &[("channel", "web"), ("country", "de")],
+        3.0,
+    );
+    let v = snap
+        .point("orders.value", &[("channel", "web"), ("country", "de")])
+        .and_then(|p| p.histogram().cloned())
+        .unwrap();
+    assert_eq!((v.count(), v.sum()), (1, -5.0), "the refund only");
+    assert_counter(
+        &snap,
+        "sonde.business_events.invalid_values",
+        &[("event", "orders")],
+        2.0,
+    );
+    // 1004 events, one in ten logged: events 0, 10, ..., 1000.
+    assert_eq!(calls.load(Ordering::Relaxed), 101);
+    // Limits are checked at install.
+    let too_many = (0..5).fold(BusinessEvents::builder("wide"), |b, i| {
+        b.dimension(["a", "b", "c", "d", "e"][i], &["x"])
+    });
+    assert!(matches!(too_many.install(&reg), Err(Error::Config(_))));
+}

@@ -34,7 +34,9 @@ impl Resource {
 
     /// [`from_env`](Self::from_env) plus what can be detected about where the process runs:
     /// `host.name`, `host.arch`, `os.type`, `process.pid`, `process.executable.name`,
-    /// `process.runtime.name`, and on AWS Lambda the FaaS and cloud attributes (`faas.name`,
+    /// `process.runtime.name`, `service.instance.id` (a random UUID generated once per process,
+    /// as the semantic conventions recommend; set it in `OTEL_RESOURCE_ATTRIBUTES` to keep one
+    /// across restarts), and on AWS Lambda the FaaS and cloud attributes (`faas.name`,
     /// `faas.version`, `faas.instance`, `faas.max_memory`, `cloud.region`...), with the function
     /// name as `service.name` unless one is configured. Configured values win over detected ones.
     pub fn detect() -> Self {
@@ -67,7 +69,8 @@ impl Resource {
             .with("os.type", std::env::consts::OS)
             .with("host.arch", host_arch())
             .with("process.pid", std::process::id().to_string())
-            .with("process.runtime.name", "rust");
+            .with("process.runtime.name", "rust")
+            .with("service.instance.id", instance_id());
         if let Some(host) = hostname(get) {
             r = r.with("host.name", host);
         }
@@ -228,9 +231,68 @@ fn percent_decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// This process's `service.instance.id`: a version 4 UUID drawn once, from the standard
+/// library's per-process random hash keys (no extra dependency), the time and the pid.
+pub fn instance_id() -> &'static str {
+    static ID: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let draw = |salt: u64| {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(salt);
+            h.write_u32(std::process::id());
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0),
+            );
+            h.finish()
+        };
+        let (a, b) = (draw(1), draw(2));
+        // Version 4, variant 10xx.
+        let a = (a & !0xF000) | 0x4000;
+        let b = (b & !(0xC000 << 48)) | (0x8000 << 48);
+        format!(
+            "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+            a >> 32,
+            (a >> 16) & 0xFFFF,
+            a & 0xFFFF,
+            b >> 48,
+            b & 0xFFFF_FFFF_FFFF
+        )
+    });
+    &ID
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_instance_id_is_a_v4_uuid_drawn_once_and_configurable() {
+        let id = instance_id();
+        assert_eq!(id.len(), 36, "{id}");
+        let parts: Vec<&str> = id.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(parts[2].starts_with('4'), "{id}");
+        assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{id}");
+        assert_eq!(instance_id(), id, "one per process");
+        let none = |_: &str| None;
+        assert_eq!(
+            Resource::detect_from(&none).get("service.instance.id"),
+            Some(id)
+        );
+        let set = |k: &str| {
+            (k == "OTEL_RESOURCE_ATTRIBUTES").then(|| "service.instance.id=pod-7".to_owned())
+        };
+        assert_eq!(
+            Resource::detect_from(&set).get("service.instance.id"),
+            Some("pod-7")
+        );
+    }
 
     #[test]
     fn precedence_and_parsing() {

@@ -45,7 +45,7 @@ pub use server::{ActiveRequest, HttpServerMetrics, method_label};
 #[cfg(feature = "tower")]
 pub use server::{HttpServerLayer, HttpServerService, RouteFn};
 pub use work::{
-    BusinessEvent, BusinessEvents, BusinessEventsBuilder, Events, MAX_DIMENSION_VALUES,
+    BuildInfo, BusinessEvent, BusinessEvents, BusinessEventsBuilder, Events, MAX_DIMENSION_VALUES,
     MAX_DIMENSIONS, MAX_OUTCOMES, PhaseTimer, Phases,
 };
 

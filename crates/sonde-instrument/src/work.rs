@@ -392,3 +392,70 @@ impl BusinessEventsBuilder {
         })
     }
 }
+
+/// `service.build.info{service.name, service.version, vcs.revision, rust.version}` = 1, the
+/// `*_build_info` convention of Prometheus exporters, so dashboards can show which build runs
+/// and alerts can join on it. Use [`build_info!`](crate::build_info), which fills in the
+/// calling crate's name and version and the commit from `GIT_COMMIT`, `VERGEN_GIT_SHA` or
+/// `GITHUB_SHA` at build time.
+pub struct BuildInfo;
+
+impl BuildInfo {
+    /// Registers the gauge with these values (an empty revision when unknown).
+    pub fn install(
+        registry: &Registry,
+        name: &str,
+        version: &str,
+        revision: Option<&str>,
+    ) -> Result<(), Error> {
+        registry
+            .gauge("service.build.info")
+            .description(
+                "Always 1: which build of the service runs (name, version, commit, compiler).",
+            )
+            .labels([
+                "service.name",
+                "service.version",
+                "vcs.revision",
+                "rust.version",
+            ])
+            .max_series(4)
+            .build()?
+            .with(&[
+                name,
+                version,
+                revision.unwrap_or(""),
+                env!("SONDE_RUSTC_VERSION"),
+            ])
+            .set(1);
+        Ok(())
+    }
+}
+
+/// Registers `service.build.info` for the calling crate: its package name and version, the
+/// commit from `GIT_COMMIT`, `VERGEN_GIT_SHA` or `GITHUB_SHA` when the build set one, and the
+/// compiler's version.
+///
+/// ```
+/// let registry = sonde_core::Registry::new();
+/// sonde_instrument::build_info!(&registry)?;
+/// let snap = registry.snapshot();
+/// let f = snap.family("service.build.info").unwrap();
+/// let labels = f.labels(&f.series[0]);
+/// assert!(labels.contains(&("service.name", "sonde-instrument")));
+/// assert!(labels.iter().any(|(k, v)| *k == "rust.version" && v.starts_with("1.")));
+/// # Ok::<(), sonde_instrument::Error>(())
+/// ```
+#[macro_export]
+macro_rules! build_info {
+    ($registry:expr) => {
+        $crate::BuildInfo::install(
+            $registry,
+            env!("CARGO_PKG_NAME"),
+            env!("CARGO_PKG_VERSION"),
+            option_env!("GIT_COMMIT")
+                .or(option_env!("VERGEN_GIT_SHA"))
+                .or(option_env!("GITHUB_SHA")),
+        )
+    };
+}

@@ -317,3 +317,89 @@ fn garbage_and_a_target_that_never_answers_are_down_not_fatal() {
         Some(0.0)
     );
 }
+
+/// A service instrumented with sonde, served by sonde's own `/metrics` (OpenMetrics, with
+/// `# UNIT`, `_created` and exemplar-free buckets): every bucket, count and sum arrives exactly.
+#[test]
+fn a_sonde_service_is_mirrored_bucket_for_bucket() {
+    let service = Registry::new();
+    let h = service
+        .histogram("http.server.request.duration")
+        .unit(sonde_core::Unit::Seconds)
+        .labels(["http.route"])
+        .build()
+        .unwrap();
+    let c = service
+        .counter("http.server.errors")
+        .labels(["http.route"])
+        .build()
+        .unwrap();
+    for i in 0..500u32 {
+        h.with(&["/users/{id}"]).observe(f64::from(i % 97) / 1000.0);
+        h.with(&["/orders"]).observe(f64::from(i % 13) / 10.0);
+    }
+    c.with(&["/orders"]).add(7);
+    let server = sonde_prometheus::PrometheusBuilder::new()
+        .registry(service.clone())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .install()
+        .unwrap();
+    let url = format!("http://{}/metrics", server.local_addr());
+    let agent = Registry::new();
+    let stats = ScrapeSource::scrape_once(&agent, &Target::new("svc", url.clone()));
+    // The service's own sonde_* self-metrics render like the agent registry's: refused and
+    // counted, the rest mirrored.
+    assert!(stats.up, "{stats:?}");
+    assert!(
+        stats.refused.keys().all(|r| *r == "cannot_register"),
+        "{stats:?}"
+    );
+    // The service's own exposition, parsed, against the agent's mirror.
+    let direct = sonde_scrape::parse(
+        &sonde_scrape::fetch(
+            &url,
+            Duration::from_secs(5),
+            &Default::default(),
+            1 << 26,
+            "t",
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let fam = &direct.families["http_server_request_duration_seconds"];
+    let snap = agent.snapshot();
+    let inst = server.local_addr().to_string();
+    for (labels, series) in &fam.series {
+        let route = &labels.iter().find(|(k, _)| k == "http_route").unwrap().1;
+        let mirrored = snap
+            .point(
+                "http_server_request_duration_seconds",
+                &[("http_route", route), ("job", "svc"), ("instance", &inst)],
+            )
+            .unwrap()
+            .histogram()
+            .unwrap()
+            .clone();
+        let want: Vec<(f64, u64)> = series
+            .buckets
+            .iter()
+            .map(|(le, n)| (*le, *n as u64))
+            .collect();
+        assert_eq!(mirrored.cumulative_buckets(), want, "{route}");
+        assert_eq!(mirrored.count() as f64, series.count.unwrap());
+        assert!((mirrored.sum() - series.sum.unwrap()).abs() < 1e-9);
+    }
+    assert_eq!(
+        number(
+            &snap,
+            "http_server_errors",
+            &[
+                ("http_route", "/orders"),
+                ("job", "svc"),
+                ("instance", &inst)
+            ]
+        ),
+        Some(7.0)
+    );
+    server.shutdown();
+}

@@ -1,0 +1,93 @@
+//! The OpenTelemetry Rust SDK (opentelemetry_sdk + opentelemetry-otlp over HTTP/protobuf) as the
+//! sender: what it pushes is what the registry holds.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::MeterProvider as _;
+use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
+use sonde_core::Registry;
+use sonde_otlp_receiver::OtlpReceiverBuilder;
+
+#[test]
+fn the_rust_sdk_pushes_exact_values() {
+    let agent = Registry::new();
+    let receiver = OtlpReceiverBuilder::new()
+        .http("127.0.0.1:0")
+        .registry(agent.clone())
+        .start()
+        .unwrap();
+    let endpoint = format!("http://{}/v1/metrics", receiver.http_addr().unwrap());
+    // reqwest is built without a default crypto provider in this workspace (plain http here),
+    // and the blocking client must be built outside any Tokio runtime.
+    #[allow(deprecated)] // ring: the workspace's one TLS stack
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = std::thread::spawn(|| {
+        reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap()
+    })
+    .join()
+    .unwrap();
+    for temporality in [Temporality::Cumulative, Temporality::Delta] {
+        let exporter = opentelemetry_otlp::MetricExporter::builder()
+            .with_http()
+            .with_http_client(client.clone())
+            .with_endpoint(endpoint.clone())
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_temporality(temporality)
+            .build()
+            .unwrap();
+        let name = format!("{temporality:?}").to_lowercase();
+        let provider = SdkMeterProvider::builder()
+            .with_resource(
+                opentelemetry_sdk::Resource::builder_empty()
+                    .with_attribute(KeyValue::new("service.name", "rust-sdk"))
+                    .with_attribute(KeyValue::new("service.instance.id", name.clone()))
+                    .build(),
+            )
+            .with_reader(
+                PeriodicReader::builder(exporter)
+                    .with_interval(Duration::from_secs(3600))
+                    .build(),
+            )
+            .build();
+        let meter = provider.meter("test");
+        let orders = meter.u64_counter("sdk.orders").build();
+        let latency = meter
+            .f64_histogram("sdk.latency")
+            .with_unit("s")
+            .with_boundaries(vec![0.1, 0.5])
+            .build();
+        orders.add(4, &[KeyValue::new("region", "eu")]);
+        latency.record(0.05, &[]);
+        latency.record(0.3, &[]);
+        provider.force_flush().unwrap();
+        orders.add(6, &[KeyValue::new("region", "eu")]);
+        latency.record(2.0, &[]);
+        provider.force_flush().unwrap();
+        provider.shutdown().unwrap();
+
+        let s = agent.snapshot();
+        let id = [("job", "rust-sdk"), ("instance", name.as_str())];
+        let orders = s
+            .point("sdk.orders", &[("region", "eu"), id[0], id[1]])
+            .and_then(|p| p.number())
+            .map(|n| n.as_f64());
+        assert_eq!(orders, Some(10.0), "{temporality:?}: {s:#?}");
+        let h = s.point("sdk.latency", &id).unwrap().histogram().unwrap();
+        assert_eq!(h.count(), 3, "{temporality:?}");
+        assert!(
+            (h.sum() - 2.35).abs() < 1e-9,
+            "{temporality:?}: {}",
+            h.sum()
+        );
+        assert_eq!(
+            h.cumulative_buckets(),
+            vec![(0.1, 1), (0.5, 2), (f64::INFINITY, 3)]
+        );
+    }
+}

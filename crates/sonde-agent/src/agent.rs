@@ -453,6 +453,9 @@ impl Running {
                 if let Some(t) = &o.bearer_token {
                     b = b.bearer_token(t.clone());
                 }
+                if let Some((cert, key)) = &o.tls {
+                    b = b.tls(cert.clone(), key.clone());
+                }
                 match b.start() {
                     Ok(r) => self.otlp_in = Some(r),
                     Err(e) => {

@@ -178,6 +178,8 @@ pub struct OtlpInSection {
     pub max_request_size: usize,
     /// Required `Authorization: Bearer` token.
     pub bearer_token: Option<String>,
+    /// `tls_cert_file` and `tls_key_file`: serve both transports over TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl fmt::Debug for OtlpInSection {
@@ -191,6 +193,7 @@ impl fmt::Debug for OtlpInSection {
                 "bearer_token",
                 &self.bearer_token.as_ref().map(|_| "<redacted>"),
             )
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -1548,6 +1551,8 @@ impl<'a> Reader<'a> {
                 "http",
                 "max_request_size",
                 "bearer_token",
+                "tls_cert_file",
+                "tls_key_file",
             ],
         );
         if !self.bool(t, &["sources", "otlp", "enabled"], t.is_some()) {
@@ -1571,6 +1576,37 @@ impl<'a> Reader<'a> {
                 OTLP_REQUEST_RANGE,
             ),
             bearer_token: self.string(t, &["sources", "otlp", "bearer_token"]),
+            tls: None,
+        };
+        let cert = self.string(t, &["sources", "otlp", "tls_cert_file"]);
+        let key = self.string(t, &["sources", "otlp", "tls_key_file"]);
+        let section = match (cert, key) {
+            (None, None) => section,
+            (Some(cert), Some(key)) => {
+                let (cert, key) = (PathBuf::from(cert), PathBuf::from(key));
+                if let Err(e) = sonde_otlp_receiver::check_tls(&cert, &key) {
+                    let at = self.location_of(t, &["sources", "otlp", "tls_cert_file"]);
+                    self.error(
+                        at,
+                        format!("[sources.otlp] TLS files: {e}"),
+                        "tls_cert_file and tls_key_file are PEM files: the certificate chain (leaf first) and its private key",
+                    );
+                }
+                OtlpInSection {
+                    tls: Some((cert, key)),
+                    ..section
+                }
+            }
+            _ => {
+                let at = self.at(t.and_then(Table::span));
+                self.error(
+                    at,
+                    "[sources.otlp] needs both `tls_cert_file` and `tls_key_file`, or neither"
+                        .into(),
+                    "give the certificate chain and its private key together",
+                );
+                section
+            }
         };
         if section.grpc.is_none() && section.http.is_none() {
             let loc = self.at(t.and_then(Table::span));
@@ -1600,6 +1636,8 @@ impl<'a> Reader<'a> {
                     "username",
                     "password",
                     "bearer_token",
+                    "ca_file",
+                    "insecure_skip_verify",
                 ],
             );
             let str_of = |k: &str| t.get(k).and_then(Item::as_str).map(str::to_owned);
@@ -1657,6 +1695,20 @@ impl<'a> Reader<'a> {
                     sonde_scrape::Auth::None
                 }
             };
+            target.tls = sonde_scrape::Tls {
+                ca_file: str_of("ca_file").map(PathBuf::from),
+                insecure_skip_verify: t
+                    .get("insecure_skip_verify")
+                    .and_then(Item::as_bool)
+                    .unwrap_or(false),
+            };
+            if let Err(e) = target.tls.check() {
+                self.error(
+                    self.at(t.get("ca_file").and_then(Item::span)),
+                    format!("[[sources.scrape]] `{job}`: {}", e.message),
+                    "ca_file is a PEM file with the certificate authority that signed the target's certificate",
+                );
+            }
             if targets.iter().any(|o| o.job == job && o.url == url) {
                 self.error(
                     url_at,

@@ -330,3 +330,30 @@ provider.shutdown()
     let log = std::fs::read_to_string(dir.0.join("agent.log")).unwrap();
     assert!(log.contains("/month at list price"), "no cost line:\n{log}");
 }
+
+#[test]
+fn otlp_receiver_settings_are_checked_before_start() {
+    let dir = TempDir::new("agent-sources");
+    let bad = dir.0.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[sources.otlp]\ngrpc = \"off\"\nhttp = \"off\"\nmax_request_size = \"2GiB\"\n\
+         tls_cert_file = \"/etc/hostname\"\ntls_key_file = \"/etc/hostname\"\ntoken = \"x\"\n",
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "neither `grpc` nor `http`",
+        "max_request_size",
+        "holds no PEM certificate",
+        "unknown key `token`",
+    ] {
+        assert!(err.contains(expected), "{expected:?} missing from:\n{err}");
+    }
+}

@@ -72,6 +72,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The TLS certificate or key could not be loaded.
+    #[error("the OTLP receiver's TLS files: {0}")]
+    Tls(String),
     /// The runtime or its thread could not start.
     #[error("cannot start the OTLP receiver: {0}")]
     Start(String),
@@ -86,6 +89,7 @@ pub struct OtlpReceiverBuilder {
     registry: Option<Registry>,
     max_request_bytes: usize,
     bearer_token: Option<String>,
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Default for OtlpReceiverBuilder {
@@ -103,7 +107,19 @@ impl OtlpReceiverBuilder {
             registry: None,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             bearer_token: None,
+            tls: None,
         }
+    }
+
+    /// Serves both transports over TLS with this PEM certificate chain and private key (read
+    /// at start).
+    pub fn tls(
+        mut self,
+        cert_chain_pem: impl Into<std::path::PathBuf>,
+        private_key_pem: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        self.tls = Some((cert_chain_pem.into(), private_key_pem.into()));
+        self
     }
 
     /// Serves OTLP/gRPC on `address` (`127.0.0.1:4317`; port 0 picks one).
@@ -155,6 +171,12 @@ impl OtlpReceiverBuilder {
         let http = self.http.as_deref().map(|a| bind("http", a)).transpose()?;
         let grpc_addr = grpc.as_ref().and_then(|l| l.local_addr().ok());
         let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
+        let tls = self
+            .tls
+            .as_ref()
+            .map(|(cert, key)| serve::load_tls(cert, key))
+            .transpose()
+            .map_err(Error::Tls)?;
         let registry = self.registry.unwrap_or_else(|| Registry::global().clone());
         let points = registry
             .counter("sonde.otlp_receiver.points")
@@ -179,7 +201,7 @@ impl OtlpReceiverBuilder {
             .name("otlp-receiver".into())
             .spawn(move || {
                 runtime.block_on(async move {
-                    let started = serve::serve(state, grpc, http);
+                    let started = serve::serve(state, grpc, http, tls);
                     let ok = started.is_ok();
                     let _ = ready_tx.send(started);
                     if ok {
@@ -201,6 +223,12 @@ impl OtlpReceiverBuilder {
             thread: Some(thread),
         })
     }
+}
+
+/// Checks that `cert` and `key` load as the receiver will load them (for a configuration
+/// check before start).
+pub fn check_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<(), String> {
+    serve::load_tls(cert, key).map(|_| ())
 }
 
 /// A running receiver; stops on [`shutdown`](Self::shutdown) or drop.

@@ -105,18 +105,64 @@ fn response(outcome: &Outcome) -> ExportMetricsServiceResponse {
     }
 }
 
+/// The PEM certificate chain and key, for both transports.
+pub(crate) struct TlsFiles {
+    cert_pem: Vec<u8>,
+    key_pem: Vec<u8>,
+    config: Arc<rustls::ServerConfig>,
+}
+
+/// Reads and checks the certificate chain and key.
+pub(crate) fn load_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<TlsFiles, String> {
+    use rustls_pki_types::pem::PemObject;
+    let cert_pem = std::fs::read(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
+    let key_pem = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let chain: Vec<rustls_pki_types::CertificateDer<'static>> =
+        rustls_pki_types::CertificateDer::pem_slice_iter(&cert_pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: {e}", cert.display()))?;
+    if chain.is_empty() {
+        return Err(format!("{} holds no PEM certificate", cert.display()));
+    }
+    let private = rustls_pki_types::PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| format!("{}: {e}", key.display()))?;
+    // ring: the workspace's one TLS stack.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, private)
+        .map_err(|e| format!("the certificate and key do not make a pair: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsFiles {
+        cert_pem,
+        key_pem,
+        config: Arc::new(config),
+    })
+}
+
 /// Starts both servers on the current runtime.
 pub(crate) fn serve(
     state: Arc<State>,
     grpc: Option<std::net::TcpListener>,
     http: Option<std::net::TcpListener>,
+    tls: Option<TlsFiles>,
 ) -> Result<(), String> {
     if let Some(l) = grpc {
         let l = tokio::net::TcpListener::from_std(l).map_err(|e| format!("gRPC listener: {e}"))?;
         let service = MetricsServiceServer::new(Grpc(state.clone()))
             .accept_compressed(CompressionEncoding::Gzip)
             .max_decoding_message_size(state.max_request_bytes);
-        let router = tonic::transport::Server::builder().add_service(service);
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(t) = &tls {
+            let identity = tonic::transport::Identity::from_pem(&t.cert_pem, &t.key_pem);
+            builder = builder
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .map_err(|e| format!("gRPC TLS: {e}"))?;
+        }
+        let router = builder.add_service(service);
         tokio::spawn(async move {
             let incoming = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
             if let Err(e) = router.serve_with_incoming(incoming).await {
@@ -126,6 +172,9 @@ pub(crate) fn serve(
     }
     if let Some(l) = http {
         let l = tokio::net::TcpListener::from_std(l).map_err(|e| format!("HTTP listener: {e}"))?;
+        let acceptor = tls
+            .as_ref()
+            .map(|t| tokio_rustls::TlsAcceptor::from(t.config.clone()));
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = l.accept().await else {
@@ -134,14 +183,28 @@ pub(crate) fn serve(
                     continue;
                 };
                 let state = state.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req| {
                         let state = state.clone();
                         async move { Ok::<_, Infallible>(handle_http(&state, req).await) }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match acceptor {
+                        None => {
+                            let _ = server.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                        // A handshake that fails or stalls ends the connection, nothing else.
+                        Some(a) => {
+                            let handshake = tokio::time::timeout(
+                                std::time::Duration::from_secs(10),
+                                a.accept(stream),
+                            );
+                            if let Ok(Ok(tls)) = handshake.await {
+                                let _ = server.serve_connection(TokioIo::new(tls), service).await;
+                            }
+                        }
+                    }
                 });
             }
         });

@@ -270,3 +270,80 @@ fn a_full_budget_asks_senders_to_retry_and_a_token_is_checked() {
         200
     );
 }
+
+/// TLS on both transports: sonde's exporter trusting the receiver's CA delivers over gRPC and
+/// HTTP; a plain-text client gets nothing in; files that do not load are a start error.
+#[test]
+fn tls_on_both_transports() {
+    let dir = std::env::temp_dir().join(format!("sonde-otlp-rx-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cert =
+        rcgen::generate_simple_self_signed(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let (cert_pem, key_pem) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_pem, cert.cert.pem()).unwrap();
+    std::fs::write(&key_pem, cert.signing_key.serialize_pem()).unwrap();
+    let agent = Registry::new();
+    let receiver = OtlpReceiverBuilder::new()
+        .grpc("127.0.0.1:0")
+        .http("127.0.0.1:0")
+        .tls(&cert_pem, &key_pem)
+        .registry(agent.clone())
+        .start()
+        .unwrap();
+    for (protocol, addr) in [
+        (Protocol::Grpc, receiver.grpc_addr().unwrap()),
+        (Protocol::HttpProtobuf, receiver.http_addr().unwrap()),
+    ] {
+        let svc = Registry::new();
+        let exporter = OtlpMetricsBuilder::new()
+            .registry(svc.clone())
+            .resource(Resource::empty().with("service.name", "tls"))
+            .transport(
+                OtlpTransport::new()
+                    .endpoint(format!("https://localhost:{}", addr.port()))
+                    .protocol(protocol)
+                    .ca_certificate(&cert_pem),
+            )
+            .interval(Duration::from_secs(3600))
+            .install()
+            .unwrap();
+        let name = format!(
+            "tls.{}",
+            if protocol == Protocol::Grpc {
+                "grpc"
+            } else {
+                "http"
+            }
+        );
+        svc.counter(name.clone())
+            .build()
+            .unwrap()
+            .with::<&str>(&[])
+            .add(3);
+        exporter.force_flush(Duration::from_secs(10)).unwrap();
+        let s = agent.snapshot();
+        assert_eq!(
+            number(&s, &name, &[("job", "tls"), ("instance", "")]),
+            Some(3.0),
+            "{name}"
+        );
+    }
+    // Plain HTTP to the TLS port: no answer worth the name, nothing recorded.
+    let empty = ExportMetricsServiceRequest::default().encode_to_vec();
+    let (status, _) = post(
+        receiver.http_addr().unwrap(),
+        &[("Content-Type", "application/x-protobuf")],
+        &empty,
+    );
+    assert_ne!(status, 200);
+    // A key that is not PEM.
+    std::fs::write(&key_pem, "not a key").unwrap();
+    let err = OtlpReceiverBuilder::new()
+        .http("127.0.0.1:0")
+        .tls(&cert_pem, &key_pem)
+        .registry(Registry::new())
+        .start()
+        .unwrap_err();
+    assert!(matches!(err, sonde_otlp_receiver::Error::Tls(_)), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -39,6 +39,50 @@ impl std::fmt::Debug for Auth {
     }
 }
 
+/// How an https target is trusted.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Tls {
+    /// PEM file of the certificate authorities to trust instead of the bundled web roots
+    /// (a private CA), read at each scrape so a renewed file is picked up.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Accept any certificate (a self-signed one on loopback): the connection is encrypted but
+    /// the target is not authenticated.
+    pub insecure_skip_verify: bool,
+}
+
+impl Tls {
+    /// Checks that the CA file holds at least one PEM certificate.
+    pub fn check(&self) -> Result<(), FetchError> {
+        self.config().map(|_| ())
+    }
+
+    fn config(&self) -> Result<ureq::tls::TlsConfig, FetchError> {
+        let mut b = ureq::tls::TlsConfig::builder().disable_verification(self.insecure_skip_verify);
+        if let Some(path) = &self.ca_file {
+            let pem = std::fs::read(path).map_err(|e| {
+                fail(
+                    "tls",
+                    format!("cannot read the CA file {}: {e}", path.display()),
+                )
+            })?;
+            let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if certs.is_empty() {
+                return Err(fail(
+                    "tls",
+                    format!("{} holds no PEM certificate", path.display()),
+                ));
+            }
+            b = b.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+        }
+        Ok(b.build())
+    }
+}
+
 /// A fetch that failed: the message names the URL (credentials redacted) and what to check.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
@@ -77,9 +121,22 @@ pub fn fetch(
     max_body: u64,
     user_agent: &str,
 ) -> Result<String, FetchError> {
+    fetch_with_tls(url, timeout, auth, &Tls::default(), max_body, user_agent)
+}
+
+/// [`fetch`] trusting an https target as `tls` says.
+pub fn fetch_with_tls(
+    url: &str,
+    timeout: Duration,
+    auth: &Auth,
+    tls: &Tls,
+    max_body: u64,
+    user_agent: &str,
+) -> Result<String, FetchError> {
     check_url(url)?;
     let shown = redact_url(url);
     let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(tls.config()?)
         .http_status_as_error(false)
         .max_redirects(0)
         .timeout_global(Some(timeout))

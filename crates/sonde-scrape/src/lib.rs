@@ -15,7 +15,7 @@ mod fetch;
 mod source;
 mod text;
 
-pub use fetch::{ACCEPT, Auth, FetchError, MAX_BODY_BYTES, check_url, fetch};
+pub use fetch::{ACCEPT, Auth, FetchError, MAX_BODY_BYTES, Tls, check_url, fetch, fetch_with_tls};
 pub use source::{ScrapeSource, ScrapeStats, Target};
 pub use text::{
     Exposition, Family, Kind, Labels, Sample, Series, parse, parse_sample, parse_value,

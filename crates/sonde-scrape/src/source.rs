@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use sonde_core::{Counter, Family, Gauge, Histogram, Registry, Unit};
 
-use crate::fetch::{Auth, FetchError, check_url, fetch};
+use crate::fetch::{Auth, FetchError, check_url};
 use crate::text::{Exposition, Kind, Labels, Series, parse};
 
 /// One target to scrape.
@@ -44,6 +44,8 @@ pub struct Target {
     pub auth: Auth,
     /// Largest body read.
     pub max_body: u64,
+    /// How an https target is trusted.
+    pub tls: crate::fetch::Tls,
 }
 
 impl Target {
@@ -56,6 +58,7 @@ impl Target {
             timeout: Duration::from_secs(10),
             auth: Auth::None,
             max_body: crate::MAX_BODY_BYTES,
+            tls: crate::fetch::Tls::default(),
         }
     }
 
@@ -267,10 +270,11 @@ impl Mirror {
     /// Scrapes once and mirrors the result.
     pub(crate) fn scrape(&mut self, target: &Target) -> ScrapeStats {
         let start = Instant::now();
-        let fetched = fetch(
+        let fetched = crate::fetch::fetch_with_tls(
             &target.url,
             target.timeout,
             &target.auth,
+            &target.tls,
             target.max_body,
             &self.user_agent,
         )

@@ -403,3 +403,39 @@ fn a_sonde_service_is_mirrored_bucket_for_bucket() {
     );
     server.shutdown();
 }
+
+/// An https target with a private CA: trusted through `ca_file`, refused without it, and
+/// reachable without verification only when asked for.
+#[test]
+fn https_targets_are_verified_against_the_given_ca() {
+    let state = Arc::new(Mutex::new((200, "# TYPE g gauge\ng 1\n".to_owned())));
+    let plain = target(state);
+    let proxy = sonde_tests::tls_proxy::TlsProxy::start(plain);
+    let registry = Registry::new();
+    let url = format!("https://127.0.0.1:{}/metrics", proxy.addr.port());
+    let mut t = Target::new("tls", url);
+    let untrusted = ScrapeSource::scrape_once(&registry, &t);
+    assert!(
+        !untrusted.up,
+        "a self-signed target is refused by default: {untrusted:?}"
+    );
+    t.tls.ca_file = Some(proxy.ca_pem.clone());
+    let trusted = ScrapeSource::scrape_once(&registry, &t);
+    assert!(trusted.up, "{trusted:?}");
+    t.tls = sonde_scrape::Tls {
+        ca_file: None,
+        insecure_skip_verify: true,
+    };
+    assert!(ScrapeSource::scrape_once(&registry, &t).up);
+    // A CA file that is not PEM is an error before any connection.
+    let bad = sonde_scrape::Tls {
+        ca_file: Some(std::env::current_exe().unwrap()),
+        insecure_skip_verify: false,
+    };
+    assert!(
+        bad.check()
+            .unwrap_err()
+            .message
+            .contains("no PEM certificate")
+    );
+}

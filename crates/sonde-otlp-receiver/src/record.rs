@@ -39,14 +39,26 @@ impl Outcome {
 struct Received {
     labels: Vec<String>,
     store: Store,
+    /// The label values of the point at hand, rebuilt in place for each point (no allocation
+    /// once the strings have grown), so a known series is found without allocating.
+    scratch: Key,
 }
 
+/// Per-series state, by label values, with a fast hash (keys come from senders the agent
+/// serves, but the map is per family and bounded by the registry's series limits).
+type BySeries<V> = HashMap<Key, V, foldhash::fast::RandomState>;
+
 enum Store {
-    Counter(Family<Counter<f64>>, HashMap<Key, f64>),
+    /// The handle and the last cumulative total of each series.
+    Counter(Family<Counter<f64>>, BySeries<(Counter<f64>, f64)>),
     UpDown(Family<UpDownCounter<f64>>, HashMap<Key, f64>),
     Gauge(Family<Gauge<f64>>),
-    /// Explicit bounds, and per series the last cumulative bucket counts and sum.
-    Histogram(Family<Histogram>, Vec<f64>, HashMap<Key, (Vec<u64>, f64)>),
+    /// Explicit bounds, and per series the handle, the last cumulative bucket counts and sum.
+    Histogram(
+        Family<Histogram>,
+        Vec<f64>,
+        BySeries<(Histogram, Vec<u64>, f64)>,
+    ),
     /// Exponential points into a histogram on the default grid; the last cumulative
     /// (representative value, count) pairs and sum per series.
     Exponential(Family<Histogram>, HashMap<Key, (Vec<(f64, u64)>, f64)>),
@@ -104,45 +116,71 @@ impl Recorder {
         let Some(fam) = families.get_mut(&m.name) else {
             return;
         };
-        let labels = fam.labels.clone();
-        let key = |attributes: &[KeyValue]| -> Option<Key> {
-            let mut values = vec![String::new(); labels.len()];
+        let Received {
+            labels,
+            store,
+            scratch,
+        } = fam;
+        let labels: &[String] = labels;
+        // Fills `scratch` with a point's label values; false when an attribute is not one of
+        // the family's labels.
+        let fill = |scratch: &mut Key, attributes: &[KeyValue]| -> bool {
+            scratch.resize_with(labels.len(), String::new);
+            scratch.iter_mut().for_each(String::clear);
             for kv in attributes {
-                let i = labels.iter().position(|l| *l == kv.key)?;
-                values[i] = value_string(kv.value.as_ref());
+                let Some(i) = labels.iter().position(|l| *l == kv.key) else {
+                    return false;
+                };
+                push_value(&mut scratch[i], kv.value.as_ref());
             }
             let n = labels.len();
-            values[n - 2] = job.to_owned();
-            values[n - 1] = instance.to_owned();
-            Some(values)
+            scratch[n - 2].push_str(job);
+            scratch[n - 1].push_str(instance);
+            true
         };
-        match (&mut fam.store, data) {
+        let key = |attributes: &[KeyValue]| -> Option<Key> {
+            let mut k = Key::new();
+            fill(&mut k, attributes).then_some(k)
+        };
+        match (store, data) {
             (Store::Refused(reason), d) => out.refuse(reason, points(d)),
-            (Store::Counter(f, last), Data::Sum(s)) => {
+            (Store::Counter(f, series), Data::Sum(s)) => {
                 let cumulative =
                     s.aggregation_temporality == AggregationTemporality::Cumulative as i32;
                 for p in &s.data_points {
-                    let (Some(k), Some(v)) = (key(&p.attributes), number(p.value)) else {
-                        out.refuse("new_attribute", 1);
+                    let Some(v) = number(p.value) else {
+                        out.refuse("bad_value", 1);
                         continue;
                     };
+                    if !fill(scratch, &p.attributes) {
+                        out.refuse("new_attribute", 1);
+                        continue;
+                    }
                     if !v.is_finite() || v < 0.0 {
                         out.refuse("bad_value", 1);
                         continue;
                     }
-                    if cumulative {
-                        match last.get(&k) {
-                            Some(&prev) if v >= prev => f.with(&k).add(v - prev),
-                            Some(_) => {
-                                // The sender restarted: a new series from its new total.
-                                f.remove(&k);
-                                f.with(&k).add(v);
-                            }
-                            None => f.with(&k).add(v),
+                    match series.get_mut(&scratch[..]) {
+                        Some((c, prev)) if !cumulative => {
+                            c.add(v);
+                            *prev = v;
                         }
-                        last.insert(k, v);
-                    } else {
-                        f.with(&k).add(v);
+                        Some((c, prev)) if v >= *prev => {
+                            c.add(v - *prev);
+                            *prev = v;
+                        }
+                        Some(entry) => {
+                            // The sender restarted: a new series from its new total.
+                            f.remove(&scratch[..]);
+                            let c = f.with(&scratch[..]);
+                            c.add(v);
+                            *entry = (c, v);
+                        }
+                        None => {
+                            let c = f.with(&scratch[..]);
+                            c.add(v);
+                            series.insert(scratch.clone(), (c, v));
+                        }
                     }
                     out.accepted += 1;
                 }
@@ -205,43 +243,54 @@ impl Recorder {
                     }
                 }
             }
-            (Store::Histogram(f, bounds, last), Data::Histogram(h)) => {
+            (Store::Histogram(f, bounds, series), Data::Histogram(h)) => {
                 let cumulative =
                     h.aggregation_temporality == AggregationTemporality::Cumulative as i32;
+                let values = sonde_core::histogram::bucket_values(bounds);
+                let mut batch: Vec<(f64, u64)> = Vec::with_capacity(values.len());
                 for p in &h.data_points {
-                    let Some(k) = key(&p.attributes) else {
+                    if !fill(scratch, &p.attributes) {
                         out.refuse("new_attribute", 1);
                         continue;
-                    };
-                    let Some(counts) = explicit_counts(p, bounds) else {
+                    }
+                    if explicit_counts(p, bounds).is_none() {
                         out.refuse("bounds_changed", 1);
                         continue;
-                    };
+                    }
+                    let counts = &p.bucket_counts;
                     let sum = p.sum.filter(|s| s.is_finite()).unwrap_or(0.0);
-                    let reps = sonde_core::histogram::bucket_values(bounds);
-                    let record = |h: &Histogram, counts: &[u64], sum: f64| {
-                        let batch: Vec<(f64, u64)> =
-                            reps.iter().copied().zip(counts.iter().copied()).collect();
-                        h.record_counts(&batch, sum);
-                    };
-                    if cumulative {
-                        match last.get(&k) {
-                            Some((prev, prev_sum))
-                                if counts.iter().zip(prev).all(|(n, p)| n >= p) =>
-                            {
-                                let delta: Vec<u64> =
-                                    counts.iter().zip(prev).map(|(n, p)| n - p).collect();
-                                record(&f.with(&k), &delta, sum - prev_sum);
-                            }
-                            Some(_) => {
-                                f.remove(&k);
-                                record(&f.with(&k), &counts, sum);
-                            }
-                            None => record(&f.with(&k), &counts, sum),
+                    let mut record =
+                        |h: &Histogram, delta: &mut dyn Iterator<Item = u64>, sum: f64| {
+                            batch.clear();
+                            batch.extend(values.iter().copied().zip(delta));
+                            h.record_counts(&batch, sum);
+                        };
+                    match series.get_mut(&scratch[..]) {
+                        Some((h, _, _)) if !cumulative => {
+                            record(h, &mut counts.iter().copied(), sum);
                         }
-                        last.insert(k, (counts, sum));
-                    } else {
-                        record(&f.with(&k), &counts, sum);
+                        Some((h, prev, prev_sum))
+                            if counts.iter().zip(prev.iter()).all(|(n, p)| n >= p) =>
+                        {
+                            record(
+                                h,
+                                &mut counts.iter().zip(prev.iter()).map(|(n, p)| n - p),
+                                sum - *prev_sum,
+                            );
+                            prev.clone_from(counts);
+                            *prev_sum = sum;
+                        }
+                        Some(entry) => {
+                            f.remove(&scratch[..]);
+                            let h = f.with(&scratch[..]);
+                            record(&h, &mut counts.iter().copied(), sum);
+                            *entry = (h, counts.clone(), sum);
+                        }
+                        None => {
+                            let h = f.with(&scratch[..]);
+                            record(&h, &mut counts.iter().copied(), sum);
+                            series.insert(scratch.clone(), (h, counts.clone(), sum));
+                        }
                     }
                     out.accepted += 1;
                 }
@@ -302,7 +351,7 @@ impl Recorder {
                 .unit(unit)
                 .labels(labels.clone())
                 .build()
-                .map(|f| Store::Counter(f, HashMap::new())),
+                .map(|f| Store::Counter(f, BySeries::default())),
             Data::Sum(_) => r
                 .up_down_counter_f64(name)
                 .description(description)
@@ -329,7 +378,7 @@ impl Recorder {
                     .buckets(bounds.clone())
                     .labels(labels.clone())
                     .build()
-                    .map(|f| Store::Histogram(f, bounds, HashMap::new()))
+                    .map(|f| Store::Histogram(f, bounds, BySeries::default()))
             }
             Data::ExponentialHistogram(_) => r
                 .histogram(name)
@@ -342,6 +391,7 @@ impl Recorder {
         Received {
             labels,
             store: store.unwrap_or(Store::Refused("cannot_register")),
+            scratch: Key::new(),
         }
     }
 }
@@ -364,12 +414,26 @@ fn job_and_instance(attrs: &[KeyValue]) -> (String, String) {
 }
 
 fn value_string(v: Option<&AnyValue>) -> String {
+    let mut s = String::new();
+    push_value(&mut s, v);
+    s
+}
+
+/// Appends an attribute value as a label value (strings, numbers and booleans; others empty).
+fn push_value(out: &mut String, v: Option<&AnyValue>) {
+    use std::fmt::Write as _;
     match v.and_then(|v| v.value.as_ref()) {
-        Some(any_value::Value::StringValue(s)) => s.clone(),
-        Some(any_value::Value::IntValue(i)) => i.to_string(),
-        Some(any_value::Value::DoubleValue(d)) => d.to_string(),
-        Some(any_value::Value::BoolValue(b)) => b.to_string(),
-        _ => String::new(),
+        Some(any_value::Value::StringValue(s)) => out.push_str(s),
+        Some(any_value::Value::IntValue(i)) => {
+            let _ = write!(out, "{i}");
+        }
+        Some(any_value::Value::DoubleValue(d)) => {
+            let _ = write!(out, "{d}");
+        }
+        Some(any_value::Value::BoolValue(b)) => {
+            let _ = write!(out, "{b}");
+        }
+        _ => {}
     }
 }
 

@@ -16,7 +16,7 @@ mod source;
 mod text;
 
 pub use fetch::{ACCEPT, Auth, FetchError, MAX_BODY_BYTES, Tls, check_url, fetch, fetch_with_tls};
-pub use source::{ScrapeSource, ScrapeStats, Target};
+pub use source::{ScrapeSource, ScrapeStats, Scraper, Target};
 pub use text::{
     Exposition, Family, Kind, Labels, Sample, Series, parse, parse_sample, parse_value,
 };

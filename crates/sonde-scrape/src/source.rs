@@ -187,6 +187,28 @@ impl Drop for ScrapeSource {
     }
 }
 
+/// One target mirrored into a registry on the caller's thread: what a [`ScrapeSource`] thread
+/// runs, for callers with their own schedule (and benchmarks of the steady state).
+pub struct Scraper {
+    mirror: Mirror,
+    target: Target,
+}
+
+impl Scraper {
+    /// A scraper of `target` into `registry` (nothing is read until [`scrape`](Self::scrape)).
+    pub fn new(registry: &Registry, target: Target) -> Scraper {
+        Scraper {
+            mirror: Mirror::new(registry, &target),
+            target,
+        }
+    }
+
+    /// Scrapes once and mirrors the result; series that went away are removed.
+    pub fn scrape(&mut self) -> ScrapeStats {
+        self.mirror.scrape(&self.target)
+    }
+}
+
 /// The mirror of one target: its families in the registry and what was last read.
 pub(crate) struct Mirror {
     registry: Registry,
@@ -200,6 +222,8 @@ pub(crate) struct Mirror {
     user_agent: String,
     /// One warning a minute at most per target.
     log: sonde_core::diag::RateLimit,
+    /// Counts scrapes that applied, to tell the series the latest one saw.
+    generation: u64,
 }
 
 /// A family as mirrored: its registry family, its label names (the target's, then `job` and
@@ -209,13 +233,17 @@ struct Mirrored {
     store: Store,
 }
 
+/// Per-series state by the target's labels: the handle, what was last read, and the scrape
+/// that last saw it (series the latest scrape did not see are removed).
+type BySeries<V> = HashMap<Labels, (V, u64), foldhash::fast::RandomState>;
+
 enum Store {
-    Counter(Family<Counter<f64>>, HashMap<Labels, f64>),
-    Gauge(Family<Gauge<f64>>, HashMap<Labels, ()>),
+    Counter(Family<Counter<f64>>, BySeries<(Counter<f64>, f64)>),
+    Gauge(Family<Gauge<f64>>, BySeries<Gauge<f64>>),
     Histogram(
         Family<Histogram>,
         Vec<f64>,
-        HashMap<Labels, (Vec<u64>, f64)>,
+        BySeries<(Histogram, Vec<u64>, f64)>,
     ),
     /// A name that cannot be mirrored: refused once, not retried every scrape.
     Refused,
@@ -264,6 +292,7 @@ impl Mirror {
             families: HashMap::new(),
             user_agent: concat!("sonde-scrape/", env!("CARGO_PKG_VERSION")).to_owned(),
             log: sonde_core::diag::RateLimit::new(Duration::from_secs(60)),
+            generation: 0,
         }
     }
 
@@ -334,6 +363,8 @@ impl Mirror {
     fn apply(&mut self, e: &Exposition, stats: &mut ScrapeStats) {
         let mut refused: BTreeMap<&'static str, u64> = BTreeMap::new();
         let (job, instance) = (self.job.clone(), self.instance.clone());
+        self.generation += 1;
+        let generation = self.generation;
         for (name, family) in &e.families {
             let family_labels = target_label_names(family.series.keys());
             if !self.families.contains_key(name) {
@@ -344,11 +375,14 @@ impl Mirror {
                 continue;
             };
             let values = |labels: &Labels| label_values(labels, &m.labels, &job, &instance);
-            let fits = |labels: &Labels| labels.iter().all(|(k, _)| m.labels.contains(&renamed(k)));
+            let fits = |labels: &Labels| {
+                labels
+                    .iter()
+                    .all(|(k, _)| m.labels.iter().any(|l| l == renamed(k)))
+            };
             match &mut m.store {
                 Store::Refused => {}
-                Store::Counter(f, last) => {
-                    let mut seen: HashMap<Labels, f64> = HashMap::new();
+                Store::Counter(f, series) => {
                     for (labels, s) in &family.series {
                         stats.samples += 1;
                         let Some(v) = s.value.filter(|v| v.is_finite() && *v >= 0.0) else {
@@ -359,26 +393,37 @@ impl Mirror {
                             *refused.entry("new_label").or_default() += 1;
                             continue;
                         }
-                        let vals = values(labels);
-                        match last.get(labels) {
-                            Some(&prev) if v >= prev => f.with(&vals).add(v - prev),
-                            Some(_) => {
-                                // The target restarted: a new series from its new total.
-                                f.remove(&vals);
-                                f.with(&vals).add(v);
+                        match series.get_mut(labels) {
+                            Some(((c, prev), seen)) if v >= *prev => {
+                                c.add(v - *prev);
+                                *prev = v;
+                                *seen = generation;
                             }
-                            None => f.with(&vals).add(v),
+                            Some((entry, seen)) => {
+                                // The target restarted: a new series from its new total.
+                                let vals = values(labels);
+                                f.remove(&vals);
+                                let c = f.with(&vals);
+                                c.add(v);
+                                *entry = (c, v);
+                                *seen = generation;
+                            }
+                            None => {
+                                let c = f.with(&values(labels));
+                                c.add(v);
+                                series.insert(labels.clone(), ((c, v), generation));
+                            }
                         }
-                        seen.insert(labels.clone(), v);
+                        stats.series += 1;
                     }
-                    for l in last.keys().filter(|l| !seen.contains_key(*l)) {
-                        f.remove(&values(l));
-                    }
-                    stats.series += seen.len();
-                    *last = seen;
+                    series.retain(|l, (_, seen)| {
+                        *seen == generation || {
+                            f.remove(&values(l));
+                            false
+                        }
+                    });
                 }
-                Store::Gauge(f, last) => {
-                    let mut seen: HashMap<Labels, ()> = HashMap::new();
+                Store::Gauge(f, series) => {
                     for (labels, s) in &family.series {
                         let points: Vec<(Labels, f64)> = if family.kind == Kind::Summary {
                             quantile_points(labels, s)
@@ -395,18 +440,36 @@ impl Mirror {
                                 *refused.entry("new_label").or_default() += 1;
                                 continue;
                             }
-                            f.with(&values(&labels)).set(v);
-                            seen.insert(labels, ());
+                            match series.get_mut(&labels) {
+                                Some((g, seen)) => {
+                                    g.set(v);
+                                    *seen = generation;
+                                }
+                                None => {
+                                    let g = f.with(&values(&labels));
+                                    g.set(v);
+                                    series.insert(labels, (g, generation));
+                                }
+                            }
+                            stats.series += 1;
                         }
                     }
-                    for l in last.keys().filter(|l| !seen.contains_key(*l)) {
-                        f.remove(&values(l));
-                    }
-                    stats.series += seen.len();
-                    *last = seen;
+                    series.retain(|l, (_, seen)| {
+                        *seen == generation || {
+                            f.remove(&values(l));
+                            false
+                        }
+                    });
                 }
-                Store::Histogram(f, bounds, last) => {
-                    let mut seen: HashMap<Labels, (Vec<u64>, f64)> = HashMap::new();
+                Store::Histogram(f, bounds, series) => {
+                    let reps = sonde_core::histogram::bucket_values(bounds);
+                    let mut batch: Vec<(f64, u64)> = Vec::with_capacity(reps.len());
+                    let mut record =
+                        |h: &Histogram, counts: &mut dyn Iterator<Item = u64>, sum: f64| {
+                            batch.clear();
+                            batch.extend(reps.iter().copied().zip(counts));
+                            h.record_counts(&batch, sum);
+                        };
                     for (labels, s) in &family.series {
                         stats.samples += s.buckets.len() + 2;
                         let Some(counts) = bucket_counts(s, bounds) else {
@@ -418,34 +481,38 @@ impl Mirror {
                             continue;
                         }
                         let sum = s.sum.unwrap_or(0.0);
-                        let vals = values(labels);
-                        let reps = sonde_core::histogram::bucket_values(bounds);
-                        let record = |h: &Histogram, counts: &[u64], sum: f64| {
-                            let batch: Vec<(f64, u64)> =
-                                reps.iter().copied().zip(counts.iter().copied()).collect();
-                            h.record_counts(&batch, sum);
-                        };
-                        match last.get(labels) {
-                            Some((prev, prev_sum))
-                                if counts.iter().zip(prev).all(|(n, p)| n >= p) =>
+                        match series.get_mut(labels) {
+                            Some(((h, prev, prev_sum), seen))
+                                if counts.iter().zip(prev.iter()).all(|(n, p)| n >= p) =>
                             {
-                                let delta: Vec<u64> =
-                                    counts.iter().zip(prev).map(|(n, p)| n - p).collect();
-                                record(&f.with(&vals), &delta, sum - prev_sum);
+                                let mut delta = counts.iter().zip(prev.iter()).map(|(n, p)| n - p);
+                                record(h, &mut delta, sum - *prev_sum);
+                                *prev = counts;
+                                *prev_sum = sum;
+                                *seen = generation;
                             }
-                            Some(_) => {
+                            Some((entry, seen)) => {
+                                let vals = values(labels);
                                 f.remove(&vals);
-                                record(&f.with(&vals), &counts, sum);
+                                let h = f.with(&vals);
+                                record(&h, &mut counts.iter().copied(), sum);
+                                *entry = (h, counts, sum);
+                                *seen = generation;
                             }
-                            None => record(&f.with(&vals), &counts, sum),
+                            None => {
+                                let h = f.with(&values(labels));
+                                record(&h, &mut counts.iter().copied(), sum);
+                                series.insert(labels.clone(), ((h, counts, sum), generation));
+                            }
                         }
-                        seen.insert(labels.clone(), (counts, sum));
+                        stats.series += 1;
                     }
-                    for l in last.keys().filter(|l| !seen.contains_key(*l)) {
-                        f.remove(&values(l));
-                    }
-                    stats.series += seen.len();
-                    *last = seen;
+                    series.retain(|l, (_, seen)| {
+                        *seen == generation || {
+                            f.remove(&values(l));
+                            false
+                        }
+                    });
                 }
             }
         }
@@ -491,13 +558,13 @@ impl Mirror {
                 .description(help)
                 .labels(labels.clone())
                 .build()
-                .map(|f| Store::Counter(f, HashMap::new())),
+                .map(|f| Store::Counter(f, BySeries::default())),
             Kind::Gauge | Kind::Untyped | Kind::Summary => r
                 .gauge_f64(name.to_owned())
                 .description(help)
                 .labels(labels.clone())
                 .build()
-                .map(|f| Store::Gauge(f, HashMap::new())),
+                .map(|f| Store::Gauge(f, BySeries::default())),
             Kind::Histogram => {
                 let bounds: Vec<f64> = family
                     .series
@@ -516,7 +583,7 @@ impl Mirror {
                     .buckets(bounds.clone())
                     .labels(labels.clone())
                     .build()
-                    .map(|f| Store::Histogram(f, bounds, HashMap::new()))
+                    .map(|f| Store::Histogram(f, bounds, BySeries::default()))
             }
         };
         let store = store.unwrap_or_else(|err| {
@@ -552,18 +619,18 @@ impl Mirrored {
 }
 
 /// A scraped label name as mirrored: `job` and `instance` are the target's own.
-fn renamed(k: &str) -> String {
+fn renamed(k: &str) -> &str {
     match k {
-        "job" => "exported_job".into(),
-        "instance" => "exported_instance".into(),
-        other => other.to_owned(),
+        "job" => "exported_job",
+        "instance" => "exported_instance",
+        other => other,
     }
 }
 
 /// The label names of a family's series, sorted, `job`/`instance` renamed.
 fn target_label_names<'a>(series: impl Iterator<Item = &'a Labels>) -> Vec<String> {
     let mut names: Vec<String> = series
-        .flat_map(|l| l.iter().map(|(k, _)| renamed(k)))
+        .flat_map(|l| l.iter().map(|(k, _)| renamed(k).to_owned()))
         .collect();
     names.sort();
     names.dedup();

@@ -28,6 +28,8 @@ pub mod conventions;
 mod faas;
 mod lifecycle;
 mod resources;
+#[cfg(feature = "tokio")]
+mod runtime;
 mod server;
 mod work;
 
@@ -39,6 +41,8 @@ pub use lifecycle::{Lifecycle, os_start_time, process_start_time};
 pub use resources::{CacheMetrics, PoolMetrics, PoolStats};
 #[cfg(feature = "r2d2")]
 pub use resources::{R2d2Events, R2d2Stats};
+#[cfg(feature = "tokio")]
+pub use runtime::TokioRuntimeMetrics;
 #[cfg(feature = "warp")]
 pub use server::instrument_warp;
 pub use server::{ActiveRequest, HttpServerMetrics, method_label};

@@ -27,6 +27,8 @@ mod calls;
 pub mod conventions;
 mod faas;
 mod lifecycle;
+#[cfg(feature = "moka")]
+mod moka_cache;
 mod resources;
 #[cfg(feature = "tokio")]
 mod runtime;
@@ -38,6 +40,8 @@ pub use calls::{DbMetrics, HttpClientMetrics, error_type, time_db, time_db_sync}
 pub use calls::{HttpClientLayer, HttpClientService};
 pub use faas::{Faas, Invocation, Outcome, Trigger, lambda_resource, lambda_resource_from};
 pub use lifecycle::{Lifecycle, os_start_time, process_start_time};
+#[cfg(feature = "moka")]
+pub use moka_cache::MokaCache;
 pub use resources::{CacheMetrics, PoolMetrics, PoolStats};
 #[cfg(feature = "r2d2")]
 pub use resources::{R2d2Events, R2d2Stats};

@@ -191,6 +191,8 @@ fn measure(args: &ColdstartArgs) -> Result<ColdstartResult, ColdstartError> {
                 args.command
             ))
         })?;
+    // A command that cannot be found is a usage error before anything is checked or started.
+    find_command(&argv[0]).map_err(usage)?;
     let addrs = ready_address(&args.ready).map_err(usage)?;
     if port_answers(&addrs) {
         return Err(usage(format!(
@@ -282,6 +284,27 @@ fn holds(op: Op, observed: f64, limit: f64) -> bool {
 }
 
 /// The service's process group, stopped and reaped on drop.
+/// Whether `program` can be started: a path to an executable file, or a name found on `PATH`.
+fn find_command(program: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let found = if program.contains('/') {
+        executable(std::path::Path::new(program))
+    } else {
+        std::env::var_os("PATH")
+            .is_some_and(|path| std::env::split_paths(&path).any(|d| executable(&d.join(program))))
+    };
+    if found {
+        Ok(())
+    } else {
+        Err(format!(
+            "command {program:?} not found (or not executable); give the service's binary by its path (such as target/release/my-service) or a name on PATH"
+        ))
+    }
+}
+
 struct Service {
     child: Child,
     stderr: Arc<Mutex<VecDeque<String>>>,

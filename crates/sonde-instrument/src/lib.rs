@@ -43,6 +43,8 @@ pub use lifecycle::{Lifecycle, os_start_time, process_start_time};
 #[cfg(feature = "moka")]
 pub use moka_cache::MokaCache;
 pub use resources::{CacheMetrics, PoolMetrics, PoolStats};
+#[cfg(feature = "deadpool")]
+pub use resources::{DeadpoolStats, deadpool_get};
 #[cfg(feature = "r2d2")]
 pub use resources::{R2d2Events, R2d2Stats};
 #[cfg(feature = "tokio")]

@@ -1,0 +1,102 @@
+//! deadpool pools on the `db.client.connection.*` metrics: sizes, waiting requests, wait times
+//! and timeouts, against the real deadpool crate on a Tokio runtime.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool::managed::{Manager, Metrics, Pool, PoolError, RecycleResult};
+use sonde_core::{Registry, Snapshot};
+use sonde_instrument::{DeadpoolStats, PoolMetrics, deadpool_get};
+
+struct Conns;
+
+impl Manager for Conns {
+    type Type = u32;
+    type Error = std::convert::Infallible;
+    async fn create(&self) -> Result<u32, Self::Error> {
+        Ok(1)
+    }
+    async fn recycle(&self, _: &mut u32, _: &Metrics) -> RecycleResult<Self::Error> {
+        Ok(())
+    }
+}
+
+fn value(s: &Snapshot, name: &str, labels: &[(&str, &str)]) -> f64 {
+    s.point(name, labels)
+        .map(|p| match p.histogram() {
+            Some(h) => h.count() as f64,
+            None => p.number().unwrap().as_f64(),
+        })
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn sizes_waits_and_timeouts() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let pool = Pool::<Conns>::builder(Conns)
+        .max_size(2)
+        .wait_timeout(Some(Duration::from_millis(100)))
+        .runtime(deadpool::Runtime::Tokio1)
+        .build()
+        .unwrap();
+    let registry = Registry::new();
+    let metrics = PoolMetrics::install(&registry, "main").unwrap();
+    metrics.watch(Arc::new(DeadpoolStats(pool.clone())));
+    let name = ("db.client.connection.pool.name", "main");
+    rt.block_on(async {
+        let a = deadpool_get(&pool, &metrics).await.unwrap();
+        let b = deadpool_get(&pool, &metrics).await.unwrap();
+        let s = registry.snapshot();
+        assert_eq!(
+            value(
+                &s,
+                "db.client.connection.count",
+                &[name, ("db.client.connection.state", "used")]
+            ),
+            2.0
+        );
+        assert_eq!(
+            value(
+                &s,
+                "db.client.connection.count",
+                &[name, ("db.client.connection.state", "idle")]
+            ),
+            0.0
+        );
+        assert_eq!(value(&s, "db.client.connection.max", &[name]), 2.0);
+        // Both taken: the third request waits 100 ms and times out.
+        let third = deadpool_get(&pool, &metrics).await;
+        assert!(matches!(third, Err(PoolError::Timeout(_))));
+        drop(a);
+        drop(b);
+        let _again = deadpool_get(&pool, &metrics).await.unwrap();
+    });
+    let s = registry.snapshot();
+    assert_eq!(value(&s, "db.client.connection.timeouts", &[name]), 1.0);
+    assert_eq!(
+        value(&s, "db.client.connection.wait_time", &[name]),
+        3.0,
+        "three waits recorded"
+    );
+    assert_eq!(
+        value(
+            &s,
+            "db.client.connection.count",
+            &[name, ("db.client.connection.state", "idle")]
+        ),
+        2.0,
+        "everything returned: both connections idle"
+    );
+    assert_eq!(
+        value(
+            &s,
+            "db.client.connection.count",
+            &[name, ("db.client.connection.state", "used")]
+        ),
+        0.0
+    );
+}

@@ -521,6 +521,14 @@ impl Drop for CloudWatchEndpoint {
     }
 }
 
+/// Environment for an agent exporting to a [`CloudWatchEndpoint`]: example static credentials
+/// (the endpoint checks requests, not signatures) and no instance-metadata lookup.
+pub const TEST_ENV: [(&str, &str); 3] = [
+    ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+    ("AWS_SECRET_ACCESS_KEY", "secret"),
+    ("AWS_EC2_METADATA_DISABLED", "true"),
+];
+
 /// A CloudWatch SDK client pointed at `url` (plain `http://`) with dummy static credentials,
 /// region us-east-1 and no SDK retries, for tests. Its HTTP client comes from
 /// `aws-smithy-http-client` without TLS (no aws-lc).

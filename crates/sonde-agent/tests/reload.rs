@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sonde_tests::agent::{KillOnDrop as Kid, free_udp, sample_value as value};
-use sonde_tests::cloudwatch::CloudWatchEndpoint;
+use sonde_tests::cloudwatch::{CloudWatchEndpoint, TEST_ENV};
 use sonde_tests::otlp::{OtlpReceiver, find_metrics};
 use sonde_tests::{TempDir, free_addr, wait_for};
 
@@ -317,12 +317,7 @@ fn a_replaced_cloudwatch_exporter_continues_the_old_ones_deltas() {
              endpoint_url = \"{url}\"\ninterval = \"{every}\"\n"
         )
     };
-    let env = [
-        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
-        ("AWS_SECRET_ACCESS_KEY", "secret"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ];
-    let agent = Agent::start_with_env(&config("300ms"), metrics, &env);
+    let agent = Agent::start_with_env(&config("300ms"), metrics, &TEST_ENV);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     // /metrics answers before every other component has started: wait until StatsD takes
     // lines (a datagram sent to a port not yet bound is lost).

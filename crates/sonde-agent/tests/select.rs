@@ -10,15 +10,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use sonde_tests::agent::{free_udp, scrape_metrics, spawn_agent_with_env};
-use sonde_tests::cloudwatch::{CloudWatchEndpoint, Datum};
+use sonde_tests::cloudwatch::{CloudWatchEndpoint, Datum, TEST_ENV};
 use sonde_tests::{TempDir, free_addr, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
-const AWS: [(&str, &str); 3] = [
-    ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
-    ("AWS_SECRET_ACCESS_KEY", "secret"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-];
 
 /// The dimensions of `d` but the resource's `service.name`, which every datum carries.
 fn own_dimensions(d: &Datum) -> impl Iterator<Item = &(String, String)> {
@@ -76,7 +71,7 @@ fn cloudwatch_gets_the_lean_default_while_metrics_keeps_everything() {
         ),
     )
     .unwrap();
-    let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &AWS);
+    let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &TEST_ENV);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     wait_for("StatsD takes lines", Duration::from_secs(20), || {
         sock.send_to(b"shop.ready:1|c", statsd).unwrap();
@@ -197,7 +192,7 @@ fn an_explicit_selection_filters_series_and_aggregates_dropped_labels() {
         ),
     )
     .unwrap();
-    let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &AWS);
+    let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &TEST_ENV);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     wait_for("StatsD takes lines", Duration::from_secs(20), || {
         sock.send_to(b"shop.ready:1|c", statsd).unwrap();

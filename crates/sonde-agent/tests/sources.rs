@@ -9,16 +9,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sonde_tests::agent::{KillOnDrop, sample_value, scrape_metrics, spawn_agent_with_env};
-use sonde_tests::cloudwatch::CloudWatchEndpoint;
+use sonde_tests::cloudwatch::{CloudWatchEndpoint, TEST_ENV};
 use sonde_tests::prometheus::Prometheus;
 use sonde_tests::{TempDir, free_addr, require_program, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
-const AWS: [(&str, &str); 3] = [
-    ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
-    ("AWS_SECRET_ACCESS_KEY", "secret"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-];
 
 fn node_exporter() -> (KillOnDrop, SocketAddr) {
     let bin = require_program(
@@ -62,7 +57,7 @@ fn node_exporter_through_the_agent_to_prometheus_and_cloudwatch() {
         ),
     )
     .unwrap();
-    let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &AWS);
+    let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &TEST_ENV);
     let inst = node.to_string();
     let series = format!("node_memory_MemTotal_bytes{{job=\"node\",instance=\"{inst}\"}}");
     let scrape = wait_for(
@@ -239,7 +234,7 @@ fn otlp_pushed_and_node_exporter_scraped_reach_cloudwatch_as_chosen() {
         ),
     )
     .unwrap();
-    let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &AWS);
+    let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &TEST_ENV);
     wait_for("the agent", Duration::from_secs(20), || {
         scrape_metrics(metrics)
     });

@@ -255,13 +255,14 @@ impl Rule {
 
     /// Whether this rule takes the metric `name` with the label names `labels`.
     pub fn takes(&self, name: &str, labels: &[&str]) -> bool {
+        self.takes_with(name, |w| labels.contains(&w))
+    }
+
+    /// [`takes`](Self::takes) with `has_label` telling which label names the family has.
+    fn takes_with(&self, name: &str, has_label: impl Fn(&str) -> bool) -> bool {
         (self.include.is_empty() || self.include.iter().any(|p| p.matches(name)))
             && !self.exclude.iter().any(|p| p.matches(name))
-            && (self.without_labels.is_empty()
-                || !self
-                    .without_labels
-                    .iter()
-                    .all(|w| labels.contains(&w.as_str())))
+            && (self.without_labels.is_empty() || !self.without_labels.iter().all(|w| has_label(w)))
     }
 
     fn filter_series(&self, family: &mut FamilySnapshot) {
@@ -404,8 +405,9 @@ impl Selection {
 
     /// The rule that decides for the metric `name`, if one takes it.
     fn rule_for(&self, meta: &FamilyMeta) -> Option<&Rule> {
-        let labels: Vec<&str> = meta.label_names().collect();
-        self.rules.iter().find(|r| r.takes(meta.name(), &labels))
+        self.rules
+            .iter()
+            .find(|r| r.takes_with(meta.name(), |w| meta.label_names().any(|l| l == w)))
     }
 
     /// Whether a metric `name` without labels is sent (see [`selects_family`](Self::selects_family)).
@@ -435,16 +437,17 @@ impl Selection {
         if self.is_everything() {
             return;
         }
-        snapshot.families.retain(|f| self.selects_family(&f.meta));
-        for family in &mut snapshot.families {
+        // One pass: the rule that takes a family decides for it, none drops it.
+        snapshot.families.retain_mut(|family| {
             let Some(rule) = self.rule_for(&family.meta) else {
-                continue;
+                return false;
             };
             if rule.changes_series() {
                 rule.filter_series(family);
                 rule.project(family, &self.stats);
             }
-        }
+            true
+        });
     }
 }
 

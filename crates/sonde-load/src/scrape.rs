@@ -60,37 +60,8 @@ pub struct HistogramFamily {
     pub series: BTreeMap<Labels, HistogramSeries>,
 }
 
-/// One histogram series: cumulative buckets, count and sum.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct HistogramSeries {
-    /// `(le, cumulative count)`, sorted by `le`; the last is `+Inf` in a well-formed series.
-    pub buckets: Vec<(f64, f64)>,
-    /// `_count`, if exposed.
-    pub count: Option<f64>,
-    /// `_sum`, if exposed.
-    pub sum: Option<f64>,
-}
-
-impl HistogramSeries {
-    /// Observations: `_count`, or the `+Inf` bucket.
-    pub fn total(&self) -> f64 {
-        self.count
-            .or_else(|| {
-                self.buckets
-                    .last()
-                    .filter(|b| b.0 == f64::INFINITY)
-                    .map(|b| b.1)
-            })
-            .unwrap_or(0.0)
-    }
-
-    /// The `q` quantile, interpolated linearly within the bucket that holds it, exactly as
-    /// Prometheus' `histogram_quantile`: `None` without a `+Inf` bucket or observations; the
-    /// highest finite bound when the quantile falls in the `+Inf` bucket.
-    pub fn quantile(&self, q: f64) -> Option<f64> {
-        bucket_quantile(q, &self.buckets)
-    }
-}
+/// One histogram series: cumulative buckets, count and sum (with `total` and `quantile`).
+pub type HistogramSeries = sonde_scrape::Series;
 
 /// A scrape that failed.
 #[derive(Debug, thiserror::Error)]
@@ -130,14 +101,6 @@ pub fn parse(text: &str) -> Result<Scrape, String> {
                     .into_iter()
                     // A family of only `_count`/`_sum` lines: nothing to window.
                     .filter(|(_, s)| !s.buckets.is_empty())
-                    .map(|(labels, s)| {
-                        let series = HistogramSeries {
-                            buckets: s.buckets,
-                            count: s.count,
-                            sum: s.sum,
-                        };
-                        (labels, series)
-                    })
                     .collect();
                 if !series.is_empty() {
                     scrape.histograms.insert(
@@ -163,45 +126,7 @@ pub fn parse(text: &str) -> Result<Scrape, String> {
     Ok(scrape)
 }
 
-/// Prometheus' `histogram_quantile` over cumulative `(le, count)` buckets sorted by `le`.
-pub fn bucket_quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
-    if !(0.0..=1.0).contains(&q) || buckets.len() < 2 {
-        return None;
-    }
-    if buckets.last().map(|b| b.0) != Some(f64::INFINITY) {
-        return None;
-    }
-    // Counts scraped mid-update can be slightly non-monotonic; Prometheus evens them out.
-    let mut cum: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
-    let mut max = 0.0f64;
-    for &(le, n) in buckets {
-        max = max.max(if n.is_finite() { n } else { 0.0 });
-        cum.push((le, max));
-    }
-    let total = cum[cum.len() - 1].1;
-    if total <= 0.0 {
-        return None;
-    }
-    let rank = q * total;
-    let last = cum.len() - 1;
-    let b = cum[..last].iter().position(|x| x.1 >= rank).unwrap_or(last);
-    if b == last {
-        return Some(cum[last - 1].0);
-    }
-    if b == 0 && cum[0].0 <= 0.0 {
-        return Some(cum[0].0);
-    }
-    let (start, below) = if b == 0 {
-        (0.0, 0.0)
-    } else {
-        (cum[b - 1].0, cum[b - 1].1)
-    };
-    let (end, count) = (cum[b].0, cum[b].1 - below);
-    if count <= 0.0 {
-        return Some(end);
-    }
-    Some(start + (end - start) * ((rank - below) / count))
-}
+pub use sonde_scrape::bucket_quantile;
 
 /// `k="v",k2="v2"` (values escaped as in the exposition).
 pub fn labels_string(labels: &[(String, String)]) -> String {
@@ -428,6 +353,7 @@ fn window(before: Option<&HistogramSeries>, after: &HistogramSeries) -> (Histogr
             .collect(),
         count: after.count.map(|c| c - before.count.unwrap_or(0.0)),
         sum: after.sum.map(|s| s - before.sum.unwrap_or(0.0)),
+        ..HistogramSeries::default()
     };
     (delta, false)
 }

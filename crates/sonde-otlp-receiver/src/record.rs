@@ -138,10 +138,6 @@ impl Recorder {
             scratch[n - 1].push_str(instance);
             true
         };
-        let key = |attributes: &[KeyValue]| -> Option<Key> {
-            let mut k = Key::new();
-            fill(&mut k, attributes).then_some(k)
-        };
         match (store, data) {
             (Store::Refused(reason), d) => out.refuse(reason, points(d)),
             (Store::Counter(f, series), Data::Sum(s)) => {
@@ -189,57 +185,53 @@ impl Recorder {
                 let cumulative =
                     s.aggregation_temporality == AggregationTemporality::Cumulative as i32;
                 for p in &s.data_points {
-                    let (Some(k), Some(v)) = (key(&p.attributes), number(p.value)) else {
+                    if !fill(scratch, &p.attributes) {
                         out.refuse("new_attribute", 1);
                         continue;
-                    };
-                    if !v.is_finite() {
+                    }
+                    let Some(v) = number(p.value).filter(|v| v.is_finite()) else {
                         out.refuse("bad_value", 1);
                         continue;
-                    }
-                    if cumulative {
-                        let prev = last.insert(k.clone(), v).unwrap_or(0.0);
-                        f.with(&k).add(v - prev);
+                    };
+                    let prev = if cumulative {
+                        last.insert(scratch.clone(), v).unwrap_or(0.0)
                     } else {
-                        f.with(&k).add(v);
-                    }
+                        0.0
+                    };
+                    f.with(&scratch[..]).add(v - prev);
                     out.accepted += 1;
                 }
             }
             (Store::Gauge(f), Data::Gauge(g)) => {
                 for p in &g.data_points {
-                    let (Some(k), Some(v)) = (key(&p.attributes), number(p.value)) else {
+                    if !fill(scratch, &p.attributes) {
                         out.refuse("new_attribute", 1);
                         continue;
-                    };
-                    if !v.is_finite() {
+                    }
+                    let Some(v) = number(p.value).filter(|v| v.is_finite()) else {
                         out.refuse("bad_value", 1);
                         continue;
-                    }
-                    f.with(&k).set(v);
+                    };
+                    f.with(&scratch[..]).set(v);
                     out.accepted += 1;
                 }
             }
             (Store::Gauge(f), Data::Summary(s)) => {
+                // The labels are the attributes, then `quantile`, `job` and `instance`.
+                let quantile = labels.len() - 3;
                 for p in &s.data_points {
-                    let mut attributes = p.attributes.clone();
+                    if !fill(scratch, &p.attributes) {
+                        out.refuse("new_attribute", p.quantile_values.len() as u64);
+                        continue;
+                    }
                     for q in &p.quantile_values {
-                        attributes.push(KeyValue {
-                            key: "quantile".into(),
-                            value: Some(AnyValue {
-                                value: Some(any_value::Value::StringValue(q.quantile.to_string())),
-                            }),
-                            ..KeyValue::default()
-                        });
-                        match key(&attributes) {
-                            Some(k) if q.value.is_finite() => {
-                                f.with(&k).set(q.value);
-                                out.accepted += 1;
-                            }
-                            Some(_) => out.refuse("bad_value", 1),
-                            None => out.refuse("new_attribute", 1),
+                        if !q.value.is_finite() {
+                            out.refuse("bad_value", 1);
+                            continue;
                         }
-                        attributes.pop();
+                        scratch[quantile] = q.quantile.to_string();
+                        f.with(&scratch[..]).set(q.value);
+                        out.accepted += 1;
                     }
                 }
             }
@@ -299,28 +291,29 @@ impl Recorder {
                 let cumulative =
                     h.aggregation_temporality == AggregationTemporality::Cumulative as i32;
                 for p in &h.data_points {
-                    let Some(k) = key(&p.attributes) else {
+                    if !fill(scratch, &p.attributes) {
                         out.refuse("new_attribute", 1);
                         continue;
-                    };
+                    }
                     let Some(counts) = exponential_counts(p) else {
                         out.refuse("bad_value", 1);
                         continue;
                     };
                     let sum = p.sum.filter(|s| s.is_finite()).unwrap_or(0.0);
-                    let h = f.with(&k);
+                    let k = &scratch[..];
+                    let h = f.with(k);
                     if cumulative {
-                        let prev = last.get(&k);
+                        let prev = last.get(k);
                         let delta = prev.and_then(|(prev, _)| minus(&counts, prev));
                         match (prev, delta) {
                             (Some((_, prev_sum)), Some(d)) => h.record_counts(&d, sum - prev_sum),
                             (Some(_), None) => {
-                                f.remove(&k);
-                                f.with(&k).record_counts(&counts, sum);
+                                f.remove(k);
+                                f.with(k).record_counts(&counts, sum);
                             }
                             (None, _) => h.record_counts(&counts, sum),
                         }
-                        last.insert(k, (counts, sum));
+                        last.insert(scratch.clone(), (counts, sum));
                     } else {
                         h.record_counts(&counts, sum);
                     }
@@ -437,54 +430,34 @@ fn push_value(out: &mut String, v: Option<&AnyValue>) {
     }
 }
 
+/// The attributes of each point of `data`.
+fn point_attributes(data: &Data) -> Box<dyn Iterator<Item = &[KeyValue]> + '_> {
+    match data {
+        Data::Sum(s) => Box::new(s.data_points.iter().map(|p| p.attributes.as_slice())),
+        Data::Gauge(g) => Box::new(g.data_points.iter().map(|p| p.attributes.as_slice())),
+        Data::Histogram(h) => Box::new(h.data_points.iter().map(|p| p.attributes.as_slice())),
+        Data::ExponentialHistogram(h) => {
+            Box::new(h.data_points.iter().map(|p| p.attributes.as_slice()))
+        }
+        Data::Summary(s) => Box::new(s.data_points.iter().map(|p| p.attributes.as_slice())),
+    }
+}
+
 /// The attribute keys of every point of `data`, sorted and deduplicated.
 fn attribute_keys(data: &Data) -> Vec<String> {
-    let mut keys: Vec<String> = match data {
-        Data::Sum(s) => s
-            .data_points
-            .iter()
-            .flat_map(|p| p.attributes.iter())
-            .map(|kv| kv.key.clone())
-            .collect(),
-        Data::Gauge(g) => g
-            .data_points
-            .iter()
-            .flat_map(|p| p.attributes.iter())
-            .map(|kv| kv.key.clone())
-            .collect(),
-        Data::Histogram(h) => h
-            .data_points
-            .iter()
-            .flat_map(|p| p.attributes.iter())
-            .map(|kv| kv.key.clone())
-            .collect(),
-        Data::ExponentialHistogram(h) => h
-            .data_points
-            .iter()
-            .flat_map(|p| p.attributes.iter())
-            .map(|kv| kv.key.clone())
-            .collect(),
-        Data::Summary(s) => s
-            .data_points
-            .iter()
-            .flat_map(|p| p.attributes.iter())
-            .map(|kv| kv.key.clone())
-            .collect(),
-    };
+    let mut keys: Vec<String> = point_attributes(data)
+        .flatten()
+        .map(|kv| kv.key.clone())
+        .collect();
     keys.retain(|k| k != "job" && k != "instance" && k != "quantile");
     keys.sort();
     keys.dedup();
     keys
 }
 
-fn points(d: &Data) -> u64 {
-    (match d {
-        Data::Sum(s) => s.data_points.len(),
-        Data::Gauge(g) => g.data_points.len(),
-        Data::Histogram(h) => h.data_points.len(),
-        Data::ExponentialHistogram(h) => h.data_points.len(),
-        Data::Summary(s) => s.data_points.len(),
-    }) as u64
+/// The number of points of `data`.
+pub(crate) fn points(d: &Data) -> u64 {
+    point_attributes(d).count() as u64
 }
 
 fn number(v: Option<number_data_point::Value>) -> Option<f64> {

@@ -76,19 +76,12 @@ impl State {
 }
 
 fn points_in(r: &ExportMetricsServiceRequest) -> u64 {
-    use opentelemetry_proto::tonic::metrics::v1::metric::Data;
     r.resource_metrics
         .iter()
         .flat_map(|rm| rm.scope_metrics.iter())
         .flat_map(|sm| sm.metrics.iter())
-        .map(|m| match &m.data {
-            Some(Data::Sum(s)) => s.data_points.len(),
-            Some(Data::Gauge(g)) => g.data_points.len(),
-            Some(Data::Histogram(h)) => h.data_points.len(),
-            Some(Data::ExponentialHistogram(h)) => h.data_points.len(),
-            Some(Data::Summary(s)) => s.data_points.len(),
-            None => 0,
-        } as u64)
+        .filter_map(|m| m.data.as_ref())
+        .map(crate::record::points)
         .sum()
 }
 

@@ -347,3 +347,112 @@ fn tls_on_both_transports() {
     assert!(matches!(err, sonde_otlp_receiver::Error::Tls(_)), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Exponential histograms (cumulative, two requests) and summaries, as raw OTLP requests.
+#[test]
+fn exponential_histograms_and_summaries_are_recorded() {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        AggregationTemporality, ExponentialHistogram, ExponentialHistogramDataPoint, Metric,
+        ResourceMetrics, ScopeMetrics, Summary, SummaryDataPoint, exponential_histogram_data_point,
+        metric::Data, summary_data_point::ValueAtQuantile,
+    };
+    let route = KeyValue {
+        key: "route".into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue("/pay".into())),
+        }),
+        ..KeyValue::default()
+    };
+    let request = |zero: u64, counts: Vec<u64>, sum: f64| ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![
+                    Metric {
+                        name: "exp.latency".into(),
+                        data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+                            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                            data_points: vec![ExponentialHistogramDataPoint {
+                                attributes: vec![route.clone()],
+                                count: zero + counts.iter().sum::<u64>(),
+                                sum: Some(sum),
+                                scale: 0,
+                                zero_count: zero,
+                                positive: Some(exponential_histogram_data_point::Buckets {
+                                    offset: 0,
+                                    bucket_counts: counts,
+                                }),
+                                ..ExponentialHistogramDataPoint::default()
+                            }],
+                        })),
+                        ..Metric::default()
+                    },
+                    Metric {
+                        name: "gc.pause".into(),
+                        data: Some(Data::Summary(Summary {
+                            data_points: vec![SummaryDataPoint {
+                                attributes: vec![route.clone()],
+                                quantile_values: vec![
+                                    ValueAtQuantile {
+                                        quantile: 0.5,
+                                        value: 0.2,
+                                    },
+                                    ValueAtQuantile {
+                                        quantile: 0.99,
+                                        value: 0.9,
+                                    },
+                                ],
+                                ..SummaryDataPoint::default()
+                            }],
+                        })),
+                        ..Metric::default()
+                    },
+                ],
+                ..ScopeMetrics::default()
+            }],
+            ..ResourceMetrics::default()
+        }],
+    };
+    let agent = Registry::new();
+    let receiver = OtlpReceiverBuilder::new()
+        .http("127.0.0.1:0")
+        .registry(agent.clone())
+        .start()
+        .unwrap();
+    let addr = receiver.http_addr().unwrap();
+    let proto = [("Content-Type", "application/x-protobuf")];
+    // Buckets of scale 0: (1, 2] and (2, 4]; then two more in (2, 4].
+    assert_eq!(
+        post(addr, &proto, &request(1, vec![1, 2], 7.5).encode_to_vec()).0,
+        200
+    );
+    assert_eq!(
+        post(addr, &proto, &request(1, vec![1, 4], 13.5).encode_to_vec()).0,
+        200
+    );
+    let s = agent.snapshot();
+    let labels = [("route", "/pay"), ("job", ""), ("instance", "")];
+    let h = s
+        .point("exp.latency", &labels)
+        .unwrap()
+        .histogram()
+        .unwrap();
+    assert_eq!(h.count(), 6);
+    assert!((h.sum() - 13.5).abs() < 1e-9, "{}", h.sum());
+    // The median lies in (2, 4], the smallest value in the zero bucket.
+    let p50 = h.quantile(0.5).unwrap();
+    assert!((2.0..=4.0).contains(&p50), "{p50}");
+    let q = |quantile: &str| {
+        number(
+            &s,
+            "gc.pause",
+            &[
+                ("route", "/pay"),
+                ("quantile", quantile),
+                ("job", ""),
+                ("instance", ""),
+            ],
+        )
+    };
+    assert_eq!((q("0.5"), q("0.99")), (Some(0.2), Some(0.9)));
+}

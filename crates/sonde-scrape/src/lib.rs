@@ -18,5 +18,6 @@ mod text;
 pub use fetch::{ACCEPT, Auth, FetchError, MAX_BODY_BYTES, Tls, check_url, fetch, fetch_with_tls};
 pub use source::{ScrapeSource, ScrapeStats, Scraper, Target};
 pub use text::{
-    Exposition, Family, Kind, Labels, Sample, Series, parse, parse_sample, parse_value,
+    Exposition, Family, Kind, Labels, Sample, Series, bucket_quantile, parse, parse_sample,
+    parse_value,
 };

@@ -59,6 +59,13 @@ pub struct Series {
 }
 
 impl Series {
+    /// The `q` quantile of a histogram, interpolated linearly within the bucket that holds it,
+    /// exactly as Prometheus' `histogram_quantile`: `None` without a `+Inf` bucket or
+    /// observations; the highest finite bound when the quantile falls in the `+Inf` bucket.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        bucket_quantile(q, &self.buckets)
+    }
+
     /// Observations of a histogram: `_count`, or the `+Inf` bucket.
     pub fn total(&self) -> f64 {
         self.count
@@ -70,6 +77,46 @@ impl Series {
             })
             .unwrap_or(0.0)
     }
+}
+
+/// Prometheus' `histogram_quantile` over cumulative `(le, count)` buckets sorted by `le`.
+pub fn bucket_quantile(q: f64, buckets: &[(f64, f64)]) -> Option<f64> {
+    if !(0.0..=1.0).contains(&q) || buckets.len() < 2 {
+        return None;
+    }
+    if buckets.last().map(|b| b.0) != Some(f64::INFINITY) {
+        return None;
+    }
+    // Counts scraped mid-update can be slightly non-monotonic; Prometheus evens them out.
+    let mut cum: Vec<(f64, f64)> = Vec::with_capacity(buckets.len());
+    let mut max = 0.0f64;
+    for &(le, n) in buckets {
+        max = max.max(if n.is_finite() { n } else { 0.0 });
+        cum.push((le, max));
+    }
+    let total = cum[cum.len() - 1].1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let last = cum.len() - 1;
+    let b = cum[..last].iter().position(|x| x.1 >= rank).unwrap_or(last);
+    if b == last {
+        return Some(cum[last - 1].0);
+    }
+    if b == 0 && cum[0].0 <= 0.0 {
+        return Some(cum[0].0);
+    }
+    let (start, below) = if b == 0 {
+        (0.0, 0.0)
+    } else {
+        (cum[b - 1].0, cum[b - 1].1)
+    };
+    let (end, count) = (cum[b].0, cum[b].1 - below);
+    if count <= 0.0 {
+        return Some(end);
+    }
+    Some(start + (end - start) * ((rank - below) / count))
 }
 
 /// A parsed exposition. Counter families are named without `_total`

@@ -160,11 +160,8 @@ impl Connection {
             match self.stream.read(&mut chunk) {
                 Ok(0) => {
                     // The client closed: its last line needs no newline.
-                    if !discarding
-                        && !pending.is_empty()
-                        && !self.send(std::mem::take(&mut pending))
-                    {
-                        return;
+                    if !discarding && !pending.is_empty() {
+                        self.send(std::mem::take(&mut pending));
                     }
                     return;
                 }

@@ -443,7 +443,8 @@ impl Running {
             if let Some(o) = &new.otlp_in {
                 let mut b = sonde_otlp_receiver::OtlpReceiverBuilder::new()
                     .registry(registry.clone())
-                    .max_request_bytes(o.max_request_size);
+                    .max_request_bytes(o.max_request_size)
+                    .target_info_attributes(o.target_info_attributes.iter().cloned());
                 if let Some(a) = o.grpc {
                     b = b.grpc(a.to_string());
                 }
@@ -913,7 +914,13 @@ pub fn cost_report(config: &Config, origin: &str) -> Result<String, String> {
                 interval: Duration::from_secs(60),
                 high_resolution: false,
                 endpoint_url: None,
-                select: crate::select::cloudwatch_default(),
+                select: crate::select::cloudwatch_default_for(
+                    &config
+                        .scrape
+                        .iter()
+                        .map(|t| t.job.clone())
+                        .collect::<Vec<_>>(),
+                ),
             },
             format!(
                 "[exporters.cloudwatch] is not enabled in {origin}: figures for its defaults.\n"

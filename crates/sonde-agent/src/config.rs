@@ -180,6 +180,9 @@ pub struct OtlpInSection {
     pub bearer_token: Option<String>,
     /// `tls_cert_file` and `tls_key_file`: serve both transports over TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Resource attributes kept in each sender's `target_info` series (`[sources]
+    /// target_info_attributes`, shared with the scrape targets).
+    pub target_info_attributes: Vec<String>,
 }
 
 impl fmt::Debug for OtlpInSection {
@@ -194,6 +197,7 @@ impl fmt::Debug for OtlpInSection {
                 &self.bearer_token.as_ref().map(|_| "<redacted>"),
             )
             .field("tls", &self.tls)
+            .field("target_info_attributes", &self.target_info_attributes)
             .finish()
     }
 }
@@ -259,7 +263,7 @@ pub struct CloudWatchSection {
     pub high_resolution: bool,
     /// Another endpoint.
     pub endpoint_url: Option<String>,
-    /// `select`: which metrics it sends (default: [`crate::select::cloudwatch_default`]).
+    /// `select`: which metrics it sends (default: [`crate::select::cloudwatch_default_for`]).
     pub select: sonde_core::Selection,
 }
 
@@ -597,6 +601,38 @@ impl<'a> Reader<'a> {
                     loc,
                     format!("`{}` must be a string", path.join(".")),
                     "put the value in double quotes",
+                );
+                None
+            }
+        }
+    }
+
+    /// An array of strings (from the environment: comma-separated).
+    fn strings(&mut self, table: Option<&Table>, path: &[&str]) -> Option<Vec<String>> {
+        match self.raw(table, path)? {
+            (Raw::Env(s), _) => Some(
+                s.split(',')
+                    .map(|v| v.trim().to_owned())
+                    .filter(|v| !v.is_empty())
+                    .collect(),
+            ),
+            (Raw::File(Value::Array(a)), loc) => {
+                let items: Option<Vec<String>> =
+                    a.iter().map(|v| v.as_str().map(str::to_owned)).collect();
+                if items.is_none() {
+                    self.error(
+                        loc,
+                        format!("`{}` must be an array of strings", path.join(".")),
+                        "like [\"service.version\", \"host.name\"]",
+                    );
+                }
+                items
+            }
+            (Raw::File(_), loc) => {
+                self.error(
+                    loc,
+                    format!("`{}` must be an array of strings", path.join(".")),
+                    "like [\"service.version\", \"host.name\"]",
                 );
                 None
             }
@@ -1240,8 +1276,25 @@ impl<'a> Reader<'a> {
 
         self.check_probes(&probes, &probe_spans);
 
-        let scrape = self.scrape_targets(root);
-        let otlp_in = self.otlp_in(root);
+        let mut scrape = self.scrape_targets(root);
+        let scrape_jobs: Vec<String> = scrape.iter().map(|t| t.job.clone()).collect();
+        let mut otlp_in = self.otlp_in(root);
+        // One list for every source, so they all register the same `target_info` family.
+        let sources = self.sub(Some(root), "sources", "sources");
+        let info_attributes = self
+            .strings(sources, &["sources", "target_info_attributes"])
+            .unwrap_or_else(|| {
+                sonde_core::TARGET_INFO_ATTRIBUTES
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            });
+        for t in &mut scrape {
+            t.target_info_attributes = info_attributes.clone();
+        }
+        if let Some(o) = &mut otlp_in {
+            o.target_info_attributes = info_attributes;
+        }
 
         let exporters = self.sub(Some(root), "exporters", "exporters");
         self.unknown_keys(
@@ -1397,11 +1450,9 @@ impl<'a> Reader<'a> {
                         &["exporters", "cloudwatch", "endpoint_url"],
                         "https://monitoring.us-east-1.amazonaws.com",
                     ),
-                    select: self.selection(
-                        t,
-                        "exporters.cloudwatch",
-                        crate::select::cloudwatch_default,
-                    ),
+                    select: self.selection(t, "exporters.cloudwatch", || {
+                        crate::select::cloudwatch_default_for(&scrape_jobs)
+                    }),
                 }),
                 None => {
                     let loc = self.at(t.and_then(Table::span));
@@ -1525,7 +1576,7 @@ impl<'a> Reader<'a> {
         &mut self,
         t: Option<&Table>,
         path: &str,
-        default: fn() -> sonde_core::Selection,
+        default: impl FnOnce() -> sonde_core::Selection,
     ) -> sonde_core::Selection {
         let Some(item) = t.and_then(|t| t.get("select")) else {
             return default();
@@ -1577,6 +1628,7 @@ impl<'a> Reader<'a> {
             ),
             bearer_token: self.string(t, &["sources", "otlp", "bearer_token"]),
             tls: None,
+            target_info_attributes: Vec::new(),
         };
         let cert = self.string(t, &["sources", "otlp", "tls_cert_file"]);
         let key = self.string(t, &["sources", "otlp", "tls_key_file"]);
@@ -1622,7 +1674,11 @@ impl<'a> Reader<'a> {
     /// `[[sources.scrape]]`: each a job name and a URL, with interval, timeout and credentials.
     fn scrape_targets(&mut self, root: &Table) -> Vec<sonde_scrape::Target> {
         let sources = self.sub(Some(root), "sources", "sources");
-        self.unknown_keys(sources, "sources", &["scrape", "otlp"]);
+        self.unknown_keys(
+            sources,
+            "sources",
+            &["scrape", "otlp", "target_info_attributes"],
+        );
         let mut targets: Vec<sonde_scrape::Target> = Vec::new();
         for t in self.tables(sources, "scrape", "sources.scrape") {
             self.unknown_keys(
@@ -2006,6 +2062,41 @@ mod tests {
             .unwrap_err()
             .0;
         assert_eq!(e[0].location, "environment variable SONDE_AGENT_INTERVAL");
+    }
+
+    #[test]
+    fn target_info_attributes_are_a_list_of_strings() {
+        let c = parse("[sources.otlp]\n", &[]).unwrap();
+        let o = c.otlp_in.unwrap();
+        assert!(
+            o.target_info_attributes
+                .iter()
+                .any(|a| a == "service.version")
+        );
+        let c = parse(
+            "[sources]\ntarget_info_attributes = [\"service.version\"]\n\
+             [sources.otlp]\n[[sources.scrape]]\njob = \"a\"\nurl = \"http://127.0.0.1:1/\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.otlp_in.unwrap().target_info_attributes,
+            ["service.version"]
+        );
+        assert_eq!(c.scrape[0].target_info_attributes, ["service.version"]);
+        let c = parse(
+            "[sources.otlp]\n",
+            &[("SONDE_SOURCES_TARGET_INFO_ATTRIBUTES", "host.name, os.type")],
+        )
+        .unwrap();
+        assert_eq!(
+            c.otlp_in.unwrap().target_info_attributes,
+            ["host.name", "os.type"]
+        );
+        let err = parse("[sources]\ntarget_info_attributes = [\"a\", 1]\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must be an array of strings"), "{err}");
     }
 
     #[test]

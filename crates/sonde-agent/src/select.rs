@@ -24,6 +24,7 @@ pub const RULE_KEYS: &[&str] = &[
     "include",
     "exclude",
     "without_labels",
+    "with_labels",
     "labels",
     "drop_labels",
     "keep_labels",
@@ -101,6 +102,9 @@ fn parse_rule(t: &Table, at: &str, problems: &mut Vec<Problem>) -> Option<Rule> 
     }
     if let Some(item) = t.get("without_labels") {
         rule = rule.without_labels(strings(item, &format!("{at}.without_labels"), problems));
+    }
+    if let Some(item) = t.get("with_labels") {
+        rule = rule.with_labels(strings(item, &format!("{at}.with_labels"), problems));
     }
     if let Some(item) = t.get("labels") {
         for (label, any, none) in label_conditions(item, &format!("{at}.labels"), problems) {
@@ -255,13 +259,15 @@ fn label_conditions(
         .collect()
 }
 
-/// The CloudWatch exporter's selection when its config has none: the host in a dozen
-/// metrics (CPU utilization by mode averaged over CPUs, memory and filesystem used ratio, disk
-/// busy time per device, network bytes summed over interfaces but loopback) and every metric
-/// that is neither the host's nor the agent's own (StatsD, OTLP received, probes, procstat).
-/// Scraped targets' metrics (labelled `job` and `instance`) are left out: a node_exporter
-/// alone is hundreds of metrics; select them by name. `include = ["*"]` sends everything.
-pub fn cloudwatch_default() -> Selection {
+/// The CloudWatch exporter's selection when its config has none, for an agent that scrapes
+/// `scrape_jobs`: the host in a dozen metrics (CPU utilization by mode averaged over CPUs,
+/// memory and filesystem used ratio, disk busy time per device, network bytes summed over
+/// interfaces but loopback) and every metric that is neither the host's nor the agent's own
+/// (StatsD, probes, procstat, and what services push over OTLP, without the `instance`
+/// dimension: a new id per process start would be a new CloudWatch metric). The scrape jobs'
+/// metrics and `target_info` are left out: a node_exporter alone is hundreds of metrics;
+/// select them by name. `include = ["*"]` sends everything.
+pub fn cloudwatch_default_for(scrape_jobs: &[String]) -> Selection {
     use sonde_host as h;
     let globs = |g: &[&str]| g.iter().map(|s| Pattern::glob(*s)).collect::<Vec<_>>();
     Selection::new()
@@ -291,6 +297,25 @@ pub fn cloudwatch_default() -> Selection {
                 .label(h::FILESYSTEM_STATE_LABEL, globs(&["used"])),
         )
         .rule(Rule::new().include(globs(&[h::DISK_IO_TIME])))
+        .rule(
+            Rule::new()
+                .exclude(globs(&[
+                    "system.*",
+                    "process.*",
+                    "sonde.*",
+                    "target_info",
+                    "up",
+                ]))
+                .with_labels(["job", "instance"])
+                .label_not(
+                    "job",
+                    scrape_jobs.iter().map(|j| {
+                        let job = j.clone();
+                        Pattern::predicate(j.clone(), move |v| v == job)
+                    }),
+                )
+                .drop_labels(["instance"]),
+        )
         .rule(
             Rule::new()
                 .exclude(globs(&["system.*", "process.*", "sonde.*"]))
@@ -351,8 +376,61 @@ mod tests {
     }
 
     #[test]
+    fn the_cloudwatch_default_keeps_pushed_metrics_and_leaves_scraped_ones_out() {
+        use sonde_core::{Registry, Temporality};
+        let registry = Registry::new();
+        let pushed = registry
+            .counter("checkout.orders")
+            .labels(["region", "job", "instance"])
+            .build()
+            .unwrap();
+        pushed.with(&["eu", "checkout", "pod-1"]).add(2);
+        pushed.with(&["eu", "checkout", "pod-2"]).add(3);
+        let scraped = registry
+            .gauge("node_memory_MemTotal_bytes")
+            .labels(["job", "instance"])
+            .build()
+            .unwrap();
+        scraped.with(&["node", "localhost:9100"]).set(7);
+        let info = registry
+            .gauge("target_info")
+            .labels(["job", "instance", "service.version"])
+            .build()
+            .unwrap();
+        info.with(&["checkout", "pod-1", "2.1.0"]).set(1);
+        let statsd = registry.counter("jobs.done").build().unwrap();
+        statsd.with::<&str>(&[]).add(1);
+        let snap = registry
+            .reader(Temporality::Delta)
+            .with_selection(cloudwatch_default_for(&["node".to_owned()]))
+            .collect();
+        let names: Vec<&str> = snap
+            .families
+            .iter()
+            .filter(|f| !f.series.is_empty())
+            .map(|f| f.meta.name())
+            .filter(|n| !n.starts_with("sonde."))
+            .collect();
+        assert_eq!(names, ["checkout.orders", "jobs.done"], "{snap:?}");
+        let orders = snap
+            .families
+            .iter()
+            .find(|f| f.meta.name() == "checkout.orders")
+            .unwrap();
+        let labels: Vec<&str> = orders.meta.label_names().collect();
+        assert_eq!(labels, ["region", "job"], "instance aggregated away");
+        assert_eq!(orders.series.len(), 1);
+        assert_eq!(
+            snap.point("checkout.orders", &[("region", "eu"), ("job", "checkout")])
+                .and_then(|p| p.number())
+                .map(|n| n.as_f64()),
+            Some(5.0)
+        );
+    }
+
+    #[test]
     fn the_cloudwatch_default_keeps_the_host_summary_and_every_application_metric() {
-        let s = cloudwatch_default();
+        let s = cloudwatch_default_for(&[]);
         for kept in [
             "system.cpu.utilization",
             "system.memory.utilization",

@@ -247,7 +247,8 @@ from opentelemetry.sdk.resources import Resource
 reader = PeriodicExportingMetricReader(
     OTLPMetricExporter(endpoint="http://{otlp}/v1/metrics"), export_interval_millis=3600000)
 provider = MeterProvider(
-    resource=Resource.create({{"service.name": "checkout", "service.instance.id": "pod-1"}}),
+    resource=Resource.create({{"service.name": "checkout", "service.instance.id": "pod-1",
+                              "service.version": "2.1.0", "deployment.environment.name": "prod"}}),
     metric_readers=[reader])
 meter = provider.get_meter("shop")
 meter.create_counter("checkout.orders").add(3, {{"region": "eu"}})
@@ -293,6 +294,35 @@ provider.shutdown()
     )
     .unwrap();
     assert!((sum - 0.7).abs() < 1e-9, "{sum}");
+    // The sender's other resource attributes are its `target_info` series, in the one
+    // `target_info` family next to the agent's own resource.
+    assert_eq!(scrape.matches("# TYPE target_info ").count(), 1, "{scrape}");
+    let info = scrape
+        .lines()
+        .find(|l| l.starts_with("target_info{job=\"checkout\""))
+        .unwrap_or_else(|| panic!("no target_info for the sender:\n{scrape}"));
+    for label in [
+        r#"instance="pod-1""#,
+        r#"service_version="2.1.0""#,
+        r#"deployment_environment_name="prod""#,
+        r#"telemetry_sdk_language="python""#,
+    ] {
+        assert!(info.contains(label), "{label} missing from {info}");
+    }
+    // A real Prometheus takes the exposition (a second `target_info` family would fail the
+    // scrape) and joins the version onto the sender's series.
+    let prom = Prometheus::start(&[metrics], &[], &[]);
+    let joined = prom.wait_for_series(
+        "checkout_orders_total * on (exported_job, exported_instance) \
+         group_left(service_version) target_info",
+        Duration::from_secs(30),
+    );
+    assert_eq!(joined.len(), 1, "{joined:?}");
+    assert_eq!(joined[0].value, 3.0);
+    assert_eq!(
+        joined[0].labels.get("service_version").map(String::as_str),
+        Some("2.1.0")
+    );
 
     wait_for("CloudWatch", Duration::from_secs(30), || {
         let names: BTreeSet<String> = cw

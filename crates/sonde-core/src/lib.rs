@@ -98,7 +98,7 @@ pub use registry::{
     BUDGET_LIMIT, BUDGET_USAGE, CollectorGuard, DEFAULT_MAX_SERIES, FamilyBuilder,
     INSTRUMENTATION_ERRORS, Registry, SERIES_ACTIVE, SERIES_OVERFLOW, SERIES_REFUSED, Visitor,
 };
-pub use resource::{Resource, instance_id, parse_key_values};
+pub use resource::{Resource, TARGET_INFO_ATTRIBUTES, instance_id, parse_key_values};
 pub use select::{GaugeAggregation, Pattern, Rule, Selection};
 pub use series::{Header, SeriesInfo, unix_nanos};
 pub use snapshot::{

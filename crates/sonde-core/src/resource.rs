@@ -198,6 +198,36 @@ fn hostname(get: &dyn Fn(&str) -> Option<String>) -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
+/// The resource attributes an agent keeps in the `target_info` series of the services it
+/// receives from or scrapes: the OpenTelemetry semantic conventions' attributes that SDKs and
+/// resource detectors commonly set, other than those that make `job` and `instance`. One list,
+/// so every source registers the same `target_info` family (`job`, `instance`, then these);
+/// attributes outside it are not kept.
+pub const TARGET_INFO_ATTRIBUTES: &[&str] = &[
+    "service.version",
+    "deployment.environment.name",
+    "deployment.environment",
+    "telemetry.sdk.name",
+    "telemetry.sdk.language",
+    "telemetry.sdk.version",
+    "host.name",
+    "host.arch",
+    "os.type",
+    "process.pid",
+    "process.runtime.name",
+    "process.runtime.version",
+    "cloud.provider",
+    "cloud.platform",
+    "cloud.region",
+    "cloud.availability_zone",
+    "container.id",
+    "k8s.namespace.name",
+    "k8s.pod.name",
+    "k8s.node.name",
+    "faas.name",
+    "faas.version",
+];
+
 /// Parses `key1=value1,key2=value2` with percent-encoded values, the format of
 /// `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_EXPORTER_OTLP_HEADERS`. As the specification asks, any
 /// malformed entry discards the whole value (`None`).

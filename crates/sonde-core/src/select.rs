@@ -172,6 +172,7 @@ pub struct Rule {
     keep_labels: Option<Vec<String>>,
     gauges: GaugeAggregation,
     without_labels: Vec<String>,
+    with_labels: Vec<String>,
 }
 
 impl Rule {
@@ -253,6 +254,12 @@ impl Rule {
         self
     }
 
+    /// Takes only families that carry every one of these label names.
+    pub fn with_labels<S: Into<String>>(mut self, labels: impl IntoIterator<Item = S>) -> Rule {
+        self.with_labels.extend(labels.into_iter().map(Into::into));
+        self
+    }
+
     /// Whether this rule takes the metric `name` with the label names `labels`.
     pub fn takes(&self, name: &str, labels: &[&str]) -> bool {
         self.takes_with(name, |w| labels.contains(&w))
@@ -263,6 +270,7 @@ impl Rule {
         (self.include.is_empty() || self.include.iter().any(|p| p.matches(name)))
             && !self.exclude.iter().any(|p| p.matches(name))
             && (self.without_labels.is_empty() || !self.without_labels.iter().all(|w| has_label(w)))
+            && self.with_labels.iter().all(|w| has_label(w))
     }
 
     fn filter_series(&self, family: &mut FamilySnapshot) {

@@ -9,7 +9,14 @@
 //! - a metric keeps its name, description and unit (`s`, `ms`, `By`, `1`); its points'
 //!   attributes become labels, plus `job` (`service.namespace/service.name`, or
 //!   `service.name`) and `instance` (`service.instance.id`) from the resource, as Prometheus'
-//!   own OTLP receiver derives them (other resource attributes are not kept);
+//!   own OTLP receiver derives them;
+//! - other resource attributes go, as in Prometheus' OTLP receiver, to one `target_info`
+//!   series per sender (`job`, `instance` and the attributes, value 1) instead of onto every
+//!   series; join them in PromQL (`* on (job, instance) group_left(service_version)
+//!   target_info`). Which attributes are kept is a list
+//!   ([`DEFAULT_TARGET_INFO_ATTRIBUTES`], or [`OtlpReceiverBuilder::target_info_attributes`]);
+//!   the Prometheus exporters put these series in the same `target_info` family as the agent's
+//!   own resource;
 //! - monotonic sums are counters, other sums up-down counters, gauges gauges, summaries their
 //!   quantiles as a gauge with a `quantile` label; cumulative points are turned into changes
 //!   (a total that went down starts a new series), delta points are added;
@@ -80,6 +87,10 @@ pub enum Error {
     Start(String),
 }
 
+/// The resource attributes a sender's `target_info` series keeps by default (see
+/// [`sonde_core::TARGET_INFO_ATTRIBUTES`]).
+pub use sonde_core::TARGET_INFO_ATTRIBUTES as DEFAULT_TARGET_INFO_ATTRIBUTES;
+
 /// Configures an [`OtlpReceiver`].
 #[derive(Debug, Clone)]
 #[must_use = "call .start() to start the receiver"]
@@ -90,6 +101,7 @@ pub struct OtlpReceiverBuilder {
     max_request_bytes: usize,
     bearer_token: Option<String>,
     tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    target_info_attributes: Vec<String>,
 }
 
 impl Default for OtlpReceiverBuilder {
@@ -108,7 +120,23 @@ impl OtlpReceiverBuilder {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             bearer_token: None,
             tls: None,
+            target_info_attributes: DEFAULT_TARGET_INFO_ATTRIBUTES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
         }
+    }
+
+    /// The resource attributes kept in each sender's `target_info` series (default:
+    /// [`DEFAULT_TARGET_INFO_ATTRIBUTES`]; empty: no `target_info`).
+    pub fn target_info_attributes<S: Into<String>>(
+        mut self,
+        attributes: impl IntoIterator<Item = S>,
+    ) -> Self {
+        self.target_info_attributes = attributes.into_iter().map(Into::into).collect();
+        self.target_info_attributes.sort();
+        self.target_info_attributes.dedup();
+        self
     }
 
     /// Serves both transports over TLS with this PEM certificate chain and private key (read
@@ -185,7 +213,7 @@ impl OtlpReceiverBuilder {
             .build()
             .ok();
         let state = Arc::new(serve::State {
-            recorder: record::Recorder::new(registry.clone()),
+            recorder: record::Recorder::new(registry.clone(), self.target_info_attributes),
             registry,
             points,
             max_request_bytes: self.max_request_bytes,

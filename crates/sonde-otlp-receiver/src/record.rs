@@ -69,13 +69,78 @@ enum Store {
 pub(crate) struct Recorder {
     registry: Registry,
     families: Mutex<HashMap<String, Received>>,
+    info: Mutex<TargetInfo>,
+}
+
+/// How many senders' `target_info` label values are remembered as already set.
+const MAX_REMEMBERED_SENDERS: usize = 4096;
+
+/// Each sender's `target_info` series: `job`, `instance` and the kept resource attributes.
+struct TargetInfo {
+    /// The kept attributes, which are the family's labels after `job` and `instance`.
+    attributes: Vec<String>,
+    /// Registered at the first resource with one of the attributes (`None` if refused).
+    family: Option<Option<Family<Gauge<f64>>>>,
+    /// Label values of the series already set (a sender repeats its resource every request).
+    seen: BySeries<()>,
+    scratch: Key,
 }
 
 impl Recorder {
-    pub(crate) fn new(registry: Registry) -> Recorder {
+    pub(crate) fn new(registry: Registry, target_info_attributes: Vec<String>) -> Recorder {
         Recorder {
             registry,
             families: Mutex::new(HashMap::new()),
+            info: Mutex::new(TargetInfo {
+                attributes: target_info_attributes,
+                family: None,
+                seen: BySeries::default(),
+                scratch: Key::new(),
+            }),
+        }
+    }
+
+    /// Sets the sender's `target_info` series if its resource has attributes to keep.
+    fn target_info(&self, attrs: &[KeyValue], job: &str, instance: &str) {
+        let mut guard = self.info.lock().unwrap_or_else(|e| e.into_inner());
+        let info = &mut *guard;
+        if info.attributes.is_empty() {
+            return;
+        }
+        let n = info.attributes.len();
+        info.scratch.resize_with(n + 2, String::new);
+        info.scratch.iter_mut().for_each(String::clear);
+        info.scratch[0].push_str(job);
+        info.scratch[1].push_str(instance);
+        let mut any = false;
+        for kv in attrs {
+            if let Some(i) = info.attributes.iter().position(|a| *a == kv.key) {
+                push_value(&mut info.scratch[i + 2], kv.value.as_ref());
+                any = true;
+            }
+        }
+        if !any || info.seen.contains_key(&info.scratch) {
+            return;
+        }
+        if info.seen.len() >= MAX_REMEMBERED_SENDERS {
+            // Senders that churn instance ids: forget, and set again (the registry bounds the
+            // series themselves).
+            info.seen.clear();
+        }
+        let family = info.family.get_or_insert_with(|| {
+            let labels = ["job".to_owned(), "instance".to_owned()]
+                .into_iter()
+                .chain(info.attributes.iter().cloned());
+            self.registry
+                .gauge_f64("target_info")
+                .description("Target metadata")
+                .labels(labels)
+                .build()
+                .ok()
+        });
+        if let Some(f) = family {
+            f.with(&info.scratch[..]).set(1.0);
+            info.seen.insert(info.scratch.clone(), ());
         }
     }
 
@@ -89,6 +154,7 @@ impl Recorder {
                 .map(|r| r.attributes.as_slice())
                 .unwrap_or(&[]);
             let (job, instance) = job_and_instance(attrs);
+            self.target_info(attrs, &job, &instance);
             for sm in &rm.scope_metrics {
                 for metric in &sm.metrics {
                     self.metric(&mut families, metric, &job, &instance, &mut out);

@@ -86,12 +86,14 @@ pub fn encode(snapshot: &Snapshot, resource: Option<&Resource>, format: Format, 
     scratch.names_taken = Names::new(resource.is_some(), format, None);
     if let Some(r) = resource {
         write_target_info(r, format, out);
+        scratch.info_at = Some(out.len());
     }
     for family in &snapshot.families {
         if !family.series.is_empty() {
             write_family(family, format, out, &mut scratch);
         }
     }
+    scratch.merge_info(out);
     if format == Format::OpenMetrics {
         out.extend_from_slice(b"# EOF\n");
     }
@@ -115,12 +117,13 @@ pub fn encode_registry(
         return crate::proto::encode_protobuf_with(&registry.snapshot(), resource, out, names);
     }
     let resource = resource.filter(|r| !r.is_empty());
-    let scratch = Scratch {
+    let mut scratch = Scratch {
         names_taken: Names::new(resource.is_some(), format, Some(registry)),
         ..Scratch::default()
     };
     if let Some(r) = resource {
         write_target_info(r, format, out);
+        scratch.info_at = Some(out.len());
     }
     struct Writer<'a> {
         format: Format,
@@ -136,7 +139,7 @@ pub fn encode_registry(
         }
         fn series(&mut self, _: &Arc<FamilyMeta>, series: &SeriesSnapshot) {
             if !self.scratch.skip {
-                write_series(series, self.format, self.out, &mut self.scratch);
+                write_series_to(series, self.format, self.out, &mut self.scratch);
             }
         }
     }
@@ -146,6 +149,7 @@ pub fn encode_registry(
         scratch,
     };
     registry.visit(&mut writer);
+    writer.scratch.merge_info(writer.out);
     if format == Format::OpenMetrics {
         writer.out.extend_from_slice(b"# EOF\n");
     }
@@ -233,6 +237,34 @@ struct Scratch {
     name: String,
     /// Whether the current family is skipped (no series, or its name is taken).
     skip: bool,
+    /// Where the resource's `target_info` sample ends in the output, if one was written.
+    info_at: Option<usize>,
+    /// Whether the current family is a `target_info` gauge whose series join the resource's
+    /// (what the agent received or scraped from other services), written to `info_tail`.
+    into_info: bool,
+    info_tail: Vec<u8>,
+}
+
+impl Scratch {
+    /// Puts the series of a `target_info` gauge family after the resource's own sample, so
+    /// the exposition has one `target_info` family (a second `# TYPE` fails a scrape).
+    fn merge_info(&mut self, out: &mut Vec<u8>) {
+        if let Some(at) = self.info_at
+            && !self.info_tail.is_empty()
+        {
+            out.splice(at..at, self.info_tail.drain(..));
+        }
+    }
+}
+
+/// Whether a family's series belong in the resource's `target_info` family: a `target_info`
+/// gauge that names its targets (`job` and `instance`, as the agent's OTLP receiver and
+/// scrapes register it); anything else of that name is a collision.
+pub(crate) fn is_target_info(name: &str, meta: &FamilyMeta) -> bool {
+    name == "target_info"
+        && matches!(meta.kind(), Kind::Gauge)
+        && meta.label_names().any(|l| l == "job")
+        && meta.label_names().any(|l| l == "instance")
 }
 
 fn write_target_info(r: &Resource, format: Format, out: &mut Vec<u8>) {
@@ -264,6 +296,23 @@ fn write_family(family: &FamilySnapshot, format: Format, out: &mut Vec<u8>, scra
         return;
     }
     for series in &family.series {
+        write_series_to(series, format, out, scratch);
+    }
+}
+
+/// [`write_series`] into `out`, or after the resource's `target_info` sample when the family
+/// merges into it.
+fn write_series_to(
+    series: &SeriesSnapshot,
+    format: Format,
+    out: &mut Vec<u8>,
+    scratch: &mut Scratch,
+) {
+    if scratch.into_info {
+        let mut tail = std::mem::take(&mut scratch.info_tail);
+        write_series(series, format, &mut tail, scratch);
+        scratch.info_tail = tail;
+    } else {
         write_series(series, format, out, scratch);
     }
 }
@@ -277,6 +326,14 @@ fn write_family_header(
     scratch: &mut Scratch,
 ) {
     let name = family_name(meta);
+    scratch.into_info = scratch.info_at.is_some() && is_target_info(&name, meta);
+    if scratch.into_info {
+        scratch.names.clear();
+        scratch.names.extend(meta.label_names().map(label_name));
+        scratch.le.clear();
+        scratch.name = name;
+        return;
+    }
     if !scratch.names_taken.admit(&name, meta) {
         scratch.skip = true;
         return;
@@ -597,7 +654,14 @@ mod tests {
         first.counter("a.b").build().unwrap().handle().add(7);
         let second = Registry::new();
         second.counter("a_b").build().unwrap().handle().add(1);
-        second.gauge("target.info").build().unwrap().handle().set(5);
+        // A counter cannot join the resource's `target_info` gauge family (a gauge can: see
+        // the next test).
+        second
+            .counter("target.info")
+            .build()
+            .unwrap()
+            .handle()
+            .add(5);
         let mut merged = first.snapshot();
         merged.families.extend(second.snapshot().families);
         let resource = Resource::empty().with("service.name", "svc");
@@ -609,7 +673,7 @@ mod tests {
             assert_eq!(t.matches("# TYPE a_b").count(), 1, "{t}");
             assert!(t.contains("\na_b_total 7\n"), "{t}");
             assert!(!t.contains("a_b_total 1"), "{t}");
-            assert!(!t.contains("target_info 5"), "{t}");
+            assert!(!t.contains("target_info_total 5"), "{t}");
             assert_eq!(t.matches("# TYPE target").count(), 1, "{t}");
         }
         // Per format `a_b` and `target_info`, plus the second registry's own `sonde.*` families.
@@ -640,7 +704,7 @@ mod tests {
             encode_registry(&second, Some(&resource), format, &mut out);
             if format == Format::Text {
                 let t = String::from_utf8(out).unwrap();
-                assert!(!t.contains("target_info 5"), "{t}");
+                assert!(!t.contains("target_info_total 5"), "{t}");
                 assert_eq!(t.matches("# TYPE target_info").count(), 1, "{t}");
             }
         }
@@ -652,6 +716,59 @@ mod tests {
             )
             .unwrap();
         assert_eq!(errors.number().unwrap().as_f64(), 2.0);
+    }
+
+    /// What an agent received or scraped as `target_info` (a gauge with job and instance)
+    /// joins the resource's own `target_info` family in every format and encoder, right after
+    /// the resource's sample: one family, never a second `# TYPE`.
+    #[test]
+    fn received_target_info_joins_the_resources_family() {
+        let registry = Registry::new();
+        registry.counter("zz.last").build().unwrap().handle().add(1);
+        let info = registry
+            .gauge("target_info")
+            .labels(["job", "instance", "service.version"])
+            .build()
+            .unwrap();
+        info.with(&["checkout", "pod-1", "2.1.0"]).set(1);
+        info.with(&["cart", "pod-2", "0.9"]).set(1);
+        let resource = Resource::empty().with("service.name", "agent");
+        let expected_text = "target_info{service_name=\"agent\"} 1\n\
+             target_info{job=\"checkout\",instance=\"pod-1\",service_version=\"2.1.0\"} 1\n\
+             target_info{job=\"cart\",instance=\"pod-2\",service_version=\"0.9\"} 1\n";
+        for format in [Format::Text, Format::OpenMetrics] {
+            let mut streamed = Vec::new();
+            encode_registry(&registry, Some(&resource), format, &mut streamed);
+            let mut snapshot = Vec::new();
+            encode(&registry.snapshot(), Some(&resource), format, &mut snapshot);
+            for out in [streamed, snapshot] {
+                let t = String::from_utf8(out).unwrap();
+                assert_eq!(t.matches("# TYPE target").count(), 1, "{t}");
+                assert!(t.contains(expected_text), "{t}");
+                assert!(t.contains("zz_last_total 1\n"), "{t}");
+            }
+        }
+        // Without a resource the family is an ordinary gauge.
+        let mut out = Vec::new();
+        encode_registry(&registry, None, Format::Text, &mut out);
+        let t = String::from_utf8(out).unwrap();
+        assert_eq!(t.matches("# TYPE target_info gauge").count(), 1, "{t}");
+        assert_eq!(t.matches("target_info{").count(), 2, "{t}");
+        // Protobuf: one family holding the three.
+        let mut out = Vec::new();
+        encode_registry(&registry, Some(&resource), Format::Protobuf, &mut out);
+        let mut buf = &out[..];
+        let mut infos = Vec::new();
+        while !buf.is_empty() {
+            let f = <crate::proto::pb::MetricFamily as prost::Message>::decode_length_delimited(
+                &mut buf,
+            )
+            .unwrap();
+            if f.name.as_deref() == Some("target_info") {
+                infos.push(f.metric.len());
+            }
+        }
+        assert_eq!(infos, [3]);
     }
 
     #[test]

@@ -161,8 +161,9 @@ pub(crate) fn encode_protobuf_with(
     out: &mut Vec<u8>,
     mut names: Names,
 ) {
-    if let Some(r) = resource.filter(|r| !r.is_empty()) {
-        let family = pb::MetricFamily {
+    let mut info = resource
+        .filter(|r| !r.is_empty())
+        .map(|r| pb::MetricFamily {
             name: Some("target_info".into()),
             help: Some("Target metadata".into()),
             r#type: Some(pb::MetricType::Gauge as i32),
@@ -172,11 +173,23 @@ pub(crate) fn encode_protobuf_with(
                 ..Default::default()
             }],
             unit: None,
-        };
-        let _ = family.encode_length_delimited(out);
+        });
+    // A `target_info` gauge (received or scraped from other services) joins the resource's
+    // family: one family per name, or the scrape fails.
+    if let Some(info) = &mut info {
+        for family in &snapshot.families {
+            if crate::encode::is_target_info(&family_name(&family.meta), &family.meta) {
+                info.metric.extend(to_family(family).metric);
+            }
+        }
+        let _ = info.encode_length_delimited(out);
     }
     for family in snapshot.families.iter().filter(|f| !f.series.is_empty()) {
-        if names.admit(&family_name(&family.meta), &family.meta) {
+        let name = family_name(&family.meta);
+        if info.is_some() && crate::encode::is_target_info(&name, &family.meta) {
+            continue;
+        }
+        if names.admit(&name, &family.meta) {
             let _ = to_family(family).encode_length_delimited(out);
         }
     }

@@ -46,6 +46,10 @@ pub struct Target {
     pub max_body: u64,
     /// How an https target is trusted.
     pub tls: crate::fetch::Tls,
+    /// The labels kept from the target's `target_info` (default
+    /// [`sonde_core::TARGET_INFO_ATTRIBUTES`]): give every source of a registry the same list,
+    /// so they share one `target_info` family.
+    pub target_info_attributes: Vec<String>,
 }
 
 impl Target {
@@ -59,6 +63,10 @@ impl Target {
             auth: Auth::None,
             max_body: crate::MAX_BODY_BYTES,
             tls: crate::fetch::Tls::default(),
+            target_info_attributes: sonde_core::TARGET_INFO_ATTRIBUTES
+                .iter()
+                .map(|a| (*a).to_owned())
+                .collect(),
         }
     }
 
@@ -224,6 +232,8 @@ pub(crate) struct Mirror {
     log: sonde_core::diag::RateLimit,
     /// Counts scrapes that applied, to tell the series the latest one saw.
     generation: u64,
+    /// The target's `target_info_attributes`.
+    info_attributes: Vec<String>,
 }
 
 /// A family as mirrored: its registry family, its label names (the target's, then `job` and
@@ -231,6 +241,10 @@ pub(crate) struct Mirror {
 struct Mirrored {
     labels: Vec<String>,
     store: Store,
+    /// A `target_info` family: fixed labels (`job`, `instance`, then the target's
+    /// `target_info_attributes`), as every source of the agent registers it, so targets and
+    /// OTLP senders share it; a target's other labels are not kept.
+    info: bool,
 }
 
 /// Per-series state by the target's labels: the handle, what was last read, and the scrape
@@ -293,6 +307,7 @@ impl Mirror {
             user_agent: concat!("sonde-scrape/", env!("CARGO_PKG_VERSION")).to_owned(),
             log: sonde_core::diag::RateLimit::new(Duration::from_secs(60)),
             generation: 0,
+            info_attributes: target.target_info_attributes.clone(),
         }
     }
 
@@ -374,9 +389,16 @@ impl Mirror {
             let Some(m) = self.families.get_mut(name) else {
                 continue;
             };
-            let values = |labels: &Labels| label_values(labels, &m.labels, &job, &instance);
+            let info = m.info;
+            let values = |labels: &Labels| {
+                if info {
+                    info_values(labels, &m.labels[2..], &job, &instance)
+                } else {
+                    label_values(labels, &m.labels, &job, &instance)
+                }
+            };
             let fits = |labels: &Labels| {
-                labels
+                info || labels
                     .iter()
                     .all(|(k, _)| m.labels.iter().any(|l| l == renamed(k)))
             };
@@ -544,12 +566,19 @@ impl Mirror {
         target_labels: &[String],
         refused: &mut BTreeMap<&'static str, u64>,
     ) -> Mirrored {
+        let info = name == "target_info" && matches!(family.kind, Kind::Gauge | Kind::Untyped);
         let mut labels: Vec<String> = target_labels.to_vec();
         if family.kind == Kind::Summary {
             labels.push("quantile".into());
         }
         labels.push("job".into());
         labels.push("instance".into());
+        if info {
+            labels = ["job".to_owned(), "instance".to_owned()]
+                .into_iter()
+                .chain(self.info_attributes.iter().cloned())
+                .collect();
+        }
         let help = family.help.clone().unwrap_or_default();
         let r = &self.registry;
         let store = match family.kind {
@@ -594,7 +623,11 @@ impl Mirror {
             ));
             Store::Refused
         });
-        Mirrored { labels, store }
+        Mirrored {
+            labels,
+            store,
+            info,
+        }
     }
 }
 
@@ -651,6 +684,25 @@ fn label_values(labels: &Labels, names: &[String], job: &str, instance: &str) ->
                 .unwrap_or_default(),
         })
         .collect()
+}
+
+/// A `target_info` series' values for the shared family: job, instance, then each of the
+/// `attributes` as the target rendered it (dots as underscores).
+fn info_values(labels: &Labels, attributes: &[String], job: &str, instance: &str) -> Vec<String> {
+    let mut values = vec![job.to_owned(), instance.to_owned()];
+    values.extend(attributes.iter().map(|a| {
+        labels
+            .iter()
+            .find(|(k, _)| {
+                k.len() == a.len()
+                    && k.bytes()
+                        .zip(a.bytes())
+                        .all(|(k, a)| k == a || (k == b'_' && a == b'.'))
+            })
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }));
+    values
 }
 
 /// A summary series as gauge points, one per quantile.

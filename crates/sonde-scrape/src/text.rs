@@ -320,6 +320,11 @@ fn resolve_family(
                     Kind::Gauge => false,
                     Kind::Untyped => suffix == "_info",
                 };
+                if fits && suffix == "_info" {
+                    // An OpenMetrics info family's samples keep their `_info` name, which is
+                    // what the family is called in the text format and by the agent's own.
+                    return (name.to_owned(), kind);
+                }
                 if fits {
                     return (base.to_owned(), kind);
                 }

@@ -39,6 +39,22 @@ fn number(s: &Snapshot, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .map(|n| n.as_f64())
 }
 
+/// The non-empty labels of the `target_info` series of `job`.
+fn target_info(s: &Snapshot, job: &str) -> Vec<(String, String)> {
+    let family = s.family("target_info").expect("a target_info family");
+    let series = family
+        .series
+        .iter()
+        .find(|x| family.labels(x).contains(&("job", job)))
+        .unwrap_or_else(|| panic!("no target_info for {job}: {family:?}"));
+    family
+        .labels(series)
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
 fn wait(what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !ok() {
@@ -341,6 +357,12 @@ fn a_sonde_service_is_mirrored_bucket_for_bucket() {
     c.with(&["/orders"]).add(7);
     let server = sonde_prometheus::PrometheusBuilder::new()
         .registry(service.clone())
+        .resource(
+            sonde_core::Resource::empty()
+                .with("service.name", "svc")
+                .with("service.version", "1.4.0")
+                .with("vcs.branch", "main"),
+        )
         .bind("127.0.0.1:0".parse().unwrap())
         .install()
         .unwrap();
@@ -401,7 +423,68 @@ fn a_sonde_service_is_mirrored_bucket_for_bucket() {
         ),
         Some(7.0)
     );
+    // The service's target_info joins the agent's: job, instance and the kept attributes
+    // (`vcs.branch` is not in the list), in one family next to the agent's own resource.
+    let own = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    assert_eq!(
+        target_info(&snap, "svc"),
+        [
+            own("job", "svc"),
+            own("instance", &inst),
+            own("service.version", "1.4.0")
+        ]
+    );
+    let mut out = Vec::new();
+    sonde_prometheus::encode_registry(
+        &agent,
+        Some(&sonde_core::Resource::empty().with("service.name", "agent")),
+        sonde_prometheus::Format::Text,
+        &mut out,
+    );
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.matches("# TYPE target_info").count(), 1, "{text}");
+    assert!(
+        text.contains(&format!(
+            "target_info{{job=\"svc\",instance=\"{inst}\",service_version=\"1.4.0\","
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("vcs_branch"), "{text}");
     server.shutdown();
+}
+
+/// An OpenMetrics `info` family keeps its `_info` name when mirrored.
+#[test]
+fn openmetrics_info_families_keep_their_name() {
+    let state = Arc::new(Mutex::new((
+        200,
+        "# TYPE build info\nbuild_info{version=\"1.2\"} 1\n\
+         # TYPE target info\ntarget_info{service_version=\"3.0\",other=\"x\"} 1\n# EOF\n"
+            .to_owned(),
+    )));
+    let addr = target(state);
+    let registry = Registry::new();
+    let stats = ScrapeSource::scrape_once(&registry, &Target::new("om", format!("http://{addr}/")));
+    assert!(stats.up && stats.refused.is_empty(), "{stats:?}");
+    let snap = registry.snapshot();
+    let inst = addr.to_string();
+    assert_eq!(
+        number(
+            &snap,
+            "build_info",
+            &[("version", "1.2"), ("job", "om"), ("instance", &inst)]
+        ),
+        Some(1.0)
+    );
+    let own = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    assert_eq!(
+        target_info(&snap, "om"),
+        [
+            own("job", "om"),
+            own("instance", &inst),
+            own("service.version", "3.0")
+        ]
+    );
 }
 
 /// An https target with a private CA: trusted through `ca_file`, refused without it, and

@@ -1694,6 +1694,9 @@ impl<'a> Reader<'a> {
                     "bearer_token",
                     "ca_file",
                     "insecure_skip_verify",
+                    "cert_file",
+                    "key_file",
+                    "protobuf",
                 ],
             );
             let str_of = |k: &str| t.get(k).and_then(Item::as_str).map(str::to_owned);
@@ -1751,18 +1754,31 @@ impl<'a> Reader<'a> {
                     sonde_scrape::Auth::None
                 }
             };
+            let client_cert = match (str_of("cert_file"), str_of("key_file")) {
+                (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+                (None, None) => None,
+                _ => {
+                    self.error(
+                        self.at(t.span()),
+                        format!(
+                            "[[sources.scrape]] `{job}`: give `cert_file` and `key_file` together"
+                        ),
+                        "a client certificate (PEM) goes with its private key (PEM)",
+                    );
+                    None
+                }
+            };
             target.tls = sonde_scrape::Tls {
                 ca_file: str_of("ca_file").map(PathBuf::from),
-                insecure_skip_verify: t
-                    .get("insecure_skip_verify")
-                    .and_then(Item::as_bool)
-                    .unwrap_or(false),
+                insecure_skip_verify: self.table_bool(t, "insecure_skip_verify", false),
+                client_cert,
             };
+            target.protobuf = self.table_bool(t, "protobuf", true);
             if let Err(e) = target.tls.check() {
                 self.error(
                     self.at(t.get("ca_file").and_then(Item::span)),
                     format!("[[sources.scrape]] `{job}`: {}", e.message),
-                    "ca_file is a PEM file with the certificate authority that signed the target's certificate",
+                    "ca_file is a PEM file with the certificate authority that signed the target's certificate; cert_file and key_file the client certificate and its key, in PEM",
                 );
             }
             if targets.iter().any(|o| o.job == job && o.url == url) {
@@ -1782,6 +1798,21 @@ impl<'a> Reader<'a> {
     }
 
     /// A duration inside an array-of-tables entry (no environment override).
+    /// A boolean key of an array-of-tables entry.
+    fn table_bool(&mut self, t: &Table, key: &str, default: bool) -> bool {
+        match t.get(key) {
+            None => default,
+            Some(item) => item.as_bool().unwrap_or_else(|| {
+                self.error(
+                    self.at(item.span()),
+                    format!("`{key}` must be true or false"),
+                    "write true or false, without quotes",
+                );
+                default
+            }),
+        }
+    }
+
     fn table_duration(&mut self, t: &Table, key: &str, default: Duration) -> Duration {
         match t.get(key) {
             None => default,

@@ -73,9 +73,14 @@ fn node_exporter_through_the_agent_to_prometheus_and_cloudwatch() {
         sample_value(&scrape, &format!("up{{job=\"node\",instance=\"{inst}\"}}")),
         Some(1.0)
     );
-    // Hundreds of series came through (node_exporter exposes about 500).
+    // Hundreds of series came through (node_exporter exposes about 500), read in the
+    // protobuf format: nothing failed to parse. The one refusal is Go's counter
+    // go_memstats_alloc_bytes_total next to the gauge go_memstats_alloc_bytes, which
+    // OpenMetrics cannot tell apart (both are families named go_memstats_alloc_bytes).
     let mirrored = scrape.lines().filter(|l| l.starts_with("node_")).count();
     assert!(mirrored > 100, "{mirrored} node_* samples on the agent");
+    assert!(!scrape.contains("reason=\"bad_line\""), "{scrape}");
+    assert!(scrape.contains("go_memstats_alloc_bytes{"), "{scrape}");
     // The exposition parses in promtool (its lint findings are node_exporter's own names).
     let promtool = require_program("promtool", "apt-get install -y prometheus");
     let mut child = Command::new(promtool)
@@ -175,7 +180,8 @@ fn a_target_that_fails_is_down_and_bad_targets_are_config_errors() {
         &bad,
         "[[sources.scrape]]\njob = \"a\"\nurl = \"localhost:9100\"\n\n\
          [[sources.scrape]]\nurl = \"http://127.0.0.1:9100/metrics\"\n\n\
-         [[sources.scrape]]\njob = \"b\"\nurl = \"http://127.0.0.1:9100/metrics\"\ninterval = \"1s\"\ntimeout = \"5s\"\nusername = \"u\"\n",
+         [[sources.scrape]]\njob = \"b\"\nurl = \"http://127.0.0.1:9100/metrics\"\ninterval = \"1s\"\ntimeout = \"5s\"\nusername = \"u\"\n\n\
+         [[sources.scrape]]\njob = \"c\"\nurl = \"http://127.0.0.1:9101/metrics\"\nprotobuf = \"yes\"\ncert_file = \"/etc/hostname\"\n",
     )
     .unwrap();
     let out = Command::new(BIN)
@@ -191,6 +197,8 @@ fn a_target_that_fails_is_down_and_bad_targets_are_config_errors() {
         "needs `job` and `url`",
         "longer than its interval",
         "`username` and `password` together",
+        "`protobuf` must be true or false",
+        "give `cert_file` and `key_file` together",
     ] {
         assert!(err.contains(expected), "{expected:?} missing from:\n{err}");
     }
@@ -210,55 +218,62 @@ fn python(script: &str) {
 /// The README's host: a service pushes OTLP to the agent (the OpenTelemetry Python SDK),
 /// node_exporter is scraped, `/metrics` has both, and CloudWatch receives only what was chosen,
 /// with the cost logged at start.
+/// A block of the README's host example (`<!-- host-example:TAG -->` and the fenced block
+/// after it), without the list item's indentation.
+fn readme_block(tag: &str) -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let marker = format!("<!-- host-example:{tag} -->");
+    let after = &readme[readme.find(&marker).expect("the README's host example") + marker.len()..];
+    let fence = after.find("```").unwrap();
+    let body = fence + after[fence..].find('\n').unwrap() + 1;
+    let end = body + after[body..].find("```").unwrap();
+    after[body..end]
+        .lines()
+        .map(|l| l.strip_prefix("  ").unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The README's host example, run as written there (ports and intervals the test's own): a
+/// service pushes OTLP, node_exporter is scraped, CloudWatch gets only the chosen metrics,
+/// and the price is logged and printed.
 #[test]
 fn otlp_pushed_and_node_exporter_scraped_reach_cloudwatch_as_chosen() {
     let (_node, node) = node_exporter();
     let cw = CloudWatchEndpoint::start();
-    let (metrics, otlp) = (free_addr(), free_addr());
+    let (metrics, otlp, grpc) = (free_addr(), free_addr(), free_addr());
     let dir = TempDir::new("agent-sources");
     let config = dir.0.join("agent.toml");
+    let example = readme_block("agent.toml")
+        .replace("127.0.0.1:4317", &grpc.to_string())
+        .replace("127.0.0.1:4318", &otlp.to_string())
+        .replace("127.0.0.1:9100", &node.to_string())
+        .replace(
+            "interval = \"15s\"",
+            "interval = \"500ms\"\ntimeout = \"500ms\"",
+        );
+    assert!(
+        example.contains(&format!("url = \"http://{node}/metrics\"")),
+        "{example}"
+    );
     std::fs::write(
         &config,
         format!(
             "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n[statsd]\nenabled = false\n\n\
-             [sources.otlp]\ngrpc = \"off\"\nhttp = \"{otlp}\"\n\n\
-             [[sources.scrape]]\njob = \"node\"\nurl = \"http://{node}/metrics\"\n\
-             interval = \"500ms\"\ntimeout = \"500ms\"\n\n\
-             [exporters.prometheus]\nlisten = \"{metrics}\"\n\n\
-             [exporters.cloudwatch]\nnamespace = \"host\"\nregion = \"us-east-1\"\n\
-             endpoint_url = \"{}\"\ninterval = \"500ms\"\n\n\
-             [[exporters.cloudwatch.select]]\n\
-             include = [\"checkout.*\", \"node_memory_MemTotal_bytes\"]\n\
-             drop_labels = [\"instance\"]\n",
-            cw.url()
+             [exporters.prometheus]\nlisten = \"{metrics}\"\n\n{example}\n"
         ),
     )
     .unwrap();
-    let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &TEST_ENV);
+    let cw_url = cw.url();
+    let mut env: Vec<(&str, &str)> = TEST_ENV.to_vec();
+    env.push(("SONDE_EXPORTERS_CLOUDWATCH_ENDPOINT_URL", &cw_url));
+    env.push(("SONDE_EXPORTERS_CLOUDWATCH_INTERVAL", "500ms"));
+    let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &env);
     wait_for("the agent", Duration::from_secs(20), || {
         scrape_metrics(metrics)
     });
-    python(&format!(
-        r#"
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-from opentelemetry.sdk.resources import Resource
-reader = PeriodicExportingMetricReader(
-    OTLPMetricExporter(endpoint="http://{otlp}/v1/metrics"), export_interval_millis=3600000)
-provider = MeterProvider(
-    resource=Resource.create({{"service.name": "checkout", "service.instance.id": "pod-1",
-                              "service.version": "2.1.0", "deployment.environment.name": "prod"}}),
-    metric_readers=[reader])
-meter = provider.get_meter("shop")
-meter.create_counter("checkout.orders").add(3, {{"region": "eu"}})
-h = meter.create_histogram("checkout.duration", unit="s")
-for v in (0.1, 0.2, 0.4):
-    h.record(v, {{"route": "/pay"}})
-assert provider.force_flush(10000)
-provider.shutdown()
-"#
-    ));
+    python(&readme_block("service.py").replace("127.0.0.1:4318", &otlp.to_string()));
     let scrape = wait_for(
         "OTLP and node_exporter on /metrics",
         Duration::from_secs(20),
@@ -354,6 +369,24 @@ provider.shutdown()
     assert_eq!(orders, 3.0, "the counter's change, sent once");
     let log = std::fs::read_to_string(dir.0.join("agent.log")).unwrap();
     assert!(log.contains("/month at list price"), "no cost line:\n{log}");
+    // `sonde-agent cost` on the same file: node_exporter's one chosen metric is priced (the
+    // pushed ones exist only once a service sends them), against hundreds without selection.
+    let out = Command::new(BIN)
+        .arg("cost")
+        .arg(&config)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/month"), "{text}");
+    let selected = text
+        .lines()
+        .find(|l| l.contains("metrics (name + dimension values):"))
+        .and_then(|l| l.split_whitespace().nth(5))
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(selected, 1, "{text}");
 }
 
 #[test]

@@ -339,7 +339,17 @@ impl Rule {
                     if groups[g].add(&s) {
                         stats.aggregated.fetch_add(1, Relaxed);
                     } else {
+                        // Not reachable with one family's series (they share a kind and a
+                        // layout), but never dropped silently.
                         stats.incompatible.fetch_add(1, Relaxed);
+                        static LOG: crate::diag::RateLimit =
+                            crate::diag::RateLimit::new(std::time::Duration::from_secs(60));
+                        if let Some(n) = LOG.hit() {
+                            crate::diag::warn(format_args!(
+                                "a series of {:?} could not be aggregated with the others of its group (different histogram settings) and was left out ({n} since the last report)",
+                                family.meta.name()
+                            ));
+                        }
                     }
                 }
                 None => {

@@ -370,7 +370,9 @@ impl Recorder {
                     let h = f.with(k);
                     if cumulative {
                         let prev = last.get(k);
-                        let delta = prev.and_then(|(prev, _)| minus(&counts, prev));
+                        let delta = prev.and_then(|(prev, _)| {
+                            sonde_core::histogram::counts_since(&counts, prev)
+                        });
                         match (prev, delta) {
                             (Some((_, prev_sum)), Some(d)) => h.record_counts(&d, sum - prev_sum),
                             (Some(_), None) => {
@@ -554,8 +556,7 @@ fn exponential_counts(p: &ExponentialHistogramDataPoint) -> Option<Vec<(f64, u64
     if !(-10..=20).contains(&p.scale) {
         return None;
     }
-    let base = 2f64.powf(2f64.powi(-p.scale));
-    let middle = |index: i64| base.powf(index as f64 + 0.5);
+    let middle = |index: i64| sonde_core::histogram::exponential_middle(p.scale, index);
     let mut out = Vec::new();
     if p.zero_count > 0 {
         out.push((0.0, p.zero_count));
@@ -575,20 +576,4 @@ fn exponential_counts(p: &ExponentialHistogramDataPoint) -> Option<Vec<(f64, u64
         }
     }
     out.iter().all(|(v, _)| v.is_finite()).then_some(out)
-}
-
-/// `now - before` per value, or `None` when a count went down (a restart).
-fn minus(now: &[(f64, u64)], before: &[(f64, u64)]) -> Option<Vec<(f64, u64)>> {
-    let mut out = Vec::with_capacity(now.len());
-    for &(v, n) in now {
-        let b = before
-            .iter()
-            .find(|(bv, _)| *bv == v)
-            .map_or(0, |(_, c)| *c);
-        out.push((v, n.checked_sub(b)?));
-    }
-    before
-        .iter()
-        .all(|(bv, _)| now.iter().any(|(v, _)| v == bv))
-        .then_some(out)
 }

@@ -69,6 +69,8 @@ pub mod pb {
         pub upper_bound: Option<f64>,
         #[prost(message, optional, tag = "3")]
         pub exemplar: Option<Exemplar>,
+        #[prost(double, optional, tag = "4")]
+        pub cumulative_count_float: Option<f64>,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -87,22 +89,57 @@ pub mod pb {
         pub sample_sum: Option<f64>,
         #[prost(message, repeated, tag = "3")]
         pub bucket: Vec<Bucket>,
+        /// Float histograms (gauge histograms) count in the `_float` and `*_count` fields.
+        #[prost(double, optional, tag = "4")]
+        pub sample_count_float: Option<f64>,
         #[prost(sint32, optional, tag = "5")]
         pub schema: Option<i32>,
         #[prost(double, optional, tag = "6")]
         pub zero_threshold: Option<f64>,
         #[prost(uint64, optional, tag = "7")]
         pub zero_count: Option<u64>,
+        #[prost(double, optional, tag = "8")]
+        pub zero_count_float: Option<f64>,
         #[prost(message, repeated, tag = "9")]
         pub negative_span: Vec<BucketSpan>,
         #[prost(sint64, repeated, tag = "10")]
         pub negative_delta: Vec<i64>,
+        #[prost(double, repeated, tag = "11")]
+        pub negative_count: Vec<f64>,
         #[prost(message, repeated, tag = "12")]
         pub positive_span: Vec<BucketSpan>,
         #[prost(sint64, repeated, tag = "13")]
         pub positive_delta: Vec<i64>,
+        #[prost(double, repeated, tag = "14")]
+        pub positive_count: Vec<f64>,
         #[prost(message, optional, tag = "15")]
         pub created_timestamp: Option<Timestamp>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Quantile {
+        #[prost(double, optional, tag = "1")]
+        pub quantile: Option<f64>,
+        #[prost(double, optional, tag = "2")]
+        pub value: Option<f64>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Summary {
+        #[prost(uint64, optional, tag = "1")]
+        pub sample_count: Option<u64>,
+        #[prost(double, optional, tag = "2")]
+        pub sample_sum: Option<f64>,
+        #[prost(message, repeated, tag = "3")]
+        pub quantile: Vec<Quantile>,
+        #[prost(message, optional, tag = "4")]
+        pub created_timestamp: Option<Timestamp>,
+    }
+
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Untyped {
+        #[prost(double, optional, tag = "1")]
+        pub value: Option<f64>,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]
@@ -113,6 +150,12 @@ pub mod pb {
         pub gauge: Option<Gauge>,
         #[prost(message, optional, tag = "3")]
         pub counter: Option<Counter>,
+        #[prost(message, optional, tag = "4")]
+        pub summary: Option<Summary>,
+        #[prost(message, optional, tag = "5")]
+        pub untyped: Option<Untyped>,
+        #[prost(int64, optional, tag = "6")]
+        pub timestamp_ms: Option<i64>,
         #[prost(message, optional, tag = "7")]
         pub histogram: Option<Histogram>,
     }
@@ -297,6 +340,7 @@ fn to_metric(series: &SeriesSnapshot, label_names: &[String]) -> pb::Metric {
                         .copied()
                         .flatten()
                         .map(|e| exemplar(&e)),
+                    cumulative_count_float: None,
                 })
                 .collect();
             let e = h.exponential(NATIVE_SCHEMA);
@@ -314,6 +358,7 @@ fn to_metric(series: &SeriesSnapshot, label_names: &[String]) -> pb::Metric {
                 positive_span,
                 positive_delta,
                 created_timestamp: Some(timestamp(series.start_unix_nanos)),
+                ..Default::default()
             });
         }
     }

@@ -8,6 +8,10 @@ use sonde_push::redact_url;
 pub const ACCEPT: &str =
     "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
 
+/// The `Accept` header of a scrape that asks for the protobuf format first, as Prometheus
+/// does when native histograms are on.
+pub const ACCEPT_PROTOBUF: &str = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,text/plain;version=0.0.4;q=0.5";
+
 /// The largest body read by default (a bigger one is refused rather than filling memory).
 pub const MAX_BODY_BYTES: u64 = 64 << 20;
 
@@ -48,6 +52,9 @@ pub struct Tls {
     /// Accept any certificate (a self-signed one on loopback): the connection is encrypted but
     /// the target is not authenticated.
     pub insecure_skip_verify: bool,
+    /// A client certificate (PEM chain, leaf first) and its private key (PEM), for targets
+    /// that require one (mutual TLS); read at each scrape, so renewed files are picked up.
+    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Tls {
@@ -78,6 +85,41 @@ impl Tls {
                 ));
             }
             b = b.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
+        }
+        if let Some((cert_path, key_path)) = &self.client_cert {
+            let read = |path: &std::path::Path, what: &str| {
+                std::fs::read(path).map_err(|e| {
+                    fail(
+                        "tls",
+                        format!("cannot read the client {what} {}: {e}", path.display()),
+                    )
+                })
+            };
+            let chain: Vec<ureq::tls::Certificate<'static>> =
+                ureq::tls::parse_pem(&read(cert_path, "certificate")?)
+                    .filter_map(|item| match item {
+                        Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                        _ => None,
+                    })
+                    .collect();
+            if chain.is_empty() {
+                return Err(fail(
+                    "tls",
+                    format!("{} holds no PEM certificate", cert_path.display()),
+                ));
+            }
+            let key = ureq::tls::parse_pem(&read(key_path, "key")?)
+                .find_map(|item| match item {
+                    Ok(ureq::tls::PemItem::PrivateKey(k)) => Some(k),
+                    _ => None,
+                })
+                .ok_or_else(|| {
+                    fail(
+                        "tls",
+                        format!("{} holds no PEM private key", key_path.display()),
+                    )
+                })?;
+            b = b.client_cert(Some(ureq::tls::ClientCert::new_with_certs(&chain, key)));
         }
         Ok(b.build())
     }
@@ -133,6 +175,60 @@ pub fn fetch_with_tls(
     max_body: u64,
     user_agent: &str,
 ) -> Result<String, FetchError> {
+    let shown = redact_url(url);
+    let (body, content_type) = get(url, timeout, auth, tls, max_body, user_agent, ACCEPT)?;
+    if content_type.contains("protobuf") {
+        return Err(fail(
+            "protobuf",
+            format!(
+                "{shown} answered in protobuf ({content_type}); Prometheus text or OpenMetrics is read"
+            ),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// GETs `url` as [`fetch_with_tls`] does and parses what it answers: the protobuf format
+/// (asked for first when `protobuf` is true, as Prometheus does with native histograms on;
+/// the only one that carries native histograms), OpenMetrics or Prometheus text.
+pub fn fetch_exposition(
+    url: &str,
+    timeout: Duration,
+    auth: &Auth,
+    tls: &Tls,
+    max_body: u64,
+    user_agent: &str,
+    protobuf: bool,
+) -> Result<crate::Exposition, FetchError> {
+    let shown = redact_url(url);
+    let accept = if protobuf { ACCEPT_PROTOBUF } else { ACCEPT };
+    let (body, content_type) = get(url, timeout, auth, tls, max_body, user_agent, accept)?;
+    let parsed = if content_type.contains("application/vnd.google.protobuf") {
+        if !content_type.contains("encoding=delimited") {
+            return Err(fail(
+                "protobuf",
+                format!(
+                    "{shown} answered in protobuf without encoding=delimited ({content_type}); only the delimited MetricFamily stream is read"
+                ),
+            ));
+        }
+        crate::proto::parse_protobuf(&body)
+    } else {
+        crate::text::parse(&String::from_utf8_lossy(&body))
+    };
+    parsed.map_err(|e| fail("parse", format!("{shown}: {e}")))
+}
+
+/// One bounded GET: the body and the lower-cased content type.
+fn get(
+    url: &str,
+    timeout: Duration,
+    auth: &Auth,
+    tls: &Tls,
+    max_body: u64,
+    user_agent: &str,
+    accept: &str,
+) -> Result<(Vec<u8>, String), FetchError> {
     check_url(url)?;
     let shown = redact_url(url);
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -143,7 +239,7 @@ pub fn fetch_with_tls(
         .user_agent(user_agent)
         .build()
         .into();
-    let mut request = agent.get(url).header("Accept", ACCEPT);
+    let mut request = agent.get(url).header("Accept", accept);
     match auth {
         Auth::None => {}
         Auth::Basic { user, password } => {
@@ -177,20 +273,12 @@ pub fn fetch_with_tls(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
-    if content_type.contains("protobuf") {
-        return Err(fail(
-            "protobuf",
-            format!(
-                "{shown} answered in protobuf ({content_type}); Prometheus text or OpenMetrics is read"
-            ),
-        ));
-    }
     response
         .body_mut()
         .with_config()
         .limit(max_body)
-        .lossy_utf8(true)
-        .read_to_string()
+        .read_to_vec()
+        .map(|body| (body, content_type))
         .map_err(|e| {
             fail(
                 "body",

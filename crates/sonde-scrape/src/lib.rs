@@ -1,6 +1,7 @@
 //! # sonde-scrape
 //!
-//! Reading Prometheus text and OpenMetrics endpoints: [`parse`] any exposition into families,
+//! Reading Prometheus endpoints (text, OpenMetrics and the protobuf format with native
+//! histograms): [`parse`] or [`parse_protobuf`] any exposition into families,
 //! [`fetch`] one endpoint with a time and size limit, and [`ScrapeSource`] to mirror scraped
 //! targets into a [`sonde_core::Registry`] (as the agent's `[[sources.scrape]]` does), so every
 //! exporter forwards them.
@@ -12,12 +13,17 @@
 #![warn(missing_docs)]
 
 mod fetch;
+mod proto;
 mod source;
 mod text;
 
-pub use fetch::{ACCEPT, Auth, FetchError, MAX_BODY_BYTES, Tls, check_url, fetch, fetch_with_tls};
+pub use fetch::{
+    ACCEPT, ACCEPT_PROTOBUF, Auth, FetchError, MAX_BODY_BYTES, Tls, check_url, fetch,
+    fetch_exposition, fetch_with_tls,
+};
+pub use proto::parse_protobuf;
 pub use source::{ScrapeSource, ScrapeStats, Scraper, Target};
 pub use text::{
-    Exposition, Family, Kind, Labels, Sample, Series, bucket_quantile, parse, parse_sample,
+    Exposition, Family, Kind, Labels, Native, Sample, Series, bucket_quantile, parse, parse_sample,
     parse_value,
 };

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use sonde_core::{Counter, Family, Gauge, Histogram, Registry, Unit};
 
 use crate::fetch::{Auth, FetchError, check_url};
-use crate::text::{Exposition, Kind, Labels, Series, parse};
+use crate::text::{Exposition, Kind, Labels, Series};
 
 /// One target to scrape.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +50,9 @@ pub struct Target {
     /// [`sonde_core::TARGET_INFO_ATTRIBUTES`]): give every source of a registry the same list,
     /// so they share one `target_info` family.
     pub target_info_attributes: Vec<String>,
+    /// Whether the protobuf format is asked for first (default true; the only format with
+    /// native histograms), else OpenMetrics or text.
+    pub protobuf: bool,
 }
 
 impl Target {
@@ -67,6 +70,7 @@ impl Target {
                 .iter()
                 .map(|a| (*a).to_owned())
                 .collect(),
+            protobuf: true,
         }
     }
 
@@ -251,6 +255,9 @@ struct Mirrored {
 /// that last saw it (series the latest scrape did not see are removed).
 type BySeries<V> = HashMap<Labels, (V, u64), foldhash::fast::RandomState>;
 
+/// A native series' handle, last cumulative `(value, count)` pairs and sum.
+type NativeState = (Histogram, Vec<(f64, u64)>, f64);
+
 enum Store {
     Counter(Family<Counter<f64>>, BySeries<(Counter<f64>, f64)>),
     Gauge(Family<Gauge<f64>>, BySeries<Gauge<f64>>),
@@ -259,6 +266,9 @@ enum Store {
         Vec<f64>,
         BySeries<(Histogram, Vec<u64>, f64)>,
     ),
+    /// Native histograms without classic buckets, onto sonde's grid: per series the handle,
+    /// the last cumulative `(value, count)` pairs and sum.
+    Native(Family<Histogram>, BySeries<NativeState>),
     /// A name that cannot be mirrored: refused once, not retried every scrape.
     Refused,
 }
@@ -314,16 +324,16 @@ impl Mirror {
     /// Scrapes once and mirrors the result.
     pub(crate) fn scrape(&mut self, target: &Target) -> ScrapeStats {
         let start = Instant::now();
-        let fetched = crate::fetch::fetch_with_tls(
+        let fetched = crate::fetch::fetch_exposition(
             &target.url,
             target.timeout,
             &target.auth,
             &target.tls,
             target.max_body,
             &self.user_agent,
+            target.protobuf,
         )
-        .map_err(|e| e.message)
-        .and_then(|body| parse(&body));
+        .map_err(|e| e.message);
         let mut stats = ScrapeStats::default();
         match fetched {
             Ok(exposition) => {
@@ -377,6 +387,16 @@ impl Mirror {
 
     fn apply(&mut self, e: &Exposition, stats: &mut ScrapeStats) {
         let mut refused: BTreeMap<&'static str, u64> = BTreeMap::new();
+        if e.skipped_count > 0 {
+            // Lines (or protobuf messages) that did not parse: counted, the first shown.
+            *refused.entry("bad_line").or_default() += e.skipped_count as u64;
+            self.warn(format_args!(
+                "{} part(s) of {}'s exposition did not parse, such as {:?}",
+                e.skipped_count,
+                self.job,
+                e.skipped.first()
+            ));
+        }
         let (job, instance) = (self.job.clone(), self.instance.clone());
         self.generation += 1;
         let generation = self.generation;
@@ -536,6 +556,49 @@ impl Mirror {
                         }
                     });
                 }
+                Store::Native(f, series) => {
+                    for (labels, s) in &family.series {
+                        stats.samples += 1;
+                        let Some(counts) = s.native.as_ref().and_then(|n| n.values()) else {
+                            *refused.entry("bad_value").or_default() += 1;
+                            continue;
+                        };
+                        if !fits(labels) {
+                            *refused.entry("new_label").or_default() += 1;
+                            continue;
+                        }
+                        let sum = s.sum.filter(|v| v.is_finite()).unwrap_or(0.0);
+                        match series.get_mut(labels) {
+                            Some(((h, prev, prev_sum), seen)) => {
+                                match sonde_core::histogram::counts_since(&counts, prev) {
+                                    Some(delta) => h.record_counts(&delta, sum - *prev_sum),
+                                    None => {
+                                        // The target restarted: a new series from its counts.
+                                        let vals = values(labels);
+                                        f.remove(&vals);
+                                        *h = f.with(&vals);
+                                        h.record_counts(&counts, sum);
+                                    }
+                                }
+                                *prev = counts;
+                                *prev_sum = sum;
+                                *seen = generation;
+                            }
+                            None => {
+                                let h = f.with(&values(labels));
+                                h.record_counts(&counts, sum);
+                                series.insert(labels.clone(), ((h, counts, sum), generation));
+                            }
+                        }
+                        stats.series += 1;
+                    }
+                    series.retain(|l, (_, seen)| {
+                        *seen == generation || {
+                            f.remove(&values(l));
+                            false
+                        }
+                    });
+                }
             }
         }
         // Families gone from the exposition lose their series.
@@ -594,6 +657,20 @@ impl Mirror {
                 .labels(labels.clone())
                 .build()
                 .map(|f| Store::Gauge(f, BySeries::default())),
+            Kind::Histogram
+                if family
+                    .series
+                    .values()
+                    .next()
+                    .is_some_and(|s| s.native.is_some() && s.buckets.len() <= 1) =>
+            {
+                // Native only (no classic bounds): sonde's grid keeps it at its resolution.
+                r.histogram(name.to_owned())
+                    .description(help)
+                    .labels(labels.clone())
+                    .build()
+                    .map(|f| Store::Native(f, BySeries::default()))
+            }
             Kind::Histogram => {
                 let bounds: Vec<f64> = family
                     .series
@@ -644,6 +721,9 @@ impl Mirrored {
                 f.remove(&values(&l));
             }),
             Store::Histogram(f, _, last) => last.drain().for_each(|(l, _)| {
+                f.remove(&values(&l));
+            }),
+            Store::Native(f, last) => last.drain().for_each(|(l, _)| {
                 f.remove(&values(&l));
             }),
             Store::Refused => {}

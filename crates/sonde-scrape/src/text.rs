@@ -56,6 +56,50 @@ pub struct Series {
     pub count: Option<f64>,
     /// `_sum`, if exposed.
     pub sum: Option<f64>,
+    /// The native (exponential) form of a histogram, read from the protobuf format only.
+    pub native: Option<Native>,
+}
+
+/// A native histogram: exponential buckets at a schema, as Prometheus exposes them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Native {
+    /// Resolution: bucket `i` holds `(base^(i-1), base^i]` with `base = 2^(2^-schema)`.
+    pub schema: i32,
+    /// Observations whose magnitude is at most the zero threshold.
+    pub zero_count: f64,
+    /// `(bucket index, count)` of positive observations (counts per bucket, not cumulative).
+    pub positive: Vec<(i32, f64)>,
+    /// `(bucket index, count)` of negative observations, indexed by magnitude.
+    pub negative: Vec<(i32, f64)>,
+}
+
+impl Native {
+    /// The buckets as `(value, count)` pairs for [`sonde_core::Histogram::record_counts`]:
+    /// each bucket at its geometric middle, the zero bucket at 0; `None` for a schema outside
+    /// the standard -4..=8 or a count that is not a whole non-negative number.
+    pub fn values(&self) -> Option<Vec<(f64, u64)>> {
+        if !(-4..=8).contains(&self.schema) {
+            return None;
+        }
+        let whole =
+            |c: f64| (c.is_finite() && c >= 0.0 && c < 2f64.powi(63)).then(|| c.round() as u64);
+        let mut out = Vec::with_capacity(self.positive.len() + self.negative.len() + 1);
+        if self.zero_count != 0.0 {
+            out.push((0.0, whole(self.zero_count)?));
+        }
+        for (sign, buckets) in [(1.0, &self.positive), (-1.0, &self.negative)] {
+            for &(i, c) in buckets {
+                let n = whole(c)?;
+                if n > 0 {
+                    // Prometheus's bucket i is OpenTelemetry's i - 1.
+                    let middle =
+                        sonde_core::histogram::exponential_middle(self.schema, i64::from(i) - 1);
+                    out.push((sign * middle, n));
+                }
+            }
+        }
+        out.iter().all(|(v, _)| v.is_finite()).then_some(out)
+    }
 }
 
 impl Series {

@@ -506,14 +506,14 @@ fn https_targets_are_verified_against_the_given_ca() {
     let trusted = ScrapeSource::scrape_once(&registry, &t);
     assert!(trusted.up, "{trusted:?}");
     t.tls = sonde_scrape::Tls {
-        ca_file: None,
         insecure_skip_verify: true,
+        ..Default::default()
     };
     assert!(ScrapeSource::scrape_once(&registry, &t).up);
     // A CA file that is not PEM is an error before any connection.
     let bad = sonde_scrape::Tls {
         ca_file: Some(std::env::current_exe().unwrap()),
-        insecure_skip_verify: false,
+        ..Default::default()
     };
     assert!(
         bad.check()
@@ -521,4 +521,151 @@ fn https_targets_are_verified_against_the_given_ca() {
             .message
             .contains("no PEM certificate")
     );
+}
+
+/// A target that requires a client certificate (mutual TLS) is reached with one, and refuses
+/// a scrape without it.
+#[test]
+fn client_certificates_reach_targets_that_require_them() {
+    let state = Arc::new(Mutex::new((200, "# TYPE g gauge\ng 1\n".to_owned())));
+    let proxy = sonde_tests::tls_proxy::TlsProxy::start_requiring_client_cert(target(state));
+    let registry = Registry::new();
+    let mut t = Target::new(
+        "mtls",
+        format!("https://127.0.0.1:{}/metrics", proxy.addr.port()),
+    );
+    t.tls.ca_file = Some(proxy.ca_pem.clone());
+    let without = ScrapeSource::scrape_once(&registry, &t);
+    assert!(!without.up, "{without:?}");
+    t.tls.client_cert = proxy.client.clone();
+    let with = ScrapeSource::scrape_once(&registry, &t);
+    assert!(with.up, "{with:?}");
+    assert_eq!(
+        number(
+            &registry.snapshot(),
+            "g",
+            &[
+                ("job", "mtls"),
+                ("instance", &format!("127.0.0.1:{}", proxy.addr.port()))
+            ]
+        ),
+        Some(1.0)
+    );
+    // A key file without a key is an error before any connection.
+    let (cert, _) = proxy.client.clone().unwrap();
+    let bad = sonde_scrape::Tls {
+        client_cert: Some((cert.clone(), cert)),
+        ..Default::default()
+    };
+    assert!(
+        bad.check()
+            .unwrap_err()
+            .message
+            .contains("no PEM private key"),
+        "{:?}",
+        bad.check()
+    );
+}
+
+/// Native histograms from a real Prometheus: a sonde service's histogram, scraped by Prometheus
+/// with native histograms on (stored natively, without classic buckets), read back from its
+/// `/federate` in the protobuf format and mirrored onto sonde's grid: count and sum exact,
+/// quantiles within the native buckets' resolution.
+#[test]
+fn native_histograms_from_prometheus_federation_are_mirrored() {
+    let service = Registry::new();
+    let h = service
+        .histogram("rpc.duration")
+        .unit(sonde_core::Unit::Seconds)
+        .build()
+        .unwrap()
+        .handle();
+    // 1,000 values spread over four decades, 1 ms to 10 s.
+    let mut values: Vec<f64> = (0..1000)
+        .map(|i| 0.001 * 10f64.powf(4.0 * f64::from(i) / 999.0))
+        .collect();
+    for v in &values {
+        h.observe(*v);
+    }
+    values.sort_by(f64::total_cmp);
+    let server = sonde_prometheus::PrometheusBuilder::new()
+        .registry(service.clone())
+        .bind("127.0.0.1:0".parse().unwrap())
+        .install()
+        .unwrap();
+    let prom = sonde_tests::prometheus::Prometheus::start(
+        &[server.local_addr()],
+        &[],
+        &["--enable-feature=native-histograms"],
+    );
+    let got = prom.wait_for_series(
+        "histogram_count(rpc_duration_seconds)",
+        Duration::from_secs(30),
+    );
+    assert_eq!(got[0].value, 1000.0);
+    let url = format!("http://{}/federate?match[]=rpc_duration_seconds", prom.addr);
+    // What Prometheus federates is native only: a schema, spans, no classic buckets.
+    let e = sonde_scrape::fetch_exposition(
+        &url,
+        Duration::from_secs(5),
+        &Default::default(),
+        &Default::default(),
+        1 << 26,
+        "test",
+        true,
+    )
+    .unwrap();
+    let series = e.families["rpc_duration_seconds"]
+        .series
+        .values()
+        .next()
+        .unwrap();
+    let native = series.native.as_ref().expect("a native histogram");
+    assert!(series.buckets.is_empty(), "{series:?}");
+    assert!(!native.positive.is_empty(), "{native:?}");
+    let agent = Registry::new();
+    let target = Target::new("federate", url);
+    let mut scraper = sonde_scrape::Scraper::new(&agent, target);
+    let stats = scraper.scrape();
+    assert!(stats.up && stats.refused.is_empty(), "{stats:?}");
+    let snap = agent.snapshot();
+    let fam = snap
+        .family("rpc_duration_seconds")
+        .unwrap_or_else(|| panic!("{snap:#?}"));
+    let mirrored = fam.series[0].point.histogram().unwrap();
+    assert_eq!(mirrored.count(), 1000);
+    let sum: f64 = values.iter().sum();
+    assert!(
+        (mirrored.sum() - sum).abs() < 1e-6 * sum,
+        "{} vs {sum}",
+        mirrored.sum()
+    );
+    // Schema 3 buckets are 9 % wide: their middle is within 4.5 % of any value in them.
+    for q in [0.5, 0.9, 0.99] {
+        let exact = values[((q * 1000.0) as usize).min(999)];
+        let read = mirrored.quantile(q).unwrap();
+        assert!(
+            (read - exact).abs() <= 0.05 * exact,
+            "p{q}: {read} vs {exact}"
+        );
+    }
+    // The next scrape adds what was observed since, and nothing twice.
+    for _ in 0..10 {
+        h.observe(20.0);
+    }
+    prom.wait_for_series(
+        "histogram_count(rpc_duration_seconds) == 1010",
+        Duration::from_secs(30),
+    );
+    assert!(scraper.scrape().up);
+    let snap = agent.snapshot();
+    let mirrored = snap.family("rpc_duration_seconds").unwrap().series[0]
+        .point
+        .histogram()
+        .unwrap()
+        .clone();
+    assert_eq!(mirrored.count(), 1010);
+    let top = mirrored.quantile(0.999).unwrap();
+    assert!((top - 20.0).abs() <= 0.05 * 20.0, "{top}");
+    server.shutdown();
 }

@@ -67,6 +67,38 @@ pub fn bucket_values(bounds: &[f64]) -> Vec<f64> {
     values
 }
 
+/// The middle (geometric) of bucket `index` of an exponential histogram at `scale`, in
+/// OpenTelemetry's indexing: bucket `index` holds `(base^index, base^(index+1)]` with
+/// `base = 2^(2^-scale)` (a Prometheus native histogram's bucket `i` is OpenTelemetry's
+/// `i - 1`). The value that stands for the bucket's observations when they are recorded
+/// into sonde's grid with [`Histogram::record_counts`].
+///
+/// ```
+/// let m = sonde_core::histogram::exponential_middle(0, 0); // (1, 2]
+/// assert!((m - 2f64.sqrt()).abs() < 1e-12);
+/// ```
+pub fn exponential_middle(scale: i32, index: i64) -> f64 {
+    let base = 2f64.powf(2f64.powi(-scale));
+    base.powf(index as f64 + 0.5)
+}
+
+/// What was added between two cumulative readings of `(value, count)` pairs: `now - before`
+/// per value, or `None` when a count went down or a value disappeared (the source restarted).
+pub fn counts_since(now: &[(f64, u64)], before: &[(f64, u64)]) -> Option<Vec<(f64, u64)>> {
+    let mut out = Vec::with_capacity(now.len());
+    for &(v, n) in now {
+        let b = before
+            .iter()
+            .find(|(bv, _)| *bv == v)
+            .map_or(0, |(_, c)| *c);
+        out.push((v, n.checked_sub(b)?));
+    }
+    before
+        .iter()
+        .all(|(bv, _)| now.iter().any(|(v, _)| v == bv))
+        .then_some(out)
+}
+
 /// A histogram series handle: records `f64` observations.
 ///
 /// An observation is two relaxed atomic operations in the common case (its grid cell and the

@@ -1,0 +1,367 @@
+//! The Prometheus protobuf exposition (`application/vnd.google.protobuf;
+//! proto=io.prometheus.client.MetricFamily; encoding=delimited`): length-delimited
+//! `MetricFamily` messages, the one format that carries native histograms. Decoded with the
+//! message types sonde's own exporter encodes with, into the same [`Exposition`] the text
+//! parser gives.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+use sonde_prometheus::proto::pb;
+
+use crate::text::{Exposition, Family, Kind, Labels, Native, Series};
+
+/// Parses a delimited `MetricFamily` stream. A message that does not decode ends the reading
+/// (the framing is lost after it): what came before is kept and the rest is reported in
+/// `skipped`; a body of which nothing decodes is an error.
+pub fn parse_protobuf(mut body: &[u8]) -> Result<Exposition, String> {
+    let mut out = Exposition::default();
+    let mut index = 0usize;
+    while !body.is_empty() {
+        let family = match pb::MetricFamily::decode_length_delimited(&mut body) {
+            Ok(f) => f,
+            Err(e) if index == 0 => {
+                return Err(format!("the protobuf body does not decode: {e}"));
+            }
+            Err(e) => {
+                out.skipped_count += 1;
+                out.skipped.push(format!(
+                    "message {}: does not decode ({e}); the rest of the body was not read",
+                    index + 1
+                ));
+                break;
+            }
+        };
+        index += 1;
+        let Some(name) = family.name.clone().filter(|n| !n.is_empty()) else {
+            skip(&mut out, index, "a family without a name");
+            continue;
+        };
+        let kind = match family.r#type.and_then(|t| pb::MetricType::try_from(t).ok()) {
+            Some(pb::MetricType::Counter) => Kind::Counter,
+            Some(pb::MetricType::Gauge) => Kind::Gauge,
+            Some(pb::MetricType::Summary) => Kind::Summary,
+            Some(pb::MetricType::Histogram) => Kind::Histogram,
+            Some(pb::MetricType::Untyped) | None => Kind::Untyped,
+        };
+        if out.families.contains_key(&name) {
+            skip(&mut out, index, "a second family of the same name");
+            continue;
+        }
+        let mut series: BTreeMap<Labels, Series> = BTreeMap::new();
+        for m in family.metric {
+            let mut labels: Labels = m
+                .label
+                .into_iter()
+                .map(|l| (l.name.unwrap_or_default(), l.value.unwrap_or_default()))
+                .collect();
+            labels.sort();
+            let s = match kind {
+                Kind::Counter => Series {
+                    value: m.counter.and_then(|c| c.value),
+                    ..Series::default()
+                },
+                Kind::Gauge => Series {
+                    value: m.gauge.and_then(|g| g.value),
+                    ..Series::default()
+                },
+                Kind::Untyped => Series {
+                    value: m
+                        .untyped
+                        .and_then(|u| u.value)
+                        .or(m.gauge.and_then(|g| g.value)),
+                    ..Series::default()
+                },
+                Kind::Summary => {
+                    let q = m.summary.unwrap_or_default();
+                    Series {
+                        quantiles: q
+                            .quantile
+                            .iter()
+                            .filter_map(|q| Some((q.quantile?, q.value?)))
+                            .collect(),
+                        count: q.sample_count.map(|c| c as f64),
+                        sum: q.sample_sum,
+                        ..Series::default()
+                    }
+                }
+                Kind::Histogram => histogram(m.histogram.unwrap_or_default()),
+            };
+            series.insert(labels, s);
+        }
+        out.families.insert(
+            name,
+            Family {
+                kind,
+                help: family.help,
+                unit: family.unit.filter(|u| !u.is_empty()),
+                series,
+            },
+        );
+    }
+    // Counters are named without `_total`, as OpenMetrics names their family (the Prometheus
+    // encoders add it back), so a target reads the same in every format; unless a family of
+    // that name exists too (Go's `go_memstats_alloc_bytes` gauge and `_total` counter).
+    let renames: Vec<(String, String)> = out
+        .families
+        .iter()
+        .filter(|(_, f)| f.kind == Kind::Counter)
+        .filter_map(|(name, _)| {
+            let base = name.strip_suffix("_total").filter(|b| !b.is_empty())?;
+            (!out.families.contains_key(base)).then(|| (name.clone(), base.to_owned()))
+        })
+        .collect();
+    for (from, to) in renames {
+        if let Some(f) = out.families.remove(&from) {
+            out.families.insert(to, f);
+        }
+    }
+    Ok(out)
+}
+
+fn skip(out: &mut Exposition, index: usize, what: &str) {
+    out.skipped_count += 1;
+    if out.skipped.len() < 5 {
+        out.skipped.push(format!("message {index}: {what}"));
+    }
+}
+
+/// A histogram's classic buckets (cumulative, `+Inf` last) and its native form if it has one.
+fn histogram(h: pb::Histogram) -> Series {
+    let count = h
+        .sample_count_float
+        .filter(|c| *c != 0.0)
+        .or(h.sample_count.map(|c| c as f64));
+    let mut buckets: Vec<(f64, f64)> = h
+        .bucket
+        .iter()
+        .filter_map(|b| {
+            let n = b
+                .cumulative_count_float
+                .filter(|c| *c != 0.0)
+                .or(b.cumulative_count.map(|c| c as f64))?;
+            Some((b.upper_bound?, n))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    if !buckets.is_empty()
+        && buckets.last().is_some_and(|b| b.0 != f64::INFINITY)
+        && let Some(c) = count
+    {
+        // The protobuf format leaves the `+Inf` bucket implicit: it is the count.
+        buckets.push((f64::INFINITY, c));
+    }
+    // Native when a schema is set (a native histogram without observations still has one).
+    let native = h.schema.and_then(|schema| {
+        Some(Native {
+            schema,
+            zero_count: h
+                .zero_count_float
+                .filter(|c| *c != 0.0)
+                .or(h.zero_count.map(|c| c as f64))
+                .unwrap_or(0.0),
+            positive: spans(&h.positive_span, &h.positive_delta, &h.positive_count)?,
+            negative: spans(&h.negative_span, &h.negative_delta, &h.negative_count)?,
+        })
+    });
+    Series {
+        buckets,
+        count,
+        sum: h.sample_sum,
+        native,
+        ..Series::default()
+    }
+}
+
+/// `(index, count)` of each bucket the spans describe: the first span's offset is its first
+/// index, later ones the gap after the previous span; counts are delta-encoded integers or
+/// absolute floats. `None` when the spans promise more buckets than there are counts.
+fn spans(spans: &[pb::BucketSpan], deltas: &[i64], floats: &[f64]) -> Option<Vec<(i32, f64)>> {
+    let mut out = Vec::new();
+    let mut index: i32 = 0;
+    let mut count: i64 = 0;
+    let mut k = 0usize;
+    for span in spans {
+        index = index.checked_add(span.offset.unwrap_or(0))?;
+        for _ in 0..span.length.unwrap_or(0) {
+            let c = if floats.is_empty() {
+                count = count.checked_add(*deltas.get(k)?)?;
+                if count < 0 {
+                    return None;
+                }
+                count as f64
+            } else {
+                *floats.get(k)?
+            };
+            out.push((index, c));
+            index = index.checked_add(1)?;
+            k += 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn family(name: &str, metric: Vec<pb::Metric>, kind: pb::MetricType) -> Vec<u8> {
+        pb::MetricFamily {
+            name: Some(name.into()),
+            help: None,
+            r#type: Some(kind as i32),
+            metric,
+            unit: None,
+        }
+        .encode_length_delimited_to_vec()
+    }
+
+    #[test]
+    fn spans_and_deltas_decode_to_indexes_and_counts() {
+        let span = |offset, length| pb::BucketSpan {
+            offset: Some(offset),
+            length: Some(length),
+        };
+        // Buckets -2, -1 and then 3 (a gap of 3): counts 1, 3, 2.
+        let got = spans(&[span(-2, 2), span(3, 1)], &[1, 2, -1], &[]).unwrap();
+        assert_eq!(got, [(-2, 1.0), (-1, 3.0), (3, 2.0)]);
+        // Float counts are absolute.
+        assert_eq!(spans(&[span(0, 1)], &[], &[2.5]).unwrap(), [(0, 2.5)]);
+        // More buckets promised than counts given, or a count below zero: refused.
+        assert_eq!(spans(&[span(0, u32::MAX)], &[1], &[]), None);
+        assert_eq!(spans(&[span(0, 2)], &[1, -2], &[]), None);
+        assert_eq!(spans(&[span(i32::MAX, 2)], &[1, 1], &[]), None);
+    }
+
+    #[test]
+    fn every_kind_reads_and_bad_bodies_are_reported() {
+        let mut body = family(
+            "requests_total",
+            vec![pb::Metric {
+                label: vec![pb::LabelPair {
+                    name: Some("code".into()),
+                    value: Some("200".into()),
+                }],
+                counter: Some(pb::Counter {
+                    value: Some(7.0),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            pb::MetricType::Counter,
+        );
+        body.extend(family(
+            "rpc",
+            vec![pb::Metric {
+                summary: Some(pb::Summary {
+                    sample_count: Some(4),
+                    sample_sum: Some(2.0),
+                    quantile: vec![pb::Quantile {
+                        quantile: Some(0.5),
+                        value: Some(0.4),
+                    }],
+                    created_timestamp: None,
+                }),
+                ..Default::default()
+            }],
+            pb::MetricType::Summary,
+        ));
+        body.extend(family(
+            "lat",
+            vec![pb::Metric {
+                histogram: Some(pb::Histogram {
+                    sample_count: Some(3),
+                    sample_sum: Some(1.5),
+                    bucket: vec![pb::Bucket {
+                        cumulative_count: Some(2),
+                        upper_bound: Some(0.5),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            pb::MetricType::Histogram,
+        ));
+        // A gauge named like a counter without its `_total` keeps the counter's full name.
+        body.extend(family(
+            "bytes_total",
+            vec![pb::Metric {
+                counter: Some(pb::Counter {
+                    value: Some(1.0),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            pb::MetricType::Counter,
+        ));
+        body.extend(family(
+            "bytes",
+            vec![pb::Metric {
+                gauge: Some(pb::Gauge { value: Some(2.0) }),
+                ..Default::default()
+            }],
+            pb::MetricType::Gauge,
+        ));
+        let e = parse_protobuf(&body).unwrap();
+        assert_eq!(e.families["bytes_total"].kind, Kind::Counter);
+        assert_eq!(e.families["bytes"].kind, Kind::Gauge);
+        assert_eq!(e.skipped_count, 0);
+        let counter = &e.families["requests"];
+        assert_eq!(counter.kind, Kind::Counter);
+        let key = vec![("code".to_owned(), "200".to_owned())];
+        assert_eq!(counter.series[&key].value, Some(7.0));
+        let summary = e.families["rpc"].series.values().next().unwrap();
+        assert_eq!(summary.quantiles, [(0.5, 0.4)]);
+        assert_eq!((summary.count, summary.sum), (Some(4.0), Some(2.0)));
+        let h = e.families["lat"].series.values().next().unwrap();
+        assert_eq!(h.buckets, [(0.5, 2.0), (f64::INFINITY, 3.0)]);
+        assert_eq!(h.native, None);
+
+        // A cut body keeps what decoded and reports the rest.
+        let cut = &body[..body.len() - 3];
+        let e = parse_protobuf(cut).unwrap();
+        assert_eq!(e.families.len(), 4);
+        assert_eq!(e.skipped_count, 1, "{:?}", e.skipped);
+        // Garbage is an error, never a panic.
+        assert!(parse_protobuf(b"\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01").is_err());
+        for seed in 0..2000u32 {
+            let junk: Vec<u8> = (0..64u32)
+                .map(|i| (seed.wrapping_mul(2654435761).wrapping_add(i * 40503) >> 7) as u8)
+                .collect();
+            let _ = parse_protobuf(&junk);
+        }
+    }
+
+    #[test]
+    fn native_values_stand_each_bucket_at_its_middle() {
+        let n = Native {
+            schema: 0,
+            zero_count: 2.0,
+            positive: vec![(1, 3.0), (2, 0.0)],
+            negative: vec![(1, 1.0)],
+        };
+        // Prometheus bucket 1 at schema 0 is (1, 2]: its middle is sqrt(2).
+        let v = n.values().unwrap();
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[0], (0.0, 2));
+        assert!((v[1].0 - 2f64.sqrt()).abs() < 1e-12 && v[1].1 == 3);
+        assert!((v[2].0 + 2f64.sqrt()).abs() < 1e-12 && v[2].1 == 1);
+        assert_eq!(
+            Native {
+                schema: 9,
+                ..n.clone()
+            }
+            .values(),
+            None
+        );
+        assert_eq!(
+            Native {
+                positive: vec![(0, f64::NAN)],
+                ..n
+            }
+            .values(),
+            None
+        );
+    }
+}

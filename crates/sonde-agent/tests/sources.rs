@@ -415,3 +415,104 @@ fn otlp_receiver_settings_are_checked_before_start() {
         assert!(err.contains(expected), "{expected:?} missing from:\n{err}");
     }
 }
+
+/// The OpenTelemetry Rust SDK pushes over OTLP/gRPC with gzip to the real agent, cumulative:
+/// the agent's /metrics holds exactly what was recorded, after two exports.
+#[test]
+fn the_rust_sdk_pushes_to_the_agent_over_grpc() {
+    use opentelemetry::KeyValue;
+    use opentelemetry::metrics::MeterProvider as _;
+    use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
+    use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+
+    let (metrics, grpc) = (free_addr(), free_addr());
+    let dir = TempDir::new("agent-sources");
+    let config = dir.0.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n[statsd]\nenabled = false\n\n\
+             [sources.otlp]\ngrpc = \"{grpc}\"\nhttp = \"off\"\n\n\
+             [exporters.prometheus]\nlisten = \"{metrics}\"\n"
+        ),
+    )
+    .unwrap();
+    let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &[]);
+    wait_for("the agent", Duration::from_secs(20), || {
+        scrape_metrics(metrics)
+    });
+    // tonic needs a Tokio runtime around the exporter.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = runtime.enter();
+    let exporter = opentelemetry_otlp::MetricExporter::builder()
+        .with_tonic()
+        .with_endpoint(format!("http://{grpc}"))
+        .with_compression(opentelemetry_otlp::Compression::Gzip)
+        .build()
+        .unwrap();
+    let provider = SdkMeterProvider::builder()
+        .with_resource(
+            opentelemetry_sdk::Resource::builder_empty()
+                .with_attribute(KeyValue::new("service.name", "rust-grpc"))
+                .with_attribute(KeyValue::new("service.instance.id", "i-1"))
+                .with_attribute(KeyValue::new("service.version", "0.33"))
+                .build(),
+        )
+        .with_reader(
+            PeriodicReader::builder(exporter)
+                .with_interval(Duration::from_secs(3600))
+                .build(),
+        )
+        .build();
+    let meter = provider.meter("test");
+    let orders = meter.u64_counter("grpc.orders").build();
+    let latency = meter
+        .f64_histogram("grpc.latency")
+        .with_unit("s")
+        .with_boundaries(vec![0.1, 0.5])
+        .build();
+    orders.add(4, &[KeyValue::new("region", "eu")]);
+    latency.record(0.05, &[]);
+    latency.record(0.3, &[]);
+    provider.force_flush().unwrap();
+    orders.add(6, &[KeyValue::new("region", "eu")]);
+    latency.record(2.0, &[]);
+    provider.force_flush().unwrap();
+    provider.shutdown().unwrap();
+
+    let id = "job=\"rust-grpc\",instance=\"i-1\"";
+    let text = wait_for("the pushed values", Duration::from_secs(20), || {
+        scrape_metrics(metrics).filter(|t| {
+            sample_value(t, &format!("grpc_orders_total{{region=\"eu\",{id}}}")) == Some(10.0)
+        })
+    });
+    for (series, want) in [
+        (
+            format!("grpc_latency_seconds_bucket{{{id},le=\"0.1\"}}"),
+            1.0,
+        ),
+        (
+            format!("grpc_latency_seconds_bucket{{{id},le=\"0.5\"}}"),
+            2.0,
+        ),
+        (
+            format!("grpc_latency_seconds_bucket{{{id},le=\"+Inf\"}}"),
+            3.0,
+        ),
+        (format!("grpc_latency_seconds_count{{{id}}}"), 3.0),
+    ] {
+        assert_eq!(sample_value(&text, &series), Some(want), "{series}\n{text}");
+    }
+    let sum = sample_value(&text, &format!("grpc_latency_seconds_sum{{{id}}}")).unwrap();
+    assert!((sum - 2.35).abs() < 1e-9, "{sum}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("target_info{job=\"rust-grpc\"")
+                && l.contains("service_version=\"0.33\"")),
+        "{text}"
+    );
+}

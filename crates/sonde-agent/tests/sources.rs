@@ -516,3 +516,103 @@ fn the_rust_sdk_pushes_to_the_agent_over_grpc() {
         "{text}"
     );
 }
+
+/// The example service (its workload, served by sonde's own exporter as
+/// `sonde-example-service` serves it) scraped by the real agent: once the workload stops, the
+/// agent's /metrics carries the service's request histogram bucket for bucket, its database
+/// and cache figures, and its target_info.
+#[test]
+fn the_example_service_is_scraped_exactly() {
+    let registry = sonde_core::Registry::new();
+    let workload = sonde_example::Workload::start(
+        &registry,
+        sonde_example::Options {
+            cold_start: Duration::ZERO,
+            process_metrics: false,
+            pause: Duration::from_millis(2),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let service = sonde_prometheus::PrometheusBuilder::new()
+        .registry(registry.clone())
+        .resource(
+            sonde_core::Resource::empty()
+                .with("service.name", "sonde-example-service")
+                .with("service.version", "9.9.9"),
+        )
+        .bind("127.0.0.1:0".parse().unwrap())
+        .install()
+        .unwrap();
+    let addr = service.local_addr();
+    let metrics = free_addr();
+    let dir = TempDir::new("agent-sources");
+    let config = dir.0.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n[statsd]\nenabled = false\n\n\
+             [[sources.scrape]]\njob = \"example\"\nurl = \"http://{addr}/metrics\"\n\
+             interval = \"300ms\"\ntimeout = \"300ms\"\n\n\
+             [exporters.prometheus]\nlisten = \"{metrics}\"\n"
+        ),
+    )
+    .unwrap();
+    let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &[]);
+    std::thread::sleep(Duration::from_millis(800));
+    workload.stop();
+    // The service's own exposition, read now that nothing moves, against the agent's mirror:
+    // every series of the request histogram, the database histogram and the cache counters,
+    // with the agent's job and instance added.
+    let direct = sonde_scrape::parse(&scrape_metrics(addr).unwrap()).unwrap();
+    let ids = format!("job=\"example\",instance=\"{addr}\"");
+    let chosen: Vec<(&String, &sonde_scrape::Family)> = direct
+        .families
+        .iter()
+        .filter(|(name, _)| {
+            name.starts_with("http_server_request_duration")
+                || name.starts_with("db_client_operation_duration")
+                || name.starts_with("cache_")
+        })
+        .collect();
+    assert!(chosen.len() >= 3, "{:?}", direct.families.keys());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let agent = loop {
+        let text = scrape_metrics(metrics).unwrap_or_default();
+        let mirror = sonde_scrape::parse(&text).unwrap();
+        let mut wrong = Vec::new();
+        let mut compared = 0;
+        for (name, family) in &chosen {
+            for (labels, series) in &family.series {
+                let mut key = labels.clone();
+                key.push(("job".into(), "example".into()));
+                key.push(("instance".into(), addr.to_string()));
+                key.sort();
+                let got = mirror.families.get(*name).and_then(|f| f.series.get(&key));
+                if got != Some(series) {
+                    wrong.push(format!("{name}{labels:?}: {series:?} vs {got:?}"));
+                }
+                compared += 1;
+            }
+        }
+        if wrong.is_empty() {
+            assert!(compared > 10, "{compared}");
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent's mirror differs from the stopped service in {} of {compared} series, such as {:?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(3)]
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        agent
+            .lines()
+            .any(|l| l.starts_with(&format!("target_info{{{ids}"))
+                && l.contains("service_version=\"9.9.9\"")),
+        "{agent}"
+    );
+    service.shutdown();
+}

@@ -8,7 +8,7 @@ fn duration(
     registry: &Registry,
     name: &'static str,
     description: &'static str,
-    labels: [&'static str; 4],
+    labels: impl IntoIterator<Item = &'static str>,
 ) -> Result<Family<Histogram>, sonde_core::Error> {
     registry
         .histogram(name)
@@ -36,7 +36,7 @@ pub fn http_server_request_duration(
     )
 }
 
-/// `http.client.request.duration{http.request.method, server.address, http.response.status_code, error.type}`.
+/// `http.client.request.duration{http.request.method, server.address, http.response.status_code, error.type, url.template}`.
 pub fn http_client_request_duration(
     registry: &Registry,
 ) -> Result<Family<Histogram>, sonde_core::Error> {
@@ -49,6 +49,7 @@ pub fn http_client_request_duration(
             "server.address",
             "http.response.status_code",
             "error.type",
+            "url.template",
         ],
     )
 }

@@ -35,18 +35,24 @@ mod runtime;
 mod server;
 mod work;
 
-pub use calls::{DbMetrics, HttpClientMetrics, error_type, time_db, time_db_sync};
+#[cfg(feature = "reqwest")]
+pub use calls::HttpClientMiddleware;
+pub use calls::{DbMetrics, HttpClientMetrics, UrlTemplate, error_type, time_db, time_db_sync};
 #[cfg(feature = "tower")]
 pub use calls::{HttpClientLayer, HttpClientService};
 pub use faas::{Faas, Invocation, Outcome, Trigger, lambda_resource, lambda_resource_from};
 pub use lifecycle::{Lifecycle, os_start_time, process_start_time};
 #[cfg(feature = "moka")]
 pub use moka_cache::MokaCache;
+#[cfg(feature = "bb8")]
+pub use resources::{Bb8Stats, bb8_get};
 pub use resources::{CacheMetrics, PoolMetrics, PoolStats};
 #[cfg(feature = "deadpool")]
 pub use resources::{DeadpoolStats, deadpool_get};
 #[cfg(feature = "r2d2")]
 pub use resources::{R2d2Events, R2d2Stats};
+#[cfg(feature = "sqlx")]
+pub use resources::{SqlxStats, sqlx_acquire};
 #[cfg(feature = "tokio")]
 pub use runtime::TokioRuntimeMetrics;
 #[cfg(feature = "warp")]

@@ -332,3 +332,123 @@ mod deadpool_adapter {
 
 #[cfg(feature = "deadpool")]
 pub use deadpool_adapter::{DeadpoolStats, deadpool_get};
+
+#[cfg(feature = "bb8")]
+mod bb8_adapter {
+    use std::time::Instant;
+
+    use bb8::{ManageConnection, Pool, PooledConnection, RunError};
+
+    use super::{PoolMetrics, PoolStats};
+
+    /// [`PoolStats`] of a bb8 pool: connections idle and in use from its `state()`, its
+    /// `max_size`, and the requests waiting (gets started but not yet completed or timed out).
+    pub struct Bb8Stats<M: ManageConnection>(pub Pool<M>);
+
+    impl<M: ManageConnection> PoolStats for Bb8Stats<M> {
+        fn idle(&self) -> u64 {
+            u64::from(self.0.state().idle_connections)
+        }
+        fn used(&self) -> u64 {
+            let s = self.0.state();
+            u64::from(s.connections.saturating_sub(s.idle_connections))
+        }
+        fn max(&self) -> u64 {
+            u64::from(self.0.config().max_size)
+        }
+        fn pending_requests(&self) -> u64 {
+            let s = self.0.state().statistics;
+            s.get_started
+                .saturating_sub(s.get_direct)
+                .saturating_sub(s.get_waited)
+                .saturating_sub(s.get_timed_out)
+        }
+    }
+
+    /// `pool.get()`, recording how long it waited in `metrics` (`db.client.connection.wait_time`),
+    /// and a timeout as `db.client.connection.timeouts`.
+    ///
+    /// ```
+    /// struct Numbers;
+    /// impl bb8::ManageConnection for Numbers {
+    ///     type Connection = u32;
+    ///     type Error = std::convert::Infallible;
+    ///     async fn connect(&self) -> Result<u32, Self::Error> { Ok(7) }
+    ///     async fn is_valid(&self, _: &mut u32) -> Result<(), Self::Error> { Ok(()) }
+    ///     fn has_broken(&self, _: &mut u32) -> bool { false }
+    /// }
+    /// let registry = sonde_core::Registry::new();
+    /// let metrics = sonde_instrument::PoolMetrics::install(&registry, "numbers")?;
+    /// let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    /// rt.block_on(async {
+    ///     let pool = bb8::Pool::builder().max_size(2).build(Numbers).await.unwrap();
+    ///     metrics.watch(std::sync::Arc::new(sonde_instrument::Bb8Stats(pool.clone())));
+    ///     let n = sonde_instrument::bb8_get(&pool, &metrics).await.unwrap();
+    ///     assert_eq!(*n, 7);
+    /// });
+    /// # Ok::<(), sonde_instrument::Error>(())
+    /// ```
+    pub async fn bb8_get<'a, M: ManageConnection>(
+        pool: &'a Pool<M>,
+        metrics: &PoolMetrics,
+    ) -> Result<PooledConnection<'a, M>, RunError<M::Error>> {
+        let start = Instant::now();
+        let got = pool.get().await;
+        match &got {
+            Ok(_) => metrics.record_wait(start.elapsed()),
+            Err(RunError::TimedOut) => metrics.timeout(),
+            Err(RunError::User(_)) => {}
+        }
+        got
+    }
+}
+
+#[cfg(feature = "bb8")]
+pub use bb8_adapter::{Bb8Stats, bb8_get};
+
+#[cfg(feature = "sqlx")]
+mod sqlx_adapter {
+    use std::time::Instant;
+
+    use sqlx::pool::PoolConnection;
+    use sqlx::{Database, Pool};
+
+    use super::{PoolMetrics, PoolStats};
+
+    /// [`PoolStats`] of an sqlx pool: connections open (`size`) and idle (`num_idle`), and its
+    /// `max_connections` (sqlx does not tell how many requests wait).
+    pub struct SqlxStats<DB: Database>(pub Pool<DB>);
+
+    impl<DB: Database> PoolStats for SqlxStats<DB> {
+        fn idle(&self) -> u64 {
+            self.0.num_idle() as u64
+        }
+        fn used(&self) -> u64 {
+            u64::from(self.0.size()).saturating_sub(self.0.num_idle() as u64)
+        }
+        fn max(&self) -> u64 {
+            u64::from(self.0.options().get_max_connections())
+        }
+    }
+
+    /// `pool.acquire()`, recording how long it waited in `metrics`
+    /// (`db.client.connection.wait_time`), and `PoolTimedOut` as
+    /// `db.client.connection.timeouts`. Queries through the pool itself (`query(..)
+    /// .fetch_all(&pool)`) acquire inside sqlx; time them with [`crate::time_db`].
+    pub async fn sqlx_acquire<DB: Database>(
+        pool: &Pool<DB>,
+        metrics: &PoolMetrics,
+    ) -> Result<PoolConnection<DB>, sqlx::Error> {
+        let start = Instant::now();
+        let got = pool.acquire().await;
+        match &got {
+            Ok(_) => metrics.record_wait(start.elapsed()),
+            Err(sqlx::Error::PoolTimedOut) => metrics.timeout(),
+            Err(_) => {}
+        }
+        got
+    }
+}
+
+#[cfg(feature = "sqlx")]
+pub use sqlx_adapter::{SqlxStats, sqlx_acquire};

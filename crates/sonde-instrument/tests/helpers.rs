@@ -223,6 +223,7 @@ fn database_and_http_client_timings() {
             ("server.address", "api.example"),
             ("http.response.status_code", code),
             ("error.type", e),
+            ("url.template", ""),
         ]
     };
     for (labels, n) in [

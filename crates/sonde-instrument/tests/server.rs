@@ -234,7 +234,12 @@ fn client_layer_records_status_server_and_errors() {
     });
     let mut client = sonde_instrument::HttpClientLayer::new(metrics).layer(client);
     let call = |client: &mut _, uri: &str| {
-        let req = http::Request::get(uri).body(()).unwrap();
+        let mut req = http::Request::get(uri).body(()).unwrap();
+        if uri.ends_with("/users/7") {
+            // The caller's route template, as a request extension.
+            req.extensions_mut()
+                .insert(sonde_instrument::UrlTemplate("/users/{id}"));
+        }
         let fut = async {
             let c: &mut sonde_instrument::HttpClientService<_> = client;
             c.ready().await.unwrap().call(req).await
@@ -249,6 +254,7 @@ fn client_layer_records_status_server_and_errors() {
     };
     assert!(call(&mut client, "http://api.example/ok").is_ok());
     assert!(call(&mut client, "http://api.example/ok").is_ok());
+    assert!(call(&mut client, "http://api.example/users/7").is_ok());
     assert_eq!(
         call(&mut client, "https://api.example/missing")
             .unwrap()
@@ -262,6 +268,7 @@ fn client_layer_records_status_server_and_errors() {
             ("server.address", server),
             ("http.response.status_code", code),
             ("error.type", e),
+            ("url.template", ""),
         ]
     };
     let n = |labels: &[(&str, &str)]| {
@@ -271,6 +278,9 @@ fn client_layer_records_status_server_and_errors() {
             .map_or(0, |h| h.count())
     };
     assert_eq!(n(&c("api.example", "200", "")), 2);
+    let mut users = c("api.example", "200", "");
+    users[4].1 = "/users/{id}";
+    assert_eq!(n(&users), 1);
     assert_eq!(n(&c("api.example", "404", "404")), 1);
     assert_eq!(n(&c("other.example", "", "ConnectionRefused")), 1);
 }

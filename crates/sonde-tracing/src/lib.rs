@@ -221,7 +221,7 @@ where
             ])
         } else if f.server.is_some() && f.method.is_some() {
             self.http_client
-                .with(&[s(&f.method), s(&f.server), s(&f.status), s(&f.error)])
+                .with(&[s(&f.method), s(&f.server), s(&f.status), s(&f.error), ""])
         } else if f.route.is_some() || f.method.is_some() {
             self.http_server
                 .with(&[s(&f.method), s(&f.route), s(&f.status), s(&f.error)])

@@ -77,6 +77,7 @@ fn semantic_convention_spans_become_metrics() {
         ("server.address", "pay.example"),
         ("http.response.status_code", "201"),
         ("error.type", ""),
+        ("url.template", ""),
     ];
     assert_eq!(
         hist(&reg, "http.client.request.duration", &client).count(),

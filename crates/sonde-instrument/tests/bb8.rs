@@ -1,0 +1,86 @@
+//! bb8 pools on the `db.client.connection.*` metrics: sizes, waiting requests, wait times and
+//! timeouts, against the real bb8 crate on a Tokio runtime.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sonde_core::{Registry, Snapshot};
+use sonde_instrument::{Bb8Stats, PoolMetrics, bb8_get};
+
+struct Conns;
+
+impl bb8::ManageConnection for Conns {
+    type Connection = u32;
+    type Error = std::convert::Infallible;
+    async fn connect(&self) -> Result<u32, Self::Error> {
+        Ok(1)
+    }
+    async fn is_valid(&self, _: &mut u32) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    fn has_broken(&self, _: &mut u32) -> bool {
+        false
+    }
+}
+
+fn value(s: &Snapshot, name: &str, labels: &[(&str, &str)]) -> f64 {
+    s.point(name, labels)
+        .map(|p| match p.histogram() {
+            Some(h) => h.count() as f64,
+            None => p.number().unwrap().as_f64(),
+        })
+        .unwrap_or(f64::NAN)
+}
+
+#[test]
+fn sizes_waiting_requests_waits_and_timeouts() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let registry = Registry::new();
+    let metrics = PoolMetrics::install(&registry, "main").unwrap();
+    let name = ("db.client.connection.pool.name", "main");
+    let state = |s: &'static str| [name, ("db.client.connection.state", s)];
+    rt.block_on(async {
+        let pool = bb8::Pool::builder()
+            .max_size(2)
+            .min_idle(Some(2))
+            .connection_timeout(Duration::from_millis(300))
+            .build(Conns)
+            .await
+            .unwrap();
+        metrics.watch(Arc::new(Bb8Stats(pool.clone())));
+        let a = bb8_get(&pool, &metrics).await.unwrap();
+        let b = bb8_get(&pool, &metrics).await.unwrap();
+        let s = registry.snapshot();
+        assert_eq!(value(&s, "db.client.connection.count", &state("used")), 2.0);
+        assert_eq!(value(&s, "db.client.connection.count", &state("idle")), 0.0);
+        assert_eq!(value(&s, "db.client.connection.max", &[name]), 2.0);
+        // A third request waits: it shows as pending while it does, then times out.
+        let (third, pending) = tokio::join!(bb8_get(&pool, &metrics), async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let s = registry.snapshot();
+            value(&s, "db.client.connection.pending_requests", &[name])
+        });
+        assert!(matches!(third, Err(bb8::RunError::TimedOut)));
+        assert_eq!(pending, 1.0);
+        drop(a);
+        drop(b);
+        let _again = bb8_get(&pool, &metrics).await.unwrap();
+        let s = registry.snapshot();
+        assert_eq!(value(&s, "db.client.connection.timeouts", &[name]), 1.0);
+        assert_eq!(
+            value(&s, "db.client.connection.wait_time", &[name]),
+            3.0,
+            "three waits recorded"
+        );
+        assert_eq!(value(&s, "db.client.connection.count", &state("used")), 1.0);
+        assert_eq!(
+            value(&s, "db.client.connection.pending_requests", &[name]),
+            0.0
+        );
+    });
+}

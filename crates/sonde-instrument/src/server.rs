@@ -317,6 +317,25 @@ mod layer {
         }
     }
 
+    impl<S> HttpServerService<S> {
+        /// Counts the request active and finds its route.
+        fn begin<B>(&self, req: &http::Request<B>) -> (ActiveRequest, Route) {
+            let active = self.metrics.start(req.method().as_str());
+            let route = match &self.route {
+                Some(f) => f(req.uri(), req.extensions()).map_or(Route::Unmatched, Route::Custom),
+                #[cfg(feature = "axum")]
+                None => req
+                    .extensions()
+                    .get::<axum::extract::MatchedPath>()
+                    .cloned()
+                    .map_or(Route::Unmatched, Route::Axum),
+                #[cfg(not(feature = "axum"))]
+                None => Route::Unmatched,
+            };
+            (active, route)
+        }
+    }
+
     impl<S, B, RB> tower_service::Service<http::Request<B>> for HttpServerService<S>
     where
         S: tower_service::Service<http::Request<B>, Response = http::Response<RB>>,
@@ -330,18 +349,43 @@ mod layer {
         }
 
         fn call(&mut self, req: http::Request<B>) -> Self::Future {
-            let active = self.metrics.start(req.method().as_str());
-            let route = match &self.route {
-                Some(f) => f(req.uri(), req.extensions()).map_or(Route::Unmatched, Route::Custom),
-                #[cfg(feature = "axum")]
-                None => req
-                    .extensions()
-                    .get::<axum::extract::MatchedPath>()
-                    .cloned()
-                    .map_or(Route::Unmatched, Route::Axum),
-                #[cfg(not(feature = "axum"))]
-                None => Route::Unmatched,
-            };
+            let (active, route) = self.begin(&req);
+            ResponseFuture {
+                inner: self.inner.call(req),
+                active: Some(active),
+                route,
+            }
+        }
+    }
+
+    /// hyper 1's `Service` (feature `hyper`): the same recording around a hyper service, for
+    /// a server without tower.
+    ///
+    /// ```
+    /// # #[cfg(feature = "hyper")] {
+    /// use sonde_instrument::{HttpServerLayer, HttpServerMetrics};
+    /// use tower_layer::Layer as _;
+    /// let metrics = HttpServerMetrics::install(sonde_core::Registry::global()).unwrap();
+    /// let handler = hyper::service::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(String::from("hello")))
+    /// });
+    /// let service = HttpServerLayer::new(metrics)
+    ///     .route_with(|uri, _| (uri.path() == "/hello").then(|| "/hello".to_owned()))
+    ///     .layer(handler);
+    /// // hyper::server::conn::http1::Builder::new().serve_connection(io, service)
+    /// # let _ = service; }
+    /// ```
+    #[cfg(feature = "hyper")]
+    impl<S, B, RB> hyper::service::Service<http::Request<B>> for HttpServerService<S>
+    where
+        S: hyper::service::Service<http::Request<B>, Response = http::Response<RB>>,
+    {
+        type Response = S::Response;
+        type Error = S::Error;
+        type Future = ResponseFuture<S::Future>;
+
+        fn call(&self, req: http::Request<B>) -> Self::Future {
+            let (active, route) = self.begin(&req);
             ResponseFuture {
                 inner: self.inner.call(req),
                 active: Some(active),

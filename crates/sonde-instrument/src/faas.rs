@@ -50,14 +50,121 @@ pub fn lambda_resource_from(get: impl Fn(&str) -> Option<String>) -> Option<Reso
     Resource::lambda_from(&get)
 }
 
+/// AWS Lambda's list prices, the table [`CostModel`] estimates with: per GB-second of
+/// duration by architecture, and per request. Set your region's or your contract's prices in
+/// the fields; [`LambdaPricing::default`] is us-east-1's first tier as of
+/// [`LAMBDA_PRICES_AS_OF`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LambdaPricing {
+    /// US dollars per GB-second on x86_64.
+    pub x86_64_per_gb_second: f64,
+    /// US dollars per GB-second on arm64 (Graviton).
+    pub arm64_per_gb_second: f64,
+    /// US dollars per request.
+    pub per_request: f64,
+}
+
+/// The date of [`LambdaPricing::default`]'s figures: us-east-1 list prices, first tier (the
+/// first 6 billion GB-seconds a month), unchanged since arm64 functions launched in
+/// September 2021.
+pub const LAMBDA_PRICES_AS_OF: &str = "2026-12-06";
+
+impl Default for LambdaPricing {
+    fn default() -> Self {
+        LambdaPricing {
+            x86_64_per_gb_second: 0.000_016_666_7,
+            arm64_per_gb_second: 0.000_013_333_4,
+            per_request: 0.000_000_2,
+        }
+    }
+}
+
+/// A Lambda function's architecture (its price per GB-second differs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// x86_64.
+    X86_64,
+    /// arm64 (Graviton).
+    Arm64,
+}
+
+impl Architecture {
+    /// The architecture this process runs on.
+    pub fn current() -> Architecture {
+        if cfg!(target_arch = "aarch64") {
+            Architecture::Arm64
+        } else {
+            Architecture::X86_64
+        }
+    }
+}
+
+/// How [`Faas`] estimates what an invocation costs: Lambda bills the duration rounded up to
+/// the millisecond times the configured memory, at the architecture's price per GB-second,
+/// plus the request charge. Not billed here: provisioned concurrency, ephemeral storage over
+/// 512 MB, data transfer, free tier.
+///
+/// ```
+/// use std::time::Duration;
+/// use sonde_instrument::{Architecture, CostModel, LambdaPricing};
+/// let model = CostModel { memory_mb: 512, architecture: Architecture::X86_64, pricing: LambdaPricing::default() };
+/// // 120.3 ms at 0.5 GB: 121 ms billed.
+/// let usd = model.cost(Duration::from_micros(120_300));
+/// assert!((usd - (0.0000002 + 0.5 * 0.121 * 0.0000166667)).abs() < 1e-15);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CostModel {
+    /// The function's configured memory, MB (Lambda's `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`).
+    pub memory_mb: u32,
+    /// Its architecture.
+    pub architecture: Architecture,
+    /// The prices.
+    pub pricing: LambdaPricing,
+}
+
+impl CostModel {
+    /// The model of the function this process runs in: memory from
+    /// `AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, this process's architecture, default prices; `None`
+    /// outside Lambda (or with a memory size that is not a number of MB).
+    pub fn from_env() -> Option<CostModel> {
+        Self::from_env_with(|k| std::env::var(k).ok())
+    }
+
+    /// [`from_env`](Self::from_env) with the variables read through `get`.
+    pub fn from_env_with(get: impl Fn(&str) -> Option<String>) -> Option<CostModel> {
+        let memory_mb = get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")?
+            .trim()
+            .parse()
+            .ok()?;
+        Some(CostModel {
+            memory_mb,
+            architecture: Architecture::current(),
+            pricing: LambdaPricing::default(),
+        })
+    }
+
+    /// The estimated cost, US dollars, of one invocation that ran for `duration`.
+    pub fn cost(&self, duration: std::time::Duration) -> f64 {
+        let billed_ms = duration.as_nanos().div_ceil(1_000_000) as f64;
+        let per_gb_second = match self.architecture {
+            Architecture::X86_64 => self.pricing.x86_64_per_gb_second,
+            Architecture::Arm64 => self.pricing.arm64_per_gb_second,
+        };
+        let gb = f64::from(self.memory_mb) / 1024.0;
+        self.pricing.per_request + gb * billed_ms / 1000.0 * per_gb_second
+    }
+}
+
 type Flush = Arc<dyn Fn() + Send + Sync>;
 
 /// Records invocations of a serverless handler.
 ///
 /// Metrics: `faas.invocations` and `faas.invoke_duration` (seconds) by `faas.trigger` and
 /// `faas.coldstart`; `faas.coldstarts`, `faas.errors` and `faas.timeouts` by `faas.trigger`;
-/// `faas.init_duration` (seconds from process start to the first invocation). The first
-/// invocation in a process is the cold start.
+/// `faas.init_duration` (seconds from process start to the first invocation); with a
+/// [`CostModel`] (found in Lambda's environment by [`install`](Self::install), or given with
+/// [`with_cost_model`](Self::with_cost_model)), `faas.invocation.cost` (estimated US dollars,
+/// by `faas.trigger`). The first invocation in a process is the cold start.
 ///
 /// ```
 /// use sonde_instrument::{Faas, Trigger};
@@ -78,6 +185,7 @@ pub struct Faas {
     init_duration: Histogram,
     warm: AtomicBool,
     flushes: RwLock<Vec<Flush>>,
+    cost: Option<(CostModel, Family<Counter<f64>>)>,
 }
 
 /// How an invocation ended.
@@ -124,7 +232,37 @@ impl Faas {
                 .handle(),
             warm: AtomicBool::new(false),
             flushes: RwLock::new(Vec::new()),
-        })
+            cost: None,
+        }
+        .with_cost_model_if(CostModel::from_env(), registry)?)
+    }
+
+    /// Estimates each invocation's cost with `model` into `faas.invocation.cost` (outside
+    /// Lambda, or with your own prices).
+    pub fn with_cost_model(self, model: CostModel, registry: &Registry) -> Result<Faas, Error> {
+        self.with_cost_model_if(Some(model), registry)
+    }
+
+    fn with_cost_model_if(
+        mut self,
+        model: Option<CostModel>,
+        registry: &Registry,
+    ) -> Result<Faas, Error> {
+        if let Some(model) = model {
+            let family = registry
+                .counter_f64("faas.invocation.cost")
+                .description("Estimated cost of the invocations, US dollars (Lambda list price: billed duration x memory, plus the request charge).")
+                .unit(Unit::Count("{USD}".into()))
+                .labels(["faas.trigger"])
+                .build()?;
+            self.cost = Some((model, family));
+        }
+        Ok(self)
+    }
+
+    /// The cost model in use, if any.
+    pub fn cost_model(&self) -> Option<&CostModel> {
+        self.cost.as_ref().map(|(m, _)| m)
     }
 
     /// Runs `flush` at the end of every invocation, after its metrics are recorded and before
@@ -265,6 +403,11 @@ impl Invocation<'_> {
         let cold = if self.cold { "true" } else { "false" };
         f.invocations.with(&[trigger, cold]).inc();
         f.duration.with(&[trigger, cold]).record_since(self.started);
+        if let Some((model, family)) = &f.cost {
+            family
+                .with(&[trigger])
+                .add(model.cost(self.started.elapsed()));
+        }
         let late = self.deadline.is_some_and(|d| Instant::now() > d);
         if outcome == Outcome::Timeout || late {
             f.timeouts.with(&[trigger]).inc();

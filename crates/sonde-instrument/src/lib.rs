@@ -40,7 +40,10 @@ pub use calls::HttpClientMiddleware;
 pub use calls::{DbMetrics, HttpClientMetrics, UrlTemplate, error_type, time_db, time_db_sync};
 #[cfg(feature = "tower")]
 pub use calls::{HttpClientLayer, HttpClientService};
-pub use faas::{Faas, Invocation, Outcome, Trigger, lambda_resource, lambda_resource_from};
+pub use faas::{
+    Architecture, CostModel, Faas, Invocation, LAMBDA_PRICES_AS_OF, LambdaPricing, Outcome,
+    Trigger, lambda_resource, lambda_resource_from,
+};
 pub use lifecycle::{Lifecycle, os_start_time, process_start_time};
 #[cfg(feature = "moka")]
 pub use moka_cache::MokaCache;

@@ -491,3 +491,74 @@ fn business_events_bound_their_dimensions_sample_their_log_and_skip_bad_values()
     });
     assert!(matches!(too_many.install(&reg), Err(Error::Config(_))));
 }
+
+/// Lambda cost per invocation: the billed duration (rounded up to the millisecond) times the
+/// memory at the architecture's price, plus the request charge, summed by trigger; from
+/// Lambda's environment or given; absent outside Lambda.
+#[test]
+fn invocations_are_priced_by_the_cost_model() {
+    use sonde_instrument::{Architecture, CostModel, LambdaPricing};
+    // Outside Lambda (no memory size), no cost family.
+    assert_eq!(CostModel::from_env_with(|_| None), None);
+    assert_eq!(
+        CostModel::from_env_with(
+            |k| (k == "AWS_LAMBDA_FUNCTION_MEMORY_SIZE").then(|| "huge".into())
+        ),
+        None
+    );
+    let from_env = CostModel::from_env_with(|k| {
+        (k == "AWS_LAMBDA_FUNCTION_MEMORY_SIZE").then(|| "1769".into())
+    })
+    .unwrap();
+    assert_eq!(from_env.memory_mb, 1769);
+    assert_eq!(from_env.pricing, LambdaPricing::default());
+
+    let arm = CostModel {
+        memory_mb: 1024,
+        architecture: Architecture::Arm64,
+        pricing: LambdaPricing::default(),
+    };
+    // 1 GB for exactly 1 s on arm64, and 1 ns billed as 1 ms.
+    assert!((arm.cost(Duration::from_secs(1)) - (0.000_000_2 + 0.000_013_333_4)).abs() < 1e-15);
+    assert!(
+        (arm.cost(Duration::from_nanos(1)) - (0.000_000_2 + 0.001 * 0.000_013_333_4)).abs() < 1e-15
+    );
+
+    let reg = Registry::new();
+    let plain = Faas::install(&reg).unwrap();
+    assert!(
+        plain.cost_model().is_none() || std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE").is_ok()
+    );
+    let model = CostModel {
+        memory_mb: 512,
+        architecture: Architecture::X86_64,
+        pricing: LambdaPricing {
+            x86_64_per_gb_second: 1.0,
+            arm64_per_gb_second: 1.0,
+            per_request: 0.5,
+        },
+    };
+    let faas = Faas::install(&reg)
+        .unwrap()
+        .with_cost_model(model, &reg)
+        .unwrap();
+    for _ in 0..4 {
+        let r: Result<(), std::io::Error> = faas.invoke(Trigger::PubSub, || {
+            std::thread::sleep(Duration::from_millis(20));
+            Ok(())
+        });
+        r.unwrap();
+    }
+    let total = reg
+        .snapshot()
+        .point("faas.invocation.cost", &[("faas.trigger", "pubsub")])
+        .and_then(|p| p.number())
+        .unwrap()
+        .as_f64();
+    // Four requests at 0.5, and 4 x at least 20 ms at 0.5 GB x 1 $/GB-s.
+    let duration_part = total - 2.0;
+    assert!(
+        (0.04..0.2).contains(&duration_part),
+        "{total}: {duration_part}"
+    );
+}

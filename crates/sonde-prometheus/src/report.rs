@@ -305,6 +305,7 @@ fn window_json(w: &Window, resolution: Duration, uptime: f64) -> Value {
     let mut caches: BTreeMap<String, (f64, f64)> = BTreeMap::new();
     let mut routes: BTreeMap<String, Route> = BTreeMap::new();
     let mut route_unit = "s".to_owned();
+    let mut faas = Faas::default();
     for f in &w.changes.families {
         for s in &f.series {
             match &s.point {
@@ -330,6 +331,7 @@ fn window_json(w: &Window, resolution: Duration, uptime: f64) -> Value {
                 Point::Counter(n) if n.as_f64() > 0.0 => {
                     let n = n.as_f64();
                     add_cache(f, s, n, &mut caches);
+                    faas.add(f.meta.name(), n);
                     counters.push(json!({
                         "metric": f.meta.name(),
                         "labels": labels(f, s),
@@ -372,7 +374,50 @@ fn window_json(w: &Window, resolution: Duration, uptime: f64) -> Value {
         "histograms": histograms,
         "counters": counters,
         "caches": caches_json(caches),
+        "faas": faas.json(),
     })
+}
+
+/// Serverless invocations of a window (`faas.*` counters), with their estimated cost when the
+/// service records `faas.invocation.cost`.
+#[derive(Default)]
+struct Faas {
+    invocations: f64,
+    cold_starts: f64,
+    errors: f64,
+    timeouts: f64,
+    cost: Option<f64>,
+}
+
+impl Faas {
+    fn add(&mut self, metric: &str, n: f64) {
+        match metric {
+            "faas.invocations" => self.invocations += n,
+            "faas.coldstarts" => self.cold_starts += n,
+            "faas.errors" => self.errors += n,
+            "faas.timeouts" => self.timeouts += n,
+            "faas.invocation.cost" => *self.cost.get_or_insert(0.0) += n,
+            _ => {}
+        }
+    }
+
+    /// `null` without invocations.
+    fn json(&self) -> Value {
+        if self.invocations <= 0.0 {
+            return Value::Null;
+        }
+        let per = |x: f64| x / self.invocations;
+        json!({
+            "invocations": self.invocations,
+            "cold_starts": self.cold_starts,
+            "cold_start_ratio": per(self.cold_starts),
+            "errors": self.errors,
+            "timeouts": self.timeouts,
+            "cost_usd": finite(self.cost),
+            "cost_per_invocation_usd": finite(self.cost.map(per)),
+            "cost_per_million_invocations_usd": finite(self.cost.map(|c| per(c) * 1e6)),
+        })
+    }
 }
 
 /// [`report`] plus `schema_version` and the `windows` (in the order given, usually the
@@ -757,6 +802,27 @@ pub fn report_markdown(report: &Value) -> String {
                 ]
             },
         );
+        if let Some(f) = w["faas"].as_object() {
+            let _ = write!(
+                out,
+                "**Serverless**: {} invocations, {} cold starts ({}), {} errors, {} timeouts",
+                number(&f["invocations"], ""),
+                number(&f["cold_starts"], ""),
+                percent(&f["cold_start_ratio"]),
+                number(&f["errors"], ""),
+                number(&f["timeouts"], ""),
+            );
+            if let (Some(total), Some(million)) = (
+                f["cost_usd"].as_f64(),
+                f["cost_per_million_invocations_usd"].as_f64(),
+            ) {
+                let _ = write!(
+                    out,
+                    "; estimated cost ${total:.6} (${million:.2} per million invocations)"
+                );
+            }
+            out.push_str(".\n\n");
+        }
         table(
             &mut out,
             "Caches",

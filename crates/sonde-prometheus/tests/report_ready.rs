@@ -463,3 +463,65 @@ fn ready_follows_the_application_and_the_exporters_health_stays_up() {
     lenient.shutdown();
     server.shutdown();
 }
+
+/// Serverless invocations through sonde-instrument's `Faas` with a Lambda cost model: each
+/// window of /report sums invocations, cold starts and errors, and gives the estimated cost
+/// per invocation and per million, in JSON and Markdown.
+#[test]
+fn serverless_invocations_and_their_cost_per_window() {
+    use sonde_instrument::{Architecture, CostModel, Faas, LambdaPricing, Trigger};
+    let registry = Registry::new();
+    let model = CostModel {
+        memory_mb: 1024,
+        architecture: Architecture::Arm64,
+        pricing: LambdaPricing::default(),
+    };
+    let faas = Faas::install(&registry)
+        .unwrap()
+        .with_cost_model(model, &registry)
+        .unwrap();
+    let server = install(&registry, PrometheusBuilder::new());
+    let addr = server.local_addr();
+    for i in 0..20 {
+        let r: Result<(), String> = faas.invoke(Trigger::Http, || {
+            std::thread::sleep(Duration::from_millis(2));
+            if i % 10 == 9 {
+                Err("failed".into())
+            } else {
+                Ok(())
+            }
+        });
+        let _ = r;
+    }
+    let report = get(addr, "/report?format=json").json();
+    let total = registry
+        .snapshot()
+        .point("faas.invocation.cost", &[("faas.trigger", "http")])
+        .and_then(|p| p.number())
+        .unwrap()
+        .as_f64();
+    // At least 2 ms billed at 1 GB on arm64 each, plus the request charge.
+    let least = 20.0 * (0.000_000_2 + 0.002 * 0.000_013_333_4);
+    assert!(total >= least && total < least * 20.0, "{total}");
+    for name in ["1m", "since_start"] {
+        let f = &window(&report, name)["faas"];
+        assert_eq!(f["invocations"], 20.0, "{name}: {f}");
+        assert_eq!(f["cold_starts"], 1.0, "{f}");
+        assert_eq!(f["errors"], 2.0, "{f}");
+        let per = f["cost_per_invocation_usd"].as_f64().unwrap();
+        assert!((per - total / 20.0).abs() < 1e-15, "{f}");
+        let million = f["cost_per_million_invocations_usd"].as_f64().unwrap();
+        assert!((million - per * 1e6).abs() < 1e-9, "{f}");
+    }
+    let md = get(addr, "/report?format=md").body;
+    assert!(
+        md.contains("**Serverless**: 20 invocations, 1 cold starts (5.00 %), 2 errors, 0 timeouts; estimated cost $"),
+        "{md}"
+    );
+    assert!(md.contains("per million invocations)"), "{md}");
+    // Without invocations there is no serverless summary.
+    let quiet = Registry::new();
+    let other = install(&quiet, PrometheusBuilder::new());
+    let report = get(other.local_addr(), "/report?format=json").json();
+    assert!(window(&report, "since_start")["faas"].is_null(), "{report}");
+}

@@ -209,7 +209,7 @@ impl Faas {
                 .labels(labels.iter().copied())
                 .build()
         };
-        Ok(Faas {
+        Faas {
             invocations: counter(
                 "faas.invocations",
                 "Invocations of the function.",
@@ -234,7 +234,7 @@ impl Faas {
             flushes: RwLock::new(Vec::new()),
             cost: None,
         }
-        .with_cost_model_if(CostModel::from_env(), registry)?)
+        .with_cost_model_if(CostModel::from_env(), registry)
     }
 
     /// Estimates each invocation's cost with `model` into `faas.invocation.cost` (outside

@@ -465,6 +465,24 @@ impl Fleet {
             .build()
             .unwrap()
             .handle();
+        // What each invocation costs on a 512 MB x86_64 function at list prices, into the
+        // family a Faas with a cost model registers.
+        let model = sonde::instrument::CostModel {
+            memory_mb: 512,
+            architecture: sonde::instrument::Architecture::X86_64,
+            pricing: sonde::instrument::LambdaPricing::default(),
+        };
+        let _priced = sonde::instrument::Faas::install(reg)
+            .unwrap()
+            .with_cost_model(model, reg)
+            .unwrap();
+        let cost = reg
+            .counter_f64("faas.invocation.cost")
+            .unit(Unit::Count("{USD}".into()))
+            .labels(["faas.trigger"])
+            .build()
+            .unwrap()
+            .with(&["http"]);
         let stop = Arc::new(AtomicBool::new(false));
         let init_micros = Arc::new(AtomicU64::new(250_000));
         let (s, m) = (stop.clone(), init_micros.clone());
@@ -482,6 +500,7 @@ impl Fleet {
                 invocations
                     .with(&["http", if cold { "true" } else { "false" }])
                     .inc();
+                cost.add(model.cost(Duration::from_millis(35)));
                 std::thread::sleep(Duration::from_millis(40));
             }
         });
@@ -503,6 +522,73 @@ impl Drop for Fleet {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// The parts of an async service the dashboards show besides its requests: a Tokio runtime
+/// (read by `TokioRuntimeMetrics`) running a steady trickle of tasks, and a moka cache too small
+/// for its keys (`MokaCache`: hits, misses, size evictions, entries, weighted size).
+struct AsyncParts {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    _metrics: sonde::instrument::TokioRuntimeMetrics,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl AsyncParts {
+    fn start(reg: &Registry) -> AsyncParts {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let metrics =
+            sonde::instrument::TokioRuntimeMetrics::install(reg, runtime.handle().clone()).unwrap();
+        let cache = sonde::instrument::MokaCache::new(
+            reg,
+            "sessions",
+            moka::sync::Cache::builder().max_capacity(50),
+        )
+        .unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let handle = runtime.handle().clone();
+        let thread = std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !s.load(Ordering::Relaxed) {
+                n += 1;
+                // 200 keys over 50 places: hits, misses and size evictions.
+                let key = (n * 7919) % 200;
+                let _ = cache.get_with(key, || n);
+                handle.spawn(async move {
+                    let mut x = n;
+                    for _ in 0..2_000 {
+                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    std::hint::black_box(x)
+                });
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        AsyncParts {
+            stop,
+            thread: Some(thread),
+            _metrics: metrics,
+            runtime: Some(runtime),
+        }
+    }
+}
+
+impl Drop for AsyncParts {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
         }
     }
 }
@@ -737,6 +823,7 @@ fn dashboards_and_alerts_work_on_live_data_and_alerts_fire_on_faults() {
     .unwrap();
     let fleet = Fleet::start(&reg);
     let statsd = Statsd::start(&reg);
+    let async_parts = AsyncParts::start(&reg);
     // A push exporter, so that sonde's exporter self-metrics exist: OTLP to a receiver that
     // accepts everything (until the outage below).
     let receiver = OtlpReceiver::start();
@@ -965,6 +1052,7 @@ fn dashboards_and_alerts_work_on_live_data_and_alerts_fire_on_faults() {
 
     drop(fleet);
     drop(statsd);
+    drop(async_parts);
     workload.stop();
     otlp.shutdown(Duration::from_secs(2)).ok();
     eprintln!("whole test: {:?}", started.elapsed());

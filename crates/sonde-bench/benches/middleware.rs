@@ -13,6 +13,13 @@
 //!
 //!   `bare` and `sonde_layer` build the same request (URI, route extension) in every iteration
 //!   and drop the same response, so their difference is the layer.
+//! - `http_server_hyper`: the same handler as a hyper `service_fn`, called through hyper 1's own
+//!   `Service` trait, bare and wrapped (`HttpServerLayer` implements hyper's `Service` with
+//!   feature `hyper`);
+//! - `http_client_request`: one request through a reqwest-middleware chain whose last
+//!   middleware answers `200` without network, on a current-thread Tokio runtime: `bare`
+//!   (that middleware alone) and `sonde_middleware` (+ `HttpClientMiddleware`, with a
+//!   `UrlTemplate` extension), so their difference is the middleware.
 //! - `span`: one `info_span!("request", http.request.method, http.route,
 //!   http.response.status_code)` entered around a trivial body:
 //!   - `no_layer`: a `tracing_subscriber::registry()` without layers (span bookkeeping only);
@@ -328,9 +335,113 @@ fn config() -> Criterion {
         .sample_size(50)
 }
 
+/// Calls a hyper service once through hyper's own trait, polling its future with a no-op waker.
+fn call_hyper<S>(svc: &S, req: Request<String>) -> Response<String>
+where
+    S: hyper::service::Service<Request<String>, Response = Response<String>, Error = Infallible>,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    match pin!(svc.call(req)).poll(&mut cx) {
+        Poll::Ready(Ok(resp)) => resp,
+        Poll::Ready(Err(e)) => match e {},
+        Poll::Pending => panic!("the handler answers at once"),
+    }
+}
+
+fn http_server_hyper(c: &mut Criterion) {
+    let mut g = c.benchmark_group("http_server_hyper");
+    // hyper's `service_fn` wants bodies: empty strings.
+    let hyper_handler = || {
+        hyper::service::service_fn(|_req: Request<String>| async {
+            Ok::<_, Infallible>(Response::new(String::new()))
+        })
+    };
+    let request = || request().map(|()| String::new());
+    let bare = hyper_handler();
+    g.bench_function("bare", |b| {
+        b.iter(|| call_hyper(&bare, black_box(request())))
+    });
+    let registry = sonde::Registry::new();
+    let metrics = HttpServerMetrics::install(&registry).unwrap();
+    let wrapped = HttpServerLayer::new(metrics)
+        .route_with(|_uri, ext| ext.get::<String>().cloned())
+        .layer(hyper_handler());
+    call_hyper(&wrapped, request());
+    assert_eq!(
+        sonde_count(&registry, "http.server.request.duration", &HTTP_LABELS),
+        1
+    );
+    g.bench_function("sonde_layer", |b| {
+        b.iter(|| call_hyper(&wrapped, black_box(request())))
+    });
+    g.finish();
+}
+
+/// The last middleware of the client benches: answers `200` at once, no network.
+struct Canned;
+
+#[async_trait::async_trait]
+impl reqwest_middleware::Middleware for Canned {
+    async fn handle(
+        &self,
+        _req: reqwest::Request,
+        _extensions: &mut http::Extensions,
+        _next: reqwest_middleware::Next<'_>,
+    ) -> reqwest_middleware::Result<reqwest::Response> {
+        Ok(reqwest::Response::from(Response::new("")))
+    }
+}
+
+fn http_client_request(c: &mut Criterion) {
+    use sonde::instrument::{HttpClientMetrics, HttpClientMiddleware, UrlTemplate};
+    // reqwest is built with `rustls-no-provider` here: a client needs one installed.
+    #[allow(deprecated)] // ring: the workspace's one TLS stack
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut g = c.benchmark_group("http_client_request");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let client = || reqwest::Client::builder().build().unwrap();
+    let bare = reqwest_middleware::ClientBuilder::new(client())
+        .with(Canned)
+        .build();
+    let send = |c: &reqwest_middleware::ClientWithMiddleware| {
+        rt.block_on(
+            c.get("http://users.internal/users/42")
+                .with_extension(UrlTemplate("/users/{id}"))
+                .send(),
+        )
+        .unwrap()
+    };
+    g.bench_function("bare", |b| b.iter(|| black_box(send(&bare))));
+    let registry = sonde::Registry::new();
+    let metrics = HttpClientMetrics::install(&registry).unwrap();
+    let wrapped = reqwest_middleware::ClientBuilder::new(client())
+        .with(HttpClientMiddleware::new(metrics))
+        .with(Canned)
+        .build();
+    send(&wrapped);
+    assert_eq!(
+        sonde_count(
+            &registry,
+            "http.client.request.duration",
+            &[
+                ("http.request.method", "GET"),
+                ("server.address", "users.internal"),
+                ("http.response.status_code", "200"),
+                ("error.type", ""),
+                ("url.template", "/users/{id}"),
+            ]
+        ),
+        1
+    );
+    g.bench_function("sonde_middleware", |b| b.iter(|| black_box(send(&wrapped))));
+    g.finish();
+}
+
 criterion_group! {
     name = middleware;
     config = config();
-    targets = http_server_request, span, span_by_name
+    targets = http_server_request, http_server_hyper, http_client_request, span, span_by_name
 }
 criterion_main!(middleware);

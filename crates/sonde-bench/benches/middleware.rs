@@ -20,6 +20,9 @@
 //!   middleware answers `200` without network, on a current-thread Tokio runtime: `bare`
 //!   (that middleware alone) and `sonde_middleware` (+ `HttpClientMiddleware`, with a
 //!   `UrlTemplate` extension), so their difference is the middleware.
+//! - `http_server_actix`: one `GET /users/42` through an actix-web `App` (one route answering
+//!   `200`) with actix's test helpers (`call_service`, no network), `bare` and wrapped in
+//!   `HttpServerMetricsActix`;
 //! - `span`: one `info_span!("request", http.request.method, http.route,
 //!   http.response.status_code)` entered around a trivial body:
 //!   - `no_layer`: a `tracing_subscriber::registry()` without layers (span bookkeeping only);
@@ -439,9 +442,43 @@ fn http_client_request(c: &mut Criterion) {
     g.finish();
 }
 
+fn http_server_actix(c: &mut Criterion) {
+    use actix_web::{App, test, web};
+    use sonde::instrument::HttpServerMetricsActix;
+    let mut g = c.benchmark_group("http_server_actix");
+    let system = actix_web::rt::System::new();
+    let registry = sonde::Registry::new();
+    let metrics = HttpServerMetrics::install(&registry).unwrap();
+    let (bare, wrapped) = system.block_on(async {
+        let bare =
+            test::init_service(App::new().route("/users/{id}", web::get().to(|| async { "user" })))
+                .await;
+        let wrapped = test::init_service(
+            App::new()
+                .wrap(HttpServerMetricsActix::new(metrics))
+                .route("/users/{id}", web::get().to(|| async { "user" })),
+        )
+        .await;
+        (bare, wrapped)
+    });
+    let req = || test::TestRequest::get().uri("/users/42").to_request();
+    g.bench_function("bare", |b| {
+        b.iter(|| black_box(system.block_on(test::call_service(&bare, req()))))
+    });
+    system.block_on(test::call_service(&wrapped, req()));
+    assert_eq!(
+        sonde_count(&registry, "http.server.request.duration", &HTTP_LABELS),
+        1
+    );
+    g.bench_function("sonde_middleware", |b| {
+        b.iter(|| black_box(system.block_on(test::call_service(&wrapped, req()))))
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = middleware;
     config = config();
-    targets = http_server_request, http_server_hyper, http_client_request, span, span_by_name
+    targets = http_server_request, http_server_hyper, http_server_actix, http_client_request, span, span_by_name
 }
 criterion_main!(middleware);

@@ -63,6 +63,8 @@ pub use server::instrument_warp;
 pub use server::{ActiveRequest, HttpServerMetrics, method_label};
 #[cfg(feature = "tower")]
 pub use server::{HttpServerLayer, HttpServerService, RouteFn};
+#[cfg(feature = "actix-web")]
+pub use server::{HttpServerMetricsActix, HttpServerMetricsActixService};
 pub use work::{
     BuildInfo, BusinessEvent, BusinessEvents, BusinessEventsBuilder, Events, MAX_DIMENSION_VALUES,
     MAX_DIMENSIONS, MAX_OUTCOMES, PhaseTimer, Phases,

@@ -424,3 +424,100 @@ mod layer {
         }
     }
 }
+
+#[cfg(feature = "actix-web")]
+pub use actix::{HttpServerMetricsActix, HttpServerMetricsActixService};
+
+#[cfg(feature = "actix-web")]
+mod actix {
+    use std::future::{Future, Ready, ready};
+    use std::pin::Pin;
+
+    use actix_web::Error;
+    use actix_web::dev::{Service, ServiceRequest, ServiceResponse, Transform, forward_ready};
+
+    use super::HttpServerMetrics;
+
+    /// An actix-web middleware recording [`HttpServerMetrics`] for every request: the matched
+    /// route pattern (`/users/{id}`, from actix's resource map; `""` when nothing matched),
+    /// the status (an `Err` from a handler is recorded with its error's status), 5xx as
+    /// `error.type`, and `http.server.active_requests` while it runs.
+    ///
+    /// ```
+    /// use actix_web::{App, web};
+    /// use sonde_instrument::{HttpServerMetrics, HttpServerMetricsActix};
+    ///
+    /// let metrics = HttpServerMetrics::install(sonde_core::Registry::global()).unwrap();
+    /// let app = App::new()
+    ///     .wrap(HttpServerMetricsActix::new(metrics))
+    ///     .route("/users/{id}", web::get().to(|| async { "user" }));
+    /// # let _ = app;
+    /// ```
+    #[derive(Clone)]
+    pub struct HttpServerMetricsActix {
+        metrics: HttpServerMetrics,
+    }
+
+    impl HttpServerMetricsActix {
+        /// A middleware recording into `metrics`.
+        pub fn new(metrics: HttpServerMetrics) -> Self {
+            HttpServerMetricsActix { metrics }
+        }
+    }
+
+    impl<S, B> Transform<S, ServiceRequest> for HttpServerMetricsActix
+    where
+        S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+        S::Future: 'static,
+        B: 'static,
+    {
+        type Response = ServiceResponse<B>;
+        type Error = Error;
+        type Transform = HttpServerMetricsActixService<S>;
+        type InitError = ();
+        type Future = Ready<Result<Self::Transform, Self::InitError>>;
+
+        fn new_transform(&self, service: S) -> Self::Future {
+            ready(Ok(HttpServerMetricsActixService {
+                service,
+                metrics: self.metrics.clone(),
+            }))
+        }
+    }
+
+    /// The service [`HttpServerMetricsActix`] wraps around the application.
+    pub struct HttpServerMetricsActixService<S> {
+        service: S,
+        metrics: HttpServerMetrics,
+    }
+
+    type Answer<B> = Pin<Box<dyn Future<Output = Result<ServiceResponse<B>, Error>>>>;
+
+    impl<S, B> Service<ServiceRequest> for HttpServerMetricsActixService<S>
+    where
+        S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+        S::Future: 'static,
+        B: 'static,
+    {
+        type Response = ServiceResponse<B>;
+        type Error = Error;
+        type Future = Answer<B>;
+
+        forward_ready!(service);
+
+        fn call(&self, req: ServiceRequest) -> Self::Future {
+            let active = self.metrics.start(req.method().as_str());
+            let route = req.match_pattern().unwrap_or_default();
+            let answer = self.service.call(req);
+            Box::pin(async move {
+                let out = answer.await;
+                let status = match &out {
+                    Ok(resp) => resp.status(),
+                    Err(e) => e.as_response_error().status_code(),
+                };
+                active.finish(&route, status.as_u16());
+                out
+            })
+        }
+    }
+}

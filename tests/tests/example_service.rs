@@ -108,6 +108,7 @@ fn every_helper_reports_with_the_conventional_names() {
             "server.address",
             "http.response.status_code",
             "error.type",
+            "url.template",
         ],
     );
     family(

@@ -526,14 +526,16 @@ impl Drop for Fleet {
     }
 }
 
-/// The parts of an async service the dashboards show besides its requests: a Tokio runtime
-/// (read by `TokioRuntimeMetrics`) running a steady trickle of tasks, and a moka cache too small
-/// for its keys (`MokaCache`: hits, misses, size evictions, entries, weighted size).
+/// The second example, `sonde-example-axum-sqlx` (axum on sqlx/SQLite, moka, reqwest, its
+/// Tokio runtime read by `TokioRuntimeMetrics`), served on loopback and recording into the same
+/// registry, with a steady trickle of product reads and orders (payments never declined here:
+/// the external-API alert must stay quiet while all is well); and a moka cache too small for its
+/// keys (`MokaCache`: hits, misses, size evictions, entries, weighted size).
 struct AsyncParts {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
-    _metrics: sonde::instrument::TokioRuntimeMetrics,
     runtime: Option<tokio::runtime::Runtime>,
+    _db: TempDir,
 }
 
 impl AsyncParts {
@@ -543,8 +545,22 @@ impl AsyncParts {
             .enable_all()
             .build()
             .unwrap();
-        let metrics =
-            sonde::instrument::TokioRuntimeMetrics::install(reg, runtime.handle().clone()).unwrap();
+        let db = TempDir::new("live-shop");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let shop_addr = listener.local_addr().unwrap();
+        let shop = runtime
+            .block_on(sonde_example_axum_sqlx::Shop::open(
+                reg,
+                &db.0.join("shop.db"),
+                4,
+                &format!("http://{shop_addr}"),
+            ))
+            .unwrap()
+            .declining_every(0);
+        let app = shop.app(sonde::instrument::HttpServerMetrics::install(reg).unwrap());
+        runtime.spawn(async move { axum::serve(listener, app).await });
         let cache = sonde::instrument::MokaCache::new(
             reg,
             "sessions",
@@ -561,6 +577,17 @@ impl AsyncParts {
                 // 200 keys over 50 places: hits, misses and size evictions.
                 let key = (n * 7919) % 200;
                 let _ = cache.get_with(key, || n);
+                if n.is_multiple_of(40) {
+                    // Five requests a second, light next to the example's traffic (its alerts
+                    // must still fire on its faults): a product (a fifth of them fit the shop's
+                    // cache), now and then an order.
+                    let path = if n.is_multiple_of(200) {
+                        format!("POST /orders/{}", 1 + n % 50)
+                    } else {
+                        format!("GET /products/{}", 1 + (n * 31) % 400)
+                    };
+                    let _ = shop_request(shop_addr, &path);
+                }
                 handle.spawn(async move {
                     let mut x = n;
                     for _ in 0..2_000 {
@@ -575,10 +602,25 @@ impl AsyncParts {
         AsyncParts {
             stop,
             thread: Some(thread),
-            _metrics: metrics,
             runtime: Some(runtime),
+            _db: db,
         }
     }
+}
+
+/// `METHOD PATH` to the shop over a new connection; the status code.
+fn shop_request(addr: SocketAddr, request: &str) -> Option<u16> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "{request} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.get(9..12)?.parse().ok()
 }
 
 impl Drop for AsyncParts {
@@ -909,6 +951,16 @@ fn dashboards_and_alerts_work_on_live_data_and_alerts_fire_on_faults() {
     evaluate_rules(&prom, &rules, JOB, deadline, &mut findings);
     report("dashboards and rules on live data", &findings);
     assert!(findings.evaluated > 150, "{} queries", findings.evaluated);
+    // The second example feeds the same panels: its pool, cache, outgoing calls and runtime.
+    for expr in [
+        "db_client_connection_max{db_client_connection_pool_name=\"shop\"}",
+        "cache_requests_total{cache_name=\"products\"}",
+        "http_client_request_duration_seconds_count{url_template=\"/payments/{order}\"}",
+        "http_server_request_duration_seconds_count{http_route=\"/products/{id}\"}",
+        "tokio_runtime_workers",
+    ] {
+        assert_eq!(has_series_by(&prom, expr, deadline), Ok(true), "{expr}");
+    }
     eprintln!(
         "{} queries returned data after {:?}; waiting for faults: {:?}",
         findings.evaluated,

@@ -179,6 +179,11 @@ impl PoolMetrics {
     }
 
     /// Samples `stats` into the size gauges at every collection.
+    ///
+    /// The registry keeps `stats` (and the pool handle inside `SqlxStats`, `DeadpoolStats`,
+    /// `Bb8Stats` or `R2d2Stats`) for as long as it lives, so watch a pool that lives as long
+    /// as the service. A pool closed meanwhile reads as it is (a closed sqlx pool: no
+    /// connections); nothing panics.
     pub fn watch(&self, stats: Arc<dyn PoolStats>) {
         let (idle, used, max, pending) = (
             self.idle.clone(),

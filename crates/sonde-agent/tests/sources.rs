@@ -426,6 +426,18 @@ fn the_rust_sdk_pushes_to_the_agent_over_grpc() {
     use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 
     let (metrics, grpc) = (free_addr(), free_addr());
+    // A scraped service with a target_info of its own: OTLP senders and scrape targets share
+    // the agent's one target_info family.
+    let scraped = sonde_prometheus::PrometheusBuilder::new()
+        .registry(sonde_core::Registry::new())
+        .resource(
+            sonde_core::Resource::empty()
+                .with("service.name", "scraped")
+                .with("service.version", "7.7"),
+        )
+        .bind("127.0.0.1:0".parse().unwrap())
+        .install()
+        .unwrap();
     let dir = TempDir::new("agent-sources");
     let config = dir.0.join("agent.toml");
     std::fs::write(
@@ -433,7 +445,9 @@ fn the_rust_sdk_pushes_to_the_agent_over_grpc() {
         format!(
             "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n[statsd]\nenabled = false\n\n\
              [sources.otlp]\ngrpc = \"{grpc}\"\nhttp = \"off\"\n\n\
-             [exporters.prometheus]\nlisten = \"{metrics}\"\n"
+             [[sources.scrape]]\njob = \"scraped\"\nurl = \"http://{}/metrics\"\ninterval = \"300ms\"\ntimeout = \"300ms\"\n\n\
+             [exporters.prometheus]\nlisten = \"{metrics}\"\n",
+            scraped.local_addr()
         ),
     )
     .unwrap();
@@ -509,12 +523,26 @@ fn the_rust_sdk_pushes_to_the_agent_over_grpc() {
     }
     let sum = sample_value(&text, &format!("grpc_latency_seconds_sum{{{id}}}")).unwrap();
     assert!((sum - 2.35).abs() < 1e-9, "{sum}");
+    // Both kinds of sources in the one target_info family (had the second registration been
+    // refused, its series would be missing).
+    let text = wait_for("both target_info series", Duration::from_secs(20), || {
+        scrape_metrics(metrics).filter(|t| t.contains("target_info{job=\"scraped\""))
+    });
+    for (job, version) in [("rust-grpc", "0.33"), ("scraped", "7.7")] {
+        assert!(
+            text.lines().any(|l| {
+                l.starts_with(&format!("target_info{{job=\"{job}\""))
+                    && l.contains(&format!("service_version=\"{version}\""))
+            }),
+            "{job}: {text}"
+        );
+    }
+    assert_eq!(text.matches("# TYPE target_info ").count(), 1, "{text}");
     assert!(
-        text.lines()
-            .any(|l| l.starts_with("target_info{job=\"rust-grpc\"")
-                && l.contains("service_version=\"0.33\"")),
+        !text.contains("target_info\",reason=\"name_collision"),
         "{text}"
     );
+    scraped.shutdown();
 }
 
 /// The example service (its workload, served by sonde's own exporter as

@@ -347,7 +347,9 @@ mod bb8_adapter {
     use super::{PoolMetrics, PoolStats};
 
     /// [`PoolStats`] of a bb8 pool: connections idle and in use from its `state()`, its
-    /// `max_size`, and the requests waiting (gets started but not yet completed or timed out).
+    /// `max_size`, and the requests waiting (gets started but not yet completed or timed out,
+    /// from bb8's own statistics: a get whose future is dropped while it waits, a cancelled
+    /// request, stays counted there, so under cancellations this gauge reads high).
     pub struct Bb8Stats<M: ManageConnection>(pub Pool<M>);
 
     impl<M: ManageConnection> PoolStats for Bb8Stats<M> {

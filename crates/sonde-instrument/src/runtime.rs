@@ -264,14 +264,16 @@ mod unstable {
                 *polls_last = p.max(*polls_last);
                 *steals_last = st.max(*steals_last);
                 s.batch.clear();
+                let buckets_total = buckets_last.len();
                 for (b, last) in buckets_last.iter_mut().enumerate() {
                     let now = m.poll_time_histogram_bucket_count(w, b);
                     let added = now.saturating_sub(*last);
                     *last = now.max(*last);
                     if added > 0 {
-                        // The bucket's middle (the last bucket is open: its start).
+                        // The bucket's middle; the last bucket is open (its end is u64::MAX
+                        // nanoseconds), so its start stands for it.
                         let r = m.poll_time_histogram_bucket_range(b);
-                        let end = if r.end == std::time::Duration::MAX {
+                        let end = if b + 1 == buckets_total {
                             r.start
                         } else {
                             r.end

@@ -133,9 +133,15 @@ impl OtlpReceiverBuilder {
         mut self,
         attributes: impl IntoIterator<Item = S>,
     ) -> Self {
-        self.target_info_attributes = attributes.into_iter().map(Into::into).collect();
-        self.target_info_attributes.sort();
-        self.target_info_attributes.dedup();
+        // In the order given (scrape targets register the family with the same list, and a
+        // registry compares label names in order); repeats dropped.
+        let mut kept: Vec<String> = Vec::new();
+        for a in attributes.into_iter().map(Into::into) {
+            if !kept.contains(&a) {
+                kept.push(a);
+            }
+        }
+        self.target_info_attributes = kept;
         self
     }
 

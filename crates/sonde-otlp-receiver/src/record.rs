@@ -81,8 +81,10 @@ struct TargetInfo {
     attributes: Vec<String>,
     /// Registered at the first resource with one of the attributes (`None` if refused).
     family: Option<Option<Family<Gauge<f64>>>>,
-    /// Label values of the series already set (a sender repeats its resource every request).
-    seen: BySeries<()>,
+    /// Each sender's (`job`, `instance`) current label values: a sender repeats its resource
+    /// every request (nothing to do), and one whose attributes change (a new `process.pid`)
+    /// replaces its series, so a join on `job, instance` keeps finding one.
+    current: HashMap<(String, String), Key, foldhash::fast::RandomState>,
     scratch: Key,
 }
 
@@ -94,7 +96,7 @@ impl Recorder {
             info: Mutex::new(TargetInfo {
                 attributes: target_info_attributes,
                 family: None,
-                seen: BySeries::default(),
+                current: HashMap::default(),
                 scratch: Key::new(),
             }),
         }
@@ -119,28 +121,43 @@ impl Recorder {
                 any = true;
             }
         }
-        if !any || info.seen.contains_key(&info.scratch) {
+        if !any {
             return;
         }
-        if info.seen.len() >= MAX_REMEMBERED_SENDERS {
-            // Senders that churn instance ids: forget, and set again (the registry bounds the
-            // series themselves).
-            info.seen.clear();
+        let sender = (job.to_owned(), instance.to_owned());
+        let previous = info.current.get(&sender);
+        if previous == Some(&info.scratch) {
+            return;
         }
         let family = info.family.get_or_insert_with(|| {
             let labels = ["job".to_owned(), "instance".to_owned()]
                 .into_iter()
                 .chain(info.attributes.iter().cloned());
-            self.registry
+            match self
+                .registry
                 .gauge_f64("target_info")
                 .description("Target metadata")
                 .labels(labels)
                 .build()
-                .ok()
+            {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    sonde_core::diag::warn(format_args!(
+                        "OTLP senders' resource attributes are not kept as target_info: {e}"
+                    ));
+                    None
+                }
+            }
         });
-        if let Some(f) = family {
-            f.with(&info.scratch[..]).set(1.0);
-            info.seen.insert(info.scratch.clone(), ());
+        let Some(f) = family else {
+            return;
+        };
+        if let Some(old) = previous {
+            f.remove(&old[..]);
+        }
+        f.with(&info.scratch[..]).set(1.0);
+        if info.current.len() < MAX_REMEMBERED_SENDERS || previous.is_some() {
+            info.current.insert(sender, info.scratch.clone());
         }
     }
 
@@ -371,7 +388,8 @@ impl Recorder {
                     if cumulative {
                         let prev = last.get(k);
                         let delta = prev.and_then(|(prev, _)| {
-                            sonde_core::histogram::counts_since(&counts, prev)
+                            // A lower scale than last time nests the old buckets in the new.
+                            sonde_core::histogram::counts_since_at_scale(&counts, prev, p.scale)
                         });
                         match (prev, delta) {
                             (Some((_, prev_sum)), Some(d)) => h.record_counts(&d, sum - prev_sum),

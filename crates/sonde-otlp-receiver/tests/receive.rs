@@ -364,55 +364,57 @@ fn exponential_histograms_and_summaries_are_recorded() {
         }),
         ..KeyValue::default()
     };
-    let request = |zero: u64, counts: Vec<u64>, sum: f64| ExportMetricsServiceRequest {
-        resource_metrics: vec![ResourceMetrics {
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![
-                    Metric {
-                        name: "exp.latency".into(),
-                        data: Some(Data::ExponentialHistogram(ExponentialHistogram {
-                            aggregation_temporality: AggregationTemporality::Cumulative as i32,
-                            data_points: vec![ExponentialHistogramDataPoint {
-                                attributes: vec![route.clone()],
-                                count: zero + counts.iter().sum::<u64>(),
-                                sum: Some(sum),
-                                scale: 0,
-                                zero_count: zero,
-                                positive: Some(exponential_histogram_data_point::Buckets {
-                                    offset: 0,
-                                    bucket_counts: counts,
-                                }),
-                                ..ExponentialHistogramDataPoint::default()
-                            }],
-                        })),
-                        ..Metric::default()
-                    },
-                    Metric {
-                        name: "gc.pause".into(),
-                        data: Some(Data::Summary(Summary {
-                            data_points: vec![SummaryDataPoint {
-                                attributes: vec![route.clone()],
-                                quantile_values: vec![
-                                    ValueAtQuantile {
-                                        quantile: 0.5,
-                                        value: 0.2,
-                                    },
-                                    ValueAtQuantile {
-                                        quantile: 0.99,
-                                        value: 0.9,
-                                    },
-                                ],
-                                ..SummaryDataPoint::default()
-                            }],
-                        })),
-                        ..Metric::default()
-                    },
-                ],
-                ..ScopeMetrics::default()
+    let rescaled =
+        |zero: u64, counts: Vec<u64>, sum: f64, scale: i32| ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![
+                        Metric {
+                            name: "exp.latency".into(),
+                            data: Some(Data::ExponentialHistogram(ExponentialHistogram {
+                                aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                                data_points: vec![ExponentialHistogramDataPoint {
+                                    attributes: vec![route.clone()],
+                                    count: zero + counts.iter().sum::<u64>(),
+                                    sum: Some(sum),
+                                    scale,
+                                    zero_count: zero,
+                                    positive: Some(exponential_histogram_data_point::Buckets {
+                                        offset: 0,
+                                        bucket_counts: counts,
+                                    }),
+                                    ..ExponentialHistogramDataPoint::default()
+                                }],
+                            })),
+                            ..Metric::default()
+                        },
+                        Metric {
+                            name: "gc.pause".into(),
+                            data: Some(Data::Summary(Summary {
+                                data_points: vec![SummaryDataPoint {
+                                    attributes: vec![route.clone()],
+                                    quantile_values: vec![
+                                        ValueAtQuantile {
+                                            quantile: 0.5,
+                                            value: 0.2,
+                                        },
+                                        ValueAtQuantile {
+                                            quantile: 0.99,
+                                            value: 0.9,
+                                        },
+                                    ],
+                                    ..SummaryDataPoint::default()
+                                }],
+                            })),
+                            ..Metric::default()
+                        },
+                    ],
+                    ..ScopeMetrics::default()
+                }],
+                ..ResourceMetrics::default()
             }],
-            ..ResourceMetrics::default()
-        }],
-    };
+        };
+    let request = |zero: u64, counts: Vec<u64>, sum: f64| rescaled(zero, counts, sum, 0);
     let agent = Registry::new();
     let receiver = OtlpReceiverBuilder::new()
         .http("127.0.0.1:0")
@@ -455,4 +457,23 @@ fn exponential_histograms_and_summaries_are_recorded() {
         )
     };
     assert_eq!((q("0.5"), q("0.99")), (Some(0.2), Some(0.9)));
+    // The sender lowers its scale (its range widened): at scale -1 the bucket (1, 4] holds the
+    // five earlier observations and two new ones. Only the two are added, nothing twice.
+    assert_eq!(
+        post(
+            addr,
+            &proto,
+            &rescaled(1, vec![7], 20.0, -1).encode_to_vec()
+        )
+        .0,
+        200
+    );
+    let s = agent.snapshot();
+    let h = s
+        .point("exp.latency", &labels)
+        .unwrap()
+        .histogram()
+        .unwrap();
+    assert_eq!(h.count(), 8, "6 before, 2 new");
+    assert!((h.sum() - 20.0).abs() < 1e-9, "{}", h.sum());
 }

@@ -168,6 +168,7 @@ pub mod pb {
         Summary = 2,
         Untyped = 3,
         Histogram = 4,
+        GaugeHistogram = 5,
     }
 
     #[derive(Clone, PartialEq, prost::Message)]

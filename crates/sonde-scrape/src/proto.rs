@@ -37,12 +37,21 @@ pub fn parse_protobuf(mut body: &[u8]) -> Result<Exposition, String> {
             skip(&mut out, index, "a family without a name");
             continue;
         };
-        let kind = match family.r#type.and_then(|t| pb::MetricType::try_from(t).ok()) {
-            Some(pb::MetricType::Counter) => Kind::Counter,
-            Some(pb::MetricType::Gauge) => Kind::Gauge,
-            Some(pb::MetricType::Summary) => Kind::Summary,
-            Some(pb::MetricType::Histogram) => Kind::Histogram,
-            Some(pb::MetricType::Untyped) | None => Kind::Untyped,
+        let kind = match family.r#type.map(pb::MetricType::try_from) {
+            Some(Ok(pb::MetricType::Counter)) => Kind::Counter,
+            Some(Ok(pb::MetricType::Gauge)) => Kind::Gauge,
+            Some(Ok(pb::MetricType::Summary)) => Kind::Summary,
+            // A gauge histogram's buckets are read as a histogram's, as the text parser does.
+            Some(Ok(pb::MetricType::Histogram | pb::MetricType::GaugeHistogram)) => Kind::Histogram,
+            Some(Ok(pb::MetricType::Untyped)) | None => Kind::Untyped,
+            Some(Err(_)) => {
+                skip(
+                    &mut out,
+                    index,
+                    "a family of a type this reader does not know",
+                );
+                continue;
+            }
         };
         if out.families.contains_key(&name) {
             skip(&mut out, index, "a second family of the same name");

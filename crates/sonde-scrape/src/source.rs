@@ -469,6 +469,13 @@ impl Mirror {
                     for (labels, s) in &family.series {
                         let points: Vec<(Labels, f64)> = if family.kind == Kind::Summary {
                             quantile_points(labels, s)
+                        } else if info {
+                            // Keyed by what is kept, so two series that differ only in
+                            // labels left out are one series here, not two keys of one.
+                            s.value
+                                .map(|v| (info_key(labels, &m.labels[2..]), v))
+                                .into_iter()
+                                .collect()
                         } else {
                             s.value.map(|v| (labels.clone(), v)).into_iter().collect()
                         };
@@ -570,7 +577,12 @@ impl Mirror {
                         let sum = s.sum.filter(|v| v.is_finite()).unwrap_or(0.0);
                         match series.get_mut(labels) {
                             Some(((h, prev, prev_sum), seen)) => {
-                                match sonde_core::histogram::counts_since(&counts, prev) {
+                                // A lower schema than last time (client_golang's bucket
+                                // limit) nests the old buckets in the new: not a restart.
+                                let schema = s.native.as_ref().map_or(0, |n| n.schema);
+                                match sonde_core::histogram::counts_since_at_scale(
+                                    &counts, prev, schema,
+                                ) {
                                     Some(delta) => h.record_counts(&delta, sum - *prev_sum),
                                     None => {
                                         // The target restarted: a new series from its counts.
@@ -712,7 +724,14 @@ impl Mirrored {
     /// Removes every series of this family that the mirror created.
     fn remove_all(&mut self, job: &str, instance: &str) {
         let names = &self.labels;
-        let values = |l: &Labels| label_values(l, names, job, instance);
+        let info = self.info;
+        let values = |l: &Labels| {
+            if info {
+                info_values(l, &names[2..], job, instance)
+            } else {
+                label_values(l, names, job, instance)
+            }
+        };
         match &mut self.store {
             Store::Counter(f, last) => last.drain().for_each(|(l, _)| {
                 f.remove(&values(&l));
@@ -773,16 +792,30 @@ fn info_values(labels: &Labels, attributes: &[String], job: &str, instance: &str
     values.extend(attributes.iter().map(|a| {
         labels
             .iter()
-            .find(|(k, _)| {
-                k.len() == a.len()
-                    && k.bytes()
-                        .zip(a.bytes())
-                        .all(|(k, a)| k == a || (k == b'_' && a == b'.'))
-            })
+            .find(|(k, _)| same_name(k, a))
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
     }));
     values
+}
+
+/// The labels of a target's `target_info` series that the shared family keeps (those named
+/// like one of `attributes`, dots as underscores).
+fn info_key(labels: &Labels, attributes: &[String]) -> Labels {
+    labels
+        .iter()
+        .filter(|(k, _)| attributes.iter().any(|a| same_name(k, a)))
+        .cloned()
+        .collect()
+}
+
+/// Whether a rendered label name (`service_version`) is an attribute (`service.version`).
+fn same_name(rendered: &str, attribute: &str) -> bool {
+    rendered.len() == attribute.len()
+        && rendered
+            .bytes()
+            .zip(attribute.bytes())
+            .all(|(k, a)| k == a || (k == b'_' && a == b'.'))
 }
 
 /// A summary series as gauge points, one per quantile.

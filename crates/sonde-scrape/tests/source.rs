@@ -669,3 +669,43 @@ fn native_histograms_from_prometheus_federation_are_mirrored() {
     assert!((top - 20.0).abs() <= 0.05 * 20.0, "{top}");
     server.shutdown();
 }
+
+/// A target's `target_info` series that differ only in labels the shared family leaves out are
+/// one series, kept scrape after scrape; when the target fails, its `target_info` goes too.
+#[test]
+fn target_info_series_are_kept_by_what_is_kept_and_removed_with_the_target() {
+    let body = "# TYPE target_info gauge\n\
+                target_info{service_version=\"1.0\",other=\"a\"} 1\n\
+                target_info{service_version=\"1.0\",other=\"b\"} 1\n\
+                # TYPE up_total counter\nup_total 1\n";
+    let state = Arc::new(Mutex::new((200, body.to_owned())));
+    let addr = target(state.clone());
+    let registry = Registry::new();
+    let mut scraper = sonde_scrape::Scraper::new(
+        &registry,
+        Target::new("info", format!("http://{addr}/metrics")),
+    );
+    let infos = |r: &Registry| {
+        r.snapshot()
+            .family("target_info")
+            .map_or(0, |f| f.series.len())
+    };
+    for _ in 0..3 {
+        assert!(scraper.scrape().up);
+        assert_eq!(infos(&registry), 1);
+        assert_eq!(
+            target_info(&registry.snapshot(), "info")
+                .iter()
+                .find(|(k, _)| k == "service.version")
+                .map(|(_, v)| v.as_str()),
+            Some("1.0")
+        );
+    }
+    state.lock().unwrap().0 = 500;
+    assert!(!scraper.scrape().up);
+    assert_eq!(
+        infos(&registry),
+        0,
+        "a failed target's target_info is stale"
+    );
+}

@@ -85,18 +85,58 @@ pub fn exponential_middle(scale: i32, index: i64) -> f64 {
 /// What was added between two cumulative readings of `(value, count)` pairs: `now - before`
 /// per value, or `None` when a count went down or a value disappeared (the source restarted).
 pub fn counts_since(now: &[(f64, u64)], before: &[(f64, u64)]) -> Option<Vec<(f64, u64)>> {
-    let mut out = Vec::with_capacity(now.len());
-    for &(v, n) in now {
-        let b = before
-            .iter()
-            .find(|(bv, _)| *bv == v)
-            .map_or(0, |(_, c)| *c);
-        out.push((v, n.checked_sub(b)?));
+    counts_between(now, before, None)
+}
+
+/// [`counts_since`] for exponential buckets stood at their middles (see
+/// [`exponential_middle`]), `now` read at `scale`: a `before` value that is not one of `now`'s
+/// counts in the `now` bucket that holds it. Sources lower the scale as a histogram's range
+/// widens (client_golang's native histograms, the OpenTelemetry SDKs' exponential ones), and
+/// the old buckets nest in the new ones, so what was added stays exact instead of looking like
+/// a restart. `None` when a count went down or a value fits no bucket of `now`.
+pub fn counts_since_at_scale(
+    now: &[(f64, u64)],
+    before: &[(f64, u64)],
+    scale: i32,
+) -> Option<Vec<(f64, u64)>> {
+    counts_between(now, before, Some(scale))
+}
+
+fn counts_between(
+    now: &[(f64, u64)],
+    before: &[(f64, u64)],
+    scale: Option<i32>,
+) -> Option<Vec<(f64, u64)>> {
+    // `now`'s values sorted, so each `before` value is found in O(log n).
+    let mut sorted: Vec<(f64, usize)> = now.iter().enumerate().map(|(i, (v, _))| (*v, i)).collect();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let half_width = scale.map(|s| 0.5 * 2f64.powi(-s) * (1.0 + 1e-9));
+    let mut taken = vec![0u64; now.len()];
+    for &(v, n) in before {
+        let at = sorted.partition_point(|(x, _)| x.total_cmp(&v).is_lt());
+        let exact = sorted.get(at).filter(|(x, _)| *x == v).map(|(_, i)| *i);
+        let index = match (exact, half_width) {
+            (Some(i), _) => i,
+            (None, Some(half)) if v != 0.0 && v.is_finite() => {
+                // The neighbour of the same sign whose bucket holds v.
+                let fits = |k: usize| {
+                    sorted.get(k).and_then(|&(m, i)| {
+                        (m.signum() == v.signum()
+                            && m != 0.0
+                            && (m.abs().log2() - v.abs().log2()).abs() <= half)
+                            .then_some(i)
+                    })
+                };
+                fits(at).or_else(|| at.checked_sub(1).and_then(fits))?
+            }
+            _ => return None,
+        };
+        taken[index] = taken[index].checked_add(n)?;
     }
-    before
-        .iter()
-        .all(|(bv, _)| now.iter().any(|(v, _)| v == bv))
-        .then_some(out)
+    now.iter()
+        .zip(&taken)
+        .map(|(&(v, n), &t)| Some((v, n.checked_sub(t)?)))
+        .collect()
 }
 
 /// A histogram series handle: records `f64` observations.

@@ -477,3 +477,87 @@ fn exponential_histograms_and_summaries_are_recorded() {
     assert_eq!(h.count(), 8, "6 before, 2 new");
     assert!((h.sum() - 20.0).abs() < 1e-9, "{}", h.sum());
 }
+
+/// A sender's resource attributes become its `target_info` series; when they change (a new
+/// `process.pid` after a restart under the same instance id), the series is replaced, so a
+/// join on `job, instance` keeps finding exactly one.
+#[test]
+fn a_senders_target_info_follows_its_resource() {
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Gauge, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, metric::Data,
+        number_data_point,
+    };
+    use opentelemetry_proto::tonic::resource::v1::Resource as OtlpResource;
+    let kv = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..KeyValue::default()
+    };
+    let request = |pid: &str| ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(OtlpResource {
+                attributes: vec![
+                    kv("service.name", "cart"),
+                    kv("service.instance.id", "i-1"),
+                    kv("service.version", "3.1"),
+                    kv("process.pid", pid),
+                    kv("not.kept", "x"),
+                ],
+                ..OtlpResource::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "cart.items".into(),
+                    data: Some(Data::Gauge(Gauge {
+                        data_points: vec![NumberDataPoint {
+                            value: Some(number_data_point::Value::AsDouble(2.0)),
+                            ..NumberDataPoint::default()
+                        }],
+                    })),
+                    ..Metric::default()
+                }],
+                ..ScopeMetrics::default()
+            }],
+            ..ResourceMetrics::default()
+        }],
+    };
+    let agent = Registry::new();
+    let receiver = OtlpReceiverBuilder::new()
+        .http("127.0.0.1:0")
+        .registry(agent.clone())
+        .start()
+        .unwrap();
+    let addr = receiver.http_addr().unwrap();
+    let proto = [("Content-Type", "application/x-protobuf")];
+    let infos = || {
+        let s = agent.snapshot();
+        let f = s.family("target_info").unwrap().clone();
+        f.series
+            .iter()
+            .map(|x| {
+                f.labels(x)
+                    .into_iter()
+                    .filter(|(_, v)| !v.is_empty())
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .collect::<Vec<_>>()
+    };
+    for _ in 0..2 {
+        assert_eq!(post(addr, &proto, &request("100").encode_to_vec()).0, 200);
+    }
+    assert_eq!(
+        infos(),
+        ["job=cart,instance=i-1,service.version=3.1,process.pid=100"]
+    );
+    assert_eq!(post(addr, &proto, &request("200").encode_to_vec()).0, 200);
+    assert_eq!(
+        infos(),
+        ["job=cart,instance=i-1,service.version=3.1,process.pid=200"],
+        "replaced, not added"
+    );
+}

@@ -14,6 +14,9 @@ use sonde_tests::prometheus::Prometheus;
 use sonde_tests::{TempDir, free_addr, require_program, wait_for};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
+/// The start of every agent config here: no export interval to wait for, no host collector,
+/// no StatsD socket (its default port would collide between tests).
+const QUIET: &str = "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n[statsd]\nenabled = false\n\n";
 
 fn node_exporter() -> (KillOnDrop, SocketAddr) {
     let bin = require_program(
@@ -44,7 +47,7 @@ fn node_exporter_through_the_agent_to_prometheus_and_cloudwatch() {
     std::fs::write(
         &config,
         format!(
-            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n[statsd]\nenabled = false\n\n\
+            "{QUIET}\
              [[sources.scrape]]\njob = \"node\"\nurl = \"http://{node}/metrics\"\n\
              interval = \"500ms\"\ntimeout = \"500ms\"\n\n\
              [exporters.prometheus]\nlisten = \"{metrics}\"\n\n\
@@ -164,7 +167,7 @@ fn a_target_that_fails_is_down_and_bad_targets_are_config_errors() {
     std::fs::write(
         &config,
         format!(
-            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n[statsd]\nenabled = false\n\n\
+            "{QUIET}\
              [[sources.scrape]]\njob = \"gone\"\nurl = \"http://{dead}/metrics\"\ninterval = \"300ms\"\ntimeout = \"200ms\"\n\n\
              [exporters.prometheus]\nlisten = \"{metrics}\"\n"
         ),
@@ -260,7 +263,7 @@ fn otlp_pushed_and_node_exporter_scraped_reach_cloudwatch_as_chosen() {
     std::fs::write(
         &config,
         format!(
-            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n[statsd]\nenabled = false\n\n\
+            "{QUIET}\
              [exporters.prometheus]\nlisten = \"{metrics}\"\n\n{example}\n"
         ),
     )
@@ -443,7 +446,7 @@ fn the_rust_sdk_pushes_to_the_agent_over_grpc() {
     std::fs::write(
         &config,
         format!(
-            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n[statsd]\nenabled = false\n\n\
+            "{QUIET}\
              [sources.otlp]\ngrpc = \"{grpc}\"\nhttp = \"off\"\n\n\
              [[sources.scrape]]\njob = \"scraped\"\nurl = \"http://{}/metrics\"\ninterval = \"300ms\"\ntimeout = \"300ms\"\n\n\
              [exporters.prometheus]\nlisten = \"{metrics}\"\n",
@@ -579,7 +582,7 @@ fn the_example_service_is_scraped_exactly() {
     std::fs::write(
         &config,
         format!(
-            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n[statsd]\nenabled = false\n\n\
+            "{QUIET}\
              [[sources.scrape]]\njob = \"example\"\nurl = \"http://{addr}/metrics\"\n\
              interval = \"300ms\"\ntimeout = \"300ms\"\n\n\
              [exporters.prometheus]\nlisten = \"{metrics}\"\n"

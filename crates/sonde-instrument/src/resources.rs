@@ -210,6 +210,23 @@ impl PoolMetrics {
     pub fn timeout(&self) {
         self.timeouts.inc();
     }
+
+    /// Awaits `acquire` (a pool's get), recording its wait when it succeeds and a timeout
+    /// when `timed_out` says its error is one: what the pool adapters' `*_get` wrap.
+    pub async fn time_acquire<T, E>(
+        &self,
+        acquire: impl std::future::Future<Output = Result<T, E>>,
+        timed_out: impl FnOnce(&E) -> bool,
+    ) -> Result<T, E> {
+        let start = std::time::Instant::now();
+        let got = acquire.await;
+        match &got {
+            Ok(_) => self.record_wait(start.elapsed()),
+            Err(e) if timed_out(e) => self.timeout(),
+            Err(_) => {}
+        }
+        got
+    }
 }
 
 #[cfg(feature = "r2d2")]
@@ -273,8 +290,6 @@ pub use r2d2_adapter::{R2d2Events, R2d2Stats};
 
 #[cfg(feature = "deadpool")]
 mod deadpool_adapter {
-    use std::time::Instant;
-
     use deadpool::managed::{Manager, Object, Pool, PoolError};
 
     use super::{PoolMetrics, PoolStats};
@@ -324,14 +339,9 @@ mod deadpool_adapter {
         pool: &Pool<M>,
         metrics: &PoolMetrics,
     ) -> Result<Object<M>, PoolError<M::Error>> {
-        let start = Instant::now();
-        let got = pool.get().await;
-        match &got {
-            Ok(_) => metrics.record_wait(start.elapsed()),
-            Err(PoolError::Timeout(_)) => metrics.timeout(),
-            Err(_) => {}
-        }
-        got
+        metrics
+            .time_acquire(pool.get(), |e| matches!(e, PoolError::Timeout(_)))
+            .await
     }
 }
 
@@ -340,8 +350,6 @@ pub use deadpool_adapter::{DeadpoolStats, deadpool_get};
 
 #[cfg(feature = "bb8")]
 mod bb8_adapter {
-    use std::time::Instant;
-
     use bb8::{ManageConnection, Pool, PooledConnection, RunError};
 
     use super::{PoolMetrics, PoolStats};
@@ -399,14 +407,9 @@ mod bb8_adapter {
         pool: &'a Pool<M>,
         metrics: &PoolMetrics,
     ) -> Result<PooledConnection<'a, M>, RunError<M::Error>> {
-        let start = Instant::now();
-        let got = pool.get().await;
-        match &got {
-            Ok(_) => metrics.record_wait(start.elapsed()),
-            Err(RunError::TimedOut) => metrics.timeout(),
-            Err(RunError::User(_)) => {}
-        }
-        got
+        metrics
+            .time_acquire(pool.get(), |e| matches!(e, RunError::TimedOut))
+            .await
     }
 }
 
@@ -415,8 +418,6 @@ pub use bb8_adapter::{Bb8Stats, bb8_get};
 
 #[cfg(feature = "sqlx")]
 mod sqlx_adapter {
-    use std::time::Instant;
-
     use sqlx::pool::PoolConnection;
     use sqlx::{Database, Pool};
 
@@ -446,14 +447,9 @@ mod sqlx_adapter {
         pool: &Pool<DB>,
         metrics: &PoolMetrics,
     ) -> Result<PoolConnection<DB>, sqlx::Error> {
-        let start = Instant::now();
-        let got = pool.acquire().await;
-        match &got {
-            Ok(_) => metrics.record_wait(start.elapsed()),
-            Err(sqlx::Error::PoolTimedOut) => metrics.timeout(),
-            Err(_) => {}
-        }
-        got
+        metrics
+            .time_acquire(pool.acquire(), |e| matches!(e, sqlx::Error::PoolTimedOut))
+            .await
     }
 }
 

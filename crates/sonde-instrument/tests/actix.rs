@@ -3,41 +3,14 @@
 //! one series, and the active-requests gauge while a request runs.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod common;
+
 use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
-use sonde_core::{Registry, Snapshot};
+use common::{active_gets, get, server_count};
+use sonde_core::Registry;
 use sonde_instrument::{HttpServerMetrics, HttpServerMetricsActix};
-
-/// One GET over a new connection; the status code.
-fn get(addr: SocketAddr, path: &str) -> u16 {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out[9..12].parse().unwrap()
-}
-
-fn count(s: &Snapshot, route: &str, status: &str, error: &str) -> u64 {
-    s.point(
-        "http.server.request.duration",
-        &[
-            ("http.request.method", "GET"),
-            ("http.route", route),
-            ("http.response.status_code", status),
-            ("error.type", error),
-        ],
-    )
-    .and_then(|p| p.histogram())
-    .map_or(0, |h| h.count())
-}
 
 #[test]
 fn routes_statuses_errors_and_active_requests() {
@@ -88,24 +61,16 @@ fn routes_statuses_errors_and_active_requests() {
     assert_eq!(get(addr, "/nowhere/42"), 404);
     let slow = std::thread::spawn(move || get(addr, "/slow"));
     std::thread::sleep(Duration::from_millis(150));
-    let active = |s: &Snapshot| {
-        s.point(
-            "http.server.active_requests",
-            &[("http.request.method", "GET")],
-        )
-        .and_then(|p| p.number())
-        .map(|n| n.as_f64())
-    };
-    assert_eq!(active(&registry.snapshot()), Some(1.0));
+    assert_eq!(active_gets(&registry.snapshot()), Some(1.0));
     assert_eq!(slow.join().unwrap(), 200);
     let s = registry.snapshot();
-    assert_eq!(active(&s), Some(0.0));
-    assert_eq!(count(&s, "/users/{id}", "200", ""), 3, "{s:#?}");
-    assert_eq!(count(&s, "/boom", "500", "500"), 1);
-    assert_eq!(count(&s, "/fails", "503", "503"), 1);
+    assert_eq!(active_gets(&s), Some(0.0));
+    assert_eq!(server_count(&s, "/users/{id}", "200", ""), 3, "{s:#?}");
+    assert_eq!(server_count(&s, "/boom", "500", "500"), 1);
+    assert_eq!(server_count(&s, "/fails", "503", "503"), 1);
     // Unmatched paths share one series, never the raw path.
-    assert_eq!(count(&s, "", "404", ""), 1, "{s:#?}");
-    assert_eq!(count(&s, "/slow", "200", ""), 1);
+    assert_eq!(server_count(&s, "", "404", ""), 1, "{s:#?}");
+    assert_eq!(server_count(&s, "/slow", "200", ""), 1);
     actix_web::rt::System::new().block_on(handle.stop(true));
     server.join().unwrap();
 }

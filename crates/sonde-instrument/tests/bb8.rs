@@ -2,10 +2,13 @@
 //! timeouts, against the real bb8 crate on a Tokio runtime.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use sonde_core::{Registry, Snapshot};
+use common::value;
+use sonde_core::Registry;
 use sonde_instrument::{Bb8Stats, PoolMetrics, bb8_get};
 
 struct Conns;
@@ -22,15 +25,6 @@ impl bb8::ManageConnection for Conns {
     fn has_broken(&self, _: &mut u32) -> bool {
         false
     }
-}
-
-fn value(s: &Snapshot, name: &str, labels: &[(&str, &str)]) -> f64 {
-    s.point(name, labels)
-        .map(|p| match p.histogram() {
-            Some(h) => h.count() as f64,
-            None => p.number().unwrap().as_f64(),
-        })
-        .unwrap_or(f64::NAN)
 }
 
 #[test]

@@ -3,11 +3,12 @@
 //! gauge while a request is in flight, over real HTTP/1.1 on loopback.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+mod common;
+
 use std::time::Duration;
 
-use sonde_core::{Registry, Snapshot};
+use common::{active_gets, get, server_count};
+use sonde_core::Registry;
 use sonde_instrument::{HttpServerLayer, HttpServerMetrics};
 use tower_layer::Layer as _;
 
@@ -23,33 +24,6 @@ async fn handler(
         .status(status)
         .body(format!("{path}\n"))
         .unwrap())
-}
-
-/// One GET over a new connection; the status code.
-fn get(addr: SocketAddr, path: &str) -> u16 {
-    let mut s = TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out[9..12].parse().unwrap()
-}
-
-fn count(s: &Snapshot, route: &str, status: &str, error: &str) -> u64 {
-    s.point(
-        "http.server.request.duration",
-        &[
-            ("http.request.method", "GET"),
-            ("http.route", route),
-            ("http.response.status_code", status),
-            ("error.type", error),
-        ],
-    )
-    .and_then(|p| p.histogram())
-    .map_or(0, |h| h.count())
 }
 
 #[test]
@@ -95,21 +69,13 @@ fn a_plain_hyper_server_records_routes_statuses_and_active_requests() {
     // While /slow is in flight, it counts as active.
     let slow = std::thread::spawn(move || get(addr, "/slow"));
     std::thread::sleep(Duration::from_millis(150));
-    let active = |s: &Snapshot| {
-        s.point(
-            "http.server.active_requests",
-            &[("http.request.method", "GET")],
-        )
-        .and_then(|p| p.number())
-        .map(|n| n.as_f64())
-    };
-    assert_eq!(active(&registry.snapshot()), Some(1.0));
+    assert_eq!(active_gets(&registry.snapshot()), Some(1.0));
     assert_eq!(slow.join().unwrap(), 200);
     let s = registry.snapshot();
-    assert_eq!(active(&s), Some(0.0));
-    assert_eq!(count(&s, "/users/{id}", "200", ""), 3);
-    assert_eq!(count(&s, "/boom", "500", "500"), 1);
-    assert_eq!(count(&s, "/slow", "200", ""), 1);
+    assert_eq!(active_gets(&s), Some(0.0));
+    assert_eq!(server_count(&s, "/users/{id}", "200", ""), 3);
+    assert_eq!(server_count(&s, "/boom", "500", "500"), 1);
+    assert_eq!(server_count(&s, "/slow", "200", ""), 1);
     let slow_seconds = s
         .point(
             "http.server.request.duration",

@@ -2,21 +2,15 @@
 //! database file: sizes, acquire wait times, a timeout, and queries timed by `DbMetrics`.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use sonde_core::{Registry, Snapshot};
+use common::value;
+use sonde_core::Registry;
 use sonde_instrument::{DbMetrics, PoolMetrics, SqlxStats, sqlx_acquire};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-
-fn value(s: &Snapshot, name: &str, labels: &[(&str, &str)]) -> f64 {
-    s.point(name, labels)
-        .map(|p| match p.histogram() {
-            Some(h) => h.count() as f64,
-            None => p.number().unwrap().as_f64(),
-        })
-        .unwrap_or(f64::NAN)
-}
 
 #[test]
 fn sizes_waits_timeouts_and_timed_queries_on_sqlite() {

@@ -84,7 +84,9 @@ struct TargetInfo {
     /// Each sender's (`job`, `instance`) current label values: a sender repeats its resource
     /// every request (nothing to do), and one whose attributes change (a new `process.pid`)
     /// replaces its series, so a join on `job, instance` keeps finding one.
-    current: HashMap<(String, String), Key, foldhash::fast::RandomState>,
+    /// Keyed by `job` NUL `instance`, built in `sender` (no allocation for a known sender).
+    current: HashMap<String, Key, foldhash::fast::RandomState>,
+    sender: String,
     scratch: Key,
 }
 
@@ -97,6 +99,7 @@ impl Recorder {
                 attributes: target_info_attributes,
                 family: None,
                 current: HashMap::default(),
+                sender: String::new(),
                 scratch: Key::new(),
             }),
         }
@@ -124,8 +127,11 @@ impl Recorder {
         if !any {
             return;
         }
-        let sender = (job.to_owned(), instance.to_owned());
-        let previous = info.current.get(&sender);
+        info.sender.clear();
+        info.sender.push_str(job);
+        info.sender.push('\0');
+        info.sender.push_str(instance);
+        let previous = info.current.get(info.sender.as_str());
         if previous == Some(&info.scratch) {
             return;
         }
@@ -157,7 +163,8 @@ impl Recorder {
         }
         f.with(&info.scratch[..]).set(1.0);
         if info.current.len() < MAX_REMEMBERED_SENDERS || previous.is_some() {
-            info.current.insert(sender, info.scratch.clone());
+            info.current
+                .insert(info.sender.clone(), info.scratch.clone());
         }
     }
 

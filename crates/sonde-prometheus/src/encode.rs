@@ -326,18 +326,24 @@ fn write_family_header(
     scratch: &mut Scratch,
 ) {
     let name = family_name(meta);
+    // A `target_info` gauge joins the resource's family, whose header is written already.
     scratch.into_info = scratch.info_at.is_some() && is_target_info(&name, meta);
-    if scratch.into_info {
-        scratch.names.clear();
-        scratch.names.extend(meta.label_names().map(label_name));
-        scratch.le.clear();
-        scratch.name = name;
-        return;
+    if !scratch.into_info {
+        if !scratch.names_taken.admit(&name, meta) {
+            scratch.skip = true;
+            return;
+        }
+        write_header_lines(&name, meta, format, out);
     }
-    if !scratch.names_taken.admit(&name, meta) {
-        scratch.skip = true;
-        return;
-    }
+    scratch.names.clear();
+    scratch.names.extend(meta.label_names().map(label_name));
+    // A family's series share one layout, so its `le` strings are formatted once.
+    scratch.le.clear();
+    scratch.name = name;
+}
+
+/// `# TYPE`/`# UNIT`/`# HELP` of a family whose Prometheus name is `name`.
+fn write_header_lines(name: &str, meta: &FamilyMeta, format: Format, out: &mut Vec<u8>) {
     let (type_word, sample_suffix) = match meta.kind() {
         Kind::Counter => ("counter", "_total"),
         Kind::Histogram => ("histogram", ""),
@@ -346,7 +352,7 @@ fn write_family_header(
     // Text 0.0.4 names a counter family with its `_total`; OpenMetrics without.
     let meta_name = match format {
         Format::Text | Format::Protobuf => format!("{name}{sample_suffix}"),
-        Format::OpenMetrics => name.clone(),
+        Format::OpenMetrics => name.to_owned(),
     };
     if format == Format::OpenMetrics {
         let _ = writeln!(out, "# TYPE {meta_name} {type_word}");
@@ -371,11 +377,6 @@ fn write_family_header(
     if format == Format::Text {
         let _ = writeln!(out, "# TYPE {meta_name} {type_word}");
     }
-    scratch.names.clear();
-    scratch.names.extend(meta.label_names().map(label_name));
-    // A family's series share one layout, so its `le` strings are formatted once.
-    scratch.le.clear();
-    scratch.name = name;
 }
 
 /// The lines of one series of the family whose header was written last.

@@ -67,6 +67,47 @@ pub fn get_with_ca(url: &str, headers: &[(&str, &str)], ca_pem: Option<&str>) ->
     into_reply(req.call().unwrap_or_else(|e| panic!("GET {url}: {e}")))
 }
 
+/// GET over HTTPS trusting the PEM certificate at `ca`, presenting the client certificate
+/// and key at `client` (mutual TLS), with extra headers (such as `Authorization`); any status is
+/// returned, `None` when the connection or handshake fails.
+pub fn try_get_mtls(
+    url: &str,
+    headers: &[(&str, &str)],
+    ca: &std::path::Path,
+    client: (&std::path::Path, &std::path::Path),
+) -> Option<Reply> {
+    let pem = |p: &std::path::Path| std::fs::read(p).unwrap();
+    let ca = ureq::tls::Certificate::from_pem(&pem(ca))
+        .unwrap()
+        .to_owned();
+    let chain = vec![
+        ureq::tls::Certificate::from_pem(&pem(client.0))
+            .unwrap()
+            .to_owned(),
+    ];
+    let key = ureq::tls::PrivateKey::from_pem(&pem(client.1))
+        .unwrap()
+        .to_owned();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![
+                    ca,
+                ])))
+                .client_cert(Some(ureq::tls::ClientCert::new_with_certs(&chain, key)))
+                .build(),
+        )
+        .build()
+        .into();
+    let mut req = agent.get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.call().ok().map(into_reply)
+}
+
 /// POST `body` to `url`.
 pub fn post(url: &str, body: &[u8]) -> Reply {
     into_reply(

@@ -8,8 +8,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: failing loudly is the point
 
 pub mod agent;
+pub mod certs;
 pub mod cloudwatch;
 pub mod grafana;
+pub mod host_tree;
 pub mod http;
 pub mod otlp;
 pub mod peer;

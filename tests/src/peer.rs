@@ -28,6 +28,21 @@ impl Peer {
         args: impl FnOnce(SocketAddr, &Path) -> Vec<String>,
         ready_path: &str,
     ) -> Peer {
+        let ready_path = ready_path.to_owned();
+        Self::start_ready_when(program, install, args, move |addr, _| {
+            let url = format!("http://{addr}{ready_path}");
+            std::panic::catch_unwind(|| http::get(&url, &[]).status == 200).unwrap_or(false)
+        })
+    }
+
+    /// Like [`start`](Self::start), ready when `ready(addr, dir)` says so (a peer behind TLS or
+    /// authentication, asked through a client of its own).
+    pub fn start_ready_when(
+        program: &'static str,
+        install: &str,
+        args: impl FnOnce(SocketAddr, &Path) -> Vec<String>,
+        ready: impl Fn(SocketAddr, &Path) -> bool,
+    ) -> Peer {
         let bin = require_program(program, install);
         let dir = TempDir::new(program);
         let addr = free_addr();
@@ -45,7 +60,6 @@ impl Peer {
             addr,
             dir,
         };
-        let url = format!("http://{addr}{ready_path}");
         wait_for(
             &format!("{program} to become ready"),
             Duration::from_secs(30),
@@ -53,8 +67,7 @@ impl Peer {
                 if let Ok(Some(status)) = peer.child.try_wait() {
                     panic!("{program} exited with {status}: {}", peer.log());
                 }
-                let ready = std::panic::catch_unwind(|| http::get(&url, &[]).status == 200);
-                ready.unwrap_or(false).then_some(())
+                ready(peer.addr, &peer.dir.0).then_some(())
             },
         );
         peer

@@ -112,6 +112,111 @@ impl Prometheus {
     }
 }
 
+/// A Prometheus behind its own web configuration: HTTPS with the server certificate of
+/// `certs`, client certificates required (signed by `certs.client_ca`) and basic auth for
+/// `user` (bcrypt hash of `password`), receiving remote write. Queried through the same TLS
+/// and credentials.
+pub struct SecuredPrometheus {
+    peer: Peer,
+    /// Where its HTTPS API listens.
+    pub addr: SocketAddr,
+    ca: std::path::PathBuf,
+    client: (std::path::PathBuf, std::path::PathBuf),
+    authorization: String,
+}
+
+impl SecuredPrometheus {
+    /// Starts it and waits until it answers `/-/ready` through TLS and auth.
+    pub fn start(certs: &crate::certs::Certs, user: &str, password: &str) -> SecuredPrometheus {
+        use base64::Engine as _;
+        let hash = bcrypt::hash(password, 4).unwrap();
+        let web = format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {}\nbasic_auth_users:\n  {user}: {hash}\n",
+            certs.server_cert.display(),
+            certs.server_key.display(),
+            certs.client_ca.display(),
+        );
+        let authorization = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        let ca = certs.server_cert.clone();
+        let client = (certs.client_cert.clone(), certs.client_key.clone());
+        let (ready_ca, ready_client, ready_auth) =
+            (ca.clone(), client.clone(), authorization.clone());
+        let peer = Peer::start_ready_when(
+            "prometheus",
+            INSTALL,
+            |addr, dir| {
+                let config_path = dir.join("prometheus.yml");
+                std::fs::write(
+                    &config_path,
+                    "global:\n  scrape_interval: 1s\nscrape_configs: []\n",
+                )
+                .unwrap();
+                let web_path = dir.join("web.yml");
+                std::fs::write(&web_path, &web).unwrap();
+                vec![
+                    format!("--config.file={}", config_path.display()),
+                    format!("--web.config.file={}", web_path.display()),
+                    format!("--storage.tsdb.path={}", dir.join("data").display()),
+                    format!("--web.listen-address={addr}"),
+                    "--web.enable-remote-write-receiver".to_owned(),
+                    "--log.level=warn".to_owned(),
+                ]
+            },
+            move |addr, _| {
+                http::try_get_mtls(
+                    &format!("https://{addr}/-/ready"),
+                    &[("Authorization", &ready_auth)],
+                    &ready_ca,
+                    (&ready_client.0, &ready_client.1),
+                )
+                .is_some_and(|r| r.status == 200)
+            },
+        );
+        SecuredPrometheus {
+            addr: peer.addr,
+            peer,
+            ca,
+            client,
+            authorization,
+        }
+    }
+
+    /// Prometheus's own log, for failure messages.
+    pub fn log(&self) -> String {
+        self.peer.log()
+    }
+
+    /// `GET https://addr{path}` with the test's client certificate and `authorization`
+    /// (`None`: the right credentials); `None` when TLS refuses.
+    pub fn get(&self, path: &str, authorization: Option<&str>) -> Option<http::Reply> {
+        http::try_get_mtls(
+            &format!("https://{}{path}", self.addr),
+            &[(
+                "Authorization",
+                authorization.unwrap_or(&self.authorization),
+            )],
+            &self.ca,
+            (&self.client.0, &self.client.1),
+        )
+    }
+
+    /// Evaluates `expr` now, through TLS and auth.
+    pub fn query(&self, expr: &str) -> Vec<Sample> {
+        let reply = self
+            .get(
+                &format!("/api/v1/query?query={}", percent_encode(expr)),
+                None,
+            )
+            .unwrap_or_else(|| panic!("query {expr}: TLS failed; log: {}", self.log()));
+        assert_eq!(reply.status, 200, "query {expr}: {}", reply.text());
+        let v: Value = serde_json::from_str(&reply.text()).unwrap();
+        parse_vector(&v)
+    }
+}
+
 /// GETs `/api/v1/<path>` of a Prometheus-compatible API (Prometheus, VictoriaMetrics) and returns
 /// the JSON body, asserting `status: success`.
 pub fn api(addr: SocketAddr, path: &str, params: &[(&str, &str)]) -> Value {
@@ -131,7 +236,12 @@ pub fn api(addr: SocketAddr, path: &str, params: &[(&str, &str)]) -> Value {
 
 /// Evaluates a PromQL instant query against a Prometheus-compatible API.
 pub fn query(addr: SocketAddr, expr: &str) -> Vec<Sample> {
-    let body = api(addr, "query", &[("query", expr)]);
+    parse_vector(&api(addr, "query", &[("query", expr)]))
+}
+
+/// The samples of a `/api/v1/query` answer (a vector or a scalar).
+fn parse_vector(body: &Value) -> Vec<Sample> {
+    let expr = "the query";
     let result = &body["data"]["result"];
     match body["data"]["resultType"].as_str() {
         Some("vector") => result

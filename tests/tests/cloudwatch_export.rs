@@ -84,7 +84,7 @@ fn datums_carry_what_was_recorded() {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    exporter.force_flush(Duration::from_secs(10)).unwrap();
+    exporter.flush(Duration::from_secs(10)).unwrap();
     let datums = cw.datums();
     assert!(datums.iter().all(|(ns, _)| ns == "sonde-test"));
 
@@ -146,7 +146,7 @@ fn datums_carry_what_was_recorded() {
     // The next interval carries the change only.
     cw.clear();
     requests.with(&["/users/:id"]).add(5);
-    exporter.force_flush(Duration::from_secs(10)).unwrap();
+    exporter.flush(Duration::from_secs(10)).unwrap();
     let datums = cw.datums();
     assert_eq!(
         find(
@@ -206,7 +206,7 @@ fn ten_thousand_series_go_out_in_the_fewest_valid_requests() {
     let resource = Resource::empty().with("service.name", "checkout");
     let preview = cost_preview(&reg, &resource, &settings, Duration::from_secs(60));
     let exporter = builder(&reg, &cw).install().unwrap();
-    exporter.force_flush(Duration::from_secs(60)).unwrap();
+    exporter.flush(Duration::from_secs(60)).unwrap();
     let attempts = cw.attempts();
     assert!(
         attempts.iter().all(|a| a.status == 200),
@@ -279,7 +279,7 @@ fn throttling_and_faults_are_retried_and_nothing_is_lost() {
         CwFault::Unavailable,
         CwFault::Throttling,
     ]);
-    exporter.force_flush(Duration::from_secs(20)).unwrap();
+    exporter.flush(Duration::from_secs(20)).unwrap();
     let attempts = cw.attempts();
     assert_eq!(attempts.len(), 5);
     assert_eq!(attempts[0].error_code.as_deref(), Some("Throttling"));
@@ -299,7 +299,7 @@ fn throttling_and_faults_are_retried_and_nothing_is_lost() {
     cw.set_default(CwFault::Throttling);
     for _ in 0..3 {
         c.add(1);
-        let _ = exporter.force_flush(Duration::from_millis(200));
+        let _ = exporter.flush(Duration::from_millis(200));
     }
     cw.set_default(CwFault::Ok);
     exporter.shutdown(Duration::from_secs(20)).unwrap();
@@ -327,7 +327,7 @@ fn invalid_values_are_never_sent_and_are_counted() {
     let refs: Vec<&str> = values.iter().map(String::as_str).collect();
     wide.with(&refs).inc();
     let exporter = builder(&reg, &cw).install().unwrap();
-    exporter.force_flush(Duration::from_secs(10)).unwrap();
+    exporter.flush(Duration::from_secs(10)).unwrap();
     assert!(cw.attempts().iter().all(|a| a.status == 200));
     let datums = cw.datums();
     let readings: Vec<_> = datums
@@ -359,7 +359,7 @@ fn invalid_values_are_never_sent_and_are_counted() {
         .deny_dimensions(["l0", "l1"])
         .install()
         .unwrap();
-    exporter2.force_flush(Duration::from_secs(10)).unwrap();
+    exporter2.flush(Duration::from_secs(10)).unwrap();
     assert!(cw.datums().iter().any(|(_, d)| d.metric_name == "wide"));
 }
 
@@ -390,7 +390,7 @@ fn rollups_aggregate_across_dropped_labels() {
         .rollup(Vec::<String>::new())
         .install()
         .unwrap();
-    exporter.force_flush(Duration::from_secs(10)).unwrap();
+    exporter.flush(Duration::from_secs(10)).unwrap();
     let datums = cw.datums();
     assert_eq!(
         find(&datums, "requests", &[("route", "/a")])[0].value,
@@ -507,7 +507,7 @@ fn emf_documents_are_valid_line_by_line_and_respect_every_limit() {
         .resource(Resource::empty().with("service.name", "fn"))
         .build()
         .unwrap();
-    let n = writer.flush().unwrap();
+    let n = writer.write_now().unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), n);
@@ -524,7 +524,7 @@ fn emf_documents_are_valid_line_by_line_and_respect_every_limit() {
             .all(|d| d["service.name"] == "fn" && d["route"] == "/a")
     );
     // Unchanged since: nothing more to write.
-    assert_eq!(writer.flush().unwrap(), 0);
+    assert_eq!(writer.write_now().unwrap(), 0);
 }
 
 #[test]
@@ -541,7 +541,7 @@ fn emf_reaches_the_agent_over_udp_and_tcp() {
         .build()
         .unwrap();
     c.add(3);
-    assert_eq!(writer.flush().unwrap(), 1);
+    assert_eq!(writer.write_now().unwrap(), 1);
     let mut buf = vec![0u8; 70_000];
     let n = udp.recv(&mut buf).unwrap();
     let doc = check_emf(std::str::from_utf8(&buf[..n]).unwrap(), 60 * 1024);
@@ -556,9 +556,9 @@ fn emf_reaches_the_agent_over_udp_and_tcp() {
         .build()
         .unwrap();
     c.add(4);
-    writer.flush().unwrap();
+    writer.write_now().unwrap();
     c.add(5);
-    writer.flush().unwrap();
+    writer.write_now().unwrap();
     let (stream, _) = listener.accept().unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
@@ -590,7 +590,7 @@ fn emf_reaches_the_agent_over_udp_and_tcp() {
         .build()
         .unwrap();
     c.add(1);
-    let e = writer.flush().unwrap_err();
+    let e = writer.write_now().unwrap_err();
     assert!(e.to_string().contains(&dead.to_string()), "{e}");
     assert!(Destination::parse("http://x").is_err());
 }

@@ -4,6 +4,7 @@
 //! `crates/sonde-agent/tests/exposition_lint.rs`.)
 #![allow(clippy::unwrap_used)]
 
+use sonde::Component as _;
 use std::time::Duration;
 
 use sonde::prometheus::PrometheusBuilder;
@@ -51,5 +52,5 @@ fn the_example_services_exposition_passes_promtool_with_no_findings() {
         "promtool check metrics has findings on the example service's exposition:\n{findings}\n---\n{text}"
     );
     workload.stop();
-    server.shutdown();
+    server.shutdown(std::time::Duration::from_secs(10)).unwrap();
 }

@@ -4,6 +4,7 @@
 //! stderr is read as the user sees it.
 #![allow(clippy::unwrap_used)]
 
+use sonde::Component as _;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -60,7 +61,8 @@ fn a_dropped_handle_says_that_it_stopped() {
             .bind("127.0.0.1:0".parse().unwrap())
             .install()
             .unwrap()
-            .shutdown();
+            .shutdown(std::time::Duration::from_secs(10))
+            .unwrap();
     });
     assert!(lines.is_empty(), "{lines:?}");
 }
@@ -144,7 +146,7 @@ fn health_reports_an_exporter_that_has_not_succeeded_for_three_intervals() {
         assert_eq!(body["exporters"]["otlp"]["healthy"], true, "{body}");
         exporter.shutdown(Duration::from_secs(5)).unwrap();
     }
-    server.shutdown();
+    server.shutdown(std::time::Duration::from_secs(10)).unwrap();
 }
 
 /// Item 10: the one-call tracing pipeline keeps the service's own log lines (on stderr,

@@ -78,21 +78,21 @@ fn hostile_retry_after_values_neither_kill_nor_stall_the_exporter() {
                 Fault::RetryAfterRaw((*value).to_owned()),
             ]);
             let t = Instant::now();
-            let e = exporter.force_flush(Duration::from_secs(10)).unwrap_err();
+            let e = exporter.flush(Duration::from_secs(10)).unwrap_err();
             assert!(
                 e.to_string().contains("gave up"),
                 "{protocol:?} {value}: {e}"
             );
             assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
             // Still alive: the next collection is delivered.
-            exporter.force_flush(Duration::from_secs(10)).unwrap();
+            exporter.flush(Duration::from_secs(10)).unwrap();
             assert_eq!(metric_attempts(&rx), 3, "{protocol:?} {value}");
         }
         if protocol == Protocol::HttpProtobuf {
             for value in harmless {
                 rx.clear();
                 rx.script([Fault::RetryAfterRaw(value.to_owned())]);
-                exporter.force_flush(Duration::from_secs(10)).unwrap();
+                exporter.flush(Duration::from_secs(10)).unwrap();
                 assert_eq!(metric_attempts(&rx), 2, "{value}");
             }
         }
@@ -128,7 +128,7 @@ fn redirects_are_not_followed_and_are_failures() {
         status: 307,
         location: format!("{to}/v1/metrics"),
     }]);
-    let e = exporter.force_flush(Duration::from_secs(10)).unwrap_err();
+    let e = exporter.flush(Duration::from_secs(10)).unwrap_err();
     let shown = elsewhere
         .http_endpoint()
         .replace("http://", "http://<redacted>@");
@@ -151,11 +151,11 @@ fn redirects_are_not_followed_and_are_failures() {
         status: 302,
         location: format!("{}/login", rx.http_endpoint()),
     }]);
-    let e = exporter.force_flush(Duration::from_secs(10)).unwrap_err();
+    let e = exporter.flush(Duration::from_secs(10)).unwrap_err();
     assert!(e.to_string().contains("/login"), "{e}");
     let l = [("exporter", "otlp"), ("reason", "rejected")];
     assert!(self_metric(&reg, sonde::otlp::DROPPED_POINTS, &l) > 0.0);
-    exporter.force_flush(Duration::from_secs(10)).unwrap();
+    exporter.flush(Duration::from_secs(10)).unwrap();
     exporter.shutdown(Duration::from_secs(5)).unwrap();
 }
 
@@ -191,7 +191,7 @@ fn url_credentials_and_header_values_stay_out_of_errors_and_debug() {
         .install()
         .unwrap();
     let e = exporter
-        .force_flush(Duration::from_secs(5))
+        .flush(Duration::from_secs(5))
         .unwrap_err()
         .to_string();
     assert!(
@@ -280,10 +280,10 @@ fn remote_write_survives_a_hostile_retry_after() {
         .install()
         .unwrap();
     let t = Instant::now();
-    let e = writer.force_flush(Duration::from_secs(10)).unwrap_err();
+    let e = writer.flush(Duration::from_secs(10)).unwrap_err();
     assert!(e.to_string().contains("gave up"), "{e}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
-    writer.force_flush(Duration::from_secs(10)).unwrap();
+    writer.flush(Duration::from_secs(10)).unwrap();
     assert_eq!(requests.load(Ordering::SeqCst), 3);
     let l = [
         ("exporter", "remote_write"),
@@ -322,7 +322,7 @@ fn a_huge_response_body_is_read_only_up_to_a_limit() {
             .protocol(Protocol::HttpProtobuf),
     );
     let t = Instant::now();
-    let e = exporter.force_flush(Duration::from_secs(10)).unwrap_err();
+    let e = exporter.flush(Duration::from_secs(10)).unwrap_err();
     assert!(e.to_string().contains("answered HTTP 400"), "{e}");
     // Well within the 2 s request timeout: the body was not waited for.
     assert!(

@@ -70,6 +70,7 @@
 //! the test process near a real memory limit would risk the OOM killer).
 #![allow(clippy::unwrap_used)]
 
+use sonde::Component as _;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -1098,7 +1099,7 @@ fn dashboards_and_alerts_work_on_live_data_and_alerts_fire_on_faults() {
     }
 
     // 3. The service stops serving metrics.
-    server.shutdown();
+    server.shutdown(std::time::Duration::from_secs(10)).unwrap();
     let took = wait_for_alerts(&prom, JOB, &["TargetDown"], Duration::from_secs(30));
     eprintln!("target gone: TargetDown firing after {took:?}");
 

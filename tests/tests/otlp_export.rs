@@ -198,7 +198,7 @@ fn recorded_values_arrive_intact_over_grpc_and_http() {
             )
             .install()
             .unwrap();
-        exporter.force_flush(Duration::from_secs(10)).unwrap();
+        exporter.flush(Duration::from_secs(10)).unwrap();
         let reqs = rx.metrics();
         let label = format!("{protocol:?} {compression:?}");
         assert!(!reqs.is_empty(), "{label}");
@@ -289,7 +289,7 @@ fn exponential_histograms_put_each_observation_in_its_bucket() {
         .histograms(HistogramAggregation::Exponential)
         .install()
         .unwrap();
-    exporter.force_flush(Duration::from_secs(10)).unwrap();
+    exporter.flush(Duration::from_secs(10)).unwrap();
     let (a, p) = exponentials(&rx.metrics(), "payload.size").pop().unwrap();
     assert_eq!(a, labels(&[("kind", "upload")]));
     assert_eq!(p.count, values.len() as u64);
@@ -352,8 +352,8 @@ fn delta_and_cumulative_agree_across_intervals() {
         let change = if round % 2 == 0 { -3 } else { 5 };
         level.add(change);
         level_now += change;
-        cumulative.force_flush(Duration::from_secs(10)).unwrap();
-        delta.force_flush(Duration::from_secs(10)).unwrap();
+        cumulative.flush(Duration::from_secs(10)).unwrap();
+        delta.flush(Duration::from_secs(10)).unwrap();
 
         let reqs = rx.metrics();
         for (i, q) in ["fast", "slow"].into_iter().enumerate() {
@@ -433,7 +433,7 @@ fn only_retryable_answers_are_retried() {
             Fault::Hang(Duration::from_secs(2)),
             Fault::Ok,
         ]);
-        exporter.force_flush(Duration::from_secs(20)).unwrap();
+        exporter.flush(Duration::from_secs(20)).unwrap();
         let attempts = metric_attempts(&rx);
         assert_eq!(attempts.len(), 5, "{protocol:?}");
         assert_eq!(rx.metrics().len(), 1);
@@ -461,7 +461,7 @@ fn only_retryable_answers_are_retried() {
             rx.clear();
             rx.script([fault.clone()]);
             let before = dropped(&reg, "rejected");
-            let e = exporter.force_flush(Duration::from_secs(10)).unwrap_err();
+            let e = exporter.flush(Duration::from_secs(10)).unwrap_err();
             assert!(e.to_string().contains("dropped"), "{e}");
             assert_eq!(metric_attempts(&rx).len(), 1, "{protocol:?} {fault:?}");
             assert!(dropped(&reg, "rejected") > before);
@@ -471,7 +471,7 @@ fn only_retryable_answers_are_retried() {
         if protocol == Protocol::HttpProtobuf {
             rx.clear();
             rx.script([Fault::Throttled { retry_after: None }, Fault::Ok]);
-            exporter.force_flush(Duration::from_secs(10)).unwrap();
+            exporter.flush(Duration::from_secs(10)).unwrap();
             assert_eq!(metric_attempts(&rx).len(), 2);
         }
         exporter.shutdown(Duration::from_secs(5)).unwrap();
@@ -488,7 +488,7 @@ fn partial_success_is_counted_as_rejected_points() {
         rejected: 3,
         message: "3 points had bad units".into(),
     }]);
-    exporter.force_flush(Duration::from_secs(10)).unwrap();
+    exporter.flush(Duration::from_secs(10)).unwrap();
     assert_eq!(
         self_metric(&reg, sonde::otlp::REJECTED_POINTS, &[("exporter", "otlp")]),
         3.0
@@ -525,7 +525,7 @@ fn large_collections_are_split_into_bounded_requests() {
         .max_points_per_request(1000)
         .install()
         .unwrap();
-    exporter.force_flush(Duration::from_secs(20)).unwrap();
+    exporter.flush(Duration::from_secs(20)).unwrap();
     let reqs = rx.metrics();
     assert!(reqs.len() >= 5, "{}", reqs.len());
     let points = numbers(&reqs, "series");
@@ -538,7 +538,7 @@ fn large_collections_are_split_into_bounded_requests() {
         .max_request_bytes(64 * 1024)
         .install()
         .unwrap();
-    exporter.force_flush(Duration::from_secs(20)).unwrap();
+    exporter.flush(Duration::from_secs(20)).unwrap();
     let reqs = rx.metrics();
     assert!(reqs.len() >= 4, "{}", reqs.len());
     assert_eq!(numbers(&reqs, "series").len(), 5000);
@@ -559,7 +559,7 @@ fn shutdown_and_drop_deliver_the_last_interval() {
     c.add(9);
     exporter.shutdown(Duration::from_secs(5)).unwrap();
     assert_eq!(last_number(&rx.metrics(), "last", &[]), 9.0);
-    assert!(exporter.force_flush(Duration::from_secs(1)).is_err());
+    assert!(exporter.flush(Duration::from_secs(1)).is_err());
     assert!(exporter.shutdown(Duration::from_secs(1)).is_ok());
 
     rx.clear();
@@ -642,7 +642,7 @@ fn configuration_comes_from_the_standard_variables() {
         .interval(Duration::from_secs(3600))
         .install()
         .unwrap();
-    exporter.force_flush(Duration::from_secs(10)).unwrap();
+    exporter.flush(Duration::from_secs(10)).unwrap();
     let a = &metric_attempts(&rx)[0];
     assert_eq!((a.transport, a.gzip), (Transport::Grpc, false));
 
@@ -793,7 +793,7 @@ fn spans_arrive_over_both_transports_and_exemplars_point_to_them() {
                 .in_scope(|| std::thread::sleep(Duration::from_millis(2)));
             });
         });
-        pipeline.force_flush().unwrap();
+        pipeline.flush(std::time::Duration::from_secs(5)).unwrap();
         let traces = rx.traces();
         let spans: Vec<_> = traces
             .iter()
@@ -825,7 +825,7 @@ fn spans_arrive_over_both_transports_and_exemplars_point_to_them() {
 
         // The latency metrics of the same spans, exported over OTLP, carry the trace ids.
         let exporter = builder(&reg, &rx, protocol).install().unwrap();
-        exporter.force_flush(Duration::from_secs(10)).unwrap();
+        exporter.flush(Duration::from_secs(10)).unwrap();
         let reqs = rx.metrics();
         for (name, span) in [
             ("http.server.request.duration", server),
@@ -837,7 +837,9 @@ fn spans_arrive_over_both_transports_and_exemplars_point_to_them() {
             assert_eq!(p.exemplars[0].trace_id, span.trace_id, "{name}");
             assert_eq!(p.exemplars[0].span_id, span.span_id, "{name}");
         }
-        pipeline.shutdown().unwrap();
+        pipeline
+            .shutdown(std::time::Duration::from_secs(5))
+            .unwrap();
     }
 }
 
@@ -888,7 +890,7 @@ fn the_example_service_instrumentation_arrives_with_conventional_names_and_units
     .unwrap();
     std::thread::sleep(Duration::from_millis(1200));
     workload.stop();
-    exporter.force_flush(Duration::from_secs(10)).unwrap();
+    exporter.flush(Duration::from_secs(10)).unwrap();
     let reqs = rx.metrics();
     for (name, unit) in [
         ("http.server.request.duration", "s"),
@@ -942,7 +944,7 @@ fn tls_over_both_transports_with_a_private_ca() {
             )
             .install()
             .unwrap();
-        exporter.force_flush(Duration::from_secs(10)).unwrap();
+        exporter.flush(Duration::from_secs(10)).unwrap();
         assert_eq!(
             last_number(&rx.metrics(), "secure.requests", &[]),
             2.0,
@@ -957,7 +959,7 @@ fn tls_over_both_transports_with_a_private_ca() {
             .backoff(Duration::from_millis(10), Duration::from_millis(20))
             .install()
             .unwrap();
-        let e = exporter.force_flush(Duration::from_secs(10)).unwrap_err();
+        let e = exporter.flush(Duration::from_secs(10)).unwrap_err();
         assert!(e.to_string().contains("dropped"), "{protocol:?}: {e}");
         assert!(rx.metrics().is_empty());
     }

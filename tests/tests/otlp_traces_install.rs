@@ -34,7 +34,7 @@ fn install_sets_up_spans_metrics_and_exemplars_in_one_call() {
         .unwrap()
         .handle();
     tracing::info_span!("checkout").in_scope(|| checkout.observe(0.12));
-    pipeline.force_flush().unwrap();
+    pipeline.flush(Duration::from_secs(5)).unwrap();
     assert!(rx.wait_for_traces(Duration::from_secs(10), |t| !t.is_empty()));
     let span = rx.traces()[0].resource_spans[0].scope_spans[0].spans[0].clone();
     assert_eq!(span.name, "checkout");
@@ -59,5 +59,5 @@ fn install_sets_up_spans_metrics_and_exemplars_in_one_call() {
         .install()
         .unwrap_err();
     assert!(e.to_string().contains("already installed"), "{e}");
-    pipeline.shutdown().unwrap();
+    pipeline.shutdown(Duration::from_secs(5)).unwrap();
 }

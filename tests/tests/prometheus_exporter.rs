@@ -2,6 +2,7 @@
 //! server scraping the example service over loopback.
 #![allow(clippy::unwrap_used)]
 
+use sonde::Component as _;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -208,7 +209,7 @@ fn exposition_passes_promtool_and_both_python_parsers() {
         unzipped.lines().filter(|l| l.starts_with("test_")).count(),
         text.lines().filter(|l| l.starts_with("test_")).count()
     );
-    server.shutdown();
+    server.shutdown(std::time::Duration::from_secs(10)).unwrap();
 }
 
 #[test]
@@ -264,7 +265,7 @@ fn malformed_requests_get_4xx_and_the_server_keeps_serving() {
     let health: Value =
         serde_json::from_slice(&http::get(&format!("{base}/health"), &[]).body).unwrap();
     assert_eq!(health["status"], "ok");
-    server.shutdown();
+    server.shutdown(std::time::Duration::from_secs(10)).unwrap();
 }
 
 #[test]
@@ -375,7 +376,7 @@ fn prometheus_scrapes_the_example_service() {
         |s| s.labels.contains_key("http_route") && s.labels.contains_key("http_request_method")
     ));
     workload.stop();
-    server.shutdown();
+    server.shutdown(std::time::Duration::from_secs(10)).unwrap();
 }
 
 #[test]
@@ -446,7 +447,7 @@ fn native_histograms_arrive_over_protobuf() {
     }
     // With a native histogram present Prometheus keeps it instead of the classic series.
     assert!(prom.query("native_latency_seconds_bucket").is_empty());
-    server.shutdown();
+    server.shutdown(std::time::Duration::from_secs(10)).unwrap();
 }
 
 #[test]
@@ -510,7 +511,7 @@ fn report_shows_where_the_time_goes() {
         "the workload hits 80 % of the time: {ratio}"
     );
     workload.stop();
-    server.shutdown();
+    server.shutdown(std::time::Duration::from_secs(10)).unwrap();
 }
 
 #[test]
@@ -590,7 +591,7 @@ fn exemplars_come_back_from_the_exemplar_api() {
         found.contains(&("1.0".to_owned(), "cd".repeat(16), 0.5)),
         "{found:?}"
     );
-    server.shutdown();
+    server.shutdown(std::time::Duration::from_secs(10)).unwrap();
 }
 
 #[test]
@@ -680,7 +681,7 @@ fn tls_and_basic_auth_guard_the_endpoint() {
     let bad = prom.wait_for_series("up{job=\"bad\"}", Duration::from_secs(30));
     assert_eq!(bad[0].value, 0.0);
     assert!(prom.query("guarded_requests_total{job=\"bad\"}").is_empty());
-    server.shutdown();
+    server.shutdown(std::time::Duration::from_secs(10)).unwrap();
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //! A small fake receiver on loopback is used only to inject faults (503, 429, 400).
 #![allow(clippy::unwrap_used)]
 
+use sonde::Component as _;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
@@ -162,7 +163,7 @@ fn remote_write_is_received_by_prometheus() {
         .queue_capacity(2)
         .install()
         .unwrap();
-    writer.force_flush(Duration::from_secs(20)).unwrap();
+    writer.flush(Duration::from_secs(20)).unwrap();
     let extra = [("job", "rw-test"), ("instance", "host-1")];
     assert_received("prometheus", &expected(&reg, "rwp"), &extra, |q| {
         prom.query(q)
@@ -235,7 +236,7 @@ fn shutdown_delivers_the_last_collection() {
     assert_eq!(got.len(), 1, "{got:?}");
     assert_eq!(got[0].value, 42.0);
     // Shut down: flushing is an error that says so, a second shutdown is fine.
-    let e = writer.force_flush(Duration::from_secs(1)).unwrap_err();
+    let e = writer.flush(Duration::from_secs(1)).unwrap_err();
     assert!(e.to_string().contains("shut down"), "{e}");
     writer.shutdown(Duration::from_secs(1)).unwrap();
 
@@ -262,7 +263,7 @@ fn remote_write_is_received_by_victoria_metrics() {
         .external_label("job", "vm-test")
         .install()
         .unwrap();
-    writer.force_flush(Duration::from_secs(20)).unwrap();
+    writer.flush(Duration::from_secs(20)).unwrap();
     let expected = expected(&reg, "rwv");
     // Ingestion is asynchronous: wait until the first series shows up.
     vm.wait_for_series(
@@ -427,7 +428,7 @@ fn retries_5xx_and_429_with_backoff_then_delivers() {
         .backoff(Duration::from_millis(20), Duration::from_secs(2))
         .install()
         .unwrap();
-    writer.force_flush(Duration::from_secs(20)).unwrap();
+    writer.flush(Duration::from_secs(20)).unwrap();
     let seen = fake.seen();
     assert_eq!(seen.len(), 4, "{seen:?}");
     // Retry-After: 1 was honoured.
@@ -491,7 +492,7 @@ fn client_errors_are_dropped_without_retry() {
         .backoff(Duration::from_millis(10), Duration::from_millis(50))
         .install()
         .unwrap();
-    let e = writer.force_flush(Duration::from_secs(10)).unwrap_err();
+    let e = writer.flush(Duration::from_secs(10)).unwrap_err();
     let msg = e.to_string();
     assert!(
         msg.contains("400") && msg.contains("out of order sample"),
@@ -590,7 +591,7 @@ fn queue_stays_bounded_and_counts_drops_when_the_receiver_is_down() {
             .is_none_or(|v| v.as_f64() == Some(0.0)),
         "{health}"
     );
-    server.shutdown();
+    server.shutdown(std::time::Duration::from_secs(10)).unwrap();
     // Shutdown gives up at its deadline, drops what is left and says so.
     let start = Instant::now();
     let e = writer.shutdown(Duration::from_millis(300)).unwrap_err();
@@ -769,4 +770,158 @@ fn faas_invocations_are_flushed_before_the_handler_returns() {
     );
     assert_eq!(warm.len(), 1);
     writer.shutdown(Duration::from_secs(2)).unwrap();
+}
+
+/// Remote write for fleets, against a real Prometheus behind its own web configuration: HTTPS
+/// with a private CA, client certificates required, basic auth. Wrong credentials, a missing
+/// or unknown client certificate are refused by Prometheus and reported by the writer.
+#[test]
+fn remote_write_reaches_prometheus_behind_mtls_and_basic_auth() {
+    let certs = sonde_tests::certs::Certs::generate();
+    let prom = sonde_tests::prometheus::SecuredPrometheus::start(&certs, "agent", "s3cret pass");
+    // Prometheus itself refuses a wrong password (the web config is in force).
+    let refused = prom
+        .get("/api/v1/query?query=up", Some("Basic YWdlbnQ6d3Jvbmc="))
+        .unwrap();
+    assert_eq!(refused.status, 401, "{}", prom.log());
+
+    let url = format!("https://{}/api/v1/write", prom.addr);
+    let reg = Registry::new();
+    reg.counter("fleet.jobs").build().unwrap().handle().add(42);
+    let writer = |b: RemoteWriteBuilder| {
+        b.registry(reg.clone())
+            .resource(Resource::empty())
+            .interval(Duration::from_secs(3600))
+            .max_retries(0)
+            .tls_ca_file(&certs.server_cert)
+            .install()
+            .unwrap()
+    };
+    let good = writer(
+        RemoteWriteBuilder::new(&url)
+            .basic_auth("agent", "s3cret pass")
+            .tls_client_cert(&certs.client_cert, &certs.client_key),
+    );
+    good.flush(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}; prometheus log: {}", prom.log()));
+    let got = prom.query("fleet_jobs_total");
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].value, 42.0);
+
+    let wrong_password = writer(
+        RemoteWriteBuilder::new(&url)
+            .basic_auth("agent", "guess")
+            .tls_client_cert(&certs.client_cert, &certs.client_key),
+    );
+    let e = wrong_password
+        .flush(Duration::from_secs(10))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("401") && e.contains("credentials"), "{e}");
+    assert!(
+        !e.contains("guess"),
+        "the password stays out of errors: {e}"
+    );
+
+    let no_client_cert = writer(RemoteWriteBuilder::new(&url).basic_auth("agent", "s3cret pass"));
+    assert!(no_client_cert.flush(Duration::from_secs(10)).is_err());
+    let stranger = writer(
+        RemoteWriteBuilder::new(&url)
+            .basic_auth("agent", "s3cret pass")
+            .tls_client_cert(&certs.stranger.0, &certs.stranger.1),
+    );
+    assert!(stranger.flush(Duration::from_secs(10)).is_err());
+    let failures = counter_value(
+        &reg,
+        remote_write::REQUESTS,
+        &[("exporter", "remote_write"), ("result", "failure")],
+    );
+    assert_eq!(failures, 3, "each refused writer counted its failure");
+    // Only the authorised writer's sample arrived.
+    assert_eq!(prom.query("fleet_jobs_total")[0].value, 42.0);
+}
+
+/// A bearer token read from a file is read again when the file changes (a rotated service
+/// account token), the tenant goes out as `X-Scope-OrgID`, and bad settings are refused at
+/// install with a message naming what to fix.
+#[test]
+fn bearer_token_files_are_reread_and_the_tenant_is_sent() {
+    let fake = FakeReceiver::start(10, Duration::from_secs(30), |_| {
+        (204, vec![], String::new())
+    });
+    let dir = sonde_tests::TempDir::new("bearer");
+    let token = dir.0.join("token");
+    std::fs::write(&token, "first-token\n").unwrap();
+    let reg = Registry::new();
+    reg.counter("fleet.jobs").build().unwrap().handle().inc();
+    let w = RemoteWriteBuilder::new(fake.url())
+        .registry(reg.clone())
+        .resource(Resource::empty())
+        .interval(Duration::from_secs(3600))
+        .bearer_token_file(&token)
+        .tenant("team-a")
+        .install()
+        .unwrap();
+    w.flush(Duration::from_secs(10)).unwrap();
+    // A rotated token: new content (and size), as a kubelet writes it.
+    std::fs::write(&token, "second-token-rotated").unwrap();
+    w.flush(Duration::from_secs(10)).unwrap();
+    let seen = fake.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].header("authorization"), Some("Bearer first-token"));
+    assert_eq!(
+        seen[1].header("authorization"),
+        Some("Bearer second-token-rotated")
+    );
+    assert!(
+        seen.iter()
+            .all(|s| s.header("x-scope-orgid") == Some("team-a"))
+    );
+    // The file gone: the last token read goes on being sent (and a warning is logged once).
+    std::fs::remove_file(&token).unwrap();
+    w.flush(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        fake.seen()[2].header("authorization"),
+        Some("Bearer second-token-rotated")
+    );
+    // Plain settings: a fixed token, basic auth.
+    let fixed = RemoteWriteBuilder::new(fake.url())
+        .registry(reg.clone())
+        .resource(Resource::empty())
+        .interval(Duration::from_secs(3600))
+        .bearer_token("fixed")
+        .install()
+        .unwrap();
+    fixed.flush(Duration::from_secs(10)).unwrap();
+    assert_eq!(fake.seen()[3].header("authorization"), Some("Bearer fixed"));
+
+    // Refused at install, saying what to fix.
+    let err = |b: RemoteWriteBuilder| {
+        b.registry(Registry::new())
+            .install()
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(RemoteWriteBuilder::new(fake.url()).bearer_token_file(dir.0.join("missing")));
+    assert!(
+        e.contains("bearer token file") && e.contains("missing"),
+        "{e}"
+    );
+    let e = err(RemoteWriteBuilder::new(fake.url())
+        .basic_auth("a", "b")
+        .bearer_token("c"));
+    assert!(e.contains("one of"), "{e}");
+    let e = err(RemoteWriteBuilder::new(fake.url()).bearer_token("tok\nSECRETPART"));
+    assert!(
+        e.contains("bearer token") && !e.contains("SECRETPART"),
+        "{e}"
+    );
+    let e = err(RemoteWriteBuilder::new(fake.url()).tls_ca_file(dir.0.join("no-ca.pem")));
+    assert!(e.contains("CA file") && e.contains("no-ca.pem"), "{e}");
+    std::fs::write(dir.0.join("empty.pem"), "not a certificate").unwrap();
+    let e = err(RemoteWriteBuilder::new(fake.url()).tls_ca_file(dir.0.join("empty.pem")));
+    assert!(e.contains("no PEM certificate"), "{e}");
+    let e = err(RemoteWriteBuilder::new(fake.url())
+        .tls_client_cert(dir.0.join("empty.pem"), dir.0.join("empty.pem")));
+    assert!(e.contains("client certificate"), "{e}");
 }

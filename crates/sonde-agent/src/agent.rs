@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use sonde_core::{Registry, Resource, Temporality};
+use sonde_core::{Component, Registry, Resource, Temporality};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
@@ -190,39 +190,47 @@ struct Exporters {
 impl Exporters {
     /// Delivers what each holds within `timeout`, in parallel; returns whether all was delivered.
     fn shutdown(self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let left = || deadline.saturating_duration_since(Instant::now());
-        let mut ok = true;
-        std::thread::scope(|s| {
-            let mut jobs: Vec<std::thread::ScopedJoinHandle<'_, Result<(), String>>> = Vec::new();
-            if let Some(o) = self.otlp {
-                let t = left();
-                jobs.push(s.spawn(move || o.shutdown(t).map_err(|e| format!("otlp: {e}"))));
-            }
-            if let Some(c) = self.cloudwatch {
-                let t = left();
-                jobs.push(s.spawn(move || c.shutdown(t).map_err(|e| format!("cloudwatch: {e}"))));
-            }
-            if let Some(w) = self.remote_write {
-                let t = left();
-                jobs.push(s.spawn(move || w.shutdown(t).map_err(|e| format!("remote write: {e}"))));
-            }
-            if let Some(w) = self.emf {
-                jobs.push(s.spawn(move || w.flush().map(|_| ()).map_err(|e| format!("emf: {e}"))));
-            }
-            for j in jobs {
-                match j.join() {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        ok = false;
-                        error!("{e}");
-                    }
-                    Err(_) => ok = false,
-                }
-            }
-        });
-        ok
+        let mut parts: Vec<Arc<dyn Component>> = Vec::new();
+        if let Some(o) = self.otlp {
+            parts.push(Arc::new(o));
+        }
+        if let Some(c) = self.cloudwatch {
+            parts.push(Arc::new(c));
+        }
+        if let Some(w) = self.remote_write {
+            parts.push(Arc::new(w));
+        }
+        if let Some(w) = self.emf {
+            parts.push(w);
+        }
+        shutdown_all(parts, timeout)
     }
+}
+
+/// Shuts `parts` down side by side, each within what is left of `timeout`; logs each failure
+/// and returns whether every one finished.
+fn shutdown_all(parts: Vec<Arc<dyn Component>>, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    std::thread::scope(|s| {
+        let jobs: Vec<_> = parts
+            .iter()
+            .map(|c| {
+                s.spawn(move || c.shutdown(deadline.saturating_duration_since(Instant::now())))
+            })
+            .collect();
+        let mut ok = true;
+        for j in jobs {
+            match j.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    ok = false;
+                    error!("{e}");
+                }
+                Err(_) => ok = false,
+            }
+        }
+        ok
+    })
 }
 
 /// Components started next to the running ones before anything is swapped (no shared socket),
@@ -250,11 +258,11 @@ impl Staged {
                 None => p.uninstall(),
             }
         }
-        if let Some(Some(mut s)) = self.statsd {
-            s.shutdown();
+        if let Some(Some(s)) = self.statsd {
+            let _ = s.shutdown(Duration::from_secs(1));
         }
         if let Some(Some(p)) = self.prometheus {
-            p.shutdown();
+            let _ = p.shutdown(Duration::from_secs(1));
         }
         let _ = self.exporters.shutdown(Duration::from_secs(1));
     }
@@ -352,8 +360,10 @@ impl Running {
         // Listeners: a staged one (new address) takes over, then the old one closes.
         match staged.prometheus.take() {
             Some(next) => {
-                if let Some(p) = std::mem::replace(&mut self.prometheus, next) {
-                    p.shutdown();
+                if let Some(p) = std::mem::replace(&mut self.prometheus, next)
+                    && let Err(e) = p.shutdown(timeout)
+                {
+                    warn!("{e}");
                 }
             }
             None if changed(old, new, |c| (c.prometheus.clone(), c.resource.clone())) => {
@@ -408,7 +418,7 @@ impl Running {
                 // Same address: the old server closes first.
                 if let Some(s) = self.statsd.take() {
                     lock(&self.tick).statsd = None;
-                    stop_statsd(s);
+                    stop_statsd(&s, timeout);
                 }
                 if statsd_listen(new).is_some() {
                     match start_statsd(new, registry) {
@@ -437,8 +447,8 @@ impl Running {
         // The OTLP receiver: the old one stops (senders retry a refused connection) and the
         // new one binds; the series received so far stay.
         if changed(old, new, |c| c.otlp_in.clone()) {
-            if let Some(mut r) = self.otlp_in.take() {
-                r.shutdown();
+            if let Some(r) = self.otlp_in.take() {
+                let _ = r.shutdown(timeout);
             }
             if let Some(o) = &new.otlp_in {
                 let mut b = sonde_otlp_receiver::OtlpReceiverBuilder::new()
@@ -469,8 +479,8 @@ impl Running {
         // Scrape targets: the old source's series go with it, the new one mirrors its targets
         // from the first scrape (checked when the configuration was read, so this starts).
         if changed(old, new, |c| c.scrape.clone()) {
-            if let Some(mut s) = self.scrape.take() {
-                s.shutdown();
+            if let Some(s) = self.scrape.take() {
+                s.uninstall();
             }
             if !new.scrape.is_empty() {
                 match sonde_scrape::ScrapeSource::start(registry, new.scrape.clone()) {
@@ -490,7 +500,9 @@ impl Running {
         // Collectors that read the same sources cannot run twice: the old one's series go
         // (a process or CPU no longer watched disappears), then the new one installs.
         // The interval alone is the ticker's: the collector and its series stay as they are.
-        if changed(old, new, |c| (c.host.enabled, c.host.per_cpu)) {
+        if changed(old, new, |c| {
+            (c.host.enabled, c.host.per_cpu, c.host.view.clone())
+        }) {
             if let Some(h) = self.host.take() {
                 lock(&self.tick).host = None;
                 h.uninstall();
@@ -512,7 +524,7 @@ impl Running {
             let previous = self.procstat.take();
             if let Some(p) = &previous {
                 lock(&self.tick).procstat = None;
-                p.shutdown();
+                let _ = p.shutdown(timeout);
             }
             match start_procstat(new, registry) {
                 Ok(p) => {
@@ -550,7 +562,7 @@ impl Running {
         // The timer thread no longer holds the old server: what it received is recorded and
         // its open set window published before the old exporters' last collection.
         if let Some(s) = old_statsd {
-            stop_statsd(s);
+            stop_statsd(&s, timeout);
         }
         if !replaced.shutdown(timeout) {
             warn!("a replaced exporter did not deliver everything it held (see above)");
@@ -684,41 +696,50 @@ impl Running {
     /// Stops everything; push exporters deliver what they hold within `timeout`. Returns
     /// whether everything was delivered. Series stay (the process is exiting).
     fn stop(&mut self, timeout: Duration) -> bool {
-        if let Some(p) = self.prober.take() {
-            p.shutdown();
-        }
-        if let Some(s) = self.scrape.take() {
-            s.stop_keeping_series();
-        }
-        if let Some(mut r) = self.otlp_in.take() {
-            r.shutdown();
-        }
-        // The timer thread holds the StatsD server: stop it first.
+        let deadline = Instant::now() + timeout;
+        let left = || deadline.saturating_duration_since(Instant::now());
+        // The timer thread holds the StatsD server and the collectors: it stops first.
         if let Some((stop, t)) = self.ticker.take() {
             let _ = stop.send(TickMsg::Stop);
             let _ = t.join();
         }
         *lock(&self.tick) = Tick::default();
+        // Sources next, so what they received is recorded before the exporters' last
+        // collection. Whatever StatsD received is recorded and its open set window published
+        // (a shorter last interval, rather than lost).
+        let mut sources: Vec<Arc<dyn Component>> = Vec::new();
+        if let Some(p) = self.prober.take() {
+            sources.push(Arc::new(p));
+        }
+        if let Some(s) = self.scrape.take() {
+            sources.push(Arc::new(s));
+        }
+        if let Some(r) = self.otlp_in.take() {
+            sources.push(Arc::new(r));
+        }
         if let Some(h) = self.host.take() {
-            h.shutdown();
+            sources.push(h);
         }
         if let Some(p) = self.procstat.take() {
-            p.shutdown();
+            sources.push(p);
         }
-        // Whatever StatsD already received is recorded before the last export, and the open set
-        // window is published (a shorter last interval, rather than lost).
         if let Some(s) = self.statsd.take() {
-            stop_statsd(s);
+            stop_statsd(&s, left());
         }
+        let mut ok = shutdown_all(sources, left());
         let exporters = Exporters {
             otlp: self.otlp.take(),
             cloudwatch: self.cloudwatch.take(),
             emf: self.emf.take(),
             remote_write: self.remote_write.take(),
         };
-        let ok = exporters.shutdown(timeout);
-        if let Some(p) = self.prometheus.take() {
-            p.shutdown();
+        ok &= exporters.shutdown(left());
+        // /metrics goes last (a final scrape sees the last values); what it still serves after
+        // its grace finishes in the background and does not decide the exit code.
+        if let Some(p) = self.prometheus.take()
+            && let Err(e) = p.shutdown(left().max(Duration::from_secs(1)))
+        {
+            warn!("{e}");
         }
         ok
     }
@@ -741,13 +762,12 @@ fn lock(tick: &Mutex<Tick>) -> std::sync::MutexGuard<'_, Tick> {
 }
 
 /// Records what the server received, publishes the open set window and stops it.
-fn stop_statsd(s: Arc<sonde_statsd::StatsdServer>) {
-    s.flush();
-    s.rotate_sets();
-    match Arc::try_unwrap(s) {
-        Ok(mut s) => s.shutdown(),
-        Err(s) => drop(s),
+fn stop_statsd(s: &sonde_statsd::StatsdServer, timeout: Duration) {
+    if let Err(e) = s.flush(timeout) {
+        warn!("{e}");
     }
+    s.rotate_sets();
+    let _ = s.shutdown(Duration::ZERO);
 }
 
 fn start_prometheus(
@@ -979,11 +999,7 @@ fn start_remote_write(
     registry: &Registry,
     resource: &Resource,
 ) -> Result<sonde_prometheus::RemoteWriter, String> {
-    sonde_prometheus::RemoteWriteBuilder::new(rw.url.clone())
-        .registry(registry.clone())
-        .resource(resource.clone())
-        .interval(rw.interval)
-        .selection(rw.select.clone())
+    rw.builder(registry, resource)
         .install()
         .map_err(|e| format!("[exporters.remote_write]: {e}"))
 }
@@ -995,9 +1011,15 @@ fn start_host(
     if !config.host.enabled {
         return Ok(None);
     }
-    sonde_host::HostCollector::new()
+    let collector = sonde_host::HostCollector::new()
         .registry(registry)
-        .per_cpu(config.host.per_cpu)
+        .per_cpu(config.host.per_cpu);
+    let collector = match &config.host.view {
+        crate::config::HostView::Own => collector,
+        crate::config::HostView::Root(root) => collector.host_root(root),
+        crate::config::HostView::ProcSys(proc, sys) => collector.proc_and_sys(proc, sys),
+    };
+    collector
         .install()
         .map(Some)
         .map_err(|e| format!("[collectors.host]: {e}"))
@@ -1090,7 +1112,7 @@ fn close_interval(
         );
     }
     if let Some(w) = emf
-        && let Err(e) = w.flush()
+        && let Err(e) = w.write_now()
     {
         warn!("{e}");
     }
@@ -1204,7 +1226,7 @@ mod tests {
                 sock.send_to(format!("shop.users:{m}|s").as_bytes(), addr)
                     .unwrap();
             }
-            assert!(statsd.flush());
+            statsd.flush(Duration::from_secs(5)).unwrap();
             // Mid-window, a scrape reads the previous window, whole.
             let before = users(&registry.snapshot());
             assert_eq!(Some(&before), scraped.last().or(Some(&0.0)));

@@ -94,6 +94,20 @@ pub struct HostSection {
     pub interval: Duration,
     /// Per-core CPU utilization too.
     pub per_cpu: bool,
+    /// Whose host is read: this one's (`/proc`), or the one mounted elsewhere (`[agent]
+    /// host_root`, or the `HOST_PROC`/`HOST_SYS` variables), for an agent in a container.
+    pub view: HostView,
+}
+
+/// Where the host collector reads the host.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HostView {
+    /// `/proc`, `/sys` and the agent's own mounts.
+    Own,
+    /// `[agent] host_root` (or `HOST_ROOT`): the host's `/` mounted there.
+    Root(PathBuf),
+    /// `HOST_PROC` and `HOST_SYS` (gopsutil's and the Collector's variables).
+    ProcSys(PathBuf, PathBuf),
 }
 
 /// One `[[statsd.mappings]]` rule.
@@ -280,7 +294,7 @@ pub struct EmfSection {
 }
 
 /// `[exporters.remote_write]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct RemoteWriteSection {
     /// Receiver URL.
     pub url: String,
@@ -288,6 +302,80 @@ pub struct RemoteWriteSection {
     pub interval: Duration,
     /// `select`: which metrics it sends (default: everything).
     pub select: sonde_core::Selection,
+    /// `username` and `password`: HTTP basic auth.
+    pub basic_auth: Option<(String, String)>,
+    /// `bearer_token`.
+    pub bearer_token: Option<String>,
+    /// `bearer_token_file`: read again whenever it changes.
+    pub bearer_token_file: Option<PathBuf>,
+    /// `tenant`: sent as `X-Scope-OrgID` (Mimir, Cortex).
+    pub tenant: Option<String>,
+    /// `headers`: extra HTTP headers.
+    pub headers: Vec<(String, String)>,
+    /// `ca_file`: the private CA to trust instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// `cert_file` and `key_file`: the client certificate for mutual TLS.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+// Not derived: the password, tokens and header values stay out of logs.
+impl std::fmt::Debug for RemoteWriteSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteWriteSection")
+            .field("url", &self.url)
+            .field("interval", &self.interval)
+            .field("username", &self.basic_auth.as_ref().map(|(u, _)| u))
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("bearer_token_file", &self.bearer_token_file)
+            .field("tenant", &self.tenant)
+            .field(
+                "headers",
+                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .field("ca_file", &self.ca_file)
+            .field("client_cert", &self.client_cert)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RemoteWriteSection {
+    /// The writer this section starts (also what `check-config` checks, so what passes starts).
+    pub fn builder(
+        &self,
+        registry: &sonde_core::Registry,
+        resource: &sonde_core::Resource,
+    ) -> sonde_prometheus::RemoteWriteBuilder {
+        let mut b = sonde_prometheus::RemoteWriteBuilder::new(self.url.clone())
+            .registry(registry.clone())
+            .resource(resource.clone())
+            .interval(self.interval)
+            .selection(self.select.clone());
+        if let Some((user, password)) = &self.basic_auth {
+            b = b.basic_auth(user.clone(), password.clone());
+        }
+        if let Some(t) = &self.bearer_token {
+            b = b.bearer_token(t.clone());
+        }
+        if let Some(path) = &self.bearer_token_file {
+            b = b.bearer_token_file(path.clone());
+        }
+        if let Some(t) = &self.tenant {
+            b = b.tenant(t.clone());
+        }
+        for (k, v) in &self.headers {
+            b = b.header(k.clone(), v.clone());
+        }
+        if let Some(ca) = &self.ca_file {
+            b = b.tls_ca_file(ca.clone());
+        }
+        if let Some((cert, key)) = &self.client_cert {
+            b = b.tls_client_cert(cert.clone(), key.clone());
+        }
+        b
+    }
 }
 
 /// The whole configuration.
@@ -939,6 +1027,7 @@ impl<'a> Reader<'a> {
             ],
         );
         let agent = self.sub(Some(root), "agent", "agent");
+        let agent_table = agent;
         self.unknown_keys(
             agent,
             "agent",
@@ -949,6 +1038,7 @@ impl<'a> Reader<'a> {
                 "shutdown_timeout",
                 "max_series_per_family",
                 "memory_budget",
+                "host_root",
             ],
         );
         let log_format = match self.string(agent, &["agent", "log_format"]).as_deref() {
@@ -1019,6 +1109,7 @@ impl<'a> Reader<'a> {
                 INTERVAL_RANGE,
             ),
             per_cpu: self.bool(host, &["collectors", "host", "per_cpu"], false),
+            view: self.host_view(agent_table),
         };
         let process = self.sub(collectors, "process", "collectors.process");
         self.unknown_keys(
@@ -1520,7 +1611,21 @@ impl<'a> Reader<'a> {
         self.unknown_keys(
             t,
             "exporters.remote_write",
-            &["enabled", "url", "interval", "select"],
+            &[
+                "enabled",
+                "url",
+                "interval",
+                "select",
+                "username",
+                "password",
+                "bearer_token",
+                "bearer_token_file",
+                "tenant",
+                "headers",
+                "ca_file",
+                "cert_file",
+                "key_file",
+            ],
         );
         let remote_write = if self.bool(t, &["exporters", "remote_write", "enabled"], t.is_some()) {
             match self.url(
@@ -1528,16 +1633,7 @@ impl<'a> Reader<'a> {
                 &["exporters", "remote_write", "url"],
                 "http://127.0.0.1:9090/api/v1/write",
             ) {
-                Some(url) => Some(RemoteWriteSection {
-                    url,
-                    interval: self.duration_in(
-                        t,
-                        &["exporters", "remote_write", "interval"],
-                        Duration::from_secs(15),
-                        INTERVAL_RANGE,
-                    ),
-                    select: self.selection(t, "exporters.remote_write", sonde_core::Selection::new),
-                }),
+                Some(url) => Some(self.remote_write(t, url)),
                 None => {
                     let loc = self.at(t.and_then(Table::span));
                     self.error(
@@ -1587,6 +1683,121 @@ impl<'a> Reader<'a> {
             self.error(at, p.message, p.hint);
         }
         selection
+    }
+
+    /// `[agent] host_root`, else the `HOST_ROOT`, `HOST_PROC` and `HOST_SYS` variables; checked
+    /// for a readable `proc/stat` there, as the host collector reads it.
+    fn host_view(&mut self, agent: Option<&Table>) -> HostView {
+        let env = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let (view, at, source) = match self.string(agent, &["agent", "host_root"]) {
+            Some(root) => (
+                HostView::Root(PathBuf::from(root)),
+                self.location_of(agent, &["agent", "host_root"]),
+                "[agent] host_root",
+            ),
+            None => match (env("HOST_ROOT"), env("HOST_PROC"), env("HOST_SYS")) {
+                (Some(root), _, _) => (
+                    HostView::Root(root),
+                    "environment variable HOST_ROOT".into(),
+                    "HOST_ROOT",
+                ),
+                (None, Some(proc), sys) => (
+                    HostView::ProcSys(proc, sys.unwrap_or_else(|| PathBuf::from("/sys"))),
+                    "environment variable HOST_PROC".into(),
+                    "HOST_PROC",
+                ),
+                (None, None, Some(sys)) => (
+                    HostView::ProcSys(PathBuf::from("/proc"), sys),
+                    "environment variable HOST_SYS".into(),
+                    "HOST_SYS",
+                ),
+                (None, None, None) => return HostView::Own,
+            },
+        };
+        let stat = match &view {
+            HostView::Root(root) => root.join("proc/stat"),
+            HostView::ProcSys(proc, _) => proc.join("stat"),
+            HostView::Own => return view,
+        };
+        if let Err(e) = std::fs::File::open(&stat) {
+            self.error(
+                at,
+                format!("{source}: cannot read {}: {e}", stat.display()),
+                "mount the host's / there read-only (docker -v /:/host:ro, a hostPath volume in Kubernetes) and run with the host's PID namespace",
+            );
+        }
+        view
+    }
+
+    /// The settings of `[exporters.remote_write]` past its `url`, checked by the writer's own
+    /// check (credentials, token file, TLS files are read).
+    fn remote_write(&mut self, t: Option<&Table>, url: String) -> RemoteWriteSection {
+        let key = |k: &'static str| ["exporters", "remote_write", k];
+        let username = self.string(t, &key("username"));
+        let password = self.string(t, &key("password"));
+        let basic_auth = match (username, password) {
+            (Some(u), Some(p)) => Some((u, p)),
+            (None, None) => None,
+            _ => {
+                let at = self.location_of(t, &key("username"));
+                self.error(
+                    at,
+                    "[exporters.remote_write] basic auth needs both `username` and `password`"
+                        .into(),
+                    "give both, or use bearer_token / bearer_token_file instead",
+                );
+                None
+            }
+        };
+        let cert = self.string(t, &key("cert_file"));
+        let key_file = self.string(t, &key("key_file"));
+        let client_cert = match (cert, key_file) {
+            (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
+            (None, None) => None,
+            _ => {
+                let at = self.location_of(t, &key("cert_file"));
+                self.error(
+                    at,
+                    "[exporters.remote_write] mutual TLS needs both `cert_file` and `key_file`"
+                        .into(),
+                    "give the client certificate (PEM) and its private key together",
+                );
+                None
+            }
+        };
+        let section = RemoteWriteSection {
+            url,
+            interval: self.duration_in(
+                t,
+                &key("interval"),
+                Duration::from_secs(15),
+                INTERVAL_RANGE,
+            ),
+            select: self.selection(t, "exporters.remote_write", sonde_core::Selection::new),
+            basic_auth,
+            bearer_token: self.string(t, &key("bearer_token")),
+            bearer_token_file: self.string(t, &key("bearer_token_file")).map(PathBuf::from),
+            tenant: self.string(t, &key("tenant")),
+            headers: self.string_table(t, "headers", "exporters.remote_write.headers"),
+            ca_file: self.string(t, &key("ca_file")).map(PathBuf::from),
+            client_cert,
+        };
+        let check = section
+            .builder(&sonde_core::Registry::new(), &sonde_core::Resource::empty())
+            .check();
+        if let Err(e) = check {
+            let at = self.at(t.and_then(Table::span));
+            self.error(
+                at,
+                format!("[exporters.remote_write]: {e}"),
+                "fix the setting named; files are read as the agent reads them at start",
+            );
+        }
+        section
     }
 
     /// `[sources.otlp]`: on when the section is there (or `enabled = true`).

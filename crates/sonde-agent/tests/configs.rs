@@ -361,6 +361,36 @@ fn cases() -> Vec<Case> {
             Refused("is not an absolute http:// or https:// URL"),
         ),
         case(
+            "remote-write basic auth without a password",
+            "[exporters.remote_write]\nurl = \"http://127.0.0.1:9/api/v1/write\"\nusername = \"agent\"\n",
+            Refused("basic auth needs both `username` and `password`"),
+        ),
+        case(
+            "remote-write basic auth and a bearer token together",
+            "[exporters.remote_write]\nurl = \"http://127.0.0.1:9/api/v1/write\"\nusername = \"a\"\npassword = \"b\"\nbearer_token = \"c\"\n",
+            Refused("one of basic_auth, bearer_token and bearer_token_file"),
+        ),
+        case(
+            "a remote-write bearer token file that does not exist",
+            "[exporters.remote_write]\nurl = \"http://127.0.0.1:9/api/v1/write\"\nbearer_token_file = \"/nonexistent/sonde/token\"\n",
+            Refused("cannot read the bearer token file /nonexistent/sonde/token"),
+        ),
+        case(
+            "a remote-write CA file that holds no certificate",
+            "[exporters.remote_write]\nurl = \"http://127.0.0.1:9/api/v1/write\"\nca_file = \"/etc/hostname\"\n",
+            Refused("the CA file /etc/hostname holds no PEM certificate"),
+        ),
+        case(
+            "a remote-write client certificate without its key",
+            "[exporters.remote_write]\nurl = \"http://127.0.0.1:9/api/v1/write\"\ncert_file = \"/etc/hostname\"\n",
+            Refused("mutual TLS needs both `cert_file` and `key_file`"),
+        ),
+        case(
+            "remote write with a tenant, headers and basic auth",
+            "[exporters.remote_write]\nurl = \"http://127.0.0.1:9/api/v1/write\"\ninterval = \"24h\"\nusername = \"agent\"\npassword = \"pw\"\ntenant = \"team-a\"\nheaders = { \"X-Env\" = \"prod\" }\n",
+            Starts,
+        ),
+        case(
             "a log filter that is not one (was silently replaced by info)",
             "[agent]\nlog_level = \"[[[\"\n",
             Refused("is not a log filter"),

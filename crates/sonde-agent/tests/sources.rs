@@ -3,6 +3,7 @@
 //! exactly, and CloudWatch receives only the metrics chosen for it, with the cost logged.
 #![allow(clippy::unwrap_used)]
 
+use sonde_core::Component as _;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -545,7 +546,9 @@ fn the_rust_sdk_pushes_to_the_agent_over_grpc() {
         !text.contains("target_info\",reason=\"name_collision"),
         "{text}"
     );
-    scraped.shutdown();
+    scraped
+        .shutdown(std::time::Duration::from_secs(10))
+        .unwrap();
 }
 
 /// The example service (its workload, served by sonde's own exporter as
@@ -656,5 +659,131 @@ fn the_example_service_is_scraped_exactly() {
                 && l.contains("service_version=\"9.9.9\"")),
         "{agent}"
     );
-    service.shutdown();
+    service
+        .shutdown(std::time::Duration::from_secs(10))
+        .unwrap();
+}
+
+/// The agent's remote write to a store behind HTTPS with client certificates and basic auth
+/// (issue #18 item 5): a real Prometheus with its own web configuration receives the agent's
+/// series, sent with the credentials and certificates the config file names.
+#[test]
+fn the_agent_remote_writes_through_mtls_and_basic_auth() {
+    let certs = sonde_tests::certs::Certs::generate();
+    let prom = sonde_tests::prometheus::SecuredPrometheus::start(&certs, "agent", "fleet pass");
+    let dir = TempDir::new("agent-remote-write");
+    let config = dir.0.join("agent.toml");
+    let metrics = free_addr();
+    std::fs::write(
+        &config,
+        format!(
+            "{QUIET}\
+             [exporters.prometheus]\nlisten = \"{}\"\n\n\
+             [exporters.remote_write]\nurl = \"https://{}/api/v1/write\"\ninterval = \"300ms\"\n\
+             username = \"agent\"\npassword = \"fleet pass\"\ntenant = \"team-a\"\n\
+             ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+            metrics,
+            prom.addr,
+            certs.server_cert.display(),
+            certs.client_cert.display(),
+            certs.client_key.display(),
+        ),
+    )
+    .unwrap();
+    let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &[]);
+    let got = wait_for(
+        "the agent's series in the secured Prometheus",
+        Duration::from_secs(20),
+        || {
+            let r = prom.query(
+                "sonde_exporter_requests_total{exporter=\"remote_write\",result=\"success\"}",
+            );
+            (!r.is_empty()).then_some(r)
+        },
+    );
+    assert_eq!(got.len(), 1, "{got:?}");
+    // Every request so far was accepted: none refused for its credentials or certificate.
+    let scrape = scrape_metrics(metrics).unwrap();
+    assert_eq!(
+        sample_value(
+            &scrape,
+            "sonde_exporter_requests_total{exporter=\"remote_write\",result=\"failure\"}"
+        )
+        .unwrap_or(0.0),
+        0.0,
+        "{scrape}"
+    );
+}
+
+/// Host pressure stall information (issue #18 item 1), cross-checked with node_exporter on the
+/// same kernel: over a window with more runnable threads than CPUs, the agent's
+/// `system.pressure.waiting{cpu}` grows by what node_exporter's
+/// `node_pressure_cpu_waiting_seconds_total` grows by (both read `/proc/pressure/cpu`; the
+/// tolerance covers the agent's 100 ms collection interval at each end).
+#[test]
+fn host_pressure_agrees_with_node_exporter() {
+    let (_node, node) = node_exporter();
+    let metrics = free_addr();
+    let dir = TempDir::new("agent-pressure");
+    let config = dir.0.join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\ninterval = \"100ms\"\n\n\
+             [statsd]\nenabled = false\n\n[exporters.prometheus]\nlisten = \"{metrics}\"\n"
+        ),
+    )
+    .unwrap();
+    let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &[]);
+    let ours = "system_pressure_waiting_seconds_total{system_pressure_resource=\"cpu\"}";
+    let theirs = "node_pressure_cpu_waiting_seconds_total";
+    if !std::path::Path::new("/proc/pressure/cpu").exists() {
+        // A kernel without PSI: no series, and node_exporter has none either.
+        let scrape = wait_for("the agent", Duration::from_secs(20), || {
+            scrape_metrics(metrics)
+        });
+        assert_eq!(sample_value(&scrape, ours), None);
+        return;
+    }
+    let read = || {
+        let n = sample_value(&scrape_metrics(node).unwrap(), theirs).unwrap();
+        let a = sample_value(&scrape_metrics(metrics).unwrap(), ours);
+        (n, a)
+    };
+    wait_for(
+        "the agent's first pressure reading",
+        Duration::from_secs(20),
+        || read().1,
+    );
+    let (n0, a0) = read();
+    // More busy threads than CPUs for a second: tasks wait for a CPU.
+    let busy = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..busy)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (n1, a1) = read();
+    let (node_delta, agent_delta) = (n1 - n0, a1.unwrap() - a0.unwrap());
+    assert!(
+        node_delta > 0.1,
+        "node_exporter saw no CPU pressure: {node_delta}"
+    );
+    assert!(
+        (node_delta - agent_delta).abs() < 0.25,
+        "node_exporter +{node_delta:.3} s, the agent +{agent_delta:.3} s"
+    );
 }

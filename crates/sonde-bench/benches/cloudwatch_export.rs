@@ -206,7 +206,7 @@ impl Fixture {
 
     /// Timed part: export the interval.
     fn flush(&self) {
-        self.exporter.force_flush(FLUSH_TIMEOUT).unwrap();
+        self.exporter.flush(FLUSH_TIMEOUT).unwrap();
     }
 
     /// One whole interval; returns what the endpoint accepted, and every call.

@@ -414,7 +414,7 @@ impl Fixture {
     }
 
     fn export_sonde(&self) {
-        self.sonde.force_flush(FLUSH_TIMEOUT).unwrap();
+        self.sonde.flush(FLUSH_TIMEOUT).unwrap();
     }
 
     fn export_otel(&self) {

@@ -25,6 +25,7 @@
 //! CPU: each reads and discards several MB per scrape.
 #![allow(clippy::unwrap_used, missing_docs)]
 
+use sonde::Component as _;
 use std::io::Read;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -195,5 +196,5 @@ fn main() {
             }
         );
     }
-    server.shutdown();
+    server.shutdown(std::time::Duration::from_secs(10)).unwrap();
 }

@@ -9,6 +9,7 @@
 //! for the receiver's. Both receivers get the same socket
 //! buffer (8 MiB) and the same datagrams (~1400 bytes, ~30 lines each).
 
+use sonde::Component as _;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -155,7 +156,7 @@ fn main() {
         );
         let sent = send(addr, &packets, rate);
         std::thread::sleep(Duration::from_millis(200));
-        server.flush();
+        let _ = server.flush(std::time::Duration::from_secs(5));
         let got =
             counter(&registry, "sonde.statsd.packets", &[("transport", "udp")]) - packets_before;
         let parsed = counter(&registry, "sonde.statsd.lines", &[]) - lines_before;

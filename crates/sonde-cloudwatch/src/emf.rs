@@ -16,7 +16,7 @@
 //! let registry = sonde_core::Registry::global().clone();
 //! let writer = EmfBuilder::new("checkout").registry(registry).destination(Destination::Stdout).build()?;
 //! // ... handle an invocation ...
-//! writer.flush()?;
+//! writer.write_now()?;
 //! # Ok::<(), sonde_cloudwatch::Error>(())
 //! ```
 
@@ -28,8 +28,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use sonde_core::telemetry::ExporterMetrics;
 use sonde_core::{Kind, Reader, Registry, Resource, Temporality};
+use sonde_push::telemetry::ExporterMetrics;
 
 use crate::Error;
 use crate::datum::{self, Datum, DatumValue, Settings};
@@ -246,12 +246,22 @@ struct Output {
     tcp: Option<TcpStream>,
 }
 
-impl sonde_core::Flush for EmfWriter {
-    fn force_flush(
-        &self,
-        _timeout: Duration,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        self.flush().map(|_| ()).map_err(Into::into)
+/// The lifecycle every sonde component shares: `flush` and `shutdown` both write what changed
+/// now, on the calling thread ([`EmfWriter::write_now`]; writes to a socket have their own
+/// timeouts); the writer has no thread to stop.
+impl sonde_core::Component for EmfWriter {
+    fn name(&self) -> &'static str {
+        EXPORTER
+    }
+
+    fn flush(&self, _timeout: Duration) -> Result<(), sonde_core::ComponentError> {
+        self.write_now()
+            .map(|_| ())
+            .map_err(|e| sonde_core::ComponentError::new(EXPORTER, e))
+    }
+
+    fn shutdown(&self, timeout: Duration) -> Result<(), sonde_core::ComponentError> {
+        sonde_core::Component::flush(self, timeout)
     }
 }
 
@@ -262,8 +272,8 @@ impl EmfWriter {
         self.delta_state.clone()
     }
 
-    /// Writes what changed since the previous flush; returns the number of documents.
-    pub fn flush(&self) -> Result<usize, Error> {
+    /// Writes what changed since the previous write; returns the number of documents.
+    pub fn write_now(&self) -> Result<usize, Error> {
         let snapshot = self
             .reader
             .lock()
@@ -590,7 +600,7 @@ mod tests {
             .destination(Destination::File(path.clone()))
             .build()
             .unwrap();
-        writer.flush().unwrap();
+        writer.write_now().unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         let written: usize = text
             .lines()
@@ -610,7 +620,7 @@ mod tests {
         let capped = registry
             .snapshot()
             .point(
-                sonde_core::telemetry::DROPPED_POINTS,
+                sonde_push::telemetry::DROPPED_POINTS,
                 &[("exporter", EXPORTER), ("reason", "values_capped")],
             )
             .and_then(|p| p.number())
@@ -659,15 +669,15 @@ mod handover_tests {
         };
         let first = writer("a.log", None);
         c.add(100);
-        first.flush().unwrap();
+        first.write_now().unwrap();
         c.add(50);
         let second = writer("b.log", Some(first.delta_state()));
         drop(first);
-        second.flush().unwrap();
+        second.write_now().unwrap();
         assert_eq!((jobs("a.log"), jobs("b.log")), (100.0, 50.0));
         // Without the handover the new writer's first flush repeats the total.
         let fresh = writer("c.log", None);
-        fresh.flush().unwrap();
+        fresh.write_now().unwrap();
         assert_eq!(jobs("c.log"), 150.0);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -380,14 +380,7 @@ pub struct CloudWatchExporter {
     delta_state: sonde_core::DeltaState,
 }
 
-impl sonde_core::Flush for CloudWatchExporter {
-    fn force_flush(
-        &self,
-        timeout: Duration,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        CloudWatchExporter::force_flush(self, timeout).map_err(Into::into)
-    }
-}
+sonde_push::component_via_inner!(CloudWatchExporter);
 
 impl CloudWatchExporter {
     /// The namespace.
@@ -403,8 +396,8 @@ impl CloudWatchExporter {
 
     /// Collects now and waits until everything collected so far is delivered or `timeout`
     /// passes. Blocks the calling thread.
-    pub fn force_flush(&self, timeout: Duration) -> Result<(), Error> {
-        self.inner.force_flush(timeout).map_err(push_error)
+    pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
+        self.inner.flush(timeout).map_err(push_error)
     }
 
     /// Collects one last time, delivers what is queued within `timeout`, and stops.

@@ -46,6 +46,7 @@
 #![warn(missing_docs)]
 
 mod budget;
+mod component;
 pub mod diag;
 mod error;
 pub mod exemplar;
@@ -63,23 +64,13 @@ mod resource;
 pub mod select;
 mod series;
 mod snapshot;
-pub mod telemetry;
 pub mod testing;
 mod unit;
 
 pub use error::Error;
 
-/// A push exporter that can deliver everything pending on demand (remote write, OTLP, EMF...).
-/// Serverless wrappers call it before a handler returns, since the platform may freeze the
-/// process right after.
-pub trait Flush: Send + Sync {
-    /// Delivers everything collected so far, giving up after `timeout`.
-    fn force_flush(
-        &self,
-        timeout: std::time::Duration,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
-}
 pub use budget::MemoryBudget;
+pub use component::{Component, ComponentError};
 pub use exemplar::{Exemplar, TraceContext};
 pub use family::Family;
 pub use histogram::{

@@ -38,7 +38,9 @@ impl Resource {
     /// as the semantic conventions recommend; set it in `OTEL_RESOURCE_ATTRIBUTES` to keep one
     /// across restarts), and on AWS Lambda the FaaS and cloud attributes (`faas.name`,
     /// `faas.version`, `faas.instance`, `faas.max_memory`, `cloud.region`...), with the function
-    /// name as `service.name` unless one is configured. Configured values win over detected ones.
+    /// name as `service.name` unless one is configured; in a Kubernetes pod the `k8s.*`
+    /// attributes its downward-API variables give ([`kubernetes_from`](Self::kubernetes_from)).
+    /// Configured values win over detected ones.
     pub fn detect() -> Self {
         Self::detect_from(&|k: &str| std::env::var(k).ok())
     }
@@ -83,7 +85,47 @@ impl Resource {
         if let Some(lambda) = Self::lambda_from(get) {
             r = r.merge(&lambda);
         }
+        if let Some(k8s) = Self::kubernetes_from(get) {
+            r = r.merge(&k8s);
+        }
         r
+    }
+
+    /// The attributes of a Kubernetes pod, from the variables a pod spec sets through the
+    /// downward API (`K8S_NODE_NAME`, `K8S_POD_NAME`, `K8S_NAMESPACE_NAME`, `K8S_POD_UID`, as the
+    /// OpenTelemetry Collector's charts name them; `NODE_NAME`, `POD_NAME`, `POD_NAMESPACE`,
+    /// `POD_UID` too), the pod name falling back to `HOSTNAME` (the pod's name unless the pod
+    /// uses the host's network); `None` outside Kubernetes (no `KUBERNETES_SERVICE_HOST`).
+    /// Environment only: nothing is read from the API server or the filesystem.
+    pub fn kubernetes_from(get: &dyn Fn(&str) -> Option<String>) -> Option<Self> {
+        get("KUBERNETES_SERVICE_HOST").filter(|h| !h.is_empty())?;
+        let first = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|n| get(n).filter(|v| !v.trim().is_empty()))
+        };
+        let mut r = Resource::empty();
+        for (key, names) in [
+            ("k8s.node.name", &["K8S_NODE_NAME", "NODE_NAME"][..]),
+            (
+                "k8s.namespace.name",
+                &["K8S_NAMESPACE_NAME", "POD_NAMESPACE"][..],
+            ),
+            ("k8s.pod.uid", &["K8S_POD_UID", "POD_UID"][..]),
+            ("k8s.pod.name", &["K8S_POD_NAME", "POD_NAME"][..]),
+        ] {
+            if let Some(v) = first(names) {
+                r = r.with(key, v);
+            }
+        }
+        // HOSTNAME is the node's name with hostNetwork: only a pod name when it is not that.
+        if r.get("k8s.pod.name").is_none()
+            && let Some(h) = first(&["HOSTNAME"])
+            && r.get("k8s.node.name") != Some(h.as_str())
+        {
+            r = r.with("k8s.pod.name", h);
+        }
+        Some(r)
     }
 
     /// The attributes of an AWS Lambda function, from the variables Lambda sets
@@ -322,6 +364,57 @@ mod tests {
             Resource::detect_from(&set).get("service.instance.id"),
             Some("pod-7")
         );
+    }
+
+    #[test]
+    fn kubernetes_attributes_come_from_the_downward_api_environment() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                vars.iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        // Outside Kubernetes: nothing, whatever else is set.
+        let outside = env(&[("K8S_NODE_NAME", "node-1"), ("HOSTNAME", "laptop")]);
+        assert_eq!(Resource::kubernetes_from(&outside), None);
+        assert_eq!(Resource::detect_from(&outside).get("k8s.node.name"), None);
+        // A DaemonSet pod with the chart's variables.
+        let daemonset = env(&[
+            ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
+            ("K8S_NODE_NAME", "node-1"),
+            ("K8S_POD_NAME", "sonde-agent-x7k2p"),
+            ("K8S_NAMESPACE_NAME", "monitoring"),
+            ("K8S_POD_UID", "0b6a5c1e-1111-4222-8333-444455556666"),
+            ("HOSTNAME", "node-1"),
+        ]);
+        let r = Resource::detect_from(&daemonset);
+        assert_eq!(r.get("k8s.node.name"), Some("node-1"));
+        assert_eq!(r.get("k8s.pod.name"), Some("sonde-agent-x7k2p"));
+        assert_eq!(r.get("k8s.namespace.name"), Some("monitoring"));
+        assert_eq!(
+            r.get("k8s.pod.uid"),
+            Some("0b6a5c1e-1111-4222-8333-444455556666")
+        );
+        // The alternative names, the pod name from HOSTNAME, blank values ignored.
+        let plain = env(&[
+            ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
+            ("NODE_NAME", "node-2"),
+            ("POD_NAMESPACE", " "),
+            ("HOSTNAME", "web-5d8f7"),
+        ]);
+        let r = Resource::kubernetes_from(&plain).unwrap();
+        assert_eq!(r.get("k8s.node.name"), Some("node-2"));
+        assert_eq!(r.get("k8s.pod.name"), Some("web-5d8f7"));
+        assert_eq!(r.get("k8s.namespace.name"), None);
+        // With hostNetwork, HOSTNAME is the node: not taken for the pod.
+        let host_network = env(&[
+            ("KUBERNETES_SERVICE_HOST", "10.0.0.1"),
+            ("K8S_NODE_NAME", "node-3"),
+            ("HOSTNAME", "node-3"),
+        ]);
+        let r = Resource::kubernetes_from(&host_network).unwrap();
+        assert_eq!(r.get("k8s.pod.name"), None);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! their latency thresholds as bucket boundaries before the workload registers its histograms,
 //! and judges them on `/report` (`"objectives"`, and a table in `/report?format=md`).
 
+use sonde::Component as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -126,7 +127,7 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(exporter) = otlp {
         exporter.shutdown(Duration::from_secs(5))?;
     }
-    server.shutdown();
+    server.shutdown(Duration::from_secs(10))?;
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use regex::Regex;
 use sonde_core::{Counter, Family, Gauge, Registry, Unit};
 
-use crate::reading::{CPU_MODES, Cpu, CpuTicks, DiskIo, Filesystem, Memory, NetIo};
+use crate::reading::{CPU_MODES, Cpu, CpuTicks, DiskIo, Filesystem, Memory, NetIo, Pressure};
 use crate::source::{Got, Miss, Source};
 use crate::*;
 
@@ -89,7 +89,7 @@ pub struct HostCollector {
     disk_partitions: bool,
     interfaces_exclude: Option<String>,
     portable: bool,
-    paths: Option<(std::path::PathBuf, std::path::PathBuf)>,
+    paths: Option<Paths>,
 }
 
 impl Default for HostCollector {
@@ -196,8 +196,39 @@ impl HostCollector {
         proc: impl Into<std::path::PathBuf>,
         sys_block: impl Into<std::path::PathBuf>,
     ) -> Self {
-        self.paths = Some((proc.into(), sys_block.into()));
+        self.paths = Some(Paths {
+            proc: proc.into(),
+            sys_block: sys_block.into(),
+            rootfs: None,
+        });
         self
+    }
+
+    /// Reports the host whose root filesystem is mounted at `root` (`/host` in a container
+    /// started with `-v /:/host:ro`, with the host's PID namespace): `root/proc`,
+    /// `root/sys/block`, the mounts of the host's PID 1 and filesystem sizes through `root`,
+    /// with mountpoints reported as the host sees them. Like node_exporter's `--path.rootfs`
+    /// and the Collector's `root_path`. Linux only (elsewhere the system's own view is read).
+    pub fn host_root(mut self, root: impl Into<std::path::PathBuf>) -> Self {
+        let root = root.into();
+        self.paths = Some(Paths {
+            proc: root.join("proc"),
+            sys_block: root.join("sys/block"),
+            rootfs: Some(root),
+        });
+        self
+    }
+
+    /// Reads the host's `/proc` at `proc` and its `/sys` at `sys` (the `HOST_PROC` and
+    /// `HOST_SYS` of gopsutil and the Collector), leaving the mounts and filesystem paths as
+    /// this process sees them.
+    pub fn proc_and_sys(
+        self,
+        proc: impl Into<std::path::PathBuf>,
+        sys: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        let sys = sys.into();
+        self.paths(proc, sys.join("block"))
     }
 
     /// Registers the families (or reuses them if they exist with the same definition), reads
@@ -239,6 +270,7 @@ impl HostCollector {
             filesystems: HashMap::new(),
             disks: HashMap::new(),
             networks: HashMap::new(),
+            pressure: HashMap::new(),
             generation: 0,
         };
         state.update(true);
@@ -260,23 +292,33 @@ impl HostCollector {
     }
 }
 
+/// Where the host is read from, when not `/proc`, `/sys/block` and this process's mounts.
+#[derive(Debug, Clone)]
+struct Paths {
+    proc: std::path::PathBuf,
+    sys_block: std::path::PathBuf,
+    rootfs: Option<std::path::PathBuf>,
+}
+
 #[cfg(target_os = "linux")]
-fn make_source(
-    portable: bool,
-    paths: Option<(std::path::PathBuf, std::path::PathBuf)>,
-) -> Result<Source, Error> {
+fn make_source(portable: bool, paths: Option<Paths>) -> Result<Source, Error> {
     if portable {
         return portable_source();
     }
-    let (proc, sys_block) = paths.unwrap_or_else(|| ("/proc".into(), "/sys/block".into()));
-    Ok(Source::Procfs(crate::linux::Procfs::new(proc, sys_block)))
+    let p = paths.unwrap_or_else(|| Paths {
+        proc: "/proc".into(),
+        sys_block: "/sys/block".into(),
+        rootfs: None,
+    });
+    Ok(Source::Procfs(crate::linux::Procfs::new(
+        p.proc,
+        p.sys_block,
+        p.rootfs,
+    )))
 }
 
 #[cfg(not(target_os = "linux"))]
-fn make_source(
-    _portable: bool,
-    _paths: Option<(std::path::PathBuf, std::path::PathBuf)>,
-) -> Result<Source, Error> {
+fn make_source(_portable: bool, _paths: Option<Paths>) -> Result<Source, Error> {
     portable_source()
 }
 
@@ -336,12 +378,6 @@ impl HostMetrics {
         self.shared.installed.load(Ordering::Relaxed)
     }
 
-    /// Stops collecting, on purpose (dropping the handle then logs nothing); the series keep
-    /// their last values ([`uninstall`](Self::uninstall) removes them too). Idempotent.
-    pub fn shutdown(&self) {
-        self.shared.installed.store(false, Ordering::Relaxed);
-    }
-
     /// Stops collecting and removes the series this collector created (the families stay,
     /// empty; the collect hook goes with the last handle). Idempotent.
     pub fn uninstall(&self) {
@@ -351,6 +387,8 @@ impl HostMetrics {
         }
     }
 }
+
+crate::collector_component!(HostMetrics, "host");
 
 struct Shared {
     installed: AtomicBool,
@@ -534,6 +572,8 @@ struct State {
     filesystems: HashMap<[String; 4], FsEntry>,
     disks: HashMap<String, DiskEntry>,
     networks: HashMap<String, NetEntry>,
+    /// Per resource and line (`false`: some, `true`: full).
+    pressure: HashMap<(&'static str, bool), CumulativeSecs>,
     /// Increments at every reading; entries not seen in the latest are removed.
     generation: u64,
 }
@@ -559,6 +599,37 @@ impl State {
         self.update_filesystems();
         self.update_disks(first);
         self.update_networks(first);
+        if let Some(p) = self.read(Source::pressure, "pressure") {
+            self.update_pressure(&p, first);
+        }
+    }
+
+    /// PSI totals in microseconds, counted in seconds from install (a decrease is noise: the
+    /// kernel's totals only grow).
+    fn update_pressure(&mut self, readings: &[Pressure], first: bool) {
+        for p in readings {
+            let lines = [(false, Some(p.some_us)), (true, p.full_us)];
+            for (full, total) in lines {
+                let Some(total) = total else { continue };
+                let family = if full {
+                    &self.families.pressure_stalled
+                } else {
+                    &self.families.pressure_waiting
+                };
+                match self.pressure.entry((p.resource, full)) {
+                    std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().update(total),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(CumulativeSecs::new(
+                            family.with(&[p.resource]),
+                            total,
+                            1e6,
+                            false,
+                            first,
+                        ));
+                    }
+                }
+            }
+        }
     }
 
     /// Reads one thing; a failure is counted and gives `None`.
@@ -888,6 +959,8 @@ struct Families {
     uptime: Gauge<f64>,
     process_count: Gauge,
     process_created: Family<Counter>,
+    pressure_waiting: Family<Counter<f64>>,
+    pressure_stalled: Family<Counter<f64>>,
 }
 
 impl Families {
@@ -1079,6 +1152,18 @@ impl Families {
                 .description("Processes created.")
                 .unit(Unit::Count("{process}".into()))
                 .striped(false)
+                .build()?,
+            pressure_waiting: registry
+                .counter_f64(PRESSURE_WAITING)
+                .description("Seconds in which some tasks were stalled waiting for the resource (Linux pressure stall information, the `some` line).")
+                .unit(Unit::Seconds)
+                .labels([PRESSURE_RESOURCE_LABEL])
+                .build()?,
+            pressure_stalled: registry
+                .counter_f64(PRESSURE_STALLED)
+                .description("Seconds in which all non-idle tasks were stalled on the resource at once (Linux pressure stall information, the `full` line).")
+                .unit(Unit::Seconds)
+                .labels([PRESSURE_RESOURCE_LABEL])
                 .build()?,
         })
     }

@@ -79,6 +79,8 @@
 //! | `system.uptime` | `Gauge<f64>` | `s` | | seconds since boot |
 //! | `system.process.count` | `Gauge` | `{process}` | | processes (Linux) |
 //! | `system.process.created` | `Counter` | `{process}` | | processes created since install (Linux) |
+//! | `system.pressure.waiting` | `Counter<f64>` | `s` | `system.pressure.resource` | time some tasks stalled on `cpu`, `memory`, `io` (Linux PSI) |
+//! | `system.pressure.stalled` | `Counter<f64>` | `s` | `system.pressure.resource` | time all non-idle tasks stalled at once (Linux PSI) |
 //! | `sonde.collector.errors` | `Counter` | | `collector` = `host`, `procstat`; `reason` | readings that failed |
 //!
 //! [`cpu.logical_number`]: HostCollector::per_cpu
@@ -89,6 +91,10 @@
 //!   by mode (the family then has no `cpu.mode` label, and there is no `system.cpu.time`),
 //!   memory without buffers and cache, filesystems without reserved blocks, disk bytes without
 //!   operations, network counters without drops, and no process count.
+//! - **In a container**, [`HostCollector::host_root`] reads the host mounted at a path (`/host`):
+//!   its `/proc`, the mounts of its PID 1 and filesystem sizes through the root, mountpoints
+//!   reported as the host names them; [`HostCollector::proc_and_sys`] takes `/proc` and `/sys`
+//!   alone (`HOST_PROC`, `HOST_SYS`).
 //! - **Counters** advance by the difference between consecutive OS totals, so they are
 //!   cumulative and monotonic whatever the OS does: a total lower than the previous one is a
 //!   reset (an interface re-created, a 32-bit counter wrapping) and counts from zero again;
@@ -209,6 +215,42 @@
 //! reading when another one is in progress rather than waiting).
 #![warn(missing_docs)]
 
+/// Implements [`sonde_core::Component`] for a collector handle with `collect()` and a
+/// `shared.installed` flag. A collector reads when the registry is read: `flush` reads now (so
+/// the next export sees the values of this moment); `shutdown` stops collecting, on purpose
+/// (dropping the handle then logs nothing), and the series keep their last values (`uninstall`
+/// removes them too). Idempotent.
+macro_rules! collector_component {
+    ($handle:ty, $name:literal) => {
+        /// The lifecycle every sonde component shares: `flush` reads now, `shutdown` stops
+        /// collecting and keeps the series.
+        impl sonde_core::Component for $handle {
+            fn name(&self) -> &'static str {
+                $name
+            }
+
+            fn flush(
+                &self,
+                _timeout: std::time::Duration,
+            ) -> Result<(), sonde_core::ComponentError> {
+                self.collect();
+                Ok(())
+            }
+
+            fn shutdown(
+                &self,
+                _timeout: std::time::Duration,
+            ) -> Result<(), sonde_core::ComponentError> {
+                self.shared
+                    .installed
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    };
+}
+pub(crate) use collector_component;
+
 mod host;
 #[cfg(target_os = "linux")]
 mod linux;
@@ -281,6 +323,16 @@ pub const UPTIME: &str = "system.uptime";
 pub const PROCESS_COUNT: &str = "system.process.count";
 /// `system.process.created`: processes created since install, `Counter` (Linux).
 pub const PROCESS_CREATED: &str = "system.process.created";
+/// `system.pressure.waiting`: seconds in which some tasks were stalled waiting for a resource
+/// (the `some` line of `/proc/pressure/<resource>`), `Counter<f64>`, label
+/// `system.pressure.resource` (`cpu`, `memory`, `io`). Linux with PSI. No OpenTelemetry
+/// convention exists; node_exporter's `node_pressure_*_waiting_seconds_total`.
+pub const PRESSURE_WAITING: &str = "system.pressure.waiting";
+/// `system.pressure.stalled`: seconds in which all non-idle tasks were stalled at once (the
+/// `full` line), `Counter<f64>`, label `system.pressure.resource`.
+pub const PRESSURE_STALLED: &str = "system.pressure.stalled";
+/// The label of the pressure families: `cpu`, `memory` or `io`.
+pub const PRESSURE_RESOURCE_LABEL: &str = "system.pressure.resource";
 /// `procstat`: the prefix of procstat's per-process families, in place of sonde-process's
 /// `process` (`procstat.cpu.time`, `procstat.memory.usage`...).
 pub const PROCSTAT_PREFIX: &str = "procstat";

@@ -14,12 +14,15 @@ use std::path::{Path, PathBuf};
 
 use sonde_process::procfs::{parse_uptime, unescape_octal};
 
-use crate::reading::{Cpu, CpuTicks, DiskIo, DiskOps, FsSizes, Memory, NetIo};
+use crate::reading::{Cpu, CpuTicks, DiskIo, DiskOps, FsSizes, Memory, NetIo, Pressure};
 
 /// Reads the host's `/proc` files (or those under another root, for tests).
 pub(crate) struct Procfs {
     proc: PathBuf,
     sys_block: PathBuf,
+    /// The host's root as mounted in this (container's) filesystem: mounts are read from the
+    /// host's init process and `statvfs` goes through this prefix.
+    rootfs: Option<PathBuf>,
     buf: Vec<u8>,
     ticks_per_second: u64,
 }
@@ -34,10 +37,11 @@ pub(crate) struct Mount {
 }
 
 impl Procfs {
-    pub(crate) fn new(proc: PathBuf, sys_block: PathBuf) -> Self {
+    pub(crate) fn new(proc: PathBuf, sys_block: PathBuf, rootfs: Option<PathBuf>) -> Self {
         Procfs {
             proc,
             sys_block,
+            rootfs,
             buf: Vec::with_capacity(4096),
             ticks_per_second: sonde_process::procfs::clock_ticks_per_second(),
         }
@@ -91,8 +95,39 @@ impl Procfs {
         parse_net_dev(&self.read("net/dev")?)
     }
 
+    /// `/proc/pressure/{cpu,memory,io}`; `None` when none can be read (a kernel without PSI,
+    /// or with it disabled: `psi=0`).
+    pub(crate) fn pressure(&mut self) -> Option<Vec<Pressure>> {
+        let mut out = Vec::new();
+        for resource in ["cpu", "memory", "io"] {
+            if let Some(p) = self
+                .read(&format!("pressure/{resource}"))
+                .and_then(|text| parse_pressure(resource, &text))
+            {
+                out.push(p);
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
+    /// The mounts: this process's, or with a host root the host's (those of its PID 1, as
+    /// node_exporter reads them), falling back to this process's.
     pub(crate) fn mounts(&mut self) -> Option<Vec<Mount>> {
+        if self.rootfs.is_some()
+            && let Some(text) = self.read("1/mounts")
+        {
+            return Some(parse_mounts(&text));
+        }
         Some(parse_mounts(&self.read("self/mounts")?))
+    }
+
+    /// Where `statvfs` finds the filesystem mounted at `mountpoint` (on the host, with a host
+    /// root).
+    pub(crate) fn mountpoint_path(&self, mountpoint: &str) -> PathBuf {
+        match &self.rootfs {
+            Some(root) => root.join(mountpoint.trim_start_matches('/')),
+            None => PathBuf::from(mountpoint),
+        }
     }
 
     /// The number of processes: the numeric entries of `/proc`.
@@ -115,7 +150,7 @@ impl Procfs {
 ///
 /// `statvfs` can block on a network filesystem whose server is gone (hard NFS mounts): such
 /// types are excluded by default.
-pub(crate) fn statvfs(mountpoint: &str) -> Option<Option<FsSizes>> {
+pub(crate) fn statvfs(mountpoint: &std::path::Path) -> Option<Option<FsSizes>> {
     let s = rustix::fs::statvfs(mountpoint).ok()?;
     let frsize = if s.f_frsize > 0 {
         s.f_frsize
@@ -325,6 +360,24 @@ pub(crate) fn parse_net_dev(text: &str) -> Option<Vec<NetIo>> {
     Some(out)
 }
 
+/// Parses one `/proc/pressure` file: `some avg10=0.00 avg60=0.00 avg300=0.00 total=123` and,
+/// where the kernel has it, the same with `full`. `None` without a readable `some` total.
+pub(crate) fn parse_pressure(resource: &'static str, text: &str) -> Option<Pressure> {
+    let total = |kind: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(kind))?
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("total="))?
+            .parse::<u64>()
+            .ok()
+    };
+    Some(Pressure {
+        resource,
+        some_us: total("some")?,
+        full_us: total("full"),
+    })
+}
+
 /// Parses `/proc/self/mounts` (fstab format, with octal escapes in paths).
 pub(crate) fn parse_mounts(text: &str) -> Vec<Mount> {
     let mut out = Vec::new();
@@ -466,6 +519,25 @@ mod tests {
     }
 
     #[test]
+    fn parses_pressure() {
+        let cpu = "some avg10=4.78 avg60=3.12 avg300=7.52 total=2246595705\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
+        assert_eq!(
+            parse_pressure("cpu", cpu),
+            Some(Pressure {
+                resource: "cpu",
+                some_us: 2_246_595_705,
+                full_us: Some(0)
+            })
+        );
+        // Before Linux 5.13 the CPU file has no `full` line.
+        let old = "some avg10=0.00 avg60=0.00 avg300=0.00 total=42\n";
+        assert_eq!(parse_pressure("cpu", old).unwrap().full_us, None);
+        for bad in ["", "garbage", "some total=x", "full avg10=0 total=5"] {
+            assert_eq!(parse_pressure("io", bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn parses_mounts() {
         let text = "/dev/vda / ext4 rw,relatime 0 0\n\
                     proc /proc proc rw,relatime 0 0\n\
@@ -488,7 +560,7 @@ mod tests {
 
     #[test]
     fn reads_this_machine() {
-        let mut p = Procfs::new("/proc".into(), "/sys/block".into());
+        let mut p = Procfs::new("/proc".into(), "/sys/block".into(), None);
         let (cpu, created) = p.stat().unwrap();
         assert!(cpu.logical_count() >= 1);
         assert!(created.unwrap() > 0);
@@ -500,9 +572,9 @@ mod tests {
         assert!(p.diskstats(true).is_some());
         assert!(p.process_count().unwrap() >= 1);
         assert!(p.mounts().unwrap().iter().any(|m| m.mountpoint == "/"));
-        let root = statvfs("/").unwrap().unwrap();
+        let root = statvfs(Path::new("/")).unwrap().unwrap();
         assert!(root.total > 0 && root.free <= root.total && root.available <= root.free);
-        assert_eq!(statvfs("/proc"), Some(None));
-        assert_eq!(statvfs("/no/such/dir"), None);
+        assert_eq!(statvfs(Path::new("/proc")), Some(None));
+        assert_eq!(statvfs(Path::new("/no/such/dir")), None);
     }
 }

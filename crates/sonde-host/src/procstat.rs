@@ -298,12 +298,6 @@ impl ProcstatMetrics {
         self.shared.installed.load(Ordering::Relaxed)
     }
 
-    /// Stops collecting, on purpose (dropping the handle then logs nothing); the series keep
-    /// their last values ([`uninstall`](Self::uninstall) removes them too). Idempotent.
-    pub fn shutdown(&self) {
-        self.shared.installed.store(false, Ordering::Relaxed);
-    }
-
     /// Stops looking, uninstalls every process collector and removes the series (per process,
     /// per group, and the read errors). Idempotent.
     pub fn uninstall(&self) {
@@ -330,6 +324,8 @@ impl ProcstatMetrics {
         }
     }
 }
+
+crate::collector_component!(ProcstatMetrics, "procstat");
 
 struct Shared {
     installed: AtomicBool,

@@ -127,6 +127,16 @@ pub(crate) struct DiskOps {
     pub(crate) io_ms: u64,
 }
 
+/// Pressure stall information of one resource (`/proc/pressure/<resource>`): microseconds in
+/// which some (or all non-idle) tasks were stalled on it, since boot.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Pressure {
+    pub(crate) resource: &'static str,
+    pub(crate) some_us: u64,
+    /// `None` where the kernel gives no `full` line (CPU before Linux 5.13).
+    pub(crate) full_us: Option<u64>,
+}
+
 /// Cumulative counters of one network interface.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(crate) struct NetIo {

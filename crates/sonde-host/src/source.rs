@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use sysinfo::{CpuRefreshKind, DiskRefreshKind, Disks, MemoryRefreshKind, Networks, System};
 
-use crate::reading::{Cpu, DiskIo, Filesystem, FsSizes, Memory, NetIo};
+use crate::reading::{Cpu, DiskIo, Filesystem, FsSizes, Memory, NetIo, Pressure};
 
 /// Why a reading has no value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +78,15 @@ impl Source {
         }
     }
 
+    /// Pressure stall information; unsupported where the kernel has none.
+    pub(crate) fn pressure(&mut self) -> Got<Vec<Pressure>> {
+        match self {
+            #[cfg(target_os = "linux")]
+            Source::Procfs(p) => p.pressure().ok_or(Miss::Unsupported),
+            Source::Sysinfo(_) => Err(Miss::Unsupported),
+        }
+    }
+
     pub(crate) fn process_count(&mut self) -> Got<u64> {
         match self {
             #[cfg(target_os = "linux")]
@@ -102,7 +111,7 @@ impl Source {
                     if !keep(&m.fs_type, &m.mountpoint) {
                         continue;
                     }
-                    let sizes = match crate::linux::statvfs(&m.mountpoint) {
+                    let sizes = match crate::linux::statvfs(&p.mountpoint_path(&m.mountpoint)) {
                         Some(None) => continue,
                         Some(Some(s)) => Some(s),
                         None => None,

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 
 /// The crypto provider: ring, as everywhere in the workspace.
 pub fn provider() -> Arc<CryptoProvider> {
@@ -36,28 +37,96 @@ pub enum TlsError {
     /// The system's CA certificates could not be loaded.
     #[error("cannot load the system's CA certificates ({0})")]
     PlatformRoots(rustls::Error),
+    /// A PEM file could not be read or holds nothing usable; the message names the file.
+    #[error("{0}")]
+    File(String),
+}
+
+/// A client certificate chain (leaf first) and its private key.
+pub type ClientCert = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// The certificates of the PEM file at `path` as roots (a private CA, replacing the system's),
+/// or an error naming the file when it cannot be read or holds none.
+pub fn load_roots(path: &std::path::Path) -> Result<RootCertStore, TlsError> {
+    let pem = read(path, "CA file")?;
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem).flatten() {
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::File(format!("{}: {e}", path.display())))?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::File(format!(
+            "the CA file {} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(roots)
+}
+
+/// The client certificate chain at `cert` and the private key at `key` (PEM files), for mutual
+/// TLS, or an error naming the file at fault.
+pub fn load_client_cert(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<ClientCert, TlsError> {
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(&read(cert, "client certificate")?)
+            .flatten()
+            .collect();
+    if chain.is_empty() {
+        return Err(TlsError::File(format!(
+            "the client certificate {} holds no PEM certificate",
+            cert.display()
+        )));
+    }
+    let key_der = PrivateKeyDer::from_pem_slice(&read(key, "client key")?).map_err(|_| {
+        TlsError::File(format!(
+            "the client key {} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)",
+            key.display()
+        ))
+    })?;
+    Ok((chain, key_der))
+}
+
+fn read(path: &std::path::Path, what: &str) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path)
+        .map_err(|e| TlsError::File(format!("cannot read the {what} {}: {e}", path.display())))
 }
 
 /// A client configuration with rustls' safe default protocol versions, verifying as `verify`
 /// says and offering `alpn` (for example `[b"h2", b"http/1.1"]`).
 pub fn client_config(verify: Verify, alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, TlsError> {
+    client_config_with(verify, None, alpn)
+}
+
+/// [`client_config`] that also presents `client` (mutual TLS) when the server asks for it.
+pub fn client_config_with(
+    verify: Verify,
+    client: Option<ClientCert>,
+    alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>, TlsError> {
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(TlsError::Setup)?;
-    let mut config = match verify {
-        Verify::Roots(roots) => builder.with_root_certificates(roots).with_no_client_auth(),
+    let builder = match verify {
+        Verify::Roots(roots) => builder.with_root_certificates(roots),
         Verify::Insecure => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
-            .with_no_client_auth(),
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider()))),
         Verify::Platform => {
             let verifier = rustls_platform_verifier::Verifier::new(provider())
                 .map_err(TlsError::PlatformRoots)?;
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(verifier))
-                .with_no_client_auth()
         }
+    };
+    let mut config = match client {
+        Some((chain, key)) => builder
+            .with_client_auth_cert(chain, key)
+            .map_err(TlsError::Setup)?,
+        None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))

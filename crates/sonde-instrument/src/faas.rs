@@ -171,7 +171,7 @@ type Flush = Arc<dyn Fn() + Send + Sync>;
 /// let registry = sonde_core::Registry::new();
 /// let faas = Faas::install(&registry)?;
 /// // With a push exporter: make sure the invocation's data leaves before the handler returns.
-/// faas.on_invocation_end(|| { /* exporter.force_flush(deadline) */ });
+/// faas.on_invocation_end(|| { /* exporter.flush(deadline) */ });
 /// let answer: Result<u32, std::io::Error> = faas.invoke(Trigger::Http, || Ok(42));
 /// assert_eq!(answer.unwrap(), 42);
 /// # Ok::<(), sonde_instrument::Error>(())
@@ -266,7 +266,7 @@ impl Faas {
     }
 
     /// Runs `flush` at the end of every invocation, after its metrics are recorded and before
-    /// the handler's result is returned: the place for a push exporter's `force_flush` or the EMF
+    /// the handler's result is returned: the place for a push exporter's `flush` or the EMF
     /// writer.
     pub fn on_invocation_end(&self, flush: impl Fn() + Send + Sync + 'static) {
         if let Ok(mut f) = self.flushes.write() {
@@ -279,11 +279,11 @@ impl Faas {
     /// own result is never replaced by an exporter's error.
     pub fn flush_through(
         &self,
-        exporter: Arc<dyn sonde_core::Flush>,
+        exporter: Arc<dyn sonde_core::Component>,
         timeout: std::time::Duration,
     ) {
         self.on_invocation_end(move || {
-            if let Err(e) = exporter.force_flush(timeout) {
+            if let Err(e) = exporter.flush(timeout) {
                 eprintln!("sonde: flushing metrics at the end of the invocation failed: {e}");
             }
         });

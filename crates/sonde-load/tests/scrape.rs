@@ -8,6 +8,7 @@
 //! - a service restarted between the scrapes: noted, never negative.
 #![allow(clippy::unwrap_used)] // test helpers: failing loudly is the point
 
+use sonde_core::Component as _;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -239,7 +240,9 @@ fn a_restart_between_the_scrapes_is_noted_not_negative() {
     let AxumService {
         metrics, _rt: rt, ..
     } = first;
-    metrics.shutdown();
+    metrics
+        .shutdown(std::time::Duration::from_secs(10))
+        .unwrap();
     drop(rt);
     // The new process binds the same metrics address (retrying while the port is released).
     let deadline = Instant::now() + TIMEOUT;
@@ -350,7 +353,7 @@ fn the_example_service_view_has_routes_database_and_cache() {
             .any(|r| r.metric == HTTP_FAMILY && r.request.is_none()),
         "{view:#?}"
     );
-    server.shutdown();
+    server.shutdown(std::time::Duration::from_secs(10)).unwrap();
 }
 
 /// An endpoint that is not there, or not an exposition, is a clear error.

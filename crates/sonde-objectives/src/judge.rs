@@ -61,7 +61,8 @@ pub const SHORT_WINDOW: Duration = Duration::from_secs(300);
 ///     .judge(Arc::new(sonde_objectives::judge::ObjectivesJudge::new(objectives)))
 ///     .install()
 ///     .map_err(|e| sonde_objectives::Error::Generate(e.to_string()))?;
-/// server.shutdown();
+/// sonde_core::Component::shutdown(&server, std::time::Duration::from_secs(5))
+///     .map_err(|e| sonde_objectives::Error::Generate(e.to_string()))?;
 /// # Ok::<(), sonde_objectives::Error>(())
 /// ```
 #[derive(Debug, Clone)]

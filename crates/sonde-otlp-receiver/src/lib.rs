@@ -253,8 +253,7 @@ impl OtlpReceiverBuilder {
         Ok(OtlpReceiver {
             grpc_addr,
             http_addr,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            running: std::sync::Mutex::new((Some(stop_tx), Some(thread))),
         })
     }
 }
@@ -265,13 +264,19 @@ pub fn check_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<(), St
     serve::load_tls(cert, key).map(|_| ())
 }
 
+/// How to stop a server thread, and the thread; both taken by the first stop.
+type StopAndThread = (
+    Option<tokio::sync::oneshot::Sender<()>>,
+    Option<JoinHandle<()>>,
+);
+
 /// A running receiver; stops on [`shutdown`](Self::shutdown) or drop.
 #[derive(Debug)]
 pub struct OtlpReceiver {
     grpc_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    /// How to stop the server thread, and the thread; taken by the first shutdown.
+    running: std::sync::Mutex<StopAndThread>,
 }
 
 impl OtlpReceiver {
@@ -285,20 +290,40 @@ impl OtlpReceiver {
         self.http_addr
     }
 
-    /// Stops serving (requests in flight get half a second). Idempotent.
-    pub fn shutdown(&mut self) {
-        if let Some(stop) = self.stop.take() {
+    fn stop(&self) {
+        let (stop, thread) = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            (running.0.take(), running.1.take())
+        };
+        if let Some(stop) = stop {
             let _ = stop.send(());
         }
-        if let Some(t) = self.thread.take() {
+        if let Some(t) = thread {
             let _ = t.join();
         }
     }
 }
 
+/// Each request is recorded before it is answered: `flush` has nothing to do; `shutdown`
+/// stops serving (requests in flight get half a second). The series received stay.
+impl sonde_core::Component for OtlpReceiver {
+    fn name(&self) -> &'static str {
+        "otlp_receiver"
+    }
+
+    fn flush(&self, _timeout: std::time::Duration) -> Result<(), sonde_core::ComponentError> {
+        Ok(())
+    }
+
+    fn shutdown(&self, _timeout: std::time::Duration) -> Result<(), sonde_core::ComponentError> {
+        self.stop();
+        Ok(())
+    }
+}
+
 impl Drop for OtlpReceiver {
     fn drop(&mut self) {
-        self.shutdown();
+        self.stop();
     }
 }
 

@@ -89,11 +89,11 @@ fn exact_values_arrive(protocol: Protocol, temporality: Temporality) {
     for v in [0.05, 0.2, 0.3, 2.0] {
         latency.with(&["/pay"]).observe(v);
     }
-    exporter.force_flush(Duration::from_secs(10)).unwrap();
+    exporter.flush(Duration::from_secs(10)).unwrap();
     orders.with(&["eu"]).add(2);
     active.add(-1);
     latency.with(&["/pay"]).observe(0.07);
-    exporter.force_flush(Duration::from_secs(10)).unwrap();
+    exporter.flush(Duration::from_secs(10)).unwrap();
 
     let s = agent.snapshot();
     assert_eq!(
@@ -320,7 +320,7 @@ fn tls_on_both_transports() {
             .unwrap()
             .with::<&str>(&[])
             .add(3);
-        exporter.force_flush(Duration::from_secs(10)).unwrap();
+        exporter.flush(Duration::from_secs(10)).unwrap();
         let s = agent.snapshot();
         assert_eq!(
             number(&s, &name, &[("job", "tls"), ("instance", "")]),

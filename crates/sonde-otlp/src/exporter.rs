@@ -308,14 +308,7 @@ impl std::fmt::Debug for OtlpMetricsExporter {
     }
 }
 
-impl sonde_core::Flush for OtlpMetricsExporter {
-    fn force_flush(
-        &self,
-        timeout: Duration,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        OtlpMetricsExporter::force_flush(self, timeout).map_err(Into::into)
-    }
-}
+sonde_push::component_via_inner!(OtlpMetricsExporter);
 
 impl OtlpMetricsExporter {
     /// Where requests go (for HTTP, the full URL).
@@ -332,13 +325,13 @@ impl OtlpMetricsExporter {
     /// Collects now and waits until that collection and everything queued before it has been
     /// delivered, or `timeout` has passed. Errors if something was dropped or rejected meanwhile
     /// (the error says why) or the deadline passed first. Blocks the calling thread.
-    pub fn force_flush(&self, timeout: Duration) -> Result<(), Error> {
-        self.inner.force_flush(timeout).map_err(push_error)
+    pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
+        self.inner.flush(timeout).map_err(push_error)
     }
 
     /// Collects one last time, delivers what is queued within `timeout`, and stops the thread.
     /// Requests still queued at the deadline are dropped (counted with reason `shutdown`).
-    /// Errors like [`force_flush`](Self::force_flush); calling it again returns `Ok`.
+    /// Errors like [`flush`](Self::flush); calling it again returns `Ok`.
     pub fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
         self.inner.shutdown(timeout).map_err(push_error)
     }

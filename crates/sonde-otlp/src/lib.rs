@@ -55,7 +55,7 @@ mod transport;
 pub use config::{Compression, OtlpTransport, Protocol, Resolved, Signal};
 pub use convert::{HistogramAggregation, to_requests};
 pub use exporter::{DROP_SHUTDOWN_TIMEOUT, EXPORTER, OtlpMetricsBuilder, OtlpMetricsExporter};
-pub use sonde_core::telemetry::{DROPPED_POINTS, PANICS, REJECTED_POINTS, REQUESTS, RETRIES};
+pub use sonde_push::telemetry::{DROPPED_POINTS, PANICS, REJECTED_POINTS, REQUESTS, RETRIES};
 
 /// Errors of the OTLP exporter.
 #[derive(Debug, thiserror::Error)]

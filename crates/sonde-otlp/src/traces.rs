@@ -17,7 +17,7 @@
 //!     .install()?;
 //! tracing::info_span!("GET /users/:id", http.route = "/users/:id", http.request.method = "GET")
 //!     .in_scope(|| { /* handle the request */ });
-//! pipeline.shutdown()?;
+//! pipeline.shutdown(std::time::Duration::from_secs(5))?;
 //! # Ok::<(), sonde_otlp::Error>(())
 //! ```
 
@@ -277,18 +277,54 @@ impl TracingPipeline {
             .with(tracing_opentelemetry::layer().with_tracer(self.tracer.clone())))
     }
 
-    /// Exports every finished span now, blocking until done.
-    pub fn force_flush(&self) -> Result<(), Error> {
-        self.provider
-            .force_flush()
-            .map_err(|e| Error::Incomplete(format!("spans not exported: {e}")))
+    /// Exports every finished span now, waiting up to `timeout` (the export goes on in the
+    /// background after that, bounded by the SDK's own export timeout).
+    pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
+        // The SDK's force_flush takes no deadline: it runs on a helper thread, waited for here.
+        let provider = self.provider.clone();
+        let (done_tx, done) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("sonde-traces-flush".into())
+            .spawn(move || {
+                let _ = done_tx.send(provider.force_flush());
+            })
+            .map_err(|e| Error::Incomplete(format!("cannot start the flush thread: {e}")))?;
+        match done.recv_timeout(timeout) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Incomplete(format!("spans not exported: {e}"))),
+            Err(_) => Err(Error::Incomplete(format!(
+                "spans not exported within {timeout:?}; the export goes on in the background"
+            ))),
+        }
     }
 
-    /// Exports what is left and stops; later spans are dropped.
-    pub fn shutdown(&self) -> Result<(), Error> {
-        self.provider
-            .shutdown()
-            .map_err(|e| Error::Incomplete(format!("spans not exported at shutdown: {e}")))
+    /// Exports what is left within `timeout` and stops; later spans are dropped. Calling it
+    /// again returns `Ok`.
+    pub fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
+        match self.provider.shutdown_with_timeout(timeout) {
+            Ok(()) | Err(opentelemetry_sdk::error::OTelSdkError::AlreadyShutdown) => Ok(()),
+            Err(e) => Err(Error::Incomplete(format!(
+                "spans not exported at shutdown: {e}"
+            ))),
+        }
+    }
+}
+
+/// The lifecycle every sonde component shares; the same as the inherent
+/// [`flush`](TracingPipeline::flush) and [`shutdown`](TracingPipeline::shutdown).
+impl sonde_core::Component for TracingPipeline {
+    fn name(&self) -> &'static str {
+        "otlp_traces"
+    }
+
+    fn flush(&self, timeout: Duration) -> Result<(), sonde_core::ComponentError> {
+        TracingPipeline::flush(self, timeout)
+            .map_err(|e| sonde_core::ComponentError::new("otlp_traces", e))
+    }
+
+    fn shutdown(&self, timeout: Duration) -> Result<(), sonde_core::ComponentError> {
+        TracingPipeline::shutdown(self, timeout)
+            .map_err(|e| sonde_core::ComponentError::new("otlp_traces", e))
     }
 }
 

@@ -399,8 +399,7 @@ impl Prober {
             })
             .map_err(Error::Start)?;
         Ok(RunningProber {
-            stop: Some(stop),
-            thread: Some(thread),
+            running: std::sync::Mutex::new((Some(stop), Some(thread))),
             labels,
             metrics,
         })
@@ -469,11 +468,17 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// How to stop a server thread, and the thread; both taken by the first stop.
+type StopAndThread = (
+    Option<tokio::sync::oneshot::Sender<()>>,
+    Option<JoinHandle<()>>,
+);
+
 /// Probes running on their thread; stop them with [`shutdown`](Self::shutdown) (dropping it
 /// stops them too).
 pub struct RunningProber {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    /// How to stop the thread, and the thread; taken by the first stop.
+    running: std::sync::Mutex<StopAndThread>,
     /// Each probe's label values, to remove its series.
     labels: Vec<[String; 3]>,
     metrics: Option<Arc<Metrics>>,
@@ -482,20 +487,17 @@ pub struct RunningProber {
 impl fmt::Debug for RunningProber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RunningProber")
-            .field("running", &self.thread.is_some())
+            .field(
+                "running",
+                &self.running.lock().map(|r| r.1.is_some()).unwrap_or(false),
+            )
             .finish()
     }
 }
 
 impl RunningProber {
-    /// Stops the probes, abandoning checks in progress, and waits for the thread to exit
-    /// (well under a second).
-    pub fn shutdown(mut self) {
-        self.stop_now();
-    }
-
     /// Stops the probes and removes their series, so they no longer appear in exports.
-    pub fn uninstall(mut self) {
+    pub fn uninstall(self) {
         self.stop_now();
         self.remove_series(None);
     }
@@ -503,7 +505,7 @@ impl RunningProber {
     /// Stops the probes and removes the series of those `next` does not run (same name, type
     /// and server address): on a reload, the probes kept continue their series in `next`, the
     /// ones removed disappear from exports.
-    pub fn replace_with(mut self, next: &RunningProber) {
+    pub fn replace_with(self, next: &RunningProber) {
         self.stop_now();
         self.remove_series(Some(next));
     }
@@ -518,13 +520,35 @@ impl RunningProber {
         }
     }
 
-    fn stop_now(&mut self) {
-        if let Some(stop) = self.stop.take() {
+    fn stop_now(&self) {
+        let (stop, thread) = {
+            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+            (running.0.take(), running.1.take())
+        };
+        if let Some(stop) = stop {
             let _ = stop.send(());
         }
-        if let Some(thread) = self.thread.take() {
+        if let Some(thread) = thread {
             let _ = thread.join();
         }
+    }
+}
+
+/// Probes hold nothing to deliver (each check records its result when it ends): `flush` has
+/// nothing to do; `shutdown` stops the probes, abandoning checks in progress, and waits for
+/// the thread to exit (well under a second). The series stay with their last values.
+impl sonde_core::Component for RunningProber {
+    fn name(&self) -> &'static str {
+        "probes"
+    }
+
+    fn flush(&self, _timeout: std::time::Duration) -> Result<(), sonde_core::ComponentError> {
+        Ok(())
+    }
+
+    fn shutdown(&self, _timeout: std::time::Duration) -> Result<(), sonde_core::ComponentError> {
+        self.stop_now();
+        Ok(())
     }
 }
 

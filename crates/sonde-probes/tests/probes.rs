@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used)] // tests panic on failure by design
 
+use sonde_core::Component as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -625,7 +626,9 @@ fn start_runs_periodically_and_shuts_down_quickly() {
     );
 
     let start = Instant::now();
-    running.shutdown();
+    running
+        .shutdown(std::time::Duration::from_secs(10))
+        .unwrap();
     assert!(
         start.elapsed() < Duration::from_secs(1),
         "{:?}",

@@ -518,18 +518,32 @@ impl ProcessMetrics {
         lock(&self.shared.state).as_ref().map(|s| s.last)
     }
 
-    /// Stops collecting, on purpose (dropping the handle then logs nothing); the series keep
-    /// their last values ([`uninstall`](Self::uninstall) removes them too). Idempotent.
-    pub fn shutdown(&self) {
-        self.shared.installed.store(false, Ordering::Relaxed);
-    }
-
     /// Stops reading the process and removes its series from the families (a collector
     /// without any extra label cannot remove the series of unlabelled families: they keep
     /// their last values). The registry's collect hook goes with the last handle.
     /// Idempotent.
     pub fn uninstall(&self) {
         self.shared.uninstall();
+    }
+}
+
+/// A collector reads when the registry is read: `flush` reads now (so the next export sees
+/// the values of this moment); `shutdown` stops collecting, on purpose (dropping the handle then
+/// logs nothing), and the series keep their last values (`uninstall` removes them too).
+/// Idempotent.
+impl sonde_core::Component for ProcessMetrics {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn flush(&self, _timeout: std::time::Duration) -> Result<(), sonde_core::ComponentError> {
+        let _ = self.collect();
+        Ok(())
+    }
+
+    fn shutdown(&self, _timeout: std::time::Duration) -> Result<(), sonde_core::ComponentError> {
+        self.shared.installed.store(false, Ordering::Relaxed);
+        Ok(())
     }
 }
 

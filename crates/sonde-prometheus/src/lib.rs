@@ -22,7 +22,7 @@
 //!     .bind("127.0.0.1:0".parse().unwrap())
 //!     .install()?;
 //! println!("scrape http://{}/metrics", server.local_addr());
-//! server.shutdown();
+//! sonde_core::Component::shutdown(&server, std::time::Duration::from_secs(5))?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 #![warn(missing_docs)]

@@ -227,7 +227,7 @@ impl PushgatewayBuilder {
             }
         };
         let body = bytes::Bytes::from(body);
-        let client = http::client(self.timeout)?;
+        let client = http::client(self.timeout, &http::TlsFiles::default())?;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let mut attempt = 0;
         loop {

@@ -45,7 +45,7 @@ const MAX_REASON_BYTES: usize = 1024;
 ///
 /// readiness.ready("cache");
 /// assert!(status("/ready")?.contains("200"));
-/// server.shutdown();
+/// sonde_core::Component::shutdown(&server, std::time::Duration::from_secs(5))?;
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Clone, Default)]

@@ -37,8 +37,8 @@ use sonde_core::{Registry, Resource, Temporality};
 
 use crate::Error;
 use http::Outcome;
-pub use sonde_core::telemetry;
-pub use sonde_core::telemetry::{DROPPED_POINTS, LAST_SUCCESS, QUEUE_SIZE, REQUESTS, RETRIES};
+pub use sonde_push::telemetry;
+pub use sonde_push::telemetry::{DROPPED_POINTS, LAST_SUCCESS, QUEUE_SIZE, REQUESTS, RETRIES};
 
 /// The `exporter` label of the self-metrics.
 const EXPORTER: &str = "remote_write";
@@ -164,6 +164,40 @@ pub struct RemoteWriteBuilder {
     metadata: bool,
     headers: Vec<(String, String)>,
     selection: sonde_core::Selection,
+    auth: AuthSetting,
+    tls: http::TlsFiles,
+}
+
+/// What [`RemoteWriteBuilder::checked`] makes of the settings.
+struct Checked {
+    external_labels: Vec<(String, String)>,
+    headers: reqwest::header::HeaderMap,
+    auth: Auth,
+    client: reqwest::Client,
+}
+
+/// How requests authenticate, as configured (checked at install).
+#[derive(Clone, Default, PartialEq, Eq)]
+enum AuthSetting {
+    #[default]
+    None,
+    Basic {
+        username: String,
+        password: String,
+    },
+    Bearer(String),
+    BearerFile(std::path::PathBuf),
+    /// More than one was set: refused at install.
+    Conflict,
+}
+
+impl AuthSetting {
+    fn set(&mut self, next: AuthSetting) {
+        *self = match self {
+            AuthSetting::None => next,
+            _ => AuthSetting::Conflict,
+        };
+    }
 }
 
 // Not derived: header values and URL credentials stay out of logs.
@@ -178,6 +212,17 @@ impl std::fmt::Debug for RemoteWriteBuilder {
             .field("max_retries", &self.max_retries)
             .field("timeout", &self.timeout)
             .field("headers", &http::redacted_headers(&self.headers))
+            .field(
+                "auth",
+                &match &self.auth {
+                    AuthSetting::None => "none",
+                    AuthSetting::Basic { .. } => "basic",
+                    AuthSetting::Bearer(_) => "bearer",
+                    AuthSetting::BearerFile(_) => "bearer from file",
+                    AuthSetting::Conflict => "conflicting",
+                },
+            )
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }
@@ -201,7 +246,56 @@ impl RemoteWriteBuilder {
             metadata: true,
             headers: Vec::new(),
             selection: sonde_core::Selection::new(),
+            auth: AuthSetting::None,
+            tls: http::TlsFiles::default(),
         }
+    }
+
+    /// Authenticates with HTTP basic auth (Prometheus's web config, VictoriaMetrics'
+    /// `-httpAuth.*`, Grafana Cloud). One of basic auth, a bearer token or a token file.
+    pub fn basic_auth(mut self, username: impl Into<String>, password: impl Into<String>) -> Self {
+        self.auth.set(AuthSetting::Basic {
+            username: username.into(),
+            password: password.into(),
+        });
+        self
+    }
+
+    /// Authenticates with `Authorization: Bearer <token>`.
+    pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
+        self.auth.set(AuthSetting::Bearer(token.into()));
+        self
+    }
+
+    /// Authenticates with the bearer token in the file at `path` (surrounding white space
+    /// trimmed), read again whenever the file changes, so a rotated token (a Kubernetes
+    /// service account token, a refreshed OAuth token) is used from the next request on. If
+    /// the file cannot be read later, the last token read is kept and the failure is logged.
+    pub fn bearer_token_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.auth.set(AuthSetting::BearerFile(path.into()));
+        self
+    }
+
+    /// The tenant, sent as `X-Scope-OrgID` (Grafana Mimir, Cortex, Loki-style multi-tenancy).
+    pub fn tenant(self, org_id: impl Into<String>) -> Self {
+        self.header("X-Scope-OrgID", org_id)
+    }
+
+    /// Trusts the certificates in this PEM file (a private CA) instead of the system's roots.
+    pub fn tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls.ca_file = Some(path.into());
+        self
+    }
+
+    /// Presents this client certificate chain and key (PEM files) when the receiver asks for
+    /// one (mutual TLS).
+    pub fn tls_client_cert(
+        mut self,
+        cert: impl Into<std::path::PathBuf>,
+        key: impl Into<std::path::PathBuf>,
+    ) -> Self {
+        self.tls.client_cert = Some((cert.into(), key.into()));
+        self
     }
 
     /// Exports this registry instead of the global one (the self-metrics go there too).
@@ -287,11 +381,16 @@ impl RemoteWriteBuilder {
         self
     }
 
-    /// Checks the settings, registers the self-metrics and starts the collector and sender
-    /// threads. The first collection happens one interval from now.
-    pub fn install(self) -> Result<RemoteWriter, Error> {
+    /// Checks every setting as [`install`](Self::install) does (URL, labels, headers,
+    /// credentials, the token file and the TLS files are read), without starting anything: what
+    /// passes here installs.
+    pub fn check(&self) -> Result<(), Error> {
+        self.checked().map(|_| ())
+    }
+
+    fn checked(&self) -> Result<Checked, Error> {
         http::check_url(&self.url, "http://127.0.0.1:9090/api/v1/write")?;
-        let mut external_labels = self.external_labels;
+        let mut external_labels = self.external_labels.clone();
         for (name, _) in &external_labels {
             if !is_prometheus_label_name(name) {
                 return Err(Error::Config(format!(
@@ -300,7 +399,23 @@ impl RemoteWriteBuilder {
             }
         }
         external_labels.sort();
-        let headers = http::header_map(&self.headers)?;
+        Ok(Checked {
+            external_labels,
+            headers: http::header_map(&self.headers)?,
+            auth: Auth::new(self.auth.clone())?,
+            client: http::client(self.timeout, &self.tls)?,
+        })
+    }
+
+    /// Checks the settings, registers the self-metrics and starts the collector and sender
+    /// threads. The first collection happens one interval from now.
+    pub fn install(self) -> Result<RemoteWriter, Error> {
+        let Checked {
+            external_labels,
+            headers,
+            auth,
+            client,
+        } = self.checked()?;
         let mut config = sonde_push::PushConfig::new(EXPORTER);
         config.interval = self.interval;
         config.timeout = self.timeout;
@@ -323,9 +438,10 @@ impl RemoteWriteBuilder {
             dropped: Vec::new(),
         };
         let sender = Sender {
-            client: http::client(self.timeout)?,
+            client,
             url: self.url.clone(),
             headers,
+            auth,
         };
         let inner = sonde_push::start(&self.registry, config, source, move || async move {
             Ok::<_, Error>(sender)
@@ -365,14 +481,7 @@ impl std::fmt::Debug for RemoteWriter {
     }
 }
 
-impl sonde_core::Flush for RemoteWriter {
-    fn force_flush(
-        &self,
-        timeout: Duration,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-        RemoteWriter::force_flush(self, timeout).map_err(Into::into)
-    }
-}
+sonde_push::component_via_inner!(RemoteWriter);
 
 impl RemoteWriter {
     /// The receiver's URL.
@@ -383,13 +492,13 @@ impl RemoteWriter {
     /// Collects now and waits until that collection and everything queued before it has been
     /// delivered, or `timeout` has passed. Errors if something was dropped or rejected meanwhile
     /// (the error says why) or the deadline passed first.
-    pub fn force_flush(&self, timeout: Duration) -> Result<(), Error> {
-        self.inner.force_flush(timeout).map_err(push_error)
+    pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
+        self.inner.flush(timeout).map_err(push_error)
     }
 
     /// Collects one last time, delivers what is queued within `timeout`, and stops the threads.
     /// Requests still queued at the deadline are dropped (counted with reason `shutdown`).
-    /// Errors like [`force_flush`](Self::force_flush); calling it again returns `Ok`.
+    /// Errors like [`flush`](Self::flush); calling it again returns `Ok`.
     pub fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
         self.inner.shutdown(timeout).map_err(push_error)
     }
@@ -452,6 +561,116 @@ struct Sender {
     client: reqwest::Client,
     url: String,
     headers: reqwest::header::HeaderMap,
+    auth: Auth,
+}
+
+/// The `Authorization` of each request.
+enum Auth {
+    None,
+    Fixed(reqwest::header::HeaderValue),
+    File(TokenFile),
+}
+
+/// A bearer token file, read again when its modification time or size changes.
+struct TokenFile {
+    path: std::path::PathBuf,
+    seen: Option<(std::time::SystemTime, u64)>,
+    value: reqwest::header::HeaderValue,
+}
+
+impl Auth {
+    fn new(setting: AuthSetting) -> Result<Auth, Error> {
+        Ok(match setting {
+            AuthSetting::None => Auth::None,
+            AuthSetting::Conflict => {
+                return Err(Error::Config(
+                    "remote write takes one of basic_auth, bearer_token and bearer_token_file, not several".into(),
+                ));
+            }
+            AuthSetting::Basic { username, password } => {
+                use base64::Engine as _;
+                let encoded = base64::engine::general_purpose::STANDARD
+                    .encode(format!("{username}:{password}"));
+                Auth::Fixed(secret(
+                    &format!("Basic {encoded}"),
+                    "the basic auth user name or password",
+                )?)
+            }
+            AuthSetting::Bearer(token) => Auth::Fixed(secret(
+                &format!("Bearer {}", token.trim()),
+                "the bearer token",
+            )?),
+            AuthSetting::BearerFile(path) => {
+                let (value, seen) = read_token(&path)?;
+                Auth::File(TokenFile {
+                    path,
+                    seen: Some(seen),
+                    value,
+                })
+            }
+        })
+    }
+
+    /// The header for the next request.
+    fn header(&mut self) -> Option<reqwest::header::HeaderValue> {
+        match self {
+            Auth::None => None,
+            Auth::Fixed(v) => Some(v.clone()),
+            Auth::File(f) => {
+                let now = std::fs::metadata(&f.path)
+                    .ok()
+                    .and_then(|m| Some((m.modified().ok()?, m.len())));
+                if now.is_none() || now != f.seen {
+                    match read_token(&f.path) {
+                        Ok((value, seen)) => {
+                            f.value = value;
+                            f.seen = Some(seen);
+                        }
+                        Err(e) => {
+                            static UNREADABLE: sonde_core::diag::RateLimit =
+                                sonde_core::diag::RateLimit::new(Duration::from_secs(60));
+                            if UNREADABLE.hit().is_some() {
+                                sonde_core::diag::warn(format_args!(
+                                    "remote write: {e}; sending the last token read"
+                                ));
+                            }
+                        }
+                    }
+                }
+                Some(f.value.clone())
+            }
+        }
+    }
+}
+
+/// A header value that is never logged (`Debug` shows `Sensitive`).
+fn secret(value: &str, what: &str) -> Result<reqwest::header::HeaderValue, Error> {
+    let mut v = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+        Error::Config(format!(
+            "{what} holds characters an HTTP header cannot carry (control characters or line breaks)"
+        ))
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+fn read_token(
+    path: &std::path::Path,
+) -> Result<(reqwest::header::HeaderValue, (std::time::SystemTime, u64)), Error> {
+    let fail = |e: &dyn std::fmt::Display| {
+        Error::Config(format!(
+            "cannot read the bearer token file {}: {e}",
+            path.display()
+        ))
+    };
+    let meta = std::fs::metadata(path).map_err(|e| fail(&e))?;
+    let text = std::fs::read_to_string(path).map_err(|e| fail(&e))?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(fail(&"the file is empty"));
+    }
+    let value = secret(&format!("Bearer {token}"), "the bearer token file")?;
+    Ok((value, (meta.modified().map_err(|e| fail(&e))?, meta.len())))
 }
 
 impl sonde_push::Sink for Sender {
@@ -465,7 +684,12 @@ impl sonde_push::Sink for Sender {
             .header("Content-Encoding", "snappy")
             .header("Content-Type", "application/x-protobuf")
             .header("X-Prometheus-Remote-Write-Version", "0.1.0")
-            .headers(self.headers.clone())
+            .headers(self.headers.clone());
+        let request = match self.auth.header() {
+            Some(v) => request.header(reqwest::header::AUTHORIZATION, v),
+            None => request,
+        };
+        let request = request
             // `Bytes` shares the encoded request: a retry sends it again without a copy.
             .body(batch.body.clone());
         match http::outcome(&self.url, request.send().await, hint).await {
@@ -487,7 +711,9 @@ fn hint(status: u16) -> &'static str {
         404 | 405 => {
             "check the URL path (/api/v1/write for Prometheus and VictoriaMetrics, /api/v1/push for Mimir) and, for Prometheus, that it runs with --web.enable-remote-write-receiver"
         }
-        401 | 403 => "the receiver wants credentials: add them with RemoteWriteBuilder::header",
+        401 | 403 => {
+            "the receiver refused the credentials: check basic_auth, bearer_token (or its file) and, for Mimir, the tenant"
+        }
         413 => "the request is too large for the receiver: lower max_series_per_request",
         400 | 422 => {
             "the receiver rejected the samples (out of order, duplicate or invalid series); they were dropped"
@@ -537,7 +763,7 @@ mod tests {
             .timeout(Duration::MAX)
             .install()
             .unwrap();
-        let _ = writer.force_flush(Duration::ZERO);
+        let _ = writer.flush(Duration::ZERO);
         let start = Instant::now();
         let _ = writer.shutdown(Duration::ZERO);
         assert!(start.elapsed() < Duration::from_secs(5));
@@ -563,7 +789,7 @@ mod tests {
             .install()
             .unwrap();
         let start = Instant::now();
-        let e = writer.force_flush(Duration::from_secs(5)).unwrap_err();
+        let e = writer.flush(Duration::from_secs(5)).unwrap_err();
         assert!(e.to_string().contains("dropped"), "{e}");
         assert!(e.to_string().contains("gave up after 2 retries"), "{e}");
         assert!(writer.shutdown(Duration::from_secs(5)).is_err());

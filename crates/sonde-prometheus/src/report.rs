@@ -205,8 +205,8 @@ pub fn report(cumulative: &Snapshot, deltas: &Snapshot, interval: f64, uptime: f
 ///     .bind("127.0.0.1:0".parse().unwrap())
 ///     .judge(Arc::new(Busy))
 ///     .install()?;
-/// server.shutdown();
-/// # Ok::<(), sonde_prometheus::Error>(())
+/// sonde_core::Component::shutdown(&server, std::time::Duration::from_secs(5))?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub trait Judge: Send + Sync {
     /// The verdicts over `windows` (the sliding windows, shortest first, then `since_start`),

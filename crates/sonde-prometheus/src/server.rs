@@ -318,8 +318,10 @@ impl PrometheusBuilder {
         Ok(PrometheusServer {
             addr: local_addr,
             readiness,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            running: Mutex::new(Running {
+                stop: Some(tx),
+                thread: Some(thread),
+            }),
         })
     }
 }
@@ -356,7 +358,12 @@ fn addr_from_env(host: Option<&str>, port: Option<&str>) -> SocketAddr {
 pub struct PrometheusServer {
     addr: SocketAddr,
     readiness: Readiness,
-    shutdown: Option<oneshot::Sender<Stop>>,
+    running: Mutex<Running>,
+}
+
+/// The server thread and how to stop it, taken by the first shutdown.
+struct Running {
+    stop: Option<oneshot::Sender<Stop>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -380,44 +387,87 @@ impl PrometheusServer {
         self.readiness.clone()
     }
 
-    /// Stops accepting, finishes the requests in flight and joins the thread.
-    pub fn shutdown(mut self) {
-        self.stop();
-    }
-
     /// Stops accepting and returns the listening socket, still bound, for a successor
     /// ([`PrometheusBuilder::listener`]): a configuration change on the same address without a
     /// moment in which connections are refused. Requests in flight finish in the background.
     /// `None` if the server had already stopped.
-    pub fn into_listener(mut self) -> Option<std::net::TcpListener> {
-        let tx = self.shutdown.take()?;
+    pub fn into_listener(self) -> Option<std::net::TcpListener> {
+        let mut running = self.running();
+        let tx = running.stop.take()?;
         let (back, listener) = std::sync::mpsc::sync_channel(1);
         tx.send(Some(back)).ok()?;
         let l = listener.recv_timeout(Duration::from_secs(10)).ok();
         // The thread drains the connections in flight on its own.
-        self.thread.take();
+        running.thread.take();
         l
     }
 
-    fn stop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
+    fn running(&self) -> std::sync::MutexGuard<'_, Running> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stops accepting and waits up to `timeout` for the requests in flight to finish and the
+    /// thread to end; false if it had not ended by then (it goes on finishing them alone).
+    fn stop(&self, timeout: Duration) -> bool {
+        let (tx, thread) = {
+            let mut running = self.running();
+            (running.stop.take(), running.thread.take())
+        };
+        if let Some(tx) = tx {
             let _ = tx.send(None);
         }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        let Some(thread) = thread else {
+            return true;
+        };
+        // No deadline (a timeout too long to add) means: wait for it.
+        let deadline = Instant::now().checked_add(timeout);
+        while !thread.is_finished() {
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = thread.join();
+        true
+    }
+}
+
+/// A pull exporter holds nothing to deliver: `flush` has nothing to do; `shutdown` stops
+/// accepting, lets the requests in flight finish within the deadline and ends the thread.
+impl sonde_core::Component for PrometheusServer {
+    fn name(&self) -> &'static str {
+        "prometheus"
+    }
+
+    fn flush(&self, _timeout: Duration) -> Result<(), sonde_core::ComponentError> {
+        Ok(())
+    }
+
+    fn shutdown(&self, timeout: Duration) -> Result<(), sonde_core::ComponentError> {
+        if self.stop(timeout) {
+            Ok(())
+        } else {
+            Err(sonde_core::ComponentError::new(
+                "prometheus",
+                format_args!(
+                    "requests in flight on {} had not finished after {timeout:?}; they finish in the background",
+                    self.addr
+                ),
+            ))
         }
     }
 }
 
 impl Drop for PrometheusServer {
     fn drop(&mut self) {
-        if self.thread.is_some() {
+        if self.running().thread.is_some() {
             sonde_core::diag::info(format_args!(
                 "Prometheus server on {}: stopping because its handle was dropped (keep it in a variable, `let _metrics = ...`, for as long as /metrics should be served)",
                 self.addr
             ));
         }
-        self.stop();
+        // As before the trait: a dropped server waits for its requests in flight.
+        self.stop(Duration::MAX);
     }
 }
 
@@ -512,6 +562,9 @@ async fn serve(
     };
     let routes = TowerToHyperService::new(warp::service(routes(state.clone())));
     let (conns_done_tx, mut conns_done) = tokio::sync::mpsc::channel::<()>(1);
+    // Set at shutdown: each connection finishes the request in flight and closes, so an idle
+    // kept-alive connection (Prometheus keeps one per target) does not hold the shutdown up.
+    let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
     let stop: Stop;
     loop {
         tokio::select! {
@@ -548,6 +601,7 @@ async fn serve(
                 let timeout = state.timeout;
                 let done = conns_done_tx.clone();
                 let conns = conns.clone();
+                let mut closing = closing_rx.clone();
                 tokio::spawn(async move {
                     let _open = OpenGuard { conns: conns.clone(), id: slot.id };
                     let serving = slot.clone();
@@ -575,11 +629,25 @@ async fn serve(
                                 // The handshake gets the same deadline as the headers.
                                 let acceptor = tls.acceptor();
                                 if let Ok(Ok(stream)) = tokio::time::timeout(timeout, acceptor.accept(io)).await {
-                                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                                    let mut conn = std::pin::pin!(http.serve_connection(TokioIo::new(stream), service));
+                                    tokio::select! {
+                                        _ = conn.as_mut() => {}
+                                        _ = async { let _ = closing.wait_for(|c| *c).await; } => {
+                                            conn.as_mut().graceful_shutdown();
+                                            let _ = conn.await;
+                                        }
+                                    }
                                 }
                             }
                             None => {
-                                let _ = http.serve_connection(TokioIo::new(io), service).await;
+                                let mut conn = std::pin::pin!(http.serve_connection(TokioIo::new(io), service));
+                                tokio::select! {
+                                    _ = conn.as_mut() => {}
+                                    _ = async { let _ = closing.wait_for(|c| *c).await; } => {
+                                        conn.as_mut().graceful_shutdown();
+                                        let _ = conn.await;
+                                    }
+                                }
                             }
                         }
                     };
@@ -601,7 +669,8 @@ async fn serve(
     {
         let _ = back.send(l);
     }
-    // Wait (bounded) for connections in flight.
+    // Wait (bounded) for the requests in flight; idle connections close at once.
+    let _ = closing_tx.send(true);
     drop(conns_done_tx);
     let _ = tokio::time::timeout(state.timeout, conns_done.recv()).await;
 }
@@ -1347,7 +1416,7 @@ struct ExporterStates {
 /// success, and whether it is failing: no successful request for [`FAILING_AFTER_INTERVALS`]
 /// of its intervals since a request failed.
 fn exporter_states(state: &State) -> ExporterStates {
-    use sonde_core::telemetry::{
+    use sonde_push::telemetry::{
         DROPPED_POINTS, FAILING_SINCE, INTERVAL, LAST_SUCCESS, PANICS, QUEUE_SIZE, REQUESTS,
     };
     let snapshot = state.registry.snapshot_families(&[
@@ -1563,6 +1632,7 @@ mod tests {
 
 #[cfg(test)]
 mod landing_tests {
+    use sonde_core::Component as _;
     use std::io::{Read as _, Write as _};
 
     use super::*;
@@ -1591,7 +1661,7 @@ mod landing_tests {
             .resource(Resource::empty())
             .install()
             .unwrap();
-        let metrics = sonde_core::telemetry::ExporterMetrics::register(&registry, "otlp");
+        let metrics = sonde_push::telemetry::ExporterMetrics::register(&registry, "otlp");
         let (_, body) = get(server.local_addr(), "/health");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["panicked_exporters"], serde_json::json!([]), "{v}");
@@ -1604,7 +1674,7 @@ mod landing_tests {
             v["status"], "ok",
             "a caught panic is reported, the exporter still runs: {v}"
         );
-        server.shutdown();
+        server.shutdown(std::time::Duration::from_secs(10)).unwrap();
     }
 
     /// Judges from the windows it is given: met while the shortest window saw a request.
@@ -1662,7 +1732,7 @@ mod landing_tests {
             md.contains("| jobs | 1m | 100.00 % | ≥ 99.00 % | met | 100.00 % |"),
             "{md}"
         );
-        server.shutdown();
+        server.shutdown(std::time::Duration::from_secs(10)).unwrap();
 
         // Without a judge, no objectives key.
         let server = PrometheusBuilder::new()
@@ -1675,7 +1745,7 @@ mod landing_tests {
         let (_, body) = get(addr, "/report");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert!(v.get("objectives").is_none(), "{v}");
-        server.shutdown();
+        server.shutdown(std::time::Duration::from_secs(10)).unwrap();
     }
 
     #[test]
@@ -1708,6 +1778,6 @@ mod landing_tests {
         }
         let (head, _) = get(addr, "/metrics");
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-        server.shutdown();
+        server.shutdown(std::time::Duration::from_secs(10)).unwrap();
     }
 }

@@ -3,6 +3,7 @@
 //! tests take seconds, not minutes.
 #![allow(clippy::unwrap_used)]
 
+use sonde_core::Component as _;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
@@ -172,7 +173,7 @@ fn windows_move_with_the_traffic() {
         route(window(&report, "since_start"), "/orders")["requests"],
         200
     );
-    server.shutdown();
+    server.shutdown(std::time::Duration::from_secs(10)).unwrap();
 }
 
 /// Error ratios per route from `error.type` (or a 5xx status), in JSON and Markdown; an
@@ -275,7 +276,7 @@ fn error_ratios_per_route_and_markdown() {
     );
     // Other parameters are left alone.
     assert_eq!(get(addr, "/report?pretty=1").status, 200);
-    server.shutdown();
+    server.shutdown(std::time::Duration::from_secs(10)).unwrap();
 }
 
 /// A remote-write receiver that answers 503 while `failing` is set, 204 otherwise.
@@ -460,8 +461,10 @@ fn ready_follows_the_application_and_the_exporters_health_stays_up() {
     assert_eq!(health_is_up()["status"], "ok");
 
     writer.shutdown(Duration::from_secs(5)).unwrap();
-    lenient.shutdown();
-    server.shutdown();
+    lenient
+        .shutdown(std::time::Duration::from_secs(10))
+        .unwrap();
+    server.shutdown(std::time::Duration::from_secs(10)).unwrap();
 }
 
 /// Serverless invocations through sonde-instrument's `Faas` with a Lambda cost model: each

@@ -3,6 +3,7 @@
 //! memory bounded with thousands of idle connections while scrapers keep succeeding.
 #![allow(clippy::unwrap_used)]
 
+use sonde_core::Component as _;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -178,7 +179,7 @@ fn idle_connections_are_capped_while_scrapers_keep_succeeding() {
     // took 56 MB.
     assert!(growth_mib < 20.0, "RSS grew {growth_mib:.1} MiB");
     drop(idle);
-    server.shutdown();
+    server.shutdown(std::time::Duration::from_secs(10)).unwrap();
 }
 
 #[test]
@@ -223,7 +224,7 @@ fn at_the_cap_the_oldest_idle_connection_makes_room_and_busy_ones_refuse() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    server.shutdown();
+    server.shutdown(std::time::Duration::from_secs(10)).unwrap();
 }
 
 /// Enough series for a response larger than what loopback socket buffers hold (~10 MB).
@@ -282,7 +283,7 @@ fn a_client_that_does_not_read_is_cut_and_does_not_block_scrapes() {
         "the non-reading client got the whole response ({} bytes): it was not cut",
         got.len()
     );
-    server.shutdown();
+    server.shutdown(std::time::Duration::from_secs(10)).unwrap();
 }
 
 #[test]
@@ -328,5 +329,5 @@ fn slowloris_and_idle_keep_alive_connections_are_cut_at_the_header_timeout() {
     let idle_from = Instant::now();
     assert!(closed_within(&mut keep, Duration::from_secs(3)));
     assert!(idle_from.elapsed() >= Duration::from_millis(800));
-    server.shutdown();
+    server.shutdown(std::time::Duration::from_secs(10)).unwrap();
 }

@@ -7,10 +7,12 @@
 //!   retryable with jittered exponential backoff (or the server's delay) for up to a maximum
 //!   time per batch;
 //! - a bounded queue (batches and bytes) that drops the oldest batch when full;
-//! - [`PushExporter::force_flush`] and [`PushExporter::shutdown`], which deliver everything
-//!   pending within a deadline, blocking only the caller.
+//! - [`PushExporter::flush`] and [`PushExporter::shutdown`], which deliver everything
+//!   pending within a deadline, blocking only the caller (also as [`sonde_core::Component`],
+//!   the lifecycle every sonde source and exporter shares).
 //!
-//! Every outcome is counted in the exporter self-metrics of [`sonde_core::telemetry`].
+//! Every outcome is counted in the exporter self-metrics of [`telemetry`], which every push
+//! exporter (and the Pushgateway client's retries, through [`telemetry::Backoff`]) shares.
 //!
 //! ```
 //! use std::time::Duration;
@@ -34,7 +36,7 @@
 //! }
 //! let registry = sonde_core::Registry::new();
 //! let exporter = sonde_push::start(&registry, PushConfig::new("example"), Numbers(0), || async { Ok::<_, std::io::Error>(Print) })?;
-//! exporter.force_flush(Duration::from_secs(1))?;
+//! exporter.flush(Duration::from_secs(1))?;
 //! exporter.shutdown(Duration::from_secs(1))?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -52,7 +54,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sonde_core::Registry;
 use sonde_core::diag::{self, RateLimit};
-use sonde_core::telemetry::{Backoff, ExporterMetrics};
+use telemetry::{Backoff, ExporterMetrics};
+
+pub mod telemetry;
 use tokio::sync::Notify;
 
 /// Longer durations are treated as this (a century), so no deadline arithmetic overflows.
@@ -436,7 +440,7 @@ impl PushExporter {
     /// Collects now and waits until that collection and everything queued before it has been
     /// delivered, or `timeout` has passed. Errors if something was dropped meanwhile (the error
     /// says why) or the deadline passed first. Blocks the calling thread.
-    pub fn force_flush(&self, timeout: Duration) -> Result<(), Error> {
+    pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
         let deadline = after(Instant::now(), timeout);
         let shared = &self.shared;
         let mut st = shared.lock();
@@ -454,14 +458,14 @@ impl PushExporter {
         });
         if st.collections_done < wanted {
             return Err(Error::Incomplete(format!(
-                "the collection did not finish within {timeout:?}; give force_flush more time"
+                "the collection did not finish within {timeout:?}; give flush more time"
             )));
         }
         let target = st.last_enqueued;
         st = shared.wait_until(st, deadline, |st| st.delivered_through(target));
         if !st.delivered_through(target) {
             return Err(Error::Incomplete(format!(
-                "{} requests were still waiting after {timeout:?}{}; give force_flush more time or check the receiver",
+                "{} requests were still waiting after {timeout:?}{}; give flush more time or check the receiver",
                 st.pending(),
                 st.last_error_suffix()
             )));
@@ -478,7 +482,7 @@ impl PushExporter {
 
     /// Collects one last time, delivers what is queued within `timeout`, and stops the thread.
     /// Batches still queued at the deadline are dropped (reason `shutdown`). Errors like
-    /// [`force_flush`](Self::force_flush); calling it again returns `Ok`.
+    /// [`flush`](Self::flush); calling it again returns `Ok`.
     pub fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
         let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) else {
             return Ok(());
@@ -511,6 +515,53 @@ impl PushExporter {
             )));
         }
         Ok(())
+    }
+}
+
+/// Implements [`sonde_core::Component`] for an exporter handle whose field `inner` is its
+/// [`PushExporter`]: the same name, flush and shutdown (what every push exporter does).
+#[macro_export]
+macro_rules! component_via_inner {
+    ($handle:ty) => {
+        /// The lifecycle every sonde component shares, through the exporter's delivery engine.
+        impl $crate::__sonde_core::Component for $handle {
+            fn name(&self) -> &'static str {
+                $crate::__sonde_core::Component::name(&self.inner)
+            }
+
+            fn flush(
+                &self,
+                timeout: ::std::time::Duration,
+            ) -> Result<(), $crate::__sonde_core::ComponentError> {
+                $crate::__sonde_core::Component::flush(&self.inner, timeout)
+            }
+
+            fn shutdown(
+                &self,
+                timeout: ::std::time::Duration,
+            ) -> Result<(), $crate::__sonde_core::ComponentError> {
+                $crate::__sonde_core::Component::shutdown(&self.inner, timeout)
+            }
+        }
+    };
+}
+
+#[doc(hidden)]
+pub use sonde_core as __sonde_core;
+
+impl sonde_core::Component for PushExporter {
+    fn name(&self) -> &'static str {
+        self.shared.metrics.exporter()
+    }
+
+    fn flush(&self, timeout: Duration) -> Result<(), sonde_core::ComponentError> {
+        PushExporter::flush(self, timeout)
+            .map_err(|e| sonde_core::ComponentError::new(self.shared.metrics.exporter(), e))
+    }
+
+    fn shutdown(&self, timeout: Duration) -> Result<(), sonde_core::ComponentError> {
+        PushExporter::shutdown(self, timeout)
+            .map_err(|e| sonde_core::ComponentError::new(self.shared.metrics.exporter(), e))
     }
 }
 
@@ -1065,13 +1116,13 @@ mod tests {
             })
         })
         .unwrap();
-        e.force_flush(Duration::from_secs(5)).unwrap();
-        e.force_flush(Duration::from_secs(5)).unwrap();
+        e.flush(Duration::from_secs(5)).unwrap();
+        e.flush(Duration::from_secs(5)).unwrap();
         e.shutdown(Duration::from_secs(5)).unwrap();
         assert_eq!(*got.lock().unwrap(), vec![1, 2, 3]);
         let retries = reg
             .snapshot()
-            .point(sonde_core::telemetry::RETRIES, &[("exporter", "test")])
+            .point(crate::telemetry::RETRIES, &[("exporter", "test")])
             .and_then(|p| p.number())
             .map(|n| n.as_f64());
         assert_eq!(retries, Some(3.0));
@@ -1156,14 +1207,14 @@ mod tests {
             })
         })
         .unwrap();
-        let err = e.force_flush(Duration::from_secs(5)).unwrap_err();
+        let err = e.flush(Duration::from_secs(5)).unwrap_err();
         assert!(err.to_string().contains("gave up"), "{err}");
-        e.force_flush(Duration::from_secs(5)).unwrap();
+        e.flush(Duration::from_secs(5)).unwrap();
         e.shutdown(Duration::from_secs(5)).unwrap();
         assert_eq!(*got.lock().unwrap(), vec![2, 3]);
         let dropped = [("exporter", "test"), ("reason", "retries_exhausted")];
         assert_eq!(
-            value(&reg, sonde_core::telemetry::DROPPED_POINTS, &dropped),
+            value(&reg, crate::telemetry::DROPPED_POINTS, &dropped),
             Some(1.0)
         );
     }
@@ -1181,7 +1232,7 @@ mod tests {
         })
         .unwrap();
         let t = Instant::now();
-        e.force_flush(Duration::from_secs(5)).unwrap();
+        e.flush(Duration::from_secs(5)).unwrap();
         assert!(
             t.elapsed() >= Duration::from_millis(300),
             "{:?}",
@@ -1270,17 +1321,17 @@ mod tests {
             })
         })
         .unwrap();
-        e.force_flush(Duration::from_secs(5)).unwrap();
-        let err = e.force_flush(Duration::from_secs(5)).unwrap_err();
+        e.flush(Duration::from_secs(5)).unwrap();
+        let err = e.flush(Duration::from_secs(5)).unwrap_err();
         assert!(err.to_string().contains("sink bug #2"), "{err}");
-        e.force_flush(Duration::from_secs(5)).unwrap();
+        e.flush(Duration::from_secs(5)).unwrap();
         e.shutdown(Duration::from_secs(5)).unwrap();
         assert_eq!(*got.lock().unwrap(), vec![1, 3, 4]);
         let ex = [("exporter", "test")];
-        assert_eq!(value(&reg, sonde_core::telemetry::PANICS, &ex), Some(1.0));
+        assert_eq!(value(&reg, crate::telemetry::PANICS, &ex), Some(1.0));
         let dropped = [("exporter", "test"), ("reason", "panic")];
         assert_eq!(
-            value(&reg, sonde_core::telemetry::DROPPED_POINTS, &dropped),
+            value(&reg, crate::telemetry::DROPPED_POINTS, &dropped),
             Some(1.0)
         );
     }
@@ -1295,13 +1346,13 @@ mod tests {
             got: Arc::default(),
         };
         let e = start_with(&reg, source, got.clone());
-        e.force_flush(Duration::from_secs(5)).unwrap();
-        e.force_flush(Duration::from_secs(5)).unwrap();
-        e.force_flush(Duration::from_secs(5)).unwrap();
+        e.flush(Duration::from_secs(5)).unwrap();
+        e.flush(Duration::from_secs(5)).unwrap();
+        e.flush(Duration::from_secs(5)).unwrap();
         e.shutdown(Duration::from_secs(5)).unwrap();
         assert_eq!(*got.lock().unwrap(), vec![2, 4]);
         let ex = [("exporter", "test")];
-        assert_eq!(value(&reg, sonde_core::telemetry::PANICS, &ex), Some(2.0));
+        assert_eq!(value(&reg, crate::telemetry::PANICS, &ex), Some(2.0));
     }
 
     fn start_with(reg: &Registry, source: Panicky, got: Arc<Mutex<Vec<u64>>>) -> PushExporter {
@@ -1325,8 +1376,8 @@ mod tests {
             Ok::<_, ()>(Flaky { fail: 0, got })
         })
         .unwrap();
-        e.force_flush(Duration::from_secs(5)).unwrap();
-        let _ = e.force_flush(Duration::ZERO);
+        e.flush(Duration::from_secs(5)).unwrap();
+        let _ = e.flush(Duration::ZERO);
         e.shutdown(Duration::from_secs(5)).unwrap();
     }
 }

@@ -73,8 +73,8 @@ fn a_caught_panic_is_logged_as_a_warning() {
         Ok::<_, ()>(PanicsOnce(false))
     })
     .unwrap();
-    assert!(e.force_flush(Duration::from_secs(5)).is_err());
-    e.force_flush(Duration::from_secs(5)).unwrap();
+    assert!(e.flush(Duration::from_secs(5)).is_err());
+    e.flush(Duration::from_secs(5)).unwrap();
     e.shutdown(Duration::from_secs(5)).unwrap();
     let lines = LINES.lock().unwrap().clone();
     assert!(

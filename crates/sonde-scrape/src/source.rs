@@ -113,13 +113,13 @@ pub struct ScrapeSource {
     stop: Arc<AtomicBool>,
     /// Whether stopping leaves the mirrored series in place.
     keep: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    threads: std::sync::Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for ScrapeSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ScrapeSource")
-            .field("targets", &self.threads.len())
+            .field("targets", &self.threads().len())
             .finish()
     }
 }
@@ -167,7 +167,7 @@ impl ScrapeSource {
         Ok(ScrapeSource {
             stop,
             keep,
-            threads,
+            threads: std::sync::Mutex::new(threads),
         })
     }
 
@@ -177,25 +177,47 @@ impl ScrapeSource {
         Mirror::new(registry, target).scrape(target)
     }
 
-    /// Stops scraping and leaves the series as they are (for a process about to export its
-    /// last interval and exit).
-    pub fn stop_keeping_series(mut self) {
-        self.keep.store(true, Ordering::Release);
-        self.shutdown();
+    /// Stops scraping and removes every series it mirrored (their exporters see them end);
+    /// also done on drop. [`Component::shutdown`](sonde_core::Component::shutdown) stops and
+    /// keeps them (for a process about to export its last interval and exit).
+    pub fn uninstall(&self) {
+        self.stop_threads();
     }
 
-    /// Stops scraping and removes every series it mirrored (their exporters see them end).
-    pub fn shutdown(&mut self) {
+    fn threads(&self) -> std::sync::MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.threads.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stop_threads(&self) {
         self.stop.store(true, Ordering::Release);
-        for t in self.threads.drain(..) {
+        let threads = std::mem::take(&mut *self.threads());
+        for t in threads {
             let _ = t.join();
         }
     }
 }
 
+/// A scrape records each answer as it arrives: `flush` has nothing to do; `shutdown` stops
+/// the targets' threads and leaves the mirrored series as they are.
+impl sonde_core::Component for ScrapeSource {
+    fn name(&self) -> &'static str {
+        "scrape"
+    }
+
+    fn flush(&self, _timeout: std::time::Duration) -> Result<(), sonde_core::ComponentError> {
+        Ok(())
+    }
+
+    fn shutdown(&self, _timeout: std::time::Duration) -> Result<(), sonde_core::ComponentError> {
+        self.keep.store(true, Ordering::Release);
+        self.stop_threads();
+        Ok(())
+    }
+}
+
 impl Drop for ScrapeSource {
     fn drop(&mut self) {
-        self.shutdown();
+        self.stop_threads();
     }
 }
 

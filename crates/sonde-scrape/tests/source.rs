@@ -2,6 +2,7 @@
 //! values, changes, restarts, vanished series and a failing target.
 #![allow(clippy::unwrap_used)]
 
+use sonde_core::Component as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
@@ -97,7 +98,7 @@ fn a_target_is_mirrored_exactly_and_follows_its_changes() {
         l.push(("instance", Box::leak(instance.clone().into_boxed_str())));
         l
     };
-    let mut source = ScrapeSource::start(&registry, vec![t]).unwrap();
+    let source = ScrapeSource::start(&registry, vec![t]).unwrap();
     wait("the first scrape", || {
         number(&registry.snapshot(), "up", &id(&[])) == Some(1.0)
     });
@@ -212,7 +213,7 @@ fn a_target_is_mirrored_exactly_and_follows_its_changes() {
     wait("up again", || {
         number(&registry.snapshot(), "up", &id(&[])) == Some(1.0)
     });
-    source.shutdown();
+    source.uninstall();
     assert!(
         registry
             .snapshot()
@@ -450,7 +451,7 @@ fn a_sonde_service_is_mirrored_bucket_for_bucket() {
         "{text}"
     );
     assert!(!text.contains("vcs_branch"), "{text}");
-    server.shutdown();
+    server.shutdown(std::time::Duration::from_secs(10)).unwrap();
 }
 
 /// An OpenMetrics `info` family keeps its `_info` name when mirrored.
@@ -667,7 +668,7 @@ fn native_histograms_from_prometheus_federation_are_mirrored() {
     assert_eq!(mirrored.count(), 1010);
     let top = mirrored.quantile(0.999).unwrap();
     assert!((top - 20.0).abs() <= 0.05 * 20.0, "{top}");
-    server.shutdown();
+    server.shutdown(std::time::Duration::from_secs(10)).unwrap();
 }
 
 /// A target's `target_info` series that differ only in labels the shared family leaves out are

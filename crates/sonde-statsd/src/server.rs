@@ -31,7 +31,7 @@ pub const MAX_DATAGRAM: usize = 64 * 1024;
 pub const DEFAULT_QUEUE: usize = 1024;
 /// How often receive threads look up from a blocking read to notice a shutdown or flush.
 pub(crate) const READ_TIMEOUT: Duration = Duration::from_millis(100);
-/// How long [`StatsdServer::flush`] and [`StatsdServer::rotate_sets`] wait at most.
+/// How long [`StatsdServer::rotate_sets`] waits at most.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Errors starting a [`StatsdServer`].
@@ -289,14 +289,16 @@ impl StatsdServerBuilder {
             });
         }
 
-        let mut server = StatsdServer {
+        let server = StatsdServer {
             listeners,
             shared: shared.clone(),
             control: Mutex::new(Some(tx.clone())),
-            receivers: Vec::new(),
-            parser: None,
-            unix_paths,
+            threads: Mutex::new(Threads {
+                unix_paths,
+                ..Threads::default()
+            }),
         };
+        let mut receivers = Vec::new();
 
         let mut pools = Vec::new();
         for (i, socket) in sockets.into_iter().enumerate() {
@@ -317,7 +319,7 @@ impl StatsdServerBuilder {
                 .name(format!("statsd-recv-{transport}-{i}"))
                 .spawn(move || receiver.run())
                 .map_err(Error::Thread)?;
-            server.receivers.push(handle);
+            receivers.push(handle);
         }
         for listener in tcp_listeners {
             let transport = Transport::Tcp.as_str();
@@ -339,7 +341,7 @@ impl StatsdServerBuilder {
                 .name("statsd-tcp-accept".into())
                 .spawn(move || acceptor.run())
                 .map_err(Error::Thread)?;
-            server.receivers.push(handle);
+            receivers.push(handle);
         }
         drop(tx);
 
@@ -348,7 +350,11 @@ impl StatsdServerBuilder {
             .name("statsd-parse".into())
             .spawn(move || parse_loop(rx, pools, ingest, parser_shared))
             .map_err(Error::Thread)?;
-        server.parser = Some(parser);
+        {
+            let mut threads = server.threads();
+            threads.receivers = receivers;
+            threads.parser = Some(parser);
+        }
         Ok(server)
     }
 }
@@ -650,7 +656,7 @@ fn parse_loop(
 }
 
 /// A running StatsD/DogStatsD server: receive threads (one per socket) and a parser thread
-/// recording into a registry. Stops on [`shutdown`](Self::shutdown) or drop.
+/// recording into a registry. Stops on [`Component::shutdown`](sonde_core::Component::shutdown) or drop.
 ///
 /// ```no_run
 /// use sonde_statsd::{MappingRule, StatsdServer};
@@ -676,6 +682,12 @@ pub struct StatsdServer {
     listeners: Vec<Listener>,
     shared: Arc<Shared>,
     control: Mutex<Option<SyncSender<Msg>>>,
+    threads: Mutex<Threads>,
+}
+
+/// What [`StatsdServer`]'s shutdown joins and removes (behind a lock, so it takes `&self`).
+#[derive(Default)]
+struct Threads {
     receivers: Vec<JoinHandle<()>>,
     parser: Option<JoinHandle<()>>,
     unix_paths: Vec<PathBuf>,
@@ -723,15 +735,14 @@ impl StatsdServer {
             .clone()
     }
 
-    /// Waits until every datagram received so far (including those still in the sockets'
-    /// buffers) has been parsed and recorded, for up to 5 seconds. Returns false on timeout or
-    /// after shutdown. Call it before a final export, or in tests.
-    pub fn flush(&self) -> bool {
-        self.flush_timeout(CONTROL_TIMEOUT)
+    fn threads(&self) -> std::sync::MutexGuard<'_, Threads> {
+        self.threads.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// [`flush`](Self::flush) with another time limit.
-    pub fn flush_timeout(&self, timeout: Duration) -> bool {
+    /// Waits until every datagram received so far (including those still in the sockets'
+    /// buffers) has been parsed and recorded, for up to `timeout`. False on timeout or after
+    /// shutdown.
+    fn flush_within(&self, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let Some(control) = self.control() else {
             return false;
@@ -807,10 +818,12 @@ impl StatsdServer {
     }
 
     /// Stops the threads (within about 100 ms plus the time to parse what is queued), and
-    /// removes the unix socket files. Idempotent; also done on drop.
-    pub fn shutdown(&mut self) {
+    /// removes the unix socket files. Idempotent. Datagrams still in the sockets' buffers are
+    /// not read: `shutdown` flushes them first, a drop does not.
+    fn stop(&self) {
         self.shared.stop.store(true, Ordering::Release);
-        for r in self.receivers.drain(..) {
+        let mut threads = self.threads();
+        for r in threads.receivers.drain(..) {
             let _ = r.join();
         }
         // The receivers' senders are gone; dropping the last one lets the parser finish the
@@ -819,17 +832,55 @@ impl StatsdServer {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(p) = self.parser.take() {
+        if let Some(p) = threads.parser.take() {
             let _ = p.join();
         }
-        for path in self.unix_paths.drain(..) {
+        for path in threads.unix_paths.drain(..) {
             let _ = std::fs::remove_file(path);
         }
     }
 }
 
+/// `flush` waits until every datagram received so far (including those still in the sockets'
+/// buffers) has been parsed and recorded: call it before a final export, or in tests.
+/// `shutdown` does that, then stops the threads (within about 100 ms plus the time to parse
+/// what is queued) and removes the unix socket files. Dropping the server stops it without
+/// reading what the sockets still hold.
+impl sonde_core::Component for StatsdServer {
+    fn name(&self) -> &'static str {
+        "statsd"
+    }
+
+    fn flush(&self, timeout: Duration) -> Result<(), sonde_core::ComponentError> {
+        if self.flush_within(timeout) {
+            Ok(())
+        } else if self.control().is_none() {
+            Err(sonde_core::ComponentError::new(
+                "statsd",
+                "the server was shut down",
+            ))
+        } else {
+            Err(sonde_core::ComponentError::new(
+                "statsd",
+                format_args!(
+                    "the datagrams received were not all recorded within {timeout:?}; they are recorded later"
+                ),
+            ))
+        }
+    }
+
+    fn shutdown(&self, timeout: Duration) -> Result<(), sonde_core::ComponentError> {
+        if self.control().is_none() {
+            return Ok(());
+        }
+        let flushed = sonde_core::Component::flush(self, timeout);
+        self.stop();
+        flushed
+    }
+}
+
 impl Drop for StatsdServer {
     fn drop(&mut self) {
-        self.shutdown();
+        self.stop();
     }
 }

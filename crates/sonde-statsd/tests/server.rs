@@ -1,6 +1,7 @@
 //! End to end: real datagrams over UDP on 127.0.0.1 and a unix datagram socket.
 #![allow(clippy::unwrap_used)] // tests panic on failure by design
 
+use sonde_core::Component as _;
 use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
@@ -31,7 +32,7 @@ fn number(snap: &Snapshot, name: &str, labels: &[(&str, &str)]) -> f64 {
 fn udp_and_unix_datagrams_end_up_in_the_registry() {
     let registry = Registry::new();
     let path = temp_socket("e2e");
-    let mut server = StatsdServer::builder()
+    let server = StatsdServer::builder()
         .udp("127.0.0.1:0")
         .unix(&path)
         .receive_buffer(1 << 20)
@@ -72,7 +73,7 @@ fn udp_and_unix_datagrams_end_up_in_the_registry() {
         )
         .unwrap();
     }
-    assert!(server.flush());
+    assert!(server.flush(std::time::Duration::from_secs(5)).is_ok());
 
     let snap = registry.snapshot();
     assert_eq!(
@@ -121,22 +122,22 @@ fn udp_and_unix_datagrams_end_up_in_the_registry() {
     assert!(server.rotate_sets());
     assert_eq!(number(&registry.snapshot(), "users", &[]), 5.0);
     unix.send_to(b"users:u1|s", &path).unwrap();
-    assert!(server.flush());
+    assert!(server.flush(std::time::Duration::from_secs(5)).is_ok());
     assert_eq!(number(&registry.snapshot(), "users", &[]), 5.0);
     assert!(server.rotate_sets());
     assert_eq!(number(&registry.snapshot(), "users", &[]), 1.0);
 
     let started = Instant::now();
-    server.shutdown();
+    server.shutdown(std::time::Duration::from_secs(10)).unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(1),
         "{:?}",
         started.elapsed()
     );
     assert!(!path.exists(), "the socket file is removed");
-    assert!(!server.flush());
+    assert!(server.flush(std::time::Duration::from_secs(5)).is_err());
     assert!(!server.rotate_sets());
-    server.shutdown();
+    server.shutdown(std::time::Duration::from_secs(10)).unwrap();
     let _ = std::fs::remove_dir(path.parent().unwrap());
 }
 
@@ -152,7 +153,7 @@ fn flush_sees_datagrams_still_in_the_socket_buffer() {
     for round in 1..=20 {
         udp.send_to(b"rounds:1|c", server.local_addr().unwrap())
             .unwrap();
-        assert!(server.flush());
+        assert!(server.flush(std::time::Duration::from_secs(5)).is_ok());
         assert_eq!(
             number(&registry.snapshot(), "rounds", &[]),
             f64::from(round)
@@ -179,7 +180,7 @@ fn a_full_queue_drops_and_counts_datagrams() {
         udp.send_to(packet.as_bytes(), server.local_addr().unwrap())
             .unwrap();
     }
-    assert!(server.flush());
+    assert!(server.flush(std::time::Duration::from_secs(5)).is_ok());
     let snap = registry.snapshot();
     let received = number(&snap, "sonde.statsd.packets", &[("transport", "udp")]);
     let dropped = snap

@@ -105,3 +105,12 @@ pub use sonde_otlp as otlp;
 #[cfg_attr(docsrs, doc(cfg(feature = "cloudwatch")))]
 #[doc(inline)]
 pub use sonde_cloudwatch as cloudwatch;
+
+/// The self-metrics every push exporter shares (`sonde.exporter.requests`, `dropped_points`,
+/// `queue.size`...), by `exporter` label; the `/health` endpoint reads them.
+#[cfg(any(feature = "prometheus", feature = "otlp", feature = "cloudwatch"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "prometheus", feature = "otlp", feature = "cloudwatch")))
+)]
+pub use sonde_push::telemetry;

@@ -18,7 +18,9 @@ fn main() {
                 .unwrap();
             tracing::info!(order = 42, "order placed");
             tracing::debug!("not shown at the default level");
-            pipeline.shutdown().unwrap();
+            pipeline
+                .shutdown(std::time::Duration::from_secs(5))
+                .unwrap();
         }
         Some("drop-handles") => {
             // `let _ =` discards at once (no must_use warning): the user meant to keep it.

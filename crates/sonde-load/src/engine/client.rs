@@ -551,7 +551,7 @@ fn tls_config(http2: bool, insecure: bool) -> Result<Arc<ClientConfig>, EngineEr
         TlsError::PlatformRoots(_) => EngineError::Tls(format!(
             "{e}; install them, or pass --insecure for a test server"
         )),
-        TlsError::Setup(_) => EngineError::Tls(e.to_string()),
+        TlsError::Setup(_) | TlsError::File(_) => EngineError::Tls(e.to_string()),
     })
 }
 

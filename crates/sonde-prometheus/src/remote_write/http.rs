@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-pub(crate) use sonde_core::telemetry::Backoff;
+pub(crate) use sonde_push::telemetry::Backoff;
 
 use crate::Error;
 
@@ -20,32 +20,41 @@ const BODY_LIMIT: usize = 1024;
 /// reused; a larger (or endless) body is cut there rather than buffered whole.
 pub(crate) const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
+/// What a push client trusts and presents beyond the defaults: a private CA (replacing the
+/// system's roots) and a client certificate for mutual TLS, as PEM files.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct TlsFiles {
+    pub(crate) ca_file: Option<std::path::PathBuf>,
+    pub(crate) client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
 /// A client that follows no redirect (a redirected POST would lose its body, and the headers
 /// would go to another host), speaks HTTP/1.1 and gives up connecting after `timeout`; each
-/// request sets its own overall timeout. TLS: rustls with the ring provider and the system's
-/// roots, the workspace's one TLS stack.
-pub(crate) fn client(timeout: Duration) -> Result<reqwest::Client, Error> {
-    // rustls 0.23.48 deprecates ring for lacking post-quantum key exchange; ring keeps the
-    // build free of the C/cmake toolchain aws-lc needs, and is the workspace's one TLS stack.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
-        .map_err(|e| Error::Config(format!("cannot load the system's CA certificates: {e}")))?;
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Config(format!("TLS setup failed: {e}")))?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+/// request sets its own overall timeout. TLS: rustls with the ring provider (sonde-http1's
+/// configuration), the system's roots unless `tls` names a CA, and `tls`'s client certificate.
+pub(crate) fn client(timeout: Duration, tls: &TlsFiles) -> Result<reqwest::Client, Error> {
+    use sonde_http1::tls;
+    let verify = match &tls.ca_file {
+        Some(path) => tls::Verify::Roots(tls::load_roots(path).map_err(tls_error)?),
+        None => tls::Verify::Platform,
+    };
+    let client_cert = match &tls.client_cert {
+        Some((cert, key)) => Some(tls::load_client_cert(cert, key).map_err(tls_error)?),
+        None => None,
+    };
+    let config = tls::client_config_with(verify, client_cert, &[b"http/1.1"]).map_err(tls_error)?;
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
-        .tls_backend_preconfigured(tls)
+        .tls_backend_preconfigured(Arc::unwrap_or_clone(config))
         .connect_timeout(timeout)
         .user_agent(USER_AGENT)
         .tcp_nodelay(true)
         .build()
         .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))
+}
+
+fn tls_error(e: sonde_http1::tls::TlsError) -> Error {
+    Error::Config(format!("TLS: {e}"))
 }
 
 /// The configured headers, checked: an invalid one is a configuration error, not a failed
@@ -217,7 +226,7 @@ mod tests {
         assert!(!e.contains("s3cret"), "{e}");
         // A real refused connection: reqwest's error names the URL, ours must not leak it.
         let url = format!("http://u:s3cret@127.0.0.1:{}/", free_port());
-        let client = client(Duration::from_secs(2)).unwrap();
+        let client = client(Duration::from_secs(2), &TlsFiles::default()).unwrap();
         let e = outcome(&url, client.post(&url).send().await, |_| "").await;
         match &e {
             Outcome::Retry { error, .. } => {
@@ -322,7 +331,7 @@ mod tests {
             std::thread::sleep(Duration::from_secs(3));
         });
         let url = format!("http://{addr}/api/v1/write");
-        let client = client(Duration::from_secs(10)).unwrap();
+        let client = client(Duration::from_secs(10), &TlsFiles::default()).unwrap();
         let t = Instant::now();
         let sent = client
             .post(&url)

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::{Counter, Family, Gauge, Registry, Unit};
+use sonde_core::{Counter, Family, Gauge, Registry, Unit};
 
 /// Requests sent, by `exporter` and `result` (`success`, `failure`).
 pub const REQUESTS: &str = "sonde.exporter.requests";

@@ -1,0 +1,91 @@
+//! One lifecycle for every running part of a pipeline: the sources that feed a registry
+//! (StatsD, probes, scrape targets, the OTLP receiver, host and process collectors) and the
+//! exporters that read it (the `/metrics` server, OTLP, CloudWatch, EMF, remote write).
+//!
+//! A component starts when its builder's `install()` (or `start()`) returns its handle, runs
+//! while the handle lives, and stops when the handle drops. [`Component`] is what every such
+//! handle offers on top: [`flush`](Component::flush) and [`shutdown`](Component::shutdown)
+//! within a deadline, so a program (or the agent) can stop a list of them in one loop.
+//!
+//! ```
+//! use std::time::Duration;
+//! use sonde_core::{Component, ComponentError};
+//!
+//! /// Stops every component, each within what is left of one deadline, and reports them all.
+//! fn stop_all(parts: &[Box<dyn Component>], timeout: Duration) -> Vec<ComponentError> {
+//!     let deadline = std::time::Instant::now() + timeout;
+//!     parts
+//!         .iter()
+//!         .filter_map(|c| c.shutdown(deadline.saturating_duration_since(std::time::Instant::now())).err())
+//!         .collect()
+//! }
+//! assert!(stop_all(&[], Duration::from_secs(1)).is_empty());
+//! ```
+
+use std::time::Duration;
+
+/// A running source or exporter.
+///
+/// Both calls block the calling thread for at most about `timeout` and may be called from any
+/// thread, in any order, any number of times: after `shutdown`, `flush` fails and `shutdown`
+/// returns `Ok`. Neither removes series from the registry; the handles of sources that can
+/// also offer `uninstall()` for that.
+pub trait Component: Send + Sync {
+    /// A short name for logs and errors, such as `otlp`, `statsd` or `prometheus` (an
+    /// exporter's name is also its `exporter` label on the `sonde.exporter.*` self-metrics).
+    fn name(&self) -> &'static str;
+
+    /// Finishes what was accepted so far: an exporter delivers everything collected up to now,
+    /// a source records everything it has received. Errors if that did not complete within
+    /// `timeout` or something was dropped meanwhile (the error says what).
+    fn flush(&self, timeout: Duration) -> Result<(), ComponentError>;
+
+    /// Stops the component after a last [`flush`](Self::flush) within `timeout`: listeners
+    /// close, threads end. What an exporter still held at the deadline is dropped and counted
+    /// (`sonde.exporter.dropped_points`, reason `shutdown`).
+    fn shutdown(&self, timeout: Duration) -> Result<(), ComponentError>;
+}
+
+/// Why a [`Component`]'s flush or shutdown did not finish everything.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{component}: {message}")]
+pub struct ComponentError {
+    component: &'static str,
+    message: String,
+}
+
+impl ComponentError {
+    /// An error of `component` ([`Component::name`]) saying what happened.
+    pub fn new(component: &'static str, message: impl std::fmt::Display) -> ComponentError {
+        ComponentError {
+            component,
+            message: message.to_string(),
+        }
+    }
+
+    /// The name of the component that failed.
+    pub fn component(&self) -> &'static str {
+        self.component
+    }
+
+    /// What happened, without the component's name.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_error_names_its_component() {
+        let e = ComponentError::new("otlp", "2 requests were still waiting after 1s");
+        assert_eq!(
+            e.to_string(),
+            "otlp: 2 requests were still waiting after 1s"
+        );
+        assert_eq!(e.component(), "otlp");
+        assert_eq!(e.message(), "2 requests were still waiting after 1s");
+    }
+}

@@ -140,6 +140,7 @@ struct Running {
     prober: Option<sonde_probes::RunningProber>,
     host: Option<Arc<sonde_host::HostMetrics>>,
     procstat: Option<Arc<sonde_host::ProcstatMetrics>>,
+    cgroups: Option<Arc<sonde_host::CgroupMetrics>>,
     scrape: Option<sonde_scrape::ScrapeSource>,
     otlp_in: Option<sonde_otlp_receiver::OtlpReceiver>,
     tick: Arc<Mutex<Tick>>,
@@ -152,6 +153,7 @@ struct Running {
 struct Tick {
     host: Option<Arc<sonde_host::HostMetrics>>,
     procstat: Option<Arc<sonde_host::ProcstatMetrics>>,
+    cgroups: Option<Arc<sonde_host::CgroupMetrics>>,
     statsd: Option<Arc<sonde_statsd::StatsdServer>>,
     emf: Option<Arc<sonde_cloudwatch::EmfWriter>>,
     host_every: Duration,
@@ -310,6 +312,7 @@ impl Running {
             prober: None,
             host: None,
             procstat: None,
+            cgroups: None,
             scrape: None,
             otlp_in: None,
             ticker: Some(start_ticker(tick.clone())?),
@@ -547,10 +550,26 @@ impl Running {
                 }
             }
         }
+        // Cgroups: the old collector's series go (the new one may read another root or other
+        // paths), then the new one installs.
+        if changed(old, new, |c| c.cgroups.clone()) {
+            if let Some(c) = self.cgroups.take() {
+                lock(&self.tick).cgroups = None;
+                c.uninstall();
+            }
+            match start_cgroups(new, registry) {
+                Ok(c) => self.cgroups = c.map(Arc::new),
+                Err(e) => {
+                    errors.push(e);
+                    applied.cgroups.enabled = false;
+                }
+            }
+        }
         {
             let mut t = lock(&self.tick);
             t.host.clone_from(&self.host);
             t.procstat.clone_from(&self.procstat);
+            t.cgroups.clone_from(&self.cgroups);
             t.statsd.clone_from(&self.statsd);
             t.emf.clone_from(&self.emf);
             t.host_every = applied.host.interval;
@@ -722,6 +741,9 @@ impl Running {
         }
         if let Some(p) = self.procstat.take() {
             sources.push(p);
+        }
+        if let Some(c) = self.cgroups.take() {
+            sources.push(c);
         }
         if let Some(s) = self.statsd.take() {
             stop_statsd(&s, left());
@@ -1026,6 +1048,27 @@ fn start_host(
 }
 
 /// One collector for every matcher, so the process list is read once per collection.
+fn start_cgroups(
+    config: &Config,
+    registry: &Registry,
+) -> Result<Option<sonde_host::CgroupMetrics>, String> {
+    let c = &config.cgroups;
+    if !c.enabled {
+        return Ok(None);
+    }
+    let mut b = sonde_host::CgroupCollector::new()
+        .registry(registry)
+        .root(&c.root)
+        .containers(c.containers)
+        .max_cgroups(c.max_cgroups);
+    for glob in &c.include {
+        b = b.include(glob.clone());
+    }
+    b.install()
+        .map(Some)
+        .map_err(|e| format!("[collectors.cgroups]: {e}"))
+}
+
 fn start_procstat(
     config: &Config,
     registry: &Registry,
@@ -1142,6 +1185,9 @@ fn start_ticker(tick: Arc<Mutex<Tick>>) -> Result<(Sender<TickMsg>, JoinHandle<(
                     }
                     if let Some(p) = &t.procstat {
                         p.collect();
+                    }
+                    if let Some(c) = &t.cgroups {
+                        c.collect();
                     }
                     next_host = now + host_every;
                 }

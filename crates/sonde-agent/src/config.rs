@@ -99,6 +99,21 @@ pub struct HostSection {
     pub view: HostView,
 }
 
+/// `[collectors.cgroups]`: container and cgroup metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CgroupsSection {
+    /// Whether cgroups are read (default false).
+    pub enabled: bool,
+    /// `include`: globs of further cgroup paths to report (`/system.slice/*.service`).
+    pub include: Vec<String>,
+    /// `containers`: report the cgroups of containers without including them (default true).
+    pub containers: bool,
+    /// `max_cgroups`: most cgroups reported.
+    pub max_cgroups: usize,
+    /// `root`: the cgroup filesystem (default `/sys/fs/cgroup`, under `[agent] host_root`).
+    pub root: PathBuf,
+}
+
 /// Where the host collector reads the host.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HostView {
@@ -387,6 +402,8 @@ pub struct Config {
     pub resource: Vec<(String, String)>,
     /// `[collectors.host]`.
     pub host: HostSection,
+    /// `[collectors.cgroups]`.
+    pub cgroups: CgroupsSection,
     /// `[collectors.process]`: the agent's own process metrics.
     pub own_process: bool,
     /// `[collectors.process] prometheus_names`: also the Prometheus client libraries' names
@@ -533,6 +550,8 @@ pub const TCP_IDLE_RANGE: RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
 /// `agent.max_series_per_family`.
 pub const MAX_SERIES_RANGE: RangeInclusive<usize> = 1..=1_000_000;
+/// `collectors.cgroups.max_cgroups`.
+pub const MAX_CGROUPS_RANGE: RangeInclusive<usize> = 1..=100_000;
 /// `agent.memory_budget`, bytes: below 1 MiB the agent's own series would not fit.
 pub const MEMORY_BUDGET_RANGE: RangeInclusive<usize> = 1 << 20..=1 << 40;
 /// `statsd.ttl`.
@@ -1097,7 +1116,11 @@ impl<'a> Reader<'a> {
         let resource = self.string_table(Some(root), "resource", "resource");
 
         let collectors = self.sub(Some(root), "collectors", "collectors");
-        self.unknown_keys(collectors, "collectors", &["host", "process", "procstat"]);
+        self.unknown_keys(
+            collectors,
+            "collectors",
+            &["host", "process", "procstat", "cgroups"],
+        );
         let host = self.sub(collectors, "host", "collectors.host");
         self.unknown_keys(host, "collectors.host", &["enabled", "interval", "per_cpu"]);
         let host = HostSection {
@@ -1111,6 +1134,7 @@ impl<'a> Reader<'a> {
             per_cpu: self.bool(host, &["collectors", "host", "per_cpu"], false),
             view: self.host_view(agent_table),
         };
+        let cgroups = self.cgroups(collectors, &host.view);
         let process = self.sub(collectors, "process", "collectors.process");
         self.unknown_keys(
             process,
@@ -1652,6 +1676,7 @@ impl<'a> Reader<'a> {
             agent,
             resource,
             host,
+            cgroups,
             own_process,
             process_prometheus_names,
             procstat,
@@ -1683,6 +1708,52 @@ impl<'a> Reader<'a> {
             self.error(at, p.message, p.hint);
         }
         selection
+    }
+
+    /// `[collectors.cgroups]`, its root under the host root when there is one.
+    fn cgroups(&mut self, collectors: Option<&Table>, view: &HostView) -> CgroupsSection {
+        let t = self.sub(collectors, "cgroups", "collectors.cgroups");
+        self.unknown_keys(
+            t,
+            "collectors.cgroups",
+            &["enabled", "include", "containers", "max_cgroups", "root"],
+        );
+        let key = |k: &'static str| ["collectors", "cgroups", k];
+        let enabled = self.bool(t, &key("enabled"), false);
+        let default_root = match view {
+            HostView::Root(root) => root.join("sys/fs/cgroup"),
+            HostView::ProcSys(_, sys) => sys.join("fs/cgroup"),
+            HostView::Own => PathBuf::from("/sys/fs/cgroup"),
+        };
+        let section = CgroupsSection {
+            enabled,
+            include: self.strings(t, &key("include")).unwrap_or_default(),
+            containers: self.bool(t, &key("containers"), true),
+            max_cgroups: self.integer_in(t, &key("max_cgroups"), 1000, MAX_CGROUPS_RANGE),
+            root: self
+                .string(t, &key("root"))
+                .map(PathBuf::from)
+                .unwrap_or(default_root),
+        };
+        if enabled {
+            // The collector's own check: the root is a cgroup filesystem.
+            let probe = sonde_host::CgroupCollector::new()
+                .registry(&sonde_core::Registry::new())
+                .root(&section.root)
+                .max_cgroups(1)
+                .include("/")
+                .containers(false)
+                .install();
+            if let Err(e) = probe {
+                let at = self.location_of(t, &key("root"));
+                self.error(
+                    at,
+                    format!("[collectors.cgroups]: {e}"),
+                    "in a container, mount the host's / (host_root) or /sys/fs/cgroup; or set enabled = false",
+                );
+            }
+        }
+        section
     }
 
     /// `[agent] host_root`, else the `HOST_ROOT`, `HOST_PROC` and `HOST_SYS` variables; checked

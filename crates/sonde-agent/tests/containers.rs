@@ -157,3 +157,262 @@ fn host_proc_from_the_environment_and_a_missing_root_is_a_config_error() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("environment variable HOST_ROOT"), "{err}");
 }
+
+/// A cgroup the test makes in every hierarchy this host mounts (v2 `unified`, v1 `cpu`,
+/// `cpuacct`, `memory`), removed on drop.
+struct TestCgroup {
+    name: String,
+    dirs: Vec<std::path::PathBuf>,
+}
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+impl TestCgroup {
+    fn new(name: String) -> TestCgroup {
+        let root = std::path::Path::new(CGROUP_ROOT);
+        let mut dirs = Vec::new();
+        let v2_only = root.join("cgroup.controllers").exists();
+        let parents: Vec<std::path::PathBuf> = if v2_only {
+            vec![root.to_path_buf()]
+        } else {
+            ["unified", "cpu", "cpuacct", "memory"]
+                .iter()
+                .map(|h| root.join(h))
+                .filter(|p| p.join("cgroup.procs").exists())
+                .collect()
+        };
+        for p in parents {
+            let d = p.join(&name);
+            std::fs::create_dir(&d).unwrap_or_else(|e| {
+                panic!(
+                    "cannot create the cgroup {}: {e} (the test runs as root)",
+                    d.display()
+                )
+            });
+            dirs.push(d);
+        }
+        TestCgroup { name, dirs }
+    }
+
+    fn path(&self) -> String {
+        format!("/{}", self.name)
+    }
+
+    /// A file of the hierarchy whose directory name is `hierarchy` (`memory`, `cpu`...).
+    fn file(&self, hierarchy: &str, name: &str) -> Option<std::path::PathBuf> {
+        self.dirs
+            .iter()
+            .find(|d| d.parent().is_some_and(|p| p.ends_with(hierarchy)) || self.dirs.len() == 1)
+            .map(|d| d.join(name))
+            .filter(|f| f.exists())
+    }
+
+    fn add(&self, pid: u32) {
+        for d in &self.dirs {
+            std::fs::write(d.join("cgroup.procs"), pid.to_string()).unwrap();
+        }
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        for d in &self.dirs {
+            for _ in 0..50 {
+                if std::fs::remove_dir(d).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// A Python child that waits for a line, then allocates and touches `mib` MiB, says `ok`, and
+/// waits for the end of its input.
+fn memory_hog(mib: u32) -> std::process::Child {
+    Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import sys\nsys.stdin.readline()\nb = b'x' * ({mib} << 20)\nprint('ok', flush=True)\nsys.stdin.read()\n"
+            ),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn read_number(path: &std::path::Path, key: Option<&str>) -> f64 {
+    let text = std::fs::read_to_string(path).unwrap();
+    match key {
+        None => text.trim().parse().unwrap(),
+        Some(k) => text
+            .lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix(' '))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap(),
+    }
+}
+
+/// Real cgroups (issue #18 item 1): the test makes them, puts a CPU-burning, a memory-holding
+/// and an out-of-memory child in them, and the agent reports each figure as the kernel's cgroup
+/// files give it; a removed cgroup's series go.
+#[test]
+fn real_cgroups_are_reported_as_the_kernel_counts_them() {
+    use std::io::{BufRead, Write};
+    let metrics = free_addr();
+    let dir = TempDir::new("agent-cgroups");
+    let config = dir.0.join("agent.toml");
+    let tag = std::process::id();
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = true\ninterval = \"100ms\"\n\n\
+             [collectors.cgroups]\nenabled = true\ncontainers = false\ninclude = [\"/sonde-test-{tag}-*\"]\n\n\
+             [statsd]\nenabled = false\n\n[exporters.prometheus]\nlisten = \"{metrics}\"\n"
+        ),
+    )
+    .unwrap();
+    let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &[]);
+    wait_for("the agent", Duration::from_secs(20), || {
+        scrape_metrics(metrics)
+    });
+
+    let work = TestCgroup::new(format!("sonde-test-{tag}-work"));
+    let oom = TestCgroup::new(format!("sonde-test-{tag}-oom"));
+    let limit = 128u64 << 20;
+    if let Some(f) = work.file("memory", "memory.limit_in_bytes") {
+        std::fs::write(f, limit.to_string()).unwrap();
+    } else if let Some(f) = work.file("", "memory.max") {
+        std::fs::write(f, limit.to_string()).unwrap();
+    }
+    // A CPU quota of 20 % so the burner is throttled.
+    if let Some(f) = work.file("cpu", "cpu.cfs_quota_us") {
+        std::fs::write(f, "20000").unwrap();
+    }
+    // The burner: one second of CPU, throttled, then gone.
+    let mut burner = Command::new("sh")
+        .args(["-c", "while :; do :; done"])
+        .spawn()
+        .unwrap();
+    work.add(burner.id());
+    std::thread::sleep(Duration::from_millis(1500));
+    burner.kill().unwrap();
+    burner.wait().unwrap();
+    // The memory holder: 64 MiB, charged to the cgroup (it allocates once inside).
+    let mut hog = memory_hog(64);
+    work.add(hog.id());
+    let mut stdin = hog.stdin.take().unwrap();
+    writeln!(stdin).unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(hog.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ok");
+    // Out of memory: a 32 MiB limit (swap included) and a child that wants 200 MiB.
+    let small = 32u64 << 20;
+    for f in ["memory.limit_in_bytes", "memory.memsw.limit_in_bytes"] {
+        if let Some(f) = oom.file("memory", f) {
+            std::fs::write(f, small.to_string()).unwrap();
+        }
+    }
+    if let Some(f) = oom.file("", "memory.max") {
+        std::fs::write(f, small.to_string()).unwrap();
+        if let Some(swap) = oom.file("", "memory.swap.max") {
+            std::fs::write(swap, "0").unwrap();
+        }
+    }
+    let mut victim = memory_hog(200);
+    oom.add(victim.id());
+    writeln!(victim.stdin.take().unwrap()).unwrap();
+    let status = victim.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the 200 MiB child outlived a 32 MiB limit"
+    );
+
+    let series = |cgroup: &str, name: &str| {
+        format!(
+            "{name}{{cgroup_path=\"{cgroup}\",container_id=\"\",container_runtime=\"\",k8s_pod_uid=\"\"}}"
+        )
+    };
+    let (w, o) = (work.path(), oom.path());
+    let scrape = wait_for("the cgroups' readings", Duration::from_secs(20), || {
+        scrape_metrics(metrics).filter(|s| {
+            sample_value(s, &series(&o, "container_memory_oom_kills_total"))
+                .is_some_and(|v| v >= 1.0)
+                && sample_value(s, &series(&w, "container_memory_usage_bytes"))
+                    .is_some_and(|v| v >= (64u64 << 20) as f64)
+        })
+    });
+    // CPU: what the kernel counted, exactly (the burner is gone, nothing moves).
+    let cpu_file = work
+        .file("unified", "cpu.stat")
+        .or_else(|| work.file("", "cpu.stat"));
+    let kernel_cpu = match cpu_file.filter(|f| read_number(f, Some("usage_usec")) > 0.0) {
+        Some(f) => read_number(&f, Some("usage_usec")) / 1e6,
+        None => read_number(&work.file("cpuacct", "cpuacct.usage").unwrap(), None) / 1e9,
+    };
+    let ours = sample_value(&scrape, &series(&w, "container_cpu_time_seconds_total")).unwrap();
+    assert!(kernel_cpu > 0.1, "the burner ran: {kernel_cpu}");
+    assert!(
+        (ours - kernel_cpu).abs() < 0.05,
+        "agent {ours} s, kernel {kernel_cpu} s"
+    );
+    let throttled = sample_value(
+        &scrape,
+        &series(&w, "container_cpu_throttled_periods_total"),
+    );
+    if let Some(f) = work.file("cpu", "cpu.stat") {
+        let kernel = read_number(&f, Some("nr_throttled"));
+        assert!(kernel > 0.0, "a 20 % quota throttles a busy loop");
+        assert_eq!(throttled, Some(kernel));
+    }
+    // Memory: the holder's 64 MiB, the limit as set, a working set within the usage.
+    let usage = sample_value(&scrape, &series(&w, "container_memory_usage_bytes")).unwrap();
+    let kernel_usage = work
+        .file("memory", "memory.usage_in_bytes")
+        .or_else(|| work.file("", "memory.current"))
+        .map(|f| read_number(&f, None))
+        .unwrap();
+    assert!(
+        (usage - kernel_usage).abs() / kernel_usage < 0.1,
+        "agent {usage}, kernel {kernel_usage}"
+    );
+    assert_eq!(
+        sample_value(&scrape, &series(&w, "container_memory_limit_bytes")),
+        Some(limit as f64)
+    );
+    let ws = sample_value(&scrape, &series(&w, "container_memory_working_set_bytes")).unwrap();
+    eprintln!(
+        "cpu: agent {ours} s, kernel {kernel_cpu} s; throttled periods {throttled:?}; memory: agent {usage}, kernel {kernel_usage}, working set {ws}"
+    );
+    assert!(ws > 0.0 && ws <= usage, "working set {ws}, usage {usage}");
+    assert_eq!(
+        sample_value(&scrape, &series(&o, "container_memory_oom_kills_total")),
+        Some(1.0)
+    );
+    // Pressure per cgroup where the host has cgroup v2 files.
+    if work.file("unified", "cpu.pressure").is_some() || work.file("", "cpu.pressure").is_some() {
+        assert!(
+            scrape.contains(&format!(
+                "container_pressure_waiting_seconds_total{{cgroup_path=\"{w}\""
+            )),
+            "{scrape}"
+        );
+    }
+
+    // Gone: the holder exits, the cgroups are removed, their series leave /metrics.
+    drop(stdin);
+    hog.wait().unwrap();
+    drop(work);
+    drop(oom);
+    wait_for(
+        "the removed cgroups' series to go",
+        Duration::from_secs(10),
+        || scrape_metrics(metrics).filter(|s| !s.contains(&format!("sonde-test-{tag}-"))),
+    );
+}

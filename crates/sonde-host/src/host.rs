@@ -447,7 +447,7 @@ impl Filters {
 /// A counter fed from a cumulative OS total: it advances by the difference between
 /// consecutive totals. A total below the previous one is a reset (the device was re-created
 /// or a 32-bit counter wrapped): the new total is what accumulated since.
-struct Cumulative {
+pub(crate) struct Cumulative {
     counter: Counter,
     last: u64,
 }
@@ -455,7 +455,7 @@ struct Cumulative {
 impl Cumulative {
     /// `baseline`: the first total is the starting point (counts from now on); else it is
     /// counted (the device is new).
-    fn new(counter: Counter, first: u64, baseline: bool) -> Self {
+    pub(crate) fn new(counter: Counter, first: u64, baseline: bool) -> Self {
         let mut c = Cumulative {
             counter,
             last: if baseline { first } else { 0 },
@@ -464,7 +464,7 @@ impl Cumulative {
         c
     }
 
-    fn update(&mut self, total: u64) {
+    pub(crate) fn update(&mut self, total: u64) {
         let delta = if total >= self.last {
             total - self.last
         } else {
@@ -478,7 +478,7 @@ impl Cumulative {
 }
 
 /// Like [`Cumulative`], for totals in ticks or milliseconds counted in seconds.
-struct CumulativeSecs {
+pub(crate) struct CumulativeSecs {
     counter: Counter<f64>,
     last: u64,
     per_second: f64,
@@ -488,7 +488,7 @@ struct CumulativeSecs {
 }
 
 impl CumulativeSecs {
-    fn new(
+    pub(crate) fn new(
         counter: Counter<f64>,
         first: u64,
         per_second: f64,
@@ -505,7 +505,7 @@ impl CumulativeSecs {
         c
     }
 
-    fn update(&mut self, total: u64) {
+    pub(crate) fn update(&mut self, total: u64) {
         let delta = if total >= self.last {
             total - self.last
         } else if self.resets {
@@ -918,7 +918,7 @@ impl NetEntry {
     }
 }
 
-fn clamp_i64(v: u64) -> i64 {
+pub(crate) fn clamp_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 

@@ -91,6 +91,9 @@
 //!   by mode (the family then has no `cpu.mode` label, and there is no `system.cpu.time`),
 //!   memory without buffers and cache, filesystems without reserved blocks, disk bytes without
 //!   operations, network counters without drops, and no process count.
+//! - **Containers**: [`CgroupCollector`] reads cgroups (v2, v1 or hybrid) into `container.*`
+//!   families per cgroup (see [`CONTAINER_CPU_TIME`] and the constants after it), labelled
+//!   [`CGROUP_LABELS`].
 //! - **In a container**, [`HostCollector::host_root`] reads the host mounted at a path (`/host`):
 //!   its `/proc`, the mounts of its PID 1 and filesystem sizes through the root, mountpoints
 //!   reported as the host names them; [`HostCollector::proc_and_sys`] takes `/proc` and `/sys`
@@ -251,6 +254,7 @@ macro_rules! collector_component {
 }
 pub(crate) use collector_component;
 
+mod cgroup;
 mod host;
 #[cfg(target_os = "linux")]
 mod linux;
@@ -261,6 +265,7 @@ mod reading;
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 mod source;
 
+pub use cgroup::{CGROUP_LABELS, CgroupCollector, CgroupMetrics, Identity, identify};
 pub use host::{
     DEFAULT_DISKS_EXCLUDE, DEFAULT_FILESYSTEM_TYPES_EXCLUDE, DEFAULT_MOUNTPOINTS_EXCLUDE,
     HostCollector, HostMetrics, MIN_UTILIZATION_WINDOW,
@@ -333,6 +338,39 @@ pub const PRESSURE_WAITING: &str = "system.pressure.waiting";
 pub const PRESSURE_STALLED: &str = "system.pressure.stalled";
 /// The label of the pressure families: `cpu`, `memory` or `io`.
 pub const PRESSURE_RESOURCE_LABEL: &str = "system.pressure.resource";
+/// `container.cpu.time`: CPU seconds of a cgroup, `Counter<f64>`.
+pub const CONTAINER_CPU_TIME: &str = "container.cpu.time";
+/// `container.cpu.throttled.periods`: periods in which a cgroup hit its CPU limit, `Counter`.
+/// No OpenTelemetry convention; cAdvisor's `container_cpu_cfs_throttled_periods_total`.
+pub const CONTAINER_CPU_THROTTLED_PERIODS: &str = "container.cpu.throttled.periods";
+/// `container.cpu.throttled.time`: seconds a cgroup was held back by its CPU limit,
+/// `Counter<f64>`. cAdvisor's `container_cpu_cfs_throttled_seconds_total`.
+pub const CONTAINER_CPU_THROTTLED_TIME: &str = "container.cpu.throttled.time";
+/// `container.memory.usage`: memory a cgroup uses, page cache included, `Gauge`.
+pub const CONTAINER_MEMORY_USAGE: &str = "container.memory.usage";
+/// `container.memory.limit`: a cgroup's memory limit (no series without one), `Gauge`.
+pub const CONTAINER_MEMORY_LIMIT: &str = "container.memory.limit";
+/// `container.memory.working_set`: usage minus inactive file cache, `Gauge`.
+pub const CONTAINER_MEMORY_WORKING_SET: &str = "container.memory.working_set";
+/// `container.memory.oom_kills`: processes killed for the cgroup's memory limit, `Counter`.
+pub const CONTAINER_MEMORY_OOM_KILLS: &str = "container.memory.oom_kills";
+/// `container.disk.io`: bytes a cgroup read and wrote, `Counter`, label `disk.io.direction`.
+pub const CONTAINER_DISK_IO: &str = "container.disk.io";
+/// `container.disk.operations`: block operations of a cgroup, `Counter`, `disk.io.direction`.
+pub const CONTAINER_DISK_OPERATIONS: &str = "container.disk.operations";
+/// `container.pressure.waiting`: a cgroup's `some` stall seconds (v2), `Counter<f64>`, label
+/// `system.pressure.resource`.
+pub const CONTAINER_PRESSURE_WAITING: &str = "container.pressure.waiting";
+/// `container.pressure.stalled`: a cgroup's `full` stall seconds (v2), `Counter<f64>`.
+pub const CONTAINER_PRESSURE_STALLED: &str = "container.pressure.stalled";
+/// The cgroup's path from the cgroup root (`/system.slice/docker-<id>.scope`).
+pub const CGROUP_PATH_LABEL: &str = "cgroup.path";
+/// The container id a cgroup path names (empty when none).
+pub const CONTAINER_ID_LABEL: &str = "container.id";
+/// The container runtime a cgroup path names (`docker`, `containerd`, `cri-o`, `podman`).
+pub const CONTAINER_RUNTIME_LABEL: &str = "container.runtime";
+/// The Kubernetes pod UID a cgroup path names.
+pub const K8S_POD_UID_LABEL: &str = "k8s.pod.uid";
 /// `procstat`: the prefix of procstat's per-process families, in place of sonde-process's
 /// `process` (`procstat.cpu.time`, `procstat.memory.usage`...).
 pub const PROCSTAT_PREFIX: &str = "procstat";

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 
 use sonde_process::procfs::{parse_uptime, unescape_octal};
 
-use crate::reading::{Cpu, CpuTicks, DiskIo, DiskOps, FsSizes, Memory, NetIo, Pressure};
+use crate::reading::{
+    Cpu, CpuTicks, DiskIo, DiskOps, FsSizes, Memory, NetIo, Pressure, parse_pressure,
+};
 
 /// Reads the host's `/proc` files (or those under another root, for tests).
 pub(crate) struct Procfs {
@@ -358,24 +360,6 @@ pub(crate) fn parse_net_dev(text: &str) -> Option<Vec<NetIo>> {
         });
     }
     Some(out)
-}
-
-/// Parses one `/proc/pressure` file: `some avg10=0.00 avg60=0.00 avg300=0.00 total=123` and,
-/// where the kernel has it, the same with `full`. `None` without a readable `some` total.
-pub(crate) fn parse_pressure(resource: &'static str, text: &str) -> Option<Pressure> {
-    let total = |kind: &str| {
-        text.lines()
-            .find(|l| l.split_whitespace().next() == Some(kind))?
-            .split_whitespace()
-            .find_map(|f| f.strip_prefix("total="))?
-            .parse::<u64>()
-            .ok()
-    };
-    Some(Pressure {
-        resource,
-        some_us: total("some")?,
-        full_us: total("full"),
-    })
 }
 
 /// Parses `/proc/self/mounts` (fstab format, with octal escapes in paths).

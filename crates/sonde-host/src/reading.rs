@@ -148,3 +148,21 @@ pub(crate) struct NetIo {
     /// `None` where the platform does not say.
     pub(crate) dropped: Option<[u64; 2]>,
 }
+
+/// Parses one `/proc/pressure` file: `some avg10=0.00 avg60=0.00 avg300=0.00 total=123` and,
+/// where the kernel has it, the same with `full`. `None` without a readable `some` total.
+pub(crate) fn parse_pressure(resource: &'static str, text: &str) -> Option<Pressure> {
+    let total = |kind: &str| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(kind))?
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("total="))?
+            .parse::<u64>()
+            .ok()
+    };
+    Some(Pressure {
+        resource,
+        some_us: total("some")?,
+        full_us: total("full"),
+    })
+}

@@ -1,0 +1,847 @@
+//! Container and cgroup metrics: CPU time and throttling, memory usage, limit, working set and
+//! OOM kills, disk bytes and operations, and (cgroup v2) pressure stall information, per cgroup,
+//! read from the cgroup filesystem (v2, v1, or both on a hybrid host).
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use sonde_core::{CollectorGuard, Counter, Family, Gauge, Registry, Unit};
+
+use crate::host::{Cumulative, CumulativeSecs, clamp_i64, collector_errors};
+use crate::reading::parse_pressure;
+use crate::*;
+
+/// The labels of every cgroup family, in this order.
+pub const CGROUP_LABELS: [&str; 4] = [
+    CGROUP_PATH_LABEL,
+    CONTAINER_ID_LABEL,
+    CONTAINER_RUNTIME_LABEL,
+    K8S_POD_UID_LABEL,
+];
+
+/// How deep the walk of a hierarchy goes (Kubernetes nests pods four to five levels down).
+const MAX_DEPTH: usize = 12;
+
+/// Configures and installs the cgroup collector.
+#[derive(Debug, Clone)]
+#[must_use = "call .install() to start collecting"]
+pub struct CgroupCollector {
+    registry: Option<Registry>,
+    root: PathBuf,
+    include: Vec<String>,
+    containers: bool,
+    max_cgroups: usize,
+    on_collect: bool,
+}
+
+impl Default for CgroupCollector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl CgroupCollector {
+    /// Containers (cgroups whose path names a Docker, containerd, CRI-O or Podman container)
+    /// under `/sys/fs/cgroup`, into [`Registry::global`].
+    pub fn new() -> Self {
+        CgroupCollector {
+            registry: None,
+            root: PathBuf::from("/sys/fs/cgroup"),
+            include: Vec::new(),
+            containers: true,
+            max_cgroups: 1000,
+            on_collect: false,
+        }
+    }
+
+    /// Registers into `registry` instead of [`Registry::global`].
+    pub fn registry(mut self, registry: &Registry) -> Self {
+        self.registry = Some(registry.clone());
+        self
+    }
+
+    /// Where the cgroup filesystem is mounted (default `/sys/fs/cgroup`; with a host root,
+    /// `/host/sys/fs/cgroup`). A v2 (unified) mount, or a v1 one with the controllers as
+    /// directories (`cpu,cpuacct`, `memory`, `blkio`) and a v2 one at `unified` (hybrid).
+    pub fn root(mut self, root: impl Into<PathBuf>) -> Self {
+        self.root = root.into();
+        self
+    }
+
+    /// Also reports the cgroups whose path (from the root, starting with `/`) matches `glob`
+    /// (`*` any characters but `/`, `**` any characters): `/system.slice/*.service`.
+    pub fn include(mut self, glob: impl Into<String>) -> Self {
+        self.include.push(glob.into());
+        self
+    }
+
+    /// Whether containers are reported without being included (default true).
+    pub fn containers(mut self, on: bool) -> Self {
+        self.containers = on;
+        self
+    }
+
+    /// Most cgroups reported (default 1000); more are counted in
+    /// `sonde.collector.errors{collector="cgroup",reason="too_many_cgroups"}` and left out.
+    pub fn max_cgroups(mut self, n: usize) -> Self {
+        self.max_cgroups = n.max(1);
+        self
+    }
+
+    /// Collects on every read of the registry (a scrape) rather than only on
+    /// [`CgroupMetrics::collect`].
+    pub fn on_collect(mut self, on: bool) -> Self {
+        self.on_collect = on;
+        self
+    }
+
+    /// Registers the families, reads the cgroups once (their counters count from now; a
+    /// cgroup that appears later counts from its creation) and, with
+    /// [`on_collect`](Self::on_collect), adds a collect hook. Errors if the root is not a
+    /// cgroup filesystem.
+    pub fn install(self) -> Result<CgroupMetrics, Error> {
+        let registry = self.registry.unwrap_or_else(|| Registry::global().clone());
+        let hierarchies = Hierarchies::find(&self.root).ok_or_else(|| Error::System {
+            message: format!(
+                "{} is not a cgroup filesystem (no cgroup.controllers, and no cpuacct, memory or unified directory); mount the host's /sys/fs/cgroup there",
+                self.root.display()
+            ),
+        })?;
+        let mut state = State {
+            hierarchies,
+            include: self.include,
+            containers: self.containers,
+            max_cgroups: self.max_cgroups,
+            families: Families::register(&registry)?,
+            cgroups: HashMap::new(),
+            generation: 0,
+        };
+        state.collect(true);
+        let shared = Arc::new(Shared {
+            installed: AtomicBool::new(true),
+            state: Mutex::new(Some(state)),
+        });
+        let hook = self.on_collect.then(|| {
+            let hook = shared.clone();
+            registry.register_collector(move || hook.collect())
+        });
+        Ok(CgroupMetrics {
+            _hook: hook.map(Arc::new),
+            shared,
+        })
+    }
+}
+
+/// Installed cgroup metrics. Cheap to clone; collection stops with
+/// [`Component::shutdown`](sonde_core::Component::shutdown) (series kept) or
+/// [`uninstall`](Self::uninstall) (series removed).
+#[derive(Clone)]
+#[must_use = "dropping the handle stops the cgroup metrics: keep it for as long as they should be collected"]
+pub struct CgroupMetrics {
+    shared: Arc<Shared>,
+    _hook: Option<Arc<CollectorGuard>>,
+}
+
+impl std::fmt::Debug for CgroupMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CgroupMetrics").finish_non_exhaustive()
+    }
+}
+
+impl CgroupMetrics {
+    /// Reads every cgroup now: new ones get series, vanished ones lose theirs.
+    pub fn collect(&self) {
+        self.shared.collect();
+    }
+
+    /// The cgroup paths reported now.
+    pub fn paths(&self) -> Vec<String> {
+        let mut v: Vec<String> = lock(&self.shared.state)
+            .as_ref()
+            .map(|s| s.cgroups.keys().cloned().collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    /// Stops collecting and removes every series it created. Idempotent.
+    pub fn uninstall(&self) {
+        self.shared.installed.store(false, Ordering::Relaxed);
+        if let Some(mut state) = lock(&self.shared.state).take() {
+            let paths: Vec<String> = state.cgroups.keys().cloned().collect();
+            for p in paths {
+                state.remove(&p);
+            }
+        }
+    }
+}
+
+crate::collector_component!(CgroupMetrics, "cgroup");
+
+struct Shared {
+    installed: AtomicBool,
+    state: Mutex<Option<State>>,
+}
+
+impl Shared {
+    fn collect(&self) {
+        if !self.installed.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(state) = lock(&self.state).as_mut() {
+            state.collect(false);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Where each controller's files are.
+#[derive(Debug, Clone)]
+struct Hierarchies {
+    v2: Option<PathBuf>,
+    cpuacct: Option<PathBuf>,
+    cpu: Option<PathBuf>,
+    memory: Option<PathBuf>,
+    blkio: Option<PathBuf>,
+}
+
+impl Hierarchies {
+    fn find(root: &Path) -> Option<Hierarchies> {
+        if root.join("cgroup.controllers").exists() {
+            return Some(Hierarchies {
+                v2: Some(root.to_path_buf()),
+                cpuacct: None,
+                cpu: None,
+                memory: None,
+                blkio: None,
+            });
+        }
+        let dir = |names: &[&str]| {
+            names
+                .iter()
+                .map(|n| root.join(n))
+                .find(|p| p.is_dir() && p.join("cgroup.procs").exists())
+        };
+        let h = Hierarchies {
+            v2: Some(root.join("unified")).filter(|p| p.join("cgroup.controllers").exists()),
+            cpuacct: dir(&["cpuacct", "cpu,cpuacct", "cpuacct,cpu"]),
+            cpu: dir(&["cpu", "cpu,cpuacct", "cpuacct,cpu"]),
+            memory: dir(&["memory"]),
+            blkio: dir(&["blkio"]),
+        };
+        (h.v2.is_some() || h.cpuacct.is_some() || h.memory.is_some()).then_some(h)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &PathBuf> {
+        [
+            &self.v2,
+            &self.cpuacct,
+            &self.cpu,
+            &self.memory,
+            &self.blkio,
+        ]
+        .into_iter()
+        .flatten()
+    }
+}
+
+/// Who a cgroup is: the container id, runtime and pod UID its path names, when it names them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Identity {
+    /// The 64-hex-digit container id.
+    pub container_id: String,
+    /// `docker`, `containerd`, `cri-o` or `podman`.
+    pub runtime: String,
+    /// The Kubernetes pod UID, from a `pod<uid>` component.
+    pub pod_uid: String,
+}
+
+/// The container a cgroup path names (`/system.slice/docker-<id>.scope`,
+/// `/kubepods.slice/.../cri-containerd-<id>.scope`, `/docker/<id>`, `/kubepods/burstable/pod<uid>/<id>`,
+/// `crio-<id>.scope`, `libpod-<id>.scope`), or `None`.
+pub fn identify(path: &str) -> Option<Identity> {
+    let is_id = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let last = path.rsplit('/').next()?;
+    let scoped = [
+        ("docker-", "docker"),
+        ("cri-containerd-", "containerd"),
+        ("crio-", "cri-o"),
+        ("libpod-", "podman"),
+    ];
+    let (container_id, runtime) = scoped
+        .iter()
+        .find_map(|(prefix, runtime)| {
+            let id = last.strip_prefix(prefix)?.strip_suffix(".scope")?;
+            is_id(id).then(|| (id.to_owned(), (*runtime).to_owned()))
+        })
+        .or_else(|| {
+            // cgroupfs drivers: the bare id, under /docker/ or a Kubernetes pod.
+            is_id(last).then(|| {
+                let runtime = if path.contains("/docker/") {
+                    "docker"
+                } else {
+                    ""
+                };
+                (last.to_owned(), runtime.to_owned())
+            })
+        })?;
+    let pod_uid = path
+        .split('/')
+        .find_map(|c| {
+            let c = c.strip_suffix(".slice").unwrap_or(c);
+            let uid = c
+                .rsplit_once("-pod")
+                .map(|(_, u)| u)
+                .or_else(|| c.strip_prefix("pod"))?;
+            (uid.len() == 36
+                && uid
+                    .bytes()
+                    .all(|b| b.is_ascii_hexdigit() || b == b'-' || b == b'_'))
+            .then(|| uid.replace('_', "-"))
+        })
+        .unwrap_or_default();
+    Some(Identity {
+        container_id,
+        runtime,
+        pod_uid,
+    })
+}
+
+/// Whether `path` matches `glob` (`*` any characters but `/`, `**` any characters).
+fn glob_matches(glob: &str, path: &str) -> bool {
+    fn go(g: &[u8], p: &[u8]) -> bool {
+        match g {
+            [] => p.is_empty(),
+            [b'*', b'*', rest @ ..] => (0..=p.len()).any(|i| go(rest, &p[i..])),
+            [b'*', rest @ ..] => (0..=p.len())
+                .take_while(|&i| i == 0 || p[i - 1] != b'/')
+                .any(|i| go(rest, &p[i..])),
+            [c, rest @ ..] => p.first() == Some(c) && go(rest, &p[1..]),
+        }
+    }
+    go(glob.as_bytes(), path.as_bytes())
+}
+
+struct Families {
+    errors: Family<Counter>,
+    cpu_time: Family<Counter<f64>>,
+    throttled_periods: Family<Counter>,
+    throttled_time: Family<Counter<f64>>,
+    memory_usage: Family<Gauge>,
+    memory_limit: Family<Gauge>,
+    working_set: Family<Gauge>,
+    oom_kills: Family<Counter>,
+    disk_io: Family<Counter>,
+    disk_operations: Family<Counter>,
+    pressure_waiting: Family<Counter<f64>>,
+    pressure_stalled: Family<Counter<f64>>,
+}
+
+impl Families {
+    fn register(registry: &Registry) -> Result<Families, Error> {
+        let with = |extra: &'static str| {
+            let mut l: Vec<&'static str> = CGROUP_LABELS.to_vec();
+            l.push(extra);
+            l
+        };
+        Ok(Families {
+            errors: collector_errors(registry)?,
+            cpu_time: registry
+                .counter_f64(CONTAINER_CPU_TIME)
+                .description("CPU seconds the cgroup's tasks used.")
+                .unit(Unit::Seconds)
+                .labels(CGROUP_LABELS)
+                .build()?,
+            throttled_periods: registry
+                .counter(CONTAINER_CPU_THROTTLED_PERIODS)
+                .description("Enforcement periods in which the cgroup hit its CPU limit.")
+                .unit(Unit::Count("{period}".into()))
+                .labels(CGROUP_LABELS)
+                .build()?,
+            throttled_time: registry
+                .counter_f64(CONTAINER_CPU_THROTTLED_TIME)
+                .description("Seconds the cgroup's tasks were held back by its CPU limit.")
+                .unit(Unit::Seconds)
+                .labels(CGROUP_LABELS)
+                .build()?,
+            memory_usage: registry
+                .gauge(CONTAINER_MEMORY_USAGE)
+                .description("Memory the cgroup uses, page cache included.")
+                .unit(Unit::Bytes)
+                .labels(CGROUP_LABELS)
+                .build()?,
+            memory_limit: registry
+                .gauge(CONTAINER_MEMORY_LIMIT)
+                .description("The cgroup's memory limit; no series when it has none.")
+                .unit(Unit::Bytes)
+                .labels(CGROUP_LABELS)
+                .build()?,
+            working_set: registry
+                .gauge(CONTAINER_MEMORY_WORKING_SET)
+                .description("Memory usage minus inactive file cache: what the OOM killer and the kubelet's eviction look at.")
+                .unit(Unit::Bytes)
+                .labels(CGROUP_LABELS)
+                .build()?,
+            oom_kills: registry
+                .counter(CONTAINER_MEMORY_OOM_KILLS)
+                .description("Processes of the cgroup killed for exceeding its memory limit.")
+                .unit(Unit::Count("{kill}".into()))
+                .labels(CGROUP_LABELS)
+                .build()?,
+            disk_io: registry
+                .counter(CONTAINER_DISK_IO)
+                .description("Bytes the cgroup read from and wrote to block devices.")
+                .unit(Unit::Bytes)
+                .labels(with(DISK_IO_DIRECTION_LABEL))
+                .build()?,
+            disk_operations: registry
+                .counter(CONTAINER_DISK_OPERATIONS)
+                .description("Block device operations of the cgroup.")
+                .unit(Unit::Count("{operation}".into()))
+                .labels(with(DISK_IO_DIRECTION_LABEL))
+                .build()?,
+            pressure_waiting: registry
+                .counter_f64(CONTAINER_PRESSURE_WAITING)
+                .description("Seconds in which some of the cgroup's tasks were stalled waiting for the resource (cgroup v2 pressure, the `some` line).")
+                .unit(Unit::Seconds)
+                .labels(with(PRESSURE_RESOURCE_LABEL))
+                .build()?,
+            pressure_stalled: registry
+                .counter_f64(CONTAINER_PRESSURE_STALLED)
+                .description("Seconds in which all of the cgroup's non-idle tasks were stalled on the resource at once (cgroup v2 pressure, the `full` line).")
+                .unit(Unit::Seconds)
+                .labels(with(PRESSURE_RESOURCE_LABEL))
+                .build()?,
+        })
+    }
+}
+
+/// One cgroup's counters (each created at the first reading that has it).
+struct Entry {
+    labels: [String; 4],
+    cpu: Option<CumulativeSecs>,
+    throttled_periods: Option<Cumulative>,
+    throttled_time: Option<CumulativeSecs>,
+    oom_kills: Option<Cumulative>,
+    /// Bytes read, written; operations read, written.
+    io: [Option<Cumulative>; 4],
+    pressure: HashMap<(&'static str, bool), CumulativeSecs>,
+    generation: u64,
+}
+
+/// One reading of a cgroup; `None` where the file is absent or unreadable.
+#[derive(Debug, Default)]
+struct Reading {
+    cpu_us: Option<u64>,
+    throttled_periods: Option<u64>,
+    throttled_us: Option<u64>,
+    memory: Option<u64>,
+    limit: Option<u64>,
+    inactive_file: Option<u64>,
+    oom_kills: Option<u64>,
+    io: Option<[u64; 4]>,
+    pressure: Vec<crate::reading::Pressure>,
+}
+
+struct State {
+    hierarchies: Hierarchies,
+    include: Vec<String>,
+    containers: bool,
+    max_cgroups: usize,
+    families: Families,
+    cgroups: HashMap<String, Entry>,
+    generation: u64,
+}
+
+impl State {
+    fn collect(&mut self, first: bool) {
+        self.generation += 1;
+        let generation = self.generation;
+        let mut paths = BTreeSet::new();
+        for h in self.hierarchies.all() {
+            walk(h, "", 0, &mut paths);
+        }
+        let mut taken = 0;
+        for path in paths {
+            let identity = identify(&path);
+            let wanted = (self.containers && identity.is_some())
+                || self.include.iter().any(|g| glob_matches(g, &path));
+            if !wanted {
+                continue;
+            }
+            if taken == self.max_cgroups {
+                self.families
+                    .errors
+                    .with(&["cgroup", "too_many_cgroups"])
+                    .inc();
+                break;
+            }
+            taken += 1;
+            let reading = self.read(&path);
+            let id = identity.unwrap_or_default();
+            let entry = self.cgroups.entry(path.clone()).or_insert_with(|| Entry {
+                labels: [path.clone(), id.container_id, id.runtime, id.pod_uid],
+                cpu: None,
+                throttled_periods: None,
+                throttled_time: None,
+                oom_kills: None,
+                io: [None, None, None, None],
+                pressure: HashMap::new(),
+                generation,
+            });
+            entry.generation = generation;
+            record(&self.families, entry, &reading, first);
+        }
+        let gone: Vec<String> = self
+            .cgroups
+            .iter()
+            .filter(|(_, e)| e.generation != generation)
+            .map(|(p, _)| p.clone())
+            .collect();
+        for p in gone {
+            self.remove(&p);
+        }
+    }
+
+    fn read(&self, path: &str) -> Reading {
+        let h = &self.hierarchies;
+        let file = |dir: &Option<PathBuf>, name: &str| -> Option<String> {
+            let dir = dir.as_ref()?;
+            std::fs::read_to_string(dir.join(path.trim_start_matches('/')).join(name)).ok()
+        };
+        let mut r = Reading::default();
+        // cgroup v2 where it has the controller's files, v1 otherwise.
+        if let Some(stat) = file(&h.v2, "cpu.stat") {
+            let kv = key_values(&stat);
+            r.cpu_us = kv.get("usage_usec").copied();
+            r.throttled_periods = kv.get("nr_throttled").copied();
+            r.throttled_us = kv.get("throttled_usec").copied();
+        }
+        if r.cpu_us.is_none() {
+            r.cpu_us = file(&h.cpuacct, "cpuacct.usage")
+                .and_then(|s| s.trim().parse::<u64>().ok())
+                .map(|ns| ns / 1000);
+        }
+        if r.throttled_periods.is_none()
+            && let Some(stat) = file(&h.cpu, "cpu.stat")
+        {
+            let kv = key_values(&stat);
+            r.throttled_periods = kv.get("nr_throttled").copied();
+            r.throttled_us = kv.get("throttled_time").map(|ns| ns / 1000);
+        }
+        match file(&h.v2, "memory.current") {
+            Some(current) => {
+                r.memory = current.trim().parse().ok();
+                r.limit = file(&h.v2, "memory.max").and_then(|s| s.trim().parse().ok());
+                r.inactive_file = file(&h.v2, "memory.stat")
+                    .and_then(|s| key_values(&s).get("inactive_file").copied());
+                r.oom_kills = file(&h.v2, "memory.events")
+                    .and_then(|s| key_values(&s).get("oom_kill").copied());
+            }
+            None => {
+                r.memory =
+                    file(&h.memory, "memory.usage_in_bytes").and_then(|s| s.trim().parse().ok());
+                // v1 writes "no limit" as a page-rounded i64::MAX.
+                r.limit = file(&h.memory, "memory.limit_in_bytes")
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .filter(|&l| l < 1 << 62);
+                r.inactive_file = file(&h.memory, "memory.stat")
+                    .and_then(|s| key_values(&s).get("total_inactive_file").copied());
+                r.oom_kills = file(&h.memory, "memory.oom_control")
+                    .and_then(|s| key_values(&s).get("oom_kill").copied());
+            }
+        }
+        r.io = match file(&h.v2, "io.stat") {
+            Some(stat) => Some(parse_io_stat_v2(&stat)),
+            None => {
+                let bytes =
+                    file(&h.blkio, "blkio.throttle.io_service_bytes").map(|s| parse_blkio_v1(&s));
+                let ops = file(&h.blkio, "blkio.throttle.io_serviced").map(|s| parse_blkio_v1(&s));
+                bytes.zip(ops).map(|(b, o)| [b[0], b[1], o[0], o[1]])
+            }
+        };
+        for resource in ["cpu", "memory", "io"] {
+            if let Some(p) = file(&h.v2, &format!("{resource}.pressure"))
+                .and_then(|t| parse_pressure(resource, &t))
+            {
+                r.pressure.push(p);
+            }
+        }
+        r
+    }
+
+    fn remove(&mut self, path: &str) {
+        let Some(e) = self.cgroups.remove(path) else {
+            return;
+        };
+        let f = &self.families;
+        let l: Vec<&str> = e.labels.iter().map(String::as_str).collect();
+        f.cpu_time.remove(&l);
+        f.throttled_periods.remove(&l);
+        f.throttled_time.remove(&l);
+        f.memory_usage.remove(&l);
+        f.memory_limit.remove(&l);
+        f.working_set.remove(&l);
+        f.oom_kills.remove(&l);
+        for dir in ["read", "write"] {
+            let mut with = l.clone();
+            with.push(dir);
+            f.disk_io.remove(&with);
+            f.disk_operations.remove(&with);
+        }
+        for resource in ["cpu", "memory", "io"] {
+            let mut with = l.clone();
+            with.push(resource);
+            f.pressure_waiting.remove(&with);
+            f.pressure_stalled.remove(&with);
+        }
+    }
+}
+
+/// Records one reading; the first reading of a cgroup present at install is the counters'
+/// starting point, a later cgroup's counts from its creation.
+fn record(f: &Families, e: &mut Entry, r: &Reading, baseline: bool) {
+    let l = &e.labels;
+    let with = |extra: &'static str| {
+        let mut v: Vec<&str> = l.iter().map(String::as_str).collect();
+        v.push(extra);
+        v
+    };
+    let secs =
+        |slot: &mut Option<CumulativeSecs>, family: &Family<Counter<f64>>, us: Option<u64>| {
+            if let Some(us) = us {
+                match slot {
+                    Some(c) => c.update(us),
+                    None => {
+                        *slot = Some(CumulativeSecs::new(
+                            family.with(l),
+                            us,
+                            1e6,
+                            false,
+                            baseline,
+                        ))
+                    }
+                }
+            }
+        };
+    secs(&mut e.cpu, &f.cpu_time, r.cpu_us);
+    secs(&mut e.throttled_time, &f.throttled_time, r.throttled_us);
+    let count = |slot: &mut Option<Cumulative>, counter: Counter, total: Option<u64>| {
+        if let Some(t) = total {
+            match slot {
+                Some(c) => c.update(t),
+                None => *slot = Some(Cumulative::new(counter, t, baseline)),
+            }
+        }
+    };
+    if r.throttled_periods.is_some() {
+        count(
+            &mut e.throttled_periods,
+            f.throttled_periods.with(l),
+            r.throttled_periods,
+        );
+    }
+    if r.oom_kills.is_some() {
+        count(&mut e.oom_kills, f.oom_kills.with(l), r.oom_kills);
+    }
+    if let Some(m) = r.memory {
+        f.memory_usage.with(l).set(clamp_i64(m));
+        f.working_set
+            .with(l)
+            .set(clamp_i64(m.saturating_sub(r.inactive_file.unwrap_or(0))));
+    }
+    match r.limit {
+        Some(limit) => f.memory_limit.with(l).set(clamp_i64(limit)),
+        None => {
+            f.memory_limit.remove(l);
+        }
+    }
+    if let Some(io) = r.io {
+        let families = [
+            &f.disk_io,
+            &f.disk_io,
+            &f.disk_operations,
+            &f.disk_operations,
+        ];
+        for (i, total) in io.iter().enumerate() {
+            let dir = if i % 2 == 0 { "read" } else { "write" };
+            if e.io[i].is_none() {
+                e.io[i] = Some(Cumulative::new(
+                    families[i].with(&with(dir)),
+                    *total,
+                    baseline,
+                ));
+            } else if let Some(c) = &mut e.io[i] {
+                c.update(*total);
+            }
+        }
+    }
+    for p in &r.pressure {
+        for (full, total) in [(false, Some(p.some_us)), (true, p.full_us)] {
+            let Some(total) = total else { continue };
+            let family = if full {
+                &f.pressure_stalled
+            } else {
+                &f.pressure_waiting
+            };
+            match e.pressure.get_mut(&(p.resource, full)) {
+                Some(c) => c.update(total),
+                None => {
+                    let c = CumulativeSecs::new(
+                        family.with(&with(p.resource)),
+                        total,
+                        1e6,
+                        false,
+                        baseline,
+                    );
+                    e.pressure.insert((p.resource, full), c);
+                }
+            }
+        }
+    }
+}
+
+/// Every cgroup directory below `dir` (paths from the hierarchy's root, `/a/b`).
+fn walk(dir: &Path, prefix: &str, depth: usize, out: &mut BTreeSet<String>) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let path = format!("{prefix}/{name}");
+        walk(&e.path(), &path, depth + 1, out);
+        out.insert(path);
+    }
+}
+
+/// `key value` lines (`cpu.stat`, `memory.stat`, `memory.events`, `memory.oom_control`).
+fn key_values(text: &str) -> HashMap<&str, u64> {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k, v.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// `io.stat`: `MAJ:MIN rbytes=.. wbytes=.. rios=.. wios=.. ...` per device, summed:
+/// `[rbytes, wbytes, rios, wios]`.
+fn parse_io_stat_v2(text: &str) -> [u64; 4] {
+    let mut sum = [0u64; 4];
+    for line in text.lines() {
+        for field in line.split_whitespace().skip(1) {
+            let Some((k, v)) = field.split_once('=') else {
+                continue;
+            };
+            let i = match k {
+                "rbytes" => 0,
+                "wbytes" => 1,
+                "rios" => 2,
+                "wios" => 3,
+                _ => continue,
+            };
+            sum[i] = sum[i].saturating_add(v.parse().unwrap_or(0));
+        }
+    }
+    sum
+}
+
+/// `blkio.throttle.io_service_bytes` / `io_serviced`: `MAJ:MIN Read N` and `MAJ:MIN Write N`
+/// per device, summed: `[read, write]`.
+fn parse_blkio_v1(text: &str) -> [u64; 2] {
+    let mut sum = [0u64; 2];
+    for line in text.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(_dev), Some(op), Some(n)) = (f.next(), f.next(), f.next()) else {
+            continue;
+        };
+        let i = match op {
+            "Read" => 0,
+            "Write" => 1,
+            _ => continue,
+        };
+        sum[i] = sum[i].saturating_add(n.parse().unwrap_or(0));
+    }
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "4f1d2c3b4a5968778695a4b3c2d1e0f1f2e3d4c5b6a798877665544332211ff0";
+
+    #[test]
+    fn containers_are_identified_from_their_cgroup_paths() {
+        let cases = [
+            (format!("/system.slice/docker-{ID}.scope"), "docker", ""),
+            (format!("/docker/{ID}"), "docker", ""),
+            (format!("/machine.slice/libpod-{ID}.scope"), "podman", ""),
+            (
+                format!(
+                    "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod0b6a5c1e_1111_4222_8333_444455556666.slice/cri-containerd-{ID}.scope"
+                ),
+                "containerd",
+                "0b6a5c1e-1111-4222-8333-444455556666",
+            ),
+            (
+                format!("/kubepods/burstable/pod0b6a5c1e-1111-4222-8333-444455556666/{ID}"),
+                "",
+                "0b6a5c1e-1111-4222-8333-444455556666",
+            ),
+            (format!("/kubepods.slice/crio-{ID}.scope"), "cri-o", ""),
+        ];
+        for (path, runtime, pod) in cases {
+            let id = identify(&path).unwrap_or_else(|| panic!("{path}"));
+            assert_eq!(id.container_id, ID, "{path}");
+            assert_eq!(id.runtime, runtime, "{path}");
+            assert_eq!(id.pod_uid, pod, "{path}");
+        }
+        for not in [
+            "/system.slice/sshd.service",
+            "/user.slice",
+            "/docker/short",
+            "/system.slice/docker-xyz.scope",
+            "",
+        ] {
+            assert_eq!(identify(not), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn globs_match_cgroup_paths() {
+        assert!(glob_matches(
+            "/system.slice/*.service",
+            "/system.slice/sshd.service"
+        ));
+        assert!(!glob_matches(
+            "/system.slice/*.service",
+            "/system.slice/a/b.service"
+        ));
+        assert!(glob_matches("/kubepods/**", "/kubepods/burstable/pod1/abc"));
+        assert!(glob_matches("/sonde-test-*", "/sonde-test-42"));
+        assert!(!glob_matches("/sonde-test-*", "/other"));
+    }
+
+    #[test]
+    fn io_files_are_summed_over_devices() {
+        let v2 = "8:0 rbytes=100 wbytes=200 rios=3 wios=4 dbytes=0 dios=0\n253:0 rbytes=1 wbytes=2 rios=5 wios=6\n";
+        assert_eq!(parse_io_stat_v2(v2), [101, 202, 8, 10]);
+        let v1 = "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 0\n8:0 Total 12288\n8:16 Read 1\nTotal 12289\n";
+        assert_eq!(parse_blkio_v1(v1), [4097, 8192]);
+        assert_eq!(parse_io_stat_v2("garbage\n"), [0; 4]);
+        assert_eq!(parse_blkio_v1(""), [0; 2]);
+    }
+}

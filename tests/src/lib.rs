@@ -13,6 +13,7 @@ pub mod cloudwatch;
 pub mod grafana;
 pub mod host_tree;
 pub mod http;
+pub mod metadata;
 pub mod otlp;
 pub mod peer;
 pub mod prometheus;

@@ -39,6 +39,17 @@ pub fn run(config: Config, path: Option<String>) -> Result<(), String> {
     } else {
         None
     };
+    // Once, before anything exports: the cloud attributes join every resource.
+    let detectors: Vec<crate::detect::Detector> = config
+        .agent
+        .resource_detectors
+        .iter()
+        .filter_map(|d| crate::detect::Detector::parse(d))
+        .collect();
+    let _ = DETECTED.set(crate::detect::detect(
+        &detectors,
+        config.agent.resource_detection_timeout,
+    ));
     let mut running = Running::start(&config, &registry)?;
     info!(
         version = env!("CARGO_PKG_VERSION"),
@@ -166,8 +177,14 @@ enum TickMsg {
     Stop,
 }
 
+/// What `[agent] resource_detectors` found at start (EC2, ECS).
+static DETECTED: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+
 fn resource(config: &Config) -> Resource {
     let mut r = Resource::detect();
+    for (k, v) in DETECTED.get().into_iter().flatten() {
+        r = r.with(k.clone(), v.clone());
+    }
     if std::env::var("OTEL_SERVICE_NAME").is_err()
         && r.get("service.name")
             .is_some_and(|s| s.starts_with("unknown_service"))

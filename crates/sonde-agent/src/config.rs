@@ -83,6 +83,10 @@ pub struct AgentSection {
     pub max_series_per_family: usize,
     /// Estimated bytes all series together may take (the registry's memory budget).
     pub memory_budget: usize,
+    /// `resource_detectors`: cloud environments looked for at start (`ec2`, `ecs`).
+    pub resource_detectors: Vec<String>,
+    /// `resource_detection_timeout`: how long each detector may take.
+    pub resource_detection_timeout: Duration,
 }
 
 /// `[collectors.host]`.
@@ -331,6 +335,9 @@ pub struct RemoteWriteSection {
     pub ca_file: Option<PathBuf>,
     /// `cert_file` and `key_file`: the client certificate for mutual TLS.
     pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// `sigv4 = true` with `sigv4_region` and `sigv4_service`: AWS SigV4 signing, credentials
+    /// from the AWS default chain.
+    pub sigv4: Option<(Option<String>, Option<String>)>,
 }
 
 // Not derived: the password, tokens and header values stay out of logs.
@@ -352,6 +359,7 @@ impl std::fmt::Debug for RemoteWriteSection {
             )
             .field("ca_file", &self.ca_file)
             .field("client_cert", &self.client_cert)
+            .field("sigv4", &self.sigv4)
             .finish_non_exhaustive()
     }
 }
@@ -388,6 +396,12 @@ impl RemoteWriteSection {
         }
         if let Some((cert, key)) = &self.client_cert {
             b = b.tls_client_cert(cert.clone(), key.clone());
+        }
+        if let Some((region, service)) = &self.sigv4 {
+            b = b.sigv4_service(service.clone().unwrap_or_else(|| "aps".into()));
+            if let Some(r) = region {
+                b = b.sigv4_region(r.clone());
+            }
         }
         b
     }
@@ -550,6 +564,9 @@ pub const TCP_IDLE_RANGE: RangeInclusive<Duration> =
     Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
 /// `agent.max_series_per_family`.
 pub const MAX_SERIES_RANGE: RangeInclusive<usize> = 1..=1_000_000;
+/// `agent.resource_detection_timeout`: start-up never waits longer than this for a detector.
+pub const DETECTION_TIMEOUT_RANGE: RangeInclusive<Duration> =
+    Duration::from_millis(10)..=Duration::from_secs(10);
 /// `collectors.cgroups.max_cgroups`.
 pub const MAX_CGROUPS_RANGE: RangeInclusive<usize> = 1..=100_000;
 /// `agent.memory_budget`, bytes: below 1 MiB the agent's own series would not fit.
@@ -1058,6 +1075,8 @@ impl<'a> Reader<'a> {
                 "max_series_per_family",
                 "memory_budget",
                 "host_root",
+                "resource_detectors",
+                "resource_detection_timeout",
             ],
         );
         let log_format = match self.string(agent, &["agent", "log_format"]).as_deref() {
@@ -1111,6 +1130,13 @@ impl<'a> Reader<'a> {
                 &["agent", "memory_budget"],
                 256 << 20,
                 MEMORY_BUDGET_RANGE,
+            ),
+            resource_detectors: self.resource_detectors(agent),
+            resource_detection_timeout: self.duration_in(
+                agent,
+                &["agent", "resource_detection_timeout"],
+                Duration::from_secs(1),
+                DETECTION_TIMEOUT_RANGE,
             ),
         };
         let resource = self.string_table(Some(root), "resource", "resource");
@@ -1649,6 +1675,9 @@ impl<'a> Reader<'a> {
                 "ca_file",
                 "cert_file",
                 "key_file",
+                "sigv4",
+                "sigv4_region",
+                "sigv4_service",
             ],
         );
         let remote_write = if self.bool(t, &["exporters", "remote_write", "enabled"], t.is_some()) {
@@ -1708,6 +1737,24 @@ impl<'a> Reader<'a> {
             self.error(at, p.message, p.hint);
         }
         selection
+    }
+
+    /// `[agent] resource_detectors`: known names only.
+    fn resource_detectors(&mut self, agent: Option<&Table>) -> Vec<String> {
+        let names = self
+            .strings(agent, &["agent", "resource_detectors"])
+            .unwrap_or_default();
+        for n in &names {
+            if crate::detect::Detector::parse(n).is_none() {
+                let at = self.location_of(agent, &["agent", "resource_detectors"]);
+                self.error(
+                    at,
+                    format!("unknown resource detector `{n}`"),
+                    format!("use some of {:?}", crate::detect::DETECTOR_NAMES),
+                );
+            }
+        }
+        names
     }
 
     /// `[collectors.cgroups]`, its root under the host root when there is one.
@@ -1856,6 +1903,12 @@ impl<'a> Reader<'a> {
             headers: self.string_table(t, "headers", "exporters.remote_write.headers"),
             ca_file: self.string(t, &key("ca_file")).map(PathBuf::from),
             client_cert,
+            sigv4: self.bool(t, &key("sigv4"), false).then(|| {
+                (
+                    self.string(t, &key("sigv4_region")),
+                    self.string(t, &key("sigv4_service")),
+                )
+            }),
         };
         let check = section
             .builder(&sonde_core::Registry::new(), &sonde_core::Resource::empty())

@@ -15,6 +15,7 @@
 
 mod agent;
 mod config;
+mod detect;
 mod select;
 
 use std::process::ExitCode;

@@ -54,6 +54,10 @@ fn command(args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Command {
             cmd.env_remove(k);
         }
     }
+    // No AWS region from this machine: the cases say where a region comes from.
+    cmd.env_remove("AWS_REGION")
+        .env_remove("AWS_DEFAULT_REGION")
+        .env("AWS_CONFIG_FILE", "/nonexistent/sonde-test/aws-config");
     for (k, v) in OVERRIDES.iter().chain(env) {
         cmd.env(k, v);
     }
@@ -368,7 +372,7 @@ fn cases() -> Vec<Case> {
         case(
             "remote-write basic auth and a bearer token together",
             "[exporters.remote_write]\nurl = \"http://127.0.0.1:9/api/v1/write\"\nusername = \"a\"\npassword = \"b\"\nbearer_token = \"c\"\n",
-            Refused("one of basic_auth, bearer_token and bearer_token_file"),
+            Refused("one of basic_auth, bearer_token, bearer_token_file and sigv4"),
         ),
         case(
             "a remote-write bearer token file that does not exist",
@@ -384,6 +388,21 @@ fn cases() -> Vec<Case> {
             "a remote-write client certificate without its key",
             "[exporters.remote_write]\nurl = \"http://127.0.0.1:9/api/v1/write\"\ncert_file = \"/etc/hostname\"\n",
             Refused("mutual TLS needs both `cert_file` and `key_file`"),
+        ),
+        case(
+            "an unknown resource detector",
+            "[agent]\nresource_detectors = [\"ec2\", \"gce\"]\n",
+            Refused("unknown resource detector `gce`"),
+        ),
+        case(
+            "remote-write SigV4 with no region anywhere",
+            "[exporters.remote_write]\nurl = \"https://mimir.example/api/v1/push\"\nsigv4 = true\n",
+            Refused("SigV4: no AWS region"),
+        ),
+        case(
+            "remote-write SigV4 and basic auth together",
+            "[exporters.remote_write]\nurl = \"https://aps-workspaces.us-east-1.amazonaws.com/workspaces/ws-1/api/v1/remote_write\"\nsigv4 = true\nusername = \"a\"\npassword = \"b\"\n",
+            Refused("one of basic_auth, bearer_token, bearer_token_file and sigv4"),
         ),
         case(
             "remote write with a tenant, headers and basic auth",

@@ -416,3 +416,88 @@ fn real_cgroups_are_reported_as_the_kernel_counts_them() {
         || scrape_metrics(metrics).filter(|s| !s.contains(&format!("sonde-test-{tag}-"))),
     );
 }
+
+/// `[agent] resource_detectors` (issue #18 item 4): the EC2 detector asks the instance metadata
+/// service with an IMDSv2 token, the ECS detector the task metadata endpoint, and what they
+/// find joins the agent's resource (`target_info` on /metrics). Stand-ins answer as AWS
+/// documents (no EC2 or ECS here).
+#[test]
+fn ec2_and_ecs_metadata_become_resource_attributes() {
+    use sonde_tests::metadata::Metadata;
+    let (ec2, ecs) = (Metadata::ec2(), Metadata::ecs());
+    let dir = TempDir::new("agent-detect");
+    let metrics = free_addr();
+    let config = config(&dir, metrics, "resource_detectors = [\"ec2\", \"ecs\"]\n");
+    let ec2_url = format!("http://{}", ec2.addr);
+    let ecs_url = format!("http://{}/v4/abc", ecs.addr);
+    let _agent = spawn_agent_with_env(
+        BIN,
+        &config,
+        &dir.0,
+        &[
+            ("AWS_EC2_METADATA_SERVICE_ENDPOINT", &ec2_url),
+            ("ECS_CONTAINER_METADATA_URI_V4", &ecs_url),
+        ],
+    );
+    let scrape = wait_for("the agent", Duration::from_secs(20), || {
+        scrape_metrics(metrics)
+    });
+    let info = scrape
+        .lines()
+        .find(|l| l.starts_with("target_info{"))
+        .unwrap_or_else(|| panic!("{scrape}"));
+    for attr in [
+        // EC2, through the token.
+        "host_id=\"i-0123456789abcdef0\"",
+        "host_type=\"m7g.large\"",
+        "host_image_id=\"ami-0abcdef1234567890\"",
+        "host_name=\"ip-10-0-0-12.eu-west-1.compute.internal\"",
+        // ECS, the later detector: its platform and region win.
+        "cloud_provider=\"aws\"",
+        "cloud_platform=\"aws_ecs\"",
+        "cloud_region=\"us-west-2\"",
+        "cloud_account_id=\"111122223333\"",
+        "aws_ecs_task_family=\"checkout\"",
+        "aws_ecs_task_revision=\"5\"",
+        "aws_ecs_launchtype=\"fargate\"",
+        "aws_ecs_cluster_arn=\"arn:aws:ecs:us-west-2:111122223333:cluster/prod\"",
+        "container_name=\"checkout\"",
+        "container_image_name=\"registry.example:5000/shop/checkout\"",
+        "container_image_tags=\"1.4.2\"",
+    ] {
+        assert!(info.contains(attr), "{attr} missing: {info}");
+    }
+}
+
+/// A metadata address that takes the connection and never answers costs start-up no more than
+/// `resource_detection_timeout`, adds nothing, and is said once in the log.
+#[test]
+fn a_hanging_metadata_service_does_not_hold_the_start_up() {
+    let (_silent, addr) = sonde_tests::metadata::silent();
+    let dir = TempDir::new("agent-detect-hang");
+    let metrics = free_addr();
+    let config = config(
+        &dir,
+        metrics,
+        "resource_detectors = [\"ec2\"]\nresource_detection_timeout = \"300ms\"\n",
+    );
+    let url = format!("http://{addr}");
+    let started = std::time::Instant::now();
+    let _agent = spawn_agent_with_env(
+        BIN,
+        &config,
+        &dir.0,
+        &[("AWS_EC2_METADATA_SERVICE_ENDPOINT", &url)],
+    );
+    let scrape = wait_for("the agent", Duration::from_secs(20), || {
+        scrape_metrics(metrics)
+    });
+    let took = started.elapsed();
+    assert!(!scrape.contains("cloud_platform"), "{scrape}");
+    let log = std::fs::read_to_string(dir.0.join("agent.log")).unwrap();
+    assert!(
+        log.contains("resource detector ec2: no answer within 300ms"),
+        "{log}"
+    );
+    eprintln!("/metrics answered {took:?} after the start, with a 300 ms detection deadline");
+}

@@ -27,19 +27,26 @@
 //! ```
 #![warn(missing_docs)]
 
+// The push paths' HTTP client (reqwest on rustls), shared by remote write and the Pushgateway.
+#[cfg(any(feature = "remote-write", feature = "pushgateway"))]
+mod client;
 mod encode;
 pub mod naming;
 pub mod proto;
+#[cfg(feature = "pushgateway")]
 pub mod push;
 mod ready;
+#[cfg(feature = "remote-write")]
 pub mod remote_write;
 mod report;
 mod server;
 
 pub use encode::{Format, encode, encode_registry};
 pub use proto::encode_protobuf;
+#[cfg(feature = "pushgateway")]
 pub use push::{PushOnDrop, PushgatewayBuilder};
 pub use ready::{MAX_CONDITIONS, Readiness};
+#[cfg(feature = "remote-write")]
 pub use remote_write::{RemoteWriteBuilder, RemoteWriter};
 pub use report::{
     Judge, MARKDOWN_ROWS, REPORT_SCHEMA_VERSION, Window, report, report_markdown,

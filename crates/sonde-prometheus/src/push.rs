@@ -30,8 +30,9 @@ use sonde_core::name::is_prometheus_label_name;
 use sonde_core::{Registry, Resource};
 
 use crate::Error;
-use crate::remote_write::http::{self, Backoff, Outcome};
+use crate::client::{self, Outcome};
 use crate::{Format, encode};
+use sonde_push::telemetry::Backoff;
 
 /// Where and what to push: the Pushgateway's base URL, the grouping key (`job` and labels), the
 /// registry and resource. Defaults: the global registry, the job from `OTEL_SERVICE_NAME` or
@@ -66,7 +67,7 @@ impl std::fmt::Debug for PushgatewayBuilder {
             .field("grouping", &self.grouping)
             .field("timeout", &self.timeout)
             .field("max_retries", &self.max_retries)
-            .field("headers", &http::redacted_headers(&self.headers))
+            .field("headers", &client::redacted_headers(&self.headers))
             .finish_non_exhaustive()
     }
 }
@@ -161,7 +162,7 @@ impl PushgatewayBuilder {
     /// The URL of the group: `{base}/metrics/job/{job}{/name/value}`, each segment
     /// percent-encoded, values with `/` (or empty) in the `@base64` form.
     pub fn group_url(&self) -> Result<String, Error> {
-        http::check_url(&self.url, "http://127.0.0.1:9091")?;
+        client::check_url(&self.url, "http://127.0.0.1:9091")?;
         let job = match &self.job {
             Some(j) => j.clone(),
             None => default_job(),
@@ -212,7 +213,7 @@ impl PushgatewayBuilder {
 
     async fn send_async(&self, method: Method) -> Result<(), Error> {
         let url = self.group_url()?;
-        let headers = http::header_map(&self.headers)?;
+        let headers = client::header_map(&self.headers)?;
         let body = match method {
             Method::Delete => Vec::new(),
             Method::Put | Method::Post => {
@@ -227,7 +228,7 @@ impl PushgatewayBuilder {
             }
         };
         let body = bytes::Bytes::from(body);
-        let client = http::client(self.timeout, &http::TlsFiles::default())?;
+        let client = client::client(self.timeout, &client::TlsFiles::default())?;
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
         let mut attempt = 0;
         loop {
@@ -242,7 +243,7 @@ impl PushgatewayBuilder {
                     .header("Content-Type", Format::Text.content_type())
                     .body(body.clone());
             }
-            match http::outcome(&url, request.send().await, hint).await {
+            match client::outcome(&url, request.send().await, hint).await {
                 Outcome::Success => return Ok(()),
                 Outcome::Fail(e) => return Err(e),
                 Outcome::Retry { error, retry_after } => {

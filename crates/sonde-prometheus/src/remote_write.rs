@@ -28,7 +28,6 @@
 //! ```
 
 mod convert;
-pub(crate) mod http;
 #[cfg(feature = "sigv4")]
 pub mod sigv4;
 
@@ -38,7 +37,8 @@ use sonde_core::name::is_prometheus_label_name;
 use sonde_core::{Registry, Resource, Temporality};
 
 use crate::Error;
-use http::Outcome;
+use crate::client;
+use client::Outcome;
 pub use sonde_push::telemetry;
 pub use sonde_push::telemetry::{DROPPED_POINTS, LAST_SUCCESS, QUEUE_SIZE, REQUESTS, RETRIES};
 
@@ -167,7 +167,7 @@ pub struct RemoteWriteBuilder {
     headers: Vec<(String, String)>,
     selection: sonde_core::Selection,
     auth: AuthSetting,
-    tls: http::TlsFiles,
+    tls: client::TlsFiles,
 }
 
 /// What [`RemoteWriteBuilder::checked`] makes of the settings.
@@ -216,7 +216,7 @@ impl std::fmt::Debug for RemoteWriteBuilder {
             .field("queue_capacity", &self.queue_capacity)
             .field("max_retries", &self.max_retries)
             .field("timeout", &self.timeout)
-            .field("headers", &http::redacted_headers(&self.headers))
+            .field("headers", &client::redacted_headers(&self.headers))
             .field(
                 "auth",
                 &match &self.auth {
@@ -254,7 +254,7 @@ impl RemoteWriteBuilder {
             headers: Vec::new(),
             selection: sonde_core::Selection::new(),
             auth: AuthSetting::None,
-            tls: http::TlsFiles::default(),
+            tls: client::TlsFiles::default(),
         }
     }
 
@@ -444,7 +444,7 @@ impl RemoteWriteBuilder {
     }
 
     fn checked(&self) -> Result<Checked, Error> {
-        http::check_url(&self.url, "http://127.0.0.1:9090/api/v1/write")?;
+        client::check_url(&self.url, "http://127.0.0.1:9090/api/v1/write")?;
         let mut external_labels = self.external_labels.clone();
         for (name, _) in &external_labels {
             if !is_prometheus_label_name(name) {
@@ -477,9 +477,9 @@ impl RemoteWriteBuilder {
         }
         Ok(Checked {
             external_labels,
-            headers: http::header_map(&self.headers)?,
+            headers: client::header_map(&self.headers)?,
             auth: Auth::new(self.auth.clone())?,
-            client: http::client(self.timeout, &self.tls)?,
+            client: client::client(self.timeout, &self.tls)?,
         })
     }
 
@@ -813,7 +813,7 @@ impl sonde_push::Sink for Sender {
         let request = request
             // `Bytes` shares the encoded request: a retry sends it again without a copy.
             .body(batch.body.clone());
-        match http::outcome(&self.url, request.send().await, hint).await {
+        match client::outcome(&self.url, request.send().await, hint).await {
             Outcome::Success => sonde_push::Outcome::Success {
                 rejected: 0,
                 message: String::new(),

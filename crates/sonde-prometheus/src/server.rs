@@ -664,13 +664,19 @@ async fn serve(
             }
         }
     }
+    // Handing the listener to a successor (a reload on the same address), the kept-alive
+    // connections go on being served until they go idle past the timeout: closing them now
+    // would fail a scraper's request racing the close. Stopping for good, they close at once
+    // (the requests in flight finish first).
+    let handover = stop.is_some();
     if let Some(back) = stop
         && let Ok(l) = listener.into_std()
     {
         let _ = back.send(l);
     }
-    // Wait (bounded) for the requests in flight; idle connections close at once.
-    let _ = closing_tx.send(true);
+    if !handover {
+        let _ = closing_tx.send(true);
+    }
     drop(conns_done_tx);
     let _ = tokio::time::timeout(state.timeout, conns_done.recv()).await;
 }

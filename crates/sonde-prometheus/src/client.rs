@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-pub(crate) use sonde_push::telemetry::Backoff;
 
 use crate::Error;
 

@@ -448,6 +448,16 @@ struct Reading {
     pressure: Vec<crate::reading::Pressure>,
 }
 
+impl Reading {
+    fn is_empty(&self) -> bool {
+        self.cpu_us.is_none()
+            && self.memory.is_none()
+            && self.io.is_none()
+            && self.pressure.is_empty()
+            && self.throttled_periods.is_none()
+    }
+}
+
 struct State {
     hierarchies: Hierarchies,
     include: Vec<String>,
@@ -483,6 +493,25 @@ impl State {
             }
             taken += 1;
             let reading = self.read(&path);
+            if reading.is_empty() {
+                // Gone between the walk and the read: nothing to say. Still there: unreadable
+                // (permissions, a filesystem without the controllers' files), counted and said.
+                if self
+                    .hierarchies
+                    .all()
+                    .any(|h| h.join(path.trim_start_matches('/')).is_dir())
+                {
+                    self.families.errors.with(&["cgroup", "read"]).inc();
+                    static UNREADABLE: sonde_core::diag::RateLimit =
+                        sonde_core::diag::RateLimit::new(std::time::Duration::from_secs(60));
+                    if UNREADABLE.hit().is_some() {
+                        sonde_core::diag::warn(format_args!(
+                            "cgroup collector: nothing readable in the cgroup {path} (permissions? run the agent as root or with read access to the cgroup filesystem)"
+                        ));
+                    }
+                }
+                continue;
+            }
             let id = identity.unwrap_or_default();
             let entry = self.cgroups.entry(path.clone()).or_insert_with(|| Entry {
                 labels: [path.clone(), id.container_id, id.runtime, id.pod_uid],
@@ -833,6 +862,139 @@ mod tests {
         assert!(glob_matches("/kubepods/**", "/kubepods/burstable/pod1/abc"));
         assert!(glob_matches("/sonde-test-*", "/sonde-test-42"));
         assert!(!glob_matches("/sonde-test-*", "/other"));
+    }
+
+    /// A cgroup v2 tree written by the test: every file the collector reads, then a change, a
+    /// limit removed, an unreadable cgroup and a removed one.
+    #[test]
+    fn a_cgroup_v2_tree_is_read_file_by_file() {
+        let root = std::env::temp_dir().join(format!("sonde-cgroup-v2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let id = format!("/system.slice/docker-{ID}.scope");
+        let dir = root.join(id.trim_start_matches('/'));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(root.join("empty.slice")).unwrap();
+        std::fs::write(root.join("cgroup.controllers"), "cpu io memory pids\n").unwrap();
+        let write = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+        write(
+            "cpu.stat",
+            "usage_usec 2500000\nuser_usec 2000000\nsystem_usec 500000\nnr_periods 40\nnr_throttled 7\nthrottled_usec 350000\n",
+        );
+        write("memory.current", "104857600\n");
+        write("memory.max", "268435456\n");
+        write(
+            "memory.stat",
+            "anon 50000000\nfile 54857600\ninactive_file 4857600\n",
+        );
+        write("memory.events", "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n");
+        write(
+            "io.stat",
+            "8:0 rbytes=4096 wbytes=8192 rios=1 wios=2 dbytes=0 dios=0\n",
+        );
+        write(
+            "cpu.pressure",
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total=1000000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+        );
+
+        let registry = Registry::new();
+        let c = CgroupCollector::new()
+            .registry(&registry)
+            .root(&root)
+            .include("/empty.slice")
+            .install()
+            .unwrap();
+        assert_eq!(c.paths(), std::slice::from_ref(&id));
+        let labels = [
+            ("cgroup.path", id.as_str()),
+            ("container.id", ID),
+            ("container.runtime", "docker"),
+            ("k8s.pod.uid", ""),
+        ];
+        let value = |name: &str, extra: &[(&str, &str)]| {
+            let mut l = labels.to_vec();
+            l.extend_from_slice(extra);
+            registry
+                .snapshot()
+                .point(name, &l)
+                .and_then(|p| p.number())
+                .map(|n| n.as_f64())
+        };
+        // Present at install: the counters count from now, the gauges are as read.
+        assert_eq!(value(CONTAINER_CPU_TIME, &[]), Some(0.0));
+        assert_eq!(value(CONTAINER_MEMORY_USAGE, &[]), Some(104_857_600.0));
+        assert_eq!(value(CONTAINER_MEMORY_LIMIT, &[]), Some(268_435_456.0));
+        assert_eq!(
+            value(CONTAINER_MEMORY_WORKING_SET, &[]),
+            Some(100_000_000.0)
+        );
+        // The empty cgroup has nothing readable: counted, no series.
+        let errors = |reason: &str| {
+            registry
+                .snapshot()
+                .point(
+                    COLLECTOR_ERRORS,
+                    &[("collector", "cgroup"), ("reason", reason)],
+                )
+                .and_then(|p| p.number())
+                .map(|n| n.as_f64())
+        };
+        assert_eq!(errors("read"), Some(1.0));
+
+        write(
+            "cpu.stat",
+            "usage_usec 4000000\nnr_periods 50\nnr_throttled 9\nthrottled_usec 550000\n",
+        );
+        write("memory.max", "max\n");
+        write("memory.events", "oom 2\noom_kill 3\n");
+        write("io.stat", "8:0 rbytes=5096 wbytes=8192 rios=3 wios=2\n");
+        write(
+            "cpu.pressure",
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total=1250000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=500000\n",
+        );
+        c.collect();
+        assert_eq!(value(CONTAINER_CPU_TIME, &[]), Some(1.5));
+        assert_eq!(value(CONTAINER_CPU_THROTTLED_PERIODS, &[]), Some(2.0));
+        assert_eq!(value(CONTAINER_CPU_THROTTLED_TIME, &[]), Some(0.2));
+        assert_eq!(
+            value(CONTAINER_MEMORY_LIMIT, &[]),
+            None,
+            "unlimited now: no series"
+        );
+        assert_eq!(value(CONTAINER_MEMORY_OOM_KILLS, &[]), Some(2.0));
+        assert_eq!(
+            value(CONTAINER_DISK_IO, &[("disk.io.direction", "read")]),
+            Some(1000.0)
+        );
+        assert_eq!(
+            value(CONTAINER_DISK_OPERATIONS, &[("disk.io.direction", "read")]),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(CONTAINER_DISK_IO, &[("disk.io.direction", "write")]),
+            Some(0.0)
+        );
+        assert_eq!(
+            value(
+                CONTAINER_PRESSURE_WAITING,
+                &[("system.pressure.resource", "cpu")]
+            ),
+            Some(0.25)
+        );
+        assert_eq!(
+            value(
+                CONTAINER_PRESSURE_STALLED,
+                &[("system.pressure.resource", "cpu")]
+            ),
+            Some(0.5)
+        );
+
+        // Removed: its series go.
+        std::fs::remove_dir_all(&dir).unwrap();
+        c.collect();
+        assert!(c.paths().is_empty());
+        assert_eq!(value(CONTAINER_MEMORY_USAGE, &[]), None);
+        assert_eq!(value(CONTAINER_CPU_TIME, &[]), None);
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     #[test]

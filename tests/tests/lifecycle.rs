@@ -103,10 +103,22 @@ fn every_component_flushes_and_stops_through_one_trait() {
     // A datagram is in the registry once the list is flushed, and every exporter delivered it.
     let client = UdpSocket::bind("127.0.0.1:0").unwrap();
     client.send_to(b"lifecycle.jobs:3|c", statsd_addr).unwrap();
+    let uptime = |snap: &sonde::Snapshot| {
+        snap.point("system.uptime", &[])
+            .and_then(|p| p.number())
+            .map(|n| n.as_f64())
+            .unwrap()
+    };
+    let before = uptime(&registry.snapshot());
+    std::thread::sleep(Duration::from_millis(20));
     for c in &parts {
         c.flush(T).unwrap_or_else(|e| panic!("flush: {e}"));
     }
     let snap = registry.snapshot();
+    assert!(
+        uptime(&snap) > before,
+        "the host collector's flush read the host again"
+    );
     assert_eq!(
         snap.point("lifecycle.jobs", &[])
             .unwrap()

@@ -182,8 +182,12 @@ static DETECTED: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLoc
 
 fn resource(config: &Config) -> Resource {
     let mut r = Resource::detect();
+    // What OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME say wins over what was detected.
+    let configured = Resource::from_env();
     for (k, v) in DETECTED.get().into_iter().flatten() {
-        r = r.with(k.clone(), v.clone());
+        if configured.get(k).is_none() {
+            r = r.with(k.clone(), v.clone());
+        }
     }
     if std::env::var("OTEL_SERVICE_NAME").is_err()
         && r.get("service.name")
@@ -732,8 +736,9 @@ impl Running {
     /// Stops everything; push exporters deliver what they hold within `timeout`. Returns
     /// whether everything was delivered. Series stay (the process is exiting).
     fn stop(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let left = || deadline.saturating_duration_since(Instant::now());
+        // The sources' stops are bounded by their own waits (a scrape in progress, StatsD's
+        // flush); the push exporters then get the whole `timeout` to deliver, as before the
+        // sources were stopped through the same trait.
         // The timer thread holds the StatsD server and the collectors: it stops first.
         if let Some((stop, t)) = self.ticker.take() {
             let _ = stop.send(TickMsg::Stop);
@@ -763,20 +768,21 @@ impl Running {
             sources.push(c);
         }
         if let Some(s) = self.statsd.take() {
-            stop_statsd(&s, left());
+            stop_statsd(&s, timeout);
         }
-        let mut ok = shutdown_all(sources, left());
+        // Sources report no delivery: their result does not decide the exit code.
+        let _ = shutdown_all(sources, timeout);
         let exporters = Exporters {
             otlp: self.otlp.take(),
             cloudwatch: self.cloudwatch.take(),
             emf: self.emf.take(),
             remote_write: self.remote_write.take(),
         };
-        ok &= exporters.shutdown(left());
+        let ok = exporters.shutdown(timeout);
         // /metrics goes last (a final scrape sees the last values); what it still serves after
-        // its grace finishes in the background and does not decide the exit code.
+        // a short grace finishes in the background and does not decide the exit code.
         if let Some(p) = self.prometheus.take()
-            && let Err(e) = p.shutdown(left().max(Duration::from_secs(1)))
+            && let Err(e) = p.shutdown(Duration::from_secs(1))
         {
             warn!("{e}");
         }

@@ -1903,12 +1903,29 @@ impl<'a> Reader<'a> {
             headers: self.string_table(t, "headers", "exporters.remote_write.headers"),
             ca_file: self.string(t, &key("ca_file")).map(PathBuf::from),
             client_cert,
-            sigv4: self.bool(t, &key("sigv4"), false).then(|| {
-                (
-                    self.string(t, &key("sigv4_region")),
-                    self.string(t, &key("sigv4_service")),
-                )
-            }),
+            sigv4: None,
+        };
+        let sigv4 = self.bool(t, &key("sigv4"), false);
+        let (region, service) = (
+            self.string(t, &key("sigv4_region")),
+            self.string(t, &key("sigv4_service")),
+        );
+        let section = if sigv4 {
+            RemoteWriteSection {
+                sigv4: Some((region, service)),
+                ..section
+            }
+        } else {
+            if region.is_some() || service.is_some() {
+                let at = self.location_of(t, &key("sigv4_region"));
+                self.error(
+                    at,
+                    "[exporters.remote_write] sigv4_region and sigv4_service need `sigv4 = true`"
+                        .into(),
+                    "add sigv4 = true to sign requests with AWS SigV4",
+                );
+            }
+            section
         };
         let check = section
             .builder(&sonde_core::Registry::new(), &sonde_core::Resource::empty())

@@ -27,9 +27,11 @@ use std::time::Duration;
 /// A running source or exporter.
 ///
 /// Both calls block the calling thread for at most about `timeout` and may be called from any
-/// thread, in any order, any number of times: after `shutdown`, `flush` fails and `shutdown`
-/// returns `Ok`. Neither removes series from the registry; the handles of sources that can
-/// also offer `uninstall()` for that.
+/// thread, in any order, any number of times; a second `shutdown` returns `Ok`. After
+/// `shutdown`, a component that delivers or receives (the push exporters, the StatsD server)
+/// refuses a `flush` with an error saying it was shut down; the others have nothing to flush
+/// and return `Ok`. Neither call removes series from the registry; the handles of sources
+/// offer `uninstall()` for that (before `shutdown`: a stopped scrape source keeps its series).
 pub trait Component: Send + Sync {
     /// A short name for logs and errors, such as `otlp`, `statsd` or `prometheus` (an
     /// exporter's name is also its `exporter` label on the `sonde.exporter.*` self-metrics).

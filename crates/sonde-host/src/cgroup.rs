@@ -237,16 +237,19 @@ impl Hierarchies {
         (h.v2.is_some() || h.cpuacct.is_some() || h.memory.is_some()).then_some(h)
     }
 
+    /// Each hierarchy once (`cpu` and `cpuacct` are often one directory).
     fn all(&self) -> impl Iterator<Item = &PathBuf> {
-        [
+        let all = [
             &self.v2,
             &self.cpuacct,
             &self.cpu,
             &self.memory,
             &self.blkio,
-        ]
-        .into_iter()
-        .flatten()
+        ];
+        all.into_iter().enumerate().filter_map(move |(i, p)| {
+            let p = p.as_ref()?;
+            (!all[..i].iter().any(|q| q.as_ref() == Some(p))).then_some(p)
+        })
     }
 }
 
@@ -428,8 +431,9 @@ struct Entry {
     throttled_periods: Option<Cumulative>,
     throttled_time: Option<CumulativeSecs>,
     oom_kills: Option<Cumulative>,
-    /// Bytes read, written; operations read, written.
-    io: [Option<Cumulative>; 4],
+    /// Per device (`MAJ:MIN`): bytes read, written; operations read, written. One counter per
+    /// device, so a device that goes does not look like a reset of the sum.
+    io: HashMap<String, [Cumulative; 4]>,
     pressure: HashMap<(&'static str, bool), CumulativeSecs>,
     generation: u64,
 }
@@ -444,7 +448,8 @@ struct Reading {
     limit: Option<u64>,
     inactive_file: Option<u64>,
     oom_kills: Option<u64>,
-    io: Option<[u64; 4]>,
+    /// Per device: bytes read, written; operations read, written.
+    io: Option<Vec<(String, [u64; 4])>>,
     pressure: Vec<crate::reading::Pressure>,
 }
 
@@ -519,7 +524,7 @@ impl State {
                 throttled_periods: None,
                 throttled_time: None,
                 oom_kills: None,
-                io: [None, None, None, None],
+                io: HashMap::new(),
                 pressure: HashMap::new(),
                 generation,
             });
@@ -591,7 +596,18 @@ impl State {
                 let bytes =
                     file(&h.blkio, "blkio.throttle.io_service_bytes").map(|s| parse_blkio_v1(&s));
                 let ops = file(&h.blkio, "blkio.throttle.io_serviced").map(|s| parse_blkio_v1(&s));
-                bytes.zip(ops).map(|(b, o)| [b[0], b[1], o[0], o[1]])
+                bytes.zip(ops).map(|(bytes, ops)| {
+                    bytes
+                        .into_iter()
+                        .map(|(dev, b)| {
+                            let o = ops
+                                .iter()
+                                .find(|(d, _)| *d == dev)
+                                .map_or([0, 0], |(_, o)| *o);
+                            (dev, [b[0], b[1], o[0], o[1]])
+                        })
+                        .collect()
+                })
             }
         };
         for resource in ["cpu", "memory", "io"] {
@@ -690,25 +706,31 @@ fn record(f: &Families, e: &mut Entry, r: &Reading, baseline: bool) {
             f.memory_limit.remove(l);
         }
     }
-    if let Some(io) = r.io {
+    if let Some(devices) = &r.io {
         let families = [
             &f.disk_io,
             &f.disk_io,
             &f.disk_operations,
             &f.disk_operations,
         ];
-        for (i, total) in io.iter().enumerate() {
-            let dir = if i % 2 == 0 { "read" } else { "write" };
-            if e.io[i].is_none() {
-                e.io[i] = Some(Cumulative::new(
-                    families[i].with(&with(dir)),
-                    *total,
-                    baseline,
-                ));
-            } else if let Some(c) = &mut e.io[i] {
-                c.update(*total);
+        for (dev, totals) in devices {
+            match e.io.get_mut(dev) {
+                Some(counters) => {
+                    for (c, t) in counters.iter_mut().zip(totals) {
+                        c.update(*t);
+                    }
+                }
+                None => {
+                    let counters = std::array::from_fn(|i| {
+                        let dir = if i % 2 == 0 { "read" } else { "write" };
+                        Cumulative::new(families[i].with(&with(dir)), totals[i], baseline)
+                    });
+                    e.io.insert(dev.clone(), counters);
+                }
             }
         }
+        // A device gone: its counters go; the series keep what they counted.
+        e.io.retain(|dev, _| devices.iter().any(|(d, _)| d == dev));
     }
     for p in &r.pressure {
         for (full, total) in [(false, Some(p.some_us)), (true, p.full_us)] {
@@ -765,12 +787,17 @@ fn key_values(text: &str) -> HashMap<&str, u64> {
         .collect()
 }
 
-/// `io.stat`: `MAJ:MIN rbytes=.. wbytes=.. rios=.. wios=.. ...` per device, summed:
+/// `io.stat`: `MAJ:MIN rbytes=.. wbytes=.. rios=.. wios=.. ...`: per device
 /// `[rbytes, wbytes, rios, wios]`.
-fn parse_io_stat_v2(text: &str) -> [u64; 4] {
-    let mut sum = [0u64; 4];
+fn parse_io_stat_v2(text: &str) -> Vec<(String, [u64; 4])> {
+    let mut out = Vec::new();
     for line in text.lines() {
-        for field in line.split_whitespace().skip(1) {
+        let mut fields = line.split_whitespace();
+        let Some(dev) = fields.next().filter(|d| d.contains(':')) else {
+            continue;
+        };
+        let mut totals = [0u64; 4];
+        for field in fields {
             let Some((k, v)) = field.split_once('=') else {
                 continue;
             };
@@ -781,19 +808,20 @@ fn parse_io_stat_v2(text: &str) -> [u64; 4] {
                 "wios" => 3,
                 _ => continue,
             };
-            sum[i] = sum[i].saturating_add(v.parse().unwrap_or(0));
+            totals[i] = v.parse().unwrap_or(0);
         }
+        out.push((dev.to_owned(), totals));
     }
-    sum
+    out
 }
 
-/// `blkio.throttle.io_service_bytes` / `io_serviced`: `MAJ:MIN Read N` and `MAJ:MIN Write N`
-/// per device, summed: `[read, write]`.
-fn parse_blkio_v1(text: &str) -> [u64; 2] {
-    let mut sum = [0u64; 2];
+/// `blkio.throttle.io_service_bytes` / `io_serviced`: `MAJ:MIN Read N` and `MAJ:MIN Write N`:
+/// per device `[read, write]`.
+fn parse_blkio_v1(text: &str) -> Vec<(String, [u64; 2])> {
+    let mut out: Vec<(String, [u64; 2])> = Vec::new();
     for line in text.lines() {
         let mut f = line.split_whitespace();
-        let (Some(_dev), Some(op), Some(n)) = (f.next(), f.next(), f.next()) else {
+        let (Some(dev), Some(op), Some(n)) = (f.next(), f.next(), f.next()) else {
             continue;
         };
         let i = match op {
@@ -801,9 +829,17 @@ fn parse_blkio_v1(text: &str) -> [u64; 2] {
             "Write" => 1,
             _ => continue,
         };
-        sum[i] = sum[i].saturating_add(n.parse().unwrap_or(0));
+        let n = n.parse().unwrap_or(0);
+        match out.iter_mut().find(|(d, _)| d == dev) {
+            Some((_, v)) => v[i] = n,
+            None => {
+                let mut v = [0, 0];
+                v[i] = n;
+                out.push((dev.to_owned(), v));
+            }
+        }
     }
-    sum
+    out
 }
 
 #[cfg(test)]
@@ -998,12 +1034,24 @@ mod tests {
     }
 
     #[test]
-    fn io_files_are_summed_over_devices() {
+    fn io_files_are_read_per_device() {
         let v2 = "8:0 rbytes=100 wbytes=200 rios=3 wios=4 dbytes=0 dios=0\n253:0 rbytes=1 wbytes=2 rios=5 wios=6\n";
-        assert_eq!(parse_io_stat_v2(v2), [101, 202, 8, 10]);
+        assert_eq!(
+            parse_io_stat_v2(v2),
+            [
+                ("8:0".to_owned(), [100, 200, 3, 4]),
+                ("253:0".to_owned(), [1, 2, 5, 6])
+            ]
+        );
         let v1 = "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 0\n8:0 Total 12288\n8:16 Read 1\nTotal 12289\n";
-        assert_eq!(parse_blkio_v1(v1), [4097, 8192]);
-        assert_eq!(parse_io_stat_v2("garbage\n"), [0; 4]);
-        assert_eq!(parse_blkio_v1(""), [0; 2]);
+        assert_eq!(
+            parse_blkio_v1(v1),
+            [
+                ("8:0".to_owned(), [4096, 8192]),
+                ("8:16".to_owned(), [1, 0])
+            ]
+        );
+        assert!(parse_io_stat_v2("garbage\n").is_empty());
+        assert!(parse_blkio_v1("").is_empty());
     }
 }

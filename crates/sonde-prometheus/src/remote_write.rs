@@ -475,6 +475,16 @@ impl RemoteWriteBuilder {
                 ));
             }
         }
+        if self.auth != AuthSetting::None
+            && self
+                .headers
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            return Err(Error::Config(
+                "remote write has an Authorization header and basic_auth, a bearer token or sigv4: give one".into(),
+            ));
+        }
         Ok(Checked {
             external_labels,
             headers: client::header_map(&self.headers)?,

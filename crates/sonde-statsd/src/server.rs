@@ -743,7 +743,10 @@ impl StatsdServer {
     /// buffers) has been parsed and recorded, for up to `timeout`. False on timeout or after
     /// shutdown.
     fn flush_within(&self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
+        // A timeout too long to add waits as long as the threads run (a stop ends it).
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
         let Some(control) = self.control() else {
             return false;
         };
@@ -752,7 +755,8 @@ impl StatsdServer {
         // Each receiver queues what its socket holds, then acknowledges.
         for flushed in &self.shared.flushed {
             while flushed.load(Ordering::Acquire) < request {
-                if Instant::now() >= deadline {
+                // A shutdown on another thread stops the receivers before they answer.
+                if Instant::now() >= deadline || self.shared.stop.load(Ordering::Acquire) {
                     return false;
                 }
                 std::thread::sleep(Duration::from_micros(200));

@@ -113,16 +113,20 @@ impl Signer {
                         aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
                     ))
                     .build_https();
-                let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
                     .http_client(http)
                     .timeout_config(
                         aws_config::timeout::TimeoutConfig::builder()
                             .connect_timeout(timeout)
                             .operation_attempt_timeout(timeout)
                             .build(),
-                    )
-                    .load()
-                    .await;
+                    );
+                // A known region spares the region chain (which asks the instance metadata
+                // service, waiting on it off EC2).
+                if let Some(r) = &explicit_region {
+                    loader = loader.region(aws_config::Region::new(r.clone()));
+                }
+                let sdk = loader.load().await;
                 let provider = sdk.credentials_provider().ok_or_else(|| {
                     Error::Config("SigV4: no AWS credentials provider could be set up".into())
                 })?;
@@ -159,12 +163,17 @@ impl Signer {
                 .is_none_or(|e| e > SystemTime::now() + REFRESH_BEFORE)
         });
         if !fresh {
-            let c = self
-                .provider
-                .provide_credentials()
-                .await
-                .map_err(|e| format!("SigV4: no AWS credentials: {e}"))?;
-            self.cached = Some(c);
+            match self.provider.provide_credentials().await {
+                Ok(c) => self.cached = Some(c),
+                // A refresh that fails while the cached credentials are still valid: go on
+                // with them (the next request tries again).
+                Err(_)
+                    if self
+                        .cached
+                        .as_ref()
+                        .is_some_and(|c| c.expiry().is_none_or(|e| e > SystemTime::now())) => {}
+                Err(e) => return Err(format!("SigV4: no AWS credentials: {e}")),
+            }
         }
         let Some(credentials) = &self.cached else {
             return Err("SigV4: no AWS credentials".into());

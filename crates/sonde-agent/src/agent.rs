@@ -23,7 +23,7 @@ pub fn run(config: Config, path: Option<String>) -> Result<(), String> {
     let mut signals = signal_hook::iterator::Signals::new([SIGHUP, SIGTERM, SIGINT])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     // The agent's own process, once for the agent's lifetime (its series survive reloads).
-    let own = if config.own_process {
+    let mut own = if config.own_process {
         // Unlabelled: process.* is the agent alone (procstat has its own procstat.* names).
         match sonde_process::ProcessCollector::current()
             .registry(&registry)
@@ -91,7 +91,10 @@ pub fn run(config: Config, path: Option<String>) -> Result<(), String> {
             SIGTERM | SIGINT => {
                 info!("shutting down: delivering the last interval");
                 let ok = running.stop(config.agent.shutdown_timeout);
-                drop(own);
+                // Stopped on purpose: its drop then has nothing to say.
+                if let Some(p) = own.take() {
+                    let _ = p.shutdown(Duration::ZERO);
+                }
                 if ok {
                     info!("stopped");
                 } else {

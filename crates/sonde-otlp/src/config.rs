@@ -79,18 +79,8 @@ pub struct OtlpTransport {
     client_key: Option<PathBuf>,
 }
 
-/// Header values (API keys, tokens) and URL credentials never appear in `Debug` output.
-fn redacted_headers(headers: &[(String, String)]) -> impl std::fmt::Debug + '_ {
-    struct Headers<'a>(&'a [(String, String)]);
-    impl std::fmt::Debug for Headers<'_> {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_map()
-                .entries(self.0.iter().map(|(k, _)| (k, sonde_push::REDACTED)))
-                .finish()
-        }
-    }
-    Headers(headers)
-}
+// Header values (API keys, tokens) and URL credentials never appear in `Debug` output.
+use sonde_push::redacted_headers;
 
 impl std::fmt::Debug for OtlpTransport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

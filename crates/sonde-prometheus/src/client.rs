@@ -180,18 +180,7 @@ pub(crate) async fn outcome(
     }
 }
 
-/// `Debug` of configured headers: names only, values (tokens, API keys) hidden.
-pub(crate) fn redacted_headers(headers: &[(String, String)]) -> impl std::fmt::Debug + '_ {
-    struct Headers<'a>(&'a [(String, String)]);
-    impl std::fmt::Debug for Headers<'_> {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_map()
-                .entries(self.0.iter().map(|(k, _)| (k, sonde_push::REDACTED)))
-                .finish()
-        }
-    }
-    Headers(headers)
-}
+pub(crate) use sonde_push::redacted_headers;
 
 #[cfg(test)]
 mod tests {

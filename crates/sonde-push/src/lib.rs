@@ -282,6 +282,20 @@ pub fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
 /// What `Debug` output shows instead of a header value or a secret.
 pub const REDACTED: &str = "<redacted>";
 
+/// `Debug` of configured headers: their names, every value shown as [`REDACTED`] (tokens and
+/// API keys stay out of logs).
+pub fn redacted_headers(headers: &[(String, String)]) -> impl std::fmt::Debug + '_ {
+    struct Headers<'a>(&'a [(String, String)]);
+    impl std::fmt::Debug for Headers<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_map()
+                .entries(self.0.iter().map(|(k, _)| (k, REDACTED)))
+                .finish()
+        }
+    }
+    Headers(headers)
+}
+
 /// Failures and drops are logged at most once per this period, with the count since.
 pub const LOG_PERIOD: Duration = Duration::from_secs(60);
 

@@ -184,14 +184,8 @@ enum TickMsg {
 static DETECTED: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
 
 fn resource(config: &Config) -> Resource {
-    let mut r = Resource::detect();
-    // What OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME say wins over what was detected.
-    let configured = Resource::from_env();
-    for (k, v) in DETECTED.get().into_iter().flatten() {
-        if configured.get(k).is_none() {
-            r = r.with(k.clone(), v.clone());
-        }
-    }
+    // Cloud attributes found at start join the detected ones, below OTEL_RESOURCE_ATTRIBUTES.
+    let mut r = Resource::detect_with(DETECTED.get().into_iter().flatten().cloned());
     if std::env::var("OTEL_SERVICE_NAME").is_err()
         && r.get("service.name")
             .is_some_and(|s| s.starts_with("unknown_service"))

@@ -1783,14 +1783,10 @@ impl<'a> Reader<'a> {
                 .unwrap_or(default_root),
         };
         if enabled {
-            // The collector's own check: the root is a cgroup filesystem.
+            // The collector's own check (the root is a cgroup filesystem), without a walk.
             let probe = sonde_host::CgroupCollector::new()
-                .registry(&sonde_core::Registry::new())
                 .root(&section.root)
-                .max_cgroups(1)
-                .include("/")
-                .containers(false)
-                .install();
+                .check();
             if let Err(e) = probe {
                 let at = self.location_of(t, &key("root"));
                 self.error(

@@ -390,6 +390,11 @@ fn cases() -> Vec<Case> {
             Refused("mutual TLS needs both `cert_file` and `key_file`"),
         ),
         case(
+            "a cgroup root that is not a cgroup filesystem",
+            "[collectors.cgroups]\nenabled = true\nroot = \"/nonexistent/cgroup\"\n",
+            Refused("/nonexistent/cgroup is not a cgroup filesystem"),
+        ),
+        case(
             "an unknown resource detector",
             "[agent]\nresource_detectors = [\"ec2\", \"gce\"]\n",
             Refused("unknown resource detector `gce`"),

@@ -47,7 +47,26 @@ impl Resource {
 
     /// [`detect`](Self::detect) with every environment variable read through `env`.
     pub fn detect_from(env: &dyn Fn(&str) -> Option<String>) -> Self {
-        let detected = Self::detected_from(env);
+        Self::detect_from_with(env, std::iter::empty::<(String, String)>())
+    }
+
+    /// [`detect`](Self::detect) with more detected attributes (what a caller found itself,
+    /// such as cloud metadata): they override the built-in detection and, like it, lose to
+    /// `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_SERVICE_NAME`.
+    pub fn detect_with<K: Into<String>, V: Into<String>>(
+        extra: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        Self::detect_from_with(&|k: &str| std::env::var(k).ok(), extra)
+    }
+
+    fn detect_from_with<K: Into<String>, V: Into<String>>(
+        env: &dyn Fn(&str) -> Option<String>,
+        extra: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        let mut detected = Self::detected_from(env);
+        for (k, v) in extra {
+            detected = detected.with(k, v);
+        }
         let configured = Self::from_vars(
             env("OTEL_RESOURCE_ATTRIBUTES").as_deref(),
             env("OTEL_SERVICE_NAME").as_deref(),
@@ -363,6 +382,24 @@ mod tests {
         assert_eq!(
             Resource::detect_from(&set).get("service.instance.id"),
             Some("pod-7")
+        );
+    }
+
+    #[test]
+    fn extra_detected_attributes_override_detection_and_lose_to_configuration() {
+        let env =
+            |k: &str| (k == "OTEL_RESOURCE_ATTRIBUTES").then(|| "host.type=configured".to_owned());
+        let extra = [("host.name", "ip-10-0-0-12"), ("host.type", "m7g.large")];
+        let r = Resource::detect_from_with(&env, extra);
+        assert_eq!(
+            r.get("host.name"),
+            Some("ip-10-0-0-12"),
+            "over the built-in hostname"
+        );
+        assert_eq!(
+            r.get("host.type"),
+            Some("configured"),
+            "the configuration wins"
         );
     }
 

@@ -102,13 +102,8 @@ impl CgroupCollector {
     /// [`on_collect`](Self::on_collect), adds a collect hook. Errors if the root is not a
     /// cgroup filesystem.
     pub fn install(self) -> Result<CgroupMetrics, Error> {
+        let hierarchies = self.hierarchies()?;
         let registry = self.registry.unwrap_or_else(|| Registry::global().clone());
-        let hierarchies = Hierarchies::find(&self.root).ok_or_else(|| Error::System {
-            message: format!(
-                "{} is not a cgroup filesystem (no cgroup.controllers, and no cpuacct, memory or unified directory); mount the host's /sys/fs/cgroup there",
-                self.root.display()
-            ),
-        })?;
         let mut state = State {
             hierarchies,
             include: self.include,
@@ -130,6 +125,23 @@ impl CgroupCollector {
         Ok(CgroupMetrics {
             _hook: hook.map(Arc::new),
             shared,
+        })
+    }
+}
+
+impl CgroupCollector {
+    /// Checks what [`install`](Self::install) checks before reading anything: the root is a
+    /// cgroup filesystem. Reads no cgroup and registers nothing (for a configuration check).
+    pub fn check(&self) -> Result<(), Error> {
+        self.hierarchies().map(|_| ())
+    }
+
+    fn hierarchies(&self) -> Result<Hierarchies, Error> {
+        Hierarchies::find(&self.root).ok_or_else(|| Error::System {
+            message: format!(
+                "{} is not a cgroup filesystem (no cgroup.controllers, and no cpuacct, memory or unified directory); mount the host's /sys/fs/cgroup there",
+                self.root.display()
+            ),
         })
     }
 }

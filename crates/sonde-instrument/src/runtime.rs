@@ -61,13 +61,7 @@ impl TokioRuntimeMetrics {
     pub fn install(registry: &Registry, handle: Handle) -> Result<TokioRuntimeMetrics, Error> {
         let m = handle.metrics();
         let n = m.num_workers();
-        let gauge = |name: &'static str, help: &'static str| {
-            registry
-                .gauge(name)
-                .description(help)
-                .build()
-                .map(|f| f.with::<&str>(&[]))
-        };
+        let gauge = |name, help| unlabelled_gauge(registry, name, help);
         let workers = gauge(
             "tokio.runtime.workers",
             "Worker threads of the Tokio runtime.",
@@ -157,6 +151,19 @@ impl TokioRuntimeMetrics {
     }
 }
 
+/// The one series of an unlabelled gauge family `name`.
+fn unlabelled_gauge(
+    registry: &Registry,
+    name: &'static str,
+    help: &'static str,
+) -> Result<Gauge, sonde_core::Error> {
+    registry
+        .gauge(name)
+        .description(help)
+        .build()
+        .map(|f| f.with::<&str>(&[]))
+}
+
 #[cfg(all(feature = "tokio-unstable", tokio_unstable))]
 mod unstable {
     use std::sync::{Arc, Mutex};
@@ -164,6 +171,7 @@ mod unstable {
     use sonde_core::{CollectorGuard, Counter, Gauge, Histogram, Registry, Unit};
     use tokio::runtime::Handle;
 
+    use super::unlabelled_gauge;
     use crate::Error;
 
     struct State {
@@ -183,13 +191,7 @@ mod unstable {
         let m = handle.metrics();
         let n = m.num_workers();
         let ids: Vec<String> = (0..n).map(|i| i.to_string()).collect();
-        let gauge = |name: &'static str, help: &'static str| {
-            registry
-                .gauge(name)
-                .description(help)
-                .build()
-                .map(|f| f.with::<&str>(&[]))
-        };
+        let gauge = |name, help| unlabelled_gauge(registry, name, help);
         let per_worker_gauge = registry
             .gauge("tokio.runtime.worker.local_queue.depth")
             .description("Tasks in each worker's own queue.")

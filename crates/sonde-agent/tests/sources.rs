@@ -64,19 +64,23 @@ fn node_exporter_through_the_agent_to_prometheus_and_cloudwatch() {
     let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &TEST_ENV);
     let inst = node.to_string();
     let series = format!("node_memory_MemTotal_bytes{{job=\"node\",instance=\"{inst}\"}}");
+    let up = format!("up{{job=\"node\",instance=\"{inst}\"}}");
+    // One /metrics body is not one instant: a render that overlaps a failed scrape (a 500 ms
+    // timeout on a loaded machine) can read the mirrored series before they go and `up` after
+    // it turns 0. Wait for a body from a healthy moment.
     let scrape = wait_for(
         "node_exporter's metrics on the agent",
         Duration::from_secs(20),
-        || scrape_metrics(metrics).filter(|t| sample_value(t, &series).is_some()),
+        || {
+            scrape_metrics(metrics)
+                .filter(|t| sample_value(t, &series).is_some() && sample_value(t, &up) == Some(1.0))
+        },
     );
     // The agent mirrors node_exporter's value exactly (MemTotal does not move).
     let direct = scrape_metrics(node).unwrap();
     let mem = sample_value(&direct, "node_memory_MemTotal_bytes").unwrap();
     assert_eq!(sample_value(&scrape, &series), Some(mem));
-    assert_eq!(
-        sample_value(&scrape, &format!("up{{job=\"node\",instance=\"{inst}\"}}")),
-        Some(1.0)
-    );
+    assert_eq!(sample_value(&scrape, &up), Some(1.0));
     // Hundreds of series came through (node_exporter exposes about 500), read in the
     // protobuf format: nothing failed to parse. The one refusal is Go's counter
     // go_memstats_alloc_bytes_total next to the gauge go_memstats_alloc_bytes, which

@@ -20,6 +20,7 @@ pub mod prometheus;
 pub mod pushgateway;
 pub mod python;
 pub mod serve;
+pub mod switch;
 pub mod tls_proxy;
 pub mod victoria;
 

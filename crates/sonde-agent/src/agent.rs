@@ -263,8 +263,52 @@ struct Staged {
     cloudwatch: bool,
     emf: bool,
     remote_write: bool,
+    /// Exporters whose new settings keep the durable queue directory of the running one:
+    /// restarted in place at apply (the old one lets go of the directory first).
+    handover: Handover,
     statsd: Option<Option<sonde_statsd::StatsdServer>>,
     prober: Option<Option<sonde_probes::RunningProber>>,
+}
+
+#[derive(Default)]
+struct Handover {
+    otlp: bool,
+    cloudwatch: bool,
+    remote_write: bool,
+}
+
+/// The same durable queue directory before and after a reload.
+fn same_queue(
+    old: Option<&sonde_push::DiskQueueConfig>,
+    new: Option<&sonde_push::DiskQueueConfig>,
+) -> bool {
+    matches!((old, new), (Some(a), Some(b)) if a.dir == b.dir)
+}
+
+/// Restarts an exporter on the durable queue directory it keeps: the old one stops first
+/// (what it has not sent stays queued there, for the new one); if the new one cannot start,
+/// the old settings are started again.
+fn hand_over<E: sonde_core::Component>(
+    slot: &mut Option<E>,
+    timeout: Duration,
+    start_new: impl FnOnce() -> Result<E, String>,
+    start_old: impl FnOnce() -> Option<Result<E, String>>,
+) -> Result<(), String> {
+    if let Some(e) = slot.take()
+        && let Err(err) = e.shutdown(timeout)
+    {
+        warn!("{err}");
+    }
+    match start_new() {
+        Ok(e) => {
+            *slot = Some(e);
+            Ok(())
+        }
+        Err(err) => {
+            *slot = start_old().and_then(Result::ok);
+            Err(err)
+        }
+    }
 }
 
 impl Staged {
@@ -429,6 +473,74 @@ impl Running {
         if staged.remote_write {
             replaced.remote_write =
                 std::mem::replace(&mut self.remote_write, staged_exporters.remote_write);
+        }
+        let resource_new = resource(new);
+        let resource_old = old.map(resource);
+        if staged.handover.otlp
+            && let Some(o) = &new.otlp
+        {
+            let deltas = self.otlp.as_ref().and_then(|e| e.delta_state());
+            let old_section = old.and_then(|c| c.otlp.clone());
+            let restart = hand_over(
+                &mut self.otlp,
+                timeout,
+                || start_otlp(o, registry, &resource_new, deltas.clone()),
+                || {
+                    let r = resource_old.as_ref()?;
+                    Some(start_otlp(
+                        old_section.as_ref()?,
+                        registry,
+                        r,
+                        deltas.clone(),
+                    ))
+                },
+            );
+            if let Err(e) = restart {
+                applied.otlp = old.and_then(|c| c.otlp.clone());
+                errors.push(e);
+            }
+        }
+        if staged.handover.cloudwatch
+            && let Some(c) = &new.cloudwatch
+        {
+            let deltas = self.cloudwatch.as_ref().map(|e| e.delta_state());
+            let old_section = old.and_then(|c| c.cloudwatch.clone());
+            let restart = hand_over(
+                &mut self.cloudwatch,
+                timeout,
+                || start_cloudwatch(c, registry, &resource_new, deltas.clone()),
+                || {
+                    let r = resource_old.as_ref()?;
+                    Some(start_cloudwatch(
+                        old_section.as_ref()?,
+                        registry,
+                        r,
+                        deltas.clone(),
+                    ))
+                },
+            );
+            if let Err(e) = restart {
+                applied.cloudwatch = old.and_then(|c| c.cloudwatch.clone());
+                errors.push(e);
+            }
+        }
+        if staged.handover.remote_write
+            && let Some(rw) = &new.remote_write
+        {
+            let old_section = old.and_then(|c| c.remote_write.clone());
+            let restart = hand_over(
+                &mut self.remote_write,
+                timeout,
+                || start_remote_write(rw, registry, &resource_new),
+                || {
+                    let r = resource_old.as_ref()?;
+                    Some(start_remote_write(old_section.as_ref()?, registry, r))
+                },
+            );
+            if let Err(e) = restart {
+                applied.remote_write = old.and_then(|c| c.remote_write.clone());
+                errors.push(e);
+            }
         }
         let mut old_statsd = None;
         match staged.statsd.take() {
@@ -679,7 +791,15 @@ impl Running {
                 });
             }
         }
-        if exporter_changed(&|o| o.otlp != new.otlp) {
+        let keeps_queue = |pick: &dyn Fn(&Config) -> Option<&sonde_push::DiskQueueConfig>| {
+            old.is_some_and(|o| same_queue(pick(o), pick(new)))
+        };
+        if exporter_changed(&|o| o.otlp != new.otlp)
+            && self.otlp.is_some()
+            && keeps_queue(&|c| c.otlp.as_ref().and_then(|s| s.queue.as_ref()))
+        {
+            staged.handover.otlp = true;
+        } else if exporter_changed(&|o| o.otlp != new.otlp) {
             staged.otlp = true;
             if let Some(o) = &new.otlp {
                 // The new exporter's deltas continue the old one's (nothing counted twice).
@@ -687,7 +807,12 @@ impl Running {
                 staged.exporters.otlp = Some(start_otlp(o, registry, &resource, deltas)?);
             }
         }
-        if exporter_changed(&|o| o.cloudwatch != new.cloudwatch) {
+        if exporter_changed(&|o| o.cloudwatch != new.cloudwatch)
+            && self.cloudwatch.is_some()
+            && keeps_queue(&|c| c.cloudwatch.as_ref().and_then(|s| s.queue.as_ref()))
+        {
+            staged.handover.cloudwatch = true;
+        } else if exporter_changed(&|o| o.cloudwatch != new.cloudwatch) {
             staged.cloudwatch = true;
             if let Some(c) = &new.cloudwatch {
                 let deltas = self.cloudwatch.as_ref().map(|e| e.delta_state());
@@ -703,7 +828,12 @@ impl Running {
                 staged.exporters.emf = Some(Arc::new(start_emf(e, registry, &resource, deltas)?));
             }
         }
-        if exporter_changed(&|o| o.remote_write != new.remote_write) {
+        if exporter_changed(&|o| o.remote_write != new.remote_write)
+            && self.remote_write.is_some()
+            && keeps_queue(&|c| c.remote_write.as_ref().and_then(|s| s.queue.as_ref()))
+        {
+            staged.handover.remote_write = true;
+        } else if exporter_changed(&|o| o.remote_write != new.remote_write) {
             staged.remote_write = true;
             if let Some(rw) = &new.remote_write {
                 staged.exporters.remote_write = Some(start_remote_write(rw, registry, &resource)?);
@@ -889,6 +1019,9 @@ fn start_otlp(
     if let Some(d) = deltas {
         b = b.continue_deltas(d);
     }
+    if let Some(q) = &o.queue {
+        b = b.durable_queue(q.clone());
+    }
     b.install().map_err(|e| format!("[exporters.otlp]: {e}"))
 }
 
@@ -907,6 +1040,9 @@ fn start_cloudwatch(
     }
     if let Some(d) = deltas {
         b = b.continue_deltas(d);
+    }
+    if let Some(q) = &c.queue {
+        b = b.durable_queue(q.clone());
     }
     b.install()
         .map_err(|e| format!("[exporters.cloudwatch]: {e}"))
@@ -983,6 +1119,7 @@ pub fn cost_report(config: &Config, origin: &str) -> Result<String, String> {
                         .map(|t| t.job.clone())
                         .collect::<Vec<_>>(),
                 ),
+                queue: None,
             },
             format!(
                 "[exporters.cloudwatch] is not enabled in {origin}: figures for its defaults.\n"

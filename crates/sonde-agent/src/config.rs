@@ -281,6 +281,8 @@ pub struct OtlpSection {
     pub timeout: Option<Duration>,
     /// `select`: which metrics it sends (default: everything).
     pub select: sonde_core::Selection,
+    /// `queue_dir` (with `queue_max_size`, `queue_fsync`): a durable queue on disk.
+    pub queue: Option<sonde_push::DiskQueueConfig>,
 }
 
 /// `[exporters.cloudwatch]`.
@@ -298,6 +300,8 @@ pub struct CloudWatchSection {
     pub endpoint_url: Option<String>,
     /// `select`: which metrics it sends (default: [`crate::select::cloudwatch_default_for`]).
     pub select: sonde_core::Selection,
+    /// `queue_dir` (with `queue_max_size`, `queue_fsync`): a durable queue on disk.
+    pub queue: Option<sonde_push::DiskQueueConfig>,
 }
 
 /// `[exporters.emf]`.
@@ -338,6 +342,8 @@ pub struct RemoteWriteSection {
     /// `sigv4 = true` with `sigv4_region` and `sigv4_service`: AWS SigV4 signing, credentials
     /// from the AWS default chain.
     pub sigv4: Option<(Option<String>, Option<String>)>,
+    /// `queue_dir` (with `queue_max_size`, `queue_fsync`): a durable queue on disk.
+    pub queue: Option<sonde_push::DiskQueueConfig>,
 }
 
 // Not derived: the password, tokens and header values stay out of logs.
@@ -360,6 +366,7 @@ impl std::fmt::Debug for RemoteWriteSection {
             .field("ca_file", &self.ca_file)
             .field("client_cert", &self.client_cert)
             .field("sigv4", &self.sigv4)
+            .field("queue", &self.queue)
             .finish_non_exhaustive()
     }
 }
@@ -402,6 +409,9 @@ impl RemoteWriteSection {
             if let Some(r) = region {
                 b = b.sigv4_region(r.clone());
             }
+        }
+        if let Some(q) = &self.queue {
+            b = b.durable_queue(q.clone());
         }
         b
     }
@@ -472,6 +482,7 @@ impl Config {
             env,
             errors: Vec::new(),
             env_used: Vec::new(),
+            queue_dirs: Vec::new(),
         };
         let root = doc.as_table();
         let config = r.config(root);
@@ -631,6 +642,8 @@ struct Reader<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     errors: Vec<ConfigError>,
     env_used: Vec<String>,
+    /// Durable queue directories seen, with their exporter.
+    queue_dirs: Vec<(PathBuf, &'static str)>,
 }
 
 fn env_name(path: &[&str]) -> String {
@@ -1483,6 +1496,9 @@ impl<'a> Reader<'a> {
                 "headers",
                 "timeout",
                 "select",
+                "queue_dir",
+                "queue_max_size",
+                "queue_fsync",
             ],
         );
         let otlp = self
@@ -1547,6 +1563,7 @@ impl<'a> Reader<'a> {
                     headers: self.string_table(t, "headers", "exporters.otlp.headers"),
                     timeout,
                     select: self.selection(t, "exporters.otlp", sonde_core::Selection::new),
+                    queue: self.queue(t, "otlp"),
                 };
                 self.check_otlp(t, &section);
                 section
@@ -1564,6 +1581,9 @@ impl<'a> Reader<'a> {
                 "high_resolution",
                 "endpoint_url",
                 "select",
+                "queue_dir",
+                "queue_max_size",
+                "queue_fsync",
             ],
         );
         let cloudwatch = if self.bool(t, &["exporters", "cloudwatch", "enabled"], t.is_some()) {
@@ -1594,6 +1614,7 @@ impl<'a> Reader<'a> {
                     select: self.selection(t, "exporters.cloudwatch", || {
                         crate::select::cloudwatch_default_for(&scrape_jobs)
                     }),
+                    queue: self.queue(t, "cloudwatch"),
                 }),
                 None => {
                     let loc = self.at(t.and_then(Table::span));
@@ -1678,6 +1699,9 @@ impl<'a> Reader<'a> {
                 "sigv4",
                 "sigv4_region",
                 "sigv4_service",
+                "queue_dir",
+                "queue_max_size",
+                "queue_fsync",
             ],
         );
         let remote_write = if self.bool(t, &["exporters", "remote_write", "enabled"], t.is_some()) {
@@ -1737,6 +1761,73 @@ impl<'a> Reader<'a> {
             self.error(at, p.message, p.hint);
         }
         selection
+    }
+
+    /// `queue_dir`, `queue_max_size` and `queue_fsync` of `[exporters.NAME]`: a durable queue,
+    /// checked as the exporter opens it (the directory can be created and written).
+    fn queue(
+        &mut self,
+        t: Option<&Table>,
+        name: &'static str,
+    ) -> Option<sonde_push::DiskQueueConfig> {
+        let key = |k: &'static str| ["exporters", name, k];
+        let section = format!("[exporters.{name}]");
+        let dir = self.string(t, &key("queue_dir"));
+        let Some(dir) = dir else {
+            for k in ["queue_max_size", "queue_fsync"] {
+                if t.is_some_and(|t| t.contains_key(k)) {
+                    let at = self.location_of(t, &key(k));
+                    self.error(
+                        at,
+                        format!("{section} `{k}` needs a `queue_dir`"),
+                        "add queue_dir = \"/var/lib/sonde-agent/queue/NAME\" for a durable queue, or remove it",
+                    );
+                }
+            }
+            return None;
+        };
+        let mut q = sonde_push::DiskQueueConfig::new(&dir);
+        q.max_bytes = self.size(
+            t,
+            &key("queue_max_size"),
+            256 * 1024 * 1024,
+            sonde_push::disk::MIN_QUEUE_BYTES as usize..=1 << 40,
+        ) as u64;
+        match self.string(t, &key("queue_fsync")).as_deref() {
+            None | Some("collection") => {}
+            Some("never") => q.fsync = sonde_push::Fsync::Never,
+            Some(other) => {
+                let at = self.location_of(t, &key("queue_fsync"));
+                self.error(
+                    at,
+                    format!("unknown queue_fsync `{other}`"),
+                    "use \"collection\" (sync after each collection, the default) or \"never\"",
+                );
+            }
+        }
+        if let Err(e) = sonde_push::disk::check(&q) {
+            let at = self.location_of(t, &key("queue_dir"));
+            self.error(
+                at,
+                format!("{section}: {e}"),
+                "the agent needs to create and write this directory (StateDirectory= under systemd, a volume in a container)",
+            );
+        }
+        if let Some(other) = self
+            .queue_dirs
+            .iter()
+            .find(|(d, _)| *d == q.dir)
+            .map(|(_, n)| *n)
+        {
+            let at = self.location_of(t, &key("queue_dir"));
+            self.error(
+                at,
+                format!("{section} queue_dir is also [exporters.{other}]'s"),
+                "give each exporter a directory of its own",
+            );
+        }
+        self.queue_dirs.push((q.dir.clone(), name));
+        Some(q)
     }
 
     /// `[agent] resource_detectors`: known names only.
@@ -1900,6 +1991,7 @@ impl<'a> Reader<'a> {
             ca_file: self.string(t, &key("ca_file")).map(PathBuf::from),
             client_cert,
             sigv4: None,
+            queue: self.queue(t, "remote_write"),
         };
         let sigv4 = self.bool(t, &key("sigv4"), false);
         let (region, service) = (

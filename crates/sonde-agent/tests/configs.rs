@@ -415,6 +415,39 @@ fn cases() -> Vec<Case> {
             Starts,
         ),
         case(
+            "a durable queue with an unknown fsync policy",
+            "[exporters.remote_write]\nurl = \"http://127.0.0.1:9/api/v1/write\"\nqueue_dir = \"/tmp/sonde-configs-queue-fsync\"\nqueue_fsync = \"sometimes\"\n",
+            Refused("unknown queue_fsync `sometimes`"),
+        ),
+        case(
+            "a queue size without a queue directory",
+            "[exporters.otlp]\nqueue_max_size = \"1GiB\"\n",
+            Refused("[exporters.otlp] `queue_max_size` needs a `queue_dir`"),
+        ),
+        case(
+            "a queue directory that cannot be created",
+            "[exporters.remote_write]\nurl = \"http://127.0.0.1:9/api/v1/write\"\nqueue_dir = \"/proc/sonde-queue\"\n",
+            Refused("cannot create the directory"),
+        ),
+        case(
+            "a queue smaller than 4 KiB",
+            "[exporters.remote_write]\nurl = \"http://127.0.0.1:9/api/v1/write\"\nqueue_dir = \"/tmp/sonde-configs-queue-small\"\nqueue_max_size = \"1KiB\"\n",
+            Refused("`exporters.remote_write.queue_max_size` must be a size"),
+        ),
+        case(
+            "two exporters on one queue directory",
+            "[exporters.otlp]\nqueue_dir = \"/tmp/sonde-configs-queue-shared\"\n\n[exporters.remote_write]\nurl = \"http://127.0.0.1:9/api/v1/write\"\nqueue_dir = \"/tmp/sonde-configs-queue-shared\"\n",
+            Refused("[exporters.remote_write] queue_dir is also [exporters.otlp]'s"),
+        ),
+        case(
+            "remote write with a durable queue",
+            format!(
+                "[exporters.remote_write]\nurl = \"http://127.0.0.1:9/api/v1/write\"\ninterval = \"24h\"\nqueue_dir = \"/tmp/sonde-configs-queue-{}\"\nqueue_max_size = \"16MiB\"\nqueue_fsync = \"never\"\n",
+                std::process::id()
+            ),
+            Starts,
+        ),
+        case(
             "a log filter that is not one (was silently replaced by info)",
             "[agent]\nlog_level = \"[[[\"\n",
             Refused("is not a log filter"),

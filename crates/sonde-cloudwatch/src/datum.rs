@@ -448,6 +448,111 @@ pub fn batches(datums: Vec<Datum>, max_bytes: usize) -> Vec<Vec<Datum>> {
     out
 }
 
+/// Writes datums for a durable queue (read back by [`decode_datums`]): lengths and numbers
+/// little endian, strings length-prefixed.
+pub fn encode_datums(datums: &[Datum], out: &mut Vec<u8>) {
+    fn text(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+    out.extend_from_slice(&(datums.len() as u32).to_le_bytes());
+    for d in datums {
+        text(out, &d.name);
+        out.extend_from_slice(&(d.dimensions.len() as u32).to_le_bytes());
+        for (k, v) in &d.dimensions {
+            text(out, k);
+            text(out, v);
+        }
+        text(out, d.unit);
+        out.extend_from_slice(&d.storage_resolution.to_le_bytes());
+        out.extend_from_slice(&d.timestamp_ms.to_le_bytes());
+        match &d.value {
+            DatumValue::Value(v) => {
+                out.push(0);
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            DatumValue::Values { values, counts } => {
+                out.push(1);
+                out.extend_from_slice(&(values.len() as u32).to_le_bytes());
+                for v in values.iter().chain(counts) {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+    }
+}
+
+/// Reads what [`encode_datums`] wrote; `None` if the bytes are not that. `units` are the
+/// unit names a datum may carry (an unknown one becomes `None`).
+pub fn decode_datums(bytes: &[u8], units: &'static [&'static str]) -> Option<Vec<Datum>> {
+    struct R<'a>(&'a [u8]);
+    impl<'a> R<'a> {
+        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+            if self.0.len() < n {
+                return None;
+            }
+            let (a, b) = self.0.split_at(n);
+            self.0 = b;
+            Some(a)
+        }
+        fn u32(&mut self) -> Option<u32> {
+            Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+        }
+        fn u64(&mut self) -> Option<u64> {
+            Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+        }
+        fn f64(&mut self) -> Option<f64> {
+            Some(f64::from_bits(self.u64()?))
+        }
+        fn text(&mut self) -> Option<String> {
+            let n = self.u32()? as usize;
+            String::from_utf8(self.take(n)?.to_vec()).ok()
+        }
+    }
+    let mut r = R(bytes);
+    let n = r.u32()? as usize;
+    // Every datum takes at least 29 bytes: a corrupt count cannot allocate much.
+    let mut out = Vec::with_capacity(n.min(bytes.len() / 29));
+    for _ in 0..n {
+        let name = r.text()?;
+        let ndims = r.u32()? as usize;
+        let mut dimensions = Vec::with_capacity(ndims.min(30));
+        for _ in 0..ndims {
+            dimensions.push((r.text()?, r.text()?));
+        }
+        let unit = r.text()?;
+        let unit = units
+            .iter()
+            .find(|u| **u == unit)
+            .copied()
+            .unwrap_or("None");
+        let storage_resolution = i32::from_le_bytes(r.take(4)?.try_into().ok()?);
+        let timestamp_ms = r.u64()?;
+        let value = match r.take(1)?[0] {
+            0 => DatumValue::Value(r.f64()?),
+            1 => {
+                let m = r.u32()? as usize;
+                if m > r.0.len() / 16 {
+                    return None;
+                }
+                let values = (0..m).map(|_| r.f64()).collect::<Option<Vec<_>>>()?;
+                let counts = (0..m).map(|_| r.f64()).collect::<Option<Vec<_>>>()?;
+                DatumValue::Values { values, counts }
+            }
+            _ => return None,
+        };
+        out.push(Datum {
+            name,
+            dimensions,
+            value,
+            unit,
+            storage_resolution,
+            timestamp_ms,
+        });
+    }
+    r.0.is_empty().then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,5 +678,44 @@ mod tests {
             let bytes: usize = batch.iter().map(Datum::encoded_size_bound).sum();
             assert!(bytes + 512 <= MAX_REQUEST_BYTES);
         }
+    }
+
+    #[test]
+    fn datums_round_trip_through_the_durable_encoding() {
+        let datums = vec![
+            Datum {
+                name: "http.server.request.duration".into(),
+                dimensions: vec![
+                    ("route".into(), "/a".into()),
+                    ("service".into(), "ü".into()),
+                ],
+                value: DatumValue::Values {
+                    values: vec![0.1, 0.25],
+                    counts: vec![3.0, 1.0],
+                },
+                unit: "Seconds",
+                storage_resolution: 60,
+                timestamp_ms: 1_700_000_000_123,
+            },
+            Datum {
+                name: "up".into(),
+                dimensions: vec![],
+                value: DatumValue::Value(-1.5),
+                unit: "Count",
+                storage_resolution: 1,
+                timestamp_ms: 5,
+            },
+        ];
+        let units: &'static [&'static str] = &["Count", "Seconds", "None"];
+        let mut buf = Vec::new();
+        encode_datums(&datums, &mut buf);
+        assert_eq!(decode_datums(&buf, units), Some(datums));
+        // Cut or padded bytes are not datums.
+        for n in 0..buf.len() {
+            assert_eq!(decode_datums(&buf[..n], units), None, "cut at {n}");
+        }
+        buf.push(0);
+        assert_eq!(decode_datums(&buf, units), None);
+        assert_eq!(decode_datums(&[255, 255, 255, 255], units), None);
     }
 }

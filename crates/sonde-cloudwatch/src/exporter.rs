@@ -38,6 +38,7 @@ pub struct CloudWatchBuilder {
     jitter_first: bool,
     continue_deltas: Option<sonde_core::DeltaState>,
     selection: sonde_core::Selection,
+    durable: Option<sonde_push::DiskQueueConfig>,
 }
 
 impl CloudWatchBuilder {
@@ -60,6 +61,7 @@ impl CloudWatchBuilder {
             jitter_first: true,
             continue_deltas: None,
             selection: sonde_core::Selection::new(),
+            durable: None,
         }
     }
 
@@ -185,6 +187,17 @@ impl CloudWatchBuilder {
         self
     }
 
+    /// Queues requests on disk instead of in memory: they survive a restart, a crash
+    /// (`kill -9`) and an outage up to the queue's `max_bytes`, past which the oldest are
+    /// dropped (counted with reason `queue_full`). Requests are then retried until delivered
+    /// (CloudWatch itself refuses datums older than two weeks); one in flight at a crash is
+    /// sent again at the next start. Give each exporter its own directory. Layout and fsync
+    /// policy: [`sonde_push::disk`].
+    pub fn durable_queue(mut self, queue: sonde_push::DiskQueueConfig) -> Self {
+        self.durable = Some(queue);
+        self
+    }
+
     /// Retry backoff (default 500 ms doubling to 10 s, with jitter).
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.initial_backoff = initial;
@@ -270,6 +283,7 @@ impl CloudWatchBuilder {
         config.initial_backoff = self.initial_backoff;
         config.max_backoff = self.max_backoff;
         config.max_retry_time = self.max_retry_time;
+        config.durable = self.durable.clone();
         let (region, endpoint_url, credentials, timeout) = (
             self.region,
             self.endpoint_url,
@@ -408,7 +422,7 @@ impl CloudWatchExporter {
 
 /// One PutMetricData request's datums.
 pub(crate) struct Batch {
-    datums: Vec<MetricDatum>,
+    datums: Vec<Datum>,
     bytes: usize,
 }
 
@@ -418,6 +432,17 @@ impl sonde_push::Batch for Batch {
     }
     fn bytes(&self) -> usize {
         self.bytes
+    }
+    const DURABLE: bool = true;
+    fn encode(&self, out: &mut Vec<u8>) {
+        datum::encode_datums(&self.datums, out);
+    }
+    fn decode(bytes: Vec<u8>, _points: u64) -> Option<Self> {
+        let datums = datum::decode_datums(&bytes, StandardUnit::values())?;
+        Some(Batch {
+            bytes: datums.iter().map(Datum::encoded_size_bound).sum(),
+            datums,
+        })
     }
 }
 
@@ -439,7 +464,7 @@ impl Source for Collector {
             .into_iter()
             .map(|datums| Batch {
                 bytes: datums.iter().map(Datum::encoded_size_bound).sum(),
-                datums: datums.iter().map(sdk_datum).collect(),
+                datums,
             })
             .collect()
     }
@@ -498,7 +523,7 @@ impl Sink for PutMetricData {
             .client
             .put_metric_data()
             .namespace(&self.namespace)
-            .set_metric_data(Some(batch.datums.clone()))
+            .set_metric_data(Some(batch.datums.iter().map(sdk_datum).collect()))
             .send()
             .await;
         match result {

@@ -99,6 +99,16 @@ impl sonde_push::Batch for Encoded {
     fn bytes(&self) -> usize {
         self.body.len()
     }
+    const DURABLE: bool = true;
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.body);
+    }
+    fn decode(bytes: Vec<u8>, points: u64) -> Option<Self> {
+        Some(Encoded {
+            body: bytes.into(),
+            points,
+        })
+    }
 }
 
 /// Converts and encodes `snapshot` into as few requests as the limits allow.

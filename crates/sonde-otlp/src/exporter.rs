@@ -38,6 +38,7 @@ pub struct OtlpMetricsBuilder {
     env: Env,
     continue_deltas: Option<sonde_core::DeltaState>,
     selection: sonde_core::Selection,
+    durable: Option<sonde_push::DiskQueueConfig>,
 }
 
 impl std::fmt::Debug for OtlpMetricsBuilder {
@@ -76,6 +77,7 @@ impl OtlpMetricsBuilder {
             env: Arc::new(process_env),
             continue_deltas: None,
             selection: sonde_core::Selection::new(),
+            durable: None,
         }
     }
 
@@ -152,6 +154,17 @@ impl OtlpMetricsBuilder {
     pub fn queue_capacity(mut self, requests: usize, bytes: usize) -> Self {
         self.queue_capacity = requests.max(1);
         self.max_queue_bytes = bytes.max(1);
+        self
+    }
+
+    /// Queues requests on disk instead of in memory: they survive a restart, a crash
+    /// (`kill -9`) and an outage of the receiver up to the queue's `max_bytes`, past which
+    /// the oldest are dropped (counted with reason `queue_full`). Requests are then retried
+    /// until delivered (the retry limits do not apply); one in flight at a crash is sent
+    /// again at the next start (counted in `sonde.exporter.queue.redelivered_points`). Give
+    /// each exporter its own directory. Layout and fsync policy: [`sonde_push::disk`].
+    pub fn durable_queue(mut self, queue: sonde_push::DiskQueueConfig) -> Self {
+        self.durable = Some(queue);
         self
     }
 
@@ -266,6 +279,7 @@ impl OtlpMetricsBuilder {
         config.initial_backoff = self.initial_backoff;
         config.max_backoff = self.max_backoff;
         config.max_retry_time = self.max_retry_time;
+        config.durable = self.durable.clone();
         let endpoint = settings.endpoint.clone();
         let source = Collector { reader, options };
         let inner = sonde_push::start(&self.registry, config, source, move || async move {

@@ -168,6 +168,7 @@ pub struct RemoteWriteBuilder {
     selection: sonde_core::Selection,
     auth: AuthSetting,
     tls: client::TlsFiles,
+    durable: Option<sonde_push::DiskQueueConfig>,
 }
 
 /// What [`RemoteWriteBuilder::checked`] makes of the settings.
@@ -230,6 +231,7 @@ impl std::fmt::Debug for RemoteWriteBuilder {
                 },
             )
             .field("tls", &self.tls)
+            .field("durable", &self.durable)
             .finish_non_exhaustive()
     }
 }
@@ -255,6 +257,7 @@ impl RemoteWriteBuilder {
             selection: sonde_core::Selection::new(),
             auth: AuthSetting::None,
             tls: client::TlsFiles::default(),
+            durable: None,
         }
     }
 
@@ -390,6 +393,17 @@ impl RemoteWriteBuilder {
         self
     }
 
+    /// Queues requests on disk instead of in memory: they survive a restart, a crash
+    /// (`kill -9`) and an outage of the receiver up to the queue's `max_bytes`, past which
+    /// the oldest are dropped (counted with reason `queue_full`). Requests are then retried
+    /// until delivered (the retry limits do not apply); one in flight at a crash is sent
+    /// again at the next start (counted in `sonde.exporter.queue.redelivered_points`). Give
+    /// each exporter its own directory. Layout and fsync policy: [`sonde_push::disk`].
+    pub fn durable_queue(mut self, queue: sonde_push::DiskQueueConfig) -> Self {
+        self.durable = Some(queue);
+        self
+    }
+
     /// Requests waiting to be sent; past it the oldest is dropped (default 100, at least 1).
     pub fn queue_capacity(mut self, n: usize) -> Self {
         self.queue_capacity = n.max(1);
@@ -509,6 +523,7 @@ impl RemoteWriteBuilder {
         config.initial_backoff = self.initial_backoff;
         config.max_backoff = self.max_backoff;
         config.max_retries = Some(self.max_retries);
+        config.durable = self.durable.clone();
         let source = Collector {
             reader: self
                 .registry
@@ -617,6 +632,16 @@ impl sonde_push::Batch for Batch {
     }
     fn bytes(&self) -> usize {
         self.body.len()
+    }
+    const DURABLE: bool = true;
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.body);
+    }
+    fn decode(bytes: Vec<u8>, points: u64) -> Option<Self> {
+        Some(Batch {
+            body: bytes.into(),
+            samples: points,
+        })
     }
 }
 

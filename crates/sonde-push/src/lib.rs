@@ -6,7 +6,9 @@
 //! - a sender that hands batches in order to a [`Sink`], retrying what the sink calls
 //!   retryable with jittered exponential backoff (or the server's delay) for up to a maximum
 //!   time per batch;
-//! - a bounded queue (batches and bytes) that drops the oldest batch when full;
+//! - a bounded queue (batches and bytes) that drops the oldest batch when full, or, with
+//!   [`PushConfig::durable`], a bounded queue on disk ([`disk`]) that survives restarts and
+//!   outages longer than memory allows;
 //! - [`PushExporter::flush`] and [`PushExporter::shutdown`], which deliver everything
 //!   pending within a deadline, blocking only the caller (also as [`sonde_core::Component`],
 //!   the lifecycle every sonde source and exporter shares).
@@ -56,7 +58,10 @@ use sonde_core::Registry;
 use sonde_core::diag::{self, RateLimit};
 use telemetry::{Backoff, ExporterMetrics};
 
+pub mod disk;
 pub mod telemetry;
+use disk::{DiskMetrics, DiskQueue};
+pub use disk::{DiskQueueConfig, Fsync, QueueError};
 use tokio::sync::Notify;
 
 /// Longer durations are treated as this (a century), so no deadline arithmetic overflows.
@@ -141,6 +146,9 @@ pub enum Error {
     /// says what and why.
     #[error("{0}")]
     Incomplete(String),
+    /// The durable queue could not be opened.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
 }
 
 /// What a batch is worth, for the queue's limits and the drop counters.
@@ -149,6 +157,18 @@ pub trait Batch: Send + 'static {
     fn points(&self) -> u64;
     /// Bytes it holds in memory.
     fn bytes(&self) -> usize;
+    /// Whether [`encode`](Self::encode) and [`decode`](Self::decode) are implemented, so the
+    /// batches can go through a durable queue.
+    const DURABLE: bool = false;
+    /// Appends the batch's bytes for the durable queue (its point count is stored beside).
+    fn encode(&self, _out: &mut Vec<u8>) {}
+    /// The batch [`encode`](Self::encode) wrote, or `None` if the bytes are not one.
+    fn decode(_bytes: Vec<u8>, _points: u64) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 impl Batch for Vec<u64> {
@@ -157,6 +177,23 @@ impl Batch for Vec<u64> {
     }
     fn bytes(&self) -> usize {
         self.len() * 8
+    }
+    const DURABLE: bool = true;
+    fn encode(&self, out: &mut Vec<u8>) {
+        for v in self {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    fn decode(bytes: Vec<u8>, _points: u64) -> Option<Self> {
+        if !bytes.len().is_multiple_of(8) {
+            return None;
+        }
+        Some(
+            bytes
+                .chunks_exact(8)
+                .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+                .collect(),
+        )
     }
 }
 
@@ -230,6 +267,12 @@ pub struct PushConfig {
     pub max_retry_time: Duration,
     /// At most this many retries per batch, if set (also `retries_exhausted`).
     pub max_retries: Option<u32>,
+    /// Queue batches on disk instead of in memory: they survive a restart or a crash and an
+    /// outage as long as the queue's size cap allows. Batches are then retried until they are
+    /// delivered or pushed out by the cap (`max_retry_time` and `max_retries` do not apply,
+    /// nor `queue_capacity` and `max_queue_bytes`); a request the receiver refuses as not
+    /// retryable is still dropped. What is left at shutdown stays on disk for the next start.
+    pub durable: Option<DiskQueueConfig>,
 }
 
 impl PushConfig {
@@ -247,6 +290,7 @@ impl PushConfig {
             max_backoff: Duration::from_secs(5),
             max_retry_time: Duration::from_secs(300),
             max_retries: None,
+            durable: None,
         }
     }
 }
@@ -341,7 +385,25 @@ where
         drop_log: RateLimit::new(LOG_PERIOD),
         panic_log: RateLimit::new(LOG_PERIOD),
     });
-    shared.metrics.queue_size(0);
+    let mut durable = false;
+    if let Some(cfg) = &config.durable {
+        if !S::Batch::DURABLE {
+            return Err(StartError::Start(Error::Queue(QueueError::Unsupported(
+                config.name,
+            ))));
+        }
+        let queue = DiskQueue::open(
+            cfg,
+            config.name,
+            DiskMetrics::register(registry, config.name),
+        )
+        .map_err(|e| StartError::Start(e.into()))?;
+        let mut st = shared.lock();
+        st.last_enqueued = queue.last_id();
+        st.disk = Some(queue);
+        durable = true;
+    }
+    shared.metrics.queue_size(shared.lock().pending());
     let interval = config.interval.max(Duration::from_millis(10));
     shared.metrics.interval(interval);
     let mut backoff = Backoff::new(config.initial_backoff, config.max_backoff);
@@ -358,12 +420,18 @@ where
         source,
         interval,
         first,
+        scratch: Vec::new(),
     };
     let sender = SenderConfig {
         timeout: config.timeout.max(Duration::from_millis(1)),
         backoff,
-        max_retry_time: config.max_retry_time,
-        max_retries: config.max_retries,
+        max_retry_time: if durable {
+            LONGEST
+        } else {
+            config.max_retry_time
+        },
+        max_retries: if durable { None } else { config.max_retries },
+        durable,
     };
     let (started_tx, started_rx) = std::sync::mpsc::channel::<Result<(), StartError<E>>>();
     let thread_shared = shared.clone();
@@ -444,7 +512,7 @@ impl std::fmt::Debug for PushExporter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let st = self.shared.lock();
         f.debug_struct("PushExporter")
-            .field("queued", &st.queue.len())
+            .field("queued", &st.pending())
             .field("stopped", &st.shutdown)
             .finish()
     }
@@ -615,6 +683,7 @@ struct State<B = ()> {
     deadline: Option<Instant>,
     collector_done: bool,
     sender_done: bool,
+    disk: Option<DiskQueue>,
 }
 
 impl<B> Default for State<B> {
@@ -632,16 +701,23 @@ impl<B> Default for State<B> {
             deadline: None,
             collector_done: false,
             sender_done: false,
+            disk: None,
         }
     }
 }
 
 impl<B> State<B> {
     fn delivered_through(&self, id: u64) -> bool {
+        if let Some(disk) = &self.disk {
+            return disk.delivered_through(id);
+        }
         self.in_flight.is_none_or(|f| f > id) && self.queue.front().is_none_or(|b| b.id > id)
     }
 
     fn pending(&self) -> usize {
+        if let Some(disk) = &self.disk {
+            return usize::try_from(disk.pending_records()).unwrap_or(usize::MAX);
+        }
         self.queue.len() + usize::from(self.in_flight.is_some())
     }
 
@@ -758,6 +834,19 @@ impl Shared {
         }
     }
 
+    /// Says what a stopping durable queue keeps for the next start.
+    fn kept_on_disk(&self, disk: &DiskQueue) {
+        if disk.pending_records() > 0 {
+            diag::info(format_args!(
+                "{} exporter: {} requests ({} data points) stay in the durable queue {} and are sent at the next start",
+                self.metrics.exporter(),
+                disk.pending_records(),
+                disk.pending_points(),
+                disk.dir().display()
+            ));
+        }
+    }
+
     fn attempt_succeeded(&self) {
         self.metrics.request(true);
         let failed = self.failed_attempts.swap(0, Ordering::Relaxed);
@@ -776,6 +865,8 @@ struct Collector<S> {
     source: S,
     interval: Duration,
     first: Duration,
+    /// Encoding buffer for the durable queue.
+    scratch: Vec<u8>,
 }
 
 impl<S: Source> Collector<S> {
@@ -851,6 +942,10 @@ impl<S: Source> Collector<S> {
         for (reason, n) in dropped {
             shared.metrics.dropped(reason, n);
         }
+        if shared.lock().disk.is_some() {
+            self.persist(batches);
+            return;
+        }
         for batch in batches {
             let size = Batch::bytes(&batch);
             loop {
@@ -902,7 +997,64 @@ impl<S: Source> Collector<S> {
     }
 }
 
+impl<S: Source> Collector<S> {
+    /// Appends the batches to the durable queue (the oldest segments make room when the cap
+    /// is reached) and syncs them as its policy says.
+    fn persist(&mut self, batches: Vec<S::Batch>) {
+        let shared = &self.shared;
+        let mut st = shared.lock();
+        let Some(disk) = st.disk.as_mut() else {
+            return;
+        };
+        let mut failed: Vec<(&'static str, u64, String)> = Vec::new();
+        for batch in batches {
+            self.scratch.clear();
+            batch.encode(&mut self.scratch);
+            let points = Batch::points(&batch);
+            match disk.append(points, &self.scratch) {
+                Ok(d) if d.records > 0 => failed.push((
+                    "queue_full",
+                    d.points,
+                    format!(
+                        "the durable queue {} reached its size cap, so its oldest {} requests were dropped; the receiver is down or slower than the collection interval",
+                        disk.dir().display(),
+                        d.records
+                    ),
+                )),
+                Ok(_) => {}
+                Err(e) => failed.push((
+                    "disk_error",
+                    points,
+                    format!(
+                        "could not write to the durable queue {}: {e}",
+                        disk.dir().display()
+                    ),
+                )),
+            }
+        }
+        if let Err(e) = disk.sync() {
+            failed.push((
+                "disk_error",
+                0,
+                format!(
+                    "could not sync the durable queue {}: {e}",
+                    disk.dir().display()
+                ),
+            ));
+        }
+        st.last_enqueued = disk.last_id();
+        for (reason, points, msg) in failed {
+            shared.fail(&mut st, reason, points, msg);
+        }
+        shared.metrics.queue_size(st.pending());
+        drop(st);
+        shared.sender_wake.notify_one();
+    }
+}
+
 struct SenderConfig {
+    /// Batches are safe on disk: at shutdown a failed attempt is not retried.
+    durable: bool,
     timeout: Duration,
     backoff: Backoff,
     max_retry_time: Duration,
@@ -910,6 +1062,9 @@ struct SenderConfig {
 }
 
 async fn sender_loop<K: Sink>(shared: Arc<Shared>, mut sink: K, mut cfg: SenderConfig) {
+    if shared.lock().disk.is_some() {
+        return durable_sender_loop(shared, sink, cfg).await;
+    }
     loop {
         let item = {
             let mut st = shared.lock();
@@ -958,6 +1113,69 @@ async fn sender_loop<K: Sink>(shared: Arc<Shared>, mut sink: K, mut cfg: SenderC
         match result {
             Ok(()) => shared.metrics.sent(points),
             Err((reason, error)) => shared.fail(&mut st, reason, points, error),
+        }
+        shared.metrics.queue_size(st.pending());
+        drop(st);
+        shared.cv.notify_all();
+    }
+}
+
+/// The sender of a durable queue: reads one record at a time from disk, and moves the queue
+/// past it once it is delivered or dropped for good. At the shutdown deadline, what is left
+/// stays on disk.
+async fn durable_sender_loop<K: Sink>(shared: Arc<Shared>, mut sink: K, mut cfg: SenderConfig) {
+    loop {
+        let record = {
+            let mut st = shared.lock();
+            let past_deadline = st.deadline.is_some_and(|d| Instant::now() >= d);
+            let stopping = st.shutdown && st.collector_done;
+            let record = match st.disk.as_mut() {
+                Some(disk) if !past_deadline => disk.next(),
+                _ => None,
+            };
+            if record.is_none() && (past_deadline || stopping) {
+                if let Some(disk) = &st.disk {
+                    shared.kept_on_disk(disk);
+                }
+                st.sender_done = true;
+                drop(st);
+                shared.cv.notify_all();
+                return;
+            }
+            shared.metrics.queue_size(st.pending());
+            record
+        };
+        let Some(record) = record else {
+            shared.sender_wake.notified().await;
+            continue;
+        };
+        let (id, points) = (record.id, record.points);
+        let result = match K::Batch::decode(record.payload, points) {
+            Some(batch) => send(&shared, &mut sink, &mut cfg, &batch).await,
+            None => Err((
+                "corrupt",
+                "a request in the durable queue could not be read back (written by another version?)".into(),
+            )),
+        };
+        let mut st = shared.lock();
+        match result {
+            Ok(()) => shared.metrics.sent(points),
+            // Stopping and the receiver fails: the batch, and what follows it, wait on disk for
+            // the next start.
+            Err(("shutdown", _)) => {
+                if let Some(disk) = st.disk.as_mut() {
+                    disk.release();
+                    shared.kept_on_disk(disk);
+                }
+                st.sender_done = true;
+                drop(st);
+                shared.cv.notify_all();
+                return;
+            }
+            Err((reason, error)) => shared.fail(&mut st, reason, points, error),
+        }
+        if let Some(disk) = st.disk.as_mut() {
+            disk.ack(id);
         }
         shared.metrics.queue_size(st.pending());
         drop(st);
@@ -1032,6 +1250,10 @@ async fn send<K: Sink>(
                 after: delay,
             } => {
                 shared.attempt_failed(&error, "retrying with backoff");
+                if cfg.durable && shared.lock().deadline.is_some() {
+                    // Stopping: the batch waits on disk for the next start.
+                    return Err(cut(&error));
+                }
                 if let Some(max) = cfg.max_retries
                     && retries >= max
                 {
@@ -1140,6 +1362,130 @@ mod tests {
             .and_then(|p| p.number())
             .map(|n| n.as_f64());
         assert_eq!(retries, Some(3.0));
+    }
+
+    /// Refuses (retryably) while `down` is set.
+    struct Gated {
+        down: Arc<std::sync::atomic::AtomicBool>,
+        got: Arc<Mutex<Vec<u64>>>,
+    }
+    impl Sink for Gated {
+        type Batch = Vec<u64>;
+        async fn send(&mut self, batch: &Vec<u64>, _timeout: Duration) -> Outcome {
+            if self.down.load(Ordering::SeqCst) {
+                return Outcome::Retry {
+                    error: "down".into(),
+                    after: None,
+                };
+            }
+            self.got.lock().unwrap().extend(batch);
+            Outcome::Success {
+                rejected: 0,
+                message: String::new(),
+            }
+        }
+    }
+
+    fn start_gated(
+        reg: &Registry,
+        c: PushConfig,
+        first: u64,
+        down: &Arc<std::sync::atomic::AtomicBool>,
+        got: &Arc<Mutex<Vec<u64>>>,
+    ) -> PushExporter {
+        let (down, got) = (down.clone(), got.clone());
+        start(reg, c, Counting(first), move || async move {
+            Ok::<_, ()>(Gated { down, got })
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_durable_queue_keeps_every_batch_through_an_outage_and_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config();
+        c.interval = Duration::from_millis(10);
+        // Longer than the outage: the memory queue would drop; the durable one must not.
+        c.max_retry_time = Duration::from_millis(20);
+        c.durable = Some(DiskQueueConfig::new(dir.path()));
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let reg = Registry::new();
+        let e = start_gated(&reg, c.clone(), 0, &down, &got);
+        std::thread::sleep(Duration::from_millis(300));
+        // What is not delivered by the deadline stays on disk: not an error, not a drop.
+        e.shutdown(Duration::from_millis(50)).unwrap();
+        drop(e);
+        assert!(got.lock().unwrap().is_empty());
+        let queued = std::fs::read_dir(dir.path()).unwrap().count();
+        assert!(queued >= 3, "segment, ack and lock files: {queued}");
+
+        // The next process (the receiver is back) sends them first, in order, then its own.
+        down.store(false, Ordering::SeqCst);
+        let reg2 = Registry::new();
+        let e = start_gated(&reg2, c, 1000, &down, &got);
+        e.flush(Duration::from_secs(5)).unwrap();
+        e.shutdown(Duration::from_secs(5)).unwrap();
+        let got = got.lock().unwrap().clone();
+        let old: Vec<u64> = got.iter().copied().filter(|v| *v < 1000).collect();
+        let new: Vec<u64> = got.iter().copied().filter(|v| *v > 1000).collect();
+        assert!(old.len() >= 10, "{got:?}");
+        assert_eq!(old, (1..=old.len() as u64).collect::<Vec<_>>(), "{got:?}");
+        assert_eq!(&got[..old.len()], &old[..], "old batches first: {got:?}");
+        assert_eq!(new[0], 1001, "{got:?}");
+        for r in [&reg, &reg2] {
+            let dropped = r
+                .snapshot()
+                .point(
+                    crate::telemetry::DROPPED_POINTS,
+                    &[("exporter", "test"), ("reason", "retries_exhausted")],
+                )
+                .and_then(|p| p.number())
+                .map(|n| n.as_f64());
+            assert_eq!(dropped, None, "nothing dropped");
+        }
+        let resent = reg2
+            .snapshot()
+            .point(crate::telemetry::QUEUE_REDELIVERED, &[("exporter", "test")])
+            .and_then(|p| p.number())
+            .map_or(0.0, |n| n.as_f64());
+        // The batch being retried at the shutdown may have reached the receiver.
+        assert_eq!(resent, 1.0);
+    }
+
+    #[test]
+    fn a_batch_type_without_encoding_cannot_have_a_durable_queue() {
+        struct Plain;
+        impl Batch for Plain {
+            fn points(&self) -> u64 {
+                1
+            }
+            fn bytes(&self) -> usize {
+                1
+            }
+        }
+        struct One;
+        impl Source for One {
+            type Batch = Plain;
+            fn collect(&mut self) -> Vec<Plain> {
+                vec![Plain]
+            }
+        }
+        struct Nowhere;
+        impl Sink for Nowhere {
+            type Batch = Plain;
+            async fn send(&mut self, _: &Plain, _: Duration) -> Outcome {
+                Outcome::Fail("no".into())
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config();
+        c.durable = Some(DiskQueueConfig::new(dir.path()));
+        let e = start(&Registry::new(), c, One, || async { Ok::<_, ()>(Nowhere) });
+        let Err(StartError::Start(e)) = e else {
+            panic!("started");
+        };
+        assert!(e.to_string().contains("has no durable queue"), "{e}");
     }
 
     #[test]

@@ -9,7 +9,8 @@ use sonde_core::{Counter, Family, Gauge, Registry, Unit};
 /// Requests sent, by `exporter` and `result` (`success`, `failure`).
 pub const REQUESTS: &str = "sonde.exporter.requests";
 /// Data points that were not delivered, by `exporter` and `reason` (`queue_full`, `rejected`,
-/// `retries_exhausted`, `shutdown`, `encode`, `panic`).
+/// `retries_exhausted`, `shutdown`, `encode`, `panic`; with a durable queue also `disk_error` and
+/// `corrupt`).
 pub const DROPPED_POINTS: &str = "sonde.exporter.dropped_points";
 /// Attempts that were retries, by `exporter`.
 pub const RETRIES: &str = "sonde.exporter.retries";
@@ -32,6 +33,15 @@ pub const REJECTED_POINTS: &str = "sonde.exporter.rejected_points";
 /// Panics caught inside an exporter's task (a source's collection or a sink's send), by
 /// `exporter`; the batch is dropped (reason `panic`) and the exporter keeps running.
 pub const PANICS: &str = "sonde.exporter.panics";
+
+/// Bytes a durable queue holds on disk, by `exporter` (only exporters with a durable queue).
+pub const QUEUE_DISK_BYTES: &str = "sonde.exporter.queue.disk_bytes";
+/// Corrupt regions of a durable queue that were skipped (from the first bad record to the end
+/// of its segment), by `exporter`.
+pub const QUEUE_CORRUPT: &str = "sonde.exporter.queue.corrupt_segments";
+/// Data points sent again after a restart because their request was in flight when the
+/// previous process stopped (possible duplicates), by `exporter`.
+pub const QUEUE_REDELIVERED: &str = "sonde.exporter.queue.redelivered_points";
 
 /// One exporter's resolved self-metric handles. A family that could not be registered (a
 /// conflicting registration of the same name) is left out rather than failing the exporter.

@@ -114,3 +114,12 @@ pub use sonde_cloudwatch as cloudwatch;
     doc(cfg(any(feature = "prometheus", feature = "otlp", feature = "cloudwatch")))
 )]
 pub use sonde_push::telemetry;
+
+/// A durable queue for a push exporter (`durable_queue(...)` on the remote write, OTLP and
+/// CloudWatch builders): requests wait on disk through outages, restarts and crashes.
+#[cfg(any(feature = "prometheus", feature = "otlp", feature = "cloudwatch"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "prometheus", feature = "otlp", feature = "cloudwatch")))
+)]
+pub use sonde_push::{DiskQueueConfig, Fsync};

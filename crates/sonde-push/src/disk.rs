@@ -1,0 +1,1043 @@
+//! The durable queue: every batch is written to a segment file on disk before it is sent, and
+//! read back from disk by the sender, so an outage of the receiver longer than memory allows,
+//! an agent restart or a `kill -9` lose nothing but what the size cap pushes out (counted).
+//!
+//! Layout of the queue directory (one per exporter):
+//! - `NNNNNNNNNNNNNNNNNNNN.seg`: segments named by the id of their first record. A record is
+//!   `[payload length u32][crc32 u32][points u64][payload]` (little endian; the CRC covers the
+//!   points and the payload). Appends go to the newest segment until it reaches the segment
+//!   size; a segment the sender has read to its end is deleted.
+//! - `ack`: the id of the next record to send, and whether it was in flight (sent, not yet
+//!   acknowledged) when it was written; one small in-place write per batch.
+//! - `lock`: held (`flock`) while a process uses the directory.
+//!
+//! Memory stays bounded however long the queue grows: the sender reads one record at a time.
+
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use sonde_core::diag;
+use sonde_core::{Counter, Gauge, Registry};
+
+/// When queued data reaches the disk itself, not only the page cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Fsync {
+    /// `fdatasync` the segment and the ack file after each collection's batches are written
+    /// (one sync per interval): a power loss loses at most the collection being written.
+    #[default]
+    EveryCollection,
+    /// Never sync: the data survives a crash or `kill -9` of the process (it sits in the
+    /// kernel's page cache), not a power loss or a kernel crash.
+    Never,
+}
+
+/// Settings of a durable queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskQueueConfig {
+    /// The directory, one per exporter (created if missing). Two processes cannot share it.
+    pub dir: PathBuf,
+    /// Most bytes on disk; when a batch would pass it, the oldest segment is deleted and its
+    /// unsent points are counted as dropped (reason `queue_full`).
+    pub max_bytes: u64,
+    /// Size at which a new segment file is started (0: `max_bytes / 16`, between 64 KiB and
+    /// 32 MiB). Smaller segments free space sooner; the cap drops a whole segment at a time.
+    pub segment_bytes: u64,
+    /// When data is synced to the disk.
+    pub fsync: Fsync,
+}
+
+impl DiskQueueConfig {
+    /// A queue in `dir` of at most 256 MiB, synced after each collection.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        DiskQueueConfig {
+            dir: dir.into(),
+            max_bytes: 256 * 1024 * 1024,
+            segment_bytes: 0,
+            fsync: Fsync::EveryCollection,
+        }
+    }
+
+    fn segment_size(&self) -> u64 {
+        if self.segment_bytes > 0 {
+            self.segment_bytes.min(self.max_bytes)
+        } else {
+            (self.max_bytes / 16).clamp(64 * 1024, 32 * 1024 * 1024)
+        }
+    }
+}
+
+/// The smallest cap accepted.
+pub const MIN_QUEUE_BYTES: u64 = 4096;
+
+/// Why a durable queue could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueueError {
+    /// The directory or a file in it could not be created, read or written.
+    #[error(
+        "durable queue {}: {what}: {source}; give a directory this process can create and write",
+        path.display()
+    )]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+    /// Another process holds the directory.
+    #[error(
+        "durable queue {} is in use by another process; give each exporter (and each agent) a directory of its own",
+        path.display()
+    )]
+    Locked {
+        /// The directory.
+        path: PathBuf,
+    },
+    /// The cap is too small to be useful.
+    #[error("durable queue max_bytes is {0}; it must be at least {MIN_QUEUE_BYTES} bytes")]
+    TooSmall(u64),
+    /// The exporter's batches cannot be written to disk.
+    #[error(
+        "the {0} exporter has no durable queue (its requests cannot be written to disk); remove the queue setting"
+    )]
+    Unsupported(&'static str),
+}
+
+/// What opening the queue checks first, without taking it: the cap, and that the directory
+/// can be created and a file in it written (a configuration check, while the queue may be in
+/// use by a running process).
+pub fn check(cfg: &DiskQueueConfig) -> Result<(), QueueError> {
+    if cfg.max_bytes < MIN_QUEUE_BYTES {
+        return Err(QueueError::TooSmall(cfg.max_bytes));
+    }
+    let io_err = |path: &Path, what: &'static str| {
+        let path = path.to_path_buf();
+        move |source| QueueError::Io { path, what, source }
+    };
+    std::fs::create_dir_all(&cfg.dir).map_err(io_err(&cfg.dir, "cannot create the directory"))?;
+    let lock = cfg.dir.join("lock");
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock)
+        .map_err(io_err(&lock, "cannot write in the directory"))?;
+    Ok(())
+}
+
+const HEADER: u64 = 16;
+const ACK_MAGIC: u32 = 0x4b41_5153; // "SQAK"
+
+/// Exporter self-metrics of a durable queue.
+pub(crate) struct DiskMetrics {
+    bytes: Option<Gauge>,
+    corrupt: Option<Counter>,
+    redelivered: Option<Counter>,
+}
+
+impl DiskMetrics {
+    pub(crate) fn register(registry: &Registry, exporter: &'static str) -> DiskMetrics {
+        use crate::telemetry::{QUEUE_CORRUPT, QUEUE_DISK_BYTES, QUEUE_REDELIVERED};
+        let bytes = registry
+            .gauge(QUEUE_DISK_BYTES)
+            .description("Bytes an exporter's durable queue holds on disk.")
+            .unit(sonde_core::Unit::Bytes)
+            .labels(["exporter"])
+            .build()
+            .ok()
+            .map(|f| f.with(&[exporter]));
+        let corrupt = registry
+            .counter(QUEUE_CORRUPT)
+            .description(
+                "Corrupt regions of an exporter's durable queue that were skipped (the rest of a segment from the first bad record).",
+            )
+            .labels(["exporter"])
+            .build()
+            .ok()
+            .map(|f| f.with(&[exporter]));
+        let redelivered = registry
+            .counter(QUEUE_REDELIVERED)
+            .description(
+                "Data points sent again after a restart because their request was in flight when the previous process stopped (possible duplicates).",
+            )
+            .labels(["exporter"])
+            .build()
+            .ok()
+            .map(|f| f.with(&[exporter]));
+        DiskMetrics {
+            bytes,
+            corrupt,
+            redelivered,
+        }
+    }
+}
+
+struct Segment {
+    first_id: u64,
+    /// Bytes of valid records; anything after is ignored.
+    len: u64,
+    records: u64,
+    points: u64,
+}
+
+/// One record read for sending.
+pub(crate) struct Record {
+    pub id: u64,
+    pub points: u64,
+    pub payload: Vec<u8>,
+}
+
+struct InFlight {
+    id: u64,
+    next_off: u64,
+    points: u64,
+    /// Its segment was deleted by the cap meanwhile.
+    orphaned: bool,
+}
+
+/// What making room for a record pushed out.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Dropped {
+    pub records: u64,
+    pub points: u64,
+}
+
+pub(crate) struct DiskQueue {
+    dir: PathBuf,
+    exporter: &'static str,
+    _lock: File,
+    max_bytes: u64,
+    segment_bytes: u64,
+    fsync: Fsync,
+    segments: VecDeque<Segment>,
+    /// Writer of `segments.back()`; `None` until the next append starts a new segment.
+    active: Option<File>,
+    reader: Option<(u64, File)>,
+    /// The next record to send: its id, its offset in `segments.front()`, and the points of
+    /// the records before it in that segment.
+    cursor_id: u64,
+    cursor_off: u64,
+    cursor_points: u64,
+    in_flight: Option<InFlight>,
+    next_id: u64,
+    total_bytes: u64,
+    ack: File,
+    /// The record at the cursor was in flight when the previous process stopped.
+    redeliver: bool,
+    dirty: bool,
+    metrics: DiskMetrics,
+    scratch: Vec<u8>,
+}
+
+fn seg_path(dir: &Path, first_id: u64) -> PathBuf {
+    dir.join(format!("{first_id:020}.seg"))
+}
+
+fn crc(points: u64, payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&points.to_le_bytes());
+    h.update(payload);
+    h.finalize()
+}
+
+/// Reads the records of a segment file: (valid length, records, points, points of the records
+/// before `stop_at` (an id), offset of `stop_at`).
+struct Scan {
+    valid: u64,
+    records: u64,
+    points: u64,
+    before_cursor: Option<(u64, u64)>,
+    file_len: u64,
+    error: Option<String>,
+}
+
+fn scan(path: &Path, first_id: u64, cursor: u64, max_record: u64) -> io::Result<Scan> {
+    let file = File::open(path)?;
+    let file_len = file.metadata()?.len();
+    let mut r = io::BufReader::with_capacity(256 * 1024, file);
+    let mut s = Scan {
+        valid: 0,
+        records: 0,
+        points: 0,
+        before_cursor: None,
+        file_len,
+        error: None,
+    };
+    let mut payload = Vec::new();
+    loop {
+        if first_id + s.records == cursor {
+            s.before_cursor = Some((s.points, s.valid));
+        }
+        if s.valid == file_len {
+            break;
+        }
+        let mut h = [0u8; HEADER as usize];
+        if file_len - s.valid < HEADER {
+            s.error = Some(format!("a cut record header at offset {}", s.valid));
+            break;
+        }
+        r.read_exact(&mut h)?;
+        let len = u32::from_le_bytes(h[0..4].try_into().unwrap_or_default()) as u64;
+        let sum = u32::from_le_bytes(h[4..8].try_into().unwrap_or_default());
+        let points = u64::from_le_bytes(h[8..16].try_into().unwrap_or_default());
+        if len > max_record || s.valid + HEADER + len > file_len {
+            s.error = Some(format!(
+                "a record of {len} bytes at offset {} runs past the end of the file",
+                s.valid
+            ));
+            break;
+        }
+        payload.resize(len as usize, 0);
+        r.read_exact(&mut payload)?;
+        if crc(points, &payload) != sum {
+            s.error = Some(format!("a checksum mismatch at offset {}", s.valid));
+            break;
+        }
+        s.valid += HEADER + len;
+        s.records += 1;
+        s.points += points;
+    }
+    Ok(s)
+}
+
+impl DiskQueue {
+    pub(crate) fn open(
+        cfg: &DiskQueueConfig,
+        exporter: &'static str,
+        metrics: DiskMetrics,
+    ) -> Result<DiskQueue, QueueError> {
+        if cfg.max_bytes < MIN_QUEUE_BYTES {
+            return Err(QueueError::TooSmall(cfg.max_bytes));
+        }
+        let dir = cfg.dir.clone();
+        let io_err = |path: &Path, what: &'static str| {
+            let path = path.to_path_buf();
+            move |source| QueueError::Io { path, what, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir, "cannot create the directory"))?;
+        let lock_path = dir.join("lock");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path, "cannot open the lock file"))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(QueueError::Locked { path: dir });
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(io_err(&lock_path, "cannot lock")(e));
+            }
+        }
+        let ack_path = dir.join("ack");
+        let ack = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&ack_path)
+            .map_err(io_err(&ack_path, "cannot open the ack file"))?;
+        let mut raw = [0u8; 24];
+        let (acked, was_in_flight) = match ack.read_exact_at(&mut raw, 0) {
+            Ok(()) => {
+                let magic = u32::from_le_bytes(raw[0..4].try_into().unwrap_or_default());
+                let id = u64::from_le_bytes(raw[4..12].try_into().unwrap_or_default());
+                let flags = u32::from_le_bytes(raw[12..16].try_into().unwrap_or_default());
+                let sum = u32::from_le_bytes(raw[16..20].try_into().unwrap_or_default());
+                if magic == ACK_MAGIC && crc32fast::hash(&raw[0..16]) == sum {
+                    (Some(id), flags & 1 == 1)
+                } else {
+                    diag::warn(format_args!(
+                        "{exporter} exporter: the durable queue's ack file {} is damaged; sending the queue from its oldest record (some requests may be sent twice)",
+                        ack_path.display()
+                    ));
+                    (None, false)
+                }
+            }
+            Err(_) => (None, false),
+        };
+
+        let mut ids = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(io_err(&dir, "cannot list the directory"))? {
+            let entry = entry.map_err(io_err(&dir, "cannot list the directory"))?;
+            let name = entry.file_name();
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".seg")) else {
+                continue;
+            };
+            if let Ok(id) = stem.parse::<u64>() {
+                ids.push(id);
+            }
+        }
+        ids.sort_unstable();
+
+        let mut q = DiskQueue {
+            dir: dir.clone(),
+            exporter,
+            _lock: lock,
+            max_bytes: cfg.max_bytes,
+            segment_bytes: cfg.segment_size(),
+            fsync: cfg.fsync,
+            segments: VecDeque::new(),
+            active: None,
+            reader: None,
+            cursor_id: 1,
+            cursor_off: 0,
+            cursor_points: 0,
+            in_flight: None,
+            next_id: 1,
+            total_bytes: 0,
+            ack,
+            redeliver: false,
+            dirty: false,
+            metrics,
+            scratch: Vec::new(),
+        };
+        let cursor = acked.unwrap_or(0);
+        let last = ids.last().copied();
+        let mut cut_failed = false;
+        for &first_id in &ids {
+            let path = seg_path(&dir, first_id);
+            let s = scan(&path, first_id, cursor, cfg.max_bytes)
+                .map_err(io_err(&path, "cannot read a segment"))?;
+            let end_id = first_id + s.records;
+            if let Some(why) = &s.error {
+                q.corrupt(&path, s.file_len - s.valid, why);
+                if Some(first_id) == last {
+                    // A torn tail after a crash: cut it so appends continue after valid data.
+                    let cut = OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .and_then(|f| f.set_len(s.valid));
+                    cut_failed = cut.is_err();
+                }
+            }
+            q.next_id = q.next_id.max(end_id);
+            if end_id <= cursor || (s.records == 0 && Some(first_id) != last) {
+                // Sent already (or empty): its deletion was interrupted.
+                let _ = std::fs::remove_file(&path);
+                continue;
+            }
+            if q.segments.is_empty() {
+                match s.before_cursor {
+                    Some((points, off)) if cursor > first_id => {
+                        q.cursor_id = cursor;
+                        q.cursor_off = off;
+                        q.cursor_points = points;
+                        q.redeliver = was_in_flight;
+                    }
+                    _ => {
+                        q.cursor_id = first_id;
+                        q.cursor_off = 0;
+                        q.cursor_points = 0;
+                        q.redeliver = was_in_flight && cursor == first_id;
+                    }
+                }
+            }
+            q.total_bytes += s.valid;
+            q.segments.push_back(Segment {
+                first_id,
+                len: s.valid,
+                records: s.records,
+                points: s.points,
+            });
+        }
+        if q.segments.is_empty() {
+            q.next_id = q.next_id.max(cursor).max(1);
+            q.cursor_id = q.next_id;
+        }
+        if let Some(seg) = q.segments.back()
+            && seg.first_id + seg.records == q.next_id
+            && !cut_failed
+        {
+            q.active = OpenOptions::new()
+                .append(true)
+                .open(seg_path(&dir, seg.first_id))
+                .ok();
+        }
+        // Keeps the in-flight mark until that record is sent again (a second crash first must
+        // still count it).
+        q.write_ack(q.redeliver);
+        q.gauge();
+        if q.pending_records() > 0 {
+            diag::info(format_args!(
+                "{exporter} exporter: resuming {} requests ({} data points, {} bytes) from the durable queue {}",
+                q.pending_records(),
+                q.pending_points(),
+                q.total_bytes,
+                dir.display()
+            ));
+        }
+        Ok(q)
+    }
+
+    fn corrupt(&mut self, path: &Path, bytes: u64, why: &str) {
+        if let Some(c) = &self.metrics.corrupt {
+            c.inc();
+        }
+        diag::warn(format_args!(
+            "{} exporter: durable queue segment {} has {why}; its last {bytes} bytes were skipped and the queue goes on",
+            self.exporter,
+            path.display()
+        ));
+    }
+
+    fn gauge(&self) {
+        if let Some(g) = &self.metrics.bytes {
+            g.set(self.total_bytes as i64);
+        }
+    }
+
+    fn write_ack(&mut self, in_flight: bool) {
+        let mut raw = [0u8; 24];
+        raw[0..4].copy_from_slice(&ACK_MAGIC.to_le_bytes());
+        raw[4..12].copy_from_slice(&self.cursor_id.to_le_bytes());
+        raw[12..16].copy_from_slice(&u32::from(in_flight).to_le_bytes());
+        let sum = crc32fast::hash(&raw[0..16]);
+        raw[16..20].copy_from_slice(&sum.to_le_bytes());
+        // An ack that cannot be written only means more records are sent again after a
+        // restart; the data itself is intact.
+        let _ = self.ack.write_all_at(&raw, 0);
+    }
+
+    /// The id the last appended record got (0 when none ever was).
+    pub(crate) fn last_id(&self) -> u64 {
+        self.next_id - 1
+    }
+
+    /// Every record up to `id` was acknowledged (delivered or dropped).
+    pub(crate) fn delivered_through(&self, id: u64) -> bool {
+        self.cursor_id > id
+    }
+
+    pub(crate) fn pending_records(&self) -> u64 {
+        let total: u64 = self.segments.iter().map(|s| s.records).sum();
+        let read = self
+            .segments
+            .front()
+            .map_or(0, |s| self.cursor_id.saturating_sub(s.first_id));
+        total.saturating_sub(read)
+    }
+
+    pub(crate) fn pending_points(&self) -> u64 {
+        let total: u64 = self.segments.iter().map(|s| s.points).sum();
+        total.saturating_sub(self.cursor_points)
+    }
+
+    #[cfg(test)]
+    fn bytes(&self) -> u64 {
+        self.total_bytes
+    }
+
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Deletes the oldest segment; returns the records and points it held that were neither
+    /// sent nor in flight.
+    fn drop_front(&mut self) -> Dropped {
+        let Some(seg) = self.segments.pop_front() else {
+            return Dropped::default();
+        };
+        let mut read_records = self.cursor_id.saturating_sub(seg.first_id);
+        let mut read_points = self.cursor_points;
+        if let Some(f) = &mut self.in_flight
+            && !f.orphaned
+            && f.id >= seg.first_id
+            && f.id < seg.first_id + seg.records
+        {
+            f.orphaned = true;
+            read_records += 1;
+            read_points += f.points;
+        }
+        let _ = std::fs::remove_file(seg_path(&self.dir, seg.first_id));
+        if self
+            .reader
+            .as_ref()
+            .is_some_and(|(id, _)| *id == seg.first_id)
+        {
+            self.reader = None;
+        }
+        if self.segments.is_empty() {
+            self.active = None;
+        }
+        self.total_bytes -= seg.len;
+        self.cursor_id = self
+            .segments
+            .front()
+            .map_or(self.next_id, |s| s.first_id)
+            .max(seg.first_id + seg.records);
+        self.cursor_off = 0;
+        self.cursor_points = 0;
+        self.redeliver = false;
+        Dropped {
+            records: seg.records.saturating_sub(read_records),
+            points: seg.points.saturating_sub(read_points),
+        }
+    }
+
+    /// Writes one record. Oldest segments are deleted first when the cap requires it (what
+    /// they held unsent is returned). Errors when the record is larger than the cap or the
+    /// write fails (a full disk): the queue is left as it was.
+    pub(crate) fn append(&mut self, points: u64, payload: &[u8]) -> io::Result<Dropped> {
+        let rec = HEADER + payload.len() as u64;
+        if rec > self.max_bytes {
+            return Err(io::Error::other(format!(
+                "a request of {rec} bytes is larger than the durable queue's max_bytes ({})",
+                self.max_bytes
+            )));
+        }
+        let mut dropped = Dropped::default();
+        while self.total_bytes + rec > self.max_bytes && !self.segments.is_empty() {
+            let d = self.drop_front();
+            dropped.records += d.records;
+            dropped.points += d.points;
+        }
+        let roll = match (self.active.is_some(), self.segments.back()) {
+            (true, Some(seg)) => seg.len > 0 && seg.len + rec > self.segment_bytes,
+            _ => true,
+        };
+        if roll {
+            let first_id = self.next_id;
+            let path = seg_path(&self.dir, first_id);
+            let file = OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .open(&path)?;
+            if self.fsync == Fsync::EveryCollection {
+                // The new file's directory entry must survive a power loss too.
+                if let Ok(d) = File::open(&self.dir) {
+                    let _ = d.sync_all();
+                }
+            }
+            if let Some(old) = self.active.take()
+                && self.fsync == Fsync::EveryCollection
+            {
+                let _ = old.sync_data();
+            }
+            self.active = Some(file);
+            // An empty segment of that name (a cut that failed) was just truncated: reused.
+            if let Some(seg) = self.segments.back()
+                && seg.first_id == first_id
+            {
+                self.total_bytes -= seg.len;
+                self.segments.pop_back();
+            }
+            if self.segments.is_empty() {
+                self.cursor_id = first_id;
+                self.cursor_off = 0;
+                self.cursor_points = 0;
+            }
+            self.segments.push_back(Segment {
+                first_id,
+                len: 0,
+                records: 0,
+                points: 0,
+            });
+        }
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&crc(points, payload).to_le_bytes());
+        buf.extend_from_slice(&points.to_le_bytes());
+        buf.extend_from_slice(payload);
+        let (Some(file), Some(seg)) = (self.active.as_mut(), self.segments.back_mut()) else {
+            return Err(io::Error::other("no segment to write to"));
+        };
+        let written = file.write_all(&buf);
+        self.scratch = buf;
+        if let Err(e) = written {
+            // Cut what was written of it; if even that fails, leave the segment (reads stop
+            // at its valid length) and start a new one at the next append.
+            if file.set_len(seg.len).is_err() {
+                self.active = None;
+            }
+            self.gauge();
+            return Err(e);
+        }
+        seg.len += rec;
+        seg.records += 1;
+        seg.points += points;
+        self.total_bytes += rec;
+        self.next_id += 1;
+        self.dirty = true;
+        self.gauge();
+        Ok(dropped)
+    }
+
+    /// Syncs what was appended since the last call, as the policy says.
+    pub(crate) fn sync(&mut self) -> io::Result<()> {
+        if !self.dirty || self.fsync == Fsync::Never {
+            return Ok(());
+        }
+        self.dirty = false;
+        if let Some(f) = &self.active {
+            f.sync_data()?;
+        }
+        self.ack.sync_data()
+    }
+
+    /// The next record to send, marked in flight until [`ack`](Self::ack) or
+    /// [`release`](Self::release). Corrupt regions found are skipped and counted.
+    pub(crate) fn next(&mut self) -> Option<Record> {
+        loop {
+            let seg = self.segments.front()?;
+            let (first_id, len, records) = (seg.first_id, seg.len, seg.records);
+            if self.cursor_id >= first_id + records {
+                if self.segments.len() == 1 {
+                    return None;
+                }
+                self.segments.pop_front();
+                let _ = std::fs::remove_file(seg_path(&self.dir, first_id));
+                self.total_bytes -= len;
+                self.reader = None;
+                let next = self.segments.front().map_or(self.next_id, |s| s.first_id);
+                self.cursor_id = self.cursor_id.max(next);
+                self.cursor_off = 0;
+                self.cursor_points = 0;
+                self.gauge();
+                continue;
+            }
+            match self.read_at(first_id, self.cursor_off, len) {
+                Ok((points, payload)) => {
+                    let id = self.cursor_id;
+                    self.in_flight = Some(InFlight {
+                        id,
+                        next_off: self.cursor_off + HEADER + payload.len() as u64,
+                        points,
+                        orphaned: false,
+                    });
+                    if std::mem::take(&mut self.redeliver)
+                        && let Some(c) = &self.metrics.redelivered
+                    {
+                        c.add(points);
+                    }
+                    self.write_ack(true);
+                    return Some(Record {
+                        id,
+                        points,
+                        payload,
+                    });
+                }
+                Err(why) => {
+                    let path = seg_path(&self.dir, first_id);
+                    self.corrupt(&path, len - self.cursor_off, &why);
+                    // The rest of the segment is given up; appends go to a new one.
+                    let cursor_points = self.cursor_points;
+                    let cursor_id = self.cursor_id;
+                    if let Some(seg) = self.segments.front_mut() {
+                        seg.records = cursor_id - seg.first_id;
+                        seg.points = cursor_points;
+                    }
+                    if self.segments.len() == 1 {
+                        self.active = None;
+                        let seg = self.segments.pop_front()?;
+                        let _ = std::fs::remove_file(seg_path(&self.dir, seg.first_id));
+                        self.total_bytes -= seg.len;
+                        self.reader = None;
+                        self.cursor_id = self.next_id;
+                        self.cursor_off = 0;
+                        self.cursor_points = 0;
+                        self.gauge();
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn read_at(&mut self, first_id: u64, off: u64, len: u64) -> Result<(u64, Vec<u8>), String> {
+        if self.reader.as_ref().is_none_or(|(id, _)| *id != first_id) {
+            let f = File::open(seg_path(&self.dir, first_id)).map_err(|e| e.to_string())?;
+            self.reader = Some((first_id, f));
+        }
+        let Some((_, f)) = &self.reader else {
+            return Err("no reader".into());
+        };
+        let mut h = [0u8; HEADER as usize];
+        if off + HEADER > len {
+            return Err(format!("a cut record header at offset {off}"));
+        }
+        f.read_exact_at(&mut h, off)
+            .map_err(|e| format!("a read error at offset {off} ({e})"))?;
+        let n = u32::from_le_bytes(h[0..4].try_into().unwrap_or_default()) as u64;
+        let sum = u32::from_le_bytes(h[4..8].try_into().unwrap_or_default());
+        let points = u64::from_le_bytes(h[8..16].try_into().unwrap_or_default());
+        if off + HEADER + n > len {
+            return Err(format!(
+                "a record of {n} bytes at offset {off} that runs past the segment's end"
+            ));
+        }
+        let mut payload = vec![0u8; n as usize];
+        f.read_exact_at(&mut payload, off + HEADER)
+            .map_err(|e| format!("a read error at offset {off} ({e})"))?;
+        if crc(points, &payload) != sum {
+            return Err(format!("a checksum mismatch at offset {off}"));
+        }
+        Ok((points, payload))
+    }
+
+    /// The in-flight record `id` is done (delivered, or dropped for good): the cursor moves
+    /// past it.
+    pub(crate) fn ack(&mut self, id: u64) {
+        let Some(f) = self.in_flight.take() else {
+            return;
+        };
+        if f.id != id || f.orphaned || self.cursor_id != id {
+            return;
+        }
+        self.cursor_id += 1;
+        self.cursor_off = f.next_off;
+        self.cursor_points += f.points;
+        self.write_ack(false);
+        // Deletes the segment now if it is finished and not the one being written.
+        if let Some(seg) = self.segments.front()
+            && self.cursor_id >= seg.first_id + seg.records
+            && self.segments.len() > 1
+        {
+            let (first_id, len) = (seg.first_id, seg.len);
+            self.segments.pop_front();
+            let _ = std::fs::remove_file(seg_path(&self.dir, first_id));
+            self.total_bytes -= len;
+            self.reader = None;
+            self.cursor_off = 0;
+            self.cursor_points = 0;
+            self.gauge();
+        }
+    }
+
+    /// The in-flight record stays queued (the exporter is stopping): the next start sends it
+    /// again, counted as a possible duplicate.
+    pub(crate) fn release(&mut self) {
+        self.in_flight = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &Path, max: u64, seg: u64) -> (DiskQueue, Registry) {
+        let reg = Registry::new();
+        let mut cfg = DiskQueueConfig::new(dir);
+        cfg.max_bytes = max;
+        cfg.segment_bytes = seg;
+        let q = DiskQueue::open(&cfg, "test", DiskMetrics::register(&reg, "test")).unwrap();
+        (q, reg)
+    }
+
+    fn counter(reg: &Registry, name: &str) -> u64 {
+        reg.snapshot()
+            .point(name, &[("exporter", "test")])
+            .and_then(|p| p.number())
+            .map_or(0, |n| n.as_f64() as u64)
+    }
+
+    fn drain(q: &mut DiskQueue) -> Vec<(u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some(r) = q.next() {
+            q.ack(r.id);
+            out.push((r.points, r.payload));
+        }
+        out
+    }
+
+    fn payload(i: u64) -> Vec<u8> {
+        format!("request {i} ").repeat(20).into_bytes()
+    }
+
+    #[test]
+    fn records_come_back_in_order_across_segments_and_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut q, _) = open(dir.path(), 1 << 20, 1000);
+            for i in 0..30 {
+                assert_eq!(q.append(i, &payload(i)).unwrap(), Dropped::default());
+            }
+            q.sync().unwrap();
+            assert_eq!(q.pending_records(), 30);
+            assert_eq!(q.pending_points(), (0..30).sum::<u64>());
+            // Five sent, then the process goes away.
+            for _ in 0..5 {
+                let r = q.next().unwrap();
+                q.ack(r.id);
+            }
+        }
+        let (mut q, _) = open(dir.path(), 1 << 20, 1000);
+        assert_eq!(q.pending_records(), 25);
+        let got = drain(&mut q);
+        let want: Vec<_> = (5..30).map(|i| (i, payload(i))).collect();
+        assert_eq!(got, want);
+        assert_eq!(q.pending_records(), 0);
+        // Finished segments are deleted, the one being written stays.
+        let segs = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .path()
+                    .extension()
+                    .is_some_and(|x| x == "seg")
+            })
+            .count();
+        assert_eq!(segs, 1);
+        // Ids go on after a restart.
+        q.append(1, b"x").unwrap();
+        assert_eq!(q.next().unwrap().id, 31);
+    }
+
+    #[test]
+    fn a_request_in_flight_at_a_crash_is_sent_again_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut q, _) = open(dir.path(), 1 << 20, 0);
+            q.append(7, b"a").unwrap();
+            q.append(8, b"b").unwrap();
+            let r = q.next().unwrap();
+            assert_eq!(r.payload, b"a");
+            // No ack: killed while sending.
+        }
+        let (mut q, reg) = open(dir.path(), 1 << 20, 0);
+        assert_eq!(drain(&mut q), vec![(7, b"a".to_vec()), (8, b"b".to_vec())]);
+        assert_eq!(counter(&reg, crate::telemetry::QUEUE_REDELIVERED), 7);
+    }
+
+    #[test]
+    fn the_cap_drops_the_oldest_segments_and_counts_what_was_unsent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut q, _) = open(dir.path(), 8192, 1024);
+        let mut dropped = Dropped::default();
+        for i in 0..200 {
+            let d = q.append(1, &payload(i)).unwrap();
+            dropped.records += d.records;
+            dropped.points += d.points;
+            assert!(q.bytes() <= 8192, "{} bytes on disk", q.bytes());
+        }
+        let on_disk: u64 = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum();
+        assert!(on_disk <= 8192 + 24, "{on_disk}");
+        let left = drain(&mut q);
+        assert_eq!(dropped.records + left.len() as u64, 200);
+        assert_eq!(dropped.points, dropped.records);
+        // What is left is the newest, in order.
+        assert_eq!(left.last().unwrap().1, payload(199));
+        assert!(q.append(1, &vec![0; 9000]).is_err(), "larger than the cap");
+    }
+
+    #[test]
+    fn a_record_in_flight_when_its_segment_is_dropped_is_not_counted_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut q, _) = open(dir.path(), 4096, 1024);
+        q.append(5, &[1; 500]).unwrap();
+        q.append(5, &[2; 500]).unwrap();
+        let r = q.next().unwrap();
+        let mut dropped = Dropped::default();
+        for _ in 0..10 {
+            let d = q.append(1, &[3; 500]).unwrap();
+            dropped.points += d.points;
+        }
+        assert!(dropped.points >= 5, "the second record went");
+        // Its segment went meanwhile; acknowledging it is harmless.
+        q.ack(r.id);
+        let delivered: u64 = drain(&mut q).iter().map(|(p, _)| p).sum();
+        // Every point is either delivered, dropped (counted once), or was in flight.
+        assert_eq!(delivered + dropped.points + r.points, 5 + 5 + 10);
+    }
+
+    #[test]
+    fn corrupt_and_torn_segments_are_skipped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut q, _) = open(dir.path(), 1 << 20, 600);
+            for i in 0..12 {
+                q.append(1, &payload(i)).unwrap();
+            }
+        }
+        let mut segs: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .collect();
+        segs.sort();
+        assert!(segs.len() >= 4, "{segs:?}");
+        // A flipped byte in the first segment's second record...
+        let mut bytes = std::fs::read(&segs[0]).unwrap();
+        let rec = bytes.len() / 2;
+        bytes[rec + 40] ^= 0xff;
+        std::fs::write(&segs[0], &bytes).unwrap();
+        // ...and a torn half record at the end of the last one.
+        let mut last = OpenOptions::new()
+            .append(true)
+            .open(segs.last().unwrap())
+            .unwrap();
+        last.write_all(&[9, 0, 0, 0, 1, 2]).unwrap();
+        let (mut q, reg) = open(dir.path(), 1 << 20, 600);
+        assert_eq!(counter(&reg, crate::telemetry::QUEUE_CORRUPT), 2);
+        let got = drain(&mut q);
+        // The first segment's first record, then every later segment whole.
+        assert_eq!(got[0].1, payload(0));
+        assert_eq!(got.last().unwrap().1, payload(11));
+        assert_eq!(got.len(), 12 - (segs_records(&bytes) - 1));
+        // Appends continue after the cut tail.
+        q.append(1, b"after").unwrap();
+        assert_eq!(q.next().unwrap().payload, b"after");
+    }
+
+    fn segs_records(bytes: &[u8]) -> usize {
+        let mut off = 0;
+        let mut n = 0;
+        while off + 16 <= bytes.len() {
+            let len = u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap()) as usize;
+            off += 16 + len;
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn a_damaged_ack_file_sends_everything_again() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut q, _) = open(dir.path(), 1 << 20, 0);
+            q.append(1, b"a").unwrap();
+            q.append(1, b"b").unwrap();
+            let r = q.next().unwrap();
+            q.ack(r.id);
+        }
+        std::fs::write(dir.path().join("ack"), b"garbage garbage garbage!").unwrap();
+        let (mut q, _) = open(dir.path(), 1 << 20, 0);
+        assert_eq!(drain(&mut q).len(), 2);
+    }
+
+    #[test]
+    fn a_directory_in_use_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_q, _) = open(dir.path(), 1 << 20, 0);
+        let reg = Registry::new();
+        let err = DiskQueue::open(
+            &DiskQueueConfig::new(dir.path()),
+            "test",
+            DiskMetrics::register(&reg, "test"),
+        )
+        .err()
+        .unwrap();
+        assert!(matches!(err, QueueError::Locked { .. }), "{err}");
+        let mut small = DiskQueueConfig::new(dir.path().join("other"));
+        small.max_bytes = 100;
+        let err = DiskQueue::open(&small, "test", DiskMetrics::register(&reg, "test"))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("at least 4096"), "{err}");
+    }
+}

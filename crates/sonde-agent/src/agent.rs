@@ -291,6 +291,7 @@ fn same_queue(
 fn hand_over<E: sonde_core::Component>(
     slot: &mut Option<E>,
     timeout: Duration,
+    queue: &std::path::Path,
     start_new: impl FnOnce() -> Result<E, String>,
     start_old: impl FnOnce() -> Option<Result<E, String>>,
 ) -> Result<(), String> {
@@ -299,13 +300,26 @@ fn hand_over<E: sonde_core::Component>(
     {
         warn!("{err}");
     }
+    // An old exporter that did not stop in time lets go of the directory when its thread
+    // ends: waited for (bounded), rather than failing the new one on a held lock.
+    let until = std::time::Instant::now() + timeout.max(Duration::from_secs(1));
+    while sonde_push::disk::in_use(queue) && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     match start_new() {
         Ok(e) => {
             *slot = Some(e);
             Ok(())
         }
         Err(err) => {
-            *slot = start_old().and_then(Result::ok);
+            *slot = match start_old() {
+                Some(Ok(e)) => Some(e),
+                Some(Err(old)) => {
+                    warn!("the previous settings did not start again either: {old}");
+                    None
+                }
+                None => None,
+            };
             Err(err)
         }
     }
@@ -481,9 +495,11 @@ impl Running {
         {
             let deltas = self.otlp.as_ref().and_then(|e| e.delta_state());
             let old_section = old.and_then(|c| c.otlp.clone());
+            let queue = o.queue.as_ref().map(|q| q.dir.clone()).unwrap_or_default();
             let restart = hand_over(
                 &mut self.otlp,
                 timeout,
+                &queue,
                 || start_otlp(o, registry, &resource_new, deltas.clone()),
                 || {
                     let r = resource_old.as_ref()?;
@@ -496,7 +512,7 @@ impl Running {
                 },
             );
             if let Err(e) = restart {
-                applied.otlp = old.and_then(|c| c.otlp.clone());
+                applied.otlp = self.otlp.as_ref().and(old.and_then(|c| c.otlp.clone()));
                 errors.push(e);
             }
         }
@@ -505,9 +521,11 @@ impl Running {
         {
             let deltas = self.cloudwatch.as_ref().map(|e| e.delta_state());
             let old_section = old.and_then(|c| c.cloudwatch.clone());
+            let queue = c.queue.as_ref().map(|q| q.dir.clone()).unwrap_or_default();
             let restart = hand_over(
                 &mut self.cloudwatch,
                 timeout,
+                &queue,
                 || start_cloudwatch(c, registry, &resource_new, deltas.clone()),
                 || {
                     let r = resource_old.as_ref()?;
@@ -520,7 +538,10 @@ impl Running {
                 },
             );
             if let Err(e) = restart {
-                applied.cloudwatch = old.and_then(|c| c.cloudwatch.clone());
+                applied.cloudwatch = self
+                    .cloudwatch
+                    .as_ref()
+                    .and(old.and_then(|c| c.cloudwatch.clone()));
                 errors.push(e);
             }
         }
@@ -528,9 +549,11 @@ impl Running {
             && let Some(rw) = &new.remote_write
         {
             let old_section = old.and_then(|c| c.remote_write.clone());
+            let queue = rw.queue.as_ref().map(|q| q.dir.clone()).unwrap_or_default();
             let restart = hand_over(
                 &mut self.remote_write,
                 timeout,
+                &queue,
                 || start_remote_write(rw, registry, &resource_new),
                 || {
                     let r = resource_old.as_ref()?;
@@ -538,7 +561,10 @@ impl Running {
                 },
             );
             if let Err(e) = restart {
-                applied.remote_write = old.and_then(|c| c.remote_write.clone());
+                applied.remote_write = self
+                    .remote_write
+                    .as_ref()
+                    .and(old.and_then(|c| c.remote_write.clone()));
                 errors.push(e);
             }
         }

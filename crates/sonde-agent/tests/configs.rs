@@ -392,7 +392,7 @@ fn cases() -> Vec<Case> {
         case(
             "a cgroup root that is not a cgroup filesystem",
             "[collectors.cgroups]\nenabled = true\nroot = \"/nonexistent/cgroup\"\n",
-            Refused("/nonexistent/cgroup is not a cgroup filesystem"),
+            Refused("[collectors.cgroups]: /nonexistent/cgroup is not a cgroup filesystem"),
         ),
         case(
             "an unknown resource detector",

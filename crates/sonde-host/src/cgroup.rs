@@ -137,11 +137,8 @@ impl CgroupCollector {
     }
 
     fn hierarchies(&self) -> Result<Hierarchies, Error> {
-        Hierarchies::find(&self.root).ok_or_else(|| Error::System {
-            message: format!(
-                "{} is not a cgroup filesystem (no cgroup.controllers, and no cpuacct, memory or unified directory); mount the host's /sys/fs/cgroup there",
-                self.root.display()
-            ),
+        Hierarchies::find(&self.root).ok_or_else(|| Error::NotCgroupFs {
+            root: self.root.clone(),
         })
     }
 }
@@ -291,7 +288,9 @@ pub fn identify(path: &str) -> Option<Identity> {
     let (container_id, runtime) = scoped
         .iter()
         .find_map(|(prefix, runtime)| {
-            let id = last.strip_prefix(prefix)?.strip_suffix(".scope")?;
+            // systemd driver: `crio-<id>.scope`; cgroupfs driver: `crio-<id>`.
+            let id = last.strip_prefix(prefix)?;
+            let id = id.strip_suffix(".scope").unwrap_or(id);
             is_id(id).then(|| (id.to_owned(), (*runtime).to_owned()))
         })
         .or_else(|| {
@@ -327,19 +326,48 @@ pub fn identify(path: &str) -> Option<Identity> {
     })
 }
 
-/// Whether `path` matches `glob` (`*` any characters but `/`, `**` any characters).
+/// Whether `path` matches `glob` (`*` any characters but `/`, `**` any characters). Matched
+/// from the end, one row per glob token: time grows with glob × path length, never
+/// exponentially (a glob of many `**` against a deep path cannot stall a collection).
 fn glob_matches(glob: &str, path: &str) -> bool {
-    fn go(g: &[u8], p: &[u8]) -> bool {
-        match g {
-            [] => p.is_empty(),
-            [b'*', b'*', rest @ ..] => (0..=p.len()).any(|i| go(rest, &p[i..])),
-            [b'*', rest @ ..] => (0..=p.len())
-                .take_while(|&i| i == 0 || p[i - 1] != b'/')
-                .any(|i| go(rest, &p[i..])),
-            [c, rest @ ..] => p.first() == Some(c) && go(rest, &p[1..]),
+    enum Token {
+        Any,
+        Segment,
+        Byte(u8),
+    }
+    let g = glob.as_bytes();
+    let mut tokens = Vec::with_capacity(g.len());
+    let mut i = 0;
+    while i < g.len() {
+        if g[i] == b'*' {
+            if g.get(i + 1) == Some(&b'*') {
+                tokens.push(Token::Any);
+                i += 2;
+            } else {
+                tokens.push(Token::Segment);
+                i += 1;
+            }
+        } else {
+            tokens.push(Token::Byte(g[i]));
+            i += 1;
         }
     }
-    go(glob.as_bytes(), path.as_bytes())
+    let p = path.as_bytes();
+    // after[j]: the tokens after the current one match p[j..].
+    let mut after = vec![false; p.len() + 1];
+    after[p.len()] = true;
+    let mut row = vec![false; p.len() + 1];
+    for t in tokens.iter().rev() {
+        for j in (0..=p.len()).rev() {
+            row[j] = match t {
+                Token::Byte(c) => j < p.len() && p[j] == *c && after[j + 1],
+                Token::Any => after[j] || (j < p.len() && row[j + 1]),
+                Token::Segment => after[j] || (j < p.len() && p[j] != b'/' && row[j + 1]),
+            };
+        }
+        std::mem::swap(&mut after, &mut row);
+    }
+    after[0]
 }
 
 struct Families {
@@ -879,6 +907,11 @@ mod tests {
                 "0b6a5c1e-1111-4222-8333-444455556666",
             ),
             (format!("/kubepods.slice/crio-{ID}.scope"), "cri-o", ""),
+            (
+                format!("/kubepods/burstable/pod0b6a5c1e-1111-4222-8333-444455556666/crio-{ID}"),
+                "cri-o",
+                "0b6a5c1e-1111-4222-8333-444455556666",
+            ),
         ];
         for (path, runtime, pod) in cases {
             let id = identify(&path).unwrap_or_else(|| panic!("{path}"));
@@ -886,11 +919,14 @@ mod tests {
             assert_eq!(id.runtime, runtime, "{path}");
             assert_eq!(id.pod_uid, pod, "{path}");
         }
+        let conmon = format!("/kubepods.slice/crio-conmon-{ID}.scope");
         for not in [
             "/system.slice/sshd.service",
             "/user.slice",
             "/docker/short",
             "/system.slice/docker-xyz.scope",
+            // CRI-O's conmon, next to the container: not a container.
+            conmon.as_str(),
             "",
         ] {
             assert_eq!(identify(not), None, "{not}");
@@ -910,6 +946,15 @@ mod tests {
         assert!(glob_matches("/kubepods/**", "/kubepods/burstable/pod1/abc"));
         assert!(glob_matches("/sonde-test-*", "/sonde-test-42"));
         assert!(!glob_matches("/sonde-test-*", "/other"));
+        assert!(glob_matches("/**/*.scope", "/a/b/docker-1.scope"));
+        assert!(glob_matches("**", ""));
+        assert!(!glob_matches("/a*", "/a/b"));
+        assert!(glob_matches("/a**", "/a/b"));
+        // Backtracking took 2^n steps here (20 `**` against 60 levels did not finish).
+        let glob = format!("{}b", "/**a".repeat(20));
+        let path = "/a".repeat(60);
+        assert!(!glob_matches(&glob, &path));
+        assert!(glob_matches(&glob, &format!("{path}b")));
     }
 
     /// A cgroup v2 tree written by the test: every file the collector reads, then a change, a

@@ -459,4 +459,13 @@ pub enum Error {
         /// What sysinfo reported.
         message: String,
     },
+    /// The cgroup root is not a cgroup filesystem.
+    #[error(
+        "{} is not a cgroup filesystem (no cgroup.controllers, and no cpuacct, memory or unified directory); mount the host's /sys/fs/cgroup there",
+        root.display()
+    )]
+    NotCgroupFs {
+        /// The root given.
+        root: std::path::PathBuf,
+    },
 }

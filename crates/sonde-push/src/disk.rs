@@ -132,6 +132,20 @@ pub fn check(cfg: &DiskQueueConfig) -> Result<(), QueueError> {
     Ok(())
 }
 
+/// Whether a process (this one included) holds the queue in `dir` now. A stopping exporter
+/// lets go of it when its thread ends: callers that start another on the same directory wait
+/// for this to turn false.
+pub fn in_use(dir: &Path) -> bool {
+    let Ok(lock) = OpenOptions::new().write(true).open(dir.join("lock")) else {
+        return false;
+    };
+    match lock.try_lock() {
+        Ok(()) => false,
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        Err(std::fs::TryLockError::Error(_)) => false,
+    }
+}
+
 const HEADER: u64 = 16;
 const ACK_MAGIC: u32 = 0x4b41_5153; // "SQAK"
 
@@ -187,6 +201,14 @@ struct Segment {
     points: u64,
 }
 
+/// Why a record could not be read.
+enum ReadError {
+    /// The bytes are not a record: the rest of the segment is skipped.
+    Corrupt(String),
+    /// The file cannot be read now: try again later.
+    Io(String),
+}
+
 /// One record read for sending.
 pub(crate) struct Record {
     pub id: u64,
@@ -234,6 +256,8 @@ pub(crate) struct DiskQueue {
     dirty: bool,
     metrics: DiskMetrics,
     scratch: Vec<u8>,
+    /// What corrupt regions held, for the engine to count as dropped.
+    skipped: Dropped,
 }
 
 fn seg_path(dir: &Path, first_id: u64) -> PathBuf {
@@ -373,7 +397,11 @@ impl DiskQueue {
             let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".seg")) else {
                 continue;
             };
-            if let Ok(id) = stem.parse::<u64>() {
+            // Only names this queue writes (`seg_path`), so each one round-trips.
+            if stem.len() == 20
+                && stem.bytes().all(|b| b.is_ascii_digit())
+                && let Ok(id) = stem.parse::<u64>()
+            {
                 ids.push(id);
             }
         }
@@ -400,15 +428,22 @@ impl DiskQueue {
             dirty: false,
             metrics,
             scratch: Vec::new(),
+            skipped: Dropped::default(),
         };
         let cursor = acked.unwrap_or(0);
         let last = ids.last().copied();
         let mut cut_failed = false;
         for &first_id in &ids {
             let path = seg_path(&dir, first_id);
-            let s = scan(&path, first_id, cursor, cfg.max_bytes)
-                .map_err(io_err(&path, "cannot read a segment"))?;
-            let end_id = first_id + s.records;
+            let s = match scan(&path, first_id, cursor, cfg.max_bytes) {
+                Ok(s) => s,
+                Err(e) => {
+                    // Unreadable: left out (and said), not a reason to refuse to start.
+                    q.corrupt(&path, 0, &format!("a read error ({e})"));
+                    continue;
+                }
+            };
+            let end_id = first_id.saturating_add(s.records);
             if let Some(why) = &s.error {
                 q.corrupt(&path, s.file_len - s.valid, why);
                 if Some(first_id) == last {
@@ -578,6 +613,9 @@ impl DiskQueue {
         self.cursor_off = 0;
         self.cursor_points = 0;
         self.redeliver = false;
+        // The cursor moved: a segment whose deletion does not reach the disk is then known
+        // as sent at the next start, not sent again.
+        self.write_ack(false);
         Dropped {
             records: seg.records.saturating_sub(read_records),
             points: seg.points.saturating_sub(read_points),
@@ -686,25 +724,38 @@ impl DiskQueue {
         self.ack.sync_data()
     }
 
+    /// Deletes the front segment, which the cursor has passed, and moves the cursor to the
+    /// start of the next one (ids may jump where a segment was cut short).
+    fn finish_front(&mut self) {
+        let Some(seg) = self.segments.pop_front() else {
+            return;
+        };
+        let _ = std::fs::remove_file(seg_path(&self.dir, seg.first_id));
+        self.total_bytes -= seg.len;
+        self.reader = None;
+        let next = self.segments.front().map_or(self.next_id, |s| s.first_id);
+        self.cursor_id = self.cursor_id.max(next);
+        self.cursor_off = 0;
+        self.cursor_points = 0;
+        self.gauge();
+    }
+
     /// The next record to send, marked in flight until [`ack`](Self::ack) or
-    /// [`release`](Self::release). Corrupt regions found are skipped and counted.
-    pub(crate) fn next(&mut self) -> Option<Record> {
+    /// [`release`](Self::release). A corrupt region is skipped (the rest of its segment),
+    /// counted, and what it held left for [`take_skipped`](Self::take_skipped). An error is a
+    /// segment that cannot be read now (too many open files, an I/O error): nothing is
+    /// skipped, the caller tries again later.
+    pub(crate) fn next(&mut self) -> Result<Option<Record>, String> {
         loop {
-            let seg = self.segments.front()?;
+            let Some(seg) = self.segments.front() else {
+                return Ok(None);
+            };
             let (first_id, len, records) = (seg.first_id, seg.len, seg.records);
-            if self.cursor_id >= first_id + records {
+            if self.cursor_id >= first_id.saturating_add(records) {
                 if self.segments.len() == 1 {
-                    return None;
+                    return Ok(None);
                 }
-                self.segments.pop_front();
-                let _ = std::fs::remove_file(seg_path(&self.dir, first_id));
-                self.total_bytes -= len;
-                self.reader = None;
-                let next = self.segments.front().map_or(self.next_id, |s| s.first_id);
-                self.cursor_id = self.cursor_id.max(next);
-                self.cursor_off = 0;
-                self.cursor_points = 0;
-                self.gauge();
+                self.finish_front();
                 continue;
             }
             match self.read_at(first_id, self.cursor_off, len) {
@@ -722,66 +773,90 @@ impl DiskQueue {
                         c.add(points);
                     }
                     self.write_ack(true);
-                    return Some(Record {
+                    return Ok(Some(Record {
                         id,
                         points,
                         payload,
-                    });
+                    }));
                 }
-                Err(why) => {
+                Err(ReadError::Io(e)) => {
+                    self.reader = None;
+                    return Err(format!(
+                        "cannot read the durable queue segment {}: {e}",
+                        seg_path(&self.dir, first_id).display()
+                    ));
+                }
+                Err(ReadError::Corrupt(why)) => {
                     let path = seg_path(&self.dir, first_id);
                     self.corrupt(&path, len - self.cursor_off, &why);
-                    // The rest of the segment is given up; appends go to a new one.
-                    let cursor_points = self.cursor_points;
-                    let cursor_id = self.cursor_id;
+                    // The rest of the segment is given up (and counted); appends go to a new one.
+                    let read = self.cursor_id - first_id;
                     if let Some(seg) = self.segments.front_mut() {
-                        seg.records = cursor_id - seg.first_id;
-                        seg.points = cursor_points;
+                        self.skipped.records += seg.records.saturating_sub(read);
+                        self.skipped.points += seg.points.saturating_sub(self.cursor_points);
+                        seg.records = read;
+                        seg.points = self.cursor_points;
                     }
                     if self.segments.len() == 1 {
                         self.active = None;
-                        let seg = self.segments.pop_front()?;
-                        let _ = std::fs::remove_file(seg_path(&self.dir, seg.first_id));
-                        self.total_bytes -= seg.len;
-                        self.reader = None;
-                        self.cursor_id = self.next_id;
-                        self.cursor_off = 0;
-                        self.cursor_points = 0;
-                        self.gauge();
-                        return None;
+                        self.finish_front();
+                        self.write_ack(false);
+                        return Ok(None);
                     }
                 }
             }
         }
     }
 
-    fn read_at(&mut self, first_id: u64, off: u64, len: u64) -> Result<(u64, Vec<u8>), String> {
+    /// What corrupt regions held (records and points) since the last call.
+    pub(crate) fn take_skipped(&mut self) -> Dropped {
+        std::mem::take(&mut self.skipped)
+    }
+
+    /// The record in flight was pushed out by the size cap meanwhile.
+    pub(crate) fn in_flight_orphaned(&self) -> bool {
+        self.in_flight.as_ref().is_some_and(|f| f.orphaned)
+    }
+
+    fn read_at(&mut self, first_id: u64, off: u64, len: u64) -> Result<(u64, Vec<u8>), ReadError> {
         if self.reader.as_ref().is_none_or(|(id, _)| *id != first_id) {
-            let f = File::open(seg_path(&self.dir, first_id)).map_err(|e| e.to_string())?;
+            let f = File::open(seg_path(&self.dir, first_id)).map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => ReadError::Corrupt("gone (deleted by hand?)".into()),
+                _ => ReadError::Io(e.to_string()),
+            })?;
             self.reader = Some((first_id, f));
         }
         let Some((_, f)) = &self.reader else {
-            return Err("no reader".into());
+            return Err(ReadError::Io("no reader".into()));
+        };
+        let read_err = |e: io::Error| match e.kind() {
+            io::ErrorKind::UnexpectedEof => {
+                ReadError::Corrupt(format!("an end before the record at offset {off}"))
+            }
+            _ => ReadError::Io(format!("offset {off}: {e}")),
         };
         let mut h = [0u8; HEADER as usize];
         if off + HEADER > len {
-            return Err(format!("a cut record header at offset {off}"));
+            return Err(ReadError::Corrupt(format!(
+                "a cut record header at offset {off}"
+            )));
         }
-        f.read_exact_at(&mut h, off)
-            .map_err(|e| format!("a read error at offset {off} ({e})"))?;
+        f.read_exact_at(&mut h, off).map_err(read_err)?;
         let n = u32::from_le_bytes(h[0..4].try_into().unwrap_or_default()) as u64;
         let sum = u32::from_le_bytes(h[4..8].try_into().unwrap_or_default());
         let points = u64::from_le_bytes(h[8..16].try_into().unwrap_or_default());
         if off + HEADER + n > len {
-            return Err(format!(
+            return Err(ReadError::Corrupt(format!(
                 "a record of {n} bytes at offset {off} that runs past the segment's end"
-            ));
+            )));
         }
         let mut payload = vec![0u8; n as usize];
         f.read_exact_at(&mut payload, off + HEADER)
-            .map_err(|e| format!("a read error at offset {off} ({e})"))?;
+            .map_err(read_err)?;
         if crc(points, &payload) != sum {
-            return Err(format!("a checksum mismatch at offset {off}"));
+            return Err(ReadError::Corrupt(format!(
+                "a checksum mismatch at offset {off}"
+            )));
         }
         Ok((points, payload))
     }
@@ -798,21 +873,14 @@ impl DiskQueue {
         self.cursor_id += 1;
         self.cursor_off = f.next_off;
         self.cursor_points += f.points;
-        self.write_ack(false);
         // Deletes the segment now if it is finished and not the one being written.
         if let Some(seg) = self.segments.front()
-            && self.cursor_id >= seg.first_id + seg.records
+            && self.cursor_id >= seg.first_id.saturating_add(seg.records)
             && self.segments.len() > 1
         {
-            let (first_id, len) = (seg.first_id, seg.len);
-            self.segments.pop_front();
-            let _ = std::fs::remove_file(seg_path(&self.dir, first_id));
-            self.total_bytes -= len;
-            self.reader = None;
-            self.cursor_off = 0;
-            self.cursor_points = 0;
-            self.gauge();
+            self.finish_front();
         }
+        self.write_ack(false);
     }
 
     /// The in-flight record stays queued (the exporter is stopping): the next start sends it
@@ -844,11 +912,19 @@ mod tests {
 
     fn drain(q: &mut DiskQueue) -> Vec<(u64, Vec<u8>)> {
         let mut out = Vec::new();
-        while let Some(r) = q.next() {
+        while let Some(r) = q.next().unwrap() {
             q.ack(r.id);
             out.push((r.points, r.payload));
         }
         out
+    }
+
+    /// `n` one-point records in segments of two (600 bytes), then the queue is closed.
+    fn fill(dir: &Path, n: u64) {
+        let (mut q, _) = open(dir, 1 << 20, 600);
+        for i in 0..n {
+            q.append(1, &payload(i)).unwrap();
+        }
     }
 
     fn payload(i: u64) -> Vec<u8> {
@@ -868,7 +944,7 @@ mod tests {
             assert_eq!(q.pending_points(), (0..30).sum::<u64>());
             // Five sent, then the process goes away.
             for _ in 0..5 {
-                let r = q.next().unwrap();
+                let r = q.next().unwrap().unwrap();
                 q.ack(r.id);
             }
         }
@@ -892,7 +968,7 @@ mod tests {
         assert_eq!(segs, 1);
         // Ids go on after a restart.
         q.append(1, b"x").unwrap();
-        assert_eq!(q.next().unwrap().id, 31);
+        assert_eq!(q.next().unwrap().unwrap().id, 31);
     }
 
     #[test]
@@ -902,7 +978,7 @@ mod tests {
             let (mut q, _) = open(dir.path(), 1 << 20, 0);
             q.append(7, b"a").unwrap();
             q.append(8, b"b").unwrap();
-            let r = q.next().unwrap();
+            let r = q.next().unwrap().unwrap();
             assert_eq!(r.payload, b"a");
             // No ack: killed while sending.
         }
@@ -941,7 +1017,7 @@ mod tests {
         let (mut q, _) = open(dir.path(), 4096, 1024);
         q.append(5, &[1; 500]).unwrap();
         q.append(5, &[2; 500]).unwrap();
-        let r = q.next().unwrap();
+        let r = q.next().unwrap().unwrap();
         let mut dropped = Dropped::default();
         for _ in 0..10 {
             let d = q.append(1, &[3; 500]).unwrap();
@@ -958,18 +1034,8 @@ mod tests {
     #[test]
     fn corrupt_and_torn_segments_are_skipped_and_counted() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let (mut q, _) = open(dir.path(), 1 << 20, 600);
-            for i in 0..12 {
-                q.append(1, &payload(i)).unwrap();
-            }
-        }
-        let mut segs: Vec<_> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
-            .collect();
-        segs.sort();
+        fill(dir.path(), 12);
+        let segs = segments(dir.path());
         assert!(segs.len() >= 4, "{segs:?}");
         // A flipped byte in the first segment's second record...
         let mut bytes = std::fs::read(&segs[0]).unwrap();
@@ -991,7 +1057,79 @@ mod tests {
         assert_eq!(got.len(), 12 - (segs_records(&bytes) - 1));
         // Appends continue after the cut tail.
         q.append(1, b"after").unwrap();
-        assert_eq!(q.next().unwrap().payload, b"after");
+        assert_eq!(q.next().unwrap().unwrap().payload, b"after");
+    }
+
+    #[test]
+    fn ids_stay_true_across_a_skipped_region() {
+        let dir = tempfile::tempdir().unwrap();
+        fill(dir.path(), 12);
+        let segs = segments(dir.path());
+        let mut bytes = std::fs::read(&segs[0]).unwrap();
+        let second = bytes.len() / 2;
+        bytes[second + 40] ^= 0xff;
+        std::fs::write(&segs[0], &bytes).unwrap();
+        {
+            let (mut q, _) = open(dir.path(), 1 << 20, 600);
+            let r = q.next().unwrap().unwrap();
+            assert_eq!((r.id, r.payload), (1, payload(0)));
+            q.ack(1);
+            // Record 2 was cut off at open; the next one is record 3, under its own id.
+            let r = q.next().unwrap().unwrap();
+            assert_eq!((r.id, r.payload), (3, payload(2)));
+            q.ack(3);
+        }
+        let (mut q, reg) = open(dir.path(), 1 << 20, 600);
+        let r = q.next().unwrap().unwrap();
+        assert_eq!((r.id, r.payload), (4, payload(3)), "nothing sent twice");
+        assert_eq!(counter(&reg, crate::telemetry::QUEUE_REDELIVERED), 0);
+    }
+
+    #[test]
+    fn a_region_found_corrupt_while_reading_is_handed_over_as_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut q, _) = open(dir.path(), 1 << 20, 600);
+        for i in 0..6 {
+            q.append(5, &payload(i)).unwrap();
+        }
+        // Damaged after the queue was opened: found by the reader.
+        let segs = segments(dir.path());
+        let mut bytes = std::fs::read(&segs[0]).unwrap();
+        bytes[40] ^= 0xff;
+        std::fs::write(&segs[0], &bytes).unwrap();
+        let r = q.next().unwrap().unwrap();
+        assert_eq!(r.payload, payload(2), "the first segment was skipped");
+        assert_eq!(
+            q.take_skipped(),
+            Dropped {
+                records: 2,
+                points: 10
+            }
+        );
+        q.ack(r.id);
+        assert_eq!(q.pending_records(), 3);
+    }
+
+    #[test]
+    fn names_it_did_not_write_are_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("5.seg"), b"not ours").unwrap();
+        std::fs::write(dir.path().join("+0000000000000000005.seg"), b"not ours").unwrap();
+        let (mut q, _) = open(dir.path(), 1 << 20, 0);
+        assert_eq!(q.pending_records(), 0);
+        q.append(1, b"a").unwrap();
+        assert_eq!(q.next().unwrap().unwrap().payload, b"a");
+    }
+
+    /// The segment files in `dir`, oldest first.
+    fn segments(dir: &Path) -> Vec<PathBuf> {
+        let mut segs: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .collect();
+        segs.sort();
+        segs
     }
 
     fn segs_records(bytes: &[u8]) -> usize {
@@ -1012,7 +1150,7 @@ mod tests {
             let (mut q, _) = open(dir.path(), 1 << 20, 0);
             q.append(1, b"a").unwrap();
             q.append(1, b"b").unwrap();
-            let r = q.next().unwrap();
+            let r = q.next().unwrap().unwrap();
             q.ack(r.id);
         }
         std::fs::write(dir.path().join("ack"), b"garbage garbage garbage!").unwrap();

@@ -1125,14 +1125,31 @@ async fn sender_loop<K: Sink>(shared: Arc<Shared>, mut sink: K, mut cfg: SenderC
 /// stays on disk.
 async fn durable_sender_loop<K: Sink>(shared: Arc<Shared>, mut sink: K, mut cfg: SenderConfig) {
     loop {
-        let record = {
+        let (record, unreadable) = {
             let mut st = shared.lock();
             let past_deadline = st.deadline.is_some_and(|d| Instant::now() >= d);
             let stopping = st.shutdown && st.collector_done;
-            let record = match st.disk.as_mut() {
-                Some(disk) if !past_deadline => disk.next(),
-                _ => None,
+            let (record, unreadable, skipped) = match st.disk.as_mut() {
+                Some(disk) if !past_deadline => {
+                    let (record, unreadable) = match disk.next() {
+                        Ok(r) => (r, None),
+                        Err(e) => (None, Some(e)),
+                    };
+                    (record, unreadable, disk.take_skipped())
+                }
+                _ => (None, None, Default::default()),
             };
+            if skipped.records > 0 {
+                shared.fail(
+                    &mut st,
+                    "corrupt",
+                    skipped.points,
+                    format!(
+                        "{} requests in a corrupt region of the durable queue were skipped",
+                        skipped.records
+                    ),
+                );
+            }
             if record.is_none() && (past_deadline || stopping) {
                 if let Some(disk) = &st.disk {
                     shared.kept_on_disk(disk);
@@ -1143,8 +1160,24 @@ async fn durable_sender_loop<K: Sink>(shared: Arc<Shared>, mut sink: K, mut cfg:
                 return;
             }
             shared.metrics.queue_size(st.pending());
-            record
+            (record, unreadable)
         };
+        if let Some(error) = unreadable {
+            // Nothing is skipped: the same record is tried again after a pause.
+            if let Some(n) = shared.failure_log.hit() {
+                diag::warn(format_args!(
+                    "{} exporter: {error}; trying again{}",
+                    shared.metrics.exporter(),
+                    held_back(n, "read errors")
+                ));
+            }
+            let woken = shared.sender_wake.notified();
+            tokio::select! {
+                _ = tokio::time::sleep(cfg.backoff.next(None)) => {}
+                _ = woken => {}
+            }
+            continue;
+        }
         let Some(record) = record else {
             shared.sender_wake.notified().await;
             continue;
@@ -1250,9 +1283,20 @@ async fn send<K: Sink>(
                 after: delay,
             } => {
                 shared.attempt_failed(&error, "retrying with backoff");
-                if cfg.durable && shared.lock().deadline.is_some() {
-                    // Stopping: the batch waits on disk for the next start.
-                    return Err(cut(&error));
+                if cfg.durable {
+                    let st = shared.lock();
+                    if st.deadline.is_some() {
+                        // Stopping: the batch waits on disk for the next start.
+                        return Err(cut(&error));
+                    }
+                    if st.disk.as_ref().is_some_and(DiskQueue::in_flight_orphaned) {
+                        return Err((
+                            "queue_full",
+                            format!(
+                                "{error} (the durable queue's size cap pushed the request out while it was retried)"
+                            ),
+                        ));
+                    }
                 }
                 if let Some(max) = cfg.max_retries
                     && retries >= max
@@ -1279,7 +1323,12 @@ async fn send<K: Sink>(
                 let until = after(Instant::now(), wait);
                 loop {
                     let woken = shared.sender_wake.notified();
-                    if shared.lock().deadline.is_some_and(|d| d <= until) {
+                    // A durable queue keeps the batch: stopping needs no last attempt.
+                    if shared
+                        .lock()
+                        .deadline
+                        .is_some_and(|d| d <= until || cfg.durable)
+                    {
                         return Err(cut(&error));
                     }
                     if Instant::now() >= until {

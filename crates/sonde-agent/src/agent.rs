@@ -285,16 +285,39 @@ fn same_queue(
     matches!((old, new), (Some(a), Some(b)) if a.dir == b.dir)
 }
 
+/// An exporter section with a durable queue directory.
+trait Queued {
+    fn queue_dir(&self) -> Option<&std::path::Path>;
+}
+
+impl Queued for crate::config::OtlpSection {
+    fn queue_dir(&self) -> Option<&std::path::Path> {
+        self.queue.as_ref().map(|q| q.dir.as_path())
+    }
+}
+
+impl Queued for crate::config::CloudWatchSection {
+    fn queue_dir(&self) -> Option<&std::path::Path> {
+        self.queue.as_ref().map(|q| q.dir.as_path())
+    }
+}
+
+impl Queued for crate::config::RemoteWriteSection {
+    fn queue_dir(&self) -> Option<&std::path::Path> {
+        self.queue.as_ref().map(|q| q.dir.as_path())
+    }
+}
+
 /// Restarts an exporter on the durable queue directory it keeps: the old one stops first
 /// (what it has not sent stays queued there, for the new one); if the new one cannot start,
-/// the old settings are started again.
-fn hand_over<E: sonde_core::Component>(
+/// the old settings are started again. The error comes with the section that runs then.
+fn hand_over<E: sonde_core::Component, S: Queued + Clone>(
     slot: &mut Option<E>,
     timeout: Duration,
-    queue: &std::path::Path,
-    start_new: impl FnOnce() -> Result<E, String>,
-    start_old: impl FnOnce() -> Option<Result<E, String>>,
-) -> Result<(), String> {
+    new: (&S, &Resource),
+    old: Option<(&S, &Resource)>,
+    start: impl Fn(&S, &Resource) -> Result<E, String>,
+) -> Result<(), (String, Option<S>)> {
     if let Some(e) = slot.take()
         && let Err(err) = e.shutdown(timeout)
     {
@@ -302,25 +325,30 @@ fn hand_over<E: sonde_core::Component>(
     }
     // An old exporter that did not stop in time lets go of the directory when its thread
     // ends: waited for (bounded), rather than failing the new one on a held lock.
-    let until = std::time::Instant::now() + timeout.max(Duration::from_secs(1));
-    while sonde_push::disk::in_use(queue) && std::time::Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(20));
+    if let Some(dir) = new.0.queue_dir() {
+        let until = std::time::Instant::now() + timeout.max(Duration::from_secs(1));
+        while sonde_push::disk::in_use(dir) && std::time::Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
-    match start_new() {
+    let err = match start(new.0, new.1) {
         Ok(e) => {
             *slot = Some(e);
-            Ok(())
+            return Ok(());
         }
-        Err(err) => {
-            *slot = match start_old() {
-                Some(Ok(e)) => Some(e),
-                Some(Err(old)) => {
-                    warn!("the previous settings did not start again either: {old}");
-                    None
-                }
-                None => None,
-            };
-            Err(err)
+        Err(err) => err,
+    };
+    let Some((section, resource)) = old else {
+        return Err((err, None));
+    };
+    match start(section, resource) {
+        Ok(e) => {
+            *slot = Some(e);
+            Err((err, Some(section.clone())))
+        }
+        Err(again) => {
+            warn!("the previous settings did not start again either: {again}");
+            Err((err, None))
         }
     }
 }
@@ -494,25 +522,16 @@ impl Running {
             && let Some(o) = &new.otlp
         {
             let deltas = self.otlp.as_ref().and_then(|e| e.delta_state());
-            let old_section = old.and_then(|c| c.otlp.clone());
-            let queue = o.queue.as_ref().map(|q| q.dir.clone()).unwrap_or_default();
-            let restart = hand_over(
+            let old_section = old.and_then(|c| c.otlp.as_ref());
+            let started = hand_over(
                 &mut self.otlp,
                 timeout,
-                &queue,
-                || start_otlp(o, registry, &resource_new, deltas.clone()),
-                || {
-                    let r = resource_old.as_ref()?;
-                    Some(start_otlp(
-                        old_section.as_ref()?,
-                        registry,
-                        r,
-                        deltas.clone(),
-                    ))
-                },
+                (o, &resource_new),
+                old_section.zip(resource_old.as_ref()),
+                |s, r| start_otlp(s, registry, r, deltas.clone()),
             );
-            if let Err(e) = restart {
-                applied.otlp = self.otlp.as_ref().and(old.and_then(|c| c.otlp.clone()));
+            if let Err((e, running)) = started {
+                applied.otlp = running;
                 errors.push(e);
             }
         }
@@ -520,51 +539,32 @@ impl Running {
             && let Some(c) = &new.cloudwatch
         {
             let deltas = self.cloudwatch.as_ref().map(|e| e.delta_state());
-            let old_section = old.and_then(|c| c.cloudwatch.clone());
-            let queue = c.queue.as_ref().map(|q| q.dir.clone()).unwrap_or_default();
-            let restart = hand_over(
+            let old_section = old.and_then(|c| c.cloudwatch.as_ref());
+            let started = hand_over(
                 &mut self.cloudwatch,
                 timeout,
-                &queue,
-                || start_cloudwatch(c, registry, &resource_new, deltas.clone()),
-                || {
-                    let r = resource_old.as_ref()?;
-                    Some(start_cloudwatch(
-                        old_section.as_ref()?,
-                        registry,
-                        r,
-                        deltas.clone(),
-                    ))
-                },
+                (c, &resource_new),
+                old_section.zip(resource_old.as_ref()),
+                |s, r| start_cloudwatch(s, registry, r, deltas.clone()),
             );
-            if let Err(e) = restart {
-                applied.cloudwatch = self
-                    .cloudwatch
-                    .as_ref()
-                    .and(old.and_then(|c| c.cloudwatch.clone()));
+            if let Err((e, running)) = started {
+                applied.cloudwatch = running;
                 errors.push(e);
             }
         }
         if staged.handover.remote_write
             && let Some(rw) = &new.remote_write
         {
-            let old_section = old.and_then(|c| c.remote_write.clone());
-            let queue = rw.queue.as_ref().map(|q| q.dir.clone()).unwrap_or_default();
-            let restart = hand_over(
+            let old_section = old.and_then(|c| c.remote_write.as_ref());
+            let started = hand_over(
                 &mut self.remote_write,
                 timeout,
-                &queue,
-                || start_remote_write(rw, registry, &resource_new),
-                || {
-                    let r = resource_old.as_ref()?;
-                    Some(start_remote_write(old_section.as_ref()?, registry, r))
-                },
+                (rw, &resource_new),
+                old_section.zip(resource_old.as_ref()),
+                |s, r| start_remote_write(s, registry, r),
             );
-            if let Err(e) = restart {
-                applied.remote_write = self
-                    .remote_write
-                    .as_ref()
-                    .and(old.and_then(|c| c.remote_write.clone()));
+            if let Err((e, running)) = started {
+                applied.remote_write = running;
                 errors.push(e);
             }
         }

@@ -87,29 +87,7 @@ fn kv(k: &str, v: &str) -> KeyValue {
 }
 
 /// One request, encoded, with the number of data points it carries.
-pub(crate) struct Encoded {
-    pub body: bytes::Bytes,
-    pub points: u64,
-}
-
-impl sonde_push::Batch for Encoded {
-    fn points(&self) -> u64 {
-        self.points
-    }
-    fn bytes(&self) -> usize {
-        self.body.len()
-    }
-    const DURABLE: bool = true;
-    fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.body);
-    }
-    fn decode(bytes: Vec<u8>, points: u64) -> Option<Self> {
-        Some(Encoded {
-            body: bytes.into(),
-            points,
-        })
-    }
-}
+pub(crate) use sonde_push::Encoded;
 
 /// Converts and encodes `snapshot` into as few requests as the limits allow.
 pub(crate) fn encode(snapshot: &Snapshot, opts: &Options) -> Vec<Encoded> {

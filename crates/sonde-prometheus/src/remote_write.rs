@@ -620,30 +620,8 @@ impl RemoteWriter {
     }
 }
 
-/// One encoded request.
-struct Batch {
-    body: bytes::Bytes,
-    samples: u64,
-}
-
-impl sonde_push::Batch for Batch {
-    fn points(&self) -> u64 {
-        self.samples
-    }
-    fn bytes(&self) -> usize {
-        self.body.len()
-    }
-    const DURABLE: bool = true;
-    fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.body);
-    }
-    fn decode(bytes: Vec<u8>, points: u64) -> Option<Self> {
-        Some(Batch {
-            body: bytes.into(),
-            samples: points,
-        })
-    }
-}
+/// One encoded request, with the samples it carries.
+type Batch = sonde_push::Encoded;
 
 struct Collector {
     reader: sonde_core::Reader,
@@ -669,7 +647,7 @@ impl sonde_push::Source for Collector {
             match convert::encode(&r) {
                 Ok(body) => out.push(Batch {
                     body: bytes::Bytes::from(body),
-                    samples,
+                    points: samples,
                 }),
                 Err(_) => self.dropped.push(("encode", samples)),
             }

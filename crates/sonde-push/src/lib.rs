@@ -197,6 +197,36 @@ impl Batch for Vec<u64> {
     }
 }
 
+/// A request already encoded for the wire (an OTLP or remote-write body) with the data points
+/// it carries: the batch of exporters that encode at collection time. It can go through a
+/// durable queue as it is.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    /// The request body.
+    pub body: bytes::Bytes,
+    /// Data points in it.
+    pub points: u64,
+}
+
+impl Batch for Encoded {
+    fn points(&self) -> u64 {
+        self.points
+    }
+    fn bytes(&self) -> usize {
+        self.body.len()
+    }
+    const DURABLE: bool = true;
+    fn encode(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.body);
+    }
+    fn decode(bytes: Vec<u8>, points: u64) -> Option<Self> {
+        Some(Encoded {
+            body: bytes.into(),
+            points,
+        })
+    }
+}
+
 /// Produces the batches of one collection. Runs on the exporter's thread.
 pub trait Source: Send + 'static {
     /// The batch type.

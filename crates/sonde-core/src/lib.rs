@@ -52,6 +52,7 @@ mod error;
 pub mod exemplar;
 mod family;
 pub mod histogram;
+mod histogram_instrument;
 mod instrument;
 mod kind;
 mod labels;

@@ -220,6 +220,35 @@ impl HistogramLayout {
         layout
     }
 
+    /// Sets what each series of the family carries: `stripes` blocks of cells (a power of
+    /// two) and whether it keeps exemplars.
+    pub(crate) fn set_series_options(&mut self, stripes: usize, exemplars: bool) {
+        self.stripes = stripes;
+        self.exemplars = exemplars;
+    }
+
+    /// The layout of a family whose own configuration was refused (the defaults, no unit).
+    pub(crate) fn fallback() -> Self {
+        Self::build(&Unit::None, HistogramConfig::for_unit(&Unit::None))
+    }
+
+    /// Bytes the layout itself holds (shared by the family's series).
+    pub(crate) fn layout_bytes(&self) -> usize {
+        std::mem::size_of::<HistogramLayout>()
+            + (self.octave_bounds.len() + self.explicit.len()) * 8
+            + self.explicit_cell.len() * 4
+            + self.split_first.len() * 2
+    }
+
+    /// Bytes of a series' exemplar slots (none unless the family keeps exemplars).
+    pub(crate) fn exemplar_bytes(&self) -> usize {
+        if self.exemplars {
+            (self.explicit.len() + 1) * std::mem::size_of::<crate::exemplar::Slot>()
+        } else {
+            0
+        }
+    }
+
     /// A layout outside any registry, for tools that store a histogram's cells and rebuild it
     /// later with [`HistogramPoint::from_parts`](super::HistogramPoint::from_parts) (a load
     /// generator's saved runs, for example).

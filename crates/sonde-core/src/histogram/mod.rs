@@ -37,16 +37,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use crate::exemplar::{Slot, TraceContext};
-use crate::instrument::{Instrument, sealed};
-use crate::kind::Kind;
-use crate::number::NumberKind;
+use crate::exemplar::TraceContext;
 use crate::series::Series;
-use crate::snapshot::Point;
-use crate::{Error, Unit};
-
-#[doc(hidden)]
-pub use crate::instrument::InstrumentOptions;
 pub use layout::{
     DEFAULT_BUCKETS, DEFAULT_BYTES_BUCKETS, DEFAULT_SECONDS_BUCKETS, HistogramConfig,
     HistogramLayout, OCTAVES, Precision,
@@ -168,67 +160,6 @@ impl fmt::Debug for Histogram {
             .field("count", &p.count())
             .field("sum", &p.sum())
             .finish()
-    }
-}
-
-impl sealed::Sealed for Histogram {}
-
-impl Instrument for Histogram {
-    type Core = HistogramCore;
-    type Config = HistogramLayout;
-    const KIND: Kind = Kind::Histogram;
-    const NUMBER: NumberKind = NumberKind::F64;
-    const RESERVED_LABELS: &'static [&'static str] = &["le", "quantile"];
-
-    fn make_config(
-        name: &str,
-        unit: &Unit,
-        options: &InstrumentOptions,
-    ) -> Result<HistogramLayout, Error> {
-        let mut config = HistogramConfig::for_unit(unit);
-        if let Some(b) = &options.buckets {
-            config.buckets = b.clone();
-        }
-        if let Some(p) = options.precision {
-            config.precision = p;
-        }
-        if let Some(e) = options.min_exponent {
-            config.min_exponent = e;
-        }
-        let mut layout = HistogramLayout::new(name, unit, config)?;
-        // Each stripe is a whole copy of the cells, so histograms take fewer than counters.
-        layout.stripes = options.stripes.unwrap_or(1).clamp(1, 8).next_power_of_two();
-        layout.exemplars = options.exemplars.unwrap_or(false);
-        Ok(layout)
-    }
-    fn fallback_config() -> HistogramLayout {
-        HistogramLayout::build(&Unit::None, HistogramConfig::for_unit(&Unit::None))
-    }
-    fn new_core(config: &Arc<HistogramLayout>) -> HistogramCore {
-        HistogramCore::new(config)
-    }
-    fn config_bytes(l: &HistogramLayout) -> usize {
-        std::mem::size_of::<HistogramLayout>()
-            + (l.octave_bounds.len() + l.explicit.len()) * 8
-            + l.explicit_cell.len() * 4
-            + l.split_first.len() * 2
-    }
-    fn core_bytes(l: &HistogramLayout) -> usize {
-        let exemplars = if l.exemplars {
-            (l.explicit.len() + 1) * std::mem::size_of::<Slot>()
-        } else {
-            0
-        };
-        std::mem::size_of::<HistogramCore>() + l.block * l.stripes * 8 + exemplars
-    }
-    fn from_series(series: Arc<Series<HistogramCore>>) -> Self {
-        Histogram(series)
-    }
-    fn read(core: &HistogramCore) -> Point {
-        Point::Histogram(core.read())
-    }
-    fn absorb(dst: &HistogramCore, src: &HistogramCore) {
-        dst.absorb(src);
     }
 }
 

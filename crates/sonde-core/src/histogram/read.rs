@@ -468,7 +468,7 @@ fn group_of(cell: usize, merge: usize, layout: &HistogramLayout) -> usize {
 
 impl HistogramCore {
     /// A cumulative read of every stripe.
-    pub(super) fn read(&self) -> HistogramPoint {
+    pub(crate) fn read(&self) -> HistogramPoint {
         let l = &self.layout;
         let cells = l.cells();
         let blocks = || (0..l.stripes).map(|s| s * l.block);

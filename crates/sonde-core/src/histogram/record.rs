@@ -43,7 +43,7 @@ pub struct HistogramCore {
 }
 
 impl HistogramCore {
-    pub(super) fn new(layout: &Arc<HistogramLayout>) -> Self {
+    pub(crate) fn new(layout: &Arc<HistogramLayout>) -> Self {
         let n = layout.block * layout.stripes;
         HistogramCore {
             layout: layout.clone(),

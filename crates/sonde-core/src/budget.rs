@@ -21,7 +21,7 @@ pub struct MemoryBudget {
 
 impl MemoryBudget {
     /// At most `max_series` series taking at most `max_bytes` (estimated: a histogram series
-    /// is about 6 KB at the default precision, a counter or gauge about 150 bytes, plus its
+    /// is about 3.3 KB at the default precision, a counter or gauge about 150 bytes, plus its
     /// label values).
     pub fn new(max_series: usize, max_bytes: usize) -> Self {
         MemoryBudget {

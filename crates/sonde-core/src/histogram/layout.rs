@@ -40,14 +40,14 @@ pub const DEFAULT_BUCKETS: &[f64] = &[
 /// Resolution of the quantile grid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Precision {
-    /// 8 cells per octave: quantile error at most 4.33 %, exponential scale up to 3, about 2.2 KB
+    /// 8 cells per octave: quantile error at most 4.33 %, exponential scale up to 3, about 1.4 KB
     /// per series.
     Compact,
-    /// 24 cells per octave: quantile error at most 1.44 %, exponential scale up to 3, about 6.0 KB
+    /// 24 cells per octave: quantile error at most 1.44 %, exponential scale up to 3, about 3.3 KB
     /// per series.
     #[default]
     Standard,
-    /// 32 cells per octave: quantile error at most 1.08 %, exponential scale up to 5, about 7.9 KB
+    /// 32 cells per octave: quantile error at most 1.08 %, exponential scale up to 5, about 4.3 KB
     /// per series.
     High,
 }
@@ -119,9 +119,11 @@ pub struct HistogramLayout {
     /// Per cell, the first explicit boundary inside it, or `NO_SPLIT`.
     pub(super) split_first: Box<[u16]>,
     pub(super) occupancy_shift: u32,
-    /// Offset of the sum in a block, and the block length (whole cache lines).
+    /// Per stripe: the cells (`u32`, whole cache lines), and the split counters then the sum
+    /// (`u64`, whole cache lines, the sum at `sum_at`).
+    pub(super) cell_block: usize,
+    pub(super) head_block: usize,
     pub(super) sum_at: usize,
-    pub(super) block: usize,
     /// Blocks per series: 1, or a power of two for striped families.
     pub(super) stripes: usize,
     /// Whether series keep one exemplar per explicit bucket.
@@ -201,8 +203,9 @@ impl HistogramLayout {
             explicit_cell: Box::new([]),
             split_first: vec![NO_SPLIT; cells].into_boxed_slice(),
             occupancy_shift,
-            sum_at: cells + config.buckets.len(),
-            block: (cells + config.buckets.len() + 1).next_multiple_of(8),
+            cell_block: cells.next_multiple_of(16),
+            head_block: (config.buckets.len() + 1).next_multiple_of(8),
+            sum_at: config.buckets.len(),
             stripes: 1,
             exemplars: false,
             seconds_scale: unit.per_second().unwrap_or(1.0),

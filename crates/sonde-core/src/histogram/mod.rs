@@ -17,10 +17,11 @@
 //! `n` equal observations ([`Histogram::observe_n`]: a sampled StatsD timer, a batch) cost the
 //! atomic operations of one; bad input (NaN, infinities, a huge `n`) is handled as its docs say.
 //!
-//! Memory is fixed when the series is created and never depends on collection:
-//! `8 × (cells + 2 + boundaries + 1)` bytes rounded up to whole cache lines, plus a few words
-//! (6.0 KB at the defaults, 2.2 KB with [`Precision::Compact`]); striped families hold one such
-//! block per stripe.
+//! Memory is fixed when the series is created and never depends on collection: `4 × cells`
+//! (32-bit cells) plus `8 × (boundaries + 1)` bytes, each rounded up to whole cache lines, plus a
+//! few words (3.3 KB at the defaults, 1.4 KB with [`Precision::Compact`]); striped families hold
+//! one such block per stripe. A cell that reaches 2^31 observations moves them into a 64-bit
+//! carry, allocated for the series then (once in its life).
 
 // By concern: `layout` (the grid, shared by a family's series), `record` (the atomic storage
 // and the hot path), `read` (points and what is computed from them); this file holds the handle.

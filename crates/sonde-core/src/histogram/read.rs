@@ -4,6 +4,7 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::sync::atomic::fence;
 
 use super::layout::{HistogramLayout, clamp};
 use super::record::HistogramCore;
@@ -469,20 +470,52 @@ fn group_of(cell: usize, merge: usize, layout: &HistogramLayout) -> usize {
 impl HistogramCore {
     /// A cumulative read of every stripe.
     pub(crate) fn read(&self) -> HistogramPoint {
+        // A transfer (a cell moving 2^31 into its carry) that overlaps the read makes it start
+        // over; they happen once per 2^31 observations of a cell, so this loop runs once.
+        let mut waits = 0u32;
+        loop {
+            let done = self.transfers_done.load(Acquire);
+            let started = self.transfers_started.load(Acquire);
+            if started != done {
+                // A writer is inside a transfer (a few instructions, unless it was preempted).
+                waits += 1;
+                if waits < 64 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
+                continue;
+            }
+            let point = self.read_once();
+            // Pairs with the fence in `transfer`: a transfer whose writes this read saw is
+            // counted in `transfers_started` now.
+            fence(Acquire);
+            if self.transfers_started.load(Relaxed) == started {
+                return point;
+            }
+        }
+    }
+
+    fn read_once(&self) -> HistogramPoint {
         let l = &self.layout;
         let cells = l.cells();
-        let blocks = || (0..l.stripes).map(|s| s * l.block);
         let mut splits = vec![0u64; l.explicit.len()];
-        for base in blocks() {
+        for s in 0..l.stripes {
+            let head = s * l.head_block;
             for (j, split) in splits.iter_mut().enumerate() {
-                *split += self.counters[base + cells + j].load(Acquire);
+                *split += self.counters[head + j].load(Acquire);
             }
         }
         let occupied = self.occupied.load(Acquire);
         let group = 1usize << l.occupancy_shift;
+        let carry = self.carry.get();
         let cell_sum = |cell: usize| -> u64 {
-            blocks()
-                .map(|b| self.counters[b + cell].load(Relaxed))
+            (0..l.stripes)
+                .map(|s| {
+                    let at = s * l.cell_block + cell;
+                    u64::from(self.cells[at].load(Relaxed))
+                        + carry.map_or(0, |c| c[at].load(Relaxed))
+                })
                 .sum()
         };
         // Visits every cell of the groups that have ever been written, in ascending order.
@@ -521,8 +554,8 @@ impl HistogramCore {
         HistogramPoint {
             layout: l.clone(),
             count,
-            sum: blocks()
-                .map(|b| f64::from_bits(self.counters[b + l.sum_at].load(Relaxed)))
+            sum: (0..l.stripes)
+                .map(|s| f64::from_bits(self.counters[s * l.head_block + l.sum_at].load(Relaxed)))
                 .sum(),
             min: f64::from_bits(self.min.load(Relaxed)),
             max: f64::from_bits(self.max.load(Relaxed)),

@@ -1,10 +1,11 @@
 //! Recording: the atomic storage of one series and everything that writes to it.
 
-use std::sync::Arc;
 use std::sync::atomic::{
-    AtomicU64,
+    AtomicU32, AtomicU64,
     Ordering::{Acquire, Relaxed, Release},
+    fence,
 };
+use std::sync::{Arc, OnceLock};
 
 use super::layout::{HistogramLayout, NO_SPLIT};
 use crate::exemplar::{Slot, TraceContext};
@@ -15,7 +16,8 @@ use crate::number::add_f64;
 impl HistogramLayout {
     /// Bytes one series of this layout holds (its atomic storage; labels come on top).
     pub fn series_bytes(&self) -> usize {
-        std::mem::size_of::<HistogramCore>() + 8 * self.block * self.stripes
+        std::mem::size_of::<HistogramCore>()
+            + (4 * self.cell_block + 8 * self.head_block) * self.stripes
     }
 }
 
@@ -26,28 +28,61 @@ impl HistogramLayout {
 /// adds one at a time and has no such limit (2^64 observations are out of reach).
 pub const MAX_CELL_COUNT: u64 = 1 << 48;
 
-/// The atomic storage of one histogram series: one block of counters per stripe (one stripe
-/// unless the family is striped), each block holding the cells, one split counter per explicit
-/// boundary and the sum, padded to whole cache lines.
+/// A grid cell counts in 32 bits; each time one reaches this, it is moved to the cell's 64-bit
+/// carry (a transfer). Low in unit tests, so they exercise transfers constantly.
+#[cfg(not(test))]
+pub(super) const HALF: u32 = 1 << 31;
+#[cfg(test)]
+pub(super) const HALF: u32 = 1 << 8;
+/// Past this, increments check for a transfer (the margin covers increments racing past it).
+const NEAR_HALF: u32 = HALF - HALF / 4;
+/// Batches of at least this many observations go straight to the carry.
+const LARGE: u64 = if (HALF as u64 / 2) < (1 << 20) {
+    HALF as u64 / 2
+} else {
+    1 << 20
+};
+
+/// The atomic storage of one histogram series, per stripe (one stripe unless the family is
+/// striped): the grid cells as 32-bit counters (half the memory of 64-bit ones), and the split
+/// counters (one per explicit boundary) and the sum as 64-bit ones, each padded to whole cache
+/// lines. A cell that reaches [`HALF`] moves that much to its 64-bit carry, allocated for the
+/// series the first time it happens (after 2^31 observations in one cell); readers see a cell
+/// as cell + carry, and read again when a transfer ran meanwhile.
+// In this order: what every observation touches first, then the rarely used carry.
+#[repr(C)]
 pub struct HistogramCore {
     pub(super) layout: Arc<HistogramLayout>,
+    pub(super) cells: Box<[AtomicU32]>,
+    /// The split counters then the sum, per stripe.
     pub(super) counters: Box<[AtomicU64]>,
-    /// Written only by new extremes, so it stays shared in every core's cache.
-    pub(super) min: AtomicU64,
-    pub(super) max: AtomicU64,
     /// One bit per group of cells that has ever been written (in any stripe), so reads skip
     /// empty groups.
     pub(super) occupied: AtomicU64,
+    /// Written only by new extremes, so it stays shared in every core's cache.
+    pub(super) min: AtomicU64,
+    pub(super) max: AtomicU64,
     /// One exemplar per explicit bucket (with `+Inf`), for families that keep them.
     pub(super) exemplars: Option<Box<[Slot]>>,
+    pub(super) carry: OnceLock<Box<[AtomicU64]>>,
+    /// Transfers begun and finished, for readers to see whether one overlapped their read.
+    pub(super) transfers_started: AtomicU64,
+    pub(super) transfers_done: AtomicU64,
 }
 
 impl HistogramCore {
     pub(crate) fn new(layout: &Arc<HistogramLayout>) -> Self {
-        let n = layout.block * layout.stripes;
         HistogramCore {
             layout: layout.clone(),
-            counters: (0..n).map(|_| AtomicU64::new(0)).collect(),
+            cells: (0..layout.cell_block * layout.stripes)
+                .map(|_| AtomicU32::new(0))
+                .collect(),
+            counters: (0..layout.head_block * layout.stripes)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            carry: OnceLock::new(),
+            transfers_started: AtomicU64::new(0),
+            transfers_done: AtomicU64::new(0),
             min: AtomicU64::new(f64::INFINITY.to_bits()),
             max: AtomicU64::new(f64::NEG_INFINITY.to_bits()),
             occupied: AtomicU64::new(0),
@@ -117,6 +152,19 @@ impl HistogramCore {
         }
     }
 
+    /// The stripe of the calling thread: the offsets of its cells and of its head (splits,
+    /// sum).
+    #[inline(always)]
+    fn stripe(&self) -> (usize, usize) {
+        let l = &*self.layout;
+        if l.stripes > 1 {
+            let s = crate::number::thread_stripe() & (l.stripes - 1);
+            (s * l.cell_block, s * l.head_block)
+        } else {
+            (0, 0)
+        }
+    }
+
     #[inline(always)]
     fn record_one<const SUM: bool>(&self, v: f64) {
         let l = &*self.layout;
@@ -125,18 +173,23 @@ impl HistogramCore {
         if self.occupied.load(Relaxed) & bit == 0 {
             self.occupied.fetch_or(bit, Relaxed);
         }
-        let base = if l.stripes > 1 {
-            (crate::number::thread_stripe() & (l.stripes - 1)) * l.block
+        let (cells, head) = self.stripe();
+        let at = cells + cell;
+        let c = &self.cells[at];
+        // A plain increment (no returned value to wait for) until the cell nears HALF; from
+        // there the slow path increments and moves HALF to the carry. An increment racing past
+        // the threshold only leaves the cell a little above HALF until the next observation.
+        if c.load(Relaxed) < NEAR_HALF {
+            c.fetch_add(1, Relaxed);
         } else {
-            0
-        };
-        self.counters[base + cell].fetch_add(1, Relaxed);
+            self.add_count(at, 1);
+        }
         let first = l.split_first[cell];
         if first != NO_SPLIT {
-            self.split(base, cell, first as usize, v, 1);
+            self.split(head, cell, first as usize, v, 1);
         }
         if SUM {
-            add_f64(&self.counters[base + l.sum_at], v);
+            add_f64(&self.counters[head + l.sum_at], v);
         }
         if v < f64::from_bits(self.min.load(Relaxed)) {
             update_extreme(&self.min, v, |new, cur| new < cur);
@@ -144,6 +197,45 @@ impl HistogramCore {
         if v > f64::from_bits(self.max.load(Relaxed)) {
             update_extreme(&self.max, v, |new, cur| new > cur);
         }
+    }
+
+    /// Moves `amount` into the carry of cell `at`: out of the cell itself when `from_cell` (if
+    /// the cell still holds that much: several threads may try, each move is whole), else as
+    /// new observations, then at most [`MAX_CELL_COUNT`] in all when `clamp`; returns what was
+    /// added. Announced to readers by the transfer counters: a reader that sees any part of it
+    /// also sees it begun, and reads again.
+    #[cold]
+    #[inline(never)]
+    fn transfer(&self, at: usize, amount: u64, from_cell: bool, clamp: bool) -> u64 {
+        let carry = self
+            .carry
+            .get_or_init(|| (0..self.cells.len()).map(|_| AtomicU64::new(0)).collect());
+        self.transfers_started.fetch_add(1, Relaxed);
+        // Pairs with the fence in `read`: its check of `transfers_started` then sees this one.
+        fence(Release);
+        let mut added = amount;
+        if from_cell {
+            let moved = self.cells[at]
+                .fetch_update(Relaxed, Relaxed, |v| {
+                    (u64::from(v) >= amount).then(|| v - amount as u32)
+                })
+                .is_ok();
+            if moved {
+                carry[at].fetch_add(amount, Relaxed);
+            } else {
+                added = 0;
+            }
+        } else {
+            let before = carry[at].fetch_add(amount, Relaxed);
+            if clamp {
+                let total = before + u64::from(self.cells[at].load(Relaxed));
+                if total > MAX_CELL_COUNT - amount {
+                    added = give_back(&carry[at], total, amount);
+                }
+            }
+        }
+        self.transfers_done.fetch_add(1, Release);
+        added
     }
 
     /// `n` observations of `v` with the atomic operations of one: see
@@ -160,6 +252,24 @@ impl HistogramCore {
         }
     }
 
+    /// The count of cell `at` (one stripe's): the cell plus its carry.
+    fn cell_total(&self, at: usize) -> u64 {
+        let carry = self.carry.get().map_or(0, |c| c[at].load(Relaxed));
+        carry + u64::from(self.cells[at].load(Relaxed))
+    }
+
+    /// Adds `n` to cell `at`, through the carry when `n` is large. No limit (for `absorb`).
+    fn add_count(&self, at: usize, n: u64) {
+        if n >= LARGE {
+            self.transfer(at, n, false, false);
+        } else {
+            let old = self.cells[at].fetch_add(n as u32, Relaxed);
+            if u64::from(old) + n >= u64::from(HALF) {
+                self.transfer(at, u64::from(HALF), true, false);
+            }
+        }
+    }
+
     /// `n` observations of `v`; with `SUM` false the sum is left to the caller.
     #[inline(always)]
     pub(super) fn record_n<const SUM: bool>(&self, v: f64, n: u64) {
@@ -172,18 +282,21 @@ impl HistogramCore {
         if self.occupied.load(Relaxed) & bit == 0 {
             self.occupied.fetch_or(bit, Relaxed);
         }
-        let base = if l.stripes > 1 {
-            (crate::number::thread_stripe() & (l.stripes - 1)) * l.block
-        } else {
-            0
-        };
+        let (cells, head) = self.stripe();
+        let at = cells + cell;
         // Clamped first so that one call can never carry a counter past u64::MAX.
         let n = n.min(MAX_CELL_COUNT);
-        let counter = &self.counters[base + cell];
-        let before = counter.fetch_add(n, Relaxed);
-        let n = if before > MAX_CELL_COUNT - n {
-            give_back(counter, before, n)
+        let n = if n >= LARGE {
+            self.transfer(at, n, false, true)
         } else {
+            // A cell can be near the limit only once it has a carry.
+            let n = match self.carry.get() {
+                Some(_) => n.min(MAX_CELL_COUNT.saturating_sub(self.cell_total(at))),
+                None => n,
+            };
+            if n > 0 {
+                self.add_count(at, n);
+            }
             n
         };
         if n == 0 {
@@ -191,13 +304,13 @@ impl HistogramCore {
         }
         let first = l.split_first[cell];
         if first != NO_SPLIT {
-            self.split(base, cell, first as usize, v, n);
+            self.split(head, cell, first as usize, v, n);
         }
         // One rounding for the whole batch; n <= 2^48 is exact as an f64. Infinities (and a
         // product past f64::MAX) stay out of the sum, as in `observe`.
         let add = v * n as f64;
         if SUM && add.is_finite() {
-            add_f64(&self.counters[base + l.sum_at], add);
+            add_f64(&self.counters[head + l.sum_at], add);
         }
         if v < f64::from_bits(self.min.load(Relaxed)) {
             update_extreme(&self.min, v, |new, cur| new < cur);
@@ -208,9 +321,8 @@ impl HistogramCore {
     }
 
     #[cold]
-    fn split(&self, base: usize, cell: usize, first: usize, v: f64, n: u64) {
+    fn split(&self, head: usize, cell: usize, first: usize, v: f64, n: u64) {
         let l = &*self.layout;
-        let splits = base + l.cells();
         for j in first..l.explicit.len() {
             if l.explicit_cell[j] as usize != cell {
                 break;
@@ -218,7 +330,7 @@ impl HistogramCore {
             if v <= l.explicit[j] {
                 // Release pairs with the Acquire in `read`: a reader that sees this split
                 // also sees the cell increment above, so cell >= splits in every read.
-                self.counters[splits + j].fetch_add(n, Release);
+                self.counters[head + j].fetch_add(n, Release);
                 break;
             }
         }
@@ -233,27 +345,20 @@ impl HistogramCore {
         if l.cells() != sl.cells() || l.min_exp != sl.min_exp || l.explicit != sl.explicit {
             return false;
         }
-        let cells = l.cells();
         self.occupied.fetch_or(src.occupied.load(Acquire), Relaxed);
-        for base in (0..sl.stripes).map(|s| s * sl.block) {
-            for cell in 0..cells {
-                let c = src.counters[base + cell].load(Relaxed);
-                if c != 0 {
-                    self.counters[cell].fetch_add(c, Relaxed);
-                }
-            }
-            for j in 0..l.explicit.len() {
-                let c = src.counters[base + cells + j].load(Acquire);
-                if c != 0 {
-                    // Release after the cells, as in `split`: readers never see splits ahead.
-                    self.counters[cells + j].fetch_add(c, Release);
-                }
-            }
-            add_f64(
-                &self.counters[l.sum_at],
-                f64::from_bits(src.counters[base + sl.sum_at].load(Relaxed)),
-            );
+        // One consistent read of `src` (every stripe, cells with their carries, splits never
+        // ahead of cells), added to the first stripe here: the cells, then the splits.
+        let parts = src.read().to_parts();
+        for (cell, c) in parts.cells {
+            self.add_count(cell, c);
         }
+        for (j, c) in parts.splits.into_iter().enumerate() {
+            if c != 0 {
+                // Release after the cells, as in `split`: readers never see splits ahead.
+                self.counters[j].fetch_add(c, Release);
+            }
+        }
+        add_f64(&self.counters[l.sum_at], parts.sum);
         update_extreme(&self.min, f64::from_bits(src.min.load(Relaxed)), |n, c| {
             n < c
         });
@@ -280,6 +385,7 @@ impl HistogramCore {
 /// `before`, so counts recorded by `observe` past the limit stay.
 #[cold]
 fn give_back(counter: &AtomicU64, before: u64, n: u64) -> u64 {
+    // `before` is the cell's whole count (carry and cell) before the batch.
     let kept = MAX_CELL_COUNT.saturating_sub(before).min(n);
     counter.fetch_sub(n - kept, Relaxed);
     kept
@@ -321,5 +427,107 @@ mod tests {
         assert_eq!(p.count(), values.len() as u64);
         assert_eq!(p.min(), Some(-1.0));
         assert_eq!(p.max(), Some(5000.0));
+    }
+
+    /// Cells count in 32 bits and move 2^31 (256 in tests) into a 64-bit carry: every figure
+    /// stays exact across many transfers, with batches of every size.
+    #[test]
+    fn cells_carry_over_exactly() {
+        let l = layout(Precision::Standard);
+        let core = HistogramCore::new(&l);
+        for _ in 0..10_000 {
+            core.observe(0.1);
+        }
+        assert!(core.carry.get().is_some(), "transfers happened");
+        let mut expect = 10_000u64;
+        for n in [
+            1,
+            100,
+            LARGE - 1,
+            LARGE,
+            LARGE + 1,
+            1000,
+            5 * u64::from(HALF),
+        ] {
+            core.observe_n(0.1, n);
+            expect += n;
+        }
+        core.observe_n(0.0005, 3 * u64::from(HALF) + 7);
+        let p = core.read();
+        assert_eq!(p.count(), expect + 3 * u64::from(HALF) + 7);
+        let cum = p.cumulative_buckets();
+        // 0.0005 is a boundary (le 0.0005); 0.1 is one too.
+        assert_eq!(cum[0], (0.0005, 3 * u64::from(HALF) + 7));
+        let le_01 = cum.iter().find(|(le, _)| *le == 0.1).unwrap().1;
+        assert_eq!(le_01, p.count());
+        assert!(
+            (p.sum() - (expect as f64 * 0.1 + (3 * u64::from(HALF) + 7) as f64 * 0.0005)).abs()
+                < 1e-6
+        );
+        // Merged into another core, with its carries.
+        let other = HistogramCore::new(&l);
+        other.observe(0.1);
+        assert!(other.absorb(&core));
+        assert_eq!(other.read().count(), p.count() + 1);
+    }
+
+    /// Two writers crossing the transfer point again and again while a reader reads: every
+    /// read is consistent (count = sum of cells, buckets within it, never going back), and the
+    /// end is exact.
+    #[test]
+    fn transfers_under_concurrent_reads_stay_consistent() {
+        for stripes in [1, 2] {
+            let mut l = HistogramLayout::new(
+                "t",
+                &crate::Unit::Seconds,
+                super::super::layout::HistogramConfig::for_unit(&crate::Unit::Seconds),
+            )
+            .unwrap();
+            l.stripes = stripes;
+            let core = Arc::new(HistogramCore::new(&Arc::new(l)));
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let reader = {
+                let (core, stop) = (core.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut last = 0;
+                    let mut reads = 0;
+                    while !stop.load(Relaxed) || reads == 0 {
+                        let p = core.read();
+                        let cells: u64 = p.cells().map(|(_, c)| c).sum();
+                        assert_eq!(cells, p.count());
+                        assert!(p.count() >= last, "{} after {last}", p.count());
+                        for (_, c) in p.cumulative_buckets() {
+                            assert!(c <= p.count());
+                        }
+                        last = p.count();
+                        reads += 1;
+                    }
+                    reads
+                })
+            };
+            let writers: Vec<_> = (0..2)
+                .map(|t| {
+                    let core = core.clone();
+                    std::thread::spawn(move || {
+                        for i in 0..50_000u64 {
+                            match (i + t) % 3 {
+                                0 => core.observe(0.1),
+                                1 => core.observe(0.003),
+                                _ => core.observe_n(2.0, 3),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for w in writers {
+                w.join().unwrap();
+            }
+            stop.store(true, Relaxed);
+            assert!(reader.join().unwrap() > 0);
+            let p = core.read();
+            // Per writer: 16,667 or 16,666 of each kind; the batches count 3 each.
+            let (a, b, c) = (33_334u64, 33_333u64, 33_333u64);
+            assert_eq!(p.count(), a + b + 3 * c, "stripes {stripes}");
+        }
     }
 }

@@ -20,8 +20,9 @@
 //! Memory is fixed when the series is created and never depends on collection: `4 × cells`
 //! (32-bit cells) plus `8 × (boundaries + 1)` bytes, each rounded up to whole cache lines, plus a
 //! few words (3.3 KB at the defaults, 1.4 KB with [`Precision::Compact`]); striped families hold
-//! one such block per stripe. A cell that reaches 2^31 observations moves them into a 64-bit
-//! carry, allocated for the series then (once in its life).
+//! one such block per stripe. A cell that outgrows 32 bits (about 1.6 billion observations, or
+//! a batch that would take it there) moves its count into a 64-bit carry, allocated for the
+//! series then (8 bytes per cell, once in its life, not charged to a memory budget).
 
 // By concern: `layout` (the grid, shared by a family's series), `record` (the atomic storage
 // and the hot path), `read` (points and what is computed from them); this file holds the handle.

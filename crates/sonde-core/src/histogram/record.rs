@@ -199,43 +199,46 @@ impl HistogramCore {
         }
     }
 
-    /// Moves `amount` into the carry of cell `at`: out of the cell itself when `from_cell` (if
-    /// the cell still holds that much: several threads may try, each move is whole), else as
-    /// new observations, then at most [`MAX_CELL_COUNT`] in all when `clamp`; returns what was
-    /// added. Announced to readers by the transfer counters: a reader that sees any part of it
-    /// also sees it begun, and reads again.
+    /// The carry array, allocated the first time a cell needs it.
+    #[cold]
+    fn carry(&self) -> &[AtomicU64] {
+        self.carry
+            .get_or_init(|| (0..self.cells.len()).map(|_| AtomicU64::new(0)).collect())
+    }
+
+    /// Moves [`HALF`] from cell `at` into its carry, if the cell still holds that much
+    /// (several threads may try; each move is whole). Announced to readers by the transfer
+    /// counters: a reader that sees any part of it also sees it begun, and reads again.
     #[cold]
     #[inline(never)]
-    fn transfer(&self, at: usize, amount: u64, from_cell: bool, clamp: bool) -> u64 {
-        let carry = self
-            .carry
-            .get_or_init(|| (0..self.cells.len()).map(|_| AtomicU64::new(0)).collect());
+    fn move_to_carry(&self, at: usize) {
+        let carry = self.carry();
         self.transfers_started.fetch_add(1, Relaxed);
         // Pairs with the fence in `read`: its check of `transfers_started` then sees this one.
         fence(Release);
-        let mut added = amount;
-        if from_cell {
-            let moved = self.cells[at]
-                .fetch_update(Relaxed, Relaxed, |v| {
-                    (u64::from(v) >= amount).then(|| v - amount as u32)
-                })
-                .is_ok();
-            if moved {
-                carry[at].fetch_add(amount, Relaxed);
-            } else {
-                added = 0;
-            }
-        } else {
-            let before = carry[at].fetch_add(amount, Relaxed);
-            if clamp {
-                let total = before + u64::from(self.cells[at].load(Relaxed));
-                if total > MAX_CELL_COUNT - amount {
-                    added = give_back(&carry[at], total, amount);
-                }
-            }
+        let moved = self.cells[at]
+            .fetch_update(Relaxed, Relaxed, |v| (v >= HALF).then(|| v - HALF))
+            .is_ok();
+        if moved {
+            carry[at].fetch_add(u64::from(HALF), Relaxed);
         }
         self.transfers_done.fetch_add(1, Release);
-        added
+    }
+
+    /// Adds `n` new observations to cell `at` through its carry, at most [`MAX_CELL_COUNT`] in
+    /// the cell's whole count; returns how many were kept. One atomic add, like a cell's: no
+    /// transfer bracket. (Racing a transfer of the same cell, the limit may be passed by up to
+    /// [`HALF`]; the count itself stays exact.)
+    #[cold]
+    #[inline(never)]
+    fn add_to_carry_clamped(&self, at: usize, n: u64) -> u64 {
+        let carry = &self.carry()[at];
+        let before = carry.fetch_add(n, Relaxed) + u64::from(self.cells[at].load(Relaxed));
+        if before > MAX_CELL_COUNT - n {
+            give_back(carry, before, n)
+        } else {
+            n
+        }
     }
 
     /// `n` observations of `v` with the atomic operations of one: see
@@ -252,21 +255,23 @@ impl HistogramCore {
         }
     }
 
-    /// The count of cell `at` (one stripe's): the cell plus its carry.
-    fn cell_total(&self, at: usize) -> u64 {
-        let carry = self.carry.get().map_or(0, |c| c[at].load(Relaxed));
-        carry + u64::from(self.cells[at].load(Relaxed))
-    }
-
-    /// Adds `n` to cell `at`, through the carry when `n` is large. No limit (for `absorb`).
+    /// Adds `n` to cell `at`, with no limit (for `absorb`): into the cell while it stays well
+    /// below [`HALF`], else into the carry (which a batch of that size allocates only when the
+    /// cell really needs more than 32 bits).
     fn add_count(&self, at: usize, n: u64) {
-        if n >= LARGE {
-            self.transfer(at, n, false, false);
-        } else {
-            let old = self.cells[at].fetch_add(n as u32, Relaxed);
+        let cell = &self.cells[at];
+        if n < LARGE {
+            let old = cell.fetch_add(n as u32, Relaxed);
             if u64::from(old) + n >= u64::from(HALF) {
-                self.transfer(at, u64::from(HALF), true, false);
+                self.move_to_carry(at);
             }
+        } else if cell
+            .fetch_update(Relaxed, Relaxed, |v| {
+                (u64::from(v) + n < u64::from(NEAR_HALF)).then(|| v + n as u32)
+            })
+            .is_err()
+        {
+            self.carry()[at].fetch_add(n, Relaxed);
         }
     }
 
@@ -286,18 +291,22 @@ impl HistogramCore {
         let at = cells + cell;
         // Clamped first so that one call can never carry a counter past u64::MAX.
         let n = n.min(MAX_CELL_COUNT);
-        let n = if n >= LARGE {
-            self.transfer(at, n, false, true)
-        } else {
-            // A cell can be near the limit only once it has a carry.
-            let n = match self.carry.get() {
-                Some(_) => n.min(MAX_CELL_COUNT.saturating_sub(self.cell_total(at))),
-                None => n,
-            };
-            if n > 0 {
-                self.add_count(at, n);
-            }
+        // Without a carry a cell holds less than 2^32, far below the limit: no check needed.
+        // With one, batches go through the carry, which keeps the limit.
+        let n = if self.carry.get().is_some() {
+            self.add_to_carry_clamped(at, n)
+        } else if n < LARGE {
+            self.add_count(at, n);
             n
+        } else if self.cells[at]
+            .fetch_update(Relaxed, Relaxed, |v| {
+                (u64::from(v) + n < u64::from(NEAR_HALF)).then(|| v + n as u32)
+            })
+            .is_ok()
+        {
+            n
+        } else {
+            self.add_to_carry_clamped(at, n)
         };
         if n == 0 {
             return;
@@ -345,10 +354,11 @@ impl HistogramCore {
         if l.cells() != sl.cells() || l.min_exp != sl.min_exp || l.explicit != sl.explicit {
             return false;
         }
-        self.occupied.fetch_or(src.occupied.load(Acquire), Relaxed);
         // One consistent read of `src` (every stripe, cells with their carries, splits never
-        // ahead of cells), added to the first stripe here: the cells, then the splits.
+        // ahead of cells), added to the first stripe here: the cells, then the splits. The
+        // occupied groups are taken after it, so none of the cells read is hidden.
         let parts = src.read().to_parts();
+        self.occupied.fetch_or(src.occupied.load(Acquire), Relaxed);
         for (cell, c) in parts.cells {
             self.add_count(cell, c);
         }
@@ -469,6 +479,19 @@ mod tests {
         other.observe(0.1);
         assert!(other.absorb(&core));
         assert_eq!(other.read().count(), p.count() + 1);
+    }
+
+    /// A batch the 32-bit cell can hold (a scraped bucket's whole count, say) allocates no
+    /// carry; only a cell that outgrows 32 bits does.
+    #[test]
+    fn a_large_batch_that_fits_allocates_no_carry() {
+        let core = HistogramCore::new(&layout(Precision::Standard));
+        core.observe_n(0.1, LARGE + 10);
+        assert!(core.carry.get().is_none());
+        assert_eq!(core.read().count(), LARGE + 10);
+        core.observe_n(0.1, 5 * u64::from(HALF));
+        assert!(core.carry.get().is_some());
+        assert_eq!(core.read().count(), LARGE + 10 + 5 * u64::from(HALF));
     }
 
     /// Two writers crossing the transfer point again and again while a reader reads: every

@@ -21,11 +21,12 @@ pub struct Peer {
 impl Peer {
     /// Starts `program` with the arguments `args(addr, dir)` returns and waits (at most 30 s)
     /// until `GET http://addr{ready_path}` answers 200. Panics with `install` when the program is
-    /// missing or exits early.
+    /// missing or exits early; a port taken between choosing it and the program binding it (by
+    /// a test running alongside) is retried on another port.
     pub fn start(
         program: &'static str,
         install: &str,
-        args: impl FnOnce(SocketAddr, &Path) -> Vec<String>,
+        args: impl Fn(SocketAddr, &Path) -> Vec<String>,
         ready_path: &str,
     ) -> Peer {
         let ready_path = ready_path.to_owned();
@@ -40,9 +41,28 @@ impl Peer {
     pub fn start_ready_when(
         program: &'static str,
         install: &str,
-        args: impl FnOnce(SocketAddr, &Path) -> Vec<String>,
+        args: impl Fn(SocketAddr, &Path) -> Vec<String>,
         ready: impl Fn(SocketAddr, &Path) -> bool,
     ) -> Peer {
+        for attempt in 1.. {
+            match Self::try_start(program, install, &args, &ready) {
+                Ok(peer) => return peer,
+                Err(log) if attempt < 5 => {
+                    eprintln!("{program}: its port was taken meanwhile, trying another: {log}");
+                }
+                Err(log) => panic!("{program} found no free port in 5 attempts: {log}"),
+            }
+        }
+        unreachable!()
+    }
+
+    /// One start; `Err` with the log when the program could not bind its port.
+    fn try_start(
+        program: &'static str,
+        install: &str,
+        args: &impl Fn(SocketAddr, &Path) -> Vec<String>,
+        ready: &impl Fn(SocketAddr, &Path) -> bool,
+    ) -> Result<Peer, String> {
         let bin = require_program(program, install);
         let dir = TempDir::new(program);
         let addr = free_addr();
@@ -60,17 +80,21 @@ impl Peer {
             addr,
             dir,
         };
-        wait_for(
+        let outcome = wait_for(
             &format!("{program} to become ready"),
             Duration::from_secs(30),
             || {
                 if let Ok(Some(status)) = peer.child.try_wait() {
-                    panic!("{program} exited with {status}: {}", peer.log());
+                    let log = peer.log();
+                    if log.contains("address already in use") {
+                        return Some(Err(log));
+                    }
+                    panic!("{program} exited with {status}: {log}");
                 }
-                ready(peer.addr, &peer.dir.0).then_some(())
+                ready(peer.addr, &peer.dir.0).then_some(Ok(()))
             },
         );
-        peer
+        outcome.map(|()| peer)
     }
 
     /// What the program logged, for failure messages.

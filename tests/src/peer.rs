@@ -44,16 +44,17 @@ impl Peer {
         args: impl Fn(SocketAddr, &Path) -> Vec<String>,
         ready: impl Fn(SocketAddr, &Path) -> bool,
     ) -> Peer {
-        for attempt in 1.. {
+        let mut last = String::new();
+        for _ in 0..5 {
             match Self::try_start(program, install, &args, &ready) {
                 Ok(peer) => return peer,
-                Err(log) if attempt < 5 => {
+                Err(log) => {
                     eprintln!("{program}: its port was taken meanwhile, trying another: {log}");
+                    last = log;
                 }
-                Err(log) => panic!("{program} found no free port in 5 attempts: {log}"),
             }
         }
-        unreachable!()
+        panic!("{program} found no free port in 5 attempts: {last}")
     }
 
     /// One start; `Err` with the log when the program could not bind its port.

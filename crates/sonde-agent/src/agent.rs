@@ -278,11 +278,9 @@ struct Handover {
 }
 
 /// The same durable queue directory before and after a reload.
-fn same_queue(
-    old: Option<&sonde_push::DiskQueueConfig>,
-    new: Option<&sonde_push::DiskQueueConfig>,
-) -> bool {
-    matches!((old, new), (Some(a), Some(b)) if a.dir == b.dir)
+fn keeps_queue<S: Queued>(old: Option<&S>, new: Option<&S>) -> bool {
+    let (old, new) = (old.and_then(S::queue_dir), new.and_then(S::queue_dir));
+    matches!((old, new), (Some(a), Some(b)) if a == b)
 }
 
 /// An exporter section with a durable queue directory.
@@ -817,33 +815,35 @@ impl Running {
                 });
             }
         }
-        let keeps_queue = |pick: &dyn Fn(&Config) -> Option<&sonde_push::DiskQueueConfig>| {
-            old.is_some_and(|o| same_queue(pick(o), pick(new)))
-        };
-        if exporter_changed(&|o| o.otlp != new.otlp)
-            && self.otlp.is_some()
-            && keeps_queue(&|c| c.otlp.as_ref().and_then(|s| s.queue.as_ref()))
-        {
-            staged.handover.otlp = true;
-        } else if exporter_changed(&|o| o.otlp != new.otlp) {
-            staged.otlp = true;
-            if let Some(o) = &new.otlp {
-                // The new exporter's deltas continue the old one's (nothing counted twice).
-                let deltas = self.otlp.as_ref().and_then(|e| e.delta_state());
-                staged.exporters.otlp = Some(start_otlp(o, registry, &resource, deltas)?);
+        if exporter_changed(&|o| o.otlp != new.otlp) {
+            if self.otlp.is_some()
+                && keeps_queue(old.and_then(|o| o.otlp.as_ref()), new.otlp.as_ref())
+            {
+                staged.handover.otlp = true;
+            } else {
+                staged.otlp = true;
+                if let Some(o) = &new.otlp {
+                    // The new exporter's deltas continue the old one's (nothing counted twice).
+                    let deltas = self.otlp.as_ref().and_then(|e| e.delta_state());
+                    staged.exporters.otlp = Some(start_otlp(o, registry, &resource, deltas)?);
+                }
             }
         }
-        if exporter_changed(&|o| o.cloudwatch != new.cloudwatch)
-            && self.cloudwatch.is_some()
-            && keeps_queue(&|c| c.cloudwatch.as_ref().and_then(|s| s.queue.as_ref()))
-        {
-            staged.handover.cloudwatch = true;
-        } else if exporter_changed(&|o| o.cloudwatch != new.cloudwatch) {
-            staged.cloudwatch = true;
-            if let Some(c) = &new.cloudwatch {
-                let deltas = self.cloudwatch.as_ref().map(|e| e.delta_state());
-                staged.exporters.cloudwatch =
-                    Some(start_cloudwatch(c, registry, &resource, deltas)?);
+        if exporter_changed(&|o| o.cloudwatch != new.cloudwatch) {
+            if self.cloudwatch.is_some()
+                && keeps_queue(
+                    old.and_then(|o| o.cloudwatch.as_ref()),
+                    new.cloudwatch.as_ref(),
+                )
+            {
+                staged.handover.cloudwatch = true;
+            } else {
+                staged.cloudwatch = true;
+                if let Some(c) = &new.cloudwatch {
+                    let deltas = self.cloudwatch.as_ref().map(|e| e.delta_state());
+                    staged.exporters.cloudwatch =
+                        Some(start_cloudwatch(c, registry, &resource, deltas)?);
+                }
             }
         }
         if exporter_changed(&|o| o.emf != new.emf) {
@@ -854,15 +854,20 @@ impl Running {
                 staged.exporters.emf = Some(Arc::new(start_emf(e, registry, &resource, deltas)?));
             }
         }
-        if exporter_changed(&|o| o.remote_write != new.remote_write)
-            && self.remote_write.is_some()
-            && keeps_queue(&|c| c.remote_write.as_ref().and_then(|s| s.queue.as_ref()))
-        {
-            staged.handover.remote_write = true;
-        } else if exporter_changed(&|o| o.remote_write != new.remote_write) {
-            staged.remote_write = true;
-            if let Some(rw) = &new.remote_write {
-                staged.exporters.remote_write = Some(start_remote_write(rw, registry, &resource)?);
+        if exporter_changed(&|o| o.remote_write != new.remote_write) {
+            if self.remote_write.is_some()
+                && keeps_queue(
+                    old.and_then(|o| o.remote_write.as_ref()),
+                    new.remote_write.as_ref(),
+                )
+            {
+                staged.handover.remote_write = true;
+            } else {
+                staged.remote_write = true;
+                if let Some(rw) = &new.remote_write {
+                    staged.exporters.remote_write =
+                        Some(start_remote_write(rw, registry, &resource)?);
+                }
             }
         }
         if changed(old, new, |c| c.probes.clone()) {

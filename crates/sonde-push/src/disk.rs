@@ -114,13 +114,14 @@ pub enum QueueError {
 /// can be created and a file in it written (a configuration check, while the queue may be in
 /// use by a running process).
 pub fn check(cfg: &DiskQueueConfig) -> Result<(), QueueError> {
+    prepare(cfg).map(|_| ())
+}
+
+/// The cap checked, the directory created, its lock file opened (not locked).
+fn prepare(cfg: &DiskQueueConfig) -> Result<File, QueueError> {
     if cfg.max_bytes < MIN_QUEUE_BYTES {
         return Err(QueueError::TooSmall(cfg.max_bytes));
     }
-    let io_err = |path: &Path, what: &'static str| {
-        let path = path.to_path_buf();
-        move |source| QueueError::Io { path, what, source }
-    };
     std::fs::create_dir_all(&cfg.dir).map_err(io_err(&cfg.dir, "cannot create the directory"))?;
     let lock = cfg.dir.join("lock");
     OpenOptions::new()
@@ -128,8 +129,13 @@ pub fn check(cfg: &DiskQueueConfig) -> Result<(), QueueError> {
         .truncate(false)
         .write(true)
         .open(&lock)
-        .map_err(io_err(&lock, "cannot write in the directory"))?;
-    Ok(())
+        .map_err(io_err(&lock, "cannot write in the directory"))
+}
+
+/// Turns an I/O error on `path` into a [`QueueError`] saying what was being done.
+fn io_err(path: &Path, what: &'static str) -> impl FnOnce(io::Error) -> QueueError {
+    let path = path.to_path_buf();
+    move |source| QueueError::Io { path, what, source }
 }
 
 /// Whether a process (this one included) holds the queue in `dir` now. A stopping exporter
@@ -337,22 +343,9 @@ impl DiskQueue {
         exporter: &'static str,
         metrics: DiskMetrics,
     ) -> Result<DiskQueue, QueueError> {
-        if cfg.max_bytes < MIN_QUEUE_BYTES {
-            return Err(QueueError::TooSmall(cfg.max_bytes));
-        }
+        let lock = prepare(cfg)?;
         let dir = cfg.dir.clone();
-        let io_err = |path: &Path, what: &'static str| {
-            let path = path.to_path_buf();
-            move |source| QueueError::Io { path, what, source }
-        };
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir, "cannot create the directory"))?;
         let lock_path = dir.join("lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path, "cannot open the lock file"))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
@@ -579,46 +572,32 @@ impl DiskQueue {
     /// Deletes the oldest segment; returns the records and points it held that were neither
     /// sent nor in flight.
     fn drop_front(&mut self) -> Dropped {
-        let Some(seg) = self.segments.pop_front() else {
+        let Some(seg) = self.segments.front() else {
             return Dropped::default();
         };
-        let mut read_records = self.cursor_id.saturating_sub(seg.first_id);
+        let (first_id, records, points) = (seg.first_id, seg.records, seg.points);
+        let mut read_records = self.cursor_id.saturating_sub(first_id);
         let mut read_points = self.cursor_points;
         if let Some(f) = &mut self.in_flight
             && !f.orphaned
-            && f.id >= seg.first_id
-            && f.id < seg.first_id + seg.records
+            && f.id >= first_id
+            && f.id < first_id + records
         {
             f.orphaned = true;
             read_records += 1;
             read_points += f.points;
         }
-        let _ = std::fs::remove_file(seg_path(&self.dir, seg.first_id));
-        if self
-            .reader
-            .as_ref()
-            .is_some_and(|(id, _)| *id == seg.first_id)
-        {
-            self.reader = None;
-        }
-        if self.segments.is_empty() {
+        if self.segments.len() == 1 {
             self.active = None;
         }
-        self.total_bytes -= seg.len;
-        self.cursor_id = self
-            .segments
-            .front()
-            .map_or(self.next_id, |s| s.first_id)
-            .max(seg.first_id + seg.records);
-        self.cursor_off = 0;
-        self.cursor_points = 0;
+        self.finish_front();
         self.redeliver = false;
         // The cursor moved: a segment whose deletion does not reach the disk is then known
         // as sent at the next start, not sent again.
         self.write_ack(false);
         Dropped {
-            records: seg.records.saturating_sub(read_records),
-            points: seg.points.saturating_sub(read_points),
+            records: records.saturating_sub(read_records),
+            points: points.saturating_sub(read_points),
         }
     }
 

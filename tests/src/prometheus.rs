@@ -240,7 +240,7 @@ pub fn query(addr: SocketAddr, expr: &str) -> Vec<Sample> {
 }
 
 /// The samples of a `/api/v1/query` answer (a vector or a scalar).
-fn parse_vector(body: &Value) -> Vec<Sample> {
+pub(crate) fn parse_vector(body: &Value) -> Vec<Sample> {
     let expr = "the query";
     let result = &body["data"]["result"];
     match body["data"]["resultType"].as_str() {

@@ -841,6 +841,78 @@ fn remote_write_reaches_prometheus_behind_mtls_and_basic_auth() {
     assert_eq!(prom.query("fleet_jobs_total")[0].value, 42.0);
 }
 
+/// The same against VictoriaMetrics with its own HTTPS and basic auth flags (issue #18: basic,
+/// bearer and mTLS against Prometheus and VictoriaMetrics; its single-node server has no client
+/// certificate check, so mTLS is the Prometheus test's): the right password delivers over the
+/// private CA, a wrong one is refused (401) and counted, and its sample never arrives.
+#[test]
+fn remote_write_reaches_victoria_metrics_behind_tls_and_basic_auth() {
+    let certs = sonde_tests::certs::Certs::generate();
+    let vm = sonde_tests::victoria::SecuredVictoriaMetrics::start(&certs, "agent", "s3cret pass");
+    let refused = vm
+        .get("/api/v1/query?query=up", Some("Basic YWdlbnQ6d3Jvbmc="))
+        .unwrap();
+    assert_eq!(refused.status, 401, "{}", vm.log());
+
+    let url = format!("https://{}/api/v1/write", vm.addr);
+    let writer = |reg: &Registry, password: &str| {
+        RemoteWriteBuilder::new(&url)
+            .registry(reg.clone())
+            .resource(Resource::empty())
+            .interval(Duration::from_secs(3600))
+            .max_retries(0)
+            .tls_ca_file(&certs.server_cert)
+            .basic_auth("agent", password)
+            .install()
+            .unwrap()
+    };
+    let good_reg = Registry::new();
+    good_reg
+        .counter("fleet.jobs")
+        .build()
+        .unwrap()
+        .handle()
+        .add(42);
+    let good = writer(&good_reg, "s3cret pass");
+    good.flush(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}; victoria-metrics log: {}", vm.log()));
+    let got = wait_for(
+        "the sample in victoria-metrics",
+        Duration::from_secs(10),
+        || {
+            let r = vm.query("fleet_jobs_total");
+            (!r.is_empty()).then_some(r)
+        },
+    );
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].value, 42.0);
+
+    let bad_reg = Registry::new();
+    bad_reg
+        .counter("intruder.jobs")
+        .build()
+        .unwrap()
+        .handle()
+        .add(7);
+    let wrong = writer(&bad_reg, "guess");
+    let e = wrong
+        .flush(Duration::from_secs(10))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("401"), "{e}");
+    assert!(
+        !e.contains("guess"),
+        "the password stays out of errors: {e}"
+    );
+    let failures = counter_value(
+        &bad_reg,
+        remote_write::REQUESTS,
+        &[("exporter", "remote_write"), ("result", "failure")],
+    );
+    assert_eq!(failures, 1);
+    assert!(vm.query("intruder_jobs_total").is_empty());
+}
+
 /// A bearer token read from a file is read again when the file changes (a rotated service
 /// account token), the tenant goes out as `X-Scope-OrgID`, and bad settings are refused at
 /// install with a message naming what to fix.

@@ -99,8 +99,9 @@ const MAX_RAW_NAME: usize = 4 * MAX_NAME_LEN;
 /// Estimated bytes per cache entry besides its key.
 const CACHE_ENTRY: usize = 96;
 /// Estimated bytes of a new histogram series, to refuse a new name when the registry's memory
-/// budget could not take its first series.
-const NEW_SERIES_BYTES: usize = 6 * 1024;
+/// budget could not take its first series (one with every block of cells: 1.9 KB at the
+/// default precision).
+const NEW_SERIES_BYTES: usize = 2 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {

@@ -8,6 +8,9 @@ use crate::{Error, Unit};
 /// Number of octaves (powers of two) the grid spans.
 pub const OCTAVES: i32 = 30;
 pub(super) const NO_SPLIT: u16 = u16::MAX;
+/// Fine cells per block, the unit in which a series' grid is allocated: two octaves at the
+/// default precision (six at `Compact`, one and a half at `High`), 96 bytes.
+pub(super) const BLOCK: usize = 48;
 const MANTISSA: u64 = (1 << 52) - 1;
 
 /// Default explicit bucket boundaries for durations in seconds: 0.5 ms to 60 s.
@@ -40,14 +43,14 @@ pub const DEFAULT_BUCKETS: &[f64] = &[
 /// Resolution of the quantile grid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Precision {
-    /// 8 cells per octave: quantile error at most 4.33 %, exponential scale up to 3, about 1.4 KB
-    /// per series.
+    /// 8 cells per octave: quantile error at most 4.33 %, exponential scale up to 3, at most
+    /// 0.9 KB per series.
     Compact,
-    /// 24 cells per octave: quantile error at most 1.44 %, exponential scale up to 3, about 3.3 KB
-    /// per series.
+    /// 24 cells per octave: quantile error at most 1.44 %, exponential scale up to 3, at most 1.9 KB
+    /// per series (about 1 KB for three decades of latencies).
     #[default]
     Standard,
-    /// 32 cells per octave: quantile error at most 1.08 %, exponential scale up to 5, about 4.3 KB
+    /// 32 cells per octave: quantile error at most 1.08 %, exponential scale up to 5, at most 2.4 KB
     /// per series.
     High,
 }
@@ -118,10 +121,11 @@ pub struct HistogramLayout {
     pub(super) explicit_cell: Box<[u32]>,
     /// Per cell, the first explicit boundary inside it, or `NO_SPLIT`.
     pub(super) split_first: Box<[u16]>,
-    pub(super) occupancy_shift: u32,
-    /// Per stripe: the cells (`u32`, whole cache lines), and the split counters then the sum
-    /// (`u64`, whole cache lines, the sum at `sum_at`).
-    pub(super) cell_block: usize,
+    /// Blocks of [`BLOCK`] cells per stripe: the fine cells, then one more block whose first
+    /// two cells are the high and the low cell.
+    pub(super) blocks: usize,
+    /// Per stripe, the 64-bit counters: the split counters, then the sum (at `sum_at`); whole
+    /// cache lines when the family is striped.
     pub(super) head_block: usize,
     pub(super) sum_at: usize,
     /// Blocks per series: 1, or a power of two for striped families.
@@ -187,10 +191,6 @@ impl HistogramLayout {
         }
         let n_fine = per_octave as usize * OCTAVES as usize;
         let cells = n_fine + 2;
-        let mut occupancy_shift = 0;
-        while (cells >> occupancy_shift) >= 64 {
-            occupancy_shift += 1;
-        }
         let mut layout = HistogramLayout {
             per_octave,
             min_exp: config.min_exponent,
@@ -202,9 +202,8 @@ impl HistogramLayout {
             explicit: config.buckets.clone().into_boxed_slice(),
             explicit_cell: Box::new([]),
             split_first: vec![NO_SPLIT; cells].into_boxed_slice(),
-            occupancy_shift,
-            cell_block: cells.next_multiple_of(16),
-            head_block: (config.buckets.len() + 1).next_multiple_of(8),
+            blocks: (n_fine + 2).div_ceil(BLOCK),
+            head_block: config.buckets.len() + 1,
             sum_at: config.buckets.len(),
             stripes: 1,
             exemplars: false,
@@ -227,6 +226,13 @@ impl HistogramLayout {
     /// two) and whether it keeps exemplars.
     pub(crate) fn set_series_options(&mut self, stripes: usize, exemplars: bool) {
         self.stripes = stripes;
+        // Stripes are there to keep threads off each other's cache lines.
+        let head = self.explicit.len() + 1;
+        self.head_block = if stripes > 1 {
+            head.next_multiple_of(8)
+        } else {
+            head
+        };
         self.exemplars = exemplars;
     }
 

@@ -17,12 +17,14 @@
 //! `n` equal observations ([`Histogram::observe_n`]: a sampled StatsD timer, a batch) cost the
 //! atomic operations of one; bad input (NaN, infinities, a huge `n`) is handled as its docs say.
 //!
-//! Memory is fixed when the series is created and never depends on collection: `4 × cells`
-//! (32-bit cells) plus `8 × (boundaries + 1)` bytes, each rounded up to whole cache lines, plus a
-//! few words (3.3 KB at the defaults, 1.4 KB with [`Precision::Compact`]); striped families hold
-//! one such block per stripe. A cell that outgrows 32 bits (about 1.6 billion observations, or
-//! a batch that would take it there) moves its count into a 64-bit carry, allocated for the
-//! series then (8 bytes per cell, once in its life, not charged to a memory budget).
+//! Memory follows the range the data spans, never the number of observations or collections: a
+//! series holds `8 × (boundaries + 1)` bytes of counters and a table of blocks, and allocates a
+//! block of 48 grid cells (16-bit counters, 96 bytes: two octaves at the default precision) the
+//! first time a value lands in it. A latency series spanning three decades holds about 1 KB
+//! with its labels, one spanning the whole grid 1.9 KB ([`HistogramLayout::series_bytes`], what
+//! a memory budget is charged); striped families hold blocks per stripe. A cell that reaches
+//! 2^15 observations moves them to a 32-bit carry for its block (192 bytes, allocated then, not
+//! charged to a memory budget), so a cell counts up to 2^47.
 
 // By concern: `layout` (the grid, shared by a family's series), `record` (the atomic storage
 // and the hot path), `read` (points and what is computed from them); this file holds the handle.

@@ -470,12 +470,17 @@ fn group_of(cell: usize, merge: usize, layout: &HistogramLayout) -> usize {
 impl HistogramCore {
     /// A cumulative read of every stripe.
     pub(crate) fn read(&self) -> HistogramPoint {
-        // A transfer (a cell moving 2^31 into its carry) that overlaps the read makes it start
-        // over; they happen once per 2^31 observations of a cell, so this loop runs once.
+        // A transfer (a cell moving 2^15 into its carry) that overlaps the read makes it start
+        // over; they happen once per 2^15 observations of a cell and take a few instructions,
+        // so this loop almost always runs once.
         let mut waits = 0u32;
         loop {
-            let done = self.transfers_done.load(Acquire);
-            let started = self.transfers_started.load(Acquire);
+            // A series that never moved a cell has no transfer counters yet; a transfer first
+            // allocates them, so a read that saw any part of one finds them afterwards.
+            let (done, started) = self
+                .carry
+                .get()
+                .map_or((0, 0), |c| (c.done.load(Acquire), c.started.load(Acquire)));
             if started != done {
                 // A writer is inside a transfer (a few instructions, unless it was preempted).
                 waits += 1;
@@ -487,10 +492,10 @@ impl HistogramCore {
                 continue;
             }
             let point = self.read_once();
-            // Pairs with the fence in `transfer`: a transfer whose writes this read saw is
-            // counted in `transfers_started` now.
+            // Pairs with the fence in `move_to_carry`: a transfer whose writes this read saw is
+            // counted in `started` now.
             fence(Acquire);
-            if self.transfers_started.load(Relaxed) == started {
+            if self.carry.get().map_or(0, |c| c.started.load(Relaxed)) == started {
                 return point;
             }
         }
@@ -498,40 +503,13 @@ impl HistogramCore {
 
     fn read_once(&self) -> HistogramPoint {
         let l = &self.layout;
-        let cells = l.cells();
-        let mut splits = vec![0u64; l.explicit.len()];
-        for s in 0..l.stripes {
-            let head = s * l.head_block;
-            for (j, split) in splits.iter_mut().enumerate() {
-                *split += self.counters[head + j].load(Acquire);
-            }
-        }
-        let occupied = self.occupied.load(Acquire);
-        let group = 1usize << l.occupancy_shift;
-        let carry = self.carry.get();
-        let cell_sum = |cell: usize| -> u64 {
-            (0..l.stripes)
-                .map(|s| {
-                    let at = s * l.cell_block + cell;
-                    u64::from(self.cells[at].load(Relaxed))
-                        + carry.map_or(0, |c| c[at].load(Relaxed))
-                })
-                .sum()
-        };
-        // Visits every cell of the groups that have ever been written, in ascending order.
-        let each_occupied = |f: &mut dyn FnMut(usize)| {
-            let mut g = occupied;
-            while g != 0 {
-                let start = g.trailing_zeros() as usize * group;
-                g &= g - 1;
-                (start..(start + group).min(cells)).for_each(&mut *f);
-            }
-        };
+        // Splits first (Acquire): every cell read after them holds at least what they count.
+        let splits = self.splits();
         // First pass: the lowest and highest non-empty cells, so the dense counts are allocated
         // once at their final size.
         let (mut first, mut last) = (usize::MAX, 0usize);
-        each_occupied(&mut |cell| {
-            if cell_sum(cell) != 0 {
+        self.each_cell(&mut |cell, c| {
+            if c != 0 {
                 first = first.min(cell);
                 last = cell;
             }
@@ -542,11 +520,10 @@ impl HistogramCore {
             vec![0u64; last - first + 1]
         };
         let mut count = 0u64;
-        // Second pass: a cell first written between the passes is outside the range and is left
-        // for the next read, which keeps `count` equal to the sum of `counts`.
-        each_occupied(&mut |cell| {
+        // Second pass: a cell first written between the passes outside the range is left for
+        // the next read, which keeps `count` equal to the sum of `counts`.
+        self.each_cell(&mut |cell, c| {
             if (first..=last).contains(&cell) {
-                let c = cell_sum(cell);
                 counts[cell - first] = c;
                 count += c;
             }
@@ -554,9 +531,7 @@ impl HistogramCore {
         HistogramPoint {
             layout: l.clone(),
             count,
-            sum: (0..l.stripes)
-                .map(|s| f64::from_bits(self.counters[s * l.head_block + l.sum_at].load(Relaxed)))
-                .sum(),
+            sum: self.sum(),
             min: f64::from_bits(self.min.load(Relaxed)),
             max: f64::from_bits(self.max.load(Relaxed)),
             offset: if first == usize::MAX { 0 } else { first },

@@ -1,97 +1,138 @@
 //! Recording: the atomic storage of one series and everything that writes to it.
 
+use std::sync::Arc;
 use std::sync::atomic::{
-    AtomicU32, AtomicU64,
+    AtomicU16, AtomicU32, AtomicU64,
     Ordering::{Acquire, Relaxed, Release},
     fence,
 };
-use std::sync::{Arc, OnceLock};
 
-use super::layout::{HistogramLayout, NO_SPLIT};
+use once_cell::race::OnceBox;
+
+use super::layout::{BLOCK, HistogramLayout, NO_SPLIT};
 use crate::exemplar::{Slot, TraceContext};
 use crate::number::add_f64;
 
 // Here, not in layout.rs, because it needs the core's size and the layout must not depend on
 // the core.
 impl HistogramLayout {
-    /// Bytes one series of this layout holds (its atomic storage; labels come on top).
+    /// Bytes one series of this layout holds at most: its atomic storage with every block of
+    /// grid cells allocated (what a memory budget is charged; labels come on top). A series
+    /// starts without blocks and allocates one (96 bytes) when it first records a value in its
+    /// range (two octaves at the default precision), so a typical latency series holds well
+    /// under this. A cell past 2^15 observations adds its block's carry (192 bytes), which is
+    /// not counted here.
     pub fn series_bytes(&self) -> usize {
-        std::mem::size_of::<HistogramCore>()
-            + (4 * self.cell_block + 8 * self.head_block) * self.stripes
+        self.series_base_bytes() + self.stripes * self.blocks * size_of::<Block>()
+    }
+
+    /// Bytes of a series before any block of cells.
+    pub(crate) fn series_base_bytes(&self) -> usize {
+        size_of::<HistogramCore>()
+            + self.stripes * (self.blocks * size_of::<OnceBox<Block>>() + 8 * self.head_block)
     }
 }
 
 /// The most observations [`Histogram::observe_n`](super::Histogram::observe_n) lets one grid
-/// cell of a series (per stripe) hold: 2^48 ≈ 2.8 × 10^14. Past it, the rest of a batch is
-/// dropped from every figure (count, buckets, sum), so a huge `n` never wraps a counter and the
-/// total of all cells stays below 2^63. Plain [`Histogram::observe`](super::Histogram::observe)
-/// adds one at a time and has no such limit (2^64 observations are out of reach).
-pub const MAX_CELL_COUNT: u64 = 1 << 48;
-
-/// A grid cell counts in 32 bits; each time one reaches this, it is moved to the cell's 64-bit
-/// carry (a transfer). Low in unit tests, so they exercise transfers constantly.
-#[cfg(not(test))]
-pub(super) const HALF: u32 = 1 << 31;
-#[cfg(test)]
-pub(super) const HALF: u32 = 1 << 8;
-/// Past this, increments check for a transfer (the margin covers increments racing past it).
-const NEAR_HALF: u32 = HALF - HALF / 4;
-/// Batches of at least this many observations go straight to the carry.
-const LARGE: u64 = if (HALF as u64 / 2) < (1 << 20) {
-    HALF as u64 / 2
+/// cell of a series (per stripe) hold: 2^46 ≈ 7 × 10^13. Past it, the rest of a batch is
+/// dropped from every figure (count, buckets, sum), so a huge `n` never wraps a counter.
+/// Plain [`Histogram::observe`](super::Histogram::observe) adds one at a time and is held
+/// only by the cell's own capacity, 2^47 (at a billion observations a second into one cell,
+/// more than a day and a half).
+pub const MAX_CELL_COUNT: u64 = if cfg!(test) {
+    // Within the carry's capacity at the unit tests' small HALF.
+    1 << 38
 } else {
-    1 << 20
+    1 << 46
 };
 
+/// A grid cell counts in 16 bits; each time one reaches [`HALF`], that much moves to the cell's
+/// carry, which counts such units in 32 bits. Low in unit tests, so they cross it constantly.
+const SHIFT: u32 = if cfg!(test) { 8 } else { 15 };
+pub(super) const HALF: u16 = 1 << SHIFT;
+
+/// The cells of one block.
+pub(super) type Block = [AtomicU16; BLOCK];
+/// A block's carries, in units of [`HALF`].
+type CarryBlock = [AtomicU32; BLOCK];
+
+/// What a series holds once it has moved a cell's count to a carry.
+pub(super) struct Carry {
+    /// Per block (indexed as the series' blocks), allocated at its own first transfer.
+    blocks: Box<[OnceBox<CarryBlock>]>,
+    /// Transfers begun and finished, for readers to see whether one overlapped their read.
+    pub(super) started: AtomicU64,
+    pub(super) done: AtomicU64,
+}
+
+/// Where a cell lives in the blocks: fine cell `k` at `k - 1`, the high cell at `n_fine`, the
+/// low cell at `n_fine + 1` (both in the last block, which a series that stays inside the grid
+/// never allocates).
+#[inline(always)]
+fn slot_of(l: &HistogramLayout, cell: usize) -> usize {
+    cell.wrapping_sub(1).min(l.n_fine + 1)
+}
+
 /// The atomic storage of one histogram series, per stripe (one stripe unless the family is
-/// striped): the grid cells as 32-bit counters (half the memory of 64-bit ones), and the split
-/// counters (one per explicit boundary) and the sum as 64-bit ones, each padded to whole cache
-/// lines. A cell that reaches [`HALF`] moves that much to its 64-bit carry, allocated for the
-/// series the first time it happens (after 2^31 observations in one cell); readers see a cell
+/// striped): the grid cells as 16-bit counters in blocks of [`BLOCK`], each block allocated
+/// the first time one of its cells is written (memory follows the range the data spans, not
+/// the grid's 30 octaves), and the split counters (one per explicit boundary) and the sum as
+/// 64-bit counters. A cell that reaches [`HALF`] moves that much to its carry (32-bit units of
+/// `HALF`, allocated per block the first time one of its cells needs it); readers see a cell
 /// as cell + carry, and read again when a transfer ran meanwhile.
 // In this order: what every observation touches first, then the rarely used carry.
 #[repr(C)]
 pub struct HistogramCore {
     pub(super) layout: Arc<HistogramLayout>,
-    pub(super) cells: Box<[AtomicU32]>,
-    /// The split counters then the sum, per stripe.
+    /// `layout.blocks` per stripe.
+    pub(super) blocks: Box<[OnceBox<Block>]>,
+    /// Per stripe (`layout.head_block`): the split counters, then the sum.
     pub(super) counters: Box<[AtomicU64]>,
-    /// One bit per group of cells that has ever been written (in any stripe), so reads skip
-    /// empty groups.
-    pub(super) occupied: AtomicU64,
     /// Written only by new extremes, so it stays shared in every core's cache.
     pub(super) min: AtomicU64,
     pub(super) max: AtomicU64,
     /// One exemplar per explicit bucket (with `+Inf`), for families that keep them.
-    pub(super) exemplars: Option<Box<[Slot]>>,
-    pub(super) carry: OnceLock<Box<[AtomicU64]>>,
-    /// Transfers begun and finished, for readers to see whether one overlapped their read.
-    pub(super) transfers_started: AtomicU64,
-    pub(super) transfers_done: AtomicU64,
+    /// (Boxed twice so that a series without exemplars pays one word.)
+    #[allow(clippy::redundant_allocation)]
+    pub(super) exemplars: Option<Box<Box<[Slot]>>>,
+    /// Allocated at the series' first transfer.
+    pub(super) carry: OnceBox<Carry>,
 }
 
 impl HistogramCore {
     pub(crate) fn new(layout: &Arc<HistogramLayout>) -> Self {
         HistogramCore {
             layout: layout.clone(),
-            cells: (0..layout.cell_block * layout.stripes)
-                .map(|_| AtomicU32::new(0))
+            blocks: (0..layout.blocks * layout.stripes)
+                .map(|_| OnceBox::new())
                 .collect(),
             counters: (0..layout.head_block * layout.stripes)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
-            carry: OnceLock::new(),
-            transfers_started: AtomicU64::new(0),
-            transfers_done: AtomicU64::new(0),
+            carry: OnceBox::new(),
             min: AtomicU64::new(f64::INFINITY.to_bits()),
             max: AtomicU64::new(f64::NEG_INFINITY.to_bits()),
-            occupied: AtomicU64::new(0),
             exemplars: layout.exemplars.then(|| {
-                (0..=layout.explicit.len())
-                    .map(|_| Slot::default())
-                    .collect()
+                Box::new(
+                    (0..=layout.explicit.len())
+                        .map(|_| Slot::default())
+                        .collect(),
+                )
             }),
         }
+    }
+
+    /// Bytes this series holds now (without its labels and exemplars): what
+    /// [`series_bytes`](HistogramLayout::series_bytes) counts for the blocks allocated so far,
+    /// plus any carries.
+    pub fn heap_bytes(&self) -> usize {
+        let blocks = self.blocks.iter().filter(|b| b.get().is_some()).count();
+        let carries = self.carry.get().map_or(0, |c| {
+            size_of::<Carry>()
+                + c.blocks.len() * size_of::<OnceBox<CarryBlock>>()
+                + c.blocks.iter().filter(|b| b.get().is_some()).count() * size_of::<CarryBlock>()
+        });
+        self.layout.series_base_bytes() + blocks * size_of::<Block>() + carries
     }
 
     #[inline]
@@ -152,37 +193,45 @@ impl HistogramCore {
         }
     }
 
-    /// The stripe of the calling thread: the offsets of its cells and of its head (splits,
-    /// sum).
+    /// The stripe of the calling thread: its first block and the offset of its head.
     #[inline(always)]
     fn stripe(&self) -> (usize, usize) {
         let l = &*self.layout;
         if l.stripes > 1 {
             let s = crate::number::thread_stripe() & (l.stripes - 1);
-            (s * l.cell_block, s * l.head_block)
+            (s * l.blocks, s * l.head_block)
         } else {
             (0, 0)
         }
+    }
+
+    /// Block `b`, allocated if this is its first write.
+    #[inline(always)]
+    fn block(&self, b: usize) -> &Block {
+        match self.blocks[b].get() {
+            Some(block) => block,
+            None => self.new_block(b),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn new_block(&self, b: usize) -> &Block {
+        // Racing first writers each build one; one is kept, the others are freed.
+        self.blocks[b].get_or_init(|| Box::new(std::array::from_fn(|_| AtomicU16::new(0))))
     }
 
     #[inline(always)]
     fn record_one<const SUM: bool>(&self, v: f64) {
         let l = &*self.layout;
         let cell = l.index(v);
-        let bit = 1u64 << (cell >> l.occupancy_shift);
-        if self.occupied.load(Relaxed) & bit == 0 {
-            self.occupied.fetch_or(bit, Relaxed);
-        }
-        let (cells, head) = self.stripe();
-        let at = cells + cell;
-        let c = &self.cells[at];
-        // A plain increment (no returned value to wait for) until the cell nears HALF; from
-        // there the slow path increments and moves HALF to the carry. An increment racing past
-        // the threshold only leaves the cell a little above HALF until the next observation.
-        if c.load(Relaxed) < NEAR_HALF {
-            c.fetch_add(1, Relaxed);
-        } else {
-            self.add_count(at, 1);
+        let (blocks, head) = self.stripe();
+        let g = slot_of(l, cell);
+        let (b, slot) = (blocks + g / BLOCK, g % BLOCK);
+        // The increment that takes the cell to HALF moves HALF to the carry; increments racing
+        // past it each try a move too, so the cell stays near HALF at most.
+        if self.block(b)[slot].fetch_add(1, Relaxed) >= HALF - 1 {
+            self.move_to_carry(b, slot);
         }
         let first = l.split_first[cell];
         if first != NO_SPLIT {
@@ -199,46 +248,96 @@ impl HistogramCore {
         }
     }
 
-    /// The carry array, allocated the first time a cell needs it.
+    /// The series' carries, allocated at its first transfer.
     #[cold]
-    fn carry(&self) -> &[AtomicU64] {
-        self.carry
-            .get_or_init(|| (0..self.cells.len()).map(|_| AtomicU64::new(0)).collect())
+    fn carry(&self) -> &Carry {
+        self.carry.get_or_init(|| {
+            Box::new(Carry {
+                blocks: (0..self.blocks.len()).map(|_| OnceBox::new()).collect(),
+                started: AtomicU64::new(0),
+                done: AtomicU64::new(0),
+            })
+        })
     }
 
-    /// Moves [`HALF`] from cell `at` into its carry, if the cell still holds that much
-    /// (several threads may try; each move is whole). Announced to readers by the transfer
-    /// counters: a reader that sees any part of it also sees it begun, and reads again.
+    /// The carries of block `b`, allocated the first time it needs them.
+    #[cold]
+    fn carry_block(&self, b: usize) -> &CarryBlock {
+        self.carry().blocks[b].get_or_init(|| Box::new(std::array::from_fn(|_| AtomicU32::new(0))))
+    }
+
+    /// Whether block `b` has carries (so its cells may hold far more than 16 bits).
+    #[inline]
+    fn has_carry(&self, b: usize) -> bool {
+        self.carry
+            .get()
+            .is_some_and(|c| c.blocks[b].get().is_some())
+    }
+
+    /// Observations held for cell `slot` of block `b` in its carry.
+    #[inline]
+    fn carried(carry: Option<&Carry>, b: usize, slot: usize) -> u64 {
+        carry
+            .and_then(|c| c.blocks[b].get())
+            .map_or(0, |c| u64::from(c[slot].load(Relaxed)) << SHIFT)
+    }
+
+    /// Moves [`HALF`] from cell `slot` of block `b` into its carry, if the cell still holds
+    /// that much (several threads may try; each move is whole). Announced to readers by the
+    /// transfer counters: a reader that sees any part of it also sees it begun, and reads
+    /// again.
     #[cold]
     #[inline(never)]
-    fn move_to_carry(&self, at: usize) {
-        let carry = self.carry();
-        self.transfers_started.fetch_add(1, Relaxed);
-        // Pairs with the fence in `read`: its check of `transfers_started` then sees this one.
+    fn move_to_carry(&self, b: usize, slot: usize) {
+        let carry = &self.carry_block(b)[slot];
+        let transfers = self.carry();
+        transfers.started.fetch_add(1, Relaxed);
+        // Pairs with the fence in `read`: its check of `started` then sees this one.
         fence(Release);
-        let moved = self.cells[at]
+        let moved = self.block(b)[slot]
             .fetch_update(Relaxed, Relaxed, |v| (v >= HALF).then(|| v - HALF))
             .is_ok();
         if moved {
-            carry[at].fetch_add(u64::from(HALF), Relaxed);
+            add_units(carry, 1);
         }
-        self.transfers_done.fetch_add(1, Release);
+        transfers.done.fetch_add(1, Release);
     }
 
-    /// Adds `n` new observations to cell `at` through its carry, at most [`MAX_CELL_COUNT`] in
-    /// the cell's whole count; returns how many were kept. One atomic add, like a cell's: no
-    /// transfer bracket. (Racing a transfer of the same cell, the limit may be passed by up to
-    /// [`HALF`]; the count itself stays exact.)
-    #[cold]
-    #[inline(never)]
-    fn add_to_carry_clamped(&self, at: usize, n: u64) -> u64 {
-        let carry = &self.carry()[at];
-        let before = carry.fetch_add(n, Relaxed) + u64::from(self.cells[at].load(Relaxed));
-        if before > MAX_CELL_COUNT - n {
-            give_back(carry, before, n)
-        } else {
-            n
+    /// Adds `n` new observations to cell `slot` of block `b`, with no limit: the whole units
+    /// of [`HALF`] to its carry (one atomic add, no transfer bracket: nothing moves), the rest
+    /// to the cell, moving `HALF` to the carry whenever the cell reaches it.
+    fn add_fine(&self, b: usize, slot: usize, n: u64) {
+        let units = n >> SHIFT;
+        if units > 0 {
+            add_units(
+                &self.carry_block(b)[slot],
+                u32::try_from(units).unwrap_or(u32::MAX),
+            );
         }
+        let rest = (n & (u64::from(HALF) - 1)) as u16;
+        if rest == 0 {
+            return;
+        }
+        let cell = &self.block(b)[slot];
+        loop {
+            match cell.fetch_update(Relaxed, Relaxed, |v| v.checked_add(rest)) {
+                Ok(old) => {
+                    if old + rest >= HALF {
+                        self.move_to_carry(b, slot);
+                    }
+                    return;
+                }
+                // The cell holds more than `u16::MAX - rest` >= HALF: a transfer is due, and
+                // each one lowers it by HALF, so this ends.
+                Err(_) => self.move_to_carry(b, slot),
+            }
+        }
+    }
+
+    /// Adds `n` to any cell (`0..cells`) of the first stripe, with no limit (for `absorb`).
+    fn add_count(&self, cell: usize, n: u64) {
+        let g = slot_of(&self.layout, cell);
+        self.add_fine(g / BLOCK, g % BLOCK, n);
     }
 
     /// `n` observations of `v` with the atomic operations of one: see
@@ -255,26 +354,6 @@ impl HistogramCore {
         }
     }
 
-    /// Adds `n` to cell `at`, with no limit (for `absorb`): into the cell while it stays well
-    /// below [`HALF`], else into the carry (which a batch of that size allocates only when the
-    /// cell really needs more than 32 bits).
-    fn add_count(&self, at: usize, n: u64) {
-        let cell = &self.cells[at];
-        if n < LARGE {
-            let old = cell.fetch_add(n as u32, Relaxed);
-            if u64::from(old) + n >= u64::from(HALF) {
-                self.move_to_carry(at);
-            }
-        } else if cell
-            .fetch_update(Relaxed, Relaxed, |v| {
-                (u64::from(v) + n < u64::from(NEAR_HALF)).then(|| v + n as u32)
-            })
-            .is_err()
-        {
-            self.carry()[at].fetch_add(n, Relaxed);
-        }
-    }
-
     /// `n` observations of `v`; with `SUM` false the sum is left to the caller.
     #[inline(always)]
     pub(super) fn record_n<const SUM: bool>(&self, v: f64, n: u64) {
@@ -283,39 +362,30 @@ impl HistogramCore {
         }
         let l = &*self.layout;
         let cell = l.index(v);
-        let bit = 1u64 << (cell >> l.occupancy_shift);
-        if self.occupied.load(Relaxed) & bit == 0 {
-            self.occupied.fetch_or(bit, Relaxed);
-        }
-        let (cells, head) = self.stripe();
-        let at = cells + cell;
-        // Clamped first so that one call can never carry a counter past u64::MAX.
+        let (blocks, head) = self.stripe();
+        // Clamped first so that one call can never carry a counter past its capacity.
         let n = n.min(MAX_CELL_COUNT);
-        // Without a carry a cell holds less than 2^32, far below the limit: no check needed.
-        // With one, batches go through the carry, which keeps the limit.
-        let n = if self.carry.get().is_some() {
-            self.add_to_carry_clamped(at, n)
-        } else if n < LARGE {
-            self.add_count(at, n);
-            n
-        } else if self.cells[at]
-            .fetch_update(Relaxed, Relaxed, |v| {
-                (u64::from(v) + n < u64::from(NEAR_HALF)).then(|| v + n as u32)
-            })
-            .is_ok()
-        {
-            n
+        let g = slot_of(l, cell);
+        let (b, slot) = (blocks + g / BLOCK, g % BLOCK);
+        // Without a carry a cell holds less than 2^16, so only a huge batch can pass the
+        // limit. (Batches racing into one cell near the limit may pass it by one batch; the
+        // carry saturates rather than wrap.)
+        let n = if n > MAX_CELL_COUNT - (1 << 16) || self.has_carry(b) {
+            let held = u64::from(self.block(b)[slot].load(Relaxed))
+                + Self::carried(self.carry.get(), b, slot);
+            n.min(MAX_CELL_COUNT.saturating_sub(held))
         } else {
-            self.add_to_carry_clamped(at, n)
+            n
         };
         if n == 0 {
             return;
         }
+        self.add_fine(b, slot, n);
         let first = l.split_first[cell];
         if first != NO_SPLIT {
             self.split(head, cell, first as usize, v, n);
         }
-        // One rounding for the whole batch; n <= 2^48 is exact as an f64. Infinities (and a
+        // One rounding for the whole batch; n <= 2^46 is exact as an f64. Infinities (and a
         // product past f64::MAX) stay out of the sum, as in `observe`.
         let add = v * n as f64;
         if SUM && add.is_finite() {
@@ -346,7 +416,7 @@ impl HistogramCore {
     }
 
     /// Adds everything `src` recorded (cells, bucket splits, sum, extremes, exemplars; every
-    /// stripe of `src` goes to this core's first block) to this core. Both must share a grid:
+    /// stripe of `src` goes to this core's first stripe) to this core. Both must share a grid:
     /// same buckets, precision and range (stripes may differ); otherwise nothing is added and
     /// the result is false. Not for the hot path.
     pub(crate) fn absorb(&self, src: &HistogramCore) -> bool {
@@ -355,10 +425,8 @@ impl HistogramCore {
             return false;
         }
         // One consistent read of `src` (every stripe, cells with their carries, splits never
-        // ahead of cells), added to the first stripe here: the cells, then the splits. The
-        // occupied groups are taken after it, so none of the cells read is hidden.
+        // ahead of cells), added to the first stripe here: the cells, then the splits.
         let parts = src.read().to_parts();
-        self.occupied.fetch_or(src.occupied.load(Acquire), Relaxed);
         for (cell, c) in parts.cells {
             self.add_count(cell, c);
         }
@@ -388,17 +456,68 @@ impl HistogramCore {
         }
         true
     }
+
+    /// Reads every cell that may hold something, in ascending order, as `(cell, count)`: the
+    /// low cell, the fine cells of the blocks allocated in any stripe, the high cell (every
+    /// stripe summed, carries included; no consistency across cells, see `read`).
+    pub(super) fn each_cell(&self, f: &mut dyn FnMut(usize, u64)) {
+        let l = &*self.layout;
+        let carry = self.carry.get();
+        // The count of slot `g` over every stripe, or None when no stripe has its block.
+        let at = |g: usize| -> Option<u64> {
+            let (b, slot) = (g / BLOCK, g % BLOCK);
+            let mut total = None;
+            for s in 0..l.stripes {
+                let at = s * l.blocks + b;
+                if let Some(block) = self.blocks[at].get() {
+                    *total.get_or_insert(0) +=
+                        u64::from(block[slot].load(Relaxed)) + Self::carried(carry, at, slot);
+                }
+            }
+            total
+        };
+        if let Some(c) = at(l.n_fine + 1) {
+            f(0, c);
+        }
+        for b in 0..l.n_fine.div_ceil(BLOCK) {
+            if (0..l.stripes).all(|s| self.blocks[s * l.blocks + b].get().is_none()) {
+                continue;
+            }
+            for g in b * BLOCK..((b + 1) * BLOCK).min(l.n_fine) {
+                f(g + 1, at(g).unwrap_or(0));
+            }
+        }
+        if let Some(c) = at(l.n_fine) {
+            f(l.n_fine + 1, c);
+        }
+    }
+
+    /// The sum over every stripe.
+    pub(super) fn sum(&self) -> f64 {
+        let l = &*self.layout;
+        (0..l.stripes)
+            .map(|s| f64::from_bits(self.counters[s * l.head_block + l.sum_at].load(Relaxed)))
+            .sum()
+    }
+
+    /// The split counters summed over every stripe (Acquire: see `split`).
+    pub(super) fn splits(&self) -> Vec<u64> {
+        let l = &*self.layout;
+        let mut splits = vec![0u64; l.explicit.len()];
+        for s in 0..l.stripes {
+            let head = s * l.head_block;
+            for (j, split) in splits.iter_mut().enumerate() {
+                *split += self.counters[head + j].load(Acquire);
+            }
+        }
+        splits
+    }
 }
 
-/// Takes back the part of a batch of `n` that carried a cell counter (which held `before`)
-/// past [`MAX_CELL_COUNT`], and returns the part kept. Never lowers the counter below
-/// `before`, so counts recorded by `observe` past the limit stay.
-#[cold]
-fn give_back(counter: &AtomicU64, before: u64, n: u64) -> u64 {
-    // `before` is the cell's whole count (carry and cell) before the batch.
-    let kept = MAX_CELL_COUNT.saturating_sub(before).min(n);
-    counter.fetch_sub(n - kept, Relaxed);
-    kept
+/// Adds `units` to a carry, saturating at `u32::MAX` rather than wrapping (2^47 observations
+/// in one cell).
+fn add_units(carry: &AtomicU32, units: u32) {
+    let _ = carry.fetch_update(Relaxed, Relaxed, |u| Some(u.saturating_add(units)));
 }
 
 #[inline]
@@ -439,7 +558,7 @@ mod tests {
         assert_eq!(p.max(), Some(5000.0));
     }
 
-    /// Cells count in 32 bits and move 2^31 (256 in tests) into a 64-bit carry: every figure
+    /// Cells count in 16 bits and move 2^15 (256 in tests) into their carry: every figure
     /// stays exact across many transfers, with batches of every size.
     #[test]
     fn cells_carry_over_exactly() {
@@ -449,49 +568,107 @@ mod tests {
             core.observe(0.1);
         }
         assert!(core.carry.get().is_some(), "transfers happened");
+        let half = u64::from(HALF);
         let mut expect = 10_000u64;
         for n in [
             1,
             100,
-            LARGE - 1,
-            LARGE,
-            LARGE + 1,
+            half - 1,
+            half,
+            half + 1,
             1000,
-            5 * u64::from(HALF),
+            5 * half,
+            70_000,
+            (1 << 20) + 3,
         ] {
             core.observe_n(0.1, n);
             expect += n;
         }
-        core.observe_n(0.0005, 3 * u64::from(HALF) + 7);
+        core.observe_n(0.0005, 3 * half + 7);
         let p = core.read();
-        assert_eq!(p.count(), expect + 3 * u64::from(HALF) + 7);
+        assert_eq!(p.count(), expect + 3 * half + 7);
         let cum = p.cumulative_buckets();
         // 0.0005 is a boundary (le 0.0005); 0.1 is one too.
-        assert_eq!(cum[0], (0.0005, 3 * u64::from(HALF) + 7));
+        assert_eq!(cum[0], (0.0005, 3 * half + 7));
         let le_01 = cum.iter().find(|(le, _)| *le == 0.1).unwrap().1;
         assert_eq!(le_01, p.count());
-        assert!(
-            (p.sum() - (expect as f64 * 0.1 + (3 * u64::from(HALF) + 7) as f64 * 0.0005)).abs()
-                < 1e-6
-        );
+        assert!((p.sum() - (expect as f64 * 0.1 + (3 * half + 7) as f64 * 0.0005)).abs() < 1e-6);
         // Merged into another core, with its carries.
         let other = HistogramCore::new(&l);
         other.observe(0.1);
         assert!(other.absorb(&core));
         assert_eq!(other.read().count(), p.count() + 1);
+        assert_eq!(other.read().cumulative_buckets()[0], cum[0]);
     }
 
-    /// A batch the 32-bit cell can hold (a scraped bucket's whole count, say) allocates no
-    /// carry; only a cell that outgrows 32 bits does.
+    /// A series allocates the blocks its values fall in, and carries only for a block with a
+    /// cell past 2^15 (256 in tests); the low and high cells share one block.
     #[test]
-    fn a_large_batch_that_fits_allocates_no_carry() {
-        let core = HistogramCore::new(&layout(Precision::Standard));
-        core.observe_n(0.1, LARGE + 10);
+    fn memory_follows_the_data() {
+        let l = layout(Precision::Standard);
+        let core = HistogramCore::new(&l);
+        let blocks =
+            |core: &HistogramCore| core.blocks.iter().filter(|b| b.get().is_some()).count();
+        assert_eq!(core.heap_bytes(), l.series_base_bytes());
+        core.observe(-1.0);
+        core.observe(1e9);
+        core.observe_n(0.0, 100);
+        assert_eq!(blocks(&core), 1, "the low and high cells share a block");
+        // 1 ms .. 1 s: ten octaves, five blocks of two octaves.
+        let mut x = 0.001;
+        let mut n = 0;
+        while x <= 1.0 {
+            core.observe(x);
+            x *= 1.01;
+            n += 1;
+        }
+        assert_eq!(blocks(&core), 6);
         assert!(core.carry.get().is_none());
-        assert_eq!(core.read().count(), LARGE + 10);
-        core.observe_n(0.1, 5 * u64::from(HALF));
-        assert!(core.carry.get().is_some());
-        assert_eq!(core.read().count(), LARGE + 10 + 5 * u64::from(HALF));
+        assert_eq!(
+            core.heap_bytes(),
+            l.series_base_bytes() + 6 * size_of::<Block>()
+        );
+        assert!(core.heap_bytes() < l.series_bytes());
+        let p = core.read();
+        assert_eq!(p.count(), 102 + n);
+        let cells: Vec<_> = p.cells().collect();
+        assert_eq!(cells.first(), Some(&(0, 101)));
+        assert_eq!(cells.last(), Some(&(l.cells() - 1, 1)));
+        assert_eq!(cells.iter().map(|c| c.1).sum::<u64>(), p.count());
+
+        let hot = HistogramCore::new(&l);
+        hot.observe_n(0.1, u64::from(HALF) - 1);
+        assert!(
+            hot.carry.get().is_none(),
+            "a cell below HALF needs no carry"
+        );
+        hot.observe(0.1);
+        let carry = hot.carry.get().unwrap();
+        assert_eq!(carry.blocks.iter().filter(|b| b.get().is_some()).count(), 1);
+        assert_eq!(hot.read().count(), u64::from(HALF));
+        assert_eq!(
+            hot.heap_bytes(),
+            l.series_base_bytes()
+                + size_of::<Block>()
+                + size_of::<Carry>()
+                + hot.blocks.len() * size_of::<OnceBox<CarryBlock>>()
+                + size_of::<CarryBlock>()
+        );
+    }
+
+    /// A huge batch fills a cell to the limit and no further; the carry never wraps.
+    #[test]
+    fn the_limit_holds_in_every_cell_kind() {
+        let core = HistogramCore::new(&layout(Precision::Standard));
+        for v in [0.0, 0.1, 5000.0] {
+            core.observe_n(v, u64::MAX);
+            core.observe_n(v, u64::MAX);
+            core.observe_n(v, 3);
+        }
+        let p = core.read();
+        assert_eq!(p.count(), 3 * MAX_CELL_COUNT);
+        assert_eq!(p.cells().count(), 3);
+        assert!(p.cells().all(|(_, c)| c == MAX_CELL_COUNT));
     }
 
     /// Two writers crossing the transfer point again and again while a reader reads: every
@@ -506,7 +683,7 @@ mod tests {
                 super::super::layout::HistogramConfig::for_unit(&crate::Unit::Seconds),
             )
             .unwrap();
-            l.stripes = stripes;
+            l.set_series_options(stripes, false);
             let core = Arc::new(HistogramCore::new(&Arc::new(l)));
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let reader = {

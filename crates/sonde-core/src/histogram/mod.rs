@@ -23,8 +23,9 @@
 //! first time a value lands in it. A latency series spanning three decades holds about 1 KB
 //! with its labels, one spanning the whole grid 1.9 KB ([`HistogramLayout::series_bytes`], what
 //! a memory budget is charged); striped families hold blocks per stripe. A cell that reaches
-//! 2^15 observations moves them to a 32-bit carry for its block (192 bytes, allocated then, not
-//! charged to a memory budget), so a cell counts up to 2^47.
+//! 2^15 observations moves them to a 32-bit carry for its block (192 bytes, and the first time
+//! about 160 more for the series' table of carries; not charged to a memory budget), so a cell
+//! counts up to 2^47 (where it saturates).
 
 // By concern: `layout` (the grid, shared by a family's series), `record` (the atomic storage
 // and the hot path), `read` (points and what is computed from them); this file holds the handle.

@@ -9,6 +9,9 @@
 //! - `histogram_observe`: histogram observation through a held handle, cycling through 4,096
 //!   pre-generated log-normal latencies (seconds), every library counting into the same 16
 //!   explicit buckets ([`sonde_bench::BUCKETS`]);
+//! - `request_path`: the work of one served request: look up the series of a labelled
+//!   histogram by method, route and status (600 series, values as runtime strings) and observe
+//!   its latency, as an HTTP middleware does;
 //! - `histogram_observe_n`: 1,000 observations of one value through one `observe_n` and
 //!   through a loop of `observe` (sonde only);
 //! - `contended_2_threads`: the same counter and the same histogram hammered by 1 and by 2
@@ -310,6 +313,139 @@ fn histogram_observe(c: &mut Criterion) {
     g.finish();
 }
 
+/// `request_path`: per request, a labelled histogram's series looked up by method, route and
+/// status among 600 (4 methods x 30 routes x 5 statuses, in the lookup bench's interleaved
+/// order) and one latency observed into it.
+fn request_path(c: &mut Criterion) {
+    let mut g = c.benchmark_group("request_path");
+    let combos: Vec<[String; 3]> = lookup_label_values()
+        .into_iter()
+        .filter(|v| {
+            v[1].strip_prefix("/api/v1/resource")
+                .and_then(|r| r.strip_suffix("/:id"))
+                .and_then(|r| r.parse::<u32>().ok())
+                .is_some_and(|r| r < 30)
+        })
+        .collect();
+    assert_eq!(combos.len(), 600);
+    let samples = latencies();
+    let at = |i: usize| {
+        (
+            black_box(&combos[i % combos.len()]),
+            black_box(samples[i & SAMPLE_MASK]),
+        )
+    };
+
+    let registry = sonde::Registry::new();
+    let sonde_family = registry
+        .histogram("http.server.request.duration")
+        .unit(sonde::Unit::Seconds)
+        .buckets(BUCKETS)
+        .labels(LABEL_NAMES)
+        .build()
+        .unwrap();
+    for v in &combos {
+        sonde_family.with(&v[..]).observe(0.01);
+    }
+    g.bench_function("sonde", |b| {
+        b.iter_custom(|n| {
+            run_loop(n, |i| {
+                let (v, x) = at(i);
+                sonde_family.with(&v[..]).observe(x);
+            })
+        })
+    });
+
+    let (recorder, handle) = metrics_recorder();
+    macro_rules! metrics_latency {
+        ($v:expr) => {{
+            let v: &[String; 3] = $v;
+            metrics::histogram!(
+                "http_server_request_duration_seconds",
+                "method" => v[0].clone(),
+                "route" => v[1].clone(),
+                "status" => v[2].clone()
+            )
+        }};
+    }
+    metrics::with_local_recorder(&recorder, || {
+        for v in &combos {
+            metrics_latency!(v).record(0.01);
+        }
+    });
+    g.bench_function("metrics", |b| {
+        metrics::with_local_recorder(&recorder, || {
+            b.iter_custom(|n| {
+                let d = run_loop(n, |i| {
+                    let (v, x) = at(i);
+                    metrics_latency!(v).record(x);
+                });
+                handle.run_upkeep();
+                d
+            })
+        })
+    });
+
+    type PcCtor = fn() -> PcHistogram;
+    let pc_family = PcFamily::<RequestLabels, PcHistogram, PcCtor>::new_with_constructor(|| {
+        PcHistogram::new(BUCKETS.iter().copied())
+    });
+    let mut pc_registry = prometheus_client::registry::Registry::default();
+    pc_registry.register("latency", "Latency.", pc_family.clone());
+    for v in &combos {
+        pc_family
+            .get_or_create(&RequestLabels::new(v))
+            .observe(0.01);
+    }
+    g.bench_function("prometheus_client", |b| {
+        b.iter_custom(|n| {
+            run_loop(n, |i| {
+                let (v, x) = at(i);
+                pc_family.get_or_create(&RequestLabels::new(v)).observe(x);
+            })
+        })
+    });
+
+    let prom_vec = prometheus::HistogramVec::new(
+        prometheus::HistogramOpts::new("latency", "Latency.").buckets(BUCKETS.to_vec()),
+        &LABEL_NAMES,
+    )
+    .unwrap();
+    let prom_registry = prometheus::Registry::new();
+    prom_registry.register(Box::new(prom_vec.clone())).unwrap();
+    for v in &combos {
+        prom_vec.with_label_values(&v[..]).observe(0.01);
+    }
+    g.bench_function("prometheus", |b| {
+        b.iter_custom(|n| {
+            run_loop(n, |i| {
+                let (v, x) = at(i);
+                prom_vec.with_label_values(&v[..]).observe(x);
+            })
+        })
+    });
+
+    let (_provider, meter) = otel();
+    let otel_hist = meter
+        .f64_histogram("http.server.request.duration")
+        .with_unit("s")
+        .with_boundaries(BUCKETS.to_vec())
+        .build();
+    for v in &combos {
+        otel_hist.record(0.01, &otel_attributes(v));
+    }
+    g.bench_function("opentelemetry_sdk", |b| {
+        b.iter_custom(|n| {
+            run_loop(n, |i| {
+                let (v, x) = at(i);
+                otel_hist.record(x, &otel_attributes(v));
+            })
+        })
+    });
+
+    g.finish();
+}
+
 /// `histogram_observe_n`: 1,000 observations of one value (a StatsD timer sampled at 0.1 %),
 /// as one `observe_n(v, 1000)` against a loop of 1,000 `observe(v)`, cycling through the same
 /// latencies as `histogram_observe`. Time per iteration is for all 1,000.
@@ -499,6 +635,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = instruments;
     config = config();
-    targets = counter_inc, counter_labels_lookup, histogram_observe, histogram_observe_n, contended
+    targets = counter_inc, counter_labels_lookup, histogram_observe, request_path, histogram_observe_n, contended
 }
 criterion_main!(instruments);

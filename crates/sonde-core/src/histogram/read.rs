@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::sync::atomic::fence;
 
-use super::layout::{HistogramLayout, clamp};
+use super::layout::{BLOCK, HistogramLayout, clamp};
 use super::record::HistogramCore;
 use crate::Error;
 use crate::exemplar::{Exemplar, Slot};
@@ -505,29 +505,22 @@ impl HistogramCore {
         let l = &self.layout;
         // Splits first (Acquire): every cell read after them holds at least what they count.
         let splits = self.splits();
-        // First pass: the lowest and highest non-empty cells, so the dense counts are allocated
-        // once at their final size.
-        let (mut first, mut last) = (usize::MAX, 0usize);
-        self.each_cell(&mut |cell, c| {
-            if c != 0 {
-                first = first.min(cell);
-                last = cell;
+        // One pass, cells in ascending order: dense counts from the first non-empty cell to
+        // the last (a gap between blocks is filled with zeros, trailing zeros never added).
+        let mut counts: Vec<u64> = Vec::new();
+        let mut first = usize::MAX;
+        self.each_cell(|cell, c| {
+            if c == 0 {
+                return;
             }
-        });
-        let mut counts = if first == usize::MAX {
-            Vec::new()
-        } else {
-            vec![0u64; last - first + 1]
-        };
-        let mut count = 0u64;
-        // Second pass: a cell first written between the passes outside the range is left for
-        // the next read, which keeps `count` equal to the sum of `counts`.
-        self.each_cell(&mut |cell, c| {
-            if (first..=last).contains(&cell) {
-                counts[cell - first] = c;
-                count += c;
+            if first == usize::MAX {
+                first = cell;
+                counts.reserve(BLOCK);
             }
+            counts.resize(cell - first, 0);
+            counts.push(c);
         });
+        let count = counts.iter().sum();
         HistogramPoint {
             layout: l.clone(),
             count,

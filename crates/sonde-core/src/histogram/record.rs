@@ -484,36 +484,57 @@ impl HistogramCore {
     /// Reads every cell that may hold something, in ascending order, as `(cell, count)`: the
     /// low cell, the fine cells of the blocks allocated in any stripe, the high cell (every
     /// stripe summed, carries included; no consistency across cells, see `read`).
-    pub(super) fn each_cell(&self, f: &mut dyn FnMut(usize, u64)) {
+    pub(super) fn each_cell(&self, mut f: impl FnMut(usize, u64)) {
         let l = &*self.layout;
         let carry = self.carry.get();
-        // The count of slot `g` over every stripe, or None when no stripe has its block.
-        let at = |g: usize| -> Option<u64> {
-            let (b, slot) = (g / BLOCK, g % BLOCK);
-            let mut total = None;
-            for s in 0..l.stripes {
-                let at = s * l.blocks + b;
-                if let Some(block) = self.blocks[at].get() {
-                    *total.get_or_insert(0) +=
-                        u64::from(block[slot].load(Relaxed)) + Self::carried(carry, at, slot);
+        let mut counts = [0u64; BLOCK];
+        // The layouts' fine cells fill whole blocks, so the high and low cells are the first
+        // two of the last block.
+        debug_assert_eq!(l.n_fine % BLOCK, 0);
+        let fine_blocks = l.n_fine / BLOCK;
+        let edges = self
+            .block_counts(fine_blocks, carry, &mut counts)
+            .then_some((counts[1], counts[0]));
+        if let Some((low, _)) = edges {
+            f(0, low);
+        }
+        for b in 0..fine_blocks {
+            if self.block_counts(b, carry, &mut counts) {
+                for (i, c) in counts.iter().enumerate() {
+                    f(b * BLOCK + i + 1, *c);
                 }
             }
-            total
-        };
-        if let Some(c) = at(l.n_fine + 1) {
-            f(0, c);
         }
-        for b in 0..l.n_fine.div_ceil(BLOCK) {
-            if (0..l.stripes).all(|s| self.blocks[s * l.blocks + b].get().is_none()) {
+        if let Some((_, high)) = edges {
+            f(l.n_fine + 1, high);
+        }
+    }
+
+    /// The counts of block `b` over every stripe, carries included, into `out`; false (and
+    /// `out` untouched) when no stripe has the block.
+    #[inline]
+    fn block_counts(&self, b: usize, carry: Option<&Carry>, out: &mut [u64; BLOCK]) -> bool {
+        let l = &*self.layout;
+        let mut any = false;
+        for s in 0..l.stripes {
+            let at = s * l.blocks + b;
+            let Some(block) = self.blocks[at].get() else {
                 continue;
+            };
+            if !any {
+                *out = [0; BLOCK];
+                any = true;
             }
-            for g in b * BLOCK..((b + 1) * BLOCK).min(l.n_fine) {
-                f(g + 1, at(g).unwrap_or(0));
+            for (o, c) in out.iter_mut().zip(block.iter()) {
+                *o += u64::from(c.load(Relaxed));
+            }
+            if let Some(units) = carry.and_then(|c| c.blocks[at].get()) {
+                for (o, u) in out.iter_mut().zip(units.iter()) {
+                    *o += u64::from(u.load(Relaxed)) << SHIFT;
+                }
             }
         }
-        if let Some(c) = at(l.n_fine) {
-            f(l.n_fine + 1, c);
-        }
+        any
     }
 
     /// The sum over every stripe.

@@ -4,9 +4,14 @@
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
-    AggregationTemporality, Exemplar, ExponentialHistogram, ExponentialHistogramDataPoint, Gauge,
-    Histogram, HistogramDataPoint, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
-    exemplar, exponential_histogram_data_point::Buckets, metric::Data, number_data_point,
+    AggregationTemporality, Exemplar, ExponentialHistogramDataPoint, exemplar,
+    exponential_histogram_data_point::Buckets, number_data_point,
+};
+// The message types `encode` used to build, kept as the tests' reference.
+#[cfg(test)]
+use opentelemetry_proto::tonic::metrics::v1::{
+    ExponentialHistogram, Gauge, Histogram, HistogramDataPoint, Metric, NumberDataPoint,
+    ResourceMetrics, ScopeMetrics, Sum, metric::Data,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource as ProtoResource;
 use prost::Message;
@@ -118,9 +123,132 @@ fn metric_overhead(f: &FamilySnapshot) -> usize {
     f.meta.name().len() + f.meta.description().len() + f.meta.unit().ucum().len() + 24
 }
 
+/// The protobuf wire format, written straight from the snapshot: no message tree, no owned
+/// copies of names and label values (what building `opentelemetry-proto` messages cost: an
+/// allocation per attribute string and per point, and a walk of the tree for lengths at each
+/// level). The output decodes to the same `ExportMetricsServiceRequest` the message types
+/// would have encoded (tested against them below).
+mod wire {
+    pub(super) const VARINT: u8 = 0;
+    pub(super) const I64: u8 = 1;
+    pub(super) const LEN: u8 = 2;
+
+    pub(super) fn varint(buf: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            buf.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        buf.push(v as u8);
+    }
+
+    pub(super) fn varint_len(v: u64) -> usize {
+        (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+    }
+
+    pub(super) fn tag(buf: &mut Vec<u8>, field: u32, wire: u8) {
+        varint(buf, (u64::from(field) << 3) | u64::from(wire));
+    }
+
+    /// A length-delimited field (a string, bytes, or an encoded message).
+    pub(super) fn bytes(buf: &mut Vec<u8>, field: u32, data: &[u8]) {
+        tag(buf, field, LEN);
+        varint(buf, data.len() as u64);
+        buf.extend_from_slice(data);
+    }
+
+    /// A string field, left out when empty (as proto3 does).
+    pub(super) fn string(buf: &mut Vec<u8>, field: u32, s: &str) {
+        if !s.is_empty() {
+            bytes(buf, field, s.as_bytes());
+        }
+    }
+
+    /// What [`string`] writes (fields below 16: a one-byte tag).
+    pub(super) fn string_len(s: &str) -> usize {
+        if s.is_empty() {
+            0
+        } else {
+            1 + varint_len(s.len() as u64) + s.len()
+        }
+    }
+
+    pub(super) fn fixed64(buf: &mut Vec<u8>, field: u32, v: u64) {
+        tag(buf, field, I64);
+        buf.extend_from_slice(&v.to_le_bytes());
+    }
+
+    pub(super) fn double(buf: &mut Vec<u8>, field: u32, v: f64) {
+        fixed64(buf, field, v.to_bits());
+    }
+
+    /// An `attributes` entry: `KeyValue { key, value: AnyValue { string_value } }`.
+    pub(super) fn string_attribute(buf: &mut Vec<u8>, field: u32, key: &str, value: &str) {
+        // AnyValue.string_value is a oneof member: written even when empty.
+        let any = 1 + varint_len(value.len() as u64) + value.len();
+        let kv = string_len(key) + 1 + varint_len(any as u64) + any;
+        tag(buf, field, LEN);
+        varint(buf, kv as u64);
+        string(buf, 1, key);
+        tag(buf, 2, LEN);
+        varint(buf, any as u64);
+        bytes(buf, 1, value.as_bytes());
+    }
+}
+
+/// The data field of a `Metric`, by kind.
+#[derive(Clone, Copy)]
+enum DataKind {
+    Gauge,
+    Sum { temporality: i32, monotonic: bool },
+    Histogram { temporality: i32 },
+    Exponential { temporality: i32 },
+}
+
+impl DataKind {
+    /// The `Metric` field, and the fields the data message has besides its points.
+    fn write(self, out: &mut Vec<u8>, points: &[u8]) {
+        let (field, temporality, monotonic) = match self {
+            DataKind::Gauge => (5, 0, false),
+            DataKind::Sum {
+                temporality,
+                monotonic,
+            } => (7, temporality, monotonic),
+            DataKind::Histogram { temporality } => (9, temporality, false),
+            DataKind::Exponential { temporality } => (10, temporality, false),
+        };
+        let temporality = temporality as u64;
+        let len = points.len()
+            + if temporality != 0 {
+                1 + wire::varint_len(temporality)
+            } else {
+                0
+            }
+            + if monotonic { 2 } else { 0 };
+        wire::tag(out, field, wire::LEN);
+        wire::varint(out, len as u64);
+        out.extend_from_slice(points);
+        if temporality != 0 {
+            wire::tag(out, 2, wire::VARINT);
+            wire::varint(out, temporality);
+        }
+        if monotonic {
+            wire::tag(out, 3, wire::VARINT);
+            out.push(1);
+        }
+    }
+}
+
 struct Builder<'a> {
     opts: &'a Options,
-    metrics: Vec<Metric>,
+    /// `Resource` and `InstrumentationScope`, encoded once.
+    resource: Vec<u8>,
+    scope: Vec<u8>,
+    /// The encoded `Metric`s of the request being built (each with its tag and length).
+    metrics: Vec<u8>,
+    /// The encoded points of the metric being built, and one point being encoded.
+    chunk: Vec<u8>,
+    chunk_points: usize,
+    point: Vec<u8>,
     points: usize,
     bytes: usize,
     base_bytes: usize,
@@ -132,7 +260,12 @@ impl<'a> Builder<'a> {
         let base_bytes = opts.resource.encoded_len() + opts.scope.encoded_len() + 32;
         Builder {
             opts,
+            resource: opts.resource.encode_to_vec(),
+            scope: opts.scope.encode_to_vec(),
             metrics: Vec::new(),
+            chunk: Vec::new(),
+            chunk_points: 0,
+            point: Vec::new(),
             points: 0,
             bytes: base_bytes,
             base_bytes,
@@ -140,61 +273,88 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// Ends the request being built: `ExportMetricsServiceRequest { resource_metrics: [{
+    /// resource, scope_metrics: [{ scope, metrics }] }] }`.
     fn finish(&mut self) {
         if self.metrics.is_empty() {
             return;
         }
-        let request = ExportMetricsServiceRequest {
-            resource_metrics: vec![ResourceMetrics {
-                resource: Some(self.opts.resource.clone()),
-                scope_metrics: vec![ScopeMetrics {
-                    scope: Some(self.opts.scope.clone()),
-                    metrics: std::mem::take(&mut self.metrics),
-                    schema_url: String::new(),
-                }],
-                schema_url: String::new(),
-            }],
-        };
+        let field = |len: usize| 1 + wire::varint_len(len as u64) + len;
+        let scope_metrics = field(self.scope.len()) + self.metrics.len();
+        let resource_metrics = field(self.resource.len()) + field(scope_metrics);
+        let mut body = Vec::with_capacity(field(resource_metrics));
+        wire::tag(&mut body, 1, wire::LEN);
+        wire::varint(&mut body, resource_metrics as u64);
+        wire::bytes(&mut body, 1, &self.resource);
+        wire::tag(&mut body, 2, wire::LEN);
+        wire::varint(&mut body, scope_metrics as u64);
+        wire::bytes(&mut body, 1, &self.scope);
+        body.extend_from_slice(&self.metrics);
+        self.metrics.clear();
         self.out.push(Encoded {
-            body: request.encode_to_vec().into(),
+            body: body.into(),
             points: self.points as u64,
         });
         self.points = 0;
         self.bytes = self.base_bytes;
     }
 
-    /// Adds the points of one metric, starting a new request whenever a limit would be passed.
-    fn push<P: Message>(
+    /// Writes the metric of the points in `chunk` into the request being built.
+    fn end_metric(&mut self, family: &FamilySnapshot, data: DataKind) {
+        if self.chunk_points == 0 {
+            return;
+        }
+        let mut encoded = std::mem::take(&mut self.point);
+        encoded.clear();
+        let (name, description, unit) = (
+            family.meta.name(),
+            family.meta.description(),
+            family.meta.unit().ucum(),
+        );
+        wire::string(&mut encoded, 1, name);
+        wire::string(&mut encoded, 2, description);
+        wire::string(&mut encoded, 3, unit);
+        data.write(&mut encoded, &self.chunk);
+        wire::bytes(&mut self.metrics, 2, &encoded);
+        self.point = encoded;
+        self.chunk.clear();
+        self.chunk_points = 0;
+    }
+
+    /// Adds the points of one metric, each written by `point` into the buffer it is given (or
+    /// skipped when it returns false), starting a new request whenever a limit would be passed.
+    fn push<T>(
         &mut self,
         family: &FamilySnapshot,
-        points: impl Iterator<Item = P>,
-        wrap: impl Fn(Vec<P>) -> Data,
+        data: DataKind,
+        items: impl Iterator<Item = T>,
+        mut point: impl FnMut(&mut Vec<u8>, T) -> bool,
     ) {
         let overhead = metric_overhead(family);
-        let mut chunk: Vec<P> = Vec::new();
-        for p in points {
-            let len = p.encoded_len() + 4;
-            let extra = if chunk.is_empty() { overhead } else { 0 };
+        let mut encoded = Vec::new();
+        for item in items {
+            encoded.clear();
+            if !point(&mut encoded, item) {
+                continue;
+            }
+            let len = encoded.len() + 4;
+            let extra = if self.chunk_points == 0 { overhead } else { 0 };
             if self.points > 0
                 && (self.points >= self.opts.max_points
                     || self.bytes + len + extra > self.opts.max_bytes)
             {
-                if !chunk.is_empty() {
-                    let data = wrap(std::mem::take(&mut chunk));
-                    self.metrics.push(metric(family, data));
-                }
+                self.end_metric(family, data);
                 self.finish();
             }
-            if chunk.is_empty() {
+            if self.chunk_points == 0 {
                 self.bytes += overhead;
             }
             self.points += 1;
             self.bytes += len;
-            chunk.push(p);
+            self.chunk_points += 1;
+            wire::bytes(&mut self.chunk, 1, &encoded);
         }
-        if !chunk.is_empty() {
-            self.metrics.push(metric(family, wrap(chunk)));
-        }
+        self.end_metric(family, data);
     }
 
     fn family(&mut self, snapshot: &Snapshot, family: &FamilySnapshot) {
@@ -205,56 +365,41 @@ impl<'a> Builder<'a> {
         } as i32;
         let time = snapshot.time_unix_nanos;
         let float = family.meta.number_kind() == NumberKind::F64;
+        let series = family.series.iter();
         match family.meta.kind() {
             Kind::Counter | Kind::UpDownCounter => {
-                let is_monotonic = family.meta.kind() == Kind::Counter;
-                let points = family
-                    .series
-                    .iter()
-                    .filter_map(|s| number_point(family, s, time, true, float));
-                self.push(family, points, |data_points| {
-                    Data::Sum(Sum {
-                        data_points,
-                        aggregation_temporality: temporality,
-                        is_monotonic,
-                    })
+                let data = DataKind::Sum {
+                    temporality,
+                    monotonic: family.meta.kind() == Kind::Counter,
+                };
+                self.push(family, data, series, |buf, s| {
+                    write_number_point(buf, family, s, time, true, float)
                 });
             }
             Kind::Gauge => {
-                let points = family
-                    .series
-                    .iter()
-                    .filter_map(|s| number_point(family, s, time, false, float));
-                self.push(family, points, |data_points| {
-                    Data::Gauge(Gauge { data_points })
+                self.push(family, DataKind::Gauge, series, |buf, s| {
+                    write_number_point(buf, family, s, time, false, float)
                 });
             }
             Kind::Histogram => {
                 let delta = temporality == AggregationTemporality::Delta as i32;
                 match self.opts.histograms {
                     HistogramAggregation::ExplicitBuckets => {
-                        let points = family.series.iter().filter_map(|s| {
-                            let h = s.point.histogram()?;
-                            Some(explicit_point(family, s, h, time, delta))
-                        });
-                        self.push(family, points, |data_points| {
-                            Data::Histogram(Histogram {
-                                data_points,
-                                aggregation_temporality: temporality,
-                            })
+                        let data = DataKind::Histogram { temporality };
+                        self.push(family, data, series, |buf, s| {
+                            write_explicit_point(buf, family, s, time, delta)
                         });
                     }
                     HistogramAggregation::Exponential => {
                         let max_scale = self.opts.max_scale;
-                        let points = family.series.iter().filter_map(|s| {
-                            let h = s.point.histogram()?;
-                            Some(exponential_point(family, s, h, time, delta, max_scale))
-                        });
-                        self.push(family, points, |data_points| {
-                            Data::ExponentialHistogram(ExponentialHistogram {
-                                data_points,
-                                aggregation_temporality: temporality,
-                            })
+                        let data = DataKind::Exponential { temporality };
+                        // Rarely chosen; the message types write it.
+                        self.push(family, data, series, |buf, s| {
+                            let Some(h) = s.point.histogram() else {
+                                return false;
+                            };
+                            exponential_point(family, s, h, time, delta, max_scale).encode_raw(buf);
+                            true
                         });
                     }
                 }
@@ -263,6 +408,96 @@ impl<'a> Builder<'a> {
     }
 }
 
+/// The series' attributes, straight from the snapshot.
+fn write_attributes(buf: &mut Vec<u8>, field: u32, family: &FamilySnapshot, s: &SeriesSnapshot) {
+    if s.is_overflow() {
+        wire::string_attribute(buf, field, sonde_core::OVERFLOW_LABEL, "true");
+        return;
+    }
+    for (k, v) in family.meta.label_names().zip(s.label_values()) {
+        wire::string_attribute(buf, field, k, v);
+    }
+}
+
+/// A `NumberDataPoint`, as [`number_point`] builds it.
+fn write_number_point(
+    buf: &mut Vec<u8>,
+    family: &FamilySnapshot,
+    s: &SeriesSnapshot,
+    time: u64,
+    with_start: bool,
+    float: bool,
+) -> bool {
+    let Some(n) = s.point.number() else {
+        return false;
+    };
+    if with_start && s.start_unix_nanos != 0 {
+        wire::fixed64(buf, 2, s.start_unix_nanos);
+    }
+    if time != 0 {
+        wire::fixed64(buf, 3, time);
+    }
+    match number_value(n, float) {
+        number_data_point::Value::AsDouble(v) => wire::double(buf, 4, v),
+        number_data_point::Value::AsInt(v) => wire::fixed64(buf, 6, v as u64),
+    }
+    write_attributes(buf, 7, family, s);
+    true
+}
+
+/// A `HistogramDataPoint` with explicit bounds, as [`explicit_point`] builds it.
+fn write_explicit_point(
+    buf: &mut Vec<u8>,
+    family: &FamilySnapshot,
+    s: &SeriesSnapshot,
+    time: u64,
+    delta: bool,
+) -> bool {
+    let Some(h) = s.point.histogram() else {
+        return false;
+    };
+    if s.start_unix_nanos != 0 {
+        wire::fixed64(buf, 2, s.start_unix_nanos);
+    }
+    if time != 0 {
+        wire::fixed64(buf, 3, time);
+    }
+    if h.count() != 0 {
+        wire::fixed64(buf, 4, h.count());
+    }
+    wire::double(buf, 5, h.sum());
+    let counts = h.bucket_counts();
+    if !counts.is_empty() {
+        wire::tag(buf, 6, wire::LEN);
+        wire::varint(buf, 8 * counts.len() as u64);
+        for c in &counts {
+            buf.extend_from_slice(&c.to_le_bytes());
+        }
+    }
+    let bounds = h.layout().explicit_bounds();
+    if !bounds.is_empty() {
+        wire::tag(buf, 7, wire::LEN);
+        wire::varint(buf, 8 * bounds.len() as u64);
+        for b in bounds {
+            buf.extend_from_slice(&b.to_bits().to_le_bytes());
+        }
+    }
+    for e in exemplars(h, s.start_unix_nanos, delta) {
+        wire::tag(buf, 8, wire::LEN);
+        wire::varint(buf, e.encoded_len() as u64);
+        e.encode_raw(buf);
+    }
+    write_attributes(buf, 9, family, s);
+    if let Some(min) = h.min() {
+        wire::double(buf, 11, min);
+    }
+    if let Some(max) = h.max() {
+        wire::double(buf, 12, max);
+    }
+    true
+}
+
+#[cfg(test)]
 fn metric(family: &FamilySnapshot, data: Data) -> Metric {
     Metric {
         name: family.meta.name().to_string(),
@@ -281,6 +516,7 @@ fn attributes(family: &FamilySnapshot, s: &SeriesSnapshot) -> Vec<KeyValue> {
         .collect()
 }
 
+#[cfg(test)]
 fn number_point(
     family: &FamilySnapshot,
     s: &SeriesSnapshot,
@@ -327,6 +563,7 @@ fn exemplars(h: &HistogramPoint, start: u64, delta: bool) -> Vec<Exemplar> {
         .collect()
 }
 
+#[cfg(test)]
 fn explicit_point(
     family: &FamilySnapshot,
     s: &SeriesSnapshot,
@@ -428,6 +665,161 @@ mod tests {
         assert_eq!(out.iter().map(|e| e.points).sum::<u64>(), total);
         for e in &out {
             assert!(e.body.len() <= 16 * 1024, "{}", e.body.len());
+        }
+    }
+
+    /// The request the message types build for a snapshot (what `encode` wrote before it
+    /// wrote the wire format itself), all in one request.
+    fn reference(snapshot: &Snapshot, opts: &Options) -> ExportMetricsServiceRequest {
+        let time = snapshot.time_unix_nanos;
+        let mut metrics = Vec::new();
+        for family in &snapshot.families {
+            let temporality = if snapshot.is_delta(family) {
+                AggregationTemporality::Delta
+            } else {
+                AggregationTemporality::Cumulative
+            } as i32;
+            let delta = temporality == AggregationTemporality::Delta as i32;
+            let float = family.meta.number_kind() == NumberKind::F64;
+            let series = family.series.iter();
+            let data = match family.meta.kind() {
+                Kind::Counter | Kind::UpDownCounter => Data::Sum(Sum {
+                    data_points: series
+                        .filter_map(|s| number_point(family, s, time, true, float))
+                        .collect(),
+                    aggregation_temporality: temporality,
+                    is_monotonic: family.meta.kind() == Kind::Counter,
+                }),
+                Kind::Gauge => Data::Gauge(Gauge {
+                    data_points: series
+                        .filter_map(|s| number_point(family, s, time, false, float))
+                        .collect(),
+                }),
+                Kind::Histogram => match opts.histograms {
+                    HistogramAggregation::ExplicitBuckets => Data::Histogram(Histogram {
+                        data_points: series
+                            .filter_map(|s| {
+                                Some(explicit_point(family, s, s.point.histogram()?, time, delta))
+                            })
+                            .collect(),
+                        aggregation_temporality: temporality,
+                    }),
+                    HistogramAggregation::Exponential => {
+                        Data::ExponentialHistogram(ExponentialHistogram {
+                            data_points: series
+                                .filter_map(|s| {
+                                    Some(exponential_point(
+                                        family,
+                                        s,
+                                        s.point.histogram()?,
+                                        time,
+                                        delta,
+                                        opts.max_scale,
+                                    ))
+                                })
+                                .collect(),
+                            aggregation_temporality: temporality,
+                        })
+                    }
+                },
+            };
+            let m = metric(family, data);
+            // A family without points (no series yet) sends no metric.
+            let mut one = ExportMetricsServiceRequest::default();
+            one.resource_metrics.push(ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![m.clone()],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+            if points_of(&one) > 0 {
+                metrics.push(m);
+            }
+        }
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(opts.resource.clone()),
+                scope_metrics: vec![ScopeMetrics {
+                    scope: Some(opts.scope.clone()),
+                    metrics,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            }],
+        }
+    }
+
+    /// The wire format written from the snapshot decodes to exactly what the message types
+    /// build: every kind, integer and float values, negative and huge ones, empty label values,
+    /// the overflow series, exemplars, delta and cumulative, explicit and exponential.
+    #[test]
+    fn the_wire_format_is_what_the_message_types_encode() {
+        for temporality in [Temporality::Cumulative, Temporality::Delta] {
+            for histograms in [
+                HistogramAggregation::ExplicitBuckets,
+                HistogramAggregation::Exponential,
+            ] {
+                let reg = Registry::new();
+                let c = reg
+                    .counter("c.total")
+                    .labels(["i", "empty"])
+                    .max_series(3)
+                    .build()
+                    .unwrap();
+                let f = reg
+                    .counter_f64("f")
+                    .unit(sonde_core::Unit::Seconds)
+                    .build()
+                    .unwrap();
+                let u = reg
+                    .up_down_counter("u")
+                    .description("Up and down.")
+                    .build()
+                    .unwrap();
+                let g = reg.gauge("g").labels(["k"]).build().unwrap();
+                let h = reg
+                    .histogram("h")
+                    .unit(sonde_core::Unit::Seconds)
+                    .labels(["route"])
+                    .exemplars(true)
+                    .build()
+                    .unwrap();
+                let none = reg.histogram("none").build().unwrap();
+                let _ = none.handle();
+                for i in 0..5 {
+                    // Past max_series(3): the overflow series.
+                    c.with(&[&i.to_string(), ""]).add(u64::MAX / 2 + i);
+                }
+                f.handle().add(2.5);
+                u.handle().add(-7);
+                g.with(&["a"]).set(-3);
+                g.with(&["b"]).set(i64::MAX);
+                let trace = sonde_core::TraceContext {
+                    trace_id: [7; 16],
+                    span_id: [9; 8],
+                };
+                for (i, v) in [0.0, 0.001, 0.2, 5.0, 1e9, -1.0].into_iter().enumerate() {
+                    let route = if i % 2 == 0 { "/a" } else { "/b" };
+                    h.with(&[route]).observe_with_exemplar(v, &trace);
+                }
+                let snap = reg.reader(temporality).collect();
+                let mut opts = Options::new(
+                    &Resource::empty()
+                        .with("service.name", "t")
+                        .with("process.pid", "42"),
+                );
+                opts.histograms = histograms;
+                opts.max_points = usize::MAX;
+                opts.max_bytes = usize::MAX;
+                let out = encode(&snap, &opts);
+                assert_eq!(out.len(), 1);
+                let got = ExportMetricsServiceRequest::decode(&out[0].body[..]).unwrap();
+                let want = reference(&snap, &opts);
+                assert_eq!(got, want, "{temporality:?} {histograms:?}");
+                assert_eq!(out[0].body.len(), want.encoded_len());
+                assert_eq!(out[0].points, points_of(&want) as u64);
+            }
         }
     }
 

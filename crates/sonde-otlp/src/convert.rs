@@ -206,8 +206,8 @@ enum DataKind {
 
 impl DataKind {
     /// The `Metric` field, and the fields the data message has besides its points.
-    fn write(self, out: &mut Vec<u8>, points: &[u8]) {
-        let (field, temporality, monotonic) = match self {
+    fn fields(self) -> (u32, i32, bool) {
+        match self {
             DataKind::Gauge => (5, 0, false),
             DataKind::Sum {
                 temporality,
@@ -215,17 +215,33 @@ impl DataKind {
             } => (7, temporality, monotonic),
             DataKind::Histogram { temporality } => (9, temporality, false),
             DataKind::Exponential { temporality } => (10, temporality, false),
-        };
-        let temporality = temporality as u64;
-        let len = points.len()
+        }
+    }
+
+    /// The bytes of the data message around `points` bytes of points.
+    fn inner_len(self, points: usize) -> usize {
+        let (_, temporality, monotonic) = self.fields();
+        points
             + if temporality != 0 {
-                1 + wire::varint_len(temporality)
+                1 + wire::varint_len(temporality as u64)
             } else {
                 0
             }
-            + if monotonic { 2 } else { 0 };
+            + if monotonic { 2 } else { 0 }
+    }
+
+    /// What [`write`](Self::write) writes for `points` bytes of points.
+    fn len(self, points: usize) -> usize {
+        let inner = self.inner_len(points);
+        1 + wire::varint_len(inner as u64) + inner
+    }
+
+    /// The `Metric` field holding the data message with `points`.
+    fn write(self, out: &mut Vec<u8>, points: &[u8]) {
+        let (field, temporality, monotonic) = self.fields();
+        let temporality = temporality as u64;
         wire::tag(out, field, wire::LEN);
-        wire::varint(out, len as u64);
+        wire::varint(out, self.inner_len(points.len()) as u64);
         out.extend_from_slice(points);
         if temporality != 0 {
             wire::tag(out, 2, wire::VARINT);
@@ -245,10 +261,9 @@ struct Builder<'a> {
     scope: Vec<u8>,
     /// The encoded `Metric`s of the request being built (each with its tag and length).
     metrics: Vec<u8>,
-    /// The encoded points of the metric being built, and one point being encoded.
+    /// The encoded points of the metric being built.
     chunk: Vec<u8>,
     chunk_points: usize,
-    point: Vec<u8>,
     points: usize,
     bytes: usize,
     base_bytes: usize,
@@ -265,7 +280,6 @@ impl<'a> Builder<'a> {
             metrics: Vec::new(),
             chunk: Vec::new(),
             chunk_points: 0,
-            point: Vec::new(),
             points: 0,
             bytes: base_bytes,
             base_bytes,
@@ -304,19 +318,21 @@ impl<'a> Builder<'a> {
         if self.chunk_points == 0 {
             return;
         }
-        let mut encoded = std::mem::take(&mut self.point);
-        encoded.clear();
         let (name, description, unit) = (
             family.meta.name(),
             family.meta.description(),
             family.meta.unit().ucum(),
         );
-        wire::string(&mut encoded, 1, name);
-        wire::string(&mut encoded, 2, description);
-        wire::string(&mut encoded, 3, unit);
-        data.write(&mut encoded, &self.chunk);
-        wire::bytes(&mut self.metrics, 2, &encoded);
-        self.point = encoded;
+        let len = wire::string_len(name)
+            + wire::string_len(description)
+            + wire::string_len(unit)
+            + data.len(self.chunk.len());
+        wire::tag(&mut self.metrics, 2, wire::LEN);
+        wire::varint(&mut self.metrics, len as u64);
+        wire::string(&mut self.metrics, 1, name);
+        wire::string(&mut self.metrics, 2, description);
+        wire::string(&mut self.metrics, 3, unit);
+        data.write(&mut self.metrics, &self.chunk);
         self.chunk.clear();
         self.chunk_points = 0;
     }

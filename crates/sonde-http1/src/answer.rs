@@ -78,6 +78,11 @@ pub enum AnswerError {
     /// Reading failed.
     #[error("cannot read the response: {0}")]
     Io(#[source] io::Error),
+    /// The connection was reset before the first byte of the answer: for a kept-alive
+    /// connection, the server had closed it and the reset reached the client before the end
+    /// of stream did (the same case as [`ClosedBeforeAnswer`](Self::ClosedBeforeAnswer)).
+    #[error("the server reset the connection without responding: {0}")]
+    ResetBeforeAnswer(#[source] io::Error),
 }
 
 /// Reads answers from a stream, one at a time, in a buffer allocated once; bodies are
@@ -166,7 +171,16 @@ impl AnswerReader {
                     if self.end - self.start == self.buf.len() {
                         return Err(AnswerError::HeadTooLarge(self.buf.len()));
                     }
-                    if self.fill(io).await? == 0 {
+                    let filled = match self.fill(io).await {
+                        // A kept-alive connection the server had closed answers the request
+                        // with a reset rather than an end of stream when the reset arrives
+                        // first.
+                        Err(AnswerError::Io(e)) if !received && is_reset(&e) => {
+                            return Err(AnswerError::ResetBeforeAnswer(e));
+                        }
+                        other => other?,
+                    };
+                    if filled == 0 {
                         return Err(if received {
                             AnswerError::ClosedInHead
                         } else {
@@ -408,4 +422,14 @@ impl AnswerReader {
             }
         }
     }
+}
+
+/// A connection the peer reset or aborted.
+fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
 }

@@ -261,3 +261,62 @@ fn first_byte_is_reported_once_and_leftovers_are_seen() {
     let e: AnswerError = block_on(reader.read(&mut io, false, || {})).unwrap_err();
     assert!(matches!(e, AnswerError::ClosedInHead), "{e}");
 }
+
+/// A stream that hands out `data`, then fails with `kind`.
+struct ThenFails {
+    data: Vec<u8>,
+    at: usize,
+    kind: std::io::ErrorKind,
+}
+
+impl AsyncRead for ThenFails {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.at == self.data.len() {
+            return Poll::Ready(Err(self.kind.into()));
+        }
+        let n = (self.data.len() - self.at).min(buf.remaining());
+        let at = self.at;
+        buf.put_slice(&self.data[at..at + n]);
+        self.at += n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A kept-alive connection the server had closed may answer the next request with a reset
+/// instead of an end of stream (whichever the client sees first): before any byte of the
+/// answer a reset is told apart, so a client can retry it as it retries a close; once the
+/// answer has begun a reset is an I/O error.
+#[test]
+fn a_reset_before_the_answer_is_told_apart() {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, PermissionDenied};
+    for kind in [ConnectionReset, ConnectionAborted] {
+        let mut io = ThenFails {
+            data: Vec::new(),
+            at: 0,
+            kind,
+        };
+        let r = block_on(AnswerReader::new(4096).read(&mut io, false, || {}));
+        assert!(
+            matches!(r, Err(AnswerError::ResetBeforeAnswer(_))),
+            "{kind:?}: {r:?}"
+        );
+    }
+    let mut io = ThenFails {
+        data: b"HTTP/1.1 200 OK\r\n".to_vec(),
+        at: 0,
+        kind: ConnectionReset,
+    };
+    let r = block_on(AnswerReader::new(4096).read(&mut io, false, || {}));
+    assert!(matches!(r, Err(AnswerError::Io(_))), "{r:?}");
+    let mut io = ThenFails {
+        data: Vec::new(),
+        at: 0,
+        kind: PermissionDenied,
+    };
+    let r = block_on(AnswerReader::new(4096).read(&mut io, false, || {}));
+    assert!(matches!(r, Err(AnswerError::Io(_))), "{r:?}");
+}

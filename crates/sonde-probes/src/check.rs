@@ -221,7 +221,9 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
 
 fn failure(e: AnswerError) -> Failure {
     match e {
-        AnswerError::Io(e) => Failure::io(&e, "cannot read the response"),
+        AnswerError::Io(e) | AnswerError::ResetBeforeAnswer(e) => {
+            Failure::io(&e, "cannot read the response")
+        }
         other => Failure::new(ErrorType::Protocol, other.to_string()),
     }
 }

@@ -399,7 +399,9 @@ impl H1 {
             Err(e) => {
                 self.open = false;
                 Err(match e {
-                    AnswerError::ClosedBeforeAnswer => SendError::Closed,
+                    AnswerError::ClosedBeforeAnswer | AnswerError::ResetBeforeAnswer(_) => {
+                        SendError::Closed
+                    }
                     _ => SendError::Broken,
                 })
             }

@@ -564,28 +564,15 @@ impl ReceiveLoop {
         if self.socket.set_nonblocking(true).is_err() {
             return true;
         }
-        let mut alive = true;
-        let mut empty = 0;
-        while !self.shared.stop.load(Ordering::Acquire) {
-            let requested = self.shared.flush_requested.load(Ordering::Acquire);
-            let Some(drained) = self.drain_now(buf, spare) else {
-                alive = false;
-                break;
-            };
-            self.shared.flushed[self.id].store(requested, Ordering::Release);
-            if drained >= BUSY_DRAIN {
-                continue;
-            }
-            if drained == 0 {
-                empty += 1;
-                if empty == 2 {
-                    break;
-                }
-            } else {
-                empty = 0;
-            }
-            std::thread::sleep(NAP);
-        }
+        let alive = while_busy(
+            || self.shared.stop.load(Ordering::Acquire),
+            || {
+                let requested = self.shared.flush_requested.load(Ordering::Acquire);
+                let drained = self.drain_now(buf, spare)?;
+                self.shared.flushed[self.id].store(requested, Ordering::Release);
+                Some(drained)
+            },
+        );
         let _ = self.socket.set_nonblocking(false);
         alive
     }
@@ -710,29 +697,46 @@ fn parse_loop(
         // find nothing; a drain that finds the queue busy goes on without a nap. Costs at most
         // a NAP of delay (flushes wait for it too); the queue holds far more than a NAP of
         // traffic at any rate the parser keeps up with.
-        let mut empty = 0;
-        loop {
-            let mut drained = 0;
-            while drained < BUSY_DRAIN {
-                let Ok(msg) = rx.try_recv() else { break };
-                handle(&mut ingest, msg);
-                drained += 1;
-            }
-            ingest.maintain(Instant::now());
-            if drained == BUSY_DRAIN {
-                continue;
-            }
-            if drained == 0 {
-                empty += 1;
-                if empty == 2 {
-                    break;
+        while_busy(
+            || false,
+            || {
+                let mut drained = 0;
+                while drained < BUSY_DRAIN {
+                    let Ok(msg) = rx.try_recv() else { break };
+                    handle(&mut ingest, msg);
+                    drained += 1;
                 }
-            } else {
-                empty = 0;
-            }
-            std::thread::sleep(NAP);
-        }
+                ingest.maintain(Instant::now());
+                Some(drained)
+            },
+        );
     }
+}
+
+/// Calls `drain` (which takes what has arrived and says how much, or None to give up) while
+/// traffic keeps coming: after a drain of fewer than [`BUSY_DRAIN`] it naps [`NAP`], after a
+/// busy one it drains again at once; two empty drains in a row, or `stop`, end it. False when
+/// `drain` gave up.
+fn while_busy(stop: impl Fn() -> bool, mut drain: impl FnMut() -> Option<usize>) -> bool {
+    let mut empty = 0;
+    while !stop() {
+        let Some(drained) = drain() else {
+            return false;
+        };
+        if drained >= BUSY_DRAIN {
+            continue;
+        }
+        if drained == 0 {
+            empty += 1;
+            if empty == 2 {
+                break;
+            }
+        } else {
+            empty = 0;
+        }
+        std::thread::sleep(NAP);
+    }
+    true
 }
 /// A running StatsD/DogStatsD server: receive threads (one per socket) and a parser thread
 /// recording into a registry. Stops on [`Component::shutdown`](sonde_core::Component::shutdown) or drop.

@@ -112,11 +112,9 @@ impl Prometheus {
     }
 }
 
-/// A Prometheus behind its own web configuration: HTTPS with the server certificate of
-/// `certs`, client certificates required (signed by `certs.client_ca`) and basic auth for
-/// `user` (bcrypt hash of `password`), receiving remote write. Queried through the same TLS
-/// and credentials.
-pub struct SecuredPrometheus {
+/// A Prometheus-compatible API (Prometheus, VictoriaMetrics) behind HTTPS and basic auth,
+/// reached with the test's CA, client certificate and credentials.
+pub struct SecuredApi {
     peer: Peer,
     /// Where its HTTPS API listens.
     pub addr: SocketAddr,
@@ -125,57 +123,35 @@ pub struct SecuredPrometheus {
     authorization: String,
 }
 
-impl SecuredPrometheus {
-    /// Starts it and waits until it answers `/-/ready` through TLS and auth.
-    pub fn start(certs: &crate::certs::Certs, user: &str, password: &str) -> SecuredPrometheus {
+impl SecuredApi {
+    /// Starts `program` with `args` and waits until `ready_path` answers 200 through TLS (the
+    /// server certificate of `certs` as CA, its client certificate presented) and basic auth
+    /// as `user`.
+    pub fn start(
+        program: &'static str,
+        install: &str,
+        certs: &crate::certs::Certs,
+        (user, password): (&str, &str),
+        args: impl Fn(SocketAddr, &std::path::Path) -> Vec<String>,
+        ready_path: &'static str,
+    ) -> SecuredApi {
         use base64::Engine as _;
-        let hash = bcrypt::hash(password, 4).unwrap();
-        let web = format!(
-            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {}\nbasic_auth_users:\n  {user}: {hash}\n",
-            certs.server_cert.display(),
-            certs.server_key.display(),
-            certs.client_ca.display(),
-        );
         let authorization = format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
         );
         let ca = certs.server_cert.clone();
         let client = (certs.client_cert.clone(), certs.client_key.clone());
-        let (ready_ca, ready_client, ready_auth) =
-            (ca.clone(), client.clone(), authorization.clone());
-        let peer = Peer::start_ready_when(
-            "prometheus",
-            INSTALL,
-            |addr, dir| {
-                let config_path = dir.join("prometheus.yml");
-                std::fs::write(
-                    &config_path,
-                    "global:\n  scrape_interval: 1s\nscrape_configs: []\n",
-                )
-                .unwrap();
-                let web_path = dir.join("web.yml");
-                std::fs::write(&web_path, &web).unwrap();
-                vec![
-                    format!("--config.file={}", config_path.display()),
-                    format!("--web.config.file={}", web_path.display()),
-                    format!("--storage.tsdb.path={}", dir.join("data").display()),
-                    format!("--web.listen-address={addr}"),
-                    "--web.enable-remote-write-receiver".to_owned(),
-                    "--log.level=warn".to_owned(),
-                ]
-            },
-            move |addr, _| {
-                http::try_get_mtls(
-                    &format!("https://{addr}/-/ready"),
-                    &[("Authorization", &ready_auth)],
-                    &ready_ca,
-                    (&ready_client.0, &ready_client.1),
-                )
-                .is_some_and(|r| r.status == 200)
-            },
-        );
-        SecuredPrometheus {
+        let peer = Peer::start_ready_when(program, install, args, |addr, _| {
+            http::try_get_mtls(
+                &format!("https://{addr}{ready_path}"),
+                &[("Authorization", &authorization)],
+                &ca,
+                (&client.0, &client.1),
+            )
+            .is_some_and(|r| r.status == 200)
+        });
+        SecuredApi {
             addr: peer.addr,
             peer,
             ca,
@@ -184,7 +160,7 @@ impl SecuredPrometheus {
         }
     }
 
-    /// Prometheus's own log, for failure messages.
+    /// The server's own log, for failure messages.
     pub fn log(&self) -> String {
         self.peer.log()
     }
@@ -214,6 +190,57 @@ impl SecuredPrometheus {
         assert_eq!(reply.status, 200, "query {expr}: {}", reply.text());
         let v: Value = serde_json::from_str(&reply.text()).unwrap();
         parse_vector(&v)
+    }
+}
+
+/// A Prometheus behind its own web configuration: HTTPS with the server certificate of
+/// `certs`, client certificates required (signed by `certs.client_ca`) and basic auth for
+/// `user` (bcrypt hash of `password`), receiving remote write. Queried through the same TLS
+/// and credentials ([`SecuredApi`]).
+pub struct SecuredPrometheus(SecuredApi);
+
+impl std::ops::Deref for SecuredPrometheus {
+    type Target = SecuredApi;
+    fn deref(&self) -> &SecuredApi {
+        &self.0
+    }
+}
+
+impl SecuredPrometheus {
+    /// Starts it and waits until it answers `/-/ready` through TLS and auth.
+    pub fn start(certs: &crate::certs::Certs, user: &str, password: &str) -> SecuredPrometheus {
+        let hash = bcrypt::hash(password, 4).unwrap();
+        let web = format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {}\nbasic_auth_users:\n  {user}: {hash}\n",
+            certs.server_cert.display(),
+            certs.server_key.display(),
+            certs.client_ca.display(),
+        );
+        SecuredPrometheus(SecuredApi::start(
+            "prometheus",
+            INSTALL,
+            certs,
+            (user, password),
+            |addr, dir| {
+                let config_path = dir.join("prometheus.yml");
+                std::fs::write(
+                    &config_path,
+                    "global:\n  scrape_interval: 1s\nscrape_configs: []\n",
+                )
+                .unwrap();
+                let web_path = dir.join("web.yml");
+                std::fs::write(&web_path, &web).unwrap();
+                vec![
+                    format!("--config.file={}", config_path.display()),
+                    format!("--web.config.file={}", web_path.display()),
+                    format!("--storage.tsdb.path={}", dir.join("data").display()),
+                    format!("--web.listen-address={addr}"),
+                    "--web.enable-remote-write-receiver".to_owned(),
+                    "--log.level=warn".to_owned(),
+                ]
+            },
+            "/-/ready",
+        ))
     }
 }
 

@@ -154,10 +154,20 @@ pub struct FamilySnapshot {
 impl FamilySnapshot {
     /// `(label name, label value)` pairs of a series of this family.
     pub fn labels<'a>(&'a self, series: &'a SeriesSnapshot) -> Vec<(&'a str, &'a str)> {
-        if series.is_overflow() {
-            return vec![(OVERFLOW_LABEL, "true")];
-        }
-        self.meta.label_names().zip(series.label_values()).collect()
+        self.label_pairs(series).collect()
+    }
+
+    /// The pairs of [`labels`](Self::labels), without collecting them (for encoders that
+    /// write each pair once).
+    pub fn label_pairs<'a>(
+        &'a self,
+        series: &'a SeriesSnapshot,
+    ) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
+        let overflow = series.is_overflow();
+        let own = (!overflow).then(|| self.meta.label_names().zip(series.label_values()));
+        own.into_iter()
+            .flatten()
+            .chain(overflow.then_some((OVERFLOW_LABEL, "true")))
     }
 
     /// Finds the series whose labels are exactly `labels` (in any order).

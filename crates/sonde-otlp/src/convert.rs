@@ -272,11 +272,12 @@ struct Builder<'a> {
 
 impl<'a> Builder<'a> {
     fn new(opts: &'a Options) -> Self {
-        let base_bytes = opts.resource.encoded_len() + opts.scope.encoded_len() + 32;
+        let (resource, scope) = (opts.resource.encode_to_vec(), opts.scope.encode_to_vec());
+        let base_bytes = resource.len() + scope.len() + 32;
         Builder {
             opts,
-            resource: opts.resource.encode_to_vec(),
-            scope: opts.scope.encode_to_vec(),
+            resource,
+            scope,
             metrics: Vec::new(),
             chunk: Vec::new(),
             chunk_points: 0,
@@ -426,11 +427,7 @@ impl<'a> Builder<'a> {
 
 /// The series' attributes, straight from the snapshot.
 fn write_attributes(buf: &mut Vec<u8>, field: u32, family: &FamilySnapshot, s: &SeriesSnapshot) {
-    if s.is_overflow() {
-        wire::string_attribute(buf, field, sonde_core::OVERFLOW_LABEL, "true");
-        return;
-    }
-    for (k, v) in family.meta.label_names().zip(s.label_values()) {
+    for (k, v) in family.label_pairs(s) {
         wire::string_attribute(buf, field, k, v);
     }
 }

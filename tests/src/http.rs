@@ -1,9 +1,10 @@
-//! Small blocking HTTP helpers over `ureq`, for loopback servers only.
+//! Small blocking HTTP helpers over the workspace's one client (`sonde_http1::client`, reqwest),
+//! for loopback servers only.
 
 use std::io::Read;
 use std::time::Duration;
 
-/// A response: status, headers we care about, body bytes.
+/// A response: status, headers, body bytes.
 #[derive(Debug)]
 pub struct Reply {
     /// Status code.
@@ -12,6 +13,8 @@ pub struct Reply {
     pub content_type: String,
     /// `Content-Encoding`.
     pub content_encoding: String,
+    /// Every header.
+    pub headers: http::HeaderMap,
     /// The body as received (not decompressed).
     pub body: Vec<u8>,
 }
@@ -29,24 +32,102 @@ impl Reply {
             String::from_utf8(self.body.clone()).unwrap()
         }
     }
+
+    /// The header `name`, if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
 }
 
-fn agent(ca_pem: Option<&str>) -> ureq::Agent {
-    let mut config = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(20)));
-    if let Some(pem) = ca_pem {
-        let cert = ureq::tls::Certificate::from_pem(pem.as_bytes()).unwrap();
-        config = config.tls_config(
-            ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![
-                    cert,
-                ])))
-                .build(),
-        );
-    }
-    config.build().into()
+/// What a request trusts and presents: PEM text of a CA, PEM files of a client identity.
+#[derive(Default)]
+struct Trust<'a> {
+    ca_pem: Option<&'a [u8]>,
+    client: Option<(&'a std::path::Path, &'a std::path::Path)>,
 }
+
+fn client(trust: &Trust<'_>, timeout: Duration) -> reqwest::Client {
+    use rustls_pki_types::pem::PemObject as _;
+    use sonde_http1::tls;
+    let verify = match trust.ca_pem {
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pki_types::CertificateDer::pem_slice_iter(pem) {
+                roots.add(cert.unwrap()).unwrap();
+            }
+            tls::Verify::Roots(roots)
+        }
+        None => tls::Verify::Platform,
+    };
+    let identity = trust
+        .client
+        .map(|(cert, key)| tls::load_client_cert(cert, key).unwrap());
+    let config = tls::client_config_with(verify, identity, &[b"http/1.1"]).unwrap();
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_backend_preconfigured(std::sync::Arc::unwrap_or_clone(config))
+        .timeout(timeout)
+        .build()
+        .unwrap()
+}
+
+/// One request; any status is a reply, a transport error is an `Err` with its causes.
+fn send(
+    method: http::Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    trust: &Trust<'_>,
+    timeout: Duration,
+) -> Result<Reply, String> {
+    let client = client(trust, timeout);
+    let mut request = client.request(method, url);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    if let Some(body) = body {
+        request = request.body(body.to_vec());
+    }
+    sonde_http1::client::block_on(async move {
+        let mut response = request.send().await.map_err(|e| chain(&e))?;
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned()
+        };
+        let (content_type, content_encoding) = (header("content-type"), header("content-encoding"));
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let read = sonde_http1::client::read_capped(&mut response, 64 << 20).await;
+        if let Some(e) = read.error {
+            return Err(chain(&e));
+        }
+        assert!(!read.truncated, "{url} answered more than 64 MiB");
+        Ok(Reply {
+            status,
+            content_type,
+            content_encoding,
+            headers,
+            body: read.body,
+        })
+    })
+}
+
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+const TIMEOUT: Duration = Duration::from_secs(20);
 
 /// GET `url` with extra headers; any status is returned, transport errors panic.
 pub fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
@@ -55,16 +136,25 @@ pub fn get(url: &str, headers: &[(&str, &str)]) -> Reply {
 
 /// GET `url`; `None` when it cannot be reached (for polling a server that is starting).
 pub fn try_get(url: &str) -> Option<Reply> {
-    agent(None).get(url).call().ok().map(into_reply)
+    send(
+        http::Method::GET,
+        url,
+        &[],
+        None,
+        &Trust::default(),
+        TIMEOUT,
+    )
+    .ok()
 }
 
 /// GET over HTTPS trusting only the PEM certificate `ca_pem` (or the usual roots with `None`).
 pub fn get_with_ca(url: &str, headers: &[(&str, &str)], ca_pem: Option<&str>) -> Reply {
-    let mut req = agent(ca_pem).get(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    into_reply(req.call().unwrap_or_else(|e| panic!("GET {url}: {e}")))
+    let trust = Trust {
+        ca_pem: ca_pem.map(str::as_bytes),
+        client: None,
+    };
+    send(http::Method::GET, url, headers, None, &trust, TIMEOUT)
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
 }
 
 /// GET over HTTPS trusting the PEM certificate at `ca`, presenting the client certificate
@@ -76,68 +166,37 @@ pub fn try_get_mtls(
     ca: &std::path::Path,
     client: (&std::path::Path, &std::path::Path),
 ) -> Option<Reply> {
-    let pem = |p: &std::path::Path| std::fs::read(p).unwrap();
-    let ca = ureq::tls::Certificate::from_pem(&pem(ca))
-        .unwrap()
-        .to_owned();
-    let chain = vec![
-        ureq::tls::Certificate::from_pem(&pem(client.0))
-            .unwrap()
-            .to_owned(),
-    ];
-    let key = ureq::tls::PrivateKey::from_pem(&pem(client.1))
-        .unwrap()
-        .to_owned();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(20)))
-        .tls_config(
-            ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(vec![
-                    ca,
-                ])))
-                .client_cert(Some(ureq::tls::ClientCert::new_with_certs(&chain, key)))
-                .build(),
-        )
-        .build()
-        .into();
-    let mut req = agent.get(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    req.call().ok().map(into_reply)
+    let ca = std::fs::read(ca).unwrap();
+    let trust = Trust {
+        ca_pem: Some(&ca),
+        client: Some(client),
+    };
+    send(http::Method::GET, url, headers, None, &trust, TIMEOUT).ok()
 }
 
 /// POST `body` to `url`.
 pub fn post(url: &str, body: &[u8]) -> Reply {
-    into_reply(
-        agent(None)
-            .post(url)
-            .send(body)
-            .unwrap_or_else(|e| panic!("POST {url}: {e}")),
-    )
+    post_with(url, &[], body)
 }
 
-fn into_reply(mut r: ureq::http::Response<ureq::Body>) -> Reply {
-    let header = |name: &str| {
-        r.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
-    let (content_type, content_encoding) = (header("content-type"), header("content-encoding"));
-    let status = r.status().as_u16();
-    let body = r
-        .body_mut()
-        .with_config()
-        .limit(64 << 20)
-        .read_to_vec()
-        .unwrap();
-    Reply {
-        status,
-        content_type,
-        content_encoding,
-        body,
-    }
+/// POST `body` to `url` with extra headers; any status is returned, transport errors panic.
+pub fn post_with(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    try_post_with(url, headers, body, TIMEOUT).unwrap_or_else(|e| panic!("POST {url}: {e}"))
+}
+
+/// POST `body` to `url` with extra headers within `timeout`; a transport error is an `Err`.
+pub fn try_post_with(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    timeout: Duration,
+) -> Result<Reply, String> {
+    send(
+        http::Method::POST,
+        url,
+        headers,
+        Some(body),
+        &Trust::default(),
+        timeout,
+    )
 }

@@ -5,6 +5,7 @@
 //! arrive gzipped, every validation rule answers CloudWatch's error code (as the SDK reports it),
 //! and scripted faults surface with the codes and statuses the exporter decides retries from.
 
+use sonde_tests::http::Reply;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_cloudwatch::error::{ProvideErrorMetadata, SdkError};
@@ -827,22 +828,12 @@ fn text(s: &str) -> Value {
     Value::Text(s.to_owned())
 }
 
-fn raw_post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> ureq::http::Response<ureq::Body> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
-    let mut request = agent.post(url);
-    for (k, v) in headers {
-        request = request.header(*k, *v);
-    }
-    request.send(body).unwrap()
+fn raw_post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    sonde_tests::http::post_with(url, headers, body)
 }
 
-fn response_map(response: &mut ureq::http::Response<ureq::Body>) -> Vec<(String, String)> {
-    let bytes = response.body_mut().read_to_vec().unwrap();
-    let value: Value = ciborium::de::from_reader(&bytes[..]).unwrap();
+fn response_map(response: &Reply) -> Vec<(String, String)> {
+    let value: Value = ciborium::de::from_reader(&response.body[..]).unwrap();
     match value {
         Value::Map(entries) => entries
             .into_iter()
@@ -855,11 +846,8 @@ fn response_map(response: &mut ureq::http::Response<ureq::Body>) -> Vec<(String,
     }
 }
 
-fn response_header<'a>(
-    response: &'a ureq::http::Response<ureq::Body>,
-    name: &str,
-) -> Option<&'a str> {
-    response.headers().get(name).and_then(|v| v.to_str().ok())
+fn response_header<'a>(response: &'a Reply, name: &str) -> Option<&'a str> {
+    response.header(name)
 }
 
 #[test]
@@ -888,8 +876,8 @@ fn errors_on_the_wire_are_rpc_v2_cbor_with_query_error_headers() {
     };
 
     // A validation error.
-    let mut response = raw_post(&url, &protocol, &input(f64::NAN));
-    assert_eq!(response.status().as_u16(), 400);
+    let response = raw_post(&url, &protocol, &input(f64::NAN));
+    assert_eq!(response.status, 400);
     assert_eq!(
         response_header(&response, "smithy-protocol"),
         Some("rpc-v2-cbor")
@@ -904,7 +892,7 @@ fn errors_on_the_wire_are_rpc_v2_cbor_with_query_error_headers() {
     );
     assert!(response_header(&response, "x-amzn-requestid").is_some());
     assert_eq!(
-        response_map(&mut response),
+        response_map(&response),
         vec![
             (
                 "__type".to_owned(),
@@ -918,13 +906,13 @@ fn errors_on_the_wire_are_rpc_v2_cbor_with_query_error_headers() {
     );
 
     // Success: an empty CBOR map; an integer timestamp in tag 1 is accepted.
-    let mut response = raw_post(&url, &protocol, &input(1.0));
-    assert_eq!(response.status().as_u16(), 200);
+    let response = raw_post(&url, &protocol, &input(1.0));
+    assert_eq!(response.status, 200);
     assert_eq!(
         response_header(&response, "smithy-protocol"),
         Some("rpc-v2-cbor")
     );
-    assert_eq!(response.body_mut().read_to_vec().unwrap(), vec![0xa0]);
+    assert_eq!(response.body, vec![0xa0]);
     assert_eq!(endpoint.requests().len(), 1);
 
     // The scripted faults.
@@ -933,14 +921,14 @@ fn errors_on_the_wire_are_rpc_v2_cbor_with_query_error_headers() {
         CwFault::InternalServiceFault,
         CwFault::Unavailable,
     ]);
-    let mut response = raw_post(&url, &protocol, &input(1.0));
-    assert_eq!(response.status().as_u16(), 400);
+    let response = raw_post(&url, &protocol, &input(1.0));
+    assert_eq!(response.status, 400);
     assert_eq!(
         response_header(&response, "x-amzn-query-error"),
         Some("Throttling;Sender")
     );
     assert_eq!(
-        response_map(&mut response),
+        response_map(&response),
         vec![
             (
                 "__type".to_owned(),
@@ -949,13 +937,13 @@ fn errors_on_the_wire_are_rpc_v2_cbor_with_query_error_headers() {
             ("message".to_owned(), "Rate exceeded".to_owned()),
         ]
     );
-    let mut response = raw_post(&url, &protocol, &input(1.0));
-    assert_eq!(response.status().as_u16(), 500);
+    let response = raw_post(&url, &protocol, &input(1.0));
+    assert_eq!(response.status, 500);
     assert_eq!(
         response_header(&response, "x-amzn-query-error"),
         Some("InternalServiceError;Receiver")
     );
-    let members = response_map(&mut response);
+    let members = response_map(&response);
     assert_eq!(
         members[0],
         (
@@ -964,15 +952,15 @@ fn errors_on_the_wire_are_rpc_v2_cbor_with_query_error_headers() {
         )
     );
     assert_eq!(members[1].0, "Message");
-    let mut response = raw_post(&url, &protocol, &input(1.0));
-    assert_eq!(response.status().as_u16(), 503);
-    assert!(response.body_mut().read_to_vec().unwrap().is_empty());
+    let response = raw_post(&url, &protocol, &input(1.0));
+    assert_eq!(response.status, 503);
+    assert!(response.body.is_empty());
 
     // Undecodable bodies, wrong media types and unroutable requests.
-    let mut response = raw_post(&url, &protocol, b"\xff\x00 not cbor");
-    assert_eq!(response.status().as_u16(), 400);
+    let response = raw_post(&url, &protocol, b"\xff\x00 not cbor");
+    assert_eq!(response.status, 400);
     assert_eq!(
-        response_map(&mut response)[0].1,
+        response_map(&response)[0].1,
         "com.amazon.coral.service#SerializationException"
     );
     let wrong_type = cbor(&Value::Map(vec![
@@ -985,9 +973,9 @@ fn errors_on_the_wire_are_rpc_v2_cbor_with_query_error_headers() {
             ])]),
         ),
     ]));
-    let mut response = raw_post(&url, &protocol, &wrong_type);
-    assert_eq!(response.status().as_u16(), 400);
-    let members = response_map(&mut response);
+    let response = raw_post(&url, &protocol, &wrong_type);
+    assert_eq!(response.status, 400);
+    let members = response_map(&response);
     assert_eq!(
         members[0].1,
         "com.amazon.coral.service#SerializationException"
@@ -1004,15 +992,15 @@ fn errors_on_the_wire_are_rpc_v2_cbor_with_query_error_headers() {
         ],
         b"{}",
     );
-    assert_eq!(response.status().as_u16(), 415);
-    let mut response = raw_post(&url, &[("content-type", "application/cbor")], &input(1.0));
-    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(response.status, 415);
+    let response = raw_post(&url, &[("content-type", "application/cbor")], &input(1.0));
+    assert_eq!(response.status, 400);
     assert_eq!(
-        response_map(&mut response)[0].1,
+        response_map(&response)[0].1,
         "com.amazon.coral.service#UnknownOperationException"
     );
     let response = raw_post(&format!("{}/", endpoint.url()), &protocol, &input(1.0));
-    assert_eq!(response.status().as_u16(), 400);
+    assert_eq!(response.status, 400);
 
     assert_eq!(
         endpoint.requests().len(),

@@ -88,28 +88,12 @@ struct Reply {
 }
 
 fn post(url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(20)))
-        .build()
-        .into();
-    let mut req = agent.post(url);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let mut r = req.send(body).unwrap();
-    let header = |name: &str| {
-        r.headers()
-            .get(name)
-            .map(|v| v.to_str().unwrap().to_owned())
-    };
-    let content_type = header("content-type");
-    let retry_after = header("retry-after");
+    let r = sonde_tests::http::post_with(url, headers, body);
     Reply {
-        status: r.status().as_u16(),
-        content_type,
-        retry_after,
-        body: r.body_mut().read_to_vec().unwrap(),
+        status: r.status,
+        content_type: r.header("content-type").map(str::to_owned),
+        retry_after: r.header("retry-after").map(str::to_owned),
+        body: r.body,
     }
 }
 
@@ -475,16 +459,13 @@ async fn hang_answers_late_and_drop_is_quick() {
     // An HTTP request hanging in the receiver does not hold up its drop.
     let url = format!("{}/v1/metrics", receiver.http_endpoint());
     let hanging = std::thread::spawn(move || {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(30)))
-            .build()
-            .into();
-        agent
-            .post(&url)
-            .header("content-type", PROTOBUF)
-            .send(&metrics_request("m", 3).encode_to_vec()[..])
-            .map(|r| r.status().as_u16())
+        sonde_tests::http::try_post_with(
+            &url,
+            &[("content-type", PROTOBUF)],
+            &metrics_request("m", 3).encode_to_vec(),
+            Duration::from_secs(30),
+        )
+        .map(|r| r.status)
     });
     assert!(receiver.wait_for_metrics(Duration::ZERO, |m| m.is_empty()));
     let arrived = Instant::now();

@@ -146,10 +146,10 @@ struct Running {
     /// The configuration the components run (a section whose restart failed keeps the old one).
     config: Option<Config>,
     prometheus: Option<sonde_prometheus::PrometheusServer>,
-    otlp: Option<sonde_otlp::OtlpMetricsExporter>,
-    cloudwatch: Option<sonde_cloudwatch::CloudWatchExporter>,
-    emf: Option<Arc<sonde_cloudwatch::EmfWriter>>,
-    remote_write: Option<sonde_prometheus::RemoteWriter>,
+    otlp: Slot<Otlp>,
+    cloudwatch: Slot<CloudWatch>,
+    emf: Slot<Emf>,
+    remote_write: Slot<RemoteWrite>,
     statsd: Option<Arc<sonde_statsd::StatsdServer>>,
     prober: Option<sonde_probes::RunningProber>,
     host: Option<Arc<sonde_host::HostMetrics>>,
@@ -198,32 +198,303 @@ fn resource(config: &Config) -> Resource {
     r
 }
 
-/// Push exporters a reload replaced, or all of them at shutdown.
-#[derive(Default)]
-struct Exporters {
-    otlp: Option<sonde_otlp::OtlpMetricsExporter>,
-    cloudwatch: Option<sonde_cloudwatch::CloudWatchExporter>,
-    emf: Option<Arc<sonde_cloudwatch::EmfWriter>>,
-    remote_write: Option<sonde_prometheus::RemoteWriter>,
+/// A push exporter the agent runs from one optional section of its configuration: how to find
+/// its section, start it and hand its state to a successor. Every push exporter is staged,
+/// swapped, handed over and stopped by the same [`Slot`] code.
+trait Push {
+    /// The section that starts it.
+    type Section: PartialEq + Clone + 'static;
+    /// What the agent holds while it runs.
+    type Handle;
+    /// Its section in `c`.
+    fn section(c: &Config) -> &Option<Self::Section>;
+    /// Its section in `c`, to put back the one that runs after a failed restart.
+    fn section_mut(c: &mut Config) -> &mut Option<Self::Section>;
+    /// The durable queue directory `s` names (kept across a reload: restarted in place).
+    fn queue_dir(_: &Self::Section) -> Option<&std::path::Path> {
+        None
+    }
+    /// Starts it; its deltas continue `deltas` (its predecessor's), so nothing is counted twice.
+    fn start(
+        s: &Self::Section,
+        registry: &Registry,
+        resource: &Resource,
+        deltas: Option<sonde_core::DeltaState>,
+    ) -> Result<Self::Handle, String>;
+    /// The delta state a successor continues.
+    fn deltas(_: &Self::Handle) -> Option<sonde_core::DeltaState> {
+        None
+    }
+    /// The handle as a component, to stop in a list with others.
+    fn component(h: Self::Handle) -> Arc<dyn Component>;
 }
 
-impl Exporters {
-    /// Delivers what each holds within `timeout`, in parallel; returns whether all was delivered.
-    fn shutdown(self, timeout: Duration) -> bool {
-        let mut parts: Vec<Arc<dyn Component>> = Vec::new();
-        if let Some(o) = self.otlp {
-            parts.push(Arc::new(o));
+struct Otlp;
+struct CloudWatch;
+struct Emf;
+struct RemoteWrite;
+
+impl Push for Otlp {
+    type Section = crate::config::OtlpSection;
+    type Handle = sonde_otlp::OtlpMetricsExporter;
+    fn section(c: &Config) -> &Option<Self::Section> {
+        &c.otlp
+    }
+    fn section_mut(c: &mut Config) -> &mut Option<Self::Section> {
+        &mut c.otlp
+    }
+    fn queue_dir(s: &Self::Section) -> Option<&std::path::Path> {
+        s.queue.as_ref().map(|q| q.dir.as_path())
+    }
+    fn start(
+        s: &Self::Section,
+        registry: &Registry,
+        resource: &Resource,
+        deltas: Option<sonde_core::DeltaState>,
+    ) -> Result<Self::Handle, String> {
+        start_otlp(s, registry, resource, deltas)
+    }
+    fn deltas(h: &Self::Handle) -> Option<sonde_core::DeltaState> {
+        h.delta_state()
+    }
+    fn component(h: Self::Handle) -> Arc<dyn Component> {
+        Arc::new(h)
+    }
+}
+
+impl Push for CloudWatch {
+    type Section = crate::config::CloudWatchSection;
+    type Handle = sonde_cloudwatch::CloudWatchExporter;
+    fn section(c: &Config) -> &Option<Self::Section> {
+        &c.cloudwatch
+    }
+    fn section_mut(c: &mut Config) -> &mut Option<Self::Section> {
+        &mut c.cloudwatch
+    }
+    fn queue_dir(s: &Self::Section) -> Option<&std::path::Path> {
+        s.queue.as_ref().map(|q| q.dir.as_path())
+    }
+    fn start(
+        s: &Self::Section,
+        registry: &Registry,
+        resource: &Resource,
+        deltas: Option<sonde_core::DeltaState>,
+    ) -> Result<Self::Handle, String> {
+        start_cloudwatch(s, registry, resource, deltas)
+    }
+    fn deltas(h: &Self::Handle) -> Option<sonde_core::DeltaState> {
+        Some(h.delta_state())
+    }
+    fn component(h: Self::Handle) -> Arc<dyn Component> {
+        Arc::new(h)
+    }
+}
+
+impl Push for Emf {
+    type Section = crate::config::EmfSection;
+    // Shared with the timer thread, which flushes it every interval.
+    type Handle = Arc<sonde_cloudwatch::EmfWriter>;
+    fn section(c: &Config) -> &Option<Self::Section> {
+        &c.emf
+    }
+    fn section_mut(c: &mut Config) -> &mut Option<Self::Section> {
+        &mut c.emf
+    }
+    fn start(
+        s: &Self::Section,
+        registry: &Registry,
+        resource: &Resource,
+        deltas: Option<sonde_core::DeltaState>,
+    ) -> Result<Self::Handle, String> {
+        start_emf(s, registry, resource, deltas).map(Arc::new)
+    }
+    fn deltas(h: &Self::Handle) -> Option<sonde_core::DeltaState> {
+        Some(h.delta_state())
+    }
+    fn component(h: Self::Handle) -> Arc<dyn Component> {
+        h
+    }
+}
+
+impl Push for RemoteWrite {
+    type Section = crate::config::RemoteWriteSection;
+    type Handle = sonde_prometheus::RemoteWriter;
+    fn section(c: &Config) -> &Option<Self::Section> {
+        &c.remote_write
+    }
+    fn section_mut(c: &mut Config) -> &mut Option<Self::Section> {
+        &mut c.remote_write
+    }
+    fn queue_dir(s: &Self::Section) -> Option<&std::path::Path> {
+        s.queue.as_ref().map(|q| q.dir.as_path())
+    }
+    fn start(
+        s: &Self::Section,
+        registry: &Registry,
+        resource: &Resource,
+        _deltas: Option<sonde_core::DeltaState>,
+    ) -> Result<Self::Handle, String> {
+        start_remote_write(s, registry, resource)
+    }
+    fn component(h: Self::Handle) -> Arc<dyn Component> {
+        Arc::new(h)
+    }
+}
+
+/// What a reload does to one push exporter, decided (and any new one started) before anything
+/// is swapped.
+#[derive(Default)]
+enum Plan<P: Push> {
+    /// Its section and the resource are unchanged: it runs on untouched.
+    #[default]
+    Keep,
+    /// Replaced by what was staged (or removed, with `None`); the old one delivers what it
+    /// holds after the sources stop.
+    Replace(Option<P::Handle>),
+    /// The new section keeps the durable queue directory: restarted in place at apply, the old
+    /// one letting go of the directory first.
+    HandOver,
+}
+
+/// The durable queue directory of `P`'s section in `c`.
+fn queue_of<P: Push>(c: Option<&Config>) -> Option<&std::path::Path> {
+    c.and_then(|c| P::section(c).as_ref())
+        .and_then(P::queue_dir)
+}
+
+/// What carrying out a reload's plans works with.
+struct Apply<'a> {
+    old: Option<&'a Config>,
+    new: &'a Config,
+    /// The configuration that runs after the reload (a section whose restart failed keeps the
+    /// old one).
+    applied: &'a mut Config,
+    registry: &'a Registry,
+    timeout: Duration,
+    /// Exporters replaced, to stop once the sources have stopped.
+    replaced: &'a mut Vec<Arc<dyn Component>>,
+    errors: &'a mut Vec<String>,
+}
+
+/// One push exporter of the running configuration.
+struct Slot<P: Push> {
+    running: Option<P::Handle>,
+}
+
+impl<P: Push> Default for Slot<P> {
+    fn default() -> Self {
+        Slot { running: None }
+    }
+}
+
+impl<P: Push> Slot<P> {
+    /// Decides what `new` does to this exporter; a replacement starts now, next to the running
+    /// one, its deltas continuing the running one's.
+    fn stage(
+        &self,
+        old: Option<&Config>,
+        new: &Config,
+        registry: &Registry,
+        resource: &Resource,
+    ) -> Result<Plan<P>, String> {
+        if old.is_some_and(|o| o.resource == new.resource && P::section(o) == P::section(new)) {
+            return Ok(Plan::Keep);
         }
-        if let Some(c) = self.cloudwatch {
-            parts.push(Arc::new(c));
+        if self.running.is_some()
+            && matches!((queue_of::<P>(old), queue_of::<P>(Some(new))), (Some(a), Some(b)) if a == b)
+        {
+            return Ok(Plan::HandOver);
         }
-        if let Some(w) = self.remote_write {
-            parts.push(Arc::new(w));
+        let Some(section) = P::section(new) else {
+            return Ok(Plan::Replace(None));
+        };
+        let deltas = self.running.as_ref().and_then(P::deltas);
+        P::start(section, registry, resource, deltas).map(|h| Plan::Replace(Some(h)))
+    }
+
+    /// Carries `plan` out. A replaced exporter joins `replaced` (stopped later, after the
+    /// sources); a hand-over restarts in place and, if the new section cannot start, starts the
+    /// old one again, puts its section back into `applied` and reports the error.
+    fn apply(&mut self, plan: Plan<P>, at: &mut Apply<'_>) {
+        match plan {
+            Plan::Keep => {}
+            Plan::Replace(next) => {
+                if let Some(h) = std::mem::replace(&mut self.running, next) {
+                    at.replaced.push(P::component(h));
+                }
+            }
+            Plan::HandOver => {
+                let Some(section) = P::section(at.new) else {
+                    return;
+                };
+                let previous = at
+                    .old
+                    .and_then(|o| P::section(o).as_ref().map(|s| (s, resource(o))));
+                let started = self.hand_over(
+                    section,
+                    &resource(at.new),
+                    previous,
+                    at.registry,
+                    at.timeout,
+                );
+                if let Err((e, running)) = started {
+                    *P::section_mut(at.applied) = running;
+                    at.errors.push(e);
+                }
+            }
         }
-        if let Some(w) = self.emf {
-            parts.push(w);
+    }
+
+    /// Restarts on the durable queue directory the new section keeps: the old exporter stops
+    /// first (what it has not sent stays queued there, for the new one); if the new one cannot
+    /// start, the old section is started again. The error comes with the section that runs then.
+    fn hand_over(
+        &mut self,
+        new: &P::Section,
+        resource: &Resource,
+        old: Option<(&P::Section, Resource)>,
+        registry: &Registry,
+        timeout: Duration,
+    ) -> Result<(), (String, Option<P::Section>)> {
+        let deltas = self.running.as_ref().and_then(P::deltas);
+        if let Some(e) = self.take()
+            && let Err(err) = e.shutdown(timeout)
+        {
+            warn!("{err}");
         }
-        shutdown_all(parts, timeout)
+        // An old exporter that did not stop in time lets go of the directory when its thread
+        // ends: waited for (bounded), rather than failing the new one on a held lock.
+        if let Some(dir) = P::queue_dir(new) {
+            let until = Instant::now() + timeout.max(Duration::from_secs(1));
+            while sonde_push::disk::in_use(dir) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let err = match P::start(new, registry, resource, deltas.clone()) {
+            Ok(h) => {
+                self.running = Some(h);
+                return Ok(());
+            }
+            Err(err) => err,
+        };
+        let Some((section, resource)) = old else {
+            return Err((err, None));
+        };
+        match P::start(section, registry, &resource, deltas) {
+            Ok(h) => {
+                self.running = Some(h);
+                Err((err, Some(section.clone())))
+            }
+            Err(again) => {
+                warn!("the previous settings did not start again either: {again}");
+                Err((err, None))
+            }
+        }
+    }
+
+    /// The running exporter as a component, taken out (to stop it).
+    fn take(&mut self) -> Option<Arc<dyn Component>> {
+        self.running.take().map(P::component)
     }
 }
 
@@ -258,97 +529,12 @@ fn shutdown_all(parts: Vec<Arc<dyn Component>>, timeout: Duration) -> bool {
 #[derive(Default)]
 struct Staged {
     prometheus: Option<Option<sonde_prometheus::PrometheusServer>>,
-    exporters: Exporters,
-    otlp: bool,
-    cloudwatch: bool,
-    emf: bool,
-    remote_write: bool,
-    /// Exporters whose new settings keep the durable queue directory of the running one:
-    /// restarted in place at apply (the old one lets go of the directory first).
-    handover: Handover,
+    otlp: Plan<Otlp>,
+    cloudwatch: Plan<CloudWatch>,
+    emf: Plan<Emf>,
+    remote_write: Plan<RemoteWrite>,
     statsd: Option<Option<sonde_statsd::StatsdServer>>,
     prober: Option<Option<sonde_probes::RunningProber>>,
-}
-
-#[derive(Default)]
-struct Handover {
-    otlp: bool,
-    cloudwatch: bool,
-    remote_write: bool,
-}
-
-/// The same durable queue directory before and after a reload.
-fn keeps_queue<S: Queued>(old: Option<&S>, new: Option<&S>) -> bool {
-    let (old, new) = (old.and_then(S::queue_dir), new.and_then(S::queue_dir));
-    matches!((old, new), (Some(a), Some(b)) if a == b)
-}
-
-/// An exporter section with a durable queue directory.
-trait Queued {
-    fn queue_dir(&self) -> Option<&std::path::Path>;
-}
-
-impl Queued for crate::config::OtlpSection {
-    fn queue_dir(&self) -> Option<&std::path::Path> {
-        self.queue.as_ref().map(|q| q.dir.as_path())
-    }
-}
-
-impl Queued for crate::config::CloudWatchSection {
-    fn queue_dir(&self) -> Option<&std::path::Path> {
-        self.queue.as_ref().map(|q| q.dir.as_path())
-    }
-}
-
-impl Queued for crate::config::RemoteWriteSection {
-    fn queue_dir(&self) -> Option<&std::path::Path> {
-        self.queue.as_ref().map(|q| q.dir.as_path())
-    }
-}
-
-/// Restarts an exporter on the durable queue directory it keeps: the old one stops first
-/// (what it has not sent stays queued there, for the new one); if the new one cannot start,
-/// the old settings are started again. The error comes with the section that runs then.
-fn hand_over<E: sonde_core::Component, S: Queued + Clone>(
-    slot: &mut Option<E>,
-    timeout: Duration,
-    new: (&S, &Resource),
-    old: Option<(&S, &Resource)>,
-    start: impl Fn(&S, &Resource) -> Result<E, String>,
-) -> Result<(), (String, Option<S>)> {
-    if let Some(e) = slot.take()
-        && let Err(err) = e.shutdown(timeout)
-    {
-        warn!("{err}");
-    }
-    // An old exporter that did not stop in time lets go of the directory when its thread
-    // ends: waited for (bounded), rather than failing the new one on a held lock.
-    if let Some(dir) = new.0.queue_dir() {
-        let until = std::time::Instant::now() + timeout.max(Duration::from_secs(1));
-        while sonde_push::disk::in_use(dir) && std::time::Instant::now() < until {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-    let err = match start(new.0, new.1) {
-        Ok(e) => {
-            *slot = Some(e);
-            return Ok(());
-        }
-        Err(err) => err,
-    };
-    let Some((section, resource)) = old else {
-        return Err((err, None));
-    };
-    match start(section, resource) {
-        Ok(e) => {
-            *slot = Some(e);
-            Err((err, Some(section.clone())))
-        }
-        Err(again) => {
-            warn!("the previous settings did not start again either: {again}");
-            Err((err, None))
-        }
-    }
 }
 
 impl Staged {
@@ -368,7 +554,20 @@ impl Staged {
         if let Some(Some(p)) = self.prometheus {
             let _ = p.shutdown(Duration::from_secs(1));
         }
-        let _ = self.exporters.shutdown(Duration::from_secs(1));
+        let mut started = Vec::new();
+        started.extend(staged_handle::<Otlp>(self.otlp));
+        started.extend(staged_handle::<CloudWatch>(self.cloudwatch));
+        started.extend(staged_handle::<Emf>(self.emf));
+        started.extend(staged_handle::<RemoteWrite>(self.remote_write));
+        let _ = shutdown_all(started, Duration::from_secs(1));
+    }
+}
+
+/// The exporter a plan started, if it started one.
+fn staged_handle<P: Push>(plan: Plan<P>) -> Option<Arc<dyn Component>> {
+    match plan {
+        Plan::Replace(Some(h)) => Some(P::component(h)),
+        _ => None,
     }
 }
 
@@ -406,10 +605,10 @@ impl Running {
         let mut r = Running {
             config: None,
             prometheus: None,
-            otlp: None,
-            cloudwatch: None,
-            emf: None,
-            remote_write: None,
+            otlp: Slot::default(),
+            cloudwatch: Slot::default(),
+            emf: Slot::default(),
+            remote_write: Slot::default(),
             statsd: None,
             prober: None,
             host: None,
@@ -432,11 +631,11 @@ impl Running {
     /// the new one started before the old one stops wherever they share nothing (a listener
     /// on a new address binds before the old one closes); removed ones stop and their series
     /// go. Replaced push exporters deliver what they hold within `timeout`; a replaced OTLP
-    /// (delta) or CloudWatch exporter hands its delta state to its successor, so each change
-    /// is exported once, by one of them.
+    /// (delta), CloudWatch or EMF exporter hands its delta state to its successor, so each
+    /// change is exported once, by one of them.
     ///
-    /// Not carried over (yet): a new EMF writer starts its deltas from zero, a new StatsD server
-    /// (changed `[statsd]`) from empty ingest state, so a tag set unlike the family's first one
+    /// Not carried over (yet): a new StatsD server (changed `[statsd]`) starts from empty ingest
+    /// state, so a tag set unlike the family's first one
     /// is refused as `type_conflict`, and a `/metrics` server whose TLS or users changed on the
     /// same address closes before the new one binds (a few milliseconds without a listener).
     /// Host and procstat collectors whose section changed re-create their series.
@@ -461,7 +660,7 @@ impl Running {
         }
         let mut applied = new.clone();
         let mut errors = Vec::new();
-        let mut replaced = Exporters::default();
+        let mut replaced: Vec<Arc<dyn Component>> = Vec::new();
         // Listeners: a staged one (new address) takes over, then the old one closes.
         match staged.prometheus.take() {
             Some(next) => {
@@ -499,73 +698,27 @@ impl Running {
             }
             None => {}
         }
-        let staged_exporters = std::mem::take(&mut staged.exporters);
-        if staged.otlp {
-            replaced.otlp = std::mem::replace(&mut self.otlp, staged_exporters.otlp);
-        }
-        if staged.cloudwatch {
-            replaced.cloudwatch =
-                std::mem::replace(&mut self.cloudwatch, staged_exporters.cloudwatch);
-        }
-        if staged.emf {
-            replaced.emf = std::mem::replace(&mut self.emf, staged_exporters.emf);
-        }
-        if staged.remote_write {
-            replaced.remote_write =
-                std::mem::replace(&mut self.remote_write, staged_exporters.remote_write);
-        }
-        let resource_new = resource(new);
-        let resource_old = old.map(resource);
-        if staged.handover.otlp
-            && let Some(o) = &new.otlp
-        {
-            let deltas = self.otlp.as_ref().and_then(|e| e.delta_state());
-            let old_section = old.and_then(|c| c.otlp.as_ref());
-            let started = hand_over(
-                &mut self.otlp,
-                timeout,
-                (o, &resource_new),
-                old_section.zip(resource_old.as_ref()),
-                |s, r| start_otlp(s, registry, r, deltas.clone()),
-            );
-            if let Err((e, running)) = started {
-                applied.otlp = running;
-                errors.push(e);
-            }
-        }
-        if staged.handover.cloudwatch
-            && let Some(c) = &new.cloudwatch
-        {
-            let deltas = self.cloudwatch.as_ref().map(|e| e.delta_state());
-            let old_section = old.and_then(|c| c.cloudwatch.as_ref());
-            let started = hand_over(
-                &mut self.cloudwatch,
-                timeout,
-                (c, &resource_new),
-                old_section.zip(resource_old.as_ref()),
-                |s, r| start_cloudwatch(s, registry, r, deltas.clone()),
-            );
-            if let Err((e, running)) = started {
-                applied.cloudwatch = running;
-                errors.push(e);
-            }
-        }
-        if staged.handover.remote_write
-            && let Some(rw) = &new.remote_write
-        {
-            let old_section = old.and_then(|c| c.remote_write.as_ref());
-            let started = hand_over(
-                &mut self.remote_write,
-                timeout,
-                (rw, &resource_new),
-                old_section.zip(resource_old.as_ref()),
-                |s, r| start_remote_write(s, registry, r),
-            );
-            if let Err((e, running)) = started {
-                applied.remote_write = running;
-                errors.push(e);
-            }
-        }
+        // Push exporters: a staged replacement takes over (the old one delivers after the
+        // sources stop), or one keeping its durable queue restarts in place.
+        let plans = (
+            std::mem::take(&mut staged.otlp),
+            std::mem::take(&mut staged.cloudwatch),
+            std::mem::take(&mut staged.emf),
+            std::mem::take(&mut staged.remote_write),
+        );
+        let mut apply = Apply {
+            old,
+            new,
+            applied: &mut applied,
+            registry,
+            timeout,
+            replaced: &mut replaced,
+            errors: &mut errors,
+        };
+        self.otlp.apply(plans.0, &mut apply);
+        self.cloudwatch.apply(plans.1, &mut apply);
+        self.emf.apply(plans.2, &mut apply);
+        self.remote_write.apply(plans.3, &mut apply);
         let mut old_statsd = None;
         match staged.statsd.take() {
             Some(next) => {
@@ -725,7 +878,7 @@ impl Running {
             t.procstat.clone_from(&self.procstat);
             t.cgroups.clone_from(&self.cgroups);
             t.statsd.clone_from(&self.statsd);
-            t.emf.clone_from(&self.emf);
+            t.emf.clone_from(&self.emf.running);
             t.host_every = applied.host.interval;
             t.agent_every = applied.agent.interval;
         }
@@ -737,7 +890,7 @@ impl Running {
         if let Some(s) = old_statsd {
             stop_statsd(&s, timeout);
         }
-        if !replaced.shutdown(timeout) {
+        if !shutdown_all(replaced, timeout) {
             warn!("a replaced exporter did not deliver everything it held (see above)");
         }
         if let Some(c) = &applied.cloudwatch
@@ -815,61 +968,10 @@ impl Running {
                 });
             }
         }
-        if exporter_changed(&|o| o.otlp != new.otlp) {
-            if self.otlp.is_some()
-                && keeps_queue(old.and_then(|o| o.otlp.as_ref()), new.otlp.as_ref())
-            {
-                staged.handover.otlp = true;
-            } else {
-                staged.otlp = true;
-                if let Some(o) = &new.otlp {
-                    // The new exporter's deltas continue the old one's (nothing counted twice).
-                    let deltas = self.otlp.as_ref().and_then(|e| e.delta_state());
-                    staged.exporters.otlp = Some(start_otlp(o, registry, &resource, deltas)?);
-                }
-            }
-        }
-        if exporter_changed(&|o| o.cloudwatch != new.cloudwatch) {
-            if self.cloudwatch.is_some()
-                && keeps_queue(
-                    old.and_then(|o| o.cloudwatch.as_ref()),
-                    new.cloudwatch.as_ref(),
-                )
-            {
-                staged.handover.cloudwatch = true;
-            } else {
-                staged.cloudwatch = true;
-                if let Some(c) = &new.cloudwatch {
-                    let deltas = self.cloudwatch.as_ref().map(|e| e.delta_state());
-                    staged.exporters.cloudwatch =
-                        Some(start_cloudwatch(c, registry, &resource, deltas)?);
-                }
-            }
-        }
-        if exporter_changed(&|o| o.emf != new.emf) {
-            staged.emf = true;
-            if let Some(e) = &new.emf {
-                // Like OTLP and CloudWatch: the new writer's deltas continue the old one's.
-                let deltas = self.emf.as_ref().map(|w| w.delta_state());
-                staged.exporters.emf = Some(Arc::new(start_emf(e, registry, &resource, deltas)?));
-            }
-        }
-        if exporter_changed(&|o| o.remote_write != new.remote_write) {
-            if self.remote_write.is_some()
-                && keeps_queue(
-                    old.and_then(|o| o.remote_write.as_ref()),
-                    new.remote_write.as_ref(),
-                )
-            {
-                staged.handover.remote_write = true;
-            } else {
-                staged.remote_write = true;
-                if let Some(rw) = &new.remote_write {
-                    staged.exporters.remote_write =
-                        Some(start_remote_write(rw, registry, &resource)?);
-                }
-            }
-        }
+        staged.otlp = self.otlp.stage(old, new, registry, &resource)?;
+        staged.cloudwatch = self.cloudwatch.stage(old, new, registry, &resource)?;
+        staged.emf = self.emf.stage(old, new, registry, &resource)?;
+        staged.remote_write = self.remote_write.stage(old, new, registry, &resource)?;
         if changed(old, new, |c| c.probes.clone()) {
             staged.prober = Some(if new.probes.is_empty() {
                 None
@@ -930,13 +1032,13 @@ impl Running {
         }
         // Sources report no delivery: their result does not decide the exit code.
         let _ = shutdown_all(sources, timeout);
-        let exporters = Exporters {
-            otlp: self.otlp.take(),
-            cloudwatch: self.cloudwatch.take(),
-            emf: self.emf.take(),
-            remote_write: self.remote_write.take(),
-        };
-        let ok = exporters.shutdown(timeout);
+        let exporters = [
+            self.otlp.take(),
+            self.cloudwatch.take(),
+            self.emf.take(),
+            self.remote_write.take(),
+        ];
+        let ok = shutdown_all(exporters.into_iter().flatten().collect(), timeout);
         // /metrics goes last (a final scrape sees the last values); what it still serves after
         // a short grace finishes in the background and does not decide the exit code.
         if let Some(p) = self.prometheus.take()

@@ -2217,7 +2217,7 @@ impl<'a> Reader<'a> {
             if let Err(e) = target.tls.check() {
                 self.error(
                     self.at(t.get("ca_file").and_then(Item::span)),
-                    format!("[[sources.scrape]] `{job}`: {}", e.message),
+                    format!("[[sources.scrape]] `{job}`: {e}"),
                     "ca_file is a PEM file with the certificate authority that signed the target's certificate; cert_file and key_file the client certificate and its key, in PEM",
                 );
             }

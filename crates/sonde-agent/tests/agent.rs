@@ -54,7 +54,7 @@ impl Agent {
         };
         let url = format!("http://{metrics}/metrics");
         wait_for("the agent's /metrics", Duration::from_secs(20), || {
-            ureq_get(&url).filter(|t| t.contains("sonde_agent_info"))
+            get_text(&url).filter(|t| t.contains("sonde_agent_info"))
         });
         agent
     }
@@ -68,7 +68,7 @@ impl Agent {
     }
 
     fn scrape(&self) -> String {
-        ureq_get(&format!("http://{}/metrics", self.metrics)).unwrap_or_default()
+        get_text(&format!("http://{}/metrics", self.metrics)).unwrap_or_default()
     }
 
     fn signal(&self, sig: &str) {
@@ -105,7 +105,7 @@ impl Drop for Agent {
     }
 }
 
-fn ureq_get(url: &str) -> Option<String> {
+fn get_text(url: &str) -> Option<String> {
     let reply = sonde_tests::http::try_get(url)?;
     (reply.status == 200).then(|| reply.text())
 }

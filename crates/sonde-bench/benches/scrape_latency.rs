@@ -12,7 +12,7 @@
 //!    is read, so 20 scrapes are always in flight; this is far more load than 20 Prometheus
 //!    servers scraping every few seconds).
 //!
-//! Each scraper has its own `ureq` agent (so connections are kept alive, as Prometheus does),
+//! Each scraper has its own blocking `reqwest` client (so connections are kept alive, as Prometheus does),
 //! asks for text 0.0.4 without compression, and times each request from sending it until the
 //! whole body has been read. One untimed warm-up scrape per thread comes first. Both phases stop
 //! early after [`DEADLINE`]. Any response other than `200` counts as an error.
@@ -51,26 +51,32 @@ struct Outcome {
 
 /// One scrape: its latency and body size, or the error.
 fn scrape(
-    agent: &ureq::Agent,
+    client: &reqwest::blocking::Client,
     url: &str,
     gzip: bool,
     buf: &mut Vec<u8>,
 ) -> Result<(Duration, usize), String> {
     let start = Instant::now();
-    let mut req = agent.get(url).header("accept", "text/plain");
+    let mut req = client.get(url).header("accept", "text/plain");
     if gzip {
-        // As Prometheus asks; the time runs until the compressed body is in.
+        // As Prometheus asks; the time runs until the compressed body is in (reqwest is built
+        // without decompression here, so the body stays as sent).
         req = req.header("accept-encoding", "gzip");
     }
-    let mut resp = req.call().map_err(|e| e.to_string())?;
+    let mut resp = req.send().map_err(|e| e.to_string())?;
     buf.clear();
-    resp.body_mut()
-        .with_config()
-        .limit(u64::MAX)
-        .reader()
-        .read_to_end(buf)
-        .map_err(|e| e.to_string())?;
+    resp.read_to_end(buf).map_err(|e| e.to_string())?;
     Ok((start.elapsed(), buf.len()))
+}
+
+/// A blocking reqwest client (plain http; reqwest is built without a default TLS crypto
+/// provider in this workspace, so ring, its one TLS stack, is installed first).
+fn client() -> reqwest::blocking::Client {
+    #[allow(deprecated)] // ring: the workspace's one TLS stack
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::blocking::Client::builder()
+        .build()
+        .unwrap_or_else(|e| panic!("client: {e}"))
 }
 
 /// Runs `threads` scrapers of `scrapes` each, released together after one warm-up scrape each.
@@ -81,7 +87,7 @@ fn run(url: &str, threads: usize, scrapes: usize, gzip: bool) -> (Outcome, Durat
             .map(|_| {
                 let barrier = &barrier;
                 s.spawn(move || {
-                    let agent = ureq::Agent::new_with_defaults();
+                    let agent = client();
                     let mut buf = Vec::new();
                     let _ = scrape(&agent, url, gzip, &mut buf);
                     barrier.wait();

@@ -11,6 +11,8 @@
 //! - [`tls::client_config`] builds rustls client configurations: the platform's roots, a
 //!   private CA, or any certificate (`--insecure`, `insecure_skip_verify`; handshake
 //!   signatures are still checked).
+//! - With the `client` feature, [`client`](crate::client): the one `reqwest` client of every
+//!   push exporter and fetch, built on those configurations, with capped reads.
 //!
 //! A caller writes its request bytes itself (a load generator serializes each request once):
 //!
@@ -33,6 +35,8 @@
 #![warn(missing_docs)]
 
 mod answer;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod tls;
 
 pub use answer::{Answer, AnswerError, AnswerReader, Framing, Head};

@@ -114,13 +114,9 @@ pub fn client_config_with(
         Verify::Insecure => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider()))),
-        Verify::Platform => {
-            let verifier = rustls_platform_verifier::Verifier::new(provider())
-                .map_err(TlsError::PlatformRoots)?;
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier))
-        }
+        Verify::Platform => builder
+            .dangerous()
+            .with_custom_certificate_verifier(platform_verifier()?),
     };
     let mut config = match client {
         Some((chain, key)) => builder
@@ -130,6 +126,18 @@ pub fn client_config_with(
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// The platform's verifier, built once: it reads the system's CA certificates, which took
+/// 20 ms here, too much to pay for every client (a scrape builds one per scrape).
+fn platform_verifier() -> Result<Arc<rustls_platform_verifier::Verifier>, TlsError> {
+    static VERIFIER: std::sync::OnceLock<Arc<rustls_platform_verifier::Verifier>> =
+        std::sync::OnceLock::new();
+    if let Some(v) = VERIFIER.get() {
+        return Ok(v.clone());
+    }
+    let v = rustls_platform_verifier::Verifier::new(provider()).map_err(TlsError::PlatformRoots)?;
+    Ok(VERIFIER.get_or_init(|| Arc::new(v)).clone())
 }
 
 #[derive(Debug)]

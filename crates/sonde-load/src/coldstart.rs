@@ -440,13 +440,19 @@ fn one_run(
     warm_h: &Histogram,
     warm_errors: &mut u64,
 ) -> Result<RunFigures, String> {
-    // A fresh agent per run: no pooled connection to the previous process.
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .user_agent(concat!("sonde-load/", env!("CARGO_PKG_VERSION")))
+    // A fresh client per run: no pooled connection to the previous process. Its requests run
+    // on one current-thread runtime, so a request costs no runtime of its own.
+    let client = sonde_http1::client::client(
+        &sonde_http1::client::TlsFiles::default(),
+        args.timeout,
+        concat!("sonde-load/", env!("CARGO_PKG_VERSION")),
+    )
+    .map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
-        .into();
+        .map_err(|e| format!("cannot start a runtime for the requests: {e}"))?;
+    let poll = |url: &str, timeout: Duration| runtime.block_on(get(&client, url, timeout));
     let spawned = Instant::now();
     let mut service = Service::spawn(argv)?;
     let deadline = spawned + args.timeout;
@@ -480,7 +486,7 @@ fn one_run(
         }
         polls += 1;
         let sent = Instant::now();
-        let outcome = get(&agent, &args.ready, deadline - now);
+        let outcome = poll(&args.ready, deadline - now);
         let done = Instant::now();
         match outcome {
             Ok(s) if (200..300).contains(&s) => break (done - spawned, done - sent),
@@ -496,7 +502,7 @@ fn one_run(
     };
     for _ in 0..args.warm_requests {
         let sent = Instant::now();
-        match get(&agent, &args.ready, remaining(sent)) {
+        match poll(&args.ready, remaining(sent)) {
             Ok(s) if (200..300).contains(&s) => warm_h.observe(sent.elapsed().as_secs_f64()),
             _ => *warm_errors += 1,
         }
@@ -509,28 +515,36 @@ fn one_run(
     })
 }
 
-/// GETs `url` and reads the whole body; the status, or why there was none.
-fn get(agent: &ureq::Agent, url: &str, timeout: Duration) -> Result<u16, String> {
-    let mut response = agent
-        .get(url)
-        .config()
-        .timeout_global(Some(timeout))
-        .build()
-        .call()
-        .map_err(|e| match e {
-            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-                "connection refused".to_owned()
-            }
-            other => other.to_string(),
-        })?;
+/// GETs `url` and reads the whole body (up to 16 MiB); the status, or why there was none.
+async fn get(client: &reqwest::Client, url: &str, timeout: Duration) -> Result<u16, String> {
+    let mut response = client.get(url).timeout(timeout).send().await.map_err(|e| {
+        if e.is_connect() && connection_refused(&e) {
+            "connection refused".to_owned()
+        } else {
+            sonde_push::error_chain(&e)
+        }
+    })?;
     let status = response.status().as_u16();
-    response
-        .body_mut()
-        .with_config()
-        .limit(16 << 20)
-        .read_to_vec()
-        .map_err(|e| format!("reading the answer: {e}"))?;
-    Ok(status)
+    let read = sonde_http1::client::read_capped(&mut response, 16 << 20).await;
+    match read.error {
+        Some(e) => Err(format!(
+            "reading the answer: {}",
+            sonde_push::error_chain(&e)
+        )),
+        None => Ok(status),
+    }
+}
+
+/// Whether `e` comes from a refused connection (the service is not listening yet).
+fn connection_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Seconds as `312.4 ms`, `1.20 ms`, `85 µs`, `1.52 s`.

@@ -183,19 +183,20 @@ fn check_series(
     }
 }
 
-/// Fetches `url` (a `/metrics` page).
+/// Fetches `url` (a `/metrics` page) as a scrape does (`sonde_scrape::fetch`: at most 64 MiB,
+/// a non-2xx answer is an error).
 pub fn fetch(url: &str) -> Result<String, crate::Error> {
-    let err = |e: String| crate::Error::Fetch {
+    sonde_scrape::fetch(
+        url,
+        std::time::Duration::from_secs(60),
+        &sonde_scrape::Auth::None,
+        sonde_scrape::MAX_BODY_BYTES,
+        concat!("sonde-objectives/", env!("CARGO_PKG_VERSION")),
+    )
+    .map_err(|e| crate::Error::Fetch {
         url: url.to_string(),
-        message: e,
-    };
-    let mut response = ureq::get(url).call().map_err(|e| err(e.to_string()))?;
-    response
-        .body_mut()
-        .with_config()
-        .limit(64 * 1024 * 1024)
-        .read_to_string()
-        .map_err(|e| err(e.to_string()))
+        message: e.message,
+    })
 }
 
 #[cfg(test)]

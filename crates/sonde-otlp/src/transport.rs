@@ -2,7 +2,6 @@
 //! specification asks: success (possibly partial), retryable (with the server's delay), or final.
 
 use std::io::Write as _;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf as _, BufMut as _, Bytes};
@@ -188,16 +187,9 @@ impl Client {
                     location: header("location"),
                     content_type: header("content-type"),
                 };
-                let mut body = Vec::new();
-                while body.len() < MAX_RESPONSE_BYTES {
-                    match response.chunk().await {
-                        Ok(Some(chunk)) => {
-                            let room = MAX_RESPONSE_BYTES - body.len();
-                            body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-                        }
-                        Ok(None) | Err(_) => break,
-                    }
-                }
+                let body = sonde_http1::client::read_capped(&mut response, MAX_RESPONSE_BYTES)
+                    .await
+                    .body;
                 http_outcome(status, &answer, &body, shown)
             }
         }
@@ -350,72 +342,23 @@ pub(crate) fn grpc_tls(settings: &Resolved) -> Result<ClientTlsConfig, Error> {
     Ok(tls)
 }
 
-/// A reqwest client on rustls with the ring provider (the workspace's one TLS stack).
+/// The workspace's one HTTP client (`sonde_http1::client`: rustls with the ring provider, no
+/// redirect, so the API-key headers never travel; `http_outcome` reports a redirect).
 pub(crate) fn http_client(settings: &Resolved) -> Result<reqwest::Client, Error> {
-    use rustls_pki_types::pem::PemObject as _;
-    // rustls 0.23.48 deprecates ring for lacking post-quantum key exchange; ring keeps the
-    // build free of the C/cmake toolchain aws-lc needs, and is the workspace's one TLS stack.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Config(format!("TLS setup failed: {e}")))?;
-    let builder = match &settings.ca_certificate {
-        Some(ca) => {
-            let pem = read_pem(ca, "CA certificate")?;
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
-                let cert = cert.map_err(|e| {
-                    Error::Config(format!(
-                        "the CA certificate {} is not PEM: {e}",
-                        ca.display()
-                    ))
-                })?;
-                roots.add(cert).map_err(|e| {
-                    Error::Config(format!(
-                        "the CA certificate {} is invalid: {e}",
-                        ca.display()
-                    ))
-                })?;
-            }
-            builder.with_root_certificates(roots)
-        }
-        None => {
-            let verifier = rustls_platform_verifier::Verifier::new(provider).map_err(|e| {
-                Error::Config(format!("cannot load the system's CA certificates: {e}"))
-            })?;
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(verifier))
-        }
+    let tls = sonde_http1::client::TlsFiles {
+        ca_file: settings.ca_certificate.clone(),
+        client_cert: settings
+            .client_certificate
+            .clone()
+            .zip(settings.client_key.clone()),
+        insecure_skip_verify: false,
     };
-    let mut config = match (&settings.client_certificate, &settings.client_key) {
-        (Some(cert), Some(key)) => {
-            let chain = rustls_pki_types::CertificateDer::pem_slice_iter(&read_pem(
-                cert,
-                "client certificate",
-            )?)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Error::Config(format!("the client certificate is not PEM: {e}")))?;
-            let key =
-                rustls_pki_types::PrivateKeyDer::from_pem_slice(&read_pem(key, "client key")?)
-                    .map_err(|e| Error::Config(format!("the client key is not PEM: {e}")))?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| Error::Config(format!("the client identity is invalid: {e}")))?
-        }
-        _ => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    reqwest::Client::builder()
-        // Never follow a redirect with the API-key headers; `http_outcome` reports it.
-        .redirect(reqwest::redirect::Policy::none())
-        .tls_backend_preconfigured(config)
-        .connect_timeout(settings.timeout)
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))
+    sonde_http1::client::client(&tls, settings.timeout, USER_AGENT)
+        .map_err(|e| Error::Config(e.to_string()))
 }
+
+/// The `User-Agent` of every OTLP/HTTP request.
+const USER_AGENT: &str = concat!("sonde/", env!("CARGO_PKG_VERSION"));
 
 /// Sends pre-encoded request bytes and decodes the response, so queued requests are kept as
 /// bytes rather than as message trees.

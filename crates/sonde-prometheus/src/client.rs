@@ -2,7 +2,6 @@
 //! client on rustls with the ring provider (as in sonde-otlp), outcomes sorted into success,
 //! retryable and permanent, bounded reads of answers, and jittered backoff.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
@@ -19,41 +18,12 @@ const BODY_LIMIT: usize = 1024;
 /// reused; a larger (or endless) body is cut there rather than buffered whole.
 pub(crate) const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
-/// What a push client trusts and presents beyond the defaults: a private CA (replacing the
-/// system's roots) and a client certificate for mutual TLS, as PEM files.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct TlsFiles {
-    pub(crate) ca_file: Option<std::path::PathBuf>,
-    pub(crate) client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
-}
+pub(crate) use sonde_http1::client::TlsFiles;
 
-/// A client that follows no redirect (a redirected POST would lose its body, and the headers
-/// would go to another host), speaks HTTP/1.1 and gives up connecting after `timeout`; each
-/// request sets its own overall timeout. TLS: rustls with the ring provider (sonde-http1's
-/// configuration), the system's roots unless `tls` names a CA, and `tls`'s client certificate.
+/// The workspace's one client (`sonde_http1::client`): no redirect, HTTP/1.1, connecting for at
+/// most `timeout`; each request sets its own overall timeout.
 pub(crate) fn client(timeout: Duration, tls: &TlsFiles) -> Result<reqwest::Client, Error> {
-    use sonde_http1::tls;
-    let verify = match &tls.ca_file {
-        Some(path) => tls::Verify::Roots(tls::load_roots(path).map_err(tls_error)?),
-        None => tls::Verify::Platform,
-    };
-    let client_cert = match &tls.client_cert {
-        Some((cert, key)) => Some(tls::load_client_cert(cert, key).map_err(tls_error)?),
-        None => None,
-    };
-    let config = tls::client_config_with(verify, client_cert, &[b"http/1.1"]).map_err(tls_error)?;
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .tls_backend_preconfigured(Arc::unwrap_or_clone(config))
-        .connect_timeout(timeout)
-        .user_agent(USER_AGENT)
-        .tcp_nodelay(true)
-        .build()
-        .map_err(|e| Error::Config(format!("cannot build the HTTP client: {e}")))
-}
-
-fn tls_error(e: sonde_http1::tls::TlsError) -> Error {
-    Error::Config(format!("TLS: {e}"))
+    sonde_http1::client::client(tls, timeout, USER_AGENT).map_err(|e| Error::Config(e.to_string()))
 }
 
 /// The configured headers, checked: an invalid one is a configuration error, not a failed
@@ -148,16 +118,9 @@ pub(crate) async fn outcome(
     // Read a bounded part of the body: a drained response lets the connection be reused, and
     // an error's body says what the server disliked. A read error ends the body, not the
     // outcome: the status already says what happened.
-    let mut body = Vec::new();
-    while body.len() < MAX_RESPONSE_BYTES {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                let room = MAX_RESPONSE_BYTES - body.len();
-                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            }
-            Ok(None) | Err(_) => break,
-        }
-    }
+    let body = sonde_http1::client::read_capped(&mut response, MAX_RESPONSE_BYTES)
+        .await
+        .body;
     if (200..300).contains(&status) {
         return Outcome::Success;
     }

@@ -43,87 +43,10 @@ impl std::fmt::Debug for Auth {
     }
 }
 
-/// How an https target is trusted.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Tls {
-    /// PEM file of the certificate authorities to trust instead of the bundled web roots
-    /// (a private CA), read at each scrape so a renewed file is picked up.
-    pub ca_file: Option<std::path::PathBuf>,
-    /// Accept any certificate (a self-signed one on loopback): the connection is encrypted but
-    /// the target is not authenticated.
-    pub insecure_skip_verify: bool,
-    /// A client certificate (PEM chain, leaf first) and its private key (PEM), for targets
-    /// that require one (mutual TLS); read at each scrape, so renewed files are picked up.
-    pub client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>,
-}
-
-impl Tls {
-    /// Checks that the CA file holds at least one PEM certificate.
-    pub fn check(&self) -> Result<(), FetchError> {
-        self.config().map(|_| ())
-    }
-
-    fn config(&self) -> Result<ureq::tls::TlsConfig, FetchError> {
-        let mut b = ureq::tls::TlsConfig::builder().disable_verification(self.insecure_skip_verify);
-        if let Some(path) = &self.ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                fail(
-                    "tls",
-                    format!("cannot read the CA file {}: {e}", path.display()),
-                )
-            })?;
-            let certs: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
-                .filter_map(|item| match item {
-                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                    _ => None,
-                })
-                .collect();
-            if certs.is_empty() {
-                return Err(fail(
-                    "tls",
-                    format!("{} holds no PEM certificate", path.display()),
-                ));
-            }
-            b = b.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
-        }
-        if let Some((cert_path, key_path)) = &self.client_cert {
-            let read = |path: &std::path::Path, what: &str| {
-                std::fs::read(path).map_err(|e| {
-                    fail(
-                        "tls",
-                        format!("cannot read the client {what} {}: {e}", path.display()),
-                    )
-                })
-            };
-            let chain: Vec<ureq::tls::Certificate<'static>> =
-                ureq::tls::parse_pem(&read(cert_path, "certificate")?)
-                    .filter_map(|item| match item {
-                        Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
-                        _ => None,
-                    })
-                    .collect();
-            if chain.is_empty() {
-                return Err(fail(
-                    "tls",
-                    format!("{} holds no PEM certificate", cert_path.display()),
-                ));
-            }
-            let key = ureq::tls::parse_pem(&read(key_path, "key")?)
-                .find_map(|item| match item {
-                    Ok(ureq::tls::PemItem::PrivateKey(k)) => Some(k),
-                    _ => None,
-                })
-                .ok_or_else(|| {
-                    fail(
-                        "tls",
-                        format!("{} holds no PEM private key", key_path.display()),
-                    )
-                })?;
-            b = b.client_cert(Some(ureq::tls::ClientCert::new_with_certs(&chain, key)));
-        }
-        Ok(b.build())
-    }
-}
+/// How an https target is trusted: a private CA, no verification (a self-signed target on
+/// loopback), a client certificate for mutual TLS. The files are read at each scrape, so renewed
+/// ones are picked up; [`Tls::check`](sonde_http1::client::TlsFiles::check) reads them now.
+pub use sonde_http1::client::TlsFiles as Tls;
 
 /// A fetch that failed: the message names the URL (credentials redacted) and what to check.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -231,61 +154,60 @@ fn get(
 ) -> Result<(Vec<u8>, String), FetchError> {
     check_url(url)?;
     let shown = redact_url(url);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .tls_config(tls.config()?)
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .timeout_global(Some(timeout))
-        .user_agent(user_agent)
-        .build()
-        .into();
-    let mut request = agent.get(url).header("Accept", accept);
+    let client = sonde_http1::client::client(tls, timeout, user_agent)
+        .map_err(|e| fail("tls", format!("{shown}: {e}")))?;
+    let mut request = client.get(url).timeout(timeout).header("Accept", accept);
     match auth {
         Auth::None => {}
         Auth::Basic { user, password } => {
-            use base64::Engine as _;
-            let token =
-                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-            request = request.header("Authorization", format!("Basic {token}"));
+            request = request.basic_auth(user, Some(password));
         }
         Auth::Bearer(token) => {
-            request = request.header("Authorization", format!("Bearer {token}"));
+            request = request.bearer_auth(token);
         }
     }
-    let mut response = request.call().map_err(|e| {
-        fail(
-            "connect",
-            format!("{shown}: {e}; check that the service or exporter is running and serves its metrics there"),
-        )
-    })?;
-    let status = response.status().as_u16();
-    if !(200..300).contains(&status) {
-        return Err(fail(
-            "status",
-            format!(
-                "{shown} answered HTTP {status}; give the URL of a Prometheus or OpenMetrics endpoint"
-            ),
-        ));
-    }
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    response
-        .body_mut()
-        .with_config()
-        .limit(max_body)
-        .read_to_vec()
-        .map(|body| (body, content_type))
-        .map_err(|e| {
+    let cap = usize::try_from(max_body).unwrap_or(usize::MAX);
+    sonde_http1::client::block_on(async move {
+        let mut response = request.send().await.map_err(|e| {
             fail(
-                "body",
+                "connect",
+                // reqwest's message names the URL, credentials included.
                 format!(
-                    "{shown}: reading the body failed: {e} (at most {} MiB are read)",
-                    max_body >> 20
+                    "{shown}: {}; check that the service or exporter is running and serves its metrics there",
+                    sonde_push::error_chain(&e.without_url())
                 ),
             )
-        })
+        })?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Err(fail(
+                "status",
+                format!(
+                    "{shown} answered HTTP {status}; give the URL of a Prometheus or OpenMetrics endpoint"
+                ),
+            ));
+        }
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let read = sonde_http1::client::read_capped(&mut response, cap).await;
+        let problem = match (&read.error, read.truncated) {
+            (Some(e), _) => Some(sonde_push::error_chain(e)),
+            (None, true) => Some("the body is larger than the limit".to_owned()),
+            (None, false) => None,
+        };
+        match problem {
+            None => Ok((read.body, content_type)),
+            Some(why) => Err(fail(
+                "body",
+                format!(
+                    "{shown}: reading the body failed: {why} (at most {} MiB are read)",
+                    max_body >> 20
+                ),
+            )),
+        }
+    })
 }

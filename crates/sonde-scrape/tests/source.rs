@@ -519,7 +519,7 @@ fn https_targets_are_verified_against_the_given_ca() {
     assert!(
         bad.check()
             .unwrap_err()
-            .message
+            .to_string()
             .contains("no PEM certificate")
     );
 }
@@ -561,7 +561,7 @@ fn client_certificates_reach_targets_that_require_them() {
     assert!(
         bad.check()
             .unwrap_err()
-            .message
+            .to_string()
             .contains("no PEM private key"),
         "{:?}",
         bad.check()

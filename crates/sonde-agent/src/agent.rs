@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-use sonde_core::{Component, Registry, Resource, Temporality};
+use sonde_core::{Component, Registry, Resource};
 use tracing::{error, info, warn};
 
 use crate::config::Config;
@@ -1118,36 +1118,14 @@ fn start_otlp(
     resource: &Resource,
     deltas: Option<sonde_core::DeltaState>,
 ) -> Result<sonde_otlp::OtlpMetricsExporter, String> {
-    let mut transport = sonde_otlp::OtlpTransport::new();
-    if let Some(e) = &o.endpoint {
-        transport = transport.endpoint(e.clone());
-    }
-    match o.protocol.as_deref() {
-        Some("grpc") => transport = transport.protocol(sonde_otlp::Protocol::Grpc),
-        Some("http/protobuf") => transport = transport.protocol(sonde_otlp::Protocol::HttpProtobuf),
-        _ => {}
-    }
-    match o.compression.as_deref() {
-        Some("gzip") => transport = transport.compression(sonde_otlp::Compression::Gzip),
-        Some("none") => transport = transport.compression(sonde_otlp::Compression::None),
-        _ => {}
-    }
-    for (k, v) in &o.headers {
-        transport = transport.header(k.clone(), v.clone());
-    }
-    if let Some(t) = o.timeout {
-        transport = transport.timeout(t);
-    }
     let mut b = sonde_otlp::OtlpMetricsBuilder::new()
         .registry(registry.clone())
         .resource(resource.clone())
-        .transport(transport)
+        .transport(o.transport.clone())
         .interval(o.interval)
         .selection(o.select.clone());
-    match o.temporality.as_deref() {
-        Some("delta") => b = b.temporality(Temporality::Delta),
-        Some("cumulative") => b = b.temporality(Temporality::Cumulative),
-        _ => {}
+    if let Some(t) = o.temporality {
+        b = b.temporality(t);
     }
     if let Some(d) = deltas {
         b = b.continue_deltas(d);

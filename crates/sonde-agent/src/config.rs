@@ -265,20 +265,14 @@ impl fmt::Debug for PrometheusSection {
 /// `[exporters.otlp]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtlpSection {
-    /// Endpoint (else `OTEL_EXPORTER_OTLP_*`, else the default).
-    pub endpoint: Option<String>,
-    /// `grpc` or `http/protobuf`.
-    pub protocol: Option<String>,
+    /// `endpoint`, `protocol` (`grpc`, `http/protobuf`), `compression` (`gzip`, `none`),
+    /// `headers` and `timeout`, as the exporter takes them (what is not set here comes from
+    /// `OTEL_EXPORTER_OTLP_*`, else the defaults); checked by resolving it as start-up does.
+    pub transport: sonde_otlp::OtlpTransport,
     /// Export interval.
     pub interval: Duration,
-    /// `cumulative` or `delta`.
-    pub temporality: Option<String>,
-    /// `gzip` or `none`.
-    pub compression: Option<String>,
-    /// Extra headers.
-    pub headers: Vec<(String, String)>,
-    /// Per-request timeout.
-    pub timeout: Option<Duration>,
+    /// `cumulative` or `delta` (default: the exporter's, from `OTEL_*` or cumulative).
+    pub temporality: Option<sonde_core::Temporality>,
     /// `select`: which metrics it sends (default: everything).
     pub select: sonde_core::Selection,
     /// `queue_dir` (with `queue_max_size`, `queue_fsync`): a durable queue on disk.
@@ -636,6 +630,94 @@ enum Raw<'a> {
     Env(String),
 }
 
+/// The kind of a ranged setting: how it is read from the file and the environment, and how an
+/// error names its range and gives an example.
+trait Kind {
+    type Value: PartialOrd + Copy;
+    fn from_file(v: &Value) -> Option<Self::Value>;
+    fn from_env(s: &str) -> Option<Self::Value>;
+    /// "a whole number from 1 to 10", after "`path` must be".
+    fn must_be(range: &RangeInclusive<Self::Value>) -> String;
+    fn hint(default: Self::Value) -> String;
+}
+
+/// A whole number.
+struct Count;
+/// A duration: `"500ms"`, `"10s"`, `"2m"`, `"1h"`.
+struct Span;
+/// A size in bytes: `"64KiB"`, `"8MiB"` or a number.
+struct Bytes;
+
+impl Kind for Count {
+    type Value = usize;
+    fn from_file(v: &Value) -> Option<usize> {
+        v.as_integer().and_then(|i| usize::try_from(i).ok())
+    }
+    fn from_env(s: &str) -> Option<usize> {
+        s.trim().parse().ok()
+    }
+    fn must_be(range: &RangeInclusive<usize>) -> String {
+        if *range.end() == usize::MAX {
+            format!("a whole number of at least {}", range.start())
+        } else {
+            format!("a whole number from {} to {}", range.start(), range.end())
+        }
+    }
+    fn hint(default: usize) -> String {
+        format!("for example {default}")
+    }
+}
+
+impl Kind for Span {
+    type Value = Duration;
+    fn from_file(v: &Value) -> Option<Duration> {
+        v.as_str().and_then(parse_duration)
+    }
+    fn from_env(s: &str) -> Option<Duration> {
+        parse_duration(s)
+    }
+    fn must_be(range: &RangeInclusive<Duration>) -> String {
+        format!(
+            "a duration from {} to {}",
+            show_duration(*range.start()),
+            show_duration(*range.end())
+        )
+    }
+    fn hint(default: Duration) -> String {
+        format!(
+            "write it as a string like \"{}\", \"500ms\", \"2m\" or \"1h\"",
+            show_duration(default)
+        )
+    }
+}
+
+impl Kind for Bytes {
+    type Value = usize;
+    fn from_file(v: &Value) -> Option<usize> {
+        match v {
+            Value::String(s) => parse_size(s.value()),
+            Value::Integer(i) => usize::try_from(*i.value()).ok(),
+            _ => None,
+        }
+    }
+    fn from_env(s: &str) -> Option<usize> {
+        parse_size(s)
+    }
+    fn must_be(range: &RangeInclusive<usize>) -> String {
+        format!(
+            "a size from {} to {}",
+            show_size(*range.start()),
+            show_size(*range.end())
+        )
+    }
+    fn hint(default: usize) -> String {
+        format!(
+            "write it like \"{}\", \"64KiB\" or a number of bytes",
+            show_size(default)
+        )
+    }
+}
+
 struct Reader<'a> {
     text: &'a str,
     origin: &'a str,
@@ -799,6 +881,29 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// One of `options` by name (`protocol = "grpc"`); another name is an error listing them,
+    /// named after the key (`unknown protocol`).
+    fn choice<T: Copy>(
+        &mut self,
+        table: Option<&Table>,
+        path: &[&str],
+        options: &[(&str, T)],
+    ) -> Option<T> {
+        let name = self.string(table, path)?;
+        if let Some((_, v)) = options.iter().find(|(n, _)| *n == name) {
+            return Some(*v);
+        }
+        let loc = self.location_of(table, path);
+        let what = path.last().copied().unwrap_or_default().replace('_', " ");
+        let names: Vec<String> = options.iter().map(|(n, _)| format!("\"{n}\"")).collect();
+        self.error(
+            loc,
+            format!("unknown {what} `{}`", shorten(&name)),
+            format!("use {}", names.join(" or ")),
+        );
+        None
+    }
+
     /// Where the setting at `path` comes from: its environment variable if set, else its key
     /// in `table` (for checks made after the value was read).
     fn location_of(&self, table: Option<&Table>, path: &[&str]) -> String {
@@ -818,28 +923,7 @@ impl<'a> Reader<'a> {
         default: usize,
         range: RangeInclusive<usize>,
     ) -> usize {
-        let (value, loc) = match self.raw(table, path) {
-            None => return default,
-            Some((Raw::File(Value::Integer(i)), loc)) => (usize::try_from(*i.value()).ok(), loc),
-            Some((Raw::Env(s), loc)) => (s.trim().parse().ok(), loc),
-            Some((Raw::File(_), loc)) => (None, loc),
-        };
-        match value {
-            Some(v) if range.contains(&v) => v,
-            _ => {
-                let bounds = if *range.end() == usize::MAX {
-                    format!("of at least {}", range.start())
-                } else {
-                    format!("from {} to {}", range.start(), range.end())
-                };
-                self.error(
-                    loc,
-                    format!("`{}` must be a whole number {bounds}", path.join(".")),
-                    format!("for example {default}"),
-                );
-                default
-            }
-        }
+        self.ranged::<Count>(table, path, default, range)
     }
 
     /// A duration string in `range`.
@@ -850,31 +934,7 @@ impl<'a> Reader<'a> {
         default: Duration,
         range: RangeInclusive<Duration>,
     ) -> Duration {
-        let (value, loc) = match self.raw(table, path) {
-            None => return default,
-            Some((Raw::File(Value::String(s)), loc)) => (parse_duration(s.value()), loc),
-            Some((Raw::Env(s), loc)) => (parse_duration(&s), loc),
-            Some((Raw::File(_), loc)) => (None, loc),
-        };
-        match value {
-            Some(d) if range.contains(&d) => d,
-            _ => {
-                self.error(
-                    loc,
-                    format!(
-                        "`{}` must be a duration from {} to {}",
-                        path.join("."),
-                        show_duration(*range.start()),
-                        show_duration(*range.end())
-                    ),
-                    format!(
-                        "write it as a string like \"{}\", \"500ms\", \"2m\" or \"1h\"",
-                        show_duration(default)
-                    ),
-                );
-                default
-            }
-        }
+        self.ranged::<Span>(table, path, default, range)
     }
 
     /// A size in `range`: `"8MiB"`, `"64KiB"` or a number of bytes.
@@ -885,28 +945,30 @@ impl<'a> Reader<'a> {
         default: usize,
         range: RangeInclusive<usize>,
     ) -> usize {
+        self.ranged::<Bytes>(table, path, default, range)
+    }
+
+    /// A value of kind `K` in `range`, from the environment or the file; out of range, of
+    /// another type or unreadable, it is an error naming the range and `default` is used.
+    fn ranged<K: Kind>(
+        &mut self,
+        table: Option<&Table>,
+        path: &[&str],
+        default: K::Value,
+        range: RangeInclusive<K::Value>,
+    ) -> K::Value {
         let (value, loc) = match self.raw(table, path) {
             None => return default,
-            Some((Raw::File(Value::String(s)), loc)) => (parse_size(s.value()), loc),
-            Some((Raw::File(Value::Integer(i)), loc)) => (usize::try_from(*i.value()).ok(), loc),
-            Some((Raw::Env(s), loc)) => (parse_size(&s), loc),
-            Some((Raw::File(_), loc)) => (None, loc),
+            Some((Raw::File(v), loc)) => (K::from_file(v), loc),
+            Some((Raw::Env(s), loc)) => (K::from_env(&s), loc),
         };
         match value {
             Some(v) if range.contains(&v) => v,
             _ => {
                 self.error(
                     loc,
-                    format!(
-                        "`{}` must be a size from {} to {}",
-                        path.join("."),
-                        show_size(*range.start()),
-                        show_size(*range.end())
-                    ),
-                    format!(
-                        "write it like \"{}\", \"64KiB\" or a number of bytes",
-                        show_size(default)
-                    ),
+                    format!("`{}` must be {}", path.join("."), K::must_be(&range)),
+                    K::hint(default),
                 );
                 default
             }
@@ -1092,19 +1154,10 @@ impl<'a> Reader<'a> {
                 "resource_detection_timeout",
             ],
         );
-        let log_format = match self.string(agent, &["agent", "log_format"]).as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => {
-                let loc = self.at(agent.and_then(|t| t.get("log_format")).and_then(Item::span));
-                self.error(
-                    loc,
-                    format!("unknown log format `{other}`"),
-                    "use \"text\" or \"json\"",
-                );
-                LogFormat::Text
-            }
-        };
+        let formats = [("text", LogFormat::Text), ("json", LogFormat::Json)];
+        let log_format = self
+            .choice(agent, &["agent", "log_format"], &formats)
+            .unwrap_or(LogFormat::Text);
         let log_level = self
             .string(agent, &["agent", "log_level"])
             .unwrap_or_else(|| "info".into());
@@ -1504,64 +1557,53 @@ impl<'a> Reader<'a> {
         let otlp = self
             .bool(t, &["exporters", "otlp", "enabled"], t.is_some())
             .then(|| {
-                let protocol = self.string(t, &["exporters", "otlp", "protocol"]);
-                if let Some(p) = &protocol
-                    && p != "grpc"
-                    && p != "http/protobuf"
-                {
-                    let loc = self.at(t.and_then(|t| t.get("protocol")).and_then(Item::span));
-                    self.error(
-                        loc,
-                        format!("unknown protocol `{p}`"),
-                        "use \"grpc\" or \"http/protobuf\"",
-                    );
+                let mut transport = sonde_otlp::OtlpTransport::new();
+                if let Some(e) = self.string(t, &["exporters", "otlp", "endpoint"]) {
+                    transport = transport.endpoint(e);
                 }
-                let temporality = self.string(t, &["exporters", "otlp", "temporality"]);
-                if let Some(p) = &temporality
-                    && p != "cumulative"
-                    && p != "delta"
-                {
-                    let loc = self.at(t.and_then(|t| t.get("temporality")).and_then(Item::span));
-                    self.error(
-                        loc,
-                        format!("unknown temporality `{p}`"),
-                        "use \"cumulative\" or \"delta\"",
-                    );
+                let protocols = [
+                    ("grpc", sonde_otlp::Protocol::Grpc),
+                    ("http/protobuf", sonde_otlp::Protocol::HttpProtobuf),
+                ];
+                if let Some(p) = self.choice(t, &["exporters", "otlp", "protocol"], &protocols) {
+                    transport = transport.protocol(p);
                 }
-                let compression = self.string(t, &["exporters", "otlp", "compression"]);
-                if let Some(p) = &compression
-                    && p != "gzip"
-                    && p != "none"
-                {
-                    let loc = self.at(t.and_then(|t| t.get("compression")).and_then(Item::span));
-                    self.error(
-                        loc,
-                        format!("unknown compression `{p}`"),
-                        "use \"gzip\" or \"none\"",
-                    );
+                let compressions = [
+                    ("gzip", sonde_otlp::Compression::Gzip),
+                    ("none", sonde_otlp::Compression::None),
+                ];
+                let path = ["exporters", "otlp", "compression"];
+                if let Some(c) = self.choice(t, &path, &compressions) {
+                    transport = transport.compression(c);
                 }
-                let has_timeout = self.raw(t, &["exporters", "otlp", "timeout"]).is_some();
-                let timeout = has_timeout.then(|| {
-                    self.duration_in(
+                for (k, v) in self.string_table(t, "headers", "exporters.otlp.headers") {
+                    transport = transport.header(k, v);
+                }
+                if self.raw(t, &["exporters", "otlp", "timeout"]).is_some() {
+                    transport = transport.timeout(self.duration_in(
                         t,
                         &["exporters", "otlp", "timeout"],
                         Duration::from_secs(10),
                         TIMEOUT_RANGE,
-                    )
-                });
+                    ));
+                }
+                let temporalities = [
+                    ("cumulative", sonde_core::Temporality::Cumulative),
+                    ("delta", sonde_core::Temporality::Delta),
+                ];
                 let section = OtlpSection {
-                    endpoint: self.string(t, &["exporters", "otlp", "endpoint"]),
-                    protocol,
+                    transport,
                     interval: self.duration_in(
                         t,
                         &["exporters", "otlp", "interval"],
                         Duration::from_secs(60),
                         INTERVAL_RANGE,
                     ),
-                    temporality,
-                    compression,
-                    headers: self.string_table(t, "headers", "exporters.otlp.headers"),
-                    timeout,
+                    temporality: self.choice(
+                        t,
+                        &["exporters", "otlp", "temporality"],
+                        &temporalities,
+                    ),
                     select: self.selection(t, "exporters.otlp", sonde_core::Selection::new),
                     queue: self.queue(t, "otlp"),
                 };
@@ -2336,20 +2378,7 @@ impl<'a> Reader<'a> {
 
     /// The OTLP settings as the exporter resolves them at start-up (endpoint, headers).
     fn check_otlp(&mut self, t: Option<&Table>, o: &OtlpSection) {
-        let mut transport = sonde_otlp::OtlpTransport::new();
-        if let Some(e) = &o.endpoint {
-            transport = transport.endpoint(e.clone());
-        }
-        match o.protocol.as_deref() {
-            Some("grpc") => transport = transport.protocol(sonde_otlp::Protocol::Grpc),
-            Some("http/protobuf") => {
-                transport = transport.protocol(sonde_otlp::Protocol::HttpProtobuf)
-            }
-            _ => {}
-        }
-        for (k, v) in &o.headers {
-            transport = transport.header(k.clone(), v.clone());
-        }
+        let transport = &o.transport;
         let env = |k: &str| (self.env)(k);
         if let Err(e) = transport.resolve(sonde_otlp::Signal::Metrics, &env) {
             let key = if e.to_string().contains("header") {
@@ -2524,8 +2553,13 @@ mod tests {
         .unwrap();
         assert_eq!(c.statsd.udp, "127.0.0.1:2".parse().ok());
         assert_eq!(
-            c.otlp.unwrap().endpoint.as_deref(),
-            Some("http://collector:4318")
+            c.otlp
+                .unwrap()
+                .transport
+                .resolve(sonde_otlp::Signal::Metrics, &|_| None)
+                .unwrap()
+                .endpoint,
+            "http://collector:4318/v1/metrics"
         );
         assert_eq!(c.agent.interval, Duration::from_secs(5));
         assert_eq!(c.statsd.receive_buffer, 1024 * 1024);

@@ -67,7 +67,7 @@ impl Signal {
 ///     .timeout(Duration::from_secs(5));
 /// # let _ = transport;
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct OtlpTransport {
     endpoint: Option<String>,
     protocol: Option<Protocol>,

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::time::Duration;
 
-use sonde_core::{Kind, Registry, Resource, Selection, Temporality};
+use sonde_core::{Registry, Resource, Selection, Temporality};
 
 use crate::datum::{self, MAX_REQUEST_BYTES, Settings};
 
@@ -76,9 +76,7 @@ pub(crate) fn cost_preview_selected(
     selection: &Selection,
 ) -> CostPreview {
     let snapshot = registry
-        .reader(Temporality::Delta)
-        .with_cumulative_kinds(&[Kind::UpDownCounter])
-        .with_selection(selection.clone())
+        .export_reader(Temporality::Delta, selection.clone(), None)
         .collect();
     // Every series counts, changed or not: CloudWatch bills a metric for any month it
     // received data.

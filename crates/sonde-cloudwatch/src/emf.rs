@@ -28,7 +28,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use sonde_core::{Kind, Reader, Registry, Resource, Temporality};
+use sonde_core::{Reader, Registry, Resource, Temporality};
 use sonde_push::telemetry::ExporterMetrics;
 
 use crate::Error;
@@ -197,14 +197,11 @@ impl EmfBuilder {
             Some(d) => d,
             None => Destination::from_env()?,
         };
-        let mut reader = self
-            .registry
-            .reader(Temporality::Delta)
-            .with_cumulative_kinds(&[Kind::UpDownCounter])
-            .with_selection(self.selection);
-        if let Some(state) = &self.continue_deltas {
-            reader = reader.continue_from(state);
-        }
+        let reader = self.registry.export_reader(
+            Temporality::Delta,
+            self.selection,
+            self.continue_deltas.as_ref(),
+        );
         Ok(EmfWriter {
             namespace: self.namespace,
             metrics: ExporterMetrics::register(&self.registry, EXPORTER),

@@ -6,7 +6,7 @@ use aws_config::BehaviorVersion;
 use aws_credential_types::Credentials;
 use aws_sdk_cloudwatch::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
-use sonde_core::{Kind, Registry, Resource, Temporality};
+use sonde_core::{Registry, Resource, Temporality};
 use sonde_push::{Outcome, PushConfig, PushExporter, Sink, Source, StartError};
 
 use crate::Error;
@@ -260,14 +260,11 @@ impl CloudWatchBuilder {
             ));
         }
         let resource = self.resource.unwrap_or_else(Resource::detect);
-        let mut reader = self
-            .registry
-            .reader(Temporality::Delta)
-            .with_cumulative_kinds(&[Kind::UpDownCounter])
-            .with_selection(self.selection);
-        if let Some(state) = &self.continue_deltas {
-            reader = reader.continue_from(state);
-        }
+        let reader = self.registry.export_reader(
+            Temporality::Delta,
+            self.selection,
+            self.continue_deltas.as_ref(),
+        );
         let delta_state = reader.delta_state();
         let source = Collector {
             reader,

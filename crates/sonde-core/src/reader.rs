@@ -24,6 +24,27 @@ impl Registry {
     pub fn reader(&self, temporality: Temporality) -> Reader {
         Reader::new(self.clone(), temporality)
     }
+
+    /// The reader of a push exporter: `selection` applied and, with delta temporality,
+    /// up-down counters kept cumulative (OTLP's `delta` preference: their changes alone say
+    /// nothing of the level) and the deltas continuing `continue_from` (a replaced exporter's
+    /// [`Reader::delta_state`]), so each change is exported once.
+    pub fn export_reader(
+        &self,
+        temporality: Temporality,
+        selection: Selection,
+        continue_from: Option<&DeltaState>,
+    ) -> Reader {
+        let reader = self.reader(temporality).with_selection(selection);
+        if temporality != Temporality::Delta {
+            return reader;
+        }
+        let reader = reader.with_cumulative_kinds(&[Kind::UpDownCounter]);
+        match continue_from {
+            Some(state) => reader.continue_from(state),
+            None => reader,
+        }
+    }
 }
 
 /// A consumer of a registry: an exporter, with its own temporality and, for deltas, its own

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sonde_core::{Kind, Registry, Resource, Temporality};
+use sonde_core::{Registry, Resource, Temporality};
 use sonde_push::{PushConfig, PushExporter, Source, StartError};
 
 use crate::Error;
@@ -260,16 +260,9 @@ impl OtlpMetricsBuilder {
         options.histograms = histograms;
         options.max_points = self.max_points_per_request;
         options.max_bytes = self.max_request_bytes;
-        let mut reader = self
-            .registry
-            .reader(temporality)
-            .with_selection(self.selection);
-        if temporality == Temporality::Delta {
-            reader = reader.with_cumulative_kinds(&[Kind::UpDownCounter]);
-            if let Some(state) = &self.continue_deltas {
-                reader = reader.continue_from(state);
-            }
-        }
+        let reader =
+            self.registry
+                .export_reader(temporality, self.selection, self.continue_deltas.as_ref());
         let delta_state = (temporality == Temporality::Delta).then(|| reader.delta_state());
         let mut config = PushConfig::new(EXPORTER);
         config.interval = interval;

@@ -1360,16 +1360,6 @@ fn start_statsd(
     registry: &Registry,
 ) -> Result<sonde_statsd::StatsdServer, String> {
     let s = &config.statsd;
-    let rules: Vec<sonde_statsd::MappingRule> = s
-        .mappings
-        .iter()
-        .map(|m| sonde_statsd::MappingRule {
-            pattern: m.pattern.clone(),
-            name: m.name.clone(),
-            labels: m.labels.clone(),
-            drop: m.drop,
-        })
-        .collect();
     let mut b = sonde_statsd::StatsdServer::builder()
         .registry(registry.clone())
         .receive_buffer(s.receive_buffer)
@@ -1377,7 +1367,7 @@ fn start_statsd(
         .max_metrics(s.max_metrics)
         .max_series(config.agent.max_series_per_family)
         .ttl(s.ttl)
-        .mapping(rules);
+        .mapping(s.mappings.iter().cloned());
     if let Some(a) = s.udp {
         b = b.udp(a.to_string());
     }
@@ -1397,11 +1387,7 @@ fn start_probes(
     config: &Config,
     registry: &Registry,
 ) -> Result<sonde_probes::RunningProber, String> {
-    let targets = config
-        .probes
-        .iter()
-        .map(crate::config::probe_target)
-        .collect();
+    let targets = config.probes.to_vec();
     sonde_probes::Prober::new(registry, targets)
         .and_then(|p| p.start())
         .map_err(|e| format!("[probes]: {e}"))

@@ -129,19 +129,6 @@ pub enum HostView {
     ProcSys(PathBuf, PathBuf),
 }
 
-/// One `[[statsd.mappings]]` rule.
-#[derive(Debug, Clone, PartialEq)]
-pub struct MappingSection {
-    /// Glob on the dot-separated name (`api.*.requests`).
-    pub pattern: String,
-    /// New name (may use `$1`...).
-    pub name: Option<String>,
-    /// Static labels (values may use `$1`...).
-    pub labels: Vec<(String, String)>,
-    /// Drop matching metrics.
-    pub drop: bool,
-}
-
 /// `[statsd]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatsdSection {
@@ -166,38 +153,7 @@ pub struct StatsdSection {
     /// Series and names idle this long expire.
     pub ttl: Duration,
     /// Mapping rules, in order.
-    pub mappings: Vec<MappingSection>,
-}
-
-/// One probe.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ProbeSection {
-    /// `[[probes.http]]`.
-    Http {
-        /// Name (the `probe.name` label).
-        name: String,
-        /// URL.
-        url: String,
-        /// Expected statuses (empty: any 2xx/3xx).
-        expect_status: Vec<u16>,
-        /// Interval.
-        interval: Duration,
-        /// Timeout.
-        timeout: Duration,
-        /// CA file for https.
-        ca_certificate: Option<PathBuf>,
-    },
-    /// `[[probes.tcp]]`.
-    Tcp {
-        /// Name.
-        name: String,
-        /// `host:port`.
-        address: String,
-        /// Interval.
-        interval: Duration,
-        /// Timeout.
-        timeout: Duration,
-    },
+    pub mappings: Vec<sonde_statsd::MappingRule>,
 }
 
 /// `[sources.otlp]`: services push OTLP metrics to the agent.
@@ -434,7 +390,7 @@ pub struct Config {
     /// `[statsd]`.
     pub statsd: StatsdSection,
     /// `[[probes.http]]`, `[[probes.tcp]]`.
-    pub probes: Vec<ProbeSection>,
+    pub probes: Vec<sonde_probes::ProbeTarget>,
     /// `[[sources.scrape]]`: Prometheus and OpenMetrics endpoints mirrored into the registry.
     pub scrape: Vec<sonde_scrape::Target>,
     /// `[sources.otlp]`: the OTLP receiver, if enabled.
@@ -641,7 +597,7 @@ trait Kind {
     fn hint(default: Self::Value) -> String;
 }
 
-/// A whole number.
+/// A whole number (TOML integers are i64: negative ones are refused too).
 struct Count;
 /// A duration: `"500ms"`, `"10s"`, `"2m"`, `"1h"`.
 struct Span;
@@ -915,39 +871,6 @@ impl<'a> Reader<'a> {
         self.at(table.and_then(|t| t.get(key)).and_then(Item::span))
     }
 
-    /// A whole number in `range` (TOML integers are i64: negative ones are refused here too).
-    fn integer_in(
-        &mut self,
-        table: Option<&Table>,
-        path: &[&str],
-        default: usize,
-        range: RangeInclusive<usize>,
-    ) -> usize {
-        self.ranged::<Count>(table, path, default, range)
-    }
-
-    /// A duration string in `range`.
-    fn duration_in(
-        &mut self,
-        table: Option<&Table>,
-        path: &[&str],
-        default: Duration,
-        range: RangeInclusive<Duration>,
-    ) -> Duration {
-        self.ranged::<Span>(table, path, default, range)
-    }
-
-    /// A size in `range`: `"8MiB"`, `"64KiB"` or a number of bytes.
-    fn size(
-        &mut self,
-        table: Option<&Table>,
-        path: &[&str],
-        default: usize,
-        range: RangeInclusive<usize>,
-    ) -> usize {
-        self.ranged::<Bytes>(table, path, default, range)
-    }
-
     /// A value of kind `K` in `range`, from the environment or the file; out of range, of
     /// another type or unreadable, it is an error naming the range and `default` is used.
     fn ranged<K: Kind>(
@@ -1171,7 +1094,7 @@ impl<'a> Reader<'a> {
             );
         }
         let agent = AgentSection {
-            interval: self.duration_in(
+            interval: self.ranged::<Span>(
                 agent,
                 &["agent", "interval"],
                 Duration::from_secs(10),
@@ -1179,26 +1102,26 @@ impl<'a> Reader<'a> {
             ),
             log_format,
             log_level,
-            shutdown_timeout: self.duration_in(
+            shutdown_timeout: self.ranged::<Span>(
                 agent,
                 &["agent", "shutdown_timeout"],
                 Duration::from_secs(10),
                 TIMEOUT_RANGE,
             ),
-            max_series_per_family: self.integer_in(
+            max_series_per_family: self.ranged::<Count>(
                 agent,
                 &["agent", "max_series_per_family"],
                 2000,
                 MAX_SERIES_RANGE,
             ),
-            memory_budget: self.size(
+            memory_budget: self.ranged::<Bytes>(
                 agent,
                 &["agent", "memory_budget"],
                 256 << 20,
                 MEMORY_BUDGET_RANGE,
             ),
             resource_detectors: self.resource_detectors(agent),
-            resource_detection_timeout: self.duration_in(
+            resource_detection_timeout: self.ranged::<Span>(
                 agent,
                 &["agent", "resource_detection_timeout"],
                 Duration::from_secs(1),
@@ -1217,7 +1140,7 @@ impl<'a> Reader<'a> {
         self.unknown_keys(host, "collectors.host", &["enabled", "interval", "per_cpu"]);
         let host = HostSection {
             enabled: self.bool(host, &["collectors", "host", "enabled"], true),
-            interval: self.duration_in(
+            interval: self.ranged::<Span>(
                 host,
                 &["collectors", "host", "interval"],
                 Duration::from_secs(10),
@@ -1330,12 +1253,15 @@ impl<'a> Reader<'a> {
                     format!("the mapping for `{pattern}` does nothing"),
                     "give it a `name`, `labels` or drop = true",
                 );
-            } else if let Err(e) = sonde_statsd::Mapper::new([sonde_statsd::MappingRule {
+                continue;
+            }
+            let rule = sonde_statsd::MappingRule {
                 pattern: pattern.to_string(),
-                name: name.clone(),
-                labels: labels.clone(),
+                name,
+                labels,
                 drop,
-            }]) {
+            };
+            if let Err(e) = sonde_statsd::Mapper::new([rule.clone()]) {
                 // The rule StatsD would refuse at start-up, checked alone to locate it.
                 self.error(
                     self.at(t.span()),
@@ -1343,44 +1269,39 @@ impl<'a> Reader<'a> {
                     "see [[statsd.mappings]] in `sonde-agent print-example-config`",
                 );
             }
-            mappings.push(MappingSection {
-                pattern: pattern.to_string(),
-                name,
-                labels,
-                drop,
-            });
+            mappings.push(rule);
         }
         let statsd = StatsdSection {
             enabled: self.bool(statsd, &["statsd", "enabled"], true),
             udp: self.address(statsd, &["statsd", "udp"], "127.0.0.1:8125".parse().ok()),
             unix: self.unix_path(statsd),
             tcp: self.address(statsd, &["statsd", "tcp"], None),
-            tcp_max_connections: self.integer_in(
+            tcp_max_connections: self.ranged::<Count>(
                 statsd,
                 &["statsd", "tcp_max_connections"],
                 sonde_statsd::tcp::DEFAULT_MAX_CONNECTIONS,
                 TCP_CONNECTIONS_RANGE,
             ),
-            tcp_idle_timeout: self.duration_in(
+            tcp_idle_timeout: self.ranged::<Span>(
                 statsd,
                 &["statsd", "tcp_idle_timeout"],
                 sonde_statsd::tcp::DEFAULT_IDLE_TIMEOUT,
                 TCP_IDLE_RANGE,
             ),
-            receive_buffer: self.size(
+            receive_buffer: self.ranged::<Bytes>(
                 statsd,
                 &["statsd", "receive_buffer"],
                 8 * 1024 * 1024,
                 RECEIVE_BUFFER_RANGE,
             ),
-            queue: self.integer_in(statsd, &["statsd", "queue"], 4096, QUEUE_RANGE),
-            max_metrics: self.integer_in(
+            queue: self.ranged::<Count>(statsd, &["statsd", "queue"], 4096, QUEUE_RANGE),
+            max_metrics: self.ranged::<Count>(
                 statsd,
                 &["statsd", "max_metrics"],
                 10_000,
                 MAX_METRICS_RANGE,
             ),
-            ttl: self.duration_in(
+            ttl: self.ranged::<Span>(
                 statsd,
                 &["statsd", "ttl"],
                 Duration::from_secs(600),
@@ -1441,17 +1362,20 @@ impl<'a> Reader<'a> {
             let interval = self.table_duration(t, "interval", Duration::from_secs(30));
             let timeout = self.table_duration(t, "timeout", Duration::from_secs(5));
             probe_spans.push(t.span());
-            probes.push(ProbeSection::Http {
+            probes.push(sonde_probes::ProbeTarget::Http(sonde_probes::HttpProbe {
                 name: name.to_string(),
                 url: url.to_string(),
+                method: "GET".into(),
                 expect_status,
-                interval,
                 timeout,
+                interval,
+                headers: Vec::new(),
                 ca_certificate: t
                     .get("ca_certificate")
                     .and_then(Item::as_str)
                     .map(PathBuf::from),
-            });
+                insecure_skip_verify: false,
+            }));
         }
         for t in self.tables(probes_t, "tcp", "probes.tcp") {
             self.unknown_keys(
@@ -1473,12 +1397,12 @@ impl<'a> Reader<'a> {
             let interval = self.table_duration(t, "interval", Duration::from_secs(30));
             let timeout = self.table_duration(t, "timeout", Duration::from_secs(5));
             probe_spans.push(t.span());
-            probes.push(ProbeSection::Tcp {
+            probes.push(sonde_probes::ProbeTarget::Tcp(sonde_probes::TcpProbe {
                 name: name.to_string(),
                 address: address.to_string(),
-                interval,
                 timeout,
-            });
+                interval,
+            }));
         }
 
         self.check_probes(&probes, &probe_spans);
@@ -1580,7 +1504,7 @@ impl<'a> Reader<'a> {
                     transport = transport.header(k, v);
                 }
                 if self.raw(t, &["exporters", "otlp", "timeout"]).is_some() {
-                    transport = transport.timeout(self.duration_in(
+                    transport = transport.timeout(self.ranged::<Span>(
                         t,
                         &["exporters", "otlp", "timeout"],
                         Duration::from_secs(10),
@@ -1593,7 +1517,7 @@ impl<'a> Reader<'a> {
                 ];
                 let section = OtlpSection {
                     transport,
-                    interval: self.duration_in(
+                    interval: self.ranged::<Span>(
                         t,
                         &["exporters", "otlp", "interval"],
                         Duration::from_secs(60),
@@ -1637,7 +1561,7 @@ impl<'a> Reader<'a> {
                         namespace,
                     ),
                     region: self.region(t),
-                    interval: self.duration_in(
+                    interval: self.ranged::<Span>(
                         t,
                         &["exporters", "cloudwatch", "interval"],
                         Duration::from_secs(60),
@@ -1829,7 +1753,7 @@ impl<'a> Reader<'a> {
             return None;
         };
         let mut q = sonde_push::DiskQueueConfig::new(&dir);
-        q.max_bytes = self.size(
+        q.max_bytes = self.ranged::<Bytes>(
             t,
             &key("queue_max_size"),
             256 * 1024 * 1024,
@@ -1909,7 +1833,7 @@ impl<'a> Reader<'a> {
             enabled,
             include: self.strings(t, &key("include")).unwrap_or_default(),
             containers: self.bool(t, &key("containers"), true),
-            max_cgroups: self.integer_in(t, &key("max_cgroups"), 1000, MAX_CGROUPS_RANGE),
+            max_cgroups: self.ranged::<Count>(t, &key("max_cgroups"), 1000, MAX_CGROUPS_RANGE),
             root: self
                 .string(t, &key("root"))
                 .map(PathBuf::from)
@@ -2018,7 +1942,7 @@ impl<'a> Reader<'a> {
         };
         let section = RemoteWriteSection {
             url,
-            interval: self.duration_in(
+            interval: self.ranged::<Span>(
                 t,
                 &key("interval"),
                 Duration::from_secs(15),
@@ -2102,7 +2026,7 @@ impl<'a> Reader<'a> {
                 &["sources", "otlp", "http"],
                 "127.0.0.1:4318".parse().ok(),
             ),
-            max_request_size: self.size(
+            max_request_size: self.ranged::<Bytes>(
                 t,
                 &["sources", "otlp", "max_request_size"],
                 sonde_otlp_receiver::DEFAULT_MAX_REQUEST_BYTES,
@@ -2397,12 +2321,14 @@ impl<'a> Reader<'a> {
 
     /// The probes as sonde-probes validates them at start-up (URL, `host:port`, CA file,
     /// unique names), each located at its table.
-    fn check_probes(&mut self, probes: &[ProbeSection], spans: &[Option<std::ops::Range<usize>>]) {
+    fn check_probes(
+        &mut self,
+        probes: &[sonde_probes::ProbeTarget],
+        spans: &[Option<std::ops::Range<usize>>],
+    ) {
         let mut names: Vec<&str> = Vec::new();
         for (p, span) in probes.iter().zip(spans) {
-            let name = match p {
-                ProbeSection::Http { name, .. } | ProbeSection::Tcp { name, .. } => name.as_str(),
-            };
+            let name = p.name();
             if names.contains(&name) {
                 self.error(
                     self.at(span.clone()),
@@ -2413,7 +2339,7 @@ impl<'a> Reader<'a> {
             }
             names.push(name);
             let scratch = sonde_core::Registry::new();
-            if let Err(e) = sonde_probes::Prober::new(&scratch, vec![probe_target(p)]) {
+            if let Err(e) = sonde_probes::Prober::new(&scratch, vec![p.clone()]) {
                 self.error(
                     self.at(span.clone()),
                     e.to_string(),
@@ -2421,41 +2347,6 @@ impl<'a> Reader<'a> {
                 );
             }
         }
-    }
-}
-
-/// The sonde-probes target of a probe section.
-pub(crate) fn probe_target(p: &ProbeSection) -> sonde_probes::ProbeTarget {
-    match p {
-        ProbeSection::Http {
-            name,
-            url,
-            expect_status,
-            interval,
-            timeout,
-            ca_certificate,
-        } => sonde_probes::ProbeTarget::Http(sonde_probes::HttpProbe {
-            name: name.clone(),
-            url: url.clone(),
-            method: "GET".into(),
-            expect_status: expect_status.clone(),
-            timeout: *timeout,
-            interval: *interval,
-            headers: Vec::new(),
-            ca_certificate: ca_certificate.clone(),
-            insecure_skip_verify: false,
-        }),
-        ProbeSection::Tcp {
-            name,
-            address,
-            interval,
-            timeout,
-        } => sonde_probes::ProbeTarget::Tcp(sonde_probes::TcpProbe {
-            name: name.clone(),
-            address: address.clone(),
-            timeout: *timeout,
-            interval: *interval,
-        }),
     }
 }
 

@@ -369,21 +369,6 @@ fn threshold_alert_parts(t: &Threshold) -> (String, Vec<Part>) {
     (summary, parts)
 }
 
-fn burn_text(pairs: &[crate::model::BurnPair]) -> String {
-    pairs
-        .iter()
-        .map(|p| {
-            format!(
-                "{} and {} above {}",
-                p.long.text,
-                p.short.text,
-                p.factor_text()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", or ")
-}
-
 fn ratio_alert_parts(r: &Ratio, fast: bool) -> (String, Vec<Part>) {
     let pairs = if fast {
         r.page_pairs()
@@ -406,7 +391,7 @@ fn ratio_alert_parts(r: &Ratio, fast: bool) -> (String, Vec<Part>) {
     parts.push(Part::Value("printf"));
     parts.push(Part::Text(format!(
         " times faster than sustainable (burn rate over {}).",
-        burn_text(&pairs)
+        crate::model::BurnPair::describe(&pairs)
     )));
     (summary, parts)
 }

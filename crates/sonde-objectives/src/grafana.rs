@@ -384,21 +384,6 @@ fn round(v: f64) -> f64 {
     (v * 1e9).round() / 1e9
 }
 
-fn pairs_text(pairs: &[BurnPair]) -> String {
-    pairs
-        .iter()
-        .map(|p| {
-            format!(
-                "{} and {} above {}",
-                p.long.text,
-                p.short.text,
-                p.factor_text()
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", or ")
-}
-
 fn ratio_panels(r: &Ratio, y: u32, heatmaps: &mut Vec<String>) -> Vec<Value> {
     let name = &r.common.name;
     let by = &r.common.by;
@@ -481,14 +466,14 @@ fn ratio_panels(r: &Ratio, y: u32, heatmaps: &mut Vec<String>) -> Vec<Value> {
         alerts.push_str(&format!(
             " {} pages when {}.",
             r.alert_page,
-            pairs_text(&page)
+            BurnPair::describe(&page)
         ));
     }
     if !ticket.is_empty() {
         alerts.push_str(&format!(
             " {} opens a ticket when {}.",
             r.alert_ticket,
-            pairs_text(&ticket)
+            BurnPair::describe(&ticket)
         ));
     }
     out.push(timeseries(PanelSpec {

@@ -474,6 +474,23 @@ impl BurnPair {
     pub fn factor_text(&self) -> String {
         format!("{}", (self.factor * 10_000.0).round() / 10_000.0)
     }
+
+    /// `pairs` as one line for an alert or a panel: `1h and 5m above 14.4, or 6h and 30m
+    /// above 6`.
+    pub fn describe(pairs: &[BurnPair]) -> String {
+        pairs
+            .iter()
+            .map(|p| {
+                format!(
+                    "{} and {} above {}",
+                    p.long.text,
+                    p.short.text,
+                    p.factor_text()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", or ")
+    }
 }
 
 /// The Google SRE workbook's pairs, as (long, short, share of the budget spent when the

@@ -211,6 +211,26 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// [`parsed`](Self::parsed) for a key the table must have: its absence is an error at
+    /// the table.
+    #[allow(clippy::too_many_arguments)]
+    fn needed<T>(
+        &mut self,
+        t: &dyn TableLike,
+        span: Option<Range<usize>>,
+        key: &str,
+        what: &str,
+        example: &str,
+        parse: fn(&str) -> Option<T>,
+        expected: &str,
+    ) -> Option<T> {
+        if t.get(key).is_none() {
+            self.required(t, span, key, what, example);
+            return None;
+        }
+        self.parsed(t, key, what, example, parse, expected)
+    }
+
     fn selector(&mut self, t: &dyn TableLike, what: &str) -> Selector {
         let Some(item) = t.get("selector") else {
             return Selector::default();
@@ -387,45 +407,33 @@ impl<'a> Reader<'a> {
             self.metric_name(m, loc.clone(), &what);
         }
         let selector = self.selector(t, &what);
-        let percentile = if t.contains_key("percentile") {
-            self.parsed(
-                t,
-                "percentile",
-                &what,
-                "p95",
-                Percentile::parse,
-                "a percentile from p0.1 to p99.99",
-            )
-        } else {
-            self.required(t, span.clone(), "percentile", &what, "p95");
-            None
-        };
-        let threshold = if t.contains_key("threshold") {
-            self.parsed(
-                t,
-                "threshold",
-                &what,
-                "300ms",
-                Latency::parse,
-                "a latency above zero such as 300ms or 1.5s",
-            )
-        } else {
-            self.required(t, span.clone(), "threshold", &what, "300ms");
-            None
-        };
-        let window = if t.contains_key("window") {
-            self.parsed(
-                t,
-                "window",
-                &what,
-                "5m",
-                Window::parse,
-                "a window such as 5m or 1h (whole number and s, m, h, d or w)",
-            )
-        } else {
-            self.required(t, span.clone(), "window", &what, "5m");
-            None
-        };
+        let percentile = self.needed(
+            t,
+            span.clone(),
+            "percentile",
+            &what,
+            "p95",
+            Percentile::parse,
+            "a percentile from p0.1 to p99.99",
+        );
+        let threshold = self.needed(
+            t,
+            span.clone(),
+            "threshold",
+            &what,
+            "300ms",
+            Latency::parse,
+            "a latency above zero such as 300ms or 1.5s",
+        );
+        let window = self.needed(
+            t,
+            span.clone(),
+            "window",
+            &what,
+            "5m",
+            Window::parse,
+            "a window such as 5m or 1h (whole number and s, m, h, d or w)",
+        );
         let for_ = self
             .parsed(
                 t,
@@ -607,39 +615,30 @@ impl<'a> Reader<'a> {
         self.unknown_keys(t, &format!("[ratio.{name}]"), RATIO_KEYS);
         let before = self.problems.len();
         let common = self.common(t, name, span.clone(), &what, "6/min");
-        let target = if t.contains_key("target") {
-            self.parsed(
-                t,
-                "target",
-                &what,
-                "99.9%",
-                Target::parse,
-                "a percentage between 0% and 100% such as 99.9%",
-            )
-        } else {
-            self.required(t, span.clone(), "target", &what, "99.9%");
-            None
-        };
-        let window = if t.contains_key("window") {
-            let w = self.parsed(
-                t,
-                "window",
-                &what,
-                "30d",
-                Window::parse,
-                "a compliance window such as 30d or 4w",
-            );
-            if let Some(w) = &w
-                && w.seconds < 3 * 86_400
-                && let Some((_, loc, _)) = self.string(t, "window", &what, "30d")
-            {
-                self.error(loc, format!("window `{}` of {what} is shorter than the 3 days of the slowest burn-rate window", w.text), "use a compliance window of 3d or more, typically 28d or 30d");
-            }
-            w
-        } else {
-            self.required(t, span.clone(), "window", &what, "30d");
-            None
-        };
+        let target = self.needed(
+            t,
+            span.clone(),
+            "target",
+            &what,
+            "99.9%",
+            Target::parse,
+            "a percentage between 0% and 100% such as 99.9%",
+        );
+        let window = self.needed(
+            t,
+            span.clone(),
+            "window",
+            &what,
+            "30d",
+            Window::parse,
+            "a compliance window such as 30d or 4w",
+        );
+        if let Some(w) = &window
+            && w.seconds < 3 * 86_400
+            && let Some((_, loc, _)) = self.string(t, "window", &what, "30d")
+        {
+            self.error(loc, format!("window `{}` of {what} is shorter than the 3 days of the slowest burn-rate window", w.text), "use a compliance window of 3d or more, typically 28d or 30d");
+        }
         let total = if t.contains_key("total") {
             self.events(t, "total", &what, None)
         } else {

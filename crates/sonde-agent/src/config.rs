@@ -433,12 +433,29 @@ impl Config {
             errors: Vec::new(),
             env_used: Vec::new(),
             queue_dirs: Vec::new(),
+            off_sections: Vec::new(),
         };
         let root = doc.as_table();
         let config = r.config(root);
         // SONDE_* variables that override nothing are mistakes too.
         for name in env_names {
             if name.starts_with("SONDE_") && !r.env_used.contains(name) {
+                let off = r.off_sections.iter().find(|(_, prefix)| {
+                    name.strip_prefix(prefix.as_str())
+                        .is_some_and(|rest| rest.starts_with('_'))
+                });
+                if let Some((section, prefix)) = off {
+                    r.errors.push(ConfigError {
+                        location: format!("environment variable {name}"),
+                        message: format!(
+                            "[{section}] is off, so this setting is not read"
+                        ),
+                        hint: format!(
+                            "turn the section on with enabled = true in [{section}] (or {prefix}_ENABLED=true), or remove the variable"
+                        ),
+                    });
+                    continue;
+                }
                 let suggestion = sonde_core::diag::closest(name, &r.env_used);
                 r.errors.push(ConfigError {
                     location: format!("environment variable {name}"),
@@ -682,6 +699,8 @@ struct Reader<'a> {
     env_used: Vec<String>,
     /// Durable queue directories seen, with their exporter.
     queue_dirs: Vec<(PathBuf, &'static str)>,
+    /// Sections turned off, with their environment prefix (`SONDE_EXPORTERS_OTLP`).
+    off_sections: Vec<(String, String)>,
 }
 
 fn env_name(path: &[&str]) -> String {
@@ -835,6 +854,19 @@ impl<'a> Reader<'a> {
                 default
             }
         }
+    }
+
+    /// Whether the section at `path` is on (`enabled`, default `default`). An off section's
+    /// other settings are not read: its environment variables are then reported as such,
+    /// not as unknown.
+    fn section_on(&mut self, table: Option<&Table>, path: &[&str], default: bool) -> bool {
+        let mut key = path.to_vec();
+        key.push("enabled");
+        let on = self.bool(table, &key, default);
+        if !on {
+            self.off_sections.push((path.join("."), env_name(path)));
+        }
+        on
     }
 
     /// One of `options` by name (`protocol = "grpc"`); another name is an error listing them,
@@ -1446,7 +1478,7 @@ impl<'a> Reader<'a> {
             ],
         );
         let prometheus = self
-            .bool(t, &["exporters", "prometheus", "enabled"], true)
+            .section_on(t, &["exporters", "prometheus"], true)
             .then(|| PrometheusSection {
                 listen: self
                     .address(
@@ -1479,7 +1511,7 @@ impl<'a> Reader<'a> {
             ],
         );
         let otlp = self
-            .bool(t, &["exporters", "otlp", "enabled"], t.is_some())
+            .section_on(t, &["exporters", "otlp"], t.is_some())
             .then(|| {
                 let mut transport = sonde_otlp::OtlpTransport::new();
                 if let Some(e) = self.string(t, &["exporters", "otlp", "endpoint"]) {
@@ -1552,7 +1584,7 @@ impl<'a> Reader<'a> {
                 "queue_fsync",
             ],
         );
-        let cloudwatch = if self.bool(t, &["exporters", "cloudwatch", "enabled"], t.is_some()) {
+        let cloudwatch = if self.section_on(t, &["exporters", "cloudwatch"], t.is_some()) {
             match self.string(t, &["exporters", "cloudwatch", "namespace"]) {
                 Some(namespace) => Some(CloudWatchSection {
                     namespace: self.namespace(
@@ -1602,7 +1634,7 @@ impl<'a> Reader<'a> {
             "exporters.emf",
             &["enabled", "namespace", "destination", "select"],
         );
-        let emf = if self.bool(t, &["exporters", "emf", "enabled"], t.is_some()) {
+        let emf = if self.section_on(t, &["exporters", "emf"], t.is_some()) {
             let path = &["exporters", "emf", "destination"];
             let destination = match self.string(t, path) {
                 None => Some(sonde_cloudwatch::Destination::Stdout),
@@ -1670,7 +1702,7 @@ impl<'a> Reader<'a> {
                 "queue_fsync",
             ],
         );
-        let remote_write = if self.bool(t, &["exporters", "remote_write", "enabled"], t.is_some()) {
+        let remote_write = if self.section_on(t, &["exporters", "remote_write"], t.is_some()) {
             match self.url(
                 t,
                 &["exporters", "remote_write", "url"],
@@ -2012,7 +2044,7 @@ impl<'a> Reader<'a> {
                 "tls_key_file",
             ],
         );
-        if !self.bool(t, &["sources", "otlp", "enabled"], t.is_some()) {
+        if !self.section_on(t, &["sources", "otlp"], t.is_some()) {
             return None;
         }
         let section = OtlpInSection {
@@ -2458,6 +2490,27 @@ mod tests {
             .unwrap_err()
             .0;
         assert_eq!(e[0].location, "environment variable SONDE_AGENT_INTERVAL");
+        // A setting of a section that is off is not read: said as such, not as unknown.
+        let e = parse(
+            "",
+            &[("SONDE_EXPORTERS_OTLP_ENDPOINT", "http://collector:4318")],
+        )
+        .unwrap_err()
+        .0;
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].message.contains("[exporters.otlp] is off"),
+            "{}",
+            e[0].message
+        );
+        assert!(
+            e[0].hint.contains("SONDE_EXPORTERS_OTLP_ENABLED=true"),
+            "{}",
+            e[0].hint
+        );
+        // A name that is no setting of any section is still unknown.
+        let e = parse("", &[("SONDE_EXPORTERS_OTLPX", "1")]).unwrap_err().0;
+        assert_eq!(e[0].message, "no setting has this name");
     }
 
     #[test]

@@ -31,14 +31,11 @@ pub struct CloudWatchBuilder {
     endpoint_url: Option<String>,
     credentials: Option<Credentials>,
     timeout: Duration,
-    queue_capacity: usize,
-    initial_backoff: Duration,
-    max_backoff: Duration,
-    max_retry_time: Duration,
+    /// Queue and retry settings.
+    delivery: PushConfig,
     jitter_first: bool,
     continue_deltas: Option<sonde_core::DeltaState>,
     selection: sonde_core::Selection,
-    durable: Option<sonde_push::DiskQueueConfig>,
 }
 
 impl CloudWatchBuilder {
@@ -54,14 +51,14 @@ impl CloudWatchBuilder {
             endpoint_url: None,
             credentials: None,
             timeout: Duration::from_secs(10),
-            queue_capacity: 64,
-            initial_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(10),
-            max_retry_time: Duration::from_secs(300),
+            delivery: PushConfig {
+                queue_capacity: 64,
+                max_backoff: Duration::from_secs(10),
+                ..PushConfig::new(EXPORTER)
+            },
             jitter_first: true,
             continue_deltas: None,
             selection: sonde_core::Selection::new(),
-            durable: None,
         }
     }
 
@@ -183,33 +180,11 @@ impl CloudWatchBuilder {
 
     /// Most requests waiting (default 64); the oldest is dropped when full.
     pub fn queue_capacity(mut self, n: usize) -> Self {
-        self.queue_capacity = n.max(1);
+        self.delivery.queue_capacity = n.max(1);
         self
     }
 
-    /// Queues requests on disk instead of in memory: they survive a restart, a crash
-    /// (`kill -9`) and an outage up to the queue's `max_bytes`, past which the oldest are
-    /// dropped (counted with reason `queue_full`). Requests are then retried until delivered
-    /// (CloudWatch itself refuses datums older than two weeks); one in flight at a crash is
-    /// sent again at the next start. Give each exporter its own directory. Layout and fsync
-    /// policy: [`sonde_push::disk`].
-    pub fn durable_queue(mut self, queue: sonde_push::DiskQueueConfig) -> Self {
-        self.durable = Some(queue);
-        self
-    }
-
-    /// Retry backoff (default 500 ms doubling to 10 s, with jitter).
-    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.initial_backoff = initial;
-        self.max_backoff = max;
-        self
-    }
-
-    /// How long one request is retried before it is dropped (default 5 min).
-    pub fn max_retry_time(mut self, d: Duration) -> Self {
-        self.max_retry_time = d;
-        self
-    }
+    sonde_push::delivery_setters!(delivery, backoff: "500 ms to 10 s", retries: "no limit");
 
     /// Whether the first collection is drawn at random within the first interval (default
     /// true), so a fleet started together does not call the API in step.
@@ -272,15 +247,10 @@ impl CloudWatchBuilder {
             settings: self.settings,
             dropped: Vec::new(),
         };
-        let mut config = PushConfig::new(EXPORTER);
+        let mut config = self.delivery.clone();
         config.interval = self.interval;
         config.jitter_first = self.jitter_first;
         config.timeout = self.timeout;
-        config.queue_capacity = self.queue_capacity;
-        config.initial_backoff = self.initial_backoff;
-        config.max_backoff = self.max_backoff;
-        config.max_retry_time = self.max_retry_time;
-        config.durable = self.durable.clone();
         let (region, endpoint_url, credentials, timeout) = (
             self.region,
             self.endpoint_url,

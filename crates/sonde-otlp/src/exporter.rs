@@ -30,15 +30,11 @@ pub struct OtlpMetricsBuilder {
     resource: Option<Resource>,
     max_points_per_request: usize,
     max_request_bytes: usize,
-    queue_capacity: usize,
-    max_queue_bytes: usize,
-    initial_backoff: Duration,
-    max_backoff: Duration,
-    max_retry_time: Duration,
+    /// Queue and retry settings (interval and timeout are resolved at install).
+    delivery: PushConfig,
     env: Env,
     continue_deltas: Option<sonde_core::DeltaState>,
     selection: sonde_core::Selection,
-    durable: Option<sonde_push::DiskQueueConfig>,
 }
 
 impl std::fmt::Debug for OtlpMetricsBuilder {
@@ -69,15 +65,11 @@ impl OtlpMetricsBuilder {
             resource: None,
             max_points_per_request: 10_000,
             max_request_bytes: 4 * 1024 * 1024,
-            queue_capacity: 256,
-            max_queue_bytes: 64 * 1024 * 1024,
-            initial_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(5),
-            max_retry_time: Duration::from_secs(300),
+            // 256 requests or 64 MiB queued, backoff 500 ms to 5 s, retried for 5 minutes.
+            delivery: PushConfig::new(EXPORTER),
             env: Arc::new(process_env),
             continue_deltas: None,
             selection: sonde_core::Selection::new(),
-            durable: None,
         }
     }
 
@@ -152,37 +144,12 @@ impl OtlpMetricsBuilder {
     /// 64 MiB). When either is reached the oldest request is dropped and its points counted in
     /// `sonde.exporter.dropped_points{exporter="otlp",reason="queue_full"}`.
     pub fn queue_capacity(mut self, requests: usize, bytes: usize) -> Self {
-        self.queue_capacity = requests.max(1);
-        self.max_queue_bytes = bytes.max(1);
+        self.delivery.queue_capacity = requests.max(1);
+        self.delivery.max_queue_bytes = bytes.max(1);
         self
     }
 
-    /// Queues requests on disk instead of in memory: they survive a restart, a crash
-    /// (`kill -9`) and an outage of the receiver up to the queue's `max_bytes`, past which
-    /// the oldest are dropped (counted with reason `queue_full`). Requests are then retried
-    /// until delivered (the retry limits do not apply); one in flight at a crash is sent
-    /// again at the next start (counted in `sonde.exporter.queue.redelivered_points`). Give
-    /// each exporter its own directory. Layout and fsync policy: [`sonde_push::disk`].
-    pub fn durable_queue(mut self, queue: sonde_push::DiskQueueConfig) -> Self {
-        self.durable = Some(queue);
-        self
-    }
-
-    /// Backoff between retries: from `initial` (default 500 ms) doubling up to `max`
-    /// (default 5 s), each delay drawn with jitter; a server's RetryInfo or Retry-After
-    /// replaces the drawn delay.
-    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.initial_backoff = initial;
-        self.max_backoff = max;
-        self
-    }
-
-    /// How long one request is retried before it is dropped (default 5 min). Later requests
-    /// wait behind it, queued, so an outage shorter than this loses nothing.
-    pub fn max_retry_time(mut self, d: Duration) -> Self {
-        self.max_retry_time = d;
-        self
-    }
+    sonde_push::delivery_setters!(delivery, backoff: "500 ms to 5 s", retries: "no limit");
 
     /// Reads configuration variables through `env` instead of the process environment (for
     /// tests and for embedding in a daemon with its own configuration).
@@ -264,15 +231,9 @@ impl OtlpMetricsBuilder {
             self.registry
                 .export_reader(temporality, self.selection, self.continue_deltas.as_ref());
         let delta_state = (temporality == Temporality::Delta).then(|| reader.delta_state());
-        let mut config = PushConfig::new(EXPORTER);
+        let mut config = self.delivery.clone();
         config.interval = interval;
         config.timeout = settings.timeout;
-        config.queue_capacity = self.queue_capacity;
-        config.max_queue_bytes = self.max_queue_bytes;
-        config.initial_backoff = self.initial_backoff;
-        config.max_backoff = self.max_backoff;
-        config.max_retry_time = self.max_retry_time;
-        config.durable = self.durable.clone();
         let endpoint = settings.endpoint.clone();
         let source = Collector { reader, options };
         let inner = sonde_push::start(&self.registry, config, source, move || async move {

@@ -158,17 +158,14 @@ pub struct RemoteWriteBuilder {
     resource: Option<Resource>,
     external_labels: Vec<(String, String)>,
     max_series_per_request: usize,
-    queue_capacity: usize,
-    max_retries: u32,
-    initial_backoff: Duration,
-    max_backoff: Duration,
+    /// Queue and retry settings.
+    delivery: sonde_push::PushConfig,
     timeout: Duration,
     metadata: bool,
     headers: Vec<(String, String)>,
     selection: sonde_core::Selection,
     auth: AuthSetting,
     tls: client::TlsFiles,
-    durable: Option<sonde_push::DiskQueueConfig>,
 }
 
 /// What [`RemoteWriteBuilder::checked`] makes of the settings.
@@ -214,8 +211,8 @@ impl std::fmt::Debug for RemoteWriteBuilder {
             .field("interval", &self.interval)
             .field("external_labels", &self.external_labels)
             .field("max_series_per_request", &self.max_series_per_request)
-            .field("queue_capacity", &self.queue_capacity)
-            .field("max_retries", &self.max_retries)
+            .field("queue_capacity", &self.delivery.queue_capacity)
+            .field("max_retries", &self.delivery.max_retries)
             .field("timeout", &self.timeout)
             .field("headers", &client::redacted_headers(&self.headers))
             .field(
@@ -231,7 +228,7 @@ impl std::fmt::Debug for RemoteWriteBuilder {
                 },
             )
             .field("tls", &self.tls)
-            .field("durable", &self.durable)
+            .field("durable", &self.delivery.durable)
             .finish_non_exhaustive()
     }
 }
@@ -247,17 +244,19 @@ impl RemoteWriteBuilder {
             resource: None,
             external_labels: Vec::new(),
             max_series_per_request: 2000,
-            queue_capacity: 100,
-            max_retries: 10,
-            initial_backoff: Duration::from_millis(100),
-            max_backoff: Duration::from_secs(30),
+            delivery: sonde_push::PushConfig {
+                queue_capacity: 100,
+                max_retries: Some(10),
+                initial_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(30),
+                ..sonde_push::PushConfig::new(EXPORTER)
+            },
             timeout: Duration::from_secs(10),
             metadata: true,
             headers: Vec::new(),
             selection: sonde_core::Selection::new(),
             auth: AuthSetting::None,
             tls: client::TlsFiles::default(),
-            durable: None,
         }
     }
 
@@ -393,41 +392,17 @@ impl RemoteWriteBuilder {
         self
     }
 
-    /// Queues requests on disk instead of in memory: they survive a restart, a crash
-    /// (`kill -9`) and an outage of the receiver up to the queue's `max_bytes`, past which
-    /// the oldest are dropped (counted with reason `queue_full`). Requests are then retried
-    /// until delivered (the retry limits do not apply); one in flight at a crash is sent
-    /// again at the next start (counted in `sonde.exporter.queue.redelivered_points`). Give
-    /// each exporter its own directory. Layout and fsync policy: [`sonde_push::disk`].
-    pub fn durable_queue(mut self, queue: sonde_push::DiskQueueConfig) -> Self {
-        self.durable = Some(queue);
-        self
-    }
+    sonde_push::delivery_setters!(delivery, backoff: "100 ms to 30 s", retries: "10");
 
     /// Requests waiting to be sent; past it the oldest is dropped (default 100, at least 1).
     pub fn queue_capacity(mut self, n: usize) -> Self {
-        self.queue_capacity = n.max(1);
+        self.delivery.queue_capacity = n.max(1);
         self
     }
 
     /// Series per request; larger collections are split (default 2000, at least 1).
     pub fn max_series_per_request(mut self, n: usize) -> Self {
         self.max_series_per_request = n.max(1);
-        self
-    }
-
-    /// Retries of a request after a network error, 5xx or 429 before it is dropped (default 10).
-    /// Other 4xx are never retried.
-    pub fn max_retries(mut self, n: u32) -> Self {
-        self.max_retries = n;
-        self
-    }
-
-    /// The first and the largest delay between retries (default 100 ms and 30 s); each delay
-    /// doubles, with jitter.
-    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.initial_backoff = initial.clamp(Duration::from_millis(1), LONGEST);
-        self.max_backoff = max.clamp(self.initial_backoff, LONGEST);
         self
     }
 
@@ -516,14 +491,9 @@ impl RemoteWriteBuilder {
             auth,
             client,
         } = self.checked()?;
-        let mut config = sonde_push::PushConfig::new(EXPORTER);
+        let mut config = self.delivery.clone();
         config.interval = self.interval;
         config.timeout = self.timeout;
-        config.queue_capacity = self.queue_capacity;
-        config.initial_backoff = self.initial_backoff;
-        config.max_backoff = self.max_backoff;
-        config.max_retries = Some(self.max_retries);
-        config.durable = self.durable.clone();
         let source = Collector {
             reader: self
                 .registry

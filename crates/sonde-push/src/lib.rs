@@ -325,6 +325,63 @@ impl PushConfig {
     }
 }
 
+/// A backoff from the builders' `backoff(initial, max)`, made safe: `initial` from 1 ms and
+/// `max` from `initial`, both at most a hundred years (so `Duration::MAX` cannot overflow a
+/// deadline).
+pub fn clamp_backoff(initial: Duration, max: Duration) -> (Duration, Duration) {
+    const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let initial = initial.clamp(Duration::from_millis(1), LONGEST);
+    (initial, max.clamp(initial, LONGEST))
+}
+
+/// Writes the delivery setters every push exporter's builder offers, on its [`PushConfig`]
+/// field `$field`, so they are named, documented and behave alike everywhere:
+/// `durable_queue`, `backoff`, `max_retry_time` and `max_retries`. The builder sets its own
+/// defaults in that field and names them for the docs (`backoff: "500 ms to 5 s"`).
+#[macro_export]
+macro_rules! delivery_setters {
+    ($field:ident, backoff: $backoff:literal, retries: $retries:literal) => {
+        /// Queues requests on disk instead of in memory: they survive a restart, a crash
+        /// (`kill -9`) and an outage of the receiver up to the queue's `max_bytes`, past which
+        /// the oldest are dropped (counted in `sonde.exporter.dropped_points` with reason
+        /// `queue_full`). Requests are then retried until delivered (the retry limits do not
+        /// apply); one in flight at a crash is sent again at the next start (counted in
+        /// `sonde.exporter.queue.redelivered_points`). Give each exporter its own directory.
+        /// Layout and fsync policy: the `sonde_push::disk` module.
+        pub fn durable_queue(mut self, queue: $crate::DiskQueueConfig) -> Self {
+            self.$field.durable = Some(queue);
+            self
+        }
+
+        /// Backoff between retries: from `initial` doubling up to `max`, each delay drawn with
+        /// jitter; a server's `Retry-After` (or gRPC `RetryInfo`) replaces the drawn delay,
+        /// clamped.
+        #[doc = concat!("Default: ", $backoff, ".")]
+        pub fn backoff(mut self, initial: std::time::Duration, max: std::time::Duration) -> Self {
+            (self.$field.initial_backoff, self.$field.max_backoff) =
+                $crate::clamp_backoff(initial, max);
+            self
+        }
+
+        /// How long one request is retried before it is dropped (default 5 min; counted with
+        /// reason `retries_exhausted`). Later requests wait behind it, queued, so an outage
+        /// shorter than this loses nothing.
+        pub fn max_retry_time(mut self, d: std::time::Duration) -> Self {
+            self.$field.max_retry_time = d;
+            self
+        }
+
+        /// At most `n` retries per request, within [`max_retry_time`](Self::max_retry_time);
+        /// `0` sends each request once. Only failures worth another try are retried: network
+        /// errors, 5xx, 429 (and their gRPC equivalents).
+        #[doc = concat!("Default: ", $retries, ".")]
+        pub fn max_retries(mut self, n: u32) -> Self {
+            self.$field.max_retries = Some(n);
+            self
+        }
+    };
+}
+
 /// `error: cause: cause...`, for messages about transport errors whose `Display` hides the
 /// cause (connection refused, TLS, DNS).
 pub fn error_chain(e: &dyn std::error::Error) -> String {

@@ -89,6 +89,7 @@ pub use reader::{DeltaState, Reader};
 pub use registry::{
     BUDGET_LIMIT, BUDGET_USAGE, CollectorGuard, DEFAULT_MAX_SERIES, FamilyBuilder,
     INSTRUMENTATION_ERRORS, Registry, SERIES_ACTIVE, SERIES_OVERFLOW, SERIES_REFUSED, Visitor,
+    collection_lock,
 };
 pub use resource::{Resource, TARGET_INFO_ATTRIBUTES, instance_id, parse_key_values};
 pub use select::{GaugeAggregation, Pattern, Rule, Selection};

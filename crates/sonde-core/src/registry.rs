@@ -71,6 +71,24 @@ struct Inner {
     extra_bounds: Mutex<std::collections::HashMap<String, Vec<f64>>>,
 }
 
+/// The lock of a collector's state for one collection: waited for when `wait` (an explicit
+/// `collect()`), else taken only if free (a collect hook skips a reading another thread is
+/// making: it refreshes the same values). A poisoned lock is taken as it is: a collector leaves
+/// its state usable at every step.
+pub fn collection_lock<T>(
+    state: &std::sync::Mutex<T>,
+    wait: bool,
+) -> Option<std::sync::MutexGuard<'_, T>> {
+    if wait {
+        return Some(state.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+    match state.try_lock() {
+        Ok(g) => Some(g),
+        Err(std::sync::TryLockError::Poisoned(e)) => Some(e.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
 /// Keeps a collect hook registered with [`Registry::register_collector`]; dropping it removes
 /// the hook.
 #[must_use = "dropping the guard removes the collect hook at once"]

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use regex::Regex;
@@ -405,15 +405,9 @@ impl Shared {
         if !self.installed.load(Ordering::Relaxed) {
             return;
         }
-        let mut guard = if wait {
-            lock(&self.state)
-        } else {
-            match self.state.try_lock() {
-                Ok(g) => g,
-                Err(TryLockError::Poisoned(e)) => e.into_inner(),
-                // Another thread is reading the host right now.
-                Err(TryLockError::WouldBlock) => return,
-            }
+        // None: another thread is reading the host right now.
+        let Some(mut guard) = sonde_core::collection_lock(&self.state, wait) else {
+            return;
         };
         let Some(state) = guard.as_mut() else { return };
         if catch_unwind(AssertUnwindSafe(|| state.update(false))).is_err() {

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use regex::Regex;
 use sonde_core::{Counter, Family, Gauge, Registry, Unit};
@@ -344,14 +344,8 @@ impl Shared {
         if !self.installed.load(Ordering::Relaxed) {
             return;
         }
-        let mut guard = if wait {
-            lock(&self.state)
-        } else {
-            match self.state.try_lock() {
-                Ok(g) => g,
-                Err(TryLockError::Poisoned(e)) => e.into_inner(),
-                Err(TryLockError::WouldBlock) => return,
-            }
+        let Some(mut guard) = sonde_core::collection_lock(&self.state, wait) else {
+            return;
         };
         let Some(state) = guard.as_mut() else { return };
         if catch_unwind(AssertUnwindSafe(|| state.update(rematch))).is_err() {

@@ -170,7 +170,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use sonde_core::{Counter, Family, Gauge, Registry, Unit};
@@ -576,14 +576,8 @@ impl Shared {
         if !self.installed.load(Ordering::Relaxed) || !self.alive.load(Ordering::Relaxed) {
             return false;
         }
-        let mut guard = if wait {
-            lock(&self.state)
-        } else {
-            match self.state.try_lock() {
-                Ok(g) => g,
-                Err(TryLockError::Poisoned(e)) => e.into_inner(),
-                Err(TryLockError::WouldBlock) => return true,
-            }
+        let Some(mut guard) = sonde_core::collection_lock(&self.state, wait) else {
+            return true;
         };
         let Some(state) = guard.as_mut() else {
             return false;

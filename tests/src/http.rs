@@ -88,7 +88,7 @@ fn send(
     if let Some(body) = body {
         request = request.body(body.to_vec());
     }
-    sonde_http1::client::block_on(async move {
+    let reply = sonde_http1::client::block_on(async move {
         let mut response = request.send().await.map_err(|e| chain(&e))?;
         let header = |name: &str| {
             response
@@ -113,7 +113,8 @@ fn send(
             headers,
             body: read.body,
         })
-    })
+    });
+    reply.map_err(|e| format!("no runtime: {e}"))?
 }
 
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -12,9 +12,10 @@
 //!    is read, so 20 scrapes are always in flight; this is far more load than 20 Prometheus
 //!    servers scraping every few seconds).
 //!
-//! Each scraper has its own blocking `reqwest` client (so connections are kept alive, as Prometheus does),
-//! asks for text 0.0.4 without compression, and times each request from sending it until the
-//! whole body has been read. One untimed warm-up scrape per thread comes first. Both phases stop
+//! Each scraper keeps its connection alive (as Prometheus does), asks for text 0.0.4 (plain, or
+//! gzip as Prometheus does), reads answers with sonde-http1's reader on a current-thread runtime
+//! of its own (no thread besides its own; the body is read to its last byte and discarded), and
+//! times each request from sending it until the whole body has been read. One untimed warm-up scrape per thread comes first. Both phases stop
 //! early after [`DEADLINE`]. Any response other than `200` counts as an error.
 //!
 //! prometheus-client and metrics-exporter-prometheus are not measured here: prometheus-client
@@ -26,7 +27,6 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use sonde::Component as _;
-use std::io::Read;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -49,47 +49,90 @@ struct Outcome {
     bytes: usize,
 }
 
-/// One scrape: its latency and body size, or the error.
-fn scrape(
-    client: &reqwest::blocking::Client,
-    url: &str,
-    gzip: bool,
-    buf: &mut Vec<u8>,
-) -> Result<(Duration, usize), String> {
-    let start = Instant::now();
-    let mut req = client.get(url).header("accept", "text/plain");
-    if gzip {
-        // As Prometheus asks; the time runs until the compressed body is in (reqwest is built
-        // without decompression here, so the body stays as sent).
-        req = req.header("accept-encoding", "gzip");
-    }
-    let mut resp = req.send().map_err(|e| e.to_string())?;
-    buf.clear();
-    resp.read_to_end(buf).map_err(|e| e.to_string())?;
-    Ok((start.elapsed(), buf.len()))
+/// One scraper: a kept-alive connection (reopened when the server closes it), the request
+/// bytes written once, and sonde-http1's answer reader (httparse head, the body framed as the
+/// head says and read to its last byte), all on a current-thread runtime of its own, so the
+/// client adds no thread to the two cores it shares with the server.
+struct Scraper {
+    runtime: tokio::runtime::Runtime,
+    addr: std::net::SocketAddr,
+    request: Vec<u8>,
+    stream: Option<tokio::net::TcpStream>,
+    reader: sonde_http1::AnswerReader,
 }
 
-/// A blocking reqwest client (plain http; reqwest is built without a default TLS crypto
-/// provider in this workspace, so ring, its one TLS stack, is installed first).
-fn client() -> reqwest::blocking::Client {
-    #[allow(deprecated)] // ring: the workspace's one TLS stack
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::blocking::Client::builder()
-        .build()
-        .unwrap_or_else(|e| panic!("client: {e}"))
+impl Scraper {
+    fn new(addr: std::net::SocketAddr, gzip: bool) -> Scraper {
+        // As Prometheus asks for gzip; the time runs until the compressed body is in.
+        let encoding = if gzip {
+            "accept-encoding: gzip\r\n"
+        } else {
+            ""
+        };
+        Scraper {
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+            addr,
+            request: format!(
+                "GET /metrics HTTP/1.1\r\nhost: {addr}\r\naccept: text/plain\r\n{encoding}\r\n"
+            )
+            .into_bytes(),
+            stream: None,
+            reader: sonde_http1::AnswerReader::new(64 * 1024),
+        }
+    }
+
+    /// One scrape: its latency and body size, or the error.
+    fn scrape(&mut self) -> Result<(Duration, usize), String> {
+        use tokio::io::AsyncWriteExt as _;
+        let start = Instant::now();
+        let Scraper {
+            runtime,
+            addr,
+            request,
+            stream,
+            reader,
+        } = self;
+        runtime.block_on(async {
+            let mut conn = match stream.take() {
+                Some(s) => s,
+                None => tokio::net::TcpStream::connect(*addr)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            };
+            conn.write_all(request).await.map_err(|e| e.to_string())?;
+            let answer = reader
+                .read(&mut conn, false, || {})
+                .await
+                .map_err(|e| e.to_string())?;
+            if answer.status != 200 {
+                return Err(format!("HTTP {}", answer.status));
+            }
+            if answer.reusable {
+                *stream = Some(conn);
+            }
+            Ok((start.elapsed(), answer.body_bytes as usize))
+        })
+    }
 }
 
 /// Runs `threads` scrapers of `scrapes` each, released together after one warm-up scrape each.
-fn run(url: &str, threads: usize, scrapes: usize, gzip: bool) -> (Outcome, Duration) {
+fn run(
+    addr: std::net::SocketAddr,
+    threads: usize,
+    scrapes: usize,
+    gzip: bool,
+) -> (Outcome, Duration) {
     let barrier = Barrier::new(threads + 1);
     let deadline_and_results = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
                 let barrier = &barrier;
                 s.spawn(move || {
-                    let agent = client();
-                    let mut buf = Vec::new();
-                    let _ = scrape(&agent, url, gzip, &mut buf);
+                    let mut scraper = Scraper::new(addr, gzip);
+                    let _ = scraper.scrape();
                     barrier.wait();
                     let started = Instant::now();
                     let mut out = Outcome {
@@ -101,7 +144,7 @@ fn run(url: &str, threads: usize, scrapes: usize, gzip: bool) -> (Outcome, Durat
                         if started.elapsed() > DEADLINE {
                             break;
                         }
-                        match scrape(&agent, url, gzip, &mut buf) {
+                        match scraper.scrape() {
                             Ok((d, n)) => {
                                 out.latencies.push(d);
                                 out.bytes = n;
@@ -177,7 +220,7 @@ fn main() {
         .max_concurrent_scrapes(SCRAPERS)
         .install()
         .unwrap();
-    let url = format!("http://{}/metrics", server.local_addr());
+    let addr = server.local_addr();
 
     println!(
         "scrape_latency: sonde /metrics, {SERIES} mixed series (40% counters, 30% gauges, 30% histograms), text 0.0.4"
@@ -188,9 +231,9 @@ fn main() {
     );
     for gzip in [false, true] {
         let how = if gzip { "gzip" } else { "plain" };
-        let (solo, wall) = run(&url, 1, SOLO_SCRAPES, gzip);
+        let (solo, wall) = run(addr, 1, SOLO_SCRAPES, gzip);
         print_row(&format!("1, {how}"), &solo, wall);
-        let (many, wall) = run(&url, SCRAPERS, SCRAPES, gzip);
+        let (many, wall) = run(addr, SCRAPERS, SCRAPES, gzip);
         print_row(&format!("{SCRAPERS}, {how}"), &many, wall);
         let p99 = pct(&many.latencies, 99.0);
         println!(

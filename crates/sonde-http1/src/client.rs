@@ -9,7 +9,8 @@
 //! let body = client::block_on(async {
 //!     let mut answer = http.get("http://127.0.0.1:9100/metrics").send().await?;
 //!     Ok::<_, reqwest::Error>(client::read_capped(&mut answer, 1 << 20).await)
-//! });
+//! })
+//! .expect("a runtime");
 //! ```
 
 use std::future::Future;
@@ -44,7 +45,8 @@ impl TlsFiles {
         let verify = match (roots, self.insecure_skip_verify) {
             (_, true) => tls::Verify::Insecure,
             (Some(roots), false) => tls::Verify::Roots(roots),
-            (None, false) => tls::Verify::Platform,
+            // Plain http keeps working on a system without CA certificates.
+            (None, false) => tls::Verify::PlatformIfAny,
         };
         let client = match &self.client_cert {
             Some((cert, key)) => Some(tls::load_client_cert(cert, key)?),
@@ -126,18 +128,21 @@ pub async fn read_capped(response: &mut reqwest::Response, max: usize) -> Capped
 
 /// Runs `future` to completion for a caller without a runtime (a scrape thread, a CLI): on a
 /// current-thread runtime of its own, or, when called from inside a runtime (where blocking
-/// its thread would stall it), on a scoped thread.
-pub fn block_on<F>(future: F) -> F::Output
+/// its thread would stall it), on a scoped thread. The runtime is let go without waiting for
+/// its blocking tasks (a name lookup that outlives the request's timeout finishes alone). An
+/// error: the runtime could not be built (out of file descriptors).
+pub fn block_on<F>(future: F) -> std::io::Result<F::Output>
 where
     F: Future + Send,
     F::Output: Send,
 {
     let run = || {
-        tokio::runtime::Builder::new_current_thread()
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .build()
-            .expect("a current-thread runtime needs only a timer and the I/O driver")
-            .block_on(future)
+            .build()?;
+        let out = runtime.block_on(future);
+        runtime.shutdown_background();
+        Ok(out)
     };
     if tokio::runtime::Handle::try_current().is_ok() {
         std::thread::scope(|s| {
@@ -174,20 +179,22 @@ mod tests {
         let capped = block_on(async {
             let mut r = http.get(&url).send().await.unwrap();
             read_capped(&mut r, 4).await
-        });
+        })
+        .unwrap();
         assert_eq!(capped.body, b"0123");
         assert!(capped.truncated);
 
         let url = serve_once(
             b"HTTP/1.1 301 Moved\r\nlocation: http://example.invalid/\r\ncontent-length: 0\r\n\r\n",
         );
-        let status = block_on(async { http.get(&url).send().await.unwrap().status().as_u16() });
+        let status =
+            block_on(async { http.get(&url).send().await.unwrap().status().as_u16() }).unwrap();
         assert_eq!(status, 301);
     }
 
     #[tokio::test]
     async fn block_on_works_inside_a_runtime_too() {
-        assert_eq!(block_on(async { 7 }), 7);
+        assert_eq!(block_on(async { 7 }).unwrap(), 7);
     }
 
     #[test]

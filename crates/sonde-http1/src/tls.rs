@@ -26,6 +26,10 @@ pub enum Verify {
     /// Any certificate, for test servers: the handshake signatures are still checked, so the
     /// peer holds the key of the certificate it showed.
     Insecure,
+    /// Like [`Platform`](Self::Platform), but a system without CA certificates (a distroless
+    /// image) still gets a configuration: plain `http://` clients built on it work, and its
+    /// `https://` handshakes fail saying what to install or configure.
+    PlatformIfAny,
 }
 
 /// Why a configuration could not be built.
@@ -117,6 +121,18 @@ pub fn client_config_with(
         Verify::Platform => builder
             .dangerous()
             .with_custom_certificate_verifier(platform_verifier()?),
+        Verify::PlatformIfAny => {
+            let verifier: Arc<dyn ServerCertVerifier> = match platform_verifier() {
+                Ok(v) => v,
+                Err(e) => Arc::new(NoSystemRoots {
+                    why: e.to_string(),
+                    provider: provider(),
+                }),
+            };
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
+        }
     };
     let mut config = match client {
         Some((chain, key)) => builder
@@ -129,15 +145,74 @@ pub fn client_config_with(
 }
 
 /// The platform's verifier, built once: it reads the system's CA certificates, which took
-/// 20 ms here, too much to pay for every client (a scrape builds one per scrape).
+/// 20 ms here, too much to pay for every client (a scrape builds one per scrape). A failure is
+/// kept too: the store is read again only by a new process.
 fn platform_verifier() -> Result<Arc<rustls_platform_verifier::Verifier>, TlsError> {
-    static VERIFIER: std::sync::OnceLock<Arc<rustls_platform_verifier::Verifier>> =
-        std::sync::OnceLock::new();
-    if let Some(v) = VERIFIER.get() {
-        return Ok(v.clone());
+    static VERIFIER: std::sync::OnceLock<
+        Result<Arc<rustls_platform_verifier::Verifier>, rustls::Error>,
+    > = std::sync::OnceLock::new();
+    VERIFIER
+        .get_or_init(|| rustls_platform_verifier::Verifier::new(provider()).map(Arc::new))
+        .clone()
+        .map_err(TlsError::PlatformRoots)
+}
+
+/// The verifier of a system whose CA certificates could not be loaded: every certificate is
+/// refused, with the reason and what to do.
+#[derive(Debug)]
+struct NoSystemRoots {
+    why: String,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for NoSystemRoots {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Err(rustls::Error::General(format!(
+            "{}; install them (the ca-certificates package) or configure a CA file",
+            self.why
+        )))
     }
-    let v = rustls_platform_verifier::Verifier::new(provider()).map_err(TlsError::PlatformRoots)?;
-    Ok(VERIFIER.get_or_init(|| Arc::new(v)).clone())
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 #[derive(Debug)]
@@ -185,5 +260,34 @@ impl ServerCertVerifier for AcceptAnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On a system without CA certificates, an `https://` handshake fails with the reason and
+    /// what to do, while the configuration (and so plain `http://`) still builds.
+    #[test]
+    fn without_system_roots_handshakes_say_what_to_install() {
+        let verifier = NoSystemRoots {
+            why: "No CA certificates were loaded from the system".into(),
+            provider: provider(),
+        };
+        let name = ServerName::try_from("example.com").unwrap();
+        let e = verifier
+            .verify_server_cert(
+                &CertificateDer::from(vec![0u8; 4]),
+                &[],
+                &name,
+                &[],
+                UnixTime::now(),
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("No CA certificates"), "{e}");
+        assert!(e.contains("ca-certificates"), "{e}");
+        assert!(client_config(Verify::PlatformIfAny, &[b"http/1.1"]).is_ok());
     }
 }

@@ -167,7 +167,7 @@ fn get(
         }
     }
     let cap = usize::try_from(max_body).unwrap_or(usize::MAX);
-    sonde_http1::client::block_on(async move {
+    let fetched = sonde_http1::client::block_on(async move {
         let mut response = request.send().await.map_err(|e| {
             fail(
                 "connect",
@@ -209,5 +209,12 @@ fn get(
                 ),
             )),
         }
+    });
+    fetched.unwrap_or_else(|e| {
+        let shown = redact_url(url);
+        Err(fail(
+            "connect",
+            format!("{shown}: no runtime to fetch on: {e}"),
+        ))
     })
 }

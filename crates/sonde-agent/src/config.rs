@@ -2192,6 +2192,13 @@ impl<'a> Reader<'a> {
                     sonde_scrape::Auth::None
                 }
             };
+            if let Err(e) = sonde_scrape::check_login(&url, &target.auth) {
+                self.error(
+                    url_at.clone(),
+                    e.message,
+                    "put the credentials in `username` and `password` (or `bearer_token`), not in the URL",
+                );
+            }
             let client_cert = match (str_of("cert_file"), str_of("key_file")) {
                 (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
                 (None, None) => None,

@@ -360,6 +360,11 @@ fn cases() -> Vec<Case> {
             Refused("the header \"bad name\" is invalid"),
         ),
         case(
+            "a scrape URL with credentials and a bearer token (two Authorization headers)",
+            "[[sources.scrape]]\njob = \"a\"\nurl = \"http://u:p@127.0.0.1:9/metrics\"\nbearer_token = \"t\"\n",
+            Refused("carries credentials and basic auth or a bearer token is set too"),
+        ),
+        case(
             "a remote-write URL that is not one (failed at start)",
             "[exporters.remote_write]\nurl = \"not a url\"\n",
             Refused("is not an absolute http:// or https:// URL"),

@@ -76,6 +76,26 @@ pub fn check_url(url: &str) -> Result<(), FetchError> {
     }
 }
 
+/// Checks that `url` and `auth` do not both carry credentials: the client turns a URL's
+/// `user:password@` into an `Authorization` header, and a second one would follow.
+pub fn check_login(url: &str, auth: &Auth) -> Result<(), FetchError> {
+    let in_url = url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.authority().map(|a| a.as_str().contains('@')))
+        .unwrap_or(false);
+    if in_url && *auth != Auth::None {
+        return Err(fail(
+            "bad_url",
+            format!(
+                "{} carries credentials and basic auth or a bearer token is set too; keep one of them",
+                redact_url(url)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// GETs `url` within `timeout`, reading at most `max_body` bytes, and returns the body as text
 /// (invalid UTF-8 replaced). Redirects are not followed (credentials must not travel); a
 /// non-2xx answer and a protobuf body are errors.
@@ -154,6 +174,7 @@ fn get(
 ) -> Result<(Vec<u8>, String), FetchError> {
     check_url(url)?;
     let shown = redact_url(url);
+    check_login(url, auth)?;
     let client = sonde_http1::client::client(tls, timeout, user_agent)
         .map_err(|e| fail("tls", format!("{shown}: {e}")))?;
     let mut request = client.get(url).timeout(timeout).header("Accept", accept);

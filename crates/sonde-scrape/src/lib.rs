@@ -18,7 +18,7 @@ mod source;
 mod text;
 
 pub use fetch::{
-    ACCEPT, ACCEPT_PROTOBUF, Auth, FetchError, MAX_BODY_BYTES, Tls, check_url, fetch,
+    ACCEPT, ACCEPT_PROTOBUF, Auth, FetchError, MAX_BODY_BYTES, Tls, check_login, check_url, fetch,
     fetch_exposition, fetch_with_tls,
 };
 pub use proto::parse_protobuf;

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use sonde_core::{Counter, Family, Gauge, Histogram, Registry, Unit};
 
-use crate::fetch::{Auth, FetchError, check_url};
+use crate::fetch::{Auth, FetchError, check_login, check_url};
 use crate::text::{Exposition, Kind, Labels, Series};
 
 /// One target to scrape.
@@ -129,6 +129,7 @@ impl ScrapeSource {
     pub fn start(registry: &Registry, targets: Vec<Target>) -> Result<ScrapeSource, FetchError> {
         for t in &targets {
             check_url(&t.url)?;
+            check_login(&t.url, &t.auth)?;
         }
         let stop = Arc::new(AtomicBool::new(false));
         let keep = Arc::new(AtomicBool::new(false));

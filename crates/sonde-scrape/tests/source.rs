@@ -282,6 +282,17 @@ fn a_bad_url_is_refused_before_anything_starts() {
         .unwrap_err();
     assert_eq!(err.reason, "bad_url");
     assert!(err.message.contains("http://"), "{}", err.message);
+    // Credentials in the URL and a configured login would send two Authorization headers.
+    let err = sonde_scrape::fetch(
+        "http://user:secret@127.0.0.1:9/metrics",
+        Duration::from_secs(1),
+        &sonde_scrape::Auth::Bearer("t".into()),
+        1024,
+        "test",
+    )
+    .unwrap_err();
+    assert_eq!(err.reason, "bad_url");
+    assert!(!err.message.contains("secret"), "{}", err.message);
 }
 
 #[test]

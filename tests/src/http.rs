@@ -89,7 +89,10 @@ fn send(
         request = request.body(body.to_vec());
     }
     let reply = sonde_http1::client::block_on(async move {
-        let mut response = request.send().await.map_err(|e| chain(&e))?;
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| sonde_push::error_chain(&e))?;
         let header = |name: &str| {
             response
                 .headers()
@@ -103,7 +106,7 @@ fn send(
         let headers = response.headers().clone();
         let read = sonde_http1::client::read_capped(&mut response, 64 << 20).await;
         if let Some(e) = read.error {
-            return Err(chain(&e));
+            return Err(sonde_push::error_chain(&e));
         }
         assert!(!read.truncated, "{url} answered more than 64 MiB");
         Ok(Reply {
@@ -115,17 +118,6 @@ fn send(
         })
     });
     reply.map_err(|e| format!("no runtime: {e}"))?
-}
-
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 const TIMEOUT: Duration = Duration::from_secs(20);

@@ -205,15 +205,13 @@ trait Push {
     /// The section that starts it.
     type Section: PartialEq + Clone + 'static;
     /// What the agent holds while it runs.
-    type Handle;
+    type Handle: Component + 'static;
     /// Its section in `c`.
     fn section(c: &Config) -> &Option<Self::Section>;
     /// Its section in `c`, to put back the one that runs after a failed restart.
     fn section_mut(c: &mut Config) -> &mut Option<Self::Section>;
     /// The durable queue directory `s` names (kept across a reload: restarted in place).
-    fn queue_dir(_: &Self::Section) -> Option<&std::path::Path> {
-        None
-    }
+    fn queue_dir(s: &Self::Section) -> Option<&std::path::Path>;
     /// Starts it; its deltas continue `deltas` (its predecessor's), so nothing is counted twice.
     fn start(
         s: &Self::Section,
@@ -222,123 +220,65 @@ trait Push {
         deltas: Option<sonde_core::DeltaState>,
     ) -> Result<Self::Handle, String>;
     /// The delta state a successor continues.
-    fn deltas(_: &Self::Handle) -> Option<sonde_core::DeltaState> {
-        None
-    }
-    /// The handle as a component, to stop in a list with others.
-    fn component(h: Self::Handle) -> Arc<dyn Component>;
+    fn deltas(h: &Self::Handle) -> Option<sonde_core::DeltaState>;
 }
 
-struct Otlp;
-struct CloudWatch;
-struct Emf;
-struct RemoteWrite;
+/// Implements [`Push`] for each kind from one line: the kind, its section in [`Config`], the
+/// section and handle types, whether the section names a durable queue, how it starts
+/// `(section, registry, resource, deltas)` and the delta state a successor continues.
+macro_rules! push_kinds {
+    ($($kind:ident: $field:ident, $section:ty => $handle:ty, queue: $queue:expr, start: $start:expr, deltas: $deltas:expr;)*) => {$(
+        struct $kind;
 
-impl Push for Otlp {
-    type Section = crate::config::OtlpSection;
-    type Handle = sonde_otlp::OtlpMetricsExporter;
-    fn section(c: &Config) -> &Option<Self::Section> {
-        &c.otlp
-    }
-    fn section_mut(c: &mut Config) -> &mut Option<Self::Section> {
-        &mut c.otlp
-    }
-    fn queue_dir(s: &Self::Section) -> Option<&std::path::Path> {
-        s.queue.as_ref().map(|q| q.dir.as_path())
-    }
-    fn start(
-        s: &Self::Section,
-        registry: &Registry,
-        resource: &Resource,
-        deltas: Option<sonde_core::DeltaState>,
-    ) -> Result<Self::Handle, String> {
-        start_otlp(s, registry, resource, deltas)
-    }
-    fn deltas(h: &Self::Handle) -> Option<sonde_core::DeltaState> {
-        h.delta_state()
-    }
-    fn component(h: Self::Handle) -> Arc<dyn Component> {
-        Arc::new(h)
-    }
+        impl Push for $kind {
+            type Section = $section;
+            type Handle = $handle;
+            fn section(c: &Config) -> &Option<Self::Section> {
+                &c.$field
+            }
+            fn section_mut(c: &mut Config) -> &mut Option<Self::Section> {
+                &mut c.$field
+            }
+            fn queue_dir(s: &Self::Section) -> Option<&std::path::Path> {
+                let queue: fn(&Self::Section) -> Option<&sonde_push::DiskQueueConfig> = $queue;
+                queue(s).map(|q| q.dir.as_path())
+            }
+            fn start(
+                s: &Self::Section,
+                registry: &Registry,
+                resource: &Resource,
+                deltas: Option<sonde_core::DeltaState>,
+            ) -> Result<Self::Handle, String> {
+                let start: fn(
+                    &Self::Section,
+                    &Registry,
+                    &Resource,
+                    Option<sonde_core::DeltaState>,
+                ) -> Result<Self::Handle, String> = $start;
+                start(s, registry, resource, deltas)
+            }
+            fn deltas(h: &Self::Handle) -> Option<sonde_core::DeltaState> {
+                let deltas: fn(&Self::Handle) -> Option<sonde_core::DeltaState> = $deltas;
+                deltas(h)
+            }
+        }
+    )*};
 }
 
-impl Push for CloudWatch {
-    type Section = crate::config::CloudWatchSection;
-    type Handle = sonde_cloudwatch::CloudWatchExporter;
-    fn section(c: &Config) -> &Option<Self::Section> {
-        &c.cloudwatch
-    }
-    fn section_mut(c: &mut Config) -> &mut Option<Self::Section> {
-        &mut c.cloudwatch
-    }
-    fn queue_dir(s: &Self::Section) -> Option<&std::path::Path> {
-        s.queue.as_ref().map(|q| q.dir.as_path())
-    }
-    fn start(
-        s: &Self::Section,
-        registry: &Registry,
-        resource: &Resource,
-        deltas: Option<sonde_core::DeltaState>,
-    ) -> Result<Self::Handle, String> {
-        start_cloudwatch(s, registry, resource, deltas)
-    }
-    fn deltas(h: &Self::Handle) -> Option<sonde_core::DeltaState> {
-        Some(h.delta_state())
-    }
-    fn component(h: Self::Handle) -> Arc<dyn Component> {
-        Arc::new(h)
-    }
-}
-
-impl Push for Emf {
-    type Section = crate::config::EmfSection;
+push_kinds! {
+    Otlp: otlp, crate::config::OtlpSection => sonde_otlp::OtlpMetricsExporter,
+        queue: |s| s.queue.as_ref(), start: start_otlp, deltas: |h| h.delta_state();
+    CloudWatch: cloudwatch, crate::config::CloudWatchSection => sonde_cloudwatch::CloudWatchExporter,
+        queue: |s| s.queue.as_ref(), start: start_cloudwatch, deltas: |h| Some(h.delta_state());
     // Shared with the timer thread, which flushes it every interval.
-    type Handle = Arc<sonde_cloudwatch::EmfWriter>;
-    fn section(c: &Config) -> &Option<Self::Section> {
-        &c.emf
-    }
-    fn section_mut(c: &mut Config) -> &mut Option<Self::Section> {
-        &mut c.emf
-    }
-    fn start(
-        s: &Self::Section,
-        registry: &Registry,
-        resource: &Resource,
-        deltas: Option<sonde_core::DeltaState>,
-    ) -> Result<Self::Handle, String> {
-        start_emf(s, registry, resource, deltas).map(Arc::new)
-    }
-    fn deltas(h: &Self::Handle) -> Option<sonde_core::DeltaState> {
-        Some(h.delta_state())
-    }
-    fn component(h: Self::Handle) -> Arc<dyn Component> {
-        h
-    }
-}
-
-impl Push for RemoteWrite {
-    type Section = crate::config::RemoteWriteSection;
-    type Handle = sonde_prometheus::RemoteWriter;
-    fn section(c: &Config) -> &Option<Self::Section> {
-        &c.remote_write
-    }
-    fn section_mut(c: &mut Config) -> &mut Option<Self::Section> {
-        &mut c.remote_write
-    }
-    fn queue_dir(s: &Self::Section) -> Option<&std::path::Path> {
-        s.queue.as_ref().map(|q| q.dir.as_path())
-    }
-    fn start(
-        s: &Self::Section,
-        registry: &Registry,
-        resource: &Resource,
-        _deltas: Option<sonde_core::DeltaState>,
-    ) -> Result<Self::Handle, String> {
-        start_remote_write(s, registry, resource)
-    }
-    fn component(h: Self::Handle) -> Arc<dyn Component> {
-        Arc::new(h)
-    }
+    Emf: emf, crate::config::EmfSection => Arc<sonde_cloudwatch::EmfWriter>,
+        queue: |_| None,
+        start: |s, registry, resource, deltas| start_emf(s, registry, resource, deltas).map(Arc::new),
+        deltas: |h| Some(h.delta_state());
+    RemoteWrite: remote_write, crate::config::RemoteWriteSection => sonde_prometheus::RemoteWriter,
+        queue: |s| s.queue.as_ref(),
+        start: |s, registry, resource, _deltas| start_remote_write(s, registry, resource),
+        deltas: |_| None;
 }
 
 /// What a reload does to one push exporter, decided (and any new one started) before anything
@@ -420,7 +360,7 @@ impl<P: Push> Slot<P> {
             Plan::Keep => {}
             Plan::Replace(next) => {
                 if let Some(h) = std::mem::replace(&mut self.running, next) {
-                    at.replaced.push(P::component(h));
+                    at.replaced.push(Arc::new(h));
                 }
             }
             Plan::HandOver => {
@@ -494,7 +434,9 @@ impl<P: Push> Slot<P> {
 
     /// The running exporter as a component, taken out (to stop it).
     fn take(&mut self) -> Option<Arc<dyn Component>> {
-        self.running.take().map(P::component)
+        self.running
+            .take()
+            .map(|h| Arc::new(h) as Arc<dyn Component>)
     }
 }
 
@@ -566,7 +508,7 @@ impl Staged {
 /// The exporter a plan started, if it started one.
 fn staged_handle<P: Push>(plan: Plan<P>) -> Option<Arc<dyn Component>> {
     match plan {
-        Plan::Replace(Some(h)) => Some(P::component(h)),
+        Plan::Replace(Some(h)) => Some(Arc::new(h)),
         _ => None,
     }
 }

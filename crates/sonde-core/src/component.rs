@@ -48,6 +48,22 @@ pub trait Component: Send + Sync {
     fn shutdown(&self, timeout: Duration) -> Result<(), ComponentError>;
 }
 
+/// A shared handle is the component it shares (a timer thread and the agent holding one
+/// writer, say).
+impl<T: Component + ?Sized> Component for std::sync::Arc<T> {
+    fn name(&self) -> &'static str {
+        (**self).name()
+    }
+
+    fn flush(&self, timeout: Duration) -> Result<(), ComponentError> {
+        (**self).flush(timeout)
+    }
+
+    fn shutdown(&self, timeout: Duration) -> Result<(), ComponentError> {
+        (**self).shutdown(timeout)
+    }
+}
+
 /// Why a [`Component`]'s flush or shutdown did not finish everything.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{component}: {message}")]

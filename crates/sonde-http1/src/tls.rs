@@ -117,15 +117,18 @@ pub fn client_config_with(
         Verify::Roots(roots) => builder.with_root_certificates(roots),
         Verify::Insecure => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider()))),
+            .with_custom_certificate_verifier(Arc::new(Fixed {
+                refuse: None,
+                provider: provider(),
+            })),
         Verify::Platform => builder
             .dangerous()
             .with_custom_certificate_verifier(platform_verifier()?),
         Verify::PlatformIfAny => {
             let verifier: Arc<dyn ServerCertVerifier> = match platform_verifier() {
                 Ok(v) => v,
-                Err(e) => Arc::new(NoSystemRoots {
-                    why: e.to_string(),
+                Err(e) => Arc::new(Fixed {
+                    refuse: Some(e.to_string()),
                     provider: provider(),
                 }),
             };
@@ -157,15 +160,16 @@ fn platform_verifier() -> Result<Arc<rustls_platform_verifier::Verifier>, TlsErr
         .map_err(TlsError::PlatformRoots)
 }
 
-/// The verifier of a system whose CA certificates could not be loaded: every certificate is
-/// refused, with the reason and what to do.
+/// A verifier that decides on the certificate alone: accepts any (`refuse: None`, for
+/// [`Verify::Insecure`]) or refuses every one with a reason (a system without CA certificates).
+/// Either way the handshake signatures are checked, so the peer holds the certificate's key.
 #[derive(Debug)]
-struct NoSystemRoots {
-    why: String,
+struct Fixed {
+    refuse: Option<String>,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for NoSystemRoots {
+impl ServerCertVerifier for Fixed {
     fn verify_server_cert(
         &self,
         _end_entity: &CertificateDer<'_>,
@@ -174,10 +178,12 @@ impl ServerCertVerifier for NoSystemRoots {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Err(rustls::Error::General(format!(
-            "{}; install them (the ca-certificates package) or configure a CA file",
-            self.why
-        )))
+        match &self.refuse {
+            None => Ok(ServerCertVerified::assertion()),
+            Some(why) => Err(rustls::Error::General(format!(
+                "{why}; install them (the ca-certificates package) or configure a CA file"
+            ))),
+        }
     }
 
     fn verify_tls12_signature(
@@ -215,54 +221,6 @@ impl ServerCertVerifier for NoSystemRoots {
     }
 }
 
-#[derive(Debug)]
-struct AcceptAnyCertificate(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for AcceptAnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,8 +229,8 @@ mod tests {
     /// what to do, while the configuration (and so plain `http://`) still builds.
     #[test]
     fn without_system_roots_handshakes_say_what_to_install() {
-        let verifier = NoSystemRoots {
-            why: "No CA certificates were loaded from the system".into(),
+        let verifier = Fixed {
+            refuse: Some("No CA certificates were loaded from the system".into()),
             provider: provider(),
         };
         let name = ServerName::try_from("example.com").unwrap();

@@ -224,10 +224,8 @@ impl<'a> Reader<'a> {
         parse: fn(&str) -> Option<T>,
         expected: &str,
     ) -> Option<T> {
-        if t.get(key).is_none() {
-            self.required(t, span, key, what, example);
-            return None;
-        }
+        // Absent or not a string: said once, by `required`.
+        self.required(t, span, key, what, example)?;
         self.parsed(t, key, what, example, parse, expected)
     }
 

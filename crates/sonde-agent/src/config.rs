@@ -434,29 +434,35 @@ impl Config {
             env_used: Vec::new(),
             queue_dirs: Vec::new(),
             off_sections: Vec::new(),
+            known_env: Vec::new(),
         };
         let root = doc.as_table();
         let config = r.config(root);
         // SONDE_* variables that override nothing are mistakes too.
         for name in env_names {
             if name.starts_with("SONDE_") && !r.env_used.contains(name) {
-                let off = r.off_sections.iter().find(|(_, prefix)| {
+                let off = r.off_sections.iter().find(|(_, prefix, _)| {
                     name.strip_prefix(prefix.as_str())
                         .is_some_and(|rest| rest.starts_with('_'))
                 });
-                if let Some((section, prefix)) = off {
+                if let Some((section, prefix, keys)) = off
+                    && keys.contains(name)
+                {
                     r.errors.push(ConfigError {
                         location: format!("environment variable {name}"),
-                        message: format!(
-                            "[{section}] is off, so this setting is not read"
-                        ),
+                        message: format!("[{section}] is off, so this setting is not read"),
                         hint: format!(
                             "turn the section on with enabled = true in [{section}] (or {prefix}_ENABLED=true), or remove the variable"
                         ),
                     });
                     continue;
                 }
-                let suggestion = sonde_core::diag::closest(name, &r.env_used);
+                // A misspelt setting of an off section is offered that section's names too.
+                let mut names = r.env_used.clone();
+                if let Some((_, _, keys)) = off {
+                    names.extend(keys.iter().cloned());
+                }
+                let suggestion = sonde_core::diag::closest(name, &names);
                 r.errors.push(ConfigError {
                     location: format!("environment variable {name}"),
                     message: "no setting has this name".into(),
@@ -699,8 +705,11 @@ struct Reader<'a> {
     env_used: Vec<String>,
     /// Durable queue directories seen, with their exporter.
     queue_dirs: Vec<(PathBuf, &'static str)>,
-    /// Sections turned off, with their environment prefix (`SONDE_EXPORTERS_OTLP`).
-    off_sections: Vec<(String, String)>,
+    /// Sections turned off, with their environment prefix (`SONDE_EXPORTERS_OTLP`) and the
+    /// environment names of their keys.
+    off_sections: Vec<(String, String, Vec<String>)>,
+    /// The environment names of each section's keys, by section path.
+    known_env: Vec<(String, Vec<String>)>,
 }
 
 fn env_name(path: &[&str]) -> String {
@@ -722,6 +731,15 @@ impl<'a> Reader<'a> {
 
     /// Reports keys of `table` not in `known`.
     fn unknown_keys(&mut self, table: Option<&Table>, path: &str, known: &[&str]) {
+        // The environment names of a section that turns out to be off (see `section_on`).
+        let section: Vec<&str> = path.split('.').collect();
+        self.known_env.push((
+            path.to_owned(),
+            known
+                .iter()
+                .map(|k| env_name(&[section.as_slice(), &[*k]].concat()))
+                .collect(),
+        ));
         let Some(table) = table else {
             return;
         };
@@ -864,7 +882,14 @@ impl<'a> Reader<'a> {
         key.push("enabled");
         let on = self.bool(table, &key, default);
         if !on {
-            self.off_sections.push((path.join("."), env_name(path)));
+            let section = path.join(".");
+            let keys = self
+                .known_env
+                .iter()
+                .find(|(p, _)| *p == section)
+                .map(|(_, k)| k.clone())
+                .unwrap_or_default();
+            self.off_sections.push((section, env_name(path), keys));
         }
         on
     }
@@ -2518,6 +2543,12 @@ mod tests {
         // A name that is no setting of any section is still unknown.
         let e = parse("", &[("SONDE_EXPORTERS_OTLPX", "1")]).unwrap_err().0;
         assert_eq!(e[0].message, "no setting has this name");
+        // A misspelt setting of an off section is a typo, with the setting it resembles.
+        let e = parse("", &[("SONDE_EXPORTERS_OTLP_ENDPONT", "http://c:4318")])
+            .unwrap_err()
+            .0;
+        assert_eq!(e[0].message, "no setting has this name");
+        assert_eq!(e[0].hint, "did you mean SONDE_EXPORTERS_OTLP_ENDPOINT?");
     }
 
     #[test]

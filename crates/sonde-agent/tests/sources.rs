@@ -749,17 +749,18 @@ fn host_pressure_agrees_with_node_exporter() {
         assert_eq!(sample_value(&scrape, ours), None);
         return;
     }
+    // The agent is started without waiting for it: until it listens, a read is `None`.
     let read = || {
-        let n = sample_value(&scrape_metrics(node).unwrap(), theirs).unwrap();
-        let a = sample_value(&scrape_metrics(metrics).unwrap(), ours);
-        (n, a)
+        let n = sample_value(&scrape_metrics(node)?, theirs)?;
+        let a = sample_value(&scrape_metrics(metrics)?, ours);
+        Some((n, a))
     };
     wait_for(
         "the agent's first pressure reading",
         Duration::from_secs(20),
-        || read().1,
+        || read().and_then(|(_, a)| a),
     );
-    let (n0, a0) = read();
+    let (n0, a0) = read().unwrap();
     // More busy threads than CPUs for a second: tasks wait for a CPU.
     let busy = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -780,7 +781,7 @@ fn host_pressure_agrees_with_node_exporter() {
         w.join().unwrap();
     }
     std::thread::sleep(Duration::from_millis(300));
-    let (n1, a1) = read();
+    let (n1, a1) = read().unwrap();
     let (node_delta, agent_delta) = (n1 - n0, a1.unwrap() - a0.unwrap());
     assert!(
         node_delta > 0.1,

@@ -21,7 +21,8 @@ use std::time::Duration;
 use crate::tls::{self, TlsError};
 
 /// What an HTTPS client trusts and presents beyond the platform's roots, as PEM files read
-/// when the client is built (so a renewed file is picked up by the next client).
+/// when the client is built (so a renewed file is picked up by the next client). The system's
+/// own CA store is read once per process.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TlsFiles {
     /// Certificate authorities to trust instead of the system's (a private CA).

@@ -46,7 +46,7 @@ struct Trust<'a> {
     client: Option<(&'a std::path::Path, &'a std::path::Path)>,
 }
 
-fn client(trust: &Trust<'_>, timeout: Duration) -> reqwest::Client {
+fn client(trust: &Trust<'_>) -> reqwest::Client {
     use rustls_pki_types::pem::PemObject as _;
     use sonde_http1::tls;
     let verify = match trust.ca_pem {
@@ -63,12 +63,7 @@ fn client(trust: &Trust<'_>, timeout: Duration) -> reqwest::Client {
         .client
         .map(|(cert, key)| tls::load_client_cert(cert, key).unwrap());
     let config = tls::client_config_with(verify, identity, &[b"http/1.1"]).unwrap();
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .tls_backend_preconfigured(std::sync::Arc::unwrap_or_clone(config))
-        .timeout(timeout)
-        .build()
-        .unwrap()
+    sonde_http1::client::client_with(config, TIMEOUT, "sonde-tests").unwrap()
 }
 
 /// One request; any status is a reply, a transport error is an `Err` with its causes.
@@ -80,8 +75,8 @@ fn send(
     trust: &Trust<'_>,
     timeout: Duration,
 ) -> Result<Reply, String> {
-    let client = client(trust, timeout);
-    let mut request = client.request(method, url);
+    let client = client(trust);
+    let mut request = client.request(method, url).timeout(timeout);
     for (k, v) in headers {
         request = request.header(*k, *v);
     }

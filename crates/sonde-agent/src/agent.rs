@@ -518,7 +518,6 @@ fn changed<T: PartialEq>(old: Option<&Config>, new: &Config, pick: impl Fn(&Conf
     old.is_none_or(|o| pick(o) != pick(new))
 }
 
-/// The addresses StatsD listens on, when it listens.
 /// Where StatsD listens: UDP, unix datagram path, TCP.
 type StatsdListen = (
     Option<std::net::SocketAddr>,
@@ -577,9 +576,9 @@ impl Running {
     /// change is exported once, by one of them.
     ///
     /// Not carried over (yet): a new StatsD server (changed `[statsd]`) starts from empty ingest
-    /// state, so a tag set unlike the family's first one
-    /// is refused as `type_conflict`, and a `/metrics` server whose TLS or users changed on the
-    /// same address closes before the new one binds (a few milliseconds without a listener).
+    /// state, so a tag set unlike the family's first one is refused as `type_conflict`, and a
+    /// `/metrics` server whose TLS or users changed on the same address closes before the new
+    /// one binds (a few milliseconds without a listener).
     /// Host and procstat collectors whose section changed re-create their series.
     ///
     /// A component that cannot start next to its predecessor fails the reload with nothing

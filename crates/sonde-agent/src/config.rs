@@ -441,11 +441,14 @@ impl Config {
         // SONDE_* variables that override nothing are mistakes too.
         for name in env_names {
             if name.starts_with("SONDE_") && !r.env_used.contains(name) {
-                let off = r.off_sections.iter().find(|(_, prefix, _)| {
-                    name.strip_prefix(prefix.as_str())
-                        .is_some_and(|rest| rest.starts_with('_'))
+                // The keys of the off section this variable names, if any.
+                let off = r.off_sections.iter().find_map(|section| {
+                    let keys = r.known_env.iter().find(|(p, _)| p == section)?;
+                    let prefix = env_name(&section.split('.').collect::<Vec<_>>());
+                    let rest = name.strip_prefix(prefix.as_str())?;
+                    rest.starts_with('_').then_some((section, prefix, &keys.1))
                 });
-                if let Some((section, prefix, keys)) = off
+                if let Some((section, prefix, keys)) = &off
                     && keys.contains(name)
                 {
                     r.errors.push(ConfigError {
@@ -705,9 +708,8 @@ struct Reader<'a> {
     env_used: Vec<String>,
     /// Durable queue directories seen, with their exporter.
     queue_dirs: Vec<(PathBuf, &'static str)>,
-    /// Sections turned off, with their environment prefix (`SONDE_EXPORTERS_OTLP`) and the
-    /// environment names of their keys.
-    off_sections: Vec<(String, String, Vec<String>)>,
+    /// Sections turned off (`exporters.otlp`).
+    off_sections: Vec<String>,
     /// The environment names of each section's keys, by section path.
     known_env: Vec<(String, Vec<String>)>,
 }
@@ -882,14 +884,7 @@ impl<'a> Reader<'a> {
         key.push("enabled");
         let on = self.bool(table, &key, default);
         if !on {
-            let section = path.join(".");
-            let keys = self
-                .known_env
-                .iter()
-                .find(|(p, _)| *p == section)
-                .map(|(_, k)| k.clone())
-                .unwrap_or_default();
-            self.off_sections.push((section, env_name(path), keys));
+            self.off_sections.push(path.join("."));
         }
         on
     }
@@ -2366,9 +2361,8 @@ impl<'a> Reader<'a> {
 
     /// The OTLP settings as the exporter resolves them at start-up (endpoint, headers).
     fn check_otlp(&mut self, t: Option<&Table>, o: &OtlpSection) {
-        let transport = &o.transport;
         let env = |k: &str| (self.env)(k);
-        if let Err(e) = transport.resolve(sonde_otlp::Signal::Metrics, &env) {
+        if let Err(e) = o.transport.resolve(sonde_otlp::Signal::Metrics, &env) {
             let key = if e.to_string().contains("header") {
                 "headers"
             } else {

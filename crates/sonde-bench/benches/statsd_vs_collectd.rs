@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sonde_tests::agent::{KillOnDrop, free_udp, scrape_metrics};
+use sonde_tests::agent::{KillOnDrop, free_udp, scrape_metrics, spawn_agent};
 use sonde_tests::{TempDir, free_addr, wait_for};
 
 const LINES: usize = 40;
@@ -197,16 +197,7 @@ fn start_agent(dir: &Path, statsd: SocketAddr, metrics: SocketAddr) -> KillOnDro
         ),
     )
     .unwrap();
-    let log = std::fs::File::create(dir.join("agent.log")).unwrap();
-    let agent = KillOnDrop(
-        Command::new(agent_binary())
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
-    );
+    let agent = spawn_agent(&agent_binary().to_string_lossy(), &config, dir);
     wait_for("the agent's /metrics", Duration::from_secs(20), || {
         scrape_metrics(metrics)
     });

@@ -73,6 +73,9 @@ pub enum ClientError {
     Build(reqwest::Error),
 }
 
+/// The `User-Agent` of sonde's own requests (pushes, OTLP/HTTP).
+pub const USER_AGENT: &str = concat!("sonde/", env!("CARGO_PKG_VERSION"));
+
 /// An HTTP/1.1 client that follows no redirect (a redirected POST loses its body, and
 /// credentials must not travel to another host), gives up connecting after `connect_timeout`
 /// and sends `user_agent`; each request sets its own overall timeout.
@@ -81,7 +84,15 @@ pub fn client(
     connect_timeout: Duration,
     user_agent: &str,
 ) -> Result<reqwest::Client, ClientError> {
-    let config = tls.config(&[b"http/1.1"])?;
+    client_with(tls.config(&[b"http/1.1"])?, connect_timeout, user_agent)
+}
+
+/// [`client`] on a rustls configuration built elsewhere (a CA held in memory, say).
+pub fn client_with(
+    config: Arc<rustls::ClientConfig>,
+    connect_timeout: Duration,
+    user_agent: &str,
+) -> Result<reqwest::Client, ClientError> {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .tls_backend_preconfigured(Arc::unwrap_or_clone(config))

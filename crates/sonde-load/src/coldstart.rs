@@ -526,12 +526,13 @@ async fn get(client: &reqwest::Client, url: &str, timeout: Duration) -> Result<u
     })?;
     let status = response.status().as_u16();
     let read = sonde_http1::client::read_capped(&mut response, 16 << 20).await;
-    match read.error {
-        Some(e) => Err(format!(
+    match (read.error, read.truncated) {
+        (Some(e), _) => Err(format!(
             "reading the answer: {}",
             sonde_push::error_chain(&e)
         )),
-        None => Ok(status),
+        (None, true) => Err("reading the answer: it is larger than 16 MiB".to_owned()),
+        (None, false) => Ok(status),
     }
 }
 

@@ -353,12 +353,9 @@ pub(crate) fn http_client(settings: &Resolved) -> Result<reqwest::Client, Error>
             .zip(settings.client_key.clone()),
         insecure_skip_verify: false,
     };
-    sonde_http1::client::client(&tls, settings.timeout, USER_AGENT)
+    sonde_http1::client::client(&tls, settings.timeout, sonde_http1::client::USER_AGENT)
         .map_err(|e| Error::Config(e.to_string()))
 }
-
-/// The `User-Agent` of every OTLP/HTTP request.
-const USER_AGENT: &str = concat!("sonde/", env!("CARGO_PKG_VERSION"));
 
 /// Sends pre-encoded request bytes and decodes the response, so queued requests are kept as
 /// bytes rather than as message trees.

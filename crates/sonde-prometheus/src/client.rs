@@ -9,7 +9,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use crate::Error;
 
 /// The `User-Agent` of every push.
-pub(crate) const USER_AGENT: &str = concat!("sonde/", env!("CARGO_PKG_VERSION"));
+pub(crate) use sonde_http1::client::USER_AGENT;
 
 /// Bytes of an error response kept for the error message.
 const BODY_LIMIT: usize = 1024;

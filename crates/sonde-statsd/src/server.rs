@@ -556,10 +556,11 @@ impl ReceiveLoop {
 
     /// While datagrams keep coming: naps and then takes everything the socket received
     /// meanwhile, instead of being woken by the kernel for each one, until two naps in a row
-    /// find nothing. Below [`BUSY_DRAIN`] datagrams per [`NAP`] the socket buffer holds a nap's
-    /// traffic whatever its size; above, a drain finds that many and the next one follows
-    /// without a nap. Flush requests are answered after each drain. False when the parser is
-    /// gone.
+    /// find nothing. A nap holds fewer than [`BUSY_DRAIN`] datagrams in the socket buffer (at
+    /// most 64 × 8 KiB of DogStatsD datagrams: raise `receive_buffer` past the 208 KiB Linux
+    /// default for such traffic); above that rate a drain finds that many and the next one
+    /// follows without a nap. Flush requests are answered after each drain. False when the
+    /// parser is gone.
     fn batch(&self, buf: &mut [u8], spare: &mut Option<Vec<u8>>) -> bool {
         if self.socket.set_nonblocking(true).is_err() {
             return true;
@@ -649,10 +650,11 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-/// How long the parser naps between drains of the queue while datagrams keep coming.
+/// How long the receive threads and the parser nap between drains while datagrams keep
+/// coming.
 const NAP: Duration = Duration::from_millis(1);
-/// A drain that finds at least this many datagrams means the parser is the bottleneck: it
-/// drains again at once instead of napping.
+/// A drain that finds at least this many datagrams means the traffic outruns the naps: the
+/// next drain follows at once.
 const BUSY_DRAIN: usize = 64;
 
 fn parse_loop(

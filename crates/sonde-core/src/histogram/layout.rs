@@ -203,7 +203,7 @@ impl HistogramLayout {
             explicit_cell: Box::new([]),
             split_first: vec![NO_SPLIT; cells].into_boxed_slice(),
             blocks: (n_fine + 2).div_ceil(BLOCK),
-            head_block: config.buckets.len() + 1,
+            head_block: head_block(config.buckets.len(), 1),
             sum_at: config.buckets.len(),
             stripes: 1,
             exemplars: false,
@@ -226,13 +226,7 @@ impl HistogramLayout {
     /// two) and whether it keeps exemplars.
     pub(crate) fn set_series_options(&mut self, stripes: usize, exemplars: bool) {
         self.stripes = stripes;
-        // Stripes are there to keep threads off each other's cache lines.
-        let head = self.explicit.len() + 1;
-        self.head_block = if stripes > 1 {
-            head.next_multiple_of(8)
-        } else {
-            head
-        };
+        self.head_block = head_block(self.explicit.len(), stripes);
         self.exemplars = exemplars;
     }
 
@@ -348,6 +342,18 @@ impl HistogramLayout {
 /// `v` clamped to `[min, max]` when `min <= max` (a series that saw something), else `v`.
 pub(super) fn clamp(v: f64, min: f64, max: f64) -> f64 {
     if min <= max { v.max(min).min(max) } else { v }
+}
+
+/// The counters of one stripe's head: a split counter per explicit bucket and the sum, padded
+/// to whole cache lines when striped (stripes are there to keep threads off each other's
+/// lines).
+fn head_block(explicit: usize, stripes: usize) -> usize {
+    let head = explicit + 1;
+    if stripes > 1 {
+        head.next_multiple_of(8)
+    } else {
+        head
+    }
 }
 
 /// A standalone layout at `p` with the seconds defaults, for the tests of every histogram file.

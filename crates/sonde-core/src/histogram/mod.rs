@@ -139,7 +139,9 @@ fn counts_between(
 /// A histogram series handle: records `f64` observations.
 ///
 /// An observation is two relaxed atomic operations in the common case (its grid cell and the
-/// sum) plus reads of min and max; nothing allocates, locks or hashes.
+/// sum) plus reads of min and max; nothing locks or hashes. It allocates only the first time a
+/// value reaches a block of cells, and the first time a cell of that block passes 2^15
+/// observations (its carries): a bounded cost per block, see the module docs.
 ///
 /// ```
 /// use sonde_core::{Registry, Unit};
@@ -207,7 +209,7 @@ impl Histogram {
     /// - Zero and negative values are counted, as by `observe`: in the low cell, in the exact
     ///   explicit buckets, and in the sum and min (a histogram does not know whether its unit
     ///   is signed).
-    /// - Counts saturate: one grid cell of a series holds at most [`MAX_CELL_COUNT`] (2^48)
+    /// - Counts saturate: one grid cell of a series holds at most [`MAX_CELL_COUNT`] (2^46)
     ///   observations through `observe_n`; the part of a batch past that is dropped from every
     ///   figure (count, buckets and sum stay consistent), so a huge `n` (even `u64::MAX`)
     ///   neither panics nor wraps.

@@ -124,8 +124,10 @@ impl HistogramCore {
 
     /// Bytes this series holds now (without its labels and exemplars): what
     /// [`series_bytes`](HistogramLayout::series_bytes) counts for the blocks allocated so far,
-    /// plus any carries.
-    pub fn heap_bytes(&self) -> usize {
+    /// plus any carries. (For the tests: a running series is measured through its point,
+    /// [`HistogramPoint::heap_bytes`](super::HistogramPoint::heap_bytes).)
+    #[cfg(test)]
+    pub(crate) fn heap_bytes(&self) -> usize {
         let blocks = self.blocks.iter().filter(|b| b.get().is_some()).count();
         let carries = self.carry.get().map_or(0, |c| {
             size_of::<Carry>()
@@ -310,6 +312,9 @@ impl HistogramCore {
     /// (single increments leave it there at most by the number of threads incrementing at
     /// that moment, each of which then moves `HALF`): a 16-bit cell cannot wrap.
     fn add_fine(&self, b: usize, slot: usize, n: u64) {
+        // The block first, even when all of `n` goes to the carry: readers find a block's
+        // carries through the block.
+        let cell = &self.block(b)[slot];
         let units = n >> SHIFT;
         if units > 0 {
             add_units(
@@ -321,7 +326,6 @@ impl HistogramCore {
         if rest == 0 {
             return;
         }
-        let cell = &self.block(b)[slot];
         let mut v = cell.load(Relaxed);
         loop {
             let total = u32::from(v) + rest;
@@ -601,6 +605,21 @@ mod tests {
         assert_eq!(p.count(), values.len() as u64);
         assert_eq!(p.min(), Some(-1.0));
         assert_eq!(p.max(), Some(5000.0));
+    }
+
+    /// A batch of whole units of [`HALF`] into a range nothing reached yet goes to the carry
+    /// alone, and is still counted: the block its carry hangs from exists.
+    #[test]
+    fn a_batch_of_whole_carry_units_into_a_new_block_is_counted() {
+        let l = layout(Precision::Standard);
+        for units in [1, 3] {
+            let core = HistogramCore::new(&l);
+            let n = units * u64::from(HALF);
+            core.observe_n(0.1, n);
+            let p = core.read();
+            assert_eq!(p.count(), n);
+            assert_eq!(p.cells().map(|(_, c)| c).sum::<u64>(), n);
+        }
     }
 
     /// Cells count in 16 bits and move 2^15 (256 in tests) into their carry: every figure

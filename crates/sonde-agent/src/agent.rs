@@ -526,8 +526,8 @@ type StatsdListen = (
 );
 
 fn statsd_listen(c: &Config) -> Option<StatsdListen> {
-    let s = &c.statsd;
-    (s.enabled && (s.udp.is_some() || s.unix.is_some() || s.tcp.is_some()))
+    let s = &c.statsd.server;
+    (c.statsd.enabled && (s.udp.is_some() || s.unix.is_some() || s.tcp.is_some()))
         .then(|| (s.udp, s.unix.clone(), s.tcp))
 }
 
@@ -1300,28 +1300,12 @@ fn start_statsd(
     config: &Config,
     registry: &Registry,
 ) -> Result<sonde_statsd::StatsdServer, String> {
-    let s = &config.statsd;
-    let mut b = sonde_statsd::StatsdServer::builder()
+    sonde_statsd::StatsdServer::builder()
+        .config(&config.statsd.server)
         .registry(registry.clone())
-        .receive_buffer(s.receive_buffer)
-        .queue(s.queue)
-        .max_metrics(s.max_metrics)
         .max_series(config.agent.max_series_per_family)
-        .ttl(s.ttl)
-        .mapping(s.mappings.iter().cloned());
-    if let Some(a) = s.udp {
-        b = b.udp(a.to_string());
-    }
-    if let Some(p) = &s.unix {
-        b = b.unix(p.clone());
-    }
-    if let Some(a) = s.tcp {
-        b = b
-            .tcp(a.to_string())
-            .tcp_max_connections(s.tcp_max_connections)
-            .tcp_idle_timeout(s.tcp_idle_timeout);
-    }
-    b.start().map_err(|e| format!("[statsd]: {e}"))
+        .start()
+        .map_err(|e| format!("[statsd]: {e}"))
 }
 
 fn start_probes(

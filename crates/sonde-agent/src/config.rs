@@ -10,6 +10,8 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sonde_settings::Settings;
+use sonde_settings::toml::Entry;
 use toml_edit::{Document, Item, Table, Value};
 
 /// The configuration used when no file is given.
@@ -134,26 +136,8 @@ pub enum HostView {
 pub struct StatsdSection {
     /// Whether StatsD is received.
     pub enabled: bool,
-    /// UDP address.
-    pub udp: Option<SocketAddr>,
-    /// Unix datagram socket path.
-    pub unix: Option<PathBuf>,
-    /// TCP address (newline-delimited lines; off by default).
-    pub tcp: Option<SocketAddr>,
-    /// Most concurrent TCP connections.
-    pub tcp_max_connections: usize,
-    /// A TCP connection silent this long is closed.
-    pub tcp_idle_timeout: Duration,
-    /// SO_RCVBUF, bytes.
-    pub receive_buffer: usize,
-    /// Packets queued between receiving and parsing.
-    pub queue: usize,
-    /// Most distinct metric names.
-    pub max_metrics: usize,
-    /// Series and names idle this long expire.
-    pub ttl: Duration,
-    /// Mapping rules, in order.
-    pub mappings: Vec<sonde_statsd::MappingRule>,
+    /// The rest of the section: the server's own settings.
+    pub server: sonde_statsd::StatsdConfig,
 }
 
 /// `[sources.otlp]`: services push OTLP metrics to the agent.
@@ -536,19 +520,8 @@ pub fn parse_size(s: &str) -> Option<usize> {
 // The range of every numeric setting, checked by `check-config` so that what it accepts also
 // starts (documented in sonde-agent.toml and examples-config/full.toml).
 
-/// `statsd.queue`, datagrams: `sync_channel` allocates every slot up front.
-pub const QUEUE_RANGE: RangeInclusive<usize> = 1..=65_536;
-/// `statsd.receive_buffer`, bytes: `SO_RCVBUF` is a C `int` that Linux doubles.
-pub const RECEIVE_BUFFER_RANGE: RangeInclusive<usize> = 4096..=1 << 30;
-/// `statsd.max_metrics`.
-pub const MAX_METRICS_RANGE: RangeInclusive<usize> = 1..=1_000_000;
-/// `statsd.tcp_max_connections`: each connection has a thread and up to 80 KiB of buffers.
-pub const TCP_CONNECTIONS_RANGE: RangeInclusive<usize> = 1..=10_000;
 /// `sources.otlp.max_request_size`.
 pub const OTLP_REQUEST_RANGE: RangeInclusive<usize> = 1024..=1 << 30;
-/// `statsd.tcp_idle_timeout`.
-pub const TCP_IDLE_RANGE: RangeInclusive<Duration> =
-    Duration::from_secs(1)..=Duration::from_secs(24 * 3600);
 /// `agent.max_series_per_family`.
 pub const MAX_SERIES_RANGE: RangeInclusive<usize> = 1..=1_000_000;
 /// `agent.resource_detection_timeout`: start-up never waits longer than this for a detector.
@@ -558,9 +531,6 @@ pub const DETECTION_TIMEOUT_RANGE: RangeInclusive<Duration> =
 pub const MAX_CGROUPS_RANGE: RangeInclusive<usize> = 1..=100_000;
 /// `agent.memory_budget`, bytes: below 1 MiB the agent's own series would not fit.
 pub const MEMORY_BUDGET_RANGE: RangeInclusive<usize> = 1 << 20..=1 << 40;
-/// `statsd.ttl`.
-pub const STATSD_TTL_RANGE: RangeInclusive<Duration> =
-    Duration::from_secs(1)..=Duration::from_secs(7 * 24 * 3600);
 /// Intervals (agent, host, exporters): below 100 ms the agent would spin.
 pub const INTERVAL_RANGE: RangeInclusive<Duration> =
     Duration::from_millis(100)..=Duration::from_secs(24 * 3600);
@@ -570,8 +540,6 @@ pub const PROBE_PERIOD_RANGE: RangeInclusive<Duration> =
 /// `agent.shutdown_timeout` and `exporters.otlp.timeout`.
 pub const TIMEOUT_RANGE: RangeInclusive<Duration> =
     Duration::from_millis(10)..=Duration::from_secs(3600);
-/// Longest unix socket path (`sun_path` holds 108 bytes with the final NUL).
-const MAX_UNIX_PATH: usize = 107;
 
 /// `d` the way it is written in the configuration (`500ms`, `10s`, `2m`, `24h`).
 fn show_duration(d: Duration) -> String {
@@ -761,6 +729,72 @@ impl<'a> Reader<'a> {
                 hint,
             );
         }
+    }
+
+    /// The section at `path` read into its component's settings `T`: each of `T`'s keys from
+    /// its SONDE_* variable or the file, every mistake (and every problem `T::validate` finds)
+    /// reported at its place; other keys are unknown, but for the agent's own `extra` keys.
+    fn settings<T: Settings>(&mut self, table: Option<&Table>, path: &[&str], extra: &[&str]) -> T {
+        let keys = sonde_settings::keys::<T>();
+        let known: Vec<&str> = keys.iter().chain(extra).copied().collect();
+        self.unknown_keys(table, &path.join("."), &known);
+        let mut entries = Vec::new();
+        for key in keys {
+            let name = env_name(&[path, &[*key]].concat());
+            if !self.env_used.contains(&name) {
+                self.env_used.push(name.clone());
+            }
+            if let Some(v) = (self.env)(&name) {
+                entries.push((key.to_string(), Entry::Env(v)));
+            } else if let Some(item) = table.and_then(|t| t.get(key)) {
+                entries.push((key.to_string(), Entry::File(item.clone())));
+            }
+        }
+        let (value, mistakes) = sonde_settings::toml::read::<T>(entries);
+        for m in mistakes {
+            let full: Vec<&str> = path
+                .iter()
+                .copied()
+                .chain(m.problem.key.split('.').filter(|k| !k.is_empty()))
+                .collect();
+            let loc = match m.span {
+                Some(span) => self.at(Some(span)),
+                None => self.location_in(table, path.len(), &full),
+            };
+            self.error(loc, m.problem.message_for(&full.join(".")), m.problem.hint);
+        }
+        value
+    }
+
+    /// Where the setting at `path` is (its first `depth` names being `table`'s section): its
+    /// environment variable if set, else the deepest item of the file it names
+    /// (`statsd.mappings.2`: the third mapping), else the section.
+    fn location_in(&self, table: Option<&Table>, depth: usize, path: &[&str]) -> String {
+        if path.len() == depth + 1 {
+            let name = env_name(path);
+            if (self.env)(&name).is_some() {
+                return format!("environment variable {name}");
+            }
+        }
+        let mut span = table.and_then(|t| t.span());
+        let mut current: Option<&Item> = None;
+        for key in &path[depth.min(path.len())..] {
+            let next = match current {
+                None => table.and_then(|t| t.get(key)),
+                Some(Item::ArrayOfTables(a)) => {
+                    // An entry is a table, not an item: its span ends the walk.
+                    if let Some(t) = key.parse::<usize>().ok().and_then(|n| a.get(n)) {
+                        span = t.span().or(span);
+                    }
+                    break;
+                }
+                Some(other) => other.get(*key),
+            };
+            let Some(next) = next else { break };
+            span = next.span().or(span);
+            current = Some(next);
+        }
+        self.at(span)
     }
 
     fn sub<'t>(&mut self, table: Option<&'t Table>, key: &str, path: &str) -> Option<&'t Table> {
@@ -1264,102 +1298,9 @@ impl<'a> Reader<'a> {
         }
 
         let statsd = self.sub(Some(root), "statsd", "statsd");
-        self.unknown_keys(
-            statsd,
-            "statsd",
-            &[
-                "enabled",
-                "udp",
-                "unix",
-                "tcp",
-                "tcp_max_connections",
-                "tcp_idle_timeout",
-                "receive_buffer",
-                "queue",
-                "max_metrics",
-                "ttl",
-                "mappings",
-            ],
-        );
-        let mut mappings = Vec::new();
-        for t in self.tables(statsd, "mappings", "statsd.mappings") {
-            self.unknown_keys(
-                Some(t),
-                "statsd.mappings",
-                &["match", "name", "labels", "drop"],
-            );
-            let Some(pattern) = t.get("match").and_then(Item::as_str) else {
-                self.error(
-                    self.at(t.span()),
-                    "each [[statsd.mappings]] needs `match`, a glob on the metric name".into(),
-                    "for example match = \"api.*.requests\"",
-                );
-                continue;
-            };
-            let name = t.get("name").and_then(Item::as_str).map(str::to_string);
-            let drop = t.get("drop").and_then(Item::as_bool).unwrap_or(false);
-            let labels = self.string_table(Some(t), "labels", "statsd.mappings.labels");
-            if name.is_none() && labels.is_empty() && !drop {
-                self.error(
-                    self.at(t.span()),
-                    format!("the mapping for `{pattern}` does nothing"),
-                    "give it a `name`, `labels` or drop = true",
-                );
-                continue;
-            }
-            let rule = sonde_statsd::MappingRule {
-                pattern: pattern.to_string(),
-                name,
-                labels,
-                drop,
-            };
-            if let Err(e) = sonde_statsd::Mapper::new([rule.clone()]) {
-                // The rule StatsD would refuse at start-up, checked alone to locate it.
-                self.error(
-                    self.at(t.span()),
-                    e.to_string(),
-                    "see [[statsd.mappings]] in `sonde-agent print-example-config`",
-                );
-            }
-            mappings.push(rule);
-        }
         let statsd = StatsdSection {
             enabled: self.bool(statsd, &["statsd", "enabled"], true),
-            udp: self.address(statsd, &["statsd", "udp"], "127.0.0.1:8125".parse().ok()),
-            unix: self.unix_path(statsd),
-            tcp: self.address(statsd, &["statsd", "tcp"], None),
-            tcp_max_connections: self.ranged::<Count>(
-                statsd,
-                &["statsd", "tcp_max_connections"],
-                sonde_statsd::tcp::DEFAULT_MAX_CONNECTIONS,
-                TCP_CONNECTIONS_RANGE,
-            ),
-            tcp_idle_timeout: self.ranged::<Span>(
-                statsd,
-                &["statsd", "tcp_idle_timeout"],
-                sonde_statsd::tcp::DEFAULT_IDLE_TIMEOUT,
-                TCP_IDLE_RANGE,
-            ),
-            receive_buffer: self.ranged::<Bytes>(
-                statsd,
-                &["statsd", "receive_buffer"],
-                8 * 1024 * 1024,
-                RECEIVE_BUFFER_RANGE,
-            ),
-            queue: self.ranged::<Count>(statsd, &["statsd", "queue"], 4096, QUEUE_RANGE),
-            max_metrics: self.ranged::<Count>(
-                statsd,
-                &["statsd", "max_metrics"],
-                10_000,
-                MAX_METRICS_RANGE,
-            ),
-            ttl: self.ranged::<Span>(
-                statsd,
-                &["statsd", "ttl"],
-                Duration::from_secs(600),
-                STATSD_TTL_RANGE,
-            ),
-            mappings,
+            server: self.settings(statsd, &["statsd"], &["enabled"]),
         };
 
         let probes_t = self.sub(Some(root), "probes", "probes");
@@ -2299,25 +2240,6 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// `[statsd] unix`: a path the kernel can bind (no NUL, at most 107 bytes).
-    fn unix_path(&mut self, statsd: Option<&Table>) -> Option<PathBuf> {
-        let path = &["statsd", "unix"];
-        let p = self.string(statsd, path).filter(|s| !s.is_empty())?;
-        if p.len() > MAX_UNIX_PATH || p.contains('\0') {
-            let loc = self.location_of(statsd, path);
-            self.error(
-                loc,
-                format!(
-                    "`statsd.unix` must be a path of at most {MAX_UNIX_PATH} bytes without NUL (this one has {})",
-                    p.len()
-                ),
-                "use a shorter path, like \"/run/sonde/dsd.socket\"",
-            );
-            return None;
-        }
-        Some(PathBuf::from(p))
-    }
-
     /// A CloudWatch namespace, checked by the exporters' own check.
     fn namespace(&mut self, t: Option<&Table>, path: &[&str], ns: String) -> String {
         if let Err(e) = sonde_cloudwatch::check_namespace(&ns) {
@@ -2430,7 +2352,7 @@ mod tests {
     #[test]
     fn the_embedded_defaults_are_valid() {
         let c = parse(DEFAULT_CONFIG, &[]).unwrap();
-        assert_eq!(c.statsd.udp, "127.0.0.1:8125".parse().ok());
+        assert_eq!(c.statsd.server.udp, "127.0.0.1:8125".parse().ok());
         // Not the library's 9464: a sonde service and the agent share a host on defaults.
         assert_eq!(
             c.prometheus.unwrap().listen,
@@ -2448,7 +2370,7 @@ mod tests {
         assert!(c.host.enabled && c.own_process && c.statsd.enabled);
         assert!(c.otlp.is_none() && c.cloudwatch.is_none());
         assert_eq!(
-            parse("", &[]).unwrap().statsd.udp,
+            parse("", &[]).unwrap().statsd.server.udp,
             "127.0.0.1:8125".parse().ok()
         );
     }
@@ -2500,7 +2422,7 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(c.statsd.udp, "127.0.0.1:2".parse().ok());
+        assert_eq!(c.statsd.server.udp, "127.0.0.1:2".parse().ok());
         assert_eq!(
             c.otlp
                 .unwrap()
@@ -2511,7 +2433,7 @@ mod tests {
             "http://collector:4318/v1/metrics"
         );
         assert_eq!(c.agent.interval, Duration::from_secs(5));
-        assert_eq!(c.statsd.receive_buffer, 1024 * 1024);
+        assert_eq!(c.statsd.server.receive_buffer, 1024 * 1024);
         let e = parse("", &[("SONDE_AGENT_INTERVAL", "soon")])
             .unwrap_err()
             .0;

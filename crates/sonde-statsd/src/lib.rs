@@ -45,6 +45,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod ingest;
 pub mod mapping;
 pub mod parser;
@@ -52,6 +53,7 @@ pub mod self_metrics;
 pub mod server;
 pub mod tcp;
 
+pub use config::StatsdConfig;
 pub use ingest::{
     DEFAULT_MAX_LABELS, DEFAULT_MAX_METRICS, DEFAULT_MAX_SERIES, Ingest, MAX_LINE_OBSERVATIONS,
     MAX_SAMPLE_WEIGHT, MAX_SET_SIZE,

@@ -33,17 +33,23 @@ const CACHE_LIMIT: usize = 65_536;
 /// Bytes of names and mappings remembered (estimated); past it the cache starts over.
 const CACHE_BYTES: usize = 4 << 20;
 
-/// One mapping rule.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// One mapping rule. In a configuration file: `match = "api.*.requests"`, `name`, `labels =
+/// { route = "$1" }`, `drop = true`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MappingRule {
-    /// The glob pattern, e.g. `api.*.requests`.
+    /// The glob pattern, e.g. `api.*.requests` (`match` in a file).
+    #[serde(rename = "match")]
     pub pattern: String,
     /// The new name; may use captures (`http.$1.requests`). `None` keeps the name.
+    #[serde(default)]
     pub name: Option<String>,
     /// Labels to add, `(name, value template)`; values may use captures. They take precedence
     /// over DogStatsD tags of the same name.
+    #[serde(default, with = "sonde_settings::pairs")]
     pub labels: Vec<(String, String)>,
     /// Drop matching metrics (counted in `sonde.statsd.dropped{reason="mapping"}`).
+    #[serde(default)]
     pub drop: bool,
 }
 

@@ -216,6 +216,28 @@ impl StatsdServerBuilder {
         self
     }
 
+    /// Everything `config` sets: its listeners (added to any set before), buffers, limits and
+    /// mapping rules. Check it first with
+    /// [`validate`](sonde_settings::Settings::validate), which names each problem's key.
+    pub fn config(mut self, config: &crate::StatsdConfig) -> Self {
+        if let Some(a) = config.udp {
+            self = self.udp(a.to_string());
+        }
+        if let Some(p) = &config.unix {
+            self = self.unix(p);
+        }
+        if let Some(a) = config.tcp {
+            self = self.tcp(a.to_string());
+        }
+        self.tcp_max_connections(config.tcp_max_connections)
+            .tcp_idle_timeout(config.tcp_idle_timeout)
+            .receive_buffer(config.receive_buffer)
+            .queue(config.queue)
+            .max_metrics(config.max_metrics)
+            .ttl(config.ttl)
+            .mapping(config.mappings.iter().cloned())
+    }
+
     /// Binds the sockets and starts the threads.
     pub fn start(self) -> Result<StatsdServer, Error> {
         if self.udp.is_empty() && self.unix.is_empty() && self.tcp.is_empty() {

@@ -1,0 +1,381 @@
+//! Reading a section of a TOML document, with environment overrides, into a component's
+//! [`Settings`], every mistake reported with its place.
+//!
+//! ```
+//! use sonde_settings::toml::{read, Entry};
+//! # use serde::Deserialize;
+//! # use sonde_settings::{Expect, Problem, Settings};
+//! # #[derive(Debug, Default, Deserialize)]
+//! # #[serde(default, deny_unknown_fields)]
+//! # struct Queue { size: usize, name: String }
+//! # impl Settings for Queue {
+//! #     fn expect(key: &str) -> Option<Expect> {
+//! #         (key == "size").then(|| Expect::count(1..=1024, 64))
+//! #     }
+//! #     fn validate(&self) -> Vec<Problem> { Self::within("size", self.size).into_iter().collect() }
+//! # }
+//! let doc: toml_edit::Document<String> = "size = \"big\"\nname = 5\n".parse().unwrap();
+//! let entries = doc.as_table().iter().map(|(k, v)| (k.to_owned(), Entry::File(v.clone())));
+//! let (queue, mistakes) = read::<Queue>(entries.collect());
+//! // Both keys are reported, not only the first.
+//! assert_eq!(mistakes.len(), 2);
+//! assert_eq!(mistakes[0].problem.to_string(), "`size` must be a whole number from 1 to 1024 (for example 64)");
+//! assert!(mistakes[1].problem.message.contains("expected a string"));
+//! assert_eq!(queue.size, 0); // the default, as neither key could be read
+//! ```
+
+use std::fmt;
+use std::ops::Range;
+
+use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, Visitor};
+use serde::forward_to_deserialize_any;
+
+use crate::{EnvValue, Problem, Settings};
+
+/// Where a key's value comes from.
+#[derive(Debug, Clone)]
+pub enum Entry {
+    /// The file's item (its spans locate the mistakes).
+    File(toml_edit::Item),
+    /// An environment variable's text.
+    Env(String),
+}
+
+/// A key that could not be read, or that start-up would refuse.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mistake {
+    /// What is wrong, at which key.
+    pub problem: Problem,
+    /// Where in the file, when the parser knows it more closely than the key's value (a bad
+    /// element of a list).
+    pub span: Option<Range<usize>>,
+}
+
+/// Reads `entries` into `T`. Each key is read alone first, so every key that does not fit is
+/// reported, not only the first; the keys that fit are then read together, and the result is
+/// [validated](Settings::validate). A key that does not fit keeps its default. The caller
+/// passes only `T`'s [keys](crate::keys) (and reports the others as unknown, with its own
+/// suggestions).
+pub fn read<T: Settings>(entries: Vec<(String, Entry)>) -> (T, Vec<Mistake>) {
+    let mut mistakes = Vec::new();
+    let mut fit = Vec::new();
+    // For each list read element by element: the original position of each element kept.
+    let mut kept_at: Vec<(String, Vec<usize>)> = Vec::new();
+    for (key, entry) in entries {
+        let Err(e) = read_key::<T>(&key, entry.clone()) else {
+            fit.push((key, entry));
+            continue;
+        };
+        let Some(elements) = elements(&entry) else {
+            mistakes.push(key_mistake::<T>(&key, e));
+            continue;
+        };
+        // A list: each element alone, so one bad entry neither hides the others' mistakes
+        // nor takes the good ones with it.
+        let mut kept = Vec::new();
+        let mut at = Vec::new();
+        for (i, element) in elements.iter().enumerate() {
+            match read_key::<T>(&key, list(std::slice::from_ref(element))) {
+                Ok(()) => {
+                    kept.push(element.clone());
+                    at.push(i);
+                }
+                Err(e) => mistakes.push(key_mistake::<T>(&format!("{key}.{i}"), e)),
+            }
+        }
+        fit.push((key.clone(), list(&kept)));
+        kept_at.push((key, at));
+    }
+    let value = match T::deserialize(Entries::new(fit)) {
+        Ok(v) => v,
+        // Keys that fit alone and not together: the struct's own rule, told as it is.
+        Err(e) => {
+            mistakes.push(Mistake {
+                problem: Problem::new("", e.message, "check the section's keys together"),
+                span: e.span,
+            });
+            T::default()
+        }
+    };
+    // A key that could not be read is told once, not again for the default it kept.
+    let unread: Vec<String> = mistakes.iter().map(|m| m.problem.key.clone()).collect();
+    for mut problem in value.validate() {
+        // `mappings.1` of the elements kept is the element at its place in the file.
+        if let Some(key) = renumbered(&problem.key, &kept_at) {
+            problem.key = key;
+        }
+        if unread.contains(&problem.key) {
+            continue;
+        }
+        mistakes.push(Mistake {
+            problem,
+            span: None,
+        });
+    }
+    (value, mistakes)
+}
+
+/// `key` (`mappings.1.name`) with its element's index among those kept replaced by its place
+/// in the file, for a list read element by element.
+fn renumbered(key: &str, kept_at: &[(String, Vec<usize>)]) -> Option<String> {
+    let (list_key, rest) = key.split_once('.')?;
+    let (_, at) = kept_at.iter().find(|(k, _)| k == list_key)?;
+    let (index, tail) = rest.split_once('.').unwrap_or((rest, ""));
+    let original = at.get(index.parse::<usize>().ok()?)?;
+    Some(match tail {
+        "" => format!("{list_key}.{original}"),
+        tail => format!("{list_key}.{original}.{tail}"),
+    })
+}
+
+/// Reads `T` from `key` alone.
+fn read_key<T: Settings>(key: &str, entry: Entry) -> Result<(), Error> {
+    T::deserialize(Entries::new(vec![(key.to_owned(), entry)])).map(drop)
+}
+
+/// The mistake of `key` (`mappings.2` for a list's element) that did not fit.
+fn key_mistake<T: Settings>(key: &str, e: Error) -> Mistake {
+    let expect = T::expect(key.split('.').next().unwrap_or(key));
+    Mistake {
+        problem: match expect {
+            Some(expect) => expect.problem(key),
+            None => Problem {
+                key: key.to_owned(),
+                message: format!("cannot be read: {}", e.message),
+                names_key: true,
+                hint: "check the value's type and spelling".into(),
+            },
+        },
+        span: e.span,
+    }
+}
+
+/// The elements of a list from the file (`[[key]]` tables or an array).
+fn elements(entry: &Entry) -> Option<Vec<toml_edit::Item>> {
+    match entry {
+        Entry::File(toml_edit::Item::ArrayOfTables(a)) => {
+            Some(a.iter().cloned().map(toml_edit::Item::Table).collect())
+        }
+        Entry::File(toml_edit::Item::Value(toml_edit::Value::Array(a))) => {
+            Some(a.iter().cloned().map(toml_edit::Item::Value).collect())
+        }
+        _ => None,
+    }
+}
+
+/// A list of `items` (tables or values) as the file would hold it.
+fn list(items: &[toml_edit::Item]) -> Entry {
+    let mut array = toml_edit::Array::new();
+    for item in items {
+        let value = match item.clone() {
+            toml_edit::Item::Table(t) => toml_edit::Value::InlineTable(t.into_inline_table()),
+            other => match other.into_value() {
+                Ok(v) => v,
+                Err(_) => continue,
+            },
+        };
+        array.push_formatted(value);
+    }
+    Entry::File(toml_edit::Item::Value(toml_edit::Value::Array(array)))
+}
+
+/// The error of reading one key: the parser's message and, from the file, its place.
+#[derive(Debug)]
+struct Error {
+    message: String,
+    span: Option<Range<usize>>,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl de::Error for Error {
+    fn custom<T: fmt::Display>(msg: T) -> Self {
+        Error {
+            message: msg.to_string(),
+            span: None,
+        }
+    }
+}
+
+impl From<toml_edit::de::Error> for Error {
+    fn from(e: toml_edit::de::Error) -> Self {
+        Error {
+            message: e.message().to_owned(),
+            span: e.span(),
+        }
+    }
+}
+
+impl From<de::value::Error> for Error {
+    fn from(e: de::value::Error) -> Self {
+        de::Error::custom(e)
+    }
+}
+
+/// The section's entries as a map.
+struct Entries {
+    items: std::vec::IntoIter<(String, Entry)>,
+    value: Option<Entry>,
+}
+
+impl Entries {
+    fn new(items: Vec<(String, Entry)>) -> Self {
+        Entries {
+            items: items.into_iter(),
+            value: None,
+        }
+    }
+}
+
+impl<'de> MapAccess<'de> for Entries {
+    type Error = Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Error> {
+        let Some((key, entry)) = self.items.next() else {
+            return Ok(None);
+        };
+        self.value = Some(entry);
+        let key: de::value::StringDeserializer<Error> = key.into_deserializer();
+        seed.deserialize(key).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, Error> {
+        match self.value.take() {
+            Some(Entry::Env(text)) => Ok(seed.deserialize(EnvValue(text))?),
+            Some(Entry::File(item)) => {
+                let span = item.span();
+                let value = match item.into_value() {
+                    Ok(v) => v,
+                    Err(_) => return Err(de::Error::custom("this key holds no value")),
+                };
+                seed.deserialize(value.into_deserializer()).map_err(|e| {
+                    let mut e = Error::from(e);
+                    e.span = e.span.or(span);
+                    e
+                })
+            }
+            None => Err(de::Error::custom("a value without its key")),
+        }
+    }
+}
+
+impl<'de> de::Deserializer<'de> for Entries {
+    type Error = Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        visitor.visit_map(self)
+    }
+
+    forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map struct enum
+        identifier ignored_any
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde::Deserialize;
+
+    use super::*;
+    use crate::Expect;
+
+    #[derive(Debug, Default, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Rule {
+        pattern: String,
+        #[serde(default)]
+        weight: usize,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    #[serde(default, deny_unknown_fields)]
+    struct Section {
+        #[serde(with = "crate::duration")]
+        every: Duration,
+        rules: Vec<Rule>,
+    }
+
+    impl Default for Section {
+        fn default() -> Self {
+            Section {
+                every: Duration::from_secs(10),
+                rules: Vec::new(),
+            }
+        }
+    }
+
+    impl Settings for Section {
+        fn expect(key: &str) -> Option<Expect> {
+            (key == "every").then(|| {
+                Expect::duration(
+                    Duration::from_secs(1)..=Duration::from_secs(60),
+                    Duration::from_secs(10),
+                )
+            })
+        }
+        fn validate(&self) -> Vec<Problem> {
+            let mut problems: Vec<Problem> =
+                Self::within("every", self.every).into_iter().collect();
+            for (i, r) in self.rules.iter().enumerate() {
+                if r.weight > 9 {
+                    problems.push(Problem::new(
+                        &format!("rules.{i}"),
+                        "too heavy",
+                        "at most 9",
+                    ));
+                }
+            }
+            problems
+        }
+    }
+
+    fn file(text: &str) -> Vec<(String, Entry)> {
+        let doc: toml_edit::Document<String> = text.parse().unwrap();
+        doc.as_table()
+            .iter()
+            .map(|(k, v)| (k.to_owned(), Entry::File(v.clone())))
+            .collect()
+    }
+
+    #[test]
+    fn each_bad_element_of_a_list_is_told_at_its_place_and_the_good_ones_are_kept() {
+        let text = "[[rules]]\npattern = \"a\"\n\n[[rules]]\npattern = 5\n\n[[rules]]\npattern = \"c\"\nweight = 12\n\n[[rules]]\npattern = \"d\"\n";
+        let (section, mistakes) = read::<Section>(file(text));
+        let keys: Vec<&str> = mistakes.iter().map(|m| m.problem.key.as_str()).collect();
+        // Element 1 cannot be read; element 2 is refused by `validate`, numbered as in the
+        // file (it is the second of the elements kept).
+        assert_eq!(keys, ["rules.1", "rules.2"]);
+        let span = mistakes[0].span.clone().unwrap();
+        assert_eq!(&text[span], "5");
+        assert!(mistakes[0].problem.message.contains("expected a string"));
+        let patterns: Vec<&str> = section.rules.iter().map(|r| r.pattern.as_str()).collect();
+        assert_eq!(patterns, ["a", "c", "d"]);
+    }
+
+    #[test]
+    fn the_environment_is_read_as_the_field_takes_it() {
+        let (section, mistakes) = read::<Section>(vec![("every".into(), Entry::Env("30s".into()))]);
+        assert!(mistakes.is_empty(), "{mistakes:?}");
+        assert_eq!(section.every, Duration::from_secs(30));
+        let (section, mistakes) = read::<Section>(vec![("every".into(), Entry::Env("2h".into()))]);
+        assert_eq!(
+            mistakes[0].problem.to_string(),
+            "`every` must be a duration from 1s to 1m (write it as a string like \"10s\", \"500ms\", \"2m\" or \"1h\")"
+        );
+        // Read, out of range: told once, by `validate`, and the value is kept as read.
+        assert_eq!(mistakes.len(), 1);
+        assert_eq!(section.every, Duration::from_secs(7200));
+    }
+}

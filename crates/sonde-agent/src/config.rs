@@ -251,58 +251,14 @@ pub struct EmfSection {
 }
 
 /// `[exporters.remote_write]`.
-#[derive(Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RemoteWriteSection {
-    /// Receiver URL.
-    pub url: String,
-    /// Push interval.
-    pub interval: Duration,
+    /// The writer's own settings (`url`, `interval`, auth, TLS, headers).
+    pub config: sonde_prometheus::RemoteWriteConfig,
     /// `select`: which metrics it sends (default: everything).
     pub select: sonde_core::Selection,
-    /// `username` and `password`: HTTP basic auth.
-    pub basic_auth: Option<(String, String)>,
-    /// `bearer_token`.
-    pub bearer_token: Option<String>,
-    /// `bearer_token_file`: read again whenever it changes.
-    pub bearer_token_file: Option<PathBuf>,
-    /// `tenant`: sent as `X-Scope-OrgID` (Mimir, Cortex).
-    pub tenant: Option<String>,
-    /// `headers`: extra HTTP headers.
-    pub headers: Vec<(String, String)>,
-    /// `ca_file`: the private CA to trust instead of the system's roots.
-    pub ca_file: Option<PathBuf>,
-    /// `cert_file` and `key_file`: the client certificate for mutual TLS.
-    pub client_cert: Option<(PathBuf, PathBuf)>,
-    /// `sigv4 = true` with `sigv4_region` and `sigv4_service`: AWS SigV4 signing, credentials
-    /// from the AWS default chain.
-    pub sigv4: Option<(Option<String>, Option<String>)>,
     /// `queue_dir` (with `queue_max_size`, `queue_fsync`): a durable queue on disk.
     pub queue: Option<sonde_push::DiskQueueConfig>,
-}
-
-// Not derived: the password, tokens and header values stay out of logs.
-impl std::fmt::Debug for RemoteWriteSection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteWriteSection")
-            .field("url", &self.url)
-            .field("interval", &self.interval)
-            .field("username", &self.basic_auth.as_ref().map(|(u, _)| u))
-            .field(
-                "bearer_token",
-                &self.bearer_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field("bearer_token_file", &self.bearer_token_file)
-            .field("tenant", &self.tenant)
-            .field(
-                "headers",
-                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            )
-            .field("ca_file", &self.ca_file)
-            .field("client_cert", &self.client_cert)
-            .field("sigv4", &self.sigv4)
-            .field("queue", &self.queue)
-            .finish_non_exhaustive()
-    }
 }
 
 impl RemoteWriteSection {
@@ -312,42 +268,16 @@ impl RemoteWriteSection {
         registry: &sonde_core::Registry,
         resource: &sonde_core::Resource,
     ) -> sonde_prometheus::RemoteWriteBuilder {
-        let mut b = sonde_prometheus::RemoteWriteBuilder::new(self.url.clone())
+        let b = self
+            .config
+            .builder()
             .registry(registry.clone())
             .resource(resource.clone())
-            .interval(self.interval)
             .selection(self.select.clone());
-        if let Some((user, password)) = &self.basic_auth {
-            b = b.basic_auth(user.clone(), password.clone());
+        match &self.queue {
+            Some(q) => b.durable_queue(q.clone()),
+            None => b,
         }
-        if let Some(t) = &self.bearer_token {
-            b = b.bearer_token(t.clone());
-        }
-        if let Some(path) = &self.bearer_token_file {
-            b = b.bearer_token_file(path.clone());
-        }
-        if let Some(t) = &self.tenant {
-            b = b.tenant(t.clone());
-        }
-        for (k, v) in &self.headers {
-            b = b.header(k.clone(), v.clone());
-        }
-        if let Some(ca) = &self.ca_file {
-            b = b.tls_ca_file(ca.clone());
-        }
-        if let Some((cert, key)) = &self.client_cert {
-            b = b.tls_client_cert(cert.clone(), key.clone());
-        }
-        if let Some((region, service)) = &self.sigv4 {
-            b = b.sigv4_service(service.clone().unwrap_or_else(|| "aps".into()));
-            if let Some(r) = region {
-                b = b.sigv4_region(r.clone());
-            }
-        }
-        if let Some(q) = &self.queue {
-            b = b.durable_queue(q.clone());
-        }
-        b
     }
 }
 
@@ -731,15 +661,23 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// The section at `path` read into its component's settings `T`: each of `T`'s keys from
-    /// its SONDE_* variable or the file, every mistake (and every problem `T::validate` finds)
-    /// reported at its place; other keys are unknown, but for the agent's own `extra` keys.
+    /// The section at `path` read into its component's settings `T` (see [`Self::part`]);
+    /// other keys are unknown, but for the agent's own `extra` keys.
     fn settings<T: Settings>(&mut self, table: Option<&Table>, path: &[&str], extra: &[&str]) -> T {
-        let keys = sonde_settings::keys::<T>();
-        let known: Vec<&str> = keys.iter().chain(extra).copied().collect();
+        let known: Vec<&str> = sonde_settings::keys::<T>()
+            .iter()
+            .chain(extra)
+            .copied()
+            .collect();
         self.unknown_keys(table, &path.join("."), &known);
+        self.part(table, path)
+    }
+
+    /// `T`'s keys of the section at `path`, each from its SONDE_* variable or the file, read
+    /// into `T`: every mistake, and every problem `T::validate` finds, reported at its place.
+    fn part<T: Settings>(&mut self, table: Option<&Table>, path: &[&str]) -> T {
         let mut entries = Vec::new();
-        for key in keys {
+        for key in sonde_settings::keys::<T>() {
             let name = env_name(&[path, &[*key]].concat());
             if !self.env_used.contains(&name) {
                 self.env_used.push(name.clone());
@@ -761,7 +699,12 @@ impl<'a> Reader<'a> {
                 Some(span) => self.at(Some(span)),
                 None => self.location_in(table, path.len(), &full),
             };
-            self.error(loc, m.problem.message_for(&full.join(".")), m.problem.hint);
+            let message = if m.problem.names_key {
+                m.problem.message_for(&full.join("."))
+            } else {
+                format!("[{}] {}", path.join("."), m.problem.message)
+            };
+            self.error(loc, message, m.problem.hint);
         }
         value
     }
@@ -1638,51 +1581,24 @@ impl<'a> Reader<'a> {
         };
 
         let t = self.sub(exporters, "remote_write", "exporters.remote_write");
+        let path = ["exporters", "remote_write"];
         self.unknown_keys(
             t,
             "exporters.remote_write",
             &[
-                "enabled",
-                "url",
-                "interval",
-                "select",
-                "username",
-                "password",
-                "bearer_token",
-                "bearer_token_file",
-                "tenant",
-                "headers",
-                "ca_file",
-                "cert_file",
-                "key_file",
-                "sigv4",
-                "sigv4_region",
-                "sigv4_service",
-                "queue_dir",
-                "queue_max_size",
-                "queue_fsync",
-            ],
+                sonde_settings::keys::<sonde_prometheus::RemoteWriteConfig>(),
+                sonde_settings::keys::<sonde_push::QueueSettings>(),
+                &["enabled", "select"],
+            ]
+            .concat(),
         );
-        let remote_write = if self.section_on(t, &["exporters", "remote_write"], t.is_some()) {
-            match self.url(
-                t,
-                &["exporters", "remote_write", "url"],
-                "http://127.0.0.1:9090/api/v1/write",
-            ) {
-                Some(url) => Some(self.remote_write(t, url)),
-                None => {
-                    let loc = self.at(t.and_then(Table::span));
-                    self.error(
-                        loc,
-                        "[exporters.remote_write] needs a `url`".into(),
-                        "for example url = \"http://127.0.0.1:9090/api/v1/write\"",
-                    );
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let remote_write = self
+            .section_on(t, &path, t.is_some())
+            .then(|| RemoteWriteSection {
+                config: self.part(t, &path),
+                select: self.selection(t, "exporters.remote_write", sonde_core::Selection::new),
+                queue: self.queue(t, "remote_write"),
+            });
 
         Config {
             agent,
@@ -1723,65 +1639,25 @@ impl<'a> Reader<'a> {
     }
 
     /// `queue_dir`, `queue_max_size` and `queue_fsync` of `[exporters.NAME]`: a durable queue,
-    /// checked as the exporter opens it (the directory can be created and written).
+    /// checked as the exporter opens it, in a directory of its own.
     fn queue(
         &mut self,
         t: Option<&Table>,
         name: &'static str,
     ) -> Option<sonde_push::DiskQueueConfig> {
-        let key = |k: &'static str| ["exporters", name, k];
-        let section = format!("[exporters.{name}]");
-        let dir = self.string(t, &key("queue_dir"));
-        let Some(dir) = dir else {
-            for k in ["queue_max_size", "queue_fsync"] {
-                if t.is_some_and(|t| t.contains_key(k)) {
-                    let at = self.location_of(t, &key(k));
-                    self.error(
-                        at,
-                        format!("{section} `{k}` needs a `queue_dir`"),
-                        "add queue_dir = \"/var/lib/sonde-agent/queue/NAME\" for a durable queue, or remove it",
-                    );
-                }
-            }
-            return None;
-        };
-        let mut q = sonde_push::DiskQueueConfig::new(&dir);
-        q.max_bytes = self.ranged::<Bytes>(
-            t,
-            &key("queue_max_size"),
-            256 * 1024 * 1024,
-            sonde_push::disk::MIN_QUEUE_BYTES as usize..=1 << 40,
-        ) as u64;
-        match self.string(t, &key("queue_fsync")).as_deref() {
-            None | Some("collection") => {}
-            Some("never") => q.fsync = sonde_push::Fsync::Never,
-            Some(other) => {
-                let at = self.location_of(t, &key("queue_fsync"));
-                self.error(
-                    at,
-                    format!("unknown queue_fsync `{other}`"),
-                    "use \"collection\" (sync after each collection, the default) or \"never\"",
-                );
-            }
-        }
-        if let Err(e) = sonde_push::disk::check(&q) {
-            let at = self.location_of(t, &key("queue_dir"));
-            self.error(
-                at,
-                format!("{section}: {e}"),
-                "the agent needs to create and write this directory (StateDirectory= under systemd, a volume in a container)",
-            );
-        }
+        let q = self
+            .part::<sonde_push::QueueSettings>(t, &["exporters", name])
+            .queue()?;
         if let Some(other) = self
             .queue_dirs
             .iter()
             .find(|(d, _)| *d == q.dir)
             .map(|(_, n)| *n)
         {
-            let at = self.location_of(t, &key("queue_dir"));
+            let at = self.location_of(t, &["exporters", name, "queue_dir"]);
             self.error(
                 at,
-                format!("{section} queue_dir is also [exporters.{other}]'s"),
+                format!("[exporters.{name}] queue_dir is also [exporters.{other}]'s"),
                 "give each exporter a directory of its own",
             );
         }
@@ -1895,97 +1771,6 @@ impl<'a> Reader<'a> {
             );
         }
         view
-    }
-
-    /// The settings of `[exporters.remote_write]` past its `url`, checked by the writer's own
-    /// check (credentials, token file, TLS files are read).
-    fn remote_write(&mut self, t: Option<&Table>, url: String) -> RemoteWriteSection {
-        let key = |k: &'static str| ["exporters", "remote_write", k];
-        let username = self.string(t, &key("username"));
-        let password = self.string(t, &key("password"));
-        let basic_auth = match (username, password) {
-            (Some(u), Some(p)) => Some((u, p)),
-            (None, None) => None,
-            _ => {
-                let at = self.location_of(t, &key("username"));
-                self.error(
-                    at,
-                    "[exporters.remote_write] basic auth needs both `username` and `password`"
-                        .into(),
-                    "give both, or use bearer_token / bearer_token_file instead",
-                );
-                None
-            }
-        };
-        let cert = self.string(t, &key("cert_file"));
-        let key_file = self.string(t, &key("key_file"));
-        let client_cert = match (cert, key_file) {
-            (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
-            (None, None) => None,
-            _ => {
-                let at = self.location_of(t, &key("cert_file"));
-                self.error(
-                    at,
-                    "[exporters.remote_write] mutual TLS needs both `cert_file` and `key_file`"
-                        .into(),
-                    "give the client certificate (PEM) and its private key together",
-                );
-                None
-            }
-        };
-        let section = RemoteWriteSection {
-            url,
-            interval: self.ranged::<Span>(
-                t,
-                &key("interval"),
-                Duration::from_secs(15),
-                INTERVAL_RANGE,
-            ),
-            select: self.selection(t, "exporters.remote_write", sonde_core::Selection::new),
-            basic_auth,
-            bearer_token: self.string(t, &key("bearer_token")),
-            bearer_token_file: self.string(t, &key("bearer_token_file")).map(PathBuf::from),
-            tenant: self.string(t, &key("tenant")),
-            headers: self.string_table(t, "headers", "exporters.remote_write.headers"),
-            ca_file: self.string(t, &key("ca_file")).map(PathBuf::from),
-            client_cert,
-            sigv4: None,
-            queue: self.queue(t, "remote_write"),
-        };
-        let sigv4 = self.bool(t, &key("sigv4"), false);
-        let (region, service) = (
-            self.string(t, &key("sigv4_region")),
-            self.string(t, &key("sigv4_service")),
-        );
-        let section = if sigv4 {
-            RemoteWriteSection {
-                sigv4: Some((region, service)),
-                ..section
-            }
-        } else {
-            if region.is_some() || service.is_some() {
-                let at = self.location_of(t, &key("sigv4_region"));
-                self.error(
-                    at,
-                    "[exporters.remote_write] sigv4_region and sigv4_service need `sigv4 = true`"
-                        .into(),
-                    "add sigv4 = true to sign requests with AWS SigV4",
-                );
-            }
-            section
-        };
-        let check = section
-            .builder(&sonde_core::Registry::new(), &sonde_core::Resource::empty())
-            .check();
-        if let Err(e) = check {
-            let at = self.at(t.and_then(Table::span));
-            self.error(
-                at,
-                format!("[exporters.remote_write]: {e}"),
-                "fix the setting named; files are read as the agent reads them at start",
-            );
-        }
-        section
     }
 
     /// `[sources.otlp]`: on when the section is there (or `enabled = true`).

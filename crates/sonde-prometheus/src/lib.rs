@@ -47,7 +47,7 @@ pub use proto::encode_protobuf;
 pub use push::{PushOnDrop, PushgatewayBuilder};
 pub use ready::{MAX_CONDITIONS, Readiness};
 #[cfg(feature = "remote-write")]
-pub use remote_write::{RemoteWriteBuilder, RemoteWriter};
+pub use remote_write::{RemoteWriteBuilder, RemoteWriteConfig, RemoteWriter};
 pub use report::{
     Judge, MARKDOWN_ROWS, REPORT_SCHEMA_VERSION, Window, report, report_markdown,
     report_with_windows,

@@ -27,6 +27,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod config;
 mod convert;
 #[cfg(feature = "sigv4")]
 pub mod sigv4;
@@ -39,6 +40,7 @@ use sonde_core::{Registry, Resource, Temporality};
 use crate::Error;
 use crate::client;
 use client::Outcome;
+pub use config::RemoteWriteConfig;
 pub use sonde_push::telemetry;
 pub use sonde_push::telemetry::{DROPPED_POINTS, LAST_SUCCESS, QUEUE_SIZE, REQUESTS, RETRIES};
 

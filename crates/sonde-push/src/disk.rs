@@ -23,15 +23,18 @@ use sonde_core::diag;
 use sonde_core::{Counter, Gauge, Registry};
 
 /// When queued data reaches the disk itself, not only the page cache.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// In a configuration file: `"collection"` or `"never"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 #[non_exhaustive]
 pub enum Fsync {
     /// `fdatasync` the segment and the ack file after each collection's batches are written
     /// (one sync per interval): a power loss loses at most the collection being written.
     #[default]
+    #[serde(rename = "collection")]
     EveryCollection,
     /// Never sync: the data survives a crash or `kill -9` of the process (it sits in the
     /// kernel's page cache), not a power loss or a kernel crash.
+    #[serde(rename = "never")]
     Never,
 }
 
@@ -72,6 +75,95 @@ impl DiskQueueConfig {
 
 /// The smallest cap accepted.
 pub const MIN_QUEUE_BYTES: u64 = 4096;
+
+/// A durable queue as an exporter's section of a configuration file sets it: `queue_dir`
+/// (none: the queue is in memory), `queue_max_size` and `queue_fsync`.
+///
+/// ```
+/// use sonde_push::disk::QueueSettings;
+/// use sonde_settings::Settings;
+///
+/// let settings = QueueSettings { queue_max_size: Some(1 << 20), ..Default::default() };
+/// assert_eq!(settings.validate()[0].message, "`queue_max_size` needs a `queue_dir`");
+/// assert_eq!(settings.queue(), None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueSettings {
+    /// The queue's directory, one per exporter.
+    pub queue_dir: Option<PathBuf>,
+    /// Most bytes on disk (default 256 MiB).
+    #[serde(deserialize_with = "some_size")]
+    pub queue_max_size: Option<usize>,
+    /// When data is synced to the disk (default after each collection).
+    pub queue_fsync: Option<Fsync>,
+}
+
+fn some_size<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+    sonde_settings::size::deserialize(d).map(Some)
+}
+
+impl QueueSettings {
+    /// The queue these settings ask for, if any.
+    pub fn queue(&self) -> Option<DiskQueueConfig> {
+        let mut q = DiskQueueConfig::new(self.queue_dir.as_ref()?);
+        if let Some(n) = self.queue_max_size {
+            q.max_bytes = n as u64;
+        }
+        if let Some(f) = self.queue_fsync {
+            q.fsync = f;
+        }
+        Some(q)
+    }
+}
+
+impl sonde_settings::Settings for QueueSettings {
+    fn expect(key: &str) -> Option<sonde_settings::Expect> {
+        match key {
+            "queue_max_size" => Some(sonde_settings::Expect::size(
+                MIN_QUEUE_BYTES as usize..=1 << 40,
+                256 << 20,
+            )),
+            "queue_fsync" => Some(sonde_settings::Expect::OneOf(&["collection", "never"])),
+            _ => None,
+        }
+    }
+
+    /// Besides the ranges, what opening the queue checks first ([`check`]): the directory can
+    /// be created and written.
+    fn validate(&self) -> Vec<sonde_settings::Problem> {
+        use sonde_settings::Problem;
+        let mut problems = Vec::new();
+        let Some(q) = self.queue() else {
+            let set = [
+                ("queue_max_size", self.queue_max_size.is_some()),
+                ("queue_fsync", self.queue_fsync.is_some()),
+            ];
+            for (key, _) in set.iter().filter(|(_, set)| *set) {
+                problems.push(Problem::new(
+                    key,
+                    format!("`{key}` needs a `queue_dir`"),
+                    "add queue_dir = \"/var/lib/sonde-agent/queue/NAME\" for a durable queue, or remove it",
+                ));
+            }
+            return problems;
+        };
+        if let Some(p) = self
+            .queue_max_size
+            .and_then(|n| Self::within("queue_max_size", n))
+        {
+            return vec![p];
+        }
+        if let Err(e) = check(&q) {
+            problems.push(Problem::new(
+                "queue_dir",
+                e.to_string(),
+                "the agent needs to create and write this directory (StateDirectory= under systemd, a volume in a container)",
+            ));
+        }
+        problems
+    }
+}
 
 /// Why a durable queue could not be opened.
 #[derive(Debug, thiserror::Error)]

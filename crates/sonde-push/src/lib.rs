@@ -61,7 +61,7 @@ use telemetry::{Backoff, ExporterMetrics};
 pub mod disk;
 pub mod telemetry;
 use disk::{DiskMetrics, DiskQueue};
-pub use disk::{DiskQueueConfig, Fsync, QueueError};
+pub use disk::{DiskQueueConfig, Fsync, QueueError, QueueSettings};
 use tokio::sync::Notify;
 
 /// Longer durations are treated as this (a century), so no deadline arithmetic overflows.

@@ -102,6 +102,8 @@ pub enum Expect {
         /// Shown in the hint.
         example: &'static str,
     },
+    /// One of these names (`"gzip"`, `"none"`).
+    OneOf(&'static [&'static str]),
 }
 
 impl Expect {
@@ -141,6 +143,7 @@ impl Expect {
             ),
             Expect::Flag => "true or false".into(),
             Expect::Address { .. } => "an address (ip:port) or \"off\"".into(),
+            Expect::OneOf(names) => format!("one of {}", quoted(names)),
         }
     }
 
@@ -160,6 +163,7 @@ impl Expect {
             Expect::Address { example } => format!(
                 "write it as ip:port, like \"{example}\" or \"[::1]:8125\"; \"off\" disables it"
             ),
+            Expect::OneOf(names) => format!("use {}", quoted(names)),
         }
     }
 
@@ -171,23 +175,46 @@ impl Expect {
             }
             (Expect::Duration { range, .. }, Given::Duration(d)) => range.contains(&d),
             // Typed values that reached the struct are of the right shape.
-            (Expect::Flag | Expect::Address { .. }, _) => true,
+            (Expect::Flag | Expect::Address { .. } | Expect::OneOf(_), _) => true,
             _ => false,
         }
     }
 
     /// The problem of `key` not holding what this expects.
     pub fn problem(&self, key: &str) -> Problem {
-        let message = match self {
-            Expect::Address { .. } => "is not an address".into(),
-            _ => format!("must be {}", self.must_be()),
-        };
         Problem {
             key: key.to_owned(),
-            message,
+            message: format!("must be {}", self.must_be()),
             names_key: true,
             hint: self.hint(),
         }
+    }
+
+    /// The problem of `key` given `text` (as written, when it is text) that could not be read
+    /// as what this expects: a name or an address is quoted back.
+    pub fn refused(&self, key: &str, text: Option<&str>) -> Problem {
+        let short = |t: &str| t.chars().take(64).collect::<String>();
+        match (self, text) {
+            (Expect::OneOf(_), Some(t)) => {
+                Problem::new(key, format!("unknown {key} `{}`", short(t)), self.hint())
+            }
+            (Expect::Address { .. }, Some(t)) => Problem::new(
+                key,
+                format!("`{}` is not an address", short(t)),
+                self.hint(),
+            ),
+            _ => self.problem(key),
+        }
+    }
+}
+
+/// `"a", "b" or "c"`.
+fn quoted(names: &[&str]) -> String {
+    let q: Vec<String> = names.iter().map(|n| format!("\"{n}\"")).collect();
+    match q.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
     }
 }
 

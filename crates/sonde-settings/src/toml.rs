@@ -67,7 +67,7 @@ pub fn read<T: Settings>(entries: Vec<(String, Entry)>) -> (T, Vec<Mistake>) {
             continue;
         };
         let Some(elements) = elements(&entry) else {
-            mistakes.push(key_mistake::<T>(&key, e));
+            mistakes.push(key_mistake::<T>(&key, e, text(&entry)));
             continue;
         };
         // A list: each element alone, so one bad entry neither hides the others' mistakes
@@ -80,7 +80,7 @@ pub fn read<T: Settings>(entries: Vec<(String, Entry)>) -> (T, Vec<Mistake>) {
                     kept.push(element.clone());
                     at.push(i);
                 }
-                Err(e) => mistakes.push(key_mistake::<T>(&format!("{key}.{i}"), e)),
+                Err(e) => mistakes.push(key_mistake::<T>(&format!("{key}.{i}"), e, None)),
             }
         }
         fit.push((key.clone(), list(&kept)));
@@ -133,12 +133,20 @@ fn read_key<T: Settings>(key: &str, entry: Entry) -> Result<(), Error> {
     T::deserialize(Entries::new(vec![(key.to_owned(), entry)])).map(drop)
 }
 
-/// The mistake of `key` (`mappings.2` for a list's element) that did not fit.
-fn key_mistake<T: Settings>(key: &str, e: Error) -> Mistake {
+/// The text of a value written as text.
+fn text(entry: &Entry) -> Option<&str> {
+    match entry {
+        Entry::Env(t) => Some(t),
+        Entry::File(item) => item.as_str(),
+    }
+}
+
+/// The mistake of `key` (`mappings.2` for a list's element) that did not fit, given `text`.
+fn key_mistake<T: Settings>(key: &str, e: Error, text: Option<&str>) -> Mistake {
     let expect = T::expect(key.split('.').next().unwrap_or(key));
     Mistake {
         problem: match expect {
-            Some(expect) => expect.problem(key),
+            Some(expect) => expect.refused(key, text),
             None => Problem {
                 key: key.to_owned(),
                 message: format!("cannot be read: {}", e.message),

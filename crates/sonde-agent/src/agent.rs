@@ -1084,12 +1084,6 @@ fn start_cloudwatch(
     deltas: Option<sonde_core::DeltaState>,
 ) -> Result<sonde_cloudwatch::CloudWatchExporter, String> {
     let mut b = cloudwatch_builder(c, registry, resource);
-    if let Some(r) = &c.region {
-        b = b.region(r.clone());
-    }
-    if let Some(u) = &c.endpoint_url {
-        b = b.endpoint_url(u.clone());
-    }
     if let Some(d) = deltas {
         b = b.continue_deltas(d);
     }
@@ -1106,11 +1100,10 @@ fn cloudwatch_builder(
     registry: &Registry,
     resource: &Resource,
 ) -> sonde_cloudwatch::CloudWatchBuilder {
-    sonde_cloudwatch::CloudWatchBuilder::new(c.namespace.clone())
+    c.config
+        .builder()
         .registry(registry.clone())
         .resource(resource.clone())
-        .interval(c.interval)
-        .high_resolution(c.high_resolution)
         .selection(c.select.clone())
 }
 
@@ -1159,11 +1152,10 @@ pub fn cost_report(config: &Config, origin: &str) -> Result<String, String> {
         Some(c) => (c.clone(), String::new()),
         None => (
             crate::config::CloudWatchSection {
-                namespace: "sonde".into(),
-                region: None,
-                interval: Duration::from_secs(60),
-                high_resolution: false,
-                endpoint_url: None,
+                config: sonde_cloudwatch::CloudWatchConfig {
+                    namespace: Some("sonde".into()),
+                    ..Default::default()
+                },
                 select: crate::select::cloudwatch_default_for(
                     &config
                         .scrape
@@ -1214,10 +1206,11 @@ fn start_emf(
     resource: &Resource,
     deltas: Option<sonde_core::DeltaState>,
 ) -> Result<sonde_cloudwatch::EmfWriter, String> {
-    let mut b = sonde_cloudwatch::EmfBuilder::new(e.namespace.clone())
+    let mut b = e
+        .config
+        .builder()
         .registry(registry.clone())
         .resource(resource.clone())
-        .destination(e.destination.clone())
         .selection(e.select.clone());
     if let Some(d) = deltas {
         b = b.continue_deltas(d);

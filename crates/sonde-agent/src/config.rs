@@ -222,16 +222,8 @@ pub struct OtlpSection {
 /// `[exporters.cloudwatch]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CloudWatchSection {
-    /// Namespace.
-    pub namespace: String,
-    /// Region (else the AWS chain).
-    pub region: Option<String>,
-    /// Export interval.
-    pub interval: Duration,
-    /// 1 s storage resolution.
-    pub high_resolution: bool,
-    /// Another endpoint.
-    pub endpoint_url: Option<String>,
+    /// The exporter's own settings (namespace, region, interval, resolution, endpoint).
+    pub config: sonde_cloudwatch::CloudWatchConfig,
     /// `select`: which metrics it sends (default: [`crate::select::cloudwatch_default_for`]).
     pub select: sonde_core::Selection,
     /// `queue_dir` (with `queue_max_size`, `queue_fsync`): a durable queue on disk.
@@ -241,11 +233,8 @@ pub struct CloudWatchSection {
 /// `[exporters.emf]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmfSection {
-    /// Namespace.
-    pub namespace: String,
-    /// `stdout`, `file:///path`, `tcp://host:port`, `udp://host:port`, parsed (and resolved)
-    /// once here and used as is at start-up.
-    pub destination: sonde_cloudwatch::Destination,
+    /// The writer's own settings (namespace, destination).
+    pub config: sonde_cloudwatch::EmfConfig,
     /// `select`: which metrics it writes (default: everything).
     pub select: sonde_core::Selection,
 }
@@ -498,11 +487,6 @@ fn show_size(n: usize) -> String {
     }
 }
 
-/// The remote-write exporter's URL check: an absolute http(s) URL with a host.
-fn valid_http_url(url: &str) -> bool {
-    url.parse::<http::Uri>()
-        .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some())
-}
 
 /// A scalar read from the file or the environment.
 enum Raw<'a> {
@@ -1472,113 +1456,33 @@ impl<'a> Reader<'a> {
             });
 
         let t = self.sub(exporters, "cloudwatch", "exporters.cloudwatch");
+        let path = ["exporters", "cloudwatch"];
         self.unknown_keys(
             t,
             "exporters.cloudwatch",
             &[
-                "enabled",
-                "namespace",
-                "region",
-                "interval",
-                "high_resolution",
-                "endpoint_url",
-                "select",
-                "queue_dir",
-                "queue_max_size",
-                "queue_fsync",
-            ],
+                sonde_settings::keys::<sonde_cloudwatch::CloudWatchConfig>(),
+                sonde_settings::keys::<sonde_push::QueueSettings>(),
+                &["enabled", "select"],
+            ]
+            .concat(),
         );
-        let cloudwatch = if self.section_on(t, &["exporters", "cloudwatch"], t.is_some()) {
-            match self.string(t, &["exporters", "cloudwatch", "namespace"]) {
-                Some(namespace) => Some(CloudWatchSection {
-                    namespace: self.namespace(
-                        t,
-                        &["exporters", "cloudwatch", "namespace"],
-                        namespace,
-                    ),
-                    region: self.region(t),
-                    interval: self.ranged::<Span>(
-                        t,
-                        &["exporters", "cloudwatch", "interval"],
-                        Duration::from_secs(60),
-                        INTERVAL_RANGE,
-                    ),
-                    high_resolution: self.bool(
-                        t,
-                        &["exporters", "cloudwatch", "high_resolution"],
-                        false,
-                    ),
-                    endpoint_url: self.url(
-                        t,
-                        &["exporters", "cloudwatch", "endpoint_url"],
-                        "https://monitoring.us-east-1.amazonaws.com",
-                    ),
-                    select: self.selection(t, "exporters.cloudwatch", || {
-                        crate::select::cloudwatch_default_for(&scrape_jobs)
-                    }),
-                    queue: self.queue(t, "cloudwatch"),
+        let cloudwatch = self
+            .section_on(t, &path, t.is_some())
+            .then(|| CloudWatchSection {
+                config: self.part(t, &path),
+                select: self.selection(t, "exporters.cloudwatch", || {
+                    crate::select::cloudwatch_default_for(&scrape_jobs)
                 }),
-                None => {
-                    let loc = self.at(t.and_then(Table::span));
-                    self.error(
-                        loc,
-                        "[exporters.cloudwatch] needs a `namespace`".into(),
-                        "for example namespace = \"my-service\"",
-                    );
-                    None
-                }
-            }
-        } else {
-            None
-        };
+                queue: self.queue(t, "cloudwatch"),
+            });
 
         let t = self.sub(exporters, "emf", "exporters.emf");
-        self.unknown_keys(
-            t,
-            "exporters.emf",
-            &["enabled", "namespace", "destination", "select"],
-        );
-        let emf = if self.section_on(t, &["exporters", "emf"], t.is_some()) {
-            let path = &["exporters", "emf", "destination"];
-            let destination = match self.string(t, path) {
-                None => Some(sonde_cloudwatch::Destination::Stdout),
-                Some(d) => match sonde_cloudwatch::Destination::parse(&d) {
-                    Ok(d) => Some(d),
-                    Err(e) => {
-                        let loc = self.location_of(t, path);
-                        self.error(
-                            loc,
-                            e.to_string(),
-                            "see [exporters.emf] in `sonde-agent print-example-config`",
-                        );
-                        None
-                    }
-                },
-            };
-            match self.string(t, &["exporters", "emf", "namespace"]) {
-                Some(namespace) => {
-                    let namespace =
-                        self.namespace(t, &["exporters", "emf", "namespace"], namespace);
-                    let select = self.selection(t, "exporters.emf", sonde_core::Selection::new);
-                    destination.map(|destination| EmfSection {
-                        namespace,
-                        destination,
-                        select,
-                    })
-                }
-                None => {
-                    let loc = self.at(t.and_then(Table::span));
-                    self.error(
-                        loc,
-                        "[exporters.emf] needs a `namespace`".into(),
-                        "for example namespace = \"my-service\"",
-                    );
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        let path = ["exporters", "emf"];
+        let emf = self.section_on(t, &path, t.is_some()).then(|| EmfSection {
+            config: self.settings(t, &path, &["enabled", "select"]),
+            select: self.selection(t, "exporters.emf", sonde_core::Selection::new),
+        });
 
         let t = self.sub(exporters, "remote_write", "exporters.remote_write");
         let path = ["exporters", "remote_write"];
@@ -2025,46 +1929,8 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A CloudWatch namespace, checked by the exporters' own check.
-    fn namespace(&mut self, t: Option<&Table>, path: &[&str], ns: String) -> String {
-        if let Err(e) = sonde_cloudwatch::check_namespace(&ns) {
-            let loc = self.location_of(t, path);
-            self.error(
-                loc,
-                e.to_string(),
-                "choose a namespace of your own, such as the service's name",
-            );
-        }
-        ns
-    }
-
-    fn region(&mut self, t: Option<&Table>) -> Option<String> {
-        let path = &["exporters", "cloudwatch", "region"];
-        let region = self.string(t, path)?;
-        if region.trim().is_empty() {
-            let loc = self.location_of(t, path);
-            self.error(
-                loc,
-                "`exporters.cloudwatch.region` is empty".into(),
-                "give one like \"us-east-1\", or remove the key to use the AWS configuration chain",
-            );
-        }
-        Some(region)
-    }
 
     /// An absolute http(s) URL with a host.
-    fn url(&mut self, t: Option<&Table>, path: &[&str], example: &str) -> Option<String> {
-        let url = self.string(t, path)?;
-        if !valid_http_url(&url) {
-            let loc = self.location_of(t, path);
-            self.error(
-                loc,
-                format!("`{url}` is not an absolute http:// or https:// URL with a host"),
-                format!("for example \"{example}\""),
-            );
-        }
-        Some(url)
-    }
 
     /// The OTLP settings as the exporter resolves them at start-up (endpoint, headers).
     fn check_otlp(&mut self, t: Option<&Table>, o: &OtlpSection) {

@@ -1,11 +1,13 @@
 //! AWS CloudWatch export for sonde.
 #![warn(missing_docs)]
 
+mod config;
 mod cost;
 pub mod datum;
 pub mod emf;
 mod exporter;
 
+pub use config::{CloudWatchConfig, EmfConfig};
 pub use cost::{CostPreview, cost_preview};
 pub use emf::{Destination, EmfBuilder, EmfWriter};
 pub use exporter::{

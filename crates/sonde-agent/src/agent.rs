@@ -1059,15 +1059,12 @@ fn start_otlp(
     resource: &Resource,
     deltas: Option<sonde_core::DeltaState>,
 ) -> Result<sonde_otlp::OtlpMetricsExporter, String> {
-    let mut b = sonde_otlp::OtlpMetricsBuilder::new()
+    let mut b = o
+        .config
+        .builder()
         .registry(registry.clone())
         .resource(resource.clone())
-        .transport(o.transport.clone())
-        .interval(o.interval)
         .selection(o.select.clone());
-    if let Some(t) = o.temporality {
-        b = b.temporality(t);
-    }
     if let Some(d) = deltas {
         b = b.continue_deltas(d);
     }

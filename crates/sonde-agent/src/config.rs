@@ -205,14 +205,9 @@ impl fmt::Debug for PrometheusSection {
 /// `[exporters.otlp]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtlpSection {
-    /// `endpoint`, `protocol` (`grpc`, `http/protobuf`), `compression` (`gzip`, `none`),
-    /// `headers` and `timeout`, as the exporter takes them (what is not set here comes from
-    /// `OTEL_EXPORTER_OTLP_*`, else the defaults); checked by resolving it as start-up does.
-    pub transport: sonde_otlp::OtlpTransport,
-    /// Export interval.
-    pub interval: Duration,
-    /// `cumulative` or `delta` (default: the exporter's, from `OTEL_*` or cumulative).
-    pub temporality: Option<sonde_core::Temporality>,
+    /// The exporter's own settings (endpoint, protocol, compression, headers, timeout,
+    /// interval, temporality), checked by resolving them as start-up does.
+    pub config: sonde_otlp::OtlpExporterConfig,
     /// `select`: which metrics it sends (default: everything).
     pub select: sonde_core::Selection,
     /// `queue_dir` (with `queue_max_size`, `queue_fsync`): a durable queue on disk.
@@ -486,7 +481,6 @@ fn show_size(n: usize) -> String {
         n.to_string()
     }
 }
-
 
 /// A scalar read from the file or the environment.
 enum Raw<'a> {
@@ -1380,80 +1374,22 @@ impl<'a> Reader<'a> {
             });
 
         let t = self.sub(exporters, "otlp", "exporters.otlp");
+        let path = ["exporters", "otlp"];
         self.unknown_keys(
             t,
             "exporters.otlp",
             &[
-                "enabled",
-                "endpoint",
-                "protocol",
-                "interval",
-                "temporality",
-                "compression",
-                "headers",
-                "timeout",
-                "select",
-                "queue_dir",
-                "queue_max_size",
-                "queue_fsync",
-            ],
+                sonde_settings::keys::<sonde_otlp::OtlpExporterConfig>(),
+                sonde_settings::keys::<sonde_push::QueueSettings>(),
+                &["enabled", "select"],
+            ]
+            .concat(),
         );
-        let otlp = self
-            .section_on(t, &["exporters", "otlp"], t.is_some())
-            .then(|| {
-                let mut transport = sonde_otlp::OtlpTransport::new();
-                if let Some(e) = self.string(t, &["exporters", "otlp", "endpoint"]) {
-                    transport = transport.endpoint(e);
-                }
-                let protocols = [
-                    ("grpc", sonde_otlp::Protocol::Grpc),
-                    ("http/protobuf", sonde_otlp::Protocol::HttpProtobuf),
-                ];
-                if let Some(p) = self.choice(t, &["exporters", "otlp", "protocol"], &protocols) {
-                    transport = transport.protocol(p);
-                }
-                let compressions = [
-                    ("gzip", sonde_otlp::Compression::Gzip),
-                    ("none", sonde_otlp::Compression::None),
-                ];
-                let path = ["exporters", "otlp", "compression"];
-                if let Some(c) = self.choice(t, &path, &compressions) {
-                    transport = transport.compression(c);
-                }
-                for (k, v) in self.string_table(t, "headers", "exporters.otlp.headers") {
-                    transport = transport.header(k, v);
-                }
-                if self.raw(t, &["exporters", "otlp", "timeout"]).is_some() {
-                    transport = transport.timeout(self.ranged::<Span>(
-                        t,
-                        &["exporters", "otlp", "timeout"],
-                        Duration::from_secs(10),
-                        TIMEOUT_RANGE,
-                    ));
-                }
-                let temporalities = [
-                    ("cumulative", sonde_core::Temporality::Cumulative),
-                    ("delta", sonde_core::Temporality::Delta),
-                ];
-                let section = OtlpSection {
-                    transport,
-                    interval: self.ranged::<Span>(
-                        t,
-                        &["exporters", "otlp", "interval"],
-                        Duration::from_secs(60),
-                        INTERVAL_RANGE,
-                    ),
-                    temporality: self.choice(
-                        t,
-                        &["exporters", "otlp", "temporality"],
-                        &temporalities,
-                    ),
-                    select: self.selection(t, "exporters.otlp", sonde_core::Selection::new),
-                    queue: self.queue(t, "otlp"),
-                };
-                self.check_otlp(t, &section);
-                section
-            });
+        let otlp = self.section_on(t, &path, t.is_some()).then(|| OtlpSection {
+            config: self.part(t, &path),
+            select: self.selection(t, "exporters.otlp", sonde_core::Selection::new),
+            queue: self.queue(t, "otlp"),
+        });
 
         let t = self.sub(exporters, "cloudwatch", "exporters.cloudwatch");
         let path = ["exporters", "cloudwatch"];
@@ -1929,27 +1865,6 @@ impl<'a> Reader<'a> {
         }
     }
 
-
-    /// An absolute http(s) URL with a host.
-
-    /// The OTLP settings as the exporter resolves them at start-up (endpoint, headers).
-    fn check_otlp(&mut self, t: Option<&Table>, o: &OtlpSection) {
-        let env = |k: &str| (self.env)(k);
-        if let Err(e) = o.transport.resolve(sonde_otlp::Signal::Metrics, &env) {
-            let key = if e.to_string().contains("header") {
-                "headers"
-            } else {
-                "endpoint"
-            };
-            let loc = self.location_of(t, &["exporters", "otlp", key]);
-            self.error(
-                loc,
-                e.to_string(),
-                "fix it in [exporters.otlp] (or the OTEL_EXPORTER_OTLP_* variable it names)",
-            );
-        }
-    }
-
     /// The probes as sonde-probes validates them at start-up (URL, `host:port`, CA file,
     /// unique names), each located at its table.
     fn check_probes(
@@ -2077,7 +1992,8 @@ mod tests {
         assert_eq!(
             c.otlp
                 .unwrap()
-                .transport
+                .config
+                .transport()
                 .resolve(sonde_otlp::Signal::Metrics, &|_| None)
                 .unwrap()
                 .endpoint,

@@ -48,6 +48,7 @@
 mod config;
 mod convert;
 mod exporter;
+mod settings;
 #[cfg(feature = "traces")]
 pub mod traces;
 mod transport;
@@ -55,6 +56,7 @@ mod transport;
 pub use config::{Compression, OtlpTransport, Protocol, Resolved, Signal};
 pub use convert::{HistogramAggregation, to_requests};
 pub use exporter::{DROP_SHUTDOWN_TIMEOUT, EXPORTER, OtlpMetricsBuilder, OtlpMetricsExporter};
+pub use settings::OtlpExporterConfig;
 pub use sonde_push::telemetry::{DROPPED_POINTS, PANICS, REJECTED_POINTS, REQUESTS, RETRIES};
 
 /// Errors of the OTLP exporter.

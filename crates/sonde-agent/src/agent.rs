@@ -702,22 +702,11 @@ impl Running {
                 let _ = r.shutdown(timeout);
             }
             if let Some(o) = &new.otlp_in {
-                let mut b = sonde_otlp_receiver::OtlpReceiverBuilder::new()
+                let b = o
+                    .config
+                    .builder()
                     .registry(registry.clone())
-                    .max_request_bytes(o.max_request_size)
                     .target_info_attributes(o.target_info_attributes.iter().cloned());
-                if let Some(a) = o.grpc {
-                    b = b.grpc(a.to_string());
-                }
-                if let Some(a) = o.http {
-                    b = b.http(a.to_string());
-                }
-                if let Some(t) = &o.bearer_token {
-                    b = b.bearer_token(t.clone());
-                }
-                if let Some((cert, key)) = &o.tls {
-                    b = b.tls(cert.clone(), key.clone());
-                }
                 match b.start() {
                     Ok(r) => self.otlp_in = Some(r),
                     Err(e) => {

@@ -141,38 +141,13 @@ pub struct StatsdSection {
 }
 
 /// `[sources.otlp]`: services push OTLP metrics to the agent.
-#[derive(Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OtlpInSection {
-    /// OTLP/gRPC address (`None`: off).
-    pub grpc: Option<SocketAddr>,
-    /// OTLP/HTTP address (`None`: off).
-    pub http: Option<SocketAddr>,
-    /// Largest request, compressed or not.
-    pub max_request_size: usize,
-    /// Required `Authorization: Bearer` token.
-    pub bearer_token: Option<String>,
-    /// `tls_cert_file` and `tls_key_file`: serve both transports over TLS.
-    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The receiver's own settings (listeners, request limit, token, TLS).
+    pub config: sonde_otlp_receiver::OtlpReceiverConfig,
     /// Resource attributes kept in each sender's `target_info` series (`[sources]
     /// target_info_attributes`, shared with the scrape targets).
     pub target_info_attributes: Vec<String>,
-}
-
-impl fmt::Debug for OtlpInSection {
-    // The token stays out of logs.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OtlpInSection")
-            .field("grpc", &self.grpc)
-            .field("http", &self.http)
-            .field("max_request_size", &self.max_request_size)
-            .field(
-                "bearer_token",
-                &self.bearer_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field("tls", &self.tls)
-            .field("target_info_attributes", &self.target_info_attributes)
-            .finish()
-    }
 }
 
 /// `[exporters.prometheus]`.
@@ -434,8 +409,6 @@ pub fn parse_size(s: &str) -> Option<usize> {
 // The range of every numeric setting, checked by `check-config` so that what it accepts also
 // starts (documented in sonde-agent.toml and examples-config/full.toml).
 
-/// `sources.otlp.max_request_size`.
-pub const OTLP_REQUEST_RANGE: RangeInclusive<usize> = 1024..=1 << 30;
 /// `agent.max_series_per_family`.
 pub const MAX_SERIES_RANGE: RangeInclusive<usize> = 1..=1_000_000;
 /// `agent.resource_detection_timeout`: start-up never waits longer than this for a detector.
@@ -1617,82 +1590,24 @@ impl<'a> Reader<'a> {
     fn otlp_in(&mut self, root: &Table) -> Option<OtlpInSection> {
         let sources = self.sub(Some(root), "sources", "sources");
         let t = self.sub(sources, "otlp", "sources.otlp");
-        self.unknown_keys(
-            t,
-            "sources.otlp",
-            &[
-                "enabled",
-                "grpc",
-                "http",
-                "max_request_size",
-                "bearer_token",
-                "tls_cert_file",
-                "tls_key_file",
-            ],
-        );
-        if !self.section_on(t, &["sources", "otlp"], t.is_some()) {
+        let path = ["sources", "otlp"];
+        if !self.section_on(t, &path, t.is_some()) {
+            // Its keys are still checked for spelling.
+            self.unknown_keys(
+                t,
+                "sources.otlp",
+                &[
+                    sonde_settings::keys::<sonde_otlp_receiver::OtlpReceiverConfig>(),
+                    &["enabled"],
+                ]
+                .concat(),
+            );
             return None;
         }
-        let section = OtlpInSection {
-            grpc: self.address(
-                t,
-                &["sources", "otlp", "grpc"],
-                "127.0.0.1:4317".parse().ok(),
-            ),
-            http: self.address(
-                t,
-                &["sources", "otlp", "http"],
-                "127.0.0.1:4318".parse().ok(),
-            ),
-            max_request_size: self.ranged::<Bytes>(
-                t,
-                &["sources", "otlp", "max_request_size"],
-                sonde_otlp_receiver::DEFAULT_MAX_REQUEST_BYTES,
-                OTLP_REQUEST_RANGE,
-            ),
-            bearer_token: self.string(t, &["sources", "otlp", "bearer_token"]),
-            tls: None,
+        Some(OtlpInSection {
+            config: self.settings(t, &path, &["enabled"]),
             target_info_attributes: Vec::new(),
-        };
-        let cert = self.string(t, &["sources", "otlp", "tls_cert_file"]);
-        let key = self.string(t, &["sources", "otlp", "tls_key_file"]);
-        let section = match (cert, key) {
-            (None, None) => section,
-            (Some(cert), Some(key)) => {
-                let (cert, key) = (PathBuf::from(cert), PathBuf::from(key));
-                if let Err(e) = sonde_otlp_receiver::check_tls(&cert, &key) {
-                    let at = self.location_of(t, &["sources", "otlp", "tls_cert_file"]);
-                    self.error(
-                        at,
-                        format!("[sources.otlp] TLS files: {e}"),
-                        "tls_cert_file and tls_key_file are PEM files: the certificate chain (leaf first) and its private key",
-                    );
-                }
-                OtlpInSection {
-                    tls: Some((cert, key)),
-                    ..section
-                }
-            }
-            _ => {
-                let at = self.at(t.and_then(Table::span));
-                self.error(
-                    at,
-                    "[sources.otlp] needs both `tls_cert_file` and `tls_key_file`, or neither"
-                        .into(),
-                    "give the certificate chain and its private key together",
-                );
-                section
-            }
-        };
-        if section.grpc.is_none() && section.http.is_none() {
-            let loc = self.at(t.and_then(Table::span));
-            self.error(
-                loc,
-                "[sources.otlp] has neither `grpc` nor `http`".into(),
-                "give at least one address, like grpc = \"127.0.0.1:4317\"",
-            );
-        }
-        Some(section)
+        })
     }
 
     /// `[[sources.scrape]]`: each a job name and a URL, with interval, timeout and credentials.

@@ -44,6 +44,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod config;
 mod record;
 mod serve;
 
@@ -54,6 +55,7 @@ use std::time::Duration;
 
 use sonde_core::{Counter, Family, Registry};
 
+pub use config::OtlpReceiverConfig;
 pub use record::Outcome;
 
 /// Largest request by default (compressed, and again once decompressed).

@@ -1,0 +1,137 @@
+//! [`OtlpReceiverConfig`]: the receiver as a configuration file sets it (the agent's
+//! `[sources.otlp]`), checked as start-up checks it.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use sonde_settings::{Expect, Problem, Settings};
+
+use crate::{DEFAULT_MAX_REQUEST_BYTES, OtlpReceiverBuilder, check_tls};
+
+/// The receiver's settings: listeners, request limit, token, TLS. The registry and the
+/// `target_info` attributes are the caller's to add to the [builder](Self::builder).
+///
+/// ```
+/// use sonde_otlp_receiver::OtlpReceiverConfig;
+/// use sonde_settings::Settings;
+///
+/// let config = OtlpReceiverConfig { grpc: None, http: None, ..Default::default() };
+/// assert!(config.validate()[0].message.contains("neither `grpc` nor `http`"));
+/// ```
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OtlpReceiverConfig {
+    /// OTLP/gRPC address (default `127.0.0.1:4317`; `"off"`: none).
+    #[serde(with = "sonde_settings::address")]
+    pub grpc: Option<SocketAddr>,
+    /// OTLP/HTTP address (default `127.0.0.1:4318`; `"off"`: none).
+    #[serde(with = "sonde_settings::address")]
+    pub http: Option<SocketAddr>,
+    /// Largest request, compressed or not.
+    #[serde(with = "sonde_settings::size")]
+    pub max_request_size: usize,
+    /// The `Authorization: Bearer` token senders must present.
+    pub bearer_token: Option<String>,
+    /// The certificate chain (PEM, leaf first) to serve both transports over TLS.
+    pub tls_cert_file: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl Default for OtlpReceiverConfig {
+    fn default() -> Self {
+        OtlpReceiverConfig {
+            grpc: Some(SocketAddr::from(([127, 0, 0, 1], 4317))),
+            http: Some(SocketAddr::from(([127, 0, 0, 1], 4318))),
+            max_request_size: DEFAULT_MAX_REQUEST_BYTES,
+            bearer_token: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+        }
+    }
+}
+
+// Not derived: the token stays out of logs.
+impl std::fmt::Debug for OtlpReceiverConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpReceiverConfig")
+            .field("grpc", &self.grpc)
+            .field("http", &self.http)
+            .field("max_request_size", &self.max_request_size)
+            .field(
+                "bearer_token",
+                &self.bearer_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .finish()
+    }
+}
+
+impl OtlpReceiverConfig {
+    /// The receiver these settings describe.
+    pub fn builder(&self) -> OtlpReceiverBuilder {
+        let mut b = OtlpReceiverBuilder::new().max_request_bytes(self.max_request_size);
+        if let Some(a) = self.grpc {
+            b = b.grpc(a.to_string());
+        }
+        if let Some(a) = self.http {
+            b = b.http(a.to_string());
+        }
+        if let Some(t) = &self.bearer_token {
+            b = b.bearer_token(t.clone());
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) {
+            b = b.tls(cert.clone(), key.clone());
+        }
+        b
+    }
+}
+
+impl Settings for OtlpReceiverConfig {
+    fn expect(key: &str) -> Option<Expect> {
+        Some(match key {
+            "max_request_size" => Expect::size(1024..=1 << 30, DEFAULT_MAX_REQUEST_BYTES),
+            "grpc" => Expect::Address {
+                example: "127.0.0.1:4317",
+            },
+            "http" => Expect::Address {
+                example: "127.0.0.1:4318",
+            },
+            _ => return None,
+        })
+    }
+
+    /// The size range, a listener, and the TLS files read as the receiver reads them.
+    fn validate(&self) -> Vec<Problem> {
+        let mut problems: Vec<Problem> = Self::within("max_request_size", self.max_request_size)
+            .into_iter()
+            .collect();
+        if self.grpc.is_none() && self.http.is_none() {
+            problems.push(Problem::new(
+                "",
+                "has neither `grpc` nor `http`",
+                "give at least one address, like grpc = \"127.0.0.1:4317\"",
+            ));
+        }
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (None, None) => {}
+            (Some(cert), Some(key)) => {
+                if let Err(e) = check_tls(cert, key) {
+                    problems.push(Problem::new(
+                        "tls_cert_file",
+                        format!("TLS files: {e}"),
+                        "tls_cert_file and tls_key_file are PEM files: the certificate chain (leaf first) and its private key",
+                    ));
+                }
+            }
+            _ => problems.push(Problem::new(
+                "",
+                "needs both `tls_cert_file` and `tls_key_file`, or neither",
+                "give the certificate chain and its private key together",
+            )),
+        }
+        problems
+    }
+}

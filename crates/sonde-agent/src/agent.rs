@@ -1006,7 +1006,7 @@ fn stop_statsd(s: &sonde_statsd::StatsdServer, timeout: Duration) {
 }
 
 fn start_prometheus(
-    p: &crate::config::PrometheusSection,
+    p: &sonde_prometheus::PrometheusServerConfig,
     registry: &Registry,
     resource: &Resource,
 ) -> Result<sonde_prometheus::PrometheusServer, String> {
@@ -1015,23 +1015,17 @@ fn start_prometheus(
 
 /// Starts the `/metrics` server, on `listener` when a predecessor handed its socket over.
 fn start_prometheus_on(
-    p: &crate::config::PrometheusSection,
+    p: &sonde_prometheus::PrometheusServerConfig,
     registry: &Registry,
     resource: &Resource,
     listener: Option<std::net::TcpListener>,
 ) -> Result<sonde_prometheus::PrometheusServer, String> {
-    let mut builder = sonde_prometheus::PrometheusBuilder::new()
+    let mut builder = p
+        .builder()
         .registry(registry.clone())
-        .resource(resource.clone())
-        .bind(p.listen);
+        .resource(resource.clone());
     if let Some(l) = listener {
         builder = builder.listener(l);
-    }
-    if let Some((cert, key)) = &p.tls {
-        builder = builder.tls(cert, key);
-    }
-    for (user, hash) in &p.basic_auth_users {
-        builder = builder.basic_auth_user(user, hash);
     }
     builder.install().map_err(|e| match e {
         // The library's message names its own settings; the agent's user has `listen`.

@@ -5,7 +5,6 @@
 //! suggested.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,11 +15,6 @@ use toml_edit::{Document, Item, Table, Value};
 
 /// The configuration used when no file is given.
 pub const DEFAULT_CONFIG: &str = include_str!("../sonde-agent.toml");
-
-/// Where the agent serves `/metrics` by default: loopback, port 9465. Not the library's 9464
-/// (the OpenTelemetry Prometheus exporter's port), so a service using sonde and the agent can
-/// run on one host with their defaults.
-pub const DEFAULT_PROMETHEUS_LISTEN: &str = "127.0.0.1:9465";
 
 /// One problem in the configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,33 +144,6 @@ pub struct OtlpInSection {
     pub target_info_attributes: Vec<String>,
 }
 
-/// `[exporters.prometheus]`.
-#[derive(Clone, PartialEq)]
-pub struct PrometheusSection {
-    /// Where `/metrics` is served.
-    pub listen: SocketAddr,
-    /// `tls_cert_file` and `tls_key_file`: serve HTTPS (the files are re-read when they change).
-    pub tls: Option<(PathBuf, PathBuf)>,
-    /// `basic_auth_users`: user name and bcrypt hash, as in Prometheus's web config.
-    pub basic_auth_users: Vec<(String, String)>,
-}
-
-impl fmt::Debug for PrometheusSection {
-    // Password hashes stay out of logs.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let users: Vec<&str> = self
-            .basic_auth_users
-            .iter()
-            .map(|(u, _)| u.as_str())
-            .collect();
-        f.debug_struct("PrometheusSection")
-            .field("listen", &self.listen)
-            .field("tls", &self.tls)
-            .field("basic_auth_users", &users)
-            .finish()
-    }
-}
-
 /// `[exporters.otlp]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OtlpSection {
@@ -269,7 +236,7 @@ pub struct Config {
     /// `[sources.otlp]`: the OTLP receiver, if enabled.
     pub otlp_in: Option<OtlpInSection>,
     /// `[exporters.prometheus]`.
-    pub prometheus: Option<PrometheusSection>,
+    pub prometheus: Option<sonde_prometheus::PrometheusServerConfig>,
     /// `[exporters.otlp]`.
     pub otlp: Option<OtlpSection>,
     /// `[exporters.cloudwatch]`.
@@ -878,42 +845,6 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn address(
-        &mut self,
-        table: Option<&Table>,
-        path: &[&str],
-        default: Option<SocketAddr>,
-    ) -> Option<SocketAddr> {
-        let s = match self.raw(table, path) {
-            None => return default,
-            Some((Raw::File(Value::String(s)), loc)) => (s.value().clone(), loc),
-            Some((Raw::Env(s), loc)) => (s, loc),
-            Some((Raw::File(_), loc)) => {
-                self.error(
-                    loc,
-                    format!("`{}` must be a string", path.join(".")),
-                    "like \"127.0.0.1:8125\"",
-                );
-                return default;
-            }
-        };
-        let (s, loc) = s;
-        if s.trim().is_empty() || s.trim() == "off" {
-            return None;
-        }
-        match s.trim().parse::<SocketAddr>() {
-            Ok(a) => Some(a),
-            Err(_) => {
-                self.error(
-                    loc,
-                    format!("`{s}` is not an address"),
-                    "write it as ip:port, like \"127.0.0.1:8125\" or \"[::1]:8125\"; \"off\" disables it",
-                );
-                default
-            }
-        }
-    }
-
     fn string_table(
         &mut self,
         table: Option<&Table>,
@@ -969,61 +900,6 @@ impl<'a> Reader<'a> {
                 Vec::new()
             }
         }
-    }
-
-    /// `tls_cert_file` and `tls_key_file` of `[exporters.prometheus]`, loaded as the server
-    /// will load them.
-    fn prometheus_tls(&mut self, t: Option<&Table>) -> Option<(PathBuf, PathBuf)> {
-        let cert = self.string(t, &["exporters", "prometheus", "tls_cert_file"]);
-        let key = self.string(t, &["exporters", "prometheus", "tls_key_file"]);
-        let loc = |k: &str| t.and_then(|t| t.get(k)).and_then(Item::span);
-        match (cert, key) {
-            (None, None) => None,
-            (Some(cert), Some(key)) => {
-                if let Err(e) = sonde_prometheus::check_tls_files(cert.as_ref(), key.as_ref()) {
-                    let at = self.at(loc("tls_cert_file"));
-                    self.error(
-                        at,
-                        format!("[exporters.prometheus] {e}"),
-                        "tls_cert_file and tls_key_file must be readable PEM files: the certificate chain (leaf first) and its private key",
-                    );
-                }
-                Some((cert.into(), key.into()))
-            }
-            (Some(_), None) | (None, Some(_)) => {
-                let at = self.at(loc("tls_cert_file").or_else(|| loc("tls_key_file")));
-                self.error(
-                    at,
-                    "[exporters.prometheus] TLS needs both tls_cert_file and tls_key_file".into(),
-                    "set both, or neither to serve plain HTTP",
-                );
-                None
-            }
-        }
-    }
-
-    /// `basic_auth_users = { name = "bcrypt hash" }` of `[exporters.prometheus]`.
-    fn prometheus_users(&mut self, t: Option<&Table>) -> Vec<(String, String)> {
-        let users = self.string_table(
-            t,
-            "basic_auth_users",
-            "exporters.prometheus.basic_auth_users",
-        );
-        for (user, hash) in &users {
-            if let Err(e) = sonde_prometheus::check_basic_auth_user(user, hash) {
-                let span = t
-                    .and_then(|t| t.get("basic_auth_users"))
-                    .and_then(|u| u.get(user.as_str()))
-                    .and_then(Item::span);
-                let at = self.at(span);
-                self.error(
-                    at,
-                    format!("[exporters.prometheus] basic_auth_users: {e}"),
-                    "the value is the bcrypt hash, not the password",
-                );
-            }
-        }
-        users
     }
 
     fn config(&mut self, root: &Table) -> Config {
@@ -1321,30 +1197,17 @@ impl<'a> Reader<'a> {
             &["prometheus", "otlp", "cloudwatch", "emf", "remote_write"],
         );
         let t = self.sub(exporters, "prometheus", "exporters.prometheus");
+        let path = ["exporters", "prometheus"];
         self.unknown_keys(
             t,
             "exporters.prometheus",
             &[
-                "enabled",
-                "listen",
-                "tls_cert_file",
-                "tls_key_file",
-                "basic_auth_users",
-            ],
+                sonde_settings::keys::<sonde_prometheus::PrometheusServerConfig>(),
+                &["enabled"],
+            ]
+            .concat(),
         );
-        let prometheus = self
-            .section_on(t, &["exporters", "prometheus"], true)
-            .then(|| PrometheusSection {
-                listen: self
-                    .address(
-                        t,
-                        &["exporters", "prometheus", "listen"],
-                        DEFAULT_PROMETHEUS_LISTEN.parse().ok(),
-                    )
-                    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9465))),
-                tls: self.prometheus_tls(t),
-                basic_auth_users: self.prometheus_users(t),
-            });
+        let prometheus = self.section_on(t, &path, true).then(|| self.part(t, &path));
 
         let t = self.sub(exporters, "otlp", "exporters.otlp");
         let path = ["exporters", "otlp"];
@@ -1840,13 +1703,8 @@ mod tests {
             "127.0.0.1:9465".parse().unwrap()
         );
         assert_eq!(
-            parse("", &[])
-                .unwrap()
-                .prometheus
-                .unwrap()
-                .listen
-                .to_string(),
-            DEFAULT_PROMETHEUS_LISTEN
+            parse("", &[]).unwrap().prometheus.unwrap().listen,
+            sonde_prometheus::DEFAULT_LISTEN
         );
         assert!(c.host.enabled && c.own_process && c.statsd.enabled);
         assert!(c.otlp.is_none() && c.cloudwatch.is_none());

@@ -40,6 +40,7 @@ mod ready;
 pub mod remote_write;
 mod report;
 mod server;
+mod server_config;
 
 pub use encode::{Format, encode, encode_registry};
 pub use proto::encode_protobuf;
@@ -58,6 +59,7 @@ pub use server::{
     FAILING_AFTER_INTERVALS, PrometheusBuilder, PrometheusServer, check_basic_auth_user,
     check_tls_files,
 };
+pub use server_config::{DEFAULT_LISTEN, PrometheusServerConfig};
 
 /// Errors of the Prometheus exporter.
 #[derive(Debug, thiserror::Error)]

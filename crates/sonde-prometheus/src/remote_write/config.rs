@@ -132,6 +132,7 @@ impl RemoteWriteConfig {
         if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
             b = b.tls_client_cert(cert.clone(), key.clone());
         }
+        #[cfg(feature = "sigv4")]
         if self.sigv4 {
             b = b.sigv4_service(self.sigv4_service.clone().unwrap_or_else(|| "aps".into()));
             if let Some(r) = &self.sigv4_region {
@@ -208,6 +209,13 @@ impl Settings for RemoteWriteConfig {
                 "add sigv4 = true to sign requests with AWS SigV4",
             ),
         ];
+        if self.sigv4 && cfg!(not(feature = "sigv4")) {
+            problems.push(Problem::new(
+                "sigv4",
+                "SigV4 signing is not in this build",
+                "build sonde-prometheus with its `sigv4` feature",
+            ));
+        }
         for (key, wrong, message, hint) in pairs {
             if wrong {
                 problems.push(Problem::new(key, message, hint));

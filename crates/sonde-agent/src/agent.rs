@@ -539,7 +539,7 @@ fn statsd_settings(c: &Config) -> (crate::config::StatsdSection, usize) {
 impl Running {
     fn start(config: &Config, registry: &Registry) -> Result<Running, String> {
         let tick = Arc::new(Mutex::new(Tick {
-            host_every: config.host.interval,
+            host_every: config.host.config.interval,
             agent_every: config.agent.interval,
             ..Tick::default()
         }));
@@ -741,7 +741,7 @@ impl Running {
         // (a process or CPU no longer watched disappears), then the new one installs.
         // The interval alone is the ticker's: the collector and its series stay as they are.
         if changed(old, new, |c| {
-            (c.host.enabled, c.host.per_cpu, c.host.view.clone())
+            (c.host.enabled, c.host.config.clone(), c.host.view.clone())
         }) {
             if let Some(h) = self.host.take() {
                 lock(&self.tick).host = None;
@@ -809,7 +809,7 @@ impl Running {
             t.cgroups.clone_from(&self.cgroups);
             t.statsd.clone_from(&self.statsd);
             t.emf.clone_from(&self.emf.running);
-            t.host_every = applied.host.interval;
+            t.host_every = applied.host.config.interval;
             t.agent_every = applied.agent.interval;
         }
         if let Some((tx, _)) = &self.ticker {
@@ -1217,7 +1217,7 @@ fn start_host(
     }
     let collector = sonde_host::HostCollector::new()
         .registry(registry)
-        .per_cpu(config.host.per_cpu);
+        .per_cpu(config.host.config.per_cpu);
     let collector = match &config.host.view {
         crate::config::HostView::Own => collector,
         crate::config::HostView::Root(root) => collector.host_root(root),
@@ -1238,14 +1238,7 @@ fn start_cgroups(
     if !c.enabled {
         return Ok(None);
     }
-    let mut b = sonde_host::CgroupCollector::new()
-        .registry(registry)
-        .root(&c.root)
-        .containers(c.containers)
-        .max_cgroups(c.max_cgroups);
-    for glob in &c.include {
-        b = b.include(glob.clone());
-    }
+    let b = c.config.builder(&c.default_root).registry(registry);
     b.install()
         .map(Some)
         .map_err(|e| format!("[collectors.cgroups]: {e}"))

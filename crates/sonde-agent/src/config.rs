@@ -90,10 +90,8 @@ pub struct AgentSection {
 pub struct HostSection {
     /// Whether host metrics are collected.
     pub enabled: bool,
-    /// Collection interval.
-    pub interval: Duration,
-    /// Per-core CPU utilization too.
-    pub per_cpu: bool,
+    /// The collector's own settings (interval, per-core CPU).
+    pub config: sonde_host::HostConfig,
     /// Whose host is read: this one's (`/proc`), or the one mounted elsewhere (`[agent]
     /// host_root`, or the `HOST_PROC`/`HOST_SYS` variables), for an agent in a container.
     pub view: HostView,
@@ -104,14 +102,10 @@ pub struct HostSection {
 pub struct CgroupsSection {
     /// Whether cgroups are read (default false).
     pub enabled: bool,
-    /// `include`: globs of further cgroup paths to report (`/system.slice/*.service`).
-    pub include: Vec<String>,
-    /// `containers`: report the cgroups of containers without including them (default true).
-    pub containers: bool,
-    /// `max_cgroups`: most cgroups reported.
-    pub max_cgroups: usize,
-    /// `root`: the cgroup filesystem (default `/sys/fs/cgroup`, under `[agent] host_root`).
-    pub root: PathBuf,
+    /// The collector's own settings (include, containers, max_cgroups, root).
+    pub config: sonde_host::CgroupsConfig,
+    /// The cgroup filesystem when `root` is not set: `/sys/fs/cgroup` under the host root.
+    pub default_root: PathBuf,
 }
 
 /// Where the host collector reads the host.
@@ -381,8 +375,6 @@ pub const MAX_SERIES_RANGE: RangeInclusive<usize> = 1..=1_000_000;
 /// `agent.resource_detection_timeout`: start-up never waits longer than this for a detector.
 pub const DETECTION_TIMEOUT_RANGE: RangeInclusive<Duration> =
     Duration::from_millis(10)..=Duration::from_secs(10);
-/// `collectors.cgroups.max_cgroups`.
-pub const MAX_CGROUPS_RANGE: RangeInclusive<usize> = 1..=100_000;
 /// `agent.memory_budget`, bytes: below 1 MiB the agent's own series would not fit.
 pub const MEMORY_BUDGET_RANGE: RangeInclusive<usize> = 1 << 20..=1 << 40;
 /// Intervals (agent, host, exporters): below 100 ms the agent would spin.
@@ -419,6 +411,33 @@ fn show_size(n: usize) -> String {
         format!("{}KiB", n >> 10)
     } else {
         n.to_string()
+    }
+}
+
+/// `[[collectors.procstat]]`, each entry checked by sonde-host where it stands.
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
+struct Procstat {
+    procstat: Vec<sonde_host::ProcstatConfig>,
+}
+
+impl Settings for Procstat {
+    fn expect(_key: &str) -> Option<sonde_settings::Expect> {
+        None
+    }
+
+    fn validate(&self) -> Vec<sonde_settings::Problem> {
+        let mut problems = Vec::new();
+        for (i, p) in self.procstat.iter().enumerate() {
+            if let Err(mut problem) = p.matcher() {
+                problem.key = match problem.key.as_str() {
+                    "" => format!("procstat.{i}"),
+                    key => format!("procstat.{i}.{key}"),
+                };
+                problems.push(problem);
+            }
+        }
+        problems
     }
 }
 
@@ -620,7 +639,13 @@ impl<'a> Reader<'a> {
             let message = if m.problem.names_key {
                 m.problem.message_for(&full.join("."))
             } else {
-                format!("[{}] {}", path.join("."), m.problem.message)
+                // An entry of a list is told in the list's name (`[collectors.procstat]`).
+                let mut keys = m.problem.key.split('.');
+                let section = match (keys.next(), keys.next().map(str::parse::<usize>)) {
+                    (Some(list), Some(Ok(_))) => format!("{}.{list}", path.join(".")),
+                    _ => path.join("."),
+                };
+                format!("[{section}] {}", m.problem.message)
             };
             self.error(loc, message, m.problem.hint);
         }
@@ -637,23 +662,36 @@ impl<'a> Reader<'a> {
                 return format!("environment variable {name}");
             }
         }
+        /// A table (a section, an entry of `[[list]]`) or an item.
+        #[derive(Clone, Copy)]
+        enum Node<'t> {
+            Table(&'t Table),
+            Item(&'t Item),
+        }
         let mut span = table.and_then(|t| t.span());
-        let mut current: Option<&Item> = None;
+        let mut node = table.map(Node::Table);
         for key in &path[depth.min(path.len())..] {
-            let next = match current {
-                None => table.and_then(|t| t.get(key)),
-                Some(Item::ArrayOfTables(a)) => {
-                    // An entry is a table, not an item: its span ends the walk.
-                    if let Some(t) = key.parse::<usize>().ok().and_then(|n| a.get(n)) {
-                        span = t.span().or(span);
-                    }
-                    break;
+            let next = match node {
+                Some(Node::Table(t)) => t.get(key).map(Node::Item),
+                Some(Node::Item(Item::ArrayOfTables(a))) => key
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|n| a.get(n))
+                    .map(Node::Table),
+                Some(Node::Item(item)) => match key.parse::<usize>() {
+                    Ok(n) => item.get(n),
+                    Err(_) => item.get(*key),
                 }
-                Some(other) => other.get(*key),
+                .map(Node::Item),
+                None => None,
             };
             let Some(next) = next else { break };
-            span = next.span().or(span);
-            current = Some(next);
+            span = match next {
+                Node::Table(t) => t.span(),
+                Node::Item(i) => i.span(),
+            }
+            .or(span);
+            node = Some(next);
         }
         self.at(span)
     }
@@ -993,16 +1031,9 @@ impl<'a> Reader<'a> {
             &["host", "process", "procstat", "cgroups"],
         );
         let host = self.sub(collectors, "host", "collectors.host");
-        self.unknown_keys(host, "collectors.host", &["enabled", "interval", "per_cpu"]);
         let host = HostSection {
             enabled: self.bool(host, &["collectors", "host", "enabled"], true),
-            interval: self.ranged::<Span>(
-                host,
-                &["collectors", "host", "interval"],
-                Duration::from_secs(10),
-                INTERVAL_RANGE,
-            ),
-            per_cpu: self.bool(host, &["collectors", "host", "per_cpu"], false),
+            config: self.settings(host, &["collectors", "host"], &["enabled"]),
             view: self.host_view(agent_table),
         };
         let cgroups = self.cgroups(collectors, &host.view);
@@ -1018,54 +1049,12 @@ impl<'a> Reader<'a> {
             &["collectors", "process", "prometheus_names"],
             false,
         );
-        let mut procstat = Vec::new();
-        for t in self.tables(collectors, "procstat", "collectors.procstat") {
-            self.unknown_keys(
-                Some(t),
-                "collectors.procstat",
-                &["name", "pattern", "pid_file"],
-            );
-            let get = |k: &str| t.get(k).and_then(Item::as_str).map(str::to_string);
-            let set: Vec<sonde_host::ProcessMatcher> = [
-                get("name").map(sonde_host::ProcessMatcher::Name),
-                get("pattern").map(sonde_host::ProcessMatcher::Pattern),
-                get("pid_file").map(|p| sonde_host::ProcessMatcher::PidFile(PathBuf::from(p))),
-            ]
-            .into_iter()
-            .flatten()
+        let procstat = self
+            .part::<Procstat>(collectors, &["collectors"])
+            .procstat
+            .iter()
+            .filter_map(|p| p.matcher().ok())
             .collect();
-            let empty = [get("name"), get("pattern"), get("pid_file")]
-                .iter()
-                .flatten()
-                .any(|v| v.is_empty() || v.contains('\0'));
-            if set.len() != 1 || empty {
-                self.error(
-                    self.at(t.span()),
-                    "each [[collectors.procstat]] needs exactly one of `name`, `pattern` or `pid_file` (a non-empty string)".into(),
-                    "for example name = \"nginx\"",
-                );
-                continue;
-            }
-            for matcher in set {
-                match sonde_host::CheckedMatcher::new(matcher) {
-                    Ok(m) => procstat.push(m),
-                    Err(e) => {
-                        let message = match e {
-                            sonde_host::Error::InvalidRegex { source, .. } => {
-                                format!("the pattern is not a valid regex: {source}")
-                            }
-                            other => other.to_string(),
-                        };
-                        let loc = self.at(t.get("pattern").and_then(Item::span));
-                        self.error(
-                            loc,
-                            message,
-                            "see https://docs.rs/regex/latest/regex/#syntax",
-                        );
-                    }
-                }
-            }
-        }
 
         let statsd = self.sub(Some(root), "statsd", "statsd");
         let statsd = StatsdSection {
@@ -1362,41 +1351,20 @@ impl<'a> Reader<'a> {
     /// `[collectors.cgroups]`, its root under the host root when there is one.
     fn cgroups(&mut self, collectors: Option<&Table>, view: &HostView) -> CgroupsSection {
         let t = self.sub(collectors, "cgroups", "collectors.cgroups");
-        self.unknown_keys(
-            t,
-            "collectors.cgroups",
-            &["enabled", "include", "containers", "max_cgroups", "root"],
-        );
-        let key = |k: &'static str| ["collectors", "cgroups", k];
-        let enabled = self.bool(t, &key("enabled"), false);
-        let default_root = match view {
-            HostView::Root(root) => root.join("sys/fs/cgroup"),
-            HostView::ProcSys(_, sys) => sys.join("fs/cgroup"),
-            HostView::Own => PathBuf::from("/sys/fs/cgroup"),
-        };
+        let path = ["collectors", "cgroups"];
+        let enabled = self.bool(t, &["collectors", "cgroups", "enabled"], false);
         let section = CgroupsSection {
             enabled,
-            include: self.strings(t, &key("include")).unwrap_or_default(),
-            containers: self.bool(t, &key("containers"), true),
-            max_cgroups: self.ranged::<Count>(t, &key("max_cgroups"), 1000, MAX_CGROUPS_RANGE),
-            root: self
-                .string(t, &key("root"))
-                .map(PathBuf::from)
-                .unwrap_or(default_root),
+            config: self.settings(t, &path, &["enabled"]),
+            default_root: match view {
+                HostView::Root(root) => root.join("sys/fs/cgroup"),
+                HostView::ProcSys(_, sys) => sys.join("fs/cgroup"),
+                HostView::Own => PathBuf::from("/sys/fs/cgroup"),
+            },
         };
-        if enabled {
-            // The collector's own check (the root is a cgroup filesystem), without a walk.
-            let probe = sonde_host::CgroupCollector::new()
-                .root(&section.root)
-                .check();
-            if let Err(e) = probe {
-                let at = self.location_of(t, &key("root"));
-                self.error(
-                    at,
-                    format!("[collectors.cgroups]: {e}"),
-                    "in a container, mount the host's / (host_root) or /sys/fs/cgroup; or set enabled = false",
-                );
-            }
+        if enabled && let Some(p) = section.config.check(&section.default_root) {
+            let at = self.location_in(t, path.len(), &["collectors", "cgroups", "root"]);
+            self.error(at, format!("[collectors.cgroups]: {}", p.message), p.hint);
         }
         section
     }

@@ -255,6 +255,7 @@ macro_rules! collector_component {
 pub(crate) use collector_component;
 
 mod cgroup;
+mod config;
 mod host;
 #[cfg(target_os = "linux")]
 mod linux;
@@ -266,6 +267,7 @@ mod reading;
 mod source;
 
 pub use cgroup::{CGROUP_LABELS, CgroupCollector, CgroupMetrics, Identity, identify};
+pub use config::{CgroupsConfig, HostConfig, ProcstatConfig};
 pub use host::{
     DEFAULT_DISKS_EXCLUDE, DEFAULT_FILESYSTEM_TYPES_EXCLUDE, DEFAULT_MOUNTPOINTS_EXCLUDE,
     HostCollector, HostMetrics, MIN_UTILIZATION_WINDOW,

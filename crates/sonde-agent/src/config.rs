@@ -56,7 +56,8 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// Human-readable lines.
     Text,
@@ -64,25 +65,108 @@ pub enum LogFormat {
     Json,
 }
 
-/// `[agent]`.
-#[derive(Debug, Clone, PartialEq)]
+/// `[agent]`: the agent's own settings.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct AgentSection {
     /// How often sets rotate and the EMF writer flushes.
+    #[serde(with = "sonde_settings::duration")]
     pub interval: Duration,
     /// Log format.
     pub log_format: LogFormat,
     /// Log filter (`info`, `debug`, `sonde_agent=debug,info`...).
     pub log_level: String,
     /// How long SIGTERM waits for the push exporters to deliver.
+    #[serde(with = "sonde_settings::duration")]
     pub shutdown_timeout: Duration,
     /// Most series per metric family.
     pub max_series_per_family: usize,
     /// Estimated bytes all series together may take (the registry's memory budget).
+    #[serde(with = "sonde_settings::size")]
     pub memory_budget: usize,
+    /// `host_root`: the host's `/` mounted there, for an agent in a container (read into
+    /// [`HostSection::view`]).
+    pub host_root: Option<PathBuf>,
     /// `resource_detectors`: cloud environments looked for at start (`ec2`, `ecs`).
     pub resource_detectors: Vec<String>,
     /// `resource_detection_timeout`: how long each detector may take.
+    #[serde(with = "sonde_settings::duration")]
     pub resource_detection_timeout: Duration,
+}
+
+impl Default for AgentSection {
+    fn default() -> Self {
+        AgentSection {
+            interval: Duration::from_secs(10),
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            shutdown_timeout: Duration::from_secs(10),
+            max_series_per_family: 2000,
+            memory_budget: 256 << 20,
+            host_root: None,
+            resource_detectors: Vec::new(),
+            resource_detection_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Settings for AgentSection {
+    fn expect(key: &str) -> Option<sonde_settings::Expect> {
+        use sonde_settings::Expect;
+        Some(match key {
+            // Below 100 ms the agent would spin.
+            "interval" => Expect::duration(
+                Duration::from_millis(100)..=Duration::from_secs(24 * 3600),
+                Duration::from_secs(10),
+            ),
+            "shutdown_timeout" => Expect::duration(TIMEOUT_RANGE, Duration::from_secs(10)),
+            "max_series_per_family" => Expect::count(1..=1_000_000, 2000),
+            // Below 1 MiB the agent's own series would not fit.
+            "memory_budget" => Expect::size(1 << 20..=1 << 40, 256 << 20),
+            // Start-up never waits longer than this for a detector.
+            "resource_detection_timeout" => Expect::duration(
+                Duration::from_millis(10)..=Duration::from_secs(10),
+                Duration::from_secs(1),
+            ),
+            "log_format" => Expect::OneOf(&["text", "json"]),
+            _ => return None,
+        })
+    }
+
+    fn validate(&self) -> Vec<sonde_settings::Problem> {
+        use sonde_settings::Problem;
+        let mut problems: Vec<Problem> = [
+            Self::within("interval", self.interval),
+            Self::within("shutdown_timeout", self.shutdown_timeout),
+            Self::within("max_series_per_family", self.max_series_per_family),
+            Self::within("memory_budget", self.memory_budget),
+            Self::within(
+                "resource_detection_timeout",
+                self.resource_detection_timeout,
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        // Start-up would otherwise fall back to "info" without a word.
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            problems.push(Problem::new(
+                "log_level",
+                format!("`{}` is not a log filter: {e}", self.log_level),
+                "use a level (error, warn, info, debug, trace) or directives like \"sonde_agent=debug,info\"",
+            ));
+        }
+        for n in &self.resource_detectors {
+            if crate::detect::Detector::parse(n).is_none() {
+                problems.push(Problem::new(
+                    "resource_detectors",
+                    format!("unknown resource detector `{n}`"),
+                    format!("use some of {:?}", crate::detect::DETECTOR_NAMES),
+                ));
+            }
+        }
+        problems
+    }
 }
 
 /// `[collectors.host]`.
@@ -334,85 +418,17 @@ fn shorten(s: &str) -> String {
     sonde_core::diag::shorten(s, 64)
 }
 
-/// Parses `10s`, `500ms`, `2m`, `1h`.
-pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.')?);
-    let n: f64 = num.parse().ok()?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return None,
-    };
-    (0.0..1e9)
-        .contains(&secs)
-        .then(|| Duration::from_secs_f64(secs))
-}
-
-/// Parses `8MiB`, `64KiB`, `1GiB`, `4096`.
-pub fn parse_size(s: &str) -> Option<usize> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: usize = num.parse().ok()?;
-    let mult = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" | "K" | "KB" => 1024,
-        "MiB" | "M" | "MB" => 1024 * 1024,
-        "GiB" | "G" | "GB" => 1024 * 1024 * 1024,
-        _ => return None,
-    };
-    n.checked_mul(mult)
-}
+use sonde_settings::{parse_duration, show_duration};
 
 // The range of every numeric setting, checked by `check-config` so that what it accepts also
 // starts (documented in sonde-agent.toml and examples-config/full.toml).
 
-/// `agent.max_series_per_family`.
-pub const MAX_SERIES_RANGE: RangeInclusive<usize> = 1..=1_000_000;
-/// `agent.resource_detection_timeout`: start-up never waits longer than this for a detector.
-pub const DETECTION_TIMEOUT_RANGE: RangeInclusive<Duration> =
-    Duration::from_millis(10)..=Duration::from_secs(10);
-/// `agent.memory_budget`, bytes: below 1 MiB the agent's own series would not fit.
-pub const MEMORY_BUDGET_RANGE: RangeInclusive<usize> = 1 << 20..=1 << 40;
-/// Intervals (agent, host, exporters): below 100 ms the agent would spin.
-pub const INTERVAL_RANGE: RangeInclusive<Duration> =
-    Duration::from_millis(100)..=Duration::from_secs(24 * 3600);
 /// Probe intervals and timeouts (sonde-probes refuses more than 7 days).
 pub const PROBE_PERIOD_RANGE: RangeInclusive<Duration> =
     Duration::from_millis(10)..=Duration::from_secs(7 * 24 * 3600);
-/// `agent.shutdown_timeout` and `exporters.otlp.timeout`.
+/// `agent.shutdown_timeout`.
 pub const TIMEOUT_RANGE: RangeInclusive<Duration> =
     Duration::from_millis(10)..=Duration::from_secs(3600);
-
-/// `d` the way it is written in the configuration (`500ms`, `10s`, `2m`, `24h`).
-fn show_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms.is_multiple_of(3_600_000) {
-        format!("{}h", ms / 3_600_000)
-    } else if ms.is_multiple_of(60_000) {
-        format!("{}m", ms / 60_000)
-    } else if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
-}
-
-/// `n` bytes the way it is written in the configuration.
-fn show_size(n: usize) -> String {
-    if n >= 1 << 30 && n.is_multiple_of(1 << 30) {
-        format!("{}GiB", n >> 30)
-    } else if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
-        format!("{}MiB", n >> 20)
-    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
-        format!("{}KiB", n >> 10)
-    } else {
-        n.to_string()
-    }
-}
 
 /// `[[collectors.procstat]]`, each entry checked by sonde-host where it stands.
 #[derive(Default, serde::Deserialize)]
@@ -445,94 +461,6 @@ impl Settings for Procstat {
 enum Raw<'a> {
     File(&'a Value),
     Env(String),
-}
-
-/// The kind of a ranged setting: how it is read from the file and the environment, and how an
-/// error names its range and gives an example.
-trait Kind {
-    type Value: PartialOrd + Copy;
-    fn from_file(v: &Value) -> Option<Self::Value>;
-    fn from_env(s: &str) -> Option<Self::Value>;
-    /// "a whole number from 1 to 10", after "`path` must be".
-    fn must_be(range: &RangeInclusive<Self::Value>) -> String;
-    fn hint(default: Self::Value) -> String;
-}
-
-/// A whole number (TOML integers are i64: negative ones are refused too).
-struct Count;
-/// A duration: `"500ms"`, `"10s"`, `"2m"`, `"1h"`.
-struct Span;
-/// A size in bytes: `"64KiB"`, `"8MiB"` or a number.
-struct Bytes;
-
-impl Kind for Count {
-    type Value = usize;
-    fn from_file(v: &Value) -> Option<usize> {
-        v.as_integer().and_then(|i| usize::try_from(i).ok())
-    }
-    fn from_env(s: &str) -> Option<usize> {
-        s.trim().parse().ok()
-    }
-    fn must_be(range: &RangeInclusive<usize>) -> String {
-        if *range.end() == usize::MAX {
-            format!("a whole number of at least {}", range.start())
-        } else {
-            format!("a whole number from {} to {}", range.start(), range.end())
-        }
-    }
-    fn hint(default: usize) -> String {
-        format!("for example {default}")
-    }
-}
-
-impl Kind for Span {
-    type Value = Duration;
-    fn from_file(v: &Value) -> Option<Duration> {
-        v.as_str().and_then(parse_duration)
-    }
-    fn from_env(s: &str) -> Option<Duration> {
-        parse_duration(s)
-    }
-    fn must_be(range: &RangeInclusive<Duration>) -> String {
-        format!(
-            "a duration from {} to {}",
-            show_duration(*range.start()),
-            show_duration(*range.end())
-        )
-    }
-    fn hint(default: Duration) -> String {
-        format!(
-            "write it as a string like \"{}\", \"500ms\", \"2m\" or \"1h\"",
-            show_duration(default)
-        )
-    }
-}
-
-impl Kind for Bytes {
-    type Value = usize;
-    fn from_file(v: &Value) -> Option<usize> {
-        match v {
-            Value::String(s) => parse_size(s.value()),
-            Value::Integer(i) => usize::try_from(*i.value()).ok(),
-            _ => None,
-        }
-    }
-    fn from_env(s: &str) -> Option<usize> {
-        parse_size(s)
-    }
-    fn must_be(range: &RangeInclusive<usize>) -> String {
-        format!(
-            "a size from {} to {}",
-            show_size(*range.start()),
-            show_size(*range.end())
-        )
-    }
-    fn hint(default: usize) -> String {
-        format!(
-            "write it like \"{}\", \"64KiB\" or a number of bytes",
-            show_size(default)
-        )
-    }
 }
 
 struct Reader<'a> {
@@ -739,21 +667,6 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn string(&mut self, table: Option<&Table>, path: &[&str]) -> Option<String> {
-        match self.raw(table, path)? {
-            (Raw::Env(s), _) => Some(s),
-            (Raw::File(Value::String(s)), _) => Some(s.value().clone()),
-            (Raw::File(_), loc) => {
-                self.error(
-                    loc,
-                    format!("`{}` must be a string", path.join(".")),
-                    "put the value in double quotes",
-                );
-                None
-            }
-        }
-    }
-
     /// An array of strings (from the environment: comma-separated).
     fn strings(&mut self, table: Option<&Table>, path: &[&str]) -> Option<Vec<String>> {
         match self.raw(table, path)? {
@@ -822,29 +735,6 @@ impl<'a> Reader<'a> {
         on
     }
 
-    /// One of `options` by name (`protocol = "grpc"`); another name is an error listing them,
-    /// named after the key (`unknown protocol`).
-    fn choice<T: Copy>(
-        &mut self,
-        table: Option<&Table>,
-        path: &[&str],
-        options: &[(&str, T)],
-    ) -> Option<T> {
-        let name = self.string(table, path)?;
-        if let Some((_, v)) = options.iter().find(|(n, _)| *n == name) {
-            return Some(*v);
-        }
-        let loc = self.location_of(table, path);
-        let what = path.last().copied().unwrap_or_default().replace('_', " ");
-        let names: Vec<String> = options.iter().map(|(n, _)| format!("\"{n}\"")).collect();
-        self.error(
-            loc,
-            format!("unknown {what} `{}`", shorten(&name)),
-            format!("use {}", names.join(" or ")),
-        );
-        None
-    }
-
     /// Where the setting at `path` comes from: its environment variable if set, else its key
     /// in `table` (for checks made after the value was read).
     fn location_of(&self, table: Option<&Table>, path: &[&str]) -> String {
@@ -854,33 +744,6 @@ impl<'a> Reader<'a> {
         }
         let key = path.last().copied().unwrap_or_default();
         self.at(table.and_then(|t| t.get(key)).and_then(Item::span))
-    }
-
-    /// A value of kind `K` in `range`, from the environment or the file; out of range, of
-    /// another type or unreadable, it is an error naming the range and `default` is used.
-    fn ranged<K: Kind>(
-        &mut self,
-        table: Option<&Table>,
-        path: &[&str],
-        default: K::Value,
-        range: RangeInclusive<K::Value>,
-    ) -> K::Value {
-        let (value, loc) = match self.raw(table, path) {
-            None => return default,
-            Some((Raw::File(v), loc)) => (K::from_file(v), loc),
-            Some((Raw::Env(s), loc)) => (K::from_env(&s), loc),
-        };
-        match value {
-            Some(v) if range.contains(&v) => v,
-            _ => {
-                self.error(
-                    loc,
-                    format!("`{}` must be {}", path.join("."), K::must_be(&range)),
-                    K::hint(default),
-                );
-                default
-            }
-        }
     }
 
     fn string_table(
@@ -954,74 +817,8 @@ impl<'a> Reader<'a> {
                 "exporters",
             ],
         );
-        let agent = self.sub(Some(root), "agent", "agent");
-        let agent_table = agent;
-        self.unknown_keys(
-            agent,
-            "agent",
-            &[
-                "interval",
-                "log_format",
-                "log_level",
-                "shutdown_timeout",
-                "max_series_per_family",
-                "memory_budget",
-                "host_root",
-                "resource_detectors",
-                "resource_detection_timeout",
-            ],
-        );
-        let formats = [("text", LogFormat::Text), ("json", LogFormat::Json)];
-        let log_format = self
-            .choice(agent, &["agent", "log_format"], &formats)
-            .unwrap_or(LogFormat::Text);
-        let log_level = self
-            .string(agent, &["agent", "log_level"])
-            .unwrap_or_else(|| "info".into());
-        // Start-up would otherwise fall back to "info" without a word.
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
-            let loc = self.location_of(agent, &["agent", "log_level"]);
-            self.error(
-                loc,
-                format!("`{log_level}` is not a log filter: {e}"),
-                "use a level (error, warn, info, debug, trace) or directives like \"sonde_agent=debug,info\"",
-            );
-        }
-        let agent = AgentSection {
-            interval: self.ranged::<Span>(
-                agent,
-                &["agent", "interval"],
-                Duration::from_secs(10),
-                INTERVAL_RANGE,
-            ),
-            log_format,
-            log_level,
-            shutdown_timeout: self.ranged::<Span>(
-                agent,
-                &["agent", "shutdown_timeout"],
-                Duration::from_secs(10),
-                TIMEOUT_RANGE,
-            ),
-            max_series_per_family: self.ranged::<Count>(
-                agent,
-                &["agent", "max_series_per_family"],
-                2000,
-                MAX_SERIES_RANGE,
-            ),
-            memory_budget: self.ranged::<Bytes>(
-                agent,
-                &["agent", "memory_budget"],
-                256 << 20,
-                MEMORY_BUDGET_RANGE,
-            ),
-            resource_detectors: self.resource_detectors(agent),
-            resource_detection_timeout: self.ranged::<Span>(
-                agent,
-                &["agent", "resource_detection_timeout"],
-                Duration::from_secs(1),
-                DETECTION_TIMEOUT_RANGE,
-            ),
-        };
+        let agent_table = self.sub(Some(root), "agent", "agent");
+        let agent: AgentSection = self.settings(agent_table, &["agent"], &[]);
         let resource = self.string_table(Some(root), "resource", "resource");
 
         let collectors = self.sub(Some(root), "collectors", "collectors");
@@ -1034,7 +831,7 @@ impl<'a> Reader<'a> {
         let host = HostSection {
             enabled: self.bool(host, &["collectors", "host", "enabled"], true),
             config: self.settings(host, &["collectors", "host"], &["enabled"]),
-            view: self.host_view(agent_table),
+            view: self.host_view(agent_table, agent.host_root.as_deref()),
         };
         let cgroups = self.cgroups(collectors, &host.view);
         let process = self.sub(collectors, "process", "collectors.process");
@@ -1330,24 +1127,6 @@ impl<'a> Reader<'a> {
         Some(q)
     }
 
-    /// `[agent] resource_detectors`: known names only.
-    fn resource_detectors(&mut self, agent: Option<&Table>) -> Vec<String> {
-        let names = self
-            .strings(agent, &["agent", "resource_detectors"])
-            .unwrap_or_default();
-        for n in &names {
-            if crate::detect::Detector::parse(n).is_none() {
-                let at = self.location_of(agent, &["agent", "resource_detectors"]);
-                self.error(
-                    at,
-                    format!("unknown resource detector `{n}`"),
-                    format!("use some of {:?}", crate::detect::DETECTOR_NAMES),
-                );
-            }
-        }
-        names
-    }
-
     /// `[collectors.cgroups]`, its root under the host root when there is one.
     fn cgroups(&mut self, collectors: Option<&Table>, view: &HostView) -> CgroupsSection {
         let t = self.sub(collectors, "cgroups", "collectors.cgroups");
@@ -1371,15 +1150,19 @@ impl<'a> Reader<'a> {
 
     /// `[agent] host_root`, else the `HOST_ROOT`, `HOST_PROC` and `HOST_SYS` variables; checked
     /// for a readable `proc/stat` there, as the host collector reads it.
-    fn host_view(&mut self, agent: Option<&Table>) -> HostView {
+    fn host_view(
+        &mut self,
+        agent: Option<&Table>,
+        host_root: Option<&std::path::Path>,
+    ) -> HostView {
         let env = |k: &str| {
             std::env::var_os(k)
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from)
         };
-        let (view, at, source) = match self.string(agent, &["agent", "host_root"]) {
+        let (view, at, source) = match host_root {
             Some(root) => (
-                HostView::Root(PathBuf::from(root)),
+                HostView::Root(root.to_owned()),
                 self.location_of(agent, &["agent", "host_root"]),
                 "[agent] host_root",
             ),
@@ -1808,17 +1591,5 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("must be an array of strings"), "{err}");
-    }
-
-    #[test]
-    fn durations_and_sizes() {
-        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
-        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(parse_duration("10"), None);
-        assert_eq!(parse_duration("-1s"), None);
-        assert_eq!(parse_size("8MiB"), Some(8 << 20));
-        assert_eq!(parse_size("4096"), Some(4096));
-        assert_eq!(parse_size("1EiB"), None);
     }
 }

@@ -187,6 +187,13 @@ mod tests {
         for n in [4096, 64 << 10, 8 << 20, 1 << 30, 1000] {
             assert_eq!(parse_size(&show_size(n)), Some(n));
         }
+        // Moved with the parsers from the agent (its `durations_and_sizes`).
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("10"), None);
+        assert_eq!(parse_size("8MiB"), Some(8 << 20));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("1EiB"), None);
         assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_duration("10 parsecs"), None);
         assert_eq!(parse_duration("-1s"), None);

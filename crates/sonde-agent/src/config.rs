@@ -418,17 +418,21 @@ fn shorten(s: &str) -> String {
     sonde_core::diag::shorten(s, 64)
 }
 
-use sonde_settings::{parse_duration, show_duration};
-
 // The range of every numeric setting, checked by `check-config` so that what it accepts also
 // starts (documented in sonde-agent.toml and examples-config/full.toml).
 
-/// Probe intervals and timeouts (sonde-probes refuses more than 7 days).
-pub const PROBE_PERIOD_RANGE: RangeInclusive<Duration> =
-    Duration::from_millis(10)..=Duration::from_secs(7 * 24 * 3600);
 /// `agent.shutdown_timeout`.
 pub const TIMEOUT_RANGE: RangeInclusive<Duration> =
     Duration::from_millis(10)..=Duration::from_secs(3600);
+
+/// `problem` of entry `i` of the list `list`, keyed to that entry.
+fn in_entry(list: &str, i: usize, mut problem: sonde_settings::Problem) -> sonde_settings::Problem {
+    problem.key = match problem.key.as_str() {
+        "" => format!("{list}.{i}"),
+        key => format!("{list}.{i}.{key}"),
+    };
+    problem
+}
 
 /// `[[collectors.procstat]]`, each entry checked by sonde-host where it stands.
 #[derive(Default, serde::Deserialize)]
@@ -443,14 +447,51 @@ impl Settings for Procstat {
     }
 
     fn validate(&self) -> Vec<sonde_settings::Problem> {
+        let matchers = self
+            .procstat
+            .iter()
+            .map(sonde_host::ProcstatConfig::matcher);
+        matchers
+            .enumerate()
+            .filter_map(|(i, m)| m.err().map(|p| in_entry("procstat", i, p)))
+            .collect()
+    }
+}
+
+/// `[[sources.scrape]]`, each target checked by sonde-scrape where it stands, and none twice.
+#[derive(Default, serde::Deserialize)]
+#[serde(default)]
+struct Scrape {
+    scrape: Vec<sonde_scrape::ScrapeTargetConfig>,
+}
+
+impl Settings for Scrape {
+    fn expect(key: &str) -> Option<sonde_settings::Expect> {
+        key.strip_prefix("scrape.")
+            .and_then(sonde_scrape::ScrapeTargetConfig::expect)
+    }
+
+    fn validate(&self) -> Vec<sonde_settings::Problem> {
         let mut problems = Vec::new();
-        for (i, p) in self.procstat.iter().enumerate() {
-            if let Err(mut problem) = p.matcher() {
-                problem.key = match problem.key.as_str() {
-                    "" => format!("procstat.{i}"),
-                    key => format!("procstat.{i}.{key}"),
-                };
-                problems.push(problem);
+        for (i, t) in self.scrape.iter().enumerate() {
+            problems.extend(t.validate().into_iter().map(|p| in_entry("scrape", i, p)));
+            if self.scrape[..i]
+                .iter()
+                .any(|o| o.job == t.job && o.url == t.url)
+            {
+                problems.push(in_entry(
+                    "scrape",
+                    i,
+                    sonde_settings::Problem::new(
+                        "url",
+                        format!(
+                            "the target `{}` at {} is listed twice",
+                            t.job,
+                            sonde_push::redact_url(&t.url)
+                        ),
+                        "remove one of the two entries",
+                    ),
+                ));
             }
         }
         problems
@@ -564,16 +605,22 @@ impl<'a> Reader<'a> {
                 Some(span) => self.at(Some(span)),
                 None => self.location_in(table, path.len(), &full),
             };
-            let message = if m.problem.names_key {
-                m.problem.message_for(&full.join("."))
-            } else {
-                // An entry of a list is told in the list's name (`[collectors.procstat]`).
-                let mut keys = m.problem.key.split('.');
-                let section = match (keys.next(), keys.next().map(str::parse::<usize>)) {
-                    (Some(list), Some(Ok(_))) => format!("{}.{list}", path.join(".")),
-                    _ => path.join("."),
-                };
-                format!("[{section}] {}", m.problem.message)
+            // An entry of a list is told in the list's name (`[collectors.procstat]`), and a
+            // key of the entry by its own name.
+            let keys: Vec<&str> = m.problem.key.split('.').collect();
+            let entry = match keys.as_slice() {
+                [list, index, rest @ ..] if index.parse::<usize>().is_ok() => {
+                    Some((format!("{}.{list}", path.join(".")), rest.join(".")))
+                }
+                _ => None,
+            };
+            let message = match (&entry, m.problem.names_key) {
+                (Some((list, key)), true) if !key.is_empty() => {
+                    format!("[{list}] {}", m.problem.message_for(key))
+                }
+                (Some((list, _)), _) => format!("[{list}] {}", m.problem.message),
+                (None, true) => m.problem.message_for(&full.join(".")),
+                (None, false) => format!("[{}] {}", path.join("."), m.problem.message),
             };
             self.error(loc, message, m.problem.hint);
         }
@@ -787,22 +834,6 @@ impl<'a> Reader<'a> {
         out
     }
 
-    /// The tables of an array of tables (`[[path]]`).
-    fn tables<'t>(&mut self, table: Option<&'t Table>, key: &str, path: &str) -> Vec<&'t Table> {
-        match table.and_then(|t| t.get(key)) {
-            None => Vec::new(),
-            Some(Item::ArrayOfTables(a)) => a.iter().collect(),
-            Some(other) => {
-                self.error(
-                    self.at(other.span()),
-                    format!("`{path}` must be a list of tables"),
-                    format!("write each entry as a [[{path}]] section"),
-                );
-                Vec::new()
-            }
-        }
-    }
-
     fn config(&mut self, root: &Table) -> Config {
         self.unknown_keys(
             Some(root),
@@ -860,101 +891,9 @@ impl<'a> Reader<'a> {
         };
 
         let probes_t = self.sub(Some(root), "probes", "probes");
-        self.unknown_keys(probes_t, "probes", &["http", "tcp"]);
-        let mut probes = Vec::new();
-        let mut probe_spans = Vec::new();
-        for t in self.tables(probes_t, "http", "probes.http") {
-            self.unknown_keys(
-                Some(t),
-                "probes.http",
-                &[
-                    "name",
-                    "url",
-                    "expect_status",
-                    "interval",
-                    "timeout",
-                    "ca_certificate",
-                ],
-            );
-            let (Some(name), Some(url)) = (
-                t.get("name").and_then(Item::as_str),
-                t.get("url").and_then(Item::as_str),
-            ) else {
-                self.error(
-                    self.at(t.span()),
-                    "each [[probes.http]] needs `name` and `url`".into(),
-                    "for example name = \"api\", url = \"http://127.0.0.1:8080/health\"",
-                );
-                continue;
-            };
-            let expect_status = match t.get("expect_status") {
-                None => Vec::new(),
-                Some(item) => match item.as_array() {
-                    Some(a)
-                        if a.iter()
-                            .all(|v| v.as_integer().is_some_and(|i| (100..600).contains(&i))) =>
-                    {
-                        a.iter()
-                            .filter_map(|v| v.as_integer().and_then(|i| u16::try_from(i).ok()))
-                            .collect()
-                    }
-                    _ => {
-                        self.error(
-                            self.at(item.span()),
-                            "`expect_status` must be a list of HTTP statuses".into(),
-                            "like [200, 204]",
-                        );
-                        Vec::new()
-                    }
-                },
-            };
-            let interval = self.table_duration(t, "interval", Duration::from_secs(30));
-            let timeout = self.table_duration(t, "timeout", Duration::from_secs(5));
-            probe_spans.push(t.span());
-            probes.push(sonde_probes::ProbeTarget::Http(sonde_probes::HttpProbe {
-                name: name.to_string(),
-                url: url.to_string(),
-                method: "GET".into(),
-                expect_status,
-                timeout,
-                interval,
-                headers: Vec::new(),
-                ca_certificate: t
-                    .get("ca_certificate")
-                    .and_then(Item::as_str)
-                    .map(PathBuf::from),
-                insecure_skip_verify: false,
-            }));
-        }
-        for t in self.tables(probes_t, "tcp", "probes.tcp") {
-            self.unknown_keys(
-                Some(t),
-                "probes.tcp",
-                &["name", "address", "interval", "timeout"],
-            );
-            let (Some(name), Some(address)) = (
-                t.get("name").and_then(Item::as_str),
-                t.get("address").and_then(Item::as_str),
-            ) else {
-                self.error(
-                    self.at(t.span()),
-                    "each [[probes.tcp]] needs `name` and `address`".into(),
-                    "for example name = \"db\", address = \"127.0.0.1:5432\"",
-                );
-                continue;
-            };
-            let interval = self.table_duration(t, "interval", Duration::from_secs(30));
-            let timeout = self.table_duration(t, "timeout", Duration::from_secs(5));
-            probe_spans.push(t.span());
-            probes.push(sonde_probes::ProbeTarget::Tcp(sonde_probes::TcpProbe {
-                name: name.to_string(),
-                address: address.to_string(),
-                timeout,
-                interval,
-            }));
-        }
-
-        self.check_probes(&probes, &probe_spans);
+        let probes = self
+            .settings::<sonde_probes::ProbesConfig>(probes_t, &["probes"], &[])
+            .targets();
 
         let mut scrape = self.scrape_targets(root);
         let scrape_jobs: Vec<String> = scrape.iter().map(|t| t.job.clone()).collect();
@@ -1232,196 +1171,15 @@ impl<'a> Reader<'a> {
             "sources",
             &["scrape", "otlp", "target_info_attributes"],
         );
+        let scrape = self.part::<Scrape>(sources, &["sources"]).scrape;
+        // What was refused is reported; what starts is what was read well.
         let mut targets: Vec<sonde_scrape::Target> = Vec::new();
-        for t in self.tables(sources, "scrape", "sources.scrape") {
-            self.unknown_keys(
-                Some(t),
-                "sources.scrape",
-                &[
-                    "job",
-                    "url",
-                    "interval",
-                    "timeout",
-                    "username",
-                    "password",
-                    "bearer_token",
-                    "ca_file",
-                    "insecure_skip_verify",
-                    "cert_file",
-                    "key_file",
-                    "protobuf",
-                ],
-            );
-            let str_of = |k: &str| t.get(k).and_then(Item::as_str).map(str::to_owned);
-            let (Some(job), Some(url)) = (str_of("job"), str_of("url")) else {
-                self.error(
-                    self.at(t.span()),
-                    "each [[sources.scrape]] needs `job` and `url`".into(),
-                    "for example job = \"node\", url = \"http://127.0.0.1:9100/metrics\"",
-                );
-                continue;
-            };
-            let url_at = self.at(t.get("url").and_then(Item::span));
-            if let Err(e) = sonde_scrape::check_url(&url) {
-                self.error(
-                    url_at.clone(),
-                    e.message,
-                    "scrape targets are http:// or https:// URLs",
-                );
+        for t in &scrape {
+            if !targets.iter().any(|o| o.job == t.job && o.url == t.url) {
+                targets.push(t.target());
             }
-            if job.trim().is_empty() {
-                self.error(
-                    self.at(t.get("job").and_then(Item::span)),
-                    "`job` is empty".into(),
-                    "name the target: its series carry it as the job label",
-                );
-            }
-            let mut target = sonde_scrape::Target::new(job.clone(), url.clone());
-            target.interval = self.table_duration(t, "interval", Duration::from_secs(15));
-            target.timeout = self.table_duration(t, "timeout", Duration::from_secs(10));
-            if target.timeout > target.interval {
-                self.error(
-                    self.at(t.get("timeout").or(t.get("interval")).and_then(Item::span)),
-                    format!(
-                        "the scrape timeout ({}) is longer than its interval ({})",
-                        show_duration(target.timeout),
-                        show_duration(target.interval)
-                    ),
-                    "make `timeout` at most `interval`, as Prometheus requires",
-                );
-            }
-            target.auth = match (
-                str_of("username"),
-                str_of("password"),
-                str_of("bearer_token"),
-            ) {
-                (None, None, None) => sonde_scrape::Auth::None,
-                (Some(user), Some(password), None) => sonde_scrape::Auth::Basic { user, password },
-                (None, None, Some(token)) => sonde_scrape::Auth::Bearer(token),
-                _ => {
-                    self.error(
-                        self.at(t.span()),
-                        format!("[[sources.scrape]] `{job}`: give `username` and `password` together, or `bearer_token` alone"),
-                        "basic auth needs both; a bearer token goes without them",
-                    );
-                    sonde_scrape::Auth::None
-                }
-            };
-            if let Err(e) = sonde_scrape::check_login(&url, &target.auth) {
-                self.error(
-                    url_at.clone(),
-                    e.message,
-                    "put the credentials in `username` and `password` (or `bearer_token`), not in the URL",
-                );
-            }
-            let client_cert = match (str_of("cert_file"), str_of("key_file")) {
-                (Some(c), Some(k)) => Some((PathBuf::from(c), PathBuf::from(k))),
-                (None, None) => None,
-                _ => {
-                    self.error(
-                        self.at(t.span()),
-                        format!(
-                            "[[sources.scrape]] `{job}`: give `cert_file` and `key_file` together"
-                        ),
-                        "a client certificate (PEM) goes with its private key (PEM)",
-                    );
-                    None
-                }
-            };
-            target.tls = sonde_scrape::Tls {
-                ca_file: str_of("ca_file").map(PathBuf::from),
-                insecure_skip_verify: self.table_bool(t, "insecure_skip_verify", false),
-                client_cert,
-            };
-            target.protobuf = self.table_bool(t, "protobuf", true);
-            if let Err(e) = target.tls.check() {
-                self.error(
-                    self.at(t.get("ca_file").and_then(Item::span)),
-                    format!("[[sources.scrape]] `{job}`: {e}"),
-                    "ca_file is a PEM file with the certificate authority that signed the target's certificate; cert_file and key_file the client certificate and its key, in PEM",
-                );
-            }
-            if targets.iter().any(|o| o.job == job && o.url == url) {
-                self.error(
-                    url_at,
-                    format!(
-                        "the target `{job}` at {} is listed twice",
-                        sonde_push::redact_url(&url)
-                    ),
-                    "remove one of the two entries",
-                );
-                continue;
-            }
-            targets.push(target);
         }
         targets
-    }
-
-    /// A duration inside an array-of-tables entry (no environment override).
-    /// A boolean key of an array-of-tables entry.
-    fn table_bool(&mut self, t: &Table, key: &str, default: bool) -> bool {
-        match t.get(key) {
-            None => default,
-            Some(item) => item.as_bool().unwrap_or_else(|| {
-                self.error(
-                    self.at(item.span()),
-                    format!("`{key}` must be true or false"),
-                    "write true or false, without quotes",
-                );
-                default
-            }),
-        }
-    }
-
-    fn table_duration(&mut self, t: &Table, key: &str, default: Duration) -> Duration {
-        match t.get(key) {
-            None => default,
-            Some(item) => match item.as_str().and_then(parse_duration) {
-                Some(d) if PROBE_PERIOD_RANGE.contains(&d) => d,
-                _ => {
-                    self.error(
-                        self.at(item.span()),
-                        format!(
-                            "`{key}` must be a duration from {} to {}",
-                            show_duration(*PROBE_PERIOD_RANGE.start()),
-                            show_duration(*PROBE_PERIOD_RANGE.end())
-                        ),
-                        "write it as a string like \"10s\" or \"500ms\"",
-                    );
-                    default
-                }
-            },
-        }
-    }
-
-    /// The probes as sonde-probes validates them at start-up (URL, `host:port`, CA file,
-    /// unique names), each located at its table.
-    fn check_probes(
-        &mut self,
-        probes: &[sonde_probes::ProbeTarget],
-        spans: &[Option<std::ops::Range<usize>>],
-    ) {
-        let mut names: Vec<&str> = Vec::new();
-        for (p, span) in probes.iter().zip(spans) {
-            let name = p.name();
-            if names.contains(&name) {
-                self.error(
-                    self.at(span.clone()),
-                    format!("the probe name `{name}` is used by another probe"),
-                    "give every probe a unique name",
-                );
-                continue;
-            }
-            names.push(name);
-            let scratch = sonde_core::Registry::new();
-            if let Err(e) = sonde_probes::Prober::new(&scratch, vec![p.clone()]) {
-                self.error(
-                    self.at(span.clone()),
-                    e.to_string(),
-                    "see [[probes.http]] and [[probes.tcp]] in `sonde-agent print-example-config`",
-                );
-            }
-        }
     }
 }
 

@@ -46,7 +46,9 @@ impl From<TcpProbe> for ProbeTarget {
 }
 
 /// An HTTP(S) check: one HTTP/1.1 request per run, no redirects followed, no request body.
-#[derive(Debug, Clone, PartialEq)]
+/// In a configuration file, one `[[probes.http]]` table with these keys (`headers` a table).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct HttpProbe {
     /// Unique name of the probe (the `probe.name` label).
     pub name: String,
@@ -58,11 +60,14 @@ pub struct HttpProbe {
     /// Status codes that count as success; empty means any 2xx or 3xx.
     pub expect_status: Vec<u16>,
     /// Bound on the whole check, from name resolution to the end of the body.
+    #[serde(with = "sonde_settings::duration")]
     pub timeout: Duration,
     /// Time between the starts of two checks.
+    #[serde(with = "sonde_settings::duration")]
     pub interval: Duration,
     /// Extra request headers. `Host`, `User-Agent` and `Accept` replace the defaults;
     /// `Connection`, `Content-Length` and `Transfer-Encoding` are refused.
+    #[serde(with = "sonde_settings::pairs")]
     pub headers: Vec<(String, String)>,
     /// PEM file of the CA certificate(s) to trust instead of the system's roots (https only).
     pub ca_certificate: Option<PathBuf>,
@@ -97,17 +102,132 @@ impl HttpProbe {
     }
 }
 
-/// A TCP check: succeeds when a connection to `address` is established.
-#[derive(Debug, Clone, PartialEq)]
+/// A TCP check: succeeds when a connection to `address` is established. In a configuration
+/// file, one `[[probes.tcp]]` table with these keys.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TcpProbe {
     /// Unique name of the probe (the `probe.name` label).
     pub name: String,
     /// `host:port`, with IPv6 literals in brackets (`[::1]:5432`).
     pub address: String,
     /// Bound on resolution plus connect.
+    #[serde(with = "sonde_settings::duration")]
     pub timeout: Duration,
     /// Time between the starts of two checks.
+    #[serde(with = "sonde_settings::duration")]
     pub interval: Duration,
+}
+
+/// The probes of a configuration file (the agent's `[[probes.http]]` and `[[probes.tcp]]`),
+/// each checked where it stands as [`Prober::new`](crate::Prober::new) checks it.
+///
+/// ```
+/// use sonde_probes::{ProbesConfig, TcpProbe};
+/// use sonde_settings::Settings;
+///
+/// let config = ProbesConfig {
+///     tcp: vec![TcpProbe::new("db", "127.0.0.1:5432"), TcpProbe::new("db", "127.0.0.1:5433")],
+///     ..Default::default()
+/// };
+/// let problems = config.validate();
+/// assert_eq!(problems[0].key, "tcp.1");
+/// assert!(problems[0].message.contains("used by another probe"));
+/// assert_eq!(config.targets().len(), 2);
+/// ```
+#[derive(Debug, Clone, PartialEq, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProbesConfig {
+    /// HTTP(S) probes.
+    pub http: Vec<HttpProbe>,
+    /// TCP probes.
+    pub tcp: Vec<TcpProbe>,
+}
+
+impl ProbesConfig {
+    /// Every probe, HTTP first.
+    pub fn targets(&self) -> Vec<ProbeTarget> {
+        let http = self.http.iter().cloned().map(ProbeTarget::Http);
+        http.chain(self.tcp.iter().cloned().map(ProbeTarget::Tcp))
+            .collect()
+    }
+}
+
+impl sonde_settings::Settings for ProbesConfig {
+    fn expect(key: &str) -> Option<sonde_settings::Expect> {
+        use sonde_settings::Expect;
+        match key {
+            "http.interval" | "http.timeout" | "tcp.interval" | "tcp.timeout" => Some(
+                Expect::duration(Duration::from_millis(10)..=MAX_PERIOD, DEFAULT_INTERVAL),
+            ),
+            "http.insecure_skip_verify" => Some(Expect::Flag),
+            _ => None,
+        }
+    }
+
+    fn validate(&self) -> Vec<sonde_settings::Problem> {
+        use sonde_settings::{Expect, Problem};
+        let period = Expect::duration(Duration::from_millis(10)..=MAX_PERIOD, DEFAULT_INTERVAL);
+        let mut problems = Vec::new();
+        let mut names: Vec<&str> = Vec::new();
+        let http = self
+            .http
+            .iter()
+            .map(|p| ("http", &p.name, p.interval, p.timeout));
+        let tcp = self
+            .tcp
+            .iter()
+            .map(|p| ("tcp", &p.name, p.interval, p.timeout));
+        let indexed = http.enumerate().chain(tcp.enumerate()).zip(self.targets());
+        for ((i, (kind, name, interval, timeout)), target) in indexed {
+            let key = format!("{kind}.{i}");
+            let needs = match kind {
+                "http" => self.http[i].url.is_empty(),
+                _ => self.tcp[i].address.is_empty(),
+            };
+            if name.is_empty() || needs {
+                let what = if kind == "http" { "url" } else { "address" };
+                problems.push(Problem::new(
+                    &key,
+                    format!("each [[probes.{kind}]] needs `name` and `{what}`"),
+                    match kind {
+                        "http" => {
+                            "for example name = \"api\", url = \"http://127.0.0.1:8080/health\""
+                        }
+                        _ => "for example name = \"db\", address = \"127.0.0.1:5432\"",
+                    },
+                ));
+                continue;
+            }
+            let mut bad_period = false;
+            for (k, d) in [("interval", interval), ("timeout", timeout)] {
+                if !period.admits(d) {
+                    problems.push(period.problem(&format!("{key}.{k}")));
+                    bad_period = true;
+                }
+            }
+            if names.contains(&name.as_str()) {
+                problems.push(Problem::new(
+                    &key,
+                    format!("the probe name `{name}` is used by another probe"),
+                    "give every probe a unique name",
+                ));
+                continue;
+            }
+            names.push(name);
+            if bad_period {
+                continue;
+            }
+            if let Err(e) = crate::Prober::new(&sonde_core::Registry::new(), vec![target]) {
+                problems.push(Problem::new(
+                    &key,
+                    e.to_string(),
+                    "see [[probes.http]] and [[probes.tcp]] in `sonde-agent print-example-config`",
+                ));
+            }
+        }
+        problems
+    }
 }
 
 impl Default for TcpProbe {

@@ -87,7 +87,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sonde_core::Registry;
 
-pub use config::{DEFAULT_INTERVAL, DEFAULT_TIMEOUT, HttpProbe, ProbeTarget, TcpProbe};
+pub use config::{
+    DEFAULT_INTERVAL, DEFAULT_TIMEOUT, HttpProbe, ProbeTarget, ProbesConfig, TcpProbe,
+};
 
 use check::{ErrorType, Failure, HttpInfo, Phases};
 use config::HttpSpec;

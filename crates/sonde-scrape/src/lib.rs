@@ -12,11 +12,13 @@
 //! ```
 #![warn(missing_docs)]
 
+mod config;
 mod fetch;
 mod proto;
 mod source;
 mod text;
 
+pub use config::ScrapeTargetConfig;
 pub use fetch::{
     ACCEPT, ACCEPT_PROTOBUF, Auth, FetchError, MAX_BODY_BYTES, Tls, check_login, check_url, fetch,
     fetch_exposition, fetch_with_tls,

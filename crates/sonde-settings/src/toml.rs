@@ -74,14 +74,33 @@ pub fn read<T: Settings>(entries: Vec<(String, Entry)>) -> (T, Vec<Mistake>) {
         // nor takes the good ones with it.
         let mut kept = Vec::new();
         let mut at = Vec::new();
+        // An entry that reads as an empty table (its keys all have defaults) is read key by
+        // key too, so each bad key of it is told and the others kept.
+        let by_key = read_key::<T>(&key, list(&[table(&[])])).is_ok();
         for (i, element) in elements.iter().enumerate() {
-            match read_key::<T>(&key, list(std::slice::from_ref(element))) {
-                Ok(()) => {
-                    kept.push(element.clone());
-                    at.push(i);
+            let Err(e) = read_key::<T>(&key, list(std::slice::from_ref(element))) else {
+                kept.push(element.clone());
+                at.push(i);
+                continue;
+            };
+            let Some(fields) = fields(element).filter(|_| by_key) else {
+                mistakes.push(key_mistake::<T>(&format!("{key}.{i}"), e, None));
+                continue;
+            };
+            let mut good = Vec::new();
+            for (field, value) in fields {
+                let one = table(&[(field.clone(), value.clone())]);
+                match read_key::<T>(&key, list(&[one])) {
+                    Ok(()) => good.push((field, value)),
+                    Err(e) => mistakes.push(key_mistake::<T>(
+                        &format!("{key}.{i}.{field}"),
+                        e,
+                        value.as_str(),
+                    )),
                 }
-                Err(e) => mistakes.push(key_mistake::<T>(&format!("{key}.{i}"), e, None)),
             }
+            kept.push(table(&good));
+            at.push(i);
         }
         fit.push((key.clone(), list(&kept)));
         kept_at.push((key, at));
@@ -141,9 +160,42 @@ fn text(entry: &Entry) -> Option<&str> {
     }
 }
 
-/// The mistake of `key` (`mappings.2` for a list's element) that did not fit, given `text`.
+/// The field and the keys it could have been, from serde's message for an unknown field
+/// ("unknown field `nmae`, expected one of `name`, `pattern`").
+fn unknown_field(message: &str) -> Option<(&str, Vec<&str>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (field, rest) = rest.split_once('`')?;
+    Some((field, rest.split('`').skip(1).step_by(2).collect()))
+}
+
+/// The mistake of `key` (`mappings.2` for a list's entry, `mappings.2.name` for a key of it)
+/// that did not fit, given `text`.
 fn key_mistake<T: Settings>(key: &str, e: Error, text: Option<&str>) -> Mistake {
-    let expect = T::expect(key.split('.').next().unwrap_or(key));
+    if let Some((field, known)) = unknown_field(&e.message) {
+        let hint = match sonde_core::diag::closest(field, &known) {
+            Some(k) => format!("did you mean `{k}`?"),
+            None => format!("the keys are: {}", known.join(", ")),
+        };
+        let key = match key.rsplit_once('.') {
+            // The unknown key is the entry's own, not one of its (valid) names.
+            Some((entry, last)) if last == field => format!("{entry}.{field}"),
+            _ => format!("{key}.{field}"),
+        };
+        return Mistake {
+            problem: Problem::new(
+                &key,
+                format!("unknown key `{}`", sonde_core::diag::shorten(field, 64)),
+                hint,
+            ),
+            span: e.span,
+        };
+    }
+    // What the key takes, asked without the list indices (`mappings.name`).
+    let plain: Vec<&str> = key
+        .split('.')
+        .filter(|k| k.parse::<usize>().is_err())
+        .collect();
+    let expect = T::expect(&plain.join("."));
     Mistake {
         problem: match expect {
             Some(expect) => expect.refused(key, text),
@@ -169,6 +221,30 @@ fn elements(entry: &Entry) -> Option<Vec<toml_edit::Item>> {
         }
         _ => None,
     }
+}
+
+/// The keys of a table entry.
+fn fields(item: &toml_edit::Item) -> Option<Vec<(String, toml_edit::Item)>> {
+    match item {
+        toml_edit::Item::Table(t) => {
+            Some(t.iter().map(|(k, v)| (k.to_owned(), v.clone())).collect())
+        }
+        toml_edit::Item::Value(toml_edit::Value::InlineTable(t)) => Some(
+            t.iter()
+                .map(|(k, v)| (k.to_owned(), toml_edit::Item::Value(v.clone())))
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+/// A table entry of these keys.
+fn table(fields: &[(String, toml_edit::Item)]) -> toml_edit::Item {
+    let mut t = toml_edit::Table::new();
+    for (k, v) in fields {
+        t.insert(k, v.clone());
+    }
+    toml_edit::Item::Table(t)
 }
 
 /// A list of `items` (tables or values) as the file would hold it.

@@ -222,28 +222,23 @@ pub struct OtlpInSection {
     pub target_info_attributes: Vec<String>,
 }
 
-/// `[exporters.otlp]`.
+/// A push exporter's section: the exporter's own settings, what it sends and its queue.
 #[derive(Debug, Clone, PartialEq)]
-pub struct OtlpSection {
-    /// The exporter's own settings (endpoint, protocol, compression, headers, timeout,
-    /// interval, temporality), checked by resolving them as start-up does.
-    pub config: sonde_otlp::OtlpExporterConfig,
-    /// `select`: which metrics it sends (default: everything).
+pub struct PushSection<C> {
+    /// The exporter's own settings.
+    pub config: C,
+    /// `select`: which metrics it sends.
     pub select: sonde_core::Selection,
     /// `queue_dir` (with `queue_max_size`, `queue_fsync`): a durable queue on disk.
     pub queue: Option<sonde_push::DiskQueueConfig>,
 }
 
-/// `[exporters.cloudwatch]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CloudWatchSection {
-    /// The exporter's own settings (namespace, region, interval, resolution, endpoint).
-    pub config: sonde_cloudwatch::CloudWatchConfig,
-    /// `select`: which metrics it sends (default: [`crate::select::cloudwatch_default_for`]).
-    pub select: sonde_core::Selection,
-    /// `queue_dir` (with `queue_max_size`, `queue_fsync`): a durable queue on disk.
-    pub queue: Option<sonde_push::DiskQueueConfig>,
-}
+/// `[exporters.otlp]` (`select` default: everything).
+pub type OtlpSection = PushSection<sonde_otlp::OtlpExporterConfig>;
+/// `[exporters.cloudwatch]` (`select` default: [`crate::select::cloudwatch_default_for`]).
+pub type CloudWatchSection = PushSection<sonde_cloudwatch::CloudWatchConfig>;
+/// `[exporters.remote_write]` (`select` default: everything).
+pub type RemoteWriteSection = PushSection<sonde_prometheus::RemoteWriteConfig>;
 
 /// `[exporters.emf]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -252,17 +247,6 @@ pub struct EmfSection {
     pub config: sonde_cloudwatch::EmfConfig,
     /// `select`: which metrics it writes (default: everything).
     pub select: sonde_core::Selection,
-}
-
-/// `[exporters.remote_write]`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RemoteWriteSection {
-    /// The writer's own settings (`url`, `interval`, auth, TLS, headers).
-    pub config: sonde_prometheus::RemoteWriteConfig,
-    /// `select`: which metrics it sends (default: everything).
-    pub select: sonde_core::Selection,
-    /// `queue_dir` (with `queue_max_size`, `queue_fsync`): a durable queue on disk.
-    pub queue: Option<sonde_push::DiskQueueConfig>,
 }
 
 impl RemoteWriteSection {
@@ -934,72 +918,17 @@ impl<'a> Reader<'a> {
         );
         let prometheus = self.section_on(t, &path, true).then(|| self.part(t, &path));
 
-        let t = self.sub(exporters, "otlp", "exporters.otlp");
-        let path = ["exporters", "otlp"];
-        self.unknown_keys(
-            t,
-            "exporters.otlp",
-            &[
-                sonde_settings::keys::<sonde_otlp::OtlpExporterConfig>(),
-                sonde_settings::keys::<sonde_push::QueueSettings>(),
-                &["enabled", "select"],
-            ]
-            .concat(),
-        );
-        let otlp = self.section_on(t, &path, t.is_some()).then(|| OtlpSection {
-            config: self.part(t, &path),
-            select: self.selection(t, "exporters.otlp", sonde_core::Selection::new),
-            queue: self.queue(t, "otlp"),
+        let otlp = self.push_section(exporters, "otlp", sonde_core::Selection::new);
+        let cloudwatch = self.push_section(exporters, "cloudwatch", || {
+            crate::select::cloudwatch_default_for(&scrape_jobs)
         });
-
-        let t = self.sub(exporters, "cloudwatch", "exporters.cloudwatch");
-        let path = ["exporters", "cloudwatch"];
-        self.unknown_keys(
-            t,
-            "exporters.cloudwatch",
-            &[
-                sonde_settings::keys::<sonde_cloudwatch::CloudWatchConfig>(),
-                sonde_settings::keys::<sonde_push::QueueSettings>(),
-                &["enabled", "select"],
-            ]
-            .concat(),
-        );
-        let cloudwatch = self
-            .section_on(t, &path, t.is_some())
-            .then(|| CloudWatchSection {
-                config: self.part(t, &path),
-                select: self.selection(t, "exporters.cloudwatch", || {
-                    crate::select::cloudwatch_default_for(&scrape_jobs)
-                }),
-                queue: self.queue(t, "cloudwatch"),
-            });
-
         let t = self.sub(exporters, "emf", "exporters.emf");
         let path = ["exporters", "emf"];
         let emf = self.section_on(t, &path, t.is_some()).then(|| EmfSection {
             config: self.settings(t, &path, &["enabled", "select"]),
             select: self.selection(t, "exporters.emf", sonde_core::Selection::new),
         });
-
-        let t = self.sub(exporters, "remote_write", "exporters.remote_write");
-        let path = ["exporters", "remote_write"];
-        self.unknown_keys(
-            t,
-            "exporters.remote_write",
-            &[
-                sonde_settings::keys::<sonde_prometheus::RemoteWriteConfig>(),
-                sonde_settings::keys::<sonde_push::QueueSettings>(),
-                &["enabled", "select"],
-            ]
-            .concat(),
-        );
-        let remote_write = self
-            .section_on(t, &path, t.is_some())
-            .then(|| RemoteWriteSection {
-                config: self.part(t, &path),
-                select: self.selection(t, "exporters.remote_write", sonde_core::Selection::new),
-                queue: self.queue(t, "remote_write"),
-            });
+        let remote_write = self.push_section(exporters, "remote_write", sonde_core::Selection::new);
 
         Config {
             agent,
@@ -1019,6 +948,34 @@ impl<'a> Reader<'a> {
             emf,
             remote_write,
         }
+    }
+
+    /// `[exporters.NAME]` of a push exporter, on when the section is there (or `enabled =
+    /// true`): its own settings `C`, `select` (else `default()`) and a durable queue.
+    fn push_section<C: Settings>(
+        &mut self,
+        exporters: Option<&Table>,
+        name: &'static str,
+        default: impl FnOnce() -> sonde_core::Selection,
+    ) -> Option<PushSection<C>> {
+        let section = format!("exporters.{name}");
+        let t = self.sub(exporters, name, &section);
+        let path = ["exporters", name];
+        self.unknown_keys(
+            t,
+            &section,
+            &[
+                sonde_settings::keys::<C>(),
+                sonde_settings::keys::<sonde_push::QueueSettings>(),
+                &["enabled", "select"],
+            ]
+            .concat(),
+        );
+        self.section_on(t, &path, t.is_some()).then(|| PushSection {
+            config: self.part(t, &path),
+            select: self.selection(t, &section, default),
+            queue: self.queue(t, name),
+        })
     }
 
     /// `select` of the exporter table `t` (at `path`), or `default()` when it has none.

@@ -83,6 +83,8 @@ pub fn read<T: Settings>(entries: Vec<(String, Entry)>) -> (T, Vec<Mistake>) {
                 at.push(i);
                 continue;
             };
+            // The list read here is made anew: a mistake without a place is at its entry.
+            let e = e.or_at(element.span());
             let Some(fields) = fields(element).filter(|_| by_key) else {
                 mistakes.push(key_mistake::<T>(&format!("{key}.{i}"), e, None));
                 continue;
@@ -94,7 +96,7 @@ pub fn read<T: Settings>(entries: Vec<(String, Entry)>) -> (T, Vec<Mistake>) {
                     Ok(()) => good.push((field, value)),
                     Err(e) => mistakes.push(key_mistake::<T>(
                         &format!("{key}.{i}.{field}"),
-                        e,
+                        e.or_at(value.span()),
                         value.as_str(),
                     )),
                 }
@@ -268,6 +270,14 @@ fn list(items: &[toml_edit::Item]) -> Entry {
 struct Error {
     message: String,
     span: Option<Range<usize>>,
+}
+
+impl Error {
+    /// This error, placed at `span` if it has no place of its own.
+    fn or_at(mut self, span: Option<Range<usize>>) -> Self {
+        self.span = self.span.or(span);
+        self
+    }
 }
 
 impl fmt::Display for Error {
@@ -446,6 +456,72 @@ mod tests {
         assert!(mistakes[0].problem.message.contains("expected a string"));
         let patterns: Vec<&str> = section.rules.iter().map(|r| r.pattern.as_str()).collect();
         assert_eq!(patterns, ["a", "c", "d"]);
+    }
+
+    #[derive(Debug, Default, Deserialize, PartialEq)]
+    #[serde(default, deny_unknown_fields)]
+    struct Target {
+        job: String,
+        #[serde(with = "crate::duration")]
+        every: Duration,
+        fast: bool,
+    }
+
+    #[derive(Debug, Default, Deserialize, PartialEq)]
+    #[serde(default)]
+    struct Targets {
+        target: Vec<Target>,
+    }
+
+    impl Settings for Targets {
+        fn expect(key: &str) -> Option<Expect> {
+            (key == "target.fast").then_some(Expect::Flag)
+        }
+        fn validate(&self) -> Vec<Problem> {
+            let jobless = self.target.iter().position(|t| t.job.is_empty());
+            jobless
+                .map(|i| Problem::new(&format!("target.{i}"), "needs a `job`", "name it"))
+                .into_iter()
+                .collect()
+        }
+    }
+
+    #[test]
+    fn each_bad_key_of_an_entry_is_told_and_its_good_keys_are_kept() {
+        let text = "[[target]]\njob = \"a\"\nfast = \"yes\"\nevrey = \"1s\"\nevery = \"2s\"\n";
+        let (targets, mistakes) = read::<Targets>(file(text));
+        let told: Vec<(String, String, String)> = mistakes
+            .iter()
+            .map(|m| {
+                let p = &m.problem;
+                (p.key.clone(), p.message.clone(), p.hint.clone())
+            })
+            .collect();
+        assert_eq!(
+            told,
+            [
+                (
+                    "target.0.fast".to_owned(),
+                    "must be true or false".to_owned(),
+                    "write true or false, without quotes".to_owned()
+                ),
+                (
+                    "target.0.evrey".to_owned(),
+                    "unknown key `evrey`".to_owned(),
+                    "did you mean `every`?".to_owned()
+                ),
+            ]
+        );
+        assert_eq!(&text[mistakes[1].span.clone().unwrap()], "\"1s\"");
+        // The entry is kept with what could be read, so `validate` sees it (its job is there).
+        assert_eq!(
+            targets.target,
+            [Target {
+                job: "a".into(),
+                every: Duration::from_secs(2),
+                fast: false
+            }]
+        );
     }
 
     #[test]

@@ -1274,6 +1274,34 @@ mod tests {
     }
 
     #[test]
+    fn tables_come_from_the_environment_and_list_entries_are_located_key_by_key() {
+        let c = parse(
+            "[exporters.otlp]\nendpoint = \"http://collector:4318\"\nheaders = { a = \"1\" }\n",
+            &[(
+                "SONDE_EXPORTERS_OTLP_HEADERS",
+                "x-tenant=checkout, x-key=k==",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            c.otlp.unwrap().config.headers,
+            [
+                ("x-tenant".to_owned(), "checkout".to_owned()),
+                ("x-key".to_owned(), "k==".to_owned())
+            ]
+        );
+        let text = "[[probes.tcp]]\nname = \"db\"\naddress = \"127.0.0.1:5432\"\n\n\
+                    [[probes.tcp]]\nname = \"cache\"\naddress = \"127.0.0.1:6379\"\ntimeout = 5\n";
+        let errors = parse(text, &[]).unwrap_err().0;
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        assert_eq!(errors[0].location, "agent.toml:8:11");
+        assert_eq!(
+            errors[0].message,
+            "[probes.tcp] `timeout` must be a duration from 10ms to 168h"
+        );
+    }
+
+    #[test]
     fn target_info_attributes_are_a_list_of_strings() {
         let c = parse("[sources.otlp]\n", &[]).unwrap();
         let o = c.otlp_in.unwrap();

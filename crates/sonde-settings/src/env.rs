@@ -1,11 +1,12 @@
 //! A setting given as text (an environment variable): read as whatever the field takes.
 
-use serde::de::value::{Error, SeqDeserializer};
+use serde::de::value::{Error, MapDeserializer, SeqDeserializer};
 use serde::de::{self, IntoDeserializer, Visitor};
 use serde::forward_to_deserialize_any;
 
 /// A value written as text, as an environment variable gives it: `"1024"` fills a number,
-/// `"true"`/`"1"` a flag, `"a, b"` a list (comma-separated), anything a string.
+/// `"true"`/`"1"` a flag, `"a, b"` a list (comma-separated), `"k=v,k2=v2"` a table (as
+/// `OTEL_EXPORTER_OTLP_HEADERS` writes headers), anything a string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvValue(pub String);
 
@@ -69,6 +70,20 @@ impl<'de> de::Deserializer<'de> for EnvValue {
         visitor.visit_seq(SeqDeserializer::new(items.into_iter()))
     }
 
+    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
+        let mut pairs = Vec::new();
+        for item in self.0.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let Some((k, v)) = item.split_once('=') else {
+                return Err(de::Error::custom(format!(
+                    "`{}` is not key=value; write a table as k=v,k2=v2",
+                    item.chars().take(64).collect::<String>()
+                )));
+            };
+            pairs.push((EnvValue(k.trim().to_owned()), EnvValue(v.trim().to_owned())));
+        }
+        visitor.visit_map(MapDeserializer::new(pairs.into_iter()))
+    }
+
     fn deserialize_newtype_struct<V: Visitor<'de>>(
         self,
         _name: &'static str,
@@ -87,8 +102,8 @@ impl<'de> de::Deserializer<'de> for EnvValue {
     }
 
     forward_to_deserialize_any! {
-        i128 u128 char str string bytes byte_buf unit unit_struct tuple tuple_struct map
-        struct identifier ignored_any
+        i128 u128 char str string bytes byte_buf unit unit_struct tuple tuple_struct struct
+        identifier ignored_any
     }
 }
 
@@ -135,5 +150,13 @@ mod tests {
             Some(Duration::from_secs(120))
         );
         assert_eq!(crate::size::deserialize(v("4096")).ok(), Some(4096));
+        assert_eq!(
+            crate::pairs::deserialize(v("x-tenant=a, authorization = Bearer t")).ok(),
+            Some(vec![
+                ("x-tenant".into(), "a".into()),
+                ("authorization".into(), "Bearer t".into())
+            ])
+        );
+        assert!(crate::pairs::deserialize(v("no-equals")).is_err());
     }
 }

@@ -514,6 +514,22 @@ fn cases() -> Vec<Case> {
             Starts,
         ),
         case(
+            "an http probe with a method and headers (HttpProbe's own keys, now in the file)",
+            "[[probes.http]]\nname = \"api\"\nurl = \"http://127.0.0.1:9/\"\nmethod = \"HEAD\"\n\
+             headers = { Authorization = \"Bearer t\" }\n",
+            Starts,
+        ),
+        case(
+            "an http probe header sonde-probes refuses (Connection)",
+            "[[probes.http]]\nname = \"api\"\nurl = \"http://127.0.0.1:9/\"\nheaders = { Connection = \"close\" }\n",
+            Refused("invalid probe \"api\""),
+        ),
+        case(
+            "a misspelt key in a list entry (read key by key)",
+            "[[statsd.mappings]]\nmatch = \"a.*\"\nname = \"b\"\nlabel = { x = \"1\" }\n",
+            Refused("unknown key `label`"),
+        ),
+        case(
             "an ftp probe URL (sonde-probes' parser)",
             "[[probes.http]]\nname = \"api\"\nurl = \"ftp://127.0.0.1/\"\n",
             Refused("only http:// and https:// are supported"),
@@ -539,6 +555,18 @@ fn cases() -> Vec<Case> {
         config: Vec::new(),
         env: vec![("SONDE_STATSD_QUEUE", "1000000000000")],
         expect: Refused("environment variable SONDE_STATSD_QUEUE: `statsd.queue` must be"),
+    });
+    list.push(Case {
+        name: "OTLP headers from the environment as k=v pairs",
+        config: b"[exporters.otlp]\nendpoint = \"http://127.0.0.1:9\"\n".to_vec(),
+        env: vec![("SONDE_EXPORTERS_OTLP_HEADERS", "x-tenant=a,x-key=b")],
+        expect: Starts,
+    });
+    list.push(Case {
+        name: "OTLP headers from the environment that are not k=v",
+        config: b"[exporters.otlp]\nendpoint = \"http://127.0.0.1:9\"\n".to_vec(),
+        env: vec![("SONDE_EXPORTERS_OTLP_HEADERS", "x-tenant")],
+        expect: Refused("is not key=value"),
     });
     list.push(Case {
         name: "receive_buffer = 4GiB from the environment",

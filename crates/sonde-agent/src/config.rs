@@ -1302,6 +1302,21 @@ mod tests {
     }
 
     #[test]
+    fn secrets_stay_out_of_the_configurations_debug_output() {
+        let text = "[exporters.otlp]\nendpoint = \"http://u:s3cret-a@collector:4318\"\n\
+                    headers = { api-key = \"s3cret-b\" }\n\
+                    [exporters.remote_write]\nurl = \"http://127.0.0.1:9/api/v1/write\"\n\
+                    username = \"u\"\npassword = \"s3cret-c\"\nheaders = { x = \"s3cret-d\" }\n\
+                    [sources.otlp]\nbearer_token = \"s3cret-e\"\n\
+                    [[sources.scrape]]\njob = \"a\"\nurl = \"http://127.0.0.1:9/m\"\nbearer_token = \"s3cret-f\"\n\
+                    [[probes.http]]\nname = \"api\"\nurl = \"http://127.0.0.1:9/\"\n\
+                    headers = { Authorization = \"Bearer s3cret-g\" }\n";
+        let debug = format!("{:?}", parse(text, &[]).unwrap());
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains("api-key") && debug.contains("Authorization"));
+    }
+
+    #[test]
     fn target_info_attributes_are_a_list_of_strings() {
         let c = parse("[sources.otlp]\n", &[]).unwrap();
         let o = c.otlp_in.unwrap();

@@ -25,7 +25,7 @@ use crate::{Compression, OtlpMetricsBuilder, OtlpTransport, Protocol, Signal};
 /// assert!(bad.validate()[0].message.contains("must be an http:// or https:// URL"));
 /// # Ok::<(), serde_json::Error>(())
 /// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OtlpExporterConfig {
     /// The receiver (`http://collector:4317`).
@@ -60,6 +60,24 @@ impl Default for OtlpExporterConfig {
             interval: Duration::from_secs(60),
             temporality: None,
         }
+    }
+}
+
+// Not derived: header values (API keys, tokens) and URL credentials stay out of logs.
+impl std::fmt::Debug for OtlpExporterConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtlpExporterConfig")
+            .field(
+                "endpoint",
+                &self.endpoint.as_deref().map(sonde_push::redact_url),
+            )
+            .field("protocol", &self.protocol)
+            .field("compression", &self.compression)
+            .field("headers", &sonde_push::redacted_headers(&self.headers))
+            .field("timeout", &self.timeout)
+            .field("interval", &self.interval)
+            .field("temporality", &self.temporality)
+            .finish()
     }
 }
 

@@ -47,7 +47,7 @@ impl From<TcpProbe> for ProbeTarget {
 
 /// An HTTP(S) check: one HTTP/1.1 request per run, no redirects followed, no request body.
 /// In a configuration file, one `[[probes.http]]` table with these keys (`headers` a table).
-#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[derive(Clone, PartialEq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpProbe {
     /// Unique name of the probe (the `probe.name` label).
@@ -73,6 +73,28 @@ pub struct HttpProbe {
     pub ca_certificate: Option<PathBuf>,
     /// Accepts any server certificate (https only). The expiry metric is still recorded.
     pub insecure_skip_verify: bool,
+}
+
+// Not derived: header values (an `Authorization` token) stay out of logs.
+impl std::fmt::Debug for HttpProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, _)| (k.as_str(), "<redacted>"))
+            .collect();
+        f.debug_struct("HttpProbe")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("method", &self.method)
+            .field("expect_status", &self.expect_status)
+            .field("timeout", &self.timeout)
+            .field("interval", &self.interval)
+            .field("headers", &headers)
+            .field("ca_certificate", &self.ca_certificate)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .finish()
+    }
 }
 
 impl Default for HttpProbe {

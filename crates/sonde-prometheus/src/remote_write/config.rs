@@ -86,17 +86,14 @@ impl std::fmt::Debug for RemoteWriteConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let redacted = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
         f.debug_struct("RemoteWriteConfig")
-            .field("url", &self.url)
+            .field("url", &sonde_push::redact_url(&self.url))
             .field("interval", &self.interval)
             .field("username", &self.username)
             .field("password", &redacted(&self.password))
             .field("bearer_token", &redacted(&self.bearer_token))
             .field("bearer_token_file", &self.bearer_token_file)
             .field("tenant", &self.tenant)
-            .field(
-                "headers",
-                &self.headers.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-            )
+            .field("headers", &sonde_push::redacted_headers(&self.headers))
             .field("ca_file", &self.ca_file)
             .field("cert_file", &self.cert_file)
             .field("key_file", &self.key_file)

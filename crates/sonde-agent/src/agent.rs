@@ -741,7 +741,7 @@ impl Running {
         // (a process or CPU no longer watched disappears), then the new one installs.
         // The interval alone is the ticker's: the collector and its series stay as they are.
         if changed(old, new, |c| {
-            (c.host.enabled, c.host.config.clone(), c.host.view.clone())
+            (c.host.enabled, c.host.config.per_cpu, c.host.view.clone())
         }) {
             if let Some(h) = self.host.take() {
                 lock(&self.tick).host = None;

@@ -924,8 +924,18 @@ impl<'a> Reader<'a> {
         });
         let t = self.sub(exporters, "emf", "exporters.emf");
         let path = ["exporters", "emf"];
+        // Checked for spelling even when off.
+        self.unknown_keys(
+            t,
+            "exporters.emf",
+            &[
+                sonde_settings::keys::<sonde_cloudwatch::EmfConfig>(),
+                &["enabled", "select"],
+            ]
+            .concat(),
+        );
         let emf = self.section_on(t, &path, t.is_some()).then(|| EmfSection {
-            config: self.settings(t, &path, &["enabled", "select"]),
+            config: self.part(t, &path),
             select: self.selection(t, "exporters.emf", sonde_core::Selection::new),
         });
         let remote_write = self.push_section(exporters, "remote_write", sonde_core::Selection::new);
@@ -1298,6 +1308,28 @@ mod tests {
         assert_eq!(
             errors[0].message,
             "[probes.tcp] `timeout` must be a duration from 10ms to 168h"
+        );
+    }
+
+    #[test]
+    fn an_off_section_is_still_checked_for_spelling() {
+        for section in [
+            "exporters.emf",
+            "exporters.otlp",
+            "exporters.cloudwatch",
+            "sources.otlp",
+        ] {
+            let text = format!("[{section}]\nenabled = false\nnamepsace = \"x\"\n");
+            let errors = parse(&text, &[]).unwrap_err().0;
+            assert_eq!(errors.len(), 1, "{section}: {errors:#?}");
+            assert!(errors[0].message.starts_with("unknown key `namepsace`"));
+        }
+        let errors = parse("", &[("SONDE_EXPORTERS_EMF_NAMESPACE", "app")])
+            .unwrap_err()
+            .0;
+        assert_eq!(
+            errors[0].message,
+            "[exporters.emf] is off, so this setting is not read"
         );
     }
 

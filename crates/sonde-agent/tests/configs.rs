@@ -566,7 +566,7 @@ fn cases() -> Vec<Case> {
         name: "OTLP headers from the environment that are not k=v",
         config: b"[exporters.otlp]\nendpoint = \"http://127.0.0.1:9\"\n".to_vec(),
         env: vec![("SONDE_EXPORTERS_OTLP_HEADERS", "x-tenant")],
-        expect: Refused("is not key=value"),
+        expect: Refused("an item has no `=`"),
     });
     list.push(Case {
         name: "receive_buffer = 4GiB from the environment",

@@ -73,11 +73,11 @@ impl<'de> de::Deserializer<'de> for EnvValue {
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Error> {
         let mut pairs = Vec::new();
         for item in self.0.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            // Not quoted back: the item may hold a secret (`Authorization: Bearer ...`).
             let Some((k, v)) = item.split_once('=') else {
-                return Err(de::Error::custom(format!(
-                    "`{}` is not key=value; write a table as k=v,k2=v2",
-                    item.chars().take(64).collect::<String>()
-                )));
+                return Err(de::Error::custom(
+                    "an item has no `=`; write a table as k=v,k2=v2",
+                ));
             };
             pairs.push((EnvValue(k.trim().to_owned()), EnvValue(v.trim().to_owned())));
         }

@@ -20,7 +20,7 @@
 //! // Both keys are reported, not only the first.
 //! assert_eq!(mistakes.len(), 2);
 //! assert_eq!(mistakes[0].problem.to_string(), "`size` must be a whole number from 1 to 1024 (for example 64)");
-//! assert!(mistakes[1].problem.message.contains("expected a string"));
+//! assert_eq!(mistakes[1].problem.to_string(), "`name` must be a string (check the value's type and spelling)");
 //! assert_eq!(queue.size, 0); // the default, as neither key could be read
 //! ```
 
@@ -66,10 +66,17 @@ pub fn read<T: Settings>(entries: Vec<(String, Entry)>) -> (T, Vec<Mistake>) {
             fit.push((key, entry));
             continue;
         };
-        let Some(elements) = elements(&entry) else {
-            mistakes.push(key_mistake::<T>(&key, e, text(&entry)));
+        // Element by element only where the key takes a list (an empty one reads).
+        let takes_list = read_key::<T>(&key, list(&[])).is_ok();
+        let Some(elements) = elements(&entry).filter(|_| takes_list) else {
+            mistakes.push(key_mistake::<T>(
+                &key,
+                e.or_at(entry_span(&entry)),
+                text(&entry),
+            ));
             continue;
         };
+        let told = mistakes.len();
         // A list: each element alone, so one bad entry neither hides the others' mistakes
         // nor takes the good ones with it.
         let mut kept = Vec::new();
@@ -104,6 +111,19 @@ pub fn read<T: Settings>(entries: Vec<(String, Entry)>) -> (T, Vec<Mistake>) {
             kept.push(table(&good));
             at.push(i);
         }
+        // A list of a million bad entries is not a million messages.
+        if mistakes.len() - told > MAX_LIST_MISTAKES {
+            let more = mistakes.len() - told - MAX_LIST_MISTAKES;
+            mistakes.truncate(told + MAX_LIST_MISTAKES);
+            mistakes.push(Mistake {
+                problem: Problem::new(
+                    &key,
+                    format!("and {more} more mistakes in `{key}`"),
+                    "fix the ones above first",
+                ),
+                span: entry_span(&entry),
+            });
+        }
         fit.push((key.clone(), list(&kept)));
         kept_at.push((key, at));
     }
@@ -118,14 +138,16 @@ pub fn read<T: Settings>(entries: Vec<(String, Entry)>) -> (T, Vec<Mistake>) {
             T::default()
         }
     };
-    // A key that could not be read is told once, not again for the default it kept.
+    // A key that could not be read is told once, not again for the default it kept. The
+    // checks of the entry it belongs to are still told: they may be about other keys of it.
     let unread: Vec<String> = mistakes.iter().map(|m| m.problem.key.clone()).collect();
+    let told = |key: &str| unread.iter().any(|u| u == key);
     for mut problem in value.validate() {
         // `mappings.1` of the elements kept is the element at its place in the file.
         if let Some(key) = renumbered(&problem.key, &kept_at) {
             problem.key = key;
         }
-        if unread.contains(&problem.key) {
+        if told(&problem.key) {
             continue;
         }
         mistakes.push(Mistake {
@@ -152,6 +174,32 @@ fn renumbered(key: &str, kept_at: &[(String, Vec<usize>)]) -> Option<String> {
 /// Reads `T` from `key` alone.
 fn read_key<T: Settings>(key: &str, entry: Entry) -> Result<(), Error> {
     T::deserialize(Entries::new(vec![(key.to_owned(), entry)])).map(drop)
+}
+
+/// Most mistakes told of one list; the rest are counted in one more.
+const MAX_LIST_MISTAKES: usize = 20;
+
+/// What a key's value should have been, from serde's message, without the value itself
+/// (which may be a secret, or a megabyte): "invalid type: integer `5`, expected a string"
+/// becomes "must be a string"; another message is cut to 200 bytes.
+fn unreadable(message: &str) -> String {
+    match message.split_once(", expected ") {
+        Some((what, expected)) if what.starts_with("invalid ") => {
+            format!("must be {}", sonde_core::diag::shorten(expected, 200))
+        }
+        _ => format!(
+            "cannot be read: {}",
+            sonde_core::diag::shorten(message, 200)
+        ),
+    }
+}
+
+/// Where an entry stands in the file.
+fn entry_span(entry: &Entry) -> Option<Range<usize>> {
+    match entry {
+        Entry::File(item) => item.span(),
+        Entry::Env(_) => None,
+    }
 }
 
 /// The text of a value written as text.
@@ -203,7 +251,7 @@ fn key_mistake<T: Settings>(key: &str, e: Error, text: Option<&str>) -> Mistake 
             Some(expect) => expect.refused(key, text),
             None => Problem {
                 key: key.to_owned(),
-                message: format!("cannot be read: {}", e.message),
+                message: unreadable(&e.message),
                 names_key: true,
                 hint: "check the value's type and spelling".into(),
             },
@@ -453,7 +501,8 @@ mod tests {
         assert_eq!(keys, ["rules.1", "rules.2"]);
         let span = mistakes[0].span.clone().unwrap();
         assert_eq!(&text[span], "5");
-        assert!(mistakes[0].problem.message.contains("expected a string"));
+        // What it should have been, not the value (which may be a secret).
+        assert_eq!(mistakes[0].problem.message, "must be a string");
         let patterns: Vec<&str> = section.rules.iter().map(|r| r.pattern.as_str()).collect();
         assert_eq!(patterns, ["a", "c", "d"]);
     }
@@ -521,6 +570,30 @@ mod tests {
                 every: Duration::from_secs(2),
                 fast: false
             }]
+        );
+    }
+
+    #[test]
+    fn a_mistake_is_told_once_and_a_long_list_of_them_is_cut() {
+        // A list where one value goes: one mistake at the key, the other keys still read.
+        let text = "every = [\"1s\", \"2s\"]\n[[rules]]\npattern = \"a\"\n";
+        let (section, mistakes) = read::<Section>(file(text));
+        let keys: Vec<&str> = mistakes.iter().map(|m| m.problem.key.as_str()).collect();
+        assert_eq!(keys, ["every"]);
+        assert_eq!(&text[mistakes[0].span.clone().unwrap()], "[\"1s\", \"2s\"]");
+        assert_eq!(section.rules.len(), 1);
+        // A key of an entry that cannot be read is told, and so are the entry's own checks
+        // (here about that key, elsewhere about others of the entry).
+        let (_, mistakes) = read::<Targets>(file("[[target]]\njob = 5\n"));
+        let keys: Vec<&str> = mistakes.iter().map(|m| m.problem.key.as_str()).collect();
+        assert_eq!(keys, ["target.0.job", "target.0"]);
+        // Thirty bad entries: twenty told, the rest counted.
+        let text = "rules = [".to_owned() + &"1, ".repeat(30) + "]\n";
+        let (_, mistakes) = read::<Section>(file(&text));
+        assert_eq!(mistakes.len(), 21);
+        assert_eq!(
+            mistakes[20].problem.message,
+            "and 10 more mistakes in `rules`"
         );
     }
 

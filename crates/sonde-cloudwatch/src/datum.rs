@@ -173,17 +173,7 @@ pub fn cloudwatch_unit(unit: &Unit, kind: Kind) -> &'static str {
 /// Makes a string a valid CloudWatch name or dimension value: ASCII only (others become `_`),
 /// at most `max` bytes; `None` when empty.
 pub fn sanitize(s: &str, max: usize) -> Option<String> {
-    let mut out: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii() && !c.is_ascii_control() {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    out.truncate(max);
+    let out = sonde_core::name::cloudwatch_text(s, max);
     (!out.is_empty()).then_some(out)
 }
 

@@ -241,6 +241,28 @@ pub fn prometheus_unit_word(unit: &Unit, kind: Kind) -> Option<String> {
     Some(word.to_owned())
 }
 
+/// A name or dimension value as CloudWatch takes it: ASCII only (other characters and control
+/// characters become `_`), at most `max` bytes. The CloudWatch exporter and the objectives'
+/// alarms render with this one rule, so an alarm names the metric the exporter sends.
+///
+/// ```
+/// assert_eq!(sonde_core::name::cloudwatch_text("café\tbar", 6), "caf__b");
+/// ```
+pub fn cloudwatch_text(s: &str, max: usize) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    out.truncate(max);
+    out
+}
+
 /// The Prometheus family name of a family: the name sanitized, with the unit suffix, without
 /// `_total` (encoders add it to counter samples), and `_value` after a suffix Prometheus
 /// reserves for another type (`process.thread.count` gauge → `process_thread_count_value`).

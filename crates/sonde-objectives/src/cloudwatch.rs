@@ -150,18 +150,7 @@ fn camel(name: &str) -> String {
 
 /// As the exporter renders names and dimension values: ASCII only, bounded.
 fn cw(v: &str, max: usize) -> String {
-    let mut out: String = v
-        .chars()
-        .map(|c| {
-            if c.is_ascii() && !c.is_ascii_control() {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    out.truncate(max);
-    out
+    sonde_core::name::cloudwatch_text(v, max)
 }
 
 /// `a × b`, exactly.

@@ -123,3 +123,12 @@ pub use sonde_push::telemetry;
     doc(cfg(any(feature = "prometheus", feature = "otlp", feature = "cloudwatch")))
 )]
 pub use sonde_push::{DiskQueueConfig, Fsync};
+
+/// The exporters' typed settings (`RemoteWriteConfig`, `OtlpExporterConfig`, `CloudWatchConfig`
+/// ...): bring [`settings::Settings`] into scope for their `validate()`.
+#[cfg(any(feature = "prometheus", feature = "otlp", feature = "cloudwatch"))]
+#[cfg_attr(
+    docsrs,
+    doc(cfg(any(feature = "prometheus", feature = "otlp", feature = "cloudwatch")))
+)]
+pub use sonde_settings as settings;

@@ -354,7 +354,7 @@ impl Config {
                     && keys.contains(name)
                 {
                     r.errors.push(ConfigError {
-                        location: format!("environment variable {name}"),
+                        location: shorten_to(&format!("environment variable {name}"), 200),
                         message: format!("[{section}] is off, so this setting is not read"),
                         hint: format!(
                             "turn the section on with enabled = true in [{section}] (or {prefix}_ENABLED=true), or remove the variable"
@@ -369,7 +369,7 @@ impl Config {
                 }
                 let suggestion = sonde_core::diag::closest(name, &names);
                 r.errors.push(ConfigError {
-                    location: format!("environment variable {name}"),
+                    location: shorten_to(&format!("environment variable {name}"), 200),
                     message: "no setting has this name".into(),
                     hint: match suggestion {
                         Some(s) => format!("did you mean {s}?"),
@@ -395,6 +395,11 @@ fn location(origin: &str, text: &str, at: usize) -> String {
     let line = before.matches('\n').count() + 1;
     let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
     format!("{origin}:{line}:{col}")
+}
+
+/// `s`, cut to `max` bytes.
+fn shorten_to(s: &str, max: usize) -> String {
+    sonde_core::diag::shorten(s, max)
 }
 
 /// `s`, cut to 64 bytes: a message does not repeat a megabyte of the input.
@@ -512,9 +517,10 @@ impl<'a> Reader<'a> {
     }
 
     fn error(&mut self, location: String, message: String, hint: impl Into<String>) {
+        // A message that quotes a value (a detector's name, a URL) never repeats a megabyte.
         self.errors.push(ConfigError {
-            location,
-            message,
+            location: shorten_to(&location, 200),
+            message: shorten_to(&message, 512),
             hint: hint.into(),
         });
     }
@@ -1309,6 +1315,24 @@ mod tests {
             errors[0].message,
             "[probes.tcp] `timeout` must be a duration from 10ms to 168h"
         );
+    }
+
+    #[test]
+    fn a_huge_value_or_name_is_not_repeated_in_full() {
+        let huge = "a".repeat(100_000);
+        let errors = parse(
+            "",
+            &[
+                ("SONDE_AGENT_RESOURCE_DETECTORS", huge.as_str()),
+                ("SONDE_STATSD_ENABLED", huge.as_str()),
+            ],
+        )
+        .unwrap_err()
+        .0;
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        for e in &errors {
+            assert!(e.message.len() <= 520 && e.location.len() <= 210, "{e:?}");
+        }
     }
 
     #[test]

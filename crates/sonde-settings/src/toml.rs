@@ -185,6 +185,12 @@ const MAX_LIST_MISTAKES: usize = 20;
 fn unreadable(message: &str) -> String {
     match message.split_once(", expected ") {
         Some((what, expected)) if what.starts_with("invalid ") => {
+            // serde names Rust shapes; the file has tables and lists.
+            let expected = match expected {
+                e if e.starts_with("struct ") || e == "a map" => "a table",
+                "a sequence" => "a list",
+                e => e,
+            };
             format!("must be {}", sonde_core::diag::shorten(expected, 200))
         }
         _ => format!(

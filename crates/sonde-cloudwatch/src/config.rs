@@ -108,17 +108,14 @@ impl sonde_settings::Settings for CloudWatchConfig {
                 hint: "give one like \"us-east-1\", or remove the key to use the AWS configuration chain".into(),
             });
         }
-        if let Some(url) = &self.endpoint_url {
-            let valid = url.parse::<http::Uri>().is_ok_and(|u| {
-                matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
-            });
-            if !valid {
-                problems.push(Problem::new(
-                    "endpoint_url",
-                    format!("`{url}` is not an absolute http:// or https:// URL with a host"),
-                    "for example \"https://monitoring.us-east-1.amazonaws.com\"",
-                ));
-            }
+        if let Some(url) = &self.endpoint_url
+            && !sonde_push::is_http_url(url)
+        {
+            problems.push(Problem::new(
+                "endpoint_url",
+                format!("`{url}` is not an absolute http:// or https:// URL with a host"),
+                "for example \"https://monitoring.us-east-1.amazonaws.com\"",
+            ));
         }
         problems
     }

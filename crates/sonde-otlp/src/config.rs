@@ -7,17 +7,20 @@ use std::time::Duration;
 
 use crate::Error;
 
-/// The wire protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The wire protocol; in a configuration file `"grpc"` or `"http/protobuf"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 pub enum Protocol {
     /// OTLP/gRPC (default port 4317).
+    #[serde(rename = "grpc")]
     Grpc,
     /// OTLP/HTTP with protobuf bodies (default port 4318), the specification's default.
+    #[serde(rename = "http/protobuf")]
     HttpProtobuf,
 }
 
-/// Body compression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Body compression; in a configuration file `"none"` or `"gzip"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// Uncompressed (the specification's default).
     None,

@@ -96,29 +96,6 @@ fn temporality<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Temporal
     }
 }
 
-impl<'de> Deserialize<'de> for Protocol {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match String::deserialize(d)?.as_str() {
-            "grpc" => Ok(Protocol::Grpc),
-            "http/protobuf" => Ok(Protocol::HttpProtobuf),
-            other => Err(serde::de::Error::unknown_variant(
-                other,
-                &["grpc", "http/protobuf"],
-            )),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for Compression {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        match String::deserialize(d)?.as_str() {
-            "gzip" => Ok(Compression::Gzip),
-            "none" => Ok(Compression::None),
-            other => Err(serde::de::Error::unknown_variant(other, &["gzip", "none"])),
-        }
-    }
-}
-
 impl OtlpExporterConfig {
     /// The transport these settings describe (the rest from `OTEL_EXPORTER_OTLP_*`).
     pub fn transport(&self) -> OtlpTransport {

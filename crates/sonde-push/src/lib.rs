@@ -395,6 +395,13 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Whether `url` is an absolute `http://` or `https://` URL with a host: what every push
+/// exporter's endpoint must be.
+pub fn is_http_url(url: &str) -> bool {
+    url.parse::<http::Uri>()
+        .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some())
+}
+
 /// `url` without the credentials of its `user:password@` part, for `Debug` output, logs and
 /// error messages: `https://<redacted>@host/path`. Anything that is not `scheme://...` is
 /// returned as is.

@@ -193,7 +193,7 @@ impl Expect {
     /// The problem of `key` given `text` (as written, when it is text) that could not be read
     /// as what this expects: a name or an address is quoted back.
     pub fn refused(&self, key: &str, text: Option<&str>) -> Problem {
-        let short = |t: &str| t.chars().take(64).collect::<String>();
+        let short = |t: &str| sonde_core::diag::shorten(t, 64);
         match (self, text) {
             (Expect::OneOf(_), Some(t)) => {
                 Problem::new(key, format!("unknown {key} `{}`", short(t)), self.hint())

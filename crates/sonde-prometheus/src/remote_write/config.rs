@@ -140,12 +140,6 @@ impl RemoteWriteConfig {
     }
 }
 
-/// An absolute http(s) URL with a host.
-fn valid_http_url(url: &str) -> bool {
-    url.parse::<http::Uri>()
-        .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some())
-}
-
 const EXAMPLE_URL: &str = "http://127.0.0.1:9090/api/v1/write";
 
 impl Settings for RemoteWriteConfig {
@@ -175,7 +169,7 @@ impl Settings for RemoteWriteConfig {
             ));
             return problems;
         }
-        if !valid_http_url(&self.url) {
+        if !sonde_push::is_http_url(&self.url) {
             problems.push(Problem::new(
                 "url",
                 format!(

@@ -50,8 +50,11 @@ fn colliding_names_and_overflowing_values_leave_a_valid_exposition_and_scrape() 
         Duration::from_secs(20),
         || {
             scrape().filter(|t| {
+                // A scrape is not one instant: a family registered while it was written
+                // shows from the next one, so wait for the last line's family as well.
                 t.contains("sonde_statsd_dropped_total{reason=\"non_finite\"} 4\n")
                     && t.contains("sonde_statsd_parse_errors_total{reason=\"bad_value\"} 2\n")
+                    && t.contains("\nsize_sum ")
             })
         },
     );

@@ -322,7 +322,7 @@ impl Service {
             // Its own group: stopping it stops whatever it started too (a wrapper script's
             // child), and a Ctrl-C at the terminal reaches sonde-load, which stops it.
             .process_group(0);
-        let mut child = cmd.spawn().map_err(|e| match e.kind() {
+        let mut child = interrupt::spawn(&mut cmd).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => format!(
                 "command {:?} not found; give the service's binary by its path (such as target/release/my-service) or a name on PATH",
                 argv[0]
@@ -332,7 +332,6 @@ impl Service {
             }
             _ => format!("could not start {:?}: {e}", argv[0]),
         })?;
-        interrupt::set_current(Some(child.id()));
         let stderr = Arc::new(Mutex::new(VecDeque::new()));
         if let Some(pipe) = child.stderr.take() {
             let keep = stderr.clone();
@@ -404,14 +403,14 @@ impl Service {
         // Children of the service that ignored SIGTERM.
         signal_group(pid, rustix::process::Signal::KILL);
         self.reaped = true;
-        interrupt::set_current(None);
+        interrupt::forget();
     }
 }
 
 impl Drop for Service {
     fn drop(&mut self) {
         self.stop();
-        interrupt::set_current(None);
+        interrupt::forget();
     }
 }
 
@@ -638,11 +637,18 @@ mod interrupt {
         INTERRUPTED.load(Ordering::SeqCst)
     }
 
-    /// Records the process (group leader) being measured.
-    pub(super) fn set_current(pid: Option<u32>) {
-        if let Ok(mut c) = CURRENT.lock() {
-            *c = pid;
-        }
+    /// Forgets the process being measured (it was reaped).
+    pub(super) fn forget() {
+        *CURRENT.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Starts the service and records it as the one to stop, under one lock: a Ctrl-C that
+    /// comes while it starts waits for its pid instead of leaving it running.
+    pub(super) fn spawn(cmd: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+        let mut current = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
+        let child = cmd.spawn()?;
+        *current = Some(child.id());
+        Ok(child)
     }
 
     /// Starts the watcher once per process.
@@ -651,7 +657,7 @@ mod interrupt {
         ONCE.call_once(|| {
             let installed = crate::signals::on_interrupt(|| {
                 INTERRUPTED.store(true, Ordering::SeqCst);
-                let pid = CURRENT.lock().ok().and_then(|c| *c);
+                let pid = *CURRENT.lock().unwrap_or_else(|p| p.into_inner());
                 if let Some(pid) = pid {
                     eprintln!("interrupted: stopping the service (process group {pid})");
                     super::signal_group(pid, rustix::process::Signal::TERM);

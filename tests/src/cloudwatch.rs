@@ -53,12 +53,10 @@
 //! `EntityMetricData` as `EntityMetricData.member.E.MetricData.member.N`). See
 //! [`CloudWatchEndpoint`] for the rules.
 
-use std::collections::VecDeque;
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener as StdTcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -67,6 +65,10 @@ use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+
+use crate::scripted::{
+    Script, ServerThread, bind_loopback, expect_accepting, find_header, header_pairs, poll_until,
+};
 
 /// The path prefix of every operation of the CloudWatch service (the Smithy service name).
 pub const SERVICE_PATH: &str = "/service/GraniteServiceVersion20100801/operation/";
@@ -216,10 +218,7 @@ pub struct CwAttempt {
 impl CwAttempt {
     /// The first value of header `name` (case-insensitive), if present.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 }
 
@@ -342,19 +341,12 @@ fn serialization(message: impl Into<String>) -> Rejection {
 // Shared state
 
 struct State {
-    script: VecDeque<CwFault>,
-    default: CwFault,
+    script: Script<CwFault>,
     attempts: Vec<CwAttempt>,
     requests: Vec<PutRequest>,
 }
 
-struct Shared(Mutex<State>);
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+type Shared = crate::scripted::Shared<State>;
 
 /// A CloudWatch-compatible `PutMetricData` endpoint on a free loopback port; stopped on drop.
 ///
@@ -373,9 +365,7 @@ impl Shared {
 pub struct CloudWatchEndpoint {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    done: mpsc::Receiver<()>,
-    thread: Option<JoinHandle<()>>,
+    _server: ServerThread,
 }
 
 impl std::fmt::Debug for CloudWatchEndpoint {
@@ -390,67 +380,44 @@ impl CloudWatchEndpoint {
     /// Starts on a free 127.0.0.1 port on its own thread and tokio runtime; returns once the
     /// port accepts connections; panics with a clear message if it cannot.
     pub fn start() -> CloudWatchEndpoint {
-        let listener = StdTcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| {
-            panic!("CloudWatch endpoint: cannot bind a port on 127.0.0.1: {e}")
-        });
-        listener.set_nonblocking(true).unwrap_or_else(|e| {
-            panic!("CloudWatch endpoint: cannot make the listener non-blocking: {e}")
-        });
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("CloudWatch endpoint: no local address: {e}"));
-
-        let shared = Arc::new(Shared(Mutex::new(State {
-            script: VecDeque::new(),
-            default: CwFault::Ok,
+        const PEER: &str = "CloudWatch endpoint";
+        let (listener, addr) = bind_loopback(PEER, "HTTP");
+        let shared = Arc::new(Shared::new(State {
+            script: Script::new(CwFault::Ok),
             attempts: Vec::new(),
             requests: Vec::new(),
-        })));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("CloudWatch endpoint: cannot build a tokio runtime: {e}"));
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (done_tx, done_rx) = mpsc::channel::<()>();
+        }));
         let served = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("cloudwatch-endpoint".to_owned())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let started = serve(served, listener);
-                    let failed = started.is_err();
-                    let _ = ready_tx.send(started);
-                    if !failed {
-                        // Also ends when the endpoint is gone without sending.
-                        let _ = stop_rx.await;
-                    }
-                });
-                runtime.shutdown_timeout(Duration::from_millis(300));
-                let _ = done_tx.send(());
-            })
-            .unwrap_or_else(|e| panic!("CloudWatch endpoint: cannot spawn its thread: {e}"));
-
-        match ready_rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("CloudWatch endpoint: cannot start: {e}"),
-            Err(e) => panic!("CloudWatch endpoint: the server thread did not start: {e}"),
-        }
-        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap_or_else(|e| {
-            panic!("CloudWatch endpoint: {addr} does not accept connections: {e}")
-        });
+        let server =
+            ServerThread::start(PEER, "cloudwatch-endpoint", move || serve(served, listener));
+        expect_accepting(PEER, "HTTP", addr);
         CloudWatchEndpoint {
             shared,
             addr,
-            stop: Some(stop_tx),
-            done: done_rx,
-            thread: Some(thread),
+            _server: server,
         }
     }
 
     /// `http://127.0.0.1:PORT`, for the SDK's `endpoint_url`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// sonde's CloudWatch exporter of `registry` to this endpoint: example credentials, region
+    /// us-east-1, and no collections but those asked for (an hourly interval, no jitter before
+    /// the first flush). The caller adds the resource and the rest, then installs it.
+    pub fn exporter(
+        &self,
+        namespace: &str,
+        registry: &sonde::Registry,
+    ) -> sonde::cloudwatch::CloudWatchBuilder {
+        sonde::cloudwatch::CloudWatchBuilder::new(namespace)
+            .registry(registry.clone())
+            .endpoint_url(self.url())
+            .region("us-east-1")
+            .credentials("AKIDEXAMPLE", "secret")
+            .interval(Duration::from_secs(3600))
+            .jitter_first_flush(false)
     }
 
     /// Answers for the next `PutMetricData` requests, in order, after those already queued;
@@ -461,7 +428,7 @@ impl CloudWatchEndpoint {
 
     /// The answer when the script is empty (initially [`CwFault::Ok`]).
     pub fn set_default(&self, fault: CwFault) {
-        self.shared.lock().default = fault;
+        self.shared.lock().script.set_default(fault);
     }
 
     /// Every call so far, with its answer, in arrival order.
@@ -487,16 +454,7 @@ impl CloudWatchEndpoint {
     /// Polls every 20 ms (at least once) until `pred(&self.requests())` holds or `timeout`
     /// passes; returns whether it became true.
     pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&[PutRequest]) -> bool) -> bool {
-        let start = Instant::now();
-        loop {
-            if pred(&self.shared.lock().requests) {
-                return true;
-            }
-            if start.elapsed() >= timeout {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll_until(timeout, || pred(&self.shared.lock().requests))
     }
 
     /// Forgets recorded attempts and requests (not the script or the default).
@@ -504,20 +462,6 @@ impl CloudWatchEndpoint {
         let mut state = self.shared.lock();
         state.attempts.clear();
         state.requests.clear();
-    }
-}
-
-impl Drop for CloudWatchEndpoint {
-    /// Stops the server and its runtime; waits at most about a second for the thread.
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if self.done.recv_timeout(Duration::from_secs(1)).is_ok()
-            && let Some(thread) = self.thread.take()
-        {
-            let _ = thread.join();
-        }
     }
 }
 
@@ -645,10 +589,7 @@ async fn handle(shared: &Shared, req: Request<Incoming>) -> HttpResponse {
 
     let mut guard = shared.lock();
     let state = &mut *guard;
-    let fault = state
-        .script
-        .pop_front()
-        .unwrap_or_else(|| state.default.clone());
+    let fault = state.script.next();
     let answer = match fault {
         CwFault::Throttling => {
             Answer::Error(Rejection::new(ErrorKind::Throttling, "Rate exceeded"))
@@ -801,17 +742,6 @@ fn add_protocol_headers(headers: &mut HeaderMap) {
     )) {
         headers.insert("x-amzn-requestid", value);
     }
-}
-
-/// Headers as (lowercased name, value) pairs, skipping values that are not visible ASCII.
-fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .filter_map(|(name, value)| {
-            let value = value.to_str().ok()?;
-            Some((name.as_str().to_ascii_lowercase(), value.to_owned()))
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------

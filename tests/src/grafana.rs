@@ -320,6 +320,23 @@ struct Token {
     end: usize,
 }
 
+/// The operator or punctuation token `rest` starts with, and its length in bytes.
+fn operator(rest: &[u8]) -> Option<(Tok, usize)> {
+    Some(match rest {
+        [b'=' | b'!' | b'<' | b'>', b'=', ..] => (Tok::Compare, 2),
+        [b'=' | b'!', b'~', ..] => (Tok::Match, 2),
+        [b'=', ..] => (Tok::Match, 1),
+        [b'<' | b'>', ..] => (Tok::Compare, 1),
+        [b'+' | b'-' | b'*' | b'/' | b'%' | b'^', ..] => (Tok::Arith, 1),
+        [b'(', ..] => (Tok::Open, 1),
+        [b')', ..] => (Tok::Close, 1),
+        [b'{', ..] => (Tok::OpenBrace, 1),
+        [b'}', ..] => (Tok::CloseBrace, 1),
+        [b',', ..] => (Tok::Comma, 1),
+        _ => return None,
+    })
+}
+
 fn tokenize(expr: &str) -> Vec<Token> {
     let b = expr.as_bytes();
     let mut out = Vec::new();
@@ -327,6 +344,15 @@ fn tokenize(expr: &str) -> Vec<Token> {
     while i < b.len() {
         let c = b[i];
         let start = i;
+        if let Some((kind, len)) = operator(&b[i..]) {
+            i += len;
+            out.push(Token {
+                kind,
+                start,
+                end: i,
+            });
+            continue;
+        }
         let kind = match c {
             b' ' | b'\t' | b'\n' | b'\r' => {
                 i += 1;
@@ -355,54 +381,6 @@ fn tokenize(expr: &str) -> Vec<Token> {
                 }
                 i += 1;
                 Tok::Range
-            }
-            b'(' => {
-                i += 1;
-                Tok::Open
-            }
-            b')' => {
-                i += 1;
-                Tok::Close
-            }
-            b'{' => {
-                i += 1;
-                Tok::OpenBrace
-            }
-            b'}' => {
-                i += 1;
-                Tok::CloseBrace
-            }
-            b',' => {
-                i += 1;
-                Tok::Comma
-            }
-            b'=' if b.get(i + 1) == Some(&b'=') => {
-                i += 2;
-                Tok::Compare
-            }
-            b'=' if b.get(i + 1) == Some(&b'~') => {
-                i += 2;
-                Tok::Match
-            }
-            b'=' => {
-                i += 1;
-                Tok::Match
-            }
-            b'!' if b.get(i + 1) == Some(&b'=') => {
-                i += 2;
-                Tok::Compare
-            }
-            b'!' if b.get(i + 1) == Some(&b'~') => {
-                i += 2;
-                Tok::Match
-            }
-            b'<' | b'>' => {
-                i += if b.get(i + 1) == Some(&b'=') { 2 } else { 1 };
-                Tok::Compare
-            }
-            b'+' | b'-' | b'*' | b'/' | b'%' | b'^' => {
-                i += 1;
-                Tok::Arith
             }
             c if c.is_ascii_digit()
                 || (c == b'.' && b.get(i + 1).is_some_and(u8::is_ascii_digit)) =>

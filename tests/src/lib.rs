@@ -10,17 +10,23 @@
 pub mod agent;
 pub mod certs;
 pub mod cloudwatch;
+pub mod example;
+pub mod fixtures;
 pub mod grafana;
 pub mod host_tree;
 pub mod http;
 pub mod metadata;
+pub mod otel_sdk;
 pub mod otlp;
 pub mod peer;
 pub mod prometheus;
 pub mod pushgateway;
 pub mod python;
+mod scripted;
 pub mod serve;
+pub mod sleeper;
 pub mod switch;
+pub mod ticker;
 pub mod tls_proxy;
 pub mod victoria;
 
@@ -97,6 +103,17 @@ pub fn require_program(name: &str, install: &str) -> PathBuf {
     panic!(
         "{name} is not installed; this test needs the real program: {install} (scripts/test does this)"
     );
+}
+
+/// The value of the counter or gauge series `name{labels}` in `registry` now, 0 while it has
+/// none (an exporter's self-metrics before their first event).
+pub fn self_metric(registry: &sonde::Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
+    registry
+        .snapshot()
+        .point(name, labels)
+        .and_then(|p| p.number())
+        .map(|n| n.as_f64())
+        .unwrap_or(0.0)
 }
 
 /// Percent-encodes a URL query parameter or path segment.

@@ -66,15 +66,7 @@ impl Metadata {
         + Sync
         + 'static,
     ) -> Metadata {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
+        let (runtime, listener, addr) = crate::serve::loopback_runtime(1);
         runtime.spawn(async move {
             crate::serve::serve_http(listener, move |req| {
                 let answer = answer.clone();

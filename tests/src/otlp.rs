@@ -9,17 +9,15 @@
 //! decode: 400; a wrong `Content-Type` or an unknown `Content-Encoding`: 415) are recorded as
 //! attempts with that answer, without consuming the script.
 
-use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::io::Read;
-use std::net::{SocketAddr, TcpListener as StdTcpListener, TcpStream};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
-use std::thread::JoinHandle;
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
@@ -41,6 +39,10 @@ use tonic::Code;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::server::TcpIncoming;
 use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::scripted::{
+    Script, ServerThread, bind_loopback, expect_accepting, find_header, header_pairs, poll_until,
+};
 
 pub use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 pub use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -151,23 +153,19 @@ pub struct Attempt {
 impl Attempt {
     /// The first value of header `name` (case-insensitive), if present.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        find_header(&self.headers, name)
     }
 }
 
 /// What the servers share with the test.
 struct State {
-    script: VecDeque<Fault>,
-    default: Fault,
+    script: Script<Fault>,
     attempts: Vec<Attempt>,
     metrics: Vec<ExportMetricsServiceRequest>,
     traces: Vec<ExportTraceServiceRequest>,
 }
 
-struct Shared(Mutex<State>);
+type Shared = crate::scripted::Shared<State>;
 
 /// A request that arrived, before its answer is chosen.
 struct Arrival {
@@ -200,19 +198,12 @@ enum Payload {
 }
 
 impl Shared {
-    fn lock(&self) -> MutexGuard<'_, State> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Takes the next answer (script, then default), records the attempt and, when the answer
     /// accepts, the request.
     fn arrive(&self, arrival: Arrival, payload: Payload) -> Fault {
         let mut guard = self.lock();
         let state = &mut *guard;
-        let fault = state
-            .script
-            .pop_front()
-            .unwrap_or_else(|| state.default.clone());
+        let fault = state.script.next();
         if fault.accepts() {
             match payload {
                 Payload::Metrics(r) => state.metrics.push(r),
@@ -234,9 +225,7 @@ pub struct OtlpReceiver {
     shared: Arc<Shared>,
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    done: mpsc::Receiver<()>,
-    thread: Option<JoinHandle<()>>,
+    _server: ServerThread,
 }
 
 impl std::fmt::Debug for OtlpReceiver {
@@ -255,70 +244,28 @@ impl OtlpReceiver {
     /// 127.0.0.1 ports, on a dedicated thread with its own tokio runtime. Panics with a clear
     /// message if it cannot start. Returns once both ports accept connections.
     pub fn start() -> OtlpReceiver {
-        let bind = |what: &str| {
-            let listener = StdTcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| {
-                panic!("OTLP receiver: cannot bind a {what} port on 127.0.0.1: {e}")
-            });
-            listener.set_nonblocking(true).unwrap_or_else(|e| {
-                panic!("OTLP receiver: cannot make the {what} listener non-blocking: {e}")
-            });
-            let addr = listener
-                .local_addr()
-                .unwrap_or_else(|e| panic!("OTLP receiver: no local address for {what}: {e}"));
-            (listener, addr)
-        };
-        let (grpc_listener, grpc_addr) = bind("gRPC");
-        let (http_listener, http_addr) = bind("HTTP");
+        const PEER: &str = "OTLP receiver";
+        let (grpc_listener, grpc_addr) = bind_loopback(PEER, "gRPC");
+        let (http_listener, http_addr) = bind_loopback(PEER, "HTTP");
 
-        let shared = Arc::new(Shared(Mutex::new(State {
-            script: VecDeque::new(),
-            default: Fault::Ok,
+        let shared = Arc::new(Shared::new(State {
+            script: Script::new(Fault::Ok),
             attempts: Vec::new(),
             metrics: Vec::new(),
             traces: Vec::new(),
-        })));
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("OTLP receiver: cannot build a tokio runtime: {e}"));
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let (done_tx, done_rx) = mpsc::channel::<()>();
+        }));
         let served = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("otlp-receiver".to_owned())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let started = serve(served, grpc_listener, http_listener);
-                    let failed = started.is_err();
-                    let _ = ready_tx.send(started);
-                    if !failed {
-                        // Also ends when the receiver is gone without sending.
-                        let _ = stop_rx.await;
-                    }
-                });
-                runtime.shutdown_timeout(Duration::from_millis(300));
-                let _ = done_tx.send(());
-            })
-            .unwrap_or_else(|e| panic!("OTLP receiver: cannot spawn its thread: {e}"));
-
-        match ready_rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => panic!("OTLP receiver: cannot start: {e}"),
-            Err(e) => panic!("OTLP receiver: the server thread did not start: {e}"),
-        }
+        let server = ServerThread::start(PEER, "otlp-receiver", move || {
+            serve(served, grpc_listener, http_listener)
+        });
         for (what, addr) in [("gRPC", grpc_addr), ("HTTP", http_addr)] {
-            TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap_or_else(|e| {
-                panic!("OTLP receiver: the {what} port {addr} does not accept connections: {e}")
-            });
+            expect_accepting(PEER, what, addr);
         }
         OtlpReceiver {
             shared,
             grpc_addr,
             http_addr,
-            stop: Some(stop_tx),
-            done: done_rx,
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -343,7 +290,7 @@ impl OtlpReceiver {
     /// The answer when the script is empty (initially [`Fault::Ok`]), e.g. `Unavailable` for an
     /// outage, then `Ok` again.
     pub fn set_default(&self, fault: Fault) {
-        self.shared.lock().default = fault;
+        self.shared.lock().script.set_default(fault);
     }
 
     /// Every attempt so far, in arrival order.
@@ -387,34 +334,6 @@ impl OtlpReceiver {
         state.attempts.clear();
         state.metrics.clear();
         state.traces.clear();
-    }
-}
-
-impl Drop for OtlpReceiver {
-    /// Stops both servers and the runtime; waits at most about a second for the thread.
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if self.done.recv_timeout(Duration::from_secs(1)).is_ok()
-            && let Some(thread) = self.thread.take()
-        {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Checks `cond` every 20 ms (at least once) until it holds or `timeout` passes.
-fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    loop {
-        if cond() {
-            return true;
-        }
-        if start.elapsed() >= timeout {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -478,6 +397,19 @@ impl GrpcReceiver {
             at,
         }
     }
+
+    /// Records a request of `signal` (its message kept as `payload` makes it) and answers as
+    /// scripted: `Ok(partial success)` or an error status.
+    async fn receive<T: Message>(
+        &self,
+        request: tonic::Request<T>,
+        signal: Signal,
+        payload: fn(T) -> Payload,
+    ) -> Result<Option<(i64, String)>, tonic::Status> {
+        let arrival = Self::arrival(&request, signal, Instant::now());
+        let fault = self.0.arrive(arrival, payload(request.into_inner()));
+        grpc_answer(fault).await
+    }
 }
 
 #[tonic::async_trait]
@@ -486,11 +418,9 @@ impl MetricsService for GrpcReceiver {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        let arrival = Self::arrival(&request, Signal::Metrics, Instant::now());
-        let fault = self
-            .0
-            .arrive(arrival, Payload::Metrics(request.into_inner()));
-        let partial = grpc_answer(fault).await?;
+        let partial = self
+            .receive(request, Signal::Metrics, Payload::Metrics)
+            .await?;
         Ok(tonic::Response::new(metrics_response(partial)))
     }
 }
@@ -501,11 +431,9 @@ impl TraceService for GrpcReceiver {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let arrival = Self::arrival(&request, Signal::Traces, Instant::now());
-        let fault = self
-            .0
-            .arrive(arrival, Payload::Traces(request.into_inner()));
-        let partial = grpc_answer(fault).await?;
+        let partial = self
+            .receive(request, Signal::Traces, Payload::Traces)
+            .await?;
         Ok(tonic::Response::new(traces_response(partial)))
     }
 }
@@ -825,17 +753,6 @@ fn gunzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut out = Vec::new();
     flate2::read::GzDecoder::new(body).read_to_end(&mut out)?;
     Ok(out)
-}
-
-/// Headers as (lowercased name, value) pairs, skipping values that are not visible ASCII.
-fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
-    headers
-        .iter()
-        .filter_map(|(name, value)| {
-            let value = value.to_str().ok()?;
-            Some((name.as_str().to_ascii_lowercase(), value.to_owned()))
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -135,11 +137,7 @@ impl SecuredApi {
         args: impl Fn(SocketAddr, &std::path::Path) -> Vec<String>,
         ready_path: &'static str,
     ) -> SecuredApi {
-        use base64::Engine as _;
-        let authorization = format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-        );
+        let authorization = http::basic_auth(user, password);
         let ca = certs.server_cert.clone();
         let client = (certs.client_cert.clone(), certs.client_key.clone());
         let peer = Peer::start_ready_when(program, install, args, |addr, _| {
@@ -302,6 +300,27 @@ fn parse_value(v: &Value) -> f64 {
 pub fn promtool_check_metrics(exposition: &str) -> String {
     let bin = require_program("promtool", INSTALL);
     let out = crate::run_with_stdin(&bin, &["check", "metrics"], exposition);
+    succeeded("promtool check metrics", &out)
+}
+
+/// Runs `promtool args...` in `dir` (e.g. `check rules` or `test rules` on the files there);
+/// returns its combined output, panicking if it exits non-zero.
+pub fn promtool(dir: &Path, args: &[&str]) -> String {
+    let bin = require_program("promtool", INSTALL);
+    let out = Command::new(&bin)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("could not start {}: {e}; {INSTALL}", bin.display()));
+    succeeded(
+        &format!("promtool {} in {}", args.join(" "), dir.display()),
+        &out,
+    )
+}
+
+/// The combined output (stdout, then stderr) of `what`, panicking with it unless `what`
+/// succeeded.
+fn succeeded(what: &str, out: &Output) -> String {
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -309,7 +328,7 @@ pub fn promtool_check_metrics(exposition: &str) -> String {
     );
     assert!(
         out.status.success(),
-        "promtool check metrics failed ({}):\n{text}",
+        "{what} failed ({}):\n{text}",
         out.status
     );
     text

@@ -5,37 +5,17 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 
 use serde_json::Value;
 use sonde_tests::grafana::{
     self, Rule, all_rules, comparison_thresholds, markdown_anchors, read_yaml, repo_root,
     rule_files, rule_test_files, str_of,
 };
-use sonde_tests::require_program;
-
-const PROMTOOL_INSTALL: &str = "apt-get install -y prometheus";
 const RUNBOOK_BASE: &str = "https://example.invalid/sonde/blob/main/alerts/runbook.md#";
 
+/// promtool run at the repository root.
 fn promtool(args: &[&str]) -> String {
-    let bin = require_program("promtool", PROMTOOL_INSTALL);
-    let out = Command::new(&bin)
-        .args(args)
-        .current_dir(repo_root())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "promtool {} failed ({}):\n{text}",
-        args.join(" "),
-        out.status
-    );
-    text
+    sonde_tests::prometheus::promtool(&repo_root(), args)
 }
 
 fn relative(paths: &[std::path::PathBuf]) -> Vec<String> {

@@ -11,18 +11,13 @@ use serde_json::Value;
 use sonde::cloudwatch::datum::MAX_REQUEST_BYTES;
 use sonde::cloudwatch::{CloudWatchBuilder, Destination, EmfBuilder, cost_preview};
 use sonde::{Registry, Resource, Unit};
-use sonde_tests::TempDir;
 use sonde_tests::cloudwatch::{CloudWatchEndpoint, CwFault, Datum};
+use sonde_tests::fixtures::counter_per_id;
+use sonde_tests::{TempDir, self_metric};
 
 fn builder(reg: &Registry, cw: &CloudWatchEndpoint) -> CloudWatchBuilder {
-    CloudWatchBuilder::new("sonde-test")
-        .registry(reg.clone())
-        .endpoint_url(cw.url())
-        .region("us-east-1")
-        .credentials("AKIDEXAMPLE", "secret")
+    cw.exporter("sonde-test", reg)
         .resource(Resource::empty().with("service.name", "checkout"))
-        .interval(Duration::from_secs(3600))
-        .jitter_first_flush(false)
         .backoff(Duration::from_millis(10), Duration::from_millis(50))
 }
 
@@ -47,14 +42,6 @@ fn find<'a>(datums: &'a [(String, Datum)], name: &str, d: &[(&str, &str)]) -> Ve
             x.metric_name == name && have == want
         })
         .collect()
-}
-
-fn self_metric(reg: &Registry, name: &str, l: &[(&str, &str)]) -> f64 {
-    reg.snapshot()
-        .point(name, l)
-        .and_then(|p| p.number())
-        .map(|n| n.as_f64())
-        .unwrap_or(0.0)
 }
 
 #[test]
@@ -180,12 +167,7 @@ fn datums_carry_what_was_recorded() {
 fn ten_thousand_series_go_out_in_the_fewest_valid_requests() {
     let cw = CloudWatchEndpoint::start();
     let reg = Registry::with_max_series(100_000);
-    let c = reg
-        .counter("jobs")
-        .labels(["id"])
-        .max_series(20_000)
-        .build()
-        .unwrap();
+    counter_per_id(&reg, "jobs", 8000, |i| i + 1);
     let h = reg
         .histogram("job.duration")
         .unit(Unit::Seconds)
@@ -193,9 +175,6 @@ fn ten_thousand_series_go_out_in_the_fewest_valid_requests() {
         .max_series(20_000)
         .build()
         .unwrap();
-    for i in 0..8000u64 {
-        c.with(&[&i.to_string()]).add(i + 1);
-    }
     for i in 0..2000u32 {
         let s = h.with(&[&format!("q{i}")]);
         for k in 0..20 {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use sonde::{Kind, Point, Registry, Snapshot, Unit};
 use sonde_example::{Options, Workload};
+use sonde_tests::example::run_workload;
 
 fn family<'a>(
     snap: &'a Snapshot,
@@ -53,16 +54,7 @@ fn total(snap: &Snapshot, name: &str, filter: impl Fn(&[(&str, &str)]) -> bool) 
 #[test]
 fn every_helper_reports_with_the_conventional_names() {
     let reg = Registry::new();
-    let workload = Workload::start(
-        &reg,
-        Options {
-            cold_start: Duration::from_millis(20),
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    workload.stop();
+    run_workload(&reg, Duration::from_millis(1500));
     let snap = reg.snapshot();
     let s = Unit::Seconds;
     let by = Unit::Bytes;

@@ -9,20 +9,13 @@ use std::time::Duration;
 
 use sonde::prometheus::PrometheusBuilder;
 use sonde::{Registry, Resource};
-use sonde_example::{Options, Workload};
+use sonde_tests::example::workload;
 use sonde_tests::{http, prometheus, wait_for};
 
 #[test]
 fn the_example_services_exposition_passes_promtool_with_no_findings() {
     let reg = Registry::new();
-    let workload = Workload::start(
-        &reg,
-        Options {
-            cold_start: Duration::from_millis(20),
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let workload = workload(&reg, Duration::from_millis(20));
     let server = PrometheusBuilder::new()
         .registry(reg.clone())
         .bind("127.0.0.1:0".parse().unwrap())

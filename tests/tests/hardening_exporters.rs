@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use sonde::Registry;
 use sonde::otlp::{OtlpMetricsBuilder, OtlpTransport, Protocol};
 use sonde_tests::otlp::{Fault, OtlpReceiver, Signal};
+use sonde_tests::self_metric;
 
 fn endpoint(rx: &OtlpReceiver, protocol: Protocol) -> String {
     match protocol {
@@ -26,14 +27,6 @@ fn exporter(reg: &Registry, transport: OtlpTransport) -> sonde::otlp::OtlpMetric
         .backoff(Duration::from_millis(10), Duration::from_millis(20))
         .install()
         .unwrap()
-}
-
-fn self_metric(reg: &Registry, name: &str, l: &[(&str, &str)]) -> f64 {
-    reg.snapshot()
-        .point(name, l)
-        .and_then(|p| p.number())
-        .map(|n| n.as_f64())
-        .unwrap_or(0.0)
 }
 
 fn metric_attempts(rx: &OtlpReceiver) -> usize {
@@ -162,11 +155,7 @@ fn redirects_are_not_followed_and_are_failures() {
 #[test]
 fn url_credentials_and_header_values_stay_out_of_errors_and_debug() {
     // A port nothing listens on: the connection error names the URL.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = sonde_tests::free_port();
     let reg = Registry::new();
     let url = format!("http://user:hunter2@127.0.0.1:{port}");
     let transport = OtlpTransport::new()

@@ -8,7 +8,7 @@ use std::io::{Read as _, Write as _};
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use sonde::cloudwatch::{CloudWatchBuilder, Destination, EmfBuilder};
+use sonde::cloudwatch::{Destination, EmfBuilder};
 use sonde::otlp::{OtlpMetricsBuilder, OtlpTransport};
 use sonde::prometheus::PrometheusBuilder;
 use sonde::{Component, Registry, Resource};
@@ -65,14 +65,8 @@ fn every_component_flushes_and_stops_through_one_trait() {
                 .unwrap(),
         ),
         Box::new(
-            CloudWatchBuilder::new("sonde-lifecycle")
-                .registry(registry.clone())
-                .endpoint_url(cw.url())
-                .region("us-east-1")
-                .credentials("AKIDEXAMPLE", "secret")
+            cw.exporter("sonde-lifecycle", &registry)
                 .resource(Resource::empty().with("service.name", "lifecycle"))
-                .interval(Duration::from_secs(3600))
-                .jitter_first_flush(false)
                 .install()
                 .unwrap(),
         ),

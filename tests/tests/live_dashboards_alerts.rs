@@ -75,19 +75,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sonde::otlp::{OtlpMetricsBuilder, OtlpTransport, Protocol};
 use sonde::prometheus::PrometheusBuilder;
 use sonde::{Registry, Resource, Unit};
+use sonde_tests::example::AXUM_ROUTES;
 use sonde_tests::grafana::{
     Dashboard, Rule, comparison_operands, load_rules, rule_files, selectors, shorten_rules,
     substitute,
 };
 use sonde_tests::otlp::{Fault, OtlpReceiver};
 use sonde_tests::prometheus::Prometheus;
+use sonde_tests::ticker::Ticker;
 use sonde_tests::{TempDir, percent_encode};
 
 /// Rule windows and `for:` durations are divided by this.
@@ -245,6 +246,48 @@ fn shortened_rule_files(dir: &TempDir, host: bool) -> Vec<String> {
             out.to_string_lossy().into_owned()
         })
         .collect()
+}
+
+/// A Prometheus scraping `target` as `job` with the [shortened](shortened_rule_files) rule files
+/// (`host`: the host rules only, else every other file), once it has the target up; with the
+/// paths of the rule files and their directory (removed on drop).
+fn start_with_shortened_rules(
+    target: SocketAddr,
+    job: &str,
+    host: bool,
+) -> (Prometheus, Vec<String>, TempDir) {
+    let dir = TempDir::new(if host {
+        "live-host-rules"
+    } else {
+        "live-rules"
+    });
+    let rule_paths = shortened_rule_files(&dir, host);
+    let prom = start_prometheus(target, job, &rule_paths);
+    prom.wait_for_series(
+        &format!("up{{job=\"{job}\"}} == 1"),
+        Duration::from_secs(20),
+    );
+    (prom, rule_paths, dir)
+}
+
+/// The rules of the rule files at `paths`.
+fn load_rule_files(paths: &[String]) -> Vec<Rule> {
+    paths
+        .iter()
+        .flat_map(|p| load_rules(std::path::Path::new(p)))
+        .collect()
+}
+
+/// The dashboard variables, as Grafana sets them, for the target `instance` of `job`.
+fn dashboard_vars<'a>(job: &'a str, instance: &'a str) -> [(&'static str, &'a str); 6] {
+    [
+        ("datasource", "prometheus"),
+        ("job", job),
+        ("instance", instance),
+        ("__rate_interval", RATE_INTERVAL),
+        ("__interval", "5s"),
+        ("__range", "1m"),
+    ]
 }
 
 fn start_prometheus(target: SocketAddr, job: &str, rules: &[String]) -> Prometheus {
@@ -440,9 +483,8 @@ fn report(what: &str, f: &Findings) {
 /// takes about `init` seconds. (`Faas` itself measures initialization from the start of the
 /// process, which in a test is the test binary's.)
 struct Fleet {
-    stop: Arc<AtomicBool>,
     init_micros: Arc<AtomicU64>,
-    thread: Option<JoinHandle<()>>,
+    _invocations: Ticker,
 }
 
 impl Fleet {
@@ -484,31 +526,24 @@ impl Fleet {
             .build()
             .unwrap()
             .with(&["http"]);
-        let stop = Arc::new(AtomicBool::new(false));
         let init_micros = Arc::new(AtomicU64::new(250_000));
-        let (s, m) = (stop.clone(), init_micros.clone());
-        let thread = std::thread::spawn(move || {
-            let mut n = 0u64;
-            while !s.load(Ordering::Relaxed) {
-                n += 1;
-                let cold = n.is_multiple_of(5);
-                if cold {
-                    coldstarts.with(&["http"]).inc();
-                    // Spread +-40% around the setting.
-                    let spread = 0.6 + 0.8 * ((n * 7919) % 100) as f64 / 100.0;
-                    init.observe(m.load(Ordering::Relaxed) as f64 / 1e6 * spread);
-                }
-                invocations
-                    .with(&["http", if cold { "true" } else { "false" }])
-                    .inc();
-                cost.add(model.cost(Duration::from_millis(35)));
-                std::thread::sleep(Duration::from_millis(40));
+        let m = init_micros.clone();
+        let ticker = Ticker::start(Duration::from_millis(40), move |n| {
+            let cold = n.is_multiple_of(5);
+            if cold {
+                coldstarts.with(&["http"]).inc();
+                // Spread +-40% around the setting.
+                let spread = 0.6 + 0.8 * ((n * 7919) % 100) as f64 / 100.0;
+                init.observe(m.load(Ordering::Relaxed) as f64 / 1e6 * spread);
             }
+            invocations
+                .with(&["http", if cold { "true" } else { "false" }])
+                .inc();
+            cost.add(model.cost(Duration::from_millis(35)));
         });
         Fleet {
-            stop,
             init_micros,
-            thread: Some(thread),
+            _invocations: ticker,
         }
     }
 
@@ -518,23 +553,13 @@ impl Fleet {
     }
 }
 
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// The second example, `sonde-example-axum-sqlx` (axum on sqlx/SQLite, moka, reqwest, its
 /// Tokio runtime read by `TokioRuntimeMetrics`), served on loopback and recording into the same
 /// registry, with a steady trickle of product reads and orders (payments never declined here:
 /// the external-API alert must stay quiet while all is well); and a moka cache too small for its
 /// keys (`MokaCache`: hits, misses, size evictions, entries, weighted size).
 struct AsyncParts {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    traffic: Ticker,
     runtime: Option<tokio::runtime::Runtime>,
     _db: TempDir,
 }
@@ -568,68 +593,49 @@ impl AsyncParts {
             moka::sync::Cache::builder().max_capacity(50),
         )
         .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
         let handle = runtime.handle().clone();
-        let thread = std::thread::spawn(move || {
-            let mut n = 0u64;
-            while !s.load(Ordering::Relaxed) {
-                n += 1;
-                // 200 keys over 50 places: hits, misses and size evictions.
-                let key = (n * 7919) % 200;
-                let _ = cache.get_with(key, || n);
-                if n.is_multiple_of(40) {
-                    // Five requests a second, light next to the example's traffic (its alerts
-                    // must still fire on its faults): a product (a fifth of them fit the shop's
-                    // cache), now and then an order.
-                    let path = if n.is_multiple_of(200) {
-                        format!("POST /orders/{}", 1 + n % 50)
-                    } else {
-                        format!("GET /products/{}", 1 + (n * 31) % 400)
-                    };
-                    let _ = shop_request(shop_addr, &path);
-                }
-                handle.spawn(async move {
-                    let mut x = n;
-                    for _ in 0..2_000 {
-                        x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-                    }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    std::hint::black_box(x)
-                });
-                std::thread::sleep(Duration::from_millis(5));
+        let traffic = Ticker::start(Duration::from_millis(5), move |n| {
+            // 200 keys over 50 places: hits, misses and size evictions.
+            let key = (n * 7919) % 200;
+            let _ = cache.get_with(key, || n);
+            if n.is_multiple_of(40) {
+                // Five requests a second, light next to the example's traffic (its alerts
+                // must still fire on its faults): a product (a fifth of them fit the shop's
+                // cache), now and then an order.
+                let (method, path) = if n.is_multiple_of(200) {
+                    ("POST", format!("/orders/{}", 1 + n % 50))
+                } else {
+                    ("GET", format!("/products/{}", 1 + (n * 31) % 400))
+                };
+                // Only the load matters here, not the answer.
+                let _ = sonde_tests::http::raw_request(
+                    shop_addr,
+                    method,
+                    &path,
+                    Duration::from_secs(5),
+                );
             }
+            handle.spawn(async move {
+                let mut x = n;
+                for _ in 0..2_000 {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                std::hint::black_box(x)
+            });
         });
         AsyncParts {
-            stop,
-            thread: Some(thread),
+            traffic,
             runtime: Some(runtime),
             _db: db,
         }
     }
 }
 
-/// `METHOD PATH` to the shop over a new connection; the status code.
-fn shop_request(addr: SocketAddr, request: &str) -> Option<u16> {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "{request} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.get(9..12)?.parse().ok()
-}
-
 impl Drop for AsyncParts {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        // The traffic spawns onto the runtime: stop it first.
+        let _ = self.traffic.stop();
         if let Some(rt) = self.runtime.take() {
             rt.shutdown_background();
         }
@@ -639,8 +645,7 @@ impl Drop for AsyncParts {
 /// A label with unbounded values (a user id) on a family limited to 5 series: once started,
 /// every new value goes to the overflow series and counts in `sonde.series.overflow`.
 struct Explosion {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    _lookups: Ticker,
 }
 
 impl Explosion {
@@ -652,29 +657,10 @@ impl Explosion {
             .max_series(5)
             .build()
             .unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let thread = std::thread::spawn(move || {
-            let mut n = 0u64;
-            while !s.load(Ordering::Relaxed) {
-                n += 1;
-                family.with(&[&format!("user-{n}")]).inc();
-                std::thread::sleep(Duration::from_millis(20));
-            }
+        let lookups = Ticker::start(Duration::from_millis(20), move |n| {
+            family.with(&[&format!("user-{n}")]).inc();
         });
-        Explosion {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Explosion {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        Explosion { _lookups: lookups }
     }
 }
 
@@ -683,10 +669,10 @@ impl Drop for Explosion {
 /// line and a metric name never seen before (beyond the server's [`STATSD_MAX_METRICS`], so
 /// dropped).
 struct Statsd {
+    // Declared first, so that the client stops before the server.
+    _client: Ticker,
     _server: sonde_statsd::StatsdServer,
-    stop: Arc<AtomicBool>,
     faulty: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
 }
 
 /// The StatsD server's limit on distinct names: the two names of the healthy traffic fit.
@@ -701,41 +687,25 @@ impl Statsd {
             .start()
             .unwrap();
         let addr = server.local_addr().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
         let faulty = Arc::new(AtomicBool::new(false));
-        let (s, f) = (stop.clone(), faulty.clone());
-        let thread = std::thread::spawn(move || {
-            let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            let mut n = 0u64;
-            while !s.load(Ordering::Relaxed) {
-                n += 1;
-                let mut packet = String::from("example.jobs.done:1|c\nexample.jobs.duration:12|ms");
-                if f.load(Ordering::Relaxed) {
-                    packet.push_str(&format!("\nexample.jobs.broken\nexample.user_{n}.hits:1|c"));
-                }
-                socket.send_to(packet.as_bytes(), addr).unwrap();
-                std::thread::sleep(Duration::from_millis(50));
+        let f = faulty.clone();
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let client = Ticker::start(Duration::from_millis(50), move |n| {
+            let mut packet = String::from("example.jobs.done:1|c\nexample.jobs.duration:12|ms");
+            if f.load(Ordering::Relaxed) {
+                packet.push_str(&format!("\nexample.jobs.broken\nexample.user_{n}.hits:1|c"));
             }
+            socket.send_to(packet.as_bytes(), addr).unwrap();
         });
         Statsd {
+            _client: client,
             _server: server,
-            stop,
             faulty,
-            thread: Some(thread),
         }
     }
 
     fn set_faulty(&self, faulty: bool) {
         self.faulty.store(faulty, Ordering::Relaxed);
-    }
-}
-
-impl Drop for Statsd {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 
@@ -898,13 +868,7 @@ fn dashboards_and_alerts_work_on_live_data_and_alerts_fire_on_faults() {
     let target = server.local_addr();
     let instance = target.to_string();
 
-    let dir = TempDir::new("live-rules");
-    let rule_paths = shortened_rule_files(&dir, false);
-    let prom = start_prometheus(target, JOB, &rule_paths);
-    prom.wait_for_series(
-        &format!("up{{job=\"{JOB}\"}} == 1"),
-        Duration::from_secs(20),
-    );
+    let (prom, rule_paths, _rules_dir) = start_with_shortened_rules(target, JOB, false);
     // Enough history for the shortened windows and $__rate_interval.
     prom.wait_for_series(
         &format!("job_instance:http_server_requests:rate5m{{job=\"{JOB}\"}} > 0"),
@@ -918,14 +882,7 @@ fn dashboards_and_alerts_work_on_live_data_and_alerts_fire_on_faults() {
     assert!(errors.is_empty(), "rules failing: {errors:#?}");
 
     // Every dashboard query, recording rule and alert operand has data.
-    let vars = [
-        ("datasource", "prometheus"),
-        ("job", JOB),
-        ("instance", instance.as_str()),
-        ("__rate_interval", RATE_INTERVAL),
-        ("__interval", "5s"),
-        ("__range", "1m"),
-    ];
+    let vars = dashboard_vars(JOB, &instance);
     let dashboards: Vec<Dashboard> = Dashboard::load_all()
         .into_iter()
         .filter(|d| d.uid() != HOST_DASHBOARD)
@@ -939,10 +896,7 @@ fn dashboards_and_alerts_work_on_live_data_and_alerts_fire_on_faults() {
             .any(|p| p.ends_with("objectives.alerts.yml")),
         "the generated alerts are loaded: {rule_paths:?}"
     );
-    let rules: Vec<Rule> = rule_paths
-        .iter()
-        .flat_map(|p| load_rules(std::path::Path::new(p)))
-        .collect();
+    let rules = load_rule_files(&rule_paths);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut findings = Findings {
         absent: absent_optional(&prom, JOB, &rules),
@@ -1133,34 +1087,18 @@ fn host_dashboard_and_alerts_work_on_live_agent_data() {
         .unwrap();
     let addr: SocketAddr = server.local_addr();
     let job = "sonde-agent";
-    let dir = TempDir::new("live-host-rules");
-    let rule_paths = shortened_rule_files(&dir, true);
-    let prom = start_prometheus(addr, job, &rule_paths);
-    prom.wait_for_series(
-        &format!("up{{job=\"{job}\"}} == 1"),
-        Duration::from_secs(20),
-    );
+    let (prom, rule_paths, _rules_dir) = start_with_shortened_rules(addr, job, true);
     std::thread::sleep(Duration::from_secs(12));
     let errors = rule_errors(&prom);
     assert!(errors.is_empty(), "rules failing: {errors:#?}");
     let instance = addr.to_string();
-    let vars = [
-        ("datasource", "prometheus"),
-        ("job", job),
-        ("instance", instance.as_str()),
-        ("__rate_interval", RATE_INTERVAL),
-        ("__interval", "5s"),
-        ("__range", "1m"),
-    ];
+    let vars = dashboard_vars(job, &instance);
     let dashboards: Vec<Dashboard> = Dashboard::load_all()
         .into_iter()
         .filter(|d| d.uid() == HOST_DASHBOARD)
         .collect();
     assert_eq!(dashboards.len(), 1);
-    let rules: Vec<Rule> = rule_paths
-        .iter()
-        .flat_map(|p| load_rules(std::path::Path::new(p)))
-        .collect();
+    let rules = load_rule_files(&rule_paths);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut findings = Findings::default();
     evaluate_dashboards(&prom, &dashboards, &vars, deadline, &mut findings);
@@ -1173,17 +1111,6 @@ fn host_dashboard_and_alerts_work_on_live_agent_data() {
     }
     report("host dashboard and rules on live agent data", &findings);
 }
-
-/// The route templates of the axum example (`crates/sonde-example-axum`); `""` is the one series
-/// of requests that matched no route.
-const AXUM_ROUTES: [&str; 6] = [
-    "",
-    "/users/{id}",
-    "/orders",
-    "/checkout",
-    "/report",
-    "/health",
-];
 
 /// Whether a query's result is keyed by `http_route` (aggregated `by (..., http_route)`), not
 /// merely filtered on it.
@@ -1200,15 +1127,7 @@ fn keyed_by_route(expr: &str) -> bool {
 fn route_panels_show_the_axum_example_route_templates() {
     let reg = Registry::new();
     let http = sonde::instrument::HttpServerMetrics::install(&reg).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let app = listener.local_addr().unwrap();
+    let (rt, listener, app) = sonde_tests::serve::loopback_runtime(2);
     rt.spawn(async move { axum::serve(listener, sonde_example_axum::app(http)).await });
     let server = PrometheusBuilder::new()
         .registry(reg.clone())
@@ -1218,24 +1137,17 @@ fn route_panels_show_the_axum_example_route_templates() {
 
     // Traffic on every route, each request to a path never seen before where the route has a
     // parameter (or no route at all).
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    let traffic = std::thread::spawn(move || {
-        let base = format!("http://{app}");
-        let mut n = 0u64;
-        while !s.load(Ordering::Relaxed) {
-            n += 1;
-            use sonde_tests::http::{get, post};
-            assert_eq!(get(&format!("{base}/users/{n}"), &[]).status, 200);
-            assert_eq!(get(&format!("{base}/orders"), &[]).status, 200);
-            assert_eq!(post(&format!("{base}/orders"), b"{}").status, 201);
-            post(&format!("{base}/checkout"), b"{}");
-            assert_eq!(get(&format!("{base}/health"), &[]).status, 200);
-            assert_eq!(get(&format!("{base}/no/such/page/{n}"), &[]).status, 404);
-            if n.is_multiple_of(4) {
-                assert_eq!(get(&format!("{base}/report"), &[]).status, 200);
-            }
-            std::thread::sleep(Duration::from_millis(20));
+    let base = format!("http://{app}");
+    let mut traffic = Ticker::start(Duration::from_millis(20), move |n| {
+        use sonde_tests::http::{get, post};
+        assert_eq!(get(&format!("{base}/users/{n}"), &[]).status, 200);
+        assert_eq!(get(&format!("{base}/orders"), &[]).status, 200);
+        assert_eq!(post(&format!("{base}/orders"), b"{}").status, 201);
+        post(&format!("{base}/checkout"), b"{}");
+        assert_eq!(get(&format!("{base}/health"), &[]).status, 200);
+        assert_eq!(get(&format!("{base}/no/such/page/{n}"), &[]).status, 404);
+        if n.is_multiple_of(4) {
+            assert_eq!(get(&format!("{base}/report"), &[]).status, 200);
         }
     });
 
@@ -1252,14 +1164,7 @@ fn route_panels_show_the_axum_example_route_templates() {
     std::thread::sleep(Duration::from_secs(3));
 
     let instance = target.to_string();
-    let vars = [
-        ("datasource", "prometheus"),
-        ("job", job),
-        ("instance", instance.as_str()),
-        ("__rate_interval", RATE_INTERVAL),
-        ("__interval", "5s"),
-        ("__range", "1m"),
-    ];
+    let vars = dashboard_vars(job, &instance);
     let mut failures = Vec::new();
     let mut evaluated = 0;
     for d in Dashboard::load_all() {
@@ -1288,8 +1193,7 @@ fn route_panels_show_the_axum_example_route_templates() {
             }
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    traffic.join().unwrap();
+    traffic.stop().unwrap();
     assert!(evaluated >= 5, "only {evaluated} route-keyed queries found");
     assert!(
         failures.is_empty(),

@@ -11,9 +11,11 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use sonde::otlp::traces::TracesBuilder;
 use sonde::otlp::{Compression, HistogramAggregation, OtlpMetricsBuilder, OtlpTransport, Protocol};
 use sonde::{Registry, Resource, Temporality, TraceContext};
+use sonde_tests::fixtures::counter_per_id;
 use sonde_tests::otlp::{
     ExportMetricsServiceRequest, Fault, OtlpReceiver, Signal, Transport, attrs, find_metrics,
 };
+use sonde_tests::self_metric;
 
 type Attrs = Vec<(String, String)>;
 
@@ -119,14 +121,6 @@ fn exponentials(
         }
     }
     out
-}
-
-fn self_metric(reg: &Registry, name: &str, l: &[(&str, &str)]) -> f64 {
-    reg.snapshot()
-        .point(name, l)
-        .and_then(|p| p.number())
-        .map(|n| n.as_f64())
-        .unwrap_or(0.0)
 }
 
 fn metric_attempts(rx: &OtlpReceiver) -> Vec<sonde_tests::otlp::Attempt> {
@@ -512,15 +506,7 @@ fn partial_success_is_counted_as_rejected_points() {
 fn large_collections_are_split_into_bounded_requests() {
     let rx = OtlpReceiver::start();
     let reg = Registry::with_max_series(100_000);
-    let f = reg
-        .counter("series")
-        .labels(["id"])
-        .max_series(100_000)
-        .build()
-        .unwrap();
-    for i in 0..5000u64 {
-        f.with(&[&i.to_string()]).add(i);
-    }
+    counter_per_id(&reg, "series", 5000, |i| i);
     let exporter = builder(&reg, &rx, Protocol::Grpc)
         .max_points_per_request(1000)
         .install()
@@ -873,23 +859,13 @@ fn each_lambda_invocation_is_delivered_before_the_handler_returns() {
 
 #[test]
 fn the_example_service_instrumentation_arrives_with_conventional_names_and_units() {
-    use sonde_example::{Options, Workload};
     let rx = OtlpReceiver::start();
     let reg = Registry::new();
     let exporter = builder(&reg, &rx, Protocol::Grpc)
         .histograms(HistogramAggregation::Exponential)
         .install()
         .unwrap();
-    let workload = Workload::start(
-        &reg,
-        Options {
-            cold_start: Duration::from_millis(20),
-            ..Options::default()
-        },
-    )
-    .unwrap();
-    std::thread::sleep(Duration::from_millis(1200));
-    workload.stop();
+    sonde_tests::example::run_workload(&reg, Duration::from_millis(1200));
     exporter.flush(Duration::from_secs(10)).unwrap();
     let reqs = rx.metrics();
     for (name, unit) in [

@@ -79,6 +79,18 @@ fn trace_request(span_name: &str) -> ExportTraceServiceRequest {
     }
 }
 
+/// Exports one span named `span_name` over a new gRPC connection; the receiver's answer.
+async fn export_span(receiver: &OtlpReceiver, span_name: &str) -> ExportTraceServiceResponse {
+    let mut traces = TraceServiceClient::connect(receiver.grpc_endpoint())
+        .await
+        .unwrap();
+    traces
+        .export(trace_request(span_name))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 /// What a raw HTTP POST got back.
 struct Reply {
     status: u16,
@@ -123,14 +135,7 @@ async fn grpc_export_arrives_and_decodes() {
         .await
         .unwrap();
 
-    let mut traces = TraceServiceClient::connect(receiver.grpc_endpoint())
-        .await
-        .unwrap();
-    let response = traces
-        .export(trace_request("GET /a"))
-        .await
-        .unwrap()
-        .into_inner();
+    let response = export_span(&receiver, "GET /a").await;
     assert_eq!(response.partial_success, None);
 
     let metrics = receiver.metrics();
@@ -398,14 +403,7 @@ async fn partial_success_reaches_the_client() {
         (2, "dropped 2")
     );
 
-    let mut traces = TraceServiceClient::connect(receiver.grpc_endpoint())
-        .await
-        .unwrap();
-    let response = traces
-        .export(trace_request("s"))
-        .await
-        .unwrap()
-        .into_inner();
+    let response = export_span(&receiver, "s").await;
     let ps = response.partial_success.unwrap();
     assert_eq!(
         (ps.rejected_spans, ps.error_message.as_str()),

@@ -10,36 +10,24 @@ use std::time::Duration;
 use serde_json::Value;
 use sonde::prometheus::{PrometheusBuilder, PrometheusServer};
 use sonde::{Registry, Resource, Unit};
-use sonde_tests::{http, prometheus, python};
+use sonde_tests::{example, http, prometheus, python};
 
 const OM: &str = "application/openmetrics-text; version=1.0.0";
 
 /// A registry with every kind, awkward label values, an overflow series and special floats.
 fn tricky_registry() -> Registry {
     let reg = Registry::new();
-    let c = reg
-        .counter("test.requests")
-        .description("Requests with \"quotes\", back\\slashes\nand newlines.")
-        .labels(["http.route", "note"])
-        .max_series(3)
-        .build()
-        .unwrap();
-    c.with(&["/a", "plain"]).add(5);
-    c.with(&["/b", "quote\" backslash\\ newline\n end"]).add(7);
-    c.with(&["/c", "ünïcødé ✓"]).inc();
-    c.with(&["/d", "past the limit"]).add(2); // overflow series
-    reg.counter_f64("test.cpu.time")
-        .unit(Unit::Seconds)
-        .build()
-        .unwrap()
-        .handle()
-        .add(1.25);
-    reg.gauge_f64("test.temperature")
-        .unit(Unit::Custom("Cel".into()))
-        .build()
-        .unwrap()
-        .handle()
-        .set(-7.5);
+    sonde_tests::fixtures::every_kind(
+        &reg,
+        "test",
+        "Requests with \"quotes\", back\\slashes\nand newlines.",
+        [
+            "plain",
+            "quote\" backslash\\ newline\n end",
+            "ünïcødé ✓",
+            "past the limit", // overflow series
+        ],
+    );
     reg.gauge_f64("test.nan")
         .build()
         .unwrap()
@@ -50,21 +38,6 @@ fn tricky_registry() -> Registry {
         .unwrap()
         .handle()
         .set(f64::INFINITY);
-    reg.up_down_counter("test.active")
-        .build()
-        .unwrap()
-        .handle()
-        .add(-3);
-    let h = reg
-        .histogram("test.latency")
-        .unit(Unit::Seconds)
-        .labels(["op"])
-        .buckets(vec![0.01, 0.1, 1.0])
-        .build()
-        .unwrap();
-    for v in [0.005, 0.01, 0.05, 0.5, 2.0] {
-        h.with(&["read"]).observe(v);
-    }
     reg.histogram("test.size")
         .unit(Unit::Bytes)
         .build()
@@ -271,14 +244,7 @@ fn malformed_requests_get_4xx_and_the_server_keeps_serving() {
 #[test]
 fn prometheus_scrapes_the_example_service() {
     let reg = Registry::new();
-    let workload = sonde_example::Workload::start(
-        &reg,
-        sonde_example::Options {
-            cold_start: Duration::from_millis(10),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let workload = example::workload(&reg, Duration::from_millis(10));
     // Deterministic series next to the live workload.
     let c = reg
         .counter("e2e.requests")
@@ -453,14 +419,7 @@ fn native_histograms_arrive_over_protobuf() {
 #[test]
 fn report_shows_where_the_time_goes() {
     let reg = Registry::new();
-    let workload = sonde_example::Workload::start(
-        &reg,
-        sonde_example::Options {
-            cold_start: Duration::from_millis(10),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let workload = example::workload(&reg, Duration::from_millis(10));
     let server = serve(&reg);
     let url = format!("http://{}/report", server.local_addr());
     std::thread::sleep(Duration::from_millis(300));
@@ -621,28 +580,7 @@ fn tls_and_basic_auth_guard_the_endpoint() {
         .install()
         .unwrap();
     let url = format!("https://127.0.0.1:{}/metrics", server.local_addr().port());
-    let auth = |user: &str, pass: &str| {
-        let raw = format!("{user}:{pass}");
-        // Tiny base64 encoder, so the test does not share the server's implementation.
-        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::from("Basic ");
-        for chunk in raw.as_bytes().chunks(3) {
-            let b = [
-                chunk[0],
-                *chunk.get(1).unwrap_or(&0),
-                *chunk.get(2).unwrap_or(&0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(T[(n >> (18 - 6 * i)) as usize & 63] as char);
-                } else {
-                    out.push('=');
-                }
-            }
-        }
-        out
-    };
+    let auth = http::basic_auth;
     let ok = http::get_with_ca(
         &url,
         &[("Authorization", &auth("prometheus", "s3cret"))],

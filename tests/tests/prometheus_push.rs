@@ -21,45 +21,18 @@ use sonde_tests::{free_addr, wait_for};
 /// Every kind, labels that need escaping in PromQL, an overflow series and split-worthy size.
 fn test_registry(prefix: &str) -> Registry {
     let reg = Registry::new();
-    let c = reg
-        .counter(format!("{prefix}.requests"))
-        .description("Requests.")
-        .labels(["http.route", "note"])
-        .max_series(3)
-        .build()
-        .unwrap();
-    c.with(&["/a", "plain"]).add(5);
-    c.with(&["/b", "quote\" backslash\\ ünïcødé"]).add(7);
-    c.with(&["/c", ""]).inc();
-    c.with(&["/d", "past the limit"]).add(2); // overflow series
-    reg.counter_f64(format!("{prefix}.cpu.time"))
-        .unit(Unit::Seconds)
-        .build()
-        .unwrap()
-        .handle()
-        .add(1.25);
-    reg.gauge_f64(format!("{prefix}.temperature"))
-        .unit(Unit::Custom("Cel".into()))
-        .build()
-        .unwrap()
-        .handle()
-        .set(-7.5);
-    reg.up_down_counter(format!("{prefix}.active"))
-        .build()
-        .unwrap()
-        .handle()
-        .add(-3);
-    let h = reg
-        .histogram(format!("{prefix}.latency"))
-        .unit(Unit::Seconds)
-        .labels(["op"])
-        .buckets(vec![0.01, 0.1, 1.0])
-        .build()
-        .unwrap();
-    for v in [0.005, 0.01, 0.05, 0.5, 2.0] {
-        h.with(&["read"]).observe(v);
-    }
-    h.with(&["write"]).observe(0.2);
+    let latency = sonde_tests::fixtures::every_kind(
+        &reg,
+        prefix,
+        "Requests.",
+        [
+            "plain",
+            "quote\" backslash\\ ünïcødé",
+            "",
+            "past the limit", // overflow series
+        ],
+    );
+    latency.with(&["write"]).observe(0.2);
     reg
 }
 
@@ -222,12 +195,7 @@ fn shutdown_delivers_the_last_collection() {
     let reg = Registry::new();
     let jobs = reg.counter("batch.jobs").build().unwrap().handle();
     // No collection would happen for an hour: only shutdown's final one can deliver.
-    let writer = RemoteWriteBuilder::new(&url)
-        .registry(reg.clone())
-        .resource(Resource::empty())
-        .interval(Duration::from_secs(3600))
-        .install()
-        .unwrap();
+    let writer = on_demand_writer(&url, &reg).install().unwrap();
     jobs.add(42);
     let start = Instant::now();
     writer.shutdown(Duration::from_secs(10)).unwrap();
@@ -421,10 +389,7 @@ fn retries_5xx_and_429_with_backoff_then_delivers() {
         .unwrap()
         .with(&["v"])
         .add(3);
-    let writer = RemoteWriteBuilder::new(fake.url())
-        .registry(reg.clone())
-        .resource(Resource::empty())
-        .interval(Duration::from_secs(3600))
+    let writer = on_demand_writer(fake.url(), &reg)
         .backoff(Duration::from_millis(20), Duration::from_secs(2))
         .install()
         .unwrap();
@@ -485,10 +450,7 @@ fn client_errors_are_dropped_without_retry() {
     });
     let reg = Registry::new();
     reg.gauge("rejected.gauge").build().unwrap().handle().set(1);
-    let writer = RemoteWriteBuilder::new(fake.url())
-        .registry(reg.clone())
-        .resource(Resource::empty())
-        .interval(Duration::from_secs(3600))
+    let writer = on_demand_writer(fake.url(), &reg)
         .backoff(Duration::from_millis(10), Duration::from_millis(50))
         .install()
         .unwrap();
@@ -746,10 +708,7 @@ fn faas_invocations_are_flushed_before_the_handler_returns() {
     let faas = Faas::install(&reg).unwrap();
     // An interval of an hour: only the flush at the end of each invocation can deliver data.
     let writer = Arc::new(
-        RemoteWriteBuilder::new(format!("http://{}/api/v1/write", prom.addr))
-            .registry(reg.clone())
-            .resource(Resource::empty())
-            .interval(Duration::from_secs(3600))
+        on_demand_writer(format!("http://{}/api/v1/write", prom.addr), &reg)
             .install()
             .unwrap(),
     );
@@ -772,6 +731,25 @@ fn faas_invocations_are_flushed_before_the_handler_returns() {
     writer.shutdown(Duration::from_secs(2)).unwrap();
 }
 
+/// A remote writer of `reg` to `url`, without a resource, that collects only when flushed or
+/// shut down (its interval is an hour); more options may follow.
+fn on_demand_writer(url: impl Into<String>, reg: &Registry) -> RemoteWriteBuilder {
+    RemoteWriteBuilder::new(url)
+        .registry(reg.clone())
+        .resource(Resource::empty())
+        .interval(Duration::from_secs(3600))
+}
+
+/// The remote-write URL of a peer behind TLS and basic auth for `agent`, once the peer itself
+/// has refused a wrong password (its configuration is in force).
+fn guarded_write_url(api: &sonde_tests::prometheus::SecuredApi) -> String {
+    let refused = api
+        .get("/api/v1/query?query=up", Some("Basic YWdlbnQ6d3Jvbmc="))
+        .unwrap();
+    assert_eq!(refused.status, 401, "{}", api.log());
+    format!("https://{}/api/v1/write", api.addr)
+}
+
 /// Remote write for fleets, against a real Prometheus behind its own web configuration: HTTPS
 /// with a private CA, client certificates required, basic auth. Wrong credentials, a missing
 /// or unknown client certificate are refused by Prometheus and reported by the writer.
@@ -780,12 +758,7 @@ fn remote_write_reaches_prometheus_behind_mtls_and_basic_auth() {
     let certs = sonde_tests::certs::Certs::generate();
     let prom = sonde_tests::prometheus::SecuredPrometheus::start(&certs, "agent", "s3cret pass");
     // Prometheus itself refuses a wrong password (the web config is in force).
-    let refused = prom
-        .get("/api/v1/query?query=up", Some("Basic YWdlbnQ6d3Jvbmc="))
-        .unwrap();
-    assert_eq!(refused.status, 401, "{}", prom.log());
-
-    let url = format!("https://{}/api/v1/write", prom.addr);
+    let url = guarded_write_url(&prom);
     let reg = Registry::new();
     reg.counter("fleet.jobs").build().unwrap().handle().add(42);
     let writer = |b: RemoteWriteBuilder| {
@@ -849,17 +822,9 @@ fn remote_write_reaches_prometheus_behind_mtls_and_basic_auth() {
 fn remote_write_reaches_victoria_metrics_behind_tls_and_basic_auth() {
     let certs = sonde_tests::certs::Certs::generate();
     let vm = sonde_tests::victoria::SecuredVictoriaMetrics::start(&certs, "agent", "s3cret pass");
-    let refused = vm
-        .get("/api/v1/query?query=up", Some("Basic YWdlbnQ6d3Jvbmc="))
-        .unwrap();
-    assert_eq!(refused.status, 401, "{}", vm.log());
-
-    let url = format!("https://{}/api/v1/write", vm.addr);
+    let url = guarded_write_url(&vm);
     let writer = |reg: &Registry, password: &str| {
-        RemoteWriteBuilder::new(&url)
-            .registry(reg.clone())
-            .resource(Resource::empty())
-            .interval(Duration::from_secs(3600))
+        on_demand_writer(&url, reg)
             .max_retries(0)
             .tls_ca_file(&certs.server_cert)
             .basic_auth("agent", password)
@@ -926,10 +891,7 @@ fn bearer_token_files_are_reread_and_the_tenant_is_sent() {
     std::fs::write(&token, "first-token\n").unwrap();
     let reg = Registry::new();
     reg.counter("fleet.jobs").build().unwrap().handle().inc();
-    let w = RemoteWriteBuilder::new(fake.url())
-        .registry(reg.clone())
-        .resource(Resource::empty())
-        .interval(Duration::from_secs(3600))
+    let w = on_demand_writer(fake.url(), &reg)
         .bearer_token_file(&token)
         .tenant("team-a")
         .install()
@@ -955,10 +917,7 @@ fn bearer_token_files_are_reread_and_the_tenant_is_sent() {
         Some("Bearer other-token")
     );
     // Plain settings: a fixed token, basic auth.
-    let fixed = RemoteWriteBuilder::new(fake.url())
-        .registry(reg.clone())
-        .resource(Resource::empty())
-        .interval(Duration::from_secs(3600))
+    let fixed = on_demand_writer(fake.url(), &reg)
         .bearer_token("fixed")
         .install()
         .unwrap();
@@ -1116,10 +1075,7 @@ fn remote_write_requests_carry_signatures_botocore_agrees_with() {
     let fake = FakeReceiver::start(5, Duration::from_secs(30), |_| (204, vec![], String::new()));
     let reg = Registry::new();
     reg.counter("fleet.jobs").build().unwrap().handle().add(3);
-    let w = RemoteWriteBuilder::new(fake.url())
-        .registry(reg.clone())
-        .resource(Resource::empty())
-        .interval(Duration::from_secs(3600))
+    let w = on_demand_writer(fake.url(), &reg)
         .tenant("team-a")
         .sigv4_region("us-west-2")
         .sigv4_credentials(

@@ -706,34 +706,31 @@ impl<'a> Reader<'a> {
 
     /// An array of strings (from the environment: comma-separated).
     fn strings(&mut self, table: Option<&Table>, path: &[&str]) -> Option<Vec<String>> {
-        match self.raw(table, path)? {
-            (Raw::Env(s), _) => Some(
-                s.split(',')
-                    .map(|v| v.trim().to_owned())
-                    .filter(|v| !v.is_empty())
-                    .collect(),
-            ),
+        let (items, loc) = match self.raw(table, path)? {
+            (Raw::Env(s), _) => {
+                return Some(
+                    s.split(',')
+                        .map(|v| v.trim().to_owned())
+                        .filter(|v| !v.is_empty())
+                        .collect(),
+                );
+            }
             (Raw::File(Value::Array(a)), loc) => {
                 let items: Option<Vec<String>> =
                     a.iter().map(|v| v.as_str().map(str::to_owned)).collect();
-                if items.is_none() {
-                    self.error(
-                        loc,
-                        format!("`{}` must be an array of strings", path.join(".")),
-                        "like [\"service.version\", \"host.name\"]",
-                    );
-                }
-                items
+                (items, loc)
             }
-            (Raw::File(_), loc) => {
-                self.error(
-                    loc,
-                    format!("`{}` must be an array of strings", path.join(".")),
-                    "like [\"service.version\", \"host.name\"]",
-                );
-                None
-            }
+            // Not an array: nothing to read.
+            (Raw::File(_), loc) => (None, loc),
+        };
+        if items.is_none() {
+            self.error(
+                loc,
+                format!("`{}` must be an array of strings", path.join(".")),
+                "like [\"service.version\", \"host.name\"]",
+            );
         }
+        items
     }
 
     fn bool(&mut self, table: Option<&Table>, path: &[&str], default: bool) -> bool {

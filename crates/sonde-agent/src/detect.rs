@@ -140,6 +140,14 @@ async fn json(response: Result<reqwest::Response, reqwest::Error>) -> Result<Val
         .map_err(|e| format!("answered with invalid JSON: {e}"))
 }
 
+/// The attributes every AWS platform starts with: the provider and `platform`.
+fn on_aws(platform: &str) -> Vec<(String, String)> {
+    vec![
+        ("cloud.provider".to_owned(), "aws".to_owned()),
+        ("cloud.platform".to_owned(), platform.to_owned()),
+    ]
+}
+
 fn put(out: &mut Vec<(String, String)>, key: &str, v: Option<&str>) {
     if let Some(v) = v.filter(|v| !v.trim().is_empty()) {
         out.push((key.to_owned(), v.to_owned()));
@@ -175,10 +183,7 @@ async fn ec2(client: &reqwest::Client) -> Result<Vec<(String, String)>, String> 
         .await
         .map_err(|e| format!("instance identity document: {e}"))?;
     let s = |k: &str| doc.get(k).and_then(Value::as_str);
-    let mut out = vec![
-        ("cloud.provider".to_owned(), "aws".to_owned()),
-        ("cloud.platform".to_owned(), "aws_ec2".to_owned()),
-    ];
+    let mut out = on_aws("aws_ec2");
     put(&mut out, "cloud.account.id", s("accountId"));
     put(&mut out, "cloud.region", s("region"));
     put(&mut out, "cloud.availability_zone", s("availabilityZone"));
@@ -204,10 +209,7 @@ async fn ecs(client: &reqwest::Client) -> Result<Vec<(String, String)>, String> 
         .map_err(|e| format!("task metadata: {e}"))?;
     let c = |k: &str| container.get(k).and_then(Value::as_str);
     let t = |k: &str| task.get(k).and_then(Value::as_str);
-    let mut out = vec![
-        ("cloud.provider".to_owned(), "aws".to_owned()),
-        ("cloud.platform".to_owned(), "aws_ecs".to_owned()),
-    ];
+    let mut out = on_aws("aws_ecs");
     put(&mut out, "aws.ecs.cluster.arn", t("Cluster"));
     put(&mut out, "aws.ecs.task.arn", t("TaskARN"));
     put(&mut out, "aws.ecs.task.family", t("Family"));

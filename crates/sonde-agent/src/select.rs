@@ -42,6 +42,21 @@ pub struct Problem {
     pub hint: String,
 }
 
+impl Problem {
+    /// A problem at `span`: `message` says what is wrong, `hint` what to do.
+    pub fn new(
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
+        Problem {
+            span,
+            message: message.into(),
+            hint: hint.into(),
+        }
+    }
+}
+
 /// Reads `item` (the value of a `select` key under `[exporters.<path>]`). Every problem is
 /// collected; what could be read is returned too, so other errors are still reported.
 pub fn parse(item: &Item, path: &str) -> (Selection, Vec<Problem>) {
@@ -63,13 +78,13 @@ pub fn parse(item: &Item, path: &str) -> (Selection, Vec<Problem>) {
             let t = t.clone().into_table();
             add(&t, format!("{path}.select"), &mut problems);
         }
-        other => problems.push(Problem {
-            span: other.span(),
-            message: format!("`{path}.select` must be a table or a list of tables"),
-            hint: format!(
+        other => problems.push(Problem::new(
+            other.span(),
+            format!("`{path}.select` must be a table or a list of tables"),
+            format!(
                 "write it as [{path}.select] (one rule) or [[{path}.select]] entries (the first rule that takes a metric decides)"
             ),
-        }),
+        )),
     }
     (selection, problems)
 }
@@ -83,14 +98,14 @@ fn parse_rule(t: &Table, at: &str, problems: &mut Vec<Problem>) -> Option<Rule> 
                 Some(k) => format!("did you mean `{k}`?"),
                 None => format!("the keys of a select rule are: {}", RULE_KEYS.join(", ")),
             };
-            problems.push(Problem {
-                span: t.key(key).and_then(|k| k.span()),
-                message: format!(
+            problems.push(Problem::new(
+                t.key(key).and_then(|k| k.span()),
+                format!(
                     "unknown key `{}` in [{at}]",
                     sonde_core::diag::shorten(key, 64)
                 ),
                 hint,
-            });
+            ));
         }
     }
     let mut rule = Rule::new();
@@ -123,27 +138,31 @@ fn parse_rule(t: &Table, at: &str, problems: &mut Vec<Problem>) -> Option<Rule> 
     }
     if let Some(item) = keep {
         if drop.is_some() {
-            problems.push(Problem {
-                span: item.span(),
-                message: format!("[{at}] has both `drop_labels` and `keep_labels`"),
-                hint: "use one: drop_labels lists what goes, keep_labels what stays".into(),
-            });
+            problems.push(Problem::new(
+                item.span(),
+                format!("[{at}] has both `drop_labels` and `keep_labels`"),
+                "use one: drop_labels lists what goes, keep_labels what stays",
+            ));
         }
         rule = rule.keep_labels(strings(item, &format!("{at}.keep_labels"), problems));
     }
     if let Some(item) = t.get("gauges") {
         match item.as_str().and_then(GaugeAggregation::parse) {
             Some(how) => rule = rule.gauges(how),
-            None => problems.push(Problem {
-                span: item.span(),
-                message: format!("`{at}.gauges` must be \"mean\", \"sum\", \"min\" or \"max\""),
-                hint:
-                    "mean suits utilizations and ratios, sum suits sizes split by a dropped label"
-                        .into(),
-            }),
+            None => problems.push(Problem::new(
+                item.span(),
+                format!("`{at}.gauges` must be \"mean\", \"sum\", \"min\" or \"max\""),
+                "mean suits utilizations and ratios, sum suits sizes split by a dropped label",
+            )),
         }
     }
     (problems.len() == before).then_some(rule)
+}
+
+/// Records that `item` is not what its key takes (`message`, `hint`): nothing is read from it.
+fn rejected<T>(problems: &mut Vec<Problem>, item: &Item, message: String, hint: &str) -> Vec<T> {
+    problems.push(Problem::new(item.span(), message, hint));
+    Vec::new()
 }
 
 /// A list of strings (a lone string is a list of one).
@@ -152,23 +171,23 @@ fn strings(item: &Item, at: &str, problems: &mut Vec<Problem>) -> Vec<String> {
         Item::Value(Value::Array(a)) => a.iter().collect(),
         Item::Value(v @ Value::String(_)) => vec![v],
         other => {
-            problems.push(Problem {
-                span: other.span(),
-                message: format!("`{at}` must be a list of strings"),
-                hint: "like [\"system.cpu.*\", \"http.server.*\"]".into(),
-            });
-            return Vec::new();
+            return rejected(
+                problems,
+                other,
+                format!("`{at}` must be a list of strings"),
+                "like [\"system.cpu.*\", \"http.server.*\"]",
+            );
         }
     };
     let mut out = Vec::new();
     for v in values {
         match v.as_str() {
             Some(s) => out.push(s.to_owned()),
-            None => problems.push(Problem {
-                span: v.span(),
-                message: format!("the entries of `{at}` must be strings"),
-                hint: "put each one in double quotes".into(),
-            }),
+            None => problems.push(Problem::new(
+                v.span(),
+                format!("the entries of `{at}` must be strings"),
+                "put each one in double quotes",
+            )),
         }
     }
     out
@@ -190,15 +209,15 @@ fn patterns(item: &Item, at: &str, problems: &mut Vec<Problem>) -> Vec<Pattern> 
 }
 
 fn bad_regex(span: Option<Range<usize>>, s: &str, at: &str, e: &str) -> Problem {
-    Problem {
+    Problem::new(
         span,
-        message: format!(
+        format!(
             "`{}` in `{at}` is not a valid regular expression: {}",
             sonde_core::diag::shorten(s, 64),
             sonde_core::diag::shorten(e, 200)
         ),
-        hint: "write a glob (`*` any characters, `?` one) or /regex/ (Rust regex syntax, anchored with ^ and $ as you need)".into(),
-    }
+        "write a glob (`*` any characters, `?` one) or /regex/ (Rust regex syntax, anchored with ^ and $ as you need)",
+    )
 }
 
 /// A glob, or a regular expression between slashes.
@@ -230,12 +249,12 @@ fn label_conditions(
             .map(|(k, v)| (k.to_owned(), Item::Value(v.clone())))
             .collect(),
         other => {
-            problems.push(Problem {
-                span: other.span(),
-                message: format!("`{at}` must be a table of label = values"),
-                hint: "like { state = [\"used\", \"free\"], device = \"sd*\" }".into(),
-            });
-            return Vec::new();
+            return rejected(
+                problems,
+                other,
+                format!("`{at}` must be a table of label = values"),
+                "like { state = [\"used\", \"free\"], device = \"sd*\" }",
+            );
         }
     };
     pairs
@@ -386,18 +405,30 @@ mod tests {
             .unwrap();
         pushed.with(&["eu", "checkout", "pod-1"]).add(2);
         pushed.with(&["eu", "checkout", "pod-2"]).add(3);
-        let scraped = registry
-            .gauge("node_memory_MemTotal_bytes")
-            .labels(["job", "instance"])
-            .build()
-            .unwrap();
-        scraped.with(&["node", "localhost:9100"]).set(7);
-        let info = registry
-            .gauge("target_info")
-            .labels(["job", "instance", "service.version"])
-            .build()
-            .unwrap();
-        info.with(&["checkout", "pod-1", "2.1.0"]).set(1);
+        // Scraped series carry `job` and `instance`: one gauge series each.
+        let set_gauge = |name: &str, labels: &[(&'static str, &str)], v: i64| {
+            let (names, values): (Vec<&'static str>, Vec<&str>) = labels.iter().copied().unzip();
+            let family = registry
+                .gauge(name.to_owned())
+                .labels(names)
+                .build()
+                .unwrap();
+            family.with(&values).set(v);
+        };
+        set_gauge(
+            "node_memory_MemTotal_bytes",
+            &[("job", "node"), ("instance", "localhost:9100")],
+            7,
+        );
+        set_gauge(
+            "target_info",
+            &[
+                ("job", "checkout"),
+                ("instance", "pod-1"),
+                ("service.version", "2.1.0"),
+            ],
+            1,
+        );
         let statsd = registry.counter("jobs.done").build().unwrap();
         statsd.with::<&str>(&[]).add(1);
         let snap = registry

@@ -2,18 +2,21 @@
 //! Prometheus scraping it, the OTLP test receiver, signals and configuration errors.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::Read as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{
+    BIN, assert_config_ok, check_config, check_config_with_env, refused_config, temp_config,
+};
 use sonde_tests::agent::{free_udp, sample_value as value};
 use sonde_tests::otlp::{OtlpReceiver, find_metrics};
 use sonde_tests::prometheus::Prometheus;
 use sonde_tests::{TempDir, free_addr, require_program, wait_for};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
 
 /// A running agent; killed on drop if still running.
 struct Agent {
@@ -27,10 +30,16 @@ impl Agent {
         Self::start_with_env(config, &[])
     }
 
+    /// An agent with [`base_config`], its StatsD address and a socket to send it lines.
+    fn start_base() -> (Agent, SocketAddr, std::net::UdpSocket) {
+        let statsd = free_udp();
+        let agent = Agent::start(&base_config(statsd, free_addr()));
+        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        (agent, statsd, sock)
+    }
+
     fn start_with_env(config: &str, env: &[(&str, &str)]) -> Agent {
-        let dir = TempDir::new("agent");
-        let path = dir.0.join("agent.toml");
-        std::fs::write(&path, config).unwrap();
+        let (dir, path) = temp_config("agent", config);
         let metrics = config
             .lines()
             .find_map(|l| l.trim().strip_prefix("listen = \""))
@@ -245,10 +254,7 @@ fn sigterm_delivers_the_last_interval_to_the_otlp_receiver() {
 /// Issue #21 item 6: a new DogStatsD tag key used to wipe every earlier series.
 #[test]
 fn a_new_tag_key_keeps_every_series_on_metrics() {
-    let statsd = free_udp();
-    let metrics = free_addr();
-    let agent = Agent::start(&base_config(statsd, metrics));
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (agent, statsd, sock) = Agent::start_base();
     let send = |tags: &str| {
         sock.send_to(
             format!("api.hits:1|c{tags}\napi.lat:100|ms{tags}").as_bytes(),
@@ -290,10 +296,7 @@ fn a_new_tag_key_keeps_every_series_on_metrics() {
 
 #[test]
 fn sighup_reloads_without_losing_series() {
-    let statsd = free_udp();
-    let metrics = free_addr();
-    let agent = Agent::start(&base_config(statsd, metrics));
-    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (agent, statsd, sock) = Agent::start_base();
     sock.send_to(b"kept:5|c", statsd).unwrap();
     wait_for("kept", Duration::from_secs(10), || {
         (value(&agent.scrape(), "kept_total") == Some(5.0)).then_some(())
@@ -302,7 +305,7 @@ fn sighup_reloads_without_losing_series() {
     let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let config = format!(
         "{}\n[[probes.tcp]]\nname = \"local\"\naddress = \"{}\"\ninterval = \"200ms\"\n",
-        base_config(statsd, metrics),
+        base_config(statsd, agent.metrics),
         target.local_addr().unwrap()
     );
     std::fs::write(agent.path(), &config).unwrap();
@@ -348,17 +351,10 @@ fn sighup_reloads_without_losing_series() {
 fn check_config_reports_every_error_with_location_and_hint() {
     let dir = TempDir::new("check-config");
     let bad = dir.0.join("bad.toml");
-    std::fs::write(
+    let err = refused_config(
         &bad,
         "[agent]\ninterval = 10\n\n[statsd]\nudp = \"nowhere\"\nrecieve_buffer = \"1MiB\"\n\n[exporters.otlp]\nprotocol = \"carrier-pigeon\"\n",
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", bad.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
     let file = bad.to_str().unwrap();
     for needle in [
         format!("{file}:2:12"),
@@ -373,37 +369,18 @@ fn check_config_reports_every_error_with_location_and_hint() {
     }
     // The example configuration and the embedded defaults are valid.
     let full = concat!(env!("CARGO_MANIFEST_DIR"), "/examples-config/full.toml");
-    let out = Command::new(BIN)
-        .args(["check-config", full])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_config_ok(Path::new(full));
     let defaults = Command::new(BIN)
         .arg("print-default-config")
         .output()
         .unwrap();
     let path = dir.0.join("defaults.toml");
     std::fs::write(&path, &defaults.stdout).unwrap();
-    let out = Command::new(BIN)
-        .args(["check-config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    assert_config_ok(&path);
     // A missing file, an unknown SONDE_ variable, --version.
-    let out = Command::new(BIN)
-        .args(["check-config", "/nonexistent.toml"])
-        .output()
-        .unwrap();
+    let out = check_config(Path::new("/nonexistent.toml"));
     assert_eq!(out.status.code(), Some(2));
-    let out = Command::new(BIN)
-        .args(["check-config", path.to_str().unwrap()])
-        .env("SONDE_STATSD_UPD", "1")
-        .output()
-        .unwrap();
+    let out = check_config_with_env(&path, &[("SONDE_STATSD_UPD", "1")]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("SONDE_STATSD_UDP"));
     let out = Command::new(BIN).arg("--version").output().unwrap();

@@ -4,14 +4,15 @@
 //! container's own view. A prepared host tree stands for the host (no container engine here).
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::process::Command;
 use std::time::Duration;
 
+use common::{BIN, check_config, check_config_with_env};
 use sonde_tests::agent::{sample_value, scrape_metrics, spawn_agent_with_env};
 use sonde_tests::host_tree::HostTree;
 use sonde_tests::{TempDir, free_addr, wait_for};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
 
 fn config(dir: &TempDir, metrics: std::net::SocketAddr, agent_extra: &str) -> std::path::PathBuf {
     let path = dir.0.join("agent.toml");
@@ -135,11 +136,7 @@ fn host_proc_from_the_environment_and_a_missing_root_is_a_config_error() {
     // A host root without the host's /proc: refused before start, saying how to mount it.
     let other = TempDir::new("agent-host-root-missing");
     let bad = config(&other, free_addr(), "host_root = \"/nonexistent/host\"\n");
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(&bad)
-        .output()
-        .unwrap();
+    let out = check_config(&bad);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(
@@ -147,12 +144,7 @@ fn host_proc_from_the_environment_and_a_missing_root_is_a_config_error() {
             && err.contains("-v /:/host:ro"),
         "{err}"
     );
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(&config_path)
-        .env("HOST_ROOT", "/nonexistent/host")
-        .output()
-        .unwrap();
+    let out = check_config_with_env(&config_path, &[("HOST_ROOT", "/nonexistent/host")]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("environment variable HOST_ROOT"), "{err}");

@@ -37,6 +37,38 @@ fn config(
     )
 }
 
+/// A Prometheus that takes remote writes, behind a switch, and in a new temporary directory the
+/// configuration (`path`) of an agent that remote-writes to it through a durable queue, with
+/// `extra` settings of the remote writer.
+struct Setup {
+    prom: Prometheus,
+    switch: Switch,
+    dir: TempDir,
+    queue: std::path::PathBuf,
+    metrics: std::net::SocketAddr,
+    path: std::path::PathBuf,
+}
+
+impl Setup {
+    fn new(name: &str, extra: &str) -> Self {
+        let prom = Prometheus::start(&[], &[], &["--web.enable-remote-write-receiver"]);
+        let switch = Switch::start(prom.addr);
+        let dir = TempDir::new(name);
+        let queue = dir.0.join("queue");
+        let metrics = free_addr();
+        let path = dir.0.join("agent.toml");
+        std::fs::write(&path, config(metrics, switch.addr, &queue, extra)).unwrap();
+        Setup {
+            prom,
+            switch,
+            dir,
+            queue,
+            metrics,
+            path,
+        }
+    }
+}
+
 /// The timestamps (seconds) of every sample of `expr` in the last `range`, all series merged.
 fn timestamps(prom: &Prometheus, expr: &str, range: &str) -> Vec<f64> {
     let body = prom.api("query", &[("query", &format!("{expr}[{range}]"))]);
@@ -60,24 +92,20 @@ fn metric(addr: std::net::SocketAddr, series: &str) -> f64 {
 
 #[test]
 fn collections_made_during_an_outage_and_a_kill_9_all_arrive() {
-    let prom = Prometheus::start(&[], &[], &["--web.enable-remote-write-receiver"]);
-    let mut switch = Switch::start(prom.addr);
-    let dir = TempDir::new("agent-durable");
-    let queue = dir.0.join("queue");
-    let metrics = free_addr();
-    let path = dir.0.join("agent.toml");
-    std::fs::write(&path, config(metrics, switch.addr, &queue, "")).unwrap();
+    let mut setup = Setup::new("agent-durable", "");
 
-    let mut first = spawn_agent(BIN, &path, &dir.0);
-    prom.wait_for_series(REFERENCE, Duration::from_secs(20));
+    let mut first = spawn_agent(BIN, &setup.path, &setup.dir.0);
+    setup
+        .prom
+        .wait_for_series(REFERENCE, Duration::from_secs(20));
     std::thread::sleep(Duration::from_secs(1));
 
     // The receiver goes away; collections queue on disk.
-    switch.off();
+    setup.switch.off();
     let off = now_s();
     std::thread::sleep(Duration::from_millis(1500));
     let queued = metric(
-        metrics,
+        setup.metrics,
         "sonde_exporter_queue_size{exporter=\"remote_write\"}",
     );
     assert!(queued >= 4.0, "requests queued during the outage: {queued}");
@@ -85,17 +113,17 @@ fn collections_made_during_an_outage_and_a_kill_9_all_arrive() {
     first.0.kill().unwrap();
     first.0.wait().unwrap();
     let killed = now_s();
-    let log = std::fs::read_to_string(dir.0.join("agent.log")).unwrap();
+    let log = std::fs::read_to_string(setup.dir.0.join("agent.log")).unwrap();
 
-    let second = spawn_agent(BIN, &path, &dir.0);
+    let second = spawn_agent(BIN, &setup.path, &setup.dir.0);
     wait_for(
         "the restarted agent's /metrics",
         Duration::from_secs(20),
-        || scrape_metrics(metrics),
+        || scrape_metrics(setup.metrics),
     );
     let restarted = now_s();
     std::thread::sleep(Duration::from_millis(1500));
-    switch.on();
+    setup.switch.on();
     let on = now_s();
 
     // Drained: the newest collections arrive again.
@@ -103,20 +131,20 @@ fn collections_made_during_an_outage_and_a_kill_9_all_arrive() {
         "the queue to drain after the receiver came back",
         Duration::from_secs(30),
         || {
-            let ts = timestamps(&prom, REFERENCE, "2m");
+            let ts = timestamps(&setup.prom, REFERENCE, "2m");
             (ts.last().is_some_and(|t| *t > on + 1.0)
                 && metric(
-                    metrics,
+                    setup.metrics,
                     "sonde_exporter_queue_size{exporter=\"remote_write\"}",
                 ) <= 1.0)
                 .then_some(())
         },
     );
-    let ts = timestamps(&prom, REFERENCE, "2m");
-    let agent_log = std::fs::read_to_string(dir.0.join("agent.log")).unwrap();
+    let ts = timestamps(&setup.prom, REFERENCE, "2m");
+    let agent_log = std::fs::read_to_string(setup.dir.0.join("agent.log")).unwrap();
     let context = format!(
         "off {off:.3} killed {killed:.3} restarted {restarted:.3} on {on:.3}\nsamples {ts:?}\nfirst agent:\n{log}\nsecond agent:\n{agent_log}\nprometheus:\n{}",
-        prom.log()
+        setup.prom.log()
     );
     // Every collection of the first agent reached Prometheus, through the outage up to the
     // kill: no gap longer than two intervals before it...
@@ -150,7 +178,7 @@ fn collections_made_during_an_outage_and_a_kill_9_all_arrive() {
         "{context}"
     );
     assert!(agent_log.contains("resuming"), "{agent_log}");
-    let scrape = scrape_metrics(metrics).unwrap();
+    let scrape = scrape_metrics(setup.metrics).unwrap();
     for line in scrape.lines() {
         if line.starts_with("sonde_exporter_dropped_points_total{exporter=\"remote_write\"") {
             assert!(line.ends_with(" 0"), "nothing dropped: {line}");
@@ -161,27 +189,15 @@ fn collections_made_during_an_outage_and_a_kill_9_all_arrive() {
 
 #[test]
 fn the_queue_stays_under_its_cap_through_a_long_outage() {
-    let prom = Prometheus::start(&[], &[], &["--web.enable-remote-write-receiver"]);
-    let mut switch = Switch::start(prom.addr);
-    switch.off();
-    let dir = TempDir::new("agent-durable-cap");
-    let queue = dir.0.join("queue");
-    let metrics = free_addr();
-    let path = dir.0.join("agent.toml");
+    let mut setup = Setup::new(
+        "agent-durable-cap",
+        "queue_max_size = \"64KiB\"\nqueue_fsync = \"never\"\n",
+    );
+    setup.switch.off();
     let cap = 64 * 1024;
-    std::fs::write(
-        &path,
-        config(
-            metrics,
-            switch.addr,
-            &queue,
-            "queue_max_size = \"64KiB\"\nqueue_fsync = \"never\"\n",
-        ),
-    )
-    .unwrap();
-    let _agent = spawn_agent(BIN, &path, &dir.0);
+    let _agent = spawn_agent(BIN, &setup.path, &setup.dir.0);
     wait_for("the agent's /metrics", Duration::from_secs(20), || {
-        scrape_metrics(metrics)
+        scrape_metrics(setup.metrics)
     });
     let dropped =
         "sonde_exporter_dropped_points_total{exporter=\"remote_write\",reason=\"queue_full\"}";
@@ -189,7 +205,7 @@ fn the_queue_stays_under_its_cap_through_a_long_outage() {
     let mut largest = 0;
     // Until the cap has pushed requests out for a while (bounded).
     while started.elapsed() < Duration::from_secs(30) {
-        let on_disk: u64 = std::fs::read_dir(&queue)
+        let on_disk: u64 = std::fs::read_dir(&setup.queue)
             .map(|d| {
                 d.filter_map(|e| e.ok()?.metadata().ok())
                     .map(|m| m.len())
@@ -200,17 +216,17 @@ fn the_queue_stays_under_its_cap_through_a_long_outage() {
         // The segments, plus the 24-byte ack file.
         assert!(on_disk <= cap + 24, "{on_disk} bytes on disk, cap {cap}");
         let gauge = metric(
-            metrics,
+            setup.metrics,
             "sonde_exporter_queue_disk_bytes{exporter=\"remote_write\"}",
         );
         assert!(gauge <= cap as f64, "disk_bytes {gauge}");
-        if metric(metrics, dropped) > 0.0 && started.elapsed() > Duration::from_secs(3) {
+        if metric(setup.metrics, dropped) > 0.0 && started.elapsed() > Duration::from_secs(3) {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(
-        metric(metrics, dropped) > 0.0,
+        metric(setup.metrics, dropped) > 0.0,
         "the cap dropped requests, counted"
     );
     assert!(
@@ -218,30 +234,33 @@ fn the_queue_stays_under_its_cap_through_a_long_outage() {
         "the queue filled up to its cap: {largest}"
     );
     // The newest requests were kept and go out when the receiver is back.
-    switch.on();
-    prom.wait_for_series(REFERENCE, Duration::from_secs(20));
+    setup.switch.on();
+    setup
+        .prom
+        .wait_for_series(REFERENCE, Duration::from_secs(20));
 }
 
 /// A reload that changes the remote writer but keeps its queue directory: the old writer lets go
 /// of the directory, the new one takes it over with what was queued (no "in use" refusal).
 #[test]
 fn a_reload_hands_the_queue_over() {
-    let prom = Prometheus::start(&[], &[], &["--web.enable-remote-write-receiver"]);
-    let mut switch = Switch::start(prom.addr);
-    let dir = TempDir::new("agent-durable-reload");
-    let queue = dir.0.join("queue");
-    let metrics = free_addr();
-    let path = dir.0.join("agent.toml");
-    std::fs::write(&path, config(metrics, switch.addr, &queue, "")).unwrap();
-    let agent = spawn_agent(BIN, &path, &dir.0);
-    prom.wait_for_series(REFERENCE, Duration::from_secs(20));
-    switch.off();
+    let mut setup = Setup::new("agent-durable-reload", "");
+    let agent = spawn_agent(BIN, &setup.path, &setup.dir.0);
+    setup
+        .prom
+        .wait_for_series(REFERENCE, Duration::from_secs(20));
+    setup.switch.off();
     let off = now_s();
     std::thread::sleep(Duration::from_millis(1200));
     // Same queue, another tenant header: the writer restarts.
     std::fs::write(
-        &path,
-        config(metrics, switch.addr, &queue, "tenant = \"team-b\"\n"),
+        &setup.path,
+        config(
+            setup.metrics,
+            setup.switch.addr,
+            &setup.queue,
+            "tenant = \"team-b\"\n",
+        ),
     )
     .unwrap();
     let pid = agent.0.id().to_string();
@@ -253,21 +272,25 @@ fn a_reload_hands_the_queue_over() {
             .success()
     );
     let hup = now_s();
-    let log = || std::fs::read_to_string(dir.0.join("agent.log")).unwrap();
+    let log = || std::fs::read_to_string(setup.dir.0.join("agent.log")).unwrap();
     wait_for("the reload", Duration::from_secs(20), || {
-        (metric(metrics, "sonde_agent_reloads_total{result=\"success\"}") == 1.0).then_some(())
+        (metric(
+            setup.metrics,
+            "sonde_agent_reloads_total{result=\"success\"}",
+        ) == 1.0)
+            .then_some(())
     });
     let reloaded = now_s();
     std::thread::sleep(Duration::from_millis(600));
-    switch.on();
+    setup.switch.on();
     let on = now_s();
     wait_for("delivery after the reload", Duration::from_secs(30), || {
-        timestamps(&prom, REFERENCE, "2m")
+        timestamps(&setup.prom, REFERENCE, "2m")
             .last()
             .is_some_and(|t| *t > on + 0.5)
             .then_some(())
     });
-    let ts = timestamps(&prom, REFERENCE, "2m");
+    let ts = timestamps(&setup.prom, REFERENCE, "2m");
     // Through the outage and the reload, no collection is missing: two intervals at most between
     // samples, and across the reload itself (the old writer stops, the new one starts its
     // schedule) the time it took on top.
@@ -287,7 +310,10 @@ fn a_reload_hands_the_queue_over() {
     }
     assert!(!log().contains("in use by another process"), "{}", log());
     assert_eq!(
-        metric(metrics, "sonde_agent_reloads_total{result=\"failure\"}"),
+        metric(
+            setup.metrics,
+            "sonde_agent_reloads_total{result=\"failure\"}"
+        ),
         0.0,
         "{}",
         log()

@@ -3,62 +3,44 @@
 //! host and own-process collectors on: what a CI pipeline that lints expositions sees.
 #![allow(clippy::unwrap_used)]
 
-use std::net::UdpSocket;
+mod common;
+
 use std::time::Duration;
 
-use sonde_tests::agent::{free_udp, scrape_metrics, spawn_agent};
-use sonde_tests::{TempDir, free_addr, prometheus, wait_for};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
+use common::{StatsdAgent, assert_promtool_clean};
 
 #[test]
 fn the_agents_exposition_passes_promtool_with_no_findings() {
-    let statsd = free_udp();
-    let metrics = free_addr();
-    let dir = TempDir::new("agent-lint");
-    let config = dir.0.join("agent.toml");
-    std::fs::write(
-        &config,
+    let agent = StatsdAgent::start("agent-lint", |statsd, metrics| {
         format!(
             "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = true\ninterval = \"1s\"\n\n[collectors.process]\nenabled = true\n\n[statsd]\nudp = \"{statsd}\"\n\n[exporters.prometheus]\nlisten = \"{metrics}\"\n"
-        ),
-    )
-    .unwrap();
-    let _agent = spawn_agent(BIN, &config, &dir.0);
-    let scrape = || scrape_metrics(metrics);
-    wait_for("the agent's /metrics", Duration::from_secs(20), scrape);
+        )
+    });
 
     // Every StatsD and DogStatsD type, and user names ending in what Prometheus reserves.
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let lines = "shop.orders:1|c\nshop.orders:4|c|@0.5\nshop.queue:40|g\nshop.queue:-15|g\n\
                  shop.checkout:20|ms\nshop.checkout:30|ms\nshop.users:a|s\nshop.users:b|s\n\
                  api.requests:3|c|#route:/users,code:200\napi.latency:0.25|d|#route:/users\n\
                  api.payload:512|h|#route:/users\napi.workers:8|g|#pool:main\n\
                  jobs.count:3|g\nconnections.total:5|g\nqueue.sum:2|g\nretries.count:1|c\n";
-    sock.send_to(lines.as_bytes(), statsd).unwrap();
-    let text = wait_for(
+    agent.send(lines);
+    let text = agent.scrape_until(
         "StatsD, host and process metrics on /metrics",
         Duration::from_secs(20),
-        || {
-            scrape().filter(|t| {
-                [
-                    "shop_orders_total ",
-                    "api_latency_count{",
-                    "retries_count_total ",
-                    "system_memory_usage_bytes{",
-                    "process_memory_usage_bytes",
-                ]
-                .iter()
-                .all(|s| t.contains(s))
-            })
+        |t| {
+            [
+                "shop_orders_total ",
+                "api_latency_count{",
+                "retries_count_total ",
+                "system_memory_usage_bytes{",
+                "process_memory_usage_bytes",
+            ]
+            .iter()
+            .all(|s| t.contains(s))
         },
     );
 
-    let findings = prometheus::promtool_check_metrics(&text);
-    assert!(
-        findings.trim().is_empty(),
-        "promtool check metrics has findings on the agent's exposition:\n{findings}\n---\n{text}"
-    );
+    assert_promtool_clean(&text);
     // The gauges whose OpenTelemetry or StatsD names end in a reserved suffix, renamed by the
     // documented rule (README, "Prometheus").
     for name in [

@@ -3,14 +3,12 @@
 //! expired (`statsd.ttl`). Also: `check-config` refuses budgets and TTLs out of range.
 #![allow(clippy::unwrap_used)]
 
-use std::net::UdpSocket;
-use std::process::Command;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use sonde_tests::agent::{free_udp, scrape_metrics, spawn_agent};
-use sonde_tests::{TempDir, free_addr, wait_for};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
+use common::{StatsdAgent, check_config};
+use sonde_tests::{TempDir, wait_for};
 
 /// VmRSS of `pid`, bytes.
 fn rss(pid: u32) -> usize {
@@ -40,28 +38,19 @@ const NAMES: usize = 100;
 
 #[test]
 fn a_flood_of_timer_series_stays_within_the_memory_budget_and_expires() {
-    let statsd = free_udp();
-    let metrics = free_addr();
-    let dir = TempDir::new("agent-budget");
-    let config = dir.0.join("agent.toml");
-    std::fs::write(
-        &config,
+    let agent = StatsdAgent::start("agent-budget", |statsd, metrics| {
         format!(
             "[agent]\ninterval = \"1h\"\nmemory_budget = \"8MiB\"\n\n[collectors.host]\nenabled = false\n\n\
              [collectors.process]\nenabled = false\n\n[statsd]\nudp = \"{statsd}\"\nttl = \"2s\"\n\
              max_metrics = 1000\n\n[exporters.prometheus]\nlisten = \"{metrics}\"\n"
-        ),
-    )
-    .unwrap();
-    let agent = spawn_agent(BIN, &config, &dir.0);
-    let pid = agent.0.id();
-    let scrape = || scrape_metrics(metrics);
-    wait_for("the agent's /metrics", Duration::from_secs(20), scrape);
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        )
+    });
+    let pid = agent.process.0.id();
+    let scrape = || agent.scrape();
     // Warm up: the first lines, scrape and exposition buffers are part of the baseline.
-    sock.send_to(b"warm.count:1|c", statsd).unwrap();
-    wait_for("warm-up on /metrics", Duration::from_secs(10), || {
-        scrape().filter(|t| t.contains("warm_count_total"))
+    agent.send("warm.count:1|c");
+    agent.scrape_until("warm-up on /metrics", Duration::from_secs(10), |t| {
+        t.contains("warm_count_total")
     });
     let baseline = rss(pid);
 
@@ -72,7 +61,7 @@ fn a_flood_of_timer_series_stays_within_the_memory_budget_and_expires() {
     for i in 0..LINES {
         batch.push_str(&format!("flood.{}.lat:{}|ms|#id:{i}\n", i % NAMES, i % 997));
         if (i + 1) % 40 == 0 {
-            sock.send_to(batch.as_bytes(), statsd).unwrap();
+            agent.send(&batch);
             batch.clear();
             if (i + 1) % 800 == 0 {
                 std::thread::sleep(Duration::from_millis(1));
@@ -86,7 +75,7 @@ fn a_flood_of_timer_series_stays_within_the_memory_budget_and_expires() {
     // a few times: on a loaded machine the kernel may drop a datagram while the agent is still
     // parsing the flood (a socket drop, not the agent's), and one arrival is enough.
     for _ in 0..5 {
-        sock.send_to(b"early.requests:1|c", statsd).unwrap();
+        agent.send("early.requests:1|c");
         std::thread::sleep(Duration::from_millis(10));
     }
     let sent_in = started.elapsed();
@@ -138,8 +127,7 @@ fn a_flood_of_timer_series_stays_within_the_memory_budget_and_expires() {
         "a legitimate name after the flood",
         Duration::from_secs(15),
         || {
-            sock.send_to(b"legit.requests:1|c|#route:/users", statsd)
-                .unwrap();
+            agent.send("legit.requests:1|c|#route:/users");
             scrape().filter(|t| t.contains("legit_requests_total{route=\"/users\"}"))
         },
     );
@@ -148,21 +136,18 @@ fn a_flood_of_timer_series_stays_within_the_memory_budget_and_expires() {
         t.elapsed(),
         sum(&text, "sonde_series_active", &["metric=\"flood."])
     );
-    let text = wait_for("the flood's families gone", Duration::from_secs(10), || {
-        scrape().filter(|t| !t.lines().any(|l| l.starts_with("flood_")))
+    let text = agent.scrape_until("the flood's families gone", Duration::from_secs(10), |t| {
+        !t.lines().any(|l| l.starts_with("flood_"))
     });
     // Room again for new series of new names.
     for i in 0..50 {
-        sock.send_to(format!("after.lat:1|ms|#id:{i}").as_bytes(), statsd)
-            .unwrap();
+        agent.send(&format!("after.lat:1|ms|#id:{i}"));
     }
-    wait_for("new series after expiry", Duration::from_secs(10), || {
-        scrape().filter(|t| {
-            t.lines()
-                .filter(|l| l.starts_with("after_lat_seconds_count{id="))
-                .count()
-                == 50
-        })
+    agent.scrape_until("new series after expiry", Duration::from_secs(10), |t| {
+        t.lines()
+            .filter(|l| l.starts_with("after_lat_seconds_count{id="))
+            .count()
+            == 50
     });
     drop(text);
 }
@@ -178,11 +163,7 @@ fn check_config_refuses_a_budget_or_ttl_out_of_range() {
     ] {
         let path = dir.0.join("bad.toml");
         std::fs::write(&path, toml).unwrap();
-        let out = Command::new(BIN)
-            .arg("check-config")
-            .arg(&path)
-            .output()
-            .unwrap();
+        let out = check_config(&path);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_ne!(out.status.code(), Some(0), "{toml}");
         assert!(err.contains(key), "{toml}: {err}");
@@ -193,11 +174,7 @@ fn check_config_refuses_a_budget_or_ttl_out_of_range() {
         "[agent]\nmemory_budget = \"64MiB\"\n\n[statsd]\nttl = \"5m\"\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = check_config(&path);
     assert_eq!(
         out.status.code(),
         Some(0),

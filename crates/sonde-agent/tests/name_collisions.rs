@@ -4,39 +4,30 @@
 //! the whole host, with the first family's values and nothing infinite.
 #![allow(clippy::unwrap_used)]
 
-use std::net::UdpSocket;
+mod common;
+
 use std::time::Duration;
 
-use sonde_tests::agent::{free_udp, scrape_metrics, spawn_agent};
-use sonde_tests::prometheus::{self, Prometheus};
-use sonde_tests::{TempDir, free_addr, wait_for};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
+use common::{StatsdAgent, assert_promtool_clean};
+use sonde_tests::prometheus::Prometheus;
 
 #[test]
 fn colliding_names_and_overflowing_values_leave_a_valid_exposition_and_scrape() {
-    let statsd = free_udp();
-    let metrics = free_addr();
-    let dir = TempDir::new("agent-collisions");
-    let config = dir.0.join("agent.toml");
-    std::fs::write(
-        &config,
+    let agent = StatsdAgent::start("agent-collisions", |statsd, metrics| {
         format!(
             "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = true\ninterval = \"1s\"\n\n[statsd]\nudp = \"{statsd}\"\n\n[exporters.prometheus]\nlisten = \"{metrics}\"\n"
-        ),
-    )
-    .unwrap();
-    let _agent = spawn_agent(BIN, &config, &dir.0);
-    let scrape = || scrape_metrics(metrics);
-    wait_for("the agent's /metrics", Duration::from_secs(20), || {
-        scrape().filter(|t| t.contains("system_cpu_time_seconds_total{"))
+        )
+    });
+    let metrics = agent.metrics;
+    let scrape = || agent.scrape();
+    agent.scrape_until("the agent's /metrics", Duration::from_secs(20), |t| {
+        t.contains("system_cpu_time_seconds_total{")
     });
 
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     // The first of each Prometheus name comes alone, so it is registered first.
-    sock.send_to(b"shop.orders:3|c", statsd).unwrap();
-    wait_for("shop.orders on /metrics", Duration::from_secs(20), || {
-        scrape().filter(|t| t.contains("\nshop_orders_total 3\n"))
+    agent.send("shop.orders:3|c");
+    agent.scrape_until("shop.orders on /metrics", Duration::from_secs(20), |t| {
+        t.contains("\nshop_orders_total 3\n")
     });
     let lines = "shop_orders:1|c\nshop-orders:1|c\nshop_orders:5|g\n\
                  system_cpu_time_seconds:1|c\nsystem_memory_usage_bytes:5|g\ntarget_info:1|g\n\
@@ -44,26 +35,20 @@ fn colliding_names_and_overflowing_values_leave_a_valid_exposition_and_scrape() 
                  level:+1e308|g\nlevel:+1e308|g\n\
                  size:1.7e308|h\nsize:1.7e308|h\n\
                  literal:inf|c\nliteral:nan|g\n";
-    sock.send_to(lines.as_bytes(), statsd).unwrap();
-    let text = wait_for(
+    agent.send(lines);
+    let text = agent.scrape_until(
         "the StatsD lines counted on /metrics",
         Duration::from_secs(20),
-        || {
-            scrape().filter(|t| {
-                // A scrape is not one instant: a family registered while it was written
-                // shows from the next one, so wait for the last line's family as well.
-                t.contains("sonde_statsd_dropped_total{reason=\"non_finite\"} 4\n")
-                    && t.contains("sonde_statsd_parse_errors_total{reason=\"bad_value\"} 2\n")
-                    && t.contains("\nsize_sum ")
-            })
+        |t| {
+            // A scrape is not one instant: a family registered while it was written
+            // shows from the next one, so wait for the last line's family as well.
+            t.contains("sonde_statsd_dropped_total{reason=\"non_finite\"} 4\n")
+                && t.contains("sonde_statsd_parse_errors_total{reason=\"bad_value\"} 2\n")
+                && t.contains("\nsize_sum ")
         },
     );
 
-    let findings = prometheus::promtool_check_metrics(&text);
-    assert!(
-        findings.trim().is_empty(),
-        "promtool check metrics has findings:\n{findings}\n---\n{text}"
-    );
+    assert_promtool_clean(&text);
     for name in [
         "shop_orders",
         "shop_orders_total",

@@ -4,13 +4,15 @@
 //! review.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::process::Command;
 use std::time::Duration;
 
+use common::{BIN, assert_config_ok_with_env, temp_config};
 use sonde_tests::agent::spawn_agent_with_env;
-use sonde_tests::{TempDir, free_addr, http, require_program, wait_for};
+use sonde_tests::{free_addr, http, require_program, wait_for};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
 const MANIFEST: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/packaging/kubernetes/sonde-agent.yaml"
@@ -49,9 +51,7 @@ fn the_kubernetes_manifest_is_valid_and_its_configuration_runs() {
 
     // The ConfigMap's configuration, with this machine's / as the host and free ports: it
     // checks, starts, and answers the probes' paths.
-    let dir = TempDir::new("agent-daemonset");
-    let config = dir.0.join("agent.toml");
-    std::fs::write(&config, configmap_toml()).unwrap();
+    let (dir, config) = temp_config("agent-daemonset", configmap_toml());
     let metrics = free_addr();
     let (statsd, grpc, otlp_http) = (sonde_tests::agent::free_udp(), free_addr(), free_addr());
     let env = [
@@ -62,17 +62,7 @@ fn the_kubernetes_manifest_is_valid_and_its_configuration_runs() {
         ("SONDE_SOURCES_OTLP_HTTP", otlp_http.to_string()),
     ];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let check = Command::new(BIN)
-        .arg("check-config")
-        .arg(&config)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert_config_ok_with_env(&config, &env);
     let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &env);
     for path in ["/health", "/ready"] {
         wait_for(path, Duration::from_secs(20), || {
@@ -85,9 +75,7 @@ fn the_kubernetes_manifest_is_valid_and_its_configuration_runs() {
 fn the_systemd_unit_verifies_and_is_hardened() {
     let analyze = require_program("systemd-analyze", "apt-get install -y systemd");
     // The unit as installed, with the paths of this build.
-    let dir = TempDir::new("agent-unit");
-    let config = dir.0.join("agent.toml");
-    std::fs::write(&config, "[statsd]\nenabled = false\n").unwrap();
+    let (dir, config) = temp_config("agent-unit", "[statsd]\nenabled = false\n");
     let unit = std::fs::read_to_string(UNIT)
         .unwrap()
         .replace("/usr/local/bin/sonde-agent", BIN)

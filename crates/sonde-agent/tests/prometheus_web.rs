@@ -3,17 +3,18 @@
 //! for a bad web configuration, and no busy loop when file descriptors run out.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::Read as _;
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{BIN, assert_config_ok, check_config};
 use sonde_tests::agent::KillOnDrop as Running;
 use sonde_tests::prometheus::Prometheus;
 use sonde_tests::{TempDir, free_addr, http, wait_for};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
 
 fn spawn(program: &str, args: &[&str], dir: &Path) -> Running {
     let log = std::fs::File::create(dir.join("agent.log")).unwrap();
@@ -44,29 +45,6 @@ fn self_signed(dir: &Path, tag: &str) -> String {
     pem
 }
 
-fn basic(user: &str, pass: &str) -> String {
-    // The agent's dependency decodes; the test encodes with a tiny encoder of its own.
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let raw = format!("{user}:{pass}");
-    let mut out = String::from("Basic ");
-    for chunk in raw.as_bytes().chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            out.push(if i <= chunk.len() {
-                T[(n >> (18 - 6 * i)) as usize & 63] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
-}
-
 /// Whether an HTTPS GET trusting only `ca` gets `status`.
 fn https_status(url: &str, auth: &str, ca: &str) -> Option<u16> {
     let (url, auth, ca) = (url.to_owned(), auth.to_owned(), ca.to_owned());
@@ -90,23 +68,15 @@ fn https_and_basic_auth_from_the_config_with_certificate_reload() {
     );
     let path = dir.0.join("agent.toml");
     std::fs::write(&path, &config).unwrap();
-    let check = Command::new(BIN)
-        .args(["check-config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert_config_ok(&path);
     let _agent = spawn(BIN, &["--config", path.to_str().unwrap()], &dir.0);
     let url = format!("https://127.0.0.1:{}/metrics", metrics.port());
-    let good = basic("prometheus", "s3cret");
+    let good = http::basic_auth("prometheus", "s3cret");
     wait_for("the agent over HTTPS", Duration::from_secs(20), || {
         (https_status(&url, &good, &first) == Some(200)).then_some(())
     });
     assert_eq!(
-        https_status(&url, &basic("prometheus", "nope"), &first),
+        https_status(&url, &http::basic_auth("prometheus", "nope"), &first),
         Some(401)
     );
     // Plain HTTP gets no metrics.
@@ -180,10 +150,7 @@ fn check_config_locates_web_config_errors() {
     for (i, (config, at, needle)) in cases.iter().enumerate() {
         let path = dir.0.join(format!("bad{i}.toml"));
         std::fs::write(&path, config).unwrap();
-        let out = Command::new(BIN)
-            .args(["check-config", path.to_str().unwrap()])
-            .output()
-            .unwrap();
+        let out = check_config(&path);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{config}\n{err}");
         let located = format!("{}{at}", path.display());

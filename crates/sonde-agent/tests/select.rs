@@ -4,16 +4,17 @@
 //! prices both. Real agent binary, the CloudWatch test endpoint, StatsD on loopback.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-use sonde_tests::agent::{free_udp, scrape_metrics, spawn_agent_with_env};
+use common::{BIN, refused_config, temp_config};
+use sonde_tests::agent::{KillOnDrop, free_udp, scrape_metrics, spawn_agent_with_env};
 use sonde_tests::cloudwatch::{CloudWatchEndpoint, Datum, TEST_ENV};
 use sonde_tests::{TempDir, free_addr, wait_for};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
 
 /// The dimensions of `d` but the resource's `service.name`, which every datum carries.
 fn own_dimensions(d: &Datum) -> impl Iterator<Item = &(String, String)> {
@@ -54,31 +55,74 @@ fn dimensions(datums: &[(String, Datum)]) -> BTreeMap<String, BTreeSet<String>> 
     out
 }
 
+/// Asserts whether the datums of `metric` carry the dimension `label`.
+fn assert_dimension(
+    dims: &BTreeMap<String, BTreeSet<String>>,
+    metric: &str,
+    label: &str,
+    present: bool,
+) {
+    assert_eq!(
+        dims[metric].contains(label),
+        present,
+        "{metric} {label}: {dims:?}"
+    );
+}
+
+/// The agent under test: StatsD in, `/metrics`, the host collected every 200 ms, and CloudWatch
+/// (a test endpoint) with `selection` at the end of the configuration.
+struct SelectAgent {
+    cw: CloudWatchEndpoint,
+    statsd: SocketAddr,
+    metrics: SocketAddr,
+    dir: TempDir,
+    sock: UdpSocket,
+    _agent: KillOnDrop,
+}
+
+impl SelectAgent {
+    /// Starts the agent and returns once it takes StatsD lines.
+    fn start(selection: &str) -> Self {
+        let cw = CloudWatchEndpoint::start();
+        let (statsd, metrics) = (free_udp(), free_addr());
+        let (dir, config) = temp_config(
+            "agent-select",
+            format!(
+                "[agent]\ninterval = \"1h\"\n\n[collectors.host]\ninterval = \"200ms\"\n\n\
+                 [statsd]\nudp = \"{statsd}\"\n\n[exporters.prometheus]\nlisten = \"{metrics}\"\n\n\
+                 [exporters.cloudwatch]\nnamespace = \"select\"\nregion = \"us-east-1\"\n\
+                 endpoint_url = \"{}\"\ninterval = \"500ms\"\n{selection}",
+                cw.url()
+            ),
+        );
+        let agent = spawn_agent_with_env(BIN, &config, &dir.0, &TEST_ENV);
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        wait_for("StatsD takes lines", Duration::from_secs(20), || {
+            sock.send_to(b"shop.ready:1|c", statsd).unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            scrape_metrics(metrics).filter(|t| t.contains("shop_ready_total"))
+        });
+        SelectAgent {
+            cw,
+            statsd,
+            metrics,
+            dir,
+            sock,
+            _agent: agent,
+        }
+    }
+
+    /// Sends one StatsD line.
+    fn send(&self, line: &str) {
+        self.sock.send_to(line.as_bytes(), self.statsd).unwrap();
+    }
+}
+
 #[test]
 fn cloudwatch_gets_the_lean_default_while_metrics_keeps_everything() {
-    let cw = CloudWatchEndpoint::start();
-    let (statsd, metrics) = (free_udp(), free_addr());
-    let dir = TempDir::new("agent-select");
-    let config = dir.0.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\ninterval = \"200ms\"\n\n\
-             [statsd]\nudp = \"{statsd}\"\n\n[exporters.prometheus]\nlisten = \"{metrics}\"\n\n\
-             [exporters.cloudwatch]\nnamespace = \"select\"\nregion = \"us-east-1\"\n\
-             endpoint_url = \"{}\"\ninterval = \"500ms\"\n",
-            cw.url()
-        ),
-    )
-    .unwrap();
-    let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &TEST_ENV);
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    wait_for("StatsD takes lines", Duration::from_secs(20), || {
-        sock.send_to(b"shop.ready:1|c", statsd).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        scrape_metrics(metrics).filter(|t| t.contains("shop_ready_total"))
-    });
-    sock.send_to(b"shop.orders:2|c|#region:eu", statsd).unwrap();
+    let agent = SelectAgent::start("");
+    let (cw, metrics, dir) = (&agent.cw, agent.metrics, &agent.dir);
+    agent.send("shop.orders:2|c|#region:eu");
     wait_for(
         "the StatsD counter and the host summary in CloudWatch",
         Duration::from_secs(30),
@@ -109,22 +153,10 @@ fn cloudwatch_gets_the_lean_default_while_metrics_keeps_everything() {
     }
     let dims = dimensions(&datums);
     // The whole host: CPUs averaged, interfaces summed (loopback left out), used ratios only.
-    assert!(
-        !dims["system.cpu.utilization"].contains("cpu.logical_number"),
-        "{dims:?}"
-    );
-    assert!(
-        dims["system.cpu.utilization"].contains("cpu.mode"),
-        "{dims:?}"
-    );
-    assert!(
-        !dims["system.network.io"].contains("network.interface.name"),
-        "{dims:?}"
-    );
-    assert!(
-        dims["system.network.io"].contains("network.io.direction"),
-        "{dims:?}"
-    );
+    assert_dimension(&dims, "system.cpu.utilization", "cpu.logical_number", false);
+    assert_dimension(&dims, "system.cpu.utilization", "cpu.mode", true);
+    assert_dimension(&dims, "system.network.io", "network.interface.name", false);
+    assert_dimension(&dims, "system.network.io", "network.io.direction", true);
     let values_of = |name: &str, label: &str| -> BTreeSet<String> {
         datums
             .iter()
@@ -173,32 +205,13 @@ fn cloudwatch_gets_the_lean_default_while_metrics_keeps_everything() {
 
 #[test]
 fn an_explicit_selection_filters_series_and_aggregates_dropped_labels() {
-    let cw = CloudWatchEndpoint::start();
-    let (statsd, metrics) = (free_udp(), free_addr());
-    let dir = TempDir::new("agent-select");
-    let config = dir.0.join("agent.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[agent]\ninterval = \"1h\"\n\n[collectors.host]\ninterval = \"200ms\"\n\n\
-             [statsd]\nudp = \"{statsd}\"\n\n[exporters.prometheus]\nlisten = \"{metrics}\"\n\n\
-             [exporters.cloudwatch]\nnamespace = \"select\"\nregion = \"us-east-1\"\n\
-             endpoint_url = \"{}\"\ninterval = \"500ms\"\n\n\
-             [[exporters.cloudwatch.select]]\ninclude = [\"/^shop\\\\.(orders|latency)$/\"]\n\
-             labels = {{ region = [\"eu*\"] }}\ndrop_labels = [\"host\"]\n\n\
-             [[exporters.cloudwatch.select]]\ninclude = [\"system.memory.utilization\"]\n\
-             keep_labels = []\ngauges = \"max\"\n",
-            cw.url()
-        ),
-    )
-    .unwrap();
-    let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &TEST_ENV);
-    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    wait_for("StatsD takes lines", Duration::from_secs(20), || {
-        sock.send_to(b"shop.ready:1|c", statsd).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        scrape_metrics(metrics).filter(|t| t.contains("shop_ready_total"))
-    });
+    let agent = SelectAgent::start(
+        "\n[[exporters.cloudwatch.select]]\ninclude = [\"/^shop\\\\.(orders|latency)$/\"]\n\
+         labels = { region = [\"eu*\"] }\ndrop_labels = [\"host\"]\n\n\
+         [[exporters.cloudwatch.select]]\ninclude = [\"system.memory.utilization\"]\n\
+         keep_labels = []\ngauges = \"max\"\n",
+    );
+    let cw = &agent.cw;
     for line in [
         "shop.orders:1|c|#region:eu-west,host:a",
         "shop.orders:2|c|#region:eu-west,host:b",
@@ -207,7 +220,7 @@ fn an_explicit_selection_filters_series_and_aggregates_dropped_labels() {
         "shop.latency:30|ms|#region:eu-west,host:b",
         "shop.other:1|c|#region:eu-west,host:a",
     ] {
-        sock.send_to(line.as_bytes(), statsd).unwrap();
+        agent.send(line);
     }
     wait_for(
         "the aggregated counter in CloudWatch",
@@ -312,18 +325,10 @@ fn cost_prices_the_selection_and_everything() {
     assert!(lean_text.contains("~$") && lean_text.contains("/month"));
     // A bad selection is a configuration error, exit 2, located.
     let bad = dir.0.join("bad.toml");
-    std::fs::write(
+    let err = refused_config(
         &bad,
         "[exporters.cloudwatch]\nnamespace = \"x\"\n\n[exporters.cloudwatch.select]\ninclude = [\"/(/\"]\ngauges = \"avg\"\n",
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    );
     assert!(
         err.contains("bad.toml:5:") && err.contains("not a valid regular expression"),
         "{err}"

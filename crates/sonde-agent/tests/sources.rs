@@ -3,6 +3,9 @@
 //! exactly, and CloudWatch receives only the metrics chosen for it, with the cost logged.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{BIN, assert_mentions, refused_config, temp_config};
 use sonde_core::Component as _;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -10,11 +13,10 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use sonde_tests::agent::{KillOnDrop, sample_value, scrape_metrics, spawn_agent_with_env};
-use sonde_tests::cloudwatch::{CloudWatchEndpoint, TEST_ENV};
+use sonde_tests::cloudwatch::{CloudWatchEndpoint, Datum, TEST_ENV};
 use sonde_tests::prometheus::Prometheus;
 use sonde_tests::{TempDir, free_addr, require_program, wait_for};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
 /// The start of every agent config here: no export interval to wait for, no host collector,
 /// no StatsD socket (its default port would collide between tests).
 const QUIET: &str = "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n[statsd]\nenabled = false\n\n";
@@ -38,15 +40,34 @@ fn node_exporter() -> (KillOnDrop, SocketAddr) {
     (kid, addr)
 }
 
+/// The metric names of what CloudWatch received.
+fn metric_names(datums: &[(String, Datum)]) -> BTreeSet<&str> {
+    datums.iter().map(|(_, d)| d.metric_name.as_str()).collect()
+}
+
+/// What CloudWatch received once every one of `expected` has come and two more intervals have
+/// passed (so that whatever else would be sent has been).
+fn received_once_settled(cw: &CloudWatchEndpoint, expected: &[&str]) -> Vec<(String, Datum)> {
+    wait_for(
+        &format!("{expected:?} in CloudWatch"),
+        Duration::from_secs(30),
+        || {
+            let datums = cw.datums();
+            let names = metric_names(&datums);
+            expected.iter().all(|e| names.contains(e)).then_some(())
+        },
+    );
+    std::thread::sleep(Duration::from_millis(1200));
+    cw.datums()
+}
+
 #[test]
 fn node_exporter_through_the_agent_to_prometheus_and_cloudwatch() {
     let (_node, node) = node_exporter();
     let cw = CloudWatchEndpoint::start();
     let metrics = free_addr();
-    let dir = TempDir::new("agent-sources");
-    let config = dir.0.join("agent.toml");
-    std::fs::write(
-        &config,
+    let (dir, config) = temp_config(
+        "agent-sources",
         format!(
             "{QUIET}\
              [[sources.scrape]]\njob = \"node\"\nurl = \"http://{node}/metrics\"\n\
@@ -59,8 +80,7 @@ fn node_exporter_through_the_agent_to_prometheus_and_cloudwatch() {
              labels = {{ fstype = [\"!tmpfs\"] }}\ndrop_labels = [\"instance\"]\n",
             cw.url()
         ),
-    )
-    .unwrap();
+    );
     let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &TEST_ENV);
     let inst = node.to_string();
     let series = format!("node_memory_MemTotal_bytes{{job=\"node\",instance=\"{inst}\"}}");
@@ -117,23 +137,11 @@ fn node_exporter_through_the_agent_to_prometheus_and_cloudwatch() {
     assert_eq!(got.first().map(|s| s.value), Some(mem));
 
     // CloudWatch: only the two chosen metrics, without the instance dimension, tmpfs left out.
-    wait_for(
-        "the chosen metrics in CloudWatch",
-        Duration::from_secs(30),
-        || {
-            let names: BTreeSet<String> = cw
-                .datums()
-                .iter()
-                .map(|(_, d)| d.metric_name.clone())
-                .collect();
-            (names.contains("node_memory_MemTotal_bytes")
-                && names.contains("node_filesystem_size_bytes"))
-            .then_some(())
-        },
+    let datums = received_once_settled(
+        &cw,
+        &["node_memory_MemTotal_bytes", "node_filesystem_size_bytes"],
     );
-    std::thread::sleep(Duration::from_millis(1200));
-    let datums = cw.datums();
-    let names: BTreeSet<&str> = datums.iter().map(|(_, d)| d.metric_name.as_str()).collect();
+    let names = metric_names(&datums);
     assert_eq!(
         names,
         ["node_filesystem_size_bytes", "node_memory_MemTotal_bytes"].into(),
@@ -183,33 +191,25 @@ fn a_target_that_fails_is_down_and_bad_targets_are_config_errors() {
     wait_for("up == 0", Duration::from_secs(20), || {
         scrape_metrics(metrics).filter(|t| sample_value(t, &up) == Some(0.0))
     });
-    let bad = dir.0.join("bad.toml");
-    std::fs::write(
-        &bad,
+    let err = refused_config(
+        &dir.0.join("bad.toml"),
         "[[sources.scrape]]\njob = \"a\"\nurl = \"localhost:9100\"\n\n\
          [[sources.scrape]]\nurl = \"http://127.0.0.1:9100/metrics\"\n\n\
          [[sources.scrape]]\njob = \"b\"\nurl = \"http://127.0.0.1:9100/metrics\"\ninterval = \"1s\"\ntimeout = \"5s\"\nusername = \"u\"\n\n\
          [[sources.scrape]]\njob = \"c\"\nurl = \"http://127.0.0.1:9101/metrics\"\nprotobuf = \"yes\"\ncert_file = \"/etc/hostname\"\n",
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    for expected in [
-        "bad.toml:3:",
-        "not an absolute http:// or https:// URL",
-        "needs `job` and `url`",
-        "longer than its interval",
-        "`username` and `password` together",
-        "`protobuf` must be true or false",
-        "give `cert_file` and `key_file` together",
-    ] {
-        assert!(err.contains(expected), "{expected:?} missing from:\n{err}");
-    }
+    );
+    assert_mentions(
+        &err,
+        &[
+            "bad.toml:3:",
+            "not an absolute http:// or https:// URL",
+            "needs `job` and `url`",
+            "longer than its interval",
+            "`username` and `password` together",
+            "`protobuf` must be true or false",
+            "give `cert_file` and `key_file` together",
+        ],
+    );
 }
 
 fn python(script: &str) {
@@ -347,18 +347,8 @@ fn otlp_pushed_and_node_exporter_scraped_reach_cloudwatch_as_chosen() {
         Some("2.1.0")
     );
 
-    wait_for("CloudWatch", Duration::from_secs(30), || {
-        let names: BTreeSet<String> = cw
-            .datums()
-            .iter()
-            .map(|(_, d)| d.metric_name.clone())
-            .collect();
-        (names.contains("checkout.orders") && names.contains("node_memory_MemTotal_bytes"))
-            .then_some(())
-    });
-    std::thread::sleep(Duration::from_millis(1200));
-    let datums = cw.datums();
-    let names: BTreeSet<&str> = datums.iter().map(|(_, d)| d.metric_name.as_str()).collect();
+    let datums = received_once_settled(&cw, &["checkout.orders", "node_memory_MemTotal_bytes"]);
+    let names = metric_names(&datums);
     assert_eq!(
         names,
         [
@@ -400,28 +390,20 @@ fn otlp_pushed_and_node_exporter_scraped_reach_cloudwatch_as_chosen() {
 #[test]
 fn otlp_receiver_settings_are_checked_before_start() {
     let dir = TempDir::new("agent-sources");
-    let bad = dir.0.join("bad.toml");
-    std::fs::write(
-        &bad,
+    let err = refused_config(
+        &dir.0.join("bad.toml"),
         "[sources.otlp]\ngrpc = \"off\"\nhttp = \"off\"\nmax_request_size = \"2GiB\"\n\
          tls_cert_file = \"/etc/hostname\"\ntls_key_file = \"/etc/hostname\"\ntoken = \"x\"\n",
-    )
-    .unwrap();
-    let out = Command::new(BIN)
-        .arg("check-config")
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
-    for expected in [
-        "neither `grpc` nor `http`",
-        "max_request_size",
-        "holds no PEM certificate",
-        "unknown key `token`",
-    ] {
-        assert!(err.contains(expected), "{expected:?} missing from:\n{err}");
-    }
+    );
+    assert_mentions(
+        &err,
+        &[
+            "neither `grpc` nor `http`",
+            "max_request_size",
+            "holds no PEM certificate",
+            "unknown key `token`",
+        ],
+    );
 }
 
 /// The OpenTelemetry Rust SDK pushes over OTLP/gRPC with gzip to the real agent, cumulative:
@@ -429,9 +411,7 @@ fn otlp_receiver_settings_are_checked_before_start() {
 #[test]
 fn the_rust_sdk_pushes_to_the_agent_over_grpc() {
     use opentelemetry::KeyValue;
-    use opentelemetry::metrics::MeterProvider as _;
     use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
-    use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 
     let (metrics, grpc) = (free_addr(), free_addr());
     // A scraped service with a target_info of its own: OTLP senders and scrape targets share
@@ -446,10 +426,8 @@ fn the_rust_sdk_pushes_to_the_agent_over_grpc() {
         .bind("127.0.0.1:0".parse().unwrap())
         .install()
         .unwrap();
-    let dir = TempDir::new("agent-sources");
-    let config = dir.0.join("agent.toml");
-    std::fs::write(
-        &config,
+    let (dir, config) = temp_config(
+        "agent-sources",
         format!(
             "{QUIET}\
              [sources.otlp]\ngrpc = \"{grpc}\"\nhttp = \"off\"\n\n\
@@ -457,8 +435,7 @@ fn the_rust_sdk_pushes_to_the_agent_over_grpc() {
              [exporters.prometheus]\nlisten = \"{metrics}\"\n",
             scraped.local_addr()
         ),
-    )
-    .unwrap();
+    );
     let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &[]);
     wait_for("the agent", Duration::from_secs(20), || {
         scrape_metrics(metrics)
@@ -476,35 +453,15 @@ fn the_rust_sdk_pushes_to_the_agent_over_grpc() {
         .with_compression(opentelemetry_otlp::Compression::Gzip)
         .build()
         .unwrap();
-    let provider = SdkMeterProvider::builder()
-        .with_resource(
-            opentelemetry_sdk::Resource::builder_empty()
-                .with_attribute(KeyValue::new("service.name", "rust-grpc"))
-                .with_attribute(KeyValue::new("service.instance.id", "i-1"))
-                .with_attribute(KeyValue::new("service.version", "0.33"))
-                .build(),
-        )
-        .with_reader(
-            PeriodicReader::builder(exporter)
-                .with_interval(Duration::from_secs(3600))
-                .build(),
-        )
-        .build();
-    let meter = provider.meter("test");
-    let orders = meter.u64_counter("grpc.orders").build();
-    let latency = meter
-        .f64_histogram("grpc.latency")
-        .with_unit("s")
-        .with_boundaries(vec![0.1, 0.5])
-        .build();
-    orders.add(4, &[KeyValue::new("region", "eu")]);
-    latency.record(0.05, &[]);
-    latency.record(0.3, &[]);
-    provider.force_flush().unwrap();
-    orders.add(6, &[KeyValue::new("region", "eu")]);
-    latency.record(2.0, &[]);
-    provider.force_flush().unwrap();
-    provider.shutdown().unwrap();
+    sonde_tests::otel_sdk::push_orders_and_latency(
+        exporter,
+        [
+            KeyValue::new("service.name", "rust-grpc"),
+            KeyValue::new("service.instance.id", "i-1"),
+            KeyValue::new("service.version", "0.33"),
+        ],
+        "grpc",
+    );
 
     let id = "job=\"rust-grpc\",instance=\"i-1\"";
     let text = wait_for("the pushed values", Duration::from_secs(20), || {
@@ -562,16 +519,7 @@ fn the_rust_sdk_pushes_to_the_agent_over_grpc() {
 #[test]
 fn the_example_service_is_scraped_exactly() {
     let registry = sonde_core::Registry::new();
-    let workload = sonde_example::Workload::start(
-        &registry,
-        sonde_example::Options {
-            cold_start: Duration::ZERO,
-            process_metrics: false,
-            pause: Duration::from_millis(2),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let workload = sonde_tests::example::steady_workload(&registry);
     let service = sonde_prometheus::PrometheusBuilder::new()
         .registry(registry.clone())
         .resource(
@@ -728,16 +676,13 @@ fn the_agent_remote_writes_through_mtls_and_basic_auth() {
 fn host_pressure_agrees_with_node_exporter() {
     let (_node, node) = node_exporter();
     let metrics = free_addr();
-    let dir = TempDir::new("agent-pressure");
-    let config = dir.0.join("agent.toml");
-    std::fs::write(
-        &config,
+    let (dir, config) = temp_config(
+        "agent-pressure",
         format!(
             "[agent]\ninterval = \"1h\"\n\n[collectors.host]\ninterval = \"100ms\"\n\n\
              [statsd]\nenabled = false\n\n[exporters.prometheus]\nlisten = \"{metrics}\"\n"
         ),
-    )
-    .unwrap();
+    );
     let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &[]);
     let ours = "system_pressure_waiting_seconds_total{system_pressure_resource=\"cpu\"}";
     let theirs = "node_pressure_cpu_waiting_seconds_total";

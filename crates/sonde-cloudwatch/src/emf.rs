@@ -28,7 +28,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use sonde_core::{Reader, Registry, Resource, Temporality};
+use sonde_core::{Reader, Resource, Temporality};
+use sonde_push::ReadSettings;
 use sonde_push::telemetry::ExporterMetrics;
 
 use crate::Error;
@@ -124,12 +125,11 @@ impl std::fmt::Display for Destination {
 #[derive(Debug)]
 pub struct EmfBuilder {
     namespace: String,
-    registry: Registry,
+    /// The registry, selection and deltas to continue.
+    read: ReadSettings,
     destination: Option<Destination>,
     resource: Option<Resource>,
     settings: Settings,
-    continue_deltas: Option<sonde_core::DeltaState>,
-    selection: sonde_core::Selection,
 }
 
 impl EmfBuilder {
@@ -137,7 +137,7 @@ impl EmfBuilder {
     pub fn new(namespace: impl Into<String>) -> Self {
         EmfBuilder {
             namespace: namespace.into(),
-            registry: Registry::global().clone(),
+            read: ReadSettings::default(),
             destination: None,
             resource: None,
             settings: Settings {
@@ -145,49 +145,19 @@ impl EmfBuilder {
                 send_unchanged_counters: false,
                 ..Settings::default()
             },
-            continue_deltas: None,
-            selection: sonde_core::Selection::new(),
         }
     }
 
-    /// Which metrics and series to send, and which labels to keep
-    /// ([`sonde_core::Selection`]; default: everything).
-    pub fn selection(mut self, selection: sonde_core::Selection) -> Self {
-        self.selection = selection;
-        self
-    }
+    sonde_push::read_setters!(read, delta_state: "EmfWriter::delta_state");
 
-    /// Continues the deltas of the writer this one replaces (its
-    /// [`EmfWriter::delta_state`]): each change is written once, by one of the two, instead
-    /// of this writer's first flush repeating every counter's total.
-    pub fn continue_deltas(mut self, state: sonde_core::DeltaState) -> Self {
-        self.continue_deltas = Some(state);
-        self
-    }
-
-    /// The registry to read.
-    pub fn registry(mut self, registry: Registry) -> Self {
-        self.registry = registry;
-        self
-    }
-
-    /// Where documents go (default [`Destination::from_env`]).
-    pub fn destination(mut self, destination: Destination) -> Self {
-        self.destination = Some(destination);
-        self
-    }
-
-    /// The resource (default [`Resource::detect`]: on Lambda, `service.name` is the function).
-    pub fn resource(mut self, resource: Resource) -> Self {
-        self.resource = Some(resource);
-        self
-    }
-
-    /// Dimension selection, rollups (each becomes a dimension set), resolution and histogram
-    /// resolution, as for PutMetricData.
-    pub fn settings(mut self, settings: Settings) -> Self {
-        self.settings = settings;
-        self
+    sonde_push::builder_setters! {
+        /// Where documents go (default [`Destination::from_env`]).
+        destination: Some(Destination);
+        /// The resource (default [`Resource::detect`]: on Lambda, `service.name` is the function).
+        resource: Some(Resource);
+        /// Dimension selection, rollups (each becomes a dimension set), resolution and histogram
+        /// resolution, as for PutMetricData.
+        settings: Settings;
     }
 
     /// Checks the settings and registers the self-metrics.
@@ -197,14 +167,10 @@ impl EmfBuilder {
             Some(d) => d,
             None => Destination::from_env()?,
         };
-        let reader = self.registry.export_reader(
-            Temporality::Delta,
-            self.selection,
-            self.continue_deltas.as_ref(),
-        );
+        let reader = self.read.reader(Temporality::Delta);
         Ok(EmfWriter {
             namespace: self.namespace,
-            metrics: ExporterMetrics::register(&self.registry, EXPORTER),
+            metrics: ExporterMetrics::register(&self.read.registry, EXPORTER),
             delta_state: reader.delta_state(),
             reader: Mutex::new(reader),
             resource: self.resource.unwrap_or_else(Resource::detect),
@@ -553,6 +519,7 @@ impl Doc {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use sonde_core::Registry;
 
     #[test]
     fn expand_keeps_small_counts_and_shares_past_the_cap() {
@@ -575,12 +542,7 @@ mod tests {
     /// flush stays a few documents, and what is left out is counted.
     #[test]
     fn a_huge_histogram_is_capped_per_flush_and_counted() {
-        let dir = std::env::temp_dir().join(format!(
-            "sonde-emf-cap-{}-{}",
-            std::process::id(),
-            sonde_core::unix_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = test_dir("cap");
         let path = dir.join("emf.log");
         let registry = Registry::new();
         let h = registry
@@ -628,21 +590,30 @@ mod tests {
     }
 }
 
+/// A new directory for one test's documents, unique to this process and moment.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+fn test_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "sonde-emf-{tag}-{}-{}",
+        std::process::id(),
+        sonde_core::unix_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 #[cfg(test)]
 mod handover_tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use sonde_core::Registry;
 
     /// A writer replacing another (an agent reload) continues its deltas: what the first wrote
     /// is not written again.
     #[test]
     fn a_replacing_writer_continues_the_deltas() {
-        let dir = std::env::temp_dir().join(format!(
-            "sonde-emf-handover-{}-{}",
-            std::process::id(),
-            sonde_core::unix_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = test_dir("handover");
         let registry = Registry::new();
         let c = registry.counter("jobs").build().unwrap().handle();
         let writer = |file: &str, from: Option<sonde_core::DeltaState>| {

@@ -6,8 +6,8 @@ use aws_config::BehaviorVersion;
 use aws_credential_types::Credentials;
 use aws_sdk_cloudwatch::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
-use sonde_core::{Registry, Resource, Temporality};
-use sonde_push::{Outcome, PushConfig, PushExporter, Sink, Source, StartError};
+use sonde_core::{Resource, Temporality};
+use sonde_push::{Outcome, PushConfig, PushExporter, ReadSettings, Sink, Source, StartError};
 
 use crate::Error;
 use crate::datum::{self, Datum, DatumValue, MAX_REQUEST_BYTES, Settings};
@@ -22,7 +22,8 @@ pub use sonde_push::DROP_SHUTDOWN_TIMEOUT;
 /// Region and credentials come from the standard AWS chain (`AWS_REGION`, `AWS_PROFILE`,
 /// `AWS_ACCESS_KEY_ID`..., instance and container roles) unless set here.
 pub struct CloudWatchBuilder {
-    registry: Registry,
+    /// The registry, selection and deltas to continue.
+    read: ReadSettings,
     namespace: String,
     interval: Duration,
     settings: Settings,
@@ -34,15 +35,13 @@ pub struct CloudWatchBuilder {
     /// Queue and retry settings.
     delivery: PushConfig,
     jitter_first: bool,
-    continue_deltas: Option<sonde_core::DeltaState>,
-    selection: sonde_core::Selection,
 }
 
 impl CloudWatchBuilder {
     /// Exports the global registry to `namespace` every 60 s.
     pub fn new(namespace: impl Into<String>) -> Self {
         CloudWatchBuilder {
-            registry: Registry::global().clone(),
+            read: ReadSettings::default(),
             namespace: namespace.into(),
             interval: Duration::from_secs(60),
             settings: Settings::default(),
@@ -57,15 +56,7 @@ impl CloudWatchBuilder {
                 ..PushConfig::new(EXPORTER)
             },
             jitter_first: true,
-            continue_deltas: None,
-            selection: sonde_core::Selection::new(),
         }
-    }
-
-    /// The registry to export (default: the global one).
-    pub fn registry(mut self, registry: Registry) -> Self {
-        self.registry = registry;
-        self
     }
 
     /// Time between collections (default 60 s; at least 1 s).
@@ -141,10 +132,9 @@ impl CloudWatchBuilder {
         self
     }
 
-    /// The resource (default [`Resource::detect`]).
-    pub fn resource(mut self, resource: Resource) -> Self {
-        self.resource = Some(resource);
-        self
+    sonde_push::builder_setters! {
+        /// The resource (default [`Resource::detect`]).
+        resource: Some(Resource);
     }
 
     /// The AWS region (default: the standard chain).
@@ -193,20 +183,7 @@ impl CloudWatchBuilder {
         self
     }
 
-    /// Continues the deltas of the exporter this one replaces (its
-    /// [`CloudWatchExporter::delta_state`]): each change is sent once, by one of the two,
-    /// instead of this exporter's first flush repeating every counter's total.
-    pub fn continue_deltas(mut self, state: sonde_core::DeltaState) -> Self {
-        self.continue_deltas = Some(state);
-        self
-    }
-
-    /// Which metrics and series to send, and which labels to keep
-    /// ([`sonde_core::Selection`]; default: everything).
-    pub fn selection(mut self, selection: sonde_core::Selection) -> Self {
-        self.selection = selection;
-        self
-    }
+    sonde_push::read_setters!(read, delta_state: "CloudWatchExporter::delta_state");
 
     /// The conversion settings, for [`crate::cost_preview`].
     pub fn settings(&self) -> &Settings {
@@ -218,11 +195,11 @@ impl CloudWatchBuilder {
     pub fn cost_preview(&self) -> crate::CostPreview {
         let resource = self.resource.clone().unwrap_or_else(Resource::detect);
         crate::cost::cost_preview_selected(
-            &self.registry,
+            &self.read.registry,
             &resource,
             &self.settings,
             self.interval,
-            &self.selection,
+            &self.read.selection,
         )
     }
 
@@ -235,11 +212,7 @@ impl CloudWatchBuilder {
             ));
         }
         let resource = self.resource.unwrap_or_else(Resource::detect);
-        let reader = self.registry.export_reader(
-            Temporality::Delta,
-            self.selection,
-            self.continue_deltas.as_ref(),
-        );
+        let reader = self.read.reader(Temporality::Delta);
         let delta_state = reader.delta_state();
         let source = Collector {
             reader,
@@ -258,7 +231,7 @@ impl CloudWatchBuilder {
             self.timeout,
         );
         let namespace = self.namespace.clone();
-        let inner = sonde_push::start(&self.registry, config, source, move || async move {
+        let inner = sonde_push::start(&self.read.registry, config, source, move || async move {
             let http = aws_smithy_http_client::Builder::new()
                 .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
                     aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,

@@ -235,54 +235,40 @@ impl<N: GaugeNumber> Gauge<N> {
     pub fn set(&self, v: N) {
         N::set(self.0.core.value(), v);
     }
-
-    /// Adds `v` (which may be negative).
-    #[inline(always)]
-    pub fn add(&self, v: N) {
-        N::add(self.0.core.value(), v);
-    }
-
-    /// Subtracts `v`.
-    #[inline(always)]
-    pub fn sub(&self, v: N) {
-        N::sub(self.0.core.value(), v);
-    }
-
-    /// Adds one.
-    #[inline(always)]
-    pub fn inc(&self) {
-        N::add(self.0.core.value(), N::ONE);
-    }
-
-    /// Subtracts one.
-    #[inline(always)]
-    pub fn dec(&self) {
-        N::sub(self.0.core.value(), N::ONE);
-    }
 }
 
-impl<N: GaugeNumber> UpDownCounter<N> {
-    /// Adds `v` (which may be negative).
-    #[inline(always)]
-    pub fn add(&self, v: N) {
-        N::add(self.0.core.slot(), v);
-    }
+/// Writes `add`, `sub`, `inc` and `dec` of an instrument that goes both ways, on the atomic
+/// its core's `$cell` gives: a gauge's single value (it is also set), an up-down counter's
+/// stripe for the calling thread.
+macro_rules! up_down_methods {
+    ($name:ident, $cell:ident) => {
+        impl<N: GaugeNumber> $name<N> {
+            /// Adds `v` (which may be negative).
+            #[inline(always)]
+            pub fn add(&self, v: N) {
+                N::add(self.0.core.$cell(), v);
+            }
 
-    /// Subtracts `v`.
-    #[inline(always)]
-    pub fn sub(&self, v: N) {
-        N::sub(self.0.core.slot(), v);
-    }
+            /// Subtracts `v`.
+            #[inline(always)]
+            pub fn sub(&self, v: N) {
+                N::sub(self.0.core.$cell(), v);
+            }
 
-    /// Adds one.
-    #[inline(always)]
-    pub fn inc(&self) {
-        N::add(self.0.core.slot(), N::ONE);
-    }
+            /// Adds one.
+            #[inline(always)]
+            pub fn inc(&self) {
+                self.add(N::ONE);
+            }
 
-    /// Subtracts one.
-    #[inline(always)]
-    pub fn dec(&self) {
-        N::sub(self.0.core.slot(), N::ONE);
-    }
+            /// Subtracts one.
+            #[inline(always)]
+            pub fn dec(&self) {
+                self.sub(N::ONE);
+            }
+        }
+    };
 }
+
+up_down_methods!(Gauge, value);
+up_down_methods!(UpDownCounter, slot);

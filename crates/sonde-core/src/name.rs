@@ -18,25 +18,36 @@ pub fn validate_metric_name(name: &str) -> Result<(), Error> {
         name: name.to_owned(),
         problem,
     };
+    if let Some(problem) = length_problem(name) {
+        return Err(bad(problem));
+    }
+    match char_problem(name, |ch| ch.is_ascii_alphabetic(), metric_name_char) {
+        Some(problem) => Err(bad(problem)),
+        None => Ok(()),
+    }
+}
+
+/// What is wrong with the length of a metric or label name, if anything: empty, or longer
+/// than [`MAX_NAME_LEN`] bytes.
+fn length_problem(name: &str) -> Option<String> {
     if name.is_empty() {
-        return Err(bad("the name is empty".into()));
+        return Some("the name is empty".into());
     }
-    if name.len() > MAX_NAME_LEN {
-        return Err(bad(format!("it is {} bytes long", name.len())));
-    }
-    for (pos, ch) in name.char_indices() {
-        let ok = if pos == 0 {
-            ch.is_ascii_alphabetic()
-        } else {
-            metric_name_char(ch)
-        };
-        if !ok {
-            return Err(bad(format!(
-                "character {ch:?} at byte {pos} is not allowed"
-            )));
-        }
-    }
-    Ok(())
+    (name.len() > MAX_NAME_LEN).then(|| format!("it is {} bytes long", name.len()))
+}
+
+/// The first character of `name` that is not allowed, said as a problem: at byte 0 where
+/// `first` refuses it, after that where `rest` does.
+fn char_problem(
+    name: &str,
+    first: impl Fn(char) -> bool,
+    rest: impl Fn(char) -> bool,
+) -> Option<String> {
+    let (pos, ch) = name.char_indices().find(|&(pos, ch)| {
+        let ok = if pos == 0 { first(ch) } else { rest(ch) };
+        !ok
+    })?;
+    Some(format!("character {ch:?} at byte {pos} is not allowed"))
 }
 
 /// Checks a label (attribute) name: `[A-Za-z_][A-Za-z0-9_.]*`, not starting with `__`
@@ -47,11 +58,8 @@ pub fn validate_label_name(metric: &str, label: &str, reserved: &[&str]) -> Resu
         label: label.to_owned(),
         problem,
     };
-    if label.is_empty() {
-        return Err(bad("the name is empty".into()));
-    }
-    if label.len() > MAX_NAME_LEN {
-        return Err(bad(format!("it is {} bytes long", label.len())));
+    if let Some(problem) = length_problem(label) {
+        return Err(bad(problem));
     }
     if label.starts_with("__") {
         return Err(bad(
@@ -63,19 +71,11 @@ pub fn validate_label_name(metric: &str, label: &str, reserved: &[&str]) -> Resu
             "{label:?} is reserved for this kind of metric (it is added when rendering)"
         )));
     }
-    for (pos, ch) in label.char_indices() {
-        let ok = if pos == 0 {
-            ch.is_ascii_alphabetic() || ch == '_'
-        } else {
-            label_name_char(ch)
-        };
-        if !ok {
-            return Err(bad(format!(
-                "character {ch:?} at byte {pos} is not allowed"
-            )));
-        }
+    let first = |ch: char| ch.is_ascii_alphabetic() || ch == '_';
+    match char_problem(label, first, label_name_char) {
+        Some(problem) => Err(bad(problem)),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// What [`sanitize_metric_name`] does with a name longer than [`MAX_NAME_LEN`] bytes.
@@ -392,32 +392,19 @@ mod tests {
 
     #[test]
     fn prometheus_names_that_collide() {
-        let p = prometheus_name;
+        // Unitless, the case of every pair but one.
+        let counter = |name: &str| prometheus_name(name, Kind::Counter, &Unit::None);
+        let gauge = |name: &str| prometheus_name(name, Kind::Gauge, &Unit::None);
+        assert_eq!(counter("a.b"), counter("a_b"));
+        assert_eq!(counter("system_cpu_time"), counter("system.cpu.time"));
         assert_eq!(
-            p("a.b", Kind::Counter, &Unit::None),
-            p("a_b", Kind::Counter, &Unit::None)
+            prometheus_name("x", Kind::Gauge, &Unit::Seconds),
+            gauge("x.seconds")
         );
-        assert_eq!(
-            p("system_cpu_time", Kind::Counter, &Unit::None),
-            p("system.cpu.time", Kind::Counter, &Unit::None)
-        );
-        assert_eq!(
-            p("x", Kind::Gauge, &Unit::Seconds),
-            p("x.seconds", Kind::Gauge, &Unit::None)
-        );
-        assert_eq!(
-            p("jobs", Kind::Counter, &Unit::None),
-            p("jobs.total", Kind::Counter, &Unit::None)
-        );
-        assert_eq!(
-            p("a..b", Kind::Gauge, &Unit::None),
-            p("a-b", Kind::Gauge, &Unit::None)
-        );
+        assert_eq!(counter("jobs"), counter("jobs.total"));
+        assert_eq!(gauge("a..b"), gauge("a-b"));
         // A gauge named like a counter's sample gets `_value`, so it cannot collide.
-        assert_ne!(
-            p("jobs.total", Kind::Gauge, &Unit::None),
-            p("jobs", Kind::Counter, &Unit::None)
-        );
-        assert_eq!(p("9lives", Kind::Gauge, &Unit::None), "_9lives");
+        assert_ne!(gauge("jobs.total"), counter("jobs"));
+        assert_eq!(gauge("9lives"), "_9lives");
     }
 }

@@ -79,81 +79,55 @@ pub trait AtomicNumber: sealed::Sealed + Copy + Send + Sync + 'static {
     fn plus(a: Number, b: Number) -> Number;
 }
 
-impl AtomicNumber for u64 {
-    type Atomic = AtomicU64;
-    const KIND: NumberKind = NumberKind::U64;
-    const ONE: u64 = 1;
-    fn new_atomic() -> AtomicU64 {
-        AtomicU64::new(0)
-    }
-    #[inline(always)]
-    fn add(a: &AtomicU64, v: u64) {
-        a.fetch_add(v, Relaxed);
-    }
-    #[inline(always)]
-    fn sub(a: &AtomicU64, v: u64) {
-        a.fetch_sub(v, Relaxed);
-    }
-    #[inline(always)]
-    fn set(a: &AtomicU64, v: u64) {
-        a.store(v, Relaxed);
-    }
-    fn load(a: &AtomicU64) -> Number {
-        Number::U64(a.load(Relaxed))
-    }
-    fn get(a: &AtomicU64) -> u64 {
-        a.load(Relaxed)
-    }
-    #[inline(always)]
-    fn plus(a: Number, b: Number) -> Number {
-        match (a, b) {
-            (Number::U64(x), Number::U64(y)) => Number::U64(x.wrapping_add(y)),
-            (a, _) => a,
+/// Implements [`AtomicNumber`] for an integer type stored in its own atomic type: adds wrap,
+/// like the atomics' `fetch_add`. `is_non_negative` tells whether a value may be added to a
+/// counter.
+macro_rules! integer_atomic_number {
+    ($int:ty, $atomic:ident, $variant:ident, is_non_negative($v:ident) = $non_negative:expr) => {
+        impl AtomicNumber for $int {
+            type Atomic = $atomic;
+            const KIND: NumberKind = NumberKind::$variant;
+            const ONE: $int = 1;
+            fn new_atomic() -> $atomic {
+                $atomic::new(0)
+            }
+            #[inline(always)]
+            fn add(a: &$atomic, v: $int) {
+                a.fetch_add(v, Relaxed);
+            }
+            #[inline(always)]
+            fn sub(a: &$atomic, v: $int) {
+                a.fetch_sub(v, Relaxed);
+            }
+            #[inline(always)]
+            fn set(a: &$atomic, v: $int) {
+                a.store(v, Relaxed);
+            }
+            fn load(a: &$atomic) -> Number {
+                Number::$variant(a.load(Relaxed))
+            }
+            fn get(a: &$atomic) -> $int {
+                a.load(Relaxed)
+            }
+            #[inline(always)]
+            fn plus(a: Number, b: Number) -> Number {
+                match (a, b) {
+                    (Number::$variant(x), Number::$variant(y)) => {
+                        Number::$variant(x.wrapping_add(y))
+                    }
+                    (a, _) => a,
+                }
+            }
+            #[inline(always)]
+            fn is_non_negative($v: $int) -> bool {
+                $non_negative
+            }
         }
-    }
-    #[inline(always)]
-    fn is_non_negative(_: u64) -> bool {
-        true
-    }
+    };
 }
 
-impl AtomicNumber for i64 {
-    type Atomic = AtomicI64;
-    const KIND: NumberKind = NumberKind::I64;
-    const ONE: i64 = 1;
-    fn new_atomic() -> AtomicI64 {
-        AtomicI64::new(0)
-    }
-    #[inline(always)]
-    fn add(a: &AtomicI64, v: i64) {
-        a.fetch_add(v, Relaxed);
-    }
-    #[inline(always)]
-    fn sub(a: &AtomicI64, v: i64) {
-        a.fetch_sub(v, Relaxed);
-    }
-    #[inline(always)]
-    fn set(a: &AtomicI64, v: i64) {
-        a.store(v, Relaxed);
-    }
-    fn load(a: &AtomicI64) -> Number {
-        Number::I64(a.load(Relaxed))
-    }
-    fn get(a: &AtomicI64) -> i64 {
-        a.load(Relaxed)
-    }
-    #[inline(always)]
-    fn plus(a: Number, b: Number) -> Number {
-        match (a, b) {
-            (Number::I64(x), Number::I64(y)) => Number::I64(x.wrapping_add(y)),
-            (a, _) => a,
-        }
-    }
-    #[inline(always)]
-    fn is_non_negative(v: i64) -> bool {
-        v >= 0
-    }
-}
+integer_atomic_number!(u64, AtomicU64, U64, is_non_negative(_v) = true);
+integer_atomic_number!(i64, AtomicI64, I64, is_non_negative(v) = v >= 0);
 
 impl AtomicNumber for f64 {
     type Atomic = AtomicU64;

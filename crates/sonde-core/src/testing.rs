@@ -119,9 +119,25 @@ pub fn capture_diagnostics<R>(f: impl FnOnce() -> R) -> (R, Vec<String>) {
     (result, lines)
 }
 
+/// The lines a [`capture_global_diagnostics`] subscriber has recorded so far.
+pub type CapturedLines = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Installs, as the process's global default, a subscriber that records every `tracing`
+/// event on every thread as [`capture_diagnostics`] does, and returns its lines: for
+/// diagnostics logged on threads the test does not run (an exporter's, say). Once per
+/// process; an error if a global subscriber is set already.
+pub fn capture_global_diagnostics()
+-> Result<CapturedLines, tracing::subscriber::SetGlobalDefaultError> {
+    let lines = CapturedLines::default();
+    tracing::subscriber::set_global_default(Capture {
+        lines: lines.clone(),
+    })?;
+    Ok(lines)
+}
+
 /// The subscriber of [`capture_diagnostics`]: keeps every event's level and message.
 struct Capture {
-    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    lines: CapturedLines,
 }
 
 /// The message, then the other fields.

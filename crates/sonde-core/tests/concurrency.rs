@@ -8,6 +8,8 @@ use std::thread;
 
 use sonde_core::{Number, Point, Registry, Temporality, Unit};
 
+mod common;
+
 const THREADS: usize = 8;
 const PER_THREAD: u64 = 100_000;
 
@@ -29,12 +31,7 @@ fn concurrent_increments_sum_exactly() {
         .handle();
     let gauge = reg.gauge("g").build().unwrap().handle();
     let updown = reg.up_down_counter_f64("ud").build().unwrap().handle();
-    let hist = reg
-        .histogram("h")
-        .unit(Unit::Seconds)
-        .build()
-        .unwrap()
-        .handle();
+    let hist = common::seconds_histogram(&reg, "h");
     thread::scope(|s| {
         for t in 0..THREADS {
             let (counter, fcounter, gauge, updown, hist) = (

@@ -9,6 +9,8 @@ use sonde_core::exemplar::set_trace_context_provider;
 use sonde_core::histogram::MAX_CELL_COUNT;
 use sonde_core::{Histogram, HistogramPoint, Precision, Registry, Temporality, TraceContext, Unit};
 
+mod common;
+
 const NS: [u64; 4] = [1, 2, 1000, 10_000];
 const QUANTILES: [f64; 9] = [0.0, 0.01, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 1.0];
 
@@ -188,12 +190,7 @@ fn mixed_batches_read_as_the_same_observes() {
 #[test]
 fn zero_count_records_nothing() {
     let reg = Registry::new();
-    let h = reg
-        .histogram("zero")
-        .unit(Unit::Seconds)
-        .build()
-        .unwrap()
-        .handle();
+    let h = common::seconds_histogram(&reg, "zero");
     for v in [
         0.5,
         0.0,

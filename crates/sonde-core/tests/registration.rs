@@ -7,6 +7,8 @@ use sonde_core::{
     testing,
 };
 
+mod common;
+
 #[test]
 fn same_definition_returns_same_family() {
     let reg = Registry::new();
@@ -195,12 +197,7 @@ fn registries_are_isolated() {
 #[test]
 fn timers_record_on_a_monotonic_clock() {
     let reg = Registry::new();
-    let h = reg
-        .histogram("t.duration")
-        .unit(Unit::Seconds)
-        .build()
-        .unwrap()
-        .handle();
+    let h = common::seconds_histogram(&reg, "t.duration");
     {
         let _t = h.start_timer();
         std::thread::sleep(std::time::Duration::from_millis(5));

@@ -8,8 +8,23 @@ use sonde_core::{
     Temporality,
 };
 
+mod common;
+
 fn names(s: &Snapshot) -> Vec<&str> {
     s.families.iter().map(|f| f.meta.name()).collect()
+}
+
+/// The names of the families of `s` other than sonde's own (`sonde.*`).
+fn own_names(s: &Snapshot) -> Vec<&str> {
+    names(s)
+        .into_iter()
+        .filter(|n| !n.starts_with("sonde."))
+        .collect()
+}
+
+/// What a reader of `reg` with `temporality` and `selection` collects first.
+fn read(reg: &Registry, temporality: Temporality, selection: Selection) -> Snapshot {
+    reg.reader(temporality).with_selection(selection).collect()
 }
 
 fn value(s: &Snapshot, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -60,24 +75,19 @@ fn include_and_exclude_choose_families_and_the_rest_is_not_read() {
             .include([Pattern::glob("system.*")])
             .exclude([Pattern::glob("*.utilization")]),
     );
-    let s = reg
-        .reader(Temporality::Cumulative)
-        .with_selection(selection.clone())
-        .collect();
+    let s = read(&reg, Temporality::Cumulative, selection.clone());
     assert_eq!(names(&s), ["system.cpu.time", "system.memory.usage"]);
     // The same through apply on a snapshot taken elsewhere.
     let mut all = reg.snapshot();
     selection.apply(&mut all);
     assert_eq!(names(&all), names(&s));
     // Exclude alone keeps everything else.
-    let s = reg
-        .reader(Temporality::Delta)
-        .with_selection(Rule::new().exclude([Pattern::glob("system.cpu.*")]).into())
-        .collect();
-    let mine: Vec<&str> = names(&s)
-        .into_iter()
-        .filter(|n| !n.starts_with("sonde."))
-        .collect();
+    let s = read(
+        &reg,
+        Temporality::Delta,
+        Rule::new().exclude([Pattern::glob("system.cpu.*")]).into(),
+    );
+    let mine = own_names(&s);
     assert_eq!(mine, ["disk.io", "system.memory.usage"]);
     assert!(Selection::new().is_everything());
 }
@@ -85,11 +95,10 @@ fn include_and_exclude_choose_families_and_the_rest_is_not_read() {
 #[test]
 fn label_conditions_keep_matching_series_and_an_absent_label_reads_empty() {
     let reg = Registry::new();
-    let fs = reg
-        .up_down_counter("system.filesystem.usage")
-        .labels(["device", "state"])
-        .build()
-        .unwrap();
+    let fs = common::labelled(
+        reg.up_down_counter("system.filesystem.usage"),
+        ["device", "state"],
+    );
     fs.with(&["sda1", "used"]).add(10);
     fs.with(&["sda1", "free"]).add(90);
     fs.with(&["tmpfs", "used"]).add(1);
@@ -98,15 +107,14 @@ fn label_conditions_keep_matching_series_and_an_absent_label_reads_empty() {
         .unwrap()
         .with::<&str>(&[])
         .add(1);
-    let s = reg
-        .reader(Temporality::Cumulative)
-        .with_selection(
-            Rule::new()
-                .label("state", [Pattern::glob("used")])
-                .label("device", [Pattern::glob("sd*"), Pattern::glob("nvme*")])
-                .into(),
-        )
-        .collect();
+    let s = read(
+        &reg,
+        Temporality::Cumulative,
+        Rule::new()
+            .label("state", [Pattern::glob("used")])
+            .label("device", [Pattern::glob("sd*"), Pattern::glob("nvme*")])
+            .into(),
+    );
     let f = s.family("system.filesystem.usage").unwrap();
     assert_eq!(f.series.len(), 1);
     assert_eq!(
@@ -119,14 +127,13 @@ fn label_conditions_keep_matching_series_and_an_absent_label_reads_empty() {
     );
     // A family without the label reads it as "": dropped unless "" matches.
     assert!(s.family("no.labels").unwrap().series.is_empty());
-    let s = reg
-        .reader(Temporality::Cumulative)
-        .with_selection(
-            Rule::new()
-                .label("state", [Pattern::glob("used"), Pattern::glob("")])
-                .into(),
-        )
-        .collect();
+    let s = read(
+        &reg,
+        Temporality::Cumulative,
+        Rule::new()
+            .label("state", [Pattern::glob("used"), Pattern::glob("")])
+            .into(),
+    );
     assert_eq!(s.family("no.labels").unwrap().series.len(), 1);
     assert_eq!(s.family("system.filesystem.usage").unwrap().series.len(), 2);
 }
@@ -134,28 +141,20 @@ fn label_conditions_keep_matching_series_and_an_absent_label_reads_empty() {
 #[test]
 fn dropping_labels_adds_counters_and_merges_histograms() {
     let reg = Registry::new();
-    let io = reg
-        .counter("disk.io")
-        .labels(["device", "direction"])
-        .build()
-        .unwrap();
+    let io = common::labelled(reg.counter("disk.io"), ["device", "direction"]);
     io.with(&["sda", "read"]).add(3);
     io.with(&["sdb", "read"]).add(4);
     io.with(&["sda", "write"]).add(5);
-    let lat = reg
-        .histogram("http.server.request.duration")
-        .labels(["http.route", "instance"])
-        .build()
-        .unwrap();
+    let lat = common::labelled(
+        reg.histogram("http.server.request.duration"),
+        ["http.route", "instance"],
+    );
     for i in 0..100 {
         lat.with(&["/a", "1"]).observe(0.001 * (i + 1) as f64);
         lat.with(&["/a", "2"]).observe(0.1 + 0.001 * (i + 1) as f64);
     }
     let selection = Selection::from(Rule::new().drop_labels(["device", "instance"]));
-    let s = reg
-        .reader(Temporality::Cumulative)
-        .with_selection(selection.clone())
-        .collect();
+    let s = read(&reg, Temporality::Cumulative, selection.clone());
     let f = s.family("disk.io").unwrap();
     assert_eq!(f.meta.label_names().collect::<Vec<_>>(), ["direction"]);
     assert_eq!(f.series.len(), 2);
@@ -179,11 +178,7 @@ fn dropping_labels_adds_counters_and_merges_histograms() {
 #[test]
 fn gauges_aggregate_as_configured_and_an_integer_mean_becomes_a_float() {
     let reg = Registry::new();
-    let util = reg
-        .gauge_f64("system.cpu.utilization")
-        .labels(["cpu"])
-        .build()
-        .unwrap();
+    let util = common::labelled(reg.gauge_f64("system.cpu.utilization"), ["cpu"]);
     util.with(&["0"]).set(0.2);
     util.with(&["1"]).set(0.6);
     util.with(&["2"]).set(0.4);
@@ -191,9 +186,11 @@ fn gauges_aggregate_as_configured_and_an_integer_mean_becomes_a_float() {
     threads.with(&["a"]).set(3);
     threads.with(&["b"]).set(4);
     let read = |how| {
-        reg.reader(Temporality::Cumulative)
-            .with_selection(Rule::new().keep_labels::<&str>([]).gauges(how).into())
-            .collect()
+        read(
+            &reg,
+            Temporality::Cumulative,
+            Rule::new().keep_labels::<&str>([]).gauges(how).into(),
+        )
     };
     let mean = read(GaugeAggregation::Mean);
     assert!((value(&mean, "system.cpu.utilization", &[]) - 0.4).abs() < 1e-12);
@@ -249,10 +246,11 @@ fn the_overflow_series_is_never_merged_into_a_labelled_one() {
     c.with(&["a", "eu"]).add(1);
     c.with(&["b", "eu"]).add(1);
     c.with(&["c", "eu"]).add(1); // past the limit: the overflow series
-    let s = reg
-        .reader(Temporality::Cumulative)
-        .with_selection(Rule::new().drop_labels(["key"]).into())
-        .collect();
+    let s = read(
+        &reg,
+        Temporality::Cumulative,
+        Rule::new().drop_labels(["key"]).into(),
+    );
     let f = s.family("hits").unwrap();
     assert_eq!(f.series.len(), 2, "{f:#?}");
     assert_eq!(value(&s, "hits", &[("region", "eu")]), 2.0);
@@ -262,18 +260,10 @@ fn the_overflow_series_is_never_merged_into_a_labelled_one() {
 #[test]
 fn the_first_rule_that_takes_a_metric_decides_and_untaken_ones_are_not_sent() {
     let reg = Registry::new();
-    let cpu = reg
-        .gauge_f64("system.cpu.utilization")
-        .labels(["cpu", "state"])
-        .build()
-        .unwrap();
+    let cpu = common::labelled(reg.gauge_f64("system.cpu.utilization"), ["cpu", "state"]);
     cpu.with(&["0", "user"]).set(0.5);
     cpu.with(&["1", "user"]).set(0.3);
-    let net = reg
-        .counter("system.network.io")
-        .labels(["device", "direction"])
-        .build()
-        .unwrap();
+    let net = common::labelled(reg.counter("system.network.io"), ["device", "direction"]);
     net.with(&["eth0", "transmit"]).add(100);
     net.with(&["lo", "transmit"]).add(5);
     reg.counter("system.paging.faults")
@@ -281,11 +271,7 @@ fn the_first_rule_that_takes_a_metric_decides_and_untaken_ones_are_not_sent() {
         .unwrap()
         .with::<&str>(&[])
         .add(1);
-    let app = reg
-        .counter("checkout.orders")
-        .labels(["cpu"])
-        .build()
-        .unwrap();
+    let app = common::labelled(reg.counter("checkout.orders"), ["cpu"]);
     app.with(&["0"]).add(2);
     app.with(&["1"]).add(3);
     let selection = Selection::new()
@@ -298,10 +284,7 @@ fn the_first_rule_that_takes_a_metric_decides_and_untaken_ones_are_not_sent() {
                 .drop_labels(["cpu", "device"]),
         )
         .rule(Rule::new().exclude([Pattern::glob("system.*"), Pattern::glob("sonde.*")]));
-    let s = reg
-        .reader(Temporality::Cumulative)
-        .with_selection(selection)
-        .collect();
+    let s = read(&reg, Temporality::Cumulative, selection);
     assert_eq!(
         names(&s),
         [
@@ -335,14 +318,12 @@ fn without_labels_leaves_out_families_that_carry_them_all() {
         .unwrap()
         .with(&["shop"])
         .add(1);
-    let s = reg
-        .reader(Temporality::Cumulative)
-        .with_selection(Rule::new().without_labels(["job", "instance"]).into())
-        .collect();
-    let mine: Vec<&str> = names(&s)
-        .into_iter()
-        .filter(|n| !n.starts_with("sonde."))
-        .collect();
+    let s = read(
+        &reg,
+        Temporality::Cumulative,
+        Rule::new().without_labels(["job", "instance"]).into(),
+    );
+    let mine = own_names(&s);
     assert_eq!(
         mine,
         ["orders"],

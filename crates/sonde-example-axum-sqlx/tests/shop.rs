@@ -2,28 +2,13 @@
 //! adapter's metrics on its /metrics, with counts that follow from the requests sent.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use sonde::instrument::HttpServerMetrics;
 
 fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    sonde_tests::http::raw_request(addr, method, path, Duration::from_secs(10)).unwrap()
 }
 
 /// The value of the sample line that starts with `series ` (exact labels, in order).
@@ -37,15 +22,7 @@ fn every_adapter_reports_what_the_requests_did() {
     let dir = std::env::temp_dir().join(format!("sonde-shop-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let registry = sonde::Registry::new();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
+    let (rt, listener, addr) = sonde_tests::serve::loopback_runtime(2);
     let reg = registry.clone();
     let db = dir.join("shop.db");
     let shop = rt
@@ -84,17 +61,7 @@ fn every_adapter_reports_what_the_requests_did() {
     }
     assert_eq!((created, declined), (8, 2), "every 5th payment is declined");
 
-    let text = {
-        let mut s = TcpStream::connect(exporter.local_addr()).unwrap();
-        write!(
-            s,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    };
+    let (_, text) = request(exporter.local_addr(), "GET", "/metrics");
     let route = |method: &str, route: &str, status: &str, error: &str| {
         sample(
             &text,

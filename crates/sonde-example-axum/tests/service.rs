@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -65,21 +65,8 @@ impl Drop for Service {
 
 /// One HTTP/1.1 request: (status, body).
 fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, TIMEOUT).unwrap();
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out
-        .get(9..12)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("{method} {path}: not an HTTP response: {out:?}"));
-    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
-    (status, body)
+    sonde_tests::http::raw_request(addr, method, path, TIMEOUT)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
 /// `name{labels} value` samples of a text exposition, by their labels.
@@ -159,14 +146,7 @@ fn requests_are_counted_by_route_template_on_metrics() {
 
     // Only templates as routes, and the 500s carry their error type.
     let routes: BTreeSet<&str> = counts.keys().map(|l| l["http_route"].as_str()).collect();
-    let templates = BTreeSet::from([
-        "",
-        "/users/{id}",
-        "/orders",
-        "/checkout",
-        "/report",
-        "/health",
-    ]);
+    let templates = BTreeSet::from(sonde_tests::example::AXUM_ROUTES);
     assert!(
         routes.is_subset(&templates),
         "raw paths recorded: {routes:?}"

@@ -4,13 +4,14 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use sonde_core::{CollectorGuard, Counter, Family, Gauge, Registry, Unit};
 
+use crate::entries::Entries;
 use crate::host::{Cumulative, CumulativeSecs, clamp_i64, collector_errors};
 use crate::reading::parse_pressure;
+use crate::shared::Shared;
 use crate::*;
 
 /// The labels of every cgroup family, in this order.
@@ -110,18 +111,12 @@ impl CgroupCollector {
             containers: self.containers,
             max_cgroups: self.max_cgroups,
             families: Families::register(&registry)?,
-            cgroups: HashMap::new(),
+            cgroups: Entries::new(),
             generation: 0,
         };
         state.collect(true);
-        let shared = Arc::new(Shared {
-            installed: AtomicBool::new(true),
-            state: Mutex::new(Some(state)),
-        });
-        let hook = self.on_collect.then(|| {
-            let hook = shared.clone();
-            registry.register_collector(move || hook.collect())
-        });
+        let shared = Shared::new(state);
+        let hook = self.on_collect.then(|| shared.hook(&registry, collect));
         Ok(CgroupMetrics {
             _hook: hook.map(Arc::new),
             shared,
@@ -149,7 +144,7 @@ impl CgroupCollector {
 #[derive(Clone)]
 #[must_use = "dropping the handle stops the cgroup metrics: keep it for as long as they should be collected"]
 pub struct CgroupMetrics {
-    shared: Arc<Shared>,
+    shared: Arc<Shared<State>>,
     _hook: Option<Arc<CollectorGuard>>,
 }
 
@@ -162,14 +157,16 @@ impl std::fmt::Debug for CgroupMetrics {
 impl CgroupMetrics {
     /// Reads every cgroup now: new ones get series, vanished ones lose theirs.
     pub fn collect(&self) {
-        self.shared.collect();
+        collect(&self.shared);
     }
 
     /// The cgroup paths reported now.
     pub fn paths(&self) -> Vec<String> {
-        let mut v: Vec<String> = lock(&self.shared.state)
+        let mut v: Vec<String> = self
+            .shared
+            .state()
             .as_ref()
-            .map(|s| s.cgroups.keys().cloned().collect())
+            .map(|s| s.cgroups.iter().map(|(path, _)| path.clone()).collect())
             .unwrap_or_default();
         v.sort();
         v
@@ -177,11 +174,9 @@ impl CgroupMetrics {
 
     /// Stops collecting and removes every series it created. Idempotent.
     pub fn uninstall(&self) {
-        self.shared.installed.store(false, Ordering::Relaxed);
-        if let Some(mut state) = lock(&self.shared.state).take() {
-            let paths: Vec<String> = state.cgroups.keys().cloned().collect();
-            for p in paths {
-                state.remove(&p);
+        if let Some(state) = self.shared.uninstall() {
+            for (_, e) in state.cgroups.iter() {
+                state.families.remove(e);
             }
         }
     }
@@ -189,24 +184,9 @@ impl CgroupMetrics {
 
 crate::collector_component!(CgroupMetrics, "cgroup");
 
-struct Shared {
-    installed: AtomicBool,
-    state: Mutex<Option<State>>,
-}
-
-impl Shared {
-    fn collect(&self) {
-        if !self.installed.load(Ordering::Relaxed) {
-            return;
-        }
-        if let Some(state) = lock(&self.state).as_mut() {
-            state.collect(false);
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+/// One reading of the cgroups, waiting for one in progress on another thread.
+fn collect(shared: &Shared<State>) {
+    shared.collect(true, |state| state.collect(false));
 }
 
 /// Where each controller's files are.
@@ -387,79 +367,94 @@ struct Families {
 
 impl Families {
     fn register(registry: &Registry) -> Result<Families, Error> {
-        let with = |extra: &'static str| {
+        // Every family is labelled CGROUP_LABELS, and some by one more label (`extra`).
+        let labels = |extra: Option<&'static str>| {
             let mut l: Vec<&'static str> = CGROUP_LABELS.to_vec();
-            l.push(extra);
+            l.extend(extra);
             l
+        };
+        let counter = |name: &'static str, description: &'static str, unit: Unit, extra| {
+            registry
+                .counter(name)
+                .description(description)
+                .unit(unit)
+                .labels(labels(extra))
+                .build()
+        };
+        let seconds = |name: &'static str, description: &'static str, extra| {
+            registry
+                .counter_f64(name)
+                .description(description)
+                .unit(Unit::Seconds)
+                .labels(labels(extra))
+                .build()
+        };
+        let bytes = |name: &'static str, description: &'static str| {
+            registry
+                .gauge(name)
+                .description(description)
+                .unit(Unit::Bytes)
+                .labels(CGROUP_LABELS)
+                .build()
         };
         Ok(Families {
             errors: collector_errors(registry)?,
-            cpu_time: registry
-                .counter_f64(CONTAINER_CPU_TIME)
-                .description("CPU seconds the cgroup's tasks used.")
-                .unit(Unit::Seconds)
-                .labels(CGROUP_LABELS)
-                .build()?,
-            throttled_periods: registry
-                .counter(CONTAINER_CPU_THROTTLED_PERIODS)
-                .description("Enforcement periods in which the cgroup hit its CPU limit.")
-                .unit(Unit::Count("{period}".into()))
-                .labels(CGROUP_LABELS)
-                .build()?,
-            throttled_time: registry
-                .counter_f64(CONTAINER_CPU_THROTTLED_TIME)
-                .description("Seconds the cgroup's tasks were held back by its CPU limit.")
-                .unit(Unit::Seconds)
-                .labels(CGROUP_LABELS)
-                .build()?,
-            memory_usage: registry
-                .gauge(CONTAINER_MEMORY_USAGE)
-                .description("Memory the cgroup uses, page cache included.")
-                .unit(Unit::Bytes)
-                .labels(CGROUP_LABELS)
-                .build()?,
-            memory_limit: registry
-                .gauge(CONTAINER_MEMORY_LIMIT)
-                .description("The cgroup's memory limit; no series when it has none.")
-                .unit(Unit::Bytes)
-                .labels(CGROUP_LABELS)
-                .build()?,
-            working_set: registry
-                .gauge(CONTAINER_MEMORY_WORKING_SET)
-                .description("Memory usage minus inactive file cache: what the OOM killer and the kubelet's eviction look at.")
-                .unit(Unit::Bytes)
-                .labels(CGROUP_LABELS)
-                .build()?,
-            oom_kills: registry
-                .counter(CONTAINER_MEMORY_OOM_KILLS)
-                .description("Processes of the cgroup killed for exceeding its memory limit.")
-                .unit(Unit::Count("{kill}".into()))
-                .labels(CGROUP_LABELS)
-                .build()?,
-            disk_io: registry
-                .counter(CONTAINER_DISK_IO)
-                .description("Bytes the cgroup read from and wrote to block devices.")
-                .unit(Unit::Bytes)
-                .labels(with(DISK_IO_DIRECTION_LABEL))
-                .build()?,
-            disk_operations: registry
-                .counter(CONTAINER_DISK_OPERATIONS)
-                .description("Block device operations of the cgroup.")
-                .unit(Unit::Count("{operation}".into()))
-                .labels(with(DISK_IO_DIRECTION_LABEL))
-                .build()?,
-            pressure_waiting: registry
-                .counter_f64(CONTAINER_PRESSURE_WAITING)
-                .description("Seconds in which some of the cgroup's tasks were stalled waiting for the resource (cgroup v2 pressure, the `some` line).")
-                .unit(Unit::Seconds)
-                .labels(with(PRESSURE_RESOURCE_LABEL))
-                .build()?,
-            pressure_stalled: registry
-                .counter_f64(CONTAINER_PRESSURE_STALLED)
-                .description("Seconds in which all of the cgroup's non-idle tasks were stalled on the resource at once (cgroup v2 pressure, the `full` line).")
-                .unit(Unit::Seconds)
-                .labels(with(PRESSURE_RESOURCE_LABEL))
-                .build()?,
+            cpu_time: seconds(
+                CONTAINER_CPU_TIME,
+                "CPU seconds the cgroup's tasks used.",
+                None,
+            )?,
+            throttled_periods: counter(
+                CONTAINER_CPU_THROTTLED_PERIODS,
+                "Enforcement periods in which the cgroup hit its CPU limit.",
+                Unit::Count("{period}".into()),
+                None,
+            )?,
+            throttled_time: seconds(
+                CONTAINER_CPU_THROTTLED_TIME,
+                "Seconds the cgroup's tasks were held back by its CPU limit.",
+                None,
+            )?,
+            memory_usage: bytes(
+                CONTAINER_MEMORY_USAGE,
+                "Memory the cgroup uses, page cache included.",
+            )?,
+            memory_limit: bytes(
+                CONTAINER_MEMORY_LIMIT,
+                "The cgroup's memory limit; no series when it has none.",
+            )?,
+            working_set: bytes(
+                CONTAINER_MEMORY_WORKING_SET,
+                "Memory usage minus inactive file cache: what the OOM killer and the kubelet's eviction look at.",
+            )?,
+            oom_kills: counter(
+                CONTAINER_MEMORY_OOM_KILLS,
+                "Processes of the cgroup killed for exceeding its memory limit.",
+                Unit::Count("{kill}".into()),
+                None,
+            )?,
+            disk_io: counter(
+                CONTAINER_DISK_IO,
+                "Bytes the cgroup read from and wrote to block devices.",
+                Unit::Bytes,
+                Some(DISK_IO_DIRECTION_LABEL),
+            )?,
+            disk_operations: counter(
+                CONTAINER_DISK_OPERATIONS,
+                "Block device operations of the cgroup.",
+                Unit::Count("{operation}".into()),
+                Some(DISK_IO_DIRECTION_LABEL),
+            )?,
+            pressure_waiting: seconds(
+                CONTAINER_PRESSURE_WAITING,
+                "Seconds in which some of the cgroup's tasks were stalled waiting for the resource (cgroup v2 pressure, the `some` line).",
+                Some(PRESSURE_RESOURCE_LABEL),
+            )?,
+            pressure_stalled: seconds(
+                CONTAINER_PRESSURE_STALLED,
+                "Seconds in which all of the cgroup's non-idle tasks were stalled on the resource at once (cgroup v2 pressure, the `full` line).",
+                Some(PRESSURE_RESOURCE_LABEL),
+            )?,
         })
     }
 }
@@ -475,7 +470,6 @@ struct Entry {
     /// device, so a device that goes does not look like a reset of the sum.
     io: HashMap<String, [Cumulative; 4]>,
     pressure: HashMap<(&'static str, bool), CumulativeSecs>,
-    generation: u64,
 }
 
 /// One reading of a cgroup; `None` where the file is absent or unreadable.
@@ -509,7 +503,7 @@ struct State {
     containers: bool,
     max_cgroups: usize,
     families: Families,
-    cgroups: HashMap<String, Entry>,
+    cgroups: Entries<String, Entry>,
     generation: u64,
 }
 
@@ -558,28 +552,22 @@ impl State {
                 continue;
             }
             let id = identity.unwrap_or_default();
-            let entry = self.cgroups.entry(path.clone()).or_insert_with(|| Entry {
-                labels: [path.clone(), id.container_id, id.runtime, id.pod_uid],
-                cpu: None,
-                throttled_periods: None,
-                throttled_time: None,
-                oom_kills: None,
-                io: HashMap::new(),
-                pressure: HashMap::new(),
-                generation,
-            });
-            entry.generation = generation;
+            let entry = self
+                .cgroups
+                .seen_or_insert_with(path, generation, |path| Entry {
+                    labels: [path.clone(), id.container_id, id.runtime, id.pod_uid],
+                    cpu: None,
+                    throttled_periods: None,
+                    throttled_time: None,
+                    oom_kills: None,
+                    io: HashMap::new(),
+                    pressure: HashMap::new(),
+                });
             record(&self.families, entry, &reading, first);
         }
-        let gone: Vec<String> = self
-            .cgroups
-            .iter()
-            .filter(|(_, e)| e.generation != generation)
-            .map(|(p, _)| p.clone())
-            .collect();
-        for p in gone {
-            self.remove(&p);
-        }
+        let families = &self.families;
+        self.cgroups
+            .remove_unseen(generation, |_, e| families.remove(e));
     }
 
     fn read(&self, path: &str) -> Reading {
@@ -659,12 +647,12 @@ impl State {
         }
         r
     }
+}
 
-    fn remove(&mut self, path: &str) {
-        let Some(e) = self.cgroups.remove(path) else {
-            return;
-        };
-        let f = &self.families;
+impl Families {
+    /// Removes the series of the cgroup of `e`.
+    fn remove(&self, e: &Entry) {
+        let f = self;
         let l: Vec<&str> = e.labels.iter().map(String::as_str).collect();
         f.cpu_time.remove(&l);
         f.throttled_periods.remove(&l);

@@ -2,15 +2,17 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use regex::Regex;
 use sonde_core::{Counter, Family, Gauge, Registry, Unit};
 
-use crate::reading::{CPU_MODES, Cpu, CpuTicks, DiskIo, Filesystem, Memory, NetIo, Pressure};
+use crate::entries::Entries;
+use crate::reading::{
+    CPU_MODES, Cpu, CpuTicks, DiskIo, Filesystem, Memory, Mount, NetIo, Pressure,
+};
+use crate::shared::{Running, Shared};
 use crate::source::{Got, Miss, Source};
 use crate::*;
 
@@ -264,29 +266,26 @@ impl HostCollector {
             families,
             filters,
             per_cpu: self.per_cpu,
-            cpus: HashMap::new(),
+            cpus: Entries::new(),
             util_at: None,
             process_created: None,
-            filesystems: HashMap::new(),
-            disks: HashMap::new(),
-            networks: HashMap::new(),
+            filesystems: Entries::new(),
+            disks: Entries::new(),
+            networks: Entries::new(),
             pressure: HashMap::new(),
             generation: 0,
         };
         state.update(true);
-        let shared = Arc::new(Shared {
-            installed: AtomicBool::new(true),
-            state: Mutex::new(Some(state)),
-        });
-        let hook = self.on_collect.then(|| {
-            let hook = shared.clone();
-            registry.register_collector(move || hook.collect(false))
-        });
+        let shared = Shared::new(state);
+        let hook = self
+            .on_collect
+            .then(|| shared.hook(&registry, |shared| collect(shared, false)));
         Ok(HostMetrics {
-            _running: Arc::new(Running {
-                shared: shared.clone(),
+            _running: Running::new(
+                &shared,
                 hook,
-            }),
+                "host metrics: stopping because the handle was dropped (keep it in a variable, `let _host = ...`, for as long as they should be collected)",
+            ),
             shared,
         })
     }
@@ -336,24 +335,8 @@ fn portable_source() -> Result<Source, Error> {
 #[derive(Clone)]
 #[must_use = "dropping the handle stops the host metrics: keep it (`let _host = ...`) for as long as they should be collected"]
 pub struct HostMetrics {
-    shared: Arc<Shared>,
-    _running: Arc<Running>,
-}
-
-/// Stops the collection, and removes the collect hook, when the last handle goes.
-struct Running {
-    shared: Arc<Shared>,
-    hook: Option<sonde_core::CollectorGuard>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if self.shared.installed.swap(false, Ordering::Relaxed) && self.hook.is_some() {
-            sonde_core::diag::info(format_args!(
-                "host metrics: stopping because the handle was dropped (keep it in a variable, `let _host = ...`, for as long as they should be collected)"
-            ));
-        }
-    }
+    shared: Arc<Shared<State>>,
+    _running: Arc<Running<State>>,
 }
 
 impl fmt::Debug for HostMetrics {
@@ -370,19 +353,18 @@ impl HostMetrics {
     /// another thread is waited for. Never panics: what cannot be read leaves its series as
     /// they were and counts in `sonde.collector.errors{collector="host"}`.
     pub fn collect(&self) {
-        self.shared.collect(true);
+        collect(&self.shared, true);
     }
 
     /// Whether the collector still updates its families.
     pub fn is_installed(&self) -> bool {
-        self.shared.installed.load(Ordering::Relaxed)
+        self.shared.is_installed()
     }
 
     /// Stops collecting and removes the series this collector created (the families stay,
     /// empty; the collect hook goes with the last handle). Idempotent.
     pub fn uninstall(&self) {
-        self.shared.installed.store(false, Ordering::Relaxed);
-        if let Some(state) = lock(&self.shared.state).take() {
+        if let Some(state) = self.shared.uninstall() {
             state.remove_all();
         }
     }
@@ -390,30 +372,13 @@ impl HostMetrics {
 
 crate::collector_component!(HostMetrics, "host");
 
-struct Shared {
-    installed: AtomicBool,
-    state: Mutex<Option<State>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every step leaves the state usable (plain numbers and handles).
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Shared {
-    fn collect(&self, wait: bool) {
-        if !self.installed.load(Ordering::Relaxed) {
-            return;
-        }
-        // None: another thread is reading the host right now.
-        let Some(mut guard) = sonde_core::collection_lock(&self.state, wait) else {
-            return;
-        };
-        let Some(state) = guard.as_mut() else { return };
-        if catch_unwind(AssertUnwindSafe(|| state.update(false))).is_err() {
-            state.families.error("panic");
-        }
-    }
+/// One reading of the host; a panic counts as an error.
+fn collect(shared: &Shared<State>, wait: bool) {
+    shared.collect_catching(
+        wait,
+        |state| state.update(false),
+        |state| state.families.error("panic"),
+    );
 }
 
 struct Filters {
@@ -522,7 +487,6 @@ struct CpuEntry {
     utilization: Vec<Gauge<f64>>,
     /// Ticks at the start of the utilization window (`None`: since boot).
     window_start: Option<CpuTicks>,
-    generation: u64,
 }
 
 struct FsEntry {
@@ -531,7 +495,6 @@ struct FsEntry {
     usage: [Gauge; 3],
     utilization: [Gauge<f64>; 3],
     limit: Gauge,
-    generation: u64,
 }
 
 struct DiskEntry {
@@ -539,7 +502,6 @@ struct DiskEntry {
     ops: Option<[Cumulative; 2]>,
     op_time: Option<[CumulativeSecs; 2]>,
     io_time: Option<CumulativeSecs>,
-    generation: u64,
 }
 
 struct NetEntry {
@@ -547,7 +509,6 @@ struct NetEntry {
     packets: [Cumulative; 2],
     errors: [Cumulative; 2],
     dropped: Option<[Cumulative; 2]>,
-    generation: u64,
 }
 
 const FS_STATES: [&str; 3] = ["used", "free", "reserved"];
@@ -560,12 +521,12 @@ struct State {
     filters: Filters,
     per_cpu: bool,
     /// By logical CPU number (`None`: all CPUs).
-    cpus: HashMap<Option<u32>, CpuEntry>,
+    cpus: Entries<Option<u32>, CpuEntry>,
     util_at: Option<Instant>,
     process_created: Option<Cumulative>,
-    filesystems: HashMap<[String; 4], FsEntry>,
-    disks: HashMap<String, DiskEntry>,
-    networks: HashMap<String, NetEntry>,
+    filesystems: Entries<[String; 4], FsEntry>,
+    disks: Entries<String, DiskEntry>,
+    networks: Entries<String, NetEntry>,
     /// Per resource and line (`false`: some, `true`: full).
     pressure: HashMap<(&'static str, bool), CumulativeSecs>,
     /// Increments at every reading; entries not seen in the latest are removed.
@@ -627,7 +588,11 @@ impl State {
     }
 
     /// Reads one thing; a failure is counted and gives `None`.
-    fn read<T>(&mut self, f: fn(&mut Source) -> Got<T>, reason: &'static str) -> Option<T> {
+    fn read<T>(
+        &mut self,
+        f: impl FnOnce(&mut Source) -> Got<T>,
+        reason: &'static str,
+    ) -> Option<T> {
         match f(&mut self.source) {
             Ok(v) => Some(v),
             Err(Miss::Failed) => {
@@ -672,18 +637,11 @@ impl State {
                 ticks_per_second,
             } => {
                 let tps = ticks_per_second as f64;
-                let entries: Vec<(Option<u32>, CpuTicks)> = if self.per_cpu {
-                    per_cpu.into_iter().map(|(n, t)| (Some(n), t)).collect()
-                } else {
-                    vec![(None, total)]
-                };
-                for (n, ticks) in entries {
+                for (n, ticks) in cpus_reported(self.per_cpu, total, per_cpu) {
                     let fams = &self.families;
                     let entry = self
                         .cpus
-                        .entry(n)
-                        .or_insert_with(|| fams.cpu_entry(n, &ticks, tps));
-                    entry.generation = generation;
+                        .seen_or_insert_with(n, generation, |_| fams.cpu_entry(n, &ticks, tps));
                     for (c, t) in entry.times.iter_mut().zip(ticks) {
                         c.update(t);
                     }
@@ -705,18 +663,11 @@ impl State {
                 }
             }
             Cpu::Usage { total, per_cpu } => {
-                let entries: Vec<(Option<u32>, f64)> = if self.per_cpu {
-                    per_cpu.into_iter().map(|(n, u)| (Some(n), u)).collect()
-                } else {
-                    vec![(None, total)]
-                };
-                for (n, usage) in entries {
+                for (n, usage) in cpus_reported(self.per_cpu, total, per_cpu) {
                     let fams = &self.families;
                     let entry = self
                         .cpus
-                        .entry(n)
-                        .or_insert_with(|| fams.cpu_entry(n, &[0; 7], 1.0));
-                    entry.generation = generation;
+                        .seen_or_insert_with(n, generation, |_| fams.cpu_entry(n, &[0; 7], 1.0));
                     if let Some(g) = entry.utilization.first() {
                         g.set(usage);
                     }
@@ -724,13 +675,8 @@ impl State {
             }
         }
         let fams = &self.families;
-        self.cpus.retain(|_, e| {
-            let keep = e.generation == generation;
-            if !keep {
-                fams.remove_cpu(e);
-            }
-            keep
-        });
+        self.cpus
+            .remove_unseen(generation, |_, e| fams.remove_cpu(e));
     }
 
     fn update_filesystems(&mut self) {
@@ -744,27 +690,26 @@ impl State {
         let generation = self.generation;
         for fs in list {
             let Filesystem {
-                device,
-                mountpoint,
-                fs_type,
-                mode,
+                mount:
+                    Mount {
+                        device,
+                        mountpoint,
+                        fs_type,
+                        mode,
+                    },
                 sizes,
             } = fs;
             let key = [device, mountpoint, fs_type, mode.to_owned()];
             let Some(sizes) = sizes else {
                 // Keeps the series of a filesystem seen before as they were.
-                if let Some(e) = self.filesystems.get_mut(&key) {
-                    e.generation = generation;
-                }
+                self.filesystems.get_seen(&key, generation);
                 self.families.error("statvfs");
                 continue;
             };
             let fams = &self.families;
             let entry = self
                 .filesystems
-                .entry(key)
-                .or_insert_with_key(|key| fams.fs_entry(key));
-            entry.generation = generation;
+                .seen_or_insert_with(key, generation, |key| fams.fs_entry(key));
             let states = sizes.states();
             for ((usage, util), v) in entry.usage.iter().zip(&entry.utilization).zip(states) {
                 usage.set(clamp_i64(v));
@@ -773,109 +718,76 @@ impl State {
             entry.limit.set(clamp_i64(sizes.total));
         }
         let fams = &self.families;
-        self.filesystems.retain(|_, e| {
-            let keep = e.generation == generation;
-            if !keep {
-                fams.remove_fs(e);
-            }
-            keep
-        });
+        self.filesystems
+            .remove_unseen(generation, |_, e| fams.remove_fs(e));
     }
 
     fn update_disks(&mut self, first: bool) {
-        let list = match self.source.disks(self.filters.disk_partitions) {
-            Ok(l) => l,
-            Err(Miss::Failed) => return self.families.error("disks"),
-            Err(Miss::Unsupported) => return,
+        let partitions = self.filters.disk_partitions;
+        let Some(list) = self.read(|s| s.disks(partitions), "disks") else {
+            return;
         };
-        let generation = self.generation;
-        for d in list {
-            if self
-                .filters
-                .disks
-                .as_ref()
-                .is_some_and(|r| r.is_match(&d.name))
-            {
-                continue;
-            }
-            let fams = &self.families;
-            match self.disks.get_mut(&d.name) {
-                Some(e) => {
-                    e.generation = generation;
-                    e.update(&d);
-                }
-                None => {
-                    let mut e = fams.disk_entry(&d, first);
-                    e.generation = generation;
-                    self.disks.insert(d.name, e);
-                }
-            }
-        }
         let fams = &self.families;
-        self.disks.retain(|name, e| {
-            let keep = e.generation == generation;
-            if !keep {
-                fams.remove_disk(name);
-            }
-            keep
-        });
+        self.disks.update_listed(
+            self.generation,
+            not_excluded(list, self.filters.disks.as_ref(), |d| &d.name),
+            DiskEntry::update,
+            |d| fams.disk_entry(d, first),
+            |name, _| fams.remove_disk(name),
+        );
     }
 
     fn update_networks(&mut self, first: bool) {
-        let list = match self.source.networks() {
-            Ok(l) => l,
-            Err(Miss::Failed) => return self.families.error("network"),
-            Err(Miss::Unsupported) => return,
+        let Some(list) = self.read(Source::networks, "network") else {
+            return;
         };
-        let generation = self.generation;
-        for n in list {
-            if self
-                .filters
-                .interfaces
-                .as_ref()
-                .is_some_and(|r| r.is_match(&n.name))
-            {
-                continue;
-            }
-            let fams = &self.families;
-            match self.networks.get_mut(&n.name) {
-                Some(e) => {
-                    e.generation = generation;
-                    e.update(&n);
-                }
-                None => {
-                    let mut e = fams.net_entry(&n, first);
-                    e.generation = generation;
-                    self.networks.insert(n.name, e);
-                }
-            }
-        }
         let fams = &self.families;
-        self.networks.retain(|name, e| {
-            let keep = e.generation == generation;
-            if !keep {
-                fams.remove_net(name);
-            }
-            keep
-        });
+        self.networks.update_listed(
+            self.generation,
+            not_excluded(list, self.filters.interfaces.as_ref(), |n| &n.name),
+            NetEntry::update,
+            |n| fams.net_entry(n, first),
+            |name, _| fams.remove_net(name),
+        );
     }
 
     /// Removes every series this collector created.
     fn remove_all(self) {
         let f = &self.families;
-        for e in self.cpus.values() {
+        for (_, e) in self.cpus.iter() {
             f.remove_cpu(e);
         }
-        for e in self.filesystems.values() {
+        for (_, e) in self.filesystems.iter() {
             f.remove_fs(e);
         }
-        for name in self.disks.keys() {
+        for (name, _) in self.disks.iter() {
             f.remove_disk(name);
         }
-        for name in self.networks.keys() {
+        for (name, _) in self.networks.iter() {
             f.remove_net(name);
         }
     }
+}
+
+/// The readings to report by logical CPU number: each CPU's with `per_cpu`, else the total
+/// (`None`).
+fn cpus_reported<T>(per_cpu: bool, total: T, each: Vec<(u32, T)>) -> Vec<(Option<u32>, T)> {
+    if per_cpu {
+        each.into_iter().map(|(n, t)| (Some(n), t)).collect()
+    } else {
+        vec![(None, total)]
+    }
+}
+
+/// The items of `list` (disks, interfaces) whose name `exclude` does not match, by name.
+fn not_excluded<T>(
+    list: Vec<T>,
+    exclude: Option<&Regex>,
+    name: fn(&T) -> &String,
+) -> impl Iterator<Item = (String, T)> {
+    list.into_iter()
+        .filter(move |item| !exclude.is_some_and(|r| r.is_match(name(item))))
+        .map(move |item| (name(&item).clone(), item))
 }
 
 impl DiskEntry {
@@ -1228,7 +1140,6 @@ impl Families {
             times,
             values,
             window_start: None,
-            generation: 0,
         }
     }
 
@@ -1252,7 +1163,6 @@ impl Families {
             utilization: FS_STATES.map(|s| self.fs_utilization.with(&with_state(s))),
             limit: self.fs_limit.with(base),
             base: base.clone(),
-            generation: 0,
         }
     }
 
@@ -1292,7 +1202,6 @@ impl Families {
                 ]
             }),
             io_time: d.ops.map(|o| ms(&self.disk_io_time, &[name], o.io_ms)),
-            generation: 0,
         }
     }
 
@@ -1315,7 +1224,6 @@ impl Families {
             packets: pair(&self.net_packets, n.packets),
             errors: pair(&self.net_errors, n.errors),
             dropped: n.dropped.map(|d| pair(&self.net_dropped, d)),
-            generation: 0,
         }
     }
 

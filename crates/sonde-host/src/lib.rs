@@ -219,7 +219,7 @@
 #![warn(missing_docs)]
 
 /// Implements [`sonde_core::Component`] for a collector handle with `collect()` and a
-/// `shared.installed` flag. A collector reads when the registry is read: `flush` reads now (so
+/// `shared: Arc<crate::shared::Shared<_>>`. A collector reads when the registry is read: `flush` reads now (so
 /// the next export sees the values of this moment); `shutdown` stops collecting, on purpose
 /// (dropping the handle then logs nothing), and the series keep their last values (`uninstall`
 /// removes them too). Idempotent.
@@ -244,9 +244,7 @@ macro_rules! collector_component {
                 &self,
                 _timeout: std::time::Duration,
             ) -> Result<(), sonde_core::ComponentError> {
-                self.shared
-                    .installed
-                    .store(false, std::sync::atomic::Ordering::Relaxed);
+                self.shared.stop();
                 Ok(())
             }
         }
@@ -256,6 +254,7 @@ pub(crate) use collector_component;
 
 mod cgroup;
 mod config;
+mod entries;
 mod host;
 #[cfg(target_os = "linux")]
 mod linux;
@@ -263,6 +262,7 @@ mod procstat;
 // Parts of these are only built from `/proc` readings (CPU ticks, disk operations).
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 mod reading;
+mod shared;
 #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
 mod source;
 

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use sonde_process::procfs::{parse_uptime, unescape_octal};
 
+use crate::reading::Mount;
 use crate::reading::{
     Cpu, CpuTicks, DiskIo, DiskOps, FsSizes, Memory, NetIo, Pressure, parse_pressure,
 };
@@ -27,15 +28,6 @@ pub(crate) struct Procfs {
     rootfs: Option<PathBuf>,
     buf: Vec<u8>,
     ticks_per_second: u64,
-}
-
-/// One line of `/proc/self/mounts`.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Mount {
-    pub(crate) device: String,
-    pub(crate) mountpoint: String,
-    pub(crate) fs_type: String,
-    pub(crate) mode: &'static str,
 }
 
 impl Procfs {
@@ -181,18 +173,25 @@ fn list_dir(dir: &Path) -> Option<HashSet<String>> {
     )
 }
 
-fn parse_ticks<'a>(fields: impl Iterator<Item = &'a str>) -> Option<CpuTicks> {
-    // user nice system idle iowait irq softirq steal guest guest_nice; older kernels stop
-    // earlier. Guest time is already part of user and nice.
-    let mut v = [0u64; 8];
+/// The first `N` numbers of `fields` (0 for those missing past the first `min`); `None` when
+/// one is not a number or fewer than `min` are there.
+fn parse_numbers<'a, const N: usize>(
+    fields: impl Iterator<Item = &'a str>,
+    min: usize,
+) -> Option<[u64; N]> {
+    let mut v = [0u64; N];
     let mut n = 0;
     for (slot, f) in v.iter_mut().zip(fields) {
         *slot = f.parse().ok()?;
         n += 1;
     }
-    if n < 4 {
-        return None;
-    }
+    (n >= min).then_some(v)
+}
+
+fn parse_ticks<'a>(fields: impl Iterator<Item = &'a str>) -> Option<CpuTicks> {
+    // user nice system idle iowait irq softirq steal guest guest_nice; older kernels stop
+    // earlier. Guest time is already part of user and nice.
+    let v: [u64; 8] = parse_numbers(fields, 4)?;
     let [user, nice, system, idle, iowait, irq, softirq, steal] = v;
     Some([
         user,
@@ -291,15 +290,7 @@ pub(crate) fn parse_diskstats(text: &str) -> Option<Vec<DiskIo>> {
         let (Some(_major), Some(_minor), Some(name)) = (f.next(), f.next(), f.next()) else {
             continue;
         };
-        let mut n = [0u64; 10];
-        let mut got = 0;
-        for (slot, x) in n.iter_mut().zip(f) {
-            *slot = x.parse().ok()?;
-            got += 1;
-        }
-        if got < 10 {
-            return None;
-        }
+        let n: [u64; 10] = parse_numbers(f, 10)?;
         // reads merged sectors ms | writes merged sectors ms | in-flight io_ms
         let [
             reads,

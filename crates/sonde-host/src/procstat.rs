@@ -5,10 +5,8 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::io::Read;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use regex::Regex;
 use sonde_core::{Counter, Family, Gauge, Registry, Unit};
@@ -21,6 +19,7 @@ use sysinfo::{
 };
 
 use crate::host::collector_errors;
+use crate::shared::{Running, Shared};
 use crate::{
     CPU_MODE_LABEL, Error, GROUP_CPU_TIME, GROUP_CPU_UTILIZATION, GROUP_MEMORY_USAGE,
     GROUP_MEMORY_VIRTUAL, GROUP_OPEN_FILE_DESCRIPTORS, GROUP_PROCESS_COUNT, GROUP_THREAD_COUNT,
@@ -216,18 +215,15 @@ impl ProcstatCollector {
         };
         state.update(true);
         state.first = false;
-        let shared = Arc::new(Shared {
-            installed: AtomicBool::new(true),
-            state: Mutex::new(Some(state)),
-        });
-        let hook = shared.clone();
+        let shared = Shared::new(state);
         let rematch = self.on_collect;
-        let hook = registry.register_collector(move || hook.collect(false, rematch));
+        let hook = shared.hook(&registry, move |shared| collect(shared, false, rematch));
         Ok(ProcstatMetrics {
-            _running: Arc::new(Running {
-                shared: shared.clone(),
-                _hook: hook,
-            }),
+            _running: Running::new(
+                &shared,
+                Some(hook),
+                "procstat: stopping because its handle was dropped (keep it in a variable, `let _procstat = ...`, for as long as it should run)",
+            ),
             shared,
         })
     }
@@ -239,24 +235,8 @@ impl ProcstatCollector {
 #[derive(Clone)]
 #[must_use = "dropping the handle stops procstat: keep it (`let _procstat = ...`) for as long as it should run"]
 pub struct ProcstatMetrics {
-    shared: Arc<Shared>,
-    _running: Arc<Running>,
-}
-
-/// Stops the collection, and removes the collect hook, when the last handle goes.
-struct Running {
-    shared: Arc<Shared>,
-    _hook: sonde_core::CollectorGuard,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if self.shared.installed.swap(false, Ordering::Relaxed) {
-            sonde_core::diag::info(format_args!(
-                "procstat: stopping because its handle was dropped (keep it in a variable, `let _procstat = ...`, for as long as it should run)"
-            ));
-        }
-    }
+    shared: Arc<Shared<State>>,
+    _running: Arc<Running<State>>,
 }
 
 impl fmt::Debug for ProcstatMetrics {
@@ -273,12 +253,12 @@ impl ProcstatMetrics {
     /// updates the group totals. Call it from any thread; a collection in progress on another
     /// thread is waited for. Never panics.
     pub fn collect(&self) {
-        self.shared.collect(true, true);
+        collect(&self.shared, true, true);
     }
 
     /// The `process.match` value of each matcher and the pids it follows, sorted.
     pub fn matches(&self) -> Vec<(String, Vec<u32>)> {
-        let guard = lock(&self.shared.state);
+        let guard = self.shared.state();
         let Some(state) = guard.as_ref() else {
             return Vec::new();
         };
@@ -295,7 +275,7 @@ impl ProcstatMetrics {
 
     /// Whether the collector still looks for processes.
     pub fn is_installed(&self) -> bool {
-        self.shared.installed.load(Ordering::Relaxed)
+        self.shared.is_installed()
     }
 
     /// Stops looking, uninstalls every process collector and removes the series (per process,
@@ -309,8 +289,7 @@ impl ProcstatMetrics {
     /// configuration) that follows them too goes on with the same series, so nothing resets
     /// and delta exporters count nothing twice. Idempotent.
     pub fn uninstall_except(&self, keep: &[String]) {
-        self.shared.installed.store(false, Ordering::Relaxed);
-        if let Some(mut state) = lock(&self.shared.state).take() {
+        if let Some(mut state) = self.shared.uninstall() {
             for i in 0..state.matchers.len() {
                 if keep.contains(&state.matchers[i].label) {
                     continue;
@@ -327,31 +306,14 @@ impl ProcstatMetrics {
 
 crate::collector_component!(ProcstatMetrics, "procstat");
 
-struct Shared {
-    installed: AtomicBool,
-    state: Mutex<Option<State>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Shared {
-    /// One collection: looks for processes if `rematch`, then reads the ones followed. From
-    /// the hook (`wait == false`), a collection in progress on another thread is not waited
-    /// for (it is refreshing the same values).
-    fn collect(&self, wait: bool, rematch: bool) {
-        if !self.installed.load(Ordering::Relaxed) {
-            return;
-        }
-        let Some(mut guard) = sonde_core::collection_lock(&self.state, wait) else {
-            return;
-        };
-        let Some(state) = guard.as_mut() else { return };
-        if catch_unwind(AssertUnwindSafe(|| state.update(rematch))).is_err() {
-            state.error("panic");
-        }
-    }
+/// One collection: looks for processes if `rematch`, then reads the ones followed; a panic
+/// counts as an error.
+fn collect(shared: &Shared<State>, wait: bool, rematch: bool) {
+    shared.collect_catching(
+        wait,
+        |state| state.update(rematch),
+        |state| state.error("panic"),
+    );
 }
 
 /// The families procstat registers itself (the per-process ones are sonde-process's, with the
@@ -954,7 +916,7 @@ mod tests {
         child.kill().unwrap();
         child.wait().unwrap();
         let ((), lines) = sonde_core::testing::capture_diagnostics(|| {
-            let mut guard = lock(&procstat.shared.state);
+            let mut guard = procstat.shared.state();
             let state = guard.as_mut().unwrap();
             for _ in 0..3 {
                 state.track(0, pid, 0);

@@ -72,14 +72,20 @@ impl Memory {
     }
 }
 
-/// One mounted filesystem.
+/// One mount: a line of `/proc/self/mounts`.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Filesystem {
+pub(crate) struct Mount {
     pub(crate) device: String,
     pub(crate) mountpoint: String,
     pub(crate) fs_type: String,
     /// `rw` or `ro`.
     pub(crate) mode: &'static str,
+}
+
+/// One mounted filesystem.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Filesystem {
+    pub(crate) mount: Mount,
     /// `None` when the sizes could not be read this time (the series keep their values).
     pub(crate) sizes: Option<FsSizes>,
 }

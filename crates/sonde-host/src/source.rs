@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use sysinfo::{CpuRefreshKind, DiskRefreshKind, Disks, MemoryRefreshKind, Networks, System};
 
-use crate::reading::{Cpu, DiskIo, Filesystem, FsSizes, Memory, NetIo, Pressure};
+use crate::reading::{Cpu, DiskIo, Filesystem, FsSizes, Memory, Mount, NetIo, Pressure};
 
 /// Why a reading has no value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,13 +116,7 @@ impl Source {
                         Some(Some(s)) => Some(s),
                         None => None,
                     };
-                    out.push(Filesystem {
-                        device: m.device,
-                        mountpoint: m.mountpoint,
-                        fs_type: m.fs_type,
-                        mode: m.mode,
-                        sizes,
-                    });
+                    out.push(Filesystem { mount: m, sizes });
                 }
                 Ok(out)
             }
@@ -215,10 +209,12 @@ impl Portable {
                 }
                 let available = d.available_space();
                 Some(Filesystem {
-                    device: d.name().to_string_lossy().into_owned(),
-                    mountpoint,
-                    fs_type,
-                    mode: if d.is_read_only() { "ro" } else { "rw" },
+                    mount: Mount {
+                        device: d.name().to_string_lossy().into_owned(),
+                        mountpoint,
+                        fs_type,
+                        mode: if d.is_read_only() { "ro" } else { "rw" },
+                    },
                     // sysinfo has no separate count of root-reserved blocks.
                     sizes: Some(FsSizes {
                         total: d.total_space(),

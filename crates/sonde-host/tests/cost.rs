@@ -5,10 +5,13 @@
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used)] // tests panic on failure by design
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::install;
 use sonde_core::Registry;
-use sonde_host::{HostCollector, ProcessMatcher, ProcstatCollector};
+use sonde_host::{HostCollector, ProcessMatcher, ProcstatCollector, ProcstatMetrics};
 
 /// Anonymous resident memory (heap and stacks, not the pages of the executable), KiB.
 fn rss_kib() -> u64 {
@@ -46,14 +49,8 @@ fn cost_of_one_host_collection() {
         .unwrap();
     warm_up.collect();
     let rss0 = rss_kib();
-    let registry = Registry::new();
-    let host = HostCollector::new().registry(&registry).install().unwrap();
-    let per_cpu_registry = Registry::new();
-    let per_cpu = HostCollector::new()
-        .registry(&per_cpu_registry)
-        .per_cpu(true)
-        .install()
-        .unwrap();
+    let (registry, host) = install(HostCollector::new());
+    let (_per_cpu_registry, per_cpu) = install(HostCollector::new().per_cpu(true));
     host.collect();
     per_cpu.collect();
     let rss1 = rss_kib();
@@ -86,25 +83,26 @@ fn cost_of_one_host_collection() {
     assert!(one < Duration::from_millis(20), "{one:?}");
 }
 
+/// A procstat collector of `matcher`, installed into `registry`.
+fn procstat(registry: &Registry, matcher: ProcessMatcher) -> ProcstatMetrics {
+    ProcstatCollector::new(matcher)
+        .registry(registry)
+        .install()
+        .unwrap()
+}
+
 #[test]
 fn cost_of_one_procstat_collection() {
     let registry = Registry::new();
-    let by_name = ProcstatCollector::new(ProcessMatcher::Name("sleep".into()))
-        .registry(&registry)
-        .install()
-        .unwrap();
-    let by_pattern =
-        ProcstatCollector::new(ProcessMatcher::Pattern("^nothing-matches-this$".into()))
-            .registry(&registry)
-            .install()
-            .unwrap();
+    let by_name = procstat(&registry, ProcessMatcher::Name("sleep".into()));
+    let by_pattern = procstat(
+        &registry,
+        ProcessMatcher::Pattern("^nothing-matches-this$".into()),
+    );
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let pid_file = dir.join(format!("sonde-cost-{}.pid", std::process::id()));
     std::fs::write(&pid_file, std::process::id().to_string()).unwrap();
-    let by_pid_file = ProcstatCollector::new(ProcessMatcher::PidFile(pid_file.clone()))
-        .registry(&Registry::new())
-        .install()
-        .unwrap();
+    let by_pid_file = procstat(&Registry::new(), ProcessMatcher::PidFile(pid_file.clone()));
     let processes = std::fs::read_dir("/proc")
         .unwrap()
         .filter(|e| {
@@ -135,10 +133,7 @@ fn cost_of_process_churn() {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let pid_file = dir.join(format!("sonde-churn-{}.pid", std::process::id()));
     std::fs::write(&pid_file, "0").unwrap();
-    let procstat = ProcstatCollector::new(ProcessMatcher::PidFile(pid_file.clone()))
-        .registry(&registry)
-        .install()
-        .unwrap();
+    let procstat = procstat(&registry, ProcessMatcher::PidFile(pid_file.clone()));
     let churn = |n: usize| {
         for _ in 0..n {
             let mut child = std::process::Command::new("sleep")

@@ -12,7 +12,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{errors, label, series, sum, value};
+use common::{assert_no_series, errors, install, label, series, sum, value};
 use sonde_core::{Kind, Registry};
 use sonde_host::{Error, HostCollector};
 
@@ -32,8 +32,7 @@ fn in_unit_range(v: f64) -> bool {
 
 #[test]
 fn host_metrics_exist_with_plausible_values() {
-    let registry = Registry::new();
-    let host = HostCollector::new().registry(&registry).install().unwrap();
+    let (registry, host) = install(HostCollector::new());
     host.collect();
     let snap = registry.snapshot();
 
@@ -57,13 +56,7 @@ fn host_metrics_exist_with_plausible_values() {
     }
 
     // Memory.
-    let limit = value(&snap, "system.memory.limit", &[]).unwrap();
-    let used = value(
-        &snap,
-        "system.memory.usage",
-        &[("system.memory.state", "used")],
-    )
-    .unwrap();
+    let (used, limit) = memory_used_and_limit(&snap);
     assert!(
         limit > 0.0 && used > 0.0 && used < limit,
         "{used} of {limit}"
@@ -179,20 +172,9 @@ fn counters(snap: &sonde_core::Snapshot) -> Vec<Series> {
 
 #[test]
 fn counters_are_monotonic_and_follow_disk_and_network_activity() {
-    let registry = Registry::new();
-    let host = HostCollector::new().registry(&registry).install().unwrap();
+    let (registry, host) = install(HostCollector::new());
     let before = registry.snapshot();
-    let lo_rx = |s| {
-        value(
-            s,
-            "system.network.io",
-            &[
-                ("network.interface.name", "lo"),
-                ("network.io.direction", "receive"),
-            ],
-        )
-        .unwrap()
-    };
+    let lo_rx = |s| net_rx(s, "lo").unwrap();
 
     // 4 MiB written and synced to the filesystem of the target directory...
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
@@ -284,8 +266,7 @@ fn device_of(path: &Path) -> String {
 
 #[test]
 fn counters_start_from_install_not_from_boot() {
-    let registry = Registry::new();
-    let _host = HostCollector::new().registry(&registry).install().unwrap();
+    let (registry, _host) = install(HostCollector::new());
     let snap = registry.snapshot();
     // lo has carried traffic since boot, yet its counter starts near zero.
     let text = std::fs::read_to_string("/proc/net/dev").unwrap();
@@ -298,15 +279,7 @@ fn counters_start_from_install_not_from_boot() {
         .unwrap()
         .parse()
         .unwrap();
-    let lo = value(
-        &snap,
-        "system.network.io",
-        &[
-            ("network.interface.name", "lo"),
-            ("network.io.direction", "receive"),
-        ],
-    )
-    .unwrap();
+    let lo = net_rx(&snap, "lo").unwrap();
     assert!(lo <= lo_total);
     // CPU time counts from install: far less than the uptime times the CPUs.
     let uptime = value(&snap, "system.uptime", &[]).unwrap();
@@ -315,12 +288,7 @@ fn counters_start_from_install_not_from_boot() {
 
 #[test]
 fn per_cpu_series_carry_the_logical_number() {
-    let registry = Registry::new();
-    let host = HostCollector::new()
-        .registry(&registry)
-        .per_cpu(true)
-        .install()
-        .unwrap();
+    let (registry, host) = install(HostCollector::new().per_cpu(true));
     std::thread::sleep(Duration::from_millis(150));
     host.collect();
     let snap = registry.snapshot();
@@ -347,12 +315,7 @@ fn per_cpu_series_carry_the_logical_number() {
 
 #[test]
 fn on_collect_refreshes_at_every_registry_collection() {
-    let registry = Registry::new();
-    let _host = HostCollector::new()
-        .registry(&registry)
-        .on_collect(true)
-        .install()
-        .unwrap();
+    let (registry, _host) = install(HostCollector::new().on_collect(true));
     let a = value(&registry.snapshot(), "system.uptime", &[]).unwrap();
     std::thread::sleep(Duration::from_millis(50));
     let b = value(&registry.snapshot(), "system.uptime", &[]).unwrap();
@@ -377,22 +340,21 @@ fn on_collect_refreshes_at_every_registry_collection() {
 
 #[test]
 fn uninstall_removes_the_series() {
-    let registry = Registry::new();
-    let host = HostCollector::new().registry(&registry).install().unwrap();
+    let (registry, host) = install(HostCollector::new());
     assert!(!series(&registry.snapshot(), "system.network.io").is_empty());
     host.uninstall();
     host.uninstall();
     assert!(!host.is_installed());
     host.collect();
-    let snap = registry.snapshot();
-    for name in [
-        "system.network.io",
-        "system.filesystem.usage",
-        "system.cpu.utilization",
-        "system.disk.io",
-    ] {
-        assert!(series(&snap, name).is_empty(), "{name}");
-    }
+    assert_no_series(
+        &registry,
+        &[
+            "system.network.io",
+            "system.filesystem.usage",
+            "system.cpu.utilization",
+            "system.disk.io",
+        ],
+    );
 }
 
 #[test]
@@ -417,14 +379,12 @@ fn invalid_filters_are_install_errors() {
 
 #[test]
 fn filters_leave_out_interfaces_disks_and_filesystems() {
-    let registry = Registry::new();
-    let _host = HostCollector::new()
-        .registry(&registry)
-        .network_interfaces_exclude(Some("^lo$"))
-        .disks_exclude(Some(".*"))
-        .filesystems_exclude(["ext*", "xfs", "btrfs", "overlay", "vfat", "zfs"])
-        .install()
-        .unwrap();
+    let (registry, _host) = install(
+        HostCollector::new()
+            .network_interfaces_exclude(Some("^lo$"))
+            .disks_exclude(Some(".*"))
+            .filesystems_exclude(["ext*", "xfs", "btrfs", "overlay", "vfat", "zfs"]),
+    );
     let snap = registry.snapshot();
     assert!(
         series(&snap, "system.network.io")
@@ -437,13 +397,11 @@ fn filters_leave_out_interfaces_disks_and_filesystems() {
         assert!(!t.starts_with("ext") && t != "xfs", "{t}");
     }
     // No exclusions: pseudo filesystems with blocks (tmpfs) show up.
-    let all = Registry::new();
-    let _host = HostCollector::new()
-        .registry(&all)
-        .filesystems_exclude(Vec::<String>::new())
-        .mountpoints_exclude(None)
-        .install()
-        .unwrap();
+    let (all, _host) = install(
+        HostCollector::new()
+            .filesystems_exclude(Vec::<String>::new())
+            .mountpoints_exclude(None),
+    );
     let n_all = series(&all.snapshot(), "system.filesystem.limit").len();
     let n_default = series(&registry.snapshot(), "system.filesystem.limit").len();
     assert!(n_all >= n_default);
@@ -451,12 +409,7 @@ fn filters_leave_out_interfaces_disks_and_filesystems() {
 
 #[test]
 fn the_portable_path_reads_this_machine_through_sysinfo() {
-    let registry = Registry::new();
-    let host = HostCollector::new()
-        .registry(&registry)
-        .portable()
-        .install()
-        .unwrap();
+    let (registry, host) = install(HostCollector::new().portable());
     std::thread::sleep(sysinfo_interval());
     host.collect();
     let snap = registry.snapshot();
@@ -464,13 +417,7 @@ fn the_portable_path_reads_this_machine_through_sysinfo() {
     let u = value(&snap, "system.cpu.utilization", &[]).unwrap();
     assert!(in_unit_range(u), "{u}");
     assert!(snap.family("system.cpu.time").is_none());
-    let limit = value(&snap, "system.memory.limit", &[]).unwrap();
-    let used = value(
-        &snap,
-        "system.memory.usage",
-        &[("system.memory.state", "used")],
-    )
-    .unwrap();
+    let (used, limit) = memory_used_and_limit(&snap);
     assert!(limit > 0.0 && used > 0.0 && used < limit);
     assert!(
         value(
@@ -483,17 +430,7 @@ fn the_portable_path_reads_this_machine_through_sysinfo() {
     assert!(value(&snap, "system.uptime", &[]).unwrap() > 0.0);
     assert!(value(&snap, "system.cpu.load_average.1m", &[]).unwrap() >= 0.0);
     assert!(!series(&snap, "system.filesystem.limit").is_empty());
-    assert!(
-        value(
-            &snap,
-            "system.network.io",
-            &[
-                ("network.interface.name", "lo"),
-                ("network.io.direction", "receive")
-            ],
-        )
-        .is_some()
-    );
+    assert!(net_rx(&snap, "lo").is_some());
     assert!(
         snap.family("sonde.collector.errors")
             .unwrap()
@@ -584,6 +521,17 @@ impl Drop for FakeProc {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// `system.memory.usage{system.memory.state="used"}` and `system.memory.limit`.
+fn memory_used_and_limit(snap: &sonde_core::Snapshot) -> (f64, f64) {
+    let used = value(
+        snap,
+        "system.memory.usage",
+        &[("system.memory.state", "used")],
+    );
+    let limit = value(snap, "system.memory.limit", &[]);
+    (used.unwrap(), limit.unwrap())
 }
 
 fn net_rx(snap: &sonde_core::Snapshot, iface: &str) -> Option<f64> {

@@ -8,45 +8,23 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{errors, label, series, sum, value};
+use common::{assert_no_series, errors, label, series, sum, value};
 use sonde_core::Registry;
-use sonde_host::{Error, ProcessMatcher, ProcstatCollector};
+use sonde_host::{Error, ProcessMatcher, ProcstatCollector, ProcstatMetrics};
 use sonde_process::ProcessCollector;
-
-/// A `sleep` child, killed and reaped when dropped.
-struct Sleeper(Child);
-
-impl Sleeper {
-    fn spawn(arg: &str) -> Self {
-        Sleeper(Command::new("sleep").arg(arg).spawn().unwrap())
-    }
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-    fn kill(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
-
-impl Drop for Sleeper {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
+use sonde_tests::sleeper::{Sleeper, executable_name};
 
 /// The labels of a `sleep` process's series (its executable may be a multi-call binary).
 fn labels(pid: &str, matcher: &str) -> Vec<(&'static str, String)> {
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     vec![
         ("process.match", matcher.to_owned()),
         ("process.pid", pid.to_owned()),
         (
             "process.executable.name",
-            exe.file_name().unwrap().to_string_lossy().into_owned(),
+            executable_name(pid.parse().unwrap()),
         ),
     ]
 }
@@ -74,6 +52,30 @@ fn temp_dir(name: &str) -> PathBuf {
         .join(format!("sonde-procstat-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Asserts that `procstat` has one matcher, `matcher`, that follows `child` alone, and that
+/// the child has series; returns its pid as a label value.
+fn assert_follows_only(
+    procstat: &ProcstatMetrics,
+    registry: &Registry,
+    matcher: &str,
+    child: &Sleeper,
+) -> String {
+    assert_eq!(
+        procstat.matches(),
+        vec![(matcher.to_owned(), vec![child.pid()])]
+    );
+    let pid = child.pid().to_string();
+    assert!(
+        value(
+            &registry.snapshot(),
+            "procstat.memory.usage",
+            &as_refs(&labels(&pid, matcher))
+        )
+        .is_some()
+    );
+    pid
 }
 
 #[test]
@@ -129,29 +131,12 @@ fn finds_a_child_by_name_and_drops_it_when_it_exits() {
 #[test]
 fn finds_a_child_by_pattern_on_its_command_line() {
     let registry = Registry::new();
-    // A duration unique to this test run.
-    let arg = format!("3{}.5", std::process::id() % 1000);
-    let child = Sleeper::spawn(&arg);
-    let pattern = format!(r"^sleep {}$", regex_escape(&arg));
+    let sleep = UniqueSleep::new(3, "5");
+    let child = Sleeper::spawn(&sleep.arg);
     let other = Sleeper::spawn("31.25");
-    let procstat = ProcstatCollector::new(ProcessMatcher::Pattern(pattern.clone()))
-        .registry(&registry)
-        .install()
-        .unwrap();
-    let matcher = format!("pattern:{pattern}");
-    assert_eq!(
-        procstat.matches(),
-        vec![(matcher.clone(), vec![child.pid()])]
-    );
-    let pid = child.pid().to_string();
-    assert!(
-        value(
-            &registry.snapshot(),
-            "procstat.memory.usage",
-            &as_refs(&labels(&pid, &matcher))
-        )
-        .is_some()
-    );
+    let procstat = sleep.install(&registry);
+    let matcher = sleep.matcher();
+    assert_follows_only(&procstat, &registry, &matcher, &child);
     assert!(!pids_of(&registry, "procstat.memory.usage").contains(&other.pid().to_string()));
     assert_eq!(
         value(
@@ -170,8 +155,33 @@ fn finds_a_child_by_pattern_on_its_command_line() {
     assert!(found.contains(&child.pid()) && found.contains(&other.pid()));
 }
 
-fn regex_escape(s: &str) -> String {
-    s.replace('.', r"\.")
+/// A `sleep` duration unique to this test run, and the pattern that matches its command line
+/// alone.
+struct UniqueSleep {
+    arg: String,
+    pattern: String,
+}
+
+impl UniqueSleep {
+    /// `{lead}{pid % 1000}.{fraction}` seconds: each test has its own `lead` and `fraction`.
+    fn new(lead: u32, fraction: &str) -> Self {
+        let arg = format!("{lead}{}.{fraction}", std::process::id() % 1000);
+        let pattern = format!(r"^sleep {}$", arg.replace('.', r"\."));
+        UniqueSleep { arg, pattern }
+    }
+
+    /// The `process.match` value of the pattern.
+    fn matcher(&self) -> String {
+        format!("pattern:{}", self.pattern)
+    }
+
+    /// A procstat collector of the pattern, installed into `registry`.
+    fn install(&self, registry: &Registry) -> ProcstatMetrics {
+        ProcstatCollector::new(ProcessMatcher::Pattern(self.pattern.clone()))
+            .registry(registry)
+            .install()
+            .unwrap()
+    }
 }
 
 #[test]
@@ -187,19 +197,7 @@ fn follows_the_pid_in_a_pid_file() {
         .install()
         .unwrap();
     let matcher = format!("pid_file:{}", path.display());
-    assert_eq!(
-        procstat.matches(),
-        vec![(matcher.clone(), vec![child.pid()])]
-    );
-    let pid = child.pid().to_string();
-    assert!(
-        value(
-            &registry.snapshot(),
-            "procstat.memory.usage",
-            &as_refs(&labels(&pid, &matcher))
-        )
-        .is_some()
-    );
+    let pid = assert_follows_only(&procstat, &registry, &matcher, &child);
 
     // The service restarts: new pid in the file, found at the next registry collection.
     child.kill();
@@ -291,14 +289,14 @@ fn uninstall_removes_every_series() {
     procstat.uninstall();
     assert!(!procstat.is_installed());
     procstat.collect();
-    let snap = registry.snapshot();
-    for name in [
-        "procstat.memory.usage",
-        "procstat.start_time",
-        "procstat.group.process.count",
-    ] {
-        assert!(series(&snap, name).is_empty(), "{name}");
-    }
+    assert_no_series(
+        &registry,
+        &[
+            "procstat.memory.usage",
+            "procstat.start_time",
+            "procstat.group.process.count",
+        ],
+    );
 }
 
 #[test]
@@ -322,14 +320,10 @@ fn per_pid(registry: &Registry, name: &str, matcher: &str) -> Vec<(String, f64)>
 #[test]
 fn group_totals_are_the_sums_over_the_groups_processes() {
     let registry = Registry::new();
-    let arg = format!("4{}.25", std::process::id() % 1000);
-    let mut kids: Vec<Sleeper> = (0..3).map(|_| Sleeper::spawn(&arg)).collect();
-    let pattern = format!(r"^sleep {}$", regex_escape(&arg));
-    let matcher = format!("pattern:{pattern}");
-    let procstat = ProcstatCollector::new(ProcessMatcher::Pattern(pattern))
-        .registry(&registry)
-        .install()
-        .unwrap();
+    let sleep = UniqueSleep::new(4, "25");
+    let mut kids: Vec<Sleeper> = (0..3).map(|_| Sleeper::spawn(&sleep.arg)).collect();
+    let matcher = sleep.matcher();
+    let procstat = sleep.install(&registry);
     let group = [("process.match", matcher.as_str())];
     let check = |n: usize| {
         let snap = registry.snapshot();
@@ -390,13 +384,9 @@ fn group_totals_are_the_sums_over_the_groups_processes() {
 #[test]
 fn a_process_found_late_adds_only_the_cpu_time_it_uses_from_then_on() {
     let registry = Registry::new();
-    let arg = format!("5{}.5", std::process::id() % 1000);
-    let pattern = format!(r"^sleep {}$", regex_escape(&arg));
-    let matcher = format!("pattern:{pattern}");
-    let procstat = ProcstatCollector::new(ProcessMatcher::Pattern(pattern))
-        .registry(&registry)
-        .install()
-        .unwrap();
+    let sleep = UniqueSleep::new(5, "5");
+    let matcher = sleep.matcher();
+    let procstat = sleep.install(&registry);
     let group = [("process.match", matcher.as_str())];
     let before = sum(&registry.snapshot(), "procstat.group.cpu.time", &group);
     assert_eq!(before, 0.0);
@@ -405,7 +395,8 @@ fn a_process_found_late_adds_only_the_cpu_time_it_uses_from_then_on() {
         Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; exec sleep {arg}"
+                "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; exec sleep {}",
+                sleep.arg
             ))
             .spawn()
             .unwrap(),
@@ -501,13 +492,13 @@ fn another_users_descriptors_are_a_counted_read_error_logged_once() {
         "this test runs a reader as another user and needs root (scripts/test runs as root)"
     );
     let setpriv = require_program("setpriv");
-    let arg = format!("6{}.125", std::process::id() % 1000);
-    let child = Sleeper::spawn(&arg);
+    let sleep = UniqueSleep::new(6, "125");
+    let child = Sleeper::spawn(&sleep.arg);
     let out = Command::new(setpriv)
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(std::env::current_exe().unwrap())
         .args(["--exact", "unprivileged_reader", "--ignored", "--nocapture"])
-        .env(PATTERN_ENV, format!(r"^sleep {}$", regex_escape(&arg)))
+        .env(PATTERN_ENV, &sleep.pattern)
         .env("SONDE_PROCSTAT_TEST_PID", child.pid().to_string())
         .output()
         .unwrap();

@@ -8,11 +8,33 @@ use std::task::{Context, Poll};
 use sonde_http1::{Answer, AnswerError, AnswerReader, Framing};
 use tokio::io::{AsyncRead, ReadBuf};
 
-/// A stream that hands out at most `piece` bytes a read, then ends.
+/// A stream that hands out its data at most `piece` bytes a read, then ends, or fails with
+/// `then_fails` when that is set.
 struct Pieces {
     data: Vec<u8>,
     at: usize,
     piece: usize,
+    then_fails: Option<std::io::ErrorKind>,
+}
+
+impl Pieces {
+    /// `data` at most `piece` bytes a read, then the end.
+    fn new(data: impl Into<Vec<u8>>, piece: usize) -> Self {
+        Pieces {
+            data: data.into(),
+            at: 0,
+            piece,
+            then_fails: None,
+        }
+    }
+
+    /// `data` as fast as it is read, then an error of `kind`.
+    fn then_fails(data: impl Into<Vec<u8>>, kind: std::io::ErrorKind) -> Self {
+        Pieces {
+            then_fails: Some(kind),
+            ..Pieces::new(data, usize::MAX)
+        }
+    }
 }
 
 impl AsyncRead for Pieces {
@@ -21,6 +43,11 @@ impl AsyncRead for Pieces {
         _cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if let Some(kind) = self.then_fails
+            && self.at == self.data.len()
+        {
+            return Poll::Ready(Err(kind.into()));
+        }
         let n = self
             .piece
             .min(self.data.len() - self.at)
@@ -43,11 +70,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 fn read_all(wire: &[u8], answers: usize, head: bool) -> Vec<Result<Answer, String>> {
     let mut by_piece = Vec::new();
     for piece in [1, 65536] {
-        let mut io = Pieces {
-            data: wire.to_vec(),
-            at: 0,
-            piece,
-        };
+        let mut io = Pieces::new(wire.to_vec(), piece);
         let mut reader = AnswerReader::new(4096);
         let mut out = Vec::new();
         for _ in 0..answers {
@@ -221,11 +244,7 @@ fn a_body_past_the_limit_is_cut_short_and_the_connection_dropped() {
         "HTTP/1.1 200 OK\r\ncontent-length: 10000\r\n\r\n{}",
         "b".repeat(10000)
     );
-    let mut io = Pieces {
-        data: wire.into_bytes(),
-        at: 0,
-        piece: 1000,
-    };
+    let mut io = Pieces::new(wire.into_bytes(), 1000);
     let mut reader = AnswerReader::new(4096).max_body(2500);
     let a = block_on(reader.read(&mut io, false, || {})).unwrap();
     assert_eq!((a.status, a.truncated, a.reusable), (200, true, false));
@@ -234,56 +253,26 @@ fn a_body_past_the_limit_is_cut_short_and_the_connection_dropped() {
 
 #[test]
 fn first_byte_is_reported_once_and_leftovers_are_seen() {
-    let mut io = Pieces {
-        data: b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\nextra".to_vec(),
-        at: 0,
-        piece: 3,
-    };
+    let mut io = Pieces::new(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\nextra".to_vec(),
+        3,
+    );
     let mut reader = AnswerReader::new(4096);
     let mut calls = 0;
     let a = block_on(reader.read(&mut io, false, || calls += 1)).unwrap();
     assert_eq!((a.status, calls), (200, 1));
     // Bytes the server sent past its answer are there before any next request.
-    let mut rest = Pieces {
-        data: Vec::new(),
-        at: 0,
-        piece: 1,
-    };
+    let mut rest = Pieces::new(Vec::new(), 1);
     let _ = block_on(reader.read(&mut rest, false, || {}));
     let mut reader = AnswerReader::new(4096);
-    let mut io = Pieces {
-        data: b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\nHTTP".to_vec(),
-        at: 0,
-        piece: 4096,
-    };
+    let mut io = Pieces::new(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\nHTTP".to_vec(),
+        4096,
+    );
     block_on(reader.read(&mut io, false, || {})).unwrap();
     assert!(reader.pending());
     let e: AnswerError = block_on(reader.read(&mut io, false, || {})).unwrap_err();
     assert!(matches!(e, AnswerError::ClosedInHead), "{e}");
-}
-
-/// A stream that hands out `data`, then fails with `kind`.
-struct ThenFails {
-    data: Vec<u8>,
-    at: usize,
-    kind: std::io::ErrorKind,
-}
-
-impl AsyncRead for ThenFails {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.at == self.data.len() {
-            return Poll::Ready(Err(self.kind.into()));
-        }
-        let n = (self.data.len() - self.at).min(buf.remaining());
-        let at = self.at;
-        buf.put_slice(&self.data[at..at + n]);
-        self.at += n;
-        Poll::Ready(Ok(()))
-    }
 }
 
 /// A kept-alive connection the server had closed may answer the next request with a reset
@@ -294,29 +283,17 @@ impl AsyncRead for ThenFails {
 fn a_reset_before_the_answer_is_told_apart() {
     use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, PermissionDenied};
     for kind in [ConnectionReset, ConnectionAborted] {
-        let mut io = ThenFails {
-            data: Vec::new(),
-            at: 0,
-            kind,
-        };
+        let mut io = Pieces::then_fails(Vec::new(), kind);
         let r = block_on(AnswerReader::new(4096).read(&mut io, false, || {}));
         assert!(
             matches!(r, Err(AnswerError::ResetBeforeAnswer(_))),
             "{kind:?}: {r:?}"
         );
     }
-    let mut io = ThenFails {
-        data: b"HTTP/1.1 200 OK\r\n".to_vec(),
-        at: 0,
-        kind: ConnectionReset,
-    };
+    let mut io = Pieces::then_fails(b"HTTP/1.1 200 OK\r\n".to_vec(), ConnectionReset);
     let r = block_on(AnswerReader::new(4096).read(&mut io, false, || {}));
     assert!(matches!(r, Err(AnswerError::Io(_))), "{r:?}");
-    let mut io = ThenFails {
-        data: Vec::new(),
-        at: 0,
-        kind: PermissionDenied,
-    };
+    let mut io = Pieces::then_fails(Vec::new(), PermissionDenied);
     let r = block_on(AnswerReader::new(4096).read(&mut io, false, || {}));
     assert!(matches!(r, Err(AnswerError::Io(_))), "{r:?}");
 }

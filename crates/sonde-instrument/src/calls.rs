@@ -50,13 +50,7 @@ impl DbMetrics {
     ) -> Result<T, E> {
         let start = Instant::now();
         let out = op.await;
-        self.record(
-            system,
-            operation,
-            collection,
-            out.is_err().then(error_type::<E>),
-            start,
-        );
+        self.finish(system, operation, collection, &out, start);
         out
     }
 
@@ -70,14 +64,21 @@ impl DbMetrics {
     ) -> Result<T, E> {
         let start = Instant::now();
         let out = op();
-        self.record(
-            system,
-            operation,
-            collection,
-            out.is_err().then(error_type::<E>),
-            start,
-        );
+        self.finish(system, operation, collection, &out, start);
         out
+    }
+
+    /// Records an operation timed from `start` that returned `out`.
+    fn finish<T, E>(
+        &self,
+        system: &str,
+        operation: &str,
+        collection: &str,
+        out: &Result<T, E>,
+        start: Instant,
+    ) {
+        let error = out.is_err().then(error_type::<E>);
+        self.record(system, operation, collection, error, start);
     }
 
     /// Records an operation timed elsewhere (`error`: its `error.type`, `None` on success).
@@ -252,12 +253,10 @@ pub use client_layer::{HttpClientLayer, HttpClientService};
 
 #[cfg(feature = "tower")]
 mod client_layer {
-    use std::future::Future;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
     use std::time::Instant;
 
     use super::{HttpClientMetrics, error_type};
+    use crate::recorded::{Instrumented, Observe, Record};
 
     /// A tower `Layer` for HTTP clients (hyper-util's client or any
     /// `Service<http::Request<B>, Response = http::Response<R>>`) recording
@@ -286,93 +285,53 @@ mod client_layer {
         type Service = HttpClientService<S>;
 
         fn layer(&self, inner: S) -> Self::Service {
-            HttpClientService {
-                inner,
-                metrics: self.metrics.clone(),
-            }
+            Instrumented::new(inner, self.clone())
         }
     }
 
     /// The service [`HttpClientLayer`] wraps around a client.
-    #[derive(Clone)]
-    pub struct HttpClientService<S> {
-        inner: S,
-        metrics: HttpClientMetrics,
-    }
+    pub type HttpClientService<S> = Instrumented<S, HttpClientLayer>;
 
-    impl<S, B, RB> tower_service::Service<http::Request<B>> for HttpClientService<S>
-    where
-        S: tower_service::Service<http::Request<B>, Response = http::Response<RB>>,
-    {
-        type Response = S::Response;
-        type Error = S::Error;
-        type Future = ClientFuture<S::Future>;
+    impl<B> Observe<B> for HttpClientLayer {
+        type Request = ClientRequest;
 
-        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-            self.inner.poll_ready(cx)
-        }
-
-        fn call(&mut self, req: http::Request<B>) -> Self::Future {
-            let method = crate::server::method_label(req.method().as_str());
-            let server = req.uri().host().unwrap_or("").to_owned();
-            let template = req
-                .extensions()
-                .get::<super::UrlTemplate>()
-                .map_or("", |t| t.0);
-            ClientFuture {
-                inner: self.inner.call(req),
-                metrics: Some(self.metrics.clone()),
-                method,
-                server,
-                template,
+        fn begin(&self, req: &http::Request<B>) -> ClientRequest {
+            ClientRequest {
+                metrics: self.metrics.clone(),
+                method: crate::server::method_label(req.method().as_str()),
+                server: req.uri().host().unwrap_or("").to_owned(),
+                template: req
+                    .extensions()
+                    .get::<super::UrlTemplate>()
+                    .map_or("", |t| t.0),
                 start: Instant::now(),
             }
         }
     }
 
-    pin_project_lite::pin_project! {
-        /// Records the request when the response (or the error) arrives.
-        pub struct ClientFuture<F> {
-            #[pin]
-            inner: F,
-            metrics: Option<HttpClientMetrics>,
-            method: &'static str,
-            server: String,
-            template: &'static str,
-            start: Instant,
-        }
+    /// A request on its way: what it is recorded under.
+    pub struct ClientRequest {
+        metrics: HttpClientMetrics,
+        method: &'static str,
+        server: String,
+        template: &'static str,
+        start: Instant,
     }
 
-    impl<F, RB, E> Future for ClientFuture<F>
-    where
-        F: Future<Output = Result<http::Response<RB>, E>>,
-    {
-        type Output = F::Output;
-
-        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-            let this = self.project();
-            let out = std::task::ready!(this.inner.poll(cx));
-            if let Some(m) = this.metrics.take() {
-                match &out {
-                    Ok(resp) => m.record_template(
-                        this.method,
-                        this.server,
-                        this.template,
-                        Some(resp.status().as_u16()),
-                        None,
-                        *this.start,
-                    ),
-                    Err(_) => m.record_template(
-                        this.method,
-                        this.server,
-                        this.template,
-                        None,
-                        Some(error_type::<E>()),
-                        *this.start,
-                    ),
-                }
-            }
-            Poll::Ready(out)
+    impl<RB, E> Record<Result<http::Response<RB>, E>> for ClientRequest {
+        fn record(self, out: &Result<http::Response<RB>, E>) {
+            let (status, error) = match out {
+                Ok(resp) => (Some(resp.status().as_u16()), None),
+                Err(_) => (None, Some(error_type::<E>())),
+            };
+            self.metrics.record_template(
+                self.method,
+                &self.server,
+                self.template,
+                status,
+                error,
+                self.start,
+            );
         }
     }
 }

@@ -29,6 +29,8 @@ mod faas;
 mod lifecycle;
 #[cfg(feature = "moka")]
 mod moka_cache;
+#[cfg(feature = "tower")]
+mod recorded;
 mod resources;
 #[cfg(feature = "tokio")]
 mod runtime;

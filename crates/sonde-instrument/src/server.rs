@@ -184,12 +184,10 @@ pub use layer::{HttpServerLayer, HttpServerService, RouteFn};
 
 #[cfg(feature = "tower")]
 mod layer {
-    use std::future::Future;
-    use std::pin::Pin;
     use std::sync::Arc;
-    use std::task::{Context, Poll};
 
     use super::{ActiveRequest, HttpServerMetrics};
+    use crate::recorded::{Instrumented, Observe, Record};
 
     /// Reads the matched route template of a request from its URI and extensions; see
     /// [`HttpServerLayer::route_with`].
@@ -280,21 +278,28 @@ mod layer {
         type Service = HttpServerService<S>;
 
         fn layer(&self, inner: S) -> Self::Service {
-            HttpServerService {
-                inner,
-                metrics: self.metrics.clone(),
-                route: self.route.clone(),
-            }
+            Instrumented::new(inner, self.clone())
         }
     }
 
-    /// The service [`HttpServerLayer`] wraps around yours.
-    #[derive(Clone)]
-    pub struct HttpServerService<S> {
-        inner: S,
-        metrics: HttpServerMetrics,
-        route: Option<RouteFn>,
-    }
+    /// The service [`HttpServerLayer`] wraps around yours (with feature `hyper`, also a
+    /// hyper 1 `Service`, to serve an instrumented hyper service without tower).
+    ///
+    /// ```
+    /// # #[cfg(feature = "hyper")] {
+    /// use sonde_instrument::{HttpServerLayer, HttpServerMetrics};
+    /// use tower_layer::Layer as _;
+    /// let metrics = HttpServerMetrics::install(sonde_core::Registry::global()).unwrap();
+    /// let handler = hyper::service::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+    ///     Ok::<_, std::convert::Infallible>(http::Response::new(String::from("hello")))
+    /// });
+    /// let service = HttpServerLayer::new(metrics)
+    ///     .route_with(|uri, _| (uri.path() == "/hello").then(|| "/hello".to_owned()))
+    ///     .layer(handler);
+    /// // hyper::server::conn::http1::Builder::new().serve_connection(io, service)
+    /// # let _ = service; }
+    /// ```
+    pub type HttpServerService<S> = Instrumented<S, HttpServerLayer>;
 
     /// The route a request is recorded under, held until it is answered.
     enum Route {
@@ -317,9 +322,11 @@ mod layer {
         }
     }
 
-    impl<S> HttpServerService<S> {
+    impl<B> Observe<B> for HttpServerLayer {
+        type Request = ServerRequest;
+
         /// Counts the request active and finds its route.
-        fn begin<B>(&self, req: &http::Request<B>) -> (ActiveRequest, Route) {
+        fn begin(&self, req: &http::Request<B>) -> ServerRequest {
             let active = self.metrics.start(req.method().as_str());
             let route = match &self.route {
                 Some(f) => f(req.uri(), req.extensions()).map_or(Route::Unmatched, Route::Custom),
@@ -332,95 +339,25 @@ mod layer {
                 #[cfg(not(feature = "axum"))]
                 None => Route::Unmatched,
             };
-            (active, route)
+            ServerRequest { active, route }
         }
     }
 
-    impl<S, B, RB> tower_service::Service<http::Request<B>> for HttpServerService<S>
-    where
-        S: tower_service::Service<http::Request<B>, Response = http::Response<RB>>,
-    {
-        type Response = S::Response;
-        type Error = S::Error;
-        type Future = ResponseFuture<S::Future>;
+    /// A request being served: counted active, recorded under its route once answered.
+    pub struct ServerRequest {
+        active: ActiveRequest,
+        route: Route,
+    }
 
-        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-            self.inner.poll_ready(cx)
-        }
-
-        fn call(&mut self, req: http::Request<B>) -> Self::Future {
-            let (active, route) = self.begin(&req);
-            ResponseFuture {
-                inner: self.inner.call(req),
-                active: Some(active),
-                route,
+    impl<RB, E> Record<Result<http::Response<RB>, E>> for ServerRequest {
+        fn record(self, out: &Result<http::Response<RB>, E>) {
+            match out {
+                Ok(resp) => self
+                    .active
+                    .finish(self.route.as_str(), resp.status().as_u16()),
+                // A service error: recorded by the guard's drop as `_OTHER`.
+                Err(_) => drop(self.active),
             }
-        }
-    }
-
-    /// hyper 1's `Service` (feature `hyper`): the same recording around a hyper service, for
-    /// a server without tower.
-    ///
-    /// ```
-    /// # #[cfg(feature = "hyper")] {
-    /// use sonde_instrument::{HttpServerLayer, HttpServerMetrics};
-    /// use tower_layer::Layer as _;
-    /// let metrics = HttpServerMetrics::install(sonde_core::Registry::global()).unwrap();
-    /// let handler = hyper::service::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
-    ///     Ok::<_, std::convert::Infallible>(http::Response::new(String::from("hello")))
-    /// });
-    /// let service = HttpServerLayer::new(metrics)
-    ///     .route_with(|uri, _| (uri.path() == "/hello").then(|| "/hello".to_owned()))
-    ///     .layer(handler);
-    /// // hyper::server::conn::http1::Builder::new().serve_connection(io, service)
-    /// # let _ = service; }
-    /// ```
-    #[cfg(feature = "hyper")]
-    impl<S, B, RB> hyper::service::Service<http::Request<B>> for HttpServerService<S>
-    where
-        S: hyper::service::Service<http::Request<B>, Response = http::Response<RB>>,
-    {
-        type Response = S::Response;
-        type Error = S::Error;
-        type Future = ResponseFuture<S::Future>;
-
-        fn call(&self, req: http::Request<B>) -> Self::Future {
-            let (active, route) = self.begin(&req);
-            ResponseFuture {
-                inner: self.inner.call(req),
-                active: Some(active),
-                route,
-            }
-        }
-    }
-
-    pin_project_lite::pin_project! {
-        /// Records the request when the inner future completes.
-        pub struct ResponseFuture<F> {
-            #[pin]
-            inner: F,
-            active: Option<ActiveRequest>,
-            route: Route,
-        }
-    }
-
-    impl<F, RB, E> Future for ResponseFuture<F>
-    where
-        F: Future<Output = Result<http::Response<RB>, E>>,
-    {
-        type Output = F::Output;
-
-        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-            let this = self.project();
-            let out = std::task::ready!(this.inner.poll(cx));
-            if let Some(active) = this.active.take() {
-                match &out {
-                    Ok(resp) => active.finish(this.route.as_str(), resp.status().as_u16()),
-                    // A service error: recorded by the guard's drop as `_OTHER`.
-                    Err(_) => drop(active),
-                }
-            }
-            Poll::Ready(out)
         }
     }
 }
@@ -465,11 +402,15 @@ mod actix {
         }
     }
 
-    impl<S, B> Transform<S, ServiceRequest> for HttpServerMetricsActix
+    /// What the middleware wraps (the bounds of both its impls): an application service
+    /// failing with actix's `Error`, whose futures can be boxed.
+    pub trait AppService: Service<ServiceRequest, Error = Error, Future: 'static> {}
+
+    impl<S: Service<ServiceRequest, Error = Error, Future: 'static>> AppService for S {}
+
+    impl<S, B: 'static> Transform<S, ServiceRequest> for HttpServerMetricsActix
     where
-        S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
-        S::Future: 'static,
-        B: 'static,
+        S: AppService<Response = ServiceResponse<B>>,
     {
         type Response = ServiceResponse<B>;
         type Error = Error;
@@ -493,11 +434,9 @@ mod actix {
 
     type Answer<B> = Pin<Box<dyn Future<Output = Result<ServiceResponse<B>, Error>>>>;
 
-    impl<S, B> Service<ServiceRequest> for HttpServerMetricsActixService<S>
+    impl<S, B: 'static> Service<ServiceRequest> for HttpServerMetricsActixService<S>
     where
-        S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
-        S::Future: 'static,
-        B: 'static,
+        S: AppService<Response = ServiceResponse<B>>,
     {
         type Response = ServiceResponse<B>;
         type Error = Error;

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
-use common::{active_gets, get, server_count};
+use common::{assert_slow_get_is_active_while_in_flight, get, server_count};
 use sonde_core::Registry;
 use sonde_instrument::{HttpServerMetrics, HttpServerMetricsActix};
 
@@ -59,12 +59,7 @@ fn routes_statuses_errors_and_active_requests() {
     assert_eq!(get(addr, "/boom"), 500);
     assert_eq!(get(addr, "/fails"), 503);
     assert_eq!(get(addr, "/nowhere/42"), 404);
-    let slow = std::thread::spawn(move || get(addr, "/slow"));
-    std::thread::sleep(Duration::from_millis(150));
-    assert_eq!(active_gets(&registry.snapshot()), Some(1.0));
-    assert_eq!(slow.join().unwrap(), 200);
-    let s = registry.snapshot();
-    assert_eq!(active_gets(&s), Some(0.0));
+    let s = assert_slow_get_is_active_while_in_flight(&registry, addr);
     assert_eq!(server_count(&s, "/users/{id}", "200", ""), 3, "{s:#?}");
     assert_eq!(server_count(&s, "/boom", "500", "500"), 1);
     assert_eq!(server_count(&s, "/fails", "503", "503"), 1);

@@ -29,12 +29,16 @@ async fn request(addr: std::net::SocketAddr, method: &str, path: &str) -> u16 {
         .unwrap_or_else(|| panic!("not an HTTP response: {out:?}"))
 }
 
-/// Serves `app`, sends `requests`, and returns the request counts by (method, route, status).
+/// Serves the router `app` makes around a layer recording into a new registry, sends
+/// `requests`, and returns the request counts by (method, route, status).
 async fn recorded(
-    reg: &Registry,
-    app: Router,
+    app: impl FnOnce(HttpServerLayer) -> Router,
     requests: &[(&str, &str, u16)],
 ) -> BTreeMap<(String, String, String), u64> {
+    let reg = Registry::new();
+    let app = app(HttpServerLayer::new(
+        HttpServerMetrics::install(&reg).unwrap(),
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
@@ -70,8 +74,15 @@ async fn recorded(
         .collect()
 }
 
-fn key(method: &str, route: &str, status: &str) -> (String, String, String) {
-    (method.to_owned(), route.to_owned(), status.to_owned())
+/// The counts by (method, route, status) that `recorded` returns.
+fn counts(series: &[(&str, &str, &str, u64)]) -> BTreeMap<(String, String, String), u64> {
+    series
+        .iter()
+        .map(|(method, route, status, n)| {
+            let key = (method.to_string(), route.to_string(), status.to_string());
+            (key, *n)
+        })
+        .collect()
 }
 
 fn routes() -> Router {
@@ -101,42 +112,28 @@ const TRAFFIC: &[(&str, &str, u16)] = &[
     ("DELETE", "/users/1", 405),
 ];
 
+/// What `TRAFFIC` records on the routes it matches.
+const MATCHED: &[(&str, &str, &str, u64)] = &[
+    ("GET", "/users/{id}", "200", 4),
+    ("POST", "/orders", "201", 1),
+    ("GET", "/fail", "500", 1),
+    ("GET", "/api/orders/{id}", "200", 1),
+    ("DELETE", "/users/{id}", "405", 1),
+];
+
 #[tokio::test(flavor = "current_thread")]
 async fn router_layer_records_templates_without_configuration() {
-    let reg = Registry::new();
-    let metrics = HttpServerMetrics::install(&reg).unwrap();
-    let app = routes().layer(HttpServerLayer::new(metrics));
-    let got = recorded(&reg, app, TRAFFIC).await;
-    let want: BTreeMap<_, _> = [
-        (key("GET", "/users/{id}", "200"), 4),
-        (key("POST", "/orders", "201"), 1),
-        (key("GET", "/fail", "500"), 1),
-        (key("GET", "/api/orders/{id}", "200"), 1),
-        // Unmatched paths share one series: no raw path, bounded cardinality.
-        (key("GET", "", "404"), 2),
-        (key("DELETE", "/users/{id}", "405"), 1),
-    ]
-    .into_iter()
-    .collect();
+    let got = recorded(|layer| routes().layer(layer), TRAFFIC).await;
+    // Unmatched paths share one series: no raw path, bounded cardinality.
+    let mut want = counts(&[("GET", "", "404", 2)]);
+    want.extend(counts(MATCHED));
     assert_eq!(got, want);
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn route_layer_records_matched_routes_only() {
-    let reg = Registry::new();
-    let metrics = HttpServerMetrics::install(&reg).unwrap();
-    let app = routes().route_layer(HttpServerLayer::new(metrics));
-    let got = recorded(&reg, app, TRAFFIC).await;
-    let want: BTreeMap<_, _> = [
-        (key("GET", "/users/{id}", "200"), 4),
-        (key("POST", "/orders", "201"), 1),
-        (key("GET", "/fail", "500"), 1),
-        (key("GET", "/api/orders/{id}", "200"), 1),
-        (key("DELETE", "/users/{id}", "405"), 1),
-    ]
-    .into_iter()
-    .collect();
-    assert_eq!(got, want);
+    let got = recorded(|layer| routes().route_layer(layer), TRAFFIC).await;
+    assert_eq!(got, counts(MATCHED));
 }
 
 /// Around the whole router (as hyper or a `ServiceBuilder` would put it) the layer runs before
@@ -144,22 +141,15 @@ async fn route_layer_records_matched_routes_only() {
 #[tokio::test(flavor = "current_thread")]
 async fn outside_the_router_no_template_is_known() {
     use tower::Layer;
-    let reg = Registry::new();
-    let metrics = HttpServerMetrics::install(&reg).unwrap();
-    let svc = HttpServerLayer::new(metrics).layer(routes());
-    let app = Router::new().fallback_service(svc);
-    let got = recorded(&reg, app, &TRAFFIC[..3]).await;
-    let want: BTreeMap<_, _> = [(key("GET", "", "200"), 3)].into_iter().collect();
-    assert_eq!(got, want);
+    let outside = |layer: HttpServerLayer| Router::new().fallback_service(layer.layer(routes()));
+    let got = recorded(outside, &TRAFFIC[..3]).await;
+    assert_eq!(got, counts(&[("GET", "", "200", 3)]));
 }
 
 #[tokio::test(flavor = "current_thread")]
 async fn route_with_replaces_the_axum_default() {
-    let reg = Registry::new();
-    let metrics = HttpServerMetrics::install(&reg).unwrap();
-    let app =
-        routes().layer(HttpServerLayer::new(metrics).route_with(|_, _| Some("/custom".into())));
-    let got = recorded(&reg, app, &TRAFFIC[..2]).await;
-    let want: BTreeMap<_, _> = [(key("GET", "/custom", "200"), 2)].into_iter().collect();
-    assert_eq!(got, want);
+    let custom =
+        |layer: HttpServerLayer| routes().layer(layer.route_with(|_, _| Some("/custom".into())));
+    let got = recorded(custom, &TRAFFIC[..2]).await;
+    assert_eq!(got, counts(&[("GET", "/custom", "200", 2)]));
 }

@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::value;
+use common::{assert_pool_exhausted, assert_timeouts_and_waits, multi_thread_runtime, value};
 use sonde_core::Registry;
 use sonde_instrument::{Bb8Stats, PoolMetrics, bb8_get};
 
@@ -29,11 +29,7 @@ impl bb8::ManageConnection for Conns {
 
 #[test]
 fn sizes_waiting_requests_waits_and_timeouts() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = multi_thread_runtime(1);
     let registry = Registry::new();
     let metrics = PoolMetrics::install(&registry, "main").unwrap();
     let name = ("db.client.connection.pool.name", "main");
@@ -49,10 +45,7 @@ fn sizes_waiting_requests_waits_and_timeouts() {
         metrics.watch(Arc::new(Bb8Stats(pool.clone())));
         let a = bb8_get(&pool, &metrics).await.unwrap();
         let b = bb8_get(&pool, &metrics).await.unwrap();
-        let s = registry.snapshot();
-        assert_eq!(value(&s, "db.client.connection.count", &state("used")), 2.0);
-        assert_eq!(value(&s, "db.client.connection.count", &state("idle")), 0.0);
-        assert_eq!(value(&s, "db.client.connection.max", &[name]), 2.0);
+        assert_pool_exhausted(&registry.snapshot(), "main", 2.0);
         // A third request waits: it shows as pending while it does, then times out.
         let (third, pending) = tokio::join!(bb8_get(&pool, &metrics), async {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -65,12 +58,7 @@ fn sizes_waiting_requests_waits_and_timeouts() {
         drop(b);
         let _again = bb8_get(&pool, &metrics).await.unwrap();
         let s = registry.snapshot();
-        assert_eq!(value(&s, "db.client.connection.timeouts", &[name]), 1.0);
-        assert_eq!(
-            value(&s, "db.client.connection.wait_time", &[name]),
-            3.0,
-            "three waits recorded"
-        );
+        assert_timeouts_and_waits(&s, "main", 1.0, 3);
         assert_eq!(value(&s, "db.client.connection.count", &state("used")), 1.0);
         assert_eq!(
             value(&s, "db.client.connection.pending_requests", &[name]),

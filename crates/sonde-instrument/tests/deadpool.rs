@@ -2,11 +2,14 @@
 //! and timeouts, against the real deadpool crate on a Tokio runtime.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{assert_connections, assert_pool_exhausted, assert_timeouts_and_waits};
 use deadpool::managed::{Manager, Metrics, Pool, PoolError, RecycleResult};
-use sonde_core::{Registry, Snapshot};
+use sonde_core::Registry;
 use sonde_instrument::{DeadpoolStats, PoolMetrics, deadpool_get};
 
 struct Conns;
@@ -20,15 +23,6 @@ impl Manager for Conns {
     async fn recycle(&self, _: &mut u32, _: &Metrics) -> RecycleResult<Self::Error> {
         Ok(())
     }
-}
-
-fn value(s: &Snapshot, name: &str, labels: &[(&str, &str)]) -> f64 {
-    s.point(name, labels)
-        .map(|p| match p.histogram() {
-            Some(h) => h.count() as f64,
-            None => p.number().unwrap().as_f64(),
-        })
-        .unwrap_or(0.0)
 }
 
 #[test]
@@ -46,28 +40,10 @@ fn sizes_waits_and_timeouts() {
     let registry = Registry::new();
     let metrics = PoolMetrics::install(&registry, "main").unwrap();
     metrics.watch(Arc::new(DeadpoolStats(pool.clone())));
-    let name = ("db.client.connection.pool.name", "main");
     rt.block_on(async {
         let a = deadpool_get(&pool, &metrics).await.unwrap();
         let b = deadpool_get(&pool, &metrics).await.unwrap();
-        let s = registry.snapshot();
-        assert_eq!(
-            value(
-                &s,
-                "db.client.connection.count",
-                &[name, ("db.client.connection.state", "used")]
-            ),
-            2.0
-        );
-        assert_eq!(
-            value(
-                &s,
-                "db.client.connection.count",
-                &[name, ("db.client.connection.state", "idle")]
-            ),
-            0.0
-        );
-        assert_eq!(value(&s, "db.client.connection.max", &[name]), 2.0);
+        assert_pool_exhausted(&registry.snapshot(), "main", 2.0);
         // Both taken: the third request waits 100 ms and times out.
         let third = deadpool_get(&pool, &metrics).await;
         assert!(matches!(third, Err(PoolError::Timeout(_))));
@@ -76,27 +52,7 @@ fn sizes_waits_and_timeouts() {
         let _again = deadpool_get(&pool, &metrics).await.unwrap();
     });
     let s = registry.snapshot();
-    assert_eq!(value(&s, "db.client.connection.timeouts", &[name]), 1.0);
-    assert_eq!(
-        value(&s, "db.client.connection.wait_time", &[name]),
-        3.0,
-        "three waits recorded"
-    );
-    assert_eq!(
-        value(
-            &s,
-            "db.client.connection.count",
-            &[name, ("db.client.connection.state", "idle")]
-        ),
-        2.0,
-        "everything returned: both connections idle"
-    );
-    assert_eq!(
-        value(
-            &s,
-            "db.client.connection.count",
-            &[name, ("db.client.connection.state", "used")]
-        ),
-        0.0
-    );
+    assert_timeouts_and_waits(&s, "main", 1.0, 3);
+    // Everything returned: both connections idle.
+    assert_connections(&s, "main", 0.0, 2.0);
 }

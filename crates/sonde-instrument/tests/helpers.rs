@@ -5,8 +5,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+mod common;
+
+use common::{assert_connections, assert_timeouts_and_waits, pool_label};
 use sonde_core::testing::{assert_counter, assert_gauge, block_on};
-use sonde_core::{Point, Registry, Unit};
+use sonde_core::{Point, Registry, Snapshot, Unit};
 use sonde_instrument::*;
 
 fn histogram_count(reg: &Registry, name: &str, labels: &[(&str, &str)]) -> u64 {
@@ -18,6 +21,34 @@ fn histogram_count(reg: &Registry, name: &str, labels: &[(&str, &str)]) -> u64 {
 
 fn unit_of(reg: &Registry, name: &str) -> Unit {
     reg.snapshot().family(name).unwrap().meta.unit().clone()
+}
+
+/// Asserts each of the counter series of the family `name`, by its labels.
+#[track_caller]
+fn assert_counters(snap: &Snapshot, name: &str, series: &[(&[(&str, &str)], f64)]) {
+    for (labels, value) in series {
+        assert_counter(snap, name, labels, *value);
+    }
+}
+
+/// Asserts that `trigger` has seen one cold invocation (its cold start) and one warm one.
+#[track_caller]
+fn assert_one_cold_and_one_warm_invocation(snap: &Snapshot, trigger: &str) {
+    assert_counters(
+        snap,
+        "faas.invocations",
+        &[
+            (
+                &[("faas.trigger", trigger), ("faas.coldstart", "true")],
+                1.0,
+            ),
+            (
+                &[("faas.trigger", trigger), ("faas.coldstart", "false")],
+                1.0,
+            ),
+        ],
+    );
+    assert_counter(snap, "faas.coldstarts", &[("faas.trigger", trigger)], 1.0);
 }
 
 #[test]
@@ -88,19 +119,7 @@ fn faas_cold_and_warm_invocations() {
     assert_eq!(flushed.load(Ordering::SeqCst), 4);
 
     let snap = reg.snapshot();
-    assert_counter(
-        &snap,
-        "faas.invocations",
-        &[("faas.trigger", "http"), ("faas.coldstart", "true")],
-        1.0,
-    );
-    assert_counter(
-        &snap,
-        "faas.invocations",
-        &[("faas.trigger", "http"), ("faas.coldstart", "false")],
-        1.0,
-    );
-    assert_counter(&snap, "faas.coldstarts", &[("faas.trigger", "http")], 1.0);
+    assert_one_cold_and_one_warm_invocation(&snap, "http");
     assert_counter(&snap, "faas.errors", &[("faas.trigger", "http")], 1.0);
     assert_counter(&snap, "faas.timeouts", &[("faas.trigger", "timer")], 1.0);
     assert_eq!(histogram_count(&reg, "faas.init_duration", &[]), 1);
@@ -141,19 +160,7 @@ fn lambda_is_detected_from_its_environment() {
         assert!(out.is_ok());
     }
     let snap = reg.snapshot();
-    assert_counter(
-        &snap,
-        "faas.invocations",
-        &[("faas.trigger", "http"), ("faas.coldstart", "true")],
-        1.0,
-    );
-    assert_counter(
-        &snap,
-        "faas.invocations",
-        &[("faas.trigger", "http"), ("faas.coldstart", "false")],
-        1.0,
-    );
-    assert_counter(&snap, "faas.coldstarts", &[("faas.trigger", "http")], 1.0);
+    assert_one_cold_and_one_warm_invocation(&snap, "http");
     unsafe {
         std::env::remove_var("AWS_LAMBDA_FUNCTION_NAME");
     }
@@ -289,17 +296,13 @@ fn caches_pools_phases_and_events() {
     cache.evicted(3);
     cache.set_size(42);
     let snap = reg.snapshot();
-    assert_counter(
+    assert_counters(
         &snap,
         "cache.requests",
-        &[("cache.name", "users"), ("cache.result", "hit")],
-        8.0,
-    );
-    assert_counter(
-        &snap,
-        "cache.requests",
-        &[("cache.name", "users"), ("cache.result", "miss")],
-        2.0,
+        &[
+            (&[("cache.name", "users"), ("cache.result", "hit")], 8.0),
+            (&[("cache.name", "users"), ("cache.result", "miss")], 2.0),
+        ],
     );
     assert_counter(&snap, "cache.evictions", &[("cache.name", "users")], 3.0);
     assert_gauge(&snap, "cache.size", &[("cache.name", "users")], 42.0);
@@ -315,26 +318,11 @@ fn caches_pools_phases_and_events() {
     stats.used.store(7, Ordering::Relaxed);
     // Sampled at collection time, so the latest values show.
     let snap = reg.snapshot();
-    let p = [("db.client.connection.pool.name", "main")];
-    assert_gauge(
-        &snap,
-        "db.client.connection.count",
-        &[p[0], ("db.client.connection.state", "used")],
-        7.0,
-    );
-    assert_gauge(
-        &snap,
-        "db.client.connection.count",
-        &[p[0], ("db.client.connection.state", "idle")],
-        3.0,
-    );
+    let p = [pool_label("main")];
+    assert_connections(&snap, "main", 7.0, 3.0);
     assert_gauge(&snap, "db.client.connection.max", &p, 10.0);
     assert_gauge(&snap, "db.client.connection.pending_requests", &p, 2.0);
-    assert_counter(&snap, "db.client.connection.timeouts", &p, 1.0);
-    assert_eq!(
-        histogram_count(&reg, "db.client.connection.wait_time", &p),
-        1
-    );
+    assert_timeouts_and_waits(&snap, "main", 1.0, 1);
 
     let phases = Phases::install(&reg, "checkout.phase.duration").unwrap();
     let mut t = phases.start();
@@ -454,23 +442,14 @@ fn business_events_bound_their_dimensions_sample_their_log_and_skip_bad_values()
     let fam = snap.family("orders").unwrap();
     // 2 × 2 allowed values, plus `other` in each: at most 9 series, whatever was sent.
     assert!(fam.series.len() <= 9, "{}", fam.series.len());
-    assert_counter(
+    assert_counters(
         &snap,
         "orders",
-        &[("channel", "other"), ("country", "fr")],
-        1000.0,
-    );
-    assert_counter(
-        &snap,
-        "orders",
-        &[("channel", "web"), ("country", "other")],
-        1.0,
-    );
-    assert_counter(
-        &snap,
-        "orders",
-        &[("channel", "web"), ("country", "de")],
-        3.0,
+        &[
+            (&[("channel", "other"), ("country", "fr")], 1000.0),
+            (&[("channel", "web"), ("country", "other")], 1.0),
+            (&[("channel", "web"), ("country", "de")], 3.0),
+        ],
     );
     let v = snap
         .point("orders.value", &[("channel", "web"), ("country", "de")])

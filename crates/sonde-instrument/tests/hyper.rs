@@ -7,7 +7,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{active_gets, get, server_count};
+use common::{
+    assert_slow_get_is_active_while_in_flight, get, multi_thread_runtime, server_count,
+    server_histogram,
+};
 use sonde_core::Registry;
 use sonde_instrument::{HttpServerLayer, HttpServerMetrics};
 use tower_layer::Layer as _;
@@ -30,11 +33,7 @@ async fn handler(
 fn a_plain_hyper_server_records_routes_statuses_and_active_requests() {
     let registry = Registry::new();
     let metrics = HttpServerMetrics::install(&registry).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = multi_thread_runtime(2);
     let listener = rt
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
         .unwrap();
@@ -67,28 +66,11 @@ fn a_plain_hyper_server_records_routes_statuses_and_active_requests() {
     }
     assert_eq!(get(addr, "/boom"), 500);
     // While /slow is in flight, it counts as active.
-    let slow = std::thread::spawn(move || get(addr, "/slow"));
-    std::thread::sleep(Duration::from_millis(150));
-    assert_eq!(active_gets(&registry.snapshot()), Some(1.0));
-    assert_eq!(slow.join().unwrap(), 200);
-    let s = registry.snapshot();
-    assert_eq!(active_gets(&s), Some(0.0));
+    let s = assert_slow_get_is_active_while_in_flight(&registry, addr);
     assert_eq!(server_count(&s, "/users/{id}", "200", ""), 3);
     assert_eq!(server_count(&s, "/boom", "500", "500"), 1);
     assert_eq!(server_count(&s, "/slow", "200", ""), 1);
-    let slow_seconds = s
-        .point(
-            "http.server.request.duration",
-            &[
-                ("http.request.method", "GET"),
-                ("http.route", "/slow"),
-                ("http.response.status_code", "200"),
-                ("error.type", ""),
-            ],
-        )
-        .and_then(|p| p.histogram())
-        .unwrap()
-        .sum();
+    let slow_seconds = server_histogram(&s, "/slow", "200", "").unwrap().sum();
     assert!(slow_seconds >= 0.39, "{slow_seconds}");
     rt.shutdown_background();
 }

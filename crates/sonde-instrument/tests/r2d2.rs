@@ -2,11 +2,14 @@
 #![allow(clippy::unwrap_used)] // tests panic on failure by design
 #![cfg(feature = "r2d2")]
 
+mod common;
+
 use std::time::Duration;
 
+use common::{assert_pool_exhausted, assert_timeouts_and_waits, pool_label};
 use r2d2_sqlite::SqliteConnectionManager;
-use sonde_core::testing::{assert_counter, assert_gauge};
-use sonde_core::{Point, Registry};
+use sonde_core::Registry;
+use sonde_core::testing::assert_gauge;
 use sonde_instrument::PoolMetrics;
 
 #[test]
@@ -27,34 +30,14 @@ fn r2d2_pool_sizes_waits_and_timeouts() {
     let b = pool.get().unwrap();
     // Both connections are out: the next checkout times out.
     assert!(pool.get().is_err());
-    let p = [("db.client.connection.pool.name", "sqlite")];
-    let snap = reg.snapshot();
-    assert_gauge(
-        &snap,
-        "db.client.connection.count",
-        &[p[0], ("db.client.connection.state", "used")],
-        2.0,
-    );
-    assert_gauge(
-        &snap,
-        "db.client.connection.count",
-        &[p[0], ("db.client.connection.state", "idle")],
-        0.0,
-    );
-    assert_gauge(&snap, "db.client.connection.max", &p, 2.0);
+    assert_pool_exhausted(&reg.snapshot(), "sqlite", 2.0);
     drop((a, b));
-    let snap = reg.snapshot();
     assert_gauge(
-        &snap,
+        &reg.snapshot(),
         "db.client.connection.count",
-        &[p[0], ("db.client.connection.state", "idle")],
+        &[pool_label("sqlite"), ("db.client.connection.state", "idle")],
         2.0,
     );
-    let snap = reg.snapshot();
-    assert_counter(&snap, "db.client.connection.timeouts", &p, 1.0);
-    let waits = snap
-        .point("db.client.connection.wait_time", &p)
-        .and_then(Point::histogram)
-        .unwrap();
-    assert_eq!(waits.count(), 2, "two successful checkouts");
+    // Two successful checkouts.
+    assert_timeouts_and_waits(&reg.snapshot(), "sqlite", 1.0, 2);
 }

@@ -3,11 +3,14 @@
 //! the server address, and the caller's route template.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
+use common::multi_thread_runtime;
 use sonde_core::{Registry, Snapshot};
 use sonde_instrument::{HttpClientMetrics, HttpClientMiddleware, UrlTemplate};
 
@@ -19,11 +22,7 @@ fn count(s: &Snapshot, labels: &[(&str, &str)]) -> u64 {
 
 #[test]
 fn requests_are_timed_by_status_error_server_and_template() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = multi_thread_runtime(1);
     let registry = Registry::new();
     let metrics = HttpClientMetrics::install(&registry).unwrap();
     // The workspace may build reqwest with `rustls-no-provider` (plain http here still needs

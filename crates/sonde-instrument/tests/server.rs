@@ -24,6 +24,33 @@ async fn request(addr: std::net::SocketAddr, method: &str, path: &str) -> String
     out
 }
 
+/// Sends one request and asserts the status line of its answer.
+async fn assert_status(addr: std::net::SocketAddr, method: &str, path: &str, status: u16) {
+    let answer = request(addr, method, path).await;
+    assert!(
+        answer.starts_with(&format!("HTTP/1.1 {status}")),
+        "{method} {path}: {answer}"
+    );
+}
+
+/// Asserts that no GET is active and that `series` request-duration series were recorded.
+fn assert_settled(reg: &Registry, series: usize) {
+    let snap = reg.snapshot();
+    assert_gauge(
+        &snap,
+        "http.server.active_requests",
+        &[("http.request.method", "GET")],
+        0.0,
+    );
+    assert_eq!(
+        snap.family("http.server.request.duration")
+            .unwrap()
+            .series
+            .len(),
+        series
+    );
+}
+
 fn count(reg: &Registry, labels: &[(&str, &str)]) -> u64 {
     reg.snapshot()
         .point("http.server.request.duration", labels)
@@ -57,27 +84,11 @@ async fn axum_routes_are_recorded_by_template() {
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     for id in 0..25 {
-        assert!(
-            request(addr, "GET", &format!("/users/{id}"))
-                .await
-                .starts_with("HTTP/1.1 200")
-        );
+        assert_status(addr, "GET", &format!("/users/{id}"), 200).await;
     }
-    assert!(
-        request(addr, "GET", "/fail")
-            .await
-            .starts_with("HTTP/1.1 500")
-    );
-    assert!(
-        request(addr, "GET", "/nowhere/12345")
-            .await
-            .starts_with("HTTP/1.1 404")
-    );
-    assert!(
-        request(addr, "BREW", "/users/1")
-            .await
-            .starts_with("HTTP/1.1 405")
-    );
+    assert_status(addr, "GET", "/fail", 500).await;
+    assert_status(addr, "GET", "/nowhere/12345", 404).await;
+    assert_status(addr, "BREW", "/users/1", 405).await;
     // While one request is in flight it counts as active.
     let slow = tokio::spawn(request(addr, "GET", "/slow"));
     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -114,20 +125,7 @@ async fn axum_routes_are_recorded_by_template() {
         .unwrap()
         .sum();
     assert!(slow_sum >= 0.02, "{slow_sum}");
-    assert_gauge(
-        &reg.snapshot(),
-        "http.server.active_requests",
-        &[("http.request.method", "GET")],
-        0.0,
-    );
-    assert_eq!(
-        reg.snapshot()
-            .family("http.server.request.duration")
-            .unwrap()
-            .series
-            .len(),
-        5
-    );
+    assert_settled(&reg, 5);
     server.abort();
 }
 
@@ -172,22 +170,10 @@ async fn warp_routes_are_recorded_by_template() {
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(warp::serve(users.or(teapot)).incoming(listener).run());
     for id in 0..5 {
-        assert!(
-            request(addr, "GET", &format!("/users/{id}"))
-                .await
-                .starts_with("HTTP/1.1 200")
-        );
+        assert_status(addr, "GET", &format!("/users/{id}"), 200).await;
     }
-    assert!(
-        request(addr, "GET", "/teapot")
-            .await
-            .starts_with("HTTP/1.1 418")
-    );
-    assert!(
-        request(addr, "GET", "/nowhere")
-            .await
-            .starts_with("HTTP/1.1 404")
-    );
+    assert_status(addr, "GET", "/teapot", 418).await;
+    assert_status(addr, "GET", "/nowhere", 404).await;
     let l = |route: &'static str, code: &'static str| {
         [
             ("http.request.method", "GET"),
@@ -199,20 +185,7 @@ async fn warp_routes_are_recorded_by_template() {
     assert_eq!(count(&reg, &l("/users/:id", "200")), 5);
     assert_eq!(count(&reg, &l("/teapot", "418")), 1);
     // The unmatched request was rejected by both routes and recorded by neither.
-    assert_eq!(
-        reg.snapshot()
-            .family("http.server.request.duration")
-            .unwrap()
-            .series
-            .len(),
-        2
-    );
-    assert_gauge(
-        &reg.snapshot(),
-        "http.server.active_requests",
-        &[("http.request.method", "GET")],
-        0.0,
-    );
+    assert_settled(&reg, 2);
     server.abort();
 }
 

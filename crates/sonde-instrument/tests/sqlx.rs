@@ -7,18 +7,17 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::value;
+use common::{
+    assert_connections, assert_pool_exhausted, assert_timeouts_and_waits, multi_thread_runtime,
+    value,
+};
 use sonde_core::Registry;
 use sonde_instrument::{DbMetrics, PoolMetrics, SqlxStats, sqlx_acquire};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 
 #[test]
 fn sizes_waits_timeouts_and_timed_queries_on_sqlite() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = multi_thread_runtime(1);
     let dir = std::env::temp_dir().join(format!("sonde-sqlx-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("shop.db");
@@ -62,10 +61,7 @@ fn sizes_waits_timeouts_and_timed_queries_on_sqlite() {
             .unwrap();
         assert_eq!(n, 5);
         let b = sqlx_acquire(&pool, &metrics).await.unwrap();
-        let s = registry.snapshot();
-        assert_eq!(value(&s, "db.client.connection.count", &state("used")), 2.0);
-        assert_eq!(value(&s, "db.client.connection.count", &state("idle")), 0.0);
-        assert_eq!(value(&s, "db.client.connection.max", &[name]), 2.0);
+        assert_pool_exhausted(&registry.snapshot(), "shop", 2.0);
         // Both held: the third acquire times out after 200 ms.
         let third = sqlx_acquire(&pool, &metrics).await;
         assert!(matches!(third, Err(sqlx::Error::PoolTimedOut)), "{third:?}");
@@ -81,10 +77,8 @@ fn sizes_waits_timeouts_and_timed_queries_on_sqlite() {
             tokio::time::sleep(Duration::from_millis(20)).await;
             s = registry.snapshot();
         }
-        assert_eq!(value(&s, "db.client.connection.timeouts", &[name]), 1.0);
-        assert_eq!(value(&s, "db.client.connection.wait_time", &[name]), 3.0);
-        assert_eq!(value(&s, "db.client.connection.count", &state("used")), 1.0);
-        assert_eq!(value(&s, "db.client.connection.count", &state("idle")), 1.0);
+        assert_timeouts_and_waits(&s, "shop", 1.0, 3);
+        assert_connections(&s, "shop", 1.0, 1.0);
         assert_eq!(
             value(
                 &s,

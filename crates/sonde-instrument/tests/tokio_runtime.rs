@@ -1,8 +1,11 @@
 //! Tokio runtime metrics against a real multi-thread runtime with busy and parked workers.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::multi_thread_runtime;
 use sonde_core::{Registry, Snapshot};
 use sonde_instrument::TokioRuntimeMetrics;
 
@@ -10,13 +13,17 @@ fn value(s: &Snapshot, name: &str, labels: &[(&str, &str)]) -> f64 {
     s.point(name, labels).unwrap().number().unwrap().as_f64()
 }
 
+/// `name` summed over the two workers.
+fn both_workers(s: &Snapshot, name: &str) -> f64 {
+    ["0", "1"]
+        .iter()
+        .map(|w| value(s, name, &[("tokio.worker", w)]))
+        .sum()
+}
+
 #[test]
 fn workers_tasks_busy_time_and_parks_are_read_at_collection() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = multi_thread_runtime(2);
     let registry = Registry::new();
     let metrics = TokioRuntimeMetrics::install(&registry, rt.handle().clone()).unwrap();
     let first = registry.snapshot();
@@ -36,31 +43,16 @@ fn workers_tasks_busy_time_and_parks_are_read_at_collection() {
     std::thread::sleep(Duration::from_millis(400));
     let s = registry.snapshot();
     assert!(value(&s, "tokio.runtime.tasks.alive", &[]) >= 5.0);
-    let busy: f64 = ["0", "1"]
-        .iter()
-        .map(|w| value(&s, "tokio.runtime.worker.busy.time", &[("tokio.worker", w)]))
-        .sum();
+    let busy = both_workers(&s, "tokio.runtime.worker.busy.time");
     assert!(
         busy >= 0.3,
         "the two spinning tasks kept workers busy ~0.4 s, read {busy}"
     );
-    let parks: f64 = ["0", "1"]
-        .iter()
-        .map(|w| value(&s, "tokio.runtime.worker.parks", &[("tokio.worker", w)]))
-        .sum();
+    let parks = both_workers(&s, "tokio.runtime.worker.parks");
     assert!(parks >= 1.0, "idle workers park: {parks}");
     // Totals only grow between collections, as counters.
     let again = registry.snapshot();
-    let busy_again: f64 = ["0", "1"]
-        .iter()
-        .map(|w| {
-            value(
-                &again,
-                "tokio.runtime.worker.busy.time",
-                &[("tokio.worker", w)],
-            )
-        })
-        .sum();
+    let busy_again = both_workers(&again, "tokio.runtime.worker.busy.time");
     assert!(busy_again >= busy);
     // Dropping the handle stops the reads; the runtime may go away without harm.
     drop(metrics);

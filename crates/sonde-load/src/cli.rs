@@ -324,29 +324,17 @@ pub fn build_plan(args: &RunArgs) -> Result<Plan, String> {
                     .map_err(|e| format!("--body-file {}: {e}", p.display()))?,
                 (None, None) => bytes::Bytes::new(),
             };
-            Plan {
-                requests: vec![RequestSpec {
-                    name: "default".to_owned(),
-                    method,
-                    url: uri,
-                    headers,
-                    body,
-                    weight: 1,
-                    thresholds: Vec::new(),
-                }],
-                model: Model::Open,
-                stages: vec![Stage {
-                    duration: Duration::from_secs(10),
-                    target: 10.0,
-                    hold: true,
-                }],
-                warmup: Duration::ZERO,
-                connections: 0,
-                timeout: Duration::from_secs(10),
-                http2: false,
-                insecure: false,
-                thresholds: Vec::new(),
-            }
+            let request = RequestSpec {
+                headers,
+                body,
+                ..RequestSpec::new("default", method, uri)
+            };
+            let stage = Stage {
+                duration: Duration::from_secs(10),
+                target: 10.0,
+                hold: true,
+            };
+            Plan::new(vec![request], vec![stage])
         }
     };
     // Flags override the scenario's (or the defaults').

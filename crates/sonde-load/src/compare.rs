@@ -367,14 +367,11 @@ impl<'a> Side<'a> {
         } else {
             0.0
         };
-        let windows: Vec<f64> = self
-            .stats
-            .timeline
-            .iter()
-            .filter(|w| w.count >= MIN_WINDOW_COUNT)
-            .filter_map(|w| window_quantile(w, q))
-            .collect();
-        from_counts.max(standard_error(&windows))
+        self.with_window_spread(from_counts, |w| {
+            (w.count >= MIN_WINDOW_COUNT)
+                .then(|| window_quantile(w, q))
+                .flatten()
+        })
     }
 
     fn errors_se(&self, pooled: f64) -> f64 {
@@ -384,14 +381,9 @@ impl<'a> Side<'a> {
         } else {
             0.0
         };
-        let windows: Vec<f64> = self
-            .stats
-            .timeline
-            .iter()
-            .filter(|w| w.count >= MIN_WINDOW_COUNT)
-            .map(|w| w.errors as f64 / w.count as f64)
-            .collect();
-        binomial.max(standard_error(&windows))
+        self.with_window_spread(binomial, |w| {
+            (w.count >= MIN_WINDOW_COUNT).then(|| w.errors as f64 / w.count as f64)
+        })
     }
 
     fn rate_se(&self) -> f64 {
@@ -400,14 +392,16 @@ impl<'a> Side<'a> {
         } else {
             0.0
         };
-        let windows: Vec<f64> = self
-            .stats
-            .timeline
-            .iter()
-            .filter(|w| w.seconds > 0.0)
-            .map(|w| w.count as f64 / w.seconds)
-            .collect();
-        poisson.max(standard_error(&windows))
+        self.with_window_spread(poisson, |w| {
+            (w.seconds > 0.0).then(|| w.count as f64 / w.seconds)
+        })
+    }
+
+    /// The larger of `model` (a standard error from the counts alone) and the standard error
+    /// of `figure` across the timeline's windows (those it gives none for left out).
+    fn with_window_spread(&self, model: f64, figure: impl FnMut(&Window) -> Option<f64>) -> f64 {
+        let windows: Vec<f64> = self.stats.timeline.iter().filter_map(figure).collect();
+        model.max(standard_error(&windows))
     }
 }
 
@@ -478,6 +472,27 @@ fn judge(
         Verdict::Ok
     };
     (change, verdict, noise)
+}
+
+/// The [`Delta`] of `metric` between two measured figures, `(old, new)`, as [`judge`] sees it.
+fn judged(
+    metric: Metric,
+    (old, new): (f64, f64),
+    se: f64,
+    floor: f64,
+    tolerance: f64,
+    worse_if_higher: bool,
+) -> Delta {
+    let (change, verdict, noise) = judge(old, new, se, floor, tolerance, worse_if_higher);
+    Delta {
+        metric,
+        old: Some(old),
+        new: Some(new),
+        change,
+        noise: Some(noise),
+        verdict,
+        note: None,
+    }
 }
 
 fn not_judged(metric: Metric, old: Option<f64>, new: Option<f64>, note: &str) -> Delta {
@@ -560,16 +575,7 @@ fn compare_row(
             .as_ref()
             .map_or(0.0, |p| p.layout().config().precision.max_relative_error())
             * (a + b);
-        let (change, verdict, noise) = judge(a, b, se, grid, tolerance, true);
-        deltas.push(Delta {
-            metric: m,
-            old: Some(a),
-            new: Some(b),
-            change,
-            noise: Some(noise),
-            verdict,
-            note: None,
-        });
+        deltas.push(judged(m, (a, b), se, grid, tolerance, true));
     }
     let (no, nn) = (old.stats.count, new.stats.count);
     if no == 0 || nn == 0 {
@@ -583,32 +589,14 @@ fn compare_row(
         let (a, b) = (old.stats.error_ratio(), new.stats.error_ratio());
         let pooled = (old.stats.error_count() + new.stats.error_count()) as f64 / (no + nn) as f64;
         let se = (old.errors_se(pooled).powi(2) + new.errors_se(pooled).powi(2)).sqrt();
-        let (change, verdict, noise) = judge(a, b, se, 0.0, tolerance, true);
-        deltas.push(Delta {
-            metric: Metric::Errors,
-            old: Some(a),
-            new: Some(b),
-            change,
-            noise: Some(noise),
-            verdict,
-            note: None,
-        });
+        deltas.push(judged(Metric::Errors, (a, b), se, 0.0, tolerance, true));
     }
     let (a, b) = (old.stats.rate, new.stats.rate);
     match rate_note {
         Some(why) => deltas.push(not_judged(Metric::Rate, Some(a), Some(b), why)),
         None => {
             let se = (old.rate_se().powi(2) + new.rate_se().powi(2)).sqrt();
-            let (change, verdict, noise) = judge(a, b, se, 0.0, tolerance, false);
-            deltas.push(Delta {
-                metric: Metric::Rate,
-                old: Some(a),
-                new: Some(b),
-                change,
-                noise: Some(noise),
-                verdict,
-                note: None,
-            });
+            deltas.push(judged(Metric::Rate, (a, b), se, 0.0, tolerance, false));
         }
     }
     RowComparison {

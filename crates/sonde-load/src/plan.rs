@@ -23,6 +23,21 @@ pub struct RequestSpec {
     pub thresholds: Vec<Threshold>,
 }
 
+impl RequestSpec {
+    /// A request of weight 1 with no headers, body or thresholds of its own.
+    pub fn new(name: impl Into<String>, method: http::Method, url: http::Uri) -> RequestSpec {
+        RequestSpec {
+            name: name.into(),
+            method,
+            url,
+            headers: Vec::new(),
+            body: bytes::Bytes::new(),
+            weight: 1,
+            thresholds: Vec::new(),
+        }
+    }
+}
+
 /// How load is applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Model {
@@ -70,6 +85,23 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// A plan that sends `requests` over `stages` with the defaults of a run: the open model, no
+    /// warm-up, connections derived from the load (0), a 10 s timeout, HTTP/1.1, certificates
+    /// checked and no thresholds.
+    pub fn new(requests: Vec<RequestSpec>, stages: Vec<Stage>) -> Plan {
+        Plan {
+            requests,
+            model: Model::Open,
+            stages,
+            warmup: Duration::ZERO,
+            connections: 0,
+            timeout: Duration::from_secs(10),
+            http2: false,
+            insecure: false,
+            thresholds: Vec::new(),
+        }
+    }
+
     /// Total measured duration (the stages, without warm-up).
     pub fn duration(&self) -> Duration {
         self.stages.iter().map(|s| s.duration).sum()

@@ -91,10 +91,19 @@ fn error_classes(e: &ErrorCounts) -> String {
     .filter(|(_, n)| *n > 0)
     .map(|(c, n)| format!("{c} {n}"))
     .collect();
-    if parts.is_empty() {
+    list_or_none(&parts)
+}
+
+/// `items` joined by commas, or `none`.
+pub(crate) fn list_or_none<S: AsRef<str>>(items: &[S]) -> String {
+    if items.is_empty() {
         "none".to_owned()
     } else {
-        parts.join(", ")
+        items
+            .iter()
+            .map(|s| s.as_ref())
+            .collect::<Vec<&str>>()
+            .join(", ")
     }
 }
 
@@ -181,15 +190,30 @@ fn generator_lines(r: &RunResult) -> Vec<(bool, String)> {
     out
 }
 
+/// One request's line of the requests table, text or Markdown alike.
 struct Row {
     name: String,
-    count: String,
-    rate: String,
-    p50: String,
-    p95: String,
-    p99: String,
-    max: String,
+    /// Count, rate, p50, p95, p99 and max.
+    figures: [String; 6],
     errors: String,
+}
+
+/// The widths of [`Row::figures`] in the text table (right-aligned).
+const FIGURE_WIDTHS: [usize; 6] = [9, 10, 9, 9, 9, 9];
+
+/// One line of the text requests table: the name in `w` columns, the figures right-aligned.
+fn text_row(
+    s: &mut String,
+    w: usize,
+    name: &str,
+    figures: &[impl std::fmt::Display],
+    errors: &str,
+) {
+    let _ = write!(s, "{:<w$}", clip(name, w));
+    for (f, width) in figures.iter().zip(FIGURE_WIDTHS) {
+        let _ = write!(s, " {f:>width$}");
+    }
+    let _ = writeln!(s, "  {errors}");
 }
 
 fn row(r: &RequestStats) -> Row {
@@ -202,12 +226,14 @@ fn row(r: &RequestStats) -> Row {
     };
     Row {
         name: r.name.clone(),
-        count: r.count.to_string(),
-        rate: format_rate(r.rate),
-        p50: q(0.5),
-        p95: q(0.95),
-        p99: q(0.99),
-        max: opt_seconds(r.latency.max),
+        figures: [
+            r.count.to_string(),
+            format_rate(r.rate),
+            q(0.5),
+            q(0.95),
+            q(0.99),
+            opt_seconds(r.latency.max),
+        ],
         errors,
     }
 }
@@ -301,24 +327,11 @@ pub fn summary_table(r: &RunResult) -> String {
         .max()
         .unwrap_or(0)
         .clamp(7, 40);
-    let _ = writeln!(
-        s,
-        "\n{:<w$} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9}  errors",
-        "request", "count", "rate", "p50", "p95", "p99", "max"
-    );
+    s.push('\n');
+    let head = ["count", "rate", "p50", "p95", "p99", "max"];
+    text_row(&mut s, w, "request", &head, "errors");
     for (_, x) in &rows {
-        let _ = writeln!(
-            s,
-            "{:<w$} {:>9} {:>10} {:>9} {:>9} {:>9} {:>9}  {}",
-            clip(&x.name, w),
-            x.count,
-            x.rate,
-            x.p50,
-            x.p95,
-            x.p99,
-            x.max,
-            x.errors
-        );
+        text_row(&mut s, w, &x.name, &x.figures, &x.errors);
     }
     for (stats, _) in &rows {
         // The total's classes are the sum of the requests' lines above.
@@ -485,14 +498,9 @@ pub fn markdown(r: &RunResult, c: Option<&Comparison>, svg_name: Option<&str>) -
     for (stats, x) in all_rows(r) {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} |",
             md(&x.name),
-            x.count,
-            x.rate,
-            x.p50,
-            x.p95,
-            x.p99,
-            x.max,
+            x.figures.join(" | "),
             x.errors,
             error_classes(&stats.errors)
         );

@@ -63,6 +63,7 @@ use std::time::Duration;
 use toml_edit::{Document, Item, TableLike, Value};
 
 use sonde_core::diag::{closest, shorten};
+use sonde_objectives::parse::location;
 
 use crate::plan::{Model, Plan, RequestSpec, Stage};
 use crate::threshold::{Threshold, parse_seconds};
@@ -226,21 +227,6 @@ fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
         ));
     }
     Ok(out)
-}
-
-/// `file:line:column` of byte offset `at`.
-fn location(origin: &str, text: &str, at: usize) -> String {
-    let mut at = at.min(text.len());
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    let before = &text[..at];
-    let line = before.matches('\n').count() + 1;
-    let col = before[before.rfind('\n').map_or(0, |i| i + 1)..]
-        .chars()
-        .count()
-        + 1;
-    format!("{origin}:{line}:{col}")
 }
 
 type Span = Option<std::ops::Range<usize>>;
@@ -524,17 +510,7 @@ impl<'a> Reader<'a> {
                 }
             },
         };
-        let mut plan = Plan {
-            requests: Vec::new(),
-            model: Model::Open,
-            stages: Vec::new(),
-            warmup: Duration::ZERO,
-            connections: 0,
-            timeout: Duration::from_secs(10),
-            http2: false,
-            insecure: false,
-            thresholds: Vec::new(),
-        };
+        let mut plan = Plan::new(Vec::new(), Vec::new());
         let run = match run_table {
             Some(t) => self.run_section(t, &mut plan),
             None => RunSection {

@@ -11,6 +11,7 @@ use std::time::Duration;
 use sonde_push::redact_url;
 
 use crate::plan::Plan;
+use crate::report::list_or_none;
 use crate::result::{ServerRoute, ServerView};
 
 pub use sonde_scrape::{ACCEPT, MAX_BODY_BYTES};
@@ -540,11 +541,7 @@ pub fn server_view(url: &str, before: &Scrape, after: &Scrape, plan: &Plan) -> S
             .collect();
         notes.push(format!(
             "no HTTP server duration histogram in the scrape (looked for http_server_request_duration_seconds, *_request_duration_seconds and histograms with a route, path or handler label); histograms seen: {}",
-            if seen.is_empty() {
-                "none".to_owned()
-            } else {
-                seen.join(", ")
-            }
+            list_or_none(&seen)
         ));
     } else {
         for r in &plan.requests {
@@ -558,11 +555,7 @@ pub fn server_view(url: &str, before: &Scrape, after: &Scrape, plan: &Plan) -> S
                     r.name,
                     r.method,
                     r.url.path(),
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
+                    list_or_none(&known)
                 ));
             }
         }

@@ -4,7 +4,7 @@
 //! ready (and leaves no process behind), a port already taken.
 #![allow(clippy::unwrap_used)] // test helpers: failing loudly is the point
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,30 @@ fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// `coldstart --command COMMAND` waiting for `/health` on a free port, 3 runs, then `extra`.
+fn coldstart_on_free_port(command: &str, extra: &[&str]) -> Output {
+    let port = sonde_tests::free_port();
+    three_runs(command, &format!("http://127.0.0.1:{port}/health"), extra)
+}
+
+/// `coldstart --command COMMAND --ready READY --runs 3`, then `extra`.
+fn three_runs(command: &str, ready: &str, extra: &[&str]) -> Output {
+    let base = ["--command", command, "--ready", ready, "--runs", "3"];
+    coldstart(&[&base[..], extra].concat())
+}
+
+/// A shell that writes its pid and its child's (a `sleep 30`) to two files in `dir`, then
+/// waits: its command and the two files.
+fn pid_writing_shell(dir: &Path) -> (String, PathBuf, PathBuf) {
+    let (shell, child) = (dir.join("shell.pid"), dir.join("child.pid"));
+    let command = format!(
+        "sh -c 'echo $$ > {}; sleep 30 & echo $! > {}; wait'",
+        shell.display(),
+        child.display()
+    );
+    (command, shell, child)
+}
+
 /// A target that binds `port` 300 ms after it starts.
 fn slow_target(port: u16) -> (String, String) {
     (
@@ -43,20 +67,18 @@ fn time_to_ready_counts_the_startup_delay_and_thresholds_set_the_exit_code() {
     let json = dir.path().join("out/coldstart.json");
     let port = sonde_tests::free_port();
     let (command, ready) = slow_target(port);
-    let o = coldstart(&[
-        "--command",
+    let o = three_runs(
         &command,
-        "--ready",
         &ready,
-        "--runs",
-        "3",
-        "--warm-requests",
-        "5",
-        "--threshold",
-        "p95<5s",
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+        &[
+            "--warm-requests",
+            "5",
+            "--threshold",
+            "p95<5s",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     let table = stdout(&o);
     for row in [
@@ -94,33 +116,18 @@ fn time_to_ready_counts_the_startup_delay_and_thresholds_set_the_exit_code() {
     assert!(r.thresholds[0].passed);
 
     // The port is free again after the runs: a second benchmark on it can start at once.
-    let o = coldstart(&[
-        "--command",
+    let o = three_runs(
         &command,
-        "--ready",
         &ready,
-        "--runs",
-        "3",
-        "--warm-requests",
-        "2",
-        "--threshold",
-        "p95<100ms",
-    ]);
+        &["--warm-requests", "2", "--threshold", "p95<100ms"],
+    );
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("FAIL  p95<100ms"), "{}", stdout(&o));
 }
 
 #[test]
 fn a_missing_command_is_a_usage_error() {
-    let port = sonde_tests::free_port();
-    let o = coldstart(&[
-        "--command",
-        "/nonexistent/my-service --port 1",
-        "--ready",
-        &format!("http://127.0.0.1:{port}/health"),
-        "--runs",
-        "3",
-    ]);
+    let o = coldstart_on_free_port("/nonexistent/my-service --port 1", &[]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("not found"), "{}", stderr(&o));
     let o = coldstart(&["--command", "'unclosed", "--ready", "http://127.0.0.1:1/"]);
@@ -140,15 +147,7 @@ fn a_missing_command_is_a_usage_error() {
 
 #[test]
 fn a_command_that_exits_at_once_shows_its_status_and_stderr() {
-    let port = sonde_tests::free_port();
-    let o = coldstart(&[
-        "--command",
-        "sh -c 'echo cannot open config.toml >&2; exit 3'",
-        "--ready",
-        &format!("http://127.0.0.1:{port}/health"),
-        "--runs",
-        "3",
-    ]);
+    let o = coldstart_on_free_port("sh -c 'echo cannot open config.toml >&2; exit 3'", &[]);
     assert_eq!(o.status.code(), Some(2));
     let e = stderr(&o);
     assert!(e.contains("run 1:"), "{e}");
@@ -176,25 +175,10 @@ fn read_pid(path: &Path) -> String {
 #[test]
 fn a_service_never_ready_times_out_and_leaves_no_process() {
     let dir = tempfile::tempdir().unwrap();
-    let (shell, child) = (dir.path().join("shell.pid"), dir.path().join("child.pid"));
-    let port = sonde_tests::free_port();
     // A shell that starts a child of its own and waits: both must be stopped.
-    let command = format!(
-        "sh -c 'echo $$ > {}; sleep 30 & echo $! > {}; wait'",
-        shell.display(),
-        child.display()
-    );
+    let (command, shell, child) = pid_writing_shell(dir.path());
     let started = Instant::now();
-    let o = coldstart(&[
-        "--command",
-        &command,
-        "--ready",
-        &format!("http://127.0.0.1:{port}/health"),
-        "--runs",
-        "3",
-        "--timeout",
-        "1s",
-    ]);
+    let o = coldstart_on_free_port(&command, &["--timeout", "1s"]);
     let took = started.elapsed();
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     let e = stderr(&o);
@@ -227,13 +211,8 @@ fn a_port_already_taken_is_refused_before_anything_starts() {
 #[test]
 fn ctrl_c_stops_the_service_being_measured() {
     let dir = tempfile::tempdir().unwrap();
-    let (shell, child) = (dir.path().join("shell.pid"), dir.path().join("child.pid"));
+    let (command, shell, child) = pid_writing_shell(dir.path());
     let port = sonde_tests::free_port();
-    let command = format!(
-        "sh -c 'echo $$ > {}; sleep 30 & echo $! > {}; wait'",
-        shell.display(),
-        child.display()
-    );
     let mut run = Command::new(BIN)
         .args(["coldstart", "--command", &command, "--ready"])
         .arg(format!("http://127.0.0.1:{port}/health"))

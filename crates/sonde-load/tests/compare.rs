@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 use sonde_core::{HistogramPoint, Precision, Registry, Unit};
-use sonde_load::compare::{self, CompareOptions, Metric, Verdict};
+use sonde_load::compare::{self, CompareOptions, Comparison, Metric, Verdict};
 use sonde_load::report;
 use sonde_load::result::{
     ErrorCounts, GeneratorStats, RequestStats, RunResult, SCHEMA, ServerRoute, ServerView,
@@ -238,6 +238,15 @@ fn slower(specs: &[Spec], by: f64) -> Vec<Spec> {
     specs.iter().map(|s| Spec { slower: by, ..*s }).collect()
 }
 
+/// A baseline of list and create at a steady rate (seed `old_seed`), a run of the same server
+/// `factor` times slower (seed `new_seed`), and their comparison at a 10 % tolerance.
+fn slowdown(old_seed: u64, new_seed: u64, factor: f64) -> (RunResult, RunResult, Comparison) {
+    let old = run(old_seed, &[LIST, CREATE], STEADY);
+    let new = run(new_seed, &slower(&[LIST, CREATE], factor), STEADY);
+    let c = compare::compare(&old, &new, &opts(0.10));
+    (old, new, c)
+}
+
 fn opts(tolerance: f64) -> CompareOptions {
     CompareOptions {
         max_regression: tolerance,
@@ -295,9 +304,7 @@ fn two_runs_of_the_same_server_do_not_regress() {
 #[test]
 fn a_server_30_percent_slower_regresses() {
     for seed in 0..4u64 {
-        let old = run(100 + seed, &[LIST, CREATE], STEADY);
-        let new = run(200 + seed, &slower(&[LIST, CREATE], 1.3), STEADY);
-        let c = compare::compare(&old, &new, &opts(0.10));
+        let (_, _, c) = slowdown(100 + seed, 200 + seed, 1.3);
         assert!(c.regressed, "seed {seed}: 30 % slower went unnoticed:\n{c}");
         let flagged = verdicts(&c, Verdict::Regressed);
         for row in ["list", "create", "total"] {
@@ -323,9 +330,7 @@ fn a_server_30_percent_slower_regresses() {
 #[test]
 fn a_small_slowdown_within_the_tolerance_passes_but_is_measurable() {
     for seed in 0..4u64 {
-        let old = run(300 + seed, &[LIST, CREATE], STEADY);
-        let new = run(400 + seed, &slower(&[LIST, CREATE], 1.05), STEADY);
-        let c = compare::compare(&old, &new, &opts(0.10));
+        let (old, new, c) = slowdown(300 + seed, 400 + seed, 1.05);
         assert!(!c.regressed, "seed {seed}: 5 % flagged at 10 %:\n{c}");
         // The noise estimate is not so wide that it hides everything: with a 1 % tolerance,
         // the same 5 % slowdown of the median is found.

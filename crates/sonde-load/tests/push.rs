@@ -8,36 +8,36 @@ mod support;
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+use sonde_load::result::RunResult;
 use sonde_tests::otlp::{OtlpReceiver, attrs, find_metrics};
 use support::{Target, serial, sonde_load};
+
+/// Two seconds at 100/s against the target's `/api/users`, pushing every 500 ms as `push`
+/// says: it must exit 0; its `--json` result.
+fn pushing_run(target: &Target, push: &[&str]) -> RunResult {
+    let dir = tempfile::tempdir().unwrap();
+    let url = target.url("/api/users");
+    let base = ["run", "--url", &url, "--rate", "100", "--duration", "2s"];
+    let args = [&base[..], &["--push-interval", "500ms"], push].concat();
+    let out = sonde_load(&args, dir.path(), Duration::from_secs(30));
+    assert_eq!(out.code(), 0, "{}\n{}", out.stdout, out.stderr);
+    out.result().clone()
+}
 
 #[test]
 fn the_runs_metrics_reach_an_otlp_receiver() {
     let _serial = serial();
     let rx = OtlpReceiver::start();
     let target = Target::start(&["--error-ratio", "0.25", "--error-status", "503"]);
-    let dir = tempfile::tempdir().unwrap();
-    let out = sonde_load(
+    let result = pushing_run(
+        &target,
         &[
-            "run",
-            "--url",
-            &target.url("/api/users"),
-            "--rate",
-            "100",
-            "--duration",
-            "2s",
             "--push-otlp",
             &rx.http_endpoint(),
-            "--push-interval",
-            "500ms",
             "--push-attribute",
             "run.id=push-test",
         ],
-        dir.path(),
-        Duration::from_secs(30),
     );
-    assert_eq!(out.code(), 0, "{}\n{}", out.stdout, out.stderr);
-    let result = out.result();
     assert!(result.total.count >= 150, "{}", result.total.count);
     let requests = rx.metrics();
     // Cumulative points: the last export holds the whole run.
@@ -120,26 +120,9 @@ fn the_runs_metrics_reach_victoria_metrics_over_remote_write() {
     let _serial = serial();
     let vm = sonde_tests::victoria::VictoriaMetrics::start();
     let target = Target::start(&[]);
-    let dir = tempfile::tempdir().unwrap();
-    let out = sonde_load(
-        &[
-            "run",
-            "--url",
-            &target.url("/api/users"),
-            "--rate",
-            "100",
-            "--duration",
-            "2s",
-            "--push-remote-write",
-            &vm.write_url(),
-            "--push-interval",
-            "500ms",
-        ],
-        dir.path(),
-        Duration::from_secs(30),
-    );
-    assert_eq!(out.code(), 0, "{}\n{}", out.stdout, out.stderr);
-    let count = out.result().total.count as f64;
+    let count = pushing_run(&target, &["--push-remote-write", &vm.write_url()])
+        .total
+        .count as f64;
     let expr = "sum(http_client_request_duration_seconds_count{request_name=\"default\"})";
     vm.wait_for_series(expr, Duration::from_secs(15));
     // The last push (delivered before sonde-load exits) carries the whole run.

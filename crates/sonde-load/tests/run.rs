@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use sonde_load::engine::{METRIC, RunOptions, run, run_with_registry};
 use sonde_load::plan::{Model, Plan, RequestSpec, Stage};
+use sonde_load::result::RunResult;
 use support::{Target, serial, sonde_load};
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -17,26 +18,23 @@ fn within(value: f64, truth: f64, tolerance: f64) -> bool {
     (value - truth).abs() <= truth * tolerance
 }
 
-#[test]
-fn open_model_achieves_the_target_rate() {
-    let _g = serial();
+/// `sonde-load run --url URL ARGS…` in a fresh directory: it must exit 0; its `--json` result.
+fn passing_run(url: &str, args: &[&str]) -> RunResult {
     let dir = tempfile::tempdir().expect("tempdir");
-    let target = Target::start(&[]);
     let out = sonde_load(
-        &[
-            "run",
-            "--url",
-            &target.url("/"),
-            "--rate",
-            "200",
-            "--duration",
-            "3s",
-        ],
+        &[&["run", "--url", url][..], args].concat(),
         dir.path(),
         LIMIT,
     );
     assert_eq!(out.code(), 0, "{}", out.stderr);
-    let r = out.result();
+    out.result().clone()
+}
+
+#[test]
+fn open_model_achieves_the_target_rate() {
+    let _g = serial();
+    let target = Target::start(&[]);
+    let r = passing_run(&target.url("/"), &["--rate", "200", "--duration", "3s"]);
     eprintln!(
         "open 200/s for 3 s: count {} achieved {:.2}/s target {:?} late {} max lag {:.6} s p50 {:?}",
         r.total.count,
@@ -69,23 +67,8 @@ fn open_model_achieves_the_target_rate() {
 #[test]
 fn closed_model_runs_the_users() {
     let _g = serial();
-    let dir = tempfile::tempdir().expect("tempdir");
     let target = Target::start(&["--delay", "10ms"]);
-    let out = sonde_load(
-        &[
-            "run",
-            "--url",
-            &target.url("/"),
-            "--users",
-            "4",
-            "--duration",
-            "2s",
-        ],
-        dir.path(),
-        LIMIT,
-    );
-    assert_eq!(out.code(), 0, "{}", out.stderr);
-    let r = out.result();
+    let r = passing_run(&target.url("/"), &["--users", "4", "--duration", "2s"]);
     let p50 = r.total.latency.quantile(0.5).expect("p50");
     let mean = r.total.latency.mean().expect("mean");
     eprintln!(
@@ -145,7 +128,6 @@ fn minimal_client_p50(addr: &str, requests: usize) -> f64 {
 #[test]
 fn reported_percentiles_match_a_known_delay() {
     let _g = serial();
-    let dir = tempfile::tempdir().expect("tempdir");
     // The truth: the server's delay plus what it costs to reach it on this machine, as a
     // minimal blocking client measures it against the same delaying server (in a debug build
     // on a small VM, most of a millisecond: waking idle threads, hyper unoptimized).
@@ -162,21 +144,7 @@ fn reported_percentiles_match_a_known_delay() {
         "--slow-ratio",
         "0.02",
     ]);
-    let out = sonde_load(
-        &[
-            "run",
-            "--url",
-            &target.url("/"),
-            "--rate",
-            "100",
-            "--duration",
-            "4s",
-        ],
-        dir.path(),
-        LIMIT,
-    );
-    assert_eq!(out.code(), 0, "{}", out.stderr);
-    let r = out.result();
+    let r = passing_run(&target.url("/"), &["--rate", "100", "--duration", "4s"]);
     let p50 = r.total.latency.quantile(0.5).expect("p50");
     let p99 = r.total.latency.quantile(0.99).expect("p99");
     let (true50, true99) = (0.020 + overhead, 0.200 + overhead);
@@ -209,23 +177,8 @@ fn reported_percentiles_match_a_known_delay() {
 #[test]
 fn a_stall_shows_in_the_percentiles() {
     let _g = serial();
-    let dir = tempfile::tempdir().expect("tempdir");
     let target = Target::start(&["--stall", "1s", "--stall-every", "2s"]);
-    let out = sonde_load(
-        &[
-            "run",
-            "--url",
-            &target.url("/"),
-            "--rate",
-            "100",
-            "--duration",
-            "4s",
-        ],
-        dir.path(),
-        LIMIT,
-    );
-    assert_eq!(out.code(), 0, "{}", out.stderr);
-    let r = out.result();
+    let r = passing_run(&target.url("/"), &["--rate", "100", "--duration", "4s"]);
     let q = |q| r.total.latency.quantile(q).expect("quantile");
     eprintln!(
         "stall 1 s every 2 s at 100/s: count {} p50 {:.4} p90 {:.4} p99 {:.4} max {:?} queued {}",
@@ -325,23 +278,8 @@ fn a_refused_port_counts_connect_errors() {
 #[test]
 fn server_errors_are_counted_by_class() {
     let _g = serial();
-    let dir = tempfile::tempdir().expect("tempdir");
     let target = Target::start(&["--error-ratio", "0.5", "--error-status", "503"]);
-    let out = sonde_load(
-        &[
-            "run",
-            "--url",
-            &target.url("/"),
-            "--rate",
-            "200",
-            "--duration",
-            "1s",
-        ],
-        dir.path(),
-        LIMIT,
-    );
-    assert_eq!(out.code(), 0, "{}", out.stderr);
-    let r = out.result();
+    let r = passing_run(&target.url("/"), &["--rate", "200", "--duration", "1s"]);
     let e = r.total.errors;
     eprintln!(
         "error server: count {} errors {e:?} statuses {:?}",
@@ -356,7 +294,6 @@ fn server_errors_are_counted_by_class() {
 #[test]
 fn a_server_that_never_answers_times_out() {
     let _g = serial();
-    let dir = tempfile::tempdir().expect("tempdir");
     // Accepts connections and holds them, never reading or answering; until the test is done,
     // at most 20 s.
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -378,23 +315,10 @@ fn a_server_that_never_answers_times_out() {
         held.len()
     });
     let url = format!("http://{addr}/");
-    let out = sonde_load(
-        &[
-            "run",
-            "--url",
-            &url,
-            "--rate",
-            "20",
-            "--duration",
-            "1s",
-            "--timeout",
-            "300ms",
-        ],
-        dir.path(),
-        LIMIT,
+    let r = passing_run(
+        &url,
+        &["--rate", "20", "--duration", "1s", "--timeout", "300ms"],
     );
-    assert_eq!(out.code(), 0, "{}", out.stderr);
-    let r = out.result();
     let p50 = r.total.latency.quantile(0.5).expect("p50");
     eprintln!(
         "never answers: count {} errors {:?} p50 {p50:.4}",
@@ -406,11 +330,9 @@ fn a_server_that_never_answers_times_out() {
     assert!((0.29..0.35).contains(&p50), "{p50}");
     // One connection: most arrivals wait for it past their timeout and fail unsent, at the
     // moment their timeout ran out.
-    let out = sonde_load(
+    let r = passing_run(
+        &url,
         &[
-            "run",
-            "--url",
-            &url,
             "--rate",
             "20",
             "--duration",
@@ -420,11 +342,7 @@ fn a_server_that_never_answers_times_out() {
             "--connections",
             "1",
         ],
-        dir.path(),
-        LIMIT,
     );
-    assert_eq!(out.code(), 0, "{}", out.stderr);
-    let r = out.result();
     let max = r.total.latency.max.expect("max");
     assert_eq!(r.total.errors.timeout, 20);
     assert!(r.generator.queued_requests >= 10, "{:?}", r.generator);
@@ -436,16 +354,9 @@ fn a_server_that_never_answers_times_out() {
 #[test]
 fn https_to_a_plain_server_is_a_tls_error() {
     let _g = serial();
-    let dir = tempfile::tempdir().expect("tempdir");
     let target = Target::start(&[]);
     let url = format!("https://{}/", target.addr);
-    let out = sonde_load(
-        &["run", "--url", &url, "--rate", "20", "--duration", "1s"],
-        dir.path(),
-        LIMIT,
-    );
-    assert_eq!(out.code(), 0, "{}", out.stderr);
-    let r = out.result();
+    let r = passing_run(&url, &["--rate", "20", "--duration", "1s"]);
     eprintln!(
         "https to plain http: count {} errors {:?}",
         r.total.count, r.total.errors
@@ -482,24 +393,11 @@ fn an_unknown_host_is_a_usage_error() {
 #[test]
 fn http2_prior_knowledge_works() {
     let _g = serial();
-    let dir = tempfile::tempdir().expect("tempdir");
     let target = Target::start(&[]);
-    let out = sonde_load(
-        &[
-            "run",
-            "--url",
-            &target.url("/"),
-            "--rate",
-            "100",
-            "--duration",
-            "1s",
-            "--http2",
-        ],
-        dir.path(),
-        LIMIT,
+    let r = passing_run(
+        &target.url("/"),
+        &["--rate", "100", "--duration", "1s", "--http2"],
     );
-    assert_eq!(out.code(), 0, "{}", out.stderr);
-    let r = out.result();
     assert_eq!(r.total.count, 100);
     assert_eq!(r.total.ok, 100, "{:?}", r.total.errors);
 }
@@ -507,26 +405,12 @@ fn http2_prior_knowledge_works() {
 #[test]
 fn warmup_is_sent_but_not_recorded() {
     let _g = serial();
-    let dir = tempfile::tempdir().expect("tempdir");
     let target = Target::start(&[]);
     let started = std::time::Instant::now();
-    let out = sonde_load(
-        &[
-            "run",
-            "--url",
-            &target.url("/"),
-            "--rate",
-            "100",
-            "--warmup",
-            "1s",
-            "--duration",
-            "1s",
-        ],
-        dir.path(),
-        LIMIT,
+    let r = passing_run(
+        &target.url("/"),
+        &["--rate", "100", "--warmup", "1s", "--duration", "1s"],
     );
-    assert_eq!(out.code(), 0, "{}", out.stderr);
-    let r = out.result();
     // Warm-up and measured second were both sent: the last request is scheduled one interval
     // (10 ms) before the two seconds are up, and the run ends when it is answered.
     assert!(
@@ -539,24 +423,12 @@ fn warmup_is_sent_but_not_recorded() {
 }
 
 fn plan(url: &str, model: Model, stages: Vec<Stage>, connections: usize) -> Plan {
+    let home = RequestSpec::new("home", http::Method::GET, url.parse().expect("url"));
     Plan {
-        requests: vec![RequestSpec {
-            name: "home".to_owned(),
-            method: http::Method::GET,
-            url: url.parse().expect("url"),
-            headers: Vec::new(),
-            body: bytes::Bytes::new(),
-            weight: 1,
-            thresholds: Vec::new(),
-        }],
         model,
-        stages,
-        warmup: Duration::ZERO,
         connections,
         timeout: Duration::from_secs(2),
-        http2: false,
-        insecure: false,
-        thresholds: Vec::new(),
+        ..Plan::new(vec![home], stages)
     }
 }
 
@@ -568,19 +440,26 @@ fn stage(seconds: u64, target: f64, hold: bool) -> Stage {
     }
 }
 
+/// Runs a plan of `model` over `stages` with `connections` in this process, against a target
+/// started with `flags`: its result and the requests of each window of its timeline.
+fn ramp(
+    flags: &[&str],
+    model: Model,
+    stages: Vec<Stage>,
+    connections: usize,
+) -> (RunResult, Vec<u64>) {
+    let target = Target::start(flags);
+    let p = plan(&target.url("/"), model, stages, connections);
+    let r = run(&p, &RunOptions::default()).expect("run");
+    let windows = r.total.timeline.iter().map(|w| w.count).collect();
+    (r, windows)
+}
+
 #[test]
 fn an_open_ramp_speeds_up_the_arrivals() {
     let _g = serial();
-    let target = Target::start(&[]);
     // 0 → 200/s over 2 s: 200 requests, a quarter of them in the first second.
-    let p = plan(
-        &target.url("/"),
-        Model::Open,
-        vec![stage(2, 200.0, false)],
-        8,
-    );
-    let r = run(&p, &RunOptions::default()).expect("run");
-    let windows: Vec<u64> = r.total.timeline.iter().map(|w| w.count).collect();
+    let (r, windows) = ramp(&[], Model::Open, vec![stage(2, 200.0, false)], 8);
     eprintln!(
         "open ramp 0→200/s over 2 s: count {} windows {windows:?}",
         r.total.count
@@ -593,16 +472,13 @@ fn an_open_ramp_speeds_up_the_arrivals() {
 #[test]
 fn a_closed_ramp_adds_users() {
     let _g = serial();
-    let target = Target::start(&["--delay", "10ms"]);
     // 0 → 4 users over 1 s (2 on average), then 4 for 1 s.
-    let p = plan(
-        &target.url("/"),
+    let (r, windows) = ramp(
+        &["--delay", "10ms"],
         Model::Closed,
         vec![stage(1, 4.0, false), stage(1, 4.0, true)],
         4,
     );
-    let r = run(&p, &RunOptions::default()).expect("run");
-    let windows: Vec<u64> = r.total.timeline.iter().map(|w| w.count).collect();
     eprintln!(
         "closed ramp 0→4 users: count {} windows {windows:?}",
         r.total.count

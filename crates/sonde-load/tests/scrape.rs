@@ -38,15 +38,7 @@ impl AxumService {
     fn try_start(metrics_addr: SocketAddr) -> Result<AxumService, String> {
         let reg = Registry::new();
         let http = HttpServerMetrics::install(&reg).unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = rt
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let app = listener.local_addr().unwrap();
+        let (rt, listener, app) = sonde_tests::serve::loopback_runtime(2);
         rt.spawn(async move { axum::serve(listener, sonde_example_axum::app(http)).await });
         let metrics = PrometheusBuilder::new()
             .registry(reg)
@@ -281,16 +273,7 @@ fn a_restart_between_the_scrapes_is_noted_not_negative() {
 #[test]
 fn the_example_service_view_has_routes_database_and_cache() {
     let reg = Registry::new();
-    let workload = sonde_example::Workload::start(
-        &reg,
-        sonde_example::Options {
-            cold_start: Duration::ZERO,
-            process_metrics: false,
-            pause: Duration::from_millis(2),
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let workload = sonde_tests::example::steady_workload(&reg);
     let server = PrometheusBuilder::new()
         .registry(reg.clone())
         .bind("127.0.0.1:0".parse().unwrap())

@@ -137,15 +137,7 @@ fn emit(y: &Y, indent: usize, out: &mut String) {
 
 /// `api-latency-p95` → `ApiLatencyP95` (a CloudFormation logical id part).
 fn camel(name: &str) -> String {
-    name.split(|c: char| !c.is_ascii_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(|w| {
-            let mut c = w.chars();
-            c.next()
-                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-                .unwrap_or_default()
-        })
-        .collect()
+    crate::parse::camel_words(name.split(|c: char| !c.is_ascii_alphanumeric()))
 }
 
 /// As the exporter renders names and dimension values: ASCII only, bounded.
@@ -290,6 +282,20 @@ struct Notes {
 }
 
 impl Notes {
+    /// Adds the resources made for the objective `name` to `resources`, or notes why it has
+    /// none.
+    fn add(
+        &mut self,
+        name: &str,
+        made: Result<impl IntoIterator<Item = (String, Y)>, String>,
+        resources: &mut Vec<(String, Y)>,
+    ) {
+        match made {
+            Ok(r) => resources.extend(r),
+            Err(why) => self.skipped.push(format!("{name}: no alarm: {why}")),
+        }
+    }
+
     fn rollup(&mut self, set: &[(String, String)]) {
         let r = rollup_of(set);
         if !self.rollups.contains(&r) {
@@ -721,41 +727,38 @@ fn parameters() -> Y {
     map(vec![
         (
             "Namespace",
-            map(vec![
-                ("Type", s("String")),
-                ("Default", s("Sonde/Service")),
-                (
-                    "Description",
-                    s("The namespace given to sonde's CloudWatchBuilder::new."),
-                ),
-            ]),
+            string_parameter(
+                "Sonde/Service",
+                None,
+                "The namespace given to sonde's CloudWatchBuilder::new.",
+            ),
         ),
         (
             "ServiceName",
-            map(vec![
-                ("Type", s("String")),
-                ("Default", s("example")),
-                ("AllowedPattern", s("[A-Za-z0-9._-]+")),
-                (
-                    "Description",
-                    s(
-                        "The service.name resource attribute (OTEL_SERVICE_NAME); the exporter adds it as a dimension to every metric.",
-                    ),
-                ),
-            ]),
+            string_parameter(
+                "example",
+                Some("[A-Za-z0-9._-]+"),
+                "The service.name resource attribute (OTEL_SERVICE_NAME); the exporter adds it as a dimension to every metric.",
+            ),
         ),
         (
             "AlarmTopicArn",
-            map(vec![
-                ("Type", s("String")),
-                ("Default", s("")),
-                (
-                    "Description",
-                    s("SNS topic notified when an alarm changes state (empty: none)."),
-                ),
-            ]),
+            string_parameter(
+                "",
+                None,
+                "SNS topic notified when an alarm changes state (empty: none).",
+            ),
         ),
     ])
+}
+
+/// A `String` parameter of the template: its default, the pattern it must match if any, and
+/// what it is.
+fn string_parameter(default: &str, allowed: Option<&str>, description: &str) -> Y {
+    let mut entries = vec![("Type", s("String")), ("Default", s(default))];
+    entries.extend(allowed.map(|p| ("AllowedPattern", s(p))));
+    entries.push(("Description", s(description)));
+    map(entries)
 }
 
 /// The CloudFormation template, and the objectives (or parts) without an alarm and why.
@@ -763,20 +766,12 @@ pub fn template(o: &Objectives) -> (String, Vec<String>) {
     let mut notes = Notes::default();
     let mut resources: Vec<(String, Y)> = Vec::new();
     for t in &o.thresholds {
-        match threshold_alarm(t, &mut notes) {
-            Ok(r) => resources.push(r),
-            Err(why) => notes
-                .skipped
-                .push(format!("{}: no alarm: {why}", t.common.name)),
-        }
+        let made = threshold_alarm(t, &mut notes).map(Some);
+        notes.add(&t.common.name, made, &mut resources);
     }
     for r in &o.ratios {
-        match ratio_alarms(r, &mut notes) {
-            Ok(rs) => resources.extend(rs),
-            Err(why) => notes
-                .skipped
-                .push(format!("{}: no alarm: {why}", r.common.name)),
-        }
+        let made = ratio_alarms(r, &mut notes);
+        notes.add(&r.common.name, made, &mut resources);
     }
     if resources.is_empty() {
         // A template needs a resource.

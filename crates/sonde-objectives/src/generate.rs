@@ -262,6 +262,12 @@ fn header(o: &Objectives, what: &str) -> String {
     )
 }
 
+/// Starts the rule group `name`: its quoted name and `rules:`.
+fn rule_group(out: &mut String, name: &str) {
+    let _ = writeln!(out, "  - name: {}", q(name));
+    let _ = writeln!(out, "    rules:");
+}
+
 fn recording(o: &Objectives) -> String {
     let mut out = header(o, "Recording rules of the service level objectives");
     out.push_str("groups:\n");
@@ -269,12 +275,7 @@ fn recording(o: &Objectives) -> String {
         let n = threshold_names(t);
         let by = t.common.by_promql();
         let family = t.family();
-        let _ = writeln!(
-            out,
-            "  - name: {}",
-            q(&format!("objective-{}", t.common.name))
-        );
-        let _ = writeln!(out, "    rules:");
+        rule_group(&mut out, &format!("objective-{}", t.common.name));
         let _ = writeln!(
             out,
             "      # {}: {}{} {} < {} over {}.",
@@ -310,12 +311,7 @@ fn recording(o: &Objectives) -> String {
     }
     for r in &o.ratios {
         let by = r.common.by_promql();
-        let _ = writeln!(
-            out,
-            "  - name: {}",
-            q(&format!("objective-{}", r.common.name))
-        );
-        let _ = writeln!(out, "    rules:");
+        rule_group(&mut out, &format!("objective-{}", r.common.name));
         let _ = writeln!(
             out,
             "      # {}: {} of {} over {} (error budget {}); the error ratio over each burn-rate window.",
@@ -482,12 +478,7 @@ fn alerts(o: &Objectives) -> String {
     out.push_str("groups:\n");
     for t in &o.thresholds {
         let n = threshold_names(t);
-        let _ = writeln!(
-            out,
-            "  - name: {}",
-            q(&format!("objective-{}-alerts", t.common.name))
-        );
-        let _ = writeln!(out, "    rules:");
+        rule_group(&mut out, &format!("objective-{}-alerts", t.common.name));
         let expr = format!(
             "{} > {}{}",
             objective_vector(&n.quantile, &t.common.name),
@@ -516,12 +507,7 @@ fn alerts(o: &Objectives) -> String {
         out.push('\n');
     }
     for r in &o.ratios {
-        let _ = writeln!(
-            out,
-            "  - name: {}",
-            q(&format!("objective-{}-alerts", r.common.name))
-        );
-        let _ = writeln!(out, "    rules:");
+        rule_group(&mut out, &format!("objective-{}-alerts", r.common.name));
         let mut any = false;
         for (fast, name, for_, severity, runbook) in [
             (true, &r.alert_page, PAGE_FOR, "critical", &r.runbook_page),

@@ -113,28 +113,43 @@ struct PanelSpec<'a> {
     unit: &'a str,
     thresholds: Value,
     targets: Vec<Value>,
+    /// The runbook links; `Null` for a panel without the key.
     links: Value,
     grid: (u32, u32, u32, u32),
 }
 
+impl PanelSpec<'_> {
+    /// A panel of `kind`: what every kind has, around its own field `defaults` (the unit and
+    /// thresholds added) and `options`.
+    fn panel(self, kind: &str, mut defaults: Value, options: Value) -> Value {
+        let (x, y, w, h) = self.grid;
+        defaults["unit"] = json!(self.unit);
+        defaults["thresholds"] = self.thresholds;
+        let mut panel = json!({
+            "type": kind,
+            "title": self.title,
+            "description": self.description,
+            "datasource": ds(),
+            "gridPos": {"x": x, "y": y, "w": w, "h": h},
+            "fieldConfig": {"defaults": defaults, "overrides": []},
+            "options": options,
+            "targets": self.targets,
+        });
+        if !self.links.is_null() {
+            panel["links"] = self.links;
+        }
+        panel
+    }
+}
+
 fn stat(p: PanelSpec<'_>, decimals: Option<u32>, time_from: Option<&Window>) -> Value {
-    let (x, y, w, h) = p.grid;
-    let mut panel = json!({
-        "type": "stat",
-        "title": p.title,
-        "description": p.description,
-        "datasource": ds(),
-        "gridPos": {"x": x, "y": y, "w": w, "h": h},
-        "fieldConfig": {
-            "defaults": {
-                "unit": p.unit,
-                "color": {"mode": "thresholds"},
-                "thresholds": p.thresholds,
-                "mappings": [],
-            },
-            "overrides": []
-        },
-        "options": {
+    let mut panel = p.panel(
+        "stat",
+        json!({
+            "color": {"mode": "thresholds"},
+            "mappings": [],
+        }),
+        json!({
             "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": false},
             "colorMode": "background",
             "graphMode": if time_from.is_some() { "none" } else { "area" },
@@ -143,10 +158,8 @@ fn stat(p: PanelSpec<'_>, decimals: Option<u32>, time_from: Option<&Window>) -> 
             "textMode": "auto",
             "wideLayout": true,
             "showPercentChange": false
-        },
-        "targets": p.targets,
-        "links": p.links,
-    });
+        }),
+    );
     if let Some(d) = decimals {
         panel["fieldConfig"]["defaults"]["decimals"] = json!(d);
     }
@@ -158,39 +171,29 @@ fn stat(p: PanelSpec<'_>, decimals: Option<u32>, time_from: Option<&Window>) -> 
 }
 
 fn timeseries(p: PanelSpec<'_>) -> Value {
-    let (x, y, w, h) = p.grid;
-    json!({
-        "type": "timeseries",
-        "title": p.title,
-        "description": p.description,
-        "datasource": ds(),
-        "gridPos": {"x": x, "y": y, "w": w, "h": h},
-        "fieldConfig": {
-            "defaults": {
-                "unit": p.unit,
-                "color": {"mode": "palette-classic"},
-                "custom": {
-                    "drawStyle": "line",
-                    "lineInterpolation": "linear",
-                    "lineWidth": 1,
-                    "fillOpacity": 10,
-                    "gradientMode": "none",
-                    "showPoints": "never",
-                    "pointSize": 5,
-                    "spanNulls": false,
-                    "axisPlacement": "auto",
-                    "axisLabel": "",
-                    "axisSoftMin": 0,
-                    "scaleDistribution": {"type": "linear"},
-                    "stacking": {"mode": "none", "group": "A"},
-                    "thresholdsStyle": {"mode": "dashed"}
-                },
-                "thresholds": p.thresholds,
-                "min": 0
+    p.panel(
+        "timeseries",
+        json!({
+            "color": {"mode": "palette-classic"},
+            "custom": {
+                "drawStyle": "line",
+                "lineInterpolation": "linear",
+                "lineWidth": 1,
+                "fillOpacity": 10,
+                "gradientMode": "none",
+                "showPoints": "never",
+                "pointSize": 5,
+                "spanNulls": false,
+                "axisPlacement": "auto",
+                "axisLabel": "",
+                "axisSoftMin": 0,
+                "scaleDistribution": {"type": "linear"},
+                "stacking": {"mode": "none", "group": "A"},
+                "thresholdsStyle": {"mode": "dashed"}
             },
-            "overrides": []
-        },
-        "options": {
+            "min": 0
+        }),
+        json!({
             "legend": {
                 "displayMode": "table",
                 "placement": "bottom",
@@ -198,32 +201,40 @@ fn timeseries(p: PanelSpec<'_>) -> Value {
                 "calcs": ["mean", "max", "lastNotNull"]
             },
             "tooltip": {"mode": "multi", "sort": "desc"}
-        },
-        "targets": p.targets,
-        "links": p.links,
-    })
+        }),
+    )
 }
 
 fn heatmap(title: String, description: String, expr: String, grid: (u32, u32, u32, u32)) -> Value {
-    let (x, y, w, h) = grid;
-    json!({
-        "type": "heatmap",
-        "title": title,
-        "description": description,
+    let target = json!({
         "datasource": ds(),
-        "gridPos": {"x": x, "y": y, "w": w, "h": h},
-        "fieldConfig": {
-            "defaults": {
-                "unit": "s",
-                "thresholds": steps(&[("green", None)]),
-                "custom": {
-                    "hideFrom": {"legend": false, "tooltip": false, "viz": false},
-                    "scaleDistribution": {"type": "linear"}
-                }
-            },
-            "overrides": []
-        },
-        "options": {
+        "editorMode": "code",
+        "expr": expr,
+        "legendFormat": "{{le}}",
+        "range": true,
+        "instant": false,
+        "refId": "A",
+        "exemplar": true,
+        "format": "heatmap"
+    });
+    let p = PanelSpec {
+        title,
+        description,
+        unit: "s",
+        thresholds: steps(&[("green", None)]),
+        targets: vec![target],
+        links: Value::Null,
+        grid,
+    };
+    p.panel(
+        "heatmap",
+        json!({
+            "custom": {
+                "hideFrom": {"legend": false, "tooltip": false, "viz": false},
+                "scaleDistribution": {"type": "linear"}
+            }
+        }),
+        json!({
             "calculate": false,
             "cellGap": 1,
             "cellValues": {"unit": "reqps"},
@@ -242,19 +253,8 @@ fn heatmap(title: String, description: String, expr: String, grid: (u32, u32, u3
             "rowsFrame": {"layout": "auto"},
             "tooltip": {"mode": "single", "yHistogram": true, "showColorScale": false},
             "yAxis": {"axisPlacement": "left", "reverse": false, "unit": "s"}
-        },
-        "targets": [{
-            "datasource": ds(),
-            "editorMode": "code",
-            "expr": expr,
-            "legendFormat": "{{le}}",
-            "range": true,
-            "instant": false,
-            "refId": "A",
-            "exemplar": true,
-            "format": "heatmap"
-        }],
-    })
+        }),
+    )
 }
 
 fn row(title: String, y: u32) -> Value {

@@ -149,6 +149,19 @@ fn group_of(pairs: &[(&str, &str)], by: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// Leaves `groups` as they are unless there are none (no series yet): then one group without
+/// labels and with no data, `fields` saying the rest.
+fn no_data_unless_any(groups: &mut Vec<Value>, by: &[&str], fields: Value) {
+    if !groups.is_empty() {
+        return;
+    }
+    let mut group = json!({"labels": group_json(by, &[]), "verdict": "no_data"});
+    if let (Some(g), Value::Object(fields)) = (group.as_object_mut(), fields) {
+        g.extend(fields);
+    }
+    groups.push(group);
+}
+
 fn group_json(by: &[&str], key: &[String]) -> Value {
     Value::Object(
         by.iter()
@@ -254,14 +267,7 @@ fn threshold(t: &Threshold, windows: &[Window]) -> Value {
             })
         })
         .collect();
-    if groups.is_empty() {
-        groups.push(json!({
-            "labels": group_json(&by, &[]),
-            "verdict": "no_data",
-            "value": Value::Null,
-            "events": 0,
-        }));
-    }
+    no_data_unless_any(&mut groups, &by, json!({"value": Value::Null, "events": 0}));
     let top = worst(&groups, |g| {
         g["value"].as_f64().unwrap_or(f64::NEG_INFINITY)
     });
@@ -443,10 +449,10 @@ fn ratio(r: &Ratio, windows: &[Window]) -> Value {
             })
         })
         .collect();
-    if groups.is_empty() {
-        groups.push(json!({
-            "labels": group_json(&by, &[]),
-            "verdict": "no_data",
+    no_data_unless_any(
+        &mut groups,
+        &by,
+        json!({
             "reason": "no events since start",
             "value": Value::Null,
             "events": 0.0,
@@ -454,8 +460,8 @@ fn ratio(r: &Ratio, windows: &[Window]) -> Value {
             "since_start": { "value": Value::Null, "events": 0.0 },
             "error_budget_remaining": Value::Null,
             "exact": exact,
-        }));
-    }
+        }),
+    );
     // The worst group: worst verdict, then the least budget left.
     let top = worst(&groups, |g| {
         -g["error_budget_remaining"]
@@ -534,6 +540,19 @@ mod tests {
         ]
     }
 
+    /// The verdicts on what `registry` holds now, as much in the 5m window as since start.
+    fn judge_now(o: &Objectives, registry: &Registry) -> Value {
+        let s = registry.snapshot();
+        judge(o, &windows(s.clone(), s))
+    }
+
+    /// `n` successful requests to `/orders` that took `seconds`.
+    fn orders(h: &sonde_core::Family<sonde_core::Histogram>, n: usize, seconds: f64) {
+        for _ in 0..n {
+            h.with(&["/orders", "200", ""]).observe(seconds);
+        }
+    }
+
     fn close(v: &Value, want: f64) -> bool {
         v.as_f64().is_some_and(|x| (x - want).abs() < 1e-9)
     }
@@ -565,8 +584,7 @@ by = ["instance", "http.route"]
             // Excluded by the selector.
             h.with(&["/health", "200", ""]).observe(5.0);
         }
-        let s = registry.snapshot();
-        let v = judge(&objectives(LATENCY), &windows(s.clone(), s));
+        let v = judge_now(&objectives(LATENCY), &registry);
         let o = find(&v, "api-latency-p95");
         assert_eq!(o["window"], "5m", "{o}");
         assert_eq!(o["verdict"], "violated", "{o}");
@@ -636,15 +654,10 @@ good = { le = "300ms" }
             h.config().explicit_bounds()
         );
         // 97 requests within 300 ms (one exactly at it), 3 above: 3 % bad of a 5 % budget.
-        for _ in 0..96 {
-            h.with(&["/orders", "200", ""]).observe(0.1);
-        }
-        h.with(&["/orders", "200", ""]).observe(0.3);
-        for _ in 0..3 {
-            h.with(&["/orders", "200", ""]).observe(0.301);
-        }
-        let s = registry.snapshot();
-        let v = judge(&o, &windows(s.clone(), s));
+        orders(&h, 96, 0.1);
+        orders(&h, 1, 0.3);
+        orders(&h, 3, 0.301);
+        let v = judge_now(&o, &registry);
         let f = find(&v, "api-fast-requests");
         assert_eq!(f["verdict"], "met", "{f}");
         assert!(close(&f["value"], 0.97), "{f}");
@@ -665,14 +678,9 @@ good = { le = "300ms" }
             "{e}"
         );
         // The judge then estimates from the grid, and says so.
-        for _ in 0..90 {
-            h.with(&["/orders", "200", ""]).observe(0.1);
-        }
-        for _ in 0..10 {
-            h.with(&["/orders", "200", ""]).observe(0.9);
-        }
-        let s = late.snapshot();
-        let v = judge(&o, &windows(s.clone(), s));
+        orders(&h, 90, 0.1);
+        orders(&h, 10, 0.9);
+        let v = judge_now(&o, &late);
         let f = find(&v, "api-fast-requests");
         assert_eq!(f["groups"][0]["exact"], false, "{f}");
         assert!(close(&f["value"], 0.9), "{f}");
@@ -767,8 +775,7 @@ good = { selector = 'cache.result="hit"' }
             .expect("a counter family");
         c.with(&["users", "hit"]).add(80);
         c.with(&["users", "miss"]).add(20);
-        let s = registry.snapshot();
-        let v = judge(&o, &windows(s.clone(), s));
+        let v = judge_now(&o, &registry);
         let h = find(&v, "cache-hits");
         assert_eq!(h["verdict"], "met", "{h}");
         assert!(close(&h["value"], 0.8), "{h}");

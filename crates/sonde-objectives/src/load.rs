@@ -64,20 +64,16 @@ pub struct SkippedObjective {
 pub fn load_thresholds(objectives: &Objectives) -> (Vec<LoadThreshold>, Vec<SkippedObjective>) {
     let mut out = Vec::new();
     let mut skipped = Vec::new();
-    for t in &objectives.thresholds {
-        match threshold(t) {
+    let thresholds = objectives
+        .thresholds
+        .iter()
+        .map(|t| (&t.common.name, threshold(t)));
+    let ratios = objectives.ratios.iter().map(|r| (&r.common.name, ratio(r)));
+    for (name, translated) in thresholds.chain(ratios) {
+        match translated {
             Ok(l) => out.push(l),
             Err(reason) => skipped.push(SkippedObjective {
-                objective: t.common.name.clone(),
-                reason,
-            }),
-        }
-    }
-    for r in &objectives.ratios {
-        match ratio(r) {
-            Ok(l) => out.push(l),
-            Err(reason) => skipped.push(SkippedObjective {
-                objective: r.common.name.clone(),
+                objective: name.clone(),
                 reason,
             }),
         }

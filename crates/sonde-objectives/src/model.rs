@@ -522,29 +522,27 @@ impl Ratio {
     /// budget (a 70 % target) a burn rate of 14.4 is an error ratio above 100 % and can never
     /// happen, so that pair is left out.
     pub fn page_pairs(&self) -> Vec<BurnPair> {
-        let b = self.budget();
-        self.pairs(&PAGE)
-            .into_iter()
-            .filter(|p| p.factor * b < 1.0)
-            .collect()
+        self.pairs_that_can_fire(&[&PAGE], true)
     }
 
     /// The ticket pairs (1d/2h, 3d/6h) that can happen (see [`Ratio::page_pairs`]).
     pub fn ticket_pairs(&self) -> Vec<BurnPair> {
-        let b = self.budget();
-        self.pairs(&TICKET)
-            .into_iter()
-            .filter(|p| p.factor * b < 1.0)
-            .collect()
+        self.pairs_that_can_fire(&[&TICKET], true)
     }
 
     /// The pairs that can never fire, for warnings.
     pub fn impossible_pairs(&self) -> Vec<BurnPair> {
+        self.pairs_that_can_fire(&[&PAGE, &TICKET], false)
+    }
+
+    /// The pairs of `tables` that can fire (`can`), or those that never can: an error ratio
+    /// of `factor` × budget must stay below 1.
+    fn pairs_that_can_fire(&self, tables: &[&[(u64, u64, f64)]], can: bool) -> Vec<BurnPair> {
         let b = self.budget();
-        self.pairs(&PAGE)
-            .into_iter()
-            .chain(self.pairs(&TICKET))
-            .filter(|p| p.factor * b >= 1.0)
+        tables
+            .iter()
+            .flat_map(|t| self.pairs(t))
+            .filter(|p| (p.factor * b < 1.0) == can)
             .collect()
     }
 

@@ -52,8 +52,25 @@ struct Reader<'a> {
     problems: Vec<Problem>,
 }
 
-/// `file:line:column` of byte offset `at` (as in sonde-agent's configuration errors).
-fn location(origin: &str, text: &str, at: usize) -> String {
+/// One `[KIND.NAME]` objective being read, with what every kind has.
+struct Entry<'t> {
+    name: &'t str,
+    table: &'t dyn TableLike,
+    span: Option<Range<usize>>,
+    /// What messages call it, such as threshold objective `api-latency-p95`.
+    what: String,
+    /// How many problems there were before it (it is kept only if it adds none).
+    before: usize,
+    common: Common,
+    /// The `[alerts]` runbook page, unless it names its own.
+    runbook: &'t str,
+}
+
+/// `file:line:column` of byte offset `at` in `text` (as in sonde-agent's configuration errors):
+/// lines and columns count from 1, columns in characters; `origin` names the file. Shared with
+/// the other readers of TOML files that locate their problems this way (sonde-load's
+/// scenarios).
+pub fn location(origin: &str, text: &str, at: usize) -> String {
     let mut at = at.min(text.len());
     while !text.is_char_boundary(at) {
         at -= 1;
@@ -74,7 +91,13 @@ fn shorten(s: &str) -> String {
 
 /// `api-latency-p95` → `ApiLatencyP95`.
 pub fn camel(name: &str) -> String {
-    name.split(['-', '_'])
+    camel_words(name.split(['-', '_']))
+}
+
+/// The words one after the other, each with its first letter in upper case (empty ones left
+/// out).
+pub(crate) fn camel_words<'a>(words: impl Iterator<Item = &'a str>) -> String {
+    words
         .filter(|p| !p.is_empty())
         .map(|p| {
             let mut c = p.chars();
@@ -169,23 +192,22 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A string the objective must have: its absence is an error at the objective.
     fn required(
         &mut self,
-        t: &dyn TableLike,
-        span: Option<Range<usize>>,
+        e: &Entry<'_>,
         key: &str,
-        what: &str,
         example: &str,
     ) -> Option<(String, String, Option<Range<usize>>)> {
-        if t.get(key).is_none() {
+        if e.table.get(key).is_none() {
             self.error(
-                self.at(span),
-                format!("{what} has no `{key}`"),
+                self.at(e.span.clone()),
+                format!("{} has no `{key}`", e.what),
                 format!("add it, for example {key} = \"{example}\""),
             );
             return None;
         }
-        self.string(t, key, what, example)
+        self.string(e.table, key, &e.what, example)
     }
 
     fn parsed<T>(
@@ -211,22 +233,19 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// [`parsed`](Self::parsed) for a key the table must have: its absence is an error at
-    /// the table.
-    #[allow(clippy::too_many_arguments)]
+    /// [`parsed`](Self::parsed) for a key the objective must have: its absence is an error at
+    /// the objective.
     fn needed<T>(
         &mut self,
-        t: &dyn TableLike,
-        span: Option<Range<usize>>,
+        e: &Entry<'_>,
         key: &str,
-        what: &str,
         example: &str,
         parse: fn(&str) -> Option<T>,
         expected: &str,
     ) -> Option<T> {
         // Absent or not a string: said once, by `required`.
-        self.required(t, span, key, what, example)?;
-        self.parsed(t, key, what, example, parse, expected)
+        self.required(e, key, example)?;
+        self.parsed(e.table, key, &e.what, example, parse, expected)
     }
 
     fn selector(&mut self, t: &dyn TableLike, what: &str) -> Selector {
@@ -368,6 +387,42 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The start of reading a `[KIND.NAME]` objective (`threshold` or `ratio`): its keys
+    /// checked and those every kind has read.
+    fn entry<'t>(
+        &mut self,
+        kind: &str,
+        name: &'t str,
+        table: &'t dyn TableLike,
+        span: Option<Range<usize>>,
+        runbook: &'t str,
+    ) -> Entry<'t> {
+        let (keys, default_traffic) = match kind {
+            "threshold" => (THRESHOLD_KEYS, "1/min"),
+            _ => (RATIO_KEYS, "6/min"),
+        };
+        let what = format!("{kind} objective `{name}`");
+        self.unknown_keys(table, &format!("[{kind}.{name}]"), keys);
+        let before = self.problems.len();
+        let common = self.common(table, name, span.clone(), &what, default_traffic);
+        Entry {
+            name,
+            table,
+            span,
+            what,
+            before,
+            common,
+            runbook,
+        }
+    }
+
+    /// The objective's runbook page: its own `runbook`, else `default` (the `[alerts]` one).
+    fn runbook(&mut self, t: &dyn TableLike, what: &str, default: &str) -> String {
+        self.string(t, "runbook", what, DEFAULT_RUNBOOK)
+            .map(|(s, _, _)| s)
+            .unwrap_or_else(|| default.to_string())
+    }
+
     fn alert_name(&mut self, t: &dyn TableLike, what: &str, default: String) -> String {
         match self.string(t, "alert", what, "ApiLatencyP95High") {
             Some((s, loc, _)) if !valid_alert(&s) => {
@@ -383,51 +438,30 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn threshold(
-        &mut self,
-        name: &str,
-        t: &dyn TableLike,
-        span: Option<Range<usize>>,
-        runbook: &str,
-    ) -> Option<Threshold> {
-        let what = format!("threshold objective `{name}`");
-        self.unknown_keys(t, &format!("[threshold.{name}]"), THRESHOLD_KEYS);
-        let before = self.problems.len();
-        let common = self.common(t, name, span.clone(), &what, "1/min");
-        let metric = self.required(
-            t,
-            span.clone(),
-            "metric",
-            &what,
-            "http.server.request.duration",
-        );
+    fn threshold(&mut self, e: Entry<'_>) -> Option<Threshold> {
+        let (t, what) = (e.table, e.what.as_str());
+        let metric = self.required(&e, "metric", "http.server.request.duration");
         if let Some((m, loc, _)) = &metric {
-            self.metric_name(m, loc.clone(), &what);
+            self.metric_name(m, loc.clone(), what);
         }
-        let selector = self.selector(t, &what);
+        let selector = self.selector(t, what);
         let percentile = self.needed(
-            t,
-            span.clone(),
+            &e,
             "percentile",
-            &what,
             "p95",
             Percentile::parse,
             "a percentile from p0.1 to p99.99",
         );
         let threshold = self.needed(
-            t,
-            span.clone(),
+            &e,
             "threshold",
-            &what,
             "300ms",
             Latency::parse,
             "a latency above zero such as 300ms or 1.5s",
         );
         let window = self.needed(
-            t,
-            span.clone(),
+            &e,
             "window",
-            &what,
             "5m",
             Window::parse,
             "a window such as 5m or 1h (whole number and s, m, h, d or w)",
@@ -436,7 +470,7 @@ impl<'a> Reader<'a> {
             .parsed(
                 t,
                 "for",
-                &what,
+                what,
                 "10m",
                 Window::parse,
                 "a duration above zero such as 10m",
@@ -445,7 +479,7 @@ impl<'a> Reader<'a> {
                 text: "10m".into(),
                 seconds: 600,
             });
-        let severity = match self.string(t, "severity", &what, "warning") {
+        let severity = match self.string(t, "severity", what, "warning") {
             None => Severity::Warning,
             Some((s, loc, _)) => match s.as_str() {
                 "critical" => Severity::Critical,
@@ -467,16 +501,13 @@ impl<'a> Reader<'a> {
                 }
             },
         };
-        let alert = self.alert_name(t, &what, format!("{}High", camel(name)));
-        let base = self
-            .string(t, "runbook", &what, DEFAULT_RUNBOOK)
-            .map(|(s, _, _)| s)
-            .unwrap_or_else(|| runbook.to_string());
-        if self.problems.len() > before {
+        let alert = self.alert_name(t, what, format!("{}High", camel(e.name)));
+        let base = self.runbook(t, what, e.runbook);
+        if self.problems.len() > e.before {
             return None;
         }
         Some(Threshold {
-            common,
+            common: e.common,
             metric: metric?.0,
             selector,
             percentile: percentile?,
@@ -602,46 +633,33 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn ratio(
-        &mut self,
-        name: &str,
-        t: &dyn TableLike,
-        span: Option<Range<usize>>,
-        runbook: &str,
-    ) -> Option<Ratio> {
-        let what = format!("ratio objective `{name}`");
-        self.unknown_keys(t, &format!("[ratio.{name}]"), RATIO_KEYS);
-        let before = self.problems.len();
-        let common = self.common(t, name, span.clone(), &what, "6/min");
+    fn ratio(&mut self, e: Entry<'_>) -> Option<Ratio> {
+        let (t, what) = (e.table, e.what.as_str());
         let target = self.needed(
-            t,
-            span.clone(),
+            &e,
             "target",
-            &what,
             "99.9%",
             Target::parse,
             "a percentage between 0% and 100% such as 99.9%",
         );
         let window = self.needed(
-            t,
-            span.clone(),
+            &e,
             "window",
-            &what,
             "30d",
             Window::parse,
             "a compliance window such as 30d or 4w",
         );
         if let Some(w) = &window
             && w.seconds < 3 * 86_400
-            && let Some((_, loc, _)) = self.string(t, "window", &what, "30d")
+            && let Some((_, loc, _)) = self.string(t, "window", what, "30d")
         {
             self.error(loc, format!("window `{}` of {what} is shorter than the 3 days of the slowest burn-rate window", w.text), "use a compliance window of 3d or more, typically 28d or 30d");
         }
         let total = if t.contains_key("total") {
-            self.events(t, "total", &what, None)
+            self.events(t, "total", what, None)
         } else {
             self.error(
-                self.at(span.clone()),
+                self.at(e.span.clone()),
                 format!("{what} has no `total`"),
                 "add total = { histogram = \"http.server.request.duration\" } (or a counter) and good = {...} or bad = {...}",
             );
@@ -659,7 +677,7 @@ impl<'a> Reader<'a> {
             }
             (false, false) => {
                 self.error(
-                    self.at(span.clone()),
+                    self.at(e.span.clone()),
                     format!("{what} has neither `good` nor `bad`"),
                     "add good = { le = \"300ms\" } (fast requests), good = { selector = 'cache.result=\"hit\"' } or bad = { selector = 'error.type!=\"\"' }",
                 );
@@ -667,11 +685,11 @@ impl<'a> Reader<'a> {
             }
             (true, false) => total
                 .as_ref()
-                .and_then(|b| self.events(t, "good", &what, Some(b)))
+                .and_then(|b| self.events(t, "good", what, Some(b)))
                 .map(Subset::Good),
             (false, true) => total
                 .as_ref()
-                .and_then(|b| self.events(t, "bad", &what, Some(b)))
+                .and_then(|b| self.events(t, "bad", what, Some(b)))
                 .map(Subset::Bad),
         };
         if let (Some(total), Some(Subset::Good(e) | Subset::Bad(e))) = (&total, &subset)
@@ -691,18 +709,15 @@ impl<'a> Reader<'a> {
                 "narrow it with a selector (or `le` for good events of a histogram)",
             );
         }
-        let prefix = self.alert_name(t, &what, format!("Slo{}", camel(name)));
-        let base = self
-            .string(t, "runbook", &what, DEFAULT_RUNBOOK)
-            .map(|(s, _, _)| s)
-            .unwrap_or_else(|| runbook.to_string());
-        if self.problems.len() > before {
+        let prefix = self.alert_name(t, what, format!("Slo{}", camel(e.name)));
+        let base = self.runbook(t, what, e.runbook);
+        if self.problems.len() > e.before {
             return None;
         }
         let alert_page = format!("{prefix}BudgetBurnFast");
         let alert_ticket = format!("{prefix}BudgetBurnSlow");
         Some(Ratio {
-            common,
+            common: e.common,
             total: total?,
             subset: subset?,
             target: target?,
@@ -798,12 +813,13 @@ pub fn parse(origin: &str, text: &str) -> Result<Objectives, Vec<Problem>> {
                 continue;
             };
             let loc = r.at(span.clone());
+            let entry = r.entry(kind, name, obj, span, &runbook);
             if kind == "threshold" {
-                if let Some(o) = r.threshold(name, obj, span, &runbook) {
+                if let Some(o) = r.threshold(entry) {
                     alerts.push((o.alert.clone(), loc));
                     out.thresholds.push(o);
                 }
-            } else if let Some(o) = r.ratio(name, obj, span, &runbook) {
+            } else if let Some(o) = r.ratio(entry) {
                 alerts.push((o.alert_page.clone(), loc.clone()));
                 alerts.push((o.alert_ticket.clone(), loc));
                 out.ratios.push(o);

@@ -92,6 +92,39 @@ impl Parser<'_> {
         Err(format!("{what} at byte {}", self.i))
     }
 
+    /// Consumes `b` if it comes next.
+    fn eat(&mut self, b: u8) -> bool {
+        let next = self.s.get(self.i) == Some(&b);
+        if next {
+            self.i += 1;
+        }
+        next
+    }
+
+    /// The items of an object or an array, its opening bracket read, up to `close`: each read
+    /// by `item`, commas between.
+    fn items<T>(
+        &mut self,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Result<T, String>,
+    ) -> Result<Vec<T>, String> {
+        let mut items = Vec::new();
+        self.ws();
+        if self.eat(close) {
+            return Ok(items);
+        }
+        loop {
+            items.push(item(self)?);
+            self.ws();
+            if self.eat(close) {
+                return Ok(items);
+            }
+            if !self.eat(b',') {
+                return self.fail(&format!("expected `,` or `{}`", close as char));
+            }
+        }
+    }
+
     fn string(&mut self) -> Result<String, String> {
         let start = self.i;
         self.i += 1;
@@ -116,55 +149,23 @@ impl Parser<'_> {
         match self.s.get(self.i) {
             Some(b'{') => {
                 self.i += 1;
-                let mut entries = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b'}') {
-                    self.i += 1;
-                    return Ok(J::Obj(entries));
-                }
-                loop {
-                    self.ws();
-                    if self.s.get(self.i) != Some(&b'"') {
-                        return self.fail("expected a key");
+                let entries = self.items(b'}', |p| {
+                    p.ws();
+                    if p.s.get(p.i) != Some(&b'"') {
+                        return p.fail("expected a key");
                     }
-                    let key = self.string()?;
-                    self.ws();
-                    if self.s.get(self.i) != Some(&b':') {
-                        return self.fail("expected `:`");
+                    let key = p.string()?;
+                    p.ws();
+                    if !p.eat(b':') {
+                        return p.fail("expected `:`");
                     }
-                    self.i += 1;
-                    entries.push((key, self.value(depth + 1)?));
-                    self.ws();
-                    match self.s.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b'}') => {
-                            self.i += 1;
-                            return Ok(J::Obj(entries));
-                        }
-                        _ => return self.fail("expected `,` or `}`"),
-                    }
-                }
+                    Ok((key, p.value(depth + 1)?))
+                })?;
+                Ok(J::Obj(entries))
             }
             Some(b'[') => {
                 self.i += 1;
-                let mut items = Vec::new();
-                self.ws();
-                if self.s.get(self.i) == Some(&b']') {
-                    self.i += 1;
-                    return Ok(J::Arr(items));
-                }
-                loop {
-                    items.push(self.value(depth + 1)?);
-                    self.ws();
-                    match self.s.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b']') => {
-                            self.i += 1;
-                            return Ok(J::Arr(items));
-                        }
-                        _ => return self.fail("expected `,` or `]`"),
-                    }
-                }
+                Ok(J::Arr(self.items(b']', |p| p.value(depth + 1))?))
             }
             Some(b'"') => Ok(J::Raw(self.string()?)),
             Some(_) => {
@@ -199,34 +200,42 @@ fn parse_json(text: &str) -> Result<J, String> {
     Ok(v)
 }
 
+/// The entries of an object (keys given) or the items of an array, one a line two spaces in
+/// from `indent`, between `brackets`.
+fn print_items<'j>(
+    items: impl ExactSizeIterator<Item = (Option<&'j str>, &'j J)>,
+    brackets: (char, char),
+    indent: usize,
+    out: &mut String,
+) {
+    let n = items.len();
+    out.push(brackets.0);
+    out.push('\n');
+    for (i, (key, v)) in items.enumerate() {
+        out.push_str(&" ".repeat(indent + 2));
+        if let Some(k) = key {
+            out.push_str(k);
+            out.push_str(": ");
+        }
+        print_json(v, indent + 2, out);
+        out.push_str(if i + 1 < n { ",\n" } else { "\n" });
+    }
+    out.push_str(&" ".repeat(indent));
+    out.push(brackets.1);
+}
+
 fn print_json(j: &J, indent: usize, out: &mut String) {
-    let pad = |n: usize| " ".repeat(n);
     match j {
         J::Raw(r) => out.push_str(r),
         J::Obj(e) if e.is_empty() => out.push_str("{}"),
         J::Arr(a) if a.is_empty() => out.push_str("[]"),
-        J::Obj(entries) => {
-            out.push_str("{\n");
-            for (n, (k, v)) in entries.iter().enumerate() {
-                out.push_str(&pad(indent + 2));
-                out.push_str(k);
-                out.push_str(": ");
-                print_json(v, indent + 2, out);
-                out.push_str(if n + 1 < entries.len() { ",\n" } else { "\n" });
-            }
-            out.push_str(&pad(indent));
-            out.push('}');
-        }
-        J::Arr(items) => {
-            out.push_str("[\n");
-            for (n, v) in items.iter().enumerate() {
-                out.push_str(&pad(indent + 2));
-                print_json(v, indent + 2, out);
-                out.push_str(if n + 1 < items.len() { ",\n" } else { "\n" });
-            }
-            out.push_str(&pad(indent));
-            out.push(']');
-        }
+        J::Obj(entries) => print_items(
+            entries.iter().map(|(k, v)| (Some(k.as_str()), v)),
+            ('{', '}'),
+            indent,
+            out,
+        ),
+        J::Arr(items) => print_items(items.iter().map(|v| (None, v)), ('[', ']'), indent, out),
     }
 }
 

@@ -7,7 +7,10 @@
 //! traffic from met to violated and the load-test threshold from `p95<300ms` to `p95<250ms`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use support::{run_in, text};
+
+mod support;
 
 /// The example service's objectives, as the committed files name it (relative to the root).
 const OBJECTIVES: &str = "crates/sonde-objectives/examples/objectives.toml";
@@ -17,22 +20,6 @@ fn root() -> PathBuf {
         .join("../..")
         .canonicalize()
         .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn run(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sonde-objectives"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// Every file under `dir`, relative to it, sorted.
@@ -79,7 +66,7 @@ fn regenerate(objectives: Option<&str>) -> (tempfile::TempDir, Vec<String>) {
     if let Some(text) = objectives {
         std::fs::write(tmp.path().join(OBJECTIVES), text).unwrap_or_else(|e| panic!("{e}"));
     }
-    let o = run(tmp.path(), &["generate", OBJECTIVES, "--into", "."]);
+    let o = run_in(tmp.path(), &["generate", OBJECTIVES, "--into", "."]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let written: Vec<String> = String::from_utf8_lossy(&o.stdout)
         .lines()
@@ -133,7 +120,7 @@ fn the_committed_alerts_dashboards_and_alarms_are_what_the_objectives_generate()
         problems.join("\n")
     );
     // The binary's own check agrees.
-    let o = run(&root, &["generate", OBJECTIVES, "--into", ".", "--check"]);
+    let o = run_in(&root, &["generate", OBJECTIVES, "--into", ".", "--check"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
 
@@ -148,7 +135,7 @@ fn check_names_the_file_that_differs_and_generating_fixes_it() {
     std::fs::write(&overview, &edited).unwrap_or_else(|e| panic!("{e}"));
     std::fs::remove_file(tmp.path().join("alerts/objectives.alerts.yml"))
         .unwrap_or_else(|e| panic!("{e}"));
-    let o = run(
+    let o = run_in(
         tmp.path(),
         &["generate", OBJECTIVES, "--into", ".", "--check"],
     );
@@ -175,12 +162,12 @@ fn check_names_the_file_that_differs_and_generating_fixes_it() {
     // A file of the tree the generator does not own is left alone.
     std::fs::write(tmp.path().join("alerts/mine.yml"), "groups: []\n")
         .unwrap_or_else(|e| panic!("{e}"));
-    let o = run(tmp.path(), &["generate", OBJECTIVES, "--into", "."]);
+    let o = run_in(tmp.path(), &["generate", OBJECTIVES, "--into", "."]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(std::fs::read_to_string(&overview).ok(), Some(text0));
     assert!(tmp.path().join("alerts/objectives.alerts.yml").is_file());
     assert!(tmp.path().join("alerts/mine.yml").is_file());
-    let o = run(
+    let o = run_in(
         tmp.path(),
         &["generate", OBJECTIVES, "--into", ".", "--check"],
     );
@@ -190,7 +177,7 @@ fn check_names_the_file_that_differs_and_generating_fixes_it() {
         vec!["generate", OBJECTIVES, "--check"],
         vec!["generate", OBJECTIVES, "--out", "x", "--into", "."],
     ] {
-        assert_eq!(run(tmp.path(), &args).status.code(), Some(2), "{args:?}");
+        assert_eq!(run_in(tmp.path(), &args).status.code(), Some(2), "{args:?}");
     }
 }
 

@@ -40,6 +40,21 @@ fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or_default()
 }
 
+/// The panel of the dashboard `d` titled `title`.
+fn panel<'a>(d: &'a Value, title: &str) -> Option<&'a Value> {
+    panels(d).into_iter().find(|p| str_of(p, "title") == title)
+}
+
+/// The values of a panel's threshold steps (the first, the base, has none).
+fn steps(p: &Value) -> Vec<f64> {
+    p["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["value"].as_f64())
+        .collect()
+}
+
 /// The example with api-latency-p95's threshold at 250ms and availability at 99.95 %.
 fn changed() -> String {
     let c = EXAMPLE
@@ -161,21 +176,7 @@ fn house_rules(d: &Value) {
 #[test]
 fn the_dashboard_shows_each_objective_and_its_numbers() {
     let d = dashboard(EXAMPLE);
-    let ps = panels(&d);
-    let panel = |title: &str| {
-        ps.iter()
-            .find(|p| str_of(p, "title") == title)
-            .copied()
-            .unwrap_or_else(|| panic!("no panel {title:?}"))
-    };
-    let steps = |p: &Value| -> Vec<f64> {
-        p["fieldConfig"]["defaults"]["thresholds"]["steps"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|s| s["value"].as_f64())
-            .collect()
-    };
+    let panel = |title: &str| panel(&d, title).unwrap_or_else(|| panic!("no panel {title:?}"));
     let exprs = |p: &Value| -> Vec<String> {
         p["targets"]
             .as_array()
@@ -224,20 +225,8 @@ fn the_dashboard_shows_each_objective_and_its_numbers() {
 fn one_number_changes_the_dashboard_threshold() {
     let before = dashboard(EXAMPLE);
     let after = dashboard(&changed());
-    let value = |d: &Value, title: &str| -> Vec<f64> {
-        panels(d)
-            .into_iter()
-            .find(|p| str_of(p, "title") == title)
-            .map(|p| {
-                p["fieldConfig"]["defaults"]["thresholds"]["steps"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|s| s["value"].as_f64())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let value =
+        |d: &Value, title: &str| -> Vec<f64> { panel(d, title).map(steps).unwrap_or_default() };
     for title in ["api-latency-p95: p95 now", "api-latency-p95: p95 over 5m"] {
         assert_eq!(value(&before, title), vec![0.3], "{title}");
         assert_eq!(value(&after, title), vec![0.25], "{title}");
@@ -271,30 +260,30 @@ fn the_dashboard_queries_parse_with_promtool() {
     assert!(n >= 30);
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     std::fs::write(dir.path().join("dashboard.yml"), rules).unwrap_or_else(|e| panic!("{e}"));
-    let out = Command::new("promtool")
-        .args(["check", "rules", "dashboard.yml"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run promtool ({e}): install it (Debian: apt-get install -y prometheus)")
-        });
-    assert!(
-        out.status.success(),
-        "promtool check rules:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    run_tool(
+        dir.path(),
+        "promtool",
+        &["check", "rules", "dashboard.yml"],
+        "install it (Debian: apt-get install -y prometheus)",
     );
 }
 
 fn cfn_lint(dir: &Path, file: &str) {
-    let out = Command::new("cfn-lint")
-        .arg(file)
+    run_tool(dir, "cfn-lint", &[file], "python3 -m pip install cfn-lint");
+}
+
+/// Runs `program ARGS` in `dir` and fails the test with its output unless it succeeds;
+/// `install` says how to get the program.
+fn run_tool(dir: &Path, program: &str, args: &[&str], install: &str) {
+    let out = Command::new(program)
+        .args(args)
         .current_dir(dir)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run cfn-lint ({e}): python3 -m pip install cfn-lint"));
+        .unwrap_or_else(|e| panic!("cannot run {program} ({e}): {install}"));
     assert!(
         out.status.success(),
-        "cfn-lint {file} ({}):\n{}{}",
+        "{program} {} ({}):\n{}{}",
+        args.join(" "),
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
@@ -318,6 +307,11 @@ fn property(template: &str, id: &str, key: &str) -> String {
         .to_string()
 }
 
+/// The `Threshold` of the alarm `id`.
+fn alarm_threshold(template: &str, id: &str) -> String {
+    property(template, id, "Threshold")
+}
+
 #[test]
 fn the_cloudwatch_template_passes_cfn_lint() {
     for text in [EXAMPLE.to_string(), changed(), OTHER.to_string()] {
@@ -333,7 +327,7 @@ fn the_cloudwatch_template_passes_cfn_lint() {
 fn the_cloudwatch_alarms_carry_the_objectives_numbers() {
     let t = generated(EXAMPLE, CLOUDWATCH_FILE);
     // One alarm per threshold objective: the percentile statistic over the window.
-    assert_eq!(property(&t, "ApiLatencyP95HighAlarm", "Threshold"), "0.3");
+    assert_eq!(alarm_threshold(&t, "ApiLatencyP95HighAlarm"), "0.3");
     assert_eq!(
         property(&t, "ApiLatencyP95HighAlarm", "ExtendedStatistic"),
         "'p95'"
@@ -343,26 +337,20 @@ fn the_cloudwatch_alarms_carry_the_objectives_numbers() {
         "'http.server.request.duration'"
     );
     assert_eq!(property(&t, "ApiLatencyP95HighAlarm", "Period"), "300");
-    assert_eq!(property(&t, "ApiLatencyP99HighAlarm", "Threshold"), "1.5");
-    assert_eq!(property(&t, "DbLatencyP95HighAlarm", "Threshold"), "0.1");
-    assert_eq!(property(&t, "ColdStartP95HighAlarm", "Threshold"), "0.5");
+    assert_eq!(alarm_threshold(&t, "ApiLatencyP99HighAlarm"), "1.5");
+    assert_eq!(alarm_threshold(&t, "DbLatencyP95HighAlarm"), "0.1");
+    assert_eq!(alarm_threshold(&t, "ColdStartP95HighAlarm"), "0.5");
     assert_eq!(property(&t, "ColdStartP95HighAlarm", "Period"), "3600");
     // Ratio objectives: the error ratio by metric math, above factor × budget.
-    assert_eq!(
-        property(&t, "AvailabilityBurn1hAlarm", "Threshold"),
-        "0.0144"
-    );
-    assert_eq!(
-        property(&t, "AvailabilityBurn6hAlarm", "Threshold"),
-        "0.006"
-    );
+    assert_eq!(alarm_threshold(&t, "AvailabilityBurn1hAlarm"), "0.0144");
+    assert_eq!(alarm_threshold(&t, "AvailabilityBurn6hAlarm"), "0.006");
     assert!(
         property(&t, "AvailabilityBurn1hAlarm", "Expression").contains("FILL(e4, 0)) / t0"),
         "{t}"
     );
-    assert_eq!(property(&t, "ErrorsBurn5mAlarm", "Threshold"), "0.144");
+    assert_eq!(alarm_threshold(&t, "ErrorsBurn5mAlarm"), "0.144");
     assert!(t.contains("Stat: 'PR(:0.3)'"));
-    assert_eq!(property(&t, "CacheHitsBurn2hAlarm", "Threshold"), "0.9");
+    assert_eq!(alarm_threshold(&t, "CacheHitsBurn2hAlarm"), "0.9");
     assert_eq!(
         property(&t, "SloAvailabilityBudgetBurnFastAlarm", "Type"),
         "'AWS::CloudWatch::CompositeAlarm'"
@@ -378,23 +366,11 @@ fn the_cloudwatch_alarms_carry_the_objectives_numbers() {
 fn one_number_changes_the_cloudwatch_alarm_threshold() {
     let before = generated(EXAMPLE, CLOUDWATCH_FILE);
     let after = generated(&changed(), CLOUDWATCH_FILE);
-    assert_eq!(
-        property(&before, "ApiLatencyP95HighAlarm", "Threshold"),
-        "0.3"
-    );
-    assert_eq!(
-        property(&after, "ApiLatencyP95HighAlarm", "Threshold"),
-        "0.25"
-    );
+    assert_eq!(alarm_threshold(&before, "ApiLatencyP95HighAlarm"), "0.3");
+    assert_eq!(alarm_threshold(&after, "ApiLatencyP95HighAlarm"), "0.25");
     // 99.95 %: a budget of 0.0005, so 14.4 × 0.0005.
-    assert_eq!(
-        property(&after, "AvailabilityBurn1hAlarm", "Threshold"),
-        "0.0072"
-    );
+    assert_eq!(alarm_threshold(&after, "AvailabilityBurn1hAlarm"), "0.0072");
     // Nothing else moved but those two objectives' alarms.
-    assert_eq!(
-        property(&after, "ApiLatencyP99HighAlarm", "Threshold"),
-        "1.5"
-    );
-    assert_eq!(property(&after, "ErrorsBurn1hAlarm", "Threshold"), "0.144");
+    assert_eq!(alarm_threshold(&after, "ApiLatencyP99HighAlarm"), "1.5");
+    assert_eq!(alarm_threshold(&after, "ErrorsBurn1hAlarm"), "0.144");
 }

@@ -1,35 +1,14 @@
 //! The generated rules and tests, checked by the real promtool (`/usr/bin/promtool`; on Debian
 //! `apt-get install -y prometheus`). These tests fail when promtool is absent.
 
-use std::path::Path;
 use std::process::Command;
 
 use sonde_objectives::{
     ALERTS_FILE, RECORDING_FILE, TESTS_FILE, generate, parse, write_atomically,
 };
+use sonde_tests::prometheus::promtool;
 
 const EXAMPLE: &str = include_str!("../examples/objectives.toml");
-
-fn promtool(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("promtool")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run promtool ({e}): install it (Debian: apt-get install -y prometheus)")
-        });
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "promtool {args:?} failed in {}:\n{text}",
-        dir.display()
-    );
-    text
-}
 
 /// Generates `text` into a fresh directory and runs `promtool check rules` and `promtool test
 /// rules` on it; returns the directory and the generated alerts.

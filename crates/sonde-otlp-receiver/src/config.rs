@@ -93,12 +93,8 @@ impl Settings for OtlpReceiverConfig {
     fn expect(key: &str) -> Option<Expect> {
         Some(match key {
             "max_request_size" => Expect::size(1024..=1 << 30, DEFAULT_MAX_REQUEST_BYTES),
-            "grpc" => Expect::Address {
-                example: "127.0.0.1:4317",
-            },
-            "http" => Expect::Address {
-                example: "127.0.0.1:4318",
-            },
+            "grpc" => Expect::address("127.0.0.1:4317"),
+            "http" => Expect::address("127.0.0.1:4318"),
             _ => return None,
         })
     }

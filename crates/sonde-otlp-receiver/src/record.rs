@@ -7,9 +7,11 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{
     AggregationTemporality, ExponentialHistogramDataPoint, HistogramDataPoint, Metric,
-    metric::Data, number_data_point,
+    NumberDataPoint, metric::Data, number_data_point,
 };
-use sonde_core::{Counter, Family, Gauge, Histogram, Registry, Unit, UpDownCounter};
+use sonde_core::{
+    Counter, Family, FamilyBuilder, Gauge, Histogram, Instrument, Registry, Unit, UpDownCounter,
+};
 
 /// Label values of a series, in its family's label order.
 type Key = Vec<String>;
@@ -57,7 +59,7 @@ enum Store {
     Histogram(
         Family<Histogram>,
         Vec<f64>,
-        BySeries<(Histogram, Vec<u64>, f64)>,
+        BySeries<(Histogram, (Vec<u64>, f64))>,
     ),
     /// Exponential points into a histogram on the default grid; the last cumulative
     /// (representative value, count) pairs and sum per series.
@@ -255,18 +257,8 @@ impl Recorder {
                             c.add(v - *prev);
                             *prev = v;
                         }
-                        Some(entry) => {
-                            // The sender restarted: a new series from its new total.
-                            f.remove(&scratch[..]);
-                            let c = f.with(&scratch[..]);
-                            c.add(v);
-                            *entry = (c, v);
-                        }
-                        None => {
-                            let c = f.with(&scratch[..]);
-                            c.add(v);
-                            series.insert(scratch.clone(), (c, v));
-                        }
+                        // New, or the sender restarted: a new series from its new total.
+                        _ => start_series(f, series, scratch, v, |c| c.add(v)),
                     }
                     out.accepted += 1;
                 }
@@ -274,37 +266,19 @@ impl Recorder {
             (Store::UpDown(f, last), Data::Sum(s)) => {
                 let cumulative =
                     s.aggregation_temporality == AggregationTemporality::Cumulative as i32;
-                for p in &s.data_points {
-                    if !fill(scratch, &p.attributes) {
-                        out.refuse("new_attribute", 1);
-                        continue;
-                    }
-                    let Some(v) = number(p.value).filter(|v| v.is_finite()) else {
-                        out.refuse("bad_value", 1);
-                        continue;
-                    };
+                finite_numbers(&s.data_points, scratch, &fill, out, |key, v| {
                     let prev = if cumulative {
-                        last.insert(scratch.clone(), v).unwrap_or(0.0)
+                        last.insert(key.clone(), v).unwrap_or(0.0)
                     } else {
                         0.0
                     };
-                    f.with(&scratch[..]).add(v - prev);
-                    out.accepted += 1;
-                }
+                    f.with(key).add(v - prev);
+                });
             }
             (Store::Gauge(f), Data::Gauge(g)) => {
-                for p in &g.data_points {
-                    if !fill(scratch, &p.attributes) {
-                        out.refuse("new_attribute", 1);
-                        continue;
-                    }
-                    let Some(v) = number(p.value).filter(|v| v.is_finite()) else {
-                        out.refuse("bad_value", 1);
-                        continue;
-                    };
-                    f.with(&scratch[..]).set(v);
-                    out.accepted += 1;
-                }
+                finite_numbers(&g.data_points, scratch, &fill, out, |key, v| {
+                    f.with(key).set(v);
+                });
             }
             (Store::Gauge(f), Data::Summary(s)) => {
                 // The labels are the attributes, then `quantile`, `job` and `instance`.
@@ -348,10 +322,10 @@ impl Recorder {
                             h.record_counts(&batch, sum);
                         };
                     match series.get_mut(&scratch[..]) {
-                        Some((h, _, _)) if !cumulative => {
+                        Some((h, _)) if !cumulative => {
                             record(h, &mut counts.iter().copied(), sum);
                         }
-                        Some((h, prev, prev_sum))
+                        Some((h, (prev, prev_sum)))
                             if counts.iter().zip(prev.iter()).all(|(n, p)| n >= p) =>
                         {
                             record(
@@ -362,17 +336,10 @@ impl Recorder {
                             prev.clone_from(counts);
                             *prev_sum = sum;
                         }
-                        Some(entry) => {
-                            f.remove(&scratch[..]);
-                            let h = f.with(&scratch[..]);
-                            record(&h, &mut counts.iter().copied(), sum);
-                            *entry = (h, counts.clone(), sum);
-                        }
-                        None => {
-                            let h = f.with(&scratch[..]);
-                            record(&h, &mut counts.iter().copied(), sum);
-                            series.insert(scratch.clone(), (h, counts.clone(), sum));
-                        }
+                        // New, or the sender restarted: a new series from its new totals.
+                        _ => start_series(f, series, scratch, (counts.clone(), sum), |h| {
+                            record(h, &mut counts.iter().copied(), sum)
+                        }),
                     }
                     out.accepted += 1;
                 }
@@ -431,48 +398,35 @@ impl Recorder {
         let name = m.name.clone();
         let description = m.description.clone();
         let store = match data {
-            Data::Sum(s) if s.is_monotonic => r
-                .counter_f64(name)
-                .description(description)
-                .unit(unit)
-                .labels(labels.clone())
-                .build()
-                .map(|f| Store::Counter(f, BySeries::default())),
-            Data::Sum(_) => r
-                .up_down_counter_f64(name)
-                .description(description)
-                .unit(unit)
-                .labels(labels.clone())
+            Data::Sum(s) if s.is_monotonic => {
+                describe(r.counter_f64(name), description, unit, &labels)
+                    .build()
+                    .map(|f| Store::Counter(f, BySeries::default()))
+            }
+            Data::Sum(_) => describe(r.up_down_counter_f64(name), description, unit, &labels)
                 .build()
                 .map(|f| Store::UpDown(f, HashMap::new())),
-            Data::Gauge(_) | Data::Summary(_) => r
-                .gauge_f64(name)
-                .description(description)
-                .unit(unit)
-                .labels(labels.clone())
-                .build()
-                .map(Store::Gauge),
+            Data::Gauge(_) | Data::Summary(_) => {
+                describe(r.gauge_f64(name), description, unit, &labels)
+                    .build()
+                    .map(Store::Gauge)
+            }
             Data::Histogram(h) => {
                 let bounds = h
                     .data_points
                     .first()
                     .map(|p| p.explicit_bounds.clone())
                     .unwrap_or_default();
-                r.histogram(name)
-                    .description(description)
-                    .unit(unit)
+                describe(r.histogram(name), description, unit, &labels)
                     .buckets(bounds.clone())
-                    .labels(labels.clone())
                     .build()
                     .map(|f| Store::Histogram(f, bounds, BySeries::default()))
             }
-            Data::ExponentialHistogram(_) => r
-                .histogram(name)
-                .description(description)
-                .unit(unit)
-                .labels(labels.clone())
-                .build()
-                .map(|f| Store::Exponential(f, HashMap::new())),
+            Data::ExponentialHistogram(_) => {
+                describe(r.histogram(name), description, unit, &labels)
+                    .build()
+                    .map(|f| Store::Exponential(f, HashMap::new()))
+            }
         };
         Received {
             labels,
@@ -551,6 +505,62 @@ fn attribute_keys(data: &Data) -> Vec<String> {
 /// The number of points of `data`.
 pub(crate) fn points(d: &Data) -> u64 {
     point_attributes(d).count() as u64
+}
+
+/// `builder` with a received metric's `description`, `unit` and `labels`.
+fn describe<'r, M: Instrument>(
+    builder: FamilyBuilder<'r, M>,
+    description: String,
+    unit: Unit,
+    labels: &[String],
+) -> FamilyBuilder<'r, M> {
+    builder
+        .description(description)
+        .unit(unit)
+        .labels(labels.to_vec())
+}
+
+/// Records each of `points` that has a finite value, with `record`, its label values filled in
+/// `scratch` by `fill`; refuses into `out` a point with an attribute that is not a label
+/// (`new_attribute`) or with no finite value (`bad_value`).
+fn finite_numbers(
+    points: &[NumberDataPoint],
+    scratch: &mut Key,
+    fill: &impl Fn(&mut Key, &[KeyValue]) -> bool,
+    out: &mut Outcome,
+    mut record: impl FnMut(&Key, f64),
+) {
+    for p in points {
+        if !fill(scratch, &p.attributes) {
+            out.refuse("new_attribute", 1);
+            continue;
+        }
+        let Some(v) = number(p.value).filter(|v| v.is_finite()) else {
+            out.refuse("bad_value", 1);
+            continue;
+        };
+        record(scratch, v);
+        out.accepted += 1;
+    }
+}
+
+/// Starts the series `key` of `family` afresh from a cumulative point's whole value: a series
+/// not seen before, or one whose sender restarted (its totals went down), whose old series is
+/// dropped. `record` records the point into the new handle; `last` is kept to take the next
+/// point's delta from.
+fn start_series<M: Instrument, L>(
+    family: &Family<M>,
+    series: &mut BySeries<(M, L)>,
+    key: &Key,
+    last: L,
+    record: impl FnOnce(&M),
+) {
+    if series.contains_key(key) {
+        family.remove(key);
+    }
+    let handle = family.with(key);
+    record(&handle);
+    series.insert(key.clone(), (handle, last));
 }
 
 fn number(v: Option<number_data_point::Value>) -> Option<f64> {

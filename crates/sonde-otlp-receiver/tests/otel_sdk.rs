@@ -2,23 +2,21 @@
 //! sender: what it pushes is what the registry holds.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::Duration;
 
+use common::http_receiver;
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::MeterProvider as _;
 use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
-use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider, Temporality};
+use opentelemetry_sdk::metrics::Temporality;
 use sonde_core::Registry;
-use sonde_otlp_receiver::OtlpReceiverBuilder;
+use sonde_tests::otel_sdk::push_orders_and_latency;
 
 #[test]
 fn the_rust_sdk_pushes_exact_values() {
     let agent = Registry::new();
-    let receiver = OtlpReceiverBuilder::new()
-        .http("127.0.0.1:0")
-        .registry(agent.clone())
-        .start()
-        .unwrap();
+    let receiver = http_receiver(&agent);
     let endpoint = format!("http://{}/v1/metrics", receiver.http_addr().unwrap());
     // reqwest is built without a default crypto provider in this workspace (plain http here),
     // and the blocking client must be built outside any Tokio runtime.
@@ -42,34 +40,14 @@ fn the_rust_sdk_pushes_exact_values() {
             .build()
             .unwrap();
         let name = format!("{temporality:?}").to_lowercase();
-        let provider = SdkMeterProvider::builder()
-            .with_resource(
-                opentelemetry_sdk::Resource::builder_empty()
-                    .with_attribute(KeyValue::new("service.name", "rust-sdk"))
-                    .with_attribute(KeyValue::new("service.instance.id", name.clone()))
-                    .build(),
-            )
-            .with_reader(
-                PeriodicReader::builder(exporter)
-                    .with_interval(Duration::from_secs(3600))
-                    .build(),
-            )
-            .build();
-        let meter = provider.meter("test");
-        let orders = meter.u64_counter("sdk.orders").build();
-        let latency = meter
-            .f64_histogram("sdk.latency")
-            .with_unit("s")
-            .with_boundaries(vec![0.1, 0.5])
-            .build();
-        orders.add(4, &[KeyValue::new("region", "eu")]);
-        latency.record(0.05, &[]);
-        latency.record(0.3, &[]);
-        provider.force_flush().unwrap();
-        orders.add(6, &[KeyValue::new("region", "eu")]);
-        latency.record(2.0, &[]);
-        provider.force_flush().unwrap();
-        provider.shutdown().unwrap();
+        push_orders_and_latency(
+            exporter,
+            [
+                KeyValue::new("service.name", "rust-sdk"),
+                KeyValue::new("service.instance.id", name.clone()),
+            ],
+            "sdk",
+        );
 
         let s = agent.snapshot();
         let id = [("job", "rust-sdk"), ("instance", name.as_str())];

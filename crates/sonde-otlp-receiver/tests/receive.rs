@@ -2,9 +2,12 @@
 //! delta) and by raw requests: exact values, the mapping, and every refusal.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::io::Write;
 use std::time::Duration;
 
+use common::http_receiver;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use prost::Message;
 use sonde_core::{MemoryBudget, Registry, Resource, Snapshot, Temporality, Unit};
@@ -165,6 +168,12 @@ fn post(addr: std::net::SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> (u
     (status, out)
 }
 
+/// POSTs `request` in protobuf; the status of the answer.
+fn post_request(addr: std::net::SocketAddr, request: &ExportMetricsServiceRequest) -> u16 {
+    let proto = [("Content-Type", "application/x-protobuf")];
+    post(addr, &proto, &request.encode_to_vec()).0
+}
+
 #[test]
 fn bad_requests_are_refused_with_the_right_status_and_counted() {
     let agent = Registry::new();
@@ -237,11 +246,7 @@ fn a_full_budget_asks_senders_to_retry_and_a_token_is_checked() {
     for i in 0..10 {
         filler.with(&[i.to_string()]).add(1);
     }
-    let receiver = OtlpReceiverBuilder::new()
-        .http("127.0.0.1:0")
-        .registry(agent.clone())
-        .start()
-        .unwrap();
+    let receiver = http_receiver(&agent);
     let addr = receiver.http_addr().unwrap();
     let empty = ExportMetricsServiceRequest::default().encode_to_vec();
     let (status, text) = post(addr, &[("Content-Type", "application/x-protobuf")], &empty);
@@ -416,29 +421,21 @@ fn exponential_histograms_and_summaries_are_recorded() {
         };
     let request = |zero: u64, counts: Vec<u64>, sum: f64| rescaled(zero, counts, sum, 0);
     let agent = Registry::new();
-    let receiver = OtlpReceiverBuilder::new()
-        .http("127.0.0.1:0")
-        .registry(agent.clone())
-        .start()
-        .unwrap();
+    let receiver = http_receiver(&agent);
     let addr = receiver.http_addr().unwrap();
-    let proto = [("Content-Type", "application/x-protobuf")];
     // Buckets of scale 0: (1, 2] and (2, 4]; then two more in (2, 4].
-    assert_eq!(
-        post(addr, &proto, &request(1, vec![1, 2], 7.5).encode_to_vec()).0,
-        200
-    );
-    assert_eq!(
-        post(addr, &proto, &request(1, vec![1, 4], 13.5).encode_to_vec()).0,
-        200
-    );
+    assert_eq!(post_request(addr, &request(1, vec![1, 2], 7.5)), 200);
+    assert_eq!(post_request(addr, &request(1, vec![1, 4], 13.5)), 200);
+    let latency = |s: &Snapshot| {
+        let labels = [("route", "/pay"), ("job", ""), ("instance", "")];
+        s.point("exp.latency", &labels)
+            .unwrap()
+            .histogram()
+            .unwrap()
+            .clone()
+    };
     let s = agent.snapshot();
-    let labels = [("route", "/pay"), ("job", ""), ("instance", "")];
-    let h = s
-        .point("exp.latency", &labels)
-        .unwrap()
-        .histogram()
-        .unwrap();
+    let h = latency(&s);
     assert_eq!(h.count(), 6);
     assert!((h.sum() - 13.5).abs() < 1e-9, "{}", h.sum());
     // The median lies in (2, 4], the smallest value in the zero bucket.
@@ -459,21 +456,8 @@ fn exponential_histograms_and_summaries_are_recorded() {
     assert_eq!((q("0.5"), q("0.99")), (Some(0.2), Some(0.9)));
     // The sender lowers its scale (its range widened): at scale -1 the bucket (1, 4] holds the
     // five earlier observations and two new ones. Only the two are added, nothing twice.
-    assert_eq!(
-        post(
-            addr,
-            &proto,
-            &rescaled(1, vec![7], 20.0, -1).encode_to_vec()
-        )
-        .0,
-        200
-    );
-    let s = agent.snapshot();
-    let h = s
-        .point("exp.latency", &labels)
-        .unwrap()
-        .histogram()
-        .unwrap();
+    assert_eq!(post_request(addr, &rescaled(1, vec![7], 20.0, -1)), 200);
+    let h = latency(&agent.snapshot());
     assert_eq!(h.count(), 8, "6 before, 2 new");
     assert!((h.sum() - 20.0).abs() < 1e-9, "{}", h.sum());
 }
@@ -525,13 +509,8 @@ fn a_senders_target_info_follows_its_resource() {
         }],
     };
     let agent = Registry::new();
-    let receiver = OtlpReceiverBuilder::new()
-        .http("127.0.0.1:0")
-        .registry(agent.clone())
-        .start()
-        .unwrap();
+    let receiver = http_receiver(&agent);
     let addr = receiver.http_addr().unwrap();
-    let proto = [("Content-Type", "application/x-protobuf")];
     let infos = || {
         let s = agent.snapshot();
         let f = s.family("target_info").unwrap().clone();
@@ -548,13 +527,13 @@ fn a_senders_target_info_follows_its_resource() {
             .collect::<Vec<_>>()
     };
     for _ in 0..2 {
-        assert_eq!(post(addr, &proto, &request("100").encode_to_vec()).0, 200);
+        assert_eq!(post_request(addr, &request("100")), 200);
     }
     assert_eq!(
         infos(),
         ["job=cart,instance=i-1,service.version=3.1,process.pid=100"]
     );
-    assert_eq!(post(addr, &proto, &request("200").encode_to_vec()).0, 200);
+    assert_eq!(post_request(addr, &request("200")), 200);
     assert_eq!(
         infos(),
         ["job=cart,instance=i-1,service.version=3.1,process.pid=200"],

@@ -117,12 +117,6 @@ impl OtlpTransport {
         self
     }
 
-    /// gRPC or HTTP/protobuf.
-    pub fn protocol(mut self, protocol: Protocol) -> Self {
-        self.protocol = Some(protocol);
-        self
-    }
-
     /// Adds a header (gRPC metadata) sent with every request; it replaces a header of the same
     /// name from the environment.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
@@ -130,16 +124,13 @@ impl OtlpTransport {
         self
     }
 
-    /// Compression of request bodies.
-    pub fn compression(mut self, compression: Compression) -> Self {
-        self.compression = Some(compression);
-        self
-    }
-
-    /// How long one request may take.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
-        self
+    sonde_push::builder_setters! {
+        /// gRPC or HTTP/protobuf.
+        protocol: Some(Protocol);
+        /// Compression of request bodies.
+        compression: Some(Compression);
+        /// How long one request may take.
+        timeout: Some(Duration);
     }
 
     /// A PEM file of CA certificates to trust instead of the system's (for `https` endpoints).
@@ -384,17 +375,22 @@ pub(crate) fn process_env(name: &str) -> Option<String> {
 /// tests and embedding).
 pub(crate) type Env = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
+/// A lookup in a fixed list of variables, for tests in place of the process environment.
+#[cfg(test)]
+pub(crate) fn fixed_env(
+    vars: &'static [(&'static str, &'static str)],
+) -> impl Fn(&str) -> Option<String> {
+    move |k| {
+        vars.iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::fixed_env as env;
     use super::*;
-
-    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k| {
-            vars.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        }
-    }
 
     #[test]
     fn debug_hides_header_values_and_url_credentials() {

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sonde_core::{Registry, Resource, Temporality};
-use sonde_push::{PushConfig, PushExporter, Source, StartError};
+use sonde_core::{Resource, Temporality};
+use sonde_push::{PushConfig, PushExporter, ReadSettings, Source, StartError};
 
 use crate::Error;
 use crate::config::{Env, OtlpTransport, Signal, ignore_env, process_env};
@@ -22,7 +22,8 @@ pub use sonde_push::DROP_SHUTDOWN_TIMEOUT;
 /// `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`,
 /// `OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION`), then from the defaults.
 pub struct OtlpMetricsBuilder {
-    registry: Registry,
+    /// The registry, selection and deltas to continue.
+    read: ReadSettings,
     transport: OtlpTransport,
     interval: Option<Duration>,
     temporality: Option<Temporality>,
@@ -33,8 +34,6 @@ pub struct OtlpMetricsBuilder {
     /// Queue and retry settings (interval and timeout are resolved at install).
     delivery: PushConfig,
     env: Env,
-    continue_deltas: Option<sonde_core::DeltaState>,
-    selection: sonde_core::Selection,
 }
 
 impl std::fmt::Debug for OtlpMetricsBuilder {
@@ -57,7 +56,7 @@ impl OtlpMetricsBuilder {
     /// Exports the global registry with everything from the environment or the defaults.
     pub fn new() -> Self {
         OtlpMetricsBuilder {
-            registry: Registry::global().clone(),
+            read: ReadSettings::default(),
             transport: OtlpTransport::new(),
             interval: None,
             temporality: None,
@@ -68,64 +67,26 @@ impl OtlpMetricsBuilder {
             // 256 requests or 64 MiB queued, backoff 500 ms to 5 s, retried for 5 minutes.
             delivery: PushConfig::new(EXPORTER),
             env: Arc::new(process_env),
-            continue_deltas: None,
-            selection: sonde_core::Selection::new(),
         }
     }
 
-    /// Which metrics and series to send, and which labels to keep
-    /// ([`sonde_core::Selection`]; default: everything).
-    pub fn selection(mut self, selection: sonde_core::Selection) -> Self {
-        self.selection = selection;
-        self
-    }
+    sonde_push::read_setters!(read, delta_state: "OtlpMetricsExporter::delta_state");
 
-    /// With delta temporality, continues the deltas of the exporter this one replaces (its
-    /// [`OtlpMetricsExporter::delta_state`]): each change is exported once, by one of the two,
-    /// instead of this exporter's first export repeating every counter's total.
-    pub fn continue_deltas(mut self, state: sonde_core::DeltaState) -> Self {
-        self.continue_deltas = Some(state);
-        self
-    }
-
-    /// The registry to export (default: the global one).
-    pub fn registry(mut self, registry: Registry) -> Self {
-        self.registry = registry;
-        self
-    }
-
-    /// Endpoint, protocol, headers, compression, timeout and TLS.
-    pub fn transport(mut self, transport: OtlpTransport) -> Self {
-        self.transport = transport;
-        self
-    }
-
-    /// Time between collections (default `OTEL_METRIC_EXPORT_INTERVAL`, else 60 s; at least
-    /// 10 ms).
-    pub fn interval(mut self, interval: Duration) -> Self {
-        self.interval = Some(interval);
-        self
-    }
-
-    /// Cumulative (default) or delta. With delta, counters and histograms carry the change per
-    /// interval and up-down counters stay cumulative, as the `delta` preference of the
-    /// specification asks.
-    pub fn temporality(mut self, temporality: Temporality) -> Self {
-        self.temporality = Some(temporality);
-        self
-    }
-
-    /// Explicit-bucket (default) or exponential histograms.
-    pub fn histograms(mut self, aggregation: HistogramAggregation) -> Self {
-        self.histograms = Some(aggregation);
-        self
-    }
-
-    /// The resource (default: [`Resource::detect`], i.e. `OTEL_SERVICE_NAME`,
-    /// `OTEL_RESOURCE_ATTRIBUTES`, host, process and FaaS attributes).
-    pub fn resource(mut self, resource: Resource) -> Self {
-        self.resource = Some(resource);
-        self
+    sonde_push::builder_setters! {
+        /// Endpoint, protocol, headers, compression, timeout and TLS.
+        transport: OtlpTransport;
+        /// Time between collections (default `OTEL_METRIC_EXPORT_INTERVAL`, else 60 s; at least
+        /// 10 ms).
+        interval: Some(Duration);
+        /// Cumulative (default) or delta. With delta, counters and histograms carry the change per
+        /// interval and up-down counters stay cumulative, as the `delta` preference of the
+        /// specification asks.
+        temporality: Some(Temporality);
+        /// Explicit-bucket (default) or exponential histograms.
+        histograms: Some(HistogramAggregation);
+        /// The resource (default: [`Resource::detect`], i.e. `OTEL_SERVICE_NAME`,
+        /// `OTEL_RESOURCE_ATTRIBUTES`, host, process and FaaS attributes).
+        resource: Some(Resource);
     }
 
     /// Most data points per request (default 10 000); larger collections are split.
@@ -227,16 +188,14 @@ impl OtlpMetricsBuilder {
         options.histograms = histograms;
         options.max_points = self.max_points_per_request;
         options.max_bytes = self.max_request_bytes;
-        let reader =
-            self.registry
-                .export_reader(temporality, self.selection, self.continue_deltas.as_ref());
+        let reader = self.read.reader(temporality);
         let delta_state = (temporality == Temporality::Delta).then(|| reader.delta_state());
         let mut config = self.delivery.clone();
         config.interval = interval;
         config.timeout = settings.timeout;
         let endpoint = settings.endpoint.clone();
         let source = Collector { reader, options };
-        let inner = sonde_push::start(&self.registry, config, source, move || async move {
+        let inner = sonde_push::start(&self.read.registry, config, source, move || async move {
             Client::new(&settings)
         })
         .map_err(|e| match e {
@@ -267,16 +226,7 @@ pub struct OtlpMetricsExporter {
     delta_state: Option<sonde_core::DeltaState>,
 }
 
-impl std::fmt::Debug for OtlpMetricsExporter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OtlpMetricsExporter")
-            .field("inner", &self.inner)
-            .field("endpoint", &sonde_push::redact_url(&self.endpoint))
-            .finish()
-    }
-}
-
-sonde_push::component_via_inner!(OtlpMetricsExporter);
+sonde_push::component_via_inner!(OtlpMetricsExporter, debug_url: endpoint);
 
 impl OtlpMetricsExporter {
     /// Where requests go (for HTTP, the full URL).

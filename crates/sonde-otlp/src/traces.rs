@@ -78,46 +78,25 @@ impl TracesBuilder {
         }
     }
 
-    /// Endpoint, protocol, headers, compression, timeout and TLS (shared with the metrics
-    /// exporter).
-    pub fn transport(mut self, transport: OtlpTransport) -> Self {
-        self.transport = transport;
-        self
-    }
-
-    /// Where span latency metrics are recorded.
-    pub fn registry(mut self, registry: Registry) -> Self {
-        self.registry = registry;
-        self
-    }
-
-    /// The resource (default: [`Resource::detect_from`] the environment).
-    pub fn resource(mut self, resource: Resource) -> Self {
-        self.resource = Some(resource);
-        self
-    }
-
-    /// The sampler (default: `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, else
-    /// parent-based always-on).
-    pub fn sampler(mut self, sampler: Sampler) -> Self {
-        self.sampler = Some(sampler);
-        self
-    }
-
-    /// Also record `span.duration{span.name}` for spans without semantic-convention fields.
-    pub fn span_durations(mut self, on: bool) -> Self {
-        self.span_durations = on;
-        self
-    }
-
-    /// Whether [`install`](Self::install) also prints the application's own events (its
-    /// `tracing::info!`...) on stderr, filtered by `RUST_LOG` (default `info`), with colours
-    /// only on a terminal. On by default, since the installed subscriber replaces any logging
-    /// the application would otherwise set up; turn it off to compose your own with
-    /// [`build`](Self::build) and [`TracingPipeline::subscriber`].
-    pub fn log_to_stderr(mut self, on: bool) -> Self {
-        self.log_to_stderr = on;
-        self
+    sonde_push::builder_setters! {
+        /// Endpoint, protocol, headers, compression, timeout and TLS (shared with the metrics
+        /// exporter).
+        transport: OtlpTransport;
+        /// Where span latency metrics are recorded.
+        registry: Registry;
+        /// The resource (default: [`Resource::detect_from`] the environment).
+        resource: Some(Resource);
+        /// The sampler (default: `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, else
+        /// parent-based always-on).
+        sampler: Some(Sampler);
+        /// Also record `span.duration{span.name}` for spans without semantic-convention fields.
+        span_durations: bool;
+        /// Whether [`install`](Self::install) also prints the application's own events (its
+        /// `tracing::info!`...) on stderr, filtered by `RUST_LOG` (default `info`), with colours
+        /// only on a terminal. On by default, since the installed subscriber replaces any logging
+        /// the application would otherwise set up; turn it off to compose your own with
+        /// [`build`](Self::build) and [`TracingPipeline::subscriber`].
+        log_to_stderr: bool;
     }
 
     /// Reads configuration variables through `env` instead of the process environment.
@@ -485,16 +464,10 @@ fn sampler_from(env: &dyn Fn(&str) -> Option<String>) -> Sampler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::fixed_env as env;
 
     #[test]
     fn samplers_come_from_the_environment() {
-        let env = |vars: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                vars.iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
         assert!(matches!(sampler_from(&env(&[])), Sampler::ParentBased(_)));
         assert!(matches!(
             sampler_from(&env(&[("OTEL_TRACES_SAMPLER", "always_off")])),
@@ -511,13 +484,6 @@ mod tests {
 
     #[test]
     fn bad_sampler_variables_warn_and_fall_back_to_the_defaults() {
-        let env = |vars: &'static [(&'static str, &'static str)]| {
-            move |k: &str| {
-                vars.iter()
-                    .find(|(n, _)| *n == k)
-                    .map(|(_, v)| v.to_string())
-            }
-        };
         let (s, lines) = sonde_core::testing::capture_diagnostics(|| {
             sampler_from(&env(&[
                 ("OTEL_TRACES_SAMPLER", "traceidratio"),

@@ -43,12 +43,33 @@ fn read_request(conn: &mut impl Read) -> String {
     String::from_utf8_lossy(&buf).into_owned()
 }
 
-/// A server that reads the request and answers with `response`, then closes.
-fn respond(response: &'static [u8]) -> u16 {
-    serve(move |mut conn| {
+/// A connection handler that reads the request and answers with `response`, then closes.
+fn answer(response: &'static [u8]) -> Box<dyn Fn(TcpStream) + Send + Sync> {
+    Box::new(move |mut conn: TcpStream| {
         read_request(&mut conn);
         let _ = conn.write_all(response);
     })
+}
+
+/// A server that reads the request and answers with `response`, then closes.
+fn respond(response: &'static [u8]) -> u16 {
+    serve(answer(response))
+}
+
+/// Writes `parts` one after the other, pausing `pause` after each, until the peer goes away.
+fn write_each<'a>(
+    conn: &mut TcpStream,
+    parts: impl IntoIterator<Item = &'a [u8]>,
+    pause: Duration,
+) {
+    for part in parts {
+        if conn.write_all(part).is_err() {
+            break;
+        }
+        if !pause.is_zero() {
+            thread::sleep(pause);
+        }
+    }
 }
 
 /// A port with nothing listening.
@@ -70,6 +91,42 @@ fn one(target: impl Into<ProbeTarget>) -> (Registry, ProbeResult) {
     let mut results = prober.run_once();
     assert_eq!(results.len(), 1);
     (registry, results.remove(0))
+}
+
+/// A TCP probe of the local `port`, checking every `interval`.
+fn tcp_every(name: &str, port: u16, interval: Duration) -> ProbeTarget {
+    TcpProbe {
+        interval,
+        ..TcpProbe::new(name, format!("127.0.0.1:{port}"))
+    }
+    .into()
+}
+
+/// A prober, on a registry of its own, of the one target `probe` makes for the port of a
+/// local server that accepts connections and closes them.
+fn lone_prober(probe: impl FnOnce(u16) -> ProbeTarget) -> Prober {
+    let port = serve(drop);
+    Prober::new(&Registry::new(), vec![probe(port)]).unwrap()
+}
+
+/// Runs `targets` once on `registry`, asserting that it takes less than `limit`.
+fn run_within(registry: &Registry, targets: Vec<ProbeTarget>, limit: Duration) -> Vec<ProbeResult> {
+    let prober = Prober::new(registry, targets).unwrap();
+    let start = Instant::now();
+    let results = prober.run_once();
+    assert!(start.elapsed() < limit, "{:?}", start.elapsed());
+    results
+}
+
+/// Asserts that the probe labelled `l` failed once, with `error_type`.
+#[track_caller]
+fn assert_one_failure(snap: &Snapshot, l: [(&str, &str); 3], error_type: &str) {
+    testing::assert_counter(
+        snap,
+        "probe.failures",
+        &with(l, ("error.type", error_type)),
+        1.0,
+    );
 }
 
 fn labels<'a>(name: &'a str, ty: &'a str) -> [(&'a str, &'a str); 3] {
@@ -210,14 +267,7 @@ fn http_bodies_chunked_until_close_head_and_informational() {
         http("redirect", format!("http://127.0.0.1:{redirect}/")).into(),
         http("big", format!("http://127.0.0.1:{big}/")).into(),
     ];
-    let prober = Prober::new(&registry, targets).unwrap();
-    let start = Instant::now();
-    let results = prober.run_once();
-    assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        start.elapsed()
-    );
+    let results = run_within(&registry, targets, Duration::from_secs(2));
     for r in &results {
         assert!(r.success, "{r:?}");
     }
@@ -241,12 +291,7 @@ fn unexpected_status_is_a_status_failure() {
     testing::assert_gauge(&snap, "probe.success", &l, 0.0);
     testing::assert_gauge(&snap, "probe.http.status_code", &l, 503.0);
     testing::assert_counter(&snap, "probe.checks", &with(l, ("result", "failure")), 1.0);
-    testing::assert_counter(
-        &snap,
-        "probe.failures",
-        &with(l, ("error.type", "status")),
-        1.0,
-    );
+    assert_one_failure(&snap, l, "status");
 
     // Default expectation: any 2xx or 3xx.
     let (_, r) = one(http("api", format!("http://127.0.0.1:{port}/")));
@@ -277,12 +322,7 @@ fn silent_server_times_out() {
     assert!(r.phase("total").unwrap() >= timeout);
     let snap = registry.snapshot();
     let l = labels("slow", "http");
-    testing::assert_counter(
-        &snap,
-        "probe.failures",
-        &with(l, ("error.type", "timeout")),
-        1.0,
-    );
+    assert_one_failure(&snap, l, "timeout");
     testing::assert_gauge(&snap, "probe.http.status_code", &l, 0.0);
 }
 
@@ -295,12 +335,7 @@ fn connection_refused() {
     assert_eq!(phase_names(&r), ["dns", "total"]);
     let snap = registry.snapshot();
     let l = labels("down", "http");
-    testing::assert_counter(
-        &snap,
-        "probe.failures",
-        &with(l, ("error.type", "connection_refused")),
-        1.0,
-    );
+    assert_one_failure(&snap, l, "connection_refused");
 
     let (registry, r) = one(TcpProbe::new("db", format!("127.0.0.1:{port}")));
     assert!(!r.success);
@@ -393,12 +428,7 @@ fn https_self_signed() {
     assert_eq!(phase_names(&r), ["dns", "connect", "total"]);
     let snap = registry.snapshot();
     let l = labels("secure", "http");
-    testing::assert_counter(
-        &snap,
-        "probe.failures",
-        &with(l, ("error.type", "tls")),
-        1.0,
-    );
+    assert_one_failure(&snap, l, "tls");
 
     // Trusting it explicitly.
     let (registry, r) = one(HttpProbe {
@@ -447,10 +477,7 @@ fn misbehaving_servers_do_not_panic() {
         (
             "garbage",
             "protocol",
-            Box::new(|mut c: TcpStream| {
-                read_request(&mut c);
-                let _ = c.write_all(b"\x00\xffgarbage \xc3\x28 not http\r\n\r\n");
-            }),
+            answer(b"\x00\xffgarbage \xc3\x28 not http\r\n\r\n"),
         ),
         (
             "empty",
@@ -462,61 +489,36 @@ fn misbehaving_servers_do_not_panic() {
         (
             "no-blank-line",
             "protocol",
-            Box::new(|mut c: TcpStream| {
-                read_request(&mut c);
-                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n");
-            }),
+            answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"),
         ),
-        (
-            "bad-status",
-            "protocol",
-            Box::new(|mut c: TcpStream| {
-                read_request(&mut c);
-                let _ = c.write_all(b"HTTP/1.1 2x0 OK\r\n\r\n");
-            }),
-        ),
+        ("bad-status", "protocol", answer(b"HTTP/1.1 2x0 OK\r\n\r\n")),
         (
             "status-out-of-range",
             "protocol",
-            Box::new(|mut c: TcpStream| {
-                read_request(&mut c);
-                let _ = c.write_all(b"HTTP/1.1 999 What\r\n\r\n");
-            }),
+            answer(b"HTTP/1.1 999 What\r\n\r\n"),
         ),
         (
             "bad-length",
             "protocol",
-            Box::new(|mut c: TcpStream| {
-                read_request(&mut c);
-                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: lots\r\n\r\n");
-            }),
+            answer(b"HTTP/1.1 200 OK\r\nContent-Length: lots\r\n\r\n"),
         ),
         (
             "truncated-body",
             "protocol",
-            Box::new(|mut c: TcpStream| {
-                read_request(&mut c);
-                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort");
-            }),
+            answer(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort"),
         ),
         (
             "bad-chunks",
             "protocol",
-            Box::new(|mut c: TcpStream| {
-                read_request(&mut c);
-                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n");
-            }),
+            answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
         ),
         (
             "endless-continue",
             "protocol",
             Box::new(|mut c: TcpStream| {
                 read_request(&mut c);
-                for _ in 0..100 {
-                    if c.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").is_err() {
-                        break;
-                    }
-                }
+                let continues = [b"HTTP/1.1 100 Continue\r\n\r\n".as_slice(); 100];
+                write_each(&mut c, continues, Duration::ZERO);
             }),
         ),
         (
@@ -524,13 +526,10 @@ fn misbehaving_servers_do_not_panic() {
             "protocol",
             Box::new(|mut c: TcpStream| {
                 read_request(&mut c);
-                let _ = c.write_all(b"HTTP/1.1 200 OK\r\n");
                 let line = format!("X-Filler: {}\r\n", "y".repeat(1000));
-                for _ in 0..200 {
-                    if c.write_all(line.as_bytes()).is_err() {
-                        break;
-                    }
-                }
+                let head = std::iter::once(b"HTTP/1.1 200 OK\r\n".as_slice());
+                let filler = std::iter::repeat_n(line.as_bytes(), 200);
+                write_each(&mut c, head.chain(filler), Duration::ZERO);
             }),
         ),
         (
@@ -538,12 +537,8 @@ fn misbehaving_servers_do_not_panic() {
             "timeout",
             Box::new(|mut c: TcpStream| {
                 read_request(&mut c);
-                for b in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n" {
-                    if c.write_all(&[*b]).is_err() {
-                        break;
-                    }
-                    thread::sleep(Duration::from_millis(100));
-                }
+                let bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".chunks(1);
+                write_each(&mut c, bytes, Duration::from_millis(100));
             }),
         ),
         (
@@ -570,14 +565,7 @@ fn misbehaving_servers_do_not_panic() {
         );
     }
     let registry = Registry::new();
-    let prober = Prober::new(&registry, targets).unwrap();
-    let start = Instant::now();
-    let results = prober.run_once();
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        start.elapsed()
-    );
+    let results = run_within(&registry, targets, Duration::from_secs(3));
     for (r, (name, error_type)) in results.iter().zip(expected) {
         assert_eq!(r.name, name);
         assert!(!r.success, "{r:?}");
@@ -598,11 +586,7 @@ fn start_runs_periodically_and_shuts_down_quickly() {
     let prober = Prober::new(
         &registry,
         vec![
-            TcpProbe {
-                interval: Duration::from_millis(100),
-                ..TcpProbe::new("db", format!("127.0.0.1:{port}"))
-            }
-            .into(),
+            tcp_every("db", port, Duration::from_millis(100)),
             HttpProbe {
                 interval: Duration::from_millis(100),
                 timeout: Duration::from_secs(60),
@@ -634,35 +618,19 @@ fn start_runs_periodically_and_shuts_down_quickly() {
         "{:?}",
         start.elapsed()
     );
-    let after = counter(
-        &registry.snapshot(),
-        "probe.checks",
-        &with(l, ("result", "success")),
-    );
+    let successes = || {
+        let snap = registry.snapshot();
+        counter(&snap, "probe.checks", &with(l, ("result", "success")))
+    };
+    let after = successes();
     thread::sleep(Duration::from_millis(300));
-    let later = counter(
-        &registry.snapshot(),
-        "probe.checks",
-        &with(l, ("result", "success")),
-    );
+    let later = successes();
     assert_eq!(after, later, "probes kept running after shutdown");
 }
 
 #[test]
 fn dropping_the_running_prober_stops_it() {
-    let port = serve(drop);
-    let registry = Registry::new();
-    let prober = Prober::new(
-        &registry,
-        vec![
-            TcpProbe {
-                interval: Duration::from_millis(50),
-                ..TcpProbe::new("db", format!("127.0.0.1:{port}"))
-            }
-            .into(),
-        ],
-    )
-    .unwrap();
+    let prober = lone_prober(|port| tcp_every("db", port, Duration::from_millis(50)));
     let start = Instant::now();
     drop(prober.start().unwrap());
     assert!(start.elapsed() < Duration::from_secs(1));
@@ -670,13 +638,7 @@ fn dropping_the_running_prober_stops_it() {
 
 #[test]
 fn run_once_inside_a_tokio_runtime() {
-    let port = serve(drop);
-    let registry = Registry::new();
-    let prober = Prober::new(
-        &registry,
-        vec![TcpProbe::new("db", format!("127.0.0.1:{port}")).into()],
-    )
-    .unwrap();
+    let prober = lone_prober(|port| TcpProbe::new("db", format!("127.0.0.1:{port}")).into());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -695,49 +657,24 @@ fn invalid_targets_are_refused_with_the_probe_name() {
         assert!(msg.contains("\"bad\""), "{msg}");
         assert!(msg.contains(needle), "{msg} does not mention {needle}");
     };
-    refuse(
-        vec![HttpProbe::new("bad", "ftp://example.com/").into()],
-        "https://",
-    );
-    refuse(
-        vec![HttpProbe::new("bad", "http://exa mple.com/").into()],
-        "percent-encode",
-    );
-    refuse(
-        vec![TcpProbe::new("bad", "db.internal").into()],
-        "host:port",
-    );
-    refuse(
-        vec![TcpProbe::new("bad", "db.internal:99999").into()],
-        "65535",
-    );
-    refuse(
-        vec![
-            TcpProbe::new("bad", "db:1").into(),
-            HttpProbe::new("bad", "http://x/").into(),
-        ],
-        "unique",
-    );
-    refuse(
-        vec![
-            HttpProbe {
-                ca_certificate: Some("/nonexistent/ca.pem".into()),
-                ..HttpProbe::new("bad", "https://x/")
-            }
-            .into(),
-        ],
-        "/nonexistent/ca.pem",
-    );
-    refuse(
-        vec![
-            HttpProbe {
-                timeout: Duration::ZERO,
-                ..HttpProbe::new("bad", "http://x/")
-            }
-            .into(),
-        ],
-        "timeout",
-    );
+    let refuse_one = |target: ProbeTarget, needle: &str| refuse(vec![target], needle);
+    let http = |url: &str| HttpProbe::new("bad", url);
+    let tcp = |address: &str| TcpProbe::new("bad", address);
+    refuse_one(http("ftp://example.com/").into(), "https://");
+    refuse_one(http("http://exa mple.com/").into(), "percent-encode");
+    refuse_one(tcp("db.internal").into(), "host:port");
+    refuse_one(tcp("db.internal:99999").into(), "65535");
+    refuse(vec![tcp("db:1").into(), http("http://x/").into()], "unique");
+    let untrusted = HttpProbe {
+        ca_certificate: Some("/nonexistent/ca.pem".into()),
+        ..http("https://x/")
+    };
+    refuse_one(untrusted.into(), "/nonexistent/ca.pem");
+    let no_time = HttpProbe {
+        timeout: Duration::ZERO,
+        ..http("http://x/")
+    };
+    refuse_one(no_time.into(), "timeout");
     // Nothing was registered by the failed attempts.
     assert!(registry.snapshot().family("probe.success").is_none());
 }
@@ -767,13 +704,7 @@ fn handles_are_send_and_sync() {
 fn replace_with_removes_the_series_of_the_probes_left_out_and_keeps_the_others() {
     let port = serve(drop);
     let registry = Registry::new();
-    let tcp = |name: &str| -> ProbeTarget {
-        TcpProbe {
-            interval: Duration::from_millis(50),
-            ..TcpProbe::new(name, format!("127.0.0.1:{port}"))
-        }
-        .into()
-    };
+    let tcp = |name: &str| tcp_every(name, port, Duration::from_millis(50));
     let old = Prober::new(&registry, vec![tcp("kept"), tcp("gone")])
         .unwrap()
         .start()

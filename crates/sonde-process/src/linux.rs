@@ -290,46 +290,46 @@ Max locked memory         8388608              8388608              bytes     \n
         assert_eq!(parse_memory_limit(b""), None);
     }
 
+    /// Asserts the memory limit files found for `cgroup` (`/proc/pid/cgroup`) and `mounts`.
+    fn assert_limit_files(cgroup: &str, mounts: &str, expected: &[&str]) {
+        let expected: Vec<PathBuf> = expected.iter().map(PathBuf::from).collect();
+        assert_eq!(memory_limit_files(cgroup, mounts), expected);
+    }
+
     #[test]
     fn resolves_cgroup_memory_limit_files() {
         let v2 = "0::/system.slice/nginx.service\n";
         let mounts = "24 1 0:21 / /proc rw - proc proc rw\n\
                       30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n";
-        assert_eq!(
-            memory_limit_files(v2, mounts),
-            [
+        assert_limit_files(
+            v2,
+            mounts,
+            &[
                 "/sys/fs/cgroup/system.slice/nginx.service/memory.max",
                 "/sys/fs/cgroup/system.slice/memory.max",
                 "/sys/fs/cgroup/memory.max",
-            ]
-            .map(PathBuf::from)
+            ],
         );
         // cgroup v1 (and hybrid: the memory controller on v1 wins), one mount per controller.
         let v1 = "9:pids:/\n4:memory:/docker/abc\n0::/\n";
         let mounts = "32 31 0:29 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n\
                       35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n\
                       41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(
-            memory_limit_files(v1, mounts),
-            [
+        assert_limit_files(
+            v1,
+            mounts,
+            &[
                 "/sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes",
                 "/sys/fs/cgroup/memory/docker/memory.limit_in_bytes",
                 "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-            ]
-            .map(PathBuf::from)
+            ],
         );
         // A container without a cgroup namespace: the mount shows the container's own cgroup.
         let mounts = "35 31 0:32 /docker/abc /sys/fs/cgroup/memory ro - cgroup cgroup rw,memory\n";
-        assert_eq!(
-            memory_limit_files(v1, mounts),
-            [PathBuf::from("/sys/fs/cgroup/memory/memory.limit_in_bytes")]
-        );
+        assert_limit_files(v1, mounts, &["/sys/fs/cgroup/memory/memory.limit_in_bytes"]);
         // Escaped mount points; nothing mounted; no cgroup file.
         let mounts = "30 23 0:26 / /my\\040cgroup rw - cgroup2 cgroup2 rw\n";
-        assert_eq!(
-            memory_limit_files("0::/\n", mounts),
-            [PathBuf::from("/my cgroup/memory.max")]
-        );
+        assert_limit_files("0::/\n", mounts, &["/my cgroup/memory.max"]);
         assert!(memory_limit_files(v2, "").is_empty());
         assert!(memory_limit_files("", mounts).is_empty());
         let other = "35 31 0:32 /other /sys/fs/cgroup/memory ro - cgroup cgroup rw,memory\n";

@@ -7,8 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{burn_user_ticks, process_cpu_secs, value};
-use sonde_core::{Kind, Registry, Temporality, Unit};
+use common::{assert_kind_unit, burn_user_ticks, install, process_cpu_secs, value};
+use sonde_core::{Kind, Temporality, Unit};
 use sonde_process::{CPU_TIME, CPU_UTILIZATION, MIN_UTILIZATION_WINDOW, ProcessCollector, UPTIME};
 
 const USER: &[(&str, &str)] = &[("cpu.mode", "user")];
@@ -16,11 +16,7 @@ const SYSTEM: &[(&str, &str)] = &[("cpu.mode", "system")];
 
 #[test]
 fn cpu_time_utilization_and_uptime_follow_the_process() {
-    let registry = Registry::new();
-    let process = ProcessCollector::current()
-        .registry(&registry)
-        .install()
-        .unwrap();
+    let (registry, process) = install(ProcessCollector::current());
     assert_eq!(process.pid(), std::process::id());
     let cpus = std::thread::available_parallelism().unwrap().get() as f64;
 
@@ -32,8 +28,7 @@ fn cpu_time_utilization_and_uptime_follow_the_process() {
     assert_eq!(meta.kind(), Kind::Counter);
     assert_eq!(meta.unit(), &Unit::Seconds);
     assert_eq!(meta.label_names().collect::<Vec<_>>(), ["cpu.mode"]);
-    let meta = &s0.family(CPU_UTILIZATION).unwrap().meta;
-    assert_eq!((meta.kind(), meta.unit()), (Kind::Gauge, &Unit::Ratio));
+    assert_kind_unit(&s0, CPU_UTILIZATION, Kind::Gauge, Unit::Ratio);
 
     let user0 = value(&s0, CPU_TIME, USER);
     let system0 = value(&s0, CPU_TIME, SYSTEM);

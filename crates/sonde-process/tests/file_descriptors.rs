@@ -7,31 +7,21 @@ mod common;
 
 use std::fs::File;
 
-use common::{open_fds, value};
-use sonde_core::{Kind, Registry, Unit};
-use sonde_process::{OPEN_FILE_DESCRIPTORS, ProcessCollector};
+use common::{current_value_is, install_current_gauge, open_fds, value};
+use sonde_core::Unit;
+use sonde_process::OPEN_FILE_DESCRIPTORS;
 
 #[test]
 fn open_file_descriptors_follow_opened_files() {
-    let registry = Registry::new();
-    let _process = ProcessCollector::current()
-        .registry(&registry)
-        .install()
-        .unwrap();
-
-    let s0 = registry.snapshot();
-    let meta = &s0.family(OPEN_FILE_DESCRIPTORS).unwrap().meta;
-    assert_eq!(
-        (meta.kind(), meta.unit()),
-        (Kind::Gauge, &Unit::Count("{file_descriptor}".into()))
+    let (registry, _process, before) = install_current_gauge(
+        OPEN_FILE_DESCRIPTORS,
+        Unit::Count("{file_descriptor}".into()),
+        || open_fds() as f64,
     );
-    let before = value(&s0, OPEN_FILE_DESCRIPTORS, &[]);
-    assert_eq!(before, open_fds() as f64);
     assert!(before >= 3.0, "stdin, stdout and stderr at least: {before}");
 
     let files: Vec<File> = (0..10).map(|_| File::open("/dev/null").unwrap()).collect();
-    let during = value(&registry.snapshot(), OPEN_FILE_DESCRIPTORS, &[]);
-    assert_eq!(during, open_fds() as f64);
+    let during = current_value_is(&registry, OPEN_FILE_DESCRIPTORS, open_fds() as f64);
     assert_eq!(during, before + 10.0);
 
     drop(files);

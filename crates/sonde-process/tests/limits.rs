@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::value;
+use common::{assert_kind_unit, install, value};
 use sonde_core::{Kind, Registry, Unit};
 use sonde_process::prometheus_names::{
     CPU_SECONDS_TOTAL, MAX_FDS, OPEN_FDS, RESIDENT_MEMORY_BYTES, START_TIME, THREADS,
@@ -82,17 +82,13 @@ fn python_process_collector(pid: u32) -> Vec<(String, f64)> {
 fn max_fds_is_the_soft_nofile_limit_and_matches_prometheus_client() {
     let kid = sleeper_with_nofile(123);
     let pid = kid.0.id();
-    let registry = Registry::new();
-    let _process = ProcessCollector::for_pid(pid)
-        .registry(&registry)
-        .prometheus_names(true)
-        .install()
-        .unwrap();
+    let (registry, _process) = install(ProcessCollector::for_pid(pid).prometheus_names(true));
     let snap = registry.snapshot();
-    let meta = &snap.family(OPEN_FILE_DESCRIPTOR_LIMIT).unwrap().meta;
-    assert_eq!(
-        (meta.kind(), meta.unit()),
-        (Kind::Gauge, &Unit::Count("{file_descriptor}".into()))
+    assert_kind_unit(
+        &snap,
+        OPEN_FILE_DESCRIPTOR_LIMIT,
+        Kind::Gauge,
+        Unit::Count("{file_descriptor}".into()),
     );
     assert_eq!(value(&snap, OPEN_FILE_DESCRIPTOR_LIMIT, &[]), 123.0);
     assert_eq!(value(&snap, MAX_FDS, &[]), 123.0);
@@ -106,8 +102,7 @@ fn max_fds_is_the_soft_nofile_limit_and_matches_prometheus_client() {
         value(&snap, MEMORY_USAGE, &[])
     );
     assert_eq!(value(&snap, THREADS, &[]), 1.0);
-    let meta = &snap.family(CPU_SECONDS_TOTAL).unwrap().meta;
-    assert_eq!((meta.kind(), meta.unit()), (Kind::Counter, &Unit::Seconds));
+    assert_kind_unit(&snap, CPU_SECONDS_TOTAL, Kind::Counter, Unit::Seconds);
     assert!(snap.family(CPU_TIME).is_some());
 
     // The same figures as the Python client's process collector reading the same pid.
@@ -239,18 +234,12 @@ fn memory_limit_is_the_lowest_of_the_cgroup_and_its_ancestors() {
     cgroup.set(&cgroup.inner, "536870912"); // 512 MiB
     std::fs::write(cgroup.inner.join("cgroup.procs"), pid.to_string()).unwrap();
 
-    let registry = Registry::new();
     // Labelled: a series that goes away can be removed (the only series of an unlabelled
     // family cannot).
-    let _process = ProcessCollector::for_pid(pid)
-        .registry(&registry)
-        .label("job", "t")
-        .install()
-        .unwrap();
+    let (registry, _process) = install(ProcessCollector::for_pid(pid).label("job", "t"));
     let l = [("job", "t")];
     let snap = registry.snapshot();
-    let meta = &snap.family(MEMORY_LIMIT).unwrap().meta;
-    assert_eq!((meta.kind(), meta.unit()), (Kind::Gauge, &Unit::Bytes));
+    assert_kind_unit(&snap, MEMORY_LIMIT, Kind::Gauge, Unit::Bytes);
     assert_eq!(value(&snap, MEMORY_LIMIT, &l), 268435456.0);
     // The parent's limit lifted: the process's own cgroup's.
     cgroup.set(&cgroup.outer, cgroup.unlimited);

@@ -5,8 +5,8 @@
 
 mod common;
 
-use common::{status_field, value};
-use sonde_core::{Kind, Registry, Unit};
+use common::{assert_kind_unit, install, status_field, value};
+use sonde_core::{Kind, Unit};
 use sonde_process::{MEMORY_USAGE, MEMORY_VIRTUAL, ProcessCollector};
 
 const MIB: f64 = 1024.0 * 1024.0;
@@ -17,15 +17,10 @@ fn within(a: f64, b: f64, abs: f64, rel: f64) -> bool {
 
 #[test]
 fn resident_memory_follows_allocations() {
-    let registry = Registry::new();
-    let _process = ProcessCollector::current()
-        .registry(&registry)
-        .install()
-        .unwrap();
+    let (registry, _process) = install(ProcessCollector::current());
 
     let s0 = registry.snapshot();
-    let meta = &s0.family(MEMORY_USAGE).unwrap().meta;
-    assert_eq!((meta.kind(), meta.unit()), (Kind::Gauge, &Unit::Bytes));
+    assert_kind_unit(&s0, MEMORY_USAGE, Kind::Gauge, Unit::Bytes);
     let rss0 = value(&s0, MEMORY_USAGE, &[]);
     let vm0 = value(&s0, MEMORY_VIRTUAL, &[]);
     assert!(rss0 > MIB && vm0 >= rss0, "rss {rss0} virtual {vm0}");

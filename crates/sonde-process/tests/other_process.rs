@@ -6,79 +6,34 @@
 
 mod common;
 
-use std::process::{Child, Command};
 use std::time::Duration;
 
-use common::value;
+use common::{install, value};
 use sonde_core::Registry;
 use sonde_process::{
     CPU_TIME, CPU_UTILIZATION, Error, MEMORY_USAGE, MEMORY_VIRTUAL, OPEN_FILE_DESCRIPTORS,
     ProcessCollector, THREAD_COUNT, UPTIME,
 };
-
-/// A `sleep 5` child, killed and reaped when dropped.
-struct Sleeper(Child);
-
-impl Sleeper {
-    /// A `sleep` that has started running: in the middle of its exec, a process has one page
-    /// of a new address space and no resident memory in `stat` yet.
-    fn spawn() -> Self {
-        let child = Sleeper(Command::new("sleep").arg("5").spawn().unwrap());
-        let stat = format!("/proc/{}/stat", child.pid());
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while std::time::Instant::now() < deadline {
-            // Field 24, `rss`, counted from the last `)` (the command name may hold spaces).
-            let resident = std::fs::read_to_string(&stat).ok().and_then(|s| {
-                let rest = &s[s.rfind(')')? + 1..];
-                rest.split_whitespace().nth(24 - 3)?.parse::<u64>().ok()
-            });
-            if resident.is_some_and(|r| r > 0) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        child
-    }
-    fn pid(&self) -> u32 {
-        self.0.id()
-    }
-    fn kill(&mut self) {
-        self.0.kill().ok();
-        self.0.wait().ok();
-    }
-}
-
-impl Drop for Sleeper {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn executable_name(pid: u32) -> String {
-    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
-    exe.file_name().unwrap().to_string_lossy().into_owned()
-}
+use sonde_tests::sleeper::{Sleeper, executable_name};
 
 #[test]
 fn for_pid_reports_a_child_process_with_its_labels() {
     let registry = Registry::new();
-    let mut child = Sleeper::spawn();
+    let mut child = Sleeper::spawn_running("5");
     let pid = child.pid().to_string();
     let name = executable_name(child.pid());
-    let me = ProcessCollector::current()
-        .registry(&registry)
-        .pid_label()
-        .executable_name_label()
-        .label("service.name", "test")
-        .install()
-        .unwrap();
-    let sleeper = ProcessCollector::for_pid(child.pid())
-        .registry(&registry)
-        .pid_label()
-        .executable_name_label()
-        .label("service.name", "test")
-        .install()
-        .unwrap();
+    // Both with the same labels, so that they share the families.
+    let install_labelled = |collector: ProcessCollector| {
+        collector
+            .registry(&registry)
+            .pid_label()
+            .executable_name_label()
+            .label("service.name", "test")
+            .install()
+            .unwrap()
+    };
+    let me = install_labelled(ProcessCollector::current());
+    let sleeper = install_labelled(ProcessCollector::for_pid(child.pid()));
     assert_eq!(sleeper.pid(), child.pid());
     let labels: Vec<(&str, &str)> = sleeper
         .labels()
@@ -204,11 +159,7 @@ fn a_pid_that_does_not_exist_is_an_error_at_install() {
 
 #[test]
 fn collectors_with_other_label_names_conflict_with_a_clear_error() {
-    let registry = Registry::new();
-    let _process = ProcessCollector::current()
-        .registry(&registry)
-        .install()
-        .unwrap();
+    let (registry, _process) = install(ProcessCollector::current());
     let err = ProcessCollector::current()
         .registry(&registry)
         .pid_label()
@@ -224,12 +175,7 @@ fn collectors_with_other_label_names_conflict_with_a_clear_error() {
 
 #[test]
 fn the_hook_survives_concurrent_snapshots_and_uninstall() {
-    let registry = Registry::new();
-    let process = ProcessCollector::current()
-        .registry(&registry)
-        .label("worker", "x")
-        .install()
-        .unwrap();
+    let (registry, process) = install(ProcessCollector::current().label("worker", "x"));
     let labels = [("worker", "x")];
     std::thread::scope(|s| {
         for _ in 0..4 {
@@ -271,7 +217,7 @@ fn the_global_registry_is_the_default() {
 #[test]
 fn a_prefix_and_no_hook_for_an_owner_that_reads_processes_itself() {
     let registry = Registry::new();
-    let child = Sleeper::spawn();
+    let child = Sleeper::spawn_running("5");
     let pid = child.pid().to_string();
     let sleeper = ProcessCollector::for_pid(child.pid())
         .registry(&registry)

@@ -8,26 +8,16 @@ mod common;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 
-use common::{status_field, value};
-use sonde_core::{Kind, Registry, Unit};
-use sonde_process::{ProcessCollector, THREAD_COUNT};
+use common::{current_value_is, install_current_gauge, status_field, value};
+use sonde_core::Unit;
+use sonde_process::THREAD_COUNT;
 
 #[test]
 fn thread_count_follows_spawned_threads() {
-    let registry = Registry::new();
-    let _process = ProcessCollector::current()
-        .registry(&registry)
-        .install()
-        .unwrap();
-
-    let s0 = registry.snapshot();
-    let meta = &s0.family(THREAD_COUNT).unwrap().meta;
-    assert_eq!(
-        (meta.kind(), meta.unit()),
-        (Kind::Gauge, &Unit::Count("{thread}".into()))
-    );
-    let before = value(&s0, THREAD_COUNT, &[]);
-    assert_eq!(before, status_field("Threads") as f64);
+    let (registry, _process, before) =
+        install_current_gauge(THREAD_COUNT, Unit::Count("{thread}".into()), || {
+            status_field("Threads") as f64
+        });
 
     let stop = Arc::new(AtomicBool::new(false));
     let started = Arc::new(Barrier::new(5));
@@ -44,8 +34,7 @@ fn thread_count_follows_spawned_threads() {
         .collect();
     started.wait();
 
-    let during = value(&registry.snapshot(), THREAD_COUNT, &[]);
-    assert_eq!(during, status_field("Threads") as f64);
+    let during = current_value_is(&registry, THREAD_COUNT, status_field("Threads") as f64);
     assert_eq!(during, before + 4.0);
 
     stop.store(true, Ordering::Release);

@@ -576,22 +576,8 @@ mod tests {
             .build()
             .unwrap();
         c.with(&["GET", "a\"b\\c\nd"]).add(3);
-        let h = reg
-            .histogram("http.server.request.duration")
-            .unit(Unit::Seconds)
-            .buckets(vec![0.1, 1.0])
-            .build()
-            .unwrap()
-            .handle();
-        h.observe(0.05);
-        h.observe(0.5);
-        h.observe(2.0);
-        reg.gauge_f64("temp")
-            .unit(Unit::Custom("Cel".into()))
-            .build()
-            .unwrap()
-            .handle()
-            .set(f64::NAN);
+        crate::fixtures::request_durations(&reg, &[], &[]);
+        crate::fixtures::temperature(&reg, f64::NAN);
         let mut out = Vec::new();
         let resource = Resource::empty().with("service.name", "svc");
         encode(&reg.snapshot(), Some(&resource), format, &mut out);

@@ -31,6 +31,8 @@
 #[cfg(any(feature = "remote-write", feature = "pushgateway"))]
 mod client;
 mod encode;
+#[cfg(test)]
+mod fixtures;
 pub mod naming;
 pub mod proto;
 #[cfg(feature = "pushgateway")]

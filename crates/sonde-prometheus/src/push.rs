@@ -96,25 +96,16 @@ impl PushgatewayBuilder {
     /// Adds a label to the grouping key (`instance`, `shard`...); setting a name again replaces
     /// its value. Values may contain any character, `/` included.
     pub fn grouping_label(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        let (name, value) = (name.into(), value.into());
-        match self.grouping.iter_mut().find(|(n, _)| *n == name) {
-            Some(pair) => pair.1 = value,
-            None => self.grouping.push((name, value)),
-        }
+        sonde_push::set_label(&mut self.grouping, name.into(), value.into());
         self
     }
 
-    /// Pushes this registry instead of the global one.
-    pub fn registry(mut self, registry: Registry) -> Self {
-        self.registry = registry;
-        self
-    }
-
-    /// Also pushes this resource as `target_info` (default: none; [`Resource::from_env`] reads
-    /// the `OTEL_*` variables).
-    pub fn resource(mut self, resource: Resource) -> Self {
-        self.resource = Some(resource);
-        self
+    sonde_push::builder_setters! {
+        /// Pushes this registry instead of the global one.
+        registry: Registry;
+        /// Also pushes this resource as `target_info` (default: none; [`Resource::from_env`]
+        /// reads the `OTEL_*` variables).
+        resource: Some(Resource);
     }
 
     /// Time allowed for each attempt, connection included (default 10 s).
@@ -124,10 +115,9 @@ impl PushgatewayBuilder {
         self
     }
 
-    /// Attempts after a network error or 5xx (default 2; other statuses are not retried).
-    pub fn max_retries(mut self, n: u32) -> Self {
-        self.max_retries = n;
-        self
+    sonde_push::builder_setters! {
+        /// Attempts after a network error or 5xx (default 2; other statuses are not retried).
+        max_retries: u32;
     }
 
     /// Adds an HTTP header to every request (such as `Authorization`).

@@ -357,34 +357,25 @@ impl RemoteWriteBuilder {
         self
     }
 
-    /// Exports this registry instead of the global one (the self-metrics go there too).
-    pub fn registry(mut self, registry: Registry) -> Self {
-        self.registry = registry;
-        self
-    }
-
     /// Time between collections (default 15 s; at least 10 ms).
     pub fn interval(mut self, interval: Duration) -> Self {
         self.interval = interval.clamp(Duration::from_millis(10), LONGEST);
         self
     }
 
-    /// The resource sent as `target_info` (default: [`Resource::from_env`]; an empty resource
-    /// sends none).
-    pub fn resource(mut self, resource: Resource) -> Self {
-        self.resource = Some(resource);
-        self
+    sonde_push::builder_setters! {
+        /// Exports this registry instead of the global one (the self-metrics go there too).
+        registry: Registry;
+        /// The resource sent as `target_info` (default: [`Resource::from_env`]; an empty
+        /// resource sends none).
+        resource: Some(Resource);
     }
 
     /// Adds a label to every series that does not have one of that name, like Prometheus's
     /// `external_labels` (`job`, `instance`, `cluster`...). Setting a name again replaces its
     /// value. Names must match `[a-zA-Z_][a-zA-Z0-9_]*` and not start with `__`.
     pub fn external_label(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
-        let (name, value) = (name.into(), value.into());
-        match self.external_labels.iter_mut().find(|(n, _)| *n == name) {
-            Some(pair) => pair.1 = value,
-            None => self.external_labels.push((name, value)),
-        }
+        sonde_push::set_label(&mut self.external_labels, name.into(), value.into());
         self
     }
 
@@ -414,17 +405,12 @@ impl RemoteWriteBuilder {
         self
     }
 
-    /// Which metrics and series to send, and which labels to keep
-    /// ([`sonde_core::Selection`]; default: everything).
-    pub fn selection(mut self, selection: sonde_core::Selection) -> Self {
-        self.selection = selection;
-        self
-    }
-
-    /// Whether to send type, help and unit metadata with the series (default true).
-    pub fn metadata(mut self, on: bool) -> Self {
-        self.metadata = on;
-        self
+    sonde_push::builder_setters! {
+        /// Which metrics and series to send, and which labels to keep
+        /// ([`sonde_core::Selection`]; default: everything).
+        selection: sonde_core::Selection;
+        /// Whether to send type, help and unit metadata with the series (default true).
+        metadata: bool;
     }
 
     /// Checks every setting as [`install`](Self::install) does (URL, labels, headers,
@@ -560,16 +546,7 @@ pub struct RemoteWriter {
     url: String,
 }
 
-impl std::fmt::Debug for RemoteWriter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteWriter")
-            .field("inner", &self.inner)
-            .field("url", &sonde_push::redact_url(&self.url))
-            .finish()
-    }
-}
-
-sonde_push::component_via_inner!(RemoteWriter);
+sonde_push::component_via_inner!(RemoteWriter, debug_url: url);
 
 impl RemoteWriter {
     /// The receiver's URL.

@@ -764,20 +764,15 @@ pub fn report_markdown(report: &Value) -> String {
             |r| {
                 let unit = r["unit"].as_str().unwrap_or_default();
                 let route = r["route"].as_str().unwrap_or_default();
-                vec![
-                    if route.is_empty() {
-                        "(no route)".into()
-                    } else {
-                        escape(route)
-                    },
-                    number(&r["requests"], ""),
-                    number(&r["rate_per_second"], ""),
-                    number(&r["errors"], ""),
-                    percent(&r["error_ratio"]),
-                    number(&r["p50"], unit),
-                    number(&r["p95"], unit),
-                    number(&r["p99"], unit),
-                ]
+                let mut cells = vec![if route.is_empty() {
+                    "(no route)".into()
+                } else {
+                    escape(route)
+                }];
+                cells.extend(numbers(r, &["requests", "rate_per_second", "errors"], ""));
+                cells.push(percent(&r["error_ratio"]));
+                cells.extend(numbers(r, &["p50", "p95", "p99"], unit));
+                cells
             },
         );
         table(
@@ -789,17 +784,10 @@ pub fn report_markdown(report: &Value) -> String {
             w["histograms"].as_array(),
             |h| {
                 let unit = h["unit"].as_str().unwrap_or_default();
-                vec![
-                    escape(h["metric"].as_str().unwrap_or_default()),
-                    labels_md(&h["labels"]),
-                    number(&h["count"], ""),
-                    number(&h["rate_per_second"], ""),
-                    number(&h["mean"], unit),
-                    number(&h["p50"], unit),
-                    number(&h["p95"], unit),
-                    number(&h["p99"], unit),
-                    number(&h["max"], unit),
-                ]
+                let mut cells = series_cells(h);
+                cells.extend(numbers(h, &["count", "rate_per_second"], ""));
+                cells.extend(numbers(h, &["mean", "p50", "p95", "p99", "max"], unit));
+                cells
             },
         );
         if let Some(f) = w["faas"].as_object() {
@@ -829,12 +817,10 @@ pub fn report_markdown(report: &Value) -> String {
             &["cache", "hits", "misses", "hit ratio"],
             w["caches"].as_array(),
             |c| {
-                vec![
-                    escape(c["cache"].as_str().unwrap_or_default()),
-                    number(&c["hits"], ""),
-                    number(&c["misses"], ""),
-                    percent(&c["hit_ratio"]),
-                ]
+                let mut cells = vec![text(&c["cache"])];
+                cells.extend(numbers(c, &["hits", "misses"], ""));
+                cells.push(percent(&c["hit_ratio"]));
+                cells
             },
         );
         table(
@@ -843,12 +829,9 @@ pub fn report_markdown(report: &Value) -> String {
             &["metric", "labels", "increase", "rate/s"],
             w["counters"].as_array(),
             |c| {
-                vec![
-                    escape(c["metric"].as_str().unwrap_or_default()),
-                    labels_md(&c["labels"]),
-                    number(&c["increase"], ""),
-                    number(&c["rate_per_second"], ""),
-                ]
+                let mut cells = series_cells(c);
+                cells.extend(numbers(c, &["increase", "rate_per_second"], ""));
+                cells
             },
         );
     }
@@ -914,8 +897,8 @@ fn objectives_md(out: &mut String, objectives: &Value) {
                 format!("< {}", number(&r["target"], unit))
             });
             vec![
-                escape(r["name"].as_str().unwrap_or_default()),
-                escape(r["window"].as_str().unwrap_or_default()),
+                text(&r["name"]),
+                text(&r["window"]),
                 figure(&r["value"]),
                 target,
                 match r["verdict"].as_str().unwrap_or_default() {
@@ -997,6 +980,25 @@ fn escape(s: &str) -> String {
     out
 }
 
+/// A text cell: the string escaped (empty for anything else).
+fn text(v: &Value) -> String {
+    escape(v.as_str().unwrap_or_default())
+}
+
+/// The cells of the figures under `keys` in `row`, in `unit`.
+fn numbers<'a>(
+    row: &'a Value,
+    keys: &'a [&str],
+    unit: &'a str,
+) -> impl Iterator<Item = String> + 'a {
+    keys.iter().map(move |k| number(&row[*k], unit))
+}
+
+/// The first two cells of a series' row: its metric and its labels.
+fn series_cells(series: &Value) -> Vec<String> {
+    vec![text(&series["metric"]), labels_md(&series["labels"])]
+}
+
 fn labels_md(labels: &Value) -> String {
     match labels.as_object() {
         // Empty values (no `error.type` on a success) say nothing.
@@ -1068,6 +1070,17 @@ mod tests {
     use super::*;
     use sonde_core::Unit;
 
+    /// A ring of one 60 s window closing an interval every 10 s, holding up to `limit` bytes.
+    fn minute_ring(registry: &Registry, limit: usize, t0: Instant) -> Ring {
+        Ring::new(
+            registry,
+            Duration::from_secs(10),
+            &[Duration::from_secs(60)],
+            limit,
+            t0,
+        )
+    }
+
     fn server_histogram(registry: &Registry) -> sonde_core::Family<sonde_core::Histogram> {
         registry
             .histogram(HTTP_SERVER_DURATION)
@@ -1096,13 +1109,7 @@ mod tests {
         // Before the ring starts: since start only.
         orders.observe(5.0);
         let t0 = Instant::now();
-        let mut ring = Ring::new(
-            &registry,
-            Duration::from_secs(10),
-            &[Duration::from_secs(60)],
-            usize::MAX,
-            t0,
-        );
+        let mut ring = minute_ring(&registry, usize::MAX, t0);
         for _ in 0..100 {
             orders.observe(0.010);
         }
@@ -1216,23 +1223,11 @@ mod tests {
             }
             ring.tick(t0 + Duration::from_secs(10) * i);
         };
-        let mut probe = Ring::new(
-            &registry,
-            Duration::from_secs(10),
-            &[Duration::from_secs(60)],
-            usize::MAX,
-            t0,
-        );
+        let mut probe = minute_ring(&registry, usize::MAX, t0);
         busy(&mut probe, 1);
         let per_interval = probe.bytes();
         let limit = 3 * per_interval + per_interval / 2;
-        let mut small = Ring::new(
-            &registry,
-            Duration::from_secs(10),
-            &[Duration::from_secs(60)],
-            limit,
-            t0,
-        );
+        let mut small = minute_ring(&registry, limit, t0);
         for i in 1..=10u32 {
             busy(&mut small, i);
         }
@@ -1250,13 +1245,7 @@ mod tests {
     fn young_windows_say_they_are_incomplete() {
         let registry = Registry::new();
         let t0 = Instant::now();
-        let mut ring = Ring::new(
-            &registry,
-            Duration::from_secs(10),
-            &[Duration::from_secs(60)],
-            usize::MAX,
-            t0,
-        );
+        let mut ring = minute_ring(&registry, usize::MAX, t0);
         ring.tick(t0 + Duration::from_secs(10));
         let w = ring.windows(
             &registry.snapshot(),
@@ -1310,6 +1299,26 @@ mod tests {
         assert_eq!(users["error_ratio"], 0.2, "{users}");
     }
 
+    /// The report of an empty registry after 5 s, without windows.
+    fn empty_report() -> Value {
+        report_with_windows(
+            &Snapshot::default(),
+            &Snapshot::default(),
+            0.0,
+            5.0,
+            &[],
+            Duration::from_secs(10),
+        )
+    }
+
+    /// Asserts that every table row of `md` has `n` cells, escaped bars aside.
+    fn assert_cells(md: &str, n: usize) {
+        for line in md.lines().filter(|l| l.starts_with('|')) {
+            let cells = line.replace("\\|", "").matches('|').count();
+            assert_eq!(cells, n, "{line}");
+        }
+    }
+
     struct Fixed(Value);
     impl Judge for Fixed {
         fn judge(&self, _: &[Window]) -> Value {
@@ -1326,14 +1335,7 @@ mod tests {
 
     #[test]
     fn verdicts_render_as_one_row_per_objective_or_group() {
-        let mut v = report_with_windows(
-            &Snapshot::default(),
-            &Snapshot::default(),
-            0.0,
-            5.0,
-            &[],
-            Duration::from_secs(10),
-        );
+        let mut v = empty_report();
         let verdicts = json!([
             { "name": "api-latency-p95", "kind": "threshold", "window": "5m", "unit": "s",
               "target": 0.3, "verdict": "violated", "value": 0.45,
@@ -1357,20 +1359,10 @@ mod tests {
         ] {
             assert!(md.contains(row), "{row} not in\n{md}");
         }
-        for line in md.lines().filter(|l| l.starts_with('|')) {
-            let cells = line.replace("\\|", "").matches('|').count();
-            assert_eq!(cells, 7, "{line}");
-        }
+        assert_cells(&md, 7);
 
         // A judge that panics costs the verdicts, not the report.
-        let mut v = report_with_windows(
-            &Snapshot::default(),
-            &Snapshot::default(),
-            0.0,
-            5.0,
-            &[],
-            Duration::from_secs(10),
-        );
+        let mut v = empty_report();
         add_verdicts(&mut v, &Panics, &[]);
         assert!(v["objectives"]["error"].as_str().is_some(), "{v}");
         assert!(report_markdown(&v).contains("judging the objectives panicked"));
@@ -1407,9 +1399,6 @@ mod tests {
         assert!(md.contains("queue=a\\|b\\_c"), "{md}");
         assert!(md.contains("4 more rows in the JSON report"), "{md}");
         // Every table row has as many cells as its header.
-        for line in md.lines().filter(|l| l.starts_with('|')) {
-            let cells = line.replace("\\|", "").matches('|').count();
-            assert_eq!(cells, 5, "{line}");
-        }
+        assert_cells(&md, 5);
     }
 }

@@ -111,31 +111,22 @@ impl PrometheusBuilder {
         }
     }
 
-    /// Judges objectives on every `/report`: `judge`'s verdicts over the report's windows
-    /// fill its `objectives` key, and the Markdown rendering's "Objectives" table (see
-    /// [`Judge`]; `sonde_objectives::judge` judges an `objectives.toml`). Without one, the
-    /// report has no `objectives` key.
-    pub fn judge(mut self, judge: Arc<dyn Judge>) -> Self {
-        self.judge = Some(judge);
-        self
-    }
-
-    /// Serves this readiness on `/ready` (default: a new one, see
-    /// [`PrometheusServer::readiness`]). Passing one created beforehand lets the server start
-    /// not ready (a cache still loading) from its first request on, and keeps the conditions
-    /// when a server replaces another.
-    pub fn readiness(mut self, readiness: Readiness) -> Self {
-        self.readiness = Some(readiness);
-        self
-    }
-
-    /// Whether a failing exporter (no successful request for [`FAILING_AFTER_INTERVALS`] of
-    /// its intervals) makes `/ready` answer 503 (default true). Turn it off where refusing
-    /// traffic is worse than losing metrics: when every replica pushes to the same receiver,
-    /// that receiver's outage makes them all not ready at once.
-    pub fn exporters_affect_readiness(mut self, on: bool) -> Self {
-        self.exporters_affect_readiness = on;
-        self
+    sonde_push::builder_setters! {
+        /// Judges objectives on every `/report`: `judge`'s verdicts over the report's windows
+        /// fill its `objectives` key, and the Markdown rendering's "Objectives" table (see
+        /// [`Judge`]; `sonde_objectives::judge` judges an `objectives.toml`). Without one, the
+        /// report has no `objectives` key.
+        judge: Some(Arc<dyn Judge>);
+        /// Serves this readiness on `/ready` (default: a new one, see
+        /// [`PrometheusServer::readiness`]). Passing one created beforehand lets the server start
+        /// not ready (a cache still loading) from its first request on, and keeps the conditions
+        /// when a server replaces another.
+        readiness: Some(Readiness);
+        /// Whether a failing exporter (no successful request for [`FAILING_AFTER_INTERVALS`] of
+        /// its intervals) makes `/ready` answer 503 (default true). Turn it off where refusing
+        /// traffic is worse than losing metrics: when every replica pushes to the same receiver,
+        /// that receiver's outage makes them all not ready at once.
+        exporters_affect_readiness: bool;
     }
 
     /// The sliding windows of `/report` (default: 1 minute and 5 minutes; `since_start` is
@@ -145,20 +136,15 @@ impl PrometheusBuilder {
         self
     }
 
-    /// How often `/report` closes an interval of changes for its windows (default 10 s, at
-    /// least 10 ms): a window's span is met to within half of it. The intervals kept grow with
-    /// the longest window divided by this (the resolution is coarsened past 720 of them).
-    pub fn report_resolution(mut self, every: Duration) -> Self {
-        self.report_resolution = every;
-        self
-    }
-
-    /// Bytes `/report` may hold for its windows' changes (default 16 MiB). Only the series that
-    /// change in an interval take room; when a busy registry needs more, the oldest intervals
-    /// go first and the longest window reports that it covers less (`"complete": false`).
-    pub fn report_memory_limit(mut self, bytes: usize) -> Self {
-        self.report_memory_limit = bytes;
-        self
+    sonde_push::builder_setters! {
+        /// How often `/report` closes an interval of changes for its windows (default 10 s, at
+        /// least 10 ms): a window's span is met to within half of it. The intervals kept grow with
+        /// the longest window divided by this (the resolution is coarsened past 720 of them).
+        report_resolution: Duration;
+        /// Bytes `/report` may hold for its windows' changes (default 16 MiB). Only the series that
+        /// change in an interval take room; when a busy registry needs more, the oldest intervals
+        /// go first and the longest window reports that it covers less (`"complete": false`).
+        report_memory_limit: usize;
     }
 
     /// Requires HTTP basic auth: `user` with the password whose bcrypt hash is `bcrypt_hash`
@@ -186,30 +172,21 @@ impl PrometheusBuilder {
         self
     }
 
-    /// Serves this registry instead of the global one.
-    pub fn registry(mut self, registry: Registry) -> Self {
-        self.registry = registry;
-        self
-    }
-
     /// Listens on `addr` (port 0 picks a free port; see [`PrometheusServer::local_addr`]).
     pub fn bind(mut self, addr: SocketAddr) -> Self {
         self.addr = Some(addr);
         self
     }
 
-    /// Serves on a socket that is already listening (from [`PrometheusServer::into_listener`]
-    /// of the server this one replaces) instead of binding: connections that arrive during the
-    /// handover wait in the socket's backlog rather than being refused.
-    pub fn listener(mut self, listener: std::net::TcpListener) -> Self {
-        self.listener = Some(listener);
-        self
-    }
-
-    /// The resource rendered as `target_info` (default: [`Resource::from_env`]).
-    pub fn resource(mut self, resource: Resource) -> Self {
-        self.resource = Some(resource);
-        self
+    sonde_push::builder_setters! {
+        /// Serves this registry instead of the global one.
+        registry: Registry;
+        /// Serves on a socket that is already listening (from [`PrometheusServer::into_listener`]
+        /// of the server this one replaces) instead of binding: connections that arrive during the
+        /// handover wait in the socket's backlog rather than being refused.
+        listener: Some(std::net::TcpListener);
+        /// The resource rendered as `target_info` (default: [`Resource::from_env`]).
+        resource: Some(Resource);
     }
 
     /// Scrapes encoded at once; more get `503` at once rather than queueing (default 4).
@@ -549,6 +526,31 @@ async fn sample(state: Arc<State>) {
     }
 }
 
+/// Serves one connection with `http` until it ends, or until `closing` turns true: then the
+/// request in progress is answered and the connection closed.
+async fn serve_until_closing<T, S>(
+    http: &hyper::server::conn::http1::Builder,
+    stream: T,
+    service: S,
+    closing: &mut tokio::sync::watch::Receiver<bool>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut conn = std::pin::pin!(http.serve_connection(TokioIo::new(stream), service));
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        // The guard `wait_for` returns is not `Send`: dropped before the branch runs.
+        _ = async { let _ = closing.wait_for(|c| *c).await; } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
 async fn serve(
     listener: std::net::TcpListener,
     state: Arc<State>,
@@ -629,26 +631,10 @@ async fn serve(
                                 // The handshake gets the same deadline as the headers.
                                 let acceptor = tls.acceptor();
                                 if let Ok(Ok(stream)) = tokio::time::timeout(timeout, acceptor.accept(io)).await {
-                                    let mut conn = std::pin::pin!(http.serve_connection(TokioIo::new(stream), service));
-                                    tokio::select! {
-                                        _ = conn.as_mut() => {}
-                                        _ = async { let _ = closing.wait_for(|c| *c).await; } => {
-                                            conn.as_mut().graceful_shutdown();
-                                            let _ = conn.await;
-                                        }
-                                    }
+                                    serve_until_closing(&http, stream, service, &mut closing).await;
                                 }
                             }
-                            None => {
-                                let mut conn = std::pin::pin!(http.serve_connection(TokioIo::new(io), service));
-                                tokio::select! {
-                                    _ = conn.as_mut() => {}
-                                    _ = async { let _ = closing.wait_for(|c| *c).await; } => {
-                                        conn.as_mut().graceful_shutdown();
-                                        let _ = conn.await;
-                                    }
-                                }
-                            }
+                            None => serve_until_closing(&http, io, service, &mut closing).await,
                         }
                     };
                     tokio::select! {
@@ -1658,22 +1644,29 @@ mod landing_tests {
         (head.to_owned(), body.to_owned())
     }
 
+    /// The body of `GET path`, as JSON.
+    fn get_json(addr: SocketAddr, path: &str) -> serde_json::Value {
+        let (_, body) = get(addr, path);
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// A server of `registry` on a free local port, without a resource.
+    fn local(registry: Registry) -> PrometheusBuilder {
+        PrometheusBuilder::new()
+            .registry(registry)
+            .bind("127.0.0.1:0".parse().unwrap())
+            .resource(Resource::empty())
+    }
+
     #[test]
     fn health_names_exporters_whose_task_panicked() {
         let registry = Registry::new();
-        let server = PrometheusBuilder::new()
-            .registry(registry.clone())
-            .bind("127.0.0.1:0".parse().unwrap())
-            .resource(Resource::empty())
-            .install()
-            .unwrap();
+        let server = local(registry.clone()).install().unwrap();
         let metrics = sonde_push::telemetry::ExporterMetrics::register(&registry, "otlp");
-        let (_, body) = get(server.local_addr(), "/health");
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let v = get_json(server.local_addr(), "/health");
         assert_eq!(v["panicked_exporters"], serde_json::json!([]), "{v}");
         metrics.panicked();
-        let (_, body) = get(server.local_addr(), "/health");
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let v = get_json(server.local_addr(), "/health");
         assert_eq!(v["panicked_exporters"], serde_json::json!(["otlp"]), "{v}");
         assert_eq!(v["exporters"]["otlp"]["panics"], 1.0, "{v}");
         assert_eq!(
@@ -1704,19 +1697,13 @@ mod landing_tests {
     #[test]
     fn report_carries_the_judge_verdicts_in_json_and_markdown() {
         let registry = Registry::new();
-        let server = PrometheusBuilder::new()
-            .registry(registry.clone())
-            .bind("127.0.0.1:0".parse().unwrap())
-            .resource(Resource::empty())
+        let server = local(registry.clone())
             .report_windows([Duration::from_secs(60)])
             .judge(Arc::new(Seen))
             .install()
             .unwrap();
         let addr = server.local_addr();
-        let report = || {
-            let (_, body) = get(addr, "/report");
-            serde_json::from_str::<serde_json::Value>(&body).unwrap()
-        };
+        let report = || get_json(addr, "/report");
         let v = report();
         assert_eq!(v["objectives"][0]["verdict"], "no_data", "{v}");
         assert_eq!(
@@ -1741,27 +1728,16 @@ mod landing_tests {
         server.shutdown(std::time::Duration::from_secs(10)).unwrap();
 
         // Without a judge, no objectives key.
-        let server = PrometheusBuilder::new()
-            .registry(registry)
-            .bind("127.0.0.1:0".parse().unwrap())
-            .resource(Resource::empty())
-            .install()
-            .unwrap();
+        let server = local(registry).install().unwrap();
         let addr = server.local_addr();
-        let (_, body) = get(addr, "/report");
-        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let v = get_json(addr, "/report");
         assert!(v.get("objectives").is_none(), "{v}");
         server.shutdown(std::time::Duration::from_secs(10)).unwrap();
     }
 
     #[test]
     fn root_lists_the_endpoints_and_unknown_paths_stay_404() {
-        let server = PrometheusBuilder::new()
-            .registry(Registry::new())
-            .bind("127.0.0.1:0".parse().unwrap())
-            .resource(Resource::empty())
-            .install()
-            .unwrap();
+        let server = local(Registry::new()).install().unwrap();
         let addr = server.local_addr();
         let (head, body) = get(addr, "/");
         assert!(head.starts_with("HTTP/1.1 200"), "{head}");

@@ -63,22 +63,22 @@ fn server_histogram(registry: &Registry) -> Family<Histogram> {
         .unwrap()
 }
 
-fn window<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["windows"]
+/// The entry of the list `parent[list]` whose `key` is `value` (a `what` the panic names).
+fn entry<'a>(parent: &'a Value, list: &str, key: &str, value: &str, what: &str) -> &'a Value {
+    parent[list]
         .as_array()
         .unwrap()
         .iter()
-        .find(|w| w["name"] == name)
-        .unwrap_or_else(|| panic!("no window {name} in {report}"))
+        .find(|e| e[key] == value)
+        .unwrap_or_else(|| panic!("no {what} {value} in {parent}"))
+}
+
+fn window<'a>(report: &'a Value, name: &str) -> &'a Value {
+    entry(report, "windows", "name", name, "window")
 }
 
 fn route<'a>(window: &'a Value, route: &str) -> &'a Value {
-    window["routes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["route"] == route)
-        .unwrap_or_else(|| panic!("no route {route} in {window}"))
+    entry(window, "routes", "route", route, "route")
 }
 
 fn near(value: &Value, want: f64) -> bool {

@@ -256,37 +256,21 @@ pub(crate) struct DiskMetrics {
 
 impl DiskMetrics {
     pub(crate) fn register(registry: &Registry, exporter: &'static str) -> DiskMetrics {
-        use crate::telemetry::{QUEUE_CORRUPT, QUEUE_DISK_BYTES, QUEUE_REDELIVERED};
+        use crate::telemetry::{QUEUE_CORRUPT, QUEUE_DISK_BYTES, QUEUE_REDELIVERED, per_exporter};
         let bytes = registry
             .gauge(QUEUE_DISK_BYTES)
             .description("Bytes an exporter's durable queue holds on disk.")
-            .unit(sonde_core::Unit::Bytes)
-            .labels(["exporter"])
-            .build()
-            .ok()
-            .map(|f| f.with(&[exporter]));
-        let corrupt = registry
-            .counter(QUEUE_CORRUPT)
-            .description(
-                "Corrupt regions of an exporter's durable queue that were skipped (the rest of a segment from the first bad record).",
-            )
-            .labels(["exporter"])
-            .build()
-            .ok()
-            .map(|f| f.with(&[exporter]));
-        let redelivered = registry
-            .counter(QUEUE_REDELIVERED)
-            .description(
-                "Data points sent again after a restart because their request was in flight when the previous process stopped (possible duplicates).",
-            )
-            .labels(["exporter"])
-            .build()
-            .ok()
-            .map(|f| f.with(&[exporter]));
+            .unit(sonde_core::Unit::Bytes);
+        let corrupt = registry.counter(QUEUE_CORRUPT).description(
+            "Corrupt regions of an exporter's durable queue that were skipped (the rest of a segment from the first bad record).",
+        );
+        let redelivered = registry.counter(QUEUE_REDELIVERED).description(
+            "Data points sent again after a restart because their request was in flight when the previous process stopped (possible duplicates).",
+        );
         DiskMetrics {
-            bytes,
-            corrupt,
-            redelivered,
+            bytes: per_exporter(bytes, exporter),
+            corrupt: per_exporter(corrupt, exporter),
+            redelivered: per_exporter(redelivered, exporter),
         }
     }
 }
@@ -965,6 +949,19 @@ impl DiskQueue {
 mod tests {
     use super::*;
 
+    /// A process that queues `a` then `b` (of `points` each) in `dir`, takes `a` to send,
+    /// acknowledges it if `ack`, and stops; what it took.
+    fn queue_two_take_one(dir: &Path, points: [u64; 2], ack: bool) -> Record {
+        let (mut q, _) = open(dir, 1 << 20, 0);
+        q.append(points[0], b"a").unwrap();
+        q.append(points[1], b"b").unwrap();
+        let r = q.next().unwrap().unwrap();
+        if ack {
+            q.ack(r.id);
+        }
+        r
+    }
+
     fn open(dir: &Path, max: u64, seg: u64) -> (DiskQueue, Registry) {
         let reg = Registry::new();
         let mut cfg = DiskQueueConfig::new(dir);
@@ -1045,14 +1042,9 @@ mod tests {
     #[test]
     fn a_request_in_flight_at_a_crash_is_sent_again_and_counted() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let (mut q, _) = open(dir.path(), 1 << 20, 0);
-            q.append(7, b"a").unwrap();
-            q.append(8, b"b").unwrap();
-            let r = q.next().unwrap().unwrap();
-            assert_eq!(r.payload, b"a");
-            // No ack: killed while sending.
-        }
+        // No ack: killed while sending.
+        let r = queue_two_take_one(dir.path(), [7, 8], false);
+        assert_eq!(r.payload, b"a");
         let (mut q, reg) = open(dir.path(), 1 << 20, 0);
         assert_eq!(drain(&mut q), vec![(7, b"a".to_vec()), (8, b"b".to_vec())]);
         assert_eq!(counter(&reg, crate::telemetry::QUEUE_REDELIVERED), 7);
@@ -1217,13 +1209,7 @@ mod tests {
     #[test]
     fn a_damaged_ack_file_sends_everything_again() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            let (mut q, _) = open(dir.path(), 1 << 20, 0);
-            q.append(1, b"a").unwrap();
-            q.append(1, b"b").unwrap();
-            let r = q.next().unwrap().unwrap();
-            q.ack(r.id);
-        }
+        queue_two_take_one(dir.path(), [1, 1], true);
         std::fs::write(dir.path().join("ack"), b"garbage garbage garbage!").unwrap();
         let (mut q, _) = open(dir.path(), 1 << 20, 0);
         assert_eq!(drain(&mut q).len(), 2);

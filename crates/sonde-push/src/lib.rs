@@ -382,6 +382,124 @@ macro_rules! delivery_setters {
     };
 }
 
+/// What a push exporter reads, as its builder collects it: the registry, the selection of
+/// metrics and series, and the deltas of the exporter it replaces. Builders offer its setters
+/// through [`read_setters!`].
+#[derive(Debug, Clone)]
+pub struct ReadSettings {
+    /// The registry to read, where the self-metrics go too (default: the global one).
+    pub registry: Registry,
+    /// Which metrics and series to send, and which labels to keep (default: everything).
+    pub selection: sonde_core::Selection,
+    /// The deltas of the exporter this one replaces, continued by a delta reader.
+    pub continue_deltas: Option<sonde_core::DeltaState>,
+}
+
+impl Default for ReadSettings {
+    /// The global registry, everything in it, no deltas to continue.
+    fn default() -> Self {
+        ReadSettings {
+            registry: Registry::global().clone(),
+            selection: sonde_core::Selection::new(),
+            continue_deltas: None,
+        }
+    }
+}
+
+impl ReadSettings {
+    /// The reader of an exporter with `temporality` (see [`Registry::export_reader`]).
+    pub fn reader(&self, temporality: sonde_core::Temporality) -> sonde_core::Reader {
+        self.registry.export_reader(
+            temporality,
+            self.selection.clone(),
+            self.continue_deltas.as_ref(),
+        )
+    }
+}
+
+/// Writes the setters of the [`ReadSettings`] field `$field` of a push exporter's builder:
+/// `registry`, `selection` and `continue_deltas`, named, documented and behaving alike
+/// everywhere. `delta_state` names, for the docs, the method of the built exporter that
+/// gives the state to continue (`"EmfWriter::delta_state"`).
+#[macro_export]
+macro_rules! read_setters {
+    ($field:ident, delta_state: $delta_state:literal) => {
+        /// The registry to export (default: the global one); the self-metrics go there too.
+        pub fn registry(mut self, registry: $crate::__sonde_core::Registry) -> Self {
+            self.$field.registry = registry;
+            self
+        }
+
+        /// Which metrics and series to send, and which labels to keep
+        /// ([`sonde_core::Selection`]; default: everything).
+        pub fn selection(mut self, selection: $crate::__sonde_core::Selection) -> Self {
+            self.$field.selection = selection;
+            self
+        }
+
+        #[doc = concat!(
+            "With delta temporality, continues the deltas of the exporter this one replaces ",
+            "(its [`", $delta_state, "`]): each change is sent once, by one of the two, ",
+            "instead of this exporter's first export repeating every counter's total."
+        )]
+        pub fn continue_deltas(mut self, state: $crate::__sonde_core::DeltaState) -> Self {
+            self.$field.continue_deltas = Some(state);
+            self
+        }
+    };
+}
+
+/// Writes the plain setters of an exporter's builder: each stores its argument in the field
+/// of the same name and returns the builder, with the docs written above it. `name: Type;`
+/// stores the value, `name: Some(Type);` stores `Some(value)` (a setting whose default is
+/// resolved later). Setters that clamp or convert their argument are written by hand.
+///
+/// ```
+/// struct Builder {
+///     retries: u32,
+///     region: Option<String>,
+/// }
+/// impl Builder {
+///     sonde_push::builder_setters! {
+///         /// Attempts per request.
+///         retries: u32;
+///         /// The region (default: from the environment).
+///         region: Some(String);
+///     }
+/// }
+/// let b = Builder { retries: 0, region: None }.retries(3).region("eu-west-1".into());
+/// assert_eq!((b.retries, b.region.as_deref()), (3, Some("eu-west-1")));
+/// ```
+#[macro_export]
+macro_rules! builder_setters {
+    () => {};
+    ($(#[$doc:meta])* $name:ident: Some($ty:ty); $($rest:tt)*) => {
+        $(#[$doc])*
+        pub fn $name(mut self, $name: $ty) -> Self {
+            self.$name = Some($name);
+            self
+        }
+        $crate::builder_setters!($($rest)*);
+    };
+    ($(#[$doc:meta])* $name:ident: $ty:ty; $($rest:tt)*) => {
+        $(#[$doc])*
+        pub fn $name(mut self, $name: $ty) -> Self {
+            self.$name = $name;
+            self
+        }
+        $crate::builder_setters!($($rest)*);
+    };
+}
+
+/// Sets `name` to `value` in a list of label pairs (a Pushgateway grouping key, remote
+/// write's external labels): a name set again keeps its place and takes the new value.
+pub fn set_label(labels: &mut Vec<(String, String)>, name: String, value: String) {
+    match labels.iter_mut().find(|(n, _)| *n == name) {
+        Some(pair) => pair.1 = value,
+        None => labels.push((name, value)),
+    }
+}
+
 /// `error: cause: cause...`, for messages about transport errors whose `Display` hides the
 /// cause (connection refused, TLS, DNS).
 pub fn error_chain(e: &dyn std::error::Error) -> String {
@@ -695,9 +813,24 @@ impl PushExporter {
 }
 
 /// Implements [`sonde_core::Component`] for an exporter handle whose field `inner` is its
-/// [`PushExporter`]: the same name, flush and shutdown (what every push exporter does).
+/// [`PushExporter`]: the same name, flush and shutdown (what every push exporter does). With
+/// `debug_url: field`, also `Debug`, showing `inner` and the URL in `field` without its
+/// credentials.
 #[macro_export]
 macro_rules! component_via_inner {
+    ($handle:ident, debug_url: $url:ident) => {
+        $crate::component_via_inner!($handle);
+
+        // Not derived: the URL's credentials stay out of logs.
+        impl ::std::fmt::Debug for $handle {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.debug_struct(stringify!($handle))
+                    .field("inner", &self.inner)
+                    .field(stringify!($url), &$crate::redact_url(&self.$url))
+                    .finish()
+            }
+        }
+    };
     ($handle:ty) => {
         /// The lifecycle every sonde component shares, through the exporter's delivery engine.
         impl $crate::__sonde_core::Component for $handle {
@@ -1452,6 +1585,24 @@ mod tests {
         }
     }
 
+    /// What the test sinks do with a batch they take: keep its numbers in `got`.
+    fn accept(got: &Mutex<Vec<u64>>, batch: &[u64]) -> Outcome {
+        got.lock().unwrap().extend(batch);
+        Outcome::Success {
+            rejected: 0,
+            message: String::new(),
+        }
+    }
+
+    /// Starts `source` with `config` into `sink`, which is ready at once.
+    fn start_into<S, K>(reg: &Registry, c: PushConfig, source: S, sink: K) -> PushExporter
+    where
+        S: Source<Batch = Vec<u64>>,
+        K: Sink<Batch = Vec<u64>> + Send + 'static,
+    {
+        start(reg, c, source, move || async move { Ok::<_, ()>(sink) }).unwrap()
+    }
+
     /// Fails the first `fail` attempts with a retryable outcome, then accepts.
     struct Flaky {
         fail: u32,
@@ -1467,11 +1618,7 @@ mod tests {
                     after: None,
                 };
             }
-            self.got.lock().unwrap().extend(batch);
-            Outcome::Success {
-                rejected: 0,
-                message: String::new(),
-            }
+            accept(&self.got, batch)
         }
     }
 
@@ -1487,23 +1634,16 @@ mod tests {
     fn flush_delivers_through_retries_and_counts_them() {
         let reg = Registry::new();
         let got = Arc::new(Mutex::new(Vec::new()));
-        let sink_got = got.clone();
-        let e = start(&reg, config(), Counting(0), move || async move {
-            Ok::<_, ()>(Flaky {
-                fail: 3,
-                got: sink_got,
-            })
-        })
-        .unwrap();
+        let sink = Flaky {
+            fail: 3,
+            got: got.clone(),
+        };
+        let e = start_into(&reg, config(), Counting(0), sink);
         e.flush(Duration::from_secs(5)).unwrap();
         e.flush(Duration::from_secs(5)).unwrap();
         e.shutdown(Duration::from_secs(5)).unwrap();
         assert_eq!(*got.lock().unwrap(), vec![1, 2, 3]);
-        let retries = reg
-            .snapshot()
-            .point(crate::telemetry::RETRIES, &[("exporter", "test")])
-            .and_then(|p| p.number())
-            .map(|n| n.as_f64());
+        let retries = value(&reg, crate::telemetry::RETRIES, &[("exporter", "test")]);
         assert_eq!(retries, Some(3.0));
     }
 
@@ -1521,11 +1661,7 @@ mod tests {
                     after: None,
                 };
             }
-            self.got.lock().unwrap().extend(batch);
-            Outcome::Success {
-                rejected: 0,
-                message: String::new(),
-            }
+            accept(&self.got, batch)
         }
     }
 
@@ -1537,10 +1673,7 @@ mod tests {
         got: &Arc<Mutex<Vec<u64>>>,
     ) -> PushExporter {
         let (down, got) = (down.clone(), got.clone());
-        start(reg, c, Counting(first), move || async move {
-            Ok::<_, ()>(Gated { down, got })
-        })
-        .unwrap()
+        start_into(reg, c, Counting(first), Gated { down, got })
     }
 
     #[test]
@@ -1577,21 +1710,14 @@ mod tests {
         assert_eq!(&got[..old.len()], &old[..], "old batches first: {got:?}");
         assert_eq!(new[0], 1001, "{got:?}");
         for r in [&reg, &reg2] {
-            let dropped = r
-                .snapshot()
-                .point(
-                    crate::telemetry::DROPPED_POINTS,
-                    &[("exporter", "test"), ("reason", "retries_exhausted")],
-                )
-                .and_then(|p| p.number())
-                .map(|n| n.as_f64());
-            assert_eq!(dropped, None, "nothing dropped");
+            assert_eq!(dropped(r, "retries_exhausted"), None, "nothing dropped");
         }
-        let resent = reg2
-            .snapshot()
-            .point(crate::telemetry::QUEUE_REDELIVERED, &[("exporter", "test")])
-            .and_then(|p| p.number())
-            .map_or(0.0, |n| n.as_f64());
+        let resent = value(
+            &reg2,
+            crate::telemetry::QUEUE_REDELIVERED,
+            &[("exporter", "test")],
+        )
+        .unwrap_or(0.0);
         // The batch being retried at the shutdown may have reached the receiver.
         assert_eq!(resent, 1.0);
     }
@@ -1662,10 +1788,7 @@ mod tests {
     }
 
     fn start_source(reg: &Registry, c: PushConfig, got: Arc<Mutex<Vec<u64>>>) -> PushExporter {
-        start(reg, c, Counting(0), move || async move {
-            Ok::<_, ()>(Flaky { fail: 0, got })
-        })
-        .unwrap()
+        start_into(reg, c, Counting(0), Flaky { fail: 0, got })
     }
 
     /// Answers the first attempt with `Retry { after }`, then accepts.
@@ -1682,11 +1805,7 @@ mod tests {
                     after: Some(after),
                 };
             }
-            self.got.lock().unwrap().extend(batch);
-            Outcome::Success {
-                rejected: 0,
-                message: String::new(),
-            }
+            accept(&self.got, batch)
         }
     }
 
@@ -1697,43 +1816,39 @@ mod tests {
             .map(|n| n.as_f64())
     }
 
+    /// The points the test exporter counted as dropped for `reason`.
+    fn dropped(reg: &Registry, reason: &str) -> Option<f64> {
+        let labels = [("exporter", "test"), ("reason", reason)];
+        value(reg, crate::telemetry::DROPPED_POINTS, &labels)
+    }
+
     #[test]
     fn a_huge_server_delay_drops_the_batch_and_the_exporter_goes_on() {
         // Duration::MAX used to overflow `elapsed + wait` and kill the exporter thread.
         let reg = Registry::new();
         let got = Arc::new(Mutex::new(Vec::new()));
-        let sink_got = got.clone();
-        let e = start(&reg, config(), Counting(0), move || async move {
-            Ok::<_, ()>(Throttling {
-                after: Some(Duration::MAX),
-                got: sink_got,
-            })
-        })
-        .unwrap();
+        let sink = Throttling {
+            after: Some(Duration::MAX),
+            got: got.clone(),
+        };
+        let e = start_into(&reg, config(), Counting(0), sink);
         let err = e.flush(Duration::from_secs(5)).unwrap_err();
         assert!(err.to_string().contains("gave up"), "{err}");
         e.flush(Duration::from_secs(5)).unwrap();
         e.shutdown(Duration::from_secs(5)).unwrap();
         assert_eq!(*got.lock().unwrap(), vec![2, 3]);
-        let dropped = [("exporter", "test"), ("reason", "retries_exhausted")];
-        assert_eq!(
-            value(&reg, crate::telemetry::DROPPED_POINTS, &dropped),
-            Some(1.0)
-        );
+        assert_eq!(dropped(&reg, "retries_exhausted"), Some(1.0));
     }
 
     #[test]
     fn a_server_delay_within_the_retry_time_is_honoured() {
         let reg = Registry::new();
         let got = Arc::new(Mutex::new(Vec::new()));
-        let sink_got = got.clone();
-        let e = start(&reg, config(), Counting(0), move || async move {
-            Ok::<_, ()>(Throttling {
-                after: Some(Duration::from_millis(300)),
-                got: sink_got,
-            })
-        })
-        .unwrap();
+        let sink = Throttling {
+            after: Some(Duration::from_millis(300)),
+            got: got.clone(),
+        };
+        let e = start_into(&reg, config(), Counting(0), sink);
         let t = Instant::now();
         e.flush(Duration::from_secs(5)).unwrap();
         assert!(
@@ -1793,11 +1908,7 @@ mod tests {
             if self.on.contains(&self.n) {
                 panic!("sink bug #{}", self.n);
             }
-            self.got.lock().unwrap().extend(batch);
-            Outcome::Success {
-                rejected: 0,
-                message: String::new(),
-            }
+            accept(&self.got, batch)
         }
     }
     impl Source for Panicky {
@@ -1815,15 +1926,12 @@ mod tests {
     fn a_panicking_sink_drops_the_batch_and_the_exporter_goes_on() {
         let reg = Registry::new();
         let got = Arc::new(Mutex::new(Vec::new()));
-        let sink_got = got.clone();
-        let e = start(&reg, config(), Counting(0), move || async move {
-            Ok::<_, ()>(Panicky {
-                on: vec![2],
-                n: 0,
-                got: sink_got,
-            })
-        })
-        .unwrap();
+        let sink = Panicky {
+            on: vec![2],
+            n: 0,
+            got: got.clone(),
+        };
+        let e = start_into(&reg, config(), Counting(0), sink);
         e.flush(Duration::from_secs(5)).unwrap();
         let err = e.flush(Duration::from_secs(5)).unwrap_err();
         assert!(err.to_string().contains("sink bug #2"), "{err}");
@@ -1832,11 +1940,7 @@ mod tests {
         assert_eq!(*got.lock().unwrap(), vec![1, 3, 4]);
         let ex = [("exporter", "test")];
         assert_eq!(value(&reg, crate::telemetry::PANICS, &ex), Some(1.0));
-        let dropped = [("exporter", "test"), ("reason", "panic")];
-        assert_eq!(
-            value(&reg, crate::telemetry::DROPPED_POINTS, &dropped),
-            Some(1.0)
-        );
+        assert_eq!(dropped(&reg, "panic"), Some(1.0));
     }
 
     #[test]
@@ -1859,10 +1963,7 @@ mod tests {
     }
 
     fn start_with(reg: &Registry, source: Panicky, got: Arc<Mutex<Vec<u64>>>) -> PushExporter {
-        start(reg, config(), source, move || async move {
-            Ok::<_, ()>(Flaky { fail: 0, got })
-        })
-        .unwrap()
+        start_into(reg, config(), source, Flaky { fail: 0, got })
     }
 
     #[test]
@@ -1875,10 +1976,7 @@ mod tests {
         c.max_backoff = Duration::MAX;
         c.jitter_first = true;
         let got = Arc::new(Mutex::new(Vec::new()));
-        let e = start(&reg, c, Counting(0), move || async move {
-            Ok::<_, ()>(Flaky { fail: 0, got })
-        })
-        .unwrap();
+        let e = start_source(&reg, c, got);
         e.flush(Duration::from_secs(5)).unwrap();
         let _ = e.flush(Duration::ZERO);
         e.shutdown(Duration::from_secs(5)).unwrap();

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sonde_core::{Counter, Family, Gauge, Registry, Unit};
+use sonde_core::{Counter, Family, FamilyBuilder, Gauge, Instrument, Registry, Unit};
 
 /// Requests sent, by `exporter` and `result` (`success`, `failure`).
 pub const REQUESTS: &str = "sonde.exporter.requests";
@@ -42,6 +42,20 @@ pub const QUEUE_CORRUPT: &str = "sonde.exporter.queue.corrupt_segments";
 /// Data points sent again after a restart because their request was in flight when the
 /// previous process stopped (possible duplicates), by `exporter`.
 pub const QUEUE_REDELIVERED: &str = "sonde.exporter.queue.redelivered_points";
+
+/// The series of `exporter` in the family `builder` registers with the one label `exporter`;
+/// `None` when the family cannot be registered (a conflicting registration of the same name),
+/// which leaves the self-metric out rather than failing the exporter.
+pub(crate) fn per_exporter<M: Instrument>(
+    builder: FamilyBuilder<'_, M>,
+    exporter: &'static str,
+) -> Option<M> {
+    builder
+        .labels(["exporter"])
+        .build()
+        .ok()
+        .map(|f| f.with(&[exporter]))
+}
 
 /// One exporter's resolved self-metric handles. A family that could not be registered (a
 /// conflicting registration of the same name) is left out rather than failing the exporter.
@@ -87,70 +101,45 @@ impl ExporterMetrics {
             .ok();
         let retries = registry
             .counter(RETRIES)
-            .description("Requests an exporter sent again after a retryable failure.")
-            .labels(["exporter"])
-            .build()
-            .ok();
+            .description("Requests an exporter sent again after a retryable failure.");
         let queue = registry
             .gauge(QUEUE_SIZE)
-            .description("Requests waiting in an exporter's queue, including the one being sent.")
-            .labels(["exporter"])
-            .build()
-            .ok();
+            .description("Requests waiting in an exporter's queue, including the one being sent.");
         let last_success = registry
             .gauge_f64(LAST_SUCCESS)
             .description("Unix time of an exporter's last successful request.")
-            .unit(Unit::Seconds)
-            .labels(["exporter"])
-            .build()
-            .ok();
+            .unit(Unit::Seconds);
         let failing_since = registry
             .gauge_f64(FAILING_SINCE)
             .description(
                 "Unix time of an exporter's first failed request since its last success; 0 while healthy.",
             )
-            .unit(Unit::Seconds)
-            .labels(["exporter"])
-            .build()
-            .ok();
+            .unit(Unit::Seconds);
         let interval = registry
             .gauge_f64(INTERVAL)
             .description("An exporter's collection interval.")
-            .unit(Unit::Seconds)
-            .labels(["exporter"])
-            .build()
-            .ok();
+            .unit(Unit::Seconds);
         let rejected = registry
             .counter(REJECTED_POINTS)
-            .description("Data points a receiver reported as rejected in an accepted request.")
-            .labels(["exporter"])
-            .build()
-            .ok();
+            .description("Data points a receiver reported as rejected in an accepted request.");
         let sent = registry
             .counter(SENT_POINTS)
-            .description("Data points an exporter delivered.")
-            .labels(["exporter"])
-            .build()
-            .ok();
-        let panics = registry
-            .counter(PANICS)
-            .description(
-                "Panics caught inside an exporter's collection or send; the exporter kept running.",
-            )
-            .labels(["exporter"])
-            .build()
-            .ok();
+            .description("Data points an exporter delivered.");
+        let panics = registry.counter(PANICS).description(
+            "Panics caught inside an exporter's collection or send; the exporter kept running.",
+        );
         ExporterMetrics {
-            panics: panics.map(|f| f.with(&[exporter])),
-            rejected: rejected.map(|f| f.with(&[exporter])),
-            sent: sent.map(|f| f.with(&[exporter])),
+            // Families register at `per_exporter`, in the order they always have.
+            retries: per_exporter(retries, exporter),
+            queue: per_exporter(queue, exporter),
+            last_success: per_exporter(last_success, exporter),
+            failing_since: per_exporter(failing_since, exporter),
+            interval: per_exporter(interval, exporter),
+            rejected: per_exporter(rejected, exporter),
+            sent: per_exporter(sent, exporter),
+            panics: per_exporter(panics, exporter),
             success: requests.as_ref().map(|f| f.with(&[exporter, "success"])),
             failure: requests.as_ref().map(|f| f.with(&[exporter, "failure"])),
-            retries: retries.map(|f| f.with(&[exporter])),
-            queue: queue.map(|f| f.with(&[exporter])),
-            last_success: last_success.map(|f| f.with(&[exporter])),
-            failing_since: failing_since.map(|f| f.with(&[exporter])),
-            interval: interval.map(|f| f.with(&[exporter])),
             dropped,
             exporter,
         }

@@ -3,43 +3,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use sonde_push::{Outcome, PushConfig, Sink, Source};
-
-static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
-
-/// Keeps the `message` of every event.
-struct Keep;
-
-struct Message(String);
-
-impl tracing::field::Visit for Message {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            self.0 = format!("{value:?}");
-        }
-    }
-}
-
-impl tracing::Subscriber for Keep {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut m = Message(String::new());
-        event.record(&mut m);
-        LINES.lock().unwrap().push(m.0);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
 
 struct One;
 impl Source for One {
@@ -65,7 +31,7 @@ impl Sink for PanicsOnce {
 
 #[test]
 fn a_caught_panic_is_logged_as_a_warning() {
-    tracing::subscriber::set_global_default(Keep).unwrap();
+    let lines = sonde_core::testing::capture_global_diagnostics().unwrap();
     let reg = sonde_core::Registry::new();
     let mut config = PushConfig::new("paniclog");
     config.interval = Duration::from_secs(3600);
@@ -76,10 +42,10 @@ fn a_caught_panic_is_logged_as_a_warning() {
     assert!(e.flush(Duration::from_secs(5)).is_err());
     e.flush(Duration::from_secs(5)).unwrap();
     e.shutdown(Duration::from_secs(5)).unwrap();
-    let lines = LINES.lock().unwrap().clone();
+    let lines = lines.lock().unwrap().clone();
     assert!(
         lines.iter().any(|l| l
-            == "paniclog exporter: sending a request panicked: boom in send; the exporter keeps running (repeats are reported at most once a minute)"),
+            == "WARN paniclog exporter: sending a request panicked: boom in send; the exporter keeps running (repeats are reported at most once a minute)"),
         "{lines:#?}"
     );
 }

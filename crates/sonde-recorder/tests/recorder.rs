@@ -9,11 +9,16 @@ use metrics::{
     Unit as MUnit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
 };
 use sonde_core::{Point, Registry, Snapshot, Unit, testing};
-use sonde_recorder::{RECORDER_ERRORS, SondeRecorder, reason};
+use sonde_recorder::{Builder, RECORDER_ERRORS, SondeRecorder, reason};
 
 fn setup() -> (Registry, SondeRecorder) {
+    setup_with(|builder| builder)
+}
+
+/// A recorder into a fresh registry, configured by `configure`.
+fn setup_with(configure: impl FnOnce(Builder) -> Builder) -> (Registry, SondeRecorder) {
     let registry = testing::registry();
-    let recorder = SondeRecorder::new(registry.clone());
+    let recorder = configure(SondeRecorder::builder(registry.clone())).build();
     (registry, recorder)
 }
 
@@ -140,11 +145,10 @@ fn histograms_and_buckets() {
 
 #[test]
 fn histogram_units_and_explicit_buckets() {
-    let registry = testing::registry();
-    let recorder = SondeRecorder::builder(registry.clone())
-        .histogram_buckets("payload", [1.0, 10.0, 100.0])
-        .histogram_buckets("bad", [3.0, 1.0])
-        .build();
+    let (registry, recorder) = setup_with(|b| {
+        b.histogram_buckets("payload", [1.0, 10.0, 100.0])
+            .histogram_buckets("bad", [3.0, 1.0])
+    });
     recorder.with_local(|| {
         describe_histogram!("gc.pause", MUnit::Nanoseconds, "GC pauses.");
         histogram!("gc.pause").record(2_000_000.0);
@@ -315,30 +319,27 @@ fn absolute_counters() {
             .as_f64()
     };
     recorder.with_local(|| {
-        counter!("external_total", "src" => "a").absolute(10);
-        assert_eq!(value(&registry), 10.0);
-        counter!("external_total", "src" => "a").absolute(15);
-        assert_eq!(value(&registry), 15.0);
+        // Sets the counter's absolute value to `n`, then asserts the series reads `want`.
+        let absolute = |n: u64, want: f64| {
+            counter!("external_total", "src" => "a").absolute(n);
+            assert_eq!(value(&registry), want, "after absolute({n})");
+        };
+        absolute(10, 10.0);
+        absolute(15, 15.0);
         // Decreases are ignored.
-        counter!("external_total", "src" => "a").absolute(12);
-        assert_eq!(value(&registry), 15.0);
-        counter!("external_total", "src" => "a").absolute(15);
-        assert_eq!(value(&registry), 15.0);
+        absolute(12, 15.0);
+        absolute(15, 15.0);
         // Increments add on top, independently of absolute values.
         counter!("external_total", "src" => "a").increment(1);
         assert_eq!(value(&registry), 16.0);
-        counter!("external_total", "src" => "a").absolute(20);
-        assert_eq!(value(&registry), 21.0);
+        absolute(20, 21.0);
     });
     no_errors(&registry.snapshot());
 }
 
 #[test]
 fn cache_limit() {
-    let registry = testing::registry();
-    let recorder = SondeRecorder::builder(registry.clone())
-        .max_cached_keys(1)
-        .build();
+    let (registry, recorder) = setup_with(|b| b.max_cached_keys(1));
     recorder.with_local(|| {
         counter!("c", "k" => "cached").absolute(5);
         for _ in 0..3 {
@@ -361,10 +362,7 @@ fn cache_limit() {
 
 #[test]
 fn series_limit_applies() {
-    let registry = testing::registry();
-    let recorder = SondeRecorder::builder(registry.clone())
-        .max_series(10)
-        .build();
+    let (registry, recorder) = setup_with(|b| b.max_series(10));
     recorder.with_local(|| {
         for i in 0..100 {
             counter!("by_user", "user" => i.to_string()).increment(1);

@@ -214,15 +214,27 @@ fn spans(spans: &[pb::BucketSpan], deltas: &[i64], floats: &[f64]) -> Option<Vec
 mod tests {
     use super::*;
 
-    fn family(name: &str, metric: Vec<pb::Metric>, kind: pb::MetricType) -> Vec<u8> {
+    /// The delimited family `name` of one `metric`.
+    fn family(name: &str, metric: pb::Metric, kind: pb::MetricType) -> Vec<u8> {
         pb::MetricFamily {
             name: Some(name.into()),
             help: None,
             r#type: Some(kind as i32),
-            metric,
+            metric: vec![metric],
             unit: None,
         }
         .encode_length_delimited_to_vec()
+    }
+
+    /// A counter metric at `value`, without labels.
+    fn counter(value: f64) -> pb::Metric {
+        pb::Metric {
+            counter: Some(pb::Counter {
+                value: Some(value),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -246,22 +258,18 @@ mod tests {
     fn every_kind_reads_and_bad_bodies_are_reported() {
         let mut body = family(
             "requests_total",
-            vec![pb::Metric {
+            pb::Metric {
                 label: vec![pb::LabelPair {
                     name: Some("code".into()),
                     value: Some("200".into()),
                 }],
-                counter: Some(pb::Counter {
-                    value: Some(7.0),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }],
+                ..counter(7.0)
+            },
             pb::MetricType::Counter,
         );
         body.extend(family(
             "rpc",
-            vec![pb::Metric {
+            pb::Metric {
                 summary: Some(pb::Summary {
                     sample_count: Some(4),
                     sample_sum: Some(2.0),
@@ -272,12 +280,12 @@ mod tests {
                     created_timestamp: None,
                 }),
                 ..Default::default()
-            }],
+            },
             pb::MetricType::Summary,
         ));
         body.extend(family(
             "lat",
-            vec![pb::Metric {
+            pb::Metric {
                 histogram: Some(pb::Histogram {
                     sample_count: Some(3),
                     sample_sum: Some(1.5),
@@ -289,27 +297,17 @@ mod tests {
                     ..Default::default()
                 }),
                 ..Default::default()
-            }],
+            },
             pb::MetricType::Histogram,
         ));
         // A gauge named like a counter without its `_total` keeps the counter's full name.
-        body.extend(family(
-            "bytes_total",
-            vec![pb::Metric {
-                counter: Some(pb::Counter {
-                    value: Some(1.0),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }],
-            pb::MetricType::Counter,
-        ));
+        body.extend(family("bytes_total", counter(1.0), pb::MetricType::Counter));
         body.extend(family(
             "bytes",
-            vec![pb::Metric {
+            pb::Metric {
                 gauge: Some(pb::Gauge { value: Some(2.0) }),
                 ..Default::default()
-            }],
+            },
             pb::MetricType::Gauge,
         ));
         let e = parse_protobuf(&body).unwrap();

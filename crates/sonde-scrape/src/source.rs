@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use sonde_core::{Counter, Family, Gauge, Histogram, Registry, Unit};
+use sonde_core::{Counter, Family, Gauge, Histogram, Instrument, Registry, Unit};
 
 use crate::fetch::{Auth, FetchError, check_login, check_url};
 use crate::text::{Exposition, Kind, Labels, Series};
@@ -481,12 +481,7 @@ impl Mirror {
                         }
                         stats.series += 1;
                     }
-                    series.retain(|l, (_, seen)| {
-                        *seen == generation || {
-                            f.remove(&values(l));
-                            false
-                        }
-                    });
+                    remove_unseen(f, series, generation, values);
                 }
                 Store::Gauge(f, series) => {
                     for (labels, s) in &family.series {
@@ -526,12 +521,7 @@ impl Mirror {
                             stats.series += 1;
                         }
                     }
-                    series.retain(|l, (_, seen)| {
-                        *seen == generation || {
-                            f.remove(&values(l));
-                            false
-                        }
-                    });
+                    remove_unseen(f, series, generation, values);
                 }
                 Store::Histogram(f, bounds, series) => {
                     let reps = sonde_core::histogram::bucket_values(bounds);
@@ -579,12 +569,7 @@ impl Mirror {
                         }
                         stats.series += 1;
                     }
-                    series.retain(|l, (_, seen)| {
-                        *seen == generation || {
-                            f.remove(&values(l));
-                            false
-                        }
-                    });
+                    remove_unseen(f, series, generation, values);
                 }
                 Store::Native(f, series) => {
                     for (labels, s) in &family.series {
@@ -627,12 +612,7 @@ impl Mirror {
                         }
                         stats.series += 1;
                     }
-                    series.retain(|l, (_, seen)| {
-                        *seen == generation || {
-                            f.remove(&values(l));
-                            false
-                        }
-                    });
+                    remove_unseen(f, series, generation, values);
                 }
             }
         }
@@ -793,6 +773,22 @@ fn target_label_names<'a>(series: impl Iterator<Item = &'a Labels>) -> Vec<Strin
 }
 
 /// The values of `labels` in the order of `names` (missing ones `""`), with job and instance.
+/// Removes from `family` (and from `series`) the series that the scrape `generation` did not
+/// see: gone from the target. `values` gives a series' label values in the family.
+fn remove_unseen<M: Instrument, V>(
+    family: &Family<M>,
+    series: &mut BySeries<V>,
+    generation: u64,
+    values: impl Fn(&Labels) -> Vec<String>,
+) {
+    series.retain(|l, (_, seen)| {
+        *seen == generation || {
+            family.remove(&values(l));
+            false
+        }
+    });
+}
+
 fn label_values(labels: &Labels, names: &[String], job: &str, instance: &str) -> Vec<String> {
     names
         .iter()

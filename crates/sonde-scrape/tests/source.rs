@@ -40,6 +40,47 @@ fn number(s: &Snapshot, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .map(|n| n.as_f64())
 }
 
+/// The number a target's series `name` is mirrored as: its `labels`, then `job` and `instance`.
+fn mirrored(
+    s: &Snapshot,
+    name: &str,
+    labels: &[(&str, &str)],
+    job: &str,
+    instance: &str,
+) -> Option<f64> {
+    let mut labels = labels.to_vec();
+    labels.extend([("job", job), ("instance", instance)]);
+    number(s, name, &labels)
+}
+
+/// A histogram family of durations in seconds, registered in a scraped service.
+fn seconds_histogram(
+    service: &Registry,
+    name: &'static str,
+    labels: &[&'static str],
+) -> sonde_core::Family<sonde_core::Histogram> {
+    service
+        .histogram(name)
+        .unit(sonde_core::Unit::Seconds)
+        .labels(labels.iter().copied())
+        .build()
+        .unwrap()
+}
+
+/// Asserts the `target_info` series of `job`: its instance and kept `service.version`.
+#[track_caller]
+fn assert_target_info(s: &Snapshot, job: &str, instance: &str, version: &str) {
+    let own = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    assert_eq!(
+        target_info(s, job),
+        [
+            own("job", job),
+            own("instance", instance),
+            own("service.version", version)
+        ]
+    );
+}
+
 /// The non-empty labels of the `target_info` series of `job`.
 fn target_info(s: &Snapshot, job: &str) -> Vec<(String, String)> {
     let family = s.family("target_info").expect("a target_info family");
@@ -92,52 +133,37 @@ fn a_target_is_mirrored_exactly_and_follows_its_changes() {
     let mut t = Target::new("app", format!("http://{addr}/metrics"));
     t.interval = Duration::from_millis(100);
     let instance = addr.to_string();
-    let id = |extra: &[(&'static str, &'static str)]| {
-        let mut l: Vec<(&str, &str)> = extra.to_vec();
-        l.push(("job", "app"));
-        l.push(("instance", Box::leak(instance.clone().into_boxed_str())));
-        l
+    // A series of the target's, as mirrored.
+    let app = |s: &Snapshot, name: &str, labels: &[(&str, &str)]| {
+        mirrored(s, name, labels, "app", &instance)
+    };
+    let requests = |s: &Snapshot, code: &str, job: &str| {
+        app(s, "http_requests", &[("code", code), ("exported_job", job)])
+    };
+    let latency = |s: &Snapshot| {
+        let labels = [("job", "app"), ("instance", instance.as_str())];
+        let point = s.point("latency_seconds", &labels).unwrap();
+        point.histogram().unwrap().clone()
     };
     let source = ScrapeSource::start(&registry, vec![t]).unwrap();
     wait("the first scrape", || {
-        number(&registry.snapshot(), "up", &id(&[])) == Some(1.0)
+        app(&registry.snapshot(), "up", &[]) == Some(1.0)
     });
     let s = registry.snapshot();
     // The scraped `job` label is kept as exported_job; every series gets job and instance.
-    assert_eq!(
-        number(
-            &s,
-            "http_requests",
-            &id(&[("code", "200"), ("exported_job", "inner")])
-        ),
-        Some(10.0)
-    );
-    assert_eq!(
-        number(
-            &s,
-            "http_requests",
-            &id(&[("code", "500"), ("exported_job", "")])
-        ),
-        Some(2.0)
-    );
-    assert_eq!(number(&s, "temperature", &id(&[("room", "a")])), Some(21.5));
-    let h = s
-        .point("latency_seconds", &id(&[]))
-        .unwrap()
-        .histogram()
-        .unwrap();
+    assert_eq!(requests(&s, "200", "inner"), Some(10.0));
+    assert_eq!(requests(&s, "500", ""), Some(2.0));
+    assert_eq!(app(&s, "temperature", &[("room", "a")]), Some(21.5));
+    let h = latency(&s);
     assert_eq!(h.count(), 6);
     assert_eq!(h.sum(), 1.37);
     assert_eq!(
         h.cumulative_buckets(),
         vec![(0.1, 3), (0.5, 5), (f64::INFINITY, 6)]
     );
-    assert_eq!(
-        number(&s, "gc_seconds", &id(&[("quantile", "0.99")])),
-        Some(0.01)
-    );
-    assert!(number(&s, "scrape_samples_scraped", &id(&[])).unwrap() >= 8.0);
-    assert!(number(&s, "scrape_duration", &id(&[])).unwrap() > 0.0);
+    assert_eq!(app(&s, "gc_seconds", &[("quantile", "0.99")]), Some(0.01));
+    assert!(app(&s, "scrape_samples_scraped", &[]).unwrap() >= 8.0);
+    assert!(app(&s, "scrape_duration", &[]).unwrap() > 0.0);
 
     // Counters grow, one series vanishes, the histogram moves, the gauge changes.
     *state.lock().unwrap() = (
@@ -157,31 +183,16 @@ fn a_target_is_mirrored_exactly_and_follows_its_changes() {
             .replace("21.5", "19"),
     );
     wait("the second scrape", || {
-        number(&registry.snapshot(), "temperature", &id(&[("room", "a")])) == Some(19.0)
+        app(&registry.snapshot(), "temperature", &[("room", "a")]) == Some(19.0)
     });
     let s = registry.snapshot();
+    assert_eq!(requests(&s, "200", "inner"), Some(15.0));
     assert_eq!(
-        number(
-            &s,
-            "http_requests",
-            &id(&[("code", "200"), ("exported_job", "inner")])
-        ),
-        Some(15.0)
-    );
-    assert_eq!(
-        number(
-            &s,
-            "http_requests",
-            &id(&[("code", "500"), ("exported_job", "")])
-        ),
+        requests(&s, "500", ""),
         None,
         "a series gone from the target is gone here"
     );
-    let h = s
-        .point("latency_seconds", &id(&[]))
-        .unwrap()
-        .histogram()
-        .unwrap();
+    let h = latency(&s);
     assert_eq!(h.count(), 8);
     assert!((h.sum() - 5.37).abs() < 1e-12, "{}", h.sum());
     assert_eq!(
@@ -192,17 +203,13 @@ fn a_target_is_mirrored_exactly_and_follows_its_changes() {
     // The target restarts: its counter starts over, and so does the mirrored series.
     *state.lock().unwrap() = (200, FIRST.replace("job=\"inner\"} 10", "job=\"inner\"} 4"));
     wait("the restart", || {
-        number(
-            &registry.snapshot(),
-            "http_requests",
-            &id(&[("code", "200"), ("exported_job", "inner")]),
-        ) == Some(4.0)
+        requests(&registry.snapshot(), "200", "inner") == Some(4.0)
     });
 
     // A failing target: up is 0 and its series are gone.
     *state.lock().unwrap() = (500, "oops".into());
     wait("up == 0", || {
-        number(&registry.snapshot(), "up", &id(&[])) == Some(0.0)
+        app(&registry.snapshot(), "up", &[]) == Some(0.0)
     });
     let s = registry.snapshot();
     assert!(s.family("temperature").unwrap().series.is_empty());
@@ -211,7 +218,7 @@ fn a_target_is_mirrored_exactly_and_follows_its_changes() {
     // Back, then shut down: the mirrored series go with the source.
     *state.lock().unwrap() = (200, FIRST.to_owned());
     wait("up again", || {
-        number(&registry.snapshot(), "up", &id(&[])) == Some(1.0)
+        app(&registry.snapshot(), "up", &[]) == Some(1.0)
     });
     source.uninstall();
     assert!(
@@ -254,10 +261,7 @@ fn what_cannot_be_mirrored_is_counted_and_the_rest_goes_on() {
     assert!(refused("cannot_register").is_some(), "the taken name");
     let snap = registry.snapshot();
     let inst = addr.to_string();
-    assert_eq!(
-        number(&snap, "g2", &[("job", "odd"), ("instance", &inst)]),
-        Some(3.0)
-    );
+    assert_eq!(mirrored(&snap, "g2", &[], "odd", &inst), Some(3.0));
     *state.lock().unwrap() = (
         200,
         body.replace("c_total{a=\"x\"} 1", "c_total{a=\"x\",b=\"y\"} 2")
@@ -267,11 +271,7 @@ fn what_cannot_be_mirrored_is_counted_and_the_rest_goes_on() {
         refused("new_label").is_some() && refused("bounds_changed").is_some()
     });
     assert_eq!(
-        number(
-            &registry.snapshot(),
-            "g2",
-            &[("job", "odd"), ("instance", &inst)]
-        ),
+        mirrored(&registry.snapshot(), "g2", &[], "odd", &inst),
         Some(3.0)
     );
 }
@@ -336,14 +336,8 @@ fn garbage_and_a_target_that_never_answers_are_down_not_fatal() {
     let snap = registry.snapshot();
     let ga = garbage.to_string();
     let si = silent_addr.to_string();
-    assert_eq!(
-        number(&snap, "up", &[("job", "garbage"), ("instance", &ga)]),
-        Some(0.0)
-    );
-    assert_eq!(
-        number(&snap, "up", &[("job", "silent"), ("instance", &si)]),
-        Some(0.0)
-    );
+    assert_eq!(mirrored(&snap, "up", &[], "garbage", &ga), Some(0.0));
+    assert_eq!(mirrored(&snap, "up", &[], "silent", &si), Some(0.0));
 }
 
 /// A service instrumented with sonde, served by sonde's own `/metrics` (OpenMetrics, with
@@ -351,12 +345,7 @@ fn garbage_and_a_target_that_never_answers_are_down_not_fatal() {
 #[test]
 fn a_sonde_service_is_mirrored_bucket_for_bucket() {
     let service = Registry::new();
-    let h = service
-        .histogram("http.server.request.duration")
-        .unit(sonde_core::Unit::Seconds)
-        .labels(["http.route"])
-        .build()
-        .unwrap();
+    let h = seconds_histogram(&service, "http.server.request.duration", &["http.route"]);
     let c = service
         .counter("http.server.errors")
         .labels(["http.route"])
@@ -423,29 +412,14 @@ fn a_sonde_service_is_mirrored_bucket_for_bucket() {
         assert_eq!(mirrored.count() as f64, series.count.unwrap());
         assert!((mirrored.sum() - series.sum.unwrap()).abs() < 1e-9);
     }
+    let errors = &[("http_route", "/orders")];
     assert_eq!(
-        number(
-            &snap,
-            "http_server_errors",
-            &[
-                ("http_route", "/orders"),
-                ("job", "svc"),
-                ("instance", &inst)
-            ]
-        ),
+        mirrored(&snap, "http_server_errors", errors, "svc", &inst),
         Some(7.0)
     );
     // The service's target_info joins the agent's: job, instance and the kept attributes
     // (`vcs.branch` is not in the list), in one family next to the agent's own resource.
-    let own = |k: &str, v: &str| (k.to_owned(), v.to_owned());
-    assert_eq!(
-        target_info(&snap, "svc"),
-        [
-            own("job", "svc"),
-            own("instance", &inst),
-            own("service.version", "1.4.0")
-        ]
-    );
+    assert_target_info(&snap, "svc", &inst, "1.4.0");
     let mut out = Vec::new();
     sonde_prometheus::encode_registry(
         &agent,
@@ -481,22 +455,10 @@ fn openmetrics_info_families_keep_their_name() {
     let snap = registry.snapshot();
     let inst = addr.to_string();
     assert_eq!(
-        number(
-            &snap,
-            "build_info",
-            &[("version", "1.2"), ("job", "om"), ("instance", &inst)]
-        ),
+        mirrored(&snap, "build_info", &[("version", "1.2")], "om", &inst),
         Some(1.0)
     );
-    let own = |k: &str, v: &str| (k.to_owned(), v.to_owned());
-    assert_eq!(
-        target_info(&snap, "om"),
-        [
-            own("job", "om"),
-            own("instance", &inst),
-            own("service.version", "3.0")
-        ]
-    );
+    assert_target_info(&snap, "om", &inst, "3.0");
 }
 
 /// An https target with a private CA: trusted through `ca_file`, refused without it, and
@@ -586,12 +548,7 @@ fn client_certificates_reach_targets_that_require_them() {
 #[test]
 fn native_histograms_from_prometheus_federation_are_mirrored() {
     let service = Registry::new();
-    let h = service
-        .histogram("rpc.duration")
-        .unit(sonde_core::Unit::Seconds)
-        .build()
-        .unwrap()
-        .handle();
+    let h = seconds_histogram(&service, "rpc.duration", &[]).handle();
     // 1,000 values spread over four decades, 1 ms to 10 s.
     let mut values: Vec<f64> = (0..1000)
         .map(|i| 0.001 * 10f64.powf(4.0 * f64::from(i) / 999.0))

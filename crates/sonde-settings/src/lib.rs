@@ -122,6 +122,11 @@ impl Expect {
         Expect::Size { range, example }
     }
 
+    /// An address (`ip:port`, or `"off"`), with an `example` for the hint.
+    pub const fn address(example: &'static str) -> Expect {
+        Expect::Address { example }
+    }
+
     /// What follows "`key` must be".
     pub fn must_be(&self) -> String {
         match self {

@@ -66,23 +66,53 @@ pub fn show_size(n: usize) -> String {
     }
 }
 
+/// A visitor reading a `T` from a string with `parse` (a string it refuses is an invalid
+/// value), and from a whole number with `whole` when that is given; `expecting` says what it
+/// takes.
+struct Parsed<T> {
+    expecting: &'static str,
+    parse: fn(&str) -> Option<T>,
+    whole: Option<fn(i128) -> Option<T>>,
+}
+
+impl<T> Visitor<'_> for Parsed<T> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+    fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
+        (self.parse)(s).ok_or_else(|| E::invalid_value(de::Unexpected::Str(s), &self))
+    }
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<T, E> {
+        self.visit_whole(i128::from(n), de::Unexpected::Unsigned(n))
+    }
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<T, E> {
+        self.visit_whole(i128::from(n), de::Unexpected::Signed(n))
+    }
+}
+
+impl<T> Parsed<T> {
+    /// A whole number (`unexpected` when it is not taken): an invalid value when `whole`
+    /// refuses it, an invalid type when there is no `whole`.
+    fn visit_whole<E: de::Error>(self, n: i128, unexpected: de::Unexpected<'_>) -> Result<T, E> {
+        match self.whole {
+            Some(whole) => whole(n).ok_or_else(|| E::invalid_value(unexpected, &self)),
+            None => Err(E::invalid_type(unexpected, &self)),
+        }
+    }
+}
+
 /// `#[serde(with = "sonde_settings::duration")]`: a [`Duration`] written `"10s"`, `"500ms"`.
 pub mod duration {
     use super::*;
 
     /// Reads a duration string.
     pub fn deserialize<'de, D: de::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Duration;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a duration like \"10s\", \"500ms\", \"2m\" or \"1h\"")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Duration, E> {
-                parse_duration(s).ok_or_else(|| E::invalid_value(de::Unexpected::Str(s), &self))
-            }
-        }
-        d.deserialize_str(V)
+        d.deserialize_str(Parsed {
+            expecting: "a duration like \"10s\", \"500ms\", \"2m\" or \"1h\"",
+            parse: parse_duration,
+            whole: None,
+        })
     }
 }
 
@@ -92,23 +122,11 @@ pub mod size {
 
     /// Reads a size string or a whole number.
     pub fn deserialize<'de, D: de::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = usize;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a size like \"8MiB\", \"64KiB\" or a number of bytes")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<usize, E> {
-                parse_size(s).ok_or_else(|| E::invalid_value(de::Unexpected::Str(s), &self))
-            }
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<usize, E> {
-                usize::try_from(n).map_err(|_| E::invalid_value(de::Unexpected::Unsigned(n), &self))
-            }
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<usize, E> {
-                usize::try_from(n).map_err(|_| E::invalid_value(de::Unexpected::Signed(n), &self))
-            }
-        }
-        d.deserialize_any(V)
+        d.deserialize_any(Parsed {
+            expecting: "a size like \"8MiB\", \"64KiB\" or a number of bytes",
+            parse: parse_size,
+            whole: Some(|n| usize::try_from(n).ok()),
+        })
     }
 }
 
@@ -123,23 +141,14 @@ pub mod address {
     pub fn deserialize<'de, D: de::Deserializer<'de>>(
         d: D,
     ) -> Result<Option<SocketAddr>, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = Option<SocketAddr>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an address like \"127.0.0.1:8125\", or \"off\"")
-            }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
-                match s.trim() {
-                    "" | "off" => Ok(None),
-                    a => a
-                        .parse()
-                        .map(Some)
-                        .map_err(|_| E::invalid_value(de::Unexpected::Str(s), &self)),
-                }
-            }
-        }
-        d.deserialize_str(V)
+        d.deserialize_str(Parsed {
+            expecting: "an address like \"127.0.0.1:8125\", or \"off\"",
+            parse: |s| match s.trim() {
+                "" | "off" => Some(None),
+                a => a.parse().ok().map(Some),
+            },
+            whole: None,
+        })
     }
 }
 

@@ -103,12 +103,8 @@ impl Settings for StatsdConfig {
                 Expect::duration(secs(1)..=secs(24 * 3600), crate::tcp::DEFAULT_IDLE_TIMEOUT)
             }
             "ttl" => Expect::duration(secs(1)..=secs(7 * 24 * 3600), secs(600)),
-            "udp" => Expect::Address {
-                example: "127.0.0.1:8125",
-            },
-            "tcp" => Expect::Address {
-                example: "127.0.0.1:8125",
-            },
+            "udp" => Expect::address("127.0.0.1:8125"),
+            "tcp" => Expect::address("127.0.0.1:8125"),
             _ => return None,
         })
     }

@@ -155,6 +155,17 @@ struct MetricState {
     last_used: u32,
 }
 
+impl MetricState {
+    /// Every set state of this metric, the shared overflow one included.
+    fn set_slots(&self) -> Vec<u32> {
+        self.sets
+            .iter()
+            .chain(&self.overflow_set)
+            .copied()
+            .collect()
+    }
+}
+
 #[derive(Clone)]
 enum Handle {
     Counter(Counter<f64>),
@@ -366,13 +377,7 @@ impl Ingest {
             if is_set {
                 // A set publishes every window, so its series never idle out in the family:
                 // its name expires here, from the lines, like any other.
-                let slots: Vec<u32> = state
-                    .sets
-                    .iter()
-                    .chain(&state.overflow_set)
-                    .copied()
-                    .collect();
-                for j in slots {
+                for j in state.set_slots() {
                     let s = &mut self.sets[j as usize];
                     let values = std::mem::take(&mut s.values);
                     self.set_index.remove(&(i as u32, values));
@@ -831,14 +836,7 @@ impl Ingest {
             // The series moved with their published counts; point every set state (the shared
             // overflow one included: the family is full, so it resolves to the overflow series
             // again) at its series in the new family.
-            let state = &self.metrics[idx];
-            let indices: Vec<u32> = state
-                .sets
-                .iter()
-                .chain(&state.overflow_set)
-                .copied()
-                .collect();
-            for i in indices {
+            for i in self.metrics[idx].set_slots() {
                 let s = &mut self.sets[i as usize];
                 let new_values: Box<[Box<str>]> = union
                     .iter()
@@ -876,64 +874,19 @@ fn register(
     ttl: Option<Duration>,
 ) -> Result<FamilyRef, sonde_core::Error> {
     let name = name.to_owned();
-    let labels = labels.iter().map(|l| l.to_string());
+    let family = StatsdFamily {
+        kind,
+        labels,
+        max_series,
+        ttl,
+    };
     Ok(match kind {
-        Kind::Counter => FamilyRef::Counter(
-            statsd_family(
-                registry
-                    .counter_f64(name)
-                    .description(description(Kind::Counter))
-                    .labels(labels)
-                    .max_series(max_series),
-                ttl,
-            )
-            .build()?,
-        ),
-        Kind::Gauge => FamilyRef::Gauge(
-            statsd_family(
-                registry
-                    .gauge_f64(name)
-                    .description(description(Kind::Gauge))
-                    .labels(labels)
-                    .max_series(max_series),
-                ttl,
-            )
-            .build()?,
-        ),
-        Kind::Set => FamilyRef::Gauge(
-            statsd_family(
-                registry
-                    .gauge_f64(name)
-                    .description(description(Kind::Set))
-                    .labels(labels)
-                    .max_series(max_series),
-                ttl,
-            )
-            .build()?,
-        ),
-        Kind::Timer => FamilyRef::Histogram(
-            statsd_family(
-                registry
-                    .histogram(name)
-                    .description(description(Kind::Timer))
-                    .unit(Unit::Seconds)
-                    .labels(labels)
-                    .max_series(max_series),
-                ttl,
-            )
-            .build()?,
-        ),
-        Kind::Histogram => FamilyRef::Histogram(
-            statsd_family(
-                registry
-                    .histogram(name)
-                    .description(description(Kind::Histogram))
-                    .labels(labels)
-                    .max_series(max_series),
-                ttl,
-            )
-            .build()?,
-        ),
+        Kind::Counter => FamilyRef::Counter(family.build(registry.counter_f64(name))?),
+        Kind::Gauge | Kind::Set => FamilyRef::Gauge(family.build(registry.gauge_f64(name))?),
+        Kind::Timer => {
+            FamilyRef::Histogram(family.build(registry.histogram(name).unit(Unit::Seconds))?)
+        }
+        Kind::Histogram => FamilyRef::Histogram(family.build(registry.histogram(name))?),
     })
 }
 
@@ -993,20 +946,35 @@ fn adopt(
     }
 }
 
-/// The rejection reason for a family the registry refused.
-/// What every StatsD family shares: never striped (one parser thread records, so stripes would
-/// only multiply the memory of unlabelled histograms), idle expiry when a TTL is set.
-fn statsd_family<'r, M: sonde_core::Instrument>(
-    b: sonde_core::FamilyBuilder<'r, M>,
+/// What every StatsD family shares: the description of its kind, its labels and series limit;
+/// never striped (one parser thread records, so stripes would only multiply the memory of
+/// unlabelled histograms), idle expiry when a TTL is set.
+struct StatsdFamily<'a> {
+    kind: Kind,
+    labels: &'a [Box<str>],
+    max_series: usize,
     ttl: Option<Duration>,
-) -> sonde_core::FamilyBuilder<'r, M> {
-    let b = b.striped(false);
-    match ttl {
-        Some(t) => b.idle_timeout(t),
-        None => b,
+}
+
+impl StatsdFamily<'_> {
+    fn build<M: sonde_core::Instrument>(
+        &self,
+        b: sonde_core::FamilyBuilder<'_, M>,
+    ) -> Result<Family<M>, sonde_core::Error> {
+        let b = b
+            .description(description(self.kind))
+            .labels(self.labels.iter().map(|l| l.to_string()))
+            .max_series(self.max_series)
+            .striped(false);
+        match self.ttl {
+            Some(t) => b.idle_timeout(t),
+            None => b,
+        }
+        .build()
     }
 }
 
+/// The rejection reason for a family the registry refused.
 fn conflict_reason(e: &sonde_core::Error) -> &'static str {
     match e {
         sonde_core::Error::NameCollision { .. } => "name_collision",
@@ -1155,6 +1123,16 @@ mod tests {
             .map_or(0.0, |n| n.as_f64())
     }
 
+    /// The lines refused for `reason`.
+    fn parse_errors(snap: &Snapshot, reason: &str) -> f64 {
+        number(snap, PARSE_ERRORS, &[("reason", reason)])
+    }
+
+    /// The lines refused for `reason`, 0 when none was.
+    fn parse_errors_or_zero(snap: &Snapshot, reason: &str) -> f64 {
+        count_or_zero(snap, PARSE_ERRORS, &[("reason", reason)])
+    }
+
     #[test]
     fn counters_with_sample_rate_and_multi_values() {
         let (registry, mut ingest) = ingest();
@@ -1240,24 +1218,22 @@ mod tests {
     #[test]
     fn sets_publish_the_last_complete_window() {
         let (registry, mut ingest) = ingest();
+        // The distinct users published without the tag `x` and with `x:1`.
+        let users = || {
+            let snap = registry.snapshot();
+            let of = |x| number(&snap, "users", &[("x", x)]);
+            (of(""), of("1"))
+        };
         ingest.ingest_packet(b"users:alice|s\nusers:bob|s\nusers:alice|s\nusers:a:b|s|#x:1");
         // The window is still open: the gauges show the last complete one (none yet).
-        let snap = registry.snapshot();
-        assert_eq!(number(&snap, "users", &[("x", "")]), 0.0);
-        assert_eq!(number(&snap, "users", &[("x", "1")]), 0.0);
+        assert_eq!(users(), (0.0, 0.0));
         ingest.rotate_sets();
-        let closed = registry.snapshot();
-        assert_eq!(number(&closed, "users", &[("x", "")]), 2.0);
-        assert_eq!(number(&closed, "users", &[("x", "1")]), 1.0);
+        assert_eq!(users(), (2.0, 1.0));
         // The next window counts privately; every read until the next rotation sees 2 and 1.
         ingest.ingest_packet(b"users:alice|s|@0.1\nusers:carol|s|@0.1\nusers:dave|s");
-        let snap = registry.snapshot();
-        assert_eq!(number(&snap, "users", &[("x", "")]), 2.0);
-        assert_eq!(number(&snap, "users", &[("x", "1")]), 1.0);
+        assert_eq!(users(), (2.0, 1.0));
         ingest.rotate_sets();
-        let snap = registry.snapshot();
-        assert_eq!(number(&snap, "users", &[("x", "")]), 3.0);
-        assert_eq!(number(&snap, "users", &[("x", "1")]), 0.0);
+        assert_eq!(users(), (3.0, 0.0));
         ingest.rotate_sets();
         assert_eq!(number(&registry.snapshot(), "users", &[("x", "")]), 0.0);
     }
@@ -1313,10 +1289,7 @@ mod tests {
         new.ingest_packet(b"api.hits:1|c\napi.lat:300|ms|#host:h\nq.depth:7|g|#q:x");
         new.ingest_packet(b"api.hits:1|c|#route:/a");
         let snap = registry.snapshot();
-        assert_eq!(
-            count_or_zero(&snap, PARSE_ERRORS, &[("reason", "type_conflict")]),
-            0.0
-        );
+        assert_eq!(parse_errors_or_zero(&snap, "type_conflict"), 0.0);
         assert_eq!(number(&snap, "api.hits", &[("route", "/a")]), 3.0);
         assert_eq!(number(&snap, "api.hits", &[("route", "")]), 1.0);
         let l = |host, route| [("host", host), ("route", route)];
@@ -1332,10 +1305,7 @@ mod tests {
             .unwrap();
         new.ingest_packet(b"lib.jobs:1|c|#other:1");
         let snap = registry.snapshot();
-        assert_eq!(
-            number(&snap, PARSE_ERRORS, &[("reason", "type_conflict")]),
-            2.0
-        );
+        assert_eq!(parse_errors(&snap, "type_conflict"), 2.0);
     }
 
     #[test]
@@ -1443,10 +1413,7 @@ mod tests {
         let snap = registry.snapshot();
         assert_eq!(number(&snap, "x", &[]), 3.0);
         assert_eq!(hist(&snap, "y", &[]), (2, 3.0));
-        assert_eq!(
-            number(&snap, PARSE_ERRORS, &[("reason", "type_conflict")]),
-            6.0
-        );
+        assert_eq!(parse_errors(&snap, "type_conflict"), 6.0);
     }
 
     #[test]
@@ -1465,21 +1432,12 @@ mod tests {
         assert_eq!(number(&snap, "a.b", &[]), 3.0);
         assert!(snap.family("a_b").is_none() && snap.family("a-b").is_none());
         assert!(snap.family("system_load").is_none());
-        assert_eq!(
-            number(&snap, PARSE_ERRORS, &[("reason", "name_collision")]),
-            4.0
-        );
-        assert_eq!(
-            count_or_zero(&snap, PARSE_ERRORS, &[("reason", "type_conflict")]),
-            0.0
-        );
+        assert_eq!(parse_errors(&snap, "name_collision"), 4.0);
+        assert_eq!(parse_errors_or_zero(&snap, "type_conflict"), 0.0);
         // A name seen before with another type is a type conflict, whatever its Prometheus name.
         ingest.ingest_packet(b"a_b:1|g\na.b:1|g");
         let snap = registry.snapshot();
-        assert_eq!(
-            number(&snap, PARSE_ERRORS, &[("reason", "type_conflict")]),
-            2.0
-        );
+        assert_eq!(parse_errors(&snap, "type_conflict"), 2.0);
     }
 
     #[test]
@@ -1508,7 +1466,7 @@ mod tests {
             6.0,
             "c twice, g, d, h, w"
         );
-        assert_eq!(number(&snap, PARSE_ERRORS, &[("reason", "bad_value")]), 4.0);
+        assert_eq!(parse_errors(&snap, "bad_value"), 4.0);
         for f in &snap.families {
             for series in &f.series {
                 match &series.point {
@@ -1634,11 +1592,8 @@ mod tests {
         assert!(first.contains(r#""bad\x1b[31m line\xff""#), "{first}");
         // Every rejected line is still counted.
         let snap = registry.snapshot();
-        assert_eq!(number(&snap, PARSE_ERRORS, &[("reason", "bad_type")]), 2.0);
-        assert_eq!(
-            number(&snap, PARSE_ERRORS, &[("reason", "type_conflict")]),
-            1.0
-        );
+        assert_eq!(parse_errors(&snap, "bad_type"), 2.0);
+        assert_eq!(parse_errors(&snap, "type_conflict"), 1.0);
 
         // After the period, the next one is logged with the count left out, truncated.
         ingest.malformed_log.expire();

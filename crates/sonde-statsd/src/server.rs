@@ -108,6 +108,20 @@ pub struct Listener {
     pub receive_buffer: usize,
 }
 
+/// Builder setters that store their argument in the field of the same name, as `Some`; each
+/// is written `name(argument: Type);` after its doc comment.
+macro_rules! optional_setters {
+    ($($(#[$doc:meta])* $field:ident($arg:ident: $ty:ty);)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $field(mut self, $arg: $ty) -> Self {
+                self.$field = Some($arg);
+                self
+            }
+        )*
+    };
+}
+
 /// Configures and starts a [`StatsdServer`].
 #[derive(Debug, Default)]
 #[must_use = "call .start() to start the server"]
@@ -143,54 +157,32 @@ impl StatsdServerBuilder {
         self
     }
 
-    /// Asks for a socket receive buffer (`SO_RCVBUF`) of `bytes`, at most `i32::MAX` (more is
-    /// an error at [`start`](Self::start)); the effective size is in
-    /// [`StatsdServer::listeners`]. By default the system default is kept.
-    pub fn receive_buffer(mut self, bytes: usize) -> Self {
-        self.receive_buffer = Some(bytes);
-        self
-    }
-
-    /// The capacity of the queue between the receive threads and the parser, in datagrams
-    /// (default 1024).
-    pub fn queue(mut self, packets: usize) -> Self {
-        self.queue = Some(packets);
-        self
+    optional_setters! {
+        /// Asks for a socket receive buffer (`SO_RCVBUF`) of `bytes`, at most `i32::MAX` (more is
+        /// an error at [`start`](Self::start)); the effective size is in
+        /// [`StatsdServer::listeners`]. By default the system default is kept.
+        receive_buffer(bytes: usize);
+        /// The capacity of the queue between the receive threads and the parser, in datagrams
+        /// (default 1024).
+        queue(packets: usize);
+        /// The registry to record into (default: [`Registry::global`]).
+        registry(registry: Registry);
+        /// The limit on distinct metric names (default 10 000); see [`Ingest::max_metrics`].
+        max_metrics(n: usize);
+        /// The series limit of each family (default 2000); see [`Ingest::max_series`].
+        max_series(n: usize);
+        /// The limit on label names per family (default 32); see [`Ingest::max_labels`].
+        max_labels(n: usize);
+        /// Expires series and names idle for `ttl` (off by default); see [`Ingest::ttl`].
+        ttl(ttl: Duration);
+        /// How long a TCP connection may stay silent before it is closed (default
+        /// [`DEFAULT_IDLE_TIMEOUT`](crate::tcp::DEFAULT_IDLE_TIMEOUT)).
+        tcp_idle_timeout(timeout: Duration);
     }
 
     /// Mapping rules applied to every metric name (see [`Mapper`]).
     pub fn mapping(mut self, rules: impl IntoIterator<Item = MappingRule>) -> Self {
         self.rules = rules.into_iter().collect();
-        self
-    }
-
-    /// The registry to record into (default: [`Registry::global`]).
-    pub fn registry(mut self, registry: Registry) -> Self {
-        self.registry = Some(registry);
-        self
-    }
-
-    /// The limit on distinct metric names (default 10 000); see [`Ingest::max_metrics`].
-    pub fn max_metrics(mut self, n: usize) -> Self {
-        self.max_metrics = Some(n);
-        self
-    }
-
-    /// The series limit of each family (default 2000); see [`Ingest::max_series`].
-    pub fn max_series(mut self, n: usize) -> Self {
-        self.max_series = Some(n);
-        self
-    }
-
-    /// The limit on label names per family (default 32); see [`Ingest::max_labels`].
-    pub fn max_labels(mut self, n: usize) -> Self {
-        self.max_labels = Some(n);
-        self
-    }
-
-    /// Expires series and names idle for `ttl` (off by default); see [`Ingest::ttl`].
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = Some(ttl);
         self
     }
 
@@ -206,13 +198,6 @@ impl StatsdServerBuilder {
     /// once and counted in `sonde.statsd.dropped{reason="connection_limit"}`.
     pub fn tcp_max_connections(mut self, n: usize) -> Self {
         self.tcp_max_connections = Some(n.max(1));
-        self
-    }
-
-    /// How long a TCP connection may stay silent before it is closed (default
-    /// [`DEFAULT_IDLE_TIMEOUT`](crate::tcp::DEFAULT_IDLE_TIMEOUT)).
-    pub fn tcp_idle_timeout(mut self, timeout: Duration) -> Self {
-        self.tcp_idle_timeout = Some(timeout);
         self
     }
 

@@ -8,7 +8,21 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use sonde_core::{Registry, Snapshot};
-use sonde_statsd::{StatsdServer, Transport};
+use sonde_statsd::{StatsdServer, StatsdServerBuilder, Transport};
+
+/// A server taking TCP on a free loopback port into `registry`, as `configure` sets it up;
+/// and that port's address.
+fn tcp_server(
+    registry: &Registry,
+    configure: impl FnOnce(StatsdServerBuilder) -> StatsdServerBuilder,
+) -> (StatsdServer, std::net::SocketAddr) {
+    let builder = StatsdServer::builder()
+        .tcp("127.0.0.1:0")
+        .registry(registry.clone());
+    let server = configure(builder).start().unwrap();
+    let addr = server.tcp_addr().unwrap();
+    (server, addr)
+}
 
 fn number(snap: &Snapshot, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     snap.point(name, labels)
@@ -35,13 +49,7 @@ fn wait_for_value(registry: &Registry, name: &str, labels: &[(&str, &str)], want
 #[test]
 fn lines_split_anywhere_arrive_whole_and_nothing_is_dropped_under_a_small_queue() {
     let registry = Registry::new();
-    let server = StatsdServer::builder()
-        .tcp("127.0.0.1:0")
-        .queue(2)
-        .registry(registry.clone())
-        .start()
-        .unwrap();
-    let addr = server.tcp_addr().unwrap();
+    let (server, addr) = tcp_server(&registry, |b| b.queue(2));
     assert_eq!(server.listeners()[0].transport, Transport::Tcp);
     assert!(server.local_addr().is_none(), "no UDP listener");
     let mut conn = TcpStream::connect(addr).unwrap();
@@ -81,13 +89,7 @@ fn lines_split_anywhere_arrive_whole_and_nothing_is_dropped_under_a_small_queue(
 #[test]
 fn connections_past_the_cap_are_closed_and_counted() {
     let registry = Registry::new();
-    let _server = StatsdServer::builder()
-        .tcp("127.0.0.1:0")
-        .tcp_max_connections(2)
-        .registry(registry.clone())
-        .start()
-        .unwrap();
-    let addr = _server.tcp_addr().unwrap();
+    let (_server, addr) = tcp_server(&registry, |b| b.tcp_max_connections(2));
     let mut held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
     for (i, c) in held.iter_mut().enumerate() {
         writeln!(c, "held.{i}:1|c").unwrap();
@@ -130,13 +132,9 @@ fn connections_past_the_cap_are_closed_and_counted() {
 #[test]
 fn an_idle_connection_is_closed_and_a_huge_line_is_skipped() {
     let registry = Registry::new();
-    let _server = StatsdServer::builder()
-        .tcp("127.0.0.1:0")
-        .tcp_idle_timeout(Duration::from_millis(500))
-        .registry(registry.clone())
-        .start()
-        .unwrap();
-    let addr = _server.tcp_addr().unwrap();
+    let (_server, addr) = tcp_server(&registry, |b| {
+        b.tcp_idle_timeout(Duration::from_millis(500))
+    });
     let mut c = TcpStream::connect(addr).unwrap();
     // 200 KiB without a newline, then good lines.
     c.write_all(&vec![b'x'; 200 * 1024]).unwrap();

@@ -548,24 +548,14 @@ mod tests {
     #[test]
     fn parts_round_trip_and_merge_is_the_union() {
         let reg = crate::Registry::new();
-        let a = reg
-            .histogram("a")
-            .unit(Unit::Seconds)
-            .build()
-            .unwrap()
-            .handle();
-        let b = reg
-            .histogram("b")
-            .unit(Unit::Seconds)
-            .build()
-            .unwrap()
-            .handle();
-        let all = reg
-            .histogram("all")
-            .unit(Unit::Seconds)
-            .build()
-            .unwrap()
-            .handle();
+        let seconds = |name: &'static str| {
+            reg.histogram(name)
+                .unit(Unit::Seconds)
+                .build()
+                .unwrap()
+                .handle()
+        };
+        let (a, b, all) = (seconds("a"), seconds("b"), seconds("all"));
         for i in 1..=1000 {
             let v = i as f64 / 1000.0;
             if i % 3 == 0 {

@@ -242,6 +242,13 @@ impl HistogramCore {
         if SUM {
             add_f64(&self.counters[head + l.sum_at], v);
         }
+        self.note_extremes(v);
+    }
+
+    /// Lowers the minimum or raises the maximum to `v` where it lies past them; a plain load
+    /// first, since most observations change neither.
+    #[inline(always)]
+    fn note_extremes(&self, v: f64) {
         if v < f64::from_bits(self.min.load(Relaxed)) {
             update_extreme(&self.min, v, |new, cur| new < cur);
         }
@@ -419,12 +426,7 @@ impl HistogramCore {
         if SUM && add.is_finite() {
             add_f64(&self.counters[head + l.sum_at], add);
         }
-        if v < f64::from_bits(self.min.load(Relaxed)) {
-            update_extreme(&self.min, v, |new, cur| new < cur);
-        }
-        if v > f64::from_bits(self.max.load(Relaxed)) {
-            update_extreme(&self.max, v, |new, cur| new > cur);
-        }
+        self.note_extremes(v);
     }
 
     #[cold]

@@ -1,7 +1,15 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use sonde_core::Snapshot;
+use sonde_core::{Registry, Snapshot};
+use sonde_host::{HostCollector, HostMetrics};
+
+/// Installs `collector` into a new registry; returns both.
+pub fn install(collector: HostCollector) -> (Registry, HostMetrics) {
+    let registry = Registry::new();
+    let host = collector.registry(&registry).install().unwrap();
+    (registry, host)
+}
 
 /// The value of the series of `name` with exactly `labels`.
 pub fn value(snap: &Snapshot, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
@@ -27,6 +35,14 @@ pub fn series(snap: &Snapshot, name: &str) -> Vec<(Vec<(String, String)>, f64)> 
             (labels, v)
         })
         .collect()
+}
+
+/// Asserts that `registry` has no series of any of the families `names`.
+pub fn assert_no_series(registry: &Registry, names: &[&str]) {
+    let snap = registry.snapshot();
+    for name in names {
+        assert!(series(&snap, name).is_empty(), "{name}");
+    }
 }
 
 /// The value of label `name` in `labels`.

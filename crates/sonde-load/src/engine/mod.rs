@@ -643,12 +643,9 @@ fn start_pacer(
             let total = lane.arrivals(tl.total());
             let mut j = 0;
             while j < total {
-                if stop.load(Ordering::Relaxed) {
-                    // Waiting workers leave; those sending finish their request.
-                    sem.close();
+                let Some((_, at)) = next_arrival(&tl, lane, origin, &sem, &stop, j) else {
                     return;
-                }
-                let at = origin + Duration::from_secs_f64(tl.arrival(lane.arrival(j)));
+                };
                 // A distant arrival is waited for in slices, to see a stop.
                 let wake = at.min(Instant::now() + STOP_POLL);
                 // At high rates the next arrival is microseconds away: yielding until it is
@@ -662,9 +659,6 @@ fn start_pacer(
                     // The timer broke: finish on tokio's coarser one rather than stall.
                     tokio::time::sleep_until(wake.into()).await;
                 }
-                if Instant::now() < at {
-                    continue;
-                }
                 j = release_due(&tl, lane, origin, &sem, j);
             }
             sem.add_permits(workers);
@@ -677,17 +671,38 @@ fn start_pacer(
     Ok(Pacer::Thread(t))
 }
 
-/// Releases the lane's arrival `j` and every later one already due; returns the next.
+/// The lane's arrival `j`: its time into the run and its instant; `None` once a stop is
+/// asked, the semaphore then closed (waiting workers leave; those sending finish their
+/// request).
+fn next_arrival(
+    tl: &Timeline,
+    lane: Lane,
+    origin: Instant,
+    sem: &Semaphore,
+    stop: &AtomicBool,
+    j: u64,
+) -> Option<(f64, Instant)> {
+    if stop.load(Ordering::Relaxed) {
+        sem.close();
+        return None;
+    }
+    let t = tl.arrival(lane.arrival(j));
+    Some((t, origin + Duration::from_secs_f64(t)))
+}
+
+/// Releases the lane's arrivals from `j` on that are already due (none when a pacer woke
+/// early); returns the next.
 fn release_due(tl: &Timeline, lane: Lane, origin: Instant, sem: &Semaphore, mut j: u64) -> u64 {
     let total = lane.arrivals(tl.total());
     let now = Instant::now();
-    let mut n = 1;
-    j += 1;
+    let mut n = 0;
     while j < total && origin + Duration::from_secs_f64(tl.arrival(lane.arrival(j))) <= now {
         j += 1;
         n += 1;
     }
-    sem.add_permits(n);
+    if n > 0 {
+        sem.add_permits(n);
+    }
     j
 }
 
@@ -704,18 +719,12 @@ fn pace(
     let total = lane.arrivals(tl.total());
     let mut j = 0;
     while j < total {
-        if stop.load(Ordering::Relaxed) {
-            sem.close();
+        let Some((t, at)) = next_arrival(tl, lane, origin, sem, stop, j) else {
             return;
-        }
-        let t = tl.arrival(lane.arrival(j));
-        let at = origin + Duration::from_secs_f64(t);
+        };
         // Spinning the last ~100 µs is cheap at moderate rates; above 2,000/s arrivals come
         // in batches anyway and a spinning pacer would take a core from the connections.
         timer::wait_until(at.min(Instant::now() + STOP_POLL), tl.rate_at(t) <= 2000.0);
-        if Instant::now() < at {
-            continue;
-        }
         j = release_due(tl, lane, origin, sem, j);
     }
     sem.add_permits(workers);

@@ -174,19 +174,14 @@ pub(crate) fn users_at(plan: &Plan, t: Duration) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::{Model, Stage};
+    use crate::plan::Stage;
 
     fn plan(stages: Vec<Stage>, warmup: Duration) -> Plan {
         Plan {
-            requests: Vec::new(),
-            model: Model::Open,
-            stages,
             warmup,
             connections: 1,
             timeout: Duration::from_secs(1),
-            http2: false,
-            insecure: false,
-            thresholds: Vec::new(),
+            ..Plan::new(Vec::new(), stages)
         }
     }
 

@@ -18,6 +18,18 @@ use std::time::{Duration, Instant};
 /// thread 50–100 µs late through its default timer slack).
 const SPIN: Duration = Duration::from_micros(120);
 
+/// Of `left` to wait, what to spend blocked in the OS (sleeping or parked); `None` when the
+/// rest is to be spun, with `spin`, in the last [`SPIN`].
+fn blocking_part(left: Duration, spin: bool) -> Option<Duration> {
+    if !spin {
+        Some(left)
+    } else if left > SPIN {
+        Some(left - SPIN)
+    } else {
+        None
+    }
+}
+
 /// Blocks the calling thread until `deadline`. With `spin`, the last ~120 µs are spent
 /// spinning, for a wake-up within a few microseconds; without, the OS sleep decides (about
 /// 60–100 µs late).
@@ -27,13 +39,9 @@ pub fn wait_until(deadline: Instant, spin: bool) {
         if now >= deadline {
             return;
         }
-        let left = deadline - now;
-        if !spin {
-            std::thread::sleep(left);
-        } else if left > SPIN {
-            std::thread::sleep(left - SPIN);
-        } else {
-            std::hint::spin_loop();
+        match blocking_part(deadline - now, spin) {
+            Some(d) => std::thread::sleep(d),
+            None => std::hint::spin_loop(),
         }
     }
 }
@@ -212,16 +220,10 @@ fn timer_thread(shared: &Shared) {
         }
         match next {
             None => std::thread::park(),
-            Some(at) => {
-                let left = at.saturating_duration_since(Instant::now());
-                if !spin {
-                    std::thread::park_timeout(left);
-                } else if left > SPIN {
-                    std::thread::park_timeout(left - SPIN);
-                } else {
-                    std::hint::spin_loop();
-                }
-            }
+            Some(at) => match blocking_part(at.saturating_duration_since(Instant::now()), spin) {
+                Some(d) => std::thread::park_timeout(d),
+                None => std::hint::spin_loop(),
+            },
         }
     }
 }

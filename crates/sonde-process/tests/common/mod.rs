@@ -6,7 +6,43 @@
 
 use std::time::{Duration, Instant};
 
-use sonde_core::{Point, Snapshot};
+use sonde_core::{Kind, Point, Registry, Snapshot, Unit};
+use sonde_process::{ProcessCollector, ProcessMetrics};
+
+/// Installs `collector` into a new registry; returns both.
+pub fn install(collector: ProcessCollector) -> (Registry, ProcessMetrics) {
+    let registry = Registry::new();
+    let process = collector.registry(&registry).install().unwrap();
+    (registry, process)
+}
+
+/// Asserts the kind and unit of family `name` in `snap`.
+pub fn assert_kind_unit(snap: &Snapshot, name: &str, kind: Kind, unit: Unit) {
+    let meta = &snap.family(name).unwrap().meta;
+    assert_eq!((meta.kind(), meta.unit()), (kind, &unit), "{name}");
+}
+
+/// Installs the current process's collector into a new registry and checks that family
+/// `name` is a gauge in `unit` whose value is what `os` says now; returns the registry, the
+/// handle and that value.
+pub fn install_current_gauge(
+    name: &str,
+    unit: Unit,
+    os: impl Fn() -> f64,
+) -> (Registry, ProcessMetrics, f64) {
+    let (registry, process) = install(ProcessCollector::current());
+    assert_kind_unit(&registry.snapshot(), name, Kind::Gauge, unit);
+    let now = current_value_is(&registry, name, os());
+    (registry, process, now)
+}
+
+/// Reads `name` from a new snapshot of `registry`, asserts it equals `os` (what the OS says
+/// now) and returns it.
+pub fn current_value_is(registry: &Registry, name: &str, os: f64) -> f64 {
+    let now = value(&registry.snapshot(), name, &[]);
+    assert_eq!(now, os, "{name}");
+    now
+}
 
 /// The number of a counter, gauge or up-down counter series; panics with the families and
 /// series present if it is missing.

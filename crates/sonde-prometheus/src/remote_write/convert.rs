@@ -208,7 +208,7 @@ fn series_labels<'a>(
 mod tests {
     use super::*;
     use crate::{Format, encode as encode_text};
-    use sonde_core::{Registry, Unit};
+    use sonde_core::Registry;
     use std::collections::BTreeSet;
 
     fn options(max: usize) -> Options {
@@ -231,23 +231,8 @@ mod tests {
         c.with(&["GET", "/a"]).add(3);
         c.with(&["POST", "/b"]).add(1);
         c.with(&["PUT", "/c"]).add(7); // overflow
-        let h = reg
-            .histogram("http.server.request.duration")
-            .unit(Unit::Seconds)
-            .labels(["route"])
-            .buckets(vec![0.1, 1.0])
-            .build()
-            .unwrap()
-            .with(&["/r"]);
-        h.observe(0.05);
-        h.observe(0.5);
-        h.observe(2.0);
-        reg.gauge_f64("temp")
-            .unit(Unit::Custom("Cel".into()))
-            .build()
-            .unwrap()
-            .handle()
-            .set(21.5);
+        crate::fixtures::request_durations(&reg, &["route"], &["/r"]);
+        crate::fixtures::temperature(&reg, 21.5);
         reg.up_down_counter("queue.depth")
             .labels(["empty"])
             .build()

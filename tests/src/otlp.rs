@@ -399,16 +399,18 @@ impl GrpcReceiver {
     }
 
     /// Records a request of `signal` (its message kept as `payload` makes it) and answers as
-    /// scripted: `Ok(partial success)` or an error status.
-    async fn receive<T: Message>(
+    /// scripted: the response `respond` makes of the partial success, or an error status.
+    async fn receive<T: Message, R>(
         &self,
         request: tonic::Request<T>,
         signal: Signal,
         payload: fn(T) -> Payload,
-    ) -> Result<Option<(i64, String)>, tonic::Status> {
+        respond: fn(Option<(i64, String)>) -> R,
+    ) -> Result<tonic::Response<R>, tonic::Status> {
         let arrival = Self::arrival(&request, signal, Instant::now());
         let fault = self.0.arrive(arrival, payload(request.into_inner()));
-        grpc_answer(fault).await
+        let partial = grpc_answer(fault).await?;
+        Ok(tonic::Response::new(respond(partial)))
     }
 }
 
@@ -418,10 +420,8 @@ impl MetricsService for GrpcReceiver {
         &self,
         request: tonic::Request<ExportMetricsServiceRequest>,
     ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        let partial = self
-            .receive(request, Signal::Metrics, Payload::Metrics)
-            .await?;
-        Ok(tonic::Response::new(metrics_response(partial)))
+        self.receive(request, Signal::Metrics, Payload::Metrics, metrics_response)
+            .await
     }
 }
 
@@ -431,10 +431,8 @@ impl TraceService for GrpcReceiver {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let partial = self
-            .receive(request, Signal::Traces, Payload::Traces)
-            .await?;
-        Ok(tonic::Response::new(traces_response(partial)))
+        self.receive(request, Signal::Traces, Payload::Traces, traces_response)
+            .await
     }
 }
 

@@ -351,6 +351,19 @@ const IPV: &str = "InvalidParameterValue";
 const IPC: &str = "InvalidParameterCombination";
 const MP: &str = "MissingParameter";
 
+/// A case of one good datum put in `namespace` (`None`: no namespace at all).
+fn namespace_case(
+    label: &'static str,
+    namespace: Option<String>,
+    code: &'static str,
+    message: &str,
+) -> Case {
+    Case {
+        namespace,
+        ..case(label, vec![simple("ok", 1.0)], code, message)
+    }
+}
+
 fn cases() -> Vec<Case> {
     let ok = || simple("ok", 1.0);
     let now = now_secs();
@@ -610,42 +623,33 @@ fn cases() -> Vec<Case> {
             "The parameter MetricData is required.",
         ),
     ];
-    cases.push(Case {
-        namespace: None,
-        ..case(
+    // Namespaces: one good datum in a namespace CloudWatch refuses.
+    cases.extend([
+        namespace_case(
             "no namespace",
-            vec![ok()],
+            None,
             MP,
             "The parameter Namespace is required.",
-        )
-    });
-    cases.push(Case {
-        namespace: Some("AWS/EC2".to_owned()),
-        ..case(
+        ),
+        namespace_case(
             "reserved namespace",
-            vec![ok()],
+            Some("AWS/EC2".to_owned()),
             IPV,
             "The value AWS/EC2 for parameter Namespace is invalid.",
-        )
-    });
-    cases.push(Case {
-        namespace: Some("Sondé".to_owned()),
-        ..case(
+        ),
+        namespace_case(
             "non-ASCII namespace",
-            vec![ok()],
+            Some("Sondé".to_owned()),
             IPV,
             "The parameter Namespace must contain only ASCII characters.",
-        )
-    });
-    cases.push(Case {
-        namespace: Some("n".repeat(256)),
-        ..case(
+        ),
+        namespace_case(
             "namespace of 256 characters",
-            vec![ok()],
+            Some("n".repeat(256)),
             IPV,
             "The parameter Namespace must be shorter than 256 characters.",
-        )
-    });
+        ),
+    ]);
     // 1000 datums of 150 unique values each: about 1.4 MB of CBOR (sent gzipped).
     cases.push(Case {
         status: 413,

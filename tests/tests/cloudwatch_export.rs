@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use sonde::cloudwatch::datum::MAX_REQUEST_BYTES;
-use sonde::cloudwatch::{CloudWatchBuilder, Destination, EmfBuilder, cost_preview};
+use sonde::cloudwatch::{CloudWatchBuilder, Destination, EmfBuilder, EmfWriter, cost_preview};
 use sonde::{Registry, Resource, Unit};
 use sonde_tests::cloudwatch::{CloudWatchEndpoint, CwFault, Datum};
 use sonde_tests::fixtures::counter_per_id;
@@ -48,20 +48,12 @@ fn find<'a>(datums: &'a [(String, Datum)], name: &str, d: &[(&str, &str)]) -> Ve
 fn datums_carry_what_was_recorded() {
     let cw = CloudWatchEndpoint::start();
     let reg = Registry::new();
-    let requests = reg
-        .counter("http.server.requests")
-        .labels(["http.route"])
-        .build()
-        .unwrap();
+    let requests = sonde::testing::labelled_counter(&reg, "http.server.requests", &["http.route"]);
     requests.with(&["/users/:id"]).add(40);
     reg.gauge("queue.depth").build().unwrap().handle().set(12);
-    let latency = reg
-        .histogram("http.server.request.duration")
-        .unit(Unit::Seconds)
-        .labels(["http.route"])
-        .build()
-        .unwrap()
-        .with(&["/users/:id"]);
+    let latency =
+        sonde::testing::seconds_histogram(&reg, "http.server.request.duration", &["http.route"])
+            .with(&["/users/:id"]);
     let observed: Vec<f64> = (0..500).map(|i| 0.001 + 0.0007 * f64::from(i)).collect();
     for v in &observed {
         latency.observe(*v);
@@ -346,20 +338,11 @@ fn invalid_values_are_never_sent_and_are_counted() {
 fn rollups_aggregate_across_dropped_labels() {
     let cw = CloudWatchEndpoint::start();
     let reg = Registry::new();
-    let c = reg
-        .counter("requests")
-        .labels(["route", "code"])
-        .build()
-        .unwrap();
+    let c = sonde::testing::labelled_counter(&reg, "requests", &["route", "code"]);
     c.with(&["/a", "200"]).add(3);
     c.with(&["/a", "500"]).add(1);
     c.with(&["/b", "200"]).add(6);
-    let h = reg
-        .histogram("latency")
-        .unit(Unit::Seconds)
-        .labels(["route"])
-        .build()
-        .unwrap();
+    let h = sonde::testing::seconds_histogram(&reg, "latency", &["route"]);
     h.with(&["/a"]).observe(0.1);
     h.with(&["/b"]).observe(0.2);
     h.with(&["/b"]).observe(0.3);
@@ -402,6 +385,21 @@ fn shutdown_flushes_the_last_interval() {
         .install()
         .unwrap_err();
     assert!(e.to_string().contains("AWS/"), "{e}");
+}
+
+/// An EMF writer of `reg`'s metrics under `namespace`, to `destination`, with `resource`.
+fn emf_writer(
+    namespace: &str,
+    reg: &Registry,
+    destination: Destination,
+    resource: Resource,
+) -> EmfWriter {
+    EmfBuilder::new(namespace)
+        .registry(reg.clone())
+        .destination(destination)
+        .resource(resource)
+        .build()
+        .unwrap()
 }
 
 /// Checks one EMF document against the specification and the limits; returns it parsed.
@@ -470,22 +468,16 @@ fn emf_documents_are_valid_line_by_line_and_respect_every_limit() {
             .with(&["/a"])
             .add(i + 1);
     }
-    let h = reg
-        .histogram("op.duration")
-        .unit(Unit::Seconds)
-        .labels(["route"])
-        .build()
-        .unwrap()
-        .with(&["/a"]);
+    let h = sonde::testing::seconds_histogram(&reg, "op.duration", &["route"]).with(&["/a"]);
     for i in 0..350 {
         h.observe(0.001 * f64::from(i % 37 + 1));
     }
-    let writer = EmfBuilder::new("sonde-emf")
-        .registry(reg.clone())
-        .destination(Destination::File(path.clone()))
-        .resource(Resource::empty().with("service.name", "fn"))
-        .build()
-        .unwrap();
+    let writer = emf_writer(
+        "sonde-emf",
+        &reg,
+        Destination::File(path.clone()),
+        Resource::empty().with("service.name", "fn"),
+    );
     let n = writer.write_now().unwrap();
     let text = std::fs::read_to_string(&path).unwrap();
     let lines: Vec<&str> = text.lines().collect();
@@ -513,12 +505,12 @@ fn emf_reaches_the_agent_over_udp_and_tcp() {
     // UDP: one document per datagram, each under the datagram budget.
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     udp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let writer = EmfBuilder::new("sonde-emf")
-        .registry(reg.clone())
-        .destination(Destination::parse(&format!("udp://{}", udp.local_addr().unwrap())).unwrap())
-        .resource(Resource::empty())
-        .build()
-        .unwrap();
+    let writer = emf_writer(
+        "sonde-emf",
+        &reg,
+        Destination::parse(&format!("udp://{}", udp.local_addr().unwrap())).unwrap(),
+        Resource::empty(),
+    );
     c.add(3);
     assert_eq!(writer.write_now().unwrap(), 1);
     let mut buf = vec![0u8; 70_000];
@@ -528,12 +520,7 @@ fn emf_reaches_the_agent_over_udp_and_tcp() {
     // TCP: newline-delimited on one connection, reused across flushes.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let writer = EmfBuilder::new("sonde-emf")
-        .registry(reg.clone())
-        .destination(Destination::Tcp(addr))
-        .resource(Resource::empty())
-        .build()
-        .unwrap();
+    let writer = emf_writer("sonde-emf", &reg, Destination::Tcp(addr), Resource::empty());
     c.add(4);
     writer.write_now().unwrap();
     c.add(5);
@@ -562,12 +549,7 @@ fn emf_reaches_the_agent_over_udp_and_tcp() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let writer = EmfBuilder::new("sonde-emf")
-        .registry(reg.clone())
-        .destination(Destination::Tcp(dead))
-        .resource(Resource::empty())
-        .build()
-        .unwrap();
+    let writer = emf_writer("sonde-emf", &reg, Destination::Tcp(dead), Resource::empty());
     c.add(1);
     let e = writer.write_now().unwrap_err();
     assert!(e.to_string().contains(&dead.to_string()), "{e}");
@@ -581,14 +563,12 @@ fn each_lambda_invocation_writes_its_emf_before_returning() {
     let path = dir.0.join("stdout.log");
     let reg = Registry::new();
     let faas = Faas::install(&reg).unwrap();
-    let writer = Arc::new(
-        EmfBuilder::new("sonde-lambda")
-            .registry(reg.clone())
-            .destination(Destination::File(path.clone()))
-            .resource(Resource::empty().with("service.name", "resize"))
-            .build()
-            .unwrap(),
-    );
+    let writer = Arc::new(emf_writer(
+        "sonde-lambda",
+        &reg,
+        Destination::File(path.clone()),
+        Resource::empty().with("service.name", "resize"),
+    ));
     faas.flush_through(writer, Duration::from_secs(1));
     for i in 1..=2u32 {
         let out: Result<u32, ()> = faas.invoke(Trigger::Http, || Ok(i));

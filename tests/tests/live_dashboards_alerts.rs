@@ -492,16 +492,13 @@ impl Fleet {
         // The families as Faas registers them; registering the same definitions again gives
         // the same families (a drift would fail here).
         let _faas = sonde::instrument::Faas::install(reg).unwrap();
-        let invocations = reg
-            .counter("faas.invocations")
-            .labels(["faas.trigger", "faas.coldstart"])
-            .build()
-            .unwrap();
-        let coldstarts = reg
-            .counter("faas.coldstarts")
-            .labels(["faas.trigger"])
-            .build()
-            .unwrap();
+        let invocations = sonde::testing::labelled_counter(
+            reg,
+            "faas.invocations",
+            &["faas.trigger", "faas.coldstart"],
+        );
+        let coldstarts =
+            sonde::testing::labelled_counter(reg, "faas.coldstarts", &["faas.trigger"]);
         let init = reg
             .histogram("faas.init_duration")
             .unit(Unit::Seconds)

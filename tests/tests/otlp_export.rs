@@ -149,11 +149,8 @@ fn recorded_values_arrive_intact_over_grpc_and_http() {
     ] {
         rx.clear();
         let reg = Registry::new();
-        let requests = reg
-            .counter("http.server.requests")
-            .labels(["route", "code"])
-            .build()
-            .unwrap();
+        let requests =
+            sonde::testing::labelled_counter(&reg, "http.server.requests", &["route", "code"]);
         requests.with(&["/users/:id", "200"]).add(41);
         requests.with(&["/users/:id", "500"]).add(2);
         reg.counter_f64("work.seconds")
@@ -170,14 +167,7 @@ fn recorded_values_arrive_intact_over_grpc_and_http() {
         let inflight = reg.up_down_counter("inflight").build().unwrap().handle();
         inflight.add(5);
         inflight.add(-2);
-        let latency = reg
-            .histogram("rpc.duration")
-            .unit(sonde::Unit::Seconds)
-            .buckets([0.1, 0.5, 1.0])
-            .exemplars(true)
-            .build()
-            .unwrap()
-            .handle();
+        let latency = sonde::testing::exemplar_histogram(&reg, "rpc.duration", &[0.1, 0.5, 1.0]);
         for v in [0.05, 0.2, 0.3, 0.7, 3.0] {
             latency.observe(v);
         }

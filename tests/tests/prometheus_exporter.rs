@@ -241,16 +241,23 @@ fn malformed_requests_get_4xx_and_the_server_keeps_serving() {
     server.shutdown(std::time::Duration::from_secs(10)).unwrap();
 }
 
+/// The median, p90 and p99 of `values` as `(q, truth)`: the smallest value with at least that
+/// share of `values` at or below it, which Prometheus's estimate is checked against.
+fn true_quantiles(values: &[f64]) -> Vec<(f64, f64)> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    [0.5, 0.9, 0.99]
+        .into_iter()
+        .map(|q| (q, sorted[(q * sorted.len() as f64).ceil() as usize - 1]))
+        .collect()
+}
+
 #[test]
 fn prometheus_scrapes_the_example_service() {
     let reg = Registry::new();
     let workload = example::workload(&reg, Duration::from_millis(10));
     // Deterministic series next to the live workload.
-    let c = reg
-        .counter("e2e.requests")
-        .labels(["route"])
-        .build()
-        .unwrap();
+    let c = sonde::testing::labelled_counter(&reg, "e2e.requests", &["route"]);
     c.with(&["/a"]).add(42);
     c.with(&["/b"]).add(7);
     reg.gauge_f64("e2e.temperature")
@@ -300,10 +307,7 @@ fn prometheus_scrapes_the_example_service() {
     assert_eq!(one("e2e_latency_seconds_bucket{le=\"+Inf\"}"), 1000.0);
     assert_eq!(one("e2e_latency_seconds_count"), 1000.0);
     // histogram_quantile interpolates inside the bucket that holds the true quantile.
-    let mut sorted = values.clone();
-    sorted.sort_by(f64::total_cmp);
-    for q90 in [0.5, 0.9, 0.99] {
-        let truth = sorted[(q90 * 1000f64).ceil() as usize - 1];
+    for (q90, truth) in true_quantiles(&values) {
         let est = one(&format!(
             "histogram_quantile({q90}, e2e_latency_seconds_bucket)"
         ));
@@ -348,12 +352,7 @@ fn prometheus_scrapes_the_example_service() {
 #[test]
 fn native_histograms_arrive_over_protobuf() {
     let reg = Registry::new();
-    let h = reg
-        .histogram("native.latency")
-        .unit(Unit::Seconds)
-        .labels(["op"])
-        .build()
-        .unwrap();
+    let h = sonde::testing::seconds_histogram(&reg, "native.latency", &["op"]);
     let values: Vec<f64> = (0..1000)
         .map(|i| 0.0001 * 100_000f64.powf(i as f64 / 999.0))
         .collect();
@@ -399,10 +398,7 @@ fn native_histograms_arrive_over_protobuf() {
         1.0
     );
     // Schema 3 buckets are 2^(1/8) wide: Prometheus's estimate lands within one bucket (~9 %).
-    let mut sorted = values.clone();
-    sorted.sort_by(f64::total_cmp);
-    for q in [0.5, 0.9, 0.99] {
-        let truth = sorted[(q * 1000f64).ceil() as usize - 1];
+    for (q, truth) in true_quantiles(&values) {
         let est = one(&format!(
             "histogram_quantile({q}, native_latency_seconds{{op=\"get\"}})"
         ));
@@ -477,14 +473,7 @@ fn report_shows_where_the_time_goes() {
 fn exemplars_come_back_from_the_exemplar_api() {
     use sonde::TraceContext;
     let reg = Registry::new();
-    let h = reg
-        .histogram("ex.latency")
-        .unit(Unit::Seconds)
-        .buckets(vec![0.1, 1.0])
-        .exemplars(true)
-        .build()
-        .unwrap()
-        .handle();
+    let h = sonde::testing::exemplar_histogram(&reg, "ex.latency", &[0.1, 1.0]);
     let trace = |n: u8| TraceContext {
         trace_id: [n; 16],
         span_id: [n.wrapping_add(1); 8],

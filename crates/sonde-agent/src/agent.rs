@@ -671,20 +671,19 @@ impl Running {
                     lock(&self.tick).statsd = None;
                     stop_statsd(&s, timeout);
                 }
-                if statsd_listen(new).is_some() {
-                    match start_statsd(new, registry) {
-                        Ok(s) => self.statsd = Some(Arc::new(s)),
-                        Err(e) => {
-                            errors.push(e);
-                            if let Some(o) = old {
-                                applied.statsd = o.statsd.clone();
-                                if statsd_listen(o).is_some() {
-                                    self.statsd = start_statsd(o, registry).ok().map(Arc::new);
-                                }
-                            }
-                        }
-                    }
-                }
+                self.statsd = start_or_restore(
+                    new,
+                    old,
+                    &mut errors,
+                    |o| applied.statsd = o.statsd.clone(),
+                    |c| {
+                        statsd_listen(c)
+                            .map(|_| start_statsd(c, registry))
+                            .transpose()
+                    },
+                )
+                .unwrap_or_else(Option::flatten)
+                .map(Arc::new);
             }
             None => {}
         }
@@ -747,16 +746,15 @@ impl Running {
                 lock(&self.tick).host = None;
                 h.uninstall();
             }
-            match start_host(new, registry) {
-                Ok(h) => self.host = h.map(Arc::new),
-                Err(e) => {
-                    errors.push(e);
-                    if let Some(o) = old {
-                        applied.host = o.host.clone();
-                        self.host = start_host(o, registry).ok().flatten().map(Arc::new);
-                    }
-                }
-            }
+            self.host = start_or_restore(
+                new,
+                old,
+                &mut errors,
+                |o| applied.host = o.host.clone(),
+                |c| start_host(c, registry),
+            )
+            .unwrap_or_else(Option::flatten)
+            .map(Arc::new);
         }
         if changed(old, new, |c| c.procstat.clone()) {
             // The old collector stops first; its series go only for the matchers the new
@@ -766,26 +764,22 @@ impl Running {
                 lock(&self.tick).procstat = None;
                 let _ = p.shutdown(timeout);
             }
-            match start_procstat(new, registry) {
-                Ok(p) => {
-                    if let Some(old) = previous {
-                        let keep: Vec<String> = p
-                            .iter()
-                            .flat_map(|p| p.matches())
-                            .map(|(label, _)| label)
-                            .collect();
-                        old.uninstall_except(&keep);
-                    }
-                    self.procstat = p.map(Arc::new);
-                }
-                Err(e) => {
-                    errors.push(e);
-                    if let Some(o) = old {
-                        applied.procstat = o.procstat.clone();
-                        self.procstat = start_procstat(o, registry).ok().flatten().map(Arc::new);
-                    }
-                }
+            let started = start_or_restore(
+                new,
+                old,
+                &mut errors,
+                |o| applied.procstat = o.procstat.clone(),
+                |c| start_procstat(c, registry),
+            );
+            if let (Ok(p), Some(old)) = (&started, previous) {
+                let keep: Vec<String> = p
+                    .iter()
+                    .flat_map(|p| p.matches())
+                    .map(|(label, _)| label)
+                    .collect();
+                old.uninstall_except(&keep);
             }
+            self.procstat = started.unwrap_or_else(Option::flatten).map(Arc::new);
         }
         // Cgroups: the old collector's series go (the new one may read another root or other
         // paths), then the new one installs.
@@ -833,7 +827,7 @@ impl Running {
             if let Some(p) = &self.procstat {
                 p.collect();
             }
-            let preview = cloudwatch_builder(c, registry, &resource(&applied)).cost_preview();
+            let preview = cloudwatch_builder(c, registry, &resource(&applied), None).cost_preview();
             info!(
                 metrics = preview.metrics,
                 calls_per_interval = preview.requests_per_interval,
@@ -997,6 +991,26 @@ fn lock(tick: &Mutex<Tick>) -> std::sync::MutexGuard<'_, Tick> {
 }
 
 /// Records what the server received, publishes the open set window and stops it.
+/// Starts what `start` makes of the `new` configuration, for a component that had to give
+/// its place up first (a listening address, the series of a collector). When it fails, the
+/// error is kept and the `old` configuration's (`restore` puts its section back in what is
+/// applied) starts again in its place: `Err` holds that one, if it started.
+fn start_or_restore<T>(
+    new: &Config,
+    old: Option<&Config>,
+    errors: &mut Vec<String>,
+    restore: impl FnOnce(&Config),
+    start: impl Fn(&Config) -> Result<T, String>,
+) -> Result<T, Option<T>> {
+    start(new).map_err(|e| {
+        errors.push(e);
+        old.and_then(|o| {
+            restore(o);
+            start(o).ok()
+        })
+    })
+}
+
 fn stop_statsd(s: &sonde_statsd::StatsdServer, timeout: Duration) {
     if let Err(e) = s.flush(timeout) {
         warn!("{e}");
@@ -1045,12 +1059,8 @@ fn start_otlp(
     let mut b = o
         .config
         .builder()
-        .registry(registry.clone())
-        .resource(resource.clone())
-        .selection(o.select.clone());
-    if let Some(d) = deltas {
-        b = b.continue_deltas(d);
-    }
+        .read_settings(read_settings(registry, &o.select, deltas))
+        .resource(resource.clone());
     if let Some(q) = &o.queue {
         b = b.durable_queue(q.clone());
     }
@@ -1063,10 +1073,7 @@ fn start_cloudwatch(
     resource: &Resource,
     deltas: Option<sonde_core::DeltaState>,
 ) -> Result<sonde_cloudwatch::CloudWatchExporter, String> {
-    let mut b = cloudwatch_builder(c, registry, resource);
-    if let Some(d) = deltas {
-        b = b.continue_deltas(d);
-    }
+    let mut b = cloudwatch_builder(c, registry, resource, deltas);
     if let Some(q) = &c.queue {
         b = b.durable_queue(q.clone());
     }
@@ -1079,12 +1086,26 @@ fn cloudwatch_builder(
     c: &crate::config::CloudWatchSection,
     registry: &Registry,
     resource: &Resource,
+    deltas: Option<sonde_core::DeltaState>,
 ) -> sonde_cloudwatch::CloudWatchBuilder {
     c.config
         .builder()
-        .registry(registry.clone())
+        .read_settings(read_settings(registry, &c.select, deltas))
         .resource(resource.clone())
-        .selection(c.select.clone())
+}
+
+/// What an exporter of the agent reads: the agent's registry, the series its section selects,
+/// and the deltas of the exporter it replaces on a reload.
+fn read_settings(
+    registry: &Registry,
+    selection: &sonde_core::Selection,
+    deltas: Option<sonde_core::DeltaState>,
+) -> sonde_push::ReadSettings {
+    sonde_push::ReadSettings {
+        registry: registry.clone(),
+        selection: selection.clone(),
+        continue_deltas: deltas,
+    }
 }
 
 /// `sonde-agent cost`: what the CloudWatch exporter of `config` would send from this host,
@@ -1151,8 +1172,8 @@ pub fn cost_report(config: &Config, origin: &str) -> Result<String, String> {
         ),
     };
     let resource = resource(config);
-    let selected = cloudwatch_builder(&section, &registry, &resource).cost_preview();
-    let everything = cloudwatch_builder(&section, &registry, &resource)
+    let selected = cloudwatch_builder(&section, &registry, &resource, None).cost_preview();
+    let everything = cloudwatch_builder(&section, &registry, &resource, None)
         .selection(sonde_core::Selection::new())
         .cost_preview();
     let mut out = note;
@@ -1186,16 +1207,12 @@ fn start_emf(
     resource: &Resource,
     deltas: Option<sonde_core::DeltaState>,
 ) -> Result<sonde_cloudwatch::EmfWriter, String> {
-    let mut b = e
-        .config
+    e.config
         .builder()
-        .registry(registry.clone())
+        .read_settings(read_settings(registry, &e.select, deltas))
         .resource(resource.clone())
-        .selection(e.select.clone());
-    if let Some(d) = deltas {
-        b = b.continue_deltas(d);
-    }
-    b.build().map_err(|err| format!("[exporters.emf]: {err}"))
+        .build()
+        .map_err(|err| format!("[exporters.emf]: {err}"))
 }
 
 fn start_remote_write(

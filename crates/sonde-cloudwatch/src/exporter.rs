@@ -135,19 +135,11 @@ impl CloudWatchBuilder {
     sonde_push::builder_setters! {
         /// The resource (default [`Resource::detect`]).
         resource: Some(Resource);
-    }
-
-    /// The AWS region (default: the standard chain).
-    pub fn region(mut self, region: impl Into<String>) -> Self {
-        self.region = Some(region.into());
-        self
-    }
-
-    /// Another endpoint (a VPC endpoint, or a test endpoint); `AWS_ENDPOINT_URL_CLOUDWATCH`
-    /// works too.
-    pub fn endpoint_url(mut self, url: impl Into<String>) -> Self {
-        self.endpoint_url = Some(url.into());
-        self
+        /// The AWS region (default: the standard chain).
+        region: Some(impl Into<String>);
+        /// Another endpoint (a VPC endpoint, or a test endpoint); `AWS_ENDPOINT_URL_CLOUDWATCH`
+        /// works too.
+        endpoint_url: Some(impl Into<String>);
     }
 
     /// Static credentials instead of the standard chain.
@@ -280,10 +272,8 @@ impl CloudWatchBuilder {
 }
 
 fn push_error(e: sonde_push::Error) -> Error {
-    match e {
-        sonde_push::Error::Start(e) => Error::Start(e),
-        other => Error::Incomplete(other.to_string()),
-    }
+    e.start_or_message()
+        .map_or_else(Error::Incomplete, Error::Start)
 }
 
 /// Checks a namespace as [`CloudWatchBuilder::install`] and [`EmfBuilder::build`](crate::EmfBuilder::build)

@@ -22,6 +22,8 @@
 //! assert!(stop_all(&[], Duration::from_secs(1)).is_empty());
 //! ```
 
+use std::sync::Mutex;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// A running source or exporter.
@@ -40,7 +42,13 @@ pub trait Component: Send + Sync {
     /// Finishes what was accepted so far: an exporter delivers everything collected up to now,
     /// a source records everything it has received. Errors if that did not complete within
     /// `timeout` or something was dropped meanwhile (the error says what).
-    fn flush(&self, timeout: Duration) -> Result<(), ComponentError>;
+    ///
+    /// The default is for a component that records or delivers everything as it arrives
+    /// (a receiver, probes, a scrape): it has nothing to do and returns `Ok`.
+    fn flush(&self, timeout: Duration) -> Result<(), ComponentError> {
+        let _ = timeout;
+        Ok(())
+    }
 
     /// Stops the component after a last [`flush`](Self::flush) within `timeout`: listeners
     /// close, threads end. What an exporter still held at the deadline is dropped and counted
@@ -61,6 +69,59 @@ impl<T: Component + ?Sized> Component for std::sync::Arc<T> {
 
     fn shutdown(&self, timeout: Duration) -> Result<(), ComponentError> {
         (**self).shutdown(timeout)
+    }
+}
+
+/// A component's background thread and how to tell it to stop, for a handle that stops it on
+/// [`shutdown`](Component::shutdown) and on drop alike: the first [`stop`](Self::stop) signals
+/// the thread and waits for it to end; later calls do nothing. Dropping it stops the thread too.
+pub struct ComponentThread {
+    /// The signal and the thread; taken by the first stop.
+    running: Mutex<Option<(StopSignal, JoinHandle<()>)>>,
+}
+
+/// What tells a [`ComponentThread`] to stop.
+type StopSignal = Box<dyn FnOnce() + Send>;
+
+impl ComponentThread {
+    /// `thread`, which ends once `signal` has been called (a channel's send, say).
+    pub fn new(signal: impl FnOnce() + Send + 'static, thread: JoinHandle<()>) -> ComponentThread {
+        ComponentThread {
+            running: Mutex::new(Some((Box::new(signal), thread))),
+        }
+    }
+
+    /// Signals the thread to stop and waits for it to end (at once when it already has).
+    pub fn stop(&self) {
+        // Taken under the lock, joined outside it: a concurrent stop returns at once.
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some((signal, thread)) = running {
+            signal();
+            let _ = thread.join();
+        }
+    }
+
+    /// Whether no stop has been asked yet.
+    pub fn is_running(&self) -> bool {
+        self.running.lock().map(|r| r.is_some()).unwrap_or(false)
+    }
+}
+
+impl Drop for ComponentThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl std::fmt::Debug for ComponentThread {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComponentThread")
+            .field("running", &self.is_running())
+            .finish()
     }
 }
 
@@ -105,5 +166,18 @@ mod tests {
         );
         assert_eq!(e.component(), "otlp");
         assert_eq!(e.message(), "2 requests were still waiting after 1s");
+    }
+
+    #[test]
+    fn a_component_thread_stops_once() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let _ = rx.recv();
+        });
+        let t = ComponentThread::new(move || drop(tx), thread);
+        assert!(t.is_running());
+        t.stop();
+        assert!(!t.is_running());
+        t.stop();
     }
 }

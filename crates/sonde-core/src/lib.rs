@@ -71,7 +71,7 @@ mod unit;
 pub use error::Error;
 
 pub use budget::MemoryBudget;
-pub use component::{Component, ComponentError};
+pub use component::{Component, ComponentError, ComponentThread};
 pub use exemplar::{Exemplar, TraceContext};
 pub use family::Family;
 pub use histogram::{

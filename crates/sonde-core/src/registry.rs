@@ -150,6 +150,19 @@ impl Default for Registry {
 
 static GLOBAL: LazyLock<Registry> = LazyLock::new(Registry::new);
 
+/// Writes the typed shortcuts to [`Registry::family`]: `name => Type;` is a method `name` that
+/// starts registering a family of `Type`, with the docs written above it.
+macro_rules! family_shortcuts {
+    ($($(#[$doc:meta])* $method:ident => $instrument:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $method(&self, name: impl Into<Cow<'static, str>>) -> FamilyBuilder<'_, $instrument> {
+                self.family(name)
+            }
+        )*
+    };
+}
+
 impl Registry {
     /// A new, empty registry (apart from its `sonde.*` self-metrics) with the default series limit.
     pub fn new() -> Self {
@@ -458,48 +471,21 @@ impl Registry {
             .map(|inner| Family { inner })
     }
 
-    /// Starts registering a `u64` counter.
-    pub fn counter(&self, name: impl Into<Cow<'static, str>>) -> FamilyBuilder<'_, Counter> {
-        self.family(name)
-    }
-
-    /// Starts registering an `f64` counter (for things like seconds of CPU).
-    pub fn counter_f64(
-        &self,
-        name: impl Into<Cow<'static, str>>,
-    ) -> FamilyBuilder<'_, Counter<f64>> {
-        self.family(name)
-    }
-
-    /// Starts registering an `i64` gauge.
-    pub fn gauge(&self, name: impl Into<Cow<'static, str>>) -> FamilyBuilder<'_, Gauge> {
-        self.family(name)
-    }
-
-    /// Starts registering an `f64` gauge.
-    pub fn gauge_f64(&self, name: impl Into<Cow<'static, str>>) -> FamilyBuilder<'_, Gauge<f64>> {
-        self.family(name)
-    }
-
-    /// Starts registering an `i64` up-down counter.
-    pub fn up_down_counter(
-        &self,
-        name: impl Into<Cow<'static, str>>,
-    ) -> FamilyBuilder<'_, UpDownCounter> {
-        self.family(name)
-    }
-
-    /// Starts registering an `f64` up-down counter.
-    pub fn up_down_counter_f64(
-        &self,
-        name: impl Into<Cow<'static, str>>,
-    ) -> FamilyBuilder<'_, UpDownCounter<f64>> {
-        self.family(name)
-    }
-
-    /// Starts registering a histogram.
-    pub fn histogram(&self, name: impl Into<Cow<'static, str>>) -> FamilyBuilder<'_, Histogram> {
-        self.family(name)
+    family_shortcuts! {
+        /// Starts registering a `u64` counter.
+        counter => Counter;
+        /// Starts registering an `f64` counter (for things like seconds of CPU).
+        counter_f64 => Counter<f64>;
+        /// Starts registering an `i64` gauge.
+        gauge => Gauge;
+        /// Starts registering an `f64` gauge.
+        gauge_f64 => Gauge<f64>;
+        /// Starts registering an `i64` up-down counter.
+        up_down_counter => UpDownCounter;
+        /// Starts registering an `f64` up-down counter.
+        up_down_counter_f64 => UpDownCounter<f64>;
+        /// Starts registering a histogram.
+        histogram => Histogram;
     }
 
     /// Starts registering a family of any instrument type, e.g. `registry.family::<Counter<f64>>("x")`.

@@ -10,8 +10,8 @@
 //! testing::assert_counter(&snap, "cache.requests", &[("cache.result", "hit")], 1.0);
 //! ```
 
-use crate::Registry;
 use crate::snapshot::{Point, Snapshot};
+use crate::{Counter, Family, FamilyBuilder, Histogram, Instrument, Registry, Unit};
 
 /// A fresh registry, isolated from the global one and from other tests.
 pub fn registry() -> Registry {
@@ -82,6 +82,89 @@ pub fn assert_histogram(
             );
         }
         other => panic!("{name} is not a histogram: {other:?}"),
+    }
+}
+
+/// A `u64` counter `name` with these label names. Panics if the registry refuses it (a name
+/// taken, a label name invalid).
+///
+/// ```
+/// let registry = sonde_core::testing::registry();
+/// let hits = sonde_core::testing::labelled_counter(&registry, "cache.requests", &["cache.result"]);
+/// hits.with(&["hit"]).add(2);
+/// let snap = registry.snapshot();
+/// sonde_core::testing::assert_counter(&snap, "cache.requests", &[("cache.result", "hit")], 2.0);
+/// ```
+#[track_caller]
+pub fn labelled_counter(
+    registry: &Registry,
+    name: &'static str,
+    label_names: &[&'static str],
+) -> Family<Counter> {
+    register(
+        registry.counter(name).labels(label_names.iter().copied()),
+        format_args!("counter {name:?}"),
+    )
+}
+
+/// A histogram `name` in seconds with the default buckets and these label names: the usual
+/// latency fixture. Panics if the registry refuses it (a name taken, a label name invalid).
+///
+/// ```
+/// let registry = sonde_core::testing::registry();
+/// let latency = sonde_core::testing::seconds_histogram(&registry, "op.duration", &["op"]);
+/// latency.with(&["read"]).observe(0.25);
+/// let snap = registry.snapshot();
+/// sonde_core::testing::assert_histogram(&snap, "op.duration", &[("op", "read")], 1, 0.25);
+/// ```
+#[track_caller]
+pub fn seconds_histogram(
+    registry: &Registry,
+    name: &'static str,
+    label_names: &[&'static str],
+) -> Family<Histogram> {
+    register(
+        registry
+            .histogram(name)
+            .unit(Unit::Seconds)
+            .labels(label_names.iter().copied()),
+        format_args!("histogram {name:?} in seconds"),
+    )
+}
+
+/// A histogram `name` in seconds, without labels, with buckets at `bounds` and one exemplar
+/// kept per bucket: the handle to observe into when a test checks exemplars. Panics if the
+/// registry refuses it (a name taken, bounds not increasing).
+///
+/// ```
+/// let registry = sonde_core::testing::registry();
+/// let h = sonde_core::testing::exemplar_histogram(&registry, "latency", &[0.1, 1.0]);
+/// h.observe(0.05);
+/// assert_eq!(h.read().exemplars().len(), 3);
+/// ```
+#[track_caller]
+pub fn exemplar_histogram(registry: &Registry, name: &'static str, bounds: &[f64]) -> Histogram {
+    register(
+        registry
+            .histogram(name)
+            .unit(Unit::Seconds)
+            .buckets(bounds.to_vec())
+            .exemplars(true),
+        format_args!("histogram {name:?} with exemplars"),
+    )
+    .handle()
+}
+
+/// The family `builder` registers, for a fixture: a refusal panics with `what` and the reason,
+/// at the test's line.
+#[track_caller]
+fn register<M: Instrument>(
+    builder: FamilyBuilder<'_, M>,
+    what: std::fmt::Arguments<'_>,
+) -> Family<M> {
+    match builder.build() {
+        Ok(family) => family,
+        Err(e) => panic!("{what}: {e}"),
     }
 }
 

@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use sonde_core::exemplar::set_trace_context_provider;
-use sonde_core::{Registry, TraceContext, Unit};
+use sonde_core::{Registry, TraceContext};
 
 fn ctx(n: u64) -> TraceContext {
     // The span id is derived from the trace id, so a torn read would show a mismatch.
@@ -33,14 +33,7 @@ fn consistent(e: &sonde_core::Exemplar) -> u64 {
 #[test]
 fn latest_exemplar_per_bucket_and_no_tearing() {
     let reg = Registry::new();
-    let h = reg
-        .histogram("latency")
-        .unit(Unit::Seconds)
-        .buckets(vec![0.1, 1.0])
-        .exemplars(true)
-        .build()
-        .unwrap()
-        .handle();
+    let h = sonde_core::testing::exemplar_histogram(&reg, "latency", &[0.1, 1.0]);
     h.observe_with_exemplar(0.05, &ctx(1));
     h.observe_with_exemplar(0.07, &ctx(2));
     h.observe_with_exemplar(0.5, &ctx(3));

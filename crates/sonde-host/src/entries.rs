@@ -2,7 +2,6 @@
 //! kept while the readings list them, so that memory stays bounded as they come and go.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::hash::Hash;
 
 /// Entries by key, each marked with the last reading (its generation) that listed it.
@@ -40,27 +39,30 @@ impl<K: Eq + Hash, E> Entries<K, E> {
         entry
     }
 
-    /// One reading (`generation`) of a list of `(key, item)`: `update`s the entry of each item
-    /// listed before, adds the one `new` makes of an item listed for the first time (it starts
-    /// from that reading), and removes the entries of the keys no longer listed, handing each to
-    /// `removed` (to remove its series).
+    /// One reading (`generation`) of a list of items, each with its `key`: `update`s the entry
+    /// of each item listed before, adds the one `new` makes of an item listed for the first time
+    /// (it starts from that reading), and removes the entries of the keys no longer listed,
+    /// handing each to `removed` (to remove its series). A key is cloned only for a new entry.
     pub(crate) fn update_listed<T>(
         &mut self,
         generation: u64,
-        listed: impl IntoIterator<Item = (K, T)>,
+        listed: impl IntoIterator<Item = T>,
+        key: impl Fn(&T) -> &K,
         update: impl Fn(&mut E, &T),
         new: impl Fn(&T) -> E,
         removed: impl FnMut(&K, &E),
-    ) {
-        for (key, item) in listed {
-            match self.map.entry(key) {
-                Entry::Occupied(mut o) => {
-                    let (seen, entry) = o.get_mut();
+    ) where
+        K: Clone,
+    {
+        for item in listed {
+            match self.map.get_mut(key(&item)) {
+                Some((seen, entry)) => {
                     *seen = generation;
                     update(entry, &item);
                 }
-                Entry::Vacant(v) => {
-                    v.insert((generation, new(&item)));
+                None => {
+                    self.map
+                        .insert(key(&item).clone(), (generation, new(&item)));
                 }
             }
         }

@@ -731,6 +731,7 @@ impl State {
         self.disks.update_listed(
             self.generation,
             not_excluded(list, self.filters.disks.as_ref(), |d| &d.name),
+            |d| &d.name,
             DiskEntry::update,
             |d| fams.disk_entry(d, first),
             |name, _| fams.remove_disk(name),
@@ -745,6 +746,7 @@ impl State {
         self.networks.update_listed(
             self.generation,
             not_excluded(list, self.filters.interfaces.as_ref(), |n| &n.name),
+            |n| &n.name,
             NetEntry::update,
             |n| fams.net_entry(n, first),
             |name, _| fams.remove_net(name),
@@ -779,15 +781,14 @@ fn cpus_reported<T>(per_cpu: bool, total: T, each: Vec<(u32, T)>) -> Vec<(Option
     }
 }
 
-/// The items of `list` (disks, interfaces) whose name `exclude` does not match, by name.
+/// The items of `list` (disks, interfaces) whose name `exclude` does not match.
 fn not_excluded<T>(
     list: Vec<T>,
     exclude: Option<&Regex>,
     name: fn(&T) -> &String,
-) -> impl Iterator<Item = (String, T)> {
+) -> impl Iterator<Item = T> {
     list.into_iter()
         .filter(move |item| !exclude.is_some_and(|r| r.is_match(name(item))))
-        .map(move |item| (name(&item).clone(), item))
 }
 
 impl DiskEntry {

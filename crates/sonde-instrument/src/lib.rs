@@ -49,6 +49,8 @@ pub use faas::{
 pub use lifecycle::{Lifecycle, os_start_time, process_start_time};
 #[cfg(feature = "moka")]
 pub use moka_cache::MokaCache;
+#[cfg(feature = "tower")]
+pub use recorded::{Instrumented, Observe, Record, Recorded};
 #[cfg(feature = "bb8")]
 pub use resources::{Bb8Stats, bb8_get};
 pub use resources::{CacheMetrics, PoolMetrics, PoolStats};

@@ -402,15 +402,11 @@ mod actix {
         }
     }
 
-    /// What the middleware wraps (the bounds of both its impls): an application service
-    /// failing with actix's `Error`, whose futures can be boxed.
-    pub trait AppService: Service<ServiceRequest, Error = Error, Future: 'static> {}
-
-    impl<S: Service<ServiceRequest, Error = Error, Future: 'static>> AppService for S {}
-
-    impl<S, B: 'static> Transform<S, ServiceRequest> for HttpServerMetricsActix
+    impl<S, B> Transform<S, ServiceRequest> for HttpServerMetricsActix
     where
-        S: AppService<Response = ServiceResponse<B>>,
+        S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+        S::Future: 'static,
+        B: 'static,
     {
         type Response = ServiceResponse<B>;
         type Error = Error;
@@ -434,9 +430,11 @@ mod actix {
 
     type Answer<B> = Pin<Box<dyn Future<Output = Result<ServiceResponse<B>, Error>>>>;
 
-    impl<S, B: 'static> Service<ServiceRequest> for HttpServerMetricsActixService<S>
+    impl<S, B> Service<ServiceRequest> for HttpServerMetricsActixService<S>
     where
-        S: AppService<Response = ServiceResponse<B>>,
+        S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
+        S::Future: 'static,
+        B: 'static,
     {
         type Response = ServiceResponse<B>;
         type Error = Error;

@@ -71,13 +71,12 @@ pub struct ScrapeError(pub String);
 
 /// Reads the endpoint once (GET, at most [`MAX_BODY_BYTES`], within `timeout`) and parses it.
 pub fn take(url: &str, timeout: Duration) -> Result<Scrape, ScrapeError> {
-    let body = sonde_scrape::fetch(
+    let body = sonde_scrape::Request::new(
         url,
         timeout,
-        &sonde_scrape::Auth::None,
-        MAX_BODY_BYTES,
         concat!("sonde-load/", env!("CARGO_PKG_VERSION")),
     )
+    .text()
     .map_err(|e| ScrapeError(e.message))?;
     parse(&body).map_err(|e| ScrapeError(format!("{}: {e}", redact_url(url))))
 }

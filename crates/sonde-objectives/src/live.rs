@@ -183,16 +183,15 @@ fn check_series(
     }
 }
 
-/// Fetches `url` (a `/metrics` page) as a scrape does (`sonde_scrape::fetch`: at most 64 MiB,
-/// a non-2xx answer is an error).
+/// Fetches `url` (a `/metrics` page) as a scrape does (`sonde_scrape::Request`: at most
+/// 64 MiB, a non-2xx answer is an error).
 pub fn fetch(url: &str) -> Result<String, crate::Error> {
-    sonde_scrape::fetch(
+    sonde_scrape::Request::new(
         url,
         std::time::Duration::from_secs(60),
-        &sonde_scrape::Auth::None,
-        sonde_scrape::MAX_BODY_BYTES,
         concat!("sonde-objectives/", env!("CARGO_PKG_VERSION")),
     )
+    .text()
     .map_err(|e| crate::Error::Fetch {
         url: url.to_string(),
         message: e.message,

@@ -542,7 +542,14 @@ impl Ratio {
         tables
             .iter()
             .flat_map(|t| self.pairs(t))
-            .filter(|p| (p.factor * b < 1.0) == can)
+            // `>= 1.0` for "never": a NaN budget then leaves out no pair, as it always did.
+            .filter(|p| {
+                if can {
+                    p.factor * b < 1.0
+                } else {
+                    p.factor * b >= 1.0
+                }
+            })
             .collect()
     }
 

@@ -50,10 +50,9 @@ mod serve;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
-use sonde_core::{Counter, Family, Registry};
+use sonde_core::{ComponentThread, Counter, Family, Registry};
 
 pub use config::OtlpReceiverConfig;
 pub use record::Outcome;
@@ -255,7 +254,12 @@ impl OtlpReceiverBuilder {
         Ok(OtlpReceiver {
             grpc_addr,
             http_addr,
-            running: std::sync::Mutex::new((Some(stop_tx), Some(thread))),
+            running: ComponentThread::new(
+                move || {
+                    let _ = stop_tx.send(());
+                },
+                thread,
+            ),
         })
     }
 }
@@ -266,19 +270,13 @@ pub fn check_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<(), St
     serve::load_tls(cert, key).map(|_| ())
 }
 
-/// How to stop a server thread, and the thread; both taken by the first stop.
-type StopAndThread = (
-    Option<tokio::sync::oneshot::Sender<()>>,
-    Option<JoinHandle<()>>,
-);
-
-/// A running receiver; stops on [`shutdown`](Self::shutdown) or drop.
+/// A running receiver; stops on [`shutdown`](sonde_core::Component::shutdown) or drop.
 #[derive(Debug)]
 pub struct OtlpReceiver {
     grpc_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
-    /// How to stop the server thread, and the thread; taken by the first shutdown.
-    running: std::sync::Mutex<StopAndThread>,
+    /// The server thread, stopped by the first shutdown (or drop).
+    running: ComponentThread,
 }
 
 impl OtlpReceiver {
@@ -291,19 +289,6 @@ impl OtlpReceiver {
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
     }
-
-    fn stop(&self) {
-        let (stop, thread) = {
-            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-            (running.0.take(), running.1.take())
-        };
-        if let Some(stop) = stop {
-            let _ = stop.send(());
-        }
-        if let Some(t) = thread {
-            let _ = t.join();
-        }
-    }
 }
 
 /// Each request is recorded before it is answered: `flush` has nothing to do; `shutdown`
@@ -313,19 +298,9 @@ impl sonde_core::Component for OtlpReceiver {
         "otlp_receiver"
     }
 
-    fn flush(&self, _timeout: std::time::Duration) -> Result<(), sonde_core::ComponentError> {
-        Ok(())
-    }
-
     fn shutdown(&self, _timeout: std::time::Duration) -> Result<(), sonde_core::ComponentError> {
-        self.stop();
+        self.running.stop();
         Ok(())
-    }
-}
-
-impl Drop for OtlpReceiver {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

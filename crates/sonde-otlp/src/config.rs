@@ -109,12 +109,11 @@ impl OtlpTransport {
         Self::default()
     }
 
-    /// The receiver. For gRPC, `scheme://host:port`. For HTTP, either a base
-    /// (`http://host:4318`, to which `/v1/metrics` or `/v1/traces` is appended) or, when it
-    /// has a path, the full URL used as is.
-    pub fn endpoint(mut self, endpoint: impl Into<String>) -> Self {
-        self.endpoint = Some(endpoint.into());
-        self
+    sonde_push::builder_setters! {
+        /// The receiver. For gRPC, `scheme://host:port`. For HTTP, either a base
+        /// (`http://host:4318`, to which `/v1/metrics` or `/v1/traces` is appended) or, when it
+        /// has a path, the full URL used as is.
+        endpoint: Some(impl Into<String>);
     }
 
     /// Adds a header (gRPC metadata) sent with every request; it replaces a header of the same
@@ -372,8 +371,54 @@ pub(crate) fn process_env(name: &str) -> Option<String> {
 }
 
 /// Where the builders read configuration variables (the process environment, or a closure for
-/// tests and embedding).
-pub(crate) type Env = std::sync::Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+/// tests and embedding). Its `Debug` shows no variable, so the builders can derive theirs.
+#[derive(Clone)]
+pub(crate) struct Env(std::sync::Arc<Lookup>);
+
+/// A variable's value by name.
+pub(crate) type Lookup = dyn Fn(&str) -> Option<String> + Send + Sync;
+
+impl Env {
+    /// The process environment.
+    pub(crate) fn process() -> Env {
+        Env(std::sync::Arc::new(process_env))
+    }
+
+    /// Variables read through `lookup`.
+    pub(crate) fn from_fn(lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> Env {
+        Env(std::sync::Arc::new(lookup))
+    }
+}
+
+/// Writes the `environment` setter of a builder whose [`Env`] field is `env`.
+macro_rules! environment_setter {
+    () => {
+        /// Reads configuration variables through `env` instead of the process environment (for
+        /// tests and for embedding in a daemon with its own configuration).
+        pub fn environment(
+            mut self,
+            env: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
+        ) -> Self {
+            self.env = $crate::config::Env::from_fn(env);
+            self
+        }
+    };
+}
+pub(crate) use environment_setter;
+
+impl std::ops::Deref for Env {
+    type Target = Lookup;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Env")
+    }
+}
 
 /// A lookup in a fixed list of variables, for tests in place of the process environment.
 #[cfg(test)]

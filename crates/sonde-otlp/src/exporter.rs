@@ -1,13 +1,12 @@
 //! The metrics exporter: periodic collection and delivery on a thread and runtime of its own.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use sonde_core::{Resource, Temporality};
 use sonde_push::{PushConfig, PushExporter, ReadSettings, Source, StartError};
 
 use crate::Error;
-use crate::config::{Env, OtlpTransport, Signal, ignore_env, process_env};
+use crate::config::{Env, OtlpTransport, Signal, ignore_env};
 use crate::convert::{self, HistogramAggregation};
 use crate::transport::Client;
 
@@ -21,6 +20,8 @@ pub use sonde_push::DROP_SHUTDOWN_TIMEOUT;
 /// Every setting left unset comes from the standard variables (`OTEL_EXPORTER_OTLP_*`,
 /// `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE`,
 /// `OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION`), then from the defaults.
+// The transport's `Debug` redacts header values and URL credentials.
+#[derive(Debug)]
 pub struct OtlpMetricsBuilder {
     /// The registry, selection and deltas to continue.
     read: ReadSettings,
@@ -34,16 +35,6 @@ pub struct OtlpMetricsBuilder {
     /// Queue and retry settings (interval and timeout are resolved at install).
     delivery: PushConfig,
     env: Env,
-}
-
-impl std::fmt::Debug for OtlpMetricsBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OtlpMetricsBuilder")
-            .field("transport", &self.transport)
-            .field("interval", &self.interval)
-            .field("temporality", &self.temporality)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Default for OtlpMetricsBuilder {
@@ -66,7 +57,7 @@ impl OtlpMetricsBuilder {
             max_request_bytes: 4 * 1024 * 1024,
             // 256 requests or 64 MiB queued, backoff 500 ms to 5 s, retried for 5 minutes.
             delivery: PushConfig::new(EXPORTER),
-            env: Arc::new(process_env),
+            env: Env::process(),
         }
     }
 
@@ -112,15 +103,7 @@ impl OtlpMetricsBuilder {
 
     sonde_push::delivery_setters!(delivery, backoff: "500 ms to 5 s", retries: "no limit");
 
-    /// Reads configuration variables through `env` instead of the process environment (for
-    /// tests and for embedding in a daemon with its own configuration).
-    pub fn environment(
-        mut self,
-        env: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
-    ) -> Self {
-        self.env = Arc::new(env);
-        self
-    }
+    crate::config::environment_setter!();
 
     /// Resolves the settings, registers the self-metrics and starts the exporter's thread.
     /// The first collection happens one interval from now.
@@ -211,10 +194,8 @@ impl OtlpMetricsBuilder {
 }
 
 fn push_error(e: sonde_push::Error) -> Error {
-    match e {
-        sonde_push::Error::Start(e) => Error::Start(e),
-        other => Error::Incomplete(other.to_string()),
-    }
+    e.start_or_message()
+        .map_or_else(Error::Incomplete, Error::Start)
 }
 
 /// A running OTLP metrics exporter. Dropping it shuts it down, waiting up to

@@ -22,7 +22,6 @@
 //! ```
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
@@ -34,9 +33,11 @@ use sonde_core::{Registry, Resource};
 use tracing_subscriber::layer::SubscriberExt as _;
 
 use crate::Error;
-use crate::config::{Compression, Env, OtlpTransport, Protocol, Signal, ignore_env, process_env};
+use crate::config::{Compression, Env, OtlpTransport, Protocol, Signal, ignore_env};
 
 /// Configures the tracing pipeline.
+// The transport's `Debug` redacts header values and URL credentials.
+#[derive(Debug)]
 pub struct TracesBuilder {
     transport: OtlpTransport,
     registry: Registry,
@@ -45,17 +46,6 @@ pub struct TracesBuilder {
     span_durations: bool,
     log_to_stderr: bool,
     env: Env,
-}
-
-impl std::fmt::Debug for TracesBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TracesBuilder")
-            .field("transport", &self.transport)
-            .field("sampler", &self.sampler)
-            .field("span_durations", &self.span_durations)
-            .field("log_to_stderr", &self.log_to_stderr)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Default for TracesBuilder {
@@ -74,7 +64,7 @@ impl TracesBuilder {
             sampler: None,
             span_durations: false,
             log_to_stderr: true,
-            env: Arc::new(process_env),
+            env: Env::process(),
         }
     }
 
@@ -99,14 +89,7 @@ impl TracesBuilder {
         log_to_stderr: bool;
     }
 
-    /// Reads configuration variables through `env` instead of the process environment.
-    pub fn environment(
-        mut self,
-        env: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
-    ) -> Self {
-        self.env = Arc::new(env);
-        self
-    }
+    crate::config::environment_setter!();
 
     /// Builds the exporter and tracer provider without installing anything globally; use
     /// [`TracingPipeline::subscriber`] or [`TracingPipeline::tracer`] to compose your own.

@@ -82,10 +82,9 @@ mod tls;
 
 use std::fmt;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sonde_core::Registry;
+use sonde_core::{ComponentThread, Registry};
 
 pub use config::{
     DEFAULT_INTERVAL, DEFAULT_TIMEOUT, HttpProbe, ProbeTarget, ProbesConfig, TcpProbe,
@@ -401,7 +400,12 @@ impl Prober {
             })
             .map_err(Error::Start)?;
         Ok(RunningProber {
-            running: std::sync::Mutex::new((Some(stop), Some(thread))),
+            running: ComponentThread::new(
+                move || {
+                    let _ = stop.send(());
+                },
+                thread,
+            ),
             labels,
             metrics,
         })
@@ -470,17 +474,11 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-/// How to stop a server thread, and the thread; both taken by the first stop.
-type StopAndThread = (
-    Option<tokio::sync::oneshot::Sender<()>>,
-    Option<JoinHandle<()>>,
-);
-
-/// Probes running on their thread; stop them with [`shutdown`](Self::shutdown) (dropping it
-/// stops them too).
+/// Probes running on their thread; stop them with
+/// [`shutdown`](sonde_core::Component::shutdown) (dropping it stops them too).
 pub struct RunningProber {
-    /// How to stop the thread, and the thread; taken by the first stop.
-    running: std::sync::Mutex<StopAndThread>,
+    /// The probes' thread, stopped by the first stop (or drop).
+    running: ComponentThread,
     /// Each probe's label values, to remove its series.
     labels: Vec<[String; 3]>,
     metrics: Option<Arc<Metrics>>,
@@ -489,10 +487,7 @@ pub struct RunningProber {
 impl fmt::Debug for RunningProber {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RunningProber")
-            .field(
-                "running",
-                &self.running.lock().map(|r| r.1.is_some()).unwrap_or(false),
-            )
+            .field("running", &self.running.is_running())
             .finish()
     }
 }
@@ -500,7 +495,7 @@ impl fmt::Debug for RunningProber {
 impl RunningProber {
     /// Stops the probes and removes their series, so they no longer appear in exports.
     pub fn uninstall(self) {
-        self.stop_now();
+        self.running.stop();
         self.remove_series(None);
     }
 
@@ -508,7 +503,7 @@ impl RunningProber {
     /// and server address): on a reload, the probes kept continue their series in `next`, the
     /// ones removed disappear from exports.
     pub fn replace_with(self, next: &RunningProber) {
-        self.stop_now();
+        self.running.stop();
         self.remove_series(Some(next));
     }
 
@@ -521,19 +516,6 @@ impl RunningProber {
             metrics.remove(l);
         }
     }
-
-    fn stop_now(&self) {
-        let (stop, thread) = {
-            let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-            (running.0.take(), running.1.take())
-        };
-        if let Some(stop) = stop {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = thread {
-            let _ = thread.join();
-        }
-    }
 }
 
 /// Probes hold nothing to deliver (each check records its result when it ends): `flush` has
@@ -544,18 +526,8 @@ impl sonde_core::Component for RunningProber {
         "probes"
     }
 
-    fn flush(&self, _timeout: std::time::Duration) -> Result<(), sonde_core::ComponentError> {
-        Ok(())
-    }
-
     fn shutdown(&self, _timeout: std::time::Duration) -> Result<(), sonde_core::ComponentError> {
-        self.stop_now();
+        self.running.stop();
         Ok(())
-    }
-}
-
-impl Drop for RunningProber {
-    fn drop(&mut self) {
-        self.stop_now();
     }
 }

@@ -21,7 +21,7 @@ fn open_file_descriptors_follow_opened_files() {
     assert!(before >= 3.0, "stdin, stdout and stderr at least: {before}");
 
     let files: Vec<File> = (0..10).map(|_| File::open("/dev/null").unwrap()).collect();
-    let during = current_value_is(&registry, OPEN_FILE_DESCRIPTORS, open_fds() as f64);
+    let during = current_value_is(&registry, OPEN_FILE_DESCRIPTORS, || open_fds() as f64);
     assert_eq!(during, before + 10.0);
 
     drop(files);

@@ -34,7 +34,7 @@ fn thread_count_follows_spawned_threads() {
         .collect();
     started.wait();
 
-    let during = current_value_is(&registry, THREAD_COUNT, status_field("Threads") as f64);
+    let during = current_value_is(&registry, THREAD_COUNT, || status_field("Threads") as f64);
     assert_eq!(during, before + 4.0);
 
     stop.store(true, Ordering::Release);

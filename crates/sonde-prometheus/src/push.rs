@@ -87,10 +87,9 @@ impl PushgatewayBuilder {
         }
     }
 
-    /// The `job` of the grouping key.
-    pub fn job(mut self, job: impl Into<String>) -> Self {
-        self.job = Some(job.into());
-        self
+    sonde_push::builder_setters! {
+        /// The `job` of the grouping key.
+        job: Some(impl Into<String>);
     }
 
     /// Adds a label to the grouping key (`instance`, `shard`...); setting a name again replaces

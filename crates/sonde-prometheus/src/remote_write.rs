@@ -532,10 +532,8 @@ impl RemoteWriteBuilder {
 }
 
 fn push_error(e: sonde_push::Error) -> Error {
-    match e {
-        sonde_push::Error::Start(e) => Error::Start(e),
-        other => Error::Incomplete(other.to_string()),
-    }
+    e.start_or_message()
+        .map_or_else(Error::Incomplete, Error::Start)
 }
 
 /// A running remote writer. Dropping it shuts it down, waiting up to

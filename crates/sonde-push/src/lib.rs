@@ -151,6 +151,18 @@ pub enum Error {
     Queue(#[from] QueueError),
 }
 
+impl Error {
+    /// What an exporter's own error keeps of this one: `Ok` with the cause when the thread or
+    /// runtime could not start ([`Error::Start`]), `Err` with the message of anything else
+    /// (something not delivered, a queue that did not open).
+    pub fn start_or_message(self) -> Result<std::io::Error, String> {
+        match self {
+            Error::Start(e) => Ok(e),
+            other => Err(other.to_string()),
+        }
+    }
+}
+
 /// What a batch is worth, for the queue's limits and the drop counters.
 pub trait Batch: Send + 'static {
     /// Data points it carries.
@@ -418,12 +430,19 @@ impl ReadSettings {
 }
 
 /// Writes the setters of the [`ReadSettings`] field `$field` of a push exporter's builder:
-/// `registry`, `selection` and `continue_deltas`, named, documented and behaving alike
+/// `read_settings` (all at once), `registry`, `selection` and `continue_deltas`, named, documented and behaving alike
 /// everywhere. `delta_state` names, for the docs, the method of the built exporter that
 /// gives the state to continue (`"EmfWriter::delta_state"`).
 #[macro_export]
 macro_rules! read_setters {
     ($field:ident, delta_state: $delta_state:literal) => {
+        /// The registry, selection and deltas to continue, all at once (what [`registry`](Self::registry),
+        /// [`selection`](Self::selection) and [`continue_deltas`](Self::continue_deltas) set one by one).
+        pub fn read_settings(mut self, read: $crate::ReadSettings) -> Self {
+            self.$field = read;
+            self
+        }
+
         /// The registry to export (default: the global one); the self-metrics go there too.
         pub fn registry(mut self, registry: $crate::__sonde_core::Registry) -> Self {
             self.$field.registry = registry;
@@ -438,9 +457,9 @@ macro_rules! read_setters {
         }
 
         #[doc = concat!(
-            "With delta temporality, continues the deltas of the exporter this one replaces ",
-            "(its [`", $delta_state, "`]): each change is sent once, by one of the two, ",
-            "instead of this exporter's first export repeating every counter's total."
+            "With delta temporality, continues the deltas of the exporter or writer this one ",
+            "replaces (its [`", $delta_state, "`]): each change goes out once, by one of the ",
+            "two, instead of this one's first export (or write) repeating every counter's total."
         )]
         pub fn continue_deltas(mut self, state: $crate::__sonde_core::DeltaState) -> Self {
             self.$field.continue_deltas = Some(state);
@@ -452,12 +471,14 @@ macro_rules! read_setters {
 /// Writes the plain setters of an exporter's builder: each stores its argument in the field
 /// of the same name and returns the builder, with the docs written above it. `name: Type;`
 /// stores the value, `name: Some(Type);` stores `Some(value)` (a setting whose default is
-/// resolved later). Setters that clamp or convert their argument are written by hand.
+/// resolved later), `name: Some(impl Into<Type>);` stores `Some(value.into())`. Setters that
+/// clamp or check their argument are written by hand.
 ///
 /// ```
 /// struct Builder {
 ///     retries: u32,
 ///     region: Option<String>,
+///     endpoint: Option<String>,
 /// }
 /// impl Builder {
 ///     sonde_push::builder_setters! {
@@ -465,14 +486,28 @@ macro_rules! read_setters {
 ///         retries: u32;
 ///         /// The region (default: from the environment).
 ///         region: Some(String);
+///         /// Another endpoint.
+///         endpoint: Some(impl Into<String>);
 ///     }
 /// }
-/// let b = Builder { retries: 0, region: None }.retries(3).region("eu-west-1".into());
+/// let b = Builder { retries: 0, region: None, endpoint: None }
+///     .retries(3)
+///     .region("eu-west-1".into())
+///     .endpoint("http://127.0.0.1:4566");
 /// assert_eq!((b.retries, b.region.as_deref()), (3, Some("eu-west-1")));
+/// assert_eq!(b.endpoint.as_deref(), Some("http://127.0.0.1:4566"));
 /// ```
 #[macro_export]
 macro_rules! builder_setters {
     () => {};
+    ($(#[$doc:meta])* $name:ident: Some(impl Into<$ty:ty>); $($rest:tt)*) => {
+        $(#[$doc])*
+        pub fn $name(mut self, $name: impl Into<$ty>) -> Self {
+            self.$name = Some($name.into());
+            self
+        }
+        $crate::builder_setters!($($rest)*);
+    };
     ($(#[$doc:meta])* $name:ident: Some($ty:ty); $($rest:tt)*) => {
         $(#[$doc])*
         pub fn $name(mut self, $name: $ty) -> Self {

@@ -105,20 +105,22 @@ impl ExporterMetrics {
         let queue = registry
             .gauge(QUEUE_SIZE)
             .description("Requests waiting in an exporter's queue, including the one being sent.");
-        let last_success = registry
-            .gauge_f64(LAST_SUCCESS)
-            .description("Unix time of an exporter's last successful request.")
-            .unit(Unit::Seconds);
-        let failing_since = registry
-            .gauge_f64(FAILING_SINCE)
-            .description(
-                "Unix time of an exporter's first failed request since its last success; 0 while healthy.",
-            )
-            .unit(Unit::Seconds);
-        let interval = registry
-            .gauge_f64(INTERVAL)
-            .description("An exporter's collection interval.")
-            .unit(Unit::Seconds);
+        // Three self-metrics are times or durations, in seconds.
+        let seconds = |name: &'static str, description: &'static str| {
+            registry
+                .gauge_f64(name)
+                .description(description)
+                .unit(Unit::Seconds)
+        };
+        let last_success = seconds(
+            LAST_SUCCESS,
+            "Unix time of an exporter's last successful request.",
+        );
+        let failing_since = seconds(
+            FAILING_SINCE,
+            "Unix time of an exporter's first failed request since its last success; 0 while healthy.",
+        );
+        let interval = seconds(INTERVAL, "An exporter's collection interval.");
         let rejected = registry
             .counter(REJECTED_POINTS)
             .description("Data points a receiver reported as rejected in an accepted request.");

@@ -96,44 +96,174 @@ pub fn check_login(url: &str, auth: &Auth) -> Result<(), FetchError> {
     Ok(())
 }
 
-/// GETs `url` within `timeout`, reading at most `max_body` bytes, and returns the body as text
-/// (invalid UTF-8 replaced). Redirects are not followed (credentials must not travel); a
-/// non-2xx answer and a protobuf body are errors.
-pub fn fetch(
-    url: &str,
+/// No TLS settings: the system's roots, no client certificate.
+static NO_TLS: Tls = Tls {
+    ca_file: None,
+    client_cert: None,
+    insecure_skip_verify: false,
+};
+
+/// One bounded GET of a metrics endpoint: where, within how long, as whom, how much is read.
+///
+/// [`Request::new`] asks for no login, the system's TLS roots and at most [`MAX_BODY_BYTES`];
+/// the setters change that. Redirects are not followed (credentials must not travel) and a
+/// non-2xx answer is an error.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    url: &'a str,
     timeout: Duration,
-    auth: &Auth,
+    auth: &'a Auth,
+    tls: &'a Tls,
     max_body: u64,
-    user_agent: &str,
-) -> Result<String, FetchError> {
-    fetch_with_tls(url, timeout, auth, &Tls::default(), max_body, user_agent)
+    user_agent: &'a str,
 }
 
-/// [`fetch`] trusting an https target as `tls` says.
-pub fn fetch_with_tls(
-    url: &str,
-    timeout: Duration,
-    auth: &Auth,
-    tls: &Tls,
-    max_body: u64,
-    user_agent: &str,
-) -> Result<String, FetchError> {
-    let shown = redact_url(url);
-    let (body, content_type) = get(url, timeout, auth, tls, max_body, user_agent, ACCEPT)?;
-    if content_type.contains("protobuf") {
-        return Err(fail(
-            "protobuf",
-            format!(
-                "{shown} answered in protobuf ({content_type}); Prometheus text or OpenMetrics is read"
-            ),
-        ));
+impl<'a> Request<'a> {
+    /// A GET of `url` within `timeout`, sending `user_agent`.
+    pub fn new(url: &'a str, timeout: Duration, user_agent: &'a str) -> Self {
+        Request {
+            url,
+            timeout,
+            auth: &Auth::None,
+            tls: &NO_TLS,
+            max_body: MAX_BODY_BYTES,
+            user_agent,
+        }
     }
-    Ok(String::from_utf8_lossy(&body).into_owned())
+
+    /// Authenticates as `auth` says.
+    pub fn auth(self, auth: &'a Auth) -> Self {
+        Request { auth, ..self }
+    }
+
+    /// Trusts an https target as `tls` says.
+    pub fn tls(self, tls: &'a Tls) -> Self {
+        Request { tls, ..self }
+    }
+
+    /// Reads at most `max_body` bytes (a bigger body is an error).
+    pub fn max_body(self, max_body: u64) -> Self {
+        Request { max_body, ..self }
+    }
+
+    /// Returns the body as text (invalid UTF-8 replaced); a protobuf body is an error.
+    pub fn text(&self) -> Result<String, FetchError> {
+        let (body, content_type) = self.get(ACCEPT)?;
+        if content_type.contains("protobuf") {
+            return Err(fail(
+                "protobuf",
+                format!(
+                    "{} answered in protobuf ({content_type}); Prometheus text or OpenMetrics is read",
+                    redact_url(self.url)
+                ),
+            ));
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Parses what the endpoint answers: the protobuf format (asked for first when `protobuf`
+    /// is true, as Prometheus does with native histograms on; the only one that carries native
+    /// histograms), OpenMetrics or Prometheus text.
+    pub fn exposition(&self, protobuf: bool) -> Result<crate::Exposition, FetchError> {
+        let shown = redact_url(self.url);
+        let accept = if protobuf { ACCEPT_PROTOBUF } else { ACCEPT };
+        let (body, content_type) = self.get(accept)?;
+        let parsed = if content_type.contains("application/vnd.google.protobuf") {
+            if !content_type.contains("encoding=delimited") {
+                return Err(fail(
+                    "protobuf",
+                    format!(
+                        "{shown} answered in protobuf without encoding=delimited ({content_type}); only the delimited MetricFamily stream is read"
+                    ),
+                ));
+            }
+            crate::proto::parse_protobuf(&body)
+        } else {
+            crate::text::parse(&String::from_utf8_lossy(&body))
+        };
+        parsed.map_err(|e| fail("parse", format!("{shown}: {e}")))
+    }
+
+    /// The GET itself: the body and the lower-cased content type.
+    fn get(&self, accept: &str) -> Result<(Vec<u8>, String), FetchError> {
+        let Request {
+            url,
+            timeout,
+            auth,
+            tls,
+            max_body,
+            user_agent,
+        } = *self;
+        check_url(url)?;
+        let shown = redact_url(url);
+        check_login(url, auth)?;
+        let client = sonde_http1::client::client(tls, timeout, user_agent)
+            .map_err(|e| fail("tls", format!("{shown}: {e}")))?;
+        let mut request = client.get(url).timeout(timeout).header("Accept", accept);
+        match auth {
+            Auth::None => {}
+            Auth::Basic { user, password } => {
+                request = request.basic_auth(user, Some(password));
+            }
+            Auth::Bearer(token) => {
+                request = request.bearer_auth(token);
+            }
+        }
+        let cap = usize::try_from(max_body).unwrap_or(usize::MAX);
+        let fetched = sonde_http1::client::block_on(async move {
+            let mut response = request.send().await.map_err(|e| {
+                fail(
+                    "connect",
+                    // reqwest's message names the URL, credentials included.
+                    format!(
+                        "{shown}: {}; check that the service or exporter is running and serves its metrics there",
+                        sonde_push::error_chain(&e.without_url())
+                    ),
+                )
+            })?;
+            let status = response.status().as_u16();
+            if !(200..300).contains(&status) {
+                return Err(fail(
+                    "status",
+                    format!(
+                        "{shown} answered HTTP {status}; give the URL of a Prometheus or OpenMetrics endpoint"
+                    ),
+                ));
+            }
+            let content_type = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            let read = sonde_http1::client::read_capped(&mut response, cap).await;
+            let problem = match (&read.error, read.truncated) {
+                (Some(e), _) => Some(sonde_push::error_chain(e)),
+                (None, true) => Some("the body is larger than the limit".to_owned()),
+                (None, false) => None,
+            };
+            match problem {
+                None => Ok((read.body, content_type)),
+                Some(why) => Err(fail(
+                    "body",
+                    format!(
+                        "{shown}: reading the body failed: {why} (at most {} MiB are read)",
+                        max_body >> 20
+                    ),
+                )),
+            }
+        });
+        fetched.unwrap_or_else(|e| {
+            let shown = redact_url(url);
+            Err(fail(
+                "connect",
+                format!("{shown}: no runtime to fetch on: {e}"),
+            ))
+        })
+    }
 }
 
-/// GETs `url` as [`fetch_with_tls`] does and parses what it answers: the protobuf format
-/// (asked for first when `protobuf` is true, as Prometheus does with native histograms on;
-/// the only one that carries native histograms), OpenMetrics or Prometheus text.
+/// [`Request::exposition`] with every setting given; the scrape loop calls it with a target's.
 pub fn fetch_exposition(
     url: &str,
     timeout: Duration,
@@ -143,99 +273,9 @@ pub fn fetch_exposition(
     user_agent: &str,
     protobuf: bool,
 ) -> Result<crate::Exposition, FetchError> {
-    let shown = redact_url(url);
-    let accept = if protobuf { ACCEPT_PROTOBUF } else { ACCEPT };
-    let (body, content_type) = get(url, timeout, auth, tls, max_body, user_agent, accept)?;
-    let parsed = if content_type.contains("application/vnd.google.protobuf") {
-        if !content_type.contains("encoding=delimited") {
-            return Err(fail(
-                "protobuf",
-                format!(
-                    "{shown} answered in protobuf without encoding=delimited ({content_type}); only the delimited MetricFamily stream is read"
-                ),
-            ));
-        }
-        crate::proto::parse_protobuf(&body)
-    } else {
-        crate::text::parse(&String::from_utf8_lossy(&body))
-    };
-    parsed.map_err(|e| fail("parse", format!("{shown}: {e}")))
-}
-
-/// One bounded GET: the body and the lower-cased content type.
-fn get(
-    url: &str,
-    timeout: Duration,
-    auth: &Auth,
-    tls: &Tls,
-    max_body: u64,
-    user_agent: &str,
-    accept: &str,
-) -> Result<(Vec<u8>, String), FetchError> {
-    check_url(url)?;
-    let shown = redact_url(url);
-    check_login(url, auth)?;
-    let client = sonde_http1::client::client(tls, timeout, user_agent)
-        .map_err(|e| fail("tls", format!("{shown}: {e}")))?;
-    let mut request = client.get(url).timeout(timeout).header("Accept", accept);
-    match auth {
-        Auth::None => {}
-        Auth::Basic { user, password } => {
-            request = request.basic_auth(user, Some(password));
-        }
-        Auth::Bearer(token) => {
-            request = request.bearer_auth(token);
-        }
-    }
-    let cap = usize::try_from(max_body).unwrap_or(usize::MAX);
-    let fetched = sonde_http1::client::block_on(async move {
-        let mut response = request.send().await.map_err(|e| {
-            fail(
-                "connect",
-                // reqwest's message names the URL, credentials included.
-                format!(
-                    "{shown}: {}; check that the service or exporter is running and serves its metrics there",
-                    sonde_push::error_chain(&e.without_url())
-                ),
-            )
-        })?;
-        let status = response.status().as_u16();
-        if !(200..300).contains(&status) {
-            return Err(fail(
-                "status",
-                format!(
-                    "{shown} answered HTTP {status}; give the URL of a Prometheus or OpenMetrics endpoint"
-                ),
-            ));
-        }
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let read = sonde_http1::client::read_capped(&mut response, cap).await;
-        let problem = match (&read.error, read.truncated) {
-            (Some(e), _) => Some(sonde_push::error_chain(e)),
-            (None, true) => Some("the body is larger than the limit".to_owned()),
-            (None, false) => None,
-        };
-        match problem {
-            None => Ok((read.body, content_type)),
-            Some(why) => Err(fail(
-                "body",
-                format!(
-                    "{shown}: reading the body failed: {why} (at most {} MiB are read)",
-                    max_body >> 20
-                ),
-            )),
-        }
-    });
-    fetched.unwrap_or_else(|e| {
-        let shown = redact_url(url);
-        Err(fail(
-            "connect",
-            format!("{shown}: no runtime to fetch on: {e}"),
-        ))
-    })
+    Request::new(url, timeout, user_agent)
+        .auth(auth)
+        .tls(tls)
+        .max_body(max_body)
+        .exposition(protobuf)
 }

@@ -20,8 +20,8 @@ mod text;
 
 pub use config::ScrapeTargetConfig;
 pub use fetch::{
-    ACCEPT, ACCEPT_PROTOBUF, Auth, FetchError, MAX_BODY_BYTES, Tls, check_login, check_url, fetch,
-    fetch_exposition, fetch_with_tls,
+    ACCEPT, ACCEPT_PROTOBUF, Auth, FetchError, MAX_BODY_BYTES, Request, Tls, check_login,
+    check_url, fetch_exposition,
 };
 pub use proto::parse_protobuf;
 pub use source::{ScrapeSource, ScrapeStats, Scraper, Target};

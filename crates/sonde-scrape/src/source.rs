@@ -205,10 +205,6 @@ impl sonde_core::Component for ScrapeSource {
         "scrape"
     }
 
-    fn flush(&self, _timeout: std::time::Duration) -> Result<(), sonde_core::ComponentError> {
-        Ok(())
-    }
-
     fn shutdown(&self, _timeout: std::time::Duration) -> Result<(), sonde_core::ComponentError> {
         self.keep.store(true, Ordering::Release);
         self.stop_threads();
@@ -772,7 +768,6 @@ fn target_label_names<'a>(series: impl Iterator<Item = &'a Labels>) -> Vec<Strin
     names
 }
 
-/// The values of `labels` in the order of `names` (missing ones `""`), with job and instance.
 /// Removes from `family` (and from `series`) the series that the scrape `generation` did not
 /// see: gone from the target. `values` gives a series' label values in the family.
 fn remove_unseen<M: Instrument, V>(
@@ -789,6 +784,7 @@ fn remove_unseen<M: Instrument, V>(
     });
 }
 
+/// The values of `labels` in the order of `names` (missing ones `""`), with job and instance.
 fn label_values(labels: &Labels, names: &[String], job: &str, instance: &str) -> Vec<String> {
     names
         .iter()

@@ -283,13 +283,14 @@ fn a_bad_url_is_refused_before_anything_starts() {
     assert_eq!(err.reason, "bad_url");
     assert!(err.message.contains("http://"), "{}", err.message);
     // Credentials in the URL and a configured login would send two Authorization headers.
-    let err = sonde_scrape::fetch(
+    let err = sonde_scrape::Request::new(
         "http://user:secret@127.0.0.1:9/metrics",
         Duration::from_secs(1),
-        &sonde_scrape::Auth::Bearer("t".into()),
-        1024,
         "test",
     )
+    .auth(&sonde_scrape::Auth::Bearer("t".into()))
+    .max_body(1024)
+    .text()
     .unwrap_err();
     assert_eq!(err.reason, "bad_url");
     assert!(!err.message.contains("secret"), "{}", err.message);
@@ -379,14 +380,10 @@ fn a_sonde_service_is_mirrored_bucket_for_bucket() {
     );
     // The service's own exposition, parsed, against the agent's mirror.
     let direct = sonde_scrape::parse(
-        &sonde_scrape::fetch(
-            &url,
-            Duration::from_secs(5),
-            &Default::default(),
-            1 << 26,
-            "t",
-        )
-        .unwrap(),
+        &sonde_scrape::Request::new(&url, Duration::from_secs(5), "t")
+            .max_body(1 << 26)
+            .text()
+            .unwrap(),
     )
     .unwrap();
     let fam = &direct.families["http_server_request_duration_seconds"];
@@ -574,16 +571,10 @@ fn native_histograms_from_prometheus_federation_are_mirrored() {
     assert_eq!(got[0].value, 1000.0);
     let url = format!("http://{}/federate?match[]=rpc_duration_seconds", prom.addr);
     // What Prometheus federates is native only: a schema, spans, no classic buckets.
-    let e = sonde_scrape::fetch_exposition(
-        &url,
-        Duration::from_secs(5),
-        &Default::default(),
-        &Default::default(),
-        1 << 26,
-        "test",
-        true,
-    )
-    .unwrap();
+    let e = sonde_scrape::Request::new(&url, Duration::from_secs(5), "test")
+        .max_body(1 << 26)
+        .exposition(true)
+        .unwrap();
     let series = e.families["rpc_duration_seconds"]
         .series
         .values()

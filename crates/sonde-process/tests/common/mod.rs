@@ -28,19 +28,19 @@ pub fn assert_kind_unit(snap: &Snapshot, name: &str, kind: Kind, unit: Unit) {
 pub fn install_current_gauge(
     name: &str,
     unit: Unit,
-    os: impl Fn() -> f64,
+    os: impl FnOnce() -> f64,
 ) -> (Registry, ProcessMetrics, f64) {
     let (registry, process) = install(ProcessCollector::current());
     assert_kind_unit(&registry.snapshot(), name, Kind::Gauge, unit);
-    let now = current_value_is(&registry, name, os());
+    let now = current_value_is(&registry, name, os);
     (registry, process, now)
 }
 
-/// Reads `name` from a new snapshot of `registry`, asserts it equals `os` (what the OS says
-/// now) and returns it.
-pub fn current_value_is(registry: &Registry, name: &str, os: f64) -> f64 {
+/// Reads `name` from a new snapshot of `registry`, asserts it equals what `os` says right
+/// after (the OS's own figure) and returns it.
+pub fn current_value_is(registry: &Registry, name: &str, os: impl FnOnce() -> f64) -> f64 {
     let now = value(&registry.snapshot(), name, &[]);
-    assert_eq!(now, os, "{name}");
+    assert_eq!(now, os(), "{name}");
     now
 }
 

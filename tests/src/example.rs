@@ -41,13 +41,4 @@ pub fn steady_workload(registry: &Registry) -> Workload {
     .unwrap()
 }
 
-/// The route templates of the axum example (`crates/sonde-example-axum`); `""` is the one
-/// series of requests that matched no route.
-pub const AXUM_ROUTES: [&str; 6] = [
-    "",
-    "/users/{id}",
-    "/orders",
-    "/checkout",
-    "/report",
-    "/health",
-];
+pub use sonde_testkit::AXUM_ROUTES;

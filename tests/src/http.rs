@@ -214,37 +214,4 @@ pub fn basic_auth(user: &str, password: &str) -> String {
     out
 }
 
-/// `method path` with an empty body over a new HTTP/1.1 connection to `addr`, written and read
-/// by hand (`Connection: close`, read to the end), `timeout` for connecting and for each read:
-/// for checking a server below any HTTP client. Returns the status and the body; an answer that
-/// is not HTTP is an `InvalidData` error.
-pub fn raw_request(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    timeout: Duration,
-) -> std::io::Result<(u16, String)> {
-    use std::io::Write as _;
-    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
-    s.set_read_timeout(Some(timeout))?;
-    // A GET or HEAD goes as browsers send it, without a body length; other methods say 0.
-    let length = if matches!(method, "GET" | "HEAD") {
-        ""
-    } else {
-        "Content-Length: 0\r\n"
-    };
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\n{length}Connection: close\r\n\r\n"
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    let status = out.get(9..12).and_then(|c| c.parse().ok()).ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("not an HTTP response: {out:?}"),
-        )
-    })?;
-    let body = out.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_owned();
-    Ok((status, body))
-}
+pub use sonde_testkit::raw_request;

@@ -86,24 +86,7 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
-/// Finds a program on the PATH or in the usual Debian locations, or panics with how to install it.
-pub fn require_program(name: &str, install: &str) -> PathBuf {
-    let dirs = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
-    for dir in dirs.iter().map(PathBuf::as_path).chain([
-        std::path::Path::new("/usr/bin"),
-        std::path::Path::new("/usr/local/bin"),
-    ]) {
-        let candidate = dir.join(name);
-        if candidate.is_file() {
-            return candidate;
-        }
-    }
-    panic!(
-        "{name} is not installed; this test needs the real program: {install} (scripts/test does this)"
-    );
-}
+pub use sonde_testkit::require_program;
 
 /// The value of the counter or gauge series `name{labels}` in `registry` now, 0 while it has
 /// none (an exporter's self-metrics before their first event).

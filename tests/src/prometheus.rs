@@ -3,8 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -303,33 +301,5 @@ pub fn promtool_check_metrics(exposition: &str) -> String {
     succeeded("promtool check metrics", &out)
 }
 
-/// Runs `promtool args...` in `dir` (e.g. `check rules` or `test rules` on the files there);
-/// returns its combined output, panicking if it exits non-zero.
-pub fn promtool(dir: &Path, args: &[&str]) -> String {
-    let bin = require_program("promtool", INSTALL);
-    let out = Command::new(&bin)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap_or_else(|e| panic!("could not start {}: {e}; {INSTALL}", bin.display()));
-    succeeded(
-        &format!("promtool {} in {}", args.join(" "), dir.display()),
-        &out,
-    )
-}
-
-/// The combined output (stdout, then stderr) of `what`, panicking with it unless `what`
-/// succeeded.
-fn succeeded(what: &str, out: &Output) -> String {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{text}",
-        out.status
-    );
-    text
-}
+pub use sonde_testkit::promtool;
+use sonde_testkit::succeeded;

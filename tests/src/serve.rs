@@ -3,7 +3,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -12,23 +11,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-/// A multi-threaded Tokio runtime with `workers` worker threads and a listener it owns on a free
-/// 127.0.0.1 port, with that port's address: for a test server spawned on the runtime, which
-/// serves as long as the runtime lives.
-pub fn loopback_runtime(
-    workers: usize,
-) -> (tokio::runtime::Runtime, tokio::net::TcpListener, SocketAddr) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .unwrap();
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    (runtime, listener, addr)
-}
+pub use sonde_testkit::loopback_runtime;
 
 /// Spawns, on the current runtime, a loop serving every connection of `listener` with
 /// `handle`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use sonde::instrument::HttpServerMetrics;
 
 fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    sonde_tests::http::raw_request(addr, method, path, Duration::from_secs(10)).unwrap()
+    sonde_testkit::raw_request(addr, method, path, Duration::from_secs(10)).unwrap()
 }
 
 /// The value of the sample line that starts with `series ` (exact labels, in order).
@@ -22,7 +22,7 @@ fn every_adapter_reports_what_the_requests_did() {
     let dir = std::env::temp_dir().join(format!("sonde-shop-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let registry = sonde::Registry::new();
-    let (rt, listener, addr) = sonde_tests::serve::loopback_runtime(2);
+    let (rt, listener, addr) = sonde_testkit::loopback_runtime(2);
     let reg = registry.clone();
     let db = dir.join("shop.db");
     let shop = rt

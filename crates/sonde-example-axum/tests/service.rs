@@ -65,7 +65,7 @@ impl Drop for Service {
 
 /// One HTTP/1.1 request: (status, body).
 fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    sonde_tests::http::raw_request(addr, method, path, TIMEOUT)
+    sonde_testkit::raw_request(addr, method, path, TIMEOUT)
         .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
 }
 
@@ -146,7 +146,7 @@ fn requests_are_counted_by_route_template_on_metrics() {
 
     // Only templates as routes, and the 500s carry their error type.
     let routes: BTreeSet<&str> = counts.keys().map(|l| l["http_route"].as_str()).collect();
-    let templates = BTreeSet::from(sonde_tests::example::AXUM_ROUTES);
+    let templates = BTreeSet::from(sonde_testkit::AXUM_ROUTES);
     assert!(
         routes.is_subset(&templates),
         "raw paths recorded: {routes:?}"

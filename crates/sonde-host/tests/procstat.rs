@@ -15,7 +15,7 @@ use common::{assert_no_series, errors, label, series, sum, value};
 use sonde_core::Registry;
 use sonde_host::{Error, ProcessMatcher, ProcstatCollector, ProcstatMetrics};
 use sonde_process::ProcessCollector;
-use sonde_tests::sleeper::{Sleeper, executable_name};
+use sonde_testkit::sleeper::{Sleeper, executable_name};
 
 /// The labels of a `sleep` process's series (its executable may be a multi-call binary).
 fn labels(pid: &str, matcher: &str) -> Vec<(&'static str, String)> {

@@ -6,7 +6,7 @@ use std::process::Command;
 use sonde_objectives::{
     ALERTS_FILE, RECORDING_FILE, TESTS_FILE, generate, parse, write_atomically,
 };
-use sonde_tests::prometheus::promtool;
+use sonde_testkit::promtool;
 
 const EXAMPLE: &str = include_str!("../examples/objectives.toml");
 

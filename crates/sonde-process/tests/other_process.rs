@@ -14,7 +14,7 @@ use sonde_process::{
     CPU_TIME, CPU_UTILIZATION, Error, MEMORY_USAGE, MEMORY_VIRTUAL, OPEN_FILE_DESCRIPTORS,
     ProcessCollector, THREAD_COUNT, UPTIME,
 };
-use sonde_tests::sleeper::{Sleeper, executable_name};
+use sonde_testkit::sleeper::{Sleeper, executable_name};
 
 #[test]
 fn for_pid_reports_a_child_process_with_its_labels() {

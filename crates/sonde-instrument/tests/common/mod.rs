@@ -28,7 +28,7 @@ pub fn multi_thread_runtime(workers: usize) -> tokio::runtime::Runtime {
 
 /// One GET over a new connection; the status code.
 pub fn get(addr: SocketAddr, path: &str) -> u16 {
-    sonde_tests::http::raw_request(addr, "GET", path, Duration::from_secs(10))
+    sonde_testkit::raw_request(addr, "GET", path, Duration::from_secs(10))
         .unwrap()
         .0
 }

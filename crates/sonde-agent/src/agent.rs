@@ -990,7 +990,6 @@ fn lock(tick: &Mutex<Tick>) -> std::sync::MutexGuard<'_, Tick> {
     tick.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Records what the server received, publishes the open set window and stops it.
 /// Starts what `start` makes of the `new` configuration, for a component that had to give
 /// its place up first (a listening address, the series of a collector). When it fails, the
 /// error is kept and the `old` configuration's (`restore` puts its section back in what is
@@ -1011,6 +1010,7 @@ fn start_or_restore<T>(
     })
 }
 
+/// Records what the server received, publishes the open set window and stops it.
 fn stop_statsd(s: &sonde_statsd::StatsdServer, timeout: Duration) {
     if let Err(e) = s.flush(timeout) {
         warn!("{e}");

@@ -107,7 +107,10 @@ impl ComponentThread {
 
     /// Whether no stop has been asked yet.
     pub fn is_running(&self) -> bool {
-        self.running.lock().map(|r| r.is_some()).unwrap_or(false)
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some()
     }
 }
 

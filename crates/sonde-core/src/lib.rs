@@ -46,6 +46,7 @@
 #![warn(missing_docs)]
 
 mod budget;
+mod builder;
 mod component;
 pub mod diag;
 mod error;

@@ -10,6 +10,9 @@ use sonde_core::{CollectorGuard, Registry};
 /// The state of an installed collector, shared by its handles and its collect hook.
 pub(crate) struct Shared<S> {
     installed: AtomicBool,
+    /// Whether a collection has finished: until then every caller waits for the one in
+    /// progress, so the first scrape never shows the families before their first reading.
+    collected: AtomicBool,
     /// `None` once uninstalled.
     state: Mutex<Option<S>>,
 }
@@ -19,6 +22,7 @@ impl<S> Shared<S> {
     pub(crate) fn new(state: S) -> Arc<Self> {
         Arc::new(Shared {
             installed: AtomicBool::new(true),
+            collected: AtomicBool::new(false),
             state: Mutex::new(Some(state)),
         })
     }
@@ -48,16 +52,18 @@ impl<S> Shared<S> {
 
     /// One collection, while installed: `update` on the state. With `wait` false (from the
     /// collect hook), a collection in progress on another thread is not waited for (it is
-    /// refreshing the same values).
+    /// refreshing the same values), except before the first has finished.
     pub(crate) fn collect(&self, wait: bool, update: impl FnOnce(&mut S)) {
         if !self.is_installed() {
             return;
         }
+        let wait = wait || !self.collected.load(Ordering::Acquire);
         let Some(mut guard) = sonde_core::collection_lock(&self.state, wait) else {
             return;
         };
         if let Some(state) = guard.as_mut() {
             update(state);
+            self.collected.store(true, Ordering::Release);
         }
     }
 

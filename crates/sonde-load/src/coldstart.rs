@@ -646,6 +646,13 @@ mod interrupt {
     /// comes while it starts waits for its pid instead of leaving it running.
     pub(super) fn spawn(cmd: &mut std::process::Command) -> std::io::Result<std::process::Child> {
         let mut current = CURRENT.lock().unwrap_or_else(|p| p.into_inner());
+        // The handler sets the flag before it looks: once set, it may have looked already.
+        if interrupted() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "interrupted before the service started",
+            ));
+        }
         let child = cmd.spawn()?;
         *current = Some(child.id());
         Ok(child)

@@ -2,10 +2,7 @@
 
 use std::borrow::Cow;
 
-use sonde_core::{
-    Counter, DEFAULT_MAX_SERIES, Family, FamilyBuilder, Gauge, Histogram, Instrument, Registry,
-    Unit,
-};
+use sonde_core::{Counter, DEFAULT_MAX_SERIES, Family, Gauge, Histogram, Registry, Unit};
 
 use std::time::UNIX_EPOCH;
 
@@ -41,16 +38,6 @@ fn labels(extra: Option<&'static str>) -> Vec<Cow<'static, str>> {
         .collect()
 }
 
-/// Builds a `probe.*` family from `builder`: the probe labels then `extra`, room for `max`
-/// series.
-fn probe_family<M: Instrument>(
-    builder: FamilyBuilder<'_, M>,
-    extra: Option<&'static str>,
-    max: usize,
-) -> Result<Family<M>, sonde_core::Error> {
-    builder.labels(labels(extra)).max_series(max).build()
-}
-
 pub(crate) struct Metrics {
     registry: Registry,
     success: Family<Gauge>,
@@ -69,57 +56,53 @@ impl Metrics {
         let max = DEFAULT_MAX_SERIES.max(probes.saturating_mul(10));
         Ok(Metrics {
             registry: registry.clone(),
-            success: probe_family(
-                registry
-                    .gauge(SUCCESS)
-                    .description("Whether the last check of the probe succeeded (1) or failed (0)."),
-                None,
-                max,
-            )?,
-            duration: probe_family(
-                registry
-                    .histogram(DURATION)
-                    .description(
-                        "Time from the start of a check to the end of each phase (dns, connect, tls, first_byte, total), failed checks included.",
-                    )
-                    .unit(Unit::Seconds)
-                    .buckets(DURATION_BUCKETS),
-                Some("probe.phase"),
-                max,
-            )?,
-            status: probe_family(
-                registry.gauge(HTTP_STATUS_CODE).description(
+            success: registry
+                .gauge(SUCCESS)
+                .description("Whether the last check of the probe succeeded (1) or failed (0).")
+                .labels(labels(None))
+                .max_series(max)
+                .build()?,
+            duration: registry
+                .histogram(DURATION)
+                .description(
+                    "Time from the start of a check to the end of each phase (dns, connect, tls, first_byte, total), failed checks included.",
+                )
+                .unit(Unit::Seconds)
+                .labels(labels(Some("probe.phase")))
+                .buckets(DURATION_BUCKETS)
+                .max_series(max)
+                .build()?,
+            status: registry
+                .gauge(HTTP_STATUS_CODE)
+                .description(
                     "HTTP status code of the last response of the probe; 0 when no response was received.",
-                ),
-                None,
-                max,
-            )?,
-            checks: probe_family(
-                registry
-                    .counter(CHECKS)
-                    .description("Checks run by the probe, by result.")
-                    .unit(Unit::Count("{check}".into())),
-                Some("result"),
-                max,
-            )?,
-            failures: probe_family(
-                registry
-                    .counter(FAILURES)
-                    .description("Failed checks of the probe, by error type.")
-                    .unit(Unit::Count("{check}".into())),
-                Some("error.type"),
-                max,
-            )?,
-            cert_expiry: probe_family(
-                registry
-                    .gauge(TLS_CERT_EXPIRY)
-                    .description(
-                        "Expiry (notAfter) of the leaf certificate the server presented, in seconds since the Unix epoch.",
-                    )
-                    .unit(Unit::Seconds),
-                None,
-                max,
-            )?,
+                )
+                .labels(labels(None))
+                .max_series(max)
+                .build()?,
+            checks: registry
+                .counter(CHECKS)
+                .description("Checks run by the probe, by result.")
+                .unit(Unit::Count("{check}".into()))
+                .labels(labels(Some("result")))
+                .max_series(max)
+                .build()?,
+            failures: registry
+                .counter(FAILURES)
+                .description("Failed checks of the probe, by error type.")
+                .unit(Unit::Count("{check}".into()))
+                .labels(labels(Some("error.type")))
+                .max_series(max)
+                .build()?,
+            cert_expiry: registry
+                .gauge(TLS_CERT_EXPIRY)
+                .description(
+                    "Expiry (notAfter) of the leaf certificate the server presented, in seconds since the Unix epoch.",
+                )
+                .unit(Unit::Seconds)
+                .labels(labels(None))
+                .max_series(max)
+                .build()?,
         })
     }
 

@@ -111,7 +111,7 @@ impl PrometheusBuilder {
         }
     }
 
-    sonde_push::builder_setters! {
+    sonde_core::builder_setters! {
         /// Judges objectives on every `/report`: `judge`'s verdicts over the report's windows
         /// fill its `objectives` key, and the Markdown rendering's "Objectives" table (see
         /// [`Judge`]; `sonde_objectives::judge` judges an `objectives.toml`). Without one, the
@@ -136,7 +136,7 @@ impl PrometheusBuilder {
         self
     }
 
-    sonde_push::builder_setters! {
+    sonde_core::builder_setters! {
         /// How often `/report` closes an interval of changes for its windows (default 10 s, at
         /// least 10 ms): a window's span is met to within half of it. The intervals kept grow with
         /// the longest window divided by this (the resolution is coarsened past 720 of them).
@@ -178,7 +178,7 @@ impl PrometheusBuilder {
         self
     }
 
-    sonde_push::builder_setters! {
+    sonde_core::builder_setters! {
         /// Serves this registry instead of the global one.
         registry: Registry;
         /// Serves on a socket that is already listening (from [`PrometheusServer::into_listener`]
@@ -414,10 +414,6 @@ impl PrometheusServer {
 impl sonde_core::Component for PrometheusServer {
     fn name(&self) -> &'static str {
         "prometheus"
-    }
-
-    fn flush(&self, _timeout: Duration) -> Result<(), sonde_core::ComponentError> {
-        Ok(())
     }
 
     fn shutdown(&self, timeout: Duration) -> Result<(), sonde_core::ComponentError> {

@@ -108,20 +108,6 @@ pub struct Listener {
     pub receive_buffer: usize,
 }
 
-/// Builder setters that store their argument in the field of the same name, as `Some`; each
-/// is written `name(argument: Type);` after its doc comment.
-macro_rules! optional_setters {
-    ($($(#[$doc:meta])* $field:ident($arg:ident: $ty:ty);)*) => {
-        $(
-            $(#[$doc])*
-            pub fn $field(mut self, $arg: $ty) -> Self {
-                self.$field = Some($arg);
-                self
-            }
-        )*
-    };
-}
-
 /// Configures and starts a [`StatsdServer`].
 #[derive(Debug, Default)]
 #[must_use = "call .start() to start the server"]
@@ -157,27 +143,27 @@ impl StatsdServerBuilder {
         self
     }
 
-    optional_setters! {
-        /// Asks for a socket receive buffer (`SO_RCVBUF`) of `bytes`, at most `i32::MAX` (more is
+    sonde_core::builder_setters! {
+        /// Asks for a socket receive buffer (`SO_RCVBUF`) of this many bytes, at most `i32::MAX` (more is
         /// an error at [`start`](Self::start)); the effective size is in
         /// [`StatsdServer::listeners`]. By default the system default is kept.
-        receive_buffer(bytes: usize);
+        receive_buffer: Some(usize);
         /// The capacity of the queue between the receive threads and the parser, in datagrams
         /// (default 1024).
-        queue(packets: usize);
+        queue: Some(usize);
         /// The registry to record into (default: [`Registry::global`]).
-        registry(registry: Registry);
+        registry: Some(Registry);
         /// The limit on distinct metric names (default 10 000); see [`Ingest::max_metrics`].
-        max_metrics(n: usize);
+        max_metrics: Some(usize);
         /// The series limit of each family (default 2000); see [`Ingest::max_series`].
-        max_series(n: usize);
+        max_series: Some(usize);
         /// The limit on label names per family (default 32); see [`Ingest::max_labels`].
-        max_labels(n: usize);
+        max_labels: Some(usize);
         /// Expires series and names idle for `ttl` (off by default); see [`Ingest::ttl`].
-        ttl(ttl: Duration);
+        ttl: Some(Duration);
         /// How long a TCP connection may stay silent before it is closed (default
         /// [`DEFAULT_IDLE_TIMEOUT`](crate::tcp::DEFAULT_IDLE_TIMEOUT)).
-        tcp_idle_timeout(timeout: Duration);
+        tcp_idle_timeout: Some(Duration);
     }
 
     /// Mapping rules applied to every metric name (see [`Mapper`]).

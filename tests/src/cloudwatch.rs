@@ -67,7 +67,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 
 use crate::scripted::{
-    Script, ServerThread, bind_loopback, expect_accepting, find_header, header_pairs, poll_until,
+    Script, ScriptedServer, bind_loopback, expect_accepting, find_header, header_pairs, poll_until,
 };
 
 /// The path prefix of every operation of the CloudWatch service (the Smithy service name).
@@ -362,18 +362,11 @@ type Shared = crate::scripted::Shared<State>;
 /// unique `Values`; `Counts` as long as `Values`, each ≥ 0; `Unit` one of [`STANDARD_UNITS`];
 /// `StorageResolution` 1 or 60; `Timestamp` at most two weeks old and two hours ahead. All of
 /// these answer `InvalidParameterValue` unless noted.
+#[derive(custom_debug::Debug)]
 pub struct CloudWatchEndpoint {
-    shared: Arc<Shared>,
+    #[debug(skip)]
+    server: ScriptedServer<State>,
     addr: SocketAddr,
-    _server: ServerThread,
-}
-
-impl std::fmt::Debug for CloudWatchEndpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CloudWatchEndpoint")
-            .field("addr", &self.addr)
-            .finish_non_exhaustive()
-    }
 }
 
 impl CloudWatchEndpoint {
@@ -382,20 +375,16 @@ impl CloudWatchEndpoint {
     pub fn start() -> CloudWatchEndpoint {
         const PEER: &str = "CloudWatch endpoint";
         let (listener, addr) = bind_loopback(PEER, "HTTP");
-        let shared = Arc::new(Shared::new(State {
+        let state = State {
             script: Script::new(CwFault::Ok),
             attempts: Vec::new(),
             requests: Vec::new(),
-        }));
-        let served = Arc::clone(&shared);
-        let server =
-            ServerThread::start(PEER, "cloudwatch-endpoint", move || serve(served, listener));
+        };
+        let server = ScriptedServer::start(PEER, "cloudwatch-endpoint", state, move |shared| {
+            serve(shared, listener)
+        });
         expect_accepting(PEER, "HTTP", addr);
-        CloudWatchEndpoint {
-            shared,
-            addr,
-            _server: server,
-        }
+        CloudWatchEndpoint { server, addr }
     }
 
     /// `http://127.0.0.1:PORT`, for the SDK's `endpoint_url`.
@@ -423,27 +412,27 @@ impl CloudWatchEndpoint {
     /// Answers for the next `PutMetricData` requests, in order, after those already queued;
     /// once the script is used up, the default applies.
     pub fn script(&self, faults: impl IntoIterator<Item = CwFault>) {
-        self.shared.lock().script.extend(faults);
+        self.server.lock().script.extend(faults);
     }
 
     /// The answer when the script is empty (initially [`CwFault::Ok`]).
     pub fn set_default(&self, fault: CwFault) {
-        self.shared.lock().script.set_default(fault);
+        self.server.lock().script.set_default(fault);
     }
 
     /// Every call so far, with its answer, in arrival order.
     pub fn attempts(&self) -> Vec<CwAttempt> {
-        self.shared.lock().attempts.clone()
+        self.server.lock().attempts.clone()
     }
 
     /// Accepted calls, in order.
     pub fn requests(&self) -> Vec<PutRequest> {
-        self.shared.lock().requests.clone()
+        self.server.lock().requests.clone()
     }
 
     /// All accepted datums with their namespace, in order.
     pub fn datums(&self) -> Vec<(String, Datum)> {
-        self.shared
+        self.server
             .lock()
             .requests
             .iter()
@@ -454,12 +443,12 @@ impl CloudWatchEndpoint {
     /// Polls every 20 ms (at least once) until `pred(&self.requests())` holds or `timeout`
     /// passes; returns whether it became true.
     pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&[PutRequest]) -> bool) -> bool {
-        poll_until(timeout, || pred(&self.shared.lock().requests))
+        poll_until(timeout, || pred(&self.server.lock().requests))
     }
 
     /// Forgets recorded attempts and requests (not the script or the default).
     pub fn clear(&self) {
-        let mut state = self.shared.lock();
+        let mut state = self.server.lock();
         state.attempts.clear();
         state.requests.clear();
     }

@@ -4,6 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
+use sonde_testkit::procfs;
+
 use crate::TempDir;
 
 /// The tree; removed on drop.
@@ -28,20 +30,14 @@ impl HostTree {
         }
         let tree = HostTree { dir };
         tree.write("stat", "cpu  100 0 50 800 10 5 5 0 0 0\nprocesses 1000\n");
-        tree.write(
-            "meminfo",
-            "MemTotal: 4000 kB\nMemFree: 1000 kB\nMemAvailable: 3000 kB\nBuffers: 100 kB\nCached: 250 kB\nSReclaimable: 50 kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n",
-        );
+        tree.write("meminfo", &procfs::meminfo(4000, 1000, 3000));
         tree.write("loadavg", "3.25 0.25 0.10 1/100 42\n");
         tree.write("uptime", "1000.50 1900.00\n");
         tree.write(
             "diskstats",
             " 254 0 vdz 100 0 2000 50 10 0 400 20 0 60 70\n",
         );
-        tree.write(
-            "net/dev",
-            "Inter-|\n face |\n  eth9: 1000 10 1 2 0 0 0 0 2000 20 3 4 0 0 0 0\n",
-        );
+        tree.write("net/dev", &procfs::net_dev(&[("eth9", 1000)]));
         tree.write("1/mounts", "/dev/vdz /data ext4 rw,relatime 0 0\n");
         tree.pressure(1_000_000, 500_000);
         tree.write(

@@ -88,6 +88,14 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 
 pub use sonde_testkit::require_program;
 
+/// sonde's Prometheus exporter of `registry` on a free 127.0.0.1 port, for a test to configure
+/// further before it installs it.
+pub fn loopback_exporter(registry: &sonde::Registry) -> sonde::prometheus::PrometheusBuilder {
+    sonde::prometheus::PrometheusBuilder::new()
+        .registry(registry.clone())
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
 /// The value of the counter or gauge series `name{labels}` in `registry` now, 0 while it has
 /// none (an exporter's self-metrics before their first event).
 pub fn self_metric(registry: &sonde::Registry, name: &str, labels: &[(&str, &str)]) -> f64 {

@@ -34,6 +34,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::Metric;
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 use tonic::Code;
 use tonic::codec::CompressionEncoding;
@@ -41,7 +42,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::scripted::{
-    Script, ServerThread, bind_loopback, expect_accepting, find_header, header_pairs, poll_until,
+    Script, ScriptedServer, bind_loopback, expect_accepting, find_header, header_pairs, poll_until,
 };
 
 pub use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
@@ -221,20 +222,12 @@ impl Shared {
 }
 
 /// An OTLP receiver (gRPC and HTTP) on free loopback ports; stopped on drop.
+#[derive(custom_debug::Debug)]
 pub struct OtlpReceiver {
-    shared: Arc<Shared>,
+    #[debug(skip)]
+    server: ScriptedServer<State>,
     grpc_addr: SocketAddr,
     http_addr: SocketAddr,
-    _server: ServerThread,
-}
-
-impl std::fmt::Debug for OtlpReceiver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OtlpReceiver")
-            .field("grpc_addr", &self.grpc_addr)
-            .field("http_addr", &self.http_addr)
-            .finish_non_exhaustive()
-    }
 }
 
 impl OtlpReceiver {
@@ -248,24 +241,22 @@ impl OtlpReceiver {
         let (grpc_listener, grpc_addr) = bind_loopback(PEER, "gRPC");
         let (http_listener, http_addr) = bind_loopback(PEER, "HTTP");
 
-        let shared = Arc::new(Shared::new(State {
+        let state = State {
             script: Script::new(Fault::Ok),
             attempts: Vec::new(),
             metrics: Vec::new(),
             traces: Vec::new(),
-        }));
-        let served = Arc::clone(&shared);
-        let server = ServerThread::start(PEER, "otlp-receiver", move || {
-            serve(served, grpc_listener, http_listener)
+        };
+        let server = ScriptedServer::start(PEER, "otlp-receiver", state, move |shared| {
+            serve(shared, grpc_listener, http_listener)
         });
         for (what, addr) in [("gRPC", grpc_addr), ("HTTP", http_addr)] {
             expect_accepting(PEER, what, addr);
         }
         OtlpReceiver {
-            shared,
+            server,
             grpc_addr,
             http_addr,
-            _server: server,
         }
     }
 
@@ -284,28 +275,28 @@ impl OtlpReceiver {
     /// transport), after those already scripted; once the script is used up, the default
     /// applies.
     pub fn script(&self, faults: impl IntoIterator<Item = Fault>) {
-        self.shared.lock().script.extend(faults);
+        self.server.lock().script.extend(faults);
     }
 
     /// The answer when the script is empty (initially [`Fault::Ok`]), e.g. `Unavailable` for an
     /// outage, then `Ok` again.
     pub fn set_default(&self, fault: Fault) {
-        self.shared.lock().script.set_default(fault);
+        self.server.lock().script.set_default(fault);
     }
 
     /// Every attempt so far, in arrival order.
     pub fn attempts(&self) -> Vec<Attempt> {
-        self.shared.lock().attempts.clone()
+        self.server.lock().attempts.clone()
     }
 
     /// Metrics requests that were accepted (answered `Ok` or `PartialSuccess`), in order.
     pub fn metrics(&self) -> Vec<ExportMetricsServiceRequest> {
-        self.shared.lock().metrics.clone()
+        self.server.lock().metrics.clone()
     }
 
     /// Trace requests that were accepted (answered `Ok` or `PartialSuccess`), in order.
     pub fn traces(&self) -> Vec<ExportTraceServiceRequest> {
-        self.shared.lock().traces.clone()
+        self.server.lock().traces.clone()
     }
 
     /// Waits (polling every 20 ms) until `pred(&self.metrics())` is true or `timeout` passes;
@@ -315,7 +306,7 @@ impl OtlpReceiver {
         timeout: Duration,
         pred: impl Fn(&[ExportMetricsServiceRequest]) -> bool,
     ) -> bool {
-        poll_until(timeout, || pred(&self.shared.lock().metrics))
+        poll_until(timeout, || pred(&self.server.lock().metrics))
     }
 
     /// Waits (polling every 20 ms) until `pred(&self.traces())` is true or `timeout` passes;
@@ -325,12 +316,12 @@ impl OtlpReceiver {
         timeout: Duration,
         pred: impl Fn(&[ExportTraceServiceRequest]) -> bool,
     ) -> bool {
-        poll_until(timeout, || pred(&self.shared.lock().traces))
+        poll_until(timeout, || pred(&self.server.lock().traces))
     }
 
     /// Forgets recorded attempts and requests (not the script or the default).
     pub fn clear(&self) {
-        let mut state = self.shared.lock();
+        let mut state = self.server.lock();
         state.attempts.clear();
         state.metrics.clear();
         state.traces.clear();
@@ -768,6 +759,12 @@ pub fn find_metrics<'a>(
         .flat_map(|sm| &sm.metrics)
         .filter(|m| m.name == name)
         .collect()
+}
+
+/// The attributes of a request's `resource`, as [`attrs`] renders them; panics when the
+/// request carried none.
+pub fn resource_attrs(resource: Option<&Resource>) -> Vec<(String, String)> {
+    attrs(&resource.expect("the request carries a resource").attributes)
 }
 
 /// Attributes of a KeyValue list as sorted (key, string value) pairs: strings, ints, doubles and

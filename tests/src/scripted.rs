@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener as StdTcpListener, TcpStream};
-use std::sync::{Mutex, MutexGuard, PoisonError, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -107,6 +107,37 @@ impl ServerThread {
             done: done_rx,
             thread: Some(thread),
         }
+    }
+}
+
+/// A scripted server: its state, shared with the handlers, and the thread serving it (stopped
+/// on drop). The peers' public types hold one beside their addresses.
+pub(crate) struct ScriptedServer<S> {
+    shared: Arc<Shared<S>>,
+    _thread: ServerThread,
+}
+
+impl<S: Send + Sync + 'static> ScriptedServer<S> {
+    /// Puts `state` behind the lock and runs `serve` with it on a [`ServerThread`] (see
+    /// [`ServerThread::start`] for `peer`, `thread_name` and the panics).
+    pub(crate) fn start(
+        peer: &str,
+        thread_name: &str,
+        state: S,
+        serve: impl FnOnce(Arc<Shared<S>>) -> Result<(), String> + Send + 'static,
+    ) -> Self {
+        let shared = Arc::new(Shared::new(state));
+        let served = Arc::clone(&shared);
+        let thread = ServerThread::start(peer, thread_name, move || serve(served));
+        ScriptedServer {
+            shared,
+            _thread: thread,
+        }
+    }
+
+    /// The state, locked (see [`Shared::lock`]).
+    pub(crate) fn lock(&self) -> MutexGuard<'_, S> {
+        self.shared.lock()
     }
 }
 

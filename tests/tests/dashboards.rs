@@ -80,6 +80,19 @@ fn is_counter_like(name: &str, histograms: &BTreeSet<String>) -> bool {
         })
 }
 
+/// `name`'s rectangle from the members of `pos` named `keys` (x, y, width, height): a missing
+/// position reads -1 and a missing size 0, both off the grid for [`check_grid`].
+fn grid_rect(name: String, pos: &Value, keys: [&str; 4]) -> (String, i64, i64, i64, i64) {
+    let [x, y, w, h] = keys.map(|k| pos[k].as_i64());
+    (
+        name,
+        x.unwrap_or(-1),
+        y.unwrap_or(-1),
+        w.unwrap_or(0),
+        h.unwrap_or(0),
+    )
+}
+
 /// A rectangle on a 24-column grid: (x, y, w, h).
 fn check_grid(what: &str, rects: &[(String, i64, i64, i64, i64)], problems: &mut Vec<String>) {
     for (name, x, y, w, h) in rects {
@@ -199,13 +212,7 @@ fn lint(d: &Dashboard, alerts: &BTreeMap<String, (String, Vec<f64>)>) -> Vec<Str
             _ => bad("needs thresholds (fieldConfig.defaults.thresholds.steps, base first)".into()),
         }
         let g = &p["gridPos"];
-        rects.push((
-            title.clone(),
-            g["x"].as_i64().unwrap_or(-1),
-            g["y"].as_i64().unwrap_or(-1),
-            g["w"].as_i64().unwrap_or(0),
-            g["h"].as_i64().unwrap_or(0),
-        ));
+        rects.push(grid_rect(title.clone(), g, ["x", "y", "w", "h"]));
 
         // Thresholds equal to the alerts' thresholds for the panels that link an alert.
         let linked: Vec<String> = p["links"]
@@ -618,13 +625,7 @@ fn cloudwatch_dashboard_and_alarms_use_emitted_metrics_and_the_alert_thresholds(
         } else {
             title.clone()
         };
-        rects.push((
-            name.clone(),
-            w["x"].as_i64().unwrap_or(-1),
-            w["y"].as_i64().unwrap_or(-1),
-            w["width"].as_i64().unwrap_or(0),
-            w["height"].as_i64().unwrap_or(0),
-        ));
+        rects.push(grid_rect(name.clone(), w, ["x", "y", "width", "height"]));
         if str_of(w, "type") != "metric" {
             continue;
         }

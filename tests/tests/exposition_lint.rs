@@ -7,7 +7,6 @@
 use sonde::Component as _;
 use std::time::Duration;
 
-use sonde::prometheus::PrometheusBuilder;
 use sonde::{Registry, Resource};
 use sonde_tests::example::workload;
 use sonde_tests::{http, prometheus, wait_for};
@@ -16,9 +15,7 @@ use sonde_tests::{http, prometheus, wait_for};
 fn the_example_services_exposition_passes_promtool_with_no_findings() {
     let reg = Registry::new();
     let workload = workload(&reg, Duration::from_millis(20));
-    let server = PrometheusBuilder::new()
-        .registry(reg.clone())
-        .bind("127.0.0.1:0".parse().unwrap())
+    let server = sonde_tests::loopback_exporter(&reg)
         .resource(Resource::empty().with("service.name", "example"))
         .install()
         .unwrap();

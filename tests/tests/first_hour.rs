@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use sonde::Registry;
 use sonde::otlp::{OtlpMetricsBuilder, OtlpTransport};
-use sonde::prometheus::PrometheusBuilder;
 use sonde_tests::otlp::{Fault, OtlpReceiver};
 use sonde_tests::{free_addr, http};
 
@@ -43,9 +42,7 @@ fn a_dropped_handle_says_that_it_stopped() {
     );
 
     let ((), lines) = sonde::testing::capture_diagnostics(|| {
-        let server = PrometheusBuilder::new()
-            .registry(Registry::new())
-            .bind("127.0.0.1:0".parse().unwrap())
+        let server = sonde_tests::loopback_exporter(&Registry::new())
             .install()
             .unwrap();
         drop(server);
@@ -56,9 +53,7 @@ fn a_dropped_handle_says_that_it_stopped() {
     );
     // An explicit shutdown is not reported as an accident.
     let ((), lines) = sonde::testing::capture_diagnostics(|| {
-        PrometheusBuilder::new()
-            .registry(Registry::new())
-            .bind("127.0.0.1:0".parse().unwrap())
+        sonde_tests::loopback_exporter(&Registry::new())
             .install()
             .unwrap()
             .shutdown(std::time::Duration::from_secs(10))
@@ -100,11 +95,7 @@ fn health_reports_an_exporter_that_has_not_succeeded_for_three_intervals() {
     rx.set_default(Fault::Unavailable { retry_after: None });
     let registry = Registry::new();
     registry.counter("orders").build().unwrap().handle().inc();
-    let server = PrometheusBuilder::new()
-        .registry(registry.clone())
-        .bind("127.0.0.1:0".parse().unwrap())
-        .install()
-        .unwrap();
+    let server = sonde_tests::loopback_exporter(&registry).install().unwrap();
     let url = format!("http://{}/health", server.local_addr());
     {
         let exporter = OtlpMetricsBuilder::new()

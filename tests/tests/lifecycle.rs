@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use sonde::cloudwatch::{Destination, EmfBuilder};
 use sonde::otlp::{OtlpMetricsBuilder, OtlpTransport};
-use sonde::prometheus::PrometheusBuilder;
 use sonde::{Component, Registry, Resource};
 use sonde_tests::cloudwatch::CloudWatchEndpoint;
 use sonde_tests::otlp::{OtlpReceiver, find_metrics};
@@ -33,11 +32,7 @@ fn every_component_flushes_and_stops_through_one_trait() {
         .start()
         .unwrap();
     let statsd_addr = statsd.local_addr().unwrap();
-    let server = PrometheusBuilder::new()
-        .registry(registry.clone())
-        .bind("127.0.0.1:0".parse().unwrap())
-        .install()
-        .unwrap();
+    let server = sonde_tests::loopback_exporter(&registry).install().unwrap();
     let metrics_addr = server.local_addr();
     let parts: Vec<Box<dyn Component>> = vec![
         Box::new(statsd),

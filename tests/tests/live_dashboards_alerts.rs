@@ -79,7 +79,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sonde::otlp::{OtlpMetricsBuilder, OtlpTransport, Protocol};
-use sonde::prometheus::PrometheusBuilder;
 use sonde::{Registry, Resource, Unit};
 use sonde_tests::example::AXUM_ROUTES;
 use sonde_tests::grafana::{
@@ -499,12 +498,7 @@ impl Fleet {
         );
         let coldstarts =
             sonde::testing::labelled_counter(reg, "faas.coldstarts", &["faas.trigger"]);
-        let init = reg
-            .histogram("faas.init_duration")
-            .unit(Unit::Seconds)
-            .build()
-            .unwrap()
-            .handle();
+        let init = sonde::testing::seconds_histogram(reg, "faas.init_duration", &[]).handle();
         // What each invocation costs on a 512 MB x86_64 function at list prices, into the
         // family a Faas with a cost model registers.
         let model = sonde::instrument::CostModel {
@@ -851,9 +845,7 @@ fn dashboards_and_alerts_work_on_live_data_and_alerts_fire_on_faults() {
         .max_retry_time(Duration::from_secs(1))
         .install()
         .unwrap();
-    let server = PrometheusBuilder::new()
-        .registry(reg.clone())
-        .bind("127.0.0.1:0".parse().unwrap())
+    let server = sonde_tests::loopback_exporter(&reg)
         .resource(Resource::empty().with("service.name", "example"))
         .judge(objectives.judge())
         // One short window (the rules' windows are shortened too): every objective is judged
@@ -1077,11 +1069,7 @@ fn host_dashboard_and_alerts_work_on_live_agent_data() {
         .registry(&registry)
         .install()
         .unwrap();
-    let server = sonde::prometheus::PrometheusBuilder::new()
-        .registry(registry)
-        .bind("127.0.0.1:0".parse().unwrap())
-        .install()
-        .unwrap();
+    let server = sonde_tests::loopback_exporter(&registry).install().unwrap();
     let addr: SocketAddr = server.local_addr();
     let job = "sonde-agent";
     let (prom, rule_paths, _rules_dir) = start_with_shortened_rules(addr, job, true);
@@ -1126,11 +1114,7 @@ fn route_panels_show_the_axum_example_route_templates() {
     let http = sonde::instrument::HttpServerMetrics::install(&reg).unwrap();
     let (rt, listener, app) = sonde_tests::serve::loopback_runtime(2);
     rt.spawn(async move { axum::serve(listener, sonde_example_axum::app(http)).await });
-    let server = PrometheusBuilder::new()
-        .registry(reg.clone())
-        .bind("127.0.0.1:0".parse().unwrap())
-        .install()
-        .unwrap();
+    let server = sonde_tests::loopback_exporter(&reg).install().unwrap();
 
     // Traffic on every route, each request to a path never seen before where the route has a
     // parameter (or no route at all).

@@ -14,6 +14,7 @@ use sonde::{Registry, Resource, Temporality, TraceContext};
 use sonde_tests::fixtures::counter_per_id;
 use sonde_tests::otlp::{
     ExportMetricsServiceRequest, Fault, OtlpReceiver, Signal, Transport, attrs, find_metrics,
+    resource_attrs,
 };
 use sonde_tests::self_metric;
 
@@ -35,16 +36,28 @@ fn endpoint(rx: &OtlpReceiver, protocol: Protocol) -> String {
     }
 }
 
+/// A transport to `rx` over `protocol`, for a test to add its settings to.
+fn transport(rx: &OtlpReceiver, protocol: Protocol) -> OtlpTransport {
+    OtlpTransport::new()
+        .endpoint(endpoint(rx, protocol))
+        .protocol(protocol)
+}
+
+/// Runs `check` over gRPC, then over HTTP, against one receiver cleared before each.
+fn over_both_transports(mut check: impl FnMut(&OtlpReceiver, Protocol)) {
+    let rx = OtlpReceiver::start();
+    for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
+        rx.clear();
+        check(&rx, protocol);
+    }
+}
+
 /// An exporter that reads no environment variable and collects only when asked.
 fn builder(reg: &Registry, rx: &OtlpReceiver, protocol: Protocol) -> OtlpMetricsBuilder {
     OtlpMetricsBuilder::new()
         .registry(reg.clone())
         .environment(|_| None)
-        .transport(
-            OtlpTransport::new()
-                .endpoint(endpoint(rx, protocol))
-                .protocol(protocol),
-        )
+        .transport(transport(rx, protocol))
         .resource(Resource::empty().with("service.name", "otlp-test"))
         .interval(Duration::from_secs(3600))
 }
@@ -174,9 +187,7 @@ fn recorded_values_arrive_intact_over_grpc_and_http() {
         latency.observe_with_exemplar(0.4, &TRACE);
         let exporter = builder(&reg, &rx, protocol)
             .transport(
-                OtlpTransport::new()
-                    .endpoint(endpoint(&rx, protocol))
-                    .protocol(protocol)
+                transport(&rx, protocol)
                     .compression(compression)
                     .header("x-tenant", "checkout"),
             )
@@ -188,7 +199,7 @@ fn recorded_values_arrive_intact_over_grpc_and_http() {
         assert!(!reqs.is_empty(), "{label}");
 
         let rm = &reqs[0].resource_metrics[0];
-        let resource = attrs(&rm.resource.as_ref().unwrap().attributes);
+        let resource = resource_attrs(rm.resource.as_ref());
         assert!(resource.contains(&("service.name".into(), "otlp-test".into())));
         assert_eq!(rm.scope_metrics[0].scope.as_ref().unwrap().name, "sonde");
 
@@ -379,19 +390,12 @@ fn delta_and_cumulative_agree_across_intervals() {
 
 #[test]
 fn only_retryable_answers_are_retried() {
-    let rx = OtlpReceiver::start();
-    for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
-        rx.clear();
+    over_both_transports(|rx, protocol| {
         let reg = Registry::new();
         reg.counter("ticks").build().unwrap().handle().inc();
-        let exporter = builder(&reg, &rx, protocol)
+        let exporter = builder(&reg, rx, protocol)
             .backoff(Duration::from_millis(10), Duration::from_millis(20))
-            .transport(
-                OtlpTransport::new()
-                    .endpoint(endpoint(&rx, protocol))
-                    .protocol(protocol)
-                    .timeout(Duration::from_millis(300)),
-            )
+            .transport(transport(rx, protocol).timeout(Duration::from_millis(300)))
             .install()
             .unwrap();
         let retries =
@@ -418,7 +422,7 @@ fn only_retryable_answers_are_retried() {
             Fault::Ok,
         ]);
         exporter.flush(Duration::from_secs(20)).unwrap();
-        let attempts = metric_attempts(&rx);
+        let attempts = metric_attempts(rx);
         assert_eq!(attempts.len(), 5, "{protocol:?}");
         assert_eq!(rx.metrics().len(), 1);
         assert_eq!(retries(&reg), 4.0);
@@ -447,7 +451,7 @@ fn only_retryable_answers_are_retried() {
             let before = dropped(&reg, "rejected");
             let e = exporter.flush(Duration::from_secs(10)).unwrap_err();
             assert!(e.to_string().contains("dropped"), "{e}");
-            assert_eq!(metric_attempts(&rx).len(), 1, "{protocol:?} {fault:?}");
+            assert_eq!(metric_attempts(rx).len(), 1, "{protocol:?} {fault:?}");
             assert!(dropped(&reg, "rejected") > before);
         }
         assert_eq!(retries(&reg), 4.0, "{protocol:?}");
@@ -456,10 +460,10 @@ fn only_retryable_answers_are_retried() {
             rx.clear();
             rx.script([Fault::Throttled { retry_after: None }, Fault::Ok]);
             exporter.flush(Duration::from_secs(10)).unwrap();
-            assert_eq!(metric_attempts(&rx).len(), 2);
+            assert_eq!(metric_attempts(rx).len(), 2);
         }
         exporter.shutdown(Duration::from_secs(5)).unwrap();
-    }
+    });
 }
 
 #[test]
@@ -578,13 +582,7 @@ fn configuration_comes_from_the_standard_variables() {
     assert_eq!(a.header("x-tenant"), Some("a b"));
     assert_eq!(a.header("authorization"), Some("Bearer t"));
     let reqs = rx.metrics();
-    let resource = attrs(
-        &reqs[0].resource_metrics[0]
-            .resource
-            .as_ref()
-            .unwrap()
-            .attributes,
-    );
+    let resource = resource_attrs(reqs[0].resource_metrics[0].resource.as_ref());
     let get = |k: &str| {
         resource
             .iter()
@@ -736,18 +734,11 @@ fn memory_stays_bounded_through_a_long_outage_and_drops_are_counted() {
 
 #[test]
 fn spans_arrive_over_both_transports_and_exemplars_point_to_them() {
-    let rx = OtlpReceiver::start();
-    for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
-        rx.clear();
+    over_both_transports(|rx, protocol| {
         let reg = Registry::new();
         let pipeline = TracesBuilder::new()
             .environment(|_| None)
-            .transport(
-                OtlpTransport::new()
-                    .endpoint(endpoint(&rx, protocol))
-                    .protocol(protocol)
-                    .compression(Compression::Gzip),
-            )
+            .transport(transport(rx, protocol).compression(Compression::Gzip))
             .resource(Resource::empty().with("service.name", "traced"))
             .registry(reg.clone())
             .build()
@@ -784,13 +775,7 @@ fn spans_arrive_over_both_transports_and_exemplars_point_to_them() {
         let db = spans.iter().find(|s| s.name == "SELECT users").unwrap();
         assert_eq!(server.trace_id, db.trace_id);
         assert_eq!(db.parent_span_id, server.span_id);
-        let resource = attrs(
-            &traces[0].resource_spans[0]
-                .resource
-                .as_ref()
-                .unwrap()
-                .attributes,
-        );
+        let resource = resource_attrs(traces[0].resource_spans[0].resource.as_ref());
         assert!(resource.contains(&("service.name".into(), "traced".into())));
         assert!(
             rx.attempts()
@@ -800,7 +785,7 @@ fn spans_arrive_over_both_transports_and_exemplars_point_to_them() {
         );
 
         // The latency metrics of the same spans, exported over OTLP, carry the trace ids.
-        let exporter = builder(&reg, &rx, protocol).install().unwrap();
+        let exporter = builder(&reg, rx, protocol).install().unwrap();
         exporter.flush(Duration::from_secs(10)).unwrap();
         let reqs = rx.metrics();
         for (name, span) in [
@@ -816,7 +801,7 @@ fn spans_arrive_over_both_transports_and_exemplars_point_to_them() {
         pipeline
             .shutdown(std::time::Duration::from_secs(5))
             .unwrap();
-    }
+    });
 }
 
 #[test]
@@ -886,13 +871,11 @@ fn the_example_service_instrumentation_arrives_with_conventional_names_and_units
 #[test]
 fn tls_over_both_transports_with_a_private_ca() {
     use sonde_tests::tls_proxy::TlsProxy;
-    let rx = OtlpReceiver::start();
     let upstream = |endpoint: String| -> std::net::SocketAddr {
         endpoint.trim_start_matches("http://").parse().unwrap()
     };
-    for protocol in [Protocol::Grpc, Protocol::HttpProtobuf] {
-        rx.clear();
-        let proxy = TlsProxy::start(upstream(endpoint(&rx, protocol)));
+    over_both_transports(|rx, protocol| {
+        let proxy = TlsProxy::start(upstream(endpoint(rx, protocol)));
         let url = format!("https://localhost:{}", proxy.addr.port());
         let reg = Registry::new();
         reg.counter("secure.requests")
@@ -901,7 +884,7 @@ fn tls_over_both_transports_with_a_private_ca() {
             .handle()
             .add(2);
         // Trusting the proxy's certificate: delivered.
-        let exporter = builder(&reg, &rx, protocol)
+        let exporter = builder(&reg, rx, protocol)
             .transport(
                 OtlpTransport::new()
                     .endpoint(url.clone())
@@ -919,7 +902,7 @@ fn tls_over_both_transports_with_a_private_ca() {
         exporter.shutdown(Duration::from_secs(5)).unwrap();
         // With the system's roots only, the self-signed certificate is refused: nothing arrives.
         rx.clear();
-        let exporter = builder(&reg, &rx, protocol)
+        let exporter = builder(&reg, rx, protocol)
             .transport(OtlpTransport::new().endpoint(url).protocol(protocol))
             .max_retry_time(Duration::from_millis(500))
             .backoff(Duration::from_millis(10), Duration::from_millis(20))
@@ -928,5 +911,5 @@ fn tls_over_both_transports_with_a_private_ca() {
         let e = exporter.flush(Duration::from_secs(10)).unwrap_err();
         assert!(e.to_string().contains("dropped"), "{protocol:?}: {e}");
         assert!(rx.metrics().is_empty());
-    }
+    });
 }

@@ -48,9 +48,7 @@ fn tricky_registry() -> Registry {
 }
 
 fn serve(reg: &Registry) -> PrometheusServer {
-    PrometheusBuilder::new()
-        .registry(reg.clone())
-        .bind("127.0.0.1:0".parse().unwrap())
+    sonde_tests::loopback_exporter(reg)
         .resource(
             Resource::empty()
                 .with("service.name", "sonde-test")
@@ -188,9 +186,7 @@ fn exposition_passes_promtool_and_both_python_parsers() {
 #[test]
 fn malformed_requests_get_4xx_and_the_server_keeps_serving() {
     let reg = tricky_registry();
-    let server = PrometheusBuilder::new()
-        .registry(reg.clone())
-        .bind("127.0.0.1:0".parse().unwrap())
+    let server = sonde_tests::loopback_exporter(&reg)
         .request_timeout(Duration::from_secs(1))
         .install()
         .unwrap();
@@ -561,9 +557,7 @@ fn tls_and_basic_auth_guard_the_endpoint() {
         .unwrap()
         .handle()
         .add(5);
-    let server = PrometheusBuilder::new()
-        .registry(reg.clone())
-        .bind("127.0.0.1:0".parse().unwrap())
+    let server = sonde_tests::loopback_exporter(&reg)
         .tls(&cert_path, &key_path)
         .basic_auth_user("prometheus", hash)
         .install()
@@ -611,31 +605,23 @@ fn tls_and_basic_auth_guard_the_endpoint() {
     server.shutdown(std::time::Duration::from_secs(10)).unwrap();
 }
 
+/// The message of the error `builder` fails to install with.
+fn install_error(builder: PrometheusBuilder) -> String {
+    builder.install().unwrap_err().to_string()
+}
+
 #[test]
 fn bad_web_configuration_is_a_clear_error() {
-    let err = PrometheusBuilder::new()
-        .bind("127.0.0.1:0".parse().unwrap())
-        .basic_auth_user("u", "plaintext-password")
-        .install()
-        .unwrap_err()
-        .to_string();
+    let loopback = || PrometheusBuilder::new().bind("127.0.0.1:0".parse().unwrap());
+    let err = install_error(loopback().basic_auth_user("u", "plaintext-password"));
     assert!(
         err.contains("not a bcrypt hash") && err.contains("htpasswd"),
         "{err}"
     );
-    let err = PrometheusBuilder::new()
-        .bind("127.0.0.1:0".parse().unwrap())
-        .tls("/nonexistent/cert.pem", "/nonexistent/key.pem")
-        .install()
-        .unwrap_err()
-        .to_string();
+    let err = install_error(loopback().tls("/nonexistent/cert.pem", "/nonexistent/key.pem"));
     assert!(err.contains("/nonexistent/cert.pem"), "{err}");
     // A port in use is the caller's error at install time.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let err = PrometheusBuilder::new()
-        .bind(taken.local_addr().unwrap())
-        .install()
-        .unwrap_err()
-        .to_string();
+    let err = install_error(PrometheusBuilder::new().bind(taken.local_addr().unwrap()));
     assert!(err.contains("could not listen"), "{err}");
 }

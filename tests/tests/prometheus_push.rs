@@ -335,14 +335,8 @@ impl FakeReceiver {
                 });
                 let (status, extra, text) = script(n);
                 n += 1;
-                let mut response = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n",
-                    text.len()
-                );
-                for (k, v) in extra {
-                    response.push_str(&format!("{k}: {v}\r\n"));
-                }
-                response.push_str("\r\n");
+                let mut response =
+                    sonde_testkit::http_head(&format!("HTTP/1.1 {status} X"), text.len(), &extra);
                 response.push_str(&text);
                 let mut stream = stream;
                 let _ = stream.write_all(response.as_bytes());
@@ -383,10 +377,7 @@ fn retries_5xx_and_429_with_backoff_then_delivers() {
         _ => (204, vec![], String::new()),
     });
     let reg = Registry::new();
-    reg.counter("retried.things")
-        .labels(["k"])
-        .build()
-        .unwrap()
+    sonde::testing::labelled_counter(&reg, "retried.things", &["k"])
         .with(&["v"])
         .add(3);
     let writer = on_demand_writer(fake.url(), &reg)
@@ -533,11 +524,7 @@ fn queue_stays_bounded_and_counts_drops_when_the_receiver_is_down() {
         "{text}"
     );
     // /health reports the exporter's trouble from the same self-metrics.
-    let server = sonde::prometheus::PrometheusBuilder::new()
-        .registry(reg.clone())
-        .bind("127.0.0.1:0".parse().unwrap())
-        .install()
-        .unwrap();
+    let server = sonde_tests::loopback_exporter(&reg).install().unwrap();
     let health: serde_json::Value = serde_json::from_slice(
         &sonde_tests::http::get(&format!("http://{}/health", server.local_addr()), &[]).body,
     )

@@ -1010,6 +1010,12 @@ fn start_or_restore<T>(
     })
 }
 
+/// What a component's start error says in the agent's words: prefixed with the section of the
+/// configuration file that set it up.
+fn in_section<E: std::fmt::Display>(section: &'static str) -> impl FnOnce(E) -> String {
+    move |e| format!("[{section}]: {e}")
+}
+
 /// Records what the server received, publishes the open set window and stops it.
 fn stop_statsd(s: &sonde_statsd::StatsdServer, timeout: Duration) {
     if let Err(e) = s.flush(timeout) {
@@ -1064,7 +1070,7 @@ fn start_otlp(
     if let Some(q) = &o.queue {
         b = b.durable_queue(q.clone());
     }
-    b.install().map_err(|e| format!("[exporters.otlp]: {e}"))
+    b.install().map_err(in_section("exporters.otlp"))
 }
 
 fn start_cloudwatch(
@@ -1077,8 +1083,7 @@ fn start_cloudwatch(
     if let Some(q) = &c.queue {
         b = b.durable_queue(q.clone());
     }
-    b.install()
-        .map_err(|e| format!("[exporters.cloudwatch]: {e}"))
+    b.install().map_err(in_section("exporters.cloudwatch"))
 }
 
 /// The CloudWatch exporter's conversion settings: what it sends, what the cost preview prices.
@@ -1212,7 +1217,7 @@ fn start_emf(
         .read_settings(read_settings(registry, &e.select, deltas))
         .resource(resource.clone())
         .build()
-        .map_err(|err| format!("[exporters.emf]: {err}"))
+        .map_err(in_section("exporters.emf"))
 }
 
 fn start_remote_write(
@@ -1222,7 +1227,7 @@ fn start_remote_write(
 ) -> Result<sonde_prometheus::RemoteWriter, String> {
     rw.builder(registry, resource)
         .install()
-        .map_err(|e| format!("[exporters.remote_write]: {e}"))
+        .map_err(in_section("exporters.remote_write"))
 }
 
 fn start_host(
@@ -1243,10 +1248,9 @@ fn start_host(
     collector
         .install()
         .map(Some)
-        .map_err(|e| format!("[collectors.host]: {e}"))
+        .map_err(in_section("collectors.host"))
 }
 
-/// One collector for every matcher, so the process list is read once per collection.
 fn start_cgroups(
     config: &Config,
     registry: &Registry,
@@ -1258,9 +1262,10 @@ fn start_cgroups(
     let b = c.config.builder(&c.default_root).registry(registry);
     b.install()
         .map(Some)
-        .map_err(|e| format!("[collectors.cgroups]: {e}"))
+        .map_err(in_section("collectors.cgroups"))
 }
 
+/// One collector for every matcher, so the process list is read once per collection.
 fn start_procstat(
     config: &Config,
     registry: &Registry,
@@ -1276,7 +1281,7 @@ fn start_procstat(
     }
     b.install()
         .map(Some)
-        .map_err(|e| format!("[collectors.procstat]: {e}"))
+        .map_err(in_section("collectors.procstat"))
 }
 
 fn start_statsd(
@@ -1288,7 +1293,7 @@ fn start_statsd(
         .registry(registry.clone())
         .max_series(config.agent.max_series_per_family)
         .start()
-        .map_err(|e| format!("[statsd]: {e}"))
+        .map_err(in_section("statsd"))
 }
 
 fn start_probes(
@@ -1298,7 +1303,7 @@ fn start_probes(
     let targets = config.probes.to_vec();
     sonde_probes::Prober::new(registry, targets)
         .and_then(|p| p.start())
-        .map_err(|e| format!("[probes]: {e}"))
+        .map_err(in_section("probes"))
 }
 
 /// Closes an agent interval: the StatsD set window closes first, which publishes each set's

@@ -525,6 +525,15 @@ impl<'a> Reader<'a> {
         });
     }
 
+    /// Reports the setting at `path` holding something of the wrong shape: it must be `what`.
+    fn must_be(&mut self, location: String, path: &[&str], what: &str, hint: impl Into<String>) {
+        self.error(
+            location,
+            format!("`{}` must be {what}", path.join(".")),
+            hint,
+        );
+    }
+
     /// Reports keys of `table` not in `known`.
     fn unknown_keys(&mut self, table: Option<&Table>, path: &str, known: &[&str]) {
         // The environment names of a section that turns out to be off (see `section_on`).
@@ -666,9 +675,10 @@ impl<'a> Reader<'a> {
         match item {
             Item::Table(t) => Some(t),
             other => {
-                self.error(
+                self.must_be(
                     self.at(other.span()),
-                    format!("`{path}` must be a table"),
+                    &[path],
+                    "a table",
                     format!("write it as a [{path}] section"),
                 );
                 None
@@ -694,9 +704,10 @@ impl<'a> Reader<'a> {
             }
             other => {
                 let loc = self.at(other.span());
-                self.error(
+                self.must_be(
                     loc,
-                    format!("`{}` must be a value, not a table", path.join(".")),
+                    path,
+                    "a value, not a table",
                     "write it as `key = value` in its section",
                 );
                 None
@@ -724,9 +735,10 @@ impl<'a> Reader<'a> {
             (Raw::File(_), loc) => (None, loc),
         };
         if items.is_none() {
-            self.error(
+            self.must_be(
                 loc,
-                format!("`{}` must be an array of strings", path.join(".")),
+                path,
+                "an array of strings",
                 "like [\"service.version\", \"host.name\"]",
             );
         }
@@ -746,9 +758,10 @@ impl<'a> Reader<'a> {
                 }
             },
             Some((Raw::File(_), loc)) => {
-                self.error(
+                self.must_be(
                     loc,
-                    format!("`{}` must be true or false", path.join(".")),
+                    path,
+                    "true or false",
                     "write true or false, without quotes",
                 );
                 default
@@ -799,9 +812,10 @@ impl<'a> Reader<'a> {
                 .map(|(k, v)| (k.to_string(), v.as_str().map(str::to_string), v.span()))
                 .collect(),
             other => {
-                self.error(
+                self.must_be(
                     self.at(other.span()),
-                    format!("`{path}` must be a table of strings"),
+                    &[path],
+                    "a table of strings",
                     "like { \"service.name\" = \"checkout\" }",
                 );
                 return Vec::new();

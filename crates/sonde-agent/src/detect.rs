@@ -154,6 +154,13 @@ fn put(out: &mut Vec<(String, String)>, key: &str, v: Option<&str>) {
     }
 }
 
+/// Copies string fields of a metadata `document` as they are: `(attribute, field)` each.
+fn put_fields(out: &mut Vec<(String, String)>, document: &Value, fields: &[(&str, &str)]) {
+    for (key, field) in fields {
+        put(out, key, document.get(field).and_then(Value::as_str));
+    }
+}
+
 /// EC2: a session token (IMDSv2), then the instance identity document and the hostname.
 /// `AWS_EC2_METADATA_SERVICE_ENDPOINT` moves the service (as for the AWS SDKs),
 /// `AWS_EC2_METADATA_DISABLED=true` turns the detector off.
@@ -182,14 +189,19 @@ async fn ec2(client: &reqwest::Client) -> Result<Vec<(String, String)>, String> 
     let doc = json(get("/latest/dynamic/instance-identity/document").await)
         .await
         .map_err(|e| format!("instance identity document: {e}"))?;
-    let s = |k: &str| doc.get(k).and_then(Value::as_str);
     let mut out = on_aws("aws_ec2");
-    put(&mut out, "cloud.account.id", s("accountId"));
-    put(&mut out, "cloud.region", s("region"));
-    put(&mut out, "cloud.availability_zone", s("availabilityZone"));
-    put(&mut out, "host.id", s("instanceId"));
-    put(&mut out, "host.type", s("instanceType"));
-    put(&mut out, "host.image.id", s("imageId"));
+    put_fields(
+        &mut out,
+        &doc,
+        &[
+            ("cloud.account.id", "accountId"),
+            ("cloud.region", "region"),
+            ("cloud.availability_zone", "availabilityZone"),
+            ("host.id", "instanceId"),
+            ("host.type", "instanceType"),
+            ("host.image.id", "imageId"),
+        ],
+    );
     if let Ok(name) = text(get("/latest/meta-data/hostname").await).await {
         put(&mut out, "host.name", Some(name.trim()));
     }
@@ -210,10 +222,16 @@ async fn ecs(client: &reqwest::Client) -> Result<Vec<(String, String)>, String> 
     let c = |k: &str| container.get(k).and_then(Value::as_str);
     let t = |k: &str| task.get(k).and_then(Value::as_str);
     let mut out = on_aws("aws_ecs");
-    put(&mut out, "aws.ecs.cluster.arn", t("Cluster"));
-    put(&mut out, "aws.ecs.task.arn", t("TaskARN"));
-    put(&mut out, "aws.ecs.task.family", t("Family"));
-    put(&mut out, "aws.ecs.task.revision", t("Revision"));
+    put_fields(
+        &mut out,
+        &task,
+        &[
+            ("aws.ecs.cluster.arn", "Cluster"),
+            ("aws.ecs.task.arn", "TaskARN"),
+            ("aws.ecs.task.family", "Family"),
+            ("aws.ecs.task.revision", "Revision"),
+        ],
+    );
     put(
         &mut out,
         "aws.ecs.launchtype",
@@ -226,9 +244,15 @@ async fn ecs(client: &reqwest::Client) -> Result<Vec<(String, String)>, String> 
         put(&mut out, "cloud.region", Some(arn[3]));
         put(&mut out, "cloud.account.id", Some(arn[4]));
     }
-    put(&mut out, "aws.ecs.container.arn", c("ContainerARN"));
-    put(&mut out, "container.id", c("DockerId"));
-    put(&mut out, "container.name", c("Name"));
+    put_fields(
+        &mut out,
+        &container,
+        &[
+            ("aws.ecs.container.arn", "ContainerARN"),
+            ("container.id", "DockerId"),
+            ("container.name", "Name"),
+        ],
+    );
     if let Some(image) = c("Image") {
         // The tag is after the last ':' past the last '/' (a registry port has a ':' too).
         let (name, tag) = match image.rfind(':') {

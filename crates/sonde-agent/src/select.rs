@@ -396,24 +396,18 @@ mod tests {
 
     #[test]
     fn the_cloudwatch_default_keeps_pushed_metrics_and_leaves_scraped_ones_out() {
-        use sonde_core::{Registry, Temporality};
+        use sonde_core::{Registry, Temporality, testing};
         let registry = Registry::new();
-        let pushed = registry
-            .counter("checkout.orders")
-            .labels(["region", "job", "instance"])
-            .build()
-            .unwrap();
+        let pushed =
+            testing::labelled_counter(&registry, "checkout.orders", &["region", "job", "instance"]);
         pushed.with(&["eu", "checkout", "pod-1"]).add(2);
         pushed.with(&["eu", "checkout", "pod-2"]).add(3);
         // Scraped series carry `job` and `instance`: one gauge series each.
         let set_gauge = |name: &str, labels: &[(&'static str, &str)], v: i64| {
             let (names, values): (Vec<&'static str>, Vec<&str>) = labels.iter().copied().unzip();
-            let family = registry
-                .gauge(name.to_owned())
-                .labels(names)
-                .build()
-                .unwrap();
-            family.with(&values).set(v);
+            testing::family(registry.gauge(name.to_owned()).labels(names))
+                .with(&values)
+                .set(v);
         };
         set_gauge(
             "node_memory_MemTotal_bytes",
@@ -429,8 +423,7 @@ mod tests {
             ],
             1,
         );
-        let statsd = registry.counter("jobs.done").build().unwrap();
-        statsd.with::<&str>(&[]).add(1);
+        testing::handle(registry.counter("jobs.done")).add(1);
         let snap = registry
             .reader(Temporality::Delta)
             .with_selection(cloudwatch_default_for(&["node".to_owned()]))

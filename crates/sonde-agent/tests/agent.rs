@@ -6,117 +6,40 @@ mod common;
 
 use std::io::Read as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::{
-    BIN, assert_config_ok, check_config, check_config_with_env, refused_config, temp_config,
+    BIN, LoggedAgent, assert_config_ok, check_config, check_config_with_env, refused_config,
+    write_file,
 };
 use sonde_tests::agent::{free_udp, sample_value as value};
 use sonde_tests::otlp::{OtlpReceiver, find_metrics};
 use sonde_tests::prometheus::Prometheus;
-use sonde_tests::{TempDir, free_addr, require_program, wait_for};
+use sonde_tests::{TempDir, free_addr, require_program};
 
-/// A running agent; killed on drop if still running.
-struct Agent {
-    child: Option<Child>,
-    dir: TempDir,
-    metrics: SocketAddr,
+/// Starts the agent on `config` (and `env`), with backtraces; its `/metrics` is where the
+/// configuration's `listen` says.
+fn start_agent(config: &str, env: &[(&str, &str)]) -> LoggedAgent {
+    let metrics = config
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("listen = \""))
+        .map(|s| s.trim_end_matches('"').parse().unwrap())
+        .expect("the test config sets exporters.prometheus.listen");
+    let env: Vec<(&str, &str)> = [("RUST_BACKTRACE", "1")]
+        .into_iter()
+        .chain(env.iter().copied())
+        .collect();
+    LoggedAgent::start("agent", config, metrics, &env)
 }
 
-impl Agent {
-    fn start(config: &str) -> Agent {
-        Self::start_with_env(config, &[])
-    }
-
-    /// An agent with [`base_config`], its StatsD address and a socket to send it lines.
-    fn start_base() -> (Agent, SocketAddr, std::net::UdpSocket) {
-        let statsd = free_udp();
-        let agent = Agent::start(&base_config(statsd, free_addr()));
-        let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        (agent, statsd, sock)
-    }
-
-    fn start_with_env(config: &str, env: &[(&str, &str)]) -> Agent {
-        let (dir, path) = temp_config("agent", config);
-        let metrics = config
-            .lines()
-            .find_map(|l| l.trim().strip_prefix("listen = \""))
-            .map(|s| s.trim_end_matches('"').parse().unwrap())
-            .expect("the test config sets exporters.prometheus.listen");
-        let log = std::fs::File::create(dir.0.join("agent.log")).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--config")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .env("RUST_BACKTRACE", "1");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().unwrap();
-        let agent = Agent {
-            child: Some(child),
-            dir,
-            metrics,
-        };
-        let url = format!("http://{metrics}/metrics");
-        wait_for("the agent's /metrics", Duration::from_secs(20), || {
-            get_text(&url).filter(|t| t.contains("sonde_agent_info"))
-        });
-        agent
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.0.join("agent.log")).unwrap_or_default()
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.0.join("agent.toml")
-    }
-
-    fn scrape(&self) -> String {
-        get_text(&format!("http://{}/metrics", self.metrics)).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        let ok = Command::new("kill").args([sig, &pid]).status().unwrap();
-        assert!(ok.success());
-    }
-
-    /// Sends SIGTERM and waits for the exit status.
-    fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        self.signal("-TERM");
-        let mut child = self.child.take().unwrap();
-        let start = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return (status, self.log());
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "the agent did not exit after SIGTERM:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn get_text(url: &str) -> Option<String> {
-    let reply = sonde_tests::http::try_get(url)?;
-    (reply.status == 200).then(|| reply.text())
+/// An agent with [`base_config`], its StatsD address and a socket to send it lines.
+fn start_base() -> (LoggedAgent, SocketAddr, std::net::UdpSocket) {
+    let statsd = free_udp();
+    let agent = start_agent(&base_config(statsd, free_addr()), &[]);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    (agent, statsd, sock)
 }
 
 /// Sets rotate every agent interval: an hour, so the tests see whole windows.
@@ -143,7 +66,10 @@ fn real_statsd_clients_reach_prometheus_through_the_agent() {
     let statsd = free_udp();
     let metrics = free_addr();
     // Sets publish each closed interval: a short one, so the test sees one close.
-    let agent = Agent::start(&base_config(statsd, metrics).replace("\"1h\"", "\"3s\""));
+    let agent = start_agent(
+        &base_config(statsd, metrics).replace("\"1h\"", "\"3s\""),
+        &[],
+    );
     let prom = Prometheus::start(&[metrics], &[], &[]);
     // Prometheus's target discovery can take seconds after it is ready; a set's figure lasts
     // one 3 s interval, so let scraping begin before sending anything.
@@ -207,15 +133,14 @@ d.flush()
         statsd,
     )
     .unwrap();
-    let text = wait_for("the parse errors", Duration::from_secs(10), || {
-        let t = agent.scrape();
-        (value(&t, "shop_orders_total") == Some(16.0)).then_some(t)
+    let text = agent.scrape_until("the parse errors", Duration::from_secs(10), |t| {
+        value(t, "shop_orders_total") == Some(16.0)
     });
     assert!(
         text.contains("sonde_statsd_parse_errors_total{reason="),
         "{text}"
     );
-    let (status, log) = agent.terminate();
+    let (status, log) = agent.terminate(Duration::from_secs(30));
     assert!(status.success(), "{log}");
 }
 
@@ -229,17 +154,17 @@ fn sigterm_delivers_the_last_interval_to_the_otlp_receiver() {
         base_config(statsd, metrics),
         rx.grpc_endpoint()
     );
-    let agent = Agent::start(&config);
+    let agent = start_agent(&config, &[]);
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     for _ in 0..7 {
         sock.send_to(b"jobs.done:1|c|#queue:fast", statsd).unwrap();
     }
     // Received but not exported yet (the interval is an hour).
-    wait_for("the counter on /metrics", Duration::from_secs(10), || {
-        (value(&agent.scrape(), "jobs_done_total{queue=\"fast\"}") == Some(7.0)).then_some(())
+    agent.scrape_until("the counter on /metrics", Duration::from_secs(10), |t| {
+        value(t, "jobs_done_total{queue=\"fast\"}") == Some(7.0)
     });
     assert!(rx.metrics().is_empty());
-    let (status, log) = agent.terminate();
+    let (status, log) = agent.terminate(Duration::from_secs(30));
     assert!(status.success(), "exit {status:?}\n{log}");
     let reqs = rx.metrics();
     let m = find_metrics(&reqs, "jobs.done");
@@ -254,7 +179,7 @@ fn sigterm_delivers_the_last_interval_to_the_otlp_receiver() {
 /// Issue #21 item 6: a new DogStatsD tag key used to wipe every earlier series.
 #[test]
 fn a_new_tag_key_keeps_every_series_on_metrics() {
-    let (agent, statsd, sock) = Agent::start_base();
+    let (agent, statsd, sock) = start_base();
     let send = |tags: &str| {
         sock.send_to(
             format!("api.hits:1|c{tags}\napi.lat:100|ms{tags}").as_bytes(),
@@ -279,11 +204,9 @@ fn a_new_tag_key_keeps_every_series_on_metrics() {
     ];
     // Both lines of the last datagram: a scrape may fall between the counter's and the
     // timer's (each widens its own family).
-    let text = wait_for("every series", Duration::from_secs(20), || {
-        let t = agent.scrape();
-        (value(&t, r#"api_hits_total{host="a",route=""}"#) == Some(1.0)
-            && value(&t, r#"api_lat_seconds_count{host="a",route=""}"#) == Some(1.0))
-        .then_some(t)
+    let text = agent.scrape_until("every series", Duration::from_secs(20), |t| {
+        value(t, r#"api_hits_total{host="a",route=""}"#) == Some(1.0)
+            && value(t, r#"api_lat_seconds_count{host="a",route=""}"#) == Some(1.0)
     });
     for (series, v) in want {
         let got = value(&text, series);
@@ -296,10 +219,10 @@ fn a_new_tag_key_keeps_every_series_on_metrics() {
 
 #[test]
 fn sighup_reloads_without_losing_series() {
-    let (agent, statsd, sock) = Agent::start_base();
+    let (agent, statsd, sock) = start_base();
     sock.send_to(b"kept:5|c", statsd).unwrap();
-    wait_for("kept", Duration::from_secs(10), || {
-        (value(&agent.scrape(), "kept_total") == Some(5.0)).then_some(())
+    agent.scrape_until("kept", Duration::from_secs(10), |t| {
+        value(t, "kept_total") == Some(5.0)
     });
     // Add a TCP probe to a local listener and reload.
     let target = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -310,20 +233,14 @@ fn sighup_reloads_without_losing_series() {
     );
     std::fs::write(agent.path(), &config).unwrap();
     agent.signal("-HUP");
-    let text = wait_for(
-        "the probe after the reload",
-        Duration::from_secs(15),
-        || {
-            let t = agent.scrape();
-            // The new probe may report before the reload is counted as done.
-            (t.lines().any(|l| {
-                l.starts_with("probe_success{")
-                    && l.contains("probe_name=\"local\"")
-                    && l.ends_with(" 1")
-            }) && t.contains("sonde_agent_reloads_total{result=\"success\"} 1"))
-            .then_some(t)
-        },
-    );
+    let text = agent.scrape_until("the probe after the reload", Duration::from_secs(15), |t| {
+        // The new probe may report before the reload is counted as done.
+        t.lines().any(|l| {
+            l.starts_with("probe_success{")
+                && l.contains("probe_name=\"local\"")
+                && l.ends_with(" 1")
+        }) && t.contains("sonde_agent_reloads_total{result=\"success\"} 1")
+    });
     assert_eq!(value(&text, "kept_total"), Some(5.0), "{text}");
     assert!(
         text.contains("sonde_agent_reloads_total{result=\"success\"} 1"),
@@ -332,17 +249,15 @@ fn sighup_reloads_without_losing_series() {
     // An invalid configuration is refused and the running one kept.
     std::fs::write(agent.path(), "[statsd]\nudp = 5\n").unwrap();
     agent.signal("-HUP");
-    let text = wait_for("the failed reload", Duration::from_secs(10), || {
-        let t = agent.scrape();
+    let text = agent.scrape_until("the failed reload", Duration::from_secs(10), |t| {
         t.contains("sonde_agent_reloads_total{result=\"failure\"} 1")
-            .then_some(t)
     });
     sock.send_to(b"kept:1|c", statsd).unwrap();
-    wait_for("still receiving", Duration::from_secs(10), || {
-        (value(&agent.scrape(), "kept_total") == Some(6.0)).then_some(())
+    agent.scrape_until("still receiving", Duration::from_secs(10), |t| {
+        value(t, "kept_total") == Some(6.0)
     });
     assert!(text.contains("probe_success"));
-    let (status, log) = agent.terminate();
+    let (status, log) = agent.terminate(Duration::from_secs(30));
     assert!(status.success());
     assert!(log.contains("invalid"), "{log}");
 }
@@ -374,8 +289,7 @@ fn check_config_reports_every_error_with_location_and_hint() {
         .arg("print-default-config")
         .output()
         .unwrap();
-    let path = dir.0.join("defaults.toml");
-    std::fs::write(&path, &defaults.stdout).unwrap();
+    let path = write_file(&dir, "defaults.toml", &defaults.stdout);
     assert_config_ok(&path);
     // A missing file, an unknown SONDE_ variable, --version.
     let out = check_config(Path::new("/nonexistent.toml"));
@@ -408,8 +322,8 @@ fn json_logs_when_asked() {
     let metrics = free_addr();
     let config =
         base_config(statsd, metrics).replace("[agent]\n", "[agent]\nlog_format = \"json\"\n");
-    let agent = Agent::start(&config);
-    let (status, log) = agent.terminate();
+    let agent = start_agent(&config, &[]);
+    let (status, log) = agent.terminate(Duration::from_secs(30));
     assert!(status.success());
     let first = log.lines().next().unwrap();
     let v: serde_json::Value = serde_json::from_str(first).unwrap();
@@ -425,10 +339,13 @@ fn json_logs_when_asked() {
 fn the_python_tcp_statsd_client_reaches_metrics() {
     let (statsd, metrics) = (free_udp(), free_addr());
     let tcp = free_addr();
-    let agent = Agent::start(&base_config(statsd, metrics).replace(
-        "[statsd]\n",
-        &format!("[statsd]\ntcp = \"{tcp}\"\ntcp_idle_timeout = \"5s\"\n"),
-    ));
+    let agent = start_agent(
+        &base_config(statsd, metrics).replace(
+            "[statsd]\n",
+            &format!("[statsd]\ntcp = \"{tcp}\"\ntcp_idle_timeout = \"5s\"\n"),
+        ),
+        &[],
+    );
     let port = tcp.port();
     python(&format!(
         r#"
@@ -442,9 +359,8 @@ with c.pipeline() as p:
 c.close()
 "#
     ));
-    let scrape = wait_for("the TCP lines on /metrics", Duration::from_secs(20), || {
-        let s = agent.scrape();
-        (value(&s, "tcp_orders_total") == Some(150.0)).then_some(s)
+    let scrape = agent.scrape_until("the TCP lines on /metrics", Duration::from_secs(20), |s| {
+        value(s, "tcp_orders_total") == Some(150.0)
     });
     assert_eq!(value(&scrape, "tcp_queue"), Some(12.0));
     assert_eq!(value(&scrape, "tcp_checkout_seconds_count"), Some(1.0));

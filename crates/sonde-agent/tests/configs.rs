@@ -3,13 +3,15 @@
 //! starts and serves `/metrics`: `check-config` agrees with start-up.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use sonde_tests::TempDir;
+use common::{BIN, write_file};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
+use sonde_tests::TempDir;
 
 /// What `check-config` must say.
 enum Expect {
@@ -584,8 +586,7 @@ fn check_config_never_panics_and_agrees_with_start_up() {
     assert!(cases.len() >= 25);
     let mut failures = Vec::new();
     for (i, c) in cases.iter().enumerate() {
-        let path = dir.0.join(format!("case-{i}.toml"));
-        std::fs::write(&path, &c.config).unwrap();
+        let path = write_file(&dir, format!("case-{i}.toml"), &c.config);
         let started = Instant::now();
         let out = check_config(&path, &c.env);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -677,8 +678,7 @@ fn check_config_and_start_up_refuse_with_the_librarys_message() {
         ),
     ];
     for (i, (config, message)) in cases.iter().enumerate() {
-        let path = dir.0.join(format!("case-{i}.toml"));
-        std::fs::write(&path, config).unwrap();
+        let path = write_file(&dir, format!("case-{i}.toml"), config);
         let checked = check_config(&path, &[]);
         let stderr = String::from_utf8_lossy(&checked.stderr);
         assert_eq!(checked.status.code(), Some(2), "{config}: {stderr}");

@@ -9,22 +9,19 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, check_config, check_config_with_env};
+use common::{BIN, check_config, check_config_with_env, write_config};
 use sonde_tests::agent::{sample_value, scrape_metrics, spawn_agent_with_env};
 use sonde_tests::host_tree::HostTree;
 use sonde_tests::{TempDir, free_addr, wait_for};
 
 fn config(dir: &TempDir, metrics: std::net::SocketAddr, agent_extra: &str) -> std::path::PathBuf {
-    let path = dir.0.join("agent.toml");
-    std::fs::write(
-        &path,
+    write_config(
+        dir,
         format!(
             "[agent]\ninterval = \"1h\"\n{agent_extra}\n[collectors.host]\ninterval = \"200ms\"\n\n\
              [statsd]\nenabled = false\n\n[exporters.prometheus]\nlisten = \"{metrics}\"\n"
         ),
     )
-    .unwrap();
-    path
 }
 
 /// Reads the agent's /metrics until the host's memory shows, and returns the scrape.

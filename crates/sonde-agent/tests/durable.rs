@@ -4,14 +4,17 @@
 //! down is in Prometheus. And the queue's disk use stays under its cap while the outage lasts.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use common::{BIN, write_config};
 
 use sonde_tests::agent::{sample_value, scrape_metrics, spawn_agent};
 use sonde_tests::prometheus::Prometheus;
 use sonde_tests::switch::Switch;
 use sonde_tests::{TempDir, free_addr, wait_for};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
 /// One sample of it per collection, from the first one on.
 const REFERENCE: &str = "sonde_exporter_interval_seconds{exporter=\"remote_write\"}";
 
@@ -56,8 +59,7 @@ impl Setup {
         let dir = TempDir::new(name);
         let queue = dir.0.join("queue");
         let metrics = free_addr();
-        let path = dir.0.join("agent.toml");
-        std::fs::write(&path, config(metrics, switch.addr, &queue, extra)).unwrap();
+        let path = write_config(&dir, config(metrics, switch.addr, &queue, extra));
         Setup {
             prom,
             switch,

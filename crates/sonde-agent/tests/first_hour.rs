@@ -3,20 +3,16 @@
 //! colours when stderr is not a terminal.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sonde_tests::agent::free_udp;
+use common::{BIN, write_config};
+
+use sonde_tests::agent::{free_udp, spawn_agent, spawn_agent_with_env};
 use sonde_tests::{TempDir, free_addr, wait_for};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
-
-fn write_config(dir: &TempDir, text: &str) -> std::path::PathBuf {
-    let path = dir.0.join("agent.toml");
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 /// Item 5: the agent's default port is not the library's 9464, and `print-default-config`
 /// says so.
@@ -80,14 +76,7 @@ fn export_failures_show_in_the_log_and_on_health() {
         free_udp()
     );
     let path = write_config(&dir, &config);
-    let log_path = dir.0.join("agent.log");
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let agent = spawn_agent(BIN, &path, &dir.0);
     let url = format!("http://{metrics}/health");
     let start = Instant::now();
     let body = wait_for(
@@ -108,9 +97,8 @@ fn export_failures_show_in_the_log_and_on_health() {
     while start.elapsed() < Duration::from_secs(3) {
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    let log = std::fs::read_to_string(&log_path).unwrap();
+    drop(agent);
+    let log = std::fs::read_to_string(dir.0.join("agent.log")).unwrap();
     let failures = log.matches("otlp exporter: request failed").count();
     assert_eq!(failures, 1, "rate-limited to one line a minute:\n{log}");
     assert!(log.contains("WARN"), "{log}");
@@ -151,25 +139,22 @@ fn statsd_is_listening_once_metrics_answers() {
     let (statsd, metrics) = (free_udp(), free_addr());
     let config = write_config(
         &dir,
-        &format!(
+        format!(
             "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n\
              [statsd]\nudp = \"{statsd}\"\n\n[exporters.prometheus]\nlisten = \"{metrics}\"\n\n\
              [exporters.cloudwatch]\nnamespace = \"first\"\nregion = \"us-east-1\"\n\
              endpoint_url = \"http://127.0.0.1:9\"\ninterval = \"1h\"\n"
         ),
     );
-    let log = std::fs::File::create(dir.0.join("agent.log")).unwrap();
-    let _agent = sonde_tests::agent::KillOnDrop(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(&config)
-            .env("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-            .env("AWS_SECRET_ACCESS_KEY", "secret")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap(),
+    let _agent = spawn_agent_with_env(
+        BIN,
+        &config,
+        &dir.0,
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ],
     );
     // The moment /metrics first answers, one datagram, once.
     let deadline = Instant::now() + Duration::from_secs(20);

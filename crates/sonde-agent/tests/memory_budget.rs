@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{StatsdAgent, check_config};
+use common::{StatsdAgent, check_config, write_file};
 use sonde_tests::{TempDir, wait_for};
 
 /// VmRSS of `pid`, bytes.
@@ -45,7 +45,7 @@ fn a_flood_of_timer_series_stays_within_the_memory_budget_and_expires() {
              max_metrics = 1000\n\n[exporters.prometheus]\nlisten = \"{metrics}\"\n"
         )
     });
-    let pid = agent.process.0.id();
+    let pid = agent.pid();
     let scrape = || agent.scrape();
     // Warm up: the first lines, scrape and exposition buffers are part of the baseline.
     agent.send("warm.count:1|c");
@@ -161,19 +161,17 @@ fn check_config_refuses_a_budget_or_ttl_out_of_range() {
         ("[statsd]\nttl = \"0s\"\n", "statsd.ttl"),
         ("[statsd]\nttl = \"30d\"\n", "statsd.ttl"),
     ] {
-        let path = dir.0.join("bad.toml");
-        std::fs::write(&path, toml).unwrap();
+        let path = write_file(&dir, "bad.toml", toml);
         let out = check_config(&path);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_ne!(out.status.code(), Some(0), "{toml}");
         assert!(err.contains(key), "{toml}: {err}");
     }
-    let path = dir.0.join("good.toml");
-    std::fs::write(
-        &path,
+    let path = write_file(
+        &dir,
+        "good.toml",
         "[agent]\nmemory_budget = \"64MiB\"\n\n[statsd]\nttl = \"5m\"\n",
-    )
-    .unwrap();
+    );
     let out = check_config(&path);
     assert_eq!(
         out.status.code(),

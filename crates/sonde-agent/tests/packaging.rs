@@ -9,7 +9,8 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, assert_config_ok_with_env, temp_config};
+use common::{BIN, assert_config_ok_with_env, temp_config, write_file};
+use sonde_testkit::succeeded;
 use sonde_tests::agent::spawn_agent_with_env;
 use sonde_tests::{free_addr, http, require_program, wait_for};
 
@@ -41,12 +42,7 @@ fn the_kubernetes_manifest_is_valid_and_its_configuration_runs() {
         .args(["--strict", MANIFEST])
         .output()
         .unwrap();
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{said}");
+    let said = succeeded("kubernetes-validate", &out);
     assert_eq!(said.matches(" passed for resource ").count(), 4, "{said}");
 
     // The ConfigMap's configuration, with this machine's / as the host and free ports: it
@@ -80,8 +76,7 @@ fn the_systemd_unit_verifies_and_is_hardened() {
         .unwrap()
         .replace("/usr/local/bin/sonde-agent", BIN)
         .replace("/etc/sonde/agent.toml", config.to_str().unwrap());
-    let path = dir.0.join("sonde-agent.service");
-    std::fs::write(&path, unit).unwrap();
+    let path = write_file(&dir, "sonde-agent.service", unit);
     let out = Command::new(&analyze)
         .arg("verify")
         .arg(&path)

@@ -4,13 +4,15 @@
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
 
-use sonde_tests::agent::{KillOnDrop as Kid, sample_value as value};
-use sonde_tests::{TempDir, free_addr, wait_for};
+use common::LoggedAgent;
 
-const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
+use sonde_tests::agent::{KillOnDrop as Kid, sample_value as value};
+use sonde_tests::free_addr;
 
 /// Sum of the sample lines of family `name` whose labels contain `needle`.
 fn sum(scrape: &str, name: &str, needle: &str) -> f64 {
@@ -32,7 +34,6 @@ fn soft_nofile(pid: u32) -> f64 {
 
 #[test]
 fn procstat_has_its_own_names_and_group_totals_next_to_the_agents_process_metrics() {
-    let dir = TempDir::new("agent-procstat");
     let metrics = free_addr();
     let arg = format!("7{}.375", std::process::id() % 1000);
     let _kids: Vec<Kid> = (0..2)
@@ -46,29 +47,12 @@ fn procstat_has_its_own_names_and_group_totals_next_to_the_agents_process_metric
          [[collectors.procstat]]\npattern = \"{escaped}\"\n\n[statsd]\nenabled = false\n\n\
          [exporters.prometheus]\nlisten = \"{metrics}\"\n"
     );
-    let path = dir.0.join("agent.toml");
-    std::fs::write(&path, &config).unwrap();
-    let log = std::fs::File::create(dir.0.join("agent.log")).unwrap();
-    let agent = Kid(Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap());
-    let url = format!("http://{metrics}/metrics");
+    let agent = LoggedAgent::start("agent-procstat", &config, metrics, &[]);
     let group = format!("process_match=\"pattern:{escaped}\"");
-    let text = wait_for("procstat on /metrics", Duration::from_secs(20), || {
-        let reply = sonde_tests::http::try_get(&url)?;
-        let t = (reply.status == 200).then(|| reply.text())?;
-        (sum(&t, "procstat_memory_usage_bytes", &group) > 0.0).then_some(t)
+    let text = agent.scrape_until("procstat on /metrics", Duration::from_secs(20), |t| {
+        sum(t, "procstat_memory_usage_bytes", &group) > 0.0
     });
-    let fail = || {
-        format!(
-            "{text}\n{}",
-            std::fs::read_to_string(dir.0.join("agent.log")).unwrap_or_default()
-        )
-    };
+    let fail = || format!("{text}\n{}", agent.log());
 
     // procstat: one series per child, and the group totals equal their sums.
     let per_pid = text
@@ -94,7 +78,7 @@ fn procstat_has_its_own_names_and_group_totals_next_to_the_agents_process_metric
         );
     }
     // The agent's process_*: unlabelled, the agent alone (no procstat pid in them).
-    let agent_pid = agent.0.id();
+    let agent_pid = agent.pid();
     for line in text.lines().filter(|l| l.starts_with("process_")) {
         assert!(!line.contains("process_pid"), "{line}\n{}", fail());
         assert!(!line.contains("process_match"), "{line}\n{}", fail());

@@ -11,8 +11,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{BIN, assert_config_ok, check_config};
-use sonde_tests::agent::KillOnDrop as Running;
+use common::{BIN, assert_config_ok, check_config, write_config, write_file};
+use sonde_tests::agent::{KillOnDrop as Running, spawn_agent};
 use sonde_tests::prometheus::Prometheus;
 use sonde_tests::{TempDir, free_addr, http, wait_for};
 
@@ -66,10 +66,9 @@ fn https_and_basic_auth_from_the_config_with_certificate_reload() {
         cert = dir.0.join("tls.crt").display(),
         key = dir.0.join("tls.key").display(),
     );
-    let path = dir.0.join("agent.toml");
-    std::fs::write(&path, &config).unwrap();
+    let path = write_config(&dir, &config);
     assert_config_ok(&path);
-    let _agent = spawn(BIN, &["--config", path.to_str().unwrap()], &dir.0);
+    let _agent = spawn_agent(BIN, &path, &dir.0);
     let url = format!("https://127.0.0.1:{}/metrics", metrics.port());
     let good = http::basic_auth("prometheus", "s3cret");
     wait_for("the agent over HTTPS", Duration::from_secs(20), || {
@@ -84,8 +83,7 @@ fn https_and_basic_auth_from_the_config_with_certificate_reload() {
     assert!(plain.is_none_or(|r| r.status != 200));
 
     // A real Prometheus scrapes it with tls_config and basic_auth.
-    let ca = dir.0.join("ca-first.pem");
-    std::fs::write(&ca, &first).unwrap();
+    let ca = write_file(&dir, "ca-first.pem", &first);
     let scrape = format!(
         "  - job_name: agent\n    scheme: https\n    tls_config:\n      ca_file: '{}'\n    basic_auth:\n      username: prometheus\n      password: s3cret\n    static_configs:\n      - targets: ['127.0.0.1:{}']\n",
         ca.display(),
@@ -107,8 +105,7 @@ fn https_and_basic_auth_from_the_config_with_certificate_reload() {
 #[test]
 fn check_config_locates_web_config_errors() {
     let dir = TempDir::new("agent-webcfg");
-    let not_pem = dir.0.join("not.pem");
-    std::fs::write(&not_pem, "hello\n").unwrap();
+    let not_pem = write_file(&dir, "not.pem", "hello\n");
     let missing = dir.0.join("missing.pem");
     let cases = [
         (
@@ -148,8 +145,7 @@ fn check_config_locates_web_config_errors() {
         ),
     ];
     for (i, (config, at, needle)) in cases.iter().enumerate() {
-        let path = dir.0.join(format!("bad{i}.toml"));
-        std::fs::write(&path, config).unwrap();
+        let path = write_file(&dir, format!("bad{i}.toml"), config);
         let out = check_config(&path);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{config}\n{err}");
@@ -187,15 +183,13 @@ fn server_ticks(pid: u32) -> u64 {
 fn running_out_of_file_descriptors_does_not_spin_and_recovers() {
     let dir = TempDir::new("agent-emfile");
     let metrics = free_addr();
-    let path = dir.0.join("agent.toml");
-    std::fs::write(
-        &path,
+    let path = write_config(
+        &dir,
         format!(
             "[agent]\ninterval = \"1h\"\n\n[statsd]\nudp = \"{}\"\n\n[exporters.prometheus]\nlisten = \"{metrics}\"\n",
             free_addr()
         ),
-    )
-    .unwrap();
+    );
     // A low open-files limit for the agent alone.
     let agent = spawn(
         "prlimit",

@@ -5,72 +5,19 @@
 //! File-descriptor exhaustion is in prometheus_web.rs; the long runs are in scripts/soak.
 #![allow(clippy::unwrap_used)]
 
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, ExitStatus, Stdio};
+mod common;
+
+use std::net::UdpSocket;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::LoggedAgent;
+
 use sonde_tests::agent::free_udp;
 use sonde_tests::otlp::{Fault, OtlpReceiver};
 use sonde_tests::prometheus;
-use sonde_tests::{TempDir, free_addr, wait_for};
-
-const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
-
-/// The agent process, killed on drop so a failing assertion leaves nothing running.
-struct Agent {
-    child: Child,
-    dir: TempDir,
-    metrics: SocketAddr,
-}
-
-impl Agent {
-    fn start(config: &str, metrics: SocketAddr) -> Agent {
-        let dir = TempDir::new("agent-reliability");
-        let path = dir.0.join("agent.toml");
-        std::fs::write(&path, config).unwrap();
-        let log = std::fs::File::create(dir.0.join("agent.log")).unwrap();
-        let child = Command::new(BIN)
-            .arg("--config")
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .env("RUST_BACKTRACE", "1")
-            .spawn()
-            .unwrap();
-        let agent = Agent {
-            child,
-            dir,
-            metrics,
-        };
-        wait_for("the agent's /metrics", Duration::from_secs(20), || {
-            agent.scrape().filter(|t| t.contains("sonde_agent_info"))
-        });
-        agent
-    }
-
-    fn scrape(&self) -> Option<String> {
-        sonde_tests::http::try_get(&format!("http://{}/metrics", self.metrics))
-            .filter(|r| r.status == 200)
-            .map(|r| r.text())
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.0.join("agent.log")).unwrap_or_default()
-    }
-
-    fn alive(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().unwrap()
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use sonde_tests::{free_addr, wait_for};
 
 /// xorshift64*: reproducible junk without a new dependency.
 struct Rng(u64);
@@ -230,11 +177,13 @@ fn random_and_malformed_datagrams_leave_a_valid_finite_exposition() {
     const SEED: u64 = 0x5eed_0014;
     let statsd = free_udp();
     let metrics = free_addr();
-    let mut agent = Agent::start(
+    let mut agent = LoggedAgent::start(
+        "agent-reliability",
         &format!(
             "[agent]\ninterval = \"1h\"\n\n[collectors.host]\nenabled = false\n\n[statsd]\nudp = \"{statsd}\"\n\n[exporters.prometheus]\nlisten = \"{metrics}\"\n"
         ),
         metrics,
+        &[("RUST_BACKTRACE", "1")],
     );
 
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -253,7 +202,7 @@ fn random_and_malformed_datagrams_leave_a_valid_finite_exposition() {
     }
     let send_time = start.elapsed();
     assert!(
-        agent.alive().is_none(),
+        agent.exited().is_none(),
         "the agent died during the flood:\n{}",
         agent.log()
     );
@@ -261,16 +210,12 @@ fn random_and_malformed_datagrams_leave_a_valid_finite_exposition() {
     // A legitimate line after the junk is exported.
     sock.send_to(b"reliability.after:7|c|#phase:after", statsd)
         .unwrap();
-    let text = wait_for(
+    let text = agent.scrape_until(
         "the legitimate line on /metrics",
         Duration::from_secs(20),
-        || {
-            agent
-                .scrape()
-                .filter(|t| t.contains("\nreliability_after_total{phase=\"after\"} 7\n"))
-        },
+        |t| t.contains("\nreliability_after_total{phase=\"after\"} 7\n"),
     );
-    assert!(agent.alive().is_none(), "{}", agent.log());
+    assert!(agent.exited().is_none(), "{}", agent.log());
 
     // promtool parses it (it exits non-zero on a parse error).
     let findings = prometheus::promtool_check_metrics(&text);
@@ -326,7 +271,8 @@ fn sigterm_under_load_with_a_hung_receiver_exits_within_the_shutdown_budget() {
     receiver.set_default(Fault::Hang(Duration::from_secs(60)));
     let statsd = free_udp();
     let metrics = free_addr();
-    let mut agent = Agent::start(
+    let agent = LoggedAgent::start(
+        "agent-reliability",
         &format!(
             "[agent]\ninterval = \"1h\"\nshutdown_timeout = \"2s\"\n\n[collectors.host]\nenabled = false\n\n\
              [statsd]\nudp = \"{statsd}\"\n\n[exporters.prometheus]\nlisten = \"{metrics}\"\n\n\
@@ -334,6 +280,7 @@ fn sigterm_under_load_with_a_hung_receiver_exits_within_the_shutdown_budget() {
             receiver.http_endpoint()
         ),
         metrics,
+        &[("RUST_BACKTRACE", "1")],
     );
 
     // StatsD traffic until told to stop (at most 30 s).
@@ -360,10 +307,8 @@ fn sigterm_under_load_with_a_hung_receiver_exits_within_the_shutdown_budget() {
             sent.store(i, Ordering::Relaxed);
         })
     };
-    wait_for("StatsD load on /metrics", Duration::from_secs(20), || {
-        agent
-            .scrape()
-            .filter(|t| t.contains("load_requests_total{shard=\"1\"}"))
+    agent.scrape_until("StatsD load on /metrics", Duration::from_secs(20), |t| {
+        t.contains("load_requests_total{shard=\"1\"}")
     });
     // The exporter is stuck in a request the receiver will not answer.
     wait_for(
@@ -373,30 +318,11 @@ fn sigterm_under_load_with_a_hung_receiver_exits_within_the_shutdown_budget() {
     );
     std::thread::sleep(Duration::from_millis(300));
 
-    let pid = agent.child.id().to_string();
     let signalled = Instant::now();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = loop {
-        if let Some(status) = agent.alive() {
-            break status;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(20),
-            "the agent did not exit after SIGTERM:\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let (status, log) = agent.terminate(Duration::from_secs(20));
     let took = signalled.elapsed();
     stop.store(true, Ordering::Relaxed);
     load.join().unwrap();
-    let log = agent.log();
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(
         took <= SHUTDOWN_TIMEOUT + MARGIN,

@@ -3,100 +3,29 @@
 //! readers), and removes what the new configuration removed.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sonde_tests::agent::{KillOnDrop as Kid, free_udp, sample_value as value};
+use common::LoggedAgent;
+
+use sonde_tests::agent::{KillOnDrop as Kid, free_udp, sample_value as value, scrape_metrics};
 use sonde_tests::cloudwatch::{CloudWatchEndpoint, TEST_ENV};
 use sonde_tests::otlp::{OtlpReceiver, find_metrics};
-use sonde_tests::{TempDir, free_addr, wait_for};
+use sonde_tests::{free_addr, wait_for};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
-
-struct Agent {
-    kid: Kid,
-    dir: TempDir,
-    metrics: SocketAddr,
-}
-
-impl Agent {
-    fn start(config: &str, metrics: SocketAddr) -> Agent {
-        Self::start_with_env(config, metrics, &[])
-    }
-
-    fn start_with_env(config: &str, metrics: SocketAddr, env: &[(&str, &str)]) -> Agent {
-        let dir = TempDir::new("agent-reload");
-        std::fs::write(dir.0.join("agent.toml"), config).unwrap();
-        let log = std::fs::File::create(dir.0.join("agent.log")).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("--config")
-            .arg(dir.0.join("agent.toml"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .envs(env.iter().copied());
-        let kid = Kid(cmd.spawn().unwrap());
-        let agent = Agent { kid, dir, metrics };
-        wait_for("the agent's /metrics", Duration::from_secs(20), || {
-            agent.scrape().filter(|t| t.contains("sonde_agent_info"))
-        });
-        agent
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.0.join("agent.toml")
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.0.join("agent.log")).unwrap_or_default()
-    }
-
-    fn scrape(&self) -> Option<String> {
-        get(self.metrics)
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.kid.0.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args([sig, &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
-
-    /// Rewrites the configuration, sends SIGHUP and waits for the `n`th successful reload.
-    fn reload(&self, config: &str, n: u32) {
-        std::fs::write(self.path(), config).unwrap();
-        self.signal("-HUP");
-        let series = r#"sonde_agent_reloads_total{result="success"}"#;
-        wait_for("the reload", Duration::from_secs(10), || {
-            (value(&self.scrape()?, series) == Some(f64::from(n))).then_some(())
-        });
-    }
-
-    fn terminate(mut self) -> String {
-        self.signal("-TERM");
-        let start = Instant::now();
-        while self.kid.0.try_wait().unwrap().is_none() {
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "no exit after SIGTERM:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.log()
-    }
-}
-
-fn get(addr: SocketAddr) -> Option<String> {
-    let reply = sonde_tests::http::try_get(&format!("http://{addr}/metrics"))?;
-    (reply.status == 200).then(|| reply.text())
+/// Rewrites the configuration, sends SIGHUP and waits for the `n`th successful reload.
+fn reload(agent: &LoggedAgent, config: &str, n: u32) {
+    std::fs::write(agent.path(), config).unwrap();
+    agent.signal("-HUP");
+    let series = r#"sonde_agent_reloads_total{result="success"}"#;
+    agent.scrape_until("the reload", Duration::from_secs(10), |t| {
+        value(t, series) == Some(f64::from(n))
+    });
 }
 
 /// The values of every data point (`AsInt(n)`, `AsDouble(x)`) in a metric's debug `text`.
@@ -141,7 +70,7 @@ fn twenty_reloads_under_load_lose_nothing_and_count_nothing_twice() {
         }
         c
     };
-    let agent = Agent::start(&config(0), metrics);
+    let agent = LoggedAgent::start("agent-reload", &config(0), metrics, &[]);
 
     let done = Arc::new(AtomicBool::new(false));
     let (polls, refused) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
@@ -151,7 +80,7 @@ fn twenty_reloads_under_load_lose_nothing_and_count_nothing_twice() {
             let start = Instant::now();
             while !done.load(Ordering::Relaxed) && start.elapsed() < Duration::from_secs(30) {
                 polls.fetch_add(1, Ordering::Relaxed);
-                if get(metrics).is_none() {
+                if scrape_metrics(metrics).is_none() {
                     refused.fetch_add(1, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(20));
@@ -171,7 +100,7 @@ fn twenty_reloads_under_load_lose_nothing_and_count_nothing_twice() {
     });
     for n in 1..=20 {
         std::thread::sleep(Duration::from_millis(450));
-        agent.reload(&config(n), n);
+        reload(&agent, &config(n), n);
     }
     sender.join().unwrap();
     let sent = PER_PACKET * PACKETS;
@@ -189,7 +118,7 @@ fn twenty_reloads_under_load_lose_nothing_and_count_nothing_twice() {
         polls.load(Ordering::Relaxed),
         refused.load(Ordering::Relaxed),
     );
-    let log = agent.terminate();
+    let (_, log) = agent.terminate(Duration::from_secs(15));
     assert_eq!(scraped, sent as f64, "{log}");
     assert_eq!(
         refused, 0,
@@ -239,26 +168,24 @@ fn a_reload_removes_probes_and_procstat_and_keeps_statsd_tag_keys() {
     let kept = format!(
         "{base}\n[[probes.tcp]]\nname = \"kept\"\naddress = \"{metrics}\"\ninterval = \"1s\"\n"
     );
-    let agent = Agent::start(&full, metrics);
+    let agent = LoggedAgent::start("agent-reload", &full, metrics, &[]);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.send_to(b"tagged.hits:1|c|#a:x", statsd).unwrap();
     let has = |t: &str, name: &str, needle: &str| {
         t.lines()
             .any(|l| l.starts_with(name) && l.contains(needle) && !l.starts_with('#'))
     };
-    wait_for(
+    agent.scrape_until(
         "probes, procstat and StatsD on /metrics",
         Duration::from_secs(20),
-        || {
-            let t = agent.scrape()?;
-            (has(&t, "probe_success{", "probe_name=\"gone\"")
-                && has(&t, "probe_success{", "probe_name=\"kept\"")
-                && has(&t, "procstat_memory_usage_bytes{", "")
-                && value(&t, r#"tagged_hits_total{a="x"}"#) == Some(1.0))
-            .then_some(())
+        |t| {
+            has(t, "probe_success{", "probe_name=\"gone\"")
+                && has(t, "probe_success{", "probe_name=\"kept\"")
+                && has(t, "procstat_memory_usage_bytes{", "")
+                && value(t, r#"tagged_hits_total{a="x"}"#) == Some(1.0)
         },
     );
-    agent.reload(&kept, 1);
+    reload(&agent, &kept, 1);
     sock.send_to(b"tagged.hits:1|c|#b:y", statsd).unwrap();
     let widened = |t: &str, a: &str, b: &str| {
         t.lines().any(|l| {
@@ -268,13 +195,10 @@ fn a_reload_removes_probes_and_procstat_and_keeps_statsd_tag_keys() {
                 && l.ends_with(" 1")
         })
     };
-    let t = wait_for(
+    let t = agent.scrape_until(
         "the new tag key on /metrics",
         Duration::from_secs(10),
-        || {
-            let t = agent.scrape()?;
-            widened(&t, "", "y").then_some(t)
-        },
+        |t| widened(t, "", "y"),
     );
     let log = agent.log();
     assert!(widened(&t, "x", ""), "{t}");
@@ -317,7 +241,7 @@ fn a_replaced_cloudwatch_exporter_continues_the_old_ones_deltas() {
              endpoint_url = \"{url}\"\ninterval = \"{every}\"\n"
         )
     };
-    let agent = Agent::start_with_env(&config("300ms"), metrics, &TEST_ENV);
+    let agent = LoggedAgent::start("agent-reload", &config("300ms"), metrics, &TEST_ENV);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     // /metrics answers before every other component has started: wait until StatsD takes
     // lines (a datagram sent to a port not yet bound is lost).
@@ -358,12 +282,12 @@ fn a_replaced_cloudwatch_exporter_continues_the_old_ones_deltas() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    agent.reload(&config("400ms"), 1);
+    reload(&agent, &config("400ms"), 1);
     sent(50);
-    wait_for("150 on /metrics", Duration::from_secs(10), || {
-        (value(&agent.scrape()?, "reload_hits_total") == Some(150.0)).then_some(())
+    agent.scrape_until("150 on /metrics", Duration::from_secs(10), |t| {
+        value(t, "reload_hits_total") == Some(150.0)
     });
-    let log = agent.terminate();
+    let (_, log) = agent.terminate(Duration::from_secs(15));
     assert_eq!(delivered(), 150.0, "{log}");
 }
 
@@ -404,7 +328,7 @@ fn new_users_on_the_same_address_refuse_no_connection() {
         }
         c
     };
-    let agent = Agent::start(&config(None), metrics);
+    let agent = LoggedAgent::start("agent-reload", &config(None), metrics, &[]);
     let stop = Arc::new(AtomicBool::new(false));
     let answered = Arc::new(AtomicU64::new(0));
     let poller = {
@@ -459,7 +383,7 @@ fn new_users_on_the_same_address_refuse_no_connection() {
         &failures[..failures.len().min(5)],
         agent.log()
     );
-    agent.terminate();
+    agent.terminate(Duration::from_secs(15));
 }
 
 /// A reload that changes `[statsd]` (a new ingest on the same registry), the host interval and
@@ -490,7 +414,7 @@ fn changed_sections_keep_the_series_that_still_exist() {
         }
         c
     };
-    let agent = Agent::start(&config("10m", "10s", true), metrics);
+    let agent = LoggedAgent::start("agent-reload", &config("10m", "10s", true), metrics, &[]);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.send_to(b"hits:1|c|#a:x", statsd).unwrap();
     let matcher = |t: &str, arg: &str| {
@@ -498,12 +422,10 @@ fn changed_sections_keep_the_series_that_still_exist() {
             l.starts_with("procstat_group_process_count") && l.contains(&arg.replace('.', "\\\\."))
         })
     };
-    wait_for("StatsD and both matchers", Duration::from_secs(20), || {
-        let t = agent.scrape()?;
-        (value(&t, r#"hits_total{a="x"}"#) == Some(1.0)
-            && matcher(&t, &kept_arg)
-            && matcher(&t, &gone_arg))
-        .then_some(())
+    agent.scrape_until("StatsD and both matchers", Duration::from_secs(20), |t| {
+        value(t, r#"hits_total{a="x"}"#) == Some(1.0)
+            && matcher(t, &kept_arg)
+            && matcher(t, &gone_arg)
     });
     // Poll while reloading: the kept matcher must be on every scrape.
     let stop = Arc::new(AtomicBool::new(false));
@@ -514,7 +436,7 @@ fn changed_sections_keep_the_series_that_still_exist() {
             let mut missing = 0;
             let mut polls = 0;
             while !stop.load(Ordering::Relaxed) {
-                if let Some(t) = get(metrics) {
+                if let Some(t) = scrape_metrics(metrics) {
                     polls += 1;
                     if !matcher(&t, &kept_arg) {
                         missing += 1;
@@ -524,16 +446,13 @@ fn changed_sections_keep_the_series_that_still_exist() {
             (polls, missing)
         })
     };
-    agent.reload(&config("5m", "7s", false), 1);
+    reload(&agent, &config("5m", "7s", false), 1);
     sock.send_to(b"hits:1|c|#b:y\nhits:1|c|#a:x", statsd)
         .unwrap();
-    let t = wait_for(
+    let t = agent.scrape_until(
         "the StatsD lines after the reload",
         Duration::from_secs(10),
-        || {
-            let t = agent.scrape()?;
-            (value(&t, r#"hits_total{a="",b="y"}"#) == Some(1.0)).then_some(t)
-        },
+        |t| value(t, r#"hits_total{a="",b="y"}"#) == Some(1.0),
     );
     stop.store(true, Ordering::Relaxed);
     let (polls, missing) = poller.join().unwrap();
@@ -553,5 +472,5 @@ fn changed_sections_keep_the_series_that_still_exist() {
         polls > 5 && missing == 0,
         "{missing} of {polls} scrapes lacked the kept matcher"
     );
-    agent.terminate();
+    agent.terminate(Duration::from_secs(15));
 }

@@ -11,7 +11,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, refused_config, temp_config};
+use common::{BIN, refused_config, temp_config, write_file};
 use sonde_tests::agent::{KillOnDrop, free_udp, scrape_metrics, spawn_agent_with_env};
 use sonde_tests::cloudwatch::{CloudWatchEndpoint, Datum, TEST_ENV};
 use sonde_tests::{TempDir, free_addr, wait_for};
@@ -274,14 +274,16 @@ fn an_explicit_selection_filters_series_and_aggregates_dropped_labels() {
 #[test]
 fn cost_prices_the_selection_and_everything() {
     let dir = TempDir::new("agent-cost");
-    let lean = dir.0.join("lean.toml");
-    std::fs::write(&lean, "[exporters.cloudwatch]\nnamespace = \"x\"\n").unwrap();
-    let all = dir.0.join("all.toml");
-    std::fs::write(
-        &all,
+    let lean = write_file(
+        &dir,
+        "lean.toml",
+        "[exporters.cloudwatch]\nnamespace = \"x\"\n",
+    );
+    let all = write_file(
+        &dir,
+        "all.toml",
         "[exporters.cloudwatch]\nnamespace = \"x\"\n\n[exporters.cloudwatch.select]\ninclude = [\"*\"]\n",
-    )
-    .unwrap();
+    );
     let run = |path: &std::path::Path| {
         let out = Command::new(BIN).arg("cost").arg(path).output().unwrap();
         assert!(out.status.success(), "{out:?}");

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{BIN, assert_mentions, refused_config, temp_config};
+use common::{BIN, assert_mentions, refused_config, temp_config, write_config};
 use sonde_core::Component as _;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -176,16 +176,14 @@ fn a_target_that_fails_is_down_and_bad_targets_are_config_errors() {
     // Nothing listens there: up is 0, the agent goes on.
     let dead = free_addr();
     let metrics = free_addr();
-    let config = dir.0.join("agent.toml");
-    std::fs::write(
-        &config,
+    let config = write_config(
+        &dir,
         format!(
             "{QUIET}\
              [[sources.scrape]]\njob = \"gone\"\nurl = \"http://{dead}/metrics\"\ninterval = \"300ms\"\ntimeout = \"200ms\"\n\n\
              [exporters.prometheus]\nlisten = \"{metrics}\"\n"
         ),
-    )
-    .unwrap();
+    );
     let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &[]);
     let up = format!("up{{job=\"gone\",instance=\"{dead}\"}}");
     wait_for("up == 0", Duration::from_secs(20), || {
@@ -406,6 +404,25 @@ fn otlp_receiver_settings_are_checked_before_start() {
     );
 }
 
+/// A service for the agent to scrape: sonde's own `/metrics` server on a free loopback port,
+/// serving `registry` with its `service.name` and `service.version` in target_info.
+fn scraped_service(
+    registry: sonde_core::Registry,
+    name: &str,
+    version: &str,
+) -> sonde_prometheus::PrometheusServer {
+    sonde_prometheus::PrometheusBuilder::new()
+        .registry(registry)
+        .resource(
+            sonde_core::Resource::empty()
+                .with("service.name", name)
+                .with("service.version", version),
+        )
+        .bind("127.0.0.1:0".parse().unwrap())
+        .install()
+        .unwrap()
+}
+
 /// The OpenTelemetry Rust SDK pushes over OTLP/gRPC with gzip to the real agent, cumulative:
 /// the agent's /metrics holds exactly what was recorded, after two exports.
 #[test]
@@ -416,16 +433,7 @@ fn the_rust_sdk_pushes_to_the_agent_over_grpc() {
     let (metrics, grpc) = (free_addr(), free_addr());
     // A scraped service with a target_info of its own: OTLP senders and scrape targets share
     // the agent's one target_info family.
-    let scraped = sonde_prometheus::PrometheusBuilder::new()
-        .registry(sonde_core::Registry::new())
-        .resource(
-            sonde_core::Resource::empty()
-                .with("service.name", "scraped")
-                .with("service.version", "7.7"),
-        )
-        .bind("127.0.0.1:0".parse().unwrap())
-        .install()
-        .unwrap();
+    let scraped = scraped_service(sonde_core::Registry::new(), "scraped", "7.7");
     let (dir, config) = temp_config(
         "agent-sources",
         format!(
@@ -520,30 +528,19 @@ fn the_rust_sdk_pushes_to_the_agent_over_grpc() {
 fn the_example_service_is_scraped_exactly() {
     let registry = sonde_core::Registry::new();
     let workload = sonde_tests::example::steady_workload(&registry);
-    let service = sonde_prometheus::PrometheusBuilder::new()
-        .registry(registry.clone())
-        .resource(
-            sonde_core::Resource::empty()
-                .with("service.name", "sonde-example-service")
-                .with("service.version", "9.9.9"),
-        )
-        .bind("127.0.0.1:0".parse().unwrap())
-        .install()
-        .unwrap();
+    let service = scraped_service(registry.clone(), "sonde-example-service", "9.9.9");
     let addr = service.local_addr();
     let metrics = free_addr();
     let dir = TempDir::new("agent-sources");
-    let config = dir.0.join("agent.toml");
-    std::fs::write(
-        &config,
+    let config = write_config(
+        &dir,
         format!(
             "{QUIET}\
              [[sources.scrape]]\njob = \"example\"\nurl = \"http://{addr}/metrics\"\n\
              interval = \"300ms\"\ntimeout = \"300ms\"\n\n\
              [exporters.prometheus]\nlisten = \"{metrics}\"\n"
         ),
-    )
-    .unwrap();
+    );
     let _agent = spawn_agent_with_env(BIN, &config, &dir.0, &[]);
     std::thread::sleep(Duration::from_millis(800));
     workload.stop();

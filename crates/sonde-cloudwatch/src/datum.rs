@@ -576,11 +576,7 @@ mod tests {
     #[test]
     fn datums_are_valid_and_rollups_aggregate() {
         let reg = Registry::new();
-        let c = reg
-            .counter("requests")
-            .labels(["route", "code", "bad"])
-            .build()
-            .unwrap();
+        let c = sonde_core::testing::labelled_counter(&reg, "requests", &["route", "code", "bad"]);
         c.with(&["/a", "200", "x"]).add(3);
         c.with(&["/a", "500", "x"]).add(1);
         c.with(&["/b", "200", "ünï"]).add(5);

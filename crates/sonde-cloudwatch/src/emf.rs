@@ -184,23 +184,21 @@ impl EmfBuilder {
 }
 
 /// Writes EMF documents on demand.
+// `Debug` shows where it writes; the reader and its state would only be noise.
+#[derive(custom_debug::Debug)]
 pub struct EmfWriter {
     namespace: String,
+    #[debug(skip)]
     metrics: ExporterMetrics,
+    #[debug(skip)]
     reader: Mutex<Reader>,
+    #[debug(skip)]
     delta_state: sonde_core::DeltaState,
+    #[debug(skip)]
     resource: Resource,
+    #[debug(skip)]
     settings: Settings,
     output: Mutex<Output>,
-}
-
-impl std::fmt::Debug for EmfWriter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmfWriter")
-            .field("namespace", &self.namespace)
-            .field("output", &self.output)
-            .finish_non_exhaustive()
-    }
 }
 
 #[derive(Debug)]
@@ -545,12 +543,7 @@ mod tests {
         let dir = test_dir("cap");
         let path = dir.join("emf.log");
         let registry = Registry::new();
-        let h = registry
-            .histogram("job.duration")
-            .unit(sonde_core::Unit::Seconds)
-            .build()
-            .unwrap()
-            .handle();
+        let h = sonde_core::testing::seconds_histogram(&registry, "job.duration", &[]).handle();
         for i in 0..200_000u32 {
             h.observe(0.001 * f64::from(1 + i % 50));
         }

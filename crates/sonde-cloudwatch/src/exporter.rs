@@ -21,20 +21,41 @@ pub use sonde_push::DROP_SHUTDOWN_TIMEOUT;
 ///
 /// Region and credentials come from the standard AWS chain (`AWS_REGION`, `AWS_PROFILE`,
 /// `AWS_ACCESS_KEY_ID`..., instance and container roles) unless set here.
+// No credential, and no `user:password@` of an endpoint URL, in `Debug` output.
+#[derive(custom_debug::Debug)]
 pub struct CloudWatchBuilder {
     /// The registry, selection and deltas to continue.
+    #[debug(skip)]
     read: ReadSettings,
     namespace: String,
     interval: Duration,
     settings: Settings,
+    #[debug(skip)]
     resource: Option<Resource>,
     region: Option<String>,
+    #[debug(with = redacted_url)]
     endpoint_url: Option<String>,
+    #[debug(with = redacted_credentials)]
     credentials: Option<Credentials>,
     timeout: Duration,
     /// Queue and retry settings.
+    #[debug(skip)]
     delivery: PushConfig,
+    #[debug(skip)]
     jitter_first: bool,
+}
+
+/// `Debug` of an endpoint URL: without its `user:password@`.
+fn redacted_url(url: &Option<String>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    std::fmt::Debug::fmt(&url.as_deref().map(sonde_push::redact_url), f)
+}
+
+/// `Debug` of static credentials: whether there are any, none of their keys.
+fn redacted_credentials(
+    credentials: &Option<Credentials>,
+    f: &mut std::fmt::Formatter<'_>,
+) -> std::fmt::Result {
+    std::fmt::Debug::fmt(&credentials.as_ref().map(|_| sonde_push::REDACTED), f)
 }
 
 impl CloudWatchBuilder {
@@ -291,27 +312,6 @@ pub fn check_namespace(ns: &str) -> Result<(), Error> {
         )));
     }
     Ok(())
-}
-
-// Not derived: no credential, and no `user:password@` of an endpoint URL, in logs.
-impl std::fmt::Debug for CloudWatchBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CloudWatchBuilder")
-            .field("namespace", &self.namespace)
-            .field("interval", &self.interval)
-            .field("settings", &self.settings)
-            .field("region", &self.region)
-            .field(
-                "endpoint_url",
-                &self.endpoint_url.as_deref().map(sonde_push::redact_url),
-            )
-            .field(
-                "credentials",
-                &self.credentials.as_ref().map(|_| sonde_push::REDACTED),
-            )
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
 }
 
 /// A running CloudWatch exporter. Dropping it shuts it down, waiting up to

@@ -92,17 +92,10 @@ pub fn collection_lock<T>(
 /// Keeps a collect hook registered with [`Registry::register_collector`]; dropping it removes
 /// the hook.
 #[must_use = "dropping the guard removes the collect hook at once"]
+#[derive(Debug)]
 pub struct CollectorGuard {
     registry: std::sync::Weak<Inner>,
     id: u64,
-}
-
-impl std::fmt::Debug for CollectorGuard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CollectorGuard")
-            .field("id", &self.id)
-            .finish()
-    }
 }
 
 impl Drop for CollectorGuard {
@@ -266,43 +259,37 @@ impl Registry {
             }),
         };
         // Self-metric families live in the registry like any other; they report into nothing.
-        let overflow = bare
-            .counter(SERIES_OVERFLOW)
-            .description("Label sets that exceeded a family's series limit and were recorded in its overflow series.")
-            .labels(["metric"])
-            .build()
-            .ok();
-        let errors = bare
-            .counter(INSTRUMENTATION_ERRORS)
-            .description("Instrumentation mistakes, such as a wrong number of label values; the data went to a detached series.")
-            .labels(["metric", "reason"])
-            .build()
-            .ok();
-        let series_count = bare
-            .gauge(SERIES_ACTIVE)
-            .description("Live series per family, excluding the overflow series.")
-            .labels(["metric"])
-            .build()
-            .ok();
-        let refused = bare
-            .counter(SERIES_REFUSED)
-            .description("New label sets refused (reason=\"budget\": the memory budget was reached) and recorded in their family's overflow series.")
-            .labels(["metric", "reason"])
-            .build()
-            .ok();
+        let overflow = self_metric(
+            bare.counter(SERIES_OVERFLOW),
+            "Label sets that exceeded a family's series limit and were recorded in its overflow series.",
+            ["metric"],
+        );
+        let errors = self_metric(
+            bare.counter(INSTRUMENTATION_ERRORS),
+            "Instrumentation mistakes, such as a wrong number of label values; the data went to a detached series.",
+            ["metric", "reason"],
+        );
+        let series_count = self_metric(
+            bare.gauge(SERIES_ACTIVE),
+            "Live series per family, excluding the overflow series.",
+            ["metric"],
+        );
+        let refused = self_metric(
+            bare.counter(SERIES_REFUSED),
+            "New label sets refused (reason=\"budget\": the memory budget was reached) and recorded in their family's overflow series.",
+            ["metric", "reason"],
+        );
         let budget_gauges = budget.and_then(|_| {
-            let limit = bare
-                .gauge(BUDGET_LIMIT)
-                .description("The registry's memory budget: resource=\"series\" is the series cap, resource=\"bytes\" the estimated bytes cap.")
-                .labels(["resource"])
-                .build()
-                .ok()?;
-            let usage = bare
-                .gauge(BUDGET_USAGE)
-                .description("What the registry's series take from the memory budget (series, estimated bytes); new series are refused once a limit is reached.")
-                .labels(["resource"])
-                .build()
-                .ok()?;
+            let limit = self_metric(
+                bare.gauge(BUDGET_LIMIT),
+                "The registry's memory budget: resource=\"series\" is the series cap, resource=\"bytes\" the estimated bytes cap.",
+                ["resource"],
+            )?;
+            let usage = self_metric(
+                bare.gauge(BUDGET_USAGE),
+                "What the registry's series take from the memory budget (series, estimated bytes); new series are refused once a limit is reached.",
+                ["resource"],
+            )?;
             Some((limit, usage))
         });
         let families = std::mem::take(&mut *bare.families_mut());
@@ -776,6 +763,16 @@ fn check_labels<M: Instrument>(metric: &str, labels: &[Cow<'static, str>]) -> Re
     Ok(())
 }
 
+/// A registry's own family (series overflow, errors, budget): registered in the bare registry
+/// it is built in, so it cannot conflict; `None` leaves the self-metric out all the same.
+fn self_metric<M: Instrument, const N: usize>(
+    builder: FamilyBuilder<'_, M>,
+    description: &'static str,
+    labels: [&'static str; N],
+) -> Option<Family<M>> {
+    builder.description(description).labels(labels).build().ok()
+}
+
 /// The storage configuration of a family from its builder's options.
 fn make_config<M: Instrument>(
     meta: &FamilyMeta,
@@ -805,16 +802,11 @@ pub struct FamilyBuilder<'r, M: Instrument> {
 }
 
 impl<'r, M: Instrument> FamilyBuilder<'r, M> {
-    /// What the metric measures.
-    pub fn description(mut self, d: impl Into<Cow<'static, str>>) -> Self {
-        self.description = d.into();
-        self
-    }
-
-    /// The unit ([`Unit::Seconds`] and [`Unit::Bytes`] by the OpenTelemetry conventions).
-    pub fn unit(mut self, unit: Unit) -> Self {
-        self.unit = unit;
-        self
+    crate::builder_setters! {
+        /// What the metric measures.
+        description: impl Into<Cow<'static, str>>;
+        /// The unit ([`Unit::Seconds`] and [`Unit::Bytes`] by the OpenTelemetry conventions).
+        unit: Unit;
     }
 
     /// Label (attribute) names, fixed for the family, e.g. `["http.request.method", "http.route"]`.
@@ -827,17 +819,12 @@ impl<'r, M: Instrument> FamilyBuilder<'r, M> {
         self
     }
 
-    /// The series limit for this family (default 2000, or the registry's default).
-    pub fn max_series(mut self, n: usize) -> Self {
-        self.max_series = Some(n);
-        self
-    }
-
-    /// Drops series that nobody looked up or held for `timeout` (checked at each collection,
-    /// so the granularity is the collection interval). Off by default.
-    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
-        self.idle_timeout = Some(timeout);
-        self
+    crate::builder_setters! {
+        /// The series limit for this family (default 2000, or the registry's default).
+        max_series: Some(usize);
+        /// Drops series that nobody looked up or held for `idle_timeout` (checked at each
+        /// collection, so the granularity is the collection interval). Off by default.
+        idle_timeout: Some(Duration);
     }
 
     /// Spreads each series of this counter or up-down counter over per-thread stripes on their

@@ -101,10 +101,7 @@ pub fn labelled_counter(
     name: &'static str,
     label_names: &[&'static str],
 ) -> Family<Counter> {
-    register(
-        registry.counter(name).labels(label_names.iter().copied()),
-        format_args!("counter {name:?}"),
-    )
+    family(registry.counter(name).labels(label_names.iter().copied()))
 }
 
 /// A histogram `name` in seconds with the default buckets and these label names: the usual
@@ -123,12 +120,11 @@ pub fn seconds_histogram(
     name: &'static str,
     label_names: &[&'static str],
 ) -> Family<Histogram> {
-    register(
+    family(
         registry
             .histogram(name)
             .unit(Unit::Seconds)
             .labels(label_names.iter().copied()),
-        format_args!("histogram {name:?} in seconds"),
     )
 }
 
@@ -144,27 +140,65 @@ pub fn seconds_histogram(
 /// ```
 #[track_caller]
 pub fn exemplar_histogram(registry: &Registry, name: &'static str, bounds: &[f64]) -> Histogram {
-    register(
+    handle(
         registry
             .histogram(name)
             .unit(Unit::Seconds)
             .buckets(bounds.to_vec())
             .exemplars(true),
-        format_args!("histogram {name:?} with exemplars"),
     )
-    .handle()
 }
 
-/// The family `builder` registers, for a fixture: a refusal panics with `what` and the reason,
-/// at the test's line.
+/// The family `builder` registers, for a fixture whose registration cannot fail: a refusal
+/// panics at the test's line with the reason (which names the metric).
+///
+/// ```
+/// use sonde_core::{testing, Unit};
+/// let registry = testing::registry();
+/// let size = testing::family(registry.gauge("queue.size").unit(Unit::Bytes).labels(["queue"]));
+/// size.with(&["jobs"]).set(512);
+/// let snap = registry.snapshot();
+/// testing::assert_gauge(&snap, "queue.size", &[("queue", "jobs")], 512.0);
+/// ```
 #[track_caller]
-fn register<M: Instrument>(
-    builder: FamilyBuilder<'_, M>,
-    what: std::fmt::Arguments<'_>,
-) -> Family<M> {
+pub fn family<M: Instrument>(builder: FamilyBuilder<'_, M>) -> Family<M> {
     match builder.build() {
         Ok(family) => family,
-        Err(e) => panic!("{what}: {e}"),
+        Err(e) => panic!("registration refused: {e}"),
+    }
+}
+
+/// The only series of the unlabelled family `builder` registers (its
+/// [`handle`](Family::handle)): `reg.histogram("t").unit(Unit::Seconds).build().unwrap().handle()`
+/// in one call. A refusal panics at the test's line with the reason.
+///
+/// ```
+/// use sonde_core::{testing, Unit};
+/// let registry = testing::registry();
+/// let cpu = testing::handle(registry.counter_f64("cpu.time").unit(Unit::Seconds));
+/// cpu.add(0.5);
+/// testing::assert_counter(&registry.snapshot(), "cpu.time", &[], 0.5);
+/// ```
+#[track_caller]
+pub fn handle<M: Instrument>(builder: FamilyBuilder<'_, M>) -> M {
+    family(builder).handle()
+}
+
+/// The error the registry refuses the family `builder` describes with (a conflicting
+/// definition, an invalid name, bad buckets); panics at the test's line if it registers.
+///
+/// ```
+/// use sonde_core::{testing, Error};
+/// let registry = testing::registry();
+/// testing::family(registry.counter("jobs").labels(["queue"]));
+/// let e = testing::refused(registry.gauge("jobs").labels(["queue"]));
+/// assert!(matches!(e, Error::Conflict { .. }), "{e}");
+/// ```
+#[track_caller]
+pub fn refused<M: Instrument>(builder: FamilyBuilder<'_, M>) -> crate::Error {
+    match builder.build() {
+        Ok(family) => panic!("the registry accepted {:?}", family.meta().name()),
+        Err(e) => e,
     }
 }
 

@@ -88,16 +88,15 @@ fn a_million_label_values_stay_bounded() {
 fn bytes_per_series_are_bounded_and_stated() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let reg = Registry::with_max_series(200_000);
-    let fam = reg
-        .counter("c")
-        .labels([
-            "http.request.method",
-            "http.route",
-            "http.response.status_code",
-        ])
-        .max_series(200_000)
-        .build()
-        .unwrap();
+    let fam = testing::family(
+        reg.counter("c")
+            .labels([
+                "http.request.method",
+                "http.route",
+                "http.response.status_code",
+            ])
+            .max_series(200_000),
+    );
     let values: Vec<[String; 3]> = (0..100_000)
         .map(|i| {
             [
@@ -119,13 +118,12 @@ fn bytes_per_series_are_bounded_and_stated() {
         "{per_counter} bytes per counter series"
     );
 
-    let h = reg
-        .histogram("h")
-        .unit(Unit::Seconds)
-        .labels(["k"])
-        .max_series(10_000)
-        .build()
-        .unwrap();
+    let h = testing::family(
+        reg.histogram("h")
+            .unit(Unit::Seconds)
+            .labels(["k"])
+            .max_series(10_000),
+    );
     h.with(&["warm"]).observe(1.0);
     let before = live();
     for i in 0..1000 {
@@ -180,12 +178,11 @@ fn bytes_per_series_are_bounded_and_stated() {
 fn idle_series_expire_but_held_ones_do_not() {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let reg = Registry::new();
-    let fam = reg
-        .counter("sessions")
-        .labels(["id"])
-        .idle_timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
+    let fam = testing::family(
+        reg.counter("sessions")
+            .labels(["id"])
+            .idle_timeout(Duration::from_secs(1)),
+    );
     let held = fam.with(&["held"]);
     held.inc();
     fam.with(&["transient"]).inc();

@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
-use sonde_core::{Number, Point, Registry, Temporality, Unit};
-
-mod common;
+use sonde_core::{Number, Point, Registry, Temporality, Unit, testing};
 
 const THREADS: usize = 8;
 const PER_THREAD: u64 = 100_000;
@@ -17,21 +15,11 @@ const PER_THREAD: u64 = 100_000;
 fn concurrent_increments_sum_exactly() {
     let reg = Registry::new();
     // Striped, so per-thread stripes must add up exactly; the other test covers unstriped ones.
-    let counter = reg
-        .counter("c")
-        .labels(["worker", "kind"])
-        .striped(true)
-        .build()
-        .unwrap();
-    let fcounter = reg
-        .counter_f64("cpu.time")
-        .unit(Unit::Seconds)
-        .build()
-        .unwrap()
-        .handle();
-    let gauge = reg.gauge("g").build().unwrap().handle();
-    let updown = reg.up_down_counter_f64("ud").build().unwrap().handle();
-    let hist = common::seconds_histogram(&reg, "h");
+    let counter = testing::family(reg.counter("c").labels(["worker", "kind"]).striped(true));
+    let fcounter = testing::handle(reg.counter_f64("cpu.time").unit(Unit::Seconds));
+    let gauge = testing::handle(reg.gauge("g"));
+    let updown = testing::handle(reg.up_down_counter_f64("ud"));
+    let hist = testing::seconds_histogram(&reg, "h", &[]).handle();
     thread::scope(|s| {
         for t in 0..THREADS {
             let (counter, fcounter, gauge, updown, hist) = (
@@ -113,14 +101,13 @@ fn concurrent_increments_sum_exactly() {
 fn snapshots_stay_consistent_during_writes() {
     let reg = Registry::new();
     let counter = reg.counter("requests").labels(["route"]).build().unwrap();
-    let hist = reg
-        .histogram("latency")
-        .unit(Unit::Seconds)
-        .labels(["route"])
-        // Striped: reads must also stay consistent when summing per-thread blocks.
-        .striped(true)
-        .build()
-        .unwrap();
+    // Striped: reads must also stay consistent when summing per-thread blocks.
+    let hist = testing::family(
+        reg.histogram("latency")
+            .unit(Unit::Seconds)
+            .labels(["route"])
+            .striped(true),
+    );
     let stop = Arc::new(AtomicBool::new(false));
     let mut delta_reader = reg.reader(Temporality::Delta);
     let mut slow_delta_reader = reg.reader(Temporality::Delta);

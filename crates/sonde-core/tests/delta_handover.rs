@@ -4,7 +4,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use sonde_core::{Number, Registry, Temporality};
+use sonde_core::{Number, Registry, Temporality, testing};
 
 fn hits(r: &mut sonde_core::Reader) -> u64 {
     match r.collect().point("hits", &[]).unwrap().number().unwrap() {
@@ -16,7 +16,7 @@ fn hits(r: &mut sonde_core::Reader) -> u64 {
 #[test]
 fn a_reader_continuing_from_another_reports_each_change_once() {
     let registry = Registry::new();
-    let c = registry.counter("hits").build().unwrap().handle();
+    let c = testing::handle(registry.counter("hits"));
     let mut old = registry.reader(Temporality::Delta);
     c.add(5);
     assert_eq!(hits(&mut old), 5);
@@ -38,7 +38,7 @@ fn a_reader_continuing_from_another_reports_each_change_once() {
 #[test]
 fn readers_sharing_memory_collecting_at_once_count_every_increment_once() {
     let registry = Registry::new();
-    let c = registry.counter("hits").build().unwrap().handle();
+    let c = testing::handle(registry.counter("hits"));
     let first = registry.reader(Temporality::Delta);
     let state = first.delta_state();
     let total = AtomicU64::new(0);

@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use sonde_core::exemplar::set_trace_context_provider;
-use sonde_core::{Registry, TraceContext};
+use sonde_core::{Registry, TraceContext, testing};
 
 fn ctx(n: u64) -> TraceContext {
     // The span id is derived from the trace id, so a torn read would show a mismatch.
@@ -73,7 +73,7 @@ fn latest_exemplar_per_bucket_and_no_tearing() {
 #[test]
 fn families_without_exemplars_keep_none_and_the_provider_feeds_plain_observe() {
     let reg = Registry::new();
-    let plain = reg.histogram("plain").build().unwrap().handle();
+    let plain = testing::handle(reg.histogram("plain"));
     plain.observe_with_exemplar(1.0, &ctx(9));
     assert!(plain.read().exemplars().is_empty());
 
@@ -82,12 +82,7 @@ fn families_without_exemplars_keep_none_and_the_provider_feeds_plain_observe() {
     }
     assert!(set_trace_context_provider(provider));
     assert!(!set_trace_context_provider(provider), "installed once");
-    let h = reg
-        .histogram("with")
-        .exemplars(true)
-        .build()
-        .unwrap()
-        .handle();
+    let h = testing::handle(reg.histogram("with").exemplars(true));
     h.observe(3.0);
     let e = h
         .read()

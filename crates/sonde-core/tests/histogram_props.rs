@@ -3,7 +3,7 @@
 #![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use proptest::prelude::*;
-use sonde_core::{Precision, Registry, Temporality, Unit};
+use sonde_core::{Precision, Registry, Temporality, Unit, testing};
 
 fn value() -> impl Strategy<Value = f64> {
     prop_oneof![
@@ -32,8 +32,9 @@ proptest! {
         split_at in 0usize..300,
     ) {
         let reg = Registry::new();
-        let h = reg.histogram("h").unit(Unit::Seconds).buckets(buckets.clone()).precision(precision)
-            .build().unwrap().handle();
+        let h = testing::handle(
+            reg.histogram("h").unit(Unit::Seconds).buckets(buckets.clone()).precision(precision),
+        );
         let mut delta = reg.reader(Temporality::Delta);
         let split_at = split_at.min(values.len());
         for v in &values[..split_at] { h.observe(*v); }

@@ -7,9 +7,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sonde_core::exemplar::set_trace_context_provider;
 use sonde_core::histogram::MAX_CELL_COUNT;
-use sonde_core::{Histogram, HistogramPoint, Precision, Registry, Temporality, TraceContext, Unit};
-
-mod common;
+use sonde_core::{
+    Histogram, HistogramPoint, Precision, Registry, Temporality, TraceContext, Unit, testing,
+};
 
 const NS: [u64; 4] = [1, 2, 1000, 10_000];
 const QUANTILES: [f64; 9] = [0.0, 0.01, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 1.0];
@@ -31,29 +31,23 @@ fn families(reg: &Registry, name: &str) -> Vec<Pair> {
         out.push((label, (na, a), (nb, b)));
     };
     add("seconds".into(), &|n| {
-        reg.histogram(n.to_owned())
-            .unit(Unit::Seconds)
-            .build()
-            .unwrap()
-            .handle()
+        testing::handle(reg.histogram(n.to_owned()).unit(Unit::Seconds))
     });
     for p in [Precision::Compact, Precision::Standard, Precision::High] {
         add(format!("custom {p:?}"), &|n| {
-            reg.histogram(n.to_owned())
-                .buckets(vec![-5.0, -0.5, 0.0, 0.001, 0.1, 1.0, 1.5, 2.0, 100.0, 1e6])
-                .precision(p)
-                .build()
-                .unwrap()
-                .handle()
+            testing::handle(
+                reg.histogram(n.to_owned())
+                    .buckets(vec![-5.0, -0.5, 0.0, 0.001, 0.1, 1.0, 1.5, 2.0, 100.0, 1e6])
+                    .precision(p),
+            )
         });
     }
     add("bytes".into(), &|n| {
-        reg.histogram(n.to_owned())
-            .unit(Unit::Bytes)
-            .min_exponent(10)
-            .build()
-            .unwrap()
-            .handle()
+        testing::handle(
+            reg.histogram(n.to_owned())
+                .unit(Unit::Bytes)
+                .min_exponent(10),
+        )
     });
     out
 }
@@ -190,7 +184,7 @@ fn mixed_batches_read_as_the_same_observes() {
 #[test]
 fn zero_count_records_nothing() {
     let reg = Registry::new();
-    let h = common::seconds_histogram(&reg, "zero");
+    let h = testing::seconds_histogram(&reg, "zero", &[]).handle();
     for v in [
         0.5,
         0.0,
@@ -220,11 +214,10 @@ fn zero_count_records_nothing() {
 fn nan_is_ignored_infinities_and_negatives_are_counted_as_by_observe() {
     let reg = Registry::new();
     let make = |name: &str| {
-        reg.histogram(name.to_owned())
-            .buckets(vec![-1.0, 0.0, 10.0])
-            .build()
-            .unwrap()
-            .handle()
+        testing::handle(
+            reg.histogram(name.to_owned())
+                .buckets(vec![-1.0, 0.0, 10.0]),
+        )
     };
     // NaN: nothing at all, as `observe`.
     let nan = make("nan");
@@ -282,12 +275,7 @@ fn nan_is_ignored_infinities_and_negatives_are_counted_as_by_observe() {
 #[test]
 fn huge_counts_saturate_per_cell_and_never_wrap() {
     let reg = Registry::new();
-    let h = reg
-        .histogram("huge")
-        .buckets(vec![1.0, 2.0])
-        .build()
-        .unwrap()
-        .handle();
+    let h = testing::handle(reg.histogram("huge").buckets(vec![1.0, 2.0]));
     h.observe_n(1.0, u64::MAX);
     let p = h.read();
     assert_eq!(p.count(), MAX_CELL_COUNT);
@@ -313,12 +301,7 @@ fn huge_counts_saturate_per_cell_and_never_wrap() {
     assert_eq!(h.read().count(), MAX_CELL_COUNT + 6);
 
     // A batch that crosses the limit keeps exactly the part below it.
-    let part = reg
-        .histogram("part")
-        .buckets(vec![1.0])
-        .build()
-        .unwrap()
-        .handle();
+    let part = testing::handle(reg.histogram("part").buckets(vec![1.0]));
     part.observe_n(0.5, MAX_CELL_COUNT - 10);
     part.observe_n(0.5, 100);
     let p = part.read();
@@ -327,12 +310,7 @@ fn huge_counts_saturate_per_cell_and_never_wrap() {
     assert_eq!(p.cumulative_buckets()[0], (1.0, MAX_CELL_COUNT));
 
     // Every cell of a series full: the total stays far from wrapping and every rendering works.
-    let full = reg
-        .histogram("full")
-        .precision(Precision::High)
-        .build()
-        .unwrap()
-        .handle();
+    let full = testing::handle(reg.histogram("full").precision(Precision::High));
     let cells = full.read().layout().cells();
     let mut delta = reg.reader(Temporality::Delta);
     for cell in 0..cells {
@@ -362,8 +340,8 @@ fn huge_counts_saturate_per_cell_and_never_wrap() {
 fn concurrent_batches_saturate_exactly_and_striped_series_add_up() {
     let reg = Registry::new();
     // Unlabelled families are striped per thread by default.
-    let h = reg.histogram("racing").build().unwrap().handle();
-    let striped = reg.histogram("striped").build().unwrap().handle();
+    let h = testing::handle(reg.histogram("racing"));
+    let striped = testing::handle(reg.histogram("striped"));
     std::thread::scope(|s| {
         for t in 0..4u64 {
             let (h, striped) = (h.clone(), striped.clone());
@@ -405,13 +383,7 @@ fn a_batch_keeps_one_exemplar_and_an_empty_batch_none() {
     // This test binary's only provider.
     assert!(set_trace_context_provider(provider));
     let reg = Registry::new();
-    let h = reg
-        .histogram("ex")
-        .buckets(vec![1.0, 10.0])
-        .exemplars(true)
-        .build()
-        .unwrap()
-        .handle();
+    let h = testing::handle(reg.histogram("ex").buckets(vec![1.0, 10.0]).exemplars(true));
     h.observe_n(0.5, 100);
     h.observe_n(5.0, 0);
     h.observe_n(f64::NAN, 10);

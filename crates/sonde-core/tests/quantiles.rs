@@ -9,7 +9,7 @@
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, LogNormal, Pareto, Uniform};
-use sonde_core::{Precision, Registry, Unit};
+use sonde_core::{Precision, Registry, Unit, testing};
 
 const N: usize = 200_000;
 const QUANTILES: [f64; 5] = [0.5, 0.9, 0.95, 0.99, 0.999];
@@ -60,13 +60,11 @@ fn worst_error(precision: Precision, dist: &str) -> f64 {
     let mut rng = StdRng::seed_from_u64(0x5eed ^ dist.len() as u64);
     let data = samples(dist, &mut rng);
     let reg = Registry::new();
-    let h = reg
-        .histogram("latency")
-        .unit(Unit::Seconds)
-        .precision(precision)
-        .build()
-        .unwrap()
-        .handle();
+    let h = testing::handle(
+        reg.histogram("latency")
+            .unit(Unit::Seconds)
+            .precision(precision),
+    );
     for v in &data {
         h.observe(*v);
     }

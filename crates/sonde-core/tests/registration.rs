@@ -7,8 +7,6 @@ use sonde_core::{
     testing,
 };
 
-mod common;
-
 #[test]
 fn same_definition_returns_same_family() {
     let reg = Registry::new();
@@ -23,33 +21,13 @@ fn same_definition_returns_same_family() {
 #[test]
 fn conflicting_definitions_are_errors() {
     let reg = Registry::new();
-    reg.counter("x")
-        .labels(["a"])
-        .unit(Unit::Seconds)
-        .build()
-        .unwrap();
+    testing::family(reg.counter("x").labels(["a"]).unit(Unit::Seconds));
     let cases: Vec<Error> = vec![
-        reg.gauge("x")
-            .labels(["a"])
-            .unit(Unit::Seconds)
-            .build()
-            .unwrap_err(),
-        reg.counter("x")
-            .labels(["b"])
-            .unit(Unit::Seconds)
-            .build()
-            .unwrap_err(),
-        reg.counter("x")
-            .labels(["a"])
-            .unit(Unit::Bytes)
-            .build()
-            .unwrap_err(),
-        reg.counter_f64("x")
-            .labels(["a"])
-            .unit(Unit::Seconds)
-            .build()
-            .unwrap_err(),
-        reg.counter("x").unit(Unit::Seconds).build().unwrap_err(),
+        testing::refused(reg.gauge("x").labels(["a"]).unit(Unit::Seconds)),
+        testing::refused(reg.counter("x").labels(["b"]).unit(Unit::Seconds)),
+        testing::refused(reg.counter("x").labels(["a"]).unit(Unit::Bytes)),
+        testing::refused(reg.counter_f64("x").labels(["a"]).unit(Unit::Seconds)),
+        testing::refused(reg.counter("x").unit(Unit::Seconds)),
     ];
     for e in cases {
         let msg = e.to_string();
@@ -64,46 +42,17 @@ fn conflicting_definitions_are_errors() {
 #[test]
 fn invalid_names_name_the_character() {
     let reg = Registry::new();
-    let e = reg
-        .counter("http requests")
-        .build()
-        .unwrap_err()
-        .to_string();
+    let e = testing::refused(reg.counter("http requests")).to_string();
     assert!(e.contains("' '") && e.contains("byte 4"), "{e}");
-    let e = reg
-        .counter("ok")
-        .labels(["route", "bad-label"])
-        .build()
-        .unwrap_err()
-        .to_string();
+    let e = testing::refused(reg.counter("ok").labels(["route", "bad-label"])).to_string();
     assert!(e.contains("'-'") && e.contains("bad-label"), "{e}");
-    let e = reg
-        .histogram("h")
-        .labels(["le"])
-        .build()
-        .unwrap_err()
-        .to_string();
+    let e = testing::refused(reg.histogram("h").labels(["le"])).to_string();
     assert!(e.contains("reserved"), "{e}");
-    let e = reg
-        .counter("d")
-        .labels(["a", "a"])
-        .build()
-        .unwrap_err()
-        .to_string();
+    let e = testing::refused(reg.counter("d").labels(["a", "a"])).to_string();
     assert!(e.contains("declared twice"), "{e}");
-    let e = reg
-        .histogram("b")
-        .buckets(vec![1.0, 0.5])
-        .build()
-        .unwrap_err()
-        .to_string();
+    let e = testing::refused(reg.histogram("b").buckets(vec![1.0, 0.5])).to_string();
     assert!(e.contains("strictly increasing"), "{e}");
-    let e = reg
-        .histogram("b")
-        .buckets(vec![1.0, f64::NAN])
-        .build()
-        .unwrap_err()
-        .to_string();
+    let e = testing::refused(reg.histogram("b").buckets(vec![1.0, f64::NAN])).to_string();
     assert!(e.contains("not finite"), "{e}");
     // Nothing was registered by the failures.
     assert!(!reg.family_names().iter().any(|n| n == "b" || n == "d"));
@@ -187,9 +136,9 @@ fn static_families_and_macros_use_the_global_registry() {
 fn registries_are_isolated() {
     let a = testing::registry();
     let b = testing::registry();
-    a.counter("same").build().unwrap().handle().inc();
+    testing::handle(a.counter("same")).inc();
     // Another registry may use the same name with another definition.
-    b.gauge("same").build().unwrap().handle().set(3);
+    testing::handle(b.gauge("same")).set(3);
     testing::assert_counter(&a.snapshot(), "same", &[], 1.0);
     testing::assert_gauge(&b.snapshot(), "same", &[], 3.0);
 }
@@ -197,7 +146,7 @@ fn registries_are_isolated() {
 #[test]
 fn timers_record_on_a_monotonic_clock() {
     let reg = Registry::new();
-    let h = common::seconds_histogram(&reg, "t.duration");
+    let h = testing::seconds_histogram(&reg, "t.duration", &[]).handle();
     {
         let _t = h.start_timer();
         std::thread::sleep(std::time::Duration::from_millis(5));
@@ -216,12 +165,7 @@ fn timers_record_on_a_monotonic_clock() {
     assert_eq!(p.count(), 4);
     assert!(p.max().unwrap() >= 0.005, "{p:?}");
 
-    let ms = reg
-        .histogram("t.ms")
-        .unit(Unit::Milliseconds)
-        .build()
-        .unwrap()
-        .handle();
+    let ms = testing::handle(reg.histogram("t.ms").unit(Unit::Milliseconds));
     {
         let _t = ms.start_timer();
         std::thread::sleep(std::time::Duration::from_millis(3));

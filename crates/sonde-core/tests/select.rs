@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use sonde_core::{
     GaugeAggregation, Kind, Number, NumberKind, Pattern, Registry, Rule, Selection, Snapshot,
-    Temporality,
+    Temporality, testing,
 };
 
 mod common;
@@ -68,7 +68,7 @@ fn include_and_exclude_choose_families_and_the_rest_is_not_read() {
         "system.memory.usage",
         "disk.io",
     ] {
-        reg.counter(name).build().unwrap().with::<&str>(&[]).add(1);
+        testing::handle(reg.counter(name)).add(1);
     }
     let selection = Selection::from(
         Rule::new()
@@ -102,11 +102,7 @@ fn label_conditions_keep_matching_series_and_an_absent_label_reads_empty() {
     fs.with(&["sda1", "used"]).add(10);
     fs.with(&["sda1", "free"]).add(90);
     fs.with(&["tmpfs", "used"]).add(1);
-    reg.counter("no.labels")
-        .build()
-        .unwrap()
-        .with::<&str>(&[])
-        .add(1);
+    testing::handle(reg.counter("no.labels")).add(1);
     let s = read(
         &reg,
         Temporality::Cumulative,
@@ -237,12 +233,7 @@ fn aggregated_deltas_are_the_sum_of_the_members_changes() {
 #[test]
 fn the_overflow_series_is_never_merged_into_a_labelled_one() {
     let reg = Registry::new();
-    let c = reg
-        .counter("hits")
-        .labels(["key", "region"])
-        .max_series(2)
-        .build()
-        .unwrap();
+    let c = testing::family(reg.counter("hits").labels(["key", "region"]).max_series(2));
     c.with(&["a", "eu"]).add(1);
     c.with(&["b", "eu"]).add(1);
     c.with(&["c", "eu"]).add(1); // past the limit: the overflow series
@@ -266,11 +257,7 @@ fn the_first_rule_that_takes_a_metric_decides_and_untaken_ones_are_not_sent() {
     let net = common::labelled(reg.counter("system.network.io"), ["device", "direction"]);
     net.with(&["eth0", "transmit"]).add(100);
     net.with(&["lo", "transmit"]).add(5);
-    reg.counter("system.paging.faults")
-        .build()
-        .unwrap()
-        .with::<&str>(&[])
-        .add(1);
+    testing::handle(reg.counter("system.paging.faults")).add(1);
     let app = common::labelled(reg.counter("checkout.orders"), ["cpu"]);
     app.with(&["0"]).add(2);
     app.with(&["1"]).add(3);

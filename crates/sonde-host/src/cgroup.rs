@@ -78,10 +78,9 @@ impl CgroupCollector {
         self
     }
 
-    /// Whether containers are reported without being included (default true).
-    pub fn containers(mut self, on: bool) -> Self {
-        self.containers = on;
-        self
+    sonde_core::builder_setters! {
+        /// Whether containers are reported without being included (default true).
+        containers: bool;
     }
 
     /// Most cgroups reported (default 1000); more are counted in
@@ -91,11 +90,10 @@ impl CgroupCollector {
         self
     }
 
-    /// Collects on every read of the registry (a scrape) rather than only on
-    /// [`CgroupMetrics::collect`].
-    pub fn on_collect(mut self, on: bool) -> Self {
-        self.on_collect = on;
-        self
+    sonde_core::builder_setters! {
+        /// Collects on every read of the registry (a scrape) rather than only on
+        /// [`CgroupMetrics::collect`].
+        on_collect: bool;
     }
 
     /// Registers the families, reads the cgroups once (their counters count from now; a

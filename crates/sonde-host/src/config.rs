@@ -145,16 +145,13 @@ impl Settings for CgroupsConfig {
 /// assert!(bad.matcher().unwrap_err().message.contains("not a valid regex"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ProcstatConfig {
     /// Processes whose executable is named this.
-    #[serde(default)]
     pub name: Option<String>,
     /// Processes whose command line matches this regular expression.
-    #[serde(default)]
     pub pattern: Option<String>,
     /// The process whose pid is in this file.
-    #[serde(default)]
     pub pid_file: Option<PathBuf>,
 }
 

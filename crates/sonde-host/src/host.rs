@@ -9,9 +9,7 @@ use regex::Regex;
 use sonde_core::{Counter, Family, Gauge, Registry, Unit};
 
 use crate::entries::Entries;
-use crate::reading::{
-    CPU_MODES, Cpu, CpuTicks, DiskIo, Filesystem, Memory, Mount, NetIo, Pressure,
-};
+use crate::reading::{Cpu, CpuTicks, DiskIo, Filesystem, Memory, Mount, NetIo, Pressure};
 use crate::shared::{Running, Shared};
 use crate::source::{Got, Miss, Source};
 use crate::*;
@@ -126,20 +124,17 @@ impl HostCollector {
         self
     }
 
-    /// Reports `system.cpu.time` and `system.cpu.utilization` per logical CPU, with a
-    /// `cpu.logical_number` label, instead of for all CPUs together (off by default). The host
-    /// figures are then the average (utilization) or sum (time) over `cpu.logical_number`.
-    pub fn per_cpu(mut self, on: bool) -> Self {
-        self.per_cpu = on;
-        self
-    }
-
-    /// Also collects at every collection of the registry (a scrape, an export), from a collect
-    /// hook, instead of only when [`HostMetrics::collect`] is called (off by default). Use one
-    /// or the other: a daemon with a collection interval of its own calls `collect` on it.
-    pub fn on_collect(mut self, on: bool) -> Self {
-        self.on_collect = on;
-        self
+    sonde_core::builder_setters! {
+        /// Reports `system.cpu.time` and `system.cpu.utilization` per logical CPU, with a
+        /// `cpu.logical_number` label, instead of for all CPUs together (off by default). The
+        /// host figures are then the average (utilization) or sum (time) over
+        /// `cpu.logical_number`.
+        per_cpu: bool;
+        /// Also collects at every collection of the registry (a scrape, an export), from a
+        /// collect hook, instead of only when [`HostMetrics::collect`] is called (off by
+        /// default). Use one or the other: a daemon with a collection interval of its own calls
+        /// `collect` on it.
+        on_collect: bool;
     }
 
     /// Filesystem types to leave out, replacing [`DEFAULT_FILESYSTEM_TYPES_EXCLUDE`]; a
@@ -169,12 +164,11 @@ impl HostCollector {
         self
     }
 
-    /// Also reports partitions (`sda1`) in the disk metrics (Linux; off by default: only
-    /// whole devices, those listed in `/sys/block`, so that sums over devices do not count
-    /// the same IO twice).
-    pub fn disk_partitions(mut self, on: bool) -> Self {
-        self.disk_partitions = on;
-        self
+    sonde_core::builder_setters! {
+        /// Also reports partitions (`sda1`) in the disk metrics (Linux; off by default: only
+        /// whole devices, those listed in `/sys/block`, so that sums over devices do not count
+        /// the same IO twice).
+        disk_partitions: bool;
     }
 
     /// A regular expression on network interface names to leave out (none by default; on

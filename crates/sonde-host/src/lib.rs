@@ -404,6 +404,16 @@ pub const COLLECTOR_ERRORS: &str = "sonde.collector.errors";
 
 /// `cpu.mode`.
 pub const CPU_MODE_LABEL: &str = "cpu.mode";
+/// The [`CPU_MODE_LABEL`] values of [`CPU_TIME`] and [`CPU_UTILIZATION`], in this order.
+pub const CPU_MODES: [&str; 7] = [
+    "user",
+    "nice",
+    "system",
+    "idle",
+    "iowait",
+    "interrupt",
+    "steal",
+];
 /// `cpu.logical_number` (with [`HostCollector::per_cpu`]).
 pub const CPU_LOGICAL_NUMBER_LABEL: &str = "cpu.logical_number";
 /// `system.memory.state`.

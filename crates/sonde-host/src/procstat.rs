@@ -169,12 +169,12 @@ impl ProcstatCollector {
         self
     }
 
-    /// Also looks for matching processes at every collection of the registry, from a collect
-    /// hook, instead of only when [`ProcstatMetrics::collect`] is called (off by default).
-    /// The metrics of the processes found are refreshed at every collection either way.
-    pub fn on_collect(mut self, on: bool) -> Self {
-        self.on_collect = on;
-        self
+    sonde_core::builder_setters! {
+        /// Also looks for matching processes at every collection of the registry, from a
+        /// collect hook, instead of only when [`ProcstatMetrics::collect`] is called (off by
+        /// default). The metrics of the processes found are refreshed at every collection
+        /// either way.
+        on_collect: bool;
     }
 
     /// Checks the matchers, registers the families, looks for matching processes once

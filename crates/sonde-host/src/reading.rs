@@ -1,20 +1,11 @@
 //! What one reading of the host yields, independent of where it came from (`/proc` on Linux,
 //! sysinfo elsewhere).
 
-/// The `cpu.mode` values, in the order of [`CpuTicks`].
-pub(crate) const CPU_MODES: [&str; 7] = [
-    "user",
-    "nice",
-    "system",
-    "idle",
-    "iowait",
-    "interrupt",
-    "steal",
-];
+use crate::CPU_MODES;
 
 /// Cumulative clock ticks per [`CPU_MODES`] entry. `user` and `nice` include the time spent
 /// running guests, as the kernel accounts it, so the modes add up to the total.
-pub(crate) type CpuTicks = [u64; 7];
+pub(crate) type CpuTicks = [u64; CPU_MODES.len()];
 
 /// CPU readings.
 #[derive(Debug, Clone, PartialEq)]

@@ -14,17 +14,8 @@ use std::time::Duration;
 
 use common::{assert_no_series, errors, install, label, series, sum, value};
 use sonde_core::{Kind, Registry};
-use sonde_host::{Error, HostCollector};
-
-const MODES: [&str; 7] = [
-    "user",
-    "nice",
-    "system",
-    "idle",
-    "iowait",
-    "interrupt",
-    "steal",
-];
+use sonde_host::{CPU_MODES, Error, HostCollector};
+use sonde_testkit::procfs;
 
 fn in_unit_range(v: f64) -> bool {
     (0.0..=1.0).contains(&v)
@@ -38,7 +29,7 @@ fn host_metrics_exist_with_plausible_values() {
 
     // CPU: every mode, each in [0, 1], adding up to 1.
     let mut total = 0.0;
-    for mode in MODES {
+    for mode in CPU_MODES {
         let u = value(&snap, "system.cpu.utilization", &[("cpu.mode", mode)]).unwrap();
         assert!(in_unit_range(u), "{mode}: {u}");
         total += u;
@@ -294,7 +285,7 @@ fn per_cpu_series_carry_the_logical_number() {
     let snap = registry.snapshot();
     let cpus = value(&snap, "system.cpu.logical.count", &[]).unwrap() as usize;
     let util = series(&snap, "system.cpu.utilization");
-    assert_eq!(util.len(), cpus * MODES.len());
+    assert_eq!(util.len(), cpus * CPU_MODES.len());
     let mut numbers: Vec<&str> = util
         .iter()
         .map(|(l, _)| label(l, "cpu.logical_number").unwrap())
@@ -310,7 +301,10 @@ fn per_cpu_series_carry_the_logical_number() {
         );
         assert!((total - 1.0).abs() < 1e-6, "cpu {n}: {total}");
     }
-    assert_eq!(series(&snap, "system.cpu.time").len(), cpus * MODES.len());
+    assert_eq!(
+        series(&snap, "system.cpu.time").len(),
+        cpus * CPU_MODES.len()
+    );
 }
 
 #[test]
@@ -469,10 +463,7 @@ impl FakeProc {
             "stat",
             "cpu  100 0 50 800 10 5 5 0 0 0\ncpu0 50 0 25 400 5 3 2 0 0 0\ncpu1 50 0 25 400 5 2 3 0 0 0\nprocesses 1000\n",
         );
-        p.write(
-            "meminfo",
-            "MemTotal: 1000 kB\nMemFree: 200 kB\nMemAvailable: 600 kB\nBuffers: 100 kB\nCached: 250 kB\nSReclaimable: 50 kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n",
-        );
+        p.write("meminfo", &procfs::meminfo(1000, 200, 600));
         p.write("loadavg", "0.50 0.25 0.10 1/100 42\n");
         p.write("uptime", "1000.50 1900.00\n");
         p.write(
@@ -496,16 +487,7 @@ impl FakeProc {
     }
 
     fn net(&self, ifaces: &[(&str, u64)]) {
-        let mut text = String::from(
-            "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n",
-        );
-        for (name, bytes) in ifaces {
-            text.push_str(&format!(
-                "{name:>6}: {bytes} 10 1 2 0 0 0 0 {} 20 3 4 0 0 0 0\n",
-                bytes * 2
-            ));
-        }
-        self.write("net/dev", &text);
+        self.write("net/dev", &procfs::net_dev(ifaces));
     }
 
     fn install(&self, registry: &Registry) -> sonde_host::HostMetrics {

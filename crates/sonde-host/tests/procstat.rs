@@ -16,6 +16,7 @@ use sonde_core::Registry;
 use sonde_host::{Error, ProcessMatcher, ProcstatCollector, ProcstatMetrics};
 use sonde_process::ProcessCollector;
 use sonde_testkit::sleeper::{Sleeper, executable_name};
+use sonde_testkit::{require_program, succeeded};
 
 /// The labels of a `sleep` process's series (its executable may be a multi-call binary).
 fn labels(pid: &str, matcher: &str) -> Vec<(&'static str, String)> {
@@ -491,7 +492,7 @@ fn another_users_descriptors_are_a_counted_read_error_logged_once() {
         0,
         "this test runs a reader as another user and needs root (scripts/test runs as root)"
     );
-    let setpriv = require_program("setpriv");
+    let setpriv = require_program("setpriv", "apt-get install -y util-linux");
     let sleep = UniqueSleep::new(6, "125");
     let child = Sleeper::spawn(&sleep.arg);
     let out = Command::new(setpriv)
@@ -502,12 +503,7 @@ fn another_users_descriptors_are_a_counted_read_error_logged_once() {
         .env("SONDE_PROCSTAT_TEST_PID", child.pid().to_string())
         .output()
         .unwrap();
-    let text = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
+    let text = succeeded("the unprivileged reader", &out);
     assert!(text.contains("1 passed"), "{text}");
     eprintln!("{text}");
 }
@@ -576,12 +572,4 @@ fn unprivileged_reader() {
         warns[0]
     );
     eprintln!("logged: {}", warns[0]);
-}
-
-fn require_program(name: &str) -> PathBuf {
-    ["/usr/bin", "/bin", "/usr/sbin", "/sbin"]
-        .iter()
-        .map(|d| PathBuf::from(d).join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} is not installed; this test needs it (util-linux)"))
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 mod common;
 
-use common::{assert_connections, assert_timeouts_and_waits, pool_label};
+use common::{assert_connections, assert_timeouts_and_waits, pool_label, value};
 use sonde_core::testing::{assert_counter, assert_gauge, block_on};
 use sonde_core::{Point, Registry, Snapshot, Unit};
 use sonde_instrument::*;
@@ -70,12 +70,7 @@ fn lifecycle_reads_the_start_time_from_the_os() {
     l.mark_first_request();
     let snap = reg.snapshot();
     assert_gauge(&snap, "process.startup.duration", &[], ready);
-    let first = snap
-        .point("process.first_request.duration", &[])
-        .unwrap()
-        .number()
-        .unwrap()
-        .as_f64();
+    let first = value(&snap, "process.first_request.duration", &[]);
     assert!(first >= ready);
     assert_eq!(unit_of(&reg, "process.startup.duration"), Unit::Seconds);
 }
@@ -528,12 +523,11 @@ fn invocations_are_priced_by_the_cost_model() {
         });
         r.unwrap();
     }
-    let total = reg
-        .snapshot()
-        .point("faas.invocation.cost", &[("faas.trigger", "pubsub")])
-        .and_then(|p| p.number())
-        .unwrap()
-        .as_f64();
+    let total = value(
+        &reg.snapshot(),
+        "faas.invocation.cost",
+        &[("faas.trigger", "pubsub")],
+    );
     // Four requests at 0.5, and 4 x at least 20 ms at 0.5 GB x 1 $/GB-s.
     let duration_part = total - 2.0;
     assert!(

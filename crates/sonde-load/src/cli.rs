@@ -51,9 +51,9 @@ pub enum Command {
         old: PathBuf,
         /// The newer run.
         new: PathBuf,
-        /// The largest tolerated slowdown of p50/p95/p99 or rise of the error ratio.
-        #[arg(long, default_value = "10%", value_parser = parse_percent)]
-        max_regression: f64,
+        /// How strict the comparison is.
+        #[command(flatten)]
+        options: CompareOptions,
     },
     /// Merge results of runs made at the same time on several machines into one (exact
     /// percentiles of all requests together).
@@ -115,12 +115,9 @@ pub struct RunArgs {
     /// error objectives on HTTP requests become thresholds of this run.
     #[arg(long, value_name = "FILE")]
     pub objectives: Option<PathBuf>,
-    /// Write the result as JSON.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Write a Markdown report (with an SVG chart beside it).
-    #[arg(long)]
-    pub report: Option<PathBuf>,
+    /// Where the result is written.
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Store this run as the named baseline.
     #[arg(long)]
     pub save_baseline: Option<String>,
@@ -130,9 +127,9 @@ pub struct RunArgs {
     /// Where baselines are kept.
     #[arg(long, default_value = ".sonde-load/baselines")]
     pub baseline_dir: PathBuf,
-    /// The largest tolerated slowdown against the baseline.
-    #[arg(long, default_value = "10%", value_parser = parse_percent)]
-    pub max_regression: f64,
+    /// How strict the comparison with the baseline is.
+    #[command(flatten)]
+    pub compare: CompareOptions,
     /// The service's metrics endpoint (Prometheus text or OpenMetrics), read before and after the
     /// run for its own view of the run's window.
     #[arg(long)]
@@ -140,20 +137,38 @@ pub struct RunArgs {
     /// No live progress line (it is only drawn on a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
-    /// Push the run's own metrics (`http.client.request.duration` by request, status and
-    /// error) to this Prometheus remote-write endpoint while it goes.
-    #[arg(long, value_name = "URL")]
-    pub push_remote_write: Option<String>,
-    /// Push the run's own metrics to this OTLP/HTTP endpoint (`http://host:4318`) while it goes.
-    #[arg(long, value_name = "URL")]
-    pub push_otlp: Option<String>,
-    /// How often the run's metrics are pushed.
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    pub push_interval: Duration,
-    /// Resource attribute on the pushed metrics, `key=value` (repeatable; `service.name` is
-    /// `sonde-load`).
-    #[arg(long, value_name = "KEY=VALUE")]
-    pub push_attribute: Vec<String>,
+    /// Where and how often the run's own metrics are pushed (`--push-*`).
+    #[command(flatten)]
+    pub push: push::PushOptions,
+}
+
+/// `--json` and `--report`, the files `run` and `merge` write their result to.
+#[derive(Debug, Args)]
+pub struct OutputArgs {
+    /// Write the result as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write a Markdown report (with an SVG chart beside it).
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+impl OutputArgs {
+    /// Writes the files asked for; a failure is printed and becomes the usage exit code.
+    fn write(
+        &self,
+        result: &RunResult,
+        comparison: Option<&compare::Comparison>,
+    ) -> Result<(), ExitCode> {
+        if let Some(p) = &self.json {
+            result.write(p).map_err(usage)?;
+        }
+        if let Some(p) = &self.report {
+            report::write_report(result, comparison, p)
+                .map_err(|e| usage(format!("{}: {e}", p.display())))?;
+        }
+        Ok(())
+    }
 }
 
 /// `sonde-load merge`.
@@ -162,12 +177,9 @@ pub struct MergeArgs {
     /// Result files to merge.
     #[arg(required = true, num_args = 2..)]
     pub files: Vec<PathBuf>,
-    /// Write the merged result as JSON.
-    #[arg(long)]
-    pub json: Option<PathBuf>,
-    /// Write a Markdown report of the merged result.
-    #[arg(long)]
-    pub report: Option<PathBuf>,
+    /// Where the merged result is written.
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Thresholds over the merged requests (repeatable).
     #[arg(long, short = 't')]
     pub threshold: Vec<String>,
@@ -262,16 +274,12 @@ pub fn main() -> ExitCode {
             }
             Err(e) => usage(e),
         },
-        Command::Compare {
-            old,
-            new,
-            max_regression,
-        } => {
+        Command::Compare { old, new, options } => {
             let (old, new) = match (RunResult::read(&old), RunResult::read(&new)) {
                 (Ok(o), Ok(n)) => (o, n),
                 (Err(e), _) | (_, Err(e)) => return usage(e),
             };
-            let c = compare::compare(&old, &new, &CompareOptions { max_regression });
+            let c = compare::compare(&old, &new, &options);
             print!("{c}");
             ExitCode::from(if c.regressed { EXIT_FAIL } else { EXIT_PASS })
         }
@@ -444,13 +452,9 @@ fn run(args: RunArgs) -> ExitCode {
         ..RunOptions::default()
     };
     stop_on_signal(&opts.stop);
-    let push_opts = match push_options(&args) {
-        Ok(p) => p,
-        Err(e) => return usage(e),
-    };
     let registry = sonde_core::Registry::new();
-    let pushers = if push_opts.any() {
-        match push::start(&registry, &push_opts) {
+    let pushers = if args.push.any() {
+        match push::start(&registry, &args.push) {
             Ok(p) => Some(p),
             Err(e) => return usage(e),
         }
@@ -485,15 +489,9 @@ fn run(args: RunArgs) -> ExitCode {
         .collect();
     result.thresholds = threshold::evaluate_all(&plan.thresholds, &per_request, &result);
     print!("{}", report::summary_table(&result));
-    let comparison = baseline.as_ref().map(|old| {
-        compare::compare(
-            old,
-            &result,
-            &CompareOptions {
-                max_regression: args.max_regression,
-            },
-        )
-    });
+    let comparison = baseline
+        .as_ref()
+        .map(|old| compare::compare(old, &result, &args.compare));
     if let Some(c) = &comparison {
         print!("{c}");
     }
@@ -583,49 +581,12 @@ fn apply_objectives(plan: &mut Plan, path: &std::path::Path) -> Result<(), Strin
     Ok(())
 }
 
-/// The push settings from the flags.
-fn push_options(args: &RunArgs) -> Result<push::PushOptions, String> {
-    let mut attributes = Vec::new();
-    for a in &args.push_attribute {
-        let (k, v) = a
-            .split_once('=')
-            .filter(|(k, _)| !k.trim().is_empty())
-            .ok_or_else(|| format!("--push-attribute {a:?}: write it as key=value"))?;
-        attributes.push((k.trim().to_owned(), v.trim().to_owned()));
-    }
-    for (flag, url) in [
-        ("--push-remote-write", &args.push_remote_write),
-        ("--push-otlp", &args.push_otlp),
-    ] {
-        if let Some(u) = url
-            && !(u.starts_with("http://") || u.starts_with("https://"))
-        {
-            return Err(format!("{flag} {u:?}: use an http:// or https:// URL"));
-        }
-    }
-    if args.push_interval < Duration::from_millis(100) {
-        return Err("--push-interval must be at least 100ms".to_owned());
-    }
-    Ok(push::PushOptions {
-        remote_write: args.push_remote_write.clone(),
-        otlp: args.push_otlp.clone(),
-        interval: args.push_interval,
-        attributes,
-    })
-}
-
 fn write_outputs(
     result: &RunResult,
     comparison: Option<&compare::Comparison>,
     args: &RunArgs,
 ) -> Result<(), ExitCode> {
-    if let Some(p) = &args.json {
-        result.write(p).map_err(usage)?;
-    }
-    if let Some(p) = &args.report {
-        report::write_report(result, comparison, p)
-            .map_err(|e| usage(format!("{}: {e}", p.display())))?;
-    }
+    args.output.write(result, comparison)?;
     if let Some(name) = &args.save_baseline {
         let p = compare::baseline_path(&args.baseline_dir, name);
         result.write(&p).map_err(usage)?;
@@ -652,15 +613,8 @@ fn merge(args: MergeArgs) -> ExitCode {
     };
     merged.thresholds = threshold::evaluate_all(&thresholds, &[], &merged);
     print!("{}", report::summary_table(&merged));
-    if let Some(p) = &args.json
-        && let Err(e) = merged.write(p)
-    {
-        return usage(e);
-    }
-    if let Some(p) = &args.report
-        && let Err(e) = report::write_report(&merged, None, p)
-    {
-        return usage(format!("{}: {e}", p.display()));
+    if let Err(code) = args.output.write(&merged, None) {
+        return code;
     }
     let failed = merged.thresholds.iter().any(|t| !t.passed);
     ExitCode::from(if failed { EXIT_FAIL } else { EXIT_PASS })

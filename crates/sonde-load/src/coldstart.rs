@@ -14,7 +14,6 @@
 use std::collections::VecDeque;
 use std::io::{BufRead as _, BufReader};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
-use std::path::Path;
 use std::process::{Child, Command, ExitCode, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -23,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sonde_core::{Histogram, HistogramPoint, Precision, Registry, Unit};
 
 use crate::cli::{ColdstartArgs, EXIT_FAIL, EXIT_PASS, EXIT_USAGE};
-use crate::result::{StoredHistogram, ThresholdOutcome};
+use crate::result::{StoredHistogram, ThresholdOutcome, write_json};
 use crate::threshold::{Measure, Op, Threshold};
 
 /// The schema tag of `coldstart --json` files.
@@ -95,7 +94,7 @@ pub fn run(args: &ColdstartArgs) -> ExitCode {
             if let Some(path) = &args.json
                 && let Err(e) = write_json(&result, path)
             {
-                eprintln!("error: {}: {e}", path.display());
+                eprintln!("error: {e}");
                 return ExitCode::from(EXIT_USAGE);
             }
             let failed = result.thresholds.iter().any(|t| !t.passed);
@@ -108,14 +107,6 @@ pub fn run(args: &ColdstartArgs) -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
     }
-}
-
-fn write_json(result: &ColdstartResult, path: &Path) -> Result<(), String> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-    }
-    let text = serde_json::to_string_pretty(result).map_err(|e| e.to_string())?;
-    std::fs::write(path, text).map_err(|e| e.to_string())
 }
 
 /// The host and port the ready URL points at.

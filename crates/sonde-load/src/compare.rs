@@ -73,7 +73,8 @@ use sonde_core::HistogramPoint;
 
 use crate::report::{format_percent, format_rate, format_seconds};
 use crate::result::{
-    ErrorCounts, GeneratorStats, RequestStats, ResultError, RunResult, ServerView, Window,
+    ErrorCounts, GeneratorStats, Quantiles, RequestStats, ResultError, RunResult, ServerView,
+    Window,
 };
 
 /// Standard errors a difference must exceed to count (about 1 in 740 one-sided for a normal
@@ -88,10 +89,12 @@ pub const MIN_WINDOW_COUNT: u64 = 10;
 /// The timeline's spread is used only with at least this many windows.
 pub const MIN_WINDOWS: usize = 3;
 
-/// How strict a comparison is.
-#[derive(Debug, Clone, Copy)]
+/// How strict a comparison is: `--max-regression` of `compare` and of `run --baseline`.
+#[derive(Debug, Clone, Copy, clap::Args)]
 pub struct CompareOptions {
-    /// The largest tolerated relative slowdown (0.10 = 10 %).
+    /// The largest tolerated slowdown of p50/p95/p99 or rise of the error ratio against the
+    /// baseline (`10%`, or the ratio 0.1).
+    #[arg(long, default_value = "10%", value_parser = crate::cli::parse_percent)]
     pub max_regression: f64,
 }
 
@@ -420,11 +423,11 @@ pub fn min_count(q: f64) -> u64 {
 fn window_quantile(w: &Window, q: f64) -> Option<f64> {
     // The timeline keeps p50, p95 and p99; other quantiles use the nearest kept one.
     if q <= 0.7 {
-        w.p50
+        w.quantiles.p50
     } else if q <= 0.97 {
-        w.p95
+        w.quantiles.p95
     } else {
-        w.p99
+        w.quantiles.p99
     }
 }
 
@@ -707,10 +710,11 @@ fn merge_timelines<'a>(timelines: impl Iterator<Item = &'a [Window]>) -> Vec<Win
     by_start
         .into_values()
         .map(|ws| {
-            let weighted = |f: fn(&Window) -> Option<f64>| {
+            // The `i`th kept quantile, weighted by each window's count.
+            let weighted = |i: usize| {
                 let (mut sum, mut n) = (0.0, 0u64);
                 for w in &ws {
-                    if let Some(v) = f(w) {
+                    if let Some(v) = w.quantiles.to_array()[i] {
                         sum += v * w.count as f64;
                         n += w.count;
                     }
@@ -722,9 +726,7 @@ fn merge_timelines<'a>(timelines: impl Iterator<Item = &'a [Window]>) -> Vec<Win
                 seconds: ws.iter().map(|w| w.seconds).fold(0.0, f64::max),
                 count: ws.iter().map(|w| w.count).sum(),
                 errors: ws.iter().map(|w| w.errors).sum(),
-                p50: weighted(|w| w.p50),
-                p95: weighted(|w| w.p95),
-                p99: weighted(|w| w.p99),
+                quantiles: Quantiles::from_array([0, 1, 2].map(weighted)),
                 max: ws.iter().filter_map(|w| w.max).reduce(f64::max),
             }
         })

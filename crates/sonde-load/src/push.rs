@@ -6,17 +6,47 @@ use std::time::Duration;
 
 use sonde_core::{Registry, Resource};
 
-/// Where to push, and how often.
-#[derive(Debug, Clone, Default)]
+/// Where to push, and how often: `sonde-load run`'s `--push-*` flags.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct PushOptions {
-    /// Prometheus remote-write endpoint (`http://host:9090/api/v1/write`).
+    /// Push the run's own metrics (`http.client.request.duration` by request, status and
+    /// error) to this Prometheus remote-write endpoint while it goes.
+    #[arg(long = "push-remote-write", value_name = "URL", value_parser = parse_url)]
     pub remote_write: Option<String>,
-    /// OTLP/HTTP endpoint (`http://host:4318`).
+    /// Push the run's own metrics to this OTLP/HTTP endpoint (`http://host:4318`) while it goes.
+    #[arg(long = "push-otlp", value_name = "URL", value_parser = parse_url)]
     pub otlp: Option<String>,
-    /// Export interval while the run goes.
+    /// How often the run's metrics are pushed.
+    #[arg(long = "push-interval", default_value = "5s", value_parser = parse_interval)]
     pub interval: Duration,
-    /// Extra resource attributes (`run.id=abc`), as `key=value`.
+    /// Resource attribute on the pushed metrics, `key=value` (repeatable; `service.name` is
+    /// `sonde-load`).
+    #[arg(long = "push-attribute", value_name = "KEY=VALUE", value_parser = parse_attribute)]
     pub attributes: Vec<(String, String)>,
+}
+
+fn parse_url(u: &str) -> Result<String, String> {
+    if u.starts_with("http://") || u.starts_with("https://") {
+        Ok(u.to_owned())
+    } else {
+        Err("use an http:// or https:// URL".to_owned())
+    }
+}
+
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = crate::cli::parse_duration(s)?;
+    if d < Duration::from_millis(100) {
+        return Err("must be at least 100ms".to_owned());
+    }
+    Ok(d)
+}
+
+fn parse_attribute(a: &str) -> Result<(String, String), String> {
+    let (k, v) = a
+        .split_once('=')
+        .filter(|(k, _)| !k.trim().is_empty())
+        .ok_or("write it as key=value")?;
+    Ok((k.trim().to_owned(), v.trim().to_owned()))
 }
 
 impl PushOptions {

@@ -10,7 +10,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::compare::{Comparison, format_change, format_noise, format_value};
-use crate::result::{ErrorCounts, RequestStats, RunResult, ServerRoute, ThresholdOutcome};
+use crate::result::{
+    ErrorCounts, Quantiles, RequestStats, RunResult, ServerRoute, ThresholdOutcome,
+};
 use crate::threshold::{Measure, Threshold};
 
 /// A duration in seconds as people read it: `850µs`, `12.3ms`, `1.25s`.
@@ -252,7 +254,7 @@ fn client_quantiles(r: &RunResult, route: &ServerRoute) -> [Option<f64>; 3] {
     // Only a route matched to a request is compared: an unmatched one is other traffic.
     let stats = route.request.as_deref().and_then(|n| r.request(Some(n)));
     let point = stats.and_then(|s| s.latency.to_point().ok());
-    [0.5, 0.95, 0.99].map(|q| point.as_ref().and_then(|p| p.quantile(q)))
+    Quantiles::KEPT.map(|q| point.as_ref().and_then(|p| p.quantile(q)))
 }
 
 /// What `≤` and `≈` mean in the server-view tables.
@@ -262,7 +264,7 @@ const BUCKET_NOTE: &str = "≤ x: in the service's first bucket, so only known t
 /// three differences, for the text table and the Markdown one alike.
 fn route_cells(r: &RunResult, x: &ServerRoute) -> [String; 10] {
     let c = client_quantiles(r, x);
-    let srv = [x.p50, x.p95, x.p99];
+    let srv = x.quantiles.to_array();
     let cell = |v: Option<f64>| match v.and_then(|v| bucket_of(v, &x.bounds)) {
         // Interpolating inside the first bucket assumes values spread evenly from zero.
         Some((lo, hi)) if lo <= 0.0 => format!("≤{}", format_seconds(hi)),
@@ -437,9 +439,9 @@ pub fn summary_table(r: &RunResult) -> String {
                     "{:<lw$} {:>8} {:>9} {:>9} {:>9}",
                     clip(&route_label(x, true), lw),
                     x.count,
-                    opt_seconds(x.p50),
-                    opt_seconds(x.p95),
-                    opt_seconds(x.p99)
+                    opt_seconds(x.quantiles.p50),
+                    opt_seconds(x.quantiles.p95),
+                    opt_seconds(x.quantiles.p99)
                 );
             }
         }
@@ -562,9 +564,9 @@ pub fn markdown(r: &RunResult, c: Option<&Comparison>, svg_name: Option<&str>) -
                     "| {} | {} | {} | {} | {} |",
                     md(&route_label(x, true)),
                     x.count,
-                    opt_seconds(x.p50),
-                    opt_seconds(x.p95),
-                    opt_seconds(x.p99)
+                    opt_seconds(x.quantiles.p50),
+                    opt_seconds(x.quantiles.p95),
+                    opt_seconds(x.quantiles.p99)
                 );
             }
         }
@@ -802,7 +804,7 @@ fn over_time(s: &mut String, r: &RunResult, top: f64) {
     }
     let ymax = tl
         .iter()
-        .filter_map(|w| w.p99.or(w.p95).or(w.p50))
+        .filter_map(|w| w.quantiles.p99.or(w.quantiles.p95).or(w.quantiles.p50))
         .filter(|v| v.is_finite())
         .fold(0.0, f64::max);
     let y = y_axis(s, top, ymax);
@@ -819,12 +821,11 @@ fn over_time(s: &mut String, r: &RunResult, top: f64) {
             xml(&format_seconds(t))
         );
     }
-    let picks: [fn(&crate::result::Window) -> Option<f64>; 3] = [|w| w.p50, |w| w.p95, |w| w.p99];
-    for ((_, color), pick) in COLORS.iter().zip(picks) {
+    for (i, (_, color)) in COLORS.iter().enumerate() {
         let pts: Vec<Option<(f64, f64)>> = tl
             .iter()
             .map(|w| {
-                pick(w)
+                w.quantiles.to_array()[i]
                     .filter(|v| v.is_finite())
                     .map(|v| (x(w.start_seconds + w.seconds / 2.0), y(v)))
             })

@@ -181,13 +181,42 @@ pub struct Window {
     /// Failed requests in the window.
     pub errors: u64,
     /// Latency quantiles in seconds (`None` for an empty window).
+    #[serde(flatten)]
+    pub quantiles: Quantiles,
+    /// Largest latency.
+    pub max: Option<f64>,
+}
+
+/// The latency quantiles a timeline window or a server route keeps, in seconds (`None` when
+/// nothing was measured). Flattened into its owner: the files keep `p50`, `p95` and `p99`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+pub struct Quantiles {
+    /// Median.
     pub p50: Option<f64>,
     /// 95th percentile.
     pub p95: Option<f64>,
     /// 99th percentile.
     pub p99: Option<f64>,
-    /// Largest latency.
-    pub max: Option<f64>,
+}
+
+impl Quantiles {
+    /// The quantiles kept, in field order.
+    pub const KEPT: [f64; 3] = [0.5, 0.95, 0.99];
+
+    /// From the values in field order.
+    pub fn from_array([p50, p95, p99]: [Option<f64>; 3]) -> Self {
+        Quantiles { p50, p95, p99 }
+    }
+
+    /// Each kept quantile as `quantile` gives it.
+    pub fn from_fn(quantile: impl Fn(f64) -> Option<f64>) -> Self {
+        Self::from_array(Self::KEPT.map(quantile))
+    }
+
+    /// The values in field order.
+    pub fn to_array(self) -> [Option<f64>; 3] {
+        [self.p50, self.p95, self.p99]
+    }
 }
 
 /// One threshold's verdict.
@@ -234,11 +263,8 @@ pub struct ServerRoute {
     /// Observations during the run.
     pub count: u64,
     /// Quantiles in seconds, interpolated within the service's buckets.
-    pub p50: Option<f64>,
-    /// 95th percentile.
-    pub p95: Option<f64>,
-    /// 99th percentile.
-    pub p99: Option<f64>,
+    #[serde(flatten)]
+    pub quantiles: Quantiles,
     /// The service's finite bucket bounds (seconds): a quantile is only known to lie in its
     /// bucket, so the report shows one in the first bucket as `≤ bound`, and no difference where
     /// the client's value falls in the same bucket. Empty in files written before it existed.
@@ -368,18 +394,7 @@ impl RunResult {
 
     /// Writes the result as pretty JSON (creating parent directories).
     pub fn write(&self, path: &Path) -> Result<(), ResultError> {
-        let io = |source| ResultError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let text = serde_json::to_string_pretty(self).map_err(|e| ResultError::Format {
-            path: path.display().to_string(),
-            problem: e.to_string(),
-        })?;
-        std::fs::write(path, text).map_err(io)
+        write_json(self, path)
     }
 
     /// The figures of one request name, or of all together for `None`.
@@ -389,4 +404,20 @@ impl RunResult {
             Some(n) => self.requests.iter().find(|r| r.name == n),
         }
     }
+}
+
+/// Writes `value` as pretty JSON (creating parent directories): a run's or a cold start's file.
+pub(crate) fn write_json(value: &impl Serialize, path: &Path) -> Result<(), ResultError> {
+    let io = |source| ResultError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let text = serde_json::to_string_pretty(value).map_err(|e| ResultError::Format {
+        path: path.display().to_string(),
+        problem: e.to_string(),
+    })?;
+    std::fs::write(path, text).map_err(io)
 }

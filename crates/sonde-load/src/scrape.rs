@@ -12,7 +12,7 @@ use sonde_push::redact_url;
 
 use crate::plan::Plan;
 use crate::report::list_or_none;
-use crate::result::{ServerRoute, ServerView};
+use crate::result::{Quantiles, ServerRoute, ServerView};
 
 pub use sonde_scrape::{ACCEPT, MAX_BODY_BYTES};
 
@@ -465,15 +465,12 @@ pub fn server_view(url: &str, before: &Scrape, after: &Scrape, plan: &Plan) -> S
                     labels_string(labels)
                 ));
             }
-            let q = |p: f64| delta.quantile(p).map(|v| v * scale);
             let mut row = ServerRoute {
                 metric: name.clone(),
                 labels: labels_string(labels),
                 request: None,
                 count,
-                p50: q(0.5),
-                p95: q(0.95),
-                p99: q(0.99),
+                quantiles: Quantiles::from_fn(|p| delta.quantile(p).map(|v| v * scale)),
                 bounds: delta
                     .buckets
                     .iter()

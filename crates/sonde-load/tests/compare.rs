@@ -12,8 +12,8 @@ use sonde_core::{HistogramPoint, Precision, Registry, Unit};
 use sonde_load::compare::{self, CompareOptions, Comparison, Metric, Verdict};
 use sonde_load::report;
 use sonde_load::result::{
-    ErrorCounts, GeneratorStats, RequestStats, RunResult, SCHEMA, ServerRoute, ServerView,
-    StoredHistogram, ThresholdOutcome, Window,
+    ErrorCounts, GeneratorStats, Quantiles, RequestStats, RunResult, SCHEMA, ServerRoute,
+    ServerView, StoredHistogram, ThresholdOutcome, Window,
 };
 
 /// One kind of request in a synthetic run.
@@ -81,9 +81,7 @@ fn window(p: &HistogramPoint, start: f64, errors: u64) -> Window {
         seconds: 1.0,
         count: p.count(),
         errors,
-        p50: p.quantile(0.5),
-        p95: p.quantile(0.95),
-        p99: p.quantile(0.99),
+        quantiles: Quantiles::from_fn(|q| p.quantile(q)),
         max: p.max(),
     }
 }
@@ -596,9 +594,11 @@ fn with_extras(mut r: RunResult) -> RunResult {
             labels: "http_route=\"/api/list\",method=\"GET\"".to_owned(),
             request: Some("list".to_owned()),
             count: list.count,
-            p50: server_p50,
-            p95: None,
-            p99: None,
+            quantiles: Quantiles {
+                p50: server_p50,
+                p95: None,
+                p99: None,
+            },
             bounds: Vec::new(),
         }],
         dependencies: Vec::new(),
@@ -660,9 +660,11 @@ fn server_percentiles_are_as_precise_as_the_services_buckets() {
     // p50: the first bucket, above the client's p50 (what a coarse service histogram gives).
     // p99: above the last bound, so no bucket to judge by: the plain difference.
     route.bounds = vec![c50 * 4.0, c50 * 8.0];
-    route.p50 = Some(c50 * 2.0);
-    route.p95 = Some(c50 * 6.0);
-    route.p99 = Some(100.0);
+    route.quantiles = Quantiles {
+        p50: Some(c50 * 2.0),
+        p95: Some(c50 * 6.0),
+        p99: Some(100.0),
+    };
     let first = format!("≤{}", report::format_seconds(c50 * 4.0));
     let text = report::summary_table(&r);
     let row = text

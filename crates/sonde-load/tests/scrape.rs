@@ -31,8 +31,9 @@ struct AxumService {
 }
 
 impl AxumService {
-    fn start(metrics_addr: SocketAddr) -> AxumService {
-        Self::try_start(metrics_addr).unwrap()
+    /// On loopback, its metrics on any free port.
+    fn start() -> AxumService {
+        Self::try_start("127.0.0.1:0".parse().unwrap()).unwrap()
     }
 
     fn try_start(metrics_addr: SocketAddr) -> Result<AxumService, String> {
@@ -40,11 +41,7 @@ impl AxumService {
         let http = HttpServerMetrics::install(&reg).unwrap();
         let (rt, listener, app) = sonde_tests::serve::loopback_runtime(2);
         rt.spawn(async move { axum::serve(listener, sonde_example_axum::app(http)).await });
-        let metrics = PrometheusBuilder::new()
-            .registry(reg)
-            .bind(metrics_addr)
-            .install()
-            .map_err(|e| e.to_string())?;
+        let metrics = serve_metrics(reg, metrics_addr)?;
         Ok(AxumService {
             app,
             metrics,
@@ -55,6 +52,25 @@ impl AxumService {
     fn metrics_url(&self) -> String {
         format!("http://{}/metrics", self.metrics.local_addr())
     }
+
+    /// `http://APP` + `path`.
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.app)
+    }
+
+    /// Sends `GET path` to the app and checks the answer's status.
+    fn expect_get(&self, path: &str, status: u16) {
+        assert_eq!(get(&self.url(path), &[]).status, status, "GET {path}");
+    }
+}
+
+/// sonde's exporter serving `reg` on `addr`.
+fn serve_metrics(reg: Registry, addr: SocketAddr) -> Result<PrometheusServer, String> {
+    PrometheusBuilder::new()
+        .registry(reg)
+        .bind(addr)
+        .install()
+        .map_err(|e| e.to_string())
 }
 
 fn request(name: &str, method: http::Method, url: &str) -> RequestSpec {
@@ -99,7 +115,7 @@ fn count_for(view: &ServerView, request: &str) -> u64 {
 }
 
 fn assert_sane_quantiles(r: &ServerRoute, lo: f64, hi: f64) {
-    let (p50, p95, p99) = (r.p50.unwrap(), r.p95.unwrap(), r.p99.unwrap());
+    let [p50, p95, p99] = r.quantiles.to_array().map(Option::unwrap);
     assert!(
         lo <= p50 && p50 <= p95 && p95 <= p99 && p99 <= hi,
         "{} {{{}}}: p50 {p50} p95 {p95} p99 {p99} not within [{lo}, {hi}] in order",
@@ -112,37 +128,36 @@ fn assert_sane_quantiles(r: &ServerRoute, lo: f64, hi: f64) {
 /// are counted exactly, per request, with the method telling GET and POST /orders apart.
 #[test]
 fn the_window_counts_exactly_the_requests_sent_in_it() {
-    let svc = AxumService::start("127.0.0.1:0".parse().unwrap());
-    let base = format!("http://{}", svc.app);
+    let svc = AxumService::start();
     // Before the window: must not be counted.
     for n in 0..7 {
-        assert_eq!(get(&format!("{base}/users/{n}"), &[]).status, 200);
+        svc.expect_get(&format!("/users/{n}"), 200);
     }
     let before = scrape::take(&svc.metrics_url(), TIMEOUT).unwrap();
     let mut sent = [0u64; 4];
     for n in 0..40 {
-        assert_eq!(get(&format!("{base}/users/{n}"), &[]).status, 200);
+        svc.expect_get(&format!("/users/{n}"), 200);
         sent[0] += 1;
         if n % 8 == 0 {
-            assert_eq!(get(&format!("{base}/report"), &[]).status, 200);
+            svc.expect_get("/report", 200);
             sent[3] += 1;
         }
         if n % 2 == 0 {
-            assert_eq!(get(&format!("{base}/orders"), &[]).status, 200);
+            svc.expect_get("/orders", 200);
             sent[1] += 1;
         }
         if n % 4 == 0 {
-            assert_eq!(post(&format!("{base}/orders"), b"{}").status, 201);
+            assert_eq!(post(&svc.url("/orders"), b"{}").status, 201);
             sent[2] += 1;
         }
     }
     let after = scrape::take(&svc.metrics_url(), TIMEOUT).unwrap();
     let p = plan(vec![
-        request("user", http::Method::GET, &format!("{base}/users/42")),
-        request("orders", http::Method::GET, &format!("{base}/orders")),
-        request("new-order", http::Method::POST, &format!("{base}/orders")),
-        request("report", http::Method::GET, &format!("{base}/report")),
-        request("missing", http::Method::GET, &format!("{base}/nowhere")),
+        request("user", http::Method::GET, &svc.url("/users/42")),
+        request("orders", http::Method::GET, &svc.url("/orders")),
+        request("new-order", http::Method::POST, &svc.url("/orders")),
+        request("report", http::Method::GET, &svc.url("/report")),
+        request("missing", http::Method::GET, &svc.url("/nowhere")),
     ]);
     let view = scrape::server_view(&svc.metrics_url(), &before, &after, &p);
     for (name, n) in ["user", "orders", "new-order", "report"].iter().zip(sent) {
@@ -182,11 +197,10 @@ fn the_window_counts_exactly_the_requests_sent_in_it() {
 /// the same histogram series.
 #[test]
 fn openmetrics_and_text_give_the_same_histograms() {
-    let svc = AxumService::start("127.0.0.1:0".parse().unwrap());
-    let base = format!("http://{}", svc.app);
+    let svc = AxumService::start();
     for n in 0..20 {
-        assert_eq!(get(&format!("{base}/users/{n}"), &[]).status, 200);
-        assert_eq!(get(&format!("{base}/no/such/{n}"), &[]).status, 404);
+        svc.expect_get(&format!("/users/{n}"), 200);
+        svc.expect_get(&format!("/no/such/{n}"), 404);
     }
     let om = get(
         &svc.metrics_url(),
@@ -219,14 +233,11 @@ fn openmetrics_and_text_give_the_same_histograms() {
 /// noted as restarted and counted from the restart, never negative.
 #[test]
 fn a_restart_between_the_scrapes_is_noted_not_negative() {
-    let first = AxumService::start("127.0.0.1:0".parse().unwrap());
+    let first = AxumService::start();
     let metrics_addr = first.metrics.local_addr();
     let url = first.metrics_url();
     for n in 0..30 {
-        assert_eq!(
-            get(&format!("http://{}/users/{n}", first.app), &[]).status,
-            200
-        );
+        first.expect_get(&format!("/users/{n}"), 200);
     }
     let before = scrape::take(&url, TIMEOUT).unwrap();
     let AxumService {
@@ -246,16 +257,13 @@ fn a_restart_between_the_scrapes_is_noted_not_negative() {
         }
     };
     for n in 0..5 {
-        assert_eq!(
-            get(&format!("http://{}/users/{n}", second.app), &[]).status,
-            200
-        );
+        second.expect_get(&format!("/users/{n}"), 200);
     }
     let after = scrape::take(&url, TIMEOUT).unwrap();
     let p = plan(vec![request(
         "user",
         http::Method::GET,
-        &format!("http://{}/users/1", second.app),
+        &second.url("/users/1"),
     )]);
     let view = scrape::server_view(&url, &before, &after, &p);
     assert_eq!(count_for(&view, "user"), 5, "{view:#?}");
@@ -274,11 +282,7 @@ fn a_restart_between_the_scrapes_is_noted_not_negative() {
 fn the_example_service_view_has_routes_database_and_cache() {
     let reg = Registry::new();
     let workload = sonde_tests::example::steady_workload(&reg);
-    let server = PrometheusBuilder::new()
-        .registry(reg.clone())
-        .bind("127.0.0.1:0".parse().unwrap())
-        .install()
-        .unwrap();
+    let server = serve_metrics(reg.clone(), "127.0.0.1:0".parse().unwrap()).unwrap();
     let url = format!("http://{}/metrics", server.local_addr());
     let text = |accept: &str| get(&url, &[("Accept", accept)]).text();
     // The workload keeps running: both readings of the window's start come from one body.
@@ -351,10 +355,10 @@ fn scrape_errors_are_clear() {
     );
     let e = scrape::take("localhost:9464/metrics", TIMEOUT).unwrap_err();
     assert!(e.to_string().contains("http://"), "{e}");
-    let svc = AxumService::start("127.0.0.1:0".parse().unwrap());
-    let e = scrape::take(&format!("http://{}/users/1", svc.app), TIMEOUT).unwrap_err();
+    let svc = AxumService::start();
+    let e = scrape::take(&svc.url("/users/1"), TIMEOUT).unwrap_err();
     assert!(e.to_string().contains("not Prometheus text"), "{e}");
-    let e = scrape::take(&format!("http://{}/nothing", svc.app), TIMEOUT).unwrap_err();
+    let e = scrape::take(&svc.url("/nothing"), TIMEOUT).unwrap_err();
     assert!(e.to_string().contains("HTTP 404"), "{e}");
 }
 
@@ -362,19 +366,16 @@ fn scrape_errors_are_clear() {
 /// the result, every request the run sent counted once by the server.
 #[test]
 fn run_with_scrape_puts_the_server_view_in_the_result() {
-    let svc = AxumService::start("127.0.0.1:0".parse().unwrap());
+    let svc = AxumService::start();
     // Traffic before the run: outside its window.
     for n in 0..9 {
-        assert_eq!(
-            get(&format!("http://{}/users/{n}", svc.app), &[]).status,
-            200
-        );
+        svc.expect_get(&format!("/users/{n}"), 200);
     }
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("run.json");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sonde-load"))
         .args(["run", "--url"])
-        .arg(format!("http://{}/users/7", svc.app))
+        .arg(svc.url("/users/7"))
         .args([
             "--rate",
             "100",

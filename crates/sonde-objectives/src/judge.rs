@@ -499,7 +499,8 @@ fn fmt_factor(f: f64) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use sonde_core::{Registry, Snapshot, Unit};
+    use sonde_core::testing::{labelled_counter, seconds_histogram};
+    use sonde_core::{Registry, Snapshot};
 
     const LABELS: [&str; 3] = ["http.route", "http.response.status_code", "error.type"];
 
@@ -508,12 +509,7 @@ mod tests {
     }
 
     fn http(registry: &Registry) -> sonde_core::Family<sonde_core::Histogram> {
-        registry
-            .histogram("http.server.request.duration")
-            .unit(Unit::Seconds)
-            .labels(LABELS)
-            .build()
-            .expect("a histogram family")
+        seconds_histogram(registry, "http.server.request.duration", &LABELS)
     }
 
     /// `short` as the 5m window, `all` as since start.
@@ -768,11 +764,7 @@ good = { selector = 'cache.result="hit"' }
         );
         assert_eq!(violation_burn_rate(&o.ratios[0]), 3.0);
         let registry = Registry::new();
-        let c = registry
-            .counter("cache.requests")
-            .labels(["cache.name", "cache.result"])
-            .build()
-            .expect("a counter family");
+        let c = labelled_counter(&registry, "cache.requests", &["cache.name", "cache.result"]);
         c.with(&["users", "hit"]).add(80);
         c.with(&["users", "miss"]).add(20);
         let v = judge_now(&o, &registry);

@@ -318,17 +318,16 @@ fn report_verdict(objectives_text: &str) -> String {
     objectives
         .install_boundaries(&registry)
         .unwrap_or_else(|e| panic!("{e}"));
-    let h = registry
-        .histogram("http.server.request.duration")
-        .unit(sonde_core::Unit::Seconds)
-        .labels([
+    let h = sonde_core::testing::seconds_histogram(
+        &registry,
+        "http.server.request.duration",
+        &[
             "http.request.method",
             "http.route",
             "http.response.status_code",
             "error.type",
-        ])
-        .build()
-        .unwrap_or_else(|e| panic!("{e}"));
+        ],
+    );
     for _ in 0..200 {
         h.with(&["GET", "/orders", "200", ""]).observe(0.270);
     }

@@ -19,7 +19,8 @@ use crate::{DEFAULT_MAX_REQUEST_BYTES, OtlpReceiverBuilder, check_tls};
 /// let config = OtlpReceiverConfig { grpc: None, http: None, ..Default::default() };
 /// assert!(config.validate()[0].message.contains("neither `grpc` nor `http`"));
 /// ```
-#[derive(Clone, PartialEq, Deserialize)]
+// The token stays out of `Debug` output.
+#[derive(Clone, PartialEq, Deserialize, custom_debug::Debug)]
 #[serde(default, deny_unknown_fields)]
 pub struct OtlpReceiverConfig {
     /// OTLP/gRPC address (default `127.0.0.1:4317`; `"off"`: none).
@@ -32,6 +33,7 @@ pub struct OtlpReceiverConfig {
     #[serde(with = "sonde_settings::size")]
     pub max_request_size: usize,
     /// The `Authorization: Bearer` token senders must present.
+    #[debug(with = crate::redacted_token)]
     pub bearer_token: Option<String>,
     /// The certificate chain (PEM, leaf first) to serve both transports over TLS.
     pub tls_cert_file: Option<PathBuf>,
@@ -49,23 +51,6 @@ impl Default for OtlpReceiverConfig {
             tls_cert_file: None,
             tls_key_file: None,
         }
-    }
-}
-
-// Not derived: the token stays out of logs.
-impl std::fmt::Debug for OtlpReceiverConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OtlpReceiverConfig")
-            .field("grpc", &self.grpc)
-            .field("http", &self.http)
-            .field("max_request_size", &self.max_request_size)
-            .field(
-                "bearer_token",
-                &self.bearer_token.as_ref().map(|_| "<redacted>"),
-            )
-            .field("tls_cert_file", &self.tls_cert_file)
-            .field("tls_key_file", &self.tls_key_file)
-            .finish()
     }
 }
 

@@ -93,13 +93,15 @@ pub enum Error {
 pub use sonde_core::TARGET_INFO_ATTRIBUTES as DEFAULT_TARGET_INFO_ATTRIBUTES;
 
 /// Configures an [`OtlpReceiver`].
-#[derive(Debug, Clone)]
+// The token stays out of `Debug` output.
+#[derive(custom_debug::Debug, Clone)]
 #[must_use = "call .start() to start the receiver"]
 pub struct OtlpReceiverBuilder {
     grpc: Option<String>,
     http: Option<String>,
     registry: Option<Registry>,
     max_request_bytes: usize,
+    #[debug(with = redacted_token)]
     bearer_token: Option<String>,
     tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     target_info_attributes: Vec<String>,
@@ -262,6 +264,11 @@ impl OtlpReceiverBuilder {
             ),
         })
     }
+}
+
+/// `Debug` of the bearer token: whether there is one, not what it is.
+fn redacted_token(token: &Option<String>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    std::fmt::Debug::fmt(&token.as_ref().map(|_| "<redacted>"), f)
 }
 
 /// Checks that `cert` and `key` load as the receiver will load them (for a configuration

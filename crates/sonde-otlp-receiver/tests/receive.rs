@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use prost::Message;
 use sonde_core::{MemoryBudget, Registry, Resource, Snapshot, Temporality, Unit};
 use sonde_otlp::{OtlpMetricsBuilder, OtlpTransport, Protocol};
-use sonde_otlp_receiver::OtlpReceiverBuilder;
+use sonde_otlp_receiver::{OtlpReceiverBuilder, OtlpReceiverConfig};
 
 fn number(s: &Snapshot, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     s.point(name, labels)
@@ -257,12 +257,22 @@ fn a_full_budget_asks_senders_to_retry_and_a_token_is_checked() {
     );
 
     let open = Registry::new();
-    let guarded = OtlpReceiverBuilder::new()
-        .http("127.0.0.1:0")
-        .registry(open)
-        .bearer_token("s3cret")
-        .start()
-        .unwrap();
+    let config = OtlpReceiverConfig {
+        grpc: None,
+        http: Some(([127, 0, 0, 1], 0).into()),
+        bearer_token: Some("s3cret".into()),
+        ..Default::default()
+    };
+    let builder = config.builder().registry(open);
+    // The token stays out of logs.
+    for shown in [format!("{config:?}"), format!("{builder:?}")] {
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains(r#"bearer_token: Some("<redacted>")"#),
+            "{shown}"
+        );
+    }
+    let guarded = builder.start().unwrap();
     let addr = guarded.http_addr().unwrap();
     let proto = ("Content-Type", "application/x-protobuf");
     assert_eq!(post(addr, &[proto], &empty).0, 401);

@@ -18,6 +18,16 @@ pub enum Protocol {
     HttpProtobuf,
 }
 
+impl Protocol {
+    /// The specification's default endpoint: the local collector on the protocol's port.
+    fn default_endpoint(self) -> &'static str {
+        match self {
+            Protocol::Grpc => "http://localhost:4317",
+            Protocol::HttpProtobuf => "http://localhost:4318",
+        }
+    }
+}
+
 /// Body compression; in a configuration file `"none"` or `"gzip"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -70,37 +80,19 @@ impl Signal {
 ///     .timeout(Duration::from_secs(5));
 /// # let _ = transport;
 /// ```
-#[derive(Clone, Default, PartialEq, Eq)]
+// Header values (API keys, tokens) and URL credentials never appear in `Debug` output.
+#[derive(Clone, Default, PartialEq, Eq, custom_debug::Debug)]
 pub struct OtlpTransport {
+    #[debug(with = redact::optional_url)]
     endpoint: Option<String>,
     protocol: Option<Protocol>,
+    #[debug(with = redact::headers)]
     headers: Vec<(String, String)>,
     compression: Option<Compression>,
     timeout: Option<Duration>,
     ca_certificate: Option<PathBuf>,
     client_certificate: Option<PathBuf>,
     client_key: Option<PathBuf>,
-}
-
-// Header values (API keys, tokens) and URL credentials never appear in `Debug` output.
-use sonde_push::redacted_headers;
-
-impl std::fmt::Debug for OtlpTransport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OtlpTransport")
-            .field(
-                "endpoint",
-                &self.endpoint.as_deref().map(sonde_push::redact_url),
-            )
-            .field("protocol", &self.protocol)
-            .field("headers", &redacted_headers(&self.headers))
-            .field("compression", &self.compression)
-            .field("timeout", &self.timeout)
-            .field("ca_certificate", &self.ca_certificate)
-            .field("client_certificate", &self.client_certificate)
-            .field("client_key", &self.client_key)
-            .finish()
-    }
 }
 
 impl OtlpTransport {
@@ -152,47 +144,29 @@ impl OtlpTransport {
         signal: Signal,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Resolved, Error> {
-        let lookup = |suffix: &str| -> Option<(String, String)> {
-            let specific = format!("OTEL_EXPORTER_OTLP_{}{suffix}", signal.var_infix());
-            if let Some(v) = env(&specific).filter(|v| !v.trim().is_empty()) {
-                return Some((specific, v));
-            }
-            let generic = format!("OTEL_EXPORTER_OTLP_{suffix}");
-            env(&generic)
-                .filter(|v| !v.trim().is_empty())
-                .map(|v| (generic, v))
+        let lookup = |suffix: &str| {
+            var(
+                env,
+                &format!("OTEL_EXPORTER_OTLP_{}{suffix}", signal.var_infix()),
+            )
+            .or_else(|| var(env, &format!("OTEL_EXPORTER_OTLP_{suffix}")))
         };
-        let protocol = match self.protocol {
-            Some(p) => p,
-            None => match lookup("PROTOCOL") {
-                None => Protocol::HttpProtobuf,
-                Some((var, v)) => match v.trim() {
-                    "grpc" => Protocol::Grpc,
-                    "http/protobuf" => Protocol::HttpProtobuf,
-                    other => ignore_env(
-                        &var,
-                        other,
-                        "use \"grpc\" or \"http/protobuf\"",
-                        Protocol::HttpProtobuf,
-                    ),
-                },
+        let protocol = setting(
+            self.protocol,
+            lookup("PROTOCOL"),
+            |v| match v {
+                "grpc" => Some(Protocol::Grpc),
+                "http/protobuf" => Some(Protocol::HttpProtobuf),
+                _ => None,
             },
-        };
+            "use \"grpc\" or \"http/protobuf\"",
+            Protocol::HttpProtobuf,
+        );
         let endpoint = match &self.endpoint {
             Some(e) => endpoint_url(e, protocol, signal, false),
             None => {
                 let specific = format!("OTEL_EXPORTER_OTLP_{}ENDPOINT", signal.var_infix());
-                let default = || {
-                    endpoint_url(
-                        match protocol {
-                            Protocol::Grpc => "http://localhost:4317",
-                            Protocol::HttpProtobuf => "http://localhost:4318",
-                        },
-                        protocol,
-                        signal,
-                        false,
-                    )
-                };
+                let default = || endpoint_url(protocol.default_endpoint(), protocol, signal, false);
                 let from_env = |var: &str, as_is: bool| {
                     let v = env(var).filter(|v| !v.trim().is_empty())?;
                     Some(endpoint_url(v.trim(), protocol, signal, as_is).or_else(|| {
@@ -213,10 +187,7 @@ impl OtlpTransport {
         let Some(endpoint) = endpoint else {
             return Err(Error::Config(format!(
                 "the OTLP endpoint must be an http:// or https:// URL with a host, like {}",
-                match protocol {
-                    Protocol::Grpc => "http://localhost:4317",
-                    Protocol::HttpProtobuf => "http://localhost:4318",
-                }
+                protocol.default_endpoint()
             )));
         };
         let mut headers = match lookup("HEADERS") {
@@ -244,32 +215,24 @@ impl OtlpTransport {
                 )));
             }
         }
-        let compression = match self.compression {
-            Some(c) => c,
-            None => match lookup("COMPRESSION") {
-                None => Compression::None,
-                Some((var, v)) => match v.trim() {
-                    "gzip" => Compression::Gzip,
-                    "none" => Compression::None,
-                    other => ignore_env(&var, other, "use \"gzip\" or \"none\"", Compression::None),
-                },
+        let compression = setting(
+            self.compression,
+            lookup("COMPRESSION"),
+            |v| match v {
+                "gzip" => Some(Compression::Gzip),
+                "none" => Some(Compression::None),
+                _ => None,
             },
-        };
-        let timeout = match self.timeout {
-            Some(t) => t,
-            None => match lookup("TIMEOUT") {
-                None => Duration::from_secs(10),
-                Some((var, v)) => match v.trim().parse() {
-                    Ok(ms) => Duration::from_millis(ms),
-                    Err(_) => ignore_env(
-                        &var,
-                        &v,
-                        "it must be a whole number of milliseconds, like 10000",
-                        Duration::from_secs(10),
-                    ),
-                },
-            },
-        }
+            "use \"gzip\" or \"none\"",
+            Compression::None,
+        );
+        let timeout = setting(
+            self.timeout,
+            lookup("TIMEOUT"),
+            millis,
+            "it must be a whole number of milliseconds, like 10000",
+            Duration::from_secs(10),
+        )
         .max(Duration::from_millis(1));
         let path = |explicit: &Option<PathBuf>, suffix: &str| {
             explicit
@@ -290,13 +253,15 @@ impl OtlpTransport {
 }
 
 /// Settings after resolution. `Debug` hides header values and URL credentials.
-#[derive(Clone, PartialEq)]
+#[derive(Clone, PartialEq, custom_debug::Debug)]
 pub struct Resolved {
     /// The URL requests go to (for HTTP, including the signal's path).
+    #[debug(with = redact::url)]
     pub endpoint: String,
     /// The protocol.
     pub protocol: Protocol,
     /// Headers, names lowercased.
+    #[debug(with = redact::headers)]
     pub headers: Vec<(String, String)>,
     /// Compression.
     pub compression: Compression,
@@ -310,18 +275,29 @@ pub struct Resolved {
     pub client_key: Option<PathBuf>,
 }
 
-impl std::fmt::Debug for Resolved {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Resolved")
-            .field("endpoint", &sonde_push::redact_url(&self.endpoint))
-            .field("protocol", &self.protocol)
-            .field("headers", &redacted_headers(&self.headers))
-            .field("compression", &self.compression)
-            .field("timeout", &self.timeout)
-            .field("ca_certificate", &self.ca_certificate)
-            .field("client_certificate", &self.client_certificate)
-            .field("client_key", &self.client_key)
-            .finish()
+/// `Debug` formatters (for `#[debug(with = ...)]`) that keep credentials out of logs: URLs
+/// without their `user:password@` part, headers without their values.
+pub(crate) mod redact {
+    use std::fmt;
+
+    // Generic because `with = ` wants the field's own type (`&String`, `&Vec<_>`).
+
+    /// A URL, its credentials redacted.
+    pub(crate) fn url(url: &impl AsRef<str>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&sonde_push::redact_url(url.as_ref()), f)
+    }
+
+    /// An optional URL, its credentials redacted.
+    pub(crate) fn optional_url(url: &Option<String>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&url.as_deref().map(sonde_push::redact_url), f)
+    }
+
+    /// Headers: their names, every value redacted.
+    pub(crate) fn headers(
+        headers: &impl AsRef<[(String, String)]>,
+        f: &mut fmt::Formatter<'_>,
+    ) -> fmt::Result {
+        fmt::Debug::fmt(&sonde_push::redacted_headers(headers.as_ref()), f)
     }
 }
 
@@ -353,6 +329,38 @@ fn parse_headers(s: &str) -> Option<Vec<(String, String)>> {
         k.make_ascii_lowercase();
     }
     Some(out)
+}
+
+/// A setting as given in code, else as the variable `found` (name and value) holds it, else
+/// `default`. A value `parse` refuses (it gets the value trimmed) is warned about, with `hint`,
+/// and the default used.
+pub(crate) fn setting<T>(
+    explicit: Option<T>,
+    found: Option<(String, String)>,
+    parse: impl FnOnce(&str) -> Option<T>,
+    hint: &str,
+    default: T,
+) -> T {
+    match (explicit, found) {
+        (Some(t), _) => t,
+        (None, None) => default,
+        (None, Some((var, value))) => match parse(value.trim()) {
+            Some(t) => t,
+            None => ignore_env(&var, &value, hint, default),
+        },
+    }
+}
+
+/// The variable `name` read through `env`, with its name, unless it is unset or blank.
+pub(crate) fn var(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<(String, String)> {
+    env(name)
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| (name.to_owned(), v))
+}
+
+/// A whole number of milliseconds, the unit of the specification's duration variables.
+pub(crate) fn millis(v: &str) -> Option<Duration> {
+    v.parse().ok().map(Duration::from_millis)
 }
 
 /// What to do with an environment variable whose value cannot be used: the OpenTelemetry
@@ -390,21 +398,69 @@ impl Env {
     }
 }
 
-/// Writes the `environment` setter of a builder whose [`Env`] field is `env`.
-macro_rules! environment_setter {
+/// What the metrics exporter's and the tracing pipeline's builders both hold: where and how to
+/// send, the resource, and where configuration variables are read.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) transport: OtlpTransport,
+    pub(crate) resource: Option<sonde_core::Resource>,
+    pub(crate) env: Env,
+}
+
+impl Shared {
+    /// Everything from the process environment or the defaults.
+    pub(crate) fn new() -> Shared {
+        Shared {
+            transport: OtlpTransport::new(),
+            resource: None,
+            env: Env::process(),
+        }
+    }
+
+    /// The transport resolved for `signal` and the resource (as set, else detected from the
+    /// variables), with the variables for the builder's own settings.
+    pub(crate) fn resolve(
+        self,
+        signal: Signal,
+    ) -> Result<(Resolved, sonde_core::Resource, Env), Error> {
+        let settings = self.transport.resolve(signal, &*self.env)?;
+        let resource = self
+            .resource
+            .unwrap_or_else(|| sonde_core::Resource::detect_from(&*self.env));
+        Ok((settings, resource, self.env))
+    }
+}
+
+/// Writes the setters of the [`Shared`] settings of a builder whose field `shared` holds them.
+macro_rules! shared_setters {
     () => {
+        /// Endpoint, protocol, headers, compression, timeout and TLS (one transport can serve
+        /// both the metrics exporter and the tracing pipeline).
+        pub fn transport(mut self, transport: $crate::OtlpTransport) -> Self {
+            self.shared.transport = transport;
+            self
+        }
+
+        /// The resource (default: [`Resource::detect_from`](sonde_core::Resource::detect_from)
+        /// the configuration variables: `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, host,
+        /// process and FaaS attributes).
+        pub fn resource(mut self, resource: sonde_core::Resource) -> Self {
+            self.shared.resource = Some(resource);
+            self
+        }
+
         /// Reads configuration variables through `env` instead of the process environment (for
         /// tests and for embedding in a daemon with its own configuration).
         pub fn environment(
             mut self,
             env: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
         ) -> Self {
-            self.env = $crate::config::Env::from_fn(env);
+            self.shared.env = $crate::config::Env::from_fn(env);
             self
         }
     };
 }
-pub(crate) use environment_setter;
+pub(crate) use shared_setters;
 
 impl std::ops::Deref for Env {
     type Target = Lookup;
@@ -448,7 +504,12 @@ mod tests {
                 &env(&[("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=s3cret-key")]),
             )
             .unwrap();
-        for shown in [format!("{t:?}"), format!("{r:?}")] {
+        let config = crate::OtlpExporterConfig {
+            endpoint: Some("https://user:s3cret-pw@collector:4318".into()),
+            headers: vec![("authorization".into(), "Bearer s3cret-token".into())],
+            ..Default::default()
+        };
+        for shown in [format!("{t:?}"), format!("{r:?}"), format!("{config:?}")] {
             assert!(!shown.contains("s3cret"), "{shown}");
             assert!(
                 shown.contains(r#""authorization": "<redacted>""#),

@@ -632,7 +632,8 @@ fn exponential_point(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sonde_core::{Registry, Temporality};
+    use sonde_core::testing::{family, handle};
+    use sonde_core::{Registry, Temporality, Unit};
 
     fn points_of(r: &ExportMetricsServiceRequest) -> usize {
         r.resource_metrics[0].scope_metrics[0]
@@ -774,38 +775,23 @@ mod tests {
                 HistogramAggregation::Exponential,
             ] {
                 let reg = Registry::new();
-                let c = reg
-                    .counter("c.total")
-                    .labels(["i", "empty"])
-                    .max_series(3)
-                    .build()
-                    .unwrap();
-                let f = reg
-                    .counter_f64("f")
-                    .unit(sonde_core::Unit::Seconds)
-                    .build()
-                    .unwrap();
-                let u = reg
-                    .up_down_counter("u")
-                    .description("Up and down.")
-                    .build()
-                    .unwrap();
-                let g = reg.gauge("g").labels(["k"]).build().unwrap();
-                let h = reg
-                    .histogram("h")
-                    .unit(sonde_core::Unit::Seconds)
-                    .labels(["route"])
-                    .exemplars(true)
-                    .build()
-                    .unwrap();
-                let none = reg.histogram("none").build().unwrap();
-                let _ = none.handle();
+                let c = family(reg.counter("c.total").labels(["i", "empty"]).max_series(3));
+                let f = handle(reg.counter_f64("f").unit(Unit::Seconds));
+                let u = handle(reg.up_down_counter("u").description("Up and down."));
+                let g = family(reg.gauge("g").labels(["k"]));
+                let h = family(
+                    reg.histogram("h")
+                        .unit(Unit::Seconds)
+                        .labels(["route"])
+                        .exemplars(true),
+                );
+                let _ = handle(reg.histogram("none"));
                 for i in 0..5 {
                     // Past max_series(3): the overflow series.
                     c.with(&[&i.to_string(), ""]).add(u64::MAX / 2 + i);
                 }
-                f.handle().add(2.5);
-                u.handle().add(-7);
+                f.add(2.5);
+                u.add(-7);
                 g.with(&["a"]).set(-3);
                 g.with(&["b"]).set(i64::MAX);
                 let trace = sonde_core::TraceContext {

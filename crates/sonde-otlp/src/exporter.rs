@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use sonde_core::{Resource, Temporality};
+use sonde_core::Temporality;
 use sonde_push::{PushConfig, PushExporter, ReadSettings, Source, StartError};
 
 use crate::Error;
-use crate::config::{Env, OtlpTransport, Signal, ignore_env};
+use crate::config::{Shared, Signal, millis, setting, var};
 use crate::convert::{self, HistogramAggregation};
 use crate::transport::Client;
 
@@ -25,16 +25,15 @@ pub use sonde_push::DROP_SHUTDOWN_TIMEOUT;
 pub struct OtlpMetricsBuilder {
     /// The registry, selection and deltas to continue.
     read: ReadSettings,
-    transport: OtlpTransport,
+    /// Transport, resource and where variables are read.
+    shared: Shared,
     interval: Option<Duration>,
     temporality: Option<Temporality>,
     histograms: Option<HistogramAggregation>,
-    resource: Option<Resource>,
     max_points_per_request: usize,
     max_request_bytes: usize,
     /// Queue and retry settings (interval and timeout are resolved at install).
     delivery: PushConfig,
-    env: Env,
 }
 
 impl Default for OtlpMetricsBuilder {
@@ -48,24 +47,22 @@ impl OtlpMetricsBuilder {
     pub fn new() -> Self {
         OtlpMetricsBuilder {
             read: ReadSettings::default(),
-            transport: OtlpTransport::new(),
+            shared: Shared::new(),
             interval: None,
             temporality: None,
             histograms: None,
-            resource: None,
             max_points_per_request: 10_000,
             max_request_bytes: 4 * 1024 * 1024,
             // 256 requests or 64 MiB queued, backoff 500 ms to 5 s, retried for 5 minutes.
             delivery: PushConfig::new(EXPORTER),
-            env: Env::process(),
         }
     }
 
     sonde_push::read_setters!(read, delta_state: "OtlpMetricsExporter::delta_state");
 
+    crate::config::shared_setters!();
+
     sonde_push::builder_setters! {
-        /// Endpoint, protocol, headers, compression, timeout and TLS.
-        transport: OtlpTransport;
         /// Time between collections (default `OTEL_METRIC_EXPORT_INTERVAL`, else 60 s; at least
         /// 10 ms).
         interval: Some(Duration);
@@ -75,9 +72,6 @@ impl OtlpMetricsBuilder {
         temporality: Some(Temporality);
         /// Explicit-bucket (default) or exponential histograms.
         histograms: Some(HistogramAggregation);
-        /// The resource (default: [`Resource::detect`], i.e. `OTEL_SERVICE_NAME`,
-        /// `OTEL_RESOURCE_ATTRIBUTES`, host, process and FaaS attributes).
-        resource: Some(Resource);
     }
 
     /// Most data points per request (default 10 000); larger collections are split.
@@ -103,70 +97,45 @@ impl OtlpMetricsBuilder {
 
     sonde_push::delivery_setters!(delivery, backoff: "500 ms to 5 s", retries: "no limit");
 
-    crate::config::environment_setter!();
-
     /// Resolves the settings, registers the self-metrics and starts the exporter's thread.
     /// The first collection happens one interval from now.
     pub fn install(self) -> Result<OtlpMetricsExporter, Error> {
-        let env = self.env.clone();
-        let settings = self.transport.resolve(Signal::Metrics, &*env)?;
-        let interval = match self.interval {
-            Some(i) => i,
-            None => match env("OTEL_METRIC_EXPORT_INTERVAL").filter(|v| !v.trim().is_empty()) {
-                None => Duration::from_secs(60),
-                Some(v) => match v.trim().parse() {
-                    Ok(ms) => Duration::from_millis(ms),
-                    Err(_) => ignore_env(
-                        "OTEL_METRIC_EXPORT_INTERVAL",
-                        &v,
-                        "it must be a whole number of milliseconds, like 60000",
-                        Duration::from_secs(60),
-                    ),
-                },
-            },
-        }
+        let (settings, resource, env) = self.shared.resolve(Signal::Metrics)?;
+        let interval = setting(
+            self.interval,
+            var(&*env, "OTEL_METRIC_EXPORT_INTERVAL"),
+            millis,
+            "it must be a whole number of milliseconds, like 60000",
+            Duration::from_secs(60),
+        )
         .max(Duration::from_millis(10));
-        let temporality = match self.temporality {
-            Some(t) => t,
-            None => match env("OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE")
-                .filter(|v| !v.trim().is_empty())
-            {
-                None => Temporality::Cumulative,
-                Some(v) => match v.trim().to_ascii_lowercase().as_str() {
-                    "cumulative" => Temporality::Cumulative,
-                    // Every sonde instrument is synchronous, so `lowmemory` selects what
-                    // `delta` does.
-                    "delta" | "lowmemory" => Temporality::Delta,
-                    _ => ignore_env(
-                        "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
-                        &v,
-                        "use cumulative, delta or lowmemory",
-                        Temporality::Cumulative,
-                    ),
-                },
+        let temporality = setting(
+            self.temporality,
+            var(&*env, "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"),
+            |v| match v.to_ascii_lowercase().as_str() {
+                "cumulative" => Some(Temporality::Cumulative),
+                // Every sonde instrument is synchronous, so `lowmemory` selects what `delta`
+                // does.
+                "delta" | "lowmemory" => Some(Temporality::Delta),
+                _ => None,
             },
-        };
-        let histograms = match self.histograms {
-            Some(h) => h,
-            None => match env("OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION")
-                .filter(|v| !v.trim().is_empty())
-            {
-                None => HistogramAggregation::ExplicitBuckets,
-                Some(v) => match v.trim() {
-                    "explicit_bucket_histogram" => HistogramAggregation::ExplicitBuckets,
-                    "base2_exponential_bucket_histogram" => HistogramAggregation::Exponential,
-                    _ => ignore_env(
-                        "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",
-                        &v,
-                        "use explicit_bucket_histogram or base2_exponential_bucket_histogram",
-                        HistogramAggregation::ExplicitBuckets,
-                    ),
-                },
+            "use cumulative, delta or lowmemory",
+            Temporality::Cumulative,
+        );
+        let histograms = setting(
+            self.histograms,
+            var(
+                &*env,
+                "OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION",
+            ),
+            |v| match v {
+                "explicit_bucket_histogram" => Some(HistogramAggregation::ExplicitBuckets),
+                "base2_exponential_bucket_histogram" => Some(HistogramAggregation::Exponential),
+                _ => None,
             },
-        };
-        let resource = self
-            .resource
-            .unwrap_or_else(|| Resource::detect_from(&*env));
+            "use explicit_bucket_histogram or base2_exponential_bucket_histogram",
+            HistogramAggregation::ExplicitBuckets,
+        );
         let mut options = convert::Options::new(&resource);
         options.histograms = histograms;
         options.max_points = self.max_points_per_request;

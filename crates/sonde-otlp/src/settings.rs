@@ -7,6 +7,7 @@ use serde::Deserialize;
 use sonde_core::Temporality;
 use sonde_settings::{Expect, Problem, Settings};
 
+use crate::config::redact;
 use crate::{Compression, OtlpMetricsBuilder, OtlpTransport, Protocol, Signal};
 
 /// The OTLP metrics exporter's settings. What is not set here comes from the
@@ -25,10 +26,12 @@ use crate::{Compression, OtlpMetricsBuilder, OtlpTransport, Protocol, Signal};
 /// assert!(bad.validate()[0].message.contains("must be an http:// or https:// URL"));
 /// # Ok::<(), serde_json::Error>(())
 /// ```
-#[derive(Clone, PartialEq, Deserialize)]
+// Header values (API keys, tokens) and URL credentials stay out of `Debug` output.
+#[derive(Clone, PartialEq, Deserialize, custom_debug::Debug)]
 #[serde(default, deny_unknown_fields)]
 pub struct OtlpExporterConfig {
     /// The receiver (`http://collector:4317`).
+    #[debug(with = redact::optional_url)]
     pub endpoint: Option<String>,
     /// `grpc` or `http/protobuf`.
     pub protocol: Option<Protocol>,
@@ -36,6 +39,7 @@ pub struct OtlpExporterConfig {
     pub compression: Option<Compression>,
     /// Extra headers (API keys, tenants).
     #[serde(with = "sonde_settings::pairs")]
+    #[debug(with = redact::headers)]
     pub headers: Vec<(String, String)>,
     /// Each request's deadline.
     #[serde(deserialize_with = "some_duration")]
@@ -60,24 +64,6 @@ impl Default for OtlpExporterConfig {
             interval: Duration::from_secs(60),
             temporality: None,
         }
-    }
-}
-
-// Not derived: header values (API keys, tokens) and URL credentials stay out of logs.
-impl std::fmt::Debug for OtlpExporterConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OtlpExporterConfig")
-            .field(
-                "endpoint",
-                &self.endpoint.as_deref().map(sonde_push::redact_url),
-            )
-            .field("protocol", &self.protocol)
-            .field("compression", &self.compression)
-            .field("headers", &sonde_push::redacted_headers(&self.headers))
-            .field("timeout", &self.timeout)
-            .field("interval", &self.interval)
-            .field("temporality", &self.temporality)
-            .finish()
     }
 }
 

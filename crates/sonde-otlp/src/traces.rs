@@ -2,9 +2,10 @@
 //! OTLP (tracing-opentelemetry + opentelemetry-otlp) and, through [`sonde_tracing::SondeLayer`],
 //! latency metrics whose histogram buckets keep the trace ids as exemplars.
 //!
-//! The span exporter shares [`OtlpTransport`] with the metrics exporter (same endpoint, headers,
-//! compression, TLS; `OTEL_EXPORTER_OTLP_TRACES_*` variables for traces), and runs on a runtime
-//! of its own, so neither the application's runtime nor its threads wait on the network.
+//! The span exporter shares [`OtlpTransport`](crate::OtlpTransport) with the metrics exporter
+//! (same endpoint, headers, compression, TLS; `OTEL_EXPORTER_OTLP_TRACES_*` variables for
+//! traces), and runs on a runtime of its own, so neither the application's runtime nor its
+//! threads wait on the network.
 //!
 //! ```no_run
 //! use sonde_otlp::traces::TracesBuilder;
@@ -29,23 +30,22 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _, WithTonicConfig as _};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, SpanData, SpanExporter, Tracer};
-use sonde_core::{Registry, Resource};
+use sonde_core::Registry;
 use tracing_subscriber::layer::SubscriberExt as _;
 
 use crate::Error;
-use crate::config::{Compression, Env, OtlpTransport, Protocol, Signal, ignore_env};
+use crate::config::{Compression, Protocol, Shared, Signal, setting, var};
 
 /// Configures the tracing pipeline.
 // The transport's `Debug` redacts header values and URL credentials.
 #[derive(Debug)]
 pub struct TracesBuilder {
-    transport: OtlpTransport,
+    /// Transport, resource and where variables are read.
+    shared: Shared,
     registry: Registry,
-    resource: Option<Resource>,
     sampler: Option<Sampler>,
     span_durations: bool,
     log_to_stderr: bool,
-    env: Env,
 }
 
 impl Default for TracesBuilder {
@@ -58,24 +58,19 @@ impl TracesBuilder {
     /// Everything from the environment or the defaults; metrics go to the global registry.
     pub fn new() -> Self {
         TracesBuilder {
-            transport: OtlpTransport::new(),
+            shared: Shared::new(),
             registry: Registry::global().clone(),
-            resource: None,
             sampler: None,
             span_durations: false,
             log_to_stderr: true,
-            env: Env::process(),
         }
     }
 
+    crate::config::shared_setters!();
+
     sonde_push::builder_setters! {
-        /// Endpoint, protocol, headers, compression, timeout and TLS (shared with the metrics
-        /// exporter).
-        transport: OtlpTransport;
         /// Where span latency metrics are recorded.
         registry: Registry;
-        /// The resource (default: [`Resource::detect_from`] the environment).
-        resource: Some(Resource);
         /// The sampler (default: `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG`, else
         /// parent-based always-on).
         sampler: Some(Sampler);
@@ -89,20 +84,14 @@ impl TracesBuilder {
         log_to_stderr: bool;
     }
 
-    crate::config::environment_setter!();
-
     /// Builds the exporter and tracer provider without installing anything globally; use
     /// [`TracingPipeline::subscriber`] or [`TracingPipeline::tracer`] to compose your own.
     pub fn build(self) -> Result<TracingPipeline, Error> {
-        let env = self.env.clone();
-        let settings = self.transport.resolve(Signal::Traces, &*env)?;
+        let (settings, resource, env) = self.shared.resolve(Signal::Traces)?;
         let sampler = match self.sampler {
             Some(s) => s,
             None => sampler_from(&*env),
         };
-        let resource = self
-            .resource
-            .unwrap_or_else(|| Resource::detect_from(&*env));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("sonde-otlp-traces")
@@ -404,44 +393,32 @@ impl SpanExporter for OnRuntime {
 /// The sampler of `OTEL_TRACES_SAMPLER` / `OTEL_TRACES_SAMPLER_ARG`; values that cannot be
 /// used are warned about and replaced by the defaults, as the specification asks.
 fn sampler_from(env: &dyn Fn(&str) -> Option<String>) -> Sampler {
-    let default = || Sampler::ParentBased(Box::new(Sampler::AlwaysOn));
-    let arg = || -> f64 {
-        match env("OTEL_TRACES_SAMPLER_ARG").filter(|v| !v.trim().is_empty()) {
-            None => 1.0,
-            Some(v) => v
-                .trim()
-                .parse::<f64>()
-                .ok()
-                .filter(|r| (0.0..=1.0).contains(r))
-                .unwrap_or_else(|| {
-                    ignore_env(
-                        "OTEL_TRACES_SAMPLER_ARG",
-                        &v,
-                        "it must be a ratio between 0 and 1, like 0.25",
-                        1.0,
-                    )
-                }),
-        }
+    let arg = || {
+        setting(
+            None,
+            var(env, "OTEL_TRACES_SAMPLER_ARG"),
+            |v| v.parse().ok().filter(|r| (0.0..=1.0).contains(r)),
+            "it must be a ratio between 0 and 1, like 0.25",
+            1.0,
+        )
     };
-    let Some(name) = env("OTEL_TRACES_SAMPLER").filter(|v| !v.trim().is_empty()) else {
-        return default();
-    };
-    match name.trim() {
-        "always_on" => Sampler::AlwaysOn,
-        "always_off" => Sampler::AlwaysOff,
-        "traceidratio" => Sampler::TraceIdRatioBased(arg()),
-        "parentbased_always_on" => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
-        "parentbased_always_off" => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
-        "parentbased_traceidratio" => {
-            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(arg())))
-        }
-        other => ignore_env(
-            "OTEL_TRACES_SAMPLER",
-            other,
-            "use always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio",
-            default(),
-        ),
-    }
+    setting(
+        None,
+        var(env, "OTEL_TRACES_SAMPLER"),
+        |name| match name {
+            "always_on" => Some(Sampler::AlwaysOn),
+            "always_off" => Some(Sampler::AlwaysOff),
+            "traceidratio" => Some(Sampler::TraceIdRatioBased(arg())),
+            "parentbased_always_on" => Some(Sampler::ParentBased(Box::new(Sampler::AlwaysOn))),
+            "parentbased_always_off" => Some(Sampler::ParentBased(Box::new(Sampler::AlwaysOff))),
+            "parentbased_traceidratio" => Some(Sampler::ParentBased(Box::new(
+                Sampler::TraceIdRatioBased(arg()),
+            ))),
+            _ => None,
+        },
+        "use always_on, always_off, traceidratio, parentbased_always_on, parentbased_always_off or parentbased_traceidratio",
+        Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
+    )
 }
 
 #[cfg(test)]

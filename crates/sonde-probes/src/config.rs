@@ -47,7 +47,7 @@ impl From<TcpProbe> for ProbeTarget {
 
 /// An HTTP(S) check: one HTTP/1.1 request per run, no redirects followed, no request body.
 /// In a configuration file, one `[[probes.http]]` table with these keys (`headers` a table).
-#[derive(Clone, PartialEq, serde::Deserialize)]
+#[derive(Clone, PartialEq, serde::Deserialize, custom_debug::Debug)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpProbe {
     /// Unique name of the probe (the `probe.name` label).
@@ -68,6 +68,7 @@ pub struct HttpProbe {
     /// Extra request headers. `Host`, `User-Agent` and `Accept` replace the defaults;
     /// `Connection`, `Content-Length` and `Transfer-Encoding` are refused.
     #[serde(with = "sonde_settings::pairs")]
+    #[debug(with = redacted_values)]
     pub headers: Vec<(String, String)>,
     /// PEM file of the CA certificate(s) to trust instead of the system's roots (https only).
     pub ca_certificate: Option<PathBuf>,
@@ -75,26 +76,16 @@ pub struct HttpProbe {
     pub insecure_skip_verify: bool,
 }
 
-// Not derived: header values (an `Authorization` token) stay out of logs.
-impl std::fmt::Debug for HttpProbe {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let headers: Vec<(&str, &str)> = self
-            .headers
-            .iter()
-            .map(|(k, _)| (k.as_str(), "<redacted>"))
-            .collect();
-        f.debug_struct("HttpProbe")
-            .field("name", &self.name)
-            .field("url", &self.url)
-            .field("method", &self.method)
-            .field("expect_status", &self.expect_status)
-            .field("timeout", &self.timeout)
-            .field("interval", &self.interval)
-            .field("headers", &headers)
-            .field("ca_certificate", &self.ca_certificate)
-            .field("insecure_skip_verify", &self.insecure_skip_verify)
-            .finish()
-    }
+/// `Debug` of [`HttpProbe::headers`]: the names, every value `<redacted>` (an `Authorization`
+/// token stays out of logs).
+#[allow(clippy::ptr_arg)] // custom_debug hands over the field itself
+fn redacted_values(
+    headers: &Vec<(String, String)>,
+    f: &mut std::fmt::Formatter<'_>,
+) -> std::fmt::Result {
+    f.debug_list()
+        .entries(headers.iter().map(|(name, _)| (name, "<redacted>")))
+        .finish()
 }
 
 impl Default for HttpProbe {
@@ -584,6 +575,21 @@ pub(crate) fn validate_tcp(p: &TcpProbe) -> Result<(String, u16), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_hides_header_values() {
+        let probe = HttpProbe {
+            headers: vec![("Authorization".into(), "Bearer hunter2".into())],
+            ..HttpProbe::new("api", "https://example.com/health")
+        };
+        let shown = format!("{probe:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains(r#"headers: [("Authorization", "<redacted>")]"#),
+            "{shown}"
+        );
+        assert!(shown.contains("https://example.com/health"), "{shown}");
+    }
 
     #[test]
     fn urls() {

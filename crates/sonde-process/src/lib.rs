@@ -173,7 +173,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use sonde_core::{Counter, Family, Gauge, Registry, Unit};
+use sonde_core::{Counter, Family, FamilyBuilder, Gauge, Instrument, Registry, Unit};
 
 pub use crate::sample::CPU_MODES;
 use crate::sample::{CpuTimes, Sample, Sampler};
@@ -276,7 +276,7 @@ pub struct ProcessCollector {
     pid: u32,
     registry: Option<Registry>,
     labels: Vec<(Cow<'static, str>, LabelValue)>,
-    prefix: Cow<'static, str>,
+    name_prefix: Cow<'static, str>,
     on_collect: bool,
     prometheus_names: bool,
 }
@@ -295,7 +295,7 @@ impl ProcessCollector {
             pid,
             registry: None,
             labels: Vec::new(),
-            prefix: Cow::Borrowed("process"),
+            name_prefix: Cow::Borrowed("process"),
             on_collect: true,
             prometheus_names: false,
         }
@@ -339,33 +339,24 @@ impl ProcessCollector {
         self
     }
 
-    /// Names the families `<prefix>.cpu.time`, `<prefix>.memory.usage`... instead of
-    /// `process.*` (sonde-host's procstat uses `procstat`, so that the processes it follows do
-    /// not mix with the service's own `process.*` series). Must be a valid metric name start.
-    pub fn name_prefix(mut self, prefix: impl Into<Cow<'static, str>>) -> Self {
-        self.prefix = prefix.into();
-        self
-    }
-
-    /// Whether every collection of the registry reads the process first, from a collect hook
-    /// (the default). Off, nothing reads it but [`ProcessMetrics::collect`]: for an owner
-    /// that reads several processes itself (sonde-host's procstat, to sum them per group).
-    pub fn on_collect(mut self, on: bool) -> Self {
-        self.on_collect = on;
-        self
-    }
-
-    /// Also registers the names the Prometheus client libraries' process collectors use
-    /// (client_golang, prometheus_client), with their meanings, in addition to the
-    /// OpenTelemetry names (off by default): `process_cpu_seconds_total` (user plus system),
-    /// `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`,
-    /// `process_max_fds` (the soft limit, Linux), `process_start_time_seconds` and
-    /// `process_threads` (Linux). For dashboards and alerts written against those
-    /// collectors. The names are fixed ([`name_prefix`](Self::name_prefix) does not apply)
-    /// and carry the collector's extra labels.
-    pub fn prometheus_names(mut self, on: bool) -> Self {
-        self.prometheus_names = on;
-        self
+    sonde_core::builder_setters! {
+        /// Names the families `<prefix>.cpu.time`, `<prefix>.memory.usage`... instead of
+        /// `process.*` (sonde-host's procstat uses `procstat`, so that the processes it follows do
+        /// not mix with the service's own `process.*` series). Must be a valid metric name start.
+        name_prefix: impl Into<Cow<'static, str>>;
+        /// Whether every collection of the registry reads the process first, from a collect hook
+        /// (the default). Off, nothing reads it but [`ProcessMetrics::collect`]: for an owner
+        /// that reads several processes itself (sonde-host's procstat, to sum them per group).
+        on_collect: bool;
+        /// Also registers the names the Prometheus client libraries' process collectors use
+        /// (client_golang, prometheus_client), with their meanings, in addition to the
+        /// OpenTelemetry names (off by default): `process_cpu_seconds_total` (user plus system),
+        /// `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`,
+        /// `process_max_fds` (the soft limit, Linux), `process_start_time_seconds` and
+        /// `process_threads` (Linux). For dashboards and alerts written against those
+        /// collectors. The names are fixed ([`name_prefix`](Self::name_prefix) does not apply)
+        /// and carry the collector's extra labels.
+        prometheus_names: bool;
     }
 
     /// Reads the process once, registers the families (or reuses them if they exist with the
@@ -396,7 +387,7 @@ impl ProcessCollector {
         }
         let instruments = Instruments::register(
             &registry,
-            &self.prefix,
+            &self.name_prefix,
             self.prometheus_names,
             &labels,
             &first,
@@ -819,6 +810,21 @@ fn prefixed(prefix: &str, constant: &'static str) -> Cow<'static, str> {
     }
 }
 
+/// Registers (or finds) the family `builder` names, with every collector family's shape: a
+/// description, a unit and the label names.
+fn family<M: Instrument>(
+    builder: FamilyBuilder<'_, M>,
+    description: &'static str,
+    unit: Unit,
+    labels: &[Cow<'static, str>],
+) -> Result<Family<M>, sonde_core::Error> {
+    builder
+        .description(description)
+        .unit(unit)
+        .labels(labels.iter().cloned())
+        .build()
+}
+
 impl Instruments {
     fn register(
         registry: &Registry,
@@ -843,25 +849,20 @@ impl Instruments {
         }
         let name = |constant| prefixed(prefix, constant);
 
-        let cpu_time_family = registry
-            .counter_f64(name(CPU_TIME))
-            .description("Total CPU seconds broken down by different states.")
-            .unit(Unit::Seconds)
-            .labels(cpu_names.clone())
-            .build()?;
-        let cpu_utilization_family = registry
-            .gauge_f64(name(CPU_UTILIZATION))
-            .description("Difference in process.cpu.time since the last measurement, divided by the elapsed time and number of CPUs available to the process.")
-            .unit(Unit::Ratio)
-            .labels(cpu_names)
-            .build()?;
+        let cpu_time_family = family(
+            registry.counter_f64(name(CPU_TIME)),
+            "Total CPU seconds broken down by different states.",
+            Unit::Seconds,
+            &cpu_names,
+        )?;
+        let cpu_utilization_family = family(
+            registry.gauge_f64(name(CPU_UTILIZATION)),
+            "Difference in process.cpu.time since the last measurement, divided by the elapsed time and number of CPUs available to the process.",
+            Unit::Ratio,
+            &cpu_names,
+        )?;
         let gauge = |name: Cow<'static, str>, description: &'static str, unit: Unit| {
-            registry
-                .gauge(name)
-                .description(description)
-                .unit(unit)
-                .labels(names.clone())
-                .build()
+            family(registry.gauge(name), description, unit, &names)
         };
         let fds = || Unit::Count("{file_descriptor}".into());
         let mut gauges: Vec<(Family<Gauge>, Read)> = vec![
@@ -918,12 +919,12 @@ impl Instruments {
                 |s| s.memory_limit,
             ));
         }
-        let uptime_family = registry
-            .gauge_f64(name(UPTIME))
-            .description("The time the process has been running.")
-            .unit(Unit::Seconds)
-            .labels(names.clone())
-            .build()?;
+        let uptime_family = family(
+            registry.gauge_f64(name(UPTIME)),
+            "The time the process has been running.",
+            Unit::Seconds,
+            &names,
+        )?;
 
         let prometheus = if prometheus_names {
             use prometheus_names::*;
@@ -967,18 +968,18 @@ impl Instruments {
                     |s| s.threads,
                 ));
             }
-            let cpu_family = registry
-                .counter_f64(CPU_SECONDS_TOTAL)
-                .description("Total user and system CPU time spent in seconds.")
-                .unit(Unit::Seconds)
-                .labels(names.clone())
-                .build()?;
-            let start_family = registry
-                .gauge_f64(START_TIME)
-                .description("Start time of the process since unix epoch in seconds.")
-                .unit(Unit::Seconds)
-                .labels(names.clone())
-                .build()?;
+            let cpu_family = family(
+                registry.counter_f64(CPU_SECONDS_TOTAL),
+                "Total user and system CPU time spent in seconds.",
+                Unit::Seconds,
+                &names,
+            )?;
+            let start_family = family(
+                registry.gauge_f64(START_TIME),
+                "Start time of the process since unix epoch in seconds.",
+                Unit::Seconds,
+                &names,
+            )?;
             Some(PrometheusInstruments {
                 cpu: cpu_family.with(&values),
                 cpu_family,

@@ -81,22 +81,13 @@ pub fn encode(snapshot: &Snapshot, resource: Option<&Resource>, format: Format, 
     if format == Format::Protobuf {
         return crate::proto::encode_protobuf(snapshot, resource, out);
     }
-    let mut scratch = Scratch::default();
-    let resource = resource.filter(|r| !r.is_empty());
-    scratch.names_taken = Names::new(resource.is_some(), format, None);
-    if let Some(r) = resource {
-        write_target_info(r, format, out);
-        scratch.info_at = Some(out.len());
-    }
+    let mut writer = Writer::start(resource, format, None, out);
     for family in &snapshot.families {
         if !family.series.is_empty() {
-            write_family(family, format, out, &mut scratch);
+            writer.write_family(family);
         }
     }
-    scratch.merge_info(out);
-    if format == Format::OpenMetrics {
-        out.extend_from_slice(b"# EOF\n");
-    }
+    writer.finish();
 }
 
 /// Like [`encode`], but streams straight from the registry: each series is read right before it
@@ -116,43 +107,9 @@ pub fn encode_registry(
         );
         return crate::proto::encode_protobuf_with(&registry.snapshot(), resource, out, names);
     }
-    let resource = resource.filter(|r| !r.is_empty());
-    let mut scratch = Scratch {
-        names_taken: Names::new(resource.is_some(), format, Some(registry)),
-        ..Scratch::default()
-    };
-    if let Some(r) = resource {
-        write_target_info(r, format, out);
-        scratch.info_at = Some(out.len());
-    }
-    struct Writer<'a> {
-        format: Format,
-        out: &'a mut Vec<u8>,
-        scratch: Scratch,
-    }
-    impl Visitor for Writer<'_> {
-        fn family(&mut self, meta: &Arc<FamilyMeta>, series: usize) {
-            self.scratch.skip = series == 0;
-            if !self.scratch.skip {
-                write_family_header(meta, self.format, self.out, &mut self.scratch);
-            }
-        }
-        fn series(&mut self, _: &Arc<FamilyMeta>, series: &SeriesSnapshot) {
-            if !self.scratch.skip {
-                write_series_to(series, self.format, self.out, &mut self.scratch);
-            }
-        }
-    }
-    let mut writer = Writer {
-        format,
-        out,
-        scratch,
-    };
+    let mut writer = Writer::start(resource, format, Some(registry), out);
     registry.visit(&mut writer);
-    writer.scratch.merge_info(writer.out);
-    if format == Format::OpenMetrics {
-        writer.out.extend_from_slice(b"# EOF\n");
-    }
+    writer.finish();
 }
 
 /// Families skipped by an encoder because an earlier family of the exposition had their
@@ -289,57 +246,114 @@ fn write_target_info(r: &Resource, format: Format, out: &mut Vec<u8>) {
     out.extend_from_slice(b"} 1\n");
 }
 
-fn write_family(family: &FamilySnapshot, format: Format, out: &mut Vec<u8>, scratch: &mut Scratch) {
-    scratch.skip = false;
-    write_family_header(&family.meta, format, out, scratch);
-    if scratch.skip {
-        return;
-    }
-    for series in &family.series {
-        write_series_to(series, format, out, scratch);
-    }
+/// One text or OpenMetrics exposition being written, from a snapshot or straight from a
+/// registry: the format, the output and the buffers reused from series to series.
+struct Writer<'a> {
+    format: Format,
+    out: &'a mut Vec<u8>,
+    scratch: Scratch,
 }
 
-/// [`write_series`] into `out`, or after the resource's `target_info` sample when the family
-/// merges into it.
-fn write_series_to(
-    series: &SeriesSnapshot,
-    format: Format,
-    out: &mut Vec<u8>,
-    scratch: &mut Scratch,
-) {
-    if scratch.into_info {
-        let mut tail = std::mem::take(&mut scratch.info_tail);
-        write_series(series, format, &mut tail, scratch);
-        scratch.info_tail = tail;
-    } else {
-        write_series(series, format, out, scratch);
+impl<'a> Writer<'a> {
+    /// Starts with the resource's `target_info` (its name then taken), if there is one.
+    /// `registry` counts the families left out for a taken name.
+    fn start(
+        resource: Option<&Resource>,
+        format: Format,
+        registry: Option<&Registry>,
+        out: &'a mut Vec<u8>,
+    ) -> Writer<'a> {
+        let resource = resource.filter(|r| !r.is_empty());
+        let mut scratch = Scratch {
+            names_taken: Names::new(resource.is_some(), format, registry),
+            ..Scratch::default()
+        };
+        if let Some(r) = resource {
+            write_target_info(r, format, out);
+            scratch.info_at = Some(out.len());
+        }
+        Writer {
+            format,
+            out,
+            scratch,
+        }
     }
-}
 
-/// `# TYPE`/`# UNIT`/`# HELP`, and the family's names into `scratch`; sets `scratch.skip`
-/// instead if the family's Prometheus name is taken.
-fn write_family_header(
-    meta: &FamilyMeta,
-    format: Format,
-    out: &mut Vec<u8>,
-    scratch: &mut Scratch,
-) {
-    let name = family_name(meta);
-    // A `target_info` gauge joins the resource's family, whose header is written already.
-    scratch.into_info = scratch.info_at.is_some() && is_target_info(&name, meta);
-    if !scratch.into_info {
-        if !scratch.names_taken.admit(&name, meta) {
-            scratch.skip = true;
+    /// Ends the exposition: the `target_info` series of other families joined to the
+    /// resource's, and OpenMetrics' `# EOF`.
+    fn finish(self) {
+        let Writer {
+            format,
+            out,
+            mut scratch,
+        } = self;
+        scratch.merge_info(out);
+        if format == Format::OpenMetrics {
+            out.extend_from_slice(b"# EOF\n");
+        }
+    }
+
+    /// A family of a snapshot, header and series.
+    fn write_family(&mut self, family: &FamilySnapshot) {
+        self.scratch.skip = false;
+        self.write_header(&family.meta);
+        if self.scratch.skip {
             return;
         }
-        write_header_lines(&name, meta, format, out);
+        for series in &family.series {
+            self.place_series(series);
+        }
     }
-    scratch.names.clear();
-    scratch.names.extend(meta.label_names().map(label_name));
-    // A family's series share one layout, so its `le` strings are formatted once.
-    scratch.le.clear();
-    scratch.name = name;
+
+    /// [`write_series`] into the output, or after the resource's `target_info` sample when
+    /// the family merges into it.
+    fn place_series(&mut self, series: &SeriesSnapshot) {
+        let scratch = &mut self.scratch;
+        if scratch.into_info {
+            let mut tail = std::mem::take(&mut scratch.info_tail);
+            write_series(series, self.format, &mut tail, scratch);
+            scratch.info_tail = tail;
+        } else {
+            write_series(series, self.format, self.out, scratch);
+        }
+    }
+
+    /// `# TYPE`/`# UNIT`/`# HELP`, and the family's names into the scratch buffers; sets
+    /// `scratch.skip` instead if the family's Prometheus name is taken.
+    fn write_header(&mut self, meta: &FamilyMeta) {
+        let scratch = &mut self.scratch;
+        let name = family_name(meta);
+        // A `target_info` gauge joins the resource's family, whose header is written already.
+        scratch.into_info = scratch.info_at.is_some() && is_target_info(&name, meta);
+        if !scratch.into_info {
+            if !scratch.names_taken.admit(&name, meta) {
+                scratch.skip = true;
+                return;
+            }
+            write_header_lines(&name, meta, self.format, self.out);
+        }
+        scratch.names.clear();
+        scratch.names.extend(meta.label_names().map(label_name));
+        // A family's series share one layout, so its `le` strings are formatted once.
+        scratch.le.clear();
+        scratch.name = name;
+    }
+}
+
+/// Straight from a registry: each series is written as the registry reads it.
+impl Visitor for Writer<'_> {
+    fn family(&mut self, meta: &Arc<FamilyMeta>, series: usize) {
+        self.scratch.skip = series == 0;
+        if !self.scratch.skip {
+            self.write_header(meta);
+        }
+    }
+
+    fn series(&mut self, _: &Arc<FamilyMeta>, series: &SeriesSnapshot) {
+        if !self.scratch.skip {
+            self.place_series(series);
+        }
+    }
 }
 
 /// `# TYPE`/`# UNIT`/`# HELP` of a family whose Prometheus name is `name`.
@@ -565,16 +579,16 @@ fn write_f64(out: &mut Vec<u8>, v: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sonde_core::{Registry, Unit};
+    use crate::fixtures::assert_contains_all;
+    use sonde_core::{Registry, Unit, testing};
 
     fn render(format: Format) -> String {
         let reg = Registry::new();
-        let c = reg
-            .counter("http.server.requests")
-            .description("Requests.\nSecond \\ line.")
-            .labels(["http.request.method", "path"])
-            .build()
-            .unwrap();
+        let c = testing::family(
+            reg.counter("http.server.requests")
+                .description("Requests.\nSecond \\ line.")
+                .labels(["http.request.method", "path"]),
+        );
         c.with(&["GET", "a\"b\\c\nd"]).add(3);
         crate::fixtures::request_durations(&reg, &[], &[]);
         crate::fixtures::temperature(&reg, f64::NAN);
@@ -587,36 +601,20 @@ mod tests {
     #[test]
     fn text_format() {
         let t = render(Format::Text);
-        assert!(
-            t.contains("# HELP http_server_requests_total Requests.\\nSecond \\\\ line.\n"),
-            "{t}"
+        assert_contains_all(
+            &t,
+            &[
+                "# HELP http_server_requests_total Requests.\\nSecond \\\\ line.\n",
+                "# TYPE http_server_requests_total counter\n",
+                "http_server_requests_total{http_request_method=\"GET\",path=\"a\\\"b\\\\c\\nd\"} 3\n",
+                "http_server_request_duration_seconds_bucket{le=\"0.1\"} 1\n",
+                "http_server_request_duration_seconds_bucket{le=\"1.0\"} 2\n",
+                "http_server_request_duration_seconds_bucket{le=\"+Inf\"} 3\n",
+                "http_server_request_duration_seconds_sum 2.55\n",
+                "http_server_request_duration_seconds_count 3\n",
+                "temp_celsius NaN\n",
+            ],
         );
-        assert!(
-            t.contains("# TYPE http_server_requests_total counter\n"),
-            "{t}"
-        );
-        assert!(t.contains("http_server_requests_total{http_request_method=\"GET\",path=\"a\\\"b\\\\c\\nd\"} 3\n"), "{t}");
-        assert!(
-            t.contains("http_server_request_duration_seconds_bucket{le=\"0.1\"} 1\n"),
-            "{t}"
-        );
-        assert!(
-            t.contains("http_server_request_duration_seconds_bucket{le=\"1.0\"} 2\n"),
-            "{t}"
-        );
-        assert!(
-            t.contains("http_server_request_duration_seconds_bucket{le=\"+Inf\"} 3\n"),
-            "{t}"
-        );
-        assert!(
-            t.contains("http_server_request_duration_seconds_sum 2.55\n"),
-            "{t}"
-        );
-        assert!(
-            t.contains("http_server_request_duration_seconds_count 3\n"),
-            "{t}"
-        );
-        assert!(t.contains("temp_celsius NaN\n"), "{t}");
         assert!(t.starts_with("# HELP target_info Target metadata\n# TYPE target_info gauge\ntarget_info{service_name=\"svc\"} 1\n"), "{t}");
         assert!(!t.contains("# EOF"));
     }
@@ -624,11 +622,16 @@ mod tests {
     #[test]
     fn openmetrics_format() {
         let t = render(Format::OpenMetrics);
-        assert!(t.contains("# TYPE http_server_requests counter\n"), "{t}");
-        assert!(t.contains("http_server_requests_total{"), "{t}");
-        assert!(t.contains("http_server_requests_created{"), "{t}");
-        assert!(t.contains("# TYPE http_server_request_duration_seconds histogram\n# UNIT http_server_request_duration_seconds seconds\n"), "{t}");
-        assert!(t.contains("# TYPE target info\n"), "{t}");
+        assert_contains_all(
+            &t,
+            &[
+                "# TYPE http_server_requests counter\n",
+                "http_server_requests_total{",
+                "http_server_requests_created{",
+                "# TYPE http_server_request_duration_seconds histogram\n# UNIT http_server_request_duration_seconds seconds\n",
+                "# TYPE target info\n",
+            ],
+        );
         assert!(t.ends_with("# EOF\n"), "{t}");
     }
 
@@ -667,13 +670,8 @@ mod tests {
         assert!(skipped_collisions() - skipped >= 4);
         let mut out = Vec::new();
         crate::proto::encode_protobuf(&merged, Some(&resource), &mut out);
-        let mut buf = &out[..];
         let mut names = Vec::new();
-        while !buf.is_empty() {
-            let f = <crate::proto::pb::MetricFamily as prost::Message>::decode_length_delimited(
-                &mut buf,
-            )
-            .unwrap();
+        for f in crate::fixtures::decode_families(&out) {
             if f.name.as_deref() == Some("a_b_total") {
                 assert_eq!(f.metric[0].counter.as_ref().unwrap().value, Some(7.0));
             }
@@ -712,11 +710,11 @@ mod tests {
     fn received_target_info_joins_the_resources_family() {
         let registry = Registry::new();
         registry.counter("zz.last").build().unwrap().handle().add(1);
-        let info = registry
-            .gauge("target_info")
-            .labels(["job", "instance", "service.version"])
-            .build()
-            .unwrap();
+        let info = testing::family(registry.gauge("target_info").labels([
+            "job",
+            "instance",
+            "service.version",
+        ]));
         info.with(&["checkout", "pod-1", "2.1.0"]).set(1);
         info.with(&["cart", "pod-2", "0.9"]).set(1);
         let resource = Resource::empty().with("service.name", "agent");
@@ -744,17 +742,11 @@ mod tests {
         // Protobuf: one family holding the three.
         let mut out = Vec::new();
         encode_registry(&registry, Some(&resource), Format::Protobuf, &mut out);
-        let mut buf = &out[..];
-        let mut infos = Vec::new();
-        while !buf.is_empty() {
-            let f = <crate::proto::pb::MetricFamily as prost::Message>::decode_length_delimited(
-                &mut buf,
-            )
-            .unwrap();
-            if f.name.as_deref() == Some("target_info") {
-                infos.push(f.metric.len());
-            }
-        }
+        let infos: Vec<usize> = crate::fixtures::decode_families(&out)
+            .into_iter()
+            .filter(|f| f.name.as_deref() == Some("target_info"))
+            .map(|f| f.metric.len())
+            .collect();
         assert_eq!(infos, [3]);
     }
 

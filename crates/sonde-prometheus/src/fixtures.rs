@@ -32,3 +32,24 @@ pub(crate) fn temperature(reg: &Registry, value: f64) {
         .handle()
         .set(value);
 }
+
+/// Asserts that `text` (an exposition, a page, a report) contains each of `parts`, naming the
+/// first one missing.
+#[track_caller]
+pub(crate) fn assert_contains_all(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "{part:?} missing from\n{text}");
+    }
+}
+
+/// The `MetricFamily` messages of a delimited protobuf exposition, in order.
+pub(crate) fn decode_families(mut body: &[u8]) -> Vec<crate::proto::pb::MetricFamily> {
+    let mut out = Vec::new();
+    while !body.is_empty() {
+        out.push(
+            <crate::proto::pb::MetricFamily as prost::Message>::decode_length_delimited(&mut body)
+                .unwrap(),
+        );
+    }
+    out
+}

@@ -454,26 +454,16 @@ mod tests {
     #[test]
     fn native_histogram_matches_the_values() {
         let reg = sonde_core::Registry::new();
-        let h = reg
-            .histogram("h")
-            .unit(sonde_core::Unit::Seconds)
-            .build()
-            .unwrap()
-            .handle();
+        let h = sonde_core::testing::seconds_histogram(&reg, "h", &[]).handle();
         for v in [0.0, 0.001, 0.0011, 0.5, 1.0, 3.0] {
             h.observe(v);
         }
         let mut out = Vec::new();
         encode_protobuf(&reg.snapshot(), None, &mut out);
-        let mut buf = &out[..];
-        let mut found = None;
-        while !buf.is_empty() {
-            let f = pb::MetricFamily::decode_length_delimited(&mut buf).unwrap();
-            if f.name.as_deref() == Some("h_seconds") {
-                found = Some(f);
-            }
-        }
-        let f = found.unwrap();
+        let f = crate::fixtures::decode_families(&out)
+            .into_iter()
+            .rfind(|f| f.name.as_deref() == Some("h_seconds"))
+            .unwrap();
         let hist = f.metric[0].histogram.clone().unwrap();
         assert_eq!(hist.sample_count, Some(6));
         assert_eq!(hist.zero_count, Some(1));

@@ -39,15 +39,20 @@ use sonde_push::telemetry::Backoff;
 /// else the executable's name, no `target_info` (the grouping key identifies the job), a 10 s
 /// timeout per attempt, 2 retries.
 #[must_use = "call .push(), .push_add(), .delete() or .push_on_drop()"]
-#[derive(Clone)]
+// `Debug` keeps header values and URL credentials out of logs.
+#[derive(Clone, custom_debug::Debug)]
 pub struct PushgatewayBuilder {
+    #[debug(with = client::debug_url)]
     url: String,
     job: Option<String>,
     grouping: Vec<(String, String)>,
+    #[debug(skip)]
     registry: Registry,
+    #[debug(skip)]
     resource: Option<Resource>,
     timeout: Duration,
     max_retries: u32,
+    #[debug(with = client::debug_headers)]
     headers: Vec<(String, String)>,
 }
 
@@ -56,20 +61,6 @@ enum Method {
     Put,
     Post,
     Delete,
-}
-
-// Not derived: header values and URL credentials stay out of logs.
-impl std::fmt::Debug for PushgatewayBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PushgatewayBuilder")
-            .field("url", &sonde_push::redact_url(&self.url))
-            .field("job", &self.job)
-            .field("grouping", &self.grouping)
-            .field("timeout", &self.timeout)
-            .field("max_retries", &self.max_retries)
-            .field("headers", &client::redacted_headers(&self.headers))
-            .finish_non_exhaustive()
-    }
 }
 
 impl PushgatewayBuilder {

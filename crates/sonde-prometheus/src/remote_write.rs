@@ -138,6 +138,34 @@ pub mod pb {
         /// State set.
         Stateset = 7,
     }
+
+    // Look-ups for what reads a decoded request: tests and fake receivers.
+    impl WriteRequest {
+        /// The first series of the metric `name` (its `__name__` label).
+        pub fn series(&self, name: &str) -> Option<&TimeSeries> {
+            self.timeseries
+                .iter()
+                .find(|t| t.label("__name__") == Some(name))
+        }
+    }
+
+    impl TimeSeries {
+        /// The value of the label `name`, if the series has it.
+        pub fn label(&self, name: &str) -> Option<&str> {
+            self.labels
+                .iter()
+                .find(|l| l.name == name)
+                .map(|l| l.value.as_str())
+        }
+
+        /// The labels as `(name, value)` pairs, in their order (sorted by name).
+        pub fn label_pairs(&self) -> Vec<(&str, &str)> {
+            self.labels
+                .iter()
+                .map(|l| (l.name.as_str(), l.value.as_str()))
+                .collect()
+        }
+    }
 }
 
 /// Decodes a remote write request body (snappy block format around a protobuf `WriteRequest`),
@@ -152,11 +180,15 @@ pub fn decode_request(body: &[u8]) -> Option<pb::WriteRequest> {
 /// `target_info`, no external labels, 2000 series per request, a queue of 100 requests, 10
 /// retries with backoff from 100 ms to 30 s, a 10 s request timeout, metadata sent.
 #[must_use = "call .install() to start the remote writer"]
-#[derive(Clone)]
+// `Debug` keeps header values, URL credentials and secrets out of logs.
+#[derive(Clone, custom_debug::Debug)]
 pub struct RemoteWriteBuilder {
+    #[debug(with = client::debug_url)]
     url: String,
+    #[debug(skip)]
     registry: Registry,
     interval: Duration,
+    #[debug(skip)]
     resource: Option<Resource>,
     external_labels: Vec<(String, String)>,
     max_series_per_request: usize,
@@ -164,7 +196,9 @@ pub struct RemoteWriteBuilder {
     delivery: sonde_push::PushConfig,
     timeout: Duration,
     metadata: bool,
+    #[debug(with = client::debug_headers)]
     headers: Vec<(String, String)>,
+    #[debug(skip)]
     selection: sonde_core::Selection,
     auth: AuthSetting,
     tls: client::TlsFiles,
@@ -205,33 +239,19 @@ impl AuthSetting {
     }
 }
 
-// Not derived: header values and URL credentials stay out of logs.
-impl std::fmt::Debug for RemoteWriteBuilder {
+// Not derived: only which kind of authentication, never the credentials.
+impl std::fmt::Debug for AuthSetting {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RemoteWriteBuilder")
-            .field("url", &sonde_push::redact_url(&self.url))
-            .field("interval", &self.interval)
-            .field("external_labels", &self.external_labels)
-            .field("max_series_per_request", &self.max_series_per_request)
-            .field("queue_capacity", &self.delivery.queue_capacity)
-            .field("max_retries", &self.delivery.max_retries)
-            .field("timeout", &self.timeout)
-            .field("headers", &client::redacted_headers(&self.headers))
-            .field(
-                "auth",
-                &match &self.auth {
-                    AuthSetting::None => "none",
-                    AuthSetting::Basic { .. } => "basic",
-                    AuthSetting::Bearer(_) => "bearer",
-                    AuthSetting::BearerFile(_) => "bearer from file",
-                    #[cfg(feature = "sigv4")]
-                    AuthSetting::Sigv4(_) => "sigv4",
-                    AuthSetting::Conflict => "conflicting",
-                },
-            )
-            .field("tls", &self.tls)
-            .field("durable", &self.delivery.durable)
-            .finish_non_exhaustive()
+        let kind = match self {
+            AuthSetting::None => "none",
+            AuthSetting::Basic { .. } => "basic",
+            AuthSetting::Bearer(_) => "bearer",
+            AuthSetting::BearerFile(_) => "bearer from file",
+            #[cfg(feature = "sigv4")]
+            AuthSetting::Sigv4(_) => "sigv4",
+            AuthSetting::Conflict => "conflicting",
+        };
+        std::fmt::Debug::fmt(kind, f)
     }
 }
 

@@ -1068,7 +1068,7 @@ fn human_seconds(s: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sonde_core::Unit;
+    use sonde_core::testing;
 
     /// A ring of one 60 s window closing an interval every 10 s, holding up to `limit` bytes.
     fn minute_ring(registry: &Registry, limit: usize, t0: Instant) -> Ring {
@@ -1082,12 +1082,11 @@ mod tests {
     }
 
     fn server_histogram(registry: &Registry) -> sonde_core::Family<sonde_core::Histogram> {
-        registry
-            .histogram(HTTP_SERVER_DURATION)
-            .unit(Unit::Seconds)
-            .labels(["http.route", "http.response.status_code", "error.type"])
-            .build()
-            .expect("a valid histogram family")
+        testing::seconds_histogram(
+            registry,
+            HTTP_SERVER_DURATION,
+            &["http.route", "http.response.status_code", "error.type"],
+        )
     }
 
     #[test]
@@ -1110,15 +1109,11 @@ mod tests {
         orders.observe(5.0);
         let t0 = Instant::now();
         let mut ring = minute_ring(&registry, usize::MAX, t0);
-        for _ in 0..100 {
-            orders.observe(0.010);
-        }
+        orders.observe_n(0.010, 100);
         for i in 1..=6u32 {
             ring.tick(t0 + Duration::from_secs(10) * i);
         }
-        for _ in 0..100 {
-            orders.observe(0.200);
-        }
+        orders.observe_n(0.200, 100);
         ring.tick(t0 + Duration::from_secs(70));
         let now = t0 + Duration::from_secs(72);
         let windows = ring.windows(&registry.snapshot(), now, Duration::from_secs(72));
@@ -1262,15 +1257,9 @@ mod tests {
     fn routes_count_errors_by_error_type_or_5xx() {
         let registry = Registry::new();
         let h = server_histogram(&registry);
-        for _ in 0..90 {
-            h.with(&["/orders", "200", ""]).observe(0.01);
-        }
-        for _ in 0..10 {
-            h.with(&["/orders", "500", "500"]).observe(0.5);
-        }
-        for _ in 0..4 {
-            h.with(&["/users", "404", ""]).observe(0.01);
-        }
+        h.with(&["/orders", "200", ""]).observe_n(0.01, 90);
+        h.with(&["/orders", "500", "500"]).observe_n(0.5, 10);
+        h.with(&["/users", "404", ""]).observe_n(0.01, 4);
         // No error.type recorded, a 503 all the same.
         h.with(&["/users", "503", ""]).observe(0.01);
         let snapshot = registry.snapshot();
@@ -1352,13 +1341,14 @@ mod tests {
         add_verdicts(&mut v, &Fixed(verdicts.clone()), &[]);
         assert_eq!(v["objectives"], verdicts);
         let md = report_markdown(&v);
-        for row in [
-            "| api-latency-p95 (http.route=/users) | 5m | 450 ms | \\< 300 ms | **violated** | – |",
-            "| api-latency-p95 (http.route=/orders) | 5m | 20.0 ms | \\< 300 ms | met | – |",
-            "| availability | 5m | – | ≥ 99.90 % | no data | 25.00 % |",
-        ] {
-            assert!(md.contains(row), "{row} not in\n{md}");
-        }
+        crate::fixtures::assert_contains_all(
+            &md,
+            &[
+                "| api-latency-p95 (http.route=/users) | 5m | 450 ms | \\< 300 ms | **violated** | – |",
+                "| api-latency-p95 (http.route=/orders) | 5m | 20.0 ms | \\< 300 ms | met | – |",
+                "| availability | 5m | – | ≥ 99.90 % | no data | 25.00 % |",
+            ],
+        );
         assert_cells(&md, 7);
 
         // A judge that panics costs the verdicts, not the report.
@@ -1371,11 +1361,7 @@ mod tests {
     #[test]
     fn markdown_escapes_cells_and_caps_tables() {
         let registry = Registry::new();
-        let c = registry
-            .counter("jobs")
-            .labels(["queue"])
-            .build()
-            .expect("a counter family");
+        let c = testing::labelled_counter(&registry, "jobs", &["queue"]);
         c.with(&["a|b_c"]).inc();
         for i in 0..(MARKDOWN_ROWS + 3) {
             c.with(&[format!("q{i}").as_str()]).inc();

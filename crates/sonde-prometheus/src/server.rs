@@ -332,9 +332,12 @@ fn addr_from_env(host: Option<&str>, port: Option<&str>) -> SocketAddr {
 /// A running exporter. Dropping it stops the server (and logs that it did): keep it in a
 /// variable for as long as `/metrics` should be served.
 #[must_use = "dropping the handle stops the server: keep it (`let _metrics = ...`) for as long as /metrics should be served"]
+#[derive(custom_debug::Debug)]
 pub struct PrometheusServer {
     addr: SocketAddr,
+    #[debug(skip)]
     readiness: Readiness,
+    #[debug(skip)]
     running: Mutex<Running>,
 }
 
@@ -342,14 +345,6 @@ pub struct PrometheusServer {
 struct Running {
     stop: Option<oneshot::Sender<Stop>>,
     thread: Option<JoinHandle<()>>,
-}
-
-impl std::fmt::Debug for PrometheusServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PrometheusServer")
-            .field("addr", &self.addr)
-            .finish()
-    }
 }
 
 impl PrometheusServer {
@@ -1742,14 +1737,15 @@ mod landing_tests {
                 .contains("content-type: text/html; charset=utf-8"),
             "{head}"
         );
-        for link in [
-            "href=\"metrics\"",
-            "href=\"report\"",
-            "href=\"health\"",
-            "href=\"ready\"",
-        ] {
-            assert!(body.contains(link), "{link} missing from\n{body}");
-        }
+        crate::fixtures::assert_contains_all(
+            &body,
+            &[
+                "href=\"metrics\"",
+                "href=\"report\"",
+                "href=\"health\"",
+                "href=\"ready\"",
+            ],
+        );
         for path in ["/nope", "/metrics/x", "/index.html"] {
             let (head, _) = get(addr, path);
             assert!(head.starts_with("HTTP/1.1 404"), "{path}: {head}");

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sonde_core::{Family, Histogram, Registry, Resource, Unit};
+use sonde_core::{Family, Histogram, Registry, Resource, testing};
 use sonde_prometheus::{PrometheusBuilder, PrometheusServer, Readiness, RemoteWriteBuilder};
 
 struct Reply {
@@ -55,12 +55,11 @@ fn get(addr: SocketAddr, path: &str) -> Reply {
 }
 
 fn server_histogram(registry: &Registry) -> Family<Histogram> {
-    registry
-        .histogram("http.server.request.duration")
-        .unit(Unit::Seconds)
-        .labels(["http.route", "http.response.status_code", "error.type"])
-        .build()
-        .unwrap()
+    testing::seconds_histogram(
+        registry,
+        "http.server.request.duration",
+        &["http.route", "http.response.status_code", "error.type"],
+    )
 }
 
 /// The entry of the list `parent[list]` whose `key` is `value` (a `what` the panic names).
@@ -111,13 +110,9 @@ fn windows_move_with_the_traffic() {
     );
     let addr = server.local_addr();
     let orders = h.with(&["/orders", "200", ""]);
-    for _ in 0..100 {
-        orders.observe(0.010);
-    }
+    orders.observe_n(0.010, 100);
     std::thread::sleep(Duration::from_millis(1600));
-    for _ in 0..100 {
-        orders.observe(0.200);
-    }
+    orders.observe_n(0.200, 100);
     let r = get(addr, "/report");
     assert_eq!(r.status, 200);
     assert_eq!(r.content_type, "application/json");
@@ -184,26 +179,14 @@ fn error_ratios_per_route_and_markdown() {
     let h = server_histogram(&registry);
     let server = install(&registry, PrometheusBuilder::new());
     let addr = server.local_addr();
-    for _ in 0..90 {
-        h.with(&["/orders", "200", ""]).observe(0.02);
-    }
-    for _ in 0..10 {
-        h.with(&["/orders", "500", "500"]).observe(0.4);
-    }
-    for _ in 0..50 {
-        h.with(&["/users/{id}", "200", ""]).observe(0.005);
-    }
-    for _ in 0..5 {
-        h.with(&["/users/{id}", "404", ""]).observe(0.005);
-    }
+    h.with(&["/orders", "200", ""]).observe_n(0.02, 90);
+    h.with(&["/orders", "500", "500"]).observe_n(0.4, 10);
+    h.with(&["/users/{id}", "200", ""]).observe_n(0.005, 50);
+    h.with(&["/users/{id}", "404", ""]).observe_n(0.005, 5);
     // No response at all (the client went away): an error without a status.
-    h.with(&["/pay", "", "_OTHER"]).observe(1.0);
-    h.with(&["/pay", "", "_OTHER"]).observe(1.0);
-    let cache = registry
-        .counter("cache.requests")
-        .labels(["cache.name", "cache.result"])
-        .build()
-        .unwrap();
+    h.with(&["/pay", "", "_OTHER"]).observe_n(1.0, 2);
+    let cache =
+        testing::labelled_counter(&registry, "cache.requests", &["cache.name", "cache.result"]);
     cache.with(&["users", "hit"]).add(3);
     cache.with(&["users", "miss"]).add(1);
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sonde_core::{Registry, Resource};
-use sonde_prometheus::PrometheusBuilder;
+use sonde_core::{Registry, Resource, testing};
+use sonde_prometheus::{PrometheusBuilder, PrometheusServer};
 
 /// `GET /metrics` on a new connection; the body, or why it failed.
 fn scrape(addr: SocketAddr) -> Result<String, String> {
@@ -102,6 +102,13 @@ fn server(reg: &Registry) -> PrometheusBuilder {
         .resource(Resource::empty())
 }
 
+/// Starts the server `builder` configures; the handle and the address it listens on.
+fn start(builder: PrometheusBuilder) -> (PrometheusServer, SocketAddr) {
+    let server = builder.install().unwrap();
+    let addr = server.local_addr();
+    (server, addr)
+}
+
 #[test]
 fn idle_connections_are_capped_while_scrapers_keep_succeeding() {
     let limit = raise_nofile();
@@ -113,8 +120,7 @@ fn idle_connections_are_capped_while_scrapers_keep_succeeding() {
         );
     }
     let reg = Registry::new();
-    let server = server(&reg).install().unwrap();
-    let addr = server.local_addr();
+    let (server, addr) = start(server(&reg));
     for _ in 0..20 {
         scrape(addr).unwrap();
     }
@@ -186,12 +192,11 @@ fn idle_connections_are_capped_while_scrapers_keep_succeeding() {
 fn at_the_cap_the_oldest_idle_connection_makes_room_and_busy_ones_refuse() {
     let reg = Registry::new();
     big_family(&reg);
-    let server = server(&reg)
-        .max_connections(4)
-        .write_timeout(Duration::from_secs(30))
-        .install()
-        .unwrap();
-    let addr = server.local_addr();
+    let (server, addr) = start(
+        server(&reg)
+            .max_connections(4)
+            .write_timeout(Duration::from_secs(30)),
+    );
     let mut idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(addr).unwrap()).collect();
     std::thread::sleep(Duration::from_millis(300));
     // A fifth connection evicts the oldest idle one, and is served.
@@ -229,12 +234,11 @@ fn at_the_cap_the_oldest_idle_connection_makes_room_and_busy_ones_refuse() {
 
 /// Enough series for a response larger than what loopback socket buffers hold (~10 MB).
 fn big_family(reg: &Registry) {
-    let f = reg
-        .counter("big.series")
-        .labels(["id", "pad"])
-        .max_series(80_000)
-        .build()
-        .unwrap();
+    let f = testing::family(
+        reg.counter("big.series")
+            .labels(["id", "pad"])
+            .max_series(80_000),
+    );
     let pad = "p".repeat(100);
     for i in 0..80_000 {
         f.with(&[i.to_string().as_str(), pad.as_str()]).add(1);
@@ -245,11 +249,7 @@ fn big_family(reg: &Registry) {
 fn a_client_that_does_not_read_is_cut_and_does_not_block_scrapes() {
     let reg = Registry::new();
     big_family(&reg);
-    let server = server(&reg)
-        .write_timeout(Duration::from_secs(2))
-        .install()
-        .unwrap();
-    let addr = server.local_addr();
+    let (server, addr) = start(server(&reg).write_timeout(Duration::from_secs(2)));
     let mut stuck = TcpStream::connect(addr).unwrap();
     stuck
         .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -289,11 +289,7 @@ fn a_client_that_does_not_read_is_cut_and_does_not_block_scrapes() {
 #[test]
 fn slowloris_and_idle_keep_alive_connections_are_cut_at_the_header_timeout() {
     let reg = Registry::new();
-    let server = server(&reg)
-        .request_timeout(Duration::from_secs(1))
-        .install()
-        .unwrap();
-    let addr = server.local_addr();
+    let (server, addr) = start(server(&reg).request_timeout(Duration::from_secs(1)));
     // Headers one byte every 100 ms: never complete within the 1 s timeout.
     let mut slow = TcpStream::connect(addr).unwrap();
     let started = Instant::now();

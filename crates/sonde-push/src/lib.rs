@@ -1552,6 +1552,11 @@ async fn send<K: Sink>(
     }
 }
 
+/// The test sink the integration tests use too.
+#[cfg(test)]
+#[path = "../tests/support/gated.rs"]
+mod gated;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1627,23 +1632,7 @@ mod tests {
         assert_eq!(retries, Some(3.0));
     }
 
-    /// Refuses (retryably) while `down` is set.
-    struct Gated {
-        down: Arc<std::sync::atomic::AtomicBool>,
-        got: Arc<Mutex<Vec<u64>>>,
-    }
-    impl Sink for Gated {
-        type Batch = Vec<u64>;
-        async fn send(&mut self, batch: &Vec<u64>, _timeout: Duration) -> Outcome {
-            if self.down.load(Ordering::SeqCst) {
-                return Outcome::Retry {
-                    error: "down".into(),
-                    after: None,
-                };
-            }
-            accept(&self.got, batch)
-        }
-    }
+    use crate::gated::Gated;
 
     fn start_gated(
         reg: &Registry,

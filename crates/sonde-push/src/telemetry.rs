@@ -59,6 +59,7 @@ pub(crate) fn per_exporter<M: Instrument>(
 
 /// One exporter's resolved self-metric handles. A family that could not be registered (a
 /// conflicting registration of the same name) is left out rather than failing the exporter.
+#[derive(Debug)]
 pub struct ExporterMetrics {
     success: Option<Counter>,
     failure: Option<Counter>,
@@ -74,34 +75,34 @@ pub struct ExporterMetrics {
     exporter: &'static str,
 }
 
-impl std::fmt::Debug for ExporterMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ExporterMetrics")
-            .field("exporter", &self.exporter)
-            .finish_non_exhaustive()
-    }
-}
-
 impl ExporterMetrics {
     /// Registers (or finds) the families and resolves the series of `exporter`.
     pub fn register(registry: &Registry, exporter: &'static str) -> ExporterMetrics {
-        let requests = registry
-            .counter(REQUESTS)
-            .description("Requests sent by an exporter, by result.")
-            .labels(["exporter", "result"])
-            .build()
-            .ok();
-        let dropped = registry
-            .counter(DROPPED_POINTS)
-            .description(
-                "Data points an exporter did not deliver, by reason (queue_full, rejected, retries_exhausted, shutdown, encode).",
-            )
-            .labels(["exporter", "reason"])
-            .build()
-            .ok();
-        let retries = registry
-            .counter(RETRIES)
-            .description("Requests an exporter sent again after a retryable failure.");
+        // Most self-metrics are counts.
+        let counter = |name: &'static str, description: &'static str| {
+            registry.counter(name).description(description)
+        };
+        // Two of them have a second label; their families are resolved per series.
+        let counter_by = |name, description, label: &'static str| {
+            counter(name, description)
+                .labels(["exporter", label])
+                .build()
+                .ok()
+        };
+        let requests = counter_by(
+            REQUESTS,
+            "Requests sent by an exporter, by result.",
+            "result",
+        );
+        let dropped = counter_by(
+            DROPPED_POINTS,
+            "Data points an exporter did not deliver, by reason (queue_full, rejected, retries_exhausted, shutdown, encode).",
+            "reason",
+        );
+        let retries = counter(
+            RETRIES,
+            "Requests an exporter sent again after a retryable failure.",
+        );
         let queue = registry
             .gauge(QUEUE_SIZE)
             .description("Requests waiting in an exporter's queue, including the one being sent.");
@@ -121,13 +122,13 @@ impl ExporterMetrics {
             "Unix time of an exporter's first failed request since its last success; 0 while healthy.",
         );
         let interval = seconds(INTERVAL, "An exporter's collection interval.");
-        let rejected = registry
-            .counter(REJECTED_POINTS)
-            .description("Data points a receiver reported as rejected in an accepted request.");
-        let sent = registry
-            .counter(SENT_POINTS)
-            .description("Data points an exporter delivered.");
-        let panics = registry.counter(PANICS).description(
+        let rejected = counter(
+            REJECTED_POINTS,
+            "Data points a receiver reported as rejected in an accepted request.",
+        );
+        let sent = counter(SENT_POINTS, "Data points an exporter delivered.");
+        let panics = counter(
+            PANICS,
             "Panics caught inside an exporter's collection or send; the exporter kept running.",
         );
         ExporterMetrics {

@@ -29,26 +29,9 @@ impl Source for Big {
     }
 }
 
-struct Gated {
-    down: Arc<AtomicBool>,
-    got: Arc<Mutex<Vec<u64>>>,
-}
-impl Sink for Gated {
-    type Batch = Vec<u64>;
-    async fn send(&mut self, batch: &Vec<u64>, _: Duration) -> Outcome {
-        if self.down.load(Ordering::SeqCst) {
-            return Outcome::Retry {
-                error: "down".into(),
-                after: None,
-            };
-        }
-        self.got.lock().unwrap().push(batch[0]);
-        Outcome::Success {
-            rejected: 0,
-            message: String::new(),
-        }
-    }
-}
+#[path = "support/gated.rs"]
+mod gated;
+use gated::Gated;
 
 fn value(reg: &Registry, name: &str, labels: &[(&str, &str)]) -> f64 {
     reg.snapshot()

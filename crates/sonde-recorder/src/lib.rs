@@ -569,16 +569,33 @@ trait Mapped: Instrument {
     }
 }
 
+/// The items of [`Mapped`] that only name the kind: its `metrics` handle type, the cache of
+/// those handles in [`Inner`] and its [`Entry`] variant.
+macro_rules! mapped_kind {
+    ($handle:ty, $cache:ident, $variant:ident) => {
+        type Handle = $handle;
+        fn cache(inner: &Inner) -> &KeyCache<$handle> {
+            &inner.$cache
+        }
+        fn noop() -> $handle {
+            <$handle>::noop()
+        }
+        fn entry(family: Family<Self>) -> Entry {
+            Entry::$variant(family)
+        }
+        fn family(entry: &Entry) -> Option<&Family<Self>> {
+            match entry {
+                Entry::$variant(f) => Some(f),
+                _ => None,
+            }
+        }
+    };
+}
+
 impl Mapped for Counter {
     const KIND_OF: Kind = Kind::Counter;
     const NUMBER_OF: NumberKind = NumberKind::U64;
-    type Handle = metrics::Counter;
-    fn cache(inner: &Inner) -> &KeyCache<metrics::Counter> {
-        &inner.counters
-    }
-    fn noop() -> metrics::Counter {
-        metrics::Counter::noop()
-    }
+    mapped_kind!(metrics::Counter, counters, Counter);
     fn wrap(self, cached: bool, inner: &Inner, metric: &str) -> metrics::Counter {
         let absolute = if cached {
             Absolute::Tracked(AtomicU64::new(0))
@@ -593,38 +610,14 @@ impl Mapped for Counter {
             absolute,
         }))
     }
-    fn entry(family: Family<Self>) -> Entry {
-        Entry::Counter(family)
-    }
-    fn family(entry: &Entry) -> Option<&Family<Self>> {
-        match entry {
-            Entry::Counter(f) => Some(f),
-            _ => None,
-        }
-    }
 }
 
 impl Mapped for Gauge<f64> {
     const KIND_OF: Kind = Kind::Gauge;
     const NUMBER_OF: NumberKind = NumberKind::F64;
-    type Handle = metrics::Gauge;
-    fn cache(inner: &Inner) -> &KeyCache<metrics::Gauge> {
-        &inner.gauges
-    }
-    fn noop() -> metrics::Gauge {
-        metrics::Gauge::noop()
-    }
+    mapped_kind!(metrics::Gauge, gauges, Gauge);
     fn wrap(self, _: bool, _: &Inner, _: &str) -> metrics::Gauge {
         metrics::Gauge::from_arc(Arc::new(GaugeHandle(self)))
-    }
-    fn entry(family: Family<Self>) -> Entry {
-        Entry::Gauge(family)
-    }
-    fn family(entry: &Entry) -> Option<&Family<Self>> {
-        match entry {
-            Entry::Gauge(f) => Some(f),
-            _ => None,
-        }
     }
 }
 
@@ -632,24 +625,9 @@ impl Mapped for Histogram {
     const KIND_OF: Kind = Kind::Histogram;
     const NUMBER_OF: NumberKind = NumberKind::F64;
     const RESERVED: &'static [&'static str] = &["le", "quantile"];
-    type Handle = metrics::Histogram;
-    fn cache(inner: &Inner) -> &KeyCache<metrics::Histogram> {
-        &inner.histograms
-    }
-    fn noop() -> metrics::Histogram {
-        metrics::Histogram::noop()
-    }
+    mapped_kind!(metrics::Histogram, histograms, Histogram);
     fn wrap(self, _: bool, _: &Inner, _: &str) -> metrics::Histogram {
         metrics::Histogram::from_arc(Arc::new(HistogramHandle(self)))
-    }
-    fn entry(family: Family<Self>) -> Entry {
-        Entry::Histogram(family)
-    }
-    fn family(entry: &Entry) -> Option<&Family<Self>> {
-        match entry {
-            Entry::Histogram(f) => Some(f),
-            _ => None,
-        }
     }
     fn configure<'r>(
         builder: FamilyBuilder<'r, Self>,

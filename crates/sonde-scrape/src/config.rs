@@ -25,12 +25,14 @@ use crate::{Auth, Target, Tls, check_login, check_url};
 /// assert!(config.validate()[0].message.contains("`username` and `password` together"));
 /// assert_eq!(config.target().job, "node");
 /// ```
-#[derive(Clone, PartialEq, Deserialize)]
+// `Debug` keeps the password, the token and URL credentials out of logs.
+#[derive(Clone, PartialEq, Deserialize, custom_debug::Debug)]
 #[serde(default, deny_unknown_fields)]
 pub struct ScrapeTargetConfig {
     /// The `job` label of its series.
     pub job: String,
     /// Its metrics URL.
+    #[debug(with = debug_url)]
     pub url: String,
     /// Time between scrapes (default 15 s).
     #[serde(with = "sonde_settings::duration")]
@@ -41,8 +43,10 @@ pub struct ScrapeTargetConfig {
     /// Basic auth user (with `password`).
     pub username: Option<String>,
     /// Basic auth password (with `username`).
+    #[debug(skip)]
     pub password: Option<String>,
     /// A bearer token (alone).
+    #[debug(skip)]
     pub bearer_token: Option<String>,
     /// The CA (PEM) that signed the target's certificate.
     pub ca_file: Option<PathBuf>,
@@ -76,22 +80,9 @@ impl Default for ScrapeTargetConfig {
     }
 }
 
-// Not derived: the password and token stay out of logs.
-impl std::fmt::Debug for ScrapeTargetConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScrapeTargetConfig")
-            .field("job", &self.job)
-            .field("url", &sonde_push::redact_url(&self.url))
-            .field("interval", &self.interval)
-            .field("timeout", &self.timeout)
-            .field("username", &self.username)
-            .field("ca_file", &self.ca_file)
-            .field("insecure_skip_verify", &self.insecure_skip_verify)
-            .field("cert_file", &self.cert_file)
-            .field("key_file", &self.key_file)
-            .field("protobuf", &self.protobuf)
-            .finish_non_exhaustive()
-    }
+/// `Debug` of a URL without the credentials of its `user:password@` part.
+fn debug_url<S: AsRef<str>>(url: &S, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    std::fmt::Debug::fmt(&sonde_push::redact_url(url.as_ref()), f)
 }
 
 impl ScrapeTargetConfig {
@@ -210,5 +201,29 @@ impl Settings for ScrapeTargetConfig {
             ));
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_password_the_token_and_url_credentials() {
+        let config = ScrapeTargetConfig {
+            job: "node".into(),
+            url: "https://u:s3cret@h:9100/metrics".into(),
+            username: Some("u".into()),
+            password: Some("s3cret".into()),
+            bearer_token: Some("s3cret".into()),
+            ..Default::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("https://<redacted>@h:9100/metrics"),
+            "{shown}"
+        );
+        assert!(shown.contains(r#"job: "node""#), "{shown}");
     }
 }

@@ -327,21 +327,16 @@ impl Ingest {
         self
     }
 
-    /// The limit on distinct metric names (default 10 000).
-    pub fn max_metrics(mut self, n: usize) -> Self {
-        self.max_metrics = n;
-        self
+    sonde_core::builder_setters! {
+        /// The limit on distinct metric names (default 10 000).
+        max_metrics: usize;
+        /// The limit on label names per family (default 32).
+        max_labels: usize;
     }
 
     /// The series limit of each family this creates (default 2000).
     pub fn max_series(mut self, n: usize) -> Self {
         self.max_series = n.max(1);
-        self
-    }
-
-    /// The limit on label names per family (default 32).
-    pub fn max_labels(mut self, n: usize) -> Self {
-        self.max_labels = n;
         self
     }
 
@@ -1094,7 +1089,7 @@ mod tests {
     use super::*;
     use crate::MappingRule;
     use crate::self_metrics::{DROPPED, IGNORED, LINES, PARSE_ERRORS, RELABELS};
-    use sonde_core::{Point, Snapshot};
+    use sonde_core::{Point, Snapshot, testing};
 
     fn ingest() -> (Registry, Ingest) {
         let registry = Registry::new();
@@ -1185,12 +1180,7 @@ mod tests {
         // would round), plus an unsampled one.
         ingest.ingest_packet(b"t:100|ms|@0.01\nt:17|ms|@0.001\nt:2500|ms");
         let reference = Registry::new();
-        let h = reference
-            .histogram("t")
-            .unit(Unit::Seconds)
-            .build()
-            .unwrap()
-            .handle();
+        let h = testing::handle(reference.histogram("t").unit(Unit::Seconds));
         for (v, n) in [(0.1, 100), (0.017, 1000), (2.5, 1)] {
             for _ in 0..n {
                 h.observe(v);
@@ -1298,11 +1288,7 @@ mod tests {
         assert_eq!(number(&snap, "q.depth", &[("q", "x")]), 7.0);
         // Another type under the name is still a conflict, and never a library family.
         new.ingest_packet(b"api.hits:1|g");
-        registry
-            .counter("lib.jobs")
-            .labels(["queue"])
-            .build()
-            .unwrap();
+        testing::labelled_counter(&registry, "lib.jobs", &["queue"]);
         new.ingest_packet(b"lib.jobs:1|c|#other:1");
         let snap = registry.snapshot();
         assert_eq!(parse_errors(&snap, "type_conflict"), 2.0);
@@ -1408,7 +1394,7 @@ mod tests {
         let (registry, mut ingest) = ingest();
         ingest.ingest_packet(b"x:1|c\nx:5|g\nx:5|g\nx:1|ms\nx:2|c\ny:1|h\ny:2|d\ny:3|ms");
         // A name registered by someone else with another definition.
-        registry.counter("taken").build().unwrap();
+        testing::family(registry.counter("taken"));
         ingest.ingest_packet(b"taken:1|g\ntaken:1|g|#a:b");
         let snap = registry.snapshot();
         assert_eq!(number(&snap, "x", &[]), 3.0);
@@ -1420,12 +1406,8 @@ mod tests {
     fn names_that_render_alike_in_prometheus_are_dropped_as_name_collisions() {
         let (registry, mut ingest) = ingest();
         // A host-collector family of the name, as the agent registers it.
-        registry
-            .counter_f64("system.cpu.time")
-            .unit(Unit::Seconds)
-            .build()
-            .unwrap();
-        registry.counter_f64("system.load").build().unwrap();
+        testing::family(registry.counter_f64("system.cpu.time").unit(Unit::Seconds));
+        testing::family(registry.counter_f64("system.load"));
         ingest
             .ingest_packet(b"a.b:1|c\na_b:1|c\na-b:5|c\na.b:2|c\nsystem_load:1|c\nsystem_load:1|c");
         let snap = registry.snapshot();

@@ -756,10 +756,14 @@ fn while_busy(stop: impl Fn() -> bool, mut drain: impl FnMut() -> Option<usize>)
 /// let snapshot = registry.snapshot();
 /// # Ok::<(), sonde_statsd::Error>(())
 /// ```
+#[derive(custom_debug::Debug)]
 pub struct StatsdServer {
     listeners: Vec<Listener>,
+    #[debug(skip)]
     shared: Arc<Shared>,
+    #[debug(skip)]
     control: Mutex<Option<SyncSender<Msg>>>,
+    #[debug(skip)]
     threads: Mutex<Threads>,
 }
 
@@ -769,14 +773,6 @@ struct Threads {
     receivers: Vec<JoinHandle<()>>,
     parser: Option<JoinHandle<()>>,
     unix_paths: Vec<PathBuf>,
-}
-
-impl std::fmt::Debug for StatsdServer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StatsdServer")
-            .field("listeners", &self.listeners)
-            .finish_non_exhaustive()
-    }
 }
 
 impl StatsdServer {

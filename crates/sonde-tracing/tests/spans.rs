@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use opentelemetry::trace::TracerProvider as _;
-use sonde_core::{Point, Registry, Unit};
+use sonde_core::{Point, Registry, Unit, testing};
 use sonde_tracing::SondeLayer;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -104,13 +104,11 @@ fn exemplars_carry_the_span_trace_id() {
     let sonde = SondeLayer::new(&reg).unwrap();
     // Plain observe() calls inside spans get exemplars too.
     assert!(sonde_tracing::install_exemplar_provider());
-    let inner = reg
-        .histogram("work.duration")
-        .unit(Unit::Seconds)
-        .exemplars(true)
-        .build()
-        .unwrap()
-        .handle();
+    let inner = testing::handle(
+        reg.histogram("work.duration")
+            .unit(Unit::Seconds)
+            .exemplars(true),
+    );
     let subscriber = tracing_subscriber::registry().with(sonde).with(otel);
     let (span_trace, inner_trace) = tracing::subscriber::with_default(subscriber, || {
         use opentelemetry::trace::TraceContextExt;

@@ -1,6 +1,7 @@
 //! Small test helpers with no sonde dependency, for the crates' own tests (the heavy peers and
 //! end-to-end helpers are in `sonde-tests`, which re-exports these): a raw HTTP/1.1 request, a
-//! child process to observe, a loopback Tokio runtime, `promtool`.
+//! child process to observe, a loopback Tokio runtime, `promtool`, the text of fake `/proc`
+//! files.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+pub mod procfs;
 pub mod sleeper;
 
 /// How to install promtool, for the message when it is missing.
@@ -62,6 +64,24 @@ pub fn succeeded(what: &str, out: &Output) -> String {
         out.status
     );
     text
+}
+
+/// The head of an HTTP/1.1 message written by hand, for a test client or server below any HTTP
+/// library: the `start` line (`POST /v1/metrics HTTP/1.1`, `HTTP/1.1 503 X`), `Content-Length:
+/// body_len`, `Connection: close`, each of `headers`, and the blank line that ends the head.
+pub fn http_head<V: std::fmt::Display>(
+    start: &str,
+    body_len: usize,
+    headers: &[(&str, V)],
+) -> String {
+    use std::fmt::Write as _;
+    let mut head = format!("{start}\r\nContent-Length: {body_len}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        // Writing to a String cannot fail.
+        let _ = write!(head, "{name}: {value}\r\n");
+    }
+    head.push_str("\r\n");
+    head
 }
 
 /// `method path` with an empty body over a new HTTP/1.1 connection to `addr`, written and read

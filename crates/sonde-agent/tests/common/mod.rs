@@ -1,23 +1,28 @@
-//! Helpers shared by the agent's integration tests: writing a configuration and running
-//! `check-config` on it.
+//! Helpers shared by the agent's integration tests: writing a configuration, running
+//! `check-config` on it, and running the agent on it.
 #![allow(dead_code)] // each test binary uses some of them
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::time::Duration;
+use std::process::{Command, ExitStatus, Output};
+use std::time::{Duration, Instant};
 
-use sonde_tests::agent::{KillOnDrop, free_udp, scrape_metrics, spawn_agent};
+use sonde_tests::agent::{KillOnDrop, free_udp, scrape_metrics, spawn_agent_with_env};
 use sonde_tests::{TempDir, free_addr, prometheus, wait_for};
 
 /// The agent binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_sonde-agent");
 
+/// Writes `contents` to the file `name` in `dir`; returns its path.
+pub fn write_file(dir: &TempDir, name: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.0.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
 /// Writes `toml` to `agent.toml` in `dir`; returns its path.
 pub fn write_config(dir: &TempDir, toml: impl AsRef<[u8]>) -> PathBuf {
-    let path = dir.0.join("agent.toml");
-    std::fs::write(&path, toml).unwrap();
-    path
+    write_file(dir, "agent.toml", toml)
 }
 
 /// A new temporary directory named after `name`, with `toml` written to `agent.toml` in it;
@@ -76,13 +81,11 @@ pub fn assert_mentions(err: &str, expected: &[&str]) {
     }
 }
 
-/// A running agent that takes StatsD on `statsd` and serves `/metrics` on `metrics`; killed
-/// when dropped.
+/// A running agent that takes StatsD on `statsd` (the [`LoggedAgent`] it derefs to serves
+/// `/metrics`); killed when dropped.
 pub struct StatsdAgent {
     pub statsd: SocketAddr,
-    pub metrics: SocketAddr,
-    pub dir: TempDir,
-    pub process: KillOnDrop,
+    agent: LoggedAgent,
     sock: UdpSocket,
 }
 
@@ -91,16 +94,9 @@ impl StatsdAgent {
     /// `config(statsd, metrics)` with free ports for both; returns once `/metrics` answers.
     pub fn start(name: &str, config: impl FnOnce(SocketAddr, SocketAddr) -> String) -> Self {
         let (statsd, metrics) = (free_udp(), free_addr());
-        let (dir, path) = temp_config(name, config(statsd, metrics));
-        let process = spawn_agent(BIN, &path, &dir.0);
-        wait_for("the agent's /metrics", Duration::from_secs(20), || {
-            scrape_metrics(metrics)
-        });
         StatsdAgent {
             statsd,
-            metrics,
-            dir,
-            process,
+            agent: LoggedAgent::start(name, &config(statsd, metrics), metrics, &[]),
             sock: UdpSocket::bind("127.0.0.1:0").unwrap(),
         }
     }
@@ -108,6 +104,52 @@ impl StatsdAgent {
     /// Sends `lines` to the agent's StatsD port, in one datagram.
     pub fn send(&self, lines: &str) {
         self.sock.send_to(lines.as_bytes(), self.statsd).unwrap();
+    }
+}
+
+impl std::ops::Deref for StatsdAgent {
+    type Target = LoggedAgent;
+
+    fn deref(&self) -> &LoggedAgent {
+        &self.agent
+    }
+}
+
+/// A running agent started from a configuration in a temporary directory, its stderr in
+/// `agent.log` there; killed when dropped.
+pub struct LoggedAgent {
+    kid: KillOnDrop,
+    dir: TempDir,
+    /// Where its `/metrics` answers.
+    pub metrics: SocketAddr,
+}
+
+impl LoggedAgent {
+    /// Starts the agent with `config` and `env` in a temporary directory named after `name`;
+    /// returns once its `/metrics` (at `metrics`, as `config` sets it) shows the agent.
+    pub fn start(name: &str, config: &str, metrics: SocketAddr, env: &[(&str, &str)]) -> Self {
+        let (dir, path) = temp_config(name, config);
+        let kid = spawn_agent_with_env(BIN, &path, &dir.0, env);
+        let agent = LoggedAgent { kid, dir, metrics };
+        agent.scrape_until("the agent's /metrics", Duration::from_secs(20), |t| {
+            t.contains("sonde_agent_info")
+        });
+        agent
+    }
+
+    /// The configuration file it was started with.
+    pub fn path(&self) -> PathBuf {
+        self.dir.0.join("agent.toml")
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("agent.log")).unwrap_or_default()
+    }
+
+    /// The body of `/metrics`, if it answers.
+    pub fn scrape(&self) -> Option<String> {
+        scrape_metrics(self.metrics)
     }
 
     /// The first body of `/metrics` for which `ready` holds, waiting up to `timeout` for it.
@@ -120,9 +162,43 @@ impl StatsdAgent {
         wait_for(what, timeout, || self.scrape().filter(|t| ready(t)))
     }
 
-    /// The body of `/metrics`, if it answers.
-    pub fn scrape(&self) -> Option<String> {
-        scrape_metrics(self.metrics)
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.kid.0.id()
+    }
+
+    /// Sends `sig` (`-HUP`, `-TERM`) to the agent.
+    pub fn signal(&self, sig: &str) {
+        assert!(
+            Command::new("kill")
+                .args([sig, &self.pid().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// Its exit status, if it has exited.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.kid.0.try_wait().unwrap()
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the agent to exit; returns its exit status
+    /// and its log.
+    pub fn terminate(mut self, timeout: Duration) -> (ExitStatus, String) {
+        self.signal("-TERM");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.exited() {
+                return (status, self.log());
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "the agent did not exit within {timeout:?} after SIGTERM:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 

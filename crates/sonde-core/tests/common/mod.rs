@@ -1,8 +1,7 @@
 //! Registrations the integration tests share.
-// Each test binary compiles this module and uses only some of it.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(clippy::unwrap_used)]
 
-use sonde_core::{Family, FamilyBuilder, Histogram, Instrument, Registry, Unit};
+use sonde_core::{Family, FamilyBuilder, Instrument};
 
 /// Registers `builder`'s family with `labels`; the test's registrations never conflict.
 pub fn labelled<M: Instrument, const N: usize>(
@@ -10,14 +9,4 @@ pub fn labelled<M: Instrument, const N: usize>(
     labels: [&'static str; N],
 ) -> Family<M> {
     builder.labels(labels).build().unwrap()
-}
-
-/// Registers the histogram `name` in seconds, with the default buckets and no labels, and
-/// returns its only series.
-pub fn seconds_histogram(reg: &Registry, name: &'static str) -> Histogram {
-    reg.histogram(name)
-        .unit(Unit::Seconds)
-        .build()
-        .unwrap()
-        .handle()
 }

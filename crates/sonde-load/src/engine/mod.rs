@@ -67,7 +67,8 @@ use tokio::task::JoinSet;
 
 use crate::plan::{Model, Plan};
 use crate::result::{
-    ErrorCounts, GeneratorStats, RequestStats, RunResult, SCHEMA, StoredHistogram, Window,
+    ErrorCounts, GeneratorStats, Quantiles, RequestStats, RunResult, SCHEMA, StoredHistogram,
+    Window,
 };
 use client::{CLASSES, Class, Client, Conn, Phase};
 use schedule::{Timeline, users_at, weighted_order};
@@ -470,15 +471,12 @@ fn error_count(classes: &[HistogramPoint]) -> u64 {
 
 fn window_of(p: Option<&HistogramPoint>, errors: u64, start: f64, end: f64) -> Window {
     let count = p.map_or(0, HistogramPoint::count);
-    let q = |q: f64| p.and_then(|p| p.quantile(q));
     Window {
         start_seconds: start,
         seconds: end - start,
         count,
         errors,
-        p50: q(0.5),
-        p95: q(0.95),
-        p99: q(0.99),
+        quantiles: Quantiles::from_fn(|q| p.and_then(|p| p.quantile(q))),
         max: p.filter(|p| p.count() > 0).and_then(HistogramPoint::max),
     }
 }
@@ -553,6 +551,7 @@ fn sample(
 fn progress_text(ctx: &Ctx, w: &Window, elapsed: Duration, duration: Duration) -> String {
     let errors: u64 = ctx.stats.read().iter().map(|c| error_count(c)).sum();
     let p99 = w
+        .quantiles
         .p99
         .map_or_else(|| "-".to_owned(), |v| format!("{:.1} ms", v * 1e3));
     format!(

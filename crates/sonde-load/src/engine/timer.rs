@@ -46,6 +46,7 @@ pub fn wait_until(deadline: Instant, spin: bool) {
     }
 }
 
+#[derive(Debug)]
 struct Entry {
     at: Instant,
     seq: u64,
@@ -71,6 +72,7 @@ impl Ord for Entry {
     }
 }
 
+#[derive(Debug)]
 struct Shared {
     heap: Mutex<BinaryHeap<Entry>>,
     seq: AtomicU64,
@@ -90,14 +92,9 @@ impl Shared {
 ///
 /// It spins the last ~120 µs before a deadline while it wakes fewer than 2,000 times a second;
 /// above that it only sleeps (about 60–100 µs late), so a busy timer does not burn a core.
+#[derive(Debug)]
 pub struct PreciseTimer {
     shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for PreciseTimer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PreciseTimer").finish_non_exhaustive()
-    }
 }
 
 impl PreciseTimer {
@@ -135,18 +132,11 @@ impl Drop for PreciseTimer {
 }
 
 /// Created by [`PreciseTimer::sleep_until`].
+#[derive(Debug)]
 pub struct PreciseSleep {
     at: Instant,
     shared: Arc<Shared>,
     done: Option<Arc<AtomicBool>>,
-}
-
-impl std::fmt::Debug for PreciseSleep {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PreciseSleep")
-            .field("at", &self.at)
-            .finish()
-    }
 }
 
 impl Future for PreciseSleep {
@@ -232,15 +222,9 @@ fn timer_thread(shared: &Shared) {
 /// own epoll, so the task resumes on the worker that was waiting, with no thread hand-off and
 /// no 1 ms rounding (tokio's timer wheel). One timer, reused.
 #[cfg(target_os = "linux")]
+#[derive(Debug)]
 pub struct TimerFd {
     fd: tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>,
-}
-
-#[cfg(target_os = "linux")]
-impl std::fmt::Debug for TimerFd {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TimerFd").finish_non_exhaustive()
-    }
 }
 
 #[cfg(target_os = "linux")]

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use sonde_settings::{Expect, Problem, Settings};
 
 use super::RemoteWriteBuilder;
+use crate::client;
 
 /// The settings of a remote writer: where, how often, and how it authenticates. The registry,
 /// the resource, the selection and a durable queue are the caller's to add to the
@@ -25,10 +26,12 @@ use super::RemoteWriteBuilder;
 /// let problems = config.validate();
 /// assert!(problems[0].message.contains("basic auth needs both `username` and `password`"));
 /// ```
-#[derive(Clone, PartialEq, Deserialize)]
+// `Debug` keeps the password, tokens, header values and URL credentials out of logs.
+#[derive(Clone, PartialEq, Deserialize, custom_debug::Debug)]
 #[serde(default, deny_unknown_fields)]
 pub struct RemoteWriteConfig {
     /// The receiver's endpoint (`http://host:9090/api/v1/write`).
+    #[debug(with = client::debug_url)]
     pub url: String,
     /// Push interval (default 15 s).
     #[serde(with = "sonde_settings::duration")]
@@ -36,8 +39,10 @@ pub struct RemoteWriteConfig {
     /// HTTP basic auth user (with `password`).
     pub username: Option<String>,
     /// HTTP basic auth password (with `username`).
+    #[debug(with = client::debug_secret)]
     pub password: Option<String>,
     /// A bearer token.
+    #[debug(with = client::debug_secret)]
     pub bearer_token: Option<String>,
     /// A file holding the bearer token, read again whenever it changes.
     pub bearer_token_file: Option<PathBuf>,
@@ -45,6 +50,7 @@ pub struct RemoteWriteConfig {
     pub tenant: Option<String>,
     /// Extra HTTP headers.
     #[serde(with = "sonde_settings::pairs")]
+    #[debug(with = client::debug_headers)]
     pub headers: Vec<(String, String)>,
     /// The private CA to trust instead of the system's roots.
     pub ca_file: Option<PathBuf>,
@@ -78,29 +84,6 @@ impl Default for RemoteWriteConfig {
             sigv4_region: None,
             sigv4_service: None,
         }
-    }
-}
-
-// Not derived: the password, tokens and header values stay out of logs.
-impl std::fmt::Debug for RemoteWriteConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let redacted = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
-        f.debug_struct("RemoteWriteConfig")
-            .field("url", &sonde_push::redact_url(&self.url))
-            .field("interval", &self.interval)
-            .field("username", &self.username)
-            .field("password", &redacted(&self.password))
-            .field("bearer_token", &redacted(&self.bearer_token))
-            .field("bearer_token_file", &self.bearer_token_file)
-            .field("tenant", &self.tenant)
-            .field("headers", &sonde_push::redacted_headers(&self.headers))
-            .field("ca_file", &self.ca_file)
-            .field("cert_file", &self.cert_file)
-            .field("key_file", &self.key_file)
-            .field("sigv4", &self.sigv4)
-            .field("sigv4_region", &self.sigv4_region)
-            .field("sigv4_service", &self.sigv4_service)
-            .finish()
     }
 }
 
@@ -220,5 +203,31 @@ impl Settings for RemoteWriteConfig {
             ));
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_shows_the_user_but_no_secret() {
+        let config = RemoteWriteConfig {
+            url: "https://u:s3cret-url@h/api/v1/write".into(),
+            username: Some("agent".into()),
+            password: Some("s3cret-password".into()),
+            bearer_token: Some("s3cret-token".into()),
+            headers: vec![("x-api-key".into(), "s3cret-header".into())],
+            ..Default::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains(r#"username: Some("agent")"#), "{shown}");
+        assert!(shown.contains(r#"password: Some("<redacted>")"#), "{shown}");
+        assert!(shown.contains(r#"{"x-api-key": "<redacted>"}"#), "{shown}");
+        assert!(
+            shown.contains("https://<redacted>@h/api/v1/write"),
+            "{shown}"
+        );
     }
 }

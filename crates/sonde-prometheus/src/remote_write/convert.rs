@@ -222,12 +222,11 @@ mod tests {
 
     fn registry() -> Registry {
         let reg = Registry::new();
-        let c = reg
-            .counter("http.server.requests")
-            .labels(["http.request.method", "path"])
-            .max_series(2)
-            .build()
-            .unwrap();
+        let c = sonde_core::testing::family(
+            reg.counter("http.server.requests")
+                .labels(["http.request.method", "path"])
+                .max_series(2),
+        );
         c.with(&["GET", "/a"]).add(3);
         c.with(&["POST", "/b"]).add(1);
         c.with(&["PUT", "/c"]).add(7); // overflow
@@ -281,7 +280,7 @@ mod tests {
             .iter()
             .flat_map(|r| &r.timeseries)
             .map(|ts| {
-                let name = ts.labels.iter().find(|l| l.name == "__name__").unwrap();
+                let name = ts.label("__name__").unwrap();
                 let pairs: Vec<(String, String)> = ts
                     .labels
                     .iter()
@@ -289,7 +288,7 @@ mod tests {
                     .map(|l| (l.name.clone(), l.value.clone()))
                     .collect();
                 assert_eq!(ts.samples.len(), 1);
-                render(&name.value, &pairs, ts.samples[0].value)
+                render(name, &pairs, ts.samples[0].value)
             })
             .collect()
     }
@@ -350,18 +349,9 @@ mod tests {
             ("job".into(), "ext".into()),
         ];
         let requests = write_requests(&reg.snapshot(), 1, &opts);
-        let g = requests[0]
-            .timeseries
-            .iter()
-            .find(|t| t.labels[0].value == "g")
-            .unwrap();
-        let pairs: Vec<(&str, &str)> = g
-            .labels
-            .iter()
-            .map(|l| (l.name.as_str(), l.value.as_str()))
-            .collect();
+        let g = requests[0].series("g").unwrap();
         assert_eq!(
-            pairs,
+            g.label_pairs(),
             [("__name__", "g"), ("instance", "i1"), ("job", "mine")]
         );
     }

@@ -237,13 +237,14 @@ fn the_readme_documents_every_alert_and_how_to_change_thresholds_and_objectives(
             a.name()
         );
     }
-    for section in [
-        "## Objectives",
-        "## Changing a threshold",
-        "## Changing an objective",
-    ] {
-        assert!(readme.contains(section), "alerts/README.md lacks {section}");
-    }
+    sonde::testing::assert_contains_all(
+        &readme,
+        &[
+            "## Objectives",
+            "## Changing a threshold",
+            "## Changing an objective",
+        ],
+    );
     assert!(readme.contains("scripts/generate-objectives"));
     // Every burn-rate alert divides its error ratios by the budget of the target its summary
     // states ("(objective availability, 99.9% over 30d)": 1 - 0.999).

@@ -405,17 +405,11 @@ fn retries_5xx_and_429_with_backoff_then_delivers() {
     // Every attempt carried the same request.
     assert!(seen.iter().all(|s| s.body == first.body));
     let request = remote_write::decode_request(&seen[3].body).unwrap();
-    let series = request
-        .timeseries
-        .iter()
-        .find(|t| t.labels[0].value == "retried_things_total")
-        .unwrap();
-    let labels: Vec<(&str, &str)> = series
-        .labels
-        .iter()
-        .map(|l| (l.name.as_str(), l.value.as_str()))
-        .collect();
-    assert_eq!(labels, [("__name__", "retried_things_total"), ("k", "v")]);
+    let series = request.series("retried_things_total").unwrap();
+    assert_eq!(
+        series.label_pairs(),
+        [("__name__", "retried_things_total"), ("k", "v")]
+    );
     assert_eq!(series.samples[0].value, 3.0);
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

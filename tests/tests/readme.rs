@@ -98,11 +98,7 @@ fn prometheus_serves_while_the_handle_lives() {
     let env = [("OTEL_EXPORTER_PROMETHEUS_PORT", port.to_string())];
     Snippet::start("prometheus", &env).at_end(|| {
         let text = scrape(port);
-        assert!(
-            text.lines()
-                .any(|l| l == "orders_placed_total{payment_method=\"card\"} 1"),
-            "{text}"
-        );
+        sonde::testing::assert_has_line(&text, "orders_placed_total{payment_method=\"card\"} 1");
     });
 }
 

@@ -267,9 +267,21 @@ macro_rules! push_kinds {
 
 push_kinds! {
     Otlp: otlp, crate::config::OtlpSection => sonde_otlp::OtlpMetricsExporter,
-        queue: |s| s.queue.as_ref(), start: start_otlp, deltas: |h| h.delta_state();
+        queue: |s| s.queue.as_ref(),
+        start: |s, registry, resource, deltas| start_push(
+            reading(s.config.builder(), registry, &s.select, resource, deltas),
+            s.queue.as_ref(),
+            "exporters.otlp",
+        ),
+        deltas: |h| h.delta_state();
     CloudWatch: cloudwatch, crate::config::CloudWatchSection => sonde_cloudwatch::CloudWatchExporter,
-        queue: |s| s.queue.as_ref(), start: start_cloudwatch, deltas: |h| Some(h.delta_state());
+        queue: |s| s.queue.as_ref(),
+        start: |s, registry, resource, deltas| start_push(
+            cloudwatch_builder(s, registry, resource, deltas),
+            s.queue.as_ref(),
+            "exporters.cloudwatch",
+        ),
+        deltas: |h| Some(h.delta_state());
     // Shared with the timer thread, which flushes it every interval.
     Emf: emf, crate::config::EmfSection => Arc<sonde_cloudwatch::EmfWriter>,
         queue: |_| None,
@@ -1056,36 +1068,6 @@ fn start_prometheus_on(
     })
 }
 
-fn start_otlp(
-    o: &crate::config::OtlpSection,
-    registry: &Registry,
-    resource: &Resource,
-    deltas: Option<sonde_core::DeltaState>,
-) -> Result<sonde_otlp::OtlpMetricsExporter, String> {
-    let mut b = o
-        .config
-        .builder()
-        .read_settings(read_settings(registry, &o.select, deltas))
-        .resource(resource.clone());
-    if let Some(q) = &o.queue {
-        b = b.durable_queue(q.clone());
-    }
-    b.install().map_err(in_section("exporters.otlp"))
-}
-
-fn start_cloudwatch(
-    c: &crate::config::CloudWatchSection,
-    registry: &Registry,
-    resource: &Resource,
-    deltas: Option<sonde_core::DeltaState>,
-) -> Result<sonde_cloudwatch::CloudWatchExporter, String> {
-    let mut b = cloudwatch_builder(c, registry, resource, deltas);
-    if let Some(q) = &c.queue {
-        b = b.durable_queue(q.clone());
-    }
-    b.install().map_err(in_section("exporters.cloudwatch"))
-}
-
 /// The CloudWatch exporter's conversion settings: what it sends, what the cost preview prices.
 fn cloudwatch_builder(
     c: &crate::config::CloudWatchSection,
@@ -1093,9 +1075,33 @@ fn cloudwatch_builder(
     resource: &Resource,
     deltas: Option<sonde_core::DeltaState>,
 ) -> sonde_cloudwatch::CloudWatchBuilder {
-    c.config
-        .builder()
-        .read_settings(read_settings(registry, &c.select, deltas))
+    reading(c.config.builder(), registry, &c.select, resource, deltas)
+}
+
+/// Starts a push exporter's `builder` on the durable queue its section names, if any.
+fn start_push<B: sonde_push::PushBuilder>(
+    builder: B,
+    queue: Option<&sonde_push::DiskQueueConfig>,
+    section: &'static str,
+) -> Result<B::Exporter, String> {
+    let builder = match queue {
+        Some(q) => builder.durable_queue(q.clone()),
+        None => builder,
+    };
+    builder.install().map_err(in_section(section))
+}
+
+/// A push exporter's `builder` reading what an exporter of the agent reads
+/// ([`read_settings`]), with the agent's resource.
+fn reading<B: sonde_push::PushBuilder>(
+    builder: B,
+    registry: &Registry,
+    selection: &sonde_core::Selection,
+    resource: &Resource,
+    deltas: Option<sonde_core::DeltaState>,
+) -> B {
+    builder
+        .read_settings(read_settings(registry, selection, deltas))
         .resource(resource.clone())
 }
 

@@ -9,6 +9,7 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use sonde_core::diag::{location, shorten};
 use sonde_settings::Settings;
 use sonde_settings::toml::Entry;
 use toml_edit::{Document, Item, Table, Value};
@@ -354,7 +355,7 @@ impl Config {
                     && keys.contains(name)
                 {
                     r.errors.push(ConfigError {
-                        location: shorten_to(&format!("environment variable {name}"), 200),
+                        location: shorten(&format!("environment variable {name}"), 200),
                         message: format!("[{section}] is off, so this setting is not read"),
                         hint: format!(
                             "turn the section on with enabled = true in [{section}] (or {prefix}_ENABLED=true), or remove the variable"
@@ -369,7 +370,7 @@ impl Config {
                 }
                 let suggestion = sonde_core::diag::closest(name, &names);
                 r.errors.push(ConfigError {
-                    location: shorten_to(&format!("environment variable {name}"), 200),
+                    location: shorten(&format!("environment variable {name}"), 200),
                     message: "no setting has this name".into(),
                     hint: match suggestion {
                         Some(s) => format!("did you mean {s}?"),
@@ -387,24 +388,6 @@ impl Config {
             Err(ConfigErrors(r.errors))
         }
     }
-}
-
-/// `file:line:column` of byte offset `at`.
-fn location(origin: &str, text: &str, at: usize) -> String {
-    let before = &text[..at.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
-    format!("{origin}:{line}:{col}")
-}
-
-/// `s`, cut to `max` bytes.
-fn shorten_to(s: &str, max: usize) -> String {
-    sonde_core::diag::shorten(s, max)
-}
-
-/// `s`, cut to 64 bytes: a message does not repeat a megabyte of the input.
-fn shorten(s: &str) -> String {
-    sonde_core::diag::shorten(s, 64)
 }
 
 // The range of every numeric setting, checked by `check-config` so that what it accepts also
@@ -519,8 +502,8 @@ impl<'a> Reader<'a> {
     fn error(&mut self, location: String, message: String, hint: impl Into<String>) {
         // A message that quotes a value (a detector's name, a URL) never repeats a megabyte.
         self.errors.push(ConfigError {
-            location: shorten_to(&location, 200),
-            message: shorten_to(&message, 512),
+            location: shorten(&location, 200),
+            message: shorten(&message, 512),
             hint: hint.into(),
         });
     }
@@ -548,21 +531,14 @@ impl<'a> Reader<'a> {
         let Some(table) = table else {
             return;
         };
-        let known_owned: Vec<String> = known.iter().map(|k| k.to_string()).collect();
+        let what = format!("[{path}]");
         for (key, _) in table.iter() {
             if known.contains(&key) {
                 continue;
             }
             let span = table.key(key).and_then(|k| k.span());
-            let hint = match sonde_core::diag::closest(key, &known_owned) {
-                Some(k) => format!("did you mean `{k}`?"),
-                None => format!("the keys of [{path}] are: {}", known.join(", ")),
-            };
-            self.error(
-                self.at(span),
-                format!("unknown key `{}` in [{path}]", shorten(key)),
-                hint,
-            );
+            let (message, hint) = sonde_core::diag::unknown_key(key, known, Some(&what));
+            self.error(self.at(span), message, hint);
         }
     }
 

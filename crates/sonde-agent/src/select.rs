@@ -93,17 +93,11 @@ fn parse_rule(t: &Table, at: &str, problems: &mut Vec<Problem>) -> Option<Rule> 
     let before = problems.len();
     for (key, _) in t.iter() {
         if !RULE_KEYS.contains(&key) {
-            let known: Vec<String> = RULE_KEYS.iter().map(|k| k.to_string()).collect();
-            let hint = match sonde_core::diag::closest(key, &known) {
-                Some(k) => format!("did you mean `{k}`?"),
-                None => format!("the keys of a select rule are: {}", RULE_KEYS.join(", ")),
-            };
+            let (message, hint) =
+                sonde_core::diag::unknown_key(key, RULE_KEYS, Some(&format!("[{at}]")));
             problems.push(Problem::new(
                 t.key(key).and_then(|k| k.span()),
-                format!(
-                    "unknown key `{}` in [{at}]",
-                    sonde_core::diag::shorten(key, 64)
-                ),
+                message,
                 hint,
             ));
         }

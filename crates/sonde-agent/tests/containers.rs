@@ -437,27 +437,28 @@ fn ec2_and_ecs_metadata_become_resource_attributes() {
         .lines()
         .find(|l| l.starts_with("target_info{"))
         .unwrap_or_else(|| panic!("{scrape}"));
-    for attr in [
-        // EC2, through the token.
-        "host_id=\"i-0123456789abcdef0\"",
-        "host_type=\"configured\"",
-        "host_image_id=\"ami-0abcdef1234567890\"",
-        "host_name=\"ip-10-0-0-12.eu-west-1.compute.internal\"",
-        // ECS, the later detector: its platform and region win.
-        "cloud_provider=\"aws\"",
-        "cloud_platform=\"aws_ecs\"",
-        "cloud_region=\"us-west-2\"",
-        "cloud_account_id=\"111122223333\"",
-        "aws_ecs_task_family=\"checkout\"",
-        "aws_ecs_task_revision=\"5\"",
-        "aws_ecs_launchtype=\"fargate\"",
-        "aws_ecs_cluster_arn=\"arn:aws:ecs:us-west-2:111122223333:cluster/prod\"",
-        "container_name=\"checkout\"",
-        "container_image_name=\"registry.example:5000/shop/checkout\"",
-        "container_image_tags=\"1.4.2\"",
-    ] {
-        assert!(info.contains(attr), "{attr} missing: {info}");
-    }
+    sonde_core::testing::assert_contains_all(
+        info,
+        &[
+            // EC2, through the token.
+            "host_id=\"i-0123456789abcdef0\"",
+            "host_type=\"configured\"",
+            "host_image_id=\"ami-0abcdef1234567890\"",
+            "host_name=\"ip-10-0-0-12.eu-west-1.compute.internal\"",
+            // ECS, the later detector: its platform and region win.
+            "cloud_provider=\"aws\"",
+            "cloud_platform=\"aws_ecs\"",
+            "cloud_region=\"us-west-2\"",
+            "cloud_account_id=\"111122223333\"",
+            "aws_ecs_task_family=\"checkout\"",
+            "aws_ecs_task_revision=\"5\"",
+            "aws_ecs_launchtype=\"fargate\"",
+            "aws_ecs_cluster_arn=\"arn:aws:ecs:us-west-2:111122223333:cluster/prod\"",
+            "container_name=\"checkout\"",
+            "container_image_name=\"registry.example:5000/shop/checkout\"",
+            "container_image_tags=\"1.4.2\"",
+        ],
+    );
 }
 
 /// A metadata address that takes the connection and never answers costs start-up no more than

@@ -110,6 +110,6 @@ fn the_systemd_unit_verifies_and_is_hardened() {
         "NoNewPrivileges=true",
         "SystemCallFilter=@system-service",
     ] {
-        assert!(unit.lines().any(|l| l == line), "{line} missing");
+        sonde_core::testing::assert_has_line(&unit, line);
     }
 }

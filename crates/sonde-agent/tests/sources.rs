@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{BIN, assert_mentions, refused_config, temp_config, write_config};
+use common::{BIN, refused_config, temp_config, write_config};
 use sonde_core::Component as _;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -196,7 +196,7 @@ fn a_target_that_fails_is_down_and_bad_targets_are_config_errors() {
          [[sources.scrape]]\njob = \"b\"\nurl = \"http://127.0.0.1:9100/metrics\"\ninterval = \"1s\"\ntimeout = \"5s\"\nusername = \"u\"\n\n\
          [[sources.scrape]]\njob = \"c\"\nurl = \"http://127.0.0.1:9101/metrics\"\nprotobuf = \"yes\"\ncert_file = \"/etc/hostname\"\n",
     );
-    assert_mentions(
+    sonde_core::testing::assert_contains_all(
         &err,
         &[
             "bad.toml:3:",
@@ -322,14 +322,15 @@ fn otlp_pushed_and_node_exporter_scraped_reach_cloudwatch_as_chosen() {
         .lines()
         .find(|l| l.starts_with("target_info{job=\"checkout\""))
         .unwrap_or_else(|| panic!("no target_info for the sender:\n{scrape}"));
-    for label in [
-        r#"instance="pod-1""#,
-        r#"service_version="2.1.0""#,
-        r#"deployment_environment_name="prod""#,
-        r#"telemetry_sdk_language="python""#,
-    ] {
-        assert!(info.contains(label), "{label} missing from {info}");
-    }
+    sonde_core::testing::assert_contains_all(
+        info,
+        &[
+            r#"instance="pod-1""#,
+            r#"service_version="2.1.0""#,
+            r#"deployment_environment_name="prod""#,
+            r#"telemetry_sdk_language="python""#,
+        ],
+    );
     // A real Prometheus takes the exposition (a second `target_info` family would fail the
     // scrape) and joins the version onto the sender's series.
     let prom = Prometheus::start(&[metrics], &[], &[]);
@@ -393,7 +394,7 @@ fn otlp_receiver_settings_are_checked_before_start() {
         "[sources.otlp]\ngrpc = \"off\"\nhttp = \"off\"\nmax_request_size = \"2GiB\"\n\
          tls_cert_file = \"/etc/hostname\"\ntls_key_file = \"/etc/hostname\"\ntoken = \"x\"\n",
     );
-    assert_mentions(
+    sonde_core::testing::assert_contains_all(
         &err,
         &[
             "neither `grpc` nor `http`",
@@ -411,14 +412,12 @@ fn scraped_service(
     name: &str,
     version: &str,
 ) -> sonde_prometheus::PrometheusServer {
-    sonde_prometheus::PrometheusBuilder::new()
-        .registry(registry)
+    sonde_tests::loopback_exporter(&registry)
         .resource(
             sonde_core::Resource::empty()
                 .with("service.name", name)
                 .with("service.version", version),
         )
-        .bind("127.0.0.1:0".parse().unwrap())
         .install()
         .unwrap()
 }

@@ -39,7 +39,8 @@ fn namespace_problem(namespace: Option<&str>) -> Option<Problem> {
 /// let config = CloudWatchConfig { namespace: Some("AWS/Foo".into()), ..Default::default() };
 /// assert!(config.validate()[0].message.contains("is not accepted by CloudWatch"));
 /// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+// URL credentials stay out of `Debug` output, as in the builder's.
+#[derive(custom_debug::Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CloudWatchConfig {
     /// The metrics' namespace (required; not `AWS/...`).
@@ -52,6 +53,7 @@ pub struct CloudWatchConfig {
     /// 1-second storage resolution.
     pub high_resolution: bool,
     /// Another endpoint (a VPC endpoint, a local test endpoint).
+    #[debug(with = sonde_settings::redact::optional_url)]
     pub endpoint_url: Option<String>,
 }
 

@@ -33,9 +33,9 @@ pub struct CloudWatchBuilder {
     #[debug(skip)]
     resource: Option<Resource>,
     region: Option<String>,
-    #[debug(with = redacted_url)]
+    #[debug(with = sonde_settings::redact::optional_url)]
     endpoint_url: Option<String>,
-    #[debug(with = redacted_credentials)]
+    #[debug(with = sonde_settings::redact::secret)]
     credentials: Option<Credentials>,
     timeout: Duration,
     /// Queue and retry settings.
@@ -43,19 +43,6 @@ pub struct CloudWatchBuilder {
     delivery: PushConfig,
     #[debug(skip)]
     jitter_first: bool,
-}
-
-/// `Debug` of an endpoint URL: without its `user:password@`.
-fn redacted_url(url: &Option<String>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-    std::fmt::Debug::fmt(&url.as_deref().map(sonde_push::redact_url), f)
-}
-
-/// `Debug` of static credentials: whether there are any, none of their keys.
-fn redacted_credentials(
-    credentials: &Option<Credentials>,
-    f: &mut std::fmt::Formatter<'_>,
-) -> std::fmt::Result {
-    std::fmt::Debug::fmt(&credentials.as_ref().map(|_| sonde_push::REDACTED), f)
 }
 
 impl CloudWatchBuilder {
@@ -280,10 +267,7 @@ impl CloudWatchBuilder {
                 namespace,
             })
         })
-        .map_err(|e| match e {
-            StartError::Start(e) => push_error(e),
-            StartError::Sink(e) => e,
-        })?;
+        .map_err(StartError::into_exporter)?;
         Ok(CloudWatchExporter {
             inner,
             namespace: self.namespace,
@@ -292,10 +276,7 @@ impl CloudWatchBuilder {
     }
 }
 
-fn push_error(e: sonde_push::Error) -> Error {
-    e.start_or_message()
-        .map_or_else(Error::Incomplete, Error::Start)
-}
+sonde_push::push_builder!(CloudWatchBuilder => CloudWatchExporter, error: Error);
 
 /// Checks a namespace as [`CloudWatchBuilder::install`] and [`EmfBuilder::build`](crate::EmfBuilder::build)
 /// do: 1-255 printable ASCII characters, not starting with `AWS/` (reserved for AWS services)
@@ -324,7 +305,7 @@ pub struct CloudWatchExporter {
     delta_state: sonde_core::DeltaState,
 }
 
-sonde_push::component_via_inner!(CloudWatchExporter);
+sonde_push::component_via_inner!(CloudWatchExporter, error: Error);
 
 impl CloudWatchExporter {
     /// The namespace.
@@ -336,17 +317,6 @@ impl CloudWatchExporter {
     /// ([`CloudWatchBuilder::continue_deltas`]).
     pub fn delta_state(&self) -> sonde_core::DeltaState {
         self.delta_state.clone()
-    }
-
-    /// Collects now and waits until everything collected so far is delivered or `timeout`
-    /// passes. Blocks the calling thread.
-    pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
-        self.inner.flush(timeout).map_err(push_error)
-    }
-
-    /// Collects one last time, delivers what is queued within `timeout`, and stops.
-    pub fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
-        self.inner.shutdown(timeout).map_err(push_error)
     }
 }
 
@@ -502,13 +472,19 @@ mod tests {
         let b = CloudWatchBuilder::new("App")
             .endpoint_url("https://user:s3cret-pw@monitoring.example")
             .credentials("AKIDEXAMPLE", "s3cret-key");
-        let shown = format!("{b:?}");
-        assert!(!shown.contains("s3cret"), "{shown}");
-        assert!(!shown.contains("AKIDEXAMPLE"), "{shown}");
-        assert!(
-            shown.contains("https://<redacted>@monitoring.example"),
-            "{shown}"
-        );
+        // The configuration the agent reads hides the endpoint's credentials as well.
+        let config = crate::CloudWatchConfig {
+            endpoint_url: Some("https://user:s3cret-pw@monitoring.example".into()),
+            ..Default::default()
+        };
+        for shown in [format!("{b:?}"), format!("{config:?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(!shown.contains("AKIDEXAMPLE"), "{shown}");
+            assert!(
+                shown.contains("https://<redacted>@monitoring.example"),
+                "{shown}"
+            );
+        }
     }
 
     #[test]

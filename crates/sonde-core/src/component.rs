@@ -72,10 +72,62 @@ impl<T: Component + ?Sized> Component for std::sync::Arc<T> {
     }
 }
 
+/// Implements [`Component`] for a handle by delegating name, flush and shutdown to one of its
+/// fields (a [`ComponentThread`], a push exporter's engine), after the doc comments given:
+///
+/// ```
+/// use sonde_core::ComponentThread;
+///
+/// struct Listener {
+///     running: ComponentThread,
+/// }
+///
+/// sonde_core::component_via!(
+///     /// Records as it receives: `shutdown` stops the listener thread.
+///     Listener => running
+/// );
+///
+/// let (tx, rx) = std::sync::mpsc::channel::<()>();
+/// let thread = std::thread::spawn(move || drop(rx.recv()));
+/// let l = Listener { running: ComponentThread::new("listener", move || drop(tx), thread) };
+/// use sonde_core::Component as _;
+/// assert_eq!(l.name(), "listener");
+/// l.shutdown(std::time::Duration::from_secs(1)).unwrap();
+/// assert!(!l.running.is_running());
+/// ```
+#[macro_export]
+macro_rules! component_via {
+    ($(#[$doc:meta])* $handle:ty => $field:ident) => {
+        $(#[$doc])*
+        impl $crate::Component for $handle {
+            fn name(&self) -> &'static str {
+                $crate::Component::name(&self.$field)
+            }
+
+            fn flush(&self, timeout: ::std::time::Duration) -> Result<(), $crate::ComponentError> {
+                $crate::Component::flush(&self.$field, timeout)
+            }
+
+            fn shutdown(
+                &self,
+                timeout: ::std::time::Duration,
+            ) -> Result<(), $crate::ComponentError> {
+                $crate::Component::shutdown(&self.$field, timeout)
+            }
+        }
+    };
+}
+
 /// A component's background thread and how to tell it to stop, for a handle that stops it on
 /// [`shutdown`](Component::shutdown) and on drop alike: the first [`stop`](Self::stop) signals
 /// the thread and waits for it to end; later calls do nothing. Dropping it stops the thread too.
+///
+/// It is the [`Component`] of a source that records everything as it arrives (a receiver,
+/// probes): `flush` has nothing to do, `shutdown` is [`stop`](Self::stop); its handle
+/// delegates to it with [`component_via!`](crate::component_via).
 pub struct ComponentThread {
+    /// The component's [`name`](Component::name).
+    name: &'static str,
     /// The signal and the thread; taken by the first stop.
     running: Mutex<Option<(StopSignal, JoinHandle<()>)>>,
 }
@@ -84,9 +136,15 @@ pub struct ComponentThread {
 type StopSignal = Box<dyn FnOnce() + Send>;
 
 impl ComponentThread {
-    /// `thread`, which ends once `signal` has been called (a channel's send, say).
-    pub fn new(signal: impl FnOnce() + Send + 'static, thread: JoinHandle<()>) -> ComponentThread {
+    /// The thread of component `name`, which ends once `signal` has been called (a channel's
+    /// send, say).
+    pub fn new(
+        name: &'static str,
+        signal: impl FnOnce() + Send + 'static,
+        thread: JoinHandle<()>,
+    ) -> ComponentThread {
         ComponentThread {
+            name,
             running: Mutex::new(Some((Box::new(signal), thread))),
         }
     }
@@ -114,6 +172,19 @@ impl ComponentThread {
     }
 }
 
+/// Everything was recorded as it arrived: `flush` has nothing to do; `shutdown` stops the
+/// thread and waits for it (the thread bounds its own wait for work in progress).
+impl Component for ComponentThread {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn shutdown(&self, _timeout: Duration) -> Result<(), ComponentError> {
+        self.stop();
+        Ok(())
+    }
+}
+
 impl Drop for ComponentThread {
     fn drop(&mut self) {
         self.stop();
@@ -123,6 +194,7 @@ impl Drop for ComponentThread {
 impl std::fmt::Debug for ComponentThread {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ComponentThread")
+            .field("name", &self.name)
             .field("running", &self.is_running())
             .finish()
     }
@@ -177,7 +249,7 @@ mod tests {
         let thread = std::thread::spawn(move || {
             let _ = rx.recv();
         });
-        let t = ComponentThread::new(move || drop(tx), thread);
+        let t = ComponentThread::new("test", move || drop(tx), thread);
         assert!(t.is_running());
         t.stop();
         assert!(!t.is_running());

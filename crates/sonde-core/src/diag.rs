@@ -157,6 +157,38 @@ pub fn closest<'a, S: AsRef<str>>(word: &str, candidates: &'a [S]) -> Option<&'a
         .map(|(_, c)| c)
 }
 
+/// What a reader of a configuration file says about a key it does not know: the message
+/// (``unknown key `k` in {what}``, the key cut to 64 bytes) and the hint (``did you mean
+/// `known`?`` for a near miss, else the list of the keys of `what`). `what` names the table,
+/// such as `[run]`; `None` where the message is already keyed to it.
+///
+/// ```
+/// use sonde_core::diag::unknown_key;
+/// let known = ["weight", "name"];
+/// assert_eq!(
+///     unknown_key("wieght", &known, Some("[[requests]]")),
+///     ("unknown key `wieght` in [[requests]]".to_owned(), "did you mean `weight`?".to_owned())
+/// );
+/// assert_eq!(unknown_key("zzz", &known, None).1, "the keys are: weight, name");
+/// ```
+pub fn unknown_key<S: AsRef<str>>(key: &str, known: &[S], what: Option<&str>) -> (String, String) {
+    let key_text = shorten(key, 64);
+    let hint = match closest(key, known) {
+        Some(k) => format!("did you mean `{k}`?"),
+        None => {
+            let keys: Vec<&str> = known.iter().map(AsRef::as_ref).collect();
+            match what {
+                Some(what) => format!("the keys of {what} are: {}", keys.join(", ")),
+                None => format!("the keys are: {}", keys.join(", ")),
+            }
+        }
+    };
+    match what {
+        Some(what) => (format!("unknown key `{key_text}` in {what}"), hint),
+        None => (format!("unknown key `{key_text}`"), hint),
+    }
+}
+
 /// Levenshtein distance over characters.
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
@@ -183,6 +215,57 @@ pub fn shorten(s: &str, max: usize) -> String {
         end -= 1;
     }
     format!("{}…", &s[..end])
+}
+
+/// Where each line of a text starts, to locate byte offsets in it as `file:line:column` (the
+/// way configuration errors are reported): lines and columns count from 1, columns in
+/// characters. Building it reads the text once; each lookup is then a binary search, for
+/// readers that locate many problems in a large file.
+#[derive(Debug)]
+pub struct Lines<'a> {
+    text: &'a str,
+    /// Byte offset where each line starts (the first at 0).
+    starts: Vec<usize>,
+}
+
+impl<'a> Lines<'a> {
+    /// The line index of `text`.
+    pub fn new(text: &'a str) -> Lines<'a> {
+        let starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Lines { text, starts }
+    }
+
+    /// Line and column of byte offset `at`: an offset past the end is the end, one inside a
+    /// character is that character.
+    pub fn line_col(&self, at: usize) -> (usize, usize) {
+        let mut at = at.min(self.text.len());
+        while !self.text.is_char_boundary(at) {
+            at -= 1;
+        }
+        let line = self.starts.partition_point(|&start| start <= at).max(1);
+        let col = self.text[self.starts[line - 1]..at].chars().count() + 1;
+        (line, col)
+    }
+
+    /// `origin:line:column` of byte offset `at`, `origin` naming the file.
+    pub fn location(&self, origin: &str, at: usize) -> String {
+        let (line, col) = self.line_col(at);
+        format!("{origin}:{line}:{col}")
+    }
+}
+
+/// `origin:line:column` of byte offset `at` in `text`, for one location (see [`Lines`] for
+/// many).
+///
+/// ```
+/// use sonde_core::diag::location;
+/// // The `?` at byte 10 is the fifth character of line 2.
+/// assert_eq!(location("a.toml", "x = 1\ny = ?\n", 10), "a.toml:2:5");
+/// ```
+pub fn location(origin: &str, text: &str, at: usize) -> String {
+    Lines::new(text).location(origin, at)
 }
 
 #[cfg(test)]

@@ -202,6 +202,33 @@ pub fn refused<M: Instrument>(builder: FamilyBuilder<'_, M>) -> crate::Error {
     }
 }
 
+/// Asserts that `text` contains every one of `parts`; panics naming the first one missing,
+/// with the whole text (an exposition, a report, an error message).
+///
+/// ```
+/// sonde_core::testing::assert_contains_all("time to ready: 1.2s\nPASS", &["ready", "PASS"]);
+/// ```
+#[track_caller]
+pub fn assert_contains_all(text: &str, parts: &[&str]) {
+    for part in parts {
+        assert!(text.contains(part), "{part:?} missing from:\n{text}");
+    }
+}
+
+/// Asserts that one line of `text` is exactly `line` (an exposition's sample, an error
+/// message's problem); panics with the line and the whole text.
+///
+/// ```
+/// sonde_core::testing::assert_has_line("# TYPE up gauge\nup 1\n", "up 1");
+/// ```
+#[track_caller]
+pub fn assert_has_line(text: &str, line: &str) {
+    assert!(
+        text.lines().any(|l| l == line),
+        "no line {line:?} in:\n{text}"
+    );
+}
+
 /// Runs a future to completion on the current thread by polling it in a loop. Meant for tests of
 /// async instrumentation whose futures do not wait on I/O or timers (they would spin).
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {

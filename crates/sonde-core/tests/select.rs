@@ -8,8 +8,6 @@ use sonde_core::{
     Temporality, testing,
 };
 
-mod common;
-
 fn names(s: &Snapshot) -> Vec<&str> {
     s.families.iter().map(|f| f.meta.name()).collect()
 }
@@ -95,9 +93,9 @@ fn include_and_exclude_choose_families_and_the_rest_is_not_read() {
 #[test]
 fn label_conditions_keep_matching_series_and_an_absent_label_reads_empty() {
     let reg = Registry::new();
-    let fs = common::labelled(
-        reg.up_down_counter("system.filesystem.usage"),
-        ["device", "state"],
+    let fs = testing::family(
+        reg.up_down_counter("system.filesystem.usage")
+            .labels(["device", "state"]),
     );
     fs.with(&["sda1", "used"]).add(10);
     fs.with(&["sda1", "free"]).add(90);
@@ -137,13 +135,13 @@ fn label_conditions_keep_matching_series_and_an_absent_label_reads_empty() {
 #[test]
 fn dropping_labels_adds_counters_and_merges_histograms() {
     let reg = Registry::new();
-    let io = common::labelled(reg.counter("disk.io"), ["device", "direction"]);
+    let io = testing::family(reg.counter("disk.io").labels(["device", "direction"]));
     io.with(&["sda", "read"]).add(3);
     io.with(&["sdb", "read"]).add(4);
     io.with(&["sda", "write"]).add(5);
-    let lat = common::labelled(
-        reg.histogram("http.server.request.duration"),
-        ["http.route", "instance"],
+    let lat = testing::family(
+        reg.histogram("http.server.request.duration")
+            .labels(["http.route", "instance"]),
     );
     for i in 0..100 {
         lat.with(&["/a", "1"]).observe(0.001 * (i + 1) as f64);
@@ -174,7 +172,7 @@ fn dropping_labels_adds_counters_and_merges_histograms() {
 #[test]
 fn gauges_aggregate_as_configured_and_an_integer_mean_becomes_a_float() {
     let reg = Registry::new();
-    let util = common::labelled(reg.gauge_f64("system.cpu.utilization"), ["cpu"]);
+    let util = testing::family(reg.gauge_f64("system.cpu.utilization").labels(["cpu"]));
     util.with(&["0"]).set(0.2);
     util.with(&["1"]).set(0.6);
     util.with(&["2"]).set(0.4);
@@ -251,14 +249,20 @@ fn the_overflow_series_is_never_merged_into_a_labelled_one() {
 #[test]
 fn the_first_rule_that_takes_a_metric_decides_and_untaken_ones_are_not_sent() {
     let reg = Registry::new();
-    let cpu = common::labelled(reg.gauge_f64("system.cpu.utilization"), ["cpu", "state"]);
+    let cpu = testing::family(
+        reg.gauge_f64("system.cpu.utilization")
+            .labels(["cpu", "state"]),
+    );
     cpu.with(&["0", "user"]).set(0.5);
     cpu.with(&["1", "user"]).set(0.3);
-    let net = common::labelled(reg.counter("system.network.io"), ["device", "direction"]);
+    let net = testing::family(
+        reg.counter("system.network.io")
+            .labels(["device", "direction"]),
+    );
     net.with(&["eth0", "transmit"]).add(100);
     net.with(&["lo", "transmit"]).add(5);
     testing::handle(reg.counter("system.paging.faults")).add(1);
-    let app = common::labelled(reg.counter("checkout.orders"), ["cpu"]);
+    let app = testing::family(reg.counter("checkout.orders").labels(["cpu"]));
     app.with(&["0"]).add(2);
     app.with(&["1"]).add(3);
     let selection = Selection::new()

@@ -1111,7 +1111,7 @@ impl Families {
             v
         };
         if self.cpu_modes {
-            CPU_MODES.iter().map(|m| with(Some(m))).collect()
+            SYSTEM_CPU_MODES.iter().map(|m| with(Some(m))).collect()
         } else {
             vec![with(None)]
         }

@@ -404,8 +404,9 @@ pub const COLLECTOR_ERRORS: &str = "sonde.collector.errors";
 
 /// `cpu.mode`.
 pub const CPU_MODE_LABEL: &str = "cpu.mode";
-/// The [`CPU_MODE_LABEL`] values of [`CPU_TIME`] and [`CPU_UTILIZATION`], in this order.
-pub const CPU_MODES: [&str; 7] = [
+/// The [`CPU_MODE_LABEL`] values of [`CPU_TIME`] and [`CPU_UTILIZATION`], in this order (the
+/// host's modes; a process has its own, `sonde_process::CPU_MODES`).
+pub const SYSTEM_CPU_MODES: [&str; 7] = [
     "user",
     "nice",
     "system",

@@ -1,11 +1,11 @@
 //! What one reading of the host yields, independent of where it came from (`/proc` on Linux,
 //! sysinfo elsewhere).
 
-use crate::CPU_MODES;
+use crate::SYSTEM_CPU_MODES;
 
-/// Cumulative clock ticks per [`CPU_MODES`] entry. `user` and `nice` include the time spent
+/// Cumulative clock ticks per [`SYSTEM_CPU_MODES`] entry. `user` and `nice` include the time spent
 /// running guests, as the kernel accounts it, so the modes add up to the total.
-pub(crate) type CpuTicks = [u64; CPU_MODES.len()];
+pub(crate) type CpuTicks = [u64; SYSTEM_CPU_MODES.len()];
 
 /// CPU readings.
 #[derive(Debug, Clone, PartialEq)]

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::{assert_no_series, errors, install, label, series, sum, value};
 use sonde_core::{Kind, Registry};
-use sonde_host::{CPU_MODES, Error, HostCollector};
+use sonde_host::{Error, HostCollector, SYSTEM_CPU_MODES};
 use sonde_testkit::procfs;
 
 fn in_unit_range(v: f64) -> bool {
@@ -29,7 +29,7 @@ fn host_metrics_exist_with_plausible_values() {
 
     // CPU: every mode, each in [0, 1], adding up to 1.
     let mut total = 0.0;
-    for mode in CPU_MODES {
+    for mode in SYSTEM_CPU_MODES {
         let u = value(&snap, "system.cpu.utilization", &[("cpu.mode", mode)]).unwrap();
         assert!(in_unit_range(u), "{mode}: {u}");
         total += u;
@@ -285,7 +285,7 @@ fn per_cpu_series_carry_the_logical_number() {
     let snap = registry.snapshot();
     let cpus = value(&snap, "system.cpu.logical.count", &[]).unwrap() as usize;
     let util = series(&snap, "system.cpu.utilization");
-    assert_eq!(util.len(), cpus * CPU_MODES.len());
+    assert_eq!(util.len(), cpus * SYSTEM_CPU_MODES.len());
     let mut numbers: Vec<&str> = util
         .iter()
         .map(|(l, _)| label(l, "cpu.logical_number").unwrap())
@@ -303,7 +303,7 @@ fn per_cpu_series_carry_the_logical_number() {
     }
     assert_eq!(
         series(&snap, "system.cpu.time").len(),
-        cpus * CPU_MODES.len()
+        cpus * SYSTEM_CPU_MODES.len()
     );
 }
 

@@ -576,8 +576,8 @@ pub fn table(r: &ColdstartResult) -> String {
             "{name:<16} {:>10} {:>10} {:>10} {:>7}",
             fmt_secs(h.quantile(0.5)),
             fmt_secs(h.quantile(0.95)),
-            fmt_secs(h.max),
-            h.count
+            fmt_secs(h.parts.max),
+            h.parts.count
         );
     }
     let ratio = |q: f64| match (r.first_request.quantile(q), r.warm.quantile(q)) {

@@ -557,7 +557,12 @@ fn compare_row(
             deltas.push(not_judged(m, a, b, "no latency recorded"));
             continue;
         };
-        let fewest = old.stats.latency.count.min(new.stats.latency.count);
+        let fewest = old
+            .stats
+            .latency
+            .parts
+            .count
+            .min(new.stats.latency.parts.count);
         let needed = min_count(q);
         if fewest < needed {
             deltas.push(not_judged(

@@ -234,7 +234,7 @@ fn row(r: &RequestStats) -> Row {
             q(0.5),
             q(0.95),
             q(0.99),
-            opt_seconds(r.latency.max),
+            opt_seconds(r.latency.parts.max),
         ],
         errors,
     }

@@ -37,6 +37,14 @@ pub enum ResultError {
         /// What is wrong.
         problem: String,
     },
+    /// What was to be written did not serialize as JSON.
+    #[error("could not write {path}: {problem}")]
+    Write {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        problem: String,
+    },
     /// A stored histogram does not rebuild.
     #[error("a stored histogram is damaged: {0}")]
     Histogram(String),
@@ -281,18 +289,10 @@ pub struct StoredHistogram {
     pub min_exponent: i32,
     /// Explicit bucket bounds (seconds).
     pub buckets: Vec<f64>,
-    /// Observations.
-    pub count: u64,
-    /// Sum in seconds.
-    pub sum: f64,
-    /// Smallest value.
-    pub min: Option<f64>,
-    /// Largest value.
-    pub max: Option<f64>,
-    /// Non-empty grid cells as `[cell, count]`.
-    pub cells: Vec<(usize, u64)>,
-    /// Split counters (exact explicit-bucket counts).
-    pub splits: Vec<u64>,
+    /// The observations (values in seconds), stored as fields of this object: `count`, `sum`,
+    /// `min`, `max`, `cells` (non-empty grid cells as `[cell, count]`) and `splits`.
+    #[serde(flatten)]
+    pub parts: HistogramParts,
 }
 
 fn precision_name(p: Precision) -> &'static str {
@@ -307,17 +307,11 @@ impl StoredHistogram {
     /// Stores a point.
     pub fn from_point(p: &HistogramPoint) -> Self {
         let c = p.layout().config();
-        let parts = p.to_parts();
         StoredHistogram {
             precision: precision_name(c.precision).to_owned(),
             min_exponent: c.min_exponent,
             buckets: c.buckets.clone(),
-            count: parts.count,
-            sum: parts.sum,
-            min: parts.min,
-            max: parts.max,
-            cells: parts.cells,
-            splits: parts.splits,
+            parts: p.to_parts(),
         }
     }
 
@@ -340,15 +334,7 @@ impl StoredHistogram {
         };
         let layout: Arc<HistogramLayout> = HistogramLayout::standalone(&Unit::Seconds, config)
             .map_err(|e| ResultError::Histogram(e.to_string()))?;
-        let parts = HistogramParts {
-            count: self.count,
-            sum: self.sum,
-            min: self.min,
-            max: self.max,
-            cells: self.cells.clone(),
-            splits: self.splits.clone(),
-        };
-        HistogramPoint::from_parts(layout, &parts)
+        HistogramPoint::from_parts(layout, &self.parts)
             .map_err(|e| ResultError::Histogram(e.to_string()))
     }
 
@@ -359,7 +345,7 @@ impl StoredHistogram {
 
     /// Mean in seconds.
     pub fn mean(&self) -> Option<f64> {
-        (self.count > 0).then(|| self.sum / self.count as f64)
+        (self.parts.count > 0).then(|| self.parts.sum / self.parts.count as f64)
     }
 
     /// The union of two stored histograms.
@@ -415,9 +401,74 @@ pub(crate) fn write_json(value: &impl Serialize, path: &Path) -> Result<(), Resu
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(io)?;
     }
-    let text = serde_json::to_string_pretty(value).map_err(|e| ResultError::Format {
+    let text = serde_json::to_string_pretty(value).map_err(|e| ResultError::Write {
         path: path.display().to_string(),
         problem: e.to_string(),
     })?;
     std::fs::write(path, text).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_histogram_keeps_its_file_format() {
+        let layout = HistogramLayout::standalone(
+            &Unit::Seconds,
+            HistogramConfig {
+                buckets: vec![0.1, 1.0],
+                precision: Precision::Compact,
+                min_exponent: -10,
+            },
+        )
+        .unwrap();
+        let empty = HistogramPoint::from_parts(
+            layout,
+            &HistogramParts {
+                count: 0,
+                sum: 0.0,
+                min: None,
+                max: None,
+                cells: Vec::new(),
+                splits: vec![0, 0],
+            },
+        )
+        .unwrap();
+        let stored = StoredHistogram::from_point(&empty);
+        // The histogram's parts stand as fields of the object, in this order (the files of
+        // earlier versions read the same).
+        let json = serde_json::to_string(&stored).unwrap();
+        assert_eq!(
+            json,
+            r#"{"precision":"compact","min_exponent":-10,"buckets":[0.1,1.0],"count":0,"sum":0.0,"min":null,"max":null,"cells":[],"splits":[0,0]}"#
+        );
+        let with_cells = json
+            .replace(r#""count":0"#, r#""count":3"#)
+            .replace(r#""sum":0.0"#, r#""sum":1"#)
+            .replace(r#""cells":[]"#, r#""cells":[[5,3]]"#);
+        let read: StoredHistogram = serde_json::from_str(&with_cells).unwrap();
+        assert_eq!(read.parts.count, 3);
+        assert_eq!(read.parts.sum, 1.0);
+        assert_eq!(read.parts.cells, vec![(5, 3)]);
+        assert_eq!(
+            serde_json::from_str::<StoredHistogram>(&json).unwrap(),
+            stored
+        );
+    }
+
+    #[test]
+    fn a_value_that_does_not_serialize_is_a_write_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.json");
+        // JSON object keys must be strings.
+        let value = std::collections::BTreeMap::from([(vec![1u8], 1u8)]);
+        let e = write_json(&value, &path).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("could not write {}: ", path.display())),
+            "{e}"
+        );
+        assert!(!e.contains("sonde-load run"), "{e}");
+        assert!(!path.exists());
+    }
 }

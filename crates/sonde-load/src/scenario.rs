@@ -62,8 +62,7 @@ use std::time::Duration;
 
 use toml_edit::{Document, Item, TableLike, Value};
 
-use sonde_core::diag::{closest, shorten};
-use sonde_objectives::parse::location;
+use sonde_core::diag::{Lines, closest, location, shorten};
 
 use crate::plan::{Model, Plan, RequestSpec, Stage};
 use crate::threshold::{Threshold, parse_seconds};
@@ -183,12 +182,9 @@ pub fn parse(text: &str, origin: &str, dir: &Path) -> Result<Plan, ScenarioError
         }
     };
     let mut r = Reader {
-        text,
         origin,
         dir,
-        lines: std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect(),
+        lines: Lines::new(text),
         problems: Vec::new(),
     };
     let plan = r.plan(doc.as_table());
@@ -232,11 +228,10 @@ fn read_bounded(path: &Path, max: u64) -> std::io::Result<Vec<u8>> {
 type Span = Option<std::ops::Range<usize>>;
 
 struct Reader<'a> {
-    text: &'a str,
     origin: &'a str,
     dir: &'a Path,
-    /// Byte offset where each line starts.
-    lines: Vec<usize>,
+    /// Where each line starts (files may be large, with many problems to locate).
+    lines: Lines<'a>,
     /// `(byte offset, "what is wrong; what to do")`.
     problems: Vec<(usize, String)>,
 }
@@ -252,16 +247,9 @@ struct RunSection {
 }
 
 impl<'a> Reader<'a> {
-    /// `file:line:column` of byte offset `at` (a binary search: files may be large).
+    /// `file:line:column` of byte offset `at`.
     fn locate(&self, at: usize) -> String {
-        let mut at = at.min(self.text.len());
-        while !self.text.is_char_boundary(at) {
-            at -= 1;
-        }
-        let line = self.lines.partition_point(|&start| start <= at).max(1);
-        let start = self.lines[line - 1];
-        let col = self.text[start..at].chars().count() + 1;
-        format!("{}:{line}:{col}", self.origin)
+        self.lines.location(self.origin, at)
     }
 
     fn problem(&mut self, span: Span, what: impl std::fmt::Display, todo: impl std::fmt::Display) {
@@ -280,15 +268,8 @@ impl<'a> Reader<'a> {
                 .key(key)
                 .and_then(|k| k.span())
                 .or_else(|| item.span());
-            let todo = match closest(key, known) {
-                Some(k) => format!("did you mean `{k}`?"),
-                None => format!("the keys of {section} are: {}", known.join(", ")),
-            };
-            self.problem(
-                span,
-                format_args!("unknown key `{}` in {section}", shorten(key, 64)),
-                todo,
-            );
+            let (what, todo) = sonde_core::diag::unknown_key(key, known, Some(section));
+            self.problem(span, what, todo);
         }
     }
 
@@ -1164,17 +1145,18 @@ mod tests {
             "headers = { \"bad header\" = \"v\" }\n",
         ));
         let all = p.join("\n");
-        for want in [
-            "s.toml:2:12: base_url",
-            "s.toml:3:15: threshold",
-            "s.toml:5:12: `duration`",
-            "s.toml:6:10: `target` is -1",
-            "s.toml:10:10: `weight` is 0",
-            "did you mean GET?",
-            "s.toml:15:13: \"bad header\" is not a header name",
-        ] {
-            assert!(all.contains(want), "missing {want:?} in:\n{all}");
-        }
+        sonde_core::testing::assert_contains_all(
+            &all,
+            &[
+                "s.toml:2:12: base_url",
+                "s.toml:3:15: threshold",
+                "s.toml:5:12: `duration`",
+                "s.toml:6:10: `target` is -1",
+                "s.toml:10:10: `weight` is 0",
+                "did you mean GET?",
+                "s.toml:15:13: \"bad header\" is not a header name",
+            ],
+        );
     }
 
     #[test]

@@ -195,8 +195,8 @@ impl Threshold {
         let r = result.request(request)?;
         match self.measure {
             Measure::Quantile(q) => r.latency.quantile(q),
-            Measure::Max => r.latency.max,
-            Measure::Min => r.latency.min,
+            Measure::Max => r.latency.parts.max,
+            Measure::Min => r.latency.parts.min,
             Measure::Mean => r.latency.mean(),
             Measure::Errors => (r.count > 0).then(|| r.error_ratio()),
             Measure::Rate => Some(r.rate),

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use sonde_core::testing::assert_contains_all;
 use sonde_load::coldstart::{ColdstartResult, SCHEMA};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sonde-load");
@@ -81,21 +82,22 @@ fn time_to_ready_counts_the_startup_delay_and_thresholds_set_the_exit_code() {
     );
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     let table = stdout(&o);
-    for row in [
-        "time to ready",
-        "first request",
-        "warm requests",
-        "PASS  p95<5s",
-    ] {
-        assert!(table.contains(row), "{row:?} missing from:\n{table}");
-    }
+    assert_contains_all(
+        &table,
+        &[
+            "time to ready",
+            "first request",
+            "warm requests",
+            "PASS  p95<5s",
+        ],
+    );
     let r: ColdstartResult =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(r.schema, SCHEMA);
     assert_eq!((r.runs, r.per_run.len()), (3, 3));
-    assert_eq!(r.time_to_ready.count, 3);
-    assert_eq!(r.first_request.count, 3);
-    assert_eq!(r.warm.count + r.warm_errors, 15);
+    assert_eq!(r.time_to_ready.parts.count, 3);
+    assert_eq!(r.first_request.parts.count, 3);
+    assert_eq!(r.warm.parts.count + r.warm_errors, 15);
     assert_eq!(r.warm_errors, 0);
     // The process sleeps 300 ms before it binds: nothing can answer sooner. The margin is for
     // a loaded 2-core machine (process start, a debug build).
@@ -110,7 +112,7 @@ fn time_to_ready_counts_the_startup_delay_and_thresholds_set_the_exit_code() {
         assert!(run.polls >= 1);
     }
     // The first request is a part of the time to ready; warm requests were answered.
-    assert!(r.first_request.max.unwrap() < 0.3);
+    assert!(r.first_request.parts.max.unwrap() < 0.3);
     assert!(r.warm.quantile(0.5).unwrap() > 0.0);
     assert_eq!(r.thresholds.len(), 1);
     assert!(r.thresholds[0].passed);

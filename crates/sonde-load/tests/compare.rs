@@ -8,6 +8,7 @@ use std::process::Command;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
+use sonde_core::testing::assert_contains_all;
 use sonde_core::{HistogramPoint, Precision, Registry, Unit};
 use sonde_load::compare::{self, CompareOptions, Comparison, Metric, Verdict};
 use sonde_load::report;
@@ -256,7 +257,7 @@ fn damaged_results_are_not_judged_and_do_not_panic() {
     let old = run(1300, &[LIST], STEADY);
     let mut bad = run(1301, &[LIST], STEADY);
     bad.requests[0].latency.precision = "bogus".to_owned();
-    bad.requests[0].latency.cells = vec![(usize::MAX, u64::MAX)];
+    bad.requests[0].latency.parts.cells = vec![(usize::MAX, u64::MAX)];
     let c = compare::compare(&old, &bad, &opts(0.10));
     let list = &c.rows[0];
     assert_eq!(list.deltas[0].verdict, Verdict::NotJudged);
@@ -527,13 +528,14 @@ fn merging_is_exact_and_averaging_is_not() {
         assert_eq!(w.max, Some(max));
     }
     assert_eq!(
-        m.total.latency.max,
+        m.total.latency.parts.max,
         Some(
             a.total
                 .latency
+                .parts
                 .max
                 .expect("a max")
-                .max(b.total.latency.max.expect("a max"))
+                .max(b.total.latency.parts.max.expect("a max"))
         )
     );
 }
@@ -612,25 +614,26 @@ fn with_extras(mut r: RunResult) -> RunResult {
 fn the_summary_table_says_what_matters() {
     let r = with_extras(run(1000, &[LIST, CREATE], STEADY));
     let t = report::summary_table(&r);
-    for want in [
-        "open model",
-        "achieved",
-        "the generator could not keep up",
-        "not the server",
-        "17 requests waited for a free connection",
-        "list",
-        "create",
-        "total",
-        "p99",
-        "5xx",
-        "✓ p99<1s",
-        "✗ errors<0.1% (list)",
-        "1 threshold failed",
-        "http_route=\"/api/list\"",
-        "db_queries_total",
-    ] {
-        assert!(t.contains(want), "missing {want:?} in:\n{t}");
-    }
+    assert_contains_all(
+        &t,
+        &[
+            "open model",
+            "achieved",
+            "the generator could not keep up",
+            "not the server",
+            "17 requests waited for a free connection",
+            "list",
+            "create",
+            "total",
+            "p99",
+            "5xx",
+            "✓ p99<1s",
+            "✗ errors<0.1% (list)",
+            "1 threshold failed",
+            "http_route=\"/api/list\"",
+            "db_queries_total",
+        ],
+    );
     // The figures are the histograms': the p50 of `list` is in its row.
     let p50 = r.requests[1].latency.quantile(0.5).expect("p50");
     let line = t

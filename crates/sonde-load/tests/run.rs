@@ -54,7 +54,7 @@ fn open_model_achieves_the_target_rate() {
     assert!(within(r.achieved_rate, 200.0, 0.02), "{}", r.achieved_rate);
     assert_eq!(r.total.ok, r.total.count);
     assert_eq!(r.total.statuses.get("200"), Some(&r.total.count));
-    assert_eq!(r.total.latency.count, r.total.count);
+    assert_eq!(r.total.latency.parts.count, r.total.count);
     // About one window a second, together holding every request.
     assert_eq!(r.total.timeline.len(), 3, "{:?}", r.total.timeline);
     let in_windows: u64 = r.total.timeline.iter().map(|w| w.count).sum();
@@ -186,7 +186,7 @@ fn a_stall_shows_in_the_percentiles() {
         q(0.5),
         q(0.9),
         q(0.99),
-        r.total.latency.max,
+        r.total.latency.parts.max,
         r.generator.queued_requests
     );
     // Half the arrivals land in a stall and wait for its end: measured from their scheduled
@@ -343,7 +343,7 @@ fn a_server_that_never_answers_times_out() {
             "1",
         ],
     );
-    let max = r.total.latency.max.expect("max");
+    let max = r.total.latency.parts.max.expect("max");
     assert_eq!(r.total.errors.timeout, 20);
     assert!(r.generator.queued_requests >= 10, "{:?}", r.generator);
     assert!((0.29..0.35).contains(&max), "{max}");

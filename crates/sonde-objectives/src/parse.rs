@@ -4,6 +4,7 @@
 use std::ops::Range;
 
 use sonde_core::Unit;
+use sonde_core::diag::location;
 use toml_edit::{Document, Item, TableLike, Value};
 
 use crate::Problem;
@@ -66,24 +67,6 @@ struct Entry<'t> {
     runbook: &'t str,
 }
 
-/// `file:line:column` of byte offset `at` in `text` (as in sonde-agent's configuration errors):
-/// lines and columns count from 1, columns in characters; `origin` names the file. Shared with
-/// the other readers of TOML files that locate their problems this way (sonde-load's
-/// scenarios).
-pub fn location(origin: &str, text: &str, at: usize) -> String {
-    let mut at = at.min(text.len());
-    while !text.is_char_boundary(at) {
-        at -= 1;
-    }
-    let before = &text[..at];
-    let line = before.matches('\n').count() + 1;
-    let col = before[before.rfind('\n').map(|i| i + 1).unwrap_or(0)..]
-        .chars()
-        .count()
-        + 1;
-    format!("{origin}:{line}:{col}")
-}
-
 /// `s`, cut to 64 bytes for messages.
 fn shorten(s: &str) -> String {
     sonde_core::diag::shorten(s, 64)
@@ -144,15 +127,8 @@ impl<'a> Reader<'a> {
                 continue;
             }
             let span = table.key(key).and_then(|k| k.span());
-            let hint = match sonde_core::diag::closest(key, known) {
-                Some(k) => format!("did you mean `{k}`?"),
-                None => format!("remove it; the keys of {what} are: {}", known.join(", ")),
-            };
-            self.error(
-                self.at(span),
-                format!("unknown key `{}` in {what}", shorten(key)),
-                hint,
-            );
+            let (message, hint) = sonde_core::diag::unknown_key(key, known, Some(what));
+            self.error(self.at(span), message, hint);
         }
     }
 

@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::path::Path;
 
+use sonde_core::testing::assert_contains_all;
 use support::{run, text};
 
 mod support;
@@ -106,11 +107,12 @@ fn serve(page: String, requests: usize) -> String {
             while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
                 line.clear();
             }
-            let _ = write!(
-                s,
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
-                page.len()
+            let head = sonde_testkit::http_head(
+                "HTTP/1.1 200 OK",
+                page.len(),
+                &[("Content-Type", "text/plain; version=0.0.4")],
             );
+            let _ = write!(s, "{head}{page}");
         }
     });
     format!("http://{addr}/metrics")
@@ -160,15 +162,16 @@ fn validate_against_a_live_metrics_page() {
     let o = run(&["validate", EXAMPLE, "--metrics-url", &url]);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(2), "{t}");
-    for needle in [
-        "the service exports no `faas_init_duration_seconds_bucket` (metric faas.init_duration)",
-        "the service exports no `cache_requests_total` (metric cache.requests)",
-        "`http_server_request_duration_seconds_bucket` has no label `http.route` (http_route)",
-        "has no bucket boundary at 300ms (le=\"0.3\")",
-        "has no bucket boundary at 1.5s (le=\"1.5\")",
-    ] {
-        assert!(t.contains(needle), "missing {needle:?} in\n{t}");
-    }
+    assert_contains_all(
+        &t,
+        &[
+            "the service exports no `faas_init_duration_seconds_bucket` (metric faas.init_duration)",
+            "the service exports no `cache_requests_total` (metric cache.requests)",
+            "`http_server_request_duration_seconds_bucket` has no label `http.route` (http_route)",
+            "has no bucket boundary at 300ms (le=\"0.3\")",
+            "has no bucket boundary at 1.5s (le=\"1.5\")",
+        ],
+    );
     assert!(
         t.lines()
             .all(|l| l.starts_with(EXAMPLE) || l.starts_with("warning:")),

@@ -33,7 +33,7 @@ pub struct OtlpReceiverConfig {
     #[serde(with = "sonde_settings::size")]
     pub max_request_size: usize,
     /// The `Authorization: Bearer` token senders must present.
-    #[debug(with = crate::redacted_token)]
+    #[debug(with = sonde_settings::redact::secret)]
     pub bearer_token: Option<String>,
     /// The certificate chain (PEM, leaf first) to serve both transports over TLS.
     pub tls_cert_file: Option<PathBuf>,
@@ -96,23 +96,11 @@ impl Settings for OtlpReceiverConfig {
                 "give at least one address, like grpc = \"127.0.0.1:4317\"",
             ));
         }
-        match (&self.tls_cert_file, &self.tls_key_file) {
-            (None, None) => {}
-            (Some(cert), Some(key)) => {
-                if let Err(e) = check_tls(cert, key) {
-                    problems.push(Problem::new(
-                        "tls_cert_file",
-                        format!("TLS files: {e}"),
-                        "tls_cert_file and tls_key_file are PEM files: the certificate chain (leaf first) and its private key",
-                    ));
-                }
-            }
-            _ => problems.push(Problem::new(
-                "",
-                "needs both `tls_cert_file` and `tls_key_file`, or neither",
-                "give the certificate chain and its private key together",
-            )),
-        }
+        problems.extend(Problem::tls_files(
+            self.tls_cert_file.as_deref(),
+            self.tls_key_file.as_deref(),
+            |cert, key| check_tls(cert, key).map_err(|e| format!("TLS files: {e}")),
+        ));
         problems
     }
 }

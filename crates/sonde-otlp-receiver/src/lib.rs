@@ -101,7 +101,7 @@ pub struct OtlpReceiverBuilder {
     http: Option<String>,
     registry: Option<Registry>,
     max_request_bytes: usize,
-    #[debug(with = redacted_token)]
+    #[debug(with = sonde_settings::redact::secret)]
     bearer_token: Option<String>,
     tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     target_info_attributes: Vec<String>,
@@ -257,6 +257,7 @@ impl OtlpReceiverBuilder {
             grpc_addr,
             http_addr,
             running: ComponentThread::new(
+                "otlp_receiver",
                 move || {
                     let _ = stop_tx.send(());
                 },
@@ -264,11 +265,6 @@ impl OtlpReceiverBuilder {
             ),
         })
     }
-}
-
-/// `Debug` of the bearer token: whether there is one, not what it is.
-fn redacted_token(token: &Option<String>, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-    std::fmt::Debug::fmt(&token.as_ref().map(|_| "<redacted>"), f)
 }
 
 /// Checks that `cert` and `key` load as the receiver will load them (for a configuration
@@ -298,18 +294,11 @@ impl OtlpReceiver {
     }
 }
 
-/// Each request is recorded before it is answered: `flush` has nothing to do; `shutdown`
-/// stops serving (requests in flight get half a second). The series received stay.
-impl sonde_core::Component for OtlpReceiver {
-    fn name(&self) -> &'static str {
-        "otlp_receiver"
-    }
-
-    fn shutdown(&self, _timeout: std::time::Duration) -> Result<(), sonde_core::ComponentError> {
-        self.running.stop();
-        Ok(())
-    }
-}
+sonde_core::component_via!(
+    /// Each request is recorded before it is answered: `flush` has nothing to do; `shutdown`
+    /// stops serving (requests in flight get half a second). The series received stay.
+    OtlpReceiver => running
+);
 
 /// Counts `n` points with an outcome.
 pub(crate) fn count(

@@ -151,14 +151,11 @@ fn http_delta() {
 }
 
 fn post(addr: std::net::SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
-    let mut req = format!(
-        "POST /v1/metrics HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
+    let headers: Vec<(&str, &str)> = [("Host", "x")]
+        .into_iter()
+        .chain(headers.iter().copied())
+        .collect();
+    let req = sonde_testkit::http_head("POST /v1/metrics HTTP/1.1", body.len(), &headers);
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.write_all(req.as_bytes()).unwrap();
     s.write_all(body).unwrap();

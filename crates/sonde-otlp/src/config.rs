@@ -19,6 +19,9 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// Its names in a configuration file and in `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    pub(crate) const NAMES: &[&str] = &["grpc", "http/protobuf"];
+
     /// The specification's default endpoint: the local collector on the protocol's port.
     fn default_endpoint(self) -> &'static str {
         match self {
@@ -36,6 +39,18 @@ pub enum Compression {
     None,
     /// gzip, which every OTLP receiver must accept.
     Gzip,
+}
+
+impl Compression {
+    /// Its names in a configuration file and in `OTEL_EXPORTER_OTLP_COMPRESSION`.
+    pub(crate) const NAMES: &[&str] = &["gzip", "none"];
+}
+
+/// `name` read as a configuration file names a value of `T` (serde's name for it), so that
+/// the environment variables take the same names.
+fn named<T: serde::de::DeserializeOwned>(name: &str) -> Option<T> {
+    use serde::de::IntoDeserializer;
+    T::deserialize(IntoDeserializer::<serde::de::value::Error>::into_deserializer(name)).ok()
 }
 
 /// Which signal a setting is resolved for: it picks the signal-specific variables and the HTTP
@@ -83,10 +98,10 @@ impl Signal {
 // Header values (API keys, tokens) and URL credentials never appear in `Debug` output.
 #[derive(Clone, Default, PartialEq, Eq, custom_debug::Debug)]
 pub struct OtlpTransport {
-    #[debug(with = redact::optional_url)]
+    #[debug(with = sonde_settings::redact::optional_url)]
     endpoint: Option<String>,
     protocol: Option<Protocol>,
-    #[debug(with = redact::headers)]
+    #[debug(with = sonde_settings::redact::headers)]
     headers: Vec<(String, String)>,
     compression: Option<Compression>,
     timeout: Option<Duration>,
@@ -151,15 +166,10 @@ impl OtlpTransport {
             )
             .or_else(|| var(env, &format!("OTEL_EXPORTER_OTLP_{suffix}")))
         };
-        let protocol = setting(
+        let protocol = named_setting(
             self.protocol,
             lookup("PROTOCOL"),
-            |v| match v {
-                "grpc" => Some(Protocol::Grpc),
-                "http/protobuf" => Some(Protocol::HttpProtobuf),
-                _ => None,
-            },
-            "use \"grpc\" or \"http/protobuf\"",
+            Protocol::NAMES,
             Protocol::HttpProtobuf,
         );
         let endpoint = match &self.endpoint {
@@ -215,15 +225,10 @@ impl OtlpTransport {
                 )));
             }
         }
-        let compression = setting(
+        let compression = named_setting(
             self.compression,
             lookup("COMPRESSION"),
-            |v| match v {
-                "gzip" => Some(Compression::Gzip),
-                "none" => Some(Compression::None),
-                _ => None,
-            },
-            "use \"gzip\" or \"none\"",
+            Compression::NAMES,
             Compression::None,
         );
         let timeout = setting(
@@ -256,12 +261,12 @@ impl OtlpTransport {
 #[derive(Clone, PartialEq, custom_debug::Debug)]
 pub struct Resolved {
     /// The URL requests go to (for HTTP, including the signal's path).
-    #[debug(with = redact::url)]
+    #[debug(with = sonde_settings::redact::url)]
     pub endpoint: String,
     /// The protocol.
     pub protocol: Protocol,
     /// Headers, names lowercased.
-    #[debug(with = redact::headers)]
+    #[debug(with = sonde_settings::redact::headers)]
     pub headers: Vec<(String, String)>,
     /// Compression.
     pub compression: Compression,
@@ -273,32 +278,6 @@ pub struct Resolved {
     pub client_certificate: Option<PathBuf>,
     /// Client private key for mutual TLS.
     pub client_key: Option<PathBuf>,
-}
-
-/// `Debug` formatters (for `#[debug(with = ...)]`) that keep credentials out of logs: URLs
-/// without their `user:password@` part, headers without their values.
-pub(crate) mod redact {
-    use std::fmt;
-
-    // Generic because `with = ` wants the field's own type (`&String`, `&Vec<_>`).
-
-    /// A URL, its credentials redacted.
-    pub(crate) fn url(url: &impl AsRef<str>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&sonde_push::redact_url(url.as_ref()), f)
-    }
-
-    /// An optional URL, its credentials redacted.
-    pub(crate) fn optional_url(url: &Option<String>, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&url.as_deref().map(sonde_push::redact_url), f)
-    }
-
-    /// Headers: their names, every value redacted.
-    pub(crate) fn headers(
-        headers: &impl AsRef<[(String, String)]>,
-        f: &mut fmt::Formatter<'_>,
-    ) -> fmt::Result {
-        fmt::Debug::fmt(&sonde_push::redacted_headers(headers.as_ref()), f)
-    }
 }
 
 /// The URL for `signal`: gRPC endpoints are used as given; HTTP bases get the signal's path
@@ -349,6 +328,17 @@ pub(crate) fn setting<T>(
             None => ignore_env(&var, &value, hint, default),
         },
     }
+}
+
+/// [`setting`] for a value named like in a configuration file, one of `names`.
+fn named_setting<T: serde::de::DeserializeOwned>(
+    explicit: Option<T>,
+    found: Option<(String, String)>,
+    names: &'static [&'static str],
+    default: T,
+) -> T {
+    let hint = sonde_settings::Expect::OneOf(names).hint();
+    setting(explicit, found, named, &hint, default)
 }
 
 /// The variable `name` read through `env`, with its name, unless it is unset or blank.
@@ -581,6 +571,19 @@ mod tests {
         );
         assert_eq!(r.compression, Compression::None);
         assert_eq!(r.timeout, Duration::from_secs(1));
+    }
+
+    /// The names the settings check offers are the ones a configuration file and the
+    /// environment take.
+    #[test]
+    fn every_name_offered_is_read() {
+        for name in Protocol::NAMES {
+            assert!(named::<Protocol>(name).is_some(), "{name}");
+        }
+        for name in Compression::NAMES {
+            assert!(named::<Compression>(name).is_some(), "{name}");
+        }
+        assert_eq!(named::<Protocol>("http/json"), None);
     }
 
     /// As the specification asks: a variable that cannot be used is warned about (naming it

@@ -104,7 +104,7 @@ pub(crate) fn encode(snapshot: &Snapshot, opts: &Options) -> Vec<Encoded> {
     b.out
 }
 
-/// Converts `snapshot` into requests (for tests and tools; the exporter uses [`encode`]).
+/// Converts `snapshot` into requests (for tests and tools; the exporter uses `encode`).
 pub fn to_requests(
     snapshot: &Snapshot,
     resource: &Resource,

@@ -150,10 +150,7 @@ impl OtlpMetricsBuilder {
         let inner = sonde_push::start(&self.read.registry, config, source, move || async move {
             Client::new(&settings)
         })
-        .map_err(|e| match e {
-            StartError::Start(e) => push_error(e),
-            StartError::Sink(e) => e,
-        })?;
+        .map_err(StartError::into_exporter)?;
         Ok(OtlpMetricsExporter {
             inner,
             endpoint,
@@ -162,10 +159,7 @@ impl OtlpMetricsBuilder {
     }
 }
 
-fn push_error(e: sonde_push::Error) -> Error {
-    e.start_or_message()
-        .map_or_else(Error::Incomplete, Error::Start)
-}
+sonde_push::push_builder!(OtlpMetricsBuilder => OtlpMetricsExporter, error: Error);
 
 /// A running OTLP metrics exporter. Dropping it shuts it down, waiting up to
 /// [`DROP_SHUTDOWN_TIMEOUT`] for the last collection to be delivered, and logs that it did.
@@ -176,7 +170,7 @@ pub struct OtlpMetricsExporter {
     delta_state: Option<sonde_core::DeltaState>,
 }
 
-sonde_push::component_via_inner!(OtlpMetricsExporter, debug_url: endpoint);
+sonde_push::component_via_inner!(OtlpMetricsExporter, error: Error, debug_url: endpoint);
 
 impl OtlpMetricsExporter {
     /// Where requests go (for HTTP, the full URL).
@@ -188,20 +182,6 @@ impl OtlpMetricsExporter {
     /// ([`OtlpMetricsBuilder::continue_deltas`]).
     pub fn delta_state(&self) -> Option<sonde_core::DeltaState> {
         self.delta_state.clone()
-    }
-
-    /// Collects now and waits until that collection and everything queued before it has been
-    /// delivered, or `timeout` has passed. Errors if something was dropped or rejected meanwhile
-    /// (the error says why) or the deadline passed first. Blocks the calling thread.
-    pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
-        self.inner.flush(timeout).map_err(push_error)
-    }
-
-    /// Collects one last time, delivers what is queued within `timeout`, and stops the thread.
-    /// Requests still queued at the deadline are dropped (counted with reason `shutdown`).
-    /// Errors like [`flush`](Self::flush); calling it again returns `Ok`.
-    pub fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
-        self.inner.shutdown(timeout).map_err(push_error)
     }
 }
 

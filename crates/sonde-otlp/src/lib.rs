@@ -20,7 +20,7 @@
 //!   `sonde.exporter.panics` and `dropped_points{reason="panic"}`;
 //! - header values and URL credentials never appear in `Debug` output or errors;
 //! - partial success counted in `sonde.exporter.rejected_points`;
-//! - [`OtlpMetricsExporter::force_flush`] and [`OtlpMetricsExporter::shutdown`] deliver
+//! - [`OtlpMetricsExporter::flush`] and [`OtlpMetricsExporter::shutdown`] deliver
 //!   everything pending within a deadline.
 //!
 //! Settings: explicit builder calls beat `OTEL_EXPORTER_OTLP_METRICS_*` variables, which beat

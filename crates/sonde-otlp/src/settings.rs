@@ -7,7 +7,6 @@ use serde::Deserialize;
 use sonde_core::Temporality;
 use sonde_settings::{Expect, Problem, Settings};
 
-use crate::config::redact;
 use crate::{Compression, OtlpMetricsBuilder, OtlpTransport, Protocol, Signal};
 
 /// The OTLP metrics exporter's settings. What is not set here comes from the
@@ -31,7 +30,7 @@ use crate::{Compression, OtlpMetricsBuilder, OtlpTransport, Protocol, Signal};
 #[serde(default, deny_unknown_fields)]
 pub struct OtlpExporterConfig {
     /// The receiver (`http://collector:4317`).
-    #[debug(with = redact::optional_url)]
+    #[debug(with = sonde_settings::redact::optional_url)]
     pub endpoint: Option<String>,
     /// `grpc` or `http/protobuf`.
     pub protocol: Option<Protocol>,
@@ -39,7 +38,7 @@ pub struct OtlpExporterConfig {
     pub compression: Option<Compression>,
     /// Extra headers (API keys, tenants).
     #[serde(with = "sonde_settings::pairs")]
-    #[debug(with = redact::headers)]
+    #[debug(with = sonde_settings::redact::headers)]
     pub headers: Vec<(String, String)>,
     /// Each request's deadline.
     #[serde(deserialize_with = "some_duration")]
@@ -128,8 +127,8 @@ impl Settings for OtlpExporterConfig {
                 Duration::from_millis(10)..=Duration::from_secs(3600),
                 Duration::from_secs(10),
             ),
-            "protocol" => Expect::OneOf(&["grpc", "http/protobuf"]),
-            "compression" => Expect::OneOf(&["gzip", "none"]),
+            "protocol" => Expect::OneOf(Protocol::NAMES),
+            "compression" => Expect::OneOf(Compression::NAMES),
             "temporality" => Expect::OneOf(&["cumulative", "delta"]),
             _ => return None,
         })

@@ -68,24 +68,12 @@ pub struct HttpProbe {
     /// Extra request headers. `Host`, `User-Agent` and `Accept` replace the defaults;
     /// `Connection`, `Content-Length` and `Transfer-Encoding` are refused.
     #[serde(with = "sonde_settings::pairs")]
-    #[debug(with = redacted_values)]
+    #[debug(with = sonde_settings::redact::headers)]
     pub headers: Vec<(String, String)>,
     /// PEM file of the CA certificate(s) to trust instead of the system's roots (https only).
     pub ca_certificate: Option<PathBuf>,
     /// Accepts any server certificate (https only). The expiry metric is still recorded.
     pub insecure_skip_verify: bool,
-}
-
-/// `Debug` of [`HttpProbe::headers`]: the names, every value `<redacted>` (an `Authorization`
-/// token stays out of logs).
-#[allow(clippy::ptr_arg)] // custom_debug hands over the field itself
-fn redacted_values(
-    headers: &Vec<(String, String)>,
-    f: &mut std::fmt::Formatter<'_>,
-) -> std::fmt::Result {
-    f.debug_list()
-        .entries(headers.iter().map(|(name, _)| (name, "<redacted>")))
-        .finish()
 }
 
 impl Default for HttpProbe {
@@ -585,7 +573,7 @@ mod tests {
         let shown = format!("{probe:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(
-            shown.contains(r#"headers: [("Authorization", "<redacted>")]"#),
+            shown.contains(r#"headers: {"Authorization": "<redacted>"}"#),
             "{shown}"
         );
         assert!(shown.contains("https://example.com/health"), "{shown}");

@@ -401,6 +401,7 @@ impl Prober {
             .map_err(Error::Start)?;
         Ok(RunningProber {
             running: ComponentThread::new(
+                "probes",
                 move || {
                     let _ = stop.send(());
                 },
@@ -518,16 +519,9 @@ impl RunningProber {
     }
 }
 
-/// Probes hold nothing to deliver (each check records its result when it ends): `flush` has
-/// nothing to do; `shutdown` stops the probes, abandoning checks in progress, and waits for
-/// the thread to exit (well under a second). The series stay with their last values.
-impl sonde_core::Component for RunningProber {
-    fn name(&self) -> &'static str {
-        "probes"
-    }
-
-    fn shutdown(&self, _timeout: std::time::Duration) -> Result<(), sonde_core::ComponentError> {
-        self.running.stop();
-        Ok(())
-    }
-}
+sonde_core::component_via!(
+    /// Probes hold nothing to deliver (each check records its result when it ends): `flush`
+    /// has nothing to do; `shutdown` stops the probes, abandoning checks in progress, and waits
+    /// for the thread to exit (well under a second). The series stay with their last values.
+    RunningProber => running
+);

@@ -143,32 +143,6 @@ pub(crate) async fn outcome(
     }
 }
 
-/// `Debug` of a URL without the credentials of its `user:password@` part, for
-/// `#[debug(with = ...)]` on a configuration's URL field.
-pub(crate) fn debug_url<S: AsRef<str>>(
-    url: &S,
-    f: &mut std::fmt::Formatter<'_>,
-) -> std::fmt::Result {
-    std::fmt::Debug::fmt(&sonde_push::redact_url(url.as_ref()), f)
-}
-
-/// `Debug` of configured headers: their names, each value redacted.
-pub(crate) fn debug_headers<H: AsRef<[(String, String)]>>(
-    headers: &H,
-    f: &mut std::fmt::Formatter<'_>,
-) -> std::fmt::Result {
-    std::fmt::Debug::fmt(&sonde_push::redacted_headers(headers.as_ref()), f)
-}
-
-/// `Debug` of an optional secret (a password, a token): whether it is set, never its value.
-#[cfg(feature = "remote-write")]
-pub(crate) fn debug_secret(
-    secret: &Option<String>,
-    f: &mut std::fmt::Formatter<'_>,
-) -> std::fmt::Result {
-    std::fmt::Debug::fmt(&secret.as_ref().map(|_| sonde_push::REDACTED), f)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

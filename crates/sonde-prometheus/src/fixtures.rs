@@ -33,14 +33,7 @@ pub(crate) fn temperature(reg: &Registry, value: f64) {
         .set(value);
 }
 
-/// Asserts that `text` (an exposition, a page, a report) contains each of `parts`, naming the
-/// first one missing.
-#[track_caller]
-pub(crate) fn assert_contains_all(text: &str, parts: &[&str]) {
-    for part in parts {
-        assert!(text.contains(part), "{part:?} missing from\n{text}");
-    }
-}
+pub(crate) use sonde_core::testing::assert_contains_all;
 
 /// The `MetricFamily` messages of a delimited protobuf exposition, in order.
 pub(crate) fn decode_families(mut body: &[u8]) -> Vec<crate::proto::pb::MetricFamily> {

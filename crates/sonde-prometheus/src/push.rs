@@ -42,7 +42,7 @@ use sonde_push::telemetry::Backoff;
 // `Debug` keeps header values and URL credentials out of logs.
 #[derive(Clone, custom_debug::Debug)]
 pub struct PushgatewayBuilder {
-    #[debug(with = client::debug_url)]
+    #[debug(with = sonde_settings::redact::url)]
     url: String,
     job: Option<String>,
     grouping: Vec<(String, String)>,
@@ -52,7 +52,7 @@ pub struct PushgatewayBuilder {
     resource: Option<Resource>,
     timeout: Duration,
     max_retries: u32,
-    #[debug(with = client::debug_headers)]
+    #[debug(with = sonde_settings::redact::headers)]
     headers: Vec<(String, String)>,
 }
 

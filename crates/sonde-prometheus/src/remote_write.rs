@@ -183,7 +183,7 @@ pub fn decode_request(body: &[u8]) -> Option<pb::WriteRequest> {
 // `Debug` keeps header values, URL credentials and secrets out of logs.
 #[derive(Clone, custom_debug::Debug)]
 pub struct RemoteWriteBuilder {
-    #[debug(with = client::debug_url)]
+    #[debug(with = sonde_settings::redact::url)]
     url: String,
     #[debug(skip)]
     registry: Registry,
@@ -196,7 +196,7 @@ pub struct RemoteWriteBuilder {
     delivery: sonde_push::PushConfig,
     timeout: Duration,
     metadata: bool,
-    #[debug(with = client::debug_headers)]
+    #[debug(with = sonde_settings::redact::headers)]
     headers: Vec<(String, String)>,
     #[debug(skip)]
     selection: sonde_core::Selection,
@@ -540,10 +540,7 @@ impl RemoteWriteBuilder {
             };
             Ok::<_, Error>(sender)
         })
-        .map_err(|e| match e {
-            sonde_push::StartError::Start(e) => push_error(e),
-            sonde_push::StartError::Sink(e) => e,
-        })?;
+        .map_err(sonde_push::StartError::into_exporter)?;
         Ok(RemoteWriter {
             inner,
             url: self.url,
@@ -551,10 +548,7 @@ impl RemoteWriteBuilder {
     }
 }
 
-fn push_error(e: sonde_push::Error) -> Error {
-    e.start_or_message()
-        .map_or_else(Error::Incomplete, Error::Start)
-}
+sonde_push::push_builder!(RemoteWriteBuilder => RemoteWriter, error: Error);
 
 /// A running remote writer. Dropping it shuts it down, waiting up to
 /// [`DROP_SHUTDOWN_TIMEOUT`] for the last collection to be delivered, and logs that it did.
@@ -564,26 +558,12 @@ pub struct RemoteWriter {
     url: String,
 }
 
-sonde_push::component_via_inner!(RemoteWriter, debug_url: url);
+sonde_push::component_via_inner!(RemoteWriter, error: Error, debug_url: url);
 
 impl RemoteWriter {
     /// The receiver's URL.
     pub fn url(&self) -> &str {
         &self.url
-    }
-
-    /// Collects now and waits until that collection and everything queued before it has been
-    /// delivered, or `timeout` has passed. Errors if something was dropped or rejected meanwhile
-    /// (the error says why) or the deadline passed first.
-    pub fn flush(&self, timeout: Duration) -> Result<(), Error> {
-        self.inner.flush(timeout).map_err(push_error)
-    }
-
-    /// Collects one last time, delivers what is queued within `timeout`, and stops the threads.
-    /// Requests still queued at the deadline are dropped (counted with reason `shutdown`).
-    /// Errors like [`flush`](Self::flush); calling it again returns `Ok`.
-    pub fn shutdown(&self, timeout: Duration) -> Result<(), Error> {
-        self.inner.shutdown(timeout).map_err(push_error)
     }
 }
 
@@ -835,6 +815,19 @@ mod tests {
     #[test]
     fn writer_is_send_and_sync() {
         assert_send_sync::<RemoteWriter>();
+    }
+
+    #[test]
+    fn builder_debug_shows_the_kind_of_auth_but_no_credential() {
+        let url = "http://127.0.0.1:9090/api/v1/write";
+        let basic = RemoteWriteBuilder::new(url).basic_auth("agent", "s3cret-password");
+        let shown = format!("{basic:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains(r#"auth: "basic""#), "{shown}");
+        let bearer = RemoteWriteBuilder::new(url).bearer_token("s3cret-token");
+        let shown = format!("{bearer:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains(r#"auth: "bearer""#), "{shown}");
     }
 
     #[test]

@@ -101,28 +101,13 @@ impl Settings for PrometheusServerConfig {
 
     /// TLS files loaded and each user's hash checked, as the server does at start.
     fn validate(&self) -> Vec<Problem> {
-        let mut problems = Vec::new();
-        match (&self.tls_cert_file, &self.tls_key_file) {
-            (None, None) => {}
-            (Some(cert), Some(key)) => {
-                if let Err(e) = check_tls_files(cert, key) {
-                    problems.push(Problem::new(
-                        "tls_cert_file",
-                        e.to_string(),
-                        "tls_cert_file and tls_key_file must be readable PEM files: the certificate chain (leaf first) and its private key",
-                    ));
-                }
-            }
-            (cert, _) => problems.push(Problem::new(
-                if cert.is_some() {
-                    "tls_cert_file"
-                } else {
-                    "tls_key_file"
-                },
-                "TLS needs both tls_cert_file and tls_key_file",
-                "set both, or neither to serve plain HTTP",
-            )),
-        }
+        let mut problems: Vec<Problem> = Problem::tls_files(
+            self.tls_cert_file.as_deref(),
+            self.tls_key_file.as_deref(),
+            check_tls_files,
+        )
+        .into_iter()
+        .collect();
         for (user, hash) in &self.basic_auth_users {
             if let Err(e) = check_basic_auth_user(user, hash) {
                 problems.push(Problem::new(

@@ -209,14 +209,15 @@ fn error_ratios_per_route_and_markdown() {
     assert_eq!(md.status, 200);
     assert_eq!(md.content_type, "text/markdown; charset=utf-8");
     let text = md.body;
-    for heading in [
-        "## Last 1m",
-        "## Last 5m",
-        "## Since start",
-        "### HTTP routes",
-    ] {
-        assert!(text.contains(heading), "{heading} missing:\n{text}");
-    }
+    testing::assert_contains_all(
+        &text,
+        &[
+            "## Last 1m",
+            "## Last 5m",
+            "## Since start",
+            "### HTTP routes",
+        ],
+    );
     let row = |route: &str| {
         text.lines()
             .find(|l| l.starts_with(&format!("| {route} |")))

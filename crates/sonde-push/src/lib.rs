@@ -161,6 +161,21 @@ impl Error {
             other => Err(other.to_string()),
         }
     }
+
+    /// This error as an exporter's own ([`ExporterError`]).
+    pub fn into_exporter<E: ExporterError>(self) -> E {
+        self.start_or_message().map_or_else(E::INCOMPLETE, E::START)
+    }
+}
+
+/// An exporter's own error type, which keeps the engine's errors as every push exporter does:
+/// a thread or runtime that could not start stays a start failure; anything else (something
+/// not delivered, a queue that did not open) becomes its message.
+pub trait ExporterError: Sized {
+    /// The variant of a thread or runtime that could not start.
+    const START: fn(std::io::Error) -> Self;
+    /// The variant of anything else, with the message.
+    const INCOMPLETE: fn(String) -> Self;
 }
 
 /// What a batch is worth, for the queue's limits and the drop counters.
@@ -394,6 +409,63 @@ macro_rules! delivery_setters {
     };
 }
 
+/// What the builders of the push exporters (OTLP, CloudWatch, remote write) share, for code
+/// that sets any of them up the same way: what it reads, the resource, a durable queue, and
+/// the start. Each builder's inherent methods of the same names do the work
+/// ([`push_builder!`] writes the impl).
+pub trait PushBuilder: Sized {
+    /// The running exporter's handle.
+    type Exporter;
+    /// Why it did not start.
+    type Error: std::fmt::Display;
+    /// The registry, selection and deltas to continue.
+    fn read_settings(self, read: ReadSettings) -> Self;
+    /// The resource the exporter sends its series with.
+    fn resource(self, resource: sonde_core::Resource) -> Self;
+    /// Queues requests on disk instead of in memory.
+    fn durable_queue(self, queue: DiskQueueConfig) -> Self;
+    /// Starts the exporter.
+    fn install(self) -> Result<Self::Exporter, Self::Error>;
+}
+
+/// Implements [`PushBuilder`] for `$builder` by its inherent `read_settings` (from
+/// [`read_setters!`]), `resource`, `durable_queue` (from [`delivery_setters!`]) and
+/// `install`, which starts `$exporter` or fails with `$error`; and [`ExporterError`] for
+/// `$error` by its variants `Start(std::io::Error)` and `Incomplete(String)`, which every push
+/// exporter's error has.
+#[macro_export]
+macro_rules! push_builder {
+    ($builder:ty => $exporter:ty, error: $error:ident) => {
+        /// The engine's errors, kept as every push exporter keeps them.
+        impl $crate::ExporterError for $error {
+            const START: fn(std::io::Error) -> Self = $error::Start;
+            const INCOMPLETE: fn(String) -> Self = $error::Incomplete;
+        }
+
+        // `<$builder>::name` is the inherent method: inherent items come first.
+        impl $crate::PushBuilder for $builder {
+            type Exporter = $exporter;
+            type Error = $error;
+
+            fn read_settings(self, read: $crate::ReadSettings) -> Self {
+                <$builder>::read_settings(self, read)
+            }
+
+            fn resource(self, resource: $crate::__sonde_core::Resource) -> Self {
+                <$builder>::resource(self, resource)
+            }
+
+            fn durable_queue(self, queue: $crate::DiskQueueConfig) -> Self {
+                <$builder>::durable_queue(self, queue)
+            }
+
+            fn install(self) -> Result<$exporter, $error> {
+                <$builder>::install(self)
+            }
+        }
+    };
+}
+
 /// What a push exporter reads, as its builder collects it: the registry, the selection of
 /// metrics and series, and the deltas of the exporter it replaces. Builders offer its setters
 /// through [`read_setters!`].
@@ -500,37 +572,9 @@ pub fn is_http_url(url: &str) -> bool {
         .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some())
 }
 
-/// `url` without the credentials of its `user:password@` part, for `Debug` output, logs and
-/// error messages: `https://<redacted>@host/path`. Anything that is not `scheme://...` is
-/// returned as is.
-pub fn redact_url(url: &str) -> std::borrow::Cow<'_, str> {
-    let Some(start) = url.find("://").map(|i| i + 3) else {
-        return url.into();
-    };
-    let rest = &url[start..];
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    match authority.rfind('@') {
-        Some(at) => format!("{}<redacted>{}", &url[..start], &rest[at..]).into(),
-        None => url.into(),
-    }
-}
-
-/// What `Debug` output shows instead of a header value or a secret.
-pub const REDACTED: &str = "<redacted>";
-
-/// `Debug` of configured headers: their names, every value shown as [`REDACTED`] (tokens and
-/// API keys stay out of logs).
-pub fn redacted_headers(headers: &[(String, String)]) -> impl std::fmt::Debug + '_ {
-    struct Headers<'a>(&'a [(String, String)]);
-    impl std::fmt::Debug for Headers<'_> {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_map()
-                .entries(self.0.iter().map(|(k, _)| (k, REDACTED)))
-                .finish()
-        }
-    }
-    Headers(headers)
-}
+// Where every component's `Debug` finds them (settings fields); re-exported for the push
+// exporters' logs and errors.
+pub use sonde_settings::redact::{REDACTED, redact_url, redacted_headers};
 
 /// Failures and drops are logged at most once per this period, with the count since.
 pub const LOG_PERIOD: Duration = Duration::from_secs(60);
@@ -692,6 +736,16 @@ impl<E: std::fmt::Display> std::fmt::Display for StartError<E> {
 
 impl<E: std::fmt::Debug + std::fmt::Display> std::error::Error for StartError<E> {}
 
+impl<E: ExporterError> StartError<E> {
+    /// The exporter's error: the sink's as it is, the engine's by [`Error::into_exporter`].
+    pub fn into_exporter(self) -> E {
+        match self {
+            StartError::Start(e) => e.into_exporter(),
+            StartError::Sink(e) => e,
+        }
+    }
+}
+
 /// A running exporter. Dropping it shuts it down, waiting up to [`DROP_SHUTDOWN_TIMEOUT`], and
 /// logs that it did.
 #[must_use = "dropping the handle stops the exporter: keep it (`let _exporter = ...`) for as long as it should export"]
@@ -792,14 +846,15 @@ impl PushExporter {
     }
 }
 
-/// Implements [`sonde_core::Component`] for an exporter handle whose field `inner` is its
-/// [`PushExporter`]: the same name, flush and shutdown (what every push exporter does). With
-/// `debug_url: field`, also `Debug`, showing `inner` and the URL in `field` without its
-/// credentials.
+/// The lifecycle of an exporter handle whose field `inner` is its [`PushExporter`] and whose
+/// errors are `error` (an [`ExporterError`]): [`sonde_core::Component`] with the same name,
+/// flush and shutdown, and the handle's own `flush` and `shutdown` returning `error` (what
+/// every push exporter does). With `debug_url: field`, also `Debug`, showing `inner` and the
+/// URL in `field` without its credentials.
 #[macro_export]
 macro_rules! component_via_inner {
-    ($handle:ident, debug_url: $url:ident) => {
-        $crate::component_via_inner!($handle);
+    ($handle:ident, error: $error:ty, debug_url: $url:ident) => {
+        $crate::component_via_inner!($handle, error: $error);
 
         // Not derived: the URL's credentials stay out of logs.
         impl ::std::fmt::Debug for $handle {
@@ -811,25 +866,31 @@ macro_rules! component_via_inner {
             }
         }
     };
-    ($handle:ty) => {
-        /// The lifecycle every sonde component shares, through the exporter's delivery engine.
-        impl $crate::__sonde_core::Component for $handle {
-            fn name(&self) -> &'static str {
-                $crate::__sonde_core::Component::name(&self.inner)
+    ($handle:ty, error: $error:ty) => {
+        $crate::__sonde_core::component_via!(
+            /// The lifecycle every sonde component shares, through the exporter's delivery engine.
+            $handle => inner
+        );
+
+        impl $handle {
+            /// Collects now and waits until that collection and everything queued before it
+            /// has been delivered, or `timeout` has passed. Errors if something was dropped or
+            /// rejected meanwhile (the error says why) or the deadline passed first. Blocks the
+            /// calling thread.
+            pub fn flush(&self, timeout: ::std::time::Duration) -> Result<(), $error> {
+                self.inner
+                    .flush(timeout)
+                    .map_err($crate::Error::into_exporter)
             }
 
-            fn flush(
-                &self,
-                timeout: ::std::time::Duration,
-            ) -> Result<(), $crate::__sonde_core::ComponentError> {
-                $crate::__sonde_core::Component::flush(&self.inner, timeout)
-            }
-
-            fn shutdown(
-                &self,
-                timeout: ::std::time::Duration,
-            ) -> Result<(), $crate::__sonde_core::ComponentError> {
-                $crate::__sonde_core::Component::shutdown(&self.inner, timeout)
+            /// Collects one last time, delivers what is queued within `timeout`, and stops the
+            /// exporter's threads. Requests still queued at the deadline are dropped (counted
+            /// with reason `shutdown`). Errors like [`flush`](Self::flush); calling it again
+            /// returns `Ok`.
+            pub fn shutdown(&self, timeout: ::std::time::Duration) -> Result<(), $error> {
+                self.inner
+                    .shutdown(timeout)
+                    .map_err($crate::Error::into_exporter)
             }
         }
     };
@@ -1827,18 +1888,6 @@ mod tests {
         );
         e.shutdown(Duration::from_secs(5)).unwrap();
         assert_eq!(*got.lock().unwrap(), vec![1, 2]);
-    }
-
-    #[test]
-    fn urls_lose_their_credentials() {
-        assert_eq!(
-            redact_url("https://user:hunter2@collector:4318/v1/metrics?x=@"),
-            "https://<redacted>@collector:4318/v1/metrics?x=@"
-        );
-        assert_eq!(redact_url("http://tok@h"), "http://<redacted>@h");
-        assert_eq!(redact_url("http://a@b:c@h/p"), "http://<redacted>@h/p");
-        assert_eq!(redact_url("http://h:4318/v1/a@b"), "http://h:4318/v1/a@b");
-        assert_eq!(redact_url("not a url"), "not a url");
     }
 
     #[test]

@@ -98,6 +98,13 @@ fn a_full_disk_drops_and_counts_and_the_queue_recovers() {
         );
     }
     let got = got.lock().unwrap().clone();
+    // The sink keeps every number: each batch arrived whole, 512 copies of its number.
+    assert_eq!(got.len() % 512, 0, "whole batches: {} numbers", got.len());
+    assert!(
+        got.chunks(512).all(|b| b.iter().all(|n| *n == b[0])),
+        "whole batches"
+    );
+    let got: Vec<u64> = got.chunks(512).map(|b| b[0]).collect();
     assert!(got.len() >= 10, "{got:?}");
     assert!(got.windows(2).all(|w| w[0] < w[1]), "in order: {got:?}");
     exporter.shutdown(Duration::from_secs(5)).unwrap();

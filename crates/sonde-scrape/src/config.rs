@@ -32,7 +32,7 @@ pub struct ScrapeTargetConfig {
     /// The `job` label of its series.
     pub job: String,
     /// Its metrics URL.
-    #[debug(with = debug_url)]
+    #[debug(with = sonde_settings::redact::url)]
     pub url: String,
     /// Time between scrapes (default 15 s).
     #[serde(with = "sonde_settings::duration")]
@@ -78,11 +78,6 @@ impl Default for ScrapeTargetConfig {
             protobuf: t.protobuf,
         }
     }
-}
-
-/// `Debug` of a URL without the credentials of its `user:password@` part.
-fn debug_url<S: AsRef<str>>(url: &S, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-    std::fmt::Debug::fmt(&sonde_push::redact_url(url.as_ref()), f)
 }
 
 impl ScrapeTargetConfig {

@@ -24,11 +24,12 @@ fn target(state: Arc<Mutex<(u16, String)>>) -> SocketAddr {
                 line.clear();
             }
             let (status, body) = state.lock().unwrap().clone();
-            let _ = write!(
-                conn,
-                "HTTP/1.1 {status} X\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
+            let head = sonde_testkit::http_head(
+                &format!("HTTP/1.1 {status} X"),
+                body.len(),
+                &[("Content-Type", "text/plain; version=0.0.4")],
             );
+            let _ = write!(conn, "{head}{body}");
         }
     });
     addr

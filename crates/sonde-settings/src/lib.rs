@@ -60,6 +60,7 @@ use serde::de::DeserializeOwned;
 
 mod env;
 mod keys;
+pub mod redact;
 #[cfg(feature = "toml")]
 pub mod toml;
 mod value;
@@ -275,6 +276,38 @@ impl Problem {
             format!("`{path}` {}", self.message)
         } else {
             self.message.clone()
+        }
+    }
+}
+
+impl Problem {
+    /// The problem of a listener's `tls_cert_file` and `tls_key_file`, if any: both are given or
+    /// neither, and both load as the component loads them (`load`, whose error names the file
+    /// and what is wrong with it).
+    pub fn tls_files<E: fmt::Display>(
+        cert: Option<&std::path::Path>,
+        key: Option<&std::path::Path>,
+        load: impl FnOnce(&std::path::Path, &std::path::Path) -> Result<(), E>,
+    ) -> Option<Problem> {
+        match (cert, key) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => load(cert, key).err().map(|e| {
+                Problem::new(
+                    "tls_cert_file",
+                    e.to_string(),
+                    "tls_cert_file and tls_key_file must be readable PEM files: the certificate chain (leaf first) and its private key",
+                )
+            }),
+            // Named by the one given, so the message points at its line.
+            (cert, _) => Some(Problem::new(
+                if cert.is_some() {
+                    "tls_cert_file"
+                } else {
+                    "tls_key_file"
+                },
+                "TLS needs both tls_cert_file and tls_key_file",
+                "set both, or neither to serve without TLS",
+            )),
         }
     }
 }

@@ -228,21 +228,14 @@ fn unknown_field(message: &str) -> Option<(&str, Vec<&str>)> {
 /// that did not fit, given `text`.
 fn key_mistake<T: Settings>(key: &str, e: Error, text: Option<&str>) -> Mistake {
     if let Some((field, known)) = unknown_field(&e.message) {
-        let hint = match sonde_core::diag::closest(field, &known) {
-            Some(k) => format!("did you mean `{k}`?"),
-            None => format!("the keys are: {}", known.join(", ")),
-        };
+        let (message, hint) = sonde_core::diag::unknown_key(field, &known, None);
         let key = match key.rsplit_once('.') {
             // The unknown key is the entry's own, not one of its (valid) names.
             Some((entry, last)) if last == field => format!("{entry}.{field}"),
             _ => format!("{key}.{field}"),
         };
         return Mistake {
-            problem: Problem::new(
-                &key,
-                format!("unknown key `{}`", sonde_core::diag::shorten(field, 64)),
-                hint,
-            ),
+            problem: Problem::new(&key, message, hint),
             span: e.span,
         };
     }

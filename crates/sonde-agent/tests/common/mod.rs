@@ -74,13 +74,6 @@ pub fn refused_config(path: &Path, toml: &str) -> String {
     err
 }
 
-/// Asserts that `err` mentions every one of `expected`.
-pub fn assert_mentions(err: &str, expected: &[&str]) {
-    for expected in expected {
-        assert!(err.contains(expected), "{expected:?} missing from:\n{err}");
-    }
-}
-
 /// A running agent that takes StatsD on `statsd` (the [`LoggedAgent`] it derefs to serves
 /// `/metrics`); killed when dropped.
 pub struct StatsdAgent {

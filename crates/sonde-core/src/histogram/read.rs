@@ -40,8 +40,10 @@ impl fmt::Debug for HistogramPoint {
     }
 }
 
-/// A histogram point as plain data (see [`HistogramPoint::to_parts`]).
+/// A histogram point as plain data (see [`HistogramPoint::to_parts`]); with the `serde` feature,
+/// serializable as its fields (cells as `[cell, count]` pairs).
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct HistogramParts {
     /// Number of observations.
     pub count: u64,

@@ -74,10 +74,10 @@ fn slot_of(l: &HistogramLayout, cell: usize) -> usize {
 }
 
 /// The atomic storage of one histogram series, per stripe (one stripe unless the family is
-/// striped): the grid cells as 16-bit counters in blocks of [`BLOCK`], each block allocated
+/// striped): the grid cells as 16-bit counters in blocks of `BLOCK`, each block allocated
 /// the first time one of its cells is written (memory follows the range the data spans, not
 /// the grid's 30 octaves), and the split counters (one per explicit boundary) and the sum as
-/// 64-bit counters. A cell that reaches [`HALF`] moves that much to its carry (32-bit units of
+/// 64-bit counters. A cell that reaches `HALF` moves that much to its carry (32-bit units of
 /// `HALF`, allocated per block the first time one of its cells needs it); readers see a cell
 /// as cell + carry, and read again when a transfer ran meanwhile.
 // In this order: what every observation touches first, then the rarely used carry.

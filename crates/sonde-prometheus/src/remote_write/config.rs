@@ -8,7 +8,6 @@ use serde::Deserialize;
 use sonde_settings::{Expect, Problem, Settings};
 
 use super::RemoteWriteBuilder;
-use crate::client;
 
 /// The settings of a remote writer: where, how often, and how it authenticates. The registry,
 /// the resource, the selection and a durable queue are the caller's to add to the
@@ -31,7 +30,7 @@ use crate::client;
 #[serde(default, deny_unknown_fields)]
 pub struct RemoteWriteConfig {
     /// The receiver's endpoint (`http://host:9090/api/v1/write`).
-    #[debug(with = client::debug_url)]
+    #[debug(with = sonde_settings::redact::url)]
     pub url: String,
     /// Push interval (default 15 s).
     #[serde(with = "sonde_settings::duration")]
@@ -39,10 +38,10 @@ pub struct RemoteWriteConfig {
     /// HTTP basic auth user (with `password`).
     pub username: Option<String>,
     /// HTTP basic auth password (with `username`).
-    #[debug(with = client::debug_secret)]
+    #[debug(with = sonde_settings::redact::secret)]
     pub password: Option<String>,
     /// A bearer token.
-    #[debug(with = client::debug_secret)]
+    #[debug(with = sonde_settings::redact::secret)]
     pub bearer_token: Option<String>,
     /// A file holding the bearer token, read again whenever it changes.
     pub bearer_token_file: Option<PathBuf>,
@@ -50,7 +49,7 @@ pub struct RemoteWriteConfig {
     pub tenant: Option<String>,
     /// Extra HTTP headers.
     #[serde(with = "sonde_settings::pairs")]
-    #[debug(with = client::debug_headers)]
+    #[debug(with = sonde_settings::redact::headers)]
     pub headers: Vec<(String, String)>,
     /// The private CA to trust instead of the system's roots.
     pub ca_file: Option<PathBuf>,

@@ -282,10 +282,10 @@ mod tests {
             .map(|ts| {
                 let name = ts.label("__name__").unwrap();
                 let pairs: Vec<(String, String)> = ts
-                    .labels
-                    .iter()
-                    .filter(|l| l.name != "__name__")
-                    .map(|l| (l.name.clone(), l.value.clone()))
+                    .label_pairs()
+                    .into_iter()
+                    .filter(|(k, _)| *k != "__name__")
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
                     .collect();
                 assert_eq!(ts.samples.len(), 1);
                 render(name, &pairs, ts.samples[0].value)

@@ -1,5 +1,5 @@
 //! A test sink shared by the unit tests (`src/lib.rs`) and the integration tests: it refuses
-//! (retryably) while `down` is set, and keeps the first number of each batch it takes.
+//! (retryably) while `down` is set, and keeps every number of each batch it takes.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::{Outcome, Sink};
 
-/// Refuses (retryably) while `down` is set; then keeps each batch's first number in `got`.
+/// Refuses (retryably) while `down` is set; then appends every number of each batch to `got`.
+/// Panics on an empty batch (the engine never sends one) or a poisoned `got`.
 pub struct Gated {
     pub down: Arc<AtomicBool>,
     pub got: Arc<Mutex<Vec<u64>>>,
@@ -22,10 +23,8 @@ impl Sink for Gated {
                 after: None,
             };
         }
-        self.got
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .extend(batch.first());
+        assert!(!batch.is_empty(), "the engine sent an empty batch");
+        self.got.lock().unwrap().extend(batch);
         Outcome::Success {
             rejected: 0,
             message: String::new(),

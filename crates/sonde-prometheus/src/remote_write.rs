@@ -548,7 +548,8 @@ impl RemoteWriteBuilder {
     }
 }
 
-sonde_push::push_builder!(RemoteWriteBuilder => RemoteWriter, error: Error);
+// Only the error: the builder is no `PushBuilder` (no deltas to continue, so no `read_settings`).
+sonde_push::push_builder!(error: Error);
 
 /// A running remote writer. Dropping it shuts it down, waiting up to
 /// [`DROP_SHUTDOWN_TIMEOUT`] for the last collection to be delivered, and logs that it did.

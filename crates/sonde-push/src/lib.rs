@@ -409,10 +409,10 @@ macro_rules! delivery_setters {
     };
 }
 
-/// What the builders of the push exporters (OTLP, CloudWatch, remote write) share, for code
-/// that sets any of them up the same way: what it reads, the resource, a durable queue, and
-/// the start. Each builder's inherent methods of the same names do the work
-/// ([`push_builder!`] writes the impl).
+/// What the builders of the OTLP and CloudWatch exporters share, for code that sets either up
+/// the same way: what it reads, the resource, a durable queue, and the start. Each builder's
+/// inherent methods of the same names do the work ([`push_builder!`] writes the impl). The
+/// remote-write builder is not one: it has no deltas to continue, so no `read_settings`.
 pub trait PushBuilder: Sized {
     /// The running exporter's handle.
     type Exporter;
@@ -432,15 +432,21 @@ pub trait PushBuilder: Sized {
 /// [`read_setters!`]), `resource`, `durable_queue` (from [`delivery_setters!`]) and
 /// `install`, which starts `$exporter` or fails with `$error`; and [`ExporterError`] for
 /// `$error` by its variants `Start(std::io::Error)` and `Incomplete(String)`, which every push
-/// exporter's error has.
+/// exporter's error has. `push_builder!(error: E)` implements only the latter.
+///
+/// The builder must have all four inherent methods: a missing one would resolve to the trait's
+/// own method and call itself.
 #[macro_export]
 macro_rules! push_builder {
-    ($builder:ty => $exporter:ty, error: $error:ident) => {
+    (error: $error:ident) => {
         /// The engine's errors, kept as every push exporter keeps them.
         impl $crate::ExporterError for $error {
             const START: fn(std::io::Error) -> Self = $error::Start;
             const INCOMPLETE: fn(String) -> Self = $error::Incomplete;
         }
+    };
+    ($builder:ty => $exporter:ty, error: $error:ident) => {
+        $crate::push_builder!(error: $error);
 
         // `<$builder>::name` is the inherent method: inherent items come first.
         impl $crate::PushBuilder for $builder {

@@ -2,7 +2,6 @@
 //! follows the conventions (CamelCase name, severity, static summary, templated description, a
 //! runbook link to a section that exists), every alert has a promtool case where it fires and
 //! one where it does not, and the README documents each one.
-#![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 

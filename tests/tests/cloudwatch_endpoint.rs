@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 #![allow(clippy::result_large_err)] // the SDK's own SdkError, returned as the SDK returns it
 //! Self-test of the CloudWatch test endpoint (`sonde_tests::cloudwatch`) against the real
 //! `aws-sdk-cloudwatch` client: what the SDK sends decodes to exactly what was sent, large bodies

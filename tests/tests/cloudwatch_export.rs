@@ -1,7 +1,6 @@
 //! End-to-end tests of the CloudWatch exporter (through the real AWS SDK, against the test
 //! endpoint speaking Smithy RPC v2 CBOR and validating every documented limit) and of the EMF
 //! writer (documents checked line by line).
-#![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

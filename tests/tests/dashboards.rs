@@ -17,7 +17,6 @@
 //!   grid without overlapping; every metric the widgets and alarms use (name and dimension names)
 //!   is one the CloudWatch exporter emits for the example service with the settings
 //!   `cloudwatch/README.md` gives; alarms named after a Prometheus alert use its threshold.
-#![allow(clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

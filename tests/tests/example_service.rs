@@ -1,6 +1,5 @@
 //! The example service uses every instrumentation helper against a real SQLite database; each
 //! metric's name, unit, label names and values are checked, with exact relations between them.
-#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

@@ -2,7 +2,6 @@
 //! instrumentation helper, the process metrics and `target_info`, as a CI pipeline that lints
 //! expositions sees them. (sonde-agent's exposition is linted in
 //! `crates/sonde-agent/tests/exposition_lint.rs`.)
-#![allow(clippy::unwrap_used)]
 
 use sonde::Component as _;
 use std::time::Duration;

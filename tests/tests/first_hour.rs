@@ -2,7 +2,6 @@
 //! dropped, exports that fail while the service runs, the one-call tracing pipeline's logs,
 //! `/health` while a receiver is down. Child-process cases run `first_hour_child`, so that
 //! stderr is read as the user sees it.
-#![allow(clippy::unwrap_used)]
 
 use sonde::Component as _;
 use std::process::{Command, Output};

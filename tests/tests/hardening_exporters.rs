@@ -1,6 +1,5 @@
 //! Issue #14, "exporters never die" and "secrets": hostile Retry-After values, redirects and
 //! credentials in URLs, against the real OTLP test receiver (gRPC and HTTP on loopback).
-#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,6 @@
 //! One lifecycle for every component (`sonde::Component`): a program holds its sources and
 //! exporters in one list and flushes and stops them in one loop, against real peers on
 //! loopback (the OTLP and CloudWatch test endpoints, a StatsD client socket, an EMF file).
-#![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
 use std::io::{Read as _, Write as _};

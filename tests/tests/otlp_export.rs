@@ -1,6 +1,5 @@
 //! End-to-end tests of the OTLP metrics exporter and the tracing pipeline against the OTLP test
 //! receiver (real gRPC and HTTP servers on loopback built from opentelemetry-proto).
-#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 

@@ -1,4 +1,3 @@
-#![allow(clippy::unwrap_used)]
 //! The OTLP test receiver itself, driven by opentelemetry-proto's generated tonic clients and a
 //! plain HTTP client: what arrives is recorded and decoded, the script answers in order, and
 //! the answers reach the clients as the OTLP spec has them.

@@ -1,6 +1,5 @@
 //! The one-call tracing pipeline, installed globally (its own test binary, since a process has
 //! one global subscriber).
-#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

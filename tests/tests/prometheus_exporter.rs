@@ -1,6 +1,5 @@
 //! The Prometheus exporter against real peers: promtool, the Python parsers, and a Prometheus
 //! server scraping the example service over loopback.
-#![allow(clippy::unwrap_used)]
 
 use sonde::Component as _;
 use std::io::{Read, Write};

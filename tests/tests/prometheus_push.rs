@@ -1,7 +1,6 @@
 //! Push exporters against real peers: remote write received by Prometheus (with
 //! `--web.enable-remote-write-receiver`) and by VictoriaMetrics, and pushes to a Pushgateway.
 //! A small fake receiver on loopback is used only to inject faults (503, 429, 400).
-#![allow(clippy::unwrap_used)]
 
 use sonde::Component as _;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -2,7 +2,6 @@
 //! run by `readme_snippets`, each in a process of its own as a user would run it) against
 //! loopback peers: the data each snippet promises is checked on `/metrics` and in the OTLP
 //! receiver.
-#![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::process::{Child, ChildStdout, Command, Stdio};

@@ -1,8 +1,7 @@
 //! End-to-end tests of the `sonde-agent` binary: real StatsD clients from PyPI, a real
 //! Prometheus scraping it, the OTLP test receiver, signals and configuration errors.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::io::Read as _;
 use std::net::SocketAddr;

@@ -1,9 +1,8 @@
 //! Issue #14 item 5: malformed and extreme configurations against the real binary. For each,
 //! `check-config` never panics (exit 0 or 2, located errors with a hint), and what it accepts
 //! starts and serves `/metrics`: `check-config` agrees with start-up.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};

@@ -2,9 +2,8 @@
 //! (`[agent] host_root`, or `HOST_ROOT` / `HOST_PROC`), the host collector reports the host's
 //! `/proc`, the mounts of the host's PID 1 and the sizes of the host's filesystems, not the
 //! container's own view. A prepared host tree stands for the host (no container engine here).
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

@@ -2,9 +2,8 @@
 //! real Prometheus through a connection that goes down; the agent is killed with SIGKILL during
 //! the outage and started again; when the receiver is back, every collection made while it was
 //! down is in Prometheus. And the queue's disk use stays under its cap while the outage lasts.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

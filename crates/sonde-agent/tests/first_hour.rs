@@ -1,9 +1,8 @@
 //! The agent as a new user first meets it: the default port next to a sonde service, the error
 //! when the port is taken, export failures in the log and on `/health`, `--help`, and log
 //! colours when stderr is not a terminal.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};

@@ -1,9 +1,8 @@
 //! The real `sonde-agent` binary under a flood of distinct StatsD timer series stays within its
 //! memory budget, counts what it refuses, and accepts a legitimate new name once the junk has
 //! expired (`statsd.ttl`). Also: `check-config` refuses budgets and TTLs out of range.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

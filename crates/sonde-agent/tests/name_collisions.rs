@@ -2,9 +2,8 @@
 //! name in Prometheus form, `target_info`) and values that would overflow `f64` reach the real
 //! `sonde-agent`: the exposition stays valid for `promtool` and a real Prometheus keeps scraping
 //! the whole host, with the first family's values and nothing infinite.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,9 +2,8 @@
 //! (kubernetes-validate, PyPI, strict) and its configuration starts an agent whose liveness and
 //! readiness paths answer; the systemd unit passes `systemd-analyze verify` and its security
 //! review.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

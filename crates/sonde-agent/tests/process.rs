@@ -2,9 +2,8 @@
 //! `procstat_*` names with group totals, the agent's `process_*` series its own alone, its
 //! limits, and the Prometheus client libraries' names with `prometheus_names = true`.
 #![cfg(target_os = "linux")]
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;

@@ -1,9 +1,8 @@
 //! The agent's `/metrics` server: HTTPS and basic auth from `[exporters.prometheus]` (scraped
 //! by a real Prometheus, certificate reloaded when its files change), `check-config` errors
 //! for a bad web configuration, and no busy loop when file descriptors run out.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::io::Read as _;
 use std::net::TcpStream;

@@ -3,9 +3,8 @@
 //! counted by reason, a legitimate line still gets in), and SIGTERM under load with an OTLP
 //! receiver that never answers (the agent exits within `agent.shutdown_timeout`).
 //! File-descriptor exhaustion is in prometheus_web.rs; the long runs are in scripts/soak.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::net::UdpSocket;
 use std::sync::Arc;

@@ -1,9 +1,8 @@
 //! Reload without loss (issue #14 item 4): SIGHUP keeps every component whose section did not
 //! change (StatsD socket and ingest state, `/metrics` socket, exporters with their delta
 //! readers), and removes what the new configuration removed.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;

@@ -2,9 +2,8 @@
 //! plus every application metric by default, an explicit `select` chooses metrics, series and
 //! labels (aggregating what becomes equal), `/metrics` keeps everything, and `sonde-agent cost`
 //! prices both. Real agent binary, the CloudWatch test endpoint, StatsD on loopback.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, UdpSocket};

@@ -1,9 +1,8 @@
 //! `[[sources.scrape]]` (issue #17 item 2) with real peers: the agent scrapes a real
 //! prometheus-node-exporter, a real Prometheus scrapes the agent and sees node_exporter's values
 //! exactly, and CloudWatch receives only the metrics chosen for it, with the cost logged.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use common::{BIN, refused_config, temp_config, write_config};
 use sonde_core::Component as _;

@@ -1,5 +1,5 @@
-//! Series limits, overflow, memory bounds and idle expiry, measured with a counting allocator.
-
+//! Series limits, overflow, memory bounds and idle expiry, measured with a counting allocator
+//! (its own test binary: the allocator counts the whole process).
 #![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::alloc::{GlobalAlloc, Layout, System};

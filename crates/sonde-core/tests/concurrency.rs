@@ -1,7 +1,5 @@
 //! Exact totals from many threads, and snapshots taken while writers run.
 
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;

@@ -1,6 +1,5 @@
 //! A delta reader handing its memory to its successor (an exporter restarted on a reload):
 //! every increment is reported once, by one of them.
-#![allow(clippy::unwrap_used)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 

@@ -1,5 +1,4 @@
 //! Exemplars: one per bucket, latest wins, never torn under concurrent writes.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use sonde_core::exemplar::set_trace_context_provider;
 use sonde_core::{Registry, TraceContext, testing};

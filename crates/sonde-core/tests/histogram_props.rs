@@ -1,7 +1,5 @@
 //! Properties of the histogram core over arbitrary inputs and boundaries.
 
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
-
 use proptest::prelude::*;
 use sonde_core::{Precision, Registry, Temporality, Unit, testing};
 

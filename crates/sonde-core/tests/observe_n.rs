@@ -1,7 +1,6 @@
 //! `Histogram::observe_n`: `n` observations at once read exactly as `n` calls of `observe`
 //! (the sum within the rounding of those calls), and bad input (NaN, infinities, negative
 //! values, `n = 0`, a huge `n`) is handled as documented.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

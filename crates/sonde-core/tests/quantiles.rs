@@ -4,8 +4,6 @@
 //! Every estimate must be within the grid's worst-case bound (1.44 % at the default
 //! precision), comfortably inside the 2 % the engine promises.
 
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
-
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, LogNormal, Pareto, Uniform};

@@ -1,7 +1,5 @@
 //! Registration rules: same definition returns the same family, anything else is an error.
 
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
-
 use sonde_core::{
     Counter, Error, Gauge, Histogram, INSTRUMENTATION_ERRORS, LazyFamily, Number, Registry, Unit,
     testing,

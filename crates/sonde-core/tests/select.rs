@@ -1,5 +1,4 @@
 //! Selections applied by readers: names, label conditions, dropped labels and aggregation.
-#![allow(clippy::unwrap_used)]
 
 use std::time::Instant;
 

@@ -3,9 +3,8 @@
 //! under 30 MB resident.
 
 #![cfg(target_os = "linux")]
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

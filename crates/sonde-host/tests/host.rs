@@ -3,9 +3,8 @@
 //! counter resets and failed readings.
 
 #![cfg(target_os = "linux")] // compared with /proc
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

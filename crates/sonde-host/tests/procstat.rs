@@ -3,9 +3,8 @@
 //! another user, for real).
 
 #![cfg(target_os = "linux")]
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -498,7 +497,12 @@ fn another_users_descriptors_are_a_counted_read_error_logged_once() {
     let out = Command::new(setpriv)
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(std::env::current_exe().unwrap())
-        .args(["--exact", "unprivileged_reader", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "procstat::unprivileged_reader",
+            "--ignored",
+            "--nocapture",
+        ])
         .env(PATTERN_ENV, &sleep.pattern)
         .env("SONDE_PROCSTAT_TEST_PID", child.pid().to_string())
         .output()

@@ -1,9 +1,8 @@
 //! The actix-web middleware on a real actix-web server over loopback: route patterns from
 //! actix's resource map, statuses, 5xx and handler errors as errors, unmatched requests under
 //! one series, and the active-requests gauge while a request runs.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

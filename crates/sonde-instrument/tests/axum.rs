@@ -1,6 +1,5 @@
 //! Feature `axum`: `HttpServerLayer::new(metrics)` records axum's route templates with no
 //! closure, in a real axum 0.8 server on loopback, for each place the layer can go.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 #![cfg(feature = "axum")]
 
 use std::collections::BTreeMap;

@@ -1,8 +1,7 @@
 //! deadpool pools on the `db.client.connection.*` metrics: sizes, waiting requests, wait times
 //! and timeouts, against the real deadpool crate on a Tokio runtime.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,9 +1,8 @@
 //! A plain hyper 1 server (no tower, no framework) with the instrumented service: route
 //! templates from a `route_with` function, statuses, 5xx as errors and the active-requests
 //! gauge while a request is in flight, over real HTTP/1.1 on loopback.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,5 +1,4 @@
 //! `MokaCache` against the real moka: hits, misses, evictions by cause, size.
-#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 

@@ -1,8 +1,7 @@
 //! Pool metrics from a real r2d2 pool of SQLite connections.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 #![cfg(feature = "r2d2")]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

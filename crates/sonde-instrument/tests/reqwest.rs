@@ -1,9 +1,8 @@
 //! reqwest through reqwest-middleware on `http.client.request.duration`, against a real axum
 //! server on loopback: status codes, 5xx as errors, a timeout and a refused connection by kind,
 //! the server address, and the caller's route template.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,5 +1,4 @@
 //! HTTP server metrics through the tower layer in a real axum server on loopback.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 #![cfg(all(feature = "tower", feature = "warp"))]
 
 use std::time::Duration;

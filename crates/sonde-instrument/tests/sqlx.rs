@@ -1,8 +1,7 @@
 //! sqlx pools on the `db.client.connection.*` metrics, against the real sqlx on a real SQLite
 //! database file: sizes, acquire wait times, a timeout, and queries timed by `DbMetrics`.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,7 +1,6 @@
 //! Tokio runtime metrics against a real multi-thread runtime with busy and parked workers.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

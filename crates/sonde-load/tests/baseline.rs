@@ -1,8 +1,7 @@
 //! Baselines end to end against a real server (issue #12 item 7): two runs of the same server are
 //! not a regression; the same server made 30 % slower is, and the exit code says so.
-#![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

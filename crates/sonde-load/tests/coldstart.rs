@@ -2,7 +2,6 @@
 //! startup delay (time to ready measured from spawn, thresholds and their exit codes, the JSON
 //! file), and the failures: a missing command, one that exits at once, one that never becomes
 //! ready (and leaves no process behind), a port already taken.
-#![allow(clippy::unwrap_used)] // test helpers: failing loudly is the point
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,8 +1,7 @@
 //! `--objectives` (issue #13 item 5): the service's objectives file sets the run's thresholds, so
 //! changing one number there changes the load test's verdict.
-#![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -1,9 +1,8 @@
 //! The run's own metrics pushed while it goes (issue #12 item 9): a real OTLP receiver gets
 //! `http.client.request.duration` with one point per request name and error class, and its
 //! counts add up to the run's.
-#![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

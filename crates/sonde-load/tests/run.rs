@@ -2,7 +2,7 @@
 //! sockets) on 127.0.0.1, read back through `--json`. Each run lasts a few seconds at most and
 //! they run one at a time (`support::serial`), so timing figures are not skewed by each other.
 
-mod support;
+use crate::support;
 
 use std::net::TcpListener;
 use std::time::Duration;

@@ -6,7 +6,6 @@
 //!   serves): its HTTP, database and cache figures, checked against an independent reading of
 //!   the exposition;
 //! - a service restarted between the scrapes: noted, never negative.
-#![allow(clippy::unwrap_used)] // test helpers: failing loudly is the point
 
 use sonde_core::Component as _;
 use std::net::SocketAddr;

@@ -8,7 +8,7 @@ use std::path::Path;
 use sonde_core::testing::assert_contains_all;
 use support::{run, text};
 
-mod support;
+use crate::support;
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/objectives.toml");
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use support::{run_in, text};
 
-mod support;
+use crate::support;
 
 /// The example service's objectives, as the committed files name it (relative to the root).
 const OBJECTIVES: &str = "crates/sonde-objectives/examples/objectives.toml";

@@ -1,8 +1,7 @@
 //! The OpenTelemetry Rust SDK (opentelemetry_sdk + opentelemetry-otlp over HTTP/protobuf) as the
 //! sender: what it pushes is what the registry holds.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

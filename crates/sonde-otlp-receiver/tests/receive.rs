@@ -1,8 +1,7 @@
 //! The receiver on 127.0.0.1 fed by sonde's own OTLP exporter (gRPC and HTTP, cumulative and
 //! delta) and by raw requests: exact values, the mapping, and every refusal.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::time::Duration;

@@ -1,9 +1,8 @@
 //! CPU time, CPU utilization and uptime of the current process, read through snapshots.
 
 #![cfg(target_os = "linux")] // compared with /proc
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

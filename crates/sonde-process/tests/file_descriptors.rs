@@ -1,9 +1,8 @@
 //! Open file descriptors of the current process, against a listing of `/proc/self/fd`.
 
 #![cfg(target_os = "linux")] // compared with /proc
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
-mod common;
+use crate::common;
 
 use std::fs::File;
 

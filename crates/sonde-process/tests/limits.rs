@@ -3,9 +3,8 @@
 //! Python prometheus_client's own process collector reading the same pid.
 
 #![cfg(target_os = "linux")] // compared with /proc
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};

@@ -1,9 +1,8 @@
 //! Resident and virtual memory of the current process, against `/proc/self/status`.
 
 #![cfg(target_os = "linux")] // compared with /proc
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
-mod common;
+use crate::common;
 
 use common::{assert_kind_unit, install, status_field, value};
 use sonde_core::{Kind, Unit};

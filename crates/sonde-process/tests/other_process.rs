@@ -2,9 +2,8 @@
 //! collect hook under concurrent snapshots.
 
 #![cfg(target_os = "linux")] // compared with /proc
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

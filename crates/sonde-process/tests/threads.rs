@@ -1,9 +1,8 @@
 //! Thread count of the current process, against `/proc/self/status`.
 
 #![cfg(target_os = "linux")] // compared with /proc
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};

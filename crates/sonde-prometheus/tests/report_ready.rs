@@ -1,7 +1,6 @@
 //! `/report` over sliding windows (JSON and Markdown), per-route error ratios, and `/ready`
 //! against `/health`, over real sockets. Windows use a 100 ms resolution and a 1 s window so the
 //! tests take seconds, not minutes.
-#![allow(clippy::unwrap_used)]
 
 use sonde_core::Component as _;
 use std::io::{Read as _, Write as _};

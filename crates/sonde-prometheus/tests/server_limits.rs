@@ -1,7 +1,6 @@
 //! The `/metrics` server under hostile clients: a connection cap that evicts idle connections,
 //! slowloris and non-reading clients cut by timeouts, idle keep-alive connections closed, and
 //! memory bounded with thousands of idle connections while scrapers keep succeeding.
-#![allow(clippy::unwrap_used)]
 
 use sonde_core::Component as _;
 use std::io::{Read as _, Write as _};

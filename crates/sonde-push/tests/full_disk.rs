@@ -3,8 +3,6 @@
 //! `disk_error`; nothing panics, the exporter keeps running, and once the receiver is back
 //! the queued batches are delivered and new ones are written again.
 
-#![allow(clippy::unwrap_used)]
-
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

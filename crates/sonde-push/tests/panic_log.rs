@@ -1,8 +1,6 @@
 //! A panic inside an exporter is logged through `sonde_core::diag` (here, a global `tracing`
 //! subscriber: the engine logs from its own thread, which a thread-local capture cannot see).
 
-#![allow(clippy::unwrap_used)]
-
 use std::time::Duration;
 
 use sonde_push::{Outcome, PushConfig, Sink, Source};

@@ -1,6 +1,5 @@
 //! Property tests: the parser and the ingest never panic, whatever the bytes, and well-formed
 //! lines round-trip.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use proptest::prelude::*;
 use sonde_core::Registry;

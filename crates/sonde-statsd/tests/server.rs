@@ -1,5 +1,4 @@
 //! End to end: real datagrams over UDP on 127.0.0.1 and a unix datagram socket.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use sonde_core::Component as _;
 use std::net::UdpSocket;

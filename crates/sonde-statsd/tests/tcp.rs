@@ -1,7 +1,6 @@
 //! StatsD over TCP on 127.0.0.1: newline-delimited lines, split anywhere by the network, a last
 //! line without a newline, backpressure instead of drops, a connection cap, an idle timeout and
 //! a line too long for any buffer.
-#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

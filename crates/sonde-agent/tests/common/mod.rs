@@ -1,6 +1,5 @@
 //! Helpers shared by the agent's integration tests: writing a configuration, running
 //! `check-config` on it, and running the agent on it.
-#![allow(dead_code)] // each test binary uses some of them
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};

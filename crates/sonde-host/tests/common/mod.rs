@@ -1,5 +1,4 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code)]
 
 use sonde_core::{Registry, Snapshot};
 use sonde_host::{HostCollector, HostMetrics};

@@ -1,8 +1,6 @@
 //! Shared helpers for the end-to-end tests: the `sonde-load-target` server and the `sonde-load`
 //! binary, each bounded in time and killed on drop.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};

@@ -2,7 +2,6 @@
 //! printed.
 
 // Each test file uses only some of these.
-#![allow(dead_code)]
 
 use std::path::Path;
 use std::process::{Command, Output};

@@ -1,0 +1,5 @@
+//! The integration tests, one module a file: one test binary to build and link for all of them.
+#![allow(clippy::unwrap_used)] // tests panic on failure by design
+
+mod report_ready;
+mod server_limits;

@@ -68,6 +68,7 @@
 //! cgroup memory limit: without one, the queries over it are checked to evaluate, not for data
 //! (the test prints so), and `ProcessMemoryHigh` is covered by its promtool cases only (pushing
 //! the test process near a real memory limit would risk the OOM killer).
+#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use sonde::Component as _;
 use std::collections::{BTreeMap, BTreeSet};

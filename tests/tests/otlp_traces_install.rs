@@ -1,5 +1,6 @@
 //! The one-call tracing pipeline, installed globally (its own test binary, since a process has
 //! one global subscriber).
+#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::time::Duration;
 

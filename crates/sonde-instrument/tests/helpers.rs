@@ -1,10 +1,11 @@
 //! Every helper, asserting metric names, units, label names and values.
+#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::common;
+mod common;
 
 use common::{assert_connections, assert_timeouts_and_waits, pool_label, value};
 use sonde_core::testing::{assert_counter, assert_gauge, block_on};

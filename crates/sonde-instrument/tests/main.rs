@@ -10,7 +10,6 @@ mod bb8;
 mod common;
 #[cfg(feature = "deadpool")]
 mod deadpool;
-mod helpers;
 #[cfg(feature = "hyper")]
 mod hyper;
 #[cfg(feature = "moka")]

@@ -188,8 +188,17 @@ fn a_service_never_ready_times_out_and_leaves_no_process() {
         "{e}"
     );
     assert!(took < Duration::from_secs(10), "took {took:?}");
+    // SIGKILL is delivered at once but takes effect when the process next runs: on a busy
+    // machine the grandchild can show as running for a moment after sonde-load has exited.
     for pid in [read_pid(&shell), read_pid(&child)] {
-        assert!(!alive(&pid), "process {pid} is still running");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while alive(&pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            !alive(&pid),
+            "process {pid} is still running 2 s after sonde-load exited"
+        );
     }
 }
 

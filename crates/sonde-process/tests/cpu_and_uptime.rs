@@ -1,8 +1,9 @@
 //! CPU time, CPU utilization and uptime of the current process, read through snapshots.
 
 #![cfg(target_os = "linux")] // compared with /proc
+#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
-use crate::common;
+mod common;
 
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,9 @@
 //! Open file descriptors of the current process, against a listing of `/proc/self/fd`.
 
 #![cfg(target_os = "linux")] // compared with /proc
+#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
-use crate::common;
+mod common;
 
 use std::fs::File;
 

@@ -3,8 +3,9 @@
 //! Python prometheus_client's own process collector reading the same pid.
 
 #![cfg(target_os = "linux")] // compared with /proc
+#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
-use crate::common;
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};

@@ -1,8 +1,9 @@
 //! Resident and virtual memory of the current process, against `/proc/self/status`.
 
 #![cfg(target_os = "linux")] // compared with /proc
+#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
-use crate::common;
+mod common;
 
 use common::{assert_kind_unit, install, status_field, value};
 use sonde_core::{Kind, Unit};

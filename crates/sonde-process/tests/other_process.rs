@@ -2,8 +2,9 @@
 //! collect hook under concurrent snapshots.
 
 #![cfg(target_os = "linux")] // compared with /proc
+#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
-use crate::common;
+mod common;
 
 use std::time::Duration;
 

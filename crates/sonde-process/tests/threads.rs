@@ -1,8 +1,9 @@
 //! Thread count of the current process, against `/proc/self/status`.
 
 #![cfg(target_os = "linux")] // compared with /proc
+#![allow(clippy::unwrap_used)] // tests panic on failure by design
 
-use crate::common;
+mod common;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};

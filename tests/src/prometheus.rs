@@ -187,24 +187,12 @@ impl SecuredApi {
         let v: Value = serde_json::from_str(&reply.text()).unwrap();
         parse_vector(&v)
     }
-}
 
-/// A Prometheus behind its own web configuration: HTTPS with the server certificate of
-/// `certs`, client certificates required (signed by `certs.client_ca`) and basic auth for
-/// `user` (bcrypt hash of `password`), receiving remote write. Queried through the same TLS
-/// and credentials ([`SecuredApi`]).
-pub struct SecuredPrometheus(SecuredApi);
-
-impl std::ops::Deref for SecuredPrometheus {
-    type Target = SecuredApi;
-    fn deref(&self) -> &SecuredApi {
-        &self.0
-    }
-}
-
-impl SecuredPrometheus {
-    /// Starts it and waits until it answers `/-/ready` through TLS and auth.
-    pub fn start(certs: &crate::certs::Certs, user: &str, password: &str) -> SecuredPrometheus {
+    /// A Prometheus behind its own web configuration: HTTPS with the server certificate of
+    /// `certs`, client certificates required (signed by `certs.client_ca`) and basic auth for
+    /// `user` (bcrypt hash of `password`), receiving remote write. Started, and waited for until
+    /// it answers `/-/ready` through TLS and auth.
+    pub fn prometheus(certs: &crate::certs::Certs, user: &str, password: &str) -> SecuredApi {
         let hash = bcrypt::hash(password, 4).unwrap();
         let web = format!(
             "tls_server_config:\n  cert_file: {}\n  key_file: {}\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {}\nbasic_auth_users:\n  {user}: {hash}\n",
@@ -212,7 +200,7 @@ impl SecuredPrometheus {
             certs.server_key.display(),
             certs.client_ca.display(),
         );
-        SecuredPrometheus(SecuredApi::start(
+        SecuredApi::start(
             "prometheus",
             INSTALL,
             certs,
@@ -236,7 +224,7 @@ impl SecuredPrometheus {
                 ]
             },
             "/-/ready",
-        ))
+        )
     }
 }
 

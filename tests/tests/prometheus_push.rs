@@ -556,20 +556,16 @@ fn queue_stays_bounded_and_counts_drops_when_the_receiver_is_down() {
 fn pushgateway_push_push_add_delete_and_push_on_drop() {
     let gw = Pushgateway::start();
     let reg = Registry::new();
-    let records = reg
-        .counter("batch.records")
-        .description("Records processed.")
-        .build()
-        .unwrap()
-        .handle();
+    let records = sonde::testing::handle(
+        reg.counter("batch.records")
+            .description("Records processed."),
+    );
     records.add(120);
-    let h = reg
-        .histogram("batch.duration")
-        .unit(Unit::Seconds)
-        .buckets(vec![1.0, 10.0])
-        .build()
-        .unwrap()
-        .handle();
+    let h = sonde::testing::handle(
+        reg.histogram("batch.duration")
+            .unit(Unit::Seconds)
+            .buckets(vec![1.0, 10.0]),
+    );
     h.observe(0.5);
     h.observe(4.0);
     let pusher = PushgatewayBuilder::new(gw.url())
@@ -736,7 +732,7 @@ fn guarded_write_url(api: &sonde_tests::prometheus::SecuredApi) -> String {
 #[test]
 fn remote_write_reaches_prometheus_behind_mtls_and_basic_auth() {
     let certs = sonde_tests::certs::Certs::generate();
-    let prom = sonde_tests::prometheus::SecuredPrometheus::start(&certs, "agent", "s3cret pass");
+    let prom = sonde_tests::prometheus::SecuredApi::prometheus(&certs, "agent", "s3cret pass");
     // Prometheus itself refuses a wrong password (the web config is in force).
     let url = guarded_write_url(&prom);
     let reg = Registry::new();

@@ -1236,6 +1236,15 @@ fn start_remote_write(
         .map_err(in_section("exporters.remote_write"))
 }
 
+/// A collector's install result as the agent keeps it: its handle, or the error in the words of
+/// its section.
+fn installed<T, E: std::fmt::Display>(
+    section: &'static str,
+    result: Result<T, E>,
+) -> Result<Option<T>, String> {
+    result.map(Some).map_err(in_section(section))
+}
+
 fn start_host(
     config: &Config,
     registry: &Registry,
@@ -1251,10 +1260,7 @@ fn start_host(
         crate::config::HostView::Root(root) => collector.host_root(root),
         crate::config::HostView::ProcSys(proc, sys) => collector.proc_and_sys(proc, sys),
     };
-    collector
-        .install()
-        .map(Some)
-        .map_err(in_section("collectors.host"))
+    installed("collectors.host", collector.install())
 }
 
 fn start_cgroups(
@@ -1266,9 +1272,7 @@ fn start_cgroups(
         return Ok(None);
     }
     let b = c.config.builder(&c.default_root).registry(registry);
-    b.install()
-        .map(Some)
-        .map_err(in_section("collectors.cgroups"))
+    installed("collectors.cgroups", b.install())
 }
 
 /// One collector for every matcher, so the process list is read once per collection.
@@ -1285,9 +1289,7 @@ fn start_procstat(
     for m in matchers {
         b = b.checked_matcher(m);
     }
-    b.install()
-        .map(Some)
-        .map_err(in_section("collectors.procstat"))
+    installed("collectors.procstat", b.install())
 }
 
 fn start_statsd(

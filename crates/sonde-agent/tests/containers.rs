@@ -8,7 +8,7 @@ use crate::common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, check_config, check_config_with_env, write_config};
+use common::{BIN, check_config, check_config_with_env, line_starting_with, write_config};
 use sonde_tests::agent::{sample_value, scrape_metrics, spawn_agent_with_env};
 use sonde_tests::host_tree::HostTree;
 use sonde_tests::{TempDir, free_addr, wait_for};
@@ -432,10 +432,7 @@ fn ec2_and_ecs_metadata_become_resource_attributes() {
     let scrape = wait_for("the agent", Duration::from_secs(20), || {
         scrape_metrics(metrics)
     });
-    let info = scrape
-        .lines()
-        .find(|l| l.starts_with("target_info{"))
-        .unwrap_or_else(|| panic!("{scrape}"));
+    let info = line_starting_with(&scrape, "target_info{");
     sonde_core::testing::assert_contains_all(
         info,
         &[

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{BIN, refused_config, temp_config, write_file};
+use common::{BIN, line_starting_with, refused_config, temp_config, write_file};
 use sonde_tests::agent::{KillOnDrop, free_udp, scrape_metrics, spawn_agent_with_env};
 use sonde_tests::cloudwatch::{CloudWatchEndpoint, Datum, TEST_ENV};
 use sonde_tests::{TempDir, free_addr, wait_for};
@@ -296,10 +296,7 @@ fn cost_prices_the_selection_and_everything() {
         line.split_whitespace().nth(5).unwrap().parse().unwrap()
     };
     let everything_of = |text: &str| -> usize {
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("Without a selection"))
-            .unwrap_or_else(|| panic!("no comparison in:\n{text}"));
+        let line = line_starting_with(text, "Without a selection");
         line.split(": ")
             .nth(1)
             .unwrap()

@@ -4,7 +4,7 @@
 
 use crate::common;
 
-use common::{BIN, refused_config, temp_config, write_config};
+use common::{BIN, line_starting_with, refused_config, temp_config, write_config};
 use sonde_core::Component as _;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -317,10 +317,7 @@ fn otlp_pushed_and_node_exporter_scraped_reach_cloudwatch_as_chosen() {
     // The sender's other resource attributes are its `target_info` series, in the one
     // `target_info` family next to the agent's own resource.
     assert_eq!(scrape.matches("# TYPE target_info ").count(), 1, "{scrape}");
-    let info = scrape
-        .lines()
-        .find(|l| l.starts_with("target_info{job=\"checkout\""))
-        .unwrap_or_else(|| panic!("no target_info for the sender:\n{scrape}"));
+    let info = line_starting_with(&scrape, "target_info{job=\"checkout\"");
     sonde_core::testing::assert_contains_all(
         info,
         &[
@@ -617,7 +614,7 @@ fn the_example_service_is_scraped_exactly() {
 #[test]
 fn the_agent_remote_writes_through_mtls_and_basic_auth() {
     let certs = sonde_tests::certs::Certs::generate();
-    let prom = sonde_tests::prometheus::SecuredPrometheus::start(&certs, "agent", "fleet pass");
+    let prom = sonde_tests::prometheus::SecuredApi::prometheus(&certs, "agent", "fleet pass");
     let dir = TempDir::new("agent-remote-write");
     let config = dir.0.join("agent.toml");
     let metrics = free_addr();

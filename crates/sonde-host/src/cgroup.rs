@@ -9,8 +9,10 @@ use std::sync::Arc;
 use sonde_core::{CollectorGuard, Counter, Family, Gauge, Registry, Unit};
 
 use crate::entries::Entries;
-use crate::host::{Cumulative, CumulativeSecs, clamp_i64, collector_errors};
-use crate::reading::parse_pressure;
+use crate::host::{
+    Cumulative, CumulativeSecs, PressureCounters, PressureFamilies, clamp_i64, collector_errors,
+};
+use crate::reading::{PRESSURE_RESOURCES, parse_pressure};
 use crate::shared::Shared;
 use crate::*;
 
@@ -359,8 +361,7 @@ struct Families {
     oom_kills: Family<Counter>,
     disk_io: Family<Counter>,
     disk_operations: Family<Counter>,
-    pressure_waiting: Family<Counter<f64>>,
-    pressure_stalled: Family<Counter<f64>>,
+    pressure: PressureFamilies,
 }
 
 impl Families {
@@ -443,15 +444,17 @@ impl Families {
                 Unit::Count("{operation}".into()),
                 Some(DISK_IO_DIRECTION_LABEL),
             )?,
-            pressure_waiting: seconds(
-                CONTAINER_PRESSURE_WAITING,
-                "Seconds in which some of the cgroup's tasks were stalled waiting for the resource (cgroup v2 pressure, the `some` line).",
-                Some(PRESSURE_RESOURCE_LABEL),
-            )?,
-            pressure_stalled: seconds(
-                CONTAINER_PRESSURE_STALLED,
-                "Seconds in which all of the cgroup's non-idle tasks were stalled on the resource at once (cgroup v2 pressure, the `full` line).",
-                Some(PRESSURE_RESOURCE_LABEL),
+            pressure: PressureFamilies::register(
+                registry,
+                (
+                    CONTAINER_PRESSURE_WAITING,
+                    "Seconds in which some of the cgroup's tasks were stalled waiting for the resource (cgroup v2 pressure, the `some` line).",
+                ),
+                (
+                    CONTAINER_PRESSURE_STALLED,
+                    "Seconds in which all of the cgroup's non-idle tasks were stalled on the resource at once (cgroup v2 pressure, the `full` line).",
+                ),
+                &CGROUP_LABELS,
             )?,
         })
     }
@@ -467,7 +470,7 @@ struct Entry {
     /// Per device (`MAJ:MIN`): bytes read, written; operations read, written. One counter per
     /// device, so a device that goes does not look like a reset of the sum.
     io: HashMap<String, [Cumulative; 4]>,
-    pressure: HashMap<(&'static str, bool), CumulativeSecs>,
+    pressure: PressureCounters,
 }
 
 /// One reading of a cgroup; `None` where the file is absent or unreadable.
@@ -636,7 +639,7 @@ impl State {
                 })
             }
         };
-        for resource in ["cpu", "memory", "io"] {
+        for resource in PRESSURE_RESOURCES {
             if let Some(p) = file(&h.v2, &format!("{resource}.pressure"))
                 .and_then(|t| parse_pressure(resource, &t))
             {
@@ -665,12 +668,7 @@ impl Families {
             f.disk_io.remove(&with);
             f.disk_operations.remove(&with);
         }
-        for resource in ["cpu", "memory", "io"] {
-            let mut with = l.clone();
-            with.push(resource);
-            f.pressure_waiting.remove(&with);
-            f.pressure_stalled.remove(&with);
-        }
+        f.pressure.remove(&l, &PRESSURE_RESOURCES);
     }
 }
 
@@ -758,29 +756,12 @@ fn record(f: &Families, e: &mut Entry, r: &Reading, baseline: bool) {
         // A device gone: its counters go; the series keep what they counted.
         e.io.retain(|dev, _| devices.iter().any(|(d, _)| d == dev));
     }
-    for p in &r.pressure {
-        for (full, total) in [(false, Some(p.some_us)), (true, p.full_us)] {
-            let Some(total) = total else { continue };
-            let family = if full {
-                &f.pressure_stalled
-            } else {
-                &f.pressure_waiting
-            };
-            match e.pressure.get_mut(&(p.resource, full)) {
-                Some(c) => c.update(total),
-                None => {
-                    let c = CumulativeSecs::new(
-                        family.with(&with(p.resource)),
-                        total,
-                        1e6,
-                        false,
-                        baseline,
-                    );
-                    e.pressure.insert((p.resource, full), c);
-                }
-            }
-        }
-    }
+    f.pressure.record(
+        &mut e.pressure,
+        &r.pressure,
+        &l.each_ref().map(String::as_str),
+        baseline,
+    );
 }
 
 /// Every cgroup directory below `dir` (paths from the hierarchy's root, `/a/b`).

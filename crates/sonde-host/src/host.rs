@@ -6,10 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use regex::Regex;
-use sonde_core::{Counter, Family, Gauge, Registry, Unit};
+use sonde_core::{Counter, Family, Gauge, Instrument, Registry, Unit};
 
 use crate::entries::Entries;
-use crate::reading::{Cpu, CpuTicks, DiskIo, Filesystem, Memory, Mount, NetIo, Pressure};
+use crate::reading::{
+    Cpu, CpuTicks, DiskIo, Filesystem, Listed, Memory, Mount, NetIo, PRESSURE_RESOURCES, Pressure,
+};
 use crate::shared::{Running, Shared};
 use crate::source::{Got, Miss, Source};
 use crate::*;
@@ -486,8 +488,8 @@ struct CpuEntry {
 struct FsEntry {
     /// `[device, mountpoint, type, mode]`.
     base: [String; 4],
-    usage: [Gauge; 3],
-    utilization: [Gauge<f64>; 3],
+    /// Per [`FS_STATES`] entry.
+    states: [UsageSeries; 3],
     limit: Gauge,
 }
 
@@ -521,8 +523,7 @@ struct State {
     filesystems: Entries<[String; 4], FsEntry>,
     disks: Entries<String, DiskEntry>,
     networks: Entries<String, NetEntry>,
-    /// Per resource and line (`false`: some, `true`: full).
-    pressure: HashMap<(&'static str, bool), CumulativeSecs>,
+    pressure: PressureCounters,
     /// Increments at every reading; entries not seen in the latest are removed.
     generation: u64,
 }
@@ -549,35 +550,9 @@ impl State {
         self.update_disks(first);
         self.update_networks(first);
         if let Some(p) = self.read(Source::pressure, "pressure") {
-            self.update_pressure(&p, first);
-        }
-    }
-
-    /// PSI totals in microseconds, counted in seconds from install (a decrease is noise: the
-    /// kernel's totals only grow).
-    fn update_pressure(&mut self, readings: &[Pressure], first: bool) {
-        for p in readings {
-            let lines = [(false, Some(p.some_us)), (true, p.full_us)];
-            for (full, total) in lines {
-                let Some(total) = total else { continue };
-                let family = if full {
-                    &self.families.pressure_stalled
-                } else {
-                    &self.families.pressure_waiting
-                };
-                match self.pressure.entry((p.resource, full)) {
-                    std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().update(total),
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(CumulativeSecs::new(
-                            family.with(&[p.resource]),
-                            total,
-                            1e6,
-                            false,
-                            first,
-                        ));
-                    }
-                }
-            }
+            self.families
+                .pressure
+                .record(&mut self.pressure, &p, &[], first);
         }
     }
 
@@ -704,10 +679,8 @@ impl State {
             let entry = self
                 .filesystems
                 .seen_or_insert_with(key, generation, |key| fams.fs_entry(key));
-            let states = sizes.states();
-            for ((usage, util), v) in entry.usage.iter().zip(&entry.utilization).zip(states) {
-                usage.set(clamp_i64(v));
-                util.set(ratio(v, sizes.total));
+            for (series, v) in entry.states.iter().zip(sizes.states()) {
+                series.set(v, sizes.total);
             }
             entry.limit.set(clamp_i64(sizes.total));
         }
@@ -721,30 +694,20 @@ impl State {
         let Some(list) = self.read(|s| s.disks(partitions), "disks") else {
             return;
         };
-        let fams = &self.families;
-        self.disks.update_listed(
-            self.generation,
-            not_excluded(list, self.filters.disks.as_ref(), |d| &d.name),
-            |d| &d.name,
-            DiskEntry::update,
-            |d| fams.disk_entry(d, first),
-            |name, _| fams.remove_disk(name),
-        );
+        let exclude = self.filters.disks.as_ref();
+        self.families
+            .disk
+            .update_listed(&mut self.disks, self.generation, list, exclude, first);
     }
 
     fn update_networks(&mut self, first: bool) {
         let Some(list) = self.read(Source::networks, "network") else {
             return;
         };
-        let fams = &self.families;
-        self.networks.update_listed(
-            self.generation,
-            not_excluded(list, self.filters.interfaces.as_ref(), |n| &n.name),
-            |n| &n.name,
-            NetEntry::update,
-            |n| fams.net_entry(n, first),
-            |name, _| fams.remove_net(name),
-        );
+        let exclude = self.filters.interfaces.as_ref();
+        self.families
+            .net
+            .update_listed(&mut self.networks, self.generation, list, exclude, first);
     }
 
     /// Removes every series this collector created.
@@ -757,11 +720,12 @@ impl State {
             f.remove_fs(e);
         }
         for (name, _) in self.disks.iter() {
-            f.remove_disk(name);
+            f.disk.remove(name);
         }
         for (name, _) in self.networks.iter() {
-            f.remove_net(name);
+            f.net.remove(name);
         }
+        f.pressure.remove(&[], &PRESSURE_RESOURCES);
     }
 }
 
@@ -772,50 +736,6 @@ fn cpus_reported<T>(per_cpu: bool, total: T, each: Vec<(u32, T)>) -> Vec<(Option
         each.into_iter().map(|(n, t)| (Some(n), t)).collect()
     } else {
         vec![(None, total)]
-    }
-}
-
-/// The items of `list` (disks, interfaces) whose name `exclude` does not match.
-fn not_excluded<T>(
-    list: Vec<T>,
-    exclude: Option<&Regex>,
-    name: fn(&T) -> &String,
-) -> impl Iterator<Item = T> {
-    list.into_iter()
-        .filter(move |item| !exclude.is_some_and(|r| r.is_match(name(item))))
-}
-
-impl DiskEntry {
-    fn update(&mut self, d: &DiskIo) {
-        self.io[0].update(d.read_bytes);
-        self.io[1].update(d.write_bytes);
-        if let Some(ops) = &d.ops {
-            if let Some([r, w]) = &mut self.ops {
-                r.update(ops.reads);
-                w.update(ops.writes);
-            }
-            if let Some([r, w]) = &mut self.op_time {
-                r.update(ops.read_ms);
-                w.update(ops.write_ms);
-            }
-            if let Some(t) = &mut self.io_time {
-                t.update(ops.io_ms);
-            }
-        }
-    }
-}
-
-impl NetEntry {
-    fn update(&mut self, n: &NetIo) {
-        for i in 0..2 {
-            self.io[i].update(n.bytes[i]);
-            self.packets[i].update(n.packets[i]);
-            self.errors[i].update(n.errors[i]);
-        }
-        if let (Some(d), Some(e)) = (&n.dropped, &mut self.dropped) {
-            e[0].update(d[0]);
-            e[1].update(d[1]);
-        }
     }
 }
 
@@ -840,28 +760,18 @@ struct Families {
     cpu_utilization: Family<Gauge<f64>>,
     cpu_count: Gauge,
     load: [Gauge<f64>; 3],
-    memory_usage: Family<Gauge>,
-    memory_utilization: Family<Gauge<f64>>,
+    memory: UsageFamilies,
     memory_limit: Gauge,
     memory_available: Option<Gauge>,
-    paging_usage: Family<Gauge>,
-    paging_utilization: Family<Gauge<f64>>,
-    fs_usage: Family<Gauge>,
-    fs_utilization: Family<Gauge<f64>>,
+    paging: UsageFamilies,
+    fs: UsageFamilies,
     fs_limit: Family<Gauge>,
-    disk_io: Family<Counter>,
-    disk_operations: Family<Counter>,
-    disk_operation_time: Family<Counter<f64>>,
-    disk_io_time: Family<Counter<f64>>,
-    net_io: Family<Counter>,
-    net_packets: Family<Counter>,
-    net_errors: Family<Counter>,
-    net_dropped: Family<Counter>,
+    disk: DiskFamilies,
+    net: NetFamilies,
     uptime: Gauge<f64>,
     process_count: Gauge,
     process_created: Family<Counter>,
-    pressure_waiting: Family<Counter<f64>>,
-    pressure_stalled: Family<Counter<f64>>,
+    pressure: PressureFamilies,
 }
 
 impl Families {
@@ -889,7 +799,6 @@ impl Families {
                 .build()
                 .map(|f| f.handle())
         };
-        let mem = [MEMORY_STATE_LABEL];
         let fs = [
             DEVICE_LABEL,
             FILESYSTEM_MOUNTPOINT_LABEL,
@@ -903,8 +812,6 @@ impl Families {
             FILESYSTEM_MODE_LABEL,
             FILESYSTEM_STATE_LABEL,
         ];
-        let disk = [DEVICE_LABEL, DISK_IO_DIRECTION_LABEL];
-        let net = [NETWORK_INTERFACE_LABEL, NETWORK_IO_DIRECTION_LABEL];
         Ok(Families {
             errors: collector_errors(registry)?,
             cpu_modes,
@@ -937,18 +844,15 @@ impl Families {
                 load(LOAD_AVERAGE_5M, "Load average over the last 5 minutes.")?,
                 load(LOAD_AVERAGE_15M, "Load average over the last 15 minutes.")?,
             ],
-            memory_usage: registry
-                .gauge(MEMORY_USAGE)
-                .description("Memory in use by state (used is total minus available).")
-                .unit(Unit::Bytes)
-                .labels(mem)
-                .build()?,
-            memory_utilization: registry
-                .gauge_f64(MEMORY_UTILIZATION)
-                .description("Share of memory in each state, 0 to 1.")
-                .unit(Unit::Ratio)
-                .labels(mem)
-                .build()?,
+            memory: UsageFamilies::register(
+                registry,
+                (
+                    MEMORY_USAGE,
+                    "Memory in use by state (used is total minus available).",
+                ),
+                (MEMORY_UTILIZATION, "Share of memory in each state, 0 to 1."),
+                &[MEMORY_STATE_LABEL],
+            )?,
             memory_limit: gauge(MEMORY_LIMIT, "Total memory.", Unit::Bytes)?,
             memory_available: if cpu_modes {
                 Some(gauge(
@@ -959,84 +863,32 @@ impl Families {
             } else {
                 None
             },
-            paging_usage: registry
-                .gauge(PAGING_USAGE)
-                .description("Swap space in use and free.")
-                .unit(Unit::Bytes)
-                .labels([PAGING_STATE_LABEL])
-                .build()?,
-            paging_utilization: registry
-                .gauge_f64(PAGING_UTILIZATION)
-                .description("Share of swap space in each state, 0 to 1.")
-                .unit(Unit::Ratio)
-                .labels([PAGING_STATE_LABEL])
-                .build()?,
-            fs_usage: registry
-                .gauge(FILESYSTEM_USAGE)
-                .description("Filesystem space by state; the states add up to system.filesystem.limit.")
-                .unit(Unit::Bytes)
-                .labels(fs_state)
-                .build()?,
-            fs_utilization: registry
-                .gauge_f64(FILESYSTEM_UTILIZATION)
-                .description("Share of the filesystem's space in each state, 0 to 1.")
-                .unit(Unit::Ratio)
-                .labels(fs_state)
-                .build()?,
+            paging: UsageFamilies::register(
+                registry,
+                (PAGING_USAGE, "Swap space in use and free."),
+                (PAGING_UTILIZATION, "Share of swap space in each state, 0 to 1."),
+                &[PAGING_STATE_LABEL],
+            )?,
+            fs: UsageFamilies::register(
+                registry,
+                (
+                    FILESYSTEM_USAGE,
+                    "Filesystem space by state; the states add up to system.filesystem.limit.",
+                ),
+                (
+                    FILESYSTEM_UTILIZATION,
+                    "Share of the filesystem's space in each state, 0 to 1.",
+                ),
+                &fs_state,
+            )?,
             fs_limit: registry
                 .gauge(FILESYSTEM_LIMIT)
                 .description("Total size of the filesystem.")
                 .unit(Unit::Bytes)
                 .labels(fs)
                 .build()?,
-            disk_io: registry
-                .counter(DISK_IO)
-                .description("Disk bytes transferred.")
-                .unit(Unit::Bytes)
-                .labels(disk)
-                .build()?,
-            disk_operations: registry
-                .counter(DISK_OPERATIONS)
-                .description("Disk operations completed.")
-                .unit(Unit::Count("{operation}".into()))
-                .labels(disk)
-                .build()?,
-            disk_operation_time: registry
-                .counter_f64(DISK_OPERATION_TIME)
-                .description("Sum of the time each operation took to complete.")
-                .unit(Unit::Seconds)
-                .labels(disk)
-                .build()?,
-            disk_io_time: registry
-                .counter_f64(DISK_IO_TIME)
-                .description("Time the disk spent with operations in progress.")
-                .unit(Unit::Seconds)
-                .labels([DEVICE_LABEL])
-                .build()?,
-            net_io: registry
-                .counter(NETWORK_IO)
-                .description("Bytes transmitted and received.")
-                .unit(Unit::Bytes)
-                .labels(net)
-                .build()?,
-            net_packets: registry
-                .counter(NETWORK_PACKETS)
-                .description("Packets transferred.")
-                .unit(Unit::Count("{packet}".into()))
-                .labels(net)
-                .build()?,
-            net_errors: registry
-                .counter(NETWORK_ERRORS)
-                .description("Network errors detected.")
-                .unit(Unit::Count("{error}".into()))
-                .labels(net)
-                .build()?,
-            net_dropped: registry
-                .counter(NETWORK_DROPPED)
-                .description("Packets dropped even though there was no error.")
-                .unit(Unit::Count("{packet}".into()))
-                .labels(net)
-                .build()?,
+            disk: DiskFamilies::register(registry)?,
+            net: NetFamilies::register(registry)?,
             uptime: registry
                 .gauge_f64(UPTIME)
                 .description("Seconds since the system booted.")
@@ -1054,18 +906,18 @@ impl Families {
                 .unit(Unit::Count("{process}".into()))
                 .striped(false)
                 .build()?,
-            pressure_waiting: registry
-                .counter_f64(PRESSURE_WAITING)
-                .description("Seconds in which some tasks were stalled waiting for the resource (Linux pressure stall information, the `some` line).")
-                .unit(Unit::Seconds)
-                .labels([PRESSURE_RESOURCE_LABEL])
-                .build()?,
-            pressure_stalled: registry
-                .counter_f64(PRESSURE_STALLED)
-                .description("Seconds in which all non-idle tasks were stalled on the resource at once (Linux pressure stall information, the `full` line).")
-                .unit(Unit::Seconds)
-                .labels([PRESSURE_RESOURCE_LABEL])
-                .build()?,
+            pressure: PressureFamilies::register(
+                registry,
+                (
+                    PRESSURE_WAITING,
+                    "Seconds in which some tasks were stalled waiting for the resource (Linux pressure stall information, the `some` line).",
+                ),
+                (
+                    PRESSURE_STALLED,
+                    "Seconds in which all non-idle tasks were stalled on the resource at once (Linux pressure stall information, the `full` line).",
+                ),
+                &[],
+            )?,
         })
     }
 
@@ -1082,10 +934,7 @@ impl Families {
         ];
         for (state, v) in states {
             if let Some(v) = v {
-                self.memory_usage.with(&[state]).set(clamp_i64(v));
-                self.memory_utilization
-                    .with(&[state])
-                    .set(ratio(v, m.total));
+                self.memory.with(&[state]).set(v, m.total);
             }
         }
         self.memory_limit.set(clamp_i64(m.total));
@@ -1094,10 +943,7 @@ impl Families {
         }
         let swap_free = m.swap_free.min(m.swap_total);
         for (state, v) in [("used", m.swap_total - swap_free), ("free", swap_free)] {
-            self.paging_usage.with(&[state]).set(clamp_i64(v));
-            self.paging_utilization
-                .with(&[state])
-                .set(ratio(v, m.swap_total));
+            self.paging.with(&[state]).set(v, m.swap_total);
         }
     }
 
@@ -1154,8 +1000,7 @@ impl Families {
             v
         };
         FsEntry {
-            usage: FS_STATES.map(|s| self.fs_usage.with(&with_state(s))),
-            utilization: FS_STATES.map(|s| self.fs_utilization.with(&with_state(s))),
+            states: FS_STATES.map(|s| self.fs.with(&with_state(s))),
             limit: self.fs_limit.with(base),
             base: base.clone(),
         }
@@ -1165,13 +1010,160 @@ impl Families {
         for s in FS_STATES {
             let mut v: Vec<&str> = e.base.iter().map(String::as_str).collect();
             v.push(s);
-            self.fs_usage.remove(&v);
-            self.fs_utilization.remove(&v);
+            self.fs.remove(&v);
         }
         self.fs_limit.remove(&e.base);
     }
+}
 
-    fn disk_entry(&self, d: &DiskIo, baseline: bool) -> DiskEntry {
+/// Registers (or finds) the family `(name, description)` with `unit` and `labels`.
+fn family<M: Instrument>(
+    registry: &Registry,
+    (name, description): (&'static str, &'static str),
+    unit: Unit,
+    labels: &[&'static str],
+) -> Result<Family<M>, sonde_core::Error> {
+    registry
+        .family::<M>(name)
+        .description(description)
+        .unit(unit)
+        .labels(labels.iter().copied())
+        .build()
+}
+
+/// A `*.usage` family (bytes by state) and its `*.utilization` (each state's share of the
+/// total, 0 to 1): memory, paging and filesystems.
+struct UsageFamilies {
+    usage: Family<Gauge>,
+    utilization: Family<Gauge<f64>>,
+}
+
+impl UsageFamilies {
+    /// `usage` and `utilization`: each family's name and description.
+    fn register(
+        registry: &Registry,
+        usage: (&'static str, &'static str),
+        utilization: (&'static str, &'static str),
+        labels: &[&'static str],
+    ) -> Result<Self, sonde_core::Error> {
+        Ok(UsageFamilies {
+            usage: family(registry, usage, Unit::Bytes, labels)?,
+            utilization: family(registry, utilization, Unit::Ratio, labels)?,
+        })
+    }
+
+    /// The series of one state (the last of `values`).
+    fn with(&self, values: &[&str]) -> UsageSeries {
+        UsageSeries {
+            usage: self.usage.with(values),
+            utilization: self.utilization.with(values),
+        }
+    }
+
+    fn remove(&self, values: &[&str]) {
+        self.usage.remove(values);
+        self.utilization.remove(values);
+    }
+}
+
+/// One state's series of [`UsageFamilies`].
+struct UsageSeries {
+    usage: Gauge,
+    utilization: Gauge<f64>,
+}
+
+impl UsageSeries {
+    /// `v` bytes of `total` are in this state.
+    fn set(&self, v: u64, total: u64) {
+        self.usage.set(clamp_i64(v));
+        self.utilization.set(ratio(v, total));
+    }
+}
+
+/// The families of the things a reading lists by name, which a regular expression on the name
+/// can leave out (disks, network interfaces), and the counters each keeps.
+trait Named {
+    /// One listed thing, as read.
+    type Item: Listed;
+    /// Its counters.
+    type Entry;
+
+    /// The counters of a thing listed for the first time (`baseline`: its totals are the
+    /// starting point, else they are counted).
+    fn entry(&self, item: &Self::Item, baseline: bool) -> Self::Entry;
+
+    /// Counts a later reading of the thing into its counters.
+    fn update(entry: &mut Self::Entry, item: &Self::Item);
+
+    /// Removes the series of the thing called `name`.
+    fn remove(&self, name: &str);
+
+    /// One reading (`generation`) of `list` into `entries`, but the things `exclude` matches.
+    fn update_listed(
+        &self,
+        entries: &mut Entries<String, Self::Entry>,
+        generation: u64,
+        list: Vec<Self::Item>,
+        exclude: Option<&Regex>,
+        baseline: bool,
+    ) {
+        entries.update_listed(
+            generation,
+            list.into_iter()
+                .filter(|item| !exclude.is_some_and(|r| r.is_match(item.name()))),
+            Self::Item::name,
+            Self::update,
+            |item| self.entry(item, baseline),
+            |name, _| self.remove(name),
+        );
+    }
+}
+
+/// The disk families, by device and (but `io_time`) direction.
+struct DiskFamilies {
+    io: Family<Counter>,
+    operations: Family<Counter>,
+    operation_time: Family<Counter<f64>>,
+    io_time: Family<Counter<f64>>,
+}
+
+impl DiskFamilies {
+    fn register(registry: &Registry) -> Result<Self, sonde_core::Error> {
+        let labels = [DEVICE_LABEL, DISK_IO_DIRECTION_LABEL];
+        Ok(DiskFamilies {
+            io: registry
+                .counter(DISK_IO)
+                .description("Disk bytes transferred.")
+                .unit(Unit::Bytes)
+                .labels(labels)
+                .build()?,
+            operations: registry
+                .counter(DISK_OPERATIONS)
+                .description("Disk operations completed.")
+                .unit(Unit::Count("{operation}".into()))
+                .labels(labels)
+                .build()?,
+            operation_time: registry
+                .counter_f64(DISK_OPERATION_TIME)
+                .description("Sum of the time each operation took to complete.")
+                .unit(Unit::Seconds)
+                .labels(labels)
+                .build()?,
+            io_time: registry
+                .counter_f64(DISK_IO_TIME)
+                .description("Time the disk spent with operations in progress.")
+                .unit(Unit::Seconds)
+                .labels([DEVICE_LABEL])
+                .build()?,
+        })
+    }
+}
+
+impl Named for DiskFamilies {
+    type Item = DiskIo;
+    type Entry = DiskEntry;
+
+    fn entry(&self, d: &DiskIo, baseline: bool) -> DiskEntry {
         let name = d.name.as_str();
         let c = |f: &Family<Counter>, dir: usize, first: u64| {
             Cumulative::new(f.with(&[name, DISK_DIRECTIONS[dir]]), first, baseline)
@@ -1180,55 +1172,195 @@ impl Families {
             CumulativeSecs::new(f.with(labels), first, 1000.0, true, baseline)
         };
         DiskEntry {
-            io: [
-                c(&self.disk_io, 0, d.read_bytes),
-                c(&self.disk_io, 1, d.write_bytes),
-            ],
+            io: [c(&self.io, 0, d.read_bytes), c(&self.io, 1, d.write_bytes)],
             ops: d.ops.map(|o| {
                 [
-                    c(&self.disk_operations, 0, o.reads),
-                    c(&self.disk_operations, 1, o.writes),
+                    c(&self.operations, 0, o.reads),
+                    c(&self.operations, 1, o.writes),
                 ]
             }),
             op_time: d.ops.map(|o| {
                 [
-                    ms(&self.disk_operation_time, &[name, "read"], o.read_ms),
-                    ms(&self.disk_operation_time, &[name, "write"], o.write_ms),
+                    ms(&self.operation_time, &[name, "read"], o.read_ms),
+                    ms(&self.operation_time, &[name, "write"], o.write_ms),
                 ]
             }),
-            io_time: d.ops.map(|o| ms(&self.disk_io_time, &[name], o.io_ms)),
+            io_time: d.ops.map(|o| ms(&self.io_time, &[name], o.io_ms)),
         }
     }
 
-    fn remove_disk(&self, name: &str) {
+    fn update(entry: &mut DiskEntry, d: &DiskIo) {
+        entry.io[0].update(d.read_bytes);
+        entry.io[1].update(d.write_bytes);
+        if let Some(ops) = &d.ops {
+            if let Some([r, w]) = &mut entry.ops {
+                r.update(ops.reads);
+                w.update(ops.writes);
+            }
+            if let Some([r, w]) = &mut entry.op_time {
+                r.update(ops.read_ms);
+                w.update(ops.write_ms);
+            }
+            if let Some(t) = &mut entry.io_time {
+                t.update(ops.io_ms);
+            }
+        }
+    }
+
+    fn remove(&self, name: &str) {
         for dir in DISK_DIRECTIONS {
-            self.disk_io.remove(&[name, dir]);
-            self.disk_operations.remove(&[name, dir]);
-            self.disk_operation_time.remove(&[name, dir]);
+            self.io.remove(&[name, dir]);
+            self.operations.remove(&[name, dir]);
+            self.operation_time.remove(&[name, dir]);
         }
-        self.disk_io_time.remove(&[name]);
+        self.io_time.remove(&[name]);
     }
+}
 
-    fn net_entry(&self, n: &NetIo, baseline: bool) -> NetEntry {
+/// The network families, by interface and direction.
+struct NetFamilies {
+    io: Family<Counter>,
+    packets: Family<Counter>,
+    errors: Family<Counter>,
+    dropped: Family<Counter>,
+}
+
+impl NetFamilies {
+    fn register(registry: &Registry) -> Result<Self, sonde_core::Error> {
+        let counter = |name: &'static str, description: &'static str, unit: Unit| {
+            registry
+                .counter(name)
+                .description(description)
+                .unit(unit)
+                .labels([NETWORK_INTERFACE_LABEL, NETWORK_IO_DIRECTION_LABEL])
+                .build()
+        };
+        Ok(NetFamilies {
+            io: counter(NETWORK_IO, "Bytes transmitted and received.", Unit::Bytes)?,
+            packets: counter(
+                NETWORK_PACKETS,
+                "Packets transferred.",
+                Unit::Count("{packet}".into()),
+            )?,
+            errors: counter(
+                NETWORK_ERRORS,
+                "Network errors detected.",
+                Unit::Count("{error}".into()),
+            )?,
+            dropped: counter(
+                NETWORK_DROPPED,
+                "Packets dropped even though there was no error.",
+                Unit::Count("{packet}".into()),
+            )?,
+        })
+    }
+}
+
+impl Named for NetFamilies {
+    type Item = NetIo;
+    type Entry = NetEntry;
+
+    fn entry(&self, n: &NetIo, baseline: bool) -> NetEntry {
         let name = n.name.as_str();
         let pair = |f: &Family<Counter>, v: [u64; 2]| {
             [0, 1].map(|i| Cumulative::new(f.with(&[name, NET_DIRECTIONS[i]]), v[i], baseline))
         };
         NetEntry {
-            io: pair(&self.net_io, n.bytes),
-            packets: pair(&self.net_packets, n.packets),
-            errors: pair(&self.net_errors, n.errors),
-            dropped: n.dropped.map(|d| pair(&self.net_dropped, d)),
+            io: pair(&self.io, n.bytes),
+            packets: pair(&self.packets, n.packets),
+            errors: pair(&self.errors, n.errors),
+            dropped: n.dropped.map(|d| pair(&self.dropped, d)),
         }
     }
 
-    fn remove_net(&self, name: &str) {
+    fn update(entry: &mut NetEntry, n: &NetIo) {
+        for i in 0..2 {
+            entry.io[i].update(n.bytes[i]);
+            entry.packets[i].update(n.packets[i]);
+            entry.errors[i].update(n.errors[i]);
+        }
+        if let (Some(d), Some(e)) = (&n.dropped, &mut entry.dropped) {
+            e[0].update(d[0]);
+            e[1].update(d[1]);
+        }
+    }
+
+    fn remove(&self, name: &str) {
         for dir in NET_DIRECTIONS {
             let v = [name, dir];
-            self.net_io.remove(&v);
-            self.net_packets.remove(&v);
-            self.net_errors.remove(&v);
-            self.net_dropped.remove(&v);
+            self.io.remove(&v);
+            self.packets.remove(&v);
+            self.errors.remove(&v);
+            self.dropped.remove(&v);
+        }
+    }
+}
+
+/// The two pressure stall families, of the `some` and the `full` lines of a PSI file: the
+/// host's (`system.pressure.*`) and the cgroups' (`container.pressure.*`).
+pub(crate) struct PressureFamilies {
+    waiting: Family<Counter<f64>>,
+    stalled: Family<Counter<f64>>,
+}
+
+/// PSI counters by resource and line (`false`: some, `true`: full).
+pub(crate) type PressureCounters = HashMap<(&'static str, bool), CumulativeSecs>;
+
+impl PressureFamilies {
+    /// `waiting` and `stalled`: each family's name and description; labelled `labels`, then
+    /// the resource.
+    pub(crate) fn register(
+        registry: &Registry,
+        waiting: (&'static str, &'static str),
+        stalled: (&'static str, &'static str),
+        labels: &[&'static str],
+    ) -> Result<Self, sonde_core::Error> {
+        let labels = [labels, &[PRESSURE_RESOURCE_LABEL]].concat();
+        Ok(PressureFamilies {
+            waiting: family(registry, waiting, Unit::Seconds, &labels)?,
+            stalled: family(registry, stalled, Unit::Seconds, &labels)?,
+        })
+    }
+
+    /// Counts PSI totals in microseconds as seconds into `counters`, each made at the first
+    /// reading of its resource and line, labelled `labels` and the resource (`baseline`: that
+    /// first total is the starting point). A decrease is noise: the kernel's totals only grow.
+    pub(crate) fn record(
+        &self,
+        counters: &mut PressureCounters,
+        readings: &[Pressure],
+        labels: &[&str],
+        baseline: bool,
+    ) {
+        for p in readings {
+            for (full, total) in [(false, Some(p.some_us)), (true, p.full_us)] {
+                let Some(total) = total else { continue };
+                match counters.entry((p.resource, full)) {
+                    std::collections::hash_map::Entry::Occupied(mut e) => e.get_mut().update(total),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        let family = if full { &self.stalled } else { &self.waiting };
+                        let mut values = labels.to_vec();
+                        values.push(p.resource);
+                        e.insert(CumulativeSecs::new(
+                            family.with(&values),
+                            total,
+                            1e6,
+                            false,
+                            baseline,
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes the series labelled `labels` and one of `resources`.
+    pub(crate) fn remove(&self, labels: &[&str], resources: &[&str]) {
+        for resource in resources {
+            let mut values = labels.to_vec();
+            values.push(resource);
+            self.waiting.remove(&values);
+            self.stalled.remove(&values);
         }
     }
 }

@@ -93,7 +93,7 @@ impl Procfs {
     /// or with it disabled: `psi=0`).
     pub(crate) fn pressure(&mut self) -> Option<Vec<Pressure>> {
         let mut out = Vec::new();
-        for resource in ["cpu", "memory", "io"] {
+        for resource in crate::reading::PRESSURE_RESOURCES {
             if let Some(p) = self
                 .read(&format!("pressure/{resource}"))
                 .and_then(|text| parse_pressure(resource, &text))

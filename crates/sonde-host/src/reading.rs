@@ -111,6 +111,17 @@ pub(crate) struct DiskIo {
     pub(crate) ops: Option<DiskOps>,
 }
 
+/// A thing a reading lists by name (a block device, a network interface).
+pub(crate) trait Listed {
+    fn name(&self) -> &String;
+}
+
+impl Listed for DiskIo {
+    fn name(&self) -> &String {
+        &self.name
+    }
+}
+
 /// Operation counts and times of one block device (Linux `/proc/diskstats`).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub(crate) struct DiskOps {
@@ -145,6 +156,16 @@ pub(crate) struct NetIo {
     /// `None` where the platform does not say.
     pub(crate) dropped: Option<[u64; 2]>,
 }
+
+impl Listed for NetIo {
+    fn name(&self) -> &String {
+        &self.name
+    }
+}
+
+/// The resources with a pressure stall file: `/proc/pressure/<resource>` for the host,
+/// `<resource>.pressure` in a cgroup v2 directory.
+pub(crate) const PRESSURE_RESOURCES: [&str; 3] = ["cpu", "memory", "io"];
 
 /// Parses one `/proc/pressure` file: `some avg10=0.00 avg60=0.00 avg300=0.00 total=123` and,
 /// where the kernel has it, the same with `full`. `None` without a readable `some` total.

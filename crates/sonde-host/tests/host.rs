@@ -335,6 +335,10 @@ fn on_collect_refreshes_at_every_registry_collection() {
 fn uninstall_removes_the_series() {
     let (registry, host) = install(HostCollector::new());
     assert!(!series(&registry.snapshot(), "system.network.io").is_empty());
+    // Where the kernel has pressure stall information, its series go too.
+    if std::path::Path::new("/proc/pressure/cpu").exists() {
+        assert!(!series(&registry.snapshot(), sonde_host::PRESSURE_WAITING).is_empty());
+    }
     host.uninstall();
     host.uninstall();
     assert!(!host.is_installed());
@@ -346,6 +350,8 @@ fn uninstall_removes_the_series() {
             "system.filesystem.usage",
             "system.cpu.utilization",
             "system.disk.io",
+            sonde_host::PRESSURE_WAITING,
+            sonde_host::PRESSURE_STALLED,
         ],
     );
 }

@@ -52,14 +52,14 @@ pub use moka_cache::MokaCache;
 #[cfg(feature = "tower")]
 pub use recorded::{Instrumented, Observe, Record, Recorded};
 #[cfg(feature = "bb8")]
-pub use resources::{Bb8Stats, bb8_get};
-pub use resources::{CacheMetrics, PoolMetrics, PoolStats};
+pub use resources::bb8_adapter::{Bb8Stats, bb8_get};
 #[cfg(feature = "deadpool")]
-pub use resources::{DeadpoolStats, deadpool_get};
+pub use resources::deadpool_adapter::{DeadpoolStats, deadpool_get};
 #[cfg(feature = "r2d2")]
-pub use resources::{R2d2Events, R2d2Stats};
+pub use resources::r2d2_adapter::{R2d2Events, R2d2Stats};
 #[cfg(feature = "sqlx")]
-pub use resources::{SqlxStats, sqlx_acquire};
+pub use resources::sqlx_adapter::{SqlxStats, sqlx_acquire};
+pub use resources::{CacheMetrics, PoolMetrics, PoolStats};
 #[cfg(feature = "tokio")]
 pub use runtime::TokioRuntimeMetrics;
 #[cfg(feature = "warp")]

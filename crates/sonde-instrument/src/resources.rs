@@ -1,8 +1,9 @@
 //! Caches and connection pools.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use sonde_core::{Counter, Gauge, Histogram, Registry, Unit};
+use sonde_core::{Counter, Gauge, Histogram, Instrument, Registry, Unit};
 
 use crate::Error;
 
@@ -97,6 +98,46 @@ pub trait PoolStats: Send + Sync {
     }
 }
 
+/// The [`PoolMetrics`] families labelled by the pool's name alone: name, description, unit.
+const POOL_FAMILIES: [(&str, &str, Unit); 4] = [
+    (
+        "db.client.connection.max",
+        "The most connections the pool opens.",
+        Unit::Count(Cow::Borrowed("{connection}")),
+    ),
+    (
+        "db.client.connection.pending_requests",
+        "Requests waiting for a connection.",
+        Unit::Count(Cow::Borrowed("{request}")),
+    ),
+    (
+        "db.client.connection.wait_time",
+        "Time it took to obtain a connection from the pool.",
+        Unit::Seconds,
+    ),
+    (
+        "db.client.connection.timeouts",
+        "Requests for a connection that timed out.",
+        Unit::Count(Cow::Borrowed("{timeout}")),
+    ),
+];
+
+/// The series of `pool` in the family `spec` describes (one of [`POOL_FAMILIES`]).
+fn pool_series<M: Instrument>(
+    registry: &Registry,
+    spec: &(&'static str, &'static str, Unit),
+    pool: &str,
+) -> Result<M, Error> {
+    let (name, description, unit) = spec;
+    let family = registry
+        .family::<M>(*name)
+        .description(*description)
+        .unit(unit.clone())
+        .labels(["db.client.connection.pool.name"])
+        .build()?;
+    Ok(family.with(&[pool]))
+}
+
 /// Connection pool metrics by the `db.client.connection.*` conventions, labelled
 /// `db.client.connection.pool.name`: `count{state=idle|used}`, `max`, `pending_requests`
 /// (sampled from a [`PoolStats`] at each collection once [`watch`](Self::watch)ed), `wait_time`
@@ -138,43 +179,15 @@ impl PoolMetrics {
                 "db.client.connection.state",
             ])
             .build()?;
-        let gauge = |name: &'static str, description: &'static str, unit: &'static str| {
-            registry
-                .gauge(name)
-                .description(description)
-                .unit(Unit::Count(unit.into()))
-                .labels(["db.client.connection.pool.name"])
-                .build()
-                .map(|f| f.with(&[pool]))
-        };
+        let [max, pending, wait_time, timeouts] = &POOL_FAMILIES;
         Ok(PoolMetrics {
             registry: registry.clone(),
             idle: count.with(&[pool, "idle"]),
             used: count.with(&[pool, "used"]),
-            max: gauge(
-                "db.client.connection.max",
-                "The most connections the pool opens.",
-                "{connection}",
-            )?,
-            pending: gauge(
-                "db.client.connection.pending_requests",
-                "Requests waiting for a connection.",
-                "{request}",
-            )?,
-            wait_time: registry
-                .histogram("db.client.connection.wait_time")
-                .description("Time it took to obtain a connection from the pool.")
-                .unit(Unit::Seconds)
-                .labels(["db.client.connection.pool.name"])
-                .build()?
-                .with(&[pool]),
-            timeouts: registry
-                .counter("db.client.connection.timeouts")
-                .description("Requests for a connection that timed out.")
-                .unit(Unit::Count("{timeout}".into()))
-                .labels(["db.client.connection.pool.name"])
-                .build()?
-                .with(&[pool]),
+            max: pool_series(registry, max, pool)?,
+            pending: pool_series(registry, pending, pool)?,
+            wait_time: pool_series(registry, wait_time, pool)?,
+            timeouts: pool_series(registry, timeouts, pool)?,
         })
     }
 
@@ -229,16 +242,11 @@ impl PoolMetrics {
     }
 }
 
-#[cfg(feature = "r2d2")]
-mod r2d2_adapter {
-    use std::sync::Arc;
-
-    use super::{PoolMetrics, PoolStats};
-
-    /// [`PoolStats`] of an r2d2 pool.
-    pub struct R2d2Stats<M: r2d2::ManageConnection>(pub r2d2::Pool<M>);
-
-    impl<M: r2d2::ManageConnection> PoolStats for R2d2Stats<M> {
+/// `PoolStats::idle` and `used` of an adapter around a pool whose `state()` counts connections
+/// open (`connections`) and idle (`idle_connections`): r2d2 and bb8 both do, in types of their own.
+#[cfg(any(feature = "r2d2", feature = "bb8"))]
+macro_rules! idle_and_used_from_state {
+    () => {
         fn idle(&self) -> u64 {
             u64::from(self.0.state().idle_connections)
         }
@@ -246,212 +254,15 @@ mod r2d2_adapter {
             let s = self.0.state();
             u64::from(s.connections.saturating_sub(s.idle_connections))
         }
-        fn max(&self) -> u64 {
-            u64::from(self.0.max_size())
-        }
-    }
-
-    /// An r2d2 event handler recording checkout waits and timeouts into [`PoolMetrics`]; give it
-    /// to `r2d2::Pool::builder().event_handler(...)`.
-    #[derive(Clone)]
-    pub struct R2d2Events(pub PoolMetrics);
-
-    impl std::fmt::Debug for R2d2Events {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("R2d2Events")
-        }
-    }
-
-    impl r2d2::HandleEvent for R2d2Events {
-        fn handle_checkout(&self, event: r2d2::event::CheckoutEvent) {
-            self.0.record_wait(event.duration());
-        }
-        fn handle_timeout(&self, _: r2d2::event::TimeoutEvent) {
-            self.0.timeout();
-        }
-    }
-
-    impl PoolMetrics {
-        /// Samples an r2d2 pool's sizes at each collection.
-        pub fn watch_r2d2<M: r2d2::ManageConnection>(&self, pool: &r2d2::Pool<M>) {
-            self.watch(Arc::new(R2d2Stats(pool.clone())));
-        }
-
-        /// The event handler that records this pool's checkout waits and timeouts; pass it to
-        /// `r2d2::Pool::builder().event_handler(Box::new(...))`.
-        pub fn r2d2_events(&self) -> R2d2Events {
-            R2d2Events(self.clone())
-        }
-    }
+    };
 }
 
+// One file per pool library, compiled with its feature only; lib.rs re-exports their items.
+#[cfg(feature = "bb8")]
+pub(crate) mod bb8_adapter;
+#[cfg(feature = "deadpool")]
+pub(crate) mod deadpool_adapter;
 #[cfg(feature = "r2d2")]
-pub use r2d2_adapter::{R2d2Events, R2d2Stats};
-
-#[cfg(feature = "deadpool")]
-mod deadpool_adapter {
-    use deadpool::managed::{Manager, Object, Pool, PoolError};
-
-    use super::{PoolMetrics, PoolStats};
-
-    /// [`PoolStats`] of a deadpool pool (its `status()`: objects idle and in use, the
-    /// maximum, futures waiting), for [`PoolMetrics::watch`].
-    pub struct DeadpoolStats<M: Manager>(pub Pool<M>);
-
-    impl<M: Manager> PoolStats for DeadpoolStats<M> {
-        fn idle(&self) -> u64 {
-            self.0.status().available as u64
-        }
-        fn used(&self) -> u64 {
-            let s = self.0.status();
-            s.size.saturating_sub(s.available) as u64
-        }
-        fn max(&self) -> u64 {
-            self.0.status().max_size as u64
-        }
-        fn pending_requests(&self) -> u64 {
-            self.0.status().waiting as u64
-        }
-    }
-
-    /// `pool.get()`, recording how long it waited in `metrics` (`db.client.connection.wait_time`),
-    /// and a timeout as `db.client.connection.timeouts`.
-    ///
-    /// ```
-    /// struct Numbers;
-    /// impl deadpool::managed::Manager for Numbers {
-    ///     type Type = u32;
-    ///     type Error = std::convert::Infallible;
-    ///     async fn create(&self) -> Result<u32, Self::Error> { Ok(7) }
-    ///     async fn recycle(&self, _: &mut u32, _: &deadpool::managed::Metrics)
-    ///         -> deadpool::managed::RecycleResult<Self::Error> { Ok(()) }
-    /// }
-    /// let registry = sonde_core::Registry::new();
-    /// let pool = deadpool::managed::Pool::<Numbers>::builder(Numbers).max_size(2).build().unwrap();
-    /// let metrics = sonde_instrument::PoolMetrics::install(&registry, "numbers")?;
-    /// metrics.watch(std::sync::Arc::new(sonde_instrument::DeadpoolStats(pool.clone())));
-    /// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    /// let n = rt.block_on(sonde_instrument::deadpool_get(&pool, &metrics)).unwrap();
-    /// assert_eq!(*n, 7);
-    /// # Ok::<(), sonde_instrument::Error>(())
-    /// ```
-    pub async fn deadpool_get<M: Manager>(
-        pool: &Pool<M>,
-        metrics: &PoolMetrics,
-    ) -> Result<Object<M>, PoolError<M::Error>> {
-        metrics
-            .time_acquire(pool.get(), |e| matches!(e, PoolError::Timeout(_)))
-            .await
-    }
-}
-
-#[cfg(feature = "deadpool")]
-pub use deadpool_adapter::{DeadpoolStats, deadpool_get};
-
-#[cfg(feature = "bb8")]
-mod bb8_adapter {
-    use bb8::{ManageConnection, Pool, PooledConnection, RunError};
-
-    use super::{PoolMetrics, PoolStats};
-
-    /// [`PoolStats`] of a bb8 pool: connections idle and in use from its `state()`, its
-    /// `max_size`, and the requests waiting (gets started but not yet completed or timed out,
-    /// from bb8's own statistics: a get whose future is dropped while it waits, a cancelled
-    /// request, stays counted there, so under cancellations this gauge reads high).
-    pub struct Bb8Stats<M: ManageConnection>(pub Pool<M>);
-
-    impl<M: ManageConnection> PoolStats for Bb8Stats<M> {
-        fn idle(&self) -> u64 {
-            u64::from(self.0.state().idle_connections)
-        }
-        fn used(&self) -> u64 {
-            let s = self.0.state();
-            u64::from(s.connections.saturating_sub(s.idle_connections))
-        }
-        fn max(&self) -> u64 {
-            u64::from(self.0.config().max_size)
-        }
-        fn pending_requests(&self) -> u64 {
-            let s = self.0.state().statistics;
-            s.get_started
-                .saturating_sub(s.get_direct)
-                .saturating_sub(s.get_waited)
-                .saturating_sub(s.get_timed_out)
-        }
-    }
-
-    /// `pool.get()`, recording how long it waited in `metrics` (`db.client.connection.wait_time`),
-    /// and a timeout as `db.client.connection.timeouts`.
-    ///
-    /// ```
-    /// struct Numbers;
-    /// impl bb8::ManageConnection for Numbers {
-    ///     type Connection = u32;
-    ///     type Error = std::convert::Infallible;
-    ///     async fn connect(&self) -> Result<u32, Self::Error> { Ok(7) }
-    ///     async fn is_valid(&self, _: &mut u32) -> Result<(), Self::Error> { Ok(()) }
-    ///     fn has_broken(&self, _: &mut u32) -> bool { false }
-    /// }
-    /// let registry = sonde_core::Registry::new();
-    /// let metrics = sonde_instrument::PoolMetrics::install(&registry, "numbers")?;
-    /// let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-    /// rt.block_on(async {
-    ///     let pool = bb8::Pool::builder().max_size(2).build(Numbers).await.unwrap();
-    ///     metrics.watch(std::sync::Arc::new(sonde_instrument::Bb8Stats(pool.clone())));
-    ///     let n = sonde_instrument::bb8_get(&pool, &metrics).await.unwrap();
-    ///     assert_eq!(*n, 7);
-    /// });
-    /// # Ok::<(), sonde_instrument::Error>(())
-    /// ```
-    pub async fn bb8_get<'a, M: ManageConnection>(
-        pool: &'a Pool<M>,
-        metrics: &PoolMetrics,
-    ) -> Result<PooledConnection<'a, M>, RunError<M::Error>> {
-        metrics
-            .time_acquire(pool.get(), |e| matches!(e, RunError::TimedOut))
-            .await
-    }
-}
-
-#[cfg(feature = "bb8")]
-pub use bb8_adapter::{Bb8Stats, bb8_get};
-
+pub(crate) mod r2d2_adapter;
 #[cfg(feature = "sqlx")]
-mod sqlx_adapter {
-    use sqlx::pool::PoolConnection;
-    use sqlx::{Database, Pool};
-
-    use super::{PoolMetrics, PoolStats};
-
-    /// [`PoolStats`] of an sqlx pool: connections open (`size`) and idle (`num_idle`), and its
-    /// `max_connections` (sqlx does not tell how many requests wait).
-    pub struct SqlxStats<DB: Database>(pub Pool<DB>);
-
-    impl<DB: Database> PoolStats for SqlxStats<DB> {
-        fn idle(&self) -> u64 {
-            self.0.num_idle() as u64
-        }
-        fn used(&self) -> u64 {
-            u64::from(self.0.size()).saturating_sub(self.0.num_idle() as u64)
-        }
-        fn max(&self) -> u64 {
-            u64::from(self.0.options().get_max_connections())
-        }
-    }
-
-    /// `pool.acquire()`, recording how long it waited in `metrics`
-    /// (`db.client.connection.wait_time`), and `PoolTimedOut` as
-    /// `db.client.connection.timeouts`. Queries through the pool itself (`query(..)
-    /// .fetch_all(&pool)`) acquire inside sqlx; time them with [`crate::time_db`].
-    pub async fn sqlx_acquire<DB: Database>(
-        pool: &Pool<DB>,
-        metrics: &PoolMetrics,
-    ) -> Result<PoolConnection<DB>, sqlx::Error> {
-        metrics
-            .time_acquire(pool.acquire(), |e| matches!(e, sqlx::Error::PoolTimedOut))
-            .await
-    }
-}
-
-#[cfg(feature = "sqlx")]
-pub use sqlx_adapter::{SqlxStats, sqlx_acquire};
+pub(crate) mod sqlx_adapter;

@@ -1050,6 +1050,15 @@ mod tests {
         }
     }
 
+    /// `text` is refused with one problem for each of `starts`, each beginning with it.
+    fn assert_problems_start(text: &str, starts: &[&str]) {
+        let p = parse_err(text);
+        assert_eq!(p.len(), starts.len(), "{p:?}");
+        for (problem, start) in p.iter().zip(starts) {
+            assert!(problem.starts_with(start), "{p:?}");
+        }
+    }
+
     /// The example in the module documentation parses, and means what it says.
     #[test]
     fn the_documented_example_parses() {
@@ -1161,14 +1170,13 @@ mod tests {
 
     #[test]
     fn duplicate_names_point_at_the_first() {
-        let p = parse_err(concat!(
-            "[run]\nrate = 5\nduration = \"1s\"\n",
-            "[[requests]]\nname = \"a\"\nurl = \"http://h/\"\n",
-            "[[requests]]\nname = \"a\"\nurl = \"http://h/b\"\n",
-        ));
-        assert_eq!(p.len(), 1, "{p:?}");
-        assert!(
-            p[0].starts_with("s.toml:8:8: a request named \"a\" already exists (at s.toml:5:8)")
+        assert_problems_start(
+            concat!(
+                "[run]\nrate = 5\nduration = \"1s\"\n",
+                "[[requests]]\nname = \"a\"\nurl = \"http://h/\"\n",
+                "[[requests]]\nname = \"a\"\nurl = \"http://h/b\"\n",
+            ),
+            &["s.toml:8:8: a request named \"a\" already exists (at s.toml:5:8)"],
         );
     }
 
@@ -1180,15 +1188,12 @@ mod tests {
         assert!(p[1].contains("no requests"));
         let p = parse_err("stages = []\nrequests = []\n");
         assert_eq!(p.len(), 2, "{p:?}");
-        let p = parse_err("stages = 5\nrequests = [1]\n");
-        assert_eq!(p.len(), 2, "{p:?}");
-        assert!(
-            p[0].starts_with("s.toml:1:10: `stages` must be a list"),
-            "{p:?}"
-        );
-        assert!(
-            p[1].starts_with("s.toml:2:13: each of `requests` must be a table"),
-            "{p:?}"
+        assert_problems_start(
+            "stages = 5\nrequests = [1]\n",
+            &[
+                "s.toml:1:10: `stages` must be a list",
+                "s.toml:2:13: each of `requests` must be a table",
+            ],
         );
         let p = parse_err("[run]\nrate = 5\n[[requests]]\npath = \"/x\"\n");
         let all = p.join("\n");

@@ -1125,13 +1125,18 @@ mod tests {
 
     #[test]
     fn go_formatting() {
-        assert_eq!(go_g4(1.155), "1.155");
-        assert_eq!(go_g4(385.0), "385");
-        assert_eq!(go_g4(1.2), "1.2");
-        assert_eq!(go_g4(12345.0), "1.234e+04");
-        assert_eq!(humanize_duration(1.155), "1.155s");
-        assert_eq!(humanize_duration(0.385), "385ms");
-        assert_eq!(humanize_duration(125.0), "2m 5s");
-        assert_eq!(humanize_duration(0.0003), "300us");
+        // Each value as Go's `%.4g` and Prometheus's `humanizeDuration` write it.
+        for (v, g4, duration) in [
+            (1.155, "1.155", "1.155s"),
+            (385.0, "385", "6m 25s"),
+            (1.2, "1.2", "1.2s"),
+            (12345.0, "1.234e+04", "3h 25m 45s"),
+            (0.385, "0.385", "385ms"),
+            (125.0, "125", "2m 5s"),
+            (0.0003, "0.0003", "300us"),
+        ] {
+            assert_eq!(go_g4(v), g4, "go_g4({v})");
+            assert_eq!(humanize_duration(v), duration, "humanize_duration({v})");
+        }
     }
 }

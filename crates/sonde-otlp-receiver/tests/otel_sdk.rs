@@ -17,18 +17,14 @@ fn the_rust_sdk_pushes_exact_values() {
     let agent = Registry::new();
     let receiver = http_receiver(&agent);
     let endpoint = format!("http://{}/v1/metrics", receiver.http_addr().unwrap());
-    // reqwest is built without a default crypto provider in this workspace (plain http here),
-    // and the blocking client must be built outside any Tokio runtime.
+    // reqwest is built without a default crypto provider in this workspace (plain http here).
+    // The blocking client must be built outside any Tokio runtime, as this test thread is.
     #[allow(deprecated)] // ring: the workspace's one TLS stack
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = std::thread::spawn(|| {
-        reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap()
-    })
-    .join()
-    .unwrap();
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
     for temporality in [Temporality::Cumulative, Temporality::Delta] {
         let exporter = opentelemetry_otlp::MetricExporter::builder()
             .with_http()

@@ -2,7 +2,10 @@
 
 use std::borrow::Cow;
 
-use sonde_core::{Counter, DEFAULT_MAX_SERIES, Family, Gauge, Histogram, Registry, Unit};
+use sonde_core::{
+    Counter, DEFAULT_MAX_SERIES, Family, FamilyBuilder, Gauge, Histogram, Instrument, Registry,
+    Unit,
+};
 
 use std::time::UNIX_EPOCH;
 
@@ -29,13 +32,62 @@ pub const DURATION_BUCKETS: [f64; 14] = [
 /// The labels every probe series carries, in order.
 pub(crate) const LABELS: [&str; 3] = ["probe.name", "probe.type", "server.address"];
 
-fn labels(extra: Option<&'static str>) -> Vec<Cow<'static, str>> {
-    LABELS
-        .iter()
-        .copied()
-        .chain(extra)
-        .map(Cow::Borrowed)
-        .collect()
+/// One family: name, description, unit and the label it adds to [`LABELS`].
+type Spec = (&'static str, &'static str, Unit, Option<&'static str>);
+
+/// The families, in the order [`Metrics::register`] takes them apart.
+const FAMILIES: [Spec; 6] = [
+    (
+        SUCCESS,
+        "Whether the last check of the probe succeeded (1) or failed (0).",
+        Unit::None,
+        None,
+    ),
+    (
+        DURATION,
+        "Time from the start of a check to the end of each phase (dns, connect, tls, first_byte, total), failed checks included.",
+        Unit::Seconds,
+        Some("probe.phase"),
+    ),
+    (
+        HTTP_STATUS_CODE,
+        "HTTP status code of the last response of the probe; 0 when no response was received.",
+        Unit::None,
+        None,
+    ),
+    (
+        CHECKS,
+        "Checks run by the probe, by result.",
+        Unit::Count(Cow::Borrowed("{check}")),
+        Some("result"),
+    ),
+    (
+        FAILURES,
+        "Failed checks of the probe, by error type.",
+        Unit::Count(Cow::Borrowed("{check}")),
+        Some("error.type"),
+    ),
+    (
+        TLS_CERT_EXPIRY,
+        "Expiry (notAfter) of the leaf certificate the server presented, in seconds since the Unix epoch.",
+        Unit::Seconds,
+        None,
+    ),
+];
+
+/// The builder of `spec`'s family, with room for `max` series.
+fn builder<'r, M: Instrument>(
+    registry: &'r Registry,
+    spec: &Spec,
+    max: usize,
+) -> FamilyBuilder<'r, M> {
+    let (name, description, unit, extra) = spec;
+    registry
+        .family(*name)
+        .description(*description)
+        .unit(unit.clone())
+        .labels(LABELS.iter().copied().chain(*extra))
+        .max_series(max)
 }
 
 pub(crate) struct Metrics {
@@ -54,68 +106,23 @@ impl Metrics {
     pub(crate) fn register(registry: &Registry, probes: usize) -> Result<Self, sonde_core::Error> {
         // Per probe: 5 phases, 2 results, 9 error types.
         let max = DEFAULT_MAX_SERIES.max(probes.saturating_mul(10));
+        let [success, duration, status, checks, failures, cert_expiry] = &FAMILIES;
         Ok(Metrics {
             registry: registry.clone(),
-            success: registry
-                .gauge(SUCCESS)
-                .description("Whether the last check of the probe succeeded (1) or failed (0).")
-                .labels(labels(None))
-                .max_series(max)
-                .build()?,
-            duration: registry
-                .histogram(DURATION)
-                .description(
-                    "Time from the start of a check to the end of each phase (dns, connect, tls, first_byte, total), failed checks included.",
-                )
-                .unit(Unit::Seconds)
-                .labels(labels(Some("probe.phase")))
+            success: builder(registry, success, max).build()?,
+            duration: builder(registry, duration, max)
                 .buckets(DURATION_BUCKETS)
-                .max_series(max)
                 .build()?,
-            status: registry
-                .gauge(HTTP_STATUS_CODE)
-                .description(
-                    "HTTP status code of the last response of the probe; 0 when no response was received.",
-                )
-                .labels(labels(None))
-                .max_series(max)
-                .build()?,
-            checks: registry
-                .counter(CHECKS)
-                .description("Checks run by the probe, by result.")
-                .unit(Unit::Count("{check}".into()))
-                .labels(labels(Some("result")))
-                .max_series(max)
-                .build()?,
-            failures: registry
-                .counter(FAILURES)
-                .description("Failed checks of the probe, by error type.")
-                .unit(Unit::Count("{check}".into()))
-                .labels(labels(Some("error.type")))
-                .max_series(max)
-                .build()?,
-            cert_expiry: registry
-                .gauge(TLS_CERT_EXPIRY)
-                .description(
-                    "Expiry (notAfter) of the leaf certificate the server presented, in seconds since the Unix epoch.",
-                )
-                .unit(Unit::Seconds)
-                .labels(labels(None))
-                .max_series(max)
-                .build()?,
+            status: builder(registry, status, max).build()?,
+            checks: builder(registry, checks, max).build()?,
+            failures: builder(registry, failures, max).build()?,
+            cert_expiry: builder(registry, cert_expiry, max).build()?,
         })
     }
 
     /// Removes every series of the probe labelled `l` (each phase, result and error type).
     pub(crate) fn remove(&self, l: &[String; 3]) {
-        let names = [
-            SUCCESS,
-            DURATION,
-            HTTP_STATUS_CODE,
-            CHECKS,
-            FAILURES,
-            TLS_CERT_EXPIRY,
-        ];
+        let names = FAMILIES.each_ref().map(|f| f.0);
         let snapshot = self.registry.snapshot_families(&names);
         for family in &snapshot.families {
             for s in &family.series {

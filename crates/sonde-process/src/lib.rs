@@ -749,6 +749,119 @@ impl State {
 /// Reads one gauge's value from a sample (`None`: not available).
 type Read = fn(&Sample) -> Option<u64>;
 
+/// Where a gauge can be read, so where it is registered.
+#[derive(Clone, Copy)]
+enum When {
+    Always,
+    /// Where the platform counts a process's threads.
+    Threads,
+    /// On Linux only.
+    Linux,
+}
+
+impl When {
+    /// Whether the gauge is registered, `first` being the sample taken at install: only the
+    /// gauges the platform can read, so that no series stays unset.
+    fn holds(self, first: &Sample) -> bool {
+        match self {
+            When::Always => true,
+            When::Threads => first.threads.is_some(),
+            When::Linux => cfg!(target_os = "linux"),
+        }
+    }
+}
+
+/// An `i64` gauge: its name, description, unit, reading and where it can be read.
+type Gauge64 = (&'static str, &'static str, Unit, Read, When);
+
+const THREADS_UNIT: Unit = Unit::Count(Cow::Borrowed("{thread}"));
+const FDS_UNIT: Unit = Unit::Count(Cow::Borrowed("{file_descriptor}"));
+
+/// The `i64` gauges, named after the OpenTelemetry conventions (with the collector's prefix).
+const GAUGES: [Gauge64; 6] = [
+    (
+        MEMORY_USAGE,
+        "The amount of physical memory in use (resident set size).",
+        Unit::Bytes,
+        |s| Some(s.resident_bytes),
+        When::Always,
+    ),
+    (
+        MEMORY_VIRTUAL,
+        "The amount of committed virtual memory.",
+        Unit::Bytes,
+        |s| Some(s.virtual_bytes),
+        When::Always,
+    ),
+    (
+        THREAD_COUNT,
+        "Process threads count.",
+        THREADS_UNIT,
+        |s| s.threads,
+        When::Threads,
+    ),
+    (
+        OPEN_FILE_DESCRIPTORS,
+        "Number of file descriptors in use by the process.",
+        FDS_UNIT,
+        |s| s.open_fds,
+        When::Always,
+    ),
+    (
+        OPEN_FILE_DESCRIPTOR_LIMIT,
+        "The soft limit on open file descriptors (RLIMIT_NOFILE, ulimit -n); absent when unlimited.",
+        FDS_UNIT,
+        |s| s.open_fds_limit,
+        When::Linux,
+    ),
+    (
+        MEMORY_LIMIT,
+        "The memory limit of the process's cgroup (the lowest of its cgroup's and its ancestors' memory.max, or memory.limit_in_bytes on cgroup v1); absent when unlimited.",
+        Unit::Bytes,
+        |s| s.memory_limit,
+        When::Linux,
+    ),
+];
+
+/// The `i64` gauges [`ProcessCollector::prometheus_names`] adds.
+const PROMETHEUS_GAUGES: [Gauge64; 5] = [
+    (
+        prometheus_names::RESIDENT_MEMORY_BYTES,
+        "Resident memory size in bytes.",
+        Unit::Bytes,
+        |s| Some(s.resident_bytes),
+        When::Always,
+    ),
+    (
+        prometheus_names::VIRTUAL_MEMORY_BYTES,
+        "Virtual memory size in bytes.",
+        Unit::Bytes,
+        |s| Some(s.virtual_bytes),
+        When::Always,
+    ),
+    (
+        prometheus_names::OPEN_FDS,
+        "Number of open file descriptors.",
+        FDS_UNIT,
+        |s| s.open_fds,
+        When::Always,
+    ),
+    (
+        prometheus_names::MAX_FDS,
+        "Maximum number of open file descriptors.",
+        FDS_UNIT,
+        |s| s.open_fds_limit,
+        When::Linux,
+    ),
+    (
+        prometheus_names::THREADS,
+        "Number of OS threads in the process.",
+        THREADS_UNIT,
+        |s| s.threads,
+        When::Threads,
+    ),
+];
+
 /// An `i64` gauge whose series exists while the value is available: a process whose limit is
 /// lifted, or whose file descriptors cannot be read, has no series rather than a stale one.
 struct Optional {
@@ -780,10 +893,27 @@ impl Optional {
 /// `process_cpu_seconds_total` and `process_start_time_seconds`
 /// ([`ProcessCollector::prometheus_names`]; the `i64` ones are in `Instruments::gauges`).
 struct PrometheusInstruments {
-    cpu_family: Family<Counter<f64>>,
-    cpu: Counter<f64>,
-    start_family: Family<Gauge<f64>>,
-    start: Gauge<f64>,
+    cpu: Single<Counter<f64>>,
+    start: Single<Gauge<f64>>,
+}
+
+/// A family and this collector's one series in it.
+struct Single<M: Instrument> {
+    family: Family<M>,
+    series: M,
+}
+
+impl<M: Instrument> Single<M> {
+    fn new(family: Family<M>, values: &[String]) -> Self {
+        Single {
+            series: family.with(values),
+            family,
+        }
+    }
+
+    fn remove(&self, values: &[String]) {
+        self.family.remove(values);
+    }
 }
 
 /// The families and this collector's series in them.
@@ -797,8 +927,7 @@ struct Instruments {
     cpu_utilization_family: Family<Gauge<f64>>,
     cpu_utilization: Vec<Gauge<f64>>,
     gauges: Vec<Optional>,
-    uptime_family: Family<Gauge<f64>>,
-    uptime: Gauge<f64>,
+    uptime: Single<Gauge<f64>>,
     prometheus: Option<PrometheusInstruments>,
 }
 
@@ -864,127 +993,44 @@ impl Instruments {
         let gauge = |name: Cow<'static, str>, description: &'static str, unit: Unit| {
             family(registry.gauge(name), description, unit, &names)
         };
-        let fds = || Unit::Count("{file_descriptor}".into());
-        let mut gauges: Vec<(Family<Gauge>, Read)> = vec![
-            (
-                gauge(
-                    name(MEMORY_USAGE),
-                    "The amount of physical memory in use (resident set size).",
-                    Unit::Bytes,
-                )?,
-                |s| Some(s.resident_bytes),
-            ),
-            (
-                gauge(
-                    name(MEMORY_VIRTUAL),
-                    "The amount of committed virtual memory.",
-                    Unit::Bytes,
-                )?,
-                |s| Some(s.virtual_bytes),
-            ),
-        ];
-        if first.threads.is_some() {
-            gauges.push((
-                gauge(
-                    name(THREAD_COUNT),
-                    "Process threads count.",
-                    Unit::Count("{thread}".into()),
-                )?,
-                |s| s.threads,
-            ));
+        let mut gauges: Vec<(Family<Gauge>, Read)> = Vec::new();
+        for (constant, description, unit, read, when) in GAUGES {
+            if when.holds(first) {
+                gauges.push((gauge(name(constant), description, unit)?, read));
+            }
         }
-        gauges.push((
-            gauge(
-                name(OPEN_FILE_DESCRIPTORS),
-                "Number of file descriptors in use by the process.",
-                fds(),
+        let uptime = Single::new(
+            family(
+                registry.gauge_f64(name(UPTIME)),
+                "The time the process has been running.",
+                Unit::Seconds,
+                &names,
             )?,
-            |s| s.open_fds,
-        ));
-        if cfg!(target_os = "linux") {
-            gauges.push((
-                gauge(
-                    name(OPEN_FILE_DESCRIPTOR_LIMIT),
-                    "The soft limit on open file descriptors (RLIMIT_NOFILE, ulimit -n); absent when unlimited.",
-                    fds(),
-                )?,
-                |s| s.open_fds_limit,
-            ));
-            gauges.push((
-                gauge(
-                    name(MEMORY_LIMIT),
-                    "The memory limit of the process's cgroup (the lowest of its cgroup's and its ancestors' memory.max, or memory.limit_in_bytes on cgroup v1); absent when unlimited.",
-                    Unit::Bytes,
-                )?,
-                |s| s.memory_limit,
-            ));
-        }
-        let uptime_family = family(
-            registry.gauge_f64(name(UPTIME)),
-            "The time the process has been running.",
-            Unit::Seconds,
-            &names,
-        )?;
+            &values,
+        );
 
         let prometheus = if prometheus_names {
             use prometheus_names::*;
-            gauges.push((
-                gauge(
-                    RESIDENT_MEMORY_BYTES.into(),
-                    "Resident memory size in bytes.",
-                    Unit::Bytes,
-                )?,
-                |s| Some(s.resident_bytes),
-            ));
-            gauges.push((
-                gauge(
-                    VIRTUAL_MEMORY_BYTES.into(),
-                    "Virtual memory size in bytes.",
-                    Unit::Bytes,
-                )?,
-                |s| Some(s.virtual_bytes),
-            ));
-            gauges.push((
-                gauge(OPEN_FDS.into(), "Number of open file descriptors.", fds())?,
-                |s| s.open_fds,
-            ));
-            if cfg!(target_os = "linux") {
-                gauges.push((
-                    gauge(
-                        MAX_FDS.into(),
-                        "Maximum number of open file descriptors.",
-                        fds(),
-                    )?,
-                    |s| s.open_fds_limit,
-                ));
+            for (name, description, unit, read, when) in PROMETHEUS_GAUGES {
+                if when.holds(first) {
+                    gauges.push((gauge(name.into(), description, unit)?, read));
+                }
             }
-            if first.threads.is_some() {
-                gauges.push((
-                    gauge(
-                        THREADS.into(),
-                        "Number of OS threads in the process.",
-                        Unit::Count("{thread}".into()),
-                    )?,
-                    |s| s.threads,
-                ));
-            }
-            let cpu_family = family(
+            let cpu = family(
                 registry.counter_f64(CPU_SECONDS_TOTAL),
                 "Total user and system CPU time spent in seconds.",
                 Unit::Seconds,
                 &names,
             )?;
-            let start_family = family(
+            let start = family(
                 registry.gauge_f64(START_TIME),
                 "Start time of the process since unix epoch in seconds.",
                 Unit::Seconds,
                 &names,
             )?;
             Some(PrometheusInstruments {
-                cpu: cpu_family.with(&values),
-                cpu_family,
-                start: start_family.with(&values),
-                start_family,
+                cpu: Single::new(cpu, &values),
+                start: Single::new(start, &values),
             })
         } else {
             None
@@ -1004,12 +1050,11 @@ impl Instruments {
                     read,
                 })
                 .collect(),
-            uptime: uptime_family.with(&values),
+            uptime,
             cpu_values,
             values,
             cpu_time_family,
             cpu_utilization_family,
-            uptime_family,
             prometheus,
         })
     }
@@ -1021,10 +1066,10 @@ impl Instruments {
         for gauge in &mut self.gauges {
             gauge.record(&self.values, s);
         }
-        self.uptime.set(s.uptime);
+        self.uptime.series.set(s.uptime);
         if let Some(p) = &self.prometheus {
-            advance(&p.cpu, s.cpu.secs().iter().sum());
-            p.start.set(s.start_time);
+            advance(&p.cpu.series, s.cpu.secs().iter().sum());
+            p.start.series.set(s.start_time);
         }
     }
 
@@ -1038,10 +1083,10 @@ impl Instruments {
                 g.family.remove(&self.values);
             }
         }
-        self.uptime_family.remove(&self.values);
+        self.uptime.remove(&self.values);
         if let Some(p) = &self.prometheus {
-            p.cpu_family.remove(&self.values);
-            p.start_family.remove(&self.values);
+            p.cpu.remove(&self.values);
+            p.start.remove(&self.values);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The protobuf exposition (`io.prometheus.client.MetricFamily`, length-delimited), the only
-//! format that carries native histograms. Messages are declared here with prost, field numbers as
-//! in Prometheus's `metrics.proto`.
+//! format that carries native histograms. Messages are generated from `proto/metrics.proto`, field
+//! numbers as in Prometheus's `metrics.proto`.
 
 use prost::Message;
 use sonde_core::{FamilySnapshot, Kind, Number, Point, Resource, SeriesSnapshot, Snapshot};
@@ -15,175 +15,13 @@ pub const CONTENT_TYPE: &str =
 /// Native histograms are rendered at this schema (the finest the default grid nests into).
 pub const NATIVE_SCHEMA: i32 = 3;
 
-#[allow(missing_docs)]
+#[allow(missing_docs, clippy::doc_markdown)]
 pub mod pb {
-    //! `metrics.proto` messages.
+    //! `metrics.proto` messages, generated from `proto/metrics.proto` by the build script.
 
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct LabelPair {
-        #[prost(string, optional, tag = "1")]
-        pub name: Option<String>,
-        #[prost(string, optional, tag = "2")]
-        pub value: Option<String>,
-    }
+    pub use prost_types::Timestamp;
 
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Gauge {
-        #[prost(double, optional, tag = "1")]
-        pub value: Option<f64>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Timestamp {
-        #[prost(int64, tag = "1")]
-        pub seconds: i64,
-        #[prost(int32, tag = "2")]
-        pub nanos: i32,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Exemplar {
-        #[prost(message, repeated, tag = "1")]
-        pub label: Vec<LabelPair>,
-        #[prost(double, optional, tag = "2")]
-        pub value: Option<f64>,
-        #[prost(message, optional, tag = "3")]
-        pub timestamp: Option<Timestamp>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Counter {
-        #[prost(double, optional, tag = "1")]
-        pub value: Option<f64>,
-        #[prost(message, optional, tag = "2")]
-        pub exemplar: Option<Exemplar>,
-        #[prost(message, optional, tag = "3")]
-        pub created_timestamp: Option<Timestamp>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Bucket {
-        #[prost(uint64, optional, tag = "1")]
-        pub cumulative_count: Option<u64>,
-        #[prost(double, optional, tag = "2")]
-        pub upper_bound: Option<f64>,
-        #[prost(message, optional, tag = "3")]
-        pub exemplar: Option<Exemplar>,
-        #[prost(double, optional, tag = "4")]
-        pub cumulative_count_float: Option<f64>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct BucketSpan {
-        #[prost(sint32, optional, tag = "1")]
-        pub offset: Option<i32>,
-        #[prost(uint32, optional, tag = "2")]
-        pub length: Option<u32>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Histogram {
-        #[prost(uint64, optional, tag = "1")]
-        pub sample_count: Option<u64>,
-        #[prost(double, optional, tag = "2")]
-        pub sample_sum: Option<f64>,
-        #[prost(message, repeated, tag = "3")]
-        pub bucket: Vec<Bucket>,
-        /// Float histograms (gauge histograms) count in the `_float` and `*_count` fields.
-        #[prost(double, optional, tag = "4")]
-        pub sample_count_float: Option<f64>,
-        #[prost(sint32, optional, tag = "5")]
-        pub schema: Option<i32>,
-        #[prost(double, optional, tag = "6")]
-        pub zero_threshold: Option<f64>,
-        #[prost(uint64, optional, tag = "7")]
-        pub zero_count: Option<u64>,
-        #[prost(double, optional, tag = "8")]
-        pub zero_count_float: Option<f64>,
-        #[prost(message, repeated, tag = "9")]
-        pub negative_span: Vec<BucketSpan>,
-        #[prost(sint64, repeated, tag = "10")]
-        pub negative_delta: Vec<i64>,
-        #[prost(double, repeated, tag = "11")]
-        pub negative_count: Vec<f64>,
-        #[prost(message, repeated, tag = "12")]
-        pub positive_span: Vec<BucketSpan>,
-        #[prost(sint64, repeated, tag = "13")]
-        pub positive_delta: Vec<i64>,
-        #[prost(double, repeated, tag = "14")]
-        pub positive_count: Vec<f64>,
-        #[prost(message, optional, tag = "15")]
-        pub created_timestamp: Option<Timestamp>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Quantile {
-        #[prost(double, optional, tag = "1")]
-        pub quantile: Option<f64>,
-        #[prost(double, optional, tag = "2")]
-        pub value: Option<f64>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Summary {
-        #[prost(uint64, optional, tag = "1")]
-        pub sample_count: Option<u64>,
-        #[prost(double, optional, tag = "2")]
-        pub sample_sum: Option<f64>,
-        #[prost(message, repeated, tag = "3")]
-        pub quantile: Vec<Quantile>,
-        #[prost(message, optional, tag = "4")]
-        pub created_timestamp: Option<Timestamp>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Untyped {
-        #[prost(double, optional, tag = "1")]
-        pub value: Option<f64>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Metric {
-        #[prost(message, repeated, tag = "1")]
-        pub label: Vec<LabelPair>,
-        #[prost(message, optional, tag = "2")]
-        pub gauge: Option<Gauge>,
-        #[prost(message, optional, tag = "3")]
-        pub counter: Option<Counter>,
-        #[prost(message, optional, tag = "4")]
-        pub summary: Option<Summary>,
-        #[prost(message, optional, tag = "5")]
-        pub untyped: Option<Untyped>,
-        #[prost(int64, optional, tag = "6")]
-        pub timestamp_ms: Option<i64>,
-        #[prost(message, optional, tag = "7")]
-        pub histogram: Option<Histogram>,
-    }
-
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
-    #[repr(i32)]
-    pub enum MetricType {
-        Counter = 0,
-        Gauge = 1,
-        Summary = 2,
-        Untyped = 3,
-        Histogram = 4,
-        GaugeHistogram = 5,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct MetricFamily {
-        #[prost(string, optional, tag = "1")]
-        pub name: Option<String>,
-        #[prost(string, optional, tag = "2")]
-        pub help: Option<String>,
-        #[prost(enumeration = "MetricType", optional, tag = "3")]
-        pub r#type: Option<i32>,
-        #[prost(message, repeated, tag = "4")]
-        pub metric: Vec<Metric>,
-        #[prost(string, optional, tag = "5")]
-        pub unit: Option<String>,
-    }
+    include!(concat!(env!("OUT_DIR"), "/io.prometheus.client.rs"));
 }
 
 /// Encodes a cumulative snapshot as length-delimited `MetricFamily` messages, appending to `out`.

@@ -54,92 +54,11 @@ pub use sonde_push::DROP_SHUTDOWN_TIMEOUT;
 const LONGEST: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 /// The protocol's protobuf messages (`prometheus.WriteRequest` of remote write 1.0, field
-/// numbers as in Prometheus's `prompb`), declared with prost.
+/// numbers as in Prometheus's `prompb`), generated from `proto/remote.proto` by the build script.
+#[allow(clippy::doc_markdown)]
 pub mod pb {
-    /// A request: series and, optionally, metadata.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct WriteRequest {
-        /// The series, each with its samples.
-        #[prost(message, repeated, tag = "1")]
-        pub timeseries: Vec<TimeSeries>,
-        /// Type, help and unit per metric family.
-        #[prost(message, repeated, tag = "3")]
-        pub metadata: Vec<MetricMetadata>,
-    }
+    include!(concat!(env!("OUT_DIR"), "/prometheus.rs"));
 
-    /// One series: labels sorted by name, including `__name__`, and samples in time order.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct TimeSeries {
-        /// Labels, sorted by name.
-        #[prost(message, repeated, tag = "1")]
-        pub labels: Vec<Label>,
-        /// Samples, oldest first.
-        #[prost(message, repeated, tag = "2")]
-        pub samples: Vec<Sample>,
-    }
-
-    /// A label pair.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Label {
-        /// The name.
-        #[prost(string, tag = "1")]
-        pub name: String,
-        /// The value.
-        #[prost(string, tag = "2")]
-        pub value: String,
-    }
-
-    /// A value at a time.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Sample {
-        /// The value.
-        #[prost(double, tag = "1")]
-        pub value: f64,
-        /// Milliseconds since the Unix epoch.
-        #[prost(int64, tag = "2")]
-        pub timestamp: i64,
-    }
-
-    /// Metadata of a metric family.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct MetricMetadata {
-        /// A [`MetricType`].
-        #[prost(enumeration = "MetricType", tag = "1")]
-        pub r#type: i32,
-        /// The family name (a counter's with `_total`, as in the text format).
-        #[prost(string, tag = "2")]
-        pub metric_family_name: String,
-        /// The description.
-        #[prost(string, tag = "4")]
-        pub help: String,
-        /// The unit word (`seconds`, `bytes`...), or empty.
-        #[prost(string, tag = "5")]
-        pub unit: String,
-    }
-
-    /// Metric types of [`MetricMetadata`].
-    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
-    #[repr(i32)]
-    pub enum MetricType {
-        /// Unknown.
-        Unknown = 0,
-        /// Counter.
-        Counter = 1,
-        /// Gauge.
-        Gauge = 2,
-        /// Histogram.
-        Histogram = 3,
-        /// Gauge histogram.
-        Gaugehistogram = 4,
-        /// Summary.
-        Summary = 5,
-        /// Info.
-        Info = 6,
-        /// State set.
-        Stateset = 7,
-    }
-
-    // Look-ups for what reads a decoded request: tests and fake receivers.
     impl WriteRequest {
         /// The first series of the metric `name` (its `__name__` label).
         pub fn series(&self, name: &str) -> Option<&TimeSeries> {

@@ -1655,10 +1655,30 @@ mod tests {
         start(reg, c, source, move || async move { Ok::<_, ()>(sink) }).unwrap()
     }
 
+    /// Where a test sink keeps the numbers of the batches it accepted.
+    type Got = Arc<Mutex<Vec<u64>>>;
+
+    /// Starts `source` with `c` into the sink `sink` makes around a new [`Got`], returned with
+    /// the exporter so the test can read what was delivered.
+    fn start_collecting<S, K>(
+        reg: &Registry,
+        c: PushConfig,
+        source: S,
+        sink: impl FnOnce(Got) -> K,
+    ) -> (PushExporter, Got)
+    where
+        S: Source<Batch = Vec<u64>>,
+        K: Sink<Batch = Vec<u64>> + Send + 'static,
+    {
+        let got = Got::default();
+        let e = start_into(reg, c, source, sink(got.clone()));
+        (e, got)
+    }
+
     /// Fails the first `fail` attempts with a retryable outcome, then accepts.
     struct Flaky {
         fail: u32,
-        got: Arc<Mutex<Vec<u64>>>,
+        got: Got,
     }
     impl Sink for Flaky {
         type Batch = Vec<u64>;
@@ -1674,6 +1694,11 @@ mod tests {
         }
     }
 
+    /// A sink that accepts every batch.
+    fn accepting(got: Got) -> Flaky {
+        Flaky { fail: 0, got }
+    }
+
     fn config() -> PushConfig {
         let mut c = PushConfig::new("test");
         c.interval = Duration::from_secs(3600);
@@ -1685,12 +1710,7 @@ mod tests {
     #[test]
     fn flush_delivers_through_retries_and_counts_them() {
         let reg = Registry::new();
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let sink = Flaky {
-            fail: 3,
-            got: got.clone(),
-        };
-        let e = start_into(&reg, config(), Counting(0), sink);
+        let (e, got) = start_collecting(&reg, config(), Counting(0), |got| Flaky { fail: 3, got });
         e.flush(Duration::from_secs(5)).unwrap();
         e.flush(Duration::from_secs(5)).unwrap();
         e.shutdown(Duration::from_secs(5)).unwrap();
@@ -1706,7 +1726,7 @@ mod tests {
         c: PushConfig,
         first: u64,
         down: &Arc<std::sync::atomic::AtomicBool>,
-        got: &Arc<Mutex<Vec<u64>>>,
+        got: &Got,
     ) -> PushExporter {
         let (down, got) = (down.clone(), got.clone());
         start_into(reg, c, Counting(first), Gated { down, got })
@@ -1721,7 +1741,7 @@ mod tests {
         c.max_retry_time = Duration::from_millis(20);
         c.durable = Some(DiskQueueConfig::new(dir.path()));
         let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let got = Arc::new(Mutex::new(Vec::new()));
+        let got = Got::default();
         let reg = Registry::new();
         let e = start_gated(&reg, c.clone(), 0, &down, &got);
         std::thread::sleep(Duration::from_millis(300));
@@ -1809,10 +1829,8 @@ mod tests {
         let mut c = config();
         c.interval = Duration::from_millis(400);
         c.jitter_first = true;
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let sink_got = got.clone();
         let start = std::time::Instant::now();
-        let e = start_source(&reg, c, sink_got);
+        let (e, got) = start_collecting(&reg, c, Counting(0), accepting);
         while got.lock().unwrap().is_empty() {
             assert!(start.elapsed() < Duration::from_secs(5));
             std::thread::sleep(Duration::from_millis(2));
@@ -1823,14 +1841,10 @@ mod tests {
         e.shutdown(Duration::from_secs(5)).unwrap();
     }
 
-    fn start_source(reg: &Registry, c: PushConfig, got: Arc<Mutex<Vec<u64>>>) -> PushExporter {
-        start_into(reg, c, Counting(0), Flaky { fail: 0, got })
-    }
-
     /// Answers the first attempt with `Retry { after }`, then accepts.
     struct Throttling {
         after: Option<Duration>,
-        got: Arc<Mutex<Vec<u64>>>,
+        got: Got,
     }
     impl Sink for Throttling {
         type Batch = Vec<u64>;
@@ -1862,12 +1876,10 @@ mod tests {
     fn a_huge_server_delay_drops_the_batch_and_the_exporter_goes_on() {
         // Duration::MAX used to overflow `elapsed + wait` and kill the exporter thread.
         let reg = Registry::new();
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let sink = Throttling {
+        let (e, got) = start_collecting(&reg, config(), Counting(0), |got| Throttling {
             after: Some(Duration::MAX),
-            got: got.clone(),
-        };
-        let e = start_into(&reg, config(), Counting(0), sink);
+            got,
+        });
         let err = e.flush(Duration::from_secs(5)).unwrap_err();
         assert!(err.to_string().contains("gave up"), "{err}");
         e.flush(Duration::from_secs(5)).unwrap();
@@ -1879,12 +1891,10 @@ mod tests {
     #[test]
     fn a_server_delay_within_the_retry_time_is_honoured() {
         let reg = Registry::new();
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let sink = Throttling {
+        let (e, got) = start_collecting(&reg, config(), Counting(0), |got| Throttling {
             after: Some(Duration::from_millis(300)),
-            got: got.clone(),
-        };
-        let e = start_into(&reg, config(), Counting(0), sink);
+            got,
+        });
         let t = Instant::now();
         e.flush(Duration::from_secs(5)).unwrap();
         assert!(
@@ -1923,7 +1933,7 @@ mod tests {
     struct Panicky {
         on: Vec<u32>,
         n: u32,
-        got: Arc<Mutex<Vec<u64>>>,
+        got: Got,
     }
     impl Sink for Panicky {
         type Batch = Vec<u64>;
@@ -1949,13 +1959,11 @@ mod tests {
     #[test]
     fn a_panicking_sink_drops_the_batch_and_the_exporter_goes_on() {
         let reg = Registry::new();
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let sink = Panicky {
+        let (e, got) = start_collecting(&reg, config(), Counting(0), |got| Panicky {
             on: vec![2],
             n: 0,
-            got: got.clone(),
-        };
-        let e = start_into(&reg, config(), Counting(0), sink);
+            got,
+        });
         e.flush(Duration::from_secs(5)).unwrap();
         let err = e.flush(Duration::from_secs(5)).unwrap_err();
         assert!(err.to_string().contains("sink bug #2"), "{err}");
@@ -1970,13 +1978,12 @@ mod tests {
     #[test]
     fn a_panicking_source_loses_one_collection_and_the_exporter_goes_on() {
         let reg = Registry::new();
-        let got = Arc::new(Mutex::new(Vec::new()));
         let source = Panicky {
             on: vec![1, 3],
             n: 0,
-            got: Arc::default(),
+            got: Got::default(),
         };
-        let e = start_with(&reg, source, got.clone());
+        let (e, got) = start_collecting(&reg, config(), source, accepting);
         e.flush(Duration::from_secs(5)).unwrap();
         e.flush(Duration::from_secs(5)).unwrap();
         e.flush(Duration::from_secs(5)).unwrap();
@@ -1984,10 +1991,6 @@ mod tests {
         assert_eq!(*got.lock().unwrap(), vec![2, 4]);
         let ex = [("exporter", "test")];
         assert_eq!(value(&reg, crate::telemetry::PANICS, &ex), Some(2.0));
-    }
-
-    fn start_with(reg: &Registry, source: Panicky, got: Arc<Mutex<Vec<u64>>>) -> PushExporter {
-        start_into(reg, config(), source, Flaky { fail: 0, got })
     }
 
     #[test]
@@ -1999,8 +2002,7 @@ mod tests {
         c.initial_backoff = Duration::MAX;
         c.max_backoff = Duration::MAX;
         c.jitter_first = true;
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let e = start_source(&reg, c, got);
+        let (e, _) = start_collecting(&reg, c, Counting(0), accepting);
         e.flush(Duration::from_secs(5)).unwrap();
         let _ = e.flush(Duration::ZERO);
         e.shutdown(Duration::from_secs(5)).unwrap();

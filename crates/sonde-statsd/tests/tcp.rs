@@ -70,13 +70,7 @@ fn lines_split_anywhere_arrive_whole_and_nothing_is_dropped_under_a_small_queue(
     wait_for_value(&registry, "shop.orders", &[("region", "eu")], 1.0);
     wait_for_value(&registry, "shop.last", &[], 7.0);
     let snap = registry.snapshot();
-    let latency = snap
-        .point("shop.latency", &[])
-        .unwrap()
-        .histogram()
-        .unwrap();
-    assert_eq!(latency.count(), 1);
-    assert!((latency.sum() - 0.025).abs() < 1e-12);
+    sonde_core::testing::assert_histogram(&snap, "shop.latency", &[], 1, 0.025);
     assert_eq!(
         number(&snap, "sonde.statsd.dropped", &[("reason", "queue_full")]),
         None,

@@ -194,6 +194,13 @@ impl LoggedAgent {
     }
 }
 
+/// The first line of `text` that starts with `prefix`; panics, showing `text`, if none does.
+pub fn line_starting_with<'a>(text: &'a str, prefix: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starts with {prefix:?} in:\n{text}"))
+}
+
 /// Asserts that `promtool check metrics` finds nothing to say about the exposition `text`.
 pub fn assert_promtool_clean(text: &str) {
     let findings = prometheus::promtool_check_metrics(text);

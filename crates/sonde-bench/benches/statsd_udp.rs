@@ -12,12 +12,13 @@
 use sonde::Component as _;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sonde::Registry;
 use sonde_bench::statsd_packets;
 use sonde_statsd::StatsdServer;
+use sonde_tests::ticker::Ticker;
 
 const RCVBUF: usize = 8 * 1024 * 1024;
 const TRIAL: Duration = Duration::from_secs(1);
@@ -45,12 +46,12 @@ fn reached(sent: u64, rate: u64) -> bool {
     sent as f64 >= rate as f64 * TRIAL.as_secs_f64() * 0.97
 }
 
-/// A receive loop that only counts datagrams.
+/// A receive loop that only counts datagrams (on a [`Ticker`] without pauses: it stops when
+/// dropped).
 struct Raw {
     addr: SocketAddr,
     count: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _receiver: Ticker,
 }
 
 impl Raw {
@@ -59,33 +60,21 @@ impl Raw {
         socket2::SockRef::from(&sock)
             .set_recv_buffer_size(RCVBUF)
             .unwrap_or_else(|e| panic!("SO_RCVBUF: {e}"));
+        // The timeout lets the loop see the stop flag while nothing arrives.
         sock.set_read_timeout(Some(Duration::from_millis(50))).ok();
         let addr = sock.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let count = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (c, s) = (count.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let mut buf = vec![0u8; 65536];
-            while !s.load(Ordering::Relaxed) {
-                if sock.recv(&mut buf).is_ok() {
-                    c.fetch_add(1, Ordering::Relaxed);
-                }
+        let c = count.clone();
+        let mut buf = vec![0u8; 65536];
+        let receiver = Ticker::start(Duration::ZERO, move |_| {
+            if sock.recv(&mut buf).is_ok() {
+                c.fetch_add(1, Ordering::Relaxed);
             }
         });
         Raw {
             addr,
             count,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for Raw {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            _receiver: receiver,
         }
     }
 }

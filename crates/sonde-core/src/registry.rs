@@ -778,7 +778,9 @@ const SELF_METRICS: [(&str, &str, &[&str]); 6] = [
 /// [`SELF_METRICS`] says: registered in the bare registry it is built in, so it cannot
 /// conflict; `None` leaves the self-metric out all the same.
 fn self_metric<M: Instrument>(builder: FamilyBuilder<'_, M>) -> Option<Family<M>> {
-    let (_, description, labels) = SELF_METRICS.iter().find(|m| m.0 == builder.name)?;
+    let entry = SELF_METRICS.iter().find(|m| m.0 == builder.name);
+    debug_assert!(entry.is_some(), "{} is not in SELF_METRICS", builder.name);
+    let (_, description, labels) = entry?;
     builder
         .description(*description)
         .labels(labels.iter().copied())

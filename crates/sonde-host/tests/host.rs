@@ -336,7 +336,7 @@ fn uninstall_removes_the_series() {
     let (registry, host) = install(HostCollector::new());
     assert!(!series(&registry.snapshot(), "system.network.io").is_empty());
     // Where the kernel has pressure stall information, its series go too.
-    if std::path::Path::new("/proc/pressure/cpu").exists() {
+    if std::fs::read_to_string("/proc/pressure/cpu").is_ok() {
         assert!(!series(&registry.snapshot(), sonde_host::PRESSURE_WAITING).is_empty());
     }
     host.uninstall();

@@ -255,6 +255,20 @@ fn spans_and_deltas(first_index: i32, counts: &[u64]) -> (Vec<pb::BucketSpan>, V
 mod tests {
     use super::*;
 
+    #[test]
+    fn native_counts_are_packed_as_before_the_messages_were_generated() {
+        let h = pb::Histogram {
+            positive_delta: vec![1, -1],
+            positive_count: vec![2.0],
+            ..Default::default()
+        };
+        // Field 13 (zigzag 1 and -1: 2 and 1) and field 14 (one double), each as one
+        // length-delimited run (wire type 2), not one tag per element.
+        let mut want = vec![13 << 3 | 2, 2, 2, 1, 14 << 3 | 2, 8];
+        want.extend(2.0f64.to_le_bytes());
+        assert_eq!(h.encode_to_vec(), want);
+    }
+
     fn expand(spans: &[pb::BucketSpan], deltas: &[i64]) -> Vec<(i32, i64)> {
         let mut out = Vec::new();
         let mut index = 0;

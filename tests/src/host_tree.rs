@@ -4,13 +4,15 @@
 
 use std::path::{Path, PathBuf};
 
-use sonde_testkit::procfs;
+use sonde_testkit::procfs::{Host, ProcTree};
 
 use crate::TempDir;
 
 /// The tree; removed on drop.
 pub struct HostTree {
-    dir: TempDir,
+    tree: ProcTree,
+    // Owns the directory: removes it on drop.
+    _dir: TempDir,
 }
 
 impl HostTree {
@@ -18,27 +20,16 @@ impl HostTree {
     /// one filesystem `/dev/vdz` on `/data` (the container's own mounts are `/` and `/container`).
     pub fn new() -> HostTree {
         let dir = TempDir::new("host-root");
-        for d in [
-            "proc/net",
-            "proc/self",
-            "proc/1",
-            "proc/pressure",
-            "sys/block/vdz",
-            "data",
-        ] {
-            std::fs::create_dir_all(dir.0.join(d)).unwrap();
-        }
-        let tree = HostTree { dir };
-        tree.write("stat", "cpu  100 0 50 800 10 5 5 0 0 0\nprocesses 1000\n");
-        tree.write("meminfo", &procfs::meminfo(4000, 1000, 3000));
-        tree.write("loadavg", "3.25 0.25 0.10 1/100 42\n");
-        tree.write("uptime", "1000.50 1900.00\n");
-        tree.write(
-            "diskstats",
-            " 254 0 vdz 100 0 2000 50 10 0 400 20 0 60 70\n",
+        // The default host is the one described above.
+        let proc = ProcTree::new(
+            dir.0.clone(),
+            &["proc/pressure", "sys/block/vdz", "data"],
+            &Host::default(),
         );
-        tree.write("net/dev", &procfs::net_dev(&[("eth9", 1000)]));
-        tree.write("1/mounts", "/dev/vdz /data ext4 rw,relatime 0 0\n");
+        let tree = HostTree {
+            tree: proc,
+            _dir: dir,
+        };
         tree.pressure(1_000_000, 500_000);
         tree.write(
             "self/mounts",
@@ -49,12 +40,12 @@ impl HostTree {
 
     /// The root to give as `host_root`.
     pub fn root(&self) -> &Path {
-        &self.dir.0
+        self.tree.root()
     }
 
     /// Writes `proc/<name>`.
     pub fn write(&self, name: &str, text: &str) {
-        std::fs::write(self.dir.0.join("proc").join(name), text).unwrap();
+        self.tree.write(name, text);
     }
 
     /// The size in bytes of the filesystem holding the tree's `data` directory, as `df` says:
@@ -62,7 +53,7 @@ impl HostTree {
     pub fn data_size(&self) -> f64 {
         let out = std::process::Command::new("df")
             .args(["-B1", "--output=size"])
-            .arg(self.dir.0.join("data"))
+            .arg(self.root().join("data"))
             .output()
             .unwrap();
         String::from_utf8(out.stdout)
@@ -92,7 +83,7 @@ impl HostTree {
 
     /// `proc` under the root.
     pub fn proc(&self) -> PathBuf {
-        self.dir.0.join("proc")
+        self.tree.proc()
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::{assert_no_series, errors, install, label, series, sum, value};
 use sonde_core::{Kind, Registry};
 use sonde_host::{Error, HostCollector, SYSTEM_CPU_MODES};
-use sonde_testkit::procfs;
+use sonde_testkit::procfs::{self, ProcTree};
 
 fn in_unit_range(v: f64) -> bool {
     (0.0..=1.0).contains(&v)
@@ -444,7 +444,7 @@ fn sysinfo_interval() -> Duration {
 
 /// A fake `/proc` and `/sys/block`.
 struct FakeProc {
-    dir: PathBuf,
+    tree: ProcTree,
 }
 
 impl FakeProc {
@@ -452,43 +452,27 @@ impl FakeProc {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join(format!("sonde-host-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        for d in [
-            "proc/net",
-            "proc/self",
-            "proc/1",
-            "proc/42",
-            "proc/sys",
-            "sys_block/vda",
-            "sys_block/sdb",
-        ] {
-            std::fs::create_dir_all(dir.join(d)).unwrap();
+        let host = procfs::Host {
+            stat: "cpu  100 0 50 800 10 5 5 0 0 0\ncpu0 50 0 25 400 5 3 2 0 0 0\ncpu1 50 0 25 400 5 2 3 0 0 0\nprocesses 1000\n",
+            memory_kb: (1000, 200, 600),
+            loadavg: "0.50 0.25 0.10 1/100 42\n",
+            diskstats: " 254 0 vda 100 0 2000 50 10 0 400 20 0 60 70\n 254 1 vda1 100 0 2000 50 10 0 400 20 0 60 70\n   7 0 loop0 1 0 1 1 1 0 1 1 0 1 1\n   8 16 sdb 5 0 10 1 5 0 10 1 0 2 2\n",
+            interfaces: &[("lo", 1000), ("eth0", 5000), ("veth1", 300)],
+            mounts: "/dev/vda / ext4 rw,relatime 0 0\nproc /proc proc rw 0 0\n",
+            ..Default::default()
+        };
+        let dirs = ["proc/42", "proc/sys", "sys_block/vda", "sys_block/sdb"];
+        FakeProc {
+            tree: ProcTree::new(dir, &dirs, &host),
         }
-        let p = FakeProc { dir };
-        p.write(
-            "stat",
-            "cpu  100 0 50 800 10 5 5 0 0 0\ncpu0 50 0 25 400 5 3 2 0 0 0\ncpu1 50 0 25 400 5 2 3 0 0 0\nprocesses 1000\n",
-        );
-        p.write("meminfo", &procfs::meminfo(1000, 200, 600));
-        p.write("loadavg", "0.50 0.25 0.10 1/100 42\n");
-        p.write("uptime", "1000.50 1900.00\n");
-        p.write(
-            "diskstats",
-            " 254 0 vda 100 0 2000 50 10 0 400 20 0 60 70\n 254 1 vda1 100 0 2000 50 10 0 400 20 0 60 70\n   7 0 loop0 1 0 1 1 1 0 1 1 0 1 1\n   8 16 sdb 5 0 10 1 5 0 10 1 0 2 2\n",
-        );
-        p.net(&[("lo", 1000), ("eth0", 5000), ("veth1", 300)]);
-        p.write(
-            "self/mounts",
-            "/dev/vda / ext4 rw,relatime 0 0\nproc /proc proc rw 0 0\n",
-        );
-        p
     }
 
     fn proc(&self) -> PathBuf {
-        self.dir.join("proc")
+        self.tree.proc()
     }
 
     fn write(&self, name: &str, text: &str) {
-        std::fs::write(self.proc().join(name), text).unwrap();
+        self.tree.write(name, text);
     }
 
     fn net(&self, ifaces: &[(&str, u64)]) {
@@ -498,7 +482,7 @@ impl FakeProc {
     fn install(&self, registry: &Registry) -> sonde_host::HostMetrics {
         HostCollector::new()
             .registry(registry)
-            .paths(self.proc(), self.dir.join("sys_block"))
+            .paths(self.proc(), self.tree.root().join("sys_block"))
             .install()
             .unwrap()
     }
@@ -506,7 +490,7 @@ impl FakeProc {
 
 impl Drop for FakeProc {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(self.tree.root());
     }
 }
 

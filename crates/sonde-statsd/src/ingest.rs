@@ -1091,9 +1091,15 @@ mod tests {
     use crate::self_metrics::{DROPPED, IGNORED, LINES, PARSE_ERRORS, RELABELS};
     use sonde_core::{Point, Snapshot, testing};
 
-    fn ingest() -> (Registry, Ingest) {
-        let registry = Registry::new();
-        (registry.clone(), Ingest::new(registry))
+    /// An ingest with the defaults, on a registry of its own.
+    fn ingest() -> Ingest {
+        Ingest::new(Registry::new())
+    }
+
+    /// Ingests `packet`, then reads the registry: what most checks look at.
+    fn feed(ingest: &mut Ingest, packet: &[u8]) -> Snapshot {
+        ingest.ingest_packet(packet);
+        ingest.registry().snapshot()
     }
 
     fn number(snap: &Snapshot, name: &str, labels: &[(&str, &str)]) -> f64 {
@@ -1130,9 +1136,11 @@ mod tests {
 
     #[test]
     fn counters_with_sample_rate_and_multi_values() {
-        let (registry, mut ingest) = ingest();
-        ingest.ingest_packet(b"hits:1|c\nhits:2|c\nhits:1|c|@0.1\nhits:1:2:3|c");
-        let snap = registry.snapshot();
+        let mut ingest = ingest();
+        let snap = feed(
+            &mut ingest,
+            b"hits:1|c\nhits:2|c\nhits:1|c|@0.1\nhits:1:2:3|c",
+        );
         assert!((number(&snap, "hits", &[]) - 19.0).abs() < 1e-9);
         assert_eq!(number(&snap, LINES, &[]), 4.0);
         let fam = snap.family("hits").unwrap();
@@ -1141,21 +1149,18 @@ mod tests {
 
     #[test]
     fn gauges_set_and_add() {
-        let (registry, mut ingest) = ingest();
-        ingest.ingest_packet(b"g:10|g\ng:+5|g\ng:-3|g");
-        assert_eq!(number(&registry.snapshot(), "g", &[]), 12.0);
-        ingest.ingest_packet(b"g:4|g\ng:-10|g");
-        assert_eq!(number(&registry.snapshot(), "g", &[]), -6.0);
-        ingest.ingest_packet(b"g:1.5:2.5|g");
-        assert_eq!(number(&registry.snapshot(), "g", &[]), 2.5);
+        let mut ingest = ingest();
+        let g = |snap: Snapshot| number(&snap, "g", &[]);
+        assert_eq!(g(feed(&mut ingest, b"g:10|g\ng:+5|g\ng:-3|g")), 12.0);
+        assert_eq!(g(feed(&mut ingest, b"g:4|g\ng:-10|g")), -6.0);
+        assert_eq!(g(feed(&mut ingest, b"g:1.5:2.5|g")), 2.5);
     }
 
     #[test]
     fn timers_in_seconds_and_histograms() {
-        let (registry, mut ingest) = ingest();
+        let mut ingest = ingest();
         ingest.ingest_packet(b"lat:750|ms|#route:/a\nlat:500|ms|@0.5|#route:/a\nlat:250|ms");
-        ingest.ingest_packet(b"size:3|h\nsize:5|d\nsize:1:2|d|@0.25");
-        let snap = registry.snapshot();
+        let snap = feed(&mut ingest, b"size:3|h\nsize:5|d\nsize:1:2|d|@0.25");
         let lat = snap.family("lat").unwrap();
         assert_eq!(lat.meta.unit(), &Unit::Seconds);
         assert_eq!(hist(&snap, "lat", &[("route", "")]), (1, 0.25));
@@ -1168,17 +1173,15 @@ mod tests {
 
         // The per-line budget: 20 values at weight 1000 make 10 000 + 10 observations.
         let line = format!("big:{}|d|@0.001", vec!["1"; 20].join(":"));
-        ingest.ingest_packet(line.as_bytes());
-        let snap = registry.snapshot();
+        let snap = feed(&mut ingest, line.as_bytes());
         assert_eq!(hist(&snap, "big", &[]).0, 10_010);
     }
 
     #[test]
     fn sampled_timers_record_what_the_same_observations_would() {
-        let (registry, mut ingest) = ingest();
         // 0.1 s at 1 %: 100 observations, 0.017 s at 0.1 %: 1000 (a value whose repeated sum
         // would round), plus an unsampled one.
-        ingest.ingest_packet(b"t:100|ms|@0.01\nt:17|ms|@0.001\nt:2500|ms");
+        let snap = feed(&mut ingest(), b"t:100|ms|@0.01\nt:17|ms|@0.001\nt:2500|ms");
         let reference = Registry::new();
         let h = testing::handle(reference.histogram("t").unit(Unit::Seconds));
         for (v, n) in [(0.1, 100), (0.017, 1000), (2.5, 1)] {
@@ -1186,7 +1189,6 @@ mod tests {
                 h.observe(v);
             }
         }
-        let snap = registry.snapshot();
         let got = snap.point("t", &[]).unwrap().histogram().unwrap();
         let want = h.read();
         assert_eq!(got.count(), 1101);
@@ -1207,7 +1209,8 @@ mod tests {
 
     #[test]
     fn sets_publish_the_last_complete_window() {
-        let (registry, mut ingest) = ingest();
+        let registry = Registry::new();
+        let mut ingest = Ingest::new(registry.clone());
         // The distinct users published without the tag `x` and with `x:1`.
         let users = || {
             let snap = registry.snapshot();
@@ -1230,13 +1233,12 @@ mod tests {
 
     #[test]
     fn tags_become_sorted_labels_and_missing_ones_are_empty() {
-        let (registry, mut ingest) = ingest();
+        let mut ingest = ingest();
         ingest.ingest_packet(
             b"req:1|c|#zone:b,app:web,canary\nreq:2|c|#app:web,zone:b,canary\nreq:4|c|#app:api,canary,zone:a",
         );
         // A subset of the keys, in another order; a duplicate key (first wins).
-        ingest.ingest_packet(b"req:8|c|#app:web\nreq:16|c|#app:api,app:web");
-        let snap = registry.snapshot();
+        let snap = feed(&mut ingest, b"req:8|c|#app:web\nreq:16|c|#app:api,app:web");
         let fam = snap.family("req").unwrap();
         assert_eq!(
             fam.meta.label_names().collect::<Vec<_>>(),
@@ -1252,9 +1254,10 @@ mod tests {
 
     #[test]
     fn tag_keys_are_sanitized_and_reserved_ones_renamed_on_histograms() {
-        let (registry, mut ingest) = ingest();
-        ingest.ingest_packet(b"h:1|h|#le:5,quantile:x,my-key:v\nc:1|c|#le:5,5xx:y");
-        let snap = registry.snapshot();
+        let snap = feed(
+            &mut ingest(),
+            b"h:1|h|#le:5,quantile:x,my-key:v\nc:1|c|#le:5,5xx:y",
+        );
         assert_eq!(
             snap.family("h")
                 .unwrap()
@@ -1277,8 +1280,7 @@ mod tests {
         drop(old);
         let mut new = Ingest::new(registry.clone());
         new.ingest_packet(b"api.hits:1|c\napi.lat:300|ms|#host:h\nq.depth:7|g|#q:x");
-        new.ingest_packet(b"api.hits:1|c|#route:/a");
-        let snap = registry.snapshot();
+        let snap = feed(&mut new, b"api.hits:1|c|#route:/a");
         assert_eq!(parse_errors_or_zero(&snap, "type_conflict"), 0.0);
         assert_eq!(number(&snap, "api.hits", &[("route", "/a")]), 3.0);
         assert_eq!(number(&snap, "api.hits", &[("route", "")]), 1.0);
@@ -1289,15 +1291,14 @@ mod tests {
         // Another type under the name is still a conflict, and never a library family.
         new.ingest_packet(b"api.hits:1|g");
         testing::labelled_counter(&registry, "lib.jobs", &["queue"]);
-        new.ingest_packet(b"lib.jobs:1|c|#other:1");
-        let snap = registry.snapshot();
+        let snap = feed(&mut new, b"lib.jobs:1|c|#other:1");
         assert_eq!(parse_errors(&snap, "type_conflict"), 2.0);
     }
 
     #[test]
     fn a_new_tag_key_keeps_every_series_and_its_value() {
-        let (registry, mut ingest) = ingest();
-        let mut deltas = registry.reader(sonde_core::Temporality::Delta);
+        let mut ingest = ingest();
+        let mut deltas = ingest.registry().reader(sonde_core::Temporality::Delta);
         for _ in 0..5 {
             ingest.ingest_packet(b"api.hits:1|c\napi.lat:100|ms\napi.size:10|h");
         }
@@ -1305,10 +1306,10 @@ mod tests {
         assert_eq!(number(&first, "api.hits", &[]), 5.0);
         ingest.ingest_packet(b"api.hits:1|c|#route:/users\napi.lat:200|ms|#route:/users\napi.size:20|h|#route:/users");
         ingest.ingest_packet(b"api.hits:1|c\napi.lat:300|ms\napi.size:30|h");
-        ingest
-            .ingest_packet(b"api.hits:1|c|#host:a\napi.lat:400|ms|#host:a\napi.size:40|h|#host:a");
-
-        let snap = registry.snapshot();
+        let snap = feed(
+            &mut ingest,
+            b"api.hits:1|c|#host:a\napi.lat:400|ms|#host:a\napi.size:40|h|#host:a",
+        );
         let l = |host, route| [("host", host), ("route", route)];
         for name in ["api.hits", "api.lat", "api.size"] {
             let fam = snap.family(name).unwrap();
@@ -1352,15 +1353,17 @@ mod tests {
 
     #[test]
     fn widening_carries_gauges_sets_and_cached_handles_follow() {
-        let (registry, mut ingest) = ingest();
+        let mut ingest = ingest();
         ingest.ingest_packet(
             b"c:5|c|#a:1\nc:7|c|#a:2\ng:3|g|#a:1\ns:x|s|#a:1\ns:y|s|#a:1\nh:1|h|#a:1",
         );
         ingest.rotate_sets();
         ingest.ingest_packet(b"c:1|c|#a:1,b:2\ng:+1|g|#b:2\ns:z|s|#b:9\ns:x|s|#a:1\nh:2|h|#b:1");
         // The cached handles of the old families must not be used any more.
-        ingest.ingest_packet(b"c:10|c|#a:1\ns:w|s|#a:1\ng:+2|g|#a:1\nh:3|h|#a:1");
-        let snap = registry.snapshot();
+        let snap = feed(
+            &mut ingest,
+            b"c:10|c|#a:1\ns:w|s|#a:1\ng:+2|g|#a:1\nh:3|h|#a:1",
+        );
         let names = |n: &str| {
             snap.family(n)
                 .unwrap()
@@ -1384,19 +1387,18 @@ mod tests {
         assert_eq!(number(&snap, "s", &[("a", "1"), ("b", "")]), 2.0);
         assert_eq!(number(&snap, "s", &[("a", ""), ("b", "9")]), 0.0);
         ingest.rotate_sets();
-        let snap = registry.snapshot();
+        let snap = ingest.registry().snapshot();
         assert_eq!(number(&snap, "s", &[("a", "1"), ("b", "")]), 2.0); // x, w
         assert_eq!(number(&snap, "s", &[("a", ""), ("b", "9")]), 1.0);
     }
 
     #[test]
     fn type_conflicts_are_counted_and_dropped() {
-        let (registry, mut ingest) = ingest();
+        let mut ingest = ingest();
         ingest.ingest_packet(b"x:1|c\nx:5|g\nx:5|g\nx:1|ms\nx:2|c\ny:1|h\ny:2|d\ny:3|ms");
         // A name registered by someone else with another definition.
-        testing::family(registry.counter("taken"));
-        ingest.ingest_packet(b"taken:1|g\ntaken:1|g|#a:b");
-        let snap = registry.snapshot();
+        testing::family(ingest.registry().counter("taken"));
+        let snap = feed(&mut ingest, b"taken:1|g\ntaken:1|g|#a:b");
         assert_eq!(number(&snap, "x", &[]), 3.0);
         assert_eq!(hist(&snap, "y", &[]), (2, 3.0));
         assert_eq!(parse_errors(&snap, "type_conflict"), 6.0);
@@ -1404,28 +1406,29 @@ mod tests {
 
     #[test]
     fn names_that_render_alike_in_prometheus_are_dropped_as_name_collisions() {
-        let (registry, mut ingest) = ingest();
+        let mut ingest = ingest();
+        let registry = ingest.registry();
         // A host-collector family of the name, as the agent registers it.
         testing::family(registry.counter_f64("system.cpu.time").unit(Unit::Seconds));
         testing::family(registry.counter_f64("system.load"));
-        ingest
-            .ingest_packet(b"a.b:1|c\na_b:1|c\na-b:5|c\na.b:2|c\nsystem_load:1|c\nsystem_load:1|c");
-        let snap = registry.snapshot();
+        let snap = feed(
+            &mut ingest,
+            b"a.b:1|c\na_b:1|c\na-b:5|c\na.b:2|c\nsystem_load:1|c\nsystem_load:1|c",
+        );
         assert_eq!(number(&snap, "a.b", &[]), 3.0);
         assert!(snap.family("a_b").is_none() && snap.family("a-b").is_none());
         assert!(snap.family("system_load").is_none());
         assert_eq!(parse_errors(&snap, "name_collision"), 4.0);
         assert_eq!(parse_errors_or_zero(&snap, "type_conflict"), 0.0);
         // A name seen before with another type is a type conflict, whatever its Prometheus name.
-        ingest.ingest_packet(b"a_b:1|g\na.b:1|g");
-        let snap = registry.snapshot();
+        let snap = feed(&mut ingest, b"a_b:1|g\na.b:1|g");
         assert_eq!(parse_errors(&snap, "type_conflict"), 2.0);
     }
 
     #[test]
     fn values_that_would_make_a_total_gauge_or_sum_infinite_are_dropped() {
-        let (registry, mut ingest) = ingest();
-        ingest.ingest_packet(
+        let snap = feed(
+            &mut ingest(),
             b"c:1e308|c\nc:1e308|c\nc:1e308|c|@0.1\nc:1|c\n\
               g:+1e308|g\ng:+1e308|g\ng:-1e308|g\n\
               d:-1.7e308|g\nd:-1e308|g\n\
@@ -1434,7 +1437,6 @@ mod tests {
               w:1e307|h|@0.01\n\
               n:inf|c\nn:nan|g\nn:1e999|g\nn:-inf|g",
         );
-        let snap = registry.snapshot();
         assert_eq!(number(&snap, "c", &[]), 1e308 + 1.0);
         assert_eq!(number(&snap, "g", &[]), 0.0);
         assert_eq!(number(&snap, "d", &[]), -1.7e308);
@@ -1467,10 +1469,8 @@ mod tests {
 
     #[test]
     fn the_metric_limit_drops_new_names() {
-        let registry = Registry::new();
-        let mut ingest = Ingest::new(registry.clone()).max_metrics(2);
-        ingest.ingest_packet(b"a:1|c\nb:1|c\nc:1|c\nc:1|c\na:1|c");
-        let snap = registry.snapshot();
+        let mut ingest = Ingest::new(Registry::new()).max_metrics(2);
+        let snap = feed(&mut ingest, b"a:1|c\nb:1|c\nc:1|c\nc:1|c\na:1|c");
         assert_eq!(number(&snap, "a", &[]), 2.0);
         assert!(snap.family("c").is_none());
         assert_eq!(
@@ -1482,12 +1482,13 @@ mod tests {
 
     #[test]
     fn the_series_and_label_limits() {
-        let registry = Registry::new();
-        let mut ingest = Ingest::new(registry.clone()).max_series(2).max_labels(2);
+        let mut ingest = Ingest::new(Registry::new()).max_series(2).max_labels(2);
         ingest.ingest_packet(b"a:1|c|#k:1\na:1|c|#k:2\na:1|c|#k:3\na:1|c|#k:4");
         ingest.ingest_packet(b"s:1|s|#k:1\ns:1|s|#k:2\ns:1|s|#k:3\ns:2|s|#k:4");
-        ingest.ingest_packet(b"b:1|c|#x:1,y:2,z:3\nb:1|c|#x:1,y:2\nb:1|c|#z:1");
-        let snap = registry.snapshot();
+        let snap = feed(
+            &mut ingest,
+            b"b:1|c|#x:1,y:2,z:3\nb:1|c|#x:1,y:2\nb:1|c|#z:1",
+        );
         let a = snap.family("a").unwrap();
         assert_eq!(a.series.len(), 3);
         assert!(a.series.iter().any(|s| s.is_overflow()));
@@ -1502,7 +1503,6 @@ mod tests {
 
     #[test]
     fn mapping_renames_labels_and_drops() {
-        let registry = Registry::new();
         let mapper = Mapper::new(vec![
             MappingRule::new("api.*.requests")
                 .name("http.requests")
@@ -1510,11 +1510,10 @@ mod tests {
             MappingRule::new("debug.*").drop(),
         ])
         .unwrap();
-        let mut ingest = Ingest::new(registry.clone()).mapper(mapper);
-        ingest.ingest_packet(
+        let snap = feed(
+            &mut Ingest::new(Registry::new()).mapper(mapper),
             b"api.users.requests:1|c\napi.orders.requests:2|c|#route:ignored,code:200\ndebug.x:1|c\nweird name!:1|c",
         );
-        let snap = registry.snapshot();
         // `code` widened the family after the first line; the first series kept its count.
         assert_eq!(
             number(&snap, "http.requests", &[("route", "users"), ("code", "")]),
@@ -1535,12 +1534,11 @@ mod tests {
 
     #[test]
     fn errors_and_ignored_lines_are_counted() {
-        let (registry, mut ingest) = ingest();
+        let mut ingest = ingest();
         let long_name = format!("{}:1|c", "n".repeat(300));
         ingest.ingest_packet(b"a:x|c\nb:1|zz\n_e{1,1}:a|b\n_sc|check|0\nok:1|c\nn:-1|c");
         ingest.ingest_packet(b"stamped:2|c|T1700000000");
-        ingest.ingest_packet(long_name.as_bytes());
-        let snap = registry.snapshot();
+        let snap = feed(&mut ingest, long_name.as_bytes());
         let reason = |r| number(&snap, PARSE_ERRORS, &[("reason", r)]);
         assert_eq!(reason("bad_value"), 1.0);
         assert_eq!(reason("bad_type"), 1.0);
@@ -1557,7 +1555,7 @@ mod tests {
 
     #[test]
     fn malformed_lines_are_logged_at_debug_with_rate_limiting() {
-        let (registry, mut ingest) = ingest();
+        let mut ingest = ingest();
         let long = format!("x:1|zz{}", "y".repeat(500));
         let ((), logs) = sonde_core::testing::capture_diagnostics(|| {
             ingest.ingest_packet(b"bad\x1b[31m line\xff\nok:1|c\nok:2|zz");
@@ -1573,7 +1571,7 @@ mod tests {
         // Escaped: no raw control or non-UTF-8 byte reaches the log.
         assert!(first.contains(r#""bad\x1b[31m line\xff""#), "{first}");
         // Every rejected line is still counted.
-        let snap = registry.snapshot();
+        let snap = ingest.registry().snapshot();
         assert_eq!(parse_errors(&snap, "bad_type"), 2.0);
         assert_eq!(parse_errors(&snap, "type_conflict"), 1.0);
 
@@ -1591,14 +1589,13 @@ mod tests {
 
     #[test]
     fn the_handle_cache_is_bounded_and_consistent() {
-        let registry = Registry::new();
-        let mut ingest = Ingest::new(registry.clone());
+        let mut ingest = ingest();
         ingest.max_cached = 4;
         for i in 0..20 {
             ingest.ingest_packet(format!("c:1|c|#k:{}", i % 6).as_bytes());
         }
         assert!(ingest.cache.len() <= 4);
-        let snap = registry.snapshot();
+        let snap = ingest.registry().snapshot();
         let total: f64 = (0..6)
             .map(|i| number(&snap, "c", &[("k", &i.to_string())]))
             .sum();
@@ -1658,18 +1655,17 @@ mod tests {
 
     #[test]
     fn idle_names_expire_and_free_the_name_limit() {
-        let registry = Registry::new();
-        let mut ingest = Ingest::new(registry.clone())
+        let mut ingest = Ingest::new(Registry::new())
             .max_metrics(3)
             .ttl(Duration::from_secs(10));
         let t0 = Instant::now();
-        ingest.ingest_packet(
+        let snap = feed(
+            &mut ingest,
             b"junk.1:1|c
 junk.2:1|ms
 junk.3:1|g
 keep:1|c",
         );
-        let snap = registry.snapshot();
         assert_eq!(
             number(&snap, DROPPED, &[("reason", "too_many_metrics")]),
             1.0
@@ -1682,24 +1678,20 @@ keep:1|c",
             ingest.ingest_packet(b"junk.3:2|g");
         }
         assert_eq!(ingest.metric_count(), 3, "slots are kept for reuse");
-        ingest.ingest_packet(
+        let snap = feed(
+            &mut ingest,
             b"keep:1|c
 keep:1|c
 new:1|ms",
         );
-        let snap = registry.snapshot();
         assert!(snap.family("junk.1").is_none() && snap.family("junk.2").is_none());
         assert_eq!(number(&snap, "junk.3", &[]), 2.0);
         assert_eq!(number(&snap, "keep", &[]), 2.0);
         assert_eq!(hist(&snap, "new", &[]), (1, 0.001));
         // A reused slot does not record into the expired name's family.
-        ingest.ingest_packet(b"junk.1:5|c");
+        let snap = feed(&mut ingest, b"junk.1:5|c");
         assert_eq!(
-            number(
-                &registry.snapshot(),
-                DROPPED,
-                &[("reason", "too_many_metrics")]
-            ),
+            number(&snap, DROPPED, &[("reason", "too_many_metrics")]),
             2.0
         );
     }
@@ -1740,8 +1732,7 @@ other{i}:1|c
         for i in 0..150 {
             ingest.ingest_packet(format!("lat:1|ms|#id:{i}").as_bytes());
         }
-        ingest.ingest_packet(b"late:1|c");
-        let snap = registry.snapshot();
+        let snap = feed(&mut ingest, b"late:1|c");
         assert_eq!(registry.budget_used().unwrap().0, 100);
         let lat = snap.family("lat").unwrap().series.len() - 1;
         assert_eq!(lat, 100);
@@ -1763,7 +1754,6 @@ other{i}:1|c
         ingest.maintain(t0 + Duration::from_secs(12));
         assert!(registry.snapshot().family("lat").is_none());
         assert_eq!(registry.budget_used().unwrap().0, 0);
-        ingest.ingest_packet(b"late:1|c");
-        assert_eq!(number(&registry.snapshot(), "late", &[]), 1.0);
+        assert_eq!(number(&feed(&mut ingest, b"late:1|c"), "late", &[]), 1.0);
     }
 }

@@ -1,6 +1,6 @@
 //! Small test helpers with no sonde dependency, for the crates' own tests (the heavy peers and
 //! end-to-end helpers are in `sonde-tests`, which re-exports these): a raw HTTP/1.1 request, a
-//! child process to observe, a loopback Tokio runtime, `promtool`, the text of fake `/proc`
+//! child process to observe, a loopback Tokio runtime, `promtool`, fake `/proc` trees and
 //! files.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -115,11 +115,7 @@ impl Settings for AgentSection {
     fn expect(key: &str) -> Option<sonde_settings::Expect> {
         use sonde_settings::Expect;
         Some(match key {
-            // Below 100 ms the agent would spin.
-            "interval" => Expect::duration(
-                Duration::from_millis(100)..=Duration::from_secs(24 * 3600),
-                Duration::from_secs(10),
-            ),
+            "interval" => Expect::interval(Duration::from_secs(10)),
             "shutdown_timeout" => Expect::duration(TIMEOUT_RANGE, Duration::from_secs(10)),
             "max_series_per_family" => Expect::count(1..=1_000_000, 2000),
             // Below 1 MiB the agent's own series would not fit.

@@ -8,10 +8,6 @@ use sonde_settings::{Expect, Problem};
 
 use crate::{CloudWatchBuilder, Destination, EmfBuilder, check_namespace};
 
-/// Intervals below 100 ms would spin.
-const INTERVAL: std::ops::RangeInclusive<Duration> =
-    Duration::from_millis(100)..=Duration::from_secs(24 * 3600);
-
 const NAMESPACE_HINT: &str = "choose a namespace of your own, such as the service's name";
 
 /// `namespace` as both exporters check it: present, and accepted by CloudWatch.
@@ -88,7 +84,7 @@ impl CloudWatchConfig {
 impl sonde_settings::Settings for CloudWatchConfig {
     fn expect(key: &str) -> Option<Expect> {
         match key {
-            "interval" => Some(Expect::duration(INTERVAL, Duration::from_secs(60))),
+            "interval" => Some(Expect::interval(Duration::from_secs(60))),
             "high_resolution" => Some(Expect::Flag),
             _ => None,
         }

@@ -41,11 +41,7 @@ impl Default for HostConfig {
 impl Settings for HostConfig {
     fn expect(key: &str) -> Option<Expect> {
         match key {
-            // Below 100 ms the collector would spin.
-            "interval" => Some(Expect::duration(
-                Duration::from_millis(100)..=Duration::from_secs(24 * 3600),
-                Duration::from_secs(10),
-            )),
+            "interval" => Some(Expect::interval(Duration::from_secs(10))),
             "per_cpu" => Some(Expect::Flag),
             _ => None,
         }

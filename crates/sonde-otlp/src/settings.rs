@@ -118,11 +118,7 @@ impl OtlpExporterConfig {
 impl Settings for OtlpExporterConfig {
     fn expect(key: &str) -> Option<Expect> {
         Some(match key {
-            // Below 100 ms the exporter would spin.
-            "interval" => Expect::duration(
-                Duration::from_millis(100)..=Duration::from_secs(24 * 3600),
-                Duration::from_secs(60),
-            ),
+            "interval" => Expect::interval(Duration::from_secs(60)),
             "timeout" => Expect::duration(
                 Duration::from_millis(10)..=Duration::from_secs(3600),
                 Duration::from_secs(10),

@@ -118,6 +118,15 @@ impl Expect {
         Expect::Duration { range, example }
     }
 
+    /// A collection or export interval: from 100 ms (below, the loop would spin) to a day,
+    /// `example` in the hint. Every component's `interval` key takes this range.
+    pub const fn interval(example: Duration) -> Expect {
+        Expect::duration(
+            Duration::from_millis(100)..=Duration::from_secs(24 * 3600),
+            example,
+        )
+    }
+
     /// A size in bytes in `range`.
     pub const fn size(range: RangeInclusive<usize>, example: usize) -> Expect {
         Expect::Size { range, example }

@@ -1,13 +1,16 @@
 //! Generates the Prometheus protobuf messages (the exposition's `MetricFamily` and remote
-//! write's `WriteRequest`) from the `.proto` files in `proto/`, with protox: a protobuf compiler
-//! in Rust, so building needs no `protoc` on the machine.
+//! write's `WriteRequest`) with prost-build from `proto/descriptors.bin`: the descriptor set of
+//! the `.proto` files in `proto/`, compiled by protox and kept in the repository, so building
+//! needs neither `protoc` nor a protobuf compiler of its own. A test (`proto::tests::
+//! the_descriptor_set_is_the_proto_files_compiled`) fails when the two drift apart and says how
+//! to write it again.
+
+use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    const PROTOS: [&str; 2] = ["proto/metrics.proto", "proto/remote.proto"];
-    for proto in PROTOS {
-        println!("cargo:rerun-if-changed={proto}");
-    }
-    let descriptors = protox::compile(PROTOS, ["proto"])?;
+    println!("cargo:rerun-if-changed=proto/descriptors.bin");
+    let descriptors =
+        prost_types::FileDescriptorSet::decode(&include_bytes!("proto/descriptors.bin")[..])?;
     prost_build::Config::new().compile_fds(descriptors)?;
     Ok(())
 }

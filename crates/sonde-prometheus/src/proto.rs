@@ -255,6 +255,25 @@ fn spans_and_deltas(first_index: i32, counts: &[u64]) -> (Vec<pb::BucketSpan>, V
 mod tests {
     use super::*;
 
+    /// `proto/descriptors.bin`, which the build script generates the messages from, is the
+    /// `.proto` files compiled: with `SONDE_WRITE_DESCRIPTORS=1` this test writes it again.
+    #[test]
+    fn the_descriptor_set_is_the_proto_files_compiled() {
+        let fresh = protox::compile(["proto/metrics.proto", "proto/remote.proto"], ["proto"])
+            .unwrap()
+            .encode_to_vec();
+        let path = "proto/descriptors.bin";
+        if std::env::var_os("SONDE_WRITE_DESCRIPTORS").is_some() {
+            std::fs::write(path, &fresh).unwrap();
+        }
+        let committed = std::fs::read(path).unwrap();
+        assert!(
+            committed == fresh,
+            "{path} is not what the .proto files compile to: run `SONDE_WRITE_DESCRIPTORS=1 cargo \
+             test -p sonde-prometheus --lib the_descriptor_set` and commit it"
+        );
+    }
+
     #[test]
     fn native_counts_are_packed_as_before_the_messages_were_generated() {
         let h = pb::Histogram {

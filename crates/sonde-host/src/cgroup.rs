@@ -11,6 +11,7 @@ use sonde_core::{CollectorGuard, Counter, Family, Gauge, Registry, Unit};
 use crate::entries::Entries;
 use crate::host::{
     Cumulative, CumulativeSecs, PressureCounters, PressureFamilies, clamp_i64, collector_errors,
+    family,
 };
 use crate::reading::{PRESSURE_RESOURCES, parse_pressure};
 use crate::shared::Shared;
@@ -366,83 +367,87 @@ struct Families {
 
 impl Families {
     fn register(registry: &Registry) -> Result<Families, Error> {
-        // Every family is labelled CGROUP_LABELS, and some by one more label (`extra`).
-        let labels = |extra: Option<&'static str>| {
-            let mut l: Vec<&'static str> = CGROUP_LABELS.to_vec();
-            l.extend(extra);
-            l
-        };
-        let counter = |name: &'static str, description: &'static str, unit: Unit, extra| {
-            registry
-                .counter(name)
-                .description(description)
-                .unit(unit)
-                .labels(labels(extra))
-                .build()
-        };
-        let seconds = |name: &'static str, description: &'static str, extra| {
-            registry
-                .counter_f64(name)
-                .description(description)
-                .unit(Unit::Seconds)
-                .labels(labels(extra))
-                .build()
-        };
-        let bytes = |name: &'static str, description: &'static str| {
-            registry
-                .gauge(name)
-                .description(description)
-                .unit(Unit::Bytes)
-                .labels(CGROUP_LABELS)
-                .build()
-        };
+        // Every family is labelled CGROUP_LABELS; the disk ones also by direction.
+        let by_direction = [CGROUP_LABELS.as_slice(), &[DISK_IO_DIRECTION_LABEL]].concat();
         Ok(Families {
             errors: collector_errors(registry)?,
-            cpu_time: seconds(
-                CONTAINER_CPU_TIME,
-                "CPU seconds the cgroup's tasks used.",
-                None,
+            cpu_time: family(
+                registry,
+                (CONTAINER_CPU_TIME, "CPU seconds the cgroup's tasks used."),
+                Unit::Seconds,
+                &CGROUP_LABELS,
             )?,
-            throttled_periods: counter(
-                CONTAINER_CPU_THROTTLED_PERIODS,
-                "Enforcement periods in which the cgroup hit its CPU limit.",
+            throttled_periods: family(
+                registry,
+                (
+                    CONTAINER_CPU_THROTTLED_PERIODS,
+                    "Enforcement periods in which the cgroup hit its CPU limit.",
+                ),
                 Unit::Count("{period}".into()),
-                None,
+                &CGROUP_LABELS,
             )?,
-            throttled_time: seconds(
-                CONTAINER_CPU_THROTTLED_TIME,
-                "Seconds the cgroup's tasks were held back by its CPU limit.",
-                None,
+            throttled_time: family(
+                registry,
+                (
+                    CONTAINER_CPU_THROTTLED_TIME,
+                    "Seconds the cgroup's tasks were held back by its CPU limit.",
+                ),
+                Unit::Seconds,
+                &CGROUP_LABELS,
             )?,
-            memory_usage: bytes(
-                CONTAINER_MEMORY_USAGE,
-                "Memory the cgroup uses, page cache included.",
-            )?,
-            memory_limit: bytes(
-                CONTAINER_MEMORY_LIMIT,
-                "The cgroup's memory limit; no series when it has none.",
-            )?,
-            working_set: bytes(
-                CONTAINER_MEMORY_WORKING_SET,
-                "Memory usage minus inactive file cache: what the OOM killer and the kubelet's eviction look at.",
-            )?,
-            oom_kills: counter(
-                CONTAINER_MEMORY_OOM_KILLS,
-                "Processes of the cgroup killed for exceeding its memory limit.",
-                Unit::Count("{kill}".into()),
-                None,
-            )?,
-            disk_io: counter(
-                CONTAINER_DISK_IO,
-                "Bytes the cgroup read from and wrote to block devices.",
+            memory_usage: family(
+                registry,
+                (
+                    CONTAINER_MEMORY_USAGE,
+                    "Memory the cgroup uses, page cache included.",
+                ),
                 Unit::Bytes,
-                Some(DISK_IO_DIRECTION_LABEL),
+                &CGROUP_LABELS,
             )?,
-            disk_operations: counter(
-                CONTAINER_DISK_OPERATIONS,
-                "Block device operations of the cgroup.",
+            memory_limit: family(
+                registry,
+                (
+                    CONTAINER_MEMORY_LIMIT,
+                    "The cgroup's memory limit; no series when it has none.",
+                ),
+                Unit::Bytes,
+                &CGROUP_LABELS,
+            )?,
+            working_set: family(
+                registry,
+                (
+                    CONTAINER_MEMORY_WORKING_SET,
+                    "Memory usage minus inactive file cache: what the OOM killer and the kubelet's eviction look at.",
+                ),
+                Unit::Bytes,
+                &CGROUP_LABELS,
+            )?,
+            oom_kills: family(
+                registry,
+                (
+                    CONTAINER_MEMORY_OOM_KILLS,
+                    "Processes of the cgroup killed for exceeding its memory limit.",
+                ),
+                Unit::Count("{kill}".into()),
+                &CGROUP_LABELS,
+            )?,
+            disk_io: family(
+                registry,
+                (
+                    CONTAINER_DISK_IO,
+                    "Bytes the cgroup read from and wrote to block devices.",
+                ),
+                Unit::Bytes,
+                &by_direction,
+            )?,
+            disk_operations: family(
+                registry,
+                (
+                    CONTAINER_DISK_OPERATIONS,
+                    "Block device operations of the cgroup.",
+                ),
                 Unit::Count("{operation}".into()),
-                Some(DISK_IO_DIRECTION_LABEL),
+                &by_direction,
             )?,
             pressure: PressureFamilies::register(
                 registry,
@@ -668,7 +673,7 @@ impl Families {
             f.disk_io.remove(&with);
             f.disk_operations.remove(&with);
         }
-        f.pressure.remove(&l, &PRESSURE_RESOURCES);
+        f.pressure.remove(&l);
     }
 }
 

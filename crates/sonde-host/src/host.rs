@@ -725,7 +725,7 @@ impl State {
         for (name, _) in self.networks.iter() {
             f.net.remove(name);
         }
-        f.pressure.remove(&[], &PRESSURE_RESOURCES);
+        f.pressure.remove(&[]);
     }
 }
 
@@ -1017,7 +1017,7 @@ impl Families {
 }
 
 /// Registers (or finds) the family `(name, description)` with `unit` and `labels`.
-fn family<M: Instrument>(
+pub(crate) fn family<M: Instrument>(
     registry: &Registry,
     (name, description): (&'static str, &'static str),
     unit: Unit,
@@ -1354,9 +1354,9 @@ impl PressureFamilies {
         }
     }
 
-    /// Removes the series labelled `labels` and one of `resources`.
-    pub(crate) fn remove(&self, labels: &[&str], resources: &[&str]) {
-        for resource in resources {
+    /// Removes the series labelled `labels` and one of the [`PRESSURE_RESOURCES`].
+    pub(crate) fn remove(&self, labels: &[&str]) {
+        for resource in PRESSURE_RESOURCES {
             let mut values = labels.to_vec();
             values.push(resource);
             self.waiting.remove(&values);

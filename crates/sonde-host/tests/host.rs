@@ -517,6 +517,29 @@ fn net_rx(snap: &sonde_core::Snapshot, iface: &str) -> Option<f64> {
 }
 
 #[test]
+fn uninstall_removes_the_pressure_series() {
+    // A fake /proc with pressure stall information, so this holds on any kernel.
+    let fake = FakeProc::new("pressure");
+    std::fs::create_dir_all(fake.proc().join("pressure")).unwrap();
+    fake.write(
+        "pressure/cpu",
+        "some avg10=1.00 avg60=0.50 avg300=0.10 total=1000000\n",
+    );
+    let registry = Registry::new();
+    let host = fake.install(&registry);
+    let cpu = [("system.pressure.resource", "cpu")];
+    assert_eq!(
+        value(&registry.snapshot(), sonde_host::PRESSURE_WAITING, &cpu),
+        Some(0.0)
+    );
+    host.uninstall();
+    assert_no_series(
+        &registry,
+        &[sonde_host::PRESSURE_WAITING, sonde_host::PRESSURE_STALLED],
+    );
+}
+
+#[test]
 fn fake_proc_values_resets_removals_and_failures() {
     let fake = FakeProc::new("fake");
     let registry = Registry::new();

@@ -108,7 +108,13 @@ fn main() -> ExitCode {
             }
             "run" => {}
             other => {
-                eprintln!("unknown argument {other:?}\n{USAGE}");
+                // `sonde-agent agent.toml` is the likeliest slip: name the flag it needs.
+                let hint = if std::path::Path::new(other).is_file() {
+                    format!(" (to run with this file: sonde-agent --config {other})")
+                } else {
+                    String::new()
+                };
+                eprintln!("unknown argument {other:?}{hint}\n{USAGE}");
                 return ExitCode::from(2);
             }
         }

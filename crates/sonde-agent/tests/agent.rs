@@ -298,6 +298,12 @@ fn check_config_reports_every_error_with_location_and_hint() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("SONDE_STATSD_UDP"));
     let out = Command::new(BIN).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("sonde-agent 0."));
+    // A file named without --config: refused, with the command that runs it.
+    let out = Command::new(BIN).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let run = format!("sonde-agent --config {}", path.display());
+    assert!(err.contains(&run), "no {run:?} in:\n{err}");
     // Running with a bad configuration exits 2 before starting anything.
     let mut child = Command::new(BIN)
         .args(["--config", bad.to_str().unwrap()])

@@ -65,10 +65,10 @@ pub use runtime::TokioRuntimeMetrics;
 #[cfg(feature = "warp")]
 pub use server::instrument_warp;
 pub use server::{ActiveRequest, HttpServerMetrics, method_label};
+#[cfg(feature = "actix-web")]
+pub use server::{ActixInner, HttpServerMetricsActix, HttpServerMetricsActixService};
 #[cfg(feature = "tower")]
 pub use server::{HttpServerLayer, HttpServerService, RouteFn};
-#[cfg(feature = "actix-web")]
-pub use server::{HttpServerMetricsActix, HttpServerMetricsActixService};
 pub use work::{
     BuildInfo, BusinessEvent, BusinessEvents, BusinessEventsBuilder, Events, MAX_DIMENSION_VALUES,
     MAX_DIMENSIONS, MAX_OUTCOMES, PhaseTimer, Phases,

@@ -363,7 +363,7 @@ mod layer {
 }
 
 #[cfg(feature = "actix-web")]
-pub use actix::{HttpServerMetricsActix, HttpServerMetricsActixService};
+pub use actix::{ActixInner, HttpServerMetricsActix, HttpServerMetricsActixService};
 
 #[cfg(feature = "actix-web")]
 mod actix {
@@ -402,13 +402,29 @@ mod actix {
         }
     }
 
-    impl<S, B> Transform<S, ServiceRequest> for HttpServerMetricsActix
-    where
-        S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
-        S::Future: 'static,
-        B: 'static,
+    /// The services [`HttpServerMetricsActix`] can wrap: actix's bounds for a middleware,
+    /// named once for the two impls below. Every such service implements it.
+    pub trait ActixInner:
+        Service<
+            ServiceRequest,
+            Response = ServiceResponse<Self::Body>,
+            Error = Error,
+            Future: 'static,
+        >
     {
-        type Response = ServiceResponse<B>;
+        /// The response body.
+        type Body: 'static;
+    }
+
+    impl<S, B: 'static> ActixInner for S
+    where
+        S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error, Future: 'static>,
+    {
+        type Body = B;
+    }
+
+    impl<S: ActixInner> Transform<S, ServiceRequest> for HttpServerMetricsActix {
+        type Response = ServiceResponse<S::Body>;
         type Error = Error;
         type Transform = HttpServerMetricsActixService<S>;
         type InitError = ();
@@ -430,15 +446,10 @@ mod actix {
 
     type Answer<B> = Pin<Box<dyn Future<Output = Result<ServiceResponse<B>, Error>>>>;
 
-    impl<S, B> Service<ServiceRequest> for HttpServerMetricsActixService<S>
-    where
-        S: Service<ServiceRequest, Response = ServiceResponse<B>, Error = Error>,
-        S::Future: 'static,
-        B: 'static,
-    {
-        type Response = ServiceResponse<B>;
+    impl<S: ActixInner> Service<ServiceRequest> for HttpServerMetricsActixService<S> {
+        type Response = ServiceResponse<S::Body>;
         type Error = Error;
-        type Future = Answer<B>;
+        type Future = Answer<S::Body>;
 
         forward_ready!(service);
 

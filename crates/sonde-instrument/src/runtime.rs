@@ -31,6 +31,7 @@ use tokio::runtime::Handle;
 use crate::Error;
 
 /// Reads a runtime's metrics at every collection while it lives; dropping it stops reading.
+#[must_use = "dropping the handle stops reading the runtime: keep it (`let _runtime_metrics = ...`) for as long as it should be read"]
 pub struct TokioRuntimeMetrics {
     _guard: CollectorGuard,
     #[cfg(all(feature = "tokio-unstable", tokio_unstable))]

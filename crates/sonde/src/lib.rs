@@ -51,7 +51,7 @@
 //!
 //! ## Feature flags
 //!
-//! None is on by default: the engine alone has four small dependencies.
+//! None is on by default: the engine alone has six small dependencies.
 #![doc = document_features::document_features!()]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![warn(missing_docs)]

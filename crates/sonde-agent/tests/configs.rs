@@ -366,6 +366,16 @@ fn cases() -> Vec<Case> {
             Refused("carries credentials and basic auth or a bearer token is set too"),
         ),
         case(
+            "a scrape sample_limit of 0 (nothing could ever be mirrored)",
+            "[[sources.scrape]]\njob = \"a\"\nurl = \"http://127.0.0.1:9/metrics\"\nsample_limit = 0\n",
+            Refused("must be a whole number from 1 to 10000000"),
+        ),
+        case(
+            "a scrape sample_limit at its maximum",
+            "[[sources.scrape]]\njob = \"a\"\nurl = \"http://127.0.0.1:9/metrics\"\nsample_limit = 10000000\n",
+            Starts,
+        ),
+        case(
             "a remote-write URL that is not one (failed at start)",
             "[exporters.remote_write]\nurl = \"not a url\"\n",
             Refused("is not an absolute http:// or https:// URL"),

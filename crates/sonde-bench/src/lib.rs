@@ -2,21 +2,40 @@
 //!
 //! The benchmarks themselves live in `benches/`:
 //!
-//! - `instruments`: `counter_inc`, `counter_labels_lookup`, `histogram_observe` and
-//!   `contended_2_threads`, each with sonde and every peer in the same criterion group;
-//! - `series_creation`: time to create 100k labelled counter series;
-//! - `alloc_per_series`: live bytes and allocations per labelled counter series (not criterion:
-//!   it prints a table, measured with a counting global allocator);
+//! - `instruments`: recording cost through held handles and lookups (`counter_inc`,
+//!   `counter_labels_lookup`, `histogram_observe`, `request_path`, `histogram_observe_n`,
+//!   `contended_2_threads`), each with sonde and every peer in the same criterion group;
+//! - `series_creation`: time to create 100k labelled counter series, sonde and its peers;
+//! - `alloc_per_series`: live bytes and allocations per labelled counter series and per
+//!   histogram series (not criterion: it prints tables, measured with a counting global
+//!   allocator);
 //! - `encode`: Prometheus text exposition of 10k and 100k mixed series ([`Mixed`]), sonde
-//!   (collect + encode) side by side with prometheus-client and metrics-exporter-prometheus;
-//! - `scrape_latency`: latency of 20 concurrent scrapers of sonde's `/metrics` server over 10k
-//!   mixed series (not criterion: it prints p50/p95/p99/max);
-//! - `middleware`: per-request cost of the tower `HttpServerLayer` (against a bare service) and
-//!   per-span cost of the tracing `SondeLayer` (against no layer and tracing-opentelemetry's
-//!   `MetricsLayer`).
+//!   (collect + encode, and OpenMetrics) side by side with prometheus-client and
+//!   metrics-exporter-prometheus;
+//! - `scrape_latency`: latency of 1 and of 20 concurrent scrapers of sonde's `/metrics` server
+//!   over 10k mixed series (not criterion: it prints p50/p95/p99/max);
+//! - `middleware`: per-request cost of the HTTP server instrumentation (tower
+//!   `HttpServerLayer`, hyper, actix-web) and of reqwest's `HttpClientMiddleware`, each against
+//!   a bare baseline, and per-span cost of the tracing `SondeLayer` (against no layer and
+//!   tracing-opentelemetry's `MetricsLayer`);
+//! - `otlp_export`: OTLP/HTTP export of 10k series per interval to a loopback sink, sonde-otlp
+//!   against opentelemetry_sdk with opentelemetry-otlp, wall and process CPU time per export;
+//! - `cloudwatch_export`: CloudWatch export of 1k and 10k series per interval through the AWS
+//!   SDK to the in-process test endpoint of `sonde-tests`: requests, datums and bytes, wall and
+//!   CPU time per `force_flush`, the conversion alone, and a naive one-datum-per-statistic
+//!   export for comparison;
+//! - `statsd_parse`: StatsD parsing, and parsing plus recording, in lines per second on one
+//!   core;
+//! - `statsd_udp`: the highest zero-loss rate of sonde's StatsD server over loopback UDP,
+//!   against a raw UDP receive loop (not criterion: it prints the rates);
+//! - `statsd_vs_collectd`: CPU per StatsD line, the release `sonde-agent` binary against
+//!   collectd's `statsd` plugin (not criterion, not in CI: it needs `collectd-core` installed
+//!   and `cargo build --release -p sonde-agent` first, and panics saying so otherwise);
+//! - `sources`: the agent's ways in, per 10k points: an OTLP/HTTP request received and recorded,
+//!   a Prometheus target scraped and mirrored (text and protobuf), StatsD lines ingested.
 //!
-//! Run them all with `cargo bench -p sonde-bench`, or one with
-//! `cargo bench -p sonde-bench --bench instruments -- counter_inc`.
+//! Run them all with `cargo bench -p sonde-bench` (which needs `statsd_vs_collectd`'s
+//! prerequisites), or one with `cargo bench -p sonde-bench --bench instruments -- counter_inc`.
 
 use std::sync::Barrier;
 use std::time::{Duration, Instant};

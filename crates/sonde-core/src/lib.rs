@@ -1,10 +1,24 @@
 //! # sonde-core
 //!
 //! The metrics engine of sonde: counters, gauges, up-down counters and histograms with labels,
-//! recorded through handles that cost one relaxed atomic operation; bounded series per family
-//! with an overflow series; one histogram core that renders as classic buckets, exponential
-//! buckets, CloudWatch value/count pairs and quantiles; and snapshots that exporters read
-//! cumulatively or as deltas, each consumer on its own schedule.
+//! recorded through handles without a lock; bounded series per family with an overflow series;
+//! one histogram core that renders as classic buckets, exponential buckets, CloudWatch
+//! value/count pairs and quantiles; and snapshots that exporters read cumulatively or as deltas,
+//! each consumer on its own schedule.
+//!
+//! What a record costs through a handle:
+//! - a counter, up-down counter or gauge: one relaxed atomic operation (for `f64` additions, a
+//!   relaxed compare-and-swap loop);
+//! - a histogram observation: a few atomic operations: a relaxed add to the value's cell, a
+//!   relaxed compare-and-swap loop on the sum, an add to the explicit bucket's counter when a
+//!   bucket boundary falls inside that cell, and relaxed loads of the minimum and maximum, with
+//!   a compare-and-swap only when the value passes one of them (plus the bucket's exemplar, in a
+//!   family that keeps them, when a trace is current).
+//!
+//! Recording allocates nothing, except a histogram series' storage, once each: a block of cells
+//! (96 bytes) the first time the series records a value in the block's range (two octaves at
+//! the default precision), and, the first time a cell reaches 2^15 observations, its block's
+//! carry (192 bytes) and, at the series' first, the table of carries (about 160 bytes).
 //!
 //! No async runtime, no exporter code: exporters live in their own crates.
 //!
@@ -19,7 +33,7 @@
 //!     .labels(["http.request.method", "http.route"])
 //!     .build()?;
 //!
-//! // Resolve the series once, keep the handle: recording is then lock- and allocation-free.
+//! // Resolve the series once, keep the handle: recording then takes no lock and no lookup.
 //! let get_users = duration.with(&["GET", "/users/:id"]);
 //! for ms in [3.0, 5.0, 8.0, 120.0] {
 //!     get_users.observe(ms / 1000.0);

@@ -336,9 +336,49 @@ impl Registry {
     /// # Ok::<(), sonde_core::Error>(())
     /// ```
     pub fn remove_family(&self, name: &str) -> bool {
+        self.remove_family_where(name, |_| true)
+    }
+
+    /// Whether `family` is the one registered under its name: `false` once it was removed
+    /// (by [`remove_family`](Self::remove_family) or
+    /// [`remove_family_if_unused`](Self::remove_family_if_unused)) or replaced, when what it
+    /// records is no longer exported. A source that keeps family handles across collections
+    /// checks this before recording into one it registered long ago.
+    pub fn is_registered<M: Instrument>(&self, family: &Family<M>) -> bool {
+        self.families()
+            .get(family.meta().name())
+            .is_some_and(|f| same_family(f, family))
+    }
+
+    /// Removes `family` if it is still the one registered under its name and has no live
+    /// series, in one step, so no series can be added meanwhile through the registry: how a
+    /// source that creates families from what it receives (a scraped target's names) gives
+    /// back what a name that went away took from the memory budget, without removing a family
+    /// that another source still fills. Returns whether it was removed. Handles held elsewhere
+    /// keep working but are no longer exported (see [`is_registered`](Self::is_registered)).
+    /// Its `sonde.series.refused` series goes with it: a source whose names come and go
+    /// would otherwise leave one behind for every name the budget refused.
+    pub fn remove_family_if_unused<M: Instrument>(&self, family: &Family<M>) -> bool {
+        let name = family.meta().name();
+        let removed =
+            self.remove_family_where(name, |f| same_family(f, family) && f.series_count() == 0);
+        if removed && let Some(r) = &self.inner.refused {
+            r.remove(&[name, "budget"]);
+        }
+        removed
+    }
+
+    fn remove_family_where(
+        &self,
+        name: &str,
+        remove: impl Fn(&Arc<dyn ErasedFamily>) -> bool,
+    ) -> bool {
         let removed = {
             let mut families = self.families_mut();
-            let removed = families.remove(name);
+            let removed = match families.get(name) {
+                Some(f) if remove(f) => families.remove(name),
+                _ => None,
+            };
             if let Some(f) = &removed {
                 let m = f.meta();
                 let key = prometheus_name(m.name(), m.kind, &m.unit);
@@ -711,6 +751,11 @@ impl Registry {
 }
 
 /// The explicit bucket boundaries of a registered family (none unless it is a histogram).
+/// Whether the registered `entry` is `family` (the same allocation, not only the same name).
+fn same_family<M: Instrument>(entry: &Arc<dyn ErasedFamily>, family: &Family<M>) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(entry), Arc::as_ptr(&family.inner))
+}
+
 fn existing_bounds(family: &Arc<dyn ErasedFamily>) -> Vec<f64> {
     family
         .clone()
@@ -1178,6 +1223,38 @@ mod tests {
         drop(other);
         assert!(registry.remove_family("other"));
         assert_eq!(registry.budget_used().unwrap().0, 1);
+    }
+
+    #[test]
+    fn a_family_is_removed_if_unused_only_while_it_is_the_registered_one_and_empty() {
+        let registry = Registry::with_budget(100, MemoryBudget::new(1, usize::MAX));
+        let empty_budget = registry.budget_used().unwrap();
+        let jobs = registry.counter("jobs").labels(["queue"]).build().unwrap();
+        jobs.with(&["a"]).inc();
+        jobs.with(&["b"]).inc(); // refused: the budget holds one series
+        let refused = &[("metric", "jobs"), ("reason", "budget")];
+        assert_eq!(num(&registry.snapshot(), SERIES_REFUSED, refused), 1.0);
+        assert!(registry.is_registered(&jobs));
+        // A series is left: the family stays.
+        assert!(!registry.remove_family_if_unused(&jobs));
+        assert!(jobs.remove(&["a"]));
+        assert!(registry.remove_family_if_unused(&jobs));
+        assert!(!registry.is_registered(&jobs));
+        assert!(!registry.family_names().contains(&"jobs".to_owned()));
+        // Its refusals went with it.
+        let snap = registry.snapshot();
+        assert!(snap.point(SERIES_REFUSED, refused).is_none());
+        drop(snap);
+        // Once the last handle goes, the budget is as before the family.
+        drop(jobs);
+        assert_eq!(registry.budget_used().unwrap(), empty_budget);
+        // A family registered in its place under the same name is not the old handle's.
+        let old = registry.counter("jobs").build().unwrap();
+        assert!(registry.remove_family("jobs"));
+        let new = registry.counter("jobs").build().unwrap();
+        assert!(!registry.is_registered(&old));
+        assert!(!registry.remove_family_if_unused(&old));
+        assert!(registry.is_registered(&new));
     }
 
     #[test]

@@ -81,7 +81,7 @@
 //! | `system.process.created` | `Counter` | `{process}` | | processes created since install (Linux) |
 //! | `system.pressure.waiting` | `Counter<f64>` | `s` | `system.pressure.resource` | time some tasks stalled on `cpu`, `memory`, `io` (Linux PSI) |
 //! | `system.pressure.stalled` | `Counter<f64>` | `s` | `system.pressure.resource` | time all non-idle tasks stalled at once (Linux PSI) |
-//! | `sonde.collector.errors` | `Counter` | | `collector` = `host`, `procstat`; `reason` | readings that failed |
+//! | `sonde.collector.errors` | `Counter` | | `collector` = `host`, `procstat`, `cgroup`; `reason` | readings that failed |
 //!
 //! [`cpu.logical_number`]: HostCollector::per_cpu
 //!
@@ -93,7 +93,10 @@
 //!   operations, network counters without drops, and no process count.
 //! - **Containers**: [`CgroupCollector`] reads cgroups (v2, v1 or hybrid) into `container.*`
 //!   families per cgroup (see [`CONTAINER_CPU_TIME`] and the constants after it), labelled
-//!   [`CGROUP_LABELS`].
+//!   [`CGROUP_LABELS`]. A cgroup with nothing readable counts in
+//!   `sonde.collector.errors{collector="cgroup", reason="read"}`, and cgroups past
+//!   [`CgroupCollector::max_cgroups`] are left out and counted once per reading in
+//!   `reason="too_many_cgroups"`.
 //! - **In a container**, [`HostCollector::host_root`] reads the host mounted at a path (`/host`):
 //!   its `/proc`, the mounts of its PID 1 and filesystem sizes through the root, mountpoints
 //!   reported as the host names them; [`HostCollector::proc_and_sys`] takes `/proc` and `/sys`
@@ -131,7 +134,9 @@
 //!   from a reading have their series removed, so memory stays bounded. A reading that fails
 //!   (an unreadable or garbled file) leaves its series unchanged and counts in
 //!   `sonde.collector.errors{collector="host", reason}` (`reason`: `cpu`, `memory`, `load`,
-//!   `uptime`, `processes`, `filesystems`, `statvfs`, `disks`, `network`).
+//!   `uptime`, `processes`, `filesystems`, `statvfs`, `disks`, `network`, `pressure`). A
+//!   collection that panics is caught, so the panic never reaches the caller, and counts with
+//!   `reason="panic"`; what it had updated before the panic stays updated.
 //!
 //! ## Procstat
 //!

@@ -11,8 +11,12 @@
 //! - [`tls::client_config`] builds rustls client configurations: the platform's roots, a
 //!   private CA, or any certificate (`--insecure`, `insecure_skip_verify`; handshake
 //!   signatures are still checked).
-//! - With the `client` feature, [`client`](crate::client): the one `reqwest` client of every
-//!   push exporter and fetch, built on those configurations, with capped reads.
+//! - With the `client` feature, [`client`]: a `reqwest` client built on those
+//!   configurations, with capped reads, used by the OTLP/HTTP exporters (metrics and spans),
+//!   Prometheus remote write and the Pushgateway client, scrapes (sonde-scrape) and sonde-load's
+//!   cold-start runs. The other paths have their own clients: OTLP/gRPC tonic's, CloudWatch
+//!   (and the AWS credential lookups of SigV4 remote write) the AWS SDK's
+//!   (`aws-smithy-http-client`).
 //!
 //! A caller writes its request bytes itself (a load generator serializes each request once):
 //!

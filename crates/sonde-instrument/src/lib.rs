@@ -6,8 +6,12 @@
 //! ([`CacheMetrics`]), connection pools ([`PoolMetrics`] over [`PoolStats`]), multi-step
 //! operations ([`Phases`]) and business events with bounded label values ([`Events`]).
 //!
-//! Every helper costs at most one histogram record and two clock reads on top of the call it
-//! wraps; series are resolved once where the labels are known up front.
+//! Every helper but [`Faas`] costs at most one histogram record and two clock reads on top of
+//! the call it wraps. A [`Faas`] invocation records one histogram and reads the clock two to four
+//! times (one more each with a cost model and with a deadline); its cold start adds a clock read
+//! and a second histogram record (`faas.init_duration`), and, if nothing has asked for
+//! [`process_start_time`] before, reads the process's start time (on Linux, from `/proc`).
+//! Series are resolved once where the labels are known up front.
 //!
 //! ```
 //! use sonde_instrument::{CacheMetrics, DbMetrics, Lifecycle};

@@ -24,12 +24,19 @@
 //!   sum are exact; exponential histograms go to the default grid, each bucket at its middle,
 //!   with an exact count and sum.
 //!
-//! Bounded: a request over `max_request_bytes` (compressed or not) is refused (HTTP 413, gRPC
-//! RESOURCE_EXHAUSTED); when the registry's memory budget is full, requests are refused with
-//! HTTP 429 / gRPC RESOURCE_EXHAUSTED and a retry delay, as the OTLP specification asks, so the
-//! sender keeps its data and retries. Points that cannot be recorded (a name another source
-//! holds with another kind, attributes a family did not have at first, non-finite values) are
-//! counted in `sonde.otlp_receiver.points{outcome="rejected",reason}` and reported back in
+//! Bounded: a request over `max_request_bytes`, as sent or once decompressed, is refused. Over
+//! HTTP the answer is 413, counted in
+//! `sonde.otlp_receiver.points{transport="http",outcome="refused",reason="too_large"}`. Over
+//! gRPC tonic applies the limit, before the receiver sees the request (so nothing is
+//! counted): a message longer than the limit as sent gets OUT_OF_RANGE (a code the OTLP
+//! specification lists as retryable: the sender may send it again until its retries run out);
+//! a gzip message within the limit that decompresses past it gets RESOURCE_EXHAUSTED without a
+//! retry delay (not retryable). When the registry's memory budget is full, requests are
+//! refused with HTTP 429 / gRPC RESOURCE_EXHAUSTED and a retry delay, as the OTLP
+//! specification asks, so the sender keeps its data and retries. Points that cannot be
+//! recorded (a name another source holds with another kind, attributes a family did not have
+//! at first, non-finite values) are counted in
+//! `sonde.otlp_receiver.points{outcome="rejected",reason}` and reported back in
 //! `partial_success`.
 //!
 //! ```no_run
@@ -275,6 +282,7 @@ pub fn check_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<(), St
 
 /// A running receiver; stops on [`shutdown`](sonde_core::Component::shutdown) or drop.
 #[derive(Debug)]
+#[must_use = "dropping the receiver stops it: keep it (`let _receiver = ...`) for as long as it should accept"]
 pub struct OtlpReceiver {
     grpc_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,

@@ -477,6 +477,7 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
 
 /// Probes running on their thread; stop them with
 /// [`shutdown`](sonde_core::Component::shutdown) (dropping it stops them too).
+#[must_use = "dropping the prober stops the probes: keep it (`let _probes = ...`) for as long as they should run"]
 pub struct RunningProber {
     /// The probes' thread, stopped by the first stop (or drop).
     running: ComponentThread,

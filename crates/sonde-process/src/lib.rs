@@ -6,8 +6,10 @@
 //! ([`ProcessCollector::for_pid`]).
 //!
 //! Nothing runs on a timer: [`install`](ProcessCollector::install) registers the families and
-//! a collect hook ([`Registry::add_collect_hook`]), and every collection of the registry (a
+//! a collect hook ([`Registry::register_collector`]), and every collection of the registry (a
 //! snapshot, a scrape, a delta reader's collect) first reads the process once and updates them.
+//! The hook lasts as long as the returned [`ProcessMetrics`] (or a clone of it): dropping the
+//! last one removes it, and the series keep their last values.
 //!
 //! ```
 //! use sonde_core::Registry;

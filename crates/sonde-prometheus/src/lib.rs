@@ -1,14 +1,16 @@
 //! # sonde-prometheus
 //!
-//! Serves a sonde registry to Prometheus: text 0.0.4 or OpenMetrics 1.0 chosen by the scrape's
-//! `Accept` header, gzip when asked, from a server on its own thread and Tokio runtime, so the
-//! application needs no async runtime and never waits on a scrape. The same server answers
-//! `/report` (percentiles, rates and error ratios per route over the last minute, the last 5
-//! minutes and since start; `?format=md` for Markdown), `/health` (liveness) and `/ready`
-//! (readiness the application declares on a [`Readiness`] plus the exporters' state), and,
-//! with a [`Judge`] given to [`PrometheusBuilder::judge`], a verdict per objective in the
-//! report (met, violated, no data; `sonde-objectives` judges an `objectives.toml`): see
-//! `ENDPOINTS.md` in this crate for the JSON and a Kubernetes probe snippet.
+//! Serves a sonde registry to Prometheus: text 0.0.4, OpenMetrics 1.0 or the protobuf format
+//! (length-delimited `MetricFamily` messages, the one that carries native histograms) chosen by
+//! the scrape's `Accept` header, gzip when asked, from a server on its own thread and Tokio
+//! runtime, so the application needs no async runtime and never waits on a scrape. The same
+//! server answers `/report` (percentiles, rates and error ratios per route over the last
+//! minute, the last 5 minutes and since start; `?format=md` for Markdown), `/health`
+//! (liveness) and `/ready` (readiness the application declares on a [`Readiness`] plus the
+//! exporters' state), and, with a [`Judge`] given to [`PrometheusBuilder::judge`], a verdict
+//! per objective in the report (met, violated, no data; `sonde-objectives` judges an
+//! `objectives.toml`): see `ENDPOINTS.md` in this crate for the JSON and a Kubernetes probe
+//! snippet.
 //!
 //! ```
 //! use sonde_core::Registry;

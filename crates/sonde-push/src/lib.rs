@@ -1,5 +1,6 @@
-//! The delivery engine of sonde's push exporters (OTLP, CloudWatch): one thread with its own
-//! Tokio runtime, never the application's, running
+//! The delivery engine of sonde's push exporters (OTLP metrics, CloudWatch PutMetricData,
+//! Prometheus remote write): one thread with its own Tokio runtime, never the application's,
+//! running
 //!
 //! - a collector that asks a [`Source`] for batches every interval (the first tick optionally
 //!   jittered, so a fleet started together does not push in step) and queues them;
@@ -14,7 +15,9 @@
 //!   the lifecycle every sonde source and exporter shares).
 //!
 //! Every outcome is counted in the exporter self-metrics of [`telemetry`], which every push
-//! exporter (and the Pushgateway client's retries, through [`telemetry::Backoff`]) shares.
+//! exporter shares, as do the CloudWatch EMF writer (which writes when called, on the caller's
+//! thread, not on this engine) and the Pushgateway client's retries (through
+//! [`telemetry::Backoff`]).
 //!
 //! ```
 //! use std::time::Duration;

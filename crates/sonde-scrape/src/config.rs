@@ -58,6 +58,9 @@ pub struct ScrapeTargetConfig {
     pub key_file: Option<PathBuf>,
     /// Ask for the protobuf format first (default true; the only one with native histograms).
     pub protobuf: bool,
+    /// The most samples one scrape may expose (default
+    /// [`DEFAULT_SAMPLE_LIMIT`](crate::DEFAULT_SAMPLE_LIMIT)); a scrape with more fails whole.
+    pub sample_limit: usize,
 }
 
 impl Default for ScrapeTargetConfig {
@@ -76,6 +79,7 @@ impl Default for ScrapeTargetConfig {
             cert_file: None,
             key_file: None,
             protobuf: t.protobuf,
+            sample_limit: t.sample_limit,
         }
     }
 }
@@ -106,6 +110,7 @@ impl ScrapeTargetConfig {
             client_cert: self.cert_file.clone().zip(self.key_file.clone()),
         };
         t.protobuf = self.protobuf;
+        t.sample_limit = self.sample_limit;
         t
     }
 }
@@ -118,6 +123,7 @@ impl Settings for ScrapeTargetConfig {
                 Duration::from_secs(15),
             )),
             "protobuf" | "insecure_skip_verify" => Some(Expect::Flag),
+            "sample_limit" => Some(Expect::count(1..=10_000_000, crate::DEFAULT_SAMPLE_LIMIT)),
             _ => None,
         }
     }
@@ -126,6 +132,7 @@ impl Settings for ScrapeTargetConfig {
         let mut problems: Vec<Problem> = [
             Self::within("interval", self.interval),
             Self::within("timeout", self.timeout),
+            Self::within("sample_limit", self.sample_limit),
         ]
         .into_iter()
         .flatten()

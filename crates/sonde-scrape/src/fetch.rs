@@ -116,6 +116,7 @@ pub struct Request<'a> {
     tls: &'a Tls,
     max_body: u64,
     user_agent: &'a str,
+    max_samples: usize,
 }
 
 // Not derived: a URL's `user:password@` stays out of logs (the login's own Debug hides it too).
@@ -128,6 +129,7 @@ impl std::fmt::Debug for Request<'_> {
             .field("tls", self.tls)
             .field("max_body", &self.max_body)
             .field("user_agent", &self.user_agent)
+            .field("max_samples", &self.max_samples)
             .finish()
     }
 }
@@ -142,6 +144,7 @@ impl<'a> Request<'a> {
             tls: &NO_TLS,
             max_body: MAX_BODY_BYTES,
             user_agent,
+            max_samples: usize::MAX,
         }
     }
 
@@ -158,6 +161,16 @@ impl<'a> Request<'a> {
     /// Reads at most `max_body` bytes (a bigger body is an error).
     pub fn max_body(self, max_body: u64) -> Self {
         Request { max_body, ..self }
+    }
+
+    /// Reads at most `max_samples` samples of an [`exposition`](Self::exposition) (a bucket,
+    /// `_sum` and `_count` each count): more is an error of reason `sample_limit`, found
+    /// while parsing, so a body of tiny samples cannot make the reader hold millions.
+    pub fn max_samples(self, max_samples: usize) -> Self {
+        Request {
+            max_samples,
+            ..self
+        }
     }
 
     /// Returns the body as text (invalid UTF-8 replaced); a protobuf body is an error.
@@ -191,11 +204,16 @@ impl<'a> Request<'a> {
                     ),
                 ));
             }
-            crate::proto::parse_protobuf(&body)
+            crate::proto::parse_protobuf_at_most(&body, self.max_samples)
         } else {
-            crate::text::parse(&String::from_utf8_lossy(&body))
+            crate::text::parse_at_most(&String::from_utf8_lossy(&body), self.max_samples)
         };
-        parsed.map_err(|e| fail("parse", format!("{shown}: {e}")))
+        parsed.map_err(|e| match e {
+            crate::text::Unreadable::Invalid(problem) => {
+                fail("parse", format!("{shown}: {problem}"))
+            }
+            too_many => fail("sample_limit", format!("{shown} exposed {too_many}")),
+        })
     }
 
     /// The GET itself: the body and the lower-cased content type.
@@ -207,6 +225,7 @@ impl<'a> Request<'a> {
             tls,
             max_body,
             user_agent,
+            max_samples: _,
         } = *self;
         check_url(url)?;
         let shown = redact_url(url);

@@ -1,10 +1,10 @@
 //! # sonde-scrape
 //!
 //! Reading Prometheus endpoints (text, OpenMetrics and the protobuf format with native
-//! histograms): [`parse`] or [`parse_protobuf`] any exposition into families,
-//! [`fetch`] one endpoint with a time and size limit, and [`ScrapeSource`] to mirror scraped
-//! targets into a [`sonde_core::Registry`] (as the agent's `[[sources.scrape]]` does), so every
-//! exporter forwards them.
+//! histograms): [`parse`] or [`parse_protobuf`] any exposition into families, fetch one
+//! endpoint with a time and size limit ([`Request`], or [`fetch_exposition`] with every setting
+//! given), and [`ScrapeSource`] to mirror scraped targets into a [`sonde_core::Registry`] (as
+//! the agent's `[[sources.scrape]]` does), so every exporter forwards them.
 //!
 //! ```
 //! let e = sonde_scrape::parse("# TYPE up gauge\nup{job=\"node\"} 1\n").unwrap();
@@ -24,7 +24,7 @@ pub use fetch::{
     check_url, fetch_exposition,
 };
 pub use proto::parse_protobuf;
-pub use source::{ScrapeSource, ScrapeStats, Scraper, Target};
+pub use source::{DEFAULT_SAMPLE_LIMIT, ScrapeSource, ScrapeStats, Scraper, Target};
 pub use text::{
     Exposition, Family, Kind, Labels, Native, Sample, Series, bucket_quantile, parse, parse_sample,
     parse_value,

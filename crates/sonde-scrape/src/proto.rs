@@ -9,19 +9,31 @@ use std::collections::BTreeMap;
 use prost::Message;
 use sonde_prometheus::proto::pb;
 
-use crate::text::{Exposition, Family, Kind, Labels, Native, Series};
+use crate::text::{Exposition, Family, Kind, Labels, Native, Series, Unreadable};
 
 /// Parses a delimited `MetricFamily` stream. A message that does not decode ends the reading
 /// (the framing is lost after it): what came before is kept and the rest is reported in
 /// `skipped`; a body of which nothing decodes is an error.
-pub fn parse_protobuf(mut body: &[u8]) -> Result<Exposition, String> {
+pub fn parse_protobuf(body: &[u8]) -> Result<Exposition, String> {
+    parse_protobuf_at_most(body, usize::MAX).map_err(|e| e.to_string())
+}
+
+/// [`parse_protobuf`], stopping at the first family that brings the samples (as Prometheus
+/// counts them: a bucket, `_sum` and `_count` each) past `max_samples`.
+pub(crate) fn parse_protobuf_at_most(
+    mut body: &[u8],
+    max_samples: usize,
+) -> Result<Exposition, Unreadable> {
     let mut out = Exposition::default();
+    let mut samples = 0usize;
     let mut index = 0usize;
     while !body.is_empty() {
         let family = match pb::MetricFamily::decode_length_delimited(&mut body) {
             Ok(f) => f,
             Err(e) if index == 0 => {
-                return Err(format!("the protobuf body does not decode: {e}"));
+                return Err(Unreadable::Invalid(format!(
+                    "the protobuf body does not decode: {e}"
+                )));
             }
             Err(e) => {
                 out.skipped_count += 1;
@@ -56,6 +68,10 @@ pub fn parse_protobuf(mut body: &[u8]) -> Result<Exposition, String> {
         if out.families.contains_key(&name) {
             skip(&mut out, index, "a second family of the same name");
             continue;
+        }
+        samples = samples.saturating_add(family.metric.iter().map(samples_of).sum());
+        if samples > max_samples {
+            return Err(Unreadable::TooManySamples(max_samples));
         }
         let mut series: BTreeMap<Labels, Series> = BTreeMap::new();
         for m in family.metric {
@@ -126,6 +142,18 @@ pub fn parse_protobuf(mut body: &[u8]) -> Result<Exposition, String> {
         }
     }
     Ok(out)
+}
+
+/// The samples of one metric as the text format would write them.
+fn samples_of(m: &pb::Metric) -> usize {
+    match (&m.histogram, &m.summary) {
+        // A native-only histogram is one sample, as in Prometheus; classic buckets are
+        // written with `+Inf` (not in the message), `_sum` and `_count`.
+        (Some(h), _) if h.bucket.is_empty() && h.schema.is_some() => 1,
+        (Some(h), _) => h.bucket.len() + 3,
+        (None, Some(s)) => s.quantile.len() + 2,
+        (None, None) => 1,
+    }
 }
 
 fn skip(out: &mut Exposition, index: usize, what: &str) {
@@ -235,6 +263,48 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn reading_stops_at_the_sample_limit_in_both_formats() {
+        // Two families of one counter each, then a histogram of one bucket: 1 + 1 + 4 samples
+        // (its bucket, `+Inf`, `_sum` and `_count`), as in the text below.
+        let mut body = family("a_total", counter(1.0), pb::MetricType::Counter);
+        body.extend(family("b_total", counter(2.0), pb::MetricType::Counter));
+        let histogram = pb::Metric {
+            histogram: Some(pb::Histogram {
+                sample_count: Some(1),
+                sample_sum: Some(0.5),
+                bucket: vec![pb::Bucket {
+                    cumulative_count: Some(1),
+                    upper_bound: Some(1.0),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        body.extend(family("h", histogram, pb::MetricType::Histogram));
+        assert_eq!(parse_protobuf_at_most(&body, 6).unwrap().families.len(), 3);
+        assert_eq!(
+            parse_protobuf_at_most(&body, 5),
+            Err(Unreadable::TooManySamples(5))
+        );
+        let text = "a_total 1\nb_total 2\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 1\nh_sum 0.5\nh_count 1\n";
+        assert_eq!(
+            crate::text::parse_at_most(text, 6).unwrap().families.len(),
+            3
+        );
+        assert_eq!(
+            crate::text::parse_at_most(text, 5),
+            Err(Unreadable::TooManySamples(5))
+        );
+        // The text reader stops where the limit is passed, not at the end of a huge body.
+        let huge: String = (0..100_000).map(|i| format!("junk_{i} 1\n")).collect();
+        assert_eq!(
+            crate::text::parse_at_most(&huge, 10),
+            Err(Unreadable::TooManySamples(10))
+        );
     }
 
     #[test]

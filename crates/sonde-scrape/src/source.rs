@@ -16,7 +16,13 @@
 //! - per target, like Prometheus: `up` (1 or 0), `scrape_duration_seconds`,
 //!   `scrape_samples_scraped`; families and series that cannot be mirrored (a name taken by
 //!   another source, label names that changed, non-finite gauges, new histogram bounds) are
-//!   counted in `sonde.scrape.refused{job,reason}` and logged once a minute.
+//!   counted in `sonde.scrape.refused{job,reason}` and logged once a minute;
+//! - bounded, whatever a target exposes: a scrape of more samples than the target's
+//!   `sample_limit` fails as a whole, as in Prometheus (`up` 0, reason `sample_limit`); a new
+//!   name is not registered while the registry's memory budget is full (reason `budget`, tried
+//!   again at the next scrape); and a name gone from the target gives its family back to the
+//!   registry once no target fills it, so a target whose names change at every scrape holds
+//!   only what its latest scrape exposed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -53,10 +59,20 @@ pub struct Target {
     /// Whether the protobuf format is asked for first (default true; the only format with
     /// native histograms), else OpenMetrics or text.
     pub protobuf: bool,
+    /// The most samples one scrape may expose (as Prometheus counts them: every sample line, a
+    /// bucket, `_sum` and `_count` each); a scrape with more fails as a whole and mirrors
+    /// nothing, like Prometheus's `sample_limit`. Reading stops at the limit, so a body of
+    /// millions of tiny samples costs no more than the limit. Default [`DEFAULT_SAMPLE_LIMIT`].
+    pub sample_limit: usize,
 }
 
+/// The default [`Target::sample_limit`]: well above what node_exporter or a database
+/// exporter exposes, well below what would fill the agent's default memory budget.
+pub const DEFAULT_SAMPLE_LIMIT: usize = 50_000;
+
 impl Target {
-    /// A target named `job` at `url`: every 15 s, 10 s timeout, no credentials, 64 MiB bodies.
+    /// A target named `job` at `url`: every 15 s, 10 s timeout, no credentials, 64 MiB bodies,
+    /// at most [`DEFAULT_SAMPLE_LIMIT`] samples.
     pub fn new(job: impl Into<String>, url: impl Into<String>) -> Target {
         Target {
             job: job.into(),
@@ -71,6 +87,7 @@ impl Target {
                 .map(|a| (*a).to_owned())
                 .collect(),
             protobuf: true,
+            sample_limit: DEFAULT_SAMPLE_LIMIT,
         }
     }
 
@@ -107,8 +124,10 @@ pub struct ScrapeStats {
     pub error: Option<String>,
 }
 
-/// Scrapes targets on their own threads into a registry; stops (and removes what it mirrored)
-/// on [`shutdown`](Self::shutdown) or drop.
+/// Scrapes targets on their own threads into a registry; stops, and removes what it mirrored,
+/// on [`uninstall`](Self::uninstall) or drop ([`Component::shutdown`](sonde_core::Component::shutdown)
+/// stops and keeps it).
+#[must_use = "dropping the source stops scraping and removes what it mirrored: keep it (`let _scrape = ...`) for as long as the targets should be scraped"]
 pub struct ScrapeSource {
     stop: Arc<AtomicBool>,
     /// Whether stopping leaves the mirrored series in place.
@@ -292,6 +311,32 @@ enum Store {
     Refused,
 }
 
+/// What a new family is taken to cost when the budget is asked (its tables and definition).
+const NEW_FAMILY_BYTES: usize = 1024;
+
+impl Store {
+    /// Whether its family is still the registry's (true for a refused name).
+    fn is_registered(&self, registry: &Registry) -> bool {
+        match self {
+            Store::Counter(f, _) => registry.is_registered(f),
+            Store::Gauge(f, _) => registry.is_registered(f),
+            Store::Histogram(f, _, _) | Store::Native(f, _) => registry.is_registered(f),
+            Store::Refused => true,
+        }
+    }
+
+    /// Gives its family back to the registry if no series is left in it (another target of
+    /// the same exporter may still fill it).
+    fn remove_if_unused(&self, registry: &Registry) {
+        match self {
+            Store::Counter(f, _) => registry.remove_family_if_unused(f),
+            Store::Gauge(f, _) => registry.remove_family_if_unused(f),
+            Store::Histogram(f, _, _) | Store::Native(f, _) => registry.remove_family_if_unused(f),
+            Store::Refused => false,
+        };
+    }
+}
+
 impl Mirror {
     pub(crate) fn new(registry: &Registry, target: &Target) -> Mirror {
         let job = target.job.clone();
@@ -343,17 +388,24 @@ impl Mirror {
     /// Scrapes once and mirrors the result.
     pub(crate) fn scrape(&mut self, target: &Target) -> ScrapeStats {
         let start = Instant::now();
-        let fetched = crate::fetch::fetch_exposition(
-            &target.url,
-            target.timeout,
-            &target.auth,
-            &target.tls,
-            target.max_body,
-            &self.user_agent,
-            target.protobuf,
-        )
-        .map_err(|e| e.message);
         let mut stats = ScrapeStats::default();
+        let fetched = crate::fetch::Request::new(&target.url, target.timeout, &self.user_agent)
+            .auth(&target.auth)
+            .tls(&target.tls)
+            .max_body(target.max_body)
+            .max_samples(target.sample_limit)
+            .exposition(target.protobuf)
+            .map_err(|e| {
+                if e.reason == "sample_limit" {
+                    *stats.refused.entry("sample_limit").or_default() += 1;
+                    format!(
+                        "{}: nothing of this scrape is mirrored (raise the target's sample_limit if they are all wanted)",
+                        e.message
+                    )
+                } else {
+                    e.message
+                }
+            });
         match fetched {
             Ok(exposition) => {
                 stats.up = true;
@@ -397,10 +449,11 @@ impl Mirror {
         }
     }
 
-    /// Removes every mirrored series.
+    /// Removes every mirrored series, and the families no other target fills.
     pub(crate) fn clear(&mut self) {
-        for m in self.families.values_mut() {
+        for (_, mut m) in self.families.drain() {
             m.remove_all(&self.job, &self.instance);
+            m.store.remove_if_unused(&self.registry);
         }
     }
 
@@ -420,8 +473,21 @@ impl Mirror {
         self.generation += 1;
         let generation = self.generation;
         for (name, family) in &e.families {
-            let family_labels = target_label_names(family.series.keys());
+            // A family another target gave back (it had no series left) is registered again.
+            if self
+                .families
+                .get(name)
+                .is_some_and(|m| !m.store.is_registered(&self.registry))
+            {
+                self.families.remove(name);
+            }
             if !self.families.contains_key(name) {
+                // A new name takes memory: not while the budget is full (tried again next time).
+                if self.registry.over_budget(NEW_FAMILY_BYTES) {
+                    *refused.entry("budget").or_default() += 1;
+                    continue;
+                }
+                let family_labels = target_label_names(family.series.keys());
                 let m = self.register(name, family, &family_labels, &mut refused);
                 self.families.insert(name.clone(), m);
             }
@@ -622,6 +688,7 @@ impl Mirror {
         for name in gone {
             if let Some(mut m) = self.families.remove(&name) {
                 m.remove_all(&self.job, &self.instance);
+                m.store.remove_if_unused(&self.registry);
             }
         }
         if !refused.is_empty() {

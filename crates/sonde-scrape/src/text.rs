@@ -204,6 +204,30 @@ pub struct Sample {
 /// assert_eq!(e.families["temperature"].kind, sonde_scrape::Kind::Untyped);
 /// ```
 pub fn parse(text: &str) -> Result<Exposition, String> {
+    parse_at_most(text, usize::MAX).map_err(|e| e.to_string())
+}
+
+/// Why an exposition was not read.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Unreadable {
+    /// It is not an exposition in this format: what is wrong.
+    Invalid(String),
+    /// It has more samples than the limit (reading stopped there).
+    TooManySamples(usize),
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unreadable::Invalid(problem) => f.write_str(problem),
+            Unreadable::TooManySamples(limit) => write!(f, "more than {limit} samples"),
+        }
+    }
+}
+
+/// [`parse`], stopping as soon as more than `max_samples` sample lines have parsed: a target
+/// cannot make the reader hold more than that, whatever its body's size.
+pub(crate) fn parse_at_most(text: &str, max_samples: usize) -> Result<Exposition, Unreadable> {
     let mut types: BTreeMap<String, String> = BTreeMap::new();
     let mut units: BTreeMap<String, String> = BTreeMap::new();
     let mut helps: BTreeMap<String, String> = BTreeMap::new();
@@ -241,6 +265,9 @@ pub fn parse(text: &str) -> Result<Exposition, String> {
         }
         content_lines += 1;
         match parse_sample(line) {
+            Ok(_) if samples.len() == max_samples => {
+                return Err(Unreadable::TooManySamples(max_samples));
+            }
             Ok(s) => samples.push(s),
             Err(problem) => {
                 out.skipped_count += 1;
@@ -254,9 +281,9 @@ pub fn parse(text: &str) -> Result<Exposition, String> {
     }
     if content_lines > 0 && samples.is_empty() {
         let first = out.skipped.first().cloned().unwrap_or_default();
-        return Err(format!(
+        return Err(Unreadable::Invalid(format!(
             "the body is not Prometheus text or OpenMetrics (no sample line parsed; {first})"
-        ));
+        )));
     }
     // Histogram families without `# TYPE` (some hand-written exporters): a `_bucket` series
     // with an `le` label is enough.

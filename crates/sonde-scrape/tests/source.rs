@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sonde_core::{Registry, Snapshot};
-use sonde_scrape::{ScrapeSource, Target};
+use sonde_scrape::{ScrapeSource, Scraper, Target};
 
 /// Serves `state` (status, body) to every request until the test ends.
 fn target(state: Arc<Mutex<(u16, String)>>) -> SocketAddr {
@@ -212,9 +212,10 @@ fn a_target_is_mirrored_exactly_and_follows_its_changes() {
     wait("up == 0", || {
         app(&registry.snapshot(), "up", &[]) == Some(0.0)
     });
+    // The families go too: no other target fills them.
     let s = registry.snapshot();
-    assert!(s.family("temperature").unwrap().series.is_empty());
-    assert!(s.family("latency_seconds").unwrap().series.is_empty());
+    assert!(s.family("temperature").is_none());
+    assert!(s.family("latency_seconds").is_none());
 
     // Back, then shut down: the mirrored series go with the source.
     *state.lock().unwrap() = (200, FIRST.to_owned());
@@ -222,14 +223,7 @@ fn a_target_is_mirrored_exactly_and_follows_its_changes() {
         app(&registry.snapshot(), "up", &[]) == Some(1.0)
     });
     source.uninstall();
-    assert!(
-        registry
-            .snapshot()
-            .family("temperature")
-            .unwrap()
-            .series
-            .is_empty()
-    );
+    assert!(registry.snapshot().family("temperature").is_none());
 }
 
 #[test]
@@ -673,4 +667,211 @@ fn target_info_series_are_kept_by_what_is_kept_and_removed_with_the_target() {
         0,
         "a failed target's target_info is stale"
     );
+}
+
+/// `n` gauges named after `round`, as a target whose metric names change at every scrape.
+fn rotating(round: usize, n: usize) -> String {
+    (0..n).map(|i| format!("junk_{round}_{i} 1\n")).collect()
+}
+
+fn junk_families(registry: &Registry) -> usize {
+    registry
+        .family_names()
+        .iter()
+        .filter(|n| n.starts_with("junk_"))
+        .count()
+}
+
+#[test]
+fn a_target_whose_names_change_at_every_scrape_holds_only_its_latest_names() {
+    let state = Arc::new(Mutex::new((200, rotating(0, 200))));
+    let addr = target(state.clone());
+    let registry = Registry::with_budget(2000, sonde_core::MemoryBudget::new(100_000, 64 << 20));
+    let mut scraper = Scraper::new(
+        &registry,
+        Target::new("junk", format!("http://{addr}/metrics")),
+    );
+    assert!(scraper.scrape().up);
+    let used_after_one = registry.budget_used().unwrap();
+    for round in 1..=5 {
+        *state.lock().unwrap() = (200, rotating(round, 200));
+        let stats = scraper.scrape();
+        assert!(stats.up, "{stats:?}");
+        assert_eq!(stats.series, 200);
+        // The names of earlier rounds are gone from the registry, not only their series.
+        assert_eq!(junk_families(&registry), 200, "round {round}");
+        let snap = registry.snapshot();
+        let inst = addr.to_string();
+        assert_eq!(
+            mirrored(&snap, &format!("junk_{round}_0"), &[], "junk", &inst),
+            Some(1.0)
+        );
+        assert!(snap.family(&format!("junk_{}_0", round - 1)).is_none());
+    }
+    // What the budget holds does not grow with the rounds.
+    assert_eq!(registry.budget_used().unwrap(), used_after_one);
+    // A failed scrape removes the target's series, and the families with them.
+    *state.lock().unwrap() = (500, String::new());
+    assert!(!scraper.scrape().up);
+    assert_eq!(junk_families(&registry), 0);
+}
+
+#[test]
+fn a_family_two_targets_fill_stays_while_one_of_them_still_does() {
+    let body = "# TYPE node_load1 gauge\nnode_load1 0.5\n# TYPE node_boot_time_seconds gauge\nnode_boot_time_seconds 100\n";
+    let (a, b) = (
+        Arc::new(Mutex::new((200, body.to_owned()))),
+        Arc::new(Mutex::new((200, body.to_owned()))),
+    );
+    let (addr_a, addr_b) = (target(a.clone()), target(b.clone()));
+    let registry = Registry::new();
+    let mut scraper_a = Scraper::new(
+        &registry,
+        Target::new("node", format!("http://{addr_a}/metrics")),
+    );
+    let mut scraper_b = Scraper::new(
+        &registry,
+        Target::new("node", format!("http://{addr_b}/metrics")),
+    );
+    assert!(scraper_a.scrape().up && scraper_b.scrape().up);
+    let (inst_a, inst_b) = (addr_a.to_string(), addr_b.to_string());
+    // A stops exposing node_load1: its series goes, B's stays (the family is B's too).
+    *a.lock().unwrap() = (200, body.replace("node_load1 0.5\n", ""));
+    assert!(scraper_a.scrape().up);
+    let snap = registry.snapshot();
+    assert_eq!(mirrored(&snap, "node_load1", &[], "node", &inst_a), None);
+    assert_eq!(
+        mirrored(&snap, "node_load1", &[], "node", &inst_b),
+        Some(0.5)
+    );
+    drop(snap);
+    // B stops too: the family is given back; then B exposes it again and it is registered anew.
+    *b.lock().unwrap() = (200, body.replace("node_load1 0.5\n", ""));
+    assert!(scraper_b.scrape().up);
+    assert!(!registry.family_names().contains(&"node_load1".to_owned()));
+    *b.lock().unwrap() = (200, body.replace("0.5", "0.75"));
+    assert!(scraper_b.scrape().up);
+    assert_eq!(
+        mirrored(&registry.snapshot(), "node_load1", &[], "node", &inst_b),
+        Some(0.75)
+    );
+    // A, whose handle on the old family was dropped with the name, follows into the new one.
+    *a.lock().unwrap() = (200, body.replace("0.5", "0.25"));
+    assert!(scraper_a.scrape().up);
+    assert_eq!(
+        mirrored(&registry.snapshot(), "node_load1", &[], "node", &inst_a),
+        Some(0.25)
+    );
+}
+
+#[test]
+fn a_family_given_back_while_a_target_held_it_is_registered_again() {
+    // B holds the family with no series of its own (all its samples refused), A gives it back,
+    // then B's samples become good: B must not write into the removed family.
+    let (a, b) = (
+        Arc::new(Mutex::new((200, "# TYPE temp gauge\ntemp 20\n".to_owned()))),
+        Arc::new(Mutex::new((
+            200,
+            "# TYPE temp gauge\ntemp NaN\n".to_owned(),
+        ))),
+    );
+    let (addr_a, addr_b) = (target(a.clone()), target(b.clone()));
+    let registry = Registry::new();
+    let mut scraper_a = Scraper::new(
+        &registry,
+        Target::new("a", format!("http://{addr_a}/metrics")),
+    );
+    let mut scraper_b = Scraper::new(
+        &registry,
+        Target::new("b", format!("http://{addr_b}/metrics")),
+    );
+    assert!(scraper_a.scrape().up);
+    assert_eq!(scraper_b.scrape().refused.get("bad_value"), Some(&1));
+    *a.lock().unwrap() = (200, String::new());
+    assert!(scraper_a.scrape().up);
+    assert!(!registry.family_names().contains(&"temp".to_owned()));
+    *b.lock().unwrap() = (200, "# TYPE temp gauge\ntemp 21\n".to_owned());
+    assert!(scraper_b.scrape().up);
+    assert_eq!(
+        mirrored(&registry.snapshot(), "temp", &[], "b", &addr_b.to_string()),
+        Some(21.0)
+    );
+}
+
+#[test]
+fn a_scrape_over_its_sample_limit_fails_whole_and_mirrors_nothing() {
+    // 3 gauges and a histogram of 2 buckets (+ _sum and _count): 7 samples.
+    let body = "g1 1\ng2 2\ng3 3\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 1\nh_sum 0.5\nh_count 1\n";
+    let state = Arc::new(Mutex::new((200, body.to_owned())));
+    let addr = target(state.clone());
+    let registry = Registry::new();
+    let mut t = Target::new("big", format!("http://{addr}/metrics"));
+    t.sample_limit = 6;
+    let mut scraper = Scraper::new(&registry, t);
+    let stats = scraper.scrape();
+    assert!(!stats.up);
+    assert_eq!(stats.refused.get("sample_limit"), Some(&1));
+    let error = stats.error.unwrap();
+    assert!(
+        error.contains("exposed more than 6 samples") && error.contains("sample_limit"),
+        "{error}"
+    );
+    let snap = registry.snapshot();
+    let inst = addr.to_string();
+    assert_eq!(
+        number(&snap, "up", &[("job", "big"), ("instance", &inst)]),
+        Some(0.0)
+    );
+    assert_eq!(
+        number(
+            &snap,
+            "sonde.scrape.refused",
+            &[("job", "big"), ("reason", "sample_limit")]
+        ),
+        Some(1.0)
+    );
+    assert!(snap.family("g1").is_none() && snap.family("h").is_none());
+    drop(snap);
+    // Within the limit, all of it.
+    *state.lock().unwrap() = (200, body.replace("g3 3\n", ""));
+    let stats = scraper.scrape();
+    assert!(stats.up, "{stats:?}");
+    assert_eq!(
+        mirrored(&registry.snapshot(), "g1", &[], "big", &inst),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn new_names_wait_while_the_memory_budget_is_full() {
+    // Room for the target's own up/duration/samples series and two more.
+    let registry = Registry::with_budget(2000, sonde_core::MemoryBudget::new(5, 64 << 20));
+    let state = Arc::new(Mutex::new((200, "a 1\nb 2\nc 3\nd 4\n".to_owned())));
+    let addr = target(state.clone());
+    let mut scraper = Scraper::new(
+        &registry,
+        Target::new("t", format!("http://{addr}/metrics")),
+    );
+    let stats = scraper.scrape();
+    assert!(stats.up);
+    assert_eq!(stats.refused.get("budget"), Some(&2), "{stats:?}");
+    // A name is mirrored whole or not registered at all: no family is left holding only an
+    // overflow series.
+    let snap = registry.snapshot();
+    let inst = addr.to_string();
+    for (name, value) in [("a", 1.0), ("b", 2.0)] {
+        assert_eq!(mirrored(&snap, name, &[], "t", &inst), Some(value));
+    }
+    for name in ["c", "d"] {
+        assert!(snap.family(name).is_none(), "{name} is registered");
+    }
+    drop(snap);
+    // Room again (the target drops two names): the others get in at the next scrape.
+    *state.lock().unwrap() = (200, "c 3\nd 4\n".to_owned());
+    scraper.scrape();
+    let stats = scraper.scrape();
+    assert!(stats.refused.is_empty(), "{stats:?}");
+    let snap = registry.snapshot();
+    assert_eq!(mirrored(&snap, "c", &[], "t", &inst), Some(3.0));
+    assert_eq!(mirrored(&snap, "d", &[], "t", &inst), Some(4.0));
 }

@@ -11,8 +11,9 @@
 //!   DogStatsD tags (a new tag key widens the family; every series keeps its value),
 //!   limits on names, series and labels, and a handle cache so repeated lines cost a hash
 //!   lookup and an atomic add;
-//! * a [`StatsdServer`] with UDP and unix datagram receivers decoupled from the parser by a
-//!   bounded queue.
+//! * a [`StatsdServer`] with UDP and unix datagram receivers and newline-delimited TCP
+//!   listeners ([`tcp`]), decoupled from the parser by a bounded queue (when it is full,
+//!   datagrams are dropped and TCP connections wait).
 //!
 //! Self-metrics (see [`self_metrics`]): `sonde.statsd.packets{transport}`,
 //! `sonde.statsd.lines`, `sonde.statsd.parse_errors{reason}`, `sonde.statsd.dropped{reason}`,

@@ -757,6 +757,7 @@ fn while_busy(stop: impl Fn() -> bool, mut drain: impl FnMut() -> Option<usize>)
 /// # Ok::<(), sonde_statsd::Error>(())
 /// ```
 #[derive(custom_debug::Debug)]
+#[must_use = "dropping the server stops receiving: keep it (`let _statsd = ...`) for as long as it should listen"]
 pub struct StatsdServer {
     listeners: Vec<Listener>,
     #[debug(skip)]

@@ -30,9 +30,12 @@
 //!
 //! ## Running handles
 //!
-//! Every `install()` returns a `#[must_use]` handle: the component (a server, an exporter's
-//! thread, a collector) runs for as long as the handle lives; dropping it stops the component,
-//! delivering what a push exporter holds, and logs a line. Bind it for the life of the service:
+//! The `install()` of every exporter, server, collector and pipeline (the Prometheus server and
+//! remote writer, the OTLP and CloudWatch exporters, the tracing pipeline, the process and Tokio
+//! runtime collectors) returns a `#[must_use]` handle: the component runs for as long as the
+//! handle lives; dropping it stops the component, delivering what a push exporter holds, and
+//! logs a line (the Tokio runtime collector stops silently). Bind it for the life of the
+//! service:
 //!
 #![cfg_attr(feature = "prometheus", doc = "```no_run")]
 #![cfg_attr(not(feature = "prometheus"), doc = "```ignore")]
@@ -48,6 +51,15 @@
 //! sonde::prometheus::PrometheusBuilder::new().install()?;
 //! # Ok::<(), sonde::prometheus::Error>(())
 //! ```
+//!
+//! Two kinds of `install` return no such handle. That of the `metrics` bridge
+//! (`sonde::recorder::install()`, `SondeRecorder::install`) sets the process-wide `metrics`
+//! recorder, which stays installed for the life of the process: dropping the `SondeRecorder`
+//! returned changes nothing, and a second install fails. Those of the instrumentation helpers
+//! (`DbMetrics`, `CacheMetrics`, `Lifecycle`, `Faas`...) register families and return the
+//! helper that records into them: nothing runs in the background, so there is nothing to stop
+//! (a pool given to `PoolMetrics::watch` is read at every collection for the life of the
+//! registry).
 //!
 //! ## Feature flags
 //!

@@ -7,7 +7,9 @@
 //! - `scrape`: a 10k-series Prometheus text target (8,000 counter series, 2,000 gauges) served
 //!   from memory on loopback, fetched, parsed and mirrored into a registry by `sonde-scrape`;
 //! - `statsd`: 10k StatsD lines parsed and recorded by the agent's StatsD ingest (no socket),
-//!   the agent's own path for comparison.
+//!   the agent's own path for comparison;
+//! - `scrape_protobuf`: the `scrape` target in the protobuf format, fetched, decoded and
+//!   mirrored the same way.
 //!
 //! The OpenTelemetry Collector would be the peer; it is not in Debian, PyPI, npm or crates.io
 //! (only its Go API sources are, `golang-opentelemetry-otel-dev`), so it is not run here.

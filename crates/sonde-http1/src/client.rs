@@ -1,5 +1,7 @@
-//! The one HTTP client of sonde's push exporters and fetches: `reqwest` on the rustls
-//! configuration of [`crate::tls`], following no redirect, with answers read up to a cap.
+//! The HTTP client of sonde's HTTP push paths (OTLP/HTTP, remote write, the Pushgateway) and
+//! fetches (scrape targets, sonde-load's cold starts): `reqwest` on the rustls configuration of
+//! [`crate::tls`], following no redirect, with answers read up to a cap. (OTLP/gRPC goes
+//! through tonic, CloudWatch through the AWS SDK's own client.)
 //!
 //! ```no_run
 //! use std::time::Duration;

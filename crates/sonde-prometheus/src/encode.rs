@@ -1,4 +1,5 @@
-//! Prometheus text 0.0.4 and OpenMetrics 1.0 encoders.
+//! Prometheus text 0.0.4 and OpenMetrics 1.0 encoders, and the protobuf one (length-delimited
+//! `MetricFamily`, with native histograms).
 
 use std::collections::HashSet;
 use std::io::Write;

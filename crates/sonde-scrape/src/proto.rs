@@ -254,6 +254,23 @@ mod tests {
         .encode_length_delimited_to_vec()
     }
 
+    /// A histogram metric of one classic bucket (`le=bound`), without labels.
+    fn one_bucket(count: u64, sum: f64, in_bucket: u64, bound: f64) -> pb::Metric {
+        pb::Metric {
+            histogram: Some(pb::Histogram {
+                sample_count: Some(count),
+                sample_sum: Some(sum),
+                bucket: vec![pb::Bucket {
+                    cumulative_count: Some(in_bucket),
+                    upper_bound: Some(bound),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
     /// A counter metric at `value`, without labels.
     fn counter(value: f64) -> pb::Metric {
         pb::Metric {
@@ -271,20 +288,11 @@ mod tests {
         // (its bucket, `+Inf`, `_sum` and `_count`), as in the text below.
         let mut body = family("a_total", counter(1.0), pb::MetricType::Counter);
         body.extend(family("b_total", counter(2.0), pb::MetricType::Counter));
-        let histogram = pb::Metric {
-            histogram: Some(pb::Histogram {
-                sample_count: Some(1),
-                sample_sum: Some(0.5),
-                bucket: vec![pb::Bucket {
-                    cumulative_count: Some(1),
-                    upper_bound: Some(1.0),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        body.extend(family("h", histogram, pb::MetricType::Histogram));
+        body.extend(family(
+            "h",
+            one_bucket(1, 0.5, 1, 1.0),
+            pb::MetricType::Histogram,
+        ));
         assert_eq!(parse_protobuf_at_most(&body, 6).unwrap().families.len(), 3);
         assert_eq!(
             parse_protobuf_at_most(&body, 5),
@@ -355,19 +363,7 @@ mod tests {
         ));
         body.extend(family(
             "lat",
-            pb::Metric {
-                histogram: Some(pb::Histogram {
-                    sample_count: Some(3),
-                    sample_sum: Some(1.5),
-                    bucket: vec![pb::Bucket {
-                        cumulative_count: Some(2),
-                        upper_bound: Some(0.5),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-                ..Default::default()
-            },
+            one_bucket(3, 1.5, 2, 0.5),
             pb::MetricType::Histogram,
         ));
         // A gauge named like a counter without its `_total` keeps the counter's full name.

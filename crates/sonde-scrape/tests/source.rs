@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sonde_core::{Registry, Snapshot};
-use sonde_scrape::{ScrapeSource, Scraper, Target};
+use sonde_scrape::{ScrapeSource, ScrapeStats, Scraper, Target};
 
 /// Serves `state` (status, body) to every request until the test ends.
 fn target(state: Arc<Mutex<(u16, String)>>) -> SocketAddr {
@@ -682,31 +682,54 @@ fn junk_families(registry: &Registry) -> usize {
         .count()
 }
 
+/// A target serving `body` (changed with [`rescrape`]) and a scraper of it as `job` into
+/// `registry` that scrapes only when asked; with the target's `instance`.
+fn scraped(
+    registry: &Registry,
+    job: &str,
+    body: &str,
+    sample_limit: usize,
+) -> (Arc<Mutex<(u16, String)>>, String, Scraper) {
+    let state = Arc::new(Mutex::new((200, body.to_owned())));
+    let addr = target(state.clone());
+    let mut t = Target::new(job, format!("http://{addr}/metrics"));
+    t.sample_limit = sample_limit;
+    (state, addr.to_string(), Scraper::new(registry, t))
+}
+
+/// Has the target answer `body` from now on, and scrapes it once.
+fn rescrape(state: &Mutex<(u16, String)>, scraper: &mut Scraper, body: String) -> ScrapeStats {
+    *state.lock().unwrap() = (200, body);
+    scraper.scrape()
+}
+
+/// The number the unlabelled series `name` of the target `job`/`instance` is mirrored as now.
+fn mirrored_now(registry: &Registry, name: &str, job: &str, instance: &str) -> Option<f64> {
+    mirrored(&registry.snapshot(), name, &[], job, instance)
+}
+
+fn registered(registry: &Registry, name: &str) -> bool {
+    registry.family_names().iter().any(|n| n == name)
+}
+
 #[test]
 fn a_target_whose_names_change_at_every_scrape_holds_only_its_latest_names() {
-    let state = Arc::new(Mutex::new((200, rotating(0, 200))));
-    let addr = target(state.clone());
     let registry = Registry::with_budget(2000, sonde_core::MemoryBudget::new(100_000, 64 << 20));
-    let mut scraper = Scraper::new(
-        &registry,
-        Target::new("junk", format!("http://{addr}/metrics")),
-    );
+    let (state, inst, mut scraper) = scraped(&registry, "junk", &rotating(0, 200), 50_000);
     assert!(scraper.scrape().up);
     let used_after_one = registry.budget_used().unwrap();
     for round in 1..=5 {
-        *state.lock().unwrap() = (200, rotating(round, 200));
-        let stats = scraper.scrape();
+        let stats = rescrape(&state, &mut scraper, rotating(round, 200));
         assert!(stats.up, "{stats:?}");
         assert_eq!(stats.series, 200);
         // The names of earlier rounds are gone from the registry, not only their series.
         assert_eq!(junk_families(&registry), 200, "round {round}");
-        let snap = registry.snapshot();
-        let inst = addr.to_string();
+        let name = |r: usize| format!("junk_{r}_0");
         assert_eq!(
-            mirrored(&snap, &format!("junk_{round}_0"), &[], "junk", &inst),
+            mirrored_now(&registry, &name(round), "junk", &inst),
             Some(1.0)
         );
-        assert!(snap.family(&format!("junk_{}_0", round - 1)).is_none());
+        assert!(!registered(&registry, &name(round - 1)));
     }
     // What the budget holds does not grow with the rounds.
     assert_eq!(registry.budget_used().unwrap(), used_after_one);
@@ -718,48 +741,32 @@ fn a_target_whose_names_change_at_every_scrape_holds_only_its_latest_names() {
 
 #[test]
 fn a_family_two_targets_fill_stays_while_one_of_them_still_does() {
-    let body = "# TYPE node_load1 gauge\nnode_load1 0.5\n# TYPE node_boot_time_seconds gauge\nnode_boot_time_seconds 100\n";
-    let (a, b) = (
-        Arc::new(Mutex::new((200, body.to_owned()))),
-        Arc::new(Mutex::new((200, body.to_owned()))),
-    );
-    let (addr_a, addr_b) = (target(a.clone()), target(b.clone()));
+    let body = "# TYPE node_load1 gauge\nnode_load1 0.5\n\
+                # TYPE node_boot_time_seconds gauge\nnode_boot_time_seconds 100\n";
+    let without_load = body.replace("node_load1 0.5\n", "");
     let registry = Registry::new();
-    let mut scraper_a = Scraper::new(
-        &registry,
-        Target::new("node", format!("http://{addr_a}/metrics")),
-    );
-    let mut scraper_b = Scraper::new(
-        &registry,
-        Target::new("node", format!("http://{addr_b}/metrics")),
-    );
+    let (a, inst_a, mut scraper_a) = scraped(&registry, "node", body, 50_000);
+    let (b, inst_b, mut scraper_b) = scraped(&registry, "node", body, 50_000);
     assert!(scraper_a.scrape().up && scraper_b.scrape().up);
-    let (inst_a, inst_b) = (addr_a.to_string(), addr_b.to_string());
     // A stops exposing node_load1: its series goes, B's stays (the family is B's too).
-    *a.lock().unwrap() = (200, body.replace("node_load1 0.5\n", ""));
-    assert!(scraper_a.scrape().up);
-    let snap = registry.snapshot();
-    assert_eq!(mirrored(&snap, "node_load1", &[], "node", &inst_a), None);
+    assert!(rescrape(&a, &mut scraper_a, without_load.clone()).up);
+    assert_eq!(mirrored_now(&registry, "node_load1", "node", &inst_a), None);
     assert_eq!(
-        mirrored(&snap, "node_load1", &[], "node", &inst_b),
+        mirrored_now(&registry, "node_load1", "node", &inst_b),
         Some(0.5)
     );
-    drop(snap);
     // B stops too: the family is given back; then B exposes it again and it is registered anew.
-    *b.lock().unwrap() = (200, body.replace("node_load1 0.5\n", ""));
-    assert!(scraper_b.scrape().up);
-    assert!(!registry.family_names().contains(&"node_load1".to_owned()));
-    *b.lock().unwrap() = (200, body.replace("0.5", "0.75"));
-    assert!(scraper_b.scrape().up);
+    assert!(rescrape(&b, &mut scraper_b, without_load).up);
+    assert!(!registered(&registry, "node_load1"));
+    assert!(rescrape(&b, &mut scraper_b, body.replace("0.5", "0.75")).up);
     assert_eq!(
-        mirrored(&registry.snapshot(), "node_load1", &[], "node", &inst_b),
+        mirrored_now(&registry, "node_load1", "node", &inst_b),
         Some(0.75)
     );
     // A, whose handle on the old family was dropped with the name, follows into the new one.
-    *a.lock().unwrap() = (200, body.replace("0.5", "0.25"));
-    assert!(scraper_a.scrape().up);
+    assert!(rescrape(&a, &mut scraper_a, body.replace("0.5", "0.25")).up);
     assert_eq!(
-        mirrored(&registry.snapshot(), "node_load1", &[], "node", &inst_a),
+        mirrored_now(&registry, "node_load1", "node", &inst_a),
         Some(0.25)
     );
 }
@@ -768,46 +775,25 @@ fn a_family_two_targets_fill_stays_while_one_of_them_still_does() {
 fn a_family_given_back_while_a_target_held_it_is_registered_again() {
     // B holds the family with no series of its own (all its samples refused), A gives it back,
     // then B's samples become good: B must not write into the removed family.
-    let (a, b) = (
-        Arc::new(Mutex::new((200, "# TYPE temp gauge\ntemp 20\n".to_owned()))),
-        Arc::new(Mutex::new((
-            200,
-            "# TYPE temp gauge\ntemp NaN\n".to_owned(),
-        ))),
-    );
-    let (addr_a, addr_b) = (target(a.clone()), target(b.clone()));
     let registry = Registry::new();
-    let mut scraper_a = Scraper::new(
-        &registry,
-        Target::new("a", format!("http://{addr_a}/metrics")),
-    );
-    let mut scraper_b = Scraper::new(
-        &registry,
-        Target::new("b", format!("http://{addr_b}/metrics")),
-    );
+    let temp = |v: &str| format!("# TYPE temp gauge\ntemp {v}\n");
+    let (a, _, mut scraper_a) = scraped(&registry, "a", &temp("20"), 50_000);
+    let (b, inst_b, mut scraper_b) = scraped(&registry, "b", &temp("NaN"), 50_000);
     assert!(scraper_a.scrape().up);
     assert_eq!(scraper_b.scrape().refused.get("bad_value"), Some(&1));
-    *a.lock().unwrap() = (200, String::new());
-    assert!(scraper_a.scrape().up);
-    assert!(!registry.family_names().contains(&"temp".to_owned()));
-    *b.lock().unwrap() = (200, "# TYPE temp gauge\ntemp 21\n".to_owned());
-    assert!(scraper_b.scrape().up);
-    assert_eq!(
-        mirrored(&registry.snapshot(), "temp", &[], "b", &addr_b.to_string()),
-        Some(21.0)
-    );
+    assert!(rescrape(&a, &mut scraper_a, String::new()).up);
+    assert!(!registered(&registry, "temp"));
+    assert!(rescrape(&b, &mut scraper_b, temp("21")).up);
+    assert_eq!(mirrored_now(&registry, "temp", "b", &inst_b), Some(21.0));
 }
 
 #[test]
 fn a_scrape_over_its_sample_limit_fails_whole_and_mirrors_nothing() {
     // 3 gauges and a histogram of 2 buckets (+ _sum and _count): 7 samples.
-    let body = "g1 1\ng2 2\ng3 3\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_bucket{le=\"+Inf\"} 1\nh_sum 0.5\nh_count 1\n";
-    let state = Arc::new(Mutex::new((200, body.to_owned())));
-    let addr = target(state.clone());
+    let body = "g1 1\ng2 2\ng3 3\n# TYPE h histogram\nh_bucket{le=\"1\"} 1\n\
+                h_bucket{le=\"+Inf\"} 1\nh_sum 0.5\nh_count 1\n";
     let registry = Registry::new();
-    let mut t = Target::new("big", format!("http://{addr}/metrics"));
-    t.sample_limit = 6;
-    let mut scraper = Scraper::new(&registry, t);
+    let (state, inst, mut scraper) = scraped(&registry, "big", body, 6);
     let stats = scraper.scrape();
     assert!(!stats.up);
     assert_eq!(stats.refused.get("sample_limit"), Some(&1));
@@ -817,61 +803,35 @@ fn a_scrape_over_its_sample_limit_fails_whole_and_mirrors_nothing() {
         "{error}"
     );
     let snap = registry.snapshot();
-    let inst = addr.to_string();
-    assert_eq!(
-        number(&snap, "up", &[("job", "big"), ("instance", &inst)]),
-        Some(0.0)
-    );
-    assert_eq!(
-        number(
-            &snap,
-            "sonde.scrape.refused",
-            &[("job", "big"), ("reason", "sample_limit")]
-        ),
-        Some(1.0)
-    );
+    let up = number(&snap, "up", &[("job", "big"), ("instance", &inst)]);
+    assert_eq!(up, Some(0.0));
+    let refused = [("job", "big"), ("reason", "sample_limit")];
+    assert_eq!(number(&snap, "sonde.scrape.refused", &refused), Some(1.0));
     assert!(snap.family("g1").is_none() && snap.family("h").is_none());
     drop(snap);
     // Within the limit, all of it.
-    *state.lock().unwrap() = (200, body.replace("g3 3\n", ""));
-    let stats = scraper.scrape();
+    let stats = rescrape(&state, &mut scraper, body.replace("g3 3\n", ""));
     assert!(stats.up, "{stats:?}");
-    assert_eq!(
-        mirrored(&registry.snapshot(), "g1", &[], "big", &inst),
-        Some(1.0)
-    );
+    assert_eq!(mirrored_now(&registry, "g1", "big", &inst), Some(1.0));
 }
 
 #[test]
 fn new_names_wait_while_the_memory_budget_is_full() {
     // Room for the target's own up/duration/samples series and two more.
     let registry = Registry::with_budget(2000, sonde_core::MemoryBudget::new(5, 64 << 20));
-    let state = Arc::new(Mutex::new((200, "a 1\nb 2\nc 3\nd 4\n".to_owned())));
-    let addr = target(state.clone());
-    let mut scraper = Scraper::new(
-        &registry,
-        Target::new("t", format!("http://{addr}/metrics")),
-    );
+    let (state, inst, mut scraper) = scraped(&registry, "t", "a 1\nb 2\nc 3\nd 4\n", 50_000);
     let stats = scraper.scrape();
     assert!(stats.up);
     assert_eq!(stats.refused.get("budget"), Some(&2), "{stats:?}");
     // A name is mirrored whole or not registered at all: no family is left holding only an
     // overflow series.
-    let snap = registry.snapshot();
-    let inst = addr.to_string();
-    for (name, value) in [("a", 1.0), ("b", 2.0)] {
-        assert_eq!(mirrored(&snap, name, &[], "t", &inst), Some(value));
-    }
-    for name in ["c", "d"] {
-        assert!(snap.family(name).is_none(), "{name} is registered");
-    }
-    drop(snap);
+    assert_eq!(mirrored_now(&registry, "a", "t", &inst), Some(1.0));
+    assert_eq!(mirrored_now(&registry, "b", "t", &inst), Some(2.0));
+    assert!(!registered(&registry, "c") && !registered(&registry, "d"));
     // Room again (the target drops two names): the others get in at the next scrape.
-    *state.lock().unwrap() = (200, "c 3\nd 4\n".to_owned());
-    scraper.scrape();
+    rescrape(&state, &mut scraper, "c 3\nd 4\n".to_owned());
     let stats = scraper.scrape();
     assert!(stats.refused.is_empty(), "{stats:?}");
-    let snap = registry.snapshot();
-    assert_eq!(mirrored(&snap, "c", &[], "t", &inst), Some(3.0));
-    assert_eq!(mirrored(&snap, "d", &[], "t", &inst), Some(4.0));
+    assert_eq!(mirrored_now(&registry, "c", "t", &inst), Some(3.0));
+    assert_eq!(mirrored_now(&registry, "d", "t", &inst), Some(4.0));
 }

@@ -1,7 +1,8 @@
 //! Issue #14: StatsD names that render to one Prometheus name (`shop.orders` and `shop_orders`, a host metric's
 //! name in Prometheus form, `target_info`) and values that would overflow `f64` reach the real
 //! `sonde-agent`: the exposition stays valid for `promtool` and a real Prometheus keeps scraping
-//! the whole host, with the first family's values and nothing infinite.
+//! the whole host, with the first family's values and nothing infinite. A histogram `x` next to a
+//! counter or gauge `x.count` is no collision and stays valid too.
 
 use crate::common;
 
@@ -33,7 +34,8 @@ fn colliding_names_and_overflowing_values_leave_a_valid_exposition_and_scrape() 
                  big:1e308|c\nbig:1e308|c\nbig:1e308|c|@0.5\n\
                  level:+1e308|g\nlevel:+1e308|g\n\
                  size:1.7e308|h\nsize:1.7e308|h\n\
-                 literal:inf|c\nliteral:nan|g\n";
+                 literal:inf|c\nliteral:nan|g\n\
+                 lat:5|h\nlat.count:2|c\nwait:5|h\nwait.count:7|g\n";
     agent.send(lines);
     let text = agent.scrape_until(
         "the StatsD lines counted on /metrics",
@@ -44,6 +46,8 @@ fn colliding_names_and_overflowing_values_leave_a_valid_exposition_and_scrape() 
             t.contains("sonde_statsd_dropped_total{reason=\"non_finite\"} 4\n")
                 && t.contains("sonde_statsd_parse_errors_total{reason=\"bad_value\"} 2\n")
                 && t.contains("\nsize_sum ")
+                && t.contains("\nlat_count_total 2\n")
+                && t.contains("\nwait_count_value 7\n")
         },
     );
 
@@ -70,6 +74,18 @@ fn colliding_names_and_overflowing_values_leave_a_valid_exposition_and_scrape() 
     assert!(text.contains("\nbig_total 1e308\n"), "{text}");
     assert!(text.contains("\nlevel 1e308\n"), "{text}");
     assert!(text.contains("\nsize_sum 1.7e308\n"), "{text}");
+    // A histogram `x` (samples `x_count`) next to a counter or a gauge `x.count` (family
+    // `x_count`): not a collision, since no two families write one sample name (the counter's
+    // is `x_count_total`, the gauge's `x_count_value`); promtool accepted the text above.
+    for name in ["lat", "wait"] {
+        assert!(
+            text.contains(&format!("# TYPE {name} histogram\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("\n{name}_count 1\n")), "{text}");
+    }
+    assert!(text.contains("# TYPE lat_count_total counter\n"), "{text}");
+    assert!(text.contains("# TYPE wait_count_value gauge\n"), "{text}");
     // `target_info` is the resource's: the StatsD gauge of that name is left out and counted.
     // Counted while the skipping scrape is written, so it shows from the next one.
     let next = scrape().unwrap();

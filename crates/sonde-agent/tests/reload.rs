@@ -388,7 +388,8 @@ fn new_users_on_the_same_address_refuse_no_connection() {
 /// A reload that changes `[statsd]` (a new ingest on the same registry), the host interval and
 /// the procstat list: the StatsD families are taken over (a tag set unlike the first one is
 /// accepted, and a counter goes on from its value), the kept procstat matcher's series stay
-/// on every scrape, the removed matcher's go.
+/// on every scrape, the removed matcher's go, and the host collector is not re-created (its
+/// series keep their start time).
 #[test]
 fn changed_sections_keep_the_series_that_still_exist() {
     let statsd = free_udp();
@@ -426,6 +427,23 @@ fn changed_sections_keep_the_series_that_still_exist() {
             && matcher(t, &kept_arg)
             && matcher(t, &gone_arg)
     });
+    // The host collector's counters in OpenMetrics carry their series' start (`_created`): a
+    // collector re-created by the reload would start them again, at the reload.
+    let host_created = || {
+        let t = sonde_tests::http::get(
+            &format!("http://{metrics}/metrics"),
+            &[("Accept", "application/openmetrics-text; version=1.0.0")],
+        )
+        .text();
+        let created: Vec<String> = t
+            .lines()
+            .filter(|l| l.starts_with("system_cpu_time_seconds_created"))
+            .map(str::to_owned)
+            .collect();
+        assert!(!created.is_empty(), "no host CPU series:\n{t}");
+        created
+    };
+    let host_before = host_created();
     // Poll while reloading: the kept matcher must be on every scrape.
     let stop = Arc::new(AtomicBool::new(false));
     let poller = {
@@ -470,6 +488,11 @@ fn changed_sections_keep_the_series_that_still_exist() {
     assert!(
         polls > 5 && missing == 0,
         "{missing} of {polls} scrapes lacked the kept matcher"
+    );
+    assert_eq!(
+        host_created(),
+        host_before,
+        "the host collector was re-created although only its interval changed:\n{log}"
     );
     agent.terminate(Duration::from_secs(15));
 }

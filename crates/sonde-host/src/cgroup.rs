@@ -1062,6 +1062,68 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
     }
 
+    /// Five containers and `max_cgroups(2)`: the first two (in path order) are reported, the
+    /// others left out with no series, and each collection that had to leave some out counts once
+    /// in `sonde.collector.errors{collector="cgroup",reason="too_many_cgroups"}`.
+    #[test]
+    fn cgroups_past_max_cgroups_are_counted_and_left_out() {
+        let root = std::env::temp_dir().join(format!("sonde-cgroup-max-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::write(root.join("cgroup.controllers"), "cpu io memory pids\n").unwrap();
+        let paths: Vec<String> = (0..5)
+            .map(|i| format!("/system.slice/docker-{}{i}.scope", &ID[..63]))
+            .collect();
+        for path in &paths {
+            let dir = root.join(path.trim_start_matches('/'));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("memory.current"), "4096\n").unwrap();
+        }
+        let registry = Registry::new();
+        let c = CgroupCollector::new()
+            .registry(&registry)
+            .root(&root)
+            .max_cgroups(2)
+            .install()
+            .unwrap();
+        let too_many = || {
+            registry
+                .snapshot()
+                .point(
+                    COLLECTOR_ERRORS,
+                    &[("collector", "cgroup"), ("reason", "too_many_cgroups")],
+                )
+                .and_then(|p| p.number())
+                .map(|n| n.as_f64())
+        };
+        let usage = |path: &str| {
+            let id = identify(path).unwrap();
+            registry
+                .snapshot()
+                .point(
+                    CONTAINER_MEMORY_USAGE,
+                    &[
+                        ("cgroup.path", path),
+                        ("container.id", id.container_id.as_str()),
+                        ("container.runtime", "docker"),
+                        ("k8s.pod.uid", ""),
+                    ],
+                )
+                .and_then(|p| p.number())
+                .map(|n| n.as_f64())
+        };
+        assert_eq!(c.paths(), paths[..2]);
+        assert_eq!(too_many(), Some(1.0));
+        c.collect();
+        assert_eq!(c.paths(), paths[..2]);
+        assert_eq!(too_many(), Some(2.0));
+        for (i, path) in paths.iter().enumerate() {
+            let expected = (i < 2).then_some(4096.0);
+            assert_eq!(usage(path), expected, "{path}");
+        }
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
     #[test]
     fn io_files_are_read_per_device() {
         let v2 = "8:0 rbytes=100 wbytes=200 rios=3 wios=4 dbytes=0 dios=0\n253:0 rbytes=1 wbytes=2 rios=5 wios=6\n";

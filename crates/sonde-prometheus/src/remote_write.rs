@@ -769,6 +769,42 @@ mod tests {
     }
 
     #[test]
+    fn a_running_writer_debug_shows_no_url_credential() {
+        let writer = RemoteWriteBuilder::new("http://u:s3cret@127.0.0.1:9/api/v1/write")
+            .registry(Registry::new())
+            .interval(Duration::from_secs(3600))
+            .install()
+            .unwrap();
+        let shown = format!("{writer:?}");
+        let _ = writer.shutdown(Duration::ZERO);
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("http://<redacted>@127.0.0.1:9"), "{shown}");
+    }
+
+    /// A bearer token file that holds nothing but blanks is refused at install, naming the file.
+    #[test]
+    fn an_empty_bearer_token_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!("sonde-rw-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("token");
+        std::fs::write(&path, " \n").unwrap();
+        let e = RemoteWriteBuilder::new("http://127.0.0.1:9/api/v1/write")
+            .registry(Registry::new())
+            .bearer_token_file(&path)
+            .install()
+            .unwrap_err()
+            .to_string();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            e,
+            format!(
+                "cannot read the bearer token file {}: the file is empty",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
     fn extreme_durations_do_not_panic() {
         let writer = RemoteWriteBuilder::new("http://127.0.0.1:9/api/v1/write")
             .registry(Registry::new())

@@ -208,4 +208,44 @@ mod tests {
         assert_eq!(region_from_url("https://mimir.example/api/v1/push"), None);
         assert_eq!(region_from_url("not a url"), None);
     }
+
+    /// No credentials when a request is to be sent (the chain has none yet, nothing cached):
+    /// the attempt is a retry, not a drop, and nothing goes out unsigned.
+    #[test]
+    fn no_credentials_at_send_time_is_a_retry() {
+        use aws_credential_types::credential_fn::provide_credentials_fn;
+        use aws_credential_types::provider::error::CredentialsError;
+        use sonde_push::Sink as _;
+        let none = provide_credentials_fn(|| async {
+            Err(CredentialsError::not_loaded("none in this test"))
+        });
+        let mut sender = super::super::Sender {
+            client: crate::client::client(Duration::from_secs(1), &Default::default()).unwrap(),
+            // Nobody listens: a request sent unsigned would fail with another error.
+            url: "http://127.0.0.1:9/api/v1/write".into(),
+            headers: Default::default(),
+            auth: super::super::Auth::None,
+            signer: Some(Signer {
+                region: "us-east-1".into(),
+                service: DEFAULT_SERVICE.into(),
+                provider: SharedCredentialsProvider::new(none),
+                cached: None,
+            }),
+        };
+        let batch = sonde_push::Encoded {
+            body: bytes::Bytes::from_static(b"samples"),
+            points: 1,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        match runtime.block_on(sender.send(&batch, Duration::from_secs(1))) {
+            sonde_push::Outcome::Retry { error, after } => {
+                assert!(error.starts_with("SigV4: no AWS credentials"), "{error}");
+                assert_eq!(after, None);
+            }
+            other => panic!("not a retry: {other:?}"),
+        }
+    }
 }

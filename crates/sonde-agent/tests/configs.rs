@@ -271,6 +271,11 @@ fn cases() -> Vec<Case> {
             Refused("`agent.shutdown_timeout` must be a duration from 10ms to 1h"),
         ),
         case(
+            "a shutdown timeout of 31 years",
+            "[agent]\nshutdown_timeout = \"999999999s\"\n",
+            Refused("`agent.shutdown_timeout` must be a duration from 10ms to 1h"),
+        ),
+        case(
             "every duration at its maximum",
             "[agent]\ninterval = \"24h\"\nshutdown_timeout = \"1s\"\n[collectors.host]\ninterval = \"24h\"\n\
              [exporters.otlp]\nendpoint = \"http://127.0.0.1:9\"\ninterval = \"24h\"\ntimeout = \"1h\"\n\
@@ -306,6 +311,16 @@ fn cases() -> Vec<Case> {
             Refused("`agent.max_series_per_family` must be a whole number from 1 to 1000000"),
         ),
         case(
+            "series limit 10^14",
+            "[agent]\nmax_series_per_family = 100000000000000\n",
+            Refused("`agent.max_series_per_family` must be a whole number from 1 to 1000000"),
+        ),
+        case(
+            "StatsD name limit 10^14",
+            "[statsd]\nmax_metrics = 100000000000000\n",
+            Refused("`statsd.max_metrics` must be a whole number from 1 to 1000000"),
+        ),
+        case(
             "unknown keys",
             "[agent]\nintervl = \"10s\"\n[nope]\n",
             Refused("did you mean `interval`?"),
@@ -313,7 +328,8 @@ fn cases() -> Vec<Case> {
         case(
             "a 1 MB unknown key",
             format!("[agent]\n{} = 1\n", "k".repeat(1 << 20)),
-            Refused("unknown key `kkkk"),
+            // Cut to its first 64 bytes: the whole key would make a 1 MB error line.
+            Refused(format!("unknown key `{}…`", "k".repeat(64)).leak()),
         ),
         case(
             "duplicate keys",
@@ -351,6 +367,11 @@ fn cases() -> Vec<Case> {
             Refused("`exporters.cloudwatch.region` is empty"),
         ),
         case(
+            "a CloudWatch endpoint_url that is not a URL (failed on every push)",
+            "[exporters.cloudwatch]\nnamespace = \"app\"\nregion = \"us-east-1\"\nendpoint_url = \"not a url\"\n",
+            Refused("`not a url` is not an absolute http:// or https:// URL with a host"),
+        ),
+        case(
             "an OTLP endpoint that is not http(s) (failed at start)",
             "[exporters.otlp]\nendpoint = \"ftp://collector:4317\"\n",
             Refused("the OTLP endpoint must be an http:// or https:// URL"),
@@ -364,6 +385,11 @@ fn cases() -> Vec<Case> {
             "a scrape URL with credentials and a bearer token (two Authorization headers)",
             "[[sources.scrape]]\njob = \"a\"\nurl = \"http://u:p@127.0.0.1:9/metrics\"\nbearer_token = \"t\"\n",
             Refused("carries credentials and basic auth or a bearer token is set too"),
+        ),
+        case(
+            "an OTLP receiver ttl of 0s (every series would go at once)",
+            "[sources.otlp]\nttl = \"0s\"\n",
+            Refused("`sources.otlp.ttl` must be a duration from 1s to 168h"),
         ),
         case(
             "a scrape sample_limit of 0 (nothing could ever be mirrored)",
@@ -482,6 +508,13 @@ fn cases() -> Vec<Case> {
             "a procstat regex too big to compile",
             "[[collectors.procstat]]\npattern = \"a{1000}{1000}{1000}\"\n",
             Refused("the pattern is not a valid regex"),
+        ),
+        case(
+            "a procstat entry with an empty name",
+            "[[collectors.procstat]]\nname = \"\"\n",
+            Refused(
+                "an entry needs exactly one of `name`, `pattern` or `pid_file` (a non-empty string)",
+            ),
         ),
         case(
             "probes with one name twice (failed at start)",

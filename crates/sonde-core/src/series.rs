@@ -93,7 +93,9 @@ impl Header {
             self.activity.store(now, Relaxed);
             return false;
         }
-        now.saturating_sub(a) >= ttl
+        // Both are whole seconds, cut down: one more than `ttl` apart is at least `ttl` of
+        // real time (exactly `ttl` apart can be a hair over `ttl - 1`).
+        now.saturating_sub(a) > ttl
     }
 }
 

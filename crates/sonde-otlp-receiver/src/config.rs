@@ -39,6 +39,10 @@ pub struct OtlpReceiverConfig {
     pub tls_cert_file: Option<PathBuf>,
     /// Its private key (PEM).
     pub tls_key_file: Option<PathBuf>,
+    /// How long a series is kept without a point (default 10 minutes; see
+    /// [`OtlpReceiverBuilder::series_ttl`]).
+    #[serde(with = "sonde_settings::duration")]
+    pub ttl: std::time::Duration,
 }
 
 impl Default for OtlpReceiverConfig {
@@ -50,6 +54,7 @@ impl Default for OtlpReceiverConfig {
             bearer_token: None,
             tls_cert_file: None,
             tls_key_file: None,
+            ttl: crate::DEFAULT_SERIES_TTL,
         }
     }
 }
@@ -57,7 +62,9 @@ impl Default for OtlpReceiverConfig {
 impl OtlpReceiverConfig {
     /// The receiver these settings describe.
     pub fn builder(&self) -> OtlpReceiverBuilder {
-        let mut b = OtlpReceiverBuilder::new().max_request_bytes(self.max_request_size);
+        let mut b = OtlpReceiverBuilder::new()
+            .max_request_bytes(self.max_request_size)
+            .series_ttl(Some(self.ttl));
         if let Some(a) = self.grpc {
             b = b.grpc(a.to_string());
         }
@@ -80,15 +87,23 @@ impl Settings for OtlpReceiverConfig {
             "max_request_size" => Expect::size(1024..=1 << 30, DEFAULT_MAX_REQUEST_BYTES),
             "grpc" => Expect::address("127.0.0.1:4317"),
             "http" => Expect::address("127.0.0.1:4318"),
+            "ttl" => Expect::duration(
+                std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(7 * 24 * 3600),
+                crate::DEFAULT_SERIES_TTL,
+            ),
             _ => return None,
         })
     }
 
     /// The size range, a listener, and the TLS files read as the receiver reads them.
     fn validate(&self) -> Vec<Problem> {
-        let mut problems: Vec<Problem> = Self::within("max_request_size", self.max_request_size)
-            .into_iter()
-            .collect();
+        let mut problems: Vec<Problem> = [
+            Self::within("max_request_size", self.max_request_size),
+            Self::within("ttl", self.ttl),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         if self.grpc.is_none() && self.http.is_none() {
             problems.push(Problem::new(
                 "",

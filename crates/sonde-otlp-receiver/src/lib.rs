@@ -112,7 +112,12 @@ pub struct OtlpReceiverBuilder {
     bearer_token: Option<String>,
     tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     target_info_attributes: Vec<String>,
+    series_ttl: Option<Duration>,
 }
+
+/// The default [`OtlpReceiverBuilder::series_ttl`]: ten minutes, ten of the OpenTelemetry SDKs'
+/// default export intervals (the Collector's Prometheus exporter expires after five).
+pub const DEFAULT_SERIES_TTL: Duration = Duration::from_secs(600);
 
 impl Default for OtlpReceiverBuilder {
     fn default() -> Self {
@@ -121,7 +126,8 @@ impl Default for OtlpReceiverBuilder {
 }
 
 impl OtlpReceiverBuilder {
-    /// No listener yet, the global registry, 16 MiB requests, no authentication.
+    /// No listener yet, the global registry, 16 MiB requests, no authentication, series
+    /// expiring after [`DEFAULT_SERIES_TTL`] without a point.
     pub fn new() -> Self {
         OtlpReceiverBuilder {
             grpc: None,
@@ -134,6 +140,7 @@ impl OtlpReceiverBuilder {
                 .iter()
                 .map(|s| (*s).to_owned())
                 .collect(),
+            series_ttl: Some(DEFAULT_SERIES_TTL),
         }
     }
 
@@ -190,6 +197,18 @@ impl OtlpReceiverBuilder {
         self
     }
 
+    /// How long a series is kept without a point (`None`: for ever). A sender that stops, or
+    /// restarts with a new `service.instance.id` (every deploy, every autoscaled replica),
+    /// leaves series that would otherwise stay, and fill the family's series limit and the
+    /// memory budget until nothing new is accepted; this expires them, and a name with no
+    /// series left is unregistered, like statsd_exporter's TTL and the Collector's
+    /// `metric_expiration`. Keep it above the senders' export interval: a series that comes
+    /// back after it expired starts over (a counter from its cumulative total). At most 1 s.
+    pub fn series_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.series_ttl = ttl.map(|t| t.max(Duration::from_secs(1)));
+        self
+    }
+
     /// Requires `Authorization: Bearer <token>` (HTTP header or gRPC metadata).
     pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
         self.bearer_token = Some(token.into());
@@ -229,12 +248,18 @@ impl OtlpReceiverBuilder {
             .build()
             .ok();
         let state = Arc::new(serve::State {
-            recorder: record::Recorder::new(registry.clone(), self.target_info_attributes),
-            registry,
+            recorder: record::Recorder::new(
+                registry.clone(),
+                self.target_info_attributes,
+                self.series_ttl,
+            ),
+            registry: registry.clone(),
             points,
             max_request_bytes: self.max_request_bytes,
             bearer_token: self.bearer_token,
         });
+        // Expiry runs at every collection too, so series go even when no request comes.
+        let expiry = Arc::downgrade(&state);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -260,7 +285,13 @@ impl OtlpReceiverBuilder {
             Ok(Err(e)) => return Err(Error::Start(e)),
             Err(_) => return Err(Error::Start("the receiver thread stopped".into())),
         }
+        let expiry = registry.register_collector(move || {
+            if let Some(state) = expiry.upgrade() {
+                state.recorder.maintain(std::time::Instant::now());
+            }
+        });
         Ok(OtlpReceiver {
+            _expiry: expiry,
             grpc_addr,
             http_addr,
             running: ComponentThread::new(
@@ -284,6 +315,8 @@ pub fn check_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<(), St
 #[derive(Debug)]
 #[must_use = "dropping the receiver stops it: keep it (`let _receiver = ...`) for as long as it should accept"]
 pub struct OtlpReceiver {
+    /// Runs the series expiry at each collection of the registry; removed with the receiver.
+    _expiry: sonde_core::CollectorGuard,
     grpc_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
     /// The server thread, stopped by the first shutdown (or drop).

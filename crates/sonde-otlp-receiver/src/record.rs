@@ -2,6 +2,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
@@ -44,16 +46,21 @@ struct Received {
     /// The label values of the point at hand, rebuilt in place for each point (no allocation
     /// once the strings have grown), so a known series is found without allocating.
     scratch: Key,
+    /// The expiry tick of the last point of this name.
+    seen: u32,
 }
 
 /// Per-series state, by label values, with a fast hash (keys come from senders the agent
-/// serves, but the map is per family and bounded by the registry's series limits).
-type BySeries<V> = HashMap<Key, V, foldhash::fast::RandomState>;
+/// serves, but the map is per family and bounded by the registry's series limits), and the
+/// expiry tick of the series' last point.
+type BySeries<V> = HashMap<Key, (V, u32), foldhash::fast::RandomState>;
 
 enum Store {
     /// The handle and the last cumulative total of each series.
     Counter(Family<Counter<f64>>, BySeries<(Counter<f64>, f64)>),
-    UpDown(Family<UpDownCounter<f64>>, HashMap<Key, f64>),
+    /// The last cumulative value of each series.
+    UpDown(Family<UpDownCounter<f64>>, BySeries<f64>),
+    /// No state: the family's idle timeout expires its series.
     Gauge(Family<Gauge<f64>>),
     /// Explicit bounds, and per series the handle, the last cumulative bucket counts and sum.
     Histogram(
@@ -63,8 +70,48 @@ enum Store {
     ),
     /// Exponential points into a histogram on the default grid; the last cumulative
     /// (representative value, count) pairs and sum per series.
-    Exponential(Family<Histogram>, HashMap<Key, (Vec<(f64, u64)>, f64)>),
+    Exponential(Family<Histogram>, BySeries<(Vec<(f64, u64)>, f64)>),
     Refused(&'static str),
+}
+
+impl Store {
+    /// Forgets the series whose last point is older than `idle` says, removing them from the
+    /// family (a gauge family's expire by its idle timeout).
+    fn expire(&mut self, idle: impl Fn(u32) -> bool) {
+        fn prune<M: Instrument, V>(
+            f: &Family<M>,
+            series: &mut BySeries<V>,
+            idle: impl Fn(u32) -> bool,
+        ) {
+            series.retain(|key, (_, seen)| {
+                !idle(*seen) || {
+                    f.remove(key);
+                    false
+                }
+            });
+        }
+        match self {
+            Store::Counter(f, series) => prune(f, series, idle),
+            Store::UpDown(f, series) => prune(f, series, idle),
+            Store::Histogram(f, _, series) => prune(f, series, idle),
+            Store::Exponential(f, series) => prune(f, series, idle),
+            Store::Gauge(_) | Store::Refused(_) => {}
+        }
+    }
+
+    /// Gives the family back to the registry if it holds no series; true when it is gone
+    /// (or there was none).
+    fn give_back(&self, registry: &Registry) -> bool {
+        match self {
+            Store::Counter(f, _) => registry.remove_family_if_unused(f),
+            Store::UpDown(f, _) => registry.remove_family_if_unused(f),
+            Store::Gauge(f) => registry.remove_family_if_unused(f),
+            Store::Histogram(f, _, _) | Store::Exponential(f, _) => {
+                registry.remove_family_if_unused(f)
+            }
+            Store::Refused(_) => true,
+        }
+    }
 }
 
 /// Records requests into a registry.
@@ -72,6 +119,11 @@ pub(crate) struct Recorder {
     registry: Registry,
     families: Mutex<HashMap<String, Received>>,
     info: Mutex<TargetInfo>,
+    /// Series and names without a point for this long expire (`None`: never).
+    ttl: Option<Duration>,
+    /// Counts half-TTLs: what was last used more than two ticks ago has been idle a TTL.
+    tick: AtomicU32,
+    last_tick: Mutex<Instant>,
 }
 
 /// How many senders' `target_info` label values are remembered as already set.
@@ -86,14 +138,19 @@ struct TargetInfo {
     /// Each sender's (`job`, `instance`) current label values: a sender repeats its resource
     /// every request (nothing to do), and one whose attributes change (a new `process.pid`)
     /// replaces its series, so a join on `job, instance` keeps finding one.
-    /// Keyed by `job` NUL `instance`, built in `sender` (no allocation for a known sender).
-    current: HashMap<String, Key, foldhash::fast::RandomState>,
+    /// Keyed by `job` NUL `instance`, built in `sender` (no allocation for a known sender),
+    /// with the expiry tick of the sender's last request.
+    current: HashMap<String, (Key, u32), foldhash::fast::RandomState>,
     sender: String,
     scratch: Key,
 }
 
 impl Recorder {
-    pub(crate) fn new(registry: Registry, target_info_attributes: Vec<String>) -> Recorder {
+    pub(crate) fn new(
+        registry: Registry,
+        target_info_attributes: Vec<String>,
+        ttl: Option<Duration>,
+    ) -> Recorder {
         Recorder {
             registry,
             families: Mutex::new(HashMap::new()),
@@ -104,7 +161,37 @@ impl Recorder {
                 sender: String::new(),
                 scratch: Key::new(),
             }),
+            ttl,
+            tick: AtomicU32::new(0),
+            last_tick: Mutex::new(Instant::now()),
         }
+    }
+
+    /// Expires what had no point for the TTL, when due (every half TTL; cheap otherwise):
+    /// the series of stateful families (removed here, with what was kept to take deltas
+    /// from), the names (their family given back once it holds no series; gauges' series
+    /// expire by the family's idle timeout) and the senders' `target_info` memory. A series
+    /// goes between one and one and a half TTLs after its last point.
+    pub(crate) fn maintain(&self, now: Instant) {
+        let Some(ttl) = self.ttl else { return };
+        {
+            let mut last = self.last_tick.lock().unwrap_or_else(|e| e.into_inner());
+            if now.saturating_duration_since(*last) < ttl / 2 {
+                return;
+            }
+            *last = now;
+        }
+        let tick = self.tick.fetch_add(1, Relaxed).wrapping_add(1);
+        // Used at tick t: idle since before tick t + 1, so two ticks later at least a TTL.
+        let idle = |seen: u32| tick.wrapping_sub(seen) >= 3;
+        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        families.retain(|_, received| {
+            received.store.expire(idle);
+            !(idle(received.seen) && received.store.give_back(&self.registry))
+        });
+        drop(families);
+        let mut info = self.info.lock().unwrap_or_else(|e| e.into_inner());
+        info.current.retain(|_, (_, seen)| !idle(*seen));
     }
 
     /// Sets the sender's `target_info` series if its resource has attributes to keep.
@@ -133,21 +220,27 @@ impl Recorder {
         info.sender.push_str(job);
         info.sender.push('\0');
         info.sender.push_str(instance);
-        let previous = info.current.get(info.sender.as_str());
-        if previous == Some(&info.scratch) {
+        let tick = self.tick.load(Relaxed);
+        let previous = info.current.get(info.sender.as_str()).map(|(key, _)| key);
+        if previous == Some(&info.scratch) && self.ttl.is_none() {
             return;
         }
         let family = info.family.get_or_insert_with(|| {
             let labels = ["job".to_owned(), "instance".to_owned()]
                 .into_iter()
                 .chain(info.attributes.iter().cloned());
-            match self
+            let builder = self
                 .registry
                 .gauge_f64("target_info")
                 .description("Target metadata")
-                .labels(labels)
-                .build()
-            {
+                .labels(labels);
+            // With a TTL, a sender's series goes once it has been silent that long (it is set
+            // again at every request).
+            let builder = match self.ttl {
+                Some(ttl) => builder.idle_timeout(ttl),
+                None => builder,
+            };
+            match builder.build() {
                 Ok(f) => Some(f),
                 Err(e) => {
                     sonde_core::diag::warn(format_args!(
@@ -160,17 +253,26 @@ impl Recorder {
         let Some(f) = family else {
             return;
         };
-        if let Some(old) = previous {
+        if let Some(old) = previous.filter(|old| **old != info.scratch) {
             f.remove(&old[..]);
         }
         f.with(&info.scratch[..]).set(1.0);
-        if info.current.len() < MAX_REMEMBERED_SENDERS || previous.is_some() {
-            info.current
-                .insert(info.sender.clone(), info.scratch.clone());
+        let full = info.current.len() >= MAX_REMEMBERED_SENDERS;
+        match info.current.get_mut(info.sender.as_str()) {
+            Some(known) => {
+                known.0.clone_from(&info.scratch);
+                known.1 = tick;
+            }
+            None if !full => {
+                info.current
+                    .insert(info.sender.clone(), (info.scratch.clone(), tick));
+            }
+            None => {}
         }
     }
 
     pub(crate) fn record(&self, request: &ExportMetricsServiceRequest) -> Outcome {
+        self.maintain(Instant::now());
         let mut out = Outcome::default();
         let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
         for rm in &request.resource_metrics {
@@ -208,10 +310,13 @@ impl Recorder {
         let Some(fam) = families.get_mut(&m.name) else {
             return;
         };
+        let tick = self.tick.load(Relaxed);
+        fam.seen = tick;
         let Received {
             labels,
             store,
             scratch,
+            seen: _,
         } = fam;
         let labels: &[String] = labels;
         // Fills `scratch` with a point's label values; false when an attribute is not one of
@@ -249,16 +354,18 @@ impl Recorder {
                         continue;
                     }
                     match series.get_mut(&scratch[..]) {
-                        Some((c, prev)) if !cumulative => {
+                        Some(((c, prev), seen)) if !cumulative => {
                             c.add(v);
                             *prev = v;
+                            *seen = tick;
                         }
-                        Some((c, prev)) if v >= *prev => {
+                        Some(((c, prev), seen)) if v >= *prev => {
                             c.add(v - *prev);
                             *prev = v;
+                            *seen = tick;
                         }
                         // New, or the sender restarted: a new series from its new total.
-                        _ => start_series(f, series, scratch, v, |c| c.add(v)),
+                        _ => start_series(f, series, scratch, v, tick, |c| c.add(v)),
                     }
                     out.accepted += 1;
                 }
@@ -267,12 +374,8 @@ impl Recorder {
                 let cumulative =
                     s.aggregation_temporality == AggregationTemporality::Cumulative as i32;
                 finite_numbers(&s.data_points, scratch, &fill, out, |key, v| {
-                    let prev = if cumulative {
-                        last.insert(key.clone(), v).unwrap_or(0.0)
-                    } else {
-                        0.0
-                    };
-                    f.with(key).add(v - prev);
+                    let prev = last.insert(key.clone(), (v, tick)).map_or(0.0, |(p, _)| p);
+                    f.with(key).add(if cumulative { v - prev } else { v });
                 });
             }
             (Store::Gauge(f), Data::Gauge(g)) => {
@@ -322,10 +425,11 @@ impl Recorder {
                             h.record_counts(&batch, sum);
                         };
                     match series.get_mut(&scratch[..]) {
-                        Some((h, _)) if !cumulative => {
+                        Some(((h, _), seen)) if !cumulative => {
                             record(h, &mut counts.iter().copied(), sum);
+                            *seen = tick;
                         }
-                        Some((h, (prev, prev_sum)))
+                        Some(((h, (prev, prev_sum)), seen))
                             if counts.iter().zip(prev.iter()).all(|(n, p)| n >= p) =>
                         {
                             record(
@@ -335,9 +439,10 @@ impl Recorder {
                             );
                             prev.clone_from(counts);
                             *prev_sum = sum;
+                            *seen = tick;
                         }
                         // New, or the sender restarted: a new series from its new totals.
-                        _ => start_series(f, series, scratch, (counts.clone(), sum), |h| {
+                        _ => start_series(f, series, scratch, (counts.clone(), sum), tick, |h| {
                             record(h, &mut counts.iter().copied(), sum)
                         }),
                     }
@@ -360,7 +465,7 @@ impl Recorder {
                     let k = &scratch[..];
                     let h = f.with(k);
                     if cumulative {
-                        let prev = last.get(k);
+                        let prev = last.get(k).map(|(prev, _)| prev);
                         let delta = prev.and_then(|(prev, _)| {
                             // A lower scale than last time nests the old buckets in the new.
                             sonde_core::histogram::counts_since_at_scale(&counts, prev, p.scale)
@@ -373,9 +478,16 @@ impl Recorder {
                             }
                             (None, _) => h.record_counts(&counts, sum),
                         }
-                        last.insert(scratch.clone(), (counts, sum));
+                        last.insert(scratch.clone(), ((counts, sum), tick));
                     } else {
                         h.record_counts(&counts, sum);
+                        // Kept only to expire the series with the others.
+                        match last.get_mut(k) {
+                            Some((_, seen)) => *seen = tick,
+                            None => {
+                                last.insert(scratch.clone(), ((Vec::new(), 0.0), tick));
+                            }
+                        }
                     }
                     out.accepted += 1;
                 }
@@ -405,11 +517,16 @@ impl Recorder {
             }
             Data::Sum(_) => describe(r.up_down_counter_f64(name), description, unit, &labels)
                 .build()
-                .map(|f| Store::UpDown(f, HashMap::new())),
+                .map(|f| Store::UpDown(f, BySeries::default())),
             Data::Gauge(_) | Data::Summary(_) => {
-                describe(r.gauge_f64(name), description, unit, &labels)
-                    .build()
-                    .map(Store::Gauge)
+                let gauge = describe(r.gauge_f64(name), description, unit, &labels);
+                // No state to expire them by: the registry does, a TTL after the last point.
+                match self.ttl {
+                    Some(ttl) => gauge.idle_timeout(ttl),
+                    None => gauge,
+                }
+                .build()
+                .map(Store::Gauge)
             }
             Data::Histogram(h) => {
                 let bounds = h
@@ -425,13 +542,14 @@ impl Recorder {
             Data::ExponentialHistogram(_) => {
                 describe(r.histogram(name), description, unit, &labels)
                     .build()
-                    .map(|f| Store::Exponential(f, HashMap::new()))
+                    .map(|f| Store::Exponential(f, BySeries::default()))
             }
         };
         Received {
             labels,
             store: store.unwrap_or(Store::Refused("cannot_register")),
             scratch: Key::new(),
+            seen: self.tick.load(Relaxed),
         }
     }
 }
@@ -553,6 +671,7 @@ fn start_series<M: Instrument, L>(
     series: &mut BySeries<(M, L)>,
     key: &Key,
     last: L,
+    tick: u32,
     record: impl FnOnce(&M),
 ) {
     if series.contains_key(key) {
@@ -560,7 +679,7 @@ fn start_series<M: Instrument, L>(
     }
     let handle = family.with(key);
     record(&handle);
-    series.insert(key.clone(), (handle, last));
+    series.insert(key.clone(), ((handle, last), tick));
 }
 
 fn number(v: Option<number_data_point::Value>) -> Option<f64> {

@@ -546,3 +546,130 @@ fn a_senders_target_info_follows_its_resource() {
         "replaced, not added"
     );
 }
+
+/// One instance of the `checkout` service pushing to `endpoint` on demand: its counter, gauge,
+/// up-down counter and histogram already hold values.
+fn checkout_instance(endpoint: &str, id: &str) -> sonde_otlp::OtlpMetricsExporter {
+    let registry = Registry::new();
+    let exporter = OtlpMetricsBuilder::new()
+        .registry(registry.clone())
+        .resource(
+            Resource::empty()
+                .with("service.name", "checkout")
+                .with("service.instance.id", id)
+                .with("service.version", "1.0"),
+        )
+        .transport(OtlpTransport::new().endpoint(endpoint.to_owned()))
+        .interval(Duration::from_secs(3600))
+        .install()
+        .unwrap();
+    registry
+        .counter("co.orders")
+        .build()
+        .unwrap()
+        .with::<&str>(&[])
+        .add(5);
+    registry
+        .gauge("co.queue")
+        .build()
+        .unwrap()
+        .with::<&str>(&[])
+        .set(3);
+    registry
+        .up_down_counter("co.active")
+        .build()
+        .unwrap()
+        .with::<&str>(&[])
+        .add(2);
+    registry
+        .histogram("co.latency")
+        .build()
+        .unwrap()
+        .with::<&str>(&[])
+        .observe(0.1);
+    exporter
+}
+
+const CHECKOUT: [&str; 4] = ["co.orders", "co.queue", "co.active", "co.latency"];
+
+/// The checkout families in which `instance` has a series, `target_info` included.
+fn checkout_series_of(s: &Snapshot, instance: &str) -> Vec<String> {
+    CHECKOUT
+        .iter()
+        .chain(&["target_info"])
+        .filter(|name| {
+            s.family(name).is_some_and(|f| {
+                f.series.iter().any(|x| {
+                    f.labels(x)
+                        .iter()
+                        .any(|(k, v)| *k == "instance" && *v == instance)
+                })
+            })
+        })
+        .map(|name| (*name).to_owned())
+        .collect()
+}
+
+#[test]
+fn a_silent_senders_series_expire_and_names_without_series_are_unregistered() {
+    let ttl = Duration::from_secs(2);
+    let agent = Registry::new();
+    let receiver = OtlpReceiverBuilder::new()
+        .http("127.0.0.1:0")
+        .registry(agent.clone())
+        .series_ttl(Some(ttl))
+        .start()
+        .unwrap();
+    let endpoint = format!("http://{}", receiver.http_addr().unwrap());
+    let flush = |e: &sonde_otlp::OtlpMetricsExporter| e.flush(Duration::from_secs(10)).unwrap();
+    // Two instances push; then pod-a goes (a redeploy) and pod-b keeps pushing.
+    let pod_a = checkout_instance(&endpoint, "pod-a");
+    let pod_b = checkout_instance(&endpoint, "pod-b");
+    flush(&pod_a);
+    let a_last = std::time::Instant::now();
+    flush(&pod_b);
+    let all: Vec<String> = CHECKOUT
+        .iter()
+        .chain(&["target_info"])
+        .map(|n| (*n).to_owned())
+        .collect();
+    assert_eq!(checkout_series_of(&agent.snapshot(), "pod-a"), all);
+    let deadline = a_last + ttl * 5;
+    loop {
+        flush(&pod_b);
+        let s = agent.snapshot();
+        assert_eq!(checkout_series_of(&s, "pod-b"), all, "pod-b keeps sending");
+        let left = checkout_series_of(&s, "pod-a");
+        if a_last.elapsed() < ttl {
+            assert_eq!(left, all, "pod-a's series went before the TTL");
+        }
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pod-a's {left:?} never expired"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // pod-b goes too: with no series left, the names are unregistered.
+    let deadline = std::time::Instant::now() + ttl * 5;
+    while CHECKOUT
+        .iter()
+        .any(|n| agent.family_names().iter().any(|f| f == n))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            agent.family_names()
+        );
+        let _ = agent.snapshot(); // collections run the expiry
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // pod-a is back: its counter starts over from its cumulative total.
+    flush(&pod_a);
+    let s = agent.snapshot();
+    let id = [("job", "checkout"), ("instance", "pod-a")];
+    assert_eq!(number(&s, "co.orders", &id), Some(5.0));
+    assert_eq!(number(&s, "co.active", &id), Some(2.0));
+}

@@ -18,18 +18,7 @@ pub fn push_orders_and_latency(
     resource: impl IntoIterator<Item = KeyValue>,
     prefix: &str,
 ) {
-    let provider = SdkMeterProvider::builder()
-        .with_resource(
-            opentelemetry_sdk::Resource::builder_empty()
-                .with_attributes(resource)
-                .build(),
-        )
-        .with_reader(
-            PeriodicReader::builder(exporter)
-                .with_interval(Duration::from_secs(3600))
-                .build(),
-        )
-        .build();
+    let provider = provider(exporter, resource);
     let meter = provider.meter("test");
     let orders = meter.u64_counter(format!("{prefix}.orders")).build();
     let latency = meter
@@ -45,4 +34,24 @@ pub fn push_orders_and_latency(
     latency.record(2.0, &[]);
     provider.force_flush().unwrap();
     provider.shutdown().unwrap();
+}
+
+/// An SDK meter provider for a resource of `resource` attributes that pushes with `exporter`
+/// only when flushed (its interval is an hour).
+pub fn provider(
+    exporter: impl PushMetricExporter,
+    resource: impl IntoIterator<Item = KeyValue>,
+) -> SdkMeterProvider {
+    SdkMeterProvider::builder()
+        .with_resource(
+            opentelemetry_sdk::Resource::builder_empty()
+                .with_attributes(resource)
+                .build(),
+        )
+        .with_reader(
+            PeriodicReader::builder(exporter)
+                .with_interval(Duration::from_secs(3600))
+                .build(),
+        )
+        .build()
 }

@@ -707,17 +707,22 @@ impl Running {
             }
         }
         // The OTLP receiver: the old one stops (senders retry a refused connection) and the
-        // new one binds; the series received so far stay.
+        // new one binds; the series received so far stay, and the new one takes over what
+        // turns the senders' cumulative points into increments, so nothing counts twice.
         if changed(old, new, |c| c.otlp_in.clone()) {
-            if let Some(r) = self.otlp_in.take() {
+            let previous = self.otlp_in.take();
+            if let Some(r) = &previous {
                 let _ = r.shutdown(timeout);
             }
             if let Some(o) = &new.otlp_in {
-                let b = o
+                let mut b = o
                     .config
                     .builder()
                     .registry(registry.clone())
                     .target_info_attributes(o.target_info_attributes.iter().cloned());
+                if let Some(r) = &previous {
+                    b = b.continue_from(r);
+                }
                 match b.start() {
                     Ok(r) => self.otlp_in = Some(r),
                     Err(e) => {

@@ -423,7 +423,6 @@ fn scraped_service(
 #[test]
 fn the_rust_sdk_pushes_to_the_agent_over_grpc() {
     use opentelemetry::KeyValue;
-    use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
 
     let (metrics, grpc) = (free_addr(), free_addr());
     // A scraped service with a target_info of its own: OTLP senders and scrape targets share
@@ -443,19 +442,8 @@ fn the_rust_sdk_pushes_to_the_agent_over_grpc() {
     wait_for("the agent", Duration::from_secs(20), || {
         scrape_metrics(metrics)
     });
-    // tonic needs a Tokio runtime around the exporter.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let (runtime, exporter) = common::sdk_grpc_exporter(grpc, true);
     let _guard = runtime.enter();
-    let exporter = opentelemetry_otlp::MetricExporter::builder()
-        .with_tonic()
-        .with_endpoint(format!("http://{grpc}"))
-        .with_compression(opentelemetry_otlp::Compression::Gzip)
-        .build()
-        .unwrap();
     sonde_tests::otel_sdk::push_orders_and_latency(
         exporter,
         [

@@ -287,6 +287,11 @@ impl Registry {
         }
     }
 
+    /// Whether `other` is this registry (a clone of it), not another one.
+    pub fn same_as(&self, other: &Registry) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// The process-wide default registry, used by static families and the macros.
     pub fn global() -> &'static Registry {
         &GLOBAL

@@ -113,6 +113,8 @@ pub struct OtlpReceiverBuilder {
     tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
     target_info_attributes: Vec<String>,
     series_ttl: Option<Duration>,
+    #[debug(skip)]
+    continue_from: Option<Arc<record::Recorder>>,
 }
 
 /// The default [`OtlpReceiverBuilder::series_ttl`]: ten minutes, ten of the OpenTelemetry SDKs'
@@ -141,6 +143,7 @@ impl OtlpReceiverBuilder {
                 .map(|s| (*s).to_owned())
                 .collect(),
             series_ttl: Some(DEFAULT_SERIES_TTL),
+            continue_from: None,
         }
     }
 
@@ -209,6 +212,18 @@ impl OtlpReceiverBuilder {
         self
     }
 
+    /// Takes over what `previous` (stopped, typically: it holds the same addresses) received:
+    /// the per-series state that turns senders' cumulative points into increments. Without
+    /// it, a receiver started in another's place on the same registry would add each
+    /// sender's whole cumulative total again to the series the first one left (the agent's
+    /// reload of `[sources.otlp]` uses this). Taken only when the registry, the
+    /// `target_info` attributes and the series TTL are the same; otherwise it starts afresh
+    /// and the senders' series start over.
+    pub fn continue_from(mut self, previous: &OtlpReceiver) -> Self {
+        self.continue_from = Some(previous.recorder.clone());
+        self
+    }
+
     /// Requires `Authorization: Bearer <token>` (HTTP header or gRPC metadata).
     pub fn bearer_token(mut self, token: impl Into<String>) -> Self {
         self.bearer_token = Some(token.into());
@@ -247,12 +262,16 @@ impl OtlpReceiverBuilder {
             .labels(["transport", "outcome", "reason"])
             .build()
             .ok();
-        let state = Arc::new(serve::State {
-            recorder: record::Recorder::new(
+        let recorder = match self.continue_from {
+            Some(r) if r.fits(&registry, &self.target_info_attributes, self.series_ttl) => r,
+            _ => Arc::new(record::Recorder::new(
                 registry.clone(),
                 self.target_info_attributes,
                 self.series_ttl,
-            ),
+            )),
+        };
+        let state = Arc::new(serve::State {
+            recorder: recorder.clone(),
             registry: registry.clone(),
             points,
             max_request_bytes: self.max_request_bytes,
@@ -292,6 +311,7 @@ impl OtlpReceiverBuilder {
         });
         Ok(OtlpReceiver {
             _expiry: expiry,
+            recorder,
             grpc_addr,
             http_addr,
             running: ComponentThread::new(
@@ -312,11 +332,14 @@ pub fn check_tls(cert: &std::path::Path, key: &std::path::Path) -> Result<(), St
 }
 
 /// A running receiver; stops on [`shutdown`](sonde_core::Component::shutdown) or drop.
-#[derive(Debug)]
+#[derive(custom_debug::Debug)]
 #[must_use = "dropping the receiver stops it: keep it (`let _receiver = ...`) for as long as it should accept"]
 pub struct OtlpReceiver {
     /// Runs the series expiry at each collection of the registry; removed with the receiver.
     _expiry: sonde_core::CollectorGuard,
+    /// What was received, for a receiver started in this one's place.
+    #[debug(skip)]
+    recorder: Arc<record::Recorder>,
     grpc_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
     /// The server thread, stopped by the first shutdown (or drop).

@@ -167,6 +167,18 @@ impl Recorder {
         }
     }
 
+    /// Whether a receiver with these settings records the same way, so it can take this
+    /// recorder over (and with it what was received) instead of starting afresh.
+    pub(crate) fn fits(
+        &self,
+        registry: &Registry,
+        attributes: &[String],
+        ttl: Option<Duration>,
+    ) -> bool {
+        let info = self.info.lock().unwrap_or_else(|e| e.into_inner());
+        self.registry.same_as(registry) && info.attributes == attributes && self.ttl == ttl
+    }
+
     /// Expires what had no point for the TTL, when due (every half TTL; cheap otherwise):
     /// the series of stateful families (removed here, with what was kept to take deltas
     /// from), the names (their family given back once it holds no series; gauges' series

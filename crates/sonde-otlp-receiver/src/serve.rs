@@ -25,7 +25,7 @@ use crate::{RETRY_AFTER, count};
 
 /// What both transports share.
 pub(crate) struct State {
-    pub(crate) recorder: Recorder,
+    pub(crate) recorder: Arc<Recorder>,
     pub(crate) registry: Registry,
     pub(crate) points: Option<Family<Counter>>,
     pub(crate) max_request_bytes: usize,

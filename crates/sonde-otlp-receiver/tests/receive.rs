@@ -25,16 +25,28 @@ fn service(
     protocol: Protocol,
     temporality: Temporality,
 ) -> (Registry, sonde_otlp::OtlpMetricsExporter) {
+    let resource = Resource::empty()
+        .with("service.name", "checkout")
+        .with("service.namespace", "shop")
+        .with("service.instance.id", "pod-1");
+    pushing(
+        resource,
+        OtlpTransport::new().endpoint(endpoint).protocol(protocol),
+        temporality,
+    )
+}
+
+/// A new registry and an exporter of it, as `resource`, that pushes only when flushed.
+fn pushing(
+    resource: Resource,
+    transport: OtlpTransport,
+    temporality: Temporality,
+) -> (Registry, sonde_otlp::OtlpMetricsExporter) {
     let registry = Registry::new();
     let exporter = OtlpMetricsBuilder::new()
         .registry(registry.clone())
-        .resource(
-            Resource::empty()
-                .with("service.name", "checkout")
-                .with("service.namespace", "shop")
-                .with("service.instance.id", "pod-1"),
-        )
-        .transport(OtlpTransport::new().endpoint(endpoint).protocol(protocol))
+        .resource(resource)
+        .transport(transport)
         .temporality(temporality)
         .interval(Duration::from_secs(3600))
         .install()
@@ -550,19 +562,12 @@ fn a_senders_target_info_follows_its_resource() {
 /// One instance of the `checkout` service pushing to `endpoint` on demand: its counter, gauge,
 /// up-down counter and histogram already hold values.
 fn checkout_instance(endpoint: &str, id: &str) -> sonde_otlp::OtlpMetricsExporter {
-    let registry = Registry::new();
-    let exporter = OtlpMetricsBuilder::new()
-        .registry(registry.clone())
-        .resource(
-            Resource::empty()
-                .with("service.name", "checkout")
-                .with("service.instance.id", id)
-                .with("service.version", "1.0"),
-        )
-        .transport(OtlpTransport::new().endpoint(endpoint.to_owned()))
-        .interval(Duration::from_secs(3600))
-        .install()
-        .unwrap();
+    let resource = Resource::empty()
+        .with("service.name", "checkout")
+        .with("service.instance.id", id)
+        .with("service.version", "1.0");
+    let transport = OtlpTransport::new().endpoint(endpoint.to_owned());
+    let (registry, exporter) = pushing(resource, transport, Temporality::Cumulative);
     registry
         .counter("co.orders")
         .build()
@@ -672,4 +677,32 @@ fn a_silent_senders_series_expire_and_names_without_series_are_unregistered() {
     let id = [("job", "checkout"), ("instance", "pod-a")];
     assert_eq!(number(&s, "co.orders", &id), Some(5.0));
     assert_eq!(number(&s, "co.active", &id), Some(2.0));
+}
+
+#[test]
+fn a_receiver_started_in_anothers_place_counts_nothing_twice() {
+    // The agent's reload of [sources.otlp]: a new receiver on the same registry, whose
+    // series stay; the senders' next cumulative points must not be added to them again.
+    let agent = Registry::new();
+    let builder = || {
+        OtlpReceiverBuilder::new()
+            .http("127.0.0.1:0")
+            .registry(agent.clone())
+    };
+    let first = builder().start().unwrap();
+    let pod = checkout_instance(&format!("http://{}", first.http_addr().unwrap()), "pod-a");
+    pod.flush(Duration::from_secs(10)).unwrap();
+    let id = [("job", "checkout"), ("instance", "pod-a")];
+    assert_eq!(number(&agent.snapshot(), "co.orders", &id), Some(5.0));
+    drop(pod);
+    sonde_core::Component::shutdown(&first, Duration::from_secs(5)).unwrap();
+    let second = builder().continue_from(&first).start().unwrap();
+    drop(first);
+    let pod = checkout_instance(&format!("http://{}", second.http_addr().unwrap()), "pod-a");
+    pod.flush(Duration::from_secs(10)).unwrap();
+    let s = agent.snapshot();
+    assert_eq!(number(&s, "co.orders", &id), Some(5.0));
+    assert_eq!(number(&s, "co.active", &id), Some(2.0));
+    let h = s.point("co.latency", &id).unwrap().histogram().unwrap();
+    assert_eq!(h.count(), 1);
 }

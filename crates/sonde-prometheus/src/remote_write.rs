@@ -784,9 +784,8 @@ mod tests {
     /// A bearer token file that holds nothing but blanks is refused at install, naming the file.
     #[test]
     fn an_empty_bearer_token_file_is_refused() {
-        let dir = std::env::temp_dir().join(format!("sonde-rw-token-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("token");
+        let path =
+            std::env::temp_dir().join(format!("sonde-rw-blank-token-{}", std::process::id()));
         std::fs::write(&path, " \n").unwrap();
         let e = RemoteWriteBuilder::new("http://127.0.0.1:9/api/v1/write")
             .registry(Registry::new())
@@ -794,7 +793,7 @@ mod tests {
             .install()
             .unwrap_err()
             .to_string();
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_file(&path);
         assert_eq!(
             e,
             format!(

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde::de::{self, Visitor};
 
-/// Parses `10s`, `500ms`, `2m`, `1h` (fractions too: `1.5s`); `None` for anything else or past
-/// 10^9 seconds.
+/// Parses `10s`, `500ms`, `2m`, `1h`, `7d` (fractions too: `1.5s`); `None` for anything else
+/// or past 10^9 seconds.
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.')?);
@@ -16,6 +16,8 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
+        // Days, as Prometheus writes them (`30d`); the example configuration says `7d`.
+        "d" => n * 86_400.0,
         _ => return None,
     };
     (0.0..1e9)
@@ -199,6 +201,10 @@ mod tests {
         // Moved with the parsers from the agent (its `durations_and_sizes`).
         assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_duration("7d"),
+            Some(Duration::from_secs(7 * 24 * 3600))
+        );
         assert_eq!(parse_duration("10"), None);
         assert_eq!(parse_size("8MiB"), Some(8 << 20));
         assert_eq!(parse_size("4096"), Some(4096));

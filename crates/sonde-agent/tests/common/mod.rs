@@ -209,3 +209,30 @@ pub fn assert_promtool_clean(text: &str) {
         "promtool check metrics has findings on the agent's exposition:\n{findings}\n---\n{text}"
     );
 }
+
+/// The OpenTelemetry SDK's OTLP/gRPC metrics exporter to `grpc`, gzip-compressed if asked,
+/// with the Tokio runtime tonic needs around it (keep both).
+pub fn sdk_grpc_exporter(
+    grpc: std::net::SocketAddr,
+    gzip: bool,
+) -> (tokio::runtime::Runtime, opentelemetry_otlp::MetricExporter) {
+    use opentelemetry_otlp::{WithExportConfig as _, WithTonicConfig as _};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let exporter = {
+        let _guard = runtime.enter();
+        let builder = opentelemetry_otlp::MetricExporter::builder()
+            .with_tonic()
+            .with_endpoint(format!("http://{grpc}"));
+        let builder = if gzip {
+            builder.with_compression(opentelemetry_otlp::Compression::Gzip)
+        } else {
+            builder
+        };
+        builder.build().unwrap()
+    };
+    (runtime, exporter)
+}

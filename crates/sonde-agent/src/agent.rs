@@ -726,6 +726,8 @@ impl Running {
                 match b.start() {
                     Ok(r) => self.otlp_in = Some(r),
                     Err(e) => {
+                        // The stopped receiver keeps what it received, for the next reload.
+                        self.otlp_in = previous;
                         applied.otlp_in = None;
                         errors.push(format!("[sources.otlp]: {e}"));
                     }

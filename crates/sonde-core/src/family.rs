@@ -170,7 +170,9 @@ impl<M: Instrument> Family<M> {
                 shards: std::array::from_fn(|_| RwLock::new(HashTable::new())),
                 len: AtomicUsize::new(0),
                 max_series: max_series.max(1),
-                idle_ttl: idle_timeout.map(|d| d.as_secs().max(1)),
+                // Whole seconds, rounded up: a series never goes before its timeout.
+                idle_ttl: idle_timeout
+                    .map(|d| (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)),
                 options,
                 overflow: OnceLock::new(),
                 unlabelled: OnceLock::new(),

@@ -213,12 +213,12 @@ impl OtlpReceiverBuilder {
     }
 
     /// Takes over what `previous` (stopped, typically: it holds the same addresses) received:
-    /// the per-series state that turns senders' cumulative points into increments. Without
-    /// it, a receiver started in another's place on the same registry would add each
-    /// sender's whole cumulative total again to the series the first one left (the agent's
-    /// reload of `[sources.otlp]` uses this). Taken only when the registry, the
-    /// `target_info` attributes and the series TTL are the same; otherwise it starts afresh
-    /// and the senders' series start over.
+    /// the per-series state that turns senders' cumulative points into increments, moved to
+    /// the new receiver at start. Without it, a receiver started in another's place on the
+    /// same registry would add each sender's whole cumulative total again to the series the
+    /// first one left (the agent's reload of `[sources.otlp]` uses this). The new receiver's
+    /// own TTL applies from then on; the senders' `target_info` memory is taken when the
+    /// attributes kept are the same. Nothing is taken from a receiver of another registry.
     pub fn continue_from(mut self, previous: &OtlpReceiver) -> Self {
         self.continue_from = Some(previous.recorder.clone());
         self
@@ -262,14 +262,14 @@ impl OtlpReceiverBuilder {
             .labels(["transport", "outcome", "reason"])
             .build()
             .ok();
-        let recorder = match self.continue_from {
-            Some(r) if r.fits(&registry, &self.target_info_attributes, self.series_ttl) => r,
-            _ => Arc::new(record::Recorder::new(
-                registry.clone(),
-                self.target_info_attributes,
-                self.series_ttl,
-            )),
-        };
+        let recorder = Arc::new(record::Recorder::new(
+            registry.clone(),
+            self.target_info_attributes,
+            self.series_ttl,
+        ));
+        if let Some(previous) = &self.continue_from {
+            recorder.adopt(previous);
+        }
         let state = Arc::new(serve::State {
             recorder: recorder.clone(),
             registry: registry.clone(),
@@ -299,10 +299,17 @@ impl OtlpReceiverBuilder {
                 runtime.shutdown_timeout(Duration::from_millis(500));
             })
             .map_err(|e| Error::Start(e.to_string()))?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(Error::Start(e)),
-            Err(_) => return Err(Error::Start("the receiver thread stopped".into())),
+        let started = match ready_rx.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Start(e)),
+            Err(_) => Err(Error::Start("the receiver thread stopped".into())),
+        };
+        if let Err(e) = started {
+            // What was taken over goes back, for the next receiver to take.
+            if let Some(previous) = &self.continue_from {
+                previous.adopt(&recorder);
+            }
+            return Err(e);
         }
         let expiry = registry.register_collector(move || {
             if let Some(state) = expiry.upgrade() {

@@ -100,15 +100,27 @@ impl Store {
     }
 
     /// Gives the family back to the registry if it holds no series; true when it is gone
-    /// (or there was none).
+    /// (or there was none, or the registry no longer has it).
     fn give_back(&self, registry: &Registry) -> bool {
+        fn gone<M: Instrument>(registry: &Registry, f: &Family<M>) -> bool {
+            !registry.is_registered(f) || registry.remove_family_if_unused(f)
+        }
         match self {
-            Store::Counter(f, _) => registry.remove_family_if_unused(f),
-            Store::UpDown(f, _) => registry.remove_family_if_unused(f),
-            Store::Gauge(f) => registry.remove_family_if_unused(f),
-            Store::Histogram(f, _, _) | Store::Exponential(f, _) => {
-                registry.remove_family_if_unused(f)
-            }
+            Store::Counter(f, _) => gone(registry, f),
+            Store::UpDown(f, _) => gone(registry, f),
+            Store::Gauge(f) => gone(registry, f),
+            Store::Histogram(f, _, _) | Store::Exponential(f, _) => gone(registry, f),
+            Store::Refused(_) => true,
+        }
+    }
+
+    /// Whether its family is still the registry's (a refused name has none).
+    fn is_registered(&self, registry: &Registry) -> bool {
+        match self {
+            Store::Counter(f, _) => registry.is_registered(f),
+            Store::UpDown(f, _) => registry.is_registered(f),
+            Store::Gauge(f) => registry.is_registered(f),
+            Store::Histogram(f, _, _) | Store::Exponential(f, _) => registry.is_registered(f),
             Store::Refused(_) => true,
         }
     }
@@ -167,18 +179,6 @@ impl Recorder {
         }
     }
 
-    /// Whether a receiver with these settings records the same way, so it can take this
-    /// recorder over (and with it what was received) instead of starting afresh.
-    pub(crate) fn fits(
-        &self,
-        registry: &Registry,
-        attributes: &[String],
-        ttl: Option<Duration>,
-    ) -> bool {
-        let info = self.info.lock().unwrap_or_else(|e| e.into_inner());
-        self.registry.same_as(registry) && info.attributes == attributes && self.ttl == ttl
-    }
-
     /// Expires what had no point for the TTL, when due (every half TTL; cheap otherwise):
     /// the series of stateful families (removed here, with what was kept to take deltas
     /// from), the names (their family given back once it holds no series; gauges' series
@@ -193,17 +193,48 @@ impl Recorder {
             }
             *last = now;
         }
+        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        // Taken under the lock, so no stamp is newer than it; compared as a signed distance
+        // all the same, so a newer stamp could never read as idle.
         let tick = self.tick.fetch_add(1, Relaxed).wrapping_add(1);
         // Used at tick t: idle since before tick t + 1, so two ticks later at least a TTL.
-        let idle = |seen: u32| tick.wrapping_sub(seen) >= 3;
-        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        let idle = |seen: u32| (tick.wrapping_sub(seen) as i32) >= 3;
         families.retain(|_, received| {
             received.store.expire(idle);
             !(idle(received.seen) && received.store.give_back(&self.registry))
         });
         drop(families);
-        let mut info = self.info.lock().unwrap_or_else(|e| e.into_inner());
-        info.current.retain(|_, (_, seen)| !idle(*seen));
+        // A silent sender's target_info series goes too (the family may be another source's,
+        // registered without an idle timeout).
+        let mut guard = self.info.lock().unwrap_or_else(|e| e.into_inner());
+        let info = &mut *guard;
+        let family = info.family.as_ref().and_then(Option::as_ref);
+        info.current.retain(|_, (key, seen)| {
+            !idle(*seen) || {
+                if let Some(f) = family {
+                    f.remove(&key[..]);
+                }
+                false
+            }
+        });
+    }
+
+    /// Takes over what `previous` received (a receiver started in its place): the families'
+    /// state and the senders' `target_info` memory when the attributes are the same.
+    pub(crate) fn adopt(&self, previous: &Recorder) {
+        if !self.registry.same_as(&previous.registry) {
+            return;
+        }
+        let taken =
+            std::mem::take(&mut *previous.families.lock().unwrap_or_else(|e| e.into_inner()));
+        *self.families.lock().unwrap_or_else(|e| e.into_inner()) = taken;
+        self.tick.store(previous.tick.load(Relaxed), Relaxed);
+        let mut old = previous.info.lock().unwrap_or_else(|e| e.into_inner());
+        let mut new = self.info.lock().unwrap_or_else(|e| e.into_inner());
+        if old.attributes == new.attributes {
+            new.family = old.family.take();
+            new.current = std::mem::take(&mut old.current);
+        }
     }
 
     /// Sets the sender's `target_info` series if its resource has attributes to keep.
@@ -213,6 +244,17 @@ impl Recorder {
         if info.attributes.is_empty() {
             return;
         }
+        // A family another source gave back is registered again.
+        if info
+            .family
+            .as_ref()
+            .and_then(Option::as_ref)
+            .is_some_and(|f| !self.registry.is_registered(f))
+        {
+            info.family = None;
+            info.current.clear();
+        }
+
         let n = info.attributes.len();
         info.scratch.resize_with(n + 2, String::new);
         info.scratch.iter_mut().for_each(String::clear);
@@ -315,6 +357,13 @@ impl Recorder {
         let Some(data) = &m.data else {
             return;
         };
+        // A family another source gave back is registered again.
+        if families
+            .get(&m.name)
+            .is_some_and(|r| !r.store.is_registered(&self.registry))
+        {
+            families.remove(&m.name);
+        }
         if !families.contains_key(&m.name) {
             let received = self.register(m, data);
             families.insert(m.name.clone(), received);
@@ -386,8 +435,14 @@ impl Recorder {
                 let cumulative =
                     s.aggregation_temporality == AggregationTemporality::Cumulative as i32;
                 finite_numbers(&s.data_points, scratch, &fill, out, |key, v| {
-                    let prev = last.insert(key.clone(), (v, tick)).map_or(0.0, |(p, _)| p);
-                    f.with(key).add(if cumulative { v - prev } else { v });
+                    // A delta sender says nothing while the value stays: its series keeps no
+                    // state and never expires (a restart from 0 would lose the value).
+                    let prev = if cumulative {
+                        last.insert(key.clone(), (v, tick)).map_or(0.0, |(p, _)| p)
+                    } else {
+                        0.0
+                    };
+                    f.with(key).add(v - prev);
                 });
             }
             (Store::Gauge(f), Data::Gauge(g)) => {

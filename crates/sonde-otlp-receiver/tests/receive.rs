@@ -617,7 +617,7 @@ fn checkout_series_of(s: &Snapshot, instance: &str) -> Vec<String> {
 
 #[test]
 fn a_silent_senders_series_expire_and_names_without_series_are_unregistered() {
-    let ttl = Duration::from_secs(2);
+    let ttl = Duration::from_secs(3);
     let agent = Registry::new();
     let receiver = OtlpReceiverBuilder::new()
         .http("127.0.0.1:0")
@@ -696,7 +696,12 @@ fn a_receiver_started_in_anothers_place_counts_nothing_twice() {
     assert_eq!(number(&agent.snapshot(), "co.orders", &id), Some(5.0));
     drop(pod);
     sonde_core::Component::shutdown(&first, Duration::from_secs(5)).unwrap();
-    let second = builder().continue_from(&first).start().unwrap();
+    // Another TTL too: the state is taken over all the same.
+    let second = builder()
+        .series_ttl(Some(Duration::from_secs(30)))
+        .continue_from(&first)
+        .start()
+        .unwrap();
     drop(first);
     let pod = checkout_instance(&format!("http://{}", second.http_addr().unwrap()), "pod-a");
     pod.flush(Duration::from_secs(10)).unwrap();

@@ -28,6 +28,11 @@ pub(crate) fn parse_protobuf_at_most(
     let mut samples = 0usize;
     let mut index = 0usize;
     while !body.is_empty() {
+        // Count the family's metrics before decoding it: one message of millions of empty
+        // metrics would otherwise be held whole before the limit could say no.
+        if metrics_in_next(body).is_some_and(|n| samples.saturating_add(n) > max_samples) {
+            return Err(Unreadable::TooManySamples(max_samples));
+        }
         let family = match pb::MetricFamily::decode_length_delimited(&mut body) {
             Ok(f) => f,
             Err(e) if index == 0 => {
@@ -142,6 +147,32 @@ pub(crate) fn parse_protobuf_at_most(
         }
     }
     Ok(out)
+}
+
+/// How many `metric` fields (4) the next length-delimited `MetricFamily` of `body` holds,
+/// walking its fields without decoding them; `None` where the framing does not read (the
+/// decoder then reports it).
+fn metrics_in_next(mut body: &[u8]) -> Option<usize> {
+    use prost::encoding::{WireType, decode_key, decode_varint};
+    let len = usize::try_from(decode_varint(&mut body).ok()?).ok()?;
+    let mut message = body.get(..len)?;
+    let mut metrics = 0usize;
+    while !message.is_empty() {
+        let (tag, wire) = decode_key(&mut message).ok()?;
+        let skip = match wire {
+            WireType::Varint => {
+                decode_varint(&mut message).ok()?;
+                0
+            }
+            WireType::SixtyFourBit => 8,
+            WireType::ThirtyTwoBit => 4,
+            WireType::LengthDelimited => usize::try_from(decode_varint(&mut message).ok()?).ok()?,
+            WireType::StartGroup | WireType::EndGroup => return None,
+        };
+        message = message.get(skip..)?;
+        metrics += usize::from(tag == 4 && wire == WireType::LengthDelimited);
+    }
+    Some(metrics)
 }
 
 /// The samples of one metric as the text format would write them.
@@ -306,6 +337,18 @@ mod tests {
         assert_eq!(
             crate::text::parse_at_most(text, 5),
             Err(Unreadable::TooManySamples(5))
+        );
+        // A family of a million empty metrics (2 bytes each) is refused from its framing.
+        let empty = pb::MetricFamily {
+            name: Some("many".into()),
+            metric: vec![pb::Metric::default(); 1_000_000],
+            ..Default::default()
+        }
+        .encode_length_delimited_to_vec();
+        assert_eq!(metrics_in_next(&empty), Some(1_000_000));
+        assert_eq!(
+            parse_protobuf_at_most(&empty, 1000),
+            Err(Unreadable::TooManySamples(1000))
         );
         // The text reader stops where the limit is passed, not at the end of a huge body.
         let huge: String = (0..100_000).map(|i| format!("junk_{i} 1\n")).collect();

@@ -453,7 +453,7 @@ impl Mirror {
     pub(crate) fn clear(&mut self) {
         for (_, mut m) in self.families.drain() {
             m.remove_all(&self.job, &self.instance);
-            m.store.remove_if_unused(&self.registry);
+            m.give_back(&self.registry);
         }
     }
 
@@ -688,7 +688,7 @@ impl Mirror {
         for name in gone {
             if let Some(mut m) = self.families.remove(&name) {
                 m.remove_all(&self.job, &self.instance);
-                m.store.remove_if_unused(&self.registry);
+                m.give_back(&self.registry);
             }
         }
         if !refused.is_empty() {
@@ -788,6 +788,14 @@ impl Mirror {
 
 impl Mirrored {
     /// Removes every series of this family that the mirror created.
+    /// Gives the family back to the registry once no source fills it; never `target_info`,
+    /// which every source of the registry shares (OTLP senders' series included).
+    fn give_back(&self, registry: &Registry) {
+        if !self.info {
+            self.store.remove_if_unused(registry);
+        }
+    }
+
     fn remove_all(&mut self, job: &str, instance: &str) {
         let names = &self.labels;
         let info = self.info;

@@ -604,15 +604,20 @@ impl Registry {
             hook();
         }
         self.sweep_idle();
-        let families: Vec<_> = self.families().values().cloned().collect();
-        if let Some(g) = &self.inner.series_count {
-            for f in &families {
-                let name = f.meta().name();
-                if name != SERIES_ACTIVE {
-                    g.with(&[name]).set(f.series_count() as i64);
+        let families: Vec<_> = {
+            let registered = self.families();
+            // Set under the lock: a family removed meanwhile (its count series removed after
+            // it) would otherwise get its count series back, for good.
+            if let Some(g) = &self.inner.series_count {
+                for f in registered.values() {
+                    let name = f.meta().name();
+                    if name != SERIES_ACTIVE {
+                        g.with(&[name]).set(f.series_count() as i64);
+                    }
                 }
             }
-        }
+            registered.values().cloned().collect()
+        };
         if let (Some((limit, usage)), Some(b)) = (&self.inner.budget_gauges, &self.inner.budget) {
             let (series, bytes) = b.used();
             let clamp = |v: usize| i64::try_from(v).unwrap_or(i64::MAX);

@@ -321,3 +321,60 @@ fn a_huge_response_body_is_read_only_up_to_a_limit() {
     // The last collection meets a server that no longer answers.
     exporter.shutdown(Duration::from_millis(200)).ok();
 }
+
+#[test]
+fn an_endless_cloudwatch_answer_is_read_only_up_to_a_limit() {
+    use sonde::cloudwatch::CloudWatchBuilder;
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // Answers 200 with a chunked body that never ends, as fast as loopback takes it, until the
+    // client hangs up (or 20 s pass); counts what it wrote. Before the cap, the AWS SDK held it
+    // all until the attempt's timeout: about 1.7 GB a second on this machine.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let written = Arc::new(AtomicU64::new(0));
+    let sent = written.clone();
+    std::thread::spawn(move || {
+        let Ok((mut conn, _)) = listener.accept() else {
+            return;
+        };
+        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 65536];
+        let _ = conn.read(&mut buf);
+        let _ = write!(
+            conn,
+            "HTTP/1.1 200 OK\r\nContent-Type: application/cbor\r\nsmithy-protocol: rpc-v2-cbor\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        let mut piece = format!("{:x}\r\n", 1 << 20).into_bytes();
+        piece.extend(std::iter::repeat_n(0xa0u8, 1 << 20));
+        piece.extend_from_slice(b"\r\n");
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end && conn.write_all(&piece).is_ok() {
+            sent.fetch_add(piece.len() as u64, Ordering::SeqCst);
+        }
+    });
+    let reg = Registry::new();
+    reg.counter("ticks").build().unwrap().handle().inc();
+    let exporter = CloudWatchBuilder::new("sonde-test")
+        .registry(reg.clone())
+        .endpoint_url(format!("http://{addr}"))
+        .credentials("AKIDEXAMPLE", "secret")
+        .region("us-east-1")
+        .interval(Duration::from_secs(3600))
+        .timeout(Duration::from_secs(8))
+        .max_retries(0)
+        .install()
+        .unwrap();
+    let t = Instant::now();
+    let e = exporter.flush(Duration::from_secs(15)).unwrap_err();
+    let took = t.elapsed();
+    let bytes = written.load(Ordering::SeqCst);
+    eprintln!("flush failed after {took:?} with {bytes} bytes written: {e}");
+    // Given up at the cap, not at the 8 s timeout, and having taken little of the stream (the
+    // cap, plus what loopback's socket buffers hold).
+    assert!(took < Duration::from_secs(4), "{took:?}: {e}");
+    assert!(e.to_string().contains("body is over 1048576 bytes"), "{e}");
+    assert!(bytes < 64 << 20, "{bytes} bytes were read before giving up");
+    exporter.shutdown(Duration::from_millis(200)).ok();
+}

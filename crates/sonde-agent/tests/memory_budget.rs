@@ -138,6 +138,15 @@ fn a_flood_of_timer_series_stays_within_the_memory_budget_and_expires() {
     let text = agent.scrape_until("the flood's families gone", Duration::from_secs(10), |t| {
         !t.lines().any(|l| l.starts_with("flood_"))
     });
+    // And their self-metric series with them: names that come and go leave nothing behind.
+    for self_metric in ["sonde_series_refused_total{", "sonde_series_active{"] {
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with(self_metric) && l.contains("metric=\"flood.")),
+            "{self_metric} series of expired names are left:\n{text}"
+        );
+    }
     // Room again for new series of new names.
     for i in 0..50 {
         agent.send(&format!("after.lat:1|ms|#id:{i}"));

@@ -232,11 +232,8 @@ impl CloudWatchBuilder {
         );
         let namespace = self.namespace.clone();
         let inner = sonde_push::start(&self.read.registry, config, source, move || async move {
-            let http = aws_smithy_http_client::Builder::new()
-                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                ))
-                .build_https();
+            // Answers capped: an endless body would otherwise be held whole.
+            let http = sonde_http1::aws::http_client(sonde_http1::aws::MAX_ANSWER_BYTES);
             let mut loader = aws_config::defaults(BehaviorVersion::latest())
                 .http_client(http)
                 // Retries are ours: per batch, counted, bounded by the shutdown deadline.

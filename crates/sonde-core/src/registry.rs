@@ -328,9 +328,10 @@ impl Registry {
     /// Removes the family named `name`, so the name can be registered again, possibly with
     /// another kind, unit or label names. Returns whether such a family was registered.
     ///
-    /// Collections no longer see the family. `Family` values and handles still held keep
-    /// recording into it, but what they record is no longer exported; resolve new handles from
-    /// the family registered in its place.
+    /// Collections no longer see the family, nor its series of the per-name self-metrics
+    /// (`sonde.series.active`, `.overflow` and `.refused`). `Family` values and handles still
+    /// held keep recording into it, but what they record is no longer exported; resolve new
+    /// handles from the family registered in its place.
     ///
     /// ```
     /// let registry = sonde_core::Registry::new();
@@ -361,16 +362,11 @@ impl Registry {
     /// back what a name that went away took from the memory budget, without removing a family
     /// that another source still fills. Returns whether it was removed. Handles held elsewhere
     /// keep working but are no longer exported (see [`is_registered`](Self::is_registered)).
-    /// Its `sonde.series.refused` series goes with it: a source whose names come and go
-    /// would otherwise leave one behind for every name the budget refused.
+    /// Its `sonde.series.*` self-metric series go with it, as with
+    /// [`remove_family`](Self::remove_family).
     pub fn remove_family_if_unused<M: Instrument>(&self, family: &Family<M>) -> bool {
         let name = family.meta().name();
-        let removed =
-            self.remove_family_where(name, |f| same_family(f, family) && f.series_count() == 0);
-        if removed && let Some(r) = &self.inner.refused {
-            r.remove(&[name, "budget"]);
-        }
-        removed
+        self.remove_family_where(name, |f| same_family(f, family) && f.series_count() == 0)
     }
 
     fn remove_family_where(
@@ -394,9 +390,18 @@ impl Registry {
             }
             removed.is_some()
         };
-        if removed && let Some(g) = &self.inner.series_count {
-            // Its series-count series would otherwise linger with the last value.
-            g.remove(&[name]);
+        if removed {
+            // Its series-count, overflow and refused series would otherwise linger with their
+            // last values: one of each for every name a source whose names come and go saw.
+            if let Some(g) = &self.inner.series_count {
+                g.remove(&[name]);
+            }
+            if let Some(o) = &self.inner.overflow {
+                o.remove(&[name]);
+            }
+            if let Some(r) = &self.inner.refused {
+                r.remove(&[name, "budget"]);
+            }
         }
         removed
     }
@@ -1233,6 +1238,31 @@ mod tests {
         drop(other);
         assert!(registry.remove_family("other"));
         assert_eq!(registry.budget_used().unwrap().0, 1);
+        // Its refusals go with it (StatsD's expired names remove theirs this way).
+        let refused = &[("metric", "jobs"), ("reason", "budget")];
+        assert!(registry.snapshot().point(SERIES_REFUSED, refused).is_some());
+        drop(jobs);
+        assert!(registry.remove_family("jobs"));
+        assert!(registry.snapshot().point(SERIES_REFUSED, refused).is_none());
+    }
+
+    #[test]
+    fn a_removed_family_takes_its_self_metric_series_with_it() {
+        let registry = Registry::with_max_series(1);
+        let jobs = registry.counter("jobs").labels(["queue"]).build().unwrap();
+        jobs.with(&["a"]).inc();
+        jobs.with(&["b"]).inc(); // overflow
+        let _ = registry.snapshot(); // sets the series count
+        let snap = registry.snapshot();
+        let this = &[("metric", "jobs")];
+        assert_eq!(num(&snap, SERIES_OVERFLOW, this), 1.0);
+        assert_eq!(num(&snap, SERIES_ACTIVE, this), 1.0);
+        drop(snap);
+        drop(jobs);
+        assert!(registry.remove_family("jobs"));
+        let snap = registry.snapshot();
+        assert!(snap.point(SERIES_OVERFLOW, this).is_none());
+        assert!(snap.point(SERIES_ACTIVE, this).is_none());
     }
 
     #[test]

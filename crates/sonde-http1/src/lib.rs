@@ -14,9 +14,10 @@
 //! - With the `client` feature, [`client`]: a `reqwest` client built on those
 //!   configurations, with capped reads, used by the OTLP/HTTP exporters (metrics and spans),
 //!   Prometheus remote write and the Pushgateway client, scrapes (sonde-scrape) and sonde-load's
-//!   cold-start runs. The other paths have their own clients: OTLP/gRPC tonic's, CloudWatch
-//!   (and the AWS credential lookups of SigV4 remote write) the AWS SDK's
-//!   (`aws-smithy-http-client`).
+//!   cold-start runs. OTLP/gRPC has tonic's client.
+//! - With the `aws` feature, [`aws::http_client`]: the AWS SDK's client
+//!   (`aws-smithy-http-client`, rustls) with every answer's body capped, used by CloudWatch and
+//!   the AWS credential lookups of SigV4 remote write.
 //!
 //! A caller writes its request bytes itself (a load generator serializes each request once):
 //!
@@ -39,6 +40,8 @@
 #![warn(missing_docs)]
 
 mod answer;
+#[cfg(feature = "aws")]
+pub mod aws;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod tls;

@@ -63,6 +63,9 @@ use sonde_core::{ComponentThread, Counter, Family, Registry};
 
 pub use config::OtlpReceiverConfig;
 pub use record::Outcome;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub use record::fuzzing;
 
 /// Largest request by default (compressed, and again once decompressed).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 16 << 20;

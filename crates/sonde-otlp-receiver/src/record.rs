@@ -798,3 +798,92 @@ fn exponential_counts(p: &ExponentialHistogramDataPoint) -> Option<Vec<(f64, u64
     }
     out.iter().all(|(v, _)| v.is_finite()).then_some(out)
 }
+
+/// What the fuzz target (`crates/sonde-otlp-receiver/fuzz`) drives: the recorder fed with
+/// request bodies. Compiled under cargo-fuzz (`--cfg fuzzing`), and in this crate's tests,
+/// which keep it working.
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing {
+    use super::*;
+    use prost::Message;
+
+    /// A receiver's recording half.
+    pub struct Recording(Recorder);
+
+    impl Recording {
+        /// Records into `registry`, expiring series idle for `ttl`.
+        pub fn new(registry: Registry, ttl: Option<Duration>) -> Recording {
+            Recording(Recorder::new(
+                registry,
+                crate::DEFAULT_TARGET_INFO_ATTRIBUTES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+                ttl,
+            ))
+        }
+
+        /// Decodes a request body as the receiver does and records it.
+        pub fn record(&self, body: &[u8]) -> Option<Outcome> {
+            let request = ExportMetricsServiceRequest::decode(body).ok()?;
+            Some(self.0.record(&request))
+        }
+
+        /// Runs expiry as if `now` had come.
+        pub fn maintain(&self, now: Instant) {
+            self.0.maintain(now)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::metrics::v1::{
+        AggregationTemporality, Metric, NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum,
+        metric::Data, number_data_point::Value,
+    };
+    use prost::Message;
+    use sonde_core::Registry;
+
+    use super::fuzzing::Recording;
+
+    #[test]
+    fn the_fuzz_hook_records_a_body_and_expires_it() {
+        let registry = Registry::new();
+        let recording = Recording::new(registry.clone(), Some(Duration::from_secs(60)));
+        let point = NumberDataPoint {
+            value: Some(Value::AsDouble(3.0)),
+            ..Default::default()
+        };
+        let request = ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![Metric {
+                        name: "jobs".into(),
+                        data: Some(Data::Sum(Sum {
+                            data_points: vec![point],
+                            aggregation_temporality: AggregationTemporality::Cumulative as i32,
+                            is_monotonic: true,
+                        })),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let outcome = recording.record(&request.encode_to_vec()).expect("decodes");
+        assert_eq!(outcome.accepted, 1);
+        assert!(registry.snapshot().family("jobs").is_some());
+        assert!(recording.record(b"\xff\xff").is_none(), "not a request");
+        // Two TTLs of silence: the name is given back.
+        let later = Instant::now() + Duration::from_secs(121);
+        for step in 0..5 {
+            recording.maintain(later + Duration::from_secs(31 * step));
+        }
+        assert!(registry.snapshot().family("jobs").is_none());
+    }
+}

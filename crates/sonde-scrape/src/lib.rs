@@ -24,6 +24,9 @@ pub use fetch::{
     check_url, fetch_exposition,
 };
 pub use proto::parse_protobuf;
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub use source::fuzzing;
 pub use source::{DEFAULT_SAMPLE_LIMIT, ScrapeSource, ScrapeStats, Scraper, Target};
 pub use text::{
     Exposition, Family, Kind, Labels, Native, Sample, Series, bucket_quantile, parse, parse_sample,

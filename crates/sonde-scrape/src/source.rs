@@ -948,3 +948,62 @@ fn bucket_counts(s: &Series, bounds: &[f64]) -> Option<Vec<u64>> {
     out.push((total - below) as u64);
     Some(out)
 }
+
+/// What the fuzz target (`crates/sonde-scrape/fuzz`) drives: a target's mirror fed with
+/// bodies instead of fetches. Compiled under cargo-fuzz (`--cfg fuzzing`), and in this crate's
+/// tests, which keep it working.
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing {
+    use super::*;
+
+    /// One target's mirror into a registry.
+    pub struct Mirrors(Mirror);
+
+    impl Mirrors {
+        /// A mirror of a target named `fuzz` into `registry`.
+        pub fn new(registry: &Registry) -> Mirrors {
+            Mirrors(Mirror::new(
+                registry,
+                &Target::new("fuzz", "http://127.0.0.1:9/metrics"),
+            ))
+        }
+
+        /// Parses a body as the fetch would (text, or protobuf) with this sample limit and
+        /// mirrors it, or marks everything stale as a failed scrape does.
+        pub fn scrape(&mut self, body: &[u8], protobuf: bool, sample_limit: usize) {
+            let parsed = if protobuf {
+                crate::proto::parse_protobuf_at_most(body, sample_limit)
+            } else {
+                match std::str::from_utf8(body) {
+                    Ok(text) => crate::text::parse_at_most(text, sample_limit),
+                    Err(_) => return,
+                }
+            };
+            let mut stats = ScrapeStats::default();
+            match parsed {
+                Ok(e) => self.0.apply(&e, &mut stats),
+                Err(_) => self.0.clear(),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fuzzing::Mirrors;
+    use sonde_core::Registry;
+
+    #[test]
+    fn the_fuzz_hook_mirrors_a_body_and_a_failed_scrape_clears_it() {
+        let registry = Registry::new();
+        let mut target = Mirrors::new(&registry);
+        target.scrape(b"# TYPE jobs counter\njobs_total{q=\"a\"} 3\n", false, 100);
+        let snap = registry.snapshot();
+        let jobs = snap.family("jobs").expect("mirrored");
+        assert_eq!(jobs.series.len(), 1);
+        drop(snap);
+        // Past the sample limit: the scrape fails, and its series go.
+        target.scrape(b"jobs_total 1\njobs_total{q=\"b\"} 2\n", false, 1);
+        assert!(registry.snapshot().family("jobs").is_none());
+    }
+}

@@ -108,11 +108,8 @@ impl Signer {
                 )),
             ),
             None => {
-                let http = aws_smithy_http_client::Builder::new()
-                    .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                        aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-                    ))
-                    .build_https();
+                // Answers capped, as for CloudWatch: credential lookups read whole answers.
+                let http = sonde_http1::aws::http_client(sonde_http1::aws::MAX_ANSWER_BYTES);
                 let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
                     .http_client(http)
                     .timeout_config(

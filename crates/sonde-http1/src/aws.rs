@@ -1,0 +1,73 @@
+//! The HTTP client sonde gives the AWS SDK (CloudWatch's PutMetricData, and the credential
+//! lookups of CloudWatch and SigV4 remote write): `aws-smithy-http-client` on rustls, with
+//! every answer's body capped. The SDK reads an answer whole before it decodes it, so an
+//! endpoint (or a proxy, or an `endpoint_url` pointed at the wrong server) that streams an
+//! endless body would otherwise grow the process by gigabytes until the attempt times out.
+//!
+//! ```
+//! let http = sonde_http1::aws::http_client(sonde_http1::aws::MAX_ANSWER_BYTES);
+//! // aws_config::defaults(BehaviorVersion::latest()).http_client(http)...
+//! # drop(http);
+//! ```
+
+use aws_smithy_runtime_api::client::http::{
+    HttpConnector, HttpConnectorFuture, SharedHttpClient, SharedHttpConnector, http_client_fn,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_types::body::SdkBody;
+
+/// The default cap on an answer's body: AWS answers to PutMetricData and to credential
+/// lookups are a few kilobytes at most.
+pub const MAX_ANSWER_BYTES: usize = 1 << 20;
+
+/// An HTTPS (and plain HTTP, for local endpoints) client for the AWS SDK whose answers'
+/// bodies fail past `max_answer_bytes`: the request then fails as a response error, the
+/// connection is dropped, and nothing past the cap is held.
+pub fn http_client(max_answer_bytes: usize) -> SharedHttpClient {
+    let inner = aws_smithy_http_client::Builder::new()
+        .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+            aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    http_client_fn(move |settings, components| {
+        use aws_smithy_runtime_api::client::http::HttpClient as _;
+        SharedHttpConnector::new(Capped {
+            inner: inner.http_connector(settings, components),
+            max: max_answer_bytes,
+        })
+    })
+}
+
+/// A connector whose answers' bodies are limited to `max` bytes.
+#[derive(Debug)]
+struct Capped {
+    inner: SharedHttpConnector,
+    max: usize,
+}
+
+impl HttpConnector for Capped {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let answer = self.inner.call(request);
+        let max = self.max;
+        HttpConnectorFuture::new(async move {
+            use http_body_util::BodyExt as _;
+            let mut answer = answer.await?;
+            let limited = http_body_util::Limited::new(answer.take_body(), max).map_err(move |e| {
+                if e.is::<http_body_util::LengthLimitError>() {
+                    Box::new(TooLong(max)) as aws_smithy_types::body::Error
+                } else {
+                    e
+                }
+            });
+            *answer.body_mut() = SdkBody::from_body_1_x(limited);
+            Ok(answer)
+        })
+    }
+}
+
+/// An answer's body went past the cap.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the answer's body is over {0} bytes, more than any AWS answer: is the endpoint an AWS service?"
+)]
+struct TooLong(usize);

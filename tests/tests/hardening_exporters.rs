@@ -281,10 +281,12 @@ fn remote_write_survives_a_hostile_retry_after() {
     writer.shutdown(Duration::from_secs(5)).unwrap();
 }
 
-#[test]
-fn a_huge_response_body_is_read_only_up_to_a_limit() {
-    use std::io::{Read, Write};
-    // Announces a gigabyte, sends 1 MiB, then stalls: reading it whole would never end.
+/// A loopback server that takes one connection, reads the request's first bytes, then lets
+/// `answer` write to it.
+fn answer_once(
+    answer: impl FnOnce(&mut std::net::TcpStream) + Send + 'static,
+) -> std::net::SocketAddr {
+    use std::io::Read;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
@@ -294,6 +296,16 @@ fn a_huge_response_body_is_read_only_up_to_a_limit() {
         conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut buf = [0u8; 65536];
         let _ = conn.read(&mut buf);
+        answer(&mut conn);
+    });
+    addr
+}
+
+#[test]
+fn a_huge_response_body_is_read_only_up_to_a_limit() {
+    use std::io::Write;
+    // Announces a gigabyte, sends 1 MiB, then stalls: reading it whole would never end.
+    let addr = answer_once(|conn| {
         let _ = write!(
             conn,
             "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 1000000000\r\n\r\n"
@@ -325,23 +337,15 @@ fn a_huge_response_body_is_read_only_up_to_a_limit() {
 #[test]
 fn an_endless_cloudwatch_answer_is_read_only_up_to_a_limit() {
     use sonde::cloudwatch::CloudWatchBuilder;
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     // Answers 200 with a chunked body that never ends, as fast as loopback takes it, until the
     // client hangs up (or 20 s pass); counts what it wrote. Before the cap, the AWS SDK held it
-    // all until the attempt's timeout: about 1.7 GB a second on this machine.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
+    // all until the attempt's timeout: about 600 MB a second in this test.
     let written = Arc::new(AtomicU64::new(0));
     let sent = written.clone();
-    std::thread::spawn(move || {
-        let Ok((mut conn, _)) = listener.accept() else {
-            return;
-        };
-        conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut buf = [0u8; 65536];
-        let _ = conn.read(&mut buf);
+    let addr = answer_once(move |conn| {
         let _ = write!(
             conn,
             "HTTP/1.1 200 OK\r\nContent-Type: application/cbor\r\nsmithy-protocol: rpc-v2-cbor\r\nTransfer-Encoding: chunked\r\n\r\n"

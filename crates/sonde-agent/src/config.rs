@@ -1446,6 +1446,8 @@ mod tests {
             (seed.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as usize % n
         };
         let long = "x".repeat(70_000);
+        // Rounds that got past the TOML syntax, to the settings' own checks.
+        let mut checked = 0;
         for round in 0..1_500 {
             let mut mutated: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
             for _ in 0..1 + next(4) {
@@ -1453,6 +1455,15 @@ mod tests {
                 match next(6) {
                     // A value replaced (the mutation that reaches validation).
                     0..=2 => {
+                        // The next setting from `i` on (comments hold " = " too).
+                        let setting = |l: &String| !l.trim_start().starts_with('#');
+                        let n = mutated.len();
+                        let Some(i) = (0..n)
+                            .map(|k| (i + k) % n)
+                            .find(|&j| setting(&mutated[j]) && mutated[j].contains(" = "))
+                        else {
+                            continue;
+                        };
                         if let Some(eq) = mutated[i].find(" = ") {
                             let value = if next(40) == 0 {
                                 format!("\"{long}\"")
@@ -1481,15 +1492,27 @@ mod tests {
             let text = mutated.join("\n");
             let outcome = std::panic::catch_unwind(|| parse(&text, &[]));
             match outcome {
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => checked += 1,
                 Ok(Err(errors)) => {
                     for e in &errors.0 {
                         assert!(!e.message.is_empty(), "round {round}: an empty message");
                         assert!(e.location.starts_with("agent.toml"), "round {round}: {e:?}");
                     }
+                    if !errors
+                        .0
+                        .iter()
+                        .any(|e| e.message.contains("not valid TOML"))
+                    {
+                        checked += 1;
+                    }
                 }
                 Err(_) => panic!("round {round}: parsing panicked on:\n{text}"),
             }
         }
+        eprintln!("{checked} of 1500 mutated configurations reached the settings' checks");
+        assert!(
+            checked >= 750,
+            "only {checked} rounds got past the TOML syntax"
+        );
     }
 }

@@ -436,13 +436,19 @@ impl Sink for PutMetricData {
             Err(SdkError::ConstructionFailure(e)) => {
                 Outcome::Fail(format!("could not build the request: {e:?}"))
             }
-            Err(e) => Outcome::Retry {
-                error: format!(
-                    "could not reach CloudWatch: {}",
-                    sonde_push::error_chain(&e)
-                ),
-                after: None,
-            },
+            Err(e) => {
+                // A response error: the endpoint answered, but the answer could not be read
+                // (cut at the cap, or not what CloudWatch sends).
+                let what = if matches!(e, SdkError::ResponseError(_)) {
+                    "CloudWatch's answer could not be read"
+                } else {
+                    "could not reach CloudWatch"
+                };
+                Outcome::Retry {
+                    error: format!("{what}: {}", sonde_push::error_chain(&e)),
+                    after: None,
+                }
+            }
         }
     }
 }

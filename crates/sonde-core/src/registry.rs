@@ -329,7 +329,8 @@ impl Registry {
     /// another kind, unit or label names. Returns whether such a family was registered.
     ///
     /// Collections no longer see the family, nor its series of the per-name self-metrics
-    /// (`sonde.series.active`, `.overflow` and `.refused`). `Family` values and handles still
+    /// (`sonde.series.active`, `.overflow` and `.refused`, and
+    /// `sonde.instrumentation.errors{reason="label_count"}`). `Family` values and handles still
     /// held keep recording into it, but what they record is no longer exported; resolve new
     /// handles from the family registered in its place.
     ///
@@ -374,36 +375,36 @@ impl Registry {
         name: &str,
         remove: impl Fn(&Arc<dyn ErasedFamily>) -> bool,
     ) -> bool {
-        let removed = {
-            let mut families = self.families_mut();
-            let removed = match families.get(name) {
-                Some(f) if remove(f) => families.remove(name),
-                _ => None,
-            };
-            if let Some(f) = &removed {
-                let m = f.meta();
-                let key = prometheus_name(m.name(), m.kind, &m.unit);
-                let mut rendered = self.rendered();
-                if rendered.get(&key).is_some_and(|owner| owner == name) {
-                    rendered.remove(&key);
-                }
-            }
-            removed.is_some()
+        let mut families = self.families_mut();
+        let Some(f) = families.get(name).filter(|f| remove(f)).cloned() else {
+            return false;
         };
-        if removed {
-            // Its series-count, overflow and refused series would otherwise linger with their
-            // last values: one of each for every name a source whose names come and go saw.
-            if let Some(g) = &self.inner.series_count {
-                g.remove(&[name]);
-            }
-            if let Some(o) = &self.inner.overflow {
-                o.remove(&[name]);
-            }
-            if let Some(r) = &self.inner.refused {
-                r.remove(&[name, "budget"]);
-            }
+        families.remove(name);
+        let m = f.meta();
+        let key = prometheus_name(m.name(), m.kind, &m.unit);
+        let mut rendered = self.rendered();
+        if rendered.get(&key).is_some_and(|owner| owner == name) {
+            rendered.remove(&key);
         }
-        removed
+        drop(rendered);
+        // Its per-name self-metric series would otherwise linger with their last values: a set
+        // for every name a source whose names come and go saw. Removed while the family list is
+        // held, so no collection shows them without the family, and a family registered again
+        // under the name meanwhile keeps its own.
+        if let Some(g) = &self.inner.series_count {
+            g.remove(&[name]);
+        }
+        if let Some(o) = &self.inner.overflow {
+            o.remove(&[name]);
+        }
+        if let Some(r) = &self.inner.refused {
+            r.remove(&[name, "budget"]);
+        }
+        if let Some(e) = &self.inner.errors {
+            e.remove(&[name, "label_count"]);
+        }
+        drop(families);
+        true
     }
 
     /// Replaces the registered `family` by one with the label names `labels`, which must hold
@@ -1248,21 +1249,26 @@ mod tests {
 
     #[test]
     fn a_removed_family_takes_its_self_metric_series_with_it() {
-        let registry = Registry::with_max_series(1);
-        let jobs = registry.counter("jobs").labels(["queue"]).build().unwrap();
+        let registry = Registry::new();
+        let jobs = registry.counter("jobs").labels(["queue"]);
+        let jobs = jobs.max_series(1).build().unwrap();
         jobs.with(&["a"]).inc();
         jobs.with(&["b"]).inc(); // overflow
+        jobs.with(&["a", "extra"]).inc(); // a wrong label count
         let _ = registry.snapshot(); // sets the series count
         let snap = registry.snapshot();
         let this = &[("metric", "jobs")];
+        let wrong = &[("metric", "jobs"), ("reason", "label_count")];
         assert_eq!(num(&snap, SERIES_OVERFLOW, this), 1.0);
         assert_eq!(num(&snap, SERIES_ACTIVE, this), 1.0);
+        assert_eq!(num(&snap, INSTRUMENTATION_ERRORS, wrong), 1.0);
         drop(snap);
         drop(jobs);
         assert!(registry.remove_family("jobs"));
         let snap = registry.snapshot();
         assert!(snap.point(SERIES_OVERFLOW, this).is_none());
         assert!(snap.point(SERIES_ACTIVE, this).is_none());
+        assert!(snap.point(INSTRUMENTATION_ERRORS, wrong).is_none());
     }
 
     #[test]

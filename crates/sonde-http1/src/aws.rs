@@ -10,11 +10,18 @@
 //! # drop(http);
 //! ```
 
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
 use aws_smithy_runtime_api::client::http::{
-    HttpConnector, HttpConnectorFuture, SharedHttpClient, SharedHttpConnector, http_client_fn,
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpClient,
+    SharedHttpConnector,
 };
 use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
+use aws_smithy_runtime_api::client::runtime_components::{
+    RuntimeComponents, RuntimeComponentsBuilder,
+};
 use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::config_bag::ConfigBag;
 
 /// The default cap on an answer's body: AWS answers to PutMetricData and to credential
 /// lookups are a few kilobytes at most.
@@ -29,13 +36,44 @@ pub fn http_client(max_answer_bytes: usize) -> SharedHttpClient {
             aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
         ))
         .build_https();
-    http_client_fn(move |settings, components| {
-        use aws_smithy_runtime_api::client::http::HttpClient as _;
-        SharedHttpConnector::new(Capped {
-            inner: inner.http_connector(settings, components),
-            max: max_answer_bytes,
-        })
+    SharedHttpClient::new(CappedClient {
+        inner,
+        max: max_answer_bytes,
     })
+}
+
+/// The inner client, its connectors' answers capped; everything else (its configuration check,
+/// the metadata the SDK puts in its user agent) is the inner client's. (It checks nothing in
+/// `validate_final_config`, left to the default.)
+#[derive(Debug)]
+struct CappedClient {
+    inner: SharedHttpClient,
+    max: usize,
+}
+
+impl HttpClient for CappedClient {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        SharedHttpConnector::new(Capped {
+            inner: self.inner.http_connector(settings, components),
+            max: self.max,
+        })
+    }
+
+    fn validate_base_client_config(
+        &self,
+        components: &RuntimeComponentsBuilder,
+        cfg: &ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.inner.validate_base_client_config(components, cfg)
+    }
+
+    fn connector_metadata(&self) -> Option<ConnectorMetadata> {
+        self.inner.connector_metadata()
+    }
 }
 
 /// A connector whose answers' bodies are limited to `max` bytes.

@@ -960,24 +960,20 @@ pub mod fuzzing {
     pub struct Mirrors(Mirror);
 
     impl Mirrors {
-        /// A mirror of a target named `fuzz` into `registry`.
-        pub fn new(registry: &Registry) -> Mirrors {
-            Mirrors(Mirror::new(
-                registry,
-                &Target::new("fuzz", "http://127.0.0.1:9/metrics"),
-            ))
+        /// A mirror of target `n` of the job `fuzz` into `registry` (targets of other `n`
+        /// are other instances).
+        pub fn new(registry: &Registry, n: u8) -> Mirrors {
+            let url = format!("http://127.0.0.1:{}/metrics", 9000 + u16::from(n));
+            Mirrors(Mirror::new(registry, &Target::new("fuzz", url)))
         }
 
-        /// Parses a body as the fetch would (text, or protobuf) with this sample limit and
-        /// mirrors it, or marks everything stale as a failed scrape does.
+        /// Parses a body as the fetch does (text read lossily as UTF-8, or protobuf) with this
+        /// sample limit and mirrors it, or marks everything stale as a failed scrape does.
         pub fn scrape(&mut self, body: &[u8], protobuf: bool, sample_limit: usize) {
             let parsed = if protobuf {
                 crate::proto::parse_protobuf_at_most(body, sample_limit)
             } else {
-                match std::str::from_utf8(body) {
-                    Ok(text) => crate::text::parse_at_most(text, sample_limit),
-                    Err(_) => return,
-                }
+                crate::text::parse_at_most(&String::from_utf8_lossy(body), sample_limit)
             };
             let mut stats = ScrapeStats::default();
             match parsed {
@@ -996,7 +992,7 @@ mod tests {
     #[test]
     fn the_fuzz_hook_mirrors_a_body_and_a_failed_scrape_clears_it() {
         let registry = Registry::new();
-        let mut target = Mirrors::new(&registry);
+        let mut target = Mirrors::new(&registry, 0);
         target.scrape(b"# TYPE jobs counter\njobs_total{q=\"a\"} 3\n", false, 100);
         let snap = registry.snapshot();
         let jobs = snap.family("jobs").expect("mirrored");

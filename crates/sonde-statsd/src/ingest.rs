@@ -388,6 +388,7 @@ impl Ingest {
             if remove {
                 self.registry.remove_family(&state.name);
             }
+            self.stats.forget(&state.name);
             self.by_name.remove(&state.name);
             state.family = FamilyRef::Conflict("expired");
             state.generation = state.generation.wrapping_add(1);
@@ -1662,6 +1663,7 @@ mod tests {
         let snap = feed(
             &mut ingest,
             b"junk.1:1|c
+junk.1:1|c|#route:/a
 junk.2:1|ms
 junk.3:1|g
 keep:1|c",
@@ -1670,6 +1672,7 @@ keep:1|c",
             number(&snap, DROPPED, &[("reason", "too_many_metrics")]),
             1.0
         );
+        assert_eq!(number(&snap, RELABELS, &[("metric", "junk.1")]), 1.0);
         assert!(snap.family("keep").is_none());
         drop(snap);
         // junk.3 stays in use; the others idle for a TTL.
@@ -1685,6 +1688,8 @@ keep:1|c
 new:1|ms",
         );
         assert!(snap.family("junk.1").is_none() && snap.family("junk.2").is_none());
+        // With their self-metric series.
+        assert!(snap.point(RELABELS, &[("metric", "junk.1")]).is_none());
         assert_eq!(number(&snap, "junk.3", &[]), 2.0);
         assert_eq!(number(&snap, "keep", &[]), 2.0);
         assert_eq!(hist(&snap, "new", &[]), (1, 0.001));

@@ -130,6 +130,13 @@ impl Stats {
         }
     }
 
+    /// Forgets an expired name's series.
+    pub(crate) fn forget(&self, metric: &str) {
+        if let Some(f) = &self.relabels {
+            f.remove(&[metric]);
+        }
+    }
+
     pub(crate) fn ignored(&self, kind: &str) {
         if let Some(f) = &self.ignored {
             f.with(&[kind]).inc();

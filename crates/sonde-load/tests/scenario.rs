@@ -388,3 +388,24 @@ fn run_refuses_a_bad_scenario_before_sending() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("did you mean `weight`?"), "{stderr}");
 }
+
+/// The good scenario with seeded mutations (hostile values, lines dropped, doubled or cut):
+/// every outcome is a plan or located problems, never a panic.
+#[test]
+fn mutated_scenarios_get_problems_never_a_panic() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    std::fs::write(dir.path().join("user.json"), "{}").expect("a body file");
+    let dir = dir.path();
+    sonde_testkit::mutate::assert_never_panics(
+        GOOD,
+        2_000,
+        0x10ad,
+        "scenario.toml:",
+        800,
+        |text| {
+            sonde_load::scenario::parse(text, "scenario.toml", dir)
+                .map(drop)
+                .map_err(|e| e.problems)
+        },
+    );
+}

@@ -102,8 +102,13 @@ pub struct Window {
     pub seconds: u64,
 }
 
+/// The longest window or `for` accepted: a year (366 days). Longer ones are no use to
+/// Prometheus (it keeps 15 days by default) and would overflow the generator's arithmetic.
+pub const MAX_WINDOW_SECONDS: u64 = 366 * 86_400;
+
 impl Window {
-    /// Parses `<whole number><s|m|h|d|w>`.
+    /// Parses `<whole number><s|m|h|d|w>`, above zero and at most
+    /// [`MAX_WINDOW_SECONDS`].
     pub fn parse(s: &str) -> Option<Window> {
         let split = s.find(|c: char| !c.is_ascii_digit())?;
         let (n, unit) = s.split_at(split);
@@ -117,7 +122,7 @@ impl Window {
             _ => return None,
         };
         let seconds = n.checked_mul(k)?;
-        (seconds > 0).then(|| Window {
+        (seconds > 0 && seconds <= MAX_WINDOW_SECONDS).then(|| Window {
             text: s.to_string(),
             seconds,
         })

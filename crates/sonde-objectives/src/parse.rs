@@ -440,7 +440,7 @@ impl<'a> Reader<'a> {
             "window",
             "5m",
             Window::parse,
-            "a window such as 5m or 1h (whole number and s, m, h, d or w)",
+            "a window such as 5m or 1h (whole number and s, m, h, d or w; a year at most)",
         );
         let for_ = self
             .parsed(
@@ -449,7 +449,7 @@ impl<'a> Reader<'a> {
                 what,
                 "10m",
                 Window::parse,
-                "a duration above zero such as 10m",
+                "a duration above zero and up to a year such as 10m",
             )
             .unwrap_or(Window {
                 text: "10m".into(),
@@ -623,7 +623,7 @@ impl<'a> Reader<'a> {
             "window",
             "30d",
             Window::parse,
-            "a compliance window such as 30d or 4w",
+            "a compliance window of a year at most such as 30d or 4w",
         );
         if let Some(w) = &window
             && w.seconds < 3 * 86_400

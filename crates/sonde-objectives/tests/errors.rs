@@ -105,6 +105,18 @@ fn threshold_without_unit() {
 }
 
 #[test]
+fn window_over_a_year() {
+    // u64::MAX seconds overflowed the generator's arithmetic (found by the mutation test).
+    for window in ["400d", "18446744073709551615s"] {
+        expect(
+            &GOOD_THRESHOLD.replace("\"5m\"", &format!("\"{window}\"")),
+            "5:10",
+            &["`window`", window, "a year at most"],
+        );
+    }
+}
+
+#[test]
 fn window_in_words() {
     expect(
         &GOOD_THRESHOLD.replace("\"5m\"", "\"5 minutes\""),
@@ -315,4 +327,19 @@ fn the_example_parses() {
     let w = o.warnings();
     assert_eq!(w.len(), 2, "{w:?}");
     assert!(w[0].contains("cache-hits") && w[0].contains("1h/5m"));
+}
+
+/// The example with seeded mutations (hostile values, lines dropped, doubled or cut): every
+/// outcome is objectives that generate (or refuse to, with an error) or located problems,
+/// never a panic.
+#[test]
+fn mutated_objectives_get_problems_never_a_panic() {
+    sonde_testkit::mutate::assert_never_panics(EXAMPLE, 1_000, 0x5eed_0b1e, ORIGIN, 500, |text| {
+        match parse(ORIGIN, text) {
+            Ok(o) => sonde_objectives::generate(&o)
+                .map(drop)
+                .map_err(|e| vec![format!("{ORIGIN}: {e}")]),
+            Err(ps) => Err(ps.iter().map(ToString::to_string).collect()),
+        }
+    });
 }

@@ -1,7 +1,7 @@
 //! Small test helpers with no sonde dependency, for the crates' own tests (the heavy peers and
 //! end-to-end helpers are in `sonde-tests`, which re-exports these): a raw HTTP/1.1 request, a
 //! child process to observe, a loopback Tokio runtime, `promtool`, fake `/proc` trees and
-//! files.
+//! files, and seeded mutations of TOML files.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+pub mod mutate;
 pub mod procfs;
 pub mod sleeper;
 

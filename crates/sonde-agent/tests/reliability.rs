@@ -335,3 +335,162 @@ fn sigterm_under_load_with_a_hung_receiver_exits_within_the_shutdown_budget() {
         receiver.attempts().len()
     );
 }
+
+/// What [`credentials_and_receiver`] runs.
+struct CredentialPeers {
+    creds: std::net::SocketAddr,
+    receiver: std::net::SocketAddr,
+    /// Every write's `Authorization`.
+    authorizations: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Bytes written into the endless answers, and how many of them ended.
+    endless: Arc<[AtomicU64; 2]>,
+}
+
+/// A loopback AWS container-credentials endpoint (`AWS_CONTAINER_CREDENTIALS_FULL_URI`) whose
+/// first `endless` answers stream a body that never ends (for 10 s at most, or until the
+/// client hangs up), then answer keys; and a remote-write receiver that keeps every request's
+/// `Authorization`.
+fn credentials_and_receiver(endless: usize) -> CredentialPeers {
+    use std::io::{BufRead, BufReader, Read, Write};
+    /// The request head's lines, and its body read as content-length says.
+    fn read_request(conn: &std::net::TcpStream) -> Vec<String> {
+        let mut reader = BufReader::new(conn);
+        let mut head = Vec::new();
+        let mut line = String::new();
+        while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line.trim_end() != "" {
+            head.push(line.trim_end().to_owned());
+            line.clear();
+        }
+        let length = head
+            .iter()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(str::to_owned)
+            })
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut body = vec![0; length];
+        let _ = reader.read_exact(&mut body);
+        head
+    }
+    let creds = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let receiver = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (creds_addr, receiver_addr) = (creds.local_addr().unwrap(), receiver.local_addr().unwrap());
+    let endless_written = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let written = endless_written.clone();
+    std::thread::spawn(move || {
+        for (n, conn) in creds.incoming().take(64).enumerate() {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            read_request(&conn);
+            if n < endless {
+                let _ = conn.write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n",
+                );
+                let mut piece = format!("{:x}\r\n", 1 << 20).into_bytes();
+                piece.extend(std::iter::repeat_n(b' ', 1 << 20));
+                piece.extend_from_slice(b"\r\n");
+                let end = Instant::now() + Duration::from_secs(10);
+                while Instant::now() < end && conn.write_all(&piece).is_ok() {
+                    written[0].fetch_add(piece.len() as u64, Ordering::SeqCst);
+                }
+                written[1].fetch_add(1, Ordering::SeqCst);
+            } else {
+                let body = r#"{"AccessKeyId":"AKIDFROMECS","SecretAccessKey":"s3cret","Token":"t","Expiration":"2099-01-01T00:00:00Z"}"#;
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        }
+    });
+    let authorizations = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = authorizations.clone();
+    std::thread::spawn(move || {
+        for conn in receiver.incoming().take(256) {
+            let Ok(mut conn) = conn else { continue };
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let head = read_request(&conn);
+            if let Some(auth) = head.iter().find_map(|l| {
+                l.strip_prefix("authorization:")
+                    .or(l.strip_prefix("Authorization:"))
+            }) {
+                seen.lock().unwrap().push(auth.trim().to_owned());
+            }
+            let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n");
+        }
+    });
+    CredentialPeers {
+        creds: creds_addr,
+        receiver: receiver_addr,
+        authorizations,
+        endless: endless_written,
+    }
+}
+
+#[test]
+fn an_endless_credentials_answer_is_cut_at_the_cap_and_good_keys_then_sign() {
+    // SigV4 remote write takes its keys from the container-credentials endpoint; its first two
+    // answers never end. Before the cap, the AWS SDK held them whole: gigabytes a few seconds.
+    let CredentialPeers {
+        creds,
+        receiver,
+        authorizations,
+        endless,
+    } = credentials_and_receiver(2);
+    let metrics = free_addr();
+    let config = format!(
+        "[agent]\ninterval = \"1s\"\n\n[collectors.host]\nenabled = false\n\n[statsd]\nenabled = false\n\n\
+         [exporters.prometheus]\nlisten = \"{metrics}\"\n\n[exporters.remote_write]\n\
+         url = \"http://{receiver}/api/v1/write\"\ninterval = \"1s\"\nsigv4 = true\nsigv4_region = \"us-east-1\"\n"
+    );
+    let uri = format!("http://{creds}/creds");
+    let agent = LoggedAgent::start(
+        "agent-sigv4-credentials",
+        &config,
+        metrics,
+        &[
+            ("AWS_CONTAINER_CREDENTIALS_FULL_URI", &uri),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+            ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent"),
+            ("AWS_CONFIG_FILE", "/nonexistent"),
+            ("AWS_ACCESS_KEY_ID", ""),
+            ("AWS_SECRET_ACCESS_KEY", ""),
+        ],
+    );
+    let signed = wait_for(
+        "a write signed with the endpoint's keys",
+        Duration::from_secs(30),
+        || {
+            authorizations
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|a| a.contains("Credential=AKIDFROMECS/"))
+                .cloned()
+        },
+    );
+    // Both endless answers were asked for, and cut: what loopback's socket buffers hold past
+    // the 1 MiB cap, not the seconds of streaming they would have taken.
+    let (bytes, answers) = (
+        endless[0].load(Ordering::SeqCst),
+        endless[1].load(Ordering::SeqCst),
+    );
+    eprintln!("{answers} endless answers cut after {bytes} bytes written in all");
+    assert_eq!(answers, 2, "{}", agent.log());
+    assert!(
+        bytes < 64 << 20,
+        "{bytes} bytes of endless answers were read"
+    );
+    assert!(signed.contains("/us-east-1/aps/aws4_request"), "{signed}");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap();
+    // A debug build; without the cap the two answers alone would be gigabytes.
+    assert!(rss_kib < 256 << 10, "RSS {rss_kib} KiB");
+}

@@ -195,19 +195,16 @@ impl<'a> Request<'a> {
         let shown = redact_url(self.url);
         let accept = if protobuf { ACCEPT_PROTOBUF } else { ACCEPT };
         let (body, content_type) = self.get(accept)?;
-        let parsed = if content_type.contains("application/vnd.google.protobuf") {
-            if !content_type.contains("encoding=delimited") {
-                return Err(fail(
-                    "protobuf",
-                    format!(
-                        "{shown} answered in protobuf without encoding=delimited ({content_type}); only the delimited MetricFamily stream is read"
-                    ),
-                ));
-            }
-            crate::proto::parse_protobuf_at_most(&body, self.max_samples)
-        } else {
-            crate::text::parse_at_most(&String::from_utf8_lossy(&body), self.max_samples)
-        };
+        let answered_protobuf = content_type.contains("application/vnd.google.protobuf");
+        if answered_protobuf && !content_type.contains("encoding=delimited") {
+            return Err(fail(
+                "protobuf",
+                format!(
+                    "{shown} answered in protobuf without encoding=delimited ({content_type}); only the delimited MetricFamily stream is read"
+                ),
+            ));
+        }
+        let parsed = parse_body(&body, answered_protobuf, self.max_samples);
         parsed.map_err(|e| match e {
             crate::text::Unreadable::Invalid(problem) => {
                 fail("parse", format!("{shown}: {problem}"))
@@ -311,6 +308,20 @@ pub fn fetch_exposition(
         .tls(tls)
         .max_body(max_body)
         .exposition(protobuf)
+}
+
+/// Parses a scraped body, the delimited protobuf stream or text (read lossily as UTF-8),
+/// stopping past `max_samples`: what a scrape does with what it fetched.
+pub(crate) fn parse_body(
+    body: &[u8],
+    protobuf: bool,
+    max_samples: usize,
+) -> Result<crate::Exposition, crate::text::Unreadable> {
+    if protobuf {
+        crate::proto::parse_protobuf_at_most(body, max_samples)
+    } else {
+        crate::text::parse_at_most(&String::from_utf8_lossy(body), max_samples)
+    }
 }
 
 #[cfg(test)]

@@ -29,8 +29,14 @@ pub(crate) fn parse_protobuf_at_most(
     let mut index = 0usize;
     while !body.is_empty() {
         // Count the family's metrics before decoding it: one message of millions of empty
-        // metrics would otherwise be held whole before the limit could say no.
-        if metrics_in_next(body).is_some_and(|n| samples.saturating_add(n) > max_samples) {
+        // metrics would otherwise be held whole before the limit could say no. A metric field
+        // takes at least 2 bytes, so only a message long enough to hold more than the room
+        // left is walked: a body within the limit is not read twice.
+        let room = max_samples.saturating_sub(samples);
+        let mut framing = body;
+        let long =
+            prost::encoding::decode_varint(&mut framing).is_ok_and(|len| len / 2 > room as u64);
+        if long && metrics_in_next(body).is_some_and(|n| n > room) {
             return Err(Unreadable::TooManySamples(max_samples));
         }
         let family = match pb::MetricFamily::decode_length_delimited(&mut body) {

@@ -406,6 +406,18 @@ impl Mirror {
                     e.message
                 }
             });
+        self.record(fetched, &target.url, start, stats)
+    }
+
+    /// Mirrors what a scrape of `url` begun at `start` read, or marks everything stale if it
+    /// failed, and sets the target's `up`, duration, sample and refusal series.
+    fn record(
+        &mut self,
+        fetched: Result<Exposition, String>,
+        url: &str,
+        start: Instant,
+        mut stats: ScrapeStats,
+    ) -> ScrapeStats {
         match fetched {
             Ok(exposition) => {
                 stats.up = true;
@@ -414,7 +426,7 @@ impl Mirror {
             Err(e) => {
                 self.warn(format_args!(
                     "scraping {} failed: {e}",
-                    sonde_push::redact_url(&target.url)
+                    sonde_push::redact_url(url)
                 ));
                 stats.error = Some(e);
                 // Prometheus marks every series of a failed target stale.
@@ -787,7 +799,6 @@ impl Mirror {
 }
 
 impl Mirrored {
-    /// Removes every series of this family that the mirror created.
     /// Gives the family back to the registry once no source fills it; never `target_info`,
     /// which every source of the registry shares (OTLP senders' series included).
     fn give_back(&self, registry: &Registry) {
@@ -796,6 +807,7 @@ impl Mirrored {
         }
     }
 
+    /// Removes every series of this family that the mirror created.
     fn remove_all(&mut self, job: &str, instance: &str) {
         let names = &self.labels;
         let info = self.info;
@@ -968,18 +980,12 @@ pub mod fuzzing {
         }
 
         /// Parses a body as the fetch does (text read lossily as UTF-8, or protobuf) with this
-        /// sample limit and mirrors it, or marks everything stale as a failed scrape does.
+        /// sample limit, and records it as a scrape does: mirrored, or everything marked stale.
         pub fn scrape(&mut self, body: &[u8], protobuf: bool, sample_limit: usize) {
-            let parsed = if protobuf {
-                crate::proto::parse_protobuf_at_most(body, sample_limit)
-            } else {
-                crate::text::parse_at_most(&String::from_utf8_lossy(body), sample_limit)
-            };
-            let mut stats = ScrapeStats::default();
-            match parsed {
-                Ok(e) => self.0.apply(&e, &mut stats),
-                Err(_) => self.0.clear(),
-            }
+            let parsed = crate::fetch::parse_body(body, protobuf, sample_limit);
+            let fetched = parsed.map_err(|e| e.to_string());
+            let stats = ScrapeStats::default();
+            self.0.record(fetched, "http://fuzz", Instant::now(), stats);
         }
     }
 }
